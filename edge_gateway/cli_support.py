@@ -1,0 +1,143 @@
+"""What every ``run_*.py`` shares: argument parsing with one-line errors, logging, progress
+bars and the mapping of named exceptions to one line and an exit code (DESIGN.md, "Errors").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from edge_gateway.errors import DERError, UsageError
+
+T = TypeVar("T")
+log = logging.getLogger("der")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream that was
+    current at set-up (which a test harness or an embedding program may since have closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr in a form systemd's journal keeps: level and logger, no colour codes."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        handlers=[_CurrentStderr()],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for noisy in ("urllib3", "httpx", "httpcore", "distributed", "apscheduler.executors.default", "hpack"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def env_value(name: str, cast: Callable[[str], T], default: T, *, expected: str) -> T:
+    """Read an environment variable through ``cast``; a bad value is a one-line ``UsageError``."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"environment variable {name}={raw!r}: expected {expected}") from None
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def arg_type(cast: Callable[[str], T], expected: str) -> Callable[[str], T]:
+    """An argparse ``type`` whose error message names what was expected."""
+
+    def parse(text: str) -> T:
+        try:
+            return cast(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+
+    parse.__name__ = expected
+    return parse
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:
+    """A progress bar on a terminal; silent in logs, pipes and CI."""
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Call ``main`` and turn our named exceptions into one line on stderr and an exit code."""
+    words = sys.argv[1:] if argv is None else list(argv)  # an empty list means no arguments, not sys.argv
+    verbose = "-v" in words or "--verbose" in words
+    try:
+        return int(main(argv) or 0)
+    except DERError as error:
+        if verbose:
+            log.exception("failed")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, file=None) -> None:
+    """A plain aligned text table (no dependency, pipes cleanly)."""
+    file = file or sys.stdout
+    if not rows:
+        print("(none)", file=file)
+        return
+    columns = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=file)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

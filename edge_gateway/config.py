@@ -1,0 +1,217 @@
+"""Simulator configuration: validated once, where it enters, into typed objects.
+
+Every field of the spec's ``config.json`` is here with its spec default, plus the fields
+the physics needs (longitude, time zone, tilt, azimuth, inverter size, battery control
+mode). Unknown keys are refused so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_gateway.errors import ConfigError
+
+DEFAULT_EDGE_STORE = "data/edge.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SolarConfig(_Section):
+    capacity_kw: float = Field(10.0, ge=0, le=10_000, description="DC nameplate (kWp)")
+    latitude: float = Field(37.7749, ge=-90, le=90)
+    longitude: float = Field(-122.4194, ge=-180, le=180)
+    altitude_m: float = Field(16.0, ge=-500, le=9000)
+    tilt_degrees: float = Field(20.0, ge=0, le=90)
+    azimuth_degrees: float = Field(180.0, ge=0, lt=360, description="compass bearing the panels face")
+    panel_efficiency: float = Field(0.20, gt=0, le=0.5)
+    temp_coefficient: float = Field(-0.004, ge=-0.02, le=0, description="power change per kelvin")
+    inverter_kw: float | None = Field(None, gt=0, description="AC limit; defaults to 0.9 x capacity_kw")
+    system_losses: float = Field(0.10, ge=0, lt=1, description="soiling, wiring, mismatch")
+
+    @property
+    def inverter_limit_kw(self) -> float:
+        return self.inverter_kw if self.inverter_kw is not None else 0.9 * self.capacity_kw
+
+
+class BatteryMode(str, Enum):
+    SELF_CONSUMPTION = "self_consumption"
+    TOU_ARBITRAGE = "tou_arbitrage"
+    SETPOINT = "setpoint"
+
+
+class BatteryConfig(_Section):
+    capacity_kwh: float = Field(13.5, ge=0, le=100_000)
+    max_charge_rate_kw: float = Field(5.0, ge=0)
+    max_discharge_rate_kw: float = Field(5.0, ge=0)
+    round_trip_efficiency: float = Field(0.90, gt=0, le=1)
+    initial_soc: float = Field(50.0, ge=0, le=100)
+    min_soc: float = Field(10.0, ge=0, le=100)
+    max_soc: float = Field(90.0, ge=0, le=100)
+    mode: BatteryMode = BatteryMode.SELF_CONSUMPTION
+    nominal_voltage_v: float = Field(51.2, gt=0, description="16-cell LFP pack")
+    internal_resistance_ohm: float = Field(0.02, ge=0)
+    initial_cycles: float = Field(0.0, ge=0)
+    fade_per_cycle_percent: float = Field(0.004, ge=0, description="health lost per equivalent full cycle")
+    calendar_fade_percent_per_year: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> BatteryConfig:
+        if self.min_soc > self.max_soc:
+            raise ValueError(f"min_soc ({self.min_soc}) must not exceed max_soc ({self.max_soc})")
+        if not self.min_soc <= self.initial_soc <= self.max_soc:
+            raise ValueError(
+                f"initial_soc ({self.initial_soc}) must lie within [min_soc, max_soc] = "
+                f"[{self.min_soc}, {self.max_soc}]"
+            )
+        return self
+
+
+class HomeLoadConfig(_Section):
+    base_load_kw: float = Field(0.5, ge=0, le=1000)
+    peak_load_kw: float = Field(8.0, gt=0, le=10_000)
+    has_ev: bool = True
+    ev_charging_kw: float = Field(7.2, ge=0, le=350)
+    ev_battery_kwh: float = Field(60.0, gt=0)
+    hvac_capacity_kw: float = Field(3.5, ge=0, le=1000)
+    cooling_setpoint_celsius: float = Field(24.0, ge=10, le=35)
+    heating_setpoint_celsius: float = Field(19.0, ge=5, le=30)
+
+    @model_validator(mode="after")
+    def _setpoints(self) -> HomeLoadConfig:
+        if self.heating_setpoint_celsius > self.cooling_setpoint_celsius:
+            raise ValueError("heating_setpoint_celsius must not exceed cooling_setpoint_celsius")
+        if self.base_load_kw > self.peak_load_kw:
+            raise ValueError(f"base_load_kw ({self.base_load_kw}) must not exceed peak_load_kw ({self.peak_load_kw})")
+        return self
+
+
+class GridPriceConfig(_Section):
+    off_peak_price: float = Field(0.08, ge=0, le=100)
+    shoulder_price: float = Field(0.15, ge=0, le=100)
+    peak_price: float = Field(0.30, ge=0, le=100)
+    base_feed_in_tariff: float = Field(0.05, ge=0, le=100)
+    demand_charge: float = Field(10.0, ge=0, le=10_000, description="per kW of monthly peak import")
+    volatility: float = Field(0.15, ge=0, le=2)
+    spike_probability_per_day: float = Field(0.03, ge=0, le=1)
+
+
+class SimulatorConfig(_Section):
+    device_id: str = Field("edge-gateway-001", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    interval_seconds: int = Field(300, ge=1, le=86_400)
+    output_file: str | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    timezone: str = "America/Los_Angeles"
+    country: str = Field("US", min_length=2, max_length=2, description="ISO 3166 code for public holidays")
+    edge_store_path: str = DEFAULT_EDGE_STORE
+    solar: SolarConfig = SolarConfig()
+    battery: BatteryConfig = BatteryConfig()
+    home_load: HomeLoadConfig = HomeLoadConfig()
+    grid_price: GridPriceConfig = GridPriceConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+    @property
+    def effective_seed(self) -> int:
+        """The seed in force: ``seed`` or, when null, one derived from ``device_id``.
+
+        Deriving it (rather than drawing one) keeps a gateway's simulated past stable across
+        restarts, so a rerun never rewrites readings already stored.
+        """
+        return self.seed if self.seed is not None else zlib.crc32(self.device_id.encode())
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{location}: unknown field; expected one of the documented fields"
+    if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        return f"{location}: {message} (got {first['input']!r})"
+    return f"{location}: {message}"
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> SimulatorConfig:
+    """Validate a mapping into a :class:`SimulatorConfig`, or raise one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
+    try:
+        return SimulatorConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def load_config(path: str | Path) -> SimulatorConfig:
+    """Read and validate a JSON config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; create one with --generate-config --config {path}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    return build_config(data, source=str(path))
+
+
+def config_to_dict(config: SimulatorConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def write_config(config: SimulatorConfig, path: str | Path) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+    return path
+
+
+def site_record(config: SimulatorConfig) -> dict[str, Any]:
+    """The site row (``der_data.SITE_FIELDS``) describing a gateway's configuration."""
+    solar, battery = config.solar, config.battery
+    return {
+        "device_id": config.device_id,
+        "latitude": solar.latitude,
+        "longitude": solar.longitude,
+        "altitude_m": solar.altitude_m,
+        "timezone": config.timezone,
+        "country": config.country,
+        "pv_capacity_kw": solar.capacity_kw,
+        "tilt_degrees": solar.tilt_degrees,
+        "azimuth_degrees": solar.azimuth_degrees,
+        "inverter_kw": solar.inverter_limit_kw,
+        "battery_capacity_kwh": battery.capacity_kwh,
+        "battery_max_charge_kw": battery.max_charge_rate_kw,
+        "battery_max_discharge_kw": battery.max_discharge_rate_kw,
+        "battery_round_trip_efficiency": battery.round_trip_efficiency,
+        "battery_min_soc": battery.min_soc,
+        "battery_max_soc": battery.max_soc,
+        "has_ev": config.home_load.has_ev,
+        "config_json": json.dumps(config_to_dict(config), sort_keys=True),
+    }
+
+
+def with_overrides(config: SimulatorConfig, **overrides: Any) -> SimulatorConfig:
+    """A copy with top-level fields replaced, validated again."""
+    data = config_to_dict(config)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(data, source="command line")

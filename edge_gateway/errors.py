@@ -1,0 +1,32 @@
+"""Named exceptions the library raises; CLIs map each to one line and an exit code.
+
+Exit codes follow DESIGN.md: 2 for usage and configuration errors, 1 for runtime failures.
+"""
+
+
+class DERError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(DERError):
+    """A command line, date or option that cannot be used as given."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file or variable that fails validation."""
+
+
+class StoreError(DERError):
+    """A store (SQLite, InfluxDB, Postgres, Supabase) could not be read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """A store's server could not be reached; the operation may succeed later."""
+
+
+class ValidationFailed(DERError):
+    """Data (a row, a command) failed validation."""

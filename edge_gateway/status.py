@@ -1,0 +1,94 @@
+"""``run_simulator.py --status``: what the edge store holds, per device, and whether the
+configured servers (MQTT broker, InfluxDB) answer. Returns False when one does not, so
+``--status`` exits 1 and a health check can rely on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from edge_gateway.cli_support import print_table
+from edge_gateway.errors import DERError
+from edge_gateway.models import der_data as dd
+from edge_gateway.mqtt.probe import probe_broker
+from edge_gateway.mqtt.settings import MqttSettings
+from edge_gateway.stores.factory import InfluxSettings, open_edge_store
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
+
+
+def acknowledged(state_dir: Path) -> dict[str, str]:
+    """Per device, the newest reading the MQTT broker acknowledged (from the daemon's watermarks)."""
+    marks: dict[str, str] = {}
+    for path in sorted(state_dir.glob("mqtt-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for device, micros in data.items() if isinstance(data, dict) else ():
+            if isinstance(micros, int):
+                marks[device] = dd.format_ts(pd.Timestamp(micros, unit="us", tz="UTC"))
+    return marks
+
+
+def edge_rows(store: SQLiteEdgeStore, acked: dict[str, str] | None = None) -> list[dict]:
+    now = dd.utc_now()
+    rows = []
+    for device in store.devices():
+        latest = store.latest(device)
+        last = latest[dd.TS].iloc[0] if not latest.empty else None
+        row = {
+            "device": device,
+            "readings": store.count(device),
+            "last reading": dd.format_ts(last) if last is not None else None,
+            "age": str(pd.Timedelta(now - last).floor("s")) if last is not None else None,
+            "soc %": float(latest[dd.BATTERY_SOC].iloc[0]) if last is not None else None,
+        }
+        if acked is not None:
+            row["mqtt acknowledged"] = acked.get(device)
+        rows.append(row)
+    return rows
+
+
+def influx_status(path: Path, settings: InfluxSettings, out: TextIO) -> bool:
+    """Spool size and reachability, through the store's own methods when it offers them."""
+    quick = dataclasses.replace(settings, max_retries=0, timeout_s=min(settings.timeout_s, 3.0))
+    try:
+        store = open_edge_store(path, quick)
+    except DERError as error:
+        print(f"influxdb {settings.url}: unreachable ({error})", file=out)
+        return False
+    try:
+        ping, spool = getattr(store, "ping", None), getattr(store, "spool_size", None)
+        try:
+            reachable = bool(ping()) if ping else None
+        except DERError:
+            reachable = False
+        state = "reachable" if reachable else "unknown" if reachable is None else "unreachable"
+        spooled = f", {spool()} reading(s) spooled for it" if spool else ""
+        stored = f", {store.count()} reading(s) stored" if reachable else ""
+        print(f"influxdb {settings.url} (bucket {settings.bucket}): {state}{stored}{spooled}", file=out)
+        return reachable is not False
+    finally:
+        store.close()
+
+
+def edge_status(path: str | Path, out: TextIO, *, influx: InfluxSettings | None = None, mqtt: MqttSettings | None = None) -> bool:
+    path, healthy = Path(path), True
+    if not path.exists():
+        print(f"edge store {path}: no readings yet (it is created by the first run)", file=out)
+    else:
+        acked = acknowledged(path.parent / "state") if mqtt is not None else None
+        with SQLiteEdgeStore(path) as store:
+            print(f"edge store {path}: {store.count()} readings, {len(store.devices())} device(s)", file=out)
+            print_table(edge_rows(store, acked), file=out)
+    if influx is not None:
+        healthy &= influx_status(path, influx, out)
+    if mqtt is not None:
+        problem = probe_broker(mqtt)
+        print(f"mqtt broker {mqtt.address}: " + ("reachable" if problem is None else f"unreachable ({problem})"), file=out)
+        healthy &= problem is None
+    return healthy
