@@ -1,0 +1,39 @@
+"""Shared fixtures. Services (Postgres, Mosquitto) are real; a test that needs one skips with
+the reason when it is unreachable on a developer's machine, and fails when CI=true."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or, in CI, fail) when ``name`` is not listening on ``host:port``."""
+    if port_open(host, port):
+        return
+    message = f"{name} not reachable at {host}:{port}"
+    if in_ci():
+        pytest.fail(f"{message}; CI=true requires it (.ci/run starts it)")
+    pytest.skip(f"{message}; start it or set the host/port variables to run this test")
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch):
+    """Every test runs in its own folder so default paths (data/edge.db, ...) never collide."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+
+from edge_gateway.config import SimulatorConfig, build_config, load_config, write_config
+from edge_gateway.errors import ConfigError
+
+SPEC_DEFAULTS = {
+    ("device_id",): "edge-gateway-001",
+    ("interval_seconds",): 300,
+    ("output_file",): None,
+    ("seed",): None,
+    ("solar", "capacity_kw"): 10.0,
+    ("solar", "latitude"): 37.7749,
+    ("solar", "panel_efficiency"): 0.20,
+    ("solar", "temp_coefficient"): -0.004,
+    ("battery", "capacity_kwh"): 13.5,
+    ("battery", "max_charge_rate_kw"): 5.0,
+    ("battery", "max_discharge_rate_kw"): 5.0,
+    ("battery", "round_trip_efficiency"): 0.90,
+    ("battery", "initial_soc"): 50.0,
+    ("battery", "min_soc"): 10.0,
+    ("battery", "max_soc"): 90.0,
+    ("home_load", "base_load_kw"): 0.5,
+    ("home_load", "peak_load_kw"): 8.0,
+    ("home_load", "has_ev"): True,
+    ("home_load", "ev_charging_kw"): 7.2,
+    ("home_load", "hvac_capacity_kw"): 3.5,
+    ("grid_price", "off_peak_price"): 0.08,
+    ("grid_price", "shoulder_price"): 0.15,
+    ("grid_price", "peak_price"): 0.30,
+    ("grid_price", "base_feed_in_tariff"): 0.05,
+    ("grid_price", "demand_charge"): 10.0,
+    ("grid_price", "volatility"): 0.15,
+}
+
+
+@pytest.mark.parametrize("path,expected", SPEC_DEFAULTS.items(), ids=[".".join(p) for p in SPEC_DEFAULTS])
+def test_defaults_are_the_specs(path, expected):
+    value = SimulatorConfig()
+    for part in path:
+        value = getattr(value, part)
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"solar": {"capacity_kw": -1}}, "solar.capacity_kw: Input should be greater than or equal to 0 (got -1)"),
+        ({"battery": {"min_soc": 95}}, "battery: min_soc (95.0) must not exceed max_soc (90.0)"),
+        ({"battery": {"initial_soc": 5}}, "initial_soc (5.0) must lie within [min_soc, max_soc]"),
+        ({"battery": {"round_trip_efficiency": 0}}, "battery.round_trip_efficiency: Input should be greater than 0"),
+        ({"battery": {"round_trip_efficiency": 1.2}}, "battery.round_trip_efficiency: Input should be less than or equal to 1"),
+        ({"solar": {"latitude": 91}}, "solar.latitude: Input should be less than or equal to 90 (got 91)"),
+        ({"solar": {"latitude": -90.5}}, "solar.latitude: Input should be greater than or equal to -90"),
+        ({"colour": "blue"}, "colour: unknown field"),
+        ({"battery": {"capacity": 10}}, "battery.capacity: unknown field"),
+        ({"interval_seconds": "often"}, "interval_seconds: Input should be a valid integer"),
+        ({"home_load": {"has_ev": "maybe"}}, "home_load.has_ev: Input should be a valid boolean"),
+        ({"timezone": "Mars/Olympus"}, "timezone: unknown time zone 'Mars/Olympus'"),
+        ({"device_id": "has space"}, "device_id: String should match pattern"),
+        ({"battery": {"mode": "yolo"}}, "battery.mode: Input should be 'self_consumption', 'tou_arbitrage' or 'setpoint'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_field(data, message):
+    with pytest.raises(ConfigError) as caught:
+        build_config(data)
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_generated_config_round_trips(tmp_path):
+    path = write_config(build_config({"seed": 5, "solar": {"capacity_kw": 6.5}}), tmp_path / "c.json")
+    loaded = load_config(path)
+    assert loaded.seed == 5 and loaded.solar.capacity_kw == 6.5
+    assert set(json.loads(path.read_text())) >= {"device_id", "solar", "battery", "home_load", "grid_price"}
+
+
+def test_partial_config_keeps_other_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"battery": {"capacity_kwh": 20}}))
+    loaded = load_config(path)
+    assert loaded.battery.capacity_kwh == 20 and loaded.battery.max_soc == 90.0 and loaded.solar.capacity_kw == 10.0
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("{", "malformed JSON at line 1"), ("[1, 2]", "expected a JSON object at the top level, got list")],
+)
+def test_malformed_files(tmp_path, text, message):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ConfigError, match="--generate-config"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_null_seed_is_stable_per_device():
+    a, b = build_config({"device_id": "a"}), build_config({"device_id": "b"})
+    assert a.effective_seed == build_config({"device_id": "a"}).effective_seed
+    assert a.effective_seed != b.effective_seed
+    assert build_config({"seed": 3}).effective_seed == 3

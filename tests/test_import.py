@@ -1,0 +1,126 @@
+"""``--import FILE --device-id ID``: measured meter data through the sync's validation and
+upsert path; fields the file lacks stay empty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_cloud_sync
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.importer import ImportOptions, import_file, parse_column_map
+from edge_gateway.cli_support import run_cli
+from edge_gateway.errors import UsageError
+from edge_gateway.models import der_data as dd
+
+
+def meter_frame(steps: int = 96, freq: str = "15min") -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame({
+        "Time": pd.date_range("2024-03-20 00:00", periods=steps, freq=freq).strftime("%Y-%m-%d %H:%M:%S"),
+        "pv_w": np.round(rng.uniform(0, 4000, steps), 1),
+        "load_w": np.round(rng.uniform(200, 3000, steps), 1),
+        "meter_note": "ok",
+    })
+
+
+def write(frame: pd.DataFrame, path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        yield store
+
+
+OPTIONS = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW, "load_w": dd.LOAD_TOTAL}, units="W",
+                        timezone="Europe/Berlin", timestamp_column="Time")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("freq", ["15min", "1h"])
+def test_import_maps_columns_converts_units_and_zone_leaves_the_rest_empty(tmp_path, cloud, suffix, freq):
+    raw = meter_frame(freq=freq)
+    path = tmp_path / f"meter{suffix}"
+    write(raw, path)
+    result = import_file(path, cloud, OPTIONS)
+    back = cloud.read_readings("meter-1")
+    assert result.rows_synced == len(raw) == len(back)
+    assert back[dd.SOLAR_KW].tolist() == pytest.approx((raw["pv_w"] / 1000).tolist())
+    assert back[dd.LOAD_TOTAL].tolist() == pytest.approx((raw["load_w"] / 1000).tolist())
+    assert back[dd.TS][0] == pd.Timestamp("2024-03-19T23:00:00Z")  # Berlin is UTC+1 before the spring switch
+    untouched = [c for c in dd.FIELD_TYPES if c not in (dd.SOLAR_KW, dd.LOAD_TOTAL)]
+    assert back[untouched].isna().all().all()
+    assert cloud.last_run("cloud_import")[s.STATUS] == "ok"
+
+
+def test_dst_change_keeps_a_regular_utc_series(tmp_path, cloud):
+    raw = meter_frame(steps=8, freq="1h")
+    raw["Time"] = pd.date_range("2024-10-27 00:00", periods=8, freq="1h", tz="UTC").tz_convert(
+        "Europe/Berlin").strftime("%Y-%m-%d %H:%M:%S")  # local clock repeats 02:00-03:00
+    write(raw, tmp_path / "m.csv")
+    import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    ts = cloud.read_readings("meter-1")[dd.TS]
+    assert (ts.diff().dropna() == pd.Timedelta(hours=1)).all() and len(ts) == 8
+
+
+def test_a_local_time_the_clock_skips_is_refused_not_guessed(tmp_path, cloud):
+    raw = meter_frame(steps=4, freq="1h")
+    raw["Time"] = ["2024-03-31 00:00", "2024-03-31 01:00", "2024-03-31 02:00", "2024-03-31 03:00"]
+    write(raw, tmp_path / "m.csv")
+    with pytest.raises(UsageError, match="2024-03-31 02:00:00 is a nonexistent time"):
+        import_file(tmp_path / "m.csv", cloud, OPTIONS)
+
+
+def test_bad_rows_are_quarantined_missing_columns_are_not(tmp_path, cloud):
+    raw = meter_frame(steps=10)
+    raw.loc[2, "pv_w"] = -500.0
+    raw.loc[5, "load_w"] = np.nan
+    write(raw, tmp_path / "m.csv")
+    result = import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    assert (result.rows_synced, result.rows_quarantined) == (8, 2)
+    reasons = cloud.read_quarantine("meter-1")[s.REASON].tolist()
+    assert reasons == ["solar_generation_kw outside [0, 10000] (got -0.5)",
+                       "home_load_total_load_kw is missing (NaN) but required"]
+
+
+def test_import_is_idempotent(tmp_path, cloud):
+    write(meter_frame(), tmp_path / "m.csv")
+    import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    assert cloud.count_readings("meter-1") == 96
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pv_w", "expected FILE_COLUMN=field pairs"),
+    ("pv_w=solar_kw", "'solar_kw' is not a reading field"),
+])
+def test_bad_column_map_is_a_usage_error(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_column_map(text)
+
+
+def test_file_without_timestamp_or_fields_says_what_it_expected(tmp_path, cloud):
+    pd.DataFrame({"when": ["2024-01-01"], "pv_w": [1.0]}).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(UsageError, match="no timestamp column; expected one of"):
+        import_file(tmp_path / "a.csv", cloud, ImportOptions("m"))
+    pd.DataFrame({"ts": ["2024-01-01"], "pv_w": [1.0]}).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(UsageError, match="no reading fields found; map the file's columns"):
+        import_file(tmp_path / "b.csv", cloud, ImportOptions("m"))
+
+
+def test_cli_import(tmp_path, capsys):
+    write(meter_frame(steps=12), tmp_path / "m.csv")
+    args = ["--import", str(tmp_path / "m.csv"), "--device-id", "meter-9", "--column-map",
+            "pv_w=solar_generation_kw,load_w=home_load_total_load_kw", "--units", "W", "--timezone", "UTC",
+            "--timestamp-column", "Time", "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, args) == 0
+    assert "imported 12 readings of meter-9 (0 quarantined)" in capsys.readouterr().out
+    assert run_cli(run_cloud_sync.main, [*args[:4], "--timezone", "Mars/Olympus"]) == 2
+    assert "--timezone 'Mars/Olympus': expected an IANA name" in capsys.readouterr().err
