@@ -1,0 +1,161 @@
+"""The live gateway: one reading per site per call, state carried across calls and restarts.
+
+The battery state after each step is persisted (atomically) per device, so ``--once`` run
+from cron, ``--continuous`` and a restarted daemon all continue the same battery, and a
+repeated instant recomputes the same reading instead of stepping twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from edge_gateway import generator
+from edge_gateway.config import SimulatorConfig
+from edge_gateway.models import der_data as dd
+from edge_gateway.simulators.battery import BatteryState
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[pd.DataFrame], None]
+
+
+class SetpointSource(Protocol):
+    """Commands for batteries in ``setpoint`` mode. A source may also offer
+    ``import_limit_kw(device_id, at) -> float``: a grid import cap the battery defends by
+    discharging more (or charging less) than its power command, NaN when none."""
+
+    def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        """The battery power command in force at ``at`` (kW, + charges), NaN when none."""
+        ...
+
+
+class StateFile:
+    """Battery state of one device before and after its latest step, as JSON."""
+
+    def __init__(self, folder: Path, device_id: str) -> None:
+        self.path = Path(folder) / f"{device_id}.json"
+
+    def load(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            log.warning("ignoring unreadable state %s (%s); starting from the configured battery", self.path, error)
+            return None
+
+    def save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new state, never half
+
+
+class JsonlSink:
+    """Append readings as JSON Lines to a file (or write them to a stream)."""
+
+    def __init__(self, path: str | Path | None = None, stream=None) -> None:
+        self.path, self.stream = (Path(path) if path else None), stream
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        data = dd.to_jsonl(frame)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as handle:
+                handle.write(data)
+        if self.stream is not None:
+            self.stream.write(data.decode())
+            self.stream.flush()
+
+
+class Gateway:
+    def __init__(
+        self,
+        configs: Sequence[SimulatorConfig],
+        sinks: Sequence[Sink] = (),
+        state_dir: str | Path = "data/state",
+        setpoints: SetpointSource | None = None,
+    ) -> None:
+        self.configs = tuple(configs)
+        self.sinks = list(sinks)
+        self.setpoints = setpoints
+        self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
+        self.last_frame: pd.DataFrame | None = None
+
+    @property
+    def interval_s(self) -> int:
+        return self.configs[0].interval_seconds
+
+    def _state_before(self, at: pd.Timestamp) -> tuple[list[dict], list[str | None], float]:
+        """Per site, the state to step from and its instant; and the step length (h)."""
+        sites, stamps, dt_h = [], [], self.interval_s / 3600.0
+        initial = generator.initial_state(self.configs)
+        for i, state_file in enumerate(self.states):
+            saved = state_file.load()
+            site, last = initial.site(i), None
+            if saved is not None:
+                saved_at = dd.parse_ts(saved["ts"])
+                if at == saved_at:  # the same instant again: redo that step, do not step twice
+                    site, last = saved["previous"]["state"], saved["previous"]["ts"]
+                elif at > saved_at:
+                    site, last = saved["state"], saved["ts"]
+                else:
+                    log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id, saved["ts"])
+                    site = saved["state"]
+            if last is not None:
+                dt_h = min(dt_h, (at - dd.parse_ts(last)).total_seconds() / 3600.0)
+            sites.append(site)
+            stamps.append(last)
+        return sites, stamps, dt_h
+
+    def _commands(self, at: pd.Timestamp, dt_h: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Battery power and grid import cap commanded for the interval ``(at - dt, at]``.
+
+        A reading covers the interval ending at its instant, so a schedule entry governs the
+        readings whose interval starts within it; a command that arrived during the interval
+        (in force at its end only) applies to it too. NaN means no command.
+        """
+        if self.setpoints is None:
+            return None, None
+        start = at - pd.Timedelta(hours=dt_h)
+
+        def lookup(method, device_id: str) -> float:
+            value = method(device_id, start)
+            return method(device_id, at) if np.isnan(value) else value
+
+        power = np.array([[lookup(self.setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
+        cap_method = getattr(self.setpoints, "import_limit_kw", None)  # optional part of the protocol
+        caps = None if cap_method is None else np.array([[lookup(cap_method, c.device_id)] for c in self.configs], dtype=float)
+        return power, caps
+
+    def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
+        at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
+        sites, stamps, dt_h = self._state_before(at)
+        state = BatteryState.from_sites(sites)
+        power, caps = self._commands(at, dt_h)
+        sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps)
+        frame = sim.frame()
+        for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step
+            sink(frame)
+        for i, state_file in enumerate(self.states):
+            state_file.save(
+                {"ts": dd.format_ts(at), "state": new_state.site(i), "previous": {"ts": stamps[i], "state": sites[i]}}
+            )
+        self.last_frame = frame
+        return frame
+
+
+def align(at: pd.Timestamp, interval_s: int) -> pd.Timestamp:
+    """The latest instant at or before ``at`` on the ``interval_s`` grid (clock-aligned)."""
+    seconds = math.floor(at.timestamp() / interval_s) * interval_s
+    return pd.Timestamp(seconds, unit="s", tz="UTC")

@@ -1,0 +1,245 @@
+"""Battery setpoint commands: strict validation where they enter, and the thread-safe book
+the gateway reads through the :class:`~edge_gateway.gateway.SetpointSource` protocol.
+
+Two command shapes (DESIGN.md, "MQTT topics"); power is AC kW, positive charges:
+
+* ``{"power_kw": -2.5, "expires_in_s": 900}``: in force from receipt for ``expires_in_s``
+  (default 900 s, at most a day, so a lost connection never leaves a command on for ever);
+* ``{"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1.0}, ...]}``: each entry in
+  force from its ``ts`` until the next entry's; the last one for as long as the step between
+  the last two entries (a 15-minute plan ends 15 minutes after its last entry), or the default
+  for a single entry. ``"power_kw": null`` gives no power command for that entry: the battery
+  runs its own self-consumption rule, which reacts to the actual load and PV.
+
+Both forms take an optional ``"import_limit_kw"`` (finite, >= 0): a grid import cap the
+battery defends by discharging more or charging less than commanded, as hybrid inverters'
+grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
+
+An accepted command replaces whatever the device was following. The physics clamps power to
+the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
+power beyond ``POWER_MARGIN`` times the battery's larger rate (a unit mix-up, W for kW).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from edge_gateway.config import BatteryMode
+from edge_gateway.errors import ValidationFailed
+from edge_gateway.models import der_data as dd
+
+DEFAULT_EXPIRES_S = 900.0
+MAX_EXPIRES_S = 86_400.0
+MAX_HORIZON = pd.Timedelta(days=7)
+MAX_ENTRIES = 10_000
+MAX_PAYLOAD_BYTES = 256 * 1024
+POWER_MARGIN = 10.0
+EXCERPT_CHARS = 200
+
+
+class CommandRejected(ValidationFailed):
+    """A setpoint command that is not applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: pd.Timestamp
+    end: pd.Timestamp
+    power_kw: float  # NaN: no command, the battery's own rule
+    import_limit_kw: float = math.nan  # NaN: no cap
+
+
+@dataclass(frozen=True)
+class Command:
+    device_id: str
+    segments: tuple[Segment, ...]
+
+
+def _refuse_constant(name: str) -> float:
+    raise CommandRejected(f"{name} is not a number; expected a finite JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise CommandRejected(f"duplicate key {duplicates[0]!r}")
+    return dict(pairs)
+
+
+def _decode(payload: bytes) -> Mapping:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandRejected(f"payload of {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise CommandRejected("payload is not UTF-8 text; expected a JSON object") from None
+    except json.JSONDecodeError as error:
+        raise CommandRejected(f"malformed JSON ({error.msg} at column {error.colno}); expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise CommandRejected(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _keys(data: Mapping, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise CommandRejected(f"{where}unknown key {unknown[0]!r}; expected only {', '.join(sorted(allowed))}")
+
+
+def _number(value: object, name: str) -> float:
+    # bool is an int in Python, but `true` is never a power.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CommandRejected(f"{name} must be a number, got {json.dumps(value)[:40]}")
+    if not math.isfinite(value):
+        raise CommandRejected(f"{name} must be finite")
+    return float(value)
+
+
+def _power(value: object, name: str, limit_kw: float) -> float:
+    power = _number(value, name)
+    if abs(power) > limit_kw:
+        raise CommandRejected(f"{name} {power:g} kW is beyond +/-{limit_kw:g} kW ({POWER_MARGIN:g} x the battery's rate)")
+    return power
+
+
+def _import_limit(data: Mapping, name: str) -> float:
+    if "import_limit_kw" not in data:
+        return math.nan
+    limit = _number(data["import_limit_kw"], name)
+    if limit < 0:
+        raise CommandRejected(f"{name} {limit:g} kW is negative; expected a grid import cap >= 0 kW")
+    return limit
+
+
+def _instant(value: object, name: str) -> pd.Timestamp:
+    if not isinstance(value, str):
+        raise CommandRejected(f"{name} must be an ISO 8601 string with a UTC offset")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandRejected(f"{name} {value[:40]!r} is not ISO 8601; expected e.g. 2024-06-15T14:00:00+00:00") from None
+    if parsed.tzinfo is None:
+        raise CommandRejected(f"{name} {value[:40]!r} has no UTC offset; expected e.g. 2024-06-15T14:00:00+00:00")
+    return dd.parse_ts(parsed)
+
+
+def _immediate(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool) -> Command:
+    _keys(data, {"power_kw", "expires_in_s", "import_limit_kw"}, "")
+    if retained:
+        # A retained command comes back on every reconnect and would restart its countdown.
+        raise CommandRejected("power_kw commands must not be retained; publish without retain, or send a schedule")
+    power = _power(data["power_kw"], "power_kw", limit_kw)
+    cap = _import_limit(data, "import_limit_kw")
+    expires = _number(data.get("expires_in_s", DEFAULT_EXPIRES_S), "expires_in_s")
+    if not 0 < expires <= MAX_EXPIRES_S:
+        raise CommandRejected(f"expires_in_s {expires:g} out of range; expected 0 < expires_in_s <= {MAX_EXPIRES_S:g}")
+    # Readings are stamped to the second, so the command counts from the second it arrived in.
+    start = now.floor("s")
+    return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power, cap),))
+
+
+def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp) -> Command:
+    _keys(data, {"schedule"}, "")
+    entries = data["schedule"]
+    if not isinstance(entries, list) or not entries:
+        raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
+    if len(entries) > MAX_ENTRIES:
+        raise CommandRejected(f"schedule has {len(entries)} entries; expected at most {MAX_ENTRIES}")
+    points = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise CommandRejected(f"schedule[{i}] must be an object with ts and power_kw")
+        _keys(entry, {"ts", "power_kw", "import_limit_kw"}, f"schedule[{i}]: ")
+        for key in ("ts", "power_kw"):
+            if key not in entry:
+                raise CommandRejected(f"schedule[{i}] lacks {key}")
+        # null must be spelled out: a missing power_kw is more likely a mistake than "no command".
+        power = math.nan if entry["power_kw"] is None else _power(entry["power_kw"], f"schedule[{i}].power_kw", limit_kw)
+        points.append((_instant(entry["ts"], f"schedule[{i}].ts"), power, _import_limit(entry, f"schedule[{i}].import_limit_kw")))
+    points.sort(key=lambda p: p[0])
+    for (a, *_), (b, *_) in zip(points, points[1:]):
+        if a == b:
+            raise CommandRejected(f"schedule has two entries at {dd.format_ts(a)}; expected distinct times")
+    last_step = points[-1][0] - points[-2][0] if len(points) > 1 else pd.Timedelta(seconds=DEFAULT_EXPIRES_S)
+    end = points[-1][0] + min(last_step, pd.Timedelta(seconds=MAX_EXPIRES_S))
+    if end <= now:
+        raise CommandRejected(f"schedule ended at {dd.format_ts(end)}, before now; expected a current or future plan")
+    if points[0][0] > now + MAX_HORIZON:
+        raise CommandRejected(f"schedule starts after {MAX_HORIZON.days} days from now; expected a near-term plan")
+    ends = [p[0] for p in points[1:]] + [end]
+    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)))
+
+
+def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool = False) -> Command:
+    """Validate one command payload, or raise :class:`CommandRejected` with the reason."""
+    data = _decode(payload)
+    if "schedule" in data:
+        return _schedule(data, device_id, limit_kw, now)
+    if "power_kw" in data:
+        return _immediate(data, device_id, limit_kw, now, retained)
+    raise CommandRejected("expected {\"power_kw\": ..., \"expires_in_s\": ...} or {\"schedule\": [...]}")
+
+
+def excerpt(payload: bytes) -> str:
+    text = payload.decode("utf-8", errors="replace")
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+class SetpointBook:
+    """Accepted commands per device; the gateway's :class:`SetpointSource`. Thread-safe: the
+    MQTT client writes from its network thread while the gateway reads from its own."""
+
+    def __init__(self, limits_kw: Mapping[str, float], clock: Callable[[], pd.Timestamp] = dd.utc_now) -> None:
+        self.limits_kw = dict(limits_kw)  # devices that follow commands, and their power bound
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._commands: dict[str, Command] = {}
+
+    @classmethod
+    def for_configs(cls, configs, clock: Callable[[], pd.Timestamp] = dd.utc_now) -> SetpointBook:
+        limits = {
+            c.device_id: POWER_MARGIN * max(c.battery.max_charge_rate_kw, c.battery.max_discharge_rate_kw, 0.1)
+            for c in configs
+            if c.battery.mode == BatteryMode.SETPOINT
+        }
+        return cls(limits, clock)
+
+    def accept(self, device_id: str, payload: bytes, retained: bool = False) -> Command:
+        """Validate and apply a command, or raise :class:`CommandRejected` leaving the book as it was."""
+        if device_id not in self.limits_kw:
+            raise CommandRejected(f"device {device_id} runs its own battery control; set battery.mode to \"setpoint\" to accept commands")
+        command = parse_command(payload, device_id, self.limits_kw[device_id], self._clock(), retained)
+        with self._lock:
+            self._commands[device_id] = command
+        return command
+
+    def _segment(self, device_id: str, at: pd.Timestamp) -> Segment | None:
+        with self._lock:
+            command = self._commands.get(device_id)
+        if command is not None:
+            for segment in command.segments:
+                if segment.start <= at < segment.end:
+                    return segment
+        return None
+
+    def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        """The power command in force at ``at`` (kW, + charges), NaN when none."""
+        segment = self._segment(device_id, at)
+        return math.nan if segment is None else segment.power_kw
+
+    def import_limit_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        """The grid import cap in force at ``at`` (kW), NaN when none."""
+        segment = self._segment(device_id, at)
+        return math.nan if segment is None else segment.import_limit_kw
+
+    def command(self, device_id: str) -> Command | None:
+        with self._lock:
+            return self._commands.get(device_id)

@@ -1,0 +1,51 @@
+"""The edge-store interface. Jobs depend on this Protocol, never on a vendor client.
+
+A batch of readings is a flat :class:`pandas.DataFrame` (see ``edge_gateway.models.der_data``).
+Writes are idempotent on ``(device_id, ts)``: writing the same reading twice stores it once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+
+@runtime_checkable
+class EdgeStore(Protocol):
+    def write(self, frame: pd.DataFrame) -> int:
+        """Store every row of a flat reading frame; return the number of rows written."""
+        ...
+
+    def read_range(
+        self,
+        device_id: str | None,
+        start: pd.Timestamp | None = None,
+        stop: pd.Timestamp | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Readings with ``start <= ts < stop`` (either bound open when ``None``), ordered by
+        ``(device_id, ts)``, at most ``limit`` rows; ``device_id=None`` means every device."""
+        ...
+
+    def latest(self, device_id: str) -> pd.DataFrame:
+        """The newest reading of a device as a one-row frame (empty when none)."""
+        ...
+
+    def devices(self) -> list[str]:
+        ...
+
+    def count(self, device_id: str | None = None, start: pd.Timestamp | None = None) -> int:
+        """Number of stored readings (of one device, from ``start`` on, when given)."""
+        ...
+
+    def put_site(self, site: dict) -> None:
+        """Insert or replace a site description (keys of ``der_data.SITE_FIELDS``)."""
+        ...
+
+    def sites(self) -> list[dict]:
+        """Every stored site description."""
+        ...
+
+    def close(self) -> None:
+        ...

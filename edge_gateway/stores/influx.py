@@ -1,0 +1,386 @@
+"""InfluxDB 2.x edge store, with a durable SQLite outbox so a gateway loses nothing offline.
+
+Why not the client's batching writer: it keeps points only in memory, reports failures only
+through callbacks, and its ``flush()`` is a no-op in influxdb-client 1.50. So writes use the
+SYNCHRONOUS API and batching is ours:
+
+* ``write(frame)`` validates and encodes the frame, then appends the rows to the table
+  ``influx_spool`` in the spool's SQLite file (one transaction) before anything is sent. A
+  crash, a power cut or a dead network never loses an accepted reading.
+* A flush sends the spool oldest first (by arrival) in batches of ``batch_size`` lines and
+  deletes each batch once InfluxDB has acknowledged it. It runs when ``batch_size`` readings
+  wait, when the oldest has waited ``flush_interval_s`` (checked on every call and by a
+  background thread), on ``flush()``/``replay_spool()`` and on ``close()``.
+* A batch is retried ``max_retries`` times with exponential backoff and jitter on 5xx, 429,
+  timeouts and refused connections. When that fails the rows stay in the spool and automatic
+  flushes pause (growing backoff) so the gateway keeps working; the next successful flush,
+  or an explicit ``replay_spool()``, drains it.
+* A batch the server refuses as malformed (400) cannot succeed by retrying; it moves to
+  ``influx_rejected`` with the server's message, never dropped, and the rest continues.
+* Reads merge the rows still waiting in the spool, so the sync job never misses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import urllib3
+from influxdb_client import BucketRetentionRules, InfluxDBClient
+from influxdb_client.client.exceptions import InfluxDBError
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores import influx_protocol as lp
+from edge_gateway.stores.factory import InfluxSettings
+from edge_gateway.stores.sqlite import SQLiteEdgeStore, bound_micros, connect, ts_to_micros
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_S = 300.0
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class _Rejected(StoreError):
+    """InfluxDB refused a batch as malformed (400): retrying the same bytes cannot succeed."""
+
+
+class _Outbox:
+    """Readings accepted but not yet acknowledged by InfluxDB, in the spool's SQLite file."""
+
+    def __init__(self, spool: SQLiteEdgeStore) -> None:
+        self._conn = connect(spool.path)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS influx_spool (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            f" {dd.DEVICE_ID} TEXT NOT NULL, ts_us INTEGER NOT NULL, row_json TEXT NOT NULL)"
+        )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS influx_rejected (seq INTEGER PRIMARY KEY, row_json TEXT NOT NULL,"
+            " error TEXT NOT NULL, rejected_at TEXT NOT NULL)"
+        )
+
+    def add(self, frame: pd.DataFrame) -> None:
+        rows = dd.frame_to_rows(frame)
+        micros = ts_to_micros(frame[dd.TS]).tolist()
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                f"INSERT INTO influx_spool ({dd.DEVICE_ID}, ts_us, row_json) VALUES (?, ?, ?)",
+                [(r[dd.DEVICE_ID], us, json.dumps(r)) for r, us in zip(rows, micros)],
+            )
+
+    def oldest(self, n: int) -> tuple[list[int], pd.DataFrame]:
+        rows = self._conn.execute("SELECT seq, row_json FROM influx_spool ORDER BY seq LIMIT ?", (n,)).fetchall()
+        return [r[0] for r in rows], dd.rows_to_frame(json.loads(r[1]) for r in rows)
+
+    def remove(self, seqs: list[int]) -> None:
+        with self._conn:
+            self._conn.executemany("DELETE FROM influx_spool WHERE seq = ?", [(s,) for s in seqs])
+
+    def reject(self, seqs: list[int], error: str) -> None:
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for seq in seqs:
+                self._conn.execute(
+                    "INSERT INTO influx_rejected SELECT seq, row_json, ?, ? FROM influx_spool WHERE seq = ?",
+                    (error, dd.format_ts(dd.utc_now()), seq),
+                )
+                self._conn.execute("DELETE FROM influx_spool WHERE seq = ?", (seq,))
+
+    def size(self, table: str = "influx_spool") -> int:
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def frame(self, device_id: str | None, start=None, stop=None) -> pd.DataFrame:
+        clauses, params = [], []
+        for clause, value in ((f"{dd.DEVICE_ID} = ?", device_id), ("ts_us >= ?", bound_micros(start)),
+                              ("ts_us < ?", bound_micros(stop))):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._conn.execute(f"SELECT row_json FROM influx_spool {where} ORDER BY seq", params).fetchall()
+        frame = dd.rows_to_frame(json.loads(r[0]) for r in rows)
+        # A reading written twice before a flush: the later write is the one InfluxDB keeps.
+        return frame.drop_duplicates(list(dd.KEY_COLUMNS), keep="last")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _merge(remote: pd.DataFrame, waiting: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    if waiting.empty:
+        return remote
+    both = pd.concat([remote, waiting], ignore_index=True).drop_duplicates(list(dd.KEY_COLUMNS), keep="last")
+    both = both.sort_values(list(dd.KEY_COLUMNS), kind="stable").reset_index(drop=True)
+    return dd.coerce_frame(both if limit is None else both.head(limit))
+
+
+class InfluxEdgeStore:
+    """The configured edge store (DESIGN.md, "Stores"); see the module docstring for delivery."""
+
+    def __init__(
+        self,
+        settings: InfluxSettings,
+        spool: SQLiteEdgeStore,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        background: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._spool = spool
+        self._outbox = _Outbox(spool)
+        self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
+        self._lock = threading.RLock()
+        self._failures = 0
+        self._paused_until = float("-inf")
+        # Rows left by an earlier run are overdue: the first chance to flush replays them.
+        self._waiting_since: float | None = float("-inf") if self._outbox.size() else None
+        self._bucket_ready = False
+        self.last_error: str | None = None
+        self._client = InfluxDBClient(
+            url=settings.url, token=settings.token, org=settings.org,
+            timeout=int(settings.timeout_s * 1000), retries=False,
+        )
+        self._writer = self._client.write_api(write_options=SYNCHRONOUS)
+        self._stop = threading.Event()
+        try:
+            self._ensure_bucket()
+        except StoreUnavailable as error:
+            self._note_failure(error)  # start offline: readings wait in the spool
+        except StoreError:
+            self._client.close()
+            self._outbox.close()
+            spool.close()  # the store owns its spool from here on, as close() shows
+            raise
+        self._thread = None
+        if background and settings.flush_interval_s > 0:
+            self._thread = threading.Thread(target=self._flush_loop, name="influx-flush", daemon=True)
+            self._thread.start()
+
+    # --- errors and retries ---
+    def _wrap(self, error: Exception) -> StoreError:
+        s, url, bucket = self.settings, self.settings.url, self.settings.bucket
+        if isinstance(error, ApiException):
+            status = error.status or 0
+            reason = _server_message(error)
+            if status in (401, 403):
+                return StoreError(f"InfluxDB at {url} rejected the token ({status}): expected a token with"
+                                  f" write access to bucket {bucket}")
+            if status == 404:
+                return StoreError(f"InfluxDB at {url}: {reason} (404): expected organisation {s.org} and bucket"
+                                  f" {bucket} to exist or the token to be allowed to create the bucket")
+            if status in _TRANSIENT_STATUS:
+                return StoreUnavailable(f"InfluxDB at {url} is unavailable ({status}: {reason}): expected it to"
+                                        f" accept requests for bucket {bucket}")
+            if status == 400:
+                return _Rejected(f"InfluxDB at {url} refused the data (400: {reason}): expected valid line protocol")
+            return StoreError(f"InfluxDB at {url} refused the request ({status}: {reason})")
+        if isinstance(error, InfluxDBError):
+            return StoreError(f"InfluxDB at {url}: {error.message}")
+        reason = getattr(error, "reason", None) or error
+        return StoreUnavailable(f"InfluxDB at {url} cannot be reached ({type(error).__name__}: {reason}):"
+                                " expected an InfluxDB 2.x server listening there")
+
+    def _backoff(self, attempt: int) -> float:
+        # "Equal jitter": half the exponential delay is fixed, half random, so gateways that lost
+        # the server together do not all come back at the same instant.
+        delay = min(MAX_BACKOFF_S, self.settings.retry_base_s * 2**attempt)
+        return delay / 2 + self._rng.uniform(0, delay / 2)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one client call, retrying transient failures; vendor errors come out as ours."""
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return fn()
+            except (ApiException, InfluxDBError, urllib3.exceptions.HTTPError, OSError) as vendor:
+                error = self._wrap(vendor)
+            if not isinstance(error, StoreUnavailable) or attempt == self.settings.max_retries:
+                raise error
+            self._sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _note_failure(self, error: StoreError) -> None:
+        self.last_error = str(error)
+        self._failures += 1
+        self._paused_until = self._clock() + self._backoff(min(self._failures, 16))
+        log.warning("%s; %d readings wait in the spool", error, self._outbox.size())
+
+    # --- bucket ---
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        s = self.settings
+        buckets = self._client.buckets_api()
+        found = self._call(lambda: buckets.find_buckets(name=s.bucket, org=s.org)).buckets or []
+        if not any(b.name == s.bucket for b in found):
+            rules = [BucketRetentionRules(type="expire", every_seconds=s.retention_days * 86400)] \
+                if s.retention_days > 0 else []
+            self._call(lambda: buckets.create_bucket(bucket_name=s.bucket, retention_rules=rules, org=s.org))
+            log.info("created InfluxDB bucket %s (retention %s days)", s.bucket, s.retention_days or "infinite")
+        self._bucket_ready = True
+
+    # --- writing ---
+    def write(self, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        try:
+            lp.frame_to_lines(frame)  # refuse what InfluxDB could never store before accepting it
+        except ValueError as error:
+            raise StoreError(f"InfluxDB store: {error}") from None
+        with self._lock:
+            self._outbox.add(frame)
+            if self._waiting_since is None:
+                self._waiting_since = self._clock()
+        self.flush_if_due()
+        return len(frame)
+
+    def flush_if_due(self) -> int:
+        """Flush when a batch is full or the oldest reading has waited long enough, unless paused."""
+        with self._lock:
+            if self._waiting_since is None or self._clock() < self._paused_until:
+                return 0
+            overdue = self._clock() - self._waiting_since >= self.settings.flush_interval_s
+            if not overdue and self._outbox.size() < self.settings.batch_size:
+                return 0
+            try:
+                return self.flush()
+            except StoreUnavailable:
+                return 0  # already logged; the rows wait in the spool
+
+    def flush(self) -> int:
+        """Send every waiting reading, oldest first; return how many InfluxDB acknowledged.
+
+        Raises :class:`StoreUnavailable` (rows stay spooled) or :class:`StoreError` (bad token,
+        missing organisation: rows stay spooled until the configuration is fixed).
+        """
+        sent = 0
+        with self._lock:
+            try:
+                self._ensure_bucket()
+                while True:
+                    seqs, frame = self._outbox.oldest(self.settings.batch_size)
+                    if not seqs:
+                        break
+                    sent += self._send(seqs, frame)
+            except StoreError as error:
+                self._note_failure(error)
+                raise
+            self._failures, self._paused_until, self._waiting_since = 0, float("-inf"), None
+            self.last_error = None
+        return sent
+
+    def _send(self, seqs: list[int], frame: pd.DataFrame) -> int:
+        lines = lp.frame_to_lines(frame, "ns")
+        s = self.settings
+        try:
+            self._call(lambda: self._writer.write(bucket=s.bucket, org=s.org, record=lines, write_precision="ns"))
+        except _Rejected as error:
+            log.error("%s; %d readings moved to influx_rejected", error, len(seqs))
+            self._outbox.reject(seqs, str(error))
+            return 0
+        self._outbox.remove(seqs)
+        return len(seqs)
+
+    def replay_spool(self) -> int:
+        """Send what the spool holds now (e.g. when the daemon sees InfluxDB come back)."""
+        return self.flush()
+
+    def spool_size(self) -> int:
+        """Readings accepted but not yet acknowledged by InfluxDB."""
+        return self._outbox.size()
+
+    def rejected_size(self) -> int:
+        """Readings InfluxDB refused as malformed, kept in ``influx_rejected`` for inspection."""
+        return self._outbox.size("influx_rejected")
+
+    def ping(self) -> bool:
+        return bool(self._client.ping())
+
+    def status(self) -> dict[str, Any]:
+        """Connectivity and backlog, for the daemon's ``--status``."""
+        return {"url": self.settings.url, "bucket": self.settings.bucket, "reachable": self.ping(),
+                "spool_size": self.spool_size(), "rejected": self.rejected_size(), "last_error": self.last_error}
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(min(self.settings.flush_interval_s, 1.0)):
+            try:
+                self.flush_if_due()
+            except StoreError as error:
+                log.error("%s", error)
+
+    # --- reading ---
+    def _query(self, flux: str) -> str:
+        api = self._client.query_api()
+        return self._call(lambda: api.query_raw(flux, org=self.settings.org).data.decode("utf-8"))
+
+    def read_range(self, device_id, start=None, stop=None, limit=None) -> pd.DataFrame:
+        self.flush_if_due()
+        remote = lp.csv_to_frame(self._query(lp.range_query(self.settings.bucket, device_id, start, stop, limit)))
+        return _merge(remote, self._outbox.frame(device_id, start, stop), limit)
+
+    def latest(self, device_id: str) -> pd.DataFrame:
+        times = lp.csv_values(self._query(lp.latest_time_query(self.settings.bucket, device_id)), "_time")
+        remote = dd.empty_frame()
+        if times:
+            newest = max(times)
+            remote = self.read_range(device_id, newest, newest + pd.Timedelta(1, "ns"))
+        both = _merge(remote, self._outbox.frame(device_id), None)
+        return both if both.empty else dd.coerce_frame(both.sort_values(dd.TS).tail(1).reset_index(drop=True))
+
+    def devices(self) -> list[str]:
+        remote = lp.csv_values(self._query(lp.devices_query(self.settings.bucket)))
+        return sorted(set(map(str, remote)) | set(self._outbox.frame(None)[dd.DEVICE_ID]))
+
+    def count(self, device_id: str | None = None, start: pd.Timestamp | None = None) -> int:
+        """Stored readings plus those waiting in the spool.
+
+        A spooled reading whose earlier write reached InfluxDB but whose acknowledgement was
+        lost is counted twice until the next flush settles it.
+        """
+        remote = lp.csv_values(self._query(lp.count_query(self.settings.bucket, device_id, start)), "_time")
+        return int(sum(remote)) + len(self._outbox.frame(device_id, start))
+
+    # --- sites live beside the spool ---
+    def put_site(self, site: dict) -> None:
+        self._spool.put_site(site)
+
+    def sites(self) -> list[dict]:
+        return self._spool.sites()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            # After a recent failure, don't hold up shutdown with retries: the spool keeps the rows.
+            if self.spool_size() and self._clock() >= self._paused_until:
+                self.flush()
+        except StoreError as error:
+            log.warning("closing with %d readings spooled: %s", self.spool_size(), error)
+        finally:
+            self._client.close()
+            self._outbox.close()
+            self._spool.close()
+
+    def __enter__(self) -> InfluxEdgeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _server_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason or "no message")

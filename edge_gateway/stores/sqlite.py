@@ -1,0 +1,183 @@
+"""Embedded edge store: one SQLite file in WAL mode, one row per reading, flat columns.
+
+WAL lets the simulator write while the sync job (another process) reads. Timestamps are
+stored as integer microseconds since the epoch (UTC): compact, exact, and ordered.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edge_gateway.errors import StoreError
+from edge_gateway.models import der_data as dd
+
+TABLE = "readings"
+_SQL_TYPES = {float: "REAL", int: "INTEGER", str: "TEXT"}
+
+
+def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
+    """Open (creating folders as needed) a SQLite file in WAL mode, as every embedded store here does."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+    except sqlite3.Error as error:
+        raise StoreError(f"SQLite store {path}: cannot open ({error}); expected a writable file path") from None
+    return conn
+
+
+def ts_to_micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    return pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("us").asi8
+
+
+def micros_to_ts(values: np.ndarray | pd.Series) -> pd.Series:
+    return pd.Series(pd.to_datetime(np.asarray(values, dtype="int64"), unit="us", utc=True))
+
+
+def frame_from_rows(rows: Sequence[tuple], names: Sequence[str], fixed: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Fetched reading rows (``ts`` as microseconds) -> a frame of reading columns with the
+    contract's dtypes, in ``coerce_frame``'s order (keys, numbers, text).
+
+    Built column by column from the transposed tuples, straight into numpy (``None`` becomes
+    NaN), rather than through ``DataFrame.from_records`` and ``coerce_frame``: for a million
+    rows that double conversion was most of a read. ``fixed`` holds columns the query pinned
+    to one value (a ``device_id = ?`` filter), which need not travel back per row.
+    """
+    fixed = dict(fixed or {})
+    order = [c for c in (*dd.KEY_COLUMNS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS) if c in fixed or c in names]
+    fetched = dict(zip(names, zip(*rows))) if rows else {name: () for name in names}
+    size = len(rows)
+    out: dict[str, Any] = {}
+    for name in order:
+        values = fetched[name] if name in fetched else (fixed[name],) * size
+        if name == dd.TS:
+            out[name] = pd.DatetimeIndex(pd.to_datetime(np.array(values, dtype="int64"), unit="us", utc=True))
+        elif name == dd.DEVICE_ID or dd.FIELD_TYPES.get(name) is str:
+            out[name] = pd.Series(np.array(values, dtype=object), dtype=object).astype("str").to_numpy()
+        else:
+            floats = np.array(values, dtype="float64")  # NULL (None) -> NaN
+            # As coerce_frame: integers stay nullable, since imported data may lack them.
+            out[name] = pd.array(np.round(floats), dtype="Int64") if dd.FIELD_TYPES[name] is int else floats
+    frame = pd.DataFrame(out, index=pd.RangeIndex(size))
+    frame[dd.TS] = frame[dd.TS].astype("datetime64[us, UTC]")
+    return frame
+
+
+def bound_micros(ts: pd.Timestamp | None) -> int | None:
+    # ``Timestamp.value`` is nanoseconds whatever the unit, so read the microsecond count itself.
+    return None if ts is None else int(dd.parse_ts(ts).as_unit("us").asm8.view("int64"))
+
+
+class SQLiteEdgeStore:
+    """The default edge store (DESIGN.md, "Stores")."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+        columns = ", ".join(
+            [f"{dd.DEVICE_ID} TEXT NOT NULL", f"{dd.TS} INTEGER NOT NULL"]
+            + [f"{name} {_SQL_TYPES[typ]}" for name, typ in dd.FIELD_TYPES.items()]
+        )
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, PRIMARY KEY ({dd.DEVICE_ID}, {dd.TS})) WITHOUT ROWID"
+        )
+        site_columns = ", ".join(f"{name} {_SQL_TYPES.get(typ, 'INTEGER')}" for name, typ in dd.SITE_FIELDS.items())
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS sites ({site_columns}, PRIMARY KEY (device_id))")
+        self._insert = (
+            f"INSERT OR REPLACE INTO {TABLE} ({', '.join(dd.COLUMNS)}) VALUES ({', '.join('?' * len(dd.COLUMNS))})"
+        )
+
+    def write(self, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        columns = [frame[dd.DEVICE_ID].astype(str).tolist(), ts_to_micros(frame[dd.TS]).tolist()]
+        for name, typ in dd.FIELD_TYPES.items():
+            values = frame[name]
+            if typ is str:
+                columns.append(values.astype(str).tolist())
+            else:
+                floats = values.to_numpy(dtype="float64", na_value=np.nan)
+                as_list = floats.astype("int64").tolist() if typ is int else floats.tolist()
+                columns.append([None if f != f else v for f, v in zip(floats.tolist(), as_list)])
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(self._insert, zip(*columns))
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: write failed ({error})") from None
+        return len(frame)
+
+    def _select(self, where: str, params: list, limit: int | None, order: str = "ASC") -> pd.DataFrame:
+        sql = f"SELECT {', '.join(dd.COLUMNS)} FROM {TABLE} {where} ORDER BY {dd.DEVICE_ID}, {dd.TS} {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        try:
+            rows = self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
+        if not rows:
+            return dd.empty_frame()
+        return frame_from_rows(rows, dd.COLUMNS)
+
+    @staticmethod
+    def _where(device_id: str | None, start: pd.Timestamp | None, stop: pd.Timestamp | None) -> tuple[str, list]:
+        clauses, params = [], []
+        if device_id is not None:
+            clauses.append(f"{dd.DEVICE_ID} = ?")
+            params.append(device_id)
+        if start is not None:
+            clauses.append(f"{dd.TS} >= ?")
+            params.append(bound_micros(start))
+        if stop is not None:
+            clauses.append(f"{dd.TS} < ?")
+            params.append(bound_micros(stop))
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def read_range(self, device_id, start=None, stop=None, limit=None) -> pd.DataFrame:
+        where, params = self._where(device_id, start, stop)
+        return self._select(where, params, limit)
+
+    def latest(self, device_id: str) -> pd.DataFrame:
+        return self._select(f"WHERE {dd.DEVICE_ID} = ?", [device_id], 1, order="DESC")
+
+    def devices(self) -> list[str]:
+        return [r[0] for r in self._conn.execute(f"SELECT DISTINCT {dd.DEVICE_ID} FROM {TABLE} ORDER BY 1")]
+
+    def count(self, device_id: str | None = None, start: pd.Timestamp | None = None) -> int:
+        where, params = self._where(device_id, start, None)
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {TABLE} {where}", params).fetchone()[0])
+
+    def put_site(self, site: dict) -> None:
+        names = list(dd.SITE_FIELDS)
+        values = [site.get(n) for n in names]
+        with self._conn:
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO sites ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values
+            )
+
+    def sites(self) -> list[dict]:
+        names = list(dd.SITE_FIELDS)
+        rows = self._conn.execute(f"SELECT {', '.join(names)} FROM sites ORDER BY device_id").fetchall()
+        return [
+            {n: (bool(v) if dd.SITE_FIELDS[n] is bool and v is not None else v) for n, v in zip(names, row)}
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SQLiteEdgeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

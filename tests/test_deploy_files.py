@@ -1,0 +1,123 @@
+"""Deployment files agree with the code: docker-compose, Grafana provisioning, Mosquitto config.
+
+Docker is not available where the tests run, so these check the files' content rather than
+starting the containers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores import factory
+from edge_gateway.stores import influx_protocol as lp
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+DEV_TOKEN = "edge-gateway-dev-token"  # the spec's "Full Pipeline Example" token
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def datasource() -> dict:
+    (source,) = yaml.safe_load((PROVISIONING / "datasources" / "influxdb.yml").read_text())["datasources"]
+    return source
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads((PROVISIONING / "dashboards" / "der-site-overview.json").read_text())
+
+
+def test_influxdb_service_matches_code_defaults(compose):
+    service = compose["services"]["influxdb"]
+    env = service["environment"]
+    assert service["image"].startswith("influxdb:2.")
+    assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    assert env["DOCKER_INFLUXDB_INIT_ORG"] == factory.DEFAULT_INFLUX_ORG
+    assert env["DOCKER_INFLUXDB_INIT_BUCKET"] == factory.DEFAULT_INFLUX_BUCKET
+    assert env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == DEV_TOKEN
+    assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == f"{factory.DEFAULT_RETENTION_DAYS}d"
+    assert len(env["DOCKER_INFLUXDB_INIT_PASSWORD"]) >= 8  # the image's setup refuses shorter ones
+    port = urlparse(factory.DEFAULT_INFLUX_URL).port
+    assert f"{port}:{port}" in service["ports"]
+    named = {v.split(":")[0] for v in service["volumes"]}
+    assert "influxdb-data" in named and named <= set(compose["volumes"])
+
+
+def test_influxdb_starts_alone(compose):
+    # `docker-compose up -d influxdb` (the spec) must not pull other services in.
+    assert "depends_on" not in compose["services"]["influxdb"]
+
+
+@pytest.mark.parametrize("service,port", [("mosquitto", 1883), ("grafana", 3000)])
+def test_other_services_publish_their_ports(compose, service, port):
+    assert f"{port}:{port}" in compose["services"][service]["ports"]
+
+
+def test_bind_mounts_exist(compose):
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{source} is mounted but missing"
+
+
+def test_mosquitto_conf_has_listener_and_persistence(compose):
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    directives = dict(line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#"))
+    assert directives["listener"].split()[0] == "1883"
+    assert directives["persistence"] == "true"
+    data_mount = next(v for v in compose["services"]["mosquitto"]["volumes"] if v.startswith("mosquitto-data:"))
+    assert directives["persistence_location"].rstrip("/") == data_mount.split(":")[1].rstrip("/")
+
+
+def test_grafana_datasource_matches_influxdb_service(compose, datasource):
+    env = compose["services"]["influxdb"]["environment"]
+    assert datasource["type"] == "influxdb" and datasource["jsonData"]["version"] == "Flux"
+    assert datasource["jsonData"]["organization"] == env["DOCKER_INFLUXDB_INIT_ORG"]
+    assert datasource["jsonData"]["defaultBucket"] == env["DOCKER_INFLUXDB_INIT_BUCKET"]
+    assert datasource["secureJsonData"]["token"] == env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+    assert urlparse(datasource["url"]).hostname == "influxdb"
+    assert urlparse(datasource["url"]).port == urlparse(factory.DEFAULT_INFLUX_URL).port
+
+
+def test_dashboard_provider_points_at_the_mounted_folder(compose):
+    (provider,) = yaml.safe_load((PROVISIONING / "dashboards" / "dashboards.yml").read_text())["providers"]
+    mount = next(v for v in compose["services"]["grafana"]["volumes"] if "provisioning" in v).split(":")[1]
+    assert provider["options"]["path"] == f"{mount}/dashboards"
+
+
+def _queries(dashboard: dict) -> list[str]:
+    return [t["query"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+def test_dashboard_queries_use_real_columns(dashboard, datasource):
+    queries = _queries(dashboard)
+    fields = {f for q in queries for f in re.findall(r'r\._field == "([^"]+)"', q)}
+    assert fields <= set(lp.FIELDS), f"unknown fields {fields - set(lp.FIELDS)}"
+    for needed in (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.BATTERY_POWER, dd.NET_GRID_FLOW, dd.BATTERY_SOC, dd.PRICE):
+        assert needed in fields, f"dashboard does not show {needed}"
+    for query in queries:
+        assert f'r._measurement == "{lp.MEASUREMENT}"' in query
+        assert f'r.{dd.DEVICE_ID} == "${{device}}"' in query
+        assert f'from(bucket: "{factory.DEFAULT_INFLUX_BUCKET}")' in query
+    variable = dashboard["templating"]["list"][0]
+    assert f'tag: "{dd.DEVICE_ID}"' in variable["query"]
+
+
+def test_dashboard_panels_use_the_provisioned_datasource(dashboard, datasource):
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {datasource["uid"]}
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

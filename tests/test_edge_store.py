@@ -1,0 +1,91 @@
+import multiprocessing as mp
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from edge_gateway.config import site_record
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores.base import EdgeStore
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
+from tests.sim_helpers import config, readings
+
+
+@pytest.fixture
+def day():
+    return readings([config(seed=1), config(seed=2, device_id="b")], "2024-06-15", "2024-06-16")
+
+
+def test_is_an_edge_store_in_wal_mode(tmp_path):
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    assert isinstance(store, EdgeStore)
+    assert sqlite3.connect(tmp_path / "edge.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_round_trip_is_exact(tmp_path, day):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        assert store.write(day) == len(day)
+        back = store.read_range(None)
+        expected = dd.coerce_frame(day).sort_values([dd.DEVICE_ID, dd.TS], ignore_index=True)
+        pd.testing.assert_frame_equal(back, expected, check_exact=True)
+        assert store.devices() == ["b", "edge-gateway-001"]
+        assert store.count("b") == 288
+
+
+def test_writes_are_idempotent(tmp_path, day):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day)
+        store.write(day.iloc[:10])
+        assert store.count() == len(day)
+
+
+@pytest.mark.parametrize(
+    "start,stop,expected",
+    [(None, None, 288), ("2024-06-15 12:00", None, 144), (None, "2024-06-15 01:00", 12), ("2024-06-15 01:00", "2024-06-15 02:00", 12)],
+)
+def test_range_reads_are_half_open(tmp_path, day, start, stop, expected):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day)
+        start = pd.Timestamp(start, tz="UTC") if start else None
+        stop = pd.Timestamp(stop, tz="UTC") if stop else None
+        assert len(store.read_range("b", start, stop)) == expected
+        assert store.count("b", start) == (288 if start is None else len(store.read_range("b", start)))
+
+
+def test_latest_and_limit(tmp_path, day):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day)
+        assert store.latest("b")[dd.TS].item() == pd.Timestamp("2024-06-15 23:55", tz="UTC")
+        assert len(store.read_range(None, limit=5)) == 5
+        assert store.latest("nobody").empty
+
+
+def test_sites_are_stored(tmp_path):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.put_site(site_record(config(device_id="x", home_load={"has_ev": False})))
+        (site,) = store.sites()
+        assert site["device_id"] == "x" and site["has_ev"] is False and site["pv_capacity_kw"] == 10.0
+
+
+def _writer(path, frames):
+    store = SQLiteEdgeStore(path)
+    for frame in frames:
+        store.write(frame)
+    store.close()
+
+
+def test_a_reader_process_never_blocks_or_sees_partial_batches(tmp_path, day):
+    path = tmp_path / "edge.db"
+    SQLiteEdgeStore(path).close()
+    batches = [day.iloc[i : i + 48] for i in range(0, len(day), 48)]
+    writer = mp.get_context("spawn").Process(target=_writer, args=(path, batches))
+    writer.start()
+    reader = SQLiteEdgeStore(path)
+    seen = []
+    while writer.is_alive():
+        seen.append(reader.count())
+    writer.join()
+    seen.append(reader.count())
+    assert writer.exitcode == 0
+    assert all(n % 48 == 0 for n in seen)  # each batch is one transaction
+    assert seen == sorted(seen) and seen[-1] == len(day)

@@ -1,0 +1,353 @@
+"""InfluxDB 2.x edge store against the in-process fake of the v2 API (tests/fakes/influx_server.py):
+no InfluxDB 2.x server can be installed on the build machine."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores import influx_protocol as lp
+from edge_gateway.stores.factory import InfluxSettings
+from edge_gateway.stores.influx import InfluxEdgeStore
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
+from tests.fakes.influx_flux import format_time, parse_time
+from tests.fakes.influx_server import FakeInfluxServer, LineProtocolError, parse_line
+
+TOKEN = "test-token"
+
+
+def readings(n: int, device: str = "edge-gateway-001", start: str = "2024-06-01T00:00:00Z", seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range(start, periods=n, freq="5min", tz="UTC")
+    rows = []
+    for i, ts in enumerate(stamps):
+        row = {c: float(rng.normal(3, 2)) for c, t in dd.FIELD_TYPES.items() if t is float}
+        row.update({dd.DEVICE_ID: device, dd.TS: ts, dd.BATTERY_CYCLES: 100 + i, dd.TOU_PERIOD: dd.TOU_PERIODS[i % 3]})
+        rows.append(row)
+    return dd.rows_to_frame(rows)
+
+
+@pytest.fixture
+def server():
+    fake = FakeInfluxServer(token=TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+class Recorder:
+    """Stands in for time.sleep so backoff is observable and tests take no wall time."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def sleeps():
+    return Recorder()
+
+
+@pytest.fixture
+def make_store(server, tmp_path, clock, sleeps):
+    opened = []
+
+    def make(**overrides) -> InfluxEdgeStore:
+        options = {"flush_interval_s": 0, "max_retries": 2, "retry_base_s": 0.01, "timeout_s": 2.0, **overrides}
+        settings = InfluxSettings(url=server.url, token=TOKEN, **options)
+        store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), sleep=sleeps,
+                                clock=clock, rng=random.Random(7), background=False)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        try:
+            store.close()
+        except Exception:  # already closed by the test
+            pass
+
+
+# --- line protocol ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["edge-gateway-001", "site 7", "a,b=c", "quote\"d", "ünïcode-東京", "=leading", "trailing "],
+)
+def test_tag_escaping_round_trips_through_a_strict_parser(device):
+    frame = readings(1, device=device)
+    (line,) = lp.frame_to_lines(frame)
+    measurement, tags, fields, stamp = parse_line(line)
+    assert measurement == lp.MEASUREMENT
+    assert tags == {dd.DEVICE_ID: device, dd.TOU_PERIOD: "off_peak"}
+    assert stamp == frame[dd.TS].iloc[0].as_unit("ns").value
+
+
+@pytest.mark.parametrize("bad", ["back\\slash", "line\nbreak", ""])
+def test_tags_that_cannot_round_trip_are_refused(bad):
+    with pytest.raises(ValueError):
+        lp.frame_to_lines(readings(1, device=bad))
+
+
+def test_fields_keep_types_and_missing_values_are_omitted():
+    frame = readings(2)
+    frame.loc[0, dd.SOLAR_KW] = np.nan
+    frame.loc[1, dd.BATTERY_CYCLES] = pd.NA
+    first, second = (parse_line(line)[2] for line in lp.frame_to_lines(frame))
+    assert dd.SOLAR_KW not in first and dd.BATTERY_CYCLES not in second
+    assert first[dd.BATTERY_CYCLES] == 100 and isinstance(first[dd.BATTERY_CYCLES], int)
+    assert second[dd.SOLAR_KW] == frame.loc[1, dd.SOLAR_KW]  # repr() floats parse back exactly
+    assert set(first) | {dd.SOLAR_KW} == set(lp.FIELDS)
+
+
+@pytest.mark.parametrize("precision,unit", [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000)])
+def test_timestamp_precision(precision, unit):
+    frame = readings(3)
+    stamps = [parse_line(line, precision)[3] for line in lp.frame_to_lines(frame, precision)]
+    assert stamps == [t.as_unit("ns").value for t in frame[dd.TS]]
+
+
+def test_precision_that_would_truncate_is_refused():
+    frame = readings(1)
+    frame[dd.TS] = frame[dd.TS] + pd.Timedelta(1, "ms")
+    with pytest.raises(ValueError, match="precision"):
+        lp.frame_to_lines(frame, "s")
+
+
+def test_infinite_values_are_refused():
+    frame = readings(1)
+    frame.loc[0, dd.PRICE] = np.inf
+    with pytest.raises(ValueError, match=dd.PRICE):
+        lp.frame_to_lines(frame)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "der_reading device_id=x",  # a field value must be a number, string or boolean
+        "der_reading,device_id=x",  # no fields
+        "der_reading,device_id= a=1 1",  # empty tag value
+        "der_reading,device_id=x a=1 12x",  # bad timestamp
+        "der_reading,device_id=x a=1.2.3",  # bad float
+        'der_reading,device_id=x a="open',  # unbalanced quotes
+        "der_reading,device_id=x,device_id=y a=1",  # duplicate tag
+        "der_reading,device_id=x a=NaN",  # NaN is not a line-protocol number
+    ],
+)
+def test_fake_rejects_malformed_lines(line):
+    with pytest.raises(LineProtocolError):
+        parse_line(line)
+
+
+def test_fake_write_endpoint_answers_400_for_a_malformed_line(server):
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{server.url}/api/v2/write?org=edge-gateway&bucket=der-data&precision=ns",
+        data=b"der_reading,device_id=x a=1i\nder_reading,device_id=x a=oops",
+        headers={"Authorization": f"Token {TOKEN}"},
+        method="POST",
+    )
+    server.add_bucket("der-data")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request)
+    assert caught.value.code == 400
+    assert server.accepted_lines == 0  # a batch with a bad line stores nothing
+
+
+# --- Flux and CSV ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ['plain', 'with "quotes"', "back\\slash", "${interp}", "new\nline"])
+def test_flux_string_literals_escape(text):
+    query = lp.range_query(text, None)
+    from tests.fakes.influx_flux import parse_pipeline
+
+    assert parse_pipeline(query)[0] == ("from", {"bucket": text})
+
+
+@pytest.mark.parametrize("stamp", ["2024-06-01T00:00:00Z", "2024-06-01T12:34:56.123456Z", "2024-06-01T12:34:56.123456789Z"])
+def test_flux_time_literals_are_exact(stamp):
+    ts = pd.Timestamp(stamp)
+    assert parse_time(lp.flux_time(ts, lp.EPOCH)) == ts.as_unit("ns").value
+    assert format_time(ts.as_unit("ns").value) == stamp
+
+
+def test_in_band_flux_error_becomes_store_error():
+    text = "#datatype,string,string\r\n#group,true,true\r\n#default,,\r\n,error,reference\r\n,bucket not found,\r\n"
+    with pytest.raises(StoreError, match="bucket not found"):
+        lp.parse_annotated_csv(text)
+
+
+# --- the store --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days,every_seconds", [(7, 7 * 86400), (30, 30 * 86400), (0, None)])
+def test_missing_bucket_is_created_with_retention(make_store, server, days, every_seconds):
+    make_store(retention_days=days)
+    rules = server.buckets["der-data"]["retentionRules"]
+    assert (rules[0]["everySeconds"] if rules else None) == every_seconds
+
+
+def test_existing_bucket_is_left_alone(make_store, server):
+    server.add_bucket("der-data", every_seconds=3600)
+    make_store(retention_days=7)
+    assert server.buckets["der-data"]["retentionRules"] == [{"type": "expire", "everySeconds": 3600}]
+    assert ("POST", "/api/v2/buckets") not in server.requests
+
+
+def test_range_read_returns_identical_flat_rows(make_store):
+    store = make_store()
+    frame = pd.concat([readings(12), readings(5, device="edge-gateway-002", seed=2)], ignore_index=True)
+    frame.loc[3, dd.SOLAR_KW] = np.nan  # a missing value stays missing
+    assert store.write(frame) == len(frame)
+    assert store.spool_size() == 0
+    pd.testing.assert_frame_equal(store.read_range(None), dd.coerce_frame(frame))
+    one = store.read_range("edge-gateway-001", frame[dd.TS].iloc[2], frame[dd.TS].iloc[6], limit=3)
+    pd.testing.assert_frame_equal(one, dd.coerce_frame(frame.iloc[2:5].reset_index(drop=True)))
+    assert store.count() == 17 and store.count("edge-gateway-002") == 5
+    assert store.count("edge-gateway-001", frame[dd.TS].iloc[10]) == 2
+    assert store.devices() == ["edge-gateway-001", "edge-gateway-002"]
+    pd.testing.assert_frame_equal(store.latest("edge-gateway-001"), dd.coerce_frame(frame.iloc[[11]].reset_index(drop=True)))
+
+
+def test_empty_store_reads(make_store):
+    store = make_store()
+    assert store.read_range(None).empty and store.latest("nobody").empty
+    assert store.count() == 0 and store.devices() == []
+
+
+def test_sites_live_in_the_spool_file(make_store):
+    store = make_store()
+    store.put_site({"device_id": "edge-gateway-001", "latitude": 37.77, "timezone": "America/Los_Angeles"})
+    assert [s["latitude"] for s in store.sites()] == [37.77]
+
+
+def test_writes_batch_by_size(make_store, server):
+    store = make_store(batch_size=5, flush_interval_s=3600)
+    frame = readings(12)
+    for i in range(4):
+        store.write(frame.iloc[i : i + 1])
+    assert server.write_requests == 0 and store.spool_size() == 4
+    pd.testing.assert_frame_equal(store.read_range(None), dd.coerce_frame(frame.iloc[:4]))  # waiting rows are visible
+    store.write(frame.iloc[4:12])
+    assert store.spool_size() == 0 and server.accepted_lines == 12
+    assert server.write_requests == 3  # 5 + 5 + 2 lines, oldest first
+
+
+def test_writes_flush_after_the_interval(server, tmp_path):
+    now = [0.0]
+    settings = InfluxSettings(url=server.url, token=TOKEN, batch_size=100, flush_interval_s=10)
+    store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), clock=lambda: now[0], background=False)
+    store.write(readings(1))
+    now[0] = 9.0
+    assert store.flush_if_due() == 0 and server.accepted_lines == 0
+    now[0] = 10.0
+    assert store.flush_if_due() == 1 and server.accepted_lines == 1
+    store.close()
+
+
+def test_failure_spools_then_replays_every_reading_exactly_once(make_store, server, clock, sleeps):
+    store = make_store(batch_size=4)
+    first, second, third = readings(6), readings(6, start="2024-06-02T00:00:00Z"), readings(3, start="2024-06-03T00:00:00Z")
+    server.fail_next(3, status=503)  # one write and its two retries
+    assert store.write(first) == 6
+    assert store.spool_size() == 6 and server.accepted_lines == 0
+    assert "503" in store.last_error
+    # exponential backoff with equal jitter: attempt k waits between base*2^k/2 and base*2^k
+    assert len(sleeps.delays) == 2
+    assert 0.005 <= sleeps.delays[0] <= 0.01 and 0.01 <= sleeps.delays[1] <= 0.02
+    server.stop()  # now the server is gone entirely: connection refused
+    clock.now += 3600  # past the pause that follows a failure
+    assert store.write(second) == 6
+    assert store.spool_size() == 12 and "cannot be reached" in store.last_error
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        store.replay_spool()
+    server.start()
+    assert store.replay_spool() == 12
+    store.write(third)
+    expected = dd.coerce_frame(pd.concat([first, second, third], ignore_index=True))
+    pd.testing.assert_frame_equal(store.read_range(None), expected)
+    assert store.spool_size() == 0
+    assert server.accepted_lines == 15  # nothing was sent twice
+
+
+def test_pause_after_failure_keeps_writes_fast(make_store, server, clock, sleeps):
+    store = make_store()
+    server.fail_next(3)
+    store.write(readings(1))
+    retries = len(sleeps.delays)
+    store.write(readings(1, start="2024-06-02T00:00:00Z"))  # paused: no new attempt, no sleeping
+    assert len(sleeps.delays) == retries and store.spool_size() == 2
+    clock.now += 3600
+    store.write(readings(1, start="2024-06-03T00:00:00Z"))  # the pause is over: the backlog goes first
+    assert store.spool_size() == 0 and server.accepted_lines == 3
+
+
+def test_spool_survives_a_restart(server, tmp_path):
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    server.stop()
+    offline = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    offline.write(readings(5))
+    offline.close()
+    server.start()
+    online = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    assert online.spool_size() == 5
+    online.write(readings(1, start="2024-07-01T00:00:00Z"))  # leftovers are overdue: sent first
+    assert online.spool_size() == 0 and server.accepted_lines == 6
+    online.close()
+
+
+def test_malformed_batch_is_quarantined_not_dropped(make_store, server):
+    store = make_store()
+    server.fail_next(1, status=400)
+    store.write(readings(2))
+    assert store.spool_size() == 0 and store.rejected_size() == 2
+
+
+def test_bad_token_is_one_clear_line(server, tmp_path):
+    settings = InfluxSettings(url=server.url, token="wrong", flush_interval_s=0)
+    with pytest.raises(StoreError) as caught:
+        InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    message = str(caught.value)
+    assert message == (
+        f"InfluxDB at {server.url} rejected the token (401): expected a token with write access to bucket der-data"
+    )
+    assert not isinstance(caught.value, StoreUnavailable)
+
+
+def test_unknown_org_names_the_org(server, tmp_path):
+    settings = InfluxSettings(url=server.url, token=TOKEN, org="nobody", flush_interval_s=0)
+    with pytest.raises(StoreError, match="nobody"):
+        InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+
+
+def test_status_reports_connectivity_and_backlog(make_store, server):
+    store = make_store()
+    assert store.ping() is True
+    server.stop()
+    store.write(readings(2))
+    status = store.status()
+    assert status["reachable"] is False and status["spool_size"] == 2 and "cannot be reached" in status["last_error"]
