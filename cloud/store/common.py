@@ -1,0 +1,131 @@
+"""What every cloud adapter shares: the Protocol's table-specific methods written once in
+terms of a few primitives each adapter provides (``upsert_frame``, ``_read``, ``_count``,
+``reading_stats``, ``start_run``, ``finish_run``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from cloud.store import schema as s
+from edge_gateway.models import der_data as dd
+
+
+class TableStore:
+    label = "cloud"
+
+    # primitives each adapter implements ------------------------------------------------
+    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        raise NotImplementedError
+
+    def _read(self, table: str, equals: Mapping[str, Any] | None, start, stop, limit, descending: bool,
+              columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """``columns`` (readings only) as ``schema.reading_columns`` resolves it."""
+        raise NotImplementedError
+
+    def _count(self, table: str, equals: Mapping[str, Any] | None, start, stop) -> int:
+        raise NotImplementedError
+
+    # the Protocol, in terms of them ----------------------------------------------------
+    def read_frame(self, table, equals=None, start=None, stop=None, limit=None) -> pd.DataFrame:
+        return self._read(table, equals, start, stop, limit, False)
+
+    def upsert_readings(self, frame: pd.DataFrame) -> int:
+        return self.upsert_frame(s.READINGS, frame)
+
+    def read_readings(self, device_id=None, start=None, stop=None, limit=None, columns=None) -> pd.DataFrame:
+        equals = None if device_id is None else {dd.DEVICE_ID: device_id}
+        return self._read(s.READINGS, equals, start, stop, limit, False, s.reading_columns(columns))
+
+    def count_readings(self, device_id=None, start=None, stop=None) -> int:
+        equals = None if device_id is None else {dd.DEVICE_ID: device_id}
+        return self._count(s.READINGS, equals, start, stop)
+
+    def upsert_sites(self, sites: list[Mapping[str, Any]]) -> int:
+        if not sites:
+            return 0
+        frame = pd.DataFrame([{k: site.get(k) for k in dd.SITE_FIELDS} for site in sites])
+        frame[s.UPDATED_AT] = dd.utc_now()
+        return self.upsert_frame(s.SITES, frame)
+
+    def sites(self) -> list[dict[str, Any]]:
+        frame = self._read(s.SITES, None, None, None, None, False)
+        return [{k: _plain(row[k]) for k in dd.SITE_FIELDS} for row in frame.to_dict("records")]
+
+    def watermarks(self, source: str) -> dict[str, pd.Timestamp]:
+        frame = self._read(s.WATERMARKS, {s.SOURCE: source}, None, None, None, False)
+        return dict(zip(frame[dd.DEVICE_ID], frame[s.WATERMARK_TS]))
+
+    def _rows_synced(self, source: str, device_id: str) -> int:
+        frame = self._read(s.WATERMARKS, {s.SOURCE: source, dd.DEVICE_ID: device_id}, None, None, None, False)
+        return 0 if frame.empty or pd.isna(frame[s.ROWS_SYNCED].iloc[0]) else int(frame[s.ROWS_SYNCED].iloc[0])
+
+    def set_watermark(self, source: str, device_id: str, ts: pd.Timestamp, rows_synced: int) -> None:
+        total = self._rows_synced(source, device_id) + int(rows_synced)
+        row = {s.SOURCE: source, dd.DEVICE_ID: device_id, s.WATERMARK_TS: dd.parse_ts(ts),
+               s.ROWS_SYNCED: total, s.UPDATED_AT: dd.utc_now()}
+        self.upsert_frame(s.WATERMARKS, pd.DataFrame([row]))
+
+    def quarantine(self, frame: pd.DataFrame, reasons: pd.Series, source: str) -> int:
+        if frame.empty:
+            return 0
+        payload = [json.loads(line) for line in
+                   frame.drop(columns=[dd.TS]).to_json(orient="records", lines=True).splitlines()]
+        rows = pd.DataFrame({
+            s.SOURCE: source,
+            dd.DEVICE_ID: frame[dd.DEVICE_ID].astype(str).to_numpy(),
+            dd.TS: pd.to_datetime(frame[dd.TS], utc=True).to_numpy(),
+            s.REASON: pd.Series(reasons).astype(str).to_numpy(),
+            s.PAYLOAD: payload,
+            s.QUARANTINED_AT: dd.utc_now(),
+        })
+        return self.upsert_frame(s.QUARANTINE, rows)
+
+    def read_quarantine(self, device_id=None) -> pd.DataFrame:
+        equals = None if device_id is None else {dd.DEVICE_ID: device_id}
+        return self._read(s.QUARANTINE, equals, None, None, None, False)
+
+    def runs(self, job=None, limit=20) -> list[dict[str, Any]]:
+        equals = None if job is None else {s.JOB: job}
+        frame = self._read(s.RUNS, equals, None, None, limit, True)
+        return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+    def last_run(self, job: str) -> dict[str, Any] | None:
+        runs = self.runs(job, limit=1)
+        return runs[0] if runs else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+def _plain(value: Any) -> Any:
+    """A pandas/numpy cell as a plain Python value (``None`` for missing)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    if hasattr(value, "item") and not isinstance(value, pd.Timestamp):
+        return value.item()
+    return value
+
+
+def watermark_upsert_sql(placeholder: str) -> str:
+    """One statement that records a watermark and adds to the running total in the database:
+    no read first (a round trip and a frame per call), and no lost update between two writers."""
+    cols = (s.SOURCE, dd.DEVICE_ID, s.WATERMARK_TS, s.ROWS_SYNCED, s.UPDATED_AT)
+    return (
+        f"INSERT INTO {s.WATERMARKS} ({', '.join(cols)}) VALUES ({', '.join([placeholder] * len(cols))}) "
+        f"ON CONFLICT ({s.SOURCE}, {dd.DEVICE_ID}) DO UPDATE SET {s.WATERMARK_TS} = excluded.{s.WATERMARK_TS}, "
+        f"{s.ROWS_SYNCED} = COALESCE({s.WATERMARKS}.{s.ROWS_SYNCED}, 0) + excluded.{s.ROWS_SYNCED}, "
+        f"{s.UPDATED_AT} = excluded.{s.UPDATED_AT}"
+    )
+
+
+def run_row(job: str, details: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0, s.DETAILS: dict(details or {})}

@@ -1,0 +1,63 @@
+"""Cloud-store selection: the one place that turns settings into a :class:`CloudStore`.
+
+Supabase when ``SUPABASE_URL`` and ``SUPABASE_KEY`` are both set, else Postgres when
+``DATABASE_URL`` is, else the embedded SQLite file (DESIGN.md, "Stores"). An explicit
+``backend`` (for example from ``--cloud-db``) wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cloud.store.base import CloudStore
+from cloud.store.sqlite import DEFAULT_CLOUD_DB
+from edge_gateway.errors import ConfigError
+
+SQLITE, POSTGRES, SUPABASE = "sqlite", "postgres", "supabase"
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    backend: str = SQLITE
+    sqlite_path: str = DEFAULT_CLOUD_DB
+    database_url: str = ""
+    supabase_url: str = ""
+    supabase_key: str = ""
+
+
+def cloud_settings(
+    env: Mapping[str, str] | None = None, *, backend: str | None = None, sqlite_path: str | None = None
+) -> CloudSettings:
+    """Validate the cloud settings once, where they enter."""
+    env = os.environ if env is None else env
+    url, key = env.get("SUPABASE_URL", ""), env.get("SUPABASE_KEY", "")
+    database_url = env.get("DATABASE_URL", "")
+    if bool(url) != bool(key):
+        missing = "SUPABASE_KEY" if url else "SUPABASE_URL"
+        raise ConfigError(f"{missing} is not set: Supabase needs both SUPABASE_URL and SUPABASE_KEY")
+    if backend is None:
+        backend = SUPABASE if url else POSTGRES if database_url else SQLITE
+    if backend == SUPABASE and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"SUPABASE_URL={url!r}: expected https://<project>.supabase.co")
+    if backend == POSTGRES and not database_url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("DATABASE_URL: expected postgresql://user@host:port/dbname")
+    if backend not in (SQLITE, POSTGRES, SUPABASE):
+        raise ConfigError(f"cloud backend {backend!r}: expected one of sqlite, postgres, supabase")
+    return CloudSettings(backend, sqlite_path or DEFAULT_CLOUD_DB, database_url, url, key)
+
+
+def open_cloud_store(settings: CloudSettings) -> CloudStore:
+    """The configured store; Postgres and SQLite apply the schema on first use."""
+    if settings.backend == SUPABASE:
+        from cloud.store.supabase import SupabaseCloudStore
+
+        return SupabaseCloudStore(settings.supabase_url, settings.supabase_key)
+    if settings.backend == POSTGRES:
+        from cloud.store.postgres import PostgresCloudStore
+
+        return PostgresCloudStore(settings.database_url)
+    from cloud.store.sqlite import SQLiteCloudStore
+
+    return SQLiteCloudStore(settings.sqlite_path)

@@ -1,0 +1,70 @@
+"""Schema: the SQL files of ``supabase/migrations`` for Postgres, and the equivalent SQLite DDL
+derived from :data:`cloud.store.schema.TABLES`.
+
+Postgres migrations are applied in file-name order (the Supabase CLI's timestamp convention),
+each once, recorded in ``cloud_schema_migrations``, under an advisory lock so two jobs
+starting together do not race. A Supabase project gets the same files from ``supabase db
+push``; the Supabase adapter never runs DDL (its key cannot).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cloud.store import schema as s
+from edge_gateway.models import der_data as dd
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+_TRACKING = "cloud_schema_migrations"
+_LOCK_KEY = 7_342_001  # arbitrary, constant: the advisory lock guarding migrations
+
+_SQLITE_TYPES = {s.TEXT: "TEXT", s.FLOAT: "REAL", s.INT: "INTEGER", s.BOOL: "INTEGER", s.TS: "INTEGER", s.JSON: "TEXT"}
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    return sorted(directory.glob("*.sql"))
+
+
+def apply_postgres(conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied. ``conn`` is a
+    psycopg connection in autocommit mode."""
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_TRACKING} (version text PRIMARY KEY, applied_at timestamptz DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute(f"SELECT version FROM {_TRACKING}")}
+        for path in migration_files(directory):
+            if path.stem in done:
+                continue
+            conn.execute(path.read_text())
+            conn.execute(f"INSERT INTO {_TRACKING} (version) VALUES (%s)", (path.stem,))
+            applied.append(path.stem)
+    return applied
+
+
+def sqlite_statements() -> list[str]:
+    """``CREATE TABLE/INDEX/VIEW IF NOT EXISTS`` for every cloud table (timestamps as integer
+    microseconds since the epoch, UTC, like the edge store)."""
+    statements = []
+    for table in s.TABLES.values():
+        columns = []
+        for name, kind in table.columns.items():
+            if name == table.serial:
+                columns.append(f"{name} INTEGER PRIMARY KEY AUTOINCREMENT")
+            else:
+                not_null = " NOT NULL" if name in table.keys else ""
+                columns.append(f"{name} {_SQLITE_TYPES[kind]}{not_null}")
+        if table.serial is None:
+            columns.append(f"PRIMARY KEY ({', '.join(table.keys)})")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(columns)})")
+        for index in table.indexes:
+            statements.append(
+                f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}_idx ON {table.name} ({', '.join(index)})"
+            )
+    statements.append(
+        f"CREATE VIEW IF NOT EXISTS {s.READING_STATS} AS SELECT {dd.DEVICE_ID}, MIN({dd.TS}) AS {s.FIRST_TS}, "
+        f"MAX({dd.TS}) AS {s.LAST_TS}, COUNT(*) AS {s.ROW_COUNT} FROM {s.READINGS} GROUP BY {dd.DEVICE_ID}"
+    )
+    return statements

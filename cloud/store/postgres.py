@@ -1,0 +1,217 @@
+"""Postgres cloud store through psycopg 3 (``DATABASE_URL``).
+
+Bulk writes go through binary COPY into a temporary staging table, then one
+``INSERT … SELECT … ON CONFLICT DO UPDATE`` (issue 4): COPY is the fast path into Postgres,
+the staging table is what lets COPY upsert. Migrations are applied on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+
+from cloud.store import migrations, pg_copy
+from cloud.store import schema as s
+from cloud.store.common import TableStore, run_row, watermark_upsert_sql
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+
+_PG_TYPES = {s.TEXT: "text", s.FLOAT: "float8", s.INT: "int8", s.BOOL: "bool", s.TS: "timestamptz", s.JSON: "jsonb"}
+
+
+def describe_url(url: str) -> str:
+    """``host:port/dbname`` of a connection string, never its password."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise StoreError("DATABASE_URL: expected postgresql://user@host:port/dbname") from None
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', info.get('user', ''))}"
+
+
+class PostgresCloudStore(TableStore):
+    def __init__(self, url: str, *, connect_timeout_s: int = 5, init: bool = True) -> None:
+        self.url = url
+        self.label = f"postgres {describe_url(url)}"
+        self.connect_timeout_s = connect_timeout_s
+        self._connection: psycopg.Connection | None = None
+        self._staged: set[str] = set()
+        # Applied on the first connection rather than here, so a job started while the
+        # server is down keeps running and catches up when it returns.
+        self._schema_pending = init
+
+    # connection and error mapping -------------------------------------------------------
+    def _conn(self) -> psycopg.Connection:
+        if self._connection is None or self._connection.closed:
+            try:
+                self._connection = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout_s)
+            except psycopg.OperationalError as error:
+                raise StoreUnavailable(f"{self.label}: cannot connect ({_first_line(error)})") from None
+            self._staged.clear()
+            if self._schema_pending:
+                self._apply_migrations(self._connection)
+        return self._connection
+
+    def _apply_migrations(self, conn: psycopg.Connection) -> None:
+        try:
+            migrations.apply_postgres(conn)
+        except psycopg.OperationalError as error:
+            self._drop_connection()
+            raise StoreUnavailable(f"{self.label}: apply migrations failed ({_first_line(error)})") from None
+        except psycopg.Error as error:
+            raise StoreError(f"{self.label}: apply migrations failed ({_first_line(error)})") from None
+        self._schema_pending = False
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[psycopg.Connection]:
+        conn = self._conn()
+        try:
+            yield conn
+        except psycopg.OperationalError as error:
+            self._drop_connection()
+            raise StoreUnavailable(f"{self.label}: {action} failed ({_first_line(error)})") from None
+        except psycopg.Error as error:
+            if conn.closed:
+                self._drop_connection()
+                raise StoreUnavailable(f"{self.label}: {action} failed ({_first_line(error)})") from None
+            raise StoreError(f"{self.label}: {action} failed ({_first_line(error)})") from None
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except psycopg.Error:
+                pass
+        self._connection = None
+
+    def init_schema(self) -> None:
+        self._schema_pending = True
+        if self._connection is None or self._connection.closed:
+            self._conn()  # a new connection applies what is pending
+        else:
+            self._apply_migrations(self._connection)
+
+    # writes ------------------------------------------------------------------------------
+    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        spec = s.table(table)
+        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        names = list(spec.writable)
+        payload = pg_copy.encode(data, names, [spec.columns[c] for c in names])
+        stage = f"_stage_{table}"
+        updates = [c for c in names if c not in spec.keys]
+        on_conflict = (
+            "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates) if updates else "DO NOTHING"
+        )
+        with self._guard(f"upsert into {table}") as conn, conn.transaction():
+            if stage not in self._staged:
+                conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+                self._staged.add(stage)
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {stage} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    if payload is not None:
+                        copy.write(payload)
+                    else:
+                        copy.set_types([_PG_TYPES[spec.columns[c]] for c in names])
+                        for row in _python_rows(table, data):
+                            copy.write_row(row)
+                cur.execute(
+                    f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM {stage} "
+                    f"ON CONFLICT ({', '.join(spec.keys)}) {on_conflict}"
+                )
+        return len(data)
+
+    def set_watermark(self, source: str, device_id: str, ts: pd.Timestamp, rows_synced: int) -> None:
+        with self._guard(f"set watermark {source}") as conn:
+            conn.execute(watermark_upsert_sql("%s"), (source, device_id, dd.parse_ts(ts).to_pydatetime(),
+                                                      int(rows_synced), dd.utc_now().to_pydatetime()))
+
+    def start_run(self, job: str, details: Mapping[str, Any] | None = None) -> int:
+        row = run_row(job, details)
+        with self._guard("start run") as conn:
+            return int(conn.execute(
+                f"INSERT INTO {s.RUNS} ({s.JOB}, {s.STARTED_AT}, {s.STATUS}, {s.ROWS}, {s.DETAILS}) "
+                f"VALUES (%s, %s, %s, 0, %s) RETURNING {s.RUN_ID}",
+                (job, row[s.STARTED_AT].to_pydatetime(), row[s.STATUS], json.dumps(row[s.DETAILS])),
+            ).fetchone()[0])
+
+    def finish_run(self, run_id: int, status: str, rows: int = 0, error: str | None = None) -> None:
+        with self._guard("finish run") as conn:
+            conn.execute(
+                f"UPDATE {s.RUNS} SET {s.FINISHED_AT} = now(), {s.STATUS} = %s, {s.ROWS} = %s, {s.ERROR} = %s "
+                f"WHERE {s.RUN_ID} = %s",
+                (status, int(rows), error, int(run_id)),
+            )
+
+    # reads -------------------------------------------------------------------------------
+    @staticmethod
+    def _where(equals, start, stop) -> tuple[str, list]:
+        clauses, params = [], []
+        for column, value in (equals or {}).items():
+            clauses.append(f"{column} = %s")
+            params.append(dd.parse_ts(value).to_pydatetime() if isinstance(value, pd.Timestamp) else value)
+        for op, bound in ((">=", start), ("<", stop)):
+            if bound is not None:
+                clauses.append(f"{dd.TS} {op} %s")
+                params.append(dd.parse_ts(bound).to_pydatetime())
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _read(self, table, equals, start, stop, limit, descending, columns=None) -> pd.DataFrame:
+        spec = s.table(table)
+        names = list(columns or spec.columns)
+        where, params = self._where(equals, start, stop)
+        order = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in spec.keys)
+        sql = f"SELECT {', '.join(names)} FROM {table} {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._guard(f"read {table}") as conn, conn.cursor(binary=True) as cur:
+            rows = cur.execute(sql, params).fetchall()
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        if table == s.READINGS:
+            return s.coerce_readings(frame, names)
+        out = s.coerce(table, frame)
+        if spec.serial:
+            out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))
+        return out
+
+    def _count(self, table, equals, start, stop) -> int:
+        where, params = self._where(equals, start, stop)
+        with self._guard(f"count {table}") as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
+
+    def reading_stats(self) -> dict[str, dict[str, Any]]:
+        with self._guard("read reading stats") as conn:
+            rows = conn.execute(
+                f"SELECT {dd.DEVICE_ID}, {s.FIRST_TS}, {s.LAST_TS}, {s.ROW_COUNT} FROM {s.READING_STATS}"
+            ).fetchall()
+        return {
+            device: {s.FIRST_TS: dd.parse_ts(first), s.LAST_TS: dd.parse_ts(last), s.ROW_COUNT: int(n)}
+            for device, first, last, n in rows
+        }
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def _python_rows(table: str, data: pd.DataFrame) -> Iterator[tuple]:
+    columns = s.python_columns(table, data)
+    for name in columns:
+        if s.table(table).columns[name] == s.JSON:  # already JSON text: send it as is, not as a JSON string
+            columns[name] = [None if v is None else Jsonb(v, dumps=_as_is) for v in columns[name]]
+    return zip(*columns.values())
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,244 @@
+"""The cloud tables, defined once: names, column kinds, primary keys, indexes.
+
+Every adapter derives its column lists, type conversions and (for SQLite) its DDL from
+:data:`TABLES`; ``supabase/migrations/*.sql`` spells the same tables for Postgres and the
+Supabase CLI, and ``tests/test_cloud_store_postgres.py`` checks the two agree.
+
+``der_features`` is a *wide* table with one JSON ``features`` object per
+``(device_id, ts, version)``: feature sets change with versions and a JSON column absorbs
+that without migrations, while one row per instant (rather than one per feature, as a long
+table would need) keeps a million-row write a million rows. Use :func:`pack_features` and
+:func:`unpack_features` to move between a wide feature frame and that shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edge_gateway.models import der_data as dd
+
+# Column kinds, mapped to each backend's types by the adapters.
+TEXT, FLOAT, INT, BOOL, TS, JSON = "text", "float", "int", "bool", "ts", "json"
+_KIND_OF_TYPE = {str: TEXT, float: FLOAT, int: INT, bool: BOOL}
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, str]
+    keys: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+    serial: str | None = None  # an identity column the database assigns (pipeline_runs.id)
+    defaults_now: tuple[str, ...] = field(default=())  # timestamp columns defaulting to now()
+
+    @property
+    def writable(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c != self.serial)
+
+
+READINGS = "der_readings"
+SITES = "sites"
+WATERMARKS = "sync_watermarks"
+QUARANTINE = "quarantine"
+RUNS = "pipeline_runs"
+FEATURES = "der_features"
+FORECASTS = "forecasts"
+PLANS = "dispatch_plans"
+#: A view over ``der_readings``: per device, first and last ``ts`` and the row count.
+READING_STATS = "der_reading_stats"
+
+SOURCE = "source"
+REASON = "reason"
+PAYLOAD = "payload"
+WATERMARK_TS = "watermark_ts"
+ROWS_SYNCED = "rows_synced"
+UPDATED_AT = "updated_at"
+QUARANTINED_AT = "quarantined_at"
+RUN_ID, JOB, STARTED_AT, FINISHED_AT, STATUS, ROWS, ERROR, DETAILS = (
+    "id", "job", "started_at", "finished_at", "status", "rows", "error", "details",
+)
+VERSION, FEATURES_COLUMN, CREATED_AT = "version", "features", "created_at"
+ISSUED_AT, TARGET, MODEL, VALUE, LOWER, UPPER = "issued_at", "target", "model", "value", "lower", "upper"
+PLAN_PRICE, EXPECTED_COST, OBJECTIVE = "price_per_kwh", "expected_cost", "objective"
+FIRST_TS, LAST_TS, ROW_COUNT = "first_ts", "last_ts", "row_count"
+
+_DEVICE_TS = (dd.DEVICE_ID, dd.TS)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            READINGS,
+            {dd.DEVICE_ID: TEXT, dd.TS: TS, **{c: _KIND_OF_TYPE[typ] for c, typ in dd.FIELD_TYPES.items()}},
+            dd.KEY_COLUMNS,
+        ),
+        Table(SITES, {**{c: _KIND_OF_TYPE[typ] for c, typ in dd.SITE_FIELDS.items()}, UPDATED_AT: TS},
+              (dd.DEVICE_ID,), defaults_now=(UPDATED_AT,)),
+        Table(WATERMARKS, {SOURCE: TEXT, dd.DEVICE_ID: TEXT, WATERMARK_TS: TS, ROWS_SYNCED: INT, UPDATED_AT: TS},
+              (SOURCE, dd.DEVICE_ID), defaults_now=(UPDATED_AT,)),
+        Table(QUARANTINE, {SOURCE: TEXT, dd.DEVICE_ID: TEXT, dd.TS: TS, REASON: TEXT, PAYLOAD: JSON, QUARANTINED_AT: TS},
+              (SOURCE, dd.DEVICE_ID, dd.TS), (_DEVICE_TS,), defaults_now=(QUARANTINED_AT,)),
+        Table(RUNS, {RUN_ID: INT, JOB: TEXT, STARTED_AT: TS, FINISHED_AT: TS, STATUS: TEXT, ROWS: INT, ERROR: TEXT,
+                     DETAILS: JSON}, (RUN_ID,), ((JOB, STARTED_AT),), serial=RUN_ID),
+        Table(FEATURES, {dd.DEVICE_ID: TEXT, dd.TS: TS, VERSION: TEXT, FEATURES_COLUMN: JSON, CREATED_AT: TS},
+              (dd.DEVICE_ID, dd.TS, VERSION), (_DEVICE_TS,), defaults_now=(CREATED_AT,)),
+        Table(FORECASTS, {dd.DEVICE_ID: TEXT, dd.TS: TS, TARGET: TEXT, MODEL: TEXT, ISSUED_AT: TS, VALUE: FLOAT,
+                          LOWER: FLOAT, UPPER: FLOAT},
+              (dd.DEVICE_ID, dd.TS, TARGET, MODEL, ISSUED_AT), (_DEVICE_TS,)),
+        Table(PLANS, {dd.DEVICE_ID: TEXT, dd.TS: TS, ISSUED_AT: TS, dd.BATTERY_POWER: FLOAT, dd.BATTERY_SOC: FLOAT,
+                      dd.NET_GRID_FLOW: FLOAT, PLAN_PRICE: FLOAT, EXPECTED_COST: FLOAT, OBJECTIVE: TEXT},
+              (dd.DEVICE_ID, dd.TS, ISSUED_AT), (_DEVICE_TS,)),
+    )
+}
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown cloud table {name!r}; expected one of {sorted(TABLES)}") from None
+
+
+def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame with exactly the table's writable columns (missing ones empty) and their dtypes."""
+    if name == READINGS:
+        return frame if is_contract_frame(frame) else dd.coerce_frame(frame)
+    spec = table(name)
+    out = pd.DataFrame(index=range(len(frame)))
+    for column in spec.writable:
+        kind = spec.columns[column]
+        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        values = values.reset_index(drop=True)
+        if kind == TS:
+            out[column] = pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+        elif kind == FLOAT:
+            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif kind == INT:
+            out[column] = pd.array(pd.to_numeric(values, errors="coerce"), dtype="Int64")
+        elif kind == BOOL:
+            out[column] = pd.array(values, dtype="boolean")
+        elif kind == JSON and pd.api.types.infer_dtype(values, skipna=False) == "string":
+            out[column] = values.to_numpy(dtype=object)  # all JSON text already (pack_features)
+        elif kind == JSON:
+            out[column] = values.map(_json_value).astype(object)
+        else:
+            out[column] = values.astype("str")
+    return out
+
+
+def is_contract_frame(frame: pd.DataFrame) -> bool:
+    """True for a frame already in ``der_data.coerce_frame``'s shape (what every edge store
+    returns), so bulk paths need not convert half a million rows a second time."""
+    # Any column order: coerce_frame itself puts the text columns last.
+    if len(frame.columns) != len(dd.COLUMNS) or set(frame.columns) != set(dd.COLUMNS) \
+            or str(frame[dd.TS].dtype) not in ("datetime64[us, UTC]", "datetime64[ns, UTC]"):
+        return False
+    expected = {float: "float64", int: "Int64", str: "str"}
+    return all(str(frame[c].dtype) == expected[t] for c, t in dd.FIELD_TYPES.items()) and \
+        str(frame[dd.DEVICE_ID].dtype) == "str"
+
+
+def reading_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
+    """The columns a column-limited reading read returns: the keys and ``columns``, in
+    ``der_data.coerce_frame``'s order; ``None`` means every column."""
+    if columns is None:
+        return dd.COLUMNS
+    unknown = sorted(set(columns) - set(dd.COLUMNS))
+    if unknown:
+        raise KeyError(f"unknown reading columns {unknown}; expected names from der_data.COLUMNS")
+    wanted = set(columns) | set(dd.KEY_COLUMNS)
+    return tuple(c for c in (*dd.KEY_COLUMNS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS) if c in wanted)
+
+
+def coerce_readings(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Rows of some reading columns -> those columns with the contract's dtypes."""
+    if tuple(names) == dd.COLUMNS:
+        return dd.coerce_frame(frame)
+    return dd.coerce_frame(frame.reindex(columns=list(dd.COLUMNS)))[list(reading_columns(names))]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value  # already JSON text (pack_features): passed through, never re-encoded
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+def python_columns(name: str, frame: pd.DataFrame, *, ts_micros: bool = False) -> dict[str, list[Any]]:
+    """Column lists of plain Python values (``None`` for missing; ``ts`` as aware datetimes,
+    or integer microseconds since the epoch with ``ts_micros``, JSON as text) in table
+    order: what database drivers and JSON encoders accept."""
+    spec = table(name)
+    out: dict[str, list[Any]] = {}
+    for column in spec.writable:
+        kind, values = spec.columns[column], frame[column]
+        if kind == TS and ts_micros:
+            # Straight from the int64 values: no datetime object per row on the way.
+            micros = pd.DatetimeIndex(values).tz_convert("UTC").as_unit("us").asi8
+            cells = micros.astype(object)
+            cells[values.isna().to_numpy()] = None
+            out[column] = cells.tolist()
+        elif kind == TS:
+            stamps = values.dt.tz_convert("UTC").dt.to_pydatetime()
+            out[column] = [None if t is pd.NaT or t is None else t for t in stamps]
+        elif kind == FLOAT:
+            floats = values.to_numpy(dtype="float64", na_value=np.nan)
+            cells = floats.astype(object)
+            cells[~np.isfinite(floats)] = None  # vectorised: a per-value test costs seconds per million
+            out[column] = cells.tolist()
+        elif kind in (INT, BOOL):
+            out[column] = [None if v is pd.NA or v is None else (int(v) if kind == INT else bool(v))
+                           for v in values.astype(object).tolist()]
+        elif kind == JSON:
+            out[column] = [v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True, default=_json_default)
+                           for v in values.tolist()]
+        else:
+            out[column] = [None if v is None or v != v else str(v) for v in values.astype(object).tolist()]
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return dd.format_ts(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a JSON column")
+
+
+def pack_features(wide: pd.DataFrame, version: str) -> pd.DataFrame:
+    """A wide feature frame (``device_id``, ``ts``, one column per feature) -> ``der_features``
+    rows; NaN features become JSON ``null``. Uses pandas' C JSON writer for bulk speed."""
+    names = [c for c in wide.columns if c not in _DEVICE_TS]
+    return pd.DataFrame({
+        dd.DEVICE_ID: wide[dd.DEVICE_ID].astype(str).to_numpy(),
+        # A DatetimeIndex, not .to_numpy(): tz-aware values would become one Timestamp per row.
+        dd.TS: pd.DatetimeIndex(pd.to_datetime(wide[dd.TS], utc=True)),
+        VERSION: version,
+        # Object dtype: a string column would copy ~1 kB per row into Arrow and back out.
+        FEATURES_COLUMN: pd.Series(_json_records(wide[names]), dtype=object),
+    })
+
+
+def _json_records(features: pd.DataFrame) -> list[str]:
+    """One JSON object text per row. pandas' ``lines=True`` splits its output in Python,
+    which cost more than writing the JSON; with numbers only (no strings that could hold
+    ``},{``) the records of a plain array split at C speed instead."""
+    if not len(features.columns):
+        return ["{}"] * len(features)
+    if not all(pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) for t in features.dtypes):
+        return features.to_json(orient="records", lines=True, double_precision=15).splitlines()
+    text = features.to_json(orient="records", double_precision=15)
+    return text[1:-1].replace("},{", "}\n{").split("\n")
+
+
+def unpack_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """``der_features`` rows -> a wide frame with one float column per feature name."""
+    features = pd.DataFrame.from_records([f or {} for f in frame[FEATURES_COLUMN]], index=frame.index)
+    return pd.concat([frame[[dd.DEVICE_ID, dd.TS, VERSION]], features.astype("float64")], axis=1)

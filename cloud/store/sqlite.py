@@ -1,0 +1,164 @@
+"""Embedded cloud store: one SQLite file (WAL), the default when no server is configured, so
+the whole pipeline runs with no setup (DESIGN.md, "Stores"). Timestamps are integer
+microseconds since the epoch (UTC), as in the edge store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cloud.store import migrations
+from cloud.store import schema as s
+from cloud.store.common import TableStore, run_row, watermark_upsert_sql
+from edge_gateway.errors import StoreError
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores.sqlite import bound_micros, connect, frame_from_rows, micros_to_ts
+
+DEFAULT_CLOUD_DB = "data/cloud.db"
+
+
+class SQLiteCloudStore(TableStore):
+    def __init__(self, path: str | Path = DEFAULT_CLOUD_DB) -> None:
+        self.path = Path(path)
+        self.label = f"sqlite:{self.path}"
+        try:
+            self._conn = connect(self.path)
+        except OSError as error:  # the folder cannot be created
+            raise StoreError(f"cloud SQLite store {self.path}: cannot open ({error.strerror}); "
+                             "expected a writable file path") from None
+        self.init_schema()
+
+    def init_schema(self) -> None:
+        with self._guard("create schema"):
+            for statement in migrations.sqlite_statements():
+                self._conn.execute(statement)
+
+    def _guard(self, action: str):
+        return _Guard(f"cloud SQLite store {self.path}: {action} failed")
+
+    # writes ------------------------------------------------------------------------------
+    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        spec = s.table(table)
+        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        columns = s.python_columns(table, data, ts_micros=True)
+        names = list(columns)
+        updates = [c for c in names if c not in spec.keys] or [spec.keys[0]]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(spec.keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in updates)
+        )
+        with self._guard(f"upsert into {table}"), self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(sql, zip(*columns.values()))
+        return len(data)
+
+    def set_watermark(self, source: str, device_id: str, ts: pd.Timestamp, rows_synced: int) -> None:
+        with self._guard(f"set watermark {source}"), self._conn:
+            self._conn.execute(watermark_upsert_sql("?"), (source, device_id, bound_micros(ts), int(rows_synced),
+                                                           bound_micros(dd.utc_now())))
+
+    def start_run(self, job: str, details: Mapping[str, Any] | None = None) -> int:
+        row = run_row(job, details)
+        with self._guard("start run"), self._conn:
+            cursor = self._conn.execute(
+                f"INSERT INTO {s.RUNS} ({s.JOB}, {s.STARTED_AT}, {s.STATUS}, {s.ROWS}, {s.DETAILS}) VALUES (?, ?, ?, ?, ?)",
+                (job, bound_micros(row[s.STARTED_AT]), row[s.STATUS], 0, json.dumps(row[s.DETAILS])),
+            )
+        return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, rows: int = 0, error: str | None = None) -> None:
+        with self._guard("finish run"), self._conn:
+            self._conn.execute(
+                f"UPDATE {s.RUNS} SET {s.FINISHED_AT} = ?, {s.STATUS} = ?, {s.ROWS} = ?, {s.ERROR} = ? WHERE {s.RUN_ID} = ?",
+                (bound_micros(dd.utc_now()), status, int(rows), error, int(run_id)),
+            )
+
+    # reads -------------------------------------------------------------------------------
+    @staticmethod
+    def _where(table: str, equals, start, stop) -> tuple[str, list]:
+        clauses, params = [], []
+        for column, value in (equals or {}).items():
+            clauses.append(f"{column} = ?")
+            params.append(bound_micros(value) if s.table(table).columns.get(column) == s.TS else value)
+        for op, bound in ((">=", start), ("<", stop)):
+            if bound is not None:
+                clauses.append(f"{dd.TS} {op} ?")
+                params.append(bound_micros(bound))
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _read(self, table, equals, start, stop, limit, descending, columns=None) -> pd.DataFrame:
+        spec = s.table(table)
+        names = list(columns or spec.columns)
+        fixed: dict[str, Any] = {}
+        if table == s.READINGS:
+            # A column pinned by the filter is not fetched per row: building a million equal
+            # strings costs more than the rest of the column.
+            fixed = {c: v for c, v in (equals or {}).items() if c == dd.DEVICE_ID}
+            names = [c for c in names if c not in fixed]
+        where, params = self._where(table, equals, start, stop)
+        order = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in spec.keys)
+        sql = f"SELECT {', '.join(names)} FROM {table} {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._guard(f"read {table}"):
+            rows = self._conn.execute(sql, params).fetchall()
+        if table == s.READINGS:
+            return frame_from_rows(rows, names, fixed)
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        return _typed(table, frame)
+
+    def _count(self, table, equals, start, stop) -> int:
+        where, params = self._where(table, equals, start, stop)
+        with self._guard(f"count {table}"):
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
+
+    def reading_stats(self) -> dict[str, dict[str, Any]]:
+        with self._guard("read reading stats"):
+            rows = self._conn.execute(
+                f"SELECT {dd.DEVICE_ID}, {s.FIRST_TS}, {s.LAST_TS}, {s.ROW_COUNT} FROM {s.READING_STATS}"
+            ).fetchall()
+        return {
+            device: {s.FIRST_TS: micros_to_ts([first])[0], s.LAST_TS: micros_to_ts([last])[0], s.ROW_COUNT: int(n)}
+            for device, first, last, n in rows
+        }
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _typed(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as stored (micros, JSON text, 0/1) -> the frame ``schema.coerce`` describes."""
+    spec = s.table(table)
+    for name, kind in spec.columns.items():
+        if kind == s.TS:
+            values = pd.to_numeric(frame[name], errors="coerce")
+            frame[name] = pd.to_datetime(values, unit="us", utc=True).astype("datetime64[us, UTC]")
+        elif kind == s.JSON:
+            frame[name] = [None if v is None else json.loads(v) for v in frame[name]]
+    out = s.coerce(table, frame)
+    if spec.serial:
+        out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))
+    return out
+
+
+class _Guard:
+    """Turn a sqlite3 error into one ``StoreError`` line naming the store and the action."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, sqlite3.Error):
+            raise StoreError(f"{self.message} ({exc})") from None
+        return False

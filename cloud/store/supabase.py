@@ -1,0 +1,151 @@
+"""Supabase cloud store through the ``supabase`` client (``SUPABASE_URL``, ``SUPABASE_KEY``).
+
+Writes are batched upserts on each table's primary key (``Prefer: resolution=
+merge-duplicates``). Reads page with ``.range()`` under an explicit order and continue until
+an empty page, because the server caps every response at its ``max-rows`` (1000 by default)
+without saying so: stopping at the first short page would silently truncate. The client's
+JSON encoder refuses NaN and numpy scalars, so rows leave as plain Python with ``None``.
+Tables come from ``supabase db push`` of ``supabase/migrations``; this adapter runs no DDL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+import pandas as pd
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, create_client
+
+from cloud.store import schema as s
+from cloud.store.common import TableStore, run_row
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+
+T = TypeVar("T")
+WRITE_BATCH = 1000
+PAGE_SIZE = 1000
+_RETRYABLE_CODES = {"502", "503", "504", "429", "PGRST000", "PGRST001", "PGRST002"}
+
+
+class SupabaseCloudStore(TableStore):
+    def __init__(self, url: str, key: str, *, client: Client | None = None, page_size: int = PAGE_SIZE,
+                 write_batch: int = WRITE_BATCH) -> None:
+        self.label = f"supabase {urlparse(url).netloc}"
+        self.page_size, self.write_batch = page_size, write_batch
+        try:
+            # One retry policy (the sync's, with jitter) rather than two stacked ones.
+            self._client = client or create_client(url, key, ClientOptions(postgrest_client_retry=False))
+        except Exception as error:  # the client raises its own exception types for a bad URL/key
+            raise StoreError(f"{self.label}: cannot create client ({error})") from None
+
+    def _call(self, action: str, request: Callable[[], T]) -> T:
+        """Run one request; vendor errors become ours (unreachable -> StoreUnavailable)."""
+        try:
+            return request()
+        except httpx.TransportError as error:
+            raise StoreUnavailable(f"{self.label}: {action} failed ({type(error).__name__}: {error})") from None
+        except APIError as error:
+            kind = StoreUnavailable if str(error.code) in _RETRYABLE_CODES else StoreError
+            raise kind(f"{self.label}: {action} failed ({error.code}: {error.message})") from None
+
+    def init_schema(self) -> None:
+        """Check every table answers; creating them is ``supabase db push``'s job."""
+        for name in s.TABLES:
+            try:
+                self._call(f"check table {name}", lambda n=name: self._client.table(n).select("*").limit(1).execute())
+            except StoreError as error:
+                raise StoreError(f"{error}; apply supabase/migrations with `supabase db push`") from None
+
+    # writes ------------------------------------------------------------------------------
+    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+        if frame.empty:
+            return 0
+        spec = s.table(table)
+        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        rows = _json_rows(table, data)
+        on_conflict = ",".join(spec.keys)
+        for start in range(0, len(rows), self.write_batch):
+            batch = rows[start:start + self.write_batch]
+            self._call(f"upsert into {table}", lambda b=batch: self._client.table(table).upsert(
+                b, on_conflict=on_conflict, returning="minimal").execute())
+        return len(rows)
+
+    def start_run(self, job: str, details: Mapping[str, Any] | None = None) -> int:
+        row = run_row(job, details)
+        row[s.STARTED_AT] = dd.format_ts(row[s.STARTED_AT])
+        response = self._call("start run", lambda: self._client.table(s.RUNS).insert(row).execute())
+        return int(response.data[0][s.RUN_ID])
+
+    def finish_run(self, run_id: int, status: str, rows: int = 0, error: str | None = None) -> None:
+        values = {s.FINISHED_AT: dd.format_ts(dd.utc_now()), s.STATUS: status, s.ROWS: int(rows), s.ERROR: error}
+        self._call("finish run", lambda: self._client.table(s.RUNS).update(values).eq(s.RUN_ID, int(run_id)).execute())
+
+    # reads -------------------------------------------------------------------------------
+    def _query(self, table: str, equals, start, stop, head: bool = False, columns: str = "*"):
+        query = self._client.table(table).select(columns, count="exact" if head else None, head=head or None)
+        for column, value in (equals or {}).items():
+            query = query.eq(column, dd.format_ts(value) if isinstance(value, pd.Timestamp) else value)
+        if start is not None:
+            query = query.gte(dd.TS, dd.format_ts(dd.parse_ts(start)))
+        if stop is not None:
+            query = query.lt(dd.TS, dd.format_ts(dd.parse_ts(stop)))
+        return query
+
+    def _pages(self, table: str, order: tuple[str, ...], equals, start, stop, limit, descending,
+               columns: str = "*") -> list[dict]:
+        rows: list[dict] = []
+        while limit is None or len(rows) < limit:
+            want = self.page_size if limit is None else min(self.page_size, limit - len(rows))
+            query = self._query(table, equals, start, stop, columns=columns)
+            for column in order:
+                query = query.order(column, desc=descending)
+            page = self._call(f"read {table}", lambda q=query: q.range(len(rows), len(rows) + want - 1).execute()).data
+            if not page:
+                break
+            rows.extend(page)
+        return rows
+
+    def _read(self, table, equals, start, stop, limit, descending, columns=None) -> pd.DataFrame:
+        spec = s.table(table)
+        names = list(columns or spec.columns)
+        selected = "*" if columns is None else ",".join(names)
+        rows = self._pages(table, spec.keys, equals, start, stop, limit, descending, selected)
+        frame = pd.DataFrame.from_records(rows, columns=names)
+        if table == s.READINGS:
+            return s.coerce_readings(frame, names)
+        out = s.coerce(table, frame)
+        if spec.serial:
+            out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))
+        return out
+
+    def _count(self, table, equals, start, stop) -> int:
+        response = self._call(f"count {table}", lambda: self._query(table, equals, start, stop, head=True).execute())
+        return int(response.count or 0)
+
+    def reading_stats(self) -> dict[str, dict[str, Any]]:
+        rows = self._pages(s.READING_STATS, (dd.DEVICE_ID,), None, None, None, None, False)
+        return {
+            r[dd.DEVICE_ID]: {s.FIRST_TS: dd.parse_ts(r[s.FIRST_TS]), s.LAST_TS: dd.parse_ts(r[s.LAST_TS]),
+                              s.ROW_COUNT: int(r[s.ROW_COUNT])}
+            for r in rows
+        }
+
+    def close(self) -> None:
+        """The client holds no connection that needs closing between jobs."""
+
+
+def _json_rows(table: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows the client's JSON encoder accepts: ``None`` for NaN, Python scalars, ISO times."""
+    columns = s.python_columns(table, frame)
+    spec = s.table(table)
+    for name, kind in spec.columns.items():
+        if kind == s.TS and name in columns:
+            columns[name] = [None if t is None else dd.format_ts(t) for t in columns[name]]
+        elif kind == s.JSON and name in columns:
+            columns[name] = [None if v is None else json.loads(v) for v in columns[name]]
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]

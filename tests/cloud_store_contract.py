@@ -1,0 +1,166 @@
+"""The CloudStore contract, run against every adapter: each ``test_cloud_store_*.py`` module
+subclasses :class:`CloudStoreContract` and provides a ``store`` fixture on an empty store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.models import der_data as dd
+from tests.sync_fixtures import assert_same_readings, readings, site
+
+T0 = pd.Timestamp("2024-06-01T00:00:00Z")
+
+
+class CloudStoreContract:
+    def test_is_a_cloud_store(self, store):
+        assert isinstance(store, CloudStore)
+
+    def test_upsert_twice_stores_each_reading_once_field_by_field(self, store):
+        frame = readings(devices=3, steps=40)
+        assert store.upsert_readings(frame) == len(frame)
+        store.upsert_readings(frame)
+        assert store.count_readings() == len(frame)
+        assert_same_readings(store.read_readings(), frame)
+
+    def test_conflict_updates_the_existing_row(self, store):
+        frame = readings(devices=1, steps=5)
+        store.upsert_readings(frame)
+        changed = frame.copy()
+        changed[dd.BATTERY_SOC] = 42.5
+        changed[dd.TOU_PERIOD] = "peak"
+        store.upsert_readings(changed.iloc[[1, 3]])
+        back = store.read_readings()
+        assert back[dd.BATTERY_SOC].tolist() == [frame[dd.BATTERY_SOC][0], 42.5, frame[dd.BATTERY_SOC][2], 42.5,
+                                                 frame[dd.BATTERY_SOC][4]]
+        assert back[dd.TOU_PERIOD][1] == "peak"
+
+    def test_duplicate_keys_in_one_frame_keep_the_last(self, store):
+        frame = readings(devices=1, steps=3)
+        twice = pd.concat([frame, frame.assign(**{dd.PRICE: 0.99})], ignore_index=True)
+        store.upsert_readings(twice)
+        assert store.read_readings()[dd.PRICE].tolist() == [0.99] * 3
+
+    def test_missing_values_round_trip_as_missing(self, store):
+        frame = readings(devices=1, steps=4)
+        frame.loc[1, dd.SOLAR_KW] = np.nan
+        frame.loc[2, dd.BATTERY_CYCLES] = pd.NA
+        frame.loc[3, dd.TOU_PERIOD] = np.nan
+        store.upsert_readings(frame)
+        back = store.read_readings()
+        assert np.isnan(back[dd.SOLAR_KW][1]) and back[dd.BATTERY_CYCLES].isna()[2] and back[dd.TOU_PERIOD].isna()[3]
+        assert_same_readings(back, frame)
+
+    @pytest.mark.parametrize("device, start, stop, limit, expected", [
+        ("dev-001", None, None, None, 24),
+        ("dev-001", T0 + pd.Timedelta(hours=1), None, None, 12),
+        (None, T0 + pd.Timedelta(hours=1), T0 + pd.Timedelta(hours=1, minutes=10), None, 6),
+        (None, None, None, 30, 30),
+    ])
+    def test_read_range(self, store, device, start, stop, limit, expected):
+        frame = readings(devices=3, steps=24)
+        store.upsert_readings(frame)
+        back = store.read_readings(device, start, stop, limit)
+        assert len(back) == expected
+        assert back[[dd.DEVICE_ID, dd.TS]].equals(back.sort_values([dd.DEVICE_ID, dd.TS])[[dd.DEVICE_ID, dd.TS]])
+        if start is not None:
+            assert back[dd.TS].min() >= start
+        if stop is not None:
+            assert back[dd.TS].max() < stop
+        assert store.count_readings(device, start, stop) == (expected if limit is None else len(frame))
+
+    @pytest.mark.parametrize("device", ["dev-001", None])
+    def test_column_limited_read_is_the_full_read_of_those_columns(self, store, device):
+        frame = readings(devices=2, steps=6)
+        frame.loc[2, dd.PRICE] = np.nan
+        frame.loc[7, dd.BATTERY_CYCLES] = pd.NA
+        frame.loc[8, dd.TOU_PERIOD] = np.nan
+        store.upsert_readings(frame)
+        wanted = [dd.TOU_PERIOD, dd.PRICE, dd.BATTERY_CYCLES]
+        part = store.read_readings(device, columns=wanted)
+        assert list(part.columns) == [dd.DEVICE_ID, dd.TS, dd.BATTERY_CYCLES, dd.PRICE, dd.TOU_PERIOD]
+        full = store.read_readings(device)
+        pd.testing.assert_frame_equal(part, full[list(part.columns)], check_exact=True)
+
+    def test_column_limited_read_names_unknown_columns(self, store):
+        with pytest.raises(KeyError, match="price_kw"):
+            store.read_readings(columns=["price_kw"])
+
+    def test_reading_stats_per_device(self, store):
+        frame = readings(devices=2, steps=10)
+        store.upsert_readings(frame)
+        stats = store.reading_stats()
+        assert sorted(stats) == ["dev-000", "dev-001"]
+        assert stats["dev-001"][s.ROW_COUNT] == 10
+        assert stats["dev-001"][s.FIRST_TS] == T0
+        assert stats["dev-001"][s.LAST_TS] == T0 + pd.Timedelta(minutes=45)
+
+    def test_sites_upsert_and_update(self, store):
+        store.upsert_sites([site("a"), site("b")])
+        store.upsert_sites([{**site("a"), "pv_capacity_kw": 11.0, "has_ev": False}])
+        sites = {x["device_id"]: x for x in store.sites()}
+        assert sorted(sites) == ["a", "b"] and set(sites["a"]) == set(dd.SITE_FIELDS)
+        assert sites["a"]["pv_capacity_kw"] == 11.0 and sites["a"]["has_ev"] is False and sites["b"]["has_ev"] is True
+        assert sites["b"]["altitude_m"] is None
+
+    def test_watermarks_per_source_and_device(self, store):
+        store.set_watermark("edge:sqlite", "a", T0, 10)
+        store.set_watermark("edge:sqlite", "a", T0 + pd.Timedelta(hours=1), 5)
+        store.set_watermark("edge:influxdb:b", "a", T0, 1)
+        assert store.watermarks("edge:sqlite") == {"a": T0 + pd.Timedelta(hours=1)}
+        assert store.watermarks("edge:influxdb:b") == {"a": T0}
+        assert store.watermarks("other") == {}
+        total = store.read_frame(s.WATERMARKS, {s.SOURCE: "edge:sqlite"})[s.ROWS_SYNCED].tolist()
+        assert total == [15]
+
+    def test_quarantine_keeps_rows_and_reasons_idempotently(self, store):
+        frame = readings(devices=1, steps=2)
+        store.quarantine(frame, pd.Series(["soc outside", "price missing"]), "edge:sqlite")
+        store.quarantine(frame, pd.Series(["soc outside", "price missing"]), "edge:sqlite")
+        back = store.read_quarantine("dev-000")
+        assert back[s.REASON].tolist() == ["soc outside", "price missing"]
+        assert back[s.PAYLOAD][0][dd.BATTERY_SOC] == pytest.approx(frame[dd.BATTERY_SOC][0])
+        assert store.read_quarantine("nobody").empty
+
+    def test_pipeline_runs_newest_first(self, store):
+        first = store.start_run("cloud_sync", {"source": "edge:sqlite"})
+        store.finish_run(first, "failed", 3, "cloud unreachable")
+        second = store.start_run("cloud_sync")
+        other = store.start_run("features")
+        store.finish_run(second, "ok", 120)
+        runs = store.runs("cloud_sync")
+        assert [r[s.RUN_ID] for r in runs] == [second, first]
+        assert runs[1][s.ERROR] == "cloud unreachable" and runs[1][s.DETAILS] == {"source": "edge:sqlite"}
+        last = store.last_run("cloud_sync")
+        assert last[s.STATUS] == "ok" and last[s.ROWS] == 120 and last[s.FINISHED_AT] >= last[s.STARTED_AT]
+        assert store.last_run("features")[s.STATUS] == "running" and store.last_run("nothing") is None
+        assert {r[s.RUN_ID] for r in store.runs()} == {first, second, other}
+
+    def test_generic_tables_upsert_and_filter(self, store):
+        issued = T0 - pd.Timedelta(hours=1)
+        forecasts = pd.DataFrame({
+            dd.DEVICE_ID: "a", dd.TS: T0 + pd.to_timedelta(np.arange(6) * 900, unit="s"),
+            s.TARGET: ["solar"] * 3 + ["load"] * 3, s.MODEL: "lgbm", s.ISSUED_AT: issued,
+            s.VALUE: np.linspace(0, 1, 6), s.LOWER: np.nan, s.UPPER: 2.0,
+        })
+        store.upsert_frame(s.FORECASTS, forecasts)
+        store.upsert_frame(s.FORECASTS, forecasts.assign(**{s.VALUE: 5.0}).iloc[:1])
+        solar = store.read_frame(s.FORECASTS, {s.TARGET: "solar"})
+        assert len(solar) == 3 and solar[s.VALUE].iloc[0] == 5.0 and solar[s.LOWER].isna().all()
+        window = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: "a"}, start=T0 + pd.Timedelta(minutes=30), limit=2)
+        assert window[dd.TS].min() >= T0 + pd.Timedelta(minutes=30) and len(window) == 2
+        plans = pd.DataFrame({dd.DEVICE_ID: "a", dd.TS: [T0], s.ISSUED_AT: [issued], dd.BATTERY_POWER: [-2.5],
+                              s.OBJECTIVE: ["cost"]})
+        store.upsert_frame(s.PLANS, plans)
+        back = store.read_frame(s.PLANS, {s.ISSUED_AT: issued})
+        assert back[dd.BATTERY_POWER].tolist() == [-2.5] and back[dd.BATTERY_SOC].isna().all()
+
+    def test_features_round_trip_wide(self, store):
+        wide = pd.DataFrame({dd.DEVICE_ID: ["a", "a"], dd.TS: [T0, T0 + pd.Timedelta(minutes=5)],
+                             "load_lag_1h": [1.25, np.nan], "hour_sin": [0.0, 0.5]})
+        store.upsert_frame(s.FEATURES, s.pack_features(wide, "v1"))
+        back = s.unpack_features(store.read_frame(s.FEATURES, {s.VERSION: "v1"}))
+        pd.testing.assert_frame_equal(back.drop(columns=[s.VERSION]), wide, check_like=True)

@@ -1,0 +1,70 @@
+"""The embedded SQLite cloud store: the CloudStore contract plus what is SQLite's own."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.store import schema as s
+from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_settings
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway.errors import ConfigError, StoreError
+from tests.cloud_store_contract import CloudStoreContract
+from tests.sync_fixtures import readings
+
+
+@pytest.fixture
+def store(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud" / "cloud.db") as cloud:
+        yield cloud
+
+
+class TestSQLiteContract(CloudStoreContract):
+    pass
+
+
+def test_schema_is_created_on_first_use_and_data_survives_reopening(tmp_path):
+    path = tmp_path / "cloud.db"
+    with SQLiteCloudStore(path) as cloud:
+        cloud.upsert_readings(readings(devices=1, steps=3))
+    with SQLiteCloudStore(path) as cloud:
+        cloud.init_schema()
+        assert cloud.count_readings() == 3
+        names = {r[0] for r in cloud._conn.execute("SELECT name FROM sqlite_master")}
+    assert set(s.TABLES) | {s.READING_STATS} <= names
+
+
+def test_wal_mode(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as cloud:
+        assert cloud._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unwritable_path_is_one_line_store_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot open"):
+        SQLiteCloudStore(tmp_path / "file" / "cloud.db")
+
+
+def test_unknown_table_names_the_tables(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as cloud, pytest.raises(KeyError, match="der_readings"):
+        cloud.read_frame("readingz")
+
+
+@pytest.mark.parametrize("env, backend, expected", [
+    ({}, None, SQLITE),
+    ({"DATABASE_URL": "postgresql://u@h/db"}, None, POSTGRES),
+    ({"DATABASE_URL": "postgresql://u@h/db", "SUPABASE_URL": "https://x.supabase.co", "SUPABASE_KEY": "k"}, None,
+     SUPABASE),
+    ({"DATABASE_URL": "postgresql://u@h/db"}, SQLITE, SQLITE),
+])
+def test_factory_selects_once_from_settings(env, backend, expected):
+    assert cloud_settings(env, backend=backend).backend == expected
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SUPABASE_URL": "https://x.supabase.co"}, "SUPABASE_KEY is not set"),
+    ({"SUPABASE_URL": "x.supabase.co", "SUPABASE_KEY": "k"}, "SUPABASE_URL='x.supabase.co': expected https://"),
+    ({"DATABASE_URL": "mysql://h/db"}, "DATABASE_URL: expected postgresql://"),
+])
+def test_factory_refuses_bad_settings_in_one_line(env, message):
+    with pytest.raises(ConfigError, match=message):
+        cloud_settings(env)

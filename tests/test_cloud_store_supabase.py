@@ -1,0 +1,107 @@
+"""The Supabase adapter against a local fake PostgREST whose row cap is smaller than the
+data: the CloudStore contract, pagination that never truncates, conflict handling."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cloud.store import schema as s
+from cloud.store.supabase import SupabaseCloudStore
+from cloud.sync.job import SyncSettings, sync_once
+from cloud.sync.retry import RetryPolicy
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
+from tests.cloud_store_contract import CloudStoreContract
+from tests.fakes.postgrest import FakePostgrest, FakeTable
+from tests.sync_fixtures import assert_same_readings, readings, site
+
+MAX_ROWS = 50
+KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJl"  # shaped like a service key
+
+
+def reading_stats(fake: FakePostgrest) -> list[dict]:
+    frame = pd.DataFrame(list(fake.tables[s.READINGS].rows.values()), columns=[dd.DEVICE_ID, dd.TS])
+    frame[dd.TS] = pd.to_datetime(frame[dd.TS], utc=True)
+    grouped = frame.groupby(dd.DEVICE_ID)[dd.TS].agg(["min", "max", "count"]).reset_index()
+    return [{dd.DEVICE_ID: r[dd.DEVICE_ID], s.FIRST_TS: dd.format_ts(r["min"]), s.LAST_TS: dd.format_ts(r["max"]),
+             s.ROW_COUNT: int(r["count"])} for _, r in grouped.iterrows()]
+
+
+def fake_server(max_rows: int = MAX_ROWS) -> FakePostgrest:
+    tables = {
+        t.name: FakeTable(t.keys, [c for c, kind in t.columns.items() if kind == s.TS], t.serial)
+        for t in s.TABLES.values()
+    }
+    return FakePostgrest(tables, max_rows=max_rows, views={s.READING_STATS: reading_stats})
+
+
+@pytest.fixture
+def fake():
+    with fake_server() as server:
+        yield server
+
+
+@pytest.fixture
+def store(fake):
+    return SupabaseCloudStore(fake.url, KEY, write_batch=120)
+
+
+class TestSupabaseContract(CloudStoreContract):
+    pass
+
+
+def test_reads_page_past_the_server_row_cap(store, fake):
+    frame = readings(devices=2, steps=115)
+    store.upsert_readings(frame)
+    fake.requests.clear()
+    back = store.read_readings()
+    assert_same_readings(back, frame)
+    gets = [n for method, table, n in fake.requests if method == "GET"]
+    assert max(gets) == MAX_ROWS and sum(gets) == 230 and gets[-1] == 0  # capped pages, then an empty one
+    assert len(store.read_readings(limit=120)) == 120
+    assert store.count_readings() == 230 and store.count_readings("dev-001") == 115
+
+
+def test_upserts_go_in_batches_and_merge_on_the_primary_key(store, fake):
+    frame = readings(devices=1, steps=300)
+    store.upsert_readings(frame)
+    store.upsert_readings(frame.assign(**{dd.PRICE: 0.5}))
+    posts = [n for method, table, n in fake.requests if method == "POST" and table == s.READINGS]
+    assert posts == [120, 120, 60] * 2
+    assert len(fake.tables[s.READINGS].rows) == 300
+    assert store.read_readings()[dd.PRICE].eq(0.5).all()
+
+
+def test_server_refusal_is_a_store_error_naming_the_table(fake):
+    fake.tables[s.READINGS].keys = (dd.DEVICE_ID,)  # a table without the expected unique key
+    store = SupabaseCloudStore(fake.url, KEY)
+    with pytest.raises(StoreError, match="upsert into der_readings failed .42P10"):
+        store.upsert_readings(readings(devices=1, steps=2))
+
+
+def test_missing_table_points_at_the_migrations(fake):
+    del fake.tables[s.FORECASTS]
+    with pytest.raises(StoreError, match="supabase db push"):
+        SupabaseCloudStore(fake.url, KEY).init_schema()
+
+
+def test_unreachable_server_is_store_unavailable():
+    with fake_server() as server:
+        url = server.url
+    with pytest.raises(StoreUnavailable, match="supabase 127.0.0.1"):
+        SupabaseCloudStore(url, KEY).count_readings()
+
+
+def test_sync_into_supabase_end_to_end(tmp_path, fake, store):
+    frame = readings(devices=3, steps=90)
+    with SQLiteEdgeStore(tmp_path / "edge.db") as edge:
+        edge.write(frame)
+        edge.put_site(site("dev-002"))
+        settings = SyncSettings(batch_size=100, retry=RetryPolicy(attempts=1))
+        sync_once(edge, store, settings)
+        sync_once(edge, store, settings)
+    assert_same_readings(store.read_readings(), frame)
+    assert store.last_run("cloud_sync")[s.STATUS] == "ok"
+    assert store.reading_stats()["dev-002"][s.ROW_COUNT] == 90
