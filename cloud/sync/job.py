@@ -1,0 +1,160 @@
+"""The sync job: edge store -> cloud store, exactly once in effect.
+
+Per device, a watermark in the cloud records the newest ``ts`` the cloud confirmed. A run
+reads the edge from the watermark minus a small overlap (a late row written just behind
+the newest one is still picked up), in batches of ``batch_size`` ordered by ``ts``,
+validates each batch (bad rows to quarantine), upserts it on ``(device_id, ts)`` and only
+then advances the watermark. A crash anywhere leaves the watermark at or behind what the
+cloud holds, and the upsert makes the re-sent rows land once: no reading is lost or
+doubled, whatever instant the process dies at.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from cloud.store.base import CloudStore
+from cloud.sync.retry import RetryPolicy
+from cloud.sync.validation import validate
+from edge_gateway.cli_support import progress
+from edge_gateway.errors import DERError
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores.base import EdgeStore
+
+log = logging.getLogger(__name__)
+
+JOB = "cloud_sync"
+DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_INTERVAL_S = 60
+DEFAULT_OVERLAP = pd.Timedelta(minutes=15)
+_STEP = pd.Timedelta(microseconds=1)  # edge timestamps are exact to the microsecond
+
+
+@dataclass
+class SyncSettings:
+    source: str = "edge:sqlite"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    overlap: pd.Timedelta = DEFAULT_OVERLAP
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
+class SyncResult:
+    run_id: int
+    rows_synced: int = 0
+    rows_quarantined: int = 0
+    devices: int = 0
+    sites: int = 0
+
+
+def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None = None) -> SyncResult:
+    """One sync run, recorded in ``pipeline_runs``; raises (after recording) on failure."""
+    settings = settings or SyncSettings()
+    retry = settings.retry
+    run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"source": settings.source}))
+    result = SyncResult(run_id)
+    try:
+        sites = edge.sites()
+        result.sites = retry.call("push sites", lambda: cloud.upsert_sites(sites))
+        marks = retry.call("read watermarks", lambda: cloud.watermarks(settings.source))
+        devices = edge.devices()
+        result.devices = len(devices)
+        starts = {d: (marks[d] - settings.overlap if d in marks else None) for d in devices}
+        total = sum(math.ceil(edge.count(d, starts[d]) / settings.batch_size) for d in devices)
+        with closing(_prefetched(_batches(edge, starts, settings.batch_size))) as batches:
+            for device, batch in progress(batches, total=total, desc="cloud sync", unit="batch"):
+                marks[device] = _send(cloud, settings, device, batch, marks.get(device), result)
+    except DERError as error:
+        _record_failure(cloud, run_id, result, error)
+        raise
+    retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
+    log.info("synced %d readings of %d devices (%d quarantined) to %s",
+             result.rows_synced, result.devices, result.rows_quarantined, cloud.label)
+    return result
+
+
+def _batches(edge: EdgeStore, starts: dict, batch_size: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each device's rows from its start, ``batch_size`` at a time, resuming after the last
+    ``ts`` of the previous batch (``ts`` is unique per device)."""
+    for device, start in starts.items():
+        while True:
+            batch = edge.read_range(device, start, None, limit=batch_size)
+            if batch.empty:
+                break
+            yield device, batch
+            if len(batch) < batch_size:
+                break
+            start = batch[dd.TS].iloc[-1] + _STEP
+
+
+def _prefetched(batches: Iterable[tuple[str, pd.DataFrame]]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Read the next batch from the edge while the cloud ingests the current one: the
+    database works in its own process, so the two overlap on a second core. Reading ahead
+    never moves a watermark; only confirmed batches do."""
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(message: tuple) -> bool:
+        while not stop.is_set():  # never block for good: the consumer may have gone
+            try:
+                ready.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not hand_over(("batch", item)):
+                    return
+            hand_over(("done", None))
+        except BaseException as error:  # handed to the consumer, which raises it in its thread
+            hand_over(("error", error))
+
+    reader = threading.Thread(target=produce, name="edge-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.DataFrame,
+          mark: pd.Timestamp | None, result: SyncResult) -> pd.Timestamp:
+    """Quarantine, upsert, then advance the watermark; return the new watermark."""
+    good, bad, reasons = validate(batch)
+    retry = settings.retry
+    if len(bad):
+        retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, settings.source))
+        log.warning("%s: %d readings quarantined, first: %s", device, len(bad), reasons.iloc[0])
+    if len(good):
+        retry.call("upsert readings", lambda: cloud.upsert_readings(good))
+    # Only now, with the batch confirmed, may the watermark move (and never backwards).
+    newest = batch[dd.TS].iloc[-1] if mark is None else max(mark, batch[dd.TS].iloc[-1])
+    retry.call("advance watermark", lambda: cloud.set_watermark(settings.source, device, newest, len(good)))
+    result.rows_synced += len(good)
+    result.rows_quarantined += len(bad)
+    return newest
+
+
+def _record_failure(cloud: CloudStore, run_id: int, result: SyncResult, error: Exception) -> None:
+    try:
+        cloud.finish_run(run_id, "failed", result.rows_synced, str(error))
+    except DERError as second:  # the cloud may be the thing that failed; the first error matters
+        log.warning("could not record the failed run: %s", second)

@@ -1,0 +1,44 @@
+"""Settings of the sync job, validated once from flags and environment variables, and the
+stores they select (the spec's "Cloud Sync" variables: ``SUPABASE_*``, ``INFLUXDB_*``,
+``SYNC_BATCH_SIZE``, ``SYNC_INTERVAL_SECONDS``, plus ``DATABASE_URL``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cloud.store.base import CloudStore
+from cloud.store.factory import SQLITE, cloud_settings, open_cloud_store
+from cloud.sync.job import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_S, SyncSettings
+from edge_gateway.cli_support import env_value, positive_float, positive_int
+from edge_gateway.stores.base import EdgeStore
+from edge_gateway.stores.factory import influx_requested, influx_settings, open_edge_store
+
+
+def sync_settings(args: argparse.Namespace) -> SyncSettings:
+    batch = env_value("SYNC_BATCH_SIZE", positive_int, DEFAULT_BATCH_SIZE, expected="a positive whole number")
+    return SyncSettings(source=edge_source(args), batch_size=batch)
+
+
+def interval_s(args: argparse.Namespace) -> float:
+    if args.interval is not None:
+        return args.interval
+    return env_value("SYNC_INTERVAL_SECONDS", positive_float, float(DEFAULT_INTERVAL_S),
+                     expected="a positive number of seconds")
+
+
+def edge_source(args: argparse.Namespace) -> str:
+    """The watermarks' source name. Devices tell gateways apart; the source tells the edge
+    store kinds apart, so switching a gateway to InfluxDB starts its own watermarks."""
+    if influx_requested(args):
+        return f"edge:influxdb:{influx_settings(args).bucket}"
+    return "edge:sqlite"
+
+
+def open_edge(args: argparse.Namespace) -> EdgeStore:
+    influx = influx_settings(args) if influx_requested(args) else None
+    return open_edge_store(args.edge_store, influx)
+
+
+def open_cloud(args: argparse.Namespace) -> CloudStore:
+    backend = SQLITE if args.cloud_db else None
+    return open_cloud_store(cloud_settings(backend=backend, sqlite_path=args.cloud_db))

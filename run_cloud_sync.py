@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Sync edge readings to the cloud store (README, "Cloud Sync")."""
+
+from __future__ import annotations
+
+import sys
+
+from cloud.sync import settings as cfg
+from cloud.sync.importer import ImportOptions, import_file
+from cloud.sync.job import sync_once
+from cloud.sync.status import print_status, sync_status
+from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, run_cli, setup_logging
+from edge_gateway.config import DEFAULT_EDGE_STORE
+from edge_gateway.errors import UsageError
+from edge_gateway.scheduling import Every, run_schedule
+from edge_gateway.stores.factory import add_influx_flags
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="run_cloud_sync.py", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="sync once and exit")
+    mode.add_argument("--continuous", action="store_true", help="sync every --interval seconds")
+    mode.add_argument("--status", action="store_true", help="per-device sync status")
+    mode.add_argument("--import", dest="import_file", metavar="FILE", help="load a CSV or Parquet meter file")
+    parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
+                        help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
+    parser.add_argument("--json", action="store_true", help="--status as JSON")
+    parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
+    parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
+    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    parser.add_argument("--device-id", help="--import: the device the file belongs to")
+    parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
+    parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
+    parser.add_argument("--units", choices=("W", "kW"), default="kW", help="--import: power units in the file")
+    parser.add_argument("--timezone", default="UTC", help="--import: zone of timestamps without an offset")
+    add_influx_flags(parser, with_enable=False)
+    add_common_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if not (args.once or args.continuous or args.status or args.import_file or args.init_db):
+        raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --init-db")
+    cloud = cfg.open_cloud(args)
+    try:
+        if args.init_db:
+            cloud.init_schema()
+            print(f"cloud schema ready: {cloud.label}")
+        if args.import_file:
+            options = ImportOptions.from_args(args)
+            result = import_file(args.import_file, cloud, options)
+            print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+        elif args.once or args.continuous or args.status:
+            run_sync_modes(args, cloud)
+    finally:
+        cloud.close()
+    return 0
+
+
+def run_sync_modes(args, cloud) -> None:
+    edge, settings = cfg.open_edge(args), cfg.sync_settings(args)
+    try:
+        if args.status:
+            print_status(sync_status(edge, cloud, settings.source), as_json=args.json)
+        elif args.once:
+            result = sync_once(edge, cloud, settings)
+            print(f"synced {result.rows_synced} readings of {result.devices} devices "
+                  f"({result.rows_quarantined} quarantined) to {cloud.label}")
+        else:
+            run_schedule([Every("cloud_sync", lambda: sync_once(edge, cloud, settings), cfg.interval_s(args))])
+    finally:
+        edge.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

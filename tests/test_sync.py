@@ -1,0 +1,209 @@
+"""The sync job (edge store -> cloud store): watermarks, overlap, batches, validation,
+retries, pipeline runs, status and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_cloud_sync
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.job import JOB, SyncSettings, sync_once
+from cloud.sync.retry import RetryPolicy
+from cloud.sync.status import sync_status
+from edge_gateway.cli_support import run_cli
+from edge_gateway.errors import StoreError, StoreUnavailable
+from edge_gateway.models import der_data as dd
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
+from tests.sync_fixtures import assert_same_readings, readings, site
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = "edge:sqlite"
+
+
+@pytest.fixture
+def edge(tmp_path):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        yield store
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        yield store
+
+
+def settings(batch_size=1000, sleeps=None, attempts=5) -> SyncSettings:
+    sleeps = [] if sleeps is None else sleeps
+    policy = RetryPolicy(attempts=attempts, base_s=0.5, cap_s=4.0, rng=np.random.default_rng(7), sleep=sleeps.append)
+    return SyncSettings(source=SOURCE, batch_size=batch_size, retry=policy)
+
+
+class FlakyCloud:
+    """A real cloud store whose ``upsert_readings`` raises the queued errors first."""
+
+    def __init__(self, inner, errors):
+        self.inner, self.errors, self.upserts = inner, list(errors), 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert_readings(self, frame):
+        self.upserts += 1
+        if self.errors and self.errors[0] is not None:
+            raise self.errors.pop(0)
+        if self.errors:
+            self.errors.pop(0)
+        return self.inner.upsert_readings(frame)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 10, 100_000])
+def test_first_sync_copies_every_reading_and_the_sites(edge, cloud, batch_size):
+    frame = readings(devices=3, steps=10)
+    edge.write(frame)
+    edge.put_site(site("dev-000"))
+    result = sync_once(edge, cloud, settings(batch_size))
+    assert (result.rows_synced, result.devices, result.sites) == (30, 3, 1)
+    assert_same_readings(cloud.read_readings(), frame)
+    assert [x["device_id"] for x in cloud.sites()] == ["dev-000"]
+    assert cloud.watermarks(SOURCE) == {d: frame[dd.TS].max() for d in frame[dd.DEVICE_ID].unique()}
+    run = cloud.last_run(JOB)
+    assert (run[s.STATUS], run[s.ROWS], run[s.RUN_ID]) == ("ok", 30, result.run_id)
+
+
+def test_next_sync_sends_only_the_overlap_and_new_rows(edge, cloud):
+    frame = readings(devices=1, steps=48, step_s=300)
+    edge.write(frame.iloc[:40])
+    sync_once(edge, cloud, settings())
+    edge.write(frame.iloc[40:])
+    result = sync_once(edge, cloud, settings())
+    # 15 minutes of overlap at 5-minute steps: the last 4 confirmed rows again, then 8 new.
+    assert result.rows_synced == 4 + 8
+    assert_same_readings(cloud.read_readings(), frame)
+
+
+def test_late_row_inside_the_overlap_is_picked_up(edge, cloud):
+    frame = readings(devices=1, steps=12)
+    late = frame.index[-2]
+    edge.write(frame.drop(index=late))
+    sync_once(edge, cloud, settings())
+    edge.write(frame.loc[[late]])
+    sync_once(edge, cloud, settings())
+    assert_same_readings(cloud.read_readings(), frame)
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_do_not_block_others(edge, cloud):
+    frame = readings(devices=2, steps=10)
+    frame.loc[3, dd.BATTERY_SOC] = 140.0
+    frame.loc[15, dd.PRICE] = np.nan
+    edge.write(frame)
+    result = sync_once(edge, cloud, settings(batch_size=4))
+    assert (result.rows_synced, result.rows_quarantined) == (18, 2)
+    assert_same_readings(cloud.read_readings(), frame.drop(index=[3, 15]))
+    reasons = cloud.read_quarantine().set_index(dd.TS)[s.REASON]
+    assert reasons[frame[dd.TS][3]] == "battery_soc_percent outside [0, 100] (got 140.0)"
+    assert reasons[frame[dd.TS][15]] == "grid_price_price_per_kwh is missing (NaN) but required"
+    assert cloud.watermarks(SOURCE)["dev-000"] == frame[dd.TS].max()
+
+
+def test_transient_errors_are_retried_with_growing_jittered_backoff(edge, cloud):
+    edge.write(readings(devices=1, steps=10))
+    sleeps: list[float] = []
+    flaky = FlakyCloud(cloud, [StoreUnavailable("down")] * 3)
+    sync_once(edge, flaky, settings(sleeps=sleeps))
+    assert cloud.count_readings() == 10 and flaky.upserts == 4
+    assert len(sleeps) == 3 and all(0 <= wait <= 0.5 * 2**i for i, wait in enumerate(sleeps))
+    assert len(set(sleeps)) == 3  # jittered, not a fixed ladder
+
+
+def test_watermark_stays_behind_an_unconfirmed_batch(edge, cloud):
+    frame = readings(devices=1, steps=10)
+    edge.write(frame)
+    # The third batch fails for good: the run fails, is recorded, and the watermark marks batch two.
+    flaky = FlakyCloud(cloud, [None, None, StoreError("rejected")])
+    with pytest.raises(StoreError, match="rejected"):
+        sync_once(edge, flaky, settings(batch_size=3))
+    assert cloud.watermarks(SOURCE) == {"dev-000": frame[dd.TS][5]}
+    assert cloud.count_readings() == 6
+    run = cloud.last_run(JOB)
+    assert (run[s.STATUS], run[s.ROWS], run[s.ERROR]) == ("failed", 6, "rejected")
+    sync_once(edge, cloud, settings(batch_size=3))
+    assert_same_readings(cloud.read_readings(), frame)
+
+
+def test_retries_give_up_after_the_last_attempt(edge, cloud):
+    edge.write(readings(devices=1, steps=3))
+    flaky = FlakyCloud(cloud, [StoreUnavailable("down")] * 10)
+    with pytest.raises(StoreUnavailable):
+        sync_once(edge, flaky, settings(attempts=3))
+    assert flaky.upserts == 3 and cloud.last_run(JOB)[s.STATUS] == "failed"
+
+
+def test_status_reports_per_device_sync_state_and_last_error(edge, cloud):
+    frame = readings(devices=2, steps=20)
+    edge.write(frame[frame[dd.TS] < frame[dd.TS].min() + pd.Timedelta(minutes=50)])
+    sync_once(edge, cloud, settings())
+    edge.write(frame)
+    with pytest.raises(StoreUnavailable):
+        sync_once(edge, FlakyCloud(cloud, [StoreUnavailable("cloud down")] * 9), settings(attempts=1))
+    status = sync_status(edge, cloud, SOURCE)
+    rows = {d[dd.DEVICE_ID]: d for d in status["devices"]}
+    assert rows["dev-001"]["cloud_rows"] == 10 and rows["dev-001"]["pending_edge"] == 10
+    assert rows["dev-001"]["lag_s"] == 10 * 300
+    assert status["last_run"][s.STATUS] == "failed" and status["last_error"][s.ERROR] == "cloud down"
+
+
+def test_cli_once_status_json_and_init_db(tmp_path, capsys):
+    edge_path, cloud_path = tmp_path / "edge.db", tmp_path / "cloud.db"
+    with SQLiteEdgeStore(edge_path) as edge:
+        edge.write(readings(devices=2, steps=5))
+    common = ["--edge-store", str(edge_path), "--cloud-db", str(cloud_path)]
+    assert run_cli(run_cloud_sync.main, ["--once", *common]) == 0
+    assert "synced 10 readings of 2 devices (0 quarantined)" in capsys.readouterr().out
+    assert run_cli(run_cloud_sync.main, ["--status", "--json", *common]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [d["pending_edge"] for d in status["devices"]] == [0, 0] and status["last_run"]["status"] == "ok"
+    assert run_cli(run_cloud_sync.main, ["--init-db", "--cloud-db", str(cloud_path)]) == 0
+    assert "cloud schema ready: sqlite:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    ([], {}, 2, "nothing to do: expected one of --once, --continuous"),
+    (["--once", "--interval", "-3"], {}, 2, "argument --interval: '-3' is not a positive number of seconds"),
+    (["--once"], {"SYNC_BATCH_SIZE": "lots"}, 2, "SYNC_BATCH_SIZE='lots': expected a positive whole number"),
+    (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
+    (["--import", "x.csv"], {}, 2, "--import needs --device-id ID"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code(tmp_path, monkeypatch, capsys, args, env, code, message):
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL", "INFLUXDB_TOKEN", "SYNC_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["run_cloud_sync.py", *args])  # run_cli looks for --verbose there
+    try:
+        status = run_cli(run_cloud_sync.main, args)
+    except SystemExit as exit_:  # argparse's own errors leave through SystemExit
+        status = exit_.code
+    assert status == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_unreachable_cloud_exits_1_without_traceback(tmp_path):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as edge:
+        edge.write(readings(devices=1, steps=2))
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere", "CI": "true"}
+    done = subprocess.run([sys.executable, str(ROOT / "run_cloud_sync.py"), "--once", "--quiet", "--edge-store",
+                           str(tmp_path / "edge.db")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: postgres 127.0.0.1:1/nowhere: cannot connect")
+    assert "Traceback" not in done.stderr
+
