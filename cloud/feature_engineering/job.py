@@ -1,0 +1,159 @@
+"""The incremental feature job: raw readings in the cloud store -> ``der_features``.
+
+Per site, a watermark (the sync job's table, under the source ``feature_engineering:<version>``)
+records the newest feature instant written. A run writes from that watermark minus
+``reprocess`` (or from the start of the lookback window on a first run, and never before it)
+up to now, and reads ``history`` more readings before that for the lags and rolling windows.
+Features depend only on the past, so the rows a run writes equal those of a full rebuild;
+rewriting them is an idempotent upsert, and the watermark only moves after a site's rows are
+stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
+new settings) has a new watermark source, which rebuilds the lookback window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from cloud.feature_engineering.pipeline import build_features
+from cloud.feature_engineering.resample import FILLED, LAST_COLUMNS, MEAN_COLUMNS, OBSERVED, Gap, resample_site
+from cloud.feature_engineering.settings import FeatureSettings
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.cli_support import progress
+from edge_gateway.errors import ConfigError, DERError
+from edge_gateway.models import der_data as dd
+
+log = logging.getLogger(__name__)
+
+JOB = "feature_engineering"
+NO_SITE_ROW = "no row in sites (time zone, country and PV system unknown)"
+#: The reading columns resampling uses; reading only these halves what a rebuild fetches.
+READ_COLUMNS: tuple[str, ...] = (*MEAN_COLUMNS, *LAST_COLUMNS)
+
+
+@dataclass
+class SiteResult:
+    device_id: str
+    rows: int = 0
+    first_ts: pd.Timestamp | None = None
+    last_ts: pd.Timestamp | None = None
+    gaps: tuple[Gap, ...] = ()
+    skipped: str | None = None
+
+
+@dataclass
+class FeatureRunResult:
+    run_id: int
+    version: str
+    sites: list[SiteResult] = field(default_factory=list)
+    readings: int = 0  # raw readings read, history included
+
+    @property
+    def rows(self) -> int:
+        return sum(site.rows for site in self.sites)
+
+
+def watermark_source(settings: FeatureSettings) -> str:
+    return f"{JOB}:{settings.version}"
+
+
+def run_details(settings: FeatureSettings) -> dict[str, Any]:
+    return {
+        "version": settings.version,
+        "step_minutes": settings.step.total_seconds() / 60,
+        "max_gap_minutes": settings.max_gap.total_seconds() / 60,
+        "rolling_window_days": settings.rolling_window_days,
+        "lookback_days": settings.lookback_days,
+        "site_id": settings.site_id,
+    }
+
+
+def run_features(store: CloudStore, settings: FeatureSettings | None = None,
+                 now: pd.Timestamp | None = None) -> FeatureRunResult:
+    """One incremental run, recorded in ``pipeline_runs``; raises (after recording) on failure."""
+    settings = settings or FeatureSettings()
+    now = dd.utc_now() if now is None else dd.parse_ts(now)
+    result = FeatureRunResult(store.start_run(JOB, run_details(settings)), settings.version)
+    try:
+        plan = plan_sites(store, settings, now)
+        for device, site, write_start in progress(plan, total=len(plan), desc="features", unit="site"):
+            if site is None:
+                log.warning("%s: skipped, %s", device, NO_SITE_ROW)
+                result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
+                continue
+            site_result, read = process_site(store, settings, site, write_start, now)
+            result.sites.append(site_result)
+            result.readings += read
+    except DERError as error:
+        _record_failure(store, result, error)
+        raise
+    store.finish_run(result.run_id, "ok", result.rows)
+    log.info("features %s: %d rows for %d sites from %d readings in %s",
+             settings.version, result.rows, len(result.sites), result.readings, store.label)
+    return result
+
+
+def plan_sites(store: CloudStore, settings: FeatureSettings,
+               now: pd.Timestamp) -> list[tuple[str, Mapping[str, Any] | None, pd.Timestamp]]:
+    """``(device, site row or None, first instant to write)`` for every site to process."""
+    sites = {row[dd.DEVICE_ID]: row for row in store.sites()}
+    devices = sorted(store.reading_stats())
+    if settings.site_id is not None:
+        if settings.site_id not in devices and settings.site_id not in sites:
+            raise ConfigError(f"FE_SITE_ID={settings.site_id!r}: no readings or site row for it in {store.label}")
+        devices = [settings.site_id]
+    marks = store.watermarks(watermark_source(settings))
+    lookback_start = (now - pd.Timedelta(days=settings.lookback_days)).ceil(settings.step)
+    plan = []
+    for device in devices:
+        start = lookback_start
+        if device in marks:
+            start = max(start, (marks[device] - settings.reprocess).ceil(settings.step))
+        plan.append((device, sites.get(device), start))
+    return plan
+
+
+def process_site(store: CloudStore, settings: FeatureSettings, site: Mapping[str, Any],
+                 write_start: pd.Timestamp, now: pd.Timestamp) -> tuple[SiteResult, int]:
+    """Compute and store one site's features from ``write_start`` on; returns the result and
+    the number of readings read."""
+    device = site[dd.DEVICE_ID]
+    readings = store.read_readings(device, write_start - settings.history, now, columns=READ_COLUMNS)
+    if readings.empty:
+        return SiteResult(device), 0
+    resampled = resample_site(readings, settings.step, settings.max_gap)
+    features = build_features(resampled.grid, site, settings.step, settings.rolling_window_days)
+    grid = resampled.grid
+    keep = (grid.index >= write_start) & (grid[OBSERVED].to_numpy() | (grid[FILLED].to_numpy() > 0))
+    rows = features[keep]
+    gaps = tuple(g for g in resampled.gaps if g.end >= write_start)
+    for gap in gaps:
+        if gap.missing_steps:
+            log.info("%s: no readings %s to %s (%d steps, %d left missing)", device,
+                     dd.format_ts(gap.start), dd.format_ts(gap.end), gap.steps, gap.missing_steps)
+    if rows.empty:
+        return SiteResult(device, gaps=gaps), len(readings)
+    write_rows(store, device, rows, settings)
+    last = rows.index[-1]
+    store.set_watermark(watermark_source(settings), device, last, len(rows))
+    return SiteResult(device, len(rows), rows.index[0], last, gaps), len(readings)
+
+
+def write_rows(store: CloudStore, device: str, features: pd.DataFrame, settings: FeatureSettings) -> None:
+    wide = features.reset_index()
+    wide.insert(0, dd.DEVICE_ID, device)
+    packed = s.pack_features(wide, settings.version)
+    for offset in range(0, len(packed), settings.batch_size):
+        store.upsert_frame(s.FEATURES, packed.iloc[offset:offset + settings.batch_size])
+
+
+def _record_failure(store: CloudStore, result: FeatureRunResult, error: Exception) -> None:
+    try:
+        store.finish_run(result.run_id, "failed", result.rows, str(error))
+    except DERError as second:  # the store may be what failed; the first error matters
+        log.warning("could not record the failed run: %s", second)

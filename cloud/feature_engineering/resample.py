@@ -1,0 +1,135 @@
+"""One site's readings onto a regular grid, with the right aggregate per column and bounded,
+causal gap filling.
+
+Grid instants are whole multiples of the step since the Unix epoch. A reading at ``ts``
+describes the interval ending at ``ts`` (edge_gateway.generator), so grid instant ``T``
+aggregates the readings with ``T - step < ts <= T`` (right-closed, right-labelled): the
+value at ``T`` never uses a reading after ``T``.
+
+Gaps are filled forward only, and for at most ``max_gap`` after the last observed step.
+Interpolation, or leaving a gap empty because it later turns out to be long, would both
+make the value at ``T`` depend on readings after ``T`` (whether a gap will be long is not
+known while it is happening), which is leakage for a forecaster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from edge_gateway.models import der_data as dd
+
+#: Power, irradiance, temperature and price columns: the mean over the step.
+MEAN_COLUMNS: tuple[str, ...] = (
+    dd.SOLAR_KW, dd.LOAD_TOTAL, dd.LOAD_EV, dd.BATTERY_POWER, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE,
+    dd.PANEL_TEMP, dd.PRICE, dd.FEED_IN, dd.CARBON,
+)
+#: States: the last value in the step (the state at the grid instant).
+LAST_COLUMNS: tuple[str, ...] = (dd.BATTERY_SOC, dd.TOU_PERIOD)
+
+# Energy per step (kWh), summed from each reading's power times the interval it covers.
+SOLAR_KWH, LOAD_KWH, IMPORT_KWH, EXPORT_KWH = "solar_kwh", "load_kwh", "grid_import_kwh", "grid_export_kwh"
+ENERGY_COLUMNS: tuple[str, ...] = (SOLAR_KWH, LOAD_KWH, IMPORT_KWH, EXPORT_KWH)
+
+READINGS_IN_STEP = "readings_in_step"  # 0 on a step that had no reading (filled or missing)
+FILLED = "filled"  # 1.0 where the step's values were carried forward over a gap
+OBSERVED = "observed"  # True where the step had at least one reading
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A run of grid steps without any reading."""
+
+    start: pd.Timestamp  # first empty grid instant
+    end: pd.Timestamp  # last empty grid instant
+    steps: int
+    filled_steps: int  # carried forward (at most max_gap)
+    missing_steps: int  # left missing
+
+    @property
+    def duration(self) -> pd.Timedelta:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Resampled:
+    grid: pd.DataFrame  # indexed by the grid instants, regular, named ``ts``
+    gaps: tuple[Gap, ...]
+
+
+def grid_instants(ts: pd.Series | pd.DatetimeIndex, step: pd.Timedelta) -> pd.DatetimeIndex:
+    """The grid instant each timestamp belongs to (the first multiple of ``step`` at or after it)."""
+    return pd.DatetimeIndex(ts).ceil(step)
+
+
+def _energy(readings: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
+    """Each reading's energy (kWh) over the interval it covers: the time since the previous
+    reading, capped at one step so a reading after an outage is not credited with the outage.
+    The first reading has no known interval and contributes nothing (NaN)."""
+    dt_h = readings[dd.TS].diff().dt.total_seconds().clip(upper=step.total_seconds()).to_numpy() / 3600.0
+    net = readings[dd.NET_GRID_FLOW].to_numpy()
+    return pd.DataFrame({
+        SOLAR_KWH: readings[dd.SOLAR_KW].to_numpy() * dt_h,
+        LOAD_KWH: readings[dd.LOAD_TOTAL].to_numpy() * dt_h,
+        IMPORT_KWH: np.clip(net, 0.0, None) * dt_h,
+        EXPORT_KWH: np.clip(-net, 0.0, None) * dt_h,
+    }, index=readings.index)
+
+
+def resample_site(readings: pd.DataFrame, step: pd.Timedelta, max_gap: pd.Timedelta) -> Resampled:
+    """Resample one site's flat readings (any order, unique ``ts``) onto the regular grid
+    spanning its first to its last reading."""
+    if readings[dd.DEVICE_ID].nunique() > 1:
+        raise ValueError("resample_site expects the readings of one site")
+    if readings.empty:
+        return Resampled(_empty_grid(), ())
+    readings = readings.sort_values(dd.TS, kind="stable").reset_index(drop=True)
+    bins = grid_instants(readings[dd.TS], step)
+    grouped = readings.groupby(bins, sort=True)
+    parts = [
+        grouped[list(MEAN_COLUMNS)].mean(),
+        grouped[list(LAST_COLUMNS)].last(),
+        _energy(readings, step).groupby(bins, sort=True).sum(min_count=1),
+        grouped.size().rename(READINGS_IN_STEP),
+    ]
+    observed = pd.concat(parts, axis=1)
+    index = pd.date_range(observed.index[0], observed.index[-1], freq=step, name=dd.TS)
+    grid = observed.reindex(index)
+    limit = int(max_gap // step)
+    present = grid[READINGS_IN_STEP].notna().to_numpy()
+    values = grid.drop(columns=[READINGS_IN_STEP])
+    filled_values = values.ffill(limit=limit) if limit > 0 else values
+    grid = filled_values.assign(**{READINGS_IN_STEP: grid[READINGS_IN_STEP].fillna(0).astype("float64")})
+    step_filled = _filled_mask(present, limit)
+    grid[FILLED] = step_filled.astype("float64")
+    grid[OBSERVED] = present
+    return Resampled(grid, tuple(_gaps(index, present, limit)))
+
+
+def _filled_mask(present: np.ndarray, limit: int) -> np.ndarray:
+    """True on empty steps within ``limit`` steps of the last observed one."""
+    positions = np.arange(len(present))
+    last_seen = np.maximum.accumulate(np.where(present, positions, -1))
+    return ~present & (last_seen >= 0) & (positions - last_seen <= limit)
+
+
+def _gaps(index: pd.DatetimeIndex, present: np.ndarray, limit: int):
+    empty = ~present
+    if not empty.any():
+        return
+    edges = np.diff(np.concatenate(([0], empty.astype(np.int8), [0])))
+    for first, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        steps = int(stop - first)
+        filled = min(steps, limit)
+        yield Gap(index[first], index[stop - 1], steps, filled, steps - filled)
+
+
+def _empty_grid() -> pd.DataFrame:
+    index = pd.DatetimeIndex([], tz="UTC", name=dd.TS).as_unit("us")
+    columns = [*MEAN_COLUMNS, *LAST_COLUMNS, *ENERGY_COLUMNS, READINGS_IN_STEP, FILLED]
+    grid = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}, index=index)
+    grid[dd.TOU_PERIOD] = grid[dd.TOU_PERIOD].astype("str")
+    grid[OBSERVED] = pd.Series(dtype=bool)
+    return grid

@@ -1,0 +1,81 @@
+"""Settings of the feature job, validated once where they enter: flags first, then the
+spec's environment variables (``FE_SITE_ID``, ``FE_BATCH_SIZE``, ``FE_ROLLING_WINDOW_DAYS``,
+``FE_LOOKBACK_DAYS``) and two of ours for the grid (``FE_STEP_MINUTES``,
+``FE_MAX_GAP_MINUTES``). ``FE_BATCH_SIZE`` is the number of feature rows per upsert."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from cloud.feature_engineering.pipeline import version_label
+from edge_gateway.cli_support import env_value, positive_int
+from edge_gateway.errors import ConfigError
+
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_ROLLING_WINDOW_DAYS = 7
+DEFAULT_LOOKBACK_DAYS = 30
+DEFAULT_STEP_MINUTES = 15
+DEFAULT_MAX_GAP_MINUTES = 60
+DEFAULT_INTERVAL_S = 3600
+LONGEST_LAG = pd.Timedelta(days=7)
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    step: pd.Timedelta = pd.Timedelta(minutes=DEFAULT_STEP_MINUTES)
+    max_gap: pd.Timedelta = pd.Timedelta(minutes=DEFAULT_MAX_GAP_MINUTES)
+    rolling_window_days: int = DEFAULT_ROLLING_WINDOW_DAYS
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    site_id: str | None = None
+    #: Steps already written that a run computes again: the last step may have been partial
+    #: and the sync job re-sends its last 15 minutes, so readings can land behind the newest.
+    reprocess: pd.Timedelta = pd.Timedelta(hours=1)
+
+    def __post_init__(self) -> None:
+        if self.step <= pd.Timedelta(0) or pd.Timedelta(days=1) % self.step:
+            raise ConfigError(f"grid step {self.step}: expected a whole number of minutes that divides a day")
+        if self.max_gap < pd.Timedelta(0):
+            raise ConfigError(f"max gap {self.max_gap}: expected zero or more minutes")
+        if self.rolling_window_days < 1 or self.lookback_days < 1 or self.batch_size < 1:
+            raise ConfigError("rolling window, lookback and batch size must be positive")
+
+    @property
+    def version(self) -> str:
+        return version_label(self.step, self.rolling_window_days, self.max_gap)
+
+    @property
+    def history(self) -> pd.Timedelta:
+        """Readings before the first written step that its lags and rolling windows need:
+        the longer of the week lag and the window, one step for the shift, the carry-forward
+        of a gap, and one step for the interval of the first reading."""
+        window = max(LONGEST_LAG, pd.Timedelta(days=self.rolling_window_days))
+        return window + 2 * self.step + self.max_gap
+
+
+def settings_from(args: argparse.Namespace) -> FeatureSettings:
+    """Flags win over the environment."""
+    minutes = lambda name, default: pd.Timedelta(minutes=env_value(  # noqa: E731
+        name, non_negative_int if "GAP" in name else positive_int, default, expected="a whole number of minutes"))
+    lookback = args.lookback_days if getattr(args, "lookback_days", None) is not None else env_value(
+        "FE_LOOKBACK_DAYS", positive_int, DEFAULT_LOOKBACK_DAYS, expected="a positive whole number of days")
+    return FeatureSettings(
+        step=minutes("FE_STEP_MINUTES", DEFAULT_STEP_MINUTES),
+        max_gap=minutes("FE_MAX_GAP_MINUTES", DEFAULT_MAX_GAP_MINUTES),
+        rolling_window_days=env_value("FE_ROLLING_WINDOW_DAYS", positive_int, DEFAULT_ROLLING_WINDOW_DAYS,
+                                      expected="a positive whole number of days"),
+        lookback_days=lookback,
+        batch_size=env_value("FE_BATCH_SIZE", positive_int, DEFAULT_BATCH_SIZE, expected="a positive whole number"),
+        site_id=os.environ.get("FE_SITE_ID") or None,
+    )

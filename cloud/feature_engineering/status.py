@@ -1,0 +1,92 @@
+"""``--status``: per site, the stored feature range, row count, gaps and version, with the
+last run and last error from ``pipeline_runs``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.feature_engineering.job import JOB
+from cloud.feature_engineering.settings import FeatureSettings
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.cli_support import print_table
+from edge_gateway.models import der_data as dd
+
+_RUNS_SCANNED = 50  # how far back --status looks for the last error
+
+
+def grid_gaps(ts: pd.Series, step: pd.Timedelta) -> dict[str, Any]:
+    """Holes in a site's stored grid between its first and last instant."""
+    stamps = pd.DatetimeIndex(ts).sort_values()
+    if len(stamps) < 2:
+        return {"gaps": 0, "missing_steps": 0, "longest_gap": None}
+    missing = np.asarray((stamps[1:] - stamps[:-1]) // step) - 1
+    holes = missing[missing > 0]
+    longest = None if not len(holes) else pd.Timedelta(int(holes.max()) * step)
+    return {"gaps": int(len(holes)), "missing_steps": int(holes.sum()), "longest_gap": longest}
+
+
+def feature_status(store: CloudStore, settings: FeatureSettings) -> dict[str, Any]:
+    runs = store.runs(JOB, limit=_RUNS_SCANNED)
+    devices = sorted(set(store.reading_stats()) | {row[dd.DEVICE_ID] for row in store.sites()})
+    if settings.site_id is not None:
+        devices = [d for d in devices if d == settings.site_id]
+    sites = []
+    for device in devices:
+        frame = store.read_frame(s.FEATURES, equals={dd.DEVICE_ID: device, s.VERSION: settings.version})
+        stamps = frame[dd.TS]
+        sites.append({
+            dd.DEVICE_ID: device,
+            "first_ts": stamps.min() if len(frame) else None,
+            "last_ts": stamps.max() if len(frame) else None,
+            "rows": len(frame),
+            **grid_gaps(stamps, settings.step),
+            "version": settings.version,
+        })
+    return {
+        "cloud": store.label,
+        "version": settings.version,
+        "last_run": runs[0] if runs else None,
+        "last_error": next((r for r in runs if r.get(s.ERROR)), None),
+        "sites": sites,
+    }
+
+
+def print_status(status: dict[str, Any], as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(status, default=_json_default, indent=2))
+        return
+    print(f"cloud: {status['cloud']}   feature set: {status['version']}")
+    run, error = status["last_run"], status["last_error"]
+    if run:
+        print(f"last run: #{run[s.RUN_ID]} {_when(run[s.STARTED_AT])} {run[s.STATUS]}, {run[s.ROWS]} rows")
+    else:
+        print("last run: none")
+    print(f"last error: {_when(error[s.STARTED_AT])} {error[s.ERROR]}" if error else "last error: none")
+    print_table([{k: _cell(v) for k, v in row.items()} for row in status["sites"]])
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return _when(value)
+    if isinstance(value, pd.Timedelta):
+        return str(value)
+    return value
+
+
+def _when(ts: pd.Timestamp | None) -> str:
+    return "-" if ts is None else dd.format_ts(ts)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return dd.format_ts(value)
+    if isinstance(value, pd.Timedelta):
+        return value.total_seconds()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,273 @@
+"""The feature job against real cloud stores (embedded SQLite and the Postgres server of
+DATABASE_URL): incremental runs equal a rebuild, reruns change nothing, runs are recorded,
+``--status``, and the CLI's modes, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+
+import run_feature_engineering
+from cloud.feature_engineering.job import JOB, NO_SITE_ROW, run_features, watermark_source
+from cloud.feature_engineering.pipeline import feature_names
+from cloud.feature_engineering.settings import FeatureSettings
+from cloud.feature_engineering.status import feature_status
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway.cli_support import run_cli
+from edge_gateway.config import SimulatorConfig, site_record
+from edge_gateway.errors import ConfigError, StoreError
+from edge_gateway.models import der_data as dd
+from edge_gateway.sites import site_configs
+from tests.pg_fixtures import server_url, with_dbname
+from tests.sim_helpers import readings as simulated
+
+ROOT = Path(__file__).resolve().parents[1]
+START = pd.Timestamp("2024-06-01T00:00:00Z")
+DAYS = 9
+END = START + pd.Timedelta(days=DAYS)
+OUTAGE = (START + pd.Timedelta(days=5, hours=10), START + pd.Timedelta(days=5, hours=13))  # 3 h without readings
+SETTINGS = FeatureSettings(lookback_days=30, batch_size=500)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    configs = site_configs(SimulatorConfig(seed=21, device_id="home"), 2)
+    raw = simulated(configs, str(START), str(END))
+    outage = ((raw[dd.DEVICE_ID] == configs[1].device_id) & (raw[dd.TS] > OUTAGE[0]) & (raw[dd.TS] <= OUTAGE[1]))
+    return configs, raw[~outage.to_numpy()].reset_index(drop=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store(request, tmp_path):
+    """Make empty cloud stores of one kind; Postgres ones each get a throw-away database."""
+    opened, databases = [], []
+
+    def make():
+        if request.param == "sqlite":
+            store = SQLiteCloudStore(tmp_path / f"cloud-{len(opened)}.db")
+        else:
+            from cloud.store.postgres import PostgresCloudStore
+
+            store = PostgresCloudStore(_create_database(databases))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+    for name in databases:
+        with psycopg.connect(server_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _create_database(databases: list[str]) -> str:
+    try:
+        conn = psycopg.connect(server_url(), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[0]
+        if _in_ci():
+            pytest.fail(f"PostgreSQL required in CI: {reason}")
+        pytest.skip(f"PostgreSQL not reachable ({reason}); set DATABASE_URL to run these tests")
+    name = f"der_fe_test_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    databases.append(name)
+    return with_dbname(server_url(), name)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def load(store, configs, raw, start=None, stop=None):
+    store.upsert_sites([site_record(c) for c in configs])
+    ts = raw[dd.TS]
+    keep = (ts >= (start if start is not None else ts.min())) & (ts < (stop if stop is not None else END))
+    store.upsert_readings(raw[keep])
+
+
+def feature_table(store) -> pd.DataFrame:
+    table = s.unpack_features(store.read_frame(s.FEATURES))
+    return table.sort_values([dd.DEVICE_ID, dd.TS, s.VERSION]).reset_index(drop=True)
+
+
+def test_incremental_day_by_day_equals_a_rebuild_from_scratch(new_store, fleet):
+    configs, raw = fleet
+    daily, rebuilt = new_store(), new_store()
+    read_per_run = []
+    for day in range(DAYS):
+        load(daily, configs, raw, START + pd.Timedelta(days=day), START + pd.Timedelta(days=day + 1))
+        read_per_run.append(run_features(daily, SETTINGS, now=START + pd.Timedelta(days=day + 1)).readings)
+    load(rebuilt, configs, raw)
+    once = run_features(rebuilt, SETTINGS, now=END)
+    incremental, scratch = feature_table(daily), feature_table(rebuilt)
+    assert once.rows == len(scratch) == len(incremental) > 0
+    assert set(scratch.columns) == {dd.DEVICE_ID, dd.TS, s.VERSION, *feature_names(SETTINGS.rolling_window_days)}
+    # Exact, not merely close: every feature at T is computed from data anchored in time, never
+    # from where a run happened to start.
+    pd.testing.assert_frame_equal(incremental, scratch[incremental.columns], check_exact=True)
+    # Incremental runs read what is new plus the history, never the whole past again.
+    assert read_per_run[-1] < len(raw) * 0.95
+
+
+def test_running_twice_gives_the_same_table_and_only_reprocesses_the_overlap(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    first = run_features(store, SETTINGS, now=END)
+    before = feature_table(store)
+    second = run_features(store, SETTINGS, now=END)
+    pd.testing.assert_frame_equal(feature_table(store), before, check_exact=True)
+    steps_per_overlap = int(SETTINGS.reprocess / SETTINGS.step) + 1
+    assert 0 < second.rows <= steps_per_overlap * len(configs) < first.rows
+    assert store.watermarks(watermark_source(SETTINGS)) == {
+        c.device_id: before.loc[before[dd.DEVICE_ID] == c.device_id, dd.TS].max() for c in configs
+    }
+
+
+def test_each_run_is_recorded_with_version_and_rows(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    result = run_features(store, SETTINGS, now=END)
+    run = store.last_run(JOB)
+    assert (run[s.RUN_ID], run[s.STATUS], run[s.ROWS]) == (result.run_id, "ok", result.rows)
+    assert run[s.DETAILS]["version"] == SETTINGS.version == result.version
+    assert run[s.DETAILS]["rolling_window_days"] == SETTINGS.rolling_window_days
+
+
+def test_status_shows_range_rows_gaps_and_version_per_site(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    run_features(store, SETTINGS, now=END)
+    status = feature_status(store, SETTINGS)
+    by_site = {row[dd.DEVICE_ID]: row for row in status["sites"]}
+    table = feature_table(store)
+    for config in configs:
+        row, mine = by_site[config.device_id], table[table[dd.DEVICE_ID] == config.device_id]
+        assert (row["first_ts"], row["last_ts"], row["rows"]) == (mine[dd.TS].min(), mine[dd.TS].max(), len(mine))
+        assert row["version"] == SETTINGS.version
+    # 3 h without readings: the first hour is carried forward, the other 2 h (8 steps) stay missing.
+    outage_site = by_site[configs[1].device_id]
+    assert (outage_site["gaps"], outage_site["missing_steps"]) == (1, 8)
+    assert outage_site["longest_gap"] == pd.Timedelta(hours=2)
+    assert by_site[configs[0].device_id]["gaps"] == 0
+    assert status["last_run"][s.STATUS] == "ok" and status["last_error"] is None
+
+
+def test_site_filter_and_sites_without_metadata(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    stray = raw[raw[dd.DEVICE_ID] == configs[0].device_id].assign(**{dd.DEVICE_ID: "no-site-row"})
+    store.upsert_readings(stray)
+    only = run_features(store, FeatureSettings(lookback_days=30, site_id=configs[1].device_id), now=END)
+    assert [site.device_id for site in only.sites] == [configs[1].device_id]
+    assert set(feature_table(store)[dd.DEVICE_ID]) == {configs[1].device_id}
+    every = run_features(store, SETTINGS, now=END)
+    skipped = {site.device_id: site.skipped for site in every.sites if site.skipped}
+    assert skipped == {"no-site-row": NO_SITE_ROW}
+    with pytest.raises(ConfigError, match="FE_SITE_ID='nowhere'"):
+        run_features(store, FeatureSettings(site_id="nowhere"), now=END)
+
+
+class FailingWrites:
+    """A real store whose feature writes fail, as a full disk or a lost server would."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert_frame(self, table, frame):
+        raise StoreError(f"{self.inner.label}: upsert into {table} failed (disk full)")
+
+
+def test_a_failed_run_is_recorded_and_moves_no_watermark(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    with pytest.raises(StoreError, match="disk full"):
+        run_features(FailingWrites(store), SETTINGS, now=END)
+    run = store.last_run(JOB)
+    assert run[s.STATUS] == "failed" and "disk full" in run[s.ERROR]
+    assert store.watermarks(watermark_source(SETTINGS)) == {}
+
+
+# the CLI ----------------------------------------------------------------------------------
+def _clean_env(monkeypatch, tmp_path):
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL", "FE_SITE_ID", "FE_BATCH_SIZE",
+                 "FE_ROLLING_WINDOW_DAYS", "FE_LOOKBACK_DAYS", "FE_STEP_MINUTES", "FE_MAX_GAP_MINUTES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
+    _clean_env(monkeypatch, tmp_path)
+    configs, raw = fleet
+    with SQLiteCloudStore(tmp_path / "data" / "cloud.db") as store:
+        load(store, configs, raw)
+    monkeypatch.setenv("FE_ROLLING_WINDOW_DAYS", "3")
+    assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "fe1-step15m-roll3d-gap60m" in out and "for 2 sites" in out
+    assert run_cli(run_feature_engineering.main, ["--status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["version"] == "fe1-step15m-roll3d-gap60m" and status["last_run"]["status"] == "ok"
+    assert [row["device_id"] for row in status["sites"]] == [c.device_id for c in configs]
+    assert all(row["rows"] > 0 for row in status["sites"])
+
+
+@pytest.mark.parametrize("args, env, code, message", [
+    ([], {}, 2, "nothing to do"),
+    (["--once", "--status"], {}, 2, "not allowed with argument"),
+    (["--once", "--lookback-days", "0"], {}, 2, "'0' is not a positive whole number of days"),
+    (["--continuous", "--interval", "-5"], {}, 2, "'-5' is not a positive number of seconds"),
+    (["--once"], {"FE_BATCH_SIZE": "lots"}, 2, "FE_BATCH_SIZE='lots': expected a positive whole number"),
+    (["--once"], {"FE_ROLLING_WINDOW_DAYS": "0"}, 2, "FE_ROLLING_WINDOW_DAYS='0'"),
+    (["--once"], {"FE_LOOKBACK_DAYS": "-1"}, 2, "FE_LOOKBACK_DAYS='-1'"),
+    (["--once"], {"FE_STEP_MINUTES": "7"}, 2, "expected a whole number of minutes that divides a day"),
+    (["--once"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
+    (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code(tmp_path, monkeypatch, capsys, args, env, code, message):
+    _clean_env(monkeypatch, tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        status = run_cli(run_feature_engineering.main, args)
+    except SystemExit as exit_:  # argparse's own errors leave through SystemExit
+        status = exit_.code
+    assert status == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["--once"], ["--status"]])
+def test_cli_spec_commands_work_as_written_on_an_empty_store(tmp_path, args):
+    done = subprocess.run([sys.executable, str(ROOT / "run_feature_engineering.py"), *args, "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert ("wrote 0 feature rows" in done.stdout) if args == ["--once"] else ("last run: none" in done.stdout)
+
+
+def test_cli_unreachable_server_exits_1_without_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    done = subprocess.run([sys.executable, str(ROOT / "run_feature_engineering.py"), "--once"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "Traceback" not in done.stderr
