@@ -1,0 +1,188 @@
+"""The direct multi-horizon design matrix: one row per (issue time, horizon step).
+
+A row issued at ``tau`` for target instant ``tau + h`` sees only what is known at ``tau``:
+the calendar, clear-sky output and tariff period of the *target* instant (known in advance),
+the weather forecast for the target as issued at ``tau``, the target's own values at the same
+time of day on the most recent days that are already in the past (``tau + h - k days`` for the
+smallest ``k`` with that instant ``<= tau``), its last value and the day before ``tau``, and the
+site's static attributes (one global model serves every site). Nothing after ``tau`` enters a
+feature; ``tests/test_forecast_design.py`` perturbs the future to prove it.
+
+The grid is regular (``feature_engineering.resample``), so time offsets are position offsets.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.feature_engineering import calendar as cal
+from cloud.feature_engineering.market import tou_name
+from cloud.feature_engineering.physics import NIGHT_SHARE, solar_config
+from cloud.feature_engineering.resample import resample_site
+from cloud.forecasting.targets import TARGET_COLUMNS
+from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
+from edge_gateway.models import der_data as dd
+from edge_gateway.simulators.solar import clearsky_ac_kw
+
+#: Bump when a feature is added, removed or computed differently; saved models record it.
+DESIGN_VERSION = "fc1"
+PROFILE_DAYS = 7
+
+# Row identity and truth, kept beside the features.
+ISSUED_AT, TARGET_TS, HORIZON_STEPS, Y, DAYTIME, CAPACITY = (
+    "issued_at", "target_ts", "horizon_steps", "y", "daytime", "pv_capacity_kw",
+)
+META: tuple[str, ...] = (dd.DEVICE_ID, ISSUED_AT, TARGET_TS, HORIZON_STEPS, Y, DAYTIME)
+
+LAG_DAY, LAG_WEEK, PROFILE, LAST, MEAN_LAST_DAY, MAX_LAST_DAY, CLEARNESS_LAST_DAY = (
+    "same_time_last_day", "same_time_last_week", "profile_7d_mean", "last_value", "mean_last_day",
+    "max_last_day", "pv_clearness_last_day",
+)
+CLEARSKY_KW, CLEARSKY_FORECAST_KW, TEMP_FORECAST, KT_FORECAST = (
+    "clearsky_kw", "clearsky_forecast_kw", "temp_forecast_celsius", "clear_sky_index_forecast",
+)
+STATIC: tuple[str, ...] = (CAPACITY, "tilt_degrees", "azimuth_sin", "azimuth_cos", "battery_capacity_kwh",
+                           "has_ev", "latitude", "longitude")
+CALENDAR: tuple[str, ...] = (cal.HOUR_SIN, cal.HOUR_COS, cal.DOW_SIN, cal.DOW_COS, cal.DOY_SIN, cal.DOY_COS,
+                             cal.IS_WEEKEND, cal.IS_HOLIDAY)
+TOU: tuple[str, ...] = tuple(tou_name(p) for p in dd.TOU_PERIODS)
+FEATURES: tuple[str, ...] = (
+    "horizon_hours", *CALENDAR, CLEARSKY_KW, CLEARSKY_FORECAST_KW, TEMP_FORECAST, KT_FORECAST, *TOU,
+    LAG_DAY, LAG_WEEK, PROFILE, LAST, MEAN_LAST_DAY, MAX_LAST_DAY, CLEARNESS_LAST_DAY, *STATIC,
+)
+
+
+@dataclass(frozen=True)
+class SiteHistory:
+    """One site: its description (a ``sites`` row) and its readings on the regular grid."""
+
+    site: Mapping[str, Any]
+    grid: pd.DataFrame
+    step: pd.Timedelta
+
+    @property
+    def device_id(self) -> str:
+        return str(self.site[dd.DEVICE_ID])
+
+    @property
+    def steps_per_day(self) -> int:
+        return int(pd.Timedelta(days=1) // self.step)
+
+
+def site_history(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta,
+                 max_gap: pd.Timedelta = pd.Timedelta(hours=1)) -> SiteHistory:
+    return SiteHistory(site, resample_site(readings, step, max_gap).grid, step)
+
+
+def issue_positions(history: SiteHistory, every: pd.Timedelta, horizon_steps: int) -> np.ndarray:
+    """Grid positions to issue training rows from: aligned to ``every`` since the epoch, late
+    enough for a week of lags, early enough that some target is still in the data."""
+    index = history.grid.index
+    per_day = history.steps_per_day
+    aligned = ((index - pd.Timestamp(0, tz="UTC")) % every) == pd.Timedelta(0)
+    positions = np.flatnonzero(np.asarray(aligned))
+    return positions[(positions >= PROFILE_DAYS * per_day) & (positions < len(index) - 1)]
+
+
+def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, horizon_steps: int,
+                  weather: WeatherForecast) -> pd.DataFrame:
+    """Rows for every issue position and every horizon ``1..horizon_steps``; ``y`` is NaN where
+    the target instant lies beyond the data (what a live forecast predicts)."""
+    grid, per_day = history.grid, history.steps_per_day
+    n, rows_i = len(grid), np.repeat(positions, horizon_steps)
+    h = np.tile(np.arange(1, horizon_steps + 1), len(positions))
+    j = rows_i + h
+    index = grid.index.append(pd.date_range(grid.index[-1] + history.step, periods=horizon_steps, freq=history.step))
+    y = _padded(grid, TARGET_COLUMNS[target], horizon_steps)
+    clear = clearsky_ac_kw(solar_config(history.site), index)
+    out: dict[str, Any] = {dd.DEVICE_ID: np.full(len(j), history.device_id, dtype=object),
+                           ISSUED_AT: index[rows_i], TARGET_TS: index[j], HORIZON_STEPS: h, Y: y[j]}
+    out[DAYTIME] = clear[j] > NIGHT_SHARE * max(solar_config(history.site).inverter_limit_kw, 1e-9)
+    out["horizon_hours"] = h * history.step / pd.Timedelta(hours=1)
+    calendar = cal.calendar_features(index, history.site.get("timezone") or "UTC", history.site.get("country"))
+    out.update({name: calendar[name].to_numpy()[j] for name in CALENDAR})
+    seen = weather.forecast(history.site, index[rows_i], index[j])
+    out.update({CLEARSKY_KW: clear[j], TEMP_FORECAST: seen[TEMP].to_numpy(), KT_FORECAST: seen[CLEAR_SKY_INDEX].to_numpy()})
+    out[CLEARSKY_FORECAST_KW] = clear[j] * seen[CLEAR_SKY_INDEX].to_numpy()
+    out.update(_tou(grid, j - PROFILE_DAYS * per_day * np.ceil(h / (PROFILE_DAYS * per_day)).astype(int)))
+    out.update(_own_past(y, rows_i, h, per_day))
+    out[CLEARNESS_LAST_DAY] = _clearness(grid, clear, rows_i, per_day, horizon_steps)
+    out.update(_static(history.site, len(j)))
+    frame = pd.DataFrame(out)
+    return frame[[*META, *FEATURES]]
+
+
+def _padded(grid: pd.DataFrame, column: str, extra: int) -> np.ndarray:
+    values = grid[column].to_numpy(dtype="float64") if column in grid.columns else np.full(len(grid), np.nan)
+    return np.concatenate([values, np.full(extra, np.nan)])
+
+
+def _at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    return np.where(positions >= 0, values[np.clip(positions, 0, None)], np.nan)
+
+
+def _own_past(y: np.ndarray, i: np.ndarray, h: np.ndarray, per_day: int) -> dict[str, np.ndarray]:
+    """Same time of day on the newest past days, the week before, and the day before issue."""
+    first_day = np.ceil(h / per_day).astype(int)  # the smallest k with tau + h - k days <= tau
+    days = np.stack([_at(y, i + h - (first_day + k) * per_day) for k in range(PROFILE_DAYS)])
+    week = PROFILE_DAYS * np.ceil(h / (PROFILE_DAYS * per_day)).astype(int)
+    filled = np.nan_to_num(y)
+    sums = np.concatenate([[0.0], np.cumsum(filled)])
+    counts = np.concatenate([[0], np.cumsum(np.isfinite(y))])
+    start = np.clip(i + 1 - per_day, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_day = (sums[i + 1] - sums[start]) / (counts[i + 1] - counts[start])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN, as meant
+            profile = np.nanmean(days, axis=0)
+    return {LAG_DAY: days[0], LAG_WEEK: _at(y, i + h - week * per_day), PROFILE: profile, LAST: y[i],
+            MEAN_LAST_DAY: mean_day, MAX_LAST_DAY: _rolling_max(y, per_day)[i]}
+
+
+def _rolling_max(y: np.ndarray, window: int) -> np.ndarray:
+    return pd.Series(y).rolling(window, min_periods=1).max().to_numpy()
+
+
+def _clearness(grid: pd.DataFrame, clear: np.ndarray, i: np.ndarray, per_day: int, extra: int) -> np.ndarray:
+    """Measured PV over clear-sky PV across the day before issue: how cloudy it has been."""
+    pv = _padded(grid, dd.SOLAR_KW, extra)
+    ok = np.isfinite(pv)
+    pv_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, pv, 0.0))])
+    clear_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, clear, 0.0))])
+    start = np.clip(i + 1 - per_day, 0, None)
+    expected = clear_sums[i + 1] - clear_sums[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, (pv_sums[i + 1] - pv_sums[start]) / expected, np.nan)
+
+
+def _tou(grid: pd.DataFrame, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The tariff period of the target instant, read a whole number of weeks earlier: tariffs
+    repeat weekly, and the reading is already in the past at issue time."""
+    if dd.TOU_PERIOD not in grid.columns:
+        return {name: np.full(len(positions), np.nan) for name in TOU}
+    periods = grid[dd.TOU_PERIOD].astype("object").to_numpy()
+    seen = np.where(positions >= 0, periods[np.clip(positions, 0, None)], None)
+    known = np.isin(seen, dd.TOU_PERIODS)
+    return {tou_name(p): np.where(known, (seen == p).astype("float64"), np.nan) for p in dd.TOU_PERIODS}
+
+
+def _static(site: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+    def number(key: str) -> float:
+        value = site.get(key)
+        try:
+            return float(value) if value is not None else np.nan
+        except (TypeError, ValueError):
+            return np.nan
+
+    azimuth = np.radians(number("azimuth_degrees"))
+    values = {CAPACITY: number("pv_capacity_kw"), "tilt_degrees": number("tilt_degrees"),
+              "azimuth_sin": np.sin(azimuth), "azimuth_cos": np.cos(azimuth),
+              "battery_capacity_kwh": number("battery_capacity_kwh"), "has_ev": number("has_ev"),
+              "latitude": number("latitude"), "longitude": number("longitude")}
+    return {k: np.full(n, v) for k, v in values.items()}

@@ -1,0 +1,88 @@
+"""Re-scoring the active models on the newest data, with a drift verdict.
+
+Drift: the LightGBM median's MAE on the newest data (daytime for PV) exceeds the MAE measured
+on the test set at training time by more than the threshold (``FORECAST_DRIFT_THRESHOLD``,
+default 25 %), or its skill against seasonal naive turns negative. Either means the models no
+longer describe the sites as well as when they were trained: retrain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.forecasting import design as dz
+from cloud.forecasting.models import PRIMARY
+from cloud.forecasting.registry import LoadedVersion
+from cloud.forecasting.targets import SOLAR_KW
+from cloud.forecasting.training import NotEnoughData, TrainSettings, design_rows, evaluate
+from cloud.forecasting.weather import WeatherForecast
+
+
+@dataclass
+class TargetEvaluation:
+    target: str
+    rows: int
+    mae: float | None
+    trained_mae: float | None
+    skill: float | None
+    coverage: float | None
+    drift: str | None  # why this counts as drift, or None
+    seen_in_training: bool = False  # the window reaches into the training range: scores flatter
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def headline(metrics: dict[str, Any], target: str) -> dict[str, Any]:
+    """The numbers a target is judged on: daytime for PV (night is trivially right)."""
+    return metrics.get("daytime" if target == SOLAR_KW else "all_hours", {})
+
+
+def drift_verdict(target: str, mae: float | None, trained: float | None, skill: float | None,
+                  threshold: float) -> str | None:
+    if mae is not None and trained:
+        rise = mae / trained - 1.0
+        if rise > threshold:
+            return (f"MAE {mae:.4g} is {rise:.0%} above the {trained:.4g} measured at training "
+                    f"(threshold {threshold:.0%})")
+    if skill is not None and skill < 0:
+        return f"skill against seasonal naive is {skill:.2f}, below zero"
+    return None
+
+
+def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory], window_start: pd.Timestamp,
+                     weather: WeatherForecast, threshold: float) -> list[TargetEvaluation]:
+    manifest = version.manifest
+    settings = TrainSettings(horizon_steps=int(manifest["horizon_steps"]),
+                             issue_every=pd.Timedelta(manifest["issue_every"]))
+    results = []
+    for target, models in version.models.items():
+        rows = design_rows(histories, target, settings, weather)
+        rows = rows[rows[dz.ISSUED_AT] >= window_start].reset_index(drop=True)
+        trained_until = pd.Timestamp(manifest["targets"][target]["train_range"][1])
+        unseen = rows[rows[dz.ISSUED_AT] >= trained_until]
+        rows = unseen.reset_index(drop=True) if not unseen.empty else rows  # prefer truths training never saw
+        if rows.empty:
+            raise NotEnoughData(f"{target}: no complete day-ahead forecast fits in the newest data")
+        metrics, _ = evaluate(models, rows, target)
+        now = headline(metrics[PRIMARY], target)
+        trained = headline(version.metrics.get(target, {}).get(PRIMARY, {}), target).get("mae")
+        verdict = drift_verdict(target, now.get("mae"), trained, now.get("skill"), threshold)
+        results.append(TargetEvaluation(target, int(now.get("rows", 0)), now.get("mae"), trained,
+                                        now.get("skill"), now.get("coverage_p10_p90"), verdict,
+                                        bool((rows[dz.TARGET_TS] <= trained_until).any())))
+    return results
+
+
+def newest_window_start(histories: Sequence[dz.SiteHistory], days: float) -> pd.Timestamp:
+    last = max(h.grid.index[-1] for h in histories)
+    return last - pd.Timedelta(days=days)
+
+
+def finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not np.isfinite(value) else value

@@ -1,0 +1,131 @@
+"""The model registry: one folder per trained version under ``FORECAST_MODEL_DIR``.
+
+::
+
+    trained_models/
+      ACTIVE                      the active version's name (replaced atomically)
+      20240601T120000Z/
+        manifest.json             design version, features, targets (and why any was skipped),
+                                  sites, training and test ranges, settings
+        metrics.json              every model's test metrics, per-horizon curves, backtest
+        sample_week.png           forecast against actuals for a sample test week
+        evaluations.json          what each --evaluate measured later, with drift verdicts
+        load_kw/lightgbm/p10.txt  model files, one folder per target and model kind
+        load_kw/ridge/...
+
+A version is written completely under a temporary name and then renamed, so a crash never
+leaves a half-written version that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cloud.forecasting.models import Forecaster, load_model
+from edge_gateway.errors import DERError
+
+ACTIVE, MANIFEST, METRICS, EVALUATIONS, PLOT = "ACTIVE", "manifest.json", "metrics.json", "evaluations.json", "sample_week.png"
+
+
+class NoModels(DERError):
+    """No trained version (or not the one asked for) in the registry."""
+
+
+@dataclass
+class LoadedVersion:
+    name: str
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    models: dict[str, dict[str, Forecaster]]  # target -> kind -> model
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+class Registry:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def new_version(self, now: pd.Timestamp) -> tuple[str, Path]:
+        """A fresh version name and the temporary folder to write it in."""
+        base = pd.Timestamp(now).tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ")
+        name, k = base, 1
+        while (self.root / name).exists():
+            k += 1
+            name = f"{base}-{k}"
+        staging = self.root / f".{name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return name, staging
+
+    def commit(self, name: str, staging: Path, manifest: dict[str, Any], metrics: dict[str, Any],
+               models: dict[str, dict[str, Forecaster]]) -> Path:
+        for target, kinds in models.items():
+            for kind, model in kinds.items():
+                model.save(staging / target / kind)
+        _write_json(staging / MANIFEST, {**manifest, "version": name})
+        _write_json(staging / METRICS, metrics)
+        final = self.root / name
+        staging.rename(final)
+        return final
+
+    def activate(self, name: str) -> None:
+        if not (self.root / name / MANIFEST).exists():
+            raise NoModels(f"no version {name!r} in {self.root}")
+        temporary = self.root / f".{ACTIVE}.tmp"
+        temporary.write_text(name + "\n")
+        os.replace(temporary, self.root / ACTIVE)
+
+    def active(self) -> str | None:
+        try:
+            name = (self.root / ACTIVE).read_text().strip()
+        except OSError:
+            return None
+        return name if (self.root / name / MANIFEST).exists() else None
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Manifests of every complete version, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
+                found.append(json.loads((folder / MANIFEST).read_text()))
+        return found
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        return json.loads((self.root / name / METRICS).read_text())
+
+    def load(self, name: str | None = None) -> LoadedVersion:
+        name = name or self.active()
+        if name is None:
+            raise NoModels(f"no active model in {self.root}: train one with `python run_model_training.py --train`")
+        folder = self.root / name
+        if not (folder / MANIFEST).exists():
+            raise NoModels(f"no version {name!r} in {self.root}")
+        manifest = json.loads((folder / MANIFEST).read_text())
+        models = {target: {kind: load_model(folder / target / kind) for kind in info["models"]}
+                  for target, info in manifest["targets"].items()}
+        return LoadedVersion(name, manifest, self.metrics(name), models)
+
+    def record_evaluation(self, name: str, evaluation: dict[str, Any]) -> None:
+        path = self.root / name / EVALUATIONS
+        history = json.loads(path.read_text()) if path.exists() else []
+        history.append(evaluation)
+        _write_json(path, history)
+
+    def evaluations(self, name: str) -> list[dict[str, Any]]:
+        path = self.root / name / EVALUATIONS
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def age(self, name: str, now: pd.Timestamp) -> pd.Timedelta:
+        created = pd.Timestamp(json.loads((self.root / name / MANIFEST).read_text())["created_at"])
+        return pd.Timestamp(now) - created

@@ -1,0 +1,51 @@
+"""What the forecasters predict, and which of it a site's data can support.
+
+Imported meters often carry only part of a reading (PV power and weather, or only load), so
+every target is checked per site before training: a target is trained on the sites that have
+enough of it, and a target no site supports is reported with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.feature_engineering.pipeline import LOAD_KW, PRICE_PER_KWH, SOLAR_KW, TARGETS
+
+#: Target name -> the reading column it forecasts (the feature set's own mapping).
+TARGET_COLUMNS: dict[str, str] = dict(TARGETS)
+NON_NEGATIVE: frozenset[str] = frozenset({LOAD_KW, SOLAR_KW})
+__all__ = ["LOAD_KW", "SOLAR_KW", "PRICE_PER_KWH", "TARGET_COLUMNS", "NON_NEGATIVE", "Availability", "availability"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    target: str
+    device_id: str
+    days: float  # observed days of the target
+    reason: str | None  # why the site cannot train this target, or None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def availability(target: str, device_id: str, grid: pd.DataFrame, site: Mapping[str, Any],
+                 step: pd.Timedelta, min_days: float) -> Availability:
+    """Whether ``grid`` (one site's resampled readings) has enough of ``target``."""
+    column = TARGET_COLUMNS[target]
+    values = grid[column].to_numpy(dtype="float64") if column in grid.columns else np.array([])
+    observed = int(np.isfinite(values).sum())
+    days = observed * step / pd.Timedelta(days=1)
+    if observed == 0:
+        return Availability(target, device_id, 0.0, f"no {column} readings")
+    if target == SOLAR_KW and not (float(site.get("pv_capacity_kw") or 0.0) > 0 and np.nanmax(values) > 0):
+        return Availability(target, device_id, days, "no PV system (pv_capacity_kw is 0 or PV output never above 0)")
+    if days < min_days:
+        return Availability(target, device_id, days,
+                            f"only {days:.1f} days of {column}; at least {min_days:g} are needed")
+    return Availability(target, device_id, days, None)

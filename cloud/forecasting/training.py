@@ -1,0 +1,176 @@
+"""Training and honest evaluation of every model for every target the data supports.
+
+Rows are split in time: the newest ``test_size`` share of issue times is the test set, and
+training rows whose target instant reaches into it are dropped, so no training truth overlaps
+a test forecast. A rolling-origin backtest repeats the split at earlier origins (expanding
+window) for LightGBM's median and the seasonal-naive reference, to show the test result is
+not one lucky fortnight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.forecasting import design as dz
+from cloud.forecasting.metrics import score
+from cloud.forecasting.models import MODELS, PRIMARY, REFERENCE, Forecaster, LightGBMForecaster
+from cloud.forecasting.targets import NON_NEGATIVE, SOLAR_KW, TARGET_COLUMNS, Availability, availability
+from cloud.forecasting.weather import WeatherForecast
+from edge_gateway.cli_support import progress
+from edge_gateway.errors import DERError
+from edge_gateway.models import der_data as dd
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughData(DERError):
+    """Too little history to train or evaluate."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    horizon_steps: int = 96
+    issue_every: pd.Timedelta = pd.Timedelta(hours=6)
+    test_size: float = 0.2
+    min_days: float = 14.0
+    backtest_folds: int = 2
+    models: tuple[str, ...] = tuple(MODELS)
+    lgbm_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_size < 1:
+            raise ValueError(f"test size {self.test_size}: expected a fraction between 0 and 1")
+
+
+@dataclass
+class TargetResult:
+    target: str
+    models: dict[str, Forecaster]
+    metrics: dict[str, Any]
+    sites: list[str]
+    train_range: tuple[pd.Timestamp, pd.Timestamp]
+    test_range: tuple[pd.Timestamp, pd.Timestamp]
+    test_rows: pd.DataFrame  # test design rows with every model's P10/P50/P90, for plots
+
+
+@dataclass
+class TrainingResult:
+    targets: dict[str, TargetResult]
+    skipped: dict[str, str]  # target -> why no model
+    site_gaps: list[Availability]  # sites left out of a trained target, with the reason
+
+
+def design_rows(histories: Sequence[dz.SiteHistory], target: str, settings: TrainSettings,
+                weather: WeatherForecast) -> pd.DataFrame:
+    parts = []
+    for history in progress(histories, total=len(histories), desc=f"features {target}", unit="site"):
+        positions = dz.issue_positions(history, settings.issue_every, settings.horizon_steps)
+        if len(positions):
+            parts.append(dz.design_matrix(history, target, positions, settings.horizon_steps, weather))
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*dz.META, *dz.FEATURES])
+    return rows[np.isfinite(rows[dz.Y].to_numpy(dtype="float64"))].reset_index(drop=True)
+
+
+def time_split(rows: pd.DataFrame, test_size: float) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
+    """(train mask, test mask, cutoff): test = issued at or after the cutoff; train = target
+    instant at or before it."""
+    issues = np.sort(rows[dz.ISSUED_AT].unique())
+    cutoff = pd.Timestamp(issues[min(int(len(issues) * (1 - test_size)), len(issues) - 1)])
+    test = (rows[dz.ISSUED_AT] >= cutoff).to_numpy()
+    train = (rows[dz.TARGET_TS] <= cutoff).to_numpy()
+    return train, test, cutoff
+
+
+def fit_models(rows: pd.DataFrame, target: str, kinds: Sequence[str], lgbm_params: dict[str, Any],
+               client=None) -> dict[str, Forecaster]:
+    floor = 0.0 if target in NON_NEGATIVE else None
+    y = rows[dz.Y].to_numpy(dtype="float64")
+    models: dict[str, Forecaster] = {}
+    for kind in progress(kinds, total=len(kinds), desc=f"train {target}", unit="model"):
+        if kind == PRIMARY:
+            models[kind] = LightGBMForecaster(floor, lgbm_params).fit(rows, y, client=client)
+        else:
+            models[kind] = MODELS[kind](floor).fit(rows, y)
+    return models
+
+
+def evaluate(models: dict[str, Forecaster], rows: pd.DataFrame, target: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of every model on ``rows`` (all hours, and daytime only for PV), and the rows
+    with each model's quantiles added as ``<kind>_p10/_p50/_p90``."""
+    y = rows[dz.Y].to_numpy(dtype="float64")
+    hours = rows["horizon_hours"].to_numpy()
+    reference = models[REFERENCE].predict(rows)[:, 1] if REFERENCE in models else None
+    capacity = rows[dz.CAPACITY].to_numpy(dtype="float64") if target == SOLAR_KW else None
+    scored = rows.copy()
+    metrics: dict[str, Any] = {}
+    for kind, model in models.items():
+        pred = model.predict(rows)
+        for k, name in enumerate(("p10", "p50", "p90")):
+            scored[f"{kind}_{name}"] = pred[:, k]
+        metrics[kind] = {"all_hours": score(y, pred, hours, reference, capacity)}
+        if target == SOLAR_KW:
+            day = rows[dz.DAYTIME].to_numpy(dtype=bool)
+            metrics[kind]["daytime"] = score(y[day], pred[day], hours[day],
+                                             None if reference is None else reference[day], capacity[day])
+    return metrics, scored
+
+
+def backtest(rows: pd.DataFrame, target: str, settings: TrainSettings, client=None) -> list[dict[str, Any]]:
+    """Rolling origin, expanding window: ``backtest_folds`` earlier test blocks of the same length."""
+    folds = []
+    issues = np.sort(rows[dz.ISSUED_AT].unique())
+    block = max(1, int(len(issues) * settings.test_size))
+    for k in range(settings.backtest_folds, 0, -1):
+        start = len(issues) - (k + 1) * block
+        if start <= block:
+            continue
+        origin, end = pd.Timestamp(issues[start]), pd.Timestamp(issues[start + block])
+        train = (rows[dz.TARGET_TS] <= origin).to_numpy()
+        test = ((rows[dz.ISSUED_AT] >= origin) & (rows[dz.ISSUED_AT] < end)).to_numpy()
+        models = fit_models(rows[train], target, [REFERENCE, PRIMARY], settings.lgbm_params, client)
+        metrics, _ = evaluate(models, rows[test].reset_index(drop=True), target)
+        key = "daytime" if target == SOLAR_KW else "all_hours"
+        folds.append({"origin": origin.isoformat(), "end": end.isoformat(),
+                      "mae": metrics[PRIMARY][key].get("mae"), "skill": metrics[PRIMARY][key].get("skill"),
+                      "coverage_p10_p90": metrics[PRIMARY][key].get("coverage_p10_p90")})
+    return folds
+
+
+def train_target(histories: Sequence[dz.SiteHistory], target: str, settings: TrainSettings,
+                 weather: WeatherForecast, client=None) -> TargetResult:
+    rows = design_rows(histories, target, settings, weather)
+    train, test, cutoff = time_split(rows, settings.test_size)
+    if not train.any() or not test.any():
+        raise NotEnoughData(f"{target}: the time split left no training or no test rows")
+    models = fit_models(rows[train], target, settings.models, settings.lgbm_params, client)
+    metrics, scored = evaluate(models, rows[test].reset_index(drop=True), target)
+    metrics["backtest"] = backtest(rows, target, settings, client) if PRIMARY in models else []
+    ranges = rows[train][dz.TARGET_TS], rows[test][dz.TARGET_TS]
+    return TargetResult(target, models, metrics, sorted(rows[dd.DEVICE_ID].unique()),
+                        (ranges[0].min(), ranges[0].max()), (ranges[1].min(), ranges[1].max()), scored)
+
+
+def train(histories: Sequence[dz.SiteHistory], settings: TrainSettings, weather: WeatherForecast,
+          client=None) -> TrainingResult:
+    """Train every target some site supports; a target no site supports is skipped with why."""
+    result = TrainingResult({}, {}, [])
+    for target in TARGET_COLUMNS:
+        checks = [availability(target, h.device_id, h.grid, h.site, h.step, settings.min_days) for h in histories]
+        usable = [h for h, check in zip(histories, checks) if check.ok]
+        result.site_gaps += [c for c in checks if not c.ok and usable]
+        if not usable:
+            first = checks[0] if checks else None
+            result.skipped[target] = ("no sites" if first is None else first.reason if len(checks) == 1
+                                      else f"{first.device_id}: {first.reason} (and {len(checks) - 1} more sites)")
+            log.warning("%s cannot be trained: %s", target, result.skipped[target])
+            continue
+        result.targets[target] = train_target(usable, target, settings, weather, client)
+    if not result.targets:
+        raise NotEnoughData("no target can be trained; " + "; ".join(f"{t}: {r}" for t, r in result.skipped.items()))
+    return result

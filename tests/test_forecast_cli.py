@@ -1,0 +1,154 @@
+"""run_model_training.py as a user runs it, on a small embedded cloud store: the spec's
+commands, the registry they leave, drift warnings, and one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud.store.sqlite import SQLiteCloudStore
+from tests.forecast_helpers import fill_store, fleet
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_VARIABLES = ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL", "FORECAST_MODEL_DIR", "FORECAST_TEST_SIZE",
+                    "FORECAST_DRIFT_THRESHOLD", "FORECAST_WEATHER_CSV", "FORECAST_SITE_ID")
+
+
+def run(*args, cwd, env=None, timeout=300):
+    environment = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    environment.update(MPLBACKEND="Agg", **(env or {}))
+    return subprocess.run([sys.executable, str(ROOT / "run_model_training.py"), *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cloud_db(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cloud")
+    store = SQLiteCloudStore(str(folder / "cloud.db"))
+    fill_store(store, *fleet(3, 21, seed=8))
+    store.close()
+    return folder / "cloud.db"
+
+
+def _workspace(tmp_path: Path, cloud_db: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    shutil.copy(cloud_db, tmp_path / "data" / "cloud.db")  # the default embedded store
+    return tmp_path
+
+
+def test_train_status_evaluate_as_the_spec_writes_them(tmp_path, cloud_db):
+    cwd = _workspace(tmp_path, cloud_db)
+    trained = run("--train", cwd=cwd)
+    assert trained.returncode == 0, trained.stderr
+    version = (cwd / "trained_models" / "ACTIVE").read_text().strip()
+    assert f"trained version {version}" in trained.stdout and "forecast rows written" in trained.stdout
+    folder = cwd / "trained_models" / version
+    assert {"manifest.json", "metrics.json", "sample_week.png", "load_kw", "solar_kw", "price_per_kwh"} <= \
+        {p.name for p in folder.iterdir()}
+    assert (folder / "load_kw" / "lightgbm" / "p90.txt").exists()
+
+    status = run("--status", cwd=cwd)
+    assert status.returncode == 0, status.stderr
+    assert any(line.startswith("*") and version in line for line in status.stdout.splitlines())
+    assert "lightgbm" in status.stdout and "P10-P90" in status.stdout and "daytime" in status.stdout
+
+    evaluated = run("--evaluate", cwd=cwd)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"active version {version}" in evaluated.stdout
+    assert sum(line.strip().startswith(("load_kw:", "solar_kw:", "price_per_kwh:"))
+               for line in evaluated.stdout.splitlines()) == 3
+    assert json.loads((folder / "evaluations.json").read_text())[0]["targets"]
+
+    again = run("--train", "--model-dir", "./other_models", cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert (cwd / "other_models" / "ACTIVE").exists()
+    by_env = run("--status", cwd=cwd, env={"FORECAST_MODEL_DIR": "other_models"})
+    assert "other_models: 1 version(s)" in by_env.stdout
+
+
+def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
+    cwd = _workspace(tmp_path, cloud_db)
+    assert run("--train", cwd=cwd, env={"FORECAST_TEST_SIZE": "0.3"}).returncode == 0
+    folder = cwd / "trained_models" / (cwd / "trained_models" / "ACTIVE").read_text().strip()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    # as if the load model had been trained on a household that has since changed its habits
+    metrics["load_kw"]["lightgbm"]["all_hours"]["mae"] /= 3
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    evaluated = run("--evaluate", cwd=cwd)
+    assert evaluated.returncode == 0
+    assert "warning: drift in load_kw: MAE" in evaluated.stderr and "threshold 25%" in evaluated.stderr
+    assert "drift in solar_kw" not in evaluated.stderr
+    assert "DRIFT in load_kw" in run("--status", cwd=cwd).stdout
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "a fifth"])
+def test_test_size_outside_zero_one_is_one_line_and_exit_2(tmp_path, value):
+    done = run("--train", cwd=tmp_path, env={"FORECAST_TEST_SIZE": value})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: environment variable FORECAST_TEST_SIZE={value!r}: "
+                                   "expected a fraction strictly between 0 and 1, such as 0.2")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    ((), 2, "error: nothing to do: expected one of --train, --evaluate, --status"),
+    (("--train", "--status"), 2, "not allowed with argument"),
+    (("--train", "--horizon-hours", "0.1"), 2, "--horizon-hours 0.1: expected a multiple of 0.25 h up to 168 h"),
+    (("--evaluate",), 1, "no active model in trained_models: train one with `python run_model_training.py --train`"),
+    (("--train",), 1, "holds no readings; at least 14 days of readings per site are needed; generate them with "
+                      "`python run_simulator.py --historical"),
+])
+def test_bad_input_is_one_line(tmp_path, args, code, message):
+    done = run(*args, cwd=tmp_path)
+    assert done.returncode == code
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_too_little_history_says_how_much_and_how_to_get_it(tmp_path):
+    store = SQLiteCloudStore(str(tmp_path / "short.db"))
+    fill_store(store, *fleet(2, 5, seed=3))
+    store.close()
+    done = run("--train", "--cloud-db", "short.db", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "holds at most 5.0 days of readings for a site (2 sites); at least 14 days" in done.stderr
+    assert "run_cloud_sync.py --once" in done.stderr
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, cloud_db):
+    cwd = _workspace(tmp_path, cloud_db)
+    done = run("--train", "--scheduler", "tcp://127.0.0.1:9", cwd=cwd)
+    assert done.returncode == 1
+    assert "Dask scheduler tcp://127.0.0.1:9 did not answer" in done.stderr and "Traceback" not in done.stderr
+    assert not (cwd / "trained_models").exists()
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    done = run("--train", "--verbose", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" in done.stderr and "NotEnoughData" in done.stderr
+
+
+def test_a_store_with_only_load_trains_load_and_says_why_not_pv_or_price(tmp_path):
+    import numpy as np
+
+    from edge_gateway.models import der_data as dd
+
+    configs, readings = fleet(2, 16, seed=12)
+    for column in dd.NUMERIC_COLUMNS:
+        if column not in (dd.LOAD_TOTAL, dd.BATTERY_CAPACITY, dd.BATTERY_CYCLES):
+            readings[column] = np.nan
+    store = SQLiteCloudStore(str(tmp_path / "meters.db"))
+    fill_store(store, configs, readings)
+    store.close()
+    done = run("--train", "--cloud-db", "meters.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "  load_kw: 2 sites" in done.stdout
+    assert "  solar_kw: not trained: edge-gateway-001-001: no solar_generation_kw readings (and 1 more sites)" in done.stdout
+    assert "  price_per_kwh: not trained: edge-gateway-001-001: no grid_price_price_per_kwh readings" in done.stdout
+    status = run("--status", cwd=tmp_path)
+    assert "not trained: solar_kw: edge-gateway-001-001: no solar_generation_kw readings" in status.stdout

@@ -1,0 +1,116 @@
+"""The design rows: inputs at issue time only, lags where they belong, adaptive targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.forecasting import design as dz
+from cloud.forecasting.targets import LOAD_KW, PRICE_PER_KWH, SOLAR_KW, TARGET_COLUMNS, availability
+from cloud.forecasting.weather import CsvWeatherForecast, NoWeatherForecast, SimulatedWeatherForecast
+from edge_gateway.config import site_record
+from edge_gateway.models import der_data as dd
+from tests.forecast_helpers import STEP, fleet, histories
+
+HORIZON = 96
+
+
+@pytest.fixture(scope="module")
+def one_site():
+    configs, readings = fleet(1, 12, seed=11)
+    return configs, readings, histories(configs, readings)[0]
+
+
+def _rows_at(history, target, tau, weather=None):
+    position = int(np.flatnonzero(history.grid.index == tau)[0])
+    return dz.design_matrix(history, target, np.array([position]), HORIZON, weather or SimulatedWeatherForecast())
+
+
+@pytest.mark.parametrize("target", list(TARGET_COLUMNS))
+def test_changing_everything_after_issue_time_changes_no_feature(one_site, target):
+    configs, readings, history = one_site
+    tau = pd.Timestamp("2024-04-10 06:00", tz="UTC")
+    before = _rows_at(history, target, tau)
+    future = readings[dd.TS] > tau
+    scrambled = readings.copy()
+    rng = np.random.default_rng(3)
+    for column in set(dd.NUMERIC_COLUMNS) - set(dd.INT_COLUMNS):
+        scrambled.loc[future, column] = rng.uniform(-50, 50, int(future.sum()))
+    scrambled.loc[future, dd.TOU_PERIOD] = "peak"
+    after = _rows_at(dz.site_history(scrambled, site_record(configs[0]), STEP), target, tau)
+    features = list(dz.FEATURES)
+    pd.testing.assert_frame_equal(before[features], after[features])
+    assert not np.allclose(before[dz.Y], after[dz.Y])  # the truth did change: the test has teeth
+
+
+def test_lags_are_the_newest_past_same_time_of_day(one_site):
+    _, _, history = one_site
+    tau = pd.Timestamp("2024-04-10 06:00", tz="UTC")
+    rows = _rows_at(history, LOAD_KW, tau)
+    load = history.grid[dd.LOAD_TOTAL]
+    for _, row in rows.iloc[[0, 40, 95]].iterrows():
+        target = row[dz.TARGET_TS]
+        assert row[dz.LAG_DAY] == load[target - pd.Timedelta(days=1)]
+        assert row[dz.LAG_WEEK] == load[target - pd.Timedelta(days=7)]
+        assert row[dz.LAST] == load[tau]
+        assert target - pd.Timedelta(days=1) <= tau
+    assert rows[dz.HORIZON_STEPS].tolist() == list(range(1, HORIZON + 1))
+    assert rows[dz.TARGET_TS].iloc[-1] == tau + pd.Timedelta(days=1)
+
+
+def test_horizons_beyond_a_day_take_lags_two_days_back(one_site):
+    _, _, history = one_site
+    tau = pd.Timestamp("2024-04-10 06:00", tz="UTC")
+    position = int(np.flatnonzero(history.grid.index == tau)[0])
+    rows = dz.design_matrix(history, LOAD_KW, np.array([position]), 2 * HORIZON, NoWeatherForecast())
+    far = rows[rows[dz.HORIZON_STEPS] == HORIZON + 4].iloc[0]
+    assert far[dz.LAG_DAY] == history.grid[dd.LOAD_TOTAL][far[dz.TARGET_TS] - pd.Timedelta(days=2)]
+
+
+def test_weather_forecast_error_grows_with_lead_time(one_site):
+    _, _, history = one_site
+    site = history.site
+    targets = pd.date_range("2024-04-11", periods=96 * 3, freq=STEP)
+    forecaster = SimulatedWeatherForecast()
+    near = forecaster.forecast(site, targets - pd.Timedelta(hours=1), targets)
+    far = forecaster.forecast(site, targets - pd.Timedelta(hours=24), targets)
+    truth = forecaster.forecast(site, targets, targets)  # zero lead: the smallest error
+    near_err = np.abs(near["clear_sky_index"] - truth["clear_sky_index"]).mean()
+    far_err = np.abs(far["clear_sky_index"] - truth["clear_sky_index"]).mean()
+    assert far_err > near_err > 0
+
+
+def test_csv_weather_forecast_uses_only_forecasts_published_by_issue_time(tmp_path):
+    path = tmp_path / "wx.csv"
+    pd.DataFrame({
+        "issued_at": ["2024-04-10T00:00Z", "2024-04-10T12:00Z"],
+        "target_ts": ["2024-04-11T00:00Z", "2024-04-11T00:00Z"],
+        "temp_air_celsius": [10.0, 12.0], "clear_sky_index": [0.5, 0.7],
+    }).to_csv(path, index=False)
+    forecaster = CsvWeatherForecast(path)
+    target = pd.DatetimeIndex([pd.Timestamp("2024-04-11", tz="UTC")] * 3)
+    issued = pd.DatetimeIndex(["2024-04-09T23:00Z", "2024-04-10T06:00Z", "2024-04-10T13:00Z"])
+    seen = forecaster.forecast({"device_id": "x"}, issued, target)
+    assert np.isnan(seen["temp_air_celsius"][0])
+    assert seen["temp_air_celsius"].tolist()[1:] == [10.0, 12.0]
+
+
+def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site):
+    configs, readings, _ = one_site
+    load_only = readings.copy()
+    for column in dd.NUMERIC_COLUMNS:
+        if column != dd.LOAD_TOTAL:
+            load_only[column] = np.nan
+    load_only[dd.TOU_PERIOD] = "nan"
+    site = {**site_record(configs[0]), "pv_capacity_kw": 0.0}
+    history = dz.site_history(load_only, site, STEP)
+    checks = {t: availability(t, history.device_id, history.grid, site, STEP, 7) for t in TARGET_COLUMNS}
+    assert checks[LOAD_KW].ok
+    assert checks[SOLAR_KW].reason == f"no {dd.SOLAR_KW} readings"
+    assert checks[PRICE_PER_KWH].reason == f"no {dd.PRICE} readings"
+    short = availability(LOAD_KW, history.device_id, history.grid, site, STEP, 30)
+    assert short.reason == f"only 12.0 days of {dd.LOAD_TOTAL}; at least 30 are needed"
+    rows = dz.design_matrix(history, LOAD_KW, dz.issue_positions(history, pd.Timedelta(hours=6), HORIZON)[:2],
+                            HORIZON, SimulatedWeatherForecast())
+    assert rows[dz.Y].notna().all() and rows[list(dz.TOU)].isna().all().all()

@@ -1,0 +1,172 @@
+"""Models, metrics, the time split, training on partial data and issuing forecasts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.forecasting import design as dz
+from cloud.forecasting.issue import forecast_next_day, forecast_rows, write_forecasts
+from cloud.forecasting.job import issue_forecasts, run_training, train_or_reuse
+from cloud.forecasting.metrics import pinball, score
+from cloud.forecasting.models import MODELS, load_model
+from cloud.forecasting.registry import NoModels, Registry
+from cloud.forecasting.settings import ForecastSettings
+from cloud.forecasting.targets import LOAD_KW, PRICE_PER_KWH, SOLAR_KW
+from cloud.forecasting.training import NotEnoughData, TrainSettings, design_rows, time_split, train
+from cloud.forecasting.weather import SimulatedWeatherForecast
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway.config import site_record
+from edge_gateway.models import der_data as dd
+from tests.forecast_helpers import fill_store, fleet, histories
+
+SMALL = {"n_estimators": 15}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_fleet():
+    return fleet(3, 18, seed=5)
+
+
+@pytest.fixture(scope="module")
+def load_rows(small_fleet):
+    settings = TrainSettings(issue_every=pd.Timedelta(hours=12))
+    return design_rows(histories(*small_fleet), LOAD_KW, settings, SimulatedWeatherForecast())
+
+
+def test_pinball_and_coverage_by_hand():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    pred = np.column_stack([y - 1, y + 0.5, np.array([2.5, 3.0, 3.5, 3.9])])
+    assert pinball(y, y + 0.5, 0.5) == pytest.approx(0.25)
+    assert pinball(y, y - 1, 0.1) == pytest.approx(0.1)
+    m = score(y, pred, np.array([0.25, 0.5, 24.0, 24.0]), reference=y + 1.0, capacity=np.full(4, 10.0))
+    assert m["mae"] == pytest.approx(0.5) and m["rmse"] == pytest.approx(0.5)
+    assert m["skill"] == pytest.approx(0.5) and m["nmae_capacity"] == pytest.approx(0.05)
+    assert m["nmae_mean"] == pytest.approx(0.5 / 2.5)
+    assert m["coverage_p10_p90"] == pytest.approx(0.75)  # the last truth (4.0) is above its P90 (3.9)
+    assert set(m["mae_by_horizon_hour"]) == {1, 24}
+
+
+def test_time_split_never_trains_on_a_truth_the_test_forecasts(load_rows):
+    train_mask, test_mask, cutoff = time_split(load_rows, 0.2)
+    assert load_rows[train_mask][dz.TARGET_TS].max() <= cutoff <= load_rows[test_mask][dz.ISSUED_AT].min()
+    issues = load_rows[dz.ISSUED_AT].unique()
+    assert 0.15 < (np.sort(issues) >= cutoff).mean() < 0.3
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_saved_models_predict_the_same_in_a_fresh_process(kind, load_rows, tmp_path):
+    model_cls = MODELS[kind]
+    model = model_cls(0.0, SMALL) if kind == "lightgbm" else model_cls(0.0)
+    model.fit(load_rows, load_rows[dz.Y].to_numpy())
+    model.save(tmp_path / "model")
+    sample = load_rows.sample(300, random_state=1)
+    sample.to_pickle(tmp_path / "rows.pkl")
+    np.save(tmp_path / "expected.npy", model.predict(sample))
+    code = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from pathlib import Path\n"
+        "from cloud.forecasting.models import load_model\n"
+        "folder = Path(sys.argv[1])\n"
+        "pred = load_model(folder / 'model').predict(pd.read_pickle(folder / 'rows.pkl'))\n"
+        "assert np.array_equal(pred, np.load(folder / 'expected.npy')), 'predictions differ'\n"
+        "print('identical', pred.shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "identical (300, 3)" in done.stdout
+    assert np.all(np.diff(np.load(tmp_path / "expected.npy"), axis=1) >= 0)  # quantiles never cross
+    assert type(load_model(tmp_path / "model")) is model_cls
+
+
+def test_training_skips_targets_no_site_has_and_says_why(small_fleet):
+    configs, readings = small_fleet
+    load_only = readings.copy()
+    for column in (dd.SOLAR_KW, dd.PRICE, dd.SOLAR_IRRADIANCE):
+        load_only[column] = np.nan
+    sites = histories(configs, load_only)
+    result = train(sites, TrainSettings(issue_every=pd.Timedelta(hours=12), backtest_folds=0, lgbm_params=SMALL),
+                   SimulatedWeatherForecast())
+    assert list(result.targets) == [LOAD_KW]
+    assert f"no {dd.SOLAR_KW} readings" in result.skipped[SOLAR_KW]
+    assert f"no {dd.PRICE} readings" in result.skipped[PRICE_PER_KWH]
+    assert result.targets[LOAD_KW].metrics["lightgbm"]["all_hours"]["rows"] > 0
+
+
+def test_training_with_too_little_history_names_what_is_needed(small_fleet):
+    configs, readings = small_fleet
+    short = readings[readings[dd.TS] < readings[dd.TS].min() + pd.Timedelta(days=5)]
+    with pytest.raises(NotEnoughData, match=r"load_kw: edge-gateway-001-001: only 5.0 days of home_load_total_load_kw; "
+                                            r"at least 14 are needed \(and 2 more sites\)"):
+        train(histories(configs, short), TrainSettings(), SimulatedWeatherForecast())
+
+
+@pytest.fixture(scope="module")
+def trained_store(small_fleet, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    store = SQLiteCloudStore(str(folder / "cloud.db"))
+    fill_store(store, *small_fleet)
+    settings = ForecastSettings(model_dir=folder / "models")
+    outcome = run_training(store, settings, train_settings=TrainSettings(
+        issue_every=pd.Timedelta(hours=12), backtest_folds=1, lgbm_params=SMALL))
+    yield store, settings, outcome
+    store.close()
+
+
+def test_training_registers_activates_and_issues_forecasts(trained_store, small_fleet):
+    store, settings, outcome = trained_store
+    registry = Registry(settings.model_dir)
+    assert registry.active() == outcome.version
+    folder = settings.model_dir / outcome.version
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["features"] == list(dz.FEATURES) and manifest["design_version"] == dz.DESIGN_VERSION
+    assert set(manifest["targets"]) == {LOAD_KW, SOLAR_KW, PRICE_PER_KWH}
+    assert (folder / "sample_week.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert {"mae", "rmse", "pinball", "coverage_p10_p90", "skill"} <= set(metrics[SOLAR_KW]["lightgbm"]["daytime"])
+    assert metrics[LOAD_KW]["backtest"], "the rolling-origin backtest ran"
+    stored = store.read_frame(s.FORECASTS)
+    assert len(stored) == outcome.forecast_rows == 3 * 3 * 96
+    assert set(stored[s.MODEL]) == {f"lightgbm@{outcome.version}"}
+    assert (stored[s.LOWER] <= stored[s.VALUE]).all() and (stored[s.VALUE] <= stored[s.UPPER]).all()
+    assert store.last_run("model_training")["status"] == "ok"
+
+
+def test_forecast_next_day_uses_only_readings_up_to_the_issue_time(trained_store, small_fleet):
+    store, settings, _ = trained_store
+    configs, readings = small_fleet
+    device = configs[0].device_id
+    tau = pd.Timestamp("2024-04-15 10:00", tz="UTC")
+    from_store = forecast_next_day(store, device, tau, model_dir=str(settings.model_dir))
+    future_changed = readings.copy()
+    later = future_changed[dd.TS] > tau
+    future_changed.loc[later, dd.LOAD_TOTAL] = 99.0
+    from_frame = forecast_next_day(future_changed, device, tau, model_dir=str(settings.model_dir),
+                                   site=site_record(configs[0]))
+    pd.testing.assert_frame_equal(from_store, from_frame)
+    assert list(from_store.columns) == ["target_ts", *(f"{t}_{q}" for t in (LOAD_KW, SOLAR_KW, PRICE_PER_KWH)
+                                                        for q in ("p10", "p50", "p90"))]
+    assert from_store["target_ts"].iloc[0] == tau + pd.Timedelta(minutes=15) and len(from_store) == 96
+    assert (from_store[f"{SOLAR_KW}_p10"] >= 0).all()
+    rows = forecast_rows(from_store)
+    assert set(rows[s.TARGET]) == {LOAD_KW, SOLAR_KW, PRICE_PER_KWH} and (rows[s.ISSUED_AT] == tau).all()
+    assert write_forecasts(store, from_store) == 3 * 96
+
+
+def test_pipeline_calls_reuse_young_models(trained_store):
+    store, settings, outcome = trained_store
+    assert train_or_reuse(store, settings.model_dir, max_age=pd.Timedelta(days=1)) == f"reused models {outcome.version}"
+    assert issue_forecasts(store, settings.model_dir, ["no-such-site"]) == 0
+
+
+def test_no_active_model_is_a_named_error(tmp_path):
+    with pytest.raises(NoModels, match="train one with"):
+        Registry(tmp_path).load()
