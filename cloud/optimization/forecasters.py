@@ -1,0 +1,231 @@
+"""What the planner knows about the next horizon: forecasters behind one small interface.
+
+A :class:`Forecaster` is called with the instant a plan is issued and the reading instants
+of the horizon, and returns one row per instant with :data:`COLUMNS`. Instants follow the
+readings' convention: the values at ``t`` describe the interval ending at ``t``.
+
+* :class:`PerfectForecaster` returns what will happen (the upper bound's information);
+* :class:`NaiveForecaster` uses only what is known at issue time: load from the site's past
+  (same time on recent days, corrected towards the latest reading), PV from the simulator's
+  day-ahead weather forecast run through the solar physics, price from the tariff's
+  time-of-use schedule, which is published in advance;
+* :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
+  is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization.model import DispatchError
+from edge_gateway import generator
+from edge_gateway.config import SimulatorConfig
+from edge_gateway.simulators import base, grid_price, solar, weather
+
+LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON = (
+    "load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh", "carbon_g_per_kwh",
+)
+COLUMNS: tuple[str, ...] = (LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON)
+DAY = pd.Timedelta(days=1)
+HISTORY_DAYS = 7
+#: How long the latest load reading's departure from the usual pattern stays in the forecast,
+#: in full: a car charging now typically goes on for an hour or two and then stops, so a fade
+#: would tell the planner it can cover the load for a while longer than it can hold the peak.
+ANOMALY_PERSIST_H = 2.0
+YESTERDAY_WEIGHT = 0.3
+
+
+class ForecasterUnavailable(DispatchError):
+    """The requested forecaster cannot run here (its package or models are missing)."""
+
+
+class Forecaster(Protocol):
+    name: str
+
+    def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        """One row per instant of ``instants`` with :data:`COLUMNS`, using what is known at ``issued_at``."""
+        ...
+
+
+def site_actuals(config: SimulatorConfig, instants: Sequence[pd.Timestamp] | pd.DatetimeIndex) -> pd.DataFrame:
+    """What the simulated site does at ``instants`` regardless of its battery (the truth)."""
+    axis = base.TimeAxis.from_times(instants)
+    exo = generator.exogenous([config], axis)
+    return pd.DataFrame(
+        {
+            LOAD: exo.load_kw[0],
+            PV: exo.solar_kw[0],
+            IMPORT_PRICE: exo.price_per_kwh[0],
+            EXPORT_PRICE: exo.feed_in_tariff[0],
+            CARBON: exo.carbon_g_kwh[0],
+        },
+        index=axis.times,
+    )
+
+
+class PerfectForecaster:
+    """Tomorrow as it will be: the information of the perfect-foresight upper bound."""
+
+    name = "perfect"
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+
+    def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        return site_actuals(self.config, instants)
+
+
+def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_sky_ghi_w_m2: np.ndarray) -> pd.DataFrame:
+    """Prices and carbon intensity from the published TOU schedule, without the real-time
+    variation and scarcity spikes nobody knows a day ahead."""
+    axis = base.TimeAxis.from_times(instants)
+    hour, weekday, local_day = base.local_clock(axis, config.timezone)
+    period = grid_price.tou_period(hour, weekday, grid_price.is_holiday(local_day, config.country))
+    tariff = config.grid_price
+    price = np.array([tariff.off_peak_price, tariff.shoulder_price, tariff.peak_price])[period]
+    feed_in = np.minimum(tariff.base_feed_in_tariff * grid_price.FEED_IN_FACTOR[period], price)
+    sun_up = np.clip(clear_sky_ghi_w_m2 / 1000.0, 0.0, 1.0)
+    carbon = grid_price.carbon_intensity(hour, sun_up, np.zeros(len(axis)))
+    return pd.DataFrame({IMPORT_PRICE: price, EXPORT_PRICE: feed_in, CARBON: carbon}, index=axis.times)
+
+
+def pv_forecast(config: SimulatorConfig, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> solar.SolarOutput:
+    """PV from the site's day-ahead weather forecast (error growing with lead time) through
+    the same solar physics the site runs on."""
+    axis = base.TimeAxis.from_times(instants)
+    seed, site = config.effective_seed, config.solar
+    actual = weather.simulate(seed, site.latitude, site.longitude, axis.epoch_s, axis.day_of_year)
+    lead_h = (axis.epoch_s - issued_at.timestamp()) / 3600.0
+    predicted = weather.forecast(actual, seed, axis.epoch_s, lead_h)
+    return solar.simulate(site, axis, predicted.clear_sky_index, predicted.temp_air_celsius, predicted.wind_speed_m_s)
+
+
+def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray:
+    """Seasonal-naive load: the same time on the latest day known, blended with the mean of
+    the same time over the last week, plus the latest reading's anomaly for ANOMALY_PERSIST_H.
+
+    Only readings at or before ``issued_at`` are used; missing ones fall back to the mean.
+    """
+    past = history_kw.loc[:issued_at].dropna()
+    if past.empty:
+        raise ForecasterUnavailable(f"no load history before {issued_at}; the naive forecaster needs at least a day")
+    fallback = float(past.mean())
+    lead = instants - issued_at
+    days_back = np.maximum(np.ceil(lead / DAY), 1).astype(int)
+    latest = past.reindex(instants - days_back * DAY).to_numpy()
+    week = np.nanmean(
+        [past.reindex(instants - (days_back + k) * DAY).to_numpy() for k in range(HISTORY_DAYS)], axis=0,
+    ) if len(past) > 1 else np.full(len(instants), np.nan)
+    latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
+    expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
+    now_ts = past.index[-1]
+    now_usual = past.reindex([now_ts - DAY * k for k in range(1, HISTORY_DAYS + 1)]).mean()
+    anomaly = float(past.iloc[-1] - now_usual) if np.isfinite(now_usual) else 0.0
+    hours = (instants - now_ts) / pd.Timedelta(hours=1)
+    return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
+
+
+class NaiveForecaster:
+    """The baseline every learnt model must beat, using only what is known at issue time."""
+
+    name = "naive"
+
+    def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series) -> None:
+        self.config = config
+        self.load_history_kw = load_history_kw.sort_index()
+
+    def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        pv = pv_forecast(self.config, issued_at, instants)
+        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
+        frame[LOAD] = naive_load_kw(self.load_history_kw, issued_at, frame.index)
+        frame[PV] = pv.generation_kw
+        return frame[list(COLUMNS)]
+
+
+class ModelsForecaster:
+    """The forecasting package's active models (P50 load, PV and price), issued at the plan's
+    start from the readings stored until then; export price and carbon from the tariff, and
+    PV from the weather forecast when the models have no PV target for the site."""
+
+    name = "models"
+
+    def __init__(self, config: SimulatorConfig, store, model_dir: str | None = None) -> None:
+        self.config, self.store, self.model_dir = config, store, model_dir
+
+    def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        from cloud.forecasting.issue import forecast_next_day
+
+        step = instants[1] - instants[0] if len(instants) > 1 else pd.Timedelta(minutes=15)
+        if step != pd.Timedelta(minutes=15):
+            raise ForecasterUnavailable(f"the models forecast 15-minute steps; the plan asks for {step}")
+        steps = int(np.ceil((instants[-1] - issued_at) / step))
+        issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps, model_dir=self.model_dir)
+        predicted = issued.set_index("target_ts").reindex(instants)
+        pv = pv_forecast(self.config, issued_at, instants)
+        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
+        if "load_kw_p50" not in predicted or predicted["load_kw_p50"].isna().any():
+            raise ForecasterUnavailable(f"the active models give no load forecast for {self.config.device_id} at every instant")
+        frame[LOAD] = np.maximum(predicted["load_kw_p50"].to_numpy(), 0.0)
+        solar_kw = predicted.get("solar_kw_p50")
+        frame[PV] = pv.generation_kw if solar_kw is None or solar_kw.isna().any() else np.maximum(solar_kw.to_numpy(), 0.0)
+        price = predicted.get("price_per_kwh_p50")
+        if price is not None and not price.isna().any():
+            frame[IMPORT_PRICE] = np.maximum(price.to_numpy(), 0.0)
+            frame[EXPORT_PRICE] = np.minimum(frame[EXPORT_PRICE], frame[IMPORT_PRICE])  # selling never beats buying
+        return frame[list(COLUMNS)]
+
+
+def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, **_: object) -> Forecaster:
+    """An adapter to ``cloud.forecasting``'s active models; unavailable without a cloud store
+    holding the site's readings or without an active model version."""
+    try:
+        from cloud.forecasting.registry import NoModels, Registry
+        from cloud.forecasting.settings import settings_from
+    except ImportError as error:
+        raise ForecasterUnavailable(f"the models forecaster needs cloud.forecasting ({error}); use --forecaster naive or perfect") from None
+    if store is None:
+        raise ForecasterUnavailable("the models forecaster needs the cloud store with the site's readings; use --forecaster naive or perfect")
+    folder = settings_from(model_dir, None).model_dir
+    try:
+        active = Registry(folder).active()
+    except NoModels as error:
+        active, why = None, str(error)
+    if active is None:
+        raise ForecasterUnavailable(f"no active models in {folder}: run run_model_training.py --train first, or use --forecaster naive or perfect")
+    return ModelsForecaster(config, store, model_dir)
+
+
+def holdable_peak_kw(
+    net_load_history_kw: pd.Series, issued_at: pd.Timestamp, usable_kwh: float, max_discharge_kw: float,
+    discharge_efficiency: float, days: int = HISTORY_DAYS,
+) -> float:
+    """The import peak a full battery could have held on each of the last ``days`` days.
+
+    Per day the lowest cap ``P`` with ``max(net - P) <= max_discharge_kw`` and the energy above
+    it, ``sum(max(net - P, 0)) * dt / discharge_efficiency``, within ``usable_kwh``; the answer
+    is the highest of those days. It is what the month's peak will likely come to when load
+    nobody can time (a car plugged in for hours) arrives, so a cap below it only empties the
+    battery early in such a session and lets the rest through unshaved. Only readings at or
+    before ``issued_at`` are used; 0 without history.
+    """
+    past = net_load_history_kw.loc[issued_at - days * DAY : issued_at].dropna()
+    past = past[past.index > issued_at - days * DAY]
+    if len(past) < 2:
+        return 0.0
+    step_h = float(np.median(np.diff(past.index)) / pd.Timedelta(hours=1))  # the index's unit may be us or ns
+    day = ((past.index - issued_at) // DAY).to_numpy()
+    _, slot = np.unique(day, return_inverse=True)
+    net = np.full((slot.max() + 1, np.bincount(slot).max()), -np.inf)
+    net[slot, np.arange(len(slot)) - np.searchsorted(slot, slot)] = past.to_numpy()
+    low = np.maximum(net.max(axis=1) - max_discharge_kw, 0.0)
+    high = np.maximum(net.max(axis=1), low)
+    for _ in range(40):  # bisection, every day at once
+        middle = 0.5 * (low + high)
+        needed = np.maximum(net - middle[:, None], 0.0).sum(axis=1) * step_h / discharge_efficiency
+        holds = needed <= usable_kwh
+        high, low = np.where(holds, middle, high), np.where(holds, low, middle)
+    return float(high.max())

@@ -1,0 +1,177 @@
+"""A dispatch plan: per-step flows, SOC, actions and costs, whoever produced it.
+
+The optimizer, the self-consumption rule and the idle battery all hand their battery powers
+to :func:`build_plan`, so their costs come from one accounting and compare like for like.
+
+Actions, per step (``tolerance_kw`` decides what counts as flowing):
+
+* ``buy``: the battery charges while the site imports, so grid energy goes into it;
+* ``store``: the battery charges with nothing imported, i.e. from PV surplus;
+* ``sell``: the battery discharges while the site exports, so battery energy reaches the grid;
+* ``discharge``: the battery discharges with nothing exported, i.e. it covers load;
+* ``idle``: the battery neither charges nor discharges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization.model import BatterySpec, HorizonInputs
+
+ACTIONS: tuple[str, ...] = ("buy", "sell", "store", "discharge", "idle")
+TOLERANCE_KW = 1e-6
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """Money over the horizon, in the tariff's currency. ``energy`` nets export revenue."""
+
+    energy: float
+    demand: float
+    wear: float
+    carbon: float
+
+    @property
+    def total(self) -> float:
+        return self.energy + self.demand + self.wear + self.carbon
+
+
+@dataclass(frozen=True, eq=False)
+class DispatchPlan:
+    """One site's plan over ``T`` steps of ``step_hours``.
+
+    Per-step arrays have length ``T``; ``soc_percent`` has ``T + 1`` values, the state before
+    the first step followed by the state at the end of each step. ``step_cost`` is the
+    energy, wear and carbon cost of each step; the demand charge belongs to the horizon's peak
+    and is only in ``costs.demand``.
+    """
+
+    step_hours: float
+    charge_kw: np.ndarray
+    discharge_kw: np.ndarray
+    import_kw: np.ndarray
+    export_kw: np.ndarray
+    soc_percent: np.ndarray
+    step_cost: np.ndarray
+    actions: tuple[str, ...]
+    costs: CostBreakdown
+    peak_import_kw: float
+    objective: float
+    status: str
+
+    @property
+    def steps(self) -> int:
+        return len(self.charge_kw)
+
+    @property
+    def battery_power_kw(self) -> np.ndarray:
+        """Positive charges, as in readings and setpoints."""
+        return self.charge_kw - self.discharge_kw
+
+    @property
+    def grid_kw(self) -> np.ndarray:
+        """Positive imports, as ``net_grid_flow_kw`` in readings."""
+        return self.import_kw - self.export_kw
+
+    @property
+    def total_cost(self) -> float:
+        return self.costs.total
+
+    def savings_against(self, reference_cost: float) -> float:
+        """How much cheaper this plan is than a reference bill (positive = saves money)."""
+        return reference_cost - self.total_cost
+
+    def to_frame(self, start: datetime | pd.Timestamp | None = None) -> pd.DataFrame:
+        """The plan as a table, one row per step, indexed by step start when ``start`` is given."""
+        if start is None:
+            index = pd.RangeIndex(self.steps, name="step")
+        else:
+            index = pd.date_range(pd.Timestamp(start), periods=self.steps, freq=pd.Timedelta(hours=self.step_hours), name="ts")
+        return pd.DataFrame(
+            {
+                "action": list(self.actions),
+                "battery_power_kw": self.battery_power_kw,
+                "charge_kw": self.charge_kw,
+                "discharge_kw": self.discharge_kw,
+                "import_kw": self.import_kw,
+                "export_kw": self.export_kw,
+                "grid_kw": self.grid_kw,
+                "soc_start_percent": self.soc_percent[:-1],
+                "soc_end_percent": self.soc_percent[1:],
+                "step_cost": self.step_cost,
+            },
+            index=index,
+        )
+
+
+def classify_actions(
+    charge_kw: np.ndarray, discharge_kw: np.ndarray, import_kw: np.ndarray, export_kw: np.ndarray,
+    tolerance_kw: float = TOLERANCE_KW,
+) -> tuple[str, ...]:
+    """The action of each step, by the rule in the module docstring."""
+    charging, discharging = charge_kw > tolerance_kw, discharge_kw > tolerance_kw
+    importing, exporting = import_kw > tolerance_kw, export_kw > tolerance_kw
+    labels = np.select(
+        [charging & importing, charging, discharging & exporting, discharging],
+        ["buy", "store", "sell", "discharge"],
+        default="idle",
+    )
+    return tuple(str(label) for label in labels)
+
+
+def soc_trajectory_kwh(charge_kw: np.ndarray, discharge_kw: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
+    """SOC before the first step and after each step, in kWh (length ``T + 1``)."""
+    change = (charge_kw * battery.charge_efficiency - discharge_kw / battery.discharge_efficiency) * step_hours
+    return battery.initial_kwh + np.concatenate(([0.0], np.cumsum(change)))
+
+
+def grid_costs(inputs: HorizonInputs, import_kw: np.ndarray, export_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-step energy and carbon cost, the peak import and the demand charge on it."""
+    dt = inputs.step_hours
+    energy = (import_kw * inputs.import_price_per_kwh - export_kw * inputs.export_price_per_kwh) * dt
+    carbon = inputs.carbon_price_per_kg * import_kw * inputs.carbon_g_per_kwh * dt / 1000.0
+    peak_kw = float(import_kw.max(initial=0.0))
+    demand = inputs.demand_charge_per_kw * max(0.0, peak_kw - inputs.peak_so_far_kw)
+    return energy, carbon, peak_kw, demand
+
+
+def build_plan(
+    inputs: HorizonInputs, battery: BatterySpec, charge_kw: np.ndarray, discharge_kw: np.ndarray,
+    *, status: str, objective: float | None = None,
+) -> DispatchPlan:
+    """Account for a dispatch: grid flows from the energy balance, SOC, actions and costs.
+
+    Import and export follow from ``load - pv + charge - discharge`` so a plan can never
+    carry flows that break the balance, whoever computed the battery powers.
+    """
+    charge_kw = np.array(charge_kw, dtype=float)
+    discharge_kw = np.array(discharge_kw, dtype=float)
+    grid_kw = inputs.net_load_kw + charge_kw - discharge_kw
+    import_kw, export_kw = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
+    energy, carbon, peak_kw, demand = grid_costs(inputs, import_kw, export_kw)
+    wear = battery.wear_cost_per_kwh * (charge_kw + discharge_kw) * inputs.step_hours
+    costs = CostBreakdown(float(energy.sum()), demand, float(wear.sum()), float(carbon.sum()))
+    soc_kwh = soc_trajectory_kwh(charge_kw, discharge_kw, battery, inputs.step_hours)
+    soc_percent = 100.0 * soc_kwh / battery.capacity_kwh if battery.capacity_kwh else np.zeros_like(soc_kwh)
+    for array in (charge_kw, discharge_kw, import_kw, export_kw, soc_percent):
+        array.flags.writeable = False
+    step_cost = energy + wear + carbon
+    step_cost.flags.writeable = False
+    return DispatchPlan(
+        step_hours=inputs.step_hours,
+        charge_kw=charge_kw,
+        discharge_kw=discharge_kw,
+        import_kw=import_kw,
+        export_kw=export_kw,
+        soc_percent=soc_percent,
+        step_cost=step_cost,
+        actions=classify_actions(charge_kw, discharge_kw, import_kw, export_kw),
+        costs=costs,
+        peak_import_kw=peak_kw,
+        objective=costs.total if objective is None else objective,
+        status=status,
+    )

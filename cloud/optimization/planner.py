@@ -1,0 +1,240 @@
+"""The day-ahead plan of one site: forecasts in, a plan and its value out, stored and published.
+
+Steps are labelled by their start: row ``ts`` of ``dispatch_plans`` and entry ``ts`` of the
+MQTT schedule are the instant the command takes effect, in force until the next step. The
+forecasts of a step are those of the reading that will describe it (stamped at its end).
+
+What the site looks like now comes from its readings in the cloud store when there are
+any (latest SOC, this month's peak import, the load history the naive forecaster needs);
+without readings, from the site's simulator, which is what a fresh gateway would report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization import forecasters as fc
+from cloud.optimization.backtest import DEFAULT_WEAR_COST_PER_KWH, battery_spec, commands_of, horizon_inputs, make_forecaster
+from cloud.optimization.lp import solve_dispatch
+from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
+from cloud.optimization.plan import CostBreakdown, DispatchPlan
+from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.config import SimulatorConfig
+from edge_gateway.errors import UsageError
+from edge_gateway.models import der_data as dd
+
+JOB = "optimizer"
+FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    start: pd.Timestamp | None = None  # default: now, floored to the step
+    horizon_hours: float = 24.0
+    step_minutes: int = 15
+    forecaster: str = "naive"
+    wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
+    model_dir: str | None = None  # the forecasting registry (FORECAST_MODEL_DIR by default)
+
+    def __post_init__(self) -> None:
+        if self.step_minutes < 1 or 1440 % self.step_minutes:
+            raise UsageError(f"--step-minutes {self.step_minutes}: expected a whole number of minutes dividing a day")
+        steps = self.horizon_hours * 60 / self.step_minutes
+        if not (1 <= steps <= 7 * 96 * 4 and abs(steps - round(steps)) < 1e-9):
+            raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected a whole number of {self.step_minutes}-minute steps, at most a week")
+
+    @property
+    def step(self) -> pd.Timedelta:
+        return pd.Timedelta(minutes=self.step_minutes)
+
+    @property
+    def steps(self) -> int:
+        return round(self.horizon_hours * 60 / self.step_minutes)
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """What is known about the site at the plan's start."""
+
+    energy_kwh: float | None
+    peak_so_far_kw: float
+    load_history_kw: pd.Series
+    source: str  # "readings" or "simulator"
+
+
+@dataclass(frozen=True, eq=False)
+class SitePlan:
+    device_id: str
+    timezone: str
+    issued_at: pd.Timestamp
+    step_starts: pd.DatetimeIndex
+    forecaster: str
+    state_source: str
+    inputs: HorizonInputs
+    battery: BatterySpec
+    plan: DispatchPlan
+    no_battery: CostBreakdown
+    self_consumption: DispatchPlan
+
+    @property
+    def savings_vs_no_battery(self) -> float:
+        return self.plan.savings_against(self.no_battery.total)
+
+    @property
+    def savings_vs_self_consumption(self) -> float:
+        return self.plan.savings_against(self.self_consumption.total_cost)
+
+    def table(self) -> list[dict]:
+        """One row per step for people: local time, action, power, SOC at the end, price, cost."""
+        local = self.step_starts.tz_convert(self.timezone)
+        return [
+            {"time": t.strftime("%Y-%m-%d %H:%M"), "action": action, "power_kw": round(float(p), 3),
+             "soc_percent": round(float(soc), 1), "price_per_kwh": round(float(price), 4), "expected_cost": round(float(cost), 4)}
+            for t, action, p, soc, price, cost in zip(
+                local, self.plan.actions, self.plan.battery_power_kw, self.plan.soc_percent[1:],
+                self.inputs.import_price_per_kwh, self.plan.step_cost,
+            )
+        ]
+
+    def rows(self) -> pd.DataFrame:
+        """The plan as ``dispatch_plans`` rows."""
+        return pd.DataFrame({
+            dd.DEVICE_ID: self.device_id,
+            dd.TS: self.step_starts,
+            s.ISSUED_AT: self.issued_at,
+            dd.BATTERY_POWER: self.plan.battery_power_kw,
+            dd.BATTERY_SOC: self.plan.soc_percent[1:],
+            dd.NET_GRID_FLOW: self.plan.grid_kw,
+            s.PLAN_PRICE: self.inputs.import_price_per_kwh,
+            s.EXPECTED_COST: self.plan.step_cost,
+            s.OBJECTIVE: f"{self.plan.status}; forecaster {self.forecaster}",
+        })
+
+    def schedule(self) -> dict:
+        """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges),
+        executed as the backtest measures it (:func:`backtest.commands_of`): ``power_kw`` null
+        where the battery's own rule does what the plan wants, and the plan's peak import
+        target as ``import_limit_kw`` on every entry."""
+        power, cap = commands_of(self.plan, self.inputs.peak_so_far_kw)
+        return {"schedule": [
+            {"ts": dd.format_ts(ts), "power_kw": None if math.isnan(p) else round(float(p), 4) + 0.0}
+            | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
+            for ts, p, c in zip(self.step_starts, power, cap)
+        ]}
+
+    def summary(self) -> dict:
+        return {
+            "device_id": self.device_id,
+            "issued_at": dd.format_ts(self.issued_at),
+            "start": dd.format_ts(self.step_starts[0]),
+            "steps": len(self.step_starts),
+            "forecaster": self.forecaster,
+            "state_from": self.state_source,
+            "status": self.plan.status,
+            "cost": dataclasses.asdict(self.plan.costs) | {"total": self.plan.total_cost},
+            "cost_without_battery": self.no_battery.total,
+            "cost_self_consumption": self.self_consumption.total_cost,
+            "savings_vs_no_battery": self.savings_vs_no_battery,
+            "savings_vs_self_consumption": self.savings_vs_self_consumption,
+            "final_soc_percent": float(self.plan.soc_percent[-1]),
+            "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({**self.summary(), "plan": self.table()}, indent=2)
+
+
+def _month_start(at: pd.Timestamp, timezone: str) -> pd.Timestamp:
+    local = at.tz_convert(timezone)
+    return local.normalize().replace(day=1).tz_convert("UTC")
+
+
+def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
+    """SOC, month peak and load history from stored readings; None when there are none."""
+    since = min(start - pd.Timedelta(days=fc.HISTORY_DAYS + 1), _month_start(start, config.timezone))
+    readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
+    if readings.empty:
+        return None
+    stamps = pd.DatetimeIndex(readings[dd.TS])
+    # A reading describes the interval ending at its stamp, so a step takes the readings inside it.
+    load = pd.Series(readings[dd.LOAD_TOTAL].to_numpy(), index=stamps).resample(step, label="right", closed="right").mean()
+    latest = readings.iloc[-1]
+    energy = None
+    if start - pd.Timestamp(latest[dd.TS]) <= FRESH_READING:
+        energy = float(latest[dd.BATTERY_SOC]) / 100.0 * config.battery.capacity_kwh
+    this_month = stamps >= _month_start(start, config.timezone)
+    peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
+    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings")
+
+
+def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
+    history = pd.date_range(start - pd.Timedelta(days=fc.HISTORY_DAYS + 1), start, freq=step)
+    return SiteState(None, 0.0, fc.site_actuals(config, history)[fc.LOAD], "simulator")
+
+
+def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
+    """Forecast, optimise and value the next horizon of one site."""
+    issued_at = dd.utc_now()
+    start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
+    start = (start.tz_localize(config.timezone) if start.tzinfo is None else start).tz_convert("UTC").floor(settings.step)
+    config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
+    state = state_from_readings(store, config, start, settings.step) if store is not None else None
+    state = state or state_from_simulator(config, start, settings.step)
+    history = pd.DataFrame({fc.LOAD: state.load_history_kw})
+    forecaster = make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
+    step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
+    forecast = forecaster(start, step_starts + settings.step)
+    inputs = horizon_inputs(forecast, config, settings.step_minutes / 60.0, state.peak_so_far_kw)
+    spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
+    return SitePlan(
+        device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
+        forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec,
+        plan=solve_dispatch(inputs, spec), no_battery=cost_without_battery(inputs),
+        self_consumption=self_consumption_dispatch(inputs, spec),
+    )
+
+
+def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
+    """Store the plan in ``dispatch_plans`` (an upsert: writing it again changes nothing)."""
+    return store.upsert_frame(s.PLANS, site_plan.rows())
+
+
+def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore) -> SitePlan:
+    """The plan job: plan, store, and record the run in ``pipeline_runs``."""
+    run_id = store.start_run(JOB, {"device_id": config.device_id, "forecaster": settings.forecaster})
+    try:
+        site_plan = plan_site(config, settings, store)
+        rows = write_plan(store, site_plan)
+    except (DispatchError, UsageError) as error:
+        store.finish_run(run_id, "failed", 0, str(error))
+        raise
+    store.finish_run(run_id, "ok", rows)
+    return site_plan
+
+
+def plan_status(store: CloudStore, since: pd.Timestamp) -> dict:
+    """The last optimizer runs and, per device, the newest plan issued since ``since``."""
+    runs = store.runs(JOB, limit=20)
+    plans = store.read_frame(s.PLANS, start=since)
+    latest = []
+    for device, rows in plans.groupby(dd.DEVICE_ID) if not plans.empty else ():
+        newest = rows[rows[s.ISSUED_AT] == rows[s.ISSUED_AT].max()]
+        latest.append({
+            dd.DEVICE_ID: device, "issued_at": dd.format_ts(newest[s.ISSUED_AT].iloc[0]),
+            "first_step": dd.format_ts(newest[dd.TS].min()), "steps": len(newest),
+            "expected_cost": float(newest[s.EXPECTED_COST].sum()),
+        })
+    return {
+        "cloud": store.label,
+        "last_run": runs[0] if runs else None,
+        "last_error": next((r for r in runs if r.get(s.ERROR)), None),
+        "plans": latest,
+    }

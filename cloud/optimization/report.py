@@ -1,0 +1,151 @@
+"""The backtest's findings: per-strategy metrics, a Markdown report and PNG plots of a sample day.
+
+Definitions (also printed in the report):
+
+* bill = energy (imports at the price minus exports at the feed-in tariff) + each billing
+  month's demand charge on its peak import + battery wear per kWh of throughput;
+* savings = the no-battery bill minus the strategy's bill; capture = savings as a share of
+  the perfect-foresight savings;
+* self-consumption = share of PV energy used on site (1 - exports / PV; exports of
+  battery energy count against it);
+* cycles = battery throughput / (2 x capacity), equivalent full cycles;
+* emissions = imported energy x the grid's carbon intensity at the time (exports not credited).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization import backtest as bt
+from cloud.optimization import forecasters as fc
+
+LABELS = {
+    bt.NO_BATTERY: "no battery",
+    bt.SELF_CONSUMPTION: "self-consumption rule",
+    bt.TOU: "TOU arbitrage rule",
+    bt.MPC: "MPC (forecasts of the time)",
+    bt.PERFECT: "perfect foresight (upper bound)",
+}
+
+
+def metrics(result: bt.BacktestResult) -> pd.DataFrame:
+    """One row per strategy, in the order of :data:`backtest.STRATEGIES`."""
+    actuals, step_h = result.actuals, result.settings.step_hours
+    baseline = result.runs[bt.NO_BATTERY].bill.total
+    best = baseline - result.runs[bt.PERFECT].bill.total
+    pv_kwh = float(actuals[fc.PV].sum() * step_h)
+    capacity = result.config.battery.capacity_kwh
+    rows = []
+    for name, run in result.runs.items():
+        imports, exports = np.maximum(run.grid_kw, 0.0), np.maximum(-run.grid_kw, 0.0)
+        savings = baseline - run.bill.total
+        rows.append({
+            "strategy": name,
+            "bill": run.bill.total,
+            "energy": run.bill.energy,
+            "demand": run.bill.demand,
+            "wear": run.bill.wear,
+            "savings": savings,
+            "capture": savings / best if best > 0 else float("nan"),
+            "peak_import_kw": float(imports.max(initial=0.0)),
+            "self_consumption": 1.0 - float(exports.sum() * step_h) / pv_kwh if pv_kwh > 0 else float("nan"),
+            "cycles": run.throughput_kwh / (2 * capacity) if capacity > 0 else 0.0,
+            "emissions_kg": float((imports * actuals[fc.CARBON].to_numpy()).sum() * step_h / 1000.0),
+            "failed_plans": run.failed_plans,
+        })
+    return pd.DataFrame(rows).set_index("strategy")
+
+
+def sample_day(result: bt.BacktestResult) -> pd.Timestamp:
+    """The local day where perfect foresight beats the MPC by the most: the most instructive."""
+    local = (result.actuals.index - result.settings.step).tz_convert(result.config.timezone)
+    days = local.normalize()
+    cost = {name: pd.Series(_step_cost(result, run), index=days).groupby(level=0).sum() for name, run in result.runs.items()}
+    gap = cost[bt.MPC] - cost[bt.PERFECT]
+    return gap.idxmax()
+
+
+def _step_cost(result: bt.BacktestResult, run: bt.StrategyRun) -> np.ndarray:
+    a = result.actuals
+    imports, exports = np.maximum(run.grid_kw, 0.0), np.maximum(-run.grid_kw, 0.0)
+    return (imports * a[fc.IMPORT_PRICE].to_numpy() - exports * a[fc.EXPORT_PRICE].to_numpy()) * result.settings.step_hours
+
+
+def plot_day(result: bt.BacktestResult, day: pd.Timestamp, path: Path) -> Path:
+    """Prices, load and PV, SOC and grid flow per strategy over one local day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    local = (result.actuals.index - result.settings.step).tz_convert(result.config.timezone)
+    rows = local.normalize() == day
+    x = local[rows].tz_localize(None)
+    a = result.actuals[rows]
+    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    axes[0].step(x, a[fc.IMPORT_PRICE], where="post", label="import price")
+    axes[0].step(x, a[fc.EXPORT_PRICE], where="post", label="feed-in tariff")
+    axes[0].set_ylabel("per kWh")
+    axes[1].plot(x, a[fc.LOAD], label="load")
+    axes[1].plot(x, a[fc.PV], label="PV")
+    axes[1].set_ylabel("kW")
+    for name, run in result.runs.items():
+        if name != bt.NO_BATTERY:
+            axes[2].plot(x, run.soc_percent[rows], label=LABELS[name])
+        axes[3].plot(x, run.grid_kw[rows], label=LABELS[name], linewidth=1)
+    axes[2].set_ylabel("SOC %")
+    axes[3].set_ylabel("grid kW (+ import)")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{result.config.device_id}, {day:%Y-%m-%d} ({result.config.timezone})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) -> str:
+    s, window = result.settings, result.actuals.index
+    lines = [
+        f"# Backtest: {result.config.device_id}",
+        "",
+        f"{s.days} days from {(window[0] - s.step).tz_convert(result.config.timezone):%Y-%m-%d %H:%M %Z}, "
+        f"{s.step_minutes}-minute steps. MPC re-plans every {s.replan_minutes} minutes over {s.horizon_hours:g} h "
+        f"with the `{s.forecaster}` forecaster ({result.replans} plans), execution `{s.execution}`; "
+        f"wear {s.wear_cost_per_kwh:g} per kWh of throughput; demand charge "
+        f"{result.config.grid_price.demand_charge:g} per kW of each month's peak import.",
+        "",
+        "| strategy | bill | energy | demand | wear | savings | capture | peak import kW | self-consumption | cycles | emissions kg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in table.iterrows():
+        lines.append(
+            f"| {LABELS[name]} | {_money(row.bill)} | {_money(row.energy)} | {_money(row.demand)} | {_money(row.wear)} "
+            f"| {_money(row.savings)} | {row.capture:.1%} | {row.peak_import_kw:.2f} | {row.self_consumption:.1%} "
+            f"| {row.cycles:.1f} | {row.emissions_kg:,.1f} |"
+        )
+    failed = int(table.loc[bt.MPC, "failed_plans"])
+    if failed:
+        lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
+    lines += ["", (__doc__ or "").split("Definitions (also printed in the report):")[1].strip()]
+    if plot is not None:
+        lines += ["", f"![sample day]({plot.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: bt.BacktestResult, output: Path) -> Path:
+    """``report.md`` and ``sample_day.png`` in ``output``; returns the Markdown path."""
+    output.mkdir(parents=True, exist_ok=True)
+    table = metrics(result)
+    plot = plot_day(result, sample_day(result), output / "sample_day.png")
+    path = output / "report.md"
+    path.write_text(markdown(result, table, plot))
+    return path

@@ -1,0 +1,136 @@
+"""Backtests: the LP against every strategy with the same information, MPC against the upper
+bound, forecasters that only know the past, the report and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import backtest as bt
+from cloud.optimization import forecasters as fc
+from cloud.optimization.lp import solve_dispatch
+from cloud.optimization.report import LABELS, metrics, sample_day, write_report
+from edge_gateway.config import build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+JUNE = pd.Timestamp("2024-06-01")
+
+
+def _run(days: int, forecaster: str = "naive", **config) -> bt.BacktestResult:
+    site = build_config({"seed": 42, **config})
+    return bt.run_backtest(site, bt.BacktestSettings(days=days, start=JUNE, forecaster=forecaster))
+
+
+@pytest.fixture(scope="module")
+def week_without_fade() -> bt.BacktestResult:
+    """A site whose battery never fades, so the simulator's window is exactly the LP's."""
+    return _run(7, battery={"fade_per_cycle_percent": 0.0, "calendar_fade_percent_per_year": 0.0})
+
+
+def test_the_lp_never_costs_more_than_any_strategy_with_the_same_information(week_without_fade):
+    result = week_without_fade
+    inputs = bt.horizon_inputs(result.actuals, result.config, result.settings.step_hours)
+    start = bt.battery_spec(result.config, None, result.settings.wear_cost_per_kwh)
+    for name, run in result.runs.items():
+        # Like for like: the LP must end no lower than the strategy did.
+        final = float(np.clip(run.soc_percent[-1], start.min_soc_percent, start.max_soc_percent))
+        best = solve_dispatch(inputs, dataclasses.replace(start, terminal_soc_percent=final))
+        assert best.objective <= run.bill.total + 1e-6 * max(1.0, abs(run.bill.total)), name
+
+
+def test_perfect_foresight_is_never_beaten_and_bills_share_one_accounting(week_without_fade):
+    table = metrics(week_without_fade)
+    assert table.loc[bt.PERFECT, "capture"] == pytest.approx(1.0)
+    assert table.loc[bt.NO_BATTERY, "savings"] == 0.0 and table.loc[bt.NO_BATTERY, "cycles"] == 0.0
+    assert (table["bill"] >= table.loc[bt.PERFECT, "bill"] - 1e-6).all()
+    run = week_without_fade.runs[bt.SELF_CONSUMPTION]
+    rebilled = bt.bill(week_without_fade.actuals, run.battery_kw, week_without_fade.config, week_without_fade.settings)
+    assert rebilled == run.bill
+
+
+def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_path):
+    path = write_report(week_without_fade, tmp_path / "out")
+    text = path.read_text()
+    for label in LABELS.values():
+        assert f"| {label} |" in text
+    assert (tmp_path / "out" / "sample_day.png").stat().st_size > 10_000
+    day = sample_day(week_without_fade)
+    assert JUNE.tz_localize(week_without_fade.config.timezone) <= day < JUNE.tz_localize(week_without_fade.config.timezone) + pd.Timedelta(days=7)
+
+
+@pytest.mark.parametrize("issued_at", ["2024-06-10T03:00Z", "2024-06-12T17:15Z"])
+def test_naive_forecast_uses_only_the_past(issued_at):
+    config = build_config({"seed": 8, "interval_seconds": 900})
+    issued = pd.Timestamp(issued_at)
+    history = fc.site_actuals(config, pd.date_range(issued - pd.Timedelta(days=8), issued + pd.Timedelta(days=2), freq="15min"))
+    instants = pd.date_range(issued + pd.Timedelta(minutes=15), periods=96, freq="15min")
+    honest = fc.NaiveForecaster(config, history[fc.LOAD])(issued, instants)
+    tampered = history[fc.LOAD].copy()
+    tampered[tampered.index > issued] *= 5.0
+    assert fc.NaiveForecaster(config, tampered)(issued, instants).equals(honest)
+    assert list(honest.columns) == list(fc.COLUMNS) and (honest[fc.LOAD] >= 0).all()
+
+
+@pytest.mark.parametrize("issued_at", ["2024-06-10T03:00Z", "2024-06-12T17:15Z"])
+def test_the_holdable_peak_uses_only_the_past_and_a_bigger_battery_holds_a_lower_one(issued_at):
+    config = build_config({"seed": 8, "interval_seconds": 900})
+    issued = pd.Timestamp(issued_at)
+    history = fc.site_actuals(config, pd.date_range(issued - pd.Timedelta(days=8), issued + pd.Timedelta(days=2), freq="15min"))
+    net = history[fc.LOAD] - history[fc.PV]
+    small = fc.holdable_peak_kw(net, issued, 1.0, 5.0, 0.95)
+    tampered = net.copy()
+    tampered[tampered.index > issued] += 20.0
+    assert fc.holdable_peak_kw(tampered, issued, 1.0, 5.0, 0.95) == small
+    assert 0.0 < fc.holdable_peak_kw(net, issued, 20.0, 5.0, 0.95) < small < net.loc[:issued].max()
+
+
+def test_models_forecaster_reports_why_it_cannot_run():
+    with pytest.raises(fc.ForecasterUnavailable, match="use --forecaster naive or perfect"):
+        fc.models_forecaster(build_config({}))
+
+
+@pytest.fixture(scope="module")
+def month() -> dict[str, pd.DataFrame]:
+    """The issue's 30-day backtest of the default site (TOU tariff), fixed seed."""
+    return {name: metrics(_run(30, name)) for name in ("naive", "perfect")}
+
+
+@pytest.mark.slow
+def test_mpc_on_perfect_forecasts_reaches_the_upper_bound(month):
+    # The LP plans on nominal capacity, the battery runs with fade and derating: a few percent either way.
+    assert month["perfect"].loc[bt.MPC, "capture"] == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 7 target not met: executed as a hybrid inverter would (power commands where the plan trades with the "
+    "grid or spares energy, the battery's own rule where the plan stores all PV surplus or covers all load, an "
+    "import cap at the peak target) the naive-forecast MPC captures 49% here against 46% for the self-consumption "
+    "rule (seed 7, March: 43% against 44%); with perfect forecasts the same execution captures 100%. The monthly "
+    "demand charge, ~70% of the bill, is set by EV sessions whose start and length no forecast from the past "
+    "knows, so the cap cannot be held through the longest of them; see the backtest report"
+))
+def test_forecast_driven_mpc_captures_85_percent_and_beats_self_consumption(month):
+    table = month["naive"]
+    assert table.loc[bt.MPC, "capture"] >= 0.85
+    assert table.loc[bt.MPC, "bill"] < table.loc[bt.SELF_CONSUMPTION, "bill"]
+
+
+def test_cli_backtest_writes_the_report(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_optimizer.py"), "--backtest", "--days", "2", "--start", "2024-06-03",
+         "--output", "out", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert [row["strategy"] for row in body["strategies"]] == list(bt.STRATEGIES)
+    assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "sample_day.png").exists()

@@ -1,0 +1,165 @@
+"""Day-ahead plans: the table, dispatch_plans in the embedded store, readings as the site's
+state, the setpoint schedule on the real broker and the gateway following it, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import ACTIONS
+from cloud.optimization.planner import JOB, PlanSettings, plan_site, run_plan
+from cloud.optimization.backtest import commands_of
+from cloud.optimization.publish import PublishFailed, publish_schedule
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway import generator
+from edge_gateway.config import BatteryMode, SimulatorConfig, build_config
+from edge_gateway.errors import UsageError
+from edge_gateway.gateway import Gateway
+from edge_gateway.models import der_data as dd
+from edge_gateway.mqtt import MqttLink, SetpointBook, parse_command, topics
+from edge_gateway.mqtt.settings import MqttSettings
+from tests.mqtt_fixtures import WAIT_S, Recorder, broker, clear_retained, unique_id  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+START = pd.Timestamp("2024-06-12T00:00", tz="America/Los_Angeles")
+
+
+@pytest.fixture
+def store(tmp_path):
+    cloud = SQLiteCloudStore(tmp_path / "cloud.db")
+    yield cloud
+    cloud.close()
+
+
+def test_plan_is_written_to_dispatch_plans_with_a_run(store):
+    config = SimulatorConfig(seed=3)
+    site_plan = run_plan(config, PlanSettings(start=START), store)
+    rows = store.read_frame(s.PLANS, equals={dd.DEVICE_ID: config.device_id})
+    assert len(rows) == 96 == len(site_plan.table())
+    assert rows[dd.TS].iloc[0] == START.tz_convert("UTC")
+    np.testing.assert_allclose(rows[dd.BATTERY_POWER], site_plan.plan.battery_power_kw)
+    np.testing.assert_allclose(rows[s.EXPECTED_COST], site_plan.plan.step_cost)
+    assert store.last_run(JOB)[s.STATUS] == "ok" and store.last_run(JOB)[s.ROWS] == 96
+    assert {row["action"] for row in site_plan.table()} <= set(ACTIONS)
+    soc = np.array([row["soc_percent"] for row in site_plan.table()])
+    assert soc.min() >= config.battery.min_soc - 0.05 and soc.max() <= config.battery.max_soc + 0.05
+    # Idle ends where it started, which the plan must too: it can only do better.
+    assert site_plan.savings_vs_no_battery >= -1e-6
+
+
+@pytest.mark.parametrize(("hours", "minutes", "steps"), [(24, 15, 96), (6, 30, 12), (48, 60, 48)])
+def test_horizon_and_step_set_the_plan_length(hours, minutes, steps):
+    site_plan = plan_site(SimulatorConfig(seed=1), PlanSettings(start=START, horizon_hours=hours, step_minutes=minutes))
+    assert len(site_plan.step_starts) == steps
+    assert (site_plan.step_starts[1:] - site_plan.step_starts[:-1] == pd.Timedelta(minutes=minutes)).all()
+    assert len(site_plan.schedule()["schedule"]) == steps
+
+
+@pytest.mark.parametrize(("hours", "minutes"), [(24, 7), (0.1, 15), (24, 0), (1000, 15)])
+def test_bad_horizon_is_a_usage_error(hours, minutes):
+    with pytest.raises(UsageError):
+        PlanSettings(horizon_hours=hours, step_minutes=minutes)
+
+
+def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
+    config = SimulatorConfig(seed=5, interval_seconds=300)
+    for frame in generator.historical([config], START - pd.Timedelta(days=9), START):
+        store.upsert_readings(frame)
+    site_plan = plan_site(config, PlanSettings(start=START), store)
+    readings = store.read_readings(config.device_id)
+    assert site_plan.state_source == "readings"
+    assert site_plan.battery.initial_soc_percent == pytest.approx(readings[dd.BATTERY_SOC].iloc[-1], abs=1e-6)
+    month = pd.DatetimeIndex(readings[dd.TS]) >= pd.Timestamp("2024-06-01", tz="America/Los_Angeles")
+    assert site_plan.inputs.peak_so_far_kw == pytest.approx(readings.loc[month, dd.NET_GRID_FLOW].max())
+
+
+def test_publish_to_an_unreachable_broker_is_one_clear_error():
+    plan = plan_site(SimulatorConfig(seed=1), PlanSettings(start=START, horizon_hours=1))
+    with pytest.raises(PublishFailed, match="127.0.0.1:1 unreachable"):
+        publish_schedule(MqttSettings(host="127.0.0.1", port=1), "site", plan.schedule(), timeout_s=2)
+
+
+def _setpoint_site(device_id: str) -> SimulatorConfig:
+    return build_config({"device_id": device_id, "seed": 11, "interval_seconds": 900, "battery": {"mode": "setpoint"}})
+
+
+def test_published_schedule_reaches_a_subscriber_and_the_gateway_follows_it(broker, tmp_path):  # noqa: F811
+    config = _setpoint_site(unique_id("opt"))
+    topic = topics.setpoint(config.device_id)
+    book = SetpointBook.for_configs([config])
+    recorder, link = Recorder(broker, [topic]), MqttLink(broker, [config], setpoints=book).start()
+    try:
+        assert link.subscribed.wait(WAIT_S), "gateway did not subscribe to its setpoint topic"
+        site_plan = plan_site(config, PlanSettings(horizon_hours=6))
+        assert publish_schedule(broker, config.device_id, site_plan.schedule()) == topic
+        assert recorder.wait_for(lambda: recorder.on(topic)), "no schedule arrived"
+        command = parse_command(recorder.on(topic)[0].payload, config.device_id, 100.0, dd.utc_now())
+        power, cap = commands_of(site_plan.plan, site_plan.inputs.peak_so_far_kw)
+        local = np.isnan(power)
+        assert set(np.array(site_plan.plan.actions)[local]) <= {"store", "discharge"}
+        assert (np.abs(site_plan.plan.grid_kw[local]) <= 1e-3).all()
+        np.testing.assert_allclose([seg.power_kw for seg in command.segments], power, atol=1e-4)  # NaN where null
+        np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], cap, atol=1e-4)
+        assert (cap >= site_plan.plan.import_kw - 1e-4).all()
+        assert recorder.wait_for(lambda: book.command(config.device_id) is not None), "gateway did not accept the schedule"
+        gateway = Gateway([config], state_dir=tmp_path / "state", setpoints=book)
+        for start, at in zip(site_plan.step_starts[:3], site_plan.step_starts[1:4]):
+            reading = gateway.step(at)
+            # A reading covers the interval ending at its stamp, so the entry starting it governs it.
+            commanded, limit = book.power_kw(config.device_id, start), book.import_limit_kw(config.device_id, start)
+            row = reading.iloc[0]
+            net_kw = row[dd.LOAD_TOTAL] - row[dd.SOLAR_KW]
+            wanted = min(-net_kw if np.isnan(commanded) else commanded, limit - net_kw)
+            low, high = -config.battery.max_discharge_rate_kw, config.battery.max_charge_rate_kw
+            assert row[dd.BATTERY_POWER] == pytest.approx(min(max(wanted, low), high), abs=2e-3)
+    finally:
+        link.close()
+        recorder.close()
+        clear_retained(broker, [topic])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MQTT_HOST": "127.0.0.1", "MQTT_PORT": "1"}
+    env.pop("DATABASE_URL", None), env.pop("SUPABASE_URL", None), env.pop("SUPABASE_KEY", None)
+    return subprocess.run([sys.executable, str(ROOT / "run_optimizer.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_plan_table_json_and_status(tmp_path):
+    table = _cli("--start", "2024-06-12", "--horizon-hours", "2", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header == ["time", "action", "power_kw", "soc_percent", "price_per_kwh", "expected_cost"]
+    assert "against no battery" in table.stdout
+    as_json = _cli("--start", "2024-06-12", "--horizon-hours", "2", "--json", "--device-id", "site-b", cwd=tmp_path)
+    body = json.loads(as_json.stdout)
+    assert body["device_id"] == "site-b" and len(body["plan"]) == 8 and body["published_to"] is None
+    status = _cli("--status", cwd=tmp_path)
+    assert status.returncode == 0 and "last run: #2" in status.stdout and " ok," in status.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--start", "yesterday-ish"], 2, "--start: 'yesterday-ish' is not an ISO 8601 date or time"),
+    (["--config", "missing.json"], 2, "missing.json: config file not found"),
+    (["--step-minutes", "7"], 2, "--step-minutes 7: expected a whole number of minutes dividing a day"),
+    (["--forecaster", "models"], 1, "use --forecaster naive or perfect"),
+    (["--publish", "--horizon-hours", "1"], 1, "MQTT broker 127.0.0.1:1 unreachable"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_verbose_shows_the_traceback(tmp_path):
+    result = _cli("--forecaster", "models", "--verbose", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" in result.stderr
