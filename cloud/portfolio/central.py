@@ -1,0 +1,172 @@
+"""The central aggregator's joint dispatch LP: per-site battery blocks coupled by fleet rows.
+
+Columns, per site ``i`` a block of five ``T``-vectors: charge, discharge, import, export (kW)
+and stored energy at the end of each step (kWh); then one slack per step for the fleet import
+cap and one for the demand-response (DR) target. Rows: each site's energy balance and SOC
+recursion (the same model as ``cloud.optimization.lp``), then per step
+
+* import cap:  sum_i w_i (import - export)_i,t  <=  cap_t - sum_i (1 - w_i) fallback_i,t + slack
+* DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
+
+``w_i`` is site i's expected participation (1 when every site follows) and ``fallback_i,t``
+the net grid flow it has when it does not follow, so the rows hold in expectation. Slacks
+cost ``SLACK_PENALTY`` per kWh: an infeasible limit still yields a plan, and its violation is
+reported instead of hidden (the soft-constraint approach of EMHASS).
+
+Scale. One joint LP per coordination group (``Fleet.group_size`` sites). A fleet of several
+groups shares the fleet limits by allocation: group ``g`` gets its own no-battery net load
+plus ``share_g`` of the fleet's headroom (``cap_t - baseline_t``, negative when the cap
+binds) and ``share_g`` of the DR reduction, with ``share_g`` the group's share of the fleet's
+battery discharge power. The group limits add up to the fleet's, so group plans that meet
+theirs meet the fleet's; the price is some lost optimality when flexibility is unevenly
+placed (``tests/test_portfolio_central.py`` compares it with the single joint LP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from cloud.optimization import SolverFailed
+
+SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
+_INF = highspy.kHighsInf
+_C, _D, _IMP, _EXP, _SOC = range(5)
+
+
+@dataclass(frozen=True)
+class GroupProblem:
+    """One group's day: arrays (sites, T) unless noted."""
+
+    net_kw: np.ndarray
+    import_price: np.ndarray
+    export_value: np.ndarray
+    step_hours: float
+    initial_kwh: np.ndarray  # (sites,)
+    min_kwh: np.ndarray  # (sites,)
+    max_kwh: np.ndarray  # (sites,)
+    max_charge_kw: np.ndarray  # (sites, T): rate x cold derating
+    max_discharge_kw: np.ndarray  # (sites,)
+    charge_efficiency: np.ndarray  # (sites,)
+    discharge_efficiency: np.ndarray  # (sites,)
+    wear_per_kwh: float = 0.01
+    cap_kw: np.ndarray | None = None  # (T,) the group's part of the import cap, NaN = none
+    target_kw: np.ndarray | None = None  # (T,) the group's DR limit, NaN outside the window
+    weights: np.ndarray | None = None  # (sites,) expected participation
+    fallback_kw: np.ndarray | None = None  # (sites, T) net grid flow of a site that does not follow
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    battery_kw: np.ndarray  # (sites, T), + charging
+    grid_kw: np.ndarray  # (sites, T), + importing
+    energy_kwh: np.ndarray  # (sites, T)
+    cap_slack_kw: np.ndarray  # (T,)
+    dr_slack_kw: np.ndarray  # (T,)
+    objective: float
+
+
+def _index(n: int, steps: int):
+    """Column index of (site, kind, step)."""
+    return lambda site, kind, t: site * 5 * steps + kind * steps + t
+
+
+def _matrix(p: GroupProblem, w: np.ndarray) -> sp.csc_matrix:
+    n, steps = p.net_kw.shape
+    col = _index(n, steps)
+    s, t = np.meshgrid(np.arange(n), np.arange(steps), indexing="ij")
+    s, t = s.ravel(), t.ravel()
+    dt = p.step_hours
+    bal, soc = s * steps + t, n * steps + s * steps + t
+    rows, cols, vals = [], [], []
+
+    def add(r, c, v):
+        rows.append(r), cols.append(c), vals.append(np.broadcast_to(v, r.shape).astype(float))
+
+    add(bal, col(s, _IMP, t), 1.0), add(bal, col(s, _EXP, t), -1.0)
+    add(bal, col(s, _C, t), -1.0), add(bal, col(s, _D, t), 1.0)
+    add(soc, col(s, _SOC, t), 1.0)
+    later = t > 0
+    add(soc[later], col(s[later], _SOC, t[later] - 1), -1.0)
+    add(soc, col(s, _C, t), -p.charge_efficiency[s] * dt)
+    add(soc, col(s, _D, t), dt / p.discharge_efficiency[s])
+    fleet = 2 * n * steps + t
+    for offset in (0, steps):  # cap rows, then DR rows
+        add(fleet + offset, col(s, _IMP, t), w[s]), add(fleet + offset, col(s, _EXP, t), -w[s])
+    slack = 5 * n * steps + np.arange(2 * steps)
+    add(2 * n * steps + np.arange(2 * steps), slack, -1.0)
+    shape = (2 * n * steps + 2 * steps, 5 * n * steps + 2 * steps)
+    return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsc()
+
+
+def _bounds(p: GroupProblem):
+    n, steps = p.net_kw.shape
+    net = p.net_kw
+    dmax = np.broadcast_to(p.max_discharge_kw[:, None], (n, steps))
+    soc_low = np.broadcast_to(p.min_kwh[:, None], (n, steps)).copy()
+    soc_low[:, -1] = np.maximum(p.min_kwh, np.minimum(p.initial_kwh, p.max_kwh))  # never borrow tomorrow's energy
+    soc_high = np.broadcast_to(p.max_kwh[:, None], (n, steps))
+    upper = np.stack([p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high], axis=1)
+    lower = np.zeros_like(upper)
+    lower[:, _SOC] = soc_low
+    col_lower = np.concatenate([lower.ravel(), np.zeros(2 * steps)])
+    col_upper = np.concatenate([upper.ravel(), np.full(2 * steps, _INF)])
+    return col_lower, col_upper
+
+
+def _fleet_rhs(p: GroupProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    steps = p.net_kw.shape[1]
+    rest = np.zeros(steps) if p.fallback_kw is None else ((1.0 - w)[:, None] * p.fallback_kw).sum(axis=0)
+    cap = np.full(steps, np.nan) if p.cap_kw is None else p.cap_kw
+    target = np.full(steps, np.nan) if p.target_kw is None else p.target_kw
+    return np.where(np.isnan(cap), _INF, cap - rest), np.where(np.isnan(target), _INF, target - rest)
+
+
+def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPlan:
+    """The cheapest joint dispatch of a group within its share of the fleet limits."""
+    n, steps = p.net_kw.shape
+    w = np.ones(n) if p.weights is None else np.asarray(p.weights, float)
+    dt = p.step_hours
+    cost = np.stack([np.full((n, steps), p.wear_per_kwh * dt), np.full((n, steps), p.wear_per_kwh * dt),
+                     p.import_price * dt, -p.export_value * dt, np.zeros((n, steps))], axis=1).ravel()
+    cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt)])
+    col_lower, col_upper = _bounds(p)
+    cap, dr = _fleet_rhs(p, w)
+    soc_rhs = np.zeros((n, steps))
+    soc_rhs[:, 0] = p.initial_kwh
+    net = p.net_kw.ravel()
+    row_lower = np.concatenate([net, soc_rhs.ravel(), np.full(2 * steps, -_INF)])
+    row_upper = np.concatenate([net, soc_rhs.ravel(), cap, dr])
+    matrix = _matrix(p, w)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
+    lp.row_lower_, lp.row_upper_ = row_lower, row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
+    if highs is None:
+        highs = highspy.Highs()
+        highs.setOptionValue("output_flag", False)
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise SolverFailed(f"HiGHS ended the group LP ({n} sites) with status {highs.modelStatusToString(status)}")
+    x = np.array(highs.getSolution().col_value)
+    blocks = x[: 5 * n * steps].reshape(n, 5, steps)
+    charge, discharge = np.clip(blocks[:, _C], 0.0, None), np.clip(blocks[:, _D], 0.0, None)
+    return GroupPlan(
+        battery_kw=charge - discharge, grid_kw=blocks[:, _IMP] - blocks[:, _EXP], energy_kwh=blocks[:, _SOC],
+        cap_slack_kw=np.maximum(x[5 * n * steps : 5 * n * steps + steps], 0.0),
+        dr_slack_kw=np.maximum(x[5 * n * steps + steps :], 0.0), objective=float(highs.getInfo().objective_function_value),
+    )
+
+
+def new_solver(method: str = "choose") -> highspy.Highs:
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("solver", method)
+    return highs

@@ -1,0 +1,53 @@
+"""Partitions on ``dask.distributed`` (DESIGN.md, "Scale"): a LocalCluster by default, an
+existing scheduler by address. No home-made queue or worker pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from edge_gateway.cli_support import progress
+from edge_gateway.errors import DERError
+
+LOCAL_WORKERS = 2
+
+
+class ClusterUnavailable(DERError):
+    """The Dask scheduler could not be reached."""
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS, processes: bool = True) -> Iterator:
+    """A client on ``scheduler`` (``tcp://host:8786``) or on a new LocalCluster of ``workers``
+    single-threaded workers (the simulators are numpy and numba: one thread per core)."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as error:
+            raise ClusterUnavailable(f"Dask scheduler {scheduler}: cannot connect ({error})") from None
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def dask_mapper(client, desc: str = "partitions") -> Callable[[Callable, list], list]:
+    """A ``mapper`` for :func:`engine.run_portfolio`: one task per item, results in order,
+    a progress bar while they finish."""
+    from dask.distributed import as_completed
+
+    def run(func: Callable, items: list) -> list:
+        futures = [client.submit(func, item, pure=False) for item in items]
+        for _ in progress(as_completed(futures), total=len(futures), desc=desc, unit="partition"):
+            pass
+        return client.gather(futures)
+
+    return run
+
+
+def worker_count(client) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))

@@ -1,0 +1,193 @@
+"""A fleet of prosumers: documented distributions drawn from a seed, or a CSV of real sites.
+
+Every site becomes an ``edge_gateway.config.SimulatorConfig`` so the simulators' physics
+applies unchanged (DESIGN.md, "One physics"). Distributions (one draw per site, in this order,
+from ``numpy.random.default_rng([seed, 0xF1EE7])``):
+
+* location: uniform over a disc of ``radius_deg`` around the region's centre (one time zone);
+* load scale ``L``: lognormal, median 1, sigma 0.25, clipped to [0.5, 2]. It multiplies the
+  base load (0.5 kW), the house's peak (8 kW) and the HVAC unit (3.5 kW x HVAC class);
+* HVAC class: none (10 %), small x0.6 (30 %), standard x1 (45 %), large x1.5 (15 %);
+* PV: 70 % of sites; size ``L`` x lognormal(median 5 kWp, sigma 0.3) clipped to [1.5, 15];
+  azimuth normal(180, 30) degrees, tilt uniform 10-35 degrees; sites without PV get 0 kWp;
+* battery: 60 % of PV sites and 10 % of the others; capacity 5 / 10 / 13.5 / 20 kWh
+  (weights 0.2 / 0.35 / 0.3 / 0.15), power 0.37 C (13.5 kWh -> 5 kW); capacity 0 means none;
+* EV: 35 % of sites, 7.2 kW charger;
+* tariff: ``tou`` (0.08 / 0.15 / 0.30 per kWh, feed-in 0.05) for 70 %, ``flat`` (0.15 / 0.16
+  / 0.18, feed-in 0.07) for the rest.
+
+Coordination groups (``group_size`` consecutive sites) are the unit the central aggregator
+plans jointly; Dask partitions are made of whole groups, so partitioning never changes a plan.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_gateway.config import SimulatorConfig, build_config
+from edge_gateway.errors import ConfigError
+
+REGIONS = {
+    "bay-area": {"latitude": 37.55, "longitude": -122.10, "timezone": "America/Los_Angeles", "country": "US"},
+    "texas": {"latitude": 30.27, "longitude": -97.74, "timezone": "America/Chicago", "country": "US"},
+}
+TARIFFS = {
+    "tou": {"off_peak_price": 0.08, "shoulder_price": 0.15, "peak_price": 0.30, "base_feed_in_tariff": 0.05},
+    "flat": {"off_peak_price": 0.15, "shoulder_price": 0.16, "peak_price": 0.18, "base_feed_in_tariff": 0.07},
+}
+HVAC_CLASSES = np.array([0.0, 0.6, 1.0, 1.5])
+HVAC_WEIGHTS = np.array([0.10, 0.30, 0.45, 0.15])
+BATTERY_KWH = np.array([5.0, 10.0, 13.5, 20.0])
+BATTERY_WEIGHTS = np.array([0.20, 0.35, 0.30, 0.15])
+BATTERY_C_RATE = 0.37
+BASE_LOAD_KW, PEAK_LOAD_KW, HVAC_KW = 0.5, 8.0, 3.5
+CSV_FIELDS = ("site_id", "latitude", "longitude", "load_scale", "hvac_kw", "pv_kw", "azimuth_deg", "tilt_deg",
+              "battery_kwh", "battery_kw", "has_ev", "tariff", "seed")
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One prosumer, in the fleet's own terms (the CSV row)."""
+
+    site_id: str
+    latitude: float
+    longitude: float
+    load_scale: float
+    hvac_kw: float
+    pv_kw: float
+    azimuth_deg: float
+    tilt_deg: float
+    battery_kwh: float
+    battery_kw: float
+    has_ev: bool
+    tariff: str
+    seed: int
+
+    @property
+    def archetype(self) -> str:
+        return "-".join((("pv" if self.pv_kw > 0 else "nopv"), ("bat" if self.battery_kwh > 0 else "nobat"),
+                         ("ev" if self.has_ev else "noev"), self.tariff))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    sites: tuple[SiteSpec, ...]
+    region: str = "bay-area"
+    group_size: int = 100
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def groups(self) -> list[range]:
+        """Coordination groups: consecutive sites, the central aggregator's planning unit."""
+        n = len(self.sites)
+        return [range(start, min(start + self.group_size, n)) for start in range(0, n, self.group_size)]
+
+    def partitions(self, count: int) -> list[range]:
+        """At most ``count`` contiguous ranges of whole groups, as even as possible."""
+        groups = self.groups()
+        count = max(1, min(count, len(groups)))
+        bounds = np.linspace(0, len(groups), count + 1).round().astype(int)
+        return [range(groups[a].start, groups[b - 1].stop) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def draw_sites(n: int, seed: int, region: str = "bay-area", radius_deg: float = 0.4) -> list[SiteSpec]:
+    """``n`` sites from the documented distributions; the same seed gives the same fleet."""
+    if region not in REGIONS:
+        raise ConfigError(f"region {region!r}: expected one of {', '.join(REGIONS)}")
+    rng = np.random.default_rng([seed, 0xF1EE7])
+    centre = REGIONS[region]
+    radius = radius_deg * np.sqrt(rng.uniform(size=n))
+    angle = rng.uniform(0, 2 * np.pi, n)
+    load_scale = np.clip(rng.lognormal(0.0, 0.25, n), 0.5, 2.0)
+    hvac_class = rng.choice(HVAC_CLASSES, size=n, p=HVAC_WEIGHTS)
+    has_pv = rng.uniform(size=n) < 0.7
+    pv_kw = np.where(has_pv, np.clip(load_scale * rng.lognormal(np.log(5.0), 0.3, n), 1.5, 15.0), 0.0)
+    azimuth = np.mod(rng.normal(180.0, 30.0, n), 360.0)
+    tilt = rng.uniform(10.0, 35.0, n)
+    has_battery = rng.uniform(size=n) < np.where(has_pv, 0.6, 0.1)
+    battery_kwh = np.where(has_battery, rng.choice(BATTERY_KWH, size=n, p=BATTERY_WEIGHTS), 0.0)
+    has_ev = rng.uniform(size=n) < 0.35
+    tariff = np.where(rng.uniform(size=n) < 0.7, "tou", "flat")
+    seeds = rng.integers(0, 2**31, n)
+    return [
+        SiteSpec(
+            site_id=f"site-{i:05d}", latitude=round(float(centre["latitude"] + radius[i] * np.sin(angle[i])), 5),
+            longitude=round(float(centre["longitude"] + radius[i] * np.cos(angle[i])), 5),
+            load_scale=round(float(load_scale[i]), 4), hvac_kw=round(float(HVAC_KW * hvac_class[i] * load_scale[i]), 3),
+            pv_kw=round(float(pv_kw[i]), 2), azimuth_deg=round(float(azimuth[i]), 1), tilt_deg=round(float(tilt[i]), 1),
+            battery_kwh=float(battery_kwh[i]), battery_kw=round(float(battery_kwh[i] * BATTERY_C_RATE), 2),
+            has_ev=bool(has_ev[i]), tariff=str(tariff[i]), seed=int(seeds[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def draw_fleet(n: int, seed: int, region: str = "bay-area", group_size: int = 100) -> Fleet:
+    return Fleet(tuple(draw_sites(n, seed, region)), region, group_size)
+
+
+def simulator_config(site: SiteSpec, region: str, interval_s: int = 3600) -> SimulatorConfig:
+    """The simulator's view of a site; the battery runs in ``setpoint`` mode so a strategy
+    drives it, and NaN setpoints fall back to the simulator's self-consumption rule."""
+    where = REGIONS[region]
+    battery_kwh = site.battery_kwh
+    data = {
+        "device_id": site.site_id, "interval_seconds": interval_s, "seed": site.seed,
+        "timezone": where["timezone"], "country": where["country"],
+        "solar": {"capacity_kw": site.pv_kw, "latitude": site.latitude, "longitude": site.longitude,
+                  "azimuth_degrees": site.azimuth_deg, "tilt_degrees": site.tilt_deg,
+                  **({"inverter_kw": 0.9 * site.pv_kw} if site.pv_kw > 0 else {"inverter_kw": 1e-6})},
+        "battery": {"capacity_kwh": battery_kwh, "max_charge_rate_kw": site.battery_kw,
+                    "max_discharge_rate_kw": site.battery_kw, "mode": "setpoint"},
+        "home_load": {"base_load_kw": BASE_LOAD_KW * site.load_scale, "peak_load_kw": PEAK_LOAD_KW * site.load_scale,
+                      "hvac_capacity_kw": site.hvac_kw, "has_ev": site.has_ev},
+        "grid_price": TARIFFS[site.tariff],
+    }
+    return build_config(data, source=f"site {site.site_id}")
+
+
+def write_csv(sites: list[SiteSpec] | tuple[SiteSpec, ...], path: str | Path) -> Path:
+    path = Path(path)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for site in sites:
+            writer.writerow({name: getattr(site, name) for name in CSV_FIELDS})
+    return path
+
+
+def _parse_row(row: dict[str, str], line: int, path: Path) -> SiteSpec:
+    casts = {"site_id": str, "tariff": str, "seed": int, "has_ev": lambda v: v.strip().lower() in ("1", "true", "yes")}
+    values = {}
+    for name in CSV_FIELDS:
+        raw = row.get(name)
+        if raw is None or raw == "":
+            raise ConfigError(f"{path}:{line}: column {name} is missing or empty")
+        try:
+            values[name] = casts.get(name, float)(raw)
+        except ValueError:
+            raise ConfigError(f"{path}:{line}: {name}={raw!r} is not a valid value") from None
+    if values["tariff"] not in TARIFFS:
+        raise ConfigError(f"{path}:{line}: tariff={values['tariff']!r}; expected one of {', '.join(TARIFFS)}")
+    for name in ("load_scale", "hvac_kw", "pv_kw", "battery_kwh", "battery_kw"):
+        if values[name] < 0:
+            raise ConfigError(f"{path}:{line}: {name} must be >= 0 (got {values[name]})")
+    return SiteSpec(**values)
+
+
+def read_csv(path: str | Path, region: str = "bay-area", group_size: int = 100) -> Fleet:
+    """A fleet of real sites: one row per site with the columns of ``CSV_FIELDS``."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            sites = [_parse_row(row, number, path) for number, row in enumerate(csv.DictReader(handle), start=2)]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: fleet CSV not found") from None
+    if not sites:
+        raise ConfigError(f"{path}: fleet CSV has no sites")
+    return Fleet(tuple(sites), region, group_size)

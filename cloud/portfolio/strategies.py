@@ -1,0 +1,195 @@
+"""The four strategies, run over one partition on the same inputs.
+
+* ``no_battery``: batteries idle;
+* ``rule_based``: the simulator's self-consumption rule, stepped by ``battery.run``;
+* ``decentralised``: each site minimises its own bill day by day (``cloud.optimization``);
+* ``central``: the aggregator's joint LP per coordination group within the fleet limits
+  (:mod:`cloud.portfolio.central`), followed by the sites that hear it and choose to.
+
+Every plan is replayed through the simulator's battery (:func:`inputs.replay`), so whatever a
+planner asks, the physics (rates, SOC window, efficiency, cold derating, fade) decides what
+happens. Plans cover one day (24 h) from the state the previous day's replay left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cloud.optimization import BatterySpec, HorizonInputs, solve_many
+from cloud.portfolio import central, participation
+from cloud.portfolio.inputs import Outcome, PartitionInputs, replay, site_bills
+from cloud.portfolio.scenario import FleetLimits, group_limit, group_share
+from edge_gateway.simulators import battery
+
+STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
+WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade within a day shrinks it
+WEAR_PER_KWH = 0.01
+
+
+def day_blocks(steps: int, step_hours: float) -> list[slice]:
+    per_day = max(1, int(round(24.0 / step_hours)))
+    return [slice(start, min(start + per_day, steps)) for start in range(0, steps, per_day)]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A battery's limits at the start of a plan, from the simulator's state."""
+
+    initial_kwh: np.ndarray
+    min_kwh: np.ndarray
+    max_kwh: np.ndarray
+    usable_kwh: np.ndarray
+    max_charge_kw: np.ndarray  # (sites, T) with cold derating from the ambient temperature
+
+    @classmethod
+    def of(cls, params: battery.BatteryParams, state: battery.BatteryState, env_temp: np.ndarray,
+           usable: np.ndarray) -> Window:
+        low, high = params.min_fraction * usable, params.max_fraction * usable * (1.0 - WINDOW_MARGIN)
+        high = np.maximum(high, low)
+        derate = np.clip(0.1 * np.minimum(env_temp, state.temperature_celsius[:, None]), 0.0, 1.0)
+        return cls(np.clip(state.energy_kwh, low, high), low, high, usable, params.max_charge_kw[:, None] * derate)
+
+
+def usable_after(params: battery.BatteryParams, trace: battery.BatteryTrace | None) -> np.ndarray:
+    """Usable (faded) capacity at the end of a replayed trace, or nameplate before any."""
+    if trace is None:
+        return params.capacity_kwh.copy()
+    return params.capacity_kwh * trace.health_percent[:, -1] / 100.0
+
+
+def run_no_battery(inputs: PartitionInputs) -> Outcome:
+    energy = np.repeat(inputs.initial_state().energy_kwh[:, None], inputs.steps, axis=1)
+    return Outcome(np.zeros((inputs.n_sites, inputs.steps)), energy, inputs.load_kw)
+
+
+def run_rule_based(inputs: PartitionInputs) -> Outcome:
+    trace, _ = replay(inputs, inputs.initial_state(), np.full(inputs.load_kw.shape, np.nan), slice(None))
+    return Outcome(trace.power_kw, trace.energy_kwh, inputs.load_kw)
+
+
+def _site_specs(inputs: PartitionInputs, window: Window, rows: np.ndarray) -> list[BatterySpec]:
+    p = inputs.params
+    return [
+        BatterySpec(
+            capacity_kwh=float(window.usable_kwh[i]), max_charge_kw=float(window.max_charge_kw[i].min()),
+            max_discharge_kw=float(p.max_discharge_kw[i]), charge_efficiency=float(p.charge_efficiency[i]),
+            discharge_efficiency=float(p.discharge_efficiency[i]), min_soc_percent=100.0 * float(p.min_fraction[i]),
+            max_soc_percent=100.0 * float(window.max_kwh[i] / window.usable_kwh[i]),
+            initial_soc_percent=100.0 * float(window.initial_kwh[i] / window.usable_kwh[i]), wear_cost_per_kwh=WEAR_PER_KWH,
+        )
+        for i in rows
+    ]
+
+
+def run_decentralised(inputs: PartitionInputs) -> Outcome:
+    """Each site's own cheapest day, planned with ``cloud.optimization.solve_many``."""
+    state = inputs.initial_state()
+    power, energy = np.zeros(inputs.load_kw.shape), np.zeros(inputs.load_kw.shape)
+    rows = np.flatnonzero(inputs.params.capacity_kwh > 0)
+    trace = None
+    for cols in day_blocks(inputs.steps, inputs.step_hours):
+        window = Window.of(inputs.params, state, inputs.env_temp_celsius[:, cols], usable_after(inputs.params, trace))
+        horizons = [HorizonInputs(inputs.load_kw[i, cols], inputs.pv_kw[i, cols], inputs.price_per_kwh[i, cols],
+                                  inputs.feed_in_per_kwh[i, cols], step_hours=inputs.step_hours) for i in rows]
+        plans = solve_many(horizons, _site_specs(inputs, window, rows), errors="return") if len(rows) else []
+        setpoint = np.full((inputs.n_sites, cols.stop - cols.start), np.nan)
+        for i, plan in zip(rows, plans):
+            if not isinstance(plan, Exception):
+                setpoint[i] = plan.battery_power_kw
+        trace, state = replay(inputs, state, setpoint, cols)
+        power[:, cols], energy[:, cols] = trace.power_kw, trace.energy_kwh
+    return Outcome(power, energy, inputs.load_kw)
+
+
+@dataclass
+class CentralLog:
+    """What the aggregator planned and what the sites did, for the report."""
+
+    planned_grid_kw: np.ndarray  # (sites, T): each site's expected net flow under the plan
+    plan_battery_kw: np.ndarray  # (sites, T)
+    followed: np.ndarray  # (sites, days) bool
+    cap_slack_kwh: float = 0.0
+    dr_slack_kwh: float = 0.0
+    days: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CentralContext:
+    limits: FleetLimits
+    seed: int
+    fleet_sites: int
+    groups: tuple[range, ...]  # the partition's groups, in fleet site indices
+    group_discharge_kw: tuple[float, ...]
+    model: participation.ParticipationModel = participation.ParticipationModel()
+
+
+def _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g) -> central.GroupProblem:
+    lim = ctx.limits
+    share = group_share(ctx.group_discharge_kw[g], len(rows), lim, ctx.fleet_sites)
+    feed_in = inputs.feed_in_per_kwh[rows, cols]
+    market = lim.market_price[cols]
+    export_value = np.where(np.isnan(market), feed_in, np.maximum(feed_in, market))
+    p = inputs.params
+    return central.GroupProblem(
+        net_kw=inputs.net_load_kw[rows, cols], import_price=inputs.price_per_kwh[rows, cols], export_value=export_value,
+        step_hours=inputs.step_hours, initial_kwh=window.initial_kwh[rows], min_kwh=window.min_kwh[rows],
+        max_kwh=window.max_kwh[rows], max_charge_kw=window.max_charge_kw[rows], max_discharge_kw=p.max_discharge_kw[rows],
+        charge_efficiency=p.charge_efficiency[rows], discharge_efficiency=p.discharge_efficiency[rows],
+        wear_per_kwh=WEAR_PER_KWH,
+        cap_kw=group_limit(lim.cap_kw[cols], base_g, lim.baseline_kw[cols], share),
+        target_kw=group_limit(lim.dr_target_kw[cols], base_g, lim.baseline_kw[cols], share),
+        weights=weights[rows], fallback_kw=fallback_grid[rows],
+    )
+
+
+def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, CentralLog]:
+    n, steps = inputs.load_kw.shape
+    index = np.arange(inputs.first, inputs.first + n)
+    deaf = participation.deaf_sites(ctx.seed, index, ctx.limits.deaf_share)
+    state = inputs.initial_state()
+    blocks = day_blocks(steps, inputs.step_hours)
+    power, energy = np.zeros((n, steps)), np.zeros((n, steps))
+    log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool))
+    request_cost = np.zeros(n)
+    highs = central.new_solver()
+    trace = None
+    for day, cols in enumerate(blocks):
+        weights = ctx.model.probability(request_cost) if ctx.limits.participation else np.ones(n)
+        window = Window.of(inputs.params, state, inputs.env_temp_celsius[:, cols], usable_after(inputs.params, trace))
+        fallback, _ = replay(inputs, state, np.full((n, cols.stop - cols.start), np.nan), cols)
+        fallback_grid = inputs.load_kw[:, cols] + fallback.power_kw - inputs.pv_kw[:, cols]
+        plan_kw = np.zeros((n, cols.stop - cols.start))
+        for g, members in enumerate(ctx.groups):
+            rows = np.arange(members.start, members.stop) - inputs.first
+            base_g = inputs.net_load_kw[rows, cols].sum(axis=0)
+            problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g)
+            plan = central.solve_group(problem, highs)
+            plan_kw[rows] = plan.battery_kw
+            w = weights[rows, None]
+            log.planned_grid_kw[rows, cols] = w * plan.grid_kw + (1.0 - w) * fallback_grid[rows]
+            log.cap_slack_kwh += float(plan.cap_slack_kw.sum()) * inputs.step_hours
+            log.dr_slack_kwh += float(plan.dr_slack_kw.sum()) * inputs.step_hours
+        log.plan_battery_kw[:, cols] = plan_kw
+        plan_grid = inputs.load_kw[:, cols] + plan_kw - inputs.pv_kw[:, cols]
+        day_inputs = _day_view(inputs, cols)
+        request_cost = np.maximum(site_bills(day_inputs, plan_grid) - site_bills(day_inputs, fallback_grid), 0.0)
+        follow = ~deaf
+        if ctx.limits.participation:
+            follow &= participation.follows(ctx.model, request_cost, ctx.seed, index, day)
+        log.followed[:, day] = follow
+        trace, state = replay(inputs, state, np.where(follow[:, None], plan_kw, np.nan), cols)
+        power[:, cols], energy[:, cols] = trace.power_kw, trace.energy_kwh
+    return Outcome(power, energy, inputs.load_kw), log
+
+
+@dataclass(frozen=True)
+class _DayView:
+    price_per_kwh: np.ndarray
+    feed_in_per_kwh: np.ndarray
+    step_hours: float
+
+
+def _day_view(inputs: PartitionInputs, cols: slice) -> _DayView:
+    return _DayView(inputs.price_per_kwh[:, cols], inputs.feed_in_per_kwh[:, cols], inputs.step_hours)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Portfolio simulations: a fleet of prosumers under aggregator strategies (README, "Portfolio")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from cloud.portfolio.distributed import LOCAL_WORKERS, dask_client, dask_mapper, worker_count
+from cloud.portfolio.engine import RunSpec, default_partitions, run_portfolio
+from cloud.portfolio.fleet import REGIONS, draw_fleet, read_csv
+from cloud.portfolio.kpis import combine
+from cloud.portfolio.report import write_outputs
+from cloud.portfolio.scenario import SCENARIOS, named
+from cloud.portfolio.strategies import STRATEGIES
+from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, run_cli, setup_logging
+from edge_gateway.errors import UsageError
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="run_portfolio.py", description=__doc__)
+    parser.add_argument("--sites", type=arg_type(positive_int, "a positive number of sites"), default=200)
+    parser.add_argument("--fleet-csv", help="read real sites from this CSV instead of drawing --sites")
+    parser.add_argument("--region", choices=sorted(REGIONS), default="bay-area")
+    parser.add_argument("--hours", type=arg_type(positive_int, "a positive number of hours"), default=168)
+    parser.add_argument("--start", default="2025-07-01T00:00:00-07:00", help="ISO 8601 start (default 2025-07-01 local)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma list of {', '.join(STRATEGIES)}")
+    parser.add_argument("--scenario", default="default", help=f"one of {', '.join(SCENARIOS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group-size", type=arg_type(positive_int, "a positive number of sites"), default=100,
+                        help="sites the central aggregator plans jointly (default 100)")
+    parser.add_argument("--partitions", type=arg_type(positive_int, "a positive number"), help="Dask partitions")
+    parser.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    parser.add_argument("--workers", type=arg_type(positive_int, "a positive number"), default=LOCAL_WORKERS)
+    parser.add_argument("--output", default="portfolio-output", help="folder for CSV, JSON, Markdown and PNG")
+    parser.add_argument("--status", action="store_true", help="summarise the last run in --output")
+    add_common_flags(parser)
+    return parser
+
+
+def _start(text: str) -> pd.Timestamp:
+    try:
+        start = pd.Timestamp(text)
+    except ValueError:
+        raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time such as 2025-07-01T00:00:00-07:00") from None
+    return start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+
+
+def status(folder: Path) -> int:
+    path = folder / "summary.json"
+    if not path.exists():
+        raise UsageError(f"{path}: no portfolio run found; run without --status first")
+    data = json.loads(path.read_text())
+    print(f"{data['sites']} sites, {data['steps']} steps from {data['start']}")
+    for name, kpi in data["strategies"].items():
+        print(f"  {name:<22} cost {kpi['total_cost']:>12,.2f}  peak {kpi['peak_aggregate_import_kw']:>10,.1f} kW")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.status:
+        return status(Path(args.output))
+    fleet = read_csv(args.fleet_csv, args.region, args.group_size) if args.fleet_csv else \
+        draw_fleet(args.sites, args.seed, args.region, args.group_size)
+    times = pd.date_range(_start(args.start), periods=args.hours, freq="h")
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    spec = RunSpec(fleet, times, strategies, named(args.scenario), args.seed)
+    with dask_client(args.scheduler, args.workers) as client:
+        partitions = args.partitions or default_partitions(spec, worker_count(client))
+        parts, limits = run_portfolio(spec, partitions, dask_mapper(client))
+    paths = write_outputs(combine(parts, times, 1.0, limits), args.output)
+    print(f"{len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}: report in {paths['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,111 @@
+"""Fleet draws, participation, supply-shortfall deferral, the archetype law and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_portfolio
+from cloud.portfolio import archetypes, participation, stress
+from cloud.portfolio.fleet import draw_sites, read_csv, simulator_config, write_csv
+from edge_gateway.errors import ConfigError
+
+
+def test_fleet_is_reproducible_and_follows_its_documented_shares():
+    sites = draw_sites(2000, seed=5)
+    assert sites == draw_sites(2000, seed=5) and sites != draw_sites(2000, seed=6)
+    pv = np.array([s.pv_kw > 0 for s in sites])
+    bat = np.array([s.battery_kwh > 0 for s in sites])
+    assert abs(pv.mean() - 0.7) < 0.04 and abs(np.mean([s.has_ev for s in sites]) - 0.35) < 0.04
+    assert abs(bat[pv].mean() - 0.6) < 0.05 and abs(bat[~pv].mean() - 0.1) < 0.04
+    assert simulator_config(next(s for s in sites if s.battery_kwh == 0), "bay-area").battery.capacity_kwh == 0
+
+
+def test_fleet_csv_round_trips_and_names_a_bad_field(tmp_path):
+    sites = draw_sites(5, seed=1)
+    path = write_csv(sites, tmp_path / "fleet.csv")
+    assert read_csv(path).sites == tuple(sites)
+    path.write_text(path.read_text().replace(",tou,", ",cheap,", 1))
+    with pytest.raises(ConfigError, match=r"fleet.csv:\d+: tariff='cheap'"):
+        read_csv(path)
+
+
+def test_participation_falls_with_cost_and_draws_are_seeded():
+    model = participation.ParticipationModel()
+    p = model.probability(np.array([0.0, 0.3, 0.6, 2.0]))
+    assert np.all(np.diff(p) < 0) and p[1] == pytest.approx(model.p_max / 2) and p[-1] < 1e-6
+    idx = np.arange(2000)
+    a = participation.follows(model, np.zeros(2000), 7, idx, 3)
+    assert np.array_equal(a, participation.follows(model, np.zeros(2000), 7, idx, 3))
+    assert abs(a.mean() - p[0]) < 0.03
+    assert np.array_equal(participation.follows(model, np.zeros(10), 7, idx[5:15], 3), a[5:15])  # partition-free
+
+
+def test_deaf_sites_are_nested_as_the_partition_grows():
+    idx = np.arange(1000)
+    small, large = participation.deaf_sites(1, idx, 0.1), participation.deaf_sites(1, idx, 0.3)
+    assert np.all(large[small]) and abs(large.mean() - 0.3) < 0.05
+
+
+def _shortfall(hears_share: float):
+    steps, n = 12, 20
+    load = np.full((n, steps), 2.0)
+    ev = np.zeros((n, steps))
+    ev[:, 3:6] = 1.0
+    loads = [(ev, 8), (0.3 * load, 2)]
+    supply = np.full(steps, np.inf)
+    supply[3:6] = 40.0
+    hears = np.arange(n) < hears_share * n
+    return load, loads, supply, stress.respond(load + ev, np.zeros((n, steps)), np.zeros((n, steps)), supply, loads, hears, 1.0)
+
+
+def test_deferral_keeps_demand_under_supply_and_conserves_energy():
+    load, loads, supply, out = _shortfall(1.0)
+    total = out.served_load_kw.sum(axis=0)
+    assert np.all(total[3:6] <= supply[3:6] + 1e-9) and out.unserved_kw.sum() == 0
+    assert out.deferred_kw.sum() > 0
+    assert out.served_load_kw.sum() == pytest.approx((load + loads[0][0]).sum())
+
+
+def test_sites_that_cannot_hear_the_aggregator_are_shed_instead():
+    outcomes = [_shortfall(share)[3] for share in (1.0, 0.5, 0.0)]
+    unserved = [o.unserved_kw.sum() for o in outcomes]
+    assert unserved[0] == 0 < unserved[1] < unserved[2]
+    assert outcomes[2].deferred_kw.sum() == 0
+
+
+def test_archetype_interpolation_reproduces_the_grid_and_the_scaling_law():
+    grid = np.add.outer(np.array(archetypes.PV_PER_L) * -10.0, np.array(archetypes.BATTERY_PER_L) * -2.0) + 1000.0
+    x, y = np.array([3.0, 4.5, 12.0]), np.array([5.0, 8.5, 0.0])
+    assert np.allclose(archetypes._bilinear(grid, x, y), 1000.0 - 10.0 * x - 2.0 * y)  # exact on a linear surface
+
+
+@pytest.mark.slow
+def test_cli_writes_every_output_and_reports_status(in_tmp_cwd, capsys):
+    code = run_portfolio.main(["--sites", "6", "--hours", "48", "--group-size", "3", "--output", "out", "--workers", "1"])
+    assert code == 0
+    out = in_tmp_cwd / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"no_battery", "rule_based", "decentralised", "central"}
+    frame = pd.read_csv(out / "timesteps.csv")
+    assert len(frame) == 48 and "central_grid_kw" in frame
+    assert all((out / name).stat().st_size > 0 for name in ("aggregate_load.png", "dr_event.png", "report.md"))
+    assert run_portfolio.main(["--status", "--output", "out"]) == 0
+    assert "central" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [(["--sites", "0"], "positive number of sites"),
+                                           (["--scenario", "nope"], "--scenario 'nope'"),
+                                           (["--strategies", "magic", "--sites", "2", "--hours", "2"], "unknown magic")])
+def test_cli_usage_errors_are_one_line_and_exit_2(in_tmp_cwd, capsys, argv, message):
+    from edge_gateway.cli_support import run_cli
+
+    try:
+        code = run_cli(run_portfolio.main, argv)
+    except SystemExit as exit_:  # argparse refuses before main runs
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

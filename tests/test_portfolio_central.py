@@ -1,0 +1,130 @@
+"""The central aggregator's LP: equal to the committed single-site LP without fleet limits,
+meets feasible fleet limits in every step, and its plans survive the simulator's battery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
+from cloud.portfolio import central
+from cloud.portfolio.engine import RunSpec, run_portfolio
+from cloud.portfolio.fleet import draw_fleet
+from cloud.portfolio.kpis import combine, rounding_kw, summary
+from cloud.portfolio.inputs import build_inputs
+from cloud.portfolio.scenario import Scenario
+from cloud.portfolio.strategies import CentralContext, run_central
+
+ETA = np.sqrt(0.9)
+
+
+def synthetic_group(n: int, seed: int, steps: int = 24, **limits) -> central.GroupProblem:
+    rng = np.random.default_rng(seed)
+    h = np.arange(steps)
+    load = (0.4 + 1.5 * np.exp(-((h - 19) ** 2) / 6))[None] * rng.uniform(0.5, 1.5, (n, 1))
+    pv = np.maximum(0, np.sin((h - 6) / 12 * np.pi))[None] * rng.uniform(0, 6, (n, 1))
+    price = np.where((h >= 16) & (h < 21), 0.30, 0.10)[None].repeat(n, 0) * rng.uniform(0.9, 1.1, (n, steps))
+    cap = rng.choice([0.0, 10.0, 13.5], n)
+    return central.GroupProblem(
+        net_kw=load - pv, import_price=price, export_value=np.full((n, steps), 0.05), step_hours=1.0,
+        initial_kwh=0.5 * cap, min_kwh=0.1 * cap, max_kwh=0.9 * cap, max_charge_kw=np.repeat((0.37 * cap)[:, None], steps, 1),
+        max_discharge_kw=0.37 * cap, charge_efficiency=np.full(n, ETA), discharge_efficiency=np.full(n, ETA),
+        wear_per_kwh=0.01, **limits,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_without_fleet_limits_the_joint_lp_is_the_sum_of_site_lps(seed):
+    p = synthetic_group(6, seed)
+    joint = central.solve_group(p)
+    total = 0.0
+    for i in range(6):
+        inputs = HorizonInputs(np.maximum(p.net_kw[i], 0), np.maximum(-p.net_kw[i], 0), p.import_price[i], p.export_value[i], step_hours=1.0)
+        cap = p.max_kwh[i] / 0.9
+        spec = BatterySpec(capacity_kwh=cap, max_charge_kw=p.max_discharge_kw[i], max_discharge_kw=p.max_discharge_kw[i],
+                           wear_cost_per_kwh=0.01) if cap > 0 else BatterySpec(capacity_kwh=0.0, max_charge_kw=0, max_discharge_kw=0)
+        total += solve_dispatch(inputs, spec).objective
+    assert joint.objective == pytest.approx(total, rel=1e-7, abs=1e-7)
+
+
+@pytest.mark.parametrize("cap_share, reduction_kw", [(0.8, 3.0), (0.7, 6.0)])
+def test_joint_plan_meets_the_cap_and_the_dr_target_in_every_step(cap_share, reduction_kw):
+    base = synthetic_group(8, 5)
+    fleet = base.net_kw.sum(axis=0)
+    window = (np.arange(24) >= 18) & (np.arange(24) < 20)
+    p = synthetic_group(8, 5, cap_kw=np.full(24, cap_share * fleet.max()),
+                        target_kw=np.where(window, fleet - reduction_kw, np.nan))
+    plan = central.solve_group(p)
+    assert plan.cap_slack_kw.max() == 0 and plan.dr_slack_kw.max() == 0
+    aggregate = plan.grid_kw.sum(axis=0)
+    assert np.all(aggregate <= cap_share * fleet.max() + 1e-7)
+    assert np.all(aggregate[window] <= fleet[window] - reduction_kw + 1e-7)
+    assert np.all(plan.energy_kwh >= p.min_kwh[:, None] - 1e-7) and np.all(plan.energy_kwh <= p.max_kwh[:, None] + 1e-7)
+
+
+def test_an_infeasible_cap_is_reported_as_slack_not_an_error():
+    base = synthetic_group(4, 2)
+    p = synthetic_group(4, 2, cap_kw=np.full(24, 0.0))
+    plan = central.solve_group(p)
+    assert plan.cap_slack_kw.max() > 0
+    assert np.all(plan.grid_kw.sum(axis=0) <= plan.cap_slack_kw + 1e-7)
+    assert base.net_kw.sum(axis=0).max() > 0
+
+
+def _summer(hours: int) -> pd.DatetimeIndex:
+    return pd.date_range("2025-07-01", periods=hours, freq="h", tz="America/Los_Angeles").tz_convert("UTC")
+
+
+@pytest.fixture(scope="module")
+def central_run():
+    fleet = draw_fleet(24, seed=11, group_size=8)
+    scenario = Scenario("test", import_cap_fraction=0.85, dr_start_h=41.0, dr_hours=2.0, dr_fraction=0.3, participation=False)
+    spec = RunSpec(fleet, _summer(72), ("no_battery", "central"), scenario, seed=3)
+    parts, limits = run_portfolio(spec, partitions=1)
+    return spec, combine(parts, spec.times, 1.0, limits)
+
+
+def test_fleet_meets_the_dr_target_and_import_cap_in_every_step_after_replay(central_run):
+    _, result = central_run
+    grid, lim, tol = result.aggregates["central"]["grid"], result.limits, rounding_kw(result)
+    window = np.isfinite(lim.dr_target_kw)
+    assert window.sum() == 2 and result.slack_kwh == (0.0, 0.0)
+    assert np.all(grid[window] <= lim.dr_target_kw[window] + tol)
+    assert np.all(grid <= lim.cap_kw + tol)
+    assert summary(result)["strategies"]["central"]["dr_target_met"] is True
+
+
+def test_replay_follows_the_plan_so_no_site_left_its_physical_limits(central_run):
+    """The simulator's battery clamps anything outside its rates or SOC window; a replay equal
+    to the plan shows the plan itself was physical, site by site and step by step."""
+    spec, result = central_run
+    inputs = build_inputs(spec.fleet.sites, 0, spec.fleet.region, spec.times)
+    ctx = CentralContext(result.limits, spec.seed, len(spec.fleet), tuple(spec.fleet.groups()),
+                         tuple(sum(spec.fleet.sites[i].battery_kw for i in g) for g in spec.fleet.groups()))
+    outcome, log = run_central(inputs, ctx)
+    assert log.followed.all()
+    assert np.abs(outcome.battery_kw - log.plan_battery_kw).max() < 1e-6
+    rate = inputs.params.max_charge_kw[:, None]
+    assert np.all(np.abs(log.plan_battery_kw) <= rate + 1e-9)
+    fraction = np.divide(outcome.energy_kwh, inputs.params.capacity_kwh[:, None], out=np.full(outcome.energy_kwh.shape, 0.5),
+                         where=inputs.params.capacity_kwh[:, None] > 0)
+    assert fraction.min() >= 0.1 * 0.99 and fraction.max() <= 0.9 + 1e-9
+    assert np.abs(log.plan_battery_kw).max() > 1.0  # the batteries were actually used
+
+
+def test_group_decomposition_costs_little_against_the_joint_lp():
+    fleet = draw_fleet(24, seed=11, group_size=24)
+    scenario = Scenario("test", import_cap_fraction=0.85, dr_start_h=41.0, dr_hours=2.0, participation=False,
+                        market_price_per_kwh=None)
+    costs = {}
+    for size in (24, 6):
+        spec = RunSpec(draw_fleet(24, seed=11, group_size=size), _summer(72), ("no_battery", "central"), scenario, seed=3)
+        parts, limits = run_portfolio(spec, partitions=1)
+        result = combine(parts, spec.times, 1.0, limits)
+        kpi = summary(result)["strategies"]["central"]
+        assert kpi["dr_target_met"] and kpi["cap_exceeded_kwh"] == 0.0
+        costs[size] = kpi["total_cost"]
+    assert len(fleet) == 24
+    assert costs[6] >= costs[24] - 1e-6
+    assert costs[6] <= costs[24] * 1.02

@@ -1,0 +1,82 @@
+"""Fleet sums equal the sum of their sites; partitioning (serial or on Dask) changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.portfolio.distributed import dask_client, dask_mapper
+from cloud.portfolio.engine import RunSpec, run_portfolio
+from cloud.portfolio.fleet import Fleet, draw_fleet
+from cloud.portfolio.kpis import combine, summary
+from cloud.portfolio.scenario import SCENARIOS
+
+TIMES = pd.date_range("2025-07-01", periods=48, freq="h", tz="America/Los_Angeles").tz_convert("UTC")
+ALL = ("no_battery", "rule_based", "decentralised", "central")
+
+
+def run(spec: RunSpec, partitions: int, mapper=None):
+    parts, limits = run_portfolio(spec, partitions) if mapper is None else run_portfolio(spec, partitions, mapper)
+    return combine(parts, spec.times, 1.0, limits)
+
+
+def assert_identical(a, b):
+    for key in a.aggregates:
+        for name in a.aggregates[key]:
+            np.testing.assert_array_equal(a.aggregates[key][name], b.aggregates[key][name], err_msg=f"{key}.{name}")
+    pd.testing.assert_frame_equal(a.sites, b.sites)
+    assert summary(a) == summary(b)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return draw_fleet(12, seed=4, group_size=4)
+
+
+@pytest.mark.parametrize("strategy", ["no_battery", "rule_based", "decentralised"])
+def test_fleet_aggregate_equals_the_sum_of_its_sites_run_alone(fleet, strategy):
+    scenario = SCENARIOS["none"]
+    whole = run(RunSpec(fleet, TIMES, (strategy,), scenario), partitions=1)
+    alone = [run(RunSpec(Fleet((site,), fleet.region, 1), TIMES, (strategy,), scenario), 1) for site in fleet.sites]
+    for name in ("grid", "import", "export", "battery", "load", "pv"):
+        total = sum(np.round(r.aggregates[strategy][name] * 1e4).astype(np.int64) for r in alone)
+        np.testing.assert_array_equal(np.round(whole.aggregates[strategy][name] * 1e4).astype(np.int64), total)
+    frame = pd.concat([r.sites for r in alone], ignore_index=True)
+    pd.testing.assert_frame_equal(whole.sites, frame)
+
+
+@pytest.mark.parametrize("scenario", ["default", "shortfall"])
+def test_partitioning_does_not_change_any_result(fleet, scenario):
+    spec = RunSpec(fleet, TIMES, ALL, SCENARIOS[scenario], seed=9)
+    assert_identical(run(spec, 1), run(spec, 3))
+
+
+def test_dask_threads_give_the_serial_result(fleet):
+    spec = RunSpec(fleet, TIMES, ALL, SCENARIOS["default"], seed=9)
+    with dask_client(workers=2, processes=False) as client:
+        on_dask = run(spec, 3, dask_mapper(client))
+    assert_identical(run(spec, 1), on_dask)
+
+
+@pytest.mark.slow
+def test_dask_worker_processes_give_the_serial_result(fleet):
+    spec = RunSpec(fleet, TIMES, ("rule_based", "central"), SCENARIOS["default"], seed=9)
+    with dask_client(workers=2, processes=True) as client:
+        on_dask = run(spec, 2, dask_mapper(client))
+    assert_identical(run(spec, 1), on_dask)
+
+
+def test_unknown_strategy_is_a_usage_error(fleet):
+    from edge_gateway.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown magic"):
+        RunSpec(fleet, TIMES, ("magic",), SCENARIOS["none"])
+
+
+def test_partitions_are_whole_groups(fleet):
+    parts = dataclasses.replace(fleet, group_size=5).partitions(2)
+    assert [(p.start, p.stop) for p in parts] == [(0, 5), (5, 12)] or [(p.start, p.stop) for p in parts] == [(0, 10), (10, 12)]
+    assert sum(len(p) for p in parts) == 12
