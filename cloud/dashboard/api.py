@@ -1,0 +1,124 @@
+"""The JSON API under ``/api``: sites, readings, forecasts, plans, savings, pipeline, portfolio.
+
+Every parameter is validated where it enters: an unknown site is a 404, a time range that
+cannot be read (end before start, longer than :data:`MAX_RANGE`) a 422 whose detail says why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from cloud.dashboard import queries as q
+
+MAX_RANGE = pd.Timedelta(days=31)
+DEFAULT_HOURS = 48.0
+#: Forecasts and plans older than this before the newest reading are no longer "current".
+CURRENT_WINDOW = pd.Timedelta(days=2)
+
+router = APIRouter(prefix="/api", tags=["dashboard"])
+
+
+def _store(request: Request):
+    return request.app.state.store
+
+
+def _site(request: Request, device_id: str) -> dict[str, Any]:
+    try:
+        with request.app.state.lock:
+            return q.get_site(_store(request), device_id)
+    except q.UnknownSite:
+        raise HTTPException(404, f"unknown site {device_id!r}; GET /api/sites lists the known ones") from None
+
+
+def _utc(value: datetime | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def time_range(site: dict[str, Any], start: datetime | None, end: datetime | None,
+               hours: float | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[start, end)``: given bounds win; otherwise ``hours`` back from ``end`` (default: just
+    after the site's newest reading)."""
+    if start is not None and hours is not None:
+        raise HTTPException(422, "give either start or hours, not both")
+    stop, first = _utc(end), _utc(start)
+    if stop is None:
+        newest = q.last_reading_ts(site)
+        stop = (newest if newest is not None else pd.Timestamp.now(tz="UTC")) + pd.Timedelta(seconds=1)
+    if first is None:
+        first = stop - pd.Timedelta(hours=DEFAULT_HOURS if hours is None else hours)
+    if stop <= first:
+        raise HTTPException(422, f"end ({q.iso(stop)}) must be after start ({q.iso(first)})")
+    if stop - first > MAX_RANGE:
+        raise HTTPException(422, f"time range of {stop - first} is longer than the {MAX_RANGE.days}-day maximum")
+    return first, stop
+
+
+def _current_since(site: dict[str, Any]) -> pd.Timestamp | None:
+    newest = q.last_reading_ts(site)
+    return None if newest is None else newest - CURRENT_WINDOW
+
+
+@router.get("/sites", summary="Every site with its equipment and reading coverage")
+def sites(request: Request) -> list[dict[str, Any]]:
+    with request.app.state.lock:
+        return q.list_sites(_store(request))
+
+
+@router.get("/sites/{device_id}", summary="One site")
+def site(request: Request, device_id: str) -> dict[str, Any]:
+    return _site(request, device_id)
+
+
+@router.get("/sites/{device_id}/readings", summary="Readings in [start, end); default the last 48 h")
+def readings(
+    request: Request,
+    device_id: str,
+    start: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
+    end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default just after the newest reading")] = None,
+    hours: Annotated[float | None, Query(gt=0, le=MAX_RANGE.days * 24, description="window length before end")] = None,
+) -> dict[str, Any]:
+    site = _site(request, device_id)
+    first, stop = time_range(site, start, end, hours)
+    with request.app.state.lock:
+        return q.readings(_store(request), device_id, first, stop)
+
+
+@router.get("/sites/{device_id}/forecasts", summary="The newest forecast per target, with P10/P90")
+def forecasts(request: Request, device_id: str) -> dict[str, Any]:
+    site = _site(request, device_id)
+    with request.app.state.lock:
+        return q.forecasts(_store(request), device_id, _current_since(site))
+
+
+@router.get("/sites/{device_id}/plan", summary="The current dispatch plan with its actions")
+def plan(request: Request, device_id: str) -> dict[str, Any]:
+    site = _site(request, device_id)
+    with request.app.state.lock:
+        return q.plan(_store(request), device_id, _current_since(site))
+
+
+@router.get("/sites/{device_id}/savings", summary="The current plan's bill against an idle battery")
+def savings(request: Request, device_id: str) -> dict[str, Any]:
+    site = _site(request, device_id)
+    with request.app.state.lock:
+        return q.savings(_store(request), device_id, _current_since(site), q.last_reading_ts(site))
+
+
+@router.get("/pipeline", summary="Per job: last run, last success, rows, failures, freshness")
+def pipeline(request: Request) -> dict[str, Any]:
+    now = pd.Timestamp.now(tz="UTC")
+    with request.app.state.lock:
+        jobs = q.pipeline_status(_store(request), now)
+    return {"now": q.iso(now), "jobs": jobs}
+
+
+@router.get("/portfolio", summary="Portfolio simulation summaries, when any exist")
+def portfolio(request: Request) -> dict[str, Any]:
+    return q.portfolio(request.app.state.portfolio_dir)

@@ -1,0 +1,239 @@
+"""What the dashboard shows, read from a :class:`CloudStore` and shaped as JSON-ready dicts.
+
+Series travel as columns (``{"ts": [...], "solar_generation_kw": [...]}``) rather than one
+object per row: that is the shape the page's charts draw from, and half the bytes.
+
+"Recent" is anchored on each site's newest reading, not on the wall clock, so a store filled
+by a backfill last week still shows its last 48 hours instead of an empty chart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization.plan import classify_actions
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.models import der_data as dd
+
+#: The reading columns the page draws, in the order it draws them.
+READING_SERIES: tuple[str, ...] = (
+    dd.SOLAR_KW, dd.LOAD_TOTAL, dd.BATTERY_SOC, dd.BATTERY_POWER, dd.NET_GRID_FLOW, dd.PRICE, dd.FEED_IN,
+)
+SITE_SUMMARY_FIELDS: tuple[str, ...] = (
+    "device_id", "timezone", "country", "latitude", "longitude", "pv_capacity_kw", "battery_capacity_kwh",
+    "battery_max_charge_kw", "battery_max_discharge_kw", "has_ev",
+)
+#: The jobs the pipeline runs, in chain order; other jobs found in ``pipeline_runs`` follow.
+KNOWN_JOBS: tuple[str, ...] = ("simulate", "cloud_sync", "feature_engineering", "model_training", "forecasting", "optimizer",
+                               "portfolio")
+RUN_HISTORY = 500  # runs read to find each job's last success and recent failures
+
+
+class UnknownSite(LookupError):
+    """No site row and no readings for a device id."""
+
+
+def iso(ts: Any) -> str | None:
+    if ts is None or ts is pd.NaT or (isinstance(ts, float) and ts != ts):
+        return None
+    return dd.format_ts(pd.Timestamp(ts))
+
+
+def _floats(values: pd.Series | np.ndarray) -> list[float | None]:
+    array = np.asarray(values, dtype="float64")
+    cells = np.round(array, 4).astype(object)
+    cells[~np.isfinite(array)] = None  # JSON has no NaN
+    return cells.tolist()
+
+
+def _stamps(values: pd.Series) -> list[str]:
+    return [dd.format_ts(t) for t in pd.to_datetime(values, utc=True)]
+
+
+def list_sites(store: CloudStore) -> list[dict[str, Any]]:
+    stats = store.reading_stats()
+    rows = {row["device_id"]: row for row in store.sites()}
+    out = []
+    for device in sorted(set(rows) | set(stats)):
+        row = rows.get(device, {"device_id": device})
+        stat = stats.get(device, {})
+        out.append({
+            **{k: row.get(k) for k in SITE_SUMMARY_FIELDS},
+            "device_id": device,
+            "first_reading": iso(stat.get(s.FIRST_TS)),
+            "last_reading": iso(stat.get(s.LAST_TS)),
+            "readings": int(stat.get(s.ROW_COUNT, 0)),
+        })
+    return out
+
+
+def get_site(store: CloudStore, device_id: str) -> dict[str, Any]:
+    for site in list_sites(store):
+        if site["device_id"] == device_id:
+            return site
+    raise UnknownSite(device_id)
+
+
+def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
+    return None if site["last_reading"] is None else dd.parse_ts(site["last_reading"])
+
+
+def readings(store: CloudStore, device_id: str, start: pd.Timestamp, stop: pd.Timestamp) -> dict[str, Any]:
+    frame = store.read_readings(device_id, start, stop)
+    return {
+        "device_id": device_id,
+        "start": iso(start),
+        "end": iso(stop),
+        "count": len(frame),
+        "series": {"ts": _stamps(frame[dd.TS]), **{c: _floats(frame[c]) for c in READING_SERIES}},
+    }
+
+
+def _newest_issue(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame[s.ISSUED_AT] == frame[s.ISSUED_AT].max()] if len(frame) else frame
+
+
+def forecasts(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> dict[str, Any]:
+    """Per target, the newest issued forecast (one model: the one with P10/P90 bands if any)."""
+    frame = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: device_id}, start=since)
+    out: dict[str, Any] = {}
+    for target, rows in frame.groupby(s.TARGET, sort=True):
+        rows = _newest_issue(rows)
+        banded = rows.groupby(s.MODEL)[s.LOWER].apply(lambda v: v.notna().any())
+        model = sorted(banded[banded].index)[0] if banded.any() else sorted(rows[s.MODEL].unique())[0]
+        rows = rows[rows[s.MODEL] == model].sort_values(dd.TS)
+        out[str(target)] = {
+            "model": str(model),
+            "issued_at": iso(rows[s.ISSUED_AT].iloc[0]),
+            "series": {"ts": _stamps(rows[dd.TS]), "value": _floats(rows[s.VALUE]),
+                       "p10": _floats(rows[s.LOWER]), "p90": _floats(rows[s.UPPER])},
+        }
+    return {"device_id": device_id, "targets": out}
+
+
+def _plan_frame(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> pd.DataFrame:
+    frame = _newest_issue(store.read_frame(s.PLANS, {dd.DEVICE_ID: device_id}, start=since))
+    return frame.sort_values(dd.TS).reset_index(drop=True)
+
+
+def plan_actions(frame: pd.DataFrame) -> tuple[str, ...]:
+    """Each step's action by the optimizer's own rule, from the stored battery and grid flows."""
+    power = frame[dd.BATTERY_POWER].to_numpy(dtype="float64")
+    grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")
+    return classify_actions(np.clip(power, 0, None), np.clip(-power, 0, None),
+                            np.clip(grid, 0, None), np.clip(-grid, 0, None), tolerance_kw=1e-3)
+
+
+def plan(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> dict[str, Any]:
+    frame = _plan_frame(store, device_id, since)
+    if frame.empty:
+        return {"device_id": device_id, "issued_at": None, "steps": 0, "actions": {}, "series": None}
+    actions = plan_actions(frame)
+    return {
+        "device_id": device_id,
+        "issued_at": iso(frame[s.ISSUED_AT].iloc[0]),
+        "objective": frame[s.OBJECTIVE].iloc[0],
+        "steps": len(frame),
+        "actions": {a: actions.count(a) for a in sorted(set(actions))},
+        "series": {
+            "ts": _stamps(frame[dd.TS]), "action": list(actions),
+            "battery_power_kw": _floats(frame[dd.BATTERY_POWER]), "soc_percent": _floats(frame[dd.BATTERY_SOC]),
+            "net_grid_flow_kw": _floats(frame[dd.NET_GRID_FLOW]), "price_per_kwh": _floats(frame[s.PLAN_PRICE]),
+            "expected_cost": _floats(frame[s.EXPECTED_COST]),
+        },
+    }
+
+
+def _feed_in_by_time_of_day(recent: pd.DataFrame, stamps: pd.Series) -> np.ndarray:
+    """The export tariff a plan step will likely see: the last observed value at the same time of
+    day (the tariff follows time-of-use periods), else the recent median."""
+    if recent.empty:
+        return np.zeros(len(stamps))
+    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute  # noqa: E731
+    by_minute = recent.assign(minute=key(recent[dd.TS])).groupby("minute")[dd.FEED_IN].last()
+    values = key(pd.to_datetime(stamps, utc=True)).map(by_minute).to_numpy(dtype="float64")
+    return np.where(np.isfinite(values), values, float(recent[dd.FEED_IN].median()))
+
+
+def savings(store: CloudStore, device_id: str, since: pd.Timestamp | None, last_ts: pd.Timestamp | None) -> dict[str, Any]:
+    """The current plan's energy bill against the same day with the battery idle.
+
+    Both bills use one formula (imports at the planned price, exports at the feed-in tariff),
+    so the difference is what the battery schedule is worth; the demand charge is left out
+    because it belongs to the month's peak, not to one day.
+    """
+    frame = _plan_frame(store, device_id, since)
+    if frame.empty:
+        return {"device_id": device_id, "issued_at": None, "available": False}
+    step_h = _step_hours(frame[dd.TS])
+    recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1))
+    price = frame[s.PLAN_PRICE].to_numpy(dtype="float64")
+    feed_in = _feed_in_by_time_of_day(recent, frame[dd.TS])
+    grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")
+    idle_grid = grid - frame[dd.BATTERY_POWER].to_numpy(dtype="float64")
+
+    def bill(flow: np.ndarray) -> float:
+        return float(np.nansum((np.clip(flow, 0, None) * price - np.clip(-flow, 0, None) * feed_in) * step_h))
+
+    with_battery, without = bill(grid), bill(idle_grid)
+    return {
+        "device_id": device_id, "available": True, "issued_at": iso(frame[s.ISSUED_AT].iloc[0]),
+        "horizon_start": iso(frame[dd.TS].iloc[0]), "horizon_end": iso(frame[dd.TS].iloc[-1] + pd.Timedelta(hours=step_h)),
+        "bill_with_plan": round(with_battery, 4), "bill_without_battery": round(without, 4),
+        "savings": round(without - with_battery, 4),
+        "planner_expected_cost": round(float(np.nansum(frame[s.EXPECTED_COST].to_numpy(dtype="float64"))), 4),
+    }
+
+
+def _step_hours(stamps: pd.Series) -> float:
+    if len(stamps) < 2:
+        return 0.25
+    return float(pd.to_datetime(stamps).diff().dropna().median() / pd.Timedelta(hours=1))
+
+
+def pipeline_status(store: CloudStore, now: pd.Timestamp) -> list[dict[str, Any]]:
+    """Per job: its newest run, newest success, rows of that success, failures among recent runs
+    and the age of the newest success (the stage's freshness)."""
+    runs = store.runs(limit=RUN_HISTORY)
+    jobs = [j for j in KNOWN_JOBS if any(r[s.JOB] == j for r in runs)]
+    jobs += sorted({r[s.JOB] for r in runs} - set(jobs))
+    out = []
+    for job in jobs:
+        mine = [r for r in runs if r[s.JOB] == job]
+        ok = next((r for r in mine if r[s.STATUS] == "ok"), None)
+        success = ok and ok.get(s.FINISHED_AT)
+        out.append({
+            "job": job,
+            "last_status": mine[0][s.STATUS],
+            "last_started": iso(mine[0][s.STARTED_AT]),
+            "last_error": mine[0].get(s.ERROR),
+            "last_success": iso(success) if success else None,
+            "rows": int(ok[s.ROWS] or 0) if ok else 0,
+            "failures": sum(1 for r in mine if r[s.STATUS] not in ("ok", "running")),
+            "age_seconds": round((now - pd.Timestamp(success)).total_seconds(), 1) if success else None,
+        })
+    return out
+
+
+def portfolio(directory: Path | None) -> dict[str, Any]:
+    """Portfolio results found under ``directory``: every ``summary.json`` (newest first)."""
+    if directory is None or not Path(directory).is_dir():
+        return {"available": False, "directory": None if directory is None else str(directory), "results": []}
+    found = sorted(Path(directory).rglob("summary.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    results = []
+    for path in found:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            results.append({"path": str(path.relative_to(directory)), "error": f"unreadable: {error}"})
+            continue
+        results.append({"path": str(path.relative_to(directory)),
+                        "modified": iso(pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")), "summary": summary})
+    return {"available": bool(results), "directory": str(directory), "results": results}

@@ -1,0 +1,142 @@
+"""The pipeline's stages, each a thin call into the package that owns the work.
+
+A stage returns what it did in one line; a stage whose library is not there (yet) raises
+:class:`StageUnavailable` with the reason, which the runner reports without pretending the
+stage ran. Every stage's library records its own ``pipeline_runs`` row; the simulator has no
+job of its own in the cloud, so :func:`simulate` records one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from cloud.feature_engineering.job import run_features
+from cloud.feature_engineering.settings import FeatureSettings
+from cloud.pipeline import simulate as sim
+from cloud.pipeline.settings import PipelineSettings
+from cloud.store.base import CloudStore
+from cloud.sync.job import SyncSettings, sync_once
+from edge_gateway.config import SimulatorConfig
+from edge_gateway.errors import DERError
+from edge_gateway.stores.base import EdgeStore
+
+log = logging.getLogger(__name__)
+
+EDGE_SOURCE = "edge:sqlite"  # the sync CLI's name for the embedded edge store: watermarks are shared
+
+
+class StageUnavailable(DERError):
+    """The library a stage calls is missing or lacks the function the stage needs."""
+
+
+@dataclass
+class Context:
+    settings: PipelineSettings
+    edge: EdgeStore
+    cloud: CloudStore
+    configs: list[SimulatorConfig]
+    #: What earlier stages learnt that later ones use (the forecaster the planner should use).
+    notes: dict[str, Any] = field(default_factory=dict)
+    plans: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class StageReport:
+    rows: int
+    message: str
+
+
+def simulate(ctx: Context) -> StageReport:
+    run_id = ctx.cloud.start_run(sim.JOB, {"sites": len(ctx.configs), "days": ctx.settings.days})
+    try:
+        result = sim.simulate_until(ctx.edge, ctx.configs, ctx.settings, pd.Timestamp.now(tz="UTC"))
+    except DERError as error:
+        ctx.cloud.finish_run(run_id, "failed", 0, str(error))
+        raise
+    ctx.cloud.finish_run(run_id, "ok", result.rows)
+    if not result.rows:
+        return StageReport(0, f"{len(ctx.configs)} sites already up to {result.end:%Y-%m-%d %H:%M} UTC")
+    how = "continued" if result.continued else "backfilled"
+    return StageReport(result.rows, f"{how} {result.rows} readings of {len(ctx.configs)} sites up to "
+                                    f"{result.end:%Y-%m-%d %H:%M} UTC")
+
+
+def sync(ctx: Context) -> StageReport:
+    result = sync_once(ctx.edge, ctx.cloud, SyncSettings(source=EDGE_SOURCE))
+    quarantined = f", {result.rows_quarantined} quarantined" if result.rows_quarantined else ""
+    return StageReport(result.rows_synced, f"{result.rows_synced} readings of {result.devices} devices to "
+                                           f"{ctx.cloud.label}{quarantined}")
+
+
+def features(ctx: Context) -> StageReport:
+    settings = FeatureSettings(step=pd.Timedelta(seconds=ctx.settings.interval_s), lookback_days=ctx.settings.days)
+    result = run_features(ctx.cloud, settings)
+    skipped = [s.device_id for s in result.sites if s.skipped]
+    tail = f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else ""
+    return StageReport(result.rows, f"{result.rows} feature rows ({result.version}) for "
+                                    f"{len(result.sites) - len(skipped)} sites{tail}")
+
+
+def _library(stage: str, module: str, names: tuple[str, ...]) -> tuple[Any, ...]:
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as error:
+        raise StageUnavailable(f"{stage} not available: {module} cannot be imported ({error})") from None
+    missing = [n for n in names if not hasattr(loaded, n)]
+    if missing:
+        raise StageUnavailable(f"{stage} not available: {module} provides no {', '.join(missing)}")
+    return tuple(getattr(loaded, n) for n in names)
+
+
+def forecasting(ctx: Context) -> StageReport:
+    """Train the forecasters (or reuse models younger than a day) and issue the next 24 h.
+
+    Expects ``cloud.forecasting.job.train_or_reuse(store, model_dir, max_age) -> str`` (what it
+    did, for people) and ``issue_forecasts(store, model_dir, device_ids) -> int`` (rows written
+    to ``forecasts``)."""
+    (train_or_reuse, issue_forecasts) = _library("forecasting", "cloud.forecasting.job",
+                                                 ("train_or_reuse", "issue_forecasts"))
+    (not_enough,) = _library("forecasting", "cloud.forecasting.training", ("NotEnoughData",))
+    (no_models,) = _library("forecasting", "cloud.forecasting.registry", ("NoModels",))
+    try:
+        trained = train_or_reuse(ctx.cloud, ctx.settings.model_dir, max_age=ctx.settings.retrain_after)
+        rows = issue_forecasts(ctx.cloud, ctx.settings.model_dir, [c.device_id for c in ctx.configs])
+    except (not_enough, no_models) as error:  # too little history yet: plan on the naive forecaster
+        raise StageUnavailable(f"forecasting not available yet: {error}") from None
+    ctx.notes["forecaster"] = "models"
+    return StageReport(int(rows), f"{trained}; {rows} forecast rows for the next 24 h")
+
+
+def _forecaster(ctx: Context) -> tuple[str, str]:
+    """The trained models when forecasting ran and the optimizer can use them, else its naive
+    forecaster (seasonal load, clear-sky PV, the tariff), with why."""
+    if ctx.notes.get("forecaster") != "models":
+        return "naive", ""
+    (models_forecaster, unavailable) = _library("planning", "cloud.optimization.forecasters",
+                                                ("models_forecaster", "ForecasterUnavailable"))
+    try:
+        models_forecaster(ctx.configs[0], store=ctx.cloud, model_dir=str(ctx.settings.model_dir))
+    except unavailable as error:
+        return "naive", f"; models not usable by the optimizer: {error}"
+    return "models", ""
+
+
+def planning(ctx: Context) -> StageReport:
+    """The optimizer's day-ahead plan per site (``cloud.optimization.planner.run_plan``)."""
+    (plan_settings, run_plan) = _library("planning", "cloud.optimization.planner", ("PlanSettings", "run_plan"))
+    forecaster, why = _forecaster(ctx)
+    settings = plan_settings(step_minutes=ctx.settings.interval_s // 60, forecaster=forecaster,
+                             model_dir=str(ctx.settings.model_dir))
+    ctx.plans = [run_plan(config, settings, ctx.cloud) for config in ctx.configs]
+    rows = sum(len(p.step_starts) for p in ctx.plans)
+    return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({forecaster} forecasts{why})")
+
+
+#: Chain order; the runner stops the chain at the first failure, never at an unavailable stage.
+STAGES = (("simulate", simulate), ("sync", sync), ("features", features), ("forecasting", forecasting),
+          ("planning", planning))

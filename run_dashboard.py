@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Serve the dashboard and its JSON API on the configured cloud store (embedded by default)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from cloud.dashboard.app import DEFAULT_PORTFOLIO_DIR, PORTFOLIO_ENV, TOKEN_ENV, create_app
+from cloud.store.factory import cloud_settings, open_cloud_store
+from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, run_cli, setup_logging
+
+log = logging.getLogger("der.dashboard")
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(text)
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=arg_type(port, "a port number 1-65535"), default=8000, help="default 8000")
+    parser.add_argument("--cloud-db", choices=("sqlite", "postgres", "supabase"),
+                        help="cloud store (default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, else SQLite)")
+    parser.add_argument("--sqlite-path", help="embedded cloud store file (default data/cloud.db)")
+    parser.add_argument("--portfolio-dir", default=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
+                        help=f"where portfolio results are read from (env {PORTFOLIO_ENV}, default {DEFAULT_PORTFOLIO_DIR})")
+    add_common_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    token = os.environ.get(TOKEN_ENV) or None
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
+    store = open_cloud_store(cloud_settings(backend=args.cloud_db, sqlite_path=args.sqlite_path))
+    import uvicorn
+
+    try:
+        uvicorn.run(create_app(store, token=token, portfolio_dir=args.portfolio_dir), host=args.host, port=args.port,
+                    log_level="debug" if args.verbose else "warning" if args.quiet else "info")
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,265 @@
+"""The dashboard's JSON API, /metrics, /health and token, through FastAPI's test client, on an
+embedded store filled with simulated readings, forecasts and a plan from the real optimizer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from cloud.dashboard.app import create_app
+from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway.config import SimulatorConfig, site_record
+from edge_gateway.models import der_data as dd
+from edge_gateway.sites import site_configs
+from tests.sim_helpers import readings as simulate
+
+START, END = "2024-06-10", "2024-06-13"
+STEPS = 96  # one day of 15-minute steps
+
+
+def site_forecasts(history: pd.DataFrame, device: str, issued: pd.Timestamp) -> pd.DataFrame:
+    """Same-time-yesterday forecasts with +-20 % bands: test data in the forecasts table's shape."""
+    last_day = history[history[dd.DEVICE_ID] == device].tail(STEPS)
+    ts = last_day[dd.TS] + pd.Timedelta(days=1)
+    frames = []
+    for target, column in (("load_kw", dd.LOAD_TOTAL), ("solar_kw", dd.SOLAR_KW), ("price_per_kwh", dd.PRICE)):
+        value = last_day[column].to_numpy()
+        frames.append(pd.DataFrame({dd.DEVICE_ID: device, dd.TS: ts.to_numpy(), s.TARGET: target,
+                                    s.MODEL: "seasonal_naive", s.ISSUED_AT: issued, s.VALUE: value,
+                                    s.LOWER: value * 0.8, s.UPPER: value * 1.2}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def site_plan(config: SimulatorConfig, forecast: pd.DataFrame, feed_in: np.ndarray, issued: pd.Timestamp) -> pd.DataFrame:
+    by_target = {t: rows.sort_values(dd.TS) for t, rows in forecast.groupby(s.TARGET)}
+    price = by_target["price_per_kwh"][s.VALUE].to_numpy()
+    inputs = HorizonInputs(load_kw=by_target["load_kw"][s.VALUE].to_numpy(), pv_kw=by_target["solar_kw"][s.VALUE].to_numpy(),
+                           import_price_per_kwh=price, export_price_per_kwh=np.minimum(feed_in, price))
+    plan = solve_dispatch(inputs, BatterySpec.from_config(config.battery))
+    return pd.DataFrame({dd.DEVICE_ID: config.device_id, dd.TS: by_target["load_kw"][dd.TS].to_numpy(), s.ISSUED_AT: issued,
+                         dd.BATTERY_POWER: plan.battery_power_kw, dd.BATTERY_SOC: plan.soc_percent[1:],
+                         dd.NET_GRID_FLOW: plan.grid_kw, s.PLAN_PRICE: price, s.EXPECTED_COST: plan.step_cost,
+                         s.OBJECTIVE: "min_cost"})
+
+
+def fill_store(store, n_sites: int = 2, seed: int = 11) -> list[SimulatorConfig]:
+    """Simulated sites with readings, forecasts, a plan and pipeline runs (one failure)."""
+    configs = site_configs(SimulatorConfig(device_id="home", interval_seconds=900, seed=seed), n_sites)
+    history = simulate(configs, START, END)
+    store.upsert_sites([site_record(c) for c in configs])
+    store.upsert_readings(history)
+    issued = history[dd.TS].max() + pd.Timedelta(minutes=15)
+    for config in configs:
+        forecast = site_forecasts(history, config.device_id, issued)
+        store.upsert_frame(s.FORECASTS, forecast)
+        feed_in = history[history[dd.DEVICE_ID] == config.device_id][dd.FEED_IN].tail(STEPS).to_numpy()
+        store.upsert_frame(s.PLANS, site_plan(config, forecast, feed_in, issued))
+    for job, status, rows in (("cloud_sync", "ok", len(history)), ("feature_engineering", "failed", 0),
+                              ("feature_engineering", "ok", 500), ("feature_engineering", "failed", 0)):
+        run = store.start_run(job)
+        store.finish_run(run, status, rows, None if status == "ok" else "store unreachable")
+    return configs
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    store = SQLiteCloudStore(tmp_path_factory.mktemp("dash") / "cloud.db")
+    configs = fill_store(store)
+    yield store, configs
+    store.close()
+
+
+@pytest.fixture
+def client(filled):
+    return TestClient(create_app(filled[0]))
+
+
+@pytest.fixture
+def portfolio_dir(tmp_path):
+    run = tmp_path / "portfolio" / "run-1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"sites": 50, "strategies": {"central": {"total_cost": 812.5}}}))
+    return tmp_path / "portfolio"
+
+
+def test_health_names_the_store(client, filled):
+    body = client.get("/health").json()
+    assert body == {"status": "ok", "store": filled[0].label, "auth": False}
+
+
+def test_openapi_lists_every_route(client):
+    paths = set(client.get("/openapi.json").json()["paths"])
+    assert {"/health", "/metrics", "/api/sites", "/api/sites/{device_id}", "/api/sites/{device_id}/readings",
+            "/api/sites/{device_id}/forecasts", "/api/sites/{device_id}/plan", "/api/sites/{device_id}/savings",
+            "/api/pipeline", "/api/portfolio"} <= paths
+
+
+def test_sites_report_equipment_and_coverage(client, filled):
+    _, configs = filled
+    sites = client.get("/api/sites").json()
+    assert [site["device_id"] for site in sites] == sorted(c.device_id for c in configs)
+    first = sites[0]
+    assert first["readings"] == 3 * STEPS
+    assert first["last_reading"] == "2024-06-12T23:45:00+00:00"
+    assert first["battery_capacity_kwh"] == next(c for c in configs if c.device_id == first["device_id"]).battery.capacity_kwh
+    assert client.get(f"/api/sites/{first['device_id']}").json() == first
+
+
+def test_readings_default_to_the_last_48_hours(client, filled):
+    device = filled[1][0].device_id
+    body = client.get(f"/api/sites/{device}/readings").json()
+    stored = filled[0].read_readings(device)
+    assert body["count"] == 2 * STEPS
+    assert body["series"]["ts"][0] == "2024-06-11T00:00:00+00:00"
+    assert body["series"]["ts"][-1] == "2024-06-12T23:45:00+00:00"
+    expected = stored[dd.SOLAR_KW].tail(2 * STEPS).round(4).tolist()
+    assert body["series"][dd.SOLAR_KW] == expected
+
+
+@pytest.mark.parametrize("query, count", [
+    ("start=2024-06-12T00:00:00Z&end=2024-06-12T06:00:00Z", 24),
+    ("start=2024-06-12T00:00:00&end=2024-06-12T06:00:00", 24),  # naive means UTC
+    ("hours=6", 24),
+    ("hours=6&end=2024-06-11T00:00:00%2B00:00", 24),
+])
+def test_readings_honour_the_range(client, filled, query, count):
+    device = filled[1][1].device_id
+    assert client.get(f"/api/sites/{device}/readings?{query}").json()["count"] == count
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("start=2024-06-12T06:00:00Z&end=2024-06-12T00:00:00Z", "must be after start"),
+    ("start=2024-06-12T00:00:00Z&end=2024-06-12T00:00:00Z", "must be after start"),
+    ("start=2024-01-01T00:00:00Z&end=2024-06-12T00:00:00Z", "31-day maximum"),
+    ("start=2024-06-12T00:00:00Z&hours=3", "either start or hours"),
+    ("start=yesterday", "datetime"),
+    ("hours=-1", "greater than 0"),
+    ("hours=100000", "less than or equal"),
+])
+def test_bad_ranges_are_422_with_a_reason(client, filled, query, reason):
+    device = filled[1][0].device_id
+    response = client.get(f"/api/sites/{device}/readings?{query}")
+    assert response.status_code == 422
+    assert reason in json.dumps(response.json()["detail"])
+
+
+@pytest.mark.parametrize("suffix", ["", "/readings", "/forecasts", "/plan", "/savings"])
+def test_unknown_site_is_404(client, suffix):
+    response = client.get(f"/api/sites/no-such-site{suffix}")
+    assert response.status_code == 404
+    assert "unknown site 'no-such-site'" in response.json()["detail"]
+
+
+def test_forecasts_carry_bands(client, filled):
+    device = filled[1][0].device_id
+    targets = client.get(f"/api/sites/{device}/forecasts").json()["targets"]
+    assert set(targets) == {"load_kw", "solar_kw", "price_per_kwh"}
+    load = targets["load_kw"]
+    assert load["model"] == "seasonal_naive" and len(load["series"]["ts"]) == STEPS
+    assert load["series"]["ts"][0] == "2024-06-13T00:00:00+00:00"
+    assert all(lo <= v <= hi for lo, v, hi in zip(load["series"]["p10"], load["series"]["value"], load["series"]["p90"]))
+
+
+def test_plan_actions_follow_the_optimizer(client, filled):
+    device = filled[1][0].device_id
+    body = client.get(f"/api/sites/{device}/plan").json()
+    series = body["series"]
+    assert body["steps"] == STEPS and len(series["action"]) == STEPS
+    assert sum(body["actions"].values()) == STEPS
+    for action, power in zip(series["action"], series["battery_power_kw"]):
+        if action in ("buy", "store"):
+            assert power > 0
+        elif action in ("sell", "discharge"):
+            assert power < 0
+    assert set(body["actions"]) <= {"buy", "sell", "store", "discharge", "idle"}
+    assert body["actions"].get("idle", 0) < STEPS  # a TOU day gives the battery something to do
+
+
+def test_savings_compare_the_plan_with_an_idle_battery(client, filled):
+    device = filled[1][0].device_id
+    body = client.get(f"/api/sites/{device}/savings").json()
+    assert body["available"] is True
+    assert body["savings"] == pytest.approx(body["bill_without_battery"] - body["bill_with_plan"], abs=1e-3)
+    assert body["savings"] > 0  # the optimizer never loses money against doing nothing
+
+
+def test_pipeline_reports_freshness_and_failures(client):
+    jobs = {job["job"]: job for job in client.get("/api/pipeline").json()["jobs"]}
+    assert list(jobs) == ["cloud_sync", "feature_engineering"]
+    assert jobs["feature_engineering"]["last_status"] == "failed"
+    assert jobs["feature_engineering"]["last_error"] == "store unreachable"
+    assert jobs["feature_engineering"]["failures"] == 2
+    assert jobs["feature_engineering"]["rows"] == 500
+    assert jobs["cloud_sync"]["rows"] == 2 * 3 * STEPS
+    assert jobs["cloud_sync"]["age_seconds"] >= 0
+
+
+def test_portfolio_absent_then_present(filled, portfolio_dir, tmp_path):
+    empty = TestClient(create_app(filled[0], portfolio_dir=tmp_path / "missing")).get("/api/portfolio").json()
+    assert empty["available"] is False and empty["results"] == []
+    body = TestClient(create_app(filled[0], portfolio_dir=portfolio_dir)).get("/api/portfolio").json()
+    assert body["available"] is True
+    assert body["results"][0]["path"] == "run-1/summary.json"
+    assert body["results"][0]["summary"]["strategies"]["central"]["total_cost"] == 812.5
+
+
+def _samples(text: str) -> dict[tuple[str, str], float]:
+    return {(sample.name, next(iter(sample.labels.values()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_expose_jobs_and_site_freshness(client, filled):
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = _samples(response.text)
+    assert samples[("der_job_last_rows_processed", "cloud_sync")] == 2 * 3 * STEPS
+    assert samples[("der_job_last_rows_processed", "feature_engineering")] == 500
+    assert samples[("der_job_failed_runs", "feature_engineering")] == 2
+    assert samples[("der_job_failed_runs", "cloud_sync")] == 0
+    synced = filled[0].last_run("cloud_sync")["finished_at"]
+    assert samples[("der_job_last_success_timestamp_seconds", "cloud_sync")] == pytest.approx(synced.timestamp())
+    newest = pd.Timestamp("2024-06-12T23:45:00Z")
+    for config in filled[1]:
+        assert samples[("der_site_last_reading_timestamp_seconds", config.device_id)] == newest.timestamp()
+        assert samples[("der_site_readings", config.device_id)] == 3 * STEPS
+        assert samples[("der_site_data_age_seconds", config.device_id)] >= (pd.Timestamp("2025-01-01", tz="UTC") - newest).total_seconds()
+
+
+def test_page_and_vendored_chart_library_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/vendor/uPlot.iife.min.js" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+    assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
+    assert client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/sites", "/api/pipeline", "/api/portfolio", "/metrics",
+                                  "/api/sites/home-001/readings"])
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic s3cret-token", "s3cret-token"])
+def test_token_protects_data_routes(filled, path, header):
+    app = TestClient(create_app(filled[0], token="s3cret-token"))
+    response = app.get(path, headers={"Authorization": header} if header else {})
+    assert response.status_code == 401
+    assert "DASHBOARD_TOKEN" in response.json()["detail"]
+    assert app.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_token_leaves_health_and_page_open(filled):
+    app = TestClient(create_app(filled[0], token="s3cret-token"))
+    assert app.get("/health").json()["auth"] is True
+    assert app.get("/").status_code == 200
+
+
+def test_store_failure_is_503(filled, tmp_path):
+    store = SQLiteCloudStore(tmp_path / "closed.db")
+    store.close()
+    response = TestClient(create_app(store)).get("/api/sites")
+    assert response.status_code == 503
+    assert "cloud store unavailable" in response.json()["detail"]

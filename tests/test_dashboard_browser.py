@@ -1,0 +1,163 @@
+"""The dashboard page in headless Debian chromium (Selenium + chromedriver from apt): it loads
+with no console errors, its charts draw a simulated site's data, switching site redraws them,
+and a screenshot is kept as an artifact (``ARTIFACTS_DIR`` when set)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud.dashboard.app import create_app
+from cloud.store.sqlite import SQLiteCloudStore
+from tests.conftest import in_ci
+from tests.test_dashboard_api import STEPS, fill_store
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHARTS = ("chart-power", "chart-battery", "chart-forecast", "chart-plan")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1280,2700")
+
+# The shape run_portfolio.py writes (cloud.portfolio.kpis.summary), trimmed to a few KPIs.
+PORTFOLIO_SUMMARY = {"sites": 200, "steps": 168, "step_hours": 1.0, "start": "2025-07-01T07:00:00+00:00",
+                     "strategies": {name: {"total_cost": cost, "peak_aggregate_import_kw": peak, "savings": 9100.0 - cost}
+                                    for name, cost, peak in (("no_battery", 9100.0, 812.0), ("rule_based", 8200.5, 790.1),
+                                                             ("central", 7700.25, 610.0))}}
+
+
+def _require_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if not missing:
+        return
+    message = f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
+    if in_ci():
+        pytest.fail(f"{message}; CI=true requires it (.ci/apt-packages lists the system packages)")
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    folder = tmp_path_factory.mktemp("browser")
+    store = SQLiteCloudStore(folder / "cloud.db")
+    configs = fill_store(store, n_sites=2, seed=5)
+    (folder / "portfolio").mkdir()
+    (folder / "portfolio" / "summary.json").write_text(json.dumps(PORTFOLIO_SUMMARY))
+    app = create_app(store, portfolio_dir=folder / "portfolio")
+    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("dashboard server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{config.port}", [c.device_id for c in configs]
+    running.should_exit = True
+    thread.join(timeout=10)
+    store.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _wait_for(driver, condition, what: str, timeout_s: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s).until(lambda d: condition(d), message=f"timed out waiting for {what}")
+
+
+def _chart_state(driver) -> dict[str, tuple[str, int, bool]]:
+    """Per chart: the site it drew, its point count, and whether a canvas with pixels exists."""
+    state = driver.execute_script("""
+        const out = {};
+        for (const id of arguments[0]) {
+          const box = document.getElementById(id), canvas = box.querySelector('canvas');
+          let inked = false;
+          if (canvas) {
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) { inked = true; break; }
+          }
+          out[id] = [box.dataset.site || '', Number(box.dataset.points), inked];
+        }
+        return out;""", list(CHARTS))
+    return {chart: tuple(values) for chart, values in state.items()}
+
+
+def _save_screenshot(driver, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    if os.environ.get("ARTIFACTS_DIR"):
+        target = Path(os.environ["ARTIFACTS_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / name)
+    return path
+
+
+def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    url, devices = server
+    browser.get(url + "/")
+    _wait_for(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-loaded") == devices[0],
+              "the first site to load")
+    first = _chart_state(browser)
+    assert first == {
+        "chart-power": (devices[0], 2 * STEPS, True), "chart-battery": (devices[0], 2 * STEPS, True),
+        "chart-forecast": (devices[0], STEPS, True), "chart-plan": (devices[0], STEPS, True),
+    }
+    assert browser.find_element("id", "savings").text.startswith("$")
+    stages = [row.get_attribute("data-job") for row in browser.find_elements("css selector", "#pipeline tbody tr")]
+    assert stages == ["cloud_sync", "feature_engineering"]
+    assert len(browser.find_elements("css selector", "#next-actions li")) >= 1
+    portfolio_rows = browser.find_elements("css selector", "#portfolio-body tbody tr")
+    assert [row.find_element("tag name", "td").text for row in portfolio_rows] == list(PORTFOLIO_SUMMARY["strategies"])
+    assert "7,700.25" in browser.find_element("id", "portfolio-body").text
+    screenshot = _save_screenshot(browser, tmp_path, "dashboard.png")
+    assert screenshot.stat().st_size > 10_000
+
+    site_text = browser.find_element("id", "site-detail").text
+    Select(browser.find_element("id", "site")).select_by_value(devices[1])
+    _wait_for(browser, lambda d: all(v[0] == devices[1] for v in _chart_state(d).values()), "charts of the second site")
+    second = _chart_state(browser)
+    assert all(points > 0 and inked for _, points, inked in second.values())
+    assert browser.find_element("id", "site-detail").text != site_text
+    assert devices[1] in browser.current_url
+    _save_screenshot(browser, tmp_path, "dashboard-site-2.png")
+
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+    assert errors == []

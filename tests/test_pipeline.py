@@ -1,0 +1,200 @@
+"""run_pipeline.py end to end in a temporary folder: the chain completes on its defaults and
+leaves a dashboard with data; reruns continue instead of rewriting; --continuous runs the
+chain and stops cleanly on SIGTERM; bad flags are one line and exit status 2."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.dashboard.app import create_app
+from cloud.pipeline import pipeline_settings, runner, stages
+from cloud.pipeline import settings as ps
+from cloud.store.sqlite import SQLiteCloudStore
+from edge_gateway.errors import DERError
+from edge_gateway.models import der_data as dd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "run_pipeline.py")
+STEPS_PER_DAY = 86_400 // ps.DEFAULT_INTERVAL_S
+
+
+def _run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):  # the embedded store, as on a fresh clone
+        env.pop(name, None)
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    done = _run(cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return folder, done
+
+
+def test_defaults_complete_and_print_a_summary(first_run):
+    _, done = first_run
+    lines = done.stdout.splitlines()
+    for index, stage in enumerate(("simulate", "sync", "features", "forecasting", "planning"), start=1):
+        assert any(line.startswith(f"[{index}/5] {stage}") for line in lines), done.stdout
+    assert f"backfilled {ps.DEFAULT_SITES * ps.DEFAULT_DAYS * STEPS_PER_DAY} readings" in done.stdout
+    assert "pipeline finished" in done.stdout and "expected savings across 3 sites" in done.stdout
+    for k in range(1, ps.DEFAULT_SITES + 1):
+        assert f"{ps.DEVICE_PREFIX}-{k:03d}" in done.stdout
+    assert "python run_dashboard.py  (then open http://127.0.0.1:8000/)" in done.stdout
+
+
+def test_plans_use_the_trained_forecasters(first_run):
+    _, done = first_run
+    forecasting = next(line for line in done.stdout.splitlines() if line.startswith("[4/5] forecasting"))
+    planning = next(line for line in done.stdout.splitlines() if line.startswith("[5/5] planning"))
+    assert " ok " in forecasting and "forecast rows for the next 24 h" in forecasting
+    assert "(models forecasts)" in planning
+
+
+def test_leaves_a_dashboard_with_data(first_run):
+    folder, _ = first_run
+    store = SQLiteCloudStore(folder / "data" / "cloud.db")
+    try:
+        client = TestClient(create_app(store))
+        sites = client.get("/api/sites").json()
+        assert [s["device_id"] for s in sites] == [f"home-{k:03d}" for k in range(1, 4)]
+        assert all(s["readings"] >= ps.DEFAULT_DAYS * STEPS_PER_DAY for s in sites)
+        readings = client.get("/api/sites/home-001/readings").json()
+        assert readings["count"] == 2 * STEPS_PER_DAY
+        plan = client.get("/api/sites/home-001/plan").json()
+        assert plan["steps"] == STEPS_PER_DAY and sum(plan["actions"].values()) == STEPS_PER_DAY
+        assert client.get("/api/sites/home-001/savings").json()["available"] is True
+        jobs = {j["job"]: j for j in client.get("/api/pipeline").json()["jobs"]}
+        for job in ("simulate", "cloud_sync", "feature_engineering", "optimizer"):
+            assert jobs[job]["last_status"] == "ok" and jobs[job]["rows"] > 0, jobs
+    finally:
+        store.close()
+
+
+def test_rerun_continues_without_rewriting_history(first_run):
+    folder, _ = first_run
+    store = SQLiteCloudStore(folder / "data" / "cloud.db")
+    try:
+        before = store.read_readings("home-002")
+    finally:
+        store.close()
+    done = _run(cwd=folder)
+    assert done.returncode == 0, done.stderr
+    store = SQLiteCloudStore(folder / "data" / "cloud.db")
+    try:
+        after = store.read_readings("home-002")
+    finally:
+        store.close()
+    assert after[dd.TS].is_unique
+    kept = after[after[dd.TS].isin(before[dd.TS])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))
+    assert after[dd.TS].diff().dropna().eq(pd.Timedelta(seconds=ps.DEFAULT_INTERVAL_S)).all()
+
+
+def test_status_lists_each_stage(first_run):
+    folder, _ = first_run
+    done = _run("--status", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    for job in ("simulate", "cloud_sync", "feature_engineering", "optimizer"):
+        assert job in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sites", "0"], "--sites: '0' is not a positive whole number"),
+    (["--days", "5"], "--days 5: expected 15 to 90 days"),
+    (["--interval", "7"], "--interval 7: expected seconds that divide a day"),
+    (["--once", "--continuous"], "not allowed with argument"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_flags_are_one_line(tmp_path, args, message):
+    done = _run(*args, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_continuous_schedules_every_job_at_its_cadence(tmp_path, monkeypatch):
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):  # its own embedded cloud, nothing shared
+        monkeypatch.delenv(name, raising=False)
+    settings = pipeline_settings(tmp_path / "data", sites=1, days=15)
+    with runner.ExitStack() as resources:
+        ctx = runner.open_context(settings, resources)
+        jobs = {job.name: job for job in runner.continuous_jobs(ctx, threading.Lock())}
+        assert {n: j.interval_s for n, j in jobs.items()} == {
+            "gateway": ps.DEFAULT_INTERVAL_S, "sync": 60, "features": 3600, "training": 86_400, "plans": 3600}
+        jobs["gateway"].func()
+        jobs["sync"].func()
+        assert ctx.cloud.count_readings("home") == 1
+        jobs["plans"].func()
+        assert ctx.cloud.last_run("optimizer")["status"] == "ok"
+
+
+def test_continuous_runs_the_chain_then_stops_on_sigterm(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        env.pop(name, None)
+    process = subprocess.Popen([sys.executable, SCRIPT, "--continuous", "--sites", "1", "--days", "15"], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("[5/5]"):
+                break
+        scheduled = ""
+        for line in process.stderr:
+            scheduled += line
+            # A signal is only handled once the scheduler runs (APScheduler logs this line then).
+            if "Scheduler started" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "gateway every 900s" in scheduled and "plans every 3600s" in scheduled
+    store = SQLiteCloudStore(tmp_path / "data" / "cloud.db")
+    try:
+        # A clock boundary passing before the signal may add the gateway's next reading.
+        assert store.count_readings() >= 15 * STEPS_PER_DAY
+        assert store.last_run("optimizer")["status"] == "ok"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("module, names, message", [
+    ("cloud.no_such_package", ("train",), "forecasting not available: cloud.no_such_package cannot be imported"),
+    ("cloud.pipeline.settings", ("train_or_reuse", "issue_forecasts"),
+     "forecasting not available: cloud.pipeline.settings provides no train_or_reuse, issue_forecasts"),
+])
+def test_a_missing_library_is_reported_not_pretended(module, names, message):
+    with pytest.raises(stages.StageUnavailable, match=message):
+        stages._library("forecasting", module, names)
+
+
+def test_a_failed_stage_stops_the_chain_and_the_run(tmp_path):
+    def broken(_ctx):
+        raise DERError("cloud store unreachable")
+
+    def unavailable(_ctx):
+        raise stages.StageUnavailable("forecasting not available: no models")
+
+    reached = []
+    chain = (("forecasting", unavailable), ("sync", broken), ("planning", lambda ctx: reached.append(1)))
+    out = io.StringIO()
+    result = runner.run_chain(stages.Context(pipeline_settings(tmp_path), None, None, []), chain, out=out)
+    assert [(o.name, o.status) for o in result.outcomes] == [
+        ("forecasting", "unavailable"), ("sync", "failed"), ("planning", "skipped")]
+    assert reached == [] and result.failed.message == "cloud store unreachable"
+    assert "[2/3] sync         failed" in out.getvalue()
