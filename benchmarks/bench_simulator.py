@@ -1,0 +1,65 @@
+"""Simulator throughput: one site-year at 5-minute steps (105,120 readings) through
+``--historical`` to JSONL and to the SQLite edge store, and 100 sites in memory.
+
+Targets (2 cores): one site-year to JSONL in under 5 s; the in-memory fleet path at least
+2 million site-steps per second.
+
+    python benchmarks/bench_simulator.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._machine import describe  # noqa: E402
+from edge_gateway import generator  # noqa: E402
+from edge_gateway.config import SimulatorConfig  # noqa: E402
+from edge_gateway.sites import site_configs  # noqa: E402
+
+YEAR = ("2023-01-01", "2024-01-01")  # 365 days: 105,120 five-minute readings
+
+
+def cli_year(folder: Path, *extra: str) -> float:
+    """Wall time of the real command, start-up included."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(ROOT / "run_simulator.py"), "--historical", "--start", YEAR[0], "--end", YEAR[1], "--seed", "1", "--quiet", *extra],
+        cwd=folder, check=True, stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def fleet_in_memory(sites: int) -> tuple[int, float]:
+    configs = site_configs(SimulatorConfig(seed=1), sites)
+    times = generator.time_range(pd.Timestamp(YEAR[0], tz="America/Los_Angeles"), pd.Timestamp(YEAR[1], tz="America/Los_Angeles"), 300)
+    start = time.perf_counter()
+    generator.simulate(configs, times)
+    return sites * len(times), time.perf_counter() - start
+
+
+def main() -> None:
+    print(f"machine: {describe()}")
+    readings = 105_120
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        seconds = cli_year(folder, "--output", "year.jsonl", "--no-store")
+        lines = sum(1 for _ in (folder / "year.jsonl").open())
+        assert lines == readings, lines
+        print(f"one site-year -> JSONL:           {seconds:6.2f} s  {readings / seconds:10,.0f} readings/s  (target < 5 s)")
+        seconds = cli_year(folder, "--store", "edge.db", "--output", "y2.jsonl")
+        print(f"one site-year -> JSONL + SQLite:  {seconds:6.2f} s  {readings / seconds:10,.0f} readings/s")
+    steps, seconds = fleet_in_memory(100)
+    print(f"100 sites x 1 year in memory:     {seconds:6.2f} s  {steps / seconds:10,.0f} site-steps/s  (target >= 2,000,000)")
+
+
+if __name__ == "__main__":
+    main()
