@@ -11,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from cloud.feature_engineering.job import JOB, NO_SITE_ROW, run_features, waterm
 from cloud.feature_engineering.pipeline import feature_names
 from cloud.feature_engineering.settings import FeatureSettings
 from cloud.feature_engineering.status import feature_status
+from cloud.store import migrations
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from edge_gateway.cli_support import run_cli
@@ -179,6 +181,66 @@ def test_site_filter_and_sites_without_metadata(new_store, fleet):
     assert skipped == {"no-site-row": NO_SITE_ROW}
     with pytest.raises(ConfigError, match="FE_SITE_ID='nowhere'"):
         run_features(store, FeatureSettings(site_id="nowhere"), now=END)
+
+
+# how feature rows are stored ---------------------------------------------------------------
+def _wide_rows(version: str = "v-test") -> pd.DataFrame:
+    """Two rows of awkward floats: 17 significant digits, NaN, infinities, a negative zero."""
+    return pd.DataFrame({
+        dd.DEVICE_ID: ["a", "a"], dd.TS: [START, START + pd.Timedelta(minutes=15)], s.VERSION: version,
+        "x": [0.1 + 0.2, np.nan], "y": [-0.0, 1e-300], "z": [np.inf, -1.2345678901234567e17],
+    })
+
+
+def _stored(store, version: str = "v-test") -> pd.DataFrame:
+    return s.unpack_features(store.read_frame(s.FEATURES, {s.VERSION: version}))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["wide", "packed"])
+def test_wide_and_packed_writes_read_back_as_the_same_json_objects(new_store, packed):
+    store = new_store()
+    wide = _wide_rows()
+    store.upsert_frame(s.FEATURES, s.pack_features(wide) if packed else wide)
+    back = store.read_frame(s.FEATURES, {s.VERSION: "v-test"})
+    assert back[dd.TS].tolist() == wide[dd.TS].tolist()
+    assert [sorted(f) for f in back[s.FEATURES_COLUMN]] == [["x", "y", "z"]] * 2
+    assert back[s.FEATURES_COLUMN].iloc[0]["z"] is None  # infinity is not JSON: null, as NaN is
+    assert back[s.FEATURES_COLUMN].iloc[1]["x"] is None
+
+
+def test_sqlite_keeps_wide_float_features_exactly(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        wide = _wide_rows()
+        store.upsert_frame(s.FEATURES, wide)
+        back = _stored(store)
+    finite = wide[["x", "y", "z"]].where(np.isfinite(wide[["x", "y", "z"]]))
+    np.testing.assert_array_equal(back[["x", "y", "z"]].to_numpy(), finite.to_numpy())  # bit for bit, not 15 digits
+
+
+def test_sqlite_file_with_json_feature_rows_opens_and_mixes_with_compact_rows(tmp_path):
+    """A cloud.db from before the compact encoding (JSON text, no layouts table) still reads,
+    and rewriting some of its rows the new way leaves the table whole."""
+    path = tmp_path / "cloud.db"
+    with SQLiteCloudStore(path) as store:
+        store._conn.execute(f"DROP TABLE {migrations.FEATURE_LAYOUTS}")
+        store.upsert_frame(s.FEATURES, s.pack_features(_wide_rows()))
+    with SQLiteCloudStore(path) as store:
+        old = _stored(store)
+        store.upsert_frame(s.FEATURES, _wide_rows().iloc[1:])
+        kinds = [row[0] for row in store._conn.execute(f"SELECT typeof({s.FEATURES_COLUMN}) FROM {s.FEATURES} "
+                                                       f"ORDER BY {dd.TS}")]
+        mixed = _stored(store)
+    assert kinds == ["text", "blob"]
+    pd.testing.assert_frame_equal(mixed, old, check_exact=False, rtol=1e-14)
+
+
+def test_sqlite_features_that_are_not_all_floats_stay_json(tmp_path):
+    wide = _wide_rows().assign(flag=[True, False], count=[1, 2])
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        store.upsert_frame(s.FEATURES, wide)
+        kind = store._conn.execute(f"SELECT DISTINCT typeof({s.FEATURES_COLUMN}) FROM {s.FEATURES}").fetchall()
+        first = store.read_frame(s.FEATURES)[s.FEATURES_COLUMN].iloc[0]
+    assert kind == [("text",)] and first["flag"] is True and first["count"] == 1
 
 
 class FailingWrites:

@@ -145,11 +145,14 @@ def process_site(store: CloudStore, settings: FeatureSettings, site: Mapping[str
 
 
 def write_rows(store: CloudStore, device: str, features: pd.DataFrame, settings: FeatureSettings) -> None:
+    """Upsert one site's rows in batches of ``batch_size``, as wide frames: each adapter
+    encodes them its own way (``schema.is_packed_features``), so the SQLite store never
+    formats a million floats as JSON text (issue 5)."""
     wide = features.reset_index()
     wide.insert(0, dd.DEVICE_ID, device)
-    packed = s.pack_features(wide, settings.version)
-    for offset in range(0, len(packed), settings.batch_size):
-        store.upsert_frame(s.FEATURES, packed.iloc[offset:offset + settings.batch_size])
+    wide.insert(2, s.VERSION, settings.version)
+    for offset in range(0, len(wide), settings.batch_size):
+        store.upsert_frame(s.FEATURES, wide.iloc[offset:offset + settings.batch_size])
 
 
 def _record_failure(store: CloudStore, result: FeatureRunResult, error: Exception) -> None:

@@ -18,6 +18,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 _TRACKING = "cloud_schema_migrations"
 _LOCK_KEY = 7_342_001  # arbitrary, constant: the advisory lock guarding migrations
 
+#: SQLite only: the feature-name lists the compact ``der_features`` encoding refers to
+#: (cloud.store.sqlite). Postgres keeps ``features`` as jsonb and needs no such table.
+FEATURE_LAYOUTS = "der_feature_layouts"
+
 _SQLITE_TYPES = {s.TEXT: "TEXT", s.FLOAT: "REAL", s.INT: "INTEGER", s.BOOL: "INTEGER", s.TS: "INTEGER", s.JSON: "TEXT"}
 
 
@@ -63,6 +67,9 @@ def sqlite_statements() -> list[str]:
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}_idx ON {table.name} ({', '.join(index)})"
             )
+    statements.append(
+        f"CREATE TABLE IF NOT EXISTS {FEATURE_LAYOUTS} (layout_id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)"
+    )
     statements.append(
         f"CREATE VIEW IF NOT EXISTS {s.READING_STATS} AS SELECT {dd.DEVICE_ID}, MIN({dd.TS}) AS {s.FIRST_TS}, "
         f"MAX({dd.TS}) AS {s.LAST_TS}, COUNT(*) AS {s.ROW_COUNT} FROM {s.READINGS} GROUP BY {dd.DEVICE_ID}"

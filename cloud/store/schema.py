@@ -9,6 +9,11 @@ Supabase CLI, and ``tests/test_cloud_store_postgres.py`` checks the two agree.
 that without migrations, while one row per instant (rather than one per feature, as a long
 table would need) keeps a million-row write a million rows. Use :func:`pack_features` and
 :func:`unpack_features` to move between a wide feature frame and that shape.
+
+Writers may also hand ``upsert_frame`` the wide frame itself (``device_id``, ``ts``,
+``version`` and one column per feature, see :func:`is_packed_features`): an adapter with a
+cheaper encoding than JSON text uses it (the SQLite store keeps float vectors, issue 5) and
+every other adapter packs it first. Reads always return the JSON-object shape.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """A frame with exactly the table's writable columns (missing ones empty) and their dtypes."""
     if name == READINGS:
         return frame if is_contract_frame(frame) else dd.coerce_frame(frame)
+    if name == FEATURES and not is_packed_features(frame):
+        frame = pack_features(frame)
     spec = table(name)
     out = pd.DataFrame(index=range(len(frame)))
     for column in spec.writable:
@@ -212,15 +219,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a JSON column")
 
 
-def pack_features(wide: pd.DataFrame, version: str) -> pd.DataFrame:
+def is_packed_features(frame: pd.DataFrame) -> bool:
+    """True for ``der_features`` rows (a ``features`` column of JSON objects), False for a
+    wide frame with one column per feature."""
+    return FEATURES_COLUMN in frame.columns
+
+
+def feature_columns(wide: pd.DataFrame) -> list[str]:
+    """The feature columns of a wide frame: every column but the row's keys."""
+    return [c for c in wide.columns if c not in (*_DEVICE_TS, VERSION)]
+
+
+def pack_features(wide: pd.DataFrame, version: str | None = None) -> pd.DataFrame:
     """A wide feature frame (``device_id``, ``ts``, one column per feature) -> ``der_features``
-    rows; NaN features become JSON ``null``. Uses pandas' C JSON writer for bulk speed."""
-    names = [c for c in wide.columns if c not in _DEVICE_TS]
+    rows; NaN features become JSON ``null``. ``version`` defaults to the frame's own
+    ``version`` column. Uses pandas' C JSON writer for bulk speed."""
+    names = feature_columns(wide)
     return pd.DataFrame({
         dd.DEVICE_ID: wide[dd.DEVICE_ID].astype(str).to_numpy(),
         # A DatetimeIndex, not .to_numpy(): tz-aware values would become one Timestamp per row.
         dd.TS: pd.DatetimeIndex(pd.to_datetime(wide[dd.TS], utc=True)),
-        VERSION: version,
+        VERSION: wide[VERSION].astype(str).to_numpy() if version is None else version,
         # Object dtype: a string column would copy ~1 kB per row into Arrow and back out.
         FEATURES_COLUMN: pd.Series(_json_records(wide[names]), dtype=object),
     })
