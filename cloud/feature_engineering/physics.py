@@ -5,6 +5,7 @@ the ratio of actual to clear-sky output."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 
 from edge_gateway.config import SolarConfig
 from edge_gateway.errors import ConfigError
-from edge_gateway.simulators.solar import clearsky_ac_kw
+from edge_gateway.simulators.base import TimeAxis
+from edge_gateway.simulators.solar import Astronomy, simulate
 
 IRRADIANCE, PANEL_TEMP = "irradiance_w_m2", "panel_temp_celsius"
 CLEARSKY_KW, CLEARSKY_RATIO = "clearsky_kw", "clearsky_ratio"
@@ -33,6 +35,9 @@ _SOLAR_FIELDS = {
 #: division by (almost) zero at dawn and dusk.
 NIGHT_SHARE = 0.01
 MAX_RATIO = 2.0  # cloud-edge enhancement stays well below this; larger values are noise
+#: What ``edge_gateway.simulators.solar.clearsky_ac_kw`` assumes: a clear sky, 20 °C air and
+#: 1 m/s wind (tests pin the two to the same bits).
+CLEAR_SKY_INDEX, CLEAR_AIR_CELSIUS, CLEAR_WIND_M_S = 1.0, 20.0, 1.0
 
 
 def solar_config(site: Mapping[str, Any]) -> SolarConfig:
@@ -49,7 +54,7 @@ def solar_config(site: Mapping[str, Any]) -> SolarConfig:
 def physics_features(
     index: pd.DatetimeIndex, solar_kw: pd.Series, irradiance: pd.Series, panel_temp: pd.Series, config: SolarConfig
 ) -> pd.DataFrame:
-    clear = clearsky_ac_kw(config, index)
+    clear = clearsky_kw(config, index)
     night = clear < NIGHT_SHARE * max(config.inverter_limit_kw, 1e-9)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(night, 0.0, np.clip(solar_kw.to_numpy() / clear, 0.0, MAX_RATIO))
@@ -60,3 +65,23 @@ def physics_features(
         CLEARSKY_KW: clear,
         CLEARSKY_RATIO: ratio,
     }, index=index)
+
+
+def clearsky_kw(config: SolarConfig, index: pd.DatetimeIndex) -> np.ndarray:
+    """AC output under a clear sky at each instant: the simulator's PV chain, as
+    ``clearsky_ac_kw`` runs it, but with the time-only astronomy shared by every site on the
+    same grid. pvlib's hour angle walks the timestamps one by one, which cost more than the
+    rest of the physics for a fleet rebuild (issue 5)."""
+    axis, astro = _time_only(index.asi8.tobytes(), str(index.dtype))
+    steps = len(axis)
+    return simulate(config, axis, np.full(steps, CLEAR_SKY_INDEX), np.full(steps, CLEAR_AIR_CELSIUS),
+                    np.full(steps, CLEAR_WIND_M_S), astro=astro).generation_kw
+
+
+@lru_cache(maxsize=4)
+def _time_only(stamps: bytes, dtype: str) -> tuple[TimeAxis, Astronomy]:
+    """The time axis and astronomy of one distinct grid (keyed by its raw int64 stamps), so
+    they are computed once per run, not once per site."""
+    naive = dtype.split(",")[0].rstrip("]") + "]"  # datetime64[us, UTC] -> datetime64[us]
+    axis = TimeAxis.from_times(pd.DatetimeIndex(np.frombuffer(stamps, dtype="int64").view(naive), tz="UTC"))
+    return axis, Astronomy.of(axis)
