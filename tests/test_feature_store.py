@@ -208,6 +208,13 @@ def test_wide_and_packed_writes_read_back_as_the_same_json_objects(new_store, pa
     assert back[s.FEATURES_COLUMN].iloc[1]["x"] is None
 
 
+def test_a_wide_write_keeps_the_last_row_of_a_repeated_key(new_store):
+    store = new_store()
+    wide = pd.concat([_wide_rows(), _wide_rows().assign(x=[7.5, 8.5]).iloc[:1]], ignore_index=True)
+    assert store.upsert_frame(s.FEATURES, wide) == 2
+    assert _stored(store)["x"].tolist()[0] == 7.5
+
+
 def test_sqlite_keeps_wide_float_features_exactly(tmp_path):
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         wide = _wide_rows()

@@ -40,6 +40,7 @@ class SQLiteCloudStore(TableStore):
         except OSError as error:  # the folder cannot be created
             raise StoreError(f"cloud SQLite store {self.path}: cannot open ({error.strerror}); "
                              "expected a writable file path") from None
+        self._layout_ids: dict[str, int] = {}
         self.init_schema()
 
     def init_schema(self) -> None:
@@ -78,24 +79,32 @@ class SQLiteCloudStore(TableStore):
     def _feature_columns(self, wide: pd.DataFrame) -> dict[str, list[Any]]:
         """``der_features`` column lists from a wide frame of float features, the features of
         each row as one BLOB (no JSON text on the way)."""
-        wide = _last_of_each_key(wide)
+        devices, micros, versions = wide[dd.DEVICE_ID].astype(str).tolist(), _micros(wide[dd.TS]), \
+            wide[s.VERSION].astype(str).tolist()
+        last = _last_of_each_key(devices, micros, versions)
+        if last is not None:
+            wide, micros = wide[last], micros[last]
+            devices, versions = [devices[i] for i in np.flatnonzero(last)], [versions[i] for i in np.flatnonzero(last)]
         names = s.feature_columns(wide)
-        values = wide[names].to_numpy(dtype="float64")
         return {
-            dd.DEVICE_ID: wide[dd.DEVICE_ID].astype(str).tolist(),
-            dd.TS: _micros(wide[dd.TS]).tolist(),
-            s.VERSION: wide[s.VERSION].astype(str).tolist(),
-            s.FEATURES_COLUMN: encode_feature_blobs(self._layout_id(names), values),
+            dd.DEVICE_ID: devices,
+            dd.TS: micros.tolist(),
+            s.VERSION: versions,
+            s.FEATURES_COLUMN: encode_feature_blobs(self._layout_id(names), wide[names].to_numpy(dtype="float64")),
             s.CREATED_AT: [None] * len(wide),  # as the packed path writes it
         }
 
     def _layout_id(self, names: Sequence[str]) -> int:
-        """The id of this list of feature names in ``der_feature_layouts``, added if new."""
+        """The id of this list of feature names in ``der_feature_layouts``, added if new.
+        Remembered per connection (a layout row never changes), since recording it is a
+        write transaction of its own."""
         text = json.dumps(list(names))
-        with self._guard("record a feature layout"):
-            self._conn.execute(f"INSERT OR IGNORE INTO {LAYOUTS} (names) VALUES (?)", (text,))
-            row = self._conn.execute(f"SELECT layout_id FROM {LAYOUTS} WHERE names = ?", (text,)).fetchone()
-        return int(row[0])
+        if text not in self._layout_ids:
+            with self._guard("record a feature layout"):
+                self._conn.execute(f"INSERT OR IGNORE INTO {LAYOUTS} (names) VALUES (?)", (text,))
+                row = self._conn.execute(f"SELECT layout_id FROM {LAYOUTS} WHERE names = ?", (text,)).fetchone()
+            self._layout_ids[text] = int(row[0])
+        return self._layout_ids[text]
 
     def _layouts(self) -> dict[int, list[str]]:
         with self._guard("read feature layouts"):
@@ -191,14 +200,14 @@ def _micros(ts: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("us").asi8
 
 
-def _last_of_each_key(wide: pd.DataFrame) -> pd.DataFrame:
-    """The last row of each ``(device_id, ts, version)``, as the packed path keeps. A job's
-    batch is one site and one version with distinct instants, which numpy confirms without
-    hashing every key as ``DataFrame.duplicated`` would."""
-    one_site = wide[dd.DEVICE_ID].nunique() == 1 and wide[s.VERSION].nunique() == 1
-    if one_site and np.unique(_micros(wide[dd.TS])).size == len(wide):
-        return wide
-    return wide[~wide.duplicated([dd.DEVICE_ID, dd.TS, s.VERSION], keep="last").to_numpy()]
+def _last_of_each_key(devices: list[str], micros: np.ndarray, versions: list[str]) -> np.ndarray | None:
+    """A mask of the last row of each ``(device_id, ts, version)``, as the packed path keeps,
+    or ``None`` when every key is distinct. A job's batch is one site and one version with
+    distinct instants, which numpy confirms without hashing every key."""
+    if len(set(devices)) == 1 and len(set(versions)) == 1 and np.unique(micros).size == len(micros):
+        return None
+    keys = pd.DataFrame({"d": devices, "t": micros, "v": versions})
+    return ~keys.duplicated(keep="last").to_numpy()
 
 
 _LAYOUT = np.dtype("<u4")
