@@ -148,11 +148,10 @@ def _moving_average_at(eps: np.ndarray, weights: np.ndarray, index: np.ndarray, 
     memory = weights.shape[0] - 1
     count = eps.shape[0] - memory
     values = np.zeros(count)
-    for j in range(count):
-        total = 0.0
-        for lag in range(memory + 1):
-            total += weights[lag] * eps[memory + j - lag]
-        values[j] = total
+    for lag in range(memory + 1):  # lag outermost: the inner loop has no carried sum, so it vectorises
+        weight = weights[lag]
+        for j in range(count):
+            values[j] += weight * eps[memory + j - lag]
     out = np.empty(index.shape[0])
     for i in range(index.shape[0]):
         out[i] = values[index[i]] * (1.0 - frac[i]) + values[index[i] + 1] * frac[i]

@@ -167,18 +167,51 @@ def _advance(k, energy, throughput, temperature, age, request_kw, dt_h, env_temp
     return power, energy, throughput, temperature, age
 
 
+@register_jitable
+def _ocv_cell_v(soc_fraction):
+    """The OCV curve at one SOC, as ``np.interp`` evaluates it (ends held flat)."""
+    if soc_fraction <= OCV_SOC[0]:
+        return OCV_CELL_V[0]
+    if soc_fraction >= OCV_SOC[-1]:
+        return OCV_CELL_V[-1]
+    j = 0
+    while OCV_SOC[j + 1] <= soc_fraction:
+        j += 1
+    slope = (OCV_CELL_V[j + 1] - OCV_CELL_V[j]) / (OCV_SOC[j + 1] - OCV_SOC[j])
+    return slope * (soc_fraction - OCV_SOC[j]) + OCV_CELL_V[j]
+
+
+@register_jitable
+def _describe(d, power, energy, throughput, usable):
+    """Derived readings of one step: SOC (percent), voltage, equivalent full cycles, health.
+
+    ``d`` holds a site's (capacity, cells in series, nominal voltage, resistance, initial
+    cycles). Computed inside the time loop so a fleet-year never materialises the
+    intermediate arrays a vectorised version needs."""
+    capacity = d[0]
+    soc_fraction = energy / usable if usable > 0 else 0.0
+    voltage = d[1] * _ocv_cell_v(soc_fraction) + (power * 1000.0 / d[2]) * d[3]
+    cycles = np.floor(d[4] + throughput * (0.5 / (capacity if capacity > 0 else np.inf)))
+    health = usable * (100.0 / (capacity if capacity > 0 else 1.0)) + (0.0 if capacity > 0 else 100.0)
+    return 100.0 * soc_fraction, voltage, cycles, health
+
+
 @numba.njit(cache=True, nogil=True)
-def _run_compiled(consts, energy, throughput, temperature, age, requests, dt_h, env, out):
-    """The time loop for every site: ``consts`` is (sites, 13) in _Kernel order; ``out`` is
-    (6, sites, steps): power, energy, temperature, throughput, age and usable capacity."""
+def _run_compiled(consts, details, energy, throughput, temperature, age, requests, dt_h, env, out, cycles, final):
+    """The time loop for every site. ``consts`` is (sites, 13) in _Kernel order, ``details``
+    (sites, 5) as :func:`_describe` reads it; ``out`` is (6, sites, steps): power, SOC,
+    energy, temperature, voltage and health; ``cycles`` is (sites, steps); ``final`` (4,
+    sites) receives the state after the last step."""
     for i in range(consts.shape[0]):
         c = consts[i]
         k = _Kernel(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12])
         e, thr, temp, a = energy[i], throughput[i], temperature[i], age[i]
         for t in range(requests.shape[1]):
             p, e, thr, temp, a = _advance(k, e, thr, temp, a, requests[i, t], dt_h[t], env[i, t])
-            out[0, i, t], out[1, i, t], out[2, i, t], out[3, i, t], out[4, i, t] = p, e, temp, thr, a
-            out[5, i, t] = _usable_kwh(k, thr, a)
+            soc, volts, cyc, health = _describe(details[i], p, e, thr, _usable_kwh(k, thr, a))
+            out[0, i, t], out[1, i, t], out[2, i, t], out[3, i, t], out[4, i, t], out[5, i, t] = p, soc, e, temp, volts, health
+            cycles[i, t] = np.int64(cyc)
+        final[0, i], final[1, i], final[2, i], final[3, i] = e, thr, temp, a
 
 
 def step(
@@ -214,46 +247,31 @@ def run(
 ) -> tuple[BatteryTrace, BatteryState]:
     """Step every site through time. ``request_kw`` and ``env_temp_celsius`` are (sites, steps)."""
     n_sites, n_steps = request_kw.shape
-    kernel = _kernel(params)
-    consts = np.ascontiguousarray(np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n_sites,)) for v in kernel], axis=1))
-    out = np.empty((6, n_sites, n_steps))
-    args = (
-        consts, state.energy_kwh.astype(float), state.throughput_kwh.astype(float), state.temperature_celsius.astype(float),
-        state.age_h.astype(float), np.ascontiguousarray(request_kw, dtype=float), np.ascontiguousarray(dt_h, dtype=float),
-        np.ascontiguousarray(env_temp_celsius, dtype=float),
+    per_site = lambda values: np.ascontiguousarray(  # noqa: E731
+        np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n_sites,)) for v in values], axis=1))
+    consts = per_site(_kernel(params))
+    details = per_site((params.capacity_kwh, params.nominal_voltage_v / NOMINAL_CELL_V, params.nominal_voltage_v,
+                        params.resistance_ohm, params.initial_cycles))
+    out, cycles, final = np.empty((6, n_sites, n_steps)), np.empty((n_sites, n_steps), dtype=np.int64), np.empty((4, n_sites))
+    per_site_args = (
+        consts, details, state.energy_kwh.astype(float), state.throughput_kwh.astype(float),
+        state.temperature_celsius.astype(float), state.age_h.astype(float), np.ascontiguousarray(request_kw, dtype=float),
     )
+    dt_h = np.ascontiguousarray(dt_h, dtype=float)
+    env = np.ascontiguousarray(env_temp_celsius, dtype=float)
+
+    def part(rows: slice) -> None:  # each part writes its own rows of the shared outputs
+        _run_compiled(*(a[rows] for a in per_site_args), dt_h, env[rows], out[:, rows], cycles[rows], final[:, rows])
+
     if n_sites < PARALLEL_MIN_SITES:
-        _run_compiled(*args, out)
+        part(slice(0, n_sites))
     else:  # sites are independent and the loop releases the GIL: halves of the fleet on two threads
         import dask
 
         half = n_sites // 2
-        parts = [slice(0, half), slice(half, n_sites)]
-        results = [np.empty((6, p.stop - p.start, n_steps)) for p in parts]
-        dask.compute(
-            *(dask.delayed(_run_compiled)(*(a if a is args[6] else a[p] for a in args), r)  # args[6], dt_h, is per step
-              for p, r in zip(parts, results)),
-            scheduler="threads",
-        )
-        for p, r in zip(parts, results):
-            out[:, p] = r
-    power, energy, temperature, throughput, age, usable = out
-    final = BatteryState(energy[:, -1].copy(), throughput[:, -1].copy(), temperature[:, -1].copy(), age[:, -1].copy())
-    return describe(params, power, energy, temperature, throughput, usable), final
-
-
-def describe(params, power, energy, temperature, throughput, usable) -> BatteryTrace:
-    """Derived readings (SOC, voltage, cycles, health) from the stepped state, vectorised."""
-    p = lambda a: a[:, None]  # noqa: E731 - per-site constants against (sites, steps)
-    soc_fraction = np.divide(energy, usable, out=np.zeros_like(energy), where=usable > 0)
-    cells = p(params.nominal_voltage_v) / NOMINAL_CELL_V
-    ocv = cells * np.interp(soc_fraction, OCV_SOC, OCV_CELL_V)
-    voltage = ocv + (power * 1000.0 / p(params.nominal_voltage_v)) * p(params.resistance_ohm)
-    capacity = p(params.capacity_kwh)
-    cycles = np.floor(p(params.initial_cycles) + throughput * (0.5 / np.where(capacity > 0, capacity, np.inf)))
-    # health is the usable share of nameplate; a site without a battery reports 100 %
-    health = usable * (100.0 / np.where(capacity > 0, capacity, 1.0)) + np.where(capacity > 0, 0.0, 100.0)
-    return BatteryTrace(power, 100.0 * soc_fraction, energy, temperature, voltage, cycles.astype(np.int64), health)
+        dask.compute(dask.delayed(part)(slice(0, half)), dask.delayed(part)(slice(half, n_sites)), scheduler="threads")
+    power, soc, energy, temperature, voltage, health = out
+    return BatteryTrace(power, soc, energy, temperature, voltage, cycles, health), BatteryState(*final)
 
 
 # --- control modes: the request each step, from exogenous inputs only -----------------------------
