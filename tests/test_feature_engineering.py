@@ -140,12 +140,15 @@ def test_unknown_country_gives_unknown_holiday_not_false(country):
 
 
 # history ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("step_min", [15, 60])
-def test_lags_are_the_value_one_step_one_day_one_week_earlier(step_min):
+@pytest.mark.parametrize("missing_rows", [True, False], ids=["rows-missing", "regular-grid"])
+@pytest.mark.parametrize("step_min", [5, 15, 60])
+def test_lags_are_the_value_one_step_one_day_one_week_earlier(step_min, missing_rows):
     step = step_min * MIN
     index = pd.date_range(T0, periods=int(pd.Timedelta(days=9) / step), freq=step)
     values = pd.Series(np.random.default_rng(1).normal(size=len(index)), index=index)
-    values = values.drop(index[100:103])  # a missing row must not shift the lags
+    values.iloc[40:45] = np.nan
+    if missing_rows:  # a missing row must not shift the lags (a regular grid takes a faster path)
+        values = values.drop(index[100:103])
     lags = lag_features({"x": values}, step)
     for name, by in (("x_lag_step", step), ("x_lag_1d", pd.Timedelta(days=1)), ("x_lag_7d", pd.Timedelta(days=7))):
         expected = values.reindex(values.index - by).to_numpy()

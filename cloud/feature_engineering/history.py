@@ -37,8 +37,35 @@ def rolling_name(target: str, stat: str, window_days: int) -> str:
 
 
 def _past(series: pd.Series, by: pd.Timedelta) -> pd.Series:
-    """The value ``by`` earlier, aligned on the series' own instants."""
-    return series.shift(freq=by).reindex(series.index)
+    """The value ``by`` earlier, aligned on the series' own instants. On a regular grid
+    whose step divides ``by`` that is a move by whole positions, which gives the same values
+    as the general time shift at a fraction of its cost (twelve of them per site, issue 5)."""
+    positions = _positions(series.index, by)
+    if positions is None:
+        return series.shift(freq=by).reindex(series.index)
+    values = series.to_numpy(dtype="float64")
+    past = np.full(len(values), np.nan)
+    if positions < len(values):
+        past[positions:] = values[:len(values) - positions]
+    return pd.Series(past, index=series.index, name=series.name)
+
+
+def _positions(index: pd.Index, by: pd.Timedelta) -> int | None:
+    """How many rows back ``by`` is on a regular, increasing DatetimeIndex, or ``None``
+    when the index is not such a grid or its step does not divide ``by``."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return None
+    stamps = index.asi8
+    steps = np.diff(stamps)
+    step = int(steps[0])
+    shift = int(pd.Timedelta(by).value // _unit_ns(index.unit))  # .value counts nanoseconds
+    if step <= 0 or shift <= 0 or shift % step or not (steps == step).all():
+        return None
+    return shift // step
+
+
+def _unit_ns(unit: str) -> int:
+    return {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[unit]
 
 
 def lag_features(series: Mapping[str, pd.Series], step: pd.Timedelta) -> pd.DataFrame:
