@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
 from cloud.sync.importer import ImportOptions, import_file
 from cloud.sync.job import sync_once
@@ -28,7 +29,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="--status as JSON")
     parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
-    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    add_cloud_db_flag(parser)
     parser.add_argument("--device-id", help="--import: the device the file belongs to")
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")

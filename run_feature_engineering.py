@@ -8,7 +8,7 @@ import sys
 from cloud.feature_engineering.job import JOB, run_features
 from cloud.feature_engineering.settings import DEFAULT_INTERVAL_S, settings_from
 from cloud.feature_engineering.status import feature_status, print_status
-from cloud.store.factory import SQLITE, cloud_settings, open_cloud_store
+from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, positive_int, run_cli, setup_logging
 from edge_gateway.errors import UsageError
 from edge_gateway.scheduling import Every, run_schedule
@@ -25,7 +25,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
                         default=float(DEFAULT_INTERVAL_S), help=f"seconds between runs (default {DEFAULT_INTERVAL_S})")
     parser.add_argument("--json", action="store_true", help="--status as JSON")
-    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    add_cloud_db_flag(parser)
     add_common_flags(parser)
     return parser
 
@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.once or args.continuous or args.status):
         raise UsageError("nothing to do: expected one of --once, --continuous, --status")
     settings = settings_from(args)
-    backend = SQLITE if args.cloud_db else None
-    store = open_cloud_store(cloud_settings(backend=backend, sqlite_path=args.cloud_db))
+    store = open_store_from_args(args)
     try:
         if args.status:
             print_status(feature_status(store, settings), as_json=args.json)

@@ -9,7 +9,7 @@ from cloud.forecasting.job import run_evaluation, run_training
 from cloud.forecasting.registry import Registry
 from cloud.forecasting.settings import settings_from
 from cloud.forecasting.status import print_status
-from cloud.store.factory import SQLITE, cloud_settings, open_cloud_store
+from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, run_cli, setup_logging
 from edge_gateway.errors import UsageError
 
@@ -24,7 +24,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--scheduler", help="train on this Dask scheduler (tcp://host:8786) instead of locally")
     parser.add_argument("--horizon-hours", type=arg_type(positive_float, "a positive number of hours"),
                         help="forecast horizon (default 24, in 15-minute steps)")
-    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    add_cloud_db_flag(parser)
     add_common_flags(parser)
     return parser
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         print_status(Registry(settings.model_dir))
         return 0
-    store = open_cloud_store(cloud_settings(backend=SQLITE if args.cloud_db else None, sqlite_path=args.cloud_db))
+    store = open_store_from_args(args)
     try:
         if args.train:
             return train(store, settings, args.scheduler)

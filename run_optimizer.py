@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.feature_engineering.status import _json_default
+from cloud.job_status import json_default as _json_default
 from cloud.optimization.backtest import EXECUTIONS, BacktestSettings, run_backtest
 from cloud.optimization.planner import PlanSettings, plan_status, run_plan
 from cloud.optimization.report import metrics, write_report

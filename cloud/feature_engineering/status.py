@@ -3,7 +3,6 @@ last run and last error from ``pipeline_runs``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -11,9 +10,9 @@ import pandas as pd
 
 from cloud.feature_engineering.job import JOB
 from cloud.feature_engineering.settings import FeatureSettings
+from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.cli_support import print_table
 from edge_gateway.models import der_data as dd
 
 _RUNS_SCANNED = 50  # how far back --status looks for the last error
@@ -57,36 +56,4 @@ def feature_status(store: CloudStore, settings: FeatureSettings) -> dict[str, An
 
 
 def print_status(status: dict[str, Any], as_json: bool = False) -> None:
-    if as_json:
-        print(json.dumps(status, default=_json_default, indent=2))
-        return
-    print(f"cloud: {status['cloud']}   feature set: {status['version']}")
-    run, error = status["last_run"], status["last_error"]
-    if run:
-        print(f"last run: #{run[s.RUN_ID]} {_when(run[s.STARTED_AT])} {run[s.STATUS]}, {run[s.ROWS]} rows")
-    else:
-        print("last run: none")
-    print(f"last error: {_when(error[s.STARTED_AT])} {error[s.ERROR]}" if error else "last error: none")
-    print_table([{k: _cell(v) for k, v in row.items()} for row in status["sites"]])
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return _when(value)
-    if isinstance(value, pd.Timedelta):
-        return str(value)
-    return value
-
-
-def _when(ts: pd.Timestamp | None) -> str:
-    return "-" if ts is None else dd.format_ts(ts)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return dd.format_ts(value)
-    if isinstance(value, pd.Timedelta):
-        return value.total_seconds()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    print_job_status(status, f"cloud: {status['cloud']}   feature set: {status['version']}", "sites", as_json)

@@ -7,6 +7,7 @@ Supabase when ``SUPABASE_URL`` and ``SUPABASE_KEY`` are both set, else Postgres 
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,3 +62,14 @@ def open_cloud_store(settings: CloudSettings) -> CloudStore:
     from cloud.store.sqlite import SQLiteCloudStore
 
     return SQLiteCloudStore(settings.sqlite_path)
+
+
+def add_cloud_db_flag(parser: argparse.ArgumentParser) -> None:
+    """``--cloud-db FILE``: the jobs' way to point at an embedded store instead of the server."""
+    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+
+
+def open_store_from_args(args: argparse.Namespace) -> CloudStore:
+    """The store a job's command line asks for: ``--cloud-db`` forces that SQLite file,
+    otherwise the environment decides (Supabase, Postgres, or the default embedded file)."""
+    return open_cloud_store(cloud_settings(backend=SQLITE if args.cloud_db else None, sqlite_path=args.cloud_db))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from cloud.store.base import CloudStore
-from cloud.store.factory import SQLITE, cloud_settings, open_cloud_store
+from cloud.store.factory import open_store_from_args
 from cloud.sync.job import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_S, SyncSettings
 from edge_gateway.cli_support import env_value, positive_float, positive_int
 from edge_gateway.stores.base import EdgeStore
@@ -40,5 +40,4 @@ def open_edge(args: argparse.Namespace) -> EdgeStore:
 
 
 def open_cloud(args: argparse.Namespace) -> CloudStore:
-    backend = SQLITE if args.cloud_db else None
-    return open_cloud_store(cloud_settings(backend=backend, sqlite_path=args.cloud_db))
+    return open_store_from_args(args)

@@ -3,15 +3,14 @@ last run and last error from ``pipeline_runs``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
+from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.job import JOB
-from edge_gateway.cli_support import print_table
 from edge_gateway.models import der_data as dd
 from edge_gateway.stores.base import EdgeStore
 
@@ -49,27 +48,4 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
 
 
 def print_status(status: dict[str, Any], as_json: bool = False) -> None:
-    if as_json:
-        print(json.dumps(status, default=_json_default, indent=2))
-        return
-    print(f"cloud: {status['cloud']}   source: {status['source']}")
-    run, error = status["last_run"], status["last_error"]
-    if run:
-        print(f"last run: #{run[s.RUN_ID]} {_when(run[s.STARTED_AT])} {run[s.STATUS]}, {run[s.ROWS]} rows")
-    else:
-        print("last run: none")
-    print(f"last error: {_when(error[s.STARTED_AT])} {error[s.ERROR]}" if error else "last error: none")
-    print_table([{k: (_when(v) if isinstance(v, pd.Timestamp) else v) for k, v in row.items()}
-                 for row in status["devices"]])
-
-
-def _when(ts: pd.Timestamp | None) -> str:
-    return "-" if ts is None else dd.format_ts(ts)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return dd.format_ts(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    print_job_status(status, f"cloud: {status['cloud']}   source: {status['source']}", "devices", as_json)

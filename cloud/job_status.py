@@ -1,0 +1,54 @@
+"""How the cloud jobs' ``--status`` speaks: the run header every job prints (last run, last
+error, from ``pipeline_runs``), its table cells, and JSON for ``--json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from cloud.store import schema as s
+from edge_gateway.cli_support import print_table
+from edge_gateway.models import der_data as dd
+
+
+def when(ts: pd.Timestamp | None) -> str:
+    return "-" if ts is None else dd.format_ts(ts)
+
+
+def cell(value: Any) -> Any:
+    """A table cell: timestamps in the contract's format, durations as pandas writes them."""
+    if isinstance(value, pd.Timestamp):
+        return when(value)
+    if isinstance(value, pd.Timedelta):
+        return str(value)
+    return value
+
+
+def json_default(value: Any) -> Any:
+    """For ``json.dumps``: timestamps as the contract writes them, durations in seconds,
+    numpy scalars as Python numbers."""
+    if isinstance(value, pd.Timestamp):
+        return dd.format_ts(value)
+    if isinstance(value, pd.Timedelta):
+        return value.total_seconds()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_job_status(status: dict[str, Any], heading: str, rows_key: str, as_json: bool = False) -> None:
+    """``status`` holds ``last_run``, ``last_error`` (pipeline_runs rows or None) and, under
+    ``rows_key``, one dict per device or site for the table."""
+    if as_json:
+        print(json.dumps(status, default=json_default, indent=2))
+        return
+    print(heading)
+    run, error = status["last_run"], status["last_error"]
+    if run:
+        print(f"last run: #{run[s.RUN_ID]} {when(run[s.STARTED_AT])} {run[s.STATUS]}, {run[s.ROWS]} rows")
+    else:
+        print("last run: none")
+    print(f"last error: {when(error[s.STARTED_AT])} {error[s.ERROR]}" if error else "last error: none")
+    print_table([{k: cell(v) for k, v in row.items()} for row in status[rows_key]])
