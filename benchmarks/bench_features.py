@@ -4,7 +4,9 @@
 Simulates ``--sites`` homes for ``--days`` at ``--interval`` seconds (100 x 30 days x 5 min =
 864,000 readings by default) into a temporary SQLite cloud store (not timed), then times one
 feature run over the whole range with no watermarks, i.e. a rebuild from scratch, and prints
-where the time went (store reads, feature computation, store writes) and the machine.
+where the time went and the machine. Store writes run on the job's writer thread alongside
+the feature maths, so the parts add up to more than the total. Run it two or three times on
+a shared machine: the spread is part of the figure.
 Target (issue 5): under 10 s on a 2-core machine.
 """
 
@@ -34,7 +36,8 @@ TARGET_S = 10.0
 
 
 class Timed:
-    """The real store, with the time spent in its reads and writes added up."""
+    """The real store, with the time spent in its reads and writes added up (writes are
+    timed on the writer thread that makes them)."""
 
     def __init__(self, inner):
         self.inner, self.read_s, self.write_s = inner, 0.0, 0.0
@@ -79,14 +82,14 @@ def main() -> int:
         print(f"setup (not timed): {readings:,} readings of {args.sites} sites in {time.perf_counter() - began:.1f} s")
         timed = Timed(store)
         settings = FeatureSettings(lookback_days=args.days)
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         result = run_features(timed, settings, now=START + pd.Timedelta(days=args.days))
-        elapsed = time.perf_counter() - began
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
         store.close()
-    compute = elapsed - timed.read_s - timed.write_s
     print(f"full rebuild: {result.readings:,} readings -> {result.rows:,} feature rows ({result.version}) "
-          f"in {elapsed:.2f} s = {result.readings / elapsed:,.0f} readings/s")
-    print(f"  store reads {timed.read_s:.2f} s, features {compute:.2f} s, store writes {timed.write_s:.2f} s")
+          f"in {elapsed:.2f} s = {result.readings / elapsed:,.0f} readings/s (CPU time {cpu:.2f} s)")
+    print(f"  main thread: store reads {timed.read_s:.2f} s, features and waiting for writes "
+          f"{elapsed - timed.read_s:.2f} s; writer thread: store writes {timed.write_s:.2f} s")
     print(f"machine: {describe()}, pandas {pd.__version__}")
     if (args.sites, args.days, args.interval) == (100, 30, 300):  # the target is for this size only
         verdict = "met" if elapsed < TARGET_S else "missed"

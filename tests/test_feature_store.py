@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -272,6 +274,72 @@ def test_a_failed_run_is_recorded_and_moves_no_watermark(new_store, fleet):
     run = store.last_run(JOB)
     assert run[s.STATUS] == "failed" and "disk full" in run[s.ERROR]
     assert store.watermarks(watermark_source(SETTINGS)) == {}
+
+
+class FailsOnSite:
+    """A real store whose feature writes fail for one site only."""
+
+    def __init__(self, inner, device):
+        self.inner, self.device = inner, device
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert_frame(self, table, frame):
+        if table == s.FEATURES and (frame[dd.DEVICE_ID] == self.device).any():
+            raise StoreError(f"{self.inner.label}: upsert into {table} failed (disk full)")
+        return self.inner.upsert_frame(table, frame)
+
+
+def test_a_write_failing_after_the_first_site_keeps_what_was_stored_before_it(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    first, second = (c.device_id for c in configs)
+    with pytest.raises(StoreError, match="disk full"):
+        run_features(FailsOnSite(store, second), SETTINGS, now=END)
+    stored = feature_table(store)
+    assert set(stored[dd.DEVICE_ID]) == {first}
+    assert set(store.watermarks(watermark_source(SETTINGS))) == {first}
+    assert store.last_run(JOB)[s.ROWS] == len(stored)
+
+
+class OneCallAtATime:
+    """A real store that records how many of its calls ever ran at the same time; writes
+    linger a little so that a read overlapping them would be caught."""
+
+    def __init__(self, inner):
+        self.inner, self.active, self.most = inner, 0, 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name):
+        method = getattr(self.inner, name)
+        if not callable(method):
+            return method
+
+        def counted(*args, **kwargs):
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                if name == "upsert_frame":
+                    time.sleep(0.01)
+                return method(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.active -= 1
+        return counted
+
+
+def test_the_writer_thread_never_uses_the_store_while_the_job_reads(new_store, fleet):
+    configs, raw = fleet
+    store = new_store()
+    load(store, configs, raw)
+    watched = OneCallAtATime(store)
+    result = run_features(watched, SETTINGS, now=END)
+    assert watched.most == 1
+    assert [site.device_id for site in result.sites] == [c.device_id for c in configs]
+    assert result.rows == len(feature_table(store))
 
 
 # the CLI ----------------------------------------------------------------------------------

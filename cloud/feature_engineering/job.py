@@ -8,12 +8,19 @@ Features depend only on the past, so the rows a run writes equal those of a full
 rewriting them is an idempotent upsert, and the watermark only moves after a site's rows are
 stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
 new settings) has a new watermark source, which rebuilds the lookback window.
+
+Sites are a pipeline of two threads (issue 5): while one writer thread stores a site's rows
+and moves its watermark, the job computes the next site's features, so the store's own work
+(SQLite's B-trees and WAL, a server's round trips, all outside the GIL) overlaps the maths.
+The store is never used by both threads at once: the next site's readings are read after the
+previous write has finished and before this one starts, so adapters need no locking.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,15 +87,7 @@ def run_features(store: CloudStore, settings: FeatureSettings | None = None,
     now = dd.utc_now() if now is None else dd.parse_ts(now)
     result = FeatureRunResult(store.start_run(JOB, run_details(settings)), settings.version)
     try:
-        plan = plan_sites(store, settings, now)
-        for device, site, write_start in progress(plan, total=len(plan), desc="features", unit="site"):
-            if site is None:
-                log.warning("%s: skipped, %s", device, NO_SITE_ROW)
-                result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
-                continue
-            site_result, read = process_site(store, settings, site, write_start, now)
-            result.sites.append(site_result)
-            result.readings += read
+        process_sites(store, settings, plan_sites(store, settings, now), now, result)
     except DERError as error:
         _record_failure(store, result, error)
         raise
@@ -118,14 +117,79 @@ def plan_sites(store: CloudStore, settings: FeatureSettings,
     return plan
 
 
-def process_site(store: CloudStore, settings: FeatureSettings, site: Mapping[str, Any],
-                 write_start: pd.Timestamp, now: pd.Timestamp) -> tuple[SiteResult, int]:
-    """Compute and store one site's features from ``write_start`` on; returns the result and
-    the number of readings read."""
+@dataclass
+class SiteRows:
+    """One site's computed feature rows, waiting to be stored."""
+
+    result: SiteResult
+    rows: pd.DataFrame
+
+
+Plan = Sequence[tuple[str, Mapping[str, Any] | None, pd.Timestamp]]
+
+
+def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now: pd.Timestamp,
+                  result: FeatureRunResult) -> None:
+    """Compute every planned site in order and hand its rows to one writer thread; site
+    results are added to ``result`` once their rows are stored."""
+    pending: tuple[Future, SiteRows] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-writer") as writer:
+        try:
+            readings = _read_next(store, settings, plan, 0, now, result)
+            for position, (device, site, write_start) in enumerate(
+                    progress(plan, total=len(plan), desc="features", unit="site")):
+                if site is None:
+                    pending = _stored(pending, result)  # None; waiting keeps results in plan order
+                    log.warning("%s: skipped, %s", device, NO_SITE_ROW)
+                    result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
+                    continue
+                computed = compute_site(settings, site, write_start, readings)
+                pending = _stored(pending, result)
+                readings = _read_next(store, settings, plan, position + 1, now, result)
+                pending = (writer.submit(store_site, store, settings, computed), computed)
+            _stored(pending, result)
+        except BaseException:
+            _settle(pending, result)
+            raise
+
+
+def _read_next(store: CloudStore, settings: FeatureSettings, plan: Plan, position: int,
+               now: pd.Timestamp, result: FeatureRunResult) -> pd.DataFrame | None:
+    """The readings of the first site at or after ``position`` that has a site row."""
+    for device, site, write_start in plan[position:]:
+        if site is not None:
+            readings = store.read_readings(device, write_start - settings.history, now, columns=READ_COLUMNS)
+            result.readings += len(readings)
+            return readings
+    return None
+
+
+def _stored(pending: tuple[Future, SiteRows] | None, result: FeatureRunResult) -> None:
+    """Wait for the write in flight (raising its error) and record its site; returns
+    ``None``, the next value of ``pending``."""
+    if pending is not None:
+        future, computed = pending
+        future.result()
+        result.sites.append(computed.result)
+    return None
+
+
+def _settle(pending: tuple[Future, SiteRows] | None, result: FeatureRunResult) -> None:
+    """After a failure: let the write in flight finish, and count its rows if it stored them
+    (its own error, if any, is second to the one being raised)."""
+    try:
+        _stored(pending, result)
+    except Exception as error:  # noqa: BLE001 - the first failure is the one reported
+        log.debug("write in flight also failed: %s", error)
+
+
+def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start: pd.Timestamp,
+                 readings: pd.DataFrame) -> SiteRows:
+    """One site's feature rows from ``write_start`` on (no store access: this is what runs
+    while the previous site is being written)."""
     device = site[dd.DEVICE_ID]
-    readings = store.read_readings(device, write_start - settings.history, now, columns=READ_COLUMNS)
     if readings.empty:
-        return SiteResult(device), 0
+        return SiteRows(SiteResult(device), readings.iloc[:0])
     resampled = resample_site(readings, settings.step, settings.max_gap)
     features = build_features(resampled.grid, site, settings.step, settings.rolling_window_days)
     grid = resampled.grid
@@ -137,11 +201,17 @@ def process_site(store: CloudStore, settings: FeatureSettings, site: Mapping[str
             log.info("%s: no readings %s to %s (%d steps, %d left missing)", device,
                      dd.format_ts(gap.start), dd.format_ts(gap.end), gap.steps, gap.missing_steps)
     if rows.empty:
-        return SiteResult(device, gaps=gaps), len(readings)
-    write_rows(store, device, rows, settings)
-    last = rows.index[-1]
-    store.set_watermark(watermark_source(settings), device, last, len(rows))
-    return SiteResult(device, len(rows), rows.index[0], last, gaps), len(readings)
+        return SiteRows(SiteResult(device, gaps=gaps), rows)
+    return SiteRows(SiteResult(device, len(rows), rows.index[0], rows.index[-1], gaps), rows)
+
+
+def store_site(store: CloudStore, settings: FeatureSettings, computed: SiteRows) -> None:
+    """Store one site's rows, then move its watermark: only once they are all stored."""
+    if computed.rows.empty:
+        return
+    device = computed.result.device_id
+    write_rows(store, device, computed.rows, settings)
+    store.set_watermark(watermark_source(settings), device, computed.result.last_ts, len(computed.rows))
 
 
 def write_rows(store: CloudStore, device: str, features: pd.DataFrame, settings: FeatureSettings) -> None:
