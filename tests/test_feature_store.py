@@ -243,6 +243,19 @@ def test_sqlite_file_with_json_feature_rows_opens_and_mixes_with_compact_rows(tm
     pd.testing.assert_frame_equal(mixed, old, check_exact=False, rtol=1e-14)
 
 
+def test_sqlite_drops_the_index_its_primary_key_already_provides(tmp_path):
+    path, old = tmp_path / "cloud.db", "der_features_device_id_ts_idx"
+    with SQLiteCloudStore(path) as store:
+        store._conn.execute(f"CREATE INDEX {old} ON {s.FEATURES} ({dd.DEVICE_ID}, {dd.TS})")  # as files had
+    with SQLiteCloudStore(path) as store:
+        indexes = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        plan = " ".join(row[-1] for row in store._conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM {s.FEATURES} WHERE {dd.DEVICE_ID} = 'a' AND {dd.TS} >= 0 "
+            f"ORDER BY {dd.DEVICE_ID}, {dd.TS}, {s.VERSION}"))
+    assert old not in indexes
+    assert "sqlite_autoindex_der_features_1" in plan and "TEMP B-TREE" not in plan
+
+
 def test_sqlite_features_that_are_not_all_floats_stay_json(tmp_path):
     wide = _wide_rows().assign(flag=[True, False], count=[1, 2])
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:

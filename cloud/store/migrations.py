@@ -64,9 +64,13 @@ def sqlite_statements() -> list[str]:
             columns.append(f"PRIMARY KEY ({', '.join(table.keys)})")
         statements.append(f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(columns)})")
         for index in table.indexes:
-            statements.append(
-                f"CREATE INDEX IF NOT EXISTS {table.name}_{'_'.join(index)}_idx ON {table.name} ({', '.join(index)})"
-            )
+            name = f"{table.name}_{'_'.join(index)}_idx"
+            if _leads_primary_key(table, index):
+                # SQLite's primary-key index already serves these lookups; a copy of it cost a
+                # third of every feature write (issue 5), so files that have one lose it.
+                statements.append(f"DROP INDEX IF EXISTS {name}")
+            else:
+                statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({', '.join(index)})")
     statements.append(
         f"CREATE TABLE IF NOT EXISTS {FEATURE_LAYOUTS} (layout_id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)"
     )
@@ -75,3 +79,8 @@ def sqlite_statements() -> list[str]:
         f"MAX({dd.TS}) AS {s.LAST_TS}, COUNT(*) AS {s.ROW_COUNT} FROM {s.READINGS} GROUP BY {dd.DEVICE_ID}"
     )
     return statements
+
+
+def _leads_primary_key(table: s.Table, index: tuple[str, ...]) -> bool:
+    """True when ``index`` is the leading columns of the table's (non-serial) primary key."""
+    return table.serial is None and tuple(table.keys[:len(index)]) == tuple(index)
