@@ -48,10 +48,7 @@ class Exogenous:
     demand_charge: np.ndarray
     period_index: np.ndarray
     carbon_g_kwh: np.ndarray
-
-    @property
-    def load_kw(self) -> np.ndarray:
-        return self.hvac_kw + self.appliances_kw + self.lighting_kw + self.ev_kw + self.other_kw
+    load_kw: np.ndarray  # the components' sum, formed per site while its rows are in cache
 
 
 def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.Astronomy, clock) -> dict[str, np.ndarray]:
@@ -83,6 +80,7 @@ def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.As
         "demand_charge": price.demand_charge,
         "period_index": price.period_index,
         "carbon_g_kwh": price.carbon_intensity_g_kwh,
+        "load_kw": load.hvac_kw + load.appliances_kw + load.lighting_kw + load.ev_charging_kw + load.other_kw,
     }
 
 
@@ -153,12 +151,32 @@ def simulate(
     state = initial_state(configs) if state is None else state
     if dt_h is None:
         dt_h = np.full(len(axis), configs[0].interval_seconds / 3600.0)
-    request = battery.requests(
-        [c.battery.mode for c in configs], exo.solar_kw, exo.load_kw, exo.period_index, params.max_charge_kw, setpoint_kw,
-        import_cap_kw,
-    )
+    request = _requests(configs, exo, params, setpoint_kw, import_cap_kw)
     trace, state = battery.run(params, state, request, dt_h, battery.environment_temperature(exo.temp_air_celsius))
     return Simulation(configs, axis, exo, trace), state
+
+
+def _requests(configs, exo: Exogenous, params: battery.BatteryParams, setpoint_kw, import_cap_kw) -> np.ndarray:
+    """Each site's control-mode request; fleets compute halves of the sites on two threads."""
+    modes = [c.battery.mode for c in configs]
+    rows_of = lambda a, rows: None if a is None else a[rows]  # noqa: E731
+
+    def part(rows: slice) -> np.ndarray:
+        return battery.requests(modes[rows], exo.solar_kw[rows], exo.load_kw[rows], exo.period_index[rows],
+                                params.max_charge_kw[rows], rows_of(setpoint_kw, rows), rows_of(import_cap_kw, rows))
+
+    if len(configs) < PARALLEL_MIN_SITES:
+        return part(slice(None))
+    import dask
+
+    half = len(configs) // 2
+    request = np.empty(exo.solar_kw.shape)
+
+    def fill(rows: slice) -> None:
+        request[rows] = part(rows)
+
+    dask.compute(dask.delayed(fill)(slice(0, half)), dask.delayed(fill)(slice(half, None)), scheduler="threads")
+    return request
 
 
 def _round(values: np.ndarray, digits: int) -> np.ndarray:

@@ -314,12 +314,14 @@ def requests(
 ) -> np.ndarray:
     """The request of each site's control mode, (sites, steps)."""
     self_consumption = request_self_consumption(solar_kw, load_kw)
-    out = self_consumption.copy()
     mode_array = np.array([m.value for m in modes])
     tou_rows = mode_array == BatteryMode.TOU_ARBITRAGE.value
+    setpoint_rows = mode_array == BatteryMode.SETPOINT.value
+    if not tou_rows.any() and not setpoint_rows.any():
+        return self_consumption  # a fresh array already: no copy needed
+    out = self_consumption.copy()
     if tou_rows.any():
         out[tou_rows] = request_tou_arbitrage(solar_kw[tou_rows], load_kw[tou_rows], period_index[tou_rows], max_charge_kw[tou_rows])
-    setpoint_rows = mode_array == BatteryMode.SETPOINT.value
     if setpoint_rows.any() and (setpoint_kw is not None or import_cap_kw is not None):
         commands = np.full(solar_kw.shape, np.nan) if setpoint_kw is None else setpoint_kw
         caps = None if import_cap_kw is None else import_cap_kw[setpoint_rows]
