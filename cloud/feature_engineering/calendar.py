@@ -34,13 +34,16 @@ def holiday_dates(country: str, years: tuple[int, ...]) -> frozenset | None:
 def calendar_features(index: pd.DatetimeIndex, timezone: str, country: str | None) -> pd.DataFrame:
     """Hour, weekday, month, weekend and public holiday of each instant in ``timezone``, with
     sin/cos encodings so 23:45 sits next to 00:00 and December next to January."""
-    local = pd.DatetimeIndex(index).tz_convert(timezone)
+    # Wall-clock local time as naive stamps: every field below reads them directly, where a
+    # tz-aware index converts to local time again for each field (issue 5).
+    local = pd.DatetimeIndex(index).tz_convert(timezone).tz_localize(None)
     hour_of_day = local.hour.to_numpy() + local.minute.to_numpy() / 60.0 + local.second.to_numpy() / 3600.0
     dow = local.day_of_week.to_numpy()
     doy = local.day_of_year.to_numpy()
     days_in_year = np.where(local.is_leap_year, 366.0, 365.0)
-    dates = local.tz_localize(None).to_numpy().astype("datetime64[D]")
-    holidays = holiday_dates(country.upper(), tuple(sorted(set(local.year)))) if country and len(local) else None
+    dates = local.to_numpy().astype("datetime64[D]")
+    years = tuple(int(year) for year in np.unique(local.year))
+    holidays = holiday_dates(country.upper(), years) if country and len(local) else None
     if holidays is None:
         is_holiday = np.full(len(local), np.nan)
     else:
