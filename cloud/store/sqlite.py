@@ -29,6 +29,9 @@ from edge_gateway.stores.sqlite import bound_micros, connect, frame_from_rows, m
 
 DEFAULT_CLOUD_DB = "data/cloud.db"
 LAYOUTS = migrations.FEATURE_LAYOUTS
+#: Rows per INSERT statement: few enough to keep statements small, many enough that the
+#: per-statement cost (and the GIL hand-over around it) is paid rarely.
+ROWS_PER_STATEMENT = 500
 
 
 class SQLiteCloudStore(TableStore):
@@ -62,19 +65,23 @@ class SQLiteCloudStore(TableStore):
         return self._write(table, s.python_columns(table, data, ts_micros=True))
 
     def _write(self, table: str, columns: Mapping[str, Sequence[Any]]) -> int:
-        """Upsert rows given as column lists of SQLite values, in one transaction."""
+        """Upsert rows given as column lists of SQLite values, in one transaction.
+
+        Rows go many to a statement (``VALUES (…), (…), …``) rather than one per
+        ``executemany`` step: Python's sqlite3 gives up the GIL around every step, and with
+        the feature job's maths running on the other thread each step then waited to get it
+        back, which made a threaded write slower than a serial one (issue 5)."""
         spec = s.table(table)
         names = list(columns)
-        updates = [c for c in names if c not in spec.keys] or [spec.keys[0]]
-        sql = (
-            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(spec.keys)}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in updates)
-        )
+        rows = list(zip(*columns.values()))
+        variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per_statement = max(1, min(ROWS_PER_STATEMENT, variables // len(names)))
         with self._guard(f"upsert into {table}"), self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(sql, zip(*columns.values()))
-        return len(next(iter(columns.values())))
+            for first in range(0, len(rows), per_statement):
+                chunk = rows[first:first + per_statement]
+                self._conn.execute(_upsert_sql(table, names, len(chunk)), [v for row in chunk for v in row])
+        return len(rows)
 
     def _feature_columns(self, wide: pd.DataFrame) -> dict[str, list[Any]]:
         """``der_features`` column lists from a wide frame of float features, the features of
@@ -185,6 +192,18 @@ class SQLiteCloudStore(TableStore):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _upsert_sql(table: str, names: Sequence[str], rows: int) -> str:
+    """``INSERT … VALUES`` of ``rows`` rows that updates the non-key columns on conflict (a
+    later row with the same key wins, as it would one statement later)."""
+    keys = s.table(table).keys
+    updates = [c for c in names if c not in keys] or [keys[0]]
+    row = f"({', '.join('?' * len(names))})"
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in updates)
+    )
 
 
 def _is_float_wide(frame: pd.DataFrame) -> bool:
