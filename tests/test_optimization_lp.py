@@ -430,3 +430,24 @@ def test_solve_many_matches_one_at_a_time_and_can_return_errors():
         solve_many([sites[0][0], bad], [sites[0][1], impossible])
     mixed = solve_many([sites[0][0], bad], [sites[0][1], impossible], errors="return")
     assert mixed[0].total_cost == pytest.approx(plans[0].total_cost) and isinstance(mixed[1], InfeasiblePlan)
+
+
+@pytest.mark.parametrize("shared_steps", [1, 4])
+def test_a_scenario_plan_shares_its_first_steps_and_one_peak_covers_every_scenario(shared_steps):
+    from cloud.optimization.stochastic import solve_scenarios
+
+    steps = 24
+    hour = np.arange(steps)
+    price = np.where((hour >= 16) & (hour < 21), 0.30, 0.08)
+    base = dict(pv_kw=np.zeros(steps), import_price_per_kwh=price, export_price_per_kwh=price / 4,
+                step_hours=1.0, demand_charge_per_kw=10.0)
+    calm = HorizonInputs(load_kw=np.full(steps, 1.0), **base)
+    car = HorizonInputs(load_kw=np.where((hour >= 18) & (hour < 21), 8.2, 1.0), **base)
+    battery = BatterySpec(initial_soc_percent=90.0)
+    plan = solve_scenarios([calm, car], battery, shared_steps=shared_steps)
+    first, second = (p.battery_power_kw[:shared_steps] for p in plan.plans)
+    assert np.allclose(first, second, atol=1e-7)
+    assert all(p.peak_import_kw <= plan.peak_import_kw + 1e-6 for p in plan.plans)
+    # Alone, the calm day would spend the battery at the peak price; with the car possible the
+    # one peak must also hold that evening, so it cannot be lower than the car's evening alone.
+    assert plan.peak_import_kw >= solve_dispatch(car, battery).peak_import_kw - 1e-6

@@ -138,6 +138,17 @@ def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     return lp
 
 
+def lp_arrays(inputs: HorizonInputs, battery: BatterySpec) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The LP of :func:`build_lp` as arrays: constraint matrix, objective, column and row
+    bounds, so a larger model (scenarios, stochastic.py) is built from the same blocks."""
+    start, index, kinds = _pattern(inputs.steps)
+    cost, col_lower, col_upper = _column_data(inputs, battery)
+    row_lower, row_upper = _row_bounds(inputs, battery)
+    values = _matrix_values(kinds, battery, inputs.step_hours)
+    matrix = sp.csc_matrix((values, index, start), shape=(len(row_lower), len(cost)))
+    return matrix, cost, col_lower, col_upper, row_lower, row_upper
+
+
 def new_solver() -> highspy.Highs:
     """A quiet HiGHS instance; :func:`solve_many` reuses one across sites."""
     highs = highspy.Highs()
