@@ -16,11 +16,13 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
@@ -37,6 +39,8 @@ HISTORY_DAYS = 7
 #: would tell the planner it can cover the load for a while longer than it can hold the peak.
 ANOMALY_PERSIST_H = 2.0
 YESTERDAY_WEIGHT = 0.3
+#: Readings whose median anomaly the house-only load forecast carries (an hour of 15-minute readings).
+HOUSE_ANOMALY_READINGS = 4
 
 
 class ForecasterUnavailable(DispatchError):
@@ -65,6 +69,20 @@ def site_actuals(config: SimulatorConfig, instants: Sequence[pd.Timestamp] | pd.
         },
         index=axis.times,
     )
+
+
+@dataclass(frozen=True)
+class ScenarioForecast:
+    """A forecast whose load is uncertain in a way one value per step cannot say: ``frame``
+    (:data:`COLUMNS`) plus, per scenario, load added on top of its ``LOAD`` column."""
+
+    frame: pd.DataFrame
+    extra_load_kw: np.ndarray  # (scenarios, steps)
+    charging_now: bool = False  # an EV session is under way at the issue instant
+
+    def frames(self) -> list[pd.DataFrame]:
+        """One forecast frame per scenario."""
+        return [self.frame.assign(**{LOAD: self.frame[LOAD].to_numpy() + extra}) for extra in self.extra_load_kw]
 
 
 class PerfectForecaster:
@@ -104,10 +122,13 @@ def pv_forecast(config: SimulatorConfig, issued_at: pd.Timestamp, instants: pd.D
     return solar.simulate(site, axis, predicted.clear_sky_index, predicted.temp_air_celsius, predicted.wind_speed_m_s)
 
 
-def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray:
+def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, anomaly_readings: int = 1) -> np.ndarray:
     """Seasonal-naive load: the same time on the latest day known, blended with the mean of
-    the same time over the last week, plus the latest reading's anomaly for ANOMALY_PERSIST_H.
+    the same time over the last week, plus the latest anomaly for ANOMALY_PERSIST_H.
 
+    The anomaly is the median over the last ``anomaly_readings`` readings of their departure
+    from the usual: one reading catches a car that just started; with the car taken out
+    (:meth:`NaiveForecaster.scenarios`) a few keep a kettle's one-slot burst from lasting hours.
     Only readings at or before ``issued_at`` are used; missing ones fall back to the mean.
     """
     past = history_kw.loc[:issued_at].dropna()
@@ -123,10 +144,19 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
     expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
     now_ts = past.index[-1]
-    now_usual = past.reindex([now_ts - DAY * k for k in range(1, HISTORY_DAYS + 1)]).mean()
-    anomaly = float(past.iloc[-1] - now_usual) if np.isfinite(now_usual) else 0.0
+    anomaly = _latest_anomaly_kw(past, anomaly_readings)
     hours = (instants - now_ts) / pd.Timedelta(hours=1)
     return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
+
+
+def _latest_anomaly_kw(past: pd.Series, readings: int) -> float:
+    """Median departure of the latest ``readings`` readings from the same time on the last week."""
+    latest = past.iloc[-readings:]
+    usual = np.nanmean([past.reindex(latest.index - DAY * k).to_numpy() for k in range(1, HISTORY_DAYS + 1)], axis=0) \
+        if len(past) > 1 else np.full(len(latest), np.nan)
+    departures = latest.to_numpy() - usual
+    departures = departures[np.isfinite(departures)]
+    return float(np.median(departures)) if len(departures) else 0.0
 
 
 class NaiveForecaster:
@@ -139,9 +169,23 @@ class NaiveForecaster:
         self.load_history_kw = load_history_kw.sort_index()
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        return self._frame(issued_at, instants, self.load_history_kw)
+
+    def scenarios(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> ScenarioForecast:
+        """The house's own load forecast, with the EV sessions and load residuals of recent
+        days of the same kind on top (:func:`sessions.load_scenarios_kw`): the mean of a week of sessions
+        is a load no evening has, and no single evening says when the car will come."""
+        home = self.config.home_load
+        charger_kw = home.ev_charging_kw if home.has_ev else 0.0
+        found = sessions.load_scenarios_kw(self.load_history_kw, issued_at, instants, charger_kw, self.config.timezone)
+        frame = self._frame(issued_at, instants, found.house_load_kw, HOUSE_ANOMALY_READINGS)
+        return ScenarioForecast(frame, found.extra_load_kw, found.charging_now)
+
+    def _frame(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, load_history_kw: pd.Series,
+               anomaly_readings: int = 1) -> pd.DataFrame:
         pv = pv_forecast(self.config, issued_at, instants)
         frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
-        frame[LOAD] = naive_load_kw(self.load_history_kw, issued_at, frame.index)
+        frame[LOAD] = naive_load_kw(load_history_kw, issued_at, frame.index, anomaly_readings)
         frame[PV] = pv.generation_kw
         return frame[list(COLUMNS)]
 
