@@ -9,7 +9,9 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 * ``mpc``: model predictive control: every ``replan_minutes`` the LP plans the next
   ``horizon_hours`` on the forecasts available then, and the battery carries out the first
   steps of that plan in ``setpoint`` mode until the next re-plan, as :func:`commands_of`
-  turns it into power commands, steps left to the battery's own rule and an import cap;
+  turns it into power commands, steps left to the battery's own rule and an import cap. A
+  forecaster with load scenarios (the naive one) gets a scenario plan (stochastic.py), and
+  while a car charges the battery discharges only what the cap demands (:func:`hold_for_session`);
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
 
@@ -31,6 +33,8 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan, build_plan
+from cloud.optimization.sessions import SESSION_HISTORY_DAYS
+from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from edge_gateway import generator
 from edge_gateway.config import BatteryMode, SimulatorConfig
 from edge_gateway.errors import UsageError
@@ -58,6 +62,7 @@ class BacktestSettings:
     forecaster: str = "naive"
     execution: str = EXECUTIONS[0]
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
+    scenarios: bool = True  # plan over the forecaster's load scenarios when it offers them
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -193,7 +198,7 @@ def _concat(traces: list[physics.BatteryTrace]) -> physics.BatteryTrace:
                                   for f in dataclasses.fields(physics.BatteryTrace)))
 
 
-def commands_of(plan: DispatchPlan, peak_so_far_kw: float = 0.0, execution: str = EXECUTIONS[0]) -> tuple[np.ndarray, np.ndarray]:
+def commands_of(plan: DispatchPlan | ScenarioPlan, peak_so_far_kw: float = 0.0, execution: str = EXECUTIONS[0]) -> tuple[np.ndarray, np.ndarray]:
     """The battery power commands (NaN = none) and grid import caps (NaN = none) of a plan.
 
     ``setpoints``: the plan's power at every step, no cap.
@@ -206,17 +211,49 @@ def commands_of(plan: DispatchPlan, peak_so_far_kw: float = 0.0, execution: str 
     far or the plan's own highest import, whichever is higher), so load nobody forecast, such
     as a car plugged in early, is shaved by the battery as far as its energy lasts.
     """
-    power = plan.battery_power_kw.copy()
-    cap = np.full(plan.steps, math.nan)
+    plans = plan.plans if isinstance(plan, ScenarioPlan) else (plan,)
+    power = plans[0].battery_power_kw.copy()
+    cap = np.full(len(power), math.nan)
     if execution == "setpoints":
         return power, cap
     # Only where the plan does exactly what the rule would (all PV surplus stored, all load
-    # covered: no grid flow): a partial discharge saves energy for later, which the rule would spend.
-    local = np.isin(np.array(plan.actions), ("store", "discharge")) & (np.abs(plan.grid_kw) <= GRID_IDLE_KW)
+    # covered: no grid flow) in every scenario: a partial discharge saves energy for later,
+    # which the rule would spend.
+    local = np.logical_and.reduce([
+        np.isin(np.array(p.actions), ("store", "discharge")) & (np.abs(p.grid_kw) <= GRID_IDLE_KW) for p in plans
+    ])
     power[local] = math.nan
     if execution == "capped":
         cap[:] = max(plan.peak_import_kw, peak_so_far_kw)
     return power, cap
+
+
+def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,
+            settings: BacktestSettings, spec: BatterySpec, peak_so_far_kw: float, highs) -> tuple[DispatchPlan | ScenarioPlan, bool]:
+    """The plan issued at ``issued_at`` and whether an EV session is under way then.
+
+    Over the forecaster's scenarios when it has them (the steps until the next re-plan
+    decided once for all of them, stochastic.py), else over its one forecast.
+    """
+    scenarios = getattr(forecaster, "scenarios", None) if settings.scenarios else None
+    if scenarios is None:
+        inputs = horizon_inputs(forecaster(issued_at, instants), config, settings.step_hours, peak_so_far_kw)
+        return solve_dispatch(inputs, spec, highs=highs), False
+    forecast = scenarios(issued_at, instants)
+    inputs = [horizon_inputs(frame, config, settings.step_hours, peak_so_far_kw) for frame in forecast.frames()]
+    shared = min(settings.replan_minutes // settings.step_minutes, len(instants))
+    return solve_scenarios(inputs, spec, shared_steps=shared, highs=highs), forecast.charging_now
+
+
+def hold_for_session(setpoints_kw: np.ndarray) -> np.ndarray:
+    """While a car charges, the battery discharges only what the import cap demands.
+
+    However the scenarios are drawn, a plan that spends the battery on peak-price energy
+    during a session sometimes meets a session, or house load on top of it, longer than any
+    of them, and one such evening sets the month's demand charge (issue 7). Charging
+    commands stand; discharge commands and the battery's own rule give way to the cap.
+    """
+    return np.where(np.isnan(setpoints_kw) | (setpoints_kw < 0), 0.0, setpoints_kw)
 
 
 def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
@@ -246,8 +283,10 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         target = 0.0 if net_history is None else fc.holdable_peak_kw(
             net_history, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw, spec.discharge_efficiency)
         try:
-            inputs = horizon_inputs(forecaster(issued_at, instants), config, settings.step_hours, peak)
-            setpoints, caps = commands_of(solve_dispatch(inputs, spec, highs=highs), max(peak, target), settings.execution)
+            plan, charging_now = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs)
+            setpoints, caps = commands_of(plan, max(peak, target), settings.execution)
+            if charging_now and settings.execution == "capped":
+                setpoints = hold_for_session(setpoints)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)
@@ -286,7 +325,8 @@ def run_backtest(config: SimulatorConfig, settings: BacktestSettings, progress: 
     """Every strategy of the module docstring over the same simulated days."""
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     instants = backtest_window(config, settings)
-    history_start = instants[0] - pd.Timedelta(days=fc.HISTORY_DAYS + 1)  # what the site has measured before
+    # What the site has measured before: the naive forecast's week, the sessions' four weeks.
+    history_start = instants[0] - pd.Timedelta(days=max(fc.HISTORY_DAYS, SESSION_HISTORY_DAYS) + 1)
     everything = fc.site_actuals(config, pd.date_range(history_start, instants[-1], freq=settings.step))
     actuals = everything.loc[instants[0] :]
     forecaster = make_forecaster(settings.forecaster, config, everything)

@@ -108,6 +108,17 @@ def plot_day(result: bt.BacktestResult, day: pd.Timestamp, path: Path) -> Path:
     return path
 
 
+MPC_NOTE = (
+    "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
+    "the month's peak, which EV sessions set. Each plan is one LP over 8 load scenarios (the charging sessions "
+    "and house-load residuals of recent days of the same kind, a session under way continuing as long as past "
+    "ones did) whose first hour is decided once and whose peak covers every scenario; while a car charges, the "
+    "battery discharges only what the import cap demands. Perfect foresight knows which evenings need the "
+    "battery full and lets the others spend it at the peak price; the MPC must keep it back on every evening a "
+    "car might come, and the one session with more load on top than any scenario still sets a higher peak."
+)
+
+
 def _money(value: float) -> str:
     return f"{value:,.2f}"
 
@@ -135,6 +146,8 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     failed = int(table.loc[bt.MPC, "failed_plans"])
     if failed:
         lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
+    if s.forecaster == "naive" and s.scenarios:
+        lines += ["", MPC_NOTE]
     lines += ["", (__doc__ or "").split("Definitions (also printed in the report):")[1].strip()]
     if plot is not None:
         lines += ["", f"![sample day]({plot.name})"]
