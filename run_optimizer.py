@@ -13,12 +13,11 @@ from cloud.job_status import json_default as _json_default
 from cloud.optimization.backtest import EXECUTIONS, BacktestSettings, run_backtest
 from cloud.optimization.planner import PlanSettings, plan_status, run_plan
 from cloud.optimization.report import metrics, write_report
-from cloud.store.factory import SQLITE, cloud_settings, open_cloud_store
+from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import (
     ArgumentParser, add_common_flags, arg_type, positive_float, positive_int, print_table, progress, run_cli, setup_logging,
 )
 from edge_gateway.config import SimulatorConfig, load_config, with_overrides
-from edge_gateway.errors import UsageError
 
 FORECASTERS = ("naive", "perfect", "models")
 
@@ -46,7 +45,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--execution", choices=EXECUTIONS, default=EXECUTIONS[0],
                         help="how the backtest's battery carries out plans (default capped: commands, its own rule, an import cap)")
     parser.add_argument("--output", help="backtest report folder (default data/backtest/<device_id>)")
-    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    add_cloud_db_flag(parser)
     add_common_flags(parser)
     return parser
 
@@ -58,7 +57,7 @@ def site_config(args) -> SimulatorConfig:
 
 def plan(args, config: SimulatorConfig) -> None:
     settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster)
-    store = open_cloud_store(cloud_settings(backend=SQLITE if args.cloud_db else None, sqlite_path=args.cloud_db))
+    store = open_store_from_args(args)
     try:
         site_plan = run_plan(config, settings, store)
     finally:
@@ -97,7 +96,7 @@ def backtest(args, config: SimulatorConfig) -> None:
 
 
 def status(args) -> None:
-    store = open_cloud_store(cloud_settings(backend=SQLITE if args.cloud_db else None, sqlite_path=args.cloud_db))
+    store = open_store_from_args(args)
     try:
         report = plan_status(store, pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=7))
     finally:

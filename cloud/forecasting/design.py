@@ -95,7 +95,7 @@ def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, hori
     """Rows for every issue position and every horizon ``1..horizon_steps``; ``y`` is NaN where
     the target instant lies beyond the data (what a live forecast predicts)."""
     grid, per_day = history.grid, history.steps_per_day
-    n, rows_i = len(grid), np.repeat(positions, horizon_steps)
+    rows_i = np.repeat(positions, horizon_steps)
     h = np.tile(np.arange(1, horizon_steps + 1), len(positions))
     j = rows_i + h
     index = grid.index.append(pd.date_range(grid.index[-1] + history.step, periods=horizon_steps, freq=history.step))

@@ -17,7 +17,6 @@ from cloud.forecasting import design as dz
 from cloud.forecasting.data import load_histories
 from cloud.forecasting.evaluation import TargetEvaluation, evaluate_version, newest_window_start
 from cloud.forecasting.issue import forecast_next_day, write_forecasts
-from cloud.forecasting.models import PRIMARY
 from cloud.forecasting.plots import sample_week_png
 from cloud.forecasting.registry import PLOT, Registry
 from cloud.forecasting.settings import MAX_GAP, STEP, ForecastSettings

@@ -237,7 +237,7 @@ def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None
     try:
         active = Registry(folder).active()
     except NoModels as error:
-        active, why = None, str(error)
+        raise ForecasterUnavailable(f"{error}, or use --forecaster naive or perfect") from None
     if active is None:
         raise ForecasterUnavailable(f"no active models in {folder}: run run_model_training.py --train first, or use --forecaster naive or perfect")
     return ModelsForecaster(config, store, model_dir)
