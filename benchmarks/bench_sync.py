@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._machine import describe  # noqa: E402
 from cloud.store import schema as s  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
 from cloud.sync.job import SyncSettings, sync_once  # noqa: E402
@@ -31,18 +32,6 @@ from edge_gateway.stores.sqlite import SQLiteEdgeStore  # noqa: E402
 from tests.sync_fixtures import readings  # noqa: E402
 
 DEVICES = 10
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
 
 
 def url_for(admin: str, dbname: str) -> str:
@@ -95,7 +84,7 @@ def main() -> int:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     bulk, many = len(frame) / bulk_s, len(frame) / many_s
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}, {platform.system()}")
     print(f"rows: {len(frame):,} ({DEVICES} devices), batch size {args.batch_size:,}")
     print(f"sync end to end (SQLite edge -> COPY + upsert): {bulk:,.0f} rows/s ({bulk_s:.2f} s)")
     print(f"psycopg executemany upsert (same rows):          {many:,.0f} rows/s ({many_s:.2f} s)")

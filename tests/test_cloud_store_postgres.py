@@ -146,3 +146,35 @@ def test_numpy_binary_copy_leaves_unsupported_kinds_and_many_layouts_to_write_ro
     assert pg_copy.encode(pd.DataFrame({"j": [{"a": 1}]}), ["j"], [s.JSON]) is None
     many = pd.DataFrame({"t": [f"text-{i}" for i in range(pg_copy.MAX_LAYOUTS + 1)]})
     assert pg_copy.encode(many, ["t"], [s.TEXT]) is None
+
+
+def _stored(store: PostgresCloudStore) -> pd.DataFrame:
+    return store.read_readings().sort_values([dd.DEVICE_ID, dd.TS]).reset_index(drop=True)
+
+
+def test_batch_of_old_and_new_readings_appends_the_new_and_upserts_the_old(store):
+    frame = readings(2, 40, seed=5)
+    first = frame[frame[dd.TS] < frame[dd.TS].min() + pd.Timedelta(hours=2)]
+    store.upsert_readings(first)
+    # The next batch re-sends the last hour (changed values, as a late correction would) and goes on.
+    overlap_from = first[dd.TS].max() - pd.Timedelta(hours=1)
+    batch = frame[frame[dd.TS] > overlap_from].copy()
+    batch[dd.PRICE] = batch[dd.PRICE] + 1.0
+    assert store.upsert_readings(batch) == len(batch)
+    expected = pd.concat([first[first[dd.TS] <= overlap_from], batch])
+    stored = _stored(store)
+    assert len(stored) == len(frame) and not stored.duplicated([dd.DEVICE_ID, dd.TS]).any()
+    np.testing.assert_allclose(stored[dd.PRICE], expected.sort_values([dd.DEVICE_ID, dd.TS])[dd.PRICE])
+
+
+def test_append_that_races_another_writer_falls_back_to_the_upsert(store, monkeypatch):
+    frame = readings(2, 24, seed=6)
+    store.upsert_readings(frame)
+    # As if the newest-row lookup ran before another writer stored these very keys.
+    monkeypatch.setattr(PostgresCloudStore, "_newest_stored", staticmethod(lambda conn, devices: {}))
+    changed = frame.copy()
+    changed[dd.PRICE] = changed[dd.PRICE] * 2
+    assert store.upsert_readings(changed) == len(changed)
+    stored = _stored(store)
+    assert len(stored) == len(frame)
+    np.testing.assert_allclose(stored[dd.PRICE], changed.sort_values([dd.DEVICE_ID, dd.TS])[dd.PRICE])

@@ -1,6 +1,7 @@
 import multiprocessing as mp
 import sqlite3
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -89,3 +90,25 @@ def test_a_reader_process_never_blocks_or_sees_partial_batches(tmp_path, day):
     assert writer.exitcode == 0
     assert all(n % 48 == 0 for n in seen)  # each batch is one transaction
     assert seen == sorted(seen) and seen[-1] == len(day)
+
+
+def test_rows_convert_the_same_with_numeric_columns_as_one_block_or_one_by_one():
+    from edge_gateway.stores.sqlite import frame_from_rows
+
+    numeric = list(dd.NUMERIC_COLUMNS)
+    block_order = [dd.TS, *numeric, *dd.TEXT_COLUMNS, dd.DEVICE_ID]
+    scattered = [dd.DEVICE_ID, *dd.TEXT_COLUMNS, numeric[0], dd.TS, *numeric[1:]]  # no numeric run: column by column
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(50):
+        values = {name: float(rng.uniform(-5, 5)) for name in numeric}
+        values.update({dd.INT_COLUMNS[0]: k, numeric[1]: None if k % 7 == 0 else values[numeric[1]]})
+        if k % 11 == 0:
+            values[dd.INT_COLUMNS[0]] = None  # imported data may lack integer fields too
+        values.update({dd.TS: 1_700_000_000_000_000 + k * 300_000_000, dd.DEVICE_ID: "dev-1"})
+        values.update({name: "peak" for name in dd.TEXT_COLUMNS})
+        rows.append(values)
+    block = frame_from_rows([tuple(r[n] for n in block_order) for r in rows], block_order)
+    one_by_one = frame_from_rows([tuple(r[n] for n in scattered) for r in rows], scattered)
+    pd.testing.assert_frame_equal(block, one_by_one)
+    assert block[numeric[1]].isna().sum() == 8 and block[dd.INT_COLUMNS[0]].isna().sum() == 5
