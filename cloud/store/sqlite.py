@@ -160,7 +160,10 @@ class SQLiteCloudStore(TableStore):
             # A column pinned by the filter is not fetched per row: building a million equal
             # strings costs more than the rest of the column.
             fixed = {c: v for c, v in (equals or {}).items() if c == dd.DEVICE_ID}
-            names = [c for c in names if c not in fixed]
+            wanted = [c for c in names if c not in fixed]
+            # Numeric columns side by side: frame_from_rows converts such a run as one block.
+            names = [c for c in (dd.TS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS, dd.DEVICE_ID) if c in wanted]
+            names += [c for c in wanted if c not in names]
         where, params = self._where(table, equals, start, stop)
         order = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in spec.keys)
         sql = f"SELECT {', '.join(names)} FROM {table} {where} ORDER BY {order}"
