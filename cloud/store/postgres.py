@@ -215,13 +215,7 @@ class PostgresCloudStore(TableStore):
             sql += f" LIMIT {int(limit)}"
         with self._guard(f"read {table}") as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(sql, params).fetchall()
-        frame = pd.DataFrame.from_records(rows, columns=names)
-        if table == s.READINGS:
-            return s.coerce_readings(frame, names)
-        out = s.coerce(table, frame)
-        if spec.serial:
-            out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))
-        return out
+        return s.frame_from_records(table, rows, names)
 
     def _count(self, table, equals, start, stop) -> int:
         where, params = self._where(equals, start, stop)

@@ -170,6 +170,19 @@ def coerce_readings(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     return dd.coerce_frame(frame.reindex(columns=list(dd.COLUMNS)))[list(reading_columns(names))]
 
 
+def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.DataFrame:
+    """Rows a server returned for columns ``names`` of table ``name`` -> a frame with the
+    contract's dtypes (the serial id, where the table has one, first and nullable)."""
+    frame = pd.DataFrame.from_records(rows, columns=list(names))
+    if name == READINGS:
+        return coerce_readings(frame, names)
+    out = coerce(name, frame)
+    serial = table(name).serial
+    if serial:
+        out.insert(0, serial, pd.array(frame[serial], dtype="Int64"))
+    return out
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, str):
         return value  # already JSON text (pack_features): passed through, never re-encoded

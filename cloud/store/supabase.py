@@ -114,13 +114,7 @@ class SupabaseCloudStore(TableStore):
         names = list(columns or spec.columns)
         selected = "*" if columns is None else ",".join(names)
         rows = self._pages(table, spec.keys, equals, start, stop, limit, descending, selected)
-        frame = pd.DataFrame.from_records(rows, columns=names)
-        if table == s.READINGS:
-            return s.coerce_readings(frame, names)
-        out = s.coerce(table, frame)
-        if spec.serial:
-            out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))
-        return out
+        return s.frame_from_records(table, rows, names)
 
     def _count(self, table, equals, start, stop) -> int:
         response = self._call(f"count {table}", lambda: self._query(table, equals, start, stop, head=True).execute())
