@@ -157,7 +157,7 @@ def simulate(
 
 
 def _requests(configs, exo: Exogenous, params: battery.BatteryParams, setpoint_kw, import_cap_kw) -> np.ndarray:
-    """Each site's control-mode request; fleets compute halves of the sites on two threads."""
+    """Each site's control-mode request, for fleets on two threads."""
     modes = [c.battery.mode for c in configs]
     rows_of = lambda a, rows: None if a is None else a[rows]  # noqa: E731
 
@@ -165,17 +165,12 @@ def _requests(configs, exo: Exogenous, params: battery.BatteryParams, setpoint_k
         return battery.requests(modes[rows], exo.solar_kw[rows], exo.load_kw[rows], exo.period_index[rows],
                                 params.max_charge_kw[rows], rows_of(setpoint_kw, rows), rows_of(import_cap_kw, rows))
 
-    if len(configs) < PARALLEL_MIN_SITES:
-        return part(slice(None))
-    import dask
-
-    half = len(configs) // 2
     request = np.empty(exo.solar_kw.shape)
 
     def fill(rows: slice) -> None:
         request[rows] = part(rows)
 
-    dask.compute(dask.delayed(fill)(slice(0, half)), dask.delayed(fill)(slice(half, None)), scheduler="threads")
+    base.over_site_halves(len(configs), fill, PARALLEL_MIN_SITES)
     return request
 
 

@@ -25,7 +25,7 @@ from cloud.store import schema as s
 from cloud.store.common import TableStore, run_row, watermark_upsert_sql
 from edge_gateway.errors import StoreError
 from edge_gateway.models import der_data as dd
-from edge_gateway.stores.sqlite import bound_micros, connect, frame_from_rows, micros_to_ts
+from edge_gateway.stores.sqlite import block_order, bound_micros, connect, frame_from_rows, micros_to_ts
 
 DEFAULT_CLOUD_DB = "data/cloud.db"
 LAYOUTS = migrations.FEATURE_LAYOUTS
@@ -71,7 +71,6 @@ class SQLiteCloudStore(TableStore):
         ``executemany`` step: Python's sqlite3 gives up the GIL around every step, and with
         the feature job's maths running on the other thread each step then waited to get it
         back, which made a threaded write slower than a serial one (issue 5)."""
-        spec = s.table(table)
         names = list(columns)
         rows = list(zip(*columns.values()))
         variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -160,10 +159,7 @@ class SQLiteCloudStore(TableStore):
             # A column pinned by the filter is not fetched per row: building a million equal
             # strings costs more than the rest of the column.
             fixed = {c: v for c, v in (equals or {}).items() if c == dd.DEVICE_ID}
-            wanted = [c for c in names if c not in fixed]
-            # Numeric columns side by side: frame_from_rows converts such a run as one block.
-            names = [c for c in (dd.TS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS, dd.DEVICE_ID) if c in wanted]
-            names += [c for c in wanted if c not in names]
+            names = block_order([c for c in names if c not in fixed])
         where, params = self._where(table, equals, start, stop)
         order = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in spec.keys)
         sql = f"SELECT {', '.join(names)} FROM {table} {where} ORDER BY {order}"

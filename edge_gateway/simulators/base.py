@@ -10,6 +10,7 @@ and fleet runs agree bit for bit on any instant they share, whatever range they 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from threading import Lock
@@ -67,6 +68,19 @@ class TimeAxis:
 
     def __len__(self) -> int:
         return len(self.times)
+
+
+def over_site_halves(n_sites: int, part: Callable[[slice], None], min_sites: int) -> None:
+    """Call ``part(rows)`` over every site: once for all of them below ``min_sites``, else for
+    each half of the fleet on its own thread. Sites are independent and the work releases the
+    GIL (numpy kernels, compiled loops), so ``part`` just writes its rows of shared outputs."""
+    if n_sites < min_sites:
+        part(slice(0, n_sites))
+        return
+    import dask
+
+    half = n_sites // 2
+    dask.compute(dask.delayed(part)(slice(0, half)), dask.delayed(part)(slice(half, n_sites)), scheduler="threads")
 
 
 def grid_draws(seed: int, stream: str, first: int, count: int, kind: str = "normal") -> np.ndarray:

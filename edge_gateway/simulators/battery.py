@@ -24,6 +24,7 @@ import numpy as np
 from numba.extending import register_jitable
 
 from edge_gateway.config import BatteryConfig, BatteryMode
+from edge_gateway.simulators.base import over_site_halves
 
 HOURS_PER_YEAR = 8766.0
 THERMAL_TIME_CONSTANT_H = 3.0
@@ -263,13 +264,7 @@ def run(
     def part(rows: slice) -> None:  # each part writes its own rows of the shared outputs
         _run_compiled(*(a[rows] for a in per_site_args), dt_h, env[rows], out[:, rows], cycles[rows], final[:, rows])
 
-    if n_sites < PARALLEL_MIN_SITES:
-        part(slice(0, n_sites))
-    else:  # sites are independent and the loop releases the GIL: halves of the fleet on two threads
-        import dask
-
-        half = n_sites // 2
-        dask.compute(dask.delayed(part)(slice(0, half)), dask.delayed(part)(slice(half, n_sites)), scheduler="threads")
+    over_site_halves(n_sites, part, PARALLEL_MIN_SITES)
     power, soc, energy, temperature, voltage, health = out
     return BatteryTrace(power, soc, energy, temperature, voltage, cycles, health), BatteryState(*final)
 

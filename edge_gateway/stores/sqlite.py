@@ -76,6 +76,13 @@ def frame_from_rows(rows: Sequence[tuple], names: Sequence[str], fixed: Mapping[
 _NUMERIC = frozenset(dd.NUMERIC_COLUMNS)
 
 
+def block_order(columns: Sequence[str]) -> list[str]:
+    """``columns`` in the order to select them for :func:`frame_from_rows`: the numeric ones
+    side by side (converted as one block), then text, then anything else."""
+    ordered = [c for c in (dd.TS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS, dd.DEVICE_ID) if c in columns]
+    return ordered + [c for c in columns if c not in ordered]
+
+
 def _columns(rows: Sequence[tuple], names: Sequence[str]) -> dict[str, Any]:
     """Rows -> values per column. A run of numeric columns in the select list converts as
     one 2-D float block (numpy reads the tuples in C), which costs a fraction of transposing
@@ -141,8 +148,8 @@ class SQLiteEdgeStore:
 
     def _select(self, where: str, params: list, limit: int | None, order: str = "ASC",
                 device_id: str | None = None) -> pd.DataFrame:
-        # Numeric columns side by side (converted as one block); a pinned device is not re-read per row.
-        names = [dd.TS, *dd.NUMERIC_COLUMNS, *dd.TEXT_COLUMNS] + ([] if device_id is not None else [dd.DEVICE_ID])
+        # A pinned device is not read back per row.
+        names = block_order([c for c in dd.COLUMNS if device_id is None or c != dd.DEVICE_ID])
         sql = f"SELECT {', '.join(names)} FROM {TABLE} {where} ORDER BY {dd.DEVICE_ID}, {dd.TS} {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
