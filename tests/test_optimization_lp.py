@@ -26,7 +26,7 @@ from cloud.optimization import (
     solve_dispatch,
     solve_many,
 )
-from cloud.optimization.lp import _has_simultaneous_flows, _run, new_solver
+from cloud.optimization.lp import _has_simultaneous_flows, new_solver, run_model
 
 TOL = 1e-6
 
@@ -296,7 +296,7 @@ def test_self_consumption_rule_runs_a_fleet_like_one_site_at_a_time(seed):
 
 
 def _relaxation_has_simultaneous_flows(inputs: HorizonInputs, battery: BatterySpec) -> bool:
-    x, _ = _run(new_solver(), build_lp(inputs, battery), "test LP")
+    x, _ = run_model(new_solver(), build_lp(inputs, battery), "test LP")
     return _has_simultaneous_flows(x, inputs.steps)
 
 

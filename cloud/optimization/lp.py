@@ -158,7 +158,8 @@ def new_solver() -> highspy.Highs:
     return highs
 
 
-def _run(highs: highspy.Highs, model: highspy.HighsLp | highspy.HighsModel, what: str) -> tuple[np.ndarray, float]:
+def run_model(highs: highspy.Highs, model: highspy.HighsLp | highspy.HighsModel, what: str) -> tuple[np.ndarray, float]:
+    """Solve ``model``; its column values and objective, or :class:`SolverFailed` naming ``what``."""
     highs.passModel(model)
     highs.run()
     status = highs.getModelStatus()
@@ -211,7 +212,7 @@ def _solve_without_simultaneous_flows(
     highs.setOptionValue("presolve", "on")  # the MIP's branch and bound relies on it
     # The default relative gap (1e-4) would let the plan cost visibly more than the optimum.
     highs.setOptionValue("mip_rel_gap", 1e-9)
-    x, _ = _run(highs, _direction_mip(lp, inputs, battery), "direction MIP")
+    x, _ = run_model(highs, _direction_mip(lp, inputs, battery), "direction MIP")
     charging = x[lp.num_col_ : lp.num_col_ + steps] > 0.5
     importing = x[lp.num_col_ + steps :] > 0.5
     upper = np.array(lp.col_upper_)
@@ -220,7 +221,7 @@ def _solve_without_simultaneous_flows(
     upper[2 * steps : 3 * steps][~importing] = 0.0
     upper[3 * steps : 4 * steps][importing] = 0.0
     lp.col_upper_ = upper
-    return _run(highs, lp, "LP with fixed directions")
+    return run_model(highs, lp, "LP with fixed directions")
 
 
 def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highspy.Highs | None = None) -> DispatchPlan:
@@ -231,16 +232,20 @@ def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highsp
     """
     check_feasible(inputs, battery)
     lp = build_lp(inputs, battery)
-    x, objective = _run(highs or new_solver(), lp, "dispatch LP")
+    x, objective = run_model(highs or new_solver(), lp, "dispatch LP")
     status = "optimal"
     if _has_simultaneous_flows(x, inputs.steps):
         x, objective = _solve_without_simultaneous_flows(lp, inputs, battery)
         status = "optimal (directions fixed by MIP)"
-    steps = inputs.steps
-    # Netting removes flows below SIMULTANEOUS_TOLERANCE_KW that a solver may leave on both sides.
-    power = np.clip(x[:steps], 0.0, battery.max_charge_kw) - np.clip(x[steps : 2 * steps], 0.0, battery.max_discharge_kw)
-    charge, discharge = np.maximum(power, 0.0), np.maximum(-power, 0.0)
+    charge, discharge = net_battery_flows(x, inputs.steps, battery)
     return build_plan(inputs, battery, charge, discharge, status=status, objective=objective)
+
+
+def net_battery_flows(x: np.ndarray, steps: int, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
+    """Charge and discharge (kW) from the first two column blocks of a solution, netted:
+    netting removes flows below SIMULTANEOUS_TOLERANCE_KW that a solver may leave on both sides."""
+    power = np.clip(x[:steps], 0.0, battery.max_charge_kw) - np.clip(x[steps : 2 * steps], 0.0, battery.max_discharge_kw)
+    return np.maximum(power, 0.0), np.maximum(-power, 0.0)
 
 
 def solve_many(

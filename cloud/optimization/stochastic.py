@@ -29,13 +29,13 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization.lp import lp_arrays, new_solver
-from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible
+from cloud.optimization.lp import lp_arrays, net_battery_flows, new_solver, run_model
+from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, check_feasible
 from cloud.optimization.plan import DispatchPlan, build_plan
 
-_FLOW_BLOCKS = 5
+_FLOW_BLOCKS = 5  # charge, discharge, import, export, SOC: one block of T columns each
 #: Relative growth of energy prices from the first step to the last (a tie-break, see above).
-PATIENCE = 0.02  # charge, discharge, import, export, SOC: one block of T columns each
+PATIENCE = 0.02
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,18 +136,11 @@ def solve_scenarios(
     _check_scenarios(scenarios, weights, shared_steps)
     for inputs in scenarios:
         check_feasible(inputs, battery)
-    highs = highs or new_solver()
-    highs.passModel(build_scenario_lp(scenarios, battery, weights, shared_steps))
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverFailed(f"HiGHS ended the scenario LP with status {highs.modelStatusToString(status)}")
-    x = np.array(highs.getSolution().col_value)
+    x, objective = run_model(highs or new_solver(), build_scenario_lp(scenarios, battery, weights, shared_steps),
+                             "scenario LP")
     steps, width = scenarios[0].steps, _FLOW_BLOCKS * scenarios[0].steps
     plans = []
     for s, inputs in enumerate(scenarios):
-        block = x[s * width : (s + 1) * width]
-        power = np.clip(block[:steps], 0.0, battery.max_charge_kw) - np.clip(block[steps : 2 * steps], 0.0, battery.max_discharge_kw)
-        plans.append(build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="scenario"))
-    objective = float(highs.getInfo().objective_function_value)
+        charge, discharge = net_battery_flows(x[s * width : (s + 1) * width], steps, battery)
+        plans.append(build_plan(inputs, battery, charge, discharge, status="scenario"))
     return ScenarioPlan(tuple(plans), weights, float(x[-1]), shared_steps, objective)
