@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from threading import Lock
+from threading import RLock
 
 import numba
 import numpy as np
@@ -129,27 +129,38 @@ def ar1_grid(seed: int, stream: str, first: int, count: int, phi: float, memory:
     return out
 
 
-_POSITIONS: list[tuple[np.ndarray, float, tuple]] = []  # small identity-keyed cache, see _grid_position
-_POSITIONS_LOCK = Lock()  # fleets compute sites on several threads
+_DERIVED: list[tuple[np.ndarray, object, object]] = []  # small identity-keyed cache, see derived()
+_DERIVED_LOCK = RLock()  # fleets compute sites on several threads; computations may nest
+
+
+def derived(source: np.ndarray, key, compute: Callable[[], object]):
+    """``compute()``, a function of the array ``source`` (and ``key``) alone, kept for reuse.
+
+    Every site of a fleet shares one time axis, so whatever depends only on its instants
+    (grid positions, the local clock's occupancy profiles and tariff periods, the season)
+    is computed for the first site and reused by the rest. Entries are keyed by the source
+    array's identity, which the cache holds on to, and the last few dozen are kept.
+    """
+    with _DERIVED_LOCK:  # a second thread waits for the value rather than computing it again
+        for array, k, value in _DERIVED:
+            if array is source and k == key:
+                return value
+        value = compute()
+        _DERIVED.insert(0, (source, key, value))
+        del _DERIVED[48:]
+        return value
 
 
 def _grid_position(epoch_s: np.ndarray, grid_s: float) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """First grid point, count, slot index and fraction of each instant on a grid.
+    """First grid point, count, slot index and fraction of each instant on a grid."""
 
-    Every site of a fleet shares one time axis, and several processes share a grid, so the
-    positions are kept for the last few (array, grid) pairs, keyed by the array's identity.
-    """
-    with _POSITIONS_LOCK:
-        for array, grid, cached in _POSITIONS:
-            if array is epoch_s and grid == grid_s:
-                return cached
+    def compute():
         first, count = grid_span(epoch_s, grid_s)
         position = epoch_s / grid_s - first
         index = np.floor(position).astype(np.int64)
-        cached = (first, count, index, position - index)
-        _POSITIONS.insert(0, (epoch_s, grid_s, cached))
-        del _POSITIONS[8:]
-        return cached
+        return first, count, index, position - index
+
+    return derived(epoch_s, ("grid", grid_s), compute)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -166,6 +177,11 @@ def _moving_average_at(eps: np.ndarray, weights: np.ndarray, index: np.ndarray, 
         weight = weights[lag]
         for j in range(count):
             values[j] += weight * eps[memory + j - lag]
+    return _interpolate(values, index, frac)
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate(values: np.ndarray, index: np.ndarray, frac: np.ndarray) -> np.ndarray:
     out = np.empty(index.shape[0])
     for i in range(index.shape[0]):
         out[i] = values[index[i]] * (1.0 - frac[i]) + values[index[i] + 1] * frac[i]
@@ -179,18 +195,10 @@ def smooth_process(seed: int, stream: str, epoch_s: np.ndarray, grid_s: float, p
     return _moving_average_at(eps, moving_average_weights(phi, memory), index, frac)
 
 
-def sample_linear(epoch_s: np.ndarray, grid_s: float, first: int, values: np.ndarray) -> np.ndarray:
-    """Linear interpolation of grid values (grid point ``first + i`` at ``(first+i)*grid_s``)."""
-    position = epoch_s / grid_s - first
-    index = np.floor(position).astype(np.int64)
-    frac = position - index
-    return values[index] * (1.0 - frac) + values[index + 1] * frac
-
-
-def sample_hold(epoch_s: np.ndarray, grid_s: float, first: int, values: np.ndarray) -> np.ndarray:
-    """The grid value of the slot that contains each instant."""
-    index = np.floor(epoch_s / grid_s).astype(np.int64) - first
-    return values[index]
+def interpolate(epoch_s: np.ndarray, grid_s: float, values: np.ndarray) -> np.ndarray:
+    """Linear interpolation of values on the grid points :func:`grid_span` gives for ``epoch_s``."""
+    _, count, index, frac = _grid_position(epoch_s, grid_s)
+    return _interpolate(np.ascontiguousarray(values[:count], dtype=float), index, frac)
 
 
 def slot_process(seed: int, stream: str, epoch_s: np.ndarray, grid_s: float, kind: str = "uniform") -> np.ndarray:

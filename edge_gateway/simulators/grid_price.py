@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import holidays
+import numba
 import numpy as np
+from numba.extending import register_jitable
 
 from edge_gateway.config import GridPriceConfig
 from edge_gateway.models.der_data import TOU_PERIODS
@@ -62,25 +64,59 @@ def tou_period(hour: np.ndarray, weekday: np.ndarray, holiday: np.ndarray) -> np
     return np.where(workday, workday_period, rest_day_period).astype(np.int8)
 
 
-def spikes(config: GridPriceConfig, seed: int, epoch_s: np.ndarray) -> np.ndarray:
-    """Multiplier >= 1: on rare days a scarcity event lifts prices 3-6x for 30-150 minutes
-    in the late afternoon or evening (UTC-day slots keep it independent of the time zone)."""
+def spike_days(config: GridPriceConfig, seed: int, first_day: int, count: int) -> np.ndarray:
+    """Per UTC day from ``first_day``: (happens, start hour, length in hours, height). On rare
+    days a scarcity event lifts prices 3-6x for 30-150 minutes in the late afternoon or
+    evening (UTC-day slots keep it independent of the time zone)."""
+    draws = base.grid_draws(seed, "price_spike", first_day * 4, count * 4, "uniform").reshape(-1, 4)
+    happens = (draws[:, 0] < config.spike_probability_per_day).astype(float)
+    return np.stack([happens, 15.0 + 6.0 * draws[:, 1], 0.5 + 2.0 * draws[:, 2], 3.0 + 3.0 * draws[:, 3]])
+
+
+def _utc_days(epoch_s: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """First UTC day, day count, each instant's day (from the first) and UTC hour."""
     first, count = base.grid_span(epoch_s, DAY_S, pad_after=0)
-    draws = base.grid_draws(seed, "price_spike", first * 4, count * 4, "uniform").reshape(-1, 4)
-    happens = draws[:, 0] < config.spike_probability_per_day
-    start_h = 15.0 + 6.0 * draws[:, 1]
-    length_h = 0.5 + 2.0 * draws[:, 2]
-    height = 3.0 + 3.0 * draws[:, 3]
     day = np.floor(epoch_s / DAY_S).astype(np.int64) - first
     hour_utc = (epoch_s - np.floor(epoch_s / DAY_S) * DAY_S) / 3600.0
-    inside = happens[day] & (hour_utc >= start_h[day]) & (hour_utc < start_h[day] + length_h[day])
-    return np.where(inside, height[day], 1.0)
+    return first, count, day, hour_utc
+
+
+@register_jitable
+def _carbon(hour, sun_up, noise):
+    """Grid carbon intensity (g/kWh): gas peakers in the evening, grid solar at midday."""
+    evening_peakers = 70.0 if hour >= 17.0 and hour < 21.0 else 0.0
+    return max(420.0 + evening_peakers - 200.0 * sun_up + 15.0 * noise, 50.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _carbon_at(hour, sun_up, noise):
+    out = np.empty(hour.shape[0])
+    for i in range(out.shape[0]):
+        out[i] = _carbon(hour[i], sun_up[i], noise[i])
+    return out
 
 
 def carbon_intensity(hour: np.ndarray, sun_up: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Grid carbon intensity (g/kWh): gas peakers in the evening, grid solar at midday."""
-    evening_peakers = np.where((hour >= 17.0) & (hour < 21.0), 70.0, 0.0)
-    return np.clip(420.0 + evening_peakers - 200.0 * sun_up + 15.0 * noise, 50.0, None)
+    """Grid carbon intensity (g/kWh) at each instant; ``sun_up`` is the regional solar share."""
+    as_array = lambda a: np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=float), np.shape(hour)))  # noqa: E731
+    return _carbon_at(as_array(hour), as_array(sun_up), as_array(noise))
+
+
+@numba.njit(cache=True, nogil=True)
+def _tariff(c, period, noise, day, hour_utc, spikes, hour, sun_up, carbon_noise, out):
+    """Price, feed-in tariff and carbon intensity, instant by instant. ``c``: off-peak,
+    shoulder and peak prices, volatility, base feed-in tariff; ``spikes``: see spike_days."""
+    volatility, feed_in_base = c[3], c[4]
+    half_volatility = 0.5 * volatility
+    for i in range(period.shape[0]):
+        p, d = period[i], day[i]
+        inside = spikes[0, d] > 0.0 and hour_utc[i] >= spikes[1, d] and hour_utc[i] < spikes[1, d] + spikes[2, d]
+        spike = spikes[3, d] if inside else 1.0
+        price = max(c[p] * (1.0 + volatility * noise[i]) * spike, 0.0)
+        feed_in = feed_in_base * FEED_IN_FACTOR[p] * (1.0 + half_volatility * noise[i])
+        out[0, i] = price
+        out[1, i] = max(min(feed_in, price), 0.0)  # selling never pays more than buying
+        out[2, i] = _carbon(hour[i], sun_up[i], carbon_noise[i])
 
 
 def simulate(
@@ -93,18 +129,15 @@ def simulate(
     local_day: np.ndarray,
     sun_up: np.ndarray,
 ) -> PriceOutput:
-    """``sun_up``: regional solar share proxy in [0, 1] (clear-sky output / capacity works)."""
-    period = tou_period(hour, weekday, is_holiday(local_day, country))
-    tou_price = np.array([config.off_peak_price, config.shoulder_price, config.peak_price])[period]
+    """``sun_up``: regional solar share proxy in [0, 1] (clear-sky output / capacity works).
+    The local clock's tariff periods and the UTC day of each instant are shared by every
+    site on the same axis."""
+    period = base.derived(hour, ("tou", country), lambda: tou_period(hour, weekday, is_holiday(local_day, country)))
+    first_day, days, day, hour_utc = base.derived(epoch_s, "utc_days", lambda: _utc_days(epoch_s))
     noise = base.smooth_process(seed, "price", epoch_s, PRICE_GRID_S, phi=0.85, memory=30)
-    price = np.clip(tou_price * (1.0 + config.volatility * noise) * spikes(config, seed, epoch_s), 0.0, None)
-    feed_in = config.base_feed_in_tariff * FEED_IN_FACTOR[period] * (1.0 + 0.5 * config.volatility * noise)
-    feed_in = np.clip(np.minimum(feed_in, price), 0.0, None)  # selling never pays more than buying
     carbon_noise = base.smooth_process(seed, "carbon", epoch_s, 3600.0, phi=0.8, memory=24)
-    return PriceOutput(
-        price,
-        feed_in,
-        np.full(epoch_s.shape, config.demand_charge),
-        period,
-        carbon_intensity(hour, sun_up, carbon_noise),
-    )
+    out = np.empty((3, len(epoch_s)))
+    prices = np.array([config.off_peak_price, config.shoulder_price, config.peak_price, config.volatility, config.base_feed_in_tariff])
+    _tariff(prices, period, noise, day, hour_utc, spike_days(config, seed, first_day, days), hour, sun_up, carbon_noise, out)
+    price, feed_in, carbon = out
+    return PriceOutput(price, feed_in, np.full(epoch_s.shape, config.demand_charge), period, carbon)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from numba.extending import register_jitable
 
 from edge_gateway.config import HomeLoadConfig
 from edge_gateway.simulators import base
@@ -47,33 +49,34 @@ def activity(hour: np.ndarray, weekend: np.ndarray) -> np.ndarray:
     return np.where(weekend, weekend_profile, weekday_profile)
 
 
-def hvac_kw(config: HomeLoadConfig, temp_air_celsius: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+@register_jitable
+def hvac_kw(capacity_kw, cooling_setpoint, heating_setpoint, temp_air_celsius, occupied):
     """Cooling above and heating below the comfort band; set back (weaker) when nobody is home.
 
     Demand rises linearly with the temperature gap and saturates at the unit's capacity
     about 10 K beyond the setpoint, a degree-hour model in the style of building energy codes.
     """
     setback = 0.4 + 0.6 * occupied
-    cooling = np.clip((temp_air_celsius - config.cooling_setpoint_celsius + 1.0) / 10.0, 0.0, 1.0)
+    cooling = min(max((temp_air_celsius - cooling_setpoint + 1.0) / 10.0, 0.0), 1.0)
     # Internal and solar gains carry a house about 5 K below its heating setpoint.
-    heating = np.clip((config.heating_setpoint_celsius - 5.0 - temp_air_celsius) / 15.0, 0.0, 1.0)
-    return config.hvac_capacity_kw * setback * (cooling + heating)
+    heating = min(max((heating_setpoint - 5.0 - temp_air_celsius) / 15.0, 0.0), 1.0)
+    return capacity_kw * setback * (cooling + heating)
 
 
-def lighting_kw(config: HomeLoadConfig, zenith_deg: np.ndarray, clear_sky_index: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+@register_jitable
+def lighting_kw(peak_load_kw, zenith_deg, clear_sky_index, occupied):
     """Lights follow darkness (sun low, or heavy cloud) while people are home."""
-    dark = np.clip((zenith_deg - 80.0) / 15.0, 0.0, 1.0)
-    dim = np.clip(0.6 - clear_sky_index, 0.0, 0.6) * 0.5  # overcast days need some light
-    return 0.04 * config.peak_load_kw * np.clip(dark + dim, 0.0, 1.0) * occupied
+    dark = min(max((zenith_deg - 80.0) / 15.0, 0.0), 1.0)
+    dim = min(max(0.6 - clear_sky_index, 0.0), 0.6) * 0.5  # overcast days need some light
+    return 0.04 * peak_load_kw * min(max(dark + dim, 0.0), 1.0) * occupied
 
 
-def appliances_kw(config: HomeLoadConfig, seed: int, epoch_s: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Background appliance use plus bursts (oven, kettle, washer) more likely at busy times."""
-    level = np.exp(0.35 * base.smooth_process(seed, "appliance", epoch_s, APPLIANCE_GRID_S, phi=0.7, memory=14) - 0.06)
-    burst_draw = base.slot_process(seed, "appliance_burst", epoch_s, BURST_GRID_S)
-    burst_size = base.slot_process(seed + 1, "appliance_burst", epoch_s, BURST_GRID_S)
-    burst = np.where(burst_draw < 0.25 * intensity, (0.8 + 2.2 * burst_size), 0.0)
-    return 0.12 * config.peak_load_kw * intensity * level + burst
+@register_jitable
+def appliances_kw(peak_load_kw, intensity, level, burst_draw, burst_size):
+    """Background appliance use (``level``: a persistent lognormal factor) plus bursts (oven,
+    kettle, washer) more likely at busy times."""
+    burst = 0.8 + 2.2 * burst_size if burst_draw < 0.25 * intensity else 0.0
+    return 0.12 * peak_load_kw * intensity * level + burst
 
 
 def ev_sessions(config: HomeLoadConfig, seed: int, local_day: np.ndarray, weekend_of_day) -> tuple[np.ndarray, np.ndarray]:
@@ -88,22 +91,33 @@ def ev_sessions(config: HomeLoadConfig, seed: int, local_day: np.ndarray, weeken
     return arrival, hours
 
 
-def ev_charging_kw(config: HomeLoadConfig, seed: int, hour: np.ndarray, local_day: np.ndarray, weekday: np.ndarray) -> np.ndarray:
+def ev_charging_kw(config: HomeLoadConfig, seed: int, hour: np.ndarray, local_day: np.ndarray) -> np.ndarray:
     """A car arrives in the evening (or any time at weekends) and charges at full rate until full;
     a session may run past midnight, so each instant checks today's and yesterday's session."""
     if not config.has_ev or config.ev_charging_kw <= 0:
         return np.zeros_like(hour)
-    first_day = int(local_day.min()) - 1
+    first_day, today = base.derived(local_day, "ev_days", lambda: _day_index(local_day))
     days = np.arange(first_day, int(local_day.max()) + 1)
     weekend_of_day = ((days + 3) % 7) >= 5  # 1970-01-01 was a Thursday (weekday 3)
     arrival, hours = ev_sessions(config, seed, days, weekend_of_day)
-    today = (local_day - first_day).astype(np.int64)
-    since_today = hour - arrival[today]
-    since_yesterday = hour + 24.0 - arrival[today - 1]
-    charging = ((since_today >= 0) & (since_today < hours[today])) | (
-        (since_yesterday >= 0) & (since_yesterday < hours[today - 1])
-    )
-    return np.where(charging, config.ev_charging_kw, 0.0)
+    return _ev_charging(config.ev_charging_kw, hour, today, arrival, hours)
+
+
+def _day_index(local_day: np.ndarray) -> tuple[int, np.ndarray]:
+    first_day = int(local_day.min()) - 1  # the day before the first: its session may run past midnight
+    return first_day, (local_day - first_day).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ev_charging(rate_kw, hour, today, arrival, hours):
+    out = np.empty(hour.shape[0])
+    for i in range(out.shape[0]):
+        d = today[i]
+        since_today = hour[i] - arrival[d]
+        since_yesterday = hour[i] + 24.0 - arrival[d - 1]
+        charging = (since_today >= 0 and since_today < hours[d]) or (since_yesterday >= 0 and since_yesterday < hours[d - 1])
+        out[i] = rate_kw if charging else 0.0
+    return out
 
 
 def simulate(
@@ -117,15 +131,33 @@ def simulate(
     zenith_deg: np.ndarray,
     clear_sky_index: np.ndarray,
 ) -> LoadOutput:
-    weekend = weekday >= 5
-    occupied = occupancy(hour, weekend)
-    other = config.base_load_kw * (1.0 + 0.08 * base.smooth_process(seed, "other_load", epoch_s, 900.0, 0.6, 12))
-    other = np.clip(other, 0.0, None)
-    hvac = hvac_kw(config, temp_air_celsius, occupied)
-    lights = lighting_kw(config, zenith_deg, clear_sky_index, occupied)
-    appliances = appliances_kw(config, seed, epoch_s, activity(hour, weekend))
-    # The house's own circuits share peak_load_kw; appliances give way first.
-    headroom = np.clip(config.peak_load_kw - other - hvac - lights, 0.0, None)
-    appliances = np.minimum(appliances, headroom)
-    ev = ev_charging_kw(config, seed, hour, local_day, weekday)
-    return LoadOutput(hvac, appliances, lights, ev, other)
+    """``hour``, ``weekday`` and ``local_day`` come from one :func:`base.local_clock`: the
+    occupancy and activity profiles, which depend on them alone, are shared through it."""
+    occupied = base.derived(hour, "occupancy", lambda: occupancy(hour, weekday >= 5))
+    intensity = base.derived(hour, "activity", lambda: activity(hour, weekday >= 5))
+    other_noise = base.smooth_process(seed, "other_load", epoch_s, 900.0, 0.6, 12)
+    level = np.exp(0.35 * base.smooth_process(seed, "appliance", epoch_s, APPLIANCE_GRID_S, phi=0.7, memory=14) - 0.06)
+    burst_draw = base.slot_process(seed, "appliance_burst", epoch_s, BURST_GRID_S)
+    burst_size = base.slot_process(seed + 1, "appliance_burst", epoch_s, BURST_GRID_S)
+    out = np.empty((4, len(hour)))
+    _house(
+        np.array([config.base_load_kw, config.peak_load_kw, config.hvac_capacity_kw, config.cooling_setpoint_celsius,
+                  config.heating_setpoint_celsius]),
+        occupied, intensity, temp_air_celsius, zenith_deg, clear_sky_index, other_noise, level, burst_draw, burst_size, out,
+    )
+    hvac, appliances, lights, other = out
+    return LoadOutput(hvac, appliances, lights, ev_charging_kw(config, seed, hour, local_day), other)
+
+
+@numba.njit(cache=True, nogil=True)
+def _house(c, occupied, intensity, temp, zenith, kt, other_noise, level, burst_draw, burst_size, out):
+    """The house's own circuits, instant by instant: they share ``peak_load_kw`` and the
+    appliances give way first. ``c``: base, peak, HVAC capacity, cooling and heating setpoints."""
+    base_kw, peak_kw, hvac_capacity_kw, cooling_setpoint, heating_setpoint = c[0], c[1], c[2], c[3], c[4]
+    for i in range(occupied.shape[0]):
+        other = max(base_kw * (1.0 + 0.08 * other_noise[i]), 0.0)
+        hvac = hvac_kw(hvac_capacity_kw, cooling_setpoint, heating_setpoint, temp[i], occupied[i])
+        lights = lighting_kw(peak_kw, zenith[i], kt[i], occupied[i])
+        appliances = appliances_kw(peak_kw, intensity[i], level[i], burst_draw[i], burst_size[i])
+        headroom = max(peak_kw - other - hvac - lights, 0.0)
+        out[0, i], out[1, i], out[2, i], out[3, i] = hvac, min(appliances, headroom), lights, other

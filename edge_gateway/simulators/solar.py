@@ -89,17 +89,24 @@ def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, t
 
 
 def pv_power(
-    config: SolarConfig, poa_w_m2: np.ndarray, temp_air_celsius: np.ndarray, wind_speed_m_s: np.ndarray
+    config: SolarConfig, poa_w_m2: np.ndarray, temp_air_celsius: np.ndarray, wind_speed_m_s: np.ndarray,
+    lit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AC power (kW), cell temperature and module efficiency (percent) from plane-of-array irradiance."""
-    cell_temp = np.asarray(temperature.faiman(poa_w_m2, temp_air_celsius, wind_speed_m_s), dtype=float)
+    """AC power (kW), cell temperature and module efficiency (percent) from plane-of-array irradiance.
+
+    ``lit`` (optional) marks the instants with any irradiance; elsewhere the cell sits at air
+    temperature and the inverter delivers nothing, so the models run on the lit ones only.
+    """
+    lit = slice(None) if lit is None else lit
+    cell_temp = np.array(temp_air_celsius, dtype=float)
+    cell_temp[lit] = temperature.faiman(poa_w_m2[lit], temp_air_celsius[lit], wind_speed_m_s[lit])
     temp_factor = np.clip(1.0 + config.temp_coefficient * (cell_temp - 25.0), 0.0, None)
-    dc_kw = config.capacity_kw * poa_w_m2 / 1000.0 * temp_factor * (1.0 - config.system_losses)
+    ac_kw = np.zeros_like(cell_temp)
     pdc0_kw = config.inverter_limit_kw / INVERTER_NOMINAL_EFFICIENCY
     if pdc0_kw > 0:
-        ac_kw = np.asarray(inverter.pvwatts(dc_kw, pdc0_kw, INVERTER_NOMINAL_EFFICIENCY), dtype=float)
-    else:
-        ac_kw = np.zeros_like(dc_kw)
+        dc_kw = config.capacity_kw * poa_w_m2[lit] / 1000.0 * temp_factor[lit] * (1.0 - config.system_losses)
+        with np.errstate(divide="ignore", invalid="ignore"):  # no DC power: NaN from the model, 0 below
+            ac_kw[lit] = inverter.pvwatts(dc_kw, pdc0_kw, INVERTER_NOMINAL_EFFICIENCY)
     ac_kw = np.clip(np.nan_to_num(ac_kw), 0.0, config.inverter_limit_kw)  # clipping at the AC rating
     return ac_kw, cell_temp, 100.0 * config.panel_efficiency * temp_factor
 
@@ -123,7 +130,7 @@ def simulate(
     clear_ghi[day] = clear_sky(day_sun, config.altitude_m, astro.dni_extra_w_m2[day])["ghi"]
     ghi[day] = clear_ghi[day] * clear_sky_index[day]
     poa[day] = plane_of_array(axis.day_of_year[day], day_sun, ghi[day], config.tilt_degrees, config.azimuth_degrees)
-    ac_kw, cell_temp, efficiency = pv_power(config, poa, temp_air_celsius, wind_speed_m_s)
+    ac_kw, cell_temp, efficiency = pv_power(config, poa, temp_air_celsius, wind_speed_m_s, day)
     return SolarOutput(ac_kw, poa, ghi, clear_ghi, cell_temp, efficiency)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import special
 
@@ -46,14 +47,22 @@ def day_clearness(seed: int, latitude: float, epoch_s: np.ndarray, day_of_year: 
     mean = np.clip(0.78 + 0.12 * seasonal_phase(latitude, grid_doy), 0.2, 0.95)
     concentration = 3.5
     regime = special.betaincinv(mean * concentration, (1 - mean) * concentration, special.ndtr(latent))  # beta quantile
-    return base.sample_linear(epoch_s, DAY_S, first, np.clip(regime, 0.03, 0.995))
+    return base.interpolate(epoch_s, DAY_S, np.clip(regime, 0.03, 0.995))
 
 
 def clear_sky_index(seed: int, latitude: float, epoch_s: np.ndarray, day_of_year: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     regime = day_clearness(seed, latitude, epoch_s, day_of_year)
     fluctuation = base.smooth_process(seed, "cloud_intraday", epoch_s, CLOUD_GRID_S, phi=0.8, memory=24)
-    spread = 0.8 * np.sqrt(regime * (1.0 - regime))  # broken-cloud days vary most
-    return np.clip(regime + spread * fluctuation, 0.03, 1.08), regime
+    return _clear_sky_index(regime, fluctuation), regime
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_sky_index(regime: np.ndarray, fluctuation: np.ndarray) -> np.ndarray:
+    kt = np.empty(regime.shape[0])
+    for i in range(kt.shape[0]):
+        spread = 0.8 * np.sqrt(regime[i] * (1.0 - regime[i]))  # broken-cloud days vary most
+        kt[i] = min(max(regime[i] + spread * fluctuation[i], 0.03), 1.08)
+    return kt
 
 
 def annual_mean_temp_celsius(latitude: float) -> float:
@@ -63,20 +72,29 @@ def annual_mean_temp_celsius(latitude: float) -> float:
 
 def simulate(seed: int, latitude: float, longitude: float, epoch_s: np.ndarray, day_of_year: np.ndarray) -> Weather:
     kt, regime = clear_sky_index(seed, latitude, epoch_s, day_of_year)
+    # Seasons lag the sun by ~25 days; the phase depends on the hemisphere and the instants only.
+    season = base.derived(day_of_year, ("season", latitude >= 0), lambda: seasonal_phase(latitude, day_of_year - 25.0))
     solar_hour = ((epoch_s / HOUR_S) + longitude / 15.0) % 24.0
-    seasonal_amplitude = 1.5 + 0.1 * abs(latitude)
-    diurnal_amplitude = 2.0 + 4.0 * regime
+    diurnal = np.cos(2 * np.pi * (solar_hour - 15.0) / 24.0)
     anomaly_day = base.smooth_process(seed, "temp_day", epoch_s, DAY_S, phi=0.7, memory=12)
     anomaly_hour = base.smooth_process(seed, "temp_hour", epoch_s, HOUR_S, phi=0.8, memory=24)
-    temp = (
-        annual_mean_temp_celsius(latitude)
-        + seasonal_amplitude * seasonal_phase(latitude, day_of_year - 25.0)  # seasons lag the sun by ~25 days
-        + diurnal_amplitude * np.cos(2 * np.pi * (solar_hour - 15.0) / 24.0)
-        + 1.8 * anomaly_day
-        + 0.7 * anomaly_hour
+    wind_noise = base.smooth_process(seed, "wind", epoch_s, HOUR_S, phi=0.85, memory=24)
+    temp, wind = _temperature_and_wind(
+        annual_mean_temp_celsius(latitude), 1.5 + 0.1 * abs(latitude), season, regime, diurnal, anomaly_day, anomaly_hour, wind_noise
     )
-    wind = 1.0 + 1.5 * np.abs(base.smooth_process(seed, "wind", epoch_s, HOUR_S, phi=0.85, memory=24))
     return Weather(temp, wind, kt, regime)
+
+
+@numba.njit(cache=True, nogil=True)
+def _temperature_and_wind(annual_mean, seasonal_amplitude, season, regime, diurnal, anomaly_day, anomaly_hour, wind_noise):
+    """Air temperature: climatology + season + a diurnal swing wider on clear days + day-to-day
+    and hourly anomalies; wind: a positive, persistent process around 1-2.5 m/s."""
+    temp, wind = np.empty(season.shape[0]), np.empty(season.shape[0])
+    for i in range(temp.shape[0]):
+        diurnal_amplitude = 2.0 + 4.0 * regime[i]
+        temp[i] = annual_mean + seasonal_amplitude * season[i] + diurnal_amplitude * diurnal[i] + 1.8 * anomaly_day[i] + 0.7 * anomaly_hour[i]
+        wind[i] = 1.0 + 1.5 * abs(wind_noise[i])
+    return temp, wind
 
 
 def forecast(actual: Weather, seed: int, epoch_s: np.ndarray, lead_hours: np.ndarray) -> Weather:
