@@ -173,10 +173,11 @@ def _moving_average_at(eps: np.ndarray, weights: np.ndarray, index: np.ndarray, 
     memory = weights.shape[0] - 1
     count = eps.shape[0] - memory
     values = np.zeros(count)
-    for lag in range(memory + 1):  # lag outermost: the inner loop has no carried sum, so it vectorises
-        weight = weights[lag]
-        for j in range(count):
-            values[j] += weight * eps[memory + j - lag]
+    for start in range(0, count, 1024):  # a block of sums stays in L1 cache while every lag is added
+        stop = min(start + 1024, count)
+        block = values[start:stop]
+        for lag in range(memory + 1):  # lag outermost: no carried sum, and slice arithmetic vectorises
+            block += weights[lag] * eps[memory + start - lag : memory + stop - lag]
     return _interpolate(values, index, frac)
 
 
