@@ -32,6 +32,7 @@ THERMAL_MASS_KWH_PER_K = 0.04  # ~150 kg of cells and enclosure
 # Open-circuit voltage of one LFP cell against state of charge (fraction).
 OCV_SOC = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
 OCV_CELL_V = np.array([2.80, 3.05, 3.20, 3.25, 3.28, 3.29, 3.30, 3.31, 3.32, 3.33, 3.35, 3.40, 3.55])
+OCV_SLOPE = np.diff(OCV_CELL_V) / np.diff(OCV_SOC)  # per segment, as np.interp computes it
 NOMINAL_CELL_V = 3.2
 PARALLEL_MIN_SITES = 16  # below this one thread is quicker than two
 
@@ -178,8 +179,7 @@ def _ocv_cell_v(soc_fraction):
     j = 0
     while OCV_SOC[j + 1] <= soc_fraction:
         j += 1
-    slope = (OCV_CELL_V[j + 1] - OCV_CELL_V[j]) / (OCV_SOC[j + 1] - OCV_SOC[j])
-    return slope * (soc_fraction - OCV_SOC[j]) + OCV_CELL_V[j]
+    return OCV_SLOPE[j] * (soc_fraction - OCV_SOC[j]) + OCV_CELL_V[j]
 
 
 @register_jitable
