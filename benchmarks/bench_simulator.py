@@ -57,8 +57,11 @@ def main() -> None:
         print(f"one site-year -> JSONL:           {seconds:6.2f} s  {readings / seconds:10,.0f} readings/s  (target < 5 s)")
         seconds = cli_year(folder, "--store", "edge.db", "--output", "y2.jsonl")
         print(f"one site-year -> JSONL + SQLite:  {seconds:6.2f} s  {readings / seconds:10,.0f} readings/s")
-    steps, seconds = fleet_in_memory(100)
-    print(f"100 sites x 1 year in memory:     {seconds:6.2f} s  {steps / seconds:10,.0f} site-steps/s  (target >= 2,000,000)")
+    # Three runs: the first also loads the compiled kernels and touches fresh memory (~2 GB of
+    # results), which on a newly booted virtual machine costs noticeably more than later runs.
+    for run in range(1, 4):
+        steps, seconds = fleet_in_memory(100)
+        print(f"100 sites x 1 year in memory #{run}:  {seconds:6.2f} s  {steps / seconds:10,.0f} site-steps/s  (target >= 2,000,000)")
 
 
 if __name__ == "__main__":
