@@ -5,6 +5,7 @@ DATABASE_URL): incremental runs equal a rebuild, reruns change nothing, runs are
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 
 import run_feature_engineering
+from cloud.feature_engineering import workers
 from cloud.feature_engineering.job import JOB, NO_SITE_ROW, run_features, watermark_source
 from cloud.feature_engineering.pipeline import feature_names
 from cloud.feature_engineering.settings import FeatureSettings
@@ -353,6 +355,65 @@ def test_the_writer_thread_never_uses_the_store_while_the_job_reads(new_store, f
     assert watched.most == 1
     assert [site.device_id for site in result.sites] == [c.device_id for c in configs]
     assert result.rows == len(feature_table(store))
+
+
+# worker processes ---------------------------------------------------------------------------
+@pytest.fixture
+def in_workers(monkeypatch):
+    """Send even a two-site fleet to two worker processes, whatever the machine."""
+    monkeypatch.setattr(workers, "worker_count", lambda sites: 2)
+
+
+def test_worker_processes_store_the_same_rows_and_none_outlives_the_run(tmp_path, fleet, monkeypatch):
+    configs, raw = fleet
+    here, there = SQLiteCloudStore(tmp_path / "here.db"), SQLiteCloudStore(tmp_path / "there.db")
+    for store in (here, there):
+        load(store, configs, raw)
+    stray = raw[raw[dd.DEVICE_ID] == configs[0].device_id].assign(**{dd.DEVICE_ID: "no-site-row"})
+    there.upsert_readings(stray)
+    monkeypatch.setattr(workers, "worker_count", lambda sites: 0)
+    local = run_features(here, SETTINGS, now=END)
+    monkeypatch.setattr(workers, "worker_count", lambda sites: 2)
+    pooled = run_features(there, SETTINGS, now=END)
+    assert (local.workers, pooled.workers) == (0, 2)
+    assert multiprocessing.active_children() == []
+    assert [site.device_id for site in pooled.sites] == [*(c.device_id for c in configs), "no-site-row"]
+    assert pooled.sites[-1].skipped == NO_SITE_ROW
+    assert (pooled.rows, pooled.readings) == (local.rows, local.readings)  # a site without a row is not read
+    pd.testing.assert_frame_equal(feature_table(there), feature_table(here), check_exact=True)
+    assert there.watermarks(watermark_source(SETTINGS)) == here.watermarks(watermark_source(SETTINGS))
+    here.close(), there.close()
+
+
+def test_an_error_in_a_worker_process_fails_the_run_after_the_sites_before_it(tmp_path, fleet, in_workers):
+    configs, raw = fleet
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        load(store, configs, raw)
+        broken = {**site_record(configs[1]), "pv_capacity_kw": -3.0}
+        store.upsert_sites([broken])
+        with pytest.raises(ConfigError, match=f"site {configs[1].device_id}: capacity_kw"):
+            run_features(store, SETTINGS, now=END)
+        assert set(store.watermarks(watermark_source(SETTINGS))) == {configs[0].device_id}
+        run = store.last_run(JOB)
+    assert run[s.STATUS] == "failed" and "capacity_kw" in run[s.ERROR]
+    assert multiprocessing.active_children() == []
+
+
+def test_a_write_failing_while_workers_compute_stops_them(tmp_path, fleet, in_workers):
+    configs, raw = fleet
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        load(store, configs, raw)
+        with pytest.raises(StoreError, match="disk full"):
+            run_features(FailsOnSite(store, configs[1].device_id), SETTINGS, now=END)
+        assert set(feature_table(store)[dd.DEVICE_ID]) == {configs[0].device_id}
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("sites, cores, expected", [(1, 8, 0), (workers.PROCESS_MIN_SITES, 1, 0),
+                                                    (workers.PROCESS_MIN_SITES, 2, 2), (500, 64, workers.MAX_WORKERS)])
+def test_worker_count_leaves_small_fleets_and_single_cores_alone(monkeypatch, sites, cores, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert workers.worker_count(sites) == expected
 
 
 # the CLI ----------------------------------------------------------------------------------

@@ -14,18 +14,25 @@ and moves its watermark, the job computes the next site's features, so the store
 (SQLite's B-trees and WAL, a server's round trips, all outside the GIL) overlaps the maths.
 The store is never used by both threads at once: the next site's readings are read after the
 previous write has finished and before this one starts, so adapters need no locking.
+
+A fleet in a store that can be opened again elsewhere (``store.opener()``, the embedded
+SQLite file) goes to worker processes instead (:mod:`workers`): each reads and computes whole
+sites with its own connection, and the job's process only writes, in plan order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from cloud.feature_engineering import workers as wk
 from cloud.feature_engineering.pipeline import build_features
 from cloud.feature_engineering.resample import FILLED, LAST_COLUMNS, MEAN_COLUMNS, OBSERVED, Gap, resample_site
 from cloud.feature_engineering.settings import FeatureSettings
@@ -59,6 +66,7 @@ class FeatureRunResult:
     version: str
     sites: list[SiteResult] = field(default_factory=list)
     readings: int = 0  # raw readings read, history included
+    workers: int = 0  # worker processes that read and computed the sites (0: this process)
 
     @property
     def rows(self) -> int:
@@ -130,8 +138,19 @@ Plan = Sequence[tuple[str, Mapping[str, Any] | None, pd.Timestamp]]
 
 def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now: pd.Timestamp,
                   result: FeatureRunResult) -> None:
-    """Compute every planned site in order and hand its rows to one writer thread; site
-    results are added to ``result`` once their rows are stored."""
+    """Compute every planned site and store its rows, in plan order; site results are added
+    to ``result`` once their rows are stored."""
+    opener: Callable[[], Callable[[], CloudStore]] | None = getattr(store, "opener", None)
+    workers = wk.worker_count(sum(site is not None for _, site, _ in plan)) if opener else 0
+    if workers:
+        _in_workers(store, settings, plan, now, result, opener(), workers)
+    else:
+        _in_threads(store, settings, plan, now, result)
+
+
+def _in_threads(store: CloudStore, settings: FeatureSettings, plan: Plan, now: pd.Timestamp,
+                result: FeatureRunResult) -> None:
+    """Compute each site here and hand its rows to one writer thread."""
     pending: tuple[Future, SiteRows] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-writer") as writer:
         try:
@@ -140,8 +159,7 @@ def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now:
                     progress(plan, total=len(plan), desc="features", unit="site")):
                 if site is None:
                     pending = _stored(pending, result)  # None; waiting keeps results in plan order
-                    log.warning("%s: skipped, %s", device, NO_SITE_ROW)
-                    result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
+                    _skip(device, result)
                     continue
                 computed = compute_site(settings, site, write_start, readings)
                 pending = _stored(pending, result)
@@ -153,15 +171,79 @@ def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now:
             raise
 
 
+def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: pd.Timestamp,
+                result: FeatureRunResult, opener: Callable[[], CloudStore], workers: int) -> None:
+    """Worker processes read and compute the sites, at most two per worker ahead of the
+    writes (so a slow store never piles a fleet's rows up in memory); this process stores
+    each site's rows as they come back, in plan order."""
+    result.workers = workers
+    sites, queued = iter(plan), deque()
+    with wk.pool(opener, workers) as pool:
+        def submit_next() -> None:
+            planned = next(sites, None)
+            if planned is not None:
+                device, site, write_start = planned
+                queued.append((device, site and pool.submit(_read_and_compute, settings, site, write_start, now)))
+
+        try:
+            for _ in range(2 * workers):
+                submit_next()
+            for _ in progress(range(len(plan)), total=len(plan), desc="features", unit="site"):
+                device, task = queued.popleft()
+                submit_next()
+                if task is None:
+                    _skip(device, result)
+                    continue
+                readings, computed = task.result()
+                result.readings += readings
+                store_site(store, settings, computed)
+                _record(computed, result)
+        except BrokenProcessPool as error:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise DERError(f"a feature worker process stopped unexpectedly ({error})") from None
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _read_and_compute(settings: FeatureSettings, site: Mapping[str, Any], write_start: pd.Timestamp,
+                      now: pd.Timestamp) -> tuple[int, SiteRows]:
+    """One site in a worker process, read through the worker's own store."""
+    readings = read_site(wk.store(), settings, site[dd.DEVICE_ID], write_start, now)
+    return len(readings), compute_site(settings, site, write_start, readings)
+
+
+def read_site(store: CloudStore, settings: FeatureSettings, device: str, write_start: pd.Timestamp,
+              now: pd.Timestamp) -> pd.DataFrame:
+    """The readings a site's features from ``write_start`` need, history included."""
+    return store.read_readings(device, write_start - settings.history, now, columns=READ_COLUMNS)
+
+
 def _read_next(store: CloudStore, settings: FeatureSettings, plan: Plan, position: int,
                now: pd.Timestamp, result: FeatureRunResult) -> pd.DataFrame | None:
     """The readings of the first site at or after ``position`` that has a site row."""
     for device, site, write_start in plan[position:]:
         if site is not None:
-            readings = store.read_readings(device, write_start - settings.history, now, columns=READ_COLUMNS)
+            readings = read_site(store, settings, device, write_start, now)
             result.readings += len(readings)
             return readings
     return None
+
+
+def _skip(device: str, result: FeatureRunResult) -> None:
+    log.warning("%s: skipped, %s", device, NO_SITE_ROW)
+    result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
+
+
+def _record(computed: SiteRows, result: FeatureRunResult) -> None:
+    """A site whose rows are stored: its result, and the gaps its rows met (logged here, by
+    the job's process, whichever process computed them)."""
+    site = computed.result
+    for gap in site.gaps:
+        if gap.missing_steps:
+            log.info("%s: no readings %s to %s (%d steps, %d left missing)", site.device_id,
+                     dd.format_ts(gap.start), dd.format_ts(gap.end), gap.steps, gap.missing_steps)
+    result.sites.append(site)
 
 
 def _stored(pending: tuple[Future, SiteRows] | None, result: FeatureRunResult) -> None:
@@ -170,7 +252,7 @@ def _stored(pending: tuple[Future, SiteRows] | None, result: FeatureRunResult) -
     if pending is not None:
         future, computed = pending
         future.result()
-        result.sites.append(computed.result)
+        _record(computed, result)
     return None
 
 
@@ -196,10 +278,6 @@ def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start
     keep = (grid.index >= write_start) & (grid[OBSERVED].to_numpy() | (grid[FILLED].to_numpy() > 0))
     rows = features[keep]
     gaps = tuple(g for g in resampled.gaps if g.end >= write_start)
-    for gap in gaps:
-        if gap.missing_steps:
-            log.info("%s: no readings %s to %s (%d steps, %d left missing)", device,
-                     dd.format_ts(gap.start), dd.format_ts(gap.end), gap.steps, gap.missing_steps)
     if rows.empty:
         return SiteRows(SiteResult(device, gaps=gaps), rows)
     return SiteRows(SiteResult(device, len(rows), rows.index[0], rows.index[-1], gaps), rows)

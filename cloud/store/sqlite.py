@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ class SQLiteCloudStore(TableStore):
                              "expected a writable file path") from None
         self._layout_ids: dict[str, int] = {}
         self.init_schema()
+
+    def opener(self) -> Callable[[], SQLiteCloudStore]:
+        """A picklable callable that opens this file again, for a job that reads in worker
+        processes: each process needs its own connection, since one must never cross a fork
+        (sqlite.org/howtocorrupt.html, section 2.6)."""
+        return partial(SQLiteCloudStore, self.path)
 
     def init_schema(self) -> None:
         with self._guard("create schema"):
