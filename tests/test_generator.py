@@ -89,3 +89,17 @@ def test_threaded_fleet_equals_serial(monkeypatch):
     monkeypatch.setattr(battery, "PARALLEL_MIN_SITES", 10**9)
     serial = generator.simulate(cfgs, times)[0].frame()
     pd.testing.assert_frame_equal(threaded, serial, check_exact=True)
+
+
+def test_each_site_of_a_mixed_fleet_equals_the_site_alone():
+    """Time-only arrays (occupancy, tariff periods, season, grid positions) are shared across
+    a fleet's sites: sites in other time zones, countries and hemispheres must not see them."""
+    sydney = config(seed=11, device_id="sydney", solar={"latitude": -33.87, "longitude": 151.21}, timezone="Australia/Sydney", country="AU")
+    no_ev = config(seed=12, device_id="no-ev", home_load={"has_ev": False}, grid_price={"volatility": 0.4})
+    cfgs = [*site_configs(config(seed=4), 3), sydney, no_ev]
+    times = generator.time_range(pd.Timestamp("2024-03-30", tz="UTC"), pd.Timestamp("2024-04-02", tz="UTC"), 300)
+    fleet = generator.simulate(cfgs, times)[0].frame()
+    for site in cfgs:
+        alone = generator.simulate([site], times)[0].frame()
+        mine = fleet[fleet[dd.DEVICE_ID] == site.device_id].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone, check_exact=True)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from edge_gateway import generator
 from edge_gateway.config import SolarConfig
 from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import battery, grid_price, solar
+from edge_gateway.simulators import base, battery, grid_price, solar
 from tests.sim_helpers import config, readings
 
 CONFIGS = {
@@ -219,3 +219,14 @@ def test_import_cap_makes_the_battery_shave_peaks():
     holds = (net + power <= 1.0 + 1e-9) | (power <= -cfg.battery.max_discharge_rate_kw + 1e-9) | (capped.battery.soc_percent[0] <= cfg.battery.min_soc + 1e-4)
     assert holds[over].all()
     assert np.all(power[~over] == 0)
+
+
+def test_hour_angle_equals_pvlib_bit_for_bit():
+    from pvlib import solarposition
+
+    rng = np.random.default_rng(3)
+    seconds = np.sort(rng.integers(0, 60 * 365 * 86_400, 5_000)) + rng.integers(0, 10**6, 5_000) / 10**6  # 1970-2030
+    axis = base.TimeAxis.from_times(pd.to_datetime(seconds * 10**6, unit="us", utc=True))
+    eot = solarposition.equation_of_time_spencer71(axis.day_of_year)
+    expected = np.asarray(solarposition.hour_angle(axis.times, 0.0, eot), dtype=float)
+    assert np.array_equal(solar.greenwich_hour_angle_deg(axis.times, eot), expected)
