@@ -92,18 +92,21 @@ class SQLiteCloudStore(TableStore):
     def _feature_columns(self, wide: pd.DataFrame) -> dict[str, list[Any]]:
         """``der_features`` column lists from a wide frame of float features, the features of
         each row as one BLOB (no JSON text on the way)."""
-        devices, micros, versions = wide[dd.DEVICE_ID].astype(str).tolist(), _micros(wide[dd.TS]), \
-            wide[s.VERSION].astype(str).tolist()
+        devices, micros, versions = _texts(wide[dd.DEVICE_ID]), _micros(wide[dd.TS]), _texts(wide[s.VERSION])
         last = _last_of_each_key(devices, micros, versions)
         if last is not None:
             wide, micros = wide[last], micros[last]
             devices, versions = [devices[i] for i in np.flatnonzero(last)], [versions[i] for i in np.flatnonzero(last)]
         names = s.feature_columns(wide)
+        # By position: looking ~60 names up in the column index cost more than copying them.
+        wanted = set(names)
+        positions = [i for i, name in enumerate(wide.columns.tolist()) if name in wanted]
+        values = wide.iloc[:, positions].to_numpy(dtype="float64")
         return {
             dd.DEVICE_ID: devices,
             dd.TS: micros.tolist(),
             s.VERSION: versions,
-            s.FEATURES_COLUMN: encode_feature_blobs(self._layout_id(names), wide[names].to_numpy(dtype="float64")),
+            s.FEATURES_COLUMN: encode_feature_blobs(self._layout_id(names), values),
             s.CREATED_AT: [None] * len(wide),  # as the packed path writes it
         }
 
@@ -218,11 +221,23 @@ def _is_float_wide(frame: pd.DataFrame) -> bool:
     if s.is_packed_features(frame) or s.VERSION not in frame.columns:
         return False
     keys = {dd.DEVICE_ID, dd.TS, s.VERSION}
-    return all(pd.api.types.is_float_dtype(kind) for name, kind in frame.dtypes.items() if name not in keys)
+    kinds = {kind for name, kind in zip(frame.columns.tolist(), frame.dtypes.tolist()) if name not in keys}
+    return all(pd.api.types.is_float_dtype(kind) for kind in kinds)  # each distinct dtype once
 
 
 def _micros(ts: pd.Series) -> np.ndarray:
-    return pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).as_unit("us").asi8
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
+    return pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("us").asi8
+
+
+def _texts(column: pd.Series) -> list[str]:
+    """A key column as ``str`` values. A job's batch holds one site and one version: a column
+    of one repeated string is repeated, not converted row by row."""
+    distinct = column.unique()
+    if len(distinct) == 1 and isinstance(distinct[0], str):
+        return [distinct[0]] * len(column)
+    return column.astype(str).tolist()
 
 
 def _last_of_each_key(devices: list[str], micros: np.ndarray, versions: list[str]) -> np.ndarray | None:
