@@ -34,9 +34,20 @@ def holiday_dates(country: str, years: tuple[int, ...]) -> frozenset | None:
 def calendar_features(index: pd.DatetimeIndex, timezone: str, country: str | None) -> pd.DataFrame:
     """Hour, weekday, month, weekend and public holiday of each instant in ``timezone``, with
     sin/cos encodings so 23:45 sits next to 00:00 and December next to January."""
+    index = pd.DatetimeIndex(index)
+    # Computed once per distinct grid, time zone and country, not once per site (issue 5).
+    values = _calendar_values(index.asi8.tobytes(), str(index.dtype), timezone, country)
+    return pd.DataFrame(values.copy(), index=index, columns=list(CALENDAR_FEATURES))
+
+
+@lru_cache(maxsize=8)
+def _calendar_values(stamps: bytes, dtype: str, timezone: str, country: str | None) -> np.ndarray:
+    """The features of one grid (keyed by its raw int64 stamps and dtype), one column each."""
+    unit = dtype.split("[")[1].split(",")[0].rstrip("]")  # datetime64[us, UTC] -> us
+    index = pd.DatetimeIndex(np.frombuffer(stamps, dtype="int64").view(f"datetime64[{unit}]"), tz="UTC")
     # Wall-clock local time as naive stamps: every field below reads them directly, where a
     # tz-aware index converts to local time again for each field (issue 5).
-    local = pd.DatetimeIndex(index).tz_convert(timezone).tz_localize(None)
+    local = index.tz_convert(timezone).tz_localize(None)
     hour_of_day = local.hour.to_numpy() + local.minute.to_numpy() / 60.0 + local.second.to_numpy() / 3600.0
     dow = local.day_of_week.to_numpy()
     doy = local.day_of_year.to_numpy()
@@ -62,4 +73,4 @@ def calendar_features(index: pd.DatetimeIndex, timezone: str, country: str | Non
         DOY_SIN: np.sin(2 * np.pi * (doy - 1) / days_in_year),
         DOY_COS: np.cos(2 * np.pi * (doy - 1) / days_in_year),
     }
-    return pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in features.items()}, index=index)
+    return np.column_stack([np.asarray(features[name], dtype="float64") for name in CALENDAR_FEATURES])
