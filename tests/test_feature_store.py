@@ -409,6 +409,47 @@ def test_a_write_failing_while_workers_compute_stops_them(tmp_path, fleet, in_wo
     assert multiprocessing.active_children() == []
 
 
+def _worker_pids_of_a_killed_job() -> list[int]:
+    """Start a job process with two workers, kill it with SIGTERM (no clean-up runs) and
+    return its workers' process ids."""
+    script = (
+        "import os, sys, time\n"
+        "from cloud.feature_engineering import workers\n"
+        "def pid(_):\n"
+        "    time.sleep(0.2)\n"
+        "    return os.getpid()\n"
+        "with workers.pool(dict, 2) as pool:\n"
+        "    print(*sorted(set(pool.map(pid, range(4)))), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        pids = [int(p) for p in job.stdout.readline().split()]
+    finally:
+        job.terminate()
+        job.wait(timeout=30)
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel ends the workers on Linux only")
+def test_workers_end_with_a_job_killed_by_sigterm():
+    pids = _worker_pids_of_a_killed_job()
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(map(_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("sites, cores, expected", [(1, 8, 0), (workers.PROCESS_MIN_SITES, 1, 0),
                                                     (workers.PROCESS_MIN_SITES, 2, 2), (500, 64, workers.MAX_WORKERS)])
 def test_worker_count_leaves_small_fleets_and_single_cores_alone(monkeypatch, sites, cores, expected):
