@@ -69,7 +69,8 @@ def _energy(readings: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
     reading, capped at one step so a reading after an outage is not credited with the outage.
     The first reading has no known interval and contributes nothing (NaN)."""
     # numpy on whole columns: Series arithmetic cost more per site than the sums (issue 5).
-    since_previous = pd.TimedeltaIndex(np.diff(readings[dd.TS].to_numpy())).total_seconds().to_numpy()
+    stamps = pd.DatetimeIndex(readings[dd.TS])
+    since_previous = (stamps[1:] - stamps[:-1]).total_seconds().to_numpy()
     dt_h = np.clip(np.concatenate(([np.nan], since_previous)), None, step.total_seconds()) / 3600.0
     net = readings[dd.NET_GRID_FLOW].to_numpy()
     return pd.DataFrame({
