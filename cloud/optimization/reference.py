@@ -15,7 +15,7 @@ from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan, build_plan, grid_costs
 from edge_gateway.simulators import battery
 
-_NO_DERATING_CELSIUS = 20.0  # the simulator charges at full rate from 10 C up
+NO_DERATING_CELSIUS = 20.0  # the simulator charges at full rate from 10 C up
 
 
 def cost_without_battery(inputs: HorizonInputs) -> CostBreakdown:
@@ -51,22 +51,35 @@ def self_consumption_power_kw(
     def per_site(value: np.ndarray | float) -> np.ndarray:
         return np.broadcast_to(np.asarray(value, dtype=float), net.shape[1:]).reshape(-1).copy()
 
-    top = per_site(max_kwh)
+    params, state = ideal_battery(
+        per_site(initial_kwh), per_site(min_kwh), per_site(max_kwh), per_site(max_charge_kw), per_site(max_discharge_kw),
+        per_site(charge_efficiency), per_site(discharge_efficiency),
+    )
+    trace, _ = battery.run(
+        params, state, -sites, np.full(n_steps, float(step_hours)), np.full((n_sites, n_steps), NO_DERATING_CELSIUS),
+    )
+    return trace.power_kw.T.reshape(net.shape)
+
+
+def ideal_battery(
+    initial_kwh: np.ndarray, min_kwh: np.ndarray, max_kwh: np.ndarray, max_charge_kw: np.ndarray,
+    max_discharge_kw: np.ndarray, charge_efficiency: np.ndarray, discharge_efficiency: np.ndarray,
+) -> tuple[battery.BatteryParams, battery.BatteryState]:
+    """The battery simulator's parameters and state for batteries on the LP's physics (one
+    per site, arrays of shape ``(sites,)``): no fade, no resistive heating, at a temperature
+    without derating (:data:`NO_DERATING_CELSIUS`), the window exactly ``[min_kwh, max_kwh]``."""
+    n_sites = len(max_kwh)
     # The simulator's window is a fraction of capacity; a capacity of max_kwh makes it exact.
-    window_floor = np.divide(per_site(min_kwh), top, out=np.zeros(n_sites), where=top > 0)
+    window_floor = np.divide(min_kwh, max_kwh, out=np.zeros(n_sites), where=max_kwh > 0)
     zeros, ones = np.zeros(n_sites), np.ones(n_sites)
     params = battery.BatteryParams(
-        capacity_kwh=top, max_charge_kw=per_site(max_charge_kw), max_discharge_kw=per_site(max_discharge_kw),
-        charge_efficiency=per_site(charge_efficiency), discharge_efficiency=per_site(discharge_efficiency),
+        capacity_kwh=max_kwh, max_charge_kw=max_charge_kw, max_discharge_kw=max_discharge_kw,
+        charge_efficiency=charge_efficiency, discharge_efficiency=discharge_efficiency,
         min_fraction=window_floor, max_fraction=ones, nominal_voltage_v=ones, resistance_ohm=zeros,
         fade_per_cycle=zeros, fade_per_hour=zeros, initial_cycles=zeros,
     )
-    room_temperature = np.full(n_sites, _NO_DERATING_CELSIUS)
-    state = battery.BatteryState(per_site(initial_kwh), zeros.copy(), room_temperature, zeros.copy())
-    trace, _ = battery.run(
-        params, state, -sites, np.full(n_steps, float(step_hours)), np.full((n_sites, n_steps), _NO_DERATING_CELSIUS),
-    )
-    return trace.power_kw.T.reshape(net.shape)
+    room_temperature = np.full(n_sites, NO_DERATING_CELSIUS)
+    return params, battery.BatteryState(np.asarray(initial_kwh, dtype=float).copy(), zeros.copy(), room_temperature, zeros.copy())
 
 
 def self_consumption_dispatch(inputs: HorizonInputs, battery: BatterySpec) -> DispatchPlan:
