@@ -1,0 +1,191 @@
+"""Peak guard: a month's import target and the energy kept back to defend it (issue 7).
+
+Most of the bill is the demand charge on the month's peak import, and EV sessions nobody can
+time set it. A plan that defends its target against the worst scenario on every evening keeps
+the battery full through every peak-price evening, most of which bring no car or a short
+session, and gives up most of the energy savings; one that spends the battery meets, sooner or
+later, a long session with an empty battery. Perfect foresight does both only because it knows
+which evenings need the battery.
+
+The guard makes the trade once a month, on the site's own past, instead of every evening:
+
+* the import cap ``target_kw``: the battery defends it in real time (the ``import_limit_kw``
+  of the setpoint schedule); a month's peak already reached is paid for, so the cap never sits
+  below it;
+* the reserve ``reserve_kwh``: while a car could arrive (the weekday or weekend hours in which
+  past sessions started) or charges, the battery covers house load only above the reserve, so
+  a session that comes finds the energy to hold the cap. Before the window the battery is
+  charged to the reserve from the grid if PV has not done it;
+* outside those hours the battery runs its own self-consumption rule.
+
+:func:`fit_guard` picks the pair whose bill over the last weeks of readings would have been the
+lowest, stepping the battery through them with every candidate at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization import forecasters as fc
+from cloud.optimization import sessions
+from cloud.optimization.model import BatterySpec
+from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
+from edge_gateway.simulators import battery as physics
+
+if TYPE_CHECKING:
+    from edge_gateway.config import SimulatorConfig
+
+#: Weeks of readings a guard is fitted on: enough sessions for the worst of them to show.
+FIT_DAYS = 28
+#: Candidate caps, in steps from a little below the highest past net load less the battery's
+#: full discharge up to that load, and reserves as shares of the usable energy: a grid of a
+#: hundred or so keeps the fit to seconds.
+TARGET_STEP_KW = 0.5
+RESERVE_SHARES = np.linspace(0.0, 1.0, 10)
+#: Hours before the arrival window in which the battery is charged up to the reserve.
+PRECHARGE_H = 3.0
+#: Hours after the latest past arrival that the window stays open.
+WINDOW_TAIL_H = 0.5
+#: Readings searched for a session under way: longer than any session.
+SESSION_LOOKBACK = pd.Timedelta(hours=12)
+#: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
+DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
+
+
+@dataclass(frozen=True)
+class ArrivalWindows:
+    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
+
+    weekday_h: tuple[float, float]
+    weekend_h: tuple[float, float]
+
+    @classmethod
+    def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
+        local = (starts - step).tz_convert(timezone)
+        hours = np.asarray(local.hour + local.minute / 60.0)
+        weekend = np.asarray(local.day_of_week >= 5)
+        spans = []
+        for kind, default in zip((False, True), DEFAULT_WINDOWS, strict=True):
+            seen = hours[weekend == kind]
+            spans.append((float(seen.min()), float(seen.max()) + WINDOW_TAIL_H) if len(seen) else default)
+        return cls(*spans)
+
+    def bounds(self, weekend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end hour of the window of each step's day kind."""
+        start = np.where(weekend, self.weekend_h[0], self.weekday_h[0])
+        end = np.where(weekend, self.weekend_h[1], self.weekday_h[1])
+        return start, end
+
+
+@dataclass(frozen=True)
+class GuardRule:
+    target_kw: float
+    reserve_kwh: float
+    windows: ArrivalWindows
+
+
+def guard_setpoints_kw(
+    target_kw: np.ndarray, reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows,
+    energy_above_min_kwh: np.ndarray, charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
+) -> np.ndarray:
+    """The command of one step for each rule (NaN: the battery's own self-consumption rule).
+
+    Decided on the latest reading (energy stored, a car charging, PV above load), before the
+    step; the import cap defends the target within it.
+    """
+    start, end = windows.bounds(np.asarray(weekend))
+    reserve = np.asarray(reserve_kwh, dtype=float)
+    energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
+    free = np.full(reserve.shape, np.nan)
+    hold = free if pv_surplus else np.zeros(reserve.shape)
+    if start - PRECHARGE_H <= hour < start:
+        # Held within one step at full rate above the reserve, so the rule does not flip
+        # between charging and covering load.
+        margin = max_charge_kw * step_hours
+        command = np.where(energy < reserve, max_charge_kw, np.where(energy > reserve + margin, free, hold))
+    else:
+        keep = reserve if charging_now or start <= hour < end else np.zeros(reserve.shape)
+        command = np.where((energy > keep) | (keep <= 0.0), free, hold)
+    return np.where(reserve > 0.0, command, free)  # no reserve: the battery's own rule throughout
+
+
+@dataclass(frozen=True)
+class PastDays:
+    """What the site measured, per reading instant, and the clock and sessions of each."""
+
+    net_kw: np.ndarray
+    pv_surplus: np.ndarray  # PV above load
+    charging: np.ndarray  # a car charging
+    hour: np.ndarray  # local hour at the start of the interval
+    weekend: np.ndarray
+    import_price_per_kwh: np.ndarray
+    export_price_per_kwh: np.ndarray
+
+    @classmethod
+    def from_readings(cls, load_kw: pd.Series, pv_kw: pd.Series, charger_kw: float, config: SimulatorConfig) -> PastDays:
+        step = load_kw.index[1] - load_kw.index[0]
+        found = sessions.find_sessions(load_kw, charger_kw)
+        local = (load_kw.index - step).tz_convert(config.timezone)
+        tariff = fc.tariff_forecast(config, load_kw.index, np.zeros(len(load_kw)))
+        return cls(
+            (load_kw - pv_kw).to_numpy(), (pv_kw > load_kw).to_numpy(),
+            sessions.charging_mask(load_kw.index, found.starts, found.ends),
+            np.asarray(local.hour + local.minute / 60.0), np.asarray(local.day_of_week >= 5),
+            tariff[fc.IMPORT_PRICE].to_numpy(), tariff[fc.EXPORT_PRICE].to_numpy(),
+        )
+
+
+def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: ArrivalWindows, past: PastDays,
+               battery: BatterySpec, demand_charge_per_kw: float, step_hours: float) -> np.ndarray:
+    """What each rule would have billed over ``past``: energy, the demand charge on its peak, wear.
+
+    Every rule is one battery of the LP's physics (:func:`reference.ideal_battery`) stepped
+    through the readings at once, each step's command decided on the reading before it.
+    """
+    count = len(targets_kw)
+    column = lambda value: np.full(count, float(value))  # noqa: E731
+    params, state = ideal_battery(
+        column(battery.initial_kwh), column(battery.min_kwh), column(battery.max_kwh), column(battery.max_charge_kw),
+        column(battery.max_discharge_kw), column(battery.charge_efficiency), column(battery.discharge_efficiency),
+    )
+    room = np.full((count, 1), NO_DERATING_CELSIUS)
+    peak, energy_cost, throughput = np.zeros(count), np.zeros(count), np.zeros(count)
+    for t in range(1, len(past.net_kw)):
+        command = guard_setpoints_kw(
+            targets_kw, reserves_kwh, past.hour[t], past.weekend[t], windows, state.energy_kwh - battery.min_kwh,
+            bool(past.charging[t - 1]), bool(past.pv_surplus[t - 1]), battery.max_charge_kw, step_hours,
+        )
+        net = np.full((count, 1), past.net_kw[t])
+        request = physics.request_setpoint(command[:, None], -net, np.maximum(targets_kw, peak)[:, None], net)
+        trace, state = physics.run(params, state, request, np.array([step_hours]), room)
+        power = trace.power_kw[:, 0]
+        grid = past.net_kw[t] + power
+        energy_cost += (np.maximum(grid, 0.0) * past.import_price_per_kwh[t] - np.maximum(-grid, 0.0) * past.export_price_per_kwh[t]) * step_hours
+        throughput += np.abs(power) * step_hours
+        peak = np.maximum(peak, grid)
+    return energy_cost + demand_charge_per_kw * peak + battery.wear_cost_per_kwh * throughput
+
+
+def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig) -> GuardRule:
+    """The cap and reserve that would have cost least over the readings given (the last
+    :data:`FIT_DAYS` days before a plan), in the hours their sessions started."""
+    home = config.home_load
+    charger_kw = home.ev_charging_kw if home.has_ev else 0.0
+    step = load_kw.index[1] - load_kw.index[0]
+    past = PastDays.from_readings(load_kw, pv_kw, charger_kw, config)
+    found = sessions.find_sessions(load_kw, charger_kw)
+    windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone)
+    highest = float(past.net_kw.max())
+    lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)
+    targets = np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW)
+    reserves = RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)
+    grid = np.array(list(itertools.product(targets, reserves)))
+    bills = rule_bills(grid[:, 0], grid[:, 1], windows, past, battery, config.grid_price.demand_charge,
+                       step / pd.Timedelta(hours=1))
+    best = int(np.argmin(bills))
+    return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows)

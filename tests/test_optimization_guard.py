@@ -1,0 +1,85 @@
+"""The peak guard: its per-step commands, the arrival windows it learns, and its fit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import backtest as bt
+from cloud.optimization import forecasters as fc
+from cloud.optimization import guard
+from cloud.optimization.model import BatterySpec, HorizonInputs
+from cloud.optimization.reference import self_consumption_dispatch
+from edge_gateway.config import build_config
+
+WINDOWS = guard.ArrivalWindows(weekday_h=(17.0, 20.5), weekend_h=(10.0, 19.0))
+STEP_H = 0.25
+
+
+@pytest.mark.parametrize(("hour", "weekend", "energy", "charging", "surplus", "expected"), [
+    (12.0, False, 5.0, False, False, math.nan),  # outside the window: the battery's own rule
+    (18.0, False, 5.0, False, False, math.nan),  # in the window, above the reserve: free
+    (18.0, False, 3.0, False, False, 0.0),  # in the window, below the reserve: held
+    (18.0, False, 3.0, False, True, math.nan),  # held, but PV surplus may still be stored
+    (23.0, False, 3.0, True, False, 0.0),  # a car charging keeps the reserve at any hour
+    (15.0, False, 3.0, False, False, 5.0),  # before the window: charged up to the reserve
+    (15.0, False, 4.5, False, False, 0.0),  # within a step of it: held
+    (15.0, False, 6.0, False, False, math.nan),  # well above it: free
+    (11.0, True, 3.0, False, False, 0.0),  # weekends have their own window
+    (20.0, True, 3.0, False, False, math.nan),
+])
+def test_guard_commands(hour, weekend, energy, charging, surplus, expected):
+    command = guard.guard_setpoints_kw(np.array([8.0]), np.array([4.0]), hour, weekend, WINDOWS, np.array([energy]),
+                                       charging, surplus, 5.0, STEP_H)
+    assert command.shape == (1,)
+    assert (math.isnan(command[0]) and math.isnan(expected)) or command[0] == expected
+
+
+def test_guard_commands_every_rule_at_once():
+    command = guard.guard_setpoints_kw(np.full(3, 8.0), np.array([0.0, 4.0, 8.0]), 18.0, False, WINDOWS, np.array(5.0),
+                                       False, False, 5.0, STEP_H)
+    assert np.isnan(command[:2]).all() and command[2] == 0.0
+
+
+def test_arrival_windows_span_the_sessions_seen_and_fall_back_without_any():
+    starts = pd.DatetimeIndex(["2024-06-03 17:15", "2024-06-04 19:45", "2024-06-08 11:00"]).tz_localize("America/Los_Angeles")
+    step = pd.Timedelta(minutes=15)
+    windows = guard.ArrivalWindows.from_sessions(starts.tz_convert("UTC"), step, "America/Los_Angeles")
+    assert windows.weekday_h == (17.0, 19.5 + guard.WINDOW_TAIL_H)
+    assert windows.weekend_h == (10.75, 10.75 + guard.WINDOW_TAIL_H)
+    empty = guard.ArrivalWindows.from_sessions(pd.DatetimeIndex([], tz="UTC"), step, "America/Los_Angeles")
+    assert (empty.weekday_h, empty.weekend_h) == guard.DEFAULT_WINDOWS
+
+
+def _past(seed: int, days: int) -> pd.DataFrame:
+    config = build_config({"seed": seed, "interval_seconds": 900})
+    end = pd.Timestamp("2024-06-01", tz=config.timezone).tz_convert("UTC")
+    return config, fc.site_actuals(config, pd.date_range(end - pd.Timedelta(days=days), end, freq="15min")[1:])
+
+
+def test_a_rule_without_reserve_or_binding_cap_bills_like_the_self_consumption_rule():
+    config, past = _past(8, 3)
+    battery = BatterySpec(wear_cost_per_kwh=0.02)
+    days = guard.PastDays.from_readings(past[fc.LOAD], past[fc.PV], config.home_load.ev_charging_kw, config)
+    bill = guard.rule_bills(np.array([1e6]), np.array([0.0]), WINDOWS, days, battery, 10.0, STEP_H)
+    # The guard decides each step on the reading before it, so its simulation starts at the second.
+    inputs = HorizonInputs(
+        load_kw=past[fc.LOAD].to_numpy()[1:], pv_kw=past[fc.PV].to_numpy()[1:],
+        import_price_per_kwh=days.import_price_per_kwh[1:], export_price_per_kwh=days.export_price_per_kwh[1:],
+        carbon_intensity_g_per_kwh=np.zeros(len(past) - 1), step_hours=STEP_H, demand_charge_per_kw=10.0,
+    )
+    costs = self_consumption_dispatch(inputs, battery).costs
+    assert bill[0] == pytest.approx(costs.energy + costs.demand + costs.wear, rel=1e-9)
+
+
+def test_the_fitted_guard_keeps_a_reserve_and_caps_below_the_highest_load():
+    config, past = _past(42, guard.FIT_DAYS)
+    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
+    net = past[fc.LOAD] - past[fc.PV]
+    assert 0.0 < rule.reserve_kwh <= battery.max_kwh - battery.min_kwh
+    assert net.max() - battery.max_discharge_kw <= rule.target_kw < net.max()
+    assert rule.windows.weekday_h[0] < rule.windows.weekday_h[1]
