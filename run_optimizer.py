@@ -43,7 +43,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"), default=30, help="backtest length")
     parser.add_argument("--forecaster", choices=FORECASTERS, default="naive", help="what the plans know (default naive)")
     parser.add_argument("--execution", choices=EXECUTIONS, default=EXECUTIONS[0],
-                        help="how the backtest's battery carries out plans (default capped: commands, its own rule, an import cap)")
+                        help="how the backtest's battery carries out plans (default guarded: commands, its own rule, "
+                             "an import cap, and a reserve kept for EV sessions)")
     parser.add_argument("--output", help="backtest report folder (default data/backtest/<device_id>)")
     add_cloud_db_flag(parser)
     add_common_flags(parser)

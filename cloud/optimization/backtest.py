@@ -9,9 +9,13 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 * ``mpc``: model predictive control: every ``replan_minutes`` the LP plans the next
   ``horizon_hours`` on the forecasts available then, and the battery carries out the first
   steps of that plan in ``setpoint`` mode until the next re-plan, as :func:`commands_of`
-  turns it into power commands, steps left to the battery's own rule and an import cap. A
-  forecaster with load scenarios (the naive one) gets a scenario plan (stochastic.py), and
-  while a car charges the battery discharges only what the cap demands (:func:`hold_for_session`);
+  turns it into power commands, steps left to the battery's own rule and an import cap.
+  Under the default ``guarded`` execution, a forecaster that cannot time the load (one with
+  load scenarios, the naive one) has the peak guard (guard.py) on top: a cap and a reserve
+  fitted on the site's past at each month's first plan, applied step by step on the latest
+  reading, the plan's command standing wherever the guard leaves the battery free. With
+  ``capped``, such a forecaster gets a scenario plan (stochastic.py) instead, and while a car
+  charges the battery discharges only what the cap demands (:func:`hold_for_session`);
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
 
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization import forecasters as fc
+from cloud.optimization import guard, sessions
 from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan, build_plan
@@ -48,7 +53,7 @@ STRATEGIES: tuple[str, ...] = (NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT)
 #: breaks the ties that would otherwise allow simultaneous charge and discharge (lp.py).
 DEFAULT_WEAR_COST_PER_KWH = 0.02
 #: How the site's battery carries out a plan (:func:`commands_of`); the first is the default.
-EXECUTIONS = ("capped", "hybrid", "setpoints")
+EXECUTIONS = ("guarded", "capped", "hybrid", "setpoints")
 GRID_IDLE_KW = 1e-3
 
 
@@ -62,7 +67,7 @@ class BacktestSettings:
     forecaster: str = "naive"
     execution: str = EXECUTIONS[0]
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
-    scenarios: bool = True  # plan over the forecaster's load scenarios when it offers them
+    scenarios: bool = True  # capped execution: plan over the forecaster's load scenarios when it offers them
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -198,10 +203,11 @@ def _concat(traces: list[physics.BatteryTrace]) -> physics.BatteryTrace:
                                   for f in dataclasses.fields(physics.BatteryTrace)))
 
 
-def commands_of(plan: DispatchPlan | ScenarioPlan, peak_so_far_kw: float = 0.0, execution: str = EXECUTIONS[0]) -> tuple[np.ndarray, np.ndarray]:
+def commands_of(plan: DispatchPlan | ScenarioPlan, peak_so_far_kw: float = 0.0, execution: str = "capped") -> tuple[np.ndarray, np.ndarray]:
     """The battery power commands (NaN = none) and grid import caps (NaN = none) of a plan.
 
-    ``setpoints``: the plan's power at every step, no cap.
+    ``setpoints``: the plan's power at every step, no cap. (``guarded`` is ``capped`` plus the
+    per-step peak guard of :func:`mpc`; the plan's own commands are the ``capped`` ones.)
     ``hybrid``: no command where the plan itself only stores PV surplus or covers load (with no
     grid flow), so the
     battery's own self-consumption rule reacts to the step's actual load and PV instead of the
@@ -229,13 +235,15 @@ def commands_of(plan: DispatchPlan | ScenarioPlan, peak_so_far_kw: float = 0.0, 
 
 
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,
-            settings: BacktestSettings, spec: BatterySpec, peak_so_far_kw: float, highs) -> tuple[DispatchPlan | ScenarioPlan, bool]:
+            settings: BacktestSettings, spec: BatterySpec, peak_so_far_kw: float, highs,
+            scenarios: bool = True) -> tuple[DispatchPlan | ScenarioPlan, bool]:
     """The plan issued at ``issued_at`` and whether an EV session is under way then.
 
     Over the forecaster's scenarios when it has them (the steps until the next re-plan
-    decided once for all of them, stochastic.py), else over its one forecast.
+    decided once for all of them, stochastic.py) unless ``scenarios`` is false, else over
+    its one forecast.
     """
-    scenarios = getattr(forecaster, "scenarios", None) if settings.scenarios else None
+    scenarios = getattr(forecaster, "scenarios", None) if scenarios else None
     if scenarios is None:
         inputs = horizon_inputs(forecaster(issued_at, instants), config, settings.step_hours, peak_so_far_kw)
         return solve_dispatch(inputs, spec, highs=highs), False
@@ -262,7 +270,9 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     """Re-plan every ``replan_minutes`` on the forecasts of that moment; follow the plan between.
 
     ``history`` (load and PV measured so far, :data:`forecasters.COLUMNS`) sets the import
-    cap's floor (:func:`forecasters.holdable_peak_kw`); only rows up to each plan's issue are read.
+    cap's floor (:func:`forecasters.holdable_peak_kw`) and, under the ``guarded`` execution of
+    a forecaster that cannot time the load, the peak guard fitted at each month's first plan
+    (guard.py); only rows up to each decision are read.
     """
     site = _with_mode(config, BatteryMode.SETPOINT)
     every = settings.replan_minutes // settings.step_minutes
@@ -272,6 +282,9 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     state, sims, highs, failed, grid = generator.initial_state([site]), [], new_solver(), 0, np.zeros(len(actuals))
     starts = range(0, len(actuals), every)
     net_history = None if history is None else history[fc.LOAD] - history[fc.PV]
+    guarded = settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
+    execution = "capped" if settings.execution == "guarded" else settings.execution
+    rule, rule_month = None, None
     for k in progress(starts, total=len(starts), desc="MPC", unit="plan"):
         issued_at = actuals.index[k] - settings.step
         instants = pd.date_range(issued_at + settings.step, periods=horizon, freq=settings.step)
@@ -282,19 +295,57 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         # the cap never sits below it: a lower one empties the battery early in a long session.
         target = 0.0 if net_history is None else fc.holdable_peak_kw(
             net_history, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw, spec.discharge_efficiency)
+        if guarded and rule_month != months[k]:
+            past = history.loc[issued_at - guard.FIT_DAYS * fc.DAY : issued_at].iloc[1:]
+            rule, rule_month = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config), months[k]
+        if guarded:
+            peak = max(peak, rule.target_kw)  # below the guard's cap imports cost nothing more
         try:
-            plan, charging_now = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs)
-            setpoints, caps = commands_of(plan, max(peak, target), settings.execution)
-            if charging_now and settings.execution == "capped":
+            plan, charging_now = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
+                                         settings.scenarios and not guarded)
+            setpoints, caps = commands_of(plan, max(peak, target), execution)
+            if charging_now and execution == "capped":
                 setpoints = hold_for_session(setpoints)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)
         rows = actuals.index[k : k + every]
-        sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
-        grid[k : k + len(rows)] = load[k : k + len(rows)] + sim.battery.power_kw[0] - pv[k : k + len(rows)]
-        sims.append(sim.battery)
+        if guarded:
+            trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec)
+        else:
+            sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
+            trace = sim.battery
+        grid[k : k + len(rows)] = load[k : k + len(rows)] + trace.power_kw[0] - pv[k : k + len(rows)]
+        sims.append(trace)
     return _run(MPC, actuals, _concat(sims), config, settings, failed), len(starts)
+
+
+def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics.BatteryState, rule: guard.GuardRule,
+                   history: pd.DataFrame, planned_kw: np.ndarray, peak_kw: float, settings: BacktestSettings,
+                   spec: BatterySpec) -> tuple[physics.BatteryTrace, physics.BatteryState]:
+    """The steps until the next plan, each commanded by the peak guard on the reading before it
+    (the plan's command where the guard leaves the battery free), under the cap of the guard's
+    target or the month's peak."""
+    home = site.home_load
+    charger_kw = home.ev_charging_kw if home.has_ev else 0.0
+    traces = []
+    for j, instant in enumerate(rows):
+        previous = instant - settings.step
+        recent = history.loc[previous - guard.SESSION_LOOKBACK : previous]
+        local = previous.tz_convert(site.timezone)
+        command = guard.guard_setpoints_kw(
+            np.array([rule.target_kw]), np.array([rule.reserve_kwh]), local.hour + local.minute / 60.0,
+            local.weekday() >= 5, rule.windows, float(state.energy_kwh[0]) - spec.min_kwh,
+            sessions.find_sessions(recent[fc.LOAD], charger_kw).ongoing,
+            bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
+        )
+        if math.isnan(command[0]):
+            command = planned_kw[j : j + 1]
+        sim, state = generator.simulate([site], rows[j : j + 1], state, command[None, :], import_cap_kw=np.array([[peak_kw]]))
+        grid = float(sim.exo.load_kw[0, 0] + sim.battery.power_kw[0, 0] - sim.exo.solar_kw[0, 0])
+        peak_kw = max(peak_kw, grid)
+        traces.append(sim.battery)
+    return _concat(traces), state
 
 
 def backtest_window(config: SimulatorConfig, settings: BacktestSettings) -> pd.DatetimeIndex:

@@ -118,6 +118,17 @@ MPC_NOTE = (
     "car might come, and the one session with more load on top than any scenario still sets a higher peak."
 )
 
+GUARD_NOTE = (
+    "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
+    "the month's peak, which EV sessions set. The LP plans each hour on the naive forecast; on top, a peak guard "
+    "fitted on the last four weeks of readings at the month's first plan (the import cap and the battery "
+    "reserve whose rule would have billed least over them) keeps the reserve while a car could arrive (the hours "
+    "past sessions started) or charges, charges up to it beforehand if PV has not, and lets the import cap "
+    "defend the target step by step. Perfect foresight keeps energy back only on the evenings a long session "
+    "comes and spends the battery at the peak price on all others; the guard must keep its reserve on every "
+    "evening a car might come, and a month whose sessions run harder than the past weeks' sets a higher peak."
+)
+
 
 def _money(value: float) -> str:
     return f"{value:,.2f}"
@@ -146,7 +157,9 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     failed = int(table.loc[bt.MPC, "failed_plans"])
     if failed:
         lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
-    if s.forecaster == "naive" and s.scenarios:
+    if s.forecaster == "naive" and s.execution == "guarded":
+        lines += ["", GUARD_NOTE]
+    elif s.forecaster == "naive" and s.scenarios:
         lines += ["", MPC_NOTE]
     lines += ["", (__doc__ or "").split("Definitions (also printed in the report):")[1].strip()]
     if plot is not None:
