@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from cloud.feature_engineering import resample as rs
+from cloud.feature_engineering import steps
 from cloud.feature_engineering.calendar import calendar_features
 from cloud.feature_engineering.history import lag_features, rolling_features
 from cloud.feature_engineering.physics import (
@@ -98,6 +99,32 @@ def test_a_site_without_gaps_reports_none_and_unsorted_input_is_fine():
     right = rs.resample_site(shuffled, 15 * MIN, pd.Timedelta(hours=1))
     assert left.gaps == () and right.gaps == ()
     pd.testing.assert_frame_equal(left.grid, right.grid)
+
+
+def _runs_of(values: np.ndarray, longest: int, seed: int) -> np.ndarray:
+    """Sorted step keys cutting ``values`` into runs of 1 to ``longest`` rows."""
+    sizes = np.random.default_rng(seed).integers(1, longest + 1, size=len(values))
+    return np.repeat(np.arange(len(values)), sizes)[:len(values)]
+
+
+@pytest.mark.parametrize("missing", ["none", "some NaN", "NaN and infinities", "mostly NaN"])
+@pytest.mark.parametrize("longest_run", [3, 40])  # past eight values numpy sums pairwise
+def test_step_aggregates_are_pandas_groupby_bit_for_bit(missing, longest_run):
+    """Rebuilt rows must equal the ones computed (with pandas' groupby) before issue 5."""
+    rng = np.random.default_rng(longest_run)
+    values = rng.normal(size=(3000, 4)) * np.array([1e-3, 1.0, 7.0, 1e5])
+    if missing != "none":
+        values[rng.random(values.shape) < (0.9 if missing == "mostly NaN" else 0.05)] = np.nan
+    if missing == "NaN and infinities":
+        values[rng.integers(0, 3000, size=5), rng.integers(0, 4, size=5)] = [np.inf, -np.inf, np.inf, 1e308, -1e308]
+    keys = _runs_of(values, longest_run, seed=1)
+    starts = steps.run_starts(keys)
+    grouped = pd.DataFrame(values).groupby(keys, sort=True)
+    np.testing.assert_array_equal(steps.means(values, starts), grouped.mean().to_numpy())
+    np.testing.assert_array_equal(steps.sums(values, starts), grouped.sum(min_count=1).to_numpy())
+    last_rows = steps.last_present(~np.isnan(values[:, 0]), starts)
+    last = np.where(last_rows >= 0, values[:, 0][last_rows], np.nan)
+    np.testing.assert_array_equal(last, grouped[0].last().to_numpy())
 
 
 def test_resample_refuses_several_sites_at_once():
