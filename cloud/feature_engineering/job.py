@@ -183,7 +183,8 @@ def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
             planned = next(sites, None)
             if planned is not None:
                 device, site, write_start = planned
-                queued.append((device, site and pool.submit(_read_and_compute, settings, site, write_start, now)))
+                task = None if site is None else pool.submit(_read_and_compute, settings, site, write_start, now)
+                queued.append((device, task))
 
         try:
             for _ in range(2 * workers):
