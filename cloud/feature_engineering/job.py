@@ -127,7 +127,9 @@ def plan_sites(store: CloudStore, settings: FeatureSettings,
 
 @dataclass
 class SiteRows:
-    """One site's computed feature rows, waiting to be stored."""
+    """One site's computed feature rows, waiting to be stored, as ``der_features`` takes
+    them (``device_id``, ``ts``, ``version``, the features): built by whichever process
+    computed them, so that the writing process, the pipeline's slowest stage, only writes."""
 
     result: SiteResult
     rows: pd.DataFrame
@@ -281,7 +283,16 @@ def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start
     gaps = tuple(g for g in resampled.gaps if g.end >= write_start)
     if rows.empty:
         return SiteRows(SiteResult(device, gaps=gaps), rows)
-    return SiteRows(SiteResult(device, len(rows), rows.index[0], rows.index[-1], gaps), rows)
+    return SiteRows(SiteResult(device, len(rows), rows.index[0], rows.index[-1], gaps),
+                    wide_rows(device, rows, settings.version))
+
+
+def wide_rows(device: str, features: pd.DataFrame, version: str) -> pd.DataFrame:
+    """Feature rows indexed by ``ts`` -> the wide frame of ``der_features`` keys and features."""
+    wide = features.reset_index()
+    wide.insert(0, dd.DEVICE_ID, device)
+    wide.insert(2, s.VERSION, version)
+    return wide
 
 
 def store_site(store: CloudStore, settings: FeatureSettings, computed: SiteRows) -> None:
@@ -289,19 +300,16 @@ def store_site(store: CloudStore, settings: FeatureSettings, computed: SiteRows)
     if computed.rows.empty:
         return
     device = computed.result.device_id
-    write_rows(store, device, computed.rows, settings)
+    write_rows(store, computed.rows, settings.batch_size)
     store.set_watermark(watermark_source(settings), device, computed.result.last_ts, len(computed.rows))
 
 
-def write_rows(store: CloudStore, device: str, features: pd.DataFrame, settings: FeatureSettings) -> None:
+def write_rows(store: CloudStore, wide: pd.DataFrame, batch_size: int) -> None:
     """Upsert one site's rows in batches of ``batch_size``, as wide frames: each adapter
     encodes them its own way (``schema.is_packed_features``), so the SQLite store never
     formats a million floats as JSON text (issue 5)."""
-    wide = features.reset_index()
-    wide.insert(0, dd.DEVICE_ID, device)
-    wide.insert(2, s.VERSION, settings.version)
-    for offset in range(0, len(wide), settings.batch_size):
-        store.upsert_frame(s.FEATURES, wide.iloc[offset:offset + settings.batch_size])
+    for offset in range(0, len(wide), batch_size):
+        store.upsert_frame(s.FEATURES, wide.iloc[offset:offset + batch_size])
 
 
 def _record_failure(store: CloudStore, result: FeatureRunResult, error: Exception) -> None:
