@@ -16,6 +16,7 @@ from edge_gateway.config import SimulatorConfig, load_config, site_record, with_
 from edge_gateway.daemon import open_runtime, run_daemon
 from edge_gateway.errors import DERError, UsageError
 from edge_gateway.gateway import JsonlSink, align
+from edge_gateway.memory import retain_freed_memory
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
 from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.sites import site_configs
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return show_status(args, config)
     configs = site_configs(config, args.sites)
     if args.historical:
+        retain_freed_memory()  # chunk after chunk allocates the same arrays again
         return run_historical(args, configs)
     if args.daemon:
         return start_daemon(args, configs, gateway_id=config.device_id)

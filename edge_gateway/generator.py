@@ -84,6 +84,7 @@ def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.As
     }
 
 
+PER_SITE_CONSTANTS = ("demand_charge",)
 PARALLEL_MIN_SITES = 8  # below this, thread start-up costs more than it saves
 
 
@@ -97,12 +98,13 @@ def exogenous(configs: Sequence[SimulatorConfig], axis: base.TimeAxis) -> Exogen
     astro = solar.Astronomy.of(axis)
     clocks = {tz: base.local_clock(axis, tz) for tz in {c.timezone for c in configs}}
     first = site_exogenous(configs[0], axis, astro, clocks[configs[0].timezone])
-    columns = {name: np.empty((len(configs), len(axis)), dtype=v.dtype) for name, v in first.items()}
+    varying = [name for name in first if name not in PER_SITE_CONSTANTS]
+    columns = {name: np.empty((len(configs), len(axis)), dtype=first[name].dtype) for name in varying}
 
     def fill(i: int, values: dict[str, np.ndarray] | None = None) -> None:
         values = values or site_exogenous(configs[i], axis, astro, clocks[configs[i].timezone])
-        for name, column in values.items():
-            columns[name][i] = column
+        for name in varying:
+            columns[name][i] = values[name]
 
     fill(0, first)
     if len(configs) >= PARALLEL_MIN_SITES:
@@ -112,6 +114,9 @@ def exogenous(configs: Sequence[SimulatorConfig], axis: base.TimeAxis) -> Exogen
     else:
         for i in range(1, len(configs)):
             fill(i)
+    # A tariff's demand charge is one number per site: a read-only view repeats it over time
+    # rather than a fleet-sized array of copies (for 100 site-years, 84 MB less to write).
+    columns["demand_charge"] = np.broadcast_to(np.array([[c.grid_price.demand_charge] for c in configs]), (len(configs), len(axis)))
     return Exogenous(**columns)
 
 
