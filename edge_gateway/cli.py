@@ -13,12 +13,10 @@ import pandas as pd
 from edge_gateway import generator
 from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, progress, setup_logging
 from edge_gateway.config import SimulatorConfig, load_config, site_record, with_overrides, write_config
-from edge_gateway.daemon import open_runtime, run_daemon
 from edge_gateway.errors import DERError, UsageError
 from edge_gateway.gateway import JsonlSink, align
 from edge_gateway.memory import retain_freed_memory
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
-from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.sites import site_configs
 from edge_gateway.status import edge_status
 from edge_gateway.stores.factory import add_influx_flags, influx_settings, open_edge_store
@@ -116,6 +114,10 @@ def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> 
 
 
 def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_id: str | None = None) -> int:
+    # Imported here: the scheduler's imports cost a fifth of a second --historical never needs.
+    from edge_gateway.daemon import open_runtime
+    from edge_gateway.scheduling import Every, run_schedule
+
     mqtt = mqtt_settings(args) if args.enable_mqtt else None
     runtime = open_runtime(
         configs,
@@ -143,6 +145,8 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
 
 
 def start_daemon(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_id: str | None = None) -> int:
+    from edge_gateway.daemon import run_daemon
+
     if args.no_store:
         raise UsageError("--daemon keeps every reading in the edge store so nothing is lost offline; drop --no-store")
     return run_daemon(
