@@ -70,3 +70,18 @@ def test_nan_becomes_missing():
     flat = dd.flatten({**SPEC_EXAMPLE, "solar": {**SPEC_EXAMPLE["solar"], "generation_kw": float("nan")}})
     assert flat[dd.SOLAR_KW] is None
     assert np.isnan(dd.rows_to_frame([flat])[dd.SOLAR_KW].iloc[0])
+
+
+def test_jsonl_is_each_nested_reading_as_orjson_writes_it(day):
+    """The column-wise JSON Lines writer must give the bytes of dumping each nested reading,
+    missing and infinite values and awkward text included."""
+    import orjson
+
+    frame = dd.coerce_frame(day)
+    frame[dd.DEVICE_ID] = np.where(np.arange(len(frame)) % 2, 'odd "id", 100%', "plain")
+    frame.loc[3, dd.SOLAR_KW] = np.nan
+    frame.loc[4, dd.PRICE] = np.inf
+    frame.loc[5, dd.BATTERY_CYCLES] = pd.NA
+    expected = b"".join(orjson.dumps(reading) + b"\n" for reading in dd.frame_to_nested(frame))
+    assert dd.to_jsonl(frame) == expected
+    assert dd.to_jsonl(frame.iloc[:0]) == b""
