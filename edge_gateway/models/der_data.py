@@ -178,9 +178,7 @@ def coerce_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def frame_to_nested(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
     """Yield spec-shaped readings from a flat frame, fast enough for a site-year of JSONL."""
-    stamps = np.datetime_as_string(
-        frame[TS].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]"), unit="s"
-    )
+    stamps = _timestamps(frame)
     devices = frame[DEVICE_ID].astype(str).tolist()
     # One dict per group per reading, built by zipping whole columns (no per-field indexing).
     groups = []
@@ -190,8 +188,8 @@ def frame_to_nested(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
         groups.append((group, [dict(zip(names, values)) for values in zip(*columns)]))
     (g1, solar), (g2, battery), (g3, load), (g4, price) = groups
     net = _to_python_list(frame[NET_GRID_FLOW].to_numpy(), float)
-    for stamp, device, s, b, h, p, n in zip(stamps.tolist(), devices, solar, battery, load, price, net):
-        yield {TIMESTAMP: f"{stamp}+00:00", DEVICE_ID: device, g1: s, g2: b, g3: h, g4: p, NET_GRID_FLOW: n}
+    for stamp, device, s, b, h, p, n in zip(stamps, devices, solar, battery, load, price, net):
+        yield {TIMESTAMP: stamp, DEVICE_ID: device, g1: s, g2: b, g3: h, g4: p, NET_GRID_FLOW: n}
 
 
 def to_jsonl(frame: pd.DataFrame) -> bytes:
@@ -204,12 +202,9 @@ def to_jsonl(frame: pd.DataFrame) -> bytes:
     """
     if frame.empty:
         return b""
-    stamps = np.datetime_as_string(
-        frame[TS].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]"), unit="s"
-    )
     key = lambda name: orjson.dumps(name).replace(b"%", b"%%")  # noqa: E731
     template = b"{" + key(TIMESTAMP) + b":%s," + key(DEVICE_ID) + b":%s"
-    columns = [orjson.dumps([f"{s}+00:00" for s in stamps.tolist()])[1:-1].split(b","), _encoded_text(frame[DEVICE_ID])]
+    columns = [orjson.dumps(_timestamps(frame))[1:-1].split(b","), _encoded_text(frame[DEVICE_ID])]
     for group, fields in GROUPS.items():
         template += b"," + key(group) + b":{" + b",".join(key(f) + b":%s" for f in fields) + b"}"
         for field, typ in fields.items():
@@ -218,6 +213,12 @@ def to_jsonl(frame: pd.DataFrame) -> bytes:
     template += b"," + key(NET_GRID_FLOW) + b":%s}\n"
     columns.append(_encoded(frame[NET_GRID_FLOW].to_numpy(), float))
     return b"".join([template % row for row in zip(*columns)])
+
+
+def _timestamps(frame: pd.DataFrame) -> list[str]:
+    """The readings' ``timestamp`` values: UTC, whole seconds, ``+00:00``."""
+    seconds = frame[TS].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[s]")
+    return [f"{stamp}+00:00" for stamp in np.datetime_as_string(seconds, unit="s").tolist()]
 
 
 def _encoded(values: np.ndarray, typ: type) -> list[bytes]:
