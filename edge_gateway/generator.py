@@ -84,7 +84,6 @@ def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.As
     }
 
 
-PER_SITE_CONSTANTS = ("demand_charge",)
 PARALLEL_MIN_SITES = 8  # below this, thread start-up costs more than it saves
 
 
@@ -98,7 +97,7 @@ def exogenous(configs: Sequence[SimulatorConfig], axis: base.TimeAxis) -> Exogen
     astro = solar.Astronomy.of(axis)
     clocks = {tz: base.local_clock(axis, tz) for tz in {c.timezone for c in configs}}
     first = site_exogenous(configs[0], axis, astro, clocks[configs[0].timezone])
-    varying = [name for name in first if name not in PER_SITE_CONSTANTS]
+    varying = [name for name in first if name != "demand_charge"]  # one number per site: a view, below
     columns = {name: np.empty((len(configs), len(axis)), dtype=first[name].dtype) for name in varying}
 
     def fill(i: int, values: dict[str, np.ndarray] | None = None) -> None:

@@ -6,7 +6,7 @@ freed, so the next call, or the next chunk of a long run, pays for page faults a
 all of it again; on the 2-vCPU virtual machines we measure on that is 1.5-4 s of system time
 per 100 site-years, as much as the physics. Raising the thresholds keeps those pages in the
 process heap for reuse. The price is that a process's memory stays at its peak until it
-exits, which suits the batch commands that call this (simulator, portfolio).
+exits, which suits the batch runs that call this (`--historical` and its benchmark).
 """
 
 from __future__ import annotations

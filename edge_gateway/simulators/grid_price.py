@@ -137,7 +137,7 @@ def simulate(
     noise = base.smooth_process(seed, "price", epoch_s, PRICE_GRID_S, phi=0.85, memory=30)
     carbon_noise = base.smooth_process(seed, "carbon", epoch_s, 3600.0, phi=0.8, memory=24)
     out = np.empty((3, len(epoch_s)))
-    prices = np.array([config.off_peak_price, config.shoulder_price, config.peak_price, config.volatility, config.base_feed_in_tariff])
-    _tariff(prices, period, noise, day, hour_utc, spike_days(config, seed, first_day, days), hour, sun_up, carbon_noise, out)
+    tariff = np.array([config.off_peak_price, config.shoulder_price, config.peak_price, config.volatility, config.base_feed_in_tariff])
+    _tariff(tariff, period, noise, day, hour_utc, spike_days(config, seed, first_day, days), hour, sun_up, carbon_noise, out)
     price, feed_in, carbon = out
     return PriceOutput(price, feed_in, np.full(epoch_s.shape, config.demand_charge), period, carbon)
