@@ -14,6 +14,7 @@ interval, state of charge at ``ts``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,10 @@ class Exogenous:
     period_index: np.ndarray
     carbon_g_kwh: np.ndarray
     load_kw: np.ndarray  # the components' sum, formed per site while its rows are in cache
+
+    def steps(self, which: slice) -> Exogenous:
+        """The same sites at a run of their steps (views, no copies)."""
+        return Exogenous(**{f.name: getattr(self, f.name)[:, which] for f in dataclasses.fields(self)})
 
 
 def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.Astronomy, clock) -> dict[str, np.ndarray]:
@@ -141,16 +146,19 @@ def simulate(
     setpoint_kw: np.ndarray | None = None,
     dt_h: np.ndarray | None = None,
     import_cap_kw: np.ndarray | None = None,
+    exo: Exogenous | None = None,
 ) -> tuple[Simulation, battery.BatteryState]:
     """Simulate ``configs`` at ``times``. ``dt_h`` defaults to each config's interval.
 
     ``setpoint_kw`` (sites, steps; NaN = no command) drives sites in ``setpoint`` mode, and
     ``import_cap_kw`` (same shape; NaN = none) caps their grid import where the battery can.
+    ``exo``: the sites' exogenous physics at ``times`` when already computed (a controller
+    stepping a site one reading at a time computes them once for all its steps).
     Returns the simulation and the battery state after the last step.
     """
     configs = tuple(configs)
     axis = base.TimeAxis.from_times(times)
-    exo = exogenous(configs, axis)
+    exo = exogenous(configs, axis) if exo is None else exo
     params = battery.BatteryParams.from_configs([c.battery for c in configs])
     state = initial_state(configs) if state is None else state
     if dt_h is None:

@@ -3,6 +3,7 @@ mode produced them."""
 
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,7 +11,7 @@ from edge_gateway import generator
 from edge_gateway.gateway import Gateway, align
 from edge_gateway.memory import retain_freed_memory
 from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import battery
+from edge_gateway.simulators import base, battery
 from edge_gateway.sites import site_configs
 from tests.sim_helpers import config, readings
 
@@ -87,11 +88,26 @@ def test_threaded_fleet_equals_serial(monkeypatch):
     times = generator.time_range(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC"), 300)
     monkeypatch.setattr(generator, "PARALLEL_MIN_SITES", 2)
     monkeypatch.setattr(battery, "PARALLEL_MIN_SITES", 2)
+    monkeypatch.setattr(battery, "PARALLEL_MIN_SITE_STEPS", 1)
     threaded = generator.simulate(cfgs, times)[0].frame()
     monkeypatch.setattr(generator, "PARALLEL_MIN_SITES", 10**9)
     monkeypatch.setattr(battery, "PARALLEL_MIN_SITES", 10**9)
     serial = generator.simulate(cfgs, times)[0].frame()
     pd.testing.assert_frame_equal(threaded, serial, check_exact=True)
+
+
+def test_stepping_on_precomputed_physics_equals_one_run():
+    """A controller that steps a site one reading at a time may compute its physics once."""
+    site = config(seed=6, battery={"mode": "setpoint"})
+    times = generator.time_range(pd.Timestamp("2024-07-01", tz="UTC"), pd.Timestamp("2024-07-02", tz="UTC"), 900)
+    commands = np.where(np.arange(len(times)) % 7 < 3, np.nan, np.linspace(-4.0, 4.0, len(times)))[None, :]
+    whole, _ = generator.simulate([site], times, setpoint_kw=commands)
+    exo = generator.exogenous([site], base.TimeAxis.from_times(times))
+    state, steps = None, []
+    for j in range(len(times)):
+        sim, state = generator.simulate([site], times[j : j + 1], state, commands[:, j : j + 1], exo=exo.steps(slice(j, j + 1)))
+        steps.append(sim.battery.power_kw[0, 0])
+    np.testing.assert_array_equal(np.array(steps), whole.battery.power_kw[0])
 
 
 def test_each_site_of_a_mixed_fleet_equals_the_site_alone():

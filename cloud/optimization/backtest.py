@@ -43,6 +43,7 @@ from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from edge_gateway import generator
 from edge_gateway.config import BatteryMode, SimulatorConfig
 from edge_gateway.errors import UsageError
+from edge_gateway.simulators import base
 from edge_gateway.simulators import battery as physics
 
 NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT = (
@@ -285,6 +286,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     guarded = settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
     execution = "capped" if settings.execution == "guarded" else settings.execution
     rule, rule_month = None, None
+    # The guard steps the site one reading at a time: its physics are computed once for all.
+    exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index)) if guarded else None
     for k in progress(starts, total=len(starts), desc="MPC", unit="plan"):
         issued_at = actuals.index[k] - settings.step
         instants = pd.date_range(issued_at + settings.step, periods=horizon, freq=settings.step)
@@ -311,7 +314,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
             setpoints = caps = np.full(every, math.nan)
         rows = actuals.index[k : k + every]
         if guarded:
-            trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec)
+            trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec,
+                                          exo.steps(slice(k, k + len(rows))))
         else:
             sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
             trace = sim.battery
@@ -322,10 +326,10 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
 
 def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics.BatteryState, rule: guard.GuardRule,
                    history: pd.DataFrame, planned_kw: np.ndarray, peak_kw: float, settings: BacktestSettings,
-                   spec: BatterySpec) -> tuple[physics.BatteryTrace, physics.BatteryState]:
+                   spec: BatterySpec, exo: generator.Exogenous) -> tuple[physics.BatteryTrace, physics.BatteryState]:
     """The steps until the next plan, each commanded by the peak guard on the reading before it
     (the plan's command where the guard leaves the battery free), under the cap of the guard's
-    target or the month's peak."""
+    target or the month's peak. ``exo``: the site's physics at ``rows``."""
     home = site.home_load
     charger_kw = home.ev_charging_kw if home.has_ev else 0.0
     traces = []
@@ -341,7 +345,8 @@ def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics
         )
         if math.isnan(command[0]):
             command = planned_kw[j : j + 1]
-        sim, state = generator.simulate([site], rows[j : j + 1], state, command[None, :], import_cap_kw=np.array([[peak_kw]]))
+        sim, state = generator.simulate([site], rows[j : j + 1], state, command[None, :], import_cap_kw=np.array([[peak_kw]]),
+                                        exo=exo.steps(slice(j, j + 1)))
         grid = float(sim.exo.load_kw[0, 0] + sim.battery.power_kw[0, 0] - sim.exo.solar_kw[0, 0])
         peak_kw = max(peak_kw, grid)
         traces.append(sim.battery)
