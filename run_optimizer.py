@@ -43,8 +43,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"), default=30, help="backtest length")
     parser.add_argument("--forecaster", choices=FORECASTERS, default="naive", help="what the plans know (default naive)")
     parser.add_argument("--execution", choices=EXECUTIONS, default=EXECUTIONS[0],
-                        help="how the backtest's battery carries out plans (default guarded: commands, its own rule, "
-                             "an import cap, and a reserve kept for EV sessions)")
+                        help="how the battery carries out plans, in the backtest and in a published schedule "
+                             "(default guarded: commands, its own rule, an import cap, and a reserve kept for EV sessions)")
     parser.add_argument("--output", help="backtest report folder (default data/backtest/<device_id>)")
     add_cloud_db_flag(parser)
     add_common_flags(parser)
@@ -57,7 +57,7 @@ def site_config(args) -> SimulatorConfig:
 
 
 def plan(args, config: SimulatorConfig) -> None:
-    settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster)
+    settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster, execution=args.execution)
     store = open_store_from_args(args)
     try:
         site_plan = run_plan(config, settings, store)
@@ -80,6 +80,14 @@ def plan(args, config: SimulatorConfig) -> None:
     print(f"savings: {summary['savings_vs_no_battery']:.2f} against no battery, "
           f"{summary['savings_vs_self_consumption']:.2f} against self-consumption; written to dispatch_plans"
           + (f"; published to {topic}" if topic else ""))
+    guard = summary["guard"]
+    if guard:
+        print(f"peak guard: import cap {guard['target_kw']:.2f} kW, {guard['reserve_kwh']:.1f} kWh kept for EV sessions "
+              f"from {_hours(guard['weekday_window_h'])} on weekdays, {_hours(guard['weekend_window_h'])} at weekends")
+
+
+def _hours(window: list[float]) -> str:
+    return "-".join(f"{int(h) % 24:02d}:{round(h % 1 * 60):02d}" for h in window)
 
 
 def backtest(args, config: SimulatorConfig) -> None:

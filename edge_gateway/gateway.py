@@ -31,7 +31,9 @@ Sink = Callable[[pd.DataFrame], None]
 class SetpointSource(Protocol):
     """Commands for batteries in ``setpoint`` mode. A source may also offer
     ``import_limit_kw(device_id, at) -> float``: a grid import cap the battery defends by
-    discharging more (or charging less) than its power command, NaN when none."""
+    discharging more (or charging less) than its power command, NaN when none; and
+    ``guard(device_id, at) -> PeakGuard | None``: a reserve kept for EV sessions
+    (edge_gateway/control.py), applied at every reading on the one before it."""
 
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The battery power command in force at ``at`` (kW, + charges), NaN when none."""
@@ -137,12 +139,39 @@ class Gateway:
         caps = None if cap_method is None else np.array([[lookup(cap_method, c.device_id)] for c in self.configs], dtype=float)
         return power, caps
 
+    def _guarded(self, power: np.ndarray | None, at: pd.Timestamp, dt_h: float, state: BatteryState) -> np.ndarray | None:
+        """The power commands with each site's peak guard applied: the guard's command where it
+        has one, decided on the site's latest reading before this one (a car charging, PV
+        above load; neither known after a restart) and its stored energy now."""
+        method = getattr(self.setpoints, "guard", None)
+        if power is None or method is None:
+            return power
+        start = at - pd.Timedelta(hours=dt_h)
+        previous = self.last_frame
+        if previous is not None and not (previous[dd.TS] < at).all():
+            previous = None  # a repeated instant: the reading before it is not at hand
+        for i, config in enumerate(self.configs):
+            guard = method(config.device_id, start) or method(config.device_id, at)
+            if guard is None:
+                continue
+            row = None if previous is None else previous[previous[dd.DEVICE_ID] == config.device_id]
+            seen = row is not None and len(row) > 0
+            charging = seen and bool(row[dd.LOAD_EV].iloc[0] > 0)
+            surplus = seen and bool(row[dd.SOLAR_KW].iloc[0] > row[dd.LOAD_TOTAL].iloc[0])
+            battery = config.battery
+            above_min = float(state.energy_kwh[i]) - battery.capacity_kwh * battery.min_soc / 100.0
+            command = guard.command_kw(start, config.timezone, above_min, charging, surplus, battery.max_charge_rate_kw, dt_h)
+            if not math.isnan(command):
+                power[i, 0] = command
+        return power
+
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
         sites, stamps, dt_h = self._state_before(at)
         state = BatteryState.from_sites(sites)
         power, caps = self._commands(at, dt_h)
+        power = self._guarded(power, at, dt_h, state)
         sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps)
         frame = sim.frame()
         for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step

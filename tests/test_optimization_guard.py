@@ -32,14 +32,14 @@ STEP_H = 0.25
     (20.0, True, 3.0, False, False, math.nan),
 ])
 def test_guard_commands(hour, weekend, energy, charging, surplus, expected):
-    command = guard.guard_setpoints_kw(np.array([8.0]), np.array([4.0]), hour, weekend, WINDOWS, np.array([energy]),
+    command = guard.guard_setpoints_kw(np.array([4.0]), hour, weekend, WINDOWS, np.array([energy]),
                                        charging, surplus, 5.0, STEP_H)
     assert command.shape == (1,)
     assert (math.isnan(command[0]) and math.isnan(expected)) or command[0] == expected
 
 
 def test_guard_commands_every_rule_at_once():
-    command = guard.guard_setpoints_kw(np.full(3, 8.0), np.array([0.0, 4.0, 8.0]), 18.0, False, WINDOWS, np.array(5.0),
+    command = guard.guard_setpoints_kw(np.array([0.0, 4.0, 8.0]), 18.0, False, WINDOWS, np.array(5.0),
                                        False, False, 5.0, STEP_H)
     assert np.isnan(command[:2]).all() and command[2] == 0.0
 

@@ -81,6 +81,31 @@ def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(readings.loc[month, dd.NET_GRID_FLOW].max())
 
 
+def test_a_guarded_plan_sends_the_guard_fitted_on_the_site_and_caps_at_its_target():
+    config = SimulatorConfig(seed=3, interval_seconds=900)
+    site_plan = plan_site(config, PlanSettings(start=START))
+    schedule = site_plan.schedule()
+    rule = site_plan.guard
+    assert rule is not None and 0 < rule.reserve_kwh <= site_plan.battery.max_kwh - site_plan.battery.min_kwh
+    command = parse_command(json.dumps(schedule).encode(), config.device_id, 100.0, START)
+    assert command.guard == rule.edge  # what the gateway will run is what the backtest measures
+    assert site_plan.inputs.peak_so_far_kw == pytest.approx(rule.target_kw)
+    np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
+    assert site_plan.summary()["guard"]["target_kw"] == pytest.approx(rule.target_kw, abs=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [{"home_load": {"has_ev": False}}, {}], ids=["no-car", "capped"])
+def test_no_guard_without_a_car_or_under_another_execution(overrides):
+    settings = PlanSettings(start=START, execution="guarded" if overrides else "capped")
+    site_plan = plan_site(build_config({"seed": 3, **overrides}), settings)
+    assert site_plan.guard is None and "guard" not in site_plan.schedule()
+
+
+def test_an_unknown_execution_is_a_usage_error():
+    with pytest.raises(UsageError, match="execution 'fast'"):
+        PlanSettings(execution="fast")
+
+
 def test_publish_to_an_unreachable_broker_is_one_clear_error():
     plan = plan_site(SimulatorConfig(seed=1), PlanSettings(start=START, horizon_hours=1))
     with pytest.raises(PublishFailed, match="127.0.0.1:1 unreachable"):
@@ -98,7 +123,7 @@ def test_published_schedule_reaches_a_subscriber_and_the_gateway_follows_it(brok
     recorder, link = Recorder(broker, [topic]), MqttLink(broker, [config], setpoints=book).start()
     try:
         assert link.subscribed.wait(WAIT_S), "gateway did not subscribe to its setpoint topic"
-        site_plan = plan_site(config, PlanSettings(horizon_hours=6))
+        site_plan = plan_site(config, PlanSettings(horizon_hours=6, execution="capped"))
         assert publish_schedule(broker, config.device_id, site_plan.schedule()) == topic
         assert recorder.wait_for(lambda: recorder.on(topic)), "no schedule arrived"
         command = parse_command(recorder.on(topic)[0].payload, config.device_id, 100.0, dd.utc_now())

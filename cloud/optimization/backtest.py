@@ -336,13 +336,11 @@ def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics
     for j, instant in enumerate(rows):
         previous = instant - settings.step
         recent = history.loc[previous - guard.SESSION_LOOKBACK : previous]
-        local = previous.tz_convert(site.timezone)
-        command = guard.guard_setpoints_kw(
-            np.array([rule.target_kw]), np.array([rule.reserve_kwh]), local.hour + local.minute / 60.0,
-            local.weekday() >= 5, rule.windows, float(state.energy_kwh[0]) - spec.min_kwh,
+        command = np.array([rule.edge.command_kw(
+            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh,
             sessions.find_sessions(recent[fc.LOAD], charger_kw).ongoing,
             bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
-        )
+        )])
         if math.isnan(command[0]):
             command = planned_kw[j : j + 1]
         sim, state = generator.simulate([site], rows[j : j + 1], state, command[None, :], import_cap_kw=np.array([[peak_kw]]),

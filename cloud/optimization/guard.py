@@ -16,10 +16,13 @@ The guard makes the trade once a month, on the site's own past, instead of every
   past sessions started) or charges, the battery covers house load only above the reserve, so
   a session that comes finds the energy to hold the cap. Before the window the battery is
   charged to the reserve from the grid if PV has not done it;
-* outside those hours the battery runs its own self-consumption rule.
+* outside those hours, and above the reserve, the plan's command or the battery's own rule
+  stands.
 
 :func:`fit_guard` picks the pair whose bill over the last weeks of readings would have been the
-lowest, stepping the battery through them with every candidate at once.
+lowest, stepping the battery through them with every candidate at once. The per-step rule is
+``edge_gateway/control.py``'s, which the gateway runs on the ``guard`` of a published schedule
+and the backtest on the simulated site.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
+from edge_gateway.control import DEFAULT_WINDOWS, PRECHARGE_H, WINDOW_TAIL_H, ArrivalWindows, PeakGuard, guard_setpoints_kw
 from edge_gateway.simulators import battery as physics
+
+__all__ = ["DEFAULT_WINDOWS", "PRECHARGE_H", "WINDOW_TAIL_H", "ArrivalWindows", "GuardRule", "PastDays", "fit_guard",
+           "guard_setpoints_kw", "rule_bills"]
 
 if TYPE_CHECKING:
     from edge_gateway.config import SimulatorConfig
@@ -47,39 +54,8 @@ FIT_DAYS = 28
 #: hundred or so keeps the fit to seconds.
 TARGET_STEP_KW = 0.5
 RESERVE_SHARES = np.linspace(0.0, 1.0, 10)
-#: Hours before the arrival window in which the battery is charged up to the reserve.
-PRECHARGE_H = 3.0
-#: Hours after the latest past arrival that the window stays open.
-WINDOW_TAIL_H = 0.5
 #: Readings searched for a session under way: longer than any session.
 SESSION_LOOKBACK = pd.Timedelta(hours=12)
-#: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
-DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
-
-
-@dataclass(frozen=True)
-class ArrivalWindows:
-    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
-
-    weekday_h: tuple[float, float]
-    weekend_h: tuple[float, float]
-
-    @classmethod
-    def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
-        local = (starts - step).tz_convert(timezone)
-        hours = np.asarray(local.hour + local.minute / 60.0)
-        weekend = np.asarray(local.day_of_week >= 5)
-        spans = []
-        for kind, default in zip((False, True), DEFAULT_WINDOWS, strict=True):
-            seen = hours[weekend == kind]
-            spans.append((float(seen.min()), float(seen.max()) + WINDOW_TAIL_H) if len(seen) else default)
-        return cls(*spans)
-
-    def bounds(self, weekend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end hour of the window of each step's day kind."""
-        start = np.where(weekend, self.weekend_h[0], self.weekday_h[0])
-        end = np.where(weekend, self.weekend_h[1], self.weekday_h[1])
-        return start, end
 
 
 @dataclass(frozen=True)
@@ -88,30 +64,15 @@ class GuardRule:
     reserve_kwh: float
     windows: ArrivalWindows
 
+    @property
+    def edge(self) -> PeakGuard:
+        """What the gateway runs (the target travels as the schedule's import cap)."""
+        return PeakGuard(self.reserve_kwh, self.windows)
 
-def guard_setpoints_kw(
-    target_kw: np.ndarray, reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows,
-    energy_above_min_kwh: np.ndarray, charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
-) -> np.ndarray:
-    """The command of one step for each rule (NaN: the battery's own self-consumption rule).
-
-    Decided on the latest reading (energy stored, a car charging, PV above load), before the
-    step; the import cap defends the target within it.
-    """
-    start, end = windows.bounds(np.asarray(weekend))
-    reserve = np.asarray(reserve_kwh, dtype=float)
-    energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
-    free = np.full(reserve.shape, np.nan)
-    hold = free if pv_surplus else np.zeros(reserve.shape)
-    if start - PRECHARGE_H <= hour < start:
-        # Held within one step at full rate above the reserve, so the rule does not flip
-        # between charging and covering load.
-        margin = max_charge_kw * step_hours
-        command = np.where(energy < reserve, max_charge_kw, np.where(energy > reserve + margin, free, hold))
-    else:
-        keep = reserve if charging_now or start <= hour < end else np.zeros(reserve.shape)
-        command = np.where((energy > keep) | (keep <= 0.0), free, hold)
-    return np.where(reserve > 0.0, command, free)  # no reserve: the battery's own rule throughout
+    def payload(self) -> dict:
+        """The ``guard`` object of a setpoint schedule (edge_gateway/mqtt/commands.py)."""
+        return {"reserve_kwh": self.reserve_kwh, "weekday_window_h": list(self.windows.weekday_h),
+                "weekend_window_h": list(self.windows.weekend_h)}
 
 
 @dataclass(frozen=True)
@@ -157,7 +118,7 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
     peak, energy_cost, throughput = np.zeros(count), np.zeros(count), np.zeros(count)
     for t in range(1, len(past.net_kw)):
         command = guard_setpoints_kw(
-            targets_kw, reserves_kwh, past.hour[t], past.weekend[t], windows, state.energy_kwh - battery.min_kwh,
+            reserves_kwh, past.hour[t], past.weekend[t], windows, state.energy_kwh - battery.min_kwh,
             bool(past.charging[t - 1]), bool(past.pv_surplus[t - 1]), battery.max_charge_kw, step_hours,
         )
         net = np.full((count, 1), past.net_kw[t])

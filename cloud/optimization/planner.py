@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization import forecasters as fc
-from cloud.optimization.backtest import DEFAULT_WEAR_COST_PER_KWH, battery_spec, commands_of, horizon_inputs, make_forecaster
+from cloud.optimization import guard as peak_guard
+from cloud.optimization.backtest import (
+    DEFAULT_WEAR_COST_PER_KWH,
+    EXECUTIONS,
+    battery_spec,
+    commands_of,
+    horizon_inputs,
+    make_forecaster,
+)
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
@@ -33,6 +41,9 @@ from edge_gateway.models import der_data as dd
 
 JOB = "optimizer"
 FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now
+#: Days of readings a peak guard needs before the plan carries one: a week shows the
+#: weekday and weekend habits; the fit uses up to guard.FIT_DAYS.
+GUARD_MIN_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -43,8 +54,11 @@ class PlanSettings:
     forecaster: str = "naive"
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     model_dir: str | None = None  # the forecasting registry (FORECAST_MODEL_DIR by default)
+    execution: str = EXECUTIONS[0]  # how the gateway carries the plan out (backtest.commands_of)
 
     def __post_init__(self) -> None:
+        if self.execution not in EXECUTIONS:
+            raise UsageError(f"execution {self.execution!r}: expected one of {', '.join(EXECUTIONS)}")
         if self.step_minutes < 1 or 1440 % self.step_minutes:
             raise UsageError(f"--step-minutes {self.step_minutes}: expected a whole number of minutes dividing a day")
         steps = self.horizon_hours * 60 / self.step_minutes
@@ -68,6 +82,7 @@ class SiteState:
     peak_so_far_kw: float
     load_history_kw: pd.Series
     source: str  # "readings" or "simulator"
+    pv_history_kw: pd.Series | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +98,8 @@ class SitePlan:
     plan: DispatchPlan
     no_battery: CostBreakdown
     self_consumption: DispatchPlan
+    execution: str = EXECUTIONS[0]
+    guard: peak_guard.GuardRule | None = None  # under "guarded" execution, for sites with a car
 
     @property
     def savings_vs_no_battery(self) -> float:
@@ -118,17 +135,27 @@ class SitePlan:
             s.OBJECTIVE: f"{self.plan.status}; forecaster {self.forecaster}",
         })
 
+    def commands(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per step the power command and import cap (NaN: none), as the backtest carries a
+        plan out (:func:`backtest.commands_of`); under a guard, the cap is the guard's target
+        or the month's peak, whichever is higher, as in the guarded backtest."""
+        guarded = self.execution == "guarded"
+        power, cap = commands_of(self.plan, self.inputs.peak_so_far_kw, "capped" if guarded else self.execution)
+        if self.guard is not None:
+            cap = np.full(len(power), self.inputs.peak_so_far_kw)
+        return power, cap
+
     def schedule(self) -> dict:
-        """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges),
-        executed as the backtest measures it (:func:`backtest.commands_of`): ``power_kw`` null
-        where the battery's own rule does what the plan wants, and the plan's peak import
-        target as ``import_limit_kw`` on every entry."""
-        power, cap = commands_of(self.plan, self.inputs.peak_so_far_kw)
-        return {"schedule": [
+        """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges):
+        ``power_kw`` null where the battery's own rule does what the plan wants, the import
+        cap on every entry, and the peak guard the gateway applies at each reading."""
+        power, cap = self.commands()
+        entries = [
             {"ts": dd.format_ts(ts), "power_kw": None if math.isnan(p) else round(float(p), 4) + 0.0}
             | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
             for ts, p, c in zip(self.step_starts, power, cap)
-        ]}
+        ]
+        return {"schedule": entries} | ({} if self.guard is None else {"guard": self.guard.payload()})
 
     def summary(self) -> dict:
         return {
@@ -146,6 +173,8 @@ class SitePlan:
             "savings_vs_self_consumption": self.savings_vs_self_consumption,
             "final_soc_percent": float(self.plan.soc_percent[-1]),
             "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
+            "execution": self.execution,
+            "guard": None if self.guard is None else {"target_kw": round(self.guard.target_kw, 4)} | self.guard.payload(),
         }
 
     def to_json(self) -> str:
@@ -158,26 +187,43 @@ def _month_start(at: pd.Timestamp, timezone: str) -> pd.Timestamp:
 
 
 def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
-    """SOC, month peak and load history from stored readings; None when there are none."""
-    since = min(start - pd.Timedelta(days=fc.HISTORY_DAYS + 1), _month_start(start, config.timezone))
+    """SOC, month peak, load and PV history from stored readings; None when there are none."""
+    since = min(start - pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1), _month_start(start, config.timezone))
     readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
     if readings.empty:
         return None
     stamps = pd.DatetimeIndex(readings[dd.TS])
     # A reading describes the interval ending at its stamp, so a step takes the readings inside it.
-    load = pd.Series(readings[dd.LOAD_TOTAL].to_numpy(), index=stamps).resample(step, label="right", closed="right").mean()
+    per_step = lambda column: pd.Series(readings[column].to_numpy(), index=stamps).resample(  # noqa: E731
+        step, label="right", closed="right").mean()
+    load, pv = per_step(dd.LOAD_TOTAL), per_step(dd.SOLAR_KW)
     latest = readings.iloc[-1]
     energy = None
     if start - pd.Timestamp(latest[dd.TS]) <= FRESH_READING:
         energy = float(latest[dd.BATTERY_SOC]) / 100.0 * config.battery.capacity_kwh
     this_month = stamps >= _month_start(start, config.timezone)
     peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
-    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings")
+    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna())
 
 
 def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
-    history = pd.date_range(start - pd.Timedelta(days=fc.HISTORY_DAYS + 1), start, freq=step)
-    return SiteState(None, 0.0, fc.site_actuals(config, history)[fc.LOAD], "simulator")
+    history = pd.date_range(start - pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1), start, freq=step)
+    actuals = fc.site_actuals(config, history)
+    return SiteState(None, 0.0, actuals[fc.LOAD], "simulator", actuals[fc.PV])
+
+
+def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec) -> peak_guard.GuardRule | None:
+    """The peak guard of a site with a car, fitted on its last weeks of load and PV; None
+    without a car, a battery, or :data:`GUARD_MIN_DAYS` days of both."""
+    if not config.home_load.has_ev or config.home_load.ev_charging_kw <= 0 or spec.max_kwh <= spec.min_kwh:
+        return None
+    if state.pv_history_kw is None:
+        return None
+    past = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
+    past = past.loc[start - peak_guard.FIT_DAYS * fc.DAY : start].iloc[1:]
+    if len(past) < 2 or past.index[-1] - past.index[0] < pd.Timedelta(days=GUARD_MIN_DAYS):
+        return None
+    return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config)
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
@@ -192,13 +238,16 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     forecaster = make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     forecast = forecaster(start, step_starts + settings.step)
-    inputs = horizon_inputs(forecast, config, settings.step_minutes / 60.0, state.peak_so_far_kw)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
+    guard = fit_site_guard(config, state, start, spec) if settings.execution == "guarded" else None
+    # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
+    peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
+    inputs = horizon_inputs(forecast, config, settings.step_minutes / 60.0, peak)
     return SitePlan(
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec,
         plan=solve_dispatch(inputs, spec), no_battery=cost_without_battery(inputs),
-        self_consumption=self_consumption_dispatch(inputs, spec),
+        self_consumption=self_consumption_dispatch(inputs, spec), execution=settings.execution, guard=guard,
     )
 
 

@@ -15,6 +15,11 @@ Both forms take an optional ``"import_limit_kw"`` (finite, >= 0): a grid import 
 battery defends by discharging more or charging less than commanded, as hybrid inverters'
 grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
 
+A schedule may carry a peak guard for as long as it lasts (edge_gateway/control.py):
+``"guard": {"reserve_kwh": 7.2, "weekday_window_h": [17.5, 20.75], "weekend_window_h": [15.75, 19.5]}``,
+energy above the minimum SOC kept while a car may arrive (local hours) or charges, and
+charged from the grid before the window; the gateway applies it at every reading.
+
 An accepted command replaces whatever the device was following. The physics clamps power to
 the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
 power beyond ``POWER_MARGIN`` times the battery's larger rate (a unit mix-up, W for kW).
@@ -32,6 +37,7 @@ from datetime import datetime
 import pandas as pd
 
 from edge_gateway.config import BatteryMode
+from edge_gateway.control import ArrivalWindows, PeakGuard
 from edge_gateway.errors import ValidationFailed
 from edge_gateway.models import der_data as dd
 
@@ -60,6 +66,7 @@ class Segment:
 class Command:
     device_id: str
     segments: tuple[Segment, ...]
+    guard: PeakGuard | None = None
 
 
 def _refuse_constant(name: str) -> float:
@@ -146,8 +153,34 @@ def _immediate(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp
     return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power, cap),))
 
 
+def _window(value: object, name: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise CommandRejected(f"{name} must be [start, end] in local hours")
+    start, end = (_number(v, f"{name}[{i}]") for i, v in enumerate(value))
+    if not 0 <= start <= end <= 48:
+        raise CommandRejected(f"{name} [{start:g}, {end:g}] out of range; expected 0 <= start <= end <= 48 local hours")
+    return start, end
+
+
+def _guard(data: object) -> PeakGuard:
+    if not isinstance(data, dict):
+        raise CommandRejected("guard must be an object with reserve_kwh, weekday_window_h and weekend_window_h")
+    allowed = {"reserve_kwh", "weekday_window_h", "weekend_window_h"}
+    _keys(data, allowed, "guard: ")
+    for key in sorted(allowed):
+        if key not in data:
+            raise CommandRejected(f"guard lacks {key}")
+    reserve = _number(data["reserve_kwh"], "guard.reserve_kwh")
+    if reserve < 0:
+        raise CommandRejected(f"guard.reserve_kwh {reserve:g} is negative; expected energy >= 0 kWh")
+    windows = ArrivalWindows(_window(data["weekday_window_h"], "guard.weekday_window_h"),
+                             _window(data["weekend_window_h"], "guard.weekend_window_h"))
+    return PeakGuard(reserve, windows)
+
+
 def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp) -> Command:
-    _keys(data, {"schedule"}, "")
+    _keys(data, {"schedule", "guard"}, "")
+    guard = _guard(data["guard"]) if "guard" in data else None
     entries = data["schedule"]
     if not isinstance(entries, list) or not entries:
         raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
@@ -175,7 +208,7 @@ def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp)
     if points[0][0] > now + MAX_HORIZON:
         raise CommandRejected(f"schedule starts after {MAX_HORIZON.days} days from now; expected a near-term plan")
     ends = [p[0] for p in points[1:]] + [end]
-    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)))
+    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)), guard)
 
 
 def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool = False) -> Command:
@@ -221,14 +254,23 @@ class SetpointBook:
             self._commands[device_id] = command
         return command
 
-    def _segment(self, device_id: str, at: pd.Timestamp) -> Segment | None:
+    def _in_force(self, device_id: str, at: pd.Timestamp) -> tuple[Command, Segment] | None:
         with self._lock:
             command = self._commands.get(device_id)
         if command is not None:
             for segment in command.segments:
                 if segment.start <= at < segment.end:
-                    return segment
+                    return command, segment
         return None
+
+    def _segment(self, device_id: str, at: pd.Timestamp) -> Segment | None:
+        found = self._in_force(device_id, at)
+        return None if found is None else found[1]
+
+    def guard(self, device_id: str, at: pd.Timestamp) -> PeakGuard | None:
+        """The peak guard of the schedule in force at ``at``, None when none."""
+        found = self._in_force(device_id, at)
+        return None if found is None else found[0].guard
 
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The power command in force at ``at`` (kW, + charges), NaN when none."""

@@ -1,0 +1,96 @@
+"""The peak guard's rule, step by step: what a battery does with a reserve kept for EV sessions.
+
+The cloud fits the guard once a month on the site's readings (``cloud/optimization/guard.py``)
+and sends it with the plan; the gateway applies it at every reading, on what it measured
+last, and the backtest applies the very same function to the simulated site, so what the
+backtest measures is what the gateway runs.
+
+* While a car could arrive (the weekday or weekend hours in which past sessions started) or
+  charges, the battery covers house load only above ``reserve_kwh``, so a session that comes
+  finds the energy to hold the import cap; the cap itself is the schedule's
+  ``import_limit_kw``, defended by the battery within the step.
+* In the ``PRECHARGE_H`` hours before the window the battery is charged up to the reserve from
+  the grid if PV has not done it.
+* Elsewhere, and above the reserve, the plan's command (or the battery's own rule) stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Hours before the arrival window in which the battery is charged up to the reserve.
+PRECHARGE_H = 3.0
+#: Hours after the latest past arrival that the window stays open.
+WINDOW_TAIL_H = 0.5
+#: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
+DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
+
+
+@dataclass(frozen=True)
+class ArrivalWindows:
+    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
+
+    weekday_h: tuple[float, float]
+    weekend_h: tuple[float, float]
+
+    @classmethod
+    def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
+        local = (starts - step).tz_convert(timezone)
+        hours = np.asarray(local.hour + local.minute / 60.0)
+        weekend = np.asarray(local.day_of_week >= 5)
+        spans = []
+        for kind, default in zip((False, True), DEFAULT_WINDOWS, strict=True):
+            seen = hours[weekend == kind]
+            spans.append((float(seen.min()), float(seen.max()) + WINDOW_TAIL_H) if len(seen) else default)
+        return cls(*spans)
+
+    def bounds(self, weekend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end hour of the window of each step's day kind."""
+        start = np.where(weekend, self.weekend_h[0], self.weekday_h[0])
+        end = np.where(weekend, self.weekend_h[1], self.weekday_h[1])
+        return start, end
+
+
+@dataclass(frozen=True)
+class PeakGuard:
+    """The part of a guard a gateway runs: the reserve and the hours it is kept in."""
+
+    reserve_kwh: float  # energy above the battery's minimum SOC
+    windows: ArrivalWindows
+
+    def command_kw(self, interval_start: pd.Timestamp, timezone: str, energy_above_min_kwh: float,
+                   charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float) -> float:
+        """The command for the interval starting at ``interval_start`` (NaN: the plan's)."""
+        local = interval_start.tz_convert(timezone)
+        return float(guard_setpoints_kw(
+            np.array([self.reserve_kwh]), local.hour + local.minute / 60.0, local.weekday() >= 5, self.windows,
+            np.array([energy_above_min_kwh]), charging_now, pv_surplus, max_charge_kw, step_hours,
+        )[0])
+
+
+def guard_setpoints_kw(
+    reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows, energy_above_min_kwh: np.ndarray,
+    charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
+) -> np.ndarray:
+    """The command of one step for each reserve (NaN: no command from the guard).
+
+    Decided on the latest reading (energy stored, a car charging, PV above load), before the
+    step; the import cap defends the target within it.
+    """
+    start, end = windows.bounds(np.asarray(weekend))
+    reserve = np.asarray(reserve_kwh, dtype=float)
+    energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
+    free = np.full(reserve.shape, np.nan)
+    hold = free if pv_surplus else np.zeros(reserve.shape)
+    if start - PRECHARGE_H <= hour < start:
+        # Held within one step at full rate above the reserve, so the rule does not flip
+        # between charging and covering load.
+        margin = max_charge_kw * step_hours
+        command = np.where(energy < reserve, max_charge_kw, np.where(energy > reserve + margin, free, hold))
+    else:
+        keep = reserve if charging_now or start <= hour < end else np.zeros(reserve.shape)
+        command = np.where((energy > keep) | (keep <= 0.0), free, hold)
+    return np.where(reserve > 0.0, command, free)  # no reserve: the battery's own rule throughout

@@ -1,0 +1,83 @@
+"""The peak guard on the gateway: carried by a schedule, validated where it enters, and kept
+at every reading (edge_gateway/control.py, the rule the backtest measures)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from edge_gateway.control import ArrivalWindows, PeakGuard
+from edge_gateway.gateway import Gateway
+from edge_gateway.models import der_data as dd
+from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
+from tests.sim_helpers import config
+
+NOW = pd.Timestamp("2024-06-17T07:00:00Z")  # local midnight of a Monday in Los Angeles
+GUARD = {"reserve_kwh": 9.0, "weekday_window_h": [17.0, 21.0], "weekend_window_h": [10.0, 19.0]}
+
+
+def _day_schedule(guard: dict | None) -> bytes:
+    entries = [{"ts": dd.format_ts(NOW + pd.Timedelta(minutes=15 * i)), "power_kw": None} for i in range(96)]
+    return json.dumps({"schedule": entries} | ({} if guard is None else {"guard": guard})).encode()
+
+
+def test_a_schedule_carries_its_guard_for_as_long_as_it_lasts():
+    command = parse_command(_day_schedule(GUARD), "d", 50.0, NOW)
+    assert command.guard == PeakGuard(9.0, ArrivalWindows((17.0, 21.0), (10.0, 19.0)))
+    book = SetpointBook({"d": 50.0}, clock=lambda: NOW)
+    book.accept("d", _day_schedule(GUARD))
+    assert book.guard("d", NOW + pd.Timedelta(hours=12)) == command.guard
+    assert book.guard("d", NOW + pd.Timedelta(days=1)) is None and book.guard("other", NOW) is None
+    assert parse_command(_day_schedule(None), "d", 50.0, NOW).guard is None
+
+
+@pytest.mark.parametrize(
+    ("guard", "reason"),
+    [
+        pytest.param(GUARD | {"reserve_kwh": -1}, r"guard\.reserve_kwh -1 is negative", id="negative"),
+        pytest.param(GUARD | {"reserve_kwh": "6"}, r"guard\.reserve_kwh must be a number", id="text"),
+        pytest.param(GUARD | {"weekday_window_h": [21, 17]}, r"guard\.weekday_window_h \[21, 17\] out of range", id="reversed"),
+        pytest.param(GUARD | {"weekend_window_h": [10]}, r"guard\.weekend_window_h must be \[start, end\]", id="short"),
+        pytest.param({k: v for k, v in GUARD.items() if k != "weekend_window_h"}, "guard lacks weekend_window_h", id="missing"),
+        pytest.param(GUARD | {"target_kw": 7}, "guard: unknown key 'target_kw'", id="unknown"),
+        pytest.param([6.0], "guard must be an object", id="list"),
+    ],
+)
+def test_a_malformed_guard_is_refused_with_the_field_named(guard, reason):
+    with pytest.raises(CommandRejected, match=reason):
+        parse_command(_day_schedule(guard), "d", 50.0, NOW)
+
+
+def test_an_immediate_command_cannot_carry_a_guard():
+    with pytest.raises(CommandRejected, match="unknown key 'guard'"):
+        parse_command(json.dumps({"power_kw": 0, "guard": GUARD}).encode(), "d", 50.0, NOW)
+
+
+def _evening(tmp_path, guard: dict | None) -> pd.DataFrame:
+    """A full battery's June day on a site without a car, every step left to the battery's own rule."""
+    site = config(seed=42, interval_seconds=900, home_load={"has_ev": False}, battery={"mode": "setpoint", "initial_soc": 90.0})
+    book = SetpointBook.for_configs([site], clock=lambda: NOW)
+    book.accept(site.device_id, _day_schedule(guard))
+    gateway = Gateway([site], state_dir=tmp_path / ("guarded" if guard else "free"), setpoints=book)
+    frame = pd.concat([gateway.step(NOW + pd.Timedelta(minutes=15 * i)) for i in range(1, 97)], ignore_index=True)
+    battery = site.battery
+    frame["above_min_kwh"] = (frame[dd.BATTERY_SOC] - battery.min_soc) / 100.0 * battery.capacity_kwh
+    frame["local_hour"] = (pd.DatetimeIndex(frame[dd.TS]) - pd.Timedelta(minutes=15)).tz_convert(site.timezone).hour
+    return frame
+
+
+def test_the_gateway_keeps_the_reserve_through_the_window_and_spends_it_after(tmp_path):
+    guarded, free = _evening(tmp_path, GUARD), _evening(tmp_path, None)
+    window = guarded["local_hour"].between(17, 20)
+    # Held from the reading on which it reached the reserve: at most one step's discharge below.
+    one_step_kwh = 5.0 * 0.25 / 0.9
+    assert (guarded.loc[window, "above_min_kwh"] >= GUARD["reserve_kwh"] - one_step_kwh).all()
+    # The same evening left to the battery's own rule goes well below it, so the guard acted.
+    assert free.loc[window, "above_min_kwh"].min() < GUARD["reserve_kwh"] - 2 * one_step_kwh
+    # After the window the reserve is the battery's own again.
+    late = guarded["local_hour"] >= 22
+    assert guarded.loc[late, "above_min_kwh"].min() < GUARD["reserve_kwh"] - one_step_kwh
+    assert not math.isclose(guarded[dd.BATTERY_POWER].sum(), free[dd.BATTERY_POWER].sum())
