@@ -11,12 +11,15 @@ backtest measures is what the gateway runs.
   ``import_limit_kw``, defended by the battery within the step.
 * In the ``PRECHARGE_H`` hours before the window the battery is charged up to the reserve from
   the grid if PV has not done it.
+* Where one car charges at most once a day (``one_session_a_day``, learnt from the readings),
+  no reserve is kept for the rest of a day whose session has ended.
 * Elsewhere, and above the reserve, the plan's command (or the battery's own rule) stands.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -60,30 +63,59 @@ class PeakGuard:
 
     reserve_kwh: float  # energy above the battery's minimum SOC
     windows: ArrivalWindows
+    one_session_a_day: bool = False  # no session has followed another on the same day
 
     def command_kw(self, interval_start: pd.Timestamp, timezone: str, energy_above_min_kwh: float,
-                   charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float) -> float:
-        """The command for the interval starting at ``interval_start`` (NaN: the plan's)."""
+                   charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
+                   session_ended_today: bool = False) -> float:
+        """The command for the interval starting at ``interval_start`` (NaN: the plan's).
+        ``session_ended_today``: a session that began this local day (of the interval's start)
+        has ended."""
         local = interval_start.tz_convert(timezone)
         return float(guard_setpoints_kw(
             np.array([self.reserve_kwh]), local.hour + local.minute / 60.0, local.weekday() >= 5, self.windows,
             np.array([energy_above_min_kwh]), charging_now, pv_surplus, max_charge_kw, step_hours,
+            self.one_session_a_day and session_ended_today,
         )[0])
+
+
+class SessionDays:
+    """Whether a site's car has had its session today, from its charger's readings in order."""
+
+    def __init__(self) -> None:
+        self.charging = False
+        self.began_on: date | None = None  # local day the current or latest session began
+        self.ended_session_of: date | None = None  # began_on of the latest session that ended
+
+    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float) -> None:
+        charging = ev_kw > 0.0
+        if charging and not self.charging:
+            self.began_on = interval_start.tz_convert(timezone).date()
+        if self.charging and not charging:
+            self.ended_session_of = self.began_on
+        self.charging = charging
+
+    def ended_today(self, interval_start: pd.Timestamp, timezone: str) -> bool:
+        """A session that began on the local day of ``interval_start`` has ended."""
+        return self.ended_session_of is not None and self.ended_session_of == interval_start.tz_convert(timezone).date()
 
 
 def guard_setpoints_kw(
     reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows, energy_above_min_kwh: np.ndarray,
-    charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
+    charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float, day_done: bool = False,
 ) -> np.ndarray:
     """The command of one step for each reserve (NaN: no command from the guard).
 
     Decided on the latest reading (energy stored, a car charging, PV above load), before the
-    step; the import cap defends the target within it.
+    step; the import cap defends the target within it. ``day_done``: no further session
+    comes today, so none needs a reserve.
     """
     start, end = windows.bounds(np.asarray(weekend))
     reserve = np.asarray(reserve_kwh, dtype=float)
     energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
     free = np.full(reserve.shape, np.nan)
+    if day_done and not charging_now:
+        return free
     hold = free if pv_surplus else np.zeros(reserve.shape)
     if start - PRECHARGE_H <= hour < start:
         # Held within one step at full rate above the reserve, so the rule does not flip

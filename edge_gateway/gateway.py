@@ -20,6 +20,7 @@ import pandas as pd
 
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
+from edge_gateway.control import SessionDays
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators.battery import BatteryState
 
@@ -92,6 +93,8 @@ class Gateway:
         self.setpoints = setpoints
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
         self.last_frame: pd.DataFrame | None = None
+        self.session_days = {c.device_id: SessionDays() for c in self.configs}  # from the readings since start
+        self._timezone = {c.device_id: c.timezone for c in self.configs}
 
     @property
     def interval_s(self) -> int:
@@ -160,7 +163,8 @@ class Gateway:
             surplus = seen and bool(row[dd.SOLAR_KW].iloc[0] > row[dd.LOAD_TOTAL].iloc[0])
             battery = config.battery
             above_min = float(state.energy_kwh[i]) - battery.capacity_kwh * battery.min_soc / 100.0
-            command = guard.command_kw(start, config.timezone, above_min, charging, surplus, battery.max_charge_rate_kw, dt_h)
+            ended = self.session_days[config.device_id].ended_today(start, config.timezone)
+            command = guard.command_kw(start, config.timezone, above_min, charging, surplus, battery.max_charge_rate_kw, dt_h, ended)
             if not math.isnan(command):
                 power[i, 0] = command
         return power
@@ -180,6 +184,8 @@ class Gateway:
             state_file.save(
                 {"ts": dd.format_ts(at), "state": new_state.site(i), "previous": {"ts": stamps[i], "state": sites[i]}}
             )
+        for device_id, ev_kw in zip(frame[dd.DEVICE_ID], frame[dd.LOAD_EV]):
+            self.session_days[device_id].observe(at - pd.Timedelta(hours=dt_h), self._timezone[device_id], float(ev_kw))
         self.last_frame = frame
         return frame
 

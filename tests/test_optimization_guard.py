@@ -10,7 +10,7 @@ import pytest
 
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
-from cloud.optimization import guard
+from cloud.optimization import guard, sessions
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reference import self_consumption_dispatch
 from edge_gateway.config import build_config
@@ -35,6 +35,17 @@ def test_guard_commands(hour, weekend, energy, charging, surplus, expected):
     command = guard.guard_setpoints_kw(np.array([4.0]), hour, weekend, WINDOWS, np.array([energy]),
                                        charging, surplus, 5.0, STEP_H)
     assert command.shape == (1,)
+    assert (math.isnan(command[0]) and math.isnan(expected)) or command[0] == expected
+
+
+@pytest.mark.parametrize(("hour", "charging", "expected"), [
+    (18.0, False, math.nan),  # the day's session has ended: no reserve in the window
+    (15.0, False, math.nan),  # nor charged up to before it
+    (18.0, True, 0.0),  # a car charging still keeps it
+])
+def test_no_reserve_once_the_days_session_has_ended(hour, charging, expected):
+    command = guard.guard_setpoints_kw(np.array([4.0]), hour, False, WINDOWS, np.array([3.0]), charging, False, 5.0,
+                                       STEP_H, day_done=True)
     assert (math.isnan(command[0]) and math.isnan(expected)) or command[0] == expected
 
 
@@ -83,3 +94,58 @@ def test_the_fitted_guard_keeps_a_reserve_and_caps_below_the_highest_load():
     assert 0.0 < rule.reserve_kwh <= battery.max_kwh - battery.min_kwh
     assert net.max() - battery.max_discharge_kw <= rule.target_kw < net.max()
     assert rule.windows.weekday_h[0] < rule.windows.weekday_h[1]
+
+
+def _sessions_at(*spans: tuple[str, str]) -> tuple[pd.Series, float]:
+    """A flat 1 kW house with a 7 kW car charging over each (first, last) reading, local time."""
+    index = pd.date_range("2024-06-03", "2024-06-06", freq="15min", tz="America/Los_Angeles")[1:]
+    load = pd.Series(1.0, index=index)
+    for first, last in spans:
+        load[pd.Timestamp(first, tz="America/Los_Angeles") : pd.Timestamp(last, tz="America/Los_Angeles")] += 7.0
+    return load.tz_convert("UTC"), 7.0
+
+
+def test_sessions_per_day_and_whether_todays_has_ended():
+    load, charger = _sessions_at(("2024-06-03 17:15", "2024-06-03 18:00"), ("2024-06-04 23:15", "2024-06-05 01:00"),
+                                 ("2024-06-05 10:00", "2024-06-05 11:00"), ("2024-06-05 18:00", "2024-06-05 19:00"))
+    found = sessions.find_sessions(load, charger)
+    step = pd.Timedelta(minutes=15)
+    assert sessions.per_day(found, step, "America/Los_Angeles").tolist() == [1, 1, 2]
+    ended = pd.Series(sessions.ended_today(found, load.index, step, "America/Los_Angeles"), index=load.index)
+    local = ended.tz_convert("America/Los_Angeles")
+    assert not local["2024-06-03 18:00"] and local["2024-06-03 18:15"] and local["2024-06-03 23:45"]
+    assert local["2024-06-04 00:00"]  # a reading describes the interval before it: still the 3rd
+    assert not local["2024-06-04 00:15":"2024-06-05 00:00"].any()  # the late session began on the 4th...
+    assert not local["2024-06-05 01:15"]  # ...and ended on the 5th: not the 5th's session
+    assert local["2024-06-05 11:15"]
+
+
+@pytest.mark.parametrize(("spans", "expected"), [
+    ((("2024-06-03 17:15", "2024-06-03 18:00"), ("2024-06-04 18:00", "2024-06-04 19:00")), True),
+    ((("2024-06-03 17:15", "2024-06-03 18:00"), ("2024-06-03 20:00", "2024-06-03 21:00")), False),
+])
+def test_the_fit_learns_whether_the_car_charges_at_most_once_a_day(spans, expected):
+    load, charger = _sessions_at(*spans)
+    config = build_config({"seed": 1, "interval_seconds": 900, "home_load": {"ev_charging_kw": charger}})
+    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    rule = guard.fit_guard(load, pd.Series(0.0, index=load.index), battery, config)
+    assert rule.one_session_a_day is expected and rule.edge.one_session_a_day is expected
+    assert rule.payload()["one_session_a_day"] is expected
+
+
+def test_the_fit_keeps_one_cap_step_above_the_cheapest_in_hindsight():
+    config, past = _past(42, guard.FIT_DAYS)
+    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
+    days = guard.PastDays.from_readings(past[fc.LOAD], past[fc.PV], config.home_load.ev_charging_kw, config)
+    net = past[fc.LOAD] - past[fc.PV]
+    lowest = max(net.max() - battery.max_discharge_kw - 2 * guard.TARGET_STEP_KW, 0.0)
+    targets = np.arange(lowest, net.max() + guard.TARGET_STEP_KW, guard.TARGET_STEP_KW)
+    reserves = guard.RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)
+    caps, kept = np.repeat(targets, len(reserves)), np.tile(reserves, len(targets))
+    bills = guard.rule_bills(caps, kept, rule.windows, days, battery, config.grid_price.demand_charge, STEP_H,
+                             rule.one_session_a_day)
+    cheapest_cap = caps[np.argmin(bills)]
+    assert rule.target_kw == pytest.approx(cheapest_cap + guard.TARGET_STEP_KW)
+    chosen = np.flatnonzero(np.isclose(caps, rule.target_kw) & np.isclose(kept, rule.reserve_kwh))
+    assert bills[chosen[0]] == pytest.approx(bills[caps >= rule.target_kw - 1e-9].min())

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from edge_gateway.control import ArrivalWindows, PeakGuard
+from edge_gateway.control import ArrivalWindows, PeakGuard, SessionDays
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
@@ -51,17 +51,36 @@ def test_a_malformed_guard_is_refused_with_the_field_named(guard, reason):
         parse_command(_day_schedule(guard), "d", 50.0, NOW)
 
 
+def test_a_guard_may_say_the_car_charges_once_a_day():
+    assert parse_command(_day_schedule(GUARD | {"one_session_a_day": True}), "d", 50.0, NOW).guard.one_session_a_day
+    assert not parse_command(_day_schedule(GUARD), "d", 50.0, NOW).guard.one_session_a_day
+    with pytest.raises(CommandRejected, match="guard.one_session_a_day must be true or false, got 1"):
+        parse_command(_day_schedule(GUARD | {"one_session_a_day": 1}), "d", 50.0, NOW)
+
+
+def test_session_days_follow_the_charger_readings():
+    days, zone = SessionDays(), "America/Los_Angeles"
+    evening = pd.Timestamp("2024-06-17 17:00", tz=zone)
+    for minutes, ev_kw in ((0, 0.0), (15, 7.2), (30, 7.2)):
+        days.observe(evening + pd.Timedelta(minutes=minutes), zone, ev_kw)
+    assert not days.ended_today(evening + pd.Timedelta(minutes=45), zone)  # still charging
+    days.observe(evening + pd.Timedelta(minutes=45), zone, 0.0)
+    assert days.ended_today(evening + pd.Timedelta(hours=1), zone)
+    assert not days.ended_today(evening + pd.Timedelta(hours=8), zone)  # the next day is another day
+
+
 def test_an_immediate_command_cannot_carry_a_guard():
     with pytest.raises(CommandRejected, match="unknown key 'guard'"):
         parse_command(json.dumps({"power_kw": 0, "guard": GUARD}).encode(), "d", 50.0, NOW)
 
 
-def _evening(tmp_path, guard: dict | None) -> pd.DataFrame:
-    """A full battery's June day on a site without a car, every step left to the battery's own rule."""
-    site = config(seed=42, interval_seconds=900, home_load={"has_ev": False}, battery={"mode": "setpoint", "initial_soc": 90.0})
+def _evening(tmp_path, guard: dict | None, seed: int = 42, has_ev: bool = False) -> pd.DataFrame:
+    """A full battery's June day, every step left to the battery's own rule (by default on a
+    site without a car)."""
+    site = config(seed=seed, interval_seconds=900, home_load={"has_ev": has_ev}, battery={"mode": "setpoint", "initial_soc": 90.0})
     book = SetpointBook.for_configs([site], clock=lambda: NOW)
     book.accept(site.device_id, _day_schedule(guard))
-    gateway = Gateway([site], state_dir=tmp_path / ("guarded" if guard else "free"), setpoints=book)
+    gateway = Gateway([site], state_dir=tmp_path / json.dumps(guard, sort_keys=True).replace("/", ""), setpoints=book)
     frame = pd.concat([gateway.step(NOW + pd.Timedelta(minutes=15 * i)) for i in range(1, 97)], ignore_index=True)
     battery = site.battery
     frame["above_min_kwh"] = (frame[dd.BATTERY_SOC] - battery.min_soc) / 100.0 * battery.capacity_kwh
@@ -81,3 +100,16 @@ def test_the_gateway_keeps_the_reserve_through_the_window_and_spends_it_after(tm
     late = guarded["local_hour"] >= 22
     assert guarded.loc[late, "above_min_kwh"].min() < GUARD["reserve_kwh"] - one_step_kwh
     assert not math.isclose(guarded[dd.BATTERY_POWER].sum(), free[dd.BATTERY_POWER].sum())
+
+
+def test_once_the_days_only_session_has_ended_the_reserve_is_spent(tmp_path):
+    once = _evening(tmp_path, GUARD | {"one_session_a_day": True}, seed=41, has_ev=True)
+    kept = _evening(tmp_path, GUARD, seed=41, has_ev=True)
+    charging = once.loc[once[dd.LOAD_EV] > 0, "local_hour"]
+    assert charging.tolist() == [17] * 4, "the site's car should charge once, 17:00-18:00"
+    one_step_kwh = 5.0 * 0.25 / 0.9
+    window = once["local_hour"].between(17, 20)
+    assert (kept.loc[window, "above_min_kwh"] >= GUARD["reserve_kwh"] - one_step_kwh).all()
+    assert once.loc[once["local_hour"] == 20, "above_min_kwh"].min() < GUARD["reserve_kwh"] - 2 * one_step_kwh
+    until_the_end = once["local_hour"] <= 17
+    assert once.loc[until_the_end, dd.BATTERY_POWER].tolist() == kept.loc[until_the_end, dd.BATTERY_POWER].tolist()

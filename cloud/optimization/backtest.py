@@ -336,10 +336,11 @@ def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics
     for j, instant in enumerate(rows):
         previous = instant - settings.step
         recent = history.loc[previous - guard.SESSION_LOOKBACK : previous]
+        found = sessions.find_sessions(recent[fc.LOAD], charger_kw)
         command = np.array([rule.edge.command_kw(
-            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh,
-            sessions.find_sessions(recent[fc.LOAD], charger_kw).ongoing,
+            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh, found.ongoing,
             bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
+            bool(sessions.ended_today(found, recent.index[-1:], settings.step, site.timezone)[0]),
         )])
         if math.isnan(command[0]):
             command = planned_kw[j : j + 1]

@@ -19,8 +19,11 @@ The guard makes the trade once a month, on the site's own past, instead of every
 * outside those hours, and above the reserve, the plan's command or the battery's own rule
   stands.
 
-:func:`fit_guard` picks the pair whose bill over the last weeks of readings would have been the
-lowest, stepping the battery through them with every candidate at once. The per-step rule is
+:func:`fit_guard` steps the battery through the last weeks of readings with every candidate
+pair at once and picks the cheapest whose cap is at least one step above the cheapest's: the
+cap that was cheapest in hindsight is the one a session heavier than any of those weeks' breaks,
+and that costs a month of demand charge. When no day of those weeks saw two sessions, a day
+whose session has ended keeps no reserve for the rest of it. The per-step rule is
 ``edge_gateway/control.py``'s, which the gateway runs on the ``guard`` of a published schedule
 and the backtest on the simulated site.
 """
@@ -63,16 +66,17 @@ class GuardRule:
     target_kw: float
     reserve_kwh: float
     windows: ArrivalWindows
+    one_session_a_day: bool = False
 
     @property
     def edge(self) -> PeakGuard:
         """What the gateway runs (the target travels as the schedule's import cap)."""
-        return PeakGuard(self.reserve_kwh, self.windows)
+        return PeakGuard(self.reserve_kwh, self.windows, self.one_session_a_day)
 
     def payload(self) -> dict:
         """The ``guard`` object of a setpoint schedule (edge_gateway/mqtt/commands.py)."""
         return {"reserve_kwh": self.reserve_kwh, "weekday_window_h": list(self.windows.weekday_h),
-                "weekend_window_h": list(self.windows.weekend_h)}
+                "weekend_window_h": list(self.windows.weekend_h), "one_session_a_day": self.one_session_a_day}
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class PastDays:
     net_kw: np.ndarray
     pv_surplus: np.ndarray  # PV above load
     charging: np.ndarray  # a car charging
+    ended_today: np.ndarray  # a session that began this local day has ended
     hour: np.ndarray  # local hour at the start of the interval
     weekend: np.ndarray
     import_price_per_kwh: np.ndarray
@@ -96,13 +101,15 @@ class PastDays:
         return cls(
             (load_kw - pv_kw).to_numpy(), (pv_kw > load_kw).to_numpy(),
             sessions.charging_mask(load_kw.index, found.starts, found.ends),
+            sessions.ended_today(found, load_kw.index, step, config.timezone),
             np.asarray(local.hour + local.minute / 60.0), np.asarray(local.day_of_week >= 5),
             tariff[fc.IMPORT_PRICE].to_numpy(), tariff[fc.EXPORT_PRICE].to_numpy(),
         )
 
 
 def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: ArrivalWindows, past: PastDays,
-               battery: BatterySpec, demand_charge_per_kw: float, step_hours: float) -> np.ndarray:
+               battery: BatterySpec, demand_charge_per_kw: float, step_hours: float,
+               one_session_a_day: bool = False) -> np.ndarray:
     """What each rule would have billed over ``past``: energy, the demand charge on its peak, wear.
 
     Every rule is one battery of the LP's physics (:func:`reference.ideal_battery`) stepped
@@ -120,6 +127,7 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
         command = guard_setpoints_kw(
             reserves_kwh, past.hour[t], past.weekend[t], windows, state.energy_kwh - battery.min_kwh,
             bool(past.charging[t - 1]), bool(past.pv_surplus[t - 1]), battery.max_charge_kw, step_hours,
+            one_session_a_day and bool(past.ended_today[t - 1]),
         )
         net = np.full((count, 1), past.net_kw[t])
         request = physics.request_setpoint(command[:, None], -net, np.maximum(targets_kw, peak)[:, None], net)
@@ -145,8 +153,14 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)
     targets = np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW)
     reserves = RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)
+    # One car charging at most once a day: once the day's session has ended, no reserve.
+    one_a_day = len(found.starts) > 0 and int(sessions.per_day(found, step, config.timezone).max()) == 1
     grid = np.array(list(itertools.product(targets, reserves)))
     bills = rule_bills(grid[:, 0], grid[:, 1], windows, past, battery, config.grid_price.demand_charge,
-                       step / pd.Timedelta(hours=1))
-    best = int(np.argmin(bills))
-    return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows)
+                       step / pd.Timedelta(hours=1), one_a_day)
+    # The cheapest cap in hindsight sits where one session heavier than the last weeks' costs
+    # a month of demand charge: the guard takes the cheapest pair one cap step above it.
+    cheapest = grid[int(np.argmin(bills)), 0]
+    above = np.flatnonzero(grid[:, 0] >= min(cheapest + TARGET_STEP_KW, targets[-1]) - 1e-9)
+    best = int(above[np.argmin(bills[above])])
+    return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows, one_a_day)

@@ -81,6 +81,28 @@ def find_sessions(load_kw: pd.Series, charger_kw: float) -> Sessions:
     return Sessions(index[starts] if starts else empty, index[ends] if ends else empty, ongoing)
 
 
+def _start_days(found: Sessions, step: pd.Timedelta, timezone: str) -> np.ndarray:
+    """Local day (as nanoseconds of its midnight) on which each session began."""
+    return np.asarray((found.starts - step).tz_convert(timezone).normalize().asi8)
+
+
+def per_day(found: Sessions, step: pd.Timedelta, timezone: str) -> np.ndarray:
+    """How many sessions began on each local day that saw one."""
+    return np.unique(_start_days(found, step, timezone), return_counts=True)[1]
+
+
+def ended_today(found: Sessions, instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> np.ndarray:
+    """Per reading instant: whether a session that began on the local day of the reading's
+    interval has ended by then."""
+    day = np.asarray((instants - step).tz_convert(timezone).normalize().asi8)
+    at = np.asarray(instants.as_unit("ns").asi8)
+    ends = np.asarray(pd.DatetimeIndex(found.ends).as_unit("ns").asi8)
+    ended = np.zeros(len(instants), dtype=bool)
+    for begun, end in zip(_start_days(found, step, timezone), ends):
+        ended |= (at > end) & (day == begun)
+    return ended
+
+
 def without_sessions(load_kw: pd.Series, sessions: Sessions, charger_kw: float) -> pd.Series:
     """The house's own load: the charger's rating taken off every charging reading."""
     charging = charging_mask(load_kw.index, sessions.starts, sessions.ends)

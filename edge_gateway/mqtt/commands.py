@@ -16,9 +16,11 @@ battery defends by discharging more or charging less than commanded, as hybrid i
 grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
 
 A schedule may carry a peak guard for as long as it lasts (edge_gateway/control.py):
-``"guard": {"reserve_kwh": 7.2, "weekday_window_h": [17.5, 20.75], "weekend_window_h": [15.75, 19.5]}``,
-energy above the minimum SOC kept while a car may arrive (local hours) or charges, and
-charged from the grid before the window; the gateway applies it at every reading.
+``"guard": {"reserve_kwh": 7.2, "weekday_window_h": [17.5, 20.75], "weekend_window_h": [15.75, 19.5],
+"one_session_a_day": true}``, energy above the minimum SOC kept while a car may arrive (local
+hours) or charges, and charged from the grid before the window, but not for the rest of a
+day whose session has ended when the car charges at most once a day (optional, default
+false); the gateway applies it at every reading.
 
 An accepted command replaces whatever the device was following. The physics clamps power to
 the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
@@ -165,17 +167,20 @@ def _window(value: object, name: str) -> tuple[float, float]:
 def _guard(data: object) -> PeakGuard:
     if not isinstance(data, dict):
         raise CommandRejected("guard must be an object with reserve_kwh, weekday_window_h and weekend_window_h")
-    allowed = {"reserve_kwh", "weekday_window_h", "weekend_window_h"}
-    _keys(data, allowed, "guard: ")
-    for key in sorted(allowed):
+    required = {"reserve_kwh", "weekday_window_h", "weekend_window_h"}
+    _keys(data, required | {"one_session_a_day"}, "guard: ")
+    for key in sorted(required):
         if key not in data:
             raise CommandRejected(f"guard lacks {key}")
+    one_a_day = data.get("one_session_a_day", False)
+    if not isinstance(one_a_day, bool):
+        raise CommandRejected(f"guard.one_session_a_day must be true or false, got {json.dumps(one_a_day)[:40]}")
     reserve = _number(data["reserve_kwh"], "guard.reserve_kwh")
     if reserve < 0:
         raise CommandRejected(f"guard.reserve_kwh {reserve:g} is negative; expected energy >= 0 kWh")
     windows = ArrivalWindows(_window(data["weekday_window_h"], "guard.weekday_window_h"),
                              _window(data["weekend_window_h"], "guard.weekend_window_h"))
-    return PeakGuard(reserve, windows)
+    return PeakGuard(reserve, windows, one_a_day)
 
 
 def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp) -> Command:
