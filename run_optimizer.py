@@ -83,7 +83,8 @@ def plan(args, config: SimulatorConfig) -> None:
     guard = summary["guard"]
     if guard:
         print(f"peak guard: import cap {guard['target_kw']:.2f} kW, {guard['reserve_kwh']:.1f} kWh kept for EV sessions "
-              f"from {_hours(guard['weekday_window_h'])} on weekdays, {_hours(guard['weekend_window_h'])} at weekends")
+              f"from {_hours(guard['weekday_window_h'])} on weekdays, {_hours(guard['weekend_window_h'])} at weekends"
+              + ("; none after the day's session (the car charged at most once a day)" if guard["one_session_a_day"] else ""))
 
 
 def _hours(window: list[float]) -> str:

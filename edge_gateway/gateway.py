@@ -145,7 +145,8 @@ class Gateway:
     def _guarded(self, power: np.ndarray | None, at: pd.Timestamp, dt_h: float, state: BatteryState) -> np.ndarray | None:
         """The power commands with each site's peak guard applied: the guard's command where it
         has one, decided on the site's latest reading before this one (a car charging, PV
-        above load; neither known after a restart) and its stored energy now."""
+        above load; neither known after a restart), on whether today's session has ended (from
+        the readings since start) and on its stored energy now."""
         method = getattr(self.setpoints, "guard", None)
         if power is None or method is None:
             return power
