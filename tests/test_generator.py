@@ -88,7 +88,7 @@ def test_threaded_fleet_equals_serial(monkeypatch):
     times = generator.time_range(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC"), 300)
     monkeypatch.setattr(generator, "PARALLEL_MIN_SITES", 2)
     monkeypatch.setattr(battery, "PARALLEL_MIN_SITES", 2)
-    monkeypatch.setattr(battery, "PARALLEL_MIN_SITE_STEPS", 1)
+    monkeypatch.setattr(base, "PARALLEL_MIN_SITE_STEPS", 1)
     threaded = generator.simulate(cfgs, times)[0].frame()
     monkeypatch.setattr(generator, "PARALLEL_MIN_SITES", 10**9)
     monkeypatch.setattr(battery, "PARALLEL_MIN_SITES", 10**9)

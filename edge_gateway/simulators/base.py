@@ -70,11 +70,18 @@ class TimeAxis:
         return len(self.times)
 
 
-def over_site_halves(n_sites: int, part: Callable[[slice], None], min_sites: int) -> None:
-    """Call ``part(rows)`` over every site: once for all of them below ``min_sites``, else for
-    each half of the fleet on its own thread. Sites are independent and the work releases the
-    GIL (numpy kernels, compiled loops), so ``part`` just writes its rows of shared outputs."""
-    if n_sites < min_sites:
+#: Below this many site-steps (a millisecond or so of work) a second thread costs more than it
+#: saves, however many sites there are: a live step of a fleet, or a controller stepping many
+#: candidate batteries one reading at a time.
+PARALLEL_MIN_SITE_STEPS = 100_000
+
+
+def over_site_halves(n_sites: int, n_steps: int, part: Callable[[slice], None], min_sites: int) -> None:
+    """Call ``part(rows)`` over every site: once for all of them below ``min_sites`` sites or
+    :data:`PARALLEL_MIN_SITE_STEPS` site-steps, else for each half of the fleet on its own
+    thread. Sites are independent and the work releases the GIL (numpy kernels, compiled
+    loops), so ``part`` just writes its rows of shared outputs."""
+    if n_sites < min_sites or n_sites * n_steps < PARALLEL_MIN_SITE_STEPS:
         part(slice(0, n_sites))
         return
     import dask

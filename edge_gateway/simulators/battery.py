@@ -35,9 +35,6 @@ OCV_CELL_V = np.array([2.80, 3.05, 3.20, 3.25, 3.28, 3.29, 3.30, 3.31, 3.32, 3.3
 OCV_SLOPE = np.diff(OCV_CELL_V) / np.diff(OCV_SOC)  # per segment, as np.interp computes it
 NOMINAL_CELL_V = 3.2
 PARALLEL_MIN_SITES = 16  # below this one thread is quicker than two
-#: Nor is a second thread worth starting for fewer site-steps than this (a millisecond or so
-#: of work): a controller stepping many candidate batteries one reading at a time.
-PARALLEL_MIN_SITE_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -267,8 +264,7 @@ def run(
     def part(rows: slice) -> None:  # each part writes its own rows of the shared outputs
         _run_compiled(*(a[rows] for a in per_site_args), dt_h, env[rows], out[:, rows], cycles[rows], final[:, rows])
 
-    threaded = n_sites * n_steps >= PARALLEL_MIN_SITE_STEPS
-    over_site_halves(n_sites, part, PARALLEL_MIN_SITES if threaded else n_sites + 1)
+    over_site_halves(n_sites, n_steps, part, PARALLEL_MIN_SITES)
     power, soc, energy, temperature, voltage, health = out
     return BatteryTrace(power, soc, energy, temperature, voltage, cycles, health), BatteryState(*final)
 

@@ -30,7 +30,6 @@ FEED_IN_FACTOR = np.array([0.8, 1.0, 1.6])  # exports are worth more when the gr
 class PriceOutput:
     price_per_kwh: np.ndarray
     feed_in_tariff: np.ndarray
-    demand_charge: np.ndarray
     period_index: np.ndarray  # 0 off_peak, 1 shoulder, 2 peak
     carbon_intensity_g_kwh: np.ndarray
 
@@ -140,4 +139,4 @@ def simulate(
     tariff = np.array([config.off_peak_price, config.shoulder_price, config.peak_price, config.volatility, config.base_feed_in_tariff])
     _tariff(tariff, period, noise, day, hour_utc, spike_days(config, seed, first_day, days), hour, sun_up, carbon_noise, out)
     price, feed_in, carbon = out
-    return PriceOutput(price, feed_in, np.full(epoch_s.shape, config.demand_charge), period, carbon)
+    return PriceOutput(price, feed_in, period, carbon)
