@@ -85,6 +85,11 @@ class HomeLoadConfig(_Section):
     cooling_setpoint_celsius: float = Field(24.0, ge=10, le=35)
     heating_setpoint_celsius: float = Field(19.0, ge=5, le=30)
 
+    @property
+    def ev_charger_kw(self) -> float:
+        """The rating a car charges at; 0 for a home without one."""
+        return self.ev_charging_kw if self.has_ev else 0.0
+
     @model_validator(mode="after")
     def _setpoints(self) -> HomeLoadConfig:
         if self.heating_setpoint_celsius > self.cooling_setpoint_celsius:

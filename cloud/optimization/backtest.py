@@ -330,8 +330,7 @@ def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics
     """The steps until the next plan, each commanded by the peak guard on the reading before it
     (the plan's command where the guard leaves the battery free), under the cap of the guard's
     target or the month's peak. ``exo``: the site's physics at ``rows``."""
-    home = site.home_load
-    charger_kw = home.ev_charging_kw if home.has_ev else 0.0
+    charger_kw = site.home_load.ev_charger_kw
     traces = []
     for j, instant in enumerate(rows):
         previous = instant - settings.step

@@ -175,9 +175,8 @@ class NaiveForecaster:
         """The house's own load forecast, with the EV sessions and load residuals of recent
         days of the same kind on top (:func:`sessions.load_scenarios_kw`): the mean of a week of sessions
         is a load no evening has, and no single evening says when the car will come."""
-        home = self.config.home_load
-        charger_kw = home.ev_charging_kw if home.has_ev else 0.0
-        found = sessions.load_scenarios_kw(self.load_history_kw, issued_at, instants, charger_kw, self.config.timezone)
+        found = sessions.load_scenarios_kw(self.load_history_kw, issued_at, instants, self.config.home_load.ev_charger_kw,
+                                           self.config.timezone)
         frame = self._frame(issued_at, instants, found.house_load_kw, HOUSE_ANOMALY_READINGS)
         return ScenarioForecast(frame, found.extra_load_kw, found.charging_now)
 

@@ -83,6 +83,7 @@ class GuardRule:
 class PastDays:
     """What the site measured, per reading instant, and the clock and sessions of each."""
 
+    found: sessions.Sessions  # the charging sessions in the readings
     net_kw: np.ndarray
     pv_surplus: np.ndarray  # PV above load
     charging: np.ndarray  # a car charging
@@ -99,7 +100,7 @@ class PastDays:
         local = (load_kw.index - step).tz_convert(config.timezone)
         tariff = fc.tariff_forecast(config, load_kw.index, np.zeros(len(load_kw)))
         return cls(
-            (load_kw - pv_kw).to_numpy(), (pv_kw > load_kw).to_numpy(),
+            found, (load_kw - pv_kw).to_numpy(), (pv_kw > load_kw).to_numpy(),
             sessions.charging_mask(load_kw.index, found.starts, found.ends),
             sessions.ended_today(found, load_kw.index, step, config.timezone),
             np.asarray(local.hour + local.minute / 60.0), np.asarray(local.day_of_week >= 5),
@@ -141,13 +142,11 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
 
 
 def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig) -> GuardRule:
-    """The cap and reserve that would have cost least over the readings given (the last
-    :data:`FIT_DAYS` days before a plan), in the hours their sessions started."""
-    home = config.home_load
-    charger_kw = home.ev_charging_kw if home.has_ev else 0.0
+    """The cap and reserve fitted on the readings given (the last :data:`FIT_DAYS` days before
+    a plan), as the module docstring says, kept in the hours their sessions started."""
     step = load_kw.index[1] - load_kw.index[0]
-    past = PastDays.from_readings(load_kw, pv_kw, charger_kw, config)
-    found = sessions.find_sessions(load_kw, charger_kw)
+    past = PastDays.from_readings(load_kw, pv_kw, config.home_load.ev_charger_kw, config)
+    found = past.found
     windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone)
     highest = float(past.net_kw.max())
     lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)

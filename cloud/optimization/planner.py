@@ -215,9 +215,7 @@ def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.
 def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec) -> peak_guard.GuardRule | None:
     """The peak guard of a site with a car, fitted on its last weeks of load and PV; None
     without a car, a battery, or :data:`GUARD_MIN_DAYS` days of both."""
-    if not config.home_load.has_ev or config.home_load.ev_charging_kw <= 0 or spec.max_kwh <= spec.min_kwh:
-        return None
-    if state.pv_history_kw is None:
+    if config.home_load.ev_charger_kw <= 0 or spec.max_kwh <= spec.min_kwh or state.pv_history_kw is None:
         return None
     past = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
     past = past.loc[start - peak_guard.FIT_DAYS * fc.DAY : start].iloc[1:]

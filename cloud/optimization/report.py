@@ -122,9 +122,10 @@ GUARD_NOTE = (
     "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
     "the month's peak, which EV sessions set. The LP plans each hour on the naive forecast; on top, a peak guard "
     "fitted on the last four weeks of readings at the month's first plan (the import cap and the battery "
-    "reserve whose rule would have billed least over them) keeps the reserve while a car could arrive (the hours "
-    "past sessions started) or charges, charges up to it beforehand if PV has not, and lets the import cap "
-    "defend the target step by step. Perfect foresight keeps energy back only on the evenings a long session "
+    "reserve whose rule would have billed least over them, the cap kept one step above the cheapest) keeps the "
+    "reserve while a car could arrive (the hours past sessions started) or charges, charges up to it beforehand "
+    "if PV has not, keeps none after the day's session where the car never charged twice a day, and lets the "
+    "import cap defend the target step by step. Perfect foresight keeps energy back only on the evenings a long session "
     "comes and spends the battery at the peak price on all others; the guard must keep its reserve on every "
     "evening a car might come, and a month whose sessions run harder than the past weeks' sets a higher peak."
 )

@@ -94,7 +94,7 @@ def ev_sessions(config: HomeLoadConfig, seed: int, local_day: np.ndarray, weeken
 def ev_charging_kw(config: HomeLoadConfig, seed: int, hour: np.ndarray, local_day: np.ndarray) -> np.ndarray:
     """A car arrives in the evening (or any time at weekends) and charges at full rate until full;
     a session may run past midnight, so each instant checks today's and yesterday's session."""
-    if not config.has_ev or config.ev_charging_kw <= 0:
+    if config.ev_charger_kw <= 0:
         return np.zeros_like(hour)
     first_day, today = base.derived(local_day, "ev_days", lambda: _day_index(local_day))
     days = np.arange(first_day, int(local_day.max()) + 1)
