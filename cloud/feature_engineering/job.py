@@ -201,11 +201,10 @@ def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
                 result.readings += readings
                 store_site(store, settings, computed)
                 _record(computed, result)
-        except BrokenProcessPool as error:
+        except BaseException as error:
             pool.shutdown(wait=True, cancel_futures=True)
-            raise DERError(f"a feature worker process stopped unexpectedly ({error})") from None
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(error, BrokenProcessPool):
+                raise DERError(f"a feature worker process stopped unexpectedly ({error})") from None
             raise
 
 
