@@ -7,27 +7,19 @@ plans < 20 s on a 2-core machine).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch, solve_many
+import numpy as np  # noqa: E402
+
+from benchmarks._machine import describe  # noqa: E402
+from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch, solve_many  # noqa: E402
 
 STEPS, STEP_HOURS = 96, 0.25
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def realistic_site(rng: np.random.Generator) -> tuple[HorizonInputs, BatterySpec]:
@@ -92,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
+    print(f"machine: {describe()}")
     sites = [realistic_site(rng) for _ in range(args.instances)]
     solve_dispatch(*sites[0])  # first call pays imports and pattern caching
     single = time_single(sites)
