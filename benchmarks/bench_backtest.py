@@ -2,9 +2,10 @@
 perfect-foresight savings, and a lower bill than the self-consumption rule), beyond the one
 backtest the tests hold: 30-day backtests, naive forecaster, the default guarded execution.
 
-    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2]
+    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car]
 
-``default`` is the default site as shipped (no seed: the one derived from its device id).
+``default`` is the default site as shipped (no seed: the one derived from its device id);
+``--no-car`` runs the same homes without an EV (no peak guard, scenario plans).
 Prints one line per backtest, then the mean and the worst.
 """
 
@@ -27,8 +28,8 @@ from cloud.optimization.report import metrics  # noqa: E402
 from edge_gateway.config import build_config  # noqa: E402
 
 
-def one(seed: str, month: str, days: int) -> dict:
-    config = build_config({} if seed == "default" else {"seed": int(seed)})
+def one(seed: str, month: str, days: int, car: bool = True) -> dict:
+    config = build_config(({} if seed == "default" else {"seed": int(seed)}) | ({} if car else {"home_load": {"has_ev": False}}))
     started = time.perf_counter()
     table = metrics(bt.run_backtest(config, bt.BacktestSettings(days=days, start=pd.Timestamp(f"{month}-01"))))
     return {
@@ -44,13 +45,15 @@ def main() -> None:
     parser.add_argument("--months", default="2024-03,2024-06,2024-09")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-car", action="store_true", help="the same homes without an EV")
     args = parser.parse_args()
     runs = [(seed, month) for seed in args.seeds.split(",") for month in args.months.split(",")]
-    print(f"machine: {describe()}; {len(runs)} backtests of {args.days} days, {args.workers} at a time")
+    homes = "homes without a car" if args.no_car else "homes with a car"
+    print(f"machine: {describe()}; {len(runs)} backtests of {args.days} days ({homes}), {args.workers} at a time")
     print(f"{'site':>8} {'month':>8} {'MPC':>7} {'rule':>7} {'MPC bill':>9} {'rule bill':>9} {'time':>6}")
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
-        for row in pool.map(one, *zip(*runs), [args.days] * len(runs)):
+        for row in pool.map(one, *zip(*runs), [args.days] * len(runs), [not args.no_car] * len(runs)):
             results.append(row)
             print(f"{row['seed']:>8} {row['month']:>8} {row['mpc']:7.1%} {row['self_consumption']:7.1%} "
                   f"{row['mpc_bill']:9.2f} {row['rule_bill']:9.2f} {row['seconds']:5.1f}s", flush=True)

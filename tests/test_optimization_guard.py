@@ -149,3 +149,15 @@ def test_the_fit_keeps_one_cap_step_above_the_cheapest_in_hindsight():
     assert rule.target_kw == pytest.approx(cheapest_cap + guard.TARGET_STEP_KW)
     chosen = np.flatnonzero(np.isclose(caps, rule.target_kw) & np.isclose(kept, rule.reserve_kwh))
     assert bills[chosen[0]] == pytest.approx(bills[caps >= rule.target_kw - 1e-9].min())
+
+
+def test_a_site_without_a_car_gets_no_guard_in_the_backtest():
+    """A reserve kept for sessions that never come only idles the battery through every
+    evening: without a car the guarded execution is the capped one."""
+    config = build_config({"seed": 42, "home_load": {"has_ev": False}})
+    bills = {
+        execution: bt.run_backtest(config, bt.BacktestSettings(days=2, start=pd.Timestamp("2024-06-03"),
+                                                               execution=execution)).runs[bt.MPC].bill
+        for execution in ("guarded", "capped")
+    }
+    assert bills["guarded"] == bills["capped"]

@@ -15,12 +15,13 @@ import pytest
 
 from cloud.optimization import ACTIONS
 from cloud.optimization.planner import JOB, PlanSettings, plan_site, run_plan
-from cloud.optimization.backtest import commands_of
 from cloud.optimization.publish import PublishFailed, publish_schedule
+from cloud.optimization.reference import cost_without_battery
+from cloud.optimization.stochastic import ScenarioPlan
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from edge_gateway import generator
-from edge_gateway.config import BatteryMode, SimulatorConfig, build_config
+from edge_gateway.config import SimulatorConfig, build_config
 from edge_gateway.errors import UsageError
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
@@ -127,7 +128,7 @@ def test_published_schedule_reaches_a_subscriber_and_the_gateway_follows_it(brok
         assert publish_schedule(broker, config.device_id, site_plan.schedule()) == topic
         assert recorder.wait_for(lambda: recorder.on(topic)), "no schedule arrived"
         command = parse_command(recorder.on(topic)[0].payload, config.device_id, 100.0, dd.utc_now())
-        power, cap = commands_of(site_plan.plan, site_plan.inputs.peak_so_far_kw)
+        power, cap = site_plan.commands()
         local = np.isnan(power)
         assert set(np.array(site_plan.plan.actions)[local]) <= {"store", "discharge"}
         assert (np.abs(site_plan.plan.grid_kw[local]) <= 1e-3).all()
@@ -188,3 +189,22 @@ def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
 def test_cli_verbose_shows_the_traceback(tmp_path):
     result = _cli("--forecaster", "models", "--verbose", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(("overrides", "execution", "over_scenarios"), [
+    ({"home_load": {"has_ev": False}}, "guarded", True), ({}, "capped", True), ({}, "guarded", False),
+], ids=["no-car", "capped", "guarded"])
+def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenarios):
+    """A guarded plan follows one forecast; any other the naive forecaster's load scenarios,
+    its first hour decided for all of them, and the cap never below what a full battery held."""
+    settings = PlanSettings(start=START, execution=execution)
+    site_plan = plan_site(build_config({"seed": 3, **overrides}), settings)
+    assert isinstance(site_plan.decision.plan, ScenarioPlan) is over_scenarios
+    if over_scenarios:
+        assert site_plan.decision.plan.shared_steps == settings.replan_minutes // settings.step_minutes
+        assert site_plan.plan is site_plan.decision.plan.plans[0]
+        assert site_plan.summary()["load_scenarios"] == len(site_plan.decision.plan.plans)
+    # The plan's value is counted on the forecast it was costed on.
+    assert site_plan.no_battery == cost_without_battery(site_plan.inputs)
+    _, cap = site_plan.commands()
+    assert site_plan.cap_floor_kw > 0 and (cap >= site_plan.cap_floor_kw - 1e-9).all()

@@ -10,12 +10,14 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   ``horizon_hours`` on the forecasts available then, and the battery carries out the first
   steps of that plan in ``setpoint`` mode until the next re-plan, as :func:`commands_of`
   turns it into power commands, steps left to the battery's own rule and an import cap.
-  Under the default ``guarded`` execution, a forecaster that cannot time the load (one with
-  load scenarios, the naive one) has the peak guard (guard.py) on top: a cap and a reserve
-  fitted on the site's past at each month's first plan, applied step by step on the latest
-  reading, the plan's command standing wherever the guard leaves the battery free. With
-  ``capped``, such a forecaster gets a scenario plan (stochastic.py) instead, and while a car
-  charges the battery discharges only what the cap demands (:func:`hold_for_session`);
+  Under the default ``guarded`` execution, on a site with a car, a forecaster that cannot
+  time the load (one with load scenarios, the naive one) has the peak guard (guard.py) on
+  top: a cap and a reserve fitted on the site's past at each month's first plan, applied
+  step by step on the latest reading, the plan's command standing wherever the guard leaves
+  the battery free. Without a
+  car, or with ``capped``, such a forecaster gets a scenario plan (stochastic.py) instead,
+  and while a car charges the battery discharges only what the cap demands
+  (:func:`hold_for_session`). The live planner (planner.py) decides the same way;
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
 
@@ -29,6 +31,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -235,10 +238,53 @@ def commands_of(plan: DispatchPlan | ScenarioPlan, peak_so_far_kw: float = 0.0, 
     return power, cap
 
 
+class Cadence(Protocol):
+    """How often plans are issued, in steps of what length (a backtest's or a live planner's)."""
+
+    step_minutes: int
+    replan_minutes: int
+
+    @property
+    def step_hours(self) -> float: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """A plan issued at one instant, what its first plan was costed on, and whether an EV
+    session was under way then."""
+
+    plan: DispatchPlan | ScenarioPlan
+    inputs: HorizonInputs  # the forecast of the first (or only) plan
+    charging_now: bool = False
+
+    @property
+    def first(self) -> DispatchPlan:
+        """The plan shown to people: the only one, or the first scenario's."""
+        return self.plan.plans[0] if isinstance(self.plan, ScenarioPlan) else self.plan
+
+    def commands(self, peak_so_far_kw: float, cap_floor_kw: float, execution: str) -> tuple[np.ndarray, np.ndarray]:
+        """Power commands and import caps (:func:`commands_of`, ``guarded`` given as ``capped``),
+        the cap never below ``cap_floor_kw`` (:func:`cap_floor_kw`); while a car charges under
+        a capped scenario plan, the battery holds for the session (:func:`hold_for_session`)."""
+        setpoints, caps = commands_of(self.plan, max(peak_so_far_kw, cap_floor_kw), execution)
+        if self.charging_now and execution == "capped":
+            setpoints = hold_for_session(setpoints)
+        return setpoints, caps
+
+
+def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec: BatterySpec) -> float:
+    """The lowest import cap worth defending: the month's peak will likely reach what a full
+    battery could hold on recent days (:func:`forecasters.holdable_peak_kw`), and a lower cap
+    only empties the battery early in a long session. 0 without history."""
+    if net_history_kw is None:
+        return 0.0
+    return fc.holdable_peak_kw(net_history_kw, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw,
+                               spec.discharge_efficiency)
+
+
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,
-            settings: BacktestSettings, spec: BatterySpec, peak_so_far_kw: float, highs,
-            scenarios: bool = True) -> tuple[DispatchPlan | ScenarioPlan, bool]:
-    """The plan issued at ``issued_at`` and whether an EV session is under way then.
+            cadence: Cadence, spec: BatterySpec, peak_so_far_kw: float, highs=None, scenarios: bool = True) -> Decision:
+    """The plan issued at ``issued_at`` for the steps ending at ``instants``.
 
     Over the forecaster's scenarios when it has them (the steps until the next re-plan
     decided once for all of them, stochastic.py) unless ``scenarios`` is false, else over
@@ -246,12 +292,12 @@ def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.Dat
     """
     scenarios = getattr(forecaster, "scenarios", None) if scenarios else None
     if scenarios is None:
-        inputs = horizon_inputs(forecaster(issued_at, instants), config, settings.step_hours, peak_so_far_kw)
-        return solve_dispatch(inputs, spec, highs=highs), False
+        inputs = horizon_inputs(forecaster(issued_at, instants), config, cadence.step_hours, peak_so_far_kw)
+        return Decision(solve_dispatch(inputs, spec, highs=highs), inputs)
     forecast = scenarios(issued_at, instants)
-    inputs = [horizon_inputs(frame, config, settings.step_hours, peak_so_far_kw) for frame in forecast.frames()]
-    shared = min(settings.replan_minutes // settings.step_minutes, len(instants))
-    return solve_scenarios(inputs, spec, shared_steps=shared, highs=highs), forecast.charging_now
+    inputs = [horizon_inputs(frame, config, cadence.step_hours, peak_so_far_kw) for frame in forecast.frames()]
+    shared = max(1, min(cadence.replan_minutes // cadence.step_minutes, len(instants)))
+    return Decision(solve_scenarios(inputs, spec, shared_steps=shared, highs=highs), inputs[0], forecast.charging_now)
 
 
 def hold_for_session(setpoints_kw: np.ndarray) -> np.ndarray:
@@ -283,7 +329,9 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     state, sims, highs, failed, grid = generator.initial_state([site]), [], new_solver(), 0, np.zeros(len(actuals))
     starts = range(0, len(actuals), every)
     net_history = None if history is None else history[fc.LOAD] - history[fc.PV]
-    guarded = settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
+    # A guard keeps energy back for EV sessions: a site without a car has none to keep it for.
+    guarded = (settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
+               and config.home_load.ev_charger_kw > 0)
     execution = "capped" if settings.execution == "guarded" else settings.execution
     rule, rule_month = None, None
     # The guard steps the site one reading at a time: its physics are computed once for all.
@@ -294,21 +342,15 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         same_month = months[:k] == months[k]
         peak = float(max(grid[:k][same_month].max(initial=0.0), 0.0))
         spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
-        # The month's peak will likely reach what a full battery could hold on recent days, so
-        # the cap never sits below it: a lower one empties the battery early in a long session.
-        target = 0.0 if net_history is None else fc.holdable_peak_kw(
-            net_history, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw, spec.discharge_efficiency)
         if guarded and rule_month != months[k]:
             past = history.loc[issued_at - guard.FIT_DAYS * fc.DAY : issued_at].iloc[1:]
             rule, rule_month = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config), months[k]
         if guarded:
             peak = max(peak, rule.target_kw)  # below the guard's cap imports cost nothing more
         try:
-            plan, charging_now = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
-                                         settings.scenarios and not guarded)
-            setpoints, caps = commands_of(plan, max(peak, target), execution)
-            if charging_now and execution == "capped":
-                setpoints = hold_for_session(setpoints)
+            decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
+                               settings.scenarios and not guarded)
+            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), execution)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)

@@ -24,15 +24,16 @@ from cloud.optimization import guard as peak_guard
 from cloud.optimization.backtest import (
     DEFAULT_WEAR_COST_PER_KWH,
     EXECUTIONS,
+    Decision,
     battery_spec,
-    commands_of,
-    horizon_inputs,
+    cap_floor_kw,
     make_forecaster,
+    plan_at,
 )
-from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
+from cloud.optimization.stochastic import ScenarioPlan
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from edge_gateway.config import SimulatorConfig
@@ -55,12 +56,17 @@ class PlanSettings:
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     model_dir: str | None = None  # the forecasting registry (FORECAST_MODEL_DIR by default)
     execution: str = EXECUTIONS[0]  # how the gateway carries the plan out (backtest.commands_of)
+    #: How often a new plan replaces this one (the pipeline plans hourly): a scenario plan
+    #: decides these minutes once for every load scenario.
+    replan_minutes: int = 60
 
     def __post_init__(self) -> None:
         if self.execution not in EXECUTIONS:
             raise UsageError(f"execution {self.execution!r}: expected one of {', '.join(EXECUTIONS)}")
         if self.step_minutes < 1 or 1440 % self.step_minutes:
             raise UsageError(f"--step-minutes {self.step_minutes}: expected a whole number of minutes dividing a day")
+        if self.replan_minutes < 1:
+            raise UsageError(f"re-plan interval {self.replan_minutes} min: expected a positive whole number of minutes")
         steps = self.horizon_hours * 60 / self.step_minutes
         if not (1 <= steps <= 7 * 96 * 4 and abs(steps - round(steps)) < 1e-9):
             raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected a whole number of {self.step_minutes}-minute steps, at most a week")
@@ -68,6 +74,10 @@ class PlanSettings:
     @property
     def step(self) -> pd.Timedelta:
         return pd.Timedelta(minutes=self.step_minutes)
+
+    @property
+    def step_hours(self) -> float:
+        return self.step_minutes / 60.0
 
     @property
     def steps(self) -> int:
@@ -93,13 +103,19 @@ class SitePlan:
     step_starts: pd.DatetimeIndex
     forecaster: str
     state_source: str
-    inputs: HorizonInputs
+    inputs: HorizonInputs  # the forecast the plan shown was costed on
     battery: BatterySpec
-    plan: DispatchPlan
+    decision: Decision
     no_battery: CostBreakdown
     self_consumption: DispatchPlan
     execution: str = EXECUTIONS[0]
     guard: peak_guard.GuardRule | None = None  # under "guarded" execution, for sites with a car
+    cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
+
+    @property
+    def plan(self) -> DispatchPlan:
+        """The plan shown, stored and valued: the only one, or a scenario plan's first."""
+        return self.decision.first
 
     @property
     def savings_vs_no_battery(self) -> float:
@@ -137,10 +153,10 @@ class SitePlan:
 
     def commands(self) -> tuple[np.ndarray, np.ndarray]:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
-        plan out (:func:`backtest.commands_of`); under a guard, the cap is the guard's target
-        or the month's peak, whichever is higher, as in the guarded backtest."""
-        guarded = self.execution == "guarded"
-        power, cap = commands_of(self.plan, self.inputs.peak_so_far_kw, "capped" if guarded else self.execution)
+        plan out (:meth:`backtest.Decision.commands`); under a guard, the cap is the guard's
+        target or the month's peak, whichever is higher, as in the guarded backtest."""
+        execution = "capped" if self.execution == "guarded" else self.execution
+        power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw, execution)
         if self.guard is not None:
             cap = np.full(len(power), self.inputs.peak_so_far_kw)
         return power, cap
@@ -174,6 +190,7 @@ class SitePlan:
             "final_soc_percent": float(self.plan.soc_percent[-1]),
             "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
             "execution": self.execution,
+            "load_scenarios": len(self.decision.plan.plans) if isinstance(self.decision.plan, ScenarioPlan) else 1,
             "guard": None if self.guard is None else {"target_kw": round(self.guard.target_kw, 4)} | self.guard.payload(),
         }
 
@@ -235,17 +252,21 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
     forecaster = make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
-    forecast = forecaster(start, step_starts + settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
     guard = fit_site_guard(config, state, start, spec) if settings.execution == "guarded" else None
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
-    inputs = horizon_inputs(forecast, config, settings.step_minutes / 60.0, peak)
+    # As in the backtest: a guarded plan follows one forecast, any other the load scenarios
+    # when the forecaster has them.
+    decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak,
+                       scenarios=guard is None)
+    net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
+    inputs = decision.inputs
     return SitePlan(
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
-        forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec,
-        plan=solve_dispatch(inputs, spec), no_battery=cost_without_battery(inputs),
-        self_consumption=self_consumption_dispatch(inputs, spec), execution=settings.execution, guard=guard,
+        forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,
+        no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
+        execution=settings.execution, guard=guard, cap_floor_kw=cap_floor_kw(net_history, start, spec),
     )
 
 
