@@ -112,3 +112,16 @@ def test_rows_convert_the_same_with_numeric_columns_as_one_block_or_one_by_one()
     one_by_one = frame_from_rows([tuple(r[n] for n in scattered) for r in rows], scattered)
     pd.testing.assert_frame_equal(block, one_by_one)
     assert block[numeric[1]].isna().sum() == 8 and block[dd.INT_COLUMNS[0]].isna().sum() == 5
+
+
+def test_a_store_from_before_the_late_write_notes_knows_each_devices_newest_on_opening(tmp_path, day):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day.iloc[100:])
+    with sqlite3.connect(tmp_path / "edge.db") as raw:  # as such a file was
+        raw.execute("DROP TABLE edge_newest")
+        raw.execute("DROP TABLE late_writes")
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day.iloc[:100])  # a backfill behind the newest readings already there
+        since, _ = store.late_writes()
+        first = day.iloc[:100]
+        assert since == {first[dd.DEVICE_ID].iloc[0]: first[dd.TS].min()}

@@ -245,6 +245,22 @@ def test_sites_live_in_the_spool_file(make_store):
     assert [s["latitude"] for s in store.sites()] == [37.77]
 
 
+def test_rows_written_behind_a_devices_newest_are_noted_for_the_sync_and_survive_a_restart(server, tmp_path):
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    frame = readings(12)
+    store.write(frame.iloc[6:])
+    assert store.late_writes() == ({}, 0)
+    store.write(frame.iloc[:6])  # a backfill, sent to InfluxDB at once
+    store.close()
+    reopened = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    since, through = reopened.late_writes()
+    assert since == {"edge-gateway-001": frame[dd.TS].iloc[0]} and through > 0
+    reopened.acknowledge_late_writes(through)
+    assert reopened.late_writes() == ({}, 0)
+    reopened.close()
+
+
 def test_writes_batch_by_size(make_store, server):
     store = make_store(batch_size=5, flush_interval_s=3600)
     frame = readings(12)

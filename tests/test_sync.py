@@ -99,6 +99,47 @@ def test_late_row_inside_the_overlap_is_picked_up(edge, cloud):
     assert_same_readings(cloud.read_readings(), frame)
 
 
+def test_a_day_backfilled_behind_the_watermark_reaches_the_cloud(edge, cloud):
+    frame = readings(devices=2, steps=2 * 288)  # two days at 5 minutes
+    first_day = frame[dd.TS] < frame[dd.TS].min() + pd.Timedelta(days=1)
+    edge.write(frame[~first_day])
+    sync_once(edge, cloud, settings())
+    assert edge.late_writes() == ({}, 0)  # written in order: nothing behind the watermark
+    edge.write(frame[first_day])
+    since, _ = edge.late_writes()
+    assert since == {d: frame[dd.TS].min() for d in ("dev-000", "dev-001")}
+    result = sync_once(edge, cloud, settings())
+    assert_same_readings(cloud.read_readings(), frame)
+    assert edge.late_writes() == ({}, 0)  # acknowledged: the next run reads only the overlap again
+    assert result.rows_synced == len(frame)  # from the backfilled day's start on, once
+    assert sync_once(edge, cloud, settings()).rows_synced == 2 * 4
+
+
+def test_a_late_write_during_a_run_is_not_acknowledged_by_it(edge, cloud):
+    frame = readings(devices=1, steps=200)
+    edge.write(frame.iloc[100:])
+    sync_once(edge, cloud, settings())
+    edge.write(frame.iloc[50:100])
+
+    class WritesBehindMidRun:
+        """The cloud, while a gateway backfills more of the past between two of its batches."""
+
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def upsert_readings(self, batch):
+            if not edge.count(start=None) == len(frame):
+                edge.write(frame.iloc[:50])
+            return cloud.upsert_readings(batch)
+
+    sync_once(edge, WritesBehindMidRun(), settings())
+    since, _ = edge.late_writes()
+    assert since == {"dev-000": frame[dd.TS].iloc[0]}  # the run read from row 50 on: row 0's note stays
+    sync_once(edge, cloud, settings())
+    assert_same_readings(cloud.read_readings(), frame)
+    assert edge.late_writes() == ({}, 0)
+
+
 def test_bad_rows_are_quarantined_with_reasons_and_do_not_block_others(edge, cloud):
     frame = readings(devices=2, steps=10)
     frame.loc[3, dd.BATTERY_SOC] = 140.0

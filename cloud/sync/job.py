@@ -2,11 +2,13 @@
 
 Per device, a watermark in the cloud records the newest ``ts`` the cloud confirmed. A run
 reads the edge from the watermark minus a small overlap (a late row written just behind
-the newest one is still picked up), in batches of ``batch_size`` ordered by ``ts``,
-validates each batch (bad rows to quarantine), upserts it on ``(device_id, ts)`` and only
-then advances the watermark. A crash anywhere leaves the watermark at or behind what the
-cloud holds, and the upsert makes the re-sent rows land once: no reading is lost or
-doubled, whatever instant the process dies at.
+the newest one is still picked up), or from further back where the edge store noted rows
+written behind the device's newest (a backfilled day: ``EdgeStore.late_writes``), in
+batches of ``batch_size`` ordered by ``ts``, validates each batch (bad rows to quarantine),
+upserts it on ``(device_id, ts)`` and only then advances the watermark. The notes are
+acknowledged once the whole run has succeeded. A crash anywhere leaves the watermark at or
+behind what the cloud holds and the notes in place, and the upsert makes the re-sent rows
+land once: no reading is lost or doubled, whatever instant the process dies at.
 """
 
 from __future__ import annotations
@@ -67,11 +69,14 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
         marks = retry.call("read watermarks", lambda: cloud.watermarks(settings.source))
         devices = edge.devices()
         result.devices = len(devices)
-        starts = {d: (marks[d] - settings.overlap if d in marks else None) for d in devices}
+        late, through = edge.late_writes()
+        starts = {d: _start(marks.get(d), late.get(d), settings.overlap) for d in devices}
         total = sum(math.ceil(edge.count(d, starts[d]) / settings.batch_size) for d in devices)
         with closing(_prefetched(_batches(edge, starts, settings.batch_size))) as batches:
             for device, batch in progress(batches, total=total, desc="cloud sync", unit="batch"):
                 marks[device] = _send(cloud, settings, device, batch, marks.get(device), result)
+        if through:
+            edge.acknowledge_late_writes(through)
     except DERError as error:
         _record_failure(cloud, run_id, result, error)
         raise
@@ -79,6 +84,14 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
     log.info("synced %d readings of %d devices (%d quarantined) to %s",
              result.rows_synced, result.devices, result.rows_quarantined, cloud.label)
     return result
+
+
+def _start(mark: pd.Timestamp | None, late: pd.Timestamp | None, overlap: pd.Timedelta) -> pd.Timestamp | None:
+    """Where a device's read begins: the watermark less the overlap, or the earliest row
+    written behind it since the last run; from the first row when nothing was confirmed."""
+    if mark is None:
+        return None
+    return mark - overlap if late is None else min(mark - overlap, late)
 
 
 def _batches(edge: EdgeStore, starts: dict, batch_size: int) -> Iterator[tuple[str, pd.DataFrame]]:

@@ -39,6 +39,15 @@ class EdgeStore(Protocol):
         """Number of stored readings (of one device, from ``start`` on, when given)."""
         ...
 
+    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
+        """Per device, the earliest stamp stored behind its newest reading since the last
+        acknowledgement (the sync job must go back that far), and the newest note's number."""
+        ...
+
+    def acknowledge_late_writes(self, through: int) -> None:
+        """Forget the late-write notes up to number ``through`` (the cloud holds those rows)."""
+        ...
+
     def put_site(self, site: dict) -> None:
         """Insert or replace a site description (keys of ``der_data.SITE_FIELDS``)."""
         ...

@@ -41,7 +41,7 @@ from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
 from edge_gateway.stores import influx_protocol as lp
 from edge_gateway.stores.factory import InfluxSettings
-from edge_gateway.stores.sqlite import SQLiteEdgeStore, bound_micros, connect, ts_to_micros
+from edge_gateway.stores.sqlite import LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +66,7 @@ class _Outbox:
             "CREATE TABLE IF NOT EXISTS influx_rejected (seq INTEGER PRIMARY KEY, row_json TEXT NOT NULL,"
             " error TEXT NOT NULL, rejected_at TEXT NOT NULL)"
         )
+        self.late = LateWrites(self._conn)
 
     def add(self, frame: pd.DataFrame) -> None:
         rows = dd.frame_to_rows(frame)
@@ -76,6 +77,7 @@ class _Outbox:
                 f"INSERT INTO influx_spool ({dd.DEVICE_ID}, ts_us, row_json) VALUES (?, ?, ?)",
                 [(r[dd.DEVICE_ID], us, json.dumps(r)) for r, us in zip(rows, micros)],
             )
+            self.late.note([r[dd.DEVICE_ID] for r in rows], micros)
 
     def oldest(self, n: int) -> tuple[list[int], pd.DataFrame]:
         rows = self._conn.execute("SELECT seq, row_json FROM influx_spool ORDER BY seq LIMIT ?", (n,)).fetchall()
@@ -351,6 +353,12 @@ class InfluxEdgeStore:
         return int(sum(remote)) + len(self._outbox.frame(device_id, start))
 
     # --- sites live beside the spool ---
+    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
+        return self._outbox.late.pending()
+
+    def acknowledge_late_writes(self, through: int) -> None:
+        self._outbox.late.acknowledge(through)
+
     def put_site(self, site: dict) -> None:
         self._spool.put_site(site)
 

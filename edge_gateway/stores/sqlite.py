@@ -107,6 +107,59 @@ def bound_micros(ts: pd.Timestamp | None) -> int | None:
     return None if ts is None else int(dd.parse_ts(ts).as_unit("us").asm8.view("int64"))
 
 
+class LateWrites:
+    """Notes of readings written behind their device's newest one, for the sync job.
+
+    The sync job resumes each device from its watermark, less a short overlap. A reading
+    stored later with an older stamp (a backfilled day, an import of another gateway's file)
+    lies behind it and would never reach the cloud. So every write that lands behind its
+    device's newest reading leaves a note of its earliest stamp, in the same transaction as
+    the readings; the sync job starts that device there and, once its run has confirmed
+    everything, acknowledges the notes it read. A note made during a run outlives it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, readings_table: str | None = None) -> None:
+        self._conn = conn
+        new = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edge_newest'").fetchone() is None
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS edge_newest ({dd.DEVICE_ID} TEXT PRIMARY KEY, ts_us INTEGER NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS late_writes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                         f" {dd.DEVICE_ID} TEXT NOT NULL, since_us INTEGER NOT NULL)")
+            if new and readings_table is not None:  # a store from before the notes: its newest readings
+                conn.execute(f"INSERT OR IGNORE INTO edge_newest SELECT {dd.DEVICE_ID}, MAX({dd.TS}) "
+                             f"FROM {readings_table} GROUP BY {dd.DEVICE_ID}")
+
+    def note(self, device_ids: Sequence[str], micros: Sequence[int]) -> None:
+        """Within the caller's write transaction: note the devices written behind their newest."""
+        slot, devices = pd.factorize(np.asarray(device_ids, dtype=object))
+        stamps = np.asarray(micros, dtype=np.int64)
+        low = np.full(len(devices), np.iinfo(np.int64).max)
+        high = np.full(len(devices), np.iinfo(np.int64).min)
+        np.minimum.at(low, slot, stamps)
+        np.maximum.at(high, slot, stamps)
+        newest = dict(self._conn.execute(f"SELECT {dd.DEVICE_ID}, ts_us FROM edge_newest").fetchall())
+        late = [(d, int(lo)) for d, lo in zip(devices, low) if d in newest and lo < newest[d]]
+        if late:
+            self._conn.executemany(f"INSERT INTO late_writes ({dd.DEVICE_ID}, since_us) VALUES (?, ?)", late)
+        self._conn.executemany(
+            f"INSERT INTO edge_newest VALUES (?, ?) ON CONFLICT({dd.DEVICE_ID}) DO UPDATE SET ts_us = MAX(ts_us, excluded.ts_us)",
+            [(d, int(hi)) for d, hi in zip(devices, high)],
+        )
+
+    def pending(self) -> tuple[dict[str, pd.Timestamp], int]:
+        """Per device the earliest stamp written behind its newest, and the last note's number."""
+        rows = self._conn.execute(
+            f"SELECT {dd.DEVICE_ID}, MIN(since_us), MAX(seq) FROM late_writes GROUP BY {dd.DEVICE_ID}").fetchall()
+        since = {device: micros_to_ts(np.array([us])).iloc[0] for device, us, _ in rows}
+        return since, max((seq for *_, seq in rows), default=0)
+
+    def acknowledge(self, through: int) -> None:
+        """Drop the notes up to number ``through``: what they pointed at is in the cloud."""
+        with self._conn:
+            self._conn.execute("DELETE FROM late_writes WHERE seq <= ?", (through,))
+
+
 class SQLiteEdgeStore:
     """The default edge store (DESIGN.md, "Stores")."""
 
@@ -125,6 +178,7 @@ class SQLiteEdgeStore:
         self._insert = (
             f"INSERT OR REPLACE INTO {TABLE} ({', '.join(dd.COLUMNS)}) VALUES ({', '.join('?' * len(dd.COLUMNS))})"
         )
+        self._late = LateWrites(self._conn, TABLE)
 
     def write(self, frame: pd.DataFrame) -> int:
         if frame.empty:
@@ -142,9 +196,16 @@ class SQLiteEdgeStore:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany(self._insert, zip(*columns))
+                self._late.note(columns[0], columns[1])
         except sqlite3.Error as error:
             raise StoreError(f"SQLite store {self.path}: write failed ({error})") from None
         return len(frame)
+
+    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
+        return self._late.pending()
+
+    def acknowledge_late_writes(self, through: int) -> None:
+        self._late.acknowledge(through)
 
     def _select(self, where: str, params: list, limit: int | None, order: str = "ASC",
                 device_id: str | None = None) -> pd.DataFrame:
