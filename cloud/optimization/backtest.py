@@ -14,10 +14,9 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   time the load (one with load scenarios, the naive one) has the peak guard (guard.py) on
   top: a cap and a reserve fitted on the site's past at each month's first plan, applied
   step by step on the latest reading, the plan's command standing wherever the guard leaves
-  the battery free. Without a
-  car, or with ``capped``, such a forecaster gets a scenario plan (stochastic.py) instead,
-  and while a car charges the battery discharges only what the cap demands
-  (:func:`hold_for_session`). The live planner (planner.py) decides the same way;
+  the battery free. Without a car, or with ``capped``, such a forecaster gets a scenario
+  plan (stochastic.py) instead, and while a car charges the battery discharges only what the
+  cap demands (:func:`hold_for_session`). The live planner (planner.py) decides the same way;
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
 
@@ -258,14 +257,21 @@ class Decision:
     charging_now: bool = False
 
     @property
+    def plans(self) -> tuple[DispatchPlan, ...]:
+        """One plan per load scenario (one for a single forecast)."""
+        return self.plan.plans if isinstance(self.plan, ScenarioPlan) else (self.plan,)
+
+    @property
     def first(self) -> DispatchPlan:
         """The plan shown to people: the only one, or the first scenario's."""
-        return self.plan.plans[0] if isinstance(self.plan, ScenarioPlan) else self.plan
+        return self.plans[0]
 
     def commands(self, peak_so_far_kw: float, cap_floor_kw: float, execution: str) -> tuple[np.ndarray, np.ndarray]:
-        """Power commands and import caps (:func:`commands_of`, ``guarded`` given as ``capped``),
-        the cap never below ``cap_floor_kw`` (:func:`cap_floor_kw`); while a car charges under
-        a capped scenario plan, the battery holds for the session (:func:`hold_for_session`)."""
+        """Power commands and import caps (:func:`commands_of`; a ``guarded`` plan's are the
+        ``capped`` ones, the guard acting on top), the cap never below ``cap_floor_kw``
+        (:func:`cap_floor_kw`); while a car charges under a capped scenario plan, the battery
+        holds for the session (:func:`hold_for_session`)."""
+        execution = "capped" if execution == "guarded" else execution
         setpoints, caps = commands_of(self.plan, max(peak_so_far_kw, cap_floor_kw), execution)
         if self.charging_now and execution == "capped":
             setpoints = hold_for_session(setpoints)
@@ -332,7 +338,6 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     # A guard keeps energy back for EV sessions: a site without a car has none to keep it for.
     guarded = (settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
                and config.home_load.ev_charger_kw > 0)
-    execution = "capped" if settings.execution == "guarded" else settings.execution
     rule, rule_month = None, None
     # The guard steps the site one reading at a time: its physics are computed once for all.
     exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index)) if guarded else None
@@ -350,7 +355,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         try:
             decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
                                settings.scenarios and not guarded)
-            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), execution)
+            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), settings.execution)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)

@@ -33,7 +33,6 @@ from cloud.optimization.backtest import (
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
-from cloud.optimization.stochastic import ScenarioPlan
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from edge_gateway.config import SimulatorConfig
@@ -155,8 +154,7 @@ class SitePlan:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
         plan out (:meth:`backtest.Decision.commands`); under a guard, the cap is the guard's
         target or the month's peak, whichever is higher, as in the guarded backtest."""
-        execution = "capped" if self.execution == "guarded" else self.execution
-        power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw, execution)
+        power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw, self.execution)
         if self.guard is not None:
             cap = np.full(len(power), self.inputs.peak_so_far_kw)
         return power, cap
@@ -190,7 +188,7 @@ class SitePlan:
             "final_soc_percent": float(self.plan.soc_percent[-1]),
             "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
             "execution": self.execution,
-            "load_scenarios": len(self.decision.plan.plans) if isinstance(self.decision.plan, ScenarioPlan) else 1,
+            "load_scenarios": len(self.decision.plans),
             "guard": None if self.guard is None else {"target_kw": round(self.guard.target_kw, 4)} | self.guard.payload(),
         }
 
