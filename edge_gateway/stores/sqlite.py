@@ -120,15 +120,16 @@ class LateWrites:
 
     def __init__(self, conn: sqlite3.Connection, readings_table: str | None = None) -> None:
         self._conn = conn
-        new = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edge_newest'").fetchone() is None
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'late_writes'").fetchone():
+            return  # opening a store takes no write lock once it has its notes
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(f"CREATE TABLE IF NOT EXISTS edge_newest ({dd.DEVICE_ID} TEXT PRIMARY KEY, ts_us INTEGER NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS late_writes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                         f" {dd.DEVICE_ID} TEXT NOT NULL, since_us INTEGER NOT NULL)")
-            if new and readings_table is not None:  # a store from before the notes: its newest readings
+            if readings_table is not None:  # a store from before the notes: its newest readings
                 conn.execute(f"INSERT OR IGNORE INTO edge_newest SELECT {dd.DEVICE_ID}, MAX({dd.TS}) "
                              f"FROM {readings_table} GROUP BY {dd.DEVICE_ID}")
+            conn.execute("CREATE TABLE IF NOT EXISTS late_writes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                         f" {dd.DEVICE_ID} TEXT NOT NULL, since_us INTEGER NOT NULL)")
 
     def note(self, device_ids: Sequence[str], micros: Sequence[int]) -> None:
         """Within the caller's write transaction: note the devices written behind their newest."""
