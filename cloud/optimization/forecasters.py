@@ -6,9 +6,9 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
 
 * :class:`PerfectForecaster` returns what will happen (the upper bound's information);
 * :class:`NaiveForecaster` uses only what is known at issue time: load from the site's past
-  (same time on recent days, corrected towards the latest reading), PV from the simulator's
-  day-ahead weather forecast run through the solar physics, price from the tariff's
-  time-of-use schedule, which is published in advance;
+  (same time on recent days, corrected towards the latest reading, never below the house's own
+  load without the car), PV from the simulator's day-ahead weather forecast run through the
+  solar physics, price from the tariff's time-of-use schedule, which is published in advance;
 * :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
   is installed.
 """
@@ -169,7 +169,20 @@ class NaiveForecaster:
         self.load_history_kw = load_history_kw.sort_index()
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
-        return self._frame(issued_at, instants, self.load_history_kw)
+        """One forecast: the site's load as :func:`naive_load_kw` says, never below the house's
+        own (the readings with the car's sessions taken off). A car only adds load, but right
+        after a session the latest reading sits far below a usual that holds the week's
+        sessions, and that departure, carried for :data:`ANOMALY_PERSIST_H`, would say the house
+        uses nothing: a plan on it leaves the battery idle through the rest of a peak-price
+        evening."""
+        frame = self._frame(issued_at, instants, self.load_history_kw)
+        charger_kw = self.config.home_load.ev_charger_kw
+        if charger_kw > 0:
+            _, _, house = sessions.house_history(self.load_history_kw, issued_at, charger_kw)
+            if len(house):
+                own = naive_load_kw(house, issued_at, frame.index, HOUSE_ANOMALY_READINGS)
+                frame[LOAD] = np.maximum(frame[LOAD].to_numpy(), own)
+        return frame
 
     def scenarios(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> ScenarioForecast:
         """The house's own load forecast, with the EV sessions and load residuals of recent

@@ -160,9 +160,7 @@ def load_scenarios_kw(
     all-zero scenario without history). The house's own load history is what the house-load
     forecast should be fitted on.
     """
-    past = load_kw.loc[issued_at - pd.Timedelta(days=SESSION_HISTORY_DAYS) : issued_at].dropna()
-    sessions = find_sessions(past, charger_kw)
-    house = without_sessions(past, sessions, charger_kw)
+    past, sessions, house = house_history(load_kw, issued_at, charger_kw)
     if len(past) < 2 or charger_kw <= 0:
         return LoadScenarios(np.zeros((1, len(instants))), house, False)
     step = past.index[1] - past.index[0]
@@ -191,6 +189,14 @@ def load_scenarios_kw(
                     ends.append(end + shift)
         overlays[k] += charger_kw * charging_mask(instants, starts, ends)
     return LoadScenarios(overlays, house, sessions.ongoing)
+
+
+def house_history(load_kw: pd.Series, issued_at: pd.Timestamp, charger_kw: float) -> tuple[pd.Series, Sessions, pd.Series]:
+    """The readings of the last :data:`SESSION_HISTORY_DAYS` days up to ``issued_at``, the
+    sessions found in them and the house's own load (:func:`without_sessions`)."""
+    past = load_kw.loc[issued_at - pd.Timedelta(days=SESSION_HISTORY_DAYS) : issued_at].dropna()
+    sessions = find_sessions(past, charger_kw)
+    return past, sessions, without_sessions(past, sessions, charger_kw)
 
 
 def _house_residuals_kw(house: pd.Series, instants: pd.DatetimeIndex, days: pd.DatetimeIndex,
