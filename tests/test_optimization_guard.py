@@ -151,6 +151,18 @@ def test_the_fit_keeps_one_cap_step_above_the_cheapest_in_hindsight():
     assert bills[chosen[0]] == pytest.approx(bills[caps >= rule.target_kw - 1e-9].min())
 
 
+def test_a_cap_the_month_has_passed_is_refitted_from_its_peak():
+    # The peak reached is paid for: no cap below it is a candidate, and where the cheapest is
+    # that peak itself no margin is added, since the past weeks' heaviest session did not set it.
+    config, past = _past(42, guard.FIT_DAYS)
+    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    fitted = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
+    peak = fitted.target_kw + 1.0
+    refitted = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config, floor_kw=peak)
+    assert refitted.target_kw == pytest.approx(peak)
+    assert refitted.reserve_kwh < fitted.reserve_kwh
+
+
 def test_a_site_without_a_car_gets_no_guard_in_the_backtest():
     """A reserve kept for sessions that never come only idles the battery through every
     evening: without a car the guarded execution is the capped one."""

@@ -12,7 +12,8 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   turns it into power commands, steps left to the battery's own rule and an import cap.
   Under the default ``guarded`` execution, on a site with a car, a forecaster that cannot
   time the load (one with load scenarios, the naive one) has the peak guard (guard.py) on
-  top: a cap and a reserve fitted on the site's past at each month's first plan, applied
+  top: a cap and a reserve fitted on the site's past at each month's first plan (and again,
+  from the month's peak up, once that peak has passed the cap), applied
   step by step on the latest reading, the plan's command standing wherever the guard leaves
   the battery free. Without a car, or with ``capped``, such a forecaster gets a scenario
   plan (stochastic.py) instead, and while a car charges the battery discharges only what the
@@ -58,6 +59,8 @@ DEFAULT_WEAR_COST_PER_KWH = 0.02
 #: How the site's battery carries out a plan (:func:`commands_of`); the first is the default.
 EXECUTIONS = ("guarded", "capped", "hybrid", "setpoints")
 GRID_IDLE_KW = 1e-3
+#: How far the month's peak may pass the guard's cap before the guard is fitted again.
+REFIT_ABOVE_KW = 0.05
 
 
 @dataclass(frozen=True)
@@ -347,9 +350,9 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         same_month = months[:k] == months[k]
         peak = float(max(grid[:k][same_month].max(initial=0.0), 0.0))
         spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
-        if guarded and rule_month != months[k]:
+        if guarded and (rule_month != months[k] or peak > rule.target_kw + REFIT_ABOVE_KW):
             past = history.loc[issued_at - guard.FIT_DAYS * fc.DAY : issued_at].iloc[1:]
-            rule, rule_month = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config), months[k]
+            rule, rule_month = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak), months[k]
         if guarded:
             peak = max(peak, rule.target_kw)  # below the guard's cap imports cost nothing more
         try:

@@ -7,7 +7,8 @@ session, and gives up most of the energy savings; one that spends the battery me
 later, a long session with an empty battery. Perfect foresight does both only because it knows
 which evenings need the battery.
 
-The guard makes the trade once a month, on the site's own past, instead of every evening:
+The guard makes the trade once a month, on the site's own past, instead of every evening,
+and again when a session breaks its cap:
 
 * the import cap ``target_kw``: the battery defends it in real time (the ``import_limit_kw``
   of the setpoint schedule); a month's peak already reached is paid for, so the cap never sits
@@ -22,7 +23,11 @@ The guard makes the trade once a month, on the site's own past, instead of every
 :func:`fit_guard` steps the battery through the last weeks of readings with every candidate
 pair at once and picks the cheapest whose cap is at least one step above the cheapest's: the
 cap that was cheapest in hindsight is the one a session heavier than any of those weeks' breaks,
-and that costs a month of demand charge. When no day of those weeks saw two sessions, a day
+and that costs a month of demand charge. Once the month's peak has passed the cap, that peak
+is paid for: the fit is made again with no cap below it (the live planner fits every plan with
+the month's peak as that floor), and where the cheapest cap is the floor itself it is taken
+without the step, since the past weeks' heaviest session did not set it. A cap fitted for a
+lower peak keeps a reserve the new cap does not need. When no day of those weeks saw two sessions, a day
 whose session has ended keeps no reserve for the rest of it. The per-step rule is
 ``edge_gateway/control.py``'s, which the gateway runs on the ``guard`` of a published schedule
 and the backtest on the simulated site.
@@ -141,16 +146,18 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
     return energy_cost + demand_charge_per_kw * peak + battery.wear_cost_per_kwh * throughput
 
 
-def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig) -> GuardRule:
+def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig,
+              floor_kw: float = 0.0) -> GuardRule:
     """The cap and reserve fitted on the readings given (the last :data:`FIT_DAYS` days before
-    a plan), as the module docstring says, kept in the hours their sessions started."""
+    a plan), as the module docstring says, kept in the hours their sessions started.
+    ``floor_kw``: the month's peak so far; it is paid for, so no cap below it is a candidate."""
     step = load_kw.index[1] - load_kw.index[0]
     past = PastDays.from_readings(load_kw, pv_kw, config.home_load.ev_charger_kw, config)
     found = past.found
     windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone)
     highest = float(past.net_kw.max())
     lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)
-    targets = np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW)
+    targets = np.unique(np.maximum(np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW), floor_kw))
     reserves = RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)
     # One car charging at most once a day: once the day's session has ended, no reserve.
     one_a_day = len(found.starts) > 0 and int(sessions.per_day(found, step, config.timezone).max()) == 1
@@ -160,6 +167,8 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     # The cheapest cap in hindsight sits where one session heavier than the last weeks' costs
     # a month of demand charge: the guard takes the cheapest pair one cap step above it.
     cheapest = grid[int(np.argmin(bills)), 0]
-    above = np.flatnonzero(grid[:, 0] >= min(cheapest + TARGET_STEP_KW, targets[-1]) - 1e-9)
+    # ...unless the cheapest is the month's peak already paid for, not a session's weight.
+    margin = TARGET_STEP_KW if cheapest > floor_kw + 1e-9 else 0.0
+    above = np.flatnonzero(grid[:, 0] >= min(cheapest + margin, targets[-1]) - 1e-9)
     best = int(above[np.argmin(bills[above])])
     return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows, one_a_day)

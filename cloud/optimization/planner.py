@@ -228,15 +228,16 @@ def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.
 
 
 def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec) -> peak_guard.GuardRule | None:
-    """The peak guard of a site with a car, fitted on its last weeks of load and PV; None
-    without a car, a battery, or :data:`GUARD_MIN_DAYS` days of both."""
+    """The peak guard of a site with a car, fitted on its last weeks of load and PV with no cap
+    below the month's peak so far; None without a car, a battery, or :data:`GUARD_MIN_DAYS`
+    days of both."""
     if config.home_load.ev_charger_kw <= 0 or spec.max_kwh <= spec.min_kwh or state.pv_history_kw is None:
         return None
     past = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
     past = past.loc[start - peak_guard.FIT_DAYS * fc.DAY : start].iloc[1:]
     if len(past) < 2 or past.index[-1] - past.index[0] < pd.Timedelta(days=GUARD_MIN_DAYS):
         return None
-    return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config)
+    return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, state.peak_so_far_kw)
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
