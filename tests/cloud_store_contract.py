@@ -3,10 +3,16 @@ subclasses :class:`CloudStoreContract` and provides a ``store`` fixture on an em
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from cloud.store import common
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from edge_gateway.models import der_data as dd
@@ -133,11 +139,26 @@ class CloudStoreContract:
         store.finish_run(second, "ok", 120)
         runs = store.runs("cloud_sync")
         assert [r[s.RUN_ID] for r in runs] == [second, first]
-        assert runs[1][s.ERROR] == "cloud unreachable" and runs[1][s.DETAILS] == {"source": "edge:sqlite"}
+        assert runs[1][s.ERROR] == "cloud unreachable" and runs[1][s.DETAILS]["source"] == "edge:sqlite"
+        assert runs[1][s.DETAILS]["pid"] == os.getpid() and runs[1][s.DETAILS]["host"] == socket.gethostname()
         last = store.last_run("cloud_sync")
         assert last[s.STATUS] == "ok" and last[s.ROWS] == 120 and last[s.FINISHED_AT] >= last[s.STARTED_AT]
         assert store.last_run("features")[s.STATUS] == "running" and store.last_run("nothing") is None
         assert {r[s.RUN_ID] for r in store.runs()} == {first, second, other}
+
+    def test_a_run_whose_process_died_reads_as_interrupted(self, store, monkeypatch):
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()  # its pid now names no process
+        monkeypatch.setattr(common, "this_process", lambda: (socket.gethostname(), child.pid))
+        killed = store.start_run("features")
+        monkeypatch.setattr(common, "this_process", lambda: ("elsewhere", child.pid))
+        remote = store.start_run("features")  # another host's process cannot be checked from here
+        monkeypatch.undo()
+        alive = store.start_run("features")
+        done = store.start_run("features")
+        store.finish_run(done, "ok", 1)
+        statuses = {run[s.RUN_ID]: run[s.STATUS] for run in store.runs("features")}
+        assert statuses == {killed: common.INTERRUPTED, remote: "running", alive: "running", done: "ok"}
 
     def test_generic_tables_upsert_and_filter(self, store):
         issued = T0 - pd.Timedelta(hours=1)

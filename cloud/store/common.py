@@ -5,6 +5,8 @@ terms of a few primitives each adapter provides (``upsert_frame``, ``_read``, ``
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,9 +91,12 @@ class TableStore:
         return self._read(s.QUARANTINE, equals, None, None, None, False)
 
     def runs(self, job=None, limit=20) -> list[dict[str, Any]]:
+        """Newest first; a run whose process died without recording an outcome reads as
+        :data:`INTERRUPTED` (:func:`interrupted`)."""
         equals = None if job is None else {s.JOB: job}
         frame = self._read(s.RUNS, equals, None, None, limit, True)
-        return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        runs = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        return [run | {s.STATUS: INTERRUPTED} if interrupted(run) else run for run in runs]
 
     def last_run(self, job: str) -> dict[str, Any] | None:
         runs = self.runs(job, limit=1)
@@ -127,5 +132,38 @@ def watermark_upsert_sql(placeholder: str) -> str:
     )
 
 
+#: Status of a run left ``running`` by a process that is gone (SIGKILL, power loss, OOM killer).
+INTERRUPTED = "interrupted"
+
+
 def run_row(job: str, details: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0, s.DETAILS: dict(details or {})}
+    """A new ``running`` row; its details name the host and process, so a run whose process
+    was killed before it could record an outcome can be told from one still under way."""
+    host, pid = this_process()
+    return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0,
+            s.DETAILS: dict(details or {}) | {"host": host, "pid": pid}}
+
+
+def this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def interrupted(run: Mapping[str, Any]) -> bool:
+    """A run still marked ``running`` whose process, on this host, no longer exists. Runs
+    started on another host cannot be checked from here and keep their ``running``; a pid
+    reused by a new process reads as still running, never the other way round."""
+    details = run.get(s.DETAILS)
+    if isinstance(details, str):
+        details = json.loads(details)
+    if run.get(s.STATUS) != "running" or not isinstance(details, Mapping) or details.get("host") != socket.gethostname():
+        return False
+    pid = details.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
