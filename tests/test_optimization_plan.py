@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from cloud.optimization import ACTIONS
+from cloud.optimization.backtest import effective_execution
 from cloud.optimization.planner import JOB, PlanSettings, plan_site, run_plan
 from cloud.optimization.publish import PublishFailed, publish_schedule
 from cloud.optimization.reference import cost_without_battery
@@ -93,6 +94,22 @@ def test_a_guarded_plan_sends_the_guard_fitted_on_the_site_and_caps_at_its_targe
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(rule.target_kw)
     np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
     assert site_plan.summary()["guard"]["target_kw"] == pytest.approx(rule.target_kw, abs=1e-4)
+    # Where the plan discharges, the battery's own rule covers what the house then uses.
+    discharging = np.array(site_plan.plan.actions) == "discharge"
+    assert discharging.any() and np.isnan([seg.power_kw for seg in command.segments])[discharging].all()
+
+
+def test_under_a_guard_the_plans_discharges_are_left_to_the_battery_rule():
+    site_plan = plan_site(SimulatorConfig(seed=3, interval_seconds=900), PlanSettings(start=START))
+    decision, peak = site_plan.decision, site_plan.inputs.peak_so_far_kw
+    guarded, guarded_cap = decision.commands(peak, 0.0, "guarded")
+    capped, capped_cap = decision.commands(peak, 0.0, "capped")
+    discharging = np.array(decision.first.actions) == "discharge"
+    assert discharging.any() and np.isnan(guarded[discharging]).all()
+    np.testing.assert_array_equal(guarded[~discharging], capped[~discharging])
+    np.testing.assert_array_equal(guarded_cap, capped_cap)
+    # A site the guard does not cover (no car, too few readings) carries its plan out capped.
+    assert effective_execution("guarded", False) == "capped" and effective_execution("guarded", True) == "guarded"
 
 
 @pytest.mark.parametrize("overrides", [{"home_load": {"has_ev": False}}, {}], ids=["no-car", "capped"])

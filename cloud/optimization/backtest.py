@@ -270,15 +270,38 @@ class Decision:
         return self.plans[0]
 
     def commands(self, peak_so_far_kw: float, cap_floor_kw: float, execution: str) -> tuple[np.ndarray, np.ndarray]:
-        """Power commands and import caps (:func:`commands_of`; a ``guarded`` plan's are the
-        ``capped`` ones, the guard acting on top), the cap never below ``cap_floor_kw``
-        (:func:`cap_floor_kw`); while a car charges under a capped scenario plan, the battery
-        holds for the session (:func:`hold_for_session`)."""
-        execution = "capped" if execution == "guarded" else execution
+        """Power commands and import caps (:func:`commands_of`), the cap never below
+        ``cap_floor_kw`` (:func:`cap_floor_kw`). ``guarded`` (a peak guard acting on top, see
+        :func:`effective_execution`): the ``capped`` commands with the plan's discharges left
+        to the battery's own rule (:func:`discharge_by_rule`). While a car charges under a
+        capped scenario plan, the battery holds for the session (:func:`hold_for_session`)."""
+        guarded = execution == "guarded"
+        execution = "capped" if guarded else execution
         setpoints, caps = commands_of(self.plan, max(peak_so_far_kw, cap_floor_kw), execution)
-        if self.charging_now and execution == "capped":
+        if guarded:
+            setpoints = discharge_by_rule(self.first, setpoints)
+        elif self.charging_now and execution == "capped":
             setpoints = hold_for_session(setpoints)
         return setpoints, caps
+
+
+def effective_execution(execution: str, guard_active: bool) -> str:
+    """``guarded`` only where a guard is in force; a site without one (no car, too few
+    readings) carries its plan out ``capped``."""
+    return "capped" if execution == "guarded" and not guard_active else execution
+
+
+def discharge_by_rule(plan: DispatchPlan, setpoints_kw: np.ndarray) -> np.ndarray:
+    """Under the peak guard, every step the plan discharges is left to the battery's own rule.
+
+    The rule covers the load the battery then measures and never exports; a command of the
+    forecast's size sends whatever the house did not use to the grid at the feed-in price, and
+    the one forecast a guarded plan follows carries a car's load on for hours after it may
+    have stopped. The plan still decides when the battery holds, and the guard keeps the
+    reserve whatever the rule does. (A scenario plan's partial discharges stand: they keep
+    energy for its worst scenario, which no guard defends.)
+    """
+    return np.where(np.array(plan.actions) == "discharge", np.nan, setpoints_kw)
 
 
 def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec: BatterySpec) -> float:
@@ -358,7 +381,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         try:
             decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
                                settings.scenarios and not guarded)
-            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), settings.execution)
+            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec),
+                                                effective_execution(settings.execution, guarded))
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)

@@ -27,6 +27,7 @@ from cloud.optimization.backtest import (
     Decision,
     battery_spec,
     cap_floor_kw,
+    effective_execution,
     make_forecaster,
     plan_at,
 )
@@ -154,7 +155,8 @@ class SitePlan:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
         plan out (:meth:`backtest.Decision.commands`); under a guard, the cap is the guard's
         target or the month's peak, whichever is higher, as in the guarded backtest."""
-        power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw, self.execution)
+        power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw,
+                                            effective_execution(self.execution, self.guard is not None))
         if self.guard is not None:
             cap = np.full(len(power), self.inputs.peak_so_far_kw)
         return power, cap
