@@ -15,7 +15,7 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   top: a cap and a reserve fitted on the site's past at each month's first plan (and again,
   from the month's peak up, once that peak has passed the cap), applied
   step by step on the latest reading, the plan's command standing wherever the guard leaves
-  the battery free. Without a car, or with ``capped``, such a forecaster gets a scenario
+  the battery free (its discharges left to the battery's own rule). Without a car, or with ``capped``, such a forecaster gets a scenario
   plan (stochastic.py) instead, and while a car charges the battery discharges only what the
   cap demands (:func:`hold_for_session`). The live planner (planner.py) decides the same way;
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,

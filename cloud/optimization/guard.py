@@ -27,8 +27,8 @@ and that costs a month of demand charge. Once the month's peak has passed the ca
 is paid for: the fit is made again with no cap below it (the live planner fits every plan with
 the month's peak as that floor), and where the cheapest cap is the floor itself it is taken
 without the step, since the past weeks' heaviest session did not set it. A cap fitted for a
-lower peak keeps a reserve the new cap does not need. When no day of those weeks saw two sessions, a day
-whose session has ended keeps no reserve for the rest of it. The per-step rule is
+lower peak keeps a reserve the new cap does not need. When no day of those weeks saw two
+sessions, a day whose session has ended keeps no reserve for the rest of it. The per-step rule is
 ``edge_gateway/control.py``'s, which the gateway runs on the ``guard`` of a published schedule
 and the backtest on the simulated site.
 """

@@ -153,9 +153,8 @@ def interrupted(run: Mapping[str, Any]) -> bool:
     started on another host cannot be checked from here and keep their ``running``; a pid
     reused by a new process reads as still running, never the other way round."""
     details = run.get(s.DETAILS)
-    if isinstance(details, str):
-        details = json.loads(details)
-    if run.get(s.STATUS) != "running" or not isinstance(details, Mapping) or details.get("host") != socket.gethostname():
+    host, _ = this_process()
+    if run.get(s.STATUS) != "running" or not isinstance(details, Mapping) or details.get("host") != host:
         return False
     pid = details.get("pid")
     if not isinstance(pid, int) or pid <= 0:
