@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import re
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +16,12 @@ import pandas as pd
 import pytest
 
 from edge_gateway.config import build_config
-from edge_gateway.daemon import open_runtime
+from edge_gateway.daemon import open_runtime, watermark_path
 from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_settings, parse_command, topics
 from edge_gateway.mqtt.commands import DEFAULT_EXPIRES_S, CommandRejected, SetpointBook
 from edge_gateway.mqtt.delivery import Delivery, Item, WatermarkFile
+from edge_gateway.mqtt.link import micros
 from edge_gateway.mqtt.settings import MqttSettings
 from tests.mqtt_fixtures import WAIT_S, Recorder, broker, clear_retained, free_port, private_broker, publish, unique_id  # noqa: F401
 
@@ -327,6 +329,26 @@ def test_readings_made_before_a_restart_without_a_broker_are_sent_by_the_next_ru
         recorder.close()
     stamps = sorted(r["timestamp"] for r in recorder.json_on(topics.telemetry(device)))
     assert stamps == [dd.format_ts(T0 + pd.Timedelta(minutes=5 * k)) for k in range(4)]
+
+
+def test_a_clean_stop_waits_for_a_reading_the_sender_holds_between_queue_and_publish(broker, tmp_path):
+    """The sender takes a reading off the queue before paho has it: a stop in between must not
+    take the empty queue for "all acknowledged" and save a watermark below that reading."""
+    device = unique_id()
+    with gateway(broker, tmp_path, site(device)) as runtime:
+        client, publishing = runtime.link._client, threading.Event()
+        publish_now = client.publish
+
+        def slow_publish(*args, **kwargs):
+            publishing.set()
+            time.sleep(0.3)  # a busy network thread: long enough for the stop to look in between
+            return publish_now(*args, **kwargs)
+
+        client.publish = slow_publish
+        runtime.gateway.step(T0)
+        assert publishing.wait(WAIT_S), "the sender should be publishing the reading"
+    saved = WatermarkFile(watermark_path(tmp_path / "state", device)).load()
+    assert saved[device] == micros([T0])[0], "the stop saved a watermark below the reading it had not waited for"
 
 
 # --- without a broker: settings, command parsing, delivery bookkeeping ----------------------------

@@ -67,6 +67,7 @@ class MqttLink:
         self._marks = WatermarkFile(watermark_path) if watermark_path else None
         self._delivery = Delivery(settings.queue_size, self._marks.load() if self._marks else {}, can_replay=reader is not None)
         self._lock = threading.Lock()
+        self._pumping = False  # the sender holds readings taken off the queue but not yet handed to paho
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -144,7 +145,7 @@ class MqttLink:
             while not deadline.is_set():
                 with self._lock:
                     self._drain_acks()
-                    if self._delivery.settled():
+                    if not self._pumping and self._delivery.settled():
                         return True
                 self._wake.set()
                 deadline.wait(0.05)
@@ -180,14 +181,20 @@ class MqttLink:
             return self.settings.inflight_window - self._delivery.in_flight()
 
     def _pump(self) -> None:
-        if self.connected.is_set():
-            self._replay()
-            while self._room() > 0 and not self._stopping.is_set():
-                with self._lock:
-                    item = self._delivery.next_queued()
-                if item is None:
-                    break
-                self._publish(item)
+        with self._lock:
+            self._pumping = True
+        try:
+            if self.connected.is_set():
+                self._replay()
+                while self._room() > 0 and not self._stopping.is_set():
+                    with self._lock:
+                        item = self._delivery.next_queued()
+                    if item is None:
+                        break
+                    self._publish(item)
+        finally:
+            with self._lock:
+                self._pumping = False
         if self._marks:
             with self._lock:
                 marks = self._delivery.watermarks()
