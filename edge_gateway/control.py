@@ -14,11 +14,15 @@ backtest measures is what the gateway runs.
 * Where one car charges at most once a day (``one_session_a_day``, learnt from the readings),
   no reserve is kept for the rest of a day whose session has ended.
 * Elsewhere, and above the reserve, the plan's command (or the battery's own rule) stands.
+
+What the gateway must remember between readings to decide this (:class:`SiteMemory`) is kept
+with the battery state, so a restart changes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -79,13 +83,13 @@ class PeakGuard:
         )[0])
 
 
+@dataclass
 class SessionDays:
     """Whether a site's car has had its session today, from its charger's readings in order."""
 
-    def __init__(self) -> None:
-        self.charging = False
-        self.began_on: date | None = None  # local day the current or latest session began
-        self.ended_session_of: date | None = None  # began_on of the latest session that ended
+    charging: bool = False
+    began_on: date | None = None  # local day the current or latest session began
+    ended_session_of: date | None = None  # began_on of the latest session that ended
 
     def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float) -> None:
         charging = ev_kw > 0.0
@@ -98,6 +102,69 @@ class SessionDays:
     def ended_today(self, interval_start: pd.Timestamp, timezone: str) -> bool:
         """A session that began on the local day of ``interval_start`` has ended."""
         return self.ended_session_of is not None and self.ended_session_of == interval_start.tz_convert(timezone).date()
+
+    def to_dict(self) -> dict:
+        day = lambda d: None if d is None else d.isoformat()  # noqa: E731
+        return {"charging": self.charging, "began_on": day(self.began_on), "ended_session_of": day(self.ended_session_of)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SessionDays:
+        day = lambda v: None if v is None else date.fromisoformat(v)  # noqa: E731
+        return cls(bool(data["charging"]), day(data["began_on"]), day(data["ended_session_of"]))
+
+
+@dataclass
+class SiteMemory:
+    """What a gateway's control remembers of a site's readings from one step to the next, and
+    keeps with the battery state so a restart forgets none of it: the charger's sessions,
+    the latest reading's facts the guard decides on, and the billing month's peak import.
+
+    The month's peak is already paid for, so an import cap below it only spends the battery
+    on imports that cost nothing more (:meth:`import_cap_kw`), as the backtest does.
+    """
+
+    sessions: SessionDays = field(default_factory=SessionDays)
+    pv_surplus: bool = False  # the latest reading's PV above its load
+    month: str | None = None  # local "YYYY-MM" of the interval ``peak_import_kw`` belongs to
+    peak_import_kw: float = 0.0
+
+    @property
+    def charging(self) -> bool:
+        """A car charged in the latest reading."""
+        return self.sessions.charging
+
+    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float, pv_surplus: bool, grid_kw: float) -> None:
+        """Take in one reading (of the interval starting at ``interval_start``); ``grid_kw``
+        positive imports."""
+        self.sessions.observe(interval_start, timezone, ev_kw)
+        self.pv_surplus = pv_surplus
+        month = _month(interval_start, timezone)
+        if month != self.month:
+            self.month, self.peak_import_kw = month, 0.0
+        if math.isfinite(grid_kw):
+            self.peak_import_kw = max(self.peak_import_kw, grid_kw)
+
+    def import_cap_kw(self, cap_kw: float, interval_start: pd.Timestamp, timezone: str) -> float:
+        """A schedule's cap (NaN: none) for the interval, never below this month's peak."""
+        if math.isnan(cap_kw) or _month(interval_start, timezone) != self.month:
+            return cap_kw
+        return max(cap_kw, self.peak_import_kw)
+
+    def to_dict(self) -> dict:
+        return {"sessions": self.sessions.to_dict(), "pv_surplus": self.pv_surplus, "month": self.month,
+                "peak_import_kw": self.peak_import_kw}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> SiteMemory:
+        """The memory saved by :meth:`to_dict`; a fresh one for state saved without it."""
+        if not data:
+            return cls()
+        return cls(SessionDays.from_dict(data["sessions"]), bool(data["pv_surplus"]), data["month"],
+                   float(data["peak_import_kw"]))
+
+
+def _month(interval_start: pd.Timestamp, timezone: str) -> str:
+    return interval_start.tz_convert(timezone).strftime("%Y-%m")
 
 
 def guard_setpoints_kw(

@@ -1,8 +1,10 @@
 """The live gateway: one reading per site per call, state carried across calls and restarts.
 
-The battery state after each step is persisted (atomically) per device, so ``--once`` run
-from cron, ``--continuous`` and a restarted daemon all continue the same battery, and a
-repeated instant recomputes the same reading instead of stepping twice.
+The battery state after each step is persisted (atomically) per device, with what the
+control remembers of the readings (control.SiteMemory: the car's sessions, the latest
+reading's facts, the month's peak import), so ``--once`` run from cron, ``--continuous`` and
+a restarted daemon all continue the same battery and guard, and a repeated instant
+recomputes the same reading instead of stepping twice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import SessionDays
+from edge_gateway.control import SiteMemory
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators.battery import BatteryState
 
@@ -42,7 +44,7 @@ class SetpointSource(Protocol):
 
 
 class StateFile:
-    """Battery state of one device before and after its latest step, as JSON."""
+    """Battery state and control memory of one device before and after its latest step, as JSON."""
 
     def __init__(self, folder: Path, device_id: str) -> None:
         self.path = Path(folder) / f"{device_id}.json"
@@ -92,42 +94,43 @@ class Gateway:
         self.sinks = list(sinks)
         self.setpoints = setpoints
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
-        self.last_frame: pd.DataFrame | None = None
-        self.session_days = {c.device_id: SessionDays() for c in self.configs}  # from the readings since start
-        self._timezone = {c.device_id: c.timezone for c in self.configs}
 
     @property
     def interval_s(self) -> int:
         return self.configs[0].interval_seconds
 
-    def _state_before(self, at: pd.Timestamp) -> tuple[list[dict], list[str | None], float]:
-        """Per site, the state to step from and its instant; and the step length (h)."""
-        sites, stamps, dt_h = [], [], self.interval_s / 3600.0
+    def _state_before(self, at: pd.Timestamp) -> tuple[list[dict], list[str | None], list[dict | None], float]:
+        """Per site, the state to step from, its instant and the control's memory then (as
+        saved); and the step length (h)."""
+        sites, stamps, memories, dt_h = [], [], [], self.interval_s / 3600.0
         initial = generator.initial_state(self.configs)
         for i, state_file in enumerate(self.states):
             saved = state_file.load()
-            site, last = initial.site(i), None
+            site, last, memory = initial.site(i), None, None
             if saved is not None:
                 saved_at = dd.parse_ts(saved["ts"])
                 if at == saved_at:  # the same instant again: redo that step, do not step twice
-                    site, last = saved["previous"]["state"], saved["previous"]["ts"]
+                    before = saved["previous"]
+                    site, last, memory = before["state"], before["ts"], before.get("memory")
                 elif at > saved_at:
-                    site, last = saved["state"], saved["ts"]
+                    site, last, memory = saved["state"], saved["ts"], saved.get("memory")
                 else:
                     log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id, saved["ts"])
-                    site = saved["state"]
+                    site, memory = saved["state"], saved.get("memory")
             if last is not None:
                 dt_h = min(dt_h, (at - dd.parse_ts(last)).total_seconds() / 3600.0)
             sites.append(site)
             stamps.append(last)
-        return sites, stamps, dt_h
+            memories.append(memory)
+        return sites, stamps, memories, dt_h
 
-    def _commands(self, at: pd.Timestamp, dt_h: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _commands(self, at: pd.Timestamp, dt_h: float, memories: list[SiteMemory]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Battery power and grid import cap commanded for the interval ``(at - dt, at]``.
 
         A reading covers the interval ending at its instant, so a schedule entry governs the
         readings whose interval starts within it; a command that arrived during the interval
-        (in force at its end only) applies to it too. NaN means no command.
+        (in force at its end only) applies to it too. NaN means no command. A cap below the
+        month's peak import so far is raised to it (:meth:`SiteMemory.import_cap_kw`).
         """
         if self.setpoints is None:
             return None, None
@@ -139,33 +142,31 @@ class Gateway:
 
         power = np.array([[lookup(self.setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
         cap_method = getattr(self.setpoints, "import_limit_kw", None)  # optional part of the protocol
-        caps = None if cap_method is None else np.array([[lookup(cap_method, c.device_id)] for c in self.configs], dtype=float)
+        if cap_method is None:
+            return power, None
+        caps = np.array([[memory.import_cap_kw(lookup(cap_method, c.device_id), start, c.timezone)]
+                         for c, memory in zip(self.configs, memories, strict=True)], dtype=float)
         return power, caps
 
-    def _guarded(self, power: np.ndarray | None, at: pd.Timestamp, dt_h: float, state: BatteryState) -> np.ndarray | None:
+    def _guarded(self, power: np.ndarray | None, at: pd.Timestamp, dt_h: float, state: BatteryState,
+                 memories: list[SiteMemory]) -> np.ndarray | None:
         """The power commands with each site's peak guard applied: the guard's command where it
         has one, decided on the site's latest reading before this one (a car charging, PV
-        above load; neither known after a restart), on whether today's session has ended (from
-        the readings since start) and on its stored energy now."""
+        above load), on whether today's session has ended and on its stored energy now, all
+        remembered across restarts (:class:`SiteMemory`)."""
         method = getattr(self.setpoints, "guard", None)
         if power is None or method is None:
             return power
         start = at - pd.Timedelta(hours=dt_h)
-        previous = self.last_frame
-        if previous is not None and not (previous[dd.TS] < at).all():
-            previous = None  # a repeated instant: the reading before it is not at hand
-        for i, config in enumerate(self.configs):
+        for i, (config, memory) in enumerate(zip(self.configs, memories, strict=True)):
             guard = method(config.device_id, start) or method(config.device_id, at)
             if guard is None:
                 continue
-            row = None if previous is None else previous[previous[dd.DEVICE_ID] == config.device_id]
-            seen = row is not None and len(row) > 0
-            charging = seen and bool(row[dd.LOAD_EV].iloc[0] > 0)
-            surplus = seen and bool(row[dd.SOLAR_KW].iloc[0] > row[dd.LOAD_TOTAL].iloc[0])
             battery = config.battery
             above_min = float(state.energy_kwh[i]) - battery.capacity_kwh * battery.min_soc / 100.0
-            ended = self.session_days[config.device_id].ended_today(start, config.timezone)
-            command = guard.command_kw(start, config.timezone, above_min, charging, surplus, battery.max_charge_rate_kw, dt_h, ended)
+            ended = memory.sessions.ended_today(start, config.timezone)
+            command = guard.command_kw(start, config.timezone, above_min, memory.charging, memory.pv_surplus,
+                                       battery.max_charge_rate_kw, dt_h, ended)
             if not math.isnan(command):
                 power[i, 0] = command
         return power
@@ -173,21 +174,24 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
-        sites, stamps, dt_h = self._state_before(at)
+        sites, stamps, saved_memories, dt_h = self._state_before(at)
+        memories = [SiteMemory.from_dict(saved) for saved in saved_memories]
         state = BatteryState.from_sites(sites)
-        power, caps = self._commands(at, dt_h)
-        power = self._guarded(power, at, dt_h, state)
+        power, caps = self._commands(at, dt_h, memories)
+        power = self._guarded(power, at, dt_h, state, memories)
         sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps)
         frame = sim.frame()
         for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step
             sink(frame)
-        for i, state_file in enumerate(self.states):
-            state_file.save(
-                {"ts": dd.format_ts(at), "state": new_state.site(i), "previous": {"ts": stamps[i], "state": sites[i]}}
-            )
-        for device_id, ev_kw in zip(frame[dd.DEVICE_ID], frame[dd.LOAD_EV]):
-            self.session_days[device_id].observe(at - pd.Timedelta(hours=dt_h), self._timezone[device_id], float(ev_kw))
-        self.last_frame = frame
+        start = at - pd.Timedelta(hours=dt_h)
+        for i, (config, memory, state_file) in enumerate(zip(self.configs, memories, self.states, strict=True)):
+            row = frame.iloc[i]
+            memory.observe(start, config.timezone, float(row[dd.LOAD_EV]), bool(row[dd.SOLAR_KW] > row[dd.LOAD_TOTAL]),
+                           float(row[dd.NET_GRID_FLOW]))
+            state_file.save({
+                "ts": dd.format_ts(at), "state": new_state.site(i), "memory": memory.to_dict(),
+                "previous": {"ts": stamps[i], "state": sites[i], "memory": saved_memories[i]},
+            })
         return frame
 
 

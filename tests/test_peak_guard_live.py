@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from edge_gateway.control import ArrivalWindows, PeakGuard, SessionDays
+from edge_gateway.control import ArrivalWindows, PeakGuard, SessionDays, SiteMemory
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
@@ -113,3 +113,44 @@ def test_once_the_days_only_session_has_ended_the_reserve_is_spent(tmp_path):
     assert once.loc[once["local_hour"] == 20, "above_min_kwh"].min() < GUARD["reserve_kwh"] - 2 * one_step_kwh
     until_the_end = once["local_hour"] <= 17
     assert once.loc[until_the_end, dd.BATTERY_POWER].tolist() == kept.loc[until_the_end, dd.BATTERY_POWER].tolist()
+
+
+def test_a_gateway_restarted_before_every_reading_guards_as_one_that_never_stopped(tmp_path):
+    """Run from cron (``--once``), every reading is a new process: the day's session, the
+    latest reading's facts and the month's peak come back from the state file."""
+    guard = GUARD | {"one_session_a_day": True}
+    site = config(seed=41, interval_seconds=900, home_load={"has_ev": True}, battery={"mode": "setpoint", "initial_soc": 90.0})
+
+    def day(folder: str, restart: bool) -> pd.DataFrame:
+        book = SetpointBook.for_configs([site], clock=lambda: NOW)
+        book.accept(site.device_id, _day_schedule(guard))
+        gateway, frames = None, []
+        for i in range(1, 97):
+            if gateway is None or restart:
+                gateway = Gateway([site], state_dir=tmp_path / folder, setpoints=book)
+            frames.append(gateway.step(NOW + pd.Timedelta(minutes=15 * i)))
+        return pd.concat(frames, ignore_index=True)
+
+    continuous, restarted = day("continuous", False), day("restarted", True)
+    assert (continuous[dd.LOAD_EV] > 0).any(), "the site's car should charge that day"
+    # The reserve is spent in the window once the session has ended: known only from memory.
+    local_hour = (pd.DatetimeIndex(restarted[dd.TS]) - pd.Timedelta(minutes=15)).tz_convert(site.timezone).hour
+    above_min_kwh = (restarted[dd.BATTERY_SOC] - site.battery.min_soc) / 100.0 * site.battery.capacity_kwh
+    assert above_min_kwh[local_hour == 20].min() < GUARD["reserve_kwh"] - 2 * 5.0 * 0.25 / 0.9
+    assert restarted[dd.BATTERY_POWER].tolist() == continuous[dd.BATTERY_POWER].tolist()
+    saved = json.loads((tmp_path / "restarted" / f"{site.device_id}.json").read_text())["memory"]
+    assert saved["sessions"]["ended_session_of"] == "2024-06-17"
+    assert saved["month"] == "2024-06" and saved["peak_import_kw"] == continuous[dd.NET_GRID_FLOW].max()
+
+
+def test_a_cap_below_the_months_peak_is_raised_to_it():
+    zone = "America/Los_Angeles"
+    memory, june = SiteMemory(), pd.Timestamp("2024-06-29 18:00", tz=zone)
+    memory.observe(june, zone, ev_kw=7.2, pv_surplus=False, grid_kw=8.4)
+    memory.observe(june + pd.Timedelta(minutes=15), zone, ev_kw=0.0, pv_surplus=True, grid_kw=-2.0)
+    assert memory.import_cap_kw(7.0, june + pd.Timedelta(hours=1), zone) == 8.4  # paid for already
+    assert memory.import_cap_kw(9.0, june + pd.Timedelta(hours=1), zone) == 9.0
+    assert math.isnan(memory.import_cap_kw(math.nan, june + pd.Timedelta(hours=1), zone))  # no cap stays none
+    assert memory.import_cap_kw(7.0, pd.Timestamp("2024-07-01 00:00", tz=zone), zone) == 7.0  # a new month's bill
+    assert SiteMemory.from_dict(json.loads(json.dumps(memory.to_dict()))) == memory
+    assert SiteMemory.from_dict(None) == SiteMemory()  # state saved before the memory existed
