@@ -122,6 +122,22 @@ def test_a_store_from_before_the_late_write_notes_knows_each_devices_newest_on_o
         raw.execute("DROP TABLE late_writes")
     with SQLiteEdgeStore(tmp_path / "edge.db") as store:
         store.write(day.iloc[:100])  # a backfill behind the newest readings already there
-        since, _ = store.late_writes()
+        late, _ = store.late_writes()
         first = day.iloc[:100]
-        assert since == {first[dd.DEVICE_ID].iloc[0]: first[dd.TS].min()}
+        assert late == {first[dd.DEVICE_ID].iloc[0]: [(first[dd.TS].min(), first[dd.TS].max())]}
+
+
+def test_late_write_notes_merge_where_they_overlap_and_old_notes_reach_the_newest(tmp_path, day):
+    device, stamps = day[dd.DEVICE_ID].iloc[0], day[dd.TS]
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(day.iloc[200:])
+        for rows in (slice(0, 10), slice(50, 60), slice(55, 70)):  # three backfills, two overlapping
+            store.write(day.iloc[rows])
+        late, through = store.late_writes()
+        assert late == {device: [(stamps[0], stamps[9]), (stamps[50], stamps[69])]} and through == 3
+    with sqlite3.connect(tmp_path / "edge.db") as raw:  # as a file from before ranges were kept
+        raw.execute("CREATE TABLE old AS SELECT seq, device_id, since_us FROM late_writes")
+        raw.execute("DROP TABLE late_writes")
+        raw.execute("ALTER TABLE old RENAME TO late_writes")
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        assert store.late_writes()[0] == {device: [(stamps[0], None)]}  # no last stamp known: up to the newest

@@ -254,8 +254,8 @@ def test_rows_written_behind_a_devices_newest_are_noted_for_the_sync_and_survive
     store.write(frame.iloc[:6])  # a backfill, sent to InfluxDB at once
     store.close()
     reopened = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
-    since, through = reopened.late_writes()
-    assert since == {"edge-gateway-001": frame[dd.TS].iloc[0]} and through > 0
+    late, through = reopened.late_writes()
+    assert late == {"edge-gateway-001": [(frame[dd.TS].iloc[0], frame[dd.TS].iloc[5])]} and through > 0
     reopened.acknowledge_late_writes(through)
     assert reopened.late_writes() == ({}, 0)
     reopened.close()

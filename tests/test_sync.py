@@ -106,13 +106,15 @@ def test_a_day_backfilled_behind_the_watermark_reaches_the_cloud(edge, cloud):
     sync_once(edge, cloud, settings())
     assert edge.late_writes() == ({}, 0)  # written in order: nothing behind the watermark
     edge.write(frame[first_day])
-    since, _ = edge.late_writes()
-    assert since == {d: frame[dd.TS].min() for d in ("dev-000", "dev-001")}
+    late, _ = edge.late_writes()
+    day_stamps = frame.loc[first_day, dd.TS]
+    assert late == {d: [(day_stamps.min(), day_stamps.max())] for d in ("dev-000", "dev-001")}
     result = sync_once(edge, cloud, settings())
     assert_same_readings(cloud.read_readings(), frame)
     assert edge.late_writes() == ({}, 0)  # acknowledged: the next run reads only the overlap again
-    assert result.rows_synced == len(frame)  # from the backfilled day's start on, once
-    assert sync_once(edge, cloud, settings()).rows_synced == 2 * 4
+    overlap = 2 * 4  # 15 minutes of 5-minute readings before each watermark
+    assert result.rows_synced == first_day.sum() + overlap  # the backfilled day alone, not the day after it again
+    assert sync_once(edge, cloud, settings()).rows_synced == overlap
 
 
 def test_a_late_write_during_a_run_is_not_acknowledged_by_it(edge, cloud):
@@ -133,8 +135,8 @@ def test_a_late_write_during_a_run_is_not_acknowledged_by_it(edge, cloud):
             return cloud.upsert_readings(batch)
 
     sync_once(edge, WritesBehindMidRun(), settings())
-    since, _ = edge.late_writes()
-    assert since == {"dev-000": frame[dd.TS].iloc[0]}  # the run read from row 50 on: row 0's note stays
+    late, _ = edge.late_writes()
+    assert late == {"dev-000": [(frame[dd.TS].iloc[0], frame[dd.TS].iloc[49])]}  # the run read rows 50-99: this note stays
     sync_once(edge, cloud, settings())
     assert_same_readings(cloud.read_readings(), frame)
     assert edge.late_writes() == ({}, 0)

@@ -2,9 +2,9 @@
 
 Per device, a watermark in the cloud records the newest ``ts`` the cloud confirmed. A run
 reads the edge from the watermark minus a small overlap (a late row written just behind
-the newest one is still picked up), or from further back where the edge store noted rows
-written behind the device's newest (a backfilled day: ``EdgeStore.late_writes``), in
-batches of ``batch_size`` ordered by ``ts``, validates each batch (bad rows to quarantine),
+the newest one is still picked up), and the ranges the edge store noted as written behind
+the device's newest (a backfilled day: ``EdgeStore.late_writes``; that day alone, not
+everything after it), in batches of ``batch_size`` ordered by ``ts``, validates each batch (bad rows to quarantine),
 upserts it on ``(device_id, ts)`` and only then advances the watermark. The notes are
 acknowledged once the whole run has succeeded. A crash anywhere leaves the watermark at or
 behind what the cloud holds and the notes in place, and the upsert makes the re-sent rows
@@ -70,9 +70,9 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
         devices = edge.devices()
         result.devices = len(devices)
         late, through = edge.late_writes()
-        starts = {d: _start(marks.get(d), late.get(d), settings.overlap) for d in devices}
-        total = sum(math.ceil(edge.count(d, starts[d]) / settings.batch_size) for d in devices)
-        with closing(_prefetched(_batches(edge, starts, settings.batch_size))) as batches:
+        spans = {d: _spans(marks.get(d), late.get(d, []), settings.overlap) for d in devices}
+        total = sum(math.ceil(_count(edge, d, start, stop) / settings.batch_size) for d in devices for start, stop in spans[d])
+        with closing(_prefetched(_batches(edge, spans, settings.batch_size))) as batches:
             for device, batch in progress(batches, total=total, desc="cloud sync", unit="batch"):
                 marks[device] = _send(cloud, settings, device, batch, marks.get(device), result)
         if through:
@@ -86,26 +86,43 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
     return result
 
 
-def _start(mark: pd.Timestamp | None, late: pd.Timestamp | None, overlap: pd.Timedelta) -> pd.Timestamp | None:
-    """Where a device's read begins: the watermark less the overlap, or the earliest row
-    written behind it since the last run; from the first row when nothing was confirmed."""
+Span = tuple[pd.Timestamp | None, pd.Timestamp | None]  # start <= ts < stop, None: open
+
+
+def _spans(mark: pd.Timestamp | None, late: list, overlap: pd.Timedelta) -> list[Span]:
+    """What a device's read covers, oldest first and never twice: the watermark less the
+    overlap onwards, and each range written behind it since the last run (``late``: first
+    and last stamps, the last ``None`` for up to the newest); everything when nothing was
+    confirmed."""
     if mark is None:
-        return None
-    return mark - overlap if late is None else min(mark - overlap, late)
+        return [(None, None)]
+    spans = sorted([(since, None if until is None else until + _STEP) for since, until in late] + [(mark - overlap, None)])
+    merged: list[list] = []
+    for start, stop in spans:
+        if merged and (merged[-1][1] is None or start <= merged[-1][1]):
+            merged[-1][1] = None if merged[-1][1] is None or stop is None else max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [(start, stop) for start, stop in merged]
 
 
-def _batches(edge: EdgeStore, starts: dict, batch_size: int) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Each device's rows from its start, ``batch_size`` at a time, resuming after the last
-    ``ts`` of the previous batch (``ts`` is unique per device)."""
-    for device, start in starts.items():
-        while True:
-            batch = edge.read_range(device, start, None, limit=batch_size)
-            if batch.empty:
-                break
-            yield device, batch
-            if len(batch) < batch_size:
-                break
-            start = batch[dd.TS].iloc[-1] + _STEP
+def _count(edge: EdgeStore, device: str, start: pd.Timestamp | None, stop: pd.Timestamp | None) -> int:
+    return edge.count(device, start) - (edge.count(device, stop) if stop is not None else 0)
+
+
+def _batches(edge: EdgeStore, spans: dict[str, list[Span]], batch_size: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each device's rows in each of its spans, ``batch_size`` at a time, resuming after the
+    last ``ts`` of the previous batch (``ts`` is unique per device)."""
+    for device, device_spans in spans.items():
+        for start, stop in device_spans:
+            while True:
+                batch = edge.read_range(device, start, stop, limit=batch_size)
+                if batch.empty:
+                    break
+                yield device, batch
+                if len(batch) < batch_size:
+                    break
+                start = batch[dd.TS].iloc[-1] + _STEP
 
 
 def _prefetched(batches: Iterable[tuple[str, pd.DataFrame]]) -> Iterator[tuple[str, pd.DataFrame]]:

@@ -39,9 +39,10 @@ class EdgeStore(Protocol):
         """Number of stored readings (of one device, from ``start`` on, when given)."""
         ...
 
-    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
-        """Per device, the earliest stamp stored behind its newest reading since the last
-        acknowledgement (the sync job must go back that far), and the newest note's number."""
+    def late_writes(self) -> tuple[dict[str, list[tuple[pd.Timestamp, pd.Timestamp | None]]], int]:
+        """Per device, the ranges of stamps (first, last; ``None``: up to the newest) stored
+        behind its newest reading since the last acknowledgement, merged and oldest first
+        (the sync job must send them too), and the newest note's number."""
         ...
 
     def acknowledge_late_writes(self, through: int) -> None:

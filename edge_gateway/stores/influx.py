@@ -41,7 +41,7 @@ from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
 from edge_gateway.stores import influx_protocol as lp
 from edge_gateway.stores.factory import InfluxSettings
-from edge_gateway.stores.sqlite import LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
+from edge_gateway.stores.sqlite import LateRange, LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -353,7 +353,7 @@ class InfluxEdgeStore:
         return int(sum(remote)) + len(self._outbox.frame(device_id, start))
 
     # --- sites live beside the spool ---
-    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
+    def late_writes(self) -> tuple[dict[str, list[LateRange]], int]:
         return self._outbox.late.pending()
 
     def acknowledge_late_writes(self, through: int) -> None:

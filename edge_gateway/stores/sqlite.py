@@ -107,20 +107,28 @@ def bound_micros(ts: pd.Timestamp | None) -> int | None:
     return None if ts is None else int(dd.parse_ts(ts).as_unit("us").asm8.view("int64"))
 
 
+#: A late write's stamps, first and last (``None``: up to the device's newest reading).
+LateRange = tuple[pd.Timestamp, "pd.Timestamp | None"]
+
+
 class LateWrites:
     """Notes of readings written behind their device's newest one, for the sync job.
 
     The sync job resumes each device from its watermark, less a short overlap. A reading
     stored later with an older stamp (a backfilled day, an import of another gateway's file)
     lies behind it and would never reach the cloud. So every write that lands behind its
-    device's newest reading leaves a note of its earliest stamp, in the same transaction as
-    the readings; the sync job starts that device there and, once its run has confirmed
-    everything, acknowledges the notes it read. A note made during a run outlives it.
+    device's newest reading leaves a note of its first and last stamp, in the same
+    transaction as the readings; the sync job sends those ranges as well as its usual one and,
+    once its run has confirmed everything, acknowledges the notes it read. A note made during
+    a run outlives it. (Notes from before the last stamp was kept reach up to the newest.)
     """
 
     def __init__(self, conn: sqlite3.Connection, readings_table: str | None = None) -> None:
         self._conn = conn
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'late_writes'").fetchone():
+            if not any(row[1] == "until_us" for row in conn.execute("PRAGMA table_info(late_writes)")):
+                with conn:  # notes from before ranges: NULL reaches up to the newest reading
+                    conn.execute("ALTER TABLE late_writes ADD COLUMN until_us INTEGER")
             return  # opening a store takes no write lock once it has its notes
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -129,7 +137,7 @@ class LateWrites:
                 conn.execute(f"INSERT OR IGNORE INTO edge_newest SELECT {dd.DEVICE_ID}, MAX({dd.TS}) "
                              f"FROM {readings_table} GROUP BY {dd.DEVICE_ID}")
             conn.execute("CREATE TABLE IF NOT EXISTS late_writes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                         f" {dd.DEVICE_ID} TEXT NOT NULL, since_us INTEGER NOT NULL)")
+                         f" {dd.DEVICE_ID} TEXT NOT NULL, since_us INTEGER NOT NULL, until_us INTEGER)")
 
     def note(self, device_ids: Sequence[str], micros: Sequence[int]) -> None:
         """Within the caller's write transaction: note the devices written behind their newest."""
@@ -140,20 +148,29 @@ class LateWrites:
         np.minimum.at(low, slot, stamps)
         np.maximum.at(high, slot, stamps)
         newest = dict(self._conn.execute(f"SELECT {dd.DEVICE_ID}, ts_us FROM edge_newest").fetchall())
-        late = [(d, int(lo)) for d, lo in zip(devices, low) if d in newest and lo < newest[d]]
+        late = [(d, int(lo), int(hi)) for d, lo, hi in zip(devices, low, high) if d in newest and lo < newest[d]]
         if late:
-            self._conn.executemany(f"INSERT INTO late_writes ({dd.DEVICE_ID}, since_us) VALUES (?, ?)", late)
+            self._conn.executemany(f"INSERT INTO late_writes ({dd.DEVICE_ID}, since_us, until_us) VALUES (?, ?, ?)", late)
         self._conn.executemany(
             f"INSERT INTO edge_newest VALUES (?, ?) ON CONFLICT({dd.DEVICE_ID}) DO UPDATE SET ts_us = MAX(ts_us, excluded.ts_us)",
             [(d, int(hi)) for d, hi in zip(devices, high)],
         )
 
-    def pending(self) -> tuple[dict[str, pd.Timestamp], int]:
-        """Per device the earliest stamp written behind its newest, and the last note's number."""
+    def pending(self) -> tuple[dict[str, list[LateRange]], int]:
+        """Per device the ranges written behind its newest (overlapping ones merged, oldest
+        first), and the last note's number."""
         rows = self._conn.execute(
-            f"SELECT {dd.DEVICE_ID}, MIN(since_us), MAX(seq) FROM late_writes GROUP BY {dd.DEVICE_ID}").fetchall()
-        since = {device: micros_to_ts(np.array([us])).iloc[0] for device, us, _ in rows}
-        return since, max((seq for *_, seq in rows), default=0)
+            f"SELECT {dd.DEVICE_ID}, since_us, until_us, seq FROM late_writes ORDER BY {dd.DEVICE_ID}, since_us").fetchall()
+        ranges: dict[str, list[list]] = {}
+        for device, since, until, _ in rows:
+            merged = ranges.setdefault(device, [])
+            if merged and (merged[-1][1] is None or since <= merged[-1][1]):
+                merged[-1][1] = None if merged[-1][1] is None or until is None else max(merged[-1][1], until)
+            else:
+                merged.append([since, until])
+        stamp = lambda us: None if us is None else micros_to_ts(np.array([us])).iloc[0]  # noqa: E731
+        late = {device: [(stamp(since), stamp(until)) for since, until in spans] for device, spans in ranges.items()}
+        return late, max((seq for *_, seq in rows), default=0)
 
     def acknowledge(self, through: int) -> None:
         """Drop the notes up to number ``through``: what they pointed at is in the cloud."""
@@ -202,7 +219,7 @@ class SQLiteEdgeStore:
             raise StoreError(f"SQLite store {self.path}: write failed ({error})") from None
         return len(frame)
 
-    def late_writes(self) -> tuple[dict[str, pd.Timestamp], int]:
+    def late_writes(self) -> tuple[dict[str, list[LateRange]], int]:
         return self._late.pending()
 
     def acknowledge_late_writes(self, through: int) -> None:
