@@ -119,8 +119,9 @@ def test_mpc_on_perfect_forecasts_reaches_the_upper_bound(month):
     "issue 7 target not met on the default site: the naive-forecast MPC with the peak guard captures 80.8% here "
     "(bill 100.60 against 135.59 for the self-consumption rule, peak 7.58 kW against 7.07 with foresight). Seed 42 "
     "in the same month reaches 87.3%. Over 15 backtests (benchmarks/bench_backtest.py: 5 sites x March, June, "
-    "September 2024) it averages 77.1%, worst 66.8%, two at 85% or more, and beats the rule in all 15. The gap is "
-    "the reserve kept on evenings no car comes and a cap chosen before the month's sessions are seen"
+    "September 2024) it averages 77.1%, worst 66.8%, two at 85% or more, and beats the rule in all 15. Two thirds "
+    "of the gap is the reserve left in the battery when a car stops charging (no reading tells a short session from "
+    "a long one while it runs), a third the demand charge on a cap chosen before the month's sessions are seen"
 ))
 def test_forecast_driven_mpc_captures_85_percent_and_beats_self_consumption(month):
     table = month["naive"]
