@@ -118,6 +118,9 @@ def test_sessions_per_day_and_whether_todays_has_ended():
     assert not local["2024-06-04 00:15":"2024-06-05 00:00"].any()  # the late session began on the 4th...
     assert not local["2024-06-05 01:15"]  # ...and ended on the 5th: not the 5th's session
     assert local["2024-06-05 11:15"]
+    # The one-instant form the backtest asks at every step says the same at every reading.
+    at_each = [sessions.ended_today_at(found, at, step, "America/Los_Angeles") for at in load.index]
+    assert at_each == ended.tolist()
 
 
 @pytest.mark.parametrize(("spans", "expected"), [

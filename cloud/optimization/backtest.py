@@ -413,7 +413,7 @@ def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics
         command = np.array([rule.edge.command_kw(
             previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh, found.ongoing,
             bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
-            bool(sessions.ended_today(found, recent.index[-1:], settings.step, site.timezone)[0]),
+            sessions.ended_today_at(found, recent.index[-1], settings.step, site.timezone),
         )])
         if math.isnan(command[0]):
             command = planned_kw[j : j + 1]

@@ -136,11 +136,11 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
         raise ForecasterUnavailable(f"no load history before {issued_at}; the naive forecaster needs at least a day")
     fallback = float(past.mean())
     lead = instants - issued_at
-    days_back = np.maximum(np.ceil(lead / DAY), 1).astype(int)
-    latest = past.reindex(instants - days_back * DAY).to_numpy()
-    week = np.nanmean(
-        [past.reindex(instants - (days_back + k) * DAY).to_numpy() for k in range(HISTORY_DAYS)], axis=0,
-    ) if len(past) > 1 else np.full(len(instants), np.nan)
+    days_back = np.maximum(np.ceil(np.asarray(lead / DAY)), 1).astype(int)
+    # Row k: the same time k days before the latest day known; the week is rows 0 to 6.
+    same_time = _values_at(past, instants, days_back[None, :] + np.arange(HISTORY_DAYS)[:, None])
+    latest = same_time[0]
+    week = _nanmean_rows(same_time) if len(past) > 1 else np.full(len(instants), np.nan)
     latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
     expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
     now_ts = past.index[-1]
@@ -149,10 +149,31 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
 
 
+def _values_at(series: pd.Series, instants: pd.DatetimeIndex, days_back: np.ndarray) -> np.ndarray:
+    """``series`` at each instant less ``days_back`` whole days (an array broadcast against the
+    instants, one row per lag), NaN where it has no reading: one index lookup for all lags."""
+    days_back = np.broadcast_to(days_back, (np.shape(days_back)[0], len(instants)))
+    nanos = instants.as_unit("ns").asi8[None, :] - days_back * DAY.value
+    targets = pd.DatetimeIndex(nanos.ravel().view("M8[ns]"))
+    if instants.tz is not None:
+        targets = targets.tz_localize("UTC").tz_convert(instants.tz)
+    positions = series.index.get_indexer(targets.as_unit(series.index.unit))
+    values = series.to_numpy(dtype=float)[positions]
+    values[positions < 0] = np.nan
+    return values.reshape(days_back.shape)
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Column means over the rows that have a value; NaN where none has (without a warning)."""
+    counts = np.isfinite(values).sum(axis=0)
+    sums = np.nansum(values, axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def _latest_anomaly_kw(past: pd.Series, readings: int) -> float:
     """Median departure of the latest ``readings`` readings from the same time on the last week."""
     latest = past.iloc[-readings:]
-    usual = np.nanmean([past.reindex(latest.index - DAY * k).to_numpy() for k in range(1, HISTORY_DAYS + 1)], axis=0) \
+    usual = _nanmean_rows(_values_at(past, latest.index, np.arange(1, HISTORY_DAYS + 1)[:, None])) \
         if len(past) > 1 else np.full(len(latest), np.nan)
     departures = latest.to_numpy() - usual
     departures = departures[np.isfinite(departures)]

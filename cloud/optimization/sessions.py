@@ -103,6 +103,13 @@ def ended_today(found: Sessions, instants: pd.DatetimeIndex, step: pd.Timedelta,
     return ended
 
 
+def ended_today_at(found: Sessions, at: pd.Timestamp, step: pd.Timedelta, timezone: str) -> bool:
+    """:func:`ended_today` for one reading instant, without building index arithmetic."""
+    day = (at - step).tz_convert(timezone).date()
+    return any(end < at and (start - step).tz_convert(timezone).date() == day
+               for start, end in zip(reversed(found.starts), reversed(found.ends)))
+
+
 def without_sessions(load_kw: pd.Series, sessions: Sessions, charger_kw: float) -> pd.Series:
     """The house's own load: the charger's rating taken off every charging reading."""
     charging = charging_mask(load_kw.index, sessions.starts, sessions.ends)
