@@ -63,8 +63,22 @@ GRID_IDLE_KW = 1e-3
 REFIT_ABOVE_KW = 0.05
 
 
+class Stepped:
+    """The step of a settings dataclass with ``step_minutes``, as a duration and in hours."""
+
+    step_minutes: int
+
+    @property
+    def step(self) -> pd.Timedelta:
+        return pd.Timedelta(minutes=self.step_minutes)
+
+    @property
+    def step_hours(self) -> float:
+        return self.step_minutes / 60.0
+
+
 @dataclass(frozen=True)
-class BacktestSettings:
+class BacktestSettings(Stepped):
     days: int = 30
     start: pd.Timestamp | None = None  # local midnight of the first day; default: `days` before today
     step_minutes: int = 15
@@ -86,14 +100,6 @@ class BacktestSettings:
             raise UsageError(f"execution {self.execution!r}: expected one of {', '.join(EXECUTIONS)}")
         if not self.replan_minutes / 60 <= self.horizon_hours <= 24 * 6:
             raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected between one re-plan interval and 144 hours")
-
-    @property
-    def step(self) -> pd.Timedelta:
-        return pd.Timedelta(minutes=self.step_minutes)
-
-    @property
-    def step_hours(self) -> float:
-        return self.step_minutes / 60.0
 
 
 @dataclass(frozen=True)

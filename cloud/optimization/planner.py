@@ -25,6 +25,7 @@ from cloud.optimization.backtest import (
     DEFAULT_WEAR_COST_PER_KWH,
     EXECUTIONS,
     Decision,
+    Stepped,
     battery_spec,
     cap_floor_kw,
     effective_execution,
@@ -48,7 +49,7 @@ GUARD_MIN_DAYS = 7
 
 
 @dataclass(frozen=True)
-class PlanSettings:
+class PlanSettings(Stepped):
     start: pd.Timestamp | None = None  # default: now, floored to the step
     horizon_hours: float = 24.0
     step_minutes: int = 15
@@ -70,14 +71,6 @@ class PlanSettings:
         steps = self.horizon_hours * 60 / self.step_minutes
         if not (1 <= steps <= 7 * 96 * 4 and abs(steps - round(steps)) < 1e-9):
             raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected a whole number of {self.step_minutes}-minute steps, at most a week")
-
-    @property
-    def step(self) -> pd.Timedelta:
-        return pd.Timedelta(minutes=self.step_minutes)
-
-    @property
-    def step_hours(self) -> float:
-        return self.step_minutes / 60.0
 
     @property
     def steps(self) -> int:
