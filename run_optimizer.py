@@ -80,9 +80,13 @@ def plan(args, config: SimulatorConfig) -> None:
     print(f"savings: {summary['savings_vs_no_battery']:.2f} against no battery, "
           f"{summary['savings_vs_self_consumption']:.2f} against self-consumption; written to dispatch_plans"
           + (f"; published to {topic}" if topic else ""))
-    if summary["load_scenarios"] > 1:
-        print(f"planned over {summary['load_scenarios']} load scenarios from recent days, the next "
-              f"{settings.replan_minutes} minutes decided for all of them; the table shows the first")
+    expected = summary["expected_over_scenarios"]
+    if expected:
+        print(f"planned over {expected['scenarios']} load scenarios from recent days, the next "
+              f"{settings.replan_minutes} minutes decided for all of them; the table and the costs above are "
+              f"the first's. Expected over all: cost {expected['cost']:.2f}, savings "
+              f"{expected['savings_vs_no_battery']:.2f} against no battery, "
+              f"{expected['savings_vs_self_consumption']:.2f} against self-consumption")
     guard = summary["guard"]
     if guard:
         print(f"peak guard: import cap {guard['target_kw']:.2f} kW, {guard['reserve_kwh']:.1f} kWh kept for EV sessions "

@@ -221,6 +221,21 @@ def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenar
         assert site_plan.decision.plan.shared_steps == settings.replan_minutes // settings.step_minutes
         assert site_plan.plan is site_plan.decision.plan.plans[0]
         assert site_plan.summary()["load_scenarios"] == len(site_plan.decision.plan.plans)
+    plans, forecasts = site_plan.decision.plans, site_plan.decision.scenario_inputs
+    expected = site_plan.summary()["expected_over_scenarios"]
+    if execution == "capped":  # the car's sessions of recent days replayed, one scenario each
+        # Expected costs: each scenario's plan against the references on that scenario's forecast.
+        assert len(forecasts) == len(plans) == expected["scenarios"]
+        # ...energy by probability, demand charge at the worst scenario's peak (the month's).
+        idle = [cost_without_battery(f) for f in forecasts]
+        idle_cost = np.mean([c.total - c.demand for c in idle]) + max(c.demand for c in idle)
+        plan_cost = np.mean([p.total_cost - p.costs.demand for p in plans]) + max(p.costs.demand for p in plans)
+        assert expected["savings_vs_no_battery"] == pytest.approx(idle_cost - plan_cost)
+        inputs = site_plan.inputs  # the plan holds one peak in all scenarios: the worst reaches it
+        shared = max(0.0, site_plan.decision.plan.peak_import_kw - inputs.peak_so_far_kw) * inputs.demand_charge_per_kw
+        assert max(p.costs.demand for p in plans) == pytest.approx(shared, abs=1e-6)
+    else:  # one forecast (guarded, or no car's sessions to replay): its costs are the plan's own
+        assert len(plans) == 1 and expected is None
     # The plan's value is counted on the forecast it was costed on.
     assert site_plan.no_battery == cost_without_battery(site_plan.inputs)
     _, cap = site_plan.commands()

@@ -264,6 +264,20 @@ class Decision:
     plan: DispatchPlan | ScenarioPlan
     inputs: HorizonInputs  # the forecast of the first (or only) plan
     charging_now: bool = False
+    scenario_inputs: tuple[HorizonInputs, ...] = ()  # a scenario plan's forecasts, one per plan
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Each plan's probability (1 for a single plan)."""
+        return self.plan.weights if isinstance(self.plan, ScenarioPlan) else np.ones(1)
+
+    def expected_cost(self, costs: Callable[[DispatchPlan, HorizonInputs], CostBreakdown]) -> float:
+        """What ``costs(plan, its forecast)`` comes to over the scenarios: energy, wear and
+        carbon weighted by probability, and the highest demand charge of any, since the
+        month's peak is set by its worst evening, not by an average one."""
+        forecasts = self.scenario_inputs or (self.inputs,)
+        each = [costs(p, f) for p, f in zip(self.plans, forecasts, strict=True)]
+        return float(np.dot(self.weights, [c.total - c.demand for c in each]) + max(c.demand for c in each))
 
     @property
     def plans(self) -> tuple[DispatchPlan, ...]:
@@ -335,7 +349,8 @@ def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.Dat
     forecast = scenarios(issued_at, instants)
     inputs = [horizon_inputs(frame, config, cadence.step_hours, peak_so_far_kw) for frame in forecast.frames()]
     shared = max(1, min(cadence.replan_minutes // cadence.step_minutes, len(instants)))
-    return Decision(solve_scenarios(inputs, spec, shared_steps=shared, highs=highs), inputs[0], forecast.charging_now)
+    return Decision(solve_scenarios(inputs, spec, shared_steps=shared, highs=highs), inputs[0], forecast.charging_now,
+                    tuple(inputs))
 
 
 def hold_for_session(setpoints_kw: np.ndarray) -> np.ndarray:

@@ -166,6 +166,20 @@ class SitePlan:
         ]
         return {"schedule": entries} | ({} if self.guard is None else {"guard": self.guard.payload()})
 
+    def expected_over_scenarios(self) -> dict | None:
+        """A scenario plan's cost and savings over all its load scenarios, each scenario's plan
+        and references costed on its forecast (:meth:`Decision.expected_cost`: the demand charge
+        of the worst); None for one forecast."""
+        decision = self.decision
+        if len(decision.plans) == 1:
+            return None
+        cost = decision.expected_cost(lambda plan, _: plan.costs)
+        without = decision.expected_cost(lambda _, inputs: cost_without_battery(inputs))
+        rule = decision.expected_cost(lambda _, inputs: self_consumption_dispatch(inputs, self.battery).costs)
+        return {"scenarios": len(decision.plans), "cost": cost, "cost_without_battery": without,
+                "cost_self_consumption": rule, "savings_vs_no_battery": without - cost,
+                "savings_vs_self_consumption": rule - cost}
+
     def summary(self) -> dict:
         return {
             "device_id": self.device_id,
@@ -184,6 +198,7 @@ class SitePlan:
             "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
             "execution": self.execution,
             "load_scenarios": len(self.decision.plans),
+            "expected_over_scenarios": self.expected_over_scenarios(),
             "guard": None if self.guard is None else {"target_kw": round(self.guard.target_kw, 4)} | self.guard.payload(),
         }
 
