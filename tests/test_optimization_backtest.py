@@ -17,7 +17,7 @@ import pytest
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization.lp import solve_dispatch
-from cloud.optimization.report import LABELS, metrics, sample_day, write_report
+from cloud.optimization.report import LABELS, gap_table, metrics, sample_day, write_report
 from edge_gateway.config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +67,12 @@ def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_
     for label in LABELS.values():
         assert f"| {label} |" in text
     assert (tmp_path / "out" / "sample_day.png").stat().st_size > 10_000
+    # The gap to perfect foresight, part by part, adds up to the two bills' difference.
+    gaps = gap_table(week_without_fade)["mpc_minus_perfect"]
+    runs = week_without_fade.runs
+    assert gaps.sum() == pytest.approx(runs[bt.MPC].bill.total - runs[bt.PERFECT].bill.total, abs=1e-6)
+    assert gaps["energy and wear while a car charges"] != 0.0  # the site's car charged that week
+    assert f"| total | {gaps.sum():+,.2f} |" in text
     day = sample_day(week_without_fade)
     assert JUNE.tz_localize(week_without_fade.config.timezone) <= day < JUNE.tz_localize(week_without_fade.config.timezone) + pd.Timedelta(days=7)
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
+from cloud.optimization import sessions
 
 LABELS = {
     bt.NO_BATTERY: "no battery",
@@ -109,26 +110,47 @@ def plot_day(result: bt.BacktestResult, day: pd.Timestamp, path: Path) -> Path:
 
 
 MPC_NOTE = (
-    "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
-    "the month's peak, which EV sessions set. Each plan is one LP over 8 load scenarios (the charging sessions "
-    "and house-load residuals of recent days of the same kind, a session under way continuing as long as past "
-    "ones did) whose first hour is decided once and whose peak covers every scenario; while a car charges, the "
-    "battery discharges only what the import cap demands. Perfect foresight knows which evenings need the "
-    "battery full and lets the others spend it at the peak price; the MPC must keep it back on every evening a "
-    "car might come, and the one session with more load on top than any scenario still sets a higher peak."
+    "How the MPC plans, and why it falls short of the upper bound: each plan is one LP over the naive forecaster's "
+    "load scenarios (with a car: the charging sessions and house-load residuals of recent days of the same kind, "
+    "a session under way continuing as long as past ones did; without one, the house's own forecast alone) whose "
+    "first hour is decided once and whose peak covers every scenario; while a car charges, the battery discharges "
+    "only what the import cap demands. Perfect foresight knows the load to come; the MPC plans on what recent "
+    "days looked like."
 )
 
 GUARD_NOTE = (
     "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
     "the month's peak, which EV sessions set. The LP plans each hour on the naive forecast; on top, a peak guard "
-    "fitted on the last four weeks of readings at the month's first plan (the import cap and the battery "
-    "reserve whose rule would have billed least over them, the cap kept one step above the cheapest) keeps the "
-    "reserve while a car could arrive (the hours past sessions started) or charges, charges up to it beforehand "
-    "if PV has not, keeps none after the day's session where the car never charged twice a day, and lets the "
-    "import cap defend the target step by step. Perfect foresight keeps energy back only on the evenings a long session "
-    "comes and spends the battery at the peak price on all others; the guard must keep its reserve on every "
-    "evening a car might come, and a month whose sessions run harder than the past weeks' sets a higher peak."
+    "fitted on the last four weeks of readings at the month's first plan, and again once a session has passed "
+    "its cap (the import cap and the battery reserve whose rule would have billed least over them, the cap kept "
+    "one step above the cheapest), keeps the reserve while a car could arrive (the hours past sessions started) "
+    "or charges, charges up to it beforehand if PV has not, keeps none after the day's session where the car "
+    "never charged twice a day, leaves the plan's discharges to the battery's own rule, and lets the import cap "
+    "defend the target step by step. No reading tells a short session from a long one while it runs, so the "
+    "guard holds its reserve until the car stops and most sessions end with energy left that perfect foresight "
+    "would have spent at the peak price; and a month whose sessions run harder than the past weeks' sets a "
+    "higher peak. The table below says where the difference went."
 )
+
+
+def gap_table(result: bt.BacktestResult) -> pd.DataFrame:
+    """Where the MPC's bill differs from perfect foresight's: the demand charge, and energy
+    and wear while a car charges (sessions found in the load) and at all other times."""
+    a, step_h = result.actuals, result.settings.step_hours
+    found = sessions.find_sessions(a[fc.LOAD], result.config.home_load.ev_charger_kw)
+    charging = sessions.charging_mask(a.index, found.starts, found.ends)
+    wear = result.settings.wear_cost_per_kwh
+
+    def energy_and_wear(run: bt.StrategyRun) -> np.ndarray:
+        return _step_cost(result, run) + wear * np.abs(run.battery_kw) * step_h
+
+    mpc, perfect = result.runs[bt.MPC], result.runs[bt.PERFECT]
+    difference = energy_and_wear(mpc) - energy_and_wear(perfect)
+    rows = {"demand charge": mpc.bill.demand - perfect.bill.demand}
+    if charging.any():
+        rows["energy and wear while a car charges"] = float(difference[charging].sum())
+    rows["energy and wear at all other times"] = float(difference[~charging].sum())
+    return pd.Series(rows, name="mpc_minus_perfect").to_frame()
 
 
 def _money(value: float) -> str:
@@ -158,10 +180,15 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     failed = int(table.loc[bt.MPC, "failed_plans"])
     if failed:
         lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
-    if s.forecaster == "naive" and s.execution == "guarded":
+    guarded = s.execution == "guarded" and result.config.home_load.ev_charger_kw > 0
+    if s.forecaster == "naive" and guarded:
         lines += ["", GUARD_NOTE]
     elif s.forecaster == "naive" and s.scenarios:
         lines += ["", MPC_NOTE]
+    gaps = gap_table(result)
+    lines += ["", "| MPC bill against perfect foresight | difference |", "| --- | ---: |"]
+    lines += [f"| {part} | {value:+,.2f} |" for part, value in gaps["mpc_minus_perfect"].items()]
+    lines += [f"| total | {gaps['mpc_minus_perfect'].sum():+,.2f} |"]
     lines += ["", (__doc__ or "").split("Definitions (also printed in the report):")[1].strip()]
     if plot is not None:
         lines += ["", f"![sample day]({plot.name})"]
