@@ -29,7 +29,7 @@ from cloud.sync.validation import validate
 from edge_gateway.cli_support import progress
 from edge_gateway.errors import DERError
 from edge_gateway.models import der_data as dd
-from edge_gateway.stores.base import EdgeStore
+from edge_gateway.stores.base import EdgeStore, merge_ranges
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,7 @@ def _spans(mark: pd.Timestamp | None, late: list, overlap: pd.Timedelta) -> list
     confirmed."""
     if mark is None:
         return [(None, None)]
-    spans = sorted([(since, None if until is None else until + _STEP) for since, until in late] + [(mark - overlap, None)])
-    merged: list[list] = []
-    for start, stop in spans:
-        if merged and (merged[-1][1] is None or start <= merged[-1][1]):
-            merged[-1][1] = None if merged[-1][1] is None or stop is None else max(merged[-1][1], stop)
-        else:
-            merged.append([start, stop])
-    return [(start, stop) for start, stop in merged]
+    return merge_ranges([(since, None if until is None else until + _STEP) for since, until in late] + [(mark - overlap, None)])
 
 
 def _count(edge: EdgeStore, device: str, start: pd.Timestamp | None, stop: pd.Timestamp | None) -> int:

@@ -6,9 +6,23 @@ Writes are idempotent on ``(device_id, ts)``: writing the same reading twice sto
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
+
+
+def merge_ranges(ranges: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Ranges ``(start, end)`` (``end`` None: open) sorted by start and merged where one starts
+    at or before the end of the one before: the late-write notes of an edge store, and the
+    spans a sync reads."""
+    merged: list[list] = []
+    for start, end in sorted(ranges, key=lambda span: span[0]):
+        if merged and (merged[-1][1] is None or start <= merged[-1][1]):
+            merged[-1][1] = None if merged[-1][1] is None or end is None else max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import pandas as pd
 
 from edge_gateway.errors import StoreError
 from edge_gateway.models import der_data as dd
+from edge_gateway.stores.base import merge_ranges
 
 TABLE = "readings"
 _SQL_TYPES = {float: "REAL", int: "INTEGER", str: "TEXT"}
@@ -159,17 +160,13 @@ class LateWrites:
     def pending(self) -> tuple[dict[str, list[LateRange]], int]:
         """Per device the ranges written behind its newest (overlapping ones merged, oldest
         first), and the last note's number."""
-        rows = self._conn.execute(
-            f"SELECT {dd.DEVICE_ID}, since_us, until_us, seq FROM late_writes ORDER BY {dd.DEVICE_ID}, since_us").fetchall()
-        ranges: dict[str, list[list]] = {}
+        rows = self._conn.execute(f"SELECT {dd.DEVICE_ID}, since_us, until_us, seq FROM late_writes").fetchall()
+        ranges: dict[str, list[tuple[int, int | None]]] = {}
         for device, since, until, _ in rows:
-            merged = ranges.setdefault(device, [])
-            if merged and (merged[-1][1] is None or since <= merged[-1][1]):
-                merged[-1][1] = None if merged[-1][1] is None or until is None else max(merged[-1][1], until)
-            else:
-                merged.append([since, until])
+            ranges.setdefault(device, []).append((since, until))
         stamp = lambda us: None if us is None else micros_to_ts(np.array([us])).iloc[0]  # noqa: E731
-        late = {device: [(stamp(since), stamp(until)) for since, until in spans] for device, spans in ranges.items()}
+        late = {device: [(stamp(since), stamp(until)) for since, until in merge_ranges(spans)]
+                for device, spans in ranges.items()}
         return late, max((seq for *_, seq in rows), default=0)
 
     def acknowledge(self, through: int) -> None:
