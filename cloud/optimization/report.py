@@ -153,6 +153,20 @@ def gap_table(result: bt.BacktestResult) -> pd.DataFrame:
     return pd.Series(rows, name="mpc_minus_perfect").to_frame()
 
 
+def energy_left_after_sessions(result: bt.BacktestResult) -> dict[str, float]:
+    """Per strategy, the mean battery energy above its minimum SOC (kWh, nominal capacity) at
+    the last reading of each weekday charging session; empty without sessions."""
+    a, config, step = result.actuals, result.config, result.settings.step
+    found = sessions.find_sessions(a[fc.LOAD], config.home_load.ev_charger_kw)
+    weekday = np.asarray((found.starts - step).tz_convert(config.timezone).day_of_week < 5)
+    ends = a.index.get_indexer(found.ends[weekday])
+    if not len(ends):
+        return {}
+    battery = config.battery
+    return {name: float(np.mean((run.soc_percent[ends] - battery.min_soc) / 100.0 * battery.capacity_kwh))
+            for name, run in result.runs.items() if name in (bt.MPC, bt.PERFECT)}
+
+
 def _money(value: float) -> str:
     return f"{value:,.2f}"
 
@@ -189,6 +203,10 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     lines += ["", "| MPC bill against perfect foresight | difference |", "| --- | ---: |"]
     lines += [f"| {part} | {value:+,.2f} |" for part, value in gaps["mpc_minus_perfect"].items()]
     lines += [f"| total | {gaps['mpc_minus_perfect'].sum():+,.2f} |"]
+    left = energy_left_after_sessions(result)
+    if left:
+        lines += ["", f"Battery energy left when a car stopped charging on a weekday (mean, above the minimum SOC): "
+                      f"{left[bt.MPC]:.2f} kWh under the MPC, {left[bt.PERFECT]:.2f} kWh under perfect foresight."]
     lines += ["", (__doc__ or "").split("Definitions (also printed in the report):")[1].strip()]
     if plot is not None:
         lines += ["", f"![sample day]({plot.name})"]
