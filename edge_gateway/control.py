@@ -34,6 +34,8 @@ PRECHARGE_H = 3.0
 WINDOW_TAIL_H = 0.5
 #: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
 DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
+#: Days of readings a rebuilt memory replays to find the charger's sessions (one may run past midnight).
+REPLAY_DAYS = 2
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,26 @@ class SiteMemory:
             self.month, self.peak_import_kw = month, 0.0
         if math.isfinite(grid_kw):
             self.peak_import_kw = max(self.peak_import_kw, grid_kw)
+
+    @classmethod
+    def rebuilt(cls, interval_starts: pd.DatetimeIndex, timezone: str, ev_kw: np.ndarray, pv_surplus: np.ndarray,
+                grid_kw: np.ndarray) -> SiteMemory:
+        """The memory of a site that took in these readings (oldest first; ``interval_starts``
+        as :meth:`observe` takes them), for a gateway whose state file is lost. The month's
+        peak needs the month's readings, the sessions only the last ``REPLAY_DAYS``."""
+        memory = cls()
+        if len(interval_starts) == 0:
+            return memory
+        recent = np.asarray(interval_starts >= interval_starts[-1] - pd.Timedelta(days=REPLAY_DAYS))
+        for start, ev in zip(interval_starts[recent], np.asarray(ev_kw, dtype=float)[recent], strict=True):
+            memory.sessions.observe(start, timezone, float(ev))
+        memory.pv_surplus = bool(np.asarray(pv_surplus)[-1])
+        months = np.asarray(interval_starts.tz_convert(timezone).strftime("%Y-%m"))
+        memory.month = str(months[-1])
+        grid = np.asarray(grid_kw, dtype=float)
+        this_month = grid[(months == memory.month) & np.isfinite(grid)]
+        memory.peak_import_kw = max(float(this_month.max()), 0.0) if len(this_month) else 0.0
+        return memory
 
     def import_cap_kw(self, cap_kw: float, interval_start: pd.Timestamp, timezone: str) -> float:
         """A schedule's cap (NaN: none) for the interval, never below this month's peak."""

@@ -116,7 +116,7 @@ def open_runtime(
         link = MqttLink(mqtt, configs, gateway_id=gateway_id, reader=reader, watermark_path=watermark_path(state_dir, gateway_id))
         link.start()
         sinks.append(link)
-    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None)
+    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store)
     return Runtime(gateway, store, link, extra)
 
 

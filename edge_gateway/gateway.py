@@ -4,7 +4,8 @@ The battery state after each step is persisted (atomically) per device, with wha
 control remembers of the readings (control.SiteMemory: the car's sessions, the latest
 reading's facts, the month's peak import), so ``--once`` run from cron, ``--continuous`` and
 a restarted daemon all continue the same battery and guard, and a repeated instant
-recomputes the same reading instead of stepping twice.
+recomputes the same reading instead of stepping twice. A gateway whose state file is lost
+or unreadable rebuilds both from the readings it stored (``history``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import pandas as pd
 
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import SiteMemory
+from edge_gateway.control import REPLAY_DAYS, SiteMemory
 from edge_gateway.models import der_data as dd
-from edge_gateway.simulators.battery import BatteryState
+from edge_gateway.simulators.battery import BatteryState, state_from_reading
+from edge_gateway.stores.base import EdgeStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class StateFile:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:
-            log.warning("ignoring unreadable state %s (%s); starting from the configured battery", self.path, error)
+            log.warning("ignoring unreadable state %s (%s)", self.path, error)
             return None
 
     def save(self, data: dict) -> None:
@@ -89,10 +91,12 @@ class Gateway:
         sinks: Sequence[Sink] = (),
         state_dir: str | Path = "data/state",
         setpoints: SetpointSource | None = None,
+        history: EdgeStore | None = None,
     ) -> None:
         self.configs = tuple(configs)
         self.sinks = list(sinks)
         self.setpoints = setpoints
+        self.history = history
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
 
     @property
@@ -107,7 +111,9 @@ class Gateway:
         for i, state_file in enumerate(self.states):
             saved = state_file.load()
             site, last, memory = initial.site(i), None, None
-            if saved is not None:
+            if saved is None:
+                site, last, memory = self._recovered(i, at) or (site, last, memory)
+            else:
                 saved_at = dd.parse_ts(saved["ts"])
                 if at == saved_at:  # the same instant again: redo that step, do not step twice
                     before = saved["previous"]
@@ -123,6 +129,33 @@ class Gateway:
             stamps.append(last)
             memories.append(memory)
         return sites, stamps, memories, dt_h
+
+    def _recovered(self, i: int, at: pd.Timestamp) -> tuple[dict, str, dict] | None:
+        """A site's state, its instant and the control's memory, rebuilt from the readings
+        stored before ``at`` (None: no history or no reading): a gateway whose state file
+        was lost continues its battery and keeps the month's peak, instead of starting again
+        from the configured battery. See :func:`state_from_reading` for what is exact."""
+        if self.history is None:
+            return None
+        config = self.configs[i]
+        month_start = at.tz_convert(config.timezone).replace(day=1).normalize().tz_convert("UTC")
+        since = min(month_start, at - pd.Timedelta(days=REPLAY_DAYS))
+        readings = self.history.read_range(config.device_id, since, at)
+        if readings.empty:
+            readings = self.history.latest(config.device_id)
+            if readings.empty or readings[dd.TS].iloc[-1] >= at:
+                return None
+        newest = readings.iloc[-1]
+        site = state_from_reading(config.battery, float(newest[dd.BATTERY_SOC]), float(newest[dd.BATTERY_CYCLES]),
+                                          float(newest[dd.BATTERY_HEALTH]), float(newest[dd.BATTERY_TEMP]))
+        stamps = pd.DatetimeIndex(readings[dd.TS])
+        interval = pd.Timedelta(seconds=config.interval_seconds)
+        gaps = stamps.to_series().diff().fillna(interval).clip(upper=interval)
+        memory = SiteMemory.rebuilt(stamps - pd.TimedeltaIndex(gaps), config.timezone, readings[dd.LOAD_EV].to_numpy(),
+                                    (readings[dd.SOLAR_KW] > readings[dd.LOAD_TOTAL]).to_numpy(),
+                                    readings[dd.NET_GRID_FLOW].to_numpy())
+        log.warning("%s: no saved state; continuing from its stored reading of %s", config.device_id, dd.format_ts(newest[dd.TS]))
+        return site, dd.format_ts(newest[dd.TS]), memory.to_dict()
 
     def _commands(self, at: pd.Timestamp, dt_h: float, memories: list[SiteMemory]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Battery power and grid import cap commanded for the interval ``(at - dt, at]``.

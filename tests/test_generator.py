@@ -12,6 +12,7 @@ from edge_gateway.gateway import Gateway, align
 from edge_gateway.memory import retain_freed_memory
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators import base, battery
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from edge_gateway.sites import site_configs
 from tests.sim_helpers import config, readings
 
@@ -46,6 +47,24 @@ def test_restarted_gateway_continues_the_same_battery(tmp_path):
         Gateway([cfg], state_dir=tmp_path).step(ts)  # a fresh process each time, as cron would run --once
     resumed = pd.concat([Gateway([cfg], state_dir=tmp_path).step(ts) for ts in backfill[dd.TS].iloc[72:]], ignore_index=True)
     pd.testing.assert_frame_equal(backfill.iloc[72:].reset_index(drop=True), resumed, check_exact=True)
+
+
+def test_a_gateway_that_lost_its_state_file_continues_from_its_stored_readings(tmp_path):
+    cfg = config(seed=7)
+    backfill = readings(cfg, "2024-06-15", "2024-06-15 12:00")
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    for ts in backfill[dd.TS].iloc[:72]:
+        Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store).step(ts)
+    (tmp_path / "state" / f"{cfg.device_id}.json").unlink()
+    later = backfill[dd.TS].iloc[72:]
+    resumed = pd.concat([Gateway([cfg], state_dir=tmp_path / "state", history=store).step(ts) for ts in later], ignore_index=True)
+    expected = backfill.iloc[72:].reset_index(drop=True)
+    np.testing.assert_allclose(resumed[dd.BATTERY_POWER], expected[dd.BATTERY_POWER], atol=1e-6)
+    np.testing.assert_allclose(resumed[dd.BATTERY_SOC], expected[dd.BATTERY_SOC], atol=1e-3)
+    # Without the readings it would start again from the configured battery.
+    forgetful = Gateway([cfg], state_dir=tmp_path / "forgetful").step(later.iloc[0])
+    assert abs(forgetful[dd.BATTERY_SOC].iloc[0] - expected[dd.BATTERY_SOC].iloc[0]) > 5.0
+    store.close()
 
 
 def test_repeating_an_instant_does_not_step_twice(tmp_path):

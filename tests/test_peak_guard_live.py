@@ -13,6 +13,7 @@ from edge_gateway.control import ArrivalWindows, PeakGuard, SessionDays, SiteMem
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config
 
 NOW = pd.Timestamp("2024-06-17T07:00:00Z")  # local midnight of a Monday in Los Angeles
@@ -143,6 +144,35 @@ def test_a_gateway_restarted_before_every_reading_guards_as_one_that_never_stopp
     assert saved["month"] == "2024-06" and saved["peak_import_kw"] == continuous[dd.NET_GRID_FLOW].max()
 
 
+def test_a_gateway_that_loses_its_state_file_before_every_reading_rebuilds_its_memory_from_the_readings(tmp_path):
+    """With the state file gone (a wiped SD card's state folder, say) but the readings kept,
+    the battery, the day's session and the month's peak come back from the edge store."""
+    guard = GUARD | {"one_session_a_day": True}
+    site = config(seed=41, interval_seconds=900, home_load={"has_ev": True}, battery={"mode": "setpoint", "initial_soc": 90.0})
+    state_file = tmp_path / "lost" / f"{site.device_id}.json"
+
+    def day(lose: bool) -> tuple[pd.DataFrame, dict]:
+        book = SetpointBook.for_configs([site], clock=lambda: NOW)
+        book.accept(site.device_id, _day_schedule(guard))
+        store = SQLiteEdgeStore(tmp_path / f"edge-{lose}.db")
+        frames = []
+        for i in range(1, 97):
+            if lose:
+                state_file.unlink(missing_ok=True)
+            gateway = Gateway([site], sinks=[store.write], state_dir=tmp_path / ("lost" if lose else "kept"), setpoints=book, history=store)
+            frames.append(gateway.step(NOW + pd.Timedelta(minutes=15 * i)))
+        store.close()
+        saved = json.loads((tmp_path / ("lost" if lose else "kept") / f"{site.device_id}.json").read_text())
+        return pd.concat(frames, ignore_index=True), saved["memory"]
+
+    (kept, kept_memory), (lost, lost_memory) = day(False), day(True)
+    assert (kept[dd.LOAD_EV] > 0).any(), "the site's car should charge that day"
+    # The same decisions; where the battery fills, the usable capacity rebuilt from whole
+    # cycles may differ by a few Wh (battery.state_from_reading), so powers by a few W.
+    pd.testing.assert_series_equal(lost[dd.BATTERY_POWER], kept[dd.BATTERY_POWER], atol=5e-3, rtol=0)
+    assert lost_memory == kept_memory
+
+
 def test_a_cap_below_the_months_peak_is_raised_to_it():
     zone = "America/Los_Angeles"
     memory, june = SiteMemory(), pd.Timestamp("2024-06-29 18:00", tz=zone)
@@ -154,3 +184,17 @@ def test_a_cap_below_the_months_peak_is_raised_to_it():
     assert memory.import_cap_kw(7.0, pd.Timestamp("2024-07-01 00:00", tz=zone), zone) == 7.0  # a new month's bill
     assert SiteMemory.from_dict(json.loads(json.dumps(memory.to_dict()))) == memory
     assert SiteMemory.from_dict(None) == SiteMemory()  # state saved before the memory existed
+
+
+def test_a_rebuilt_memory_takes_the_peak_of_the_latest_readings_month_only():
+    zone = "America/Los_Angeles"
+    starts = pd.DatetimeIndex(["2024-06-30 22:00", "2024-06-30 23:45", "2024-07-01 00:00", "2024-07-01 00:15"]).tz_localize(zone)
+    memory = SiteMemory.rebuilt(starts, zone, ev_kw=[7.2, 0.0, 0.0, 7.2], pv_surplus=[False] * 4, grid_kw=[9.0, 1.0, 2.5, float("nan")])
+    assert memory.month == "2024-07" and memory.peak_import_kw == 2.5  # June's 9 kW was June's bill
+    assert memory.charging and memory.sessions.began_on.isoformat() == "2024-07-01"
+    assert memory.sessions.ended_session_of.isoformat() == "2024-06-30"
+    observed = SiteMemory()
+    for start, ev, grid in zip(starts, [7.2, 0.0, 0.0, 7.2], [9.0, 1.0, 2.5, float("nan")], strict=True):
+        observed.observe(start, zone, ev, False, grid)
+    assert memory == observed
+    assert SiteMemory.rebuilt(pd.DatetimeIndex([], tz="UTC"), zone, [], [], []) == SiteMemory()

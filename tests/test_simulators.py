@@ -230,3 +230,25 @@ def test_hour_angle_equals_pvlib_bit_for_bit():
     eot = solarposition.equation_of_time_spencer71(axis.day_of_year)
     expected = np.asarray(solarposition.hour_angle(axis.times, 0.0, eot), dtype=float)
     assert np.array_equal(solar.greenwich_hour_angle_deg(axis.times, eot), expected)
+
+
+def test_a_battery_state_comes_back_from_its_reading():
+    """What a gateway that lost its state file continues from: energy and usable capacity as
+    read, throughput and age to within what one whole cycle leaves unknown."""
+    cfg = config(battery={"initial_cycles": 400, "calendar_fade_percent_per_year": 2.0}).battery
+    params = battery.BatteryParams.from_configs([cfg])
+    steps, dt_h = 2000, 0.25
+    request = 5.0 * np.sin(np.arange(2 * steps) * 2 * np.pi / 96)[None, :]
+    env = np.full((1, 2 * steps), 15.0)
+    whole, _ = battery.run(params, battery.BatteryState.initial([cfg]), request, np.full(2 * steps, dt_h), env)
+    first, state = battery.run(params, battery.BatteryState.initial([cfg]), request[:, :steps], np.full(steps, dt_h), env[:, :steps])
+    read = battery.state_from_reading(cfg, first.soc_percent[0, -1], first.cycles[0, -1], first.health_percent[0, -1],
+                                      first.temperature_celsius[0, -1])
+    assert read["energy_kwh"] == pytest.approx(state.energy_kwh[0], rel=1e-12)
+    assert read["temperature_celsius"] == state.temperature_celsius[0]
+    assert abs(read["throughput_kwh"] - state.throughput_kwh[0]) <= cfg.capacity_kwh  # half a cycle each way
+    assert read["age_h"] == pytest.approx(steps * dt_h, abs=10.0)  # half a cycle's fade is ~9 h of calendar fade
+    resumed, _ = battery.run(params, battery.BatteryState.from_sites([read]), request[:, steps:], np.full(steps, dt_h), env[:, steps:])
+    np.testing.assert_allclose(resumed.power_kw[0], whole.power_kw[0, steps:], atol=1e-9)
+    np.testing.assert_allclose(resumed.soc_percent[0], whole.soc_percent[0, steps:], atol=1e-3)
+    assert battery.state_from_reading(config(battery={"capacity_kwh": 0}).battery, 0.0, 0, 100.0, 20.0)["energy_kwh"] == 0.0

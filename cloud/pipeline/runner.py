@@ -118,7 +118,7 @@ def _job(name: str, lock: threading.Lock, ctx: stages.Context, chain) -> Callabl
 
 def continuous_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
     settings = ctx.settings
-    gateway = Gateway(ctx.configs, sinks=[ctx.edge.write], state_dir=settings.state_dir)
+    gateway = Gateway(ctx.configs, sinks=[ctx.edge.write], state_dir=settings.state_dir, history=ctx.edge)
 
     def step() -> None:
         with lock:

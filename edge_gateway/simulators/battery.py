@@ -226,6 +226,30 @@ def step(
     return power, BatteryState(*new)
 
 
+def state_from_reading(
+    config: BatteryConfig, soc_percent: float, cycles: float, health_percent: float, temperature_celsius: float
+) -> dict[str, float]:
+    """One site's state as a reading of it shows it (for a gateway whose saved state is lost).
+
+    Usable capacity, stored energy and temperature come back as read. A reading gives whole
+    equivalent cycles, so throughput is taken in the middle of the cycle shown, and age is
+    what calendar fade must add to that throughput's fade to give the health shown (0 where
+    it would be negative, or where the health sits at a bound of the fade model). What the
+    two leave unknown changes the usable capacity by at most half a cycle's fade.
+    """
+    capacity = config.capacity_kwh
+    if capacity <= 0:
+        return BatteryState.initial([config], temperature_celsius).site(0)
+    k = _kernel(BatteryParams.from_configs([config]))
+    health = health_percent / 100.0
+    throughput = max(cycles - config.initial_cycles + 0.5, 0.0) * 2.0 * capacity
+    age = 0.0
+    if 0.5 < health < 1.0 and k.fade_per_hour[0] > 0:
+        age = max((k.fade_offset[0] - k.fade_per_kwh[0] * throughput - health) / k.fade_per_hour[0], 0.0)
+    energy = soc_percent / 100.0 * capacity * health
+    return {"energy_kwh": energy, "throughput_kwh": throughput, "temperature_celsius": float(temperature_celsius), "age_h": age}
+
+
 @dataclass(frozen=True)
 class BatteryTrace:
     """Per-step outputs, arrays of shape ``(n_sites, n_steps)``."""
