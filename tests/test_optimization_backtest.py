@@ -17,7 +17,7 @@ import pytest
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization.lp import solve_dispatch
-from cloud.optimization.report import LABELS, energy_left_after_sessions, gap_table, metrics, sample_day, write_report
+from cloud.optimization.report import GUARD_NOTE, LABELS, energy_left_after_sessions, gap_table, metrics, sample_day, write_report
 from edge_gateway.config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,10 @@ def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_
     usable = week_without_fade.config.battery.capacity_kwh * 0.8  # the site's 10-90 % window
     assert set(left) == {bt.MPC, bt.PERFECT} and all(0.0 <= kwh <= usable + 1e-6 for kwh in left.values())
     assert f"{left[bt.MPC]:.2f} kWh under the MPC" in text
+    # The guard's note follows what the MPC ran: guarded here (a car), not where no guard ran.
+    assert runs[bt.MPC].guarded and GUARD_NOTE in text
+    unguarded = dataclasses.replace(week_without_fade, runs=runs | {bt.MPC: dataclasses.replace(runs[bt.MPC], guarded=False)})
+    assert GUARD_NOTE not in write_report(unguarded, tmp_path / "unguarded").read_text()
     day = sample_day(week_without_fade)
     assert JUNE.tz_localize(week_without_fade.config.timezone) <= day < JUNE.tz_localize(week_without_fade.config.timezone) + pd.Timedelta(days=7)
 

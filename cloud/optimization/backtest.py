@@ -114,6 +114,7 @@ class StrategyRun:
     bill: CostBreakdown
     throughput_kwh: float
     failed_plans: int = 0
+    guarded: bool = False  # ran under the peak guard (the MPC on a site with a car, see mpc)
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,11 @@ def bill(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig,
 
 
 def _run(name: str, actuals: pd.DataFrame, trace: physics.BatteryTrace, config: SimulatorConfig,
-         settings: BacktestSettings, failed: int = 0) -> StrategyRun:
+         settings: BacktestSettings, failed: int = 0, guarded: bool = False) -> StrategyRun:
     power = trace.power_kw[0]
     grid = actuals[fc.LOAD].to_numpy() + power - actuals[fc.PV].to_numpy()
     return StrategyRun(name, power, trace.soc_percent[0], grid, bill(actuals, power, config, settings),
-                       float(np.abs(power).sum() * settings.step_hours), failed)
+                       float(np.abs(power).sum() * settings.step_hours), failed, guarded)
 
 
 def _with_mode(config: SimulatorConfig, mode: BatteryMode) -> SimulatorConfig:
@@ -416,7 +417,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
             trace = sim.battery
         grid[k : k + len(rows)] = load[k : k + len(rows)] + trace.power_kw[0] - pv[k : k + len(rows)]
         sims.append(trace)
-    return _run(MPC, actuals, _concat(sims), config, settings, failed), len(starts)
+    return _run(MPC, actuals, _concat(sims), config, settings, failed, guarded), len(starts)
 
 
 def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics.BatteryState, rule: guard.GuardRule,

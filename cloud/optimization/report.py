@@ -194,8 +194,7 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     failed = int(table.loc[bt.MPC, "failed_plans"])
     if failed:
         lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
-    guarded = s.execution == "guarded" and result.config.home_load.ev_charger_kw > 0
-    if s.forecaster == "naive" and guarded:
+    if s.forecaster == "naive" and result.runs[bt.MPC].guarded:
         lines += ["", GUARD_NOTE]
     elif s.forecaster == "naive" and s.scenarios:
         lines += ["", MPC_NOTE]
