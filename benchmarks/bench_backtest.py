@@ -2,10 +2,13 @@
 perfect-foresight savings, and a lower bill than the self-consumption rule), beyond the one
 backtest the tests hold: 30-day backtests, naive forecaster, the default guarded execution.
 
-    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car]
+    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car | --session-oracle]
 
 ``default`` is the default site as shipped (no seed: the one derived from its device id);
-``--no-car`` runs the same homes without an EV (no peak guard, scenario plans).
+``--no-car`` runs the same homes without an EV (no peak guard, scenario plans);
+``--session-oracle`` tells the guard, while a car charges, what the rest of the session
+needs (``BacktestSettings.session_oracle``): not a controller, the measure of what not
+knowing a session's length costs.
 Prints one line per backtest, then the mean and the worst.
 """
 
@@ -28,10 +31,10 @@ from cloud.optimization.report import metrics  # noqa: E402
 from edge_gateway.config import build_config  # noqa: E402
 
 
-def one(seed: str, month: str, days: int, car: bool = True) -> dict:
+def one(seed: str, month: str, days: int, car: bool = True, oracle: bool = False) -> dict:
     config = build_config(({} if seed == "default" else {"seed": int(seed)}) | ({} if car else {"home_load": {"has_ev": False}}))
     started = time.perf_counter()
-    table = metrics(bt.run_backtest(config, bt.BacktestSettings(days=days, start=pd.Timestamp(f"{month}-01"))))
+    table = metrics(bt.run_backtest(config, bt.BacktestSettings(days=days, start=pd.Timestamp(f"{month}-01"), session_oracle=oracle)))
     return {
         "seed": seed, "month": month, "seconds": time.perf_counter() - started,
         "mpc": float(table.loc[bt.MPC, "capture"]), "self_consumption": float(table.loc[bt.SELF_CONSUMPTION, "capture"]),
@@ -45,15 +48,18 @@ def main() -> None:
     parser.add_argument("--months", default="2024-03,2024-06,2024-09")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-car", action="store_true", help="the same homes without an EV")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--no-car", action="store_true", help="the same homes without an EV")
+    kind.add_argument("--session-oracle", action="store_true", help="the guard knows what each session's rest needs")
     args = parser.parse_args()
     runs = [(seed, month) for seed in args.seeds.split(",") for month in args.months.split(",")]
-    homes = "homes without a car" if args.no_car else "homes with a car"
+    homes = "homes without a car" if args.no_car else "homes with a car" + (", session-length oracle" if args.session_oracle else "")
     print(f"machine: {describe()}; {len(runs)} backtests of {args.days} days ({homes}), {args.workers} at a time")
     print(f"{'site':>8} {'month':>8} {'MPC':>7} {'rule':>7} {'MPC bill':>9} {'rule bill':>9} {'time':>6}")
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
-        for row in pool.map(one, *zip(*runs), [args.days] * len(runs), [not args.no_car] * len(runs)):
+        for row in pool.map(one, *zip(*runs), [args.days] * len(runs), [not args.no_car] * len(runs),
+                            [args.session_oracle] * len(runs)):
             results.append(row)
             print(f"{row['seed']:>8} {row['month']:>8} {row['mpc']:7.1%} {row['self_consumption']:7.1%} "
                   f"{row['mpc_bill']:9.2f} {row['rule_bill']:9.2f} {row['seconds']:5.1f}s", flush=True)

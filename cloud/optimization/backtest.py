@@ -21,6 +21,9 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
 
+``session_oracle`` (analysis only) tells the guarded MPC, while a car charges, what the rest
+of the session needs, to measure what not knowing a session's length costs.
+
 The demand charge is billed per calendar month (site time) on that month's peak import;
 re-plans within a month know the peak already reached, so they never pay for it twice.
 """
@@ -88,6 +91,9 @@ class BacktestSettings(Stepped):
     execution: str = EXECUTIONS[0]
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     scenarios: bool = True  # capped execution: plan over the forecaster's load scenarios when it offers them
+    # Analysis only, no controller can run it: while a car charges, the guard is told what
+    # the rest of the session needs (see _guarded_steps). Measures what not knowing costs.
+    session_oracle: bool = False
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -411,7 +417,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         rows = actuals.index[k : k + every]
         if guarded:
             trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec,
-                                          exo.steps(slice(k, k + len(rows))))
+                                          exo.steps(slice(k, k + len(rows))),
+                                          _SessionOracle(exo, actuals.index, k) if settings.session_oracle else None)
         else:
             sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
             trace = sim.battery
@@ -420,20 +427,50 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     return _run(MPC, actuals, _concat(sims), config, settings, failed, guarded), len(starts)
 
 
+@dataclass(frozen=True)
+class _SessionOracle:
+    """What the rest of a session needs from the battery, read off the simulator's own charger
+    load (``exo`` over the backtest's ``index``; ``first``: the row of the hour's first step)."""
+
+    exo: generator.Exogenous
+    index: pd.DatetimeIndex
+    first: int
+
+    def reserve_kwh(self, j: int, peak_kw: float, spec: BatterySpec, step_hours: float) -> float | None:
+        """Energy (above the minimum) that holds ``peak_kw`` from step ``j`` of the hour to the
+        session's end, plus one step at full discharge (a free step may spend that much);
+        None when no car charged in the step before."""
+        row = self.first + j
+        ev = self.exo.ev_kw[0]
+        if row == 0 or ev[row - 1] <= 0.0:
+            return None
+        stops = np.flatnonzero(ev[row:] <= 0.0)
+        end = row + (int(stops[0]) if len(stops) else len(ev) - row)
+        over = np.maximum(self.exo.load_kw[0, row:end] - self.exo.solar_kw[0, row:end] - peak_kw, 0.0)
+        return float((over.sum() + spec.max_discharge_kw) * step_hours / spec.discharge_efficiency)
+
+
 def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics.BatteryState, rule: guard.GuardRule,
                    history: pd.DataFrame, planned_kw: np.ndarray, peak_kw: float, settings: BacktestSettings,
-                   spec: BatterySpec, exo: generator.Exogenous) -> tuple[physics.BatteryTrace, physics.BatteryState]:
+                   spec: BatterySpec, exo: generator.Exogenous,
+                   oracle: _SessionOracle | None = None) -> tuple[physics.BatteryTrace, physics.BatteryState]:
     """The steps until the next plan, each commanded by the peak guard on the reading before it
     (the plan's command where the guard leaves the battery free), under the cap of the guard's
-    target or the month's peak. ``exo``: the site's physics at ``rows``."""
+    target or the month's peak. ``exo``: the site's physics at ``rows``. With an ``oracle``
+    (``session_oracle``), a car's session keeps only what its rest needs, if that is less
+    than the reserve."""
     charger_kw = site.home_load.ev_charger_kw
     traces = []
     for j, instant in enumerate(rows):
         previous = instant - settings.step
         recent = history.loc[previous - guard.SESSION_LOOKBACK : previous]
         found = sessions.find_sessions(recent[fc.LOAD], charger_kw)
-        command = np.array([rule.edge.command_kw(
-            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh, found.ongoing,
+        edge = rule.edge
+        needed = None if oracle is None else oracle.reserve_kwh(j, peak_kw, spec, settings.step_hours)
+        if needed is not None:
+            edge = dataclasses.replace(edge, reserve_kwh=min(edge.reserve_kwh, needed))
+        command = np.array([edge.command_kw(
+            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh, needed is not None or found.ongoing,
             bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
             sessions.ended_today_at(found, recent.index[-1], settings.step, site.timezone),
         )])
