@@ -149,22 +149,13 @@ def test_mpc_on_perfect_forecasts_reaches_the_upper_bound(month):
     "September 2024) it averages 77.1%, worst 66.8%, two at 85% or more, and beats the rule in all 15. Of the "
     "$15.85 gap, $5.10 is the demand charge on a cap chosen before the month's sessions are seen and $10.61 energy "
     "while a car charges, mostly the reserve left when it stops (no reading tells a short session from a long one "
-    "while it runs). Told each session's length (BacktestSettings.session_oracle, analysis only) it would capture "
-    "85.3%; across the 15, 80.5% on average"
+    "while it runs). Told each session's length (bench_backtest.py --session-oracle, analysis only) it would "
+    "capture 85.3%; across the 15, 80.5% on average"
 ))
 def test_forecast_driven_mpc_captures_85_percent_and_beats_self_consumption(month):
     table = month["naive"]
     assert table.loc[bt.MPC, "capture"] >= 0.85
     assert table.loc[bt.MPC, "bill"] < table.loc[bt.SELF_CONSUMPTION, "bill"]
-
-
-@pytest.mark.slow
-def test_on_the_default_site_85_percent_takes_knowing_each_sessions_length(month):
-    """What the xfail above lacks, measured: with the session-length oracle (analysis only)
-    the same backtest captures 85.3 %, with the same peak; without it, 80.8 %."""
-    told = metrics(bt.run_backtest(build_config({}), bt.BacktestSettings(days=30, start=JUNE, session_oracle=True)))
-    assert told.loc[bt.MPC, "capture"] >= 0.85 > month["naive"].loc[bt.MPC, "capture"]
-    assert told.loc[bt.MPC, "peak_import_kw"] == pytest.approx(month["naive"].loc[bt.MPC, "peak_import_kw"], abs=0.01)
 
 
 def test_cli_backtest_writes_the_report(tmp_path):
