@@ -147,7 +147,7 @@ class Gateway:
                 return None
         newest = readings.iloc[-1]
         site = state_from_reading(config.battery, float(newest[dd.BATTERY_SOC]), float(newest[dd.BATTERY_CYCLES]),
-                                          float(newest[dd.BATTERY_HEALTH]), float(newest[dd.BATTERY_TEMP]))
+                                  float(newest[dd.BATTERY_HEALTH]), float(newest[dd.BATTERY_TEMP]))
         stamps = pd.DatetimeIndex(readings[dd.TS])
         interval = pd.Timedelta(seconds=config.interval_seconds)
         gaps = stamps.to_series().diff().fillna(interval).clip(upper=interval)

@@ -418,7 +418,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         if guarded:
             trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec,
                                           exo.steps(slice(k, k + len(rows))),
-                                          _SessionOracle(exo, actuals.index, k) if settings.session_oracle else None)
+                                          _SessionOracle(exo, k) if settings.session_oracle else None)
         else:
             sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
             trace = sim.battery
@@ -430,10 +430,9 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
 @dataclass(frozen=True)
 class _SessionOracle:
     """What the rest of a session needs from the battery, read off the simulator's own charger
-    load (``exo`` over the backtest's ``index``; ``first``: the row of the hour's first step)."""
+    load (``exo`` over the backtest's readings; ``first``: the row of the hour's first step)."""
 
     exo: generator.Exogenous
-    index: pd.DatetimeIndex
     first: int
 
     def reserve_kwh(self, j: int, peak_kw: float, spec: BatterySpec, step_hours: float) -> float | None:
