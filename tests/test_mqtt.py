@@ -139,7 +139,10 @@ def _command_in_force(runtime, device: str) -> bool:
         pytest.param({}, {"power_kw": 50.0}, 5.0, id="beyond-the-rate-clamped-to-max-charge"),
         pytest.param({}, {"power_kw": -2.5, "expires_in_s": 600}, -2.5, id="discharge-within-limits"),
         pytest.param({"max_discharge_rate_kw": 3.0}, {"power_kw": -4.9}, -3.0, id="discharge-clamped-to-its-own-rate"),
-        pytest.param({"initial_soc": 10.0, "min_soc": 10.0}, {"power_kw": -3.0}, 0.0, id="discharge-at-min-soc-does-nothing"),
+        # A battery that cannot charge stays at its minimum through the step before, whatever
+        # PV the wall clock's hour brings (a sunny morning's rule would otherwise store some).
+        pytest.param({"initial_soc": 10.0, "min_soc": 10.0, "max_charge_rate_kw": 0.0}, {"power_kw": -3.0}, 0.0,
+                     id="discharge-at-min-soc-does-nothing"),
     ],
 )
 def test_a_setpoint_drives_the_battery_on_the_next_step_within_its_limits(broker, tmp_path, battery, command, expected_kw):

@@ -451,3 +451,15 @@ def test_a_scenario_plan_shares_its_first_steps_and_one_peak_covers_every_scenar
     # Alone, the calm day would spend the battery at the peak price; with the car possible the
     # one peak must also hold that evening, so it cannot be lower than the car's evening alone.
     assert plan.peak_import_kw >= solve_dispatch(car, battery).peak_import_kw - 1e-6
+
+
+def test_solvers_write_nothing_to_standard_output(capfd):
+    """The CLIs print JSON on stdout: HiGHS's banner there would corrupt it (highspy 1.16
+    writes it as a ``Highs()`` is built, before any option can be set)."""
+    from cloud.portfolio.central import new_solver as group_solver
+
+    inputs, battery = random_instance(np.random.default_rng(3), 8)
+    solve_dispatch(inputs, battery, highs=new_solver())
+    group_solver("ipm")
+    captured = capfd.readouterr()
+    assert captured.out == ""

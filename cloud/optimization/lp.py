@@ -149,10 +149,22 @@ def lp_arrays(inputs: HorizonInputs, battery: BatterySpec) -> tuple[sp.csc_matri
     return matrix, cost, col_lower, col_upper, row_lower, row_upper
 
 
+def quiet_highs() -> highspy.Highs:
+    """A HiGHS instance with its logging off before it can write anything.
+
+    ``highspy.Highs()`` enables its Python callbacks as it is built, and from highspy 1.16
+    that writes HiGHS's banner to standard output before any option can be set, which
+    corrupts the CLIs' ``--json`` output. The compiled base class has every method the
+    project calls and no callbacks (none are used here); older highspy without it falls
+    back to the public class, which was silent until its output flag was read."""
+    highs = getattr(getattr(highspy, "_core", None), "_Highs", highspy.Highs)()
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
 def new_solver() -> highspy.Highs:
     """A quiet HiGHS instance; :func:`solve_many` reuses one across sites."""
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = quiet_highs()
     # On a 96-step dispatch LP presolve costs more than it saves (about 3 ms against 2 ms).
     highs.setOptionValue("presolve", "off")
     return highs

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cloud.optimization import SolverFailed
+from cloud.optimization.lp import quiet_highs
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
 _INF = highspy.kHighsInf
@@ -148,8 +149,7 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
     if highs is None:
-        highs = highspy.Highs()
-        highs.setOptionValue("output_flag", False)
+        highs = quiet_highs()
     highs.passModel(lp)
     highs.run()
     status = highs.getModelStatus()
@@ -166,7 +166,6 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
 
 
 def new_solver(method: str = "choose") -> highspy.Highs:
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = quiet_highs()
     highs.setOptionValue("solver", method)
     return highs
