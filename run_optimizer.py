@@ -87,15 +87,12 @@ def plan(args, config: SimulatorConfig) -> None:
               f"the first's. Expected over all: cost {expected['cost']:.2f}, savings "
               f"{expected['savings_vs_no_battery']:.2f} against no battery, "
               f"{expected['savings_vs_self_consumption']:.2f} against self-consumption")
-    guard = summary["guard"]
-    if guard:
-        print(f"peak guard: import cap {guard['target_kw']:.2f} kW, {guard['reserve_kwh']:.1f} kWh kept for EV sessions "
-              f"from {_hours(guard['weekday_window_h'])} on weekdays, {_hours(guard['weekend_window_h'])} at weekends"
-              + ("; none after the day's session (the car charged at most once a day)" if guard["one_session_a_day"] else ""))
-
-
-def _hours(window: list[float]) -> str:
-    return "-".join(f"{int(h) % 24:02d}:{round(h % 1 * 60):02d}" for h in window)
+    policy = summary["reserve"]
+    if policy:
+        print(f"reserve policy: import cap {policy['cap_kw']:.2f} kW; with no car charging the battery covers load down to "
+              f"{policy['floor_above_min_kwh_now']:.1f} kWh above its minimum now, at most "
+              f"{policy['floor_above_min_kwh_highest']:.1f} kWh over the plan ({policy['states']} session states, "
+              "learnt from the last four weeks)" + ("; the car charges at most once a day" if policy["one_session_a_day"] else ""))
 
 
 def backtest(args, config: SimulatorConfig) -> None:

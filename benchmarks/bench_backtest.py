@@ -2,13 +2,12 @@
 perfect-foresight savings, and a lower bill than the self-consumption rule), beyond the one
 backtest the tests hold: 30-day backtests, naive forecaster, the default guarded execution.
 
-    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car | --session-oracle]
+    python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car] [--execution capped]
 
 ``default`` is the default site as shipped (no seed: the one derived from its device id);
-``--no-car`` runs the same homes without an EV (no peak guard, scenario plans);
-``--session-oracle`` tells the guard, while a car charges, what the rest of the session
-needs (``BacktestSettings.session_oracle``): not a controller, the measure of what not
-knowing a session's length costs.
+``--no-car`` runs the same homes without an EV (no reserve policy, scenario plans);
+``--execution capped`` runs homes with a car on the hourly scenario LP instead of the
+reserve policy, for comparison.
 Prints one line per backtest, then the mean and the worst.
 """
 
@@ -31,10 +30,10 @@ from cloud.optimization.report import metrics  # noqa: E402
 from edge_gateway.config import build_config  # noqa: E402
 
 
-def one(seed: str, month: str, days: int, car: bool = True, oracle: bool = False) -> dict:
+def one(seed: str, month: str, days: int, car: bool = True, execution: str = bt.EXECUTIONS[0]) -> dict:
     config = build_config(({} if seed == "default" else {"seed": int(seed)}) | ({} if car else {"home_load": {"has_ev": False}}))
     started = time.perf_counter()
-    table = metrics(bt.run_backtest(config, bt.BacktestSettings(days=days, start=pd.Timestamp(f"{month}-01"), session_oracle=oracle)))
+    table = metrics(bt.run_backtest(config, bt.BacktestSettings(days=days, start=pd.Timestamp(f"{month}-01"), execution=execution)))
     return {
         "seed": seed, "month": month, "seconds": time.perf_counter() - started,
         "mpc": float(table.loc[bt.MPC, "capture"]), "self_consumption": float(table.loc[bt.SELF_CONSUMPTION, "capture"]),
@@ -48,18 +47,17 @@ def main() -> None:
     parser.add_argument("--months", default="2024-03,2024-06,2024-09")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    kind = parser.add_mutually_exclusive_group()
-    kind.add_argument("--no-car", action="store_true", help="the same homes without an EV")
-    kind.add_argument("--session-oracle", action="store_true", help="the guard knows what each session's rest needs")
+    parser.add_argument("--no-car", action="store_true", help="the same homes without an EV")
+    parser.add_argument("--execution", choices=bt.EXECUTIONS, default=bt.EXECUTIONS[0], help="how the MPC carries its plans out")
     args = parser.parse_args()
     runs = [(seed, month) for seed in args.seeds.split(",") for month in args.months.split(",")]
-    homes = "homes without a car" if args.no_car else "homes with a car" + (", session-length oracle" if args.session_oracle else "")
+    homes = ("homes without a car" if args.no_car else "homes with a car") + f", execution {args.execution}"
     print(f"machine: {describe()}; {len(runs)} backtests of {args.days} days ({homes}), {args.workers} at a time")
     print(f"{'site':>8} {'month':>8} {'MPC':>7} {'rule':>7} {'MPC bill':>9} {'rule bill':>9} {'time':>6}")
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(one, *zip(*runs), [args.days] * len(runs), [not args.no_car] * len(runs),
-                            [args.session_oracle] * len(runs)):
+                            [args.execution] * len(runs)):
             results.append(row)
             print(f"{row['seed']:>8} {row['month']:>8} {row['mpc']:7.1%} {row['self_consumption']:7.1%} "
                   f"{row['mpc_bill']:9.2f} {row['rule_bill']:9.2f} {row['seconds']:5.1f}s", flush=True)

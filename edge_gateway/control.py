@@ -1,19 +1,21 @@
-"""The peak guard's rule, step by step: what a battery does with a reserve kept for EV sessions.
+"""The reserve policy's rule, step by step: what a battery keeps back for EV sessions.
 
-The cloud fits the guard once a month on the site's readings (``cloud/optimization/guard.py``)
-and sends it with the plan; the gateway applies it at every reading, on what it measured
-last, and the backtest applies the very same function to the simulated site, so what the
-backtest measures is what the gateway runs.
+The cloud solves the policy on the site's readings and forecasts (``cloud/optimization/
+reserve.py``) and sends it with the plan; the gateway applies it at every reading, and the
+backtest applies the very same functions to the simulated site, so what the backtest
+measures is what the gateway runs.
 
-* While a car could arrive (the weekday or weekend hours in which past sessions started) or
-  charges, the battery covers house load only above ``reserve_kwh``, so a session that comes
-  finds the energy to hold the import cap; the cap itself is the schedule's
-  ``import_limit_kw``, defended by the battery within the step.
-* In the ``PRECHARGE_H`` hours before the window the battery is charged up to the reserve from
-  the grid if PV has not done it.
-* Where one car charges at most once a day (``one_session_a_day``, learnt from the readings),
-  no reserve is kept for the rest of a day whose session has ended.
-* Elsewhere, and above the reserve, the plan's command (or the battery's own rule) stands.
+The policy gives, per step and session state (no car yet; the ``k``-th charging step of a
+session whose house load runs at one of a few levels; the day's only session done), two
+energies. Within the step, on the load it measures, the battery
+
+* charges up to ``charge_to_kwh`` (from the grid if PV does not cover it);
+* otherwise covers load only down to ``floor_kwh``, and stores any PV surplus;
+* and always defends the schedule's ``import_limit_kw``, reserve or not,
+
+as a home battery's backup-reserve, grid-charge and grid-limit settings do. The session
+state comes from the gateway's own charger readings (:class:`SessionDays`); the house level
+of a session under way from its house load so far against the policy's forecast.
 
 What the gateway must remember between readings to decide this (:class:`SiteMemory`) is kept
 with the battery state, so a restart changes nothing.
@@ -28,75 +30,44 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-#: Hours before the arrival window in which the battery is charged up to the reserve.
-PRECHARGE_H = 3.0
-#: Hours after the latest past arrival that the window stays open.
-WINDOW_TAIL_H = 0.5
-#: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
-DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
 #: Days of readings a rebuilt memory replays to find the charger's sessions (one may run past midnight).
 REPLAY_DAYS = 2
 
 
-@dataclass(frozen=True)
-class ArrivalWindows:
-    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
-
-    weekday_h: tuple[float, float]
-    weekend_h: tuple[float, float]
-
-    @classmethod
-    def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
-        local = (starts - step).tz_convert(timezone)
-        hours = np.asarray(local.hour + local.minute / 60.0)
-        weekend = np.asarray(local.day_of_week >= 5)
-        spans = []
-        for kind, default in zip((False, True), DEFAULT_WINDOWS, strict=True):
-            seen = hours[weekend == kind]
-            spans.append((float(seen.min()), float(seen.max()) + WINDOW_TAIL_H) if len(seen) else default)
-        return cls(*spans)
-
-    def bounds(self, weekend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end hour of the window of each step's day kind."""
-        start = np.where(weekend, self.weekend_h[0], self.weekday_h[0])
-        end = np.where(weekend, self.weekend_h[1], self.weekday_h[1])
-        return start, end
-
-
-@dataclass(frozen=True)
-class PeakGuard:
-    """The part of a guard a gateway runs: the reserve and the hours it is kept in."""
-
-    reserve_kwh: float  # energy above the battery's minimum SOC
-    windows: ArrivalWindows
-    one_session_a_day: bool = False  # no session has followed another on the same day
-
-    def command_kw(self, interval_start: pd.Timestamp, timezone: str, energy_above_min_kwh: float,
-                   charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float,
-                   session_ended_today: bool = False) -> float:
-        """The command for the interval starting at ``interval_start`` (NaN: the plan's).
-        ``session_ended_today``: a session that began this local day (of the interval's start)
-        has ended."""
-        local = interval_start.tz_convert(timezone)
-        return float(guard_setpoints_kw(
-            np.array([self.reserve_kwh]), local.hour + local.minute / 60.0, local.weekday() >= 5, self.windows,
-            np.array([energy_above_min_kwh]), charging_now, pv_surplus, max_charge_kw, step_hours,
-            self.one_session_a_day and session_ended_today,
-        )[0])
+def reserve_request_kw(net_kw: float, energy_kwh: float, floor_kwh: float, charge_to_kwh: float, max_charge_kw: float,
+                       charge_efficiency: float, discharge_efficiency: float, step_hours: float) -> float:
+    """The battery power (positive charges) a reserve policy asks for within one step, on the
+    step's net load (load less PV, positive imports); the import cap and the physics clamp
+    it afterwards (``battery.request_setpoint``, ``battery.step``)."""
+    if energy_kwh < charge_to_kwh:
+        request = min(max_charge_kw, (charge_to_kwh - energy_kwh) / (charge_efficiency * step_hours))
+        return max(request, -net_kw)
+    if net_kw > 0.0:
+        return -min(net_kw, max(energy_kwh - floor_kwh, 0.0) * discharge_efficiency / step_hours)
+    return -net_kw
 
 
 @dataclass
 class SessionDays:
-    """Whether a site's car has had its session today, from its charger's readings in order."""
+    """The car's sessions as the charger's readings show them, in order: whether it charges,
+    since when, the house load meanwhile against its forecast, and whether today's has ended."""
 
     charging: bool = False
     began_on: date | None = None  # local day the current or latest session began
     ended_session_of: date | None = None  # began_on of the latest session that ended
+    started_at: pd.Timestamp | None = None  # interval start of the current or latest session's first reading
+    house_kw_sum: float = 0.0  # the session's house load so far, summed over its readings
+    expected_kw_sum: float = 0.0  # the policy's house-load forecast over the same readings
 
-    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float) -> None:
+    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float, house_kw: float = math.nan,
+                expected_kw: float = math.nan) -> None:
         charging = ev_kw > 0.0
         if charging and not self.charging:
             self.began_on = interval_start.tz_convert(timezone).date()
+            self.started_at, self.house_kw_sum, self.expected_kw_sum = interval_start, 0.0, 0.0
+        if charging and math.isfinite(house_kw) and math.isfinite(expected_kw):
+            self.house_kw_sum += house_kw
+            self.expected_kw_sum += expected_kw
         if self.charging and not charging:
             self.ended_session_of = self.began_on
         self.charging = charging
@@ -105,28 +76,109 @@ class SessionDays:
         """A session that began on the local day of ``interval_start`` has ended."""
         return self.ended_session_of is not None and self.ended_session_of == interval_start.tz_convert(timezone).date()
 
+    def house_ratio(self) -> float:
+        """The session's house load so far over its forecast (1 without a forecast)."""
+        return self.house_kw_sum / self.expected_kw_sum if self.expected_kw_sum > 0.0 else 1.0
+
     def to_dict(self) -> dict:
         day = lambda d: None if d is None else d.isoformat()  # noqa: E731
-        return {"charging": self.charging, "began_on": day(self.began_on), "ended_session_of": day(self.ended_session_of)}
+        return {"charging": self.charging, "began_on": day(self.began_on), "ended_session_of": day(self.ended_session_of),
+                "started_at": None if self.started_at is None else self.started_at.isoformat(),
+                "house_kw_sum": self.house_kw_sum, "expected_kw_sum": self.expected_kw_sum}
 
     @classmethod
     def from_dict(cls, data: dict) -> SessionDays:
         day = lambda v: None if v is None else date.fromisoformat(v)  # noqa: E731
-        return cls(bool(data["charging"]), day(data["began_on"]), day(data["ended_session_of"]))
+        started = data.get("started_at")  # absent in state saved before sessions kept their start
+        return cls(bool(data["charging"]), day(data["began_on"]), day(data["ended_session_of"]),
+                   None if started is None else pd.Timestamp(started), float(data.get("house_kw_sum", 0.0)),
+                   float(data.get("expected_kw_sum", 0.0)))
+
+
+@dataclass(frozen=True, eq=False)
+class ReservePolicy:
+    """Per step from ``start`` (rows) and session state (columns), the energies the battery
+    keeps (``floor_kwh``) and charges to (``charge_to_kwh``). Columns: 0 no car yet,
+    ``1 + (k - 1) * M + m`` the ``k``-th charging step (``k = charging_steps`` and beyond) at
+    house level ``m`` of ``house_levels`` (M of them), the last the day's only session done.
+    ``house_kw``: the house-load forecast the policy was solved on, per step."""
+
+    start: pd.Timestamp  # start of the first step's interval
+    step_s: int
+    floor_kwh: np.ndarray
+    charge_to_kwh: np.ndarray
+    charging_steps: int
+    house_levels: tuple[float, ...]
+    house_kw: np.ndarray
+    one_session_a_day: bool
+    cap_kw: float = math.nan  # the import cap it was solved for (informational: the cap travels as import_limit_kw)
+
+    @property
+    def states(self) -> int:
+        return self.charging_steps * len(self.house_levels) + 2
+
+    @property
+    def step(self) -> pd.Timedelta:
+        return pd.Timedelta(seconds=self.step_s)
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return self.start + len(self.house_kw) * self.step
+
+    def row(self, interval_start: pd.Timestamp) -> int | None:
+        """The step of the interval starting at ``interval_start``; None outside the policy."""
+        row = math.floor((interval_start - self.start) / self.step)
+        return row if 0 <= row < len(self.house_kw) else None
+
+    def house_forecast_kw(self, interval_start: pd.Timestamp) -> float:
+        row = self.row(interval_start)
+        return math.nan if row is None else float(self.house_kw[row])
+
+    def state(self, sessions: SessionDays, interval_start: pd.Timestamp, timezone: str, ev_kw: float) -> int:
+        """The column for the interval: from the charger's readings before it and its power in
+        the interval itself (``ev_kw``; the battery measures the step's load, as in the program)."""
+        if ev_kw > 0.0:
+            running = sessions.charging and sessions.started_at is not None
+            k = round((interval_start - sessions.started_at) / self.step) + 1 if running else 1
+            levels = np.asarray(self.house_levels)
+            level = int(np.argmin(np.abs(levels - sessions.house_ratio()))) if running else 0
+            return 1 + (min(max(k, 1), self.charging_steps) - 1) * len(levels) + level
+        if self.one_session_a_day:
+            began_today = sessions.began_on == interval_start.tz_convert(timezone).date()
+            if sessions.ended_today(interval_start, timezone) or (sessions.charging and began_today):
+                return self.states - 1
+        return 0
+
+    def limits(self, interval_start: pd.Timestamp, sessions: SessionDays, timezone: str,
+               ev_kw: float) -> tuple[float, float] | None:
+        """(floor, charge-to) energies in kWh for the interval; None outside the policy."""
+        row = self.row(interval_start)
+        if row is None:
+            return None
+        column = self.state(sessions, interval_start, timezone, ev_kw)
+        return float(self.floor_kwh[row, column]), float(self.charge_to_kwh[row, column])
+
+    def payload(self, steps: int | None = None) -> dict:
+        """The ``reserve`` object of a setpoint schedule (edge_gateway/mqtt/commands.py), its
+        first ``steps`` rows (all by default), energies to the watt-hour."""
+        rows = slice(0, steps)
+        table = lambda a: np.round(a[rows], 3).tolist()  # noqa: E731
+        return {"start": self.start.isoformat(), "step_s": self.step_s, "charging_steps": self.charging_steps,
+                "house_levels": [round(m, 4) for m in self.house_levels], "one_session_a_day": self.one_session_a_day,
+                "house_kw": table(self.house_kw), "floor_kwh": table(self.floor_kwh), "charge_to_kwh": table(self.charge_to_kwh)}
 
 
 @dataclass
 class SiteMemory:
     """What a gateway's control remembers of a site's readings from one step to the next, and
-    keeps with the battery state so a restart forgets none of it: the charger's sessions,
-    the latest reading's facts the guard decides on, and the billing month's peak import.
+    keeps with the battery state so a restart forgets none of it: the charger's sessions and
+    the billing month's peak import.
 
     The month's peak is already paid for, so an import cap below it only spends the battery
     on imports that cost nothing more (:meth:`import_cap_kw`), as the backtest does.
     """
 
     sessions: SessionDays = field(default_factory=SessionDays)
-    pv_surplus: bool = False  # the latest reading's PV above its load
     month: str | None = None  # local "YYYY-MM" of the interval ``peak_import_kw`` belongs to
     peak_import_kw: float = 0.0
 
@@ -135,11 +187,11 @@ class SiteMemory:
         """A car charged in the latest reading."""
         return self.sessions.charging
 
-    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float, pv_surplus: bool, grid_kw: float) -> None:
+    def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float, grid_kw: float,
+                house_kw: float = math.nan, expected_kw: float = math.nan) -> None:
         """Take in one reading (of the interval starting at ``interval_start``); ``grid_kw``
-        positive imports."""
-        self.sessions.observe(interval_start, timezone, ev_kw)
-        self.pv_surplus = pv_surplus
+        positive imports; ``house_kw`` the load without the car, ``expected_kw`` its forecast."""
+        self.sessions.observe(interval_start, timezone, ev_kw, house_kw, expected_kw)
         month = _month(interval_start, timezone)
         if month != self.month:
             self.month, self.peak_import_kw = month, 0.0
@@ -147,24 +199,27 @@ class SiteMemory:
             self.peak_import_kw = max(self.peak_import_kw, grid_kw)
 
     @classmethod
-    def rebuilt(cls, interval_starts: pd.DatetimeIndex, timezone: str, ev_kw: np.ndarray, pv_surplus: np.ndarray,
-                grid_kw: np.ndarray) -> SiteMemory:
+    def rebuilt(cls, interval_starts: pd.DatetimeIndex, timezone: str, ev_kw: np.ndarray, grid_kw: np.ndarray) -> SiteMemory:
         """The memory of a site that took in these readings (oldest first; ``interval_starts``
         as :meth:`observe` takes them), for a gateway whose state file is lost. The month's
-        peak needs the month's readings, the sessions only the last ``REPLAY_DAYS``."""
+        peak needs the month's readings, the sessions only the last ``REPLAY_DAYS``; a
+        session's house level, whose forecast went with the state file, reads as usual."""
         memory = cls()
         if len(interval_starts) == 0:
             return memory
         recent = np.asarray(interval_starts >= interval_starts[-1] - pd.Timedelta(days=REPLAY_DAYS))
         for start, ev in zip(interval_starts[recent], np.asarray(ev_kw, dtype=float)[recent], strict=True):
             memory.sessions.observe(start, timezone, float(ev))
-        memory.pv_surplus = bool(np.asarray(pv_surplus)[-1])
         months = np.asarray(interval_starts.tz_convert(timezone).strftime("%Y-%m"))
         memory.month = str(months[-1])
         grid = np.asarray(grid_kw, dtype=float)
         this_month = grid[(months == memory.month) & np.isfinite(grid)]
         memory.peak_import_kw = max(float(this_month.max()), 0.0) if len(this_month) else 0.0
         return memory
+
+    def month_peak_kw(self, interval_start: pd.Timestamp, timezone: str) -> float:
+        """The peak import so far in the billing month of the interval (0 in a new month)."""
+        return self.peak_import_kw if _month(interval_start, timezone) == self.month else 0.0
 
     def import_cap_kw(self, cap_kw: float, interval_start: pd.Timestamp, timezone: str) -> float:
         """A schedule's cap (NaN: none) for the interval, never below this month's peak."""
@@ -173,45 +228,15 @@ class SiteMemory:
         return max(cap_kw, self.peak_import_kw)
 
     def to_dict(self) -> dict:
-        return {"sessions": self.sessions.to_dict(), "pv_surplus": self.pv_surplus, "month": self.month,
-                "peak_import_kw": self.peak_import_kw}
+        return {"sessions": self.sessions.to_dict(), "month": self.month, "peak_import_kw": self.peak_import_kw}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> SiteMemory:
         """The memory saved by :meth:`to_dict`; a fresh one for state saved without it."""
         if not data:
             return cls()
-        return cls(SessionDays.from_dict(data["sessions"]), bool(data["pv_surplus"]), data["month"],
-                   float(data["peak_import_kw"]))
+        return cls(SessionDays.from_dict(data["sessions"]), data["month"], float(data["peak_import_kw"]))
 
 
 def _month(interval_start: pd.Timestamp, timezone: str) -> str:
     return interval_start.tz_convert(timezone).strftime("%Y-%m")
-
-
-def guard_setpoints_kw(
-    reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows, energy_above_min_kwh: np.ndarray,
-    charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float, day_done: bool = False,
-) -> np.ndarray:
-    """The command of one step for each reserve (NaN: no command from the guard).
-
-    Decided on the latest reading (energy stored, a car charging, PV above load), before the
-    step; the import cap defends the target within it. ``day_done``: no further session
-    comes today, so none needs a reserve.
-    """
-    start, end = windows.bounds(np.asarray(weekend))
-    reserve = np.asarray(reserve_kwh, dtype=float)
-    energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
-    free = np.full(reserve.shape, np.nan)
-    if day_done and not charging_now:
-        return free
-    hold = free if pv_surplus else np.zeros(reserve.shape)
-    if start - PRECHARGE_H <= hour < start:
-        # Held within one step at full rate above the reserve, so the rule does not flip
-        # between charging and covering load.
-        margin = max_charge_kw * step_hours
-        command = np.where(energy < reserve, max_charge_kw, np.where(energy > reserve + margin, free, hold))
-    else:
-        keep = reserve if charging_now or start <= hour < end else np.zeros(reserve.shape)
-        command = np.where((energy > keep) | (keep <= 0.0), free, hold)
-    return np.where(reserve > 0.0, command, free)  # no reserve: the battery's own rule throughout

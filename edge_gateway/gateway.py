@@ -1,9 +1,9 @@
 """The live gateway: one reading per site per call, state carried across calls and restarts.
 
 The battery state after each step is persisted (atomically) per device, with what the
-control remembers of the readings (control.SiteMemory: the car's sessions, the latest
-reading's facts, the month's peak import), so ``--once`` run from cron, ``--continuous`` and
-a restarted daemon all continue the same battery and guard, and a repeated instant
+control remembers of the readings (control.SiteMemory: the car's sessions, the month's peak
+import), so ``--once`` run from cron, ``--continuous`` and a restarted daemon all continue the
+same battery and reserve policy, and a repeated instant
 recomputes the same reading instead of stepping twice. A gateway whose state file is lost
 or unreadable rebuilds both from the readings it stored (``history``).
 """
@@ -23,8 +23,9 @@ import pandas as pd
 
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import REPLAY_DAYS, SiteMemory
+from edge_gateway.control import REPLAY_DAYS, ReservePolicy, SiteMemory, reserve_request_kw
 from edge_gateway.models import der_data as dd
+from edge_gateway.simulators import base
 from edge_gateway.simulators.battery import BatteryState, state_from_reading
 from edge_gateway.stores.base import EdgeStore
 
@@ -37,8 +38,8 @@ class SetpointSource(Protocol):
     """Commands for batteries in ``setpoint`` mode. A source may also offer
     ``import_limit_kw(device_id, at) -> float``: a grid import cap the battery defends by
     discharging more (or charging less) than its power command, NaN when none; and
-    ``guard(device_id, at) -> PeakGuard | None``: a reserve kept for EV sessions
-    (edge_gateway/control.py), applied at every reading on the one before it."""
+    ``reserve(device_id, at) -> ReservePolicy | None``: the energy kept for EV sessions
+    (edge_gateway/control.py), applied at every reading to the load the battery measures."""
 
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The battery power command in force at ``at`` (kW, + charges), NaN when none."""
@@ -152,7 +153,6 @@ class Gateway:
         interval = pd.Timedelta(seconds=config.interval_seconds)
         gaps = stamps.to_series().diff().fillna(interval).clip(upper=interval)
         memory = SiteMemory.rebuilt(stamps - pd.TimedeltaIndex(gaps), config.timezone, readings[dd.LOAD_EV].to_numpy(),
-                                    (readings[dd.SOLAR_KW] > readings[dd.LOAD_TOTAL]).to_numpy(),
                                     readings[dd.NET_GRID_FLOW].to_numpy())
         log.warning("%s: no saved state; continuing from its stored reading of %s", config.device_id, dd.format_ts(newest[dd.TS]))
         return site, dd.format_ts(newest[dd.TS]), memory.to_dict()
@@ -181,27 +181,29 @@ class Gateway:
                          for c, memory in zip(self.configs, memories, strict=True)], dtype=float)
         return power, caps
 
-    def _guarded(self, power: np.ndarray | None, at: pd.Timestamp, dt_h: float, state: BatteryState,
-                 memories: list[SiteMemory]) -> np.ndarray | None:
-        """The power commands with each site's peak guard applied: the guard's command where it
-        has one, decided on the site's latest reading before this one (a car charging, PV
-        above load), on whether today's session has ended and on its stored energy now, all
-        remembered across restarts (:class:`SiteMemory`)."""
-        method = getattr(self.setpoints, "guard", None)
-        if power is None or method is None:
+    def _policies(self, at: pd.Timestamp, dt_h: float) -> list[ReservePolicy | None]:
+        """Each site's reserve policy in force for the interval ``(at - dt, at]``."""
+        method = getattr(self.setpoints, "reserve", None)
+        if method is None:
+            return [None] * len(self.configs)
+        start = at - pd.Timedelta(hours=dt_h)
+        return [method(c.device_id, start) or method(c.device_id, at) for c in self.configs]
+
+    def _reserved(self, power: np.ndarray | None, policies: list[ReservePolicy | None], at: pd.Timestamp, dt_h: float,
+                  state: BatteryState, memories: list[SiteMemory], exo: generator.Exogenous) -> np.ndarray | None:
+        """The power commands with each site's reserve policy applied: the battery's request
+        on the interval's own load (it measures it), the stored energy now and the session
+        state of the readings before, remembered across restarts (:class:`SiteMemory`)."""
+        if power is None:
             return power
         start = at - pd.Timedelta(hours=dt_h)
-        for i, (config, memory) in enumerate(zip(self.configs, memories, strict=True)):
-            guard = method(config.device_id, start) or method(config.device_id, at)
-            if guard is None:
+        for i, (config, policy, memory) in enumerate(zip(self.configs, policies, memories, strict=True)):
+            limits = None if policy is None else policy.limits(start, memory.sessions, config.timezone, float(exo.ev_kw[i, 0]))
+            if limits is None:
                 continue
-            battery = config.battery
-            above_min = float(state.energy_kwh[i]) - battery.capacity_kwh * battery.min_soc / 100.0
-            ended = memory.sessions.ended_today(start, config.timezone)
-            command = guard.command_kw(start, config.timezone, above_min, memory.charging, memory.pv_surplus,
-                                       battery.max_charge_rate_kw, dt_h, ended)
-            if not math.isnan(command):
-                power[i, 0] = command
+            battery, leg = config.battery, math.sqrt(config.battery.round_trip_efficiency)
+            net = float(exo.load_kw[i, 0] - exo.solar_kw[i, 0])
+            power[i, 0] = reserve_request_kw(net, float(state.energy_kwh[i]), *limits, battery.max_charge_rate_kw, leg, leg, dt_h)
         return power
 
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -211,16 +213,19 @@ class Gateway:
         memories = [SiteMemory.from_dict(saved) for saved in saved_memories]
         state = BatteryState.from_sites(sites)
         power, caps = self._commands(at, dt_h, memories)
-        power = self._guarded(power, at, dt_h, state, memories)
-        sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps)
+        policies = self._policies(at, dt_h)
+        exo = generator.exogenous(self.configs, base.TimeAxis.from_times([at]))
+        power = self._reserved(power, policies, at, dt_h, state, memories, exo)
+        sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps, exo=exo)
         frame = sim.frame()
         for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step
             sink(frame)
         start = at - pd.Timedelta(hours=dt_h)
-        for i, (config, memory, state_file) in enumerate(zip(self.configs, memories, self.states, strict=True)):
+        for i, (config, memory, state_file, policy) in enumerate(zip(self.configs, memories, self.states, policies, strict=True)):
             row = frame.iloc[i]
-            memory.observe(start, config.timezone, float(row[dd.LOAD_EV]), bool(row[dd.SOLAR_KW] > row[dd.LOAD_TOTAL]),
-                           float(row[dd.NET_GRID_FLOW]))
+            expected = math.nan if policy is None else policy.house_forecast_kw(start)
+            memory.observe(start, config.timezone, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
+                           float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]), expected)
             state_file.save({
                 "ts": dd.format_ts(at), "state": new_state.site(i), "memory": memory.to_dict(),
                 "previous": {"ts": stamps[i], "state": sites[i], "memory": saved_memories[i]},

@@ -122,19 +122,6 @@ def month() -> dict[str, pd.DataFrame]:
     return {name: metrics(_default_site(30, name)) for name in ("naive", "perfect")}
 
 
-def test_a_guard_told_each_sessions_length_spends_the_reserve_the_session_does_not_need(week_without_fade):
-    """The analysis-only oracle: same site and week, the guard keeping only what the rest of
-    each session needs. Less energy is left when the car stops, the peak is held as before,
-    and the bill is lower: the part of the gap that not knowing a session's length costs."""
-    guarded = week_without_fade
-    told = bt.run_backtest(guarded.config, dataclasses.replace(guarded.settings, session_oracle=True))
-    assert told.runs[bt.MPC].guarded
-    left, left_told = energy_left_after_sessions(guarded)[bt.MPC], energy_left_after_sessions(told)[bt.MPC]
-    assert left_told < left - 0.5
-    assert told.runs[bt.MPC].bill.demand == pytest.approx(guarded.runs[bt.MPC].bill.demand)
-    assert told.runs[bt.MPC].bill.total < guarded.runs[bt.MPC].bill.total
-
-
 @pytest.mark.slow
 def test_mpc_on_perfect_forecasts_reaches_the_upper_bound(month):
     # The LP plans on nominal capacity, the battery runs with fade and derating: a few percent either way.
@@ -142,16 +129,6 @@ def test_mpc_on_perfect_forecasts_reaches_the_upper_bound(month):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 7 target not met on the default site: the naive-forecast MPC with the peak guard captures 80.8% here "
-    "(bill 100.60 against 135.59 for the self-consumption rule, peak 7.58 kW against 7.07 with foresight). Seed 42 "
-    "in the same month reaches 87.3%. Over 15 backtests (benchmarks/bench_backtest.py: 5 sites x March, June, "
-    "September 2024) it averages 77.1%, worst 66.8%, two at 85% or more, and beats the rule in all 15. Of the "
-    "$15.85 gap, $5.10 is the demand charge on a cap chosen before the month's sessions are seen and $10.61 energy "
-    "while a car charges, mostly the reserve left when it stops (no reading tells a short session from a long one "
-    "while it runs). Told each session's length (bench_backtest.py --session-oracle, analysis only) it would "
-    "capture 85.3%; across the 15, 80.5% on average"
-))
 def test_forecast_driven_mpc_captures_85_percent_and_beats_self_consumption(month):
     table = month["naive"]
     assert table.loc[bt.MPC, "capture"] >= 0.85

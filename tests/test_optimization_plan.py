@@ -83,32 +83,39 @@ def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(readings.loc[month, dd.NET_GRID_FLOW].max())
 
 
-def test_a_guarded_plan_sends_the_guard_fitted_on_the_site_and_caps_at_its_target():
+def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_the_guards_cap():
     config = SimulatorConfig(seed=3, interval_seconds=900)
     site_plan = plan_site(config, PlanSettings(start=START))
-    schedule = site_plan.schedule()
-    rule = site_plan.guard
-    assert rule is not None and 0 < rule.reserve_kwh <= site_plan.battery.max_kwh - site_plan.battery.min_kwh
-    command = parse_command(json.dumps(schedule).encode(), config.device_id, 100.0, START)
-    assert command.guard == rule.edge  # what the gateway will run is what the backtest measures
+    rule, policy = site_plan.guard, site_plan.policy
+    assert rule is not None and policy is not None
+    command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
+    # What the gateway will run is the policy the backtest measures, to the watt-hour.
+    sent, steps = command.reserve, len(site_plan.step_starts)
+    assert sent.start == policy.start and sent.step == policy.step and sent.states == policy.states
+    assert len(sent.house_kw) == steps and len(policy.house_kw) > steps  # the policy looks past the plan
+    np.testing.assert_allclose(sent.floor_kwh, policy.floor_kwh[:steps], atol=5e-4)
+    np.testing.assert_allclose(sent.charge_to_kwh, policy.charge_to_kwh[:steps], atol=5e-4)
+    np.testing.assert_allclose(sent.house_kw, policy.house_kw[:steps], atol=5e-4)
+    battery = site_plan.battery
+    assert (policy.floor_kwh >= battery.min_kwh - 1e-9).all() and (policy.floor_kwh <= battery.max_kwh + 1e-9).all()
+    assert (policy.charge_to_kwh <= policy.floor_kwh + 1e-9).all()
+    # Every step is the policy's to decide; the cap is the guard's.
+    assert np.isnan([seg.power_kw for seg in command.segments]).all()
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(rule.target_kw)
     np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
-    assert site_plan.summary()["guard"]["target_kw"] == pytest.approx(rule.target_kw, abs=1e-4)
-    # Where the plan discharges, the battery's own rule covers what the house then uses.
-    discharging = np.array(site_plan.plan.actions) == "discharge"
-    assert discharging.any() and np.isnan([seg.power_kw for seg in command.segments])[discharging].all()
+    summary = site_plan.summary()["reserve"]
+    assert summary["cap_kw"] == pytest.approx(rule.target_kw, abs=1e-4) and summary["states"] == policy.states
+    assert 0.0 <= summary["floor_above_min_kwh_now"] <= summary["floor_above_min_kwh_highest"] <= battery.max_kwh - battery.min_kwh
 
 
-def test_under_a_guard_the_plans_discharges_are_left_to_the_battery_rule():
+def test_under_a_reserve_policy_no_power_is_commanded_and_the_caps_are_the_capped_ones():
     site_plan = plan_site(SimulatorConfig(seed=3, interval_seconds=900), PlanSettings(start=START))
     decision, peak = site_plan.decision, site_plan.inputs.peak_so_far_kw
     guarded, guarded_cap = decision.commands(peak, 0.0, "guarded")
     capped, capped_cap = decision.commands(peak, 0.0, "capped")
-    discharging = np.array(decision.first.actions) == "discharge"
-    assert discharging.any() and np.isnan(guarded[discharging]).all()
-    np.testing.assert_array_equal(guarded[~discharging], capped[~discharging])
+    assert np.isnan(guarded).all() and not np.isnan(capped).all()
     np.testing.assert_array_equal(guarded_cap, capped_cap)
-    # A site the guard does not cover (no car, too few readings) carries its plan out capped.
+    # A site the policy does not cover (no car, too few readings) carries its plan out capped.
     assert effective_execution("guarded", False) == "capped" and effective_execution("guarded", True) == "guarded"
 
 
@@ -116,7 +123,7 @@ def test_under_a_guard_the_plans_discharges_are_left_to_the_battery_rule():
 def test_no_guard_without_a_car_or_under_another_execution(overrides):
     settings = PlanSettings(start=START, execution="guarded" if overrides else "capped")
     site_plan = plan_site(build_config({"seed": 3, **overrides}), settings)
-    assert site_plan.guard is None and "guard" not in site_plan.schedule()
+    assert site_plan.guard is None and site_plan.policy is None and "reserve" not in site_plan.schedule()
 
 
 def test_an_unknown_execution_is_a_usage_error():

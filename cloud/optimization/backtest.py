@@ -6,23 +6,22 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 
 * ``no_battery``: the battery idle;
 * ``self_consumption`` and ``tou_arbitrage``: the simulator's own rule-based modes;
-* ``mpc``: model predictive control: every ``replan_minutes`` the LP plans the next
-  ``horizon_hours`` on the forecasts available then, and the battery carries out the first
-  steps of that plan in ``setpoint`` mode until the next re-plan, as :func:`commands_of`
-  turns it into power commands, steps left to the battery's own rule and an import cap.
-  Under the default ``guarded`` execution, on a site with a car, a forecaster that cannot
-  time the load (one with load scenarios, the naive one) has the peak guard (guard.py) on
-  top: a cap and a reserve fitted on the site's past at each month's first plan (and again,
-  from the month's peak up, once that peak has passed the cap), applied
-  step by step on the latest reading, the plan's command standing wherever the guard leaves
-  the battery free (its discharges left to the battery's own rule). Without a car, or with ``capped``, such a forecaster gets a scenario
-  plan (stochastic.py) instead, and while a car charges the battery discharges only what the
-  cap demands (:func:`hold_for_session`). The live planner (planner.py) decides the same way;
+* ``mpc``: model predictive control on the forecasts available at each decision. On a site
+  with a car, under the default ``guarded`` execution with a forecaster that cannot time the
+  load (the naive one), the battery follows the reserve policy (reserve.py): solved at each
+  local midnight over the next 36 hours on the naive house-load forecast, the PV forecast and
+  the tariff, with the import cap of the peak guard (guard.py, fitted at each month's first
+  step and again once the month's peak passes it, when the policy is solved again too), and
+  applied at every step on the charger's readings before it (edge_gateway/control.py), as
+  the gateway applies it. Otherwise every ``replan_minutes`` the LP plans the next
+  ``horizon_hours`` and the battery carries out the first steps of that plan in ``setpoint``
+  mode until the next re-plan, as :func:`commands_of` turns it into power commands, steps
+  left to the battery's own rule and an import cap; without a car, or with ``capped``, a
+  forecaster with load scenarios gets a scenario plan (stochastic.py), and while a car
+  charges the battery discharges only what the cap demands (:func:`hold_for_session`). The
+  live planner (planner.py) decides the same way;
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
   the upper bound of what any plan could have saved.
-
-``session_oracle`` (analysis only) tells the guarded MPC, while a car charges, what the rest
-of the session needs, to measure what not knowing a session's length costs.
 
 The demand charge is billed per calendar month (site time) on that month's peak import;
 re-plans within a month know the peak already reached, so they never pay for it twice.
@@ -40,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization import forecasters as fc
-from cloud.optimization import guard, sessions
+from cloud.optimization import guard, reserve
 from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan, build_plan
@@ -48,6 +47,7 @@ from cloud.optimization.sessions import SESSION_HISTORY_DAYS
 from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from edge_gateway import generator
 from edge_gateway.config import BatteryMode, SimulatorConfig
+from edge_gateway.control import SiteMemory, reserve_request_kw
 from edge_gateway.errors import UsageError
 from edge_gateway.simulators import base
 from edge_gateway.simulators import battery as physics
@@ -91,9 +91,6 @@ class BacktestSettings(Stepped):
     execution: str = EXECUTIONS[0]
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     scenarios: bool = True  # capped execution: plan over the forecaster's load scenarios when it offers them
-    # Analysis only, no controller can run it: while a car charges, the guard is told what
-    # the rest of the session needs (see _guarded_steps). Measures what not knowing costs.
-    session_oracle: bool = False
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -120,7 +117,7 @@ class StrategyRun:
     bill: CostBreakdown
     throughput_kwh: float
     failed_plans: int = 0
-    guarded: bool = False  # ran under the peak guard (the MPC on a site with a car, see mpc)
+    guarded: bool = False  # ran under the reserve policy (the MPC on a site with a car, see mpc)
 
 
 @dataclass(frozen=True)
@@ -298,37 +295,25 @@ class Decision:
 
     def commands(self, peak_so_far_kw: float, cap_floor_kw: float, execution: str) -> tuple[np.ndarray, np.ndarray]:
         """Power commands and import caps (:func:`commands_of`), the cap never below
-        ``cap_floor_kw`` (:func:`cap_floor_kw`). ``guarded`` (a peak guard acting on top, see
-        :func:`effective_execution`): the ``capped`` commands with the plan's discharges left
-        to the battery's own rule (:func:`discharge_by_rule`). While a car charges under a
-        capped scenario plan, the battery holds for the session (:func:`hold_for_session`)."""
+        ``cap_floor_kw`` (:func:`cap_floor_kw`). ``guarded`` (a reserve policy in force, see
+        :func:`effective_execution`): no power command at any step, as the policy decides
+        every step on the load the battery measures, and the ``capped`` caps. While a car
+        charges under a capped scenario plan, the battery holds for the session
+        (:func:`hold_for_session`)."""
         guarded = execution == "guarded"
         execution = "capped" if guarded else execution
         setpoints, caps = commands_of(self.plan, max(peak_so_far_kw, cap_floor_kw), execution)
         if guarded:
-            setpoints = discharge_by_rule(self.first, setpoints)
+            setpoints = np.full(len(setpoints), math.nan)
         elif self.charging_now and execution == "capped":
             setpoints = hold_for_session(setpoints)
         return setpoints, caps
 
 
 def effective_execution(execution: str, guard_active: bool) -> str:
-    """``guarded`` only where a guard is in force; a site without one (no car, too few
-    readings) carries its plan out ``capped``."""
+    """``guarded`` only where a reserve policy is in force; a site without one (no car, too
+    few readings) carries its plan out ``capped``."""
     return "capped" if execution == "guarded" and not guard_active else execution
-
-
-def discharge_by_rule(plan: DispatchPlan, setpoints_kw: np.ndarray) -> np.ndarray:
-    """Under the peak guard, every step the plan discharges is left to the battery's own rule.
-
-    The rule covers the load the battery then measures and never exports; a command of the
-    forecast's size sends whatever the house did not use to the grid at the feed-in price, and
-    the one forecast a guarded plan follows carries a car's load on for hours after it may
-    have stopped. The plan still decides when the battery holds, and the guard keeps the
-    reserve whatever the rule does. (A scenario plan's partial discharges stand: they keep
-    energy for its worst scenario, which no guard defends.)
-    """
-    return np.where(np.array(plan.actions) == "discharge", np.nan, setpoints_kw)
 
 
 def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec: BatterySpec) -> float:
@@ -378,9 +363,13 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
 
     ``history`` (load and PV measured so far, :data:`forecasters.COLUMNS`) sets the import
     cap's floor (:func:`forecasters.holdable_peak_kw`) and, under the ``guarded`` execution of
-    a forecaster that cannot time the load, the peak guard fitted at each month's first plan
-    (guard.py); only rows up to each decision are read.
+    a forecaster that cannot time the load on a site with a car, the reserve policy and its
+    cap (:func:`reserved`); only rows up to each decision are read. Returns the run and the
+    number of plans (or policy solves) made.
     """
+    if (settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
+            and config.home_load.ev_charger_kw > 0):
+        return reserved(config, actuals, settings, history, progress)
     site = _with_mode(config, BatteryMode.SETPOINT)
     every = settings.replan_minutes // settings.step_minutes
     horizon = round(settings.horizon_hours / settings.step_hours)
@@ -389,98 +378,68 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     state, sims, highs, failed, grid = generator.initial_state([site]), [], new_solver(), 0, np.zeros(len(actuals))
     starts = range(0, len(actuals), every)
     net_history = None if history is None else history[fc.LOAD] - history[fc.PV]
-    # A guard keeps energy back for EV sessions: a site without a car has none to keep it for.
-    guarded = (settings.execution == "guarded" and hasattr(forecaster, "scenarios") and history is not None
-               and config.home_load.ev_charger_kw > 0)
-    rule, rule_month = None, None
-    # The guard steps the site one reading at a time: its physics are computed once for all.
-    exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index)) if guarded else None
+    execution = effective_execution(settings.execution, False)
     for k in progress(starts, total=len(starts), desc="MPC", unit="plan"):
         issued_at = actuals.index[k] - settings.step
         instants = pd.date_range(issued_at + settings.step, periods=horizon, freq=settings.step)
         same_month = months[:k] == months[k]
         peak = float(max(grid[:k][same_month].max(initial=0.0), 0.0))
         spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
-        if guarded and (rule_month != months[k] or peak > rule.target_kw + REFIT_ABOVE_KW):
-            past = history.loc[issued_at - guard.FIT_DAYS * fc.DAY : issued_at].iloc[1:]
-            rule, rule_month = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak), months[k]
-        if guarded:
-            peak = max(peak, rule.target_kw)  # below the guard's cap imports cost nothing more
         try:
-            decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs,
-                               settings.scenarios and not guarded)
-            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec),
-                                                effective_execution(settings.execution, guarded))
+            decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs, settings.scenarios)
+            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), execution)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)
         rows = actuals.index[k : k + every]
-        if guarded:
-            trace, state = _guarded_steps(site, rows, state, rule, history, setpoints, peak, settings, spec,
-                                          exo.steps(slice(k, k + len(rows))),
-                                          _SessionOracle(exo, k) if settings.session_oracle else None)
-        else:
-            sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
-            trace = sim.battery
-        grid[k : k + len(rows)] = load[k : k + len(rows)] + trace.power_kw[0] - pv[k : k + len(rows)]
-        sims.append(trace)
-    return _run(MPC, actuals, _concat(sims), config, settings, failed, guarded), len(starts)
+        sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
+        grid[k : k + len(rows)] = load[k : k + len(rows)] + sim.battery.power_kw[0] - pv[k : k + len(rows)]
+        sims.append(sim.battery)
+    return _run(MPC, actuals, _concat(sims), config, settings, failed), len(starts)
 
 
-@dataclass(frozen=True)
-class _SessionOracle:
-    """What the rest of a session needs from the battery, read off the simulator's own charger
-    load (``exo`` over the backtest's readings; ``first``: the row of the hour's first step)."""
+def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, history: pd.DataFrame,
+             progress: Callable = lambda it, **_: it) -> tuple[StrategyRun, int]:
+    """The site run under the reserve policy, step by step, as the gateway runs it.
 
-    exo: generator.Exogenous
-    first: int
-
-    def reserve_kwh(self, j: int, peak_kw: float, spec: BatterySpec, step_hours: float) -> float | None:
-        """Energy (above the minimum) that holds ``peak_kw`` from step ``j`` of the hour to the
-        session's end, plus one step at full discharge (a free step may spend that much);
-        None when no car charged in the step before."""
-        row = self.first + j
-        ev = self.exo.ev_kw[0]
-        if row == 0 or ev[row - 1] <= 0.0:
-            return None
-        stops = np.flatnonzero(ev[row:] <= 0.0)
-        end = row + (int(stops[0]) if len(stops) else len(ev) - row)
-        over = np.maximum(self.exo.load_kw[0, row:end] - self.exo.solar_kw[0, row:end] - peak_kw, 0.0)
-        return float((over.sum() + spec.max_discharge_kw) * step_hours / spec.discharge_efficiency)
-
-
-def _guarded_steps(site: SimulatorConfig, rows: pd.DatetimeIndex, state: physics.BatteryState, rule: guard.GuardRule,
-                   history: pd.DataFrame, planned_kw: np.ndarray, peak_kw: float, settings: BacktestSettings,
-                   spec: BatterySpec, exo: generator.Exogenous,
-                   oracle: _SessionOracle | None = None) -> tuple[physics.BatteryTrace, physics.BatteryState]:
-    """The steps until the next plan, each commanded by the peak guard on the reading before it
-    (the plan's command where the guard leaves the battery free), under the cap of the guard's
-    target or the month's peak. ``exo``: the site's physics at ``rows``. With an ``oracle``
-    (``session_oracle``), a car's session keeps only what its rest needs, if that is less
-    than the reserve."""
-    charger_kw = site.home_load.ev_charger_kw
-    traces = []
-    for j, instant in enumerate(rows):
-        previous = instant - settings.step
-        recent = history.loc[previous - guard.SESSION_LOOKBACK : previous]
-        found = sessions.find_sessions(recent[fc.LOAD], charger_kw)
-        edge = rule.edge
-        needed = None if oracle is None else oracle.reserve_kwh(j, peak_kw, spec, settings.step_hours)
-        if needed is not None:
-            edge = dataclasses.replace(edge, reserve_kwh=min(edge.reserve_kwh, needed))
-        command = np.array([edge.command_kw(
-            previous, site.timezone, float(state.energy_kwh[0]) - spec.min_kwh, needed is not None or found.ongoing,
-            bool(recent[fc.PV].iloc[-1] > recent[fc.LOAD].iloc[-1]), spec.max_charge_kw, settings.step_hours,
-            sessions.ended_today_at(found, recent.index[-1], settings.step, site.timezone),
-        )])
-        if math.isnan(command[0]):
-            command = planned_kw[j : j + 1]
-        sim, state = generator.simulate([site], rows[j : j + 1], state, command[None, :], import_cap_kw=np.array([[peak_kw]]),
-                                        exo=exo.steps(slice(j, j + 1)))
-        grid = float(sim.exo.load_kw[0, 0] + sim.battery.power_kw[0, 0] - sim.exo.solar_kw[0, 0])
-        peak_kw = max(peak_kw, grid)
+    The peak guard's cap is fitted at the month's first step and again once the month's peak
+    passes it; the policy is solved at each local midnight, and with the new cap, on the
+    readings before that moment. Every step the battery does what
+    :func:`edge_gateway.control.reserve_request_kw` asks on the step's own load, under the
+    cap or the month's peak, with the session state of the charger's readings before it.
+    Returns the run and the number of policy solves.
+    """
+    site = _with_mode(config, BatteryMode.SETPOINT)
+    tz, step, dt = config.timezone, settings.step, settings.step_hours
+    exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index))
+    net, ev = exo.load_kw[0] - exo.solar_kw[0], exo.ev_kw[0]
+    house = exo.load_kw[0] - ev
+    months = billing_months(actuals.index, step, tz)
+    days = np.asarray((actuals.index - step).tz_convert(tz).normalize().asi8)
+    state, memory, traces = generator.initial_state([site]), SiteMemory(), []
+    rule = policy = None
+    solves = 0
+    for row in progress(range(len(actuals)), total=len(actuals), desc="MPC", unit="step"):
+        interval_start = actuals.index[row] - step
+        peak = memory.month_peak_kw(interval_start, tz)
+        refit = rule is None or months[row] != months[row - 1] or peak > rule.target_kw + REFIT_ABOVE_KW
+        if refit or days[row] != days[row - 1]:
+            spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
+            if refit:
+                past = history.loc[interval_start - guard.FIT_DAYS * fc.DAY : interval_start].iloc[1:]
+                rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak)
+            policy = reserve.fit_policy(config, history[fc.LOAD], interval_start, spec, max(rule.target_kw, peak), step)
+            solves += 1
+        cap = memory.import_cap_kw(max(rule.target_kw, peak), interval_start, tz)
+        floor, charge_to = policy.limits(interval_start, memory.sessions, tz, float(ev[row])) or (spec.min_kwh, spec.min_kwh)
+        request = reserve_request_kw(float(net[row]), float(state.energy_kwh[0]), floor, charge_to, spec.max_charge_kw,
+                                     spec.charge_efficiency, spec.discharge_efficiency, dt)
+        sim, state = generator.simulate([site], actuals.index[row : row + 1], state, np.array([[request]]),
+                                        import_cap_kw=np.array([[cap]]), exo=exo.steps(slice(row, row + 1)))
+        memory.observe(interval_start, tz, float(ev[row]), float(net[row] + sim.battery.power_kw[0, 0]), float(house[row]),
+                       policy.house_forecast_kw(interval_start))
         traces.append(sim.battery)
-    return _concat(traces), state
+    return _run(MPC, actuals, _concat(traces), config, settings, 0, True), solves
 
 
 def backtest_window(config: SimulatorConfig, settings: BacktestSettings) -> pd.DatetimeIndex:

@@ -1,36 +1,21 @@
-"""Peak guard: a month's import target and the energy kept back to defend it (issue 7).
+"""Peak guard: the month's import cap for a home with a car (issue 7).
 
 Most of the bill is the demand charge on the month's peak import, and EV sessions nobody can
-time set it. A plan that defends its target against the worst scenario on every evening keeps
-the battery full through every peak-price evening, most of which bring no car or a short
-session, and gives up most of the energy savings; one that spends the battery meets, sooner or
-later, a long session with an empty battery. Perfect foresight does both only because it knows
-which evenings need the battery.
+time set it. The cap the battery defends (the ``import_limit_kw`` of the setpoint schedule)
+is chosen once a month on the site's own past, and again when a session breaks it:
+:func:`fit_guard` replays the last four weeks of readings under a simple rule, a constant
+reserve kept while a car could arrive (the weekday or weekend hours in which past sessions
+started) or charges, topped up from the grid beforehand, for about a hundred candidate
+(cap, reserve) pairs at once, and keeps the cheapest pair whose cap is at least one step
+above the cheapest's: the cap that was cheapest in hindsight is the one a session heavier
+than any of those weeks' breaks, and that costs a month of demand charge. Once the month's
+peak has passed the cap, that peak is paid for: the fit is made again with no cap below it,
+and where the cheapest cap is that floor itself it is taken without the step.
 
-The guard makes the trade once a month, on the site's own past, instead of every evening,
-and again when a session breaks its cap:
-
-* the import cap ``target_kw``: the battery defends it in real time (the ``import_limit_kw``
-  of the setpoint schedule); a month's peak already reached is paid for, so the cap never sits
-  below it;
-* the reserve ``reserve_kwh``: while a car could arrive (the weekday or weekend hours in which
-  past sessions started) or charges, the battery covers house load only above the reserve, so
-  a session that comes finds the energy to hold the cap. Before the window the battery is
-  charged to the reserve from the grid if PV has not done it;
-* outside those hours, and above the reserve, the plan's command or the battery's own rule
-  stands.
-
-:func:`fit_guard` steps the battery through the last weeks of readings with every candidate
-pair at once and picks the cheapest whose cap is at least one step above the cheapest's: the
-cap that was cheapest in hindsight is the one a session heavier than any of those weeks' breaks,
-and that costs a month of demand charge. Once the month's peak has passed the cap, that peak
-is paid for: the fit is made again with no cap below it (the live planner fits every plan with
-the month's peak as that floor), and where the cheapest cap is the floor itself it is taken
-without the step, since the past weeks' heaviest session did not set it. A cap fitted for a
-lower peak keeps a reserve the new cap does not need. When no day of those weeks saw two
-sessions, a day whose session has ended keeps no reserve for the rest of it. The per-step rule is
-``edge_gateway/control.py``'s, which the gateway runs on the ``guard`` of a published schedule
-and the backtest on the simulated site.
+The replay is an honest test of a cap: it spends real past evenings, with their heavy
+sessions and busy houses, on a rule that must hold it. What the battery then keeps back
+evening by evening under that cap is the reserve policy's to decide (reserve.py), which
+prices the same risk in expectation rather than with one reserve for the whole month.
 """
 
 from __future__ import annotations
@@ -46,11 +31,7 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
-from edge_gateway.control import DEFAULT_WINDOWS, PRECHARGE_H, WINDOW_TAIL_H, ArrivalWindows, PeakGuard, guard_setpoints_kw
 from edge_gateway.simulators import battery as physics
-
-__all__ = ["DEFAULT_WINDOWS", "PRECHARGE_H", "WINDOW_TAIL_H", "ArrivalWindows", "GuardRule", "PastDays", "fit_guard",
-           "guard_setpoints_kw", "rule_bills"]
 
 if TYPE_CHECKING:
     from edge_gateway.config import SimulatorConfig
@@ -64,6 +45,37 @@ TARGET_STEP_KW = 0.5
 RESERVE_SHARES = np.linspace(0.0, 1.0, 10)
 #: Readings searched for a session under way: longer than any session.
 SESSION_LOOKBACK = pd.Timedelta(hours=12)
+#: Hours before the arrival window in which the battery is charged up to the reserve.
+PRECHARGE_H = 3.0
+#: Hours after the latest past arrival that the window stays open.
+WINDOW_TAIL_H = 0.5
+#: Without sessions in the readings the windows cover the tariff's evening and a weekend day.
+DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
+
+
+@dataclass(frozen=True)
+class ArrivalWindows:
+    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
+
+    weekday_h: tuple[float, float]
+    weekend_h: tuple[float, float]
+
+    @classmethod
+    def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
+        local = (starts - step).tz_convert(timezone)
+        hours = np.asarray(local.hour + local.minute / 60.0)
+        weekend = np.asarray(local.day_of_week >= 5)
+        spans = []
+        for kind, default in zip((False, True), DEFAULT_WINDOWS, strict=True):
+            seen = hours[weekend == kind]
+            spans.append((float(seen.min()), float(seen.max()) + WINDOW_TAIL_H) if len(seen) else default)
+        return cls(*spans)
+
+    def bounds(self, weekend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end hour of the window of each step's day kind."""
+        start = np.where(weekend, self.weekend_h[0], self.weekday_h[0])
+        end = np.where(weekend, self.weekend_h[1], self.weekday_h[1])
+        return start, end
 
 
 @dataclass(frozen=True)
@@ -73,15 +85,11 @@ class GuardRule:
     windows: ArrivalWindows
     one_session_a_day: bool = False
 
-    @property
-    def edge(self) -> PeakGuard:
-        """What the gateway runs (the target travels as the schedule's import cap)."""
-        return PeakGuard(self.reserve_kwh, self.windows, self.one_session_a_day)
-
     def payload(self) -> dict:
-        """The ``guard`` object of a setpoint schedule (edge_gateway/mqtt/commands.py)."""
-        return {"reserve_kwh": self.reserve_kwh, "weekday_window_h": list(self.windows.weekday_h),
-                "weekend_window_h": list(self.windows.weekend_h), "one_session_a_day": self.one_session_a_day}
+        """The rule as JSON (plan summaries)."""
+        return {"target_kw": round(self.target_kw, 4), "reserve_kwh": self.reserve_kwh,
+                "weekday_window_h": list(self.windows.weekday_h), "weekend_window_h": list(self.windows.weekend_h),
+                "one_session_a_day": self.one_session_a_day}
 
 
 @dataclass(frozen=True)
@@ -172,3 +180,31 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     above = np.flatnonzero(grid[:, 0] >= min(cheapest + margin, targets[-1]) - 1e-9)
     best = int(above[np.argmin(bills[above])])
     return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows, one_a_day)
+
+
+def guard_setpoints_kw(
+    reserve_kwh: np.ndarray, hour: float, weekend: bool, windows: ArrivalWindows, energy_above_min_kwh: np.ndarray,
+    charging_now: bool, pv_surplus: bool, max_charge_kw: float, step_hours: float, day_done: bool = False,
+) -> np.ndarray:
+    """The command of one step for each reserve (NaN: no command from the guard).
+
+    Decided on the latest reading (energy stored, a car charging, PV above load), before the
+    step; the import cap defends the target within it. ``day_done``: no further session
+    comes today, so none needs a reserve.
+    """
+    start, end = windows.bounds(np.asarray(weekend))
+    reserve = np.asarray(reserve_kwh, dtype=float)
+    energy = np.asarray(energy_above_min_kwh, dtype=float) + np.zeros_like(reserve)
+    free = np.full(reserve.shape, np.nan)
+    if day_done and not charging_now:
+        return free
+    hold = free if pv_surplus else np.zeros(reserve.shape)
+    if start - PRECHARGE_H <= hour < start:
+        # Held within one step at full rate above the reserve, so the rule does not flip
+        # between charging and covering load.
+        margin = max_charge_kw * step_hours
+        command = np.where(energy < reserve, max_charge_kw, np.where(energy > reserve + margin, free, hold))
+    else:
+        keep = reserve if charging_now or start <= hour < end else np.zeros(reserve.shape)
+        command = np.where((energy > keep) | (keep <= 0.0), free, hold)
+    return np.where(reserve > 0.0, command, free)  # no reserve: the battery's own rule throughout

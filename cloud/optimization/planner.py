@@ -21,6 +21,7 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard as peak_guard
+from cloud.optimization import reserve
 from cloud.optimization.backtest import (
     DEFAULT_WEAR_COST_PER_KWH,
     EXECUTIONS,
@@ -38,6 +39,7 @@ from cloud.optimization.reference import cost_without_battery, self_consumption_
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from edge_gateway.config import SimulatorConfig
+from edge_gateway.control import ReservePolicy
 from edge_gateway.errors import UsageError
 from edge_gateway.models import der_data as dd
 
@@ -102,7 +104,8 @@ class SitePlan:
     no_battery: CostBreakdown
     self_consumption: DispatchPlan
     execution: str = EXECUTIONS[0]
-    guard: peak_guard.GuardRule | None = None  # under "guarded" execution, for sites with a car
+    guard: peak_guard.GuardRule | None = None  # the cap's fit, under "guarded" execution, for sites with a car
+    policy: ReservePolicy | None = None  # the reserve policy the battery follows under that cap
     cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
 
     @property
@@ -146,8 +149,9 @@ class SitePlan:
 
     def commands(self) -> tuple[np.ndarray, np.ndarray]:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
-        plan out (:meth:`backtest.Decision.commands`); under a guard, the cap is the guard's
-        target or the month's peak, whichever is higher, as in the guarded backtest."""
+        plan out (:meth:`backtest.Decision.commands`); under a reserve policy no power
+        command, and the cap is the guard's or the month's peak, whichever is higher, as in the
+        guarded backtest."""
         power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw,
                                             effective_execution(self.execution, self.guard is not None))
         if self.guard is not None:
@@ -157,14 +161,14 @@ class SitePlan:
     def schedule(self) -> dict:
         """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges):
         ``power_kw`` null where the battery's own rule does what the plan wants, the import
-        cap on every entry, and the peak guard the gateway applies at each reading."""
+        cap on every entry, and the reserve policy the gateway applies at each reading."""
         power, cap = self.commands()
         entries = [
             {"ts": dd.format_ts(ts), "power_kw": None if math.isnan(p) else round(float(p), 4) + 0.0}
             | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
             for ts, p, c in zip(self.step_starts, power, cap)
         ]
-        return {"schedule": entries} | ({} if self.guard is None else {"guard": self.guard.payload()})
+        return {"schedule": entries} | ({} if self.policy is None else {"reserve": self.policy.payload(len(self.step_starts))})
 
     def expected_over_scenarios(self) -> dict | None:
         """A scenario plan's cost and savings over all its load scenarios, each scenario's plan
@@ -199,8 +203,19 @@ class SitePlan:
             "execution": self.execution,
             "load_scenarios": len(self.decision.plans),
             "expected_over_scenarios": self.expected_over_scenarios(),
-            "guard": None if self.guard is None else {"target_kw": round(self.guard.target_kw, 4)} | self.guard.payload(),
+            "reserve": None if self.policy is None else self._reserve_summary(),
         }
+
+    def _reserve_summary(self) -> dict:
+        """The cap and what the policy keeps now, and over the plan's steps, with no car charging."""
+        policy = self.policy
+        rows = [policy.row(ts) for ts in self.step_starts]
+        waiting = np.array([policy.floor_kwh[r, 0] for r in rows if r is not None]) - self.battery.min_kwh
+        return {"cap_kw": round(float(self.commands()[1][0]), 4), "states": policy.states,
+                "one_session_a_day": policy.one_session_a_day,
+                "floor_above_min_kwh_now": round(float(waiting[0]), 3) if len(waiting) else None,
+                "floor_above_min_kwh_highest": round(float(waiting.max()), 3) if len(waiting) else None,
+                "guard_fit": self.guard.payload() if self.guard is not None else None}
 
     def to_json(self) -> str:
         return json.dumps({**self.summary(), "plan": self.table()}, indent=2)
@@ -269,13 +284,17 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     # when the forecaster has them.
     decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak,
                        scenarios=guard is None)
+    # The policy looks half a day past the plan's end (36 h for a day's plan, as in the backtest).
+    policy_horizon = max(reserve.HORIZON, pd.Timedelta(hours=settings.horizon_hours + 12))
+    policy = None if guard is None else reserve.fit_policy(config, state.load_history_kw, start, spec, peak, settings.step,
+                                                           policy_horizon)
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
     return SitePlan(
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,
         no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
-        execution=settings.execution, guard=guard, cap_floor_kw=cap_floor_kw(net_history, start, spec),
+        execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec),
     )
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
-from cloud.optimization import sessions
+from cloud.optimization import reserve, sessions
 
 LABELS = {
     bt.NO_BATTERY: "no battery",
@@ -119,17 +119,17 @@ MPC_NOTE = (
 )
 
 GUARD_NOTE = (
-    "How the MPC plans, and why it falls short of the upper bound: most of the bill is the demand charge on "
-    "the month's peak, which EV sessions set. The LP plans each hour on the naive forecast; on top, a peak guard "
-    "fitted on the last four weeks of readings at the month's first plan, and again once a session has passed "
-    "its cap (the import cap and the battery reserve whose rule would have billed least over them, the cap kept "
-    "one step above the cheapest), keeps the reserve while a car could arrive (the hours past sessions started) "
-    "or charges, charges up to it beforehand if PV has not, keeps none after the day's session where the car "
-    "never charged twice a day, leaves the plan's discharges to the battery's own rule, and lets the import cap "
-    "defend the target step by step. No reading tells a short session from a long one while it runs, so the "
-    "guard holds its reserve until the car stops and most sessions end with energy left that perfect foresight "
-    "would have spent at the peak price; and a month whose sessions run harder than the past weeks' sets a "
-    "higher peak. The table below says where the difference went."
+    "How the MPC decides, and why it falls short of the upper bound: most of the bill is the demand charge on "
+    "the month's peak, which EV sessions set. The import cap is the peak guard's, fitted on the last four weeks "
+    "of readings at the month's first step and again once a session has passed it. Under that cap the battery "
+    "follows the reserve policy, solved at each local midnight over the next 36 hours: a stochastic dynamic "
+    "program on the naive house-load forecast, the PV forecast and the tariff, with the car's arrivals, session "
+    "lengths and the house's load meanwhile learnt from the same weeks. Per step and session state it keeps a "
+    "floor the battery covers load down to and a level it charges up to; the battery applies them to the load it "
+    "measures and defends the cap. The policy pays for not knowing the future: it keeps energy through evenings "
+    "that bring no car and through sessions that turn out short, which perfect foresight spends at the peak "
+    "price, and a month whose sessions run harder than the past weeks' sets a higher peak. The table below says "
+    "where the difference went."
 )
 
 
@@ -167,6 +167,14 @@ def energy_left_after_sessions(result: bt.BacktestResult) -> dict[str, float]:
             for name, run in result.runs.items() if name in (bt.MPC, bt.PERFECT)}
 
 
+def _cadence(result: bt.BacktestResult) -> str:
+    s = result.settings
+    if result.runs[bt.MPC].guarded:
+        return (f"MPC follows the reserve policy, solved each local midnight over {reserve.HORIZON / pd.Timedelta(hours=1):g} h "
+                f"with the `{s.forecaster}` forecasts ({result.replans} solves)")
+    return f"MPC re-plans every {s.replan_minutes} minutes over {s.horizon_hours:g} h with the `{s.forecaster}` forecaster ({result.replans} plans)"
+
+
 def _money(value: float) -> str:
     return f"{value:,.2f}"
 
@@ -177,8 +185,7 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
         f"# Backtest: {result.config.device_id}",
         "",
         f"{s.days} days from {(window[0] - s.step).tz_convert(result.config.timezone):%Y-%m-%d %H:%M %Z}, "
-        f"{s.step_minutes}-minute steps. MPC re-plans every {s.replan_minutes} minutes over {s.horizon_hours:g} h "
-        f"with the `{s.forecaster}` forecaster ({result.replans} plans), execution `{s.execution}`; "
+        f"{s.step_minutes}-minute steps. " + _cadence(result) + f", execution `{s.execution}`; "
         f"wear {s.wear_cost_per_kwh:g} per kWh of throughput; demand charge "
         f"{result.config.grid_price.demand_charge:g} per kW of each month's peak import.",
         "",

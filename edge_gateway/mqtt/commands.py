@@ -15,12 +15,11 @@ Both forms take an optional ``"import_limit_kw"`` (finite, >= 0): a grid import 
 battery defends by discharging more or charging less than commanded, as hybrid inverters'
 grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
 
-A schedule may carry a peak guard for as long as it lasts (edge_gateway/control.py):
-``"guard": {"reserve_kwh": 7.2, "weekday_window_h": [17.5, 20.75], "weekend_window_h": [15.75, 19.5],
-"one_session_a_day": true}``, energy above the minimum SOC kept while a car may arrive (local
-hours) or charges, and charged from the grid before the window, but not for the rest of a
-day whose session has ended when the car charges at most once a day (optional, default
-false); the gateway applies it at every reading.
+A schedule may carry a reserve policy for the steps it covers (edge_gateway/control.py):
+``"reserve": {"start": "...", "step_s": 900, "charging_steps": 24, "house_levels": [0.8, 1.1, 1.7],
+"one_session_a_day": true, "house_kw": [...], "floor_kwh": [[...], ...], "charge_to_kwh": [[...], ...]}``,
+per step from ``start`` and per session state the energies the battery covers load down to and
+charges up to; the gateway applies it at every reading.
 
 An accepted command replaces whatever the device was following. The physics clamps power to
 the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
@@ -36,10 +35,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from edge_gateway.config import BatteryMode
-from edge_gateway.control import ArrivalWindows, PeakGuard
+from edge_gateway.control import ReservePolicy
 from edge_gateway.errors import ValidationFailed
 from edge_gateway.models import der_data as dd
 
@@ -47,7 +47,7 @@ DEFAULT_EXPIRES_S = 900.0
 MAX_EXPIRES_S = 86_400.0
 MAX_HORIZON = pd.Timedelta(days=7)
 MAX_ENTRIES = 10_000
-MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_PAYLOAD_BYTES = 512 * 1024  # a day's reserve policy takes about 100 KB
 POWER_MARGIN = 10.0
 EXCERPT_CHARS = 200
 
@@ -68,7 +68,7 @@ class Segment:
 class Command:
     device_id: str
     segments: tuple[Segment, ...]
-    guard: PeakGuard | None = None
+    reserve: ReservePolicy | None = None
 
 
 def _refuse_constant(name: str) -> float:
@@ -155,37 +155,62 @@ def _immediate(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp
     return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power, cap),))
 
 
-def _window(value: object, name: str) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise CommandRejected(f"{name} must be [start, end] in local hours")
-    start, end = (_number(v, f"{name}[{i}]") for i, v in enumerate(value))
-    if not 0 <= start <= end <= 48:
-        raise CommandRejected(f"{name} [{start:g}, {end:g}] out of range; expected 0 <= start <= end <= 48 local hours")
-    return start, end
+def _whole(value: object, name: str, low: int, high: int) -> int:
+    number = _number(value, name)
+    if number != int(number) or not low <= number <= high:
+        raise CommandRejected(f"{name} {number:g} out of range; expected a whole number from {low} to {high}")
+    return int(number)
 
 
-def _guard(data: object) -> PeakGuard:
+def _table(value: object, name: str, rows: int | None, columns: int | None) -> np.ndarray:
+    """A list (``columns`` None) or list of lists of finite numbers >= 0, as an array."""
+    shape = "a list" if columns is None else "a list of lists"
+    if not isinstance(value, list) or not value or (rows is not None and len(value) != rows):
+        raise CommandRejected(f"{name} must be {shape} of {rows or 'some'} rows")
+    cells = value if columns is None else []
+    if columns is not None:
+        for i, row in enumerate(value):
+            if not isinstance(row, list) or len(row) != columns:
+                raise CommandRejected(f"{name}[{i}] must be a list of {columns} numbers, one per session state")
+            cells.extend(row)
+    if any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in cells):
+        raise CommandRejected(f"{name} must hold numbers only")
+    array = np.asarray(cells, dtype=float)
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise CommandRejected(f"{name} must hold finite numbers >= 0")
+    return array if columns is None else array.reshape(len(value), columns)
+
+
+def _reserve(data: object) -> ReservePolicy:
+    fields = {"start", "step_s", "charging_steps", "house_levels", "one_session_a_day", "house_kw", "floor_kwh", "charge_to_kwh"}
     if not isinstance(data, dict):
-        raise CommandRejected("guard must be an object with reserve_kwh, weekday_window_h and weekend_window_h")
-    required = {"reserve_kwh", "weekday_window_h", "weekend_window_h"}
-    _keys(data, required | {"one_session_a_day"}, "guard: ")
-    for key in sorted(required):
+        raise CommandRejected(f"reserve must be an object with {', '.join(sorted(fields))}")
+    _keys(data, fields, "reserve: ")
+    for key in sorted(fields):
         if key not in data:
-            raise CommandRejected(f"guard lacks {key}")
-    one_a_day = data.get("one_session_a_day", False)
-    if not isinstance(one_a_day, bool):
-        raise CommandRejected(f"guard.one_session_a_day must be true or false, got {json.dumps(one_a_day)[:40]}")
-    reserve = _number(data["reserve_kwh"], "guard.reserve_kwh")
-    if reserve < 0:
-        raise CommandRejected(f"guard.reserve_kwh {reserve:g} is negative; expected energy >= 0 kWh")
-    windows = ArrivalWindows(_window(data["weekday_window_h"], "guard.weekday_window_h"),
-                             _window(data["weekend_window_h"], "guard.weekend_window_h"))
-    return PeakGuard(reserve, windows, one_a_day)
+            raise CommandRejected(f"reserve lacks {key}")
+    if not isinstance(data["one_session_a_day"], bool):
+        raise CommandRejected(f"reserve.one_session_a_day must be true or false, got {json.dumps(data['one_session_a_day'])[:40]}")
+    levels = _table(data["house_levels"], "reserve.house_levels", None, None)
+    if len(levels) > 16 or (levels <= 0).any():
+        raise CommandRejected("reserve.house_levels must be 1 to 16 multipliers > 0")
+    steps = _whole(data["charging_steps"], "reserve.charging_steps", 1, 1000)
+    house = _table(data["house_kw"], "reserve.house_kw", None, None)
+    if len(house) > MAX_ENTRIES:
+        raise CommandRejected(f"reserve.house_kw has {len(house)} steps; expected at most {MAX_ENTRIES}")
+    states = steps * len(levels) + 2
+    return ReservePolicy(
+        start=_instant(data["start"], "reserve.start"), step_s=_whole(data["step_s"], "reserve.step_s", 1, 86_400),
+        floor_kwh=_table(data["floor_kwh"], "reserve.floor_kwh", len(house), states),
+        charge_to_kwh=_table(data["charge_to_kwh"], "reserve.charge_to_kwh", len(house), states),
+        charging_steps=steps, house_levels=tuple(float(m) for m in levels), house_kw=house,
+        one_session_a_day=data["one_session_a_day"],
+    )
 
 
 def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp) -> Command:
-    _keys(data, {"schedule", "guard"}, "")
-    guard = _guard(data["guard"]) if "guard" in data else None
+    _keys(data, {"schedule", "reserve"}, "")
+    policy = _reserve(data["reserve"]) if "reserve" in data else None
     entries = data["schedule"]
     if not isinstance(entries, list) or not entries:
         raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
@@ -213,7 +238,7 @@ def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp)
     if points[0][0] > now + MAX_HORIZON:
         raise CommandRejected(f"schedule starts after {MAX_HORIZON.days} days from now; expected a near-term plan")
     ends = [p[0] for p in points[1:]] + [end]
-    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)), guard)
+    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)), policy)
 
 
 def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool = False) -> Command:
@@ -272,10 +297,10 @@ class SetpointBook:
         found = self._in_force(device_id, at)
         return None if found is None else found[1]
 
-    def guard(self, device_id: str, at: pd.Timestamp) -> PeakGuard | None:
-        """The peak guard of the schedule in force at ``at``, None when none."""
+    def reserve(self, device_id: str, at: pd.Timestamp) -> ReservePolicy | None:
+        """The reserve policy of the schedule in force at ``at``, None when none."""
         found = self._in_force(device_id, at)
-        return None if found is None else found[0].guard
+        return None if found is None else found[0].reserve
 
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The power command in force at ``at`` (kW, + charges), NaN when none."""

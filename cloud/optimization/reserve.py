@@ -1,0 +1,215 @@
+"""The reserve policy: how much energy a home with a car keeps back, step by step, for a
+session nobody can time (issue 7).
+
+The month's peak import is set by EV sessions: a car plugged in at 7.2 kW for an unknown
+number of hours. A plan on one forecast cannot hedge that, and a fixed reserve hedges it
+badly: it idles the battery through every evening a car might come and holds energy through
+every session that turns out short. The reserve policy is the hedge worked out in
+expectation. From the site's own readings it learns
+
+* when a car arrives: per weekday and weekend, the chance of a first session starting in
+  each 15-minute slot of the day (the past arrivals, smoothed);
+* how long a session lasts: the chance that a session which has charged ``k`` steps goes on
+  (the past lengths, smoothed on a log scale so the longest seen is not the longest possible);
+* how the house behaves meanwhile: a house-load multiplier per session (heating or cooking
+  evenings run hot for hours) and a step-to-step spread around the house-load forecast;
+
+and solves a stochastic dynamic program (``reserve_dp``) over the horizon on the forecasts of
+the house load, PV and the tariff, with the demand charge on any import above the month's
+cap. The answer is a pair of energy thresholds per step and session state (no car yet, the
+``k``-th step of a session at a house level, the day's session done): the battery covers
+load only above ``floor_kwh`` and charges from the grid up to ``charge_to_kwh``; it always
+stores PV surplus and defends the cap. ``edge_gateway.control.ReservePolicy`` carries them;
+the gateway applies them at every reading, and so does the backtest.
+
+The cap itself is the peak guard's (guard.py), fitted on the last four weeks of readings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cloud.optimization import forecasters as fc
+from cloud.optimization import sessions
+from cloud.optimization.model import BatterySpec
+from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, limits
+from edge_gateway.config import SimulatorConfig
+from edge_gateway.control import ReservePolicy
+
+#: Days of readings the session statistics are drawn from.
+MODEL_DAYS = 28
+#: Smoothing of past arrival times (slots of the day) and lengths (log scale).
+ARRIVAL_SIGMA_SLOTS = 3.0
+LENGTH_LOG_SIGMA = 0.15
+#: Charging states reach this share beyond the longest session seen (then one more absorbs).
+LENGTH_TAIL = 1.35
+#: House-load multipliers of a session: the mean ratio to the forecast in each band of the
+#: past sessions' ratios, sorted (the top band is the evening that runs hot).
+MULTIPLIER_BANDS = (0.0, 0.4, 0.8, 1.0)
+#: Step-to-step spread of the house load around its forecast: band means of the residuals.
+RESIDUAL_BANDS = (0.0, 0.5, 0.8, 0.95, 1.0)
+#: Fewer past sessions than this give one house level.
+MIN_SESSIONS_FOR_LEVELS = 4
+#: Energy grid of the program, kWh, and its most levels (a larger battery gets a coarser grid).
+ENERGY_STEP_KWH = 0.1
+MAX_ENERGY_LEVELS = 160
+#: Horizon of one solve: the day ahead and the night after it.
+HORIZON = pd.Timedelta(hours=36)
+
+
+@dataclass(frozen=True)
+class SessionModel:
+    """What the readings say about the car's sessions and the house meanwhile."""
+
+    arrival_hazard: np.ndarray  # (2, slots): weekday, weekend; chance a first session starts in the slot, given none yet
+    continuation: np.ndarray  # (K,): chance a session that has charged k steps charges another
+    one_session_a_day: bool
+    multipliers: np.ndarray  # (M,) house-load multiplier of a session
+    multiplier_probs: np.ndarray
+    residuals_kw: np.ndarray  # (Q,) house load around its forecast, per step
+    residual_probs: np.ndarray
+    sessions_seen: int
+
+    @property
+    def charging_steps(self) -> int:
+        return len(self.continuation)
+
+    @classmethod
+    def from_readings(cls, load_kw: pd.Series, issued_at: pd.Timestamp, charger_kw: float, timezone: str,
+                      days: int = MODEL_DAYS) -> SessionModel:
+        """From the readings of the ``days`` before ``issued_at`` (only those)."""
+        past = load_kw.loc[issued_at - pd.Timedelta(days=days) : issued_at].dropna()
+        step = past.index[1] - past.index[0]
+        found = sessions.find_sessions(past, charger_kw)
+        house = sessions.without_sessions(past, found, charger_kw)
+        slots = int(pd.Timedelta(days=1) / step)
+        complete = slice(None, -1) if found.ongoing else slice(None)
+        lengths = np.asarray((found.ends - found.starts) / step, dtype=float)[complete] + 1.0
+        levels, level_probs = _house_levels(house, found, step, complete)
+        residuals, residual_probs = _banded(_house_residuals(house, step), RESIDUAL_BANDS)
+        per_day = sessions.per_day(found, step, timezone) if len(found.starts) else np.ones(1, dtype=int)
+        return cls(
+            _arrival_hazard(found.starts, past.index, step, timezone, slots), _continuation(lengths),
+            bool(per_day.max() == 1), levels, level_probs, residuals, residual_probs, len(lengths),
+        )
+
+
+def _arrival_hazard(starts: pd.DatetimeIndex, instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str,
+                    slots: int) -> np.ndarray:
+    """Per day kind and slot: the chance the day's first session starts in the slot, given
+    that none has started earlier that day."""
+    local = (starts - step).tz_convert(timezone)
+    days = (instants - step).tz_convert(timezone).normalize().unique()[1:-1]  # whole days only
+    counts = np.array([np.sum(days.day_of_week < 5), np.sum(days.day_of_week >= 5)], dtype=float)
+    first = pd.Series(np.arange(len(local)), index=local.normalize()).groupby(level=0).first().to_numpy()
+    slot = np.asarray(local.hour * 60 + local.minute) // int(step / pd.Timedelta(minutes=1))
+    x = np.arange(slots)
+    pmf = np.zeros((2, slots))
+    for i in first:
+        kernel = np.exp(-0.5 * ((x - slot[i]) / ARRIVAL_SIGMA_SLOTS) ** 2)
+        pmf[int(local[i].day_of_week >= 5)] += kernel / kernel.sum()
+    pmf /= np.maximum(counts, 1.0)[:, None]
+    pmf *= np.minimum(1.0, 0.98 / np.maximum(pmf.sum(axis=1, keepdims=True), 1e-12))
+    before = np.cumsum(pmf, axis=1) - pmf
+    return np.clip(pmf / np.maximum(1.0 - before, 1e-9), 0.0, 1.0)
+
+
+def _continuation(lengths: np.ndarray) -> np.ndarray:
+    """Chance that a session which has charged ``k`` steps (k = 1..K) charges another; the
+    last state holds every longer session at the tail's rate."""
+    if not len(lengths):
+        return np.array([0.5])
+    k = np.arange(1, int(np.ceil(max(lengths.max(), 4.0) * LENGTH_TAIL)) + 3)
+    pmf = np.zeros(len(k))
+    for length in lengths:
+        pmf += np.exp(-0.5 * ((np.log(k) - np.log(length)) / LENGTH_LOG_SIGMA) ** 2) / k
+    survival = pmf[::-1].cumsum()[::-1] / pmf.sum()  # P(length >= k)
+    cont = np.empty(len(k))
+    cont[:-1] = survival[1:] / np.maximum(survival[:-1], 1e-12)
+    cont[-1] = cont[-2] if len(k) > 1 else 0.5
+    return np.clip(cont, 0.0, 0.99)
+
+
+def _banded(values: np.ndarray, bands: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``values`` in each quantile band, and each band's probability."""
+    values = np.sort(values[np.isfinite(values)])
+    cuts = np.round(np.asarray(bands) * len(values)).astype(int)
+    keep = np.diff(cuts) > 0
+    if not keep.any():
+        return np.zeros(1), np.ones(1)
+    means = np.array([values[a:b].mean() for a, b in zip(cuts[:-1][keep], cuts[1:][keep], strict=True)])
+    probs = np.diff(np.asarray(bands))[keep]
+    return means, probs / probs.sum()
+
+
+def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta, complete: slice) -> tuple[np.ndarray, np.ndarray]:
+    """House-load multipliers of a session: each past session's house load over the naive
+    forecast issued as it began, in bands."""
+    ratios = []
+    for start, end in zip(found.starts[complete], found.ends[complete], strict=True):
+        instants = pd.date_range(start, end, freq=step)
+        expected = fc.naive_load_kw(house, start - step, instants, fc.HOUSE_ANOMALY_READINGS).sum()
+        if expected > 0:
+            ratios.append(float(house.reindex(instants).sum()) / expected)
+    if len(ratios) < MIN_SESSIONS_FOR_LEVELS:
+        return np.ones(1), np.ones(1)
+    return _banded(np.array(ratios), MULTIPLIER_BANDS)
+
+
+def _house_residuals(house: pd.Series, step: pd.Timedelta) -> np.ndarray:
+    """The house load less its mean at the same time over the week before (the naive
+    forecast's usual), wherever that week is complete."""
+    week = pd.concat([house.shift(freq=fc.DAY * d) for d in range(1, fc.HISTORY_DAYS + 1)], axis=1).reindex(house.index)
+    return (house - week.mean(axis=1, skipna=False)).to_numpy()
+
+
+def energy_levels(spec: BatterySpec) -> np.ndarray:
+    """The program's grid of stored energy, from the minimum to the maximum SOC."""
+    usable = spec.max_kwh - spec.min_kwh
+    count = int(min(max(round(usable / ENERGY_STEP_KWH), 2), MAX_ENERGY_LEVELS))
+    return spec.min_kwh + np.arange(count + 1) * usable / count
+
+
+def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
+                 config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> ReservePolicy:
+    """The thresholds for the steps of ``forecast`` (forecasters.COLUMNS; its LOAD column is
+    not used: the house's own load is ``house_kw``) under import cap ``cap_kw``."""
+    instants = forecast.index
+    dt = step / pd.Timedelta(hours=1)
+    local = (instants - step).tz_convert(config.timezone)
+    slots = model.arrival_hazard.shape[1]
+    slot = np.asarray(local.hour * 60 + local.minute) * slots // 1440
+    hazard = model.arrival_hazard[np.asarray(local.day_of_week >= 5).astype(int), slot]
+    price = forecast[fc.IMPORT_PRICE].to_numpy()
+    e = energy_levels(spec)
+    _, after = backward(
+        np.asarray(house_kw, dtype=float), np.maximum(forecast[fc.PV].to_numpy(), 0.0), price,
+        forecast[fc.EXPORT_PRICE].to_numpy(), hazard, np.asarray(slot == 0), model.continuation,
+        config.home_load.ev_charger_kw, model.one_session_a_day, e, spec.charge_efficiency, spec.discharge_efficiency,
+        spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw, config.grid_price.demand_charge,
+        OVERSHOOT_KW, float(price.min() * spec.discharge_efficiency), model.multipliers, model.multiplier_probs,
+        model.residuals_kw, model.residual_probs,
+    )
+    floor, charge_to = limits(after, price, e, spec.charge_efficiency, spec.discharge_efficiency, spec.wear_cost_per_kwh)
+    return ReservePolicy(
+        start=instants[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
+        charging_steps=model.charging_steps, house_levels=tuple(float(m) for m in model.multipliers),
+        house_kw=np.asarray(house_kw, dtype=float), one_session_a_day=model.one_session_a_day, cap_kw=float(cap_kw),
+    )
+
+
+def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
+               cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> ReservePolicy:
+    """The policy for the ``horizon`` after ``issued_at``, learnt from the readings before it
+    and planned on the naive house-load forecast, the PV forecast and the tariff."""
+    charger = config.home_load.ev_charger_kw
+    model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
+    instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
+    _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
+    house_kw = fc.naive_load_kw(house, issued_at, instants, fc.HOUSE_ANOMALY_READINGS)
+    pv = fc.pv_forecast(config, issued_at, instants)
+    forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
+    return solve_policy(model, forecast, house_kw, spec, config, cap_kw, step)

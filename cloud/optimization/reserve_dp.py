@@ -1,0 +1,159 @@
+"""The reserve policy's dynamic program: expected cost over a horizon, by EV session state.
+
+A stochastic dynamic program over stored energy (a grid of ``e``), the state of the car's
+session and the demand charge already paid above the cap, solved backwards over the steps
+of a horizon. Per step, in this order:
+
+1. the session moves on: a car that is not charging arrives with the step's hazard (once a
+   day where it charges at most once a day); one that charges goes on with the continuation
+   probability of its elapsed steps, else stops; each session draws a house-load multiplier
+   (``mult`` with ``mult_prob``) for its whole length, as an evening of heating or cooking
+   keeps the house high while the car charges;
+2. the house load of the step is drawn around its forecast (additive ``resid`` with
+   ``resid_prob``, independent from step to step: an oven, a kettle);
+3. the battery, seeing the step's load, moves to any energy its rates allow. The grid pays
+   the import price or earns the feed-in price, throughput pays wear, and import above the
+   cap (``cap_kw`` plus the overshoot already paid) pays the demand charge once per kW.
+
+States: 0 no car yet, ``1 + (k - 1) * M + m`` the ``k``-th charging step of a session at
+house multiplier ``m`` (``k = K`` also holds every longer session), ``S - 1`` the day's
+session done. The overshoot already paid is interpolated between the levels ``overshoot_kw``,
+so the penalty is exact and the levels can be few.
+
+The numbers are small enough for a compiled loop: a day of 15-minute steps, ~100 energy
+levels, ~25 battery moves, ~75 session states, 5 overshoot levels and 4 house draws.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+#: Demand charge already paid above the cap, kW: the interpolation levels.
+OVERSHOOT_KW = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def backward(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_kw, one_a_day, e, eta_c, eta_d,
+             max_charge_kw, max_discharge_kw, dt, wear, cap_kw, demand_charge, overshoot_kw, terminal_value,
+             mult, mult_prob, resid, resid_prob):
+    """Expected cost-to-go ``V`` (steps + 1, states, overshoot levels, energies) and the
+    expected cost after each step's decision ``W`` (steps, states, overshoot levels, energies)."""
+    T = house_kw.shape[0]
+    N = e.shape[0]
+    K = cont.shape[0]
+    M = mult.shape[0]
+    S = K * M + 2
+    O = overshoot_kw.shape[0]
+    done = S - 1
+    delta = e[1] - e[0]
+    down = int(math.floor(max_discharge_kw * dt / eta_d / delta + 1e-9))
+    up = int(math.floor(max_charge_kw * eta_c * dt / delta + 1e-9))
+    A = down + up + 1
+    power = np.empty(A)
+    for a in range(A):
+        stored = (a - down) * delta
+        power[a] = stored / (eta_c * dt) if stored >= 0 else stored * eta_d / dt
+    V = np.empty((T + 1, S, O, N))
+    W = np.empty((T, S, O, N))
+    for s in range(S):
+        for o in range(O):
+            for i in range(N):
+                V[T, s, o, i] = -terminal_value * (e[i] - e[0])
+    for t in range(T - 1, -1, -1):
+        arrive = hazard[t + 1] if t + 1 < T else 0.0
+        day_turns = new_day[t + 1] if t + 1 < T else False
+        for o in range(O):
+            for j in range(N):
+                arrival = 0.0
+                for m in range(M):
+                    arrival += mult_prob[m] * V[t + 1, 1 + m, o, j]
+                waiting = arrive * arrival + (1.0 - arrive) * V[t + 1, 0, o, j]
+                W[t, 0, o, j] = waiting
+                after = waiting if (day_turns or not one_a_day) else V[t + 1, done, o, j]
+                for k in range(1, K + 1):
+                    on = cont[k - 1]
+                    for m in range(M):
+                        nxt = 1 + (min(k + 1, K) - 1) * M + m
+                        W[t, 1 + (k - 1) * M + m, o, j] = on * V[t + 1, nxt, o, j] + (1.0 - on) * after
+                W[t, done, o, j] = waiting if day_turns else V[t + 1, done, o, j]
+        for s in numba.prange(S):
+            _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_kw, mult, resid, resid_prob,
+                    power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W)
+    return V, W
+
+
+@numba.njit(cache=True, nogil=True)
+def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_kw, mult, resid, resid_prob,
+            power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W):
+    """``V[t, s]``: the expected cost of the best move from every energy, over the house draws."""
+    charging = 1 <= s < S - 1
+    base = house_kw[t] * (mult[(s - 1) % M] if charging else 1.0) + (charger_kw if charging else 0.0) - pv_kw[t]
+    cost = np.empty(A)
+    level = np.empty(A, np.int64)
+    share = np.empty(A)
+    total = np.empty(N)
+    after_t = W[t, s]
+    for o in range(O):
+        total[:] = 0.0
+        for q in range(resid.shape[0]):
+            net = base + resid[q]
+            for a in range(A):
+                grid = net + power[a]
+                c = (price[t] * grid if grid > 0 else feed_in[t] * grid) * dt + wear * abs(power[a]) * dt
+                over = grid - cap_kw
+                level[a], share[a] = o, 0.0
+                if over > overshoot_kw[o]:
+                    c += demand_charge * (over - overshoot_kw[o])
+                    m = o
+                    while m + 1 < O and overshoot_kw[m + 1] < over:
+                        m += 1
+                    level[a] = m
+                    if m + 1 < O:
+                        share[a] = (over - overshoot_kw[m]) / (overshoot_kw[m + 1] - overshoot_kw[m])
+                cost[a] = c
+            for i in range(N):
+                best = 1e300
+                for a in range(max(0, down - i), min(A, N - i + down)):
+                    j = i + a - down
+                    m = level[a]
+                    after = after_t[m, j]
+                    if share[a] > 0.0:
+                        after += share[a] * (after_t[m + 1, j] - after)
+                    value = cost[a] + after
+                    if value < best:
+                        best = value
+                total[i] += resid_prob[q] * best
+        for i in range(N):
+            V[t, s, o, i] = total[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def limits(W, price, e, eta_c, eta_d, wear):
+    """Per step and session state, at no overshoot: the energy the battery covers load down
+    to (``floor``) and the energy it charges up to from the grid (``charge_to``).
+
+    Read off the expected cost after the step's decision: one more step down the energy grid
+    saves ``(price - wear) * eta_d * delta`` of import and costs what the lower energy
+    costs later; one step up costs ``(price + wear) * delta / eta_c``. The cost after the
+    decision is convex in energy, so each is a single threshold."""
+    T, S, _, N = W.shape
+    delta = e[1] - e[0]
+    floor = np.empty((T, S))
+    charge_to = np.empty((T, S))
+    for t in range(T):
+        spend = (price[t] - wear) * eta_d * delta
+        buy = (price[t] + wear) * delta / eta_c
+        for s in range(S):
+            w = W[t, s, 0]
+            low = N - 1
+            while low > 0 and w[low - 1] - w[low] < spend:
+                low -= 1
+            high = 0
+            while high < N - 1 and w[high] - w[high + 1] > buy:
+                high += 1
+            floor[t, s] = e[low]
+            charge_to[t, s] = e[min(high, low)]
+    return floor, charge_to
