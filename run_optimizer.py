@@ -90,8 +90,8 @@ def plan(args, config: SimulatorConfig) -> None:
     policy = summary["reserve"]
     if policy:
         print(f"reserve policy: import cap {policy['cap_kw']:.2f} kW; with no car charging the battery covers load down to "
-              f"{policy['floor_above_min_kwh_now']:.1f} kWh above its minimum now, at most "
-              f"{policy['floor_above_min_kwh_highest']:.1f} kWh over the plan ({policy['states']} session states, "
+              f"{policy['floor_above_min_kwh_now']:.1f} kWh above its minimum now, "
+              f"{policy['floor_above_min_kwh_lowest']:.1f} to {policy['floor_above_min_kwh_highest']:.1f} kWh over the plan ({policy['states']} session states, "
               "learnt from the last four weeks)" + ("; the car charges at most once a day" if policy["one_session_a_day"] else ""))
 
 

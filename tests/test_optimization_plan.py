@@ -105,7 +105,8 @@ def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_
     np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
     summary = site_plan.summary()["reserve"]
     assert summary["cap_kw"] == pytest.approx(rule.target_kw, abs=1e-4) and summary["states"] == policy.states
-    assert 0.0 <= summary["floor_above_min_kwh_now"] <= summary["floor_above_min_kwh_highest"] <= battery.max_kwh - battery.min_kwh
+    assert 0.0 <= summary["floor_above_min_kwh_lowest"] <= summary["floor_above_min_kwh_now"]
+    assert summary["floor_above_min_kwh_now"] <= summary["floor_above_min_kwh_highest"] <= battery.max_kwh - battery.min_kwh
 
 
 def test_under_a_reserve_policy_no_power_is_commanded_and_the_caps_are_the_capped_ones():

@@ -214,6 +214,7 @@ class SitePlan:
         return {"cap_kw": round(float(self.commands()[1][0]), 4), "states": policy.states,
                 "one_session_a_day": policy.one_session_a_day,
                 "floor_above_min_kwh_now": round(float(waiting[0]), 3) if len(waiting) else None,
+                "floor_above_min_kwh_lowest": round(float(waiting.min()), 3) if len(waiting) else None,
                 "floor_above_min_kwh_highest": round(float(waiting.max()), 3) if len(waiting) else None,
                 "guard_fit": self.guard.payload() if self.guard is not None else None}
 
