@@ -248,3 +248,12 @@ def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenar
     assert site_plan.no_battery == cost_without_battery(site_plan.inputs)
     _, cap = site_plan.commands()
     assert site_plan.cap_floor_kw > 0 and (cap >= site_plan.cap_floor_kw - 1e-9).all()
+
+
+@pytest.mark.slow
+def test_a_weeks_guarded_schedule_is_one_the_gateway_accepts():
+    """The longest plan there is: a week at 15 minutes, its reserve policy on every step."""
+    config = SimulatorConfig(seed=3, interval_seconds=900)
+    site_plan = plan_site(config, PlanSettings(start=START, horizon_hours=168))
+    command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
+    assert len(command.reserve.house_kw) == 672 and command.reserve.row(START + pd.Timedelta(days=7) - pd.Timedelta(minutes=15)) == 671

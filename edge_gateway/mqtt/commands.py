@@ -47,7 +47,7 @@ DEFAULT_EXPIRES_S = 900.0
 MAX_EXPIRES_S = 86_400.0
 MAX_HORIZON = pd.Timedelta(days=7)
 MAX_ENTRIES = 10_000
-MAX_PAYLOAD_BYTES = 512 * 1024  # a day's reserve policy takes about 100 KB
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # a reserve policy takes about 100 KB a day at 15-minute steps
 POWER_MARGIN = 10.0
 EXCERPT_CHARS = 200
 
