@@ -3,6 +3,7 @@ state, the setpoint schedule on the real broker and the gateway following it, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,8 +15,8 @@ import pandas as pd
 import pytest
 
 from cloud.optimization import ACTIONS
-from cloud.optimization.backtest import effective_execution
-from cloud.optimization.planner import JOB, PlanSettings, plan_site, run_plan
+from cloud.optimization.backtest import battery_spec, effective_execution
+from cloud.optimization.planner import JOB, PlanSettings, fit_site_guard, plan_site, run_plan, state_from_simulator
 from cloud.optimization.publish import PublishFailed, publish_schedule
 from cloud.optimization.reference import cost_without_battery
 from cloud.optimization.stochastic import ScenarioPlan
@@ -91,7 +92,7 @@ def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_
     command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
     # What the gateway will run is the policy the backtest measures, to the watt-hour.
     sent, steps = command.reserve, len(site_plan.step_starts)
-    assert sent.start == policy.start and sent.step == policy.step and sent.states == policy.states
+    assert sent.start == policy.start == START and sent.step == policy.step and sent.states == policy.states
     assert len(sent.house_kw) == steps and len(policy.house_kw) > steps  # the policy looks past the plan
     np.testing.assert_allclose(sent.floor_kwh, policy.floor_kwh[:steps], atol=5e-4)
     np.testing.assert_allclose(sent.charge_to_kwh, policy.charge_to_kwh[:steps], atol=5e-4)
@@ -107,6 +108,21 @@ def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_
     assert summary["cap_kw"] == pytest.approx(rule.target_kw, abs=1e-4) and summary["states"] == policy.states
     assert 0.0 <= summary["floor_above_min_kwh_lowest"] <= summary["floor_above_min_kwh_now"]
     assert summary["floor_above_min_kwh_now"] <= summary["floor_above_min_kwh_highest"] <= battery.max_kwh - battery.min_kwh
+
+
+def test_a_plan_made_during_the_day_sends_the_policy_solved_at_the_midnight_before():
+    """As the backtest solves it: the hourly re-plans do not re-solve the policy."""
+    config = SimulatorConfig(seed=3, interval_seconds=900)
+    afternoon = START + pd.Timedelta(hours=15)
+    at_midnight = plan_site(config, PlanSettings(start=START)).policy
+    later = plan_site(config, PlanSettings(start=afternoon))
+    assert later.policy.start == START.tz_convert("UTC")
+    sent = parse_command(json.dumps(later.schedule()).encode(), config.device_id, 100.0, afternoon).reserve
+    assert sent.start == afternoon and len(sent.house_kw) == 96
+    # Its hours overlap the midnight plan's 36: the same policy there but for the end of the
+    # look-ahead, which the afternoon's plan sets 15 hours later to cover all its steps.
+    apart = np.abs(sent.floor_kwh[:60] - at_midnight.floor_kwh[60:120])
+    assert np.mean(apart <= 0.25) > 0.95 and apart.max() <= 1.0
 
 
 def test_under_a_reserve_policy_no_power_is_commanded_and_the_caps_are_the_capped_ones():
@@ -257,3 +273,18 @@ def test_a_weeks_guarded_schedule_is_one_the_gateway_accepts():
     site_plan = plan_site(config, PlanSettings(start=START, horizon_hours=168))
     command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
     assert len(command.reserve.house_kw) == 672 and command.reserve.row(START + pd.Timedelta(days=7) - pd.Timedelta(minutes=15)) == 671
+
+
+def test_the_guards_cap_is_the_months_until_a_session_passes_it():
+    """As in the backtest: fitted on the weeks before the month began, the same at every
+    hourly plan, and fitted again with no cap below the peak once the peak has passed it."""
+    config = SimulatorConfig(seed=3, interval_seconds=900)
+    step = pd.Timedelta(minutes=15)
+    spec = battery_spec(config, None, 0.02)
+    caps = []
+    for start in (START + pd.Timedelta(hours=1), START + pd.Timedelta(days=5, hours=19)):
+        state = state_from_simulator(config, start.tz_convert("UTC"), step)
+        caps.append(fit_site_guard(config, state, start.tz_convert("UTC"), spec).target_kw)
+    assert caps[0] == caps[1]
+    passed = dataclasses.replace(state, peak_so_far_kw=caps[0] + 1.0)
+    assert fit_site_guard(config, passed, start.tz_convert("UTC"), spec).target_kw >= caps[0] + 1.0

@@ -63,7 +63,11 @@ def test_a_schedule_carries_its_reserve_policy_for_as_long_as_it_lasts():
     assert book.reserve("d", NOW + pd.Timedelta(hours=12)) is not None
     assert book.reserve("d", NOW + pd.Timedelta(days=1)) is None and book.reserve("other", NOW) is None
     assert parse_command(_schedule(None), "d", 50.0, NOW).reserve is None
-    assert len(_policy().payload(steps=8)["floor_kwh"]) == 8
+    later = _policy().payload(since=NOW + pd.Timedelta(hours=2), steps=8)
+    assert len(later["floor_kwh"]) == 8 and later["floor_kwh"] == _policy().payload()["floor_kwh"][8:16]
+    assert pd.Timestamp(later["start"]) == NOW + pd.Timedelta(hours=2)
+    with pytest.raises(ValueError, match="does not cover"):
+        _policy().payload(since=NOW - pd.Timedelta(hours=1))
 
 
 @pytest.mark.parametrize(

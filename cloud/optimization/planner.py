@@ -25,6 +25,7 @@ from cloud.optimization import reserve
 from cloud.optimization.backtest import (
     DEFAULT_WEAR_COST_PER_KWH,
     EXECUTIONS,
+    REFIT_ABOVE_KW,
     Decision,
     Stepped,
     battery_spec,
@@ -168,7 +169,7 @@ class SitePlan:
             | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
             for ts, p, c in zip(self.step_starts, power, cap)
         ]
-        return {"schedule": entries} | ({} if self.policy is None else {"reserve": self.policy.payload(len(self.step_starts))})
+        return {"schedule": entries} | ({} if self.policy is None else {"reserve": self.policy.payload(self.step_starts[0], len(self.step_starts))})
 
     def expected_over_scenarios(self) -> dict | None:
         """A scenario plan's cost and savings over all its load scenarios, each scenario's plan
@@ -227,9 +228,16 @@ def _month_start(at: pd.Timestamp, timezone: str) -> pd.Timestamp:
     return local.normalize().replace(day=1).tz_convert("UTC")
 
 
+def _history_start(start: pd.Timestamp, timezone: str) -> pd.Timestamp:
+    """The oldest reading a plan reads: the forecasters' days, and the guard's weeks before the
+    month began (its cap is fitted at the month's start, see :func:`fit_site_guard`)."""
+    days = pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1)
+    return min(start, _month_start(start, timezone)) - days
+
+
 def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
     """SOC, month peak, load and PV history from stored readings; None when there are none."""
-    since = min(start - pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1), _month_start(start, config.timezone))
+    since = _history_start(start, config.timezone)
     readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
     if readings.empty:
         return None
@@ -248,22 +256,44 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
 
 
 def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
-    history = pd.date_range(start - pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1), start, freq=step)
+    history = pd.date_range(_history_start(start, config.timezone), start, freq=step)
     actuals = fc.site_actuals(config, history)
     return SiteState(None, 0.0, actuals[fc.LOAD], "simulator", actuals[fc.PV])
 
 
 def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec) -> peak_guard.GuardRule | None:
-    """The peak guard of a site with a car, fitted on its last weeks of load and PV with no cap
-    below the month's peak so far; None without a car, a battery, or :data:`GUARD_MIN_DAYS`
-    days of both."""
+    """The peak guard of a site with a car, as the backtest fits it: on the weeks before the
+    billing month began, and once the month's peak has passed that cap, again on the weeks
+    before ``start`` with no cap below the peak. (A cap fitted afresh at every hourly plan
+    would slide with the window and differ from the one measured.) None without a car, a
+    battery, or :data:`GUARD_MIN_DAYS` days of both."""
     if config.home_load.ev_charger_kw <= 0 or spec.max_kwh <= spec.min_kwh or state.pv_history_kw is None:
         return None
-    past = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
-    past = past.loc[start - peak_guard.FIT_DAYS * fc.DAY : start].iloc[1:]
-    if len(past) < 2 or past.index[-1] - past.index[0] < pd.Timedelta(days=GUARD_MIN_DAYS):
-        return None
-    return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, state.peak_so_far_kw)
+    history = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
+
+    def fitted(at: pd.Timestamp, peak_kw: float) -> peak_guard.GuardRule | None:
+        past = history.loc[at - peak_guard.FIT_DAYS * fc.DAY : at].iloc[1:]
+        if len(past) < 2 or past.index[-1] - past.index[0] < pd.Timedelta(days=GUARD_MIN_DAYS):
+            return None
+        return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak_kw)
+
+    rule = fitted(_month_start(start, config.timezone), 0.0)
+    if rule is None or state.peak_so_far_kw > rule.target_kw + REFIT_ABOVE_KW:
+        rule = fitted(start, state.peak_so_far_kw)
+    return rule
+
+
+def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec, cap_kw: float,
+                settings: PlanSettings) -> ReservePolicy:
+    """The reserve policy in force at ``start``: the one solved at the local midnight before it
+    on the readings before that midnight, as the backtest solves it, whatever hour the plan is
+    made (re-solving it every hour carries the naive forecast's mid-session anomaly into a
+    program that prices the session's house level already, and was measured to cost seed 42's
+    June 24 points of capture). It looks half a day past the plan's end: 36 hours from midnight
+    for a day's plan made at midnight, as in the backtest."""
+    midnight = start.tz_convert(config.timezone).normalize().tz_convert("UTC")
+    horizon = max(reserve.HORIZON, start + pd.Timedelta(hours=settings.horizon_hours + 12) - midnight)
+    return reserve.fit_policy(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon)
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
@@ -285,10 +315,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     # when the forecaster has them.
     decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak,
                        scenarios=guard is None)
-    # The policy looks half a day past the plan's end (36 h for a day's plan, as in the backtest).
-    policy_horizon = max(reserve.HORIZON, pd.Timedelta(hours=settings.horizon_hours + 12))
-    policy = None if guard is None else reserve.fit_policy(config, state.load_history_kw, start, spec, peak, settings.step,
-                                                           policy_horizon)
+    policy = None if guard is None else site_policy(config, state, start, spec, peak, settings)
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
     return SitePlan(
