@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from cloud.optimization import backtest as bt
 from cloud.optimization import reserve
+from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reserve_dp import backward, limits
 from edge_gateway.config import build_config
+from edge_gateway.control import ReservePolicy
 
 ZONE = "America/Los_Angeles"
 #: Whole-kW instances: unit efficiencies and 0.25 kWh per kW-step keep every import on a
@@ -188,3 +190,23 @@ def test_a_fitted_policy_covers_the_day_ahead_within_the_battery(capacity_kwh):
     assert (policy.charge_to_kwh <= policy.floor_kwh + 1e-9).all()
     # Something is kept back at some hour, and not at every hour.
     assert policy.floor_kwh[:, 0].max() > spec.min_kwh + 0.5 and policy.floor_kwh[:, 0].min() < spec.min_kwh + 0.5
+
+
+def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():
+    steps, start = 16, pd.Timestamp("2024-06-10T00:00Z")
+    battery = BatterySpec(capacity_kwh=10.0, initial_soc_percent=90.0, min_soc_percent=10.0, max_soc_percent=90.0,
+                          max_charge_kw=5.0, max_discharge_kw=5.0)
+    load = np.r_[np.full(8, 2.0), np.full(8, 9.0)]  # a quiet morning, then a car
+    inputs = HorizonInputs(load, np.zeros(steps), np.full(steps, 0.3), np.zeros(steps), step_hours=0.25)
+    floor = np.full((steps, 3), battery.min_kwh)
+    floor[:8] = 6.0  # keep 6 kWh through the morning
+    policy = ReservePolicy(start=start, step_s=900, floor_kwh=floor, charge_to_kwh=np.full((steps, 3), battery.min_kwh),
+                           charging_steps=1, house_levels=(1.0,), house_kw=load, one_session_a_day=False)
+    step_starts = pd.date_range(start, periods=steps, freq="15min")
+    plan = reserve.expected_dispatch(policy, inputs, battery, step_starts, cap_kw=6.0)
+    energy = np.asarray(plan.soc_percent) / 100.0 * battery.capacity_kwh
+    assert energy[8] == pytest.approx(6.0)  # covered the morning's load down to the floor, no lower
+    # Then the cap: 9 kW of load held to 6 kW while the energy lasts, never beyond the rates.
+    held = np.asarray(plan.grid_kw[8:]) <= 6.0 + 1e-9
+    assert held[:4].all() and not held.all()
+    assert (np.abs(plan.battery_power_kw) <= 5.0 + 1e-9).all() and energy.min() >= battery.min_kwh - 1e-9

@@ -108,11 +108,14 @@ class SitePlan:
     guard: peak_guard.GuardRule | None = None  # the cap's fit, under "guarded" execution, for sites with a car
     policy: ReservePolicy | None = None  # the reserve policy the battery follows under that cap
     cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
+    policy_plan: DispatchPlan | None = None  # what the battery does under the policy on the forecast
 
     @property
     def plan(self) -> DispatchPlan:
-        """The plan shown, stored and valued: the only one, or a scenario plan's first."""
-        return self.decision.first
+        """The plan shown, stored and valued: under a reserve policy what the battery does under
+        it on the forecast (reserve.expected_dispatch), else the only plan or a scenario plan's
+        first."""
+        return self.policy_plan if self.policy_plan is not None else self.decision.first
 
     @property
     def savings_vs_no_battery(self) -> float:
@@ -318,11 +321,13 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     policy = None if guard is None else site_policy(config, state, start, spec, peak, settings)
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
+    policy_plan = None if policy is None else reserve.expected_dispatch(policy, inputs, spec, step_starts, inputs.peak_so_far_kw)
     return SitePlan(
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,
         no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
         execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec),
+        policy_plan=policy_plan,
     )
 
 

@@ -27,6 +27,7 @@ The cap itself is the peak guard's (guard.py), fitted on the last four weeks of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,10 +35,11 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
-from cloud.optimization.model import BatterySpec
+from cloud.optimization.model import BatterySpec, HorizonInputs
+from cloud.optimization.plan import DispatchPlan, build_plan
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, limits
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import ReservePolicy
+from edge_gateway.control import ReservePolicy, reserve_request_kw
 
 #: Days of readings the session statistics are drawn from.
 MODEL_DAYS = 28
@@ -213,3 +215,30 @@ def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: p
     pv = fc.pv_forecast(config, issued_at, instants)
     forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
     return solve_policy(model, forecast, house_kw, spec, config, cap_kw, step)
+
+
+def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: BatterySpec, step_starts: pd.DatetimeIndex,
+                      cap_kw: float) -> DispatchPlan:
+    """What the battery does under ``policy`` on the plan's forecast (``inputs``, one step per
+    ``step_starts``), read as a day no car arrives on (the policy's first column), with the
+    import cap defended as the battery defends it: the plan a guarded site shows and stores,
+    costed like any other. The battery follows the policy on the load it measures, so this is
+    its expectation, not its command."""
+    dt = inputs.step_hours
+    energy = battery.initial_kwh
+    power = np.zeros(len(step_starts))
+    for i, (start, net) in enumerate(zip(step_starts, inputs.net_load_kw, strict=True)):
+        row = policy.row(start)
+        floor, charge_to = (battery.min_kwh, battery.min_kwh) if row is None else (
+            float(policy.floor_kwh[row, 0]), float(policy.charge_to_kwh[row, 0]))
+        request = reserve_request_kw(float(net), energy, floor, charge_to, battery.max_charge_kw,
+                                     battery.charge_efficiency, battery.discharge_efficiency, dt)
+        if math.isfinite(cap_kw) and net + request > cap_kw:
+            request = cap_kw - float(net)  # charge less, or discharge more, to hold the cap
+        room_kw = (battery.max_kwh - energy) / (battery.charge_efficiency * dt)
+        held_kw = (energy - battery.min_kwh) * battery.discharge_efficiency / dt
+        request = min(request, battery.max_charge_kw, max(room_kw, 0.0))
+        request = max(request, -battery.max_discharge_kw, -max(held_kw, 0.0))
+        energy += request * battery.charge_efficiency * dt if request > 0 else request / battery.discharge_efficiency * dt
+        power[i] = request
+    return build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="reserve policy, no car")
