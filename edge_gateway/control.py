@@ -111,7 +111,6 @@ class ReservePolicy:
     house_levels: tuple[float, ...]
     house_kw: np.ndarray
     one_session_a_day: bool
-    cap_kw: float = math.nan  # the import cap it was solved for (informational: the cap travels as import_limit_kw)
 
     @property
     def states(self) -> int:
@@ -120,10 +119,6 @@ class ReservePolicy:
     @property
     def step(self) -> pd.Timedelta:
         return pd.Timedelta(seconds=self.step_s)
-
-    @property
-    def end(self) -> pd.Timestamp:
-        return self.start + len(self.house_kw) * self.step
 
     def row(self, interval_start: pd.Timestamp) -> int | None:
         """The step of the interval starting at ``interval_start``; None outside the policy."""

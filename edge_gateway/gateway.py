@@ -26,7 +26,7 @@ from edge_gateway.config import SimulatorConfig
 from edge_gateway.control import REPLAY_DAYS, ReservePolicy, SiteMemory, reserve_request_kw
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators import base
-from edge_gateway.simulators.battery import BatteryState, state_from_reading
+from edge_gateway.simulators.battery import BatteryParams, BatteryState, state_from_reading
 from edge_gateway.stores.base import EdgeStore
 
 log = logging.getLogger(__name__)
@@ -197,13 +197,14 @@ class Gateway:
         if power is None:
             return power
         start = at - pd.Timedelta(hours=dt_h)
+        params = BatteryParams.from_configs([c.battery for c in self.configs])
         for i, (config, policy, memory) in enumerate(zip(self.configs, policies, memories, strict=True)):
             limits = None if policy is None else policy.limits(start, memory.sessions, config.timezone, float(exo.ev_kw[i, 0]))
             if limits is None:
                 continue
-            battery, leg = config.battery, math.sqrt(config.battery.round_trip_efficiency)
             net = float(exo.load_kw[i, 0] - exo.solar_kw[i, 0])
-            power[i, 0] = reserve_request_kw(net, float(state.energy_kwh[i]), *limits, battery.max_charge_rate_kw, leg, leg, dt_h)
+            power[i, 0] = reserve_request_kw(net, float(state.energy_kwh[i]), *limits, float(params.max_charge_kw[i]),
+                                             float(params.charge_efficiency[i]), float(params.discharge_efficiency[i]), dt_h)
         return power
 
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:

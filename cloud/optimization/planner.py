@@ -215,7 +215,8 @@ class SitePlan:
         policy = self.policy
         rows = [policy.row(ts) for ts in self.step_starts]
         waiting = np.array([policy.floor_kwh[r, 0] for r in rows if r is not None]) - self.battery.min_kwh
-        return {"cap_kw": round(float(self.commands()[1][0]), 4), "states": policy.states,
+        # Under a policy the cap on every step is the plan's peak already paid for (commands()).
+        return {"cap_kw": round(float(self.inputs.peak_so_far_kw), 4), "states": policy.states,
                 "one_session_a_day": policy.one_session_a_day,
                 "floor_above_min_kwh_now": round(float(waiting[0]), 3) if len(waiting) else None,
                 "floor_above_min_kwh_lowest": round(float(waiting.min()), 3) if len(waiting) else None,

@@ -37,9 +37,11 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import DispatchPlan, build_plan
+from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, limits
 from edge_gateway.config import SimulatorConfig
 from edge_gateway.control import ReservePolicy, reserve_request_kw
+from edge_gateway.simulators import battery as physics
 
 #: Days of readings the session statistics are drawn from.
 MODEL_DAYS = 28
@@ -199,7 +201,7 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
     return ReservePolicy(
         start=instants[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
         charging_steps=model.charging_steps, house_levels=tuple(float(m) for m in model.multipliers),
-        house_kw=np.asarray(house_kw, dtype=float), one_session_a_day=model.one_session_a_day, cap_kw=float(cap_kw),
+        house_kw=np.asarray(house_kw, dtype=float), one_session_a_day=model.one_session_a_day,
     )
 
 
@@ -223,22 +225,21 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
     ``step_starts``), read as a day no car arrives on (the policy's first column), with the
     import cap defended as the battery defends it: the plan a guarded site shows and stores,
     costed like any other. The battery follows the policy on the load it measures, so this is
-    its expectation, not its command."""
+    its expectation, not its command. Stepped by the simulator's own battery on the LP's
+    physics (reference.ideal_battery), as the self-consumption reference is."""
     dt = inputs.step_hours
-    energy = battery.initial_kwh
+    params, state = ideal_battery(*(np.array([value], dtype=float) for value in (
+        battery.initial_kwh, battery.min_kwh, battery.max_kwh, battery.max_charge_kw, battery.max_discharge_kw,
+        battery.charge_efficiency, battery.discharge_efficiency)))
+    cap, room = np.array([cap_kw], dtype=float), np.array([NO_DERATING_CELSIUS])
     power = np.zeros(len(step_starts))
     for i, (start, net) in enumerate(zip(step_starts, inputs.net_load_kw, strict=True)):
         row = policy.row(start)
         floor, charge_to = (battery.min_kwh, battery.min_kwh) if row is None else (
             float(policy.floor_kwh[row, 0]), float(policy.charge_to_kwh[row, 0]))
-        request = reserve_request_kw(float(net), energy, floor, charge_to, battery.max_charge_kw,
+        request = reserve_request_kw(float(net), float(state.energy_kwh[0]), floor, charge_to, battery.max_charge_kw,
                                      battery.charge_efficiency, battery.discharge_efficiency, dt)
-        if math.isfinite(cap_kw) and net + request > cap_kw:
-            request = cap_kw - float(net)  # charge less, or discharge more, to hold the cap
-        room_kw = (battery.max_kwh - energy) / (battery.charge_efficiency * dt)
-        held_kw = (energy - battery.min_kwh) * battery.discharge_efficiency / dt
-        request = min(request, battery.max_charge_kw, max(room_kw, 0.0))
-        request = max(request, -battery.max_discharge_kw, -max(held_kw, 0.0))
-        energy += request * battery.charge_efficiency * dt if request > 0 else request / battery.discharge_efficiency * dt
-        power[i] = request
+        capped = physics.request_setpoint(np.array([request]), np.array([math.nan]), cap, np.array([float(net)]))
+        delivered, state = physics.step(params, state, capped, dt, room)
+        power[i] = delivered[0]
     return build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="reserve policy, no car")
