@@ -19,6 +19,7 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.report import GUARD_NOTE, LABELS, energy_left_after_sessions, gap_table, metrics, sample_day, write_report
 from edge_gateway.config import build_config
+from edge_gateway.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 JUNE = pd.Timestamp("2024-06-01")
@@ -192,3 +193,17 @@ def test_load_scenarios_use_only_the_past(issued_at):
     again = fc.NaiveForecaster(config, tampered).scenarios(issued, instants)
     assert again.frame.equals(honest.frame) and np.array_equal(again.extra_load_kw, honest.extra_load_kw)
     assert honest.extra_load_kw.shape[0] > 1 and all((frame[fc.LOAD] >= 0).all() for frame in honest.frames())
+
+
+@pytest.mark.parametrize("minutes", [0, 20, -15])
+def test_a_policy_interval_off_the_step_is_a_usage_error(minutes):
+    with pytest.raises(UsageError, match=f"policy interval {minutes} min: expected a multiple of the 15-minute step"):
+        bt.BacktestSettings(policy_every_minutes=minutes)
+    assert bt.BacktestSettings(policy_every_minutes=60).policy_every_minutes == 60
+
+
+def test_the_reserve_policy_is_solved_at_midnight_unless_told_more_often():
+    site = build_config({"seed": 42})
+    daily = bt.run_backtest(site, bt.BacktestSettings(days=1, start=JUNE))
+    every_six_hours = bt.run_backtest(site, bt.BacktestSettings(days=1, start=JUNE, policy_every_minutes=360))
+    assert daily.runs[bt.MPC].guarded and (daily.replans, every_six_hours.replans) == (1, 4)

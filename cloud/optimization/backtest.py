@@ -91,6 +91,9 @@ class BacktestSettings(Stepped):
     execution: str = EXECUTIONS[0]
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     scenarios: bool = True  # capped execution: plan over the forecaster's load scenarios when it offers them
+    # Guarded execution: also re-solve the reserve policy this often (minutes, from the first
+    # step), not only at local midnight. None, the default, is what the live planner does.
+    policy_every_minutes: int | None = None
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -101,6 +104,9 @@ class BacktestSettings(Stepped):
             raise UsageError(f"re-plan interval {self.replan_minutes} min: expected a multiple of the {self.step_minutes}-minute step")
         if self.execution not in EXECUTIONS:
             raise UsageError(f"execution {self.execution!r}: expected one of {', '.join(EXECUTIONS)}")
+        every = self.policy_every_minutes
+        if every is not None and (every < self.step_minutes or every % self.step_minutes):
+            raise UsageError(f"policy interval {every} min: expected a multiple of the {self.step_minutes}-minute step")
         if not self.replan_minutes / 60 <= self.horizon_hours <= 24 * 6:
             raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected between one re-plan interval and 144 hours")
 
@@ -403,8 +409,8 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     """The site run under the reserve policy, step by step, as the gateway runs it.
 
     The peak guard's cap is fitted at the month's first step and again once the month's peak
-    passes it; the policy is solved at each local midnight, and with the new cap, on the
-    readings before that moment. Every step the battery does what
+    passes it; the policy is solved at each local midnight, and with the new cap (and every
+    ``policy_every_minutes`` when set), on the readings before that moment. Every step the battery does what
     :func:`edge_gateway.control.reserve_request_kw` asks on the step's own load, under the
     cap or the month's peak, with the session state of the charger's readings before it.
     Returns the run and the number of policy solves.
@@ -419,11 +425,12 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     state, memory, traces = generator.initial_state([site]), SiteMemory(), []
     rule = policy = None
     solves = 0
+    every = None if settings.policy_every_minutes is None else settings.policy_every_minutes // settings.step_minutes
     for row in progress(range(len(actuals)), total=len(actuals), desc="MPC", unit="step"):
         interval_start = actuals.index[row] - step
         peak = memory.month_peak_kw(interval_start, tz)
         refit = rule is None or months[row] != months[row - 1] or peak > rule.target_kw + REFIT_ABOVE_KW
-        if refit or days[row] != days[row - 1]:
+        if refit or days[row] != days[row - 1] or (every is not None and row % every == 0):
             spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
             if refit:
                 past = history.loc[interval_start - guard.FIT_DAYS * fc.DAY : interval_start].iloc[1:]
