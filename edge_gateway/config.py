@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_gateway.errors import ConfigError
+from edge_gateway.models import der_data as dd
 
 DEFAULT_EDGE_STORE = "data/edge.db"
 
@@ -110,7 +111,7 @@ class GridPriceConfig(_Section):
 
 
 class SimulatorConfig(_Section):
-    device_id: str = Field("edge-gateway-001", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    device_id: str = Field("edge-gateway-001", max_length=dd.DEVICE_ID_MAX_CHARS, pattern=dd.DEVICE_ID_PATTERN)
     interval_seconds: int = Field(300, ge=1, le=86_400)
     output_file: str | None = None
     seed: int | None = Field(None, ge=0, lt=2**63)

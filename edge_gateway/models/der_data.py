@@ -15,6 +15,7 @@ project writes a column name out by hand: it uses the constants below.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -58,6 +59,32 @@ GROUPS: dict[str, dict[str, type]] = {
 }
 
 DEVICE_ID = "device_id"
+
+#: A device id names MQTT topics (``der/<id>/...``), file names (``<id>.json``) and URL paths,
+#: so it holds only characters that are literal in all three, starts with a letter or digit
+#: (never a dot or a dash a shell or path could read otherwise) and is short enough to quote
+#: whole in an error line.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+DEVICE_ID_MAX_CHARS = 64
+_DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr`` of a value cut to ``limit`` characters, for error lines that quote input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def device_id_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a device id, or None when it can."""
+    if not isinstance(value, str):
+        return f"device_id must be a string, got {type(value).__name__}"
+    if not _DEVICE_ID_RE.fullmatch(value):
+        return (
+            f"device_id {shown(value)} is not valid; expected 1 to {DEVICE_ID_MAX_CHARS} letters, digits, "
+            "'_', '.', ':' or '-', starting with a letter or digit"
+        )
+    return None
 TS = "ts"
 TIMESTAMP = "timestamp"  # the nested form's name for ``ts``
 NET_GRID_FLOW = "net_grid_flow_kw"
