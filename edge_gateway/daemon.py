@@ -22,7 +22,7 @@ import pandas as pd
 from edge_gateway.config import SimulatorConfig, site_record
 from edge_gateway.gateway import Gateway, JsonlSink, align
 from edge_gateway.models import der_data as dd
-from edge_gateway.mqtt import MqttLink, MqttSettings
+from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
 from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import InfluxSettings, open_edge_store
@@ -95,8 +95,10 @@ def open_runtime(
     stream=None,
     gateway_id: str | None = None,
     state_dir: str | Path | None = None,
+    setpoints: SetpointBook | None = None,
 ) -> Runtime:
-    """Open the store (``store_path=None``: none), MQTT and JSONL sinks and the gateway over them."""
+    """Open the store (``store_path=None``: none), MQTT and JSONL sinks and the gateway over them.
+    ``setpoints`` replaces the book MQTT commands go to (one with its own clock, for tests)."""
     gateway_id = gateway_id or configs[0].device_id
     state_dir = Path(state_dir or Path(store_path or configs[0].edge_store_path).parent / "state")
     store, sinks, extra = None, [], []
@@ -113,7 +115,7 @@ def open_runtime(
         reader = SQLiteEdgeStore(store_path) if isinstance(store, SQLiteEdgeStore) else store
         if reader is not store:
             extra.append(reader)
-        link = MqttLink(mqtt, configs, gateway_id=gateway_id, reader=reader, watermark_path=watermark_path(state_dir, gateway_id))
+        link = MqttLink(mqtt, configs, gateway_id=gateway_id, setpoints=setpoints, reader=reader, watermark_path=watermark_path(state_dir, gateway_id))
         link.start()
         sinks.append(link)
     gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store)

@@ -47,8 +47,8 @@ def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
 
 
 @contextmanager
-def gateway(settings: MqttSettings, folder: Path, *configs, store: bool = True):
-    runtime = open_runtime(list(configs), store_path=folder / "edge.db" if store else None, mqtt=settings, state_dir=folder / "state")
+def gateway(settings: MqttSettings, folder: Path, *configs, store: bool = True, setpoints: SetpointBook | None = None):
+    runtime = open_runtime(list(configs), store_path=folder / "edge.db" if store else None, mqtt=settings, state_dir=folder / "state", setpoints=setpoints)
     try:
         assert runtime.link.connected.wait(WAIT_S), f"gateway could not connect to {settings.address}"
         assert runtime.link.subscribed.wait(WAIT_S), "gateway did not get its setpoint subscription acknowledged"
@@ -133,37 +133,45 @@ def _command_in_force(runtime, device: str) -> bool:
     return wait_until(lambda: runtime.link.setpoints.command(device) is not None)
 
 
+NIGHT = pd.Timestamp("2024-06-15T09:00:00Z")  # 02:00 in San Francisco: no PV, the rule covers the load from the battery
+
+
 @pytest.mark.parametrize(
-    ("battery", "command", "expected_kw"),
+    ("battery", "command", "expected_kw", "rule_kw_differs"),
     [
-        pytest.param({}, {"power_kw": 50.0}, 5.0, id="beyond-the-rate-clamped-to-max-charge"),
-        pytest.param({}, {"power_kw": -2.5, "expires_in_s": 600}, -2.5, id="discharge-within-limits"),
-        pytest.param({"max_discharge_rate_kw": 3.0}, {"power_kw": -4.9}, -3.0, id="discharge-clamped-to-its-own-rate"),
-        # A battery that cannot charge stays at its minimum through the step before, whatever
-        # PV the wall clock's hour brings (a sunny morning's rule would otherwise store some).
-        pytest.param({"initial_soc": 10.0, "min_soc": 10.0, "max_charge_rate_kw": 0.0}, {"power_kw": -3.0}, 0.0,
+        pytest.param({}, {"power_kw": 50.0}, 5.0, True, id="beyond-the-rate-clamped-to-max-charge"),
+        pytest.param({}, {"power_kw": -2.5, "expires_in_s": 600}, -2.5, True, id="discharge-within-limits"),
+        pytest.param({"max_discharge_rate_kw": 3.0}, {"power_kw": -4.9}, -3.0, True, id="discharge-clamped-to-its-own-rate"),
+        # At its minimum the battery idles whether commanded or not: the command is in force and
+        # the limit, not the rule, holds the power at zero.
+        pytest.param({"initial_soc": 10.0, "min_soc": 10.0, "max_charge_rate_kw": 0.0}, {"power_kw": -3.0}, 0.0, False,
                      id="discharge-at-min-soc-does-nothing"),
     ],
 )
-def test_a_setpoint_drives_the_battery_on_the_next_step_within_its_limits(broker, tmp_path, battery, command, expected_kw):
+def test_a_setpoint_drives_the_battery_on_the_next_step_within_its_limits(broker, tmp_path, battery, command, expected_kw, rule_kw_differs):
+    """The book's clock is fixed, so the command arrives at NIGHT whatever the wall clock says,
+    and the same site without a command shows what its own rule does then."""
     device = unique_id()
+    config = site(device, **battery)
+    book = SetpointBook.for_configs([config], clock=lambda: NIGHT)
     recorder = Recorder(broker, [topics.telemetry(device)])
     try:
-        with gateway(broker, tmp_path, site(device, **battery)) as runtime:
-            before = runtime.gateway.step(dd.utc_now().floor("s") - pd.Timedelta(minutes=5))
+        with gateway(broker, tmp_path, config, setpoints=book) as runtime:
+            runtime.gateway.step(NIGHT - pd.Timedelta(minutes=5))
             publish(broker, topics.setpoint(device), json.dumps(command))
             assert _command_in_force(runtime, device)
-            after = runtime.gateway.step(dd.utc_now().floor("s"))
+            after = runtime.gateway.step(NIGHT)
             assert recorder.wait_for(lambda: len(recorder.on(topics.telemetry(device))) == 2)
+        commanded_kw = book.power_kw(device, NIGHT)
     finally:
         recorder.close()
+    reference = open_runtime([config], store_path=None, state_dir=tmp_path / "reference")
+    reference.gateway.step(NIGHT - pd.Timedelta(minutes=5))
+    rule = reference.gateway.step(NIGHT)
+    reference.close()
+    assert commanded_kw == command["power_kw"]
     assert battery_power(after) == pytest.approx(expected_kw, abs=1e-9)
-    # The step before ran the battery's own rule (store PV surplus, cover load). It must differ
-    # from the commanded power unless that is idle, or the rule itself needed at least that
-    # rate then and was clamped to the same limit (an evening above 3 kW, a sunny noon).
-    rule_need_kw = float(before[dd.SOLAR_KW].iloc[0] - before[dd.LOAD_TOTAL].iloc[0])
-    assert (battery_power(before) != pytest.approx(expected_kw, abs=1e-9) or expected_kw == 0.0
-            or (rule_need_kw * expected_kw > 0 and abs(rule_need_kw) >= abs(expected_kw)))
+    assert (battery_power(rule) != pytest.approx(expected_kw, abs=1e-9)) is rule_kw_differs
     assert recorder.json_on(topics.telemetry(device))[1]["battery"]["power_kw"] == pytest.approx(expected_kw, abs=1e-9)
 
 
@@ -336,20 +344,43 @@ def test_readings_made_before_a_restart_without_a_broker_are_sent_by_the_next_ru
 
 def test_a_clean_stop_waits_for_a_reading_the_sender_holds_between_queue_and_publish(broker, tmp_path):
     """The sender takes a reading off the queue before paho has it: a stop in between must not
-    take the empty queue for "all acknowledged" and save a watermark below that reading."""
+    take the empty queue for "all acknowledged" and save a watermark below that reading.
+
+    The sender is held inside ``publish`` until the stop's wait has either returned or looked
+    at the link twice, so the stop always falls in between, on any machine."""
     device = unique_id()
     with gateway(broker, tmp_path, site(device)) as runtime:
-        client, publishing = runtime.link._client, threading.Event()
-        publish_now = client.publish
+        link, client = runtime.link, runtime.link._client
+        publish_now, drain_now, wait_now = client.publish, link._drain_acks, link.wait_settled
+        changed, publishing, stopper = threading.Condition(), threading.Event(), threading.current_thread()
+        seen = {"looks": 0, "returned": False, "returned_before_publish": None}
 
-        def slow_publish(*args, **kwargs):
-            publishing.set()
-            time.sleep(0.3)  # a busy network thread: long enough for the stop to look in between
+        def counting_drain():  # one call per look of wait_settled at the link
+            if threading.current_thread() is stopper:
+                with changed:
+                    seen["looks"] += 1
+                    changed.notify_all()
+            return drain_now()
+
+        def watched_wait(timeout_s):
+            result = wait_now(timeout_s)
+            with changed:
+                seen["returned"] = True
+                changed.notify_all()
+            return result
+
+        def held_publish(*args, **kwargs):
+            if threading.current_thread() is not stopper:  # the sender's reading, not the stop's "offline"
+                publishing.set()
+                with changed:
+                    changed.wait_for(lambda: seen["returned"] or seen["looks"] >= 2, timeout=WAIT_S)
+                    seen["returned_before_publish"] = seen["returned"]
             return publish_now(*args, **kwargs)
 
-        client.publish = slow_publish
+        link._drain_acks, link.wait_settled, client.publish = counting_drain, watched_wait, held_publish
         runtime.gateway.step(T0)
         assert publishing.wait(WAIT_S), "the sender should be publishing the reading"
+    assert seen["returned_before_publish"] is False, "the stop stopped waiting while the sender still held a reading"
     saved = WatermarkFile(watermark_path(tmp_path / "state", device)).load()
     assert saved[device] == micros([T0])[0], "the stop saved a watermark below the reading it had not waited for"
 

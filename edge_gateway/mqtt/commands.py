@@ -21,6 +21,9 @@ A schedule may carry a reserve policy for the steps it covers (edge_gateway/cont
 per step from ``start`` and per session state the energies the battery covers load down to and
 charges up to; the gateway applies it at every reading.
 
+An empty payload clears the device's command: it is how MQTT deletes a retained message, and
+the broker passes it on to the gateway as such. The battery then runs its own rule.
+
 An accepted command replaces whatever the device was following. The physics clamps power to
 the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
 power beyond ``POWER_MARGIN`` times the battery's larger rate (a unit mix-up, W for kW).
@@ -48,8 +51,13 @@ MAX_EXPIRES_S = 86_400.0
 MAX_HORIZON = pd.Timedelta(days=7)
 MAX_ENTRIES = 10_000
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # a reserve policy takes about 100 KB a day at 15-minute steps
+# Bounds checked before or while parsing, so a hostile payload costs a bounded amount of work:
+# a command nests 4 deep ({"reserve": {"floor_kwh": [[...]]}}) and no field needs a 20-digit integer.
+MAX_DEPTH = 16
+MAX_INT_DIGITS = 20
 POWER_MARGIN = 10.0
 EXCERPT_CHARS = 200
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2200  # instants outside these are typos, and overflow timestamps
 
 
 class CommandRejected(ValidationFailed):
@@ -83,11 +91,45 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
+def _integer(text: str) -> int:
+    # Called by the parser before it converts the digits: Python's own limit (4,300 digits)
+    # raises a ValueError, and a few thousand digits already take quadratic time to convert.
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise CommandRejected(f"a number with {digits} digits; expected at most {MAX_INT_DIGITS}")
+    return int(text)
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deep arrays and objects nest in ``payload``, brackets inside strings not counted.
+
+    Counted before parsing, because the parser recurses once per level and a deep payload
+    would exhaust the stack. Vectorised and linear in the payload: a quote starts or ends a
+    string unless an odd run of backslashes precedes it (JSON's only escape). For text that is
+    not JSON the count may be off, but only past the point where the parser stops anyway.
+    """
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    quotes = raw == ord('"')
+    backslashes = raw == ord("\\")
+    if backslashes.any():
+        positions = np.arange(len(raw), dtype=np.int32)
+        last_other = np.maximum.accumulate(np.where(backslashes, -1, positions))
+        run_before = positions[1:] - 1 - last_other[:-1]  # backslashes just before each position
+        quotes[1:] &= run_before % 2 == 0
+    outside = np.cumsum(quotes, dtype=np.int32) % 2 == 0
+    opens = ((raw == ord("[")) | (raw == ord("{"))) & outside
+    closes = ((raw == ord("]")) | (raw == ord("}"))) & outside
+    steps = opens.view(np.int8) - closes.view(np.int8)
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
 def _decode(payload: bytes) -> Mapping:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise CommandRejected(f"payload of {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}")
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and (depth := nesting_depth(payload)) > MAX_DEPTH:
+        raise CommandRejected(f"arrays and objects nested {depth} deep; expected at most {MAX_DEPTH}")
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_integer, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise CommandRejected("payload is not UTF-8 text; expected a JSON object") from None
     except json.JSONDecodeError as error:
@@ -137,6 +179,8 @@ def _instant(value: object, name: str) -> pd.Timestamp:
         raise CommandRejected(f"{name} {value[:40]!r} is not ISO 8601; expected e.g. 2024-06-15T14:00:00+00:00") from None
     if parsed.tzinfo is None:
         raise CommandRejected(f"{name} {value[:40]!r} has no UTC offset; expected e.g. 2024-06-15T14:00:00+00:00")
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        raise CommandRejected(f"{name} {value[:40]!r} is out of range; expected a year from {EARLIEST_YEAR} to {LATEST_YEAR}")
     return dd.parse_ts(parsed)
 
 
@@ -252,8 +296,13 @@ def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Times
 
 
 def excerpt(payload: bytes) -> str:
-    text = payload.decode("utf-8", errors="replace")
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+    """The payload's first characters, for error replies; only the head is decoded (a UTF-8
+    character takes at most 4 bytes), so a huge payload costs nothing here."""
+    head = payload[: 4 * EXCERPT_CHARS + 4]
+    text = head.decode("utf-8", errors="replace")
+    if len(text) <= EXCERPT_CHARS and len(head) == len(payload):
+        return text
+    return text[:EXCERPT_CHARS] + "..."
 
 
 class SetpointBook:
@@ -275,8 +324,13 @@ class SetpointBook:
         }
         return cls(limits, clock)
 
-    def accept(self, device_id: str, payload: bytes, retained: bool = False) -> Command:
-        """Validate and apply a command, or raise :class:`CommandRejected` leaving the book as it was."""
+    def accept(self, device_id: str, payload: bytes, retained: bool = False) -> Command | None:
+        """Validate and apply a command, or raise :class:`CommandRejected` leaving the book as it was.
+        An empty payload clears the device's command and returns None."""
+        if not payload:
+            with self._lock:
+                self._commands.pop(device_id, None)
+            return None
         if device_id not in self.limits_kw:
             raise CommandRejected(f"device {device_id} runs its own battery control; set battery.mode to \"setpoint\" to accept commands")
         command = parse_command(payload, device_id, self.limits_kw[device_id], self._clock(), retained)

@@ -5,15 +5,22 @@ reconnects with exponential backoff; one sender thread of ours hands telemetry t
 gateway's step never waits on the network. paho takes its own lock around acknowledgements
 and calls ``on_publish`` while holding it, so ours is never held while calling ``publish``:
 acknowledged message ids go through a queue that the sender drains.
+
+No message may stop the link: every paho callback of ours logs what it did not expect and
+returns (paho would otherwise let the exception end its network thread), and a supervisor
+thread checks every ``supervise_s`` that the network and sender threads still run, and
+restarts a dead one; a dead network thread gets a new client, because the old one's state is
+unknown after a crash.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +50,26 @@ def make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
         client.tls_set(ca_certs=settings.ca_file)
     client.reconnect_delay_set(min_delay=max(1, round(settings.reconnect_min_s)), max_delay=max(1, round(settings.reconnect_max_s)))
     return client
+
+
+def _guarded(callback: Callable) -> Callable:
+    """A paho callback that never raises into paho and ignores a replaced client's late calls."""
+
+    @functools.wraps(callback)
+    def call(self: MqttLink, client: mqtt.Client, *args: object) -> None:
+        if client is not self._client:
+            return
+        try:
+            callback(self, client, *args)
+        except Exception as error:  # a bug here must not end the network thread
+            log.error("MQTT: %s failed: %s", callback.__name__.strip("_"), _described(error), exc_info=log.isEnabledFor(logging.DEBUG))
+
+    return call
+
+
+def _described(error: BaseException, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class MqttLink:
@@ -75,23 +102,37 @@ class MqttLink:
         self.subscribed = threading.Event()  # setpoint topics acknowledged: commands from now on arrive
         self._failed_attempts = 0
         self.client_id = f"der-gateway-{self.gateway_id}"
-        self._client = make_client(settings, self.client_id)
-        self._client.will_set(topics.status(self.gateway_id), topics.OFFLINE, qos=1, retain=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = lambda _c, _u, mid, _rc, _p: (self._acks.put(mid), self._wake.set())
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *_: self.subscribed.set()
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._send_lock = threading.Lock()  # a client is never replaced while the sender publishes on it
+        self._client = self._new_client()
+        self._sender = self._new_thread(self._send_loop, "mqtt-sender")
+        self._supervisor = self._new_thread(self._supervise_loop, "mqtt-supervisor")
+
+    def _new_client(self) -> mqtt.Client:
+        client = make_client(self.settings, self.client_id)
+        client.will_set(topics.status(self.gateway_id), topics.OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    @staticmethod
+    def _new_thread(target: Callable[[], None], name: str) -> threading.Thread:
+        return threading.Thread(target=target, name=name, daemon=True)
+
+    def _connect(self) -> None:
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self._client.loop_start()
 
     # --- lifecycle ---
     def start(self) -> MqttLink:
         """Connect in the background: a broker that is down now is retried with backoff."""
         log.info("MQTT: connecting to %s as %s", self.settings.address, self.client_id)
-        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
-        self._client.loop_start()
+        self._connect()
         self._sender.start()
+        self._supervisor.start()
         return self
 
     def close(self) -> None:
@@ -100,6 +141,8 @@ class MqttLink:
             self.wait_settled(self.settings.stop_timeout_s)
         self._stopping.set()
         self._wake.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join()  # it must not replace the client while this stops it
         self._sender.join(timeout=self.settings.stop_timeout_s)
         with self._lock:
             self._drain_acks()
@@ -158,6 +201,53 @@ class MqttLink:
             self._drain_acks()
             return self._delivery.watermarks()
 
+    # --- supervision ---
+    def dead_threads(self) -> list[str]:
+        """The link's threads that have stopped although the link has not been closed."""
+        if self._stopping.is_set():
+            return []
+        # paho's loop_start thread clears Client._thread when loop_forever ends (client.py, _thread_main).
+        network = getattr(self._client, "_thread", None)
+        dead = [] if network is not None and network.is_alive() else ["network"]
+        return dead + ([] if self._sender.is_alive() else ["sender"])
+
+    def supervise(self) -> list[str]:
+        """Restart whichever thread has died; return their names."""
+        dead = self.dead_threads()
+        if "network" in dead:
+            log.error("MQTT: the network thread has stopped; reconnecting to %s with a new client", self.settings.address)
+            self._replace_client()
+        if "sender" in dead:
+            log.error("MQTT: the sender thread has stopped; starting it again")
+            self._sender = self._new_thread(self._send_loop, "mqtt-sender")
+            self._sender.start()
+        return dead
+
+    def _replace_client(self) -> None:
+        with self._send_lock:
+            old = self._client
+            try:
+                old.disconnect()  # a clean DISCONNECT when the socket still works, so no last will
+                old.loop_stop()
+            except Exception as error:  # a broken client may fail to close: it is dropped either way
+                log.warning("MQTT: closing the old client failed: %s", _described(error))
+            self.connected.clear()
+            self.subscribed.clear()
+            with self._lock:
+                self._drain_acks()
+                # The new client numbers its messages afresh: what the old one had in flight is
+                # resent from the store (or dropped with a warning when there is none).
+                self._delivery.forget_in_flight()
+            self._client = self._new_client()
+            self._connect()
+
+    def _supervise_loop(self) -> None:
+        while not self._stopping.wait(self.settings.supervise_s):
+            try:
+                self.supervise()
+            except Exception as error:  # the supervisor outlives a failed restart and tries again
+                log.error("MQTT: restarting a stopped thread failed: %s", _described(error), exc_info=log.isEnabledFor(logging.DEBUG))
+
     # --- sender thread ---
     def _drain_acks(self) -> None:
         while True:
@@ -201,12 +291,13 @@ class MqttLink:
             self._marks.save(marks)
 
     def _publish(self, item: Item) -> None:
-        info = self._client.publish(topics.telemetry(item.device_id), item.payload, qos=1)
-        with self._lock:
-            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                self._delivery.requeue_front(item)
-            else:  # MQTT_ERR_NO_CONN too: paho keeps the message and sends it after reconnecting
-                self._delivery.sent(item, info.mid)
+        with self._send_lock:
+            info = self._client.publish(topics.telemetry(item.device_id), item.payload, qos=1)
+            with self._lock:
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    self._delivery.requeue_front(item)
+                else:  # MQTT_ERR_NO_CONN too: paho keeps the message and sends it after reconnecting
+                    self._delivery.sent(item, info.mid)
 
     def _replay(self) -> None:
         """Send what only the edge store holds: readings dropped from memory or left by a previous run."""
@@ -229,6 +320,7 @@ class MqttLink:
             log.info("MQTT: %s: resent %d stored reading(s)", device_id, len(stamps))
 
     # --- paho callbacks (network thread) ---
+    @_guarded
     def _on_connect(self, client, _userdata, _flags, reason, _properties) -> None:
         if reason.is_failure:
             log.error("MQTT broker %s refused the connection: %s", self.settings.address, reason)
@@ -246,17 +338,29 @@ class MqttLink:
         self.connected.set()
         self._wake.set()
 
+    @_guarded
     def _on_connect_fail(self, _client, _userdata) -> None:
         self._failed_attempts += 1
         level = logging.WARNING if self._failed_attempts == 1 else logging.DEBUG
-        log.log(level, "MQTT broker %s unreachable; retrying with backoff up to %gs", self.settings.address, self.settings.reconnect_max_s)
+        log.log(level, "MQTT broker %s unreachable; retrying every %g to %gs", self.settings.address, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
 
+    @_guarded
     def _on_disconnect(self, _client, _userdata, _flags, reason, _properties) -> None:
         self.connected.clear()
         self.subscribed.clear()
         if not self._stopping.is_set():
             log.warning("MQTT: lost the connection to %s (%s); readings are queued and sent when it returns", self.settings.address, reason)
 
+    @_guarded
+    def _on_publish(self, _client, _userdata, mid, _reason, _properties) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    @_guarded
+    def _on_subscribe(self, *_args) -> None:
+        self.subscribed.set()
+
+    @_guarded
     def _on_message(self, client, _userdata, message) -> None:
         device_id = topics.device_of_setpoint(message.topic)
         if device_id is None or device_id not in self.devices:
@@ -265,8 +369,18 @@ class MqttLink:
             command = self.setpoints.accept(device_id, message.payload, retained=bool(message.retain))
         except CommandRejected as error:
             log.warning("%s: setpoint refused: %s", device_id, error)
-            body = {"device_id": device_id, "error": str(error), "payload": excerpt(message.payload), "received_at": dd.format_ts(dd.utc_now())}
-            client.publish(topics.setpoint_error(device_id), json.dumps(body), qos=1)
+            self._refuse(client, device_id, message.payload, str(error))
+            return
+        except Exception as error:  # a gap in validation: the command is not applied, and the sender is told
+            log.error("%s: setpoint could not be checked: %s", device_id, _described(error), exc_info=log.isEnabledFor(logging.DEBUG))
+            self._refuse(client, device_id, message.payload, f"the gateway could not check this command ({type(error).__name__}); it was not applied")
+            return
+        if command is None:
+            log.info("%s: setpoint cleared by an empty message; the battery runs its own rule", device_id)
             return
         first = command.segments[0]
         log.info("%s: setpoint accepted: %d segment(s) from %s, first %.3g kW", device_id, len(command.segments), dd.format_ts(first.start), first.power_kw)
+
+    def _refuse(self, client: mqtt.Client, device_id: str, payload: bytes, reason: str) -> None:
+        body = {"device_id": device_id, "error": reason, "payload": excerpt(payload), "received_at": dd.format_ts(dd.utc_now())}
+        client.publish(topics.setpoint_error(device_id), json.dumps(body), qos=1)

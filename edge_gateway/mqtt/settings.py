@@ -31,8 +31,11 @@ class MqttSettings:
     keepalive_s: int = 30
     queue_size: int = 1000  # readings held in memory while the broker is away; older ones wait in the store
     inflight_window: int = 100  # unacknowledged publishes handed to the client at once
+    # The backoff doubles from min to max: a broker back after any outage is reached again
+    # within max plus a connection attempt (paho's connect_timeout, 5 s), under 10 s.
     reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 120.0
+    reconnect_max_s: float = 4.0
+    supervise_s: float = 5.0  # how often the link checks that its threads still run
     stop_timeout_s: float = 5.0  # how long a clean stop waits for acknowledgements
 
     @property
