@@ -139,7 +139,7 @@ def test_readings_honour_the_range(client, filled, query, count):
     ("start=2024-06-12T00:00:00Z&end=2024-06-12T00:00:00Z", "must be after start"),
     ("start=2024-01-01T00:00:00Z&end=2024-06-12T00:00:00Z", "31-day maximum"),
     ("start=2024-06-12T00:00:00Z&hours=3", "either start or hours"),
-    ("start=yesterday", "datetime"),
+    ("start=yesterday", "query parameter start: expected an ISO 8601 date-time"),
     ("hours=-1", "greater than 0"),
     ("hours=100000", "less than or equal"),
 ])
@@ -258,8 +258,9 @@ def test_token_leaves_health_and_page_open(filled):
 
 
 def test_store_failure_is_503(filled, tmp_path):
-    store = SQLiteCloudStore(tmp_path / "closed.db")
+    store = SQLiteCloudStore(tmp_path / "broken.db")
     store.close()
+    (tmp_path / "broken.db").write_bytes(b"not a database " * 1000)  # every new connection fails
     response = TestClient(create_app(store)).get("/api/sites")
     assert response.status_code == 503
     assert "cloud store unavailable" in response.json()["detail"]

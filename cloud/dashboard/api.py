@@ -1,7 +1,10 @@
 """The JSON API under ``/api``: sites, readings, forecasts, plans, savings, pipeline, portfolio.
 
-Every parameter is validated where it enters: an unknown site is a 404, a time range that
-cannot be read (end before start, longer than :data:`MAX_RANGE`) a 422 whose detail says why.
+Every parameter is validated where it enters: a device id that breaks the data contract's
+rule is a 422 and an unknown site a 404; a time range that cannot be read (a bound out of
+range, end before start, longer than :data:`MAX_RANGE`) or a query parameter the route does
+not take is a 422. Each detail is one line naming the parameter and what was expected, and
+quotes input cut short (``der_data.shown``).
 """
 
 from __future__ import annotations
@@ -10,35 +13,58 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from cloud.dashboard import queries as q
+from edge_gateway.models import der_data as dd
 
 MAX_RANGE = pd.Timedelta(days=31)
 DEFAULT_HOURS = 48.0
 #: Forecasts and plans older than this before the newest reading are no longer "current".
 CURRENT_WINDOW = pd.Timedelta(days=2)
 
-router = APIRouter(prefix="/api", tags=["dashboard"])
+
+def known_parameters_only(request: Request) -> None:
+    """A query parameter the route does not declare is refused rather than ignored: a typo
+    such as ``?star=`` would otherwise quietly answer a different question."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        expected = ", ".join(sorted(known)) if known else "none"
+        raise HTTPException(422, f"unknown query parameter {dd.shown(unknown[0])}; this route takes: {expected}")
+
+
+router = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Depends(known_parameters_only)])
 
 
 def _store(request: Request):
-    return request.app.state.store
+    """This worker thread's store (``with _store(request) as store:``)."""
+    return request.app.state.access()
 
 
 def _site(request: Request, device_id: str) -> dict[str, Any]:
+    problem = dd.device_id_problem(device_id)
+    if problem:
+        raise HTTPException(422, f"path parameter {problem}")
     try:
-        with request.app.state.lock:
-            return q.get_site(_store(request), device_id)
+        return request.app.state.coverage.site(device_id)
     except q.UnknownSite:
-        raise HTTPException(404, f"unknown site {device_id!r}; GET /api/sites lists the known ones") from None
+        raise HTTPException(404, f"unknown site {dd.shown(device_id)}; GET /api/sites lists the known ones") from None
 
 
-def _utc(value: datetime | None) -> pd.Timestamp | None:
+def _utc(name: str, value: datetime | None) -> pd.Timestamp | None:
     if value is None:
         return None
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    try:
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        raise HTTPException(422, f"query parameter {name}: {dd.shown(value.isoformat())} is out of range in UTC; "
+                                 "expected an ISO 8601 date-time between years 1 and 9999") from None
 
 
 def time_range(site: dict[str, Any], start: datetime | None, end: datetime | None,
@@ -47,12 +73,16 @@ def time_range(site: dict[str, Any], start: datetime | None, end: datetime | Non
     after the site's newest reading)."""
     if start is not None and hours is not None:
         raise HTTPException(422, "give either start or hours, not both")
-    stop, first = _utc(end), _utc(start)
+    stop, first = _utc("end", end), _utc("start", start)
     if stop is None:
         newest = q.last_reading_ts(site)
         stop = (newest if newest is not None else pd.Timestamp.now(tz="UTC")) + pd.Timedelta(seconds=1)
     if first is None:
-        first = stop - pd.Timedelta(hours=DEFAULT_HOURS if hours is None else hours)
+        try:
+            first = stop - pd.Timedelta(hours=DEFAULT_HOURS if hours is None else hours)
+        except (OverflowError, ValueError):
+            raise HTTPException(422, f"query parameters end and hours: the window before end ({q.iso(stop)}) "
+                                     "starts before year 1; expected a later end") from None
     if stop <= first:
         raise HTTPException(422, f"end ({q.iso(stop)}) must be after start ({q.iso(first)})")
     if stop - first > MAX_RANGE:
@@ -67,8 +97,7 @@ def _current_since(site: dict[str, Any]) -> pd.Timestamp | None:
 
 @router.get("/sites", summary="Every site with its equipment and reading coverage")
 def sites(request: Request) -> list[dict[str, Any]]:
-    with request.app.state.lock:
-        return q.list_sites(_store(request))
+    return request.app.state.coverage.sites()
 
 
 @router.get("/sites/{device_id}", summary="One site")
@@ -86,36 +115,36 @@ def readings(
 ) -> dict[str, Any]:
     site = _site(request, device_id)
     first, stop = time_range(site, start, end, hours)
-    with request.app.state.lock:
-        return q.readings(_store(request), device_id, first, stop)
+    with _store(request) as store:
+        return q.readings(store, device_id, first, stop)
 
 
 @router.get("/sites/{device_id}/forecasts", summary="The newest forecast per target, with P10/P90")
 def forecasts(request: Request, device_id: str) -> dict[str, Any]:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.forecasts(_store(request), device_id, _current_since(site))
+    with _store(request) as store:
+        return q.forecasts(store, device_id, _current_since(site))
 
 
 @router.get("/sites/{device_id}/plan", summary="The current dispatch plan with its actions")
 def plan(request: Request, device_id: str) -> dict[str, Any]:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.plan(_store(request), device_id, _current_since(site))
+    with _store(request) as store:
+        return q.plan(store, device_id, _current_since(site))
 
 
 @router.get("/sites/{device_id}/savings", summary="The current plan's bill against an idle battery")
 def savings(request: Request, device_id: str) -> dict[str, Any]:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.savings(_store(request), device_id, _current_since(site), q.last_reading_ts(site))
+    with _store(request) as store:
+        return q.savings(store, device_id, _current_since(site), q.last_reading_ts(site))
 
 
 @router.get("/pipeline", summary="Per job: last run, last success, rows, failures, freshness")
 def pipeline(request: Request) -> dict[str, Any]:
     now = pd.Timestamp.now(tz="UTC")
-    with request.app.state.lock:
-        jobs = q.pipeline_status(_store(request), now)
+    with _store(request) as store:
+        jobs = q.pipeline_status(store, now)
     return {"now": q.iso(now), "jobs": jobs}
 
 

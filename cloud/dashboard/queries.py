@@ -74,13 +74,6 @@ def list_sites(store: CloudStore) -> list[dict[str, Any]]:
     return out
 
 
-def get_site(store: CloudStore, device_id: str) -> dict[str, Any]:
-    for site in list_sites(store):
-        if site["device_id"] == device_id:
-            return site
-    raise UnknownSite(device_id)
-
-
 def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
     return None if site["last_reading"] is None else dd.parse_ts(site["last_reading"])
 
