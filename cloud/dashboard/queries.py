@@ -54,7 +54,14 @@ def _floats(values: pd.Series | np.ndarray) -> list[float | None]:
 
 
 def _stamps(values: pd.Series) -> list[str]:
-    return [dd.format_ts(t) for t in pd.to_datetime(values, utc=True)]
+    """:func:`der_data.format_ts` over a column. Whole-second instants (every reading, forecast
+    and plan step) are formatted in one vectorised call, which a week of readings needs (one
+    call per value cost most of the response); anything finer goes through ``format_ts``."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    if stamps.hasnans or (stamps.microsecond != 0).any() or (stamps.nanosecond != 0).any():
+        return [dd.format_ts(t) for t in stamps]
+    seconds = stamps.tz_convert(None).to_numpy().astype("datetime64[s]")
+    return np.char.add(np.datetime_as_string(seconds, unit="s"), "+00:00").tolist()
 
 
 def list_sites(store: CloudStore) -> list[dict[str, Any]]:
@@ -79,7 +86,7 @@ def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
 
 
 def readings(store: CloudStore, device_id: str, start: pd.Timestamp, stop: pd.Timestamp) -> dict[str, Any]:
-    frame = store.read_readings(device_id, start, stop)
+    frame = store.read_readings(device_id, start, stop, columns=READING_SERIES)
     return {
         "device_id": device_id,
         "start": iso(start),
@@ -166,7 +173,8 @@ def savings(store: CloudStore, device_id: str, since: pd.Timestamp | None, last_
     if frame.empty:
         return {"device_id": device_id, "issued_at": None, "available": False}
     step_h = _step_hours(frame[dd.TS])
-    recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1))
+    recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1),
+                                 columns=[dd.FEED_IN])
     price = frame[s.PLAN_PRICE].to_numpy(dtype="float64")
     feed_in = _feed_in_by_time_of_day(recent, frame[dd.TS])
     grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")
