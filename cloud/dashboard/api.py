@@ -80,7 +80,7 @@ def time_range(site: dict[str, Any], start: datetime | None, end: datetime | Non
     """``[start, end)``: given bounds win; otherwise ``hours`` back from ``end`` (default: just
     after the site's newest reading)."""
     if start is not None and hours is not None:
-        raise HTTPException(422, "give either start or hours, not both")
+        raise HTTPException(422, "query parameter hours: give either start or hours, not both")
     stop, first = _utc(end), _utc(start)
     if stop is None:
         newest = q.last_reading_ts(site)
@@ -93,9 +93,10 @@ def time_range(site: dict[str, Any], start: datetime | None, end: datetime | Non
             raise HTTPException(422, f"query parameter {name}: the window bound {q.iso(bound)} is outside years 1 "
                                      "to 9999 in UTC; expected a date-time inside them")
     if stop <= first:
-        raise HTTPException(422, f"end ({q.iso(stop)}) must be after start ({q.iso(first)})")
+        raise HTTPException(422, f"query parameter end: end ({q.iso(stop)}) must be after start ({q.iso(first)})")
     if stop - first > MAX_RANGE:
-        raise HTTPException(422, f"time range of {stop - first} is longer than the {MAX_RANGE.days}-day maximum")
+        raise HTTPException(422, f"query parameter start: time range of {stop - first} is longer than the "
+                                 f"{MAX_RANGE.days}-day maximum")
     return first, stop
 
 
