@@ -1,9 +1,12 @@
 """How request threads reach the cloud store, and the sites' coverage kept in memory.
 
 FastAPI runs each plain ``def`` route on a worker thread. A store that can open itself again
-(``opener()``: the SQLite and Postgres adapters) gives every worker thread a connection of its
-own, so one slow read never queues the others behind a lock; any other store is shared by all
-threads under one lock.
+(``opener()``: the SQLite and Postgres adapters) lends each request a store of its own from a
+pool of idle ones, so one slow read never queues the others behind a lock; any other store is
+shared by all threads under one lock. The pool is keyed by use, not by thread: the server's
+thread pool retires threads that sat idle (anyio after 10 s) and starts new ones, so a store
+per thread would leave a connection behind with every retired thread until the database
+refused new ones. Pooled, the stores opened never exceed the most requests served at once.
 
 Every site's reading coverage (first and last reading, count) is a GROUP BY over all of
 ``der_readings``: far too slow to run per request. :class:`Coverage` keeps the result of
@@ -38,16 +41,16 @@ COVERAGE_STALE_LIMIT_S = 60.0
 
 
 class StoreAccess:
-    """A store per worker thread when the store can open itself again, else the one store
+    """A pooled store per request when the store can open itself again, else the one store
     under a lock. Use as ``with access() as store:``."""
 
     def __init__(self, store: CloudStore) -> None:
         self.store = store
         opener = getattr(store, "opener", None)
         self._open: Callable[[], CloudStore] | None = opener() if callable(opener) else None
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[CloudStore] = []
+        self._idle: list[CloudStore] = []  # last in, first out: the warmest connection is reused
 
     @contextmanager
     def __call__(self) -> Iterator[CloudStore]:
@@ -55,11 +58,16 @@ class StoreAccess:
             with self._lock:
                 yield self.store
             return
-        store = getattr(self._local, "store", None)
+        with self._lock:
+            store = self._idle.pop() if self._idle else None
         if store is None:
             store = self._own()
-            self._local.store = store
-        yield store
+        try:
+            yield store
+        finally:
+            with self._lock:
+                if store in self._opened:  # not closed by close() meanwhile
+                    self._idle.append(store)
 
     def private(self) -> Callable[[], Any]:
         """A context manager factory for a caller that serialises its own use (the coverage
@@ -84,7 +92,7 @@ class StoreAccess:
 
     def close(self) -> None:
         with self._lock:
-            opened, self._opened = self._opened, []
+            opened, self._opened, self._idle = self._opened, [], []
         for store in opened:
             store.close()
 
