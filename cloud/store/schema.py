@@ -165,9 +165,7 @@ def reading_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
 
 def coerce_readings(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Rows of some reading columns -> those columns with the contract's dtypes."""
-    if tuple(names) == dd.COLUMNS:
-        return dd.coerce_frame(frame)
-    return dd.coerce_frame(frame.reindex(columns=list(dd.COLUMNS)))[list(reading_columns(names))]
+    return dd.coerce_frame(frame, reading_columns(names))
 
 
 def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.DataFrame:
