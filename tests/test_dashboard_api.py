@@ -167,6 +167,33 @@ def test_forecasts_carry_bands(client, filled):
     assert all(lo <= v <= hi for lo, v, hi in zip(load["series"]["p10"], load["series"]["value"], load["series"]["p90"]))
 
 
+def test_forecasts_show_per_target_the_newest_issue_and_the_first_banded_model(tmp_path):
+    """Per target: only the newest issue; of its models the first by name with a P10/P90 band,
+    else the first by name; steps in time order."""
+    from cloud.dashboard import queries as q
+
+    store = SQLiteCloudStore(tmp_path / "cloud.db")
+    old, new = pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-01 06:00", tz="UTC")
+    ts = pd.date_range("2024-06-01 07:00", periods=3, freq="15min", tz="UTC")
+    rows = []
+    for target, model, issued, band in (("load_kw", "zeta", new, True), ("load_kw", "alpha", new, False),
+                                        ("load_kw", "alpha", old, True), ("solar_kw", "beta", new, False),
+                                        ("solar_kw", "alpha", new, False), ("price_per_kwh", "alpha", old, True)):
+        for i, stamp in enumerate(reversed(ts)):
+            value = {"zeta": 1.0, "alpha": 2.0, "beta": 3.0}[model] + i + (10 if issued == old else 0)
+            rows.append({dd.DEVICE_ID: "d", dd.TS: stamp, s.TARGET: target, s.MODEL: model, s.ISSUED_AT: issued,
+                         s.VALUE: value, s.LOWER: value - 1 if band else None, s.UPPER: value + 1 if band else None})
+    store.upsert_frame(s.FORECASTS, pd.DataFrame(rows))
+    targets = q.forecasts(store, "d", None)["targets"]
+    store.close()
+    assert {t: (v["model"], v["issued_at"]) for t, v in targets.items()} == {
+        "load_kw": ("zeta", "2024-06-01T06:00:00+00:00"), "solar_kw": ("alpha", "2024-06-01T06:00:00+00:00"),
+        "price_per_kwh": ("alpha", "2024-06-01T00:00:00+00:00")}
+    assert targets["load_kw"]["series"] == {"ts": [q.iso(t) for t in ts], "value": [3.0, 2.0, 1.0],
+                                            "p10": [2.0, 1.0, 0.0], "p90": [4.0, 3.0, 2.0]}
+    assert targets["solar_kw"]["series"]["p10"] == [None, None, None]
+
+
 def test_plan_actions_follow_the_optimizer(client, filled):
     device = filled[1][0].device_id
     body = client.get(f"/api/sites/{device}/plan").json()
