@@ -33,14 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import describe  # noqa: E402
 from benchmarks.bench_sync import url_for  # noqa: E402
+from benchmarks.dashboard_data import simulated, store_forecasts_and_plans  # noqa: E402
 from cloud.dashboard.app import STATIC_DIR, create_app  # noqa: E402
-from cloud.store import schema as s  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
 from edge_gateway.config import SimulatorConfig, site_record  # noqa: E402
 from edge_gateway.models import der_data as dd  # noqa: E402
 from edge_gateway.sites import site_configs  # noqa: E402
-from tests.sim_helpers import readings as simulate  # noqa: E402
-from tests.test_dashboard_api import site_forecasts, site_plan  # noqa: E402
 
 TOKEN = "bench-token"
 START = pd.Timestamp("2024-06-01", tz="UTC")
@@ -49,17 +47,11 @@ START = pd.Timestamp("2024-06-01", tz="UTC")
 def fill(url: str, sites: int, days: int) -> list[str]:
     """Sites, readings (bulk COPY), one forecast and one plan per site, a few pipeline runs."""
     configs = site_configs(SimulatorConfig(device_id="home"), sites)
-    history = simulate(configs, str(START.date()), str((START + pd.Timedelta(days=days)).date()))
-    issued = history[dd.TS].max() + pd.Timedelta(minutes=5)
+    history = simulated(configs, str(START.date()), str((START + pd.Timedelta(days=days)).date()))
     with PostgresCloudStore(url) as store:
         store.upsert_sites([site_record(c) for c in configs])
         store.upsert_readings(history)
-        for config in configs:
-            mine = history[history[dd.DEVICE_ID] == config.device_id]
-            day = mine.iloc[-288::3]  # the last day at 15 minutes, the planner's step
-            forecast = site_forecasts(day, config.device_id, issued)
-            store.upsert_frame(s.FORECASTS, forecast)
-            store.upsert_frame(s.PLANS, site_plan(config, forecast, day[dd.FEED_IN].to_numpy(), issued))
+        store_forecasts_and_plans(store, configs, history, history[dd.TS].max() + pd.Timedelta(minutes=5))
         for job in ("cloud_sync", "feature_engineering", "forecasting", "optimizer"):
             store.finish_run(store.start_run(job), "ok", len(history))
     print(f"loaded {len(history):,} readings for {sites} sites x {days} days")
