@@ -4,6 +4,11 @@ under uvicorn on 127.0.0.1, and 20 concurrent clients sending 2,000 requests spr
 every route of the app (pages, static files, the API docs, /api/..., /metrics). Target:
 p99 < 250 ms and no errors.
 
+The clients are threads of this process, each with one keep-alive connection through the
+standard library's ``http.client``: a lean client, so the two share the machine with as little
+client work as possible; the figures printed include how much CPU the clients and the server
+each used.
+
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python benchmarks/bench_dashboard.py \\
         [--sites 50] [--days 30] [--requests 2000] [--clients 20]
 
@@ -14,12 +19,13 @@ token check is part of what is measured.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import os
 import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -83,26 +89,49 @@ def routes(devices: list[str]) -> list[tuple[str, callable]]:
     return out
 
 
-async def load(base: str, plan: list[tuple[str, str]], clients: int) -> list[tuple[str, float, int]]:
-    queue: asyncio.Queue = asyncio.Queue()
-    for item in plan:
-        queue.put_nowait(item)
+def load(port: int, plan: list[tuple[str, str]], clients: int) -> list[tuple[str, float, int]]:
+    """Send ``plan`` from ``clients`` threads, each over one keep-alive connection; per request
+    (route, seconds, status), status 0 for a failed connection."""
+    pending = iter(plan)
+    taking = threading.Lock()
     results: list[tuple[str, float, int]] = []
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
-            while not queue.empty():
-                name, path = queue.get_nowait()
-                started = time.perf_counter()
-                try:
-                    status = (await http.get(path)).status_code
-                except httpx.HTTPError:
-                    status = 0
-                results.append((name, time.perf_counter() - started, status))
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with taking:
+                item = next(pending, None)
+            if item is None:
+                break
+            name, path = item
+            started = time.perf_counter()
+            try:
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+                status = 0
+            results.append((name, time.perf_counter() - started, status))
+        conn.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -152,10 +181,12 @@ def main() -> int:
         port = free_port()
         server = serve(url, port)
         try:
-            asyncio.run(load(f"http://127.0.0.1:{port}", plan[:args.clients], args.clients))  # connect and warm up
+            load(port, plan[:args.clients], args.clients)  # connect and warm up
+            server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
             started = time.perf_counter()
-            results = asyncio.run(load(f"http://127.0.0.1:{port}", plan, args.clients))
+            results = load(port, plan, args.clients)
             elapsed = time.perf_counter() - started
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -167,6 +198,8 @@ def main() -> int:
     print(f"machine: {describe()}, {platform.system()}")
     print(f"routes ({len(table)}): {', '.join(t[0] for t in table)}")
     print(f"{len(results):,} requests, {args.clients} concurrent clients, {elapsed:.2f} s: {len(results) / elapsed:,.0f} requests/s")
+    print(f"clients: {args.clients} threads of the benchmark process, one keep-alive http.client connection each, "
+          f"{client_cpu:.1f} CPU-s; server: one uvicorn process, {server_cpu:.1f} CPU-s")
     p50, p95, p99 = np.percentile(latency, [50, 95, 99])
     print(f"latency: p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {latency.max():.1f} ms")
     print(f"errors: {len(errors)}" + (f" (first: {errors[0][0]} -> {errors[0][2]})" if errors else ""))
