@@ -5,62 +5,29 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.dashboard_data import STEPS, simulated, store_forecasts_and_plans
 from cloud.dashboard.app import create_app
-from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from edge_gateway.config import SimulatorConfig, site_record
 from edge_gateway.models import der_data as dd
 from edge_gateway.sites import site_configs
-from tests.sim_helpers import readings as simulate
 
 START, END = "2024-06-10", "2024-06-13"
-STEPS = 96  # one day of 15-minute steps
-
-
-def site_forecasts(history: pd.DataFrame, device: str, issued: pd.Timestamp) -> pd.DataFrame:
-    """Same-time-yesterday forecasts with +-20 % bands: test data in the forecasts table's shape."""
-    last_day = history[history[dd.DEVICE_ID] == device].tail(STEPS)
-    ts = last_day[dd.TS] + pd.Timedelta(days=1)
-    frames = []
-    for target, column in (("load_kw", dd.LOAD_TOTAL), ("solar_kw", dd.SOLAR_KW), ("price_per_kwh", dd.PRICE)):
-        value = last_day[column].to_numpy()
-        frames.append(pd.DataFrame({dd.DEVICE_ID: device, dd.TS: ts.to_numpy(), s.TARGET: target,
-                                    s.MODEL: "seasonal_naive", s.ISSUED_AT: issued, s.VALUE: value,
-                                    s.LOWER: value * 0.8, s.UPPER: value * 1.2}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def site_plan(config: SimulatorConfig, forecast: pd.DataFrame, feed_in: np.ndarray, issued: pd.Timestamp) -> pd.DataFrame:
-    by_target = {t: rows.sort_values(dd.TS) for t, rows in forecast.groupby(s.TARGET)}
-    price = by_target["price_per_kwh"][s.VALUE].to_numpy()
-    inputs = HorizonInputs(load_kw=by_target["load_kw"][s.VALUE].to_numpy(), pv_kw=by_target["solar_kw"][s.VALUE].to_numpy(),
-                           import_price_per_kwh=price, export_price_per_kwh=np.minimum(feed_in, price))
-    plan = solve_dispatch(inputs, BatterySpec.from_config(config.battery))
-    return pd.DataFrame({dd.DEVICE_ID: config.device_id, dd.TS: by_target["load_kw"][dd.TS].to_numpy(), s.ISSUED_AT: issued,
-                         dd.BATTERY_POWER: plan.battery_power_kw, dd.BATTERY_SOC: plan.soc_percent[1:],
-                         dd.NET_GRID_FLOW: plan.grid_kw, s.PLAN_PRICE: price, s.EXPECTED_COST: plan.step_cost,
-                         s.OBJECTIVE: "min_cost"})
 
 
 def fill_store(store, n_sites: int = 2, seed: int = 11) -> list[SimulatorConfig]:
     """Simulated sites with readings, forecasts, a plan and pipeline runs (one failure)."""
     configs = site_configs(SimulatorConfig(device_id="home", interval_seconds=900, seed=seed), n_sites)
-    history = simulate(configs, START, END)
+    history = simulated(configs, START, END)
     store.upsert_sites([site_record(c) for c in configs])
     store.upsert_readings(history)
-    issued = history[dd.TS].max() + pd.Timedelta(minutes=15)
-    for config in configs:
-        forecast = site_forecasts(history, config.device_id, issued)
-        store.upsert_frame(s.FORECASTS, forecast)
-        feed_in = history[history[dd.DEVICE_ID] == config.device_id][dd.FEED_IN].tail(STEPS).to_numpy()
-        store.upsert_frame(s.PLANS, site_plan(config, forecast, feed_in, issued))
+    store_forecasts_and_plans(store, configs, history, history[dd.TS].max() + pd.Timedelta(minutes=15))
     for job, status, rows in (("cloud_sync", "ok", len(history)), ("feature_engineering", "failed", 0),
                               ("feature_engineering", "ok", 500), ("feature_engineering", "failed", 0)):
         run = store.start_run(job)
@@ -139,7 +106,7 @@ def test_readings_honour_the_range(client, filled, query, count):
     ("start=2024-06-12T00:00:00Z&end=2024-06-12T00:00:00Z", "must be after start"),
     ("start=2024-01-01T00:00:00Z&end=2024-06-12T00:00:00Z", "31-day maximum"),
     ("start=2024-06-12T00:00:00Z&hours=3", "either start or hours"),
-    ("start=yesterday", "datetime"),
+    ("start=yesterday", "query parameter start: expected an ISO 8601 date-time"),
     ("hours=-1", "greater than 0"),
     ("hours=100000", "less than or equal"),
 ])
@@ -165,6 +132,33 @@ def test_forecasts_carry_bands(client, filled):
     assert load["model"] == "seasonal_naive" and len(load["series"]["ts"]) == STEPS
     assert load["series"]["ts"][0] == "2024-06-13T00:00:00+00:00"
     assert all(lo <= v <= hi for lo, v, hi in zip(load["series"]["p10"], load["series"]["value"], load["series"]["p90"]))
+
+
+def test_forecasts_show_per_target_the_newest_issue_and_the_first_banded_model(tmp_path):
+    """Per target: only the newest issue; of its models the first by name with a P10/P90 band,
+    else the first by name; steps in time order."""
+    from cloud.dashboard import queries as q
+
+    store = SQLiteCloudStore(tmp_path / "cloud.db")
+    old, new = pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-01 06:00", tz="UTC")
+    ts = pd.date_range("2024-06-01 07:00", periods=3, freq="15min", tz="UTC")
+    rows = []
+    for target, model, issued, band in (("load_kw", "zeta", new, True), ("load_kw", "alpha", new, False),
+                                        ("load_kw", "alpha", old, True), ("solar_kw", "beta", new, False),
+                                        ("solar_kw", "alpha", new, False), ("price_per_kwh", "alpha", old, True)):
+        for i, stamp in enumerate(reversed(ts)):
+            value = {"zeta": 1.0, "alpha": 2.0, "beta": 3.0}[model] + i + (10 if issued == old else 0)
+            rows.append({dd.DEVICE_ID: "d", dd.TS: stamp, s.TARGET: target, s.MODEL: model, s.ISSUED_AT: issued,
+                         s.VALUE: value, s.LOWER: value - 1 if band else None, s.UPPER: value + 1 if band else None})
+    store.upsert_frame(s.FORECASTS, pd.DataFrame(rows))
+    targets = q.forecasts(store, "d", None)["targets"]
+    store.close()
+    assert {t: (v["model"], v["issued_at"]) for t, v in targets.items()} == {
+        "load_kw": ("zeta", "2024-06-01T06:00:00+00:00"), "solar_kw": ("alpha", "2024-06-01T06:00:00+00:00"),
+        "price_per_kwh": ("alpha", "2024-06-01T00:00:00+00:00")}
+    assert targets["load_kw"]["series"] == {"ts": [q.iso(t) for t in ts], "value": [3.0, 2.0, 1.0],
+                                            "p10": [2.0, 1.0, 0.0], "p90": [4.0, 3.0, 2.0]}
+    assert targets["solar_kw"]["series"]["p10"] == [None, None, None]
 
 
 def test_plan_actions_follow_the_optimizer(client, filled):
@@ -258,8 +252,9 @@ def test_token_leaves_health_and_page_open(filled):
 
 
 def test_store_failure_is_503(filled, tmp_path):
-    store = SQLiteCloudStore(tmp_path / "closed.db")
+    store = SQLiteCloudStore(tmp_path / "broken.db")
     store.close()
+    (tmp_path / "broken.db").write_bytes(b"not a database " * 1000)  # every new connection fails
     response = TestClient(create_app(store)).get("/api/sites")
     assert response.status_code == 503
     assert "cloud store unavailable" in response.json()["detail"]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.dashboard_data import STEPS
 from cloud.dashboard.app import create_app
 from cloud.store.sqlite import SQLiteCloudStore
 from tests.conftest import in_ci
-from tests.test_dashboard_api import STEPS, fill_store
+from tests.test_dashboard_api import fill_store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHARTS = ("chart-power", "chart-battery", "chart-forecast", "chart-plan")

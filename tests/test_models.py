@@ -60,6 +60,22 @@ def test_frame_paths_agree_with_row_paths(day):
     pd.testing.assert_frame_equal(dd.nested_to_frame(nested), dd.coerce_frame(day))
 
 
+@pytest.mark.parametrize("columns", [(dd.TS, dd.SOLAR_KW), (dd.BATTERY_CYCLES, dd.DEVICE_ID, dd.TOU_PERIOD, dd.TS),
+                                     (dd.DEVICE_ID,)])
+def test_coercing_some_columns_gives_those_of_the_full_coercion(day, columns):
+    """A column-limited read converts only its columns, with exactly the full conversion's
+    dtypes and values, in the full conversion's order; the other columns need not be present."""
+    raw = day[list(columns)].astype(object).set_axis(range(7, 7 + len(day)))
+    raw.iloc[2, 0] = None if columns[0] != dd.TS else raw.iloc[2, 0]
+    full = dd.coerce_frame(day.astype(object).assign(**{c: raw[c].to_numpy() for c in columns}))
+    pd.testing.assert_frame_equal(dd.coerce_frame(raw, columns), full[[c for c in full.columns if c in columns]])
+
+
+def test_coercing_a_frame_without_a_wanted_column_names_it():
+    with pytest.raises(KeyError, match=dd.SOLAR_KW):
+        dd.coerce_frame(pd.DataFrame({dd.TS: []}), (dd.TS, dd.SOLAR_KW))
+
+
 def test_flat_columns_join_group_and_field():
     assert dd.COLUMNS[:2] == ("device_id", "ts")
     assert "solar_generation_kw" in dd.COLUMNS and "grid_price_time_of_use_period" in dd.COLUMNS

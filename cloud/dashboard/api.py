@@ -1,7 +1,10 @@
 """The JSON API under ``/api``: sites, readings, forecasts, plans, savings, pipeline, portfolio.
 
-Every parameter is validated where it enters: an unknown site is a 404, a time range that
-cannot be read (end before start, longer than :data:`MAX_RANGE`) a 422 whose detail says why.
+Every parameter is validated where it enters: a device id that breaks the data contract's
+rule is a 422 and an unknown site a 404; a time range that cannot be read (a bound out of
+range, end before start, longer than :data:`MAX_RANGE`) or a query parameter the route does
+not take is a 422. Each detail is one line naming the parameter and what was expected, and
+quotes input cut short (``der_data.shown``).
 """
 
 from __future__ import annotations
@@ -9,29 +12,60 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 
 from cloud.dashboard import queries as q
+from edge_gateway.models import der_data as dd
 
 MAX_RANGE = pd.Timedelta(days=31)
 DEFAULT_HOURS = 48.0
 #: Forecasts and plans older than this before the newest reading are no longer "current".
 CURRENT_WINDOW = pd.Timedelta(days=2)
+EARLIEST, LATEST = pd.Timestamp("0001-01-01", tz="UTC"), pd.Timestamp("9999-12-31 23:59:59.999999", tz="UTC")
 
-router = APIRouter(prefix="/api", tags=["dashboard"])
+
+def known_parameters_only(request: Request) -> None:
+    """A query parameter the route does not declare is refused rather than ignored: a typo
+    such as ``?star=`` would otherwise quietly answer a different question."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        expected = ", ".join(sorted(known)) if known else "none"
+        raise HTTPException(422, f"unknown query parameter {dd.shown(unknown[0])}; this route takes: {expected}")
+
+
+class JSONBody(JSONResponse):
+    """Bodies encoded by orjson and returned as they are: FastAPI's generic encoder walks a
+    reading window value by value, which cost more than reading it from the store."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+router = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Depends(known_parameters_only)],
+                   default_response_class=JSONBody)
 
 
 def _store(request: Request):
-    return request.app.state.store
+    """This worker thread's store (``with _store(request) as store:``)."""
+    return request.app.state.access()
 
 
 def _site(request: Request, device_id: str) -> dict[str, Any]:
+    problem = dd.device_id_problem(device_id)
+    if problem:
+        raise HTTPException(422, f"path parameter {problem}")
     try:
-        with request.app.state.lock:
-            return q.get_site(_store(request), device_id)
+        return request.app.state.coverage.site(device_id)
     except q.UnknownSite:
-        raise HTTPException(404, f"unknown site {device_id!r}; GET /api/sites lists the known ones") from None
+        raise HTTPException(404, f"unknown site {dd.shown(device_id)}; GET /api/sites lists the known ones") from None
 
 
 def _utc(value: datetime | None) -> pd.Timestamp | None:
@@ -46,17 +80,23 @@ def time_range(site: dict[str, Any], start: datetime | None, end: datetime | Non
     """``[start, end)``: given bounds win; otherwise ``hours`` back from ``end`` (default: just
     after the site's newest reading)."""
     if start is not None and hours is not None:
-        raise HTTPException(422, "give either start or hours, not both")
+        raise HTTPException(422, "query parameter hours: give either start or hours, not both")
     stop, first = _utc(end), _utc(start)
     if stop is None:
         newest = q.last_reading_ts(site)
         stop = (newest if newest is not None else pd.Timestamp.now(tz="UTC")) + pd.Timedelta(seconds=1)
     if first is None:
         first = stop - pd.Timedelta(hours=DEFAULT_HOURS if hours is None else hours)
+    # Stores hand bounds to drivers as Python datetimes, which end at years 1 and 9999.
+    for name, bound in (("start" if start is not None else "end/hours", first), ("end", stop)):
+        if not EARLIEST <= bound <= LATEST:
+            raise HTTPException(422, f"query parameter {name}: the window bound {q.iso(bound)} is outside years 1 "
+                                     "to 9999 in UTC; expected a date-time inside them")
     if stop <= first:
-        raise HTTPException(422, f"end ({q.iso(stop)}) must be after start ({q.iso(first)})")
+        raise HTTPException(422, f"query parameter end: end ({q.iso(stop)}) must be after start ({q.iso(first)})")
     if stop - first > MAX_RANGE:
-        raise HTTPException(422, f"time range of {stop - first} is longer than the {MAX_RANGE.days}-day maximum")
+        raise HTTPException(422, f"query parameter start: time range of {stop - first} is longer than the "
+                                 f"{MAX_RANGE.days}-day maximum")
     return first, stop
 
 
@@ -66,14 +106,13 @@ def _current_since(site: dict[str, Any]) -> pd.Timestamp | None:
 
 
 @router.get("/sites", summary="Every site with its equipment and reading coverage")
-def sites(request: Request) -> list[dict[str, Any]]:
-    with request.app.state.lock:
-        return q.list_sites(_store(request))
+def sites(request: Request) -> JSONBody:
+    return JSONBody(request.app.state.coverage.sites())
 
 
 @router.get("/sites/{device_id}", summary="One site")
-def site(request: Request, device_id: str) -> dict[str, Any]:
-    return _site(request, device_id)
+def site(request: Request, device_id: str) -> JSONBody:
+    return JSONBody(_site(request, device_id))
 
 
 @router.get("/sites/{device_id}/readings", summary="Readings in [start, end); default the last 48 h")
@@ -82,43 +121,48 @@ def readings(
     device_id: str,
     start: Annotated[datetime | None, Query(description="ISO 8601; naive means UTC")] = None,
     end: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default just after the newest reading")] = None,
-    hours: Annotated[float | None, Query(gt=0, le=MAX_RANGE.days * 24, description="window length before end")] = None,
-) -> dict[str, Any]:
+    hours: Annotated[float | None, Query(gt=0, le=MAX_RANGE.days * 24, allow_inf_nan=False,
+                                         description="window length before end")] = None,
+) -> JSONBody:
     site = _site(request, device_id)
     first, stop = time_range(site, start, end, hours)
-    with request.app.state.lock:
-        return q.readings(_store(request), device_id, first, stop)
+    with _store(request) as store:
+        body = q.readings(store, device_id, first, stop)
+    return JSONBody(body)
 
 
 @router.get("/sites/{device_id}/forecasts", summary="The newest forecast per target, with P10/P90")
-def forecasts(request: Request, device_id: str) -> dict[str, Any]:
+def forecasts(request: Request, device_id: str) -> JSONBody:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.forecasts(_store(request), device_id, _current_since(site))
+    with _store(request) as store:
+        body = q.forecasts(store, device_id, _current_since(site))
+    return JSONBody(body)
 
 
 @router.get("/sites/{device_id}/plan", summary="The current dispatch plan with its actions")
-def plan(request: Request, device_id: str) -> dict[str, Any]:
+def plan(request: Request, device_id: str) -> JSONBody:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.plan(_store(request), device_id, _current_since(site))
+    with _store(request) as store:
+        body = q.plan(store, device_id, _current_since(site))
+    return JSONBody(body)
 
 
 @router.get("/sites/{device_id}/savings", summary="The current plan's bill against an idle battery")
-def savings(request: Request, device_id: str) -> dict[str, Any]:
+def savings(request: Request, device_id: str) -> JSONBody:
     site = _site(request, device_id)
-    with request.app.state.lock:
-        return q.savings(_store(request), device_id, _current_since(site), q.last_reading_ts(site))
+    with _store(request) as store:
+        body = q.savings(store, device_id, _current_since(site), q.last_reading_ts(site))
+    return JSONBody(body)
 
 
 @router.get("/pipeline", summary="Per job: last run, last success, rows, failures, freshness")
-def pipeline(request: Request) -> dict[str, Any]:
+def pipeline(request: Request) -> JSONBody:
     now = pd.Timestamp.now(tz="UTC")
-    with request.app.state.lock:
-        jobs = q.pipeline_status(_store(request), now)
-    return {"now": q.iso(now), "jobs": jobs}
+    with _store(request) as store:
+        jobs = q.pipeline_status(store, now)
+    return JSONBody({"now": q.iso(now), "jobs": jobs})
 
 
 @router.get("/portfolio", summary="Portfolio simulation summaries, when any exist")
-def portfolio(request: Request) -> dict[str, Any]:
-    return q.portfolio(request.app.state.portfolio_dir)
+def portfolio(request: Request) -> JSONBody:
+    return JSONBody(q.portfolio(request.app.state.portfolio_dir))

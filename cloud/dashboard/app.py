@@ -6,23 +6,32 @@ file, Postgres or Supabase, and tests hand it a store they filled themselves.
 With a shared secret (``token``, from ``DASHBOARD_TOKEN``) every ``/api`` route and
 ``/metrics`` need ``Authorization: Bearer <token>``; ``/health`` and the static page stay
 open because they reveal no data (the page asks for the token and sends it on each call).
+
+Malformed input never reaches a route as a traceback: FastAPI's validation errors become one
+line naming the parameter and what was expected (:func:`validation_line`), and input is
+quoted cut short.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cloud.dashboard import metrics
+from cloud.dashboard.access import COVERAGE_MAX_AGE_S, COVERAGE_STALE_LIMIT_S, Coverage, StoreAccess
 from cloud.dashboard.api import router
 from cloud.store.base import CloudStore
 from edge_gateway.errors import StoreError
+from edge_gateway.models.der_data import shown
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_PORTFOLIO_DIR = "portfolio-output"  # run_portfolio.py --output default
@@ -30,18 +39,52 @@ TOKEN_ENV, PORTFOLIO_ENV = "DASHBOARD_TOKEN", "PORTFOLIO_OUTPUT_DIR"
 _PROTECTED = ("/api", "/metrics")
 
 
-def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: str | Path | None = None) -> FastAPI:
+_EXPECTED = {  # pydantic's error type -> what the parameter should have been
+    "datetime_from_date_parsing": "an ISO 8601 date-time such as 2024-06-12T00:00:00Z",
+    "datetime_parsing": "an ISO 8601 date-time such as 2024-06-12T00:00:00Z",
+    "datetime_type": "an ISO 8601 date-time such as 2024-06-12T00:00:00Z",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+}
+
+
+def validation_line(error: RequestValidationError) -> str:
+    """The first of FastAPI's validation errors as one line: where, which parameter, what was
+    expected and (cut short) what came."""
+    first: dict[str, Any] = error.errors()[0]
+    where, *rest = [str(part) for part in first.get("loc", ())] or ["request"]
+    name = ".".join(rest) or where
+    expected = _EXPECTED.get(first.get("type", "")) or str(first.get("msg", "a valid value")).removeprefix("Input should be ")
+    line = f"{where} parameter {name}: expected {expected}" if where in ("query", "path") else f"{name}: {expected}"
+    if "input" in first:
+        line += f", got {shown(first['input'])}"
+    return line
+
+
+def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: str | Path | None = None,
+               coverage_max_age_s: float = COVERAGE_MAX_AGE_S,
+               coverage_stale_limit_s: float = COVERAGE_STALE_LIMIT_S) -> FastAPI:
+    """The app over ``store``; the coverage bounds are :class:`~cloud.dashboard.access.Coverage`'s."""
+    access = StoreAccess(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        access.close()  # the per-thread connections; ``store`` itself stays the caller's
+
     app = FastAPI(
         title="predictive-optimization-der dashboard",
         summary="When to buy, sell or store energy: readings, forecasts, plans and pipeline health",
         version="1",
+        lifespan=lifespan,
     )
     app.state.store = store
-    # One connection serves every request thread; a lock keeps the embedded store's reads whole.
-    app.state.lock = threading.Lock()
+    app.state.access = access
+    app.state.coverage = Coverage(access, max_age_s=coverage_max_age_s, stale_limit_s=coverage_stale_limit_s)
     app.state.token = token or None
     app.state.portfolio_dir = Path(portfolio_dir) if portfolio_dir else None
-    app.state.registry = metrics.registry_for(store, app.state.lock)
+    app.state.registry = metrics.registry_for(app.state.coverage, access)
     app.include_router(router)
 
     @app.middleware("http")
@@ -55,6 +98,10 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
                 return JSONResponse({"detail": f"{reason} token: send Authorization: Bearer <DASHBOARD_TOKEN>"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_line(error)}, status_code=422)
 
     @app.exception_handler(StoreError)
     async def store_failed(_request: Request, error: StoreError) -> JSONResponse:

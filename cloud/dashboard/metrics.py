@@ -2,12 +2,13 @@
 
 The jobs run in other processes (cron, ``run_pipeline.py --continuous``), so counters kept in
 this process would see none of their work. ``pipeline_runs`` already records every run; a
-custom collector turns that table and the readings' coverage into gauges on each scrape.
+custom collector turns that table and the readings' coverage into gauges on each scrape. The
+coverage comes from the dashboard's in-memory snapshot (:class:`~cloud.dashboard.access.Coverage`,
+with its freshness bound); the runs are read live.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pandas as pd
@@ -16,21 +17,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cloud.dashboard import queries as q
-from cloud.store import schema as s
-from cloud.store.base import CloudStore
+from cloud.dashboard.access import Coverage, StoreAccess
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class StoreCollector(Collector):
-    def __init__(self, store: CloudStore, lock: threading.Lock) -> None:
-        self.store, self.lock = store, lock
+    def __init__(self, coverage: Coverage, access: StoreAccess) -> None:
+        self.coverage, self.access = coverage, access
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = pd.Timestamp.now(tz="UTC")
-        with self.lock:
-            jobs = q.pipeline_status(self.store, now)
-            stats = self.store.reading_stats()
+        with self.access() as store:
+            jobs = q.pipeline_status(store, now)
+        sites = [site for site in self.coverage.sites() if site["last_reading"] is not None]
         success = GaugeMetricFamily("der_job_last_success_timestamp_seconds",
                                     "Unix time the job last finished successfully", labels=["job"])
         rows = GaugeMetricFamily("der_job_last_rows_processed", "Rows the job's last successful run processed",
@@ -49,18 +49,18 @@ class StoreCollector(Collector):
         newest = GaugeMetricFamily("der_site_last_reading_timestamp_seconds", "Unix time of the site's newest reading",
                                    labels=["device_id"])
         count = GaugeMetricFamily("der_site_readings", "Readings stored for the site", labels=["device_id"])
-        for device, stat in sorted(stats.items()):
-            last = pd.Timestamp(stat[s.LAST_TS])
+        for site in sites:
+            device, last = site["device_id"], q.last_reading_ts(site)
             freshness.add_metric([device], max(0.0, (now - last).total_seconds()))
             newest.add_metric([device], last.timestamp())
-            count.add_metric([device], stat[s.ROW_COUNT])
+            count.add_metric([device], site["readings"])
         yield from (freshness, newest, count)
 
 
-def registry_for(store: CloudStore, lock: threading.Lock) -> CollectorRegistry:
+def registry_for(coverage: Coverage, access: StoreAccess) -> CollectorRegistry:
     """A registry of its own per app, so two apps (or tests) never share collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store, lock))
+    registry.register(StoreCollector(coverage, access))
     return registry
 
 

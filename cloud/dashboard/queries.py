@@ -54,7 +54,14 @@ def _floats(values: pd.Series | np.ndarray) -> list[float | None]:
 
 
 def _stamps(values: pd.Series) -> list[str]:
-    return [dd.format_ts(t) for t in pd.to_datetime(values, utc=True)]
+    """:func:`der_data.format_ts` over a column. Whole-second instants (every reading, forecast
+    and plan step) are formatted in one vectorised call, which a week of readings needs (one
+    call per value cost most of the response); anything finer goes through ``format_ts``."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    if stamps.hasnans or (stamps.microsecond != 0).any() or (stamps.nanosecond != 0).any():
+        return [dd.format_ts(t) for t in stamps]
+    seconds = stamps.tz_convert(None).to_numpy().astype("datetime64[s]")
+    return np.char.add(np.datetime_as_string(seconds, unit="s"), "+00:00").tolist()
 
 
 def list_sites(store: CloudStore) -> list[dict[str, Any]]:
@@ -74,19 +81,12 @@ def list_sites(store: CloudStore) -> list[dict[str, Any]]:
     return out
 
 
-def get_site(store: CloudStore, device_id: str) -> dict[str, Any]:
-    for site in list_sites(store):
-        if site["device_id"] == device_id:
-            return site
-    raise UnknownSite(device_id)
-
-
 def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
     return None if site["last_reading"] is None else dd.parse_ts(site["last_reading"])
 
 
 def readings(store: CloudStore, device_id: str, start: pd.Timestamp, stop: pd.Timestamp) -> dict[str, Any]:
-    frame = store.read_readings(device_id, start, stop)
+    frame = store.read_readings(device_id, start, stop, columns=READING_SERIES)
     return {
         "device_id": device_id,
         "start": iso(start),
@@ -100,17 +100,40 @@ def _newest_issue(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame[s.ISSUED_AT] == frame[s.ISSUED_AT].max()] if len(frame) else frame
 
 
+def _shown_forecast_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows :func:`forecasts` shows: per target its newest issue and, of that issue's
+    models, the first by name among those with a P10/P90 band (else the first by name).
+
+    A few hundred rows: one pass in Python costs less than the grouped frame operations."""
+    targets, models = frame[s.TARGET].tolist(), frame[s.MODEL].tolist()
+    issued = frame[s.ISSUED_AT].to_numpy(dtype="datetime64[us]").astype("int64").tolist()
+    banded_rows = frame[s.LOWER].notna().to_numpy().tolist()
+    newest: dict[Any, int] = {}
+    for target, when in zip(targets, issued):
+        if when > newest.get(target, when - 1):
+            newest[target] = when
+    banded: dict[tuple[Any, Any], bool] = {}
+    for target, model, when, band in zip(targets, models, issued, banded_rows):
+        if when == newest[target]:
+            banded[target, model] = banded.get((target, model), False) or band
+    chosen = {}
+    for (target, model), band in sorted(banded.items(), key=lambda item: (item[0][0], not item[1], item[0][1])):
+        chosen.setdefault(target, model)
+    return np.fromiter((when == newest[target] and model == chosen[target]
+                        for target, model, when in zip(targets, models, issued)), dtype=bool, count=len(targets))
+
+
 def forecasts(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> dict[str, Any]:
     """Per target, the newest issued forecast (one model: the one with P10/P90 bands if any)."""
     frame = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: device_id}, start=since)
+    shown = frame[_shown_forecast_rows(frame)].sort_values([s.TARGET, dd.TS], kind="stable")
     out: dict[str, Any] = {}
-    for target, rows in frame.groupby(s.TARGET, sort=True):
-        rows = _newest_issue(rows)
-        banded = rows.groupby(s.MODEL)[s.LOWER].apply(lambda v: v.notna().any())
-        model = sorted(banded[banded].index)[0] if banded.any() else sorted(rows[s.MODEL].unique())[0]
-        rows = rows[rows[s.MODEL] == model].sort_values(dd.TS)
-        out[str(target)] = {
-            "model": str(model),
+    targets = shown[s.TARGET].to_numpy()
+    bounds = np.flatnonzero(np.r_[len(targets) > 0, targets[1:] != targets[:-1]])  # each target's first row
+    for first, stop in zip(bounds, [*bounds[1:], len(shown)]):
+        rows = shown.iloc[first:stop]
+        out[str(rows[s.TARGET].iloc[0])] = {
+            "model": str(rows[s.MODEL].iloc[0]),
             "issued_at": iso(rows[s.ISSUED_AT].iloc[0]),
             "series": {"ts": _stamps(rows[dd.TS]), "value": _floats(rows[s.VALUE]),
                        "p10": _floats(rows[s.LOWER]), "p90": _floats(rows[s.UPPER])},
@@ -173,7 +196,8 @@ def savings(store: CloudStore, device_id: str, since: pd.Timestamp | None, last_
     if frame.empty:
         return {"device_id": device_id, "issued_at": None, "available": False}
     step_h = _step_hours(frame[dd.TS])
-    recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1))
+    recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1),
+                                 columns=[dd.FEED_IN])
     price = frame[s.PLAN_PRICE].to_numpy(dtype="float64")
     feed_in = _feed_in_by_time_of_day(recent, frame[dd.TS])
     grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")

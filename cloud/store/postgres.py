@@ -12,8 +12,9 @@ first use.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -49,6 +50,13 @@ class PostgresCloudStore(TableStore):
         # Applied on the first connection rather than here, so a job started while the
         # server is down keeps running and catches up when it returns.
         self._schema_pending = init
+
+    def opener(self) -> Callable[[], PostgresCloudStore]:
+        """A picklable callable that opens another store on the same database, for a reader
+        that needs a connection of its own per thread or process (a psycopg connection runs
+        one statement at a time). Each applies pending migrations on its first connection, as
+        this one does, so a reader that runs before any writer still finds the tables."""
+        return partial(PostgresCloudStore, self.url, connect_timeout_s=self.connect_timeout_s)
 
     # connection and error mapping -------------------------------------------------------
     def _conn(self) -> psycopg.Connection:

@@ -16,7 +16,7 @@ project writes a column name out by hand: it uses the constants below.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -107,6 +107,7 @@ KEY_COLUMNS: tuple[str, str] = (DEVICE_ID, TS)
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c, t in FIELD_TYPES.items() if t in (int, float))
 INT_COLUMNS: tuple[str, ...] = tuple(c for c, t in FIELD_TYPES.items() if t is int)
 TEXT_COLUMNS: tuple[str, ...] = tuple(c for c, t in FIELD_TYPES.items() if t is str)
+_INT_SET = frozenset(INT_COLUMNS)
 
 # Names other modules need for physics and invariants, spelled once here.
 SOLAR_KW = flat_name("solar", "generation_kw")
@@ -182,25 +183,32 @@ def empty_frame() -> pd.DataFrame:
     return coerce_frame(pd.DataFrame({c: [] for c in COLUMNS}))
 
 
-def coerce_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Order the contract's columns and give them their dtypes (float64, int64, str, UTC ts)."""
-    missing = [c for c in COLUMNS if c not in frame.columns]
+def coerce_frame(frame: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
+    """Order the contract's columns and give them their dtypes (float64, int64, str, UTC ts).
+
+    ``columns`` limits the result to those (in the same order as the full result): a reader
+    that asked for a few columns converts only those, not every column of the contract."""
+    wanted = set(columns)
+    missing = [c for c in COLUMNS if c in wanted and c not in frame.columns]
     if missing:
         raise KeyError(f"reading frame lacks columns {missing}")
-    out = pd.DataFrame(index=range(len(frame)))
-    out[DEVICE_ID] = frame[DEVICE_ID].astype(str).to_numpy()
-    # A DatetimeIndex keeps the values tz-aware and vectorised (a tz-aware .to_numpy() would
-    # build one Timestamp object per row), and zero-row frames keep the dtype too.
-    out[TS] = pd.DatetimeIndex(pd.to_datetime(frame[TS], utc=True)).as_unit("us")
+    out: dict[str, Any] = {}
+    if DEVICE_ID in wanted:
+        out[DEVICE_ID] = frame[DEVICE_ID].astype(str).to_numpy()
+    if TS in wanted:
+        # A DatetimeIndex keeps the values tz-aware and vectorised (a tz-aware .to_numpy() would
+        # build one Timestamp object per row), and zero-row frames keep the dtype too.
+        out[TS] = pd.DatetimeIndex(pd.to_datetime(frame[TS], utc=True)).as_unit("us")
     for column in NUMERIC_COLUMNS:
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64")
-        out[column] = values
-    for column in INT_COLUMNS:
-        # Integers may be missing in imported or quarantined data, so keep the nullable kind.
-        out[column] = pd.array(np.round(out[column].to_numpy()), dtype="Int64")
+        if column in wanted:
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64")
+            # Integers may be missing in imported or quarantined data, so keep the nullable kind.
+            out[column] = pd.array(np.round(values), dtype="Int64") if column in _INT_SET else values
     for column in TEXT_COLUMNS:
-        out[column] = frame[column].astype("str").to_numpy()
-    return out
+        if column in wanted:
+            out[column] = frame[column].astype("str").to_numpy()
+    # One constructor call: assigning column by column costs more than the conversions.
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
 def frame_to_nested(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
