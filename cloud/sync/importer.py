@@ -41,6 +41,11 @@ class ImportOptions:
     timestamp_column: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
 
+    def __post_init__(self) -> None:
+        problem = dd.device_id_problem(self.device_id)
+        if problem is not None:
+            raise UsageError(f"--device-id: {problem}")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ImportOptions:
         if not args.device_id:
