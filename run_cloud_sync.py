@@ -10,7 +10,15 @@ from cloud.sync import settings as cfg
 from cloud.sync.importer import ImportOptions, import_file
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, run_cli, setup_logging
+from edge_gateway.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    device_id_arg,
+    positive_float,
+    run_cli,
+    setup_logging,
+)
 from edge_gateway.config import DEFAULT_EDGE_STORE
 from edge_gateway.errors import UsageError
 from edge_gateway.scheduling import Every, run_schedule
@@ -30,7 +38,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
     add_cloud_db_flag(parser)
-    parser.add_argument("--device-id", help="--import: the device the file belongs to")
+    parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to")
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--units", choices=("W", "kW"), default="kW", help="--import: power units in the file")

@@ -15,7 +15,8 @@ from cloud.optimization.planner import PlanSettings, plan_status, run_plan
 from cloud.optimization.report import metrics, write_report
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import (
-    ArgumentParser, add_common_flags, arg_type, positive_float, positive_int, print_table, progress, run_cli, setup_logging,
+    ArgumentParser, add_common_flags, arg_type, device_id_arg, positive_float, positive_int, print_table, progress, run_cli,
+    setup_logging,
 )
 from edge_gateway.config import SimulatorConfig, load_config, with_overrides
 
@@ -32,7 +33,7 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--plan", action="store_true", help="plan the next horizon (the default)")
     mode.add_argument("--backtest", action="store_true", help="rolling-horizon backtest against the reference strategies")
     mode.add_argument("--status", action="store_true", help="last optimizer runs and the newest plan per device")
-    parser.add_argument("--device-id", help="site to plan (default: the config's device_id)")
+    parser.add_argument("--device-id", type=device_id_arg, help="site to plan (default: the config's device_id)")
     parser.add_argument("--config", help="simulator config JSON of the site (default: the built-in defaults)")
     parser.add_argument("--start", type=arg_type(timestamp, "an ISO 8601 date or time"),
                         help="plan start (default now) or first backtest day (default --days before today)")

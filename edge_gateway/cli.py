@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from edge_gateway import generator
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, progress, setup_logging
+from edge_gateway.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    bounded_int,
+    device_id_arg,
+    output_path,
+    positive_int,
+    progress,
+    setup_logging,
+)
 from edge_gateway.config import SimulatorConfig, load_config, site_record, with_overrides, write_config
 from edge_gateway.errors import DERError, UsageError
 from edge_gateway.gateway import JsonlSink, align
 from edge_gateway.memory import retain_freed_memory
+from edge_gateway.models.der_data import shown
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
 from edge_gateway.sites import site_configs
 from edge_gateway.status import edge_status
 from edge_gateway.stores.factory import add_influx_flags, influx_settings, open_edge_store
 
 log = logging.getLogger("edge_gateway")
+
+#: ``--sites`` at most: a chunk of --historical holds every site's day-long arrays at once
+#: (about 2 MB per site), so a thousand sites need about 2 GB; fleets beyond that are
+#: run_portfolio.py's work.
+MAX_SITES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=arg_type(positive_int, "a whole number of seconds > 0"), help="seconds between readings (default: config interval_seconds, 300)")
     parser.add_argument("--start", help="first instant of --historical (YYYY-MM-DD in the site's time zone, or ISO 8601)")
     parser.add_argument("--end", help="end of --historical, exclusive (same forms as --start)")
-    parser.add_argument("--output", help="also append readings to this JSON Lines file (--historical without it: stdout)")
+    parser.add_argument("--output", help="also write readings to this JSON Lines file: --historical makes a new file "
+                        "(--force replaces one), live modes append (--historical without it: stdout)")
     parser.add_argument("--seed", type=arg_type(int, "an integer"), help="random seed (same seed, same readings)")
-    parser.add_argument("--device-id", help="device id (default: config device_id)")
-    parser.add_argument("--sites", type=arg_type(positive_int, "a whole number of sites > 0"), default=1, help="simulate N sites around the configured one")
+    parser.add_argument("--device-id", type=device_id_arg, help="device id (default: config device_id)")
+    parser.add_argument("--sites", type=arg_type(bounded_int(1, MAX_SITES), f"a whole number of sites from 1 to {MAX_SITES}"),
+                        default=1, help=f"simulate N sites around the configured one (at most {MAX_SITES})")
     parser.add_argument("--store", help="edge store file (SQLite; default: config edge_store_path)")
     parser.add_argument("--no-store", action="store_true", help="do not write readings to the edge store")
-    parser.add_argument("--force", action="store_true", help="with --generate-config: overwrite an existing file")
+    parser.add_argument("--force", action="store_true", help="with --generate-config or --historical --output: replace an existing file")
     add_influx_flags(parser)
     add_mqtt_flags(parser)
     add_common_flags(parser)
@@ -57,19 +77,33 @@ def load_settings(args: argparse.Namespace) -> SimulatorConfig:
 
 
 def parse_instant(text: str, flag: str, timezone: str) -> pd.Timestamp:
+    """An instant from a flag; a local time the site's clock skips or repeats is refused rather
+    than guessed, since a backfill's first reading would otherwise move by an hour."""
+    quoted = shown(text)
     try:
         ts = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise UsageError(f"{flag} {text!r}: expected a date YYYY-MM-DD or an ISO 8601 time") from None
+    except (ValueError, TypeError, OverflowError):
+        raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time") from None
     if ts is pd.NaT:
-        raise UsageError(f"{flag} {text!r}: expected a date YYYY-MM-DD or an ISO 8601 time")
-    return (ts.tz_localize(timezone) if ts.tzinfo is None else ts).tz_convert("UTC")
+        raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time")
+    if ts.tzinfo is not None:
+        return ts.tz_convert("UTC")
+    try:
+        local = ts.tz_localize(timezone, nonexistent="NaT", ambiguous="NaT")
+        skipped = local is pd.NaT and ts.tz_localize(timezone, nonexistent="NaT", ambiguous=True) is pd.NaT
+    except (ValueError, OverflowError):
+        raise UsageError(f"{flag} {quoted}: outside the supported dates; expected a date YYYY-MM-DD or an ISO 8601 time") from None
+    if local is pd.NaT:
+        what = "does not exist" if skipped else "occurs twice"
+        raise UsageError(f"{flag} {quoted}: {ts:%Y-%m-%d %H:%M} {what} in {timezone} (daylight saving time); "
+                         "expected a local time the clock shows once, or an ISO 8601 time with an offset")
+    return local.tz_convert("UTC")
 
 
 def generate_config(args: argparse.Namespace, config: SimulatorConfig) -> int:
     if not args.config:
         raise UsageError("--generate-config needs --config FILE to write to")
-    path = Path(args.config)
+    path = output_path(args.config, "--config")
     if path.exists() and not args.force:
         raise UsageError(f"{path} already exists; choose another path or add --force to overwrite it")
     write_config(config, path)
@@ -77,15 +111,16 @@ def generate_config(args: argparse.Namespace, config: SimulatorConfig) -> int:
     return 0
 
 
-def sinks_for(args: argparse.Namespace, config: SimulatorConfig, stdout: bool):
-    sinks, store = [], None
-    if not args.no_store:
-        influx = influx_settings(args) if args.enable_influxdb else None
-        store = open_edge_store(args.store or config.edge_store_path, influx)
-        sinks.append(store.write)
-    if config.output_file or stdout:
-        sinks.append(JsonlSink(config.output_file, sys.stdout if stdout else None))
-    return sinks, store
+def historical_output(args: argparse.Namespace, config: SimulatorConfig) -> Path | None:
+    """Where --historical writes, checked before any work: a backfill writes a whole range, so
+    adding it to an older file would repeat every instant; an existing file is refused unless
+    --force says to replace it."""
+    if not config.output_file:
+        return None
+    path = output_path(config.output_file, "--output" if args.output else "output_file")
+    if path.exists() and not args.force:
+        raise UsageError(f"--output {path} already exists; choose another path or add --force to replace it")
+    return path
 
 
 def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> int:
@@ -95,25 +130,50 @@ def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> 
     start, end = parse_instant(args.start, "--start", tz), parse_instant(args.end, "--end", tz)
     if end <= start:
         raise UsageError(f"--end ({args.end}) must be after --start ({args.start})")
-    sinks, store = sinks_for(args, configs[0], stdout=not configs[0].output_file)
-    if store is not None:
-        for site in configs:
-            store.put_site(site_record(site))
-    interval = configs[0].interval_seconds
-    steps = len(generator.time_range(start, end, interval))
-    chunk = 8_640
-    rows = 0
-    for frame in progress(generator.historical(configs, start, end, chunk), total=-(-steps // chunk), desc="historical", unit="chunk"):
-        for sink in sinks:
-            sink(frame)
-        rows += len(frame)
+    target = historical_output(args, configs[0])
+    store = None
+    if not args.no_store:
+        store = open_edge_store(args.store or configs[0].edge_store_path, influx_settings(args) if args.enable_influxdb else None)
+    # Readings go to a hidden file beside the target and replace it only once all are written,
+    # so an interrupted run never leaves half a backfill under the name asked for.
+    partial = None
+    if target is not None:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(handle)
+        partial = Path(name)
+    sinks = [store.write] if store is not None else []
+    sinks.append(JsonlSink(partial, None if partial is not None else sys.stdout))
+    try:
+        if store is not None:
+            for site in configs:
+                store.put_site(site_record(site))
+        steps = len(generator.time_range(start, end, configs[0].interval_seconds))
+        chunk = 8_640
+        rows = 0
+        for frame in progress(generator.historical(configs, start, end, chunk), total=-(-steps // chunk), desc="historical", unit="chunk"):
+            for sink in sinks:
+                sink(frame)
+            rows += len(frame)
+        if partial is not None:
+            os.replace(partial, target)
+            partial = None
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        if store is not None:
+            store.close()
     log.info("generated %d readings for %d site(s) from %s to %s", rows, len(configs), start, end)
-    if store is not None:
-        store.close()
     return 0
 
 
+def live_output(config: SimulatorConfig, flag: str) -> None:
+    """Live modes append to their output file; its folder must exist (checked before starting)."""
+    if config.output_file:
+        output_path(config.output_file, flag)
+
+
 def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_id: str | None = None) -> int:
+    live_output(configs[0], "--output" if args.output else "output_file")
     # Imported here: the scheduler's imports cost a fifth of a second --historical never needs.
     from edge_gateway.daemon import open_runtime
     from edge_gateway.scheduling import Every, run_schedule
@@ -149,6 +209,7 @@ def start_daemon(args: argparse.Namespace, configs: list[SimulatorConfig], gatew
 
     if args.no_store:
         raise UsageError("--daemon keeps every reading in the edge store so nothing is lost offline; drop --no-store")
+    live_output(configs[0], "--output" if args.output else "output_file")
     return run_daemon(
         configs,
         store_path=args.store or configs[0].edge_store_path,

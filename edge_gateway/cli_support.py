@@ -9,9 +9,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from edge_gateway.errors import DERError, UsageError
+from edge_gateway.models import der_data as dd
+from edge_gateway.redact import RedactingFilter, redact, register_flag_secrets
 
 T = TypeVar("T")
 log = logging.getLogger("der")
@@ -21,7 +24,13 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one line and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {redact(_one_line(message))} (see --help)\n")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Error text as one line of bounded length: input quoted in it may hold newlines or be huge."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +57,11 @@ class _CurrentStderr(logging.StreamHandler):
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Log to stderr in a form systemd's journal keeps: level and logger, no colour codes."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = _CurrentStderr()
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(
         level=level,
-        handlers=[_CurrentStderr()],
+        handlers=[handler],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
@@ -83,14 +94,46 @@ def positive_float(text: str) -> float:
     return value
 
 
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """A whole number in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def device_id_arg(text: str) -> str:
+    """An argparse ``type`` for flags naming a device: the data contract's one rule."""
+    problem = dd.device_id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def output_path(text: str | Path, what: str) -> Path:
+    """A file path to write: its folder must exist (a typo should not create a tree of folders
+    somewhere unexpected) and the path must not be a folder itself."""
+    path = Path(text)
+    if str(text) == "" or path.is_dir():
+        raise UsageError(f"{what} {dd.shown(str(text))}: is a folder; expected a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {dd.shown(str(text))}: folder {dd.shown(str(parent))} does not exist; create it first")
+    return path
+
+
 def arg_type(cast: Callable[[str], T], expected: str) -> Callable[[str], T]:
     """An argparse ``type`` whose error message names what was expected."""
 
     def parse(text: str) -> T:
         try:
             return cast(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{dd.shown(text)} is not {expected}") from None
 
     parse.__name__ = expected
     return parse
@@ -109,16 +152,26 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     """Call ``main`` and turn our named exceptions into one line on stderr and an exit code."""
     words = sys.argv[1:] if argv is None else list(argv)  # an empty list means no arguments, not sys.argv
     verbose = "-v" in words or "--verbose" in words
+    register_flag_secrets(words)
     try:
         return int(main(argv) or 0)
     except DERError as error:
-        if verbose:
-            log.exception("failed")
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return _fail(error, str(error), error.exit_code, verbose)
+    except OSError as error:
+        # A file the library opened for the user (a store, an output, a state file) that the
+        # system refused: name it and the reason, not the call stack.
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return _fail(error, f"{where}{error.strerror or error}", 1, verbose)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(error: BaseException, message: str, code: int, verbose: bool) -> int:
+    if verbose:
+        log.error("failed", exc_info=error)
+    print(f"error: {redact(_one_line(message, limit=2000))}", file=sys.stderr)
+    return code
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, file=None) -> None:

@@ -2,7 +2,9 @@
 
 Every field of the spec's ``config.json`` is here with its spec default, plus the fields
 the physics needs (longitude, time zone, tilt, azimuth, inverter size, battery control
-mode). Unknown keys are refused so a typo never silently falls back to a default.
+mode). Unknown keys are refused so a typo never silently falls back to a default, and types
+are strict (``"300"`` is not a number, ``1`` is not ``true``) so a value means what it says.
+Error lines are built here rather than taken from the validator, which quotes input whole.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_gateway.errors import ConfigError
@@ -23,7 +26,7 @@ DEFAULT_EDGE_STORE = "data/edge.db"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
 
 
 class SolarConfig(_Section):
@@ -57,7 +60,7 @@ class BatteryConfig(_Section):
     initial_soc: float = Field(50.0, ge=0, le=100)
     min_soc: float = Field(10.0, ge=0, le=100)
     max_soc: float = Field(90.0, ge=0, le=100)
-    mode: BatteryMode = BatteryMode.SELF_CONSUMPTION
+    mode: BatteryMode = Field(BatteryMode.SELF_CONSUMPTION, strict=False)  # JSON holds the name, never the enum
     nominal_voltage_v: float = Field(51.2, gt=0, description="16-cell LFP pack")
     internal_resistance_ohm: float = Field(0.02, ge=0)
     initial_cycles: float = Field(0.0, ge=0)
@@ -111,7 +114,7 @@ class GridPriceConfig(_Section):
 
 
 class SimulatorConfig(_Section):
-    device_id: str = Field("edge-gateway-001", max_length=dd.DEVICE_ID_MAX_CHARS, pattern=dd.DEVICE_ID_PATTERN)
+    device_id: str = "edge-gateway-001"
     interval_seconds: int = Field(300, ge=1, le=86_400)
     output_file: str | None = None
     seed: int | None = Field(None, ge=0, lt=2**63)
@@ -123,13 +126,31 @@ class SimulatorConfig(_Section):
     home_load: HomeLoadConfig = HomeLoadConfig()
     grid_price: GridPriceConfig = GridPriceConfig()
 
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        problem = dd.device_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem.removeprefix("device_id "))
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; expected an IANA name such as 'Europe/Berlin'") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {dd.shown(value)}; expected an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        # The tariff's holidays and the calendar features come from this package's calendars;
+        # a code it lacks would silently mean a year without holidays.
+        if value not in holidays.list_supported_countries():
+            raise ValueError(f"{dd.shown(value)} is not a country with a public-holiday calendar; "
+                             "expected an ISO 3166 alpha-2 code such as 'US', 'DE' or 'GB'")
         return value
 
     @property
@@ -142,21 +163,40 @@ class SimulatorConfig(_Section):
         return self.seed if self.seed is not None else zlib.crc32(self.device_id.encode())
 
 
+#: JSON type names, for "expected a number, got a string" lines.
+_JSON_TYPES = {str: "a string", bool: "true/false", int: "an integer", float: "a number", list: "a list",
+               dict: "an object", type(None): "null"}
+_MAX_DEPTH = 32  # the spec's file nests two levels; far deeper is not a configuration
+
+
 def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
+    first = error.errors(include_url=False, include_context=False, include_input=True)[0]
     location = ".".join(str(part) for part in first["loc"]) or "config"
+    location = location if len(location) <= 80 else dd.shown(location, 80)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{location}: unknown field; expected one of the documented fields"
-    if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
-        return f"{location}: {message} (got {first['input']!r})"
+    given = first.get("input")
+    if first["type"] != "missing" and not isinstance(given, (dict, list)) and first["type"] != "value_error":
+        kind = f"{_JSON_TYPES.get(type(given), type(given).__name__)} " if first["type"].endswith("_type") else ""
+        return f"{location}: {message} (got {kind}{dd.shown(given)})"
     return f"{location}: {message}"
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, counted no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 def build_config(data: dict[str, Any], source: str = "config") -> SimulatorConfig:
     """Validate a mapping into a :class:`SimulatorConfig`, or raise one-line :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
+    if _depth(data, _MAX_DEPTH) > _MAX_DEPTH:
+        raise ConfigError(f"{source}: nested more than {_MAX_DEPTH} levels deep; expected the documented sections")
     try:
         return SimulatorConfig.model_validate(data)
     except ValidationError as error:
@@ -167,15 +207,28 @@ def load_config(path: str | Path) -> SimulatorConfig:
     """Read and validate a JSON config file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; create one with --generate-config --config {path}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+                          "expected a JSON file in UTF-8") from None
+
+    def refuse_constant(name: str) -> float:  # Python's reader accepts NaN and Infinity; JSON does not
+        raise ConfigError(f"{path}: {name} is not a JSON number; expected plain JSON numbers")
+
+    try:
+        data = json.loads(text, parse_constant=refuse_constant)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; expected the documented sections") from None
+    except ValueError:  # the only other refusal: an integer with more digits than Python converts
+        raise ConfigError(f"{path}: a number with thousands of digits; expected plain JSON numbers") from None
     return build_config(data, source=str(path))
 
 
@@ -184,9 +237,8 @@ def config_to_dict(config: SimulatorConfig) -> dict[str, Any]:
 
 
 def write_config(config: SimulatorConfig, path: str | Path) -> Path:
+    """Write ``config`` as JSON; the folder must exist (callers check it and say so)."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     return path
 

@@ -30,3 +30,7 @@ class StoreUnavailable(StoreError):
 
 class ValidationFailed(DERError):
     """Data (a row, a command) failed validation."""
+
+
+class StorePathError(UsageError):
+    """A store file that cannot be created or opened where the user asked for it."""

@@ -1,6 +1,7 @@
 """run_simulator.py as a user runs it: commands of the spec, exit codes, one-line errors."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -129,3 +130,90 @@ def test_status_reports_the_store(tmp_path):
     result = run("--status", cwd=tmp_path)
     assert result.returncode == 0
     assert "edge-gateway-001" in result.stdout and "readings" in result.stdout
+
+
+def one_error_line(result, code=2):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
+
+
+@pytest.mark.parametrize(
+    "args,config,line",
+    [
+        (["--config", "c.json", *DAY], b'{"device_id": "\xff"}',
+         "error: c.json: not UTF-8 text (byte 0xff at offset 15); expected a JSON file in UTF-8"),
+        (["--config", "c.json", *DAY], b'{"solar":' * 100_000 + b"1" + b"}" * 100_000,
+         "error: c.json: nested too deeply to read; expected the documented sections"),
+        (["--config", "c.json", *DAY, "--no-store"], b'{"output_file": "/"}', "error: output_file '/': is a folder; expected a file path"),
+        (["--config", "c.json", "--once", "--no-store"], b'{"output_file": "/"}', "error: output_file '/': is a folder; expected a file path"),
+        (["--config", "c.json", *DAY], b'{"interval_seconds": "300"}',
+         "error: c.json: interval_seconds: Input should be a valid integer (got a string '300')"),
+        (["--config", "c.json", *DAY], b'{"country": "ZZ"}',
+         "error: c.json: country: 'ZZ' is not a country with a public-holiday calendar; expected an ISO 3166 alpha-2 code "
+         "such as 'US', 'DE' or 'GB'"),
+        (["--historical", "--start", "2024-03-10T02:30", "--end", "2024-03-10T04:00"], None,
+         "error: --start '2024-03-10T02:30': 2024-03-10 02:30 does not exist in America/Los_Angeles (daylight saving time); "
+         "expected a local time the clock shows once, or an ISO 8601 time with an offset"),
+        (["--historical", "--start", "2024-11-03", "--end", "2024-11-03T01:30"], None,
+         "error: --end '2024-11-03T01:30': 2024-11-03 01:30 occurs twice in America/Los_Angeles (daylight saving time); "
+         "expected a local time the clock shows once, or an ISO 8601 time with an offset"),
+        ([*DAY, "--store", "/proc/x/edge.db"], None,
+         "error: SQLite store /proc/x/edge.db: cannot create folder /proc/x (No such file or directory); expected a writable file path"),
+        ([*DAY, "--sites", "100000000"], None,
+         "run_simulator.py: error: argument --sites: '100000000' is not a whole number of sites from 1 to 1000 (see --help)"),
+        ([*DAY, "--device-id", "../etc"], None,
+         "run_simulator.py: error: argument --device-id: device_id '../etc' is not valid; expected 1 to 64 letters, digits, "
+         "'_', '.', ':' or '-', starting with a letter or digit (see --help)"),
+        ([*DAY, "--output", "missing/data.jsonl"], None, "error: --output 'missing/data.jsonl': folder 'missing' does not exist; create it first"),
+        (["--generate-config", "--config", "missing/c.json"], None, "error: --config 'missing/c.json': folder 'missing' does not exist; create it first"),
+        (["--once", "--enable-influxdb", "--influxdb-token", "t0ken", "--influxdb-url", "ftp://user:SECRET@host"], None,
+         "error: InfluxDB URL 'ftp://user:***@host': expected http://host:port or https://host:port"),
+    ],
+    ids=["not-utf8", "recursion", "output-root", "output-root-once", "string-number", "unknown-country", "dst-gap",
+         "dst-repeat", "store-unwritable", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret"],
+)
+def test_hostile_input_is_one_exact_line_exit_2(tmp_path, args, config, line):
+    if config is not None:
+        (tmp_path / "c.json").write_bytes(config)
+    result = run(*args, cwd=tmp_path)
+    assert one_error_line(result) == line
+    assert not (tmp_path / "missing").exists()
+
+
+def test_huge_device_id_is_quoted_cut_short(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"device_id": "a" * 10_000_000}))
+    line = one_error_line(run("--config", "c.json", *DAY, cwd=tmp_path))
+    assert line.startswith("error: c.json: device_id: 'aaaa") and "... (10000002 characters) is not valid" in line
+    assert len(line) < 300
+
+
+def test_secrets_in_server_urls_never_show(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_simulator.py"), "--status", "--enable-influxdb", "--store", "s.db",
+         "--influxdb-url", "http://user:SECRET@127.0.0.1:1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "INFLUXDB_TOKEN": "tok-3141"},
+    )
+    assert result.returncode == 1
+    assert "influxdb http://user:***@127.0.0.1:1 (bucket der-data): unreachable" in result.stdout
+    for secret in ("SECRET", "tok-3141"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_historical_output_is_new_unless_forced(tmp_path):
+    args = ("--historical", "--start", "2024-06-15", "--end", "2024-06-16", "--output", "data.jsonl", "--no-store")
+    assert run(*args, "--seed", "4", cwd=tmp_path).returncode == 0
+    first = (tmp_path / "data.jsonl").read_text()
+    line = one_error_line(run(*args, "--seed", "5", cwd=tmp_path))
+    assert line == "error: --output data.jsonl already exists; choose another path or add --force to replace it"
+    assert (tmp_path / "data.jsonl").read_text() == first
+    assert run(*args, "--seed", "5", "--force", cwd=tmp_path).returncode == 0
+    stamps = [json.loads(x)["timestamp"] for x in (tmp_path / "data.jsonl").read_text().splitlines()]
+    assert len(stamps) == len(set(stamps)) == 288
+    assert (tmp_path / "data.jsonl").read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # no partial file left behind

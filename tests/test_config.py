@@ -58,7 +58,16 @@ def test_defaults_are_the_specs(path, expected):
         ({"interval_seconds": "often"}, "interval_seconds: Input should be a valid integer"),
         ({"home_load": {"has_ev": "maybe"}}, "home_load.has_ev: Input should be a valid boolean"),
         ({"timezone": "Mars/Olympus"}, "timezone: unknown time zone 'Mars/Olympus'"),
-        ({"device_id": "has space"}, "device_id: String should match pattern"),
+        ({"device_id": "has space"}, "config: device_id: 'has space' is not valid; expected 1 to 64 letters"),
+        ({"interval_seconds": "300"}, "config: interval_seconds: Input should be a valid integer (got a string '300')"),
+        ({"interval_seconds": 300.0}, "config: interval_seconds: Input should be a valid integer (got a number 300.0)"),
+        ({"home_load": {"has_ev": 1}}, "config: home_load.has_ev: Input should be a valid boolean (got an integer 1)"),
+        ({"solar": {"capacity_kw": "10"}}, "config: solar.capacity_kw: Input should be a valid number (got a string '10')"),
+        ({"solar": {"capacity_kw": True}}, "config: solar.capacity_kw: Input should be a valid number (got true/false True)"),
+        ({"device_id": 7}, "config: device_id: Input should be a valid string (got an integer 7)"),
+        ({"country": "ZZ"}, "config: country: 'ZZ' is not a country with a public-holiday calendar; expected an ISO 3166 "
+                            "alpha-2 code such as 'US', 'DE' or 'GB'"),
+        ({"solar": {"latitude": float("nan")}}, "config: solar.latitude: Input should be a finite number (got nan)"),
         ({"battery": {"mode": "yolo"}}, "battery.mode: Input should be 'self_consumption', 'tou_arbitrage' or 'setpoint'"),
     ],
 )
@@ -105,3 +114,38 @@ def test_null_seed_is_stable_per_device():
     assert a.effective_seed == build_config({"device_id": "a"}).effective_seed
     assert a.effective_seed != b.effective_seed
     assert build_config({"seed": 3}).effective_seed == 3
+
+
+def test_numbers_stay_numbers_and_names_stay_names():
+    config = build_config({"interval_seconds": 60, "solar": {"capacity_kw": 6}, "battery": {"mode": "setpoint"}, "country": "DE"})
+    assert config.interval_seconds == 60 and config.solar.capacity_kw == 6.0
+    assert config.battery.mode.value == "setpoint" and config.country == "DE"
+
+
+@pytest.mark.parametrize("field", ["device_id", "timezone", "country", "x" * 10_000_000])
+def test_huge_input_is_quoted_cut_short(field):
+    data = {field: "a" * 10_000_000} if len(field) < 20 else {field: 1}
+    with pytest.raises(ConfigError) as caught:
+        build_config(data)
+    text = str(caught.value)
+    assert "\n" not in text and len(text) < 300 and "characters)" in text
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (b'{"device_id": "\xff\xfe"}', "c.json: not UTF-8 text (byte 0xff at offset 15); expected a JSON file in UTF-8"),
+        (b'{"solar": ' * 100_000 + b"1" + b"}" * 100_000, "c.json: nested too deeply to read; expected the documented sections"),
+        (b'{"a": ' * 40 + b"1" + b"}" * 40, "c.json: nested more than 32 levels deep; expected the documented sections"),
+        (b'{"seed": NaN}', "c.json: NaN is not a JSON number; expected plain JSON numbers"),
+        (b'{"seed": ' + b"9" * 5000 + b"}", "c.json: a number with thousands of digits; expected plain JSON numbers"),
+    ],
+    ids=["not-utf8", "recursion", "deep", "nan", "long-integer"],
+)
+def test_unreadable_files_are_one_line(tmp_path, raw, message):
+    path = tmp_path / "c.json"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert message in text and "\n" not in text and len(text) < 400

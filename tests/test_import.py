@@ -124,3 +124,43 @@ def test_cli_import(tmp_path, capsys):
     assert "imported 12 readings of meter-9 (0 quarantined)" in capsys.readouterr().out
     assert run_cli(run_cloud_sync.main, [*args[:4], "--timezone", "Mars/Olympus"]) == 2
     assert "--timezone 'Mars/Olympus': expected an IANA name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["has space", "../up", "", "x" * 65])
+def test_device_id_is_checked_where_it_enters(tmp_path, capsys, device):
+    write(meter_frame(steps=4), tmp_path / "m.csv")
+    with pytest.raises(SystemExit) as stop:
+        run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), "--device-id", device, "--cloud-db", str(tmp_path / "c.db")])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("run_cloud_sync.py: error: argument --device-id: device_id ") and "is not valid; expected 1 to 64" in line
+    with pytest.raises(UsageError, match="--device-id: device_id 'has space' is not valid"):
+        ImportOptions("has space")
+
+
+@pytest.mark.parametrize("times, message", [
+    (["2024-01-01T00:00", "tomorrow-ish"], "m.csv: line 3: timestamp 'tomorrow-ish' is not an ISO 8601 time; expected ISO 8601 times"),
+    (["2024-01-01T00:00Z", "2024-01-01T01:00"], "m.csv: timestamp column mixes times with and without an offset"),
+])
+def test_unreadable_times_name_the_line_and_keep_what_was_stored(tmp_path, cloud, capsys, times, message):
+    write(meter_frame(), tmp_path / "good.csv")
+    import_file(tmp_path / "good.csv", cloud, OPTIONS)
+    bad = meter_frame(steps=2).assign(Time=times)
+    write(bad, tmp_path / "m.csv")
+    args = ["--import", "m.csv", "--device-id", "meter-1", "--timestamp-column", "Time", "--column-map",
+            "pv_w=solar_generation_kw", "--cloud-db", str(tmp_path / "cloud.db")]
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert run_cli(run_cloud_sync.main, args) == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+    assert cloud.count_readings("meter-1") == 96
+
+
+def test_times_whose_offsets_change_with_the_season_are_read(tmp_path, cloud):
+    raw = meter_frame(steps=2).assign(Time=["2024-03-31T01:00:00+01:00", "2024-03-31T03:00:00+02:00"])
+    write(raw, tmp_path / "m.csv")
+    import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    assert cloud.read_readings("meter-1")[dd.TS].tolist() == list(pd.to_datetime(["2024-03-31T00:00Z", "2024-03-31T01:00Z"]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 import httpx
 import pandas as pd
@@ -24,6 +23,7 @@ from cloud.store import schema as s
 from cloud.store.common import TableStore, run_row
 from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
+from edge_gateway.redact import url_address
 
 T = TypeVar("T")
 WRITE_BATCH = 1000
@@ -34,7 +34,7 @@ _RETRYABLE_CODES = {"502", "503", "504", "429", "PGRST000", "PGRST001", "PGRST00
 class SupabaseCloudStore(TableStore):
     def __init__(self, url: str, key: str, *, client: Client | None = None, page_size: int = PAGE_SIZE,
                  write_batch: int = WRITE_BATCH) -> None:
-        self.label = f"supabase {urlparse(url).netloc}"
+        self.label = f"supabase {url_address(url)}"
         self.page_size, self.write_batch = page_size, write_batch
         try:
             # One retry policy (the sync's, with jitter) rather than two stacked ones.

@@ -41,6 +41,11 @@ class ImportOptions:
     timestamp_column: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
 
+    def __post_init__(self) -> None:
+        problem = dd.device_id_problem(self.device_id)
+        if problem is not None:
+            raise UsageError(f"--device-id: {problem}")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ImportOptions:
         if not args.device_id:
@@ -93,10 +98,10 @@ def to_readings(raw: pd.DataFrame, options: ImportOptions, source: str = "file")
     if not fields:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {list(raw.columns)})")
-    ignored = sorted(set(frame.columns) - set(fields) - {ts_column})
-    if ignored:
-        log.info("%s: columns not imported: %s", source, ", ".join(map(str, ignored)))
     out = pd.DataFrame({dd.DEVICE_ID: options.device_id, dd.TS: _timestamps(frame[ts_column], options.timezone, source)})
+    ignored = sorted(set(frame.columns) - set(fields) - {ts_column})
+    if ignored:  # said once the file is accepted, so a refused file gets its one error line only
+        log.info("%s: columns not imported: %s", source, ", ".join(map(str, ignored)))
     for column in dd.FIELD_TYPES:
         out[column] = frame[column].to_numpy() if column in fields else None
     if options.units == "W":
@@ -110,17 +115,43 @@ def _timestamps(values: pd.Series, zone: str, source: str) -> pd.Series:
     """UTC instants. Local times without an offset follow the zone's DST rules; the repeated
     autumn hour is resolved from the order of the rows (a regular series), and a time no
     row may carry is refused rather than guessed, because the quarantine keys rows by time."""
+    if isinstance(values, pd.DataFrame):  # two columns of the same name
+        raise UsageError(f"{source}: more than one timestamp column {values.columns[0]!r}; expected one")
+    is_time = pd.api.types.is_datetime64_any_dtype(values)
+    texts = values if is_time else values.astype(str).where(values.notna())
     try:
-        is_time = pd.api.types.is_datetime64_any_dtype(values)
-        parsed = values if is_time else pd.to_datetime(values.astype(str), format="ISO8601")
+        parsed = values if is_time else pd.to_datetime(texts, format="ISO8601", utc=False)
+    except (ValueError, TypeError, OverflowError):
+        problem = _unreadable(texts)
+        if problem is not None:
+            raise UsageError(f"{source}: {problem}") from None
+        parsed = pd.to_datetime(texts, format="ISO8601", utc=True)  # offsets that differ (summer/winter) are fine
+    try:
         if parsed.dt.tz is None:
             parsed = parsed.dt.tz_localize(zone, ambiguous="infer", nonexistent="raise")
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"{source}: timestamp column: {error}; expected ISO 8601 times in a regular series") from None
+    except (ValueError, TypeError, AttributeError) as error:
+        first_sentence = " ".join(str(error).split(". ")[0].split())
+        raise UsageError(f"{source}: timestamp column: {first_sentence}; expected ISO 8601 times in a regular series") from None
     if parsed.isna().any():
         line = int(parsed.isna().to_numpy().argmax()) + 2  # +1 for the header, +1 for 1-based lines
         raise UsageError(f"{source}: line {line}: empty timestamp; expected a time on every row")
     return parsed.dt.tz_convert("UTC")
+
+
+def _unreadable(texts: pd.Series) -> str | None:
+    """Why a timestamp column cannot be read, naming the first line at fault; None when every
+    time reads and each carries an offset (they differ, as across a DST change)."""
+    offsets = set()
+    for row, text in enumerate(texts):
+        if pd.isna(text):
+            continue
+        try:
+            offsets.add(pd.to_datetime(text, format="ISO8601").tzinfo is not None)
+        except (ValueError, TypeError, OverflowError):
+            return f"line {row + 2}: timestamp {dd.shown(text)} is not an ISO 8601 time; expected ISO 8601 times"
+    if offsets == {True}:
+        return None
+    return "timestamp column mixes times with and without an offset; expected one or the other throughout"
 
 
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_gateway.errors import StoreError
+from edge_gateway.errors import StoreError, StorePathError
 from edge_gateway.models import der_data as dd
 from edge_gateway.stores.base import merge_ranges
 
@@ -26,14 +26,24 @@ def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open (creating folders as needed) a SQLite file in WAL mode, as every embedded store here does."""
     path = Path(path)
     if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise StorePathError(f"SQLite store {path}: is a folder; expected a file path")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorePathError(f"SQLite store {path}: cannot create folder {path.parent} ({error.strerror}); "
+                                 "expected a writable file path") from None
     try:
         conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise StorePathError(f"SQLite store {path}: cannot open ({error}); expected a writable file path") from None
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     except sqlite3.Error as error:
-        raise StoreError(f"SQLite store {path}: cannot open ({error}); expected a writable file path") from None
+        conn.close()
+        raise StoreError(f"SQLite store {path}: cannot open ({error}); expected a writable SQLite file") from None
     return conn
 
 
