@@ -1,5 +1,5 @@
 """Shared fixtures. Services (Postgres, Mosquitto) are real; a test that needs one skips with
-the reason when it is unreachable on a developer's machine, and fails when CI=true."""
+the reason when it is unreachable on a developer's machine, and fails in CI (:func:`in_ci`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import socket
 import pytest
 
 
+CI_VALUES = ("1", "true", "yes")
+
+
 def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    """The one test of "running in CI", where a missing service fails instead of skipping:
+    CI set to 1, true or yes (any case), the values CI systems use."""
+    return os.environ.get("CI", "").strip().lower() in CI_VALUES
 
 
 def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -27,7 +32,7 @@ def require_service(name: str, host: str, port: int) -> None:
         return
     message = f"{name} not reachable at {host}:{port}"
     if in_ci():
-        pytest.fail(f"{message}; CI=true requires it (.ci/run starts it)")
+        pytest.fail(f"{message}; CI requires it (.ci/run starts it)")
     pytest.skip(f"{message}; start it or set the host/port variables to run this test")
 
 

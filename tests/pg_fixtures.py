@@ -1,7 +1,7 @@
 """Postgres for tests: a throw-away database per test module on the server of DATABASE_URL.
 
 The server is real (DESIGN.md rule 8). When it cannot be reached the tests skip with the
-reason, except under ``CI=true``, where a missing server is a failure, not a skip.
+reason, except in CI (:func:`tests.conftest.in_ci`), where a missing server is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.conftest import in_ci
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -22,7 +24,7 @@ def server_url() -> str:
 
 
 def _unreachable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(f"PostgreSQL required in CI: {reason}")
     pytest.skip(f"PostgreSQL not reachable ({reason}); set DATABASE_URL to run these tests")
 

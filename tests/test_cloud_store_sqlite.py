@@ -40,8 +40,13 @@ def test_wal_mode(tmp_path):
 
 def test_unwritable_path_is_one_line_store_error(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(StoreError, match="cannot open"):
-        SQLiteCloudStore(tmp_path / "file" / "cloud.db")
+    path = tmp_path / "file" / "cloud.db"
+    with pytest.raises(StoreError) as raised:
+        SQLiteCloudStore(path)
+    message = str(raised.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"cloud SQLite store {path}: cannot open (")
+    assert message.endswith("expected a writable file path")
 
 
 def test_unknown_table_names_the_tables(tmp_path):

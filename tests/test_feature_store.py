@@ -33,6 +33,7 @@ from edge_gateway.config import SimulatorConfig, site_record
 from edge_gateway.errors import ConfigError, StoreError
 from edge_gateway.models import der_data as dd
 from edge_gateway.sites import site_configs
+from tests.conftest import in_ci
 from tests.pg_fixtures import server_url, with_dbname
 from tests.sim_helpers import readings as simulated
 
@@ -80,7 +81,7 @@ def _create_database(databases: list[str]) -> str:
         conn = psycopg.connect(server_url(), autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
         reason = str(error).strip().splitlines()[0]
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"PostgreSQL required in CI: {reason}")
         pytest.skip(f"PostgreSQL not reachable ({reason}); set DATABASE_URL to run these tests")
     name = f"der_fe_test_{uuid.uuid4().hex[:12]}"
@@ -88,10 +89,6 @@ def _create_database(databases: list[str]) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     databases.append(name)
     return with_dbname(server_url(), name)
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def load(store, configs, raw, start=None, stop=None):
@@ -319,12 +316,17 @@ def test_a_write_failing_after_the_first_site_keeps_what_was_stored_before_it(ne
     assert store.last_run(JOB)[s.ROWS] == len(stored)
 
 
+LINGER_S = 1.0
+
+
 class OneCallAtATime:
-    """A real store that records how many of its calls ever ran at the same time; writes
-    linger a little so that a read overlapping them would be caught."""
+    """A real store that records each call (thread and method, in order) and how many calls
+    ever ran at the same time. A feature write lingers until another thread calls the store
+    (or LINGER_S passes), so a read that would overlap a write is caught every time rather
+    than when the timing happens to allow it."""
 
     def __init__(self, inner):
-        self.inner, self.active, self.most = inner, 0, 0
+        self.inner, self.active, self.most, self.calls = inner, 0, 0, []
         self.lock = threading.Lock()
 
     def __getattr__(self, name):
@@ -333,25 +335,47 @@ class OneCallAtATime:
             return method
 
         def counted(*args, **kwargs):
+            me = threading.current_thread().name
             with self.lock:
                 self.active += 1
                 self.most = max(self.most, self.active)
+                self.calls.append((me, name))
+                seen = len(self.calls)
             try:
                 if name == "upsert_frame":
-                    time.sleep(0.01)
+                    self._linger(me, seen)
                 return method(*args, **kwargs)
             finally:
                 with self.lock:
                     self.active -= 1
         return counted
 
+    def _linger(self, me: str, seen: int) -> None:
+        deadline = time.monotonic() + LINGER_S
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(thread != me for thread, _ in self.calls[seen:]):
+                    return
+            time.sleep(0.005)
 
-def test_the_writer_thread_never_uses_the_store_while_the_job_reads(new_store, fleet):
-    configs, raw = fleet
+
+@pytest.fixture(scope="module")
+def fleet_of_three():
+    """Three sites: the fewest with a read due while an earlier site is being written."""
+    configs = site_configs(SimulatorConfig(seed=23, device_id="trio"), 3)
+    return configs, simulated(configs, str(START), str(START + pd.Timedelta(days=3)))
+
+
+def test_the_writer_thread_never_uses_the_store_while_the_job_reads(new_store, fleet_of_three, monkeypatch):
+    configs, raw = fleet_of_three
+    monkeypatch.setattr(workers, "worker_count", lambda sites: 0)  # the two-thread pipeline
     store = new_store()
     load(store, configs, raw)
     watched = OneCallAtATime(store)
-    result = run_features(watched, SETTINGS, now=END)
+    result = run_features(watched, FeatureSettings(lookback_days=30, batch_size=100_000), now=END)
+    writer = [at for at, (thread, _) in enumerate(watched.calls) if thread.startswith("feature-writer")]
+    # the race was possible: the job used the store again after the writer thread had started
+    assert writer and any(thread == "MainThread" for thread, _ in watched.calls[writer[0]:])
     assert watched.most == 1
     assert [site.device_id for site in result.sites] == [c.device_id for c in configs]
     assert result.rows == len(feature_table(store))

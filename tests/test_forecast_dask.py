@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dask.distributed import get_task_stream
+
 from cloud.forecasting import design as dz
 from cloud.forecasting.models import LightGBMForecaster
 from cloud.forecasting.targets import LOAD_KW
@@ -30,14 +32,25 @@ def test_a_cluster_trains_quantile_models_like_a_local_fit(cluster):
     rows = design_rows(histories(*fleet(2, 16, seed=4)), LOAD_KW, TrainSettings(issue_every=pd.Timedelta(hours=12)),
                        SimulatedWeatherForecast())
     y = rows[dz.Y].to_numpy()
-    remote = LightGBMForecaster(0.0, SMALL).fit(rows, y, client=client)
+    with get_task_stream(client) as stream:
+        remote = LightGBMForecaster(0.0, SMALL).fit(rows, y, client=client)
     local = LightGBMForecaster(0.0, SMALL).fit(rows, y)
+    # Training ran on the cluster: each quantile model is one LightGBM training task on every
+    # worker holding a share of the rows (Dask may place both shares on one worker).
+    workers = set(client.scheduler_info()["workers"])
+    trained_on = [task["worker"] for task in stream.data if _task_name(task["key"]) == "_train_part"]
+    assert 3 <= len(trained_on) <= 3 * len(workers) and set(trained_on) <= workers
     assert [b.num_trees() for b in remote.boosters] == [15, 15, 15]
     pred_remote, pred_local = remote.predict(rows), local.predict(rows)
     assert np.all(np.diff(pred_remote, axis=1) >= 0)
     # two workers each grow trees from their half of the rows: close to, not equal to, one fit
     remote_mae = np.mean(np.abs(pred_remote[:, 1] - y))
     assert remote_mae < 1.15 * np.mean(np.abs(pred_local[:, 1] - y))
+
+
+def _task_name(key) -> str:
+    """The function name a Dask task key starts with (keys are strings or tuples of them)."""
+    return str(key[0] if isinstance(key, tuple) else key).split("-", 1)[0]
 
 
 @pytest.mark.slow

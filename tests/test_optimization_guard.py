@@ -136,22 +136,29 @@ def test_the_fit_learns_whether_the_car_charges_at_most_once_a_day(spans, expect
     assert rule.payload()["one_session_a_day"] is expected
 
 
-def test_the_fit_keeps_one_cap_step_above_the_cheapest_in_hindsight():
+@pytest.mark.parametrize("second_best_offset", [1, 2])
+def test_the_fit_keeps_the_cheapest_pair_at_least_one_cap_step_above_the_cheapest_in_hindsight(
+        monkeypatch, second_best_offset):
+    # Bills the test designs: the cheapest in hindsight is the third cap, and above it the
+    # cheapest pair sits ``second_best_offset`` cap steps up with the sixth reserve; the fit
+    # must pick that pair whatever the replay would bill.
     config, past = _past(42, guard.FIT_DAYS)
     battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    offered = {}
+
+    def designed_bills(caps, reserves, *args, **kwargs):
+        targets, shares = np.unique(caps), np.unique(reserves)
+        offered.update(targets=targets, reserves=shares)
+        cheapest, wanted = targets[2], targets[2 + second_best_offset]
+        bills = 100.0 + np.abs(caps - wanted) + 0.01 * np.abs(reserves - shares[5])
+        return np.where(np.isclose(caps, cheapest), 0.0, bills)
+
+    monkeypatch.setattr(guard, "rule_bills", designed_bills)
     rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
-    days = guard.PastDays.from_readings(past[fc.LOAD], past[fc.PV], config.home_load.ev_charging_kw, config)
-    net = past[fc.LOAD] - past[fc.PV]
-    lowest = max(net.max() - battery.max_discharge_kw - 2 * guard.TARGET_STEP_KW, 0.0)
-    targets = np.arange(lowest, net.max() + guard.TARGET_STEP_KW, guard.TARGET_STEP_KW)
-    reserves = guard.RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)
-    caps, kept = np.repeat(targets, len(reserves)), np.tile(reserves, len(targets))
-    bills = guard.rule_bills(caps, kept, rule.windows, days, battery, config.grid_price.demand_charge, STEP_H,
-                             rule.one_session_a_day)
-    cheapest_cap = caps[np.argmin(bills)]
-    assert rule.target_kw == pytest.approx(cheapest_cap + guard.TARGET_STEP_KW)
-    chosen = np.flatnonzero(np.isclose(caps, rule.target_kw) & np.isclose(kept, rule.reserve_kwh))
-    assert bills[chosen[0]] == pytest.approx(bills[caps >= rule.target_kw - 1e-9].min())
+    targets = offered["targets"]
+    assert np.allclose(np.diff(targets), guard.TARGET_STEP_KW) and len(targets) > 2 + second_best_offset
+    assert rule.target_kw == pytest.approx(targets[2 + second_best_offset])
+    assert rule.reserve_kwh == pytest.approx(offered["reserves"][5])
 
 
 def test_a_cap_the_month_has_passed_is_refitted_from_its_peak():

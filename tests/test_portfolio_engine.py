@@ -76,7 +76,18 @@ def test_unknown_strategy_is_a_usage_error(fleet):
         RunSpec(fleet, TIMES, ("magic",), SCENARIOS["none"])
 
 
-def test_partitions_are_whole_groups(fleet):
-    parts = dataclasses.replace(fleet, group_size=5).partitions(2)
-    assert [(p.start, p.stop) for p in parts] == [(0, 5), (5, 12)] or [(p.start, p.stop) for p in parts] == [(0, 10), (10, 12)]
-    assert sum(len(p) for p in parts) == 12
+@pytest.mark.parametrize("sites, group_size, count", [
+    (12, 5, 2), (12, 5, 3), (12, 5, 7), (12, 4, 2), (12, 1, 5), (7, 3, 1), (30, 4, 4), (1, 100, 3),
+])
+def test_partitions_are_whole_groups_in_order_and_as_even_as_possible(fleet, sites, group_size, count):
+    sized = dataclasses.replace(fleet, sites=(fleet.sites * 3)[:sites], group_size=group_size)
+    groups = [(g.start, g.stop) for g in sized.groups()]
+    parts = sized.partitions(count)
+    assert len(parts) == min(count, len(groups))
+    assert parts[0].start == 0 and parts[-1].stop == sites
+    assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))  # contiguous, nothing twice or left out
+    starts, stops = {g[0] for g in groups}, {g[1] for g in groups}
+    assert all(p.start in starts and p.stop in stops for p in parts)  # no group is split
+    per_part = [sum(1 for g in groups if p.start <= g[0] and g[1] <= p.stop) for p in parts]
+    assert max(per_part) - min(per_part) <= 1
+

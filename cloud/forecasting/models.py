@@ -167,10 +167,12 @@ LGBM_PARAMS: dict[str, Any] = {
 }
 
 
-def threads_for(rows: int) -> int:
-    """One thread for small fits: on a busy two-core machine the second OpenMP thread spends a
-    small tree's time waiting for a core (measured 20x slower), while large fits gain from it."""
-    return 1 if rows < 100_000 else N_JOBS
+def threads_for(rows: int, most: int = N_JOBS) -> int:
+    """At most ``most`` threads (LightGBM's ``n_jobs``: 0 or less means no limit beyond
+    N_JOBS), and one for small fits: a small tree's work is too short to
+    share, while large fits gain from a second thread. Waiting threads sleep rather than spin
+    (cloud/forecasting/__init__.py), so a thread that finds no free core costs nothing."""
+    return 1 if rows < 100_000 else (min(most, N_JOBS) if most > 0 else N_JOBS)
 
 
 class LightGBMForecaster:
@@ -187,7 +189,7 @@ class LightGBMForecaster:
         X = rows[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True)
         self.boosters = []
         for q in QUANTILES:
-            params = {**self.params, "objective": "quantile", "alpha": q, "n_jobs": threads_for(len(X))}
+            params = {**self.params, "objective": "quantile", "alpha": q, "n_jobs": threads_for(len(X), self.params["n_jobs"])}
             if client is None:
                 model = lgb.LGBMRegressor(**params).fit(X, y)
             else:
@@ -199,7 +201,7 @@ class LightGBMForecaster:
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         X = rows[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True)
-        low, mid, high = (b.predict(X, num_threads=threads_for(len(X))) for b in self.boosters)
+        low, mid, high = (b.predict(X, num_threads=threads_for(len(X), self.params["n_jobs"])) for b in self.boosters)
         return _finish(mid, low, high, self.floor)
 
     def save(self, folder: Path) -> None:

@@ -23,9 +23,9 @@ energy has a non-negative value at every step (import cost and export price >= 0
 lowers the cost, so the LP optimum has neither. Negative prices break that argument (burning
 energy then earns money); so does a PV surplus above the export limit with the battery full
 (PV curtailment is not modelled, so losses are the only sink); and ties leave it to the solver. So :func:`solve_dispatch` checks
-the LP answer; if any step carries both flows of a pair it re-solves as a MIP with one binary
-direction per step and pair, then polishes with an LP whose directions are fixed, so the
-returned plan has exact zeros.
+the LP answer; if any step carries both flows of a pair it re-solves as a MIP with a binary
+direction only for the steps and pairs where an optimum may need one (:func:`direction_steps`),
+then polishes with an LP whose directions are fixed, so the returned plan has exact zeros.
 """
 
 from __future__ import annotations
@@ -186,54 +186,122 @@ def _has_simultaneous_flows(x: np.ndarray, steps: int) -> bool:
     return bool(both or np.minimum(imports, exports).max() > SIMULTANEOUS_TOLERANCE_KW)
 
 
-def _direction_mip(lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
-    """The LP plus a binary per step for the battery's and the meter's direction."""
+def direction_steps(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
+    """The steps where a direction must be chosen by binary: for the battery, and for the meter.
+
+    Elsewhere an optimum never needs both flows of a pair, so a solution that has them is
+    turned into one without at no extra cost (:func:`_directions`):
+
+    * meter, where export pays no more than import costs: lower import and export by the same
+      amount; the balance holds, the cost falls by the difference and the peak cannot rise.
+    * battery, where import cost and export price are both >= 0 and the export limit is above
+      anything the step could export (``max_discharge - net``): lower charge and discharge
+      together keeping the SOC change; the losses no longer burnt become less import, or more
+      export that the limit still allows, and neither costs more (nor does the wear).
+
+    Negative prices and a binding export limit are what leave the other steps; on a day with a
+    few of them the MIP branches on those alone, which is what keeps it fast.
+    """
+    cost, price = inputs.import_cost_per_kwh, inputs.export_price_per_kwh
+    export_may_bind = inputs.export_limit_kw < battery.max_discharge_kw - inputs.net_load_kw
+    return (cost < 0) | (price < 0) | export_may_bind, price > cost
+
+
+def direction_mip(lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySpec,
+                  battery_steps: np.ndarray, meter_steps: np.ndarray) -> highspy.HighsLp:
+    """The LP plus one binary per chosen step for the battery's and the meter's direction:
+    ``charge <= max_charge * b``, ``discharge <= max_discharge * (1 - b)``, and the same for
+    import and export with their caps (:func:`_grid_caps_kw`) as big-M."""
     steps = inputs.steps
     base = sp.csc_matrix((lp.a_matrix_.value_, lp.a_matrix_.index_, lp.a_matrix_.start_), shape=(lp.num_row_, lp.num_col_))
     import_m, export_m = _grid_caps_kw(inputs, battery)
-    flows = sp.hstack((sp.identity(4 * steps), sp.csc_matrix((4 * steps, lp.num_col_ - 4 * steps))))
-    eye = sp.identity(steps)
-    directions = sp.block_diag((
-        sp.vstack((-battery.max_charge_kw * eye, battery.max_discharge_kw * eye)),
-        sp.vstack((sp.diags(-import_m), sp.diags(export_m))),
-    ))
-    matrix = sp.bmat([[base, None], [flows, directions]], format="csc")
-    zeros = np.zeros(steps)
+    pairs = [
+        (np.flatnonzero(battery_steps), 0, np.full(steps, battery.max_charge_kw), np.full(steps, battery.max_discharge_kw)),
+        (np.flatnonzero(meter_steps), 2 * steps, import_m, export_m),
+    ]
+    chosen = [at for at, *_ in pairs]
+    binaries = sum(len(at) for at in chosen)
+    rows, columns, values, upper = [], [], [], []
+    binary = lp.num_col_
+    row = 0
+    for at, first, on_m, off_m in pairs:
+        for t in at:
+            # on-flow - M_on * b <= 0 ; off-flow + M_off * b <= M_off
+            rows += [row, row, row + 1, row + 1]
+            columns += [first + t, binary, first + steps + t, binary]
+            values += [1.0, -on_m[t], 1.0, off_m[t]]
+            upper += [0.0, off_m[t]]
+            row += 2
+            binary += 1
+    links = sp.csc_matrix((values, (rows, columns)), shape=(row, lp.num_col_ + binaries))
+    matrix = sp.vstack((sp.hstack((base, sp.csc_matrix((lp.num_row_, binaries)))), links), format="csc")
     mip = highspy.HighsLp()
-    mip.num_col_, mip.num_row_ = lp.num_col_ + 2 * steps, lp.num_row_ + 4 * steps
-    mip.col_cost_ = np.concatenate((lp.col_cost_, np.zeros(2 * steps)))
-    mip.col_lower_ = np.concatenate((lp.col_lower_, np.zeros(2 * steps)))
-    mip.col_upper_ = np.concatenate((lp.col_upper_, np.ones(2 * steps)))
-    mip.row_lower_ = np.concatenate((lp.row_lower_, np.full(4 * steps, -_INF)))
-    mip.row_upper_ = np.concatenate((lp.row_upper_, zeros, np.full(steps, battery.max_discharge_kw), zeros, export_m))
+    mip.num_col_, mip.num_row_ = lp.num_col_ + binaries, lp.num_row_ + row
+    mip.col_cost_ = np.concatenate((lp.col_cost_, np.zeros(binaries)))
+    mip.col_lower_ = np.concatenate((lp.col_lower_, np.zeros(binaries)))
+    mip.col_upper_ = np.concatenate((lp.col_upper_, np.ones(binaries)))
+    mip.row_lower_ = np.concatenate((lp.row_lower_, np.full(row, -_INF)))
+    mip.row_upper_ = np.concatenate((lp.row_upper_, upper))
     mip.offset_ = lp.offset_
     mip.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     mip.a_matrix_.start_, mip.a_matrix_.index_, mip.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
-    integer = highspy.HighsVarType.kInteger
-    continuous = highspy.HighsVarType.kContinuous
-    mip.integrality_ = [continuous] * lp.num_col_ + [integer] * (2 * steps)
+    mip.integrality_ = [highspy.HighsVarType.kContinuous] * lp.num_col_ + [highspy.HighsVarType.kInteger] * binaries
     return mip
 
 
-def _solve_without_simultaneous_flows(
-    lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySpec,
-) -> tuple[np.ndarray, float]:
-    """Choose each step's directions by MIP, then re-solve the LP with them fixed."""
+def _directions(x: np.ndarray, inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's battery and meter direction (True = charging, importing) from a solution
+    that may still carry both flows of a pair where no binary decided: the sign of the SOC
+    change, then of the meter's net flow once the battery's flows are netted that way. The
+    reductions of :func:`direction_steps` reach exactly these directions."""
     steps = inputs.steps
+    charge, discharge = x[:steps], x[steps : 2 * steps]
+    stored = battery.charge_efficiency * charge - discharge / battery.discharge_efficiency
+    charging = stored >= 0
+    battery_kw = np.where(charging, stored / battery.charge_efficiency, stored * battery.discharge_efficiency)
+    return charging, inputs.net_load_kw + battery_kw > 0
+
+
+def mip_solver() -> highspy.Highs:
+    """A quiet HiGHS instance set for the direction MIP."""
     highs = new_solver()
     highs.setOptionValue("presolve", "on")  # the MIP's branch and bound relies on it
     # The default relative gap (1e-4) would let the plan cost visibly more than the optimum.
     highs.setOptionValue("mip_rel_gap", 1e-9)
-    x, _ = run_model(highs, _direction_mip(lp, inputs, battery), "direction MIP")
-    charging = x[lp.num_col_ : lp.num_col_ + steps] > 0.5
-    importing = x[lp.num_col_ + steps :] > 0.5
+    # RENS and RINS solve sub-MIPs at the root: on these models they spent nine tenths of a
+    # multi-second solve to find incumbents branch and bound finds in a few nodes anyway.
+    # Heuristics only look for solutions; optimality is still proven, the objective unchanged.
+    highs.setOptionValue("mip_heuristic_run_rens", False)
+    highs.setOptionValue("mip_heuristic_run_rins", False)
+    # Restarting the root after fixing a few binaries re-ran presolve and cuts several times
+    # for little gain: off, the slowest solves took half as long, to the same optimum.
+    highs.setOptionValue("mip_allow_restart", False)
+    return highs
+
+
+def with_directions(lp: highspy.HighsLp, charging: np.ndarray, importing: np.ndarray) -> highspy.HighsLp:
+    """``lp`` with the other flow of each pair held at zero."""
+    steps = len(charging)
     upper = np.array(lp.col_upper_)
     upper[:steps][~charging] = 0.0
     upper[steps : 2 * steps][charging] = 0.0
     upper[2 * steps : 3 * steps][~importing] = 0.0
     upper[3 * steps : 4 * steps][importing] = 0.0
     lp.col_upper_ = upper
-    return run_model(highs, lp, "LP with fixed directions")
+    return lp
+
+
+def solve_directions(
+    lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySpec,
+    *, highs: highspy.Highs | None = None, every_step: bool = False,
+) -> tuple[np.ndarray, float]:
+    """Choose each step's directions by MIP, then re-solve the LP with them fixed (``lp``'s
+    bounds are changed). ``every_step`` gives every step and pair a binary: the plain
+    formulation, slower, with the same optimum (tests and benchmarks/bench_mip.py compare)."""
+    highs = highs or mip_solver()
+    chosen = (np.ones(inputs.steps, bool),) * 2 if every_step else direction_steps(inputs, battery)
+    x, _ = run_model(highs, direction_mip(lp, inputs, battery, *chosen), "direction MIP")
+    return run_model(highs, with_directions(lp, *_directions(x, inputs, battery)), "LP with fixed directions")
 
 
 def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highspy.Highs | None = None) -> DispatchPlan:
@@ -247,7 +315,7 @@ def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highsp
     x, objective = run_model(highs or new_solver(), lp, "dispatch LP")
     status = "optimal"
     if _has_simultaneous_flows(x, inputs.steps):
-        x, objective = _solve_without_simultaneous_flows(lp, inputs, battery)
+        x, objective = solve_directions(lp, inputs, battery)
         status = "optimal (directions fixed by MIP)"
     charge, discharge = net_battery_flows(x, inputs.steps, battery)
     return build_plan(inputs, battery, charge, discharge, status=status, objective=objective)

@@ -3,7 +3,11 @@ derived from :data:`cloud.store.schema.TABLES`.
 
 Postgres migrations are applied in file-name order (the Supabase CLI's timestamp convention),
 each once, recorded in ``cloud_schema_migrations``, under an advisory lock so two jobs
-starting together do not race. A Supabase project gets the same files from ``supabase db
+starting together do not race. That bookkeeping table lives in ``public`` beside the data, where
+Supabase's default privileges grant every new table to its client roles, so it gets the
+schema tables' rule: row-level security on and nothing granted to ``anon`` or
+``authenticated`` (a client key could otherwise read it, or empty it and make the next start
+re-run every migration). A Supabase project gets the same files from ``supabase db
 push``; the Supabase adapter never runs DDL (its key cannot).
 """
 
@@ -17,6 +21,28 @@ from edge_gateway.models import der_data as dd
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 _TRACKING = "cloud_schema_migrations"
 _LOCK_KEY = 7_342_001  # arbitrary, constant: the advisory lock guarding migrations
+CLIENT_ROLES = ("anon", "authenticated")  # Supabase's roles for client keys
+
+# Idempotent, and only alters what needs it, so it runs on every start and also closes a
+# tracking table an earlier version created open. The first migration creates the roles;
+# a server without them has nothing to revoke.
+_LOCK_TRACKING = f"""
+DO $$
+DECLARE
+    r text;
+BEGIN
+    IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{_TRACKING}'::regclass) THEN
+        ALTER TABLE {_TRACKING} ENABLE ROW LEVEL SECURITY;
+    END IF;
+    FOR r IN SELECT rolname FROM pg_roles WHERE rolname IN ({", ".join(f"'{role}'" for role in CLIENT_ROLES)})
+             AND has_table_privilege(oid, '{_TRACKING}'::regclass,
+                                     'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+    LOOP
+        EXECUTE format('REVOKE ALL ON {_TRACKING} FROM %I', r);
+    END LOOP;
+END
+$$;
+"""
 
 #: SQLite only: the feature-name lists the compact ``der_features`` encoding refers to
 #: (cloud.store.sqlite). Postgres keeps ``features`` as jsonb and needs no such table.
@@ -45,6 +71,7 @@ def apply_postgres(conn, directory: Path = MIGRATIONS_DIR) -> list[str]:
             conn.execute(path.read_text())
             conn.execute(f"INSERT INTO {_TRACKING} (version) VALUES (%s)", (path.stem,))
             applied.append(path.stem)
+        conn.execute(_LOCK_TRACKING)
     return applied
 
 
