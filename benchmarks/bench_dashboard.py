@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -37,8 +36,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._database import throwaway_database  # noqa: E402
 from benchmarks._machine import describe  # noqa: E402
-from benchmarks.bench_sync import url_for  # noqa: E402
 from benchmarks.dashboard_data import simulated, store_forecasts_and_plans  # noqa: E402
 from cloud.dashboard.app import STATIC_DIR, create_app  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
@@ -166,12 +165,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=20)
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"der_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = url_for(admin, name)
+    with throwaway_database() as url:
         devices = fill(url, args.sites, args.days)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")  # what autovacuum does to a table after a bulk load
@@ -190,9 +184,6 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     latency = np.array([r[1] for r in results]) * 1000
     errors = [r for r in results if r[2] != 200]
     print(f"machine: {describe()}, {platform.system()}")

@@ -11,19 +11,17 @@ Creates and drops its own database on that server; the edge file lives in a temp
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._database import throwaway_database  # noqa: E402
 from benchmarks._machine import describe  # noqa: E402
 from cloud.store import schema as s  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
@@ -32,12 +30,6 @@ from edge_gateway.stores.sqlite import SQLiteEdgeStore  # noqa: E402
 from tests.sync_fixtures import readings  # noqa: E402
 
 DEVICES = 10
-
-
-def url_for(admin: str, dbname: str) -> str:
-    info = conninfo_to_dict(admin)
-    auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
-    return f"postgresql://{auth}@{info.get('host', '127.0.0.1')}:{info.get('port', '5432')}/{dbname}"
 
 
 def executemany_upsert(url: str, frame, batch: int) -> float:
@@ -61,16 +53,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--batch-size", type=int, default=50_000, help="SYNC_BATCH_SIZE for the sync")
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"der_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_database() as url:
         with tempfile.TemporaryDirectory() as folder:
             frame = readings(DEVICES, args.rows // DEVICES, seed=11)
             with SQLiteEdgeStore(Path(folder) / "edge.db") as edge:
                 edge.write(frame)
-                url = url_for(admin, name)
                 with PostgresCloudStore(url) as cloud:
                     cloud.init_schema()
                     started = time.perf_counter()
@@ -80,9 +67,6 @@ def main() -> int:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(f"TRUNCATE {s.READINGS}")
             many_s = executemany_upsert(url, frame, args.batch_size)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     bulk, many = len(frame) / bulk_s, len(frame) / many_s
     print(f"machine: {describe()}, {platform.system()}")
     print(f"rows: {len(frame):,} ({DEVICES} devices), batch size {args.batch_size:,}")
