@@ -32,5 +32,6 @@ class ValidationFailed(DERError):
     """Data (a row, a command) failed validation."""
 
 
-class StorePathError(UsageError):
-    """A store file that cannot be created or opened where the user asked for it."""
+class StorePathError(UsageError, StoreError):
+    """A store file that cannot be created or opened where the user asked for it: the user's
+    to correct (exit 2), and still a store error to whoever handles those."""

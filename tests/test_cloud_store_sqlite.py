@@ -45,8 +45,9 @@ def test_unwritable_path_is_one_line_store_error(tmp_path):
         SQLiteCloudStore(path)
     message = str(raised.value)
     assert "\n" not in message and "Traceback" not in message
-    assert message.startswith(f"cloud SQLite store {path}: cannot open (")
+    assert message.startswith(f"SQLite store {path}: cannot create folder {path.parent} (")
     assert message.endswith("expected a writable file path")
+    assert raised.value.exit_code == 2
 
 
 def test_unknown_table_names_the_tables(tmp_path):

@@ -39,11 +39,7 @@ class SQLiteCloudStore(TableStore):
     def __init__(self, path: str | Path = DEFAULT_CLOUD_DB) -> None:
         self.path = Path(path)
         self.label = f"sqlite:{self.path}"
-        try:
-            self._conn = connect(self.path)
-        except OSError as error:  # the folder cannot be created
-            raise StoreError(f"cloud SQLite store {self.path}: cannot open ({error.strerror}); "
-                             "expected a writable file path") from None
+        self._conn = connect(self.path)  # a path that cannot be made is one StorePathError line
         self._layout_ids: dict[str, int] = {}
         self.init_schema()
 
