@@ -106,7 +106,8 @@ def main() -> int:
           f"{timings[PRIMARY]:.1f} s); {verdict} the {TARGET_S:.0f} s target")
     if args.compare_threads or args.busy_core:
         ratio = timings[PRIMARY] / one_thread
-        print(f"LightGBM{beside}: {timings[PRIMARY]:.1f} s with the default {LGBM_PARAMS['n_jobs']} threads, "
+        print(f"LightGBM{beside}: {timings[PRIMARY]:.1f} s with the default setting (up to {LGBM_PARAMS['n_jobs']} threads, "
+              f"no more than cores are idle when a large fit starts), "
               f"{one_thread:.1f} s with 1 thread (default / 1 thread = {ratio:.2f}; "
               f"{WAIT_POLICY_VARIABLE}={os.environ.get(WAIT_POLICY_VARIABLE)})")
     print(f"machine: {describe()}")

@@ -53,9 +53,35 @@ def test_threads_for_caps_at_n_jobs(rows, most, expected):
 
 def test_a_fit_and_a_prediction_pass_the_models_n_jobs_as_the_cap(monkeypatch):
     caps = []
-    monkeypatch.setattr(models, "threads_for", lambda rows, most=models.N_JOBS: caps.append(most) or 1)
+    monkeypatch.setattr(models, "threads_for", lambda rows, most=models.N_JOBS, idle=None: caps.append(most) or 1)
     rng = np.random.default_rng(0)
     rows = pd.DataFrame(rng.normal(size=(300, len(dz.FEATURES))), columns=list(dz.FEATURES))
     model = models.LightGBMForecaster(params={"n_jobs": 1, "n_estimators": 2}).fit(rows, rng.normal(size=300))
     model.predict(rows)
-    assert caps == [1] * 6
+    assert caps == [1] * 4  # once for the fit's three quantiles, once per quantile predicted
+
+
+@pytest.mark.parametrize("idle, expected", [(0.2, 1), (0.9, 1), (1.6, 2), (2.0, 2)])
+def test_large_fits_take_no_more_threads_than_cores_are_idle(idle, expected):
+    assert models.threads_for(200_000, models.N_JOBS, lambda: idle) == expected
+
+
+def test_small_fits_and_one_thread_caps_never_sample_the_cores():
+    def sample() -> float:
+        raise AssertionError("sampled the cores for a fit that takes one thread anyway")
+
+    assert models.threads_for(1_000, models.N_JOBS, sample) == 1
+    assert models.threads_for(200_000, 1, sample) == 1
+
+
+def test_idle_cores_are_between_none_and_every_usable_core():
+    assert 0.0 <= models.idle_cores(0.05) <= len(os.sched_getaffinity(0))
+
+
+def test_a_large_fit_samples_the_idle_cores_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(models, "idle_cores", lambda: calls.append(1) or 1.0)
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(rng.normal(size=(100_000, len(dz.FEATURES))), columns=list(dz.FEATURES))
+    model = models.LightGBMForecaster(params={"n_estimators": 1}).fit(rows, rng.normal(size=100_000))
+    assert calls == [1] and len(model.boosters) == len(models.QUANTILES)

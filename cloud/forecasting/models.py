@@ -10,6 +10,9 @@ LightGBM fits one quantile model per level, globally across sites.
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -167,12 +170,39 @@ LGBM_PARAMS: dict[str, Any] = {
 }
 
 
-def threads_for(rows: int, most: int = N_JOBS) -> int:
+def idle_cores(sample_s: float = 0.1) -> float:
+    """How many cores sat idle over the next ``sample_s`` seconds (Linux ``/proc/stat``); every
+    core this process may use where that cannot be read."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    def totals() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            ticks = [int(v) for v in handle.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait, all but guest time
+
+    try:
+        idle_before, all_before = totals()
+        time.sleep(sample_s)
+        idle_after, all_after = totals()
+    except (OSError, ValueError, IndexError):
+        return float(usable)
+    share = (idle_after - idle_before) / max(1, all_after - all_before)
+    return min(float(usable), share * (os.cpu_count() or 1))
+
+
+def threads_for(rows: int, most: int = N_JOBS, idle: Callable[[], float] | None = None) -> int:
     """At most ``most`` threads (LightGBM's ``n_jobs``: 0 or less means no limit beyond
-    N_JOBS), and one for small fits: a small tree's work is too short to
-    share, while large fits gain from a second thread. Waiting threads sleep rather than spin
-    (cloud/forecasting/__init__.py), so a thread that finds no free core costs nothing."""
-    return 1 if rows < 100_000 else (min(most, N_JOBS) if most > 0 else N_JOBS)
+    N_JOBS), one for small fits, and for large ones no more than the cores ``idle()`` finds
+    free (when given).
+
+    A small tree's work is too short to share, while large fits gain from a second thread
+    only where a second core is free: beside a process that keeps a core busy, two threads
+    take as long as one and pay for sharing besides. Waiting threads sleep rather than spin
+    (cloud/forecasting/__init__.py), so a core that becomes busy mid-fit costs little."""
+    if rows < 100_000:
+        return 1
+    cap = min(most, N_JOBS) if most > 0 else N_JOBS
+    return cap if idle is None or cap == 1 else max(1, min(cap, round(idle())))
 
 
 class LightGBMForecaster:
@@ -188,8 +218,9 @@ class LightGBMForecaster:
     def fit(self, rows: pd.DataFrame, y: np.ndarray, client=None) -> LightGBMForecaster:
         X = rows[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True)
         self.boosters = []
+        threads = threads_for(len(X), self.params["n_jobs"], idle_cores)
         for q in QUANTILES:
-            params = {**self.params, "objective": "quantile", "alpha": q, "n_jobs": threads_for(len(X), self.params["n_jobs"])}
+            params = {**self.params, "objective": "quantile", "alpha": q, "n_jobs": threads}
             if client is None:
                 model = lgb.LGBMRegressor(**params).fit(X, y)
             else:
