@@ -80,8 +80,8 @@ class ActionBlock:
 
     def to_dict(self, currency: str) -> dict[str, Any]:
         return {"action": self.action, "start": dd.format_ts(self.start), "end": dd.format_ts(self.end),
-                "window": self.window, "energy_kwh": round(self.energy_kwh, 3), "power_kw": round(self.power_kw, 3),
-                "price_per_kwh": round(self.price_per_kwh, 4), "money": round(self.money, 4),
+                "window": self.window, "energy_kwh": self.energy_kwh, "power_kw": self.power_kw,
+                "price_per_kwh": self.price_per_kwh, "money": self.money,
                 "money_text": money(self.money, currency), "reason": self.reason}
 
     @classmethod
@@ -138,15 +138,15 @@ class PlanSummary:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, numbers unrounded: the stored summary must give back the very texts shown
+        from the fresh one (a bill of 2.66499 rounded to 2.6650 would then read 2.67)."""
         return {
             "device_id": self.device_id, "timezone": self.timezone, "zone": self.zone, "currency": self.currency,
             "issued_at": dd.format_ts(self.issued_at), "start": dd.format_ts(self.start), "end": dd.format_ts(self.end),
             "next_action": self.next_action, "blocks": [b.to_dict(self.currency) for b in self.blocks],
-            "bill": round(self.bill, 4), "bill_without_battery": round(self.bill_without_battery, 4),
-            "bill_self_consumption": None if self.bill_self_consumption is None else round(self.bill_self_consumption, 4),
-            "savings": round(self.savings, 4),
-            "savings_vs_self_consumption": (None if self.savings_vs_self_consumption is None
-                                            else round(self.savings_vs_self_consumption, 4)),
+            "bill": self.bill, "bill_without_battery": self.bill_without_battery,
+            "bill_self_consumption": self.bill_self_consumption, "savings": self.savings,
+            "savings_vs_self_consumption": self.savings_vs_self_consumption,
             "savings_text": self.money(self.savings), "bill_text": self.money(self.bill),
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
         }
