@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.dashboard.app import create_app
+from tests.test_dashboard_browser import browser  # noqa: F401  (the headless chromium fixture)
 from cloud.optimization.summary import PlanSummary, StepInputs, runs, summarize
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
@@ -188,3 +189,42 @@ def test_status_lists_only_the_stores_sites(tmp_path):
     store.close()
     assert [plan["device_id"] for plan in report["plans"]] == ["home-001"]
     assert report["plans_of_unknown_sites"] == ["edge-gateway-001"]
+
+
+@pytest.mark.slow
+def test_the_dashboard_lists_every_block_and_the_same_savings(quick_start, browser):  # noqa: F811
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.test_dashboard_browser import _free_port, _wait_for
+
+    _, _, optimizer, store = quick_start
+    app = create_app(store)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    try:
+        browser.get(f"http://127.0.0.1:{server.config.port}/?site=home-001")
+        _wait_for(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-loaded") == "home-001",
+                  "home-001 to load")
+        summary = _stored_summaries(store)["home-001"]
+        items = browser.find_elements("css selector", "#next-actions li")
+        assert [(i.get_attribute("data-action"), i.get_attribute("data-start")) for i in items] == [
+            (b.action, b.start.isoformat()) for b in summary.blocks]
+        texts = [i.text for i in items]
+        assert all(f"{b.window} {b.action} {b.energy_kwh:.1f} kWh: {b.reason}" == text
+                   for b, text in zip(summary.blocks, texts, strict=True))
+        shown = browser.find_element("id", "savings").text
+        assert shown == summary.money(summary.savings) and f"saves {shown}:" in optimizer.split("home-001: ")[1]
+        assert browser.find_element("id", "savings-detail").text == summary.savings_line()
+        zone = summary.start.tz_convert(summary.timezone).strftime("%Z")
+        assert zone in browser.find_element("id", "status").text  # the header clock is site-local, zone named
+        labels = browser.execute_script('return charts["chart-plan"].axes.map((axis) => axis.label || null);')
+        assert "battery kW (+charge)" in labels and "USD/kWh" in labels
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -33,8 +33,8 @@ const currency = () => currentSite().currency || "USD";
 const perKwh = () => currency() + "/kWh";
 
 function localTime(stamp, withZone) {
-  return new Date(stamp).toLocaleString("en-GB", { timeZone: siteZone(), weekday: "short", hour: "2-digit",
-    minute: "2-digit", hour12: false, timeZoneName: withZone ? "short" : undefined });
+  return new Date(stamp).toLocaleString("en-US", { timeZone: siteZone(), weekday: "short", hour: "2-digit",
+    minute: "2-digit", hourCycle: "h23", timeZoneName: withZone ? "short" : undefined });
 }
 
 // One uPlot per container, rebuilt on each refresh (the data and series change with the site).
