@@ -11,12 +11,25 @@ import pandas as pd
 
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.backtest import EXECUTIONS, BacktestSettings, run_backtest
-from cloud.optimization.planner import PlanSettings, plan_status, run_plan, stored_site_configs
-from cloud.optimization.summary import plan_summary
+from cloud.optimization.planner import (
+    PlanSettings,
+    plan_status,
+    run_plan,
+    stored_site_configs,
+)
 from cloud.optimization.report import metrics, write_report
+from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import (
-    ArgumentParser, add_common_flags, arg_type, device_id_arg, positive_float, positive_int, print_table, progress, run_cli,
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    device_id_arg,
+    positive_float,
+    positive_int,
+    print_table,
+    progress,
+    run_cli,
     setup_logging,
 )
 from edge_gateway.config import SimulatorConfig, load_config, with_overrides

@@ -16,7 +16,14 @@ import pytest
 
 from cloud.optimization import ACTIONS
 from cloud.optimization.backtest import battery_spec, effective_execution
-from cloud.optimization.planner import JOB, PlanSettings, fit_site_guard, plan_site, run_plan, state_from_simulator
+from cloud.optimization.planner import (
+    JOB,
+    PlanSettings,
+    fit_site_guard,
+    plan_site,
+    run_plan,
+    state_from_simulator,
+)
 from cloud.optimization.publish import PublishFailed, publish_schedule
 from cloud.optimization.reference import cost_without_battery
 from cloud.optimization.stochastic import ScenarioPlan

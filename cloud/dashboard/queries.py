@@ -193,7 +193,7 @@ def _feed_in_by_time_of_day(recent: pd.DataFrame, stamps: pd.Series) -> np.ndarr
     day (the tariff follows time-of-use periods), else the recent median."""
     if recent.empty:
         return np.zeros(len(stamps))
-    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute  # noqa: E731
+    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute
     by_minute = recent.assign(minute=key(recent[dd.TS])).groupby("minute")[dd.FEED_IN].last()
     values = key(pd.to_datetime(stamps, utc=True)).map(by_minute).to_numpy(dtype="float64")
     return np.where(np.isfinite(values), values, float(recent[dd.FEED_IN].median()))

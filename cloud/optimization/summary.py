@@ -203,7 +203,7 @@ def _block(action: str, first: int, stop: int, steps: StepInputs, timezone: str)
 
 def _reason(block: ActionBlock, blocks: list[ActionBlock], steps: StepInputs, currency: str, timezone: str) -> str:
     """Why, in the plan's numbers: what a charge is kept for, what a discharge avoids."""
-    at = lambda value: price(value, currency)  # noqa: E731
+    at = lambda value: price(value, currency)
     later = [b for b in blocks if b.start >= block.end]
     if block.charging:
         target = next((b for b in later if not b.charging), None)
