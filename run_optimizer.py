@@ -11,14 +11,29 @@ import pandas as pd
 
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.backtest import EXECUTIONS, BacktestSettings, run_backtest
-from cloud.optimization.planner import PlanSettings, plan_status, run_plan
+from cloud.optimization.planner import (
+    PlanSettings,
+    plan_status,
+    run_plan,
+    stored_site_configs,
+)
 from cloud.optimization.report import metrics, write_report
+from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from edge_gateway.cli_support import (
-    ArgumentParser, add_common_flags, arg_type, device_id_arg, positive_float, positive_int, print_table, progress, run_cli,
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    device_id_arg,
+    positive_float,
+    positive_int,
+    print_table,
+    progress,
+    run_cli,
     setup_logging,
 )
 from edge_gateway.config import SimulatorConfig, load_config, with_overrides
+from edge_gateway.errors import UsageError
 
 FORECASTERS = ("naive", "perfect", "models")
 
@@ -33,7 +48,8 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--plan", action="store_true", help="plan the next horizon (the default)")
     mode.add_argument("--backtest", action="store_true", help="rolling-horizon backtest against the reference strategies")
     mode.add_argument("--status", action="store_true", help="last optimizer runs and the newest plan per device")
-    parser.add_argument("--device-id", type=device_id_arg, help="site to plan (default: the config's device_id)")
+    parser.add_argument("--device-id", type=device_id_arg,
+                        help="site to plan (default: the --config file's, else every site in the cloud store)")
     parser.add_argument("--config", help="simulator config JSON of the site (default: the built-in defaults)")
     parser.add_argument("--start", type=arg_type(timestamp, "an ISO 8601 date or time"),
                         help="plan start (default now) or first backtest day (default --days before today)")
@@ -41,6 +57,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--step-minutes", type=arg_type(positive_int, "a positive whole number of minutes"), default=15)
     parser.add_argument("--publish", action="store_true", help="send the plan to der/<device_id>/battery/setpoint (MQTT_HOST, MQTT_PORT)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--steps", action="store_true", help="also print every step of the plan under its summary")
     parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"), default=30, help="backtest length")
     parser.add_argument("--forecaster", choices=FORECASTERS, default="naive", help="what the plans know (default naive)")
     parser.add_argument("--execution", choices=EXECUTIONS, default=EXECUTIONS[0],
@@ -52,48 +69,74 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def site_config(args) -> SimulatorConfig:
-    config = load_config(args.config) if args.config else SimulatorConfig()
-    return with_overrides(config, device_id=args.device_id) if args.device_id else config
+def site_configs(args, store) -> list[SimulatorConfig]:
+    """The sites to plan: the --config file's, the stored site named by --device-id (else the
+    built-in defaults under that id), or, with neither, every site the cloud store knows."""
+    if args.config:
+        config = load_config(args.config)
+        return [with_overrides(config, device_id=args.device_id) if args.device_id else config]
+    known = stored_site_configs(store)
+    if args.device_id:
+        return [known.get(args.device_id) or with_overrides(SimulatorConfig(), device_id=args.device_id)]
+    if not known:
+        raise UsageError(f"no sites in the cloud store ({store.label}) to plan; make some with python run_pipeline.py "
+                         "(or run_simulator.py and run_cloud_sync.py), or name one with --device-id or --config")
+    return list(known.values())
 
 
-def plan(args, config: SimulatorConfig) -> None:
+def plan(args) -> None:
     settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster, execution=args.execution)
     store = open_store_from_args(args)
     try:
-        site_plan = run_plan(config, settings, store)
+        site_plans = [run_plan(config, settings, store) for config in site_configs(args, store)]
     finally:
         store.close()
-    topic = None
+    topics = {}
     if args.publish:
         from cloud.optimization.publish import publish_schedule
         from edge_gateway.mqtt.settings import mqtt_settings
 
-        topic = publish_schedule(mqtt_settings(None), config.device_id, site_plan.schedule())
+        for site_plan in site_plans:
+            topics[site_plan.device_id] = publish_schedule(mqtt_settings(None), site_plan.device_id, site_plan.schedule())
     if args.json:
-        print(json.dumps({**json.loads(site_plan.to_json()), "published_to": topic}, indent=2))
+        bodies = [{**json.loads(p.to_json()), "summary": plan_summary(p).to_dict(), "published_to": topics.get(p.device_id)}
+                  for p in site_plans]
+        print(json.dumps(bodies[0] if args.device_id or args.config else bodies, indent=2))
         return
-    print_table(site_plan.table())
-    summary = site_plan.summary()
-    print(f"\nplan cost {summary['cost']['total']:.2f} (energy {summary['cost']['energy']:.2f}, demand "
-          f"{summary['cost']['demand']:.2f}, wear {summary['cost']['wear']:.2f}); without battery "
-          f"{summary['cost_without_battery']:.2f}, self-consumption rule {summary['cost_self_consumption']:.2f}")
-    print(f"savings: {summary['savings_vs_no_battery']:.2f} against no battery, "
-          f"{summary['savings_vs_self_consumption']:.2f} against self-consumption; written to dispatch_plans"
-          + (f"; published to {topic}" if topic else ""))
-    expected = summary["expected_over_scenarios"]
+    for site_plan in site_plans:
+        print_plan(site_plan, settings, topics.get(site_plan.device_id), args.steps)
+
+
+def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool) -> None:
+    """The site's summary; with --steps every step of the plan under it."""
+    summary = plan_summary(site_plan)
+    print("\n".join(summary.lines()))
+    if steps:
+        print(f"\nevery step (start time in {summary.zone}; battery kW positive charges; money in {summary.currency}):")
+        print_table([{"time": row["time"], "action": row["action"], "battery kW": f"{row['power_kw']:.2f}",
+                      "SOC %": f"{row['soc_percent']:.1f}", f"price {summary.currency}/kWh": f"{row['price_per_kwh']:.2f}",
+                      f"cost {summary.currency}": f"{row['expected_cost']:.2f}"} for row in site_plan.table()])
+    print("written to dispatch_plans" + (f"; published to {topic}" if topic else ""))
+    detail = site_plan.summary()
+    expected = detail["expected_over_scenarios"]
     if expected:
         print(f"planned over {expected['scenarios']} load scenarios from recent days, the next "
-              f"{settings.replan_minutes} minutes decided for all of them; the table and the costs above are "
-              f"the first's. Expected over all: cost {expected['cost']:.2f}, savings "
-              f"{expected['savings_vs_no_battery']:.2f} against no battery, "
-              f"{expected['savings_vs_self_consumption']:.2f} against self-consumption")
-    policy = summary["reserve"]
+              f"{settings.replan_minutes} minutes decided for all of them; the blocks and bills above are "
+              f"the first's. Expected over all: bill {summary.money(expected['cost'])}, saves "
+              f"{summary.money(expected['savings_vs_no_battery'])} against no battery, "
+              f"{summary.money(expected['savings_vs_self_consumption'])} against the battery's own rule")
+    policy = detail["reserve"]
     if policy:
-        print(f"reserve policy: import cap {policy['cap_kw']:.2f} kW; with no car charging the battery covers load down to "
+        print(f"reserve policy: import cap {policy['cap_kw']:.1f} kW; with no car charging the battery covers load down to "
               f"{policy['floor_above_min_kwh_now']:.1f} kWh above its minimum now, "
               f"{policy['floor_above_min_kwh_lowest']:.1f} to {policy['floor_above_min_kwh_highest']:.1f} kWh over the plan ({policy['states']} session states, "
               "learnt from the last four weeks)" + ("; the car charges at most once a day" if policy["one_session_a_day"] else ""))
+    print()
+
+
+def backtest_config(args) -> SimulatorConfig:
+    config = load_config(args.config) if args.config else SimulatorConfig()
+    return with_overrides(config, device_id=args.device_id) if args.device_id else config
 
 
 def backtest(args, config: SimulatorConfig) -> None:
@@ -124,6 +167,9 @@ def status(args) -> None:
     print(f"last run: #{run['id']} {run['started_at']} {run['status']}, {run['rows']} rows" if run else "last run: none")
     print(f"last error: {error['started_at']} {error['error']}" if error else "last error: none")
     print_table(report["plans"])
+    if report["plans_of_unknown_sites"]:
+        print(f"not listed: plans of devices the store has no site or readings for "
+              f"({', '.join(report['plans_of_unknown_sites'])})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,11 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         status(args)
         return 0
-    config = site_config(args)
     if args.backtest:
-        backtest(args, config)
-    elif args.publish or not any((args.backtest, args.status)):
-        plan(args, config)
+        backtest(args, backtest_config(args))
+    else:
+        plan(args)
     return 0
 
 

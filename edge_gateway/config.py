@@ -17,10 +17,18 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_gateway.errors import ConfigError
 from edge_gateway.models import der_data as dd
+from edge_gateway.money import currency_of
 
 DEFAULT_EDGE_STORE = "data/edge.db"
 
@@ -120,6 +128,7 @@ class SimulatorConfig(_Section):
     seed: int | None = Field(None, ge=0, lt=2**63)
     timezone: str = "America/Los_Angeles"
     country: str = Field("US", min_length=2, max_length=2, description="ISO 3166 code for public holidays")
+    currency: str | None = Field(None, description="ISO 4217 code money is shown in; null: the country's (money.currency_of)")
     edge_store_path: str = DEFAULT_EDGE_STORE
     solar: SolarConfig = SolarConfig()
     battery: BatteryConfig = BatteryConfig()
@@ -152,6 +161,19 @@ class SimulatorConfig(_Section):
             raise ValueError(f"{dd.shown(value)} is not a country with a public-holiday calendar; "
                              "expected an ISO 3166 alpha-2 code such as 'US', 'DE' or 'GB'")
         return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str | None) -> str | None:
+        if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
+            raise ValueError(f"{dd.shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
+                             "such as 'USD', 'EUR' or 'GBP', or null for the country's")
+        return value
+
+    @property
+    def currency_code(self) -> str:
+        """The currency the site's money is shown in (``currency``, else the country's)."""
+        return currency_of(self.country, self.currency)
 
     @property
     def effective_seed(self) -> int:

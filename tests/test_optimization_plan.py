@@ -16,7 +16,14 @@ import pytest
 
 from cloud.optimization import ACTIONS
 from cloud.optimization.backtest import battery_spec, effective_execution
-from cloud.optimization.planner import JOB, PlanSettings, fit_site_guard, plan_site, run_plan, state_from_simulator
+from cloud.optimization.planner import (
+    JOB,
+    PlanSettings,
+    fit_site_guard,
+    plan_site,
+    run_plan,
+    state_from_simulator,
+)
 from cloud.optimization.publish import PublishFailed, publish_schedule
 from cloud.optimization.reference import cost_without_battery
 from cloud.optimization.stochastic import ScenarioPlan
@@ -201,11 +208,13 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_plan_table_json_and_status(tmp_path):
-    table = _cli("--start", "2024-06-12", "--horizon-hours", "2", cwd=tmp_path)
+    table = _cli("--start", "2024-06-12", "--horizon-hours", "2", "--steps", "--device-id", "site-a", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
-    header = table.stdout.splitlines()[0].split()
-    assert header == ["time", "action", "power_kw", "soc_percent", "price_per_kwh", "expected_cost"]
-    assert "against no battery" in table.stdout
+    lines = table.stdout.splitlines()
+    assert lines[0] == "site-a: times in America/Los_Angeles (PDT), money in USD"
+    assert "with no battery" in table.stdout
+    header = lines[lines.index(next(line for line in lines if line.startswith("every step"))) + 1]
+    assert header.split() == ["time", "action", "battery", "kW", "SOC", "%", "price", "USD/kWh", "cost", "USD"]
     as_json = _cli("--start", "2024-06-12", "--horizon-hours", "2", "--json", "--device-id", "site-b", cwd=tmp_path)
     body = json.loads(as_json.stdout)
     assert body["device_id"] == "site-b" and len(body["plan"]) == 8 and body["published_to"] is None
@@ -217,8 +226,8 @@ def test_cli_plan_table_json_and_status(tmp_path):
     (["--start", "yesterday-ish"], 2, "--start: 'yesterday-ish' is not an ISO 8601 date or time"),
     (["--config", "missing.json"], 2, "missing.json: config file not found"),
     (["--step-minutes", "7"], 2, "--step-minutes 7: expected a whole number of minutes dividing a day"),
-    (["--forecaster", "models"], 1, "use --forecaster naive or perfect"),
-    (["--publish", "--horizon-hours", "1"], 1, "MQTT broker 127.0.0.1:1 unreachable"),
+    (["--forecaster", "models", "--device-id", "site-a"], 1, "use --forecaster naive or perfect"),
+    (["--publish", "--horizon-hours", "1", "--device-id", "site-a"], 1, "MQTT broker 127.0.0.1:1 unreachable"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
     result = _cli(*args, cwd=tmp_path)
@@ -228,7 +237,7 @@ def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
 
 
 def test_cli_verbose_shows_the_traceback(tmp_path):
-    result = _cli("--forecaster", "models", "--verbose", cwd=tmp_path)
+    result = _cli("--forecaster", "models", "--device-id", "site-a", "--verbose", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 

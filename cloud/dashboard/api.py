@@ -139,19 +139,19 @@ def forecasts(request: Request, device_id: str) -> JSONBody:
     return JSONBody(body)
 
 
-@router.get("/sites/{device_id}/plan", summary="The current dispatch plan with its actions")
+@router.get("/sites/{device_id}/plan", summary="The current dispatch plan, its steps and its summary (action blocks with reasons)")
 def plan(request: Request, device_id: str) -> JSONBody:
     site = _site(request, device_id)
     with _store(request) as store:
-        body = q.plan(store, device_id, _current_since(site))
+        body = q.plan(store, site, _current_since(site))
     return JSONBody(body)
 
 
-@router.get("/sites/{device_id}/savings", summary="The current plan's bill against an idle battery")
+@router.get("/sites/{device_id}/savings", summary="The current plan's bills and savings, as its summary states them")
 def savings(request: Request, device_id: str) -> JSONBody:
     site = _site(request, device_id)
     with _store(request) as store:
-        body = q.savings(store, device_id, _current_since(site), q.last_reading_ts(site))
+        body = q.savings(store, site, _current_since(site))
     return JSONBody(body)
 
 

@@ -27,7 +27,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cloud.dashboard import metrics
-from cloud.dashboard.access import COVERAGE_MAX_AGE_S, COVERAGE_STALE_LIMIT_S, Coverage, StoreAccess
+from cloud.dashboard.access import (
+    COVERAGE_MAX_AGE_S,
+    COVERAGE_STALE_LIMIT_S,
+    Coverage,
+    StoreAccess,
+)
 from cloud.dashboard.api import router
 from cloud.store.base import CloudStore
 from edge_gateway.errors import StoreError

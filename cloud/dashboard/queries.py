@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization.plan import classify_actions
+from cloud.optimization.summary import PlanSummary, StepInputs, read_summary, summarize
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from edge_gateway.models import der_data as dd
+from edge_gateway.money import currency_of
 
 #: The reading columns the page draws, in the order it draws them.
 READING_SERIES: tuple[str, ...] = (
@@ -74,11 +76,21 @@ def list_sites(store: CloudStore) -> list[dict[str, Any]]:
         out.append({
             **{k: row.get(k) for k in SITE_SUMMARY_FIELDS},
             "device_id": device,
+            "currency": site_currency(row),
             "first_reading": iso(stat.get(s.FIRST_TS)),
             "last_reading": iso(stat.get(s.LAST_TS)),
             "readings": int(stat.get(s.ROW_COUNT, 0)),
         })
     return out
+
+
+def site_currency(row: Mapping[str, Any]) -> str:
+    """The currency of a ``sites`` row: its configuration's, else its country's."""
+    try:
+        configured = json.loads(row.get("config_json") or "{}").get("currency")
+    except (ValueError, AttributeError):
+        configured = None
+    return currency_of(row.get("country") or "", configured if isinstance(configured, str) else None)
 
 
 def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
@@ -154,13 +166,15 @@ def plan_actions(frame: pd.DataFrame) -> tuple[str, ...]:
                             np.clip(grid, 0, None), np.clip(-grid, 0, None), tolerance_kw=1e-3)
 
 
-def plan(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> dict[str, Any]:
+def plan(store: CloudStore, site: Mapping[str, Any], since: pd.Timestamp | None) -> dict[str, Any]:
+    device_id = site["device_id"]
     frame = _plan_frame(store, device_id, since)
     if frame.empty:
-        return {"device_id": device_id, "issued_at": None, "steps": 0, "actions": {}, "series": None}
+        return {"device_id": device_id, "issued_at": None, "steps": 0, "actions": {}, "series": None, "summary": None}
     actions = plan_actions(frame)
     return {
         "device_id": device_id,
+        "summary": plan_summary(store, site, frame, since).to_dict(),
         "issued_at": iso(frame[s.ISSUED_AT].iloc[0]),
         "objective": frame[s.OBJECTIVE].iloc[0],
         "steps": len(frame),
@@ -179,40 +193,56 @@ def _feed_in_by_time_of_day(recent: pd.DataFrame, stamps: pd.Series) -> np.ndarr
     day (the tariff follows time-of-use periods), else the recent median."""
     if recent.empty:
         return np.zeros(len(stamps))
-    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute  # noqa: E731
+    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute
     by_minute = recent.assign(minute=key(recent[dd.TS])).groupby("minute")[dd.FEED_IN].last()
     values = key(pd.to_datetime(stamps, utc=True)).map(by_minute).to_numpy(dtype="float64")
     return np.where(np.isfinite(values), values, float(recent[dd.FEED_IN].median()))
 
 
-def savings(store: CloudStore, device_id: str, since: pd.Timestamp | None, last_ts: pd.Timestamp | None) -> dict[str, Any]:
-    """The current plan's energy bill against the same day with the battery idle.
+def plan_summary(store: CloudStore, site: Mapping[str, Any], frame: pd.DataFrame,
+                 since: pd.Timestamp | None) -> PlanSummary:
+    """The stored summary of the plan in ``frame`` (what the optimizer wrote beside it).
 
-    Both bills use one formula (imports at the planned price, exports at the feed-in tariff),
-    so the difference is what the battery schedule is worth; the demand charge is left out
-    because it belongs to the month's peak, not to one day.
-    """
-    frame = _plan_frame(store, device_id, since)
-    if frame.empty:
-        return {"device_id": device_id, "issued_at": None, "available": False}
+    A plan stored without one (written by another producer) is summarised here by the same
+    function, on its stored flows and prices, exports at the feed-in tariff recently seen at
+    the same time of day; its bills are then energy only (the demand charge belongs to the
+    month's peak) and the battery's own rule is unknown."""
+    device_id, issued = site["device_id"], frame[s.ISSUED_AT].iloc[0]
+    stored = read_summary(store, device_id, issued, since)
+    if stored is not None:
+        return stored
     step_h = _step_hours(frame[dd.TS])
+    last_ts = last_reading_ts(site)
     recent = store.read_readings(device_id, None if last_ts is None else last_ts - pd.Timedelta(days=1),
                                  columns=[dd.FEED_IN])
     price = frame[s.PLAN_PRICE].to_numpy(dtype="float64")
     feed_in = _feed_in_by_time_of_day(recent, frame[dd.TS])
     grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")
-    idle_grid = grid - frame[dd.BATTERY_POWER].to_numpy(dtype="float64")
+    power = frame[dd.BATTERY_POWER].to_numpy(dtype="float64")
 
     def bill(flow: np.ndarray) -> float:
         return float(np.nansum((np.clip(flow, 0, None) * price - np.clip(-flow, 0, None) * feed_in) * step_h))
 
-    with_battery, without = bill(grid), bill(idle_grid)
+    steps = StepInputs(pd.DatetimeIndex(pd.to_datetime(frame[dd.TS], utc=True)), step_h, plan_actions(frame), power, grid,
+                       price, feed_in)
+    return summarize(device_id, site.get("timezone") or "UTC", site.get("currency") or currency_of(site.get("country") or ""),
+                     pd.Timestamp(issued), steps, bill(grid), bill(grid - power), None)
+
+
+def savings(store: CloudStore, site: Mapping[str, Any], since: pd.Timestamp | None) -> dict[str, Any]:
+    """The current plan's bills and savings, as its summary states them."""
+    device_id = site["device_id"]
+    frame = _plan_frame(store, device_id, since)
+    if frame.empty:
+        return {"device_id": device_id, "issued_at": None, "available": False}
+    summary = plan_summary(store, site, frame, since).to_dict()
     return {
         "device_id": device_id, "available": True, "issued_at": iso(frame[s.ISSUED_AT].iloc[0]),
-        "horizon_start": iso(frame[dd.TS].iloc[0]), "horizon_end": iso(frame[dd.TS].iloc[-1] + pd.Timedelta(hours=step_h)),
-        "bill_with_plan": round(with_battery, 4), "bill_without_battery": round(without, 4),
-        "savings": round(without - with_battery, 4),
-        "planner_expected_cost": round(float(np.nansum(frame[s.EXPECTED_COST].to_numpy(dtype="float64"))), 4),
+        "horizon_start": summary["start"], "horizon_end": summary["end"], "currency": summary["currency"],
+        "bill_with_plan": summary["bill"], "bill_without_battery": summary["bill_without_battery"],
+        "bill_self_consumption": summary["bill_self_consumption"], "savings": summary["savings"],
+        "savings_vs_self_consumption": summary["savings_vs_self_consumption"],
+        "savings_text": summary["savings_text"], "savings_line": summary["savings_line"],
     }
 
 

@@ -37,9 +37,10 @@ from cloud.optimization.backtest import (
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
+from cloud.optimization.summary import plan_summary, write_summary
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.config import SimulatorConfig
+from edge_gateway.config import SimulatorConfig, build_config
 from edge_gateway.control import ReservePolicy
 from edge_gateway.errors import UsageError
 from edge_gateway.models import der_data as dd
@@ -109,6 +110,7 @@ class SitePlan:
     policy: ReservePolicy | None = None  # the reserve policy the battery follows under that cap
     cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
     policy_plan: DispatchPlan | None = None  # what the battery does under the policy on the forecast
+    currency: str = "USD"  # the site's (SimulatorConfig.currency_code): money in its summary
 
     @property
     def plan(self) -> DispatchPlan:
@@ -328,13 +330,16 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,
         no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
         execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec),
-        policy_plan=policy_plan,
+        policy_plan=policy_plan, currency=config.currency_code,
     )
 
 
 def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
-    """Store the plan in ``dispatch_plans`` (an upsert: writing it again changes nothing)."""
-    return store.upsert_frame(s.PLANS, site_plan.rows())
+    """Store the plan in ``dispatch_plans`` and its owner's summary beside it (upserts: writing
+    them again changes nothing)."""
+    rows = store.upsert_frame(s.PLANS, site_plan.rows())
+    write_summary(store, plan_summary(site_plan))
+    return rows
 
 
 def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore) -> SitePlan:
@@ -350,10 +355,20 @@ def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore)
     return site_plan
 
 
+def stored_site_configs(store: CloudStore) -> dict[str, SimulatorConfig]:
+    """Every site the cloud store declares, by device id, as its stored configuration."""
+    return {row[dd.DEVICE_ID]: build_config(json.loads(row["config_json"]), source=f"site {row[dd.DEVICE_ID]} in the cloud store")
+            for row in sorted(store.sites(), key=lambda row: row[dd.DEVICE_ID]) if row.get("config_json")}
+
+
 def plan_status(store: CloudStore, since: pd.Timestamp) -> dict:
-    """The last optimizer runs and, per device, the newest plan issued since ``since``."""
+    """The last optimizer runs and, per site the store knows (a ``sites`` row or readings), the
+    newest plan issued since ``since``; plans of devices it does not know are counted apart."""
     runs = store.runs(JOB, limit=20)
     plans = store.read_frame(s.PLANS, start=since)
+    known = {row[dd.DEVICE_ID] for row in store.sites()} | set(store.reading_stats())
+    unknown = sorted(set(plans[dd.DEVICE_ID]) - known) if not plans.empty else []
+    plans = plans[plans[dd.DEVICE_ID].isin(known)] if not plans.empty else plans
     latest = []
     for device, rows in plans.groupby(dd.DEVICE_ID) if not plans.empty else ():
         newest = rows[rows[s.ISSUED_AT] == rows[s.ISSUED_AT].max()]
@@ -367,4 +382,5 @@ def plan_status(store: CloudStore, since: pd.Timestamp) -> dict:
         "last_run": runs[0] if runs else None,
         "last_error": next((r for r in runs if r.get(s.ERROR)), None),
         "plans": latest,
+        "plans_of_unknown_sites": unknown,
     }

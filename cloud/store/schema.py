@@ -55,6 +55,8 @@ RUNS = "pipeline_runs"
 FEATURES = "der_features"
 FORECASTS = "forecasts"
 PLANS = "dispatch_plans"
+#: One row per stored plan: what its owner is shown (cloud.optimization.summary), as JSON.
+PLAN_SUMMARIES = "plan_summaries"
 #: A view over ``der_readings``: per device, first and last ``ts`` and the row count.
 READING_STATS = "der_reading_stats"
 
@@ -71,6 +73,7 @@ RUN_ID, JOB, STARTED_AT, FINISHED_AT, STATUS, ROWS, ERROR, DETAILS = (
 VERSION, FEATURES_COLUMN, CREATED_AT = "version", "features", "created_at"
 ISSUED_AT, TARGET, MODEL, VALUE, LOWER, UPPER = "issued_at", "target", "model", "value", "lower", "upper"
 PLAN_PRICE, EXPECTED_COST, OBJECTIVE = "price_per_kwh", "expected_cost", "objective"
+SUMMARY = "summary"
 FIRST_TS, LAST_TS, ROW_COUNT = "first_ts", "last_ts", "row_count"
 
 _DEVICE_TS = (dd.DEVICE_ID, dd.TS)
@@ -99,6 +102,8 @@ TABLES: dict[str, Table] = {
         Table(PLANS, {dd.DEVICE_ID: TEXT, dd.TS: TS, ISSUED_AT: TS, dd.BATTERY_POWER: FLOAT, dd.BATTERY_SOC: FLOAT,
                       dd.NET_GRID_FLOW: FLOAT, PLAN_PRICE: FLOAT, EXPECTED_COST: FLOAT, OBJECTIVE: TEXT},
               (dd.DEVICE_ID, dd.TS, ISSUED_AT), (_DEVICE_TS,)),
+        Table(PLAN_SUMMARIES, {dd.DEVICE_ID: TEXT, dd.TS: TS, ISSUED_AT: TS, SUMMARY: JSON},
+              (dd.DEVICE_ID, dd.TS, ISSUED_AT)),
     )
 }
 

@@ -23,16 +23,18 @@ async function api(path) {
 }
 
 const seconds = (stamps) => stamps.map((t) => Date.parse(t) / 1000);
-const money = (v) => (v == null ? "–" : (v < 0 ? "−" : "") + "$" + Math.abs(v).toFixed(2));
 const el = (id) => document.getElementById(id);
 
-function siteZone() {
-  const site = state.sites.find((s) => s.device_id === state.site);
-  return (site && site.timezone) || Intl.DateTimeFormat().resolvedOptions().timeZone;
-}
+// Every time on the page is the site's local time, and says which zone; money is in the
+// site's currency. The texts of the plan and its savings come from the plan's summary.
+const currentSite = () => state.sites.find((s) => s.device_id === state.site) || {};
+const siteZone = () => currentSite().timezone || "UTC";
+const currency = () => currentSite().currency || "USD";
+const perKwh = () => currency() + "/kWh";
 
-function localTime(stamp) {
-  return new Date(stamp).toLocaleString([], { timeZone: siteZone(), weekday: "short", hour: "2-digit", minute: "2-digit" });
+function localTime(stamp, withZone) {
+  return new Date(stamp).toLocaleString("en-US", { timeZone: siteZone(), weekday: "short", hour: "2-digit",
+    minute: "2-digit", hourCycle: "h23", timeZoneName: withZone ? "short" : undefined });
 }
 
 // One uPlot per container, rebuilt on each refresh (the data and series change with the site).
@@ -62,9 +64,9 @@ function drawHistory(readings) {
     axes: [{}, axis("kW", "kW")],
   }, [x, s.solar_generation_kw, s.home_load_total_load_kw, s.net_grid_flow_kw]);
   draw("chart-battery", {
-    series: [{}, line("SOC %", COLORS.soc, "%"), line("price $/kWh", COLORS.price, "$", { width: 1 })],
+    series: [{}, line("SOC %", COLORS.soc, "%"), line("price " + perKwh(), COLORS.price, "price", { width: 1 })],
     scales: { "%": { range: [0, 100] } },
-    axes: [{}, axis("%", "SOC %"), axis("$", "$/kWh", 1)],
+    axes: [{}, axis("%", "SOC %"), axis("price", perKwh(), 1)],
   }, [x, s.battery_soc_percent, s.grid_price_price_per_kwh]);
 }
 
@@ -125,50 +127,50 @@ function drawPlan(plan) {
   const s = plan.series, x = seconds(s.ts);
   const step = x.length > 1 ? x[1] - x[0] : 900;
   draw("chart-plan", {
-    series: [{}, line("price $/kWh", COLORS.price, "$", { width: 2 }), line("planned SOC %", COLORS.soc, "%"),
+    series: [{}, line("price " + perKwh(), COLORS.price, "price", { width: 2 }), line("planned SOC %", COLORS.soc, "%"),
       line("battery kW (+charge)", COLORS.buy, "kW", { width: 1, dash: [3, 3] })],
     scales: { "%": { range: [0, 100] } },
-    axes: [{}, axis("$", "$/kWh"), axis("%", "SOC %", 1), { scale: "kW", show: false }],
+    axes: [{}, axis("price", perKwh()), axis("%", "SOC %", 1), axis("kW", "battery kW (+charge)", 1)],
     hooks: { drawClear: [actionBands(s.action, step)] },
   }, [x, s.price_per_kwh, s.soc_percent, s.battery_power_kw]);
-  note.textContent = "Issued " + localTime(plan.issued_at) + " · " + Object.entries(plan.actions)
-    .map(([a, n]) => a + " " + (n * step / 3600).toFixed(2) + " h").join(", ");
-  renderNext(s);
+  note.textContent = "Issued " + localTime(plan.issued_at, true) + " · " + Object.entries(plan.actions)
+    .map(([a, n]) => a + " " + (n * step / 3600).toFixed(1) + " h").join(", ");
+  renderNext(plan.summary);
 }
 
-// Contiguous runs of one action, as "buy 01:00–03:30", so an owner can act on it.
-function renderNext(s) {
-  const list = el("next-actions");
+// Every action block of the plan's summary, with its reason, so an owner can act on it.
+function renderNext(summary) {
+  const list = el("next-actions"), next = el("next-now");
   list.textContent = "";
-  if (!s || !s.ts) { list.innerHTML = "<li class='muted'>no plan yet</li>"; return; }
-  const runs = [];
-  s.action.forEach((a, i) => {
-    const last = runs[runs.length - 1];
-    if (last && last.action === a) last.end = i; else runs.push({ action: a, start: i, end: i });
-  });
-  const step = s.ts.length > 1 ? Date.parse(s.ts[1]) - Date.parse(s.ts[0]) : 900000;
-  runs.filter((r) => r.action !== "idle").slice(0, 6).forEach((r) => {
+  next.textContent = summary ? "Next: " + summary.next_action + " (times in " + summary.zone + ")" : "";
+  if (!summary) { list.innerHTML = "<li class='muted'>no plan yet</li>"; return; }
+  for (const block of summary.blocks) {
     const item = document.createElement("li");
-    const end = new Date(Date.parse(s.ts[r.end]) + step).toISOString();
-    item.textContent = r.action + ": " + localTime(s.ts[r.start]) + " → " + localTime(end);
-    item.style.color = COLORS[r.action];
+    item.dataset.action = block.action;
+    item.dataset.start = block.start;
+    const head = document.createElement("strong");
+    head.textContent = block.window + " " + block.action + " " + block.energy_kwh.toFixed(1) + " kWh";
+    head.style.color = COLORS[block.action];
+    const reason = document.createElement("span");
+    reason.className = "reason";
+    reason.textContent = block.reason;
+    item.append(head, ": ", reason);
     list.appendChild(item);
-  });
+  }
   if (!list.children.length) list.innerHTML = "<li class='muted'>keep the battery idle</li>";
 }
 
 function renderSavings(sv) {
-  el("savings").textContent = sv.available ? money(sv.savings) : "–";
-  el("savings-detail").textContent = sv.available
-    ? "bill " + money(sv.bill_with_plan) + " with the plan vs " + money(sv.bill_without_battery) + " with the battery idle"
-    : "no plan yet";
+  el("savings").textContent = sv.available ? sv.savings_text : "–";
+  el("savings-detail").textContent = sv.available ? sv.savings_line : "no plan yet";
 }
 
 function renderSite(site) {
   el("site-detail").textContent = [site.device_id, site.timezone,
     site.pv_capacity_kw != null ? site.pv_capacity_kw.toFixed(1) + " kWp PV" : null,
     site.battery_capacity_kwh != null ? site.battery_capacity_kwh.toFixed(1) + " kWh battery" : null,
-    site.has_ev ? "EV" : null, site.readings + " readings, newest " + (site.last_reading ? localTime(site.last_reading) : "–"),
+    site.currency, site.has_ev ? "EV" : null,
+    site.readings + " readings, newest " + (site.last_reading ? localTime(site.last_reading, true) : "–"),
   ].filter(Boolean).join(" · ");
 }
 
@@ -257,7 +259,8 @@ async function refresh() {
     renderPipeline(pipeline);
     renderPortfolio(portfolio);
     if (state.site) await refreshSite(state.site);
-    status.textContent = "updated " + new Date().toLocaleTimeString() + " · refreshes every " + REFRESH_MS / 1000 + " s";
+    status.textContent = "updated " + (state.site ? localTime(new Date().toISOString(), true) : new Date().toISOString())
+      + " · refreshes every " + REFRESH_MS / 1000 + " s";
     status.className = "muted";
     document.body.dataset.loaded = state.site || "none";
   } catch (error) {

@@ -1,0 +1,287 @@
+"""The one summary of a plan a home owner reads: what to do when, why, and what it is worth.
+
+Computed once per plan, by :func:`summarize`, and stored beside it (``plan_summaries``); the
+command line, the pipeline's printout, the API and the dashboard all show that one object, so
+a figure is the same wherever it appears.
+
+Action blocks are the plan's contiguous runs of one action (``plan.ACTIONS`` but idle). A run
+shorter than :data:`MIN_BLOCK` between two runs of the same action is folded into them: an
+owner cannot act on a quarter-hour of "discharge" inside an afternoon of "store", and the
+merged block keeps the exact net energy of every step it covers. Every block carries its
+reason, built from the plan's own numbers (prices, PV surplus, the peak defended, the block the
+energy is kept for).
+
+Times are site-local and the zone is named; money is in the site's currency
+(:mod:`edge_gateway.money`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from edge_gateway.models import der_data as dd
+from edge_gateway.money import money, price
+
+if TYPE_CHECKING:
+    from cloud.optimization.planner import SitePlan
+
+#: Runs shorter than this between two runs of the same action are folded into them.
+MIN_BLOCK = pd.Timedelta(minutes=45)
+CHARGING, DISCHARGING = ("buy", "store"), ("sell", "discharge")
+EVENING_FROM_HOUR = 17  # a charge kept for a discharge starting at or after this local hour is "for the evening"
+PEAK_NEAR_KW = 0.05  # a block whose imports come this close to the plan's peak is defending it
+VERBS = {"buy": "charge from the grid", "store": "store solar surplus", "sell": "sell to the grid",
+         "discharge": "run the home from the battery"}
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What a summary is computed from, per step (length ``T``): the plan's battery and grid
+    flows and the prices it was costed on. Positive ``battery_kw`` charges, positive
+    ``grid_kw`` imports."""
+
+    step_starts: pd.DatetimeIndex  # UTC
+    step_hours: float
+    actions: tuple[str, ...]
+    battery_kw: np.ndarray
+    grid_kw: np.ndarray
+    import_price_per_kwh: np.ndarray
+    export_price_per_kwh: np.ndarray
+    demand_charge_per_kw: float = 0.0
+    peak_import_kw: float = 0.0
+
+
+@dataclass(frozen=True)
+class ActionBlock:
+    action: str
+    start: pd.Timestamp  # UTC
+    end: pd.Timestamp
+    window: str  # site-local, "Sat 17:15–20:45"
+    energy_kwh: float  # net energy into (charging) or out of (discharging) the battery
+    power_kw: float  # mean over the block
+    price_per_kwh: float  # the price the block's energy moves at (import for buy/discharge, export else)
+    money: float  # that energy at that price: paid (buy), earned (sell), import avoided, export forgone
+    reason: str
+
+    @property
+    def charging(self) -> bool:
+        return self.action in CHARGING
+
+    def line(self) -> str:
+        return f"{self.window}  {self.action} {self.energy_kwh:.1f} kWh at {self.power_kw:.1f} kW: {self.reason}"
+
+    def to_dict(self, currency: str) -> dict[str, Any]:
+        return {"action": self.action, "start": dd.format_ts(self.start), "end": dd.format_ts(self.end),
+                "window": self.window, "energy_kwh": self.energy_kwh, "power_kw": self.power_kw,
+                "price_per_kwh": self.price_per_kwh, "money": self.money,
+                "money_text": money(self.money, currency), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ActionBlock:
+        return cls(data["action"], dd.parse_ts(data["start"]), dd.parse_ts(data["end"]), data["window"],
+                   float(data["energy_kwh"]), float(data["power_kw"]), float(data["price_per_kwh"]),
+                   float(data["money"]), data["reason"])
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    device_id: str
+    timezone: str
+    currency: str
+    issued_at: pd.Timestamp
+    start: pd.Timestamp
+    end: pd.Timestamp
+    blocks: tuple[ActionBlock, ...]
+    bill: float
+    bill_without_battery: float
+    bill_self_consumption: float | None  # the battery's own rule; None when unknown
+    next_action: str
+
+    @property
+    def savings(self) -> float:
+        """Against no battery: the figure shown as "saves"."""
+        return self.bill_without_battery - self.bill
+
+    @property
+    def savings_vs_self_consumption(self) -> float | None:
+        return None if self.bill_self_consumption is None else self.bill_self_consumption - self.bill
+
+    @property
+    def zone(self) -> str:
+        """``America/Los_Angeles (PDT)``: the zone every time is in."""
+        return f"{self.timezone} ({self.start.tz_convert(self.timezone):%Z})"
+
+    def money(self, amount: float) -> str:
+        return money(amount, self.currency)
+
+    def savings_line(self) -> str:
+        rule = self.bill_self_consumption
+        against_rule = "" if rule is None else (
+            f"; the battery's own rule {self.money(rule)} (plan saves {self.money(rule - self.bill)} more)")
+        return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan, "
+                f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
+
+    def lines(self) -> list[str]:
+        """The summary for a terminal: who, when and in what, the next action, every block, the money."""
+        out = [f"{self.device_id}: times in {self.zone}, money in {self.currency}",
+               f"next: {self.next_action}"]
+        out += [f"  {block.line()}" for block in self.blocks] or ["  keep the battery idle"]
+        out.append(self.savings_line())
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, numbers unrounded: the stored summary must give back the very texts shown
+        from the fresh one (a bill of 2.66499 rounded to 2.6650 would then read 2.67)."""
+        return {
+            "device_id": self.device_id, "timezone": self.timezone, "zone": self.zone, "currency": self.currency,
+            "issued_at": dd.format_ts(self.issued_at), "start": dd.format_ts(self.start), "end": dd.format_ts(self.end),
+            "next_action": self.next_action, "blocks": [b.to_dict(self.currency) for b in self.blocks],
+            "bill": self.bill, "bill_without_battery": self.bill_without_battery,
+            "bill_self_consumption": self.bill_self_consumption, "savings": self.savings,
+            "savings_vs_self_consumption": self.savings_vs_self_consumption,
+            "savings_text": self.money(self.savings), "bill_text": self.money(self.bill),
+            "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanSummary:
+        rule = data.get("bill_self_consumption")
+        return cls(data["device_id"], data["timezone"], data["currency"], dd.parse_ts(data["issued_at"]),
+                   dd.parse_ts(data["start"]), dd.parse_ts(data["end"]),
+                   tuple(ActionBlock.from_dict(b) for b in data["blocks"]), float(data["bill"]),
+                   float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"])
+
+
+def runs(actions: Sequence[str], step_starts: pd.DatetimeIndex, step: pd.Timedelta) -> list[list]:
+    """``[action, first, stop)`` step-index runs, short runs folded as the module docstring says."""
+    out: list[list] = []
+    for i, action in enumerate(actions):
+        if out and out[-1][0] == action:
+            out[-1][2] = i + 1
+        else:
+            out.append([action, i, i + 1])
+    folded = True
+    while folded:
+        folded = False
+        for k in range(1, len(out) - 1):
+            before, middle, after = out[k - 1], out[k], out[k + 1]
+            if (middle[2] - middle[1]) * step < MIN_BLOCK and before[0] == after[0] != "idle":
+                out[k - 1:k + 2] = [[before[0], before[1], after[2]]]
+                folded = True
+                break
+    return out
+
+
+def _window(start: pd.Timestamp, end: pd.Timestamp, timezone: str) -> str:
+    first, last = start.tz_convert(timezone), end.tz_convert(timezone)
+    same_day = (last - pd.Timedelta(microseconds=1)).date() == first.date()
+    return f"{first:%a %H:%M}–{last:%H:%M}" if same_day else f"{first:%a %H:%M}–{last:%a %H:%M}"
+
+
+def _block(action: str, first: int, stop: int, steps: StepInputs, timezone: str) -> ActionBlock:
+    dt = steps.step_hours
+    power = steps.battery_kw[first:stop]
+    sign = 1.0 if action in CHARGING else -1.0
+    energy = float(sign * power.sum() * dt)  # net: folded steps of the other direction count against it
+    prices = (steps.import_price_per_kwh if action in ("buy", "discharge") else steps.export_price_per_kwh)[first:stop]
+    moved = np.abs(power) * dt
+    value = float((moved * prices).sum())
+    unit_price = value / moved.sum() if moved.sum() > 0 else float(prices.mean())
+    start = steps.step_starts[first]
+    end = steps.step_starts[stop - 1] + pd.Timedelta(hours=dt)
+    hours = (stop - first) * dt
+    return ActionBlock(action, start, end, _window(start, end, timezone), energy, energy / hours, unit_price, value, "")
+
+
+def _reason(block: ActionBlock, blocks: list[ActionBlock], steps: StepInputs, currency: str, timezone: str) -> str:
+    """Why, in the plan's numbers: what a charge is kept for, what a discharge avoids."""
+    at = lambda value: price(value, currency)
+    later = [b for b in blocks if b.start >= block.end]
+    if block.charging:
+        target = next((b for b in later if not b.charging), None)
+        if block.action == "buy":
+            if target is None:
+                return (f"charge {block.energy_kwh:.1f} kWh at {at(block.price_per_kwh)} and keep it in the battery "
+                        "for after this plan")
+            return (f"charge {block.energy_kwh:.1f} kWh at {at(block.price_per_kwh)} to cover {target.window} "
+                    f"at {at(target.price_per_kwh)}")
+        worth = f"(it would export at {at(block.price_per_kwh)})"
+        if target is None:
+            return f"store {block.energy_kwh:.1f} kWh of solar surplus {worth} for after this plan"
+        when = ("the evening" if target.start.tz_convert(timezone).hour >= EVENING_FROM_HOUR
+                else target.window)
+        return (f"store {block.energy_kwh:.1f} kWh of solar surplus {worth} for {when}, "
+                f"when imports cost {at(target.price_per_kwh)}" if target.action == "discharge" else
+                f"store {block.energy_kwh:.1f} kWh of solar surplus {worth} to sell {target.window} "
+                f"at {at(target.price_per_kwh)}")
+    if block.action == "sell":
+        why = f"sell {block.energy_kwh:.1f} kWh at {at(block.price_per_kwh)}"
+    else:
+        why = f"cover the home's load with {block.energy_kwh:.1f} kWh instead of importing at {at(block.price_per_kwh)}"
+    inside = (steps.step_starts >= block.start) & (steps.step_starts < block.end)
+    imports = np.clip(steps.grid_kw[inside], 0, None)
+    if (steps.demand_charge_per_kw > 0 and steps.peak_import_kw > 0 and len(imports)
+            and imports.max() >= steps.peak_import_kw - PEAK_NEAR_KW):
+        why += (f", keeping imports at or below the {steps.peak_import_kw:.1f} kW peak the demand charge "
+                f"({at(steps.demand_charge_per_kw).removesuffix('/kWh')}/kW) is billed on")
+    return why
+
+
+def next_action(blocks: Sequence[ActionBlock], now: pd.Timestamp, timezone: str) -> str:
+    block = next((b for b in blocks if b.end > now), None)
+    if block is None:
+        return "keep the battery idle for the rest of the plan"
+    until = f"{block.end.tz_convert(timezone):%a %H:%M}"
+    if block.start <= now:
+        return f"{VERBS[block.action]} now, until {until}"
+    return f"keep the battery idle until {block.start.tz_convert(timezone):%a %H:%M}, then {VERBS[block.action]} until {until}"
+
+
+def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timestamp, steps: StepInputs,
+              bill: float, bill_without_battery: float, bill_self_consumption: float | None) -> PlanSummary:
+    """The plan's summary (the module docstring says what it holds)."""
+    step = pd.Timedelta(hours=steps.step_hours)
+    blocks = [_block(a, first, stop, steps, timezone) for a, first, stop in runs(steps.actions, steps.step_starts, step)
+              if a != "idle"]
+    blocks = [b.__class__(**{**b.__dict__, "reason": _reason(b, blocks, steps, currency, timezone)}) for b in blocks]
+    start, end = steps.step_starts[0], steps.step_starts[-1] + step
+    return PlanSummary(device_id, timezone, currency, issued_at, start, end, tuple(blocks), float(bill),
+                       float(bill_without_battery), None if bill_self_consumption is None else float(bill_self_consumption),
+                       next_action(blocks, max(issued_at, start), timezone))
+
+
+def plan_summary(site_plan: SitePlan) -> PlanSummary:
+    """The summary of a fresh plan: its blocks and the three bills the planner costed."""
+    plan, inputs = site_plan.plan, site_plan.inputs
+    steps = StepInputs(site_plan.step_starts, plan.step_hours, plan.actions, plan.battery_power_kw, plan.grid_kw,
+                       inputs.import_price_per_kwh, inputs.export_price_per_kwh, inputs.demand_charge_per_kw,
+                       plan.peak_import_kw)
+    return summarize(site_plan.device_id, site_plan.timezone, site_plan.currency, site_plan.issued_at, steps,
+                     plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost)
+
+
+def write_summary(store: CloudStore, summary: PlanSummary) -> int:
+    """Store the summary beside its plan (an upsert on device, first step and issue time)."""
+    row = {dd.DEVICE_ID: summary.device_id, dd.TS: summary.start, s.ISSUED_AT: summary.issued_at,
+           s.SUMMARY: json.dumps(summary.to_dict())}
+    return store.upsert_frame(s.PLAN_SUMMARIES, pd.DataFrame([row]))
+
+
+def read_summary(store: CloudStore, device_id: str, issued_at: pd.Timestamp, since: pd.Timestamp | None = None) -> PlanSummary | None:
+    """The stored summary of the plan ``device_id`` issued at ``issued_at``; None if none was stored."""
+    frame = store.read_frame(s.PLAN_SUMMARIES, {dd.DEVICE_ID: device_id}, start=since)
+    if frame.empty:
+        return None
+    mine = frame[pd.to_datetime(frame[s.ISSUED_AT], utc=True) == pd.Timestamp(issued_at).tz_convert("UTC")]
+    if mine.empty:
+        return None
+    value = mine[s.SUMMARY].iloc[0]
+    return PlanSummary.from_dict(json.loads(value) if isinstance(value, str) else value)
