@@ -81,6 +81,8 @@ def plan(args, config: SimulatorConfig) -> None:
     print(f"savings: {summary['savings_vs_no_battery']:.2f} against no battery, "
           f"{summary['savings_vs_self_consumption']:.2f} against self-consumption; written to dispatch_plans"
           + (f"; published to {topic}" if topic else ""))
+    if summary["published"] == "rule":
+        print(f"not sent: {summary['published_reason']}")
     expected = summary["expected_over_scenarios"]
     if expected:
         print(f"planned over {expected['scenarios']} load scenarios from recent days, the next "

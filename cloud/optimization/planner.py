@@ -135,7 +135,12 @@ class SitePlan:
     @property
     def published(self) -> str:
         """What is sent: the plan made, or the battery's own rule where the plan's valued cost
-        is above the rule's on the same forecast, since a plan worse than the rule is never sent."""
+        is above the rule's on the same forecast, since a plan worse than the rule is never sent.
+        A reserve policy is always sent: what it keeps back is for a car the forecast does not
+        show, and its program already weighs it against spending, in expectation over arrivals
+        (the rule, defending the cap, is one of the policies it chooses from)."""
+        if self.policy_plan is not None:
+            return PUBLISHED_PLAN
         plan_cost, rule_cost = self._costs_against_rule
         return PUBLISHED_RULE if plan_cost > rule_cost + RULE_TOLERANCE * max(1.0, abs(rule_cost)) else PUBLISHED_PLAN
 
