@@ -118,6 +118,8 @@ def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool
                       f"cost {summary.currency}": f"{row['expected_cost']:.2f}"} for row in site_plan.table()])
     print("written to dispatch_plans" + (f"; published to {topic}" if topic else ""))
     detail = site_plan.summary()
+    if detail["published"] == "rule":
+        print(f"not sent: {detail['published_reason']}")
     expected = detail["expected_over_scenarios"]
     if expected:
         print(f"planned over {expected['scenarios']} load scenarios from recent days, the next "

@@ -27,6 +27,7 @@ from cloud.optimization import (
     solve_many,
 )
 from cloud.optimization.lp import _has_simultaneous_flows, new_solver, run_model
+from cloud.optimization.plan import stored_energy_value_per_kwh
 
 TOL = 1e-6
 
@@ -116,7 +117,7 @@ def _transition_costs(inputs, battery, step, levels, cap_kw, slack_kwh) -> np.nd
 
 
 def dp_cost(inputs: HorizonInputs, battery: BatterySpec, soc_step_kwh: float, cap_kw: float, relaxed: bool) -> float:
-    """Least energy+wear+carbon cost over SOC paths on a grid anchored at the initial SOC.
+    """Least energy+wear+carbon cost, less the energy left valued, over SOC paths on a grid anchored at the initial SOC.
 
     ``relaxed=False`` moves exactly between levels: every path is a feasible dispatch, so this
     is an upper bound. ``relaxed=True`` lets each step land anywhere within one grid step of a
@@ -127,7 +128,9 @@ def dp_cost(inputs: HorizonInputs, battery: BatterySpec, soc_step_kwh: float, ca
     pad = h / 2 if relaxed else 0.0
     k = np.arange(math.ceil((battery.min_kwh - pad - s0) / h - 1e-9), math.floor((battery.max_kwh + pad - s0) / h + 1e-9) + 1)
     levels = s0 + k * h
-    value = np.where(levels >= battery.terminal_kwh - pad - 1e-9, 0.0, np.inf)
+    # Energy left is credited as the LP credits it; a relaxed level at its most (a lower bound).
+    credit = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery) * (levels + pad - s0)
+    value = np.where(levels >= battery.terminal_kwh - pad - 1e-9, -credit, np.inf)
     for step in reversed(range(inputs.steps)):
         costs = _transition_costs(inputs, battery, step, levels, cap_kw, h if relaxed else 0.0)
         value = np.min(costs + value[None, :], axis=1)
@@ -169,7 +172,7 @@ def assert_plan_obeys_constraints(plan, inputs: HorizonInputs, battery: BatteryS
     assert np.all(plan.import_kw <= inputs.import_limit_kw + TOL) and np.all(plan.export_kw <= inputs.export_limit_kw + TOL)
     assert not np.any((plan.charge_kw > 0) & (plan.discharge_kw > 0)), "simultaneous charge and discharge"
     assert not np.any((plan.import_kw > 0) & (plan.export_kw > 0)), "simultaneous import and export"
-    assert plan.objective == pytest.approx(plan.total_cost, abs=1e-6), "solver objective disagrees with the plan's accounting"
+    assert plan.objective == pytest.approx(plan.valued_cost, abs=1e-6), "solver objective disagrees with the plan's accounting"
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -220,7 +223,7 @@ def integral_instance(seed: int) -> tuple[HorizonInputs, BatterySpec]:
 def test_lp_equals_exact_dp_on_whole_kwh_instances(seed):
     inputs, battery = integral_instance(seed)
     plan = solve_dispatch(inputs, battery)
-    assert plan.total_cost == pytest.approx(dp_cost(inputs, battery, 1.0, math.inf, relaxed=False), abs=1e-6)
+    assert plan.valued_cost == pytest.approx(dp_cost(inputs, battery, 1.0, math.inf, relaxed=False), abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -231,7 +234,7 @@ def test_lp_lies_between_dp_bounds_with_losses(seed, step_hours, demand, grid_di
     inputs, battery = feasible_instance(int(rng.integers(2**32)), int(rng.integers(3, 7)), step_hours=step_hours,
                                         negative_prices=seed % 2 == 1, demand=demand)
     lower, upper = dp_bounds(inputs, battery, soc_step_kwh=battery.capacity_kwh / grid_divisions, peak_levels=30)
-    cost = solve_dispatch(inputs, battery).total_cost
+    cost = solve_dispatch(inputs, battery).valued_cost
     assert lower - 1e-6 <= cost <= upper + 1e-6
     # The bracket must be narrow, or a wrong LP could hide inside it. The peak grid makes it
     # wider with a demand charge; the whole-kWh test above is exact.
@@ -260,14 +263,14 @@ def random_dispatch_kw(inputs: HorizonInputs, battery: BatterySpec, rng: np.rand
 def test_lp_never_costs_more_than_any_strategy_with_the_same_information(seed, steps, negative):
     rng = np.random.default_rng(seed)
     inputs, battery = feasible_instance(seed, steps, negative_prices=negative)
-    assert solve_dispatch(inputs, battery).total_cost <= cost_without_battery(inputs).total + 1e-6
+    assert solve_dispatch(inputs, battery).valued_cost <= cost_without_battery(inputs).total + 1e-6
     # The rule and the random dispatch ignore the terminal target, so the LP gets theirs.
     rule = self_consumption_dispatch(inputs, battery)
-    assert solve_dispatch(inputs, with_terminal(battery, rule.soc_percent[-1])).total_cost <= rule.total_cost + 1e-6
+    assert solve_dispatch(inputs, with_terminal(battery, rule.soc_percent[-1])).valued_cost <= rule.valued_cost + 1e-6
     power = random_dispatch_kw(inputs, battery, rng)
     other = build_plan(inputs, battery, np.maximum(power, 0), np.maximum(-power, 0), status="random")
-    assert_plan_obeys_constraints(dataclasses.replace(other, objective=other.total_cost), inputs, with_terminal(battery, other.soc_percent[-1]))
-    assert solve_dispatch(inputs, with_terminal(battery, other.soc_percent[-1])).total_cost <= other.total_cost + 1e-6
+    assert_plan_obeys_constraints(other, inputs, with_terminal(battery, other.soc_percent[-1]))
+    assert solve_dispatch(inputs, with_terminal(battery, other.soc_percent[-1])).valued_cost <= other.valued_cost + 1e-6
 
 
 def test_no_battery_reference_is_the_idle_plan():
@@ -325,7 +328,7 @@ def test_adversarial_prices_give_no_simultaneous_flows(case, wear):
     assert not np.any((plan.charge_kw > 0) & (plan.discharge_kw > 0))
     assert not np.any((plan.import_kw > 0) & (plan.export_kw > 0))
     assert_plan_obeys_constraints(plan, inputs, battery)
-    assert plan.total_cost <= cost_without_battery(inputs).total + 1e-9
+    assert plan.valued_cost <= cost_without_battery(inputs).total + 1e-9
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -335,7 +338,7 @@ def test_fallback_matches_exact_dp_under_negative_prices(seed):
     inputs, battery = integral_instance(100 + seed)
     inputs = dataclasses.replace(inputs, import_price_per_kwh=inputs.import_price_per_kwh - 0.3)
     plan = solve_dispatch(inputs, battery)
-    assert plan.total_cost == pytest.approx(dp_cost(inputs, battery, 1.0, math.inf, relaxed=False), abs=1e-6)
+    assert plan.valued_cost == pytest.approx(dp_cost(inputs, battery, 1.0, math.inf, relaxed=False), abs=1e-6)
 
 
 # --- bad and infeasible inputs -------------------------------------------------------------------

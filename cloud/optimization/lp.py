@@ -10,6 +10,10 @@ of the step (kWh), then one peak-import column (kW). Rows, each a block of ``T``
 
 Rate, grid, SOC-window and terminal limits are column bounds; the peak column's lower bound is
 ``peak_so_far_kw`` and an objective offset removes the part of the peak already paid for.
+The last SOC column is credited at :func:`plan.stored_energy_value_per_kwh` and the start's
+energy is charged back in the offset, so the objective is the plan's ``valued_cost``: the
+terminal limit keeps the end no lower than the start, and energy left above it is worth what
+it can displace later.
 Import and export are also capped at the most either can carry while the other is zero
 (:func:`_grid_caps_kw`), which keeps the LP bounded when export pays more than import costs.
 
@@ -39,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible
-from cloud.optimization.plan import DispatchPlan, build_plan
+from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
 
 SIMULTANEOUS_TOLERANCE_KW = 1e-7
 _INF = highspy.kHighsInf
@@ -97,9 +101,11 @@ def _column_data(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarra
     """Objective coefficients, lower and upper bounds of every column."""
     steps, dt = inputs.steps, inputs.step_hours
     wear = np.full(steps, battery.wear_cost_per_kwh * dt)
+    stored = np.zeros(steps)
+    stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery)
     cost = np.concatenate((
         wear, wear, inputs.import_cost_per_kwh * dt, -inputs.export_price_per_kwh * dt,
-        np.zeros(steps), [inputs.demand_charge_per_kw],
+        stored, [inputs.demand_charge_per_kw],
     ))
     zeros = np.zeros(4 * steps)
     soc_lower = np.full(steps, battery.min_kwh)
@@ -122,6 +128,12 @@ def _row_bounds(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray
     return lower, upper
 
 
+def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
+    """The start's stored energy at the value the last SOC column is credited at: with it in
+    the objective's constant, the objective counts only the energy gained or spent."""
+    return stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery) * battery.initial_kwh
+
+
 def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     """The dispatch LP of one site, ready for ``Highs.passModel``."""
     start, index, kinds = _pattern(inputs.steps)
@@ -131,7 +143,7 @@ def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
     lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
     lp.row_lower_, lp.row_upper_ = row_lower, row_upper
-    lp.offset_ = -inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    lp.offset_ = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_ = start, index
     lp.a_matrix_.value_ = _matrix_values(kinds, battery, inputs.step_hours)

@@ -3,6 +3,12 @@
 The optimizer, the self-consumption rule and the idle battery all hand their battery powers
 to :func:`build_plan`, so their costs come from one accounting and compare like for like.
 
+Energy left in the battery at the horizon's end is worth what it can displace later: at
+least the horizon's cheapest import cost, less the discharge loss
+(:func:`stored_energy_value_per_kwh`). Every plan carries the change of its stored energy
+valued so (``stored_value``) and is compared by ``valued_cost``, so a plan that empties the
+battery pays for the energy it took and one that fills it is credited for it.
+
 Actions, per step (``tolerance_kw`` decides what counts as flowing):
 
 * ``buy``: the battery charges while the site imports, so grid energy goes into it;
@@ -62,6 +68,9 @@ class DispatchPlan:
     peak_import_kw: float
     objective: float
     status: str
+    #: The stored energy gained over the horizon (negative: spent) at
+    #: :func:`stored_energy_value_per_kwh`; not part of the bill.
+    stored_value: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -81,9 +90,15 @@ class DispatchPlan:
     def total_cost(self) -> float:
         return self.costs.total
 
+    @property
+    def valued_cost(self) -> float:
+        """The bill less the value of the energy it leaves in the battery beyond the start
+        (plus the value of what it takes out): what plans are compared by."""
+        return self.costs.total - self.stored_value
+
     def savings_against(self, reference_cost: float) -> float:
-        """How much cheaper this plan is than a reference bill (positive = saves money)."""
-        return reference_cost - self.total_cost
+        """How much cheaper this plan is than a reference's valued cost (positive = saves money)."""
+        return reference_cost - self.valued_cost
 
     def to_frame(self, start: datetime | pd.Timestamp | None = None) -> pd.DataFrame:
         """The plan as a table, one row per step, indexed by step start when ``start`` is given."""
@@ -139,6 +154,13 @@ def grid_costs(inputs: HorizonInputs, import_kw: np.ndarray, export_kw: np.ndarr
     return energy, carbon, peak_kw, demand
 
 
+def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, battery: BatterySpec) -> float:
+    """What one kWh stored at the horizon's end is worth: discharged later it displaces an
+    import, at the least at the horizon's cheapest import cost, and delivers only
+    ``discharge_efficiency`` of itself. Never below zero: stored energy can always be kept."""
+    return max(float(np.min(import_cost_per_kwh)), 0.0) * battery.discharge_efficiency
+
+
 def build_plan(
     inputs: HorizonInputs, battery: BatterySpec, charge_kw: np.ndarray, discharge_kw: np.ndarray,
     *, status: str, objective: float | None = None,
@@ -161,6 +183,7 @@ def build_plan(
         array.flags.writeable = False
     step_cost = energy + wear + carbon
     step_cost.flags.writeable = False
+    stored_value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery) * float(soc_kwh[-1] - soc_kwh[0])
     return DispatchPlan(
         step_hours=inputs.step_hours,
         charge_kw=charge_kw,
@@ -172,6 +195,7 @@ def build_plan(
         actions=classify_actions(charge_kw, discharge_kw, import_kw, export_kw),
         costs=costs,
         peak_import_kw=peak_kw,
-        objective=costs.total if objective is None else objective,
+        objective=costs.total - stored_value if objective is None else objective,
         status=status,
+        stored_value=stored_value,
     )

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -50,6 +52,10 @@ FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the batt
 #: Days of readings a peak guard needs before the plan carries one: a week shows the
 #: weekday and weekend habits; the fit uses up to guard.FIT_DAYS.
 GUARD_MIN_DAYS = 7
+#: How far a plan's valued cost may sit above the rule's before the rule is sent instead:
+#: a solver's rounding, not money.
+RULE_TOLERANCE = 1e-6
+PUBLISHED_PLAN, PUBLISHED_RULE = "plan", "rule"
 
 
 @dataclass(frozen=True)
@@ -113,11 +119,47 @@ class SitePlan:
     currency: str = "USD"  # the site's (SimulatorConfig.currency_code): money in its summary
 
     @property
-    def plan(self) -> DispatchPlan:
-        """The plan shown, stored and valued: under a reserve policy what the battery does under
-        it on the forecast (reserve.expected_dispatch), else the only plan or a scenario plan's
-        first."""
+    def made(self) -> DispatchPlan:
+        """The plan made: under a reserve policy what the battery does under it on the forecast
+        (reserve.expected_dispatch), else the only plan or a scenario plan's first."""
         return self.policy_plan if self.policy_plan is not None else self.decision.first
+
+    @cached_property
+    def _costs_against_rule(self) -> tuple[float, float]:
+        """The valued cost (plan.DispatchPlan.valued_cost) of the plan made and of the battery's
+        own rule on the same forecast: over every load scenario of a scenario plan
+        (:meth:`expected_over_scenarios`), else on the one forecast."""
+        expected = self.expected_over_scenarios()
+        if expected is not None:
+            return expected["cost"], expected["cost_self_consumption"]
+        return self.made.valued_cost, self.self_consumption.valued_cost
+
+    @property
+    def published(self) -> str:
+        """What is sent: the plan made, or the battery's own rule where the plan's valued cost
+        is above the rule's on the same forecast, since a plan worse than the rule is never sent.
+        A reserve policy is always sent: what it keeps back is for a car the forecast does not
+        show, and its program already weighs it against spending, in expectation over arrivals
+        (the rule, defending the cap, is one of the policies it chooses from)."""
+        if self.policy_plan is not None:
+            return PUBLISHED_PLAN
+        plan_cost, rule_cost = self._costs_against_rule
+        return PUBLISHED_RULE if plan_cost > rule_cost + RULE_TOLERANCE * max(1.0, abs(rule_cost)) else PUBLISHED_PLAN
+
+    @property
+    def published_reason(self) -> str | None:
+        """Why the rule is sent instead of the plan made; None when the plan is sent."""
+        if self.published == PUBLISHED_PLAN:
+            return None
+        plan_cost, rule_cost = self._costs_against_rule
+        return (f"the plan's expected cost {plan_cost:.2f} is above the battery's own rule's {rule_cost:.2f} on the "
+                "same forecast (energy left in the battery valued), so the rule is sent instead")
+
+    @property
+    def plan(self) -> DispatchPlan:
+        """The plan shown, stored and valued: the plan made, or the self-consumption rule when
+        that is what is sent (:attr:`published`)."""
+        return self.self_consumption if self.published == PUBLISHED_RULE else self.made
 
     @property
     def savings_vs_no_battery(self) -> float:
@@ -125,7 +167,7 @@ class SitePlan:
 
     @property
     def savings_vs_self_consumption(self) -> float:
-        return self.plan.savings_against(self.self_consumption.total_cost)
+        return self.plan.savings_against(self.self_consumption.valued_cost)
 
     def table(self) -> list[dict]:
         """One row per step for people: local time, action, power, SOC at the end, price, cost."""
@@ -157,7 +199,10 @@ class SitePlan:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
         plan out (:meth:`backtest.Decision.commands`); under a reserve policy no power
         command, and the cap is the guard's or the month's peak, whichever is higher, as in the
-        guarded backtest."""
+        guarded backtest; with the rule sent, neither (:attr:`published`)."""
+        if self.published == PUBLISHED_RULE:
+            nothing = np.full(len(self.step_starts), math.nan)
+            return nothing, nothing
         power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw,
                                             effective_execution(self.execution, self.guard is not None))
         if self.guard is not None:
@@ -174,18 +219,19 @@ class SitePlan:
             | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
             for ts, p, c in zip(self.step_starts, power, cap)
         ]
-        return {"schedule": entries} | ({} if self.policy is None else {"reserve": self.policy.payload(self.step_starts[0], len(self.step_starts))})
+        sent_policy = self.policy is not None and self.published == PUBLISHED_PLAN
+        return {"schedule": entries} | ({} if not sent_policy else {"reserve": self.policy.payload(self.step_starts[0], len(self.step_starts))})
 
     def expected_over_scenarios(self) -> dict | None:
-        """A scenario plan's cost and savings over all its load scenarios, each scenario's plan
-        and references costed on its forecast (:meth:`Decision.expected_cost`: the demand charge
-        of the worst); None for one forecast."""
+        """A scenario plan's valued cost and savings over all its load scenarios, each
+        scenario's plan and references costed on its forecast (:func:`expected_valued_cost`);
+        None for one forecast."""
         decision = self.decision
         if len(decision.plans) == 1:
             return None
-        cost = decision.expected_cost(lambda plan, _: plan.costs)
+        cost = expected_valued_cost(decision, lambda plan, _: plan)
         without = decision.expected_cost(lambda _, inputs: cost_without_battery(inputs))
-        rule = decision.expected_cost(lambda _, inputs: self_consumption_dispatch(inputs, self.battery).costs)
+        rule = expected_valued_cost(decision, lambda _, inputs: self_consumption_dispatch(inputs, self.battery))
         return {"scenarios": len(decision.plans), "cost": cost, "cost_without_battery": without,
                 "cost_self_consumption": rule, "savings_vs_no_battery": without - cost,
                 "savings_vs_self_consumption": rule - cost}
@@ -204,12 +250,16 @@ class SitePlan:
             "cost_self_consumption": self.self_consumption.total_cost,
             "savings_vs_no_battery": self.savings_vs_no_battery,
             "savings_vs_self_consumption": self.savings_vs_self_consumption,
+            "stored_energy_value": self.plan.stored_value,
+            "stored_energy_value_self_consumption": self.self_consumption.stored_value,
+            "published": self.published,
+            "published_reason": self.published_reason,
             "final_soc_percent": float(self.plan.soc_percent[-1]),
             "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
             "execution": self.execution,
             "load_scenarios": len(self.decision.plans),
             "expected_over_scenarios": self.expected_over_scenarios(),
-            "reserve": None if self.policy is None else self._reserve_summary(),
+            "reserve": None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
         }
 
     def _reserve_summary(self) -> dict:
@@ -227,6 +277,15 @@ class SitePlan:
 
     def to_json(self) -> str:
         return json.dumps({**self.summary(), "plan": self.table()}, indent=2)
+
+
+def expected_valued_cost(decision: Decision, plan_of: Callable[[DispatchPlan, HorizonInputs], DispatchPlan]) -> float:
+    """What the plans ``plan_of(scenario's plan, its forecast)`` cost over a decision's
+    scenarios (:meth:`Decision.expected_cost`: energy and wear weighted, the worst demand
+    charge) less the probability-weighted value of the energy each leaves stored."""
+    forecasts = decision.scenario_inputs or (decision.inputs,)
+    stored = [plan_of(plan, inputs).stored_value for plan, inputs in zip(decision.plans, forecasts, strict=True)]
+    return decision.expected_cost(lambda plan, inputs: plan_of(plan, inputs).costs) - float(np.dot(decision.weights, stored))
 
 
 def _month_start(at: pd.Timestamp, timezone: str) -> pd.Timestamp:

@@ -29,7 +29,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization.lp import lp_arrays, net_battery_flows, new_solver, run_model
+from cloud.optimization.lp import lp_arrays, net_battery_flows, new_solver, run_model, stored_offset
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, check_feasible
 from cloud.optimization.plan import DispatchPlan, build_plan
 
@@ -117,7 +117,8 @@ def build_scenario_lp(
     lp.col_upper_ = np.concatenate((*uppers, [highspy.kHighsInf]))
     lp.row_lower_ = np.concatenate((*row_lowers, np.zeros(tied.shape[0])))
     lp.row_upper_ = np.concatenate((*row_uppers, np.zeros(tied.shape[0])))
-    lp.offset_ = -first.demand_charge_per_kw * first.peak_so_far_kw
+    stored = sum(weight * stored_offset(inputs, battery) for inputs, weight in zip(scenarios, weights, strict=True))
+    lp.offset_ = float(stored) - first.demand_charge_per_kw * first.peak_so_far_kw
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
     return lp

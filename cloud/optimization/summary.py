@@ -104,15 +104,22 @@ class PlanSummary:
     bill_without_battery: float
     bill_self_consumption: float | None  # the battery's own rule; None when unknown
     next_action: str
+    # The stored energy a plan gains (+) or spends (-) over the horizon, valued as
+    # plan.stored_energy_value_per_kwh prices it: savings count it, so emptying the battery
+    # is never shown as money saved.
+    energy_value: float = 0.0
+    energy_value_self_consumption: float = 0.0
 
     @property
     def savings(self) -> float:
         """Against no battery: the figure shown as "saves"."""
-        return self.bill_without_battery - self.bill
+        return self.bill_without_battery - (self.bill - self.energy_value)
 
     @property
     def savings_vs_self_consumption(self) -> float | None:
-        return None if self.bill_self_consumption is None else self.bill_self_consumption - self.bill
+        if self.bill_self_consumption is None:
+            return None
+        return (self.bill_self_consumption - self.energy_value_self_consumption) - (self.bill - self.energy_value)
 
     @property
     def zone(self) -> str:
@@ -125,8 +132,11 @@ class PlanSummary:
     def savings_line(self) -> str:
         rule = self.bill_self_consumption
         against_rule = "" if rule is None else (
-            f"; the battery's own rule {self.money(rule)} (plan saves {self.money(rule - self.bill)} more)")
-        return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan, "
+            f"; the battery's own rule {self.money(rule)} (plan saves {self.money(self.savings_vs_self_consumption)} more)")
+        stored = "" if abs(self.energy_value) < 0.005 else (
+            f", counting the energy it {'adds to' if self.energy_value > 0 else 'takes from'} the battery "
+            f"as {self.money(abs(self.energy_value))}")
+        return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{stored}, "
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
 
     def lines(self) -> list[str]:
@@ -146,6 +156,7 @@ class PlanSummary:
             "next_action": self.next_action, "blocks": [b.to_dict(self.currency) for b in self.blocks],
             "bill": self.bill, "bill_without_battery": self.bill_without_battery,
             "bill_self_consumption": self.bill_self_consumption, "savings": self.savings,
+            "energy_value": self.energy_value, "energy_value_self_consumption": self.energy_value_self_consumption,
             "savings_vs_self_consumption": self.savings_vs_self_consumption,
             "savings_text": self.money(self.savings), "bill_text": self.money(self.bill),
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
@@ -157,7 +168,8 @@ class PlanSummary:
         return cls(data["device_id"], data["timezone"], data["currency"], dd.parse_ts(data["issued_at"]),
                    dd.parse_ts(data["start"]), dd.parse_ts(data["end"]),
                    tuple(ActionBlock.from_dict(b) for b in data["blocks"]), float(data["bill"]),
-                   float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"])
+                   float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
+                   float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)))
 
 
 def runs(actions: Sequence[str], step_starts: pd.DatetimeIndex, step: pd.Timedelta) -> list[list]:
@@ -246,7 +258,8 @@ def next_action(blocks: Sequence[ActionBlock], now: pd.Timestamp, timezone: str)
 
 
 def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timestamp, steps: StepInputs,
-              bill: float, bill_without_battery: float, bill_self_consumption: float | None) -> PlanSummary:
+              bill: float, bill_without_battery: float, bill_self_consumption: float | None,
+              energy_value: float = 0.0, energy_value_self_consumption: float = 0.0) -> PlanSummary:
     """The plan's summary (the module docstring says what it holds)."""
     step = pd.Timedelta(hours=steps.step_hours)
     blocks = [_block(a, first, stop, steps, timezone) for a, first, stop in runs(steps.actions, steps.step_starts, step)
@@ -255,7 +268,8 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
     start, end = steps.step_starts[0], steps.step_starts[-1] + step
     return PlanSummary(device_id, timezone, currency, issued_at, start, end, tuple(blocks), float(bill),
                        float(bill_without_battery), None if bill_self_consumption is None else float(bill_self_consumption),
-                       next_action(blocks, max(issued_at, start), timezone))
+                       next_action(blocks, max(issued_at, start), timezone), float(energy_value),
+                       float(energy_value_self_consumption))
 
 
 def plan_summary(site_plan: SitePlan) -> PlanSummary:
@@ -265,7 +279,8 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
                        inputs.import_price_per_kwh, inputs.export_price_per_kwh, inputs.demand_charge_per_kw,
                        plan.peak_import_kw)
     return summarize(site_plan.device_id, site_plan.timezone, site_plan.currency, site_plan.issued_at, steps,
-                     plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost)
+                     plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost,
+                     plan.stored_value, site_plan.self_consumption.stored_value)
 
 
 def write_summary(store: CloudStore, summary: PlanSummary) -> int:
