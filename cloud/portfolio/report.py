@@ -13,7 +13,7 @@ from cloud.portfolio.kpis import FleetResult, satisfaction, summary
 from cloud.portfolio.results import SOC_BINS
 
 KPI_ROWS = ("total_cost", "savings", "peak_aggregate_import_kw", "max_ramp_kw_per_step", "load_factor", "self_consumption",
-            "emissions_kg", "unserved_kwh", "deferred_kwh", "starved_sites", "satisfaction_mean", "dr_delivered_kwh",
+            "emissions_kg", "unserved_kwh", "deferred_kwh", "starved_sites", "satisfaction_mean", "dr_requested_kwh", "dr_delivered_kwh",
             "cap_exceeded_kwh")
 
 
