@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions = args.partitions or default_partitions(spec, worker_count(client))
         parts, limits = run_portfolio(spec, partitions, dask_mapper(client))
     print(f"simulated {len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}, on {partitions} partitions")
-    paths = write_outputs(combine(parts, times, 1.0, limits), args.output)
+    paths = write_outputs(combine(parts, times, 1.0, limits), args.output, fleet.region)
     print(f"report in {paths['report']}")
     return 0
 
