@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     with dask_client(args.scheduler, args.workers) as client:
         partitions = args.partitions or default_partitions(spec, worker_count(client))
         parts, limits = run_portfolio(spec, partitions, dask_mapper(client))
-    paths = write_outputs(combine(parts, times, 1.0, limits), args.output)
-    print(f"{len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}: report in {paths['report']}")
+    print(f"simulated {len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}, on {partitions} partitions")
+    paths = write_outputs(combine(parts, times, 1.0, limits), args.output, fleet.region)
+    print(f"report in {paths['report']}")
     return 0
 
 

@@ -162,3 +162,65 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def fleet_server(tmp_path_factory):
+    import uvicorn
+
+    from tests.test_fleet_page import write_portfolio
+
+    folder = tmp_path_factory.mktemp("fleet-browser")
+    store = SQLiteCloudStore(folder / "cloud.db")
+    app = create_app(store, portfolio_dir=write_portfolio(folder / "portfolio"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("dashboard server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{config.port}"
+    running.should_exit = True
+    thread.join(timeout=10)
+    store.close()
+
+
+FLEET_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard-fleet.png"
+
+
+def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_sites(fleet_server, browser, tmp_path):
+    browser.set_window_size(1280, 1900)
+    browser.get(fleet_server + "/fleet")
+    _wait_for(browser, lambda d: len(d.find_elements("css selector", "#fleet-kpis table tr")) > 1, "the fleet page to draw")
+    for chart, title in (("load-chart", "Fleet net grid import per strategy (kW"), ("savings-chart", "Savings per battery site (USD)"),
+                         ("satisfaction-chart", "Satisfaction per battery site (%)")):
+        box = browser.find_element("id", chart)
+        assert box.find_element("css selector", ".u-title").text.startswith(title), chart
+        assert box.find_elements("tag name", "canvas"), chart
+        axes = browser.execute_script("return window.fleetCharts[arguments[0]].axes.map(a => a.label)", chart)
+        assert len(axes) == 2 and all(axes), chart
+    load = browser.find_element("id", "load-chart")
+    assert browser.execute_script("return window.fleetCharts['load-chart'].axes.map(a => a.label)") == [
+        "time (America/Los_Angeles)", "fleet net import (kW)"]
+    assert "USD" in browser.execute_script("return window.fleetCharts['savings-chart'].axes[0].label")
+    assert "DR target" in load.text and "import cap" in load.text
+    assert "shaded: demand-response windows (1)" in browser.find_element("id", "load-note").text
+    shaded = browser.execute_script("""
+        const c = document.querySelector('#load-chart canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 240 && d[i + 1] > 140 && d[i + 1] < 190 && d[i + 2] < 40 && d[i + 3] > 0) n++;
+        return n;""")
+    assert shaded > 500  # the orange DR shading
+    starved = [li.text for li in browser.find_elements("css selector", "#starved li")]
+    assert starved and all("kWh not served" in s for s in starved)
+    assert "USD" in browser.find_element("id", "about").text
+    FLEET_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(FLEET_SCREENSHOT))
+    assert 10_000 < FLEET_SCREENSHOT.stat().st_size < 300_000
+    browser.get(fleet_server + "/")
+    assert browser.find_element("id", "fleet-link").get_attribute("href").endswith("/fleet")
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")
+              and "/api/" not in entry["message"]]  # the site page has no sites in this store
+    assert errors == []

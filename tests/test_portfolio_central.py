@@ -3,6 +3,8 @@ meets feasible fleet limits in every step, and its plans survive the simulator's
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,3 +130,24 @@ def test_group_decomposition_costs_little_against_the_joint_lp():
     assert len(fleet) == 24
     assert costs[6] >= costs[24] - 1e-6
     assert costs[6] <= costs[24] * 1.02
+
+
+def test_the_central_plan_never_sets_a_higher_fleet_peak_than_the_sites_own_rule():
+    """The import cap is a limit, not a target: without a peak term the joint LP charged the
+    whole fleet on cheap hours right up to the cap, above the rule's peak. Sites follow the
+    plan here; with participation draws the realised peak scatters around the planned one."""
+    scenario = Scenario("test", import_cap_fraction=0.9, dr_start_h=None, participation=False)
+    spec = RunSpec(draw_fleet(40, seed=0, group_size=20), _summer(96), ("rule_based", "central"), scenario, seed=0)
+    parts, limits = run_portfolio(spec, partitions=1)
+    kpis = summary(combine(parts, spec.times, 1.0, limits))["strategies"]
+    assert kpis["central"]["peak_aggregate_import_kw"] <= kpis["rule_based"]["peak_aggregate_import_kw"]
+
+
+def test_the_peak_term_lowers_the_group_peak_and_never_goes_below_the_floor():
+    p = synthetic_group(8, 5)
+    free = central.solve_group(p).grid_kw.sum(axis=0).max()
+    flat = central.solve_group(dataclasses.replace(p, peak_price_per_kw=central.PEAK_PRICE_PER_KW))
+    assert flat.grid_kw.sum(axis=0).max() < free - 1.0
+    assert flat.peak_kw == pytest.approx(flat.grid_kw.sum(axis=0).max(), abs=1e-6)
+    floored = central.solve_group(dataclasses.replace(p, peak_price_per_kw=central.PEAK_PRICE_PER_KW, peak_floor_kw=free))
+    assert floored.peak_kw == pytest.approx(free)

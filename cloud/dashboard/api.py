@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from cloud.dashboard import queries as q
+from cloud.dashboard.fleet import fleet_view
 from edge_gateway.models import der_data as dd
 
 MAX_RANGE = pd.Timedelta(days=31)
@@ -166,3 +167,8 @@ def pipeline(request: Request) -> JSONBody:
 @router.get("/portfolio", summary="Portfolio simulation summaries, when any exist")
 def portfolio(request: Request) -> JSONBody:
     return JSONBody(q.portfolio(request.app.state.portfolio_dir))
+
+
+@router.get("/portfolio/fleet", summary="The newest portfolio run, as the aggregator page draws it")
+def portfolio_fleet(request: Request) -> JSONBody:
+    return JSONBody(fleet_view(request.app.state.portfolio_dir))

@@ -23,8 +23,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from cloud.dashboard import metrics
 from cloud.dashboard.access import (
@@ -39,6 +41,7 @@ from edge_gateway.errors import StoreError
 from edge_gateway.models.der_data import shown
 
 STATIC_DIR = Path(__file__).with_name("static")
+SWAGGER_PREFIX = "/static/swagger-ui"  # the swagger-ui-bundle package's dist files: /docs works offline
 DEFAULT_PORTFOLIO_DIR = "portfolio-output"  # run_portfolio.py --output default
 TOKEN_ENV, PORTFOLIO_ENV = "DASHBOARD_TOKEN", "PORTFOLIO_OUTPUT_DIR"
 _PROTECTED = ("/api", "/metrics")
@@ -83,6 +86,8 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
         summary="When to buy, sell or store energy: readings, forecasts, plans and pipeline health",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: FastAPI's own page loads them from a CDN
+        redoc_url=None,  # ReDoc has no local bundle here; /docs and /openapi.json cover the schema
     )
     app.state.store = store
     app.state.access = access
@@ -124,6 +129,18 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    @app.get("/fleet", include_in_schema=False)
+    def fleet_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "fleet.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+                                   swagger_js_url=f"{SWAGGER_PREFIX}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_PREFIX}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_PREFIX}/favicon-32x32.png")
+
+    app.mount(SWAGGER_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -7,6 +7,13 @@ recursion (the same model as ``cloud.optimization.lp``), then per step
 
 * import cap:  sum_i w_i (import - export)_i,t  <=  cap_t - sum_i (1 - w_i) fallback_i,t + slack
 * DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
+* group peak:  the same left side  <=  peak - sum_i (1 - w_i) fallback_i,t
+
+``peak`` is one more column, priced at ``peak_price_per_kw`` for each kW above
+``peak_floor_kw`` (the peak the group has already set this run, which a lower plan today
+cannot undo: a demand charge). Without it the cap is free headroom, and a fleet that charges
+on cheap hours all at once sets a new fleet peak right up to the cap, above what the sites'
+own rule would draw.
 
 ``w_i`` is site i's expected participation (1 when every site follows) and ``fallback_i,t``
 the net grid flow it has when it does not follow, so the rows hold in expectation. Slacks
@@ -34,6 +41,7 @@ from cloud.optimization import SolverFailed
 from cloud.optimization.lp import quiet_highs
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
+PEAK_PRICE_PER_KW = 5.0  # per kW of a new group peak per day: above what a kW of charging earns in a day
 _INF = highspy.kHighsInf
 _C, _D, _IMP, _EXP, _SOC = range(5)
 
@@ -58,6 +66,8 @@ class GroupProblem:
     target_kw: np.ndarray | None = None  # (T,) the group's DR limit, NaN outside the window
     weights: np.ndarray | None = None  # (sites,) expected participation
     fallback_kw: np.ndarray | None = None  # (sites, T) net grid flow of a site that does not follow
+    peak_price_per_kw: float = 0.0  # 0: no peak term (each site's own cheapest plan)
+    peak_floor_kw: float = 0.0  # the group's expected net import peak so far this run
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class GroupPlan:
     cap_slack_kw: np.ndarray  # (T,)
     dr_slack_kw: np.ndarray  # (T,)
     objective: float
+    peak_kw: float = 0.0  # the plan's expected group net import peak (at least the floor)
 
 
 def _index(n: int, steps: int):
@@ -95,11 +106,12 @@ def _matrix(p: GroupProblem, w: np.ndarray) -> sp.csc_matrix:
     add(soc, col(s, _C, t), -p.charge_efficiency[s] * dt)
     add(soc, col(s, _D, t), dt / p.discharge_efficiency[s])
     fleet = 2 * n * steps + t
-    for offset in (0, steps):  # cap rows, then DR rows
+    for offset in (0, steps, 2 * steps):  # cap rows, DR rows, peak rows
         add(fleet + offset, col(s, _IMP, t), w[s]), add(fleet + offset, col(s, _EXP, t), -w[s])
     slack = 5 * n * steps + np.arange(2 * steps)
     add(2 * n * steps + np.arange(2 * steps), slack, -1.0)
-    shape = (2 * n * steps + 2 * steps, 5 * n * steps + 2 * steps)
+    add(2 * n * steps + 2 * steps + np.arange(steps), np.full(steps, 5 * n * steps + 2 * steps), -1.0)
+    shape = (2 * n * steps + 3 * steps, 5 * n * steps + 2 * steps + 1)
     return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsc()
 
 
@@ -113,17 +125,19 @@ def _bounds(p: GroupProblem):
     upper = np.stack([p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high], axis=1)
     lower = np.zeros_like(upper)
     lower[:, _SOC] = soc_low
-    col_lower = np.concatenate([lower.ravel(), np.zeros(2 * steps)])
-    col_upper = np.concatenate([upper.ravel(), np.full(2 * steps, _INF)])
+    peaked = p.peak_price_per_kw > 0
+    col_lower = np.concatenate([lower.ravel(), np.zeros(2 * steps), [p.peak_floor_kw if peaked else 0.0]])
+    col_upper = np.concatenate([upper.ravel(), np.full(2 * steps, _INF), [_INF if peaked else 0.0]])
     return col_lower, col_upper
 
 
-def _fleet_rhs(p: GroupProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fleet_rhs(p: GroupProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper sides of the cap, DR and peak rows."""
     steps = p.net_kw.shape[1]
     rest = np.zeros(steps) if p.fallback_kw is None else ((1.0 - w)[:, None] * p.fallback_kw).sum(axis=0)
     cap = np.full(steps, np.nan) if p.cap_kw is None else p.cap_kw
     target = np.full(steps, np.nan) if p.target_kw is None else p.target_kw
-    return np.where(np.isnan(cap), _INF, cap - rest), np.where(np.isnan(target), _INF, target - rest)
+    return np.where(np.isnan(cap), _INF, cap - rest), np.where(np.isnan(target), _INF, target - rest), -rest
 
 
 def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPlan:
@@ -133,14 +147,14 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     dt = p.step_hours
     cost = np.stack([np.full((n, steps), p.wear_per_kwh * dt), np.full((n, steps), p.wear_per_kwh * dt),
                      p.import_price * dt, -p.export_value * dt, np.zeros((n, steps))], axis=1).ravel()
-    cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt)])
+    cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw]])
     col_lower, col_upper = _bounds(p)
-    cap, dr = _fleet_rhs(p, w)
+    cap, dr, peak = _fleet_rhs(p, w)
     soc_rhs = np.zeros((n, steps))
     soc_rhs[:, 0] = p.initial_kwh
     net = p.net_kw.ravel()
-    row_lower = np.concatenate([net, soc_rhs.ravel(), np.full(2 * steps, -_INF)])
-    row_upper = np.concatenate([net, soc_rhs.ravel(), cap, dr])
+    row_lower = np.concatenate([net, soc_rhs.ravel(), np.full(3 * steps, -_INF)])
+    row_upper = np.concatenate([net, soc_rhs.ravel(), cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF)])
     matrix = _matrix(p, w)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
@@ -161,7 +175,8 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     return GroupPlan(
         battery_kw=charge - discharge, grid_kw=blocks[:, _IMP] - blocks[:, _EXP], energy_kwh=blocks[:, _SOC],
         cap_slack_kw=np.maximum(x[5 * n * steps : 5 * n * steps + steps], 0.0),
-        dr_slack_kw=np.maximum(x[5 * n * steps + steps :], 0.0), objective=float(highs.getInfo().objective_function_value),
+        dr_slack_kw=np.maximum(x[5 * n * steps + steps : 5 * n * steps + 2 * steps], 0.0),
+        objective=float(highs.getInfo().objective_function_value), peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
     )
 
 

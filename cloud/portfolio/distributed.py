@@ -4,12 +4,14 @@ existing scheduler by address. No home-made queue or worker pool."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 
 from edge_gateway.cli_support import progress
 from edge_gateway.errors import DERError
 
 LOCAL_WORKERS = 2
+DASK_LOGGERS = ("distributed", "dask")
 
 
 class ClusterUnavailable(DERError):
@@ -19,8 +21,14 @@ class ClusterUnavailable(DERError):
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS, processes: bool = True) -> Iterator:
     """A client on ``scheduler`` (``tcp://host:8786``) or on a new LocalCluster of ``workers``
-    single-threaded workers (the simulators are numpy and numba: one thread per core)."""
+    single-threaded workers (the simulators are numpy and numba: one thread per core).
+
+    Dask logs each start, registration and shutdown step at INFO (and a nanny that stops a
+    worker at close says so): routine on every run, so its loggers speak from WARNING unless
+    the root logger asks for DEBUG (``--verbose``)."""
     from dask.distributed import Client, LocalCluster
+
+    _quiet_dask()
 
     if scheduler:
         try:
@@ -33,6 +41,13 @@ def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS, proc
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def _quiet_dask() -> None:
+    """Importing ``distributed`` sets its loggers to INFO from Dask's config; set them back."""
+    level = logging.DEBUG if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def dask_mapper(client, desc: str = "partitions") -> Callable[[Callable, list], list]:

@@ -32,8 +32,8 @@ from edge_gateway.config import SimulatorConfig, build_config
 from edge_gateway.errors import ConfigError
 
 REGIONS = {
-    "bay-area": {"latitude": 37.55, "longitude": -122.10, "timezone": "America/Los_Angeles", "country": "US"},
-    "texas": {"latitude": 30.27, "longitude": -97.74, "timezone": "America/Chicago", "country": "US"},
+    "bay-area": {"latitude": 37.55, "longitude": -122.10, "timezone": "America/Los_Angeles", "country": "US", "currency": "USD"},
+    "texas": {"latitude": 30.27, "longitude": -97.74, "timezone": "America/Chicago", "country": "US", "currency": "USD"},
 }
 TARIFFS = {
     "tou": {"off_peak_price": 0.08, "shoulder_price": 0.15, "peak_price": 0.30, "base_feed_in_tariff": 0.05},

@@ -112,14 +112,22 @@ def strategy_kpis(result: FleetResult, key: str) -> dict[str, float]:
 
 
 def _dr_kpis(result: FleetResult, grid: np.ndarray) -> dict[str, float]:
+    """Demand response, one definition for all three figures. Each step of the window asks for
+    ``baseline - target`` kW less; it delivers its reduction against the baseline, counted up
+    to what it asked (more in one step cannot make up for less in another, as the grid needs
+    the reduction when it asks) and as all of it within the fleet sums' rounding. So
+    ``requested = delivered + shortfall`` and the target is met exactly when
+    ``delivered >= requested``, i.e. when no step falls short."""
     lim, dt = result.limits, result.step_hours
     window = np.isfinite(lim.dr_target_kw)
     if not window.any():
         return {}
-    requested = float((lim.baseline_kw[window] - lim.dr_target_kw[window]).sum() * dt)
-    delivered = float((lim.baseline_kw[window] - grid[window]).sum() * dt)
-    return {"dr_requested_kwh": requested, "dr_delivered_kwh": delivered,
-            "dr_target_met": bool(np.all(grid[window] <= lim.dr_target_kw[window] + rounding_kw(result)))}
+    asked = np.maximum(lim.baseline_kw[window] - lim.dr_target_kw[window], 0.0)
+    got = np.clip(lim.baseline_kw[window] - grid[window], 0.0, asked)
+    got = np.where(asked - got <= rounding_kw(result), asked, got)
+    requested, delivered = math.fsum(asked * dt), math.fsum(got * dt)
+    return {"dr_requested_kwh": requested, "dr_delivered_kwh": delivered, "dr_shortfall_kwh": requested - delivered,
+            "dr_target_met": bool(delivered >= requested)}
 
 
 def summary(result: FleetResult) -> dict:

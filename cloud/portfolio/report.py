@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cloud.portfolio.fleet import REGIONS
 from cloud.portfolio.kpis import FleetResult, satisfaction, summary
 from cloud.portfolio.results import SOC_BINS
 
 KPI_ROWS = ("total_cost", "savings", "peak_aggregate_import_kw", "max_ramp_kw_per_step", "load_factor", "self_consumption",
-            "emissions_kg", "unserved_kwh", "deferred_kwh", "starved_sites", "satisfaction_mean", "dr_delivered_kwh",
+            "emissions_kg", "unserved_kwh", "deferred_kwh", "starved_sites", "satisfaction_mean", "dr_requested_kwh", "dr_delivered_kwh",
             "cap_exceeded_kwh")
 
 
@@ -27,44 +28,81 @@ def timestep_frame(result: FleetResult) -> pd.DataFrame:
     return frame
 
 
-def _plots(result: FleetResult, folder: Path) -> dict[str, str]:
+def step_windows(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last + 1) step ranges where ``mask`` holds."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def _plots(result: FleetResult, folder: Path, timezone: str, currency: str) -> dict[str, str]:
+    """Every plot says what it shows, in which unit and time zone (the fleet's local time)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+
+    local = result.times.tz_convert(timezone)
+    zone = f"local time ({timezone})"
+    step = pd.Timedelta(hours=result.step_hours)
+    dr = np.isfinite(result.limits.dr_target_kw)
+
+    def shade_dr(ax, times) -> None:
+        for i, (a, b) in enumerate(step_windows(dr)):
+            ax.axvspan(times[a], times[b - 1] + step, color="tab:orange", alpha=0.2, label="DR window" if i == 0 else None)
+
+    def time_axis(ax, times) -> None:
+        ax.set_xlabel(zone)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b %H:%M", tz=times.tz))
 
     names = {}
     fig, ax = plt.subplots(figsize=(10, 4))
     for key in result.strategies:
-        ax.plot(result.times, result.aggregates[key]["grid"], label=key, lw=1)
+        ax.plot(local, result.aggregates[key]["grid"], label=key, lw=1)
     if np.isfinite(result.limits.cap_kw).any():
-        ax.plot(result.times, result.limits.cap_kw, "k--", lw=0.8, label="import cap")
-    ax.set_ylabel("fleet net import (kW)"), ax.legend(fontsize=7), fig.autofmt_xdate()
+        ax.plot(local, result.limits.cap_kw, "k--", lw=0.8, label="import cap")
+    shade_dr(ax, local)
+    ax.set_title("Fleet net grid import per strategy (kW; negative = export)")
+    ax.set_ylabel("fleet net import (kW)"), time_axis(ax, local), ax.legend(fontsize=7), fig.autofmt_xdate()
     names["aggregate"] = _save(fig, folder / "aggregate_load.png")
-    window = np.flatnonzero(np.isfinite(result.limits.dr_target_kw))
-    if len(window):
+    if dr.any():
+        window = np.flatnonzero(dr)
         lo, hi = max(window[0] - 6, 0), min(window[-1] + 7, len(result.times))
+        times = local[lo:hi]
         fig, ax = plt.subplots(figsize=(8, 4))
         for key in result.strategies:
-            ax.plot(result.times[lo:hi], result.aggregates[key]["grid"][lo:hi], label=key)
-        ax.plot(result.times[window], result.limits.dr_target_kw[window], "k_", ms=14, mew=2, label="DR target")
-        ax.set_ylabel("fleet net import (kW)"), ax.legend(fontsize=7), fig.autofmt_xdate()
+            ax.step(times, result.aggregates[key]["grid"][lo:hi], where="post", label=key)
+        shade_dr(ax, local)
+        target = result.limits.dr_target_kw[lo:hi]
+        ax.step(times, target, "k", where="post", lw=2.5, label="DR target (fleet import at most)")
+        ax.set_xlim(times[0], times[-1] + step)
+        ax.set_title("Demand-response event: fleet net import against the target (kW)")
+        ax.set_ylabel("fleet net import (kW)"), time_axis(ax, times), ax.legend(fontsize=7), fig.autofmt_xdate()
         names["dr"] = _save(fig, folder / "dr_event.png")
     key = "central" if "central" in result.soc_hist else result.strategies[-1]
     hist = result.soc_hist[key]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.imshow((hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)).T, aspect="auto", origin="lower",
-              extent=(0, len(result.times), 0, 100), cmap="viridis")
-    ax.set_xlabel("step"), ax.set_ylabel(f"SOC % ({key})")
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    shares = 100.0 * hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shares.T, aspect="auto", origin="lower", cmap="viridis",
+                      extent=(mdates.date2num(local[0]), mdates.date2num(local[-1] + step), 0, 100))
+    ax.xaxis_date(tz=local.tz)
+    fig.colorbar(image, ax=ax, label="share of battery sites (%)")
+    ax.set_title(f"Battery state of charge across the fleet ({key}), {SOC_BINS} bins of {100 // SOC_BINS} %")
+    ax.set_ylabel("state of charge (%)"), time_axis(ax, local), fig.autofmt_xdate()
     names["soc"] = _save(fig, folder / "soc_distribution.png")
     fig, ax = plt.subplots(figsize=(7, 4))
     sites = result.sites
+    days = len(result.times) * result.step_hours / 24.0
     if "no_battery" in result.strategies:
         base = sites[sites.strategy == "no_battery"].set_index("site_id")["bill"]
+        flexible = sites[(sites.strategy == "no_battery") & (sites.battery_kwh > 0)]["site_id"]
         for key in result.strategies:
             if key != "no_battery":
-                ax.hist(base - sites[sites.strategy == key].set_index("site_id")["bill"], bins=30, alpha=0.5, label=key)
-        ax.set_xlabel("savings per site"), ax.legend(fontsize=7)
+                saved = (base - sites[sites.strategy == key].set_index("site_id")["bill"]).loc[flexible]
+                ax.hist(saved, bins=30, alpha=0.5, label=f"{key} (mean {saved.mean():,.2f})")
+        ax.set_xlabel(f"savings per battery site against no battery ({currency}, {days:g} days)")
+        ax.set_ylabel("battery sites"), ax.legend(fontsize=7)
+        ax.set_title(f"Savings across the {len(flexible)} battery sites (sites without one save nothing)")
     names["savings"] = _save(fig, folder / "savings_distribution.png")
     return names
 
@@ -98,16 +136,17 @@ def markdown(result: FleetResult, kpis: dict, plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: FleetResult, folder: str | Path) -> dict[str, Path]:
+def write_outputs(result: FleetResult, folder: str | Path, region: str = "bay-area") -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    kpis = summary(result)
+    kpis = summary(result) | {"region": region, "timezone": REGIONS[region]["timezone"], "currency": REGIONS[region]["currency"]}
     paths = {"timesteps": folder / "timesteps.csv", "sites": folder / "sites.csv", "summary": folder / "summary.json",
              "report": folder / "report.md"}
     timestep_frame(result).to_csv(paths["timesteps"], index=False)
     result.sites.to_csv(paths["sites"], index=False)
     paths["summary"].write_text(json.dumps(kpis, indent=2, default=float) + "\n")
-    paths["report"].write_text(markdown(result, kpis, _plots(result, folder)) + "\n")
+    plots = _plots(result, folder, kpis["timezone"], kpis["currency"])
+    paths["report"].write_text(markdown(result, kpis, plots) + "\n")
     return paths
 
 

@@ -125,7 +125,7 @@ class CentralContext:
     model: participation.ParticipationModel = participation.ParticipationModel()
 
 
-def _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g) -> central.GroupProblem:
+def _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g, peak_kw) -> central.GroupProblem:
     lim = ctx.limits
     share = group_share(ctx.group_discharge_kw[g], len(rows), lim, ctx.fleet_sites)
     feed_in = inputs.feed_in_per_kwh[rows, cols]
@@ -141,6 +141,7 @@ def _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, b
         cap_kw=group_limit(lim.cap_kw[cols], base_g, lim.baseline_kw[cols], share),
         target_kw=group_limit(lim.dr_target_kw[cols], base_g, lim.baseline_kw[cols], share),
         weights=weights[rows], fallback_kw=fallback_grid[rows],
+        peak_price_per_kw=central.PEAK_PRICE_PER_KW, peak_floor_kw=peak_kw,
     )
 
 
@@ -153,6 +154,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
     power, energy = np.zeros((n, steps)), np.zeros((n, steps))
     log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool))
     request_cost = np.zeros(n)
+    group_peak_kw = np.full(len(ctx.groups), -np.inf)  # each group's expected peak so far, the floor of its peak term
     highs = central.new_solver()
     trace = None
     for day, cols in enumerate(blocks):
@@ -164,8 +166,9 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
         for g, members in enumerate(ctx.groups):
             rows = np.arange(members.start, members.stop) - inputs.first
             base_g = inputs.net_load_kw[rows, cols].sum(axis=0)
-            problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g)
+            problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g, group_peak_kw[g])
             plan = central.solve_group(problem, highs)
+            group_peak_kw[g] = plan.peak_kw
             plan_kw[rows] = plan.battery_kw
             w = weights[rows, None]
             log.planned_grid_kw[rows, cols] = w * plan.grid_kw + (1.0 - w) * fallback_grid[rows]
