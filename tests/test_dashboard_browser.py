@@ -1,6 +1,7 @@
 """The dashboard page in headless Debian chromium (Selenium + chromedriver from apt): it loads
 with no console errors, its charts draw a simulated site's data, switching site redraws them,
-and a screenshot is kept as an artifact (``ARTIFACTS_DIR`` when set)."""
+and a screenshot is kept as an artifact (``ARTIFACTS_DIR`` when set: the README's pictures in
+docs/img are these, made with ``ARTIFACTS_DIR=docs/img``)."""
 
 from __future__ import annotations
 
@@ -188,9 +189,6 @@ def fleet_server(tmp_path_factory):
     store.close()
 
 
-FLEET_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "dashboard-fleet.png"
-
-
 def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_sites(fleet_server, browser, tmp_path):
     browser.set_window_size(1280, 1900)
     browser.get(fleet_server + "/fleet")
@@ -216,9 +214,7 @@ def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_si
     starved = [li.text for li in browser.find_elements("css selector", "#starved li")]
     assert starved and all("kWh not served" in s for s in starved)
     assert "USD" in browser.find_element("id", "about").text
-    FLEET_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(FLEET_SCREENSHOT))
-    assert 10_000 < FLEET_SCREENSHOT.stat().st_size < 300_000
+    assert 10_000 < _save_screenshot(browser, tmp_path, "dashboard-fleet.png").stat().st_size < 300_000
     browser.get(fleet_server + "/")
     assert browser.find_element("id", "fleet-link").get_attribute("href").endswith("/fleet")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")

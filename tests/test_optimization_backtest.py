@@ -51,7 +51,7 @@ def test_the_lp_never_costs_more_than_any_strategy_with_the_same_information(wee
         final = float(np.clip(run.soc_percent[-1], start.min_soc_percent, start.max_soc_percent))
         best = solve_dispatch(inputs, dataclasses.replace(start, terminal_soc_percent=final))
         # The LP's objective values the energy left beyond the start; so is the strategy's.
-        left = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, start) * start.kwh(final - start.initial_soc_percent)
+        left = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, start.discharge_efficiency) * start.kwh(final - start.initial_soc_percent)
         valued = run.bill.total - left
         assert best.objective <= valued + 1e-6 * max(1.0, abs(valued)), name
 

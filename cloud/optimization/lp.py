@@ -102,7 +102,7 @@ def _column_data(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarra
     steps, dt = inputs.steps, inputs.step_hours
     wear = np.full(steps, battery.wear_cost_per_kwh * dt)
     stored = np.zeros(steps)
-    stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery)
+    stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency)
     cost = np.concatenate((
         wear, wear, inputs.import_cost_per_kwh * dt, -inputs.export_price_per_kwh * dt,
         stored, [inputs.demand_charge_per_kw],
@@ -131,7 +131,7 @@ def _row_bounds(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray
 def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
     """The start's stored energy at the value the last SOC column is credited at: with it in
     the objective's constant, the objective counts only the energy gained or spent."""
-    return stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery) * battery.initial_kwh
+    return stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency) * battery.initial_kwh
 
 
 def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:

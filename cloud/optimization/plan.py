@@ -154,11 +154,14 @@ def grid_costs(inputs: HorizonInputs, import_kw: np.ndarray, export_kw: np.ndarr
     return energy, carbon, peak_kw, demand
 
 
-def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, battery: BatterySpec) -> float:
+def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, discharge_efficiency: float | np.ndarray) -> float | np.ndarray:
     """What one kWh stored at the horizon's end is worth: discharged later it displaces an
     import, at the least at the horizon's cheapest import cost, and delivers only
-    ``discharge_efficiency`` of itself. Never below zero: stored energy can always be kept."""
-    return max(float(np.min(import_cost_per_kwh)), 0.0) * battery.discharge_efficiency
+    ``discharge_efficiency`` of itself. Never below zero: stored energy can always be kept.
+    One site's prices give a number; a (sites, steps) array and per-site efficiencies give
+    one value per site, as the fleet's joint plan needs."""
+    value = np.maximum(np.min(import_cost_per_kwh, axis=-1), 0.0) * discharge_efficiency
+    return float(value) if np.ndim(value) == 0 else value
 
 
 def build_plan(
@@ -183,7 +186,7 @@ def build_plan(
         array.flags.writeable = False
     step_cost = energy + wear + carbon
     step_cost.flags.writeable = False
-    stored_value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery) * float(soc_kwh[-1] - soc_kwh[0])
+    stored_value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency) * float(soc_kwh[-1] - soc_kwh[0])
     return DispatchPlan(
         step_hours=inputs.step_hours,
         charge_kw=charge_kw,

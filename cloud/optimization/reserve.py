@@ -194,7 +194,7 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
         forecast[fc.EXPORT_PRICE].to_numpy(), hazard, np.asarray(slot == 0), model.continuation,
         config.home_load.ev_charger_kw, model.one_session_a_day, e, spec.charge_efficiency, spec.discharge_efficiency,
         spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw, config.grid_price.demand_charge,
-        OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec), model.multipliers, model.multiplier_probs,
+        OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers, model.multiplier_probs,
         model.residuals_kw, model.residual_probs,
     )
     floor, charge_to = limits(after, price, e, spec.charge_efficiency, spec.discharge_efficiency, spec.wear_cost_per_kwh)

@@ -39,6 +39,7 @@ import scipy.sparse as sp
 
 from cloud.optimization import SolverFailed
 from cloud.optimization.lp import quiet_highs
+from cloud.optimization.plan import stored_energy_value_per_kwh
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
 PEAK_PRICE_PER_KW = 5.0  # per kW of a new group peak per day: above what a kW of charging earns in a day
@@ -145,8 +146,13 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     n, steps = p.net_kw.shape
     w = np.ones(n) if p.weights is None else np.asarray(p.weights, float)
     dt = p.step_hours
+    # Energy each battery ends with is credited as a site's own plan credits it, and the start's
+    # at the same value goes into the constant: a joint plan is never credited for emptying them.
+    stored_value = stored_energy_value_per_kwh(p.import_price, p.discharge_efficiency)
+    stored = np.zeros((n, steps))
+    stored[:, -1] = -stored_value
     cost = np.stack([np.full((n, steps), p.wear_per_kwh * dt), np.full((n, steps), p.wear_per_kwh * dt),
-                     p.import_price * dt, -p.export_value * dt, np.zeros((n, steps))], axis=1).ravel()
+                     p.import_price * dt, -p.export_value * dt, stored], axis=1).ravel()
     cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw]])
     col_lower, col_upper = _bounds(p)
     cap, dr, peak = _fleet_rhs(p, w)
@@ -159,6 +165,7 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
     lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
+    lp.offset_ = float(stored_value @ p.initial_kwh)
     lp.row_lower_, lp.row_upper_ = row_lower, row_upper
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
