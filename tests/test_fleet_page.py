@@ -42,12 +42,13 @@ def client(tmp_path_factory):
     store.close()
 
 
-def test_docs_and_every_asset_it_names_are_served_here(client):
-    page = client.get("/docs")
+@pytest.mark.parametrize("path, kinds", [("/docs", (".js", ".css")), ("/redoc", (".js",))])
+def test_docs_and_every_asset_it_names_are_served_here(client, path, kinds):
+    page = client.get(path)
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
     urls = [a or b for a, b in urls]
-    assert any(u.endswith(".js") for u in urls) and any(u.endswith(".css") for u in urls)
+    assert all(any(u.endswith(kind) for u in urls) for kind in kinds)
     for url in urls:
         assert url.startswith("/"), f"{url} is not on this host"
         assert client.get(url).status_code == 200, url

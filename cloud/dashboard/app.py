@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -87,7 +87,7 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
         version="1",
         lifespan=lifespan,
         docs_url=None,  # served below from local assets: FastAPI's own page loads them from a CDN
-        redoc_url=None,  # ReDoc has no local bundle here; /docs and /openapi.json cover the schema
+        redoc_url=None,  # served below from the bundled ReDoc, without Google's fonts
     )
     app.state.store = store
     app.state.access = access
@@ -139,6 +139,12 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
                                    swagger_js_url=f"{SWAGGER_PREFIX}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{SWAGGER_PREFIX}/swagger-ui.css",
                                    swagger_favicon_url=f"{SWAGGER_PREFIX}/favicon-32x32.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+                              redoc_js_url="/static/vendor/redoc.standalone.js", with_google_fonts=False,
+                              redoc_favicon_url=f"{SWAGGER_PREFIX}/favicon-32x32.png")
 
     app.mount(SWAGGER_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
