@@ -3,7 +3,9 @@
 Columns, per site ``i`` a block of five ``T``-vectors: charge, discharge, import, export (kW)
 and stored energy at the end of each step (kWh); then one slack per step for the fleet import
 cap and one for the demand-response (DR) target. Rows: each site's energy balance and SOC
-recursion (the same model as ``cloud.optimization.lp``), then per step
+recursion (the same model as ``cloud.optimization.lp``, whose valuation of the energy left at
+the horizon's end it shares: without it a group's plan and a site's own plan would weigh the
+same kWh differently), then per step
 
 * import cap:  sum_i w_i (import - export)_i,t  <=  cap_t - sum_i (1 - w_i) fallback_i,t + slack
 * DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
@@ -39,6 +41,7 @@ import scipy.sparse as sp
 
 from cloud.optimization import SolverFailed
 from cloud.optimization.lp import quiet_highs
+from cloud.optimization.plan import stored_energy_value_per_kwh
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
 PEAK_PRICE_PER_KW = 5.0  # per kW of a new group peak per day: above what a kW of charging earns in a day
@@ -140,13 +143,29 @@ def _fleet_rhs(p: GroupProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return np.where(np.isnan(cap), _INF, cap - rest), np.where(np.isnan(target), _INF, target - rest), -rest
 
 
+@dataclass(frozen=True)
+class _Efficiency:
+    discharge_efficiency: float
+
+
+def _stored_value(p: GroupProblem) -> np.ndarray:
+    """Per site, what a kWh left at the horizon's end is worth (the single-site LP's rule)."""
+    return np.array([stored_energy_value_per_kwh(p.import_price[i], _Efficiency(float(p.discharge_efficiency[i])))
+                     for i in range(p.net_kw.shape[0])])
+
+
 def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPlan:
-    """The cheapest joint dispatch of a group within its share of the fleet limits."""
+    """The cheapest joint dispatch of a group within its share of the fleet limits; the
+    objective is valued like the single-site LP's (the end's stored energy credited, the
+    start's charged back)."""
     n, steps = p.net_kw.shape
     w = np.ones(n) if p.weights is None else np.asarray(p.weights, float)
     dt = p.step_hours
+    stored = np.zeros((n, steps))
+    value = _stored_value(p)
+    stored[:, -1] = -value
     cost = np.stack([np.full((n, steps), p.wear_per_kwh * dt), np.full((n, steps), p.wear_per_kwh * dt),
-                     p.import_price * dt, -p.export_value * dt, np.zeros((n, steps))], axis=1).ravel()
+                     p.import_price * dt, -p.export_value * dt, stored], axis=1).ravel()
     cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw]])
     col_lower, col_upper = _bounds(p)
     cap, dr, peak = _fleet_rhs(p, w)
@@ -158,6 +177,7 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     matrix = _matrix(p, w)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
+    lp.offset_ = float(value @ p.initial_kwh)
     lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
     lp.row_lower_, lp.row_upper_ = row_lower, row_upper
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
