@@ -8,11 +8,15 @@
 
 Every plan is replayed through the simulator's battery (:func:`inputs.replay`), so whatever a
 planner asks, the physics (rates, SOC window, efficiency, cold derating, fade) decides what
-happens. Plans cover one day (24 h) from the state the previous day's replay left.
+happens. Plans cover one local day (midnight to midnight; a run that starts or ends within a
+day has a shorter first or last plan) from the state the previous day's replay left: tariffs
+and demand-response windows are set in local time, and a plan that ended as an evening
+window opened could not prepare the batteries for it.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +24,7 @@ import numpy as np
 from cloud.optimization import BatterySpec, HorizonInputs, solve_many
 from cloud.portfolio import central, participation
 from cloud.portfolio.inputs import Outcome, PartitionInputs, replay, site_bills
-from cloud.portfolio.scenario import FleetLimits, group_limit, group_share
+from cloud.portfolio.scenario import FleetLimits, group_limit, group_share, local_clock
 from edge_gateway.simulators import battery
 
 STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
@@ -28,9 +32,11 @@ WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade with
 WEAR_PER_KWH = 0.01
 
 
-def day_blocks(steps: int, step_hours: float) -> list[slice]:
-    per_day = max(1, int(round(24.0 / step_hours)))
-    return [slice(start, min(start + per_day, steps)) for start in range(0, steps, per_day)]
+def day_blocks(inputs: PartitionInputs) -> list[slice]:
+    """The steps of each local day of the run, in order."""
+    day, _ = local_clock(inputs.times, inputs.configs[0].timezone)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(day)) + 1, [len(day)]])
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(starts)]
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ def run_decentralised(inputs: PartitionInputs) -> Outcome:
     power, energy = np.zeros(inputs.load_kw.shape), np.zeros(inputs.load_kw.shape)
     rows = np.flatnonzero(inputs.params.capacity_kwh > 0)
     trace = None
-    for cols in day_blocks(inputs.steps, inputs.step_hours):
+    for cols in day_blocks(inputs):
         window = Window.of(inputs.params, state, inputs.env_temp_celsius[:, cols], usable_after(inputs.params, trace))
         horizons = [HorizonInputs(inputs.load_kw[i, cols], inputs.pv_kw[i, cols], inputs.price_per_kwh[i, cols],
                                   inputs.feed_in_per_kwh[i, cols], step_hours=inputs.step_hours) for i in rows]
@@ -150,7 +156,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
     index = np.arange(inputs.first, inputs.first + n)
     deaf = participation.deaf_sites(ctx.seed, index, ctx.limits.deaf_share)
     state = inputs.initial_state()
-    blocks = day_blocks(steps, inputs.step_hours)
+    blocks = day_blocks(inputs)
     power, energy = np.zeros((n, steps)), np.zeros((n, steps))
     log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool))
     request_cost = np.zeros(n)
