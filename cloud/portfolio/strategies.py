@@ -16,6 +16,7 @@ window opened could not prepare the batteries for it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from edge_gateway.simulators import battery
 STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
 WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade within a day shrinks it
 WEAR_PER_KWH = 0.01
+DR_CONFIDENCE_Z = 1.645  # standard deviations of the participation draws a DR plan keeps in hand (95 %, one-sided)
 
 
 def day_blocks(inputs: PartitionInputs) -> list[slice]:
@@ -174,6 +176,10 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
             base_g = inputs.net_load_kw[rows, cols].sum(axis=0)
             problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g, group_peak_kw[g])
             plan = central.solve_group(problem, highs)
+            if ctx.limits.participation and np.isfinite(problem.target_kw).any():
+                problem = _dr_replan(problem, plan, ctx.model, _day_view(inputs, cols, rows))
+                plan = central.solve_group(problem, highs)
+                weights[rows] = problem.weights
             group_peak_kw[g] = plan.peak_kw
             plan_kw[rows] = plan.battery_kw
             w = weights[rows, None]
@@ -183,7 +189,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
         log.plan_battery_kw[:, cols] = plan_kw
         plan_grid = inputs.load_kw[:, cols] + plan_kw - inputs.pv_kw[:, cols]
         day_inputs = _day_view(inputs, cols)
-        request_cost = np.maximum(site_bills(day_inputs, plan_grid) - site_bills(day_inputs, fallback_grid), 0.0)
+        request_cost = _request_cost(day_inputs, plan_grid, fallback_grid)
         follow = ~deaf
         if ctx.limits.participation:
             follow &= participation.follows(ctx.model, request_cost, ctx.seed, index, day)
@@ -200,5 +206,27 @@ class _DayView:
     step_hours: float
 
 
-def _day_view(inputs: PartitionInputs, cols: slice) -> _DayView:
-    return _DayView(inputs.price_per_kwh[:, cols], inputs.feed_in_per_kwh[:, cols], inputs.step_hours)
+def _day_view(inputs: PartitionInputs, cols: slice, rows: np.ndarray | slice = slice(None)) -> _DayView:
+    return _DayView(inputs.price_per_kwh[rows, cols], inputs.feed_in_per_kwh[rows, cols], inputs.step_hours)
+
+
+def _request_cost(day: _DayView, plan_grid_kw: np.ndarray, fallback_grid_kw: np.ndarray) -> np.ndarray:
+    """What following the plan costs each site that day against its own rule (never below 0)."""
+    return np.maximum(site_bills(day, plan_grid_kw) - site_bills(day, fallback_grid_kw), 0.0)
+
+
+def _dr_replan(problem: central.GroupProblem, plan: central.GroupPlan, model: participation.ParticipationModel,
+               day: _DayView) -> central.GroupProblem:
+    """The problem of a day with a DR window, re-posed from a first plan so its DR rows hold
+    for the sites that will actually follow, not only on average over yesterday's.
+
+    Sites choose on what *this* plan costs them, so the weights become ``p(cost)`` of the first
+    plan (yesterday's costs say little about a DR day's). Whether each site follows is a coin
+    toss, so the group's flow in a step scatters around its expectation with variance
+    ``sum_i w_i (1 - w_i) (plan_i - fallback_i)^2``; the DR limit is lowered by
+    ``DR_CONFIDENCE_Z`` of its standard deviations, so the group meets it in about 95 % of
+    draws (a one-sided normal bound) instead of half. Each group keeps its own margin, which
+    over-covers a fleet of several independent groups rather than depend on partitioning."""
+    weights = model.probability(_request_cost(day, plan.grid_kw, problem.fallback_kw))
+    spread = np.sqrt((weights[:, None] * (1.0 - weights[:, None]) * (plan.grid_kw - problem.fallback_kw) ** 2).sum(axis=0))
+    return dataclasses.replace(problem, weights=weights, target_kw=problem.target_kw - DR_CONFIDENCE_Z * spread)
