@@ -18,7 +18,7 @@ from cloud.portfolio.kpis import combine
 from cloud.portfolio.scenario import Scenario
 from cloud.store.sqlite import SQLiteCloudStore
 
-SCENARIO = Scenario("test", import_cap_fraction=0.9, dr_start_h=17.0, dr_hours=3.0, supply_fraction=0.6, deaf_share=0.5)
+SCENARIO = Scenario("test", import_cap_fraction=0.9, dr_day=0, dr_hours=3.0, supply_fraction=0.6, deaf_share=0.5)
 
 
 def portfolio_result(sites: int = 8, hours: int = 48):

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import run_portfolio as run_portfolio_cli
 from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
 from cloud.portfolio import central
-from cloud.portfolio.engine import RunSpec, run_portfolio
+from cloud.portfolio.engine import RunSpec, fleet_limits, run_portfolio
 from cloud.portfolio.fleet import draw_fleet
-from cloud.portfolio.kpis import combine, rounding_kw, summary
 from cloud.portfolio.inputs import build_inputs
-from cloud.portfolio.scenario import Scenario
+from cloud.portfolio.kpis import combine, rounding_kw, summary
+from cloud.portfolio.scenario import SCENARIOS, Scenario
 from cloud.portfolio.strategies import CentralContext, run_central
 
 ETA = np.sqrt(0.9)
@@ -81,7 +82,7 @@ def _summer(hours: int) -> pd.DatetimeIndex:
 @pytest.fixture(scope="module")
 def central_run():
     fleet = draw_fleet(24, seed=11, group_size=8)
-    scenario = Scenario("test", import_cap_fraction=0.85, dr_start_h=41.0, dr_hours=2.0, dr_fraction=0.3, participation=False)
+    scenario = Scenario("test", import_cap_fraction=0.85, dr_day=1, dr_hours=2.0, dr_fraction=0.3, participation=False)
     spec = RunSpec(fleet, _summer(72), ("no_battery", "central"), scenario, seed=3)
     parts, limits = run_portfolio(spec, partitions=1)
     return spec, combine(parts, spec.times, 1.0, limits)
@@ -117,7 +118,7 @@ def test_replay_follows_the_plan_so_no_site_left_its_physical_limits(central_run
 
 def test_group_decomposition_costs_little_against_the_joint_lp():
     fleet = draw_fleet(24, seed=11, group_size=24)
-    scenario = Scenario("test", import_cap_fraction=0.85, dr_start_h=41.0, dr_hours=2.0, participation=False,
+    scenario = Scenario("test", import_cap_fraction=0.85, dr_day=1, dr_hours=2.0, participation=False,
                         market_price_per_kwh=None)
     costs = {}
     for size in (24, 6):
@@ -136,7 +137,7 @@ def test_the_central_plan_never_sets_a_higher_fleet_peak_than_the_sites_own_rule
     """The import cap is a limit, not a target: without a peak term the joint LP charged the
     whole fleet on cheap hours right up to the cap, above the rule's peak. Sites follow the
     plan here; with participation draws the realised peak scatters around the planned one."""
-    scenario = Scenario("test", import_cap_fraction=0.9, dr_start_h=None, participation=False)
+    scenario = Scenario("test", import_cap_fraction=0.9, dr_day=None, participation=False)
     spec = RunSpec(draw_fleet(40, seed=0, group_size=20), _summer(96), ("rule_based", "central"), scenario, seed=0)
     parts, limits = run_portfolio(spec, partitions=1)
     kpis = summary(combine(parts, spec.times, 1.0, limits))["strategies"]
@@ -151,3 +152,32 @@ def test_the_peak_term_lowers_the_group_peak_and_never_goes_below_the_floor():
     assert flat.peak_kw == pytest.approx(flat.grid_kw.sum(axis=0).max(), abs=1e-6)
     floored = central.solve_group(dataclasses.replace(p, peak_price_per_kw=central.PEAK_PRICE_PER_KW, peak_floor_kw=free))
     assert floored.peak_kw == pytest.approx(free)
+
+
+@pytest.mark.parametrize("start", ["2024-07-01", "2024-07-01T00:00:00-07:00", "2024-07-01T09:30:00+02:00"])
+def test_the_dr_window_opens_at_the_same_local_hour_whatever_the_start(start):
+    """A start at UTC midnight is 17:00 the day before in California: counted in hours from
+    the start, the scenario's 17:00 event fell at 10:00 local, when the fleet exports."""
+    times = pd.date_range(run_portfolio_cli._start(start), periods=96, freq="h")
+    spec = RunSpec(draw_fleet(4, seed=1), times, ("central",), Scenario(), seed=0)
+    zeros = np.zeros(len(times), dtype=np.int64)
+    limits = fleet_limits(spec, [{"net": zeros, "load": zeros}])
+    window = times[np.isfinite(limits.dr_target_kw)].tz_convert("America/Los_Angeles")
+    first_local_date = times[0].tz_convert("America/Los_Angeles").date()
+    assert [t.hour for t in window] == [17, 18]
+    assert (window[0].date() - first_local_date).days == Scenario().dr_day
+
+
+@pytest.mark.parametrize("seed", [3, 6])
+def test_central_delivers_the_requested_dr_although_some_sites_do_not_follow(seed):
+    """The README's start (UTC midnight) and its default scenario, participation drawn: the
+    DR request (30 % of the fleet's discharge power for two hours) is well within the
+    batteries, so the aggregator must deliver all of it, not only on average over the draws."""
+    times = pd.date_range(run_portfolio_cli._start("2024-07-01"), periods=72, freq="h")
+    spec = RunSpec(draw_fleet(60, seed=seed), times, ("central",), SCENARIOS["default"], seed=seed)
+    parts, limits = run_portfolio(spec, partitions=1)
+    result = combine(parts, spec.times, 1.0, limits)
+    kpi = summary(result)["strategies"]["central"]
+    assert kpi["dr_requested_kwh"] > 0.3 * limits.discharge_kw * 2 * 0.99
+    assert min(summary(result)["central"]["participation_rate_per_day"]) < 0.9  # some sites did not follow
+    assert kpi["dr_delivered_kwh"] >= kpi["dr_requested_kwh"] and kpi["dr_target_met"]

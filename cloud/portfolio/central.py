@@ -3,7 +3,9 @@
 Columns, per site ``i`` a block of five ``T``-vectors: charge, discharge, import, export (kW)
 and stored energy at the end of each step (kWh); then one slack per step for the fleet import
 cap and one for the demand-response (DR) target. Rows: each site's energy balance and SOC
-recursion (the same model as ``cloud.optimization.lp``), then per step
+recursion (the same model as ``cloud.optimization.lp``, whose valuation of the energy left at
+the horizon's end it shares: without it a group's plan and a site's own plan would weigh the
+same kWh differently), then per step
 
 * import cap:  sum_i w_i (import - export)_i,t  <=  cap_t - sum_i (1 - w_i) fallback_i,t + slack
 * DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
@@ -142,7 +144,9 @@ def _fleet_rhs(p: GroupProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 
 def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPlan:
-    """The cheapest joint dispatch of a group within its share of the fleet limits."""
+    """The cheapest joint dispatch of a group within its share of the fleet limits; the
+    objective is valued like the single-site LP's (the end's stored energy credited, the
+    start's charged back)."""
     n, steps = p.net_kw.shape
     w = np.ones(n) if p.weights is None else np.asarray(p.weights, float)
     dt = p.step_hours

@@ -21,7 +21,7 @@ from cloud.portfolio.fleet import REGIONS, Fleet
 from cloud.portfolio.inputs import PartitionInputs, build_inputs, to_units, UNITS_PER_KW
 from cloud.portfolio.participation import deaf_sites
 from cloud.portfolio.results import PartitionResult, apply_stress, soc_histogram, summarise
-from cloud.portfolio.scenario import FleetLimits, Scenario, resolve, with_deaf_share
+from cloud.portfolio.scenario import FleetLimits, Scenario, local_clock, resolve, with_deaf_share
 from edge_gateway.errors import UsageError
 
 SITE_STEPS_PER_PARTITION = 2_000_000  # ~250 sites x a year hourly: a few hundred MB of inputs per task
@@ -52,12 +52,6 @@ class RunSpec:
         return out
 
 
-def local_hours(spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
-    hours = (spec.times - spec.times[0]).total_seconds().to_numpy() / 3600.0
-    local = spec.times.tz_convert(REGIONS[spec.fleet.region]["timezone"])
-    return hours, (local.hour + local.minute / 60.0).to_numpy()
-
-
 def partition_inputs(spec: RunSpec, sites: range) -> PartitionInputs:
     return build_inputs(spec.fleet.sites[sites.start : sites.stop], sites.start, spec.fleet.region, spec.times)
 
@@ -70,9 +64,9 @@ def partition_baseline(spec: RunSpec, sites: range) -> dict[str, np.ndarray]:
 def fleet_limits(spec: RunSpec, baselines: list[dict[str, np.ndarray]]) -> FleetLimits:
     net = sum(b["net"] for b in baselines).astype(float) / UNITS_PER_KW
     load = sum(b["load"] for b in baselines).astype(float) / UNITS_PER_KW
-    hours, hour_of_day = local_hours(spec)
+    day, hour_of_day = local_clock(spec.times, REGIONS[spec.fleet.region]["timezone"])
     discharge = math.fsum(s.battery_kw for s in spec.fleet.sites if s.battery_kwh > 0)
-    return resolve(spec.scenario, net, load, hours, hour_of_day, discharge)
+    return resolve(spec.scenario, net, load, day, hour_of_day, discharge)
 
 
 def _groups_in(spec: RunSpec, sites: range) -> tuple[range, ...]:

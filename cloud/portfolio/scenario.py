@@ -2,7 +2,9 @@
 
 A :class:`Scenario` states limits relative to the fleet (so one scenario fits any fleet);
 :func:`resolve` turns it into kW per step once the fleet's no-battery baseline is known.
-Event times are hours from the start of the run; daily windows use the region's local hour.
+Every window is set in the fleet's local time, whatever the run's start: a grid asks for
+demand response at a local hour (the evening ramp), and a 17:00 event placed in hours from a
+start at UTC midnight would fall at 10:00 in California, when the fleet is exporting.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from edge_gateway.errors import UsageError
+from edge_gateway.simulators import base
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str = "default"
     import_cap_fraction: float | None = 0.9  # of the no-battery fleet peak net import
-    dr_start_h: float | None = 41.0  # hours from the start: 17:00 on the second day of a run from local midnight
+    dr_day: int | None = 1  # local days after the local date the run starts on; None: no DR event
+    dr_start_hour: float = 17.0  # local hour of that day the DR window opens
     dr_hours: float = 2.0
     dr_fraction: float = 0.3  # reduction asked, as a share of the fleet's battery discharge power
     market_price_per_kwh: float | None = 0.25  # paid for aggregated export in the market hours
@@ -34,7 +39,7 @@ class Scenario:
 
 SCENARIOS = {
     "default": Scenario(),
-    "none": Scenario("none", import_cap_fraction=None, dr_start_h=None, market_price_per_kwh=None, participation=False),
+    "none": Scenario("none", import_cap_fraction=None, dr_day=None, market_price_per_kwh=None, participation=False),
     "full-participation": Scenario("full-participation", participation=False),
     "shortfall": Scenario("shortfall", supply_fraction=0.75),
     "partition": Scenario("partition", deaf_share=0.0, deaf_sweep=(0.0, 0.1, 0.25, 0.5), supply_fraction=0.75),
@@ -62,23 +67,32 @@ class FleetLimits:
     participation: bool
 
 
-def _window(hours_from_start: np.ndarray, start: float, length: float) -> np.ndarray:
-    return (hours_from_start >= start) & (hours_from_start < start + length)
+def local_clock(times: pd.DatetimeIndex, timezone: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: local dates counted from the first step's, and the local hour of day."""
+    hour, _, day = base.local_clock(base.TimeAxis.from_times(times), timezone)
+    return day - day[0], hour
+
+
+def _window(hours: np.ndarray, start: float, length: float) -> np.ndarray:
+    return (hours >= start) & (hours < start + length)
 
 
 def _daily(hour_of_day: np.ndarray, start: float, length: float) -> np.ndarray:
     return np.mod(hour_of_day - start, 24.0) < length
 
 
-def resolve(s: Scenario, baseline_kw: np.ndarray, load_kw: np.ndarray, hours: np.ndarray, hour_of_day: np.ndarray,
+def resolve(s: Scenario, baseline_kw: np.ndarray, load_kw: np.ndarray, local_day: np.ndarray, hour_of_day: np.ndarray,
             discharge_kw: float) -> FleetLimits:
-    """kW limits for the fleet, from its no-battery baseline (net load and load per step)."""
-    nan = np.full(len(hours), np.nan)
+    """kW limits for the fleet, from its no-battery baseline (net load and load per step).
+    ``local_day`` counts local dates from the run's first step's, ``hour_of_day`` is local."""
+    nan = np.full(len(hour_of_day), np.nan)
     peak = float(max(baseline_kw.max(), 0.0))
-    cap = nan if s.import_cap_fraction is None else np.full(len(hours), s.import_cap_fraction * peak)
+    cap = nan if s.import_cap_fraction is None else np.full(len(hour_of_day), s.import_cap_fraction * peak)
     dr = nan.copy()
-    if s.dr_start_h is not None:
-        dr = np.where(_window(hours, s.dr_start_h, s.dr_hours), baseline_kw - s.dr_fraction * discharge_kw, np.nan)
+    if s.dr_day is not None:
+        wall_clock = 24.0 * local_day + hour_of_day
+        dr = np.where(_window(wall_clock, 24.0 * s.dr_day + s.dr_start_hour, s.dr_hours),
+                      baseline_kw - s.dr_fraction * discharge_kw, np.nan)
     market = nan if s.market_price_per_kwh is None else np.where(
         _daily(hour_of_day, s.market_start_h, s.market_hours), s.market_price_per_kwh, np.nan)
     supply = nan if s.supply_fraction is None else np.where(

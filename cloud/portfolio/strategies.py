@@ -8,11 +8,16 @@
 
 Every plan is replayed through the simulator's battery (:func:`inputs.replay`), so whatever a
 planner asks, the physics (rates, SOC window, efficiency, cold derating, fade) decides what
-happens. Plans cover one day (24 h) from the state the previous day's replay left.
+happens. Plans cover one local day (midnight to midnight; a run that starts or ends within a
+day has a shorter first or last plan) from the state the previous day's replay left: tariffs
+and demand-response windows are set in local time, and a plan that ended as an evening
+window opened could not prepare the batteries for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,17 +25,20 @@ import numpy as np
 from cloud.optimization import BatterySpec, HorizonInputs, solve_many
 from cloud.portfolio import central, participation
 from cloud.portfolio.inputs import Outcome, PartitionInputs, replay, site_bills
-from cloud.portfolio.scenario import FleetLimits, group_limit, group_share
+from cloud.portfolio.scenario import FleetLimits, group_limit, group_share, local_clock
 from edge_gateway.simulators import battery
 
 STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
 WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade within a day shrinks it
 WEAR_PER_KWH = 0.01
+DR_CONFIDENCE_Z = 1.645  # standard deviations of the participation draws a DR plan keeps in hand (95 %, one-sided)
 
 
-def day_blocks(steps: int, step_hours: float) -> list[slice]:
-    per_day = max(1, int(round(24.0 / step_hours)))
-    return [slice(start, min(start + per_day, steps)) for start in range(0, steps, per_day)]
+def day_blocks(inputs: PartitionInputs) -> list[slice]:
+    """The steps of each local day of the run, in order."""
+    day, _ = local_clock(inputs.times, inputs.configs[0].timezone)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(day)) + 1, [len(day)]])
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(starts)]
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ def run_decentralised(inputs: PartitionInputs) -> Outcome:
     power, energy = np.zeros(inputs.load_kw.shape), np.zeros(inputs.load_kw.shape)
     rows = np.flatnonzero(inputs.params.capacity_kwh > 0)
     trace = None
-    for cols in day_blocks(inputs.steps, inputs.step_hours):
+    for cols in day_blocks(inputs):
         window = Window.of(inputs.params, state, inputs.env_temp_celsius[:, cols], usable_after(inputs.params, trace))
         horizons = [HorizonInputs(inputs.load_kw[i, cols], inputs.pv_kw[i, cols], inputs.price_per_kwh[i, cols],
                                   inputs.feed_in_per_kwh[i, cols], step_hours=inputs.step_hours) for i in rows]
@@ -150,7 +158,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
     index = np.arange(inputs.first, inputs.first + n)
     deaf = participation.deaf_sites(ctx.seed, index, ctx.limits.deaf_share)
     state = inputs.initial_state()
-    blocks = day_blocks(steps, inputs.step_hours)
+    blocks = day_blocks(inputs)
     power, energy = np.zeros((n, steps)), np.zeros((n, steps))
     log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool))
     request_cost = np.zeros(n)
@@ -168,6 +176,10 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
             base_g = inputs.net_load_kw[rows, cols].sum(axis=0)
             problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g, group_peak_kw[g])
             plan = central.solve_group(problem, highs)
+            if ctx.limits.participation and np.isfinite(problem.target_kw).any():
+                problem = _dr_replan(problem, plan, ctx.model, _day_view(inputs, cols, rows))
+                plan = central.solve_group(problem, highs)
+                weights[rows] = problem.weights
             group_peak_kw[g] = plan.peak_kw
             plan_kw[rows] = plan.battery_kw
             w = weights[rows, None]
@@ -177,7 +189,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
         log.plan_battery_kw[:, cols] = plan_kw
         plan_grid = inputs.load_kw[:, cols] + plan_kw - inputs.pv_kw[:, cols]
         day_inputs = _day_view(inputs, cols)
-        request_cost = np.maximum(site_bills(day_inputs, plan_grid) - site_bills(day_inputs, fallback_grid), 0.0)
+        request_cost = _request_cost(day_inputs, plan_grid, fallback_grid)
         follow = ~deaf
         if ctx.limits.participation:
             follow &= participation.follows(ctx.model, request_cost, ctx.seed, index, day)
@@ -194,5 +206,27 @@ class _DayView:
     step_hours: float
 
 
-def _day_view(inputs: PartitionInputs, cols: slice) -> _DayView:
-    return _DayView(inputs.price_per_kwh[:, cols], inputs.feed_in_per_kwh[:, cols], inputs.step_hours)
+def _day_view(inputs: PartitionInputs, cols: slice, rows: np.ndarray | slice = slice(None)) -> _DayView:
+    return _DayView(inputs.price_per_kwh[rows, cols], inputs.feed_in_per_kwh[rows, cols], inputs.step_hours)
+
+
+def _request_cost(day: _DayView, plan_grid_kw: np.ndarray, fallback_grid_kw: np.ndarray) -> np.ndarray:
+    """What following the plan costs each site that day against its own rule (never below 0)."""
+    return np.maximum(site_bills(day, plan_grid_kw) - site_bills(day, fallback_grid_kw), 0.0)
+
+
+def _dr_replan(problem: central.GroupProblem, plan: central.GroupPlan, model: participation.ParticipationModel,
+               day: _DayView) -> central.GroupProblem:
+    """The problem of a day with a DR window, re-posed from a first plan so its DR rows hold
+    for the sites that will actually follow, not only on average over yesterday's.
+
+    Sites choose on what *this* plan costs them, so the weights become ``p(cost)`` of the first
+    plan (yesterday's costs say little about a DR day's). Whether each site follows is a coin
+    toss, so the group's flow in a step scatters around its expectation with variance
+    ``sum_i w_i (1 - w_i) (plan_i - fallback_i)^2``; the DR limit is lowered by
+    ``DR_CONFIDENCE_Z`` of its standard deviations, so the group meets it in about 95 % of
+    draws (a one-sided normal bound) instead of half. Each group keeps its own margin, which
+    over-covers a fleet of several independent groups rather than depend on partitioning."""
+    weights = model.probability(_request_cost(day, plan.grid_kw, problem.fallback_kw))
+    spread = np.sqrt((weights[:, None] * (1.0 - weights[:, None]) * (plan.grid_kw - problem.fallback_kw) ** 2).sum(axis=0))
+    return dataclasses.replace(problem, weights=weights, target_kw=problem.target_kw - DR_CONFIDENCE_Z * spread)
