@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import warnings
 
 import pytest
 
@@ -36,3 +38,22 @@ def test_a_portfolio_run_prints_one_line_per_stage_and_no_dask_logs(in_tmp_cwd, 
     assert captured.out.splitlines() == ["simulated 4 sites x 24 h, strategies rule_based, on 1 partitions",
                                          "report in out/report.md"]
     assert "distributed" not in captured.err and "INFO" not in captured.err
+
+
+@pytest.mark.slow
+def test_a_portfolio_run_says_nothing_of_dask_ports_another_cluster_holds(in_tmp_cwd):
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8787))  # Dask's default HTTP port, as another cluster would hold it
+        holder.listen()
+    except OSError:
+        pass  # already held by someone else: the same condition
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = run_portfolio.main(["--sites", "2", "--hours", "24", "--strategies", "rule_based", "--scenario", "none",
+                                       "--output", "out", "--workers", "1"])
+    finally:
+        holder.close()
+    assert code == 0
+    assert not [w for w in caught if "already in use" in str(w.message)], [str(w.message) for w in caught]

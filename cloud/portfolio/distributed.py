@@ -38,7 +38,9 @@ def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS, proc
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
+    # The scheduler serves HTTP (health, metrics) whatever the dashboard setting, by default on
+    # port 8787, and warns when another cluster holds it: a free port on loopback says nothing.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield client
 
