@@ -28,7 +28,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1280,2700")
 
 # The shape run_portfolio.py writes (cloud.portfolio.kpis.summary), trimmed to a few KPIs.
-PORTFOLIO_SUMMARY = {"sites": 200, "steps": 168, "step_hours": 1.0, "start": "2025-07-01T07:00:00+00:00",
+PORTFOLIO_SUMMARY = {"sites": 200, "steps": 168, "step_hours": 1.0, "start": "2025-07-01T07:00:00+00:00", "currency": "USD",
                      "strategies": {name: {"total_cost": cost, "peak_aggregate_import_kw": peak, "savings": 9100.0 - cost}
                                     for name, cost, peak in (("no_battery", 9100.0, 812.0), ("rule_based", 8200.5, 790.1),
                                                              ("central", 7700.25, 610.0))}}
@@ -149,6 +149,9 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
     portfolio_rows = browser.find_elements("css selector", "#portfolio-body tbody tr")
     assert [row.find_element("tag name", "td").text for row in portfolio_rows] == list(PORTFOLIO_SUMMARY["strategies"])
     assert "7,700.25" in browser.find_element("id", "portfolio-body").text
+    heads = [th.text for th in browser.find_elements("css selector", "#portfolio-body thead th")]
+    assert heads == ["strategy", "total cost (USD)", "savings (USD)", "peak aggregate import (kW)"]
+    assert "790.1" in browser.find_element("id", "portfolio-body").text and "610.0" in browser.find_element("id", "portfolio-body").text
     screenshot = _save_screenshot(browser, tmp_path, "dashboard.png")
     assert screenshot.stat().st_size > 10_000
 
@@ -214,6 +217,8 @@ def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_si
     starved = [li.text for li in browser.find_elements("css selector", "#starved li")]
     assert starved and all("kWh not served" in s for s in starved)
     assert "USD" in browser.find_element("id", "about").text
+    names = [row.find_element("tag name", "td").text for row in browser.find_elements("css selector", "#kpis tr")[1:]]
+    assert {"total cost (USD)", "peak aggregate import (kW)", "dr delivered (kWh)"} <= set(names), names
     assert 10_000 < _save_screenshot(browser, tmp_path, "dashboard-fleet.png").stat().st_size < 300_000
     browser.get(fleet_server + "/")
     assert browser.find_element("id", "fleet-link").get_attribute("href").endswith("/fleet")

@@ -211,24 +211,23 @@ function renderPortfolio(portfolio) {
     newest.modified ? "written " + new Date(newest.modified).toLocaleString() : null].filter(Boolean).join(" · ");
   body.appendChild(title);
   const table = document.createElement("table");
-  const fmt = (v) => (typeof v === "number" ? v.toLocaleString(undefined, { maximumFractionDigits: 2 }) : v == null ? "–" : String(v));
   const strategies = summary.strategies && typeof summary.strategies === "object" ? summary.strategies : null;
   if (strategies) {
     // Strategies as rows, the headline KPIs the portfolio job reports as columns.
     const kpis = PORTFOLIO_KPIS.filter((k) => Object.values(strategies).some((s) => s && k in s));
     const head = table.createTHead().insertRow();
-    ["strategy", ...kpis].forEach((k) => { const th = document.createElement("th"); th.textContent = k.replace(/_/g, " "); head.appendChild(th); });
+    ["strategy", ...kpis].forEach((k) => { const th = document.createElement("th"); th.textContent = kpiLabel(k, summary.currency); head.appendChild(th); });
     const rows = table.createTBody();
     for (const [name, values] of Object.entries(strategies)) {
       const row = rows.insertRow();
       row.insertCell().textContent = name;
-      kpis.forEach((k) => { row.insertCell().textContent = fmt(values[k]); });
+      kpis.forEach((k) => { row.insertCell().textContent = kpiValue(values[k], k); });
     }
   } else {
     flatten(summary, "").slice(0, 60).forEach(([key, value]) => {
       const row = table.insertRow();
       row.insertCell().textContent = key;
-      row.insertCell().textContent = fmt(value);
+      row.insertCell().textContent = kpiValue(value, key);
     });
   }
   body.appendChild(table);

@@ -65,11 +65,12 @@ function histogram(el, title, xLabel, byKey, bins) {
     for (const v of byKey[k]) if (v !== null) c[Math.min(bins - 1, Math.floor((v - lo) / step))] += 1;
     return c;
   });
-  const bars = uPlot.paths.bars({ size: [0.9 / keys.length, 60] });
+  // Outlined steps, not bars: several strategies' counts share each bin without hiding each other.
+  const steps = uPlot.paths.stepped({ align: 0 });
   charts[el.id] = new uPlot({
     title, width: width(el), height: 260, scales: { x: { time: false } },
     series: [{ label: xLabel }].concat(keys.map((k, i) => ({ label: k, stroke: COLOURS[(i + 1) % COLOURS.length],
-      fill: COLOURS[(i + 1) % COLOURS.length] + "88", paths: bars }))),
+      fill: COLOURS[(i + 1) % COLOURS.length] + "22", width: 2, paths: steps }))),
     axes: [{ label: xLabel }, { label: "sites" }],
   }, [centres].concat(counts), el);
 }
@@ -91,10 +92,10 @@ function kpis(data) {
   for (const row of rows) {
     if (!strategies.some((k) => row in data.summary.strategies[k])) continue;
     const tr = table.insertRow();
-    tr.insertCell().textContent = row.replace("total_cost", `total_cost (${data.currency})`).replace(/^savings$/, `savings (${data.currency})`);
+    tr.insertCell().textContent = kpiLabel(row, data.currency);
     for (const k of strategies) {
       const v = data.summary.strategies[k][row];
-      tr.insertCell().textContent = v === undefined ? "–" : typeof v === "number" ? v.toLocaleString(undefined, { maximumFractionDigits: 2 }) : String(v);
+      tr.insertCell().textContent = kpiValue(v, row);
     }
   }
 }
