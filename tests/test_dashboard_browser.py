@@ -11,6 +11,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,16 +56,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` on a free loopback port in a thread of this process, for a browser to load."""
     import uvicorn
 
-    folder = tmp_path_factory.mktemp("browser")
-    store = SQLiteCloudStore(folder / "cloud.db")
-    configs = fill_store(store, n_sites=2, seed=5)
-    (folder / "portfolio").mkdir()
-    (folder / "portfolio" / "summary.json").write_text(json.dumps(PORTFOLIO_SUMMARY))
-    app = create_app(store, portfolio_dir=folder / "portfolio")
     config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -73,9 +70,22 @@ def server(tmp_path_factory):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("dashboard server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}", [c.device_id for c in configs]
-    running.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    store = SQLiteCloudStore(folder / "cloud.db")
+    configs = fill_store(store, n_sites=2, seed=5)
+    (folder / "portfolio").mkdir()
+    (folder / "portfolio" / "summary.json").write_text(json.dumps(PORTFOLIO_SUMMARY))
+    with serving(create_app(store, portfolio_dir=folder / "portfolio")) as url:
+        yield url, [c.device_id for c in configs]
     store.close()
 
 
@@ -170,25 +180,12 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
 
 @pytest.fixture(scope="module")
 def fleet_server(tmp_path_factory):
-    import uvicorn
-
     from tests.test_fleet_page import write_portfolio
 
     folder = tmp_path_factory.mktemp("fleet-browser")
     store = SQLiteCloudStore(folder / "cloud.db")
-    app = create_app(store, portfolio_dir=write_portfolio(folder / "portfolio"))
-    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("dashboard server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}"
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(store, portfolio_dir=write_portfolio(folder / "portfolio"))) as url:
+        yield url
     store.close()
 
 

@@ -193,22 +193,11 @@ def test_status_lists_only_the_stores_sites(tmp_path):
 
 @pytest.mark.slow
 def test_the_dashboard_lists_every_block_and_the_same_savings(quick_start, browser):  # noqa: F811
-    import threading
-    import time
-
-    import uvicorn
-
-    from tests.test_dashboard_browser import _free_port, _wait_for
+    from tests.test_dashboard_browser import _wait_for, serving
 
     _, _, optimizer, store = quick_start
-    app = create_app(store)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.05)
-    try:
-        browser.get(f"http://127.0.0.1:{server.config.port}/?site=home-001")
+    with serving(create_app(store)) as url:
+        browser.get(f"{url}/?site=home-001")
         _wait_for(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-loaded") == "home-001",
                   "home-001 to load")
         summary = _stored_summaries(store)["home-001"]
@@ -225,6 +214,3 @@ def test_the_dashboard_lists_every_block_and_the_same_savings(quick_start, brows
         assert zone in browser.find_element("id", "status").text  # the header clock is site-local, zone named
         labels = browser.execute_script('return charts["chart-plan"].axes.map((axis) => axis.label || null);')
         assert "battery kW (+charge)" in labels and "USD/kWh" in labels
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
