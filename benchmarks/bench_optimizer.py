@@ -121,7 +121,7 @@ def time_car_sites(count: int) -> None:
     settings = PlanSettings(start=pd.Timestamp("2024-06-15T00:00"))
     plan_site(build_config({"seed": 1}), settings)  # first call compiles the program (cached on disk after)
     policy, times = [], []
-    fit = reserve.fit_policy
+    fit = reserve.fit
 
     def timed_fit(*args, **kwargs):
         start = time.perf_counter()
@@ -130,16 +130,16 @@ def time_car_sites(count: int) -> None:
         finally:
             policy.append(time.perf_counter() - start)
 
-    planner.reserve.fit_policy = timed_fit
+    planner.reserve.fit = timed_fit
     try:
         for seed in range(1, count + 1):
             start = time.perf_counter()
             plan_site(build_config({"seed": seed}), settings)
             times.append(time.perf_counter() - start)
     finally:
-        planner.reserve.fit_policy = fit
+        planner.reserve.fit = fit
     print(f"plan_site, {count} homes with a car (guarded): median {statistics.median(times):.2f} s per site, "
-          f"of which the reserve policy {statistics.median(policy):.2f} s; 1,000 such sites ~{statistics.median(times) * 1000 / 60:.0f} min")
+          f"of which solving the reserve policy {statistics.median(policy):.2f} s; 1,000 such sites ~{statistics.median(times) * 1000 / 60:.0f} min")
 
 
 if __name__ == "__main__":

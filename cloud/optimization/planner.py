@@ -117,6 +117,12 @@ class SitePlan:
     cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
     policy_plan: DispatchPlan | None = None  # what the battery does under the policy on the forecast
     currency: str = "USD"  # the site's (SimulatorConfig.currency_code): money in its summary
+    #: Under a reserve policy: the expected valued cost over car arrivals of the policy and of
+    #: the battery's own rule, by the policy's program from the plan's start (reserve.Fitted).
+    over_arrivals: tuple[float, float] | None = None
+    #: Under a reserve policy: the energy it holds above the minimum for the car, and when the
+    #: car is expected (reserve.held_for_car).
+    held_for_car: tuple[float, pd.Timestamp] | None = None
 
     @property
     def made(self) -> DispatchPlan:
@@ -127,8 +133,11 @@ class SitePlan:
     @cached_property
     def _costs_against_rule(self) -> tuple[float, float]:
         """The valued cost (plan.DispatchPlan.valued_cost) of the plan made and of the battery's
-        own rule on the same forecast: over every load scenario of a scenario plan
+        own rule on the same forecast: over car arrivals under a reserve policy
+        (:attr:`over_arrivals`), over every load scenario of a scenario plan
         (:meth:`expected_over_scenarios`), else on the one forecast."""
+        if self.over_arrivals is not None:
+            return self.over_arrivals
         expected = self.expected_over_scenarios()
         if expected is not None:
             return expected["cost"], expected["cost_self_consumption"]
@@ -137,11 +146,12 @@ class SitePlan:
     @property
     def published(self) -> str:
         """What is sent: the plan made, or the battery's own rule where the plan's valued cost
-        is above the rule's on the same forecast, since a plan worse than the rule is never sent.
-        A reserve policy is always sent: what it keeps back is for a car the forecast does not
-        show, and its program already weighs it against spending, in expectation over arrivals
-        (the rule, defending the cap, is one of the policies it chooses from)."""
-        if self.policy_plan is not None:
+        is above the rule's, since a plan worse than the rule is never sent. A reserve policy is
+        judged over car arrivals, not on the one forecast with no car, where what it keeps for
+        the car looks wasted: both are valued by the policy's own program (:attr:`over_arrivals`).
+        Its thresholds are the program's optimum, so only the program's energy grid can put the
+        policy above the rule; then the rule is sent."""
+        if self.policy_plan is not None and self.over_arrivals is None:
             return PUBLISHED_PLAN
         plan_cost, rule_cost = self._costs_against_rule
         return PUBLISHED_RULE if plan_cost > rule_cost + RULE_TOLERANCE * max(1.0, abs(rule_cost)) else PUBLISHED_PLAN
@@ -152,6 +162,9 @@ class SitePlan:
         if self.published == PUBLISHED_PLAN:
             return None
         plan_cost, rule_cost = self._costs_against_rule
+        if self.over_arrivals is not None:
+            return (f"the reserve policy's expected cost over car arrivals {plan_cost:.2f} is above the battery's own "
+                    f"rule's {rule_cost:.2f} (the policy's program, on its energy grid), so the rule is sent instead")
         return (f"the plan's expected cost {plan_cost:.2f} is above the battery's own rule's {rule_cost:.2f} on the "
                 "same forecast (energy left in the battery valued), so the rule is sent instead")
 
@@ -236,6 +249,14 @@ class SitePlan:
                 "cost_self_consumption": rule, "savings_vs_no_battery": without - cost,
                 "savings_vs_self_consumption": rule - cost}
 
+    def expected_over_arrivals(self) -> dict | None:
+        """Under a reserve policy, the expected valued costs over car arrivals of the policy and
+        of the battery's own rule (:attr:`over_arrivals`); None otherwise."""
+        if self.over_arrivals is None:
+            return None
+        cost, rule = self.over_arrivals
+        return {"cost": cost, "cost_self_consumption": rule, "savings_vs_self_consumption": rule - cost}
+
     def summary(self) -> dict:
         return {
             "device_id": self.device_id,
@@ -259,6 +280,7 @@ class SitePlan:
             "execution": self.execution,
             "load_scenarios": len(self.decision.plans),
             "expected_over_scenarios": self.expected_over_scenarios(),
+            "expected_over_arrivals": self.expected_over_arrivals(),
             "reserve": None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
         }
 
@@ -308,7 +330,7 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
         return None
     stamps = pd.DatetimeIndex(readings[dd.TS])
     # A reading describes the interval ending at its stamp, so a step takes the readings inside it.
-    per_step = lambda column: pd.Series(readings[column].to_numpy(), index=stamps).resample(  # noqa: E731
+    per_step = lambda column: pd.Series(readings[column].to_numpy(), index=stamps).resample(
         step, label="right", closed="right").mean()
     load, pv = per_step(dd.LOAD_TOTAL), per_step(dd.SOLAR_KW)
     latest = readings.iloc[-1]
@@ -349,7 +371,7 @@ def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestam
 
 
 def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec, cap_kw: float,
-                settings: PlanSettings) -> ReservePolicy:
+                settings: PlanSettings) -> reserve.Fitted:
     """The reserve policy in force at ``start``: the one solved at the local midnight before it
     on the readings before that midnight, as the backtest solves it, whatever hour the plan is
     made (re-solving it every hour carries the naive forecast's mid-session anomaly into a
@@ -358,7 +380,7 @@ def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, 
     for a day's plan made at midnight, as in the backtest."""
     midnight = start.tz_convert(config.timezone).normalize().tz_convert("UTC")
     horizon = max(reserve.HORIZON, start + pd.Timedelta(hours=settings.horizon_hours + 12) - midnight)
-    return reserve.fit_policy(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon)
+    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon)
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
@@ -380,7 +402,8 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     # when the forecaster has them.
     decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak,
                        scenarios=guard is None)
-    policy = None if guard is None else site_policy(config, state, start, spec, peak, settings)
+    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings)
+    policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
     policy_plan = None if policy is None else reserve.expected_dispatch(policy, inputs, spec, step_starts, inputs.peak_so_far_kw)
@@ -390,6 +413,8 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
         execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec),
         policy_plan=policy_plan, currency=config.currency_code,
+        over_arrivals=None if fitted is None else fitted.expected_costs(policy.row(start), spec.initial_kwh, spec.min_kwh),
+        held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
     )
 
 

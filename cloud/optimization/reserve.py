@@ -36,9 +36,13 @@ import pandas as pd
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
 from cloud.optimization.model import BatterySpec, HorizonInputs
-from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
+from cloud.optimization.plan import (
+    DispatchPlan,
+    build_plan,
+    stored_energy_value_per_kwh,
+)
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
-from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, limits
+from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
 from edge_gateway.config import SimulatorConfig
 from edge_gateway.control import ReservePolicy, reserve_request_kw
 from edge_gateway.simulators import battery as physics
@@ -177,10 +181,11 @@ def energy_levels(spec: BatterySpec) -> np.ndarray:
     return spec.min_kwh + np.arange(count + 1) * usable / count
 
 
-def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
-                 config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> ReservePolicy:
-    """The thresholds for the steps of ``forecast`` (forecasters.COLUMNS; its LOAD column is
-    not used: the house's own load is ``house_kw``) under import cap ``cap_kw``."""
+def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
+            config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> tuple:
+    """The program's arguments (``reserve_dp.backward``) for the steps of ``forecast``
+    (forecasters.COLUMNS; its LOAD column is not used: the house's own load is ``house_kw``)
+    under import cap ``cap_kw``."""
     instants = forecast.index
     dt = step / pd.Timedelta(hours=1)
     local = (instants - step).tz_convert(config.timezone)
@@ -188,27 +193,68 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
     slot = np.asarray(local.hour * 60 + local.minute) * slots // 1440
     hazard = model.arrival_hazard[np.asarray(local.day_of_week >= 5).astype(int), slot]
     price = forecast[fc.IMPORT_PRICE].to_numpy()
-    e = energy_levels(spec)
-    _, after = backward(
+    return (
         np.asarray(house_kw, dtype=float), np.maximum(forecast[fc.PV].to_numpy(), 0.0), price,
         forecast[fc.EXPORT_PRICE].to_numpy(), hazard, np.asarray(slot == 0), model.continuation,
-        config.home_load.ev_charger_kw, model.one_session_a_day, e, spec.charge_efficiency, spec.discharge_efficiency,
-        spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw, config.grid_price.demand_charge,
-        OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers, model.multiplier_probs,
-        model.residuals_kw, model.residual_probs,
+        config.home_load.ev_charger_kw, model.one_session_a_day, energy_levels(spec), spec.charge_efficiency,
+        spec.discharge_efficiency, spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw,
+        config.grid_price.demand_charge, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
+        model.multiplier_probs, model.residuals_kw, model.residual_probs,
     )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A solved program: the policy and what it was solved on, to value any thresholds by."""
+
+    policy: ReservePolicy
+    program: tuple  # reserve_dp.backward's arguments
+
+    @property
+    def energies_kwh(self) -> np.ndarray:
+        return self.program[9]
+
+    def expected_cost(self, floor_kwh: np.ndarray, charge_to_kwh: np.ndarray, row: int, energy_kwh: float) -> float:
+        """The expected valued cost, over car arrivals, session lengths and house loads, of the
+        battery following ``floor_kwh``/``charge_to_kwh`` from step ``row`` to the program's end,
+        starting with no car charging, nothing paid above the cap and ``energy_kwh`` stored
+        (between the program's energy levels: interpolated). Energy left at the end is valued as
+        every plan values it (plan.stored_energy_value_per_kwh), counted from the minimum."""
+        values, _ = evaluate(*self.program, floor_kwh=floor_kwh, charge_to_kwh=charge_to_kwh)
+        return float(np.interp(energy_kwh, self.energies_kwh, values[row, 0, 0]))
+
+    def expected_costs(self, row: int, energy_kwh: float, min_kwh: float) -> tuple[float, float]:
+        """:meth:`expected_cost` of the policy and of the battery's own rule (floor and
+        charge-to at the minimum: self-consumption, the cap defended as the policy defends it)."""
+        rule = np.full_like(self.policy.floor_kwh, min_kwh)
+        return (self.expected_cost(self.policy.floor_kwh, self.policy.charge_to_kwh, row, energy_kwh),
+                self.expected_cost(rule, rule, row, energy_kwh))
+
+
+def solve(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
+          config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> Fitted:
+    """The thresholds for the steps of ``forecast`` (:func:`program` says what it holds)."""
+    args = program(model, forecast, house_kw, spec, config, cap_kw, step)
+    price, e = args[2], args[9]
+    _, after = backward(*args)
     floor, charge_to = limits(after, price, e, spec.charge_efficiency, spec.discharge_efficiency, spec.wear_cost_per_kwh)
-    return ReservePolicy(
-        start=instants[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
+    policy = ReservePolicy(
+        start=forecast.index[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
         charging_steps=model.charging_steps, house_levels=tuple(float(m) for m in model.multipliers),
         house_kw=np.asarray(house_kw, dtype=float), one_session_a_day=model.one_session_a_day,
     )
+    return Fitted(policy, args)
 
 
-def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
-               cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> ReservePolicy:
-    """The policy for the ``horizon`` after ``issued_at``, learnt from the readings before it
-    and planned on the naive house-load forecast, the PV forecast and the tariff."""
+def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
+                 config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> ReservePolicy:
+    return solve(model, forecast, house_kw, spec, config, cap_kw, step).policy
+
+
+def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
+        cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> Fitted:
+    """The program for the ``horizon`` after ``issued_at``, learnt from the readings before it
+    and planned on the naive house-load forecast, the PV forecast and the tariff, solved."""
     charger = config.home_load.ev_charger_kw
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
@@ -216,7 +262,13 @@ def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: p
     house_kw = fc.naive_load_kw(house, issued_at, instants, fc.HOUSE_ANOMALY_READINGS)
     pv = fc.pv_forecast(config, issued_at, instants)
     forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
-    return solve_policy(model, forecast, house_kw, spec, config, cap_kw, step)
+    return solve(model, forecast, house_kw, spec, config, cap_kw, step)
+
+
+def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
+               cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> ReservePolicy:
+    """The policy of :func:`fit`."""
+    return fit(config, load_history_kw, issued_at, spec, cap_kw, step, horizon).policy
 
 
 def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: BatterySpec, step_starts: pd.DatetimeIndex,
@@ -243,3 +295,30 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
         delivered, state = physics.step(params, state, capped, dt, room)
         power[i] = delivered[0]
     return build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="reserve policy, no car")
+
+
+#: The car is "expected" from the first step at which the chance it has arrived since the
+#: plan's start reaches this; a hold smaller than HOLD_SHOWN_KWH is not worth a line.
+ARRIVAL_LIKELY = 0.5
+HOLD_SHOWN_KWH = 0.05
+
+
+def held_for_car(fitted: Fitted, step_starts: pd.DatetimeIndex, min_kwh: float) -> tuple[float, pd.Timestamp] | None:
+    """What the policy keeps for the car in a plan with no car yet: the energy its floor holds
+    above the minimum in the last step before the car is expected, and the start of the step
+    it is expected in: the first at which the chance that it has arrived since the plan's
+    start (the program's arrival hazard) reaches :data:`ARRIVAL_LIKELY`. That step's floor,
+    not an earlier one, because earlier floors also hold energy for dearer hours to come
+    (a full battery kept through a cheap night is not kept for the car). None when the car is
+    not expected within the plan or the hold is below :data:`HOLD_SHOWN_KWH`."""
+    policy, hazard = fitted.policy, fitted.program[4]
+    waiting = 1.0
+    for k, ts in enumerate(step_starts):
+        row = policy.row(ts)
+        if row is None:
+            return None
+        waiting *= 1.0 - float(hazard[row])
+        if 1.0 - waiting >= ARRIVAL_LIKELY:
+            held = float(policy.floor_kwh[max(row - 1, 0), 0]) - min_kwh
+            return (held, ts) if held >= HOLD_SHOWN_KWH else None
+    return None

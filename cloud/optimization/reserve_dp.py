@@ -20,6 +20,16 @@ house multiplier ``m`` (``k = K`` also holds every longer session), ``S - 1`` th
 session done. The overshoot already paid is interpolated between the levels ``overshoot_kw``,
 so the penalty is exact and the levels can be few.
 
+The same recursion values a given pair of threshold tables instead of minimising
+(:func:`evaluate`): in step 3 the battery then makes the move the policy makes
+(``edge_gateway.control.reserve_request_kw``, the import cap defended as the battery defends
+it), and everything else, the step's cost, the overshoot paid and the expectation over what
+follows, is the one code the optimisation runs. The program's grid holds only its energy
+levels, so the policy's move lands on the better of the two levels either side of the exact
+energy (a grid move the battery could make either way); the optimisation minimises over the
+same grid moves, so a policy evaluated is never credited with a move the optimum could not
+make, and the optimum's value is at most any policy's.
+
 The numbers are small enough for a compiled loop: a day of 15-minute steps, ~100 energy
 levels, ~25 battery moves, ~75 session states, 5 overshoot levels and 4 house draws.
 """
@@ -31,16 +41,35 @@ import math
 import numba
 import numpy as np
 
+from edge_gateway.control import reserve_request_kw
+
 #: Demand charge already paid above the cap, kW: the interpolation levels.
 OVERSHOOT_KW = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
+#: The policy's own move rule, compiled: the gateway runs the same function in Python.
+_policy_request_kw = numba.njit(cache=True, nogil=True)(reserve_request_kw)
+_NO_TABLE = np.empty((0, 0))
+
+
+def backward(*program):
+    """Expected cost-to-go ``V`` (steps + 1, states, overshoot levels, energies) of the best
+    moves and the expected cost after each step's decision ``W`` (steps, states, overshoot
+    levels, energies). ``program``: the arguments of :func:`_recursion` up to ``resid_prob``."""
+    return _recursion(*program, _NO_TABLE, _NO_TABLE, False)
+
+
+def evaluate(*program, floor_kwh, charge_to_kwh):
+    """``V`` and ``W`` as :func:`backward` has them, of the battery following the threshold
+    tables ``floor_kwh`` and ``charge_to_kwh`` (steps, states) instead of the best moves."""
+    return _recursion(*program, np.ascontiguousarray(floor_kwh, dtype=np.float64),
+                      np.ascontiguousarray(charge_to_kwh, dtype=np.float64), True)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def backward(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_kw, one_a_day, e, eta_c, eta_d,
-             max_charge_kw, max_discharge_kw, dt, wear, cap_kw, demand_charge, overshoot_kw, terminal_value,
-             mult, mult_prob, resid, resid_prob):
-    """Expected cost-to-go ``V`` (steps + 1, states, overshoot levels, energies) and the
-    expected cost after each step's decision ``W`` (steps, states, overshoot levels, energies)."""
+def _recursion(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_kw, one_a_day, e, eta_c, eta_d,
+               max_charge_kw, max_discharge_kw, dt, wear, cap_kw, demand_charge, overshoot_kw, terminal_value,
+               mult, mult_prob, resid, resid_prob, floor_kwh, charge_to_kwh, follow):
+    """The backward recursion: per step the best move (``follow`` false) or the move of the
+    thresholds ``floor_kwh``/``charge_to_kwh`` (``follow`` true)."""
     T = house_kw.shape[0]
     N = e.shape[0]
     K = cont.shape[0]
@@ -81,14 +110,17 @@ def backward(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_kw,
                 W[t, done, o, j] = waiting if day_turns else V[t + 1, done, o, j]
         for s in numba.prange(S):
             _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_kw, mult, resid, resid_prob,
-                    power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W)
+                    power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W, e, eta_c, eta_d, max_charge_kw,
+                    floor_kwh, charge_to_kwh, follow)
     return V, W
 
 
 @numba.njit(cache=True, nogil=True)
 def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_kw, mult, resid, resid_prob,
-            power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W):
-    """``V[t, s]``: the expected cost of the best move from every energy, over the house draws."""
+            power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W, e, eta_c, eta_d, max_charge_kw,
+            floor_kwh, charge_to_kwh, follow):
+    """``V[t, s]``: the expected cost, over the house draws, of the best move from every
+    energy, or of the thresholds' move when ``follow``."""
     charging = 1 <= s < S - 1
     base = house_kw[t] * (mult[(s - 1) % M] if charging else 1.0) + (charger_kw if charging else 0.0) - pv_kw[t]
     cost = np.empty(A)
@@ -115,19 +147,44 @@ def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_
                         share[a] = (over - overshoot_kw[m]) / (overshoot_kw[m + 1] - overshoot_kw[m])
                 cost[a] = c
             for i in range(N):
-                best = 1e300
-                for a in range(max(0, down - i), min(A, N - i + down)):
-                    j = i + a - down
-                    m = level[a]
-                    after = after_t[m, j]
-                    if share[a] > 0.0:
-                        after += share[a] * (after_t[m + 1, j] - after)
-                    value = cost[a] + after
-                    if value < best:
-                        best = value
-                total[i] += resid_prob[q] * best
+                low, high = max(0, down - i), min(A, N - i + down)
+                if follow:
+                    low, high = _policy_moves(i, net, floor_kwh[t, s], charge_to_kwh[t, s], cap_kw + overshoot_kw[o], e,
+                                              down, low, high, eta_c, eta_d, max_charge_kw, dt)
+                total[i] += resid_prob[q] * _best(low, high, i, down, cost, level, share, after_t)
         for i in range(N):
             V[t, s, o, i] = total[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _best(low, high, i, down, cost, level, share, after_t):
+    """The least, over moves ``a`` in ``[low, high)`` from energy ``i``, of the step's cost and
+    the expected cost after it, at the overshoot the move leaves paid (interpolated between
+    levels)."""
+    best = 1e300
+    for a in range(low, high):
+        j = i + a - down
+        m = level[a]
+        after = after_t[m, j]
+        if share[a] > 0.0:
+            after += share[a] * (after_t[m + 1, j] - after)
+        value = cost[a] + after
+        best = min(best, value)
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _policy_moves(i, net, floor, charge_to, cap, e, down, low, high, eta_c, eta_d, max_charge_kw, dt):
+    """The moves ``[low, high)`` the thresholds allow from energy ``i`` on net load ``net``: the
+    policy's request, held under the import cap ``cap`` as the battery holds it
+    (``battery.request_setpoint``), clamped to the grid moves possible, then the one or two
+    grid levels either side of the energy it reaches."""
+    request = min(_policy_request_kw(net, e[i], floor, charge_to, max_charge_kw, eta_c, eta_d, dt), cap - net)
+    stored = request * eta_c * dt if request >= 0.0 else request * dt / eta_d
+    x = min(max(down + stored / (e[1] - e[0]), low), high - 1.0)
+    first = int(math.floor(x + 1e-9))
+    last = first + 1 if x - first > 1e-9 else first
+    return first, min(last, high - 1) + 1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -17,6 +17,7 @@ Times are site-local and the zone is named; money is in the site's currency
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,13 @@ class PlanSummary:
     # is never shown as money saved.
     energy_value: float = 0.0
     energy_value_self_consumption: float = 0.0
+    # Under a reserve policy: the expected valued cost over car arrivals of the policy and of the
+    # battery's own rule (planner.SitePlan.over_arrivals). The bills above are the one forecast
+    # with no car, where what the policy keeps for the car looks wasted; these weigh it.
+    arrivals_cost: float | None = None
+    arrivals_cost_self_consumption: float | None = None
+    # What the policy keeps for the car: "hold 4.0 kWh for the car expected after 18:00".
+    hold: str | None = None
 
     @property
     def savings(self) -> float:
@@ -139,12 +147,23 @@ class PlanSummary:
         return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{stored}, "
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
 
+    def arrivals_line(self) -> str | None:
+        """The reserve policy's and the rule's expected costs over car arrivals; None without."""
+        if self.arrivals_cost is None or self.arrivals_cost_self_consumption is None:
+            return None
+        better = self.arrivals_cost_self_consumption - self.arrivals_cost
+        return (f"over car arrivals (the policy's program): expected cost {self.money(self.arrivals_cost)} with the "
+                f"reserve policy, {self.money(self.arrivals_cost_self_consumption)} with the battery's own rule "
+                f"(policy {'saves' if better >= 0 else 'costs'} {self.money(abs(better))} {'more' if better >= 0 else 'extra'})")
+
     def lines(self) -> list[str]:
         """The summary for a terminal: who, when and in what, the next action, every block, the money."""
         out = [f"{self.device_id}: times in {self.zone}, money in {self.currency}",
                f"next: {self.next_action}"]
         out += [f"  {block.line()}" for block in self.blocks] or ["  keep the battery idle"]
+        out += [f"  {self.hold}"] if self.hold else []
         out.append(self.savings_line())
+        out += [line for line in (self.arrivals_line(),) if line]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +179,8 @@ class PlanSummary:
             "savings_vs_self_consumption": self.savings_vs_self_consumption,
             "savings_text": self.money(self.savings), "bill_text": self.money(self.bill),
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
+            "arrivals_cost": self.arrivals_cost, "arrivals_cost_self_consumption": self.arrivals_cost_self_consumption,
+            "arrivals_line": self.arrivals_line(), "hold": self.hold,
         }
 
     @classmethod
@@ -169,7 +190,13 @@ class PlanSummary:
                    dd.parse_ts(data["start"]), dd.parse_ts(data["end"]),
                    tuple(ActionBlock.from_dict(b) for b in data["blocks"]), float(data["bill"]),
                    float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
-                   float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)))
+                   float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)),
+                   _maybe_float(data.get("arrivals_cost")), _maybe_float(data.get("arrivals_cost_self_consumption")),
+                   data.get("hold"))
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def runs(actions: Sequence[str], step_starts: pd.DatetimeIndex, step: pd.Timedelta) -> list[list]:
@@ -272,15 +299,29 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
                        float(energy_value_self_consumption))
 
 
+def hold_line(held_kwh: float, expected_at: pd.Timestamp, timezone: str) -> str:
+    """What a reserve policy keeps for the car (reserve.held_for_car), site-local."""
+    return f"hold {held_kwh:.1f} kWh for the car expected after {expected_at.tz_convert(timezone):%H:%M}"
+
+
 def plan_summary(site_plan: SitePlan) -> PlanSummary:
-    """The summary of a fresh plan: its blocks and the three bills the planner costed."""
+    """The summary of a fresh plan: its blocks and the three bills the planner costed, and
+    under a reserve policy sent, what it holds for the car and both expected costs over car
+    arrivals."""
     plan, inputs = site_plan.plan, site_plan.inputs
     steps = StepInputs(site_plan.step_starts, plan.step_hours, plan.actions, plan.battery_power_kw, plan.grid_kw,
                        inputs.import_price_per_kwh, inputs.export_price_per_kwh, inputs.demand_charge_per_kw,
                        plan.peak_import_kw)
-    return summarize(site_plan.device_id, site_plan.timezone, site_plan.currency, site_plan.issued_at, steps,
-                     plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost,
-                     plan.stored_value, site_plan.self_consumption.stored_value)
+    summary = summarize(site_plan.device_id, site_plan.timezone, site_plan.currency, site_plan.issued_at, steps,
+                        plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost,
+                        plan.stored_value, site_plan.self_consumption.stored_value)
+    arrivals = site_plan.expected_over_arrivals()
+    if arrivals is None:
+        return summary
+    held = site_plan.held_for_car if site_plan.published == "plan" else None
+    return dataclasses.replace(summary, arrivals_cost=arrivals["cost"],
+                               arrivals_cost_self_consumption=arrivals["cost_self_consumption"],
+                               hold=None if held is None else hold_line(*held, site_plan.timezone))
 
 
 def write_summary(store: CloudStore, summary: PlanSummary) -> int:
