@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from benchmarks._machine import describe
-from cloud.portfolio import archetypes, speed
-from cloud.portfolio.distributed import dask_client, dask_mapper
-from cloud.portfolio.engine import RunSpec, default_partitions, run_portfolio
-from cloud.portfolio.fleet import draw_fleet, draw_sites
-from cloud.portfolio.kpis import combine, summary
-from cloud.portfolio.scenario import SCENARIOS
-from cloud.portfolio.strategies import STRATEGIES
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._machine import describe  # noqa: E402
+from cloud.portfolio import archetypes, speed  # noqa: E402
+from cloud.portfolio.distributed import dask_client, dask_mapper  # noqa: E402
+from cloud.portfolio.engine import RunSpec, default_partitions, run_portfolio  # noqa: E402
+from cloud.portfolio.fleet import draw_fleet, draw_sites  # noqa: E402
+from cloud.portfolio.kpis import combine, summary  # noqa: E402
+from cloud.portfolio.scenario import SCENARIOS  # noqa: E402
+from cloud.portfolio.strategies import STRATEGIES  # noqa: E402
 
 START = pd.Timestamp("2025-07-01T00:00:00-07:00")
 
