@@ -111,7 +111,7 @@ def test_a_guarded_default_site_plan_says_what_it_holds_for_the_car():
     held, expected_at = site_plan.held_for_car
     summary = plan_summary(site_plan)
     local = expected_at.tz_convert(site_plan.timezone)
-    assert summary.hold == f"hold {held:.1f} kWh for the car expected after {local:%H:%M}"
+    assert summary.hold == f"hold {held:.1f} kWh for the car expected after {local:%a %H:%M}"
     assert f"  {summary.hold}" in summary.lines()
     before = site_plan.policy.row(expected_at) - 1
     assert held == pytest.approx(site_plan.policy.floor_kwh[before, 0] - site_plan.battery.min_kwh)

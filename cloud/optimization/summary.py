@@ -138,9 +138,10 @@ class PlanSummary:
         return money(amount, self.currency)
 
     def savings_line(self) -> str:
-        rule = self.bill_self_consumption
+        rule, better = self.bill_self_consumption, self.savings_vs_self_consumption
         against_rule = "" if rule is None else (
-            f"; the battery's own rule {self.money(rule)} (plan saves {self.money(self.savings_vs_self_consumption)} more)")
+            f"; the battery's own rule {self.money(rule)} (the plan "
+            + (f"saves {self.money(better)} more)" if better >= 0 else f"costs {self.money(-better)} more on this forecast)"))
         stored = "" if abs(self.energy_value) < 0.005 else (
             f", counting the energy it {'adds to' if self.energy_value > 0 else 'takes from'} the battery "
             f"as {self.money(abs(self.energy_value))}")
@@ -301,7 +302,7 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
 
 def hold_line(held_kwh: float, expected_at: pd.Timestamp, timezone: str) -> str:
     """What a reserve policy keeps for the car (reserve.held_for_car), site-local."""
-    return f"hold {held_kwh:.1f} kWh for the car expected after {expected_at.tz_convert(timezone):%H:%M}"
+    return f"hold {held_kwh:.1f} kWh for the car expected after {expected_at.tz_convert(timezone):%a %H:%M}"
 
 
 def plan_summary(site_plan: SitePlan) -> PlanSummary:
