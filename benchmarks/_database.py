@@ -22,10 +22,11 @@ def url_for(admin: str, dbname: str) -> str:
 
 
 @contextmanager
-def throwaway_database() -> Iterator[str]:
-    """The URL of a new empty database on DATABASE_URL's server; dropped on the way out."""
-    admin = admin_url()
-    name = f"der_bench_{uuid.uuid4().hex[:8]}"
+def throwaway_database(admin: str | None = None, prefix: str = "der_bench") -> Iterator[str]:
+    """The URL of a new empty database on ``admin``'s server (DATABASE_URL's by default);
+    dropped on the way out, with any session still open on it."""
+    admin = admin or admin_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

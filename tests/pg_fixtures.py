@@ -7,12 +7,13 @@ reason, except in CI (:func:`tests.conftest.in_ci`), where a missing server is a
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+
+from benchmarks._database import throwaway_database
 
 from tests.conftest import in_ci
 
@@ -55,14 +56,9 @@ def pg_url() -> Iterator[str]:
         conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
         _unreachable(str(error).strip().splitlines()[0])
-    name = f"der_test_{uuid.uuid4().hex[:12]}"
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_dbname(admin, name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+    with throwaway_database(admin, prefix="der_test") as url:
+        yield url
 
 
 def truncate_all(url: str) -> None:
