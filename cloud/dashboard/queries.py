@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.optimization.plan import classify_actions
+from cloud.optimization.model import HorizonInputs
+from cloud.optimization.plan import classify_actions, grid_costs
 from cloud.optimization.summary import PlanSummary, StepInputs, read_summary, summarize
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -220,8 +221,14 @@ def plan_summary(store: CloudStore, site: Mapping[str, Any], frame: pd.DataFrame
     grid = frame[dd.NET_GRID_FLOW].to_numpy(dtype="float64")
     power = frame[dd.BATTERY_POWER].to_numpy(dtype="float64")
 
+    # Priced by the optimizer's own accounting (plan.grid_costs), energy only; a step whose
+    # price is unknown adds nothing.
+    tariff = HorizonInputs(np.zeros(len(grid)), np.zeros(len(grid)), np.nan_to_num(price), np.nan_to_num(feed_in),
+                           step_hours=step_h)
+
     def bill(flow: np.ndarray) -> float:
-        return float(np.nansum((np.clip(flow, 0, None) * price - np.clip(-flow, 0, None) * feed_in) * step_h))
+        flow = np.nan_to_num(flow)
+        return float(grid_costs(tariff, np.clip(flow, 0, None), np.clip(-flow, 0, None))[0].sum())
 
     steps = StepInputs(pd.DatetimeIndex(pd.to_datetime(frame[dd.TS], utc=True)), step_h, plan_actions(frame), power, grid,
                        price, feed_in)
