@@ -1,4 +1,4 @@
-"""What forecast-driven MPC captures across sites and months (issue 7: at least 85 % of the
+"""What forecast-driven MPC captures across sites and months (target: at least 85 % of the
 perfect-foresight savings, and a lower bill than the self-consumption rule), beyond the one
 backtest the tests hold: 30-day backtests, naive forecaster, the default guarded execution.
 

@@ -8,7 +8,7 @@ where the time went and the machine. On a machine with two or more cores the job
 and compute the sites while its own process writes them; with one core, writes run on a
 writer thread alongside the maths. Either way the parts add up to more than the total. Run
 it two or three times on a shared machine: the spread is part of the figure.
-Target (issue 5): under 10 s on a 2-core machine.
+Target: under 10 s on a 2-core machine.
 """
 
 from __future__ import annotations

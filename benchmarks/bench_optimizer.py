@@ -1,4 +1,4 @@
-"""Speed of the dispatch LP (issue 7 targets: one 96-step plan < 20 ms median; 1,000 sites' day-ahead
+"""Speed of the dispatch LP (targets: one 96-step plan < 20 ms median; 1,000 sites' day-ahead
 plans < 20 s on a 2-core machine).
 
     python benchmarks/bench_optimizer.py [--instances 200] [--sites 1000] [--seed 0] [--compare-linprog] [--car-sites 20]

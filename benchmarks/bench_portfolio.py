@@ -1,4 +1,4 @@
-"""Portfolio scale figures (issue 8 targets, 2-core machine): 200 prosumers x 744 h with all
+"""Portfolio scale figures (targets, 2-core machine): 200 prosumers x 744 h with all
 strategies < 60 s; 10,000 sites x one year hourly, rule-based < 5 min; archetype estimates
 for 37,489 sites < 10 s with MAE < 5 % of annual cost; central re-plan rate 100 -> 10,000.
 

@@ -1,6 +1,6 @@
 """Rows per second: 500,000 readings from the SQLite edge store into Postgres end to end
 (the sync job's bulk path: read, validate, COPY + INSERT … ON CONFLICT, watermarks), then
-psycopg ``executemany`` upserting the same rows, in one run (issue 4 targets: at least
+psycopg ``executemany`` upserting the same rows, in one run (targets: at least
 60,000 rows/s end to end and at least 1.5x executemany).
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python benchmarks/bench_sync.py [--rows N]

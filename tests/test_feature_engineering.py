@@ -110,7 +110,7 @@ def _runs_of(values: np.ndarray, longest: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("missing", ["none", "some NaN", "NaN and infinities", "mostly NaN"])
 @pytest.mark.parametrize("longest_run", [3, 40])  # past eight values numpy sums pairwise
 def test_step_aggregates_are_pandas_groupby_bit_for_bit(missing, longest_run):
-    """Rebuilt rows must equal the ones computed (with pandas' groupby) before issue 5."""
+    """Rebuilt rows must equal the ones a plain pandas groupby computes."""
     rng = np.random.default_rng(longest_run)
     values = rng.normal(size=(3000, 4)) * np.array([1e-3, 1.0, 7.0, 1e5])
     if missing != "none":

@@ -1,5 +1,5 @@
 """Feature engineering: raw readings in the cloud store -> leakage-free, ML-ready features
-in ``der_features`` (issue 5).
+in ``der_features``.
 
 ``resample`` puts each site on a regular grid; ``calendar``, ``history``, ``physics`` and
 ``market`` are pure feature functions of that grid; ``pipeline`` assembles the versioned

@@ -35,7 +35,7 @@ def calendar_features(index: pd.DatetimeIndex, timezone: str, country: str | Non
     """Hour, weekday, month, weekend and public holiday of each instant in ``timezone``, with
     sin/cos encodings so 23:45 sits next to 00:00 and December next to January."""
     index = pd.DatetimeIndex(index)
-    # Computed once per distinct grid, time zone and country, not once per site (issue 5).
+    # Computed once per distinct grid, time zone and country, not once per site.
     values = _calendar_values(index.asi8.tobytes(), str(index.dtype), timezone, country)
     return pd.DataFrame(values.copy(), index=index, columns=list(CALENDAR_FEATURES))
 
@@ -46,7 +46,7 @@ def _calendar_values(stamps: bytes, dtype: str, timezone: str, country: str | No
     unit = dtype.split("[")[1].split(",")[0].rstrip("]")  # datetime64[us, UTC] -> us
     index = pd.DatetimeIndex(np.frombuffer(stamps, dtype="int64").view(f"datetime64[{unit}]"), tz="UTC")
     # Wall-clock local time as naive stamps: every field below reads them directly, where a
-    # tz-aware index converts to local time again for each field (issue 5).
+    # tz-aware index converts to local time again for each field.
     local = index.tz_convert(timezone).tz_localize(None)
     hour_of_day = local.hour.to_numpy() + local.minute.to_numpy() / 60.0 + local.second.to_numpy() / 3600.0
     dow = local.day_of_week.to_numpy()

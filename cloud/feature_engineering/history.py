@@ -39,7 +39,7 @@ def rolling_name(target: str, stat: str, window_days: int) -> str:
 def _past(series: pd.Series, by: pd.Timedelta) -> pd.Series:
     """The value ``by`` earlier, aligned on the series' own instants. On a regular grid
     whose step divides ``by`` that is a move by whole positions, which gives the same values
-    as the general time shift at a fraction of its cost (twelve of them per site, issue 5)."""
+    as the general time shift at a fraction of its cost (twelve of them per site)."""
     positions = _positions(series.index, by)
     if positions is None:
         return series.shift(freq=by).reindex(series.index)

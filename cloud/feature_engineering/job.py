@@ -9,7 +9,7 @@ rewriting them is an idempotent upsert, and the watermark only moves after a sit
 stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
 new settings) has a new watermark source, which rebuilds the lookback window.
 
-Sites are a pipeline of two threads (issue 5): while one writer thread stores a site's rows
+Sites are a pipeline of two threads: while one writer thread stores a site's rows
 and moves its watermark, the job computes the next site's features, so the store's own work
 (SQLite's B-trees and WAL, a server's round trips, all outside the GIL) overlaps the maths.
 The store is never used by both threads at once: the next site's readings are read after the
@@ -306,7 +306,7 @@ def store_site(store: CloudStore, settings: FeatureSettings, computed: SiteRows)
 def write_rows(store: CloudStore, wide: pd.DataFrame, batch_size: int) -> None:
     """Upsert one site's rows in batches of ``batch_size``, as wide frames: each adapter
     encodes them its own way (``schema.is_packed_features``), so the SQLite store never
-    formats a million floats as JSON text (issue 5)."""
+    formats a million floats as JSON text."""
     for offset in range(0, len(wide), batch_size):
         store.upsert_frame(s.FEATURES, wide.iloc[offset:offset + batch_size])
 

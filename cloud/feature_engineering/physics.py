@@ -71,7 +71,7 @@ def clearsky_kw(config: SolarConfig, index: pd.DatetimeIndex) -> np.ndarray:
     """AC output under a clear sky at each instant: the simulator's PV chain, as
     ``clearsky_ac_kw`` runs it, but with the time-only astronomy shared by every site on the
     same grid. pvlib's hour angle walks the timestamps one by one, which cost more than the
-    rest of the physics for a fleet rebuild (issue 5)."""
+    rest of the physics for a fleet rebuild."""
     axis, astro = _time_only(index.asi8.tobytes(), str(index.dtype))
     steps = len(axis)
     return simulate(config, axis, np.full(steps, CLEAR_SKY_INDEX), np.full(steps, CLEAR_AIR_CELSIUS),

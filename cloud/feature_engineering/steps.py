@@ -1,6 +1,6 @@
 """Per-step aggregates of time-ordered readings, in numpy: the values pandas' groupby gives,
 without its per-call overhead, which cost more than the sums themselves for a site of 9,000
-readings (issue 5).
+readings.
 
 Rows are grouped in runs of equal, sorted step keys. Sums follow pandas (2.2 onwards for
 blocks with a missing value, 3.x otherwise): a block without NaN is summed per run by

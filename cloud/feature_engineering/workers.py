@@ -1,4 +1,4 @@
-"""Worker processes for a fleet's features (issue 5).
+"""Worker processes for a fleet's features.
 
 A rebuild is mostly work that holds the GIL (sqlite3 building a Python float for every value
 it reads, pandas' per-call overhead), so a second thread cannot use a second core. A worker

@@ -1,4 +1,4 @@
-"""Day-ahead forecasting of household load, PV output and price (issue 6).
+"""Day-ahead forecasting of household load, PV output and price.
 
 ``design`` builds leakage-free multi-horizon rows from resampled readings; ``models`` holds
 the forecasters behind one interface; ``training`` splits in time, fits and scores them;

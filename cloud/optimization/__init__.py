@@ -1,4 +1,4 @@
-"""Battery dispatch: when to buy, sell or store energy (issue 7)."""
+"""Battery dispatch: when to buy, sell or store energy."""
 
 from cloud.optimization.lp import build_lp, solve_dispatch, solve_many
 from cloud.optimization.model import (

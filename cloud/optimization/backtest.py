@@ -356,7 +356,7 @@ def hold_for_session(setpoints_kw: np.ndarray) -> np.ndarray:
 
     However the scenarios are drawn, a plan that spends the battery on peak-price energy
     during a session sometimes meets a session, or house load on top of it, longer than any
-    of them, and one such evening sets the month's demand charge (issue 7). Charging
+    of them, and one such evening sets the month's demand charge. Charging
     commands stand; discharge commands and the battery's own rule give way to the cap.
     """
     return np.where(np.isnan(setpoints_kw) | (setpoints_kw < 0), 0.0, setpoints_kw)

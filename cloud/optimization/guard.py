@@ -1,4 +1,4 @@
-"""Peak guard: the month's import cap for a home with a car (issue 7).
+"""Peak guard: the month's import cap for a home with a car.
 
 Most of the bill is the demand charge on the month's peak import, and EV sessions nobody can
 time set it. The cap the battery defends (the ``import_limit_kw`` of the setpoint schedule)

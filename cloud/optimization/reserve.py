@@ -1,5 +1,5 @@
 """The reserve policy: how much energy a home with a car keeps back, step by step, for a
-session nobody can time (issue 7).
+session nobody can time.
 
 The month's peak import is set by EV sessions: a car plugged in at 7.2 kW for an unknown
 number of hours. A plan on one forecast cannot hedge that, and a fixed reserve hedges it

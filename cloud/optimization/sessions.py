@@ -2,7 +2,7 @@
 
 A car charges on its own circuit at the charger's rating until it is full, so a session shows
 in the readings as a jump of about ``charger_kw`` and, hours later, a drop of the same size.
-No forecast from the past knows when the next session starts or how long it lasts (issue 7),
+No forecast from the past knows when the next session starts or how long it lasts,
 but the sessions already seen say what to expect: each scenario replays the sessions of one
 recent day of the same kind (weekday or weekend) onto the horizon, so the planner holds back
 the energy the worst of them would need. What the readings show now conditions every scenario:

@@ -1,7 +1,7 @@
 """Scenario dispatch: one LP over several load scenarios whose first steps are decided once.
 
 A plan on one forecast spends the battery as if the forecast were sure; when the monthly
-demand charge is set by load nobody can time (an EV session, issue 7), it keeps nothing back
+demand charge is set by load nobody can time (an EV session), it keeps nothing back
 for it. Here every scenario gets its own copy of the dispatch LP's columns and rows
 (:func:`lp.lp_arrays`), and three things tie them together:
 

@@ -1,4 +1,4 @@
-"""The one-command pipeline (issue 9): simulate homes, sync, engineer features, forecast and
+"""The one-command pipeline: simulate homes, sync, engineer features, forecast and
 plan each site's next 24 h, once or on the production schedules."""
 
 from cloud.pipeline.runner import PipelineFailed, PipelineResult, run_continuous, run_once

@@ -23,7 +23,7 @@ DEFAULT_INTERVAL_S = 900
 DEFAULT_SEED = 2024
 DEVICE_PREFIX = "home"
 
-# Production cadences of the cloud jobs (issue 9): what --continuous schedules.
+# Production cadences of the cloud jobs: what --continuous schedules.
 SYNC_EVERY_S = 60
 FEATURES_EVERY_S = 3600
 TRAIN_EVERY_S = 86_400

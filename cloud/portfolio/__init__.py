@@ -1,1 +1,1 @@
-"""Portfolio simulations: fleets of prosumers under aggregator strategies, at scale (issue 8)."""
+"""Portfolio simulations: fleets of prosumers under aggregator strategies, at scale."""

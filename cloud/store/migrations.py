@@ -94,7 +94,7 @@ def sqlite_statements() -> list[str]:
             name = f"{table.name}_{'_'.join(index)}_idx"
             if _leads_primary_key(table, index):
                 # SQLite's primary-key index already serves these lookups; a copy of it cost a
-                # third of every feature write (issue 5), so files that have one lose it.
+                # third of every feature write, so files that have one lose it.
                 statements.append(f"DROP INDEX IF EXISTS {name}")
             else:
                 statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({', '.join(index)})")

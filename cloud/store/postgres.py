@@ -1,7 +1,7 @@
 """Postgres cloud store through psycopg 3 (``DATABASE_URL``).
 
 Bulk writes go through binary COPY into a temporary staging table, then one
-``INSERT … SELECT … ON CONFLICT DO UPDATE`` (issue 4): COPY is the fast path into Postgres,
+``INSERT … SELECT … ON CONFLICT DO UPDATE``: COPY is the fast path into Postgres,
 the staging table is what lets COPY upsert. Readings newer than everything stored for their
 device cannot conflict, so they are copied straight into ``der_readings`` (one pass instead
 of two, ~1.4x faster); should another writer have stored the same keys meanwhile, the COPY

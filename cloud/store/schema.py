@@ -12,7 +12,7 @@ table would need) keeps a million-row write a million rows. Use :func:`pack_feat
 
 Writers may also hand ``upsert_frame`` the wide frame itself (``device_id``, ``ts``,
 ``version`` and one column per feature, see :func:`is_packed_features`): an adapter with a
-cheaper encoding than JSON text uses it (the SQLite store keeps float vectors, issue 5) and
+cheaper encoding than JSON text uses it (the SQLite store keeps float vectors) and
 every other adapter packs it first. Reads always return the JSON-object shape.
 """
 

@@ -3,7 +3,7 @@ the whole pipeline runs with no setup (DESIGN.md, "Stores"). Timestamps are inte
 microseconds since the epoch (UTC), as in the edge store.
 
 ``der_features.features`` holds either JSON text (rows written already packed, and every
-row written before issue 5) or a compact BLOB: a layout id and the row's float64 values.
+row written by an older version) or a compact BLOB: a layout id and the row's float64 values.
 The layout (the feature names, in order) is stored once in ``der_feature_layouts``. Writing
 a full rebuild as JSON cost more than computing it; the BLOB is exact where 15-digit JSON
 was not, and a fifth of the size. Reads decode both, so older files open as they are.
@@ -73,7 +73,7 @@ class SQLiteCloudStore(TableStore):
         Rows go many to a statement (``VALUES (…), (…), …``) rather than one per
         ``executemany`` step: Python's sqlite3 gives up the GIL around every step, and with
         the feature job's maths running on the other thread each step then waited to get it
-        back, which made a threaded write slower than a serial one (issue 5)."""
+        back, which made a threaded write slower than a serial one."""
         names = list(columns)
         rows = list(zip(*columns.values()))
         variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)

@@ -5,7 +5,7 @@ The file has a timestamp column and any of the contract's fields, under their ow
 renamed with a column map (``pv_w=solar_generation_kw,load=home_load_total_load_kw``).
 Power columns (``*_kw``) may be in W or kW; timestamps without an offset are read in the
 given time zone. Any regular interval is kept as is (no resampling). Fields the file lacks
-stay empty: nothing is derived or invented (issue 4).
+stay empty: nothing is derived or invented.
 """
 
 from __future__ import annotations

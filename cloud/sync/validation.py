@@ -1,6 +1,6 @@
 """Row validation before readings reach the cloud: a missing number where one is required, or
 a value outside its physical range, sends the row to quarantine with the reason; the other
-rows go on (issue 4). Pure functions over a flat frame."""
+rows go on. Pure functions over a flat frame."""
 
 from __future__ import annotations
 
