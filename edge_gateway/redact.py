@@ -1,5 +1,6 @@
 """Secrets never reach output: every line that shows a server address, URL or an error that
-may quote one goes through :func:`redact` (or :func:`redact_url` for a URL alone).
+may quote one goes through :func:`redact`. In a URL the user name, host, port and path stay,
+since they are what a person needs to find the server.
 
 Credentials travel inside URLs (``postgresql://user:pass@host/db``,
 ``http://user:token@influx:8086``), in query strings (``?apikey=...``), in libpq keyword
@@ -63,12 +64,6 @@ def _known_secrets() -> Iterable[str]:
             password = None
         if password and len(password) >= _SHORTEST_SECRET:
             yield password
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password or secret query value replaced by ``***``; the user name,
-    host, port and path stay, since they are what a person needs to find the server."""
-    return redact(url)
 
 
 def url_address(url: str) -> str:

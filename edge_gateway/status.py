@@ -14,7 +14,7 @@ import pandas as pd
 from edge_gateway.cli_support import print_table
 from edge_gateway.errors import DERError
 from edge_gateway.models import der_data as dd
-from edge_gateway.redact import redact, redact_url
+from edge_gateway.redact import redact
 from edge_gateway.mqtt.probe import probe_broker
 from edge_gateway.mqtt.settings import MqttSettings
 from edge_gateway.stores.factory import InfluxSettings, open_edge_store
@@ -71,7 +71,7 @@ def influx_status(path: Path, settings: InfluxSettings, out: TextIO) -> bool:
         state = "reachable" if reachable else "unknown" if reachable is None else "unreachable"
         spooled = f", {spool()} reading(s) spooled for it" if spool else ""
         stored = f", {store.count()} reading(s) stored" if reachable else ""
-        print(f"influxdb {redact_url(settings.url)} (bucket {settings.bucket}): {state}{stored}{spooled}", file=out)
+        print(f"influxdb {redact(settings.url)} (bucket {settings.bucket}): {state}{stored}{spooled}", file=out)
         return reachable is not False
     finally:
         store.close()

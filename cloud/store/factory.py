@@ -16,7 +16,7 @@ from cloud.store.base import CloudStore
 from cloud.store.sqlite import DEFAULT_CLOUD_DB
 from edge_gateway.errors import ConfigError
 from edge_gateway.models.der_data import shown
-from edge_gateway.redact import redact_url
+from edge_gateway.redact import redact
 
 SQLITE, POSTGRES, SUPABASE = "sqlite", "postgres", "supabase"
 
@@ -43,7 +43,7 @@ def cloud_settings(
     if backend is None:
         backend = SUPABASE if url else POSTGRES if database_url else SQLITE
     if backend == SUPABASE and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"SUPABASE_URL={redact_url(shown(url, 80))}: expected https://<project>.supabase.co")
+        raise ConfigError(f"SUPABASE_URL={redact(shown(url, 80))}: expected https://<project>.supabase.co")
     if backend == POSTGRES and not database_url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL: expected postgresql://user@host:port/dbname")
     if backend not in (SQLITE, POSTGRES, SUPABASE):

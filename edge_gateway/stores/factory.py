@@ -15,7 +15,7 @@ from pathlib import Path
 from edge_gateway.config import DEFAULT_EDGE_STORE
 from edge_gateway.models.der_data import shown
 from edge_gateway.errors import UsageError
-from edge_gateway.redact import redact_url
+from edge_gateway.redact import redact
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 
@@ -77,7 +77,7 @@ def influx_settings(args: argparse.Namespace | None = None, *, require_token: bo
     if settings.retention_days < 0:
         raise UsageError(f"--influxdb-retention-days: expected 0 (forever) or more days, got {settings.retention_days}")
     if not settings.url.startswith(("http://", "https://")):
-        raise UsageError(f"InfluxDB URL {redact_url(shown(settings.url, 80))}: expected http://host:port or https://host:port")
+        raise UsageError(f"InfluxDB URL {redact(shown(settings.url, 80))}: expected http://host:port or https://host:port")
     return settings
 
 

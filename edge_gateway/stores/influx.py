@@ -39,7 +39,7 @@ from influxdb_client.rest import ApiException
 
 from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
-from edge_gateway.redact import redact_url
+from edge_gateway.redact import redact
 from edge_gateway.stores import influx_protocol as lp
 from edge_gateway.stores.factory import InfluxSettings
 from edge_gateway.stores.sqlite import LateRange, LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
@@ -172,7 +172,7 @@ class InfluxEdgeStore:
 
     # --- errors and retries ---
     def _wrap(self, error: Exception) -> StoreError:
-        s, url, bucket = self.settings, redact_url(self.settings.url), self.settings.bucket
+        s, url, bucket = self.settings, redact(self.settings.url), self.settings.bucket
         if isinstance(error, ApiException):
             status = error.status or 0
             reason = _server_message(error)
