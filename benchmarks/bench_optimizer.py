@@ -103,7 +103,8 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     fallback = sum("MIP" in plan.status for plan in plans)
     print(f"solve_many, {args.sites} sites x {STEPS} steps: {elapsed:.2f} s total "
-          f"({elapsed / args.sites * 1e3:.2f} ms per site, single process; {fallback} needed the MIP fallback)")
+          f"({elapsed / args.sites * 1e3:.2f} ms per site, single process; {fallback} needed the MIP fallback); "
+          f"their bills add up to {sum(plan.total_cost for plan in plans):,.2f}")
     met = statistics.median(single) < 0.020 and elapsed < 20.0 * args.sites / 1000
     print("targets (< 20 ms median, 1,000 sites < 20 s):", "met" if met else "NOT met")
     if args.car_sites:
@@ -120,7 +121,7 @@ def time_car_sites(count: int) -> None:
 
     settings = PlanSettings(start=pd.Timestamp("2024-06-15T00:00"))
     plan_site(build_config({"seed": 1}), settings)  # first call compiles the program (cached on disk after)
-    policy, times = [], []
+    policy, times, bills = [], [], []
     fit = reserve.fit
 
     def timed_fit(*args, **kwargs):
@@ -134,12 +135,13 @@ def time_car_sites(count: int) -> None:
     try:
         for seed in range(1, count + 1):
             start = time.perf_counter()
-            plan_site(build_config({"seed": seed}), settings)
+            bills.append(plan_site(build_config({"seed": seed}), settings).plan.total_cost)
             times.append(time.perf_counter() - start)
     finally:
         planner.reserve.fit = fit
     print(f"plan_site, {count} homes with a car (guarded): median {statistics.median(times):.2f} s per site, "
-          f"of which solving the reserve policy {statistics.median(policy):.2f} s; 1,000 such sites ~{statistics.median(times) * 1000 / 60:.0f} min")
+          f"of which solving the reserve policy {statistics.median(policy):.2f} s; 1,000 such sites ~{statistics.median(times) * 1000 / 60:.0f} min; "
+          f"their plans' bills add up to {sum(bills):,.2f}")
 
 
 if __name__ == "__main__":
