@@ -251,10 +251,7 @@ def random_dispatch_kw(inputs: HorizonInputs, battery: BatterySpec, rng: np.rand
     high = np.minimum(battery.max_charge_kw, inputs.import_limit_kw - net)
     # Feeding a random "net load" to the self-consumption rule keeps the SOC in its window.
     wanted = -rng.uniform(low, high)
-    power = self_consumption_power_kw(
-        wanted, battery.initial_kwh, battery.min_kwh, battery.max_kwh, battery.max_charge_kw, battery.max_discharge_kw,
-        battery.charge_efficiency, battery.discharge_efficiency, inputs.step_hours,
-    )
+    power = self_consumption_power_kw(wanted, battery, inputs.step_hours)
     return np.clip(power, low, high)
 
 
@@ -284,11 +281,7 @@ def test_no_battery_reference_is_the_idle_plan():
 def test_self_consumption_rule_runs_a_fleet_like_one_site_at_a_time(seed):
     sites = [feasible_instance(seed * 10 + i, 24) for i in range(4)]
     nets = np.stack([inputs.net_load_kw for inputs, _ in sites], axis=1)
-    param = lambda name: np.array([getattr(battery, name) for _, battery in sites])  # noqa: E731
-    fleet = self_consumption_power_kw(
-        nets, param("initial_kwh"), param("min_kwh"), param("max_kwh"), param("max_charge_kw"), param("max_discharge_kw"),
-        param("charge_efficiency"), param("discharge_efficiency"), 0.25,
-    )
+    fleet = self_consumption_power_kw(nets, [battery for _, battery in sites], 0.25)
     for column, (inputs, battery) in enumerate(sites):
         plan = self_consumption_dispatch(inputs, battery)
         np.testing.assert_allclose(fleet[:, column], plan.battery_power_kw, atol=1e-12)
