@@ -27,7 +27,10 @@ from cloud.optimization import (
     solve_many,
 )
 from cloud.optimization.lp import _has_simultaneous_flows, new_solver, run_model
+from cloud.optimization.model import _soc_change_kwh
 from cloud.optimization.plan import stored_energy_value_per_kwh
+from edge_gateway.config import BatteryConfig
+from edge_gateway.simulators.battery import BatteryParams
 
 TOL = 1e-6
 
@@ -383,6 +386,26 @@ def test_malformed_inputs_raise_before_solving(name, build, message):
 def test_soc_a_rounding_error_outside_the_window_is_snapped():
     battery = BatterySpec(initial_soc_percent=9.999999999999964, terminal_soc_percent=90.00000000001)
     assert (battery.initial_soc_percent, battery.terminal_soc_percent) == (10.0, 90.0)
+
+
+def test_a_spec_defaults_to_the_configurations_battery_and_the_simulators_split():
+    config = BatteryConfig()
+    assert BatterySpec() == BatterySpec.from_config(config) == BatterySpec.from_round_trip()
+    params = BatteryParams.from_configs([config])
+    assert BatterySpec().charge_efficiency == params.charge_efficiency[0] == params.discharge_efficiency[0]
+    other = config.model_copy(update={"round_trip_efficiency": 0.81, "capacity_kwh": 7.0})
+    assert BatterySpec.from_config(other) == BatterySpec(capacity_kwh=7.0, charge_efficiency=0.9, discharge_efficiency=0.9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_feasibility_and_plans_step_the_soc_by_one_formula(seed):
+    inputs, battery = feasible_instance(seed, 24)
+    power = np.random.default_rng(seed).uniform(-battery.max_discharge_kw, battery.max_charge_kw, 24)
+    plan = build_plan(inputs, battery, np.maximum(power, 0), np.maximum(-power, 0), status="random")
+    change = _soc_change_kwh(power, battery, inputs.step_hours)
+    np.testing.assert_allclose(np.diff(plan.soc_percent) * battery.capacity_kwh / 100.0, change, atol=1e-9)
+    expected = np.where(power > 0, power * battery.charge_efficiency, power / battery.discharge_efficiency)
+    np.testing.assert_array_equal(change, expected * inputs.step_hours)
 
 
 # --- plan representation, demand charge and batches ----------------------------------------------

@@ -113,14 +113,25 @@ def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     start, index, codes = _pattern(inputs.steps)
     cost, col_lower, col_upper = _column_data(inputs, battery)
     row_lower, row_upper = _row_bounds(inputs, battery)
+    offset = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    values = _matrix_values(codes, battery, inputs.step_hours)
+    return highs_lp((start, index, values), cost, col_lower, col_upper, row_lower, row_upper, offset)
+
+
+def highs_lp(matrix: tuple[np.ndarray, np.ndarray, np.ndarray] | sp.spmatrix, cost: np.ndarray, col_lower: np.ndarray,
+             col_upper: np.ndarray, row_lower: np.ndarray, row_upper: np.ndarray, offset: float) -> highspy.HighsLp:
+    """An LP ready for ``Highs.passModel``: the constraint matrix (CSC, or its column starts,
+    row indices and values), objective, column and row bounds and the objective's constant."""
+    if sp.issparse(matrix):
+        matrix = matrix.tocsc()
+        matrix = (matrix.indptr, matrix.indices, matrix.data)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
     lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
     lp.row_lower_, lp.row_upper_ = row_lower, row_upper
-    lp.offset_ = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    lp.offset_ = offset
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_ = start, index
-    lp.a_matrix_.value_ = _matrix_values(codes, battery, inputs.step_hours)
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix
     return lp
 
 
@@ -221,16 +232,11 @@ def direction_mip(lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySp
             binary += 1
     links = sp.csc_matrix((values, (rows, columns)), shape=(row, lp.num_col_ + binaries))
     matrix = sp.vstack((sp.hstack((base, sp.csc_matrix((lp.num_row_, binaries)))), links), format="csc")
-    mip = highspy.HighsLp()
-    mip.num_col_, mip.num_row_ = lp.num_col_ + binaries, lp.num_row_ + row
-    mip.col_cost_ = np.concatenate((lp.col_cost_, np.zeros(binaries)))
-    mip.col_lower_ = np.concatenate((lp.col_lower_, np.zeros(binaries)))
-    mip.col_upper_ = np.concatenate((lp.col_upper_, np.ones(binaries)))
-    mip.row_lower_ = np.concatenate((lp.row_lower_, np.full(row, -_INF)))
-    mip.row_upper_ = np.concatenate((lp.row_upper_, upper))
-    mip.offset_ = lp.offset_
-    mip.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    mip.a_matrix_.start_, mip.a_matrix_.index_, mip.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
+    mip = highs_lp(
+        matrix, np.concatenate((lp.col_cost_, np.zeros(binaries))),
+        np.concatenate((lp.col_lower_, np.zeros(binaries))), np.concatenate((lp.col_upper_, np.ones(binaries))),
+        np.concatenate((lp.row_lower_, np.full(row, -_INF))), np.concatenate((lp.row_upper_, upper)), lp.offset_,
+    )
     mip.integrality_ = [highspy.HighsVarType.kContinuous] * lp.num_col_ + [highspy.HighsVarType.kInteger] * binaries
     return mip
 

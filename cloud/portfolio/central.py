@@ -39,9 +39,8 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization import SolverFailed
 from cloud.optimization import battery_block as block
-from cloud.optimization.lp import quiet_highs
+from cloud.optimization.lp import highs_lp, quiet_highs, run_model
 from cloud.optimization.plan import stored_energy_value_per_kwh
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
@@ -149,29 +148,15 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     battery_rows = block.right_hand_side(p.net_kw, p.initial_kwh)
     row_lower = np.concatenate([battery_rows, np.full(3 * steps, -_INF)])
     row_upper = np.concatenate([battery_rows, cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF)])
-    matrix = _matrix(p, w)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
-    lp.offset_ = float(stored_value @ p.initial_kwh)
-    lp.row_lower_, lp.row_upper_ = row_lower, row_upper
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
-    if highs is None:
-        highs = quiet_highs()
-    highs.passModel(lp)
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverFailed(f"HiGHS ended the group LP ({n} sites) with status {highs.modelStatusToString(status)}")
-    x = np.array(highs.getSolution().col_value)
+    lp = highs_lp(_matrix(p, w), cost, col_lower, col_upper, row_lower, row_upper, float(stored_value @ p.initial_kwh))
+    x, objective = run_model(quiet_highs() if highs is None else highs, lp, f"group LP ({n} sites)")
     blocks = block.per_kind(x, n, steps)
     charge, discharge = np.clip(blocks[:, _C], 0.0, None), np.clip(blocks[:, _D], 0.0, None)
     return GroupPlan(
         battery_kw=charge - discharge, grid_kw=blocks[:, _IMP] - blocks[:, _EXP], energy_kwh=blocks[:, _SOC],
         cap_slack_kw=np.maximum(x[5 * n * steps : 5 * n * steps + steps], 0.0),
         dr_slack_kw=np.maximum(x[5 * n * steps + steps : 5 * n * steps + 2 * steps], 0.0),
-        objective=float(highs.getInfo().objective_function_value), peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
+        objective=objective, peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
     )
 
 
