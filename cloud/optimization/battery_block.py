@@ -83,8 +83,10 @@ def right_hand_side(net_kw: np.ndarray, initial_kwh: np.ndarray | float) -> np.n
 def by_kind(charge, discharge, imports, exports, soc, shape: tuple[int, int]) -> np.ndarray:
     """One value per block column, from one array or number per kind broadcast to ``shape``
     ``(sites, T)``: objective coefficients and bounds in the block's column order."""
-    parts = (charge, discharge, imports, exports, soc)
-    return np.stack([np.broadcast_to(part, shape) for part in parts], axis=1).reshape(-1)
+    values = np.empty((shape[0], len(KINDS), shape[1]))
+    for kind, part in zip(KINDS, (charge, discharge, imports, exports, soc), strict=True):
+        values[:, kind] = part
+    return values.reshape(-1)
 
 
 def per_kind(x: np.ndarray, sites: int, steps: int) -> np.ndarray:
