@@ -10,6 +10,7 @@ Error lines are built here rather than taken from the validator, which quotes in
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from enum import Enum
 from pathlib import Path
@@ -60,6 +61,12 @@ class BatteryMode(str, Enum):
     SETPOINT = "setpoint"
 
 
+def one_way_efficiency(round_trip_efficiency: float) -> float:
+    """The efficiency of each of charging and discharging: a battery rated by one round-trip
+    figure loses the same share each way, so each keeps its square root."""
+    return math.sqrt(round_trip_efficiency)
+
+
 class BatteryConfig(_Section):
     capacity_kwh: float = Field(13.5, ge=0, le=100_000)
     max_charge_rate_kw: float = Field(5.0, ge=0)
@@ -74,6 +81,11 @@ class BatteryConfig(_Section):
     initial_cycles: float = Field(0.0, ge=0)
     fade_per_cycle_percent: float = Field(0.004, ge=0, description="health lost per equivalent full cycle")
     calendar_fade_percent_per_year: float = Field(1.0, ge=0)
+
+    @property
+    def one_way_efficiency(self) -> float:
+        """Efficiency of charging, and of discharging (:func:`one_way_efficiency`)."""
+        return one_way_efficiency(self.round_trip_efficiency)
 
     @model_validator(mode="after")
     def _soc_window(self) -> BatteryConfig:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from edge_gateway.config import SimulatorConfig, build_config, load_config, write_config
+from edge_gateway.config import BatteryConfig, SimulatorConfig, build_config, load_config, write_config
 from edge_gateway.errors import ConfigError
 
 SPEC_DEFAULTS = {
@@ -149,3 +149,10 @@ def test_unreadable_files_are_one_line(tmp_path, raw, message):
         load_config(path)
     text = str(caught.value)
     assert message in text and "\n" not in text and len(text) < 400
+
+
+@pytest.mark.parametrize(("round_trip", "one_way"), [(0.81, 0.9), (1.0, 1.0), (0.64, 0.8)])
+def test_a_round_trip_is_split_evenly_between_charging_and_discharging(round_trip, one_way):
+    battery = BatteryConfig(round_trip_efficiency=round_trip)
+    assert battery.one_way_efficiency == pytest.approx(one_way, rel=1e-15)
+    assert battery.one_way_efficiency**2 == pytest.approx(round_trip, rel=1e-15)

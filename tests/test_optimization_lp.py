@@ -27,7 +27,10 @@ from cloud.optimization import (
     solve_many,
 )
 from cloud.optimization.lp import _has_simultaneous_flows, new_solver, run_model
+from cloud.optimization.model import _soc_change_kwh
 from cloud.optimization.plan import stored_energy_value_per_kwh
+from edge_gateway.config import BatteryConfig
+from edge_gateway.simulators.battery import BatteryParams
 
 TOL = 1e-6
 
@@ -251,10 +254,7 @@ def random_dispatch_kw(inputs: HorizonInputs, battery: BatterySpec, rng: np.rand
     high = np.minimum(battery.max_charge_kw, inputs.import_limit_kw - net)
     # Feeding a random "net load" to the self-consumption rule keeps the SOC in its window.
     wanted = -rng.uniform(low, high)
-    power = self_consumption_power_kw(
-        wanted, battery.initial_kwh, battery.min_kwh, battery.max_kwh, battery.max_charge_kw, battery.max_discharge_kw,
-        battery.charge_efficiency, battery.discharge_efficiency, inputs.step_hours,
-    )
+    power = self_consumption_power_kw(wanted, battery, inputs.step_hours)
     return np.clip(power, low, high)
 
 
@@ -284,11 +284,7 @@ def test_no_battery_reference_is_the_idle_plan():
 def test_self_consumption_rule_runs_a_fleet_like_one_site_at_a_time(seed):
     sites = [feasible_instance(seed * 10 + i, 24) for i in range(4)]
     nets = np.stack([inputs.net_load_kw for inputs, _ in sites], axis=1)
-    param = lambda name: np.array([getattr(battery, name) for _, battery in sites])  # noqa: E731
-    fleet = self_consumption_power_kw(
-        nets, param("initial_kwh"), param("min_kwh"), param("max_kwh"), param("max_charge_kw"), param("max_discharge_kw"),
-        param("charge_efficiency"), param("discharge_efficiency"), 0.25,
-    )
+    fleet = self_consumption_power_kw(nets, [battery for _, battery in sites], 0.25)
     for column, (inputs, battery) in enumerate(sites):
         plan = self_consumption_dispatch(inputs, battery)
         np.testing.assert_allclose(fleet[:, column], plan.battery_power_kw, atol=1e-12)
@@ -390,6 +386,26 @@ def test_malformed_inputs_raise_before_solving(name, build, message):
 def test_soc_a_rounding_error_outside_the_window_is_snapped():
     battery = BatterySpec(initial_soc_percent=9.999999999999964, terminal_soc_percent=90.00000000001)
     assert (battery.initial_soc_percent, battery.terminal_soc_percent) == (10.0, 90.0)
+
+
+def test_a_spec_defaults_to_the_configurations_battery_and_the_simulators_split():
+    config = BatteryConfig()
+    assert BatterySpec() == BatterySpec.from_config(config) == BatterySpec.from_round_trip()
+    params = BatteryParams.from_configs([config])
+    assert BatterySpec().charge_efficiency == params.charge_efficiency[0] == params.discharge_efficiency[0]
+    other = config.model_copy(update={"round_trip_efficiency": 0.81, "capacity_kwh": 7.0})
+    assert BatterySpec.from_config(other) == BatterySpec(capacity_kwh=7.0, charge_efficiency=0.9, discharge_efficiency=0.9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_feasibility_and_plans_step_the_soc_by_one_formula(seed):
+    inputs, battery = feasible_instance(seed, 24)
+    power = np.random.default_rng(seed).uniform(-battery.max_discharge_kw, battery.max_charge_kw, 24)
+    plan = build_plan(inputs, battery, np.maximum(power, 0), np.maximum(-power, 0), status="random")
+    change = _soc_change_kwh(power, battery, inputs.step_hours)
+    np.testing.assert_allclose(np.diff(plan.soc_percent) * battery.capacity_kwh / 100.0, change, atol=1e-9)
+    expected = np.where(power > 0, power * battery.charge_efficiency, power / battery.discharge_efficiency)
+    np.testing.assert_array_equal(change, expected * inputs.step_hours)
 
 
 # --- plan representation, demand charge and batches ----------------------------------------------

@@ -227,8 +227,7 @@ def plan_summary(store: CloudStore, site: Mapping[str, Any], frame: pd.DataFrame
                            step_hours=step_h)
 
     def bill(flow: np.ndarray) -> float:
-        flow = np.nan_to_num(flow)
-        return float(grid_costs(tariff, np.clip(flow, 0, None), np.clip(-flow, 0, None))[0].sum())
+        return float(grid_costs(tariff, np.nan_to_num(flow))[0].energy.sum())
 
     steps = StepInputs(pd.DatetimeIndex(pd.to_datetime(frame[dd.TS], utc=True)), step_h, plan_actions(frame), power, grid,
                        price, feed_in)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
+from cloud.optimization.bill import grid_bill
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from edge_gateway.simulators import battery as physics
@@ -129,15 +130,12 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
     Every rule is one battery of the LP's physics (:func:`reference.ideal_battery`) stepped
     through the readings at once, each step's command decided on the reading before it.
     """
-    count = len(targets_kw)
-    column = lambda value: np.full(count, float(value))  # noqa: E731
-    params, state = ideal_battery(
-        column(battery.initial_kwh), column(battery.min_kwh), column(battery.max_kwh), column(battery.max_charge_kw),
-        column(battery.max_discharge_kw), column(battery.charge_efficiency), column(battery.discharge_efficiency),
-    )
+    count, steps = len(targets_kw), len(past.net_kw)
+    params, state = ideal_battery([battery] * count)
     room = np.full((count, 1), NO_DERATING_CELSIUS)
-    peak, energy_cost, throughput = np.zeros(count), np.zeros(count), np.zeros(count)
-    for t in range(1, len(past.net_kw)):
+    peak, throughput = np.zeros(count), np.zeros(count)
+    grid = np.zeros((count, steps - 1))  # the first reading only decides the first command
+    for t in range(1, steps):
         command = guard_setpoints_kw(
             reserves_kwh, past.hour[t], past.weekend[t], windows, state.energy_kwh - battery.min_kwh,
             bool(past.charging[t - 1]), bool(past.pv_surplus[t - 1]), battery.max_charge_kw, step_hours,
@@ -147,11 +145,13 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
         request = physics.request_setpoint(command[:, None], -net, np.maximum(targets_kw, peak)[:, None], net)
         trace, state = physics.run(params, state, request, np.array([step_hours]), room)
         power = trace.power_kw[:, 0]
-        grid = past.net_kw[t] + power
-        energy_cost += (np.maximum(grid, 0.0) * past.import_price_per_kwh[t] - np.maximum(-grid, 0.0) * past.export_price_per_kwh[t]) * step_hours
+        grid[:, t - 1] = past.net_kw[t] + power
         throughput += np.abs(power) * step_hours
-        peak = np.maximum(peak, grid)
-    return energy_cost + demand_charge_per_kw * peak + battery.wear_cost_per_kwh * throughput
+        peak = np.maximum(peak, grid[:, t - 1])
+    bill = grid_bill(grid, past.import_price_per_kwh[1:], past.export_price_per_kwh[1:], step_hours, demand_charge_per_kw)
+    # Summed in time order, as the replay accrues it.
+    energy = np.cumsum(bill.energy, axis=-1)[:, -1] if steps > 1 else np.zeros(count)
+    return energy + bill.demand + battery.wear_cost_per_kwh * throughput
 
 
 def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig,

@@ -1,12 +1,8 @@
 """The dispatch linear program, solved with HiGHS through ``highspy``.
 
-Columns, each a block of ``T`` steps: charge, discharge, import, export (kW), SOC at the end
-of the step (kWh), then one peak-import column (kW). Rows, each a block of ``T``:
-
-* energy balance ``import - export - charge + discharge = load - pv``;
-* SOC recursion ``soc[t] - soc[t-1] - eta_c*dt*charge[t] + dt/eta_d*discharge[t] = 0``
-  (``soc[-1]`` is the initial SOC, moved to the right-hand side);
-* peak ``import[t] - peak <= 0``.
+Columns: one site's battery block (:mod:`battery_block`: charge, discharge, import, export
+and SOC, each a block of ``T`` steps), then one peak-import column (kW). Rows: the block's
+energy balance and SOC recursion, then a block of ``T`` peak rows ``import[t] - peak <= 0``.
 
 Rate, grid, SOC-window and terminal limits are column bounds; the peak column's lower bound is
 ``peak_so_far_kw`` and an objective offset removes the part of the peak already paid for.
@@ -42,47 +38,32 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible
+from cloud.optimization import battery_block as block
+from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible, stored_kw
 from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
 
 SIMULTANEOUS_TOLERANCE_KW = 1e-7
 _INF = highspy.kHighsInf
-# Coefficient kinds of the pattern: the value of each non-zero is looked up by kind.
-_PLUS, _MINUS, _CHARGE_GAIN, _DISCHARGE_DRAW = 0, 1, 2, 3
 
 
 @lru_cache(maxsize=16)
 def _pattern(steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column starts, row indices and coefficient kinds of the constraint matrix (CSC)."""
+    """Column starts, row indices and coefficient codes of the constraint matrix (CSC): the
+    battery block of one site, then each step's peak row ``import[t] - peak <= 0``."""
+    rows, columns, codes = block.entries(1, steps)
     t = np.arange(steps)
-    balance, soc, peak = t, steps + t, 2 * steps + t
-    columns: list[tuple[np.ndarray, np.ndarray]] = []
-    for s in range(steps):
-        columns.append((np.array([balance[s], soc[s]]), np.array([_MINUS, _CHARGE_GAIN])))
-    for s in range(steps):
-        columns.append((np.array([balance[s], soc[s]]), np.array([_PLUS, _DISCHARGE_DRAW])))
-    for s in range(steps):
-        columns.append((np.array([balance[s], peak[s]]), np.array([_PLUS, _PLUS])))
-    for s in range(steps):
-        columns.append((np.array([balance[s]]), np.array([_MINUS])))
-    for s in range(steps):
-        rows = soc[s : s + 2]
-        columns.append((rows, np.array([_PLUS, _MINUS])[: len(rows)]))
-    columns.append((peak, np.full(steps, _MINUS)))
-    lengths = np.array([len(rows) for rows, _ in columns])
-    start = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
-    index = np.concatenate([rows for rows, _ in columns]).astype(np.int32)
-    kinds = np.concatenate([kind for _, kind in columns])
-    for array in (start, index, kinds):
+    peak_rows, peak_column = 2 * steps + t, len(block.KINDS) * steps
+    rows = np.concatenate((rows, peak_rows, peak_rows))
+    columns = np.concatenate((columns, block.column(0, block.IMPORT, t, steps), np.full(steps, peak_column)))
+    codes = np.concatenate((codes, np.full(steps, block.ONE), np.full(steps, block.MINUS_ONE)))
+    start, index, codes = block.compressed(rows, columns, codes, peak_column + 1)
+    for array in (start, index, codes):
         array.flags.writeable = False
-    return start, index, kinds
+    return start, index, codes
 
 
-def _matrix_values(kinds: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
-    table = np.array([
-        1.0, -1.0, -battery.charge_efficiency * step_hours, step_hours / battery.discharge_efficiency,
-    ])
-    return table[kinds]
+def _matrix_values(codes: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
+    return block.coefficients(battery.charge_efficiency, battery.discharge_efficiency, step_hours)[codes]
 
 
 def _grid_caps_kw(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
@@ -103,29 +84,22 @@ def _column_data(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarra
     wear = np.full(steps, battery.wear_cost_per_kwh * dt)
     stored = np.zeros(steps)
     stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency)
-    cost = np.concatenate((
-        wear, wear, inputs.import_cost_per_kwh * dt, -inputs.export_price_per_kwh * dt,
-        stored, [inputs.demand_charge_per_kw],
-    ))
-    zeros = np.zeros(4 * steps)
+    shape = (1, steps)
+    flows = block.by_kind(wear, wear, inputs.import_cost_per_kwh * dt, -inputs.export_price_per_kwh * dt, stored, shape)
+    cost = np.concatenate((flows, [inputs.demand_charge_per_kw]))
     soc_lower = np.full(steps, battery.min_kwh)
     soc_lower[-1] = max(battery.min_kwh, battery.terminal_kwh)
-    lower = np.concatenate((zeros, soc_lower, [inputs.peak_so_far_kw]))
+    lower = np.concatenate((block.by_kind(0.0, 0.0, 0.0, 0.0, soc_lower, shape), [inputs.peak_so_far_kw]))
     import_cap, export_cap = _grid_caps_kw(inputs, battery)
-    upper = np.concatenate((
-        np.full(steps, battery.max_charge_kw), np.full(steps, battery.max_discharge_kw), import_cap, export_cap,
-        np.full(steps, battery.max_kwh), [_INF],
-    ))
+    limits = block.by_kind(battery.max_charge_kw, battery.max_discharge_kw, import_cap, export_cap, battery.max_kwh, shape)
+    upper = np.concatenate((limits, [_INF]))
     return cost, lower, upper
 
 
 def _row_bounds(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
     steps = inputs.steps
-    soc_rhs = np.zeros(steps)
-    soc_rhs[0] = battery.initial_kwh
-    lower = np.concatenate((inputs.net_load_kw, soc_rhs, np.full(steps, -_INF)))
-    upper = np.concatenate((inputs.net_load_kw, soc_rhs, np.zeros(steps)))
-    return lower, upper
+    battery_rows = block.right_hand_side(inputs.net_load_kw, battery.initial_kwh)
+    return np.concatenate((battery_rows, np.full(steps, -_INF))), np.concatenate((battery_rows, np.zeros(steps)))
 
 
 def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
@@ -136,27 +110,38 @@ def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
 
 def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     """The dispatch LP of one site, ready for ``Highs.passModel``."""
-    start, index, kinds = _pattern(inputs.steps)
+    start, index, codes = _pattern(inputs.steps)
     cost, col_lower, col_upper = _column_data(inputs, battery)
     row_lower, row_upper = _row_bounds(inputs, battery)
+    offset = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    values = _matrix_values(codes, battery, inputs.step_hours)
+    return highs_lp((start, index, values), cost, col_lower, col_upper, row_lower, row_upper, offset)
+
+
+def highs_lp(matrix: tuple[np.ndarray, np.ndarray, np.ndarray] | sp.spmatrix, cost: np.ndarray, col_lower: np.ndarray,
+             col_upper: np.ndarray, row_lower: np.ndarray, row_upper: np.ndarray, offset: float) -> highspy.HighsLp:
+    """An LP ready for ``Highs.passModel``: the constraint matrix (CSC, or its column starts,
+    row indices and values), objective, column and row bounds and the objective's constant."""
+    if sp.issparse(matrix):
+        matrix = matrix.tocsc()
+        matrix = (matrix.indptr, matrix.indices, matrix.data)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
     lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
     lp.row_lower_, lp.row_upper_ = row_lower, row_upper
-    lp.offset_ = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    lp.offset_ = offset
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_ = start, index
-    lp.a_matrix_.value_ = _matrix_values(kinds, battery, inputs.step_hours)
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix
     return lp
 
 
 def lp_arrays(inputs: HorizonInputs, battery: BatterySpec) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The LP of :func:`build_lp` as arrays: constraint matrix, objective, column and row
     bounds, so a larger model (scenarios, stochastic.py) is built from the same blocks."""
-    start, index, kinds = _pattern(inputs.steps)
+    start, index, codes = _pattern(inputs.steps)
     cost, col_lower, col_upper = _column_data(inputs, battery)
     row_lower, row_upper = _row_bounds(inputs, battery)
-    values = _matrix_values(kinds, battery, inputs.step_hours)
+    values = _matrix_values(codes, battery, inputs.step_hours)
     matrix = sp.csc_matrix((values, index, start), shape=(len(row_lower), len(cost)))
     return matrix, cost, col_lower, col_upper, row_lower, row_upper
 
@@ -247,16 +232,11 @@ def direction_mip(lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySp
             binary += 1
     links = sp.csc_matrix((values, (rows, columns)), shape=(row, lp.num_col_ + binaries))
     matrix = sp.vstack((sp.hstack((base, sp.csc_matrix((lp.num_row_, binaries)))), links), format="csc")
-    mip = highspy.HighsLp()
-    mip.num_col_, mip.num_row_ = lp.num_col_ + binaries, lp.num_row_ + row
-    mip.col_cost_ = np.concatenate((lp.col_cost_, np.zeros(binaries)))
-    mip.col_lower_ = np.concatenate((lp.col_lower_, np.zeros(binaries)))
-    mip.col_upper_ = np.concatenate((lp.col_upper_, np.ones(binaries)))
-    mip.row_lower_ = np.concatenate((lp.row_lower_, np.full(row, -_INF)))
-    mip.row_upper_ = np.concatenate((lp.row_upper_, upper))
-    mip.offset_ = lp.offset_
-    mip.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    mip.a_matrix_.start_, mip.a_matrix_.index_, mip.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
+    mip = highs_lp(
+        matrix, np.concatenate((lp.col_cost_, np.zeros(binaries))),
+        np.concatenate((lp.col_lower_, np.zeros(binaries))), np.concatenate((lp.col_upper_, np.ones(binaries))),
+        np.concatenate((lp.row_lower_, np.full(row, -_INF))), np.concatenate((lp.row_upper_, upper)), lp.offset_,
+    )
     mip.integrality_ = [highspy.HighsVarType.kContinuous] * lp.num_col_ + [highspy.HighsVarType.kInteger] * binaries
     return mip
 
@@ -268,7 +248,7 @@ def _directions(x: np.ndarray, inputs: HorizonInputs, battery: BatterySpec) -> t
     reductions of :func:`direction_steps` reach exactly these directions."""
     steps = inputs.steps
     charge, discharge = x[:steps], x[steps : 2 * steps]
-    stored = battery.charge_efficiency * charge - discharge / battery.discharge_efficiency
+    stored = stored_kw(charge, discharge, battery.charge_efficiency, battery.discharge_efficiency)
     charging = stored >= 0
     battery_kw = np.where(charging, stored / battery.charge_efficiency, stored * battery.discharge_efficiency)
     return charging, inputs.net_load_kw + battery_kw > 0

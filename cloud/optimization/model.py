@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_gateway.config import BatteryConfig, one_way_efficiency
 from edge_gateway.errors import DERError
 
-_DEFAULT_ROUND_TRIP = 0.90
+#: The configuration's battery: a spec's defaults are its fields, so the two never disagree.
+_CONFIG = BatteryConfig()
 _SOC_SNAP_PERCENT = 1e-6
 
 
@@ -47,19 +49,19 @@ def _require(condition: bool, message: str) -> None:
 class BatterySpec:
     """What the optimizer needs to know about one battery.
 
-    ``charge_efficiency`` and ``discharge_efficiency`` default to the square root of a 90 %
-    round trip each, the split the battery simulator uses. ``terminal_soc_percent`` of
+    Defaults are those of ``edge_gateway.config.BatteryConfig``, the efficiencies its one-way
+    efficiency each, as the battery simulator splits the round trip. ``terminal_soc_percent`` of
     ``None`` means "end no lower than the start", so a plan never borrows tomorrow's energy.
     """
 
-    capacity_kwh: float = 13.5
-    max_charge_kw: float = 5.0
-    max_discharge_kw: float = 5.0
-    charge_efficiency: float = math.sqrt(_DEFAULT_ROUND_TRIP)
-    discharge_efficiency: float = math.sqrt(_DEFAULT_ROUND_TRIP)
-    min_soc_percent: float = 10.0
-    max_soc_percent: float = 90.0
-    initial_soc_percent: float = 50.0
+    capacity_kwh: float = _CONFIG.capacity_kwh
+    max_charge_kw: float = _CONFIG.max_charge_rate_kw
+    max_discharge_kw: float = _CONFIG.max_discharge_rate_kw
+    charge_efficiency: float = _CONFIG.one_way_efficiency
+    discharge_efficiency: float = _CONFIG.one_way_efficiency
+    min_soc_percent: float = _CONFIG.min_soc
+    max_soc_percent: float = _CONFIG.max_soc
+    initial_soc_percent: float = _CONFIG.initial_soc
     terminal_soc_percent: float | None = None
     wear_cost_per_kwh: float = 0.0
 
@@ -89,10 +91,10 @@ class BatterySpec:
         )
 
     @classmethod
-    def from_round_trip(cls, round_trip_efficiency: float = _DEFAULT_ROUND_TRIP, **fields: Any) -> BatterySpec:
+    def from_round_trip(cls, round_trip_efficiency: float = _CONFIG.round_trip_efficiency, **fields: Any) -> BatterySpec:
         """A spec whose round trip is split evenly between charging and discharging."""
         _require(0 < round_trip_efficiency <= 1, f"round_trip_efficiency must lie in (0, 1] (got {round_trip_efficiency})")
-        leg = math.sqrt(round_trip_efficiency)
+        leg = one_way_efficiency(round_trip_efficiency)
         return cls(charge_efficiency=leg, discharge_efficiency=leg, **fields)
 
     @classmethod
@@ -211,13 +213,17 @@ class HorizonInputs:
         return self.import_price_per_kwh + self.carbon_price_per_kg * self._carbon / 1000.0
 
 
+def stored_kw(charge_kw: Any, discharge_kw: Any, charge_efficiency: Any, discharge_efficiency: Any) -> Any:
+    """The rate at which stored energy changes: what charging puts in less what discharging
+    takes out, losses included (positive fills). Times the step's hours it is the step's SOC
+    change, the recursion every plan's SOC follows; the LP's SOC rows hold the same terms."""
+    return charge_kw * charge_efficiency - discharge_kw / discharge_efficiency
+
+
 def _soc_change_kwh(battery_kw: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
-    """SOC change of one step at AC power ``battery_kw`` (positive charges), losses included."""
-    return np.where(
-        battery_kw > 0,
-        battery_kw * battery.charge_efficiency,
-        battery_kw / battery.discharge_efficiency,
-    ) * step_hours
+    """SOC change of one step at AC power ``battery_kw`` (positive charges)."""
+    charge, discharge = np.maximum(battery_kw, 0.0), np.maximum(-battery_kw, 0.0)
+    return stored_kw(charge, discharge, battery.charge_efficiency, battery.discharge_efficiency) * step_hours
 
 
 def battery_power_bounds_kw(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:

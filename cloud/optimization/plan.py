@@ -26,7 +26,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from cloud.optimization.model import BatterySpec, HorizonInputs
+from cloud.optimization.bill import GridBill, grid_bill
+from cloud.optimization.model import BatterySpec, HorizonInputs, stored_kw
 
 ACTIONS: tuple[str, ...] = ("buy", "sell", "store", "discharge", "idle")
 TOLERANCE_KW = 1e-6
@@ -140,18 +141,18 @@ def classify_actions(
 
 def soc_trajectory_kwh(charge_kw: np.ndarray, discharge_kw: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
     """SOC before the first step and after each step, in kWh (length ``T + 1``)."""
-    change = (charge_kw * battery.charge_efficiency - discharge_kw / battery.discharge_efficiency) * step_hours
+    change = stored_kw(charge_kw, discharge_kw, battery.charge_efficiency, battery.discharge_efficiency) * step_hours
     return battery.initial_kwh + np.concatenate(([0.0], np.cumsum(change)))
 
 
-def grid_costs(inputs: HorizonInputs, import_kw: np.ndarray, export_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Per-step energy and carbon cost, the peak import and the demand charge on it."""
+def grid_costs(inputs: HorizonInputs, grid_kw: np.ndarray) -> tuple[GridBill, np.ndarray]:
+    """The horizon's tariff bill of a grid flow (positive imports) and the per-step cost of
+    its imports' priced emissions."""
     dt = inputs.step_hours
-    energy = (import_kw * inputs.import_price_per_kwh - export_kw * inputs.export_price_per_kwh) * dt
-    carbon = inputs.carbon_price_per_kg * import_kw * inputs.carbon_g_per_kwh * dt / 1000.0
-    peak_kw = float(import_kw.max(initial=0.0))
-    demand = inputs.demand_charge_per_kw * max(0.0, peak_kw - inputs.peak_so_far_kw)
-    return energy, carbon, peak_kw, demand
+    bill = grid_bill(grid_kw, inputs.import_price_per_kwh, inputs.export_price_per_kwh, dt,
+                     inputs.demand_charge_per_kw, inputs.peak_so_far_kw)
+    carbon = inputs.carbon_price_per_kg * bill.import_kw * inputs.carbon_g_per_kwh * dt / 1000.0
+    return bill, carbon
 
 
 def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, discharge_efficiency: float | np.ndarray) -> float | np.ndarray:
@@ -175,11 +176,10 @@ def build_plan(
     """
     charge_kw = np.array(charge_kw, dtype=float)
     discharge_kw = np.array(discharge_kw, dtype=float)
-    grid_kw = inputs.net_load_kw + charge_kw - discharge_kw
-    import_kw, export_kw = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
-    energy, carbon, peak_kw, demand = grid_costs(inputs, import_kw, export_kw)
+    bill, carbon = grid_costs(inputs, inputs.net_load_kw + charge_kw - discharge_kw)
+    import_kw, export_kw, energy = bill.import_kw, bill.export_kw, bill.energy
     wear = battery.wear_cost_per_kwh * (charge_kw + discharge_kw) * inputs.step_hours
-    costs = CostBreakdown(float(energy.sum()), demand, float(wear.sum()), float(carbon.sum()))
+    costs = CostBreakdown(float(energy.sum()), float(bill.demand), float(wear.sum()), float(carbon.sum()))
     soc_kwh = soc_trajectory_kwh(charge_kw, discharge_kw, battery, inputs.step_hours)
     soc_percent = 100.0 * soc_kwh / battery.capacity_kwh if battery.capacity_kwh else np.zeros_like(soc_kwh)
     for array in (charge_kw, discharge_kw, import_kw, export_kw, soc_percent):
@@ -197,7 +197,7 @@ def build_plan(
         step_cost=step_cost,
         actions=classify_actions(charge_kw, discharge_kw, import_kw, export_kw),
         costs=costs,
-        peak_import_kw=peak_kw,
+        peak_import_kw=float(bill.peak_kw),
         objective=costs.total - stored_value if objective is None else objective,
         status=status,
         stored_value=stored_value,

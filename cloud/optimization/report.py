@@ -22,6 +22,7 @@ import pandas as pd
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import reserve, sessions
+from cloud.optimization.bill import grid_bill
 
 LABELS = {
     bt.NO_BATTERY: "no battery",
@@ -71,8 +72,7 @@ def sample_day(result: bt.BacktestResult) -> pd.Timestamp:
 
 def _step_cost(result: bt.BacktestResult, run: bt.StrategyRun) -> np.ndarray:
     a = result.actuals
-    imports, exports = np.maximum(run.grid_kw, 0.0), np.maximum(-run.grid_kw, 0.0)
-    return (imports * a[fc.IMPORT_PRICE].to_numpy() - exports * a[fc.EXPORT_PRICE].to_numpy()) * result.settings.step_hours
+    return grid_bill(run.grid_kw, a[fc.IMPORT_PRICE].to_numpy(), a[fc.EXPORT_PRICE].to_numpy(), result.settings.step_hours).energy
 
 
 def plot_day(result: bt.BacktestResult, day: pd.Timestamp, path: Path) -> Path:

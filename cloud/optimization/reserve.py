@@ -280,9 +280,7 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
     its expectation, not its command. Stepped by the simulator's own battery on the LP's
     physics (reference.ideal_battery), as the self-consumption reference is."""
     dt = inputs.step_hours
-    params, state = ideal_battery(*(np.array([value], dtype=float) for value in (
-        battery.initial_kwh, battery.min_kwh, battery.max_kwh, battery.max_charge_kw, battery.max_discharge_kw,
-        battery.charge_efficiency, battery.discharge_efficiency)))
+    params, state = ideal_battery([battery])
     cap, room = np.array([cap_kw], dtype=float), np.array([NO_DERATING_CELSIUS])
     power = np.zeros(len(step_starts))
     for i, (start, net) in enumerate(zip(step_starts, inputs.net_load_kw, strict=True)):

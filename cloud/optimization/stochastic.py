@@ -29,7 +29,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization.lp import lp_arrays, net_battery_flows, new_solver, run_model, stored_offset
+from cloud.optimization.lp import highs_lp, lp_arrays, net_battery_flows, new_solver, run_model, stored_offset
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, check_feasible
 from cloud.optimization.plan import DispatchPlan, build_plan
 
@@ -110,18 +110,13 @@ def build_scenario_lp(
     tied = _non_anticipativity(len(scenarios), steps, shared_steps)
     matrix = sp.vstack((sp.hstack((sp.block_diag(blocks), sp.vstack(peaks))), tied), format="csc")
     first = scenarios[0]
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = matrix.shape[1], matrix.shape[0]
-    lp.col_cost_ = np.concatenate((*costs, [first.demand_charge_per_kw]))
-    lp.col_lower_ = np.concatenate((*lowers, [first.peak_so_far_kw]))
-    lp.col_upper_ = np.concatenate((*uppers, [highspy.kHighsInf]))
-    lp.row_lower_ = np.concatenate((*row_lowers, np.zeros(tied.shape[0])))
-    lp.row_upper_ = np.concatenate((*row_uppers, np.zeros(tied.shape[0])))
     stored = sum(weight * stored_offset(inputs, battery) for inputs, weight in zip(scenarios, weights, strict=True))
-    lp.offset_ = float(stored) - first.demand_charge_per_kw * first.peak_so_far_kw
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
-    return lp
+    return highs_lp(
+        matrix, np.concatenate((*costs, [first.demand_charge_per_kw])),
+        np.concatenate((*lowers, [first.peak_so_far_kw])), np.concatenate((*uppers, [highspy.kHighsInf])),
+        np.concatenate((*row_lowers, np.zeros(tied.shape[0]))), np.concatenate((*row_uppers, np.zeros(tied.shape[0]))),
+        float(stored) - first.demand_charge_per_kw * first.peak_so_far_kw,
+    )
 
 
 def solve_scenarios(

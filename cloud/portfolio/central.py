@@ -3,9 +3,9 @@
 Columns, per site ``i`` a block of five ``T``-vectors: charge, discharge, import, export (kW)
 and stored energy at the end of each step (kWh); then one slack per step for the fleet import
 cap and one for the demand-response (DR) target. Rows: each site's energy balance and SOC
-recursion (the same model as ``cloud.optimization.lp``, whose valuation of the energy left at
-the horizon's end it shares: without it a group's plan and a site's own plan would weigh the
-same kWh differently), then per step
+recursion (``cloud.optimization.battery_block``, the block of the single-site LP, whose
+valuation of the energy left at the horizon's end it shares too: without it a group's plan
+and a site's own plan would weigh the same kWh differently), then per step
 
 * import cap:  sum_i w_i (import - export)_i,t  <=  cap_t - sum_i (1 - w_i) fallback_i,t + slack
 * DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
@@ -39,14 +39,14 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization import SolverFailed
-from cloud.optimization.lp import quiet_highs
+from cloud.optimization import battery_block as block
+from cloud.optimization.lp import highs_lp, quiet_highs, run_model
 from cloud.optimization.plan import stored_energy_value_per_kwh
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
 PEAK_PRICE_PER_KW = 5.0  # per kW of a new group peak per day: above what a kW of charging earns in a day
 _INF = highspy.kHighsInf
-_C, _D, _IMP, _EXP, _SOC = range(5)
+_C, _D, _IMP, _EXP, _SOC = block.KINDS
 
 
 @dataclass(frozen=True)
@@ -84,33 +84,19 @@ class GroupPlan:
     peak_kw: float = 0.0  # the plan's expected group net import peak (at least the floor)
 
 
-def _index(n: int, steps: int):
-    """Column index of (site, kind, step)."""
-    return lambda site, kind, t: site * 5 * steps + kind * steps + t
-
-
 def _matrix(p: GroupProblem, w: np.ndarray) -> sp.csc_matrix:
     n, steps = p.net_kw.shape
-    col = _index(n, steps)
-    s, t = np.meshgrid(np.arange(n), np.arange(steps), indexing="ij")
-    s, t = s.ravel(), t.ravel()
-    dt = p.step_hours
-    bal, soc = s * steps + t, n * steps + s * steps + t
-    rows, cols, vals = [], [], []
+    rows, cols, codes = block.entries(n, steps)
+    vals = [block.coefficients(p.charge_efficiency, p.discharge_efficiency, p.step_hours)[codes]]
+    rows, cols = [rows], [cols]
 
     def add(r, c, v):
         rows.append(r), cols.append(c), vals.append(np.broadcast_to(v, r.shape).astype(float))
 
-    add(bal, col(s, _IMP, t), 1.0), add(bal, col(s, _EXP, t), -1.0)
-    add(bal, col(s, _C, t), -1.0), add(bal, col(s, _D, t), 1.0)
-    add(soc, col(s, _SOC, t), 1.0)
-    later = t > 0
-    add(soc[later], col(s[later], _SOC, t[later] - 1), -1.0)
-    add(soc, col(s, _C, t), -p.charge_efficiency[s] * dt)
-    add(soc, col(s, _D, t), dt / p.discharge_efficiency[s])
+    s, t = np.divmod(np.arange(n * steps), steps)
     fleet = 2 * n * steps + t
     for offset in (0, steps, 2 * steps):  # cap rows, DR rows, peak rows
-        add(fleet + offset, col(s, _IMP, t), w[s]), add(fleet + offset, col(s, _EXP, t), -w[s])
+        add(fleet + offset, block.column(s, _IMP, t, steps), w[s]), add(fleet + offset, block.column(s, _EXP, t, steps), -w[s])
     slack = 5 * n * steps + np.arange(2 * steps)
     add(2 * n * steps + np.arange(2 * steps), slack, -1.0)
     add(2 * n * steps + 2 * steps + np.arange(steps), np.full(steps, 5 * n * steps + 2 * steps), -1.0)
@@ -124,13 +110,12 @@ def _bounds(p: GroupProblem):
     dmax = np.broadcast_to(p.max_discharge_kw[:, None], (n, steps))
     soc_low = np.broadcast_to(p.min_kwh[:, None], (n, steps)).copy()
     soc_low[:, -1] = np.maximum(p.min_kwh, np.minimum(p.initial_kwh, p.max_kwh))  # never borrow tomorrow's energy
-    soc_high = np.broadcast_to(p.max_kwh[:, None], (n, steps))
-    upper = np.stack([p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high], axis=1)
-    lower = np.zeros_like(upper)
-    lower[:, _SOC] = soc_low
+    soc_high = p.max_kwh[:, None]
+    upper = block.by_kind(p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high, (n, steps))
+    lower = block.by_kind(0.0, 0.0, 0.0, 0.0, soc_low, (n, steps))
     peaked = p.peak_price_per_kw > 0
-    col_lower = np.concatenate([lower.ravel(), np.zeros(2 * steps), [p.peak_floor_kw if peaked else 0.0]])
-    col_upper = np.concatenate([upper.ravel(), np.full(2 * steps, _INF), [_INF if peaked else 0.0]])
+    col_lower = np.concatenate([lower, np.zeros(2 * steps), [p.peak_floor_kw if peaked else 0.0]])
+    col_upper = np.concatenate([upper, np.full(2 * steps, _INF), [_INF if peaked else 0.0]])
     return col_lower, col_upper
 
 
@@ -155,39 +140,23 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     stored_value = stored_energy_value_per_kwh(p.import_price, p.discharge_efficiency)
     stored = np.zeros((n, steps))
     stored[:, -1] = -stored_value
-    cost = np.stack([np.full((n, steps), p.wear_per_kwh * dt), np.full((n, steps), p.wear_per_kwh * dt),
-                     p.import_price * dt, -p.export_value * dt, stored], axis=1).ravel()
+    wear = p.wear_per_kwh * dt
+    cost = block.by_kind(wear, wear, p.import_price * dt, -p.export_value * dt, stored, (n, steps))
     cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw]])
     col_lower, col_upper = _bounds(p)
     cap, dr, peak = _fleet_rhs(p, w)
-    soc_rhs = np.zeros((n, steps))
-    soc_rhs[:, 0] = p.initial_kwh
-    net = p.net_kw.ravel()
-    row_lower = np.concatenate([net, soc_rhs.ravel(), np.full(3 * steps, -_INF)])
-    row_upper = np.concatenate([net, soc_rhs.ravel(), cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF)])
-    matrix = _matrix(p, w)
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = len(cost), len(row_lower)
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, col_lower, col_upper
-    lp.offset_ = float(stored_value @ p.initial_kwh)
-    lp.row_lower_, lp.row_upper_ = row_lower, row_upper
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = matrix.indptr, matrix.indices, matrix.data
-    if highs is None:
-        highs = quiet_highs()
-    highs.passModel(lp)
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverFailed(f"HiGHS ended the group LP ({n} sites) with status {highs.modelStatusToString(status)}")
-    x = np.array(highs.getSolution().col_value)
-    blocks = x[: 5 * n * steps].reshape(n, 5, steps)
+    battery_rows = block.right_hand_side(p.net_kw, p.initial_kwh)
+    row_lower = np.concatenate([battery_rows, np.full(3 * steps, -_INF)])
+    row_upper = np.concatenate([battery_rows, cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF)])
+    lp = highs_lp(_matrix(p, w), cost, col_lower, col_upper, row_lower, row_upper, float(stored_value @ p.initial_kwh))
+    x, objective = run_model(quiet_highs() if highs is None else highs, lp, f"group LP ({n} sites)")
+    blocks = block.per_kind(x, n, steps)
     charge, discharge = np.clip(blocks[:, _C], 0.0, None), np.clip(blocks[:, _D], 0.0, None)
     return GroupPlan(
         battery_kw=charge - discharge, grid_kw=blocks[:, _IMP] - blocks[:, _EXP], energy_kwh=blocks[:, _SOC],
         cap_slack_kw=np.maximum(x[5 * n * steps : 5 * n * steps + steps], 0.0),
         dr_slack_kw=np.maximum(x[5 * n * steps + steps : 5 * n * steps + 2 * steps], 0.0),
-        objective=float(highs.getInfo().objective_function_value), peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
+        objective=objective, peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
     )
 
 

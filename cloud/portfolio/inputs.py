@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cloud.optimization.bill import grid_bill
 from cloud.portfolio.fleet import SiteSpec, simulator_config
 from edge_gateway import generator
 from edge_gateway.simulators import base, battery
@@ -101,10 +102,8 @@ class Outcome:
 
 def site_bills(inputs: PartitionInputs, grid_kw: np.ndarray, export_value: np.ndarray | None = None) -> np.ndarray:
     """Each site's energy bill at its own tariff over the run (import cost minus feed-in)."""
-    dt = inputs.step_hours
-    imports, exports = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
     feed_in = inputs.feed_in_per_kwh if export_value is None else export_value
-    return (imports * inputs.price_per_kwh - exports * feed_in).sum(axis=1) * dt
+    return grid_bill(grid_kw, inputs.price_per_kwh, feed_in, inputs.step_hours).energy.sum(axis=1)
 
 
 def replay(inputs: PartitionInputs, state: battery.BatteryState, setpoint_kw: np.ndarray, cols: slice,

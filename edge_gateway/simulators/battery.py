@@ -4,9 +4,9 @@ State is stored energy (kWh), lifetime throughput (kWh), cell temperature and ag
 step clamps the requested AC power (positive charges) to what is physically possible now:
 the rate limits, the SOC window and, for charging, a cold-temperature derating (lithium
 cells must not be charged fast near freezing). Charge and discharge efficiencies are the
-square root of the round-trip efficiency each. Health fades with equivalent full cycles
-and calendar age; SOC is relative to the faded capacity. Voltage comes from an LFP
-open-circuit-voltage curve plus the I*R drop.
+configuration's one-way efficiency each (``BatteryConfig.one_way_efficiency``). Health fades
+with equivalent full cycles and calendar age; SOC is relative to the faded capacity. Voltage
+comes from an LFP open-circuit-voltage curve plus the I*R drop.
 
 Control modes produce the *request* from exogenous inputs only (so they vectorise over
 time); :func:`run` applies the physics. The live gateway, backfills, fleets, the optimizer's
@@ -59,7 +59,7 @@ class BatteryParams:
         def col(f) -> np.ndarray:
             return np.array([f(c) for c in configs], dtype=float)
 
-        one_way = col(lambda c: np.sqrt(c.round_trip_efficiency))
+        one_way = col(lambda c: c.one_way_efficiency)
         return cls(
             capacity_kwh=col(lambda c: c.capacity_kwh),
             max_charge_kw=col(lambda c: c.max_charge_rate_kw),
