@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from cloud.job_status import json_default as _json_default
-from cloud.optimization.backtest import EXECUTIONS, BacktestSettings, run_backtest
+from cloud.optimization.backtest import BacktestSettings, run_backtest
+from cloud.optimization.decision import Execution
+from cloud.optimization.forecasters import FORECASTERS
 from cloud.optimization.planner import (
     PlanSettings,
     plan_status,
@@ -35,9 +37,6 @@ from edge_gateway.cli_support import (
 from edge_gateway.config import SimulatorConfig, load_config, with_overrides
 from edge_gateway.errors import UsageError
 
-FORECASTERS = ("naive", "perfect", "models")
-
-
 def timestamp(text: str) -> pd.Timestamp:
     return pd.Timestamp(text)
 
@@ -59,8 +58,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--steps", action="store_true", help="also print every step of the plan under its summary")
     parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"), default=30, help="backtest length")
-    parser.add_argument("--forecaster", choices=FORECASTERS, default="naive", help="what the plans know (default naive)")
-    parser.add_argument("--execution", choices=EXECUTIONS, default=EXECUTIONS[0],
+    parser.add_argument("--forecaster", choices=tuple(FORECASTERS), default="naive", help="what the plans know (default naive)")
+    parser.add_argument("--execution", choices=[e.value for e in Execution], default=Execution.GUARDED.value,
                         help="how the battery carries out plans, in the backtest and in a published schedule "
                              "(default guarded: commands, its own rule, an import cap, and a reserve kept for EV sessions)")
     parser.add_argument("--output", help="backtest report folder (default data/backtest/<device_id>)")

@@ -27,11 +27,12 @@ import pandas as pd  # noqa: E402
 
 from benchmarks._machine import describe  # noqa: E402
 from cloud.optimization import backtest as bt  # noqa: E402
+from cloud.optimization.decision import Execution  # noqa: E402
 from cloud.optimization.report import metrics  # noqa: E402
 from edge_gateway.config import build_config  # noqa: E402
 
 
-def one(seed: str, month: str, days: int, car: bool = True, execution: str = bt.EXECUTIONS[0],
+def one(seed: str, month: str, days: int, car: bool = True, execution: str = Execution.GUARDED,
         policy_every_minutes: int | None = None) -> dict:
     config = build_config(({} if seed == "default" else {"seed": int(seed)}) | ({} if car else {"home_load": {"has_ev": False}}))
     started = time.perf_counter()
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-car", action="store_true", help="the same homes without an EV")
-    parser.add_argument("--execution", choices=bt.EXECUTIONS, default=bt.EXECUTIONS[0], help="how the MPC carries its plans out")
+    parser.add_argument("--execution", choices=[e.value for e in Execution], default=Execution.GUARDED.value, help="how the MPC carries its plans out")
     parser.add_argument("--policy-every-minutes", type=int, default=None,
                         help="also re-solve the reserve policy this often (default: at each local midnight only)")
     args = parser.parse_args()

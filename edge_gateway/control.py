@@ -1,9 +1,10 @@
-"""The reserve policy's rule, step by step: what a battery keeps back for EV sessions.
+"""The reserve policy's control law, step by step: what a battery keeps back for EV sessions.
 
 The cloud solves the policy on the site's readings and forecasts (``cloud/optimization/
-reserve.py``) and sends it with the plan; the gateway applies it at every reading, and the
-backtest applies the very same functions to the simulated site, so what the backtest
-measures is what the gateway runs.
+reserve.py``) and sends it with the plan. One :class:`Controller` per site turns it into the
+battery's request at every step, and the gateway, the backtest (``cloud/optimization/
+backtest.py``) and the plan's preview (``reserve.expected_dispatch``) all step through it, so
+what the backtest measures and the plan shows is what the gateway runs.
 
 The policy gives, per step and session state (no car yet; the ``k``-th charging step of a
 session whose house load runs at one of a few levels; the day's only session done), two
@@ -11,13 +12,14 @@ energies. Within the step, on the load it measures, the battery
 
 * charges up to ``charge_to_kwh`` (from the grid if PV does not cover it);
 * otherwise covers load only down to ``floor_kwh``, and stores any PV surplus;
-* and always defends the schedule's ``import_limit_kw``, reserve or not,
+* and always defends the schedule's ``import_limit_kw``, reserve or not, never below the
+  month's peak import,
 
 as a home battery's backup-reserve, grid-charge and grid-limit settings do. The session
-state comes from the gateway's own charger readings (:class:`SessionDays`); the house level
-of a session under way from its house load so far against the policy's forecast.
+state comes from the charger's own readings (:class:`SessionDays`); the house level of a
+session under way from its house load so far against the policy's forecast.
 
-What the gateway must remember between readings to decide this (:class:`SiteMemory`) is kept
+What the control must remember between readings to decide this (:class:`SiteMemory`) is kept
 with the battery state, so a restart changes nothing.
 """
 
@@ -26,9 +28,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+
+from edge_gateway.config import BatteryConfig
+from edge_gateway.simulators.battery import BatteryParams
 
 #: Days of readings a rebuilt memory replays to find the charger's sessions (one may run past midnight).
 REPLAY_DAYS = 2
@@ -174,8 +180,8 @@ class SiteMemory:
     keeps with the battery state so a restart forgets none of it: the charger's sessions and
     the billing month's peak import.
 
-    The month's peak is already paid for, so an import cap below it only spends the battery
-    on imports that cost nothing more (:meth:`import_cap_kw`), as the backtest does.
+    The month's peak is already paid for, so the control never defends a cap below it
+    (:meth:`Controller.cap_kw`).
     """
 
     sessions: SessionDays = field(default_factory=SessionDays)
@@ -221,12 +227,6 @@ class SiteMemory:
         """The peak import so far in the billing month of the interval (0 in a new month)."""
         return self.peak_import_kw if _month(interval_start, timezone) == self.month else 0.0
 
-    def import_cap_kw(self, cap_kw: float, interval_start: pd.Timestamp, timezone: str) -> float:
-        """A schedule's cap (NaN: none) for the interval, never below this month's peak."""
-        if math.isnan(cap_kw) or _month(interval_start, timezone) != self.month:
-            return cap_kw
-        return max(cap_kw, self.peak_import_kw)
-
     def to_dict(self) -> dict:
         return {"sessions": self.sessions.to_dict(), "month": self.month, "peak_import_kw": self.peak_import_kw}
 
@@ -236,6 +236,71 @@ class SiteMemory:
         if not data:
             return cls()
         return cls(SessionDays.from_dict(data["sessions"]), data["month"], float(data["peak_import_kw"]))
+
+
+class ChargeLimits(Protocol):
+    """What the control law needs of a battery (``cloud.optimization.model.BatterySpec`` has it too)."""
+
+    max_charge_kw: float
+    charge_efficiency: float
+    discharge_efficiency: float
+
+
+@dataclass(frozen=True)
+class ControlBattery:
+    """:class:`ChargeLimits` of a configured battery, as its simulator has them."""
+
+    max_charge_kw: float
+    charge_efficiency: float
+    discharge_efficiency: float
+
+    @classmethod
+    def from_config(cls, battery: BatteryConfig) -> ControlBattery:
+        params = BatteryParams.from_configs([battery])
+        return cls(float(params.max_charge_kw[0]), float(params.charge_efficiency[0]), float(params.discharge_efficiency[0]))
+
+
+@dataclass
+class Controller:
+    """The control law of one site: per step, the battery's request under the reserve policy
+    and the import cap it defends, and the memory of the readings that decides both.
+
+    Call :meth:`cap_kw` and :meth:`request_kw` before a step, then :meth:`observe` with its
+    reading: the session state and the month's peak are those of the readings before the
+    step, the charger's power and the net load those the battery measures within it.
+    """
+
+    battery: ChargeLimits
+    timezone: str
+    memory: SiteMemory = field(default_factory=SiteMemory)
+
+    def cap_kw(self, cap_kw: float, interval_start: pd.Timestamp) -> float:
+        """A schedule's import cap (NaN: none) for the interval, never below the month's peak
+        import so far: that peak is already paid for, so a lower cap only spends the battery on
+        imports that cost nothing more."""
+        if math.isnan(cap_kw) or _month(interval_start, self.timezone) != self.memory.month:
+            return cap_kw
+        return max(cap_kw, self.memory.peak_import_kw)
+
+    def request_kw(self, policy: ReservePolicy | None, interval_start: pd.Timestamp, net_kw: float, ev_kw: float,
+                   energy_kwh: float, step_hours: float, command_kw: float = math.nan) -> float:
+        """The battery power (positive charges) asked for the interval: the policy's request
+        (:func:`reserve_request_kw`) on the interval's net load ``net_kw`` and the charger's
+        power ``ev_kw`` in it, from ``energy_kwh`` stored; where no policy covers the interval,
+        the command in force (NaN: the battery's own rule)."""
+        limits = None if policy is None else policy.limits(interval_start, self.memory.sessions, self.timezone, ev_kw)
+        if limits is None:
+            return command_kw
+        battery = self.battery
+        return reserve_request_kw(net_kw, energy_kwh, *limits, battery.max_charge_kw, battery.charge_efficiency,
+                                  battery.discharge_efficiency, step_hours)
+
+    def observe(self, policy: ReservePolicy | None, interval_start: pd.Timestamp, ev_kw: float, grid_kw: float,
+                house_kw: float) -> None:
+        """Take in the interval's reading: the charger's power, the grid import (positive) and
+        the house load without the car, against the policy's house forecast (none without one)."""
+        expected = math.nan if policy is None else policy.house_forecast_kw(interval_start)
+        self.memory.observe(interval_start, self.timezone, ev_kw, grid_kw, house_kw, expected)
 
 
 def _month(interval_start: pd.Timestamp, timezone: str) -> str:

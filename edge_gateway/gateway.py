@@ -1,8 +1,10 @@
 """The live gateway: one reading per site per call, state carried across calls and restarts.
 
-The battery state after each step is persisted (atomically) per device, with what the
-control remembers of the readings (control.SiteMemory: the car's sessions, the month's peak
-import), so ``--once`` run from cron, ``--continuous`` and a restarted daemon all continue the
+Each step a site's battery follows the schedule's power command and import cap, or, where the
+schedule carries a reserve policy, that policy; :class:`control.Controller` decides both, as
+it does in the backtest and the plan's preview. The battery state after each step is
+persisted (atomically) per device, with what the control remembers of the readings
+(control.SiteMemory: the car's sessions, the month's peak import), so ``--once`` run from cron, ``--continuous`` and a restarted daemon all continue the
 same battery and reserve policy, and a repeated instant
 recomputes the same reading instead of stepping twice. A gateway whose state file is lost
 or unreadable rebuilds both from the readings it stored (``history``).
@@ -23,10 +25,10 @@ import pandas as pd
 
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import REPLAY_DAYS, ReservePolicy, SiteMemory, reserve_request_kw
+from edge_gateway.control import REPLAY_DAYS, ControlBattery, Controller, ReservePolicy, SiteMemory
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators import base
-from edge_gateway.simulators.battery import BatteryParams, BatteryState, state_from_reading
+from edge_gateway.simulators.battery import BatteryState, state_from_reading
 from edge_gateway.stores.base import EdgeStore
 
 log = logging.getLogger(__name__)
@@ -157,13 +159,13 @@ class Gateway:
         log.warning("%s: no saved state; continuing from its stored reading of %s", config.device_id, dd.format_ts(newest[dd.TS]))
         return site, dd.format_ts(newest[dd.TS]), memory.to_dict()
 
-    def _commands(self, at: pd.Timestamp, dt_h: float, memories: list[SiteMemory]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _commands(self, at: pd.Timestamp, dt_h: float, controllers: list[Controller]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Battery power and grid import cap commanded for the interval ``(at - dt, at]``.
 
         A reading covers the interval ending at its instant, so a schedule entry governs the
         readings whose interval starts within it; a command that arrived during the interval
         (in force at its end only) applies to it too. NaN means no command. A cap below the
-        month's peak import so far is raised to it (:meth:`SiteMemory.import_cap_kw`).
+        month's peak import so far is raised to it (:meth:`Controller.cap_kw`).
         """
         if self.setpoints is None:
             return None, None
@@ -177,8 +179,8 @@ class Gateway:
         cap_method = getattr(self.setpoints, "import_limit_kw", None)  # optional part of the protocol
         if cap_method is None:
             return power, None
-        caps = np.array([[memory.import_cap_kw(lookup(cap_method, c.device_id), start, c.timezone)]
-                         for c, memory in zip(self.configs, memories, strict=True)], dtype=float)
+        caps = np.array([[controller.cap_kw(lookup(cap_method, c.device_id), start)]
+                         for c, controller in zip(self.configs, controllers, strict=True)], dtype=float)
         return power, caps
 
     def _policies(self, at: pd.Timestamp, dt_h: float) -> list[ReservePolicy | None]:
@@ -190,45 +192,40 @@ class Gateway:
         return [method(c.device_id, start) or method(c.device_id, at) for c in self.configs]
 
     def _reserved(self, power: np.ndarray | None, policies: list[ReservePolicy | None], at: pd.Timestamp, dt_h: float,
-                  state: BatteryState, memories: list[SiteMemory], exo: generator.Exogenous) -> np.ndarray | None:
-        """The power commands with each site's reserve policy applied: the battery's request
-        on the interval's own load (it measures it), the stored energy now and the session
-        state of the readings before, remembered across restarts (:class:`SiteMemory`)."""
+                  state: BatteryState, controllers: list[Controller], exo: generator.Exogenous) -> np.ndarray | None:
+        """The power commands with each site's reserve policy applied (:meth:`Controller.request_kw`):
+        on the interval's own load (the battery measures it), the stored energy now and the
+        session state of the readings before, remembered across restarts."""
         if power is None:
             return power
         start = at - pd.Timedelta(hours=dt_h)
-        params = BatteryParams.from_configs([c.battery for c in self.configs])
-        for i, (config, policy, memory) in enumerate(zip(self.configs, policies, memories, strict=True)):
-            limits = None if policy is None else policy.limits(start, memory.sessions, config.timezone, float(exo.ev_kw[i, 0]))
-            if limits is None:
-                continue
-            net = float(exo.load_kw[i, 0] - exo.solar_kw[i, 0])
-            power[i, 0] = reserve_request_kw(net, float(state.energy_kwh[i]), *limits, float(params.max_charge_kw[i]),
-                                             float(params.charge_efficiency[i]), float(params.discharge_efficiency[i]), dt_h)
+        for i, (policy, controller) in enumerate(zip(policies, controllers, strict=True)):
+            power[i, 0] = controller.request_kw(policy, start, float(exo.load_kw[i, 0] - exo.solar_kw[i, 0]),
+                                                float(exo.ev_kw[i, 0]), float(state.energy_kwh[i]), dt_h, power[i, 0])
         return power
 
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
         sites, stamps, saved_memories, dt_h = self._state_before(at)
-        memories = [SiteMemory.from_dict(saved) for saved in saved_memories]
+        controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, SiteMemory.from_dict(saved))
+                       for c, saved in zip(self.configs, saved_memories, strict=True)]
         state = BatteryState.from_sites(sites)
-        power, caps = self._commands(at, dt_h, memories)
+        power, caps = self._commands(at, dt_h, controllers)
         policies = self._policies(at, dt_h)
         exo = generator.exogenous(self.configs, base.TimeAxis.from_times([at]))
-        power = self._reserved(power, policies, at, dt_h, state, memories, exo)
+        power = self._reserved(power, policies, at, dt_h, state, controllers, exo)
         sim, new_state = generator.simulate(self.configs, [at], state, power, dt_h=np.array([dt_h]), import_cap_kw=caps, exo=exo)
         frame = sim.frame()
         for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step
             sink(frame)
         start = at - pd.Timedelta(hours=dt_h)
-        for i, (config, memory, state_file, policy) in enumerate(zip(self.configs, memories, self.states, policies, strict=True)):
+        for i, (controller, state_file, policy) in enumerate(zip(controllers, self.states, policies, strict=True)):
             row = frame.iloc[i]
-            expected = math.nan if policy is None else policy.house_forecast_kw(start)
-            memory.observe(start, config.timezone, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
-                           float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]), expected)
+            controller.observe(policy, start, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
+                               float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]))
             state_file.save({
-                "ts": dd.format_ts(at), "state": new_state.site(i), "memory": memory.to_dict(),
+                "ts": dd.format_ts(at), "state": new_state.site(i), "memory": controller.memory.to_dict(),
                 "previous": {"ts": stamps[i], "state": sites[i], "memory": saved_memories[i]},
             })
         return frame

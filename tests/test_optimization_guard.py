@@ -11,6 +11,7 @@ import pytest
 from cloud.optimization import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard, sessions
+from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reference import self_consumption_dispatch
 from edge_gateway.config import build_config
@@ -88,7 +89,7 @@ def test_a_rule_without_reserve_or_binding_cap_bills_like_the_self_consumption_r
 
 def test_the_fitted_guard_keeps_a_reserve_and_caps_below_the_highest_load():
     config, past = _past(42, guard.FIT_DAYS)
-    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
     rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
     net = past[fc.LOAD] - past[fc.PV]
     assert 0.0 < rule.reserve_kwh <= battery.max_kwh - battery.min_kwh
@@ -130,7 +131,7 @@ def test_sessions_per_day_and_whether_todays_has_ended():
 def test_the_fit_learns_whether_the_car_charges_at_most_once_a_day(spans, expected):
     load, charger = _sessions_at(*spans)
     config = build_config({"seed": 1, "interval_seconds": 900, "home_load": {"ev_charging_kw": charger}})
-    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
     rule = guard.fit_guard(load, pd.Series(0.0, index=load.index), battery, config)
     assert rule.one_session_a_day is expected
     assert rule.payload()["one_session_a_day"] is expected
@@ -143,7 +144,7 @@ def test_the_fit_keeps_the_cheapest_pair_at_least_one_cap_step_above_the_cheapes
     # cheapest pair sits ``second_best_offset`` cap steps up with the sixth reserve; the fit
     # must pick that pair whatever the replay would bill.
     config, past = _past(42, guard.FIT_DAYS)
-    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
     offered = {}
 
     def designed_bills(caps, reserves, *args, **kwargs):
@@ -165,7 +166,7 @@ def test_a_cap_the_month_has_passed_is_refitted_from_its_peak():
     # The peak reached is paid for: no cap below it is a candidate, and where the cheapest is
     # that peak itself no margin is added, since the past weeks' heaviest session did not set it.
     config, past = _past(42, guard.FIT_DAYS)
-    battery = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
     fitted = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
     peak = fitted.target_kw + 1.0
     refitted = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config, floor_kw=peak)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cloud.optimization import ACTIONS
-from cloud.optimization.backtest import battery_spec, effective_execution
+from cloud.optimization.decision import battery_spec, effective_execution
 from cloud.optimization.planner import (
     JOB,
     PlanSettings,

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud.optimization import backtest as bt
+from cloud.optimization import forecasters as fc
 from cloud.optimization import reserve
+from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reserve_dp import backward, limits
 from edge_gateway.config import build_config
@@ -181,9 +182,9 @@ def test_the_session_model_reads_only_the_readings_before_the_policy():
 def test_a_fitted_policy_covers_the_day_ahead_within_the_battery(capacity_kwh):
     config = build_config({"seed": 42, "interval_seconds": 900, "battery": {"capacity_kwh": capacity_kwh}})
     issued = pd.Timestamp("2024-06-10T07:00Z")  # local midnight
-    history = bt.fc.site_actuals(config, pd.date_range(issued - pd.Timedelta(days=29), issued, freq="15min"))
-    spec = bt.battery_spec(config, None, bt.DEFAULT_WEAR_COST_PER_KWH)
-    policy = reserve.fit_policy(config, history[bt.fc.LOAD], issued, spec, 7.0, pd.Timedelta(minutes=15))
+    history = fc.site_actuals(config, pd.date_range(issued - pd.Timedelta(days=29), issued, freq="15min"))
+    spec = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
+    policy = reserve.fit_policy(config, history[fc.LOAD], issued, spec, 7.0, pd.Timedelta(minutes=15))
     assert policy.start == issued and len(policy.house_kw) == 36 * 4 and policy.floor_kwh.shape == (144, policy.states)
     assert len(reserve.energy_levels(spec)) <= reserve.MAX_ENERGY_LEVELS + 1
     assert (policy.floor_kwh >= spec.min_kwh - 1e-9).all() and (policy.floor_kwh <= spec.max_kwh + 1e-9).all()
@@ -203,7 +204,7 @@ def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():
     policy = ReservePolicy(start=start, step_s=900, floor_kwh=floor, charge_to_kwh=np.full((steps, 3), battery.min_kwh),
                            charging_steps=1, house_levels=(1.0,), house_kw=load, one_session_a_day=False)
     step_starts = pd.date_range(start, periods=steps, freq="15min")
-    plan = reserve.expected_dispatch(policy, inputs, battery, step_starts, cap_kw=6.0)
+    plan = reserve.expected_dispatch(policy, inputs, battery, step_starts, cap_kw=6.0, timezone="UTC")
     energy = np.asarray(plan.soc_percent) / 100.0 * battery.capacity_kwh
     assert energy[8] == pytest.approx(6.0)  # covered the morning's load down to the floor, no lower
     # Then the cap: 9 kW of load held to 6 kW while the energy lasts, never beyond the rates.

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cloud.optimization import forecasters as fc
-from cloud.optimization.backtest import Decision, battery_spec, horizon_inputs
+from cloud.optimization.decision import Decision, battery_spec, horizon_inputs
 from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import DispatchPlan, build_plan

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.control import ReservePolicy, SessionDays, SiteMemory, reserve_request_kw
+from edge_gateway.control import ControlBattery, Controller, ReservePolicy, SessionDays, SiteMemory, reserve_request_kw
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
@@ -254,16 +254,28 @@ def test_a_gateway_that_loses_its_state_file_before_every_reading_rebuilds_its_m
 
 
 def test_a_cap_below_the_months_peak_is_raised_to_it():
-    memory, june = SiteMemory(), pd.Timestamp("2024-06-29 18:00", tz=ZONE)
-    memory.observe(june, ZONE, ev_kw=7.2, grid_kw=8.4)
-    memory.observe(june + pd.Timedelta(minutes=15), ZONE, ev_kw=0.0, grid_kw=-2.0)
-    assert memory.import_cap_kw(7.0, june + pd.Timedelta(hours=1), ZONE) == 8.4  # paid for already
-    assert memory.import_cap_kw(9.0, june + pd.Timedelta(hours=1), ZONE) == 9.0
-    assert math.isnan(memory.import_cap_kw(math.nan, june + pd.Timedelta(hours=1), ZONE))  # no cap stays none
-    assert memory.import_cap_kw(7.0, pd.Timestamp("2024-07-01 00:00", tz=ZONE), ZONE) == 7.0  # a new month's bill
+    controller = Controller(ControlBattery(5.0, 0.9, 0.9), ZONE)
+    memory, june = controller.memory, pd.Timestamp("2024-06-29 18:00", tz=ZONE)
+    controller.observe(None, june, ev_kw=7.2, grid_kw=8.4, house_kw=1.2)
+    controller.observe(None, june + pd.Timedelta(minutes=15), ev_kw=0.0, grid_kw=-2.0, house_kw=0.5)
+    assert controller.cap_kw(7.0, june + pd.Timedelta(hours=1)) == 8.4  # paid for already
+    assert controller.cap_kw(9.0, june + pd.Timedelta(hours=1)) == 9.0
+    assert math.isnan(controller.cap_kw(math.nan, june + pd.Timedelta(hours=1)))  # no cap stays none
+    assert controller.cap_kw(7.0, pd.Timestamp("2024-07-01 00:00", tz=ZONE)) == 7.0  # a new month's bill
     assert memory.month_peak_kw(june, ZONE) == 8.4 and memory.month_peak_kw(pd.Timestamp("2024-07-01", tz=ZONE), ZONE) == 0.0
     assert SiteMemory.from_dict(json.loads(json.dumps(memory.to_dict()))) == memory
     assert SiteMemory.from_dict(None) == SiteMemory()  # state saved before the memory existed
+
+
+def test_outside_its_policy_the_controller_passes_the_command_in_force_on():
+    controller, start = Controller(ControlBattery(5.0, 0.9, 0.9), ZONE), NOW + pd.Timedelta(hours=18)
+    assert controller.request_kw(None, start, 3.0, 0.0, 10.0, 0.25, command_kw=-1.5) == -1.5
+    assert controller.request_kw(_policy(), NOW - pd.Timedelta(hours=1), 3.0, 0.0, 10.0, 0.25, command_kw=-1.5) == -1.5
+    assert math.isnan(controller.request_kw(_policy(), NOW + pd.Timedelta(days=1), 3.0, 0.0, 10.0, 0.25))
+    # Inside it, the policy's request, whatever the command: 18:00 keeps the evening's floor.
+    floor = MIN_KWH + RESERVE_KWH
+    assert controller.request_kw(_policy(), start, 3.0, 0.0, floor + 0.5, 0.25, command_kw=2.0) == pytest.approx(
+        reserve_request_kw(3.0, floor + 0.5, floor, MIN_KWH, 5.0, 0.9, 0.9, 0.25))
 
 
 def test_a_rebuilt_memory_takes_the_peak_of_the_latest_readings_month_only():

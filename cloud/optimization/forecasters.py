@@ -11,13 +11,17 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
   solar physics, price from the tariff's time-of-use schedule, which is published in advance;
 * :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
   is installed.
+
+Forecasters are chosen by name from :data:`FORECASTERS` (:func:`make_forecaster`). One that
+also offers load scenarios is a :class:`ScenarioForecaster`; only the perfect one knows when
+load nobody can time, a car's session, will come (:func:`times_the_load`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,7 @@ from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig
+from edge_gateway.errors import UsageError
 from edge_gateway.simulators import base, grid_price, solar, weather
 
 LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON = (
@@ -83,6 +88,16 @@ class ScenarioForecast:
     def frames(self) -> list[pd.DataFrame]:
         """One forecast frame per scenario."""
         return [self.frame.assign(**{LOAD: self.frame[LOAD].to_numpy() + extra}) for extra in self.extra_load_kw]
+
+
+@runtime_checkable
+class ScenarioForecaster(Forecaster, Protocol):
+    """A forecaster that also says how the load may turn out: the planner plans over its
+    scenarios (stochastic.py) where one forecast would average a car's session away."""
+
+    def scenarios(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> ScenarioForecast:
+        """The forecast of ``__call__``'s instants with load scenarios on top."""
+        ...
 
 
 class PerfectForecaster:
@@ -306,3 +321,28 @@ def holdable_peak_kw(
         holds = needed <= usable_kwh
         high, low = np.where(holds, middle, high), np.where(holds, low, middle)
     return float(high.max())
+
+
+def times_the_load(forecaster: Forecaster) -> bool:
+    """Whether ``forecaster`` knows when load nobody can time (a car plugged in for hours) will
+    come. Only perfect foresight does: a plan on it beats any hedge, while every other
+    forecast, a learnt one too, places a session at best on average."""
+    return isinstance(forecaster, PerfectForecaster)
+
+
+#: Each forecaster by its name (``--forecaster``), as a factory of the site's configuration,
+#: its readings so far (:data:`COLUMNS`), the cloud store and the models' folder.
+FORECASTERS: Mapping[str, Callable[..., Forecaster]] = {
+    "naive": lambda config, history, **_: NaiveForecaster(config, history[LOAD]),
+    "perfect": lambda config, history, **_: PerfectForecaster(config),
+    "models": lambda config, history, store=None, model_dir=None: models_forecaster(config, store=store, model_dir=model_dir),
+}
+
+
+def make_forecaster(name: str, config: SimulatorConfig, history: pd.DataFrame, store=None,
+                    model_dir: str | None = None) -> Forecaster:
+    """The forecaster called ``name`` (:data:`FORECASTERS`) for the site."""
+    factory = FORECASTERS.get(name)
+    if factory is None:
+        raise UsageError(f"forecaster {name!r}: expected one of {', '.join(FORECASTERS)}")
+    return factory(config, history, store=store, model_dir=model_dir)

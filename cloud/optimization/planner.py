@@ -1,5 +1,9 @@
 """The day-ahead plan of one site: forecasts in, a plan and its value out, stored and published.
 
+What is planned and how the battery carries it out is the live decision of decision.py
+(:func:`decision.choose_strategy`, :data:`decision.EXECUTIONS`), the one the backtest measures;
+this module gathers what the site looks like now, values the plan and stores it.
+
 Steps are labelled by their start: row ``ts`` of ``dispatch_plans`` and entry ``ts`` of the
 MQTT schedule are the instant the command takes effect, in force until the next step. The
 forecasts of a step are those of the reading that will describe it (stamped at its end).
@@ -24,17 +28,18 @@ import pandas as pd
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard as peak_guard
 from cloud.optimization import reserve
-from cloud.optimization.backtest import (
+from cloud.optimization.decision import (
     DEFAULT_WEAR_COST_PER_KWH,
-    EXECUTIONS,
-    REFIT_ABOVE_KW,
     Decision,
+    Execution,
     Stepped,
     battery_spec,
     cap_floor_kw,
+    choose_strategy,
     effective_execution,
-    make_forecaster,
+    guard_outdated,
     plan_at,
+    wants_reserve_policy,
 )
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
@@ -66,14 +71,13 @@ class PlanSettings(Stepped):
     forecaster: str = "naive"
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     model_dir: str | None = None  # the forecasting registry (FORECAST_MODEL_DIR by default)
-    execution: str = EXECUTIONS[0]  # how the gateway carries the plan out (backtest.commands_of)
+    execution: Execution = Execution.GUARDED  # how the gateway carries the plan out (decision.EXECUTIONS)
     #: How often a new plan replaces this one (the pipeline plans hourly): a scenario plan
     #: decides these minutes once for every load scenario.
     replan_minutes: int = 60
 
     def __post_init__(self) -> None:
-        if self.execution not in EXECUTIONS:
-            raise UsageError(f"execution {self.execution!r}: expected one of {', '.join(EXECUTIONS)}")
+        object.__setattr__(self, "execution", Execution.parse(self.execution))
         if self.step_minutes < 1 or 1440 % self.step_minutes:
             raise UsageError(f"--step-minutes {self.step_minutes}: expected a whole number of minutes dividing a day")
         if self.replan_minutes < 1:
@@ -111,10 +115,10 @@ class SitePlan:
     decision: Decision
     no_battery: CostBreakdown
     self_consumption: DispatchPlan
-    execution: str = EXECUTIONS[0]
+    execution: Execution = Execution.GUARDED
     guard: peak_guard.GuardRule | None = None  # the cap's fit, under "guarded" execution, for sites with a car
     policy: ReservePolicy | None = None  # the reserve policy the battery follows under that cap
-    cap_floor_kw: float = 0.0  # the import cap never sits below it (backtest.cap_floor_kw)
+    cap_floor_kw: float = 0.0  # the import cap never sits below it (decision.cap_floor_kw)
     policy_plan: DispatchPlan | None = None  # what the battery does under the policy on the forecast
     currency: str = "USD"  # the site's (SimulatorConfig.currency_code): money in its summary
     #: Under a reserve policy: the expected valued cost over car arrivals of the policy and of
@@ -210,7 +214,7 @@ class SitePlan:
 
     def commands(self) -> tuple[np.ndarray, np.ndarray]:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
-        plan out (:meth:`backtest.Decision.commands`); under a reserve policy no power
+        plan out (:meth:`decision.Decision.commands`); under a reserve policy no power
         command, and the cap is the guard's or the month's peak, whichever is higher, as in the
         guarded backtest; with the rule sent, neither (:attr:`published`)."""
         if self.published == PUBLISHED_RULE:
@@ -365,7 +369,7 @@ def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestam
         return peak_guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak_kw)
 
     rule = fitted(_month_start(start, config.timezone), 0.0)
-    if rule is None or state.peak_so_far_kw > rule.target_kw + REFIT_ABOVE_KW:
+    if guard_outdated(rule, state.peak_so_far_kw):
         rule = fitted(start, state.peak_so_far_kw)
     return rule
 
@@ -392,21 +396,20 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
-    forecaster = make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
+    forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
-    guard = fit_site_guard(config, state, start, spec) if settings.execution == "guarded" else None
+    guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
+    strategy = choose_strategy(settings.execution, forecaster, guard is not None)
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
-    # As in the backtest: a guarded plan follows one forecast, any other the load scenarios
-    # when the forecaster has them.
-    decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak,
-                       scenarios=guard is None)
+    decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak, strategy=strategy)
     fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings)
     policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
-    policy_plan = None if policy is None else reserve.expected_dispatch(policy, inputs, spec, step_starts, inputs.peak_so_far_kw)
+    policy_plan = None if policy is None else reserve.expected_dispatch(policy, inputs, spec, step_starts, inputs.peak_so_far_kw,
+                                                                       config.timezone)
     return SitePlan(
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,

@@ -19,15 +19,15 @@ the house load, PV and the tariff, with the demand charge on any import above th
 cap. The answer is a pair of energy thresholds per step and session state (no car yet, the
 ``k``-th step of a session at a house level, the day's session done): the battery covers
 load only above ``floor_kwh`` and charges from the grid up to ``charge_to_kwh``; it always
-stores PV surplus and defends the cap. ``edge_gateway.control.ReservePolicy`` carries them;
-the gateway applies them at every reading, and so does the backtest.
+stores PV surplus and defends the cap. ``edge_gateway.control.ReservePolicy`` carries them and
+``edge_gateway.control.Controller`` applies them at every reading: in the gateway, in the
+backtest and in the plan's preview (:func:`expected_dispatch`).
 
 The cap itself is the peak guard's (guard.py), fitted on the last four weeks of readings.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +44,7 @@ from cloud.optimization.plan import (
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
 from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import ReservePolicy, reserve_request_kw
+from edge_gateway.control import Controller, ReservePolicy
 from edge_gateway.simulators import battery as physics
 
 #: Days of readings the session statistics are drawn from.
@@ -272,24 +272,26 @@ def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: p
 
 
 def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: BatterySpec, step_starts: pd.DatetimeIndex,
-                      cap_kw: float) -> DispatchPlan:
+                      cap_kw: float, timezone: str) -> DispatchPlan:
     """What the battery does under ``policy`` on the plan's forecast (``inputs``, one step per
-    ``step_starts``), read as a day no car arrives on (the policy's first column), with the
-    import cap defended as the battery defends it: the plan a guarded site shows and stores,
-    costed like any other. The battery follows the policy on the load it measures, so this is
-    its expectation, not its command. Stepped by the simulator's own battery on the LP's
-    physics (reference.ideal_battery), as the self-consumption reference is."""
+    ``step_starts``) on a day no car arrives, stepped through the gateway's own control
+    (``edge_gateway.control.Controller``) with the import cap ``cap_kw`` defended as the battery
+    defends it: the plan a guarded site shows and stores, costed like any other. The battery
+    follows the policy on the load it measures, so this is its expectation, not its command.
+
+    The cap stays ``cap_kw`` (the month's peak so far is in it already): the forecast's own
+    imports above it are what the plan shows, not a peak already paid for. The battery is the
+    simulator's on the LP's physics (reference.ideal_battery), as in the self-consumption
+    reference: no fade, no resistive heating, no temperature derating."""
     dt = inputs.step_hours
     params, state = ideal_battery([battery])
     cap, room = np.array([cap_kw], dtype=float), np.array([NO_DERATING_CELSIUS])
+    controller = Controller(battery, timezone)
     power = np.zeros(len(step_starts))
     for i, (start, net) in enumerate(zip(step_starts, inputs.net_load_kw, strict=True)):
-        row = policy.row(start)
-        floor, charge_to = (battery.min_kwh, battery.min_kwh) if row is None else (
-            float(policy.floor_kwh[row, 0]), float(policy.charge_to_kwh[row, 0]))
-        request = reserve_request_kw(float(net), float(state.energy_kwh[0]), floor, charge_to, battery.max_charge_kw,
-                                     battery.charge_efficiency, battery.discharge_efficiency, dt)
-        capped = physics.request_setpoint(np.array([request]), np.array([math.nan]), cap, np.array([float(net)]))
+        request = controller.request_kw(policy, start, float(net), 0.0, float(state.energy_kwh[0]), dt)
+        own_rule = np.array([-float(net)])  # where the policy does not reach: the battery's own rule
+        capped = physics.request_setpoint(np.array([request]), own_rule, cap, np.array([float(net)]))
         delivered, state = physics.step(params, state, capped, dt, room)
         power[i] = delivered[0]
     return build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="reserve policy, no car")

@@ -1,0 +1,112 @@
+"""One control law, three places: the gateway, the backtest and the plan's preview all step a
+site through edge_gateway.control.Controller, so the battery does the same in each."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import backtest as bt
+from cloud.optimization import forecasters as fc
+from cloud.optimization import guard, reserve
+from cloud.optimization.decision import battery_spec, horizon_inputs
+from cloud.optimization.sessions import SESSION_HISTORY_DAYS
+from edge_gateway.config import build_config
+from edge_gateway.control import ReservePolicy
+from edge_gateway.gateway import Gateway
+from edge_gateway.models import der_data as dd
+
+SEED = 42
+#: A day on which the site's car charges for 13 readings, and one on which it does not charge.
+CAR_DAY, NO_CAR_DAY = pd.Timestamp("2024-06-11"), pd.Timestamp("2024-06-12")
+#: A battery without the physics the plan's preview leaves out (reserve.expected_dispatch).
+NO_WEAR = {"fade_per_cycle_percent": 0.0, "calendar_fade_percent_per_year": 0.0, "internal_resistance_ohm": 0.0}
+
+
+@dataclass
+class Fitted:
+    """A schedule source serving what the backtest fitted, each from the step it was fitted
+    at: the reserve policy, and the peak guard's cap as the import limit; no power command."""
+
+    fits: list[tuple[ReservePolicy, float]] = field(default_factory=list)
+
+    def _in_force(self, at: pd.Timestamp) -> tuple[ReservePolicy, float]:
+        return [fit for fit in self.fits if fit[0].start <= at][-1]
+
+    def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        return math.nan
+
+    def import_limit_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        return self._in_force(at)[1]
+
+    def reserve(self, device_id: str, at: pd.Timestamp) -> ReservePolicy:
+        return self._in_force(at)[0]
+
+
+def _backtest_day(monkeypatch, config, day: pd.Timestamp) -> tuple[bt.StrategyRun, Fitted, pd.DataFrame]:
+    """The backtest's reserved run of one day, and the policies and caps it fitted."""
+    settings = bt.BacktestSettings(days=1, start=day)
+    instants = bt.backtest_window(config, settings)
+    start = instants[0] - pd.Timedelta(days=max(fc.HISTORY_DAYS, SESSION_HISTORY_DAYS) + 1)
+    history = fc.site_actuals(config, pd.date_range(start, instants[-1], freq=settings.step))
+    fitted, rules = Fitted(), []
+    fit_guard, fit_policy = guard.fit_guard, reserve.fit_policy
+
+    def guard_spy(*args, **kwargs):
+        rules.append(fit_guard(*args, **kwargs))
+        return rules[-1]
+
+    def policy_spy(*args, **kwargs):
+        fitted.fits.append((fit_policy(*args, **kwargs), rules[-1].target_kw))
+        return fitted.fits[-1][0]
+
+    monkeypatch.setattr(guard, "fit_guard", guard_spy)
+    monkeypatch.setattr(reserve, "fit_policy", policy_spy)
+    actuals = history.loc[instants[0] :]
+    run, solves = bt.reserved(config, actuals, settings, history)
+    assert solves == len(fitted.fits) >= 1
+    return run, fitted, actuals
+
+
+def _gateway_day(tmp_path, config, fitted: Fitted, instants: pd.DatetimeIndex) -> pd.DataFrame:
+    gateway = Gateway([config], state_dir=tmp_path, setpoints=fitted)
+    return pd.concat([gateway.step(at) for at in instants], ignore_index=True)
+
+
+def _site(**battery):
+    return build_config({"seed": SEED, "interval_seconds": 900, "battery": {"mode": "setpoint"} | battery})
+
+
+@pytest.mark.parametrize("day", [CAR_DAY, NO_CAR_DAY], ids=["car", "no-car"])
+def test_the_gateway_runs_a_day_as_the_backtest_measures_it(tmp_path, monkeypatch, day):
+    config = _site()
+    run, fitted, actuals = _backtest_day(monkeypatch, config, day)
+    readings = _gateway_day(tmp_path, config, fitted, actuals.index)
+    assert (readings[dd.LOAD_EV] > 0).any() == (day == CAR_DAY)
+    # The policy decided: the battery neither only followed its own rule nor idled.
+    assert np.ptp(run.battery_kw) > 1.0
+    # Same physics, same control: equal to the readings' 0.1 W (the gateway remembers the
+    # peak and the session's house load from its readings, rounded to that).
+    np.testing.assert_allclose(readings[dd.BATTERY_POWER].to_numpy(), run.battery_kw, rtol=0, atol=1e-4)
+
+
+def test_the_plans_preview_of_a_day_without_the_car_is_what_the_gateway_does(tmp_path, monkeypatch):
+    config = _site(**NO_WEAR)
+    run, fitted, actuals = _backtest_day(monkeypatch, config, NO_CAR_DAY)
+    assert len(fitted.fits) == 1, "one policy all day, as the preview has"
+    policy, cap_kw = fitted.fits[0]
+    readings = _gateway_day(tmp_path, config, fitted, actuals.index)
+    assert not (readings[dd.LOAD_EV] > 0).any()
+    step_starts = actuals.index - pd.Timedelta(minutes=15)
+    spec = battery_spec(config, None, 0.0)
+    preview = reserve.expected_dispatch(policy, horizon_inputs(actuals, config, 0.25), spec, step_starts, cap_kw,
+                                        config.timezone)
+    # The preview's battery has no fade or resistance, as this site's; it never derates for
+    # temperature, which a June battery indoors does not reach; and it steps the unrounded
+    # load, the gateway its readings (0.1 W).
+    assert (readings[dd.NET_GRID_FLOW] <= cap_kw + 1e-4).all(), "the cap held: the gateway never raised it"
+    np.testing.assert_allclose(preview.battery_power_kw, readings[dd.BATTERY_POWER].to_numpy(), rtol=0, atol=1e-4)
