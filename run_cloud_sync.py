@@ -22,7 +22,7 @@ from edge_gateway.cli_support import (
 from edge_gateway.config import DEFAULT_EDGE_STORE
 from edge_gateway.errors import UsageError
 from edge_gateway.scheduling import Every, run_schedule
-from edge_gateway.stores.factory import add_influx_flags
+from edge_gateway.stores.influx_settings import add_influx_flags
 
 
 def build_parser() -> ArgumentParser:

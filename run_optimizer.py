@@ -117,21 +117,21 @@ def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool
                       f"cost {summary.currency}": f"{row['expected_cost']:.2f}"} for row in site_plan.table()])
     print("written to dispatch_plans" + (f"; published to {topic}" if topic else ""))
     detail = site_plan.summary()
-    if detail["published"] == "rule":
-        print(f"not sent: {detail['published_reason']}")
-    expected = detail["expected_over_scenarios"]
+    if detail.published == "rule":
+        print(f"not sent: {detail.published_reason}")
+    expected = detail.expected_over_scenarios
     if expected:
-        print(f"planned over {expected['scenarios']} load scenarios from recent days, the next "
+        print(f"planned over {expected.scenarios} load scenarios from recent days, the next "
               f"{settings.replan_minutes} minutes decided for all of them; the blocks and bills above are "
-              f"the first's. Expected over all: bill {summary.money(expected['cost'])}, saves "
-              f"{summary.money(expected['savings_vs_no_battery'])} against no battery, "
-              f"{summary.money(expected['savings_vs_self_consumption'])} against the battery's own rule")
-    policy = detail["reserve"]
+              f"the first's. Expected over all: bill {summary.money(expected.cost)}, saves "
+              f"{summary.money(expected.savings_vs_no_battery)} against no battery, "
+              f"{summary.money(expected.savings_vs_self_consumption)} against the battery's own rule")
+    policy = detail.reserve
     if policy:
-        print(f"reserve policy: import cap {policy['cap_kw']:.1f} kW; with no car charging the battery covers load down to "
-              f"{policy['floor_above_min_kwh_now']:.1f} kWh above its minimum now, "
-              f"{policy['floor_above_min_kwh_lowest']:.1f} to {policy['floor_above_min_kwh_highest']:.1f} kWh over the plan ({policy['states']} session states, "
-              "learnt from the last four weeks)" + ("; the car charges at most once a day" if policy["one_session_a_day"] else ""))
+        print(f"reserve policy: import cap {policy.cap_kw:.1f} kW; with no car charging the battery covers load down to "
+              f"{policy.floor_above_min_kwh_now:.1f} kWh above its minimum now, "
+              f"{policy.floor_above_min_kwh_lowest:.1f} to {policy.floor_above_min_kwh_highest:.1f} kWh over the plan ({policy.states} session states, "
+              "learnt from the last four weeks)" + ("; the car charges at most once a day" if policy.one_session_a_day else ""))
     print()
 
 

@@ -32,7 +32,8 @@ from edge_gateway.models.der_data import shown
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
 from edge_gateway.sites import site_configs
 from edge_gateway.status import edge_status
-from edge_gateway.stores.factory import add_influx_flags, influx_settings, open_edge_store
+from edge_gateway.stores.factory import open_edge_store
+from edge_gateway.stores.influx_settings import add_influx_flags, influx_settings
 
 log = logging.getLogger("edge_gateway")
 

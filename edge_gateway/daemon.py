@@ -25,7 +25,8 @@ from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
 from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.stores.base import EdgeStore
-from edge_gateway.stores.factory import InfluxSettings, open_edge_store
+from edge_gateway.stores.factory import open_edge_store
+from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 
 log = logging.getLogger(__name__)

@@ -4,18 +4,17 @@ Each step a site's battery follows the schedule's power command and import cap, 
 schedule carries a reserve policy, that policy; :class:`control.Controller` decides both, as
 it does in the backtest and the plan's preview. The battery state after each step is
 persisted (atomically) per device, with what the control remembers of the readings
-(control.SiteMemory: the car's sessions, the month's peak import), so ``--once`` run from cron, ``--continuous`` and a restarted daemon all continue the
-same battery and reserve policy, and a repeated instant
-recomputes the same reading instead of stepping twice. A gateway whose state file is lost
+(control.SiteMemory: the car's sessions, the month's peak import), so ``--once`` run from
+cron, ``--continuous`` and a restarted daemon all continue the same battery and reserve
+policy, and a repeated instant recomputes the same reading instead of stepping twice. A gateway whose state file is lost
 or unreadable rebuilds both from the readings it stored (``history``).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +28,7 @@ from edge_gateway.control import REPLAY_DAYS, ControlBattery, Controller, Reserv
 from edge_gateway.models import der_data as dd
 from edge_gateway.simulators import base
 from edge_gateway.simulators.battery import BatteryState, state_from_reading
+from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
 
 log = logging.getLogger(__name__)
@@ -46,28 +46,6 @@ class SetpointSource(Protocol):
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The battery power command in force at ``at`` (kW, + charges), NaN when none."""
         ...
-
-
-class StateFile:
-    """Battery state and control memory of one device before and after its latest step, as JSON."""
-
-    def __init__(self, folder: Path, device_id: str) -> None:
-        self.path = Path(folder) / f"{device_id}.json"
-
-    def load(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            log.warning("ignoring unreadable state %s (%s)", self.path, error)
-            return None
-
-    def save(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new state, never half
 
 
 class JsonlSink:
@@ -106,34 +84,30 @@ class Gateway:
     def interval_s(self) -> int:
         return self.configs[0].interval_seconds
 
-    def _state_before(self, at: pd.Timestamp) -> tuple[list[dict], list[str | None], list[dict | None], float]:
-        """Per site, the state to step from, its instant and the control's memory then (as
-        saved); and the step length (h)."""
-        sites, stamps, memories, dt_h = [], [], [], self.interval_s / 3600.0
+    def _state_before(self, at: pd.Timestamp) -> tuple[list[SiteSnapshot], float]:
+        """Per site, what to step from: the battery state, its instant and the control's
+        memory then (as saved); and the step length (h)."""
+        sites, dt_h = [], self.interval_s / 3600.0
         initial = generator.initial_state(self.configs)
         for i, state_file in enumerate(self.states):
             saved = state_file.load()
-            site, last, memory = initial.site(i), None, None
+            site = SiteSnapshot(None, initial.site(i))
             if saved is None:
-                site, last, memory = self._recovered(i, at) or (site, last, memory)
+                site = self._recovered(i, at) or site
+            elif at == saved.latest.ts:  # the same instant again: redo that step, do not step twice
+                site = saved.previous
+            elif at > saved.latest.ts:
+                site = saved.latest
             else:
-                saved_at = dd.parse_ts(saved["ts"])
-                if at == saved_at:  # the same instant again: redo that step, do not step twice
-                    before = saved["previous"]
-                    site, last, memory = before["state"], before["ts"], before.get("memory")
-                elif at > saved_at:
-                    site, last, memory = saved["state"], saved["ts"], saved.get("memory")
-                else:
-                    log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id, saved["ts"])
-                    site, memory = saved["state"], saved.get("memory")
-            if last is not None:
-                dt_h = min(dt_h, (at - dd.parse_ts(last)).total_seconds() / 3600.0)
+                log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id,
+                            dd.format_ts(saved.latest.ts))
+                site = dataclasses.replace(saved.latest, ts=None)
+            if site.ts is not None:
+                dt_h = min(dt_h, (at - site.ts).total_seconds() / 3600.0)
             sites.append(site)
-            stamps.append(last)
-            memories.append(memory)
-        return sites, stamps, memories, dt_h
+        return sites, dt_h
 
-    def _recovered(self, i: int, at: pd.Timestamp) -> tuple[dict, str, dict] | None:
+    def _recovered(self, i: int, at: pd.Timestamp) -> SiteSnapshot | None:
         """A site's state, its instant and the control's memory, rebuilt from the readings
         stored before ``at`` (None: no history or no reading): a gateway whose state file
         was lost continues its battery and keeps the month's peak, instead of starting again
@@ -157,7 +131,7 @@ class Gateway:
         memory = SiteMemory.rebuilt(stamps - pd.TimedeltaIndex(gaps), config.timezone, readings[dd.LOAD_EV].to_numpy(),
                                     readings[dd.NET_GRID_FLOW].to_numpy())
         log.warning("%s: no saved state; continuing from its stored reading of %s", config.device_id, dd.format_ts(newest[dd.TS]))
-        return site, dd.format_ts(newest[dd.TS]), memory.to_dict()
+        return SiteSnapshot(dd.parse_ts(newest[dd.TS]), site, memory)
 
     def _commands(self, at: pd.Timestamp, dt_h: float, controllers: list[Controller]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Battery power and grid import cap commanded for the interval ``(at - dt, at]``.
@@ -207,10 +181,10 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
-        sites, stamps, saved_memories, dt_h = self._state_before(at)
-        controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, SiteMemory.from_dict(saved))
-                       for c, saved in zip(self.configs, saved_memories, strict=True)]
-        state = BatteryState.from_sites(sites)
+        before, dt_h = self._state_before(at)
+        controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, site.memory_to_step())
+                       for c, site in zip(self.configs, before, strict=True)]
+        state = BatteryState.from_sites([site.battery for site in before])
         power, caps = self._commands(at, dt_h, controllers)
         policies = self._policies(at, dt_h)
         exo = generator.exogenous(self.configs, base.TimeAxis.from_times([at]))
@@ -224,10 +198,7 @@ class Gateway:
             row = frame.iloc[i]
             controller.observe(policy, start, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
                                float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]))
-            state_file.save({
-                "ts": dd.format_ts(at), "state": new_state.site(i), "memory": controller.memory.to_dict(),
-                "previous": {"ts": stamps[i], "state": sites[i], "memory": saved_memories[i]},
-            })
+            state_file.save(GatewayState(SiteSnapshot(at, new_state.site(i), controller.memory), before[i]))
         return frame
 
 

@@ -17,7 +17,8 @@ from edge_gateway.models import der_data as dd
 from edge_gateway.redact import redact
 from edge_gateway.mqtt.probe import probe_broker
 from edge_gateway.mqtt.settings import MqttSettings
-from edge_gateway.stores.factory import InfluxSettings, open_edge_store
+from edge_gateway.stores.factory import open_edge_store
+from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 
 

@@ -172,7 +172,7 @@ def test_the_systemd_unit_runs_the_daemon_as_its_own_user_and_stops_it_with_sigt
 
 
 def test_the_environment_example_names_only_variables_the_gateway_reads():
-    sources = "".join(p.read_text() for p in [ROOT / "edge_gateway" / "mqtt" / "settings.py", ROOT / "edge_gateway" / "stores" / "factory.py"])
+    sources = "".join(p.read_text() for p in [ROOT / "edge_gateway" / "mqtt" / "settings.py", ROOT / "edge_gateway" / "stores" / "influx_settings.py"])
     names = set(_env_example()) - {"GATEWAY_ARGS"}
     assert {n for n in names if n.startswith("MQTT_")} == {"MQTT_HOST", "MQTT_PORT", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_TLS", "MQTT_CA_FILE"}
     assert all(f'"{name}"' in sources for name in names), sorted(n for n in names if f'"{n}"' not in sources)

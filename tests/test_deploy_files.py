@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from edge_gateway.models import der_data as dd
-from edge_gateway.stores import factory
+from edge_gateway.stores import influx_settings
 from edge_gateway.stores import influx_protocol as lp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,12 @@ def test_influxdb_service_matches_code_defaults(compose):
     env = service["environment"]
     assert service["image"].startswith("influxdb:2.")
     assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
-    assert env["DOCKER_INFLUXDB_INIT_ORG"] == factory.DEFAULT_INFLUX_ORG
-    assert env["DOCKER_INFLUXDB_INIT_BUCKET"] == factory.DEFAULT_INFLUX_BUCKET
+    assert env["DOCKER_INFLUXDB_INIT_ORG"] == influx_settings.DEFAULT_INFLUX_ORG
+    assert env["DOCKER_INFLUXDB_INIT_BUCKET"] == influx_settings.DEFAULT_INFLUX_BUCKET
     assert env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == DEV_TOKEN
-    assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == f"{factory.DEFAULT_RETENTION_DAYS}d"
+    assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == f"{influx_settings.DEFAULT_RETENTION_DAYS}d"
     assert len(env["DOCKER_INFLUXDB_INIT_PASSWORD"]) >= 8  # the image's setup refuses shorter ones
-    port = urlparse(factory.DEFAULT_INFLUX_URL).port
+    port = urlparse(influx_settings.DEFAULT_INFLUX_URL).port
     assert f"{port}:{port}" in service["ports"]
     named = {v.split(":")[0] for v in service["volumes"]}
     assert "influxdb-data" in named and named <= set(compose["volumes"])
@@ -89,7 +89,7 @@ def test_grafana_datasource_matches_influxdb_service(compose, datasource):
     assert datasource["jsonData"]["defaultBucket"] == env["DOCKER_INFLUXDB_INIT_BUCKET"]
     assert datasource["secureJsonData"]["token"] == env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
     assert urlparse(datasource["url"]).hostname == "influxdb"
-    assert urlparse(datasource["url"]).port == urlparse(factory.DEFAULT_INFLUX_URL).port
+    assert urlparse(datasource["url"]).port == urlparse(influx_settings.DEFAULT_INFLUX_URL).port
 
 
 def test_dashboard_provider_points_at_the_mounted_folder(compose):
@@ -111,7 +111,7 @@ def test_dashboard_queries_use_real_columns(dashboard, datasource):
     for query in queries:
         assert f'r._measurement == "{lp.MEASUREMENT}"' in query
         assert f'r.{dd.DEVICE_ID} == "${{device}}"' in query
-        assert f'from(bucket: "{factory.DEFAULT_INFLUX_BUCKET}")' in query
+        assert f'from(bucket: "{influx_settings.DEFAULT_INFLUX_BUCKET}")' in query
     variable = dashboard["templating"]["list"][0]
     assert f'tag: "{dd.DEVICE_ID}"' in variable["query"]
 

@@ -12,8 +12,8 @@ import pytest
 from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
 from edge_gateway.stores import influx_protocol as lp
-from edge_gateway.stores.factory import InfluxSettings
 from edge_gateway.stores.influx import InfluxEdgeStore
+from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.fakes.influx_flux import format_time, parse_time
 from tests.fakes.influx_server import FakeInfluxServer, LineProtocolError, parse_line

@@ -70,7 +70,7 @@ def test_horizon_and_step_set_the_plan_length(hours, minutes, steps):
     site_plan = plan_site(SimulatorConfig(seed=1), PlanSettings(start=START, horizon_hours=hours, step_minutes=minutes))
     assert len(site_plan.step_starts) == steps
     assert (site_plan.step_starts[1:] - site_plan.step_starts[:-1] == pd.Timedelta(minutes=minutes)).all()
-    assert len(site_plan.schedule()["schedule"]) == steps
+    assert len(site_plan.schedule().entries) == steps
 
 
 @pytest.mark.parametrize(("hours", "minutes"), [(24, 7), (0.1, 15), (24, 0), (1000, 15)])
@@ -96,7 +96,7 @@ def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_
     site_plan = plan_site(config, PlanSettings(start=START))
     rule, policy = site_plan.guard, site_plan.policy
     assert rule is not None and policy is not None
-    command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
+    command = parse_command(site_plan.schedule().to_json().encode(), config.device_id, 100.0, START)
     # What the gateway will run is the policy the backtest measures, to the watt-hour.
     sent, steps = command.reserve, len(site_plan.step_starts)
     assert sent.start == policy.start == START and sent.step == policy.step and sent.states == policy.states
@@ -111,10 +111,10 @@ def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_
     assert np.isnan([seg.power_kw for seg in command.segments]).all()
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(rule.target_kw)
     np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
-    summary = site_plan.summary()["reserve"]
-    assert summary["cap_kw"] == pytest.approx(rule.target_kw, abs=1e-4) and summary["states"] == policy.states
-    assert 0.0 <= summary["floor_above_min_kwh_lowest"] <= summary["floor_above_min_kwh_now"]
-    assert summary["floor_above_min_kwh_now"] <= summary["floor_above_min_kwh_highest"] <= battery.max_kwh - battery.min_kwh
+    summary = site_plan.summary().reserve
+    assert summary.cap_kw == pytest.approx(rule.target_kw, abs=1e-4) and summary.states == policy.states
+    assert 0.0 <= summary.floor_above_min_kwh_lowest <= summary.floor_above_min_kwh_now
+    assert summary.floor_above_min_kwh_now <= summary.floor_above_min_kwh_highest <= battery.max_kwh - battery.min_kwh
 
 
 def test_a_plan_made_during_the_day_sends_the_policy_solved_at_the_midnight_before():
@@ -124,7 +124,7 @@ def test_a_plan_made_during_the_day_sends_the_policy_solved_at_the_midnight_befo
     at_midnight = plan_site(config, PlanSettings(start=START)).policy
     later = plan_site(config, PlanSettings(start=afternoon))
     assert later.policy.start == START.tz_convert("UTC")
-    sent = parse_command(json.dumps(later.schedule()).encode(), config.device_id, 100.0, afternoon).reserve
+    sent = parse_command(later.schedule().to_json().encode(), config.device_id, 100.0, afternoon).reserve
     assert sent.start == afternoon and len(sent.house_kw) == 96
     # Its hours overlap the midnight plan's 36: the same policy there but for the end of the
     # look-ahead, which the afternoon's plan sets 15 hours later to cover all its steps.
@@ -147,7 +147,7 @@ def test_under_a_reserve_policy_no_power_is_commanded_and_the_caps_are_the_cappe
 def test_no_guard_without_a_car_or_under_another_execution(overrides):
     settings = PlanSettings(start=START, execution="guarded" if overrides else "capped")
     site_plan = plan_site(build_config({"seed": 3, **overrides}), settings)
-    assert site_plan.guard is None and site_plan.policy is None and "reserve" not in site_plan.schedule()
+    assert site_plan.guard is None and site_plan.policy is None and site_plan.schedule().reserve is None
 
 
 def test_an_unknown_execution_is_a_usage_error():
@@ -254,17 +254,17 @@ def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenar
     if over_scenarios:
         assert site_plan.decision.plan.shared_steps == settings.replan_minutes // settings.step_minutes
         assert site_plan.plan is site_plan.decision.plan.plans[0]
-        assert site_plan.summary()["load_scenarios"] == len(site_plan.decision.plan.plans)
+        assert site_plan.summary().load_scenarios == len(site_plan.decision.plan.plans)
     plans, forecasts = site_plan.decision.plans, site_plan.decision.scenario_inputs
-    expected = site_plan.summary()["expected_over_scenarios"]
+    expected = site_plan.summary().expected_over_scenarios
     if execution == "capped":  # the car's sessions of recent days replayed, one scenario each
         # Expected costs: each scenario's plan against the references on that scenario's forecast.
-        assert len(forecasts) == len(plans) == expected["scenarios"]
+        assert len(forecasts) == len(plans) == expected.scenarios
         # ...energy by probability, demand charge at the worst scenario's peak (the month's).
         idle = [cost_without_battery(f) for f in forecasts]
         idle_cost = np.mean([c.total - c.demand for c in idle]) + max(c.demand for c in idle)
         plan_cost = np.mean([p.total_cost - p.costs.demand for p in plans]) + max(p.costs.demand for p in plans)
-        assert expected["savings_vs_no_battery"] == pytest.approx(idle_cost - plan_cost)
+        assert expected.savings_vs_no_battery == pytest.approx(idle_cost - plan_cost)
         inputs = site_plan.inputs  # the plan holds one peak in all scenarios: the worst reaches it
         shared = max(0.0, site_plan.decision.plan.peak_import_kw - inputs.peak_so_far_kw) * inputs.demand_charge_per_kw
         assert max(p.costs.demand for p in plans) == pytest.approx(shared, abs=1e-6)
@@ -281,7 +281,7 @@ def test_a_weeks_guarded_schedule_is_one_the_gateway_accepts():
     """The longest plan there is: a week at 15 minutes, its reserve policy on every step."""
     config = SimulatorConfig(seed=3, interval_seconds=900)
     site_plan = plan_site(config, PlanSettings(start=START, horizon_hours=168))
-    command = parse_command(json.dumps(site_plan.schedule()).encode(), config.device_id, 100.0, START)
+    command = parse_command(site_plan.schedule().to_json().encode(), config.device_id, 100.0, START)
     assert len(command.reserve.house_kw) == 672 and command.reserve.row(START + pd.Timedelta(days=7) - pd.Timedelta(minutes=15)) == 671
 
 

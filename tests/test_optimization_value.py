@@ -51,8 +51,8 @@ def test_a_guarded_plan_that_empties_the_battery_pays_for_the_energy_it_takes():
     rule_cost = rule.total_cost - energy_value(inputs, battery, rule)
     assert site.savings_vs_self_consumption == pytest.approx(rule_cost - (plan.total_cost - spent), abs=TOL)
     summary = site.summary()
-    assert summary["stored_energy_value"] == pytest.approx(spent, abs=TOL)
-    assert summary["savings_vs_no_battery"] == pytest.approx(site.savings_vs_no_battery)
+    assert summary.stored_energy_value == pytest.approx(spent, abs=TOL)
+    assert summary.savings_vs_no_battery == pytest.approx(site.savings_vs_no_battery)
     assert site.published == "plan"
 
 
@@ -74,13 +74,13 @@ def test_a_plan_worse_than_the_rule_is_not_sent_and_the_rule_is():
     rule_cost = rule.total_cost - energy_value(inputs, battery, rule)
     assert made_cost > rule_cost + 0.1, "the case no longer has the rule win"
     schedule = site.schedule()
-    assert all(entry["power_kw"] is None and "import_limit_kw" not in entry for entry in schedule["schedule"])
-    assert "reserve" not in schedule
+    assert all(entry.power_kw is None and entry.import_limit_kw is None for entry in schedule.entries)
+    assert schedule.reserve is None and "reserve" not in schedule.to_dict()
     assert site.plan is rule and site.savings_vs_self_consumption == pytest.approx(0.0, abs=TOL)
     assert site.published == "rule" and "rule" in site.published_reason
     summary = site.summary()
-    assert (summary["published"], summary["reserve"]) == ("rule", None)
-    assert summary["cost"]["total"] == pytest.approx(rule.total_cost)
+    assert (summary.published, summary.reserve) == ("rule", None)
+    assert summary.to_dict()["cost"]["total"] == pytest.approx(rule.total_cost)
     np.testing.assert_allclose(site.rows()["battery_power_kw"], rule.battery_power_kw)
 
 
@@ -90,7 +90,7 @@ def test_a_plan_no_worse_than_the_rule_is_sent():
     site = site_plan_of(Decision(solve_dispatch(inputs, battery), inputs), battery)
     assert site.published == "plan" and site.published_reason is None and site.plan is site.made
     assert site.savings_vs_self_consumption >= -TOL
-    assert any(entry["power_kw"] is not None for entry in site.schedule()["schedule"])
+    assert any(entry.power_kw is not None for entry in site.schedule().entries)
 
 
 def draining_plan(inputs: HorizonInputs, battery: BatterySpec) -> DispatchPlan:
@@ -134,7 +134,7 @@ def test_no_published_plan_spends_unvalued_energy_or_costs_more_than_the_rule():
             assert site.savings_vs_no_battery == pytest.approx(site.no_battery.total - plan.total_cost + spent, abs=TOL)
         expected = site.expected_over_scenarios()
         if expected is not None and plan is not rule:
-            assert expected["savings_vs_self_consumption"] >= -TOL
+            assert expected.savings_vs_self_consumption >= -TOL
         else:
             rule_cost = rule.total_cost - energy_value(inputs, battery, rule)
             assert plan.total_cost - spent <= rule_cost + TOL

@@ -173,14 +173,15 @@ def test_continuous_runs_the_chain_then_stops_on_sigterm(tmp_path):
         store.close()
 
 
-@pytest.mark.parametrize("module, names, message", [
-    ("cloud.no_such_package", ("train",), "forecasting not available: cloud.no_such_package cannot be imported"),
-    ("cloud.pipeline.settings", ("train_or_reuse", "issue_forecasts"),
-     "forecasting not available: cloud.pipeline.settings provides no train_or_reuse, issue_forecasts"),
-])
-def test_a_missing_library_is_reported_not_pretended(module, names, message):
-    with pytest.raises(stages.StageUnavailable, match=message):
-        stages._library("forecasting", module, names)
+def test_forecasting_without_history_is_unavailable_and_plans_stay_on_the_naive_forecaster(tmp_path):
+    store = SQLiteCloudStore(tmp_path / "cloud.db")
+    try:
+        ctx = stages.Context(pipeline_settings(tmp_path), None, store, [])
+        with pytest.raises(stages.StageUnavailable, match="forecasting not available yet: "):
+            stages.forecasting(ctx)
+        assert ctx.notes.forecasts_issued is False and stages._forecaster(ctx) == ("naive", "")
+    finally:
+        store.close()
 
 
 def test_a_failed_stage_stops_the_chain_and_the_run(tmp_path):

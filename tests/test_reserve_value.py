@@ -100,8 +100,8 @@ def test_the_seed_5_sites_state_both_expected_costs_and_the_policy_is_not_dearer
         line = summary.arrivals_line()
         assert line in summary.lines()
         assert summary.money(cost) in line and summary.money(rule) in line
-        detail = site_plan.summary()["expected_over_arrivals"]
-        assert detail == {"cost": cost, "cost_self_consumption": rule, "savings_vs_self_consumption": rule - cost}
+        detail = site_plan.summary().expected_over_arrivals
+        assert detail.to_dict() == {"cost": cost, "cost_self_consumption": rule, "savings_vs_self_consumption": rule - cost}
         assert PlanSummary.from_dict(summary.to_dict()) == summary
     assert shown
 

@@ -15,7 +15,6 @@ without readings, from the site's simulator, which is what a fresh gateway would
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from cloud.optimization.decision import (
     plan_at,
     wants_reserve_policy,
 )
+from cloud.optimization.figures import ArrivalFigures, PlanFigures, ReserveFigures, ScenarioFigures
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
@@ -51,6 +51,7 @@ from edge_gateway.config import SimulatorConfig, build_config
 from edge_gateway.control import ReservePolicy
 from edge_gateway.errors import UsageError
 from edge_gateway.models import der_data as dd
+from edge_gateway.models.setpoints import SetpointSchedule
 
 JOB = "optimizer"
 FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now
@@ -144,7 +145,7 @@ class SitePlan:
             return self.over_arrivals
         expected = self.expected_over_scenarios()
         if expected is not None:
-            return expected["cost"], expected["cost_self_consumption"]
+            return expected.cost, expected.cost_self_consumption
         return self.made.valued_cost, self.self_consumption.valued_cost
 
     @property
@@ -226,20 +227,15 @@ class SitePlan:
             cap = np.full(len(power), self.inputs.peak_so_far_kw)
         return power, cap
 
-    def schedule(self) -> dict:
-        """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges):
-        ``power_kw`` null where the battery's own rule does what the plan wants, the import
-        cap on every entry, and the reserve policy the gateway applies at each reading."""
+    def schedule(self) -> SetpointSchedule:
+        """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges): no
+        power command where the battery's own rule does what the plan wants, the import cap on
+        every entry, and the reserve policy the gateway applies at each reading."""
         power, cap = self.commands()
-        entries = [
-            {"ts": dd.format_ts(ts), "power_kw": None if math.isnan(p) else round(float(p), 4) + 0.0}
-            | ({} if math.isnan(c) else {"import_limit_kw": round(float(c), 4) + 0.0})
-            for ts, p, c in zip(self.step_starts, power, cap)
-        ]
         sent_policy = self.policy is not None and self.published == PUBLISHED_PLAN
-        return {"schedule": entries} | ({} if not sent_policy else {"reserve": self.policy.payload(self.step_starts[0], len(self.step_starts))})
+        return SetpointSchedule.from_commands(self.step_starts, power, cap, self.policy if sent_policy else None)
 
-    def expected_over_scenarios(self) -> dict | None:
+    def expected_over_scenarios(self) -> ScenarioFigures | None:
         """A scenario plan's valued cost and savings over all its load scenarios, each
         scenario's plan and references costed on its forecast (:func:`expected_valued_cost`);
         None for one forecast."""
@@ -249,60 +245,47 @@ class SitePlan:
         cost = expected_valued_cost(decision, lambda plan, _: plan)
         without = decision.expected_cost(lambda _, inputs: cost_without_battery(inputs))
         rule = expected_valued_cost(decision, lambda _, inputs: self_consumption_dispatch(inputs, self.battery))
-        return {"scenarios": len(decision.plans), "cost": cost, "cost_without_battery": without,
-                "cost_self_consumption": rule, "savings_vs_no_battery": without - cost,
-                "savings_vs_self_consumption": rule - cost}
+        return ScenarioFigures(len(decision.plans), cost, without, rule)
 
-    def expected_over_arrivals(self) -> dict | None:
+    def expected_over_arrivals(self) -> ArrivalFigures | None:
         """Under a reserve policy, the expected valued costs over car arrivals of the policy and
         of the battery's own rule (:attr:`over_arrivals`); None otherwise."""
         if self.over_arrivals is None:
             return None
-        cost, rule = self.over_arrivals
-        return {"cost": cost, "cost_self_consumption": rule, "savings_vs_self_consumption": rule - cost}
+        return ArrivalFigures(*self.over_arrivals)
 
-    def summary(self) -> dict:
-        return {
-            "device_id": self.device_id,
-            "issued_at": dd.format_ts(self.issued_at),
-            "start": dd.format_ts(self.step_starts[0]),
-            "steps": len(self.step_starts),
-            "forecaster": self.forecaster,
-            "state_from": self.state_source,
-            "status": self.plan.status,
-            "cost": dataclasses.asdict(self.plan.costs) | {"total": self.plan.total_cost},
-            "cost_without_battery": self.no_battery.total,
-            "cost_self_consumption": self.self_consumption.total_cost,
-            "savings_vs_no_battery": self.savings_vs_no_battery,
-            "savings_vs_self_consumption": self.savings_vs_self_consumption,
-            "stored_energy_value": self.plan.stored_value,
-            "stored_energy_value_self_consumption": self.self_consumption.stored_value,
-            "published": self.published,
-            "published_reason": self.published_reason,
-            "final_soc_percent": float(self.plan.soc_percent[-1]),
-            "self_consumption_final_soc_percent": float(self.self_consumption.soc_percent[-1]),
-            "execution": self.execution,
-            "load_scenarios": len(self.decision.plans),
-            "expected_over_scenarios": self.expected_over_scenarios(),
-            "expected_over_arrivals": self.expected_over_arrivals(),
-            "reserve": None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
-        }
+    def summary(self) -> PlanFigures:
+        """The plan's figures, as ``run_optimizer.py --json`` prints them."""
+        return PlanFigures(
+            device_id=self.device_id, issued_at=self.issued_at, start=self.step_starts[0], steps=len(self.step_starts),
+            forecaster=self.forecaster, state_from=self.state_source, status=self.plan.status, cost=self.plan.costs,
+            total_cost=self.plan.total_cost, cost_without_battery=self.no_battery.total,
+            cost_self_consumption=self.self_consumption.total_cost, savings_vs_no_battery=self.savings_vs_no_battery,
+            savings_vs_self_consumption=self.savings_vs_self_consumption, stored_energy_value=self.plan.stored_value,
+            stored_energy_value_self_consumption=self.self_consumption.stored_value, published=self.published,
+            published_reason=self.published_reason, final_soc_percent=float(self.plan.soc_percent[-1]),
+            self_consumption_final_soc_percent=float(self.self_consumption.soc_percent[-1]), execution=self.execution,
+            load_scenarios=len(self.decision.plans), expected_over_scenarios=self.expected_over_scenarios(),
+            expected_over_arrivals=self.expected_over_arrivals(),
+            reserve=None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
+        )
 
-    def _reserve_summary(self) -> dict:
+    def _reserve_summary(self) -> ReserveFigures:
         """The cap and what the policy keeps now, and over the plan's steps, with no car charging."""
         policy = self.policy
         rows = [policy.row(ts) for ts in self.step_starts]
         waiting = np.array([policy.floor_kwh[r, 0] for r in rows if r is not None]) - self.battery.min_kwh
         # Under a policy the cap on every step is the plan's peak already paid for (commands()).
-        return {"cap_kw": round(float(self.inputs.peak_so_far_kw), 4), "states": policy.states,
-                "one_session_a_day": policy.one_session_a_day,
-                "floor_above_min_kwh_now": round(float(waiting[0]), 3) if len(waiting) else None,
-                "floor_above_min_kwh_lowest": round(float(waiting.min()), 3) if len(waiting) else None,
-                "floor_above_min_kwh_highest": round(float(waiting.max()), 3) if len(waiting) else None,
-                "guard_fit": self.guard.payload() if self.guard is not None else None}
+        return ReserveFigures(
+            cap_kw=round(float(self.inputs.peak_so_far_kw), 4), states=policy.states,
+            one_session_a_day=policy.one_session_a_day,
+            floor_above_min_kwh_now=round(float(waiting[0]), 3) if len(waiting) else None,
+            floor_above_min_kwh_lowest=round(float(waiting.min()), 3) if len(waiting) else None,
+            floor_above_min_kwh_highest=round(float(waiting.max()), 3) if len(waiting) else None,
+            guard=self.guard)
 
     def to_json(self) -> str:
-        return json.dumps({**self.summary(), "plan": self.table()}, indent=2)
+        return json.dumps({**self.summary().to_dict(), "plan": self.table()}, indent=2)
 
 
 def expected_valued_cost(decision: Decision, plan_of: Callable[[DispatchPlan, HorizonInputs], DispatchPlan]) -> float:

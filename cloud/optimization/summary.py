@@ -320,8 +320,8 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
     if arrivals is None:
         return summary
     held = site_plan.held_for_car if site_plan.published == "plan" else None
-    return dataclasses.replace(summary, arrivals_cost=arrivals["cost"],
-                               arrivals_cost_self_consumption=arrivals["cost_self_consumption"],
+    return dataclasses.replace(summary, arrivals_cost=arrivals.cost,
+                               arrivals_cost_self_consumption=arrivals.cost_self_consumption,
                                hold=None if held is None else hold_line(*held, site_plan.timezone))
 
 

@@ -2,7 +2,7 @@
 
 A first run backfills ``days`` of history; later runs continue from the battery state the
 last run (or the live gateway) saved, so history is never rewritten and a ``--once`` rerun
-only adds the steps since. The state files are the live gateway's own (``gateway.StateFile``),
+only adds the steps since. The state files are the live gateway's own (``state_file.StateFile``),
 so ``--continuous`` hands over to :class:`edge_gateway.gateway.Gateway` seamlessly.
 """
 
@@ -16,10 +16,10 @@ import pandas as pd
 from cloud.pipeline.settings import PipelineSettings
 from edge_gateway import generator
 from edge_gateway.config import SimulatorConfig, site_record
-from edge_gateway.gateway import StateFile, align
-from edge_gateway.models import der_data as dd
+from edge_gateway.gateway import align
 from edge_gateway.simulators.battery import BatteryState
 from edge_gateway.sites import site_configs
+from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,10 @@ def _resume_point(states: list[StateFile], oldest: pd.Timestamp) -> tuple[pd.Tim
     saved = [state.load() for state in states]
     if any(s is None for s in saved):
         return None
-    stamps = {dd.parse_ts(s["ts"]) for s in saved}
+    stamps = {s.latest.ts for s in saved}
     if len(stamps) != 1 or next(iter(stamps)) < oldest:
         return None
-    return stamps.pop(), BatteryState.from_sites([s["state"] for s in saved])
+    return stamps.pop(), BatteryState.from_sites([s.latest.battery for s in saved])
 
 
 def simulate_until(edge: EdgeStore, configs: list[SimulatorConfig], settings: PipelineSettings,
@@ -73,7 +73,6 @@ def simulate_until(edge: EdgeStore, configs: list[SimulatorConfig], settings: Pi
     sim, state = generator.simulate(configs, times[-1:], state)
     rows += edge.write(sim.frame())
     for i, file in enumerate(states):
-        file.save({"ts": dd.format_ts(end), "state": state.site(i),
-                   "previous": {"ts": dd.format_ts(before_ts), "state": before.site(i)}})
+        file.save(GatewayState(SiteSnapshot(end, state.site(i)), SiteSnapshot(before_ts, before.site(i))))
     log.info("simulated %d readings of %d sites from %s to %s", rows, len(configs), start, end)
     return SimulateResult(rows, start, end, resume is not None)

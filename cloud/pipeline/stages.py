@@ -1,17 +1,20 @@
 """The pipeline's stages, each a thin call into the package that owns the work.
 
-A stage returns what it did in one line; a stage whose library is not there (yet) raises
-:class:`StageUnavailable` with the reason, which the runner reports without pretending the
-stage ran. Every stage's library records its own ``pipeline_runs`` row; the simulator has no
-job of its own in the cloud, so :func:`simulate` records one.
+A stage returns what it did in one line; a stage that cannot run yet (too little history
+to train the forecasters) raises :class:`StageUnavailable` with the reason, which the runner
+reports without pretending the stage ran. Every stage's library records its own
+``pipeline_runs`` row; the simulator has no job of its own in the cloud, so :func:`simulate`
+records one.
+
+The forecasting and planning libraries are imported by their stages, not here: they take
+most of a second to load, and ``run_pipeline.py --status`` and ``--help`` need neither.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -25,13 +28,24 @@ from edge_gateway.config import SimulatorConfig
 from edge_gateway.errors import DERError
 from edge_gateway.stores.base import EdgeStore
 
+if TYPE_CHECKING:
+    from cloud.optimization.planner import SitePlan
+
 log = logging.getLogger(__name__)
 
 EDGE_SOURCE = "edge:sqlite"  # the sync CLI's name for the embedded edge store: watermarks are shared
 
 
 class StageUnavailable(DERError):
-    """The library a stage calls is missing or lacks the function the stage needs."""
+    """A stage that cannot run yet; the message says why."""
+
+
+@dataclass
+class Notes:
+    """What earlier stages learnt that later ones use."""
+
+    #: The forecasting stage issued the trained models' forecasts, so plans may use them.
+    forecasts_issued: bool = False
 
 
 @dataclass
@@ -40,9 +54,8 @@ class Context:
     edge: EdgeStore
     cloud: CloudStore
     configs: list[SimulatorConfig]
-    #: What earlier stages learnt that later ones use (the forecaster the planner should use).
-    notes: dict[str, Any] = field(default_factory=dict)
-    plans: list[Any] = field(default_factory=list)
+    notes: Notes = field(default_factory=Notes)
+    plans: list[SitePlan] = field(default_factory=list)
 
 
 @dataclass
@@ -82,56 +95,42 @@ def features(ctx: Context) -> StageReport:
                                     f"{len(result.sites) - len(skipped)} sites{tail}")
 
 
-def _library(stage: str, module: str, names: tuple[str, ...]) -> tuple[Any, ...]:
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError as error:
-        raise StageUnavailable(f"{stage} not available: {module} cannot be imported ({error})") from None
-    missing = [n for n in names if not hasattr(loaded, n)]
-    if missing:
-        raise StageUnavailable(f"{stage} not available: {module} provides no {', '.join(missing)}")
-    return tuple(getattr(loaded, n) for n in names)
-
-
 def forecasting(ctx: Context) -> StageReport:
-    """Train the forecasters (or reuse models younger than a day) and issue the next 24 h.
+    """Train the forecasters (or reuse models younger than a day) and issue the next 24 h."""
+    from cloud.forecasting.job import issue_forecasts, train_or_reuse
+    from cloud.forecasting.registry import NoModels
+    from cloud.forecasting.training import NotEnoughData
 
-    Expects ``cloud.forecasting.job.train_or_reuse(store, model_dir, max_age) -> str`` (what it
-    did, for people) and ``issue_forecasts(store, model_dir, device_ids) -> int`` (rows written
-    to ``forecasts``)."""
-    (train_or_reuse, issue_forecasts) = _library("forecasting", "cloud.forecasting.job",
-                                                 ("train_or_reuse", "issue_forecasts"))
-    (not_enough,) = _library("forecasting", "cloud.forecasting.training", ("NotEnoughData",))
-    (no_models,) = _library("forecasting", "cloud.forecasting.registry", ("NoModels",))
     try:
         trained = train_or_reuse(ctx.cloud, ctx.settings.model_dir, max_age=ctx.settings.retrain_after)
         rows = issue_forecasts(ctx.cloud, ctx.settings.model_dir, [c.device_id for c in ctx.configs])
-    except (not_enough, no_models) as error:  # too little history yet: plan on the naive forecaster
+    except (NotEnoughData, NoModels) as error:  # too little history yet: plan on the naive forecaster
         raise StageUnavailable(f"forecasting not available yet: {error}") from None
-    ctx.notes["forecaster"] = "models"
+    ctx.notes.forecasts_issued = True
     return StageReport(int(rows), f"{trained}; {rows} forecast rows for the next 24 h")
 
 
 def _forecaster(ctx: Context) -> tuple[str, str]:
     """The trained models when forecasting ran and the optimizer can use them, else its naive
     forecaster (seasonal load, clear-sky PV, the tariff), with why."""
-    if ctx.notes.get("forecaster") != "models":
+    if not ctx.notes.forecasts_issued:
         return "naive", ""
-    (models_forecaster, unavailable) = _library("planning", "cloud.optimization.forecasters",
-                                                ("models_forecaster", "ForecasterUnavailable"))
+    from cloud.optimization.forecasters import ForecasterUnavailable, models_forecaster
+
     try:
         models_forecaster(ctx.configs[0], store=ctx.cloud, model_dir=str(ctx.settings.model_dir))
-    except unavailable as error:
+    except ForecasterUnavailable as error:
         return "naive", f"; models not usable by the optimizer: {error}"
     return "models", ""
 
 
 def planning(ctx: Context) -> StageReport:
     """The optimizer's day-ahead plan per site (``cloud.optimization.planner.run_plan``)."""
-    (plan_settings, run_plan) = _library("planning", "cloud.optimization.planner", ("PlanSettings", "run_plan"))
+    from cloud.optimization.planner import PlanSettings, run_plan
+
     forecaster, why = _forecaster(ctx)
-    settings = plan_settings(step_minutes=ctx.settings.interval_s // 60, forecaster=forecaster,
-                             model_dir=str(ctx.settings.model_dir))
+    settings = PlanSettings(step_minutes=ctx.settings.interval_s // 60, forecaster=forecaster,
+                            model_dir=str(ctx.settings.model_dir))
     ctx.plans = [run_plan(config, settings, ctx.cloud) for config in ctx.configs]
     rows = sum(len(p.step_starts) for p in ctx.plans)
     return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({forecaster} forecasts{why})")

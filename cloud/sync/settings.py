@@ -11,7 +11,8 @@ from cloud.store.factory import open_store_from_args
 from cloud.sync.job import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_S, SyncSettings
 from edge_gateway.cli_support import env_value, positive_float, positive_int
 from edge_gateway.stores.base import EdgeStore
-from edge_gateway.stores.factory import influx_requested, influx_settings, open_edge_store
+from edge_gateway.stores.factory import open_edge_store
+from edge_gateway.stores.influx_settings import influx_requested, influx_settings
 
 
 def sync_settings(args: argparse.Namespace) -> SyncSettings:

@@ -4,29 +4,18 @@ the gateway reads through the :class:`~edge_gateway.gateway.SetpointSource` prot
 Two command shapes (DESIGN.md, "MQTT topics"); power is AC kW, positive charges:
 
 * ``{"power_kw": -2.5, "expires_in_s": 900}``: in force from receipt for ``expires_in_s``
-  (default 900 s, at most a day, so a lost connection never leaves a command on for ever);
-* ``{"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1.0}, ...]}``: each entry in
-  force from its ``ts`` until the next entry's; the last one for as long as the step between
-  the last two entries (a 15-minute plan ends 15 minutes after its last entry), or the default
-  for a single entry. ``"power_kw": null`` gives no power command for that entry: the battery
-  runs its own self-consumption rule, which reacts to the actual load and PV.
-
-Both forms take an optional ``"import_limit_kw"`` (finite, >= 0): a grid import cap the
-battery defends by discharging more or charging less than commanded, as hybrid inverters'
-grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
-
-A schedule may carry a reserve policy for the steps it covers (edge_gateway/control.py):
-``"reserve": {"start": "...", "step_s": 900, "charging_steps": 24, "house_levels": [0.8, 1.1, 1.7],
-"one_session_a_day": true, "house_kw": [...], "floor_kwh": [[...], ...], "charge_to_kwh": [[...], ...]}``,
-per step from ``start`` and per session state the energies the battery covers load down to and
-charges up to; the gateway applies it at every reading.
+  (default 900 s, at most a day, so a lost connection never leaves a command on for ever),
+  with an optional ``"import_limit_kw"`` as a schedule's entries take;
+* a setpoint schedule (:class:`~edge_gateway.models.setpoints.SetpointSchedule`, which
+  spells the message and decodes it): each entry in force from its ``ts`` until the next
+  entry's; the last one for as long as the step between the last two entries (a 15-minute
+  plan ends 15 minutes after its last entry), or the default for a single entry.
 
 An empty payload clears the device's command: it is how MQTT deletes a retained message, and
 the broker passes it on to the gateway as such. The battery then runs its own rule.
 
 An accepted command replaces whatever the device was following. The physics clamps power to
-the battery's rates and SOC window; validation only refuses what cannot be meant, such as a
-power beyond ``POWER_MARGIN`` times the battery's larger rate (a unit mix-up, W for kW).
+the battery's rates and SOC window; validation only refuses what cannot be meant.
 """
 
 from __future__ import annotations
@@ -36,33 +25,32 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from edge_gateway.config import BatteryMode
 from edge_gateway.control import ReservePolicy
-from edge_gateway.errors import ValidationFailed
 from edge_gateway.models import der_data as dd
+from edge_gateway.models.setpoints import (
+    POWER_MARGIN,
+    CommandRejected,
+    SetpointSchedule,
+    check_keys,
+    import_limit,
+    number,
+    power,
+)
 
 DEFAULT_EXPIRES_S = 900.0
 MAX_EXPIRES_S = 86_400.0
 MAX_HORIZON = pd.Timedelta(days=7)
-MAX_ENTRIES = 10_000
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # a reserve policy takes about 100 KB a day at 15-minute steps
 # Bounds checked before or while parsing, so a hostile payload costs a bounded amount of work:
 # a command nests 4 deep ({"reserve": {"floor_kwh": [[...]]}}) and no field needs a 20-digit integer.
 MAX_DEPTH = 16
 MAX_INT_DIGITS = 20
-POWER_MARGIN = 10.0
 EXCERPT_CHARS = 200
-EARLIEST_YEAR, LATEST_YEAR = 1970, 2200  # instants outside these are typos, and overflow timestamps
-
-
-class CommandRejected(ValidationFailed):
-    """A setpoint command that is not applied; the message says why."""
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -139,150 +127,35 @@ def _decode(payload: bytes) -> Mapping:
     return data
 
 
-def _keys(data: Mapping, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise CommandRejected(f"{where}unknown key {unknown[0]!r}; expected only {', '.join(sorted(allowed))}")
-
-
-def _number(value: object, name: str) -> float:
-    # bool is an int in Python, but `true` is never a power.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandRejected(f"{name} must be a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise CommandRejected(f"{name} must be finite")
-    return float(value)
-
-
-def _power(value: object, name: str, limit_kw: float) -> float:
-    power = _number(value, name)
-    if abs(power) > limit_kw:
-        raise CommandRejected(f"{name} {power:g} kW is beyond +/-{limit_kw:g} kW ({POWER_MARGIN:g} x the battery's rate)")
-    return power
-
-
-def _import_limit(data: Mapping, name: str) -> float:
-    if "import_limit_kw" not in data:
-        return math.nan
-    limit = _number(data["import_limit_kw"], name)
-    if limit < 0:
-        raise CommandRejected(f"{name} {limit:g} kW is negative; expected a grid import cap >= 0 kW")
-    return limit
-
-
-def _instant(value: object, name: str) -> pd.Timestamp:
-    if not isinstance(value, str):
-        raise CommandRejected(f"{name} must be an ISO 8601 string with a UTC offset")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise CommandRejected(f"{name} {value[:40]!r} is not ISO 8601; expected e.g. 2024-06-15T14:00:00+00:00") from None
-    if parsed.tzinfo is None:
-        raise CommandRejected(f"{name} {value[:40]!r} has no UTC offset; expected e.g. 2024-06-15T14:00:00+00:00")
-    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
-        raise CommandRejected(f"{name} {value[:40]!r} is out of range; expected a year from {EARLIEST_YEAR} to {LATEST_YEAR}")
-    return dd.parse_ts(parsed)
-
-
 def _immediate(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool) -> Command:
-    _keys(data, {"power_kw", "expires_in_s", "import_limit_kw"}, "")
+    check_keys(data, {"power_kw", "expires_in_s", "import_limit_kw"}, "")
     if retained:
         # A retained command comes back on every reconnect and would restart its countdown.
         raise CommandRejected("power_kw commands must not be retained; publish without retain, or send a schedule")
-    power = _power(data["power_kw"], "power_kw", limit_kw)
-    cap = _import_limit(data, "import_limit_kw")
-    expires = _number(data.get("expires_in_s", DEFAULT_EXPIRES_S), "expires_in_s")
+    power_kw = power(data["power_kw"], "power_kw", limit_kw)
+    cap = import_limit(data, "import_limit_kw")
+    expires = number(data.get("expires_in_s", DEFAULT_EXPIRES_S), "expires_in_s")
     if not 0 < expires <= MAX_EXPIRES_S:
         raise CommandRejected(f"expires_in_s {expires:g} out of range; expected 0 < expires_in_s <= {MAX_EXPIRES_S:g}")
     # Readings are stamped to the second, so the command counts from the second it arrived in.
     start = now.floor("s")
-    return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power, cap),))
-
-
-def _whole(value: object, name: str, low: int, high: int) -> int:
-    number = _number(value, name)
-    if number != int(number) or not low <= number <= high:
-        raise CommandRejected(f"{name} {number:g} out of range; expected a whole number from {low} to {high}")
-    return int(number)
-
-
-def _table(value: object, name: str, rows: int | None, columns: int | None) -> np.ndarray:
-    """A list (``columns`` None) or list of lists of finite numbers >= 0, as an array."""
-    shape = "a list" if columns is None else "a list of lists"
-    if not isinstance(value, list) or not value or (rows is not None and len(value) != rows):
-        raise CommandRejected(f"{name} must be {shape} of {rows or 'some'} rows")
-    cells = value if columns is None else []
-    if columns is not None:
-        for i, row in enumerate(value):
-            if not isinstance(row, list) or len(row) != columns:
-                raise CommandRejected(f"{name}[{i}] must be a list of {columns} numbers, one per session state")
-            cells.extend(row)
-    if any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in cells):
-        raise CommandRejected(f"{name} must hold numbers only")
-    array = np.asarray(cells, dtype=float)
-    if not np.isfinite(array).all() or (array < 0).any():
-        raise CommandRejected(f"{name} must hold finite numbers >= 0")
-    return array if columns is None else array.reshape(len(value), columns)
-
-
-def _reserve(data: object) -> ReservePolicy:
-    fields = {"start", "step_s", "charging_steps", "house_levels", "one_session_a_day", "house_kw", "floor_kwh", "charge_to_kwh"}
-    if not isinstance(data, dict):
-        raise CommandRejected(f"reserve must be an object with {', '.join(sorted(fields))}")
-    _keys(data, fields, "reserve: ")
-    for key in sorted(fields):
-        if key not in data:
-            raise CommandRejected(f"reserve lacks {key}")
-    if not isinstance(data["one_session_a_day"], bool):
-        raise CommandRejected(f"reserve.one_session_a_day must be true or false, got {json.dumps(data['one_session_a_day'])[:40]}")
-    levels = _table(data["house_levels"], "reserve.house_levels", None, None)
-    if len(levels) > 16 or (levels <= 0).any():
-        raise CommandRejected("reserve.house_levels must be 1 to 16 multipliers > 0")
-    steps = _whole(data["charging_steps"], "reserve.charging_steps", 1, 1000)
-    house = _table(data["house_kw"], "reserve.house_kw", None, None)
-    if len(house) > MAX_ENTRIES:
-        raise CommandRejected(f"reserve.house_kw has {len(house)} steps; expected at most {MAX_ENTRIES}")
-    states = steps * len(levels) + 2
-    return ReservePolicy(
-        start=_instant(data["start"], "reserve.start"), step_s=_whole(data["step_s"], "reserve.step_s", 1, 86_400),
-        floor_kwh=_table(data["floor_kwh"], "reserve.floor_kwh", len(house), states),
-        charge_to_kwh=_table(data["charge_to_kwh"], "reserve.charge_to_kwh", len(house), states),
-        charging_steps=steps, house_levels=tuple(float(m) for m in levels), house_kw=house,
-        one_session_a_day=data["one_session_a_day"],
-    )
+    return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power_kw, cap),))
 
 
 def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp) -> Command:
-    _keys(data, {"schedule", "reserve"}, "")
-    policy = _reserve(data["reserve"]) if "reserve" in data else None
-    entries = data["schedule"]
-    if not isinstance(entries, list) or not entries:
-        raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
-    if len(entries) > MAX_ENTRIES:
-        raise CommandRejected(f"schedule has {len(entries)} entries; expected at most {MAX_ENTRIES}")
-    points = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise CommandRejected(f"schedule[{i}] must be an object with ts and power_kw")
-        _keys(entry, {"ts", "power_kw", "import_limit_kw"}, f"schedule[{i}]: ")
-        for key in ("ts", "power_kw"):
-            if key not in entry:
-                raise CommandRejected(f"schedule[{i}] lacks {key}")
-        # null must be spelled out: a missing power_kw is more likely a mistake than "no command".
-        power = math.nan if entry["power_kw"] is None else _power(entry["power_kw"], f"schedule[{i}].power_kw", limit_kw)
-        points.append((_instant(entry["ts"], f"schedule[{i}].ts"), power, _import_limit(entry, f"schedule[{i}].import_limit_kw")))
-    points.sort(key=lambda p: p[0])
-    for (a, *_), (b, *_) in zip(points, points[1:]):
-        if a == b:
-            raise CommandRejected(f"schedule has two entries at {dd.format_ts(a)}; expected distinct times")
-    last_step = points[-1][0] - points[-2][0] if len(points) > 1 else pd.Timedelta(seconds=DEFAULT_EXPIRES_S)
-    end = points[-1][0] + min(last_step, pd.Timedelta(seconds=MAX_EXPIRES_S))
+    schedule = SetpointSchedule.from_dict(data, limit_kw)
+    starts = [entry.ts for entry in schedule.entries]
+    last_step = starts[-1] - starts[-2] if len(starts) > 1 else pd.Timedelta(seconds=DEFAULT_EXPIRES_S)
+    end = starts[-1] + min(last_step, pd.Timedelta(seconds=MAX_EXPIRES_S))
     if end <= now:
         raise CommandRejected(f"schedule ended at {dd.format_ts(end)}, before now; expected a current or future plan")
-    if points[0][0] > now + MAX_HORIZON:
+    if starts[0] > now + MAX_HORIZON:
         raise CommandRejected(f"schedule starts after {MAX_HORIZON.days} days from now; expected a near-term plan")
-    ends = [p[0] for p in points[1:]] + [end]
-    return Command(device_id, tuple(Segment(ts, stop, power, cap) for (ts, power, cap), stop in zip(points, ends)), policy)
+    ends = starts[1:] + [end]
+    segments = tuple(Segment(entry.ts, stop, math.nan if entry.power_kw is None else entry.power_kw,
+                             math.nan if entry.import_limit_kw is None else entry.import_limit_kw)
+                     for entry, stop in zip(schedule.entries, ends))
+    return Command(device_id, segments, schedule.reserve)
 
 
 def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool = False) -> Command:

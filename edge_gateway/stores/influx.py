@@ -41,7 +41,7 @@ from edge_gateway.errors import StoreError, StoreUnavailable
 from edge_gateway.models import der_data as dd
 from edge_gateway.redact import redact
 from edge_gateway.stores import influx_protocol as lp
-from edge_gateway.stores.factory import InfluxSettings
+from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import LateRange, LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
 
 log = logging.getLogger(__name__)
