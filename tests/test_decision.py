@@ -127,7 +127,7 @@ def test_a_guarded_car_site_planned_with_foresight_gets_a_plan_not_a_reserve_pol
     naive = plan_site(config, PlanSettings(start=start))
     perfect = plan_site(config, PlanSettings(start=start, forecaster="perfect"))
     assert naive.policy is not None and naive.guard is not None
-    assert perfect.policy is None and perfect.guard is None and "reserve" not in perfect.schedule()
+    assert perfect.policy is None and perfect.guard is None and perfect.schedule().reserve is None
     assert perfect.published == "plan"
     power, cap = perfect.commands()
     assert not np.isnan(power).all() and not math.isnan(cap[0])  # carried out capped
