@@ -37,14 +37,20 @@ Sink = Callable[[pd.DataFrame], None]
 
 
 class SetpointSource(Protocol):
-    """Commands for batteries in ``setpoint`` mode. A source may also offer
-    ``import_limit_kw(device_id, at) -> float``: a grid import cap the battery defends by
-    discharging more (or charging less) than its power command, NaN when none; and
-    ``reserve(device_id, at) -> ReservePolicy | None``: the energy kept for EV sessions
-    (edge_gateway/control.py), applied at every reading to the load the battery measures."""
+    """Commands for batteries in ``setpoint`` mode (the MQTT link's ``SetpointBook``)."""
 
     def power_kw(self, device_id: str, at: pd.Timestamp) -> float:
         """The battery power command in force at ``at`` (kW, + charges), NaN when none."""
+        ...
+
+    def import_limit_kw(self, device_id: str, at: pd.Timestamp) -> float:
+        """The grid import cap in force at ``at``, which the battery defends by discharging more
+        (or charging less) than its power command; NaN when none."""
+        ...
+
+    def reserve(self, device_id: str, at: pd.Timestamp) -> ReservePolicy | None:
+        """The reserve policy in force at ``at`` (control.py): the energy kept for EV sessions,
+        applied at every reading to the load the battery measures; None when none."""
         ...
 
 
@@ -150,20 +156,17 @@ class Gateway:
             return method(device_id, at) if np.isnan(value) else value
 
         power = np.array([[lookup(self.setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
-        cap_method = getattr(self.setpoints, "import_limit_kw", None)  # optional part of the protocol
-        if cap_method is None:
-            return power, None
-        caps = np.array([[controller.cap_kw(lookup(cap_method, c.device_id), start)]
+        caps = np.array([[controller.cap_kw(lookup(self.setpoints.import_limit_kw, c.device_id), start)]
                          for c, controller in zip(self.configs, controllers, strict=True)], dtype=float)
         return power, caps
 
     def _policies(self, at: pd.Timestamp, dt_h: float) -> list[ReservePolicy | None]:
         """Each site's reserve policy in force for the interval ``(at - dt, at]``."""
-        method = getattr(self.setpoints, "reserve", None)
-        if method is None:
+        if self.setpoints is None:
             return [None] * len(self.configs)
         start = at - pd.Timedelta(hours=dt_h)
-        return [method(c.device_id, start) or method(c.device_id, at) for c in self.configs]
+        reserve = self.setpoints.reserve
+        return [reserve(c.device_id, start) or reserve(c.device_id, at) for c in self.configs]
 
     def _reserved(self, power: np.ndarray | None, policies: list[ReservePolicy | None], at: pd.Timestamp, dt_h: float,
                   state: BatteryState, controllers: list[Controller], exo: generator.Exogenous) -> np.ndarray | None:
