@@ -159,20 +159,6 @@ class ReservePolicy:
         column = self.state(sessions, interval_start, timezone, ev_kw)
         return float(self.floor_kwh[row, column]), float(self.charge_to_kwh[row, column])
 
-    def payload(self, since: pd.Timestamp | None = None, steps: int | None = None) -> dict:
-        """The ``reserve`` object of a setpoint schedule (edge_gateway/mqtt/commands.py): its
-        ``steps`` rows (all by default) from the step starting at ``since`` (the first by
-        default), energies to the watt-hour."""
-        first = 0 if since is None else self.row(since)
-        if first is None:
-            raise ValueError(f"the policy does not cover {since}")
-        rows = slice(first, None if steps is None else first + steps)
-        table = lambda a: np.round(a[rows], 3).tolist()  # noqa: E731
-        return {"start": (self.start + first * self.step).isoformat(), "step_s": self.step_s,
-                "charging_steps": self.charging_steps, "house_levels": [round(m, 4) for m in self.house_levels],
-                "one_session_a_day": self.one_session_a_day, "house_kw": table(self.house_kw),
-                "floor_kwh": table(self.floor_kwh), "charge_to_kwh": table(self.charge_to_kwh)}
-
 
 @dataclass
 class SiteMemory:

@@ -13,6 +13,7 @@ import pytest
 from edge_gateway.control import ControlBattery, Controller, ReservePolicy, SessionDays, SiteMemory, reserve_request_kw
 from edge_gateway.gateway import Gateway
 from edge_gateway.models import der_data as dd
+from edge_gateway.models.setpoints import reserve_payload
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config
@@ -47,27 +48,27 @@ def _schedule(reserve: dict | None) -> bytes:
     return json.dumps({"schedule": entries} | ({} if reserve is None else {"reserve": reserve})).encode()
 
 
-PAYLOAD = _policy().payload()
+PAYLOAD = reserve_payload(_policy())
 
 
 def test_a_schedule_carries_its_reserve_policy_for_as_long_as_it_lasts():
     sent = _policy(one_session_a_day=True)
-    command = parse_command(_schedule(sent.payload()), "d", 50.0, NOW)
+    command = parse_command(_schedule(reserve_payload(sent)), "d", 50.0, NOW)
     received = command.reserve
     assert received.start == sent.start and received.step == sent.step and received.one_session_a_day
     assert (received.charging_steps, received.house_levels, received.states) == (CHARGING_STEPS, (1.0,), 6)
     np.testing.assert_allclose(received.floor_kwh, sent.floor_kwh, atol=5e-4)
     np.testing.assert_allclose(received.charge_to_kwh, sent.charge_to_kwh, atol=5e-4)
     book = SetpointBook({"d": 50.0}, clock=lambda: NOW)
-    book.accept("d", _schedule(sent.payload()))
+    book.accept("d", _schedule(reserve_payload(sent)))
     assert book.reserve("d", NOW + pd.Timedelta(hours=12)) is not None
     assert book.reserve("d", NOW + pd.Timedelta(days=1)) is None and book.reserve("other", NOW) is None
     assert parse_command(_schedule(None), "d", 50.0, NOW).reserve is None
-    later = _policy().payload(since=NOW + pd.Timedelta(hours=2), steps=8)
-    assert len(later["floor_kwh"]) == 8 and later["floor_kwh"] == _policy().payload()["floor_kwh"][8:16]
+    later = reserve_payload(_policy(), since=NOW + pd.Timedelta(hours=2), steps=8)
+    assert len(later["floor_kwh"]) == 8 and later["floor_kwh"] == reserve_payload(_policy())["floor_kwh"][8:16]
     assert pd.Timestamp(later["start"]) == NOW + pd.Timedelta(hours=2)
     with pytest.raises(ValueError, match="does not cover"):
-        _policy().payload(since=NOW - pd.Timedelta(hours=1))
+        reserve_payload(_policy(), since=NOW - pd.Timedelta(hours=1))
 
 
 @pytest.mark.parametrize(
@@ -148,7 +149,7 @@ def _evening(tmp_path, policy: ReservePolicy | None, seed: int = 42, has_ev: boo
     on a site without a car."""
     site = config(seed=seed, interval_seconds=900, home_load={"has_ev": has_ev}, battery={"mode": "setpoint", "initial_soc": soc})
     book = SetpointBook.for_configs([site], clock=lambda: NOW)
-    book.accept(site.device_id, _schedule(None if policy is None else policy.payload()))
+    book.accept(site.device_id, _schedule(None if policy is None else reserve_payload(policy)))
     folder = tmp_path / f"{seed}-{has_ev}-{soc}-{policy is None}-{policy is not None and policy.one_session_a_day}"
     gateway = Gateway([site], state_dir=folder, setpoints=book)
     frame = pd.concat([gateway.step(NOW + pd.Timedelta(minutes=15 * i)) for i in range(1, 97)], ignore_index=True)
@@ -201,7 +202,7 @@ def test_a_gateway_restarted_before_every_reading_runs_as_one_that_never_stopped
 
     def day(folder: str, restart: bool) -> pd.DataFrame:
         book = SetpointBook.for_configs([site], clock=lambda: NOW)
-        book.accept(site.device_id, _schedule(policy.payload()))
+        book.accept(site.device_id, _schedule(reserve_payload(policy)))
         gateway, frames = None, []
         for i in range(1, 97):
             if gateway is None or restart:
@@ -230,7 +231,7 @@ def test_a_gateway_that_loses_its_state_file_before_every_reading_rebuilds_its_m
 
     def day(lose: bool) -> tuple[pd.DataFrame, dict]:
         book = SetpointBook.for_configs([site], clock=lambda: NOW)
-        book.accept(site.device_id, _schedule(policy.payload()))
+        book.accept(site.device_id, _schedule(reserve_payload(policy)))
         store = SQLiteEdgeStore(tmp_path / f"edge-{lose}.db")
         frames = []
         for i in range(1, 97):

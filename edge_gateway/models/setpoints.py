@@ -81,7 +81,7 @@ class SetpointSchedule:
         data = {"schedule": [entry.to_dict() for entry in self.entries]}
         if self.reserve is None:
             return data
-        return data | {"reserve": self.reserve.payload(self.entries[0].ts, len(self.entries))}
+        return data | {"reserve": reserve_payload(self.reserve, self.entries[0].ts, len(self.entries))}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -90,7 +90,7 @@ class SetpointSchedule:
     def from_dict(cls, data: Mapping, limit_kw: float) -> SetpointSchedule:
         """Validate a parsed ``{"schedule": [...]}`` object; powers beyond ``limit_kw`` are refused."""
         check_keys(data, {"schedule", "reserve"}, "")
-        policy = _reserve(data["reserve"]) if "reserve" in data else None
+        policy = reserve_from_payload(data["reserve"]) if "reserve" in data else None
         entries = data["schedule"]
         if not isinstance(entries, list) or not entries:
             raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
@@ -193,8 +193,23 @@ def _table(value: object, name: str, rows: int | None, columns: int | None) -> n
     return array if columns is None else array.reshape(len(value), columns)
 
 
-def _reserve(data: object) -> ReservePolicy:
-    """The reserve policy of a ``reserve`` object (:meth:`ReservePolicy.payload` writes them)."""
+def reserve_payload(policy: ReservePolicy, since: pd.Timestamp | None = None, steps: int | None = None) -> dict:
+    """The ``reserve`` object of a schedule (:func:`reserve_from_payload` reads it back): the
+    policy's ``steps`` rows (all by default) from the step starting at ``since`` (the first by
+    default), energies to the watt-hour."""
+    first = 0 if since is None else policy.row(since)
+    if first is None:
+        raise ValueError(f"the policy does not cover {since}")
+    rows = slice(first, None if steps is None else first + steps)
+    table = lambda a: np.round(a[rows], 3).tolist()  # noqa: E731
+    return {"start": (policy.start + first * policy.step).isoformat(), "step_s": policy.step_s,
+            "charging_steps": policy.charging_steps, "house_levels": [round(m, 4) for m in policy.house_levels],
+            "one_session_a_day": policy.one_session_a_day, "house_kw": table(policy.house_kw),
+            "floor_kwh": table(policy.floor_kwh), "charge_to_kwh": table(policy.charge_to_kwh)}
+
+
+def reserve_from_payload(data: object) -> ReservePolicy:
+    """The reserve policy of a ``reserve`` object (:func:`reserve_payload` writes them)."""
     if not isinstance(data, dict):
         raise CommandRejected(f"reserve must be an object with {', '.join(sorted(RESERVE_FIELDS))}")
     check_keys(data, RESERVE_FIELDS, "reserve: ")
