@@ -10,7 +10,7 @@ from cloud.sync import settings as cfg
 from cloud.sync.importer import ImportOptions, import_file
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
-from edge_gateway.cli_support import (
+from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -19,9 +19,9 @@ from edge_gateway.cli_support import (
     run_cli,
     setup_logging,
 )
-from edge_gateway.config import DEFAULT_EDGE_STORE
-from edge_gateway.errors import UsageError
-from edge_gateway.scheduling import Every, run_schedule
+from der_core.config import DEFAULT_EDGE_STORE
+from der_core.errors import UsageError
+from der_core.scheduling import Every, run_schedule
 from edge_gateway.stores.influx_settings import add_influx_flags
 
 

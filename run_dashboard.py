@@ -7,9 +7,20 @@ import logging
 import os
 from collections.abc import Sequence
 
-from cloud.dashboard.app import DEFAULT_PORTFOLIO_DIR, PORTFOLIO_ENV, TOKEN_ENV, create_app
+from cloud.dashboard.app import (
+    DEFAULT_PORTFOLIO_DIR,
+    PORTFOLIO_ENV,
+    TOKEN_ENV,
+    create_app,
+)
 from cloud.store.factory import cloud_settings, open_cloud_store
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, run_cli, setup_logging
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    run_cli,
+    setup_logging,
+)
 
 log = logging.getLogger("der.dashboard")
 

@@ -9,9 +9,17 @@ from cloud.feature_engineering.job import JOB, run_features
 from cloud.feature_engineering.settings import DEFAULT_INTERVAL_S, settings_from
 from cloud.feature_engineering.status import feature_status, print_status
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, positive_int, run_cli, setup_logging
-from edge_gateway.errors import UsageError
-from edge_gateway.scheduling import Every, run_schedule
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    positive_float,
+    positive_int,
+    run_cli,
+    setup_logging,
+)
+from der_core.errors import UsageError
+from der_core.scheduling import Every, run_schedule
 
 
 def build_parser() -> ArgumentParser:

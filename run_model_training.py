@@ -10,8 +10,15 @@ from cloud.forecasting.registry import Registry
 from cloud.forecasting.settings import settings_from
 from cloud.forecasting.status import print_status
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_float, run_cli, setup_logging
-from edge_gateway.errors import UsageError
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    positive_float,
+    run_cli,
+    setup_logging,
+)
+from der_core.errors import UsageError
 
 
 def build_parser() -> ArgumentParser:

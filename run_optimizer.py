@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cloud.evaluation.backtest import BacktestSettings, run_backtest
+from cloud.evaluation.report import metrics, write_report
 from cloud.job_status import json_default as _json_default
-from cloud.optimization.backtest import BacktestSettings, run_backtest
 from cloud.optimization.decision import Execution
 from cloud.optimization.forecasters import FORECASTERS
 from cloud.optimization.planner import (
@@ -19,10 +20,9 @@ from cloud.optimization.planner import (
     run_plan,
     stored_site_configs,
 )
-from cloud.optimization.report import metrics, write_report
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
-from edge_gateway.cli_support import (
+from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -34,8 +34,9 @@ from edge_gateway.cli_support import (
     run_cli,
     setup_logging,
 )
-from edge_gateway.config import SimulatorConfig, load_config, with_overrides
-from edge_gateway.errors import UsageError
+from der_core.config import SimulatorConfig, load_config, with_overrides
+from der_core.errors import UsageError
+
 
 def timestamp(text: str) -> pd.Timestamp:
     return pd.Timestamp(text)

@@ -14,8 +14,16 @@ from cloud.pipeline import settings as ps
 from cloud.pipeline.summary import print_summary
 from cloud.store.factory import open_cloud_store
 from cloud.store.sqlite import DEFAULT_CLOUD_DB
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, print_table, run_cli, setup_logging
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    positive_int,
+    print_table,
+    run_cli,
+    setup_logging,
+)
 
 
 def build_parser() -> ArgumentParser:

@@ -9,15 +9,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.portfolio.distributed import LOCAL_WORKERS, dask_client, dask_mapper, worker_count
+from cloud.portfolio.distributed import (
+    LOCAL_WORKERS,
+    dask_client,
+    dask_mapper,
+    worker_count,
+)
 from cloud.portfolio.engine import RunSpec, default_partitions, run_portfolio
 from cloud.portfolio.fleet import REGIONS, draw_fleet, read_csv
 from cloud.portfolio.kpis import combine
 from cloud.portfolio.report import write_outputs
 from cloud.portfolio.scenario import SCENARIOS, named
 from cloud.portfolio.strategies import STRATEGIES
-from edge_gateway.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, run_cli, setup_logging
-from edge_gateway.errors import UsageError
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    positive_int,
+    run_cli,
+    setup_logging,
+)
+from der_core.errors import UsageError
 
 
 def build_parser() -> ArgumentParser:

@@ -3,8 +3,8 @@
 
 import sys
 
+from der_core.cli_support import run_cli
 from edge_gateway.cli import main
-from edge_gateway.cli_support import run_cli
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from benchmarks._machine import describe  # noqa: E402
-from cloud.optimization import backtest as bt  # noqa: E402
+from cloud.evaluation import backtest as bt  # noqa: E402
+from cloud.evaluation.report import metrics  # noqa: E402
 from cloud.optimization.decision import Execution  # noqa: E402
-from cloud.optimization.report import metrics  # noqa: E402
-from edge_gateway.config import build_config  # noqa: E402
+from der_core.config import build_config  # noqa: E402
 
 
 def one(seed: str, month: str, days: int, car: bool = True, execution: str = Execution.GUARDED,

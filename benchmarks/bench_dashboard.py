@@ -41,9 +41,9 @@ from benchmarks._machine import describe  # noqa: E402
 from benchmarks.dashboard_data import simulated, store_forecasts_and_plans  # noqa: E402
 from cloud.dashboard.app import STATIC_DIR, create_app  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
-from edge_gateway.config import SimulatorConfig, site_record  # noqa: E402
-from edge_gateway.models import der_data as dd  # noqa: E402
-from edge_gateway.sites import site_configs  # noqa: E402
+from der_core import der_data as dd  # noqa: E402
+from der_core.config import SimulatorConfig, site_record  # noqa: E402
+from der_core.sites import site_configs  # noqa: E402
 
 TOKEN = "bench-token"
 START = pd.Timestamp("2024-06-01", tz="UTC")

@@ -117,7 +117,7 @@ def time_car_sites(count: int) -> None:
 
     from cloud.optimization import planner, reserve
     from cloud.optimization.planner import PlanSettings, plan_site
-    from edge_gateway.config import build_config
+    from der_core.config import build_config
 
     settings = PlanSettings(start=pd.Timestamp("2024-06-15T00:00"))
     plan_site(build_config({"seed": 1}), settings)  # first call compiles the program (cached on disk after)

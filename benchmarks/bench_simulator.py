@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import describe  # noqa: E402
+from der_core.config import SimulatorConfig  # noqa: E402
+from der_core.memory import retain_freed_memory  # noqa: E402
+from der_core.sites import site_configs  # noqa: E402
 from edge_gateway import generator  # noqa: E402
-from edge_gateway.config import SimulatorConfig  # noqa: E402
-from edge_gateway.memory import retain_freed_memory  # noqa: E402
-from edge_gateway.sites import site_configs  # noqa: E402
 
 YEAR = ("2023-01-01", "2024-01-01")  # 365 days: 105,120 five-minute readings
 
@@ -66,7 +66,7 @@ def main() -> None:
         seconds = cli_year(folder, "--store", "edge.db", "--output", "y2.jsonl")
         print(f"one site-year -> JSONL + SQLite:  {seconds:6.2f} s  {readings / seconds:10,.0f} readings/s")
     # Three runs in one process tuned as `--historical` tunes itself (freed memory kept for
-    # reuse, see edge_gateway/memory.py): the first run also has to obtain ~2 GB of fresh
+    # reuse, see der_core/memory.py): the first run also has to obtain ~2 GB of fresh
     # memory for its results, which costs this kind of virtual machine seconds of system time.
     print(f"freed memory kept for reuse: {retain_freed_memory()}")
     for run in range(1, 4):

@@ -35,9 +35,9 @@ from cloud.forecasting.models import LGBM_PARAMS, MODELS, PRIMARY  # noqa: E402
 from cloud.forecasting.targets import LOAD_KW  # noqa: E402
 from cloud.forecasting.training import TrainSettings, design_rows, fit_models  # noqa: E402
 from cloud.forecasting.weather import SimulatedWeatherForecast  # noqa: E402
+from der_core.config import build_config, site_record  # noqa: E402
+from der_core.sites import site_configs  # noqa: E402
 from edge_gateway import generator  # noqa: E402
-from edge_gateway.config import build_config, site_record  # noqa: E402
-from edge_gateway.sites import site_configs  # noqa: E402
 
 START = pd.Timestamp("2024-03-01T00:00:00Z")
 STEP = pd.Timedelta(minutes=15)

@@ -15,9 +15,9 @@ import pandas as pd
 from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig
+from der_physics import generator
 
 STEP = pd.Timedelta(minutes=15)  # the planner's step
 STEPS = 96  # one day of steps

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from cloud.store import schema as s
-from edge_gateway.cli_support import print_table
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import print_table
 
 
 def when(ts: pd.Timestamp | None) -> str:

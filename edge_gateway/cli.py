@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from edge_gateway import generator
-from edge_gateway.cli_support import (
+from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -24,13 +23,20 @@ from edge_gateway.cli_support import (
     progress,
     setup_logging,
 )
-from edge_gateway.config import SimulatorConfig, load_config, site_record, with_overrides, write_config
-from edge_gateway.errors import DERError, UsageError
+from der_core.config import (
+    SimulatorConfig,
+    load_config,
+    site_record,
+    with_overrides,
+    write_config,
+)
+from der_core.der_data import shown
+from der_core.errors import DERError, UsageError
+from der_core.memory import retain_freed_memory
+from der_core.sites import site_configs
+from der_physics import generator
 from edge_gateway.gateway import JsonlSink, align
-from edge_gateway.memory import retain_freed_memory
-from edge_gateway.models.der_data import shown
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
-from edge_gateway.sites import site_configs
 from edge_gateway.status import edge_status
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import add_influx_flags, influx_settings
@@ -176,8 +182,8 @@ def live_output(config: SimulatorConfig, flag: str) -> None:
 def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_id: str | None = None) -> int:
     live_output(configs[0], "--output" if args.output else "output_file")
     # Imported here: the scheduler's imports cost a fifth of a second --historical never needs.
+    from der_core.scheduling import Every, run_schedule
     from edge_gateway.daemon import open_runtime
-    from edge_gateway.scheduling import Every, run_schedule
 
     mqtt = mqtt_settings(args) if args.enable_mqtt else None
     runtime = open_runtime(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from edge_gateway.config import SimulatorConfig, site_record
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, site_record
+from der_core.scheduling import Every, run_schedule
 from edge_gateway.gateway import Gateway, JsonlSink, align
-from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
-from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import InfluxSettings

@@ -22,12 +22,17 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import REPLAY_DAYS, ControlBattery, Controller, ReservePolicy, SiteMemory
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import base
-from edge_gateway.simulators.battery import BatteryState, state_from_reading
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig
+from der_core.control import (
+    REPLAY_DAYS,
+    ControlBattery,
+    Controller,
+    ReservePolicy,
+    SiteMemory,
+)
+from der_physics import base, generator
+from der_physics.battery import BatteryState, state_from_reading
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from edge_gateway.control import SiteMemory
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.control import SiteMemory
 
 log = logging.getLogger(__name__)
 

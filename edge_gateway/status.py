@@ -11,10 +11,10 @@ from typing import TextIO
 
 import pandas as pd
 
-from edge_gateway.cli_support import print_table
-from edge_gateway.errors import DERError
-from edge_gateway.models import der_data as dd
-from edge_gateway.redact import redact
+from der_core import der_data as dd
+from der_core.cli_support import print_table
+from der_core.errors import DERError
+from der_core.redact import redact
 from edge_gateway.mqtt.probe import probe_broker
 from edge_gateway.mqtt.settings import MqttSettings
 from edge_gateway.stores.factory import open_edge_store

@@ -15,7 +15,7 @@ import pytest
 from cloud.store import common
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 from tests.sync_fixtures import assert_same_readings, readings, site
 
 T0 = pd.Timestamp("2024-06-01T00:00:00Z")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from cloud.forecasting import design as dz
-from edge_gateway import generator
-from edge_gateway.config import build_config, site_record
-from edge_gateway.sites import site_configs
+from der_core.config import build_config, site_record
+from der_core.sites import site_configs
+from der_physics import generator
 
 STEP = pd.Timedelta(minutes=15)
 

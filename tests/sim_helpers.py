@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig, build_config
+from der_core.config import SimulatorConfig, build_config
+from der_physics import generator
 
 
 def config(**overrides) -> SimulatorConfig:

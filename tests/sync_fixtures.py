@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 START = pd.Timestamp("2024-06-01T00:00:00Z")
 

@@ -11,8 +11,8 @@ import pytest
 from cloud.store import migrations, pg_copy
 from cloud.store import schema as s
 from cloud.store.postgres import PostgresCloudStore
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
 from tests.cloud_store_contract import CloudStoreContract
 from tests.pg_fixtures import pg_url, truncate_all, wrong_port_url  # noqa: F401  (fixture)
 from tests.sync_fixtures import readings

@@ -7,7 +7,7 @@ import pytest
 from cloud.store import schema as s
 from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_settings
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.errors import ConfigError, StoreError
+from der_core.errors import ConfigError, StoreError
 from tests.cloud_store_contract import CloudStoreContract
 from tests.sync_fixtures import readings
 

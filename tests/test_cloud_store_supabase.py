@@ -10,8 +10,8 @@ from cloud.store import schema as s
 from cloud.store.supabase import SupabaseCloudStore
 from cloud.sync.job import SyncSettings, sync_once
 from cloud.sync.retry import RetryPolicy
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.cloud_store_contract import CloudStoreContract
 from tests.fakes.postgrest import FakePostgrest, FakeTable

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from edge_gateway.config import BatteryConfig, SimulatorConfig, build_config, load_config, write_config
-from edge_gateway.errors import ConfigError
+from der_core.config import (
+    BatteryConfig,
+    SimulatorConfig,
+    build_config,
+    load_config,
+    write_config,
+)
+from der_core.errors import ConfigError
 
 SPEC_DEFAULTS = {
     ("device_id",): "edge-gateway-001",

@@ -1,5 +1,5 @@
 """One control law, three places: the gateway, the backtest and the plan's preview all step a
-site through edge_gateway.control.Controller, so the battery does the same in each."""
+site through der_core.control.Controller, so the battery does the same in each."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.optimization import backtest as bt
+from cloud.evaluation import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard, reserve
 from cloud.optimization.decision import battery_spec, horizon_inputs
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
-from edge_gateway.config import build_config
-from edge_gateway.control import ReservePolicy
+from der_core import der_data as dd
+from der_core.config import build_config
+from der_core.control import ReservePolicy
 from edge_gateway.gateway import Gateway
-from edge_gateway.models import der_data as dd
 
 SEED = 42
 #: A day on which the site's car charges for 13 readings, and one on which it does not charge.

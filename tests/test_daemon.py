@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
 from edge_gateway.cli import build_parser, main
-from edge_gateway.cli_support import run_cli
-from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import topics
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.mqtt_fixtures import Recorder, broker, clear_retained, free_port, unique_id  # noqa: F401

@@ -14,9 +14,9 @@ from benchmarks.dashboard_data import STEPS, simulated, store_forecasts_and_plan
 from cloud.dashboard.app import create_app
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.config import SimulatorConfig, site_record
-from edge_gateway.models import der_data as dd
-from edge_gateway.sites import site_configs
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, site_record
+from der_core.sites import site_configs
 
 START, END = "2024-06-10", "2024-06-13"
 

@@ -17,9 +17,9 @@ from cloud.dashboard.access import Coverage, StoreAccess
 from cloud.dashboard.app import create_app
 from cloud.store.postgres import PostgresCloudStore
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.config import SimulatorConfig, site_record
-from edge_gateway.models import der_data as dd
-from edge_gateway.sites import site_configs
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, site_record
+from der_core.sites import site_configs
 from tests.pg_fixtures import pg_url  # noqa: F401  (fixture)
 from tests.sim_helpers import readings as simulate
 

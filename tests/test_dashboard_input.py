@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cloud.dashboard.app import create_app
 from cloud.store.postgres import PostgresCloudStore
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 from tests.pg_fixtures import pg_url  # noqa: F401  (fixture)
 from tests.test_dashboard_api import fill_store
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cloud.evaluation.backtest import BacktestSettings
 from cloud.optimization import forecasters as fc
-from cloud.optimization.backtest import BacktestSettings
 from cloud.optimization.decision import (
     EXECUTIONS,
     REFIT_ABOVE_KW,
@@ -27,8 +27,8 @@ from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import DispatchPlan
 from cloud.optimization.planner import PlanSettings, plan_site
-from edge_gateway.config import build_config
-from edge_gateway.errors import UsageError
+from der_core.config import build_config
+from der_core.errors import UsageError
 
 CONFIG = build_config({"seed": 3, "interval_seconds": 900})
 HISTORY = pd.DataFrame({fc.LOAD: [1.0, 1.2]}, index=pd.date_range("2024-06-01", periods=2, freq="15min", tz="UTC"))

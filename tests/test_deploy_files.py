@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from edge_gateway.models import der_data as dd
-from edge_gateway.stores import influx_settings
+from der_core import der_data as dd
 from edge_gateway.stores import influx_protocol as lp
+from edge_gateway.stores import influx_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"

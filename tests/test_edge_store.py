@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.config import site_record
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.config import site_record
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config, readings

@@ -13,13 +13,17 @@ from cloud.feature_engineering import steps
 from cloud.feature_engineering.calendar import calendar_features
 from cloud.feature_engineering.history import lag_features, rolling_features
 from cloud.feature_engineering.physics import (
-    CLEARSKY_KW, CLEARSKY_RATIO, clearsky_kw, physics_features, solar_config,
+    CLEARSKY_KW,
+    CLEARSKY_RATIO,
+    clearsky_kw,
+    physics_features,
+    solar_config,
 )
 from cloud.feature_engineering.pipeline import build_features, feature_names
-from edge_gateway.config import SimulatorConfig, site_record
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators.solar import clearsky_ac_kw
-from edge_gateway.sites import site_configs
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, site_record
+from der_core.sites import site_configs
+from der_physics.solar import clearsky_ac_kw
 from tests.sim_helpers import readings as simulated
 from tests.sync_fixtures import readings as synthetic
 

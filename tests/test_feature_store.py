@@ -21,18 +21,23 @@ import pytest
 
 import run_feature_engineering
 from cloud.feature_engineering import workers
-from cloud.feature_engineering.job import JOB, NO_SITE_ROW, run_features, watermark_source
+from cloud.feature_engineering.job import (
+    JOB,
+    NO_SITE_ROW,
+    run_features,
+    watermark_source,
+)
 from cloud.feature_engineering.pipeline import feature_names
 from cloud.feature_engineering.settings import FeatureSettings
 from cloud.feature_engineering.status import feature_status
 from cloud.store import migrations
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.cli_support import run_cli
-from edge_gateway.config import SimulatorConfig, site_record
-from edge_gateway.errors import ConfigError, StoreError
-from edge_gateway.models import der_data as dd
-from edge_gateway.sites import site_configs
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.config import SimulatorConfig, site_record
+from der_core.errors import ConfigError, StoreError
+from der_core.sites import site_configs
 from tests.conftest import in_ci
 from tests.pg_fixtures import server_url, with_dbname
 from tests.sim_helpers import readings as simulated

@@ -136,7 +136,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 def test_a_store_with_only_load_trains_load_and_says_why_not_pv_or_price(tmp_path):
     import numpy as np
 
-    from edge_gateway.models import der_data as dd
+    from der_core import der_data as dd
 
     configs, readings = fleet(2, 16, seed=12)
     for column in dd.NUMERIC_COLUMNS:

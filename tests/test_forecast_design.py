@@ -7,10 +7,20 @@ import pandas as pd
 import pytest
 
 from cloud.forecasting import design as dz
-from cloud.forecasting.targets import LOAD_KW, PRICE_PER_KWH, SOLAR_KW, TARGET_COLUMNS, availability
-from cloud.forecasting.weather import CsvWeatherForecast, NoWeatherForecast, SimulatedWeatherForecast
-from edge_gateway.config import site_record
-from edge_gateway.models import der_data as dd
+from cloud.forecasting.targets import (
+    LOAD_KW,
+    PRICE_PER_KWH,
+    SOLAR_KW,
+    TARGET_COLUMNS,
+    availability,
+)
+from cloud.forecasting.weather import (
+    CsvWeatherForecast,
+    NoWeatherForecast,
+    SimulatedWeatherForecast,
+)
+from der_core import der_data as dd
+from der_core.config import site_record
 from tests.forecast_helpers import STEP, fleet, histories
 
 HORIZON = 96

@@ -19,12 +19,18 @@ from cloud.forecasting.models import MODELS, load_model
 from cloud.forecasting.registry import NoModels, Registry
 from cloud.forecasting.settings import ForecastSettings
 from cloud.forecasting.targets import LOAD_KW, PRICE_PER_KWH, SOLAR_KW
-from cloud.forecasting.training import NotEnoughData, TrainSettings, design_rows, time_split, train
+from cloud.forecasting.training import (
+    NotEnoughData,
+    TrainSettings,
+    design_rows,
+    time_split,
+    train,
+)
 from cloud.forecasting.weather import SimulatedWeatherForecast
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.config import site_record
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.config import site_record
 from tests.forecast_helpers import fill_store, fleet, histories
 
 SMALL = {"n_estimators": 15}

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cloud.store.sqlite import SQLiteCloudStore
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
 from edge_gateway import cli
-from edge_gateway.cli_support import run_cli
-from edge_gateway.models import der_data as dd
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_gateway.config import SimulatorConfig, config_to_dict, load_config
-from edge_gateway.errors import ConfigError
+from der_core.config import SimulatorConfig, config_to_dict, load_config
+from der_core.errors import ConfigError
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

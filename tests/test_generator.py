@@ -7,13 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway import generator
+from der_core import der_data as dd
+from der_core.memory import retain_freed_memory
+from der_core.sites import site_configs
+from der_physics import base, battery, generator
 from edge_gateway.gateway import Gateway, align
-from edge_gateway.memory import retain_freed_memory
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import base, battery
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
-from edge_gateway.sites import site_configs
 from tests.sim_helpers import config, readings
 
 

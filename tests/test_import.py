@@ -11,9 +11,9 @@ import run_cloud_sync
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from cloud.sync.importer import ImportOptions, import_file, parse_column_map
-from edge_gateway.cli_support import run_cli
-from edge_gateway.errors import UsageError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.errors import UsageError
 
 
 def meter_frame(steps: int = 96, freq: str = "15min") -> pd.DataFrame:

@@ -1,5 +1,8 @@
-"""The project's own modules import one another without a cycle, and the gateway never
-imports the cloud: a gateway runs on a home's device with only its own package.
+"""The project's own modules import one another without a cycle, and each layer imports only
+the layers below it: the core (``der_core``) nothing of the project, the physics
+(``der_physics``) only the core, the gateway never the cloud (a gateway runs on a home's
+device with only its own packages), and the optimizer never its evaluation (the live
+decision must not depend on how it is measured).
 
 The graph is built statically from every ``.py`` file of the repository's packages (every
 folder at the root with an ``__init__.py``, tests aside) and of its top-level scripts. Imports
@@ -18,6 +21,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOT_PRODUCT = {"tests"}
 GATEWAY, CLOUD = "edge_gateway", "cloud"
+#: What each layer may import of the project (itself included).
+LAYERS = {
+    "der_core": {"der_core"},
+    "der_physics": {"der_core", "der_physics"},
+    GATEWAY: {"der_core", "der_physics", GATEWAY},
+}
 
 
 def project_modules(root: Path) -> dict[str, Path]:
@@ -112,10 +121,19 @@ def test_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_gateway_imports_nothing_of_the_cloud():
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_each_layer_imports_only_the_layers_below_it(layer):
     graph = import_graph()
-    wrong = {module: sorted(t for t in targets if t.partition(".")[0] == CLOUD)
-             for module, targets in graph.items() if module.partition(".")[0] == GATEWAY}
+    wrong = {module: sorted(t for t in targets if t.partition(".")[0] not in LAYERS[layer])
+             for module, targets in graph.items() if module.partition(".")[0] == layer}
+    assert {module for module in graph if module.partition(".")[0] == layer}
+    assert not {module: targets for module, targets in wrong.items() if targets}
+
+
+def test_the_optimizer_never_imports_its_evaluation():
+    graph = import_graph()
+    wrong = {module: sorted(t for t in targets if t.startswith("cloud.evaluation"))
+             for module, targets in graph.items() if module.startswith("cloud.optimization")}
     assert not {module: targets for module, targets in wrong.items() if targets}
 
 

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from edge_gateway.errors import UsageError
+from der_core.errors import UsageError
 from edge_gateway.stores.influx_settings import (
     DEFAULT_INFLUX_BUCKET,
     DEFAULT_INFLUX_ORG,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
 from edge_gateway.stores import influx_protocol as lp
 from edge_gateway.stores.influx import InfluxEdgeStore
 from edge_gateway.stores.influx_settings import InfluxSettings

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 from tests.sim_helpers import config, readings
 
 # The spec's output format, verbatim: the contract for keys and types.

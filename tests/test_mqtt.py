@@ -15,15 +15,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from edge_gateway.config import build_config
+from der_core import der_data as dd
+from der_core.config import build_config
 from edge_gateway.daemon import open_runtime, watermark_path
-from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_settings, parse_command, topics
 from edge_gateway.mqtt.commands import DEFAULT_EXPIRES_S, CommandRejected, SetpointBook
 from edge_gateway.mqtt.delivery import Delivery, Item, WatermarkFile
 from edge_gateway.mqtt.link import micros
 from edge_gateway.mqtt.settings import MqttSettings
-from tests.mqtt_fixtures import WAIT_S, Recorder, broker, clear_retained, free_port, private_broker, publish, unique_id  # noqa: F401
+from tests.mqtt_fixtures import (  # noqa: F401
+    WAIT_S,
+    Recorder,
+    broker,
+    clear_retained,
+    free_port,
+    private_broker,
+    publish,
+    unique_id,
+)
 
 pytestmark = pytest.mark.mqtt
 T0 = pd.Timestamp("2024-06-15T19:00:00Z")  # midday in San Francisco: sun, load, and a battery mid-window

@@ -17,12 +17,25 @@ from hypothesis import strategies as st
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from der_core import der_data as dd
 from edge_gateway.daemon import open_runtime
-from edge_gateway.models import der_data as dd
-from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook, parse_command, topics
+from edge_gateway.mqtt import (
+    MqttLink,
+    MqttSettings,
+    SetpointBook,
+    parse_command,
+    topics,
+)
 from edge_gateway.mqtt.commands import CommandRejected, excerpt, nesting_depth
 from edge_gateway.mqtt.link import make_client
-from tests.mqtt_fixtures import WAIT_S, Recorder, broker, private_broker, publish, unique_id  # noqa: F401
+from tests.mqtt_fixtures import (  # noqa: F401
+    WAIT_S,
+    Recorder,
+    broker,
+    private_broker,
+    publish,
+    unique_id,
+)
 from tests.test_mqtt import T0, gateway, site, wait_until
 
 pytestmark = pytest.mark.mqtt

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.optimization import backtest as bt
+from cloud.evaluation import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard, sessions
 from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reference import self_consumption_dispatch
-from edge_gateway.config import build_config
+from der_core.config import build_config
 
 WINDOWS = guard.ArrivalWindows(weekday_h=(17.0, 20.5), weekend_h=(10.0, 19.0))
 STEP_H = 0.25

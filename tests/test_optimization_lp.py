@@ -29,8 +29,8 @@ from cloud.optimization import (
 from cloud.optimization.lp import _has_simultaneous_flows, new_solver, run_model
 from cloud.optimization.model import _soc_change_kwh
 from cloud.optimization.plan import stored_energy_value_per_kwh
-from edge_gateway.config import BatteryConfig
-from edge_gateway.simulators.battery import BatteryParams
+from der_core.config import BatteryConfig
+from der_physics.battery import BatteryParams
 
 TOL = 1e-6
 

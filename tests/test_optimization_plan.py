@@ -29,11 +29,11 @@ from cloud.optimization.reference import cost_without_battery
 from cloud.optimization.stochastic import ScenarioPlan
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig, build_config
-from edge_gateway.errors import UsageError
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, build_config
+from der_core.errors import UsageError
+from der_physics import generator
 from edge_gateway.gateway import Gateway
-from edge_gateway.models import der_data as dd
 from edge_gateway.mqtt import MqttLink, SetpointBook, parse_command, topics
 from edge_gateway.mqtt.settings import MqttSettings
 from tests.mqtt_fixtures import WAIT_S, Recorder, broker, clear_retained, unique_id  # noqa: F401

@@ -18,8 +18,8 @@ from cloud.optimization import reserve
 from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reserve_dp import backward, limits
-from edge_gateway.config import build_config
-from edge_gateway.control import ReservePolicy
+from der_core.config import build_config
+from der_core.control import ReservePolicy
 
 ZONE = "America/Los_Angeles"
 #: Whole-kW instances: unit efficiencies and 0.25 kWh per kW-step keep every import on a

@@ -15,7 +15,7 @@ from cloud.optimization.plan import DispatchPlan, build_plan
 from cloud.optimization.planner import PlanSettings, SitePlan, plan_site
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.stochastic import solve_scenarios
-from edge_gateway.config import SimulatorConfig
+from der_core.config import SimulatorConfig
 
 TOL = 1e-6
 

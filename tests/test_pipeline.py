@@ -20,8 +20,8 @@ from cloud.dashboard.app import create_app
 from cloud.pipeline import pipeline_settings, runner, stages
 from cloud.pipeline import settings as ps
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.errors import DERError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import DERError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "run_pipeline.py")

@@ -20,8 +20,8 @@ from cloud.dashboard.app import create_app
 from cloud.optimization.summary import PlanSummary, StepInputs, summarize
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from edge_gateway.config import build_config
-from edge_gateway.money import money
+from der_core.config import build_config
+from der_core.money import money
 from tests.test_dashboard_browser import browser  # noqa: F401  (the headless chromium fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_without_sites_the_optimizer_says_how_to_make_one(tmp_path):
 
 def test_status_lists_only_the_stores_sites(tmp_path):
     from cloud.optimization.planner import plan_status
-    from edge_gateway.config import SimulatorConfig, site_record
+    from der_core.config import SimulatorConfig, site_record
 
     store = SQLiteCloudStore(tmp_path / "cloud.db")
     now = pd.Timestamp.now(tz="UTC").floor("15min")

@@ -11,7 +11,7 @@ import pytest
 import run_portfolio
 from cloud.portfolio import archetypes, participation, stress
 from cloud.portfolio.fleet import draw_sites, read_csv, simulator_config, write_csv
-from edge_gateway.errors import ConfigError
+from der_core.errors import ConfigError
 
 
 def test_fleet_is_reproducible_and_follows_its_documented_shares():
@@ -101,7 +101,7 @@ def test_cli_writes_every_output_and_reports_status(in_tmp_cwd, capsys):
                                            (["--scenario", "nope"], "--scenario 'nope'"),
                                            (["--strategies", "magic", "--sites", "2", "--hours", "2"], "unknown magic")])
 def test_cli_usage_errors_are_one_line_and_exit_2(in_tmp_cwd, capsys, argv, message):
-    from edge_gateway.cli_support import run_cli
+    from der_core.cli_support import run_cli
 
     try:
         code = run_cli(run_portfolio.main, argv)

@@ -70,7 +70,7 @@ def test_dask_worker_processes_give_the_serial_result(fleet):
 
 
 def test_unknown_strategy_is_a_usage_error(fleet):
-    from edge_gateway.errors import UsageError
+    from der_core.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown magic"):
         RunSpec(fleet, TIMES, ("magic",), SCENARIOS["none"])

@@ -1,5 +1,5 @@
 """The reserve policy on the gateway: carried by a schedule, validated where it enters, and
-applied at every reading (edge_gateway/control.py, the rule the backtest measures)."""
+applied at every reading (der_core/control.py, the rule the backtest measures)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.control import ControlBattery, Controller, ReservePolicy, SessionDays, SiteMemory, reserve_request_kw
+from der_core import der_data as dd
+from der_core.control import (
+    ControlBattery,
+    Controller,
+    ReservePolicy,
+    SessionDays,
+    SiteMemory,
+    reserve_request_kw,
+)
+from der_core.setpoints import reserve_payload
 from edge_gateway.gateway import Gateway
-from edge_gateway.models import der_data as dd
-from edge_gateway.models.setpoints import reserve_payload
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, parse_command
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config

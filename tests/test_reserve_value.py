@@ -15,8 +15,8 @@ from cloud.optimization import planner
 from cloud.optimization.planner import PlanSettings, plan_site
 from cloud.optimization.reserve_dp import backward, evaluate, limits
 from cloud.optimization.summary import PlanSummary, plan_summary
-from edge_gateway.config import build_config
-from edge_gateway.sites import site_configs
+from der_core.config import build_config
+from der_core.sites import site_configs
 
 #: Whole-kW instances as in test_optimization_reserve: every move lands on an energy level.
 E = np.arange(5) * 0.25

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_gateway.control import ReservePolicy
-from edge_gateway.models.setpoints import CommandRejected, SetpointEntry, SetpointSchedule
+from der_core.control import ReservePolicy
+from der_core.setpoints import CommandRejected, SetpointEntry, SetpointSchedule
 
 START = pd.Timestamp("2024-06-15T14:00:00+00:00")
 STEP = pd.Timedelta(minutes=15)

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_gateway import generator
-from edge_gateway.config import SolarConfig
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import base, battery, grid_price, solar
+from der_core import der_data as dd
+from der_core.config import SolarConfig
+from der_physics import base, battery, generator, grid_price, solar
 from tests.sim_helpers import config, readings
 
 CONFIGS = {

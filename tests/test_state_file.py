@@ -8,8 +8,8 @@ import logging
 
 import pandas as pd
 
-from edge_gateway.config import build_config
-from edge_gateway.control import SiteMemory
+from der_core.config import build_config
+from der_core.control import SiteMemory
 from edge_gateway.gateway import Gateway
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 

@@ -18,9 +18,9 @@ from cloud.store.sqlite import SQLiteCloudStore
 from cloud.sync.job import JOB, SyncSettings, sync_once
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.status import sync_status
-from edge_gateway.cli_support import run_cli
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.errors import StoreError, StoreUnavailable
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sync_fixtures import assert_same_readings, readings, site
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from cloud.dashboard import queries as q
 from cloud.store.base import CloudStore
-from edge_gateway.errors import StoreError
+from der_core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from cloud.dashboard import queries as q
 from cloud.dashboard.fleet import fleet_view
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 MAX_RANGE = pd.Timedelta(days=31)
 DEFAULT_HOURS = 48.0

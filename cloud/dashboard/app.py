@@ -23,8 +23,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -37,8 +37,8 @@ from cloud.dashboard.access import (
 )
 from cloud.dashboard.api import router
 from cloud.store.base import CloudStore
-from edge_gateway.errors import StoreError
-from edge_gateway.models.der_data import shown
+from der_core.der_data import shown
+from der_core.errors import StoreError
 
 STATIC_DIR = Path(__file__).with_name("static")
 SWAGGER_PREFIX = "/static/swagger-ui"  # the swagger-ui-bundle package's dist files: /docs works offline

@@ -22,8 +22,8 @@ from cloud.optimization.plan import classify_actions, grid_costs
 from cloud.optimization.summary import PlanSummary, StepInputs, read_summary, summarize
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.models import der_data as dd
-from edge_gateway.money import currency_of
+from der_core import der_data as dd
+from der_core.money import currency_of
 
 #: The reading columns the page draws, in the order it draws them.
 READING_SERIES: tuple[str, ...] = (

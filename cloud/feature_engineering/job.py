@@ -34,13 +34,20 @@ import pandas as pd
 
 from cloud.feature_engineering import workers as wk
 from cloud.feature_engineering.pipeline import build_features
-from cloud.feature_engineering.resample import FILLED, LAST_COLUMNS, MEAN_COLUMNS, OBSERVED, Gap, resample_site
+from cloud.feature_engineering.resample import (
+    FILLED,
+    LAST_COLUMNS,
+    MEAN_COLUMNS,
+    OBSERVED,
+    Gap,
+    resample_site,
+)
 from cloud.feature_engineering.settings import FeatureSettings
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.cli_support import progress
-from edge_gateway.errors import ConfigError, DERError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import progress
+from der_core.errors import ConfigError, DERError
 
 log = logging.getLogger(__name__)
 

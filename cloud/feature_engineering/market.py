@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 FEED_IN, CARBON, PRICE_SPREAD = "feed_in_tariff", "carbon_intensity_g_kwh", "price_spread_per_kwh"
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from edge_gateway.config import SolarConfig
-from edge_gateway.errors import ConfigError
-from edge_gateway.simulators.base import TimeAxis
-from edge_gateway.simulators.solar import Astronomy, simulate
+from der_core.config import SolarConfig
+from der_core.errors import ConfigError
+from der_physics.base import TimeAxis
+from der_physics.solar import Astronomy, simulate
 
 IRRADIANCE, PANEL_TEMP = "irradiance_w_m2", "panel_temp_celsius"
 CLEARSKY_KW, CLEARSKY_RATIO = "clearsky_kw", "clearsky_ratio"
@@ -35,7 +35,7 @@ _SOLAR_FIELDS = {
 #: division by (almost) zero at dawn and dusk.
 NIGHT_SHARE = 0.01
 MAX_RATIO = 2.0  # cloud-edge enhancement stays well below this; larger values are noise
-#: What ``edge_gateway.simulators.solar.clearsky_ac_kw`` assumes: a clear sky, 20 °C air and
+#: What ``der_physics.solar.clearsky_ac_kw`` assumes: a clear sky, 20 °C air and
 #: 1 m/s wind (tests pin the two to the same bits).
 CLEAR_SKY_INDEX, CLEAR_AIR_CELSIUS, CLEAR_WIND_M_S = 1.0, 20.0, 1.0
 

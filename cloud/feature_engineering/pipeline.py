@@ -13,10 +13,21 @@ import pandas as pd
 
 from cloud.feature_engineering import resample as rs
 from cloud.feature_engineering.calendar import CALENDAR_FEATURES, calendar_features
-from cloud.feature_engineering.history import LAGS, ROLLING_STATS, lag_features, lag_name, rolling_features, rolling_name
+from cloud.feature_engineering.history import (
+    LAGS,
+    ROLLING_STATS,
+    lag_features,
+    lag_name,
+    rolling_features,
+    rolling_name,
+)
 from cloud.feature_engineering.market import MARKET_FEATURES, market_features
-from cloud.feature_engineering.physics import PHYSICS_FEATURES, physics_features, solar_config
-from edge_gateway.models import der_data as dd
+from cloud.feature_engineering.physics import (
+    PHYSICS_FEATURES,
+    physics_features,
+    solar_config,
+)
+from der_core import der_data as dd
 
 FEATURE_SET_VERSION = 1
 

@@ -2,7 +2,7 @@
 causal gap filling.
 
 Grid instants are whole multiples of the step since the Unix epoch. A reading at ``ts``
-describes the interval ending at ``ts`` (edge_gateway.generator), so grid instant ``T``
+describes the interval ending at ``ts`` (der_physics.generator), so grid instant ``T``
 aggregates the readings with ``T - step < ts <= T`` (right-closed, right-labelled): the
 value at ``T`` never uses a reading after ``T``.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.feature_engineering import steps as st
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 #: Power, irradiance, temperature and price columns: the mean over the step.
 MEAN_COLUMNS: tuple[str, ...] = (

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cloud.feature_engineering.pipeline import version_label
-from edge_gateway.cli_support import env_value, positive_int
-from edge_gateway.errors import ConfigError
+from der_core.cli_support import env_value, positive_int
+from der_core.errors import ConfigError
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_ROLLING_WINDOW_DAYS = 7

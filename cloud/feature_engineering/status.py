@@ -13,7 +13,7 @@ from cloud.feature_engineering.settings import FeatureSettings
 from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 _RUNS_SCANNED = 50  # how far back --status looks for the last error
 

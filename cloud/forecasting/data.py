@@ -10,7 +10,7 @@ import pandas as pd
 from cloud.forecasting.design import PROFILE_DAYS, SiteHistory, site_history
 from cloud.forecasting.training import NotEnoughData
 from cloud.store.base import CloudStore
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 log = logging.getLogger(__name__)
 

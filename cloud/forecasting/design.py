@@ -27,8 +27,8 @@ from cloud.feature_engineering.physics import NIGHT_SHARE, solar_config
 from cloud.feature_engineering.resample import resample_site
 from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators.solar import clearsky_ac_kw
+from der_core import der_data as dd
+from der_physics.solar import clearsky_ac_kw
 
 #: Bump when a feature is added, removed or computed differently; saved models record it.
 DESIGN_VERSION = "fc1"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_gateway.errors import DERError
+from der_core.errors import DERError
 
 
 class SchedulerUnavailable(DERError):

@@ -18,14 +18,14 @@ import pandas as pd
 from cloud.forecasting import design as dz
 from cloud.forecasting.models import PRIMARY
 from cloud.forecasting.registry import LoadedVersion, Registry
-from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.settings import MAX_GAP, STEP, settings_from
+from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.training import NotEnoughData
 from cloud.forecasting.weather import WeatherForecast
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.errors import UsageError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import UsageError
 
 TARGET_TS = dz.TARGET_TS
 HISTORY = pd.Timedelta(days=dz.PROFILE_DAYS + 2)  # a week of same-time lags, the day before, slack

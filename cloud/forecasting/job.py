@@ -15,15 +15,19 @@ import pandas as pd
 
 from cloud.forecasting import design as dz
 from cloud.forecasting.data import load_histories
-from cloud.forecasting.evaluation import TargetEvaluation, evaluate_version, newest_window_start
+from cloud.forecasting.evaluation import (
+    TargetEvaluation,
+    evaluate_version,
+    newest_window_start,
+)
 from cloud.forecasting.issue import forecast_next_day, write_forecasts
 from cloud.forecasting.plots import sample_week_png
 from cloud.forecasting.registry import PLOT, Registry
 from cloud.forecasting.settings import MAX_GAP, STEP, ForecastSettings
 from cloud.forecasting.training import TrainingResult, TrainSettings, train
 from cloud.store.base import CloudStore
-from edge_gateway.errors import DERError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import DERError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from cloud.forecasting import design as dz
 from cloud.forecasting.models import PRIMARY
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 WEEK_STEPS_MAX = 7
 

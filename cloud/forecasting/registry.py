@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from cloud.forecasting.models import Forecaster, load_model
-from edge_gateway.errors import DERError
+from der_core.errors import DERError
 
 ACTIVE, MANIFEST, METRICS, EVALUATIONS, PLOT = "ACTIVE", "manifest.json", "metrics.json", "evaluations.json", "sample_week.png"
 

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.forecasting.weather import CsvWeatherForecast, SimulatedWeatherForecast, WeatherForecast
-from edge_gateway.cli_support import env_value, positive_float
-from edge_gateway.errors import ConfigError, UsageError
+from cloud.forecasting.weather import (
+    CsvWeatherForecast,
+    SimulatedWeatherForecast,
+    WeatherForecast,
+)
+from der_core.cli_support import env_value, positive_float
+from der_core.errors import ConfigError, UsageError
 
 DEFAULT_MODEL_DIR = "./trained_models"
 DEFAULT_TEST_SIZE = 0.2

@@ -7,7 +7,7 @@ from typing import Any
 from cloud.forecasting.evaluation import headline
 from cloud.forecasting.models import PRIMARY, REFERENCE
 from cloud.forecasting.registry import Registry
-from edge_gateway.cli_support import print_table
+from der_core.cli_support import print_table
 
 
 def version_rows(registry: Registry) -> list[dict[str, Any]]:

@@ -19,12 +19,24 @@ import pandas as pd
 
 from cloud.forecasting import design as dz
 from cloud.forecasting.metrics import score
-from cloud.forecasting.models import MODELS, PRIMARY, REFERENCE, Forecaster, LightGBMForecaster
-from cloud.forecasting.targets import NON_NEGATIVE, SOLAR_KW, TARGET_COLUMNS, Availability, availability
+from cloud.forecasting.models import (
+    MODELS,
+    PRIMARY,
+    REFERENCE,
+    Forecaster,
+    LightGBMForecaster,
+)
+from cloud.forecasting.targets import (
+    NON_NEGATIVE,
+    SOLAR_KW,
+    TARGET_COLUMNS,
+    Availability,
+    availability,
+)
 from cloud.forecasting.weather import WeatherForecast
-from edge_gateway.cli_support import progress
-from edge_gateway.errors import DERError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import progress
+from der_core.errors import DERError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A forecaster may only see the weather forecast that was available at the issue time, never
 the weather that happened. :class:`SimulatedWeatherForecast` gives simulated sites the
-simulator's own day-ahead forecast (``edge_gateway.simulators.weather.forecast``: the actual
+simulator's own day-ahead forecast (``der_physics.weather.forecast``: the actual
 weather seen through an error that grows with lead time); :class:`CsvWeatherForecast` reads
 forecasts a weather service delivered, for real deployments. Sites neither knows get NaN,
 which the models treat as "no weather forecast".
@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from edge_gateway.config import build_config
-from edge_gateway.errors import ConfigError, DERError
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import weather
-from edge_gateway.simulators.base import TimeAxis
+from der_core import der_data as dd
+from der_core.config import build_config
+from der_core.errors import ConfigError, DERError
+from der_physics import weather
+from der_physics.base import TimeAxis
 
 TEMP, CLEAR_SKY_INDEX = "temp_air_celsius", "clear_sky_index"
 WEATHER_COLUMNS: tuple[str, ...] = (TEMP, CLEAR_SKY_INDEX)

@@ -11,7 +11,7 @@ Two choices decide it, each made here once:
   (:func:`commands_of`, :meth:`Decision.commands`).
 
 The peak guard's cap is refitted once the month's peak has passed it (:func:`guard_outdated`).
-The gateway applies what is sent step by step (``edge_gateway.control.Controller``).
+The gateway applies what is sent step by step (``der_core.control.Controller``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.errors import UsageError
+from der_core.config import SimulatorConfig
+from der_core.errors import UsageError
 
 #: Wear priced per kWh through the battery: it keeps the LP from cycling for pennies and
 #: breaks the ties that would otherwise allow simultaneous charge and discharge (lp.py).

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cloud.optimization.guard import GuardRule
 from cloud.optimization.plan import CostBreakdown
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 
 @dataclass(frozen=True)

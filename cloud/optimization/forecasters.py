@@ -28,10 +28,9 @@ import pandas as pd
 
 from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.errors import UsageError
-from edge_gateway.simulators import base, grid_price, solar, weather
+from der_core.config import SimulatorConfig
+from der_core.errors import UsageError
+from der_physics import base, generator, grid_price, solar, weather
 
 LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON = (
     "load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh", "carbon_g_per_kwh",

@@ -32,10 +32,10 @@ from cloud.optimization import sessions
 from cloud.optimization.bill import grid_bill
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
-from edge_gateway.simulators import battery as physics
+from der_physics import battery as physics
 
 if TYPE_CHECKING:
-    from edge_gateway.config import SimulatorConfig
+    from der_core.config import SimulatorConfig
 
 #: Weeks of readings a guard is fitted on: enough sessions for the worst of them to show.
 FIT_DAYS = 28

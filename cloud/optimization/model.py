@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_gateway.config import BatteryConfig, one_way_efficiency
-from edge_gateway.errors import DERError
+from der_core.config import BatteryConfig, one_way_efficiency
+from der_core.errors import DERError
 
 #: The configuration's battery: a spec's defaults are its fields, so the two never disagree.
 _CONFIG = BatteryConfig()
@@ -49,7 +49,7 @@ def _require(condition: bool, message: str) -> None:
 class BatterySpec:
     """What the optimizer needs to know about one battery.
 
-    Defaults are those of ``edge_gateway.config.BatteryConfig``, the efficiencies its one-way
+    Defaults are those of ``der_core.config.BatteryConfig``, the efficiencies its one-way
     efficiency each, as the battery simulator splits the round trip. ``terminal_soc_percent`` of
     ``None`` means "end no lower than the start", so a plan never borrows tomorrow's energy.
     """
@@ -99,7 +99,7 @@ class BatterySpec:
 
     @classmethod
     def from_config(cls, config: Any, **fields: Any) -> BatterySpec:
-        """A spec from an ``edge_gateway.config.BatteryConfig`` plus optimizer-only fields."""
+        """A spec from an ``der_core.config.BatteryConfig`` plus optimizer-only fields."""
         return cls.from_round_trip(
             config.round_trip_efficiency,
             capacity_kwh=config.capacity_kwh,

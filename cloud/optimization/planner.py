@@ -40,18 +40,23 @@ from cloud.optimization.decision import (
     plan_at,
     wants_reserve_policy,
 )
-from cloud.optimization.figures import ArrivalFigures, PlanFigures, ReserveFigures, ScenarioFigures
+from cloud.optimization.figures import (
+    ArrivalFigures,
+    PlanFigures,
+    ReserveFigures,
+    ScenarioFigures,
+)
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.config import SimulatorConfig, build_config
-from edge_gateway.control import ReservePolicy
-from edge_gateway.errors import UsageError
-from edge_gateway.models import der_data as dd
-from edge_gateway.models.setpoints import SetpointSchedule
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig, build_config
+from der_core.control import ReservePolicy
+from der_core.errors import UsageError
+from der_core.setpoints import SetpointSchedule
 
 JOB = "optimizer"
 FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now

@@ -8,7 +8,7 @@ still receives the plan in force; the gateway refuses a retained schedule once i
 from __future__ import annotations
 
 from cloud.optimization.model import DispatchError
-from edge_gateway.models.setpoints import SetpointSchedule
+from der_core.setpoints import SetpointSchedule
 from edge_gateway.mqtt import topics
 from edge_gateway.mqtt.retained import NotPublished, publish_retained
 from edge_gateway.mqtt.settings import MqttSettings

@@ -15,7 +15,7 @@ import numpy as np
 
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan, build_plan, grid_costs
-from edge_gateway.simulators import battery
+from der_physics import battery
 
 NO_DERATING_CELSIUS = 20.0  # the simulator charges at full rate from 10 C up
 
@@ -34,7 +34,7 @@ def self_consumption_power_kw(
     ``net_load_kw`` is load minus PV with time on the first axis; any further axes (sites)
     hold one battery each, in ``batteries`` flattened in the same order (one spec serves
     every site), so a fleet runs in one loop over time. The stepping is the battery
-    simulator's own (:func:`edge_gateway.simulators.battery.run`) on :func:`ideal_battery`,
+    simulator's own (:func:`der_physics.battery.run`) on :func:`ideal_battery`,
     so the rule the optimizer is measured against is the formula the gateway runs, not a
     second copy of it.
     """

@@ -19,8 +19,8 @@ the house load, PV and the tariff, with the demand charge on any import above th
 cap. The answer is a pair of energy thresholds per step and session state (no car yet, the
 ``k``-th step of a session at a house level, the day's session done): the battery covers
 load only above ``floor_kwh`` and charges from the grid up to ``charge_to_kwh``; it always
-stores PV surplus and defends the cap. ``edge_gateway.control.ReservePolicy`` carries them and
-``edge_gateway.control.Controller`` applies them at every reading: in the gateway, in the
+stores PV surplus and defends the cap. ``der_core.control.ReservePolicy`` carries them and
+``der_core.control.Controller`` applies them at every reading: in the gateway, in the
 backtest and in the plan's preview (:func:`expected_dispatch`).
 
 The cap itself is the peak guard's (guard.py), fitted on the last four weeks of readings.
@@ -43,9 +43,9 @@ from cloud.optimization.plan import (
 )
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.control import Controller, ReservePolicy
-from edge_gateway.simulators import battery as physics
+from der_core.config import SimulatorConfig
+from der_core.control import Controller, ReservePolicy
+from der_physics import battery as physics
 
 #: Days of readings the session statistics are drawn from.
 MODEL_DAYS = 28
@@ -275,7 +275,7 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
                       cap_kw: float, timezone: str) -> DispatchPlan:
     """What the battery does under ``policy`` on the plan's forecast (``inputs``, one step per
     ``step_starts``) on a day no car arrives, stepped through the gateway's own control
-    (``edge_gateway.control.Controller``) with the import cap ``cap_kw`` defended as the battery
+    (``der_core.control.Controller``) with the import cap ``cap_kw`` defended as the battery
     defends it: the plan a guarded site shows and stores, costed like any other. The battery
     follows the policy on the load it measures, so this is its expectation, not its command.
 

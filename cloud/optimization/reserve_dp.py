@@ -22,7 +22,7 @@ so the penalty is exact and the levels can be few.
 
 The same recursion values a given pair of threshold tables instead of minimising
 (:func:`evaluate`): in step 3 the battery then makes the move the policy makes
-(``edge_gateway.control.reserve_request_kw``, the import cap defended as the battery defends
+(``der_core.control.reserve_request_kw``, the import cap defended as the battery defends
 it), and everything else, the step's cost, the overshoot paid and the expectation over what
 follows, is the one code the optimisation runs. The program's grid holds only its energy
 levels, so the policy's move lands on the better of the two levels either side of the exact
@@ -41,7 +41,7 @@ import math
 import numba
 import numpy as np
 
-from edge_gateway.control import reserve_request_kw
+from der_core.control import reserve_request_kw
 
 #: Demand charge already paid above the cap, kW: the interpolation levels.
 OVERSHOOT_KW = np.array([0.0, 0.5, 1.0, 2.0, 4.0])

@@ -12,7 +12,7 @@ reason, built from the plan's own numbers (prices, PV surplus, the peak defended
 energy is kept for).
 
 Times are site-local and the zone is named; money is in the site's currency
-(:mod:`edge_gateway.money`).
+(:mod:`der_core.money`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import pandas as pd
 
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from edge_gateway.models import der_data as dd
-from edge_gateway.money import money, price
+from der_core import der_data as dd
+from der_core.money import money, price
 
 if TYPE_CHECKING:
     from cloud.optimization.planner import SitePlan

@@ -22,9 +22,9 @@ from cloud.pipeline import settings as ps
 from cloud.pipeline import stages
 from cloud.pipeline.simulate import configs_for
 from cloud.store.factory import open_cloud_store
-from edge_gateway.errors import DERError
+from der_core.errors import DERError
+from der_core.scheduling import Every, run_schedule
 from edge_gateway.gateway import Gateway, align
-from edge_gateway.scheduling import Every, run_schedule
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 
 log = logging.getLogger(__name__)

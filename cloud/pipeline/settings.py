@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from cloud.store.factory import SQLITE, CloudSettings, cloud_settings
-from edge_gateway.config import SimulatorConfig, build_config
-from edge_gateway.errors import ConfigError
+from der_core.config import SimulatorConfig, build_config
+from der_core.errors import ConfigError
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_SITES = 3
@@ -66,7 +66,7 @@ class PipelineSettings:
         return pd.Timedelta(days=self.days)
 
     def template(self) -> SimulatorConfig:
-        """The simulated homes' common configuration; ``edge_gateway.sites`` varies each site around it."""
+        """The simulated homes' common configuration; ``der_core.sites`` varies each site around it."""
         return build_config({"device_id": DEVICE_PREFIX, "interval_seconds": self.interval_s, "seed": self.seed,
                              "edge_store_path": str(self.edge_db)}, source="pipeline")
 

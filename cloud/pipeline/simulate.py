@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cloud.pipeline.settings import PipelineSettings
-from edge_gateway import generator
-from edge_gateway.config import SimulatorConfig, site_record
+from der_core.config import SimulatorConfig, site_record
+from der_core.sites import site_configs
+from der_physics import generator
+from der_physics.battery import BatteryState
 from edge_gateway.gateway import align
-from edge_gateway.simulators.battery import BatteryState
-from edge_gateway.sites import site_configs
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
 

@@ -24,8 +24,8 @@ from cloud.pipeline import simulate as sim
 from cloud.pipeline.settings import PipelineSettings
 from cloud.store.base import CloudStore
 from cloud.sync.job import SyncSettings, sync_once
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.errors import DERError
+from der_core.config import SimulatorConfig
+from der_core.errors import DERError
 from edge_gateway.stores.base import EdgeStore
 
 if TYPE_CHECKING:

@@ -29,10 +29,17 @@ import numpy as np
 import pandas as pd
 
 from cloud.portfolio.engine import RunSpec, run_portfolio
-from cloud.portfolio.fleet import HVAC_CLASSES, HVAC_KW, REGIONS, TARIFFS, Fleet, SiteSpec
+from cloud.portfolio.fleet import (
+    HVAC_CLASSES,
+    HVAC_KW,
+    REGIONS,
+    TARIFFS,
+    Fleet,
+    SiteSpec,
+)
 from cloud.portfolio.scenario import SCENARIOS
-from edge_gateway.config import SolarConfig
-from edge_gateway.simulators import solar
+from der_core.config import SolarConfig
+from der_physics import solar
 
 AZIMUTHS = tuple(float(a) for a in range(60, 301, 15))
 TILTS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)

@@ -7,8 +7,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from edge_gateway.cli_support import progress
-from edge_gateway.errors import DERError
+from der_core.cli_support import progress
+from der_core.errors import DERError
 
 LOCAL_WORKERS = 2
 DASK_LOGGERS = ("distributed", "dask")

@@ -18,11 +18,22 @@ import pandas as pd
 
 from cloud.portfolio import strategies as strat
 from cloud.portfolio.fleet import REGIONS, Fleet
-from cloud.portfolio.inputs import PartitionInputs, build_inputs, to_units, UNITS_PER_KW
+from cloud.portfolio.inputs import UNITS_PER_KW, PartitionInputs, build_inputs, to_units
 from cloud.portfolio.participation import deaf_sites
-from cloud.portfolio.results import PartitionResult, apply_stress, soc_histogram, summarise
-from cloud.portfolio.scenario import FleetLimits, Scenario, local_clock, resolve, with_deaf_share
-from edge_gateway.errors import UsageError
+from cloud.portfolio.results import (
+    PartitionResult,
+    apply_stress,
+    soc_histogram,
+    summarise,
+)
+from cloud.portfolio.scenario import (
+    FleetLimits,
+    Scenario,
+    local_clock,
+    resolve,
+    with_deaf_share,
+)
+from der_core.errors import UsageError
 
 SITE_STEPS_PER_PARTITION = 2_000_000  # ~250 sites x a year hourly: a few hundred MB of inputs per task
 

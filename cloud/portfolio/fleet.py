@@ -1,6 +1,6 @@
 """A fleet of prosumers: documented distributions drawn from a seed, or a CSV of real sites.
 
-Every site becomes an ``edge_gateway.config.SimulatorConfig`` so the simulators' physics
+Every site becomes an ``der_core.config.SimulatorConfig`` so the simulators' physics
 applies unchanged (DESIGN.md, "One physics"). Distributions (one draw per site, in this order,
 from ``numpy.random.default_rng([seed, 0xF1EE7])``):
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_gateway.config import SimulatorConfig, build_config
-from edge_gateway.errors import ConfigError
+from der_core.config import SimulatorConfig, build_config
+from der_core.errors import ConfigError
 
 REGIONS = {
     "bay-area": {"latitude": 37.55, "longitude": -122.10, "timezone": "America/Los_Angeles", "country": "US", "currency": "USD"},

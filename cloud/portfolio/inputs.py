@@ -16,8 +16,7 @@ import pandas as pd
 
 from cloud.optimization.bill import grid_bill
 from cloud.portfolio.fleet import SiteSpec, simulator_config
-from edge_gateway import generator
-from edge_gateway.simulators import base, battery
+from der_physics import base, battery, generator
 
 # Published resolution of a power (0.1 W, generator.KW_DECIMALS): fleet sums are taken over
 # integers of this unit so they do not depend on the order sites are added in.

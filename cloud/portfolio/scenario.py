@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from edge_gateway.errors import UsageError
-from edge_gateway.simulators import base
+from der_core.errors import UsageError
+from der_physics import base
 
 
 @dataclass(frozen=True)

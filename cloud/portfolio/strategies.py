@@ -26,7 +26,7 @@ from cloud.optimization import BatterySpec, HorizonInputs, solve_many
 from cloud.portfolio import central, participation
 from cloud.portfolio.inputs import Outcome, PartitionInputs, replay, site_bills
 from cloud.portfolio.scenario import FleetLimits, group_limit, group_share, local_clock
-from edge_gateway.simulators import battery
+from der_physics import battery
 
 STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
 WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade within a day shrinks it

@@ -4,8 +4,8 @@ depend on this Protocol only; :mod:`cloud.store.factory` picks the adapter once.
 Frames follow the table definitions of :mod:`cloud.store.schema`: readings are flat
 ``der_data`` frames (``ts`` tz-aware UTC), other tables use the columns listed there.
 Every write is an idempotent upsert on the table's primary key, so repeating a write never
-duplicates a row. Adapters raise :class:`~edge_gateway.errors.StoreUnavailable` when the
-server cannot be reached (worth retrying) and :class:`~edge_gateway.errors.StoreError`
+duplicates a row. Adapters raise :class:`~der_core.errors.StoreUnavailable` when the
+server cannot be reached (worth retrying) and :class:`~der_core.errors.StoreError`
 otherwise.
 """
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cloud.store import schema as s
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 
 class TableStore:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from cloud.store.base import CloudStore
 from cloud.store.sqlite import DEFAULT_CLOUD_DB
-from edge_gateway.errors import ConfigError
-from edge_gateway.models.der_data import shown
-from edge_gateway.redact import redact
+from der_core.der_data import shown
+from der_core.errors import ConfigError
+from der_core.redact import redact
 
 SQLITE, POSTGRES, SUPABASE = "sqlite", "postgres", "supabase"
 

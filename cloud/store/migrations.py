@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.store import schema as s
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 _TRACKING = "cloud_schema_migrations"

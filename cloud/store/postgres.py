@@ -25,8 +25,8 @@ from psycopg.types.json import Jsonb
 from cloud.store import migrations, pg_copy
 from cloud.store import schema as s
 from cloud.store.common import TableStore, run_row, watermark_upsert_sql
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
 
 _PG_TYPES = {s.TEXT: "text", s.FLOAT: "float8", s.INT: "int8", s.BOOL: "bool", s.TS: "timestamptz", s.JSON: "jsonb"}
 

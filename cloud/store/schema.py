@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 # Column kinds, mapped to each backend's types by the adapters.
 TEXT, FLOAT, INT, BOOL, TS, JSON = "text", "float", "int", "bool", "ts", "json"

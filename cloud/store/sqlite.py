@@ -24,9 +24,15 @@ import pandas as pd
 from cloud.store import migrations
 from cloud.store import schema as s
 from cloud.store.common import TableStore, run_row, watermark_upsert_sql
-from edge_gateway.errors import StoreError
-from edge_gateway.models import der_data as dd
-from edge_gateway.stores.sqlite import block_order, bound_micros, connect, frame_from_rows, micros_to_ts
+from der_core import der_data as dd
+from der_core.errors import StoreError
+from edge_gateway.stores.sqlite import (
+    block_order,
+    bound_micros,
+    connect,
+    frame_from_rows,
+    micros_to_ts,
+)
 
 DEFAULT_CLOUD_DB = "data/cloud.db"
 LAYOUTS = migrations.FEATURE_LAYOUTS

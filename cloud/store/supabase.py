@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 import httpx
 import pandas as pd
 from postgrest.exceptions import APIError
-from supabase import Client, ClientOptions, create_client
 
 from cloud.store import schema as s
 from cloud.store.common import TableStore, run_row
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
-from edge_gateway.redact import url_address
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
+from der_core.redact import url_address
+from supabase import Client, ClientOptions, create_client
 
 T = TypeVar("T")
 WRITE_BATCH = 1000

@@ -22,8 +22,8 @@ from cloud.store.base import CloudStore
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.validation import validate
-from edge_gateway.errors import UsageError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import UsageError
 
 log = logging.getLogger(__name__)
 

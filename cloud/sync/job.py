@@ -26,9 +26,9 @@ import pandas as pd
 from cloud.store.base import CloudStore
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.validation import validate
-from edge_gateway.cli_support import progress
-from edge_gateway.errors import DERError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.cli_support import progress
+from der_core.errors import DERError
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from edge_gateway.errors import StoreUnavailable
+from der_core.errors import StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import argparse
 from cloud.store.base import CloudStore
 from cloud.store.factory import open_store_from_args
 from cloud.sync.job import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_S, SyncSettings
-from edge_gateway.cli_support import env_value, positive_float, positive_int
+from der_core.cli_support import env_value, positive_float, positive_int
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import influx_requested, influx_settings

@@ -11,7 +11,7 @@ from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.job import JOB
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 from edge_gateway.stores.base import EdgeStore
 
 _STEP = pd.Timedelta(microseconds=1)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 _LOAD_KW = (0.0, 10_000.0)
 

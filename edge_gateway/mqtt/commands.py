@@ -6,7 +6,7 @@ Two command shapes (DESIGN.md, "MQTT topics"); power is AC kW, positive charges:
 * ``{"power_kw": -2.5, "expires_in_s": 900}``: in force from receipt for ``expires_in_s``
   (default 900 s, at most a day, so a lost connection never leaves a command on for ever),
   with an optional ``"import_limit_kw"`` as a schedule's entries take;
-* a setpoint schedule (:class:`~edge_gateway.models.setpoints.SetpointSchedule`, which
+* a setpoint schedule (:class:`~der_core.setpoints.SetpointSchedule`, which
   spells the message and decodes it): each entry in force from its ``ts`` until the next
   entry's; the last one for as long as the step between the last two entries (a 15-minute
   plan ends 15 minutes after its last entry), or the default for a single entry.
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from edge_gateway.config import BatteryMode
-from edge_gateway.control import ReservePolicy
-from edge_gateway.models import der_data as dd
-from edge_gateway.models.setpoints import (
+from der_core import der_data as dd
+from der_core.config import BatteryMode
+from der_core.control import ReservePolicy
+from der_core.setpoints import (
     POWER_MARGIN,
     CommandRejected,
     SetpointSchedule,

@@ -27,8 +27,8 @@ import pandas as pd
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig
 from edge_gateway.mqtt import topics
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, excerpt
 from edge_gateway.mqtt.delivery import Delivery, Item, WatermarkFile

@@ -12,7 +12,7 @@ import uuid
 
 from paho.mqtt import client as mqtt
 
-from edge_gateway.errors import DERError
+from der_core.errors import DERError
 from edge_gateway.mqtt.link import make_client
 from edge_gateway.mqtt.settings import MqttSettings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
 
 DISCOVERY_PREFIX = "homeassistant"
 ONLINE, OFFLINE = "online", "offline"

@@ -1,6 +1,6 @@
 """The edge-store interface. Jobs depend on this Protocol, never on a vendor client.
 
-A batch of readings is a flat :class:`pandas.DataFrame` (see ``edge_gateway.models.der_data``).
+A batch of readings is a flat :class:`pandas.DataFrame` (see ``der_core.der_data``).
 Writes are idempotent on ``(device_id, ts)``: writing the same reading twice stores it once.
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_gateway.config import DEFAULT_EDGE_STORE
+from der_core.config import DEFAULT_EDGE_STORE
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
@@ -19,6 +19,8 @@ def open_edge_store(sqlite_path: str | Path = DEFAULT_EDGE_STORE, influx: Influx
     spool = SQLiteEdgeStore(sqlite_path)
     if influx is None:
         return spool
-    from edge_gateway.stores.influx import InfluxEdgeStore  # optional dependency, loaded on demand
+    from edge_gateway.stores.influx import (
+        InfluxEdgeStore,  # optional dependency, loaded on demand
+    )
 
     return InfluxEdgeStore(influx, spool=spool)

@@ -37,12 +37,19 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from edge_gateway.errors import StoreError, StoreUnavailable
-from edge_gateway.models import der_data as dd
-from edge_gateway.redact import redact
+from der_core import der_data as dd
+from der_core.errors import StoreError, StoreUnavailable
+from der_core.redact import redact
 from edge_gateway.stores import influx_protocol as lp
 from edge_gateway.stores.influx_settings import InfluxSettings
-from edge_gateway.stores.sqlite import LateRange, LateWrites, SQLiteEdgeStore, bound_micros, connect, ts_to_micros
+from edge_gateway.stores.sqlite import (
+    LateRange,
+    LateWrites,
+    SQLiteEdgeStore,
+    bound_micros,
+    connect,
+    ts_to_micros,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

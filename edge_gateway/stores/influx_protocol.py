@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_gateway.errors import StoreError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError
 
 MEASUREMENT = "der_reading"
 TAGS: tuple[str, ...] = (dd.DEVICE_ID, dd.TOU_PERIOD)

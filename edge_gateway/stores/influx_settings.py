@@ -11,9 +11,9 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from edge_gateway.errors import UsageError
-from edge_gateway.models.der_data import shown
-from edge_gateway.redact import redact
+from der_core.der_data import shown
+from der_core.errors import UsageError
+from der_core.redact import redact
 
 DEFAULT_INFLUX_URL = "http://localhost:8086"
 DEFAULT_INFLUX_ORG = "edge-gateway"

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_gateway.errors import StoreError, StorePathError
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.errors import StoreError, StorePathError
 from edge_gateway.stores.base import merge_ranges
 
 TABLE = "readings"

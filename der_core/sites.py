@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_gateway.config import SimulatorConfig, build_config, config_to_dict
+from der_core.config import SimulatorConfig, build_config, config_to_dict
 
 
 def site_configs(template: SimulatorConfig, count: int) -> list[SimulatorConfig]:

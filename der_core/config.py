@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from edge_gateway.errors import ConfigError
-from edge_gateway.models import der_data as dd
-from edge_gateway.money import currency_of
+from der_core import der_data as dd
+from der_core.errors import ConfigError
+from der_core.money import currency_of
 
 DEFAULT_EDGE_STORE = "data/edge.db"
 

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from scipy import special
 
-from edge_gateway.simulators import base
+from der_physics import base
 
 DAY_S = 86_400.0
 CLOUD_GRID_S = 900.0

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from edge_gateway.errors import DERError, UsageError
-from edge_gateway.models import der_data as dd
-from edge_gateway.redact import RedactingFilter, redact, register_flag_secrets
+from der_core import der_data as dd
+from der_core.errors import DERError, UsageError
+from der_core.redact import RedactingFilter, redact, register_flag_secrets
 
 T = TypeVar("T")
 log = logging.getLogger("der")

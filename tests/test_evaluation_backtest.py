@@ -14,13 +14,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.optimization import backtest as bt
+from cloud.evaluation import backtest as bt
+from cloud.evaluation.report import (
+    GUARD_NOTE,
+    LABELS,
+    energy_left_after_sessions,
+    gap_table,
+    metrics,
+    sample_day,
+    write_report,
+)
 from cloud.optimization import forecasters as fc
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.plan import stored_energy_value_per_kwh
-from cloud.optimization.report import GUARD_NOTE, LABELS, energy_left_after_sessions, gap_table, metrics, sample_day, write_report
-from edge_gateway.config import build_config
-from edge_gateway.errors import UsageError
+from der_core.config import build_config
+from der_core.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 JUNE = pd.Timestamp("2024-06-01")
@@ -154,10 +162,8 @@ def test_cli_backtest_writes_the_report(tmp_path):
 
 @pytest.mark.parametrize("seed", [7, 42])
 def test_sessions_found_in_the_load_are_the_simulated_ones(seed):
-    from edge_gateway import generator
-    from edge_gateway.simulators import base
-
     from cloud.optimization.sessions import charging_mask, find_sessions
+    from der_physics import base, generator
 
     config = build_config({"seed": seed, "interval_seconds": 900})
     instants = pd.date_range("2024-04-01", periods=96 * 30, freq="15min", tz="UTC")

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from pvlib import atmosphere, clearsky, inverter, irradiance, solarposition, temperature
 
-from edge_gateway.config import SolarConfig
-from edge_gateway.simulators.base import TimeAxis
+from der_core.config import SolarConfig
+from der_physics.base import TimeAxis
 
 LINKE_TURBIDITY = 3.0  # a typical mid-latitude, moderately clear value
 INVERTER_NOMINAL_EFFICIENCY = 0.96

@@ -14,8 +14,8 @@ import numba
 import numpy as np
 from numba.extending import register_jitable
 
-from edge_gateway.config import HomeLoadConfig
-from edge_gateway.simulators import base
+from der_core.config import HomeLoadConfig
+from der_physics import base
 
 APPLIANCE_GRID_S = 300.0
 BURST_GRID_S = 900.0

@@ -10,7 +10,7 @@ actual load and PV. ``"import_limit_kw"`` (optional, finite, >= 0) is a grid imp
 battery defends by discharging more or charging less than commanded, as hybrid inverters'
 grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
 
-A schedule may carry a reserve policy for the steps it covers (edge_gateway/control.py):
+A schedule may carry a reserve policy for the steps it covers (der_core/control.py):
 ``"reserve": {"start": "...", "step_s": 900, "charging_steps": 24, "house_levels": [0.8, 1.1, 1.7],
 "one_session_a_day": true, "house_kw": [...], "floor_kwh": [[...], ...], "charge_to_kwh": [[...], ...]}``,
 per step from ``start`` and per session state the energies the battery covers load down to and
@@ -34,9 +34,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from edge_gateway.control import ReservePolicy
-from edge_gateway.errors import ValidationFailed
-from edge_gateway.models import der_data as dd
+from der_core import der_data as dd
+from der_core.control import ReservePolicy
+from der_core.errors import ValidationFailed
 
 MAX_ENTRIES = 10_000
 POWER_MARGIN = 10.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cloud.optimization import backtest as bt
+from cloud.evaluation import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import reserve, sessions
 from cloud.optimization.bill import grid_bill

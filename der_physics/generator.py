@@ -19,10 +19,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from edge_gateway.config import SimulatorConfig
-from edge_gateway.models import der_data as dd
-from edge_gateway.simulators import base, battery, grid_price, home_load, solar, weather
-
+from der_core import der_data as dd
+from der_core.config import SimulatorConfig
+from der_physics import base, battery, grid_price, home_load, solar, weather
 
 KW_DECIMALS = 4  # published power resolution: 0.1 W
 SOC_DECIMALS = 4

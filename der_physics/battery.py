@@ -23,8 +23,8 @@ import numba
 import numpy as np
 from numba.extending import register_jitable
 
-from edge_gateway.config import BatteryConfig, BatteryMode
-from edge_gateway.simulators.base import over_site_halves
+from der_core.config import BatteryConfig, BatteryMode
+from der_physics.base import over_site_halves
 
 HOURS_PER_YEAR = 8766.0
 THERMAL_TIME_CONSTANT_H = 3.0

@@ -16,9 +16,9 @@ import numba
 import numpy as np
 from numba.extending import register_jitable
 
-from edge_gateway.config import GridPriceConfig
-from edge_gateway.models.der_data import TOU_PERIODS
-from edge_gateway.simulators import base
+from der_core.config import GridPriceConfig
+from der_core.der_data import TOU_PERIODS
+from der_physics import base
 
 OFF_PEAK, SHOULDER, PEAK = range(3)  # indexes into der_data.TOU_PERIODS
 PRICE_GRID_S = 900.0

@@ -12,7 +12,7 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   solved at each local midnight over the next 36 hours on the naive house-load forecast, the
   PV forecast and the tariff, under the cap of the peak guard (guard.py, fitted at each
   month's first step and again once the month's peak passes it, when the policy is solved
-  again too), applied through ``edge_gateway.control.Controller``. Otherwise every
+  again too), applied through ``der_core.control.Controller``. Otherwise every
   ``replan_minutes`` the LP plans the next ``horizon_hours`` and the battery carries out the
   first steps of that plan in ``setpoint`` mode until the next re-plan, as the execution
   turns it into power commands and an import cap (:meth:`decision.Decision.commands`);
@@ -53,12 +53,11 @@ from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import DispatchError
 from cloud.optimization.plan import CostBreakdown, build_plan
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
-from edge_gateway import generator
-from edge_gateway.config import BatteryMode, SimulatorConfig
-from edge_gateway.control import ControlBattery, Controller
-from edge_gateway.errors import UsageError
-from edge_gateway.simulators import base
-from edge_gateway.simulators import battery as physics
+from der_core.config import BatteryMode, SimulatorConfig
+from der_core.control import ControlBattery, Controller
+from der_core.errors import UsageError
+from der_physics import base, generator
+from der_physics import battery as physics
 
 NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT = (
     "no_battery", "self_consumption", "tou_arbitrage", "mpc", "perfect_foresight",
@@ -232,7 +231,7 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     The peak guard's cap is fitted at the month's first step and again once the month's peak
     passes it (:func:`decision.guard_outdated`); the policy is solved at each local midnight,
     and with the new cap (and every ``policy_every_minutes`` when set), on the readings before
-    that moment. Every step the gateway's control (``edge_gateway.control.Controller``) asks
+    that moment. Every step the gateway's control (``der_core.control.Controller``) asks
     for the battery's power on the step's own load, under the cap or the month's peak, with
     the session state of the charger's readings before it. Returns the run and the number of
     policy solves.

@@ -33,8 +33,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from edge_gateway.config import BatteryConfig
-from edge_gateway.simulators.battery import BatteryParams
+from der_core.config import BatteryConfig
 
 #: Days of readings a rebuilt memory replays to find the charger's sessions (one may run past midnight).
 REPLAY_DAYS = 2
@@ -242,8 +241,8 @@ class ControlBattery:
 
     @classmethod
     def from_config(cls, battery: BatteryConfig) -> ControlBattery:
-        params = BatteryParams.from_configs([battery])
-        return cls(float(params.max_charge_kw[0]), float(params.charge_efficiency[0]), float(params.discharge_efficiency[0]))
+        """The limits as the simulator reads them from the configuration (``BatteryParams``)."""
+        return cls(float(battery.max_charge_rate_kw), battery.one_way_efficiency, battery.one_way_efficiency)
 
 
 @dataclass
