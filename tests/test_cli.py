@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
-from tests.test_models import SPEC_EXAMPLE, shape
+from tests.test_der_data import SPEC_EXAMPLE, shape
 
 ROOT = Path(__file__).resolve().parents[1]
 
