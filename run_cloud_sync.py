@@ -7,7 +7,7 @@ import sys
 
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
-from cloud.sync.importer import ImportOptions, import_file
+from cloud.sync.importer import UNITS, ImportOptions, import_file, print_import
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
 from der_core.cli_support import (
@@ -34,15 +34,20 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--import", dest="import_file", metavar="FILE", help="load a CSV or Parquet meter file")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
                         help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
-    parser.add_argument("--json", action="store_true", help="--status as JSON")
+    parser.add_argument("--json", action="store_true", help="--status or --import report as JSON")
     parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
     add_cloud_db_flag(parser)
     parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to")
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
-    parser.add_argument("--units", choices=("W", "kW"), default="kW", help="--import: power units in the file")
+    parser.add_argument("--timestamp-format", metavar="FMT",
+                        help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' (default ISO 8601)")
+    parser.add_argument("--units", choices=tuple(UNITS), default="kW",
+                        help="--import: power (W, kW) or energy per reading (Wh, kWh) in the file's power columns")
     parser.add_argument("--timezone", default="UTC", help="--import: zone of timestamps without an offset")
+    parser.add_argument("--longitude", type=arg_type(float, "degrees east"), metavar="DEG",
+                        help="--import: site longitude for the clock check (default: the site's row)")
     add_influx_flags(parser, with_enable=False)
     add_common_flags(parser)
     return parser
@@ -60,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cloud schema ready: {cloud.label}")
         if args.import_file:
             options = ImportOptions.from_args(args)
-            result = import_file(args.import_file, cloud, options)
-            print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+            print_import(import_file(args.import_file, cloud, options), options, as_json=args.json)
         elif args.once or args.continuous or args.status:
             run_sync_modes(args, cloud)
     finally:

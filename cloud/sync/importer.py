@@ -1,34 +1,52 @@
 """``--import FILE --device-id ID``: measured site data (CSV or Parquet) into the cloud store
-through the sync's validation and upsert path.
+through the sync's validation and upsert path, in chunks, so a file of any length imports
+in bounded memory.
 
-The file has a timestamp column and any of the contract's fields, under their own names or
-renamed with a column map (``pv_w=solar_generation_kw,load=home_load_total_load_kw``).
-Power columns (``*_kw``) may be in W or kW; timestamps without an offset are read in the
-given time zone. Any regular interval is kept as is (no resampling). Fields the file lacks
-stay empty: nothing is derived or invented.
+The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's
+fields, under their own names or renamed with a column map
+(``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``)
+may be in W or kW, or be energy per reading (Wh or kWh over the series' own interval,
+turned into the mean kW of that interval). Any regular interval is kept as is (no
+resampling) and gaps stay gaps. Fields the file lacks stay empty: nothing is derived or
+invented. A row that cannot be stored (an unreadable or impossible time, a value that is
+not a number or is out of range) goes to quarantine with its line and reason; the others
+go on. After the import, :mod:`cloud.sync.plausibility` reports what the series says
+about its logger.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 
+from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
+from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
+from cloud.sync.meter_files import MeterFile, open_meter_file
+from cloud.sync.plausibility import Finding, Plausibility, interval_of
 from cloud.sync.retry import RetryPolicy
+from cloud.sync.timestamps import TimeReader, find_time_columns, time_texts
 from cloud.sync.validation import validate
 from der_core import der_data as dd
+from der_core.cli_support import progress
 from der_core.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 JOB = "cloud_import"
-TIMESTAMP_CANDIDATES = (dd.TS, dd.TIMESTAMP, "time", "datetime", "date_time", "date")
+#: A file's unit for its power columns: (factor to kW, or to kWh per reading; per reading).
+UNITS: dict[str, tuple[float, bool]] = {"W": (1e-3, False), "kW": (1.0, False), "Wh": (1e-3, True), "kWh": (1.0, True)}
+#: The quarantine key of a row without a usable time: this instant plus the row's line in
+#: seconds, so every such row keeps its own key (``quarantine`` needs a ``ts``).
+NO_TIME = pd.Timestamp("1970-01-01", tz="UTC")
+LINE = "line"
 _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
 
 
@@ -39,12 +57,18 @@ class ImportOptions:
     units: str = "kW"
     timezone: str = "UTC"
     timestamp_column: str | None = None
+    timestamp_format: str | None = None
+    longitude: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
         problem = dd.device_id_problem(self.device_id)
         if problem is not None:
             raise UsageError(f"--device-id: {problem}")
+        if self.units not in UNITS:
+            raise UsageError(f"--units {self.units!r}: expected one of {', '.join(UNITS)}")
+        if self.longitude is not None and not -180 <= self.longitude <= 180:
+            raise UsageError(f"--longitude {self.longitude:g}: expected degrees east in [-180, 180]")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ImportOptions:
@@ -55,7 +79,20 @@ class ImportOptions:
         except (ZoneInfoNotFoundError, ValueError):
             raise UsageError(f"--timezone {args.timezone!r}: expected an IANA name such as 'Europe/Berlin'") from None
         return cls(args.device_id, parse_column_map(args.column_map), args.units, args.timezone,
-                   args.timestamp_column)
+                   args.timestamp_column, args.timestamp_format, args.longitude)
+
+
+@dataclass
+class ImportResult(SyncResult):
+    file: str = ""
+    interval: pd.Timedelta | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        minutes = None if self.interval is None else self.interval.total_seconds() / 60
+        return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
+                "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
+                "checks": [vars(f) for f in self.findings]}
 
 
 def parse_column_map(text: str | None) -> dict[str, str]:
@@ -72,104 +109,149 @@ def parse_column_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UsageError(f"--import {path}: file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path)
-    except (ValueError, OSError) as error:
-        raise UsageError(f"--import {path}: cannot read ({error})") from None
-    raise UsageError(f"--import {path}: expected a .csv or .parquet file")
+@dataclass
+class _Plan:
+    """How one file's chunks become readings: decided once, from its header."""
+
+    options: ImportOptions
+    time_columns: tuple[str, ...]
+    sources: dict[str, str]  # reading field -> file column
+    times: TimeReader
+    interval: pd.Timedelta | None = None
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.sources)
 
 
-def to_readings(raw: pd.DataFrame, options: ImportOptions, source: str = "file") -> tuple[pd.DataFrame, list[str]]:
-    """The file's rows as a flat reading frame (columns it lacks stay empty) and the fields
-    it does have."""
-    frame = raw.rename(columns=options.column_map)
-    ts_column = options.timestamp_column or next((c for c in TIMESTAMP_CANDIDATES if c in frame.columns), None)
-    if ts_column is None or ts_column not in frame.columns:
-        raise UsageError(f"{source}: no timestamp column; expected one of {list(TIMESTAMP_CANDIDATES)} "
-                         f"or --timestamp-column NAME (columns: {list(raw.columns)})")
-    fields = [c for c in dd.FIELD_TYPES if c in frame.columns]
-    if not fields:
+def plan_columns(columns: list[str], options: ImportOptions, source: str) -> _Plan:
+    unknown = [c for c in options.column_map if c not in columns]
+    if unknown:
+        raise UsageError(f"{source}: --column-map names {unknown}, not in the file; columns: {columns}")
+    time_columns = find_time_columns(columns, options.timestamp_column, source)
+    sources = {options.column_map.get(c, c): c for c in columns if c not in time_columns}
+    sources = {f: sources[f] for f in dd.FIELD_TYPES if f in sources}
+    if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
-                         f"FILE_COLUMN=field (columns: {list(raw.columns)})")
-    out = pd.DataFrame({dd.DEVICE_ID: options.device_id, dd.TS: _timestamps(frame[ts_column], options.timezone, source)})
-    ignored = sorted(set(frame.columns) - set(fields) - {ts_column})
-    if ignored:  # said once the file is accepted, so a refused file gets its one error line only
-        log.info("%s: columns not imported: %s", source, ", ".join(map(str, ignored)))
+                         f"FILE_COLUMN=field (columns: {columns})")
+    ignored = sorted(set(columns) - set(sources.values()) - set(time_columns))
+    if ignored:
+        log.info("%s: columns not imported: %s", source, ", ".join(ignored))
+    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format))
+
+
+def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One chunk of the file as ``(readings, refused)``: a flat reading frame with a ``line``
+    column for the rows whose time and numbers could be read, and the others as quarantine
+    rows (their file cells kept as they were, a ``reason`` each)."""
+    ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+    repeated = ts.notna() & ts.duplicated(keep="first") & (reasons == "")
+    reasons[repeated] = [f"time {t:%Y-%m-%d %H:%M:%S}Z repeats an earlier row's" for t in ts[repeated]]
+    if plan.interval is None:
+        plan.interval = interval_of(ts[reasons == ""])
+    out = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id, dd.TS: ts}, index=raw.index)
     for column in dd.FIELD_TYPES:
-        out[column] = frame[column].to_numpy() if column in fields else None
-    if options.units == "W":
+        out[column] = None if column not in plan.sources else raw[plan.sources[column]].to_numpy()
+    for column in (c for c in dd.NUMERIC_COLUMNS if c in plan.sources):
+        text = raw[plan.sources[column]]
+        out[column] = pd.to_numeric(text, errors="coerce")
+        wrong = out[column].isna() & text.notna() & (text.astype("string").str.strip() != "")
+        reasons[wrong] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a number")
+                          for r, v in zip(reasons[wrong], text[wrong])]
+    _to_kw(out, plan)
+    refused = reasons != ""
+    readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
+    kept = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id,
+                         dd.TS: ts[refused].fillna(pd.Series(NO_TIME + pd.to_timedelta(raw.index, unit="s"), index=raw.index)),
+                         LINE: raw.index[refused], "file_row": raw[refused].to_dict("records"),
+                         s.REASON: located(reasons[refused], where)}, index=raw.index[refused])
+    return readings, kept
+
+
+def located(reasons: pd.Series, where: str) -> pd.Series:
+    """Each reason led by the line (or row) it belongs to, from the Series' index."""
+    return pd.Series([f"{where} {n}: {r}" for n, r in reasons.items()], index=reasons.index, dtype=object)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def _to_kw(out: pd.DataFrame, plan: _Plan) -> None:
+    factor, per_reading = UNITS[plan.options.units]
+    if per_reading:
+        if plan.interval is None:
+            raise UsageError(f"--units {plan.options.units}: energy per reading needs at least two readings "
+                             "to know the interval; expected a regular series")
+        factor /= plan.interval / pd.Timedelta(hours=1)
+    if factor != 1.0:
         for column in _POWER_COLUMNS:
-            if column in fields:
-                out[column] = pd.to_numeric(out[column], errors="coerce") / 1000.0
-    return dd.coerce_frame(out), fields
-
-
-def _timestamps(values: pd.Series, zone: str, source: str) -> pd.Series:
-    """UTC instants. Local times without an offset follow the zone's DST rules; the repeated
-    autumn hour is resolved from the order of the rows (a regular series), and a time no
-    row may carry is refused rather than guessed, because the quarantine keys rows by time."""
-    if isinstance(values, pd.DataFrame):  # two columns of the same name
-        raise UsageError(f"{source}: more than one timestamp column {values.columns[0]!r}; expected one")
-    is_time = pd.api.types.is_datetime64_any_dtype(values)
-    texts = values if is_time else values.astype(str).where(values.notna())
-    try:
-        parsed = values if is_time else pd.to_datetime(texts, format="ISO8601", utc=False)
-    except (ValueError, TypeError, OverflowError):
-        problem = _unreadable(texts)
-        if problem is not None:
-            raise UsageError(f"{source}: {problem}") from None
-        parsed = pd.to_datetime(texts, format="ISO8601", utc=True)  # offsets that differ (summer/winter) are fine
-    try:
-        if parsed.dt.tz is None:
-            parsed = parsed.dt.tz_localize(zone, ambiguous="infer", nonexistent="raise")
-    except (ValueError, TypeError, AttributeError) as error:
-        first_sentence = " ".join(str(error).split(". ")[0].split())
-        raise UsageError(f"{source}: timestamp column: {first_sentence}; expected ISO 8601 times in a regular series") from None
-    if parsed.isna().any():
-        line = int(parsed.isna().to_numpy().argmax()) + 2  # +1 for the header, +1 for 1-based lines
-        raise UsageError(f"{source}: line {line}: empty timestamp; expected a time on every row")
-    return parsed.dt.tz_convert("UTC")
-
-
-def _unreadable(texts: pd.Series) -> str | None:
-    """Why a timestamp column cannot be read, naming the first line at fault; None when every
-    time reads and each carries an offset (they differ, as across a DST change)."""
-    offsets = set()
-    for row, text in enumerate(texts):
-        if pd.isna(text):
-            continue
-        try:
-            offsets.add(pd.to_datetime(text, format="ISO8601").tzinfo is not None)
-        except (ValueError, TypeError, OverflowError):
-            return f"line {row + 2}: timestamp {dd.shown(text)} is not an ISO 8601 time; expected ISO 8601 times"
-    if offsets == {True}:
-        return None
-    return "timestamp column mixes times with and without an offset; expected one or the other throughout"
+            if column in plan.sources:
+                out[column] = out[column] * factor
 
 
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
-                retry: RetryPolicy | None = None) -> SyncResult:
-    """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``."""
+                retry: RetryPolicy | None = None) -> ImportResult:
+    """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
+    a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
-    frame, fields = to_readings(read_table(path), options, source=str(path))
-    source = f"import:{path.name}"
+    meter = open_meter_file(path, options.batch_size)
+    plan = plan_columns(meter.columns, options, source=str(path))
+    longitude, nameplate_kw = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
-    result = SyncResult(run_id, devices=1)
-    for start in range(0, len(frame), options.batch_size):
-        batch = frame.iloc[start:start + options.batch_size]
-        good, bad, reasons = validate(batch, required=fields)
-        if len(bad):
-            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
-        if len(good):
-            retry.call("upsert readings", lambda: cloud.upsert_readings(good))
-        result.rows_synced += len(good)
-        result.rows_quarantined += len(bad)
+    result = ImportResult(run_id, devices=1, file=path.name)
+    checks = Plausibility()
+    try:
+        _import_chunks(meter, plan, cloud, retry, result, checks, nameplate_kw)
+    except BaseException as error:  # an interrupt as well: a run must never stay "running"
+        record_failure(cloud, run_id, result, error)
+        raise
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
+    result.interval = plan.interval
+    result.findings = checks.report(longitude, nameplate_kw)
     return result
+
+
+def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
+                   result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
+    source = f"import:{meter.path.name}"
+    for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="import", unit="chunk"):
+        readings, refused = to_readings(raw, plan, meter.where)
+        good, bad, reasons = validate(readings, required=plan.fields)
+        if len(bad):
+            reasons = located(reasons.set_axis(bad[LINE]), meter.where)
+            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
+        if len(refused):
+            retry.call("quarantine", lambda: cloud.quarantine(refused.drop(columns=s.REASON), refused[s.REASON], source))
+        if len(good):
+            good = good.drop(columns=LINE)
+            retry.call("upsert readings", lambda: cloud.upsert_readings(good))
+        checks.interval = plan.interval
+        checks.add(good, plan.fields, nameplate_kw)
+        result.rows_synced += len(good)
+        result.rows_quarantined += len(bad) + len(refused)
+    if result.rows_quarantined:
+        log.warning("%s: %d rows quarantined with their reasons (table %s)", meter.path.name,
+                    result.rows_quarantined, s.QUARANTINE)
+
+
+def print_import(result: ImportResult, options: ImportOptions, as_json: bool = False) -> None:
+    """The import's outcome, then one line per plausibility check (or all of it as JSON)."""
+    if as_json:
+        print(json.dumps({"device_id": options.device_id, **result.as_dict()}, indent=2))
+        return
+    print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+    for finding in result.findings:
+        print(f"  {finding.line()}")
+
+
+def _site_facts(cloud: CloudStore, options: ImportOptions) -> tuple[float | None, float | None]:
+    """The longitude (``--longitude``, else the site's row) and PV nameplate the checks use."""
+    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: options.device_id})
+    site = row.iloc[0] if len(row) else pd.Series(dtype=object)
+    longitude = options.longitude if options.longitude is not None else _number(site.get("longitude"))
+    return longitude, _number(site.get("pv_capacity_kw"))
+
+
+def _number(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(np.float64(value))

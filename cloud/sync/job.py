@@ -79,7 +79,7 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
         if through:
             edge.acknowledge_late_writes(through)
     except DERError as error:
-        _record_failure(cloud, run_id, result, error)
+        record_failure(cloud, run_id, result, error)
         raise
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     # The overlap is re-sent on every run (idempotent upserts): only new readings are news.
@@ -183,8 +183,11 @@ def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.Data
     return newest
 
 
-def _record_failure(cloud: CloudStore, run_id: int, result: SyncResult, error: Exception) -> None:
+def record_failure(cloud: CloudStore, run_id: int, result: SyncResult, error: BaseException) -> None:
+    """Finish a run as failed with one line naming the error (its type too when it is not
+    one of ours, whose messages stand alone)."""
+    message = str(error) if isinstance(error, DERError) else f"{type(error).__name__}: {error}"
     try:
-        cloud.finish_run(run_id, "failed", result.rows_synced, str(error))
+        cloud.finish_run(run_id, "failed", result.rows_synced, " ".join(message.split()))
     except DERError as second:  # the cloud may be the thing that failed; the first error matters
         log.warning("could not record the failed run: %s", second)

@@ -46,7 +46,7 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
     """
     required = set(dd.FIELD_TYPES if required is None else required)
     problems: list[tuple[str, np.ndarray]] = [
-        (f"{dd.DEVICE_ID} is empty", frame[dd.DEVICE_ID].isna().to_numpy() | (frame[dd.DEVICE_ID].astype(str) == "")),
+        (f"{dd.DEVICE_ID} is empty", (frame[dd.DEVICE_ID].isna() | (frame[dd.DEVICE_ID].astype(str) == "")).to_numpy()),
         (f"{dd.TS} is missing", frame[dd.TS].isna().to_numpy()),
     ]
     for column in dd.NUMERIC_COLUMNS:
@@ -75,7 +75,8 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
 
 
 def _reasons(frame: pd.DataFrame, problems: list[tuple[str, np.ndarray]], rows: np.ndarray) -> pd.Series:
-    """One line per bad row naming every problem and the offending value."""
+    """One line per bad row naming every problem and the offending value; ``rows`` and the
+    masks are positions, whatever the frame's index."""
     texts = []
     for row in rows:
         parts = []

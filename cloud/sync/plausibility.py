@@ -1,0 +1,181 @@
+"""What an imported series says about its own logger: a clock off by whole hours (PV peaking
+away from solar noon), PV above the site's nameplate, a sensor stuck at one non-zero value,
+and the gaps the series has (kept as gaps: nothing is filled).
+
+:class:`Plausibility` takes the stored rows chunk by chunk and keeps only small summaries
+(a PV profile by month and UTC time of day, run and gap state), so a file of any length
+is checked in bounded memory; :meth:`Plausibility.report` turns them into findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pvlib import solarposition
+
+from der_core import der_data as dd
+
+#: A field holding one non-zero value this long is reported as flat-lined: measured power
+#: and irradiance move within minutes; a frozen sensor or a filled-in export does not.
+FLAT_AFTER = pd.Timedelta(hours=6)
+FLAT_FIELDS = (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE)
+#: A month whose PV centre of mass sits this far from solar noon reads as a clock shift.
+SHIFT_AFTER_H = 0.75
+_SLOTS = 144  # ten-minute slots of the UTC day
+_MID_MONTH_DOY = np.array([15, 46, 74, 105, 135, 166, 196, 227, 258, 288, 319, 349])
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # "ok", "warning" or "skipped"
+    message: str
+
+    def line(self) -> str:
+        return f"{self.check}: {self.message}" if self.status == "ok" else f"{self.check}: {self.status}: {self.message}"
+
+
+@dataclass
+class _Run:
+    value: float = np.nan
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+
+@dataclass
+class Plausibility:
+    interval: pd.Timedelta | None = None
+    pv_profile: np.ndarray = field(default_factory=lambda: np.zeros((12, _SLOTS)))
+    pv_max_kw: float = np.nan
+    pv_above: int = 0  # readings above the nameplate
+    gaps: int = 0
+    longest_gap: pd.Timedelta = pd.Timedelta(0)
+    flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
+    _last_ts: pd.Timestamp | None = None
+    _runs: dict[str, _Run] = field(default_factory=dict)
+
+    def add(self, readings: pd.DataFrame, fields: list[str], nameplate_kw: float | None = None) -> None:
+        """Take one chunk of stored readings (a flat frame, in file order)."""
+        ts = readings[dd.TS]
+        if ts.empty:
+            return
+        self._add_gaps(ts)
+        if dd.SOLAR_KW in fields:
+            self._add_pv(ts, readings[dd.SOLAR_KW].to_numpy(dtype=float, na_value=np.nan), nameplate_kw)
+        for column in (c for c in FLAT_FIELDS if c in fields):
+            self._add_runs(column, ts, readings[column].to_numpy(dtype=float, na_value=np.nan))
+
+    def _add_gaps(self, ts: pd.Series) -> None:
+        times = ts if self._last_ts is None else pd.concat([pd.Series([self._last_ts]), ts], ignore_index=True)
+        steps = times.diff().dropna()
+        if self.interval is not None and len(steps):
+            wide = steps[steps > self.interval * 1.5]
+            self.gaps += len(wide)
+            if len(wide):
+                self.longest_gap = max(self.longest_gap, wide.max() - self.interval)
+        self._last_ts = ts.iloc[-1]
+
+    def _add_pv(self, ts: pd.Series, pv_kw: np.ndarray, nameplate_kw: float | None) -> None:
+        known = ~np.isnan(pv_kw)
+        month = ts.dt.month.to_numpy()[known] - 1
+        slot = ((ts.dt.hour * 60 + ts.dt.minute).to_numpy()[known] // 10).astype(int)
+        np.add.at(self.pv_profile, (month, slot), pv_kw[known])
+        if known.any():
+            self.pv_max_kw = float(np.nanmax([self.pv_max_kw, pv_kw[known].max()]))
+        if nameplate_kw:
+            self.pv_above += int((pv_kw[known] > nameplate_kw).sum())
+
+    def _add_runs(self, column: str, ts: pd.Series, values: np.ndarray) -> None:
+        """Runs of one repeated value; the run still open at the chunk's end carries over."""
+        run = self._runs.setdefault(column, _Run())
+        previous = np.concatenate([[run.value], values[:-1]])
+        starts = ~((values == previous) & ~np.isnan(values))
+        ids = np.cumsum(starts)
+        frame = pd.DataFrame({"id": ids, "ts": ts.to_numpy(), "value": values})
+        spans = frame.groupby("id", sort=False).agg(first=("ts", "first"), last=("ts", "last"), value=("value", "first"))
+        if not starts[0]:  # the first span continues the carried run
+            spans.iloc[0, spans.columns.get_loc("first")] = run.start
+        elif run.start is not None:
+            self._close(column, run)
+        for value, first, last in spans.iloc[:-1][["value", "first", "last"]].itertuples(index=False):
+            self._close(column, _Run(value, first, last))
+        value, first, last = spans.iloc[-1][["value", "first", "last"]]
+        self._runs[column] = _Run(value, first, last)
+
+    def _close(self, column: str, run: _Run) -> None:
+        if run.start is not None and run.value and not np.isnan(run.value) and run.end - run.start >= FLAT_AFTER:
+            self.flat.setdefault(column, []).append((float(run.value), run.start, run.end))
+
+    def report(self, longitude: float | None, nameplate_kw: float | None) -> list[Finding]:
+        """The findings, in a fixed order: clock, nameplate, flat lines, gaps."""
+        for column, run in self._runs.items():
+            self._close(column, run)
+        self._runs = {}
+        return [self._clock(longitude), self._nameplate(nameplate_kw), self._flat(), self._gaps()]
+
+    def _clock(self, longitude: float | None) -> Finding:
+        if not self.pv_profile.any():
+            return Finding("clock", "skipped", "no PV readings to compare with solar noon")
+        if longitude is None:
+            return Finding("clock", "skipped", "site longitude unknown (no sites row; --longitude DEG)")
+        shifts = pv_peak_offsets_h(self.pv_profile, longitude)
+        shifted = {m + 1: round(h) for m, h in enumerate(shifts) if not np.isnan(h) and abs(h) >= SHIFT_AFTER_H}
+        if not shifted:
+            return Finding("clock", "ok", "PV peaks within 45 min of solar noon in every month")
+        hours = max(set(shifted.values()), key=list(shifted.values()).count)
+        months = ", ".join(pd.Timestamp(2000, m, 1).strftime("%b") for m in sorted(shifted))
+        return Finding("clock", "warning", f"PV peaks {abs(hours)} h {'after' if hours > 0 else 'before'} solar noon "
+                       f"in {months}: likely clock shift of {hours:+d} h (check the time zone, DST and --timezone)")
+
+    def _nameplate(self, nameplate_kw: float | None) -> Finding:
+        if not nameplate_kw:
+            return Finding("pv nameplate", "skipped", "no pv_capacity_kw in the site's row")
+        above = self.pv_above
+        if not above:
+            return Finding("pv nameplate", "ok", f"PV never above {nameplate_kw:g} kW")
+        return Finding("pv nameplate", "warning", f"{above} readings above the {nameplate_kw:g} kW nameplate "
+                       f"(max {self.pv_max_kw:.3g} kW): units, a wrong nameplate or a second system")
+
+    def _flat(self) -> Finding:
+        if not self.flat:
+            return Finding("flat lines", "ok", f"no field holds one non-zero value for {FLAT_AFTER.total_seconds() / 3600:g} h or more")
+        parts = []
+        for column, runs in self.flat.items():
+            value, start, end = max(runs, key=lambda r: r[2] - r[1])
+            parts.append(f"{column} {len(runs)}x, longest {value:g} for {_hours(end - start)} from {start:%Y-%m-%d %H:%M}Z")
+        return Finding("flat lines", "warning", "; ".join(parts))
+
+    def _gaps(self) -> Finding:
+        if self.interval is None:
+            return Finding("gaps", "skipped", "fewer than two readings")
+        every = f"every {_hours(self.interval)}"
+        if not self.gaps:
+            return Finding("gaps", "ok", f"none (a reading {every})")
+        return Finding("gaps", "ok", f"{self.gaps} kept as gaps, longest {_hours(self.longest_gap)} (a reading {every})")
+
+
+def pv_peak_offsets_h(profile: np.ndarray, longitude: float) -> np.ndarray:
+    """Per month, hours from solar noon to the PV profile's centre of mass (positive: later),
+    from a ``(12, slots)`` sum of PV by month and UTC time of day; NaN for a month without PV.
+    The centre is a circular mean, so a day that spans UTC midnight is one day."""
+    slots = profile.shape[1]
+    angle = 2 * np.pi * (np.arange(slots) + 0.5) / slots
+    weight = profile.sum(axis=1)
+    centre_h = np.angle(profile @ np.exp(1j * angle)) * 24 / (2 * np.pi)
+    noon_h = 12 - longitude / 15 - solarposition.equation_of_time_spencer71(_MID_MONTH_DOY) / 60
+    offset = (centre_h - noon_h + 12) % 24 - 12
+    return np.where(weight > 0, offset, np.nan)
+
+
+def interval_of(ts: pd.Series) -> pd.Timedelta | None:
+    """The series' regular step: its most common positive spacing."""
+    steps = ts.sort_values().diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    return None if steps.empty else steps.mode().iloc[0]
+
+
+def _hours(span: pd.Timedelta) -> str:
+    minutes = span.total_seconds() / 60
+    return f"{minutes:g} min" if minutes < 60 else f"{minutes / 60:.3g} h"

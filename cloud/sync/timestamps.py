@@ -1,0 +1,137 @@
+"""A logger's timestamps as UTC instants, row by row: a row whose time cannot be placed gets
+a reason instead of refusing the file.
+
+Times carrying an offset (``Z``, ``+01:00``; the offset may change at DST) are exact.
+Times without one are wall-clock times in the given zone: the hour the clock repeats in
+autumn is resolved from the file's own order (a logger writes the repeated hour's readings
+first for the summer occurrence, then for the winter one: a step back in wall time inside
+that hour moves to the second occurrence), and a time the clock skips in spring is
+refused, because no correct logger can write it and shifting it would invent a reading.
+A file is one kind or the other, decided by its first readable time; a row of the other
+kind is refused rather than guessed. Pure functions over Series, state carried between the
+chunks of a long file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from der_core import der_data as dd
+from der_core.errors import UsageError
+
+#: Time column names loggers and exports use, compared case-insensitively with runs of
+#: punctuation and spaces read as ``_`` ("Date/Time" is ``date_time``), first match wins.
+TIMESTAMP_NAMES = (
+    dd.TS, dd.TIMESTAMP, "timestamp_utc", "datetime", "date_time", "time", "time_utc", "utc", "utc_time",
+    "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
+    "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "date",
+)
+_OFFSET = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
+
+
+def normal_name(name: object) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
+
+
+def find_time_columns(columns: Sequence[object], given: str | None, source: str) -> tuple[str, ...]:
+    """The column(s) holding the time: ``given`` (exact, else case-insensitive), else the
+    first recognised name, else a ``date`` and a ``time`` column read together."""
+    names = {normal_name(c): c for c in reversed(list(columns))}
+    if given is not None:
+        found = given if given in columns else names.get(normal_name(given))
+        if found is None:
+            raise UsageError(f"{source}: --timestamp-column {given!r} not found; columns: {[str(c) for c in columns]}")
+        return (found,)
+    if "date" in names and "time" in names and not any(n in names for n in TIMESTAMP_NAMES[:5]):
+        return names["date"], names["time"]
+    for candidate in TIMESTAMP_NAMES:
+        if candidate in names:
+            return (names[candidate],)
+    raise UsageError(f"{source}: no timestamp column; expected one named like {', '.join(TIMESTAMP_NAMES[:9])}, ... "
+                     f"(any case) or --timestamp-column NAME; columns: {[str(c) for c in columns]}")
+
+
+def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """One time value per row: the column itself, or a date and a time column joined."""
+    if len(columns) == 1:
+        values = frame[columns[0]]
+        if isinstance(values, pd.DataFrame):  # two columns of the same name
+            raise UsageError(f"more than one timestamp column {columns[0]!r}; expected one")
+        return values
+    date, time = (frame[c].astype("string").str.strip() for c in columns)
+    return date + " " + time
+
+
+@dataclass
+class TimeReader:
+    """Reads one file's times chunk by chunk (:meth:`read`); keeps what a chunk boundary
+    would otherwise lose: whether the file's times carry offsets, and where in a repeated
+    autumn hour the previous chunk ended."""
+
+    zone: str = "UTC"
+    format: str | None = None  # a strftime pattern; None: ISO 8601
+    offsets: bool | None = None
+    _last_repeated: tuple[int, bool] | None = None  # (wall time in ns, second occurrence)
+
+    def read(self, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """``(UTC instants, reasons)`` aligned with ``values``; NaT and a reason where a
+        row's time cannot be placed, an empty reason elsewhere."""
+        reasons = pd.Series("", index=values.index, dtype=object)
+        if pd.api.types.is_datetime64_any_dtype(values):
+            aware = pd.Series(values.dt.tz is not None, index=values.index)
+            parsed = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+        else:
+            texts = values.astype("string").str.strip()
+            aware = texts.str.contains(_OFFSET).fillna(False).astype(bool)
+            parsed = pd.to_datetime(texts, format=self.format or "ISO8601", utc=True, errors="coerce")
+            unread = parsed.isna() & texts.notna() & (texts != "")
+            expected = f"format {self.format!r}" if self.format else "ISO 8601 (2024-03-31T02:15:00, optionally +01:00)"
+            reasons[unread] = [f"timestamp {dd.shown(t)} is not a time; expected {expected}" for t in texts[unread]]
+        readable = parsed.notna()
+        reasons[~readable & (reasons == "")] = "timestamp is empty; expected a time on every row"
+        if self.offsets is None and readable.any():
+            self.offsets = bool(aware[readable].iloc[0])
+        if self.offsets is not None:
+            other = readable & (aware != self.offsets)
+            reasons[other] = ("timestamp has no offset while the file's times carry one" if self.offsets
+                              else f"timestamp carries an offset while the file's times have none (read in {self.zone})")
+        placed = readable & (reasons == "")
+        if not self.offsets and placed.any():
+            local, why = self._localize(parsed[placed].dt.tz_localize(None))
+            parsed = parsed.where(~placed, local)
+            reasons[why.index[why != ""]] = why[why != ""]
+        parsed = parsed.where(reasons == "")
+        return parsed.astype("datetime64[us, UTC]"), reasons
+
+    def _localize(self, wall: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """Wall-clock times in the zone as UTC, and the reason for each one that cannot be."""
+        reasons = pd.Series("", index=wall.index, dtype=object)
+        probe = wall.dt.tz_localize(self.zone, ambiguous="NaT", nonexistent="NaT")
+        if probe.notna().all():
+            return probe.dt.tz_convert("UTC"), reasons
+        summer_first = self._first_occurrences(wall, probe.isna())
+        local = wall.dt.tz_localize(self.zone, ambiguous=summer_first, nonexistent="NaT")
+        skipped = local.isna()
+        reasons[skipped] = [f"local time {t} does not exist in {self.zone} (the clock skips it at DST); "
+                            "expected a time the clock shows" for t in wall[skipped]]
+        return local.dt.tz_convert("UTC"), reasons
+
+    def _first_occurrences(self, wall: pd.Series, unplaced: pd.Series) -> np.ndarray:
+        """For each row, True where it is read as the summer (first) occurrence of a repeated
+        hour: until the wall time steps back within the same day's repeated hour."""
+        first = np.ones(len(wall), dtype=bool)
+        nanos = wall.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        day_ns = 86_400 * 10**9
+        last = self._last_repeated
+        for position in np.flatnonzero(unplaced.to_numpy()):
+            now = int(nanos[position])
+            second = last is not None and last[0] // day_ns == now // day_ns and (last[1] or now <= last[0])
+            first[position] = not second
+            last = (now, second)
+        self._last_repeated = last
+        return first

@@ -1,0 +1,88 @@
+"""The plausibility report on an imported series: a clock off by an hour, PV above the
+nameplate, a flat-lined sensor and gaps, each found whatever the chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pvlib import solarposition
+
+from cloud.sync.plausibility import Plausibility, interval_of, pv_peak_offsets_h
+from der_core import der_data as dd
+
+LONGITUDE = 13.4  # Berlin: solar noon near 11:06 UTC
+
+
+def pv_series(days: int = 365, shift_h: float = 0.0, summer_only: bool = False, peak_kw: float = 4.0) -> pd.DataFrame:
+    """A clear-sky-shaped PV series at LONGITUDE, optionally logged ``shift_h`` late."""
+    ts = pd.date_range("2024-01-01", periods=days * 96, freq="15min", tz="UTC")
+    late = shift_h * ((ts.month >= 4) & (ts.month <= 10) if summer_only else np.ones(len(ts), dtype=bool))
+    true_time = ts - pd.to_timedelta(late, unit="h")  # what the clock shows, less its error
+    noon_h = 12 - LONGITUDE / 15 - solarposition.equation_of_time_spencer71(true_time.day_of_year) / 60
+    hour_from_noon = true_time.hour + (true_time.minute + 7.5) / 60 - noon_h
+    shifted = peak_kw * np.clip(np.cos(hour_from_noon * np.pi / 12), 0, None) ** 2
+    return pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: np.asarray(shifted), dd.LOAD_TOTAL: 0.5 + 0.1 * np.sin(np.arange(len(ts)))})
+
+
+def checked(frame: pd.DataFrame, chunk: int = 5000, longitude=LONGITUDE, nameplate=None) -> dict[str, object]:
+    checks = Plausibility(interval=interval_of(frame[dd.TS].iloc[:100]))
+    for start in range(0, len(frame), chunk):
+        checks.add(frame.iloc[start:start + chunk].reset_index(drop=True), [dd.SOLAR_KW, dd.LOAD_TOTAL], nameplate)
+    return {f.check: f for f in checks.report(longitude, nameplate)}
+
+
+def test_a_true_clock_peaks_at_solar_noon():
+    assert np.nanmax(np.abs(pv_peak_offsets_h(_profile(pv_series()), LONGITUDE))) < 0.2
+    assert checked(pv_series())["clock"].status == "ok"
+
+
+@pytest.mark.parametrize("summer_only, months", [
+    (False, "Jan, Feb, Mar, Apr, May, Jun, Jul, Aug, Sep, Oct, Nov, Dec:"),
+    (True, "Apr, May, Jun, Jul, Aug, Sep, Oct:"),
+])
+def test_pv_logged_an_hour_late_reads_as_a_clock_shift(summer_only, months):
+    finding = checked(pv_series(shift_h=1.0, summer_only=summer_only))["clock"]
+    assert finding.status == "warning"
+    assert "PV peaks 1 h after solar noon in " + months in finding.message
+    assert "likely clock shift of +1 h" in finding.message
+
+
+def test_without_a_longitude_the_clock_check_is_skipped_with_a_note():
+    finding = checked(pv_series(days=3), longitude=None)["clock"]
+    assert (finding.status, finding.message) == ("skipped", "site longitude unknown (no sites row; --longitude DEG)")
+
+
+def test_pv_above_the_nameplate_is_reported():
+    frame = pv_series(days=3, peak_kw=4.0)
+    findings = checked(frame, nameplate=3.0)
+    above = int((frame[dd.SOLAR_KW] > 3.0).sum())
+    assert findings["pv nameplate"].status == "warning" and above > 0
+    assert findings["pv nameplate"].message.startswith(f"{above} readings above the 3 kW nameplate (max 4 kW)")
+    assert checked(pv_series(days=3), nameplate=5.0)["pv nameplate"].status == "ok"
+
+
+@pytest.mark.parametrize("chunk", [7, 5000])
+def test_a_sensor_stuck_at_a_non_zero_value_is_reported_across_chunks(chunk):
+    frame = pv_series(days=3)
+    frame.loc[100:130, dd.LOAD_TOTAL] = 1.25  # 31 readings: 7.5 h
+    frame.loc[200:220, dd.LOAD_TOTAL] = 0.75  # 5 h: short of the threshold
+    finding = checked(frame, chunk)["flat lines"]
+    assert finding.status == "warning"
+    assert finding.message == "home_load_total_load_kw 1x, longest 1.25 for 7.5 h from 2024-01-02 01:00Z"
+
+
+def test_night_zeros_are_not_a_flat_line():
+    assert checked(pv_series(days=3))["flat lines"].status == "ok"
+
+
+@pytest.mark.parametrize("chunk", [7, 5000])
+def test_gaps_are_counted_and_kept(chunk):
+    frame = pv_series(days=3).drop(index=[*range(10, 14), *range(50, 51)]).reset_index(drop=True)
+    assert checked(frame, chunk)["gaps"].message == "2 kept as gaps, longest 1 h (a reading every 15 min)"
+
+
+def _profile(frame: pd.DataFrame) -> np.ndarray:
+    checks = Plausibility()
+    checks.add(frame, [dd.SOLAR_KW])
+    return checks.pv_profile
