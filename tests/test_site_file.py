@@ -89,30 +89,34 @@ def test_cli_refuses_a_device_id_the_site_file_does_not_name(tmp_path, capsys):
 DAYS = 22
 
 
-def measured_csv(path, battery: bool) -> pd.DataFrame:
+def measured_csv(path, soc: bool) -> pd.DataFrame:
     """A stand-in for a real meter's file: a simulated home's load and PV, 15-minute, in kW,
-    with the battery's SOC only when ``battery``."""
+    with a battery's SOC (30 % by night, 70 % by day, UTC) only when ``soc``."""
     config = build_config({"seed": 3, "timezone": "Europe/Berlin", "home_load": {"has_ev": False},
                            "solar": {"latitude": 48.14, "longitude": 11.58}})
     stamps = pd.date_range("2024-05-01", periods=DAYS * 96, freq="15min", tz="UTC")
     truth = site_actuals(config, stamps)
     frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": truth[PV].round(4).to_numpy(),
                           "load_kw": truth[LOAD].round(4).to_numpy()})
-    if battery:
+    if soc:
         frame["soc"] = np.where(np.arange(len(frame)) % 96 < 48, 30.0, 70.0)
     frame.to_csv(path, index=False)
     return frame
 
 
-@pytest.mark.parametrize("battery", [True, False])
-def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, monkeypatch, capsys, battery):
+@pytest.mark.parametrize(("battery", "soc", "first_soc"), [
+    (True, True, 30.0),  # the measured SOC at the instant
+    (True, False, 50.0),  # no SOC readings: the declared battery's start, the middle of its window
+    (False, False, None),  # no battery: the bill without one
+])
+def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, monkeypatch, capsys, battery, soc, first_soc):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FORECAST_MODEL_DIR", str(tmp_path / "models"))
     site = SITE if battery else with_(battery=None)
     (tmp_path / "site.json").write_text(json.dumps(site))
-    measured_csv(tmp_path / "meter.csv", battery)
+    measured_csv(tmp_path / "meter.csv", soc)
     db = ["--cloud-db", str(tmp_path / "cloud.db")]
-    columns = "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw" + (",soc=battery_soc_percent" if battery else "")
+    columns = "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw" + (",soc=battery_soc_percent" if soc else "")
 
     assert run_cli(run_cloud_sync.main, ["--site", "site.json", "--import", "meter.csv", "--column-map", columns, *db]) == 0
     assert "site home-1 declared" in capsys.readouterr().out
@@ -138,10 +142,10 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
     assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", instant, "--json", *db]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["state_from"] == "readings" and plan["start"].startswith("2024-05-15T06:00")
-    soc = [step["soc_percent"] for step in plan["plan"]]
-    assert np.isfinite(soc).all()
-    if battery:
-        assert soc[0] == pytest.approx(30.0, abs=4.0 / 10.0 * 25 + 1e-6)  # from the measured 30 %, one step on
+    planned_soc = [step["soc_percent"] for step in plan["plan"]]
+    assert np.isfinite(planned_soc).all()
+    if battery:  # one step on from the start: at most 4 kW for 15 minutes, 10 % of 10 kWh
+        assert planned_soc[0] == pytest.approx(first_soc, abs=10.0 + 1e-6) and plan["cost"]["total"] < plan["cost_without_battery"]
     else:
         assert plan["cost"]["total"] == pytest.approx(plan["cost_without_battery"])
         assert plan["summary"]["next_action"].startswith("no battery at this site")
@@ -158,7 +162,7 @@ def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_pa
 
 
 def test_an_undeclared_meter_is_not_planned_as_a_simulated_home(tmp_path, capsys):
-    measured_csv(tmp_path / "meter.csv", battery=False)
+    measured_csv(tmp_path / "meter.csv", soc=False)
     db = ["--cloud-db", str(tmp_path / "cloud.db")]
     assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "meter.csv"), "--device-id", "meter-9",
                                          "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw", *db]) == 0
