@@ -21,6 +21,7 @@ from der_core.cli_support import (
 )
 from der_core.config import DEFAULT_EDGE_STORE
 from der_core.errors import UsageError
+from der_core.site_file import load_site_file, site_row
 from der_core.scheduling import Every, run_schedule
 from edge_gateway.stores.influx_settings import add_influx_flags
 
@@ -38,7 +39,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
     add_cloud_db_flag(parser)
-    parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to")
+    parser.add_argument("--site", metavar="FILE", help="declare or update a real site from its site file (alone or with --import)")
+    parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to (default: --site's)")
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
@@ -56,13 +58,17 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    if not (args.once or args.continuous or args.status or args.import_file or args.init_db):
-        raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --init-db")
+    if not (args.once or args.continuous or args.status or args.import_file or args.init_db or args.site):
+        raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --site FILE, --init-db")
+    site = declared_site_of(args)
     cloud = cfg.open_cloud(args)
     try:
         if args.init_db:
             cloud.init_schema()
             print(f"cloud schema ready: {cloud.label}")
+        if site is not None:
+            cloud.upsert_sites([site_row(site)])
+            print(f"site {site.device_id} declared in {cloud.label}")
         if args.import_file:
             options = ImportOptions.from_args(args)
             print_import(import_file(args.import_file, cloud, options), options, as_json=args.json)
@@ -71,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cloud.close()
     return 0
+
+
+def declared_site_of(args):
+    """The --site file's declaration, checked before anything is written; with --import it
+    names the device the file belongs to."""
+    if not args.site:
+        return None
+    if args.once or args.continuous:
+        raise UsageError("--site declares a site; run it alone or with --import FILE, not with --once or --continuous")
+    site = load_site_file(args.site)
+    if args.device_id and args.device_id != site.device_id:
+        raise UsageError(f"--device-id {args.device_id} differs from the site file's device_id {site.device_id}")
+    args.device_id = site.device_id
+    return site
 
 
 def run_sync_modes(args, cloud) -> None:

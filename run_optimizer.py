@@ -16,9 +16,10 @@ from cloud.optimization.decision import Execution
 from cloud.optimization.forecasters import FORECASTERS
 from cloud.optimization.planner import (
     PlanSettings,
+    StoredSite,
     plan_status,
     run_plan,
-    stored_site_configs,
+    stored_sites,
 )
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
@@ -69,18 +70,25 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def site_configs(args, store) -> list[SimulatorConfig]:
+def sites_to_plan(args, store) -> list[StoredSite]:
     """The sites to plan: the --config file's, the stored site named by --device-id (else the
-    built-in defaults under that id), or, with neither, every site the cloud store knows."""
+    built-in defaults under that id, unless the store holds readings of it: a real meter is
+    never planned as a simulated home), or, with neither, every site the cloud store knows."""
     if args.config:
         config = load_config(args.config)
-        return [with_overrides(config, device_id=args.device_id) if args.device_id else config]
-    known = stored_site_configs(store)
+        return [StoredSite(with_overrides(config, device_id=args.device_id) if args.device_id else config, False)]
+    known = stored_sites(store)
     if args.device_id:
-        return [known.get(args.device_id) or with_overrides(SimulatorConfig(), device_id=args.device_id)]
+        if args.device_id in known:
+            return [known[args.device_id]]
+        if args.device_id in store.reading_stats():
+            raise UsageError(f"{args.device_id}: the cloud store ({store.label}) holds its readings but no site; declare "
+                             "it with run_cloud_sync.py --site FILE, or plan it as a simulated home with --config")
+        return [StoredSite(with_overrides(SimulatorConfig(), device_id=args.device_id), False)]
     if not known:
         raise UsageError(f"no sites in the cloud store ({store.label}) to plan; make some with python run_pipeline.py "
-                         "(or run_simulator.py and run_cloud_sync.py), or name one with --device-id or --config")
+                         "(or run_simulator.py and run_cloud_sync.py), declare one with run_cloud_sync.py --site FILE, "
+                         "or name one with --device-id or --config")
     return list(known.values())
 
 
@@ -88,7 +96,7 @@ def plan(args) -> None:
     settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster, execution=args.execution)
     store = open_store_from_args(args)
     try:
-        site_plans = [run_plan(config, settings, store) for config in site_configs(args, store)]
+        site_plans = [run_plan(site.config, settings, store, site.declared) for site in sites_to_plan(args, store)]
     finally:
         store.close()
     topics = {}

@@ -34,6 +34,42 @@ from der_core.money import currency_of
 DEFAULT_EDGE_STORE = "data/edge.db"
 
 
+
+def check_device_id(value: str) -> str:
+    """A device id the data contract accepts (``der_data.device_id_problem``)."""
+    problem = dd.device_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem.removeprefix("device_id "))
+    return value
+
+
+def check_zone(value: str) -> str:
+    """An IANA time zone this machine knows."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {dd.shown(value)}; expected an IANA name such as 'Europe/Berlin'") from None
+    return value
+
+
+def check_country(value: str) -> str:
+    """A country with a public-holiday calendar: the tariff's holidays and the calendar
+    features come from these calendars, and a code they lack would silently mean a year
+    without holidays."""
+    if value not in holidays.list_supported_countries():
+        raise ValueError(f"{dd.shown(value)} is not a country with a public-holiday calendar; "
+                         "expected an ISO 3166 alpha-2 code such as 'US', 'DE' or 'GB'")
+    return value
+
+
+def check_currency(value: str | None) -> str | None:
+    """An ISO 4217 code, or None for the country's."""
+    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
+        raise ValueError(f"{dd.shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
+                         "such as 'USD', 'EUR' or 'GBP', or null for the country's")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
 
@@ -147,40 +183,10 @@ class SimulatorConfig(_Section):
     home_load: HomeLoadConfig = HomeLoadConfig()
     grid_price: GridPriceConfig = GridPriceConfig()
 
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, value: str) -> str:
-        problem = dd.device_id_problem(value)
-        if problem is not None:
-            raise ValueError(problem.removeprefix("device_id "))
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"unknown time zone {dd.shown(value)}; expected an IANA name such as 'Europe/Berlin'") from None
-        return value
-
-    @field_validator("country")
-    @classmethod
-    def _known_country(cls, value: str) -> str:
-        # The tariff's holidays and the calendar features come from this package's calendars;
-        # a code it lacks would silently mean a year without holidays.
-        if value not in holidays.list_supported_countries():
-            raise ValueError(f"{dd.shown(value)} is not a country with a public-holiday calendar; "
-                             "expected an ISO 3166 alpha-2 code such as 'US', 'DE' or 'GB'")
-        return value
-
-    @field_validator("currency")
-    @classmethod
-    def _currency_code(cls, value: str | None) -> str | None:
-        if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
-            raise ValueError(f"{dd.shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
-                             "such as 'USD', 'EUR' or 'GBP', or null for the country's")
-        return value
+    _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
+    _known_zone = field_validator("timezone")(lambda cls, value: check_zone(value))
+    _known_country = field_validator("country")(lambda cls, value: check_country(value))
+    _currency_code = field_validator("currency")(lambda cls, value: check_currency(value))
 
     @property
     def currency_code(self) -> str:
@@ -203,7 +209,8 @@ _JSON_TYPES = {str: "a string", bool: "true/false", int: "an integer", float: "a
 _MAX_DEPTH = 32  # the spec's file nests two levels; far deeper is not a configuration
 
 
-def _describe(error: ValidationError) -> str:
+def validation_line(error: ValidationError) -> str:
+    """The first error of a validation, as one line naming the field and what was expected."""
     first = error.errors(include_url=False, include_context=False, include_input=True)[0]
     location = ".".join(str(part) for part in first["loc"]) or "config"
     location = location if len(location) <= 80 else dd.shown(location, 80)
@@ -234,18 +241,25 @@ def build_config(data: dict[str, Any], source: str = "config") -> SimulatorConfi
     try:
         return SimulatorConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_describe(error)}") from None
+        raise ConfigError(f"{source}: {validation_line(error)}") from None
 
 
 def load_config(path: str | Path) -> SimulatorConfig:
     """Read and validate a JSON config file."""
+    hint = f"create one with --generate-config --config {path}"
+    return build_config(read_json_file(path, "config file", hint), source=str(path))
+
+
+def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
+    """A JSON file's parsed content, or a one-line :class:`ConfigError` naming ``what`` was
+    wrong with it (``missing_hint`` says how to make one that is missing)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; create one with --generate-config --config {path}") from None
+        raise ConfigError(f"{path}: {what} not found; {missing_hint}") from None
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -256,14 +270,13 @@ def load_config(path: str | Path) -> SimulatorConfig:
         raise ConfigError(f"{path}: {name} is not a JSON number; expected plain JSON numbers")
 
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        return json.loads(text, parse_constant=refuse_constant)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; expected the documented sections") from None
     except ValueError:  # the only other refusal: an integer with more digits than Python converts
         raise ConfigError(f"{path}: a number with thousands of digits; expected plain JSON numbers") from None
-    return build_config(data, source=str(path))
 
 
 def config_to_dict(config: SimulatorConfig) -> dict[str, Any]:

@@ -171,7 +171,8 @@ def test_without_sites_the_optimizer_says_how_to_make_one(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         ("error: no sites in the cloud store (sqlite:data/cloud.db) to plan; make some with python "
-         "run_pipeline.py (or run_simulator.py and run_cloud_sync.py), or name one with --device-id or --config")]
+         "run_pipeline.py (or run_simulator.py and run_cloud_sync.py), declare one with run_cloud_sync.py --site FILE, "
+         "or name one with --device-id or --config")]
 
 
 def test_status_lists_only_the_stores_sites(tmp_path):

@@ -1,9 +1,13 @@
 """The incremental feature job: raw readings in the cloud store -> ``der_features``.
 
 Per site, a watermark (the sync job's table, under the source ``feature_engineering:<version>``)
-records the newest feature instant written. A run writes from that watermark minus
-``reprocess`` (or from the start of the lookback window on a first run, and never before it)
-up to now, and reads ``history`` more readings before that for the lags and rolling windows.
+records the newest feature instant written, and a second one (:func:`covered_source`) the
+start of the window written so far. The lookback window counts back from the site's newest
+reading (never after now), so a site whose readings are history gets its features as a live
+one does. A run writes from the watermark minus ``reprocess`` (from the start of the lookback
+window on a first run, or when the window reaches further back than the one written so far,
+and never before it) up to now, and reads ``history`` more readings before that for the lags
+and rolling windows.
 Features depend only on the past, so the rows a run writes equal those of a full rebuild;
 rewriting them is an idempotent upsert, and the watermark only moves after a site's rows are
 stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
@@ -28,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -84,6 +88,11 @@ def watermark_source(settings: FeatureSettings) -> str:
     return f"{JOB}:{settings.version}"
 
 
+def covered_source(settings: FeatureSettings) -> str:
+    """The watermark source recording, per site, the first instant of the window written."""
+    return f"{watermark_source(settings)}:from"
+
+
 def run_details(settings: FeatureSettings) -> dict[str, Any]:
     return {
         "version": settings.version,
@@ -112,23 +121,34 @@ def run_features(store: CloudStore, settings: FeatureSettings | None = None,
     return result
 
 
-def plan_sites(store: CloudStore, settings: FeatureSettings,
-               now: pd.Timestamp) -> list[tuple[str, Mapping[str, Any] | None, pd.Timestamp]]:
-    """``(device, site row or None, first instant to write)`` for every site to process."""
+class Planned(NamedTuple):
+    device: str
+    site: Mapping[str, Any] | None  # its ``sites`` row; None: skipped
+    start: pd.Timestamp  # the first instant to write
+    covers_from: pd.Timestamp | None = None  # the window's start when this run writes it whole
+
+
+def plan_sites(store: CloudStore, settings: FeatureSettings, now: pd.Timestamp) -> list[Planned]:
+    """What to write for every site to process."""
     sites = {row[dd.DEVICE_ID]: row for row in store.sites()}
-    devices = sorted(store.reading_stats())
+    stats = store.reading_stats()
+    devices = sorted(stats)
     if settings.site_id is not None:
         if settings.site_id not in devices and settings.site_id not in sites:
             raise ConfigError(f"FE_SITE_ID={settings.site_id!r}: no readings or site row for it in {store.label}")
         devices = [settings.site_id]
-    marks = store.watermarks(watermark_source(settings))
-    lookback_start = (now - pd.Timedelta(days=settings.lookback_days)).ceil(settings.step)
+    marks, covered = store.watermarks(watermark_source(settings)), store.watermarks(covered_source(settings))
     plan = []
     for device in devices:
-        start = lookback_start
-        if device in marks:
-            start = max(start, (marks[device] - settings.reprocess).ceil(settings.step))
-        plan.append((device, sites.get(device), start))
+        newest = stats.get(device, {}).get(s.LAST_TS)
+        anchor = now if newest is None else min(now, dd.parse_ts(newest))
+        lookback_start = (anchor - pd.Timedelta(days=settings.lookback_days)).ceil(settings.step)
+        # Without a recorded window start the window written is unknown: write it whole, once.
+        if device in marks and device in covered and lookback_start >= covered[device]:
+            start = max(lookback_start, (marks[device] - settings.reprocess).ceil(settings.step))
+            plan.append(Planned(device, sites.get(device), start))
+        else:
+            plan.append(Planned(device, sites.get(device), lookback_start, lookback_start))
     return plan
 
 
@@ -140,9 +160,10 @@ class SiteRows:
 
     result: SiteResult
     rows: pd.DataFrame
+    covers_from: pd.Timestamp | None = None  # Planned.covers_from
 
 
-Plan = Sequence[tuple[str, Mapping[str, Any] | None, pd.Timestamp]]
+Plan = Sequence[Planned]
 
 
 def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now: pd.Timestamp,
@@ -150,7 +171,7 @@ def process_sites(store: CloudStore, settings: FeatureSettings, plan: Plan, now:
     """Compute every planned site and store its rows, in plan order; site results are added
     to ``result`` once their rows are stored."""
     opener: Callable[[], Callable[[], CloudStore]] | None = getattr(store, "opener", None)
-    workers = wk.worker_count(sum(site is not None for _, site, _ in plan)) if opener else 0
+    workers = wk.worker_count(sum(planned.site is not None for planned in plan)) if opener else 0
     if workers:
         _in_workers(store, settings, plan, now, result, opener(), workers)
     else:
@@ -164,13 +185,13 @@ def _in_threads(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-writer") as writer:
         try:
             readings = _read_next(store, settings, plan, 0, now, result)
-            for position, (device, site, write_start) in enumerate(
+            for position, (device, site, write_start, covers_from) in enumerate(
                     progress(plan, total=len(plan), desc="features", unit="site")):
                 if site is None:
                     pending = _stored(pending, result)  # None; waiting keeps results in plan order
                     _skip(device, result)
                     continue
-                computed = compute_site(settings, site, write_start, readings)
+                computed = compute_site(settings, site, write_start, readings, covers_from)
                 pending = _stored(pending, result)
                 readings = _read_next(store, settings, plan, position + 1, now, result)
                 pending = (writer.submit(store_site, store, settings, computed), computed)
@@ -191,9 +212,8 @@ def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
         def submit_next() -> None:
             planned = next(sites, None)
             if planned is not None:
-                device, site, write_start = planned
-                task = None if site is None else pool.submit(_read_and_compute, settings, site, write_start, now)
-                queued.append((device, task))
+                task = None if planned.site is None else pool.submit(_read_and_compute, settings, planned, now)
+                queued.append((planned.device, task))
 
         try:
             for _ in range(2 * workers):
@@ -215,11 +235,10 @@ def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
             raise
 
 
-def _read_and_compute(settings: FeatureSettings, site: Mapping[str, Any], write_start: pd.Timestamp,
-                      now: pd.Timestamp) -> tuple[int, SiteRows]:
+def _read_and_compute(settings: FeatureSettings, planned: Planned, now: pd.Timestamp) -> tuple[int, SiteRows]:
     """One site in a worker process, read through the worker's own store."""
-    readings = read_site(wk.store(), settings, site[dd.DEVICE_ID], write_start, now)
-    return len(readings), compute_site(settings, site, write_start, readings)
+    readings = read_site(wk.store(), settings, planned.device, planned.start, now)
+    return len(readings), compute_site(settings, planned.site, planned.start, readings, planned.covers_from)
 
 
 def read_site(store: CloudStore, settings: FeatureSettings, device: str, write_start: pd.Timestamp,
@@ -231,7 +250,7 @@ def read_site(store: CloudStore, settings: FeatureSettings, device: str, write_s
 def _read_next(store: CloudStore, settings: FeatureSettings, plan: Plan, position: int,
                now: pd.Timestamp, result: FeatureRunResult) -> pd.DataFrame | None:
     """The readings of the first site at or after ``position`` that has a site row."""
-    for device, site, write_start in plan[position:]:
+    for device, site, write_start, _ in plan[position:]:
         if site is not None:
             readings = read_site(store, settings, device, write_start, now)
             result.readings += len(readings)
@@ -275,12 +294,12 @@ def _settle(pending: tuple[Future, SiteRows] | None, result: FeatureRunResult) -
 
 
 def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start: pd.Timestamp,
-                 readings: pd.DataFrame) -> SiteRows:
+                 readings: pd.DataFrame, covers_from: pd.Timestamp | None = None) -> SiteRows:
     """One site's feature rows from ``write_start`` on (no store access: this is what runs
     while the previous site is being written)."""
     device = site[dd.DEVICE_ID]
     if readings.empty:
-        return SiteRows(SiteResult(device), readings.iloc[:0])
+        return SiteRows(SiteResult(device), readings.iloc[:0], covers_from)
     resampled = resample_site(readings, settings.step, settings.max_gap)
     features = build_features(resampled.grid, site, settings.step, settings.rolling_window_days)
     grid = resampled.grid
@@ -288,9 +307,9 @@ def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start
     rows = features[keep]
     gaps = tuple(g for g in resampled.gaps if g.end >= write_start)
     if rows.empty:
-        return SiteRows(SiteResult(device, gaps=gaps), rows)
+        return SiteRows(SiteResult(device, gaps=gaps), rows, covers_from)
     return SiteRows(SiteResult(device, len(rows), rows.index[0], rows.index[-1], gaps),
-                    wide_rows(device, rows, settings.version))
+                    wide_rows(device, rows, settings.version), covers_from)
 
 
 def wide_rows(device: str, features: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -302,12 +321,14 @@ def wide_rows(device: str, features: pd.DataFrame, version: str) -> pd.DataFrame
 
 
 def store_site(store: CloudStore, settings: FeatureSettings, computed: SiteRows) -> None:
-    """Store one site's rows, then move its watermark: only once they are all stored."""
+    """Store one site's rows, then move its watermarks: only once they are all stored."""
     if computed.rows.empty:
         return
     device = computed.result.device_id
     write_rows(store, computed.rows, settings.batch_size)
     store.set_watermark(watermark_source(settings), device, computed.result.last_ts, len(computed.rows))
+    if computed.covers_from is not None:
+        store.set_watermark(covered_source(settings), device, computed.covers_from, 0)
 
 
 def write_rows(store: CloudStore, wide: pd.DataFrame, batch_size: int) -> None:

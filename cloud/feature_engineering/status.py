@@ -14,6 +14,7 @@ from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
+from der_core.site_file import site_kind
 
 _RUNS_SCANNED = 50  # how far back --status looks for the last error
 
@@ -31,7 +32,8 @@ def grid_gaps(ts: pd.Series, step: pd.Timedelta) -> dict[str, Any]:
 
 def feature_status(store: CloudStore, settings: FeatureSettings) -> dict[str, Any]:
     runs = store.runs(JOB, limit=_RUNS_SCANNED)
-    devices = sorted(set(store.reading_stats()) | {row[dd.DEVICE_ID] for row in store.sites()})
+    known = {row[dd.DEVICE_ID]: row for row in store.sites()}
+    devices = sorted(set(store.reading_stats()) | set(known))
     if settings.site_id is not None:
         devices = [d for d in devices if d == settings.site_id]
     sites = []
@@ -40,6 +42,7 @@ def feature_status(store: CloudStore, settings: FeatureSettings) -> dict[str, An
         stamps = frame[dd.TS]
         sites.append({
             dd.DEVICE_ID: device,
+            "site": site_kind(known.get(device)),
             "first_ts": stamps.min() if len(frame) else None,
             "last_ts": stamps.max() if len(frame) else None,
             "rows": len(frame),

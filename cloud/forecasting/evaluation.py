@@ -8,7 +8,7 @@ longer describe the sites as well as when they were trained: retrain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from cloud.forecasting.registry import LoadedVersion
 from cloud.forecasting.targets import SOLAR_KW
 from cloud.forecasting.training import NotEnoughData, TrainSettings, design_rows, evaluate
 from cloud.forecasting.weather import WeatherForecast
+from der_core import der_data as dd
 
 
 @dataclass
@@ -55,15 +56,18 @@ def drift_verdict(target: str, mae: float | None, trained: float | None, skill: 
     return None
 
 
-def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory], window_start: pd.Timestamp,
+def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory], window_starts: Mapping[str, pd.Timestamp],
                      weather: WeatherForecast, threshold: float) -> list[TargetEvaluation]:
+    """Each target scored on every site's forecasts issued from its own window start
+    (:func:`newest_window_starts`)."""
     manifest = version.manifest
     settings = TrainSettings(horizon_steps=int(manifest["horizon_steps"]),
                              issue_every=pd.Timedelta(manifest["issue_every"]))
     results = []
     for target, models in version.models.items():
         rows = design_rows(histories, target, settings, weather)
-        rows = rows[rows[dz.ISSUED_AT] >= window_start].reset_index(drop=True)
+        starts = pd.to_datetime(rows[dd.DEVICE_ID].map(window_starts), utc=True)
+        rows = rows[rows[dz.ISSUED_AT] >= starts].reset_index(drop=True)
         trained_until = pd.Timestamp(manifest["targets"][target]["train_range"][1])
         unseen = rows[rows[dz.ISSUED_AT] >= trained_until]
         rows = unseen.reset_index(drop=True) if not unseen.empty else rows  # prefer truths training never saw
@@ -79,9 +83,11 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
     return results
 
 
-def newest_window_start(histories: Sequence[dz.SiteHistory], days: float) -> pd.Timestamp:
-    last = max(h.grid.index[-1] for h in histories)
-    return last - pd.Timedelta(days=days)
+def newest_window_starts(histories: Sequence[dz.SiteHistory], days: float) -> dict[str, pd.Timestamp]:
+    """Per site, the start of its newest ``days``: sites whose readings end at different
+    times are each judged on their own newest data, not on one fleet-wide window that the
+    sites ending earlier fall outside of."""
+    return {h.device_id: h.grid.index[-1] - pd.Timedelta(days=days) for h in histories}
 
 
 def finite(value: Any) -> Any:

@@ -18,7 +18,7 @@ from cloud.forecasting.data import load_histories
 from cloud.forecasting.evaluation import (
     TargetEvaluation,
     evaluate_version,
-    newest_window_start,
+    newest_window_starts,
 )
 from cloud.forecasting.issue import forecast_next_day, write_forecasts
 from cloud.forecasting.plots import sample_week_png
@@ -103,10 +103,11 @@ def run_evaluation(store: CloudStore, settings: ForecastSettings, days: float = 
 
     def work():
         histories = load_histories(store, STEP, MAX_GAP, dz.PROFILE_DAYS + 1 + 1, None, days)
-        start = newest_window_start(histories, days)
-        results = evaluate_version(version, histories, start, settings.weather(), settings.drift_threshold)
+        starts = newest_window_starts(histories, days)
+        results = evaluate_version(version, histories, starts, settings.weather(), settings.drift_threshold)
         registry.record_evaluation(version.name, {
-            "evaluated_at": (now or dd.utc_now()).isoformat(), "window_start": start.isoformat(),
+            "evaluated_at": (now or dd.utc_now()).isoformat(),
+            "window_starts": {device: start.isoformat() for device, start in starts.items()},
             "drift_threshold": settings.drift_threshold, "targets": [r.as_dict() for r in results]})
         return (version.name, results), sum(r.rows for r in results)
 

@@ -9,8 +9,11 @@ MQTT schedule are the instant the command takes effect, in force until the next 
 forecasts of a step are those of the reading that will describe it (stamped at its end).
 
 What the site looks like now comes from its readings in the cloud store when there are
-any (latest SOC, this month's peak import, the load history the naive forecaster needs);
-without readings, from the site's simulator, which is what a fresh gateway would report.
+any (the newest measured SOC, this month's peak import, the load history the naive
+forecaster needs); without readings, from the site's simulator, which is what a fresh
+gateway would report. A declared site (der_core.site_file) has no simulator: without
+readings before the plan's start it is not planned, and without a measured SOC its plan
+starts from the declared battery's.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from der_core.config import SimulatorConfig, build_config
 from der_core.control import ReservePolicy
 from der_core.errors import UsageError
 from der_core.setpoints import SetpointSchedule
+from der_core.site_file import declared_site, planning_config
 
 JOB = "optimizer"
 FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now
@@ -325,10 +329,10 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     per_step = lambda column: pd.Series(readings[column].to_numpy(), index=stamps).resample(
         step, label="right", closed="right").mean()
     load, pv = per_step(dd.LOAD_TOTAL), per_step(dd.SOLAR_KW)
-    latest = readings.iloc[-1]
     energy = None
-    if start - pd.Timestamp(latest[dd.TS]) <= FRESH_READING:
-        energy = float(latest[dd.BATTERY_SOC]) / 100.0 * config.battery.capacity_kwh
+    measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
+    if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:
+        energy = float(measured[dd.BATTERY_SOC].iloc[-1]) / 100.0 * config.battery.capacity_kwh
     this_month = stamps >= _month_start(start, config.timezone)
     peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
     return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna())
@@ -375,13 +379,19 @@ def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, 
     return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon)
 
 
-def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None) -> SitePlan:
-    """Forecast, optimise and value the next horizon of one site."""
+def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None,
+              declared: bool = False) -> SitePlan:
+    """Forecast, optimise and value the next horizon of one site; a ``declared`` site (one
+    with no simulator behind it) only from its readings."""
     issued_at = dd.utc_now()
     start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
     start = (start.tz_localize(config.timezone) if start.tzinfo is None else start).tz_convert("UTC").floor(settings.step)
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
+    if state is None and declared:
+        where = store.label if store is not None else "no cloud store"
+        raise UsageError(f"{config.device_id}: no readings before {dd.format_ts(start)} in {where} to plan from; import "
+                         "its meter data with run_cloud_sync.py --import FILE --site FILE, or plan from a later --start")
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
     forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
@@ -417,11 +427,11 @@ def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
     return rows
 
 
-def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore) -> SitePlan:
+def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore, declared: bool = False) -> SitePlan:
     """The plan job: plan, store, and record the run in ``pipeline_runs``."""
     run_id = store.start_run(JOB, {"device_id": config.device_id, "forecaster": settings.forecaster})
     try:
-        site_plan = plan_site(config, settings, store)
+        site_plan = plan_site(config, settings, store, declared)
         rows = write_plan(store, site_plan)
     except (DispatchError, UsageError) as error:
         store.finish_run(run_id, "failed", 0, str(error))
@@ -430,10 +440,25 @@ def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore)
     return site_plan
 
 
-def stored_site_configs(store: CloudStore) -> dict[str, SimulatorConfig]:
-    """Every site the cloud store declares, by device id, as its stored configuration."""
-    return {row[dd.DEVICE_ID]: build_config(json.loads(row["config_json"]), source=f"site {row[dd.DEVICE_ID]} in the cloud store")
-            for row in sorted(store.sites(), key=lambda row: row[dd.DEVICE_ID]) if row.get("config_json")}
+@dataclass(frozen=True)
+class StoredSite:
+    config: SimulatorConfig  # what the optimizer reads the site in
+    declared: bool  # a real site's declaration (site_file), not a simulator configuration
+
+
+def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
+    """Every site the cloud store describes, by device id: a declared site as its declaration
+    plans it (:func:`site_file.planning_config`), a simulated one as its configuration."""
+    sites = {}
+    for row in sorted(store.sites(), key=lambda row: row[dd.DEVICE_ID]):
+        declaration = declared_site(row)
+        if declaration is not None:
+            sites[row[dd.DEVICE_ID]] = StoredSite(planning_config(declaration), True)
+        elif row.get("config_json"):
+            config = build_config(json.loads(row["config_json"]), source=f"site {row[dd.DEVICE_ID]} in the cloud store")
+            sites[row[dd.DEVICE_ID]] = StoredSite(config, False)
+    return sites
+
 
 
 def plan_status(store: CloudStore, since: pd.Timestamp) -> dict:

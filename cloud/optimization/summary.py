@@ -305,6 +305,10 @@ def hold_line(held_kwh: float, expected_at: pd.Timestamp, timezone: str) -> str:
     return f"hold {held_kwh:.1f} kWh for the car expected after {expected_at.tz_convert(timezone):%a %H:%M}"
 
 
+#: The next action of a site without a battery: its plan is the bill it pays without one.
+NO_BATTERY = "no battery at this site: nothing to schedule; the bill below is the site's without one"
+
+
 def plan_summary(site_plan: SitePlan) -> PlanSummary:
     """The summary of a fresh plan: its blocks and the three bills the planner costed, and
     under a reserve policy sent, what it holds for the car and both expected costs over car
@@ -316,6 +320,8 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
     summary = summarize(site_plan.device_id, site_plan.timezone, site_plan.currency, site_plan.issued_at, steps,
                         plan.total_cost, site_plan.no_battery.total, site_plan.self_consumption.total_cost,
                         plan.stored_value, site_plan.self_consumption.stored_value)
+    if site_plan.battery.capacity_kwh <= 0:
+        summary = dataclasses.replace(summary, next_action=NO_BATTERY)
     arrivals = site_plan.expected_over_arrivals()
     if arrivals is None:
         return summary

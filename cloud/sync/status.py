@@ -1,5 +1,7 @@
-"""``--status``: per device, what the cloud confirmed and what the edge still holds, with the
-last run and last error from ``pipeline_runs``."""
+"""``--status``: per device, what the cloud confirmed and what the edge still holds, whether
+the cloud knows the site (declared, simulated or none), with the last run and last error
+from ``pipeline_runs``. Devices the cloud holds readings or a site for are listed even when
+no gateway syncs them (an imported meter, a declared site)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.job import JOB
 from der_core import der_data as dd
+from der_core.site_file import site_kind
 from edge_gateway.stores.base import EdgeStore
 
 _STEP = pd.Timedelta(microseconds=1)
@@ -23,8 +26,9 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
     stats = cloud.reading_stats()
     runs = cloud.runs(job, limit=_RUNS_SCANNED)
     last_error = next((r for r in runs if r.get(s.ERROR)), None)
+    sites = {row[dd.DEVICE_ID]: row for row in cloud.sites()}
     devices = []
-    for device in sorted(set(edge.devices()) | set(marks)):
+    for device in sorted(set(edge.devices()) | set(marks) | set(stats) | set(sites)):
         mark = marks.get(device)
         newest = edge.latest(device)
         edge_latest = newest[dd.TS].iloc[0] if len(newest) else None
@@ -37,6 +41,7 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
             "lag_s": lag,
             "pending_edge": pending,
             "cloud_rows": stats.get(device, {}).get(s.ROW_COUNT, 0),
+            "site": site_kind(sites.get(device)),
         })
     return {
         "source": source,

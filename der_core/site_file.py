@@ -1,0 +1,223 @@
+"""A real site, declared in a site file: where it is, what it has, what it pays.
+
+A measured home has no seed and no simulator behind it; what the jobs know about it is what
+its owner declares. The file is JSON, validated once where it enters (strict types, unknown
+fields refused, one line per error, as :mod:`der_core.config`):
+
+    {"device_id": "home-1",
+     "location": {"latitude": 52.52, "longitude": 13.40, "altitude_m": 34},
+     "timezone": "Europe/Berlin", "country": "DE", "currency": "EUR",
+     "pv": {"capacity_kwp": 8.0, "tilt_degrees": 30, "azimuth_degrees": 180, "inverter_kw": 7.0},
+     "battery": {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5,
+                 "round_trip_efficiency": 0.9, "min_soc": 10, "max_soc": 90},
+     "ev_charger": {"kw": 11},
+     "tariff": "default_tou"}
+
+``pv``, ``battery`` and ``ev_charger`` may be ``null`` (the home has none). ``tariff`` is the
+name of a built-in tariff (:data:`TARIFFS`) or the time-of-use fields of the simulator
+configuration's ``grid_price`` section. In the cloud store a declared site's ``config_json``
+holds the declaration under :data:`DECLARED`, which tells it from a simulated site's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from der_core import der_data as dd
+from der_core.config import (
+    BatteryConfig,
+    GridPriceConfig,
+    HomeLoadConfig,
+    SimulatorConfig,
+    SolarConfig,
+    _Section,
+    check_country,
+    check_currency,
+    check_device_id,
+    check_zone,
+    read_json_file,
+    validation_line,
+)
+from der_core.errors import ConfigError
+
+#: The key of a declared site's ``config_json`` that holds its declaration.
+DECLARED = "declared_site"
+
+
+class Location(_Section):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    altitude_m: float = Field(0.0, ge=-500, le=9000)
+
+
+class PV(_Section):
+    capacity_kwp: float = Field(gt=0, le=10_000)
+    tilt_degrees: float = Field(ge=0, le=90)
+    azimuth_degrees: float = Field(ge=0, lt=360, description="compass bearing the panels face")
+    inverter_kw: float = Field(gt=0, le=10_000, description="AC limit")
+
+
+class Battery(_Section):
+    capacity_kwh: float = Field(gt=0, le=100_000)
+    max_charge_kw: float = Field(gt=0)
+    max_discharge_kw: float = Field(gt=0)
+    round_trip_efficiency: float = Field(gt=0, le=1)
+    min_soc: float = Field(ge=0, le=100)
+    max_soc: float = Field(ge=0, le=100)
+    #: Where a plan starts when no reading says: the middle of the window unless given.
+    initial_soc: float | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _window(self) -> Battery:
+        if self.min_soc > self.max_soc:
+            raise ValueError(f"min_soc ({self.min_soc}) must not exceed max_soc ({self.max_soc})")
+        if self.initial_soc is not None and not self.min_soc <= self.initial_soc <= self.max_soc:
+            raise ValueError(f"initial_soc ({self.initial_soc}) must lie within [min_soc, max_soc] = "
+                             f"[{self.min_soc}, {self.max_soc}]")
+        return self
+
+    @property
+    def start_soc(self) -> float:
+        return self.initial_soc if self.initial_soc is not None else (self.min_soc + self.max_soc) / 2
+
+
+class EVCharger(_Section):
+    kw: float = Field(gt=0, le=350)
+
+
+class Tariff(_Section):
+    """A time-of-use tariff: the fields of ``grid_price`` a bill is made of (periods as
+    ``der_physics.grid_price.tou_period`` defines them)."""
+
+    off_peak_price: float = Field(ge=0, le=100)
+    shoulder_price: float = Field(ge=0, le=100)
+    peak_price: float = Field(ge=0, le=100)
+    base_feed_in_tariff: float = Field(ge=0, le=100)
+    demand_charge: float = Field(0.0, ge=0, le=10_000, description="per kW of monthly peak import")
+
+
+_DEFAULT_PRICES = GridPriceConfig()
+#: Built-in tariffs by name: ``default_tou`` is the simulated sites' time-of-use table.
+TARIFFS: Mapping[str, Tariff] = {
+    "default_tou": Tariff(**{k: getattr(_DEFAULT_PRICES, k) for k in Tariff.model_fields}),
+}
+
+
+class SiteDeclaration(_Section):
+    device_id: str
+    location: Location
+    timezone: str
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166 code for public holidays")
+    currency: str | None = Field(None, description="ISO 4217 code; null: the country's")
+    pv: PV | None
+    battery: Battery | None
+    ev_charger: EVCharger | None
+    tariff: str | Tariff
+
+    _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
+    _zone = field_validator("timezone")(lambda cls, value: check_zone(value))
+    _country = field_validator("country")(lambda cls, value: check_country(value))
+    _currency = field_validator("currency")(lambda cls, value: check_currency(value))
+
+    @field_validator("tariff")
+    @classmethod
+    def _known_tariff(cls, value: str | Tariff) -> str | Tariff:
+        if isinstance(value, str) and value not in TARIFFS:
+            raise ValueError(f"unknown tariff {dd.shown(value)}; expected one of {', '.join(TARIFFS)} "
+                             "or an object with the time-of-use prices")
+        return value
+
+    @property
+    def prices(self) -> Tariff:
+        return TARIFFS[self.tariff] if isinstance(self.tariff, str) else self.tariff
+
+
+def build_site(data: Any, source: str = "site file") -> SiteDeclaration:
+    """Validate a mapping into a :class:`SiteDeclaration`, or raise one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
+    try:
+        return SiteDeclaration.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {validation_line(error)}") from None
+
+
+def load_site_file(path: str | Path) -> SiteDeclaration:
+    """Read and validate a site file."""
+    hint = "write one as docs/operations.md (\"Declaring a real site\") shows"
+    return build_site(read_json_file(path, "site file", hint), source=str(path))
+
+
+def site_row(site: SiteDeclaration) -> dict[str, Any]:
+    """The ``sites`` row (``der_data.SITE_FIELDS``) of a declared site. A home without PV
+    has 0 kWp and no inverter, one without a battery 0 kWh, so jobs reading the columns see
+    no equipment rather than a default one."""
+    pv, battery = site.pv, site.battery
+    return {
+        "device_id": site.device_id,
+        "latitude": site.location.latitude,
+        "longitude": site.location.longitude,
+        "altitude_m": site.location.altitude_m,
+        "timezone": site.timezone,
+        "country": site.country,
+        "pv_capacity_kw": pv.capacity_kwp if pv else 0.0,
+        "tilt_degrees": pv.tilt_degrees if pv else None,
+        "azimuth_degrees": pv.azimuth_degrees if pv else None,
+        "inverter_kw": pv.inverter_kw if pv else None,
+        "battery_capacity_kwh": battery.capacity_kwh if battery else 0.0,
+        "battery_max_charge_kw": battery.max_charge_kw if battery else 0.0,
+        "battery_max_discharge_kw": battery.max_discharge_kw if battery else 0.0,
+        "battery_round_trip_efficiency": battery.round_trip_efficiency if battery else None,
+        "battery_min_soc": battery.min_soc if battery else None,
+        "battery_max_soc": battery.max_soc if battery else None,
+        "has_ev": site.ev_charger is not None,
+        "config_json": json.dumps({DECLARED: site.model_dump(mode="json"), "currency": site.currency}, sort_keys=True),
+    }
+
+
+def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
+    """The declaration a ``sites`` row holds; None for a simulated site's row (or one without
+    a configuration)."""
+    text = row.get("config_json")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(stored, dict) or DECLARED not in stored:
+        return None
+    return build_site(stored[DECLARED], source=f"site {row.get('device_id')} in the cloud store")
+
+
+def site_kind(row: Mapping[str, Any] | None) -> str:
+    """``declared``, ``simulated`` (a simulator configuration) or ``none`` (no row)."""
+    if row is None:
+        return "none"
+    return "declared" if declared_site(row) is not None else "simulated"
+
+
+def planning_config(site: SiteDeclaration) -> SimulatorConfig:
+    """The declaration in the shape the optimizer reads a site in: the declared location,
+    equipment and tariff, nothing simulated (no price volatility or spikes, no equipment the
+    site lacks: 0 kWp without PV, a 0 kWh battery without one, no car without a charger)."""
+    pv, battery, prices = site.pv, site.battery, site.prices
+    solar = SolarConfig(latitude=site.location.latitude, longitude=site.location.longitude,
+                        altitude_m=site.location.altitude_m, **(
+                            {"capacity_kw": pv.capacity_kwp, "tilt_degrees": pv.tilt_degrees,
+                             "azimuth_degrees": pv.azimuth_degrees, "inverter_kw": pv.inverter_kw}
+                            if pv else {"capacity_kw": 0.0}))
+    store = BatteryConfig(capacity_kwh=0.0, max_charge_rate_kw=0.0, max_discharge_rate_kw=0.0) if battery is None else \
+        BatteryConfig(capacity_kwh=battery.capacity_kwh, max_charge_rate_kw=battery.max_charge_kw,
+                      max_discharge_rate_kw=battery.max_discharge_kw, round_trip_efficiency=battery.round_trip_efficiency,
+                      min_soc=battery.min_soc, max_soc=battery.max_soc, initial_soc=battery.start_soc)
+    charger = site.ev_charger
+    home = HomeLoadConfig(has_ev=charger is not None, ev_charging_kw=charger.kw if charger else 0.0)
+    grid = GridPriceConfig(**prices.model_dump(), volatility=0.0, spike_probability_per_day=0.0)
+    return SimulatorConfig(device_id=site.device_id, timezone=site.timezone, country=site.country, currency=site.currency,
+                           solar=solar, battery=store, home_load=home, grid_price=grid)

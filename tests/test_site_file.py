@@ -1,0 +1,171 @@
+"""A declared site: the site file's validation, its row in the cloud store, and a real site
+carried through the README's commands, from declaration to a plan inside its history."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_cloud_sync
+import run_feature_engineering
+import run_model_training
+import run_optimizer
+from cloud.optimization.forecasters import LOAD, PV, site_actuals
+from cloud.store.sqlite import SQLiteCloudStore
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.config import build_config, site_record
+from der_core.errors import ConfigError
+from der_core.site_file import build_site, declared_site, load_site_file, planning_config, site_kind, site_row
+
+SITE = {
+    "device_id": "home-1",
+    "location": {"latitude": 48.14, "longitude": 11.58, "altitude_m": 520.0},
+    "timezone": "Europe/Berlin",
+    "country": "DE",
+    "currency": "EUR",
+    "pv": {"capacity_kwp": 6.0, "tilt_degrees": 30.0, "azimuth_degrees": 180.0, "inverter_kw": 5.0},
+    "battery": {"capacity_kwh": 10.0, "max_charge_kw": 4.0, "max_discharge_kw": 4.0, "round_trip_efficiency": 0.9,
+                "min_soc": 10.0, "max_soc": 90.0},
+    "ev_charger": None,
+    "tariff": "default_tou",
+}
+
+
+def with_(**changes):
+    return {**SITE, **changes}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (with_(tariff="flat"), "tariff: unknown tariff 'flat'; expected one of default_tou"),
+    (with_(pv={**SITE["pv"], "capacity_kwp": "6"}), "pv.capacity_kwp: Input should be a valid number (got a string '6')"),
+    (with_(battery={**SITE["battery"], "min_soc": 95.0}), "battery: min_soc (95.0) must not exceed max_soc (90.0)"),
+    (with_(timezone="Mars/Olympus"), "timezone: unknown time zone 'Mars/Olympus'"),
+    (with_(country="XX"), "country: 'XX' is not a country with a public-holiday calendar"),
+    (with_(seed=1), "seed: unknown field"),
+    ({k: v for k, v in SITE.items() if k != "battery"}, "battery: Field required"),
+    ([], "expected a JSON object at the top level, got list"),
+])
+def test_a_bad_site_file_is_one_line_naming_the_field(data, message):
+    with pytest.raises(ConfigError) as caught:
+        build_site(data, source="site.json")
+    assert str(caught.value).startswith("site.json: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_tariff_may_be_given_as_its_time_of_use_prices():
+    prices = {"off_peak_price": 0.2, "shoulder_price": 0.3, "peak_price": 0.4, "base_feed_in_tariff": 0.08}
+    config = planning_config(build_site(with_(tariff=prices)))
+    assert (config.grid_price.peak_price, config.grid_price.demand_charge) == (0.4, 0.0)
+    assert config.grid_price.volatility == 0.0 and config.grid_price.spike_probability_per_day == 0.0
+
+
+def test_a_declared_row_is_told_from_a_simulated_one():
+    row = site_row(build_site(SITE))
+    assert site_kind(row) == "declared" and declared_site(row) == build_site(SITE)
+    assert site_kind(site_record(build_config({"seed": 1}))) == "simulated" and site_kind(None) == "none"
+    assert set(row) == set(dd.SITE_FIELDS)
+
+
+def test_a_home_without_equipment_declares_none_of_it():
+    site = build_site(with_(pv=None, battery=None, ev_charger=None))
+    row, config = site_row(site), planning_config(site)
+    assert (row["pv_capacity_kw"], row["inverter_kw"], row["battery_capacity_kwh"], row["has_ev"]) == (0.0, None, 0.0, False)
+    assert (config.solar.capacity_kw, config.battery.capacity_kwh, config.home_load.ev_charger_kw) == (0.0, 0.0, 0.0)
+    assert config.battery.initial_soc == 50.0
+
+
+def test_cli_refuses_a_device_id_the_site_file_does_not_name(tmp_path, capsys):
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps(SITE))
+    code = run_cli(run_cloud_sync.main, ["--site", str(path), "--device-id", "other", "--cloud-db", str(tmp_path / "c.db")])
+    assert code == 2 and "differs from the site file's device_id home-1" in capsys.readouterr().err
+    assert load_site_file(path).device_id == "home-1"
+
+
+DAYS = 22
+
+
+def measured_csv(path, soc: bool) -> pd.DataFrame:
+    """A stand-in for a real meter's file: a simulated home's load and PV, 15-minute, in kW,
+    with a battery's SOC (30 % by night, 70 % by day, UTC) only when ``soc``."""
+    config = build_config({"seed": 3, "timezone": "Europe/Berlin", "home_load": {"has_ev": False},
+                           "solar": {"latitude": 48.14, "longitude": 11.58}})
+    stamps = pd.date_range("2024-05-01", periods=DAYS * 96, freq="15min", tz="UTC")
+    truth = site_actuals(config, stamps)
+    frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": truth[PV].round(4).to_numpy(),
+                          "load_kw": truth[LOAD].round(4).to_numpy()})
+    if soc:
+        frame["soc"] = np.where(np.arange(len(frame)) % 96 < 48, 30.0, 70.0)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+@pytest.mark.parametrize(("battery", "soc", "first_soc"), [
+    (True, True, 30.0),  # the measured SOC at the instant
+    (True, False, 50.0),  # no SOC readings: the declared battery's start, the middle of its window
+    (False, False, None),  # no battery: the bill without one
+])
+def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, monkeypatch, capsys, battery, soc, first_soc):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FORECAST_MODEL_DIR", str(tmp_path / "models"))
+    site = SITE if battery else with_(battery=None)
+    (tmp_path / "site.json").write_text(json.dumps(site))
+    measured_csv(tmp_path / "meter.csv", soc)
+    db = ["--cloud-db", str(tmp_path / "cloud.db")]
+    columns = "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw" + (",soc=battery_soc_percent" if soc else "")
+
+    assert run_cli(run_cloud_sync.main, ["--site", "site.json", "--import", "meter.csv", "--column-map", columns, *db]) == 0
+    assert "site home-1 declared" in capsys.readouterr().out
+    assert run_cli(run_cloud_sync.main, ["--status", "--json", *db]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [(d[dd.DEVICE_ID], d["site"]) for d in status["devices"]] == [("home-1", "declared")]
+
+    assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "7", *db]) == 0
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        first = store.read_frame("der_features", equals={dd.DEVICE_ID: "home-1"})[dd.TS]
+    assert len(first) > 6 * 96 and first.max() >= pd.Timestamp("2024-05-22T23:00", tz="UTC")
+    assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "14", *db]) == 0
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        longer = store.read_frame("der_features", equals={dd.DEVICE_ID: "home-1"})[dd.TS]
+    assert longer.min() < first.min() - pd.Timedelta(days=6)  # the longer lookback reached back
+
+    capsys.readouterr()
+    assert run_cli(run_model_training.main, ["--train", *db]) == 0
+    assert run_cli(run_model_training.main, ["--evaluate", *db]) == 0
+    assert "on the newest data" in capsys.readouterr().out
+
+    instant = "2024-05-15T06:00:00Z"
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", instant, "--json", *db]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["state_from"] == "readings" and plan["start"].startswith("2024-05-15T06:00")
+    planned_soc = [step["soc_percent"] for step in plan["plan"]]
+    assert np.isfinite(planned_soc).all()
+    if battery:  # one step on from the start: at most 4 kW for 15 minutes, 10 % of 10 kWh
+        assert planned_soc[0] == pytest.approx(first_soc, abs=10.0 + 1e-6) and plan["cost"]["total"] < plan["cost_without_battery"]
+    else:
+        assert plan["cost"]["total"] == pytest.approx(plan["cost_without_battery"])
+        assert plan["summary"]["next_action"].startswith("no battery at this site")
+
+
+def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_path, capsys):
+    (tmp_path / "site.json").write_text(json.dumps(SITE))
+    db = ["--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), *db]) == 0
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-15T06:00Z", *db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: home-1: no readings before 2024-05-15T06:00") and "\n" not in err
+
+
+def test_an_undeclared_meter_is_not_planned_as_a_simulated_home(tmp_path, capsys):
+    measured_csv(tmp_path / "meter.csv", soc=False)
+    db = ["--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "meter.csv"), "--device-id", "meter-9",
+                                         "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw", *db]) == 0
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--device-id", "meter-9", *db]) == 2
+    assert "holds its readings but no site; declare it with run_cloud_sync.py --site FILE" in capsys.readouterr().err
