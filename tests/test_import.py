@@ -174,6 +174,16 @@ def test_values_that_are_not_numbers_are_named(tmp_path, cloud):
     assert cloud.read_quarantine("meter-1")[s.REASON].tolist() == ["line 3: pv_w 'n/v' is not a number"]
 
 
+@pytest.mark.parametrize("count", ["1E20", "1E400", "-9.1e15"])
+def test_a_count_too_large_to_be_whole_is_quarantined_and_the_rest_stored(tmp_path, cloud, count):
+    raw = meter_frame(steps=3).assign(battery_cycles=1.0).astype({"battery_cycles": object})
+    raw.loc[1, "battery_cycles"] = count
+    write(raw, tmp_path / "m.csv")
+    result = import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert "is not a whole number below" in cloud.read_quarantine("meter-1")[s.REASON].tolist()[0]
+
+
 def test_times_whose_offsets_change_with_the_season_are_read(tmp_path, cloud):
     raw = meter_frame(steps=2).assign(Time=["2024-03-31T01:00:00+01:00", "2024-03-31T03:00:00+02:00"])
     write(raw, tmp_path / "m.csv")

@@ -140,6 +140,10 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str) -> _Pl
     return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format))
 
 
+#: The largest count a reading may carry: every whole number below it is exact as a float.
+WHOLE_NUMBER_LIMIT = 2.0**53
+
+
 def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One chunk of the file as ``(readings, refused)``: a flat reading frame with a ``line``
     column for the rows whose time and numbers could be read, and the others as quarantine
@@ -158,6 +162,11 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
         wrong = out[column].isna() & text.notna() & (text.astype("string").str.strip() != "")
         reasons[wrong] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a number")
                           for r, v in zip(reasons[wrong], text[wrong])]
+        if column in dd.INT_COLUMNS:
+            # A count is stored as a whole number: one beyond what a float holds exactly is no count.
+            huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
+            reasons[huge] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a whole number below {WHOLE_NUMBER_LIMIT:.0e}")
+                             for r, v in zip(reasons[huge], text[huge])]
     _to_kw(out, plan)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
