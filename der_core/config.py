@@ -14,7 +14,7 @@ import math
 import zlib
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -232,16 +232,26 @@ def _depth(value: Any, limit: int) -> int:
     return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> SimulatorConfig:
-    """Validate a mapping into a :class:`SimulatorConfig`, or raise one-line :class:`ConfigError`."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any, source: str) -> M:
+    """Validate a parsed JSON document into ``model``, or raise one-line :class:`ConfigError`:
+    a top level that is no object, or nesting deeper than any documented section, is refused
+    before validation, whose own messages would quote the whole input."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
     if _depth(data, _MAX_DEPTH) > _MAX_DEPTH:
         raise ConfigError(f"{source}: nested more than {_MAX_DEPTH} levels deep; expected the documented sections")
     try:
-        return SimulatorConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{source}: {validation_line(error)}") from None
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> SimulatorConfig:
+    """Validate a mapping into a :class:`SimulatorConfig`, or raise one-line :class:`ConfigError`."""
+    return validated(SimulatorConfig, data, source)
 
 
 def load_config(path: str | Path) -> SimulatorConfig:

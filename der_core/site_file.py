@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from der_core import der_data as dd
 from der_core.config import (
@@ -41,9 +41,8 @@ from der_core.config import (
     check_device_id,
     check_zone,
     read_json_file,
-    validation_line,
+    validated,
 )
-from der_core.errors import ConfigError
 
 #: The key of a declared site's ``config_json`` that holds its declaration.
 DECLARED = "declared_site"
@@ -139,12 +138,7 @@ class SiteDeclaration(_Section):
 
 def build_site(data: Any, source: str = "site file") -> SiteDeclaration:
     """Validate a mapping into a :class:`SiteDeclaration`, or raise one-line :class:`ConfigError`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a JSON object at the top level, got {type(data).__name__}")
-    try:
-        return SiteDeclaration.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{source}: {validation_line(error)}") from None
+    return validated(SiteDeclaration, data, source)
 
 
 def load_site_file(path: str | Path) -> SiteDeclaration:

@@ -48,6 +48,8 @@ def with_(**changes):
     (with_(seed=1), "seed: unknown field"),
     ({k: v for k, v in SITE.items() if k != "battery"}, "battery: Field required"),
     ([], "expected a JSON object at the top level, got list"),
+    (with_(pv={"capacity_kwp": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": {"l": {"m": {"n": {"o": {}}}}}}}}}}}}}}}}}),
+     "nested more than"),
 ])
 def test_a_bad_site_file_is_one_line_naming_the_field(data, message):
     with pytest.raises(ConfigError) as caught:
