@@ -31,7 +31,7 @@ from cloud.feature_engineering.settings import FeatureSettings  # noqa: E402
 from cloud.store.sqlite import SQLiteCloudStore  # noqa: E402
 from der_core.config import SimulatorConfig, site_record  # noqa: E402
 from der_core.sites import site_configs  # noqa: E402
-from edge_gateway import generator  # noqa: E402
+from der_physics import generator  # noqa: E402
 
 START = pd.Timestamp("2024-03-01T00:00:00Z")
 TARGET_S = 10.0

@@ -26,7 +26,7 @@ from benchmarks._machine import describe  # noqa: E402
 from der_core.config import SimulatorConfig  # noqa: E402
 from der_core.memory import retain_freed_memory  # noqa: E402
 from der_core.sites import site_configs  # noqa: E402
-from edge_gateway import generator  # noqa: E402
+from der_physics import generator  # noqa: E402
 
 YEAR = ("2023-01-01", "2024-01-01")  # 365 days: 105,120 five-minute readings
 

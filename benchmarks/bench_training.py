@@ -37,7 +37,7 @@ from cloud.forecasting.training import TrainSettings, design_rows, fit_models  #
 from cloud.forecasting.weather import SimulatedWeatherForecast  # noqa: E402
 from der_core.config import build_config, site_record  # noqa: E402
 from der_core.sites import site_configs  # noqa: E402
-from edge_gateway import generator  # noqa: E402
+from der_physics import generator  # noqa: E402
 
 START = pd.Timestamp("2024-03-01T00:00:00Z")
 STEP = pd.Timedelta(minutes=15)
