@@ -21,8 +21,10 @@ from cloud.sync.status import sync_status
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import StoreError, StoreUnavailable
+from der_core.site_file import build_site, declared_site, site_row
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sync_fixtures import assert_same_readings, readings, site
+from tests.test_site_file import SITE as SITE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "edge:sqlite"
@@ -250,3 +252,15 @@ def test_cli_unreachable_cloud_exits_1_without_traceback(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: postgres 127.0.0.1:1/nowhere: cannot connect")
     assert "Traceback" not in done.stderr
 
+
+
+def test_a_declared_site_is_not_replaced_by_a_gateways_site_row(edge, cloud, caplog):
+    declaration = build_site({**SITE_FILE, "device_id": "dev-000"})
+    cloud.upsert_sites([site_row(declaration)])
+    edge.write(readings(devices=2, steps=4))
+    edge.put_site(site("dev-000"))
+    edge.put_site(site("dev-001"))
+    result = sync_once(edge, cloud, settings())
+    rows = {row["device_id"]: row for row in cloud.sites()}
+    assert declared_site(rows["dev-000"]) == declaration and declared_site(rows["dev-001"]) is None
+    assert result.sites == 1 and "dev-000 is declared in the cloud store" in caplog.text

@@ -29,6 +29,7 @@ from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
 from der_core.errors import DERError
+from der_core.site_file import declared_site
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ class SyncResult:
     sites: int = 0
 
 
+def declared_devices(cloud: CloudStore) -> set[str]:
+    """The devices whose ``sites`` row is a declaration (``run_cloud_sync.py --site``): what the
+    owner declared about a real home wins over what a gateway's configuration says of it."""
+    return {row[dd.DEVICE_ID] for row in cloud.sites() if declared_site(row) is not None}
+
+
 def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None = None) -> SyncResult:
     """One sync run, recorded in ``pipeline_runs``; raises (after recording) on failure."""
     settings = settings or SyncSettings()
@@ -65,7 +72,11 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"source": settings.source}))
     result = SyncResult(run_id)
     try:
-        sites = edge.sites()
+        declared = retry.call("read sites", lambda: declared_devices(cloud))
+        edge_sites = edge.sites()
+        sites = [row for row in edge_sites if row[dd.DEVICE_ID] not in declared]
+        for device in sorted({row[dd.DEVICE_ID] for row in edge_sites} & declared):
+            log.warning("%s is declared in the cloud store; the gateway's site row does not replace it", device)
         result.sites = retry.call("push sites", lambda: cloud.upsert_sites(sites))
         marks = retry.call("read watermarks", lambda: cloud.watermarks(settings.source))
         devices = edge.devices()
