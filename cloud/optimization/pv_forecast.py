@@ -74,7 +74,8 @@ def declared_pv_forecast(system: SolarConfig, device_id: str, measured: Measured
     Where the weather source has a forecast for the instant issued at or before ``issued_at``,
     its clear-sky index and air temperature run through the solar physics (the index scales the
     clear-sky GHI before it is split and transposed, as for a simulated site's weather).
-    Elsewhere the output is the clear-sky output (20 °C air, 1 m/s wind) times the site's own
+    Elsewhere the output is the clear-sky output (at the forecast's air temperature where it
+    gives one, else 20 °C; 1 m/s wind) times the site's own
     clear-sky index of the day before ``issued_at`` (:func:`recent_clear_sky_index`): the
     persistence of yesterday's sky, which also absorbs what the declaration gets wrong
     (soiling, shading, a nameplate above what the array delivers). Never above the inverter's
@@ -108,11 +109,10 @@ def clear_sky_output(system: SolarConfig, times: pd.DatetimeIndex, clear_sky_ind
 def recent_clear_sky_index(system: SolarConfig, pv_history_kw: pd.Series, issued_at: pd.Timestamp) -> float:
     """The site's measured PV energy over the :data:`PERSISTENCE_WINDOW` before ``issued_at``
     divided by what the declared system makes under a clear sky at the same readings
-    (:func:`clear_sky_output`), counting
-    only readings with the sun up (clear-sky output at least ``NIGHT_SHARE`` of the AC limit),
-    within ``[0, MAX_RATIO]``. 1 (a clear sky) when no such reading was measured: without a
+    (:func:`clear_sky_output`), counting only readings with the sun up (clear-sky output at
+    least ``NIGHT_SHARE`` of the AC limit), within ``[0, MAX_RATIO]``. 1 (a clear sky) when no such reading was measured: without a
     measurement the declaration is all there is to go on."""
-    if pv_history_kw.empty:
+    if pv_history_kw.empty:  # an empty series need not have a time index to slice
         return 1.0
     past = pv_history_kw.loc[issued_at - PERSISTENCE_WINDOW: issued_at].dropna()
     past = past[past.index > issued_at - PERSISTENCE_WINDOW]
