@@ -9,6 +9,7 @@ the Faiman cell temperature model and the PVWatts inverter.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +97,9 @@ def climatological_linke_turbidity(times: pd.DatetimeIndex, latitude: float, lon
     """Linke turbidity at each instant from the monthly climatology pvlib ships (Remund et al.),
     interpolated by day of year: a measured site's clear sky is as hazy as its place and
     season, which a single value misses by several percent of clear-sky output."""
-    return np.asarray(clearsky.lookup_linke_turbidity(times, latitude, longitude), dtype=float)
+    with warnings.catch_warnings():  # pvlib's lookup reads DatetimeIndex.dayofyear, which pandas 3 deprecates
+        warnings.filterwarnings("ignore", message=".*dayofyear is deprecated")
+        return np.asarray(clearsky.lookup_linke_turbidity(times, latitude, longitude), dtype=float)
 
 
 def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, tilt: float, azimuth: float) -> np.ndarray:
