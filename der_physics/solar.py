@@ -9,6 +9,7 @@ the Faiman cell temperature model and the PVWatts inverter.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,14 +81,25 @@ def sun_position(axis: TimeAxis, latitude: float, longitude: float, astro: Astro
     return SunPosition(np.degrees(zenith), np.degrees(azimuth))
 
 
-def clear_sky(sun: SunPosition, altitude_m: float, dni_extra: np.ndarray) -> dict[str, np.ndarray]:
-    """Ineichen clear-sky GHI, DNI and DHI (W/m2)."""
+def clear_sky(sun: SunPosition, altitude_m: float, dni_extra: np.ndarray,
+              linke_turbidity: float | np.ndarray = LINKE_TURBIDITY) -> dict[str, np.ndarray]:
+    """Ineichen clear-sky GHI, DNI and DHI (W/m2) under ``linke_turbidity`` (one value, or one
+    per instant)."""
     airmass = atmosphere.get_absolute_airmass(
         atmosphere.get_relative_airmass(sun.zenith_deg), atmosphere.alt2pres(altitude_m)
     )
     with np.errstate(divide="ignore", invalid="ignore"):  # night: airmass is NaN, output set to 0 below
-        sky = clearsky.ineichen(sun.zenith_deg, airmass, LINKE_TURBIDITY, altitude=altitude_m, dni_extra=dni_extra)
+        sky = clearsky.ineichen(sun.zenith_deg, airmass, linke_turbidity, altitude=altitude_m, dni_extra=dni_extra)
     return {k: np.nan_to_num(np.asarray(sky[k], dtype=float)) for k in ("ghi", "dni", "dhi")}
+
+
+def climatological_linke_turbidity(times: pd.DatetimeIndex, latitude: float, longitude: float) -> np.ndarray:
+    """Linke turbidity at each instant from the monthly climatology pvlib ships (Remund et al.),
+    interpolated by day of year: a measured site's clear sky is as hazy as its place and
+    season, which a single value misses by several percent of clear-sky output."""
+    with warnings.catch_warnings():  # pvlib's lookup reads DatetimeIndex.dayofyear, which pandas 3 deprecates
+        warnings.filterwarnings("ignore", message=".*dayofyear is deprecated")
+        return np.asarray(clearsky.lookup_linke_turbidity(times, latitude, longitude), dtype=float)
 
 
 def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, tilt: float, azimuth: float) -> np.ndarray:
@@ -130,7 +142,10 @@ def simulate(
     wind_speed_m_s: np.ndarray,
     astro: Astronomy | None = None,
     sun: SunPosition | None = None,
+    linke_turbidity: float | np.ndarray = LINKE_TURBIDITY,
 ) -> SolarOutput:
+    """PV output under the given sky: the clear-sky GHI (Ineichen, under ``linke_turbidity``:
+    one value or one per instant) times the clear-sky index, through the panels and inverter."""
     astro = Astronomy.of(axis) if astro is None else astro
     sun = sun_position(axis, config.latitude, config.longitude, astro) if sun is None else sun
     # The irradiance chain runs on daytime instants only (about half): at night every
@@ -138,7 +153,8 @@ def simulate(
     day = sun.zenith_deg < 90.0
     day_sun = SunPosition(sun.zenith_deg[day], sun.azimuth_deg[day])
     clear_ghi, ghi, poa = np.zeros(len(day)), np.zeros(len(day)), np.zeros(len(day))
-    clear_ghi[day] = clear_sky(day_sun, config.altitude_m, astro.dni_extra_w_m2[day])["ghi"]
+    turbidity = linke_turbidity if np.ndim(linke_turbidity) == 0 else np.asarray(linke_turbidity)[day]
+    clear_ghi[day] = clear_sky(day_sun, config.altitude_m, astro.dni_extra_w_m2[day], turbidity)["ghi"]
     ghi[day] = clear_ghi[day] * clear_sky_index[day]
     poa[day] = plane_of_array(axis.day_of_year[day], day_sun, ghi[day], config.tilt_degrees, config.azimuth_degrees)
     ac_kw, cell_temp, efficiency = pv_power(config, poa, temp_air_celsius, wind_speed_m_s, day)

@@ -54,7 +54,12 @@ class ForecastSettings:
         return int(pd.Timedelta(hours=self.horizon_hours) / STEP)
 
     def weather(self) -> WeatherForecast:
-        return CsvWeatherForecast(self.weather_csv) if self.weather_csv else SimulatedWeatherForecast()
+        """The recorded forecasts, else the simulator's (which has none for a declared site)."""
+        return self.recorded_weather() or SimulatedWeatherForecast()
+
+    def recorded_weather(self) -> WeatherForecast | None:
+        """The weather service's forecasts recorded in ``weather_csv``; None without the file."""
+        return CsvWeatherForecast(self.weather_csv) if self.weather_csv else None
 
 
 def settings_from(model_dir: str | None = None, horizon_hours: float | None = None) -> ForecastSettings:

@@ -7,8 +7,8 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
 * :class:`PerfectForecaster` returns what will happen (the upper bound's information);
 * :class:`NaiveForecaster` uses only what is known at issue time: load from the site's past
   (same time on recent days, corrected towards the latest reading, never below the house's own
-  load without the car), PV from the simulator's day-ahead weather forecast run through the
-  solar physics, price from the tariff's time-of-use schedule, which is published in advance;
+  load without the car), PV as :func:`pv_forecast.pv_forecast` says for the kind of site it
+  is, price from the tariff's time-of-use schedule, which is published in advance;
 * :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
   is installed.
 
@@ -28,9 +28,10 @@ import pandas as pd
 
 from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
+from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
-from der_physics import base, generator, grid_price, solar, weather
+from der_physics import base, generator, grid_price
 
 LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON = (
     "load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh", "carbon_g_per_kwh",
@@ -100,7 +101,9 @@ class ScenarioForecaster(Forecaster, Protocol):
 
 
 class PerfectForecaster:
-    """Tomorrow as it will be: the information of the perfect-foresight upper bound."""
+    """Tomorrow as it will be: the information of the perfect-foresight upper bound, which the
+    site's simulator holds. A declared site has no simulator, so it has no perfect forecaster
+    (:func:`perfect_forecaster` refuses it)."""
 
     name = "perfect"
 
@@ -109,6 +112,14 @@ class PerfectForecaster:
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
         return site_actuals(self.config, instants)
+
+
+def perfect_forecaster(config: SimulatorConfig, measured: MeasuredPV | None = None) -> PerfectForecaster:
+    """The perfect forecaster of a simulated site; a declared one (``measured`` given) is refused."""
+    if measured is not None:
+        raise ForecasterUnavailable(f"{config.device_id} is a declared site: perfect foresight replays a simulator, "
+                                    "which a real site has not; use --forecaster naive or models")
+    return PerfectForecaster(config)
 
 
 def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_sky_ghi_w_m2: np.ndarray) -> pd.DataFrame:
@@ -123,17 +134,6 @@ def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_s
     sun_up = np.clip(clear_sky_ghi_w_m2 / 1000.0, 0.0, 1.0)
     carbon = grid_price.carbon_intensity(hour, sun_up, np.zeros(len(axis)))
     return pd.DataFrame({IMPORT_PRICE: price, EXPORT_PRICE: feed_in, CARBON: carbon}, index=axis.times)
-
-
-def pv_forecast(config: SimulatorConfig, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> solar.SolarOutput:
-    """PV from the site's day-ahead weather forecast (error growing with lead time) through
-    the same solar physics the site runs on."""
-    axis = base.TimeAxis.from_times(instants)
-    seed, site = config.effective_seed, config.solar
-    actual = weather.simulate(seed, site.latitude, site.longitude, axis.epoch_s, axis.day_of_year)
-    lead_h = (axis.epoch_s - issued_at.timestamp()) / 3600.0
-    predicted = weather.forecast(actual, seed, axis.epoch_s, lead_h)
-    return solar.simulate(site, axis, predicted.clear_sky_index, predicted.temp_air_celsius, predicted.wind_speed_m_s)
 
 
 def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, anomaly_readings: int = 1) -> np.ndarray:
@@ -199,8 +199,8 @@ class NaiveForecaster:
 
     name = "naive"
 
-    def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series) -> None:
-        self.config = config
+    def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series, measured: MeasuredPV | None = None) -> None:
+        self.config, self.measured = config, measured
         self.load_history_kw = load_history_kw.sort_index()
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
@@ -230,7 +230,7 @@ class NaiveForecaster:
 
     def _frame(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, load_history_kw: pd.Series,
                anomaly_readings: int = 1) -> pd.DataFrame:
-        pv = pv_forecast(self.config, issued_at, instants)
+        pv = pv_forecast(self.config, issued_at, instants, self.measured)
         frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
         frame[LOAD] = naive_load_kw(load_history_kw, issued_at, frame.index, anomaly_readings)
         frame[PV] = pv.generation_kw
@@ -240,12 +240,13 @@ class NaiveForecaster:
 class ModelsForecaster:
     """The forecasting package's active models (P50 load, PV and price), issued at the plan's
     start from the readings stored until then; export price and carbon from the tariff, and
-    PV from the weather forecast when the models have no PV target for the site."""
+    PV from :func:`pv_forecast.pv_forecast` when the models have no PV target for the site."""
 
     name = "models"
 
-    def __init__(self, config: SimulatorConfig, store, model_dir: str | None = None) -> None:
-        self.config, self.store, self.model_dir = config, store, model_dir
+    def __init__(self, config: SimulatorConfig, store, model_dir: str | None = None,
+                 measured: MeasuredPV | None = None) -> None:
+        self.config, self.store, self.model_dir, self.measured = config, store, model_dir, measured
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
         from cloud.forecasting.issue import forecast_next_day
@@ -256,7 +257,7 @@ class ModelsForecaster:
         steps = int(np.ceil((instants[-1] - issued_at) / step))
         issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps, model_dir=self.model_dir)
         predicted = issued.set_index("target_ts").reindex(instants)
-        pv = pv_forecast(self.config, issued_at, instants)
+        pv = pv_forecast(self.config, issued_at, instants, self.measured)
         frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
         if "load_kw_p50" not in predicted or predicted["load_kw_p50"].isna().any():
             raise ForecasterUnavailable(f"the active models give no load forecast for {self.config.device_id} at every instant")
@@ -270,7 +271,8 @@ class ModelsForecaster:
         return frame[list(COLUMNS)]
 
 
-def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, **_: object) -> Forecaster:
+def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, measured: MeasuredPV | None = None,
+                      **_: object) -> Forecaster:
     """An adapter to ``cloud.forecasting``'s active models; unavailable without a cloud store
     holding the site's readings or without an active model version."""
     try:
@@ -287,7 +289,7 @@ def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None
         raise ForecasterUnavailable(f"{error}, or use --forecaster naive or perfect") from None
     if active is None:
         raise ForecasterUnavailable(f"no active models in {folder}: run run_model_training.py --train first, or use --forecaster naive or perfect")
-    return ModelsForecaster(config, store, model_dir)
+    return ModelsForecaster(config, store, model_dir, measured)
 
 
 def holdable_peak_kw(
@@ -330,18 +332,21 @@ def times_the_load(forecaster: Forecaster) -> bool:
 
 
 #: Each forecaster by its name (``--forecaster``), as a factory of the site's configuration,
-#: its readings so far (:data:`COLUMNS`), the cloud store and the models' folder.
+#: its readings so far (:data:`COLUMNS`), the cloud store, the models' folder and, for a
+#: declared site, what its PV forecast is made from (:class:`pv_forecast.MeasuredPV`).
 FORECASTERS: Mapping[str, Callable[..., Forecaster]] = {
-    "naive": lambda config, history, **_: NaiveForecaster(config, history[LOAD]),
-    "perfect": lambda config, history, **_: PerfectForecaster(config),
-    "models": lambda config, history, store=None, model_dir=None: models_forecaster(config, store=store, model_dir=model_dir),
+    "naive": lambda config, history, measured=None, **_: NaiveForecaster(config, history[LOAD], measured),
+    "perfect": lambda config, history, measured=None, **_: perfect_forecaster(config, measured),
+    "models": lambda config, history, store=None, model_dir=None, measured=None: models_forecaster(
+        config, store=store, model_dir=model_dir, measured=measured),
 }
 
 
 def make_forecaster(name: str, config: SimulatorConfig, history: pd.DataFrame, store=None,
-                    model_dir: str | None = None) -> Forecaster:
-    """The forecaster called ``name`` (:data:`FORECASTERS`) for the site."""
+                    model_dir: str | None = None, measured: MeasuredPV | None = None) -> Forecaster:
+    """The forecaster called ``name`` (:data:`FORECASTERS`) for the site; ``measured`` says it
+    is a declared site and what its PV forecast is made from (None: a simulated site)."""
     factory = FORECASTERS.get(name)
     if factory is None:
         raise UsageError(f"forecaster {name!r}: expected one of {', '.join(FORECASTERS)}")
-    return factory(config, history, store=store, model_dir=model_dir)
+    return factory(config, history, store=store, model_dir=model_dir, measured=measured)

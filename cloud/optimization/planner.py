@@ -12,8 +12,10 @@ What the site looks like now comes from its readings in the cloud store when the
 any (the newest measured SOC, this month's peak import, the load history the naive
 forecaster needs); without readings, from the site's simulator, which is what a fresh
 gateway would report. A declared site (der_core.site_file) has no simulator: without
-readings before the plan's start it is not planned, and without a measured SOC its plan
-starts from the declared battery's.
+readings before the plan's start it is not planned, without a measured SOC its plan starts
+from the declared battery's, and its PV forecast comes from its declared system, its
+measured PV and the recorded weather forecasts of ``FORECAST_WEATHER_CSV`` when set
+(pv_forecast.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from cloud.forecasting.settings import settings_from
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard as peak_guard
 from cloud.optimization import reserve
@@ -51,6 +54,7 @@ from cloud.optimization.figures import (
 )
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
+from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
 from cloud.store import schema as s
@@ -367,7 +371,7 @@ def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestam
 
 
 def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec, cap_kw: float,
-                settings: PlanSettings) -> reserve.Fitted:
+                settings: PlanSettings, measured: MeasuredPV | None = None) -> reserve.Fitted:
     """The reserve policy in force at ``start``: the one solved at the local midnight before it
     on the readings before that midnight, as the backtest solves it, whatever hour the plan is
     made (re-solving it every hour carries the naive forecast's mid-session anomaly into a
@@ -376,7 +380,14 @@ def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, 
     for a day's plan made at midnight, as in the backtest."""
     midnight = start.tz_convert(config.timezone).normalize().tz_convert("UTC")
     horizon = max(reserve.HORIZON, start + pd.Timedelta(hours=settings.horizon_hours + 12) - midnight)
-    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon)
+    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured)
+
+
+def measured_pv(state: SiteState) -> MeasuredPV:
+    """What a declared site's PV forecast is made from: its measured PV and the weather
+    forecasts recorded in ``FORECAST_WEATHER_CSV`` (none without it)."""
+    pv = state.pv_history_kw if state.pv_history_kw is not None else pd.Series(dtype=float)
+    return MeasuredPV(pv, settings_from().recorded_weather())
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None,
@@ -394,7 +405,9 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
                          "its meter data with run_cloud_sync.py --import FILE --site FILE, or plan from a later --start")
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
-    forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir)
+    measured = measured_pv(state) if declared else None
+    forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir,
+                                    measured=measured)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
     guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
@@ -402,7 +415,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
     decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak, strategy=strategy)
-    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings)
+    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, measured)
     policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs

@@ -41,6 +41,7 @@ from cloud.optimization.plan import (
     build_plan,
     stored_energy_value_per_kwh,
 )
+from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
 from der_core.config import SimulatorConfig
@@ -252,15 +253,16 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
 
 
 def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
-        cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> Fitted:
+        cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON, measured: MeasuredPV | None = None) -> Fitted:
     """The program for the ``horizon`` after ``issued_at``, learnt from the readings before it
-    and planned on the naive house-load forecast, the PV forecast and the tariff, solved."""
+    and planned on the naive house-load forecast, the site's PV forecast
+    (:func:`pv_forecast.pv_forecast`; ``measured`` for a declared site) and the tariff, solved."""
     charger = config.home_load.ev_charger_kw
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
     house_kw = fc.naive_load_kw(house, issued_at, instants, fc.HOUSE_ANOMALY_READINGS)
-    pv = fc.pv_forecast(config, issued_at, instants)
+    pv = pv_forecast(config, issued_at, instants, measured)
     forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
     return solve(model, forecast, house_kw, spec, config, cap_kw, step)
 
