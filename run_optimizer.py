@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.evaluation.backtest import BacktestSettings, run_backtest
+from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest
+from cloud.evaluation.recorded import recorded_series, run_recorded_backtest, with_battery
+from cloud.forecasting.settings import settings_from
 from cloud.evaluation.report import metrics, write_report
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.decision import Execution
@@ -39,6 +41,10 @@ from der_core.config import SimulatorConfig, load_config, with_overrides
 from der_core.errors import UsageError
 
 
+#: Days a simulated site's backtest runs unless --days says.
+DEFAULT_DAYS = 30
+
+
 def timestamp(text: str) -> pd.Timestamp:
     return pd.Timestamp(text)
 
@@ -59,7 +65,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--publish", action="store_true", help="send the plan to der/<device_id>/battery/setpoint (MQTT_HOST, MQTT_PORT)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--steps", action="store_true", help="also print every step of the plan under its summary")
-    parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"), default=30, help="backtest length")
+    parser.add_argument("--days", type=arg_type(positive_int, "a positive whole number of days"),
+                        help=f"backtest length (default {DEFAULT_DAYS}; a declared site's: every recorded whole day)")
+    parser.add_argument("--battery-kwh", type=arg_type(positive_float, "a positive number of kWh"),
+                        help="backtest a what-if battery of this capacity instead of the site's own (with --battery-kw)")
+    parser.add_argument("--battery-kw", type=arg_type(positive_float, "a positive number of kW"),
+                        help="the what-if battery's charge and discharge power limit")
     parser.add_argument("--forecaster", choices=tuple(FORECASTERS), default="naive", help="what the plans know (default naive)")
     parser.add_argument("--execution", choices=[e.value for e in Execution], default=Execution.GUARDED.value,
                         help="how the battery carries out plans, in the backtest and in a published schedule "
@@ -146,13 +157,35 @@ def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool
 
 def backtest_config(args) -> SimulatorConfig:
     config = load_config(args.config) if args.config else SimulatorConfig()
-    return with_overrides(config, device_id=args.device_id) if args.device_id else config
+    config = with_overrides(config, device_id=args.device_id) if args.device_id else config
+    return config if args.battery_kwh is None and args.battery_kw is None else \
+        with_battery(config, args.battery_kwh, args.battery_kw)
 
 
-def backtest(args, config: SimulatorConfig) -> None:
-    settings = BacktestSettings(days=args.days, start=args.start, step_minutes=args.step_minutes,
+def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None:
+    """The recorded-data backtest of the declared site --device-id names in the cloud store
+    (recorded.py); None when the site is not a declared one (--config given, no --device-id,
+    or a simulated site)."""
+    if args.config or not args.device_id:
+        return None
+    store = open_store_from_args(args)
+    try:
+        site = stored_sites(store).get(args.device_id)
+        if site is None or not site.declared:
+            return None
+        config = with_battery(site.config, args.battery_kwh, args.battery_kw)
+        recorded = recorded_series(store, args.device_id, settings.step)
+        return run_recorded_backtest(config, recorded, settings, args.days, progress, store,
+                                     settings_from().recorded_weather())
+    finally:
+        store.close()
+
+
+def backtest(args) -> None:
+    settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start, step_minutes=args.step_minutes,
                                 horizon_hours=args.horizon_hours, forecaster=args.forecaster, execution=args.execution)
-    result = run_backtest(config, settings, progress)
+    result = declared_backtest(args, settings) or run_backtest(backtest_config(args), settings, progress)
+    config = result.config
     path = write_report(result, Path(args.output or f"data/backtest/{config.device_id}"))
     table = metrics(result)
     if args.json:
@@ -160,6 +193,10 @@ def backtest(args, config: SimulatorConfig) -> None:
         return
     print_table(table.reset_index().to_dict("records"),
                 ["strategy", "bill", "savings", "capture", "peak_import_kw", "self_consumption", "cycles", "emissions_kg"])
+    if result.settings.execution != settings.execution:
+        print(f"\nMPC ran {result.settings.execution}: the {settings.execution} reserve policy needs simulated car sessions")
+    if result.filled_steps:
+        print(f"{result.filled_steps} of {len(result.actuals)} steps had no reading and were interpolated")
     print(f"\nreport: {path}")
 
 
@@ -189,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         status(args)
         return 0
     if args.backtest:
-        backtest(args, backtest_config(args))
+        backtest(args)
     else:
         plan(args)
     return 0

@@ -120,6 +120,32 @@ def exogenous(configs: Sequence[SimulatorConfig], axis: base.TimeAxis) -> Exogen
     return Exogenous(**columns)
 
 
+#: Outdoor air temperature a recorded site's battery is run at: a meter records none.
+RECORDED_AIR_CELSIUS = 20.0
+
+
+def recorded_exogenous(config: SimulatorConfig, times, load_kw: np.ndarray, solar_kw: np.ndarray,
+                       price_per_kwh: np.ndarray, feed_in_tariff: np.ndarray, carbon_g_kwh: np.ndarray) -> Exogenous:
+    """One measured site's exogenous inputs from its recorded series, so the same battery step
+    replays a real home: the recorded load (all of it ``other_kw``: a meter measures the
+    total, not its parts) and PV, the prices it is billed at, the TOU period of its tariff
+    (what the battery's own rules follow) and :data:`RECORDED_AIR_CELSIUS`. What a meter does
+    not measure (irradiance, cell temperature, the sky) is NaN; no step of the battery reads it."""
+    axis = base.TimeAxis.from_times(times)
+    hour, weekday, local_day = base.local_clock(axis, config.timezone)
+    period = grid_price.tou_period(hour, weekday, grid_price.is_holiday(local_day, config.country))
+    row = lambda values: np.asarray(values, dtype=float).reshape(1, len(axis))  # noqa: E731
+    unknown, zeros = np.full((1, len(axis)), np.nan), np.zeros((1, len(axis)))
+    load = row(load_kw)
+    return Exogenous(
+        temp_air_celsius=np.full((1, len(axis)), RECORDED_AIR_CELSIUS), clear_sky_index=unknown, solar_kw=row(solar_kw),
+        poa_w_m2=unknown, cell_temp_celsius=unknown, efficiency_percent=unknown, hvac_kw=zeros, appliances_kw=zeros,
+        lighting_kw=zeros, ev_kw=zeros, other_kw=load, price_per_kwh=row(price_per_kwh), feed_in_tariff=row(feed_in_tariff),
+        demand_charge=np.full((1, len(axis)), config.grid_price.demand_charge), period_index=np.asarray(period).reshape(1, -1),
+        carbon_g_kwh=row(carbon_g_kwh), load_kw=load,
+    )
+
+
 @dataclass(frozen=True)
 class Simulation:
     configs: tuple[SimulatorConfig, ...]

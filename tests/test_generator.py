@@ -10,7 +10,7 @@ import pytest
 from der_core import der_data as dd
 from der_core.memory import retain_freed_memory
 from der_core.sites import site_configs
-from der_physics import base, battery, generator
+from der_physics import base, battery, generator, grid_price
 from edge_gateway.gateway import Gateway, align
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config, readings
@@ -145,3 +145,21 @@ def test_each_site_of_a_mixed_fleet_equals_the_site_alone():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator tuning is glibc's (Linux)")
 def test_batch_runs_can_keep_freed_memory_for_reuse():
     assert retain_freed_memory() is True  # glibc accepted both thresholds
+
+
+def test_recorded_inputs_drive_the_same_battery_step(monkeypatch):
+    """A measured site's recorded load and PV run the battery without the simulator's weather:
+    in self-consumption the battery stores the recorded surplus and covers the recorded deficit,
+    and its TOU modes follow the tariff's periods at the site's local time."""
+    def no_weather(*args, **kwargs):
+        raise AssertionError("recorded inputs ran the simulator's weather")
+
+    monkeypatch.setattr(generator.weather, "simulate", no_weather)
+    site = config(battery={"initial_soc": 50.0})
+    times = pd.date_range("2024-06-03 22:15", periods=8, freq="15min", tz="UTC")  # Monday 15:15 to 17:00 in Los Angeles
+    load, pv = np.full(8, 1.0), np.array([3.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0])
+    exo = generator.recorded_exogenous(site, times, load, pv, np.full(8, 0.3), np.full(8, 0.05), np.full(8, 400.0))
+    sim, _ = generator.simulate([site], times, exo=exo)
+    assert sim.battery.power_kw[0, :4] == pytest.approx(2.0, abs=1e-9)
+    assert sim.battery.power_kw[0, 4:] == pytest.approx(-1.0, abs=1e-9)
+    assert (exo.period_index[0, 0], exo.period_index[0, -1]) == (grid_price.SHOULDER, grid_price.PEAK)

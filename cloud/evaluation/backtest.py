@@ -1,4 +1,4 @@
-"""Backtest: what the optimizer is worth on a simulated site, strategy against strategy.
+"""Backtest: what the optimizer is worth on a site, strategy against strategy.
 
 Every strategy runs the *site* (``generator.simulate``), so the battery's real physics
 (rate limits, efficiency, fade, temperature derating) decides what happens, and every bill
@@ -22,6 +22,8 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 The demand charge is billed per calendar month (site time) on that month's peak import;
 re-plans within a month know the peak already reached, so they never pay for it twice.
 This module only evaluates: what the site is told comes from decision.py, as live.
+A measured site runs the same strategies on its recorded load and PV (recorded.py): only
+where the actual values and the battery's exogenous inputs come from differs.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class BacktestResult:
     actuals: pd.DataFrame  # one row per reading instant of the backtest, forecasters.COLUMNS
     runs: dict[str, StrategyRun] = field(default_factory=dict)
     replans: int = 0
+    filled_steps: int = 0  # recorded data: steps without a reading, filled (recorded.py)
 
 
 def billing_months(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> np.ndarray:
@@ -151,27 +154,39 @@ def _with_mode(config: SimulatorConfig, mode: BatteryMode) -> SimulatorConfig:
     return config.model_copy(update={"battery": config.battery.model_copy(update={"mode": mode})})
 
 
-def rule_based(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, mode: BatteryMode) -> StrategyRun:
-    sim, _ = generator.simulate([_with_mode(config, mode)], actuals.index)
+def _at(exo: generator.Exogenous | None, steps: slice) -> generator.Exogenous | None:
+    """The exogenous inputs of a run of the backtest's steps: the recorded ones of a measured
+    site (:func:`generator.recorded_exogenous`), None for a simulated site, whose simulator
+    computes its own."""
+    return None if exo is None else exo.steps(steps)
+
+
+def rule_based(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, mode: BatteryMode,
+               exo: generator.Exogenous | None = None) -> StrategyRun:
+    sim, _ = generator.simulate([_with_mode(config, mode)], actuals.index, exo=exo)
     return _run(mode.value, actuals, sim.battery, config, settings)
 
 
-def no_battery(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings) -> StrategyRun:
+def no_battery(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
+               exo: generator.Exogenous | None = None) -> StrategyRun:
     zeros = np.zeros((1, len(actuals)))
-    sim, _ = generator.simulate([_with_mode(config, BatteryMode.SETPOINT)], actuals.index, setpoint_kw=zeros)
+    sim, _ = generator.simulate([_with_mode(config, BatteryMode.SETPOINT)], actuals.index, setpoint_kw=zeros, exo=exo)
     return _run(NO_BATTERY, actuals, sim.battery, config, settings)
 
 
-def perfect_foresight(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings) -> StrategyRun:
+def perfect_foresight(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
+                      exo: generator.Exogenous | None = None) -> StrategyRun:
     """One LP per billing month on the actual values, followed by the real battery."""
     site = _with_mode(config, BatteryMode.SETPOINT)
     months = billing_months(actuals.index, settings.step, config.timezone)
     state, sims, highs = generator.initial_state([site]), [], new_solver()
     for month in np.unique(months):
-        rows = actuals[months == month]
+        where = np.flatnonzero(months == month)
+        rows = actuals.iloc[where[0] : where[-1] + 1]
         spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
         plan = solve_dispatch(horizon_inputs(rows, config, settings.step_hours), spec, highs=highs)
-        sim, state = generator.simulate([site], rows.index, state, plan.battery_power_kw[None, :])
+        sim, state = generator.simulate([site], rows.index, state, plan.battery_power_kw[None, :],
+                                        exo=_at(exo, slice(where[0], where[-1] + 1)))
         sims.append(sim.battery)
     return _run(PERFECT, actuals, _concat(sims), config, settings)
 
@@ -183,18 +198,21 @@ def _concat(traces: list[physics.BatteryTrace]) -> physics.BatteryTrace:
 
 def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
         forecaster: fc.Forecaster, progress: Callable = lambda it, **_: it,
-        history: pd.DataFrame | None = None) -> tuple[StrategyRun, int]:
+        history: pd.DataFrame | None = None, exo: generator.Exogenous | None = None) -> tuple[StrategyRun, int]:
     """Re-plan every ``replan_minutes`` on the forecasts of that moment; follow the plan between.
 
     ``history`` (load and PV measured so far, :data:`forecasters.COLUMNS`) sets the import
     cap's floor (:func:`decision.cap_floor_kw`) and, on a site with a car, lets the strategy be
     the reserve policy and its cap (:func:`decision.choose_strategy`, :func:`reserved`); only
-    rows up to each decision are read. Returns the run and the
+    rows up to each decision are read. ``exo``: the recorded inputs the battery runs on
+    (:func:`_at`); the reserve policy runs a simulated site only. Returns the run and the
     number of plans (or policy solves) made.
     """
     strategy = choose_strategy(settings.execution, forecaster, history is not None and config.home_load.ev_charger_kw > 0,
                                settings.scenarios)
     if strategy is Strategy.RESERVE_POLICY:
+        if exo is not None:
+            raise UsageError("the reserve policy replays a simulated site's car sessions; run a recorded site capped")
         return reserved(config, actuals, settings, history, progress)
     site = _with_mode(config, BatteryMode.SETPOINT)
     every = settings.replan_minutes // settings.step_minutes
@@ -218,7 +236,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)
         rows = actuals.index[k : k + every]
-        sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)])
+        sim, state = generator.simulate([site], rows, state, setpoints[None, : len(rows)], import_cap_kw=caps[None, : len(rows)],
+                                        exo=_at(exo, slice(k, k + len(rows))))
         grid[k : k + len(rows)] = load[k : k + len(rows)] + sim.battery.power_kw[0] - pv[k : k + len(rows)]
         sims.append(sim.battery)
     return _run(MPC, actuals, _concat(sims), config, settings, failed), len(starts)
@@ -289,11 +308,20 @@ def run_backtest(config: SimulatorConfig, settings: BacktestSettings, progress: 
     everything = fc.site_actuals(config, pd.date_range(history_start, instants[-1], freq=settings.step))
     actuals = everything.loc[instants[0] :]
     forecaster = fc.make_forecaster(settings.forecaster, config, everything)
+    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, everything)
+    return BacktestResult(config, settings, actuals, runs, replans)
+
+
+def run_strategies(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, forecaster: fc.Forecaster,
+                   progress: Callable, history: pd.DataFrame,
+                   exo: generator.Exogenous | None = None) -> tuple[dict[str, StrategyRun], int]:
+    """Every strategy over ``actuals``, on the simulated site or on recorded inputs (``exo``,
+    see :func:`_at`), in :data:`STRATEGIES` order; and the MPC's number of plans."""
     runs = {
-        NO_BATTERY: no_battery(config, actuals, settings),
-        SELF_CONSUMPTION: rule_based(config, actuals, settings, BatteryMode.SELF_CONSUMPTION),
-        TOU: rule_based(config, actuals, settings, BatteryMode.TOU_ARBITRAGE),
-        PERFECT: perfect_foresight(config, actuals, settings),
+        NO_BATTERY: no_battery(config, actuals, settings, exo),
+        SELF_CONSUMPTION: rule_based(config, actuals, settings, BatteryMode.SELF_CONSUMPTION, exo),
+        TOU: rule_based(config, actuals, settings, BatteryMode.TOU_ARBITRAGE, exo),
+        PERFECT: perfect_foresight(config, actuals, settings, exo),
     }
-    runs[MPC], replans = mpc(config, actuals, settings, forecaster, progress, everything)
-    return BacktestResult(config, settings, actuals, {name: runs[name] for name in STRATEGIES}, replans)
+    runs[MPC], replans = mpc(config, actuals, settings, forecaster, progress, history, exo)
+    return {name: runs[name] for name in STRATEGIES}, replans

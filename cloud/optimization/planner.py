@@ -322,6 +322,13 @@ def _history_start(start: pd.Timestamp, timezone: str) -> pd.Timestamp:
     return min(start, _month_start(start, timezone)) - days
 
 
+def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Series:
+    """A reading column's mean over each step, labelled by the step's end: a reading describes
+    the interval ending at its stamp, so a step takes the readings inside it."""
+    stamps = pd.DatetimeIndex(readings[dd.TS])
+    return pd.Series(readings[column].to_numpy(), index=stamps).resample(step, label="right", closed="right").mean()
+
+
 def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
     """SOC, month peak, load and PV history from stored readings; None when there are none."""
     since = _history_start(start, config.timezone)
@@ -329,10 +336,7 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     if readings.empty:
         return None
     stamps = pd.DatetimeIndex(readings[dd.TS])
-    # A reading describes the interval ending at its stamp, so a step takes the readings inside it.
-    per_step = lambda column: pd.Series(readings[column].to_numpy(), index=stamps).resample(
-        step, label="right", closed="right").mean()
-    load, pv = per_step(dd.LOAD_TOTAL), per_step(dd.SOLAR_KW)
+    load, pv = per_step(readings, dd.LOAD_TOTAL, step), per_step(readings, dd.SOLAR_KW, step)
     energy = None
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:

@@ -1,0 +1,131 @@
+"""Backtest on recorded data: a measured site's own days through the backtest's strategies.
+
+A declared site (``der_core.site_file``) has no simulator behind it; what happened there is
+what its meter recorded. :func:`recorded_series` reads its load and PV per step from the
+cloud store, and :func:`run_recorded_backtest` replays them through the same battery step
+(:func:`der_physics.generator.recorded_exogenous`) under every strategy of backtest.py,
+billed at its declared tariff:
+
+* the MPC decides on what was known at each decision: the naive forecaster's load from the
+  readings before it, and the declared system's PV under the clear sky scaled by the PV
+  measured before it (:func:`pv_forecast.pv_forecast` with ``measured=``);
+* perfect foresight solves the LP on the recorded values.
+
+Its battery is the declared one or a what-if one (:func:`with_battery`). A site with a car
+runs the MPC ``capped``: the reserve policy follows car sessions the simulator times, and a
+recorded site has only its total load. Steps without a reading inside the backtested days are
+filled by linear interpolation in time and counted (:attr:`BacktestResult.filled_steps`);
+the forecasts never see the filled values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from cloud.evaluation.backtest import BacktestResult, BacktestSettings, backtest_window, run_strategies
+from cloud.optimization import forecasters as fc
+from cloud.optimization.decision import Execution
+from cloud.optimization.planner import per_step
+from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output
+from der_core import der_data as dd
+from der_core.config import BatteryConfig, SimulatorConfig
+from der_core.errors import UsageError
+from der_physics import generator
+
+
+def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:
+    """The site's recorded load and PV (:data:`forecasters.LOAD`, :data:`forecasters.PV`), the
+    mean of its readings over each step; NaN where a step has none."""
+    readings = store.read_readings(device_id, columns=[dd.LOAD_TOTAL, dd.SOLAR_KW])
+    if readings.empty:
+        raise UsageError(f"{device_id}: the cloud store ({store.label}) holds no readings of it to backtest; import its "
+                         "meter data with run_cloud_sync.py --import FILE --site FILE")
+    return pd.DataFrame({fc.LOAD: per_step(readings, dd.LOAD_TOTAL, step), fc.PV: per_step(readings, dd.SOLAR_KW, step)})
+
+
+def with_battery(config: SimulatorConfig, capacity_kwh: float | None, power_kw: float | None) -> SimulatorConfig:
+    """The site with a what-if battery of ``capacity_kwh`` charging and discharging at up to
+    ``power_kw`` (its other properties as declared, else the defaults), or with its declared
+    battery when neither is given."""
+    if capacity_kwh is None and power_kw is None:
+        if config.battery.capacity_kwh <= 0 or config.battery.max_discharge_rate_kw <= 0:
+            raise UsageError(f"{config.device_id} declares no battery: give a what-if one with --battery-kwh and --battery-kw")
+        return config
+    if capacity_kwh is None or power_kw is None:
+        raise UsageError("a what-if battery needs both --battery-kwh and --battery-kw")
+    battery = BatteryConfig(**{**config.battery.model_dump(), "capacity_kwh": capacity_kwh,
+                               "max_charge_rate_kw": power_kw, "max_discharge_rate_kw": power_kw})
+    return config.model_copy(update={"battery": battery})
+
+
+def recorded_settings(config: SimulatorConfig, settings: BacktestSettings, recorded: pd.DataFrame,
+                      days: int | None) -> BacktestSettings:
+    """The whole local days backtested: from ``settings.start`` (default: the first local
+    midnight with a week of readings before it, else a day) for ``days`` days (default: every
+    whole day up to the newest reading). Each needs a day of readings before it, the least the
+    naive forecaster plans from."""
+    tz = config.timezone
+    seen = recorded.dropna(how="all").index
+    if seen.empty:
+        raise UsageError(f"{config.device_id}: no load or PV readings to backtest")
+    first_midnight = seen[0].tz_convert(tz).normalize()
+    earliest = first_midnight + pd.DateOffset(days=1)
+    last_midnight = seen[-1].tz_convert(tz).normalize()
+    if settings.start is None:
+        week = first_midnight + pd.DateOffset(days=1 + fc.HISTORY_DAYS)
+        start = week if week < last_midnight else earliest
+    else:
+        start = pd.Timestamp(settings.start)
+        start = (start.tz_localize(tz) if start.tzinfo is None else start.tz_convert(tz)).normalize()
+    if start < earliest:
+        raise UsageError(f"--start {start.date()}: the backtest needs a day of readings before it; the first is "
+                         f"{dd.format_ts(seen[0])}, so start on {earliest.date()} or later")
+    whole = (last_midnight.tz_localize(None) - start.tz_localize(None)).days
+    if whole < 1 or (days is not None and days > whole):
+        raise UsageError(f"{config.device_id}: readings end {dd.format_ts(seen[-1])}, {max(whole, 0)} whole day(s) "
+                         f"after {start.date()}; ask for fewer --days or an earlier --start")
+    return dataclasses.replace(settings, start=start, days=whole if days is None else days)
+
+
+def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: pd.DatetimeIndex) -> tuple[pd.DataFrame, int]:
+    """What happened at ``instants`` (:data:`forecasters.COLUMNS`): the recorded load and PV
+    (gaps filled as the module says; 0 kW of PV at a site that declares none), the declared
+    tariff's prices; and the number of steps filled."""
+    window = recorded.reindex(instants)
+    if config.solar.capacity_kw <= 0:
+        window[fc.PV] = window[fc.PV].fillna(0.0)
+    missing = window[[fc.LOAD, fc.PV]].isna().any(axis=1)
+    filled = window[[fc.LOAD, fc.PV]].interpolate(method="time", limit_area="inside")
+    if filled.isna().any().any():
+        raise UsageError(f"{config.device_id}: no readings at the start or end of the backtested days; choose "
+                         "--start and --days inside the recorded period")
+    actuals = fc.tariff_forecast(config, instants, clear_sky_output(config.solar, instants).clear_sky_ghi_w_m2)
+    actuals[fc.LOAD], actuals[fc.PV] = filled[fc.LOAD].to_numpy(), np.maximum(filled[fc.PV].to_numpy(), 0.0)
+    return actuals[list(fc.COLUMNS)], int(missing.sum())
+
+
+def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, settings: BacktestSettings,
+                          days: int | None = None, progress: Callable = lambda it, **_: it, store=None,
+                          weather=None) -> BacktestResult:
+    """Every strategy of backtest.py over the site's recorded days (:func:`recorded_settings`).
+
+    ``recorded``: its load and PV per reading instant (:func:`recorded_series`), the days
+    before the backtest included; ``weather``: the recorded weather forecasts its PV forecast
+    may use (``cloud.forecasting.weather``, None: none)."""
+    config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
+    if Execution(settings.execution) == Execution.GUARDED and config.home_load.ev_charger_kw > 0:
+        settings = dataclasses.replace(settings, execution=Execution.CAPPED)
+    settings = recorded_settings(config, settings, recorded, days)
+    instants = backtest_window(config, settings)
+    actuals, filled = recorded_actuals(config, recorded, instants)
+    history = recorded.loc[: instants[-1]]
+    exo = generator.recorded_exogenous(config, instants, *(actuals[column].to_numpy() for column in
+                                                           (fc.LOAD, fc.PV, fc.IMPORT_PRICE, fc.EXPORT_PRICE, fc.CARBON)))
+    measured = MeasuredPV(history[fc.PV].dropna(), weather)
+    forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, measured=measured)
+    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo)
+    return BacktestResult(config, settings, actuals, runs, replans, filled)

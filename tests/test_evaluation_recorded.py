@@ -1,0 +1,113 @@
+"""The backtest on recorded data: a declared site's own load and PV through every strategy,
+with a what-if battery, deciding only on readings before each decision and never running the
+simulator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_cloud_sync
+import run_optimizer
+from cloud.evaluation import backtest as bt
+from cloud.evaluation import recorded
+from cloud.optimization import forecasters as fc
+from cloud.optimization.bill import grid_bill
+from cloud.store.sqlite import SQLiteCloudStore
+from der_core.cli_support import run_cli
+from der_core.config import build_config
+from der_core.errors import UsageError
+from der_physics import generator, weather
+
+SITE = {
+    "device_id": "home-1", "location": {"latitude": 48.14, "longitude": 11.58, "altitude_m": 520.0},
+    "timezone": "Europe/Berlin", "country": "DE", "currency": "EUR",
+    "pv": {"capacity_kwp": 6.0, "tilt_degrees": 30.0, "azimuth_degrees": 180.0, "inverter_kw": 5.0},
+    "battery": None, "ev_charger": None, "tariff": "default_tou",
+}
+DAYS = 3
+
+
+@pytest.fixture(scope="module")
+def meter(tmp_path_factory) -> tuple[str, pd.DataFrame]:
+    """A cloud store holding the declared site (no battery) and twelve days of its meter's
+    readings, and those readings. They stand in for measured data and are made by the
+    simulator here, before any test forbids it."""
+    folder = tmp_path_factory.mktemp("recorded")
+    config = build_config({"seed": 11, "timezone": "Europe/Berlin", "home_load": {"has_ev": False},
+                           "solar": {"latitude": 48.14, "longitude": 11.58, "capacity_kw": 6.0}})
+    stamps = pd.date_range("2024-04-29 22:15", "2024-05-11 22:00", freq="15min", tz="UTC")  # local Apr 30 to May 11
+    truth = fc.site_actuals(config, stamps)[[fc.LOAD, fc.PV]].round(4)
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": truth[fc.PV].to_numpy(),
+                  "load_kw": truth[fc.LOAD].to_numpy()}).to_csv(folder / "meter.csv", index=False)
+    (folder / "site.json").write_text(json.dumps(SITE))
+    db = str(folder / "cloud.db")
+    assert run_cli(run_cloud_sync.main, ["--site", str(folder / "site.json"), "--import", str(folder / "meter.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw",
+                                         "--cloud-db", db]) == 0
+    return db, truth
+
+
+def forbid_the_simulator(monkeypatch) -> None:
+    def simulator(*args, **kwargs):
+        raise AssertionError("the recorded backtest ran the simulator")
+
+    for module, name in ((weather, "simulate"), (weather, "forecast"), (generator, "exogenous"), (fc, "site_actuals")):
+        monkeypatch.setattr(module, name, simulator)
+
+
+def test_a_what_if_battery_is_backtested_on_the_recorded_days_without_the_simulator(meter, tmp_path, monkeypatch, capsys):
+    db, truth = meter
+    forbid_the_simulator(monkeypatch)
+    monkeypatch.delenv("FORECAST_WEATHER_CSV", raising=False)
+    code = run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
+                                        "--days", str(DAYS), "--cloud-db", db, "--output", str(tmp_path / "out"), "--json"])
+    assert code == 0
+    table = {row["strategy"]: row for row in json.loads(capsys.readouterr().out)["strategies"]}
+    assert list(table) == list(bt.STRATEGIES)
+    bills = {name: row["bill"] for name, row in table.items()}
+    assert bills[bt.PERFECT] <= bills[bt.MPC] + 1e-6
+    assert bills[bt.PERFECT] <= bills[bt.SELF_CONSUMPTION] + 1e-6
+    assert bills[bt.MPC] <= bills[bt.SELF_CONSUMPTION] + 0.05 * bills[bt.NO_BATTERY]
+    # The default start leaves a week of readings before it: May 8 to 10, local time.
+    instants = pd.date_range("2024-05-08", periods=DAYS * 96, freq="15min", tz="Europe/Berlin").tz_convert("UTC") \
+        + pd.Timedelta(minutes=15)
+    prices = fc.tariff_forecast(build_config({"timezone": "Europe/Berlin", "country": "DE"}), instants, np.zeros(len(instants)))
+    meter_bill = grid_bill(truth.loc[instants, fc.LOAD] - truth.loc[instants, fc.PV], prices[fc.IMPORT_PRICE].to_numpy(),
+                           prices[fc.EXPORT_PRICE].to_numpy(), 0.25)
+    assert table[bt.NO_BATTERY]["energy"] == pytest.approx(float(meter_bill.energy.sum()), rel=1e-9)
+    assert table[bt.NO_BATTERY]["peak_import_kw"] == pytest.approx(float(meter_bill.peak_kw), rel=1e-9)
+    assert table[bt.MPC]["cycles"] > 0
+
+
+def test_a_site_that_declares_no_battery_needs_a_what_if_one(meter, tmp_path):
+    db, _ = meter
+    with pytest.raises(UsageError, match="declares no battery"):
+        run_optimizer.main(["--backtest", "--device-id", "home-1", "--cloud-db", db, "--output", str(tmp_path)])
+
+
+def recorded_run(db: str, tamper_after: pd.Timestamp | None = None) -> bt.BacktestResult:
+    with SQLiteCloudStore(db) as store:
+        site = run_optimizer.stored_sites(store)["home-1"]
+        series = recorded.recorded_series(store, "home-1", pd.Timedelta(minutes=15))
+    if tamper_after is not None:
+        later = series.index > tamper_after
+        series.loc[later, fc.LOAD] *= 3.0
+        series.loc[later, fc.PV] = 0.0
+    config = recorded.with_battery(site.config, 10.0, 5.0)
+    return recorded.run_recorded_backtest(config, series, bt.BacktestSettings(execution="capped"), days=2)
+
+
+def test_the_mpc_never_reads_a_reading_after_its_decision(meter):
+    db, _ = meter
+    honest = recorded_run(db)
+    cut = honest.actuals.index[0] + pd.Timedelta(hours=30)
+    tampered = recorded_run(db, tamper_after=cut)
+    before = honest.actuals.index <= cut
+    np.testing.assert_array_equal(tampered.runs[bt.MPC].battery_kw[before], honest.runs[bt.MPC].battery_kw[before])
+    # The tampered future is one the decisions would have seen: knowing it changes the upper bound's.
+    assert not np.array_equal(tampered.runs[bt.PERFECT].battery_kw[before], honest.runs[bt.PERFECT].battery_kw[before])
+    assert not np.array_equal(tampered.runs[bt.MPC].battery_kw[~before], honest.runs[bt.MPC].battery_kw[~before])
