@@ -131,7 +131,7 @@ def test_models_forecaster_reports_why_it_cannot_run():
 
 @pytest.fixture(scope="module")
 def month() -> dict[str, pd.DataFrame]:
-    """The issue's 30-day backtest of the default site (TOU tariff)."""
+    """The 30-day backtest of the default site (TOU tariff) the optimizer is measured by."""
     return {name: metrics(_default_site(30, name)) for name in ("naive", "perfect")}
 
 

@@ -1,4 +1,4 @@
-"""The issue's accuracy bar on a simulated fleet (20 sites x 60 days, fixed seeds): LightGBM's
+"""The accuracy bar on a simulated fleet (20 sites x 60 days, fixed seeds): LightGBM's
 day-ahead MAE beats seasonal naive (same time yesterday) by at least 25 % for load and 40 % for
 PV in daylight, and its P10-P90 band holds 70-90 % of the truths on the held-out last 20 %."""
 
