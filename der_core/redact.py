@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 MASK = "***"
 
 #: Variables whose values are secrets, and the password part of the ones that hold a URL.
-SECRET_VARIABLES = ("INFLUXDB_TOKEN", "SUPABASE_KEY", "MQTT_PASSWORD")
+SECRET_VARIABLES = ("INFLUXDB_TOKEN", "SUPABASE_KEY", "MQTT_PASSWORD", "ENTSOE_API_KEY", "SOLCAST_API_KEY",
+                    "FORECAST_SOLAR_API_KEY")
 URL_VARIABLES = ("DATABASE_URL", "SUPABASE_URL", "INFLUXDB_URL")
 #: Flags whose value is a secret.
 SECRET_FLAGS = ("--influxdb-token", "--mqtt-password")
 
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/?#@\s:]*)(?P<password>:[^/?#@\s]*)?@")
-_QUERY_SECRET = re.compile(r"(?i)([?&;](?:token|key|apikey|api_key|access_token|password|passwd|secret|sig)=)[^&#\s]*")
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:token|securitytoken|key|apikey|api_key|access_token|password|passwd|secret|sig)=)[^&#\s]*")
 _KEYWORD_SECRET = re.compile(r"(?i)\b(password|passwd|token|apikey|api_key)=(?:'[^']*'|\S+)")
 _SHORTEST_SECRET = 4  # shorter values would mask ordinary words
 

@@ -179,6 +179,23 @@ class CloudStoreContract:
         back = store.read_frame(s.PLANS, {s.ISSUED_AT: issued})
         assert back[dd.BATTERY_POWER].tolist() == [-2.5] and back[dd.BATTERY_SOC].isna().all()
 
+    def test_weather_forecasts_and_prices_keep_each_issue(self, store):
+        targets = T0 + pd.to_timedelta(np.arange(4) * 3600, unit="s")
+        for hours_before, ghi in ((6, 100.0), (1, 300.0)):
+            store.upsert_frame(s.WEATHER_FORECASTS, pd.DataFrame({
+                dd.DEVICE_ID: "a", s.SOURCE: "open-meteo", s.ISSUED_AT: T0 - pd.Timedelta(hours=hours_before),
+                dd.TS: targets, s.GHI: ghi, s.TEMP_AIR: 21.5}))
+        weather = store.read_frame(s.WEATHER_FORECASTS, {dd.DEVICE_ID: "a"})
+        assert len(weather) == 8 and weather[s.DNI].isna().all() and weather[s.FETCHED_AT].notna().all()
+        assert weather.groupby(s.ISSUED_AT)[s.GHI].first().tolist() == [100.0, 300.0]
+        prices = pd.DataFrame({s.SOURCE: "awattar", s.AREA: "AT", dd.TS: targets[:2], s.END_TS: targets[1:3],
+                               s.PUBLISHED_AT: T0 - pd.Timedelta(hours=11), s.KIND: "day-ahead",
+                               s.PRICE_PER_KWH: [0.1, 0.2], s.CURRENCY: "EUR"})
+        store.upsert_frame(s.PRICES, prices)
+        store.upsert_frame(s.PRICES, prices.iloc[:1].assign(**{s.PRICE_PER_KWH: 0.15}))
+        back = store.read_frame(s.PRICES, {s.AREA: "AT"}, start=T0)
+        assert back[s.PRICE_PER_KWH].tolist() == [0.15, 0.2] and back[s.CURRENCY].tolist() == ["EUR", "EUR"]
+
     def test_features_round_trip_wide(self, store):
         wide = pd.DataFrame({dd.DEVICE_ID: ["a", "a"], dd.TS: [T0, T0 + pd.Timedelta(minutes=5)],
                              "load_lag_1h": [1.25, np.nan], "hour_sin": [0.0, 0.5]})

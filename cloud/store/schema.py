@@ -57,6 +57,12 @@ FORECASTS = "forecasts"
 PLANS = "dispatch_plans"
 #: One row per stored plan: what its owner is shown (cloud.optimization.summary), as JSON.
 PLAN_SUMMARIES = "plan_summaries"
+#: Weather forecasts for a site's coordinates, one row per (source, issue, target instant):
+#: a forecast made at ``t`` reads only rows issued before ``t``.
+WEATHER_FORECASTS = "weather_forecasts"
+#: Published prices of a market area or region, one row per (source, area, interval start,
+#: publication): a plan made at ``t`` reads only prices published before ``t``.
+PRICES = "prices"
 #: A view over ``der_readings``: per device, first and last ``ts`` and the row count.
 READING_STATS = "der_reading_stats"
 
@@ -74,6 +80,16 @@ VERSION, FEATURES_COLUMN, CREATED_AT = "version", "features", "created_at"
 ISSUED_AT, TARGET, MODEL, VALUE, LOWER, UPPER = "issued_at", "target", "model", "value", "lower", "upper"
 PLAN_PRICE, EXPECTED_COST, OBJECTIVE = "price_per_kwh", "expected_cost", "objective"
 SUMMARY = "summary"
+#: weather_forecasts: ``ts`` is the instant the values describe (the interval ending there).
+GHI, DNI, DHI, TEMP_AIR, CLOUD_COVER, WIND_SPEED, PV_POWER = (
+    "ghi_w_m2", "dni_w_m2", "dhi_w_m2", "temp_air_c", "cloud_cover_percent", "wind_speed_m_s", "pv_kw",
+)
+WEATHER_FIELDS: tuple[str, ...] = (GHI, DNI, DHI, TEMP_AIR, CLOUD_COVER, WIND_SPEED, PV_POWER)
+#: prices: ``ts`` is the start of the interval the price holds for, ``end_ts`` its end.
+AREA, END_TS, PRICE_PER_KWH, CURRENCY, PUBLISHED_AT, KIND = (
+    "area", "end_ts", "price_per_kwh", "currency", "published_at", "kind",
+)
+FETCHED_AT = "fetched_at"
 FIRST_TS, LAST_TS, ROW_COUNT = "first_ts", "last_ts", "row_count"
 
 _DEVICE_TS = (dd.DEVICE_ID, dd.TS)
@@ -104,6 +120,12 @@ TABLES: dict[str, Table] = {
               (dd.DEVICE_ID, dd.TS, ISSUED_AT), (_DEVICE_TS,)),
         Table(PLAN_SUMMARIES, {dd.DEVICE_ID: TEXT, dd.TS: TS, ISSUED_AT: TS, SUMMARY: JSON},
               (dd.DEVICE_ID, dd.TS, ISSUED_AT)),
+        Table(WEATHER_FORECASTS, {dd.DEVICE_ID: TEXT, SOURCE: TEXT, ISSUED_AT: TS, dd.TS: TS,
+                                  **{name: FLOAT for name in WEATHER_FIELDS}, FETCHED_AT: TS},
+              (dd.DEVICE_ID, SOURCE, ISSUED_AT, dd.TS), (_DEVICE_TS,), defaults_now=(FETCHED_AT,)),
+        Table(PRICES, {SOURCE: TEXT, AREA: TEXT, dd.TS: TS, END_TS: TS, PUBLISHED_AT: TS, KIND: TEXT,
+                       PRICE_PER_KWH: FLOAT, CURRENCY: TEXT, FETCHED_AT: TS},
+              (SOURCE, AREA, dd.TS, PUBLISHED_AT), defaults_now=(FETCHED_AT,)),
     )
 }
 
@@ -116,7 +138,9 @@ def table(name: str) -> Table:
 
 
 def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame with exactly the table's writable columns (missing ones empty) and their dtypes."""
+    """A frame with exactly the table's writable columns and their dtypes; a missing column
+    is empty, or now for one the database would default to now (``Table.defaults_now``),
+    since a bulk upsert sends every column and so never lets the default apply."""
     if name == READINGS:
         return frame if is_contract_frame(frame) else dd.coerce_frame(frame)
     if name == FEATURES and not is_packed_features(frame):
@@ -125,7 +149,12 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     out: dict[str, Any] = {}
     for column in spec.writable:
         kind = spec.columns[column]
-        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        if column in frame.columns:
+            values = frame[column]
+        elif column in spec.defaults_now:
+            values = pd.Series([dd.utc_now()] * len(frame), dtype=object)
+        else:
+            values = pd.Series([None] * len(frame), dtype=object)
         values = values.reset_index(drop=True)
         if kind == TS:
             out[column] = pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
