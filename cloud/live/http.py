@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import random
 import time
@@ -27,7 +28,11 @@ from typing import Any
 import httpx
 
 from der_core.errors import ConfigError, DERError
-from der_core.redact import redact, register_secret
+from der_core.redact import RedactingFilter, redact, register_secret
+
+# httpx logs each request's full URL, query string and any key in it included, at INFO; its
+# own logger masks them, so no handler (a job's, a test's) ever receives one.
+logging.getLogger("httpx").addFilter(RedactingFilter())
 
 
 class SourceError(DERError):
