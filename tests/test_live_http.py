@@ -111,3 +111,13 @@ def test_retry_after_without_a_usable_header_is_none():
     import httpx
     assert retry_after_s(httpx.Response(429)) is None
     assert retry_after_s(httpx.Response(429, headers={"Retry-After": "soon"})) is None
+
+
+def test_x_ratelimit_retry_at_stands_in_for_a_missing_retry_after():
+    import httpx
+    now = time.time()
+    later = email.utils.formatdate(now + 90, usegmt=True)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now + 600))
+    assert 595.0 <= retry_after_s(httpx.Response(429, headers={"X-Ratelimit-Retry-At": iso}), now) <= 600.0
+    assert retry_after_s(httpx.Response(429, headers={"Retry-After": later, "X-Ratelimit-Retry-At": iso}), now) < 100
+    assert retry_after_s(httpx.Response(429, headers={"X-Ratelimit-Retry-At": "2026-01-01T10:00:00"}), now) is None

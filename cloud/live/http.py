@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -97,16 +98,30 @@ RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def retry_after_s(response: httpx.Response, now: float | None = None) -> float | None:
-    """The wait ``Retry-After`` asks for, in seconds (None without a usable header)."""
+    """The wait ``Retry-After`` asks for, in seconds (None without a usable header); without
+    one, the wait until the ISO 8601 instant of ``X-Ratelimit-Retry-At``, which Forecast.Solar
+    sends instead (asking again before that instant extends its ban, doc.forecast.solar/facing429)."""
     value = response.headers.get("retry-after")
     if value is None:
-        return None
+        return _retry_at_s(response.headers.get("x-ratelimit-retry-at"), now)
     value = value.strip()
     if value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _retry_at_s(value: str | None, now: float | None) -> float | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
