@@ -14,7 +14,7 @@ import math
 import zlib
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -89,6 +89,68 @@ class SolarConfig(_Section):
     @property
     def inverter_limit_kw(self) -> float:
         return self.inverter_kw if self.inverter_kw is not None else 0.9 * self.capacity_kw
+
+
+class BatterySign(str, Enum):
+    """Which direction of battery power a device reports as positive."""
+
+    DISCHARGE_POSITIVE = "discharge-positive"
+    CHARGE_POSITIVE = "charge-positive"
+
+
+class MeterSign(str, Enum):
+    """Which direction of grid power a meter reports as positive."""
+
+    IMPORT_POSITIVE = "import-positive"
+    EXPORT_POSITIVE = "export-positive"
+
+
+class PvPoint(str, Enum):
+    """The inverter point read as PV generation: AC output ``W``, or DC input ``DCW`` (for
+    hybrids whose AC output is net of the battery)."""
+
+    W = "W"
+    DCW = "DCW"
+
+
+class SimulatorSource(_Section):
+    """Readings from the simulated site (the default)."""
+
+    kind: Literal["simulator"] = "simulator"
+
+
+class ModbusSunSpecSource(_Section):
+    """Readings from a real inverter, battery and meter with a SunSpec map over Modbus TCP
+    (``edge_gateway/sources/modbus_sunspec.py``). The sign defaults are the usual reading of
+    the SunSpec models (a meter at the grid connection counts import as positive, a battery's
+    DC power is positive when it discharges into the inverter); devices differ, so both are
+    settings, to check once against a known import and a known charge."""
+
+    kind: Literal["modbus-sunspec"]
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(502, ge=1, le=65_535)
+    unit_id: int = Field(1, ge=0, le=255)
+    base_address: int | None = Field(None, ge=0, le=65_533, description="SunSpec map start; null: try 40000, 0, 50000")
+    timeout_s: float = Field(3.0, gt=0, le=60)
+    sample_every_s: float = Field(10.0, ge=1, le=3600, description="instants averaged into each reading")
+    battery_power_sign: BatterySign = Field(BatterySign.DISCHARGE_POSITIVE, strict=False)
+    meter_power_sign: MeterSign = Field(MeterSign.IMPORT_POSITIVE, strict=False)
+    pv_point: PvPoint = Field(PvPoint.W, strict=False)
+    control: bool = Field(True, description="send battery commands through SunSpec storage control (model 124)")
+    revert_after_s: int = Field(900, ge=10, le=65_534, description="the device returns to its own mode this long after a command")
+    reconnect_max_s: float = Field(60.0, ge=1, le=3600, description="longest wait between reconnection attempts")
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        if any(c.isspace() or c == "/" for c in value):
+            raise ValueError(f"{dd.shown(value)} is not a host name or address; expected e.g. '192.168.1.50'")
+        return value
+
+
+#: The ``source`` section: its ``kind`` selects the model, so a field of another kind is
+#: refused as unknown rather than ignored.
+SourceConfig = Annotated[SimulatorSource | ModbusSunSpecSource, Field(discriminator="kind")]
 
 
 class BatteryMode(str, Enum):
@@ -182,6 +244,7 @@ class SimulatorConfig(_Section):
     battery: BatteryConfig = BatteryConfig()
     home_load: HomeLoadConfig = HomeLoadConfig()
     grid_price: GridPriceConfig = GridPriceConfig()
+    source: SourceConfig = SimulatorSource()
 
     _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
     _known_zone = field_validator("timezone")(lambda cls, value: check_zone(value))
@@ -217,6 +280,10 @@ def validation_line(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{location}: unknown field; expected one of the documented fields"
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a section whose "kind" selects its fields
+        context = error.errors(include_url=False)[0].get("ctx", {})
+        given = f"got {dd.shown(context['tag'])}" if "tag" in context else "missing"
+        return f"{location}.{context.get('discriminator', 'kind').strip(chr(39))}: {given}; expected one of {context.get('expected_tags', 'the documented kinds')}"
     given = first.get("input")
     if first["type"] != "missing" and not isinstance(given, (dict, list)) and first["type"] != "value_error":
         kind = f"{_JSON_TYPES.get(type(given), type(given).__name__)} " if first["type"].endswith("_type") else ""

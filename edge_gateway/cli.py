@@ -183,7 +183,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
     live_output(configs[0], "--output" if args.output else "output_file")
     # Imported here: the scheduler's imports cost a fifth of a second --historical never needs.
     from der_core.scheduling import Every, run_schedule
-    from edge_gateway.daemon import open_runtime
+    from edge_gateway.daemon import open_runtime, sampling_jobs
 
     mqtt = mqtt_settings(args) if args.enable_mqtt else None
     runtime = open_runtime(
@@ -205,7 +205,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
                 raise DERError(f"MQTT broker {mqtt.address} unreachable: the reading was not published{kept}")
             return 0
         job = Every("gateway", lambda: gateway.step(align(pd.Timestamp.now(tz="UTC"), interval) if args.scheduled else None), interval, aligned=args.scheduled)
-        run_schedule([job])
+        run_schedule([job, *sampling_jobs(runtime)])
         return 0
     finally:
         runtime.close()
@@ -246,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.status:
         return show_status(args, config)
     configs = site_configs(config, args.sites)
+    if args.historical and config.source.kind != "simulator":
+        raise UsageError(f"--historical simulates a past; a {config.source.kind} source reads its device live only")
     if args.historical:
         retain_freed_memory()  # chunk after chunk allocates the same arrays again
         return run_historical(args, configs)

@@ -21,9 +21,11 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, site_record
+from der_core.errors import UsageError
 from der_core.scheduling import Every, run_schedule
 from edge_gateway.gateway import Gateway, JsonlSink, align
 from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
+from edge_gateway.sources.factory import open_source
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import InfluxSettings
@@ -102,6 +104,8 @@ def open_runtime(
     ``setpoints`` replaces the book MQTT commands go to (one with its own clock, for tests)."""
     gateway_id = gateway_id or configs[0].device_id
     state_dir = Path(state_dir or Path(store_path or configs[0].edge_store_path).parent / "state")
+    if len(configs) > 1 and configs[0].source.kind != "simulator":
+        raise UsageError(f"--sites simulates sites around the configured one; a {configs[0].source.kind} source reads one real site")
     store, sinks, extra = None, [], []
     if store_path is not None:
         store = open_edge_store(store_path, influx)
@@ -119,8 +123,20 @@ def open_runtime(
         link = MqttLink(mqtt, configs, gateway_id=gateway_id, setpoints=setpoints, reader=reader, watermark_path=watermark_path(state_dir, gateway_id))
         link.start()
         sinks.append(link)
-    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store)
+    source = open_source(configs[0])
+    if source is not None:
+        extra.append(source)
+    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store, source=source)
     return Runtime(gateway, store, link, extra)
+
+
+def sampling_jobs(runtime: Runtime) -> list[Every]:
+    """The job sampling a measured source between readings (none for the simulator), so each
+    reading averages the interval rather than taking one instant of it."""
+    source, configs = runtime.gateway.source, runtime.gateway.configs
+    if source is None:
+        return []
+    return [Every("sampler", source.sample, min(configs[0].source.sample_every_s, configs[0].interval_seconds))]
 
 
 def run_daemon(
@@ -152,6 +168,6 @@ def run_daemon(
             runtime.close()
             log.info("daemon: stopped cleanly")
 
-    run_schedule([Every("gateway", tick, interval, aligned=True)], stop=stop, on_stop=shutdown)
+    run_schedule([Every("gateway", tick, interval, aligned=True), *sampling_jobs(runtime)], stop=stop, on_stop=shutdown)
     sys.stderr.flush()
     return 0

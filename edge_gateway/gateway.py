@@ -33,6 +33,7 @@ from der_core.control import (
 )
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
+from edge_gateway.sources.base import DeviceSource, Measured, measured_frame
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
 
@@ -84,11 +85,15 @@ class Gateway:
         state_dir: str | Path = "data/state",
         setpoints: SetpointSource | None = None,
         history: EdgeStore | None = None,
+        source: DeviceSource | None = None,
     ) -> None:
         self.configs = tuple(configs)
+        if source is not None and len(self.configs) != 1:
+            raise ValueError("a measured source reads one site; got a fleet of simulated sites")
         self.sinks = list(sinks)
         self.setpoints = setpoints
         self.history = history
+        self.source = source
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
 
     @property
@@ -189,6 +194,8 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
+        if self.source is not None:
+            return self._measured_step(at)
         before, dt_h = self._state_before(at)
         controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, site.memory_to_step())
                        for c, site in zip(self.configs, before, strict=True)]
@@ -208,6 +215,44 @@ class Gateway:
                                float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]))
             state_file.save(GatewayState(SiteSnapshot(at, new_state.site(i), controller.memory), before[i]))
         return frame
+
+    def _measured_step(self, at: pd.Timestamp) -> pd.DataFrame:
+        """The device's reading of the interval ending at ``at``, delivered as a simulated one
+        is; then its battery is told the request for the interval starting at ``at``. A
+        device that answered nothing in the interval gives no reading (a row of nothing but
+        missing values would tell the store, the sync and the forecasts nothing); the control
+        memory then waits for the next reading."""
+        config, state_file = self.configs[0], self.states[0]
+        saved = state_file.load()
+        before = SiteSnapshot(None, {})
+        if saved is not None:
+            before = saved.previous if at == saved.latest.ts else saved.latest
+        start = at - pd.Timedelta(seconds=self.interval_s)
+        measured = self.source.reading(start, at)
+        controller = Controller(ControlBattery.from_config(config.battery), config.timezone, before.memory_to_step())
+        if measured is None:
+            self.source.command(math.nan, at)
+            return dd.empty_frame()
+        frame = measured_frame(config.device_id, at, measured)
+        for sink in self.sinks:
+            sink(frame)
+        policy = self._policies(at, self.interval_s / 3600.0)[0]
+        controller.observe(policy, start, math.nan, measured.grid_kw, measured.load_kw)
+        self.source.command(self._device_request(at, controller, measured), at)
+        state_file.save(GatewayState(SiteSnapshot(at, {}, controller.memory), before))
+        return frame
+
+    def _device_request(self, at: pd.Timestamp, controller: Controller, measured: Measured) -> float:
+        """The battery power (kW, + charges) the plan or setpoint in force asks of a measured
+        device for the interval starting at ``at``, on the reading just made (NaN: none in
+        force, the device's own mode). A schedule's import cap is not defended here: that
+        needs the device to follow the grid flow faster than one reading per interval."""
+        if self.setpoints is None:
+            return math.nan
+        device_id, step_h = self.configs[0].device_id, self.interval_s / 3600.0
+        energy_kwh = measured.battery_soc_percent / 100.0 * self.configs[0].battery.capacity_kwh
+        return controller.request_kw(self.setpoints.reserve(device_id, at), at, measured.load_kw - measured.pv_kw, 0.0,
+                                     energy_kwh, step_h, self.setpoints.power_kw(device_id, at))
 
 
 def align(at: pd.Timestamp, interval_s: int) -> pd.Timestamp:

@@ -215,7 +215,8 @@ class SQLiteEdgeStore:
                 columns.append(values.astype(str).tolist())
             else:
                 floats = values.to_numpy(dtype="float64", na_value=np.nan)
-                as_list = floats.astype("int64").tolist() if typ is int else floats.tolist()
+                # a missing integer (a measured device reports no cycle count) becomes None below
+                as_list = np.nan_to_num(floats).astype("int64").tolist() if typ is int else floats.tolist()
                 columns.append([None if f != f else v for f, v in zip(floats.tolist(), as_list)])
         try:
             with self._conn:

@@ -1,0 +1,91 @@
+"""Where a gateway's readings come from when they are measured rather than simulated.
+
+The simulator (``der_physics.generator``, stepped by ``Gateway.step``) is the default source.
+A measured source gives, per reading, only the fields its device reports
+(:class:`Measured`); every other field of the reading contract stays missing, since a value
+the device did not report would be invented. The reading is then stored, published and
+synced exactly as a simulated one (``Gateway.step`` hands it to the same sinks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+from der_core import der_data as dd
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a device reports for one reading, in the reading contract's units and signs:
+    battery power positive when it charges, grid power positive when the site imports. NaN:
+    not reported."""
+
+    pv_kw: float = math.nan
+    battery_soc_percent: float = math.nan
+    battery_power_kw: float = math.nan
+    grid_kw: float = math.nan
+
+    @property
+    def load_kw(self) -> float:
+        """The house load, from the site's balance (PV + grid import + battery discharge; the
+        contract's ``net_grid_flow = load + battery - solar``), only when all three are
+        reported: with one missing, the balance would put its power into the load."""
+        return self.pv_kw + self.grid_kw - self.battery_power_kw  # NaN when any is NaN
+
+    @classmethod
+    def mean(cls, samples: list[Measured]) -> Measured:
+        """The reading of an interval from its samples: each power averaged over the samples
+        that report it (an energy-true figure for the interval), the state of charge the last
+        one reported (a state at the interval's end, as the simulator's)."""
+        def average(values: list[float]) -> float:
+            known = [v for v in values if math.isfinite(v)]
+            return math.fsum(known) / len(known) if known else math.nan
+
+        socs = [s.battery_soc_percent for s in samples if math.isfinite(s.battery_soc_percent)]
+        return cls(average([s.pv_kw for s in samples]), socs[-1] if socs else math.nan,
+                   average([s.battery_power_kw for s in samples]), average([s.grid_kw for s in samples]))
+
+
+def measured_frame(device_id: str, at: pd.Timestamp, measured: Measured) -> pd.DataFrame:
+    """The one-row reading frame of a measured device: its reported fields, the rest missing."""
+    row: dict = {column: math.nan for column in dd.NUMERIC_COLUMNS}
+    row.update({column: None for column in dd.TEXT_COLUMNS})
+    row.update({dd.DEVICE_ID: device_id, dd.TS: at, dd.SOLAR_KW: measured.pv_kw, dd.BATTERY_SOC: measured.battery_soc_percent,
+                dd.BATTERY_POWER: measured.battery_power_kw, dd.NET_GRID_FLOW: measured.grid_kw, dd.LOAD_TOTAL: measured.load_kw})
+    return dd.coerce_frame(pd.DataFrame([row]))
+
+
+class ReadingSource(Protocol):
+    """A device read by the gateway: sampled several times per interval, read once per reading."""
+
+    def sample(self, at: pd.Timestamp | None = None) -> None:
+        """Take one sample of the device (at ``at``, default now); a device that does not
+        answer is noted and retried later, never raised."""
+        ...
+
+    def reading(self, start: pd.Timestamp, end: pd.Timestamp) -> Measured | None:
+        """The reading of the interval ``(start, end]`` from its samples (one taken now when it
+        has none); None when the device answered none."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class BatteryControl(Protocol):
+    """A device's battery, told what to do for the next interval."""
+
+    def command(self, power_kw: float, at: pd.Timestamp) -> float:
+        """Ask the battery for ``power_kw`` (positive charges) from ``at``, within the device's
+        limits; NaN hands control back to the device's own mode. Returns the power asked for
+        after clipping (NaN when none was sent)."""
+        ...
+
+
+class DeviceSource(ReadingSource, BatteryControl, Protocol):
+    """A source whose battery the gateway can also command."""
+
