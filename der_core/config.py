@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,7 +28,9 @@ from pydantic import (
 
 from der_core import der_data as dd
 from der_core.errors import ConfigError
-from der_core.money import currency_of
+from der_core.money import check_currency, currency_of
+from der_core.section import Section
+from der_core.tariff import Tariff
 
 DEFAULT_EDGE_STORE = "data/edge.db"
 
@@ -62,16 +63,7 @@ def check_country(value: str) -> str:
     return value
 
 
-def check_currency(value: str | None) -> str | None:
-    """An ISO 4217 code, or None for the country's."""
-    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
-        raise ValueError(f"{dd.shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
-                         "such as 'USD', 'EUR' or 'GBP', or null for the country's")
-    return value
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
+_Section = Section
 
 
 class SolarConfig(_Section):
@@ -245,6 +237,8 @@ class SimulatorConfig(_Section):
     home_load: HomeLoadConfig = HomeLoadConfig()
     grid_price: GridPriceConfig = GridPriceConfig()
     source: SourceConfig = SimulatorSource()
+    tariff: Tariff | None = Field(None, description="what plans and bills price energy with (der_core.tariff); "
+                                  "null: grid_price's time-of-use; the simulated prices stay grid_price's")
 
     _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
     _known_zone = field_validator("timezone")(lambda cls, value: check_zone(value))
@@ -357,7 +351,9 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
 
 
 def config_to_dict(config: SimulatorConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")
+    """The configuration as JSON data; ``tariff`` only when one is set, so a simulator's file
+    holds the spec's fields."""
+    return config.model_dump(mode="json", exclude={"tariff"} if config.tariff is None else None)
 
 
 def write_config(config: SimulatorConfig, path: str | Path) -> Path:

@@ -8,6 +8,8 @@ text fields and on the dashboard.
 
 from __future__ import annotations
 
+from der_core.der_data import shown
+
 #: ISO 4217 code per ISO 3166 country, for the countries a site is likely to be in.
 CURRENCY_BY_COUNTRY: dict[str, str] = {
     "US": "USD", "CA": "CAD", "MX": "MXN", "BR": "BRL", "AU": "AUD", "NZ": "NZD", "JP": "JPY", "CN": "CNY",
@@ -25,6 +27,14 @@ FALLBACK_CURRENCY = "USD"  # a country missing from the table above: the config'
 def currency_of(country: str, currency: str | None = None) -> str:
     """The site's currency code: the one configured, else its country's."""
     return currency or CURRENCY_BY_COUNTRY.get(country, FALLBACK_CURRENCY)
+
+
+def check_currency(value: str | None) -> str | None:
+    """An ISO 4217 code, or None for the country's."""
+    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
+        raise ValueError(f"{shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
+                         "such as 'USD', 'EUR' or 'GBP', or null for the country's")
+    return value
 
 
 def symbol(currency: str) -> str:

@@ -14,8 +14,10 @@ fields refused, one line per error, as :mod:`der_core.config`):
      "tariff": "default_tou"}
 
 ``pv``, ``battery`` and ``ev_charger`` may be ``null`` (the home has none). ``tariff`` is the
-name of a built-in tariff (:data:`TARIFFS`) or the time-of-use fields of the simulator
-configuration's ``grid_price`` section. In the cloud store a declared site's ``config_json``
+name of a built-in tariff (``der_core.tariff_file.TARIFFS``), a tariff object
+(``der_core.tariff``), the path of a tariff file relative to the site file, or the time-of-use
+prices of the simulator configuration's ``grid_price`` section (:class:`TouPrices`). The
+declaration holds the tariff itself, so the cloud store keeps it without the file. In the cloud store a declared site's ``config_json``
 holds the declaration under :data:`DECLARED`, which tells it from a simulated site's.
 """
 
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from der_core import der_data as dd
 from der_core.config import (
@@ -42,7 +44,10 @@ from der_core.config import (
     check_zone,
     read_json_file,
     validated,
+    validation_line,
 )
+from der_core.tariff import Tariff, tou_tariff
+from der_core.tariff_file import FILE_SUFFIXES, TARIFFS, load_tariff_file
 
 #: The key of a declared site's ``config_json`` that holds its declaration.
 DECLARED = "declared_site"
@@ -89,9 +94,9 @@ class EVCharger(_Section):
     kw: float = Field(gt=0, le=350)
 
 
-class Tariff(_Section):
-    """A time-of-use tariff: the fields of ``grid_price`` a bill is made of (periods as
-    ``der_physics.grid_price.tou_period`` defines them)."""
+class TouPrices(_Section):
+    """A time-of-use tariff by its prices alone: the fields of the simulator configuration's
+    ``grid_price`` a bill is made of, on the simulated sites' periods (``der_core.tariff.tou_tariff``)."""
 
     off_peak_price: float = Field(ge=0, le=100)
     shoulder_price: float = Field(ge=0, le=100)
@@ -100,11 +105,23 @@ class Tariff(_Section):
     demand_charge: float = Field(0.0, ge=0, le=10_000, description="per kW of monthly peak import")
 
 
-_DEFAULT_PRICES = GridPriceConfig()
-#: Built-in tariffs by name: ``default_tou`` is the simulated sites' time-of-use table.
-TARIFFS: Mapping[str, Tariff] = {
-    "default_tou": Tariff(**{k: getattr(_DEFAULT_PRICES, k) for k in Tariff.model_fields}),
-}
+def _tariff_value(value: Any) -> Any:
+    """A site's ``tariff`` as a :class:`Tariff`: a built-in by name or the time-of-use prices
+    of :class:`TouPrices`; a tariff object is left to the field's own validation, whose lines
+    name the field inside it."""
+    if isinstance(value, str):
+        if value not in TARIFFS:
+            raise ValueError(f"unknown tariff {dd.shown(value)}; expected one of {', '.join(TARIFFS)}, "
+                             f"a tariff file ({', '.join(FILE_SUFFIXES)}) or a tariff object")
+        return TARIFFS[value]
+    if isinstance(value, dict) and "import_price" not in value and set(value) & set(TouPrices.model_fields):
+        try:
+            prices = TouPrices.model_validate(value)
+        except ValidationError as error:
+            raise ValueError(validation_line(error)) from None
+        return tou_tariff(prices.off_peak_price, prices.shoulder_price, prices.peak_price, prices.base_feed_in_tariff,
+                          prices.demand_charge, name=None)
+    return value
 
 
 class SiteDeclaration(_Section):
@@ -116,35 +133,33 @@ class SiteDeclaration(_Section):
     pv: PV | None
     battery: Battery | None
     ev_charger: EVCharger | None
-    tariff: str | Tariff
+    tariff: Tariff
 
     _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
     _zone = field_validator("timezone")(lambda cls, value: check_zone(value))
     _country = field_validator("country")(lambda cls, value: check_country(value))
     _currency = field_validator("currency")(lambda cls, value: check_currency(value))
 
-    @field_validator("tariff")
+    @field_validator("tariff", mode="before")
     @classmethod
-    def _known_tariff(cls, value: str | Tariff) -> str | Tariff:
-        if isinstance(value, str) and value not in TARIFFS:
-            raise ValueError(f"unknown tariff {dd.shown(value)}; expected one of {', '.join(TARIFFS)} "
-                             "or an object with the time-of-use prices")
-        return value
-
-    @property
-    def prices(self) -> Tariff:
-        return TARIFFS[self.tariff] if isinstance(self.tariff, str) else self.tariff
+    def _known_tariff(cls, value: Any) -> Any:
+        return _tariff_value(value)
 
 
-def build_site(data: Any, source: str = "site file") -> SiteDeclaration:
-    """Validate a mapping into a :class:`SiteDeclaration`, or raise one-line :class:`ConfigError`."""
+def build_site(data: Any, source: str = "site file", folder: str | Path = ".") -> SiteDeclaration:
+    """Validate a mapping into a :class:`SiteDeclaration`, or raise one-line :class:`ConfigError`.
+    A ``tariff`` naming a tariff file (by its suffix) is read from ``folder``, and a bad one is
+    one line naming that file and its field."""
+    tariff = data.get("tariff") if isinstance(data, dict) else None
+    if isinstance(tariff, str) and tariff not in TARIFFS and tariff.lower().endswith(FILE_SUFFIXES):
+        data = {**data, "tariff": load_tariff_file(Path(folder) / tariff)}
     return validated(SiteDeclaration, data, source)
 
 
 def load_site_file(path: str | Path) -> SiteDeclaration:
-    """Read and validate a site file."""
+    """Read and validate a site file; a tariff file it names is read relative to it."""
     hint = "write one as docs/operations.md (\"Declaring a real site\") shows"
-    return build_site(read_json_file(path, "site file", hint), source=str(path))
+    return build_site(read_json_file(path, "site file", hint), source=str(path), folder=Path(path).parent)
 
 
 def site_row(site: SiteDeclaration) -> dict[str, Any]:
@@ -200,7 +215,7 @@ def planning_config(site: SiteDeclaration) -> SimulatorConfig:
     """The declaration in the shape the optimizer reads a site in: the declared location,
     equipment and tariff, nothing simulated (no price volatility or spikes, no equipment the
     site lacks: 0 kWp without PV, a 0 kWh battery without one, no car without a charger)."""
-    pv, battery, prices = site.pv, site.battery, site.prices
+    pv, battery, tariff = site.pv, site.battery, site.tariff
     solar = SolarConfig(latitude=site.location.latitude, longitude=site.location.longitude,
                         altitude_m=site.location.altitude_m, **(
                             {"capacity_kw": pv.capacity_kwp, "tilt_degrees": pv.tilt_degrees,
@@ -212,6 +227,7 @@ def planning_config(site: SiteDeclaration) -> SimulatorConfig:
                       min_soc=battery.min_soc, max_soc=battery.max_soc, initial_soc=battery.start_soc)
     charger = site.ev_charger
     home = HomeLoadConfig(has_ev=charger is not None, ev_charging_kw=charger.kw if charger else 0.0)
-    grid = GridPriceConfig(**prices.model_dump(), volatility=0.0, spike_probability_per_day=0.0)
-    return SimulatorConfig(device_id=site.device_id, timezone=site.timezone, country=site.country, currency=site.currency,
-                           solar=solar, battery=store, home_load=home, grid_price=grid)
+    grid = GridPriceConfig(demand_charge=tariff.demand_charge_per_kw, volatility=0.0, spike_probability_per_day=0.0)
+    return SimulatorConfig(device_id=site.device_id, timezone=site.timezone, country=site.country,
+                           currency=site.currency or tariff.currency, solar=solar, battery=store, home_load=home,
+                           grid_price=grid, tariff=tariff)

@@ -1,29 +1,26 @@
-"""Retail grid price: time-of-use periods, mean-reverting real-time variation, rare spikes,
-feed-in tariff, demand charge and the grid's carbon intensity.
-
-TOU periods are in the site's local time. Weekdays: peak 16:00-21:00, shoulder 07:00-16:00
-and 21:00-23:00, off-peak overnight. Weekends and public holidays: shoulder 16:00-21:00,
-off-peak otherwise (the shape of common US and Australian residential TOU tariffs).
+"""The simulated retail grid price: the time-of-use tariff of the configuration's
+``grid_price`` (``der_core.tariff.tou_tariff``, periods from ``der_physics.tariff.tou_period``)
+with mean-reverting real-time variation and rare spikes on top, the feed-in tariff, and the
+grid's carbon intensity. TOU periods are in the site's local time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import holidays
 import numba
 import numpy as np
 from numba.extending import register_jitable
 
 from der_core.config import GridPriceConfig
 from der_core.der_data import TOU_PERIODS
+from der_core.tariff import FEED_IN_FACTOR
 from der_physics import base
+from der_physics.tariff import is_holiday, tou_period
 
 OFF_PEAK, SHOULDER, PEAK = range(3)  # indexes into der_data.TOU_PERIODS
 PRICE_GRID_S = 900.0
 DAY_S = 86_400.0
-FEED_IN_FACTOR = np.array([0.8, 1.0, 1.6])  # exports are worth more when the grid is short
 
 
 @dataclass(frozen=True)
@@ -36,31 +33,6 @@ class PriceOutput:
     @property
     def period(self) -> np.ndarray:
         return np.asarray(TOU_PERIODS, dtype=object)[self.period_index]
-
-
-@lru_cache(maxsize=64)
-def holiday_days(country: str, first_year: int, last_year: int) -> np.ndarray:
-    """Public holidays as days since the epoch (local dates)."""
-    try:
-        calendar = holidays.country_holidays(country, years=range(first_year, last_year + 1))
-    except NotImplementedError:
-        return np.empty(0, dtype=np.int64)
-    return np.array(sorted(np.datetime64(d, "D").astype(np.int64) for d in calendar), dtype=np.int64)
-
-
-def is_holiday(local_day: np.ndarray, country: str) -> np.ndarray:
-    first_year = int(np.datetime64(int(local_day.min()), "D").astype("datetime64[Y]").astype(int) + 1970)
-    last_year = int(np.datetime64(int(local_day.max()), "D").astype("datetime64[Y]").astype(int) + 1970)
-    return np.isin(local_day, holiday_days(country, first_year, last_year))
-
-
-def tou_period(hour: np.ndarray, weekday: np.ndarray, holiday: np.ndarray) -> np.ndarray:
-    workday = (weekday < 5) & ~holiday
-    evening = (hour >= 16.0) & (hour < 21.0)
-    daytime = ((hour >= 7.0) & (hour < 16.0)) | ((hour >= 21.0) & (hour < 23.0))
-    workday_period = np.where(evening, PEAK, np.where(daytime, SHOULDER, OFF_PEAK))
-    rest_day_period = np.where(evening, SHOULDER, OFF_PEAK)
-    return np.where(workday, workday_period, rest_day_period).astype(np.int8)
 
 
 def spike_days(config: GridPriceConfig, seed: int, first_day: int, count: int) -> np.ndarray:

@@ -36,7 +36,7 @@ def test_the_keys_and_their_order_are_the_contract():
     data = figures().to_dict()
     assert list(data) == KEYS
     assert (data["issued_at"], data["start"]) == ("2024-06-15T00:07:30+00:00", "2024-06-15T00:00:00+00:00")
-    assert data["cost"] == {"energy": 3.0, "demand": 1.5, "wear": 0.25, "carbon": 0.125, "total": 4.875}
+    assert data["cost"] == {"energy": 3.0, "demand": 1.5, "wear": 0.25, "carbon": 0.125, "standing": 0.0, "total": 4.875}
     assert data["expected_over_scenarios"] is data["expected_over_arrivals"] is data["reserve"] is None
 
 

@@ -19,6 +19,8 @@ from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.config import build_config, site_record
 from der_core.errors import ConfigError
+from der_core.tariff import site_tariff
+from der_physics.tariff import tariff_prices
 from der_core.site_file import build_site, declared_site, load_site_file, planning_config, site_kind, site_row
 
 SITE = {
@@ -64,7 +66,10 @@ def test_a_bad_site_file_is_one_line_naming_the_field(data, message):
 def test_a_tariff_may_be_given_as_its_time_of_use_prices():
     prices = {"off_peak_price": 0.2, "shoulder_price": 0.3, "peak_price": 0.4, "base_feed_in_tariff": 0.08}
     config = planning_config(build_site(with_(tariff=prices)))
-    assert (config.grid_price.peak_price, config.grid_price.demand_charge) == (0.4, 0.0)
+    weekday = pd.DatetimeIndex(["2024-05-08 03:00", "2024-05-08 12:00", "2024-05-08 18:00"]).tz_localize("Europe/Berlin")
+    imports, exports = tariff_prices(site_tariff(config), weekday, config.timezone, config.country)
+    assert imports.tolist() == [0.2, 0.3, 0.4] and exports.tolist() == pytest.approx([0.064, 0.08, 0.128])
+    assert site_tariff(config).demand_charge_per_kw == 0.0
     assert config.grid_price.volatility == 0.0 and config.grid_price.spike_probability_per_day == 0.0
 
 

@@ -129,16 +129,17 @@ def billing_months(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str
 
 
 def bill(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig, settings: BacktestSettings) -> CostBreakdown:
-    """What the site pays with this battery power: energy, each month's demand charge, wear."""
+    """What the site pays with this battery power: energy, each month's demand charge, wear,
+    carbon and the standing charge."""
     months = billing_months(actuals.index, settings.step, config.timezone)
     spec = battery_spec(config, None, settings.wear_cost_per_kwh)
-    totals = np.zeros(4)
+    totals = np.zeros(5)
     for month in np.unique(months):
         rows = months == month
         inputs = horizon_inputs(actuals[rows], config, settings.step_hours)
         power = battery_kw[rows]
         costs = build_plan(inputs, spec, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="billed").costs
-        totals += (costs.energy, costs.demand, costs.wear, costs.carbon)
+        totals += (costs.energy, costs.demand, costs.wear, costs.carbon, costs.standing)
     return CostBreakdown(*map(float, totals))
 
 

@@ -23,6 +23,7 @@ from cloud.evaluation import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import reserve, sessions
 from cloud.optimization.bill import grid_bill
+from der_core.tariff import Tariff, site_tariff
 
 LABELS = {
     bt.NO_BATTERY: "no battery",
@@ -59,6 +60,14 @@ def metrics(result: bt.BacktestResult) -> pd.DataFrame:
             "failed_plans": run.failed_plans,
         })
     return pd.DataFrame(rows).set_index("strategy")
+
+
+def _charges(tariff: Tariff) -> str:
+    """The tariff's demand and standing charges, as the report's header says them."""
+    window = "" if tariff.demand_window is None else \
+        f" in {', '.join(tariff.demand_window.days)} hours {tariff.demand_window.hours}"
+    standing = f"; standing charge {tariff.standing_charge_per_day:g} per day" if tariff.standing_charge_per_day else ""
+    return f"demand charge {tariff.demand_charge_per_kw:g} per kW of each month's peak import{window}{standing}."
 
 
 def sample_day(result: bt.BacktestResult) -> pd.Timestamp:
@@ -186,8 +195,7 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
         "",
         f"{s.days} days from {(window[0] - s.step).tz_convert(result.config.timezone):%Y-%m-%d %H:%M %Z}, "
         f"{s.step_minutes}-minute steps. " + _cadence(result) + f", execution `{s.execution}`; "
-        f"wear {s.wear_cost_per_kwh:g} per kWh of throughput; demand charge "
-        f"{result.config.grid_price.demand_charge:g} per kW of each month's peak import.",
+        f"wear {s.wear_cost_per_kwh:g} per kWh of throughput; " + _charges(site_tariff(result.config)),
         "",
         "| strategy | bill | energy | demand | wear | savings | capture | peak import kW | self-consumption | cycles | emissions kg |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -3,7 +3,11 @@
 A grid flow (positive imports) splits into import and export; each step pays its imports at
 the import price and earns its exports at the export price, and the period's peak import
 pays the demand charge for each kW above the peak already paid for this billing period
-(re-planning within a month must not pay the same peak twice).
+(re-planning within a month must not pay the same peak twice). When the tariff has a demand
+window only the window's steps set the peak. The standing charge is paid for each day the
+flow covers, whatever flows, so it changes no decision but is in every total.
+Prices, charge and window come from the site's tariff (``der_physics.tariff.tariff_prices``,
+``demand_window``).
 
 Time is the last axis; any leading axes (sites, candidate rules) are billed at once, with
 prices and charges broadcast against them.
@@ -28,16 +32,27 @@ class GridBill:
     peak_kw: np.ndarray
     #: The demand charge on the peak above the peak already paid.
     demand: np.ndarray
+    #: The standing charge of the days covered.
+    standing: float = 0.0
+
+    @property
+    def total(self) -> np.ndarray:
+        """Energy, demand and standing charges of the period."""
+        return self.energy.sum(axis=-1) + self.demand + self.standing
 
 
 def grid_bill(
     grid_kw: np.ndarray, import_price_per_kwh: np.ndarray | float, export_price_per_kwh: np.ndarray | float,
     step_hours: float, demand_charge_per_kw: np.ndarray | float = 0.0, peak_so_far_kw: np.ndarray | float = 0.0,
+    demand_window: np.ndarray | None = None, standing_charge_per_day: float = 0.0,
 ) -> GridBill:
-    """The bill of ``grid_kw`` (positive imports, time on the last axis), as the module says."""
+    """The bill of ``grid_kw`` (positive imports, time on the last axis), as the module says.
+    ``demand_window``: per step, whether its import counts towards the peak (None: all do)."""
     grid_kw = np.asarray(grid_kw, dtype=float)
     import_kw, export_kw = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
     energy = (import_kw * import_price_per_kwh - export_kw * export_price_per_kwh) * step_hours
-    peak_kw = import_kw.max(axis=-1, initial=0.0)
+    counted = import_kw if demand_window is None else np.where(demand_window, import_kw, 0.0)
+    peak_kw = counted.max(axis=-1, initial=0.0)
     demand = demand_charge_per_kw * np.maximum(0.0, peak_kw - peak_so_far_kw)
-    return GridBill(import_kw, export_kw, energy, peak_kw, demand)
+    standing = standing_charge_per_day * grid_kw.shape[-1] * step_hours / 24.0
+    return GridBill(import_kw, export_kw, energy, peak_kw, demand, standing)

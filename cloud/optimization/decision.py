@@ -34,6 +34,8 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
+from der_core.tariff import site_tariff
+from der_physics.tariff import demand_window
 
 #: Wear priced per kWh through the battery: it keeps the LP from cycling for pennies and
 #: breaks the ties that would otherwise allow simultaneous charge and discharge (lp.py).
@@ -172,7 +174,8 @@ def battery_spec(config: SimulatorConfig, energy_kwh: float | None, wear_cost_pe
 
 
 def horizon_inputs(frame: pd.DataFrame, config: SimulatorConfig, step_hours: float, peak_so_far_kw: float = 0.0) -> HorizonInputs:
-    """The LP's inputs from forecast (or actual) columns and the site's tariff."""
+    """The LP's inputs from forecast (or actual) columns and the site's tariff's charges."""
+    tariff = site_tariff(config)
     return HorizonInputs(
         load_kw=np.maximum(frame[fc.LOAD].to_numpy(), 0.0),
         pv_kw=np.maximum(frame[fc.PV].to_numpy(), 0.0),
@@ -180,8 +183,10 @@ def horizon_inputs(frame: pd.DataFrame, config: SimulatorConfig, step_hours: flo
         export_price_per_kwh=frame[fc.EXPORT_PRICE].to_numpy(),
         carbon_intensity_g_per_kwh=frame[fc.CARBON].to_numpy(),
         step_hours=step_hours,
-        demand_charge_per_kw=config.grid_price.demand_charge,
+        demand_charge_per_kw=tariff.demand_charge_per_kw,
         peak_so_far_kw=peak_so_far_kw,
+        demand_window=demand_window(tariff, frame.index, config.timezone, config.country),
+        standing_charge_per_day=tariff.standing_charge_per_day,
     )
 
 

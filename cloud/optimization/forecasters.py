@@ -31,7 +31,9 @@ from cloud.optimization.model import DispatchError
 from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
+from der_core.tariff import site_tariff
 from der_physics import base, generator, grid_price
+from der_physics.tariff import tariff_prices
 
 LOAD, PV, IMPORT_PRICE, EXPORT_PRICE, CARBON = (
     "load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh", "carbon_g_per_kwh",
@@ -122,15 +124,15 @@ def perfect_forecaster(config: SimulatorConfig, measured: MeasuredPV | None = No
     return PerfectForecaster(config)
 
 
-def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_sky_ghi_w_m2: np.ndarray) -> pd.DataFrame:
-    """Prices and carbon intensity from the published TOU schedule, without the real-time
-    variation and scarcity spikes nobody knows a day ahead."""
+def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_sky_ghi_w_m2: np.ndarray,
+                    wholesale_per_kwh: np.ndarray | None = None) -> pd.DataFrame:
+    """Prices from the site's tariff (``der_core.tariff.site_tariff``), which is published in
+    advance, and carbon intensity, without the simulator's real-time variation and scarcity
+    spikes nobody knows a day ahead. ``wholesale_per_kwh``: the wholesale price of each
+    instant for a dynamic tariff (NaN where unknown)."""
     axis = base.TimeAxis.from_times(instants)
-    hour, weekday, local_day = base.local_clock(axis, config.timezone)
-    period = grid_price.tou_period(hour, weekday, grid_price.is_holiday(local_day, config.country))
-    tariff = config.grid_price
-    price = np.array([tariff.off_peak_price, tariff.shoulder_price, tariff.peak_price])[period]
-    feed_in = np.minimum(tariff.base_feed_in_tariff * grid_price.FEED_IN_FACTOR[period], price)
+    hour, _, _ = base.local_clock(axis, config.timezone)
+    price, feed_in = tariff_prices(site_tariff(config), axis.times, config.timezone, config.country, wholesale_per_kwh)
     sun_up = np.clip(clear_sky_ghi_w_m2 / 1000.0, 0.0, 1.0)
     carbon = grid_price.carbon_intensity(hour, sun_up, np.zeros(len(axis)))
     return pd.DataFrame({IMPORT_PRICE: price, EXPORT_PRICE: feed_in, CARBON: carbon}, index=axis.times)

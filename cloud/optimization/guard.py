@@ -32,7 +32,9 @@ from cloud.optimization import sessions
 from cloud.optimization.bill import grid_bill
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
+from der_core.tariff import site_tariff
 from der_physics import battery as physics
+from der_physics.tariff import demand_window
 
 if TYPE_CHECKING:
     from der_core.config import SimulatorConfig
@@ -106,6 +108,7 @@ class PastDays:
     weekend: np.ndarray
     import_price_per_kwh: np.ndarray
     export_price_per_kwh: np.ndarray
+    demand_window: np.ndarray | None = None  # the tariff's: which instants set the billed peak
 
     @classmethod
     def from_readings(cls, load_kw: pd.Series, pv_kw: pd.Series, charger_kw: float, config: SimulatorConfig) -> PastDays:
@@ -119,6 +122,7 @@ class PastDays:
             sessions.ended_today(found, load_kw.index, step, config.timezone),
             np.asarray(local.hour + local.minute / 60.0), np.asarray(local.day_of_week >= 5),
             tariff[fc.IMPORT_PRICE].to_numpy(), tariff[fc.EXPORT_PRICE].to_numpy(),
+            demand_window(site_tariff(config), load_kw.index, config.timezone, config.country),
         )
 
 
@@ -148,7 +152,9 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
         grid[:, t - 1] = past.net_kw[t] + power
         throughput += np.abs(power) * step_hours
         peak = np.maximum(peak, grid[:, t - 1])
-    bill = grid_bill(grid, past.import_price_per_kwh[1:], past.export_price_per_kwh[1:], step_hours, demand_charge_per_kw)
+    window = None if past.demand_window is None else past.demand_window[1:]
+    bill = grid_bill(grid, past.import_price_per_kwh[1:], past.export_price_per_kwh[1:], step_hours, demand_charge_per_kw,
+                     demand_window=window)
     # Summed in time order, as the replay accrues it.
     energy = np.cumsum(bill.energy, axis=-1)[:, -1] if steps > 1 else np.zeros(count)
     return energy + bill.demand + battery.wear_cost_per_kwh * throughput
@@ -170,7 +176,7 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     # One car charging at most once a day: once the day's session has ended, no reserve.
     one_a_day = len(found.starts) > 0 and int(sessions.per_day(found, step, config.timezone).max()) == 1
     grid = np.array(list(itertools.product(targets, reserves)))
-    bills = rule_bills(grid[:, 0], grid[:, 1], windows, past, battery, config.grid_price.demand_charge,
+    bills = rule_bills(grid[:, 0], grid[:, 1], windows, past, battery, site_tariff(config).demand_charge_per_kw,
                        step / pd.Timedelta(hours=1), one_a_day)
     # The cheapest cap in hindsight sits where one session heavier than the last weeks' costs
     # a month of demand charge: the guard takes the cheapest pair one cap step above it.

@@ -5,7 +5,9 @@ and SOC, each a block of ``T`` steps), then one peak-import column (kW). Rows: t
 energy balance and SOC recursion, then a block of ``T`` peak rows ``import[t] - peak <= 0``.
 
 Rate, grid, SOC-window and terminal limits are column bounds; the peak column's lower bound is
-``peak_so_far_kw`` and an objective offset removes the part of the peak already paid for.
+``peak_so_far_kw`` and an objective offset removes the part of the peak already paid for and
+adds the standing charge. Outside a tariff's demand window a peak row is free (its upper bound
+infinite), so only the window's imports set the peak.
 The last SOC column is credited at :func:`plan.stored_energy_value_per_kwh` and the start's
 energy is charged back in the offset, so the objective is the plan's ``valued_cost``: the
 terminal limit keeps the end no lower than the start, and energy left above it is worth what
@@ -97,9 +99,19 @@ def _column_data(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarra
 
 
 def _row_bounds(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
+    """The battery block's equalities, then the peak rows: ``<= 0`` in the demand window, free
+    outside it (the matrix stays the same for every window, so its pattern is shared)."""
     steps = inputs.steps
     battery_rows = block.right_hand_side(inputs.net_load_kw, battery.initial_kwh)
-    return np.concatenate((battery_rows, np.full(steps, -_INF))), np.concatenate((battery_rows, np.zeros(steps)))
+    peak_upper = np.zeros(steps) if inputs.demand_window is None else np.where(inputs.demand_window, 0.0, _INF)
+    return np.concatenate((battery_rows, np.full(steps, -_INF))), np.concatenate((battery_rows, peak_upper))
+
+
+def fixed_charges(inputs: HorizonInputs) -> float:
+    """The objective's constant from the tariff: the standing charge of the horizon's days,
+    less the peak already paid for (the peak column's lower bound)."""
+    days = inputs.steps * inputs.step_hours / 24.0
+    return inputs.standing_charge_per_day * days - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
 
 
 def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
@@ -113,7 +125,7 @@ def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:
     start, index, codes = _pattern(inputs.steps)
     cost, col_lower, col_upper = _column_data(inputs, battery)
     row_lower, row_upper = _row_bounds(inputs, battery)
-    offset = stored_offset(inputs, battery) - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    offset = stored_offset(inputs, battery) + fixed_charges(inputs)
     values = _matrix_values(codes, battery, inputs.step_hours)
     return highs_lp((start, index, values), cost, col_lower, col_upper, row_lower, row_upper, offset)
 

@@ -151,7 +151,9 @@ class HorizonInputs:
 
     ``demand_charge_per_kw`` is charged on the horizon's peak import above ``peak_so_far_kw``,
     the peak already reached (and so already paid for) in the billing period: re-planning
-    within a month must not pay the same peak twice.
+    within a month must not pay the same peak twice. ``demand_window`` says, per step, whether
+    its import counts towards that peak (None: every step's does); the standing charge is paid
+    for every day of the horizon, whatever the plan.
     """
 
     load_kw: np.ndarray
@@ -165,6 +167,8 @@ class HorizonInputs:
     demand_charge_per_kw: float = 0.0
     peak_so_far_kw: float = 0.0
     carbon_price_per_kg: float = 0.0
+    demand_window: np.ndarray | None = None
+    standing_charge_per_day: float = 0.0
     _carbon: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -183,7 +187,12 @@ class HorizonInputs:
         for name in ("import_limit_kw", "export_limit_kw"):
             value = getattr(self, name)
             _require(not math.isnan(value) and value >= 0, f"{name} must be >= 0 (got {value})")
-        for name in ("demand_charge_per_kw", "peak_so_far_kw", "carbon_price_per_kg"):
+        if self.demand_window is not None:
+            window = np.array(self.demand_window, dtype=bool, copy=True).reshape(-1)
+            _require(len(window) == self.steps, f"demand_window has {len(window)} steps, the horizon {self.steps}")
+            window.flags.writeable = False
+            object.__setattr__(self, "demand_window", window)
+        for name in ("demand_charge_per_kw", "peak_so_far_kw", "carbon_price_per_kg", "standing_charge_per_day"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, f"{name} must be finite and >= 0 (got {value})")
         _require(

@@ -35,16 +35,18 @@ TOLERANCE_KW = 1e-6
 
 @dataclass(frozen=True)
 class CostBreakdown:
-    """Money over the horizon, in the tariff's currency. ``energy`` nets export revenue."""
+    """Money over the horizon, in the tariff's currency. ``energy`` nets export revenue;
+    ``standing`` is the tariff's standing charge of the horizon's days."""
 
     energy: float
     demand: float
     wear: float
     carbon: float
+    standing: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.energy + self.demand + self.wear + self.carbon
+        return self.energy + self.demand + self.wear + self.carbon + self.standing
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +152,7 @@ def grid_costs(inputs: HorizonInputs, grid_kw: np.ndarray) -> tuple[GridBill, np
     its imports' priced emissions."""
     dt = inputs.step_hours
     bill = grid_bill(grid_kw, inputs.import_price_per_kwh, inputs.export_price_per_kwh, dt,
-                     inputs.demand_charge_per_kw, inputs.peak_so_far_kw)
+                     inputs.demand_charge_per_kw, inputs.peak_so_far_kw, inputs.demand_window, inputs.standing_charge_per_day)
     carbon = inputs.carbon_price_per_kg * bill.import_kw * inputs.carbon_g_per_kwh * dt / 1000.0
     return bill, carbon
 
@@ -179,7 +181,7 @@ def build_plan(
     bill, carbon = grid_costs(inputs, inputs.net_load_kw + charge_kw - discharge_kw)
     import_kw, export_kw, energy = bill.import_kw, bill.export_kw, bill.energy
     wear = battery.wear_cost_per_kwh * (charge_kw + discharge_kw) * inputs.step_hours
-    costs = CostBreakdown(float(energy.sum()), float(bill.demand), float(wear.sum()), float(carbon.sum()))
+    costs = CostBreakdown(float(energy.sum()), float(bill.demand), float(wear.sum()), float(carbon.sum()), float(bill.standing))
     soc_kwh = soc_trajectory_kwh(charge_kw, discharge_kw, battery, inputs.step_hours)
     soc_percent = 100.0 * soc_kwh / battery.capacity_kwh if battery.capacity_kwh else np.zeros_like(soc_kwh)
     for array in (charge_kw, discharge_kw, import_kw, export_kw, soc_percent):

@@ -23,7 +23,7 @@ NO_DERATING_CELSIUS = 20.0  # the simulator charges at full rate from 10 C up
 def cost_without_battery(inputs: HorizonInputs) -> CostBreakdown:
     """The bill over the horizon with the battery idle: the baseline for savings."""
     bill, carbon = grid_costs(inputs, inputs.net_load_kw)
-    return CostBreakdown(float(bill.energy.sum()), float(bill.demand), 0.0, float(carbon.sum()))
+    return CostBreakdown(float(bill.energy.sum()), float(bill.demand), 0.0, float(carbon.sum()), float(bill.standing))
 
 
 def self_consumption_power_kw(

@@ -46,6 +46,7 @@ from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
 from der_core.config import SimulatorConfig
 from der_core.control import Controller, ReservePolicy
+from der_core.tariff import site_tariff
 from der_physics import battery as physics
 
 #: Days of readings the session statistics are drawn from.
@@ -199,7 +200,7 @@ def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, s
         forecast[fc.EXPORT_PRICE].to_numpy(), hazard, np.asarray(slot == 0), model.continuation,
         config.home_load.ev_charger_kw, model.one_session_a_day, energy_levels(spec), spec.charge_efficiency,
         spec.discharge_efficiency, spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw,
-        config.grid_price.demand_charge, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
+        site_tariff(config).demand_charge_per_kw, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
         model.multiplier_probs, model.residuals_kw, model.residual_probs,
     )
 

@@ -29,7 +29,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from cloud.optimization.lp import highs_lp, lp_arrays, net_battery_flows, new_solver, run_model, stored_offset
+from cloud.optimization.lp import fixed_charges, highs_lp, lp_arrays, net_battery_flows, new_solver, run_model, stored_offset
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, check_feasible
 from cloud.optimization.plan import DispatchPlan, build_plan
 
@@ -60,13 +60,19 @@ def _check_scenarios(scenarios: Sequence[HorizonInputs], weights: np.ndarray, sh
         raise DispatchError("a scenario plan needs at least one scenario")
     first = scenarios[0]
     for inputs in scenarios[1:]:
-        if (inputs.steps, inputs.step_hours, inputs.demand_charge_per_kw, inputs.peak_so_far_kw) != (
-                first.steps, first.step_hours, first.demand_charge_per_kw, first.peak_so_far_kw):
+        if (inputs.steps, inputs.step_hours, inputs.demand_charge_per_kw, inputs.peak_so_far_kw,
+                inputs.standing_charge_per_day) != (first.steps, first.step_hours, first.demand_charge_per_kw,
+                                                    first.peak_so_far_kw, first.standing_charge_per_day) \
+                or not np.array_equal(_window(inputs), _window(first)):
             raise DispatchError("scenarios differ in steps, step length or demand charge; they must share the tariff")
     if len(weights) != len(scenarios) or (weights < 0).any() or not np.isclose(weights.sum(), 1.0):
         raise DispatchError(f"scenario weights must be {len(scenarios)} non-negative numbers summing to 1")
     if not 1 <= shared_steps <= first.steps:
         raise DispatchError(f"shared_steps {shared_steps} must lie between 1 and the horizon's {first.steps} steps")
+
+
+def _window(inputs: HorizonInputs) -> np.ndarray:
+    return np.ones(inputs.steps, dtype=bool) if inputs.demand_window is None else inputs.demand_window
 
 
 def _non_anticipativity(count: int, steps: int, shared_steps: int) -> sp.csr_matrix:
@@ -115,7 +121,7 @@ def build_scenario_lp(
         matrix, np.concatenate((*costs, [first.demand_charge_per_kw])),
         np.concatenate((*lowers, [first.peak_so_far_kw])), np.concatenate((*uppers, [highspy.kHighsInf])),
         np.concatenate((*row_lowers, np.zeros(tied.shape[0]))), np.concatenate((*row_uppers, np.zeros(tied.shape[0]))),
-        float(stored) - first.demand_charge_per_kw * first.peak_so_far_kw,
+        float(stored) + fixed_charges(first),
     )
 
 

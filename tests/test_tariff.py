@@ -1,0 +1,294 @@
+"""Tariffs as data: prices of every kind on the local clock (daylight-saving days included), the
+German dynamic formula, the demand window in the bill and in the LP, the standing charge, the
+simulated sites' time-of-use as one tariff, and tariff files (round trip, one-line errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import BatterySpec, HorizonInputs, build_plan, solve_dispatch
+from cloud.optimization.bill import grid_bill
+from cloud.optimization.decision import horizon_inputs
+from cloud.optimization.forecasters import EXPORT_PRICE, IMPORT_PRICE, site_actuals, tariff_forecast
+from cloud.optimization.lp import lp_arrays
+from der_core.config import build_config
+from der_core.errors import ConfigError
+from der_core.site_file import build_site, declared_site, load_site_file, planning_config, site_row
+from der_core.tariff import site_tariff, tou_tariff
+from der_core.tariff_file import TARIFFS, build_tariff, load_tariff_file, tariff_to_dict, write_tariff_file
+from der_physics.grid_price import tou_period
+from der_physics.tariff import demand_window, tariff_prices
+from tests.test_site_file import SITE
+
+ROOT = Path(__file__).resolve().parents[1]
+BERLIN = "Europe/Berlin"
+FIXED = {"kind": "fixed", "price": 0.25}
+#: A weekend night rate from 01:00 to 03:00 and a weekday all-day rate; 0.10 otherwise.
+NIGHT_TOU = {"kind": "tou", "otherwise": 0.10, "periods": [
+    {"name": "night", "days": ["weekend"], "hours": [[1, 3]], "price": 0.40},
+    {"days": ["weekday"], "hours": [[0, 24]], "price": 0.90},
+]}
+#: Exports earn 0.12 from 22:00 to 06:00 (across midnight) on any day, 0.05 otherwise.
+OVERNIGHT_EXPORT = {"kind": "tou", "otherwise": 0.05, "periods": [
+    {"days": ["weekday", "weekend", "holiday"], "hours": [[22, 6]], "price": 0.12},
+]}
+GERMAN_IMPORT = {"kind": "dynamic", "factor": 1.0, "vat": 0.19,
+                 "adders": {"grid_fee": 0.0950, "electricity_tax": 0.0205, "levies": 0.0290, "margin": 0.0200}}
+SPOT_EXPORT = {"kind": "dynamic", "factor": 1.0, "adder": 0.0, "minimum": 0.0}
+
+
+def tariff(**fields):
+    return build_tariff({"import_price": FIXED, "export_price": {"kind": "fixed", "price": 0.08}, **fields})
+
+
+def local_day(date: str) -> pd.DatetimeIndex:
+    """The 15-minute instants of one local Berlin day."""
+    start = pd.Timestamp(date, tz=BERLIN)
+    return pd.date_range(start, start + pd.DateOffset(days=1), freq="15min", inclusive="left").tz_convert("UTC")
+
+
+# Both days are Sundays: 2024-03-31 has 23 hours (02:00-03:00 never happens), 2024-10-27 has
+# 25 (02:00-03:00 happens twice). Counts are of the 15-minute instants in each local range.
+DST_DAYS = [
+    pytest.param("2024-03-31", 92, 4, 28, id="23h"),
+    pytest.param("2024-10-27", 100, 12, 36, id="25h"),
+]
+
+
+@pytest.mark.parametrize(("date", "steps", "in_1_to_3", "in_22_to_6"), DST_DAYS)
+def test_fixed_and_time_of_use_prices_follow_the_local_clock_on_a_daylight_saving_day(date, steps, in_1_to_3, in_22_to_6):
+    instants = local_day(date)
+    imports, exports = tariff_prices(tariff(import_price=NIGHT_TOU, export_price=OVERNIGHT_EXPORT), instants, BERLIN, "DE")
+    assert len(instants) == steps
+    assert (imports == 0.40).sum() == in_1_to_3 and (imports == 0.10).sum() == steps - in_1_to_3
+    assert (exports == 0.12).sum() == in_22_to_6 and (exports == 0.05).sum() == steps - in_22_to_6
+    fixed, _ = tariff_prices(tariff(), instants, BERLIN, "DE")
+    assert fixed.tolist() == [0.25] * steps
+
+
+@pytest.mark.parametrize(("date", "steps", "in_1_to_3", "in_22_to_6"), DST_DAYS)
+def test_dynamic_prices_follow_the_wholesale_price_step_by_step(date, steps, in_1_to_3, in_22_to_6):
+    instants = local_day(date)
+    wholesale = np.linspace(-0.05, 0.20, steps)
+    wholesale[7] = np.nan
+    dynamic = tariff(import_price={"kind": "dynamic", "factor": 2.0, "adders": {"fee": 0.1}, "vat": 0.5},
+                     export_price={"kind": "dynamic", "factor": 0.5, "adder": 0.01, "minimum": 0.0})
+    imports, exports = tariff_prices(dynamic, instants, BERLIN, "DE", wholesale)
+    known = ~np.isnan(wholesale)
+    np.testing.assert_allclose(imports[known], (2.0 * wholesale[known] + 0.1) * 1.5)
+    np.testing.assert_allclose(exports[known], np.maximum(0.5 * wholesale[known] + 0.01, 0.0))
+    assert np.isnan(imports[7]) and np.isnan(exports[7])  # unknown stays unknown, the floor included
+    assert np.isnan(tariff_prices(dynamic, instants, BERLIN, "DE")[0]).all()
+
+
+def test_a_german_dynamic_tariff_reproduces_the_hand_computed_price():
+    # (spot + 0.0950 + 0.0205 + 0.0290 + 0.0200) * 1.19 at a spot of 85 and -10 EUR/MWh.
+    german = tariff(import_price=GERMAN_IMPORT, export_price=SPOT_EXPORT, currency="EUR")
+    instants = pd.date_range("2024-05-08 10:00", periods=3, freq="1h", tz="UTC")
+    imports, exports = tariff_prices(german, instants, BERLIN, "DE", np.array([0.0850, -0.0100, np.nan]))
+    np.testing.assert_allclose(imports[:2], [0.296905, 0.183855])
+    np.testing.assert_allclose(exports[:2], [0.0850, 0.0])
+    assert np.isnan(imports[2]) and np.isnan(exports[2])
+
+
+def test_a_public_holiday_is_its_own_kind_of_day():
+    holiday = local_day("2024-10-03")  # German Unity Day, a Thursday
+    rates = tariff(import_price={"kind": "tou", "otherwise": 0.1, "periods": [
+        {"days": ["holiday"], "hours": [[0, 24]], "price": 0.5}, {"days": ["weekday"], "hours": [[0, 24]], "price": 0.9}]})
+    assert set(tariff_prices(rates, holiday, BERLIN, "DE")[0]) == {0.5}
+    assert set(tariff_prices(rates, holiday, BERLIN, "FR")[0]) == {0.9}  # not a holiday in France
+
+
+def test_the_simulated_sites_time_of_use_is_the_default_tariff():
+    config = build_config({"seed": 4})  # America/Los_Angeles, US holidays
+    stamps = ["2024-07-03 03:00", "2024-07-03 12:00", "2024-07-03 18:00", "2024-07-03 22:30",
+              "2024-07-04 18:00", "2024-07-06 18:00"]  # Wednesday night, day, evening, late; July 4th; Saturday
+    instants = pd.DatetimeIndex(stamps).tz_localize(config.timezone).tz_convert("UTC")
+    imports, exports = tariff_prices(site_tariff(config), instants, config.timezone, config.country)
+    assert imports.tolist() == [0.08, 0.15, 0.30, 0.15, 0.15, 0.15]
+    np.testing.assert_allclose(exports, [0.04, 0.05, 0.08, 0.05, 0.05, 0.05])
+    assert site_tariff(config) == TARIFFS["default_tou"]
+    assert tou_period(np.array([3.0, 12.0, 18.0, 22.5, 18.0, 18.0]), np.array([2, 2, 2, 2, 3, 5]),
+                      np.array([False] * 4 + [True, False])).tolist() == [0, 1, 2, 1, 1, 1]
+
+
+def test_the_simulated_price_is_the_tariff_plus_its_noise():
+    """Without real-time variation and spikes the simulator bills exactly the tariff, for a year."""
+    quiet = build_config({"seed": 4, "grid_price": {"volatility": 0.0, "spike_probability_per_day": 0.0,
+                                                    "peak_price": 0.05, "base_feed_in_tariff": 0.04}})
+    instants = pd.date_range("2024-01-01", "2025-01-01", freq="15min", tz="UTC", inclusive="left")
+    truth = site_actuals(quiet, instants)
+    forecast = tariff_forecast(quiet, instants, np.zeros(len(instants)))
+    np.testing.assert_array_equal(truth[IMPORT_PRICE].to_numpy(), forecast[IMPORT_PRICE].to_numpy())
+    np.testing.assert_array_equal(truth[EXPORT_PRICE].to_numpy(), forecast[EXPORT_PRICE].to_numpy())
+    assert forecast[EXPORT_PRICE].max() == 0.05  # the peak's feed-in (0.064) is capped at its price
+
+
+# --- demand window and standing charge -----------------------------------------------------------
+
+
+def test_a_peak_outside_the_demand_window_costs_no_demand_charge():
+    grid = np.array([5.0, 1.0, 2.0, 1.5, -1.0])
+    window = np.array([False, True, True, True, True])
+    windowed = grid_bill(grid, 0.2, 0.05, 1.0, demand_charge_per_kw=10.0, demand_window=window)
+    everywhere = grid_bill(grid, 0.2, 0.05, 1.0, demand_charge_per_kw=10.0)
+    assert (windowed.peak_kw, windowed.demand) == (2.0, 20.0) and (everywhere.peak_kw, everywhere.demand) == (5.0, 50.0)
+    np.testing.assert_array_equal(windowed.energy, everywhere.energy)
+
+
+def test_the_demand_window_is_read_on_the_local_clock():
+    evening = tariff(demand_charge_per_kw=8.0, demand_window={"days": ["weekend"], "hours": [[1, 3]]})
+    for date, _, in_window, _ in (p.values for p in DST_DAYS):
+        assert demand_window(evening, local_day(date), BERLIN, "DE").sum() == in_window
+    assert demand_window(tariff(demand_charge_per_kw=8.0), local_day("2024-03-31"), BERLIN, "DE") is None
+
+
+def window_case(window: np.ndarray | None) -> tuple[HorizonInputs, BatterySpec]:
+    """Eight hours of 3 kW load at a flat price; the battery starts empty and may end so."""
+    inputs = HorizonInputs(np.full(8, 3.0), np.zeros(8), np.full(8, 0.20), np.zeros(8), step_hours=1.0,
+                           demand_charge_per_kw=10.0, demand_window=window)
+    battery = BatterySpec(capacity_kwh=10.0, max_charge_kw=3.0, max_discharge_kw=3.0, charge_efficiency=1.0,
+                          discharge_efficiency=1.0, min_soc_percent=0.0, max_soc_percent=100.0, initial_soc_percent=0.0,
+                          wear_cost_per_kwh=0.01)
+    return inputs, battery
+
+
+def test_the_plan_moves_the_peak_out_of_the_demand_window():
+    window = np.arange(8) >= 4
+    plan = solve_dispatch(*window_case(window))
+    # 10 kWh bought in the first four hours cover all but 2 kWh of the window's 12.
+    assert plan.peak_import_kw == pytest.approx(0.5, abs=1e-6) and plan.costs.demand == pytest.approx(5.0, abs=1e-5)
+    assert plan.import_kw[:4].sum() == pytest.approx(22.0, abs=1e-5) and plan.import_kw[:4].max() > 5.0
+    unwindowed = solve_dispatch(*window_case(None))
+    assert unwindowed.peak_import_kw == pytest.approx(3.0, abs=1e-6)  # charging would only raise the one peak
+
+
+def test_the_lp_is_the_same_without_a_window_and_frees_only_the_peak_rows_outside_one():
+    none, battery = window_case(None)
+    everywhere = lp_arrays(dataclasses.replace(none, demand_window=np.ones(8, dtype=bool)), battery)
+    base = lp_arrays(none, battery)
+    for a, b in zip(base[1:], everywhere[1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (base[0] != everywhere[0]).nnz == 0
+    partial = lp_arrays(dataclasses.replace(none, demand_window=np.arange(8) >= 4), battery)
+    assert (partial[0] != base[0]).nnz == 0
+    freed = np.flatnonzero(partial[5] != base[5])
+    assert freed.tolist() == list(range(16, 20)) and np.isinf(partial[5][freed]).all()  # peak rows of steps 0-3
+
+
+def test_the_standing_charge_adds_days_times_the_charge_and_changes_no_decision():
+    three_days = np.tile([1.0, -0.5, 2.0, 0.0], 72)  # 288 quarter hours
+    bill = grid_bill(three_days, 0.3, 0.1, 0.25, demand_charge_per_kw=4.0, standing_charge_per_day=0.45)
+    assert bill.standing == pytest.approx(1.35)
+    assert bill.total == pytest.approx(bill.energy.sum() + bill.demand + 1.35)
+    inputs, battery = window_case(np.arange(8) >= 4)
+    charged = dataclasses.replace(inputs, standing_charge_per_day=2.4)  # 8 hours: 0.8
+    plain, standing = solve_dispatch(inputs, battery), solve_dispatch(charged, battery)
+    np.testing.assert_allclose(standing.battery_power_kw, plain.battery_power_kw, atol=1e-9)
+    assert standing.costs.standing == pytest.approx(0.8) and standing.total_cost == pytest.approx(plain.total_cost + 0.8)
+    assert standing.objective == pytest.approx(standing.valued_cost, abs=1e-6)
+    idle = build_plan(charged, battery, np.zeros(8), np.zeros(8), status="idle")
+    assert idle.costs.standing == pytest.approx(0.8)
+
+
+def test_a_site_plans_with_its_tariffs_window_and_standing_charge(tmp_path):
+    site_tariff_data = tariff_to_dict(tariff(demand_charge_per_kw=8.0, standing_charge_per_day=0.3,
+                                             demand_window={"days": ["weekday"], "hours": [[17, 20]]}))
+    config = planning_config(build_site({**SITE, "tariff": site_tariff_data}))
+    instants = pd.date_range("2024-05-08 00:15", periods=96, freq="15min", tz=BERLIN).tz_convert("UTC")
+    frame = pd.DataFrame({"load_kw": 1.0, "pv_kw": 0.0, IMPORT_PRICE: 0.25, EXPORT_PRICE: 0.08, "carbon_g_per_kwh": 300.0},
+                         index=instants)
+    inputs = horizon_inputs(frame, config, 0.25)
+    assert (inputs.demand_charge_per_kw, inputs.standing_charge_per_day) == (8.0, 0.3)
+    assert inputs.demand_window.sum() == 12  # 17:00 to 19:45 on a Wednesday
+
+
+# --- tariff files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_tariff_file_round_trips(tmp_path, suffix):
+    original = tariff(import_price=GERMAN_IMPORT, export_price=SPOT_EXPORT, currency="EUR", standing_charge_per_day=0.4,
+                      demand_charge_per_kw=3.0, demand_window={"days": ["weekday"], "hours": [[17, 20]]}, name="x")
+    path = write_tariff_file(original, tmp_path / f"tariff{suffix}")
+    assert load_tariff_file(path) == original
+    for default in TARIFFS.values():
+        assert load_tariff_file(write_tariff_file(default, tmp_path / f"default{suffix}")) == default
+
+
+def test_the_example_tariff_file_is_valid():
+    example = load_tariff_file(ROOT / "examples" / "tariff-dynamic-de.json")
+    assert example.import_price.kind == "dynamic" and example.currency == "EUR"
+
+
+def test_a_site_file_names_its_tariff_file_relative_to_itself(tmp_path):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    write_tariff_file(tariff(import_price=GERMAN_IMPORT, export_price=SPOT_EXPORT), folder / "tariff.json")
+    (folder / "site.json").write_text(json.dumps({**SITE, "tariff": "tariff.json"}))
+    site = load_site_file(folder / "site.json")
+    assert site.tariff == load_tariff_file(folder / "tariff.json")
+    assert declared_site(site_row(site)) == site  # the store keeps the tariff itself, not its path
+    old = build_site({**SITE, "tariff": "default_tou"})
+    assert old.tariff == TARIFFS["default_tou"] == tou_tariff(0.08, 0.15, 0.30, 0.05, 10.0)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"import_price": {"kind": "spot"}}, "import_price: Input tag 'spot' found using 'kind' does not match any of the expected tags"),
+    ({"import_price": {**GERMAN_IMPORT, "vat": 19}}, "import_price.dynamic.vat: Input should be less than or equal to 1"),
+    ({"import_price": {**NIGHT_TOU, "periods": [{"days": ["weekend"], "hours": [[16]], "price": 0.3}]}},
+     "import_price.tou.periods.0.hours: range 0 is [16.0]; expected [from, to]"),
+    ({"import_price": {**NIGHT_TOU, "periods": [{"days": ["monday"], "hours": [[1, 2]], "price": 0.3}]}},
+     "import_price.tou.periods.0.days.0: Input should be 'weekday', 'weekend' or 'holiday'"),
+    ({"export_price": {**SPOT_EXPORT, "minimum": "0"}}, "export_price.dynamic.minimum: Input should be a valid number"),
+    ({"demand_window": {"days": ["weekday"], "hours": [[17, 20]]}}, "demand_window is given but demand_charge_per_kw is 0"),
+    ({"standing_charge": 0.3}, "standing_charge: unknown field"),
+    ({"currency": "eur"}, "currency: 'eur' is not a currency code"),
+    ({"export_price": None}, "export_price: Input should be a valid dictionary or object"),
+])
+def test_a_bad_tariff_file_is_one_line_naming_the_field(tmp_path, data, message):
+    path = tmp_path / "tariff.json"
+    path.write_text(json.dumps({"import_price": FIXED, "export_price": {"kind": "fixed", "price": 0.08}, **data}))
+    with pytest.raises(ConfigError) as caught:
+        load_tariff_file(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("t.yaml", "import_price: [unclosed\n", "malformed YAML at line 2"),
+    ("t.json", "{\"import_price\": ", "malformed JSON at line 1"),
+    ("missing.json", None, "tariff file not found"),
+])
+def test_an_unreadable_tariff_file_is_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_tariff_file(path)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("flat", "tariff: unknown tariff 'flat'; expected one of default_tou, a tariff file"),
+    ({"off_peak_price": 0.1, "shoulder_price": 0.2, "peak_price": -1, "base_feed_in_tariff": 0.05},
+     "tariff: peak_price: Input should be greater than or equal to 0"),
+    ({"import_price": FIXED}, "tariff.export_price: Field required"),
+])
+def test_a_bad_tariff_in_a_site_file_is_one_line_naming_the_field(value, message):
+    with pytest.raises(ConfigError) as caught:
+        build_site({**SITE, "tariff": value}, source="site.json")
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_bad_tariff_file_named_by_a_site_file_names_the_tariff_file(tmp_path):
+    (tmp_path / "tariff.json").write_text(json.dumps({"import_price": {"kind": "fixed", "price": "high"}}))
+    (tmp_path / "site.json").write_text(json.dumps({**SITE, "tariff": "tariff.json"}))
+    with pytest.raises(ConfigError, match=r"tariff\.json: import_price\.fixed\.price: Input should be a valid number"):
+        load_site_file(tmp_path / "site.json")
