@@ -270,7 +270,7 @@ def validation_line(error: ValidationError) -> str:
     """The first error of a validation, as one line naming the field and what was expected."""
     first = error.errors(include_url=False, include_context=False, include_input=True)[0]
     location = ".".join(str(part) for part in first["loc"]) or "config"
-    location = location if len(location) <= 80 else dd.shown(location, 80)
+    location = location if len(location) <= 80 and location.isprintable() else dd.shown(location, 80)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{location}: unknown field; expected one of the documented fields"

@@ -240,7 +240,7 @@ def test_a_site_file_names_its_tariff_file_relative_to_itself(tmp_path):
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"import_price": {"kind": "spot"}}, "import_price: Input tag 'spot' found using 'kind' does not match any of the expected tags"),
+    ({"import_price": {"kind": "spot"}}, "import_price.kind: got 'spot'; expected one of 'fixed', 'tou', 'dynamic'"),
     ({"import_price": {**GERMAN_IMPORT, "vat": 19}}, "import_price.dynamic.vat: Input should be less than or equal to 1"),
     ({"import_price": {**NIGHT_TOU, "periods": [{"days": ["weekend"], "hours": [[16]], "price": 0.3}]}},
      "import_price.tou.periods.0.hours: range 0 is [16.0]; expected [from, to]"),
