@@ -436,8 +436,9 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     if config.device_id not in load.get("sites", ()):
         return Choice("naive", f"the active models in {registry.root} were not trained on {config.device_id}")
     if step != MODELS_STEP or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
-        return Choice("naive", f"the active models in {registry.root} forecast {manifest.get('horizon_steps')} "
-                               f"15-minute steps, not {horizon / step:g} of {step}")
+        trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
+        return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
+                               f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
     learnt_until = max(pd.Timestamp(load[key][1]) for key in ("train_range", "test_range") if load.get(key))
     if issued_from is not None and learnt_until > pd.Timestamp(issued_from) + LEARNT_SLACK:
         return Choice("naive", f"the active models in {registry.root} learnt from readings up to "
