@@ -15,7 +15,7 @@ from cloud.forecasting.settings import settings_from
 from cloud.evaluation.report import metrics, write_report
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.decision import Execution
-from cloud.optimization.forecasters import FORECASTERS
+from cloud.optimization import forecasters as fc
 from cloud.optimization.planner import (
     PlanSettings,
     StoredSite,
@@ -71,7 +71,8 @@ def build_parser() -> ArgumentParser:
                         help="backtest a what-if battery of this capacity instead of the site's own (with --battery-kw)")
     parser.add_argument("--battery-kw", type=arg_type(positive_float, "a positive number of kW"),
                         help="the what-if battery's charge and discharge power limit")
-    parser.add_argument("--forecaster", choices=tuple(FORECASTERS), default="naive", help="what the plans know (default naive)")
+    parser.add_argument("--forecaster", choices=fc.NAMES, default=fc.AUTO,
+                        help="what the plans know (default auto: the trained models where they cover the site, else naive)")
     parser.add_argument("--execution", choices=[e.value for e in Execution], default=Execution.GUARDED.value,
                         help="how the battery carries out plans, in the backtest and in a published schedule "
                              "(default guarded: commands, its own rule, an import cap, and a reserve kept for EV sessions)")
@@ -130,6 +131,7 @@ def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool
     """The site's summary; with --steps every step of the plan under it."""
     summary = plan_summary(site_plan)
     print("\n".join(summary.lines()))
+    print(f"forecaster {site_plan.forecaster} ({site_plan.forecaster_reason})")
     if steps:
         print(f"\nevery step (start time in {summary.zone}; battery kW positive charges; money in {summary.currency}):")
         print_table([{"time": row["time"], "action": row["action"], "battery kW": f"{row['power_kw']:.2f}",
@@ -189,8 +191,11 @@ def backtest(args) -> None:
     path = write_report(result, Path(args.output or f"data/backtest/{config.device_id}"))
     table = metrics(result)
     if args.json:
-        print(json.dumps({"report": str(path), "strategies": table.reset_index().to_dict("records")}, indent=2))
+        print(json.dumps({"report": str(path), "forecaster": result.settings.forecaster,
+                          "forecaster_reason": result.forecaster_reason,
+                          "strategies": table.reset_index().to_dict("records")}, indent=2))
         return
+    print(backtest_heading(args, result))
     print_table(table.reset_index().to_dict("records"),
                 ["strategy", "bill", "savings", "capture", "peak_import_kw", "self_consumption", "cycles", "emissions_kg"])
     if result.settings.execution != settings.execution:
@@ -198,6 +203,18 @@ def backtest(args) -> None:
     if result.filled_steps:
         print(f"{result.filled_steps} of {len(result.actuals)} steps had no reading and were interpolated")
     print(f"\nreport: {path}")
+
+
+def backtest_heading(args, result: BacktestResult) -> str:
+    """What was backtested: the site, its days, the battery (a what-if one said so) and the forecaster."""
+    config, settings = result.config, result.settings
+    battery = config.battery
+    what_if = " (what-if)" if args.battery_kwh is not None or args.battery_kw is not None else ""
+    first = result.actuals.index[0] - settings.step
+    held = (f"battery {battery.capacity_kwh:g} kWh / {battery.max_discharge_rate_kw:g} kW{what_if}"
+            if battery.capacity_kwh > 0 else "no battery")
+    return (f"{config.device_id}: {settings.days} days from {first.tz_convert(config.timezone):%Y-%m-%d %H:%M %Z}, "
+            f"{held}, forecaster {settings.forecaster} ({result.forecaster_reason})")
 
 
 def status(args) -> None:

@@ -118,7 +118,7 @@ def test_forecasters_are_found_by_name():
     assert isinstance(fc.make_forecaster("naive", CONFIG, HISTORY), fc.ScenarioForecaster)
     assert not isinstance(fc.make_forecaster("perfect", CONFIG, HISTORY), fc.ScenarioForecaster)
     assert fc.times_the_load(PERFECT) and not fc.times_the_load(NAIVE) and not fc.times_the_load(MODELS)
-    with pytest.raises(UsageError, match="forecaster 'oracle': expected one of naive, perfect, models"):
+    with pytest.raises(UsageError, match="forecaster 'oracle': expected one of auto, naive, perfect, models"):
         fc.make_forecaster("oracle", CONFIG, HISTORY)
 
 

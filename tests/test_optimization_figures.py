@@ -12,7 +12,7 @@ from cloud.optimization.figures import ArrivalFigures, PlanFigures, ReserveFigur
 from cloud.optimization.guard import ArrivalWindows, GuardRule
 from cloud.optimization.plan import CostBreakdown
 
-KEYS = ["device_id", "issued_at", "start", "steps", "forecaster", "state_from", "status", "cost", "cost_without_battery",
+KEYS = ["device_id", "issued_at", "start", "steps", "forecaster", "forecaster_reason", "state_from", "status", "cost", "cost_without_battery",
         "cost_self_consumption", "savings_vs_no_battery", "savings_vs_self_consumption", "stored_energy_value",
         "stored_energy_value_self_consumption", "published", "published_reason", "final_soc_percent",
         "self_consumption_final_soc_percent", "execution", "load_scenarios", "expected_over_scenarios",

@@ -18,9 +18,11 @@ from fastapi.testclient import TestClient
 
 from cloud.dashboard.app import create_app
 from cloud.pipeline import pipeline_settings, runner, stages
+from cloud.optimization import forecasters as fc
 from cloud.pipeline import settings as ps
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
+from der_core.config import SimulatorConfig
 from der_core.errors import DERError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def test_plans_use_the_trained_forecasters(first_run):
     forecasting = next(line for line in done.stdout.splitlines() if line.startswith("[4/5] forecasting"))
     planning = next(line for line in done.stdout.splitlines() if line.startswith("[5/5] planning"))
     assert " ok " in forecasting and "forecast rows for the next 24 h" in forecasting
-    assert "(models forecasts)" in planning
+    assert "(models forecasts: active models in " in planning
 
 
 def test_leaves_a_dashboard_with_data(first_run):
@@ -179,7 +181,8 @@ def test_forecasting_without_history_is_unavailable_and_plans_stay_on_the_naive_
         ctx = stages.Context(pipeline_settings(tmp_path), None, store, [])
         with pytest.raises(stages.StageUnavailable, match="forecasting not available yet: "):
             stages.forecasting(ctx)
-        assert ctx.notes.forecasts_issued is False and stages._forecaster(ctx) == ("naive", "")
+        choice = fc.choose(fc.AUTO, SimulatorConfig(), store, str(ctx.settings.model_dir))
+        assert choice == fc.Choice("naive", f"no trained models in {ctx.settings.model_dir}")
     finally:
         store.close()
 

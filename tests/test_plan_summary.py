@@ -62,6 +62,12 @@ def test_short_blocks_between_different_actions_stay_and_every_block_says_why():
     assert summary.next_action == "keep the battery idle until Wed 09:00, then charge from the grid until Wed 09:30"
 
 
+def test_a_plan_of_past_days_reads_its_next_action_from_its_start():
+    steps = _steps(["idle"] * 4 + ["buy"] * 2, [0.0] * 4 + [3.0] * 2, start="2012-07-06 08:00")
+    summary = summarize("home-001", ZONE, "USD", pd.Timestamp("2026-01-01", tz="UTC"), steps, 2.0, 2.5, 2.2)
+    assert summary.next_action == "keep the battery idle until Fri 09:00, then charge from the grid until Fri 09:30"
+
+
 def test_a_store_block_says_which_evening_it_is_kept_for():
     actions = ["store"] * 8 + ["idle"] * 24 + ["discharge"] * 8
     power = [2.0] * 8 + [0.0] * 24 + [-2.0] * 8

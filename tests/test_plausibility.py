@@ -10,6 +10,8 @@ from pvlib import solarposition
 
 from cloud.sync.plausibility import Plausibility, interval_of, pv_peak_offsets_h
 from der_core import der_data as dd
+from der_core.config import SolarConfig
+from der_physics.solar import clearsky_ac_kw
 
 LONGITUDE = 13.4  # Berlin: solar noon near 11:06 UTC
 
@@ -46,6 +48,21 @@ def test_pv_logged_an_hour_late_reads_as_a_clock_shift(summer_only, months):
     assert finding.status == "warning"
     assert "PV peaks 1 h after solar noon in " + months in finding.message
     assert "likely clock shift of +1 h" in finding.message
+
+
+@pytest.mark.parametrize("shift_h, status", [(0.0, "ok"), (1.0, "warning")])
+def test_an_array_facing_south_east_is_checked_against_its_own_clear_sky_peak(shift_h, status):
+    """An array facing 60 degrees east of south peaks about an hour before solar noon: on a
+    true clock that is its nature, not a clock error; an hour late it is one."""
+    array = SolarConfig(latitude=52.5, longitude=LONGITUDE, tilt_degrees=45.0, azimuth_degrees=120.0)
+    ts = pd.date_range("2024-01-01", periods=365 * 96, freq="15min", tz="UTC")
+    pv = clearsky_ac_kw(array, ts - pd.Timedelta(hours=shift_h))
+    frame = pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: pv, dd.LOAD_TOTAL: 0.5})
+    assert checked(frame)["clock"].status == "warning"  # against solar noon: "likely clock shift of -1 h"
+    checks = Plausibility(interval=interval_of(frame[dd.TS].iloc[:100]))
+    checks.add(frame, [dd.SOLAR_KW, dd.LOAD_TOTAL])
+    clock = checks.report(None, None, array)[0]
+    assert clock.status == status and "the declared array's clear-sky peak" in clock.message
 
 
 def test_without_a_longitude_the_clock_check_is_skipped_with_a_note():

@@ -171,6 +171,19 @@ def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_pa
     assert err.startswith("error: home-1: no readings before 2024-05-15T06:00") and "\n" not in err
 
 
+def test_a_declared_site_whose_readings_ended_long_before_the_start_is_told_where_they_end(tmp_path, capsys):
+    (tmp_path / "site.json").write_text(json.dumps(SITE))
+    measured_csv(tmp_path / "meter.csv", soc=False)
+    db = ["--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw", *db]) == 0
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2025-01-01T00:00Z", *db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: home-1: no readings in the ") and "\n" not in err
+    assert err.endswith("its newest is 2024-05-22T23:45:00+00:00: plan after it with --start 2024-05-22T23:45:00+00:00")
+
+
 def test_an_undeclared_meter_is_not_planned_as_a_simulated_home(tmp_path, capsys):
     measured_csv(tmp_path / "meter.csv", soc=False)
     db = ["--cloud-db", str(tmp_path / "cloud.db")]

@@ -74,7 +74,7 @@ class BacktestSettings(Stepped):
     step_minutes: int = 15
     horizon_hours: float = 24.0
     replan_minutes: int = 60
-    forecaster: str = "naive"
+    forecaster: str = fc.AUTO  # resolved by forecasters.choose when the backtest runs
     execution: Execution = Execution.GUARDED
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     scenarios: bool = True  # capped execution: plan over the forecaster's load scenarios when it offers them
@@ -120,6 +120,7 @@ class BacktestResult:
     runs: dict[str, StrategyRun] = field(default_factory=dict)
     replans: int = 0
     filled_steps: int = 0  # recorded data: steps without a reading, filled (recorded.py)
+    forecaster_reason: str = ""  # why settings.forecaster is the one (forecasters.choose)
 
 
 def billing_months(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> np.ndarray:
@@ -308,9 +309,19 @@ def run_backtest(config: SimulatorConfig, settings: BacktestSettings, progress: 
     history_start = instants[0] - pd.Timedelta(days=max(fc.HISTORY_DAYS, SESSION_HISTORY_DAYS) + 1)
     everything = fc.site_actuals(config, pd.date_range(history_start, instants[-1], freq=settings.step))
     actuals = everything.loc[instants[0] :]
-    forecaster = fc.make_forecaster(settings.forecaster, config, everything)
+    forecaster, settings = resolved_forecaster(settings, config, everything, instants)
     runs, replans = run_strategies(config, actuals, settings, forecaster, progress, everything)
-    return BacktestResult(config, settings, actuals, runs, replans)
+    return BacktestResult(config, settings, actuals, runs, replans, forecaster_reason=forecaster.reason)
+
+
+def resolved_forecaster(settings: BacktestSettings, config: SimulatorConfig, history: pd.DataFrame,
+                        instants: pd.DatetimeIndex, **where) -> tuple[fc.Forecaster, BacktestSettings]:
+    """The MPC's forecaster (forecasters.make_forecaster, from the first plan's issue instant;
+    ``where``: the store, the models' folder, a declared site's PV) and the settings naming
+    it, so the report says which forecaster ran, never "auto"."""
+    forecaster = fc.make_forecaster(settings.forecaster, config, history, issued_from=instants[0] - settings.step,
+                                    step=settings.step, horizon=pd.Timedelta(hours=settings.horizon_hours), **where)
+    return forecaster, dataclasses.replace(settings, forecaster=forecaster.name)
 
 
 def run_strategies(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, forecaster: fc.Forecaster,

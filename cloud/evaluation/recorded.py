@@ -6,9 +6,11 @@ cloud store, and :func:`run_recorded_backtest` replays them through the same bat
 (:func:`der_physics.generator.recorded_exogenous`) under every strategy of backtest.py,
 billed at its declared tariff:
 
-* the MPC decides on what was known at each decision: the naive forecaster's load from the
-  readings before it, and the declared system's PV under the clear sky scaled by the PV
-  measured before it (:func:`pv_forecast.pv_forecast` with ``measured=``);
+* the MPC decides on what was known at each decision: the forecaster's load from the
+  readings before it (the naive one unless trained models cover the site and learnt
+  nothing after the first day, ``forecasters.choose``), and the declared system's PV under
+  the clear sky scaled by the PV measured before it (:func:`pv_forecast.pv_forecast` with
+  ``measured=``);
 * perfect foresight solves the LP on the recorded values.
 
 Its battery is the declared one or a what-if one (:func:`with_battery`). A site with a car
@@ -26,7 +28,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from cloud.evaluation.backtest import BacktestResult, BacktestSettings, backtest_window, run_strategies
+from cloud.evaluation.backtest import (
+    BacktestResult,
+    BacktestSettings,
+    backtest_window,
+    resolved_forecaster,
+    run_strategies,
+)
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.planner import per_step
@@ -126,6 +134,6 @@ def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, setti
     exo = generator.recorded_exogenous(config, instants, *(actuals[column].to_numpy() for column in
                                                            (fc.LOAD, fc.PV, fc.IMPORT_PRICE, fc.EXPORT_PRICE, fc.CARBON)))
     measured = MeasuredPV(history[fc.PV].dropna(), weather)
-    forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, measured=measured)
+    forecaster, settings = resolved_forecaster(settings, config, history, instants, store=store, measured=measured)
     runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo)
-    return BacktestResult(config, settings, actuals, runs, replans, filled)
+    return BacktestResult(config, settings, actuals, runs, replans, filled, forecaster.reason)

@@ -110,6 +110,7 @@ class PlanFigures:
     expected_over_scenarios: ScenarioFigures | None
     expected_over_arrivals: ArrivalFigures | None
     reserve: ReserveFigures | None
+    forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
 
     def to_dict(self) -> dict:
         optional = lambda figures: None if figures is None else figures.to_dict()  # noqa: E731
@@ -119,6 +120,7 @@ class PlanFigures:
             "start": dd.format_ts(self.start),
             "steps": self.steps,
             "forecaster": self.forecaster,
+            "forecaster_reason": self.forecaster_reason,
             "state_from": self.state_from,
             "status": self.status,
             "cost": dataclasses.asdict(self.cost) | {"total": self.total_cost},

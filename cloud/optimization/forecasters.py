@@ -12,7 +12,9 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
 * :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
   is installed.
 
-Forecasters are chosen by name from :data:`FORECASTERS` (:func:`make_forecaster`). One that
+Forecasters are chosen by name from :data:`FORECASTERS` (:func:`make_forecaster`); the
+default name, :data:`AUTO`, is the trained models wherever they cover the site and naive
+elsewhere (:func:`choose`), so a site with models plans on them on every path. One that
 also offers load scenarios is a :class:`ScenarioForecaster`; only the perfect one knows when
 load nobody can time, a car's session, will come (:func:`times_the_load`).
 """
@@ -48,6 +50,8 @@ ANOMALY_PERSIST_H = 2.0
 YESTERDAY_WEIGHT = 0.3
 #: Readings whose median anomaly the house-only load forecast carries (an hour of 15-minute readings).
 HOUSE_ANOMALY_READINGS = 4
+#: The step the forecasting package's models are trained on.
+MODELS_STEP = pd.Timedelta(minutes=15)
 
 
 class ForecasterUnavailable(DispatchError):
@@ -108,6 +112,7 @@ class PerfectForecaster:
     (:func:`perfect_forecaster` refuses it)."""
 
     name = "perfect"
+    reason = ""  # why it was chosen (make_forecaster)
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
@@ -200,6 +205,7 @@ class NaiveForecaster:
     """The baseline every learnt model must beat, using only what is known at issue time."""
 
     name = "naive"
+    reason = ""
 
     def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series, measured: MeasuredPV | None = None) -> None:
         self.config, self.measured = config, measured
@@ -245,20 +251,15 @@ class ModelsForecaster:
     PV from :func:`pv_forecast.pv_forecast` when the models have no PV target for the site."""
 
     name = "models"
+    reason = ""
 
     def __init__(self, config: SimulatorConfig, store, model_dir: str | None = None,
                  measured: MeasuredPV | None = None) -> None:
         self.config, self.store, self.model_dir, self.measured = config, store, model_dir, measured
+        self._version = None
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
-        from cloud.forecasting.issue import forecast_next_day
-
-        step = instants[1] - instants[0] if len(instants) > 1 else pd.Timedelta(minutes=15)
-        if step != pd.Timedelta(minutes=15):
-            raise ForecasterUnavailable(f"the models forecast 15-minute steps; the plan asks for {step}")
-        steps = int(np.ceil((instants[-1] - issued_at) / step))
-        issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps, model_dir=self.model_dir)
-        predicted = issued.set_index("target_ts").reindex(instants)
+        predicted = self._predicted(issued_at, instants)
         pv = pv_forecast(self.config, issued_at, instants, self.measured)
         frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
         if "load_kw_p50" not in predicted or predicted["load_kw_p50"].isna().any():
@@ -271,6 +272,39 @@ class ModelsForecaster:
             frame[IMPORT_PRICE] = np.maximum(price.to_numpy(), 0.0)
             frame[EXPORT_PRICE] = np.minimum(frame[EXPORT_PRICE], frame[IMPORT_PRICE])  # selling never beats buying
         return frame[list(COLUMNS)]
+
+    def load_kw(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray:
+        """The P50 load at ``instants``, NaN at those past the models' trained horizon."""
+        trained = int(self._loaded().manifest["horizon_steps"])
+        step = _step_of(instants)
+        reach = instants[instants <= issued_at + trained * step]
+        predicted = self._predicted(issued_at, reach) if len(reach) else pd.DataFrame(index=reach)
+        load = predicted.get("load_kw_p50", pd.Series(np.nan, index=reach)).reindex(instants)
+        return np.maximum(load.to_numpy(dtype=float), 0.0)
+
+    def _loaded(self):
+        """The active version, loaded once: every plan of a backtest issues from the same models."""
+        if self._version is None:
+            from cloud.forecasting.registry import Registry
+            from cloud.forecasting.settings import settings_from
+
+            self._version = Registry(settings_from(self.model_dir).model_dir).load()
+        return self._version
+
+    def _predicted(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
+        from cloud.forecasting.issue import forecast_next_day
+
+        step = _step_of(instants)
+        if step != MODELS_STEP:
+            raise ForecasterUnavailable(f"the models forecast 15-minute steps; the plan asks for {step}")
+        steps = int(np.ceil((instants[-1] - issued_at) / step))
+        issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps,
+                                   model_dir=self.model_dir, version=self._loaded())
+        return issued.set_index("target_ts").reindex(instants)
+
+
+def _step_of(instants: pd.DatetimeIndex) -> pd.Timedelta:
+    return instants[1] - instants[0] if len(instants) > 1 else MODELS_STEP
 
 
 def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, measured: MeasuredPV | None = None,
@@ -292,6 +326,19 @@ def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None
     if active is None:
         raise ForecasterUnavailable(f"no active models in {folder}: run run_model_training.py --train first, or use --forecaster naive or perfect")
     return ModelsForecaster(config, store, model_dir, measured)
+
+
+def house_load_kw(forecaster: Forecaster | None, house_history_kw: pd.Series, issued_at: pd.Timestamp,
+                  instants: pd.DatetimeIndex) -> np.ndarray:
+    """The house's own load (no car) at ``instants``, as the forecaster the site plans with
+    says it: the models' P50 where their trained horizon reaches (a median, which a car
+    charging on fewer than half of the days does not move), else, and for every other
+    forecaster, the naive forecast of the house's own readings (:func:`naive_load_kw`)."""
+    naive = naive_load_kw(house_history_kw, issued_at, instants, HOUSE_ANOMALY_READINGS)
+    if not isinstance(forecaster, ModelsForecaster):
+        return naive
+    learnt = forecaster.load_kw(issued_at, instants)
+    return np.where(np.isnan(learnt), naive, learnt)
 
 
 def holdable_peak_kw(
@@ -344,11 +391,71 @@ FORECASTERS: Mapping[str, Callable[..., Forecaster]] = {
 }
 
 
+#: The default name: the trained models where they cover the site, else naive (:func:`choose`).
+AUTO = "auto"
+#: Every name ``--forecaster`` takes.
+NAMES: tuple[str, ...] = (AUTO, *FORECASTERS)
+#: A plan issued this long after the newest reading the active models learnt from stands at
+#: their end, not inside it: the pipeline trains and then plans, and readings keep arriving.
+LEARNT_SLACK = pd.Timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The forecaster a plan or a backtest uses, and why (shown with the plan and the backtest)."""
+
+    name: str
+    reason: str
+
+
+def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None = None,
+           issued_from: pd.Timestamp | None = None, step: pd.Timedelta = MODELS_STEP,
+           horizon: pd.Timedelta = DAY) -> Choice:
+    """The forecaster ``name`` stands for. Any name but :data:`AUTO` is itself. :data:`AUTO`
+    is ``models`` where the active model version can forecast the site from ``issued_from``
+    (the first plan's issue instant) over ``horizon`` in ``step`` steps, else ``naive``.
+
+    The models can when the cloud store holds the site's readings, the version's load model
+    was trained on the site (the manifest lists it), ``step`` is theirs, the horizon within
+    their trained one, and they learnt from nothing after ``issued_from`` (give or take
+    :data:`LEARNT_SLACK`): a backtest over the days the models were trained on would score
+    what they remember, not what they forecast."""
+    if name not in NAMES:
+        raise UsageError(f"forecaster {name!r}: expected one of {', '.join(NAMES)}")
+    if name != AUTO:
+        return Choice(name, "--forecaster " + name)
+    if store is None:
+        return Choice("naive", "no cloud store to forecast from")
+    from cloud.forecasting.registry import Registry
+    from cloud.forecasting.settings import settings_from
+
+    registry = Registry(settings_from(model_dir).model_dir)
+    active = registry.active()
+    if active is None:
+        return Choice("naive", f"no trained models in {registry.root}")
+    manifest = next(m for m in registry.versions() if m.get("version") == active)
+    load = manifest.get("targets", {}).get(LOAD, {})
+    if config.device_id not in load.get("sites", ()):
+        return Choice("naive", f"the active models in {registry.root} were not trained on {config.device_id}")
+    if step != MODELS_STEP or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
+        trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
+        return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
+                               f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
+    learnt_until = max(pd.Timestamp(load[key][1]) for key in ("train_range", "test_range") if load.get(key))
+    if issued_from is not None and learnt_until > pd.Timestamp(issued_from) + LEARNT_SLACK:
+        return Choice("naive", f"the active models in {registry.root} learnt from readings up to "
+                               f"{learnt_until:%Y-%m-%d %H:%M}Z, after {pd.Timestamp(issued_from):%Y-%m-%d %H:%M}Z")
+    return Choice("models", f"active models in {registry.root}")
+
+
 def make_forecaster(name: str, config: SimulatorConfig, history: pd.DataFrame, store=None,
-                    model_dir: str | None = None, measured: MeasuredPV | None = None) -> Forecaster:
-    """The forecaster called ``name`` (:data:`FORECASTERS`) for the site; ``measured`` says it
-    is a declared site and what its PV forecast is made from (None: a simulated site)."""
-    factory = FORECASTERS.get(name)
-    if factory is None:
-        raise UsageError(f"forecaster {name!r}: expected one of {', '.join(FORECASTERS)}")
-    return factory(config, history, store=store, model_dir=model_dir, measured=measured)
+                    model_dir: str | None = None, measured: MeasuredPV | None = None,
+                    issued_from: pd.Timestamp | None = None, step: pd.Timedelta = MODELS_STEP,
+                    horizon: pd.Timedelta = DAY) -> Forecaster:
+    """The forecaster ``name`` stands for (:func:`choose`, with ``issued_from``, ``step`` and
+    ``horizon``) for the site, its ``reason`` attribute saying why it is the one; ``measured``
+    says the site is a declared one and what its PV forecast is made from (None: simulated)."""
+    choice = choose(name, config, store, model_dir, issued_from, step, horizon)
+    forecaster = FORECASTERS[choice.name](config, history, store=store, model_dir=model_dir, measured=measured)
+    forecaster.reason = choice.reason
+    return forecaster

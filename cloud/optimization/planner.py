@@ -82,7 +82,7 @@ class PlanSettings(Stepped):
     start: pd.Timestamp | None = None  # default: now, floored to the step
     horizon_hours: float = 24.0
     step_minutes: int = 15
-    forecaster: str = "naive"
+    forecaster: str = fc.AUTO  # the trained models where they cover the site, else naive (forecasters.choose)
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
     model_dir: str | None = None  # the forecasting registry (FORECAST_MODEL_DIR by default)
     execution: Execution = Execution.GUARDED  # how the gateway carries the plan out (decision.EXECUTIONS)
@@ -141,6 +141,7 @@ class SitePlan:
     #: Under a reserve policy: the energy it holds above the minimum for the car, and when the
     #: car is expected (reserve.held_for_car).
     held_for_car: tuple[float, pd.Timestamp] | None = None
+    forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
 
     @property
     def made(self) -> DispatchPlan:
@@ -281,6 +282,7 @@ class SitePlan:
             load_scenarios=len(self.decision.plans), expected_over_scenarios=self.expected_over_scenarios(),
             expected_over_arrivals=self.expected_over_arrivals(),
             reserve=None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
+            forecaster_reason=self.forecaster_reason,
         )
 
     def _reserve_summary(self) -> ReserveFigures:
@@ -375,16 +377,18 @@ def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestam
 
 
 def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec, cap_kw: float,
-                settings: PlanSettings, measured: MeasuredPV | None = None) -> reserve.Fitted:
+                settings: PlanSettings, measured: MeasuredPV | None = None,
+                forecaster: fc.Forecaster | None = None) -> reserve.Fitted:
     """The reserve policy in force at ``start``: the one solved at the local midnight before it
     on the readings before that midnight, as the backtest solves it, whatever hour the plan is
     made (re-solving it every hour carries the naive forecast's mid-session anomaly into a
     program that prices the session's house level already, and was measured to cost seed 42's
     June 24 points of capture). It looks half a day past the plan's end: 36 hours from midnight
-    for a day's plan made at midnight, as in the backtest."""
+    for a day's plan made at midnight, as in the backtest. Its house load is the one
+    ``forecaster``, the site's, gives (forecasters.house_load_kw)."""
     midnight = start.tz_convert(config.timezone).normalize().tz_convert("UTC")
     horizon = max(reserve.HORIZON, start + pd.Timedelta(hours=settings.horizon_hours + 12) - midnight)
-    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured)
+    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured, forecaster)
 
 
 def measured_pv(state: SiteState) -> MeasuredPV:
@@ -405,13 +409,19 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
     if state is None and declared:
         where = store.label if store is not None else "no cloud store"
+        newest = (store.reading_stats().get(config.device_id, {}).get(s.LAST_TS) if store is not None else None)
+        if newest is not None and pd.Timestamp(newest) < start:
+            raise UsageError(f"{config.device_id}: no readings in the {(start - _history_start(start, config.timezone)).days} "
+                             f"days before {dd.format_ts(start)} in {where}; its newest is {dd.format_ts(newest)}: plan "
+                             f"after it with --start {dd.format_ts(newest)}")
         raise UsageError(f"{config.device_id}: no readings before {dd.format_ts(start)} in {where} to plan from; import "
                          "its meter data with run_cloud_sync.py --import FILE --site FILE, or plan from a later --start")
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
     measured = measured_pv(state) if declared else None
     forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir,
-                                    measured=measured)
+                                    measured=measured, issued_from=start, step=settings.step,
+                                    horizon=settings.step * settings.steps)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
     guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
@@ -419,7 +429,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
     decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak, strategy=strategy)
-    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, measured)
+    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, measured, forecaster)
     policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs
@@ -433,6 +443,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         policy_plan=policy_plan, currency=config.currency_code,
         over_arrivals=None if fitted is None else fitted.expected_costs(policy.row(start), spec.initial_kwh, spec.min_kwh),
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
+        forecaster_reason=forecaster.reason,
     )
 
 

@@ -254,15 +254,17 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
 
 
 def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
-        cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON, measured: MeasuredPV | None = None) -> Fitted:
+        cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON, measured: MeasuredPV | None = None,
+        forecaster: fc.Forecaster | None = None) -> Fitted:
     """The program for the ``horizon`` after ``issued_at``, learnt from the readings before it
-    and planned on the naive house-load forecast, the site's PV forecast
+    and planned on the house-load forecast of the site's ``forecaster``
+    (:func:`forecasters.house_load_kw`; None: naive), the site's PV forecast
     (:func:`pv_forecast.pv_forecast`; ``measured`` for a declared site) and the tariff, solved."""
     charger = config.home_load.ev_charger_kw
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
-    house_kw = fc.naive_load_kw(house, issued_at, instants, fc.HOUSE_ANOMALY_READINGS)
+    house_kw = fc.house_load_kw(forecaster, house, issued_at, instants)
     pv = pv_forecast(config, issued_at, instants, measured)
     forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
     return solve(model, forecast, house_kw, spec, config, cap_kw, step)

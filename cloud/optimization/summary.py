@@ -294,9 +294,11 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
               if a != "idle"]
     blocks = [b.__class__(**{**b.__dict__, "reason": _reason(b, blocks, steps, currency, timezone)}) for b in blocks]
     start, end = steps.step_starts[0], steps.step_starts[-1] + step
+    # A plan of past days (--start inside a meter's history) is read from its start.
+    now = max(issued_at, start) if issued_at < end else start
     return PlanSummary(device_id, timezone, currency, issued_at, start, end, tuple(blocks), float(bill),
                        float(bill_without_battery), None if bill_self_consumption is None else float(bill_self_consumption),
-                       next_action(blocks, max(issued_at, start), timezone), float(energy_value),
+                       next_action(blocks, now, timezone), float(energy_value),
                        float(energy_value_self_consumption))
 
 

@@ -41,20 +41,11 @@ class StageUnavailable(DERError):
 
 
 @dataclass
-class Notes:
-    """What earlier stages learnt that later ones use."""
-
-    #: The forecasting stage issued the trained models' forecasts, so plans may use them.
-    forecasts_issued: bool = False
-
-
-@dataclass
 class Context:
     settings: PipelineSettings
     edge: EdgeStore
     cloud: CloudStore
     configs: list[SimulatorConfig]
-    notes: Notes = field(default_factory=Notes)
     plans: list[SitePlan] = field(default_factory=list)
 
 
@@ -106,34 +97,20 @@ def forecasting(ctx: Context) -> StageReport:
         rows = issue_forecasts(ctx.cloud, ctx.settings.model_dir, [c.device_id for c in ctx.configs])
     except (NotEnoughData, NoModels) as error:  # too little history yet: plan on the naive forecaster
         raise StageUnavailable(f"forecasting not available yet: {error}") from None
-    ctx.notes.forecasts_issued = True
     return StageReport(int(rows), f"{trained}; {rows} forecast rows for the next 24 h")
 
 
-def _forecaster(ctx: Context) -> tuple[str, str]:
-    """The trained models when forecasting ran and the optimizer can use them, else its naive
-    forecaster (seasonal load, clear-sky PV, the tariff), with why."""
-    if not ctx.notes.forecasts_issued:
-        return "naive", ""
-    from cloud.optimization.forecasters import ForecasterUnavailable, models_forecaster
-
-    try:
-        models_forecaster(ctx.configs[0], store=ctx.cloud, model_dir=str(ctx.settings.model_dir))
-    except ForecasterUnavailable as error:
-        return "naive", f"; models not usable by the optimizer: {error}"
-    return "models", ""
-
-
 def planning(ctx: Context) -> StageReport:
-    """The optimizer's day-ahead plan per site (``cloud.optimization.planner.run_plan``)."""
+    """The optimizer's day-ahead plan per site (``cloud.optimization.planner.run_plan``), on the
+    optimizer's default forecaster: the models trained above where they cover the site, else
+    naive (seasonal load, clear-sky PV, the tariff), each with why."""
     from cloud.optimization.planner import PlanSettings, run_plan
 
-    forecaster, why = _forecaster(ctx)
-    settings = PlanSettings(step_minutes=ctx.settings.interval_s // 60, forecaster=forecaster,
-                            model_dir=str(ctx.settings.model_dir))
+    settings = PlanSettings(step_minutes=ctx.settings.interval_s // 60, model_dir=str(ctx.settings.model_dir))
     ctx.plans = [run_plan(config, settings, ctx.cloud) for config in ctx.configs]
     rows = sum(len(p.step_starts) for p in ctx.plans)
-    return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({forecaster} forecasts{why})")
+    used = "; ".join(sorted({f"{p.forecaster} forecasts: {p.forecaster_reason}" for p in ctx.plans}))
+    return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({used})")
 
 
 #: Chain order; the runner stops the chain at the first failure, never at an unavailable stage.

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
+from cloud.feature_engineering.physics import solar_config
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
@@ -36,6 +37,7 @@ from cloud.sync.timestamps import TimeReader, find_time_columns, time_texts
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
+from der_core.config import SolarConfig
 from der_core.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     path, retry = Path(path), retry or RetryPolicy()
     meter = open_meter_file(path, options.batch_size)
     plan = plan_columns(meter.columns, options, source=str(path))
-    longitude, nameplate_kw = _site_facts(cloud, options)
+    longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
     checks = Plausibility()
@@ -217,7 +219,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
         raise
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     result.interval = plan.interval
-    result.findings = checks.report(longitude, nameplate_kw)
+    result.findings = checks.report(longitude, nameplate_kw, array)
     return result
 
 
@@ -254,12 +256,16 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(f"  {finding.line()}")
 
 
-def _site_facts(cloud: CloudStore, options: ImportOptions) -> tuple[float | None, float | None]:
-    """The longitude (``--longitude``, else the site's row) and PV nameplate the checks use."""
+def _site_facts(cloud: CloudStore, options: ImportOptions) -> tuple[float | None, float | None, SolarConfig | None]:
+    """The longitude (``--longitude``, else the site's row), PV nameplate and, without
+    ``--longitude``, the PV array of the site's row that the checks use (None: no row, or it
+    gives no orientation)."""
     row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: options.device_id})
     site = row.iloc[0] if len(row) else pd.Series(dtype=object)
     longitude = options.longitude if options.longitude is not None else _number(site.get("longitude"))
-    return longitude, _number(site.get("pv_capacity_kw"))
+    located = all(_number(site.get(key)) is not None for key in ("latitude", "longitude", "tilt_degrees", "azimuth_degrees"))
+    array = solar_config(site.to_dict()) if options.longitude is None and located else None
+    return longitude, _number(site.get("pv_capacity_kw")), array
 
 
 def _number(value: object) -> float | None:

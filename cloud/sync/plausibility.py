@@ -1,5 +1,6 @@
 """What an imported series says about its own logger: a clock off by whole hours (PV peaking
-away from solar noon), PV above the site's nameplate, a sensor stuck at one non-zero value,
+away from solar noon, or from the clear-sky peak of the site's declared array, which an array
+facing east or west of south reaches before or after noon), PV above the site's nameplate, a sensor stuck at one non-zero value,
 and the gaps the series has (kept as gaps: nothing is filled).
 
 :class:`Plausibility` takes the stored rows chunk by chunk and keeps only small summaries
@@ -16,6 +17,8 @@ import pandas as pd
 from pvlib import solarposition
 
 from der_core import der_data as dd
+from der_core.config import SolarConfig
+from der_physics.solar import clearsky_ac_kw
 
 #: A field holding one non-zero value this long is reported as flat-lined: measured power
 #: and irradiance move within minutes; a frozen sensor or a filled-in export does not.
@@ -108,25 +111,29 @@ class Plausibility:
         if run.start is not None and run.value and not np.isnan(run.value) and run.end - run.start >= FLAT_AFTER:
             self.flat.setdefault(column, []).append((float(run.value), run.start, run.end))
 
-    def report(self, longitude: float | None, nameplate_kw: float | None) -> list[Finding]:
-        """The findings, in a fixed order: clock, nameplate, flat lines, gaps."""
+    def report(self, longitude: float | None, nameplate_kw: float | None, array: SolarConfig | None = None) -> list[Finding]:
+        """The findings, in a fixed order: clock, nameplate, flat lines, gaps. ``array``: the
+        site's declared PV system, whose clear-sky peak the clock is checked against (None:
+        solar noon at ``longitude``)."""
         for column, run in self._runs.items():
             self._close(column, run)
         self._runs = {}
-        return [self._clock(longitude), self._nameplate(nameplate_kw), self._flat(), self._gaps()]
+        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._flat(), self._gaps()]
 
-    def _clock(self, longitude: float | None) -> Finding:
+    def _clock(self, longitude: float | None, array: SolarConfig | None) -> Finding:
+        reference = "solar noon" if array is None else "the declared array's clear-sky peak"
         if not self.pv_profile.any():
-            return Finding("clock", "skipped", "no PV readings to compare with solar noon")
-        if longitude is None:
+            return Finding("clock", "skipped", f"no PV readings to compare with {reference}")
+        if longitude is None and array is None:
             return Finding("clock", "skipped", "site longitude unknown (no sites row; --longitude DEG)")
-        shifts = pv_peak_offsets_h(self.pv_profile, longitude)
+        shifts = pv_peak_offsets_h(self.pv_profile, longitude if array is None else array.longitude,
+                                   None if array is None else clear_sky_centres_h(array))
         shifted = {m + 1: round(h) for m, h in enumerate(shifts) if not np.isnan(h) and abs(h) >= SHIFT_AFTER_H}
         if not shifted:
-            return Finding("clock", "ok", "PV peaks within 45 min of solar noon in every month")
+            return Finding("clock", "ok", f"PV peaks within 45 min of {reference} in every month")
         hours = max(set(shifted.values()), key=list(shifted.values()).count)
         months = ", ".join(pd.Timestamp(2000, m, 1).strftime("%b") for m in sorted(shifted))
-        return Finding("clock", "warning", f"PV peaks {abs(hours)} h {'after' if hours > 0 else 'before'} solar noon "
+        return Finding("clock", "warning", f"PV peaks {abs(hours)} h {'after' if hours > 0 else 'before'} {reference} "
                        f"in {months}: likely clock shift of {hours:+d} h (check the time zone, DST and --timezone)")
 
     def _nameplate(self, nameplate_kw: float | None) -> Finding:
@@ -156,17 +163,32 @@ class Plausibility:
         return Finding("gaps", "ok", f"{self.gaps} kept as gaps, longest {_hours(self.longest_gap)} (a reading {every})")
 
 
-def pv_peak_offsets_h(profile: np.ndarray, longitude: float) -> np.ndarray:
-    """Per month, hours from solar noon to the PV profile's centre of mass (positive: later),
-    from a ``(12, slots)`` sum of PV by month and UTC time of day; NaN for a month without PV.
-    The centre is a circular mean, so a day that spans UTC midnight is one day."""
+def pv_peak_offsets_h(profile: np.ndarray, longitude: float, reference_h: np.ndarray | None = None) -> np.ndarray:
+    """Per month, hours from the reference (``reference_h``, UTC hours per month; default
+    solar noon at ``longitude``) to the PV profile's centre of mass (positive: later), from a
+    ``(12, slots)`` sum of PV by month and UTC time of day; NaN for a month without PV."""
+    weight = profile.sum(axis=1)
+    if reference_h is None:
+        reference_h = 12 - longitude / 15 - solarposition.equation_of_time_spencer71(_MID_MONTH_DOY) / 60
+    offset = (_centres_h(profile) - reference_h + 12) % 24 - 12
+    return np.where(weight > 0, offset, np.nan)
+
+
+def clear_sky_centres_h(array: SolarConfig) -> np.ndarray:
+    """Per month, the UTC hour of the centre of mass of ``array``'s clear-sky output on the
+    month's middle day, sampled at the middle of each slot a measured profile is summed in."""
+    days = pd.Timestamp("2001-01-01", tz="UTC") + pd.to_timedelta(_MID_MONTH_DOY - 1, unit="D")
+    offsets = pd.to_timedelta((np.arange(_SLOTS) + 0.5) * 24 * 60 / _SLOTS, unit="min")
+    times = pd.DatetimeIndex([day + offset for day in days for offset in offsets])
+    return _centres_h(clearsky_ac_kw(array, times).reshape(12, _SLOTS))
+
+
+def _centres_h(profile: np.ndarray) -> np.ndarray:
+    """Each row's centre of mass over the UTC day, in hours: a circular mean, so a day that
+    spans UTC midnight is one day."""
     slots = profile.shape[1]
     angle = 2 * np.pi * (np.arange(slots) + 0.5) / slots
-    weight = profile.sum(axis=1)
-    centre_h = np.angle(profile @ np.exp(1j * angle)) * 24 / (2 * np.pi)
-    noon_h = 12 - longitude / 15 - solarposition.equation_of_time_spencer71(_MID_MONTH_DOY) / 60
-    offset = (centre_h - noon_h + 12) % 24 - 12
-    return np.where(weight > 0, offset, np.nan)
+    return np.angle(profile @ np.exp(1j * angle)) * 24 / (2 * np.pi) % 24
 
 
 def interval_of(ts: pd.Series) -> pd.Timedelta | None:

@@ -1,0 +1,81 @@
+"""The planner's default forecaster: the trained models where the active version covers the
+site, else naive, with why; and the reserve policy's house load taken from the models a site
+plans with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.optimization import forecasters as fc
+from der_core.config import SimulatorConfig, with_overrides
+
+SITE = with_overrides(SimulatorConfig(), device_id="home-1")
+START = pd.Timestamp("2024-06-10T00:00Z")
+STORE = object()  # choose() only asks whether there is a cloud store
+
+
+def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", horizon_steps=96, active=True) -> str:
+    """A model registry holding one version whose manifest says what it learnt from."""
+    folder = tmp_path / "models"
+    (folder / "v1").mkdir(parents=True)
+    ranges = {"train_range": ["2024-05-01 00:15:00+00:00", "2024-06-01 00:00:00+00:00"],
+              "test_range": ["2024-06-01 00:15:00+00:00", until]}
+    manifest = {"version": "v1", "horizon_steps": horizon_steps,
+                "targets": {"load_kw": {"models": ["lightgbm"], "sites": list(sites), **ranges}}}
+    (folder / "v1" / "manifest.json").write_text(json.dumps(manifest))
+    if active:
+        (folder / "ACTIVE").write_text("v1\n")
+    return str(folder)
+
+
+@pytest.mark.parametrize(("changes", "store", "choice", "reason"), [
+    ({}, STORE, "models", "active models in {folder}"),
+    ({}, None, "naive", "no cloud store to forecast from"),
+    ({"active": False}, STORE, "naive", "no trained models in {folder}"),
+    ({"sites": ("home-2",)}, STORE, "naive", "the active models in {folder} were not trained on home-1"),
+    ({"horizon_steps": 48}, STORE, "naive", "the active models in {folder} forecast 12 h in 15-minute steps, not 24 h in 15-minute steps"),
+    ({"until": "2024-06-10 00:45:00+00:00"}, STORE, "models", "active models in {folder}"),  # within the slack
+    ({"until": "2024-06-20 00:00:00+00:00"}, STORE, "naive",
+     "the active models in {folder} learnt from readings up to 2024-06-20 00:00Z, after 2024-06-10 00:00Z"),
+])
+def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, changes, store, choice, reason):
+    folder = registry(tmp_path, **changes)
+    chosen = fc.choose(fc.AUTO, SITE, store, folder, START)
+    assert chosen == fc.Choice(choice, reason.format(folder=folder))
+
+
+@pytest.mark.parametrize("name", ["naive", "models", "perfect"])
+def test_a_named_forecaster_is_itself_even_where_models_cover_the_site(tmp_path, name):
+    assert fc.choose(name, SITE, STORE, registry(tmp_path), START) == fc.Choice(name, f"--forecaster {name}")
+
+
+def test_make_forecaster_resolves_auto_and_says_why(tmp_path):
+    history = pd.DataFrame({fc.LOAD: np.ones(96 * 8)}, index=pd.date_range(START - pd.Timedelta(days=8), periods=96 * 8,
+                                                                          freq="15min"))
+    forecaster = fc.make_forecaster(fc.AUTO, SITE, history, model_dir=str(tmp_path / "none"), issued_from=START)
+    assert (forecaster.name, forecaster.reason) == ("naive", "no cloud store to forecast from")
+    with pytest.raises(Exception, match="forecaster 'oracle': expected one of auto, naive, perfect, models"):
+        fc.make_forecaster("oracle", SITE, history)
+
+
+class _Models(fc.ModelsForecaster):
+    """The models' adapter with its P50 load given, as the registry's models would issue it:
+    2 kW over their horizon's first 8 steps, nothing past it."""
+
+    def load_kw(self, issued_at, instants):
+        return np.where(np.arange(len(instants)) < 8, 2.0, np.nan)
+
+
+def test_the_reserve_policys_house_load_is_the_models_where_they_reach_and_naive_past_them():
+    instants = pd.date_range(START + pd.Timedelta(minutes=15), periods=16, freq="15min")
+    history = pd.Series(0.5, index=pd.date_range(START - pd.Timedelta(days=8), START, freq="15min"))
+    naive = fc.naive_load_kw(history, START, instants, fc.HOUSE_ANOMALY_READINGS)
+    assert np.allclose(naive, 0.5)
+    np.testing.assert_array_equal(fc.house_load_kw(None, history, START, instants), naive)
+    np.testing.assert_array_equal(fc.house_load_kw(fc.NaiveForecaster(SITE, history), history, START, instants), naive)
+    learnt = fc.house_load_kw(_Models(SITE, STORE), history, START, instants)
+    np.testing.assert_array_equal(learnt, np.r_[np.full(8, 2.0), naive[8:]])
