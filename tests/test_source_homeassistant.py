@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -266,3 +267,12 @@ def test_a_bad_homeassistant_section_is_one_line_naming_the_field(source, messag
     with pytest.raises(ConfigError) as error:
         build_config({"source": source})
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize(("heading", "kind"), [("### Real devices: an MQTT bridge", "mqtt"),
+                                               ("### Real devices: Home Assistant", "homeassistant")])
+def test_the_documented_real_device_configs_validate(heading, kind):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    section = text[text.index(heading):]
+    block = section[section.index("```json\n") + 8:section.index("```\n", section.index("```json\n") + 8)]
+    assert build_config(json.loads(block)).source.kind == kind
