@@ -22,7 +22,7 @@ from edge_gateway.mqtt.commands import SetpointBook
 from edge_gateway.sources.mqtt_bridge import MqttBridge, command_payload, value_at
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.mqtt_fixtures import broker  # noqa: F401 (the fixture mosquitto stands on)
-from tests.mqtt_fixtures import WAIT_S, Recorder, private_broker, publish, unique_id
+from tests.mqtt_fixtures import WAIT_S, PrivateBroker, Recorder, private_broker, publish, unique_id
 
 T0 = pd.Timestamp("2024-06-01T12:00:00Z")
 FIVE_MIN = pd.Timedelta(minutes=5)
@@ -221,6 +221,30 @@ def test_the_broker_going_away_skips_readings_and_they_resume_when_it_returns(tm
     assert len(warnings) == 2 and "lost the broker" in warnings[0] and "connected again" in warnings[1], warnings
     assert all(r.levelno < logging.ERROR and r.exc_info is None for r in caplog.records)
     assert not [t for t in threading.enumerate() if t.name.startswith("paho") and t.is_alive() and "der-source" in t.name]
+
+
+def test_a_broker_refusing_the_login_is_one_line_naming_the_password_variable(tmp_path, caplog):
+    private = PrivateBroker(tmp_path)
+    private.config.write_text(private.config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    private.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="edge_gateway"):
+            config = MqttSource.model_validate({"kind": "mqtt", "host": "127.0.0.1", "port": private.port,
+                                                "username": "gateway", "fields": fields("x")})
+            source = MqttBridge(config, BATTERY, "home-1")
+            refusals = lambda: [r for r in caplog.records if "refused the connection" in r.getMessage()]  # noqa: E731
+            try:
+                waited = threading.Event()
+                for _ in range(int(3 * WAIT_S / 0.1)):  # paho retries every second or so: three attempts
+                    if len(refusals()) >= 3 or waited.wait(0.1):
+                        break
+            finally:
+                source.close()
+        assert len(refusals()) >= 3
+    finally:
+        private.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "refused the connection" in errors[0] and "MQTT_PASSWORD" in errors[0], errors
 
 
 def test_the_gateway_stores_the_bridge_s_readings_and_commands_its_battery(mosquitto, prefix, tmp_path, monkeypatch):

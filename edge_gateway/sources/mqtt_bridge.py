@@ -100,6 +100,7 @@ class MqttBridge:
         self._holding: bool | None = None  # our command is in force; None: unknown (after a start)
         self._closing = False
         self._lost = False
+        self._refused = False
         self._failed_attempts = 0
         self.subscribed = threading.Event()  # the field topics are acknowledged: messages from now on arrive
         self.received = 0  # messages handled (parsed or not)
@@ -117,12 +118,14 @@ class MqttBridge:
     # -- paho callbacks (its network thread) -----------------------------------------------
     def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason, _properties) -> None:
         if reason.is_failure:
-            log.error("mqtt source: broker %s refused the connection (%s); check source.username and %s",
-                      self.address, reason, PASSWORD_VARIABLE)
+            # paho retries every few seconds: one error line until it is accepted
+            log.log(logging.DEBUG if self._refused else logging.ERROR, "mqtt source: broker %s refused the connection "
+                    "(%s); check source.username and %s", self.address, reason, PASSWORD_VARIABLE)
+            self._refused = True
             return
-        if self._lost or self._failed_attempts:
+        if self._lost or self._failed_attempts or self._refused:
             log.warning("mqtt source: broker %s connected again; readings resume", self.address)
-        self._lost, self._failed_attempts = False, 0
+        self._lost, self._failed_attempts, self._refused = False, 0, False
         client.subscribe([(topic, 0) for topic in self._fields])  # instants: a lost one is not worth a resend
 
     def _on_connect_fail(self, _client, _userdata) -> None:
