@@ -135,14 +135,179 @@ class ModbusSunSpecSource(_Section):
     @field_validator("host")
     @classmethod
     def _host_name(cls, value: str) -> str:
-        if any(c.isspace() or c == "/" for c in value):
-            raise ValueError(f"{dd.shown(value)} is not a host name or address; expected e.g. '192.168.1.50'")
+        return check_host(value)
+
+
+def check_host(value: str) -> str:
+    """A host name or address, without scheme or path."""
+    if any(c.isspace() or c == "/" for c in value):
+        raise ValueError(f"{dd.shown(value)} is not a host name or address; expected e.g. '192.168.1.50'")
+    return value
+
+
+#: The reading fields a device reports (``edge_gateway.sources.base.Measured``); the house
+#: load follows from them, every other field is the simulator's or the cloud's.
+MEASURED_FIELDS = (dd.SOLAR_KW, dd.BATTERY_SOC, dd.BATTERY_POWER, dd.NET_GRID_FLOW)
+
+
+def check_measured_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A mapping keyed by reading fields a device reports, naming the first key that is not one."""
+    for name in fields:
+        if name not in MEASURED_FIELDS:
+            raise ValueError(f"{dd.shown(name)} is not a reading field a device reports; expected one of {', '.join(MEASURED_FIELDS)}")
+    return fields
+
+
+def check_topic(value: str) -> str:
+    """An MQTT topic to subscribe or publish to: one device value per topic, so no wildcard."""
+    if "+" in value or "#" in value or "\x00" in value:
+        raise ValueError(f"{dd.shown(value)} is not a single topic; expected a topic without the wildcards '+' and '#'")
+    return value
+
+
+Sign = Literal[1, -1]
+#: The placeholders a command payload may hold (``edge_gateway.sources.mqtt_bridge.command_payload``).
+POWER_PLACEHOLDERS = ("{power_kw}", "{power_w}")
+
+
+class MqttField(_Section):
+    """Where one reading field arrives: a topic, the value's place in a JSON payload, and the
+    factor and sign that turn it into the contract's unit and direction."""
+
+    topic: str = Field(min_length=1, max_length=1024)
+    path: str | None = Field(None, min_length=1, max_length=256, description="dotted JSON path, list items by index ('a.b.0.c'); null: the payload is the number")
+    scale: float = Field(1.0, description="multiplies the value into the field's unit, e.g. 0.001 for W into kW")
+    sign: Sign = Field(1, description="-1 where the bridge counts the other direction as positive")
+
+    _topic = field_validator("topic")(lambda cls, value: check_topic(value))
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("a scale of 0 would report every value as 0; expected e.g. 1.0, or 0.001 for W into kW")
         return value
+
+
+class MqttCommand(_Section):
+    """How a battery power is sent to the bridge: a payload template published on a topic, and
+    optionally a mode topic that says whether the device follows it or runs its own rule."""
+
+    topic: str = Field(min_length=1, max_length=1024)
+    payload: str = Field("{power_w}", min_length=1, max_length=1024, description="template with {power_kw}, {power_w}, {mode}")
+    sign: Sign = Field(1, description="-1 where the device takes discharging as positive")
+    mode_topic: str | None = Field(None, min_length=1, max_length=1024)
+    manual_mode: str = Field("manual", max_length=256, description="the mode in which the device follows the payload")
+    auto_mode: str = Field("auto", max_length=256, description="the device's own mode, handed back when no plan is in force")
+
+    _topics = field_validator("topic", "mode_topic")(lambda cls, value: value if value is None else check_topic(value))
+
+    @field_validator("payload")
+    @classmethod
+    def _has_power(cls, value: str) -> str:
+        if not any(p in value for p in POWER_PLACEHOLDERS):
+            raise ValueError(f"{dd.shown(value)} holds no power; expected a template with {{power_w}} or {{power_kw}}")
+        return value
+
+
+class MqttSource(_Section):
+    """Readings from any MQTT bridge that publishes a device's values (OpenDTU, Solar
+    Assistant, Zigbee2MQTT, a vendor's own), and battery commands published back to it
+    (``edge_gateway/sources/mqtt_bridge.py``). The password comes from ``MQTT_PASSWORD`` only,
+    never from this file."""
+
+    kind: Literal["mqtt"]
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(1883, ge=1, le=65_535)
+    username: str | None = Field(None, min_length=1, max_length=256)
+    fields: dict[str, MqttField] = Field(min_length=1)
+    command: MqttCommand | None = None
+
+    _host = field_validator("host")(lambda cls, value: check_host(value))
+    _fields = field_validator("fields")(lambda cls, value: check_measured_fields(value))
+
+
+def check_entity_id(value: str) -> str:
+    """A Home Assistant entity id, ``<domain>.<object id>``."""
+    domain, dot, name = value.partition(".")
+    if not (dot and domain and name and all(part.replace("_", "").isalnum() and part.isascii() and part == part.lower()
+                                            for part in (domain, name))):
+        raise ValueError(f"{dd.shown(value)} is not an entity id; expected '<domain>.<name>' in lower case, e.g. 'sensor.pv_power'")
+    return value
+
+
+def check_service(value: str) -> str:
+    """A Home Assistant service, ``<domain>.<service>`` (the same shape as an entity id)."""
+    try:
+        return check_entity_id(value)
+    except ValueError:
+        raise ValueError(f"{dd.shown(value)} is not a service; expected '<domain>.<service>', e.g. 'number.set_value'") from None
+
+
+class HomeAssistantEntity(_Section):
+    """A sensor read as one reading field; its unit comes from its ``unit_of_measurement``."""
+
+    entity_id: str = Field(max_length=255)
+    sign: Sign = Field(1, description="-1 where the sensor counts the other direction as positive")
+
+    _entity = field_validator("entity_id")(lambda cls, value: check_entity_id(value))
+
+
+class HomeAssistantMode(_Section):
+    """A select (or input_select) whose option says whether the battery follows the gateway."""
+
+    service: str = Field("select.select_option", max_length=255)
+    entity_id: str = Field(max_length=255)
+    manual: str = Field("manual", min_length=1, max_length=255, description="the option while the gateway commands")
+    auto: str = Field("auto", min_length=1, max_length=255, description="the device's own mode, handed back when no plan is in force")
+
+    _service = field_validator("service")(lambda cls, value: check_service(value))
+    _entity = field_validator("entity_id")(lambda cls, value: check_entity_id(value))
+
+
+class HomeAssistantCommand(_Section):
+    """The battery power sent as a service call with ``value`` (a number or input_number entity
+    in W or kW, as its ``unit_of_measurement`` says)."""
+
+    service: str = Field("number.set_value", max_length=255)
+    entity_id: str = Field(max_length=255)
+    sign: Sign = Field(1, description="-1 where the entity takes discharging as positive")
+    mode: HomeAssistantMode | None = None
+
+    _service = field_validator("service")(lambda cls, value: check_service(value))
+    _entity = field_validator("entity_id")(lambda cls, value: check_entity_id(value))
+
+
+class HomeAssistantSource(_Section):
+    """Readings from Home Assistant entities over its REST API, battery commands as service
+    calls (``edge_gateway/sources/homeassistant.py``). The token comes from
+    ``HOMEASSISTANT_TOKEN`` only, never from this file."""
+
+    kind: Literal["homeassistant"]
+    url: str = Field("http://homeassistant.local:8123", min_length=8, max_length=2048)
+    entities: dict[str, str | HomeAssistantEntity] = Field(min_length=1)
+    command: HomeAssistantCommand | None = None
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    sample_every_s: float = Field(10.0, ge=1, le=3600, description="instants averaged into each reading")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "@?# ") or "/" in rest.rstrip("/"):
+            raise ValueError(f"{dd.shown(value)} is not Home Assistant's address; expected e.g. 'http://homeassistant.local:8123'")
+        return value.rstrip("/")
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, value: dict) -> dict:
+        check_measured_fields(value)
+        return {name: HomeAssistantEntity(entity_id=check_entity_id(e)) if isinstance(e, str) else e for name, e in value.items()}
 
 
 #: The ``source`` section: its ``kind`` selects the model, so a field of another kind is
 #: refused as unknown rather than ignored.
-SourceConfig = Annotated[SimulatorSource | ModbusSunSpecSource, Field(discriminator="kind")]
+SourceConfig = Annotated[SimulatorSource | ModbusSunSpecSource | MqttSource | HomeAssistantSource, Field(discriminator="kind")]
 
 
 class BatteryMode(str, Enum):

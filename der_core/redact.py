@@ -5,7 +5,7 @@ since they are what a person needs to find the server.
 Credentials travel inside URLs (``postgresql://user:pass@host/db``,
 ``http://user:token@influx:8086``), in query strings (``?apikey=...``), in libpq keyword
 strings (``password=...``) and in variables and flags (``INFLUXDB_TOKEN``, ``SUPABASE_KEY``,
-``MQTT_PASSWORD``, ``--influxdb-token``, ``--mqtt-password``). The first three are recognised
+``MQTT_PASSWORD``, ``HOMEASSISTANT_TOKEN``, ``--influxdb-token``, ``--mqtt-password``). The first three are recognised
 by their shape; the values of the last are known by name and replaced wherever they appear,
 so a vendor error that quotes a token verbatim is cleaned too.
 """
@@ -22,7 +22,7 @@ MASK = "***"
 
 #: Variables whose values are secrets, and the password part of the ones that hold a URL.
 SECRET_VARIABLES = ("INFLUXDB_TOKEN", "SUPABASE_KEY", "MQTT_PASSWORD", "ENTSOE_API_KEY", "SOLCAST_API_KEY",
-                    "FORECAST_SOLAR_API_KEY")
+                    "FORECAST_SOLAR_API_KEY", "HOMEASSISTANT_TOKEN")
 URL_VARIABLES = ("DATABASE_URL", "SUPABASE_URL", "INFLUXDB_URL")
 #: Flags whose value is a secret.
 SECRET_FLAGS = ("--influxdb-token", "--mqtt-password")

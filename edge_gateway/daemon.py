@@ -131,12 +131,14 @@ def open_runtime(
 
 
 def sampling_jobs(runtime: Runtime) -> list[Every]:
-    """The job sampling a measured source between readings (none for the simulator), so each
-    reading averages the interval rather than taking one instant of it."""
+    """The job sampling a measured source between readings, so each reading averages the
+    interval rather than taking one instant of it. None for the simulator, and none for a
+    source whose device sends its values itself (MQTT: each message is a sample)."""
     source, configs = runtime.gateway.source, runtime.gateway.configs
-    if source is None:
+    every_s = getattr(configs[0].source, "sample_every_s", None)
+    if source is None or every_s is None:
         return []
-    return [Every("sampler", source.sample, min(configs[0].source.sample_every_s, configs[0].interval_seconds))]
+    return [Every("sampler", source.sample, min(every_s, configs[0].interval_seconds))]
 
 
 def run_daemon(

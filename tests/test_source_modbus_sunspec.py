@@ -261,7 +261,7 @@ def test_a_repeated_instant_rereads_without_stepping_the_control_memory_twice(se
 
 
 @pytest.mark.parametrize(("source", "message"), [
-    ({"kind": "modbus"}, "config: source.kind: got 'modbus'; expected one of 'simulator', 'modbus-sunspec'"),
+    ({"kind": "modbus"}, "config: source.kind: got 'modbus'; expected one of 'simulator', 'modbus-sunspec', 'mqtt', 'homeassistant'"),
     ({"kind": "modbus-sunspec"}, "config: source.modbus-sunspec.host: Field required"),
     ({"kind": "modbus-sunspec", "host": "10.0.0.5", "port": 70000}, "config: source.modbus-sunspec.port: Input should be less than or equal to 65535 (got 70000)"),
     ({"kind": "modbus-sunspec", "host": "10.0.0.5", "meter_power_sign": "up"},

@@ -10,12 +10,15 @@ synced exactly as a simulated one (``Gateway.step`` hands it to the same sinks).
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
 
 from der_core import der_data as dd
+from der_core.config import MEASURED_FIELDS
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,51 @@ class Measured:
         socs = [s.battery_soc_percent for s in samples if math.isfinite(s.battery_soc_percent)]
         return cls(average([s.pv_kw for s in samples]), socs[-1] if socs else math.nan,
                    average([s.battery_power_kw for s in samples]), average([s.grid_kw for s in samples]))
+
+    @classmethod
+    def of(cls, values: Mapping[str, float]) -> Measured:
+        """From values keyed by reading field (``config.MEASURED_FIELDS``); the rest not reported."""
+        return cls(**{_ATTRIBUTES[name]: float(value) + 0.0 for name, value in values.items()})  # + 0.0: no negative zero
+
+
+#: The :class:`Measured` value of each reading field a device reports.
+_ATTRIBUTES = dict(zip(MEASURED_FIELDS, ("pv_kw", "battery_soc_percent", "battery_power_kw", "grid_kw"), strict=True))
+
+
+class Samples:
+    """A source's samples, each kept until the reading of its interval takes it. Thread-safe:
+    samples arrive on a sampling job or a network thread while the gateway's step reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[pd.Timestamp, Measured]] = []
+
+    def add(self, at: pd.Timestamp, measured: Measured) -> None:
+        with self._lock:
+            self._items.append((at, measured))
+
+    def take(self, start: pd.Timestamp, end: pd.Timestamp) -> list[Measured]:
+        """The samples of the interval ``(start, end]``; those up to ``end`` are then dropped,
+        since no later reading covers them."""
+        with self._lock:
+            within = [m for ts, m in self._items if start < ts <= end]
+            self._items = [(ts, m) for ts, m in self._items if ts > end]
+        return within
+
+
+def within_battery_limits(power_kw: float, max_charge_kw: float, max_discharge_kw: float, soc_percent: float,
+                          soc_window: tuple[float, float]) -> float:
+    """The battery power (positive charges) a device is sent: within its charge and discharge
+    rates, no discharging at or below the window's bottom and no charging at or above its top
+    (an unknown state of charge leaves the rates only), so a device never receives a command
+    the site's battery settings forbid, whatever the plan asked."""
+    power_kw = min(max(power_kw, -max_discharge_kw), max_charge_kw)
+    low, high = soc_window
+    if math.isfinite(soc_percent) and soc_percent <= low:
+        power_kw = max(power_kw, 0.0)
+    if math.isfinite(soc_percent) and soc_percent >= high:
+        power_kw = min(power_kw, 0.0)
+    return power_kw + 0.0
 
 
 def measured_frame(device_id: str, at: pd.Timestamp, measured: Measured) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from pymodbus.exceptions import ModbusException
 
 from der_core import der_data as dd
 from der_core.config import BatterySign, MeterSign, ModbusSunSpecSource
-from edge_gateway.sources.base import Measured
+from edge_gateway.sources.base import Measured, Samples, within_battery_limits
 from edge_gateway.sources import sunspec as ss
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class SunSpecDevice:
                                        reconnect_delay=0)
         self._lock = threading.Lock()
         self._models: dict[str, ss.Model] | None = None
-        self._samples: list[tuple[pd.Timestamp, Measured]] = []
+        self._samples = Samples()
         self._retry_at: pd.Timestamp | None = None
         self._wait_s = FIRST_RETRY_S
         self._down = False
@@ -204,14 +204,13 @@ class SunSpecDevice:
         with self._lock:
             measured = self._measure(at)
             if measured is not None:
-                self._samples.append((at, measured))
+                self._samples.add(at, measured)
 
     def reading(self, start: pd.Timestamp, end: pd.Timestamp) -> Measured | None:
         with self._lock:
-            within = [m for ts, m in self._samples if start < ts <= end]
+            within = self._samples.take(start, end)
             if not within and (now := self._measure(end)) is not None:
                 within = [now]
-            self._samples = [(ts, m) for ts, m in self._samples if ts > end]
         return Measured.mean(within) if within else None
 
     # -- commands -----------------------------------------------------------------------------
@@ -250,13 +249,9 @@ class SunSpecDevice:
             return math.nan
         soc = ss.scaled(registers, storage, "ChaState", first)
         reserve = ss.scaled(registers, storage, "MinRsvPct", first)
-        power_w = min(max(power_kw * 1000.0, -limit_w), limit_w)
         low, high = self.soc_window
         low = max(low, reserve) if math.isfinite(reserve) else low
-        if math.isfinite(soc) and soc <= low:
-            power_w = max(power_w, 0.0)
-        if math.isfinite(soc) and soc >= high:
-            power_w = min(power_w, 0.0)
+        power_w = 1000.0 * within_battery_limits(power_kw, limit_w / 1000.0, limit_w / 1000.0, soc, (low, high))
         percent = 100.0 * power_w / limit_w
         sf = ss.raw(registers, storage, "InOutWRte_SF", first)
         sf = 0 if sf is None or not -10 <= sf <= 10 else sf
