@@ -517,7 +517,7 @@ def test_arbitrary_event_dicts_are_answered_without_escaping(evt):
 
 @FUZZ
 @given(path=_paths, value=st.one_of(_json, st.just(...)),
-       payloads=st.lists(st.floats(-100, 100), min_size=1, max_size=6))
+       payloads=st.lists(st.floats(-40, -0.01), min_size=1, max_size=6))
 def test_valid_events_with_one_broken_field_are_answered_without_escaping(path, value, payloads):
     handler = ScriptedFleet(capacity_kw=50)
     evt = event(payloads=tuple(payloads), minutes=20)
