@@ -1,0 +1,363 @@
+"""The fleet's OpenADR 2.0b VEN: one VEN, one resource per battery, built on openleadr's client.
+
+:class:`FleetVen` registers with the VTN, turns each event into :class:`DREvent` windows
+(:mod:`cloud.dr.openadr_events`) for a :class:`DRHandler` and answers optIn only when the
+handler takes every window; a refused, malformed or hostile event is answered optOut with a
+one-line reason in the log, and nothing it raises reaches openleadr's loop. A cancelled
+event, or a window an update drops, goes to ``handler.cancel``.
+
+Reports, both ``TELEMETRY_USAGE`` so any openleadr VTN can request them:
+
+- ``TELEMETRY``: per battery (``resource_id`` = device id) its power (``powerReal`` in kW,
+  positive while charging, which is consumption seen from the grid) and its state of charge
+  (custom measurement ``stateOfCharge`` in %), read through the ``latest`` callable.
+- ``DR_DELIVERY``: the delivered reduction (custom measurement ``deliveredReduction`` in
+  kW) of each window the fleet opted into, for the fleet (``resource_id`` = the VEN name)
+  and per battery, sent once ``handler.delivery`` has it. OpenADR reports carry no event
+  id, so a value is stamped with its window's start, which is how the VTN matches it to
+  its event interval.
+
+The handler is called on the VEN's event loop, one call at a time, so it needs no locking;
+a slow decision delays the next poll, never a message already answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+from cryptography.utils import CryptographyDeprecationWarning
+
+# signxml and openleadr name DSA keys (in annotations and isinstance checks), which
+# cryptography deprecates; this VEN never uses DSA, and a command's output stays one line.
+warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"(signxml|openleadr)\.")
+from openleadr import OpenADRClient, objects  # noqa: E402
+
+from cloud.dr.model import Answer, Delivery, DREvent, DRHandler
+from cloud.dr.openadr_events import EventRejected, event_id_of, status_of, translate
+from cloud.dr.telemetry import Telemetry
+from der_core.der_data import device_id_problem, shown
+from der_core.errors import ConfigError, DERError
+
+log = logging.getLogger(__name__)
+
+OPT_IN, OPT_OUT = "optIn", "optOut"
+TELEMETRY_REPORT, DELIVERY_REPORT = "TELEMETRY", "DR_DELIVERY"
+#: How long a window's delivery is kept for the VTN to collect after the window ends.
+DELIVERY_RETENTION = timedelta(days=7)
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class RegistrationFailed(DERError):
+    """The VTN could not be reached or did not register this VEN."""
+
+
+@dataclass(frozen=True)
+class VenSettings:
+    """Where the VTN is, who this VEN is, and its TLS material.
+
+    Plain HTTP is accepted for a VTN on this machine only (tests, a local VTN); any other
+    VTN needs ``https`` with mutual TLS and signed messages: ``cert_path``/``key_path`` (this
+    VEN's certificate and key, which both authenticate the connection and sign every
+    message), ``ca_path`` (the CA the VTN's server certificate is checked against) and
+    ``vtn_fingerprint`` (the VTN's signing certificate, checked on every message received).
+    """
+
+    vtn_url: str
+    ven_name: str
+    ven_id: str | None = None
+    source: str = "openadr"
+    telemetry_interval: timedelta = timedelta(minutes=1)
+    cert_path: str | None = None
+    key_path: str | None = None
+    key_passphrase: str | None = None
+    ca_path: str | None = None
+    vtn_fingerprint: str | None = None
+    check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.vtn_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"VTN URL {shown(self.vtn_url, 80)}: expected https://host[:port]/path")
+        if not self.ven_name.strip():
+            raise ConfigError("VEN name: expected a non-empty name")
+        if self.telemetry_interval <= timedelta(0):
+            raise ConfigError(f"telemetry interval {self.telemetry_interval}: expected more than 0 s")
+        tls = {"cert": self.cert_path, "key": self.key_path, "CA": self.ca_path, "VTN fingerprint": self.vtn_fingerprint}
+        missing = [name for name, value in tls.items() if not value]
+        if parts.scheme == "https" and missing:
+            raise ConfigError(f"VTN {self.vtn_url}: https needs the VEN's {', '.join(missing)} (mutual TLS, signed messages)")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            raise ConfigError(f"VTN {self.vtn_url}: plain http only to this machine; use https with mutual TLS")
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments of openleadr's ``OpenADRClient`` for these settings."""
+        signed = bool(self.cert_path and self.key_path)
+        return {
+            "ven_name": self.ven_name,
+            "vtn_url": self.vtn_url,
+            "ven_id": self.ven_id,
+            "cert": self.cert_path,
+            "key": self.key_path,
+            "passphrase": self.key_passphrase,
+            "ca_file": self.ca_path,
+            "vtn_fingerprint": self.vtn_fingerprint,
+            "check_hostname": self.check_hostname,
+            "disable_signature": not signed,
+            "show_fingerprint": False,
+        }
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """The answer sent for an OpenADR event, the windows it took, and until when to keep it."""
+
+    answer: str
+    window_ids: tuple[str, ...]
+    keep_until: pd.Timestamp
+
+
+@dataclass
+class _Window:
+    """A window the fleet opted into, and its delivery once measured."""
+
+    event: DREvent
+    delivery: Delivery | None = None
+    reported: set[str] = field(default_factory=set)
+
+
+class FleetVen:
+    """The fleet as one OpenADR VEN. ``resources`` are the batteries' device ids; ``latest``
+    returns a battery's latest :class:`Telemetry` (None when it has none)."""
+
+    def __init__(
+        self,
+        settings: VenSettings,
+        handler: DRHandler,
+        resources: Sequence[str],
+        latest: Callable[[str], Telemetry | None],
+        *,
+        clock: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
+    ) -> None:
+        bad = next((r for r in resources if device_id_problem(r)), None)
+        if bad is not None or not resources:
+            raise ConfigError(f"resources: expected device ids, got {shown(bad) if bad is not None else 'none'}")
+        if settings.ven_name in resources:
+            raise ConfigError(f"VEN name {settings.ven_name!r} is also a battery; the fleet's reports need it apart")
+        self.settings, self.handler, self.latest, self.clock = settings, handler, latest, clock
+        self.resources = frozenset(resources)
+        self.client = OpenADRClient(**settings.client_options())
+        self.client.add_handler("on_event", self.on_event)
+        self.client.add_handler("on_update_event", self.on_event)
+        self._events: dict[str, _Answered] = {}  # OpenADR event id -> what was answered
+        self._windows: dict[str, _Window] = {}  # window id -> the window, opted into
+        self._add_reports(sorted(self.resources))
+
+    # openleadr's side ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Register with the VTN and start polling; :class:`RegistrationFailed` if it refuses."""
+        await self.client.run()
+        if not self.client.registration_id:
+            raise RegistrationFailed(f"VTN {self.settings.vtn_url} did not register VEN {self.settings.ven_name!r}")
+        log.info("registered with %s as ven_id %s", self.settings.vtn_url, self.client.ven_id)
+
+    async def stop(self) -> None:
+        await self.client.stop()
+
+    def on_event(self, event: Any) -> str:
+        """openleadr's ``on_event`` and ``on_update_event``: the answer to one event."""
+        try:
+            return self._answer(event)
+        except Exception as error:  # openleadr's loop must never see an exception: refuse instead
+            log.warning("openadr event: optOut, %s: %s", type(error).__name__, shown(str(error), 200))
+            return OPT_OUT
+
+    # the answer ---------------------------------------------------------------------------
+    def _answer(self, event: Any) -> str:
+        try:
+            event_id = event_id_of(event)
+        except EventRejected as error:
+            log.warning("openadr event without a usable id: optOut, %s", error)
+            return OPT_OUT
+        now = self.clock()
+        self._events = {k: v for k, v in self._events.items() if v.keep_until >= now}
+        self._windows = {k: w for k, w in self._windows.items() if w.event.end + DELIVERY_RETENTION >= now}
+        before = self._events.get(event_id, _Answered(OPT_OUT, (), now))
+        if status_of(event) == "cancelled":
+            known = event_id in self._events
+            self._cancel(event_id, before.window_ids if known else self._window_ids(event, event_id, now))
+            self._events.pop(event_id, None)
+            log.info("openadr event %s cancelled", event_id)
+            return before.answer
+        try:
+            windows = translate(event, source=self.settings.source, ven_id=self.client.ven_id,
+                                resources=self.resources, now=now)
+        except EventRejected as error:
+            return self._refuse(event_id, before.window_ids, str(error), now)
+        taken: list[str] = []
+        planned_kw = 0.0
+        for window in windows:
+            answer = self.handler.decide(window)
+            if not answer.opt_in:
+                return self._refuse(event_id, (*before.window_ids, *taken), f"{window.event_id}: {answer.reason}", now)
+            taken.append(window.event_id)
+            planned_kw += answer.planned_kw
+        self._cancel(event_id, tuple(i for i in before.window_ids if i not in taken))
+        self._windows.update((w.event_id, _Window(w)) for w in windows)
+        self._events[event_id] = _Answered(OPT_IN, tuple(taken), windows[-1].end + DELIVERY_RETENTION)
+        log.info("openadr event %s mod %d: optIn, %d window(s), %.1f kW planned",
+                 event_id, windows[0].modification, len(windows), planned_kw)
+        return OPT_IN
+
+    def _refuse(self, event_id: str, accepted: tuple[str, ...], reason: str, now: pd.Timestamp) -> str:
+        """optOut, and out of every window of the event the fleet had taken."""
+        log.warning("openadr event %s: optOut, %s", event_id, reason)
+        self._cancel(event_id, tuple(dict.fromkeys(accepted)))
+        self._events[event_id] = _Answered(OPT_OUT, (), now + DELIVERY_RETENTION)
+        return OPT_OUT
+
+    def _window_ids(self, event: Mapping[str, Any], event_id: str, now: pd.Timestamp) -> tuple[str, ...]:
+        """The windows a cancelled event had when this VEN holds no record of them (it
+        restarted, or refused the event); the handler ignores ids it never took."""
+        try:
+            windows = translate(event, source=self.settings.source, ven_id=self.client.ven_id,
+                                resources=self.resources, now=now)
+        except EventRejected:
+            return (event_id,)
+        return tuple(w.event_id for w in windows)
+
+    def _cancel(self, event_id: str, window_ids: tuple[str, ...]) -> None:
+        for window_id in window_ids:
+            self._windows.pop(window_id, None)
+            try:
+                self.handler.cancel(window_id, self.settings.source)
+            except Exception as error:  # the other windows are still cancelled
+                log.warning("cancel of %s (event %s) failed: %s: %s",
+                            window_id, event_id, type(error).__name__, shown(str(error), 200))
+
+    # reports ------------------------------------------------------------------------------
+    def _add_reports(self, resources: list[str]) -> None:
+        rate = self.settings.telemetry_interval
+        sampling = {"sampling_rate": _sampling_rate(rate), "report_duration": max(rate, timedelta(hours=1))}
+        for resource in resources:
+            self.client.add_report(
+                lambda r=resource: self._telemetry(r, "power_kw"), resource_id=resource, measurement="REAL_POWER",
+                unit="W", scale="k", report_specifier_id=TELEMETRY_REPORT, r_id=f"{resource}:power", **sampling)
+            self.client.add_report(
+                lambda r=resource: self._telemetry(r, "soc_percent"), resource_id=resource,
+                measurement="stateOfCharge", unit="%", report_specifier_id=TELEMETRY_REPORT,
+                r_id=f"{resource}:soc", **sampling)
+        for resource in [self.settings.ven_name, *resources]:
+            self.client.add_report(
+                lambda r=resource: self.delivered(r), resource_id=resource, measurement="deliveredReduction",
+                unit="W", scale="k", report_specifier_id=DELIVERY_REPORT, r_id=f"{resource}:delivered", **sampling)
+
+    def _telemetry(self, resource: str, quantity: str) -> list[tuple[datetime, float]]:
+        try:
+            reading = self.latest(resource)
+        except Exception as error:  # a failing store must not stop the other reports
+            log.warning("telemetry of %s unavailable: %s: %s", resource, type(error).__name__, shown(str(error), 200))
+            return []
+        if reading is None:
+            return []
+        value = float(getattr(reading, quantity))
+        return [(pd.Timestamp(reading.ts).to_pydatetime(), value)] if math.isfinite(value) else []
+
+    def delivered(self, resource: str) -> list[tuple[datetime, float]]:
+        """The deliveries not yet reported for ``resource`` (the VEN name: the fleet), each
+        stamped with its window's start."""
+        now = self.clock()
+        values: list[tuple[datetime, float]] = []
+        for window_id, window in list(self._windows.items()):
+            if window.event.end + DELIVERY_RETENTION < now:
+                del self._windows[window_id]
+                continue
+            if window.delivery is None and window.event.end <= now:
+                window.delivery = self._delivery(window.event)
+            if window.delivery is None or resource in window.reported:
+                continue
+            kw = window.delivery.delivered_kw if resource == self.settings.ven_name \
+                else window.delivery.per_site_kw.get(resource)
+            window.reported.add(resource)
+            if kw is not None and math.isfinite(kw):
+                values.append((window.event.start.to_pydatetime(), float(kw)))
+        return values
+
+    def _delivery(self, event: DREvent) -> Delivery | None:
+        try:
+            return self.handler.delivery(event.event_id, event.source)
+        except Exception as error:  # asked again at the next report
+            log.warning("delivery of %s unavailable: %s: %s", event.event_id, type(error).__name__, shown(str(error), 200))
+            return None
+
+
+def _sampling_rate(rate: timedelta) -> objects.SamplingRate:
+    return objects.SamplingRate(min_period=rate, max_period=max(rate, timedelta(hours=1)), on_change=False)
+
+
+#: Environment variables of :func:`ven_settings` (the key's passphrase is read from here only).
+ENV = {
+    "vtn_url": "DER_OPENADR_VTN_URL",
+    "ven_name": "DER_OPENADR_VEN_NAME",
+    "ven_id": "DER_OPENADR_VEN_ID",
+    "cert_path": "DER_OPENADR_CERT",
+    "key_path": "DER_OPENADR_KEY",
+    "key_passphrase": "DER_OPENADR_KEY_PASSPHRASE",
+    "ca_path": "DER_OPENADR_CA",
+    "vtn_fingerprint": "DER_OPENADR_VTN_FINGERPRINT",
+}
+
+
+def ven_settings(env: Mapping[str, str], **given: Any) -> VenSettings:
+    """Settings from flags (``given``, None when absent) over the environment, validated once.
+    A TLS file that cannot be read is a configuration error here, not a handshake failure later."""
+    values = {name: given.get(name) or env.get(variable) or None for name, variable in ENV.items()}
+    if not values["vtn_url"]:
+        raise ConfigError(f"VTN URL: set --vtn-url or {ENV['vtn_url']}")
+    values["ven_name"] = values["ven_name"] or "fleet"
+    for name in ("cert_path", "key_path", "ca_path"):
+        path = values[name]
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as error:
+                raise ConfigError(f"{ENV[name]}={path}: cannot be read ({error.strerror})") from None
+    extra = {k: v for k, v in given.items() if k not in ENV and v is not None}
+    return VenSettings(**values, **extra)
+
+
+class ReportOnly:
+    """A handler that takes no event: a VEN commissioned with its VTN (registration and
+    telemetry) before the fleet's decision answers for it."""
+
+    def decide(self, event: DREvent) -> Answer:
+        return Answer(False, "this VEN reports only; the fleet's decision is not connected")
+
+    def cancel(self, event_id: str, source: str) -> None:
+        return None
+
+    def delivery(self, event_id: str, source: str) -> Delivery | None:
+        return None
+
+
+async def serve(ven: FleetVen) -> None:
+    """Register, then answer and report until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await ven.run()
+        await stop.wait()
+    finally:
+        await ven.stop()
