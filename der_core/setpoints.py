@@ -16,6 +16,11 @@ A schedule may carry a reserve policy for the steps it covers (der_core/control.
 per step from ``start`` and per session state the energies the battery covers load down to and
 charges up to; the gateway applies it at every reading.
 
+A schedule may say what its plan expects to save over the steps it covers, for people to
+read (the gateway shows it in Home Assistant): ``"expected_savings": {"amount": 1.84,
+"currency": "USD"}``, an amount of money (negative: the plan expects to cost more) and an
+ISO 4217 code.
+
 The encoder sends power and caps to 0.1 W (4 decimals of kW) and never a negative zero. The
 decoder takes the JSON object a payload parsed to (the payload's own bounds are the
 gateway's, edge_gateway/mqtt/commands.py) and refuses what cannot be meant, raising
@@ -61,24 +66,51 @@ class SetpointEntry:
         return entry if self.import_limit_kw is None else entry | {"import_limit_kw": _sent(self.import_limit_kw)}
 
 
+@dataclass(frozen=True)
+class ExpectedSavings:
+    """What a plan expects to save over its schedule, in ``currency`` (ISO 4217)."""
+
+    amount: float
+    currency: str
+
+    def to_dict(self) -> dict:
+        return {"amount": round(self.amount, 4) + 0.0, "currency": self.currency}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ExpectedSavings:
+        if not isinstance(data, dict):
+            raise CommandRejected("expected_savings must be an object with amount and currency")
+        check_keys(data, {"amount", "currency"}, "expected_savings: ")
+        if "amount" not in data or "currency" not in data:
+            raise CommandRejected("expected_savings needs amount and currency")
+        currency = data["currency"]
+        if not (isinstance(currency, str) and len(currency) == 3 and currency.isascii() and currency.isalpha() and currency.isupper()):
+            raise CommandRejected(f"expected_savings.currency {json.dumps(currency)[:40]}; expected an ISO 4217 code such as USD")
+        return cls(number(data["amount"], "expected_savings.amount"), currency)
+
+
 @dataclass(frozen=True, eq=False)
 class SetpointSchedule:
-    """Entries in time order, at distinct times; the reserve policy the gateway applies over them."""
+    """Entries in time order, at distinct times; the reserve policy the gateway applies over
+    them; what the plan expects to save."""
 
     entries: tuple[SetpointEntry, ...]
     reserve: ReservePolicy | None = None
+    expected_savings: ExpectedSavings | None = None
 
     @classmethod
     def from_commands(cls, step_starts: Sequence[pd.Timestamp], power_kw: np.ndarray, import_limit_kw: np.ndarray,
-                      reserve: ReservePolicy | None = None) -> SetpointSchedule:
+                      reserve: ReservePolicy | None = None, expected_savings: ExpectedSavings | None = None) -> SetpointSchedule:
         """The schedule of per-step commands as the backtest carries a plan out (NaN: none)."""
         entries = tuple(SetpointEntry(ts, None if math.isnan(p) else float(p), None if math.isnan(c) else float(c))
                         for ts, p, c in zip(step_starts, power_kw, import_limit_kw))
-        return cls(entries, reserve)
+        return cls(entries, reserve, expected_savings)
 
     def to_dict(self) -> dict:
         """The JSON object sent: the reserve policy's rows for the schedule's steps only."""
         data = {"schedule": [entry.to_dict() for entry in self.entries]}
+        if self.expected_savings is not None:
+            data["expected_savings"] = self.expected_savings.to_dict()
         if self.reserve is None:
             return data
         return data | {"reserve": reserve_payload(self.reserve, self.entries[0].ts, len(self.entries))}
@@ -89,8 +121,9 @@ class SetpointSchedule:
     @classmethod
     def from_dict(cls, data: Mapping, limit_kw: float) -> SetpointSchedule:
         """Validate a parsed ``{"schedule": [...]}`` object; powers beyond ``limit_kw`` are refused."""
-        check_keys(data, {"schedule", "reserve"}, "")
+        check_keys(data, {"schedule", "reserve", "expected_savings"}, "")
         policy = reserve_from_payload(data["reserve"]) if "reserve" in data else None
+        savings = ExpectedSavings.from_dict(data["expected_savings"]) if "expected_savings" in data else None
         entries = data["schedule"]
         if not isinstance(entries, list) or not entries:
             raise CommandRejected("schedule must be a non-empty list of {\"ts\", \"power_kw\"} objects")
@@ -100,7 +133,7 @@ class SetpointSchedule:
         for a, b in zip(decoded, decoded[1:]):
             if a.ts == b.ts:
                 raise CommandRejected(f"schedule has two entries at {dd.format_ts(a.ts)}; expected distinct times")
-        return cls(tuple(decoded), policy)
+        return cls(tuple(decoded), policy, savings)
 
 
 def _sent(kw: float) -> float:

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--generate-config", action="store_true", help="write a sample configuration to --config")
     mode.add_argument("--status", action="store_true", help="show what the edge store holds and whether the configured servers answer")
     mode.add_argument("--daemon", action="store_true", help="run the gateway with every enabled sink until SIGTERM/SIGINT (for systemd)")
+    mode.add_argument("--remove-device", type=device_id_arg, metavar="DEVICE_ID",
+                      help="delete the device's retained Home Assistant configs and states from the MQTT broker, then exit")
     parser.add_argument("--config", help="JSON configuration file (all fields optional)")
     parser.add_argument("--interval", type=arg_type(positive_int, "a whole number of seconds > 0"), help="seconds between readings (default: config interval_seconds, 300)")
     parser.add_argument("--start", help="first instant of --historical (YYYY-MM-DD in the site's time zone, or ISO 8601)")
@@ -237,9 +239,20 @@ def show_status(args: argparse.Namespace, config: SimulatorConfig) -> int:
     return 0 if healthy else 1
 
 
+def remove_device(args: argparse.Namespace) -> int:
+    from edge_gateway.mqtt.remove import remove_device as remove
+
+    settings = mqtt_settings(args)
+    cleared = remove(settings, args.remove_device)
+    print(f"cleared {cleared} retained message(s) of device {args.remove_device} from MQTT broker {settings.address}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    if args.remove_device:
+        return remove_device(args)
     config = load_settings(args)
     if args.generate_config:
         return generate_config(args, config)

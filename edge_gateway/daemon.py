@@ -126,7 +126,8 @@ def open_runtime(
     source = open_source(configs[0])
     if source is not None:
         extra.append(source)
-    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store, source=source)
+    gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store, source=source,
+                      observers=[link] if link else [])
     return Runtime(gateway, store, link, extra)
 
 

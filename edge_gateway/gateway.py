@@ -8,6 +8,9 @@ persisted (atomically) per device, with what the control remembers of the readin
 cron, ``--continuous`` and a restarted daemon all continue the same battery and reserve
 policy, and a repeated instant recomputes the same reading instead of stepping twice. A gateway whose state file is lost
 or unreadable rebuilds both from the readings it stored (``history``).
+
+The site's energy meters (edge_gateway/energy.py) are stepped with each reading and kept in
+the same file; observers (the MQTT link) are told them once a step is saved.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from der_core.control import (
 )
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
+from edge_gateway.energy import EnergyMeters
 from edge_gateway.sources.base import DeviceSource, Measured, measured_frame
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
 from edge_gateway.stores.base import EdgeStore
@@ -57,6 +61,13 @@ class SetpointSource(Protocol):
     def reserve(self, device_id: str, at: pd.Timestamp) -> ReservePolicy | None:
         """The reserve policy in force at ``at`` (control.py): the energy kept for EV sessions,
         applied at every reading to the load the battery measures; None when none."""
+        ...
+
+
+class SiteObserver(Protocol):
+    """Told what a step left of a site, once it is saved (the MQTT link publishes it)."""
+
+    def stepped(self, device_id: str, at: pd.Timestamp, meters: EnergyMeters) -> None:
         ...
 
 
@@ -86,6 +97,7 @@ class Gateway:
         setpoints: SetpointSource | None = None,
         history: EdgeStore | None = None,
         source: DeviceSource | None = None,
+        observers: Sequence[SiteObserver] = (),
     ) -> None:
         self.configs = tuple(configs)
         if source is not None and len(self.configs) != 1:
@@ -94,6 +106,7 @@ class Gateway:
         self.setpoints = setpoints
         self.history = history
         self.source = source
+        self.observers = list(observers)
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
 
     @property
@@ -120,8 +133,25 @@ class Gateway:
                 site = dataclasses.replace(saved.latest, ts=None)
             if site.ts is not None:
                 dt_h = min(dt_h, (at - site.ts).total_seconds() / 3600.0)
-            sites.append(site)
+            sites.append(self._metered(i, site))
         return sites, dt_h
+
+    def _metered(self, i: int, site: SiteSnapshot) -> SiteSnapshot:
+        """The snapshot with its energy meters: those saved, else (state saved without them, or
+        rebuilt) those of the stored readings up to the snapshot's instant, so the meters go on
+        from what the site has measured rather than from zero."""
+        if site.energy is not None:
+            return site
+        if site.ts is None or self.history is None:
+            return dataclasses.replace(site, energy=EnergyMeters())
+        readings = self.history.read_range(self.configs[i].device_id, None, site.ts + pd.Timedelta(microseconds=1))
+        return dataclasses.replace(site, energy=EnergyMeters.integrated(readings, self.interval_s))
+
+    def _saved(self, i: int, at: pd.Timestamp, latest: SiteSnapshot, before: SiteSnapshot) -> None:
+        """Persist a site's step, then tell the observers its meters."""
+        self.states[i].save(GatewayState(latest, before))
+        for observer in self.observers:
+            observer.stepped(self.configs[i].device_id, at, latest.energy)
 
     def _recovered(self, i: int, at: pd.Timestamp) -> SiteSnapshot | None:
         """A site's state, its instant and the control's memory, rebuilt from the readings
@@ -209,11 +239,12 @@ class Gateway:
         for sink in self.sinks:  # deliver before persisting: a crash in between redoes the step
             sink(frame)
         start = at - pd.Timedelta(hours=dt_h)
-        for i, (controller, state_file, policy) in enumerate(zip(controllers, self.states, policies, strict=True)):
+        for i, (controller, policy) in enumerate(zip(controllers, policies, strict=True)):
             row = frame.iloc[i]
             controller.observe(policy, start, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
                                float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]))
-            state_file.save(GatewayState(SiteSnapshot(at, new_state.site(i), controller.memory), before[i]))
+            meters = before[i].energy.after_reading(row, dt_h)
+            self._saved(i, at, SiteSnapshot(at, new_state.site(i), controller.memory, meters), before[i])
         return frame
 
     def _measured_step(self, at: pd.Timestamp) -> pd.DataFrame:
@@ -227,6 +258,7 @@ class Gateway:
         before = SiteSnapshot(None, {})
         if saved is not None:
             before = saved.previous if at == saved.latest.ts else saved.latest
+        before = self._metered(0, before)
         start = at - pd.Timedelta(seconds=self.interval_s)
         measured = self.source.reading(start, at)
         controller = Controller(ControlBattery.from_config(config.battery), config.timezone, before.memory_to_step())
@@ -239,7 +271,8 @@ class Gateway:
         policy = self._policies(at, self.interval_s / 3600.0)[0]
         controller.observe(policy, start, math.nan, measured.grid_kw, measured.load_kw)
         self.source.command(self._device_request(at, controller, measured), at)
-        state_file.save(GatewayState(SiteSnapshot(at, {}, controller.memory), before))
+        meters = before.energy.after_reading(frame.iloc[0], self.interval_s / 3600.0)
+        self._saved(0, at, SiteSnapshot(at, {}, controller.memory, meters), before)
         return frame
 
     def _device_request(self, at: pd.Timestamp, controller: Controller, measured: Measured) -> float:

@@ -2,10 +2,11 @@
 and the control's memory (control.SiteMemory) after its latest step and before it, in one
 JSON file per device, replaced atomically.
 
-The file holds ``{"ts", "state", "memory", "previous": {"ts", "state", "memory"}}``: the
-instant of the latest step and what it left, and what it started from, so the same instant
-again redoes that step instead of stepping twice. ``previous.ts`` is null for a step from the
-configured battery; ``memory`` is absent or null in state saved before the control kept one.
+The file holds ``{"ts", "state", "memory", "energy", "previous": {"ts", "state", "memory",
+"energy"}}``: the instant of the latest step and what it left, and what it started from, so the
+same instant again redoes that step instead of stepping twice. ``previous.ts`` is null for a
+step from the configured battery; ``memory`` and ``energy`` (the site's energy meters,
+edge_gateway/energy.py) are absent or null in state saved before the gateway kept them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.control import SiteMemory
+from edge_gateway.energy import EnergyMeters
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class SiteSnapshot:
     ts: pd.Timestamp | None  # None: the configured battery, never stepped
     battery: dict[str, float]  # simulators.battery.BatteryState.site
     memory: SiteMemory | None = None  # None: saved without one
+    energy: EnergyMeters | None = None  # None: saved without them
 
     def memory_to_step(self) -> SiteMemory:
         """A copy of the memory for the next step to change (a fresh one when none was saved),
@@ -40,13 +43,14 @@ class SiteSnapshot:
 
     def to_dict(self) -> dict:
         return {"ts": None if self.ts is None else dd.format_ts(self.ts), "state": self.battery,
-                "memory": None if self.memory is None else self.memory.to_dict()}
+                "memory": None if self.memory is None else self.memory.to_dict(),
+                "energy": None if self.energy is None else self.energy.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> SiteSnapshot:
         memory = data.get("memory")
         return cls(None if data["ts"] is None else dd.parse_ts(data["ts"]), data["state"],
-                   SiteMemory.from_dict(memory) if memory else None)
+                   SiteMemory.from_dict(memory) if memory else None, EnergyMeters.from_dict(data.get("energy")))
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def stored(folder: Path, device_id: str) -> pd.DataFrame:
 
 @pytest.mark.mqtt
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_the_daemon_flushes_says_offline_and_exits_0_on_a_signal(broker, tmp_path, sig):
+def test_the_daemon_flushes_says_offline_and_exits_0_on_a_signal(broker, tmp_path, sig):  # noqa: F811
     device = unique_id()
     recorder = Recorder(broker, [topics.telemetry(device), topics.status(device)])
     env = {"MQTT_HOST": broker.host, "MQTT_PORT": str(broker.port)}
@@ -68,7 +68,7 @@ def test_the_daemon_flushes_says_offline_and_exits_0_on_a_signal(broker, tmp_pat
         if daemon.poll() is None:
             daemon.kill()
         recorder.close()
-        clear_retained(broker, [topics.status(device)] + [topics.discovery_topic(device, s) for s in topics.SENSORS])
+        clear_retained(broker, topics.state_topics(device) + topics.all_discovery_topics(device))
     assert daemon.returncode == 0, err
     assert out == ""  # the daemon's stdout is the journal too: readings go to sinks, not there
     lines = err.splitlines()
@@ -130,14 +130,14 @@ def test_status_reports_an_unreachable_broker_in_one_line_and_exits_1(in_tmp_cwd
 
 
 @pytest.mark.mqtt
-def test_status_shows_readings_last_time_acknowledgements_and_a_reachable_broker(broker, in_tmp_cwd, capsys, monkeypatch):
+def test_status_shows_readings_last_time_acknowledgements_and_a_reachable_broker(broker, in_tmp_cwd, capsys, monkeypatch):  # noqa: F811
     device = unique_id()
     monkeypatch.setenv("MQTT_HOST", broker.host)
     monkeypatch.setenv("MQTT_PORT", str(broker.port))
     try:
         assert main(["--once", "--enable-mqtt", "--device-id", device, "--config", str(write_config(in_tmp_cwd, device))]) == 0
     finally:
-        clear_retained(broker, [topics.status(device)] + [topics.discovery_topic(device, s) for s in topics.SENSORS])
+        clear_retained(broker, topics.state_topics(device) + topics.all_discovery_topics(device))
     printed = json.loads(capsys.readouterr().out)
     assert main(["--status"]) == 0  # MQTT_HOST set: the broker is checked without --enable-mqtt
     out = capsys.readouterr().out

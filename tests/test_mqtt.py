@@ -46,6 +46,10 @@ def retained_topics(device_id: str) -> list[str]:
     return [topics.status(device_id)] + [topics.discovery_topic(device_id, s) for s in topics.SENSORS]
 
 
+def every_retained_topic(device_id: str) -> list[str]:
+    return topics.state_topics(device_id) + topics.all_discovery_topics(device_id)
+
+
 def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -64,7 +68,7 @@ def gateway(settings: MqttSettings, folder: Path, *configs, store: bool = True, 
         yield runtime
     finally:
         runtime.close()
-        clear_retained(settings, [t for c in configs for t in retained_topics(c.device_id)])
+        clear_retained(settings, [t for c in configs for t in every_retained_topic(c.device_id)])
 
 
 def battery_power(frame: pd.DataFrame) -> float:

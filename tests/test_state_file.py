@@ -29,7 +29,7 @@ def test_a_saved_state_reads_back_to_the_same_bytes(tmp_path):
     state = StateFile(tmp_path, "site").load()
     assert isinstance(state.latest.memory, SiteMemory) and state.previous.memory is not None
     assert json.dumps(state.to_dict()) == text
-    assert list(json.loads(text)) == ["ts", "state", "memory", "previous"]
+    assert list(json.loads(text)) == ["ts", "state", "memory", "energy", "previous"]
 
 
 def test_a_state_saved_without_memory_loads_and_is_saved_with_none(tmp_path):
@@ -39,7 +39,7 @@ def test_a_state_saved_without_memory_loads_and_is_saved_with_none(tmp_path):
     assert state.latest.memory_to_step() == SiteMemory()
     StateFile(tmp_path, "copy").save(state)
     assert json.loads((tmp_path / "copy.json").read_text()) == WITHOUT_MEMORY | {
-        "memory": None, "previous": WITHOUT_MEMORY["previous"] | {"memory": None}}
+        "memory": None, "energy": None, "previous": WITHOUT_MEMORY["previous"] | {"memory": None, "energy": None}}
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -16,6 +16,9 @@ the broker passes it on to the gateway as such. The battery then runs its own ru
 
 An accepted command replaces whatever the device was following. The physics clamps power to
 the battery's rates and SOC window; validation only refuses what cannot be meant.
+
+A manual mode or setpoint (:mod:`edge_gateway.mqtt.controls`, from Home Assistant) overrides
+the commands until the mode is set back to ``plan``; the commands are kept meanwhile.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ import pandas as pd
 from der_core import der_data as dd
 from der_core.config import BatteryMode
 from der_core.control import ReservePolicy
+from edge_gateway.mqtt.controls import ManualLimits, Override, parse_manual_kw, parse_mode
 from der_core.setpoints import (
     POWER_MARGIN,
     CommandRejected,
+    ExpectedSavings,
     SetpointSchedule,
     check_keys,
     import_limit,
@@ -65,6 +70,7 @@ class Command:
     device_id: str
     segments: tuple[Segment, ...]
     reserve: ReservePolicy | None = None
+    expected_savings: ExpectedSavings | None = None
 
 
 def _refuse_constant(name: str) -> float:
@@ -155,7 +161,7 @@ def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp)
     segments = tuple(Segment(entry.ts, stop, math.nan if entry.power_kw is None else entry.power_kw,
                              math.nan if entry.import_limit_kw is None else entry.import_limit_kw)
                      for entry, stop in zip(schedule.entries, ends))
-    return Command(device_id, segments, schedule.reserve)
+    return Command(device_id, segments, schedule.reserve, schedule.expected_savings)
 
 
 def parse_command(payload: bytes, device_id: str, limit_kw: float, now: pd.Timestamp, retained: bool = False) -> Command:
@@ -182,20 +188,24 @@ class SetpointBook:
     """Accepted commands per device; the gateway's :class:`SetpointSource`. Thread-safe: the
     MQTT client writes from its network thread while the gateway reads from its own."""
 
-    def __init__(self, limits_kw: Mapping[str, float], clock: Callable[[], pd.Timestamp] = dd.utc_now) -> None:
+    def __init__(self, limits_kw: Mapping[str, float], clock: Callable[[], pd.Timestamp] = dd.utc_now,
+                 manual_limits: Mapping[str, ManualLimits] | None = None) -> None:
         self.limits_kw = dict(limits_kw)  # devices that follow commands, and their power bound
+        self.manual_limits = dict(manual_limits or {})  # devices with manual controls, and their rates
         self._clock = clock
         self._lock = threading.Lock()
         self._commands: dict[str, Command] = {}
+        self._overrides: dict[str, Override] = {}
 
     @classmethod
     def for_configs(cls, configs, clock: Callable[[], pd.Timestamp] = dd.utc_now) -> SetpointBook:
-        limits = {
-            c.device_id: POWER_MARGIN * max(c.battery.max_charge_rate_kw, c.battery.max_discharge_rate_kw, 0.1)
-            for c in configs
-            if c.battery.mode == BatteryMode.SETPOINT
-        }
-        return cls(limits, clock)
+        followers = [c for c in configs if c.battery.mode == BatteryMode.SETPOINT]
+        limits = {c.device_id: POWER_MARGIN * max(c.battery.max_charge_rate_kw, c.battery.max_discharge_rate_kw, 0.1) for c in followers}
+        manual = {c.device_id: ManualLimits(c.battery.max_charge_rate_kw, c.battery.max_discharge_rate_kw) for c in followers}
+        return cls(limits, clock, manual)
+
+    def now(self) -> pd.Timestamp:
+        return self._clock()
 
     def accept(self, device_id: str, payload: bytes, retained: bool = False) -> Command | None:
         """Validate and apply a command, or raise :class:`CommandRejected` leaving the book as it was.
@@ -211,9 +221,40 @@ class SetpointBook:
             self._commands[device_id] = command
         return command
 
-    def _in_force(self, device_id: str, at: pd.Timestamp) -> tuple[Command, Segment] | None:
+    def set_mode(self, device_id: str, payload: bytes) -> Override:
+        """Validate and apply a manual mode (:mod:`~edge_gateway.mqtt.controls`), or raise
+        :class:`CommandRejected` leaving the book as it was."""
+        limits = self._manual_limits(device_id)
+        return self._override(device_id, Override.of_mode(parse_mode(payload), limits))
+
+    def set_manual_kw(self, device_id: str, payload: bytes) -> Override:
+        """Validate and apply a manual setpoint, or raise :class:`CommandRejected`."""
+        limits = self._manual_limits(device_id)
+        return self._override(device_id, Override.of_power(parse_manual_kw(payload, limits)))
+
+    def override(self, device_id: str) -> Override:
+        """The manual mode in force (``plan`` when none was set)."""
         with self._lock:
+            return self._overrides.get(device_id, Override())
+
+    def _manual_limits(self, device_id: str) -> ManualLimits:
+        if device_id not in self.manual_limits:
+            raise CommandRejected(f"device {device_id} runs its own battery control; set battery.mode to \"setpoint\" for manual control")
+        return self.manual_limits[device_id]
+
+    def _override(self, device_id: str, override: Override) -> Override:
+        with self._lock:
+            self._overrides[device_id] = override
+        return override
+
+    def _in_force(self, device_id: str, at: pd.Timestamp) -> tuple[Command, Segment] | None:
+        """The command and its segment in force at ``at``; a manual mode replaces both with its
+        power alone (no import cap, no reserve policy)."""
+        with self._lock:
+            manual = self._overrides.get(device_id, Override())
             command = self._commands.get(device_id)
+        if not manual.follows_plan:
+            return Command(device_id, ()), Segment(at, at, manual.power_kw)
         if command is not None:
             for segment in command.segments:
                 if segment.start <= at < segment.end:

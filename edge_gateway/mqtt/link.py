@@ -1,4 +1,5 @@
-"""The gateway's MQTT connection: telemetry out (a gateway sink), battery setpoints in.
+"""The gateway's MQTT connection: telemetry out (a gateway sink), battery setpoints in;
+Home Assistant's energy meters, next action and manual controls (a gateway observer).
 
 One client per gateway process (``--sites N`` shares it). paho runs the network loop and
 reconnects with exponential backoff; one sender thread of ours hands telemetry to it, so the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -29,9 +31,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
+from edge_gateway.energy import EnergyMeters
 from edge_gateway.mqtt import topics
 from edge_gateway.mqtt.commands import CommandRejected, SetpointBook, excerpt
+from edge_gateway.mqtt.controls import Override
 from edge_gateway.mqtt.delivery import Delivery, Item, WatermarkFile
+from edge_gateway.mqtt.next_action import next_action
 from edge_gateway.mqtt.settings import MqttSettings
 from edge_gateway.stores.base import EdgeStore
 
@@ -65,6 +70,12 @@ def _guarded(callback: Callable) -> Callable:
             log.error("MQTT: %s failed: %s", callback.__name__.strip("_"), _described(error), exc_info=log.isEnabledFor(logging.DEBUG))
 
     return call
+
+
+def _manual_state(override: Override) -> str:
+    """The number's state: the manual power, or Home Assistant's "unknown" (``None``, its
+    ``payload_reset``) while no manual power is in force."""
+    return "None" if math.isnan(override.power_kw) else f"{override.power_kw:.3f}".rstrip("0").rstrip(".")
 
 
 def _described(error: BaseException, limit: int = 200) -> str:
@@ -101,6 +112,8 @@ class MqttLink:
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # setpoint topics acknowledged: commands from now on arrive
         self._failed_attempts = 0
+        self._kept_lock = threading.Lock()
+        self._kept: dict[str, str] = {}  # the latest retained state per topic, sent again on every connect
         self.client_id = f"der-gateway-{self.gateway_id}"
         self._send_lock = threading.Lock()  # a client is never replaced while the sender publishes on it
         self._client = self._new_client()
@@ -332,9 +345,19 @@ class MqttLink:
         availability = list(dict.fromkeys([topics.status(self.gateway_id)]))
         for device_id in self.devices:
             marks = list(dict.fromkeys([topics.status(device_id)] + availability))
-            for topic, config in topics.discovery_configs(device_id, marks, expire_after_s=3 * self.interval_s).items():
+            manual = self.setpoints.manual_limits.get(device_id)
+            for topic, config in topics.discovery_configs(device_id, marks, 3 * self.interval_s, manual).items():
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
-        client.subscribe([(topics.setpoint(d), 1) for d in self.devices])
+        with self._kept_lock:
+            kept = dict(self._kept)
+        for topic, payload in kept.items():
+            client.publish(topic, payload, qos=1, retain=True)
+        now = self.setpoints.now()
+        for device_id in self.devices:
+            self._announce(device_id, now, client)
+        controlled = [d for d in self.devices if d in self.setpoints.manual_limits]
+        manual = [topics.command(t(d)) for d in controlled for t in (topics.mode, topics.manual_kw)]
+        client.subscribe([(topics.setpoint(d), 1) for d in self.devices] + [(t, 1) for t in manual])
         self.connected.set()
         self._wake.set()
 
@@ -362,8 +385,12 @@ class MqttLink:
 
     @_guarded
     def _on_message(self, client, _userdata, message) -> None:
-        device_id = topics.device_of_setpoint(message.topic)
-        if device_id is None or device_id not in self.devices:
+        found = topics.command_of(message.topic)
+        if found is None or found[0] not in self.devices:
+            return
+        device_id, which = found
+        if which != topics.SETPOINT:
+            self._manual(client, device_id, which, message.payload)
             return
         try:
             command = self.setpoints.accept(device_id, message.payload, retained=bool(message.retain))
@@ -375,11 +402,51 @@ class MqttLink:
             log.error("%s: setpoint could not be checked: %s", device_id, _described(error), exc_info=log.isEnabledFor(logging.DEBUG))
             self._refuse(client, device_id, message.payload, f"the gateway could not check this command ({type(error).__name__}); it was not applied")
             return
+        self._announce(device_id, self.setpoints.now(), client)
         if command is None:
             log.info("%s: setpoint cleared by an empty message; the battery runs its own rule", device_id)
             return
         first = command.segments[0]
         log.info("%s: setpoint accepted: %d segment(s) from %s, first %.3g kW", device_id, len(command.segments), dd.format_ts(first.start), first.power_kw)
+
+    def _manual(self, client: mqtt.Client, device_id: str, which: str, payload: bytes) -> None:
+        """A mode or manual setpoint from Home Assistant: applied and echoed on its state
+        topics, or refused with one warning line and nothing changed."""
+        apply = self.setpoints.set_mode if which == topics.MODE_SET else self.setpoints.set_manual_kw
+        try:
+            override = apply(device_id, payload)
+        except CommandRejected as error:
+            log.warning("%s: %s refused: %s", device_id, "battery mode" if which == topics.MODE_SET else "manual setpoint", error)
+            return
+        log.info("%s: battery mode %s%s", device_id, override.mode, "" if math.isnan(override.power_kw) else f" at {override.power_kw:g} kW")
+        self._announce(device_id, self.setpoints.now(), client)
+
+    def _announce(self, device_id: str, at: pd.Timestamp, client: mqtt.Client | None = None) -> None:
+        """Publish the device's next action, and its manual controls' states where it has them."""
+        self._retain(topics.next_action(device_id), json.dumps(next_action(self.setpoints, device_id, at)), client)
+        if device_id in self.setpoints.manual_limits:
+            override = self.setpoints.override(device_id)
+            self._retain(topics.mode(device_id), override.mode, client)
+            self._retain(topics.manual_kw(device_id), _manual_state(override), client)
+
+    def stepped(self, device_id: str, at: pd.Timestamp, meters: EnergyMeters) -> None:
+        """The gateway's observer: a step of ``device_id`` at ``at`` is saved with these meters."""
+        state = {key: round(value, 6) for key, value in meters.to_dict().items()} | {"ts": dd.format_ts(at)}
+        self._retain(topics.energy(device_id), json.dumps(state))
+        self._announce(device_id, at)
+
+    def _retain(self, topic: str, payload: str, client: mqtt.Client | None = None) -> None:
+        """Keep ``payload`` as the topic's state and publish it retained when connected (a
+        connection made later sends it then). Callbacks pass their own client: taking the
+        send lock on the network thread could wait on a replacement that waits on it."""
+        with self._kept_lock:
+            self._kept[topic] = payload
+        if client is not None:
+            client.publish(topic, payload, qos=1, retain=True)
+            return
+        if self.connected.is_set():
+            with self._send_lock:
+                self._client.publish(topic, payload, qos=1, retain=True)
 
     def _refuse(self, client: mqtt.Client, device_id: str, payload: bytes, reason: str) -> None:
         body = {"device_id": device_id, "error": reason, "payload": excerpt(payload), "received_at": dd.format_ts(dd.utc_now())}
