@@ -205,3 +205,12 @@ def test_an_event_for_an_offline_fleet_is_declined(run):
                                                              requested_kw=5.0), headers=AUTH)
     assert answer.status_code == 201 and answer.json()["status"] == "opted_out"
     assert "offline" in answer.json()["reason"], answer.json()
+
+
+def test_the_aggregator_page_has_the_events_table_and_its_data(run):
+    client = run["fleet"].client
+    page = client.get("/fleet").text
+    assert 'id="dr-events"' in page
+    assert "/api/dr/events" in client.get("/static/fleet.js").text
+    listed = {e["id"]: e for e in client.get("/api/dr/events", headers=AUTH).json()}
+    assert listed["e2e-1"]["delivered_kw"] == pytest.approx(run["shown"].json()["delivered_kw"])

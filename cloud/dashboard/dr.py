@@ -124,8 +124,11 @@ def post_event(request: Request, body: Annotated[Any, Body()] = None) -> JSONBod
 def list_events(request: Request) -> JSONBody:
     with request.app.state.access() as store:
         rows = r.all_events(store)
+        fleet = store.read_frame(s.DR_RESULTS, {dd.DEVICE_ID: r.FLEET, s.BASELINE: "forecast"})
+    delivered = {(a, b): v for a, b, v in zip(fleet[s.SOURCE], fleet[s.EVENT_ID], fleet[s.DELIVERED_KW]) if pd.notna(v)}
     rows = rows.sort_values(s.RECEIVED_AT, ascending=False)
-    return JSONBody([r.event_view(row) for row in rows.to_dict("records")])
+    return JSONBody([r.event_view(row) | {"delivered_kw": delivered.get((row[s.SOURCE], row[s.EVENT_ID]))}
+                     for row in rows.to_dict("records")])
 
 
 @router.get("/events/{event_id}", summary="One event: decision, plan, baselines, delivery per site")

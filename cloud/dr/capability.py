@@ -117,8 +117,8 @@ def fleet_state(store: CloudStore, sites: list[dict], steps: pd.DatetimeIndex, s
     recent = store.read_readings(None, now - RECENT, now + _TICK, columns=[dd.BATTERY_SOC, dd.PRICE])
     recent = recent[recent[dd.DEVICE_ID].isin(devices)]
     latest = recent.groupby(dd.DEVICE_ID).last().reindex(devices)
-    intervals = recent.groupby(dd.DEVICE_ID)[dd.TS].agg(lambda ts: ts.diff().median()).reindex(devices)
-    intervals = intervals.fillna(DEFAULT_INTERVAL)
+    gaps = recent[dd.TS].diff().where(recent[dd.DEVICE_ID].eq(recent[dd.DEVICE_ID].shift()))
+    intervals = gaps.groupby(recent[dd.DEVICE_ID]).median().reindex(devices).fillna(DEFAULT_INTERVAL)
     age = now - pd.to_datetime(latest[dd.TS], utc=True)
     online = (age <= online_intervals * intervals).fillna(False).to_numpy(dtype=bool)
     capacity = np.array([_site_value(site, "battery_capacity_kwh", 0.0) for site in sites])

@@ -50,20 +50,28 @@ class FleetPlan:
 
 def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, requested_kw: float | None,
           price_adder_per_kwh: float = 0.0, weights: np.ndarray | None = None, wear_per_kwh: float = 0.01) -> FleetPlan:
-    """The joint plan of ``state``'s sites (all of which can follow) for the window ``steps``."""
+    """The joint plan of ``state``'s sites (all of which can follow) for the window ``steps``.
+
+    The LP runs one step past the window, at the window's last forecast and the price without
+    the adder: the LP values the energy left at its horizon's end at the horizon's cheapest
+    import, and over the window alone a price adder would raise that value as much as the
+    saving, so a price signal would plan nothing. That step's plan is not sent."""
     n, horizon = state.baseline_kw.shape
     w = np.ones(n) if weights is None else np.asarray(weights, float)
-    price = np.broadcast_to(state.price_per_kwh[:, None] + price_adder_per_kwh, (n, horizon)).copy()
-    target = None if requested_kw is None else (w @ state.baseline_kw) - requested_kw
+    after = lambda a: np.concatenate([a, a[:, -1:]], axis=1)  # noqa: E731
+    price = np.broadcast_to(state.price_per_kwh[:, None], (n, horizon + 1)).copy()
+    price[:, :horizon] += price_adder_per_kwh
+    target = None if requested_kw is None else np.append((w @ state.baseline_kw) - requested_kw, np.nan)
     problem = GroupProblem(
-        net_kw=state.net_kw, import_price=price, export_value=np.zeros((n, horizon)), step_hours=step / pd.Timedelta(hours=1),
-        initial_kwh=state.energy_kwh, min_kwh=state.min_kwh, max_kwh=state.max_kwh,
-        max_charge_kw=np.broadcast_to(state.max_charge_kw[:, None], (n, horizon)).copy(),
+        net_kw=after(state.net_kw), import_price=price, export_value=np.zeros((n, horizon + 1)),
+        step_hours=step / pd.Timedelta(hours=1), initial_kwh=state.energy_kwh, min_kwh=state.min_kwh, max_kwh=state.max_kwh,
+        max_charge_kw=np.broadcast_to(state.max_charge_kw[:, None], (n, horizon + 1)).copy(),
         max_discharge_kw=state.max_discharge_kw, charge_efficiency=state.efficiency, discharge_efficiency=state.efficiency,
-        wear_per_kwh=wear_per_kwh, target_kw=target, weights=w, fallback_kw=state.baseline_kw, end_floor_kwh=state.min_kwh,
+        wear_per_kwh=wear_per_kwh, target_kw=target, weights=w, fallback_kw=after(state.baseline_kw),
+        end_floor_kwh=state.min_kwh,
     )
     plan = solve_group(problem)
-    return FleetPlan(state.devices, steps, plan.battery_kw, plan.grid_kw, state.baseline_kw, w)
+    return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w)
 
 
 def schedules(plan: FleetPlan, now: pd.Timestamp, step: pd.Timedelta) -> Mapping[str, SetpointSchedule]:
