@@ -36,6 +36,8 @@ from cloud.dashboard.access import (
     StoreAccess,
 )
 from cloud.dashboard.api import router
+from cloud.dashboard.dr import router as dr_router
+from cloud.dr.decision import FleetDR
 from cloud.store.base import CloudStore
 from der_core.der_data import shown
 from der_core.errors import StoreError
@@ -72,8 +74,10 @@ def validation_line(error: RequestValidationError) -> str:
 
 def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: str | Path | None = None,
                coverage_max_age_s: float = COVERAGE_MAX_AGE_S,
-               coverage_stale_limit_s: float = COVERAGE_STALE_LIMIT_S) -> FastAPI:
-    """The app over ``store``; the coverage bounds are :class:`~cloud.dashboard.access.Coverage`'s."""
+               coverage_stale_limit_s: float = COVERAGE_STALE_LIMIT_S, dr: FleetDR | None = None) -> FastAPI:
+    """The app over ``store``; the coverage bounds are :class:`~cloud.dashboard.access.Coverage`'s.
+    ``dr``: the demand-response handler (:class:`cloud.dr.decision.FleetDR`) POSTed events go to;
+    without one, events can be read but not announced."""
     access = StoreAccess(store)
 
     @asynccontextmanager
@@ -95,7 +99,9 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     app.state.token = token or None
     app.state.portfolio_dir = Path(portfolio_dir) if portfolio_dir else None
     app.state.registry = metrics.registry_for(app.state.coverage, access)
+    app.state.dr = dr
     app.include_router(router)
+    app.include_router(dr_router)
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -153,7 +159,11 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
 
 def app_from_env() -> FastAPI:
     """The app on the configured cloud store (``uvicorn --factory cloud.dashboard.app:app_from_env``)."""
+    from cloud.dr.dispatch import MqttPublisher
     from cloud.store.factory import cloud_settings, open_cloud_store
+    from edge_gateway.mqtt.settings import mqtt_configured, mqtt_settings
 
-    return create_app(open_cloud_store(cloud_settings()), token=os.environ.get(TOKEN_ENV),
-                      portfolio_dir=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR))
+    store = open_cloud_store(cloud_settings())
+    dr = FleetDR(store, MqttPublisher(mqtt_settings())) if mqtt_configured(None) else None
+    return create_app(store, token=os.environ.get(TOKEN_ENV), portfolio_dir=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
+                      dr=dr)

@@ -71,6 +71,9 @@ class GroupProblem:
     fallback_kw: np.ndarray | None = None  # (sites, T) net grid flow of a site that does not follow
     peak_price_per_kw: float = 0.0  # 0: no peak term (each site's own cheapest plan)
     peak_floor_kw: float = 0.0  # the group's expected net import peak so far this run
+    # (sites,) the energy each battery must end with; None: what it starts with (a day's plan
+    # never borrows tomorrow's energy). A demand-response window may spend it to min_kwh.
+    end_floor_kwh: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def _bounds(p: GroupProblem):
     net = p.net_kw
     dmax = np.broadcast_to(p.max_discharge_kw[:, None], (n, steps))
     soc_low = np.broadcast_to(p.min_kwh[:, None], (n, steps)).copy()
-    soc_low[:, -1] = np.maximum(p.min_kwh, np.minimum(p.initial_kwh, p.max_kwh))  # never borrow tomorrow's energy
+    end_floor = np.minimum(p.initial_kwh, p.max_kwh) if p.end_floor_kwh is None else p.end_floor_kwh
+    soc_low[:, -1] = np.maximum(p.min_kwh, end_floor)
     soc_high = p.max_kwh[:, None]
     upper = block.by_kind(p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high, (n, steps))
     lower = block.by_kind(0.0, 0.0, 0.0, 0.0, soc_low, (n, steps))

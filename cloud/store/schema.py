@@ -63,6 +63,12 @@ WEATHER_FORECASTS = "weather_forecasts"
 #: Published prices of a market area or region, one row per (source, area, interval start,
 #: publication): a plan made at ``t`` reads only prices published before ``t``.
 PRICES = "prices"
+#: Demand-response events as received and decided (cloud.dr): one row per (source, event id);
+#: ``start_ts``/``end_ts`` bound the window ("end" is reserved in SQL).
+DR_EVENTS = "dr_events"
+#: What each event planned and delivered, per site and for the fleet (``device_id`` "fleet"),
+#: per baseline kind; the forecast baseline is written at decision time and never recomputed.
+DR_RESULTS = "dr_results"
 #: A view over ``der_readings``: per device, first and last ``ts`` and the row count.
 READING_STATS = "der_reading_stats"
 
@@ -91,6 +97,12 @@ AREA, END_TS, PRICE_PER_KWH, CURRENCY, PUBLISHED_AT, KIND = (
 )
 FETCHED_AT = "fetched_at"
 FIRST_TS, LAST_TS, ROW_COUNT = "first_ts", "last_ts", "row_count"
+EVENT_ID, MODIFICATION, RECEIVED_AT, START_TS, SIGNAL, SITES_COLUMN, PLANNED_KW = (
+    "event_id", "modification", "received_at", "start_ts", "signal", "sites", "planned_kw",
+)
+BASELINE, BASELINE_KW, MEASURED_KW, DELIVERED_KW, COMPUTED_AT = (
+    "baseline", "baseline_kw", "measured_kw", "delivered_kw", "computed_at",
+)
 
 _DEVICE_TS = (dd.DEVICE_ID, dd.TS)
 
@@ -126,6 +138,12 @@ TABLES: dict[str, Table] = {
         Table(PRICES, {SOURCE: TEXT, AREA: TEXT, dd.TS: TS, END_TS: TS, PUBLISHED_AT: TS, KIND: TEXT,
                        PRICE_PER_KWH: FLOAT, CURRENCY: TEXT, FETCHED_AT: TS},
               (SOURCE, AREA, dd.TS, PUBLISHED_AT), defaults_now=(FETCHED_AT,)),
+        Table(DR_EVENTS, {SOURCE: TEXT, EVENT_ID: TEXT, MODIFICATION: INT, RECEIVED_AT: TS, START_TS: TS, END_TS: TS,
+                          SIGNAL: TEXT, VALUE: FLOAT, SITES_COLUMN: JSON, STATUS: TEXT, REASON: TEXT, PLANNED_KW: FLOAT},
+              (SOURCE, EVENT_ID)),
+        Table(DR_RESULTS, {SOURCE: TEXT, EVENT_ID: TEXT, dd.DEVICE_ID: TEXT, BASELINE: TEXT, BASELINE_KW: FLOAT,
+                           PLANNED_KW: FLOAT, MEASURED_KW: FLOAT, DELIVERED_KW: FLOAT, COMPUTED_AT: TS},
+              (SOURCE, EVENT_ID, dd.DEVICE_ID, BASELINE)),
     )
 }
 

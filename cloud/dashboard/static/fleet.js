@@ -115,7 +115,28 @@ function starved(data) {
   }
 }
 
+// The events the fleet was asked for, its decision and what it delivered (GET /api/dr/events).
+async function drEvents() {
+  const table = $("dr-events");
+  const events = await getJSON("/api/dr/events");
+  $("dr-note").textContent = events.length ? "kW averaged over each window; delivered against the forecast baseline." :
+    "no events yet: POST /api/dr/events announces one";
+  table.innerHTML = "";
+  if (!events.length) return;
+  const head = table.insertRow();
+  ["event", "window (UTC)", "signal", "status", "planned kW", "delivered kW", "reason"].forEach((t) => {
+    const th = document.createElement("th"); th.textContent = t; head.appendChild(th);
+  });
+  const kw = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
+  for (const e of events) {
+    const tr = table.insertRow();
+    [e.id, `${e.start.slice(0, 16)} → ${e.end.slice(11, 16)}`, `${e.signal} ${e.value}`, e.status, kw(e.planned_kw),
+      kw(e.delivered_kw), e.reason].forEach((v) => { tr.insertCell().textContent = v; });
+  }
+}
+
 async function main() {
+  drEvents().catch((error) => { $("dr-note").textContent = String(error.message || error); });
   try {
     const data = await getJSON("/api/portfolio/fleet");
     if (!data.available) { $("status").textContent = "no portfolio results yet: run run_portfolio.py"; return; }

@@ -1,0 +1,138 @@
+"""What the fleet can do in an event's window, from what the cloud store holds at decision time.
+
+Per targeted site: its battery (the ``sites`` row), its latest reading (stored energy, import
+price, and whether it is online: a reading within ``online_intervals`` of its own reading
+interval before now), and two forecasts per plan step (:func:`cloud.dr.baseline.same_step_mean`
+over the ``forecast_days`` most recent days of the window's day type): its net grid flow without the event (the forecast
+baseline) and its net load (load minus PV, what the battery works against).
+
+A site's capability is the reduction below its baseline it can hold over the whole window:
+its battery's sustainable discharge (the lower of its rate and its usable energy spread over
+the window, after discharge losses) minus what its own rule already discharges in the
+baseline (net load minus baseline), never below zero. It assumes the battery holds its charge
+until the window (the plan commands exactly that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cloud.dr import baseline as b
+from cloud.store.base import CloudStore
+from der_core import der_data as dd
+from der_core.config import one_way_efficiency
+
+_TICK = pd.Timedelta(microseconds=1)
+NET_LOAD = "_net_load_kw"
+DEFAULT_INTERVAL = pd.Timedelta(minutes=15)  # a site with a single reading: the optimizer's step
+RECENT = pd.Timedelta(hours=6)  # readings read for the stored energy, price and reading interval
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """Arrays over ``devices`` (the targeted sites the store knows); (sites, steps) where noted."""
+
+    devices: list[str]
+    online: np.ndarray
+    energy_kwh: np.ndarray
+    min_kwh: np.ndarray
+    max_kwh: np.ndarray
+    max_charge_kw: np.ndarray
+    max_discharge_kw: np.ndarray
+    efficiency: np.ndarray  # one way
+    price_per_kwh: np.ndarray
+    baseline_kw: np.ndarray  # (sites, steps) forecast net grid flow without the event
+    net_kw: np.ndarray  # (sites, steps) forecast load minus PV
+
+    def capability_kw(self, hours: float) -> np.ndarray:
+        """Per site, the reduction below its baseline it can hold for ``hours`` (0 offline)."""
+        usable = np.maximum(self.energy_kwh - self.min_kwh, 0.0)
+        sustained = np.minimum(self.max_discharge_kw, usable * self.efficiency / hours)
+        own_rule = np.nanmean(self.net_kw - self.baseline_kw, axis=1) if self.net_kw.shape[1] else 0.0
+        capability = np.maximum(sustained - own_rule, 0.0)
+        return np.where(self.followable, np.nan_to_num(capability), 0.0)
+
+    @property
+    def has_history(self) -> np.ndarray:
+        return np.isfinite(self.baseline_kw).all(axis=1) & np.isfinite(self.net_kw).all(axis=1)
+
+    @property
+    def followable(self) -> np.ndarray:
+        """Online, with a baseline and a stored energy to plan from."""
+        return self.online & self.has_history & np.isfinite(self.energy_kwh)
+
+    def subset(self, keep: np.ndarray) -> FleetState:
+        return FleetState([d for d, k in zip(self.devices, keep) if k], *(getattr(self, f)[keep] for f in _ARRAYS))
+
+
+_ARRAYS = ("online", "energy_kwh", "min_kwh", "max_kwh", "max_charge_kw", "max_discharge_kw", "efficiency",
+           "price_per_kwh", "baseline_kw", "net_kw")
+
+
+def _site_value(site: dict, key: str, default: float) -> float:
+    value = site.get(key)
+    return default if value is None or not np.isfinite(value) else float(value)
+
+
+def _history(store: CloudStore, devices: list[str], steps: pd.DatetimeIndex, step: pd.Timedelta,
+             lags: set[int]) -> pd.DataFrame:
+    """The readings of the plan steps' hours on each lagged day: a few hours a day, not weeks of readings."""
+    frames = []
+    for d in sorted(lags):
+        shift = pd.Timedelta(days=d)
+        first, stop = b.read_bounds(steps[0] - shift, steps[-1] + step - shift)
+        frames.append(store.read_readings(None, first, stop, columns=[dd.NET_GRID_FLOW, dd.LOAD_TOTAL, dd.SOLAR_KW]))
+    readings = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[dd.DEVICE_ID, dd.TS])
+    readings = readings[readings[dd.DEVICE_ID].isin(devices)]
+    return readings.assign(**{NET_LOAD: readings[dd.LOAD_TOTAL] - readings[dd.SOLAR_KW]})
+
+
+def _forecasts(readings: pd.DataFrame, sites: list[dict], steps: pd.DatetimeIndex, step: pd.Timedelta,
+               lags_by_zone: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(sites, steps) forecasts of net grid flow and net load, each site from its own day type."""
+    devices = [site[dd.DEVICE_ID] for site in sites]
+    tables = {column: b.step_table(readings, column, step) for column in (dd.NET_GRID_FLOW, NET_LOAD)}
+    out = {column: np.full((len(devices), len(steps)), np.nan) for column in tables}
+    for zone, lags in lags_by_zone.items():
+        rows = [i for i, site in enumerate(sites) if _zone(site) == zone]
+        for column, table in tables.items():
+            out[column][rows] = b.same_step_mean(table, steps, [devices[i] for i in rows], lags)
+    return out[dd.NET_GRID_FLOW], out[NET_LOAD]
+
+
+def _zone(site: dict) -> str:
+    return site.get("timezone") or "UTC"
+
+
+def fleet_state(store: CloudStore, sites: list[dict], steps: pd.DatetimeIndex, step: pd.Timedelta, now: pd.Timestamp,
+                forecast_days: int, online_intervals: int) -> FleetState:
+    """The state of ``sites`` (rows of the ``sites`` table) at ``now`` for plan ``steps``."""
+    devices = [site[dd.DEVICE_ID] for site in sites]
+    lags_by_zone = {zone: b.same_type_lags(steps[0], zone, forecast_days) for zone in {_zone(site) for site in sites}}
+    history = _history(store, devices, steps, step, {d for lags in lags_by_zone.values() for d in lags})
+    baseline_kw, net_kw = _forecasts(history, sites, steps, step, lags_by_zone)
+    recent = store.read_readings(None, now - RECENT, now + _TICK, columns=[dd.BATTERY_SOC, dd.PRICE])
+    recent = recent[recent[dd.DEVICE_ID].isin(devices)]
+    latest = recent.groupby(dd.DEVICE_ID).last().reindex(devices)
+    gaps = recent[dd.TS].diff().where(recent[dd.DEVICE_ID].eq(recent[dd.DEVICE_ID].shift()))
+    intervals = gaps.groupby(recent[dd.DEVICE_ID]).median().reindex(devices).fillna(DEFAULT_INTERVAL)
+    age = now - pd.to_datetime(latest[dd.TS], utc=True)
+    online = (age <= online_intervals * intervals).fillna(False).to_numpy(dtype=bool)
+    capacity = np.array([_site_value(site, "battery_capacity_kwh", 0.0) for site in sites])
+    min_soc = np.array([_site_value(site, "battery_min_soc", 0.0) for site in sites]) / 100.0
+    max_soc = np.array([_site_value(site, "battery_max_soc", 100.0) for site in sites]) / 100.0
+    soc = latest[dd.BATTERY_SOC].to_numpy(dtype=float) / 100.0
+    min_kwh, max_kwh = capacity * min_soc, capacity * max_soc
+    return FleetState(
+        devices=devices, online=online,
+        energy_kwh=np.clip(soc * capacity, min_kwh, max_kwh) if len(devices) else soc,
+        min_kwh=min_kwh, max_kwh=max_kwh,
+        max_charge_kw=np.array([_site_value(site, "battery_max_charge_kw", 0.0) for site in sites]),
+        max_discharge_kw=np.array([_site_value(site, "battery_max_discharge_kw", 0.0) for site in sites]),
+        efficiency=np.array([one_way_efficiency(_site_value(site, "battery_round_trip_efficiency", 0.9)) for site in sites]),
+        price_per_kwh=np.nan_to_num(latest[dd.PRICE].to_numpy(dtype=float)),
+        baseline_kw=baseline_kw, net_kw=net_kw,
+    )

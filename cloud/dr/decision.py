@@ -1,0 +1,239 @@
+"""The fleet's answer to a demand-response event: :class:`FleetDR`, the one :class:`DRHandler`.
+
+``decide`` applies these rules in this order; the first that fails opts out with its reason:
+
+1. the event is well formed (:func:`malformed`): ``start < end``, a window of at most
+   ``max_window``, a finite value, no negative reduction or price, a level 0 to 3, only sites
+   the store knows;
+2. the window has not ended, and starts at least ``lead_time`` after now: the schedules must
+   reach the gateways (and a gateway read its book) before the window;
+3. some targeted site is online (a reading within ``online_intervals`` of its interval);
+4. the fleet can hold the reduction: its expected capability (per site
+   :meth:`FleetState.capability_kw`, times the site's expected participation) is at least
+   ``margin`` times the reduction asked. A level asks ``level_fractions[level]`` of the
+   capability; a price signal asks nothing and opts in, planned as a price adder in the window;
+5. the joint plan holds the reduction (no slack on the fleet row).
+
+Sites that cannot follow (offline, no history to forecast from, an empty battery) are left
+out of the plan and the reduction falls on the others. Opting in publishes one schedule per
+site (:mod:`cloud.dr.plan`) and stores the event, its plan and each site's forecast baseline
+(``dr_events``, ``dr_results``); a repeated event (same source, id and modification) gets the
+stored answer, a newer modification is decided again. Decisions run one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cloud.dr import baseline as b
+from cloud.dr import records as r
+from cloud.dr.capability import FleetState, fleet_state
+from cloud.dr.delivery import measure
+from cloud.dr.dispatch import SchedulePublisher
+from cloud.dr.model import Answer, Delivery, DREvent, Signal
+from cloud.dr.plan import schedules, solve
+from cloud.store import schema as s
+from cloud.store.base import CloudStore
+from der_core import der_data as dd
+from der_core.errors import DERError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DRSettings:
+    step: pd.Timedelta = pd.Timedelta(minutes=15)  # plan step, the optimizer's
+    lead_time: pd.Timedelta = pd.Timedelta(minutes=10)  # two 5-minute gateway readings after publishing
+    online_intervals: int = 3
+    margin: float = 1.1  # capability must exceed the request by 10 %: forecasts err
+    max_window: pd.Timedelta = pd.Timedelta(hours=24)
+    forecast_days: int = 5  # same-day-type days the forecast baseline averages
+    level_fractions: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)  # of the fleet's capability, per level 0..3
+    wear_per_kwh: float = 0.01
+    slack_tolerance: float = 1e-3  # share of the request a plan may miss by rounding
+
+
+def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings()) -> str | None:
+    """Why an event cannot be meant, in one line, or None."""
+    if not event.end > event.start:
+        return f"window ends ({dd.format_ts(event.end)}) at or before its start ({dd.format_ts(event.start)})"
+    if event.end - event.start > settings.max_window:
+        return f"window of {event.end - event.start} is longer than {settings.max_window}"
+    if not math.isfinite(event.value):
+        return f"{event.signal} value is not a finite number"
+    if event.value < 0:
+        return f"{event.signal} value {event.value:g} is negative; expected >= 0"
+    if event.signal is Signal.LEVEL and (event.value != int(event.value) or event.value >= len(settings.level_fractions)):
+        return f"level {event.value:g}; expected a whole number 0 to {len(settings.level_fractions) - 1}"
+    unknown = sorted(set(event.sites) - known)
+    if unknown:
+        return f"unknown site {dd.shown(unknown[0])} ({len(unknown)} unknown); expected sites of the fleet"
+    return None
+
+
+class FleetDR:
+    """Decides events for the fleet in ``store`` and dispatches it through ``publisher``.
+
+    ``participation``: each site's expected probability of following (default 1: gateways in
+    setpoint mode follow their schedules); ``clock``: now (injected by tests and simulations).
+    """
+
+    def __init__(self, store: CloudStore, publisher: SchedulePublisher, *, settings: DRSettings = DRSettings(),
+                 participation: Mapping[str, float] | None = None,
+                 clock: Callable[[], pd.Timestamp] = dd.utc_now) -> None:
+        self.store, self.publisher, self.settings = store, publisher, settings
+        self.participation = dict(participation or {})
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    # --- DRHandler ---
+    def decide(self, event: DREvent) -> Answer:
+        with self._lock:
+            stored = r.stored_event(self.store, event.source, event.event_id)
+            if stored is not None and stored[s.STATUS] != r.RECEIVED and int(stored[s.MODIFICATION] or 0) >= event.modification:
+                return _answer(stored)
+            r.save_event(self.store, event, r.RECEIVED)
+            answer = self._decide(event)
+            if not answer.opt_in:
+                if stored is not None and stored[s.STATUS] == r.OPTED_IN:  # a modification the fleet no longer follows
+                    self._withdraw(event.source, event.event_id)
+                r.save_event(self.store, event, r.OPTED_OUT, answer.reason)
+            log.info("DR %s/%s: %s (%s)", event.source, event.event_id, "in" if answer.opt_in else "out", answer.reason)
+            return answer
+
+    def cancel(self, event_id: str, source: str) -> None:
+        with self._lock:
+            stored = r.stored_event(self.store, source, event_id)
+            if stored is None or stored[s.STATUS] in (r.CANCELLED, r.COMPLETED):
+                return
+            if stored[s.STATUS] == r.OPTED_IN and self.clock() < dd.parse_ts(stored[s.END_TS]):
+                self._withdraw(source, event_id)
+            r.set_status(self.store, source, event_id, r.CANCELLED, "cancelled by the event's source")
+
+    def delivery(self, event_id: str, source: str) -> Delivery | None:
+        with self._lock:
+            stored = r.stored_event(self.store, source, event_id)
+            if stored is None or stored[s.STATUS] not in (r.OPTED_IN, r.COMPLETED):
+                return None
+            event = r.event_of(stored)
+            now = self.clock()
+            if now < event.end:
+                return None
+            planned = r.results(self.store, source, event_id)
+            rows = measure(self.store, event, planned, now, self.settings.step, self._excluded_windows(event))
+            r.save_results(self.store, rows)
+            r.set_status(self.store, source, event_id, r.COMPLETED)
+            fleet = {row[s.BASELINE]: row for row in rows if row[dd.DEVICE_ID] == r.FLEET}
+            sites = {row[dd.DEVICE_ID]: row[s.DELIVERED_KW] for row in rows
+                     if row[s.BASELINE] == b.FORECAST and row[dd.DEVICE_ID] != r.FLEET}
+            return Delivery(event_id, b.FORECAST, event.requested_kw, float(stored[s.PLANNED_KW]),
+                            fleet[b.FORECAST][s.DELIVERED_KW], sites)
+
+    # --- the rules ---
+    def _decide(self, event: DREvent) -> Answer:
+        now, settings = self.clock(), self.settings
+        sites = {site[dd.DEVICE_ID]: site for site in self.store.sites()}
+        problem = malformed(event, set(sites), settings)
+        if problem:
+            return Answer(False, f"malformed event: {problem}")
+        if event.end <= now:
+            return Answer(False, f"window ended at {dd.format_ts(event.end)}, before now ({dd.format_ts(now)})")
+        if event.start < now + settings.lead_time:
+            return Answer(False, f"too soon: starts at {dd.format_ts(event.start)}; schedules need {settings.lead_time} "
+                                 f"to reach the gateways (from {dd.format_ts(now + settings.lead_time)})")
+        targeted = [sites[d] for d in (event.sites or sorted(sites))]
+        steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
+                              inclusive="left")
+        state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)
+        if not state.online.any():
+            scope = "the targeted sites are" if event.sites else "the fleet is"
+            return Answer(False, f"{scope} offline: none of {len(targeted)} site(s) has a reading in its last "
+                                 f"{settings.online_intervals} intervals")
+        hours = len(steps) * settings.step / pd.Timedelta(hours=1)
+        weights = np.array([self.participation.get(d, 1.0) for d in state.devices])
+        capability = weights @ state.capability_kw(hours)
+        requested = self._requested(event, capability)
+        if requested is not None and requested > 0 and capability < requested * settings.margin:
+            return Answer(False, f"too large: {requested:.1f} kW asked, the fleet can hold {capability:.1f} kW "
+                                 f"for {hours:g} h; it opts in from {settings.margin:g} x the request")
+        return self._opt_in(event, state, steps, weights, requested, now)
+
+    def _requested(self, event: DREvent, capability: float) -> float | None:
+        """The reduction to plan (kW); None for a price signal, planned by its price."""
+        if event.signal is Signal.REDUCTION:
+            return event.value
+        if event.signal is Signal.LEVEL:
+            return self.settings.level_fractions[int(event.value)] * capability
+        return None
+
+    def _opt_in(self, event: DREvent, state: FleetState, steps: pd.DatetimeIndex, weights: np.ndarray,
+                requested: float | None, now: pd.Timestamp) -> Answer:
+        settings = self.settings
+        followers = state.followable & (state.capability_kw(len(steps) * settings.step / pd.Timedelta(hours=1)) > 0)
+        left_out = len(state.devices) - int(followers.sum())
+        if requested == 0.0 or not followers.any():
+            r.save_event(self.store, event, r.OPTED_IN, "nothing to reduce at this level", 0.0)
+            return Answer(True, "nothing to reduce at this level", 0.0)
+        plan = solve(state.subset(followers), steps, settings.step, requested_kw=requested,
+                     price_adder_per_kwh=event.value if event.signal is Signal.PRICE else 0.0,
+                     weights=weights[followers], wear_per_kwh=settings.wear_per_kwh)
+        planned = plan.fleet_reduction_kw
+        if requested is not None and planned < requested * (1 - settings.slack_tolerance):
+            return Answer(False, f"too large: the plan holds {planned:.1f} of {requested:.1f} kW over the window")
+        failed = self._publish(plan, now)
+        reason = f"planned {planned:.1f} kW on {len(plan.devices)} site(s)"
+        if left_out:
+            reason += f"; {left_out} left out (offline, no history or empty battery)"
+        if failed:
+            reason += f"; {len(failed)} schedule(s) not delivered ({failed[0]})"
+        r.save_event(self.store, event, r.OPTED_IN, reason, planned)
+        r.save_results(self.store, _planned_rows(event, plan, now))
+        return Answer(True, reason, planned)
+
+    def _publish(self, plan, now: pd.Timestamp) -> list[str]:
+        failed = []
+        for device, schedule in schedules(plan, now, self.settings.step).items():
+            try:
+                self.publisher.publish(device, schedule)
+            except DERError as error:
+                failed.append(f"{device}: {error}")
+        return failed
+
+    def _withdraw(self, source: str, event_id: str) -> None:
+        """Clear the schedules an event sent; its stored plan rows name the sites."""
+        rows = r.results(self.store, source, event_id)
+        for device in rows[(rows[s.BASELINE] == b.FORECAST) & (rows[dd.DEVICE_ID] != r.FLEET)][dd.DEVICE_ID]:
+            try:
+                self.publisher.clear(device)
+            except DERError as error:
+                log.warning("DR %s/%s: %s: schedule not withdrawn: %s", source, event_id, device, error)
+
+    def _excluded_windows(self, event: DREvent) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Windows of the fleet's other events that ran (opted in): days they touch are not eligible baseline days."""
+        events = r.all_events(self.store)
+        ran = events[events[s.STATUS].isin([r.OPTED_IN, r.COMPLETED])
+                     & ~((events[s.SOURCE] == event.source) & (events[s.EVENT_ID] == event.event_id))]
+        return [(dd.parse_ts(a), dd.parse_ts(z)) for a, z in zip(ran[s.START_TS], ran[s.END_TS])]
+
+
+def _answer(stored: dict) -> Answer:
+    planned = stored[s.PLANNED_KW]
+    return Answer(stored[s.STATUS] in (r.OPTED_IN, r.COMPLETED), stored[s.REASON] or "",
+                  0.0 if planned is None or pd.isna(planned) else float(planned))
+
+
+def _planned_rows(event: DREvent, plan, now: pd.Timestamp) -> list[dict]:
+    """The forecast baseline and planned reduction per site and for the fleet, fixed at decision time."""
+    site_baseline = plan.baseline_kw.mean(axis=1)
+    row = {s.SOURCE: event.source, s.EVENT_ID: event.event_id, s.BASELINE: b.FORECAST, s.COMPUTED_AT: now}
+    rows = [row | {dd.DEVICE_ID: d, s.BASELINE_KW: float(base), s.PLANNED_KW: float(cut)}
+            for d, base, cut in zip(plan.devices, site_baseline, plan.site_reduction_kw)]
+    return rows + [row | {dd.DEVICE_ID: r.FLEET, s.BASELINE_KW: float(site_baseline.sum()),
+                          s.PLANNED_KW: plan.fleet_reduction_kw}]

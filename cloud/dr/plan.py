@@ -1,0 +1,88 @@
+"""The fleet's plan for an event, and the setpoint schedules that carry it to the gateways.
+
+The plan is the central aggregator's joint LP (:func:`cloud.portfolio.central.solve_group`)
+over the sites that can follow, on the event's plan steps: each site's forecast net load, its
+battery from its stored energy now down to its floor (``end_floor_kwh``: the window may spend
+the charge), import priced at its latest price (plus the adder in the window for a price
+signal), export valued at nothing (a reduction is not bought with export the event does not
+need). A reduction adds the fleet row ``sum_i w_i grid_i,t <= sum_i w_i baseline_i,t - requested``
+with ``w_i`` the expected participation and a non-following site at its baseline.
+
+Each site's schedule (:class:`~der_core.setpoints.SetpointSchedule`): from the current plan
+step to the window, power 0 (the battery holds its charge for the window); in the window,
+the planned battery power with the planned grid import as the import cap, which the battery
+defends against load nobody forecast by discharging more; at the window's end one entry with
+no command, after which the battery runs its own rule again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cloud.dr.capability import FleetState
+from cloud.portfolio.central import GroupProblem, solve_group
+from der_core.setpoints import SetpointSchedule
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    devices: list[str]
+    steps: pd.DatetimeIndex
+    battery_kw: np.ndarray  # (sites, steps), + charging
+    grid_kw: np.ndarray  # (sites, steps), + importing
+    baseline_kw: np.ndarray  # (sites, steps)
+    weights: np.ndarray  # (sites,)
+
+    @property
+    def site_reduction_kw(self) -> np.ndarray:
+        """Per site, the planned reduction below its baseline, averaged over the window."""
+        return (self.baseline_kw - self.grid_kw).mean(axis=1)
+
+    @property
+    def fleet_reduction_kw(self) -> float:
+        """The expected fleet reduction (participation-weighted), averaged over the window."""
+        return float(self.weights @ self.site_reduction_kw)
+
+
+def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, requested_kw: float | None,
+          price_adder_per_kwh: float = 0.0, weights: np.ndarray | None = None, wear_per_kwh: float = 0.01) -> FleetPlan:
+    """The joint plan of ``state``'s sites (all of which can follow) for the window ``steps``.
+
+    The LP runs one step past the window, at the window's last forecast and the price without
+    the adder: the LP values the energy left at its horizon's end at the horizon's cheapest
+    import, and over the window alone a price adder would raise that value as much as the
+    saving, so a price signal would plan nothing. That step's plan is not sent."""
+    n, horizon = state.baseline_kw.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    after = lambda a: np.concatenate([a, a[:, -1:]], axis=1)  # noqa: E731
+    price = np.broadcast_to(state.price_per_kwh[:, None], (n, horizon + 1)).copy()
+    price[:, :horizon] += price_adder_per_kwh
+    target = None if requested_kw is None else np.append((w @ state.baseline_kw) - requested_kw, np.nan)
+    problem = GroupProblem(
+        net_kw=after(state.net_kw), import_price=price, export_value=np.zeros((n, horizon + 1)),
+        step_hours=step / pd.Timedelta(hours=1), initial_kwh=state.energy_kwh, min_kwh=state.min_kwh, max_kwh=state.max_kwh,
+        max_charge_kw=np.broadcast_to(state.max_charge_kw[:, None], (n, horizon + 1)).copy(),
+        max_discharge_kw=state.max_discharge_kw, charge_efficiency=state.efficiency, discharge_efficiency=state.efficiency,
+        wear_per_kwh=wear_per_kwh, target_kw=target, weights=w, fallback_kw=after(state.baseline_kw),
+        end_floor_kwh=state.min_kwh,
+    )
+    plan = solve_group(problem)
+    return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w)
+
+
+def schedules(plan: FleetPlan, now: pd.Timestamp, step: pd.Timedelta) -> Mapping[str, SetpointSchedule]:
+    """Per site, the schedule that holds the battery until the window and carries the plan in it."""
+    hold = now.floor(step)
+    held = [hold] if hold < plan.steps[0] else []
+    starts = [*held, *plan.steps, plan.steps[-1] + step]
+    caps = np.maximum(plan.grid_kw, 0.0)
+    out = {}
+    for i, device in enumerate(plan.devices):
+        power = np.concatenate([np.zeros(len(held)), plan.battery_kw[i], [np.nan]])
+        limit = np.concatenate([np.full(len(held), np.nan), caps[i], [np.nan]])
+        out[device] = SetpointSchedule.from_commands(starts, power, limit)
+    return out

@@ -1,0 +1,161 @@
+"""The fleet's decision on demand-response events (cloud/dr): the rules in their order, the
+plan's schedules, modifications, cancellation, and the two baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.dr import baseline as b
+from cloud.dr.decision import FleetDR, malformed
+from cloud.dr.model import DREvent, Signal
+from cloud.store.sqlite import SQLiteCloudStore
+from der_core.config import build_config, site_record
+from der_core.setpoints import SetpointSchedule
+from der_physics import generator
+
+NOW = pd.Timestamp("2024-07-16T00:00:00Z")  # a Monday evening in Los Angeles
+START, END = NOW + pd.Timedelta(hours=1), NOW + pd.Timedelta(hours=3)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: dict[str, SetpointSchedule] = {}
+        self.cleared: list[str] = []
+
+    def publish(self, device_id: str, schedule: SetpointSchedule) -> None:
+        self.sent[device_id] = schedule
+
+    def clear(self, device_id: str) -> None:
+        self.cleared.append(device_id)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Four sites with 8 days of readings; ``site-3`` went silent a day ago."""
+    configs = [build_config({"device_id": f"site-{i}", "seed": 10 + i, "interval_seconds": 900,
+                             "battery": {"mode": "setpoint"}}) for i in range(4)]
+    path = tmp_path_factory.mktemp("dr") / "cloud.db"
+    store = SQLiteCloudStore(path)
+    times = generator.time_range(NOW - pd.Timedelta(days=8) + pd.Timedelta(minutes=15), NOW + pd.Timedelta(seconds=1), 900)
+    frame = generator.simulate(configs, times)[0].frame()
+    store.upsert_readings(frame[(frame["device_id"] != "site-3") | (frame["ts"] < NOW - pd.Timedelta(days=1))])
+    store.upsert_sites([site_record(c) for c in configs])
+    store.close()
+    return path
+
+
+@pytest.fixture
+def fleet(history, tmp_path):
+    copy = tmp_path / "cloud.db"
+    copy.write_bytes(history.read_bytes())
+    store = SQLiteCloudStore(copy)
+    publisher = Recorder()
+    yield FleetDR(store, publisher, clock=lambda: NOW), publisher
+    store.close()
+
+
+def event(value: float = 3.0, signal: Signal = Signal.REDUCTION, start=START, end=END, sites=(), modification=0, id="e1"):
+    return DREvent(id, "test", start, end, signal, value, NOW, tuple(sites), modification)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (event(end=START), "at or before its start"),
+    (event(end=START + pd.Timedelta(hours=25)), "longer than"),
+    (event(value=math.nan), "not a finite number"),
+    (event(value=-1.0), "negative"),
+    (event(value=1.5, signal=Signal.LEVEL), "whole number 0 to 3"),
+    (event(sites=["site-0", "ghost"]), "unknown site 'ghost'"),
+])
+def test_a_malformed_event_is_declined_with_what_is_wrong(fleet, bad, reason):
+    dr, publisher = fleet
+    assert reason in malformed(bad, {"site-0", "site-1"})
+    answer = dr.decide(bad)
+    assert not answer.opt_in and answer.reason.startswith("malformed event") and not publisher.sent
+
+
+@pytest.mark.parametrize("start, reason", [
+    (NOW - pd.Timedelta(hours=3), "window ended"),
+    (NOW + pd.Timedelta(minutes=5), "too soon"),
+])
+def test_an_event_in_the_past_or_too_soon_is_declined(fleet, start, reason):
+    dr, _ = fleet
+    answer = dr.decide(event(start=start, end=start + pd.Timedelta(hours=2)))
+    assert not answer.opt_in and reason in answer.reason
+
+
+def test_an_event_for_silent_sites_only_is_declined_as_offline(fleet):
+    dr, _ = fleet
+    answer = dr.decide(event(sites=["site-3"]))
+    assert not answer.opt_in and "targeted sites are offline" in answer.reason
+
+
+def test_a_reduction_within_capability_is_planned_on_the_online_sites_only(fleet):
+    dr, publisher = fleet
+    answer = dr.decide(event(3.0))
+    assert answer.opt_in and answer.planned_kw == pytest.approx(3.0, rel=1e-3)
+    assert "site-3" not in publisher.sent and "1 left out" in answer.reason
+    schedule = publisher.sent["site-0"]
+    entries = schedule.entries
+    assert entries[0].ts == NOW and entries[0].power_kw == 0.0  # hold until the window
+    assert entries[-1].ts == END and entries[-1].power_kw is None  # then the battery's own rule
+    window = [e for e in entries if START <= e.ts < END]
+    assert len(window) == 8 and all(e.import_limit_kw is not None for e in window)
+
+
+def test_a_reduction_beyond_capability_is_declined_as_too_large(fleet):
+    dr, publisher = fleet
+    answer = dr.decide(event(500.0))
+    assert not answer.opt_in and "too large" in answer.reason and not publisher.sent
+
+
+def test_a_price_signal_is_planned_as_an_adder_and_level_0_asks_nothing(fleet):
+    dr, _ = fleet
+    priced = dr.decide(event(1.0, Signal.PRICE, id="price"))
+    assert priced.opt_in and priced.planned_kw > 0
+    calm = dr.decide(event(0.0, Signal.LEVEL, id="level"))
+    assert calm.opt_in and calm.planned_kw == 0.0
+
+
+def test_a_repeated_event_gets_the_stored_answer_and_a_modification_is_decided_again(fleet):
+    dr, publisher = fleet
+    first = dr.decide(event(3.0))
+    publisher.sent.clear()
+    assert dr.decide(event(3.0)) == first and not publisher.sent
+    larger = dr.decide(event(500.0, modification=1))
+    assert not larger.opt_in and sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+def test_cancelling_an_accepted_event_withdraws_its_schedules(fleet):
+    dr, publisher = fleet
+    dr.decide(event(3.0))
+    dr.cancel("e1", "test")
+    assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+    assert dr.delivery("e1", "test") is None
+
+
+def test_delivery_waits_for_the_window_to_pass(fleet):
+    dr, _ = fleet
+    dr.decide(event(3.0))
+    assert dr.delivery("e1", "test") is None
+
+
+@pytest.mark.parametrize("days, expected", [
+    ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0], np.mean([7.0, 8.0, 9.0, 10.0, 11.0])),  # the last 10, top 5
+    ([5.0, 1.0, 4.0, 2.0, 3.0], 3.0),
+    ([1.0, 2.0, 3.0, 4.0], None),  # fewer than 5 eligible days: no baseline
+])
+def test_high_5_of_10_takes_the_highest_5_of_the_latest_10_days(days, expected):
+    value = b.high_x_of_y(pd.Series(days, index=range(len(days))))
+    assert value == (None if expected is None else pytest.approx(expected))
+
+
+def test_the_forecast_baseline_averages_the_same_step_on_days_of_the_same_type():
+    lags = b.same_type_lags(pd.Timestamp("2024-07-16T01:00:00Z"), "America/Los_Angeles", 5)  # a Monday evening there
+    assert lags == [3, 4, 5, 6, 7]  # Fri to Mon, past the weekend
+    steps = pd.date_range("2024-07-10T01:00:00Z", periods=2, freq="15min")
+    table = pd.DataFrame({"a": [1.0, 2.0, 3.0, 5.0]}, index=list(steps - pd.Timedelta(days=1)) + list(steps - pd.Timedelta(days=2)))
+    assert b.same_step_mean(table, steps, ["a"], [1, 2]).tolist() == [[2.0, 3.5]]
