@@ -212,8 +212,8 @@ class LightGBMForecaster:
 
     With ``clear_sky_index`` (PV) a second set of quantile models learns the clear-sky
     index of the sun-up rows (:mod:`cloud.forecasting.clear_sky_index`), whose forecast is
-    that index times the clear-sky output, 0 with the sun down, and each quantile is the mean
-    of the two views' (kW and index). Index rows are weighted by their clear-sky output, so
+    that index times the clear-sky output, and each quantile is the mean of the two views'
+    (kW and index), 0 with the sun down. Index rows are weighted by their clear-sky output, so
     the pinball loss in index units is the pinball loss in kW: the fit minimises the error
     the forecast is judged on, not the error of dawn's noisy ratios. Why both views rather
     than the index alone: docs/decisions/0006-pv-clear-sky-index.md.
@@ -272,7 +272,10 @@ class LightGBMForecaster:
                 pred = csi.to_kw(pred, rows[dz.CLEARSKY_KW].to_numpy(dtype="float64"),
                                  rows[dz.DAYTIME].to_numpy(dtype=bool))
             views.append(pred)
-        low, mid, high = conformal.widen(np.mean(views, axis=0), self.band).T
+        pred = np.mean(views, axis=0)
+        if self.clear_sky_index:  # both views: PV with the sun down is 0, not a tree's small guess
+            pred[~rows[dz.DAYTIME].to_numpy(dtype=bool)] = 0.0
+        low, mid, high = conformal.widen(pred, self.band).T
         return _finish(mid, low, high, self.floor)
 
     def save(self, folder: Path) -> None:
