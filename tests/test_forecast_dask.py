@@ -9,7 +9,7 @@ import pytest
 from dask.distributed import get_task_stream
 
 from cloud.forecasting import design as dz
-from cloud.forecasting.models import LightGBMForecaster
+from cloud.forecasting.models import KW_VIEW, LightGBMForecaster
 from cloud.forecasting.targets import LOAD_KW
 from cloud.forecasting.training import TrainSettings, design_rows
 from cloud.forecasting.weather import SimulatedWeatherForecast
@@ -40,7 +40,7 @@ def test_a_cluster_trains_quantile_models_like_a_local_fit(cluster):
     workers = set(client.scheduler_info()["workers"])
     trained_on = [task["worker"] for task in stream.data if _task_name(task["key"]) == "_train_part"]
     assert 3 <= len(trained_on) <= 3 * len(workers) and set(trained_on) <= workers
-    assert [b.num_trees() for b in remote.boosters] == [15, 15, 15]
+    assert [b.num_trees() for b in remote.boosters[KW_VIEW]] == [15, 15, 15]
     pred_remote, pred_local = remote.predict(rows), local.predict(rows)
     assert np.all(np.diff(pred_remote, axis=1) >= 0)
     # two workers each grow trees from their half of the rows: close to, not equal to, one fit

@@ -37,10 +37,11 @@ def _rows_at(history, target, tau, weather=None):
     return dz.design_matrix(history, target, np.array([position]), HORIZON, weather or SimulatedWeatherForecast())
 
 
+@pytest.mark.parametrize("issued", ["2024-04-10 06:00", "2024-04-10 15:00"])  # night, and mid-morning at the site
 @pytest.mark.parametrize("target", list(TARGET_COLUMNS))
-def test_changing_everything_after_issue_time_changes_no_feature(one_site, target):
+def test_changing_everything_after_issue_time_changes_no_feature(one_site, target, issued):
     configs, readings, history = one_site
-    tau = pd.Timestamp("2024-04-10 06:00", tz="UTC")
+    tau = pd.Timestamp(issued, tz="UTC")
     before = _rows_at(history, target, tau)
     future = readings[dd.TS] > tau
     scrambled = readings.copy()
@@ -52,6 +53,8 @@ def test_changing_everything_after_issue_time_changes_no_feature(one_site, targe
     features = list(dz.FEATURES)
     pd.testing.assert_frame_equal(before[features], after[features])
     assert not np.allclose(before[dz.Y], after[dz.Y])  # the truth did change: the test has teeth
+    if issued.endswith("15:00"):  # the sun is up: the last hours' PV clearness is a number, not NaN
+        assert before[[dz.KT_LAST_HOUR, dz.KT_LAST_3H]].notna().all().all()
 
 
 def test_lags_are_the_newest_past_same_time_of_day(one_site):

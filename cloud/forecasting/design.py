@@ -23,16 +23,22 @@ import pandas as pd
 
 from cloud.feature_engineering import calendar as cal
 from cloud.feature_engineering.market import tou_name
-from cloud.feature_engineering.physics import NIGHT_SHARE, solar_config
+from cloud.feature_engineering.physics import solar_config
 from cloud.feature_engineering.resample import resample_site
+from cloud.forecasting import clear_sky_index as csi
 from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
 #: Bump when a feature is added, removed or computed differently; saved models record it.
-DESIGN_VERSION = "fc1"
+DESIGN_VERSION = "fc2"
 PROFILE_DAYS = 7
+#: Days of PV clear-sky index at the same time of day behind the seasonal features: long
+#: enough for a median that one cloudy spell does not move, short enough to follow the season.
+SEASON_DAYS = 28
+#: Days of readings a forecast needs before its issue time (lags, profiles, slack).
+HISTORY_DAYS = SEASON_DAYS + 2
 
 # Row identity and truth, kept beside the features.
 ISSUED_AT, TARGET_TS, HORIZON_STEPS, Y, DAYTIME, CAPACITY = (
@@ -47,6 +53,13 @@ LAG_DAY, LAG_WEEK, PROFILE, LAST, MEAN_LAST_DAY, MAX_LAST_DAY, CLEARNESS_LAST_DA
 CLEARSKY_KW, CLEARSKY_FORECAST_KW, TEMP_FORECAST, KT_FORECAST = (
     "clearsky_kw", "clearsky_forecast_kw", "temp_forecast_celsius", "clear_sky_index_forecast",
 )
+# The PV clear-sky index (cloud.forecasting.clear_sky_index) at the target's time of day on
+# past days, and over the last hours before issue.
+KT_LAG_DAY, KT_MEDIAN_WEEK, KT_MEDIAN_SEASON, KT_HIGH_SEASON, KT_LAST_HOUR, KT_LAST_3H = (
+    "pv_index_same_time_last_day", "pv_index_median_7d", "pv_index_median_28d", "pv_index_p80_28d",
+    "pv_clearness_last_hour", "pv_clearness_last_3h",
+)
+PV_INDEX: tuple[str, ...] = (KT_LAG_DAY, KT_MEDIAN_WEEK, KT_MEDIAN_SEASON, KT_HIGH_SEASON, KT_LAST_HOUR, KT_LAST_3H)
 STATIC: tuple[str, ...] = (CAPACITY, "tilt_degrees", "azimuth_sin", "azimuth_cos", "battery_capacity_kwh",
                            "has_ev", "latitude", "longitude")
 CALENDAR: tuple[str, ...] = (cal.HOUR_SIN, cal.HOUR_COS, cal.DOW_SIN, cal.DOW_COS, cal.DOY_SIN, cal.DOY_COS,
@@ -54,7 +67,7 @@ CALENDAR: tuple[str, ...] = (cal.HOUR_SIN, cal.HOUR_COS, cal.DOW_SIN, cal.DOW_CO
 TOU: tuple[str, ...] = tuple(tou_name(p) for p in dd.TOU_PERIODS)
 FEATURES: tuple[str, ...] = (
     "horizon_hours", *CALENDAR, CLEARSKY_KW, CLEARSKY_FORECAST_KW, TEMP_FORECAST, KT_FORECAST, *TOU,
-    LAG_DAY, LAG_WEEK, PROFILE, LAST, MEAN_LAST_DAY, MAX_LAST_DAY, CLEARNESS_LAST_DAY, *STATIC,
+    LAG_DAY, LAG_WEEK, PROFILE, LAST, MEAN_LAST_DAY, MAX_LAST_DAY, CLEARNESS_LAST_DAY, *PV_INDEX, *STATIC,
 )
 
 
@@ -100,10 +113,12 @@ def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, hori
     j = rows_i + h
     index = grid.index.append(pd.date_range(grid.index[-1] + history.step, periods=horizon_steps, freq=history.step))
     y = _padded(grid, TARGET_COLUMNS[target], horizon_steps)
+    inverter_kw = solar_config(history.site).inverter_limit_kw
     clear = clearsky_ac_kw(solar_config(history.site), index)
+    up = csi.sun_up(clear, inverter_kw)
     out: dict[str, Any] = {dd.DEVICE_ID: np.full(len(j), history.device_id, dtype=object),
                            ISSUED_AT: index[rows_i], TARGET_TS: index[j], HORIZON_STEPS: h, Y: y[j]}
-    out[DAYTIME] = clear[j] > NIGHT_SHARE * max(solar_config(history.site).inverter_limit_kw, 1e-9)
+    out[DAYTIME] = up[j]
     out["horizon_hours"] = h * history.step / pd.Timedelta(hours=1)
     calendar = cal.calendar_features(index, history.site.get("timezone") or "UTC", history.site.get("country"))
     out.update({name: calendar[name].to_numpy()[j] for name in CALENDAR})
@@ -112,7 +127,9 @@ def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, hori
     out[CLEARSKY_FORECAST_KW] = clear[j] * seen[CLEAR_SKY_INDEX].to_numpy()
     out.update(_tou(grid, j - PROFILE_DAYS * per_day * np.ceil(h / (PROFILE_DAYS * per_day)).astype(int)))
     out.update(_own_past(y, rows_i, h, per_day))
-    out[CLEARNESS_LAST_DAY] = _clearness(grid, clear, rows_i, per_day, horizon_steps)
+    pv = _padded(grid, dd.SOLAR_KW, horizon_steps)
+    out[CLEARNESS_LAST_DAY] = _clearness(pv, clear, rows_i, per_day, 0.0)
+    out.update(_pv_index(pv, clear, up, rows_i, h, per_day, inverter_kw))
     out.update(_static(history.site, len(j)))
     frame = pd.DataFrame(out)
     return frame[[*META, *FEATURES]]
@@ -149,16 +166,37 @@ def _rolling_max(y: np.ndarray, window: int) -> np.ndarray:
     return pd.Series(y).rolling(window, min_periods=1).max().to_numpy()
 
 
-def _clearness(grid: pd.DataFrame, clear: np.ndarray, i: np.ndarray, per_day: int, extra: int) -> np.ndarray:
-    """Measured PV over clear-sky PV across the day before issue: how cloudy it has been."""
-    pv = _padded(grid, dd.SOLAR_KW, extra)
+def _clearness(pv: np.ndarray, clear: np.ndarray, i: np.ndarray, window: int, least_kw: float) -> np.ndarray:
+    """Measured PV over clear-sky PV across the ``window`` steps up to issue: how cloudy it
+    has been. NaN where the clear-sky output over the measured steps averages ``least_kw``
+    or less (the sun too low for the ratio to mean anything)."""
     ok = np.isfinite(pv)
     pv_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, pv, 0.0))])
     clear_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, clear, 0.0))])
-    start = np.clip(i + 1 - per_day, 0, None)
+    counts = np.concatenate([[0], np.cumsum(ok)])
+    start = np.clip(i + 1 - window, 0, None)
     expected = clear_sums[i + 1] - clear_sums[start]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(expected > 0, (pv_sums[i + 1] - pv_sums[start]) / expected, np.nan)
+        return np.where(expected > least_kw * (counts[i + 1] - counts[start]),
+                        (pv_sums[i + 1] - pv_sums[start]) / expected, np.nan)
+
+
+def _pv_index(pv: np.ndarray, clear: np.ndarray, up: np.ndarray, i: np.ndarray, h: np.ndarray, per_day: int,
+              inverter_kw: float) -> dict[str, np.ndarray]:
+    """The clear-sky index at the target's time of day on the newest past day, its median over
+    the last week and its median and 80th percentile over the last :data:`SEASON_DAYS` (what
+    this time of day usually looks like now, and on its clear days, shading included), and
+    the clearness of the last hour and three hours before issue."""
+    index = csi.index_of(pv, clear, up)
+    same_time = i + h - np.ceil(h / per_day).astype(int) * per_day  # the newest past day, as for LAG_DAY
+    week = csi.same_time_quantiles(index, per_day, PROFILE_DAYS, (0.5,))[0]
+    season = csi.same_time_quantiles(index, per_day, SEASON_DAYS, (0.5, 0.8))
+    least_kw = csi.NIGHT_SHARE * max(inverter_kw, 1e-9)
+    steps_per_hour = max(1, per_day // 24)
+    return {KT_LAG_DAY: _at(index, same_time), KT_MEDIAN_WEEK: _at(week, same_time),
+            KT_MEDIAN_SEASON: _at(season[0], same_time), KT_HIGH_SEASON: _at(season[1], same_time),
+            KT_LAST_HOUR: _clearness(pv, clear, i, steps_per_hour, least_kw),
+            KT_LAST_3H: _clearness(pv, clear, i, 3 * steps_per_hour, least_kw)}
 
 
 def _tou(grid: pd.DataFrame, positions: np.ndarray) -> dict[str, np.ndarray]:

@@ -27,8 +27,9 @@ def connect(address: str, timeout_s: float = 10.0):
                                    "start one with `dask scheduler` or drop --scheduler to train locally") from None
 
 
-def fit_dask(client, params: dict[str, Any], X: np.ndarray, y: np.ndarray):
-    """A fitted local ``LGBMRegressor`` trained across the cluster's workers."""
+def fit_dask(client, params: dict[str, Any], X: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
+    """A fitted local ``LGBMRegressor`` trained across the cluster's workers (each row
+    weighted by ``weight`` when given)."""
     import dask.array as da
     from lightgbm import DaskLGBMRegressor
 
@@ -36,9 +37,10 @@ def fit_dask(client, params: dict[str, Any], X: np.ndarray, y: np.ndarray):
     rows = max(1, math.ceil(len(X) / workers))
     dX = da.from_array(X, chunks=(rows, X.shape[1]))
     dy = da.from_array(y, chunks=rows)
+    dw = None if weight is None else da.from_array(np.asarray(weight, dtype="float64"), chunks=rows)
     params = {k: v for k, v in params.items() if k != "n_jobs"}
     with warnings.catch_warnings():
         # Each worker uses the threads the cluster gave it; LightGBM says so about n_jobs even
         # when it is left at its default.
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-        return DaskLGBMRegressor(client=client, **params).fit(dX, dy).to_local()
+        return DaskLGBMRegressor(client=client, **params).fit(dX, dy, sample_weight=dw).to_local()

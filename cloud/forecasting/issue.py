@@ -28,7 +28,7 @@ from der_core import der_data as dd
 from der_core.errors import UsageError
 
 TARGET_TS = dz.TARGET_TS
-HISTORY = pd.Timedelta(days=dz.PROFILE_DAYS + 2)  # a week of same-time lags, the day before, slack
+HISTORY = pd.Timedelta(days=dz.HISTORY_DAYS)
 
 
 def quantile_columns(target: str) -> tuple[str, str, str]:

@@ -25,6 +25,8 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cloud.forecasting import clear_sky_index as csi
+from cloud.forecasting import conformal
 from cloud.forecasting import design as dz
 
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -206,48 +208,101 @@ def threads_for(rows: int, most: int = N_JOBS, idle: Callable[[], float] | None 
 
 
 class LightGBMForecaster:
-    """One global gradient-boosted model per quantile (P10, P50, P90) across every site."""
+    """Global gradient-boosted models per quantile (P10, P50, P90) across every site.
+
+    With ``clear_sky_index`` (PV) a second set of quantile models learns the clear-sky
+    index of the sun-up rows (:mod:`cloud.forecasting.clear_sky_index`), whose forecast is
+    that index times the clear-sky output, and each quantile is the mean of the two views'
+    (kW and index), 0 with the sun down. Index rows are weighted by their clear-sky output, so
+    the pinball loss in index units is the pinball loss in kW: the fit minimises the error
+    the forecast is judged on, not the error of dawn's noisy ratios. Why both views rather
+    than the index alone: docs/decisions/0008-pv-clear-sky-index.md.
+
+    ``band`` (from :func:`cloud.forecasting.conformal.band_offsets`) widens or narrows
+    P10-P90 by what a calibration slice measured; P50 is never moved."""
 
     kind: ClassVar[str] = "lightgbm"
 
-    def __init__(self, floor: float | None = None, params: dict[str, Any] | None = None):
+    def __init__(self, floor: float | None = None, params: dict[str, Any] | None = None,
+                 clear_sky_index: bool = False):
         self.floor = floor
         self.params = {**LGBM_PARAMS, **(params or {})}
-        self.boosters: list[lgb.Booster] = []
+        self.clear_sky_index = clear_sky_index
+        self.boosters: dict[str, list[lgb.Booster]] = {}
+        self.band = conformal.NO_BAND
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return (KW_VIEW, INDEX_VIEW) if self.clear_sky_index else (KW_VIEW,)
 
     def fit(self, rows: pd.DataFrame, y: np.ndarray, client=None) -> LightGBMForecaster:
-        X = rows[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True)
-        self.boosters = []
+        y = np.asarray(y, dtype="float64")
+        self.boosters = {}
+        for view in self.views:
+            part, target, weight = rows, y, None
+            if view == INDEX_VIEW:
+                up = rows[dz.DAYTIME].to_numpy(dtype=bool)
+                clear = rows[dz.CLEARSKY_KW].to_numpy(dtype="float64")
+                part, target, weight = rows[up], csi.index_of(y[up], clear[up], True), clear[up]
+            self.boosters[view] = self._fit_quantiles(part[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True),
+                                                      target, weight, client)
+        return self
+
+    def _fit_quantiles(self, X: np.ndarray, y: np.ndarray, weight: np.ndarray | None, client) -> list[lgb.Booster]:
+        boosters = []
         threads = threads_for(len(X), self.params["n_jobs"], idle_cores)
         for q in QUANTILES:
             params = {**self.params, "objective": "quantile", "alpha": q, "n_jobs": threads}
             if client is None:
-                model = lgb.LGBMRegressor(**params).fit(X, y)
+                model = lgb.LGBMRegressor(**params).fit(X, y, sample_weight=weight)
             else:
                 from cloud.forecasting.distributed import fit_dask
 
-                model = fit_dask(client, params, X, np.asarray(y, dtype="float64"))
-            self.boosters.append(model.booster_)
-        return self
+                model = fit_dask(client, params, X, y, weight)
+            boosters.append(model.booster_)
+        return boosters
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         X = rows[list(dz.FEATURES)].to_numpy(dtype="float64", copy=True)
-        low, mid, high = (b.predict(X, num_threads=threads_for(len(X), self.params["n_jobs"])) for b in self.boosters)
+        threads = threads_for(len(X), self.params["n_jobs"])
+        views = []
+        for view, boosters in self.boosters.items():
+            pred = np.column_stack([b.predict(X, num_threads=threads) for b in boosters])
+            if view == INDEX_VIEW:
+                pred = csi.to_kw(pred, rows[dz.CLEARSKY_KW].to_numpy(dtype="float64"),
+                                 rows[dz.DAYTIME].to_numpy(dtype=bool))
+            views.append(pred)
+        pred = np.mean(views, axis=0)
+        if self.clear_sky_index:  # both views: PV with the sun down is 0, not a tree's small guess
+            pred[~rows[dz.DAYTIME].to_numpy(dtype=bool)] = 0.0
+        low, mid, high = conformal.widen(pred, self.band).T
         return _finish(mid, low, high, self.floor)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        for q, booster in zip(QUANTILES, self.boosters):
-            booster.save_model(str(folder / f"p{round(q * 100):02d}.txt"))
-        (folder / "model.json").write_text(json.dumps({"kind": self.kind, "floor": self.floor,
-                                                        "params": self.params, "features": list(dz.FEATURES)}, indent=1))
+        for view, boosters in self.boosters.items():
+            for q, booster in zip(QUANTILES, boosters):
+                booster.save_model(str(folder / _booster_file(view, q)))
+        (folder / "model.json").write_text(json.dumps({"kind": self.kind, "floor": self.floor, "params": self.params,
+                                                        "clear_sky_index": self.clear_sky_index,
+                                                        "band": list(self.band), "features": list(dz.FEATURES)},
+                                                       indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> LightGBMForecaster:
         meta = json.loads((folder / "model.json").read_text())
-        model = cls(meta["floor"], meta["params"])
-        model.boosters = [lgb.Booster(model_file=str(folder / f"p{round(q * 100):02d}.txt")) for q in QUANTILES]
+        model = cls(meta["floor"], meta["params"], meta.get("clear_sky_index", False))
+        model.band = conformal.Band(*meta.get("band", conformal.NO_BAND))
+        model.boosters = {view: [lgb.Booster(model_file=str(folder / _booster_file(view, q))) for q in QUANTILES]
+                          for view in model.views}
         return model
+
+
+KW_VIEW, INDEX_VIEW = "kw", "clear_sky_index"
+
+
+def _booster_file(view: str, q: float) -> str:
+    return f"p{round(q * 100):02d}.txt" if view == KW_VIEW else f"{view}_p{round(q * 100):02d}.txt"
 
 
 #: Every model kind, by the name the registry and the CLI use.

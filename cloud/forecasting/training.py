@@ -4,7 +4,9 @@ Rows are split in time: the newest ``test_size`` share of issue times is the tes
 training rows whose target instant reaches into it are dropped, so no training truth overlaps
 a test forecast. A rolling-origin backtest repeats the split at earlier origins (expanding
 window) for LightGBM's median and the seasonal-naive reference, to show the test result is
-not one lucky fortnight.
+not one lucky fortnight. LightGBM's P10-P90 band is calibrated the same way inside the
+training rows (:func:`fit_primary`): the newest ``calibration_size`` of them scores a model
+fitted on the rest.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloud.forecasting import conformal
 from cloud.forecasting import design as dz
 from cloud.forecasting.metrics import score
 from cloud.forecasting.models import (
     MODELS,
     PRIMARY,
+    QUANTILES,
     REFERENCE,
     Forecaster,
     LightGBMForecaster,
@@ -54,10 +58,13 @@ class TrainSettings:
     backtest_folds: int = 2
     models: tuple[str, ...] = tuple(MODELS)
     lgbm_params: dict[str, Any] = field(default_factory=dict)
+    calibration_size: float = 0.2  # share of training issue times that calibrates the band; 0: none
 
     def __post_init__(self) -> None:
         if not 0 < self.test_size < 1:
             raise ValueError(f"test size {self.test_size}: expected a fraction between 0 and 1")
+        if not 0 <= self.calibration_size < 1:
+            raise ValueError(f"calibration size {self.calibration_size}: expected a fraction from 0 to below 1")
 
 
 @dataclass
@@ -99,14 +106,43 @@ def time_split(rows: pd.DataFrame, test_size: float) -> tuple[np.ndarray, np.nda
     return train, test, cutoff
 
 
+def judged(rows: pd.DataFrame, target: str) -> np.ndarray:
+    """The rows a target's forecasts are judged on: daytime for PV (night is trivially right)."""
+    return rows[dz.DAYTIME].to_numpy(dtype=bool) if target == SOLAR_KW else np.ones(len(rows), dtype=bool)
+
+
+def fit_primary(rows: pd.DataFrame, target: str, lgbm_params: dict[str, Any], client=None,
+                calibration_size: float = 0.0) -> LightGBMForecaster:
+    """LightGBM fitted on every row; with ``calibration_size``, its P10-P90 band calibrated
+    (:mod:`cloud.forecasting.conformal`) on the judged rows issued in the newest
+    ``calibration_size`` of issue times, by a model fitted on the rows whose truths precede
+    them (:func:`time_split` within ``rows``)."""
+    y = rows[dz.Y].to_numpy(dtype="float64")
+
+    def new() -> LightGBMForecaster:
+        return LightGBMForecaster(0.0 if target in NON_NEGATIVE else None, lgbm_params,
+                                  clear_sky_index=target == SOLAR_KW)
+
+    model = new().fit(rows, y, client=client)
+    if calibration_size > 0 and rows[dz.ISSUED_AT].nunique() > 1:
+        before, later, _ = time_split(rows, calibration_size)
+        if before.any() and later.any():
+            probe = new().fit(rows[before], y[before], client=client)
+            sliced = rows[later]
+            seen = judged(sliced, target)
+            model.band = conformal.band_offsets(probe.predict(sliced)[seen], y[later][seen],
+                                                QUANTILES[0], 1.0 - QUANTILES[-1])
+    return model
+
+
 def fit_models(rows: pd.DataFrame, target: str, kinds: Sequence[str], lgbm_params: dict[str, Any],
-               client=None) -> dict[str, Forecaster]:
+               client=None, calibration_size: float = 0.0) -> dict[str, Forecaster]:
     floor = 0.0 if target in NON_NEGATIVE else None
     y = rows[dz.Y].to_numpy(dtype="float64")
     models: dict[str, Forecaster] = {}
     for kind in progress(kinds, total=len(kinds), desc=f"train {target}", unit="model"):
         if kind == PRIMARY:
-            models[kind] = LightGBMForecaster(floor, lgbm_params).fit(rows, y, client=client)
+            models[kind] = fit_primary(rows, target, lgbm_params, client, calibration_size)
         else:
             models[kind] = MODELS[kind](floor).fit(rows, y)
     return models
@@ -127,7 +163,7 @@ def evaluate(models: dict[str, Forecaster], rows: pd.DataFrame, target: str) -> 
             scored[f"{kind}_{name}"] = pred[:, k]
         metrics[kind] = {"all_hours": score(y, pred, hours, reference, capacity)}
         if target == SOLAR_KW:
-            day = rows[dz.DAYTIME].to_numpy(dtype=bool)
+            day = judged(rows, target)
             metrics[kind]["daytime"] = score(y[day], pred[day], hours[day],
                                              None if reference is None else reference[day], capacity[day])
     return metrics, scored
@@ -145,7 +181,8 @@ def backtest(rows: pd.DataFrame, target: str, settings: TrainSettings, client=No
         origin, end = pd.Timestamp(issues[start]), pd.Timestamp(issues[start + block])
         train = (rows[dz.TARGET_TS] <= origin).to_numpy()
         test = ((rows[dz.ISSUED_AT] >= origin) & (rows[dz.ISSUED_AT] < end)).to_numpy()
-        models = fit_models(rows[train], target, [REFERENCE, PRIMARY], settings.lgbm_params, client)
+        models = fit_models(rows[train], target, [REFERENCE, PRIMARY], settings.lgbm_params, client,
+                            settings.calibration_size)
         metrics, _ = evaluate(models, rows[test].reset_index(drop=True), target)
         key = "daytime" if target == SOLAR_KW else "all_hours"
         folds.append({"origin": origin.isoformat(), "end": end.isoformat(),
@@ -160,7 +197,7 @@ def train_target(histories: Sequence[dz.SiteHistory], target: str, settings: Tra
     train, test, cutoff = time_split(rows, settings.test_size)
     if not train.any() or not test.any():
         raise NotEnoughData(f"{target}: the time split left no training or no test rows")
-    models = fit_models(rows[train], target, settings.models, settings.lgbm_params, client)
+    models = fit_models(rows[train], target, settings.models, settings.lgbm_params, client, settings.calibration_size)
     metrics, scored = evaluate(models, rows[test].reset_index(drop=True), target)
     metrics["backtest"] = backtest(rows, target, settings, client) if PRIMARY in models else []
     ranges = rows[train][dz.TARGET_TS], rows[test][dz.TARGET_TS]

@@ -1,0 +1,57 @@
+"""The clear-sky index of PV: measured output over the declared array's clear-sky output.
+
+A day-ahead PV forecast without a weather forecast cannot know tomorrow's clouds; what it
+can know is the sun (clear-sky output, exact) and how cloudy this time of day has been
+lately. Working in the index separates the two: the index is near 1 under a clear sky at
+any season, hour or array size, so recent days at the same time of day, and the same
+season's days, are directly comparable, and a forecast of the index times the clear-sky
+output is a forecast in kW that is exactly 0 while the sun is down.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE
+
+
+def sun_up(clear_kw: np.ndarray, inverter_kw: float) -> np.ndarray:
+    """Where the clear-sky output reaches ``NIGHT_SHARE`` of the AC limit: below it the
+    index is a division by almost nothing, and the output too small to matter."""
+    return np.asarray(clear_kw, dtype="float64") > NIGHT_SHARE * max(inverter_kw, 1e-9)
+
+
+def index_of(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Measured over clear-sky output within ``[0, MAX_RATIO]``; NaN with the sun down or the
+    reading missing."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.asarray(pv_kw, dtype="float64") / np.asarray(clear_kw, dtype="float64")
+    return np.where(up, np.clip(ratio, 0.0, MAX_RATIO), np.nan)
+
+
+def same_time_quantiles(index: np.ndarray, per_day: int, days: int, levels: tuple[float, ...]) -> np.ndarray:
+    """For each position ``p``, the quantiles ``levels`` of ``index[p - k * per_day]`` over
+    ``k = 0 .. days - 1`` (missing days left out; NaN where none is known): shape
+    ``(len(levels), len(index))``. Position ``p`` itself and earlier ones only, so a
+    feature read at a position at or before the issue time sees nothing later."""
+    n = len(index)
+    stack = np.full((days, n), np.nan)
+    for k in range(days):
+        shift = k * per_day
+        if shift < n:
+            stack[k, shift:] = index[: n - shift]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as meant
+        return np.nanquantile(stack, levels, axis=0)
+
+
+def to_kw(index: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """An index forecast back in kW: index times clear-sky output, 0 with the sun down."""
+    index = np.asarray(index, dtype="float64")
+    clear = np.asarray(clear_kw, dtype="float64")
+    up = np.asarray(up, dtype=bool)
+    if index.ndim == 2:
+        clear, up = clear[:, None], up[:, None]
+    return np.where(up, np.clip(index, 0.0, MAX_RATIO) * clear, 0.0)

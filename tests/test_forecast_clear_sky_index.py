@@ -1,0 +1,78 @@
+"""PV in clear-sky index units: 0 at night, back to kW exactly, and features from the past only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.feature_engineering.physics import MAX_RATIO, solar_config
+from cloud.forecasting import clear_sky_index as csi
+from cloud.forecasting import conformal
+from cloud.forecasting import design as dz
+from cloud.forecasting.models import LightGBMForecaster
+from cloud.forecasting.targets import SOLAR_KW
+from cloud.forecasting.weather import NoWeatherForecast
+from der_core import der_data as dd
+from der_physics.solar import clearsky_ac_kw
+from tests.forecast_helpers import fleet, histories
+
+
+def test_index_and_back_is_the_measured_output_by_day_and_zero_at_night():
+    clear = np.array([0.0, 0.005, 0.5, 2.0, 3.0])
+    up = csi.sun_up(clear, inverter_kw=3.0)
+    measured = np.array([0.01, 0.004, 0.4, 1.0, 3.3])
+    index = csi.index_of(measured, clear, up)
+    assert up.tolist() == [False, False, True, True, True]
+    assert np.isnan(index[:2]).all()
+    np.testing.assert_allclose(csi.to_kw(index, clear, up), [0.0, 0.0, 0.4, 1.0, 3.3])
+    assert csi.to_kw(np.full((5, 3), 1.0), clear, up)[:2].tolist() == [[0.0] * 3] * 2
+    assert csi.index_of(np.array([100.0]), np.array([1.0]), np.array([True]))[0] == MAX_RATIO
+
+
+def test_same_time_quantiles_read_only_the_same_position_on_earlier_days():
+    per_day, days = 4, 3
+    index = np.arange(5 * per_day, dtype="float64")
+    median = csi.same_time_quantiles(index, per_day, days, (0.5,))[0]
+    assert median[13] == 9.0  # positions 13, 9, 5
+    assert np.isnan(csi.same_time_quantiles(np.full(8, np.nan), per_day, days, (0.5,))).all()
+    changed = index.copy()
+    changed[14:] = -1.0  # the future of position 13
+    assert csi.same_time_quantiles(changed, per_day, days, (0.5,))[0][13] == 9.0
+
+
+@pytest.fixture(scope="module")
+def pv_rows():
+    history = histories(*fleet(1, 20, seed=8))[0]
+    positions = dz.issue_positions(history, pd.Timedelta(hours=12), 96)
+    rows = dz.design_matrix(history, SOLAR_KW, positions, 96, NoWeatherForecast())
+    return history, rows[np.isfinite(rows[dz.Y])].reset_index(drop=True)
+
+
+def test_the_index_features_describe_the_past_days_at_the_targets_time_of_day(pv_rows):
+    history, rows = pv_rows
+    row = rows[rows[dz.DAYTIME] & (rows[dz.HORIZON_STEPS] == 48)].iloc[-1]
+    then = row[dz.TARGET_TS] - pd.Timedelta(days=1)
+    clear_then = clearsky_ac_kw(solar_config(history.site), pd.DatetimeIndex([then]))[0]
+    assert row[dz.KT_LAG_DAY] == pytest.approx(min(history.grid[dd.SOLAR_KW][then] / clear_then, MAX_RATIO))
+    assert 0.0 <= row[dz.KT_MEDIAN_SEASON] <= row[dz.KT_HIGH_SEASON] <= MAX_RATIO
+    assert rows.loc[~rows[dz.DAYTIME], dz.KT_LAG_DAY].isna().mean() > 0.5  # sun down yesterday: no index
+
+
+def test_the_pv_model_forecasts_zero_with_the_sun_down(pv_rows):
+    _, rows = pv_rows
+    model = LightGBMForecaster(0.0, {"n_estimators": 5, "n_jobs": 1}, clear_sky_index=True)
+    pred = model.fit(rows, rows[dz.Y].to_numpy(dtype="float64")).predict(rows)
+    night = ~rows[dz.DAYTIME].to_numpy(dtype=bool)
+    assert night.any() and (pred[night] == 0.0).all()
+    assert (pred[~night, 1] > 0).mean() > 0.9
+
+
+def test_a_saved_pv_model_with_its_band_predicts_the_same_after_loading(pv_rows, tmp_path):
+    _, rows = pv_rows
+    model = LightGBMForecaster(0.0, {"n_estimators": 5, "n_jobs": 1}, clear_sky_index=True)
+    model.fit(rows, rows[dz.Y].to_numpy(dtype="float64")).band = conformal.Band(0.3, -0.1)
+    model.save(tmp_path)
+    back = LightGBMForecaster.load(tmp_path)
+    assert back.band == model.band and back.views == model.views
+    np.testing.assert_array_equal(back.predict(rows), model.predict(rows))
