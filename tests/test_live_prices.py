@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cloud.live.http import MalformedResponse, RetryPolicy, SourceRefused, SourceUnavailable
-from cloud.live.prices import HttpSettings, fetch_prices, price_source, published_prices
+from cloud.live.prices import HttpSettings, fetch_prices, price_forecast, price_source, published_prices
 from cloud.live.prices.awattar import Awattar
 from cloud.live.prices.comed import ComedRealTime
 from cloud.live.prices.entsoe import EntsoeDayAhead
@@ -435,3 +435,25 @@ def test_prices_fetched_from_a_service_are_known_only_from_their_publication(fak
     before = published_prices(store, "entsoe", "DE_LU", utc("2026-03-28T11:59"), instants, step)
     after = published_prices(store, "entsoe", "DE_LU", utc("2026-03-28T12:00"), instants, step)
     assert before.isna().all() and len(after) == 23 and (after == 0.04).all()
+
+
+def test_past_the_publications_the_forecast_is_the_same_local_hours_mean_of_the_last_week(store):
+    """Berlin's hours: a week of days published the day before at noon, each day's price its
+    local hour plus the day's number; past the last day, each hour's mean over the seven."""
+    zone = "Europe/Berlin"
+    first = pd.Timestamp("2026-06-01", tz=zone)
+    for day in range(8):
+        local = pd.date_range(first + pd.Timedelta(days=day), periods=24, freq="h")
+        store.upsert_frame(s.PRICES, publication((local[0] - pd.Timedelta(hours=12)).tz_convert(UTC),
+                                                 local.tz_convert(UTC), local.hour + 0.01 * day))
+    at = (first + pd.Timedelta(days=7, hours=13)).tz_convert(UTC)  # day 7 known, day 8 not yet published
+    step = pd.Timedelta(hours=1)
+    instants = pd.date_range(at + step, periods=36, freq="h")
+    forecast = price_forecast(store, "http", "x", at, instants, step, zone)
+    hours = (instants - step).tz_convert(zone).hour
+    published = instants <= (first + pd.Timedelta(days=8)).tz_convert(UTC)
+    np.testing.assert_allclose(forecast[published], hours[published] + 0.07)  # day 7's own prices
+    np.testing.assert_allclose(forecast[~published], hours[~published] + 0.04)  # days 1 to 7: mean 0.04
+    # Nothing known at all: NaN, as published_prices.
+    before = (first - pd.Timedelta(hours=13)).tz_convert(UTC)  # before day 0 was published
+    assert price_forecast(store, "http", "x", before, instants, step, zone).isna().all()
