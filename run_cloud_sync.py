@@ -86,7 +86,9 @@ def declared_site_of(args):
         return None
     if args.once or args.continuous:
         raise UsageError("--site declares a site; run it alone or with --import FILE, not with --once or --continuous")
-    site = load_site_file(args.site)
+    from cloud.live.inputs import check_declaration  # its price source's adapter: only with --site
+
+    site = check_declaration(load_site_file(args.site))
     if args.device_id and args.device_id != site.device_id:
         raise UsageError(f"--device-id {args.device_id} differs from the site file's device_id {site.device_id}")
     args.device_id = site.device_id

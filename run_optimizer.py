@@ -11,7 +11,7 @@ import pandas as pd
 
 from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest
 from cloud.evaluation.recorded import recorded_series, run_recorded_backtest, with_battery
-from cloud.forecasting.settings import settings_from
+from cloud.live.inputs import stored_site_inputs
 from cloud.evaluation.report import metrics, write_report
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.decision import Execution
@@ -178,7 +178,7 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
         config = with_battery(site.config, args.battery_kwh, args.battery_kw)
         recorded = recorded_series(store, args.device_id, settings.step)
         return run_recorded_backtest(config, recorded, settings, args.days, progress, store,
-                                     settings_from().recorded_weather())
+                                     stored_site_inputs(store, args.device_id))
     finally:
         store.close()
 

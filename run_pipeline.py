@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The whole chain on embedded defaults: simulate a few homes' recent history, sync it to the
 cloud store, engineer features, train (or reuse) forecasters, plan each site's next 24 h and
-print what to do when. --continuous keeps every job running on its production schedule."""
+print what to do when. --site FILE (repeatable) runs the chain for real sites instead: declare
+them, fetch their weather and prices, features, forecasts and plans, simulating nothing.
+--continuous keeps every job running on its production schedule."""
 
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ def build_parser() -> ArgumentParser:
                         help=f"seconds between readings (default {ps.DEFAULT_INTERVAL_S})")
     parser.add_argument("--seed", type=arg_type(int, "a whole number"), default=ps.DEFAULT_SEED,
                         help="the simulated homes' seed (same seed, same homes)")
+    parser.add_argument("--site", metavar="FILE", action="append", default=[],
+                        help="a real site's file (repeatable): declare it, fetch its weather and prices and plan it "
+                             "instead of simulated homes (readings from run_cloud_sync.py --import or a gateway)")
     parser.add_argument("--cloud-db", choices=("sqlite", "postgres", "supabase"),
                         help="cloud store (default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, else SQLite)")
     add_common_flags(parser)
@@ -63,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, quiet=not args.verbose and not args.continuous)
     settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
-                                 seed=args.seed, backend=args.cloud_db)
+                                 seed=args.seed, backend=args.cloud_db, site_files=args.site)
     if args.status:
         return show_status(settings)
     default_store = settings.cloud.backend != "sqlite" or settings.cloud.sqlite_path == DEFAULT_CLOUD_DB

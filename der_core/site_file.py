@@ -11,7 +11,8 @@ fields refused, one line per error, as :mod:`der_core.config`):
      "battery": {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5,
                  "round_trip_efficiency": 0.9, "min_soc": 10, "max_soc": 90},
      "ev_charger": {"kw": 11},
-     "tariff": "default_tou"}
+     "tariff": "default_tou",
+     "weather": "open-meteo"}
 
 ``pv``, ``battery`` and ``ev_charger`` may be ``null`` (the home has none). ``tariff`` is the
 name of a built-in tariff (``der_core.tariff_file.TARIFFS``), a tariff object
@@ -19,6 +20,15 @@ name of a built-in tariff (``der_core.tariff_file.TARIFFS``), a tariff object
 prices of the simulator configuration's ``grid_price`` section (:class:`TouPrices`). The
 declaration holds the tariff itself, so the cloud store keeps it without the file. In the cloud store a declared site's ``config_json``
 holds the declaration under :data:`DECLARED`, which tells it from a simulated site's.
+
+``weather`` (optional) names the weather forecast service the site's PV forecast reads:
+``"open-meteo"``, ``"forecast-solar"`` or an object with ``source`` and its options
+(:class:`WeatherChoice`); absent or null, none. ``prices`` (optional) is a price source's spec
+as ``cloud.live.prices.price_source`` takes it, e.g. ``{"source": "octopus", "product":
+"AGILE-24-10-01", "region": "C"}``; its full check needs the adapters, so the cloud side makes
+it where a site file enters (``cloud.live.inputs.check_declaration``). Published prices price
+a dynamic tariff only: with ``prices`` and no ``tariff`` the site pays the published price
+(:data:`PUBLISHED_PRICE_TARIFF`), and a fixed or time-of-use tariff beside ``prices`` is refused.
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from der_core import der_data as dd
 from der_core.config import (
@@ -46,7 +56,7 @@ from der_core.config import (
     validated,
     validation_line,
 )
-from der_core.tariff import Tariff, tou_tariff
+from der_core.tariff import DynamicImport, FixedPrice, Tariff, tou_tariff
 from der_core.tariff_file import FILE_SUFFIXES, TARIFFS, load_tariff_file
 
 #: The key of a declared site's ``config_json`` that holds its declaration.
@@ -124,6 +134,34 @@ def _tariff_value(value: Any) -> Any:
     return value
 
 
+#: The tariff of a site that gives ``prices`` and no ``tariff``: it imports at the published
+#: price itself (factor 1, no adders or tax, right for a retail price such as Octopus Agile's,
+#: which includes VAT) and is paid nothing for exports, since what an export earns is not
+#: in a price feed; a site that sells declares its export price in a tariff.
+PUBLISHED_PRICE_TARIFF = Tariff(name="published prices", import_price=DynamicImport(kind="dynamic"),
+                                export_price=FixedPrice(kind="fixed", price=0.0))
+WEATHER_SOURCES: tuple[str, ...] = ("open-meteo", "forecast-solar")
+
+
+class WeatherChoice(_Section):
+    """The weather forecast service of a site, with its options (Open-Meteo's only: the
+    resolution asked for and how many days ahead)."""
+
+    source: Literal["open-meteo", "forecast-solar"]
+    resolution: Literal["minutely_15", "hourly"] = "minutely_15"
+    forecast_days: int = Field(3, ge=1, le=16)
+
+
+def _weather_value(value: Any) -> Any:
+    """A site's ``weather`` given by name as the object of that source with its defaults."""
+    if isinstance(value, str):
+        if value not in WEATHER_SOURCES:
+            raise ValueError(f"unknown weather source {dd.shown(value)}; expected one of {', '.join(WEATHER_SOURCES)} "
+                             "or an object with \"source\"")
+        return {"source": value}
+    return value
+
+
 class SiteDeclaration(_Section):
     device_id: str
     location: Location
@@ -134,6 +172,8 @@ class SiteDeclaration(_Section):
     battery: Battery | None
     ev_charger: EVCharger | None
     tariff: Tariff
+    weather: WeatherChoice | None = None
+    prices: dict[str, Any] | None = Field(None, description="a price source's spec (cloud.live.prices.price_source)")
 
     _device_id = field_validator("device_id")(lambda cls, value: check_device_id(value))
     _zone = field_validator("timezone")(lambda cls, value: check_zone(value))
@@ -144,6 +184,41 @@ class SiteDeclaration(_Section):
     @classmethod
     def _known_tariff(cls, value: Any) -> Any:
         return _tariff_value(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _published_tariff(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tariff" not in data and data.get("prices") is not None:
+            return {**data, "tariff": PUBLISHED_PRICE_TARIFF}
+        return data
+
+    @field_validator("weather", mode="before")
+    @classmethod
+    def _named_weather(cls, value: Any) -> Any:
+        return _weather_value(value)
+
+    @field_validator("prices")
+    @classmethod
+    def _priced_tariff(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value.get("source"), str):
+            raise ValueError("expected a price source's spec with a \"source\" field, such as {\"source\": \"octopus\", "
+                             "\"product\": \"AGILE-24-10-01\", \"region\": \"C\"}")
+        tariff = info.data.get("tariff")
+        if tariff is not None and tariff.import_price.kind != "dynamic":
+            raise ValueError(f"the tariff's import price is {tariff.import_price.kind}, and published prices price only "
+                             "a dynamic one; give a tariff with a dynamic import price, no tariff (the published "
+                             "price is paid), or no prices")
+        return value
+
+    @field_validator("weather")
+    @classmethod
+    def _plane_for_forecast_solar(cls, value: WeatherChoice | None, info: ValidationInfo) -> WeatherChoice | None:
+        if value is not None and value.source == "forecast-solar" and info.data.get("pv") is None:
+            raise ValueError("Forecast.Solar forecasts a PV plane and the site declares no pv; expected open-meteo "
+                             "or a pv section")
+        return value
 
 
 def build_site(data: Any, source: str = "site file", folder: str | Path = ".") -> SiteDeclaration:

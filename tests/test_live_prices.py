@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cloud.live.http import MalformedResponse, RetryPolicy, SourceRefused, SourceUnavailable
-from cloud.live.prices import HttpSettings, fetch_prices, price_source, published_prices
+from cloud.live.prices import HttpSettings, fetch_prices, price_forecast, price_source, published_prices
 from cloud.live.prices.awattar import Awattar
 from cloud.live.prices.comed import ComedRealTime
 from cloud.live.prices.entsoe import EntsoeDayAhead
@@ -26,6 +26,7 @@ from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.errors import ConfigError
 from tests.fakes.http_service import FakeService, Reply
+from tests.fakes.service_bodies import PRODUCT, RATES_PATH, REGION, TARIFF, agile_pages, agile_results
 from tests.pg_fixtures import pg_url, truncate_all  # noqa: F401  (fixture)
 
 FAST = RetryPolicy(attempts=4, timeout_s=2.0, backoff_s=1.0, max_backoff_s=8.0, max_wait_s=60.0)
@@ -176,30 +177,7 @@ def test_entsoe_a_point_without_its_price_names_the_field(fake):
 
 
 # --- Octopus Agile ------------------------------------------------------------------------------
-# Bodies follow the REST API's tariff charges listing (https://developer.octopus.energy/rest/
-# guides/endpoints, "standard-unit-rates"; example https://apis.io/examples/octopus-energy/
-# octopus-energy-list-electricity-standard-unit-rates-example/): {"count", "next", "previous",
-# "results": [{"value_exc_vat", "value_inc_vat", "valid_from", "valid_to", "payment_method"}]},
-# pence per kWh, UTC "Z" times, newest first, paginated through "next".
-
-PRODUCT, REGION = "AGILE-24-10-01", "C"
-TARIFF = f"E-1R-{PRODUCT}-{REGION}"
-RATES_PATH = f"/v1/products/{PRODUCT}/electricity-tariffs/{TARIFF}/standard-unit-rates/"
-
-
-def agile_results(start: pd.Timestamp, end: pd.Timestamp) -> list[dict]:
-    starts = pd.date_range(start, end, freq="30min", inclusive="left")
-    rows = [{"value_exc_vat": round((10 + 0.5 * i) / 1.05, 4), "value_inc_vat": 10 + 0.5 * i,
-             "valid_from": f"{t:%Y-%m-%dT%H:%M:%SZ}", "valid_to": f"{t + pd.Timedelta(minutes=30):%Y-%m-%dT%H:%M:%SZ}",
-             "payment_method": None} for i, t in enumerate(starts)]
-    return rows[::-1]
-
-
-def agile_pages(fake: FakeService, results: list[dict], size: int) -> list[Reply]:
-    pages = [results[i:i + size] for i in range(0, len(results), size)]
-    return [Reply(200, {"count": len(results),
-                        "next": f"{fake.url}{RATES_PATH}?page={n + 2}&page_size={size}" if n + 1 < len(pages) else None,
-                        "previous": None, "results": page}) for n, page in enumerate(pages)]
+# Bodies follow the REST API's tariff charges listing (tests/fakes/service_bodies.py says where).
 
 
 @pytest.mark.parametrize("day, slots, published", [
@@ -210,7 +188,7 @@ def test_octopus_agile_pages_into_gbp_per_kwh_over_a_uk_dst_day(fake, day, slots
     start = pd.Timestamp(day, tz="Europe/London") - pd.Timedelta(hours=1)  # the Agile day starts at 23:00
     end = (pd.Timestamp(day, tz="Europe/London") + pd.DateOffset(days=1) - pd.Timedelta(hours=1))
     start, end = start.tz_convert(UTC), end.tz_convert(UTC)
-    fake.route(RATES_PATH, *agile_pages(fake, agile_results(start, end), size=30))
+    fake.route(RATES_PATH, *agile_pages(fake.url, agile_results(start, end), size=30))
     source = price_source({"source": "octopus", "product": PRODUCT, "region": REGION}, settings(fake))
     frame = source.fetch(start, end)
     assert len(frame) == slots and frame[dd.TS].iloc[0] == start and frame[s.END_TS].iloc[-1] == end
@@ -225,7 +203,7 @@ def test_octopus_agile_pages_into_gbp_per_kwh_over_a_uk_dst_day(fake, day, slots
 def test_a_429_is_waited_out_as_retry_after_asks_then_the_answer_is_read(fake):
     start, end = utc("2026-06-01T22:00"), utc("2026-06-02T00:00")
     fake.route(RATES_PATH, Reply(429, {"detail": "Request was throttled."}, headers={"Retry-After": "7"}),
-               *agile_pages(fake, agile_results(start, end), size=100))
+               *agile_pages(fake.url, agile_results(start, end), size=100))
     waits: list[float] = []
     frame = OctopusAgile(PRODUCT, REGION, settings(fake, waits)).fetch(start, end)
     assert waits == [7.0] and len(frame) == 4 and len(fake.requests) == 2
@@ -457,3 +435,25 @@ def test_prices_fetched_from_a_service_are_known_only_from_their_publication(fak
     before = published_prices(store, "entsoe", "DE_LU", utc("2026-03-28T11:59"), instants, step)
     after = published_prices(store, "entsoe", "DE_LU", utc("2026-03-28T12:00"), instants, step)
     assert before.isna().all() and len(after) == 23 and (after == 0.04).all()
+
+
+def test_past_the_publications_the_forecast_is_the_same_local_hours_mean_of_the_last_week(store):
+    """Berlin's hours: a week of days published the day before at noon, each day's price its
+    local hour plus the day's number; past the last day, each hour's mean over the seven."""
+    zone = "Europe/Berlin"
+    first = pd.Timestamp("2026-06-01", tz=zone)
+    for day in range(8):
+        local = pd.date_range(first + pd.Timedelta(days=day), periods=24, freq="h")
+        store.upsert_frame(s.PRICES, publication((local[0] - pd.Timedelta(hours=12)).tz_convert(UTC),
+                                                 local.tz_convert(UTC), local.hour + 0.01 * day))
+    at = (first + pd.Timedelta(days=7, hours=13)).tz_convert(UTC)  # day 7 known, day 8 not yet published
+    step = pd.Timedelta(hours=1)
+    instants = pd.date_range(at + step, periods=36, freq="h")
+    forecast = price_forecast(store, "http", "x", at, instants, step, zone)
+    hours = (instants - step).tz_convert(zone).hour
+    published = instants <= (first + pd.Timedelta(days=8)).tz_convert(UTC)
+    np.testing.assert_allclose(forecast[published], hours[published] + 0.07)  # day 7's own prices
+    np.testing.assert_allclose(forecast[~published], hours[~published] + 0.04)  # days 1 to 7: mean 0.04
+    # Nothing known at all: NaN, as published_prices.
+    before = (first - pd.Timedelta(hours=13)).tz_convert(UTC)  # before day 0 was published
+    assert price_forecast(store, "http", "x", before, instants, step, zone).isna().all()

@@ -23,6 +23,7 @@ from der_core import der_data as dd
 from der_core.errors import ConfigError
 from der_core.site_file import build_site, planning_config, site_row
 from tests.fakes.http_service import FakeService, Reply
+from tests.fakes.service_bodies import open_meteo_body, unix
 
 FAST = RetryPolicy(attempts=3, timeout_s=2.0, backoff_s=1.0, max_backoff_s=4.0, max_wait_s=60.0)
 DECLARATION = {
@@ -33,31 +34,6 @@ DECLARATION = {
 }
 SITE = site_row(build_site(DECLARATION))
 NOW = pd.Timestamp("2026-06-21T10:20:00Z")
-
-
-def open_meteo_body(block: str, times: list, **overrides) -> dict:
-    """The forecast API's documented JSON (open-meteo.com/en/docs, "API Response"): a header
-    with ``utc_offset_seconds``, ``timezone`` GMT, then ``<block>_units`` and ``<block>`` with
-    ``time`` and one list per variable, e.g.
-    ``"hourly": {"time": ["2022-07-01T00:00","2022-07-01T01:00", ...], "temperature_2m": [13.7,13.3, ...]}``."""
-    n = len(times)
-    ramp = np.linspace(0.0, 1.0, n)
-    data = {"time": times, "shortwave_radiation": list(np.round(600 * ramp, 1)),
-            "direct_normal_irradiance": list(np.round(700 * ramp, 1)),
-            "diffuse_radiation": list(np.round(100 * ramp, 1)), "temperature_2m": list(np.round(15 + 5 * ramp, 1)),
-            "cloud_cover": [40] * n, "wind_speed_10m": [3.2] * n}
-    data.update(overrides)
-    return {"latitude": 52.52, "longitude": 13.419998, "generationtime_ms": 0.1, "utc_offset_seconds": 0,
-            "timezone": "GMT", "timezone_abbreviation": "GMT", "elevation": 38.0,
-            f"{block}_units": {"time": "unixtime" if n and isinstance(times[0], int) else "iso8601",
-                               "shortwave_radiation": "W/m²", "direct_normal_irradiance": "W/m²",
-                               "diffuse_radiation": "W/m²", "temperature_2m": "°C", "cloud_cover": "%",
-                               "wind_speed_10m": "m/s"},
-            block: data}
-
-
-def unix(start: str, periods: int, freq: str) -> list[int]:
-    return [int(t.timestamp()) for t in pd.date_range(start, periods=periods, freq=freq, tz="UTC")]
 
 
 def connection(fake: FakeService, waits: list[float] | None = None, **environ: str) -> Connection:

@@ -37,6 +37,9 @@ SITE = {
 }
 
 
+AGILE = {"source": "octopus", "product": "AGILE-24-10-01", "region": "C"}
+
+
 def with_(**changes):
     return {**SITE, **changes}
 
@@ -55,12 +58,34 @@ def nested(depth: int) -> dict:
     ({k: v for k, v in SITE.items() if k != "battery"}, "battery: Field required"),
     ([], "expected a JSON object at the top level, got list"),
     (with_(pv={"capacity_kwp": nested(40)}), "nested more than"),
+    (with_(prices=AGILE), "prices: the tariff's import price is tou, and published prices price only a dynamic one"),
+    (with_(weather="dark-sky"), "weather: unknown weather source 'dark-sky'; expected one of open-meteo, forecast-solar"),
+    (with_(weather="forecast-solar", pv=None), "weather: Forecast.Solar forecasts a PV plane and the site declares no pv"),
+    (with_(prices={"product": "AGILE-24-10-01"}), "prices: expected a price source's spec with a \"source\" field"),
+    ({k: v for k, v in SITE.items() if k != "tariff"}, "tariff: Field required"),
 ])
 def test_a_bad_site_file_is_one_line_naming_the_field(data, message):
     with pytest.raises(ConfigError) as caught:
         build_site(data, source="site.json")
     assert str(caught.value).startswith("site.json: ") and message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_site_with_prices_and_no_tariff_pays_the_published_price_and_keeps_it_through_the_store():
+    site = build_site({k: v for k, v in with_(prices=AGILE, currency="GBP", country="GB", timezone="Europe/London",
+                                              weather="open-meteo").items() if k != "tariff"})
+    imports, exports = tariff_prices(site.tariff, pd.DatetimeIndex(["2026-12-05T18:00Z"]), site.timezone, site.country,
+                                     np.array([0.31]))
+    assert (imports[0], exports[0]) == (0.31, 0.0)
+    assert declared_site(site_row(site)) == site and site.weather.source == "open-meteo"
+
+
+def test_a_price_source_in_another_currency_than_the_sites_is_one_line():
+    from cloud.live.inputs import check_declaration
+
+    site = build_site({k: v for k, v in with_(prices=AGILE).items() if k != "tariff"})  # EUR, Octopus is GBP
+    with pytest.raises(ConfigError, match="prices: octopus prices are in GBP and the site's currency is EUR"):
+        check_declaration(site)
 
 
 def test_a_tariff_may_be_given_as_its_time_of_use_prices():

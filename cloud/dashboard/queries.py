@@ -171,11 +171,14 @@ def plan(store: CloudStore, site: Mapping[str, Any], since: pd.Timestamp | None)
     device_id = site["device_id"]
     frame = _plan_frame(store, device_id, since)
     if frame.empty:
-        return {"device_id": device_id, "issued_at": None, "steps": 0, "actions": {}, "series": None, "summary": None}
+        return {"device_id": device_id, "issued_at": None, "steps": 0, "actions": {}, "series": None, "summary": None,
+                "stale": {}}
     actions = plan_actions(frame)
+    summary = plan_summary(store, site, frame, since).to_dict()
     return {
         "device_id": device_id,
-        "summary": plan_summary(store, site, frame, since).to_dict(),
+        "summary": summary,
+        "stale": summary["stale"],  # per input planned on stored data: "stale since … (why)"
         "issued_at": iso(frame[s.ISSUED_AT].iloc[0]),
         "objective": frame[s.OBJECTIVE].iloc[0],
         "steps": len(frame),

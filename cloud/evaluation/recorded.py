@@ -4,14 +4,17 @@ A declared site (``der_core.site_file``) has no simulator behind it; what happen
 what its meter recorded. :func:`recorded_series` reads its load and PV per step from the
 cloud store, and :func:`run_recorded_backtest` replays them through the same battery step
 (:func:`der_physics.generator.recorded_exogenous`) under every strategy of backtest.py,
-billed at its declared tariff:
+billed at its declared tariff; a dynamic tariff at the site's stored prices in force, the
+latest publication of each interval (``cloud.live.inputs.SiteInputs.prices_in_force``):
 
 * the MPC decides on what was known at each decision: the forecaster's load from the
   readings before it (the naive one unless trained models cover the site and learnt
-  nothing after the first day, ``forecasters.choose``), and the declared system's PV under
-  the clear sky scaled by the PV measured before it (:func:`pv_forecast.pv_forecast` with
-  ``measured=``);
-* perfect foresight solves the LP on the recorded values.
+  nothing after the first day, ``forecasters.choose``), the declared system's PV under the
+  clear sky scaled by the weather forecasts issued before it (the site's stored weather
+  service's where it names one) or else by the PV measured before it
+  (:func:`pv_forecast.pv_forecast` with ``measured=``), and the prices published by then
+  (``SiteInputs.wholesale``);
+* perfect foresight solves the LP on the recorded values and the prices in force.
 
 Its battery is the declared one or a what-if one (:func:`with_battery`). A site with a car
 runs the MPC ``capped``: the reserve policy follows car sessions the simulator times, and a
@@ -35,6 +38,7 @@ from cloud.evaluation.backtest import (
     resolved_forecaster,
     run_strategies,
 )
+from cloud.live.inputs import SiteInputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.planner import per_step
@@ -99,10 +103,12 @@ def recorded_settings(config: SimulatorConfig, settings: BacktestSettings, recor
     return dataclasses.replace(settings, start=start, days=whole if days is None else days)
 
 
-def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: pd.DatetimeIndex) -> tuple[pd.DataFrame, int]:
+def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: pd.DatetimeIndex,
+                     inputs: SiteInputs | None = None) -> tuple[pd.DataFrame, int]:
     """What happened at ``instants`` (:data:`forecasters.COLUMNS`): the recorded load and PV
     (gaps filled as the module says; 0 kW of PV at a site that declares none), the declared
-    tariff's prices; and the number of steps filled."""
+    tariff's prices (a dynamic one's from the prices in force, :meth:`SiteInputs.prices_in_force`);
+    and the number of steps filled."""
     window = recorded.reindex(instants)
     if config.solar.capacity_kw <= 0:
         window[fc.PV] = window[fc.PV].fillna(0.0)
@@ -111,29 +117,37 @@ def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: 
     if filled.isna().any().any():
         raise UsageError(f"{config.device_id}: no readings at the start or end of the backtested days; choose "
                          "--start and --days inside the recorded period")
-    actuals = fc.tariff_forecast(config, instants, clear_sky_output(config.solar, instants).clear_sky_ghi_w_m2)
+    in_force = inputs.prices_in_force(instants) if inputs is not None else None
+    if in_force is not None and np.isnan(in_force).any():
+        first = instants[np.isnan(in_force)][0]
+        raise UsageError(f"{config.device_id}: no stored price of {inputs.prices.name} {inputs.prices.area} for the step "
+                         f"ending {dd.format_ts(first)}; fetch its prices for the backtested days (docs/operations.md) "
+                         "or choose --start and --days inside them")
+    actuals = fc.tariff_forecast(config, instants, clear_sky_output(config.solar, instants).clear_sky_ghi_w_m2, in_force)
     actuals[fc.LOAD], actuals[fc.PV] = filled[fc.LOAD].to_numpy(), np.maximum(filled[fc.PV].to_numpy(), 0.0)
     return actuals[list(fc.COLUMNS)], int(missing.sum())
 
 
 def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, settings: BacktestSettings,
                           days: int | None = None, progress: Callable = lambda it, **_: it, store=None,
-                          weather=None) -> BacktestResult:
+                          inputs: SiteInputs | None = None) -> BacktestResult:
     """Every strategy of backtest.py over the site's recorded days (:func:`recorded_settings`).
 
     ``recorded``: its load and PV per reading instant (:func:`recorded_series`), the days
-    before the backtest included; ``weather``: the recorded weather forecasts its PV forecast
-    may use (``cloud.forecasting.weather``, None: none)."""
+    before the backtest included; ``inputs``: the site's outside inputs, its weather forecasts
+    and prices (``cloud.live.inputs.stored_site_inputs``; None: no weather forecast, and the
+    tariff needs no prices)."""
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     if Execution(settings.execution) == Execution.GUARDED and config.home_load.ev_charger_kw > 0:
         settings = dataclasses.replace(settings, execution=Execution.CAPPED)
     settings = recorded_settings(config, settings, recorded, days)
     instants = backtest_window(config, settings)
-    actuals, filled = recorded_actuals(config, recorded, instants)
+    actuals, filled = recorded_actuals(config, recorded, instants, inputs)
     history = recorded.loc[: instants[-1]]
     exo = generator.recorded_exogenous(config, instants, *(actuals[column].to_numpy() for column in
                                                            (fc.LOAD, fc.PV, fc.IMPORT_PRICE, fc.EXPORT_PRICE, fc.CARBON)))
-    measured = MeasuredPV(history[fc.PV].dropna(), weather)
-    forecaster, settings = resolved_forecaster(settings, config, history, instants, store=store, measured=measured)
+    measured = MeasuredPV(history[fc.PV].dropna(), inputs.weather_forecast() if inputs is not None else None)
+    forecaster, settings = resolved_forecaster(settings, config, history, instants, store=store, measured=measured,
+                                               wholesale=inputs.wholesale if inputs is not None else None)
     runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo)
     return BacktestResult(config, settings, actuals, runs, replans, filled, forecaster.reason)

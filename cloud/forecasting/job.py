@@ -25,6 +25,8 @@ from cloud.forecasting.plots import sample_week_png
 from cloud.forecasting.registry import PLOT, Registry
 from cloud.forecasting.settings import MAX_GAP, STEP, ForecastSettings
 from cloud.forecasting.training import TrainingResult, TrainSettings, train
+from cloud.forecasting.weather import WeatherForecast
+from cloud.live.inputs import SitesWeather
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.errors import DERError
@@ -58,6 +60,12 @@ def _recorded(store: CloudStore, job: str, details: dict[str, Any], work):
     return value
 
 
+def sites_weather(store: CloudStore, settings: ForecastSettings) -> WeatherForecast:
+    """The models' weather input: a declared site's own weather service where it names one
+    (``cloud.live.inputs``), else the settings' (the recorded CSV or the simulator's)."""
+    return SitesWeather(store, settings.weather())
+
+
 def manifest_of(result: TrainingResult, settings: ForecastSettings, train_settings: TrainSettings,
                 now: pd.Timestamp, store_label: str) -> dict[str, Any]:
     return {
@@ -81,7 +89,7 @@ def run_training(store: CloudStore, settings: ForecastSettings, client=None, now
     def work():
         ids = [settings.site_id] if settings.site_id else None
         histories = load_histories(store, STEP, MAX_GAP, MIN_DAYS, ids)
-        result = train(histories, train_settings, settings.weather(), client)
+        result = train(histories, train_settings, sites_weather(store, settings), client)
         registry = Registry(settings.model_dir)
         name, staging = registry.new_version(now)
         sample_week_png({t: r.test_rows for t, r in result.targets.items()}, staging / PLOT)
@@ -104,7 +112,7 @@ def run_evaluation(store: CloudStore, settings: ForecastSettings, days: float = 
     def work():
         histories = load_histories(store, STEP, MAX_GAP, dz.PROFILE_DAYS + 1 + 1, None, days)
         starts = newest_window_starts(histories, days)
-        results = evaluate_version(version, histories, starts, settings.weather(), settings.drift_threshold)
+        results = evaluate_version(version, histories, starts, sites_weather(store, settings), settings.drift_threshold)
         registry.record_evaluation(version.name, {
             "evaluated_at": (now or dd.utc_now()).isoformat(),
             "window_starts": {device: start.isoformat() for device, start in starts.items()},
@@ -119,7 +127,7 @@ def issue_forecasts(store: CloudStore, model_dir: str | Path, device_ids: Sequen
     """Each site's next-day forecast from its newest reading, written to ``forecasts``."""
     settings = settings or ForecastSettings(model_dir=Path(model_dir))
     version = Registry(model_dir).load()
-    weather = settings.weather()
+    weather = sites_weather(store, settings)
     stats = store.reading_stats()
     known = {row[dd.DEVICE_ID] for row in store.sites()}
     rows = 0

@@ -10,7 +10,8 @@ battery is worth (plan.DispatchPlan.valued_cost).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -111,6 +112,8 @@ class PlanFigures:
     expected_over_arrivals: ArrivalFigures | None
     reserve: ReserveFigures | None
     forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
+    #: Per outside input planned on stored data because its service was down: "stale since … (why)".
+    stale: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         optional = lambda figures: None if figures is None else figures.to_dict()  # noqa: E731
@@ -139,4 +142,5 @@ class PlanFigures:
             "expected_over_scenarios": optional(self.expected_over_scenarios),
             "expected_over_arrivals": optional(self.expected_over_arrivals),
             "reserve": optional(self.reserve),
+            "stale": dict(self.stale),
         }

@@ -8,7 +8,8 @@ readings' convention: the values at ``t`` describe the interval ending at ``t``.
 * :class:`NaiveForecaster` uses only what is known at issue time: load from the site's past
   (same time on recent days, corrected towards the latest reading, never below the house's own
   load without the car), PV as :func:`pv_forecast.pv_forecast` says for the kind of site it
-  is, price from the tariff's time-of-use schedule, which is published in advance;
+  is, price from the tariff's time-of-use schedule, which is published in advance, or for a
+  dynamic tariff from the wholesale prices known at issue time (:data:`Wholesale`);
 * :func:`models_forecaster` adapts ``cloud.forecasting``'s active models when that package
   is installed.
 
@@ -52,6 +53,11 @@ YESTERDAY_WEIGHT = 0.3
 HOUSE_ANOMALY_READINGS = 4
 #: The step the forecasting package's models are trained on.
 MODELS_STEP = pd.Timedelta(minutes=15)
+
+
+#: The wholesale price of each instant as known at the issue time, ``wholesale(issued_at,
+#: instants)``, that a dynamic tariff prices from (``cloud.live.inputs.SiteInputs.wholesale``).
+Wholesale = Callable[[pd.Timestamp, pd.DatetimeIndex], "np.ndarray | None"]
 
 
 class ForecasterUnavailable(DispatchError):
@@ -207,8 +213,9 @@ class NaiveForecaster:
     name = "naive"
     reason = ""
 
-    def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series, measured: MeasuredPV | None = None) -> None:
-        self.config, self.measured = config, measured
+    def __init__(self, config: SimulatorConfig, load_history_kw: pd.Series, measured: MeasuredPV | None = None,
+                 wholesale: Wholesale | None = None) -> None:
+        self.config, self.measured, self.wholesale = config, measured, wholesale
         self.load_history_kw = load_history_kw.sort_index()
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
@@ -239,7 +246,7 @@ class NaiveForecaster:
     def _frame(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, load_history_kw: pd.Series,
                anomaly_readings: int = 1) -> pd.DataFrame:
         pv = pv_forecast(self.config, issued_at, instants, self.measured)
-        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
+        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2, _known(self.wholesale, issued_at, instants))
         frame[LOAD] = naive_load_kw(load_history_kw, issued_at, frame.index, anomaly_readings)
         frame[PV] = pv.generation_kw
         return frame[list(COLUMNS)]
@@ -254,21 +261,22 @@ class ModelsForecaster:
     reason = ""
 
     def __init__(self, config: SimulatorConfig, store, model_dir: str | None = None,
-                 measured: MeasuredPV | None = None) -> None:
+                 measured: MeasuredPV | None = None, wholesale: Wholesale | None = None) -> None:
         self.config, self.store, self.model_dir, self.measured = config, store, model_dir, measured
+        self.wholesale = wholesale
         self._version = None
 
     def __call__(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
         predicted = self._predicted(issued_at, instants)
         pv = pv_forecast(self.config, issued_at, instants, self.measured)
-        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2)
+        frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2, _known(self.wholesale, issued_at, instants))
         if "load_kw_p50" not in predicted or predicted["load_kw_p50"].isna().any():
             raise ForecasterUnavailable(f"the active models give no load forecast for {self.config.device_id} at every instant")
         frame[LOAD] = np.maximum(predicted["load_kw_p50"].to_numpy(), 0.0)
         solar_kw = predicted.get("solar_kw_p50")
         frame[PV] = pv.generation_kw if solar_kw is None or solar_kw.isna().any() else np.maximum(solar_kw.to_numpy(), 0.0)
         price = predicted.get("price_per_kwh_p50")
-        if price is not None and not price.isna().any():
+        if self.wholesale is None and price is not None and not price.isna().any():  # published prices win
             frame[IMPORT_PRICE] = np.maximum(price.to_numpy(), 0.0)
             frame[EXPORT_PRICE] = np.minimum(frame[EXPORT_PRICE], frame[IMPORT_PRICE])  # selling never beats buying
         return frame[list(COLUMNS)]
@@ -299,7 +307,8 @@ class ModelsForecaster:
             raise ForecasterUnavailable(f"the models forecast 15-minute steps; the plan asks for {step}")
         steps = int(np.ceil((instants[-1] - issued_at) / step))
         issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps,
-                                   model_dir=self.model_dir, version=self._loaded())
+                                   model_dir=self.model_dir, version=self._loaded(),
+                                   weather=self.measured.weather if self.measured is not None else None)
         return issued.set_index("target_ts").reindex(instants)
 
 
@@ -308,7 +317,7 @@ def _step_of(instants: pd.DatetimeIndex) -> pd.Timedelta:
 
 
 def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, measured: MeasuredPV | None = None,
-                      **_: object) -> Forecaster:
+                      wholesale: Wholesale | None = None, **_: object) -> Forecaster:
     """An adapter to ``cloud.forecasting``'s active models; unavailable without a cloud store
     holding the site's readings or without an active model version."""
     try:
@@ -325,7 +334,7 @@ def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None
         raise ForecasterUnavailable(f"{error}, or use --forecaster naive or perfect") from None
     if active is None:
         raise ForecasterUnavailable(f"no active models in {folder}: run run_model_training.py --train first, or use --forecaster naive or perfect")
-    return ModelsForecaster(config, store, model_dir, measured)
+    return ModelsForecaster(config, store, model_dir, measured, wholesale)
 
 
 def house_load_kw(forecaster: Forecaster | None, house_history_kw: pd.Series, issued_at: pd.Timestamp,
@@ -373,6 +382,10 @@ def holdable_peak_kw(
     return float(high.max())
 
 
+def _known(wholesale: Wholesale | None, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray | None:
+    return None if wholesale is None else wholesale(issued_at, instants)
+
+
 def times_the_load(forecaster: Forecaster) -> bool:
     """Whether ``forecaster`` knows when load nobody can time (a car plugged in for hours) will
     come. Only perfect foresight does: a plan on it beats any hedge, while every other
@@ -382,12 +395,14 @@ def times_the_load(forecaster: Forecaster) -> bool:
 
 #: Each forecaster by its name (``--forecaster``), as a factory of the site's configuration,
 #: its readings so far (:data:`COLUMNS`), the cloud store, the models' folder and, for a
-#: declared site, what its PV forecast is made from (:class:`pv_forecast.MeasuredPV`).
+#: declared site, what its PV forecast is made from (:class:`pv_forecast.MeasuredPV`) and the
+#: wholesale prices its dynamic tariff prices from (:data:`Wholesale`).
 FORECASTERS: Mapping[str, Callable[..., Forecaster]] = {
-    "naive": lambda config, history, measured=None, **_: NaiveForecaster(config, history[LOAD], measured),
+    "naive": lambda config, history, measured=None, wholesale=None, **_: NaiveForecaster(config, history[LOAD], measured,
+                                                                                          wholesale),
     "perfect": lambda config, history, measured=None, **_: perfect_forecaster(config, measured),
-    "models": lambda config, history, store=None, model_dir=None, measured=None: models_forecaster(
-        config, store=store, model_dir=model_dir, measured=measured),
+    "models": lambda config, history, store=None, model_dir=None, measured=None, wholesale=None: models_forecaster(
+        config, store=store, model_dir=model_dir, measured=measured, wholesale=wholesale),
 }
 
 
@@ -451,11 +466,13 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
 def make_forecaster(name: str, config: SimulatorConfig, history: pd.DataFrame, store=None,
                     model_dir: str | None = None, measured: MeasuredPV | None = None,
                     issued_from: pd.Timestamp | None = None, step: pd.Timedelta = MODELS_STEP,
-                    horizon: pd.Timedelta = DAY) -> Forecaster:
+                    horizon: pd.Timedelta = DAY, wholesale: Wholesale | None = None) -> Forecaster:
     """The forecaster ``name`` stands for (:func:`choose`, with ``issued_from``, ``step`` and
     ``horizon``) for the site, its ``reason`` attribute saying why it is the one; ``measured``
-    says the site is a declared one and what its PV forecast is made from (None: simulated)."""
+    says the site is a declared one and what its PV forecast is made from (None: simulated);
+    ``wholesale`` gives a dynamic tariff its prices (None: the tariff needs none)."""
     choice = choose(name, config, store, model_dir, issued_from, step, horizon)
-    forecaster = FORECASTERS[choice.name](config, history, store=store, model_dir=model_dir, measured=measured)
+    forecaster = FORECASTERS[choice.name](config, history, store=store, model_dir=model_dir, measured=measured,
+                                          wholesale=wholesale)
     forecaster.reason = choice.reason
     return forecaster

@@ -14,8 +14,15 @@ forecaster needs); without readings, from the site's simulator, which is what a 
 gateway would report. A declared site (der_core.site_file) has no simulator: without
 readings before the plan's start it is not planned, without a measured SOC its plan starts
 from the declared battery's, and its PV forecast comes from its declared system, its
-measured PV and the recorded weather forecasts of ``FORECAST_WEATHER_CSV`` when set
-(pv_forecast.py).
+measured PV and the weather forecasts of its outside inputs (``cloud.live.inputs``: its
+declared weather service, else ``FORECAST_WEATHER_CSV`` when set; pv_forecast.py). A declared
+site with ``prices`` prices its dynamic tariff from the prices published by the time the
+plan is made, and a price forecast past them (``SiteInputs.wholesale``). An input whose
+service was down when fetched marks the plan stale (:attr:`SitePlan.stale`).
+
+A plan sees what is known when it is made: a plan for the step under way (the live plan) at
+the instant it is made, a plan for a step already past (a replay with ``--start``) at that
+step's start, so nothing published after a live plan could have been made reaches it.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from cloud.forecasting.settings import settings_from
+from cloud.live.inputs import SiteInputs, stored_site_inputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard as peak_guard
 from cloud.optimization import reserve
@@ -142,6 +150,8 @@ class SitePlan:
     #: car is expected (reserve.held_for_car).
     held_for_car: tuple[float, pd.Timestamp] | None = None
     forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
+    #: Per outside input whose service was down: "stale since … (why)" (cloud.live.inputs).
+    stale: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def made(self) -> DispatchPlan:
@@ -283,6 +293,7 @@ class SitePlan:
             expected_over_arrivals=self.expected_over_arrivals(),
             reserve=None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
             forecaster_reason=self.forecaster_reason,
+            stale=dict(self.stale),
         )
 
     def _reserve_summary(self) -> ReserveFigures:
@@ -391,17 +402,24 @@ def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, 
     return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured, forecaster)
 
 
-def measured_pv(state: SiteState) -> MeasuredPV:
+def measured_pv(state: SiteState, inputs: SiteInputs) -> MeasuredPV:
     """What a declared site's PV forecast is made from: its measured PV and the weather
-    forecasts recorded in ``FORECAST_WEATHER_CSV`` (none without it)."""
+    forecasts of its inputs (:meth:`SiteInputs.weather_forecast`)."""
     pv = state.pv_history_kw if state.pv_history_kw is not None else pd.Series(dtype=float)
-    return MeasuredPV(pv, settings_from().recorded_weather())
+    return MeasuredPV(pv, inputs.weather_forecast())
+
+
+def known_at(made_at: pd.Timestamp, start: pd.Timestamp, step: pd.Timedelta) -> pd.Timestamp:
+    """What a plan's forecasts may know (the module says why): ``made_at`` for a plan of the
+    step under way or a later one, ``start`` for a plan of a step already past."""
+    return made_at if made_at < start + step else start
 
 
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None,
-              declared: bool = False) -> SitePlan:
+              declared: bool = False, outside: SiteInputs | None = None) -> SitePlan:
     """Forecast, optimise and value the next horizon of one site; a ``declared`` site (one
-    with no simulator behind it) only from its readings."""
+    with no simulator behind it) only from its readings and its ``outside`` inputs (default:
+    its stored declaration's, :func:`cloud.live.inputs.stored_site_inputs`)."""
     issued_at = dd.utc_now()
     start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
     start = (start.tz_localize(config.timezone) if start.tzinfo is None else start).tz_convert("UTC").floor(settings.step)
@@ -418,17 +436,22 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
                          "its meter data with run_cloud_sync.py --import FILE --site FILE, or plan from a later --start")
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
-    measured = measured_pv(state) if declared else None
+    if declared and outside is None:
+        outside = stored_site_inputs(store, config.device_id) if store is not None else None
+        outside = outside or SiteInputs(store, config.device_id, config.timezone)
+    measured = measured_pv(state, outside) if declared else None
     forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, model_dir=settings.model_dir,
                                     measured=measured, issued_from=start, step=settings.step,
-                                    horizon=settings.step * settings.steps)
+                                    horizon=settings.step * settings.steps,
+                                    wholesale=outside.wholesale if outside is not None else None)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
     guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
     strategy = choose_strategy(settings.execution, forecaster, guard is not None)
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
-    decision = plan_at(forecaster, start, step_starts + settings.step, config, settings, spec, peak, strategy=strategy)
+    decision = plan_at(forecaster, known_at(issued_at, start, settings.step), step_starts + settings.step, config,
+                       settings, spec, peak, strategy=strategy)
     fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, measured, forecaster)
     policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
@@ -444,6 +467,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         over_arrivals=None if fitted is None else fitted.expected_costs(policy.row(start), spec.initial_kwh, spec.min_kwh),
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
         forecaster_reason=forecaster.reason,
+        stale=dict(outside.stale) if outside is not None else {},
     )
 
 
@@ -455,11 +479,12 @@ def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
     return rows
 
 
-def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore, declared: bool = False) -> SitePlan:
+def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore, declared: bool = False,
+             outside: SiteInputs | None = None) -> SitePlan:
     """The plan job: plan, store, and record the run in ``pipeline_runs``."""
     run_id = store.start_run(JOB, {"device_id": config.device_id, "forecaster": settings.forecaster})
     try:
-        site_plan = plan_site(config, settings, store, declared)
+        site_plan = plan_site(config, settings, store, declared, outside)
         rows = write_plan(store, site_plan)
     except (DispatchError, UsageError) as error:
         store.finish_run(run_id, "failed", 0, str(error))

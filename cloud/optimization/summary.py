@@ -12,15 +12,16 @@ reason, built from the plan's own numbers (prices, PV surplus, the peak defended
 energy is kept for).
 
 Times are site-local and the zone is named; money is in the site's currency
-(:mod:`der_core.money`).
+(:mod:`der_core.money`). A plan made while an outside service was down says which input is
+stale and since when (``prices stale since 2026-12-05T10:00Z (…)``), wherever it is shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,6 +118,8 @@ class PlanSummary:
     arrivals_cost_self_consumption: float | None = None
     # What the policy keeps for the car: "hold 4.0 kWh for the car expected after 18:00".
     hold: str | None = None
+    # Per outside input whose service was down (planner.SitePlan.stale): "stale since … (why)".
+    stale: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def savings(self) -> float:
@@ -157,9 +160,13 @@ class PlanSummary:
                 f"reserve policy, {self.money(self.arrivals_cost_self_consumption)} with the battery's own rule "
                 f"(policy {'saves' if better >= 0 else 'costs'} {self.money(abs(better))} {'more' if better >= 0 else 'extra'})")
 
+    def stale_lines(self) -> list[str]:
+        """``prices stale since … (why)``: one line per input planned on stored data."""
+        return [f"{kind} {text}" for kind, text in sorted(self.stale.items())]
+
     def lines(self) -> list[str]:
         """The summary for a terminal: who, when and in what, the next action, every block, the money."""
-        out = [f"{self.device_id}: times in {self.zone}, money in {self.currency}",
+        out = [f"{self.device_id}: times in {self.zone}, money in {self.currency}", *self.stale_lines(),
                f"next: {self.next_action}"]
         out += [f"  {block.line()}" for block in self.blocks] or ["  keep the battery idle"]
         out += [f"  {self.hold}"] if self.hold else []
@@ -181,7 +188,8 @@ class PlanSummary:
             "savings_text": self.money(self.savings), "bill_text": self.money(self.bill),
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
             "arrivals_cost": self.arrivals_cost, "arrivals_cost_self_consumption": self.arrivals_cost_self_consumption,
-            "arrivals_line": self.arrivals_line(), "hold": self.hold,
+            "arrivals_line": self.arrivals_line(), "hold": self.hold, "stale": dict(self.stale),
+            "stale_lines": self.stale_lines(),
         }
 
     @classmethod
@@ -193,7 +201,7 @@ class PlanSummary:
                    float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
                    float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)),
                    _maybe_float(data.get("arrivals_cost")), _maybe_float(data.get("arrivals_cost_self_consumption")),
-                   data.get("hold"))
+                   data.get("hold"), dict(data.get("stale") or {}))
 
 
 def _maybe_float(value: Any) -> float | None:
@@ -324,6 +332,8 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
                         plan.stored_value, site_plan.self_consumption.stored_value)
     if site_plan.battery.capacity_kwh <= 0:
         summary = dataclasses.replace(summary, next_action=NO_BATTERY)
+    if site_plan.stale:
+        summary = dataclasses.replace(summary, stale=dict(site_plan.stale))
     arrivals = site_plan.expected_over_arrivals()
     if arrivals is None:
         return summary

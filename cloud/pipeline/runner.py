@@ -74,14 +74,17 @@ def _announce(index: int, total: int, outcome: StageOutcome, out) -> None:
 
 def open_context(settings: ps.PipelineSettings, resources: ExitStack) -> stages.Context:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    edge = resources.enter_context(SQLiteEdgeStore(settings.edge_db))
     cloud = open_cloud_store(settings.cloud)
     resources.callback(cloud.close)
+    if settings.declared:  # real sites: no simulated homes, so no edge store
+        return stages.Context(settings, None, cloud, settings.declared_configs())
+    edge = resources.enter_context(SQLiteEdgeStore(settings.edge_db))
     return stages.Context(settings, edge, cloud, configs_for(settings))
 
 
-def run_chain(ctx: stages.Context, chain=stages.STAGES, out=None) -> PipelineResult:
+def run_chain(ctx: stages.Context, chain=None, out=None) -> PipelineResult:
     out = out or sys.stdout
+    chain = chain or stages.chain_of(ctx.settings)
     result, started = PipelineResult(), time.perf_counter()
     for index, (name, func) in enumerate(chain, start=1):
         if result.failed:
@@ -116,8 +119,24 @@ def _job(name: str, lock: threading.Lock, ctx: stages.Context, chain) -> Callabl
     return run
 
 
+def declared_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
+    """Declared sites' schedule: no gateway or sync (their readings arrive by import or a real
+    gateway's sync); features hourly, training daily, and hourly the inputs, then the plans."""
+    named = dict(stages.DECLARED_STAGES)
+    return [
+        Every("features", _job("features", lock, ctx, [("features", named["features"])]), ps.FEATURES_EVERY_S,
+              run_now=False),
+        Every("training", _job("training", lock, ctx, [("forecasting", named["forecasting"])]), ps.TRAIN_EVERY_S,
+              run_now=False),
+        Every("plans", _job("plans", lock, ctx, [(name, named[name]) for name in ("inputs", "forecasting", "planning")]),
+              ps.PLAN_EVERY_S, run_now=False),
+    ]
+
+
 def continuous_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
     settings = ctx.settings
+    if settings.declared:
+        return declared_jobs(ctx, lock)
     gateway = Gateway(ctx.configs, sinks=[ctx.edge.write], state_dir=settings.state_dir, history=ctx.edge)
 
     def step() -> None:

@@ -2,11 +2,13 @@
 
 Defaults are chosen so a fresh clone runs the whole chain in well under three minutes on two
 cores: three simulated homes, 21 days of 15-minute history (enough for a week of lags plus
-the forecasters' minimum of 14 days), everything in one data folder.
+the forecasters' minimum of 14 days), everything in one data folder. With site files
+(``--site``) the chain runs for those declared sites instead, and simulates nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pandas as pd
 from cloud.store.factory import SQLITE, CloudSettings, cloud_settings
 from der_core.config import SimulatorConfig, build_config
 from der_core.errors import ConfigError
+from der_core.site_file import SiteDeclaration, load_site_file, planning_config
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_SITES = 3
@@ -40,8 +43,14 @@ class PipelineSettings:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     #: Retrain when the active models are older than this; younger ones are reused.
     retrain_after: pd.Timedelta = pd.Timedelta(seconds=TRAIN_EVERY_S)
+    #: Real sites from their site files (``--site``): the chain runs for them and simulates nothing.
+    declared: tuple[SiteDeclaration, ...] = ()
 
     def __post_init__(self) -> None:
+        ids = [site.device_id for site in self.declared]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"--site: device_id {next(i for i in ids if ids.count(i) > 1)} is declared twice; "
+                              "expected one site file per site")
         if not 1 <= self.sites <= 200:
             raise ConfigError(f"--sites {self.sites}: expected 1 to 200 simulated sites")
         if not 15 <= self.days <= 90:
@@ -65,6 +74,10 @@ class PipelineSettings:
     def history(self) -> pd.Timedelta:
         return pd.Timedelta(days=self.days)
 
+    def declared_configs(self) -> list[SimulatorConfig]:
+        """The declared sites as the optimizer reads them."""
+        return [planning_config(site) for site in self.declared]
+
     def template(self) -> SimulatorConfig:
         """The simulated homes' common configuration; ``der_core.sites`` varies each site around it."""
         return build_config({"device_id": DEVICE_PREFIX, "interval_seconds": self.interval_s, "seed": self.seed,
@@ -73,11 +86,18 @@ class PipelineSettings:
 
 def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = DEFAULT_SITES, days: int = DEFAULT_DAYS,
                       interval_s: int = DEFAULT_INTERVAL_S, seed: int = DEFAULT_SEED,
-                      backend: str | None = None) -> PipelineSettings:
-    """The cloud store follows the usual variables; the embedded one lives in ``data_dir``."""
+                      backend: str | None = None, site_files: Sequence[str | Path] = ()) -> PipelineSettings:
+    """The cloud store follows the usual variables; the embedded one lives in ``data_dir``.
+    Each site file is read and checked here, its price source included, so a wrong one is one
+    line before anything runs."""
+    declared: tuple[SiteDeclaration, ...] = ()
+    if site_files:
+        from cloud.live.inputs import check_declaration  # the outside services' adapters: only with --site
+
+        declared = tuple(check_declaration(load_site_file(path)) for path in site_files)
     data_dir = Path(data_dir)
     cloud = cloud_settings(backend=backend, sqlite_path=str(data_dir / "cloud.db"))
     if cloud.backend != SQLITE:
         cloud = CloudSettings(cloud.backend, str(data_dir / "cloud.db"), cloud.database_url, cloud.supabase_url,
                               cloud.supabase_key)
-    return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud)
+    return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud, declared=declared)

@@ -1,5 +1,10 @@
 """The pipeline's stages, each a thin call into the package that owns the work.
 
+A simulated fleet runs :data:`STAGES`; declared sites (``--site``) run :data:`DECLARED_STAGES`:
+their readings come from imported meter files or a real gateway's sync, so nothing is
+simulated or synced here; their weather and prices are fetched first (:func:`inputs`), and a
+service that is down leaves those inputs stale rather than stopping the chain.
+
 A stage returns what it did in one line; a stage that cannot run yet (too little history
 to train the forecasters) raises :class:`StageUnavailable` with the reason, which the runner
 reports without pretending the stage ran. Every stage's library records its own
@@ -29,6 +34,7 @@ from der_core.errors import DERError
 from edge_gateway.stores.base import EdgeStore
 
 if TYPE_CHECKING:
+    from cloud.live.inputs import SiteInputs
     from cloud.optimization.planner import SitePlan
 
 log = logging.getLogger(__name__)
@@ -43,10 +49,16 @@ class StageUnavailable(DERError):
 @dataclass
 class Context:
     settings: PipelineSettings
-    edge: EdgeStore
+    edge: EdgeStore | None  # None for declared sites: nothing is simulated or synced
     cloud: CloudStore
     configs: list[SimulatorConfig]
     plans: list[SitePlan] = field(default_factory=list)
+    #: Each declared site's outside inputs, kept across runs so a stale mark lasts until a fetch succeeds.
+    inputs: dict[str, SiteInputs] = field(default_factory=dict)
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.settings.declared)
 
 
 @dataclass
@@ -107,12 +119,51 @@ def planning(ctx: Context) -> StageReport:
     from cloud.optimization.planner import PlanSettings, run_plan
 
     settings = PlanSettings(step_minutes=ctx.settings.interval_s // 60, model_dir=str(ctx.settings.model_dir))
-    ctx.plans = [run_plan(config, settings, ctx.cloud) for config in ctx.configs]
+    ctx.plans = [run_plan(config, settings, ctx.cloud, ctx.declared, ctx.inputs.get(config.device_id))
+                 for config in ctx.configs]
     rows = sum(len(p.step_starts) for p in ctx.plans)
     used = "; ".join(sorted({f"{p.forecaster} forecasts: {p.forecaster_reason}" for p in ctx.plans}))
-    return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({used})")
+    stale = sum(bool(p.stale) for p in ctx.plans)
+    tail = f"; {stale} planned on stale inputs" if stale else ""
+    return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({used}){tail}")
+
+
+def declare(ctx: Context) -> StageReport:
+    """Store (or update) each declared site from its site file, and its outside inputs."""
+    from cloud.live.inputs import declared_inputs
+    from der_core.site_file import site_row
+
+    sites = ctx.settings.declared
+    ctx.cloud.upsert_sites([site_row(site) for site in sites])
+    for site in sites:
+        ctx.inputs.setdefault(site.device_id, declared_inputs(ctx.cloud, site))
+    return StageReport(len(sites), f"{len(sites)} declared site(s) in {ctx.cloud.label}: "
+                                   f"{', '.join(site.device_id for site in sites)}")
+
+
+def inputs(ctx: Context) -> StageReport:
+    """Each declared site's weather issue and today's and tomorrow's prices
+    (``cloud.live.inputs.SiteInputs.refresh``); a service that is down is one warning line
+    and a stale mark on the site's next plan, never a failed stage."""
+    from der_core.site_file import site_row
+
+    rows, stale = 0, []
+    for site in ctx.settings.declared:
+        site_inputs = ctx.inputs[site.device_id]
+        rows += site_inputs.refresh(site_row(site))
+        stale += [f"{site.device_id} {kind} {text}" for kind, text in sorted(site_inputs.stale.items())]
+    kinds = sum((site.weather is not None) + (site.prices is not None) for site in ctx.settings.declared)
+    message = f"{rows} rows of weather and prices stored for {len(ctx.settings.declared)} site(s), {kinds} input(s)"
+    return StageReport(rows, message + (f"; {'; '.join(stale)}" if stale else ""))
 
 
 #: Chain order; the runner stops the chain at the first failure, never at an unavailable stage.
 STAGES = (("simulate", simulate), ("sync", sync), ("features", features), ("forecasting", forecasting),
           ("planning", planning))
+#: The chain of declared sites (``--site``).
+DECLARED_STAGES = (("declare", declare), ("inputs", inputs), ("features", features), ("forecasting", forecasting),
+                   ("planning", planning))
+
+
+def chain_of(settings: PipelineSettings) -> tuple:
+    return DECLARED_STAGES if settings.declared else STAGES

@@ -138,9 +138,13 @@ function drawPlan(plan) {
   renderNext(plan.summary);
 }
 
-// Every action block of the plan's summary, with its reason, so an owner can act on it.
+// Every action block of the plan's summary, with its reason, so an owner can act on it; first
+// the inputs it was planned on while their service was down ("prices stale since ...").
 function renderNext(summary) {
-  const list = el("next-actions"), next = el("next-now");
+  const list = el("next-actions"), next = el("next-now"), stale = el("plan-stale");
+  const staleLines = summary && summary.stale_lines ? summary.stale_lines : [];
+  stale.textContent = staleLines.join("; ");
+  stale.hidden = !staleLines.length;
   list.textContent = "";
   next.textContent = summary ? "Next: " + summary.next_action + " (times in " + summary.zone + ")" : "";
   if (!summary) { list.innerHTML = "<li class='muted'>no plan yet</li>"; return; }

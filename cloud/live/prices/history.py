@@ -2,7 +2,8 @@
 
 :func:`fetch_prices` asks a source only for the part of a window its store does not hold yet
 and stores what comes back; :func:`published_prices` answers what a plan made at ``at`` could
-have known, so a backtest never prices with a publication from its future.
+have known, so a backtest never prices with a publication from its future;
+:func:`price_forecast` fills the instants no publication covers yet, from those same prices.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from der_core import der_data as dd
 log = logging.getLogger(__name__)
 #: How far before a window's start a stored interval may begin and still reach into it.
 LONGEST_INTERVAL = pd.Timedelta(days=1)
+#: Days of published prices a price forecast averages per local hour.
+FORECAST_DAYS = 7
+#: How far past an instant a day-ahead publication may reach (a day and its eve).
+PUBLISHED_AHEAD = pd.Timedelta(days=3)
 
 
 def missing_windows(store: CloudStore, source: PriceSource, start: pd.Timestamp,
@@ -95,3 +100,33 @@ def _integral(starts: np.ndarray, ends: np.ndarray, prices: np.ndarray, x: np.nd
     price_here = np.where(has, prices[np.maximum(last, 0)], 0.0)
     return np.stack([area_before[np.maximum(last, 0)] * has + price_here * inside,
                      cover_before[np.maximum(last, 0)] * has + inside])
+
+
+def price_forecast(store: CloudStore, source_name: str, area: str, at: pd.Timestamp, instants: pd.DatetimeIndex,
+                   step: pd.Timedelta, timezone: str, days: int = FORECAST_DAYS) -> pd.Series:
+    """:func:`published_prices` where a publication known at ``at`` covers an instant; past
+    them, the mean price of the same local hour over the last ``days`` days of prices known
+    at ``at`` (those ending with the latest interval known), the simplest forecast that sees
+    only what was published by then and keeps the day's shape; NaN where neither has a price.
+    Hours are those of each instant's interval start, ``t - step``, on the site's clock."""
+    out = published_prices(store, source_name, area, at, instants, step)
+    if not out.isna().any():
+        return out
+    at = dd.parse_ts(at)
+    rows = store.read_frame(s.PRICES, {s.SOURCE: source_name, s.AREA: area},
+                            start=at - pd.Timedelta(days=days) - LONGEST_INTERVAL, stop=at + PUBLISHED_AHEAD)
+    rows = rows[rows[s.PUBLISHED_AT] <= at]
+    if rows.empty:
+        return out
+    last = pd.Timestamp(rows[s.END_TS].max()).floor(step)
+    past = pd.date_range(last - pd.Timedelta(days=days), last, freq=step, inclusive="right")
+    history = published_prices(store, source_name, area, at, past, step)
+    by_hour = history.groupby(_local_hour(history.index, step, timezone)).mean()
+    missing = out.isna().to_numpy()
+    hours = _local_hour(out.index[missing], step, timezone)
+    out.iloc[np.flatnonzero(missing)] = by_hour.reindex(hours).to_numpy()
+    return out
+
+
+def _local_hour(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> np.ndarray:
+    return np.asarray((pd.DatetimeIndex(instants) - step).tz_convert(timezone).hour)
