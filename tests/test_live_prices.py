@@ -152,6 +152,7 @@ def test_entsoe_needs_its_key_and_never_shows_it(fake, caplog):
     with pytest.raises(ConfigError, match="ENTSO-E needs a key: set ENTSOE_API_KEY"):
         price_source({"source": "entsoe", "area": "DE_LU"}, settings(fake))
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # a CLI run in this process may have quietened it
     start, end = local_day("2026-06-01", "Europe/Berlin")
     fake.route("/", Reply(500))
     with pytest.raises(SourceUnavailable) as unavailable:

@@ -71,7 +71,7 @@ from der_core import der_data as dd
 from der_core.config import SimulatorConfig, build_config
 from der_core.control import ReservePolicy
 from der_core.errors import UsageError
-from der_core.setpoints import SetpointSchedule
+from der_core.setpoints import ExpectedSavings, SetpointSchedule
 from der_core.site_file import declared_site, planning_config
 
 JOB = "optimizer"
@@ -254,10 +254,12 @@ class SitePlan:
     def schedule(self) -> SetpointSchedule:
         """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges): no
         power command where the battery's own rule does what the plan wants, the import cap on
-        every entry, and the reserve policy the gateway applies at each reading."""
+        every entry, the reserve policy the gateway applies at each reading, and what the plan
+        expects the battery to save (shown beside the next action in Home Assistant)."""
         power, cap = self.commands()
         sent_policy = self.policy is not None and self.published == PUBLISHED_PLAN
-        return SetpointSchedule.from_commands(self.step_starts, power, cap, self.policy if sent_policy else None)
+        return SetpointSchedule.from_commands(self.step_starts, power, cap, self.policy if sent_policy else None,
+                                              ExpectedSavings(self.savings_vs_no_battery, self.currency))
 
     def expected_over_scenarios(self) -> ScenarioFigures | None:
         """A scenario plan's valued cost and savings over all its load scenarios, each
