@@ -189,9 +189,9 @@ class Gateway:
 
         A reading covers the interval ending at its instant, so a schedule entry governs the
         readings whose interval starts within it; a command that arrived during the interval
-        (in force at its end only) applies to it too. NaN means no command. Outside a
-        demand-response event, a cap below the month's peak import so far is raised to it
-        (:meth:`Controller.cap_kw`).
+        (in force at its end only) applies to it too. NaN means no command. A cap below the
+        month's peak import so far is raised to it unless the interval starts in a
+        demand-response event's step (:meth:`Controller.cap_kw`).
         """
         if self.setpoints is None:
             return None, None
@@ -201,16 +201,10 @@ class Gateway:
             value = method(device_id, start)
             return method(device_id, at) if np.isnan(value) else value
 
-        def cap(device_id: str, controller: Controller) -> float:
-            for instant in (start, at):
-                value = setpoints.import_limit_kw(device_id, instant)
-                if not np.isnan(value):
-                    return controller.cap_kw(value, start, setpoints.event(device_id, instant))
-            return math.nan
-
         power = np.array([[lookup(setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
-        caps = np.array([[cap(c.device_id, controller)] for c, controller in zip(self.configs, controllers, strict=True)],
-                        dtype=float)
+        caps = np.array([[controller.cap_kw(lookup(setpoints.import_limit_kw, c.device_id), start,
+                                            setpoints.event(c.device_id, start))]
+                         for c, controller in zip(self.configs, controllers, strict=True)], dtype=float)
         return power, caps
 
     def _policies(self, at: pd.Timestamp, dt_h: float) -> list[ReservePolicy | None]:
