@@ -50,7 +50,7 @@ class Fleet:
         for runtime in self.runtimes:
             assert runtime.link.subscribed.wait(WAIT_S), "a gateway did not subscribe to its setpoints"
         self.cloud = SQLiteCloudStore(folder / "cloud.db")
-        self.dr = FleetDR(self.cloud, MqttPublisher(settings), clock=self.now)
+        self.dr = FleetDR(self.cloud, MqttPublisher(settings, clock=self.now), clock=self.now)
 
     def now(self) -> pd.Timestamp:
         return self.clock[0]
