@@ -11,8 +11,9 @@ SQLite cloud store in a temporary folder. Schedules go to the broker of MQTT_HOS
 when it answers (retained, then cleared); otherwise they are built and counted, and the
 output says so. The window is simulated with the gateway's own physics: each site's
 schedule decoded by the gateway's command book, the command in force at each interval's
-start applied, and the import cap raised to the month's peak import so far as the gateway's
-controller raises it (:meth:`der_core.control.Controller.cap_kw`).
+start applied, and its import cap passed through the gateway's controller
+(:meth:`der_core.control.Controller.cap_kw`, which holds an event's cap as given) with the
+month's peak import before the event.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from cloud.dr.model import DREvent, Signal  # noqa: E402
 from cloud.store.sqlite import SQLiteCloudStore  # noqa: E402
 from der_core import der_data as dd  # noqa: E402
 from der_core.config import build_config, site_record  # noqa: E402
+from der_core.control import ControlBattery, Controller, SiteMemory  # noqa: E402
 from der_core.setpoints import SetpointSchedule  # noqa: E402
 from der_physics import generator  # noqa: E402
 from edge_gateway.mqtt.commands import SetpointBook  # noqa: E402
@@ -103,8 +105,11 @@ def follow(configs, state, peak, sent: dict[str, str], end: pd.Timestamp) -> pd.
     times = generator.time_range(NOW + pd.Timedelta(seconds=INTERVAL_S), end + pd.Timedelta(seconds=1), INTERVAL_S)
     starts = times - pd.Timedelta(seconds=INTERVAL_S)  # a reading's interval starts one interval before it
     power = np.array([[book.power_kw(c.device_id, t) for t in starts] for c in configs])
-    caps = np.array([[book.import_limit_kw(c.device_id, t) for t in starts] for c in configs])
-    caps = np.where(np.isnan(caps), np.nan, np.maximum(caps, peak[:, None]))
+    controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone,
+                              SiteMemory(month=NOW.tz_convert(c.timezone).strftime("%Y-%m"), peak_import_kw=p))
+                   for c, p in zip(configs, peak, strict=True)]
+    caps = np.array([[controller.cap_kw(book.import_limit_kw(c.device_id, t), t, book.event(c.device_id, t)) for t in starts]
+                     for c, controller in zip(configs, controllers, strict=True)])
     sim, _ = generator.simulate(configs, times, state, power, import_cap_kw=caps)
     return sim.frame()
 

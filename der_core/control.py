@@ -13,7 +13,7 @@ energies. Within the step, on the load it measures, the battery
 * charges up to ``charge_to_kwh`` (from the grid if PV does not cover it);
 * otherwise covers load only down to ``floor_kwh``, and stores any PV surplus;
 * and always defends the schedule's ``import_limit_kw``, reserve or not, never below the
-  month's peak import,
+  month's peak import except on a demand-response event's steps, which hold it as given,
 
 as a home battery's backup-reserve, grid-charge and grid-limit settings do. The session
 state comes from the charger's own readings (:class:`SessionDays`); the house level of a
@@ -165,8 +165,8 @@ class SiteMemory:
     keeps with the battery state so a restart forgets none of it: the charger's sessions and
     the billing month's peak import.
 
-    The month's peak is already paid for, so the control never defends a cap below it
-    (:meth:`Controller.cap_kw`).
+    The month's peak is already paid for, so the control defends no cap below it outside a
+    demand-response event (:meth:`Controller.cap_kw`).
     """
 
     sessions: SessionDays = field(default_factory=SessionDays)
@@ -259,11 +259,15 @@ class Controller:
     timezone: str
     memory: SiteMemory = field(default_factory=SiteMemory)
 
-    def cap_kw(self, cap_kw: float, interval_start: pd.Timestamp) -> float:
-        """A schedule's import cap (NaN: none) for the interval, never below the month's peak
-        import so far: that peak is already paid for, so a lower cap only spends the battery on
-        imports that cost nothing more."""
-        if math.isnan(cap_kw) or _month(interval_start, self.timezone) != self.memory.month:
+    def cap_kw(self, cap_kw: float, interval_start: pd.Timestamp, event: bool = False) -> float:
+        """A schedule's import cap (NaN: none) for the interval.
+
+        Outside an event, never below the month's peak import so far: that peak is already
+        paid for, so a lower cap only spends the battery on imports that cost nothing more.
+        On a demand-response event's step (``event``) the cap is held as given: the event pays
+        for each kW below its baseline, whatever the month's peak, so a cap raised to that
+        peak would give away the reduction the event bought."""
+        if event or math.isnan(cap_kw) or _month(interval_start, self.timezone) != self.memory.month:
             return cap_kw
         return max(cap_kw, self.memory.peak_import_kw)
 

@@ -9,6 +9,9 @@ command for that entry: the battery runs its own self-consumption rule, which re
 actual load and PV. ``"import_limit_kw"`` (optional, finite, >= 0) is a grid import cap the
 battery defends by discharging more or charging less than commanded, as hybrid inverters'
 grid-limit settings do; a plan sends its peak import target so load nobody forecast is shaved.
+``"event": true`` (optional, a boolean, false when absent) marks an entry as a demand-response
+event's: its cap is held as given, where any other cap is never held below the month's peak
+import (:meth:`der_core.control.Controller.cap_kw`).
 
 A schedule may carry a reserve policy for the steps it covers (der_core/control.py):
 ``"reserve": {"start": "...", "step_s": 900, "charging_steps": 24, "house_levels": [0.8, 1.1, 1.7],
@@ -60,10 +63,13 @@ class SetpointEntry:
     ts: pd.Timestamp  # in force from this instant (UTC) until the next entry's
     power_kw: float | None = None  # None: no power command, the battery's own rule
     import_limit_kw: float | None = None  # None: no import cap
+    event: bool = False  # a demand-response event's step: its cap is held as given
 
     def to_dict(self) -> dict:
         entry = {"ts": dd.format_ts(self.ts), "power_kw": None if self.power_kw is None else _sent(self.power_kw)}
-        return entry if self.import_limit_kw is None else entry | {"import_limit_kw": _sent(self.import_limit_kw)}
+        if self.import_limit_kw is not None:
+            entry["import_limit_kw"] = _sent(self.import_limit_kw)
+        return entry | {"event": True} if self.event else entry
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,19 @@ class SetpointSchedule:
 
     @classmethod
     def from_commands(cls, step_starts: Sequence[pd.Timestamp], power_kw: np.ndarray, import_limit_kw: np.ndarray,
-                      reserve: ReservePolicy | None = None, expected_savings: ExpectedSavings | None = None) -> SetpointSchedule:
-        """The schedule of per-step commands as the backtest carries a plan out (NaN: none)."""
-        entries = tuple(SetpointEntry(ts, None if math.isnan(p) else float(p), None if math.isnan(c) else float(c))
-                        for ts, p, c in zip(step_starts, power_kw, import_limit_kw))
+                      reserve: ReservePolicy | None = None, expected_savings: ExpectedSavings | None = None,
+                      event: np.ndarray | None = None) -> SetpointSchedule:
+        """The schedule of per-step commands as the backtest carries a plan out (NaN: none);
+        ``event`` marks the steps of a demand-response event (none by default)."""
+        events = np.zeros(len(step_starts), dtype=bool) if event is None else np.asarray(event, dtype=bool)
+        entries = tuple(SetpointEntry(ts, None if math.isnan(p) else float(p), None if math.isnan(c) else float(c), bool(e))
+                        for ts, p, c, e in zip(step_starts, power_kw, import_limit_kw, events))
         return cls(entries, reserve, expected_savings)
+
+    @property
+    def has_event(self) -> bool:
+        """Some entry is a demand-response event's."""
+        return any(entry.event for entry in self.entries)
 
     def to_dict(self) -> dict:
         """The JSON object sent: the reserve policy's rows for the schedule's steps only."""
@@ -143,7 +157,7 @@ def _sent(kw: float) -> float:
 def _entry(entry: object, i: int, limit_kw: float) -> SetpointEntry:
     if not isinstance(entry, dict):
         raise CommandRejected(f"schedule[{i}] must be an object with ts and power_kw")
-    check_keys(entry, {"ts", "power_kw", "import_limit_kw"}, f"schedule[{i}]: ")
+    check_keys(entry, {"ts", "power_kw", "import_limit_kw", "event"}, f"schedule[{i}]: ")
     for key in ("ts", "power_kw"):
         if key not in entry:
             raise CommandRejected(f"schedule[{i}] lacks {key}")
@@ -151,7 +165,10 @@ def _entry(entry: object, i: int, limit_kw: float) -> SetpointEntry:
     power_kw = None if entry["power_kw"] is None else power(entry["power_kw"], f"schedule[{i}].power_kw", limit_kw)
     ts = instant(entry["ts"], f"schedule[{i}].ts")
     cap = import_limit(entry, f"schedule[{i}].import_limit_kw")
-    return SetpointEntry(ts, power_kw, None if math.isnan(cap) else cap)
+    event = entry.get("event", False)
+    if not isinstance(event, bool):
+        raise CommandRejected(f"schedule[{i}].event must be true or false, got {json.dumps(event)[:40]}")
+    return SetpointEntry(ts, power_kw, None if math.isnan(cap) else cap, event)
 
 
 def check_keys(data: Mapping, allowed: set[str] | frozenset[str], where: str) -> None:

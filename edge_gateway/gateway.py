@@ -63,6 +63,11 @@ class SetpointSource(Protocol):
         applied at every reading to the load the battery measures; None when none."""
         ...
 
+    def event(self, device_id: str, at: pd.Timestamp) -> bool:
+        """The step in force at ``at`` is a demand-response event's: its import cap is held as
+        given (:meth:`Controller.cap_kw`)."""
+        ...
+
 
 class SiteObserver(Protocol):
     """Told what a step left of a site, once it is saved (the MQTT link publishes it)."""
@@ -185,18 +190,20 @@ class Gateway:
         A reading covers the interval ending at its instant, so a schedule entry governs the
         readings whose interval starts within it; a command that arrived during the interval
         (in force at its end only) applies to it too. NaN means no command. A cap below the
-        month's peak import so far is raised to it (:meth:`Controller.cap_kw`).
+        month's peak import so far is raised to it unless the interval starts in a
+        demand-response event's step (:meth:`Controller.cap_kw`).
         """
         if self.setpoints is None:
             return None, None
-        start = at - pd.Timedelta(hours=dt_h)
+        setpoints, start = self.setpoints, at - pd.Timedelta(hours=dt_h)
 
         def lookup(method, device_id: str) -> float:
             value = method(device_id, start)
             return method(device_id, at) if np.isnan(value) else value
 
-        power = np.array([[lookup(self.setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
-        caps = np.array([[controller.cap_kw(lookup(self.setpoints.import_limit_kw, c.device_id), start)]
+        power = np.array([[lookup(setpoints.power_kw, c.device_id)] for c in self.configs], dtype=float)
+        caps = np.array([[controller.cap_kw(lookup(setpoints.import_limit_kw, c.device_id), start,
+                                            setpoints.event(c.device_id, start))]
                          for c, controller in zip(self.configs, controllers, strict=True)], dtype=float)
         return power, caps
 

@@ -3,6 +3,7 @@ site through der_core.control.Controller, so the battery does the same in each."
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -45,6 +46,9 @@ class Fitted:
 
     def reserve(self, device_id: str, at: pd.Timestamp) -> ReservePolicy:
         return self._in_force(at)[0]
+
+    def event(self, device_id: str, at: pd.Timestamp) -> bool:
+        return False
 
 
 def _backtest_day(monkeypatch, config, day: pd.Timestamp) -> tuple[bt.StrategyRun, Fitted, pd.DataFrame]:
@@ -110,3 +114,32 @@ def test_the_plans_preview_of_a_day_without_the_car_is_what_the_gateway_does(tmp
     # load, the gateway its readings (0.1 W).
     assert (readings[dd.NET_GRID_FLOW] <= cap_kw + 1e-4).all(), "the cap held: the gateway never raised it"
     np.testing.assert_allclose(preview.battery_power_kw, readings[dd.BATTERY_POWER].to_numpy(), rtol=0, atol=1e-4)
+
+
+def _dr_site_day(tmp_path, event: bool) -> pd.DataFrame:
+    """A site whose battery charged at full rate from the grid in the afternoon (the month's
+    peak import), then holds a 0.3 kW import cap with no discharge command through the evening."""
+    from edge_gateway.mqtt.commands import SetpointBook
+
+    config = build_config({"device_id": "dr-cap", "seed": 7, "interval_seconds": 900,
+                           "battery": {"mode": "setpoint", "initial_soc": 20.0}})
+    noon, evening = pd.Timestamp("2024-07-15T19:00Z"), pd.Timestamp("2024-07-16T01:00Z")
+    entries = [{"ts": dd.format_ts(noon), "power_kw": config.battery.max_charge_rate_kw}]
+    entries += [{"ts": dd.format_ts(evening + i * pd.Timedelta(minutes=15)), "power_kw": 0.0, "import_limit_kw": 0.3,
+                 **({"event": True} if event else {})} for i in range(8)]
+    book = SetpointBook.for_configs([config], clock=lambda: noon)
+    book.accept(config.device_id, json.dumps({"schedule": entries}).encode())
+    gateway = Gateway([config], state_dir=tmp_path / str(event), setpoints=book)
+    instants = pd.date_range(noon + pd.Timedelta(minutes=15), evening + pd.Timedelta(hours=2), freq="15min")
+    return pd.concat([gateway.step(at) for at in instants], ignore_index=True)
+
+
+def test_an_event_step_holds_its_cap_below_the_months_peak(tmp_path):
+    held, raised = _dr_site_day(tmp_path, event=True), _dr_site_day(tmp_path, event=False)
+    window = lambda frame: frame[frame[dd.TS] > pd.Timestamp("2024-07-16T01:00Z")]  # noqa: E731
+    peak = held[dd.NET_GRID_FLOW].iloc[:4].max()
+    assert peak > 3.0, "charging from the grid sets the month's peak well above the cap"
+    assert (window(held)[dd.NET_GRID_FLOW] <= 0.3 + 1e-3).all(), "the event's cap held, the battery discharging"
+    assert (window(held)[dd.BATTERY_POWER] < 0).any()
+    # The same cap outside an event is raised to the month's peak: the battery holds at 0.
+    assert (window(raised)[dd.BATTERY_POWER] == 0.0).all() and window(raised)[dd.NET_GRID_FLOW].max() > 0.3

@@ -5,79 +5,24 @@ delivered reduction read back per site; then the events the fleet must decline."
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from cloud.dashboard.app import create_app
-from cloud.dr.decision import FleetDR
-from cloud.dr.dispatch import MqttPublisher
-from cloud.store.sqlite import SQLiteCloudStore
-from cloud.sync.job import SyncSettings, sync_once
 from der_core import der_data as dd
-from der_core.config import build_config
-from der_physics import generator
-from edge_gateway.daemon import open_runtime
-from edge_gateway.mqtt import topics
-from edge_gateway.mqtt.commands import SetpointBook
 from edge_gateway.mqtt.settings import MqttSettings
 from tests.conftest import require_service
-from tests.mqtt_fixtures import WAIT_S, broker_address, clear_retained, unique_id
+from tests.dr_fleet import INTERVAL, NOW, SITES, Fleet
+from tests.mqtt_fixtures import broker_address
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 
-SITES = 20
-INTERVAL = pd.Timedelta(minutes=15)
-NOW = pd.Timestamp("2024-07-16T00:00:00Z")  # Monday 17:00 in Los Angeles, before the evening peak
-HISTORY = pd.Timedelta(days=8)  # 5 earlier weekdays: the forecast baseline and high 5 of 10 both need them
 START, END = NOW + pd.Timedelta(minutes=30), NOW + pd.Timedelta(minutes=150)
 TOKEN = "dr-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REQUESTED_KW = 20.0
-
-
-class Fleet:
-    """The gateways, their edge stores, the cloud store, the app, and one clock for all."""
-
-    def __init__(self, folder, settings: MqttSettings) -> None:
-        self.clock = [NOW]
-        tag = unique_id("dr")
-        self.configs = [build_config({"device_id": f"{tag}-{i:02d}", "seed": 100 + i, "interval_seconds": 900,
-                                      "battery": {"mode": "setpoint"}}) for i in range(SITES)]
-        self.settings = settings
-        self.runtimes = []
-        for config in self.configs:
-            book = SetpointBook.for_configs([config], clock=lambda: self.clock[0])
-            runtime = open_runtime([config], store_path=folder / config.device_id / "edge.db", mqtt=settings,
-                                   state_dir=folder / config.device_id / "state", setpoints=book)
-            self.runtimes.append(runtime)
-            times = generator.time_range(NOW - HISTORY + INTERVAL, NOW, 900)  # the gateway's backfilled history
-            runtime.store.write(generator.simulate([config], times)[0].frame())
-        for runtime in self.runtimes:
-            assert runtime.link.subscribed.wait(WAIT_S), "a gateway did not subscribe to its setpoints"
-        self.cloud = SQLiteCloudStore(folder / "cloud.db")
-        self.dr = FleetDR(self.cloud, MqttPublisher(settings), clock=lambda: self.clock[0])
-        self.client = TestClient(create_app(self.cloud, token=TOKEN, dr=self.dr))
-
-    def step(self, at: pd.Timestamp) -> list[pd.DataFrame]:
-        self.clock[0] = at
-        return [runtime.gateway.step(at) for runtime in self.runtimes]
-
-    def sync(self) -> None:
-        for runtime in self.runtimes:
-            sync_once(runtime.store, self.cloud, SyncSettings(source="edge:sqlite"))
-
-    def close(self) -> None:
-        self.client.close()
-        for runtime in self.runtimes:
-            runtime.close()
-        self.cloud.close()
-        clear_retained(self.settings, [t for c in self.configs for t in
-                                       [topics.status(c.device_id), topics.setpoint(c.device_id),
-                                        *(topics.discovery_topic(c.device_id, s) for s in topics.SENSORS)]])
 
 
 def _event(start: pd.Timestamp, end: pd.Timestamp, **signal) -> dict:
@@ -90,31 +35,23 @@ def run(tmp_path_factory):
     host, port = broker_address()
     require_service("MQTT broker", host, port)
     fleet = Fleet(tmp_path_factory.mktemp("dr"), MqttSettings(host=host, port=port, reconnect_min_s=1, reconnect_max_s=2))
+    fleet.client = TestClient(create_app(fleet.cloud, token=TOKEN, dr=fleet.dr))
     try:
         fleet.step(NOW)
         fleet.sync()
         posted = fleet.client.post("/api/dr/events", json=_event(START, END, requested_kw=REQUESTED_KW, event_id="e2e-1"),
                                    headers=AUTH)
-        books = [runtime.link.setpoints for runtime in fleet.runtimes]
-        deadline = time.monotonic() + WAIT_S
-        dispatched = set(fleet.dr.store.read_frame("dr_results", {"event_id": "e2e-1"})[dd.DEVICE_ID]) - {"fleet"}
-        while time.monotonic() < deadline and not all(b.command(c.device_id) for b, c in zip(books, fleet.configs)
-                                                      if c.device_id in dispatched):
-            time.sleep(0.05)
-        received = {c.device_id: b.command(c.device_id) for b, c in zip(books, fleet.configs)}
-        commanded, frames = [], []
-        at = NOW + INTERVAL
-        while at <= END:
-            start = at - INTERVAL  # the command in force at the interval's start drives the reading
-            commanded.append([b.power_kw(c.device_id, start) for b, c in zip(books, fleet.configs)])
-            frames.append(pd.concat(fleet.step(at), ignore_index=True))
-            at += INTERVAL
+        dispatched = fleet.dispatched("e2e-1")
+        fleet.wait_for_commands(dispatched)
+        received = {c.device_id: b.command(c.device_id) for b, c in zip(fleet.books, fleet.configs)}
+        commanded, frames = fleet.follow(END)
         fleet.sync()
         fleet.clock[0] = END + INTERVAL
         shown = fleet.client.get("/api/dr/events/e2e-1", headers=AUTH)
-        yield {"fleet": fleet, "posted": posted, "received": received, "dispatched": dispatched, "commanded": np.array(commanded),
+        yield {"fleet": fleet, "posted": posted, "received": received, "dispatched": dispatched, "commanded": commanded,
                "readings": frames, "shown": shown}
     finally:
+        fleet.client.close()
         fleet.close()
 
 

@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import openleadr
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,9 +24,9 @@ from cloud.dr.openadr import FleetVen, RegistrationFailed, VenSettings
 from cloud.dr.openadr_events import MAX_INTERVALS, EventRejected, translate
 from cloud.dr.telemetry import Telemetry
 from der_core.errors import ConfigError
+from tests.openadr_vtn import VEN_ID, until, vtn
 
 BATTERIES = ("bat-1", "bat-2", "bat-3")
-VEN_ID = "ven-fleet-1"
 SOURCE = "openadr"
 
 
@@ -68,61 +65,6 @@ TELEMETRY_TS = pd.Timestamp("2030-01-01T12:00:00Z")
 TELEMETRY = {b: Telemetry(TELEMETRY_TS, -1.5 * (i + 1), 40.0 + 10 * i) for i, b in enumerate(BATTERIES)}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Vtn:
-    server: object
-    url: str
-    registrations: list[dict] = field(default_factory=list)
-    offered: list[tuple[str, str, str, str]] = field(default_factory=list)
-    received: dict[tuple[str, str], list[tuple[datetime, float]]] = field(default_factory=lambda: defaultdict(list))
-    opts: dict[str, str] = field(default_factory=dict)
-
-    def on_create_party_registration(self, registration_info: dict):
-        self.registrations.append(registration_info)
-        return VEN_ID, "reg-1"
-
-    def on_register_report(self, ven_id, resource_id, measurement, unit, scale, min_sampling_interval,
-                           max_sampling_interval):
-        self.offered.append((resource_id, measurement, unit, scale))
-
-        def on_values(values, key=(resource_id, measurement)):
-            self.received[key].extend(values)
-
-        return on_values, min_sampling_interval
-
-    def on_opt(self, ven_id: str, event_id: str, opt_type: str) -> None:
-        self.opts[event_id] = opt_type
-
-    def reduction(self, kw: float, start: datetime, targets: list[dict] | None = None) -> str:
-        return self.server.add_event(
-            ven_id=VEN_ID, signal_name="LOAD_DISPATCH", signal_type="delta",
-            intervals=[{"dtstart": start, "duration": timedelta(hours=2), "signal_payload": -kw}],
-            targets=targets, callback=self.on_opt)
-
-
-@asynccontextmanager
-async def vtn(**tls):
-    port = free_port()
-    server = openleadr.OpenADRServer(vtn_id="VTN", http_port=port, http_host="127.0.0.1",
-                                     requested_poll_freq=timedelta(seconds=1), show_fingerprint=False, **tls)
-    scheme = "https" if tls.get("http_cert") else "http"
-    host = "localhost" if tls.get("http_cert") else "127.0.0.1"
-    record = Vtn(server, f"{scheme}://{host}:{port}/OpenADR2/Simple/2.0b")
-    server.add_handler("on_create_party_registration", record.on_create_party_registration)
-    server.add_handler("on_register_report", record.on_register_report)
-    await server.run()
-    try:
-        yield record
-    finally:
-        await server.stop()
-
-
 @asynccontextmanager
 async def ven(url: str, handler: ScriptedFleet, clock: Callable[[], pd.Timestamp] | None = None, **options):
     settings = VenSettings(vtn_url=url, ven_name="fleet", telemetry_interval=timedelta(seconds=1), **options)
@@ -132,14 +74,6 @@ async def ven(url: str, handler: ScriptedFleet, clock: Callable[[], pd.Timestamp
         yield fleet
     finally:
         await fleet.stop()
-
-
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Wait for what the VTN or VEN should see; the test then asserts it (no timing checked)."""
-    for _ in range(int(within_s / 0.1)):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
 
 
 def soon() -> datetime:
@@ -569,9 +503,12 @@ def test_the_command_registers_and_reports_the_stored_batteries_until_sigterm(tm
      "error: VTN http://vtn.example.com/oadr: plain http only to this machine; use https with mutual TLS"),
     (["--ven", "--report-only", "--vtn-url", "https://vtn.example.com/oadr"], {"DER_OPENADR_CERT": "/nonexistent.pem"},
      "error: DER_OPENADR_CERT=/nonexistent.pem: cannot be read (No such file or directory)"),
+    (["--ven", "--vtn-url", "http://127.0.0.1:9/oadr"], {},
+     "error: run_dr.py --ven: the fleet sends its event schedules over MQTT; set MQTT_HOST (and MQTT_PORT), "
+     "or pass --report-only to register and report without taking events"),
 ])
 def test_the_command_refuses_bad_settings_in_one_line(tmp_path, args, env, line):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DER_OPENADR_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DER_OPENADR_", "MQTT_"))}
     result = subprocess.run([sys.executable, str(ROOT / "run_dr.py"), *args], capture_output=True, text=True,
                             timeout=60, env={**clean, **env}, cwd=tmp_path)
     assert (result.returncode, result.stderr.strip()) == (2, line)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from edge_gateway.mqtt.retained import NotPublished, publish_retained
+from edge_gateway.mqtt.retained import NotPublished, publish_retained, replace_retained
 from edge_gateway.mqtt.settings import MqttSettings
 from tests.mqtt_fixtures import Recorder, broker, clear_retained, unique_id  # noqa: F401
 
@@ -50,4 +50,15 @@ def test_a_retained_message_reaches_a_subscriber_that_comes_later(broker):  # no
         assert (message.payload, message.retain, message.qos) == (b'{"schedule": []}', True, 1)
     finally:
         recorder.close()
+        clear_retained(broker, [topic])
+
+
+@pytest.mark.mqtt
+def test_replacing_a_retained_message_returns_the_one_it_replaced(broker):  # noqa: F811
+    topic = f"test/{unique_id('replace')}"
+    try:
+        assert replace_retained(broker, topic, b"first") is None  # nothing retained before
+        assert replace_retained(broker, topic, b"second") == b"first"
+        assert replace_retained(broker, topic, b"third") == b"second"
+    finally:
         clear_retained(broker, [topic])

@@ -71,7 +71,17 @@ def test_entries_are_put_in_time_order():
                    {"ts": "2024-06-15T16:00:00+02:00", "power_kw": 2}]}, "two entries at 2024-06-15T14:00:00"),
     ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1}], "reserve": {}}, "reserve: |reserve lacks"),
     ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1}], "extra": 1}, "unknown key 'extra'"),
+    ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1, "event": 1}]}, r"event must be true or false"),
 ])
 def test_what_cannot_be_meant_is_refused_with_the_reason(data, message):
     with pytest.raises(CommandRejected, match=message):
         SetpointSchedule.from_dict(data, LIMIT_KW)
+
+
+def test_event_steps_are_marked_on_the_wire_and_read_back():
+    sent = SetpointSchedule.from_commands(pd.date_range(START, periods=3, freq=STEP), np.array([0.0, -2.0, math.nan]),
+                                          np.array([math.nan, 1.5, math.nan]), event=np.array([False, True, False]))
+    assert [("event" in e) for e in sent.to_dict()["schedule"]] == [False, True, False]
+    received = SetpointSchedule.from_dict(json.loads(sent.to_json()), LIMIT_KW)
+    assert [e.event for e in received.entries] == [False, True, False] and received.has_event
+    assert not SetpointSchedule.from_commands([START], np.array([1.0]), np.array([math.nan])).has_event

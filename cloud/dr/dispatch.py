@@ -1,16 +1,34 @@
-"""Sending an event's schedules to the gateways: the optimizer's own publishing
-(:func:`cloud.optimization.publish.publish_schedule`, a retained QoS 1 schedule per site),
-behind a small Protocol so the decision can be tested and benchmarked without a broker."""
+"""Sending an event's schedules to the gateways: the optimizer's own publishing (a retained
+QoS 1 schedule per site on ``der/<device_id>/battery/setpoint``), behind a small Protocol so
+the decision can be tested and benchmarked without a broker.
+
+Withdrawing an event's schedule (a cancel, or a modification the fleet no longer follows)
+puts back the schedule the event displaced, so a site returns to its optimizer plan rather
+than to its battery's own rule. :class:`MqttPublisher` reads that schedule off the broker as
+it replaces it (:func:`~edge_gateway.mqtt.retained.replace_retained`) and keeps it in memory
+until the withdrawal: it republishes it when it still has entries to come (the gateway
+refuses a schedule that has ended), else it clears the topic. A schedule that is itself an
+event's (``SetpointSchedule.has_event``) is not kept, so two events in a row put back the
+plan from before the first. A VEN restarted between dispatch and withdrawal has no record and
+clears; the optimizer's next run publishes its plan either way.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from typing import Protocol
 
-from cloud.optimization.publish import publish_schedule
-from der_core.setpoints import SetpointSchedule
+import pandas as pd
+
+from cloud.optimization.publish import PublishFailed
+from der_core import der_data as dd
+from der_core.setpoints import CommandRejected, SetpointSchedule
 from edge_gateway.mqtt import topics
-from edge_gateway.mqtt.retained import publish_retained
+from edge_gateway.mqtt.retained import NotPublished, publish_retained, replace_retained
 from edge_gateway.mqtt.settings import MqttSettings
+
 
 
 class SchedulePublisher(Protocol):
@@ -19,21 +37,52 @@ class SchedulePublisher(Protocol):
         ...
 
     def clear(self, device_id: str) -> None:
-        """Withdraw the device's schedule: the battery returns to its own rule."""
+        """Withdraw the device's event schedule: the site returns to the schedule it followed
+        before, when that one is still in force, else to its battery's own rule."""
         ...
 
 
-class MqttPublisher:
-    """Schedules on ``der/<device_id>/battery/setpoint``, retained, as the optimizer sends them."""
+def displaced_schedule(payload: bytes) -> SetpointSchedule | None:
+    """The schedule a retained ``payload`` holds, if it is one a withdrawal may put back: a
+    valid schedule that is no event's. Powers are not bounded here: the gateway bounds them."""
+    try:
+        schedule = SetpointSchedule.from_dict(json.loads(payload), math.inf)
+    except (ValueError, TypeError, KeyError, CommandRejected):
+        return None
+    return None if schedule.has_event else schedule
 
-    def __init__(self, settings: MqttSettings, timeout_s: float = 10.0) -> None:
-        self.settings, self.timeout_s = settings, timeout_s
+
+class MqttPublisher:
+    """Schedules on ``der/<device_id>/battery/setpoint``, retained, as the optimizer sends them;
+    each displaced non-event schedule kept until its event's schedule is withdrawn."""
+
+    def __init__(self, settings: MqttSettings, timeout_s: float = 10.0,
+                 clock: Callable[[], pd.Timestamp] = dd.utc_now) -> None:
+        self.settings, self.timeout_s, self.clock = settings, timeout_s, clock
+        self._displaced: dict[str, bytes] = {}
 
     def publish(self, device_id: str, schedule: SetpointSchedule) -> None:
-        publish_schedule(self.settings, device_id, schedule, self.timeout_s)
+        try:
+            replaced = replace_retained(self.settings, topics.setpoint(device_id), schedule.to_json(), what="the schedule",
+                                        client_name="der-dr", timeout_s=self.timeout_s)
+        except NotPublished as error:
+            raise PublishFailed(str(error)) from None
+        if replaced is not None and displaced_schedule(replaced) is not None:
+            self._displaced[device_id] = replaced
+        elif replaced is None:
+            self._displaced.pop(device_id, None)
 
     def clear(self, device_id: str) -> None:
-        # An empty retained message deletes the retained schedule and clears the gateway's command
-        # (edge_gateway/mqtt/commands.py), so a gateway that reconnects later gets nothing stale.
-        publish_retained(self.settings, topics.setpoint(device_id), b"", what="the withdrawn schedule",
-                         client_name="der-dr", timeout_s=self.timeout_s)
+        payload = self._displaced.pop(device_id, None)
+        schedule = None if payload is None else displaced_schedule(payload)
+        if schedule is not None and schedule.entries[-1].ts > self.clock():
+            what, message = "the restored schedule", payload
+        else:
+            # An empty retained message deletes the retained schedule and clears the gateway's
+            # command (edge_gateway/mqtt/commands.py), so a gateway that reconnects later gets nothing stale.
+            what, message = "the withdrawn schedule", b""
+        try:
+            publish_retained(self.settings, topics.setpoint(device_id), message, what=what, client_name="der-dr",
+                             timeout_s=self.timeout_s)
+        except NotPublished as error:
+            raise PublishFailed(str(error)) from None

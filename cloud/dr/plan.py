@@ -11,8 +11,10 @@ with ``w_i`` the expected participation and a non-following site at its baseline
 Each site's schedule (:class:`~der_core.setpoints.SetpointSchedule`): from the current plan
 step to the window, power 0 (the battery holds its charge for the window); in the window,
 the planned battery power with the planned grid import as the import cap, which the battery
-defends against load nobody forecast by discharging more; at the window's end one entry with
-no command, after which the battery runs its own rule again.
+defends against load nobody forecast by discharging more, on entries marked as the event's
+(``"event": true``) so the gateway holds the cap even below the month's peak import
+(:meth:`der_core.control.Controller.cap_kw`); at the window's end one entry with no command,
+after which the battery runs its own rule again.
 """
 
 from __future__ import annotations
@@ -80,9 +82,10 @@ def schedules(plan: FleetPlan, now: pd.Timestamp, step: pd.Timedelta) -> Mapping
     held = [hold] if hold < plan.steps[0] else []
     starts = [*held, *plan.steps, plan.steps[-1] + step]
     caps = np.maximum(plan.grid_kw, 0.0)
+    event = np.concatenate([np.zeros(len(held), bool), np.ones(len(plan.steps), bool), [False]])
     out = {}
     for i, device in enumerate(plan.devices):
         power = np.concatenate([np.zeros(len(held)), plan.battery_kw[i], [np.nan]])
         limit = np.concatenate([np.full(len(held), np.nan), caps[i], [np.nan]])
-        out[device] = SetpointSchedule.from_commands(starts, power, limit)
+        out[device] = SetpointSchedule.from_commands(starts, power, limit, event=event)
     return out

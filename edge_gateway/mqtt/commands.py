@@ -63,6 +63,7 @@ class Segment:
     end: pd.Timestamp
     power_kw: float  # NaN: no command, the battery's own rule
     import_limit_kw: float = math.nan  # NaN: no cap
+    event: bool = False  # a demand-response event's step (der_core.setpoints)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _schedule(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp)
         raise CommandRejected(f"schedule starts after {MAX_HORIZON.days} days from now; expected a near-term plan")
     ends = starts[1:] + [end]
     segments = tuple(Segment(entry.ts, stop, math.nan if entry.power_kw is None else entry.power_kw,
-                             math.nan if entry.import_limit_kw is None else entry.import_limit_kw)
+                             math.nan if entry.import_limit_kw is None else entry.import_limit_kw, entry.event)
                      for entry, stop in zip(schedule.entries, ends))
     return Command(device_id, segments, schedule.reserve, schedule.expected_savings)
 
@@ -279,6 +280,11 @@ class SetpointBook:
         """The grid import cap in force at ``at`` (kW), NaN when none."""
         segment = self._segment(device_id, at)
         return math.nan if segment is None else segment.import_limit_kw
+
+    def event(self, device_id: str, at: pd.Timestamp) -> bool:
+        """The step in force at ``at`` is a demand-response event's."""
+        segment = self._segment(device_id, at)
+        return segment is not None and segment.event
 
     def command(self, device_id: str) -> Command | None:
         with self._lock:
