@@ -11,9 +11,10 @@ billed at its declared tariff:
   measured before it (:func:`pv_forecast.pv_forecast` with ``measured=``);
 * perfect foresight solves the LP on the recorded values.
 
-Its battery is the declared one or a what-if one (:func:`with_battery`). A site with a car
-runs the MPC ``capped``: the reserve policy follows car sessions the simulator times, and a
-recorded site has only its total load. Steps without a reading inside the backtested days are
+Its battery is the declared one or a what-if one (:func:`with_battery`). A site without a car
+runs the MPC as a simulated one does: the peak guard's cap and standing reserve, fitted on
+its recorded weeks before each decision. A site with a car runs it ``capped``: the reserve
+policy follows car sessions the simulator times, and a recorded site has only its total load. Steps without a reading inside the backtested days are
 filled by linear interpolation in time and counted (:attr:`BacktestResult.filled_steps`);
 the forecasts never see the filled values.
 """
@@ -127,5 +128,5 @@ def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, setti
                                                            (fc.LOAD, fc.PV, fc.IMPORT_PRICE, fc.EXPORT_PRICE, fc.CARBON)))
     measured = MeasuredPV(history[fc.PV].dropna(), weather)
     forecaster = fc.make_forecaster(settings.forecaster, config, history, store=store, measured=measured)
-    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo)
+    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo, measured)
     return BacktestResult(config, settings, actuals, runs, replans, filled)
