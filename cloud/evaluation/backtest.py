@@ -46,6 +46,7 @@ from cloud.optimization.decision import (
     Strategy,
     battery_spec,
     cap_floor_kw,
+    carries_policy,
     choose_strategy,
     effective_execution,
     guard_outdated,
@@ -213,7 +214,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     (:func:`_at`); ``measured``: what a declared site's PV forecast is made from. Returns the
     run and the number of plans (or policy solves) made.
     """
-    carries = history is not None and config.battery.capacity_kwh > 0
+    carries = history is not None and carries_policy(config)
     strategy = choose_strategy(settings.execution, forecaster, carries, settings.scenarios)
     if strategy is Strategy.RESERVE_POLICY:
         return reserved(config, actuals, settings, history, progress, exo, measured, forecaster)

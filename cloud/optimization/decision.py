@@ -113,10 +113,18 @@ def wants_reserve_policy(execution: Execution, forecaster: fc.Forecaster) -> boo
     return execution == Execution.GUARDED and not fc.times_the_load(forecaster)
 
 
+def carries_policy(config: SimulatorConfig) -> bool:
+    """The site can carry a reserve policy under a peak guard: it has a battery and its tariff
+    charges for the month's peak, which is what the guard's cap and its reserve defend. Without
+    a demand charge the LP's plan is the better decision: nothing pays for holding energy back
+    against a burst, while every kWh is priced by the hour."""
+    return config.battery.capacity_kwh > 0 and site_tariff(config).demand_charge_per_kw > 0
+
+
 def choose_strategy(execution: Execution, forecaster: fc.Forecaster, site_carries_policy: bool,
                     scenarios: bool = True) -> Strategy:
-    """The strategy of the module docstring. ``site_carries_policy``: the site has a battery
-    and what a peak guard is fitted on (a car or not); ``scenarios`` false plans on one
+    """The strategy of the module docstring. ``site_carries_policy``: the site carries one
+    (:func:`carries_policy`) and has what a peak guard is fitted on; ``scenarios`` false plans on one
     forecast even when the forecaster offers scenarios."""
     if site_carries_policy and wants_reserve_policy(execution, forecaster):
         return Strategy.RESERVE_POLICY

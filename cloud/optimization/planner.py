@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -48,6 +47,7 @@ from cloud.optimization.decision import (
     Stepped,
     battery_spec,
     cap_floor_kw,
+    carries_policy,
     choose_strategy,
     effective_execution,
     guard_outdated,
@@ -451,7 +451,8 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
                                     wholesale=outside.wholesale if outside is not None else None)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
-    guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
+    guarded = carries_policy(config) and wants_reserve_policy(settings.execution, forecaster)
+    guard = fit_site_guard(config, state, start, spec) if guarded else None
     strategy = choose_strategy(settings.execution, forecaster, guard is not None)
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
