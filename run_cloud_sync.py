@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pandas as pd
+
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
 from cloud.sync.importer import UNITS, ImportOptions, import_file, print_import
@@ -40,6 +42,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
     add_cloud_db_flag(parser)
     parser.add_argument("--site", metavar="FILE", help="declare or update a real site from its site file (alone or with --import)")
+    parser.add_argument("--weather-history", metavar="START:END", type=arg_type(day_span, "START:END days, END not before START (2024-03-01:2024-06-01)"),
+                        help="with --site: store Open-Meteo's day-ahead forecasts of these GMT days (both included) for backtests")
     parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to (default: --site's)")
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
@@ -58,7 +62,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    if not (args.once or args.continuous or args.status or args.import_file or args.init_db or args.site):
+    if not (args.once or args.continuous or args.status or args.import_file or args.init_db or args.site
+            or args.weather_history):
         raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --site FILE, --init-db")
     site = declared_site_of(args)
     cloud = cfg.open_cloud(args)
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if site is not None:
             cloud.upsert_sites([site_row(site)])
             print(f"site {site.device_id} declared in {cloud.label}")
+        if args.weather_history:
+            print(weather_history(cloud, site, args.weather_history))
         if args.import_file:
             options = ImportOptions.from_args(args)
             print_import(import_file(args.import_file, cloud, options), options, as_json=args.json)
@@ -79,10 +86,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def day_span(text: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``START:END`` as the GMT midnights of START and of the day after END (END included)."""
+    first, _, last = text.partition(":")
+    if not first.strip() or not last.strip():
+        raise ValueError(text)
+    start, end = pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC")
+    if start != start.normalize() or end != end.normalize() or end < start:
+        raise ValueError(text)
+    return start, end + pd.Timedelta(days=1)
+
+
+def weather_history(cloud, site, span: tuple[pd.Timestamp, pd.Timestamp]) -> str:
+    """Store the site's archived day-ahead forecasts over ``span`` (what is missing only)."""
+    from cloud.live.weather import backfill_previous_runs  # the weather adapters: only with --weather-history
+
+    rows = backfill_previous_runs(cloud, site_row(site), *span)
+    start, end = span[0].date(), (span[1] - pd.Timedelta(days=1)).date()
+    return f"stored {rows} rows of Open-Meteo's day-ahead forecasts of {site.device_id} for {start} to {end} in {cloud.label}"
+
+
 def declared_site_of(args):
     """The --site file's declaration, checked before anything is written; with --import it
     names the device the file belongs to."""
     if not args.site:
+        if args.weather_history:
+            raise UsageError("--weather-history needs --site FILE: the declared site whose forecasts to store")
         return None
     if args.once or args.continuous:
         raise UsageError("--site declares a site; run it alone or with --import FILE, not with --once or --continuous")
@@ -92,6 +121,9 @@ def declared_site_of(args):
     if args.device_id and args.device_id != site.device_id:
         raise UsageError(f"--device-id {args.device_id} differs from the site file's device_id {site.device_id}")
     args.device_id = site.device_id
+    if args.weather_history and (site.weather is None or site.weather.source != "open-meteo"):
+        raise UsageError(f"--weather-history stores Open-Meteo's forecasts, which site {site.device_id} reads only when "
+                         'its site file declares "weather": "open-meteo"')
     return site
 
 

@@ -5,7 +5,8 @@ backtest the tests hold: 30-day backtests, naive forecaster, the default guarded
     python benchmarks/bench_backtest.py [--seeds 42,7,3,11,default] [--months 2024-03,2024-06,2024-09] [--days 30] [--workers 2] [--no-car] [--execution capped] [--policy-every-minutes 60]
 
 ``default`` is the default site as shipped (no seed: the one derived from its device id);
-``--no-car`` runs the same homes without an EV (no reserve policy, scenario plans);
+``--no-car`` runs the same homes without an EV (the guard's cap and a reserve kept at every
+hour, the reserve policy above it);
 ``--execution capped`` runs homes with a car on the hourly scenario LP instead of the
 reserve policy, for comparison; ``--policy-every-minutes 60`` re-solves the policy every
 hour instead of at each local midnight only (what hourly re-planning would do to it).

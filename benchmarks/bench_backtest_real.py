@@ -2,7 +2,7 @@
 (targets: the MPC's bill below the self-consumption rule's every month, and at least 80 % of
 perfect foresight's savings captured).
 
-    python benchmarks/bench_backtest_real.py [--months 3] [--workers 2] [--kwp 5]
+    python benchmarks/bench_backtest_real.py [--months 3 | --month 2012-10 ...] [--workers 2] [--kwp 5]
 
 The home: the PV measured at NREL's PVDAQ system 50 (Golden, Colorado; benchmarks/real_data.py)
 scaled to a ``--kwp`` array by its ratio to the system's largest measured output (3.4 kW),
@@ -85,8 +85,9 @@ def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp) -> dict:
     began = time.perf_counter()
     result = run_recorded_backtest(config, window, bt.BacktestSettings(start=start), days=(end - start).days)
     bills = {name: run.bill.total for name, run in result.runs.items()}
+    peaks = {f"{name}_peak": float(run.grid_kw.max()) for name, run in result.runs.items()}
     best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
-    return {"month": start.strftime("%Y-%m"), **bills, "filled": result.filled_steps, "steps": len(result.actuals),
+    return {"month": start.strftime("%Y-%m"), **bills, **peaks, "filled": result.filled_steps, "steps": len(result.actuals),
             "capture": (bills[bt.NO_BATTERY] - bills[bt.MPC]) / best if best > 0 else float("nan"),
             "seconds": time.perf_counter() - began}
 
@@ -94,21 +95,29 @@ def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, help="only the first N months (default: every whole month)")
+    parser.add_argument("--month", action="append", metavar="YYYY-MM", help="only this month (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="months run in parallel (default 2)")
     parser.add_argument("--kwp", type=float, default=5.0, help="the home's PV array (default 5 kWp)")
     args = parser.parse_args()
     site, recorded = home(args.kwp)
     starts = months_of(recorded, site["timezone"])[: args.months]
+    if args.month:
+        unknown = sorted(set(args.month) - {start.strftime("%Y-%m") for start in starts})
+        if unknown:
+            parser.error(f"--month {', '.join(unknown)}: expected a whole month of the PV, "
+                         f"{starts[0]:%Y-%m} to {starts[-1]:%Y-%m}")
+        starts = [start for start in starts if start.strftime("%Y-%m") in args.month]
     print(describe())
     print(f"PV: {real_data.PV_SOURCE.describe()}, scaled to {args.kwp:g} kWp\nload: {real_data.LOAD_SOURCE.describe()}, "
           f"{YEARS_BACK} years earlier\n13.5 kWh / 5 kW battery, default TOU tariff, naive forecaster; {len(starts)} months")
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         rows = list(pool.map(one, [site] * len(starts), [recorded] * len(starts), starts))
-    print(f"{'month':8} {'no battery':>10} {'rule':>8} {'MPC':>8} {'perfect':>8} {'capture':>8} {'MPC<rule':>8} {'filled':>7}")
+    print(f"{'month':8} {'no battery':>10} {'rule':>8} {'MPC':>8} {'perfect':>8} {'capture':>8} {'MPC<rule':>8} {'filled':>7} {'peak kW: none':>13} {'MPC':>5} {'perfect':>7}")
     for row in rows:
         print(f"{row['month']:8} {row[bt.NO_BATTERY]:10.2f} {row[bt.SELF_CONSUMPTION]:8.2f} {row[bt.MPC]:8.2f} "
               f"{row[bt.PERFECT]:8.2f} {row['capture']:8.1%} {'yes' if row[bt.MPC] < row[bt.SELF_CONSUMPTION] else 'NO':>8} "
-              f"{row['filled'] / row['steps']:7.1%}")
+              f"{row['filled'] / row['steps']:7.1%} {row[bt.NO_BATTERY + '_peak']:13.2f} {row[bt.MPC + '_peak']:5.2f} "
+              f"{row[bt.PERFECT + '_peak']:7.2f}")
     total = {name: sum(row[name] for row in rows) for name in (bt.NO_BATTERY, bt.SELF_CONSUMPTION, bt.MPC, bt.PERFECT)}
     capture = (total[bt.NO_BATTERY] - total[bt.MPC]) / (total[bt.NO_BATTERY] - total[bt.PERFECT])
     beats = sum(row[bt.MPC] < row[bt.SELF_CONSUMPTION] for row in rows)

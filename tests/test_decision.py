@@ -17,6 +17,7 @@ from cloud.optimization.decision import (
     Decision,
     Execution,
     Strategy,
+    carries_policy,
     choose_strategy,
     commands_of,
     effective_execution,
@@ -131,3 +132,11 @@ def test_a_guarded_car_site_planned_with_foresight_gets_a_plan_not_a_reserve_pol
     assert perfect.published == "plan"
     power, cap = perfect.commands()
     assert not np.isnan(power).all() and not math.isnan(cap[0])  # carried out capped
+
+
+def test_only_a_battery_under_a_demand_charge_carries_a_reserve_policy():
+    assert carries_policy(build_config({}, source="test"))  # the default time of use charges the month's peak
+    no_battery = build_config({"battery": {"capacity_kwh": 0}}, source="test")
+    flat = build_config({"tariff": {"import_price": {"kind": "fixed", "price": 0.3},
+                                    "export_price": {"kind": "fixed", "price": 0.05}}}, source="test")
+    assert not carries_policy(no_battery) and not carries_policy(flat)

@@ -15,12 +15,15 @@ import run_optimizer
 from cloud.evaluation import backtest as bt
 from cloud.evaluation import recorded
 from cloud.optimization import forecasters as fc
+from cloud.optimization import guard
 from cloud.optimization.bill import grid_bill
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.cli_support import run_cli
 from der_core.config import build_config
 from der_core.errors import UsageError
+from der_core.site_file import build_site, planning_config
 from der_physics import generator, weather
+from tests.sim_helpers import bursty_home
 
 SITE = {
     "device_id": "home-1", "location": {"latitude": 48.14, "longitude": 11.58, "altitude_m": 520.0},
@@ -111,3 +114,31 @@ def test_the_mpc_never_reads_a_reading_after_its_decision(meter):
     # The tampered future is one the decisions would have seen: knowing it changes the upper bound's.
     assert not np.array_equal(tampered.runs[bt.PERFECT].battery_kw[before], honest.runs[bt.PERFECT].battery_kw[before])
     assert not np.array_equal(tampered.runs[bt.MPC].battery_kw[~before], honest.runs[bt.MPC].battery_kw[~before])
+
+
+BURSTY_SITE = {
+    "device_id": "home-2", "location": {"latitude": 39.74, "longitude": -105.18, "altitude_m": 1800.0},
+    "timezone": "America/Denver", "country": "US", "currency": "USD",
+    "pv": {"capacity_kwp": 2.0, "tilt_degrees": 30.0, "azimuth_degrees": 180.0, "inverter_kw": 2.0},
+    "battery": {"capacity_kwh": 13.5, "max_charge_kw": 5.0, "max_discharge_kw": 5.0, "round_trip_efficiency": 0.9,
+                "min_soc": 10.0, "max_soc": 90.0},
+    "ev_charger": None, "tariff": "default_tou",
+}
+
+
+def test_a_home_without_a_car_holds_its_routine_bursts_below_the_single_plans_peak(monkeypatch):
+    """Its evening bursts come every day at an hour no forecast pins down: a plan on one load
+    forecast spends the battery on the evening's peak price and meets a burst empty, where the
+    guard's cap and standing reserve, fitted on the weeks before, hold it."""
+    forbid_the_simulator(monkeypatch)
+    config = planning_config(build_site(BURSTY_SITE))
+    series = bursty_home(guard.FIT_DAYS + 8)
+    start = pd.Timestamp("2024-05-01", tz="America/Denver") + pd.Timedelta(days=guard.FIT_DAYS + 1)
+    runs = {execution: recorded.run_recorded_backtest(config, series, bt.BacktestSettings(start=start, execution=execution),
+                                                      days=7).runs
+            for execution in ("guarded", "capped")}
+    guarded, single = runs["guarded"][bt.MPC], runs["capped"][bt.MPC]
+    assert guarded.guarded and not single.guarded
+    assert guarded.grid_kw.max() < single.grid_kw.max() - 1.0
+    assert guarded.bill.total < single.bill.total
+    assert guarded.bill.total < runs["guarded"][bt.SELF_CONSUMPTION].bill.total

@@ -50,7 +50,7 @@ def test_the_keys_and_their_order_are_the_contract():
      {"cap_kw": 7.1, "states": 74, "one_session_a_day": True, "floor_above_min_kwh_now": 10.8,
       "floor_above_min_kwh_lowest": 10.5, "floor_above_min_kwh_highest": 11.0,
       "guard_fit": {"target_kw": 6.1235, "reserve_kwh": 4.0, "weekday_window_h": [17.0, 21.5],
-                    "weekend_window_h": [10.0, 20.0], "one_session_a_day": True}}),
+                    "weekend_window_h": [10.0, 20.0], "all_day": False, "one_session_a_day": True}}),
     (ReserveFigures(7.1, 74, False, None, None, None), "reserve",
      {"cap_kw": 7.1, "states": 74, "one_session_a_day": False, "floor_above_min_kwh_now": None,
       "floor_above_min_kwh_lowest": None, "floor_above_min_kwh_highest": None, "guard_fit": None}),

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.evaluation import backtest as bt
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard, sessions
 from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reference import self_consumption_dispatch
 from der_core.config import build_config
+from tests.sim_helpers import bursty_home
 
 WINDOWS = guard.ArrivalWindows(weekday_h=(17.0, 20.5), weekend_h=(10.0, 19.0))
 STEP_H = 0.25
@@ -174,13 +174,27 @@ def test_a_cap_the_month_has_passed_is_refitted_from_its_peak():
     assert refitted.reserve_kwh < fitted.reserve_kwh
 
 
-def test_a_site_without_a_car_gets_no_guard_in_the_backtest():
-    """A reserve kept for sessions that never come only idles the battery through every
-    evening: without a car the guarded execution is the capped one."""
-    config = build_config({"seed": 42, "home_load": {"has_ev": False}})
-    bills = {
-        execution: bt.run_backtest(config, bt.BacktestSettings(days=2, start=pd.Timestamp("2024-06-03"),
-                                                               execution=execution)).runs[bt.MPC].bill
-        for execution in ("guarded", "capped")
-    }
-    assert bills["guarded"] == bills["capped"]
+@pytest.mark.parametrize(("hour", "energy", "surplus", "expected"), [
+    (2.0, 3.0, False, 5.0),  # below the reserve at night: topped up from the grid (under the cap)
+    (12.0, 3.0, False, 5.0),  # and at noon
+    (12.0, 3.0, True, 5.0),
+    (19.0, 4.5, False, 0.0),  # within a step of it: held
+    (19.0, 4.5, True, math.nan),  # held, but PV surplus may still be stored
+    (19.0, 6.0, False, math.nan),  # above it: the battery's own rule covers the load
+])
+def test_without_a_car_the_reserve_is_kept_and_topped_up_at_every_hour(hour, energy, surplus, expected):
+    command = guard.guard_setpoints_kw(np.array([4.0]), hour, False, guard.ArrivalWindows.any_hour(), np.array([energy]),
+                                       False, surplus, 5.0, STEP_H)
+    assert (math.isnan(command[0]) and math.isnan(expected)) or command[0] == expected
+
+
+def test_the_fit_for_a_home_without_a_car_keeps_a_standing_reserve_that_holds_its_bursts():
+    config = build_config({"seed": 1, "timezone": "America/Denver", "interval_seconds": 900, "home_load": {"has_ev": False}})
+    past = bursty_home(guard.FIT_DAYS)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
+    rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], battery, config)
+    assert rule.windows.all_day and rule.standing_reserve_kwh == rule.reserve_kwh > 0.0
+    # The bursts reach 6.1 kW; the battery holds them well below that.
+    assert rule.target_kw < 6.1 - 2.0
+    with_car = guard.GuardRule(rule.target_kw, rule.reserve_kwh, WINDOWS)
+    assert with_car.standing_reserve_kwh is None

@@ -143,11 +143,23 @@ def test_under_a_reserve_policy_no_power_is_commanded_and_the_caps_are_the_cappe
     assert effective_execution("guarded", False) == "capped" and effective_execution("guarded", True) == "guarded"
 
 
-@pytest.mark.parametrize("overrides", [{"home_load": {"has_ev": False}}, {}], ids=["no-car", "capped"])
-def test_no_guard_without_a_car_or_under_another_execution(overrides):
-    settings = PlanSettings(start=START, execution="guarded" if overrides else "capped")
-    site_plan = plan_site(build_config({"seed": 3, **overrides}), settings)
+def test_no_guard_under_another_execution():
+    site_plan = plan_site(build_config({"seed": 3}), PlanSettings(start=START, execution="capped"))
     assert site_plan.guard is None and site_plan.policy is None and site_plan.schedule().reserve is None
+
+
+def test_a_home_without_a_car_is_sent_its_guards_cap_and_a_policy_over_its_standing_reserve():
+    """A household's own bursts come at any hour: the guard keeps its reserve at all hours
+    and the policy, which never sees a car, keeps no less, as the backtest runs it."""
+    site_plan = plan_site(build_config({"seed": 3, "home_load": {"has_ev": False}}), PlanSettings(start=START))
+    rule, policy, battery = site_plan.guard, site_plan.policy, site_plan.battery
+    assert rule.windows.all_day and rule.standing_reserve_kwh == rule.reserve_kwh
+    assert (policy.floor_kwh >= battery.min_kwh + rule.reserve_kwh - 1e-9).all()
+    assert (policy.charge_to_kwh >= battery.min_kwh + rule.reserve_kwh - 1e-9).all()
+    command = parse_command(site_plan.schedule().to_json().encode(), "edge-gateway-001", 100.0, START)
+    assert command.reserve is not None and site_plan.held_for_car is None
+    assert np.isnan([seg.power_kw for seg in command.segments]).all()
+    np.testing.assert_allclose([seg.import_limit_kw for seg in command.segments], rule.target_kw, atol=1e-4)
 
 
 def test_an_unknown_execution_is_a_usage_error():
@@ -243,8 +255,9 @@ def test_cli_verbose_shows_the_traceback(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "execution", "over_scenarios"), [
-    ({"home_load": {"has_ev": False}}, "guarded", True), ({}, "capped", True), ({}, "guarded", False),
-], ids=["no-car", "capped", "guarded"])
+    ({"home_load": {"has_ev": False}}, "capped", True), ({}, "capped", True), ({}, "guarded", False),
+    ({"home_load": {"has_ev": False}}, "guarded", False),
+], ids=["no-car-capped", "capped", "guarded", "no-car-guarded"])
 def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenarios):
     """A guarded plan follows one forecast; any other the naive forecaster's load scenarios,
     its first hour decided for all of them, and the cap never below what a full battery held."""
@@ -257,7 +270,7 @@ def test_the_plan_decides_as_the_backtest_does(overrides, execution, over_scenar
         assert site_plan.summary().load_scenarios == len(site_plan.decision.plan.plans)
     plans, forecasts = site_plan.decision.plans, site_plan.decision.scenario_inputs
     expected = site_plan.summary().expected_over_scenarios
-    if execution == "capped":  # the car's sessions of recent days replayed, one scenario each
+    if execution == "capped" and "home_load" not in overrides:  # the car's sessions of recent days, one scenario each
         # Expected costs: each scenario's plan against the references on that scenario's forecast.
         assert len(forecasts) == len(plans) == expected.scenarios
         # ...energy by probability, demand charge at the worst scenario's peak (the month's).

@@ -193,6 +193,23 @@ def test_a_fitted_policy_covers_the_day_ahead_within_the_battery(capacity_kwh):
     assert policy.floor_kwh[:, 0].max() > spec.min_kwh + 0.5 and policy.floor_kwh[:, 0].min() < spec.min_kwh + 0.5
 
 
+def test_a_home_without_a_car_keeps_the_standing_reserve_under_the_programs_thresholds():
+    """Its program prices arbitrage and never sees a car; a household's bursts outlast its
+    independent house draws, so the guard's standing reserve is a floor at every hour, and
+    above it the program's thresholds stand."""
+    config = build_config({"seed": 42, "interval_seconds": 900, "home_load": {"has_ev": False}})
+    issued = pd.Timestamp("2024-06-10T07:00Z")  # local midnight
+    history = fc.site_actuals(config, pd.date_range(issued - pd.Timedelta(days=29), issued, freq="15min"))
+    spec = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
+    step = pd.Timedelta(minutes=15)
+    program = reserve.fit_policy(config, history[fc.LOAD], issued, spec, 4.0, step)
+    standing = 3.0
+    kept = reserve.fit_policy(config, history[fc.LOAD], issued, spec, 4.0, step, standing_kwh=standing)
+    assert program.floor_kwh.min() < spec.min_kwh + standing  # the program alone spends below it
+    np.testing.assert_allclose(kept.floor_kwh, np.maximum(program.floor_kwh, spec.min_kwh + standing))
+    np.testing.assert_allclose(kept.charge_to_kwh, np.maximum(program.charge_to_kwh, spec.min_kwh + standing))
+
+
 def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():
     steps, start = 16, pd.Timestamp("2024-06-10T00:00Z")
     battery = BatterySpec(capacity_kwh=10.0, initial_soc_percent=90.0, min_soc_percent=10.0, max_soc_percent=90.0,

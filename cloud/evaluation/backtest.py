@@ -10,9 +10,10 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   chosen by the same rule as the live planner's (:func:`decision.choose_strategy`). Under a
   reserve policy the battery follows it step by step as the gateway does (:func:`reserved`):
   solved at each local midnight over the next 36 hours on the naive house-load forecast, the
-  PV forecast and the tariff, under the cap of the peak guard (guard.py, fitted at each
-  month's first step and again once the month's peak passes it, when the policy is solved
-  again too), applied through ``der_core.control.Controller``. Otherwise every
+  PV forecast and the tariff (in a home without a car: the guard's standing reserve), under
+  the cap of the peak guard (guard.py, fitted at each month's first step and again once the
+  month's peak passes it, when the policy is solved again too), applied through
+  ``der_core.control.Controller``. Otherwise every
   ``replan_minutes`` the LP plans the next ``horizon_hours`` and the battery carries out the
   first steps of that plan in ``setpoint`` mode until the next re-plan, as the execution
   turns it into power commands and an import cap (:meth:`decision.Decision.commands`);
@@ -45,6 +46,7 @@ from cloud.optimization.decision import (
     Strategy,
     battery_spec,
     cap_floor_kw,
+    carries_policy,
     choose_strategy,
     effective_execution,
     guard_outdated,
@@ -54,6 +56,7 @@ from cloud.optimization.decision import (
 from cloud.optimization.lp import new_solver, solve_dispatch
 from cloud.optimization.model import DispatchError
 from cloud.optimization.plan import CostBreakdown, build_plan
+from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
 from der_core.config import BatteryMode, SimulatorConfig
 from der_core.control import ControlBattery, Controller
@@ -200,22 +203,21 @@ def _concat(traces: list[physics.BatteryTrace]) -> physics.BatteryTrace:
 
 def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
         forecaster: fc.Forecaster, progress: Callable = lambda it, **_: it,
-        history: pd.DataFrame | None = None, exo: generator.Exogenous | None = None) -> tuple[StrategyRun, int]:
+        history: pd.DataFrame | None = None, exo: generator.Exogenous | None = None,
+        measured: MeasuredPV | None = None) -> tuple[StrategyRun, int]:
     """Re-plan every ``replan_minutes`` on the forecasts of that moment; follow the plan between.
 
     ``history`` (load and PV measured so far, :data:`forecasters.COLUMNS`) sets the import
-    cap's floor (:func:`decision.cap_floor_kw`) and, on a site with a car, lets the strategy be
-    the reserve policy and its cap (:func:`decision.choose_strategy`, :func:`reserved`); only
+    cap's floor (:func:`decision.cap_floor_kw`) and, on a site with a battery, lets the strategy
+    be the reserve policy and its cap (:func:`decision.choose_strategy`, :func:`reserved`); only
     rows up to each decision are read. ``exo``: the recorded inputs the battery runs on
-    (:func:`_at`); the reserve policy runs a simulated site only. Returns the run and the
-    number of plans (or policy solves) made.
+    (:func:`_at`); ``measured``: what a declared site's PV forecast is made from. Returns the
+    run and the number of plans (or policy solves) made.
     """
-    strategy = choose_strategy(settings.execution, forecaster, history is not None and config.home_load.ev_charger_kw > 0,
-                               settings.scenarios)
+    carries = history is not None and carries_policy(config)
+    strategy = choose_strategy(settings.execution, forecaster, carries, settings.scenarios)
     if strategy is Strategy.RESERVE_POLICY:
-        if exo is not None:
-            raise UsageError("the reserve policy replays a simulated site's car sessions; run a recorded site capped")
-        return reserved(config, actuals, settings, history, progress)
+        return reserved(config, actuals, settings, history, progress, exo, measured, forecaster)
     site = _with_mode(config, BatteryMode.SETPOINT)
     every = settings.replan_minutes // settings.step_minutes
     horizon = round(settings.horizon_hours / settings.step_hours)
@@ -246,7 +248,8 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
 
 
 def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, history: pd.DataFrame,
-             progress: Callable = lambda it, **_: it) -> tuple[StrategyRun, int]:
+             progress: Callable = lambda it, **_: it, exo: generator.Exogenous | None = None,
+             measured: MeasuredPV | None = None, forecaster: fc.Forecaster | None = None) -> tuple[StrategyRun, int]:
     """The site run under the reserve policy, step by step, as the gateway runs it.
 
     The peak guard's cap is fitted at the month's first step and again once the month's peak
@@ -254,12 +257,16 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     and with the new cap (and every ``policy_every_minutes`` when set), on the readings before
     that moment. Every step the gateway's control (``der_core.control.Controller``) asks
     for the battery's power on the step's own load, under the cap or the month's peak, with
-    the session state of the charger's readings before it. Returns the run and the number of
-    policy solves.
+    the session state of the charger's readings before it. ``exo``: a recorded site's inputs
+    (:func:`_at`; the simulator's without them); ``measured``: its PV forecast's makings;
+    ``forecaster``: the site's, whose house load and prices the program plans on.
+    A recorded site's sessions are not separated from its load, so a car's charger must be
+    the simulator's (recorded.py runs a recorded site with a car ``capped``). Returns the run
+    and the number of policy solves.
     """
     site = _with_mode(config, BatteryMode.SETPOINT)
     tz, step, dt = config.timezone, settings.step, settings.step_hours
-    exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index))
+    exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index)) if exo is None else exo
     net, ev = exo.load_kw[0] - exo.solar_kw[0], exo.ev_kw[0]
     house = exo.load_kw[0] - ev
     months = billing_months(actuals.index, step, tz)
@@ -276,9 +283,10 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
         if refit or days[row] != days[row - 1] or (every is not None and row % every == 0):
             spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
             if refit:
-                past = history.loc[interval_start - guard.FIT_DAYS * fc.DAY : interval_start].iloc[1:]
+                past = history.loc[interval_start - guard.FIT_DAYS * fc.DAY : interval_start].iloc[1:].dropna()
                 rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak)
-            policy = reserve.fit_policy(config, history[fc.LOAD], interval_start, spec, max(rule.target_kw, peak), step)
+            policy = reserve.fit_policy(config, history[fc.LOAD], interval_start, spec, max(rule.target_kw, peak), step,
+                                        measured=measured, forecaster=forecaster, standing_kwh=rule.standing_reserve_kwh)
             solves += 1
         cap = controller.cap_kw(max(rule.target_kw, peak), interval_start)
         request = controller.request_kw(policy, interval_start, float(net[row]), float(ev[row]), float(state.energy_kwh[0]), dt)
@@ -325,15 +333,16 @@ def resolved_forecaster(settings: BacktestSettings, config: SimulatorConfig, his
 
 
 def run_strategies(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, forecaster: fc.Forecaster,
-                   progress: Callable, history: pd.DataFrame,
-                   exo: generator.Exogenous | None = None) -> tuple[dict[str, StrategyRun], int]:
+                   progress: Callable, history: pd.DataFrame, exo: generator.Exogenous | None = None,
+                   measured: MeasuredPV | None = None) -> tuple[dict[str, StrategyRun], int]:
     """Every strategy over ``actuals``, on the simulated site or on recorded inputs (``exo``,
-    see :func:`_at`), in :data:`STRATEGIES` order; and the MPC's number of plans."""
+    see :func:`_at`, with ``measured`` for its PV forecast), in :data:`STRATEGIES` order; and
+    the MPC's number of plans."""
     runs = {
         NO_BATTERY: no_battery(config, actuals, settings, exo),
         SELF_CONSUMPTION: rule_based(config, actuals, settings, BatteryMode.SELF_CONSUMPTION, exo),
         TOU: rule_based(config, actuals, settings, BatteryMode.TOU_ARBITRAGE, exo),
         PERFECT: perfect_foresight(config, actuals, settings, exo),
     }
-    runs[MPC], replans = mpc(config, actuals, settings, forecaster, progress, history, exo)
+    runs[MPC], replans = mpc(config, actuals, settings, forecaster, progress, history, exo, measured)
     return {name: runs[name] for name in STRATEGIES}, replans

@@ -16,9 +16,10 @@ latest publication of each interval (``cloud.live.inputs.SiteInputs.prices_in_fo
   (``SiteInputs.wholesale``);
 * perfect foresight solves the LP on the recorded values and the prices in force.
 
-Its battery is the declared one or a what-if one (:func:`with_battery`). A site with a car
-runs the MPC ``capped``: the reserve policy follows car sessions the simulator times, and a
-recorded site has only its total load. Steps without a reading inside the backtested days are
+Its battery is the declared one or a what-if one (:func:`with_battery`). A site without a car
+runs the MPC as a simulated one does: the peak guard's cap and standing reserve, fitted on
+its recorded weeks before each decision. A site with a car runs it ``capped``: the reserve
+policy follows car sessions the simulator times, and a recorded site has only its total load. Steps without a reading inside the backtested days are
 filled by linear interpolation in time and counted (:attr:`BacktestResult.filled_steps`);
 the forecasts never see the filled values.
 """
@@ -149,5 +150,5 @@ def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, setti
     measured = MeasuredPV(history[fc.PV].dropna(), inputs.weather_forecast() if inputs is not None else None)
     forecaster, settings = resolved_forecaster(settings, config, history, instants, store=store, measured=measured,
                                                wholesale=inputs.wholesale if inputs is not None else None)
-    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo)
+    runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo, measured)
     return BacktestResult(config, settings, actuals, runs, replans, filled, forecaster.reason)

@@ -3,10 +3,12 @@
 Two choices decide it, each made here once:
 
 * the **strategy** (:func:`choose_strategy`): under the ``guarded`` execution, on a site that
-  can carry one (a car, a battery, the readings to fit a peak guard on), with a forecaster that
+  can carry one (a battery and the readings to fit a peak guard on), with a forecaster that
   cannot time the load, the battery follows the reserve policy (reserve.py) under the peak
-  guard's cap; otherwise the LP plans, over the forecaster's load scenarios when it offers them
-  (stochastic.py), else over its one forecast;
+  guard's cap: with a car, the program's thresholds; without one, the guard's standing
+  reserve at every hour (guard.py), as a household's own bursts come at any hour; otherwise
+  the LP plans, over the forecaster's load scenarios when it offers them (stochastic.py), else
+  over its one forecast;
 * the **execution** (:data:`EXECUTIONS`): how a plan becomes power commands and an import cap
   (:func:`commands_of`, :meth:`Decision.commands`).
 
@@ -111,11 +113,19 @@ def wants_reserve_policy(execution: Execution, forecaster: fc.Forecaster) -> boo
     return execution == Execution.GUARDED and not fc.times_the_load(forecaster)
 
 
+def carries_policy(config: SimulatorConfig) -> bool:
+    """The site can carry a reserve policy under a peak guard: it has a battery and its tariff
+    charges for the month's peak, which is what the guard's cap and its reserve defend. Without
+    a demand charge the LP's plan is the better decision: nothing pays for holding energy back
+    against a burst, while every kWh is priced by the hour."""
+    return config.battery.capacity_kwh > 0 and site_tariff(config).demand_charge_per_kw > 0
+
+
 def choose_strategy(execution: Execution, forecaster: fc.Forecaster, site_carries_policy: bool,
                     scenarios: bool = True) -> Strategy:
-    """The strategy of the module docstring. ``site_carries_policy``: the site has a car and
-    what a peak guard is fitted on; ``scenarios`` false plans on one forecast even when the
-    forecaster offers scenarios."""
+    """The strategy of the module docstring. ``site_carries_policy``: the site carries one
+    (:func:`carries_policy`) and has what a peak guard is fitted on; ``scenarios`` false plans on one
+    forecast even when the forecaster offers scenarios."""
     if site_carries_policy and wants_reserve_policy(execution, forecaster):
         return Strategy.RESERVE_POLICY
     if scenarios and isinstance(forecaster, fc.ScenarioForecaster):
@@ -130,8 +140,8 @@ def guard_outdated(rule: GuardRule | None, peak_so_far_kw: float) -> bool:
 
 
 def effective_execution(execution: Execution, guard_active: bool) -> Execution:
-    """``guarded`` only where a reserve policy is in force; a site without one (no car, too
-    few readings, a forecaster that times the load) carries its plan out ``capped``."""
+    """``guarded`` only where a reserve policy is in force; a site without one (too few
+    readings, a forecaster that times the load) carries its plan out ``capped``."""
     return Execution.CAPPED if execution == Execution.GUARDED and not guard_active else Execution(execution)
 
 

@@ -386,6 +386,16 @@ def _known(wholesale: Wholesale | None, issued_at: pd.Timestamp, instants: pd.Da
     return None if wholesale is None else wholesale(issued_at, instants)
 
 
+def known_prices(forecaster: Forecaster | None, config: SimulatorConfig, issued_at: pd.Timestamp,
+                 instants: pd.DatetimeIndex, clear_sky_ghi_w_m2: np.ndarray) -> pd.DataFrame:
+    """The tariff's prices at ``instants`` as ``forecaster`` knows them at ``issued_at``: a
+    dynamic tariff priced from the wholesale prices the forecaster was given, so that every
+    decision on one site prices energy the same way (None, or a forecaster given none: the
+    tariff's own schedule)."""
+    wholesale = forecaster.wholesale if isinstance(forecaster, (NaiveForecaster, ModelsForecaster)) else None
+    return tariff_forecast(config, instants, clear_sky_ghi_w_m2, _known(wholesale, issued_at, instants))
+
+
 def times_the_load(forecaster: Forecaster) -> bool:
     """Whether ``forecaster`` knows when load nobody can time (a car plugged in for hours) will
     come. Only perfect foresight does: a plan on it beats any hedge, while every other

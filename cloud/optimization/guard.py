@@ -1,21 +1,32 @@
-"""Peak guard: the month's import cap for a home with a car.
+"""Peak guard: the month's import cap, and for a home without a car the energy kept for it.
 
-Most of the bill is the demand charge on the month's peak import, and EV sessions nobody can
-time set it. The cap the battery defends (the ``import_limit_kw`` of the setpoint schedule)
-is chosen once a month on the site's own past, and again when a session breaks it:
-:func:`fit_guard` replays the last four weeks of readings under a simple rule, a constant
-reserve kept while a car could arrive (the weekday or weekend hours in which past sessions
-started) or charges, topped up from the grid beforehand, for about a hundred candidate
-(cap, reserve) pairs at once, and keeps the cheapest pair whose cap is at least one step
-above the cheapest's: the cap that was cheapest in hindsight is the one a session heavier
-than any of those weeks' breaks, and that costs a month of demand charge. Once the month's
-peak has passed the cap, that peak is paid for: the fit is made again with no cap below it,
-and where the cheapest cap is that floor itself it is taken without the step.
+Most of the bill is the demand charge on the month's peak import, and load nobody can time
+sets it: a car's session, or in a home without one the household's own bursts (an oven, a
+heater, a wash), which come on most days at hours no forecast pins down. The cap the battery
+defends (the ``import_limit_kw`` of the setpoint schedule) is chosen once a month on the
+site's own past, and again when the load breaks it: :func:`fit_guard` replays the last four
+weeks of readings under a simple rule, a constant reserve kept while a car could arrive (the
+weekday or weekend hours in which past sessions started) or charges, topped up from the grid
+beforehand, for about a hundred candidate (cap, reserve) pairs at once, and keeps the
+cheapest pair whose cap is at least one step above the cheapest's: the cap that was cheapest
+in hindsight is the one a session heavier than any of those weeks' breaks, and that costs a
+month of demand charge. Once the month's peak has passed the cap, that peak is paid for: the
+fit is made again with no cap below it, and where the cheapest cap is that floor itself it
+is taken without the step.
+
+In a home without a car a burst may come at any hour, so the replayed reserve is kept at all
+hours and topped up from the grid under the cap whenever the battery falls below it
+(:meth:`ArrivalWindows.any_hour`); the battery covers load with what is above it. That
+reserve stays in force as a floor under the reserve policy's thresholds
+(:attr:`GuardRule.standing_reserve_kwh`): it is the one the replay found cheapest on the
+household's real bursts, which last an hour or more, where the policy's program draws the
+house load independently step to step.
 
 The replay is an honest test of a cap: it spends real past evenings, with their heavy
 sessions and busy houses, on a rule that must hold it. What the battery then keeps back
-evening by evening under that cap is the reserve policy's to decide (reserve.py), which
-prices the same risk in expectation rather than with one reserve for the whole month.
+evening by evening under that cap, in a home with a car, is the reserve policy's to decide
+(reserve.py), which prices the same risk in expectation rather than with one reserve for the
+whole month.
 """
 
 from __future__ import annotations
@@ -58,10 +69,17 @@ DEFAULT_WINDOWS = ((16.0, 21.0), (9.0, 20.0))
 
 @dataclass(frozen=True)
 class ArrivalWindows:
-    """Local hours (start, end) in which past sessions began, on weekdays and at weekends."""
+    """Local hours (start, end) in which past sessions began, on weekdays and at weekends;
+    ``all_day``: load nobody can time may come at any hour (a home without a car)."""
 
     weekday_h: tuple[float, float]
     weekend_h: tuple[float, float]
+    all_day: bool = False
+
+    @classmethod
+    def any_hour(cls) -> ArrivalWindows:
+        """Every hour of every day: the reserve is kept, and topped up, throughout."""
+        return cls((0.0, 24.0), (0.0, 24.0), all_day=True)
 
     @classmethod
     def from_sessions(cls, starts: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> ArrivalWindows:
@@ -88,11 +106,18 @@ class GuardRule:
     windows: ArrivalWindows
     one_session_a_day: bool = False
 
+    @property
+    def standing_reserve_kwh(self) -> float | None:
+        """The energy above the minimum a home without a car keeps at every hour (the replayed
+        reserve), under whatever the reserve policy keeps; None for a home with a car, whose
+        reserve policy alone decides what it keeps."""
+        return self.reserve_kwh if self.windows.all_day else None
+
     def payload(self) -> dict:
         """The rule as JSON (plan summaries)."""
         return {"target_kw": round(self.target_kw, 4), "reserve_kwh": self.reserve_kwh,
                 "weekday_window_h": list(self.windows.weekday_h), "weekend_window_h": list(self.windows.weekend_h),
-                "one_session_a_day": self.one_session_a_day}
+                "all_day": self.windows.all_day, "one_session_a_day": self.one_session_a_day}
 
 
 @dataclass(frozen=True)
@@ -163,12 +188,13 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
 def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config: SimulatorConfig,
               floor_kw: float = 0.0) -> GuardRule:
     """The cap and reserve fitted on the readings given (the last :data:`FIT_DAYS` days before
-    a plan), as the module docstring says, kept in the hours their sessions started.
-    ``floor_kw``: the month's peak so far; it is paid for, so no cap below it is a candidate."""
+    a plan), as the module docstring says, kept in the hours their sessions started, or at
+    every hour in a home without a car. ``floor_kw``: the month's peak so far; it is paid for, so no cap below it is a candidate."""
     step = load_kw.index[1] - load_kw.index[0]
     past = PastDays.from_readings(load_kw, pv_kw, config.home_load.ev_charger_kw, config)
     found = past.found
-    windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone)
+    car = config.home_load.ev_charger_kw > 0
+    windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone) if car else ArrivalWindows.any_hour()
     highest = float(past.net_kw.max())
     lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)
     targets = np.unique(np.maximum(np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW), floor_kw))
@@ -196,7 +222,8 @@ def guard_setpoints_kw(
 
     Decided on the latest reading (energy stored, a car charging, PV above load), before the
     step; the import cap defends the target within it. ``day_done``: no further session
-    comes today, so none needs a reserve.
+    comes today, so none needs a reserve. Windows of ``all_day`` keep and top up the reserve
+    at every hour, as before a car's window.
     """
     start, end = windows.bounds(np.asarray(weekend))
     reserve = np.asarray(reserve_kwh, dtype=float)
@@ -205,7 +232,7 @@ def guard_setpoints_kw(
     if day_done and not charging_now:
         return free
     hold = free if pv_surplus else np.zeros(reserve.shape)
-    if start - PRECHARGE_H <= hour < start:
+    if windows.all_day or start - PRECHARGE_H <= hour < start:
         # Held within one step at full rate above the reserve, so the rule does not flip
         # between charging and covering load.
         margin = max_charge_kw * step_hours

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -48,6 +47,7 @@ from cloud.optimization.decision import (
     Stepped,
     battery_spec,
     cap_floor_kw,
+    carries_policy,
     choose_strategy,
     effective_execution,
     guard_outdated,
@@ -138,7 +138,7 @@ class SitePlan:
     no_battery: CostBreakdown
     self_consumption: DispatchPlan
     execution: Execution = Execution.GUARDED
-    guard: peak_guard.GuardRule | None = None  # the cap's fit, under "guarded" execution, for sites with a car
+    guard: peak_guard.GuardRule | None = None  # the cap's fit, under "guarded" execution
     policy: ReservePolicy | None = None  # the reserve policy the battery follows under that cap
     cap_floor_kw: float = 0.0  # the import cap never sits below it (decision.cap_floor_kw)
     policy_plan: DispatchPlan | None = None  # what the battery does under the policy on the forecast
@@ -368,12 +368,12 @@ def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.
 
 
 def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec) -> peak_guard.GuardRule | None:
-    """The peak guard of a site with a car, as the backtest fits it: on the weeks before the
+    """The peak guard of a site, as the backtest fits it: on the weeks before the
     billing month began, and once the month's peak has passed that cap, again on the weeks
     before ``start`` with no cap below the peak. (A cap fitted afresh at every hourly plan
-    would slide with the window and differ from the one measured.) None without a car, a
-    battery, or :data:`GUARD_MIN_DAYS` days of both."""
-    if config.home_load.ev_charger_kw <= 0 or spec.max_kwh <= spec.min_kwh or state.pv_history_kw is None:
+    would slide with the window and differ from the one measured.) None without a battery or
+    :data:`GUARD_MIN_DAYS` days of load and PV readings."""
+    if spec.max_kwh <= spec.min_kwh or state.pv_history_kw is None:
         return None
     history = pd.DataFrame({fc.LOAD: state.load_history_kw, fc.PV: state.pv_history_kw}).dropna()
 
@@ -390,18 +390,21 @@ def fit_site_guard(config: SimulatorConfig, state: SiteState, start: pd.Timestam
 
 
 def site_policy(config: SimulatorConfig, state: SiteState, start: pd.Timestamp, spec: BatterySpec, cap_kw: float,
-                settings: PlanSettings, measured: MeasuredPV | None = None,
+                settings: PlanSettings, guard: peak_guard.GuardRule, measured: MeasuredPV | None = None,
                 forecaster: fc.Forecaster | None = None) -> reserve.Fitted:
     """The reserve policy in force at ``start``: the one solved at the local midnight before it
     on the readings before that midnight, as the backtest solves it, whatever hour the plan is
     made (re-solving it every hour carries the naive forecast's mid-session anomaly into a
     program that prices the session's house level already, and was measured to cost seed 42's
     June 24 points of capture). It looks half a day past the plan's end: 36 hours from midnight
-    for a day's plan made at midnight, as in the backtest. Its house load is the one
-    ``forecaster``, the site's, gives (forecasters.house_load_kw)."""
+    for a day's plan made at midnight, as in the backtest. Its house load and prices are the
+    ones ``forecaster``, the site's, gives (forecasters.house_load_kw, forecasters.known_prices);
+    a home without a car keeps the standing reserve of ``guard``, the cap's fit, instead of the
+    program's thresholds."""
     midnight = start.tz_convert(config.timezone).normalize().tz_convert("UTC")
     horizon = max(reserve.HORIZON, start + pd.Timedelta(hours=settings.horizon_hours + 12) - midnight)
-    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured, forecaster)
+    return reserve.fit(config, state.load_history_kw, midnight, spec, cap_kw, settings.step, horizon, measured,
+                       forecaster, guard.standing_reserve_kwh)
 
 
 def measured_pv(state: SiteState, inputs: SiteInputs) -> MeasuredPV:
@@ -448,13 +451,14 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
                                     wholesale=outside.wholesale if outside is not None else None)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
     spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
-    guard = fit_site_guard(config, state, start, spec) if wants_reserve_policy(settings.execution, forecaster) else None
+    guarded = carries_policy(config) and wants_reserve_policy(settings.execution, forecaster)
+    guard = fit_site_guard(config, state, start, spec) if guarded else None
     strategy = choose_strategy(settings.execution, forecaster, guard is not None)
     # Below the guard's cap imports cost nothing more: the battery defends it at every reading.
     peak = state.peak_so_far_kw if guard is None else max(state.peak_so_far_kw, guard.target_kw)
     decision = plan_at(forecaster, known_at(issued_at, start, settings.step), step_starts + settings.step, config,
                        settings, spec, peak, strategy=strategy)
-    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, measured, forecaster)
+    fitted = None if guard is None else site_policy(config, state, start, spec, peak, settings, guard, measured, forecaster)
     policy = None if fitted is None else fitted.policy
     net_history = None if state.pv_history_kw is None else (state.load_history_kw - state.pv_history_kw).dropna()
     inputs = decision.inputs

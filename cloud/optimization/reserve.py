@@ -24,6 +24,13 @@ stores PV surplus and defends the cap. ``der_core.control.ReservePolicy`` carrie
 backtest and in the plan's preview (:func:`expected_dispatch`).
 
 The cap itself is the peak guard's (guard.py), fitted on the last four weeks of readings.
+
+A home without a car gets the same program with no arrivals: it prices the tariff's
+arbitrage and the house's step-to-step spread under the cap. Its house draws are independent
+from step to step, while a household's bursts (an oven, a heater, a wash) last an hour or
+more, so on its own it keeps too little for them: no threshold goes below the guard's
+standing reserve (``standing_kwh``, :attr:`guard.GuardRule.standing_reserve_kwh`), the
+reserve the guard's replay of the household's own weeks found cheapest, kept at every hour.
 """
 
 from __future__ import annotations
@@ -234,12 +241,17 @@ class Fitted:
 
 
 def solve(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
-          config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> Fitted:
-    """The thresholds for the steps of ``forecast`` (:func:`program` says what it holds)."""
+          config: SimulatorConfig, cap_kw: float, step: pd.Timedelta, standing_kwh: float | None = None) -> Fitted:
+    """The thresholds for the steps of ``forecast`` (:func:`program` says what it holds), none
+    below ``standing_kwh`` above the minimum when given (a home without a car, see the module
+    docstring)."""
     args = program(model, forecast, house_kw, spec, config, cap_kw, step)
     price, e = args[2], args[9]
     _, after = backward(*args)
     floor, charge_to = limits(after, price, e, spec.charge_efficiency, spec.discharge_efficiency, spec.wear_cost_per_kwh)
+    if standing_kwh is not None:
+        held = min(spec.min_kwh + standing_kwh, spec.max_kwh)
+        floor, charge_to = np.maximum(floor, held), np.maximum(charge_to, held)
     policy = ReservePolicy(
         start=forecast.index[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
         charging_steps=model.charging_steps, house_levels=tuple(float(m) for m in model.multipliers),
@@ -255,25 +267,30 @@ def solve_policy(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarr
 
 def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
         cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON, measured: MeasuredPV | None = None,
-        forecaster: fc.Forecaster | None = None) -> Fitted:
+        forecaster: fc.Forecaster | None = None, standing_kwh: float | None = None) -> Fitted:
     """The program for the ``horizon`` after ``issued_at``, learnt from the readings before it
     and planned on the house-load forecast of the site's ``forecaster``
     (:func:`forecasters.house_load_kw`; None: naive), the site's PV forecast
-    (:func:`pv_forecast.pv_forecast`; ``measured`` for a declared site) and the tariff, solved."""
+    (:func:`pv_forecast.pv_forecast`; ``measured`` for a declared site) and the tariff's prices
+    as the forecaster knows them (:func:`forecasters.known_prices`), solved, with no threshold
+    below ``standing_kwh`` above the minimum when given (:func:`solve`)."""
     charger = config.home_load.ev_charger_kw
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
     house_kw = fc.house_load_kw(forecaster, house, issued_at, instants)
     pv = pv_forecast(config, issued_at, instants, measured)
-    forecast = fc.tariff_forecast(config, instants, pv.clear_sky_ghi_w_m2).assign(**{fc.PV: pv.generation_kw})
-    return solve(model, forecast, house_kw, spec, config, cap_kw, step)
+    forecast = fc.known_prices(forecaster, config, issued_at, instants, pv.clear_sky_ghi_w_m2).assign(
+        **{fc.PV: pv.generation_kw})
+    return solve(model, forecast, house_kw, spec, config, cap_kw, step, standing_kwh)
 
 
 def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
-               cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON) -> ReservePolicy:
+               cap_kw: float, step: pd.Timedelta, horizon: pd.Timedelta = HORIZON, measured: MeasuredPV | None = None,
+               forecaster: fc.Forecaster | None = None, standing_kwh: float | None = None) -> ReservePolicy:
     """The policy of :func:`fit`."""
-    return fit(config, load_history_kw, issued_at, spec, cap_kw, step, horizon).policy
+    return fit(config, load_history_kw, issued_at, spec, cap_kw, step, horizon, measured, forecaster,
+               standing_kwh).policy
 
 
 def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: BatterySpec, step_starts: pd.DatetimeIndex,

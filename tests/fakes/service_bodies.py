@@ -4,6 +4,11 @@
   ``utc_offset_seconds`` and ``timezone`` GMT, then ``<block>_units`` and ``<block>`` with
   ``time`` and one list per variable, e.g. ``"hourly": {"time": ["2022-07-01T00:00", ...],
   "temperature_2m": [13.7, ...]}``.
+* Open-Meteo's Previous Model Runs API (https://open-meteo.com/en/docs/previous-runs-api):
+  the same body, each hourly variable named with the suffix asked for,
+  ``"hourly": {"time": [...], "temperature_2m_previous_day1": [...]}`` and the same keys in
+  ``hourly_units``; "``_previous_day1`` is the value that was predicted 24 hours before valid
+  time", radiation "averaged over the past hour".
 * Octopus Energy's tariff charges listing (developer.octopus.energy/rest/guides/endpoints,
   "standard-unit-rates"; example apis.io/examples/octopus-energy/octopus-energy-list-electricity-
   standard-unit-rates-example/): ``{"count", "next", "previous", "results": [{"value_exc_vat",
@@ -38,6 +43,16 @@ def open_meteo_body(block: str, times: list, **overrides) -> dict:
                                "diffuse_radiation": "W/m²", "temperature_2m": "°C", "cloud_cover": "%",
                                "wind_speed_10m": "m/s"},
             block: data}
+
+
+def previous_runs_body(times: list, lead_days: int = 1, **overrides) -> dict:
+    """The Previous Model Runs API's answer (module docstring) for ``times``: :func:`open_meteo_body`'s
+    hourly values under ``<variable>_previous_day<lead_days>``; ``overrides`` by plain variable name."""
+    body = open_meteo_body("hourly", times, **overrides)
+    suffix = f"_previous_day{lead_days}"
+    for block in ("hourly", "hourly_units"):
+        body[block] = {(k if k == "time" else k + suffix): v for k, v in body[block].items()}
+    return body
 
 
 def unix(start: str | pd.Timestamp, periods: int, freq: str) -> list[int]:
