@@ -14,7 +14,7 @@ from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.http import MalformedResponse, RetryPolicy, SourceUnavailable
 from cloud.live.weather import (
     Connection, ForecastSolar, OpenMeteo, OpenMeteoArchive, StoredWeatherForecast, backfill_weather,
-    clear_sky_index, fetch_weather, forecast_solar_azimuth, site_place,
+    clear_sky_index, fetch_weather, forecast_solar_azimuth, pv_clear_sky_index, site_place,
 )
 from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output, declared_pv_forecast
 from cloud.store import schema as s
@@ -287,3 +287,24 @@ def test_the_clear_sky_index_is_ghi_over_the_clear_sky_the_pv_forecast_multiplie
     np.testing.assert_allclose(pv.generation_kw, clear_sky_output(system, times, 0.5, 24.0).generation_kw, rtol=1e-12)
     night = pd.DatetimeIndex(["2026-06-21T23:00Z"])
     assert clear_sky_index(site_place(SITE), night, np.array([3.0])).tolist() == [0.0]
+
+
+def test_a_pv_forecast_services_power_over_the_arrays_clear_sky_is_the_index_read():
+    """Forecast.Solar forecasts power, not irradiance: 40 % of the declared array's clear-sky
+    output reads as index 0.4 (and 0 at night), issue-time correct like any other issue."""
+    system = planning_config(build_site(DECLARATION)).solar
+    times = pd.date_range("2026-06-21T07:00", periods=8, freq="h", tz="UTC")
+    clear = clear_sky_output(system, times).generation_kw
+    with SQLiteCloudStore(":memory:") as cloud:
+        cloud.upsert_sites([SITE])
+        cloud.upsert_frame(s.WEATHER_FORECASTS, pd.DataFrame({
+            dd.DEVICE_ID: "home-1", s.SOURCE: "forecast-solar", s.ISSUED_AT: pd.Timestamp("2026-06-21T05:00Z"),
+            dd.TS: times, s.PV_POWER: 0.4 * clear}))
+        reader = StoredWeatherForecast(cloud, "forecast-solar")
+        seen = reader.forecast(SITE, pd.DatetimeIndex([pd.Timestamp("2026-06-21T06:00Z")] * len(times)), times)
+        np.testing.assert_allclose(seen[CLEAR_SKY_INDEX], 0.4, rtol=1e-9)
+        assert seen[TEMP].isna().all()
+        early = reader.forecast(SITE, pd.DatetimeIndex([pd.Timestamp("2026-06-21T05:00Z")] * len(times)), times)
+        assert early[CLEAR_SKY_INDEX].isna().all()  # issued at 05:00: not before a forecast made then
+    night = pv_clear_sky_index(system, pd.DatetimeIndex(["2026-06-21T23:00Z"]), np.array([0.2]))
+    assert night.tolist() == [0.0]

@@ -42,6 +42,7 @@ from cloud.live.weather.stored import (
     clear_sky_index,
     fetch_weather,
     missing_spans,
+    pv_clear_sky_index,
 )
 
 __all__ = [
@@ -49,5 +50,5 @@ __all__ = [
     "OPEN_METEO_VARIABLES", "RESOLUTIONS", "Connection", "ForecastSolar", "OpenMeteo", "OpenMeteoArchive",
     "OpenMeteoPreviousRuns", "Place", "StoredWeatherForecast", "WeatherSource", "backfill_previous_runs",
     "backfill_weather", "clear_sky_index", "fetch_weather", "forecast_solar_azimuth", "forecast_solar_rows",
-    "missing_spans", "open_meteo_rows", "site_place",
+    "missing_spans", "open_meteo_rows", "pv_clear_sky_index", "site_place",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE
+from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE, solar_config
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.weather.open_meteo import OpenMeteoPreviousRuns
 from cloud.live.weather.sources import Place, WeatherSource, as_utc, site_place
@@ -107,6 +107,20 @@ def clear_sky_index(place: Place, ts: pd.DatetimeIndex, ghi_w_m2: np.ndarray) ->
     return np.where(np.isnan(ghi_w_m2), np.nan, index)
 
 
+def pv_clear_sky_index(system: SolarConfig, ts: pd.DatetimeIndex, pv_kw: np.ndarray) -> np.ndarray:
+    """A PV-forecast service's power over the declared array's clear-sky output at each
+    instant (``clear_sky_output``, the output the site's PV forecast multiplies the index back
+    onto), within ``[0, MAX_RATIO]`` and 0 with the sun down (clear-sky output below
+    ``NIGHT_SHARE`` of the inverter's limit). Services such as Forecast.Solar forecast power,
+    not irradiance; their ratio to clear sky is the index the forecasters take."""
+    codes, unique = pd.factorize(pd.DatetimeIndex(ts), sort=True)
+    clear = clear_sky_output(system, pd.DatetimeIndex(unique)).generation_kw[codes]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        index = np.where(clear < NIGHT_SHARE * max(system.inverter_limit_kw, 1e-9), 0.0,
+                         np.clip(np.asarray(pv_kw, dtype="float64") / clear, 0.0, MAX_RATIO))
+    return index
+
+
 class StoredWeatherForecast:
     """The forecasters' :class:`~cloud.forecasting.weather.WeatherForecast` over the stored
     issues of one source (a name or a :class:`WeatherSource`).
@@ -114,7 +128,8 @@ class StoredWeatherForecast:
     Each pair ``(issued_at[i], target_ts[i])`` gets the values of the newest issue for that
     target made strictly before ``issued_at[i]``: a forecast made at ``t`` sees only what was
     stored as known before ``t``. Temperature is the issue's air temperature, the clear-sky
-    index its GHI over the site's clear sky (:func:`clear_sky_index`); NaN where no issue
+    index its GHI over the site's clear sky (:func:`clear_sky_index`), or for a PV-forecast
+    service its power over the declared array's (:func:`pv_clear_sky_index`); NaN where no issue
     qualifies. A target with no row of its own inside an hour that has one (a quarter-hour
     plan over hourly issues) takes the hour's values: the hour's mean irradiance and its
     clear-sky index hold for each quarter of it. The site's place is its stored row when the store has one (the forecasters
@@ -136,31 +151,41 @@ class StoredWeatherForecast:
         if stored.empty:
             return out
         offers_of = dict(list(stored.sort_values([dd.TS, s.ISSUED_AT], kind="stable").groupby(dd.TS, sort=False)))
-        temp, ghi = _newest_before(offers_of, targets, issues)
+        temp, ghi, pv = _newest_before(offers_of, targets, issues)
         # An hourly issue (previous runs, an hourly live resolution) describes the hour ending at
         # its ts: a target inside that hour with no row of its own reads the hour's values.
-        inside = np.isnan(temp) & np.isnan(ghi) & np.asarray(hours != targets)
+        inside = np.isnan(temp) & np.isnan(ghi) & np.isnan(pv) & np.asarray(hours != targets)
         if inside.any():
-            temp[inside], ghi[inside] = _newest_before(offers_of, hours[inside], issues[inside])
+            temp[inside], ghi[inside], pv[inside] = _newest_before(offers_of, hours[inside], issues[inside])
         out[TEMP] = temp
         at = targets.where(~inside, hours)
         known, index = np.isfinite(ghi), np.full(len(targets), np.nan)
         index[known] = clear_sky_index(place, at[known], ghi[known])
+        from_pv = ~known & np.isfinite(pv)
+        if from_pv.any():
+            index[from_pv] = pv_clear_sky_index(self._system(site), at[from_pv], pv[from_pv])
         out[CLEAR_SKY_INDEX] = index
         return out
 
-    def _place(self, site: Mapping[str, Any]) -> Place:
+    def _system(self, site: Mapping[str, Any]) -> SolarConfig:
+        return solar_config(self._row(site) or site)
+
+    def _row(self, site: Mapping[str, Any]) -> Mapping[str, Any] | None:
         device_id = str(site.get(dd.DEVICE_ID))
-        row = next((r for r in self.store.sites() if str(r.get(dd.DEVICE_ID)) == device_id), None)
+        return next((r for r in self.store.sites() if str(r.get(dd.DEVICE_ID)) == device_id), None)
+
+    def _place(self, site: Mapping[str, Any]) -> Place:
+        row = self._row(site)
         return site_place(row if row is not None else site)
 
 
 def _newest_before(offers_of: Mapping[pd.Timestamp, pd.DataFrame], targets: pd.DatetimeIndex,
-                   issues: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-    """Air temperature and GHI of the newest stored issue of each target made strictly before
-    its issue time (``offers_of``: the stored rows per target, by issue time); NaN where none is."""
+                   issues: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Air temperature, GHI and PV power of the newest stored issue of each target made
+    strictly before its issue time (``offers_of``: the stored rows per target, by issue time);
+    NaN where none is."""
     wanted = pd.DataFrame({"row": np.arange(len(targets)), dd.TS: targets, s.ISSUED_AT: issues})
-    temp, ghi = np.full(len(targets), np.nan), np.full(len(targets), np.nan)
+    temp, ghi, pv = (np.full(len(targets), np.nan) for _ in range(3))
     for target, group in wanted.groupby(dd.TS, sort=False):
         offers = offers_of.get(target)
         if offers is None:
@@ -170,4 +195,5 @@ def _newest_before(offers_of: Mapping[pd.Timestamp, pd.DataFrame], targets: pd.D
         ok, rows = pos >= 0, group["row"].to_numpy()
         temp[rows[ok]] = offers[s.TEMP_AIR].to_numpy(dtype="float64")[pos[ok]]
         ghi[rows[ok]] = offers[s.GHI].to_numpy(dtype="float64")[pos[ok]]
-    return temp, ghi
+        pv[rows[ok]] = offers[s.PV_POWER].to_numpy(dtype="float64")[pos[ok]]
+    return temp, ghi, pv
