@@ -159,3 +159,17 @@ def test_the_forecast_baseline_averages_the_same_step_on_days_of_the_same_type()
     steps = pd.date_range("2024-07-10T01:00:00Z", periods=2, freq="15min")
     table = pd.DataFrame({"a": [1.0, 2.0, 3.0, 5.0]}, index=list(steps - pd.Timedelta(days=1)) + list(steps - pd.Timedelta(days=2)))
     assert b.same_step_mean(table, steps, ["a"], [1, 2]).tolist() == [[2.0, 3.5]]
+
+
+def test_a_baseline_day_is_the_same_local_hours_across_a_daylight_saving_change():
+    """The Monday after Europe's spring change: its 17:00 local is 15:00 UTC, the Friday
+    before's 17:00 local was 16:00 UTC; 24-hour steps would compare 18:00 on that Friday."""
+    monday_17 = pd.Timestamp("2024-04-01T15:00Z")
+    assert b.earlier(monday_17, "Europe/Berlin", 3) == pd.Timestamp("2024-03-29T16:00Z")
+    steps = pd.date_range(monday_17, periods=2, freq="15min")
+    friday = pd.date_range("2024-03-29T15:30Z", periods=4, freq="15min")  # 16:30 to 17:15 local
+    table = pd.DataFrame({"home": [1.0, 2.0, 3.0, 4.0]}, index=friday)  # 17:00 local is 3.0
+    seen = b.same_step_mean(table, steps, ["home"], [3], "Europe/Berlin")
+    assert seen.tolist() == [[3.0, 4.0]]
+    # A clock time the earlier day skipped (02:30 on the change's day) is taken an hour later.
+    assert b.earlier(pd.Timestamp("2024-04-01T00:30Z"), "Europe/Berlin", 1) == pd.Timestamp("2024-03-31T01:30Z")

@@ -82,8 +82,10 @@ def _history(store: CloudStore, devices: list[str], steps: pd.DatetimeIndex, ste
     """The readings of the plan steps' hours on each lagged day: a few hours a day, not weeks of readings."""
     frames = []
     for d in sorted(lags):
-        shift = pd.Timedelta(days=d)
-        first, stop = b.read_bounds(steps[0] - shift, steps[-1] + step - shift)
+        # An hour either side: a lagged day is the same local hours (baseline.earlier), which a
+        # daylight-saving change moves by an hour in UTC, in whichever zone a site is.
+        shift, clock = pd.Timedelta(days=d), pd.Timedelta(hours=1)
+        first, stop = b.read_bounds(steps[0] - shift - clock, steps[-1] + step - shift + clock)
         frames.append(store.read_readings(None, first, stop, columns=[dd.NET_GRID_FLOW, dd.LOAD_TOTAL, dd.SOLAR_KW]))
     readings = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[dd.DEVICE_ID, dd.TS])
     readings = readings[readings[dd.DEVICE_ID].isin(devices)]
@@ -99,7 +101,7 @@ def _forecasts(readings: pd.DataFrame, sites: list[dict], steps: pd.DatetimeInde
     for zone, lags in lags_by_zone.items():
         rows = [i for i, site in enumerate(sites) if _zone(site) == zone]
         for column, table in tables.items():
-            out[column][rows] = b.same_step_mean(table, steps, [devices[i] for i in rows], lags)
+            out[column][rows] = b.same_step_mean(table, steps, [devices[i] for i in rows], lags, zone)
     return out[dd.NET_GRID_FLOW], out[NET_LOAD]
 
 

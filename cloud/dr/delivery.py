@@ -41,23 +41,23 @@ def window_means(store: CloudStore, devices: list[str], start: pd.Timestamp, end
 
 def utility_baseline(store: CloudStore, event: DREvent, devices: list[str], timezones: dict[str, str],
                      step: pd.Timedelta, excluded: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> pd.Series:
-    """Per device, the high-5-of-10 baseline (NaN where fewer than 5 days are eligible)."""
-    days: dict[int, pd.Series] = {}
-    for d in range(1, b.LOOKBACK_DAYS + 1):
-        shift = pd.Timedelta(days=d)
-        start, end = event.start - shift, event.end - shift
-        if any(a < end and start < z for a, z in excluded):
-            continue
-        means, coverage = window_means(store, devices, start, end, step)
-        days[d] = means.where(coverage >= b.MIN_COVERAGE)
+    """Per device, the high-5-of-10 baseline (NaN where fewer than 5 days are eligible): the
+    event's local hours on each earlier day of its day type (:func:`baseline.earlier`)."""
     out = {}
-    for device in devices:
-        zone = timezones.get(device) or "UTC"
+    zones = {device: timezones.get(device) or "UTC" for device in devices}
+    for zone in sorted(set(zones.values())):
+        group = [device for device in devices if zones[device] == zone]
         kind = b.day_type(event.start, zone)
-        eligible = pd.Series({-d: v[device] for d, v in days.items()
-                              if b.day_type(event.start - pd.Timedelta(days=d), zone) == kind})
-        value = b.high_x_of_y(eligible)
-        out[device] = np.nan if value is None else value
+        days: dict[int, pd.Series] = {}
+        for d in range(1, b.LOOKBACK_DAYS + 1):
+            start, end = b.earlier(event.start, zone, d), b.earlier(event.end, zone, d)
+            if b.day_type(start, zone) != kind or any(a < end and start < z for a, z in excluded):
+                continue
+            means, coverage = window_means(store, group, start, end, step)
+            days[d] = means.where(coverage >= b.MIN_COVERAGE)
+        for device in group:
+            value = b.high_x_of_y(pd.Series({-d: v[device] for d, v in days.items()}))
+            out[device] = np.nan if value is None else value
     return pd.Series(out, dtype=float).reindex(devices)
 
 
