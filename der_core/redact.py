@@ -22,7 +22,7 @@ MASK = "***"
 
 #: Variables whose values are secrets, and the password part of the ones that hold a URL.
 SECRET_VARIABLES = ("INFLUXDB_TOKEN", "SUPABASE_KEY", "MQTT_PASSWORD", "ENTSOE_API_KEY", "SOLCAST_API_KEY",
-                    "FORECAST_SOLAR_API_KEY", "HOMEASSISTANT_TOKEN")
+                    "FORECAST_SOLAR_API_KEY", "HOMEASSISTANT_TOKEN", "DER_OPENADR_KEY_PASSPHRASE")
 URL_VARIABLES = ("DATABASE_URL", "SUPABASE_URL", "INFLUXDB_URL")
 #: Flags whose value is a secret.
 SECRET_FLAGS = ("--influxdb-token", "--mqtt-password")

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud.dr.model import Answer, Delivery, DREvent, Signal
-from cloud.dr.openadr import FleetVen, RegistrationFailed, VenSettings
+from cloud.dr.openadr import FleetVen, RegistrationFailed, VenSettings, ven_settings
 from cloud.dr.openadr_events import MAX_INTERVALS, EventRejected, translate
 from cloud.dr.telemetry import Telemetry
 from der_core.errors import ConfigError
+from der_core.redact import redact
 from tests.openadr_vtn import VEN_ID, until, vtn
 
 BATTERIES = ("bat-1", "bat-2", "bat-3")
@@ -512,3 +513,11 @@ def test_the_command_refuses_bad_settings_in_one_line(tmp_path, args, env, line)
     result = subprocess.run([sys.executable, str(ROOT / "run_dr.py"), *args], capture_output=True, text=True,
                             timeout=60, env={**clean, **env}, cwd=tmp_path)
     assert (result.returncode, result.stderr.strip()) == (2, line)
+
+
+def test_the_keys_passphrase_never_shows_in_the_settings_or_a_log_line(tmp_path):
+    passphrase = "a-passphrase-nobody-may-read"
+    found = ven_settings({"DER_OPENADR_VTN_URL": "http://127.0.0.1:8080/OpenADR2/Simple/2.0b",
+                             "DER_OPENADR_KEY_PASSPHRASE": passphrase})
+    assert found.key_passphrase == passphrase and passphrase not in repr(found)
+    assert passphrase not in redact(f"cannot load the key with {passphrase}")

@@ -47,6 +47,7 @@ from cloud.dr.openadr_events import EventRejected, event_id_of, status_of, trans
 from cloud.dr.telemetry import Telemetry
 from der_core.der_data import device_id_problem, shown
 from der_core.errors import ConfigError, DERError
+from der_core.redact import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class VenSettings:
     telemetry_interval: timedelta = timedelta(minutes=1)
     cert_path: str | None = None
     key_path: str | None = None
-    key_passphrase: str | None = None
+    key_passphrase: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
     ca_path: str | None = None
     vtn_fingerprint: str | None = None
     check_hostname: bool = True
@@ -332,6 +333,7 @@ def ven_settings(env: Mapping[str, str], **given: Any) -> VenSettings:
                     pass
             except OSError as error:
                 raise ConfigError(f"{ENV[name]}={path}: cannot be read ({error.strerror})") from None
+    register_secret(values["key_passphrase"])
     extra = {k: v for k, v in given.items() if k not in ENV and v is not None}
     return VenSettings(**values, **extra)
 
