@@ -41,6 +41,11 @@ class GridBill:
         return self.energy.sum(axis=-1) + self.demand + self.standing
 
 
+def standing_charge(per_day: float, steps: int, step_hours: float) -> float:
+    """The standing charge of ``steps`` steps of ``step_hours``: paid per day, pro rata."""
+    return per_day * steps * step_hours / 24.0
+
+
 def grid_bill(
     grid_kw: np.ndarray, import_price_per_kwh: np.ndarray | float, export_price_per_kwh: np.ndarray | float,
     step_hours: float, demand_charge_per_kw: np.ndarray | float = 0.0, peak_so_far_kw: np.ndarray | float = 0.0,
@@ -54,5 +59,5 @@ def grid_bill(
     counted = import_kw if demand_window is None else np.where(demand_window, import_kw, 0.0)
     peak_kw = counted.max(axis=-1, initial=0.0)
     demand = demand_charge_per_kw * np.maximum(0.0, peak_kw - peak_so_far_kw)
-    standing = standing_charge_per_day * grid_kw.shape[-1] * step_hours / 24.0
+    standing = standing_charge(standing_charge_per_day, grid_kw.shape[-1], step_hours)
     return GridBill(import_kw, export_kw, energy, peak_kw, demand, standing)

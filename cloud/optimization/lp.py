@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cloud.optimization import battery_block as block
+from cloud.optimization.bill import standing_charge
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible, stored_kw
 from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
 
@@ -110,8 +111,8 @@ def _row_bounds(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarray
 def fixed_charges(inputs: HorizonInputs) -> float:
     """The objective's constant from the tariff: the standing charge of the horizon's days,
     less the peak already paid for (the peak column's lower bound)."""
-    days = inputs.steps * inputs.step_hours / 24.0
-    return inputs.standing_charge_per_day * days - inputs.demand_charge_per_kw * inputs.peak_so_far_kw
+    return (standing_charge(inputs.standing_charge_per_day, inputs.steps, inputs.step_hours)
+            - inputs.demand_charge_per_kw * inputs.peak_so_far_kw)
 
 
 def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
