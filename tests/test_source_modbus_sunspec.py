@@ -60,6 +60,14 @@ def device(server: SunSpecServer, **settings) -> SunSpecDevice:
     return SunSpecDevice(config, soc_window=settings.pop("soc_window", (10.0, 90.0)))
 
 
+def test_commands_stay_within_the_sites_configured_rates_below_the_devices_limit(server):
+    server.set(124, STORAGE["ChaState"], 5432)
+    config = ModbusSunSpecSource(kind="modbus-sunspec", host="127.0.0.1", port=server.port, timeout_s=1.0)
+    source = SunSpecDevice(config, soc_window=(10.0, 90.0), rates_kw=(2.0, 3.0))
+    assert source.command(4.0, T0) == pytest.approx(2.0)  # WChaMax is 5 kW; the site allows 2 kW
+    assert source.command(-4.0, T0) == pytest.approx(-3.0)
+
+
 def read_once(source: SunSpecDevice, at: pd.Timestamp = T0) -> Measured | None:
     return source.reading(at - FIVE_MIN, at)
 

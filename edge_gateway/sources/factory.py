@@ -14,7 +14,8 @@ from edge_gateway.sources.base import DeviceSource
 def _modbus_sunspec(config: SimulatorConfig) -> DeviceSource:
     from edge_gateway.sources.modbus_sunspec import SunSpecDevice
 
-    return SunSpecDevice(config.source, soc_window=(config.battery.min_soc, config.battery.max_soc))
+    return SunSpecDevice(config.source, soc_window=(config.battery.min_soc, config.battery.max_soc),
+                         rates_kw=(config.battery.max_charge_rate_kw, config.battery.max_discharge_rate_kw))
 
 
 def _mqtt(config: SimulatorConfig) -> DeviceSource:

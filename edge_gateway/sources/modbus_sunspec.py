@@ -51,9 +51,12 @@ class SunSpecDevice:
     """:class:`edge_gateway.sources.DeviceSource` for one SunSpec device over Modbus TCP.
     Thread-safe: the sampling job and the gateway's step share one connection."""
 
-    def __init__(self, settings: ModbusSunSpecSource, soc_window: tuple[float, float] = (0.0, 100.0)) -> None:
+    def __init__(self, settings: ModbusSunSpecSource, soc_window: tuple[float, float] = (0.0, 100.0),
+                 rates_kw: tuple[float, float] = (math.inf, math.inf)) -> None:
         self.settings = settings
         self.soc_window = soc_window
+        #: The site's configured charge and discharge rates: a command stays within them and the device's WChaMax.
+        self.rates_kw = rates_kw
         self.address = f"{settings.host}:{settings.port} unit {settings.unit_id}"
         # The link's state is reported here in one line per change; pymodbus would add an
         # error with a frame dump per failed attempt, so its logger stays quiet unless configured.
@@ -251,7 +254,8 @@ class SunSpecDevice:
         reserve = ss.scaled(registers, storage, "MinRsvPct", first)
         low, high = self.soc_window
         low = max(low, reserve) if math.isfinite(reserve) else low
-        power_w = 1000.0 * within_battery_limits(power_kw, limit_w / 1000.0, limit_w / 1000.0, soc, (low, high))
+        charge_kw, discharge_kw = (min(limit_w / 1000.0, rate) for rate in self.rates_kw)
+        power_w = 1000.0 * within_battery_limits(power_kw, charge_kw, discharge_kw, soc, (low, high))
         percent = 100.0 * power_w / limit_w
         sf = ss.raw(registers, storage, "InOutWRte_SF", first)
         sf = 0 if sf is None or not -10 <= sf <= 10 else sf
