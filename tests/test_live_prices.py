@@ -8,13 +8,26 @@ example it follows."""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.live.http import MalformedResponse, RetryPolicy, SourceRefused, SourceUnavailable
-from cloud.live.prices import HttpSettings, fetch_prices, price_forecast, price_source, published_prices
+from cloud.live.http import (
+    MalformedResponse,
+    RetryPolicy,
+    SourceRefused,
+    SourceUnavailable,
+)
+from cloud.live.inputs import SiteInputs
+from cloud.live.prices import (
+    HttpSettings,
+    fetch_prices,
+    price_forecast,
+    price_source,
+    published_prices,
+)
 from cloud.live.prices.awattar import Awattar
 from cloud.live.prices.comed import ComedRealTime
 from cloud.live.prices.entsoe import EntsoeDayAhead
@@ -26,7 +39,14 @@ from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.errors import ConfigError
 from tests.fakes.http_service import FakeService, Reply
-from tests.fakes.service_bodies import PRODUCT, RATES_PATH, REGION, TARIFF, agile_pages, agile_results
+from tests.fakes.service_bodies import (
+    PRODUCT,
+    RATES_PATH,
+    REGION,
+    TARIFF,
+    agile_pages,
+    agile_results,
+)
 from tests.pg_fixtures import pg_url, truncate_all  # noqa: F401  (fixture)
 
 FAST = RetryPolicy(attempts=4, timeout_s=2.0, backoff_s=1.0, max_backoff_s=8.0, max_wait_s=60.0)
@@ -458,3 +478,12 @@ def test_past_the_publications_the_forecast_is_the_same_local_hours_mean_of_the_
     # Nothing known at all: NaN, as published_prices.
     before = (first - pd.Timedelta(hours=13)).tz_convert(UTC)  # before day 0 was published
     assert price_forecast(store, "http", "x", before, instants, step, zone).isna().all()
+
+
+def test_an_hour_nobody_published_or_forecast_is_priced_at_the_known_mean_never_free(store):
+    t0 = utc("2026-06-02T00:00")
+    store.upsert_frame(s.PRICES, publication(utc("2026-06-01T11:00"), pd.date_range(t0, periods=2, freq="h"), [0.10, 0.30]))
+    inputs = SiteInputs(store, "home-1", "UTC", prices=SimpleNamespace(name="http", area="x"))
+    instants = pd.date_range(t0 + pd.Timedelta(hours=1), periods=4, freq="h")
+    np.testing.assert_allclose(inputs.wholesale(utc("2026-06-01T12:00"), instants), [0.10, 0.30, 0.20, 0.20])
+    assert inputs.wholesale(utc("2026-06-01T10:00"), instants).tolist() == [0.0] * 4  # nothing known yet

@@ -9,8 +9,8 @@ the planner, the recorded backtest and the forecasting job all read:
   ``FORECAST_WEATHER_CSV`` (None without it: the PV forecast persists yesterday's sky);
 * :meth:`SiteInputs.wholesale`: the price a dynamic tariff multiplies, as known at an
   instant: the stored publications, past them the price forecast
-  (:func:`~cloud.live.prices.price_forecast`), past that 0, which leaves the tariff's fixed
-  part (its adders and tax);
+  (:func:`~cloud.live.prices.price_forecast`), past that the mean of the known ones (0, the
+  tariff's fixed part, when none is known);
 * :meth:`SiteInputs.prices_in_force`: what a bill is made of, the latest publication of each interval;
 * :meth:`SiteInputs.refresh`: fetch the weather and today's and tomorrow's prices. A service
   that gives no usable answer (``SourceError``) stops nothing: the failure is logged as one
@@ -95,13 +95,17 @@ class SiteInputs:
 
     def wholesale(self, at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray | None:
         """The wholesale price of each instant known at ``at`` (the module's order); None
-        without a price source (the tariff needs none)."""
+        without a price source (the tariff needs none). An instant neither published nor
+        forecast takes the mean of those that are, not zero: an unknown hour must not look like
+        free energy to the plan; with nothing known at all, 0 (the tariff's fixed part)."""
         if self.prices is None:
             return None
         instants = pd.DatetimeIndex(instants)
         known = price_forecast(self.store, self.prices.name, self.prices.area, at, instants, _step(instants),
-                               self.timezone)
-        return np.nan_to_num(known.to_numpy(dtype=float), nan=0.0)
+                               self.timezone).to_numpy(dtype=float)
+        if np.isnan(known).all():
+            return np.zeros(len(known))
+        return np.where(np.isnan(known), np.nanmean(known), known)
 
     def prices_in_force(self, instants: pd.DatetimeIndex) -> np.ndarray | None:
         """Each instant's price from the latest publication stored, NaN where none is; None
