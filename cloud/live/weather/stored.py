@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE, solar_config
+from cloud.feature_engineering.physics import NIGHT_SHARE, solar_config
+from cloud.forecasting.clear_sky_index import index_of, sun_up
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.weather.open_meteo import OpenMeteoPreviousRuns
 from cloud.live.weather.sources import Place, WeatherSource, as_utc, site_place
@@ -18,10 +19,12 @@ from cloud.store import schema as s
 from der_core import der_data as dd
 from der_core.config import SolarConfig
 
-#: Clear-sky GHI (W/m2) below which the sun counts as down: the ``NIGHT_SHARE`` of the
-#: 1000 W/m2 a PV rating refers to, as the measured clear-sky ratio uses it (index 0, not a
-#: division by almost nothing at dawn and dusk).
-NIGHT_GHI_W_M2 = NIGHT_SHARE * 1000.0
+#: The irradiance (W/m2) a PV rating refers to.
+RATED_GHI_W_M2 = 1000.0
+#: Clear-sky GHI (W/m2) below which the sun counts as down: the ``NIGHT_SHARE`` of the rated
+#: irradiance, as the measured clear-sky ratio uses it (index 0, not a division by almost
+#: nothing at dawn and dusk).
+NIGHT_GHI_W_M2 = NIGHT_SHARE * RATED_GHI_W_M2
 
 
 def fetch_weather(store, site: Mapping[str, Any], source: WeatherSource, now: pd.Timestamp | None = None) -> int:
@@ -93,32 +96,38 @@ def _backfill(store, site: Mapping[str, Any], source: WeatherSource, start: pd.T
 def clear_sky_index(place: Place, ts: pd.DatetimeIndex, ghi_w_m2: np.ndarray) -> np.ndarray:
     """GHI over the clear-sky GHI of the place at each instant: the climatological clear sky a
     declared site's PV forecast multiplies the index back onto
-    (``cloud.optimization.pv_forecast.clear_sky_output``), within ``[0, MAX_RATIO]`` and 0 with
+    (``cloud.optimization.pv_forecast.clear_sky_output``), within ``[0, MAX_RATIO]`` (``index_of``) and 0 with
     the sun down (clear-sky GHI below :data:`NIGHT_GHI_W_M2`); NaN where GHI is."""
     if len(ts) == 0:
         return np.empty(0)
     system = SolarConfig(latitude=place.latitude, longitude=place.longitude, altitude_m=place.altitude_m,
                          capacity_kw=0.0)
-    codes, unique = pd.factorize(pd.DatetimeIndex(ts), sort=True)  # each distinct instant's clear sky once
-    clear = clear_sky_output(system, pd.DatetimeIndex(unique)).clear_sky_ghi_w_m2[codes]
+    clear = _clear_sky(system, ts, "clear_sky_ghi_w_m2")
     ghi_w_m2 = np.asarray(ghi_w_m2, dtype="float64")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        index = np.where(clear < NIGHT_GHI_W_M2, 0.0, np.clip(ghi_w_m2 / clear, 0.0, MAX_RATIO))
-    return np.where(np.isnan(ghi_w_m2), np.nan, index)
+    return np.where(np.isnan(ghi_w_m2), np.nan, _index_by_day(ghi_w_m2, clear, sun_up(clear, RATED_GHI_W_M2)))
 
 
 def pv_clear_sky_index(system: SolarConfig, ts: pd.DatetimeIndex, pv_kw: np.ndarray) -> np.ndarray:
     """A PV-forecast service's power over the declared array's clear-sky output at each
     instant (``clear_sky_output``, the output the site's PV forecast multiplies the index back
-    onto), within ``[0, MAX_RATIO]`` and 0 with the sun down (clear-sky output below
+    onto), within ``[0, MAX_RATIO]`` (``index_of``) and 0 with the sun down (clear-sky output below
     ``NIGHT_SHARE`` of the inverter's limit). Services such as Forecast.Solar forecast power,
     not irradiance; their ratio to clear sky is the index the forecasters take."""
+    clear = _clear_sky(system, ts, "generation_kw")
+    return _index_by_day(pv_kw, clear, sun_up(clear, system.inverter_limit_kw))
+
+
+def _clear_sky(system: SolarConfig, ts: pd.DatetimeIndex, quantity: str) -> np.ndarray:
+    """One ``quantity`` of the system's clear-sky output at ``ts``, each distinct instant
+    computed once."""
     codes, unique = pd.factorize(pd.DatetimeIndex(ts), sort=True)
-    clear = clear_sky_output(system, pd.DatetimeIndex(unique)).generation_kw[codes]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        index = np.where(clear < NIGHT_SHARE * max(system.inverter_limit_kw, 1e-9), 0.0,
-                         np.clip(np.asarray(pv_kw, dtype="float64") / clear, 0.0, MAX_RATIO))
-    return index
+    return np.asarray(getattr(clear_sky_output(system, pd.DatetimeIndex(unique)), quantity))[codes]
+
+
+def _index_by_day(value: np.ndarray, clear: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """The forecasters' clear-sky index (``index_of``) while the sun is up, 0 while it is down:
+    a forecast of night is a forecast of no output, not of an unknown one."""
+    return np.where(up, index_of(value, clear, up), 0.0)
 
 
 class StoredWeatherForecast:
