@@ -10,7 +10,8 @@ read and the interval's command goes through the one control law of a setpoint b
 discharges more (or charges less) whenever the command would import above the cap, as it
 does within a simulated site's step. The device is sent a new command only when the request
 moves by more than :data:`DEADBAND_KW`, and the interval's command again once the burst has
-passed. The device's ``command`` clips each to its limits, as at a reading.
+passed. The device's ``command`` clips each to its limits, as at a reading. With no power
+command in force the device runs its own mode, and nothing is held.
 
 One lock serialises the reading's command and the polls', so a poll never sends a request
 made for an interval the gateway has already left. A poll that cannot read the device logs
@@ -36,9 +37,9 @@ from edge_gateway.sources.base import DeviceSource, within_battery_limits
 
 log = logging.getLogger(__name__)
 
-#: A request within this of the one in force is not sent: each command is a write to the
-#: device (and on Modbus a wear-free but not free round trip), and 100 W of import is well
-#: inside a meter's and a battery's own regulation.
+#: A request within this of the one in force is not sent: each command costs the device a
+#: write (a Modbus write, an MQTT message, a service call), and 100 W is within a hybrid
+#: inverter's own regulation of its grid flow.
 DEADBAND_KW = 0.1
 
 
@@ -54,7 +55,7 @@ class IntervalCommand:
 
 class DeviceControl:
     """The battery commands of one measured site (``Gateway`` sends the interval's through
-    :meth:`interval`; the daemon calls :meth:`hold_cap` every ``cap_poll_s``). Thread-safe."""
+    :meth:`interval_command`; the daemon calls :meth:`hold_cap` every ``cap_poll_s``). Thread-safe."""
 
     def __init__(self, config: SimulatorConfig, source: DeviceSource, setpoints) -> None:
         self.config = config
