@@ -111,7 +111,24 @@ class SimulatorSource(_Section):
     kind: Literal["simulator"] = "simulator"
 
 
-class ModbusSunSpecSource(_Section):
+def check_poll(value: float) -> float:
+    """A polling period: 0 (off) or at least a second, so no setting polls a device flat out."""
+    if 0 < value < 1:
+        raise ValueError(f"{value:g} s would poll the device flat out; expected 0 (off) or at least 1")
+    return value
+
+
+class MeasuredSource(_Section):
+    """What every real device's source shares: how often, between readings, the gateway reads
+    the device to hold the schedule's import cap (``edge_gateway/device_control.py``)."""
+
+    cap_poll_s: float = Field(10.0, ge=0, le=3600, description="the device is read this often between readings to hold "
+                              "the import cap; 0: the cap is not held between readings")
+
+    _poll = field_validator("cap_poll_s")(lambda cls, value: check_poll(value))
+
+
+class ModbusSunSpecSource(MeasuredSource):
     """Readings from a real inverter, battery and meter with a SunSpec map over Modbus TCP
     (``edge_gateway/sources/modbus_sunspec.py``). The sign defaults are the usual reading of
     the SunSpec models (a meter at the grid connection counts import as positive, a battery's
@@ -210,7 +227,7 @@ class MqttCommand(_Section):
         return value
 
 
-class MqttSource(_Section):
+class MqttSource(MeasuredSource):
     """Readings from any MQTT bridge that publishes a device's values (OpenDTU, Solar
     Assistant, Zigbee2MQTT, a vendor's own), and battery commands published back to it
     (``edge_gateway/sources/mqtt_bridge.py``). The password comes from ``MQTT_PASSWORD`` only,
@@ -278,7 +295,7 @@ class HomeAssistantCommand(_Section):
     _entity = field_validator("entity_id")(lambda cls, value: check_entity_id(value))
 
 
-class HomeAssistantSource(_Section):
+class HomeAssistantSource(MeasuredSource):
     """Readings from Home Assistant entities over its REST API, battery commands as service
     calls (``edge_gateway/sources/homeassistant.py``). The token comes from
     ``HOMEASSISTANT_TOKEN`` only, never from this file."""

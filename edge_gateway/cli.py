@@ -185,7 +185,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
     live_output(configs[0], "--output" if args.output else "output_file")
     # Imported here: the scheduler's imports cost a fifth of a second --historical never needs.
     from der_core.scheduling import Every, run_schedule
-    from edge_gateway.daemon import open_runtime, sampling_jobs
+    from edge_gateway.daemon import device_jobs, open_runtime
 
     mqtt = mqtt_settings(args) if args.enable_mqtt else None
     runtime = open_runtime(
@@ -207,7 +207,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
                 raise DERError(f"MQTT broker {mqtt.address} unreachable: the reading was not published{kept}")
             return 0
         job = Every("gateway", lambda: gateway.step(align(pd.Timestamp.now(tz="UTC"), interval) if args.scheduled else None), interval, aligned=args.scheduled)
-        run_schedule([job, *sampling_jobs(runtime)])
+        run_schedule([job, *device_jobs(runtime)])
         return 0
     finally:
         runtime.close()

@@ -131,15 +131,22 @@ def open_runtime(
     return Runtime(gateway, store, link, extra)
 
 
-def sampling_jobs(runtime: Runtime) -> list[Every]:
-    """The job sampling a measured source between readings, so each reading averages the
-    interval rather than taking one instant of it. None for the simulator, and none for a
-    source whose device sends its values itself (MQTT: each message is a sample)."""
-    source, configs = runtime.gateway.source, runtime.gateway.configs
-    every_s = getattr(configs[0].source, "sample_every_s", None)
-    if source is None or every_s is None:
+def device_jobs(runtime: Runtime) -> list[Every]:
+    """The jobs that run a measured device between readings: sampling it, so each reading
+    averages the interval rather than taking one instant of it (none for a source whose device
+    sends its values itself: for MQTT each message is a sample), and holding the schedule's
+    import cap on its grid flow every ``cap_poll_s`` (none without commands to follow, or with
+    ``cap_poll_s`` 0). None for the simulator, whose step holds the cap itself."""
+    gateway = runtime.gateway
+    source, settings, interval_s = gateway.source, gateway.configs[0].source, gateway.configs[0].interval_seconds
+    if source is None:
         return []
-    return [Every("sampler", source.sample, min(every_s, configs[0].interval_seconds))]
+    jobs = []
+    if getattr(settings, "sample_every_s", None) is not None:
+        jobs.append(Every("sampler", source.sample, min(settings.sample_every_s, interval_s)))
+    if gateway.setpoints is not None and settings.cap_poll_s > 0:
+        jobs.append(Every("import-cap", gateway.control.hold_cap, min(settings.cap_poll_s, interval_s)))
+    return jobs
 
 
 def run_daemon(
@@ -171,6 +178,6 @@ def run_daemon(
             runtime.close()
             log.info("daemon: stopped cleanly")
 
-    run_schedule([Every("gateway", tick, interval, aligned=True), *sampling_jobs(runtime)], stop=stop, on_stop=shutdown)
+    run_schedule([Every("gateway", tick, interval, aligned=True), *device_jobs(runtime)], stop=stop, on_stop=shutdown)
     sys.stderr.flush()
     return 0

@@ -36,6 +36,7 @@ from der_core.control import (
 )
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
+from edge_gateway.device_control import DeviceControl
 from edge_gateway.energy import EnergyMeters
 from edge_gateway.sources.base import DeviceSource, Measured, measured_frame
 from edge_gateway.state_file import GatewayState, SiteSnapshot, StateFile
@@ -113,6 +114,8 @@ class Gateway:
         self.source = source
         self.observers = list(observers)
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
+        #: A measured battery's commands: the interval's, and the import cap held between readings.
+        self.control = None if source is None else DeviceControl(self.configs[0], source, setpoints)
 
     @property
     def interval_s(self) -> int:
@@ -270,14 +273,14 @@ class Gateway:
         measured = self.source.reading(start, at)
         controller = Controller(ControlBattery.from_config(config.battery), config.timezone, before.memory_to_step())
         if measured is None:
-            self.source.command(math.nan, at)
+            self.control.interval_command(at, math.nan, controller)
             return dd.empty_frame()
         frame = measured_frame(config.device_id, at, measured)
         for sink in self.sinks:
             sink(frame)
         policy = self._policies(at, self.interval_s / 3600.0)[0]
         controller.observe(policy, start, math.nan, measured.grid_kw, measured.load_kw)
-        self.source.command(self._device_request(at, controller, measured), at)
+        self.control.interval_command(at, self._device_request(at, controller, measured), controller)
         meters = before.energy.after_reading(frame.iloc[0], self.interval_s / 3600.0)
         self._saved(0, at, SiteSnapshot(at, {}, controller.memory, meters), before)
         return frame
@@ -285,13 +288,14 @@ class Gateway:
     def _device_request(self, at: pd.Timestamp, controller: Controller, measured: Measured) -> float:
         """The battery power (kW, + charges) the plan or setpoint in force asks of a measured
         device for the interval starting at ``at``, on the reading just made (NaN: none in
-        force, the device's own mode). A schedule's import cap is not defended here: that
-        needs the device to follow the grid flow faster than one reading per interval."""
+        force, the device's own mode). The schedule's import cap is not applied here, on the
+        interval's mean load: a burst within the interval would pass it. It is held between
+        readings on the device's own grid flow (:meth:`DeviceControl.hold_cap`)."""
         if self.setpoints is None:
             return math.nan
         device_id, step_h = self.configs[0].device_id, self.interval_s / 3600.0
         energy_kwh = measured.battery_soc_percent / 100.0 * self.configs[0].battery.capacity_kwh
-        return controller.request_kw(self.setpoints.reserve(device_id, at), at, measured.load_kw - measured.pv_kw, 0.0,
+        return controller.request_kw(self.setpoints.reserve(device_id, at), at, measured.net_load_kw, 0.0,
                                      energy_kwh, step_h, self.setpoints.power_kw(device_id, at))
 
 

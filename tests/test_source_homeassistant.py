@@ -169,6 +169,17 @@ def test_home_assistant_going_away_skips_readings_then_they_resume(ha, caplog):
     assert all(r.exc_info is None for r in caplog.records) and "Traceback" not in caplog.text
 
 
+def test_an_instant_is_read_now_and_leaves_the_interval_s_reading_to_its_samples(ha):
+    source = device(ha)
+    source.sample(T0 - MINUTE)
+    ha.set("sensor.grid_power", "6500", "W")
+    instant = source.instant(T0, T0 - FIVE_MIN)
+    assert instant.grid_kw == pytest.approx(6.5) and instant.net_load_kw == pytest.approx(5.0)
+    assert read_once(source).grid_kw == pytest.approx(1.2)  # the sample's
+    ha.stop()
+    assert source.instant(T0 + MINUTE, T0) is None  # not answering: nothing, nothing raised
+
+
 # -- commands -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("asked_kw", "soc", "unit", "sign", "sent_value", "sent_kw"), [
     (2.0, "54.5", "W", 1, 2000.0, 2.0),

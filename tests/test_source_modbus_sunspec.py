@@ -15,7 +15,7 @@ from der_core.config import ModbusSunSpecSource, build_config
 from der_core.errors import ConfigError, UsageError
 from edge_gateway.gateway import Gateway
 from edge_gateway.mqtt.commands import SetpointBook
-from edge_gateway.daemon import open_runtime, sampling_jobs
+from edge_gateway.daemon import device_jobs, open_runtime
 from edge_gateway.sources.base import Measured
 from edge_gateway.sources.factory import open_source
 from edge_gateway.sources.modbus_sunspec import SunSpecDevice
@@ -292,7 +292,7 @@ def test_the_runtime_reads_the_configured_device_and_samples_it_between_readings
     runtime = open_runtime([config], store_path=tmp_path / "edge.db", state_dir=tmp_path / "state")
     try:
         assert isinstance(runtime.gateway.source, SunSpecDevice)
-        assert [(job.name, job.interval_s) for job in sampling_jobs(runtime)] == [("sampler", 5.0)]
+        assert [(job.name, job.interval_s) for job in device_jobs(runtime)] == [("sampler", 5.0)]
         runtime.gateway.step(T0)
         assert runtime.store.count("home-1") == 1
     finally:

@@ -15,7 +15,7 @@ import pytest
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, MqttSource, build_config
 from der_core.errors import ConfigError
-from edge_gateway.daemon import open_runtime, sampling_jobs
+from edge_gateway.daemon import device_jobs, open_runtime
 from edge_gateway.gateway import Gateway
 from edge_gateway.mqtt import MqttSettings
 from edge_gateway.mqtt.commands import SetpointBook
@@ -286,7 +286,7 @@ def test_the_runtime_opens_the_bridge_and_needs_no_sampling_job(mosquitto, prefi
     runtime = open_runtime([config], store_path=tmp_path / "edge.db", state_dir=tmp_path / "state")
     try:
         assert isinstance(runtime.gateway.source, MqttBridge)
-        assert sampling_jobs(runtime) == []
+        assert device_jobs(runtime) == []
     finally:
         runtime.close()
 

@@ -39,6 +39,14 @@ class Measured:
         reported: with one missing, the balance would put its power into the load."""
         return self.pv_kw + self.grid_kw - self.battery_power_kw  # NaN when any is NaN
 
+    @property
+    def net_load_kw(self) -> float:
+        """The house load less PV (positive imports), from the same balance: the grid import
+        the site would have with the battery idle. It needs only the grid and battery powers,
+        and the battery's own power cancels out of it, so a command that changes the battery
+        leaves it as it was."""
+        return self.grid_kw - self.battery_power_kw  # NaN when either is NaN
+
     @classmethod
     def mean(cls, samples: list[Measured]) -> Measured:
         """The reading of an interval from its samples: each power averaged over the samples
@@ -118,6 +126,12 @@ class ReadingSource(Protocol):
     def reading(self, start: pd.Timestamp, end: pd.Timestamp) -> Measured | None:
         """The reading of the interval ``(start, end]`` from its samples (one taken now when it
         has none); None when the device answered none."""
+        ...
+
+    def instant(self, at: pd.Timestamp, since: pd.Timestamp) -> Measured | None:
+        """The device's values at ``at`` (now), for holding the import cap between readings:
+        read from the device, or its latest values received after ``since``. Not a sample: the
+        readings stay those of the sampling. None when the device answers nothing; never raises."""
         ...
 
     def close(self) -> None:

@@ -153,6 +153,10 @@ class HomeAssistantDevice:
             within = [now] if now is not None else []
         return Measured.mean(within) if within else None
 
+    def instant(self, at: pd.Timestamp, since: pd.Timestamp) -> Measured | None:
+        with self._lock:
+            return self._measure()
+
     # -- commands ---------------------------------------------------------------------------
     def command(self, power_kw: float, at: pd.Timestamp) -> float:
         if self.settings.command is None:

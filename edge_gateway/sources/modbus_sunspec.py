@@ -216,6 +216,10 @@ class SunSpecDevice:
                 within = [now]
         return Measured.mean(within) if within else None
 
+    def instant(self, at: pd.Timestamp, since: pd.Timestamp) -> Measured | None:
+        with self._lock:
+            return self._measure(at)
+
     # -- commands -----------------------------------------------------------------------------
     def command(self, power_kw: float, at: pd.Timestamp) -> float:
         if not self.settings.control:

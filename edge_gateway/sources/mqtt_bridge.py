@@ -94,6 +94,8 @@ class MqttBridge:
         for name, field in settings.fields.items():
             self._fields.setdefault(field.topic, []).append((name, field))
         self._samples = Samples()
+        self._latest: dict[str, tuple[pd.Timestamp, float]] = {}  # each field's last value and when it came
+        self._latest_lock = threading.Lock()  # its own: the network thread must never wait on a command
         self._soc = math.nan  # the last state of charge received, for the commands' window
         self._lock = threading.Lock()
         self._unparsed: set[tuple[str, str | None]] = set()  # topics and paths warned about until they parse
@@ -167,7 +169,10 @@ class MqttBridge:
                 continue
             self._unparsed.discard(key)
         if values:
-            self._samples.add(dd.parse_ts(self._clock()), Measured.of(values))
+            at = dd.parse_ts(self._clock())
+            self._samples.add(at, Measured.of(values))
+            with self._latest_lock:
+                self._latest.update({name: (at, value) for name, value in values.items()})
             self._soc = values.get(dd.BATTERY_SOC, self._soc)
 
     # -- readings ---------------------------------------------------------------------------
@@ -177,6 +182,16 @@ class MqttBridge:
     def reading(self, start: pd.Timestamp, end: pd.Timestamp) -> Measured | None:
         within = self._samples.take(start, end)
         return Measured.mean(within) if within else None
+
+    def instant(self, at: pd.Timestamp, since: pd.Timestamp) -> Measured | None:
+        """The latest value of each field received after ``since``: a bridge that publishes on
+        change sends nothing while a value holds, so the last one stands until ``since``. None
+        while the broker is away."""
+        if not self._client.is_connected():
+            return None
+        with self._latest_lock:
+            fresh = {name: value for name, (ts, value) in self._latest.items() if since < ts <= at}
+        return Measured.of(fresh) if fresh else None
 
     # -- commands ---------------------------------------------------------------------------
     def command(self, power_kw: float, at: pd.Timestamp) -> float:
