@@ -51,26 +51,48 @@ SITE = {
     "prices": {"source": "octopus", "product": PRODUCT, "region": REGION},
 }
 DAYS = 15  # the forecasters' 14 days and one
-EVENING = (17, 20)  # local hours whose prices test (b) doubles
+EVENING = (17, 20)  # local hours whose Agile rates are 15 p, the day's cheapest
+HORIZON = pd.Timedelta(hours=24)  # the pipeline's plan
+DEAR = pd.Timedelta(hours=3)  # the span whose rates test (b) raises to 30 p
+DEAR_STARTS = range(17, 23)  # local hours that span may begin at
+LEAD = pd.Timedelta(hours=1)  # it begins this long after the plan it is chosen from: a later run's plan still holds it
+
+Span = tuple[pd.Timestamp, pd.Timestamp]
 
 
-def pence(evening: float):
-    """Agile rates: 20 p/kWh, and ``evening`` p from 17:00 to 20:00 UK time."""
+def pence(dear: Span | None = None):
+    """Agile rates: 20 p/kWh, 15 p from 17:00 to 20:00 UK time, and 30 p over ``dear``."""
     def rate(_: int, t: pd.Timestamp) -> float:
-        return evening if EVENING[0] <= t.tz_convert(ZONE).hour < EVENING[1] else 20.0
+        if dear is not None and dear[0] <= t < dear[1]:
+            return 30.0
+        return 15.0 if EVENING[0] <= t.tz_convert(ZONE).hour < EVENING[1] else 20.0
     return rate
 
 
-def serve(fake: FakeService, *, evening: float = 15.0, weather_up: bool = True, prices_up: bool = True) -> None:
+def dear_hours(start: pd.Timestamp) -> Span:
+    """The three hours whose rates test (b) raises for plans starting from ``start``: the first
+    three on the hour that begin at 17:00 to 22:00 UK time, at least :data:`LEAD` after
+    ``start`` and end inside the :data:`HORIZON` from it. A 24 h plan always holds them whole
+    (the next 17:00-20:00 evening it holds only in part when it starts inside one), and with no
+    export price the battery's discharge is worth only the load it displaces, which these
+    hours hold in every season, unlike a summer afternoon's covered by PV."""
+    start = start.tz_convert("UTC")  # UK offsets are whole hours; counted in UTC, no hour is missing or twice
+    hours = pd.date_range((start + LEAD).ceil("h"), start + HORIZON - DEAR, freq="h").tz_convert(ZONE)
+    begin = next(t for t in hours if t.hour in DEAR_STARTS)
+    return begin, begin + DEAR
+
+
+def serve(fake: FakeService, *, dear: Span | None = None, weather_up: bool = True, prices_up: bool = True) -> None:
     """Open-Meteo's next three days from this hour and Agile's rates from a week ago to the
-    day after tomorrow, or a 503 (with Retry-After: 0, so the retries wait nothing)."""
+    day after tomorrow, both past the end of a plan made now, or a 503 (with Retry-After: 0,
+    so the retries wait nothing)."""
     down = Reply(503, {"detail": "Service Unavailable"}, headers={"Retry-After": "0"})
     hour = pd.Timestamp.now(tz="UTC").floor("h")
     fake.route("/forecast", Reply(200, open_meteo_body("minutely_15", unix(hour, 3 * 96, "15min")))
                if weather_up else down)
     today = pd.Timestamp.now(tz=ZONE).normalize()
     start, end = (today - pd.Timedelta(days=8)).tz_convert("UTC"), (today + pd.Timedelta(days=3)).tz_convert("UTC")
-    fake.route(RATES_PATH, *agile_pages(fake.url, agile_results(start, end, pence(evening)), 2000)
+    fake.route(RATES_PATH, *agile_pages(fake.url, agile_results(start, end, pence(dear)), 2000)
                if prices_up else [down])
 
 
@@ -139,10 +161,13 @@ def stored_plan(folder: Path) -> tuple[pd.DataFrame, dict]:
     return newest, summary.to_dict()
 
 
-def evening_discharge_kwh(plan: pd.DataFrame) -> float:
-    local = pd.DatetimeIndex(plan[dd.TS]).tz_convert(ZONE).hour
-    evening = (local >= EVENING[0]) & (local < EVENING[1])
-    return float(np.clip(-plan[dd.BATTERY_POWER].to_numpy()[evening], 0, None).sum() * 0.25)
+def within(plan: pd.DataFrame, span: Span) -> np.ndarray:
+    steps = pd.DatetimeIndex(plan[dd.TS])
+    return np.asarray((steps >= span[0]) & (steps < span[1]))
+
+
+def discharge_kwh(plan: pd.DataFrame, span: Span) -> float:
+    return float(np.clip(-plan[dd.BATTERY_POWER].to_numpy()[within(plan, span)], 0, None).sum() * 0.25)
 
 
 @pytest.fixture(scope="module")
@@ -164,16 +189,43 @@ def test_a_declared_site_is_planned_on_its_fetched_weather_and_prices(normal):
     assert issues == 2  # the base's, and the one fetched by this run
 
 
+@pytest.mark.parametrize("start, begin", [
+    ("2026-12-07 10:00", "2026-12-07 17:00"),  # today's evening
+    ("2026-12-07 16:30", "2026-12-07 18:00"),
+    ("2026-12-07 18:30", "2026-12-07 20:00"),  # inside an evening: tomorrow's would end past the plan
+    ("2026-12-07 19:45", "2026-12-07 21:00"),
+    ("2026-12-07 23:30", "2026-12-08 17:00"),  # tomorrow's evening
+    ("2026-10-24 20:30", "2026-10-24 22:00"),  # the clocks go back: Sunday's evening ends 24.5 h later
+    ("2026-10-24 21:30", "2026-10-25 17:00"),
+])
+def test_the_dear_hours_are_an_evenings_whole_three_inside_the_plan(start, begin):
+    at = pd.Timestamp(start, tz=ZONE)
+    assert dear_hours(at) == (pd.Timestamp(begin, tz=ZONE), pd.Timestamp(begin, tz=ZONE) + DEAR)
+
+
+@pytest.mark.parametrize("day", ["2026-03-28", "2026-03-29", "2026-06-07", "2026-10-24", "2026-10-25", "2026-12-07"])
+def test_a_plan_starting_at_any_step_of_a_day_holds_dear_hours_after_its_lead(day):
+    midnights = [pd.Timestamp(pd.Timestamp(day) + pd.Timedelta(days=n), tz=ZONE).tz_convert("UTC") for n in (0, 1)]
+    for start in pd.date_range(*midnights, freq="15min", inclusive="left"):
+        begin, end = dear_hours(start)
+        assert start + LEAD <= begin and end <= start + HORIZON and begin.hour in DEAR_STARTS, start
+
+
 @pytest.mark.slow
-def test_dearer_evening_prices_make_the_plan_discharge_more_in_the_evening(base, fake, normal):
-    dearer, done = pipeline(base, "dearer", fake, evening=30.0)
-    assert done.returncode == 0, done.stderr
+def test_dearer_evening_prices_make_the_plan_discharge_more_in_those_hours(base, fake, normal):
+    """Three evening hours whose served rates go from 20 p or 15 p to 30 p, chosen whole inside
+    both plans whatever the hour they are made at: the plan takes 30 p for them and only for
+    them, and discharges more in them."""
     cheap_plan, _ = stored_plan(normal[0])
+    dear = dear_hours(pd.Timestamp(cheap_plan[dd.TS].iloc[0]))
+    dearer, done = pipeline(base, "dearer", fake, dear=dear)
+    assert done.returncode == 0, done.stderr
     dear_plan, _ = stored_plan(dearer)
-    local = pd.DatetimeIndex(dear_plan[dd.TS]).tz_convert(ZONE).hour
-    in_evening = (local >= EVENING[0]) & (local < EVENING[1])
-    assert np.allclose(dear_plan[s.PLAN_PRICE].to_numpy()[in_evening], 0.30)
-    assert evening_discharge_kwh(dear_plan) > evening_discharge_kwh(cheap_plan) + 0.5
+    assert within(cheap_plan, dear).sum() == within(dear_plan, dear).sum() == DEAR / pd.Timedelta(minutes=15)
+    served = pence(dear)
+    np.testing.assert_allclose(dear_plan[s.PLAN_PRICE].to_numpy(),
+                               [served(0, t) / 100 for t in pd.DatetimeIndex(dear_plan[dd.TS])])
+    assert discharge_kwh(dear_plan, dear) > discharge_kwh(cheap_plan, dear) + 0.5
 
 
 @pytest.mark.slow
