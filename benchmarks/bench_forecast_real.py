@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import real_data  # noqa: E402
 from benchmarks._machine import describe  # noqa: E402
-from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE, solar_config  # noqa: E402
+from cloud.feature_engineering.physics import solar_config  # noqa: E402
+from cloud.forecasting import clear_sky_index as csi  # noqa: E402
 from cloud.forecasting import design as dz  # noqa: E402
 from cloud.forecasting.evaluation import headline  # noqa: E402
 from cloud.forecasting.models import PRIMARY, REFERENCE  # noqa: E402
@@ -43,7 +44,7 @@ class RecordedWeather:
     def __init__(self, weather: pd.DataFrame):
         with np.errstate(divide="ignore", invalid="ignore"):
             index = np.where(weather["ghi_clear"] > 0, weather["ghi"] / weather["ghi_clear"], np.nan)
-        self._table = pd.DataFrame({TEMP: weather["temp_air"].to_numpy(), CLEAR_SKY_INDEX: np.clip(index, 0, MAX_RATIO)},
+        self._table = pd.DataFrame({TEMP: weather["temp_air"].to_numpy(), CLEAR_SKY_INDEX: np.clip(index, 0, csi.MAX_RATIO)},
                                    index=weather.index)
 
     def forecast(self, site, issued_at, target_ts) -> pd.DataFrame:
@@ -65,18 +66,15 @@ def train(series: pd.Series, site: dict, target: str, settings: TrainSettings,
 
 
 def clear_sky_persistence(result: TargetResult, site: dict) -> np.ndarray:
-    """Yesterday's ratio of measured to clear-sky output at the same time of day, times the
-    clear-sky output at the target (0 where yesterday's sun was down at that time)."""
+    """Yesterday's clear-sky index at the same time of day, times the clear-sky output at the
+    target (0 where yesterday's sun was down at that time: ``csi.index_by_day``)."""
     rows = result.test_rows
     config = solar_config(site)
     target = pd.DatetimeIndex(rows[dz.TARGET_TS])
     days_back = np.ceil(rows[dz.HORIZON_STEPS].to_numpy() / (pd.Timedelta(days=1) / real_data.STEP))
     then = clearsky_ac_kw(config, target - pd.to_timedelta(days_back, unit="D"))
-    lag = rows[dz.LAG_DAY].to_numpy(dtype="float64")
-    sun_up = then > NIGHT_SHARE * max(config.inverter_limit_kw, 1e-9)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(sun_up, np.clip(lag / then, 0.0, MAX_RATIO), 0.0)
-    return ratio * rows[dz.CLEARSKY_KW].to_numpy(dtype="float64")
+    index = csi.index_by_day(rows[dz.LAG_DAY].to_numpy(dtype="float64"), then, csi.sun_up(then, config.inverter_limit_kw))
+    return index * rows[dz.CLEARSKY_KW].to_numpy(dtype="float64")
 
 
 def report(result: TargetResult, target: str, label: str) -> dict:

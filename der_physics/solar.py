@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,10 @@ from pvlib import atmosphere, clearsky, inverter, irradiance, solarposition, tem
 from der_core.config import SolarConfig
 from der_physics.base import TimeAxis
 
-LINKE_TURBIDITY = 3.0  # a typical mid-latitude, moderately clear value
+LINKE_TURBIDITY = 3.0  # the simulator's sky: a typical mid-latitude, moderately clear value
 INVERTER_NOMINAL_EFFICIENCY = 0.96
+#: The weather a clear-sky output assumes where no forecast gives its own: 20 °C air, 1 m/s wind.
+CLEAR_AIR_CELSIUS, CLEAR_WIND_M_S = 20.0, 1.0
 
 
 @dataclass(frozen=True)
@@ -161,11 +164,45 @@ def simulate(
     return SolarOutput(ac_kw, poa, ghi, clear_ghi, cell_temp, efficiency)
 
 
-def clearsky_ac_kw(config: SolarConfig, times: pd.DatetimeIndex, temp_air_celsius: float | np.ndarray = 20.0) -> np.ndarray:
-    """Expected AC output under a clear sky at each instant: the physics proxy forecasters use."""
-    axis = TimeAxis.from_times(times)
-    astro = Astronomy.of(axis)
-    sun = sun_position(axis, config.latitude, config.longitude, astro)
-    sky = clear_sky(sun, config.altitude_m, astro.dni_extra_w_m2)
-    poa = plane_of_array(axis.day_of_year, sun, sky["ghi"], config.tilt_degrees, config.azimuth_degrees)
-    return pv_power(config, poa, np.broadcast_to(temp_air_celsius, poa.shape), np.full(poa.shape, 1.0))[0]
+def clear_sky_output(config: SolarConfig, times: pd.DatetimeIndex, clear_sky_index: np.ndarray | float = 1.0,
+                     temp_air_celsius: np.ndarray | float = CLEAR_AIR_CELSIUS) -> SolarOutput:
+    """The system's output under its place's clear sky scaled by ``clear_sky_index`` (1: clear),
+    at ``temp_air_celsius`` (20 °C unless a forecast says) and 1 m/s wind: the one clear sky
+    that measured PV is divided by (its clear-sky index) and that forecasts of the index are
+    multiplied back onto.
+
+    The clear sky is Ineichen under the place's climatological Linke turbidity, not the
+    simulator's single :data:`LINKE_TURBIDITY`: a real array sits in its place's haze, which
+    one value misses by several percent of clear-sky output, by a different amount each
+    season, so an index against it would carry a seasonal bias of the model, not of the sky.
+    It stays fast for a fleet: the astronomy depends on the instants only and is computed once
+    per distinct grid (:func:`_time_only`), and the turbidity is one table read per site.
+    """
+    axis, astro = _time_only(*_stamps(times))
+    steps = len(axis)
+    turbidity = climatological_linke_turbidity(axis.times, config.latitude, config.longitude)
+    return simulate(config, axis, np.broadcast_to(clear_sky_index, steps).astype(float),
+                    np.broadcast_to(temp_air_celsius, steps).astype(float), np.full(steps, CLEAR_WIND_M_S),
+                    astro=astro, linke_turbidity=turbidity)
+
+
+def clearsky_ac_kw(config: SolarConfig, times: pd.DatetimeIndex,
+                   temp_air_celsius: float | np.ndarray = CLEAR_AIR_CELSIUS) -> np.ndarray:
+    """AC output under the place's clear sky at each instant (:func:`clear_sky_output`)."""
+    return clear_sky_output(config, times, 1.0, temp_air_celsius).generation_kw
+
+
+def _stamps(times: pd.DatetimeIndex) -> tuple[bytes, str]:
+    """The instants as a hashable key: their raw int64 stamps and their dtype."""
+    index = pd.DatetimeIndex(times)
+    return index.asi8.tobytes(), str(index.dtype)
+
+
+@lru_cache(maxsize=4)
+def _time_only(stamps: bytes, dtype: str) -> tuple[TimeAxis, Astronomy]:
+    """The time axis and astronomy of one distinct grid (keyed by its raw int64 stamps), so a
+    fleet computes them once per run, not once per site: they cost about as much as the rest
+    of a site's clear sky."""
+    naive = dtype.split(",")[0].rstrip("]") + "]"  # datetime64[us, UTC] -> datetime64[us]
+    axis = TimeAxis.from_times(pd.DatetimeIndex(np.frombuffer(stamps, dtype="int64").view(naive), tz="UTC"))
+    return axis, Astronomy.of(axis)

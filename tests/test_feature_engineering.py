@@ -15,7 +15,6 @@ from cloud.feature_engineering.history import lag_features, rolling_features
 from cloud.feature_engineering.physics import (
     CLEARSKY_KW,
     CLEARSKY_RATIO,
-    clearsky_kw,
     physics_features,
     solar_config,
 )
@@ -220,18 +219,6 @@ def test_clearsky_features_use_the_sites_pv_system_and_are_safe_at_night():
     assert night.any() and (proxies.loc[night, CLEARSKY_RATIO] == 0).all()
     day = proxies[CLEARSKY_KW] > 0.5 * config.solar.inverter_limit_kw
     assert proxies.loc[day, CLEARSKY_RATIO].between(0.0, 2.0).all() and proxies.loc[day, CLEARSKY_RATIO].mean() > 0.2
-
-
-@pytest.mark.parametrize("tz", ["UTC", "Australia/Sydney", None])
-@pytest.mark.parametrize("latitude, longitude", [(52.5, 13.4), (-33.9, 151.2), (64.1, -21.9)])
-def test_shared_astronomy_gives_the_simulators_clear_sky_bit_for_bit(tz, latitude, longitude):
-    """The grid's astronomy is computed once and reused for every site; the result must stay
-    the simulator's own clearsky_ac_kw, whatever the site and however the instants are given."""
-    index = pd.date_range("2024-03-30", periods=3 * 96, freq="15min", tz=tz)
-    config = SimulatorConfig(seed=1, device_id="sky").solar.model_copy(update={"latitude": latitude,
-                                                                                "longitude": longitude})
-    np.testing.assert_array_equal(clearsky_kw(config, index), clearsky_ac_kw(config, index))
-    np.testing.assert_array_equal(clearsky_kw(config, index[96:]), clearsky_ac_kw(config, index[96:]))
 
 
 # the whole feature set and leakage ----------------------------------------------------------

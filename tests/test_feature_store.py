@@ -502,10 +502,10 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
     monkeypatch.setenv("FE_ROLLING_WINDOW_DAYS", "3")
     assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "5000"]) == 0
     out = capsys.readouterr().out
-    assert "wrote" in out and "fe1-step15m-roll3d-gap60m" in out and "for 2 sites" in out
+    assert "wrote" in out and "fe2-step15m-roll3d-gap60m" in out and "for 2 sites" in out
     assert run_cli(run_feature_engineering.main, ["--status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["version"] == "fe1-step15m-roll3d-gap60m" and status["last_run"]["status"] == "ok"
+    assert status["version"] == "fe2-step15m-roll3d-gap60m" and status["last_run"]["status"] == "ok"
     assert [row["device_id"] for row in status["sites"]] == [c.device_id for c in configs]
     assert all(row["rows"] > 0 for row in status["sites"])
 

@@ -1,4 +1,5 @@
-"""PV in clear-sky index units: 0 at night, back to kW exactly, and features from the past only."""
+"""PV in clear-sky index units: 0 at night, back to kW exactly, features from the past only, and
+one index of the same readings wherever it is taken."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.feature_engineering.physics import MAX_RATIO, solar_config
+from benchmarks import real_data
+from cloud.feature_engineering.physics import CLEARSKY_KW, CLEARSKY_RATIO, physics_features, solar_config
 from cloud.forecasting import clear_sky_index as csi
 from cloud.forecasting import conformal
 from cloud.forecasting import design as dz
 from cloud.forecasting.models import LightGBMForecaster
 from cloud.forecasting.targets import SOLAR_KW
 from cloud.forecasting.weather import NoWeatherForecast
+from cloud.live.weather import pv_clear_sky_index
+from cloud.optimization.pv_forecast import recent_clear_sky_index
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 from tests.forecast_helpers import fleet, histories
@@ -27,7 +31,7 @@ def test_index_and_back_is_the_measured_output_by_day_and_zero_at_night():
     assert np.isnan(index[:2]).all()
     np.testing.assert_allclose(csi.to_kw(index, clear, up), [0.0, 0.0, 0.4, 1.0, 3.3])
     assert csi.to_kw(np.full((5, 3), 1.0), clear, up)[:2].tolist() == [[0.0] * 3] * 2
-    assert csi.index_of(np.array([100.0]), np.array([1.0]), np.array([True]))[0] == MAX_RATIO
+    assert csi.index_of(np.array([100.0]), np.array([1.0]), np.array([True]))[0] == csi.MAX_RATIO
 
 
 def test_same_time_quantiles_read_only_the_same_position_on_earlier_days():
@@ -54,8 +58,8 @@ def test_the_index_features_describe_the_past_days_at_the_targets_time_of_day(pv
     row = rows[rows[dz.DAYTIME] & (rows[dz.HORIZON_STEPS] == 48)].iloc[-1]
     then = row[dz.TARGET_TS] - pd.Timedelta(days=1)
     clear_then = clearsky_ac_kw(solar_config(history.site), pd.DatetimeIndex([then]))[0]
-    assert row[dz.KT_LAG_DAY] == pytest.approx(min(history.grid[dd.SOLAR_KW][then] / clear_then, MAX_RATIO))
-    assert 0.0 <= row[dz.KT_MEDIAN_SEASON] <= row[dz.KT_HIGH_SEASON] <= MAX_RATIO
+    assert row[dz.KT_LAG_DAY] == pytest.approx(min(history.grid[dd.SOLAR_KW][then] / clear_then, csi.MAX_RATIO))
+    assert 0.0 <= row[dz.KT_MEDIAN_SEASON] <= row[dz.KT_HIGH_SEASON] <= csi.MAX_RATIO
     assert rows.loc[~rows[dz.DAYTIME], dz.KT_LAG_DAY].isna().mean() > 0.5  # sun down yesterday: no index
 
 
@@ -76,3 +80,22 @@ def test_a_saved_pv_model_with_its_band_predicts_the_same_after_loading(pv_rows,
     back = LightGBMForecaster.load(tmp_path)
     assert back.band == model.band and back.views == model.views
     np.testing.assert_array_equal(back.predict(rows), model.predict(rows))
+
+
+def test_features_planner_and_stored_issues_take_one_index_of_the_same_readings():
+    """One day of real measured PV (PVDAQ system 50): the features' clear-sky ratio, the
+    forecasters' index, a PV-forecast issue's index of the same power and the planner's
+    persisted index of the day all divide by one clear sky under one sun-up rule."""
+    pv = real_data.pv_series()["2013-07-10T06:15Z":"2013-07-11T06:00Z"]
+    system = solar_config(real_data.pv_site())
+    nothing = pd.Series(np.nan, index=pv.index)
+    features = physics_features(pv.index, pv, nothing, nothing, system)
+    ratio, clear = features[CLEARSKY_RATIO].to_numpy(), features[CLEARSKY_KW].to_numpy()
+    up = csi.sun_up(clear, system.inverter_limit_kw)
+    assert len(pv) == 96 and pv.notna().all() and 40 < up.sum() < 70
+    np.testing.assert_array_equal(ratio[up], csi.index_of(pv.to_numpy(), clearsky_ac_kw(system, pv.index), up)[up])
+    assert (ratio[~up] == 0.0).all()
+    np.testing.assert_array_equal(pv_clear_sky_index(system, pv.index, pv.to_numpy()), ratio)
+    persisted = recent_clear_sky_index(system, pv, pv.index[-1])
+    assert 0.3 < persisted < 1.2
+    assert persisted == pytest.approx(np.average(ratio[up], weights=clear[up]), rel=1e-12)

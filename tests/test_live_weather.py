@@ -16,12 +16,13 @@ from cloud.live.weather import (
     Connection, ForecastSolar, OpenMeteo, OpenMeteoArchive, StoredWeatherForecast, backfill_weather,
     clear_sky_index, fetch_weather, forecast_solar_azimuth, pv_clear_sky_index, site_place,
 )
-from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output, declared_pv_forecast
+from cloud.optimization.pv_forecast import MeasuredPV, declared_pv_forecast
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.errors import ConfigError
 from der_core.site_file import build_site, planning_config, site_row
+from der_physics.solar import clear_sky_output
 from tests.fakes.http_service import FakeService, Reply
 from tests.fakes.service_bodies import open_meteo_body, unix
 

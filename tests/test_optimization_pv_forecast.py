@@ -14,11 +14,12 @@ import run_cloud_sync
 import run_model_training
 from cloud.optimization import forecasters as fc
 from cloud.optimization import planner
-from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output, declared_pv_forecast, recent_clear_sky_index
+from cloud.optimization.pv_forecast import MeasuredPV, declared_pv_forecast, recent_clear_sky_index
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.cli_support import run_cli
 from der_core.config import SolarConfig, build_config
 from der_physics import generator, weather
+from der_physics.solar import clear_sky_output
 
 #: A south-facing array in Munich.
 SYSTEM = SolarConfig(latitude=48.14, longitude=11.58, altitude_m=520.0, capacity_kw=6.0, tilt_degrees=30.0,

@@ -50,15 +50,27 @@ def test_pv_logged_an_hour_late_reads_as_a_clock_shift(summer_only, months):
     assert "likely clock shift of +1 h" in finding.message
 
 
+SOUTH_EAST = SolarConfig(latitude=52.5, longitude=LONGITUDE, tilt_degrees=45.0, azimuth_degrees=120.0)
+
+
+def south_east_pv(shift_h: float) -> pd.DataFrame:
+    """A year of the clear-sky output of an array facing 60 degrees east of south, logged
+    ``shift_h`` late."""
+    ts = pd.date_range("2024-01-01", periods=365 * 96, freq="15min", tz="UTC")
+    pv = clearsky_ac_kw(SOUTH_EAST, ts - pd.Timedelta(hours=shift_h))
+    return pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: pv, dd.LOAD_TOTAL: 0.5})
+
+
+def test_against_solar_noon_alone_a_south_east_array_reads_as_a_clock_shift():
+    finding = checked(south_east_pv(0.0))["clock"]
+    assert finding.status == "warning" and "likely clock shift of -1 h" in finding.message
+
+
 @pytest.mark.parametrize("shift_h, status", [(0.0, "ok"), (1.0, "warning")])
 def test_an_array_facing_south_east_is_checked_against_its_own_clear_sky_peak(shift_h, status):
     """An array facing 60 degrees east of south peaks about an hour before solar noon: on a
     true clock that is its nature, not a clock error; an hour late it is one."""
-    array = SolarConfig(latitude=52.5, longitude=LONGITUDE, tilt_degrees=45.0, azimuth_degrees=120.0)
-    ts = pd.date_range("2024-01-01", periods=365 * 96, freq="15min", tz="UTC")
-    pv = clearsky_ac_kw(array, ts - pd.Timedelta(hours=shift_h))
-    frame = pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: pv, dd.LOAD_TOTAL: 0.5})
-    assert checked(frame)["clock"].status == "warning"  # against solar noon: "likely clock shift of -1 h"
+    array, frame = SOUTH_EAST, south_east_pv(shift_h)
     checks = Plausibility(interval=interval_of(frame[dd.TS].iloc[:100]))
     checks.add(frame, [dd.SOLAR_KW, dd.LOAD_TOTAL])
     clock = checks.report(None, None, array)[0]

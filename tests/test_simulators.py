@@ -128,6 +128,21 @@ def test_summer_noon_clear_sky_is_near_capacity_less_temperature_losses(capacity
     assert 0.75 * capacity * hot_cells_loss < ac < capacity * (1 - cfg.system_losses)
 
 
+@pytest.mark.parametrize("tz", ["UTC", "Australia/Sydney", None])
+@pytest.mark.parametrize("latitude, longitude", [(52.5, 13.4), (-33.9, 151.2), (64.1, -21.9)])
+def test_shared_astronomy_gives_a_fresh_clear_sky_bit_for_bit(tz, latitude, longitude):
+    """The clear sky's astronomy is computed once per grid and reused for every site; the
+    result must stay what the solar chain gives with its own astronomy, whatever the site and
+    however the instants are given."""
+    index = pd.date_range("2024-03-30", periods=3 * 96, freq="15min", tz=tz)
+    cfg = SolarConfig(latitude=latitude, longitude=longitude)
+    for times in (index, index, index[96:]):  # computed, cached, another grid
+        axis = base.TimeAxis.from_times(times)
+        fresh = solar.simulate(cfg, axis, np.ones(len(axis)), np.full(len(axis), 20.0), np.ones(len(axis)),
+                               linke_turbidity=solar.climatological_linke_turbidity(axis.times, latitude, longitude))
+        np.testing.assert_array_equal(solar.clearsky_ac_kw(cfg, times), fresh.generation_kw)
+
+
 def test_inverter_clips_at_its_rating():
     cfg = config(seed=9, solar={"capacity_kw": 12.0, "inverter_kw": 6.0})
     frame = readings(cfg, "2024-06-01", "2024-06-15")

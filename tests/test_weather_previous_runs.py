@@ -22,13 +22,14 @@ from cloud.live.weather import (
     Connection, OpenMeteoPreviousRuns, StoredWeatherForecast, backfill_previous_runs, missing_spans,
 )
 from cloud.optimization import forecasters as fc
-from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output, pv_forecast
+from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import ConfigError
 from der_core.site_file import build_site, planning_config, site_row
+from der_physics.solar import clear_sky_output
 from tests.fakes.http_service import FakeService, Reply
 from tests.fakes.service_bodies import previous_runs_body, unix
 

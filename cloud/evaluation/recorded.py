@@ -43,11 +43,12 @@ from cloud.live.inputs import SiteInputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.planner import per_step
-from cloud.optimization.pv_forecast import MeasuredPV, clear_sky_output
+from cloud.optimization.pv_forecast import MeasuredPV
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
 from der_physics import generator
+from der_physics.solar import clear_sky_output
 
 
 def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:

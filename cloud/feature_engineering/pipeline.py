@@ -29,7 +29,7 @@ from cloud.feature_engineering.physics import (
 )
 from der_core import der_data as dd
 
-FEATURE_SET_VERSION = 1
+FEATURE_SET_VERSION = 2
 
 # Targets: what forecasters predict, the step's mean at the grid instant.
 LOAD_KW, SOLAR_KW, PRICE_PER_KWH = "load_kw", "solar_kw", "price_per_kwh"

@@ -6,6 +6,11 @@ lately. Working in the index separates the two: the index is near 1 under a clea
 any season, hour or array size, so recent days at the same time of day, and the same
 season's days, are directly comparable, and a forecast of the index times the clear-sky
 output is a forecast in kW that is exactly 0 while the sun is down.
+
+The clear-sky output is always ``der_physics.solar.clearsky_ac_kw`` (the place's
+climatological clear sky), and the index always :func:`index_of` where :func:`sun_up`: the
+features, the forecasters, stored weather issues, the planner's persistence and the
+benchmarks divide by the same thing, so an index from one is an index for all.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import warnings
 
 import numpy as np
 
-from cloud.feature_engineering.physics import MAX_RATIO, NIGHT_SHARE
+#: Below this share of the AC limit the sun is effectively down: the index there is a division
+#: by (almost) nothing at dawn and dusk, and the output too small to matter.
+NIGHT_SHARE = 0.01
+MAX_RATIO = 2.0  # cloud-edge enhancement stays well below this; larger values are noise
 
 
 def sun_up(clear_kw: np.ndarray, inverter_kw: float) -> np.ndarray:
@@ -29,6 +37,24 @@ def index_of(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.asarray(pv_kw, dtype="float64") / np.asarray(clear_kw, dtype="float64")
     return np.where(up, np.clip(ratio, 0.0, MAX_RATIO), np.nan)
+
+
+def index_by_day(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """:func:`index_of` while the sun is up, 0 while it is down: the night's index as a
+    feature or a forecast, where night means no output, not an unknown one."""
+    return np.where(up, index_of(pv_kw, clear_kw, up), 0.0)
+
+
+def span_index(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> float:
+    """The index of a span of readings: each sun-up instant's :func:`index_of` weighted by its
+    clear-sky output (the measured energy over the clear-sky energy, each instant within
+    ``[0, MAX_RATIO]``), so the hours that make the energy count most; NaN without a sun-up
+    reading."""
+    clear = np.asarray(clear_kw, dtype="float64")
+    index = index_of(pv_kw, clear, up)
+    known = np.isfinite(index)
+    weight = float(clear[known].sum())
+    return float(np.sum(index[known] * clear[known]) / weight) if weight > 0.0 else float("nan")
 
 
 def same_time_quantiles(index: np.ndarray, per_day: int, days: int, levels: tuple[float, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
 #: Bump when a feature is added, removed or computed differently; saved models record it.
-DESIGN_VERSION = "fc2"
+DESIGN_VERSION = "fc3"
 PROFILE_DAYS = 7
 #: Days of PV clear-sky index at the same time of day behind the seasonal features: long
 #: enough for a median that one cloudy spell does not move, short enough to follow the season.

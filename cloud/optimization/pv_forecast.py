@@ -6,8 +6,9 @@
   (:func:`simulated_pv_forecast`): the forecast error its simulated weather was built with.
 * A declared site (``der_core.site_file``) has no simulator behind it. Its PV comes from its
   declared system (kWp, tilt, azimuth, inverter limit, location) through pvlib's clear-sky
-  physics (``der_physics.solar``: Ineichen clear sky, Erbs split, isotropic transposition,
-  PVWatts inverter clipped at the AC limit), scaled per instant (:func:`declared_pv_forecast`)
+  physics (``der_physics.solar.clear_sky_output``: Ineichen clear sky under the place's
+  climatological turbidity, Erbs split, isotropic transposition, PVWatts inverter clipped at
+  the AC limit), scaled per instant (:func:`declared_pv_forecast`)
   by the clear-sky index of the newest weather forecast issued at or before the issue time
   where a weather source gives one, else by the site's own recent clear-sky index
   (:func:`recent_clear_sky_index`).
@@ -22,12 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cloud.feature_engineering.physics import (
-    CLEAR_AIR_CELSIUS,
-    CLEAR_WIND_M_S,
-    MAX_RATIO,
-    NIGHT_SHARE,
-)
+from cloud.forecasting import clear_sky_index as csi
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, SolarConfig
@@ -84,7 +80,8 @@ def declared_pv_forecast(system: SolarConfig, device_id: str, measured: Measured
     times = pd.DatetimeIndex(instants)
     index, temp = _weather_at(measured.weather, system, device_id, issued_at, times)
     forecast = np.isfinite(index)
-    out = clear_sky_output(system, times, np.where(forecast, index, 1.0), np.where(np.isfinite(temp), temp, CLEAR_AIR_CELSIUS))
+    out = solar.clear_sky_output(system, times, np.where(forecast, index, 1.0),
+                                 np.where(np.isfinite(temp), temp, solar.CLEAR_AIR_CELSIUS))
     if forecast.all():
         return out
     persisted = recent_clear_sky_index(system, measured.pv_history_kw, issued_at)
@@ -93,47 +90,31 @@ def declared_pv_forecast(system: SolarConfig, device_id: str, measured: Measured
                              out.cell_temp_celsius, out.efficiency_percent)
 
 
-def clear_sky_output(system: SolarConfig, times: pd.DatetimeIndex, clear_sky_index: np.ndarray | float = 1.0,
-                     temp_air_celsius: np.ndarray | float = CLEAR_AIR_CELSIUS) -> solar.SolarOutput:
-    """The declared system's output under the place's climatological clear sky scaled by
-    ``clear_sky_index`` (1: clear), at ``temp_air_celsius`` (20 °C unless a forecast says)
-    and 1 m/s wind."""
-    axis = base.TimeAxis.from_times(times)
-    steps = len(axis)
-    turbidity = solar.climatological_linke_turbidity(axis.times, system.latitude, system.longitude)
-    return solar.simulate(system, axis, np.broadcast_to(clear_sky_index, steps).astype(float),
-                          np.broadcast_to(temp_air_celsius, steps).astype(float), np.full(steps, CLEAR_WIND_M_S),
-                          linke_turbidity=turbidity)
-
-
 def recent_clear_sky_index(system: SolarConfig, pv_history_kw: pd.Series, issued_at: pd.Timestamp) -> float:
-    """The site's measured PV energy over the :data:`PERSISTENCE_WINDOW` before ``issued_at``
-    divided by what the declared system makes under a clear sky at the same readings
-    (:func:`clear_sky_output`), counting only readings with the sun up (clear-sky output at
-    least ``NIGHT_SHARE`` of the AC limit), within ``[0, MAX_RATIO]``. 1 (a clear sky) when no such reading was measured: without a
-    measurement the declaration is all there is to go on."""
+    """The site's clear-sky index over the :data:`PERSISTENCE_WINDOW` before ``issued_at``: its
+    measured PV over the declared system's clear-sky output at the same readings
+    (``der_physics.solar.clearsky_ac_kw``), sun-up readings only, weighted by clear-sky output
+    (``csi.span_index``: the forecasters' index and sun-up rule). 1 (a clear sky) when no such
+    reading was measured: without a measurement the declaration is all there is to go on."""
     if pv_history_kw.empty:  # an empty series need not have a time index to slice
         return 1.0
     past = pv_history_kw.loc[issued_at - PERSISTENCE_WINDOW: issued_at].dropna()
     past = past[past.index > issued_at - PERSISTENCE_WINDOW]
     if past.empty:
         return 1.0
-    clear = clear_sky_output(system, pd.DatetimeIndex(past.index)).generation_kw
-    sun_up = clear >= NIGHT_SHARE * max(system.inverter_limit_kw, 1e-9)
-    clear_kwh = float(clear[sun_up].sum())
-    if clear_kwh <= 0.0:
-        return 1.0
-    return float(np.clip(past.to_numpy(dtype=float)[sun_up].sum() / clear_kwh, 0.0, MAX_RATIO))
+    clear = solar.clearsky_ac_kw(system, pd.DatetimeIndex(past.index))
+    index = csi.span_index(past.to_numpy(dtype=float), clear, csi.sun_up(clear, system.inverter_limit_kw))
+    return index if np.isfinite(index) else 1.0
 
 
 def _weather_at(source: WeatherForecast | None, system: SolarConfig, device_id: str, issued_at: pd.Timestamp,
                 instants: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-    """Clear-sky index (within ``[0, MAX_RATIO]``) and air temperature of the newest forecast
+    """Clear-sky index (within ``[0, csi.MAX_RATIO]``) and air temperature of the newest forecast
     issued at or before ``issued_at`` for each instant; NaN where the source has none."""
     if source is None:
         nothing = np.full(len(instants), np.nan)
         return nothing, nothing.copy()
     site = {dd.DEVICE_ID: device_id, "latitude": system.latitude, "longitude": system.longitude}
     seen = source.forecast(site, pd.DatetimeIndex([issued_at] * len(instants)), instants)
-    index = np.clip(seen[CLEAR_SKY_INDEX].to_numpy(dtype=float), 0.0, MAX_RATIO)
+    index = np.clip(seen[CLEAR_SKY_INDEX].to_numpy(dtype=float), 0.0, csi.MAX_RATIO)
     return index, seen[TEMP].to_numpy(dtype=float)

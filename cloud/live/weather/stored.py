@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.feature_engineering.physics import NIGHT_SHARE, solar_config
-from cloud.forecasting.clear_sky_index import index_of, sun_up
+from cloud.feature_engineering.physics import solar_config
+from cloud.forecasting.clear_sky_index import NIGHT_SHARE, index_by_day, sun_up
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.weather.open_meteo import OpenMeteoPreviousRuns
 from cloud.live.weather.sources import Place, WeatherSource, as_utc, site_place
-from cloud.optimization.pv_forecast import clear_sky_output
 from cloud.store import schema as s
 from der_core import der_data as dd
 from der_core.config import SolarConfig
+from der_physics.solar import clear_sky_output
 
 #: The irradiance (W/m2) a PV rating refers to.
 RATED_GHI_W_M2 = 1000.0
@@ -94,27 +94,28 @@ def _backfill(store, site: Mapping[str, Any], source: WeatherSource, start: pd.T
 
 
 def clear_sky_index(place: Place, ts: pd.DatetimeIndex, ghi_w_m2: np.ndarray) -> np.ndarray:
-    """GHI over the clear-sky GHI of the place at each instant: the climatological clear sky a
-    declared site's PV forecast multiplies the index back onto
-    (``cloud.optimization.pv_forecast.clear_sky_output``), within ``[0, MAX_RATIO]`` (``index_of``) and 0 with
-    the sun down (clear-sky GHI below :data:`NIGHT_GHI_W_M2`); NaN where GHI is."""
+    """GHI over the clear-sky GHI of the place at each instant: the clear sky a declared site's
+    PV forecast multiplies the index back onto (``der_physics.solar.clear_sky_output``), within
+    ``[0, MAX_RATIO]`` and 0 with the sun down (``index_by_day``, the sun down where the
+    clear-sky GHI is below :data:`NIGHT_GHI_W_M2`); NaN where GHI is."""
     if len(ts) == 0:
         return np.empty(0)
     system = SolarConfig(latitude=place.latitude, longitude=place.longitude, altitude_m=place.altitude_m,
                          capacity_kw=0.0)
     clear = _clear_sky(system, ts, "clear_sky_ghi_w_m2")
     ghi_w_m2 = np.asarray(ghi_w_m2, dtype="float64")
-    return np.where(np.isnan(ghi_w_m2), np.nan, _index_by_day(ghi_w_m2, clear, sun_up(clear, RATED_GHI_W_M2)))
+    return np.where(np.isnan(ghi_w_m2), np.nan, index_by_day(ghi_w_m2, clear, sun_up(clear, RATED_GHI_W_M2)))
 
 
 def pv_clear_sky_index(system: SolarConfig, ts: pd.DatetimeIndex, pv_kw: np.ndarray) -> np.ndarray:
     """A PV-forecast service's power over the declared array's clear-sky output at each
     instant (``clear_sky_output``, the output the site's PV forecast multiplies the index back
-    onto), within ``[0, MAX_RATIO]`` (``index_of``) and 0 with the sun down (clear-sky output below
-    ``NIGHT_SHARE`` of the inverter's limit). Services such as Forecast.Solar forecast power,
-    not irradiance; their ratio to clear sky is the index the forecasters take."""
+    onto), within ``[0, MAX_RATIO]`` and 0 with the sun down (``index_by_day``, the sun down
+    where the clear-sky output is below ``NIGHT_SHARE`` of the inverter's limit). Services
+    such as Forecast.Solar forecast power, not irradiance; their ratio to clear sky is the
+    index the forecasters take."""
     clear = _clear_sky(system, ts, "generation_kw")
-    return _index_by_day(pv_kw, clear, sun_up(clear, system.inverter_limit_kw))
+    return index_by_day(pv_kw, clear, sun_up(clear, system.inverter_limit_kw))
 
 
 def _clear_sky(system: SolarConfig, ts: pd.DatetimeIndex, quantity: str) -> np.ndarray:
@@ -122,12 +123,6 @@ def _clear_sky(system: SolarConfig, ts: pd.DatetimeIndex, quantity: str) -> np.n
     computed once."""
     codes, unique = pd.factorize(pd.DatetimeIndex(ts), sort=True)
     return np.asarray(getattr(clear_sky_output(system, pd.DatetimeIndex(unique)), quantity))[codes]
-
-
-def _index_by_day(value: np.ndarray, clear: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """The forecasters' clear-sky index (``index_of``) while the sun is up, 0 while it is down:
-    a forecast of night is a forecast of no output, not of an unknown one."""
-    return np.where(up, index_of(value, clear, up), 0.0)
 
 
 class StoredWeatherForecast:
