@@ -105,7 +105,7 @@ class SessionModel:
         slots = int(pd.Timedelta(days=1) / step)
         complete = slice(None, -1) if found.ongoing else slice(None)
         lengths = np.asarray((found.ends - found.starts) / step, dtype=float)[complete] + 1.0
-        levels, level_probs = _house_levels(house, found, step, complete)
+        levels, level_probs = _house_levels(house, found, step, complete, timezone)
         residuals, residual_probs = _banded(_house_residuals(house, step), RESIDUAL_BANDS)
         per_day = sessions.per_day(found, step, timezone) if len(found.starts) else np.ones(1, dtype=int)
         return cls(
@@ -162,13 +162,14 @@ def _banded(values: np.ndarray, bands: tuple[float, ...]) -> tuple[np.ndarray, n
     return means, probs / probs.sum()
 
 
-def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta, complete: slice) -> tuple[np.ndarray, np.ndarray]:
+def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta, complete: slice,
+                  timezone: str) -> tuple[np.ndarray, np.ndarray]:
     """House-load multipliers of a session: each past session's house load over the naive
     forecast issued as it began, in bands."""
     ratios = []
     for start, end in zip(found.starts[complete], found.ends[complete], strict=True):
         instants = pd.date_range(start, end, freq=step)
-        expected = fc.naive_load_kw(house, start - step, instants, fc.HOUSE_ANOMALY_READINGS).sum()
+        expected = fc.naive_load_kw(house, start - step, instants, timezone, fc.HOUSE_ANOMALY_READINGS).sum()
         if expected > 0:
             ratios.append(float(house.reindex(instants).sum()) / expected)
     if len(ratios) < MIN_SESSIONS_FOR_LEVELS:
@@ -278,7 +279,7 @@ def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Times
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
-    house_kw = fc.house_load_kw(forecaster, house, issued_at, instants)
+    house_kw = fc.house_load_kw(forecaster, house, issued_at, instants, config.timezone)
     pv = pv_forecast(config, issued_at, instants, measured)
     forecast = fc.known_prices(forecaster, config, issued_at, instants, pv.clear_sky_ghi_w_m2).assign(
         **{fc.PV: pv.generation_kw})
