@@ -10,6 +10,7 @@ import pytest
 
 from cloud.dr import baseline as b
 from cloud.optimization import forecasters as fc
+from cloud.optimization import reserve, sessions
 from cloud.optimization.same_time import earlier, values_at
 
 STEP = pd.Timedelta(minutes=15)
@@ -66,6 +67,25 @@ def test_the_dr_baseline_and_the_naive_forecast_read_the_same_local_times(zone, 
     forecast = fc.naive_load_kw(history, issued_at, instants, zone)
     np.testing.assert_allclose(baseline, routine)
     np.testing.assert_allclose(forecast, routine)
+
+
+@pytest.mark.parametrize(("zone", "change_day"), CHANGES)
+def test_a_routine_kept_by_the_clock_leaves_no_house_load_swing_across_a_clock_change(zone, change_day):
+    """The reserve program's house-load residuals and the naive scenarios' replayed swings are
+    departures from the same local time on earlier days: a house that repeats its day by the
+    clock has none, in the weeks around a change as on any other."""
+    kw_at_slot = np.random.default_rng(5).uniform(0.2, 4.0, 96)
+    kw_at_slot[8:16] = kw_at_slot[8]  # 02:00 to 04:00 alike: a skipped 02:xx is read at 03:xx
+    # The Saturday after: the change's Sunday is one of its weekend days' source days.
+    issued_at = _local_midnight(change_day, zone, days_later=6) + pd.Timedelta(hours=1)
+    history = _readings(zone, issued_at - pd.Timedelta(days=35), issued_at + pd.Timedelta(days=7), kw_at_slot)
+    instants = pd.date_range(issued_at + STEP, issued_at + pd.Timedelta(hours=36), freq=STEP)
+
+    model = reserve.SessionModel.from_readings(history, issued_at + pd.Timedelta(days=7), 7.0, zone)
+    assert model.sessions_seen == 0
+    np.testing.assert_allclose(model.residuals_kw, 0.0, atol=1e-12)
+    found = sessions.load_scenarios_kw(history, issued_at, instants, 7.0, zone)
+    np.testing.assert_allclose(found.extra_load_kw, 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize(("zone", "day", "wanted"), [
