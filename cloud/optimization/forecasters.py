@@ -165,17 +165,18 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     if past.empty:
         raise ForecasterUnavailable(f"no load history before {issued_at}; the naive forecaster needs at least a day")
     fallback = float(past.mean())
-    lead = wall(instants, timezone) - wall(pd.DatetimeIndex([issued_at]), timezone)[0]  # on the clock: a day is 24 h
-    days_back = np.maximum(np.ceil(np.asarray(lead / DAY)), 1).astype(int)
-    # Row k: the same time k days before the latest day known; the week is rows 0 to 6.
-    same_time = values_at(past, instants, days_back[None, :] + np.arange(HISTORY_DAYS)[:, None], timezone)
-    latest = same_time[0]
-    week = _nanmean_rows(same_time) if len(past) > 1 else np.full(len(instants), np.nan)
+    readings = past.iloc[-anomaly_readings:]
+    lead = wall(instants, timezone) - wall(issued_at, timezone)  # on the clock: a day is 24 h
+    days_back = np.r_[np.maximum(np.ceil(np.asarray(lead / DAY)), 1).astype(int), np.ones(len(readings), dtype=int)]
+    # Row k: the same time k days before the latest day known, at the instants and then at the
+    # latest readings (whose latest day known is the day before): one lookup for both.
+    same_time = values_at(past, instants.append(readings.index), days_back + np.arange(HISTORY_DAYS)[:, None], timezone)
+    week = _nanmean_rows(same_time) if len(past) > 1 else np.full(len(days_back), np.nan)
+    anomaly = _median_departure_kw(readings.to_numpy() - week[len(instants):])
+    latest, week = same_time[0, :len(instants)], week[:len(instants)]
     latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
     expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
-    now_ts = past.index[-1]
-    anomaly = _latest_anomaly_kw(past, anomaly_readings, timezone)
-    hours = (instants - now_ts) / pd.Timedelta(hours=1)
+    hours = (instants - past.index[-1]) / pd.Timedelta(hours=1)
     return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
 
 
@@ -186,12 +187,8 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _latest_anomaly_kw(past: pd.Series, readings: int, timezone: str) -> float:
-    """Median departure of the latest ``readings`` readings from the same time on the last week."""
-    latest = past.iloc[-readings:]
-    usual = _nanmean_rows(values_at(past, latest.index, np.arange(1, HISTORY_DAYS + 1)[:, None], timezone)) \
-        if len(past) > 1 else np.full(len(latest), np.nan)
-    departures = latest.to_numpy() - usual
+def _median_departure_kw(departures: np.ndarray) -> float:
+    """The median of the latest readings' departures from the usual, 0 where none has a usual."""
     departures = departures[np.isfinite(departures)]
     return float(np.median(departures)) if len(departures) else 0.0
 

@@ -19,8 +19,7 @@ _GAP = pd.Timedelta(hours=1)
 def earlier(times: pd.DatetimeIndex | pd.Timestamp, timezone: str, days: int) -> pd.DatetimeIndex | pd.Timestamp:
     """``times`` at the same local clock time ``days`` days earlier, in UTC."""
     one = isinstance(times, pd.Timestamp)
-    index = pd.DatetimeIndex([times] if one else times)
-    out = pd.DatetimeIndex(_earlier_ns(index, timezone, np.full(len(index), days)).view("M8[ns]")).tz_localize("UTC")
+    out = _earlier(pd.DatetimeIndex([times] if one else times), timezone, days).tz_convert("UTC")
     return out[0] if one else out
 
 
@@ -32,11 +31,11 @@ def values_at(values: pd.Series | pd.DataFrame, instants: pd.DatetimeIndex, days
     re-plan of every backtest. Naive instants are read as UTC."""
     days_back = np.atleast_2d(days_back)
     days_back = np.broadcast_to(days_back, (days_back.shape[0], len(instants)))
-    targets = pd.DatetimeIndex(_earlier_ns(instants, timezone, days_back).ravel().view("M8[ns]"))
+    targets = _earlier(instants, timezone, days_back)
     index = values.index
     if isinstance(index, pd.DatetimeIndex):
-        targets = targets.as_unit(index.unit)
-        targets = targets if index.tz is None else targets.tz_localize("UTC").tz_convert(index.tz)
+        targets = targets.tz_convert(index.tz or "UTC").as_unit(index.unit)
+        targets = targets if index.tz is not None else targets.tz_localize(None)
     positions = index.get_indexer(targets)
     table = values.to_numpy(dtype=float)
     # A missing row's position is -1, which reads the NaN row appended last.
@@ -44,15 +43,14 @@ def values_at(values: pd.Series | pd.DataFrame, instants: pd.DatetimeIndex, days
     return found.reshape(days_back.shape + table.shape[1:])
 
 
-def wall(times: pd.DatetimeIndex, timezone: str) -> pd.DatetimeIndex:
+def wall(times: pd.DatetimeIndex | pd.Timestamp, timezone: str) -> pd.DatetimeIndex | pd.Timestamp:
     """The local clock's reading at each of ``times`` (naive ones read as UTC)."""
     return (times.tz_localize("UTC") if times.tz is None else times).tz_convert(timezone).tz_localize(None)
 
 
-def _earlier_ns(times: pd.DatetimeIndex, timezone: str, days: np.ndarray) -> np.ndarray:
-    """UTC nanoseconds of ``times`` at their local clock time ``days`` days earlier (``days``
-    broadcast against ``times``)."""
+def _earlier(times: pd.DatetimeIndex, timezone: str, days: np.ndarray | int) -> pd.DatetimeIndex:
+    """``times`` at their local clock time ``days`` days earlier (``days`` broadcast against
+    ``times``, flattened), in ``timezone``."""
     walls = wall(times, timezone).as_unit("ns").asi8 - np.asarray(days, dtype=np.int64) * _DAY_NS
     flat = pd.DatetimeIndex(walls.ravel().view("M8[ns]"))
-    utc = flat.tz_localize(timezone, ambiguous=np.ones(len(flat), dtype=bool), nonexistent=_GAP)
-    return utc.asi8.reshape(walls.shape)
+    return flat.tz_localize(timezone, ambiguous=np.ones(len(flat), dtype=bool), nonexistent=_GAP)
