@@ -73,9 +73,9 @@ class _Models(fc.ModelsForecaster):
 def test_the_reserve_policys_house_load_is_the_models_where_they_reach_and_naive_past_them():
     instants = pd.date_range(START + pd.Timedelta(minutes=15), periods=16, freq="15min")
     history = pd.Series(0.5, index=pd.date_range(START - pd.Timedelta(days=8), START, freq="15min"))
-    naive = fc.naive_load_kw(history, START, instants, fc.HOUSE_ANOMALY_READINGS)
+    naive = fc.naive_load_kw(history, START, instants, SITE.timezone, fc.HOUSE_ANOMALY_READINGS)
     assert np.allclose(naive, 0.5)
-    np.testing.assert_array_equal(fc.house_load_kw(None, history, START, instants), naive)
-    np.testing.assert_array_equal(fc.house_load_kw(fc.NaiveForecaster(SITE, history), history, START, instants), naive)
-    learnt = fc.house_load_kw(_Models(SITE, STORE), history, START, instants)
+    np.testing.assert_array_equal(fc.house_load_kw(None, history, START, instants, SITE.timezone), naive)
+    np.testing.assert_array_equal(fc.house_load_kw(fc.NaiveForecaster(SITE, history), history, START, instants, SITE.timezone), naive)
+    learnt = fc.house_load_kw(_Models(SITE, STORE), history, START, instants, SITE.timezone)
     np.testing.assert_array_equal(learnt, np.r_[np.full(8, 2.0), naive[8:]])

@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from cloud.optimization.same_time import earlier, values_at
 from der_core import der_data as dd
 
 FORECAST = "forecast"
@@ -59,17 +60,6 @@ def step_table(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Da
     return frame.pivot_table(index="step", columns=dd.DEVICE_ID, values="value", aggfunc="mean")
 
 
-def earlier(times: pd.DatetimeIndex | pd.Timestamp, timezone: str, days: int) -> pd.DatetimeIndex | pd.Timestamp:
-    """The same local clock time ``days`` days earlier, in UTC: a baseline compares an event's
-    hours with the same hours of the household's earlier days, and across a daylight-saving
-    change those are 23 or 25 hours apart, not 24. A clock time the earlier day skipped is
-    taken an hour later; one it had twice, the first time."""
-    one = isinstance(times, pd.Timestamp)
-    wall = pd.DatetimeIndex([times] if one else times).tz_convert(timezone).tz_localize(None) - pd.Timedelta(days=days)
-    out = wall.tz_localize(timezone, ambiguous=np.ones(len(wall), dtype=bool), nonexistent=pd.Timedelta(hours=1)).tz_convert("UTC")
-    return out[0] if one else out
-
-
 def same_type_lags(start: pd.Timestamp, timezone: str, days: int, lookback: int = LOOKBACK_DAYS) -> list[int]:
     """The ``days`` most recent whole-day lags (1 = the day before) whose day has ``start``'s day type."""
     kind = day_type(start, timezone)
@@ -78,10 +68,10 @@ def same_type_lags(start: pd.Timestamp, timezone: str, days: int, lookback: int 
 
 def same_step_mean(table: pd.DataFrame, steps: pd.DatetimeIndex, devices: list[str], lags: list[int],
                    timezone: str = "UTC") -> np.ndarray:
-    """(devices, steps): the mean of each device's value at the same local time ``lags`` days
-    earlier (:func:`earlier`; NaN where none of them has one)."""
-    table = table.reindex(columns=devices)
-    lagged = np.stack([table.reindex(earlier(steps, timezone, d)).to_numpy(dtype=float) for d in lags])
+    """(devices, steps): the mean of each device's value at the same local clock time ``lags``
+    days earlier (:func:`same_time.values_at`, the household's hours; NaN where none of them
+    has one)."""
+    lagged = values_at(table.reindex(columns=devices), steps, np.asarray(lags)[:, None], timezone)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN mean is no history: NaN is the answer
         return np.nanmean(lagged, axis=0).T

@@ -82,7 +82,7 @@ def _history(store: CloudStore, devices: list[str], steps: pd.DatetimeIndex, ste
     """The readings of the plan steps' hours on each lagged day: a few hours a day, not weeks of readings."""
     frames = []
     for d in sorted(lags):
-        # An hour either side: a lagged day is the same local hours (baseline.earlier), which a
+        # An hour either side: a lagged day is the same local hours (same_time.earlier), which a
         # daylight-saving change moves by an hour in UTC, in whichever zone a site is.
         shift, clock = pd.Timedelta(days=d), pd.Timedelta(hours=1)
         first, stop = b.read_bounds(steps[0] - shift - clock, steps[-1] + step - shift + clock)

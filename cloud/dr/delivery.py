@@ -42,7 +42,7 @@ def window_means(store: CloudStore, devices: list[str], start: pd.Timestamp, end
 def utility_baseline(store: CloudStore, event: DREvent, devices: list[str], timezones: dict[str, str],
                      step: pd.Timedelta, excluded: Sequence[tuple[pd.Timestamp, pd.Timestamp]]) -> pd.Series:
     """Per device, the high-5-of-10 baseline (NaN where fewer than 5 days are eligible): the
-    event's local hours on each earlier day of its day type (:func:`baseline.earlier`)."""
+    event's local hours on each earlier day of its day type (:func:`cloud.optimization.same_time.earlier`)."""
     out = {}
     zones = {device: timezones.get(device) or "UTC" for device in devices}
     for zone in sorted(set(zones.values())):

@@ -32,6 +32,7 @@ import pandas as pd
 from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
 from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
+from cloud.optimization.same_time import values_at, wall
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
 from der_core.tariff import site_tariff
@@ -149,9 +150,11 @@ def tariff_forecast(config: SimulatorConfig, instants: pd.DatetimeIndex, clear_s
     return pd.DataFrame({IMPORT_PRICE: price, EXPORT_PRICE: feed_in, CARBON: carbon}, index=axis.times)
 
 
-def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, anomaly_readings: int = 1) -> np.ndarray:
-    """Seasonal-naive load: the same time on the latest day known, blended with the mean of
-    the same time over the last week, plus the latest anomaly for ANOMALY_PERSIST_H.
+def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, timezone: str,
+                  anomaly_readings: int = 1) -> np.ndarray:
+    """Seasonal-naive load: the same local clock time (:func:`same_time.values_at`, the
+    household's routine) on the latest day known, blended with the mean of the same time over
+    the last week, plus the latest anomaly for ANOMALY_PERSIST_H.
 
     The anomaly is the median over the last ``anomaly_readings`` readings of their departure
     from the usual: one reading catches a car that just started; with the car taken out
@@ -162,32 +165,19 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     if past.empty:
         raise ForecasterUnavailable(f"no load history before {issued_at}; the naive forecaster needs at least a day")
     fallback = float(past.mean())
-    lead = instants - issued_at
-    days_back = np.maximum(np.ceil(np.asarray(lead / DAY)), 1).astype(int)
-    # Row k: the same time k days before the latest day known; the week is rows 0 to 6.
-    same_time = _values_at(past, instants, days_back[None, :] + np.arange(HISTORY_DAYS)[:, None])
-    latest = same_time[0]
-    week = _nanmean_rows(same_time) if len(past) > 1 else np.full(len(instants), np.nan)
+    readings = past.iloc[-anomaly_readings:]
+    lead = wall(instants, timezone) - wall(issued_at, timezone)  # on the clock: a day is 24 h
+    days_back = np.r_[np.maximum(np.ceil(np.asarray(lead / DAY)), 1).astype(int), np.ones(len(readings), dtype=int)]
+    # Row k: the same time k days before the latest day known, at the instants and then at the
+    # latest readings (whose latest day known is the day before): one lookup for both.
+    same_time = values_at(past, instants.append(readings.index), days_back + np.arange(HISTORY_DAYS)[:, None], timezone)
+    week = _nanmean_rows(same_time) if len(past) > 1 else np.full(len(days_back), np.nan)
+    anomaly = _median_departure_kw(readings.to_numpy() - week[len(instants):])
+    latest, week = same_time[0, :len(instants)], week[:len(instants)]
     latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
     expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
-    now_ts = past.index[-1]
-    anomaly = _latest_anomaly_kw(past, anomaly_readings)
-    hours = (instants - now_ts) / pd.Timedelta(hours=1)
+    hours = (instants - past.index[-1]) / pd.Timedelta(hours=1)
     return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
-
-
-def _values_at(series: pd.Series, instants: pd.DatetimeIndex, days_back: np.ndarray) -> np.ndarray:
-    """``series`` at each instant less ``days_back`` whole days (an array broadcast against the
-    instants, one row per lag), NaN where it has no reading: one index lookup for all lags."""
-    days_back = np.broadcast_to(days_back, (np.shape(days_back)[0], len(instants)))
-    nanos = instants.as_unit("ns").asi8[None, :] - days_back * DAY.value
-    targets = pd.DatetimeIndex(nanos.ravel().view("M8[ns]"))
-    if instants.tz is not None:
-        targets = targets.tz_localize("UTC").tz_convert(instants.tz)
-    positions = series.index.get_indexer(targets.as_unit(series.index.unit))
-    values = series.to_numpy(dtype=float)[positions]
-    values[positions < 0] = np.nan
-    return values.reshape(days_back.shape)
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:
@@ -197,12 +187,8 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _latest_anomaly_kw(past: pd.Series, readings: int) -> float:
-    """Median departure of the latest ``readings`` readings from the same time on the last week."""
-    latest = past.iloc[-readings:]
-    usual = _nanmean_rows(_values_at(past, latest.index, np.arange(1, HISTORY_DAYS + 1)[:, None])) \
-        if len(past) > 1 else np.full(len(latest), np.nan)
-    departures = latest.to_numpy() - usual
+def _median_departure_kw(departures: np.ndarray) -> float:
+    """The median of the latest readings' departures from the usual, 0 where none has a usual."""
     departures = departures[np.isfinite(departures)]
     return float(np.median(departures)) if len(departures) else 0.0
 
@@ -230,7 +216,7 @@ class NaiveForecaster:
         if charger_kw > 0:
             _, _, house = sessions.house_history(self.load_history_kw, issued_at, charger_kw)
             if len(house):
-                own = naive_load_kw(house, issued_at, frame.index, HOUSE_ANOMALY_READINGS)
+                own = naive_load_kw(house, issued_at, frame.index, self.config.timezone, HOUSE_ANOMALY_READINGS)
                 frame[LOAD] = np.maximum(frame[LOAD].to_numpy(), own)
         return frame
 
@@ -247,7 +233,7 @@ class NaiveForecaster:
                anomaly_readings: int = 1) -> pd.DataFrame:
         pv = pv_forecast(self.config, issued_at, instants, self.measured)
         frame = tariff_forecast(self.config, instants, pv.clear_sky_ghi_w_m2, _known(self.wholesale, issued_at, instants))
-        frame[LOAD] = naive_load_kw(load_history_kw, issued_at, frame.index, anomaly_readings)
+        frame[LOAD] = naive_load_kw(load_history_kw, issued_at, frame.index, self.config.timezone, anomaly_readings)
         frame[PV] = pv.generation_kw
         return frame[list(COLUMNS)]
 
@@ -338,12 +324,12 @@ def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None
 
 
 def house_load_kw(forecaster: Forecaster | None, house_history_kw: pd.Series, issued_at: pd.Timestamp,
-                  instants: pd.DatetimeIndex) -> np.ndarray:
+                  instants: pd.DatetimeIndex, timezone: str) -> np.ndarray:
     """The house's own load (no car) at ``instants``, as the forecaster the site plans with
     says it: the models' P50 where their trained horizon reaches (a median, which a car
     charging on fewer than half of the days does not move), else, and for every other
     forecaster, the naive forecast of the house's own readings (:func:`naive_load_kw`)."""
-    naive = naive_load_kw(house_history_kw, issued_at, instants, HOUSE_ANOMALY_READINGS)
+    naive = naive_load_kw(house_history_kw, issued_at, instants, timezone, HOUSE_ANOMALY_READINGS)
     if not isinstance(forecaster, ModelsForecaster):
         return naive
     learnt = forecaster.load_kw(issued_at, instants)

@@ -51,6 +51,7 @@ from cloud.optimization.plan import (
 from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limits
+from cloud.optimization.same_time import values_at
 from der_core.config import SimulatorConfig
 from der_core.control import Controller, ReservePolicy
 from der_core.tariff import site_tariff
@@ -105,8 +106,8 @@ class SessionModel:
         slots = int(pd.Timedelta(days=1) / step)
         complete = slice(None, -1) if found.ongoing else slice(None)
         lengths = np.asarray((found.ends - found.starts) / step, dtype=float)[complete] + 1.0
-        levels, level_probs = _house_levels(house, found, step, complete)
-        residuals, residual_probs = _banded(_house_residuals(house, step), RESIDUAL_BANDS)
+        levels, level_probs = _house_levels(house, found, step, complete, timezone)
+        residuals, residual_probs = _banded(_house_residuals(house, timezone), RESIDUAL_BANDS)
         per_day = sessions.per_day(found, step, timezone) if len(found.starts) else np.ones(1, dtype=int)
         return cls(
             _arrival_hazard(found.starts, past.index, step, timezone, slots), _continuation(lengths),
@@ -162,13 +163,14 @@ def _banded(values: np.ndarray, bands: tuple[float, ...]) -> tuple[np.ndarray, n
     return means, probs / probs.sum()
 
 
-def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta, complete: slice) -> tuple[np.ndarray, np.ndarray]:
+def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta, complete: slice,
+                  timezone: str) -> tuple[np.ndarray, np.ndarray]:
     """House-load multipliers of a session: each past session's house load over the naive
     forecast issued as it began, in bands."""
     ratios = []
     for start, end in zip(found.starts[complete], found.ends[complete], strict=True):
         instants = pd.date_range(start, end, freq=step)
-        expected = fc.naive_load_kw(house, start - step, instants, fc.HOUSE_ANOMALY_READINGS).sum()
+        expected = fc.naive_load_kw(house, start - step, instants, timezone, fc.HOUSE_ANOMALY_READINGS).sum()
         if expected > 0:
             ratios.append(float(house.reindex(instants).sum()) / expected)
     if len(ratios) < MIN_SESSIONS_FOR_LEVELS:
@@ -176,11 +178,11 @@ def _house_levels(house: pd.Series, found: sessions.Sessions, step: pd.Timedelta
     return _banded(np.array(ratios), MULTIPLIER_BANDS)
 
 
-def _house_residuals(house: pd.Series, step: pd.Timedelta) -> np.ndarray:
-    """The house load less its mean at the same time over the week before (the naive
+def _house_residuals(house: pd.Series, timezone: str) -> np.ndarray:
+    """The house load less its mean at the same local time over the week before (the naive
     forecast's usual), wherever that week is complete."""
-    week = pd.concat([house.shift(freq=fc.DAY * d) for d in range(1, fc.HISTORY_DAYS + 1)], axis=1).reindex(house.index)
-    return (house - week.mean(axis=1, skipna=False)).to_numpy()
+    week = values_at(house, house.index, np.arange(1, fc.HISTORY_DAYS + 1)[:, None], timezone)
+    return house.to_numpy(dtype=float) - week.mean(axis=0)
 
 
 def energy_levels(spec: BatterySpec) -> np.ndarray:
@@ -278,7 +280,7 @@ def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Times
     model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
-    house_kw = fc.house_load_kw(forecaster, house, issued_at, instants)
+    house_kw = fc.house_load_kw(forecaster, house, issued_at, instants, config.timezone)
     pv = pv_forecast(config, issued_at, instants, measured)
     forecast = fc.known_prices(forecaster, config, issued_at, instants, pv.clear_sky_ghi_w_m2).assign(
         **{fc.PV: pv.generation_kw})

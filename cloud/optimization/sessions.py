@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cloud.optimization.same_time import values_at
+
 #: Days of readings searched for sessions; enough for several weekends.
 SESSION_HISTORY_DAYS = 28
 #: A jump of at least this share of the charger's rating starts or ends a session. House
@@ -178,7 +180,7 @@ def load_scenarios_kw(
     horizon_days = _local_days(instants, step, timezone).unique()
     sources = {day: _source_days(day, covered, today, count) for day in horizon_days}
     scenarios = max(1, min((len(s) for s in sources.values()), default=1))
-    overlays = _house_residuals_kw(house, instants, _local_days(instants, step, timezone), sources, scenarios)
+    overlays = _house_residuals_kw(house, instants, _local_days(instants, step, timezone), sources, scenarios, timezone)
     continuation = _remaining(sessions.durations[:-1], sessions.durations[-1], scenarios) if sessions.ongoing else None
     for k in range(scenarios):
         starts, ends = [], []
@@ -207,15 +209,16 @@ def house_history(load_kw: pd.Series, issued_at: pd.Timestamp, charger_kw: float
 
 
 def _house_residuals_kw(house: pd.Series, instants: pd.DatetimeIndex, days: pd.DatetimeIndex,
-                        sources: dict[pd.Timestamp, list[pd.Timestamp]], scenarios: int) -> np.ndarray:
+                        sources: dict[pd.Timestamp, list[pd.Timestamp]], scenarios: int, timezone: str) -> np.ndarray:
     """Per scenario, its source day's house load minus the mean of all source days at the same
-    time: the evening that runs hot or busy, which a mean forecast smooths away."""
+    local time: the evening that runs hot or busy, which a mean forecast smooths away."""
     residuals = np.zeros((scenarios, len(instants)))
     for day, days_back in sources.items():
         rows = days == day
         if not days_back:
             continue
-        replay = np.array([house.reindex(instants[rows] - (day - source)).to_numpy() for source in days_back])
+        lags = np.array([(day.tz_localize(None) - source.tz_localize(None)).days for source in days_back])
+        replay = values_at(house, instants[rows], lags[:, None], timezone)
         replay = replay - np.nanmean(replay, axis=0)
         residuals[: len(days_back), rows] = np.nan_to_num(replay[:scenarios])
     return residuals
