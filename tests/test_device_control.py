@@ -177,7 +177,8 @@ def test_a_device_without_battery_power_is_one_warning_and_keeps_the_interval_s_
         assert math.isnan(gateway.control.hold_cap(T0 + POLL))
         assert math.isnan(gateway.control.hold_cap(T0 + 2 * POLL))
     assert commanded_kw(server) == pytest.approx(0.0)
-    assert [r.getMessage().count("not held") for r in caplog.records] == [1]
+    # Other components may log too (the source on the unimplemented value): one warning of ours.
+    assert sum(r.getMessage().count("not held") for r in caplog.records) == 1
     store.close()
 
 
