@@ -118,24 +118,16 @@ def sentinel(server: SunSpecServer) -> None:
     server.set(124, STORAGE["OutWRte"], 7)
 
 
-def test_without_a_cap_in_force_the_poll_sends_nothing(server, tmp_path):
+@pytest.mark.parametrize("power_kw", [-1.0, None], ids=["a plan without a cap", "no plan"])
+def test_without_a_cap_in_force_the_poll_sends_nothing(server, tmp_path, power_kw):
     gateway, store, book = make_gateway(server, tmp_path)
-    plan(book, "home-1", -1.0)
+    if power_kw is not None:
+        plan(book, "home-1", power_kw)
     gateway.step(T0)
     sentinel(server)
     load(server, 9.0)
     assert math.isnan(gateway.control.hold_cap(T0 + POLL))
-    assert command_registers(server)[:3] == (7, 7, 0)
-    store.close()
-
-
-def test_without_a_plan_the_device_keeps_its_own_mode(server, tmp_path):
-    gateway, store, _ = make_gateway(server, tmp_path)
-    gateway.step(T0)
-    sentinel(server)
-    load(server, 9.0)
-    assert math.isnan(gateway.control.hold_cap(T0 + POLL))
-    assert command_registers(server)[:3] == (7, 7, 0)
+    assert command_registers(server)[:3] == (7, 7, 0)  # the device keeps its own mode, or the plan's command
     store.close()
 
 
