@@ -51,6 +51,16 @@ def test_slivers_between_blocks_of_one_action_fold_in_with_their_energy_kept():
     assert summary.blocks[1].energy_kwh == pytest.approx(0.75)
 
 
+def test_a_block_carries_its_heading_as_the_command_line_rounds_it():
+    # 0.75 kWh and 0.25 kWh are ties at one decimal: Python rounds them to even (0.8, 0.2),
+    # and every display must show what the command line shows; JavaScript's toFixed rounds
+    # both up (0.8, 0.3).
+    summary = _summary(_steps(["discharge"] * 3 + ["idle"] * 4 + ["buy"], [-1.0] * 3 + [0.0] * 4 + [1.0]))
+    sent = json.loads(json.dumps(summary.to_dict()))
+    assert [block["heading"] for block in sent["blocks"]] == ["Wed 08:15–09:00 discharge 0.8 kWh",
+                                                              "Wed 10:00–10:15 buy 0.2 kWh"]
+
+
 def test_short_blocks_between_different_actions_stay_and_every_block_says_why():
     actions = ["idle"] * 4 + ["buy"] * 2 + ["idle"] * 30 + ["discharge"] * 16
     power = [0.0] * 4 + [3.0] * 2 + [0.0] * 30 + [-2.0] * 16
@@ -212,8 +222,7 @@ def test_the_dashboard_lists_every_block_and_the_same_savings(quick_start, brows
         assert [(i.get_attribute("data-action"), i.get_attribute("data-start")) for i in items] == [
             (b.action, b.start.isoformat()) for b in summary.blocks]
         texts = [i.text for i in items]
-        assert all(f"{b.window} {b.action} {b.energy_kwh:.1f} kWh: {b.reason}" == text
-                   for b, text in zip(summary.blocks, texts, strict=True))
+        assert texts == [f"{b.window} {b.action} {b.energy_kwh:.1f} kWh: {b.reason}" for b in summary.blocks]
         shown = browser.find_element("id", "savings").text
         assert shown == summary.money(summary.savings) and f"saves {shown}:" in optimizer.split("home-001: ")[1]
         assert browser.find_element("id", "savings-detail").text == summary.savings_line()

@@ -77,12 +77,19 @@ class ActionBlock:
     def charging(self) -> bool:
         return self.action in CHARGING
 
+    @property
+    def heading(self) -> str:
+        """What, when and how much, as a display puts it before the reason. Sent with the block
+        so a browser shows the figure the command line shows: JavaScript's ``toFixed`` rounds
+        a tie such as 0.25 kWh (one kW for a quarter hour) up, Python's format to even."""
+        return f"{self.window} {self.action} {self.energy_kwh:.1f} kWh"
+
     def line(self) -> str:
         return f"{self.window}  {self.action} {self.energy_kwh:.1f} kWh at {self.power_kw:.1f} kW: {self.reason}"
 
     def to_dict(self, currency: str) -> dict[str, Any]:
         return {"action": self.action, "start": dd.format_ts(self.start), "end": dd.format_ts(self.end),
-                "window": self.window, "energy_kwh": self.energy_kwh, "power_kw": self.power_kw,
+                "window": self.window, "heading": self.heading, "energy_kwh": self.energy_kwh, "power_kw": self.power_kw,
                 "price_per_kwh": self.price_per_kwh, "money": self.money,
                 "money_text": money(self.money, currency), "reason": self.reason}
 

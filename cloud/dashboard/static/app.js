@@ -153,7 +153,7 @@ function renderNext(summary) {
     item.dataset.action = block.action;
     item.dataset.start = block.start;
     const head = document.createElement("strong");
-    head.textContent = block.window + " " + block.action + " " + block.energy_kwh.toFixed(1) + " kWh";
+    head.textContent = block.heading;
     head.style.color = COLORS[block.action];
     const reason = document.createElement("span");
     reason.className = "reason";
