@@ -1,17 +1,20 @@
-"""A measured device's battery commands: the interval's, sent at each reading, and between
-readings the schedule's import cap held on the device's own grid flow.
+"""A measured device's battery commands: the interval's, sent at each reading, and the
+schedule's import cap held on the device's own grid flow, at the reading and between readings.
 
 A reading covers a whole interval, but a burst of load (a kettle, a car starting to charge)
-lifts the grid import within seconds. So every ``cap_poll_s`` between readings, while a cap is
-in force (the schedule's ``import_limit_kw``, raised to the month's peak outside a
-demand-response event: :meth:`Controller.cap_kw`), the device's grid and battery powers are
-read and the interval's command goes through the one control law of a setpoint battery,
-:func:`der_physics.battery.request_setpoint`, on the net load they give: the battery
-discharges more (or charges less) whenever the command would import above the cap, as it
-does within a simulated site's step. The device is sent a new command only when the request
+lifts the grid import within seconds. So while a cap is in force (the schedule's
+``import_limit_kw``, raised to the month's peak outside a demand-response event:
+:meth:`Controller.cap_kw`), the device's grid and battery powers are read at the reading and
+then every ``cap_poll_s``, and the interval's command goes through the one control law of a
+setpoint battery, :func:`der_physics.battery.request_setpoint`, on the net load they give: the
+battery discharges more (or charges less) whenever the command would import above the cap,
+as it does within a simulated site's step. The cap is never applied to the reading's mean
+load: a burst inside the interval would pass it, and the mean of a past interval says nothing
+of the load now. Between readings the device is sent a new command only when the request
 moves by more than :data:`DEADBAND_KW`, and the interval's command again once the burst has
 passed. The device's ``command`` clips each to its limits, as at a reading. With no power
-command in force the device runs its own mode, and nothing is held.
+command in force the device runs its own mode, and nothing is held: a battery in its own
+self-consumption mode already imports no more than its rate forces it to.
 
 One lock serialises the reading's command and the polls', so a poll never sends a request
 made for an interval the gateway has already left. A poll that cannot read the device logs
@@ -72,12 +75,18 @@ class DeviceControl:
         return pd.Timedelta(seconds=self.config.interval_seconds)
 
     def interval_command(self, at: pd.Timestamp, request_kw: float, controller: Controller) -> float:
-        """Send the reading's request for the interval from ``at`` (NaN hands control back);
-        returns what the device was sent, as ``command`` does."""
+        """Send the reading's request for the interval from ``at`` (NaN hands control back),
+        under the cap in force on the grid flow read now; returns what the device was sent,
+        as ``command`` does."""
         with self._lock:
-            self._held = IntervalCommand(at, request_kw, controller)
-            self._asked_kw = request_kw
-            return self.source.command(request_kw, at)
+            held = self._held = IntervalCommand(at, request_kw, controller)
+            request = request_kw
+            if self.setpoints is not None and not math.isnan(request_kw):
+                request, _, _ = self._capped(held, at)
+                if math.isnan(request):  # the device's grid flow unread: the interval's command as planned
+                    request = request_kw
+            self._asked_kw = request
+            return self.source.command(request, at)
 
     def hold_cap(self, at: pd.Timestamp | None = None) -> float:
         """One poll at ``at`` (default now): the power sent to hold the cap in force, or to
@@ -90,22 +99,28 @@ class DeviceControl:
                 return math.nan  # the device's own mode: nothing of ours to defend
             if not held.start <= at < held.start + self.interval:
                 return math.nan  # the next reading decides
-            cap_kw, net_kw = self._cap_kw(held, at), math.nan
-            if not math.isnan(cap_kw):
-                net_kw = self._net_load_kw(at, cap_kw)
-                if math.isnan(net_kw):
-                    return math.nan
-            elif self._asked_kw == held.request_kw:
-                return math.nan  # no cap, and the interval's command in force
-            request = float(request_setpoint(np.float64(held.request_kw), np.float64(math.nan), np.float64(cap_kw),
-                                             np.float64(net_kw)))
-            if abs(self._within_rates(request) - self._within_rates(self._asked_kw)) <= DEADBAND_KW:
+            request, cap_kw, net_kw = self._capped(held, at)
+            if math.isnan(request) or (
+                    abs(self._within_rates(request) - self._within_rates(self._asked_kw)) <= DEADBAND_KW):
                 return math.nan
             sent = self.source.command(request, at)
             if not math.isnan(sent):  # not sent (the device away): the next poll tries again
                 self._asked_kw = request
                 self._said(cap_kw, net_kw, sent)
             return sent
+
+    def _capped(self, held: IntervalCommand, at: pd.Timestamp) -> tuple[float, float, float]:
+        """The interval's command under the cap in force at ``at`` on the net load read now,
+        with that cap and net load: the command itself without a cap (cap NaN), NaN when the
+        device cannot be read."""
+        cap_kw = self._cap_kw(held, at)
+        if math.isnan(cap_kw):
+            return held.request_kw, cap_kw, math.nan
+        net_kw = self._net_load_kw(at, cap_kw)
+        if math.isnan(net_kw):
+            return math.nan, cap_kw, net_kw
+        request = request_setpoint(np.float64(held.request_kw), np.float64(math.nan), np.float64(cap_kw), np.float64(net_kw))
+        return float(request), cap_kw, net_kw
 
     def _cap_kw(self, held: IntervalCommand, at: pd.Timestamp) -> float:
         device_id = self.config.device_id

@@ -114,7 +114,7 @@ class Gateway:
         self.source = source
         self.observers = list(observers)
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
-        #: A measured battery's commands: the interval's, and the import cap held between readings.
+        #: A measured battery's commands: the interval's, and the import cap held at and between readings.
         self.control = None if source is None else DeviceControl(self.configs[0], source, setpoints)
 
     @property
@@ -289,8 +289,8 @@ class Gateway:
         """The battery power (kW, + charges) the plan or setpoint in force asks of a measured
         device for the interval starting at ``at``, on the reading just made (NaN: none in
         force, the device's own mode). The schedule's import cap is not applied here, on the
-        interval's mean load: a burst within the interval would pass it. It is held between
-        readings on the device's own grid flow (:meth:`DeviceControl.hold_cap`)."""
+        interval's mean load: a burst within the interval would pass it. It is held on the
+        device's own grid flow as the command is sent and between readings (:class:`DeviceControl`)."""
         if self.setpoints is None:
             return math.nan
         device_id, step_h = self.configs[0].device_id, self.interval_s / 3600.0

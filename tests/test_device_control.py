@@ -84,6 +84,35 @@ def test_a_burst_above_the_cap_is_met_by_the_battery_between_readings(server, tm
     store.close()
 
 
+@pytest.mark.parametrize(("power_kw", "net_kw", "sent_kw"), [
+    (0.0, 7.0, -4.0),  # a burst already on at the reading: the battery meets it at once
+    (2.0, 2.0, 1.0),  # charges only what stays under the cap
+    (-1.0, 2.0, -1.0),  # under the cap: the plan's command as it is
+])
+def test_the_reading_s_own_command_holds_the_cap_on_the_grid_flow_read_as_it_is_sent(server, tmp_path, power_kw, net_kw,
+                                                                                    sent_kw):
+    gateway, store, book = make_gateway(server, tmp_path)
+    plan(book, "home-1", power_kw, cap_kw=3.0)
+    load(server, 1.0)
+    gateway.source.sample(T0 - pd.Timedelta(minutes=1))  # the interval's reading: 1 kW, the month's peak so far
+    load(server, net_kw)  # the load as the reading's command is sent
+    gateway.step(T0)
+    assert store.read_range("home-1")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0])
+    assert commanded_kw(server) == pytest.approx(sent_kw)
+    assert math.isnan(gateway.control.hold_cap(T0 + POLL))  # the poll finds the cap held: nothing more to send
+    store.close()
+
+
+def test_a_reading_that_cannot_read_the_grid_flow_sends_the_plan_s_command(server, tmp_path):
+    gateway, store, book = make_gateway(server, tmp_path)
+    plan(book, "home-1", 0.5, cap_kw=3.0)
+    server.set(802, BATTERY["W"], 0x8000)  # not implemented: no battery power, so no net load
+    load(server, 7.0)
+    gateway.step(T0)
+    assert commanded_kw(server) == pytest.approx(0.5)
+    store.close()
+
+
 def test_when_the_burst_passes_the_battery_returns_to_the_interval_s_command(server, tmp_path):
     gateway, store, book = make_gateway(server, tmp_path)
     plan(book, "home-1", 0.5, cap_kw=3.0)

@@ -63,6 +63,28 @@ def test_the_index_features_describe_the_past_days_at_the_targets_time_of_day(pv
     assert rows.loc[~rows[dz.DAYTIME], dz.KT_LAG_DAY].isna().mean() > 0.5  # sun down yesterday: no index
 
 
+def test_the_clearness_of_the_last_hours_is_the_index_of_that_span(pv_rows):
+    """The design rows' clearness of the last hour, three hours and day before issue is
+    ``span_index`` of those readings: one index rule for a span, wherever it is taken."""
+    history, rows = pv_rows
+    pv = history.grid[dd.SOLAR_KW]
+    clear = clearsky_ac_kw(solar_config(history.site), pv.index)
+    up = csi.sun_up(clear, solar_config(history.site).inverter_limit_kw)
+    checked = 0
+    for issued in rows[dz.ISSUED_AT].unique()[-6:]:
+        row = rows[rows[dz.ISSUED_AT] == issued].iloc[0]
+        end = pv.index.get_loc(issued) + 1
+        for column, steps in [(dz.KT_LAST_HOUR, 4), (dz.KT_LAST_3H, 12), (dz.CLEARNESS_LAST_DAY, 96)]:
+            span = slice(end - steps, end)
+            wanted = csi.span_index(pv.to_numpy()[span], clear[span], up[span])
+            if np.isnan(wanted):
+                assert np.isnan(row[column])
+            else:
+                assert row[column] == pytest.approx(wanted, rel=1e-9)
+                checked += 1
+    assert checked >= 6  # daytime issues among them: the spans hold sun-up readings
+
+
 def test_the_pv_model_forecasts_zero_with_the_sun_down(pv_rows):
     _, rows = pv_rows
     model = LightGBMForecaster(0.0, {"n_estimators": 5, "n_jobs": 1}, clear_sky_index=True)

@@ -74,7 +74,8 @@ def test_train_status_evaluate_as_the_spec_writes_them(tmp_path, cloud_db):
 
 def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
     cwd = _workspace(tmp_path, cloud_db)
-    assert run("--train", cwd=cwd, env={"FORECAST_TEST_SIZE": "0.3"}).returncode == 0
+    # A 6-hour horizon: a quarter of the rows to train on; drift is judged the same way.
+    assert run("--train", "--horizon-hours", "6", cwd=cwd, env={"FORECAST_TEST_SIZE": "0.3"}).returncode == 0
     folder = cwd / "trained_models" / (cwd / "trained_models" / "ACTIVE").read_text().strip()
     metrics = json.loads((folder / "metrics.json").read_text())
     # as if the load model had been trained on a household that has since changed its habits
@@ -145,7 +146,7 @@ def test_a_store_with_only_load_trains_load_and_says_why_not_pv_or_price(tmp_pat
     store = SQLiteCloudStore(str(tmp_path / "meters.db"))
     fill_store(store, configs, readings)
     store.close()
-    done = run("--train", "--cloud-db", "meters.db", cwd=tmp_path)
+    done = run("--train", "--cloud-db", "meters.db", "--horizon-hours", "6", cwd=tmp_path)  # a quarter of the rows
     assert done.returncode == 0, done.stderr
     assert "  load_kw: 2 sites" in done.stdout
     assert "  solar_kw: not trained: edge-gateway-001-001: no solar_generation_kw readings (and 1 more sites)" in done.stdout

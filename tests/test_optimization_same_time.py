@@ -88,6 +88,26 @@ def test_a_routine_kept_by_the_clock_leaves_no_house_load_swing_across_a_clock_c
     np.testing.assert_allclose(found.extra_load_kw, 0.0, atol=1e-12)
 
 
+@pytest.mark.parametrize(("zone", "change_day"), CHANGES)
+def test_a_car_session_replayed_from_a_clock_change_s_day_keeps_its_local_time(zone, change_day):
+    """A car that charges from 18:00 to 20:00 local every day, the change's Sunday too: every
+    naive scenario of the following weekend replays it from 18:00 to 20:00 local, whichever
+    weekend day it comes from."""
+    kw_at_slot = np.full(96, 0.5)
+    charging = np.zeros(96)
+    charging[18 * 4 : 20 * 4] = 7.0
+    issued_at = _local_midnight(change_day, zone, days_later=6) + pd.Timedelta(hours=1)  # the Saturday after, 01:00
+    history = _readings(zone, issued_at - pd.Timedelta(days=14), issued_at, kw_at_slot + charging)
+    instants = pd.date_range(issued_at + STEP, issued_at + pd.Timedelta(hours=36), freq=STEP)
+
+    found = sessions.load_scenarios_kw(history, issued_at, instants, 7.0, zone)
+    local = instants.tz_convert(zone)
+    wanted = charging[local.hour * 4 + local.minute // 15]  # as the readings are stamped (_readings)
+    assert found.extra_load_kw.shape[0] >= 2 and wanted.max() == 7.0
+    for scenario in found.extra_load_kw:
+        np.testing.assert_allclose(scenario, wanted, atol=1e-9)
+
+
 @pytest.mark.parametrize(("zone", "day", "wanted"), [
     # The spring gap: 02:30 on the change's day never happened; an hour later, 03:30 local, stands in.
     ("Europe/Berlin", "2024-04-01T00:30Z", "2024-03-31T01:30Z"),

@@ -50,11 +50,24 @@ def span_index(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> float
     clear-sky output (the measured energy over the clear-sky energy, each instant within
     ``[0, MAX_RATIO]``), so the hours that make the energy count most; NaN without a sun-up
     reading."""
+    n = len(np.asarray(clear_kw))
+    return float(trailing_index(pv_kw, clear_kw, up, np.array([n - 1]), n)[0]) if n else float("nan")
+
+
+def trailing_index(pv_kw: np.ndarray, clear_kw: np.ndarray, up: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """:func:`span_index` of the ``window`` readings up to and including each position in
+    ``ends`` (fewer at the start of the series): how clear the last hours have been, for
+    every issue time in one pass of running sums."""
     clear = np.asarray(clear_kw, dtype="float64")
     index = index_of(pv_kw, clear, up)
     known = np.isfinite(index)
-    weight = float(clear[known].sum())
-    return float(np.sum(index[known] * clear[known]) / weight) if weight > 0.0 else float("nan")
+    energy = np.concatenate([[0.0], np.cumsum(np.where(known, index * clear, 0.0))])
+    weight = np.concatenate([[0.0], np.cumsum(np.where(known, clear, 0.0))])
+    ends = np.asarray(ends, dtype=np.int64)
+    start = np.clip(ends + 1 - window, 0, None)
+    spanned = weight[ends + 1] - weight[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(spanned > 0.0, (energy[ends + 1] - energy[start]) / spanned, np.nan)
 
 
 def same_time_quantiles(index: np.ndarray, per_day: int, days: int, levels: tuple[float, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
 #: Bump when a feature is added, removed or computed differently; saved models record it.
-DESIGN_VERSION = "fc3"
+DESIGN_VERSION = "fc4"
 PROFILE_DAYS = 7
 #: Days of PV clear-sky index at the same time of day behind the seasonal features: long
 #: enough for a median that one cloudy spell does not move, short enough to follow the season.
@@ -128,8 +128,8 @@ def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, hori
     out.update(_tou(grid, j - PROFILE_DAYS * per_day * np.ceil(h / (PROFILE_DAYS * per_day)).astype(int)))
     out.update(_own_past(y, rows_i, h, per_day))
     pv = _padded(grid, dd.SOLAR_KW, horizon_steps)
-    out[CLEARNESS_LAST_DAY] = _clearness(pv, clear, rows_i, per_day, 0.0)
-    out.update(_pv_index(pv, clear, up, rows_i, h, per_day, inverter_kw))
+    out[CLEARNESS_LAST_DAY] = csi.trailing_index(pv, clear, up, rows_i, per_day)
+    out.update(_pv_index(pv, clear, up, rows_i, h, per_day))
     out.update(_static(history.site, len(j)))
     frame = pd.DataFrame(out)
     return frame[[*META, *FEATURES]]
@@ -166,23 +166,8 @@ def _rolling_max(y: np.ndarray, window: int) -> np.ndarray:
     return pd.Series(y).rolling(window, min_periods=1).max().to_numpy()
 
 
-def _clearness(pv: np.ndarray, clear: np.ndarray, i: np.ndarray, window: int, least_kw: float) -> np.ndarray:
-    """Measured PV over clear-sky PV across the ``window`` steps up to issue: how cloudy it
-    has been. NaN where the clear-sky output over the measured steps averages ``least_kw``
-    or less (the sun too low for the ratio to mean anything)."""
-    ok = np.isfinite(pv)
-    pv_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, pv, 0.0))])
-    clear_sums = np.concatenate([[0.0], np.cumsum(np.where(ok, clear, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(ok)])
-    start = np.clip(i + 1 - window, 0, None)
-    expected = clear_sums[i + 1] - clear_sums[start]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(expected > least_kw * (counts[i + 1] - counts[start]),
-                        (pv_sums[i + 1] - pv_sums[start]) / expected, np.nan)
-
-
-def _pv_index(pv: np.ndarray, clear: np.ndarray, up: np.ndarray, i: np.ndarray, h: np.ndarray, per_day: int,
-              inverter_kw: float) -> dict[str, np.ndarray]:
+def _pv_index(pv: np.ndarray, clear: np.ndarray, up: np.ndarray, i: np.ndarray, h: np.ndarray,
+              per_day: int) -> dict[str, np.ndarray]:
     """The clear-sky index at the target's time of day on the newest past day, its median over
     the last week and its median and 80th percentile over the last :data:`SEASON_DAYS` (what
     this time of day usually looks like now, and on its clear days, shading included), and
@@ -191,12 +176,11 @@ def _pv_index(pv: np.ndarray, clear: np.ndarray, up: np.ndarray, i: np.ndarray, 
     same_time = i + h - np.ceil(h / per_day).astype(int) * per_day  # the newest past day, as for LAG_DAY
     week = csi.same_time_quantiles(index, per_day, PROFILE_DAYS, (0.5,))[0]
     season = csi.same_time_quantiles(index, per_day, SEASON_DAYS, (0.5, 0.8))
-    least_kw = csi.NIGHT_SHARE * max(inverter_kw, 1e-9)
     steps_per_hour = max(1, per_day // 24)
     return {KT_LAG_DAY: _at(index, same_time), KT_MEDIAN_WEEK: _at(week, same_time),
             KT_MEDIAN_SEASON: _at(season[0], same_time), KT_HIGH_SEASON: _at(season[1], same_time),
-            KT_LAST_HOUR: _clearness(pv, clear, i, steps_per_hour, least_kw),
-            KT_LAST_3H: _clearness(pv, clear, i, 3 * steps_per_hour, least_kw)}
+            KT_LAST_HOUR: csi.trailing_index(pv, clear, up, i, steps_per_hour),
+            KT_LAST_3H: csi.trailing_index(pv, clear, up, i, 3 * steps_per_hour)}
 
 
 def _tou(grid: pd.DataFrame, positions: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
-"""The same local clock time on earlier days: the lookup that the seasonal-naive load forecast
-and the demand-response baselines share.
+"""The same local clock time on other days: the lookup that the seasonal-naive load forecast,
+the demand-response baselines, the reserve model's house residuals and the replayed car
+sessions of the naive scenarios share.
 
 A household lives by its local clock, so "the same time yesterday" is the same local clock
 time, which across a daylight-saving change is 23 or 25 hours back, not 24. A clock time the

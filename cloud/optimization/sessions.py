@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cloud.optimization.same_time import values_at
+from cloud.optimization.same_time import earlier, values_at
 
 #: Days of readings searched for sessions; enough for several weekends.
 SESSION_HISTORY_DAYS = 28
@@ -190,12 +190,14 @@ def load_scenarios_kw(
         for day, days in sources.items():
             if k >= len(days) or (day == today and charged_today):
                 continue
-            shift = day - days[k]
+            later = -(day.tz_localize(None) - days[k].tz_localize(None)).days  # replayed at the same local clock time
             chosen = start_days == days[k]
-            for start, end in zip(sessions.starts[chosen], sessions.ends[chosen], strict=True):
-                if start + shift > issued_at:  # one that would have begun already did not
-                    starts.append(start + shift)
-                    ends.append(end + shift)
+            moved = zip(earlier(sessions.starts[chosen], timezone, later), earlier(sessions.ends[chosen], timezone, later),
+                        strict=True)
+            for start, end in moved:
+                if start > issued_at:  # one that would have begun already did not
+                    starts.append(start)
+                    ends.append(end)
         overlays[k] += charger_kw * charging_mask(instants, starts, ends)
     return LoadScenarios(overlays, house, sessions.ongoing)
 
