@@ -12,7 +12,7 @@ import pandas as pd
 from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest
 from cloud.evaluation.recorded import recorded_series, run_recorded_backtest, with_battery
 from cloud.live.inputs import stored_site_inputs
-from cloud.evaluation.report import metrics, write_report
+from cloud.evaluation.report import by_month, metrics, write_report
 from cloud.job_status import json_default as _json_default
 from cloud.optimization.decision import Execution
 from cloud.optimization import forecasters as fc
@@ -189,15 +189,19 @@ def backtest(args) -> None:
     result = declared_backtest(args, settings) or run_backtest(backtest_config(args), settings, progress)
     config = result.config
     path = write_report(result, Path(args.output or f"data/backtest/{config.device_id}"))
-    table = metrics(result)
+    table, months = metrics(result), by_month(result)
     if args.json:
         print(json.dumps({"report": str(path), "forecaster": result.settings.forecaster,
                           "forecaster_reason": result.forecaster_reason,
-                          "strategies": table.reset_index().to_dict("records")}, indent=2))
+                          "strategies": table.reset_index().to_dict("records"),
+                          "months": months.reset_index().to_dict("records")}, indent=2))
         return
     print(backtest_heading(args, result))
     print_table(table.reset_index().to_dict("records"),
                 ["strategy", "bill", "savings", "capture", "peak_import_kw", "self_consumption", "cycles", "emissions_kg"])
+    if len(months) > 1:
+        print("\nbills by billing month:")
+        print_table(months.reset_index().to_dict("records"))
     if result.settings.execution != settings.execution:
         print(f"\nMPC ran {result.settings.execution}: the {settings.execution} reserve policy needs simulated car sessions")
     if result.filled_steps:

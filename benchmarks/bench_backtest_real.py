@@ -3,6 +3,7 @@
 perfect foresight's savings captured).
 
     python benchmarks/bench_backtest_real.py [--months 3 | --month 2012-10 ...] [--workers 2] [--kwp 5]
+        [--policy-every-minutes 360]
 
 The home: the PV measured at NREL's PVDAQ system 50 (Golden, Colorado; benchmarks/real_data.py)
 scaled to a ``--kwp`` array by its ratio to the system's largest measured output (3.4 kW),
@@ -78,12 +79,13 @@ def months_of(recorded: pd.DataFrame, timezone: str) -> list[pd.Timestamp]:
             if start.tz_localize(timezone) >= first and start.tz_localize(timezone) + pd.DateOffset(months=1) <= seen[-1]]
 
 
-def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp) -> dict:
+def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp, policy_every_minutes: int | None = None) -> dict:
     config = planning_config(build_site(site))
     end = start + pd.DateOffset(months=1)
     window = recorded.loc[start - pd.Timedelta(days=fc.HISTORY_DAYS + 2) : end + pd.Timedelta(days=1)]
     began = time.perf_counter()
-    result = run_recorded_backtest(config, window, bt.BacktestSettings(start=start), days=(end - start).days)
+    settings = bt.BacktestSettings(start=start, policy_every_minutes=policy_every_minutes)
+    result = run_recorded_backtest(config, window, settings, days=(end - start).days)
     bills = {name: run.bill.total for name, run in result.runs.items()}
     peaks = {f"{name}_peak": float(run.grid_kw.max()) for name, run in result.runs.items()}
     best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
@@ -98,6 +100,8 @@ def main() -> int:
     parser.add_argument("--month", action="append", metavar="YYYY-MM", help="only this month (repeatable)")
     parser.add_argument("--workers", type=int, default=2, help="months run in parallel (default 2)")
     parser.add_argument("--kwp", type=float, default=5.0, help="the home's PV array (default 5 kWp)")
+    parser.add_argument("--policy-every-minutes", type=int, default=None,
+                        help="also re-solve the reserve policy this often (default: at each local midnight only)")
     args = parser.parse_args()
     site, recorded = home(args.kwp)
     starts = months_of(recorded, site["timezone"])[: args.months]
@@ -109,9 +113,11 @@ def main() -> int:
         starts = [start for start in starts if start.strftime("%Y-%m") in args.month]
     print(describe())
     print(f"PV: {real_data.PV_SOURCE.describe()}, scaled to {args.kwp:g} kWp\nload: {real_data.LOAD_SOURCE.describe()}, "
-          f"{YEARS_BACK} years earlier\n13.5 kWh / 5 kW battery, default TOU tariff, naive forecaster; {len(starts)} months")
+          f"{YEARS_BACK} years earlier\n13.5 kWh / 5 kW battery, default TOU tariff, naive forecaster; {len(starts)} months"
+          + (f"; policy re-solved every {args.policy_every_minutes} min" if args.policy_every_minutes else ""))
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        rows = list(pool.map(one, [site] * len(starts), [recorded] * len(starts), starts))
+        rows = list(pool.map(one, [site] * len(starts), [recorded] * len(starts), starts,
+                             [args.policy_every_minutes] * len(starts)))
     print(f"{'month':8} {'no battery':>10} {'rule':>8} {'MPC':>8} {'perfect':>8} {'capture':>8} {'MPC<rule':>8} {'filled':>7} {'peak kW: none':>13} {'MPC':>5} {'perfect':>7}")
     for row in rows:
         print(f"{row['month']:8} {row[bt.NO_BATTERY]:10.2f} {row[bt.SELF_CONSUMPTION]:8.2f} {row[bt.MPC]:8.2f} "

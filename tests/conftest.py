@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from tests.quick_start import quick_start_pipeline  # noqa: F401  (a session fixture: registered here, run once)
 
 CI_VALUES = ("1", "true", "yes")
 

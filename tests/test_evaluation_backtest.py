@@ -148,16 +148,25 @@ def test_forecast_driven_mpc_captures_85_percent_and_beats_self_consumption(mont
     assert table.loc[bt.MPC, "bill"] < table.loc[bt.SELF_CONSUMPTION, "bill"]
 
 
-def test_cli_backtest_writes_the_report(tmp_path):
+def test_cli_backtest_writes_the_report_with_each_billing_month(tmp_path):
+    """Two days across a month's end: the JSON, the report and the table give each billing
+    month's bills, and the months add up to the whole run's."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "run_optimizer.py"), "--backtest", "--days", "2", "--start", "2024-06-03",
-         "--output", "out", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    args = [sys.executable, str(ROOT / "run_optimizer.py"), "--backtest", "--days", "2", "--start", "2024-06-30",
+            "--output", "out"]
+    result = subprocess.run([*args, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert [row["strategy"] for row in body["strategies"]] == list(bt.STRATEGIES)
-    assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "sample_day.png").exists()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "sample_day.png").exists()
+    assert [(row["month"], row["days"]) for row in body["months"]] == [("2024-06", 1.0), ("2024-07", 1.0)]
+    for row in body["strategies"]:
+        assert sum(month[row["strategy"]] for month in body["months"]) == pytest.approx(row["bill"])
+    assert "By billing month" in report and "| 2024-06 | 1 |" in report and "| 2024-07 | 1 |" in report
+    table = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
+    assert "bills by billing month:" in table.stdout and "2024-07" in table.stdout
 
 
 @pytest.mark.parametrize("seed", [7, 42])

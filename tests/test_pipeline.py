@@ -17,13 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.dashboard.app import create_app
-from cloud.pipeline import pipeline_settings, runner, stages
 from cloud.optimization import forecasters as fc
+from cloud.pipeline import pipeline_settings, runner, stages
 from cloud.pipeline import settings as ps
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
 from der_core.errors import DERError
+from tests.quick_start import copy_of, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "run_pipeline.py")
@@ -31,19 +32,13 @@ STEPS_PER_DAY = 86_400 // ps.DEFAULT_INTERVAL_S
 
 
 def _run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):  # the embedded store, as on a fresh clone
-        env.pop(name, None)
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_script("run_pipeline.py", *args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipeline")
-    done = _run(cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder, done
+def first_run(quick_start_pipeline, tmp_path_factory):
+    folder, done = quick_start_pipeline
+    return copy_of(folder, tmp_path_factory, "pipeline"), done
 
 
 def test_defaults_complete_and_print_a_summary(first_run):

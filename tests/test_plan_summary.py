@@ -5,10 +5,7 @@ savings in ``run_pipeline.py``'s printout, ``run_optimizer.py``, the API and the
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.config import build_config
 from der_core.money import money
+from tests.quick_start import copy_of, run_script
 from tests.test_dashboard_browser import browser  # noqa: F401  (the headless chromium fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,20 +100,11 @@ def test_the_summary_survives_its_json():
 
 # The Quick start, once per module: run_pipeline.py, then run_optimizer.py, in a fresh folder.
 
-def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY", "FORECAST_MODEL_DIR"):
-        env.pop(name, None)
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-
-
 @pytest.fixture(scope="module")
-def quick_start(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quick-start")
-    pipeline = _run("run_pipeline.py", cwd=folder)
-    assert pipeline.returncode == 0, pipeline.stderr
-    optimizer = _run("run_optimizer.py", cwd=folder)
+def quick_start(quick_start_pipeline, tmp_path_factory):
+    template, pipeline = quick_start_pipeline
+    folder = copy_of(template, tmp_path_factory, "quick-start")
+    optimizer = run_script("run_optimizer.py", cwd=folder)
     assert optimizer.returncode == 0, optimizer.stderr
     store = SQLiteCloudStore(folder / "data" / "cloud.db")
     yield folder, pipeline.stdout, optimizer.stdout, store
@@ -144,7 +133,7 @@ def test_quick_start_plans_only_the_stores_sites_and_status_lists_only_them(quic
     assert sites == ["home-001", "home-002", "home-003"]
     assert "edge-gateway-001" not in optimizer
     assert [line.split(":")[0] for line in optimizer.splitlines() if line.startswith(("home-", "edge-"))] == sites
-    status = _run("run_optimizer.py", "--status", "--json", cwd=folder)
+    status = run_script("run_optimizer.py", "--status", "--json", cwd=folder)
     assert [plan["device_id"] for plan in json.loads(status.stdout)["plans"]] == sites
 
 
@@ -183,7 +172,7 @@ def test_the_pipelines_printout_shows_every_block_of_its_plans(quick_start):
 
 
 def test_without_sites_the_optimizer_says_how_to_make_one(tmp_path):
-    result = _run("run_optimizer.py", cwd=tmp_path)
+    result = run_script("run_optimizer.py", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         ("error: no sites in the cloud store (sqlite:data/cloud.db) to plan; make some with python "

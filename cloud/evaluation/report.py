@@ -62,6 +62,26 @@ def metrics(result: bt.BacktestResult) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("strategy")
 
 
+def by_month(result: bt.BacktestResult) -> pd.DataFrame:
+    """Each billing month's bill under every strategy (one column each, in the order of
+    :data:`backtest.STRATEGIES`), then the MPC's savings and capture: the demand charge is
+    paid month by month, so a battery's value differs from month to month as the peaks do.
+    Each month is billed by ``backtest.bill`` on its own readings, so the months add up to
+    the whole run's bills."""
+    actuals, settings, config = result.actuals, result.settings, result.config
+    months = bt.billing_months(actuals.index, settings.step, config.timezone)
+    rows = []
+    for month in np.unique(months):
+        steps = months == month
+        bills = {name: bt.bill(actuals[steps], run.battery_kw[steps], config, settings).total
+                 for name, run in result.runs.items()}
+        best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
+        savings = bills[bt.NO_BATTERY] - bills[bt.MPC]
+        rows.append({"month": f"{month // 12:04d}-{month % 12 + 1:02d}", "days": int(steps.sum()) * settings.step_hours / 24,
+                     **bills, "mpc_savings": savings, "mpc_capture": savings / best if best > 0 else float("nan")})
+    return pd.DataFrame(rows).set_index("month")
+
+
 def _charges(tariff: Tariff) -> str:
     """The tariff's demand and standing charges, as the report's header says them."""
     window = "" if tariff.demand_window is None else \
@@ -213,6 +233,13 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
         lines += ["", GUARD_NOTE]
     elif s.forecaster == "naive" and s.scenarios:
         lines += ["", MPC_NOTE]
+    months = by_month(result)
+    if len(months) > 1:
+        lines += ["", "By billing month (each month's demand charge on its own peak):", "",
+                  "| month | days | " + " | ".join(LABELS[name] for name in result.runs) + " | MPC savings | capture |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in result.runs) + " | ---: | ---: |"]
+        lines += [f"| {month} | {row.days:g} | " + " | ".join(_money(row[name]) for name in result.runs)
+                  + f" | {_money(row.mpc_savings)} | {row.mpc_capture:.1%} |" for month, row in months.iterrows()]
     gaps = gap_table(result)
     lines += ["", "| MPC bill against perfect foresight | difference |", "| --- | ---: |"]
     lines += [f"| {part} | {value:+,.2f} |" for part, value in gaps["mpc_minus_perfect"].items()]

@@ -91,21 +91,27 @@ class Plausibility:
             self.pv_above += int((pv_kw[known] > nameplate_kw).sum())
 
     def _add_runs(self, column: str, ts: pd.Series, values: np.ndarray) -> None:
-        """Runs of one repeated value; the run still open at the chunk's end carries over."""
+        """Runs of one repeated value; the run still open at the chunk's end carries over.
+        Found with array operations: only the runs long enough to report leave them, as a
+        noisy sensor starts a new run at every reading."""
         run = self._runs.setdefault(column, _Run())
         previous = np.concatenate([[run.value], values[:-1]])
         starts = ~((values == previous) & ~np.isnan(values))
-        ids = np.cumsum(starts)
-        frame = pd.DataFrame({"id": ids, "ts": ts.to_numpy(), "value": values})
-        spans = frame.groupby("id", sort=False).agg(first=("ts", "first"), last=("ts", "last"), value=("value", "first"))
-        if not starts[0]:  # the first span continues the carried run
-            spans.iloc[0, spans.columns.get_loc("first")] = run.start
+        times = pd.DatetimeIndex(ts)
+        first_at = np.flatnonzero(starts)
+        if not starts[0]:  # the chunk's first span continues the carried run
+            first_at = np.concatenate([[0], first_at])
         elif run.start is not None:
             self._close(column, run)
-        for value, first, last in spans.iloc[:-1][["value", "first", "last"]].itertuples(index=False):
-            self._close(column, _Run(value, first, last))
-        value, first, last = spans.iloc[-1][["value", "first", "last"]]
-        self._runs[column] = _Run(value, first, last)
+        last_at = np.concatenate([first_at[1:] - 1, [len(values) - 1]])
+        first, last, value = times[first_at], times[last_at], values[first_at]
+        if not starts[0]:
+            first = first.delete(0).insert(0, run.start)
+        closed = slice(None, -1)  # every span but the chunk's last ends inside the chunk
+        long = (value[closed] != 0) & ~np.isnan(value[closed]) & np.asarray((last - first)[closed] >= FLAT_AFTER)
+        for k in np.flatnonzero(long):
+            self._close(column, _Run(float(value[k]), first[k], last[k]))
+        self._runs[column] = _Run(float(value[-1]), first[-1], last[-1])
 
     def _close(self, column: str, run: _Run) -> None:
         if run.start is not None and run.value and not np.isnan(run.value) and run.end - run.start >= FLAT_AFTER:
