@@ -113,6 +113,7 @@ class StrategyRun:
     throughput_kwh: float
     failed_plans: int = 0
     guarded: bool = False  # ran under the reserve policy (the MPC on a site with a car, see mpc)
+    monthly_bills: dict[str, CostBreakdown] = field(default_factory=dict)  # by billing month, "YYYY-MM"
 
 
 @dataclass(frozen=True)
@@ -132,27 +133,47 @@ def billing_months(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str
     return (local.year * 12 + local.month - 1).to_numpy()
 
 
+def month_label(month: int) -> str:
+    """A billing month of :func:`billing_months` as "YYYY-MM"."""
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
+
+
 def bill(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig, settings: BacktestSettings) -> CostBreakdown:
     """What the site pays with this battery power: energy, each month's demand charge, wear,
-    carbon and the standing charge."""
+    carbon and the standing charge (the sum of :func:`bills_by_month`)."""
+    return _summed(bills_by_month(actuals, battery_kw, config, settings))
+
+
+def bills_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig,
+                   settings: BacktestSettings) -> dict[str, CostBreakdown]:
+    """The bill of each billing month ("YYYY-MM") with this battery power: the demand charge is
+    paid on each month's own peak, so a month is billed on its own readings."""
     months = billing_months(actuals.index, settings.step, config.timezone)
     spec = battery_spec(config, None, settings.wear_cost_per_kwh)
-    totals = np.zeros(5)
+    out = {}
     for month in np.unique(months):
         rows = months == month
         inputs = horizon_inputs(actuals[rows], config, settings.step_hours)
         power = battery_kw[rows]
         costs = build_plan(inputs, spec, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="billed").costs
-        totals += (costs.energy, costs.demand, costs.wear, costs.carbon, costs.standing)
-    return CostBreakdown(*map(float, totals))
+        out[month_label(month)] = CostBreakdown(*(float(getattr(costs, part)) for part in _COST_PARTS))
+    return out
+
+
+_COST_PARTS = ("energy", "demand", "wear", "carbon", "standing")
+
+
+def _summed(monthly: dict[str, CostBreakdown]) -> CostBreakdown:
+    return CostBreakdown(*(float(sum(getattr(m, part) for m in monthly.values())) for part in _COST_PARTS))
 
 
 def _run(name: str, actuals: pd.DataFrame, trace: physics.BatteryTrace, config: SimulatorConfig,
          settings: BacktestSettings, failed: int = 0, guarded: bool = False) -> StrategyRun:
     power = trace.power_kw[0]
     grid = actuals[fc.LOAD].to_numpy() + power - actuals[fc.PV].to_numpy()
-    return StrategyRun(name, power, trace.soc_percent[0], grid, bill(actuals, power, config, settings),
-                       float(np.abs(power).sum() * settings.step_hours), failed, guarded)
+    monthly = bills_by_month(actuals, power, config, settings)
+    return StrategyRun(name, power, trace.soc_percent[0], grid, _summed(monthly),
+                       float(np.abs(power).sum() * settings.step_hours), failed, guarded, monthly)
 
 
 def _with_mode(config: SimulatorConfig, mode: BatteryMode) -> SimulatorConfig:

@@ -66,19 +66,18 @@ def by_month(result: bt.BacktestResult) -> pd.DataFrame:
     """Each billing month's bill under every strategy (one column each, in the order of
     :data:`backtest.STRATEGIES`), then the MPC's savings and capture: the demand charge is
     paid month by month, so a battery's value differs from month to month as the peaks do.
-    Each month is billed by ``backtest.bill`` on its own readings, so the months add up to
-    the whole run's bills."""
+    The months are those each run was billed by (``StrategyRun.monthly_bills``), so they add
+    up to the whole run's bills."""
     actuals, settings, config = result.actuals, result.settings, result.config
-    months = bt.billing_months(actuals.index, settings.step, config.timezone)
+    months, steps = np.unique(bt.billing_months(actuals.index, settings.step, config.timezone), return_counts=True)
     rows = []
-    for month in np.unique(months):
-        steps = months == month
-        bills = {name: bt.bill(actuals[steps], run.battery_kw[steps], config, settings).total
-                 for name, run in result.runs.items()}
+    for month, count in zip(months, steps, strict=True):
+        label = bt.month_label(month)
+        bills = {name: run.monthly_bills[label].total for name, run in result.runs.items()}
         best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
         savings = bills[bt.NO_BATTERY] - bills[bt.MPC]
-        rows.append({"month": f"{month // 12:04d}-{month % 12 + 1:02d}", "days": int(steps.sum()) * settings.step_hours / 24,
-                     **bills, "mpc_savings": savings, "mpc_capture": savings / best if best > 0 else float("nan")})
+        rows.append({"month": label, "days": float(count * settings.step_hours / 24), **bills, "mpc_savings": savings,
+                     "mpc_capture": savings / best if best > 0 else float("nan")})
     return pd.DataFrame(rows).set_index("month")
 
 

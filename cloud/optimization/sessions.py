@@ -190,9 +190,9 @@ def load_scenarios_kw(
         for day, days in sources.items():
             if k >= len(days) or (day == today and charged_today):
                 continue
-            later = -(day.tz_localize(None) - days[k].tz_localize(None)).days  # replayed at the same local clock time
+            ahead = (day.tz_localize(None) - days[k].tz_localize(None)).days  # replayed at the same local clock time
             chosen = start_days == days[k]
-            moved = zip(earlier(sessions.starts[chosen], timezone, later), earlier(sessions.ends[chosen], timezone, later),
+            moved = zip(earlier(sessions.starts[chosen], timezone, -ahead), earlier(sessions.ends[chosen], timezone, -ahead),
                         strict=True)
             for start, end in moved:
                 if start > issued_at:  # one that would have begun already did not
