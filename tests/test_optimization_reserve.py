@@ -210,6 +210,51 @@ def test_a_home_without_a_car_keeps_the_standing_reserve_under_the_programs_thre
     np.testing.assert_allclose(kept.charge_to_kwh, np.maximum(program.charge_to_kwh, spec.min_kwh + standing))
 
 
+def _bursts(days: int, seed: int = 3) -> pd.Series:
+    """A house at 0.5 kW that on two days in three runs a 4 kW oven for an hour, starting at a
+    different quarter-hour between 17:00 and 20:00 each time: bursts no same-time average holds."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-03-04", periods=days * 96, freq="15min", tz=ZONE)
+    load = pd.Series(0.5, index=index)
+    for day in range(days):
+        if rng.random() < 2 / 3:
+            start = day * 96 + 68 + int(rng.integers(0, 13))
+            load.iloc[start : start + 4] += 4.0
+    return load.tz_convert("UTC")
+
+
+def test_a_home_without_a_car_learns_its_own_bursts_as_its_sessions():
+    load = _bursts(35)
+    issued = load.index[-1]
+    model, lift_kw = reserve.SessionModel.from_bursts(load, issued, ZONE)
+    assert 12 <= model.sessions_seen <= 22  # two days in three of the four weeks with a week behind them
+    assert 3.0 < lift_kw < 4.0  # 4 kW above 0.5, less the week's own average of the ovens at that time
+    weekday = model.arrival_hazard[0]
+    assert 17 * 4 - 3 <= int(np.argmax(weekday)) <= 20 * 4 and weekday[: 14 * 4].max() < 1e-3
+    assert model.continuation[:2].min() > 0.9 and model.continuation[6] < 0.5  # an hour, four readings
+    assert not model.one_session_a_day and model.residuals_kw.max() < reserve.BURST_KW
+
+
+def test_a_home_without_a_car_keeps_energy_back_for_its_bursts_in_the_evening():
+    """The same house planned with its bursts as sessions keeps more stored before its evening
+    than with the house's step-to-step spread alone, and the same as it before noon."""
+    config = build_config({"seed": 42, "interval_seconds": 900, "home_load": {"has_ev": False}})
+    load = _bursts(35)
+    issued = load.index[-1] - pd.Timedelta(hours=load.index[-1].tz_convert(ZONE).hour)  # local midnight
+    spec = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
+    step = pd.Timedelta(minutes=15)
+    with_bursts = reserve.fit_policy(config, load, issued, spec, 1.5, step)
+    plain = reserve.SessionModel.from_readings(load, issued, 0.0, config.timezone)
+    spread = reserve.fit(config, load, issued, spec, 1.5, step).program
+    house = np.asarray(spread[0])
+    forecast = pd.DataFrame({fc.PV: spread[1], fc.IMPORT_PRICE: spread[2], fc.EXPORT_PRICE: spread[3]},
+                            index=pd.date_range(issued + step, periods=len(house), freq=step))
+    alone = reserve.solve(plain, forecast, house, spec, config, 1.5, step).policy
+    local = forecast.index.tz_convert(ZONE)
+    evening = (local.hour >= 15) & (local.hour < 17) & (local.day == local[0].day)
+    assert (with_bursts.floor_kwh[evening, 0] > alone.floor_kwh[evening, 0] + 0.5).all()
+
+
 def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():
     steps, start = 16, pd.Timestamp("2024-06-10T00:00Z")
     battery = BatterySpec(capacity_kwh=10.0, initial_soc_percent=90.0, min_soc_percent=10.0, max_soc_percent=90.0,

@@ -19,8 +19,8 @@ hours and topped up from the grid under the cap whenever the battery falls below
 (:meth:`ArrivalWindows.any_hour`); the battery covers load with what is above it. That
 reserve stays in force as a floor under the reserve policy's thresholds
 (:attr:`GuardRule.standing_reserve_kwh`): it is the one the replay found cheapest on the
-household's real bursts, which last an hour or more, where the policy's program draws the
-house load independently step to step.
+household's real bursts, replayed whole, where the policy's program knows them only by how
+often, how long and how high they come (``reserve.SessionModel.from_bursts``).
 
 The replay is an honest test of a cap: it spends real past evenings, with their heavy
 sessions and busy houses, on a rule that must hold it. What the battery then keeps back

@@ -25,12 +25,14 @@ backtest and in the plan's preview (:func:`expected_dispatch`).
 
 The cap itself is the peak guard's (guard.py), fitted on the last four weeks of readings.
 
-A home without a car gets the same program with no arrivals: it prices the tariff's
-arbitrage and the house's step-to-step spread under the cap. Its house draws are independent
-from step to step, while a household's bursts (an oven, a heater, a wash) last an hour or
-more, so on its own it keeps too little for them: no threshold goes below the guard's
-standing reserve (``standing_kwh``, :attr:`guard.GuardRule.standing_reserve_kwh`), the
-reserve the guard's replay of the household's own weeks found cheapest, kept at every hour.
+A home without a car gets the same program with its own bursts in the car's place
+(:meth:`SessionModel.from_bursts`): an oven, a heater or a wash lifts the house load by
+kilowatts for half an hour or more, at hours that vary from day to day, which a step-to-step
+spread drawn independently cannot represent. The program learns when they start, how long
+they last and how far they lift the load, and keeps back for them in expectation as it does
+for a car. No threshold goes below the guard's standing reserve (``standing_kwh``,
+:attr:`guard.GuardRule.standing_reserve_kwh`), the reserve the guard's replay of the
+household's own weeks found cheapest, kept at every hour.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ LENGTH_TAIL = 1.35
 MULTIPLIER_BANDS = (0.0, 0.4, 0.8, 1.0)
 #: Step-to-step spread of the house load around its forecast: band means of the residuals.
 RESIDUAL_BANDS = (0.0, 0.5, 0.8, 0.95, 1.0)
+#: A home without a car's burst: the house load at least this far above its usual (its mean at
+#: the same local time over the week before) for at least this many readings in a row. On the
+#: real home of ``bench_backtest_real.py``, thresholds from 1 to 3 kW captured 68.5-70.3 % of
+#: perfect foresight's savings, 2 kW the most (decision 0013).
+BURST_KW = 2.0
+BURST_MIN_STEPS = 2
 #: Fewer past sessions than this give one house level.
 MIN_SESSIONS_FOR_LEVELS = 4
 #: Energy grid of the program, kWh, and its most levels (a larger battery gets a coarser grid).
@@ -114,25 +122,69 @@ class SessionModel:
             bool(per_day.max() == 1), levels, level_probs, residuals, residual_probs, len(lengths),
         )
 
+    @classmethod
+    def from_bursts(cls, load_kw: pd.Series, issued_at: pd.Timestamp, timezone: str,
+                    days: int = MODEL_DAYS) -> tuple[SessionModel, float]:
+        """A home without a car: its bursts (:data:`BURST_KW`) as the sessions, from the
+        readings of the ``days`` before ``issued_at``, and the mean lift of a burst (kW) to
+        take the charger's place in the program. A burst may come several times a day, so
+        the chance in each slot is of any burst starting there (none at once), not of the
+        day's first; the rest of the house's spread is drawn step by step as before."""
+        past = load_kw.loc[issued_at - pd.Timedelta(days=days) : issued_at].dropna()
+        step = past.index[1] - past.index[0]
+        slots = int(pd.Timedelta(days=1) / step)
+        lift = _house_residuals(past, timezone)
+        first, last = _runs_above(lift, BURST_KW, BURST_MIN_STEPS)
+        in_burst = np.zeros(len(lift), dtype=bool)
+        for a, b in zip(first, last, strict=True):
+            in_burst[a : b + 1] = True
+        spread = np.where(in_burst, np.nan, lift)
+        residuals, residual_probs = _banded(spread, RESIDUAL_BANDS)
+        starts = past.index[first]
+        rate = np.clip(_starts_per_day(starts, past.index, step, timezone, slots, first_of_day=False), 0.0, 0.9)
+        power = float(np.mean(lift[in_burst])) if in_burst.any() else 0.0
+        model = cls(rate, _continuation((last - first + 1).astype(float)), False, np.ones(1), np.ones(1),
+                    residuals, residual_probs, len(first))
+        return model, power
+
 
 def _arrival_hazard(starts: pd.DatetimeIndex, instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str,
                     slots: int) -> np.ndarray:
     """Per day kind and slot: the chance the day's first session starts in the slot, given
     that none has started earlier that day."""
-    local = (starts - step).tz_convert(timezone)
-    days = (instants - step).tz_convert(timezone).normalize().unique()[1:-1]  # whole days only
-    counts = np.array([np.sum(days.day_of_week < 5), np.sum(days.day_of_week >= 5)], dtype=float)
-    first = pd.Series(np.arange(len(local)), index=local.normalize()).groupby(level=0).first().to_numpy()
-    slot = np.asarray(local.hour * 60 + local.minute) // int(step / pd.Timedelta(minutes=1))
-    x = np.arange(slots)
-    pmf = np.zeros((2, slots))
-    for i in first:
-        kernel = np.exp(-0.5 * ((x - slot[i]) / ARRIVAL_SIGMA_SLOTS) ** 2)
-        pmf[int(local[i].day_of_week >= 5)] += kernel / kernel.sum()
-    pmf /= np.maximum(counts, 1.0)[:, None]
+    pmf = _starts_per_day(starts, instants, step, timezone, slots, first_of_day=True)
     pmf *= np.minimum(1.0, 0.98 / np.maximum(pmf.sum(axis=1, keepdims=True), 1e-12))
     before = np.cumsum(pmf, axis=1) - pmf
     return np.clip(pmf / np.maximum(1.0 - before, 1e-9), 0.0, 1.0)
+
+
+def _starts_per_day(starts: pd.DatetimeIndex, instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str,
+                    slots: int, first_of_day: bool) -> np.ndarray:
+    """Per day kind (weekday, weekend) and slot of the day, the starts per day of that kind over
+    the whole days of ``instants``, each start smoothed over the neighbouring slots (the past
+    times, not the only possible ones); only each day's first start with ``first_of_day``."""
+    local = (starts - step).tz_convert(timezone)
+    days = (instants - step).tz_convert(timezone).normalize().unique()[1:-1]  # whole days only
+    counts = np.array([np.sum(days.day_of_week < 5), np.sum(days.day_of_week >= 5)], dtype=float)
+    chosen = np.arange(len(local))
+    if first_of_day:
+        chosen = pd.Series(chosen, index=local.normalize()).groupby(level=0).first().to_numpy()
+    slot = np.asarray(local.hour * 60 + local.minute) // int(step / pd.Timedelta(minutes=1))
+    x = np.arange(slots)
+    pmf = np.zeros((2, slots))
+    for i in chosen:
+        kernel = np.exp(-0.5 * ((x - slot[i]) / ARRIVAL_SIGMA_SLOTS) ** 2)
+        pmf[int(local[i].day_of_week >= 5)] += kernel / kernel.sum()
+    return pmf / np.maximum(counts, 1.0)[:, None]
+
+
+def _runs_above(values: np.ndarray, threshold: float, min_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last position of each run of at least ``min_length`` values above ``threshold``."""
+    above = np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf) > threshold
+    edges = np.diff(np.concatenate([[0], above.astype(np.int8), [0]]))
+    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    keep = last - first + 1 >= min_length
+    return first[keep], last[keep]
 
 
 def _continuation(lengths: np.ndarray) -> np.ndarray:
@@ -193,10 +245,10 @@ def energy_levels(spec: BatterySpec) -> np.ndarray:
 
 
 def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
-            config: SimulatorConfig, cap_kw: float, step: pd.Timedelta) -> tuple:
+            config: SimulatorConfig, cap_kw: float, step: pd.Timedelta, session_kw: float | None = None) -> tuple:
     """The program's arguments (``reserve_dp.backward``) for the steps of ``forecast``
     (forecasters.COLUMNS; its LOAD column is not used: the house's own load is ``house_kw``)
-    under import cap ``cap_kw``."""
+    under import cap ``cap_kw``; a session adds ``session_kw`` (default: the car's charger)."""
     instants = forecast.index
     dt = step / pd.Timedelta(hours=1)
     local = (instants - step).tz_convert(config.timezone)
@@ -207,7 +259,8 @@ def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, s
     return (
         np.asarray(house_kw, dtype=float), np.maximum(forecast[fc.PV].to_numpy(), 0.0), price,
         forecast[fc.EXPORT_PRICE].to_numpy(), hazard, np.asarray(slot == 0), model.continuation,
-        config.home_load.ev_charger_kw, model.one_session_a_day, energy_levels(spec), spec.charge_efficiency,
+        config.home_load.ev_charger_kw if session_kw is None else session_kw, model.one_session_a_day,
+        energy_levels(spec), spec.charge_efficiency,
         spec.discharge_efficiency, spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw,
         site_tariff(config).demand_charge_per_kw, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
         model.multiplier_probs, model.residuals_kw, model.residual_probs,
@@ -243,11 +296,12 @@ class Fitted:
 
 
 def solve(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spec: BatterySpec,
-          config: SimulatorConfig, cap_kw: float, step: pd.Timedelta, standing_kwh: float | None = None) -> Fitted:
+          config: SimulatorConfig, cap_kw: float, step: pd.Timedelta, standing_kwh: float | None = None,
+          session_kw: float | None = None) -> Fitted:
     """The thresholds for the steps of ``forecast`` (:func:`program` says what it holds), none
     below ``standing_kwh`` above the minimum when given (a home without a car, see the module
     docstring)."""
-    args = program(model, forecast, house_kw, spec, config, cap_kw, step)
+    args = program(model, forecast, house_kw, spec, config, cap_kw, step, session_kw)
     price, e = args[2], args[9]
     _, after = backward(*args)
     floor, charge_to = limits(after, price, e, spec.charge_efficiency, spec.discharge_efficiency, spec.wear_cost_per_kwh)
@@ -277,14 +331,18 @@ def fit(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Times
     as the forecaster knows them (:func:`forecasters.known_prices`), solved, with no threshold
     below ``standing_kwh`` above the minimum when given (:func:`solve`)."""
     charger = config.home_load.ev_charger_kw
-    model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
+    session_kw = None
+    if charger > 0:
+        model = SessionModel.from_readings(load_history_kw, issued_at, charger, config.timezone)
+    else:
+        model, session_kw = SessionModel.from_bursts(load_history_kw, issued_at, config.timezone)
     instants = pd.date_range(issued_at + step, issued_at + horizon, freq=step)
     _, _, house = sessions.house_history(load_history_kw, issued_at, charger)
     house_kw = fc.house_load_kw(forecaster, house, issued_at, instants, config.timezone)
     pv = pv_forecast(config, issued_at, instants, measured)
     forecast = fc.known_prices(forecaster, config, issued_at, instants, pv.clear_sky_ghi_w_m2).assign(
         **{fc.PV: pv.generation_kw})
-    return solve(model, forecast, house_kw, spec, config, cap_kw, step, standing_kwh)
+    return solve(model, forecast, house_kw, spec, config, cap_kw, step, standing_kwh, session_kw)
 
 
 def fit_policy(config: SimulatorConfig, load_history_kw: pd.Series, issued_at: pd.Timestamp, spec: BatterySpec,
