@@ -37,6 +37,7 @@ from benchmarks import real_data  # noqa: E402
 from benchmarks._machine import describe  # noqa: E402
 from cloud.evaluation import backtest as bt  # noqa: E402
 from cloud.evaluation.recorded import run_recorded_backtest  # noqa: E402
+from cloud.evaluation.report import savings_and_capture  # noqa: E402
 from cloud.optimization import forecasters as fc  # noqa: E402
 from der_core.site_file import build_site, planning_config  # noqa: E402
 
@@ -88,9 +89,9 @@ def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp, policy_every_mi
     result = run_recorded_backtest(config, window, settings, days=(end - start).days)
     bills = {name: run.bill.total for name, run in result.runs.items()}
     peaks = {f"{name}_peak": float(run.grid_kw.max()) for name, run in result.runs.items()}
-    best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
+    _, capture = savings_and_capture(bills[bt.NO_BATTERY], bills[bt.MPC], bills[bt.PERFECT])
     return {"month": start.strftime("%Y-%m"), **bills, **peaks, "filled": result.filled_steps, "steps": len(result.actuals),
-            "capture": (bills[bt.NO_BATTERY] - bills[bt.MPC]) / best if best > 0 else float("nan"),
+            "capture": capture,
             "seconds": time.perf_counter() - began}
 
 
@@ -125,7 +126,7 @@ def main() -> int:
               f"{row['filled'] / row['steps']:7.1%} {row[bt.NO_BATTERY + '_peak']:13.2f} {row[bt.MPC + '_peak']:5.2f} "
               f"{row[bt.PERFECT + '_peak']:7.2f}")
     total = {name: sum(row[name] for row in rows) for name in (bt.NO_BATTERY, bt.SELF_CONSUMPTION, bt.MPC, bt.PERFECT)}
-    capture = (total[bt.NO_BATTERY] - total[bt.MPC]) / (total[bt.NO_BATTERY] - total[bt.PERFECT])
+    _, capture = savings_and_capture(total[bt.NO_BATTERY], total[bt.MPC], total[bt.PERFECT])
     beats = sum(row[bt.MPC] < row[bt.SELF_CONSUMPTION] for row in rows)
     captured = sum(row["capture"] >= 0.8 for row in rows)
     print(f"{'total':8} {total[bt.NO_BATTERY]:10.2f} {total[bt.SELF_CONSUMPTION]:8.2f} {total[bt.MPC]:8.2f} "

@@ -34,17 +34,23 @@ LABELS = {
 }
 
 
+def savings_and_capture(no_battery: float, bill: float, perfect: float) -> tuple[float, float]:
+    """A bill's savings against no battery, and their share of perfect foresight's (NaN when
+    perfect foresight saves nothing)."""
+    savings, best = no_battery - bill, no_battery - perfect
+    return savings, savings / best if best > 0 else float("nan")
+
+
 def metrics(result: bt.BacktestResult) -> pd.DataFrame:
     """One row per strategy, in the order of :data:`backtest.STRATEGIES`."""
     actuals, step_h = result.actuals, result.settings.step_hours
-    baseline = result.runs[bt.NO_BATTERY].bill.total
-    best = baseline - result.runs[bt.PERFECT].bill.total
+    baseline, perfect = result.runs[bt.NO_BATTERY].bill.total, result.runs[bt.PERFECT].bill.total
     pv_kwh = float(actuals[fc.PV].sum() * step_h)
     capacity = result.config.battery.capacity_kwh
     rows = []
     for name, run in result.runs.items():
         imports, exports = np.maximum(run.grid_kw, 0.0), np.maximum(-run.grid_kw, 0.0)
-        savings = baseline - run.bill.total
+        savings, capture = savings_and_capture(baseline, run.bill.total, perfect)
         rows.append({
             "strategy": name,
             "bill": run.bill.total,
@@ -52,7 +58,7 @@ def metrics(result: bt.BacktestResult) -> pd.DataFrame:
             "demand": run.bill.demand,
             "wear": run.bill.wear,
             "savings": savings,
-            "capture": savings / best if best > 0 else float("nan"),
+            "capture": capture,
             "peak_import_kw": float(imports.max(initial=0.0)),
             "self_consumption": 1.0 - float(exports.sum() * step_h) / pv_kwh if pv_kwh > 0 else float("nan"),
             "cycles": run.throughput_kwh / (2 * capacity) if capacity > 0 else 0.0,
@@ -74,10 +80,9 @@ def by_month(result: bt.BacktestResult) -> pd.DataFrame:
     for month, count in zip(months, steps, strict=True):
         label = bt.month_label(month)
         bills = {name: run.monthly_bills[label].total for name, run in result.runs.items()}
-        best = bills[bt.NO_BATTERY] - bills[bt.PERFECT]
-        savings = bills[bt.NO_BATTERY] - bills[bt.MPC]
+        savings, capture = savings_and_capture(bills[bt.NO_BATTERY], bills[bt.MPC], bills[bt.PERFECT])
         rows.append({"month": label, "days": float(count * settings.step_hours / 24), **bills, "mpc_savings": savings,
-                     "mpc_capture": savings / best if best > 0 else float("nan")})
+                     "mpc_capture": capture})
     return pd.DataFrame(rows).set_index("month")
 
 
