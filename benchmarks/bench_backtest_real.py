@@ -16,7 +16,9 @@ default TOU tariff, declared as a real site is (``der_core.site_file``) and back
 ``run_optimizer.py --backtest`` backtests one (cloud/evaluation/recorded.py): naive
 forecaster, PV from the declared array under the clear sky scaled by yesterday's measured
 clear-sky index, no weather forecast. Every whole calendar month of the PV with a week of
-readings before it runs on its own, its battery starting at the declared SOC.
+readings before it runs on its own, its battery starting at the declared SOC, on every reading
+before it: the peak guard and the reserve policy learn from the four weeks before each
+decision, as at a site that has run since its first reading, not from a month's first days.
 Prints one line per month, then the totals.
 """
 
@@ -83,7 +85,7 @@ def months_of(recorded: pd.DataFrame, timezone: str) -> list[pd.Timestamp]:
 def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp, policy_every_minutes: int | None = None) -> dict:
     config = planning_config(build_site(site))
     end = start + pd.DateOffset(months=1)
-    window = recorded.loc[start - pd.Timedelta(days=fc.HISTORY_DAYS + 2) : end + pd.Timedelta(days=1)]
+    window = recorded.loc[: end + pd.Timedelta(days=1)]  # every reading before the month: see the docstring
     began = time.perf_counter()
     settings = bt.BacktestSettings(start=start, policy_every_minutes=policy_every_minutes)
     result = run_recorded_backtest(config, window, settings, days=(end - start).days)

@@ -17,7 +17,10 @@ energies. Within the step, on the load it measures, the battery
 
 as a home battery's backup-reserve, grid-charge and grid-limit settings do. The session
 state comes from the charger's own readings (:class:`SessionDays`); the house level of a
-session under way from its house load so far against the policy's forecast.
+session under way from its house load so far against the policy's forecast. In a home
+without a car the program's sessions are the household's own bursts
+(:attr:`ReservePolicy.burst_kw`), and a burst is told from the house load against the
+policy's forecast.
 
 What the control must remember between readings to decide this (:class:`SiteMemory`) is kept
 with the battery state, so a restart changes nothing.
@@ -106,7 +109,13 @@ class ReservePolicy:
     keeps (``floor_kwh``) and charges to (``charge_to_kwh``). Columns: 0 no car yet,
     ``1 + (k - 1) * M + m`` the ``k``-th charging step (``k = charging_steps`` and beyond) at
     house level ``m`` of ``house_levels`` (M of them), the last the day's only session done.
-    ``house_kw``: the house-load forecast the policy was solved on, per step."""
+    ``house_kw``: the house-load forecast the policy was solved on, per step.
+
+    ``burst_kw``: a home without a car, whose sessions are the household's bursts. A reading
+    whose house load is at least this far above ``house_kw`` is a burst's, and the state of a
+    step is that of the reading before it: a burst under way goes on (its next step), as a
+    charger's session would. The program plans for the burst states; without this the battery
+    would stay in "no burst yet" through every burst. None: the sessions are the charger's."""
 
     start: pd.Timestamp  # start of the first step's interval
     step_s: int
@@ -116,6 +125,7 @@ class ReservePolicy:
     house_levels: tuple[float, ...]
     house_kw: np.ndarray
     one_session_a_day: bool
+    burst_kw: float | None = None
 
     @property
     def states(self) -> int:
@@ -134,9 +144,21 @@ class ReservePolicy:
         row = self.row(interval_start)
         return math.nan if row is None else float(self.house_kw[row])
 
+    def session_kw(self, interval_start: pd.Timestamp, ev_kw: float, house_kw: float) -> float:
+        """The power of the program's session in a reading: the charger's (``ev_kw``), or in a
+        home without a car the house load's lift above the policy's forecast where it is a
+        burst's (:attr:`burst_kw` or more), else 0."""
+        if self.burst_kw is None:
+            return ev_kw
+        lift = house_kw - self.house_forecast_kw(interval_start)
+        return lift if lift >= self.burst_kw else 0.0  # False for NaN: no reading, no burst
+
     def state(self, sessions: SessionDays, interval_start: pd.Timestamp, timezone: str, ev_kw: float) -> int:
         """The column for the interval: from the charger's readings before it and its power in
-        the interval itself (``ev_kw``; the battery measures the step's load, as in the program)."""
+        the interval itself (``ev_kw``; the battery measures the step's load, as in the program);
+        for bursts (:attr:`burst_kw`), from the readings before it alone."""
+        if self.burst_kw is not None:
+            ev_kw = 1.0 if sessions.charging else 0.0
         if ev_kw > 0.0:
             running = sessions.charging and sessions.started_at is not None
             k = round((interval_start - sessions.started_at) / self.step) + 1 if running else 1
@@ -287,9 +309,11 @@ class Controller:
     def observe(self, policy: ReservePolicy | None, interval_start: pd.Timestamp, ev_kw: float, grid_kw: float,
                 house_kw: float) -> None:
         """Take in the interval's reading: the charger's power, the grid import (positive) and
-        the house load without the car, against the policy's house forecast (none without one)."""
+        the house load without the car, against the policy's house forecast (none without one);
+        in a home without a car a burst in the house load is the session (:meth:`ReservePolicy.session_kw`)."""
         expected = math.nan if policy is None else policy.house_forecast_kw(interval_start)
-        self.memory.observe(interval_start, self.timezone, ev_kw, grid_kw, house_kw, expected)
+        session_kw = ev_kw if policy is None else policy.session_kw(interval_start, ev_kw, house_kw)
+        self.memory.observe(interval_start, self.timezone, session_kw, grid_kw, house_kw, expected)
 
 
 def _month(interval_start: pd.Timestamp, timezone: str) -> str:

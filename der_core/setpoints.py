@@ -17,7 +17,9 @@ A schedule may carry a reserve policy for the steps it covers (der_core/control.
 ``"reserve": {"start": "...", "step_s": 900, "charging_steps": 24, "house_levels": [0.8, 1.1, 1.7],
 "one_session_a_day": true, "house_kw": [...], "floor_kwh": [[...], ...], "charge_to_kwh": [[...], ...]}``,
 per step from ``start`` and per session state the energies the battery covers load down to and
-charges up to; the gateway applies it at every reading.
+charges up to; the gateway applies it at every reading. A home without a car's policy adds
+``"burst_kw": 2.0`` (optional, > 0; absent or null: the sessions are the charger's): its
+sessions are the household's bursts, told from the house load against ``house_kw``.
 
 A schedule may say what its plan expects to save over the steps it covers, for people to
 read (the gateway shows it in Home Assistant): ``"expected_savings": {"amount": 1.84,
@@ -255,14 +257,15 @@ def reserve_payload(policy: ReservePolicy, since: pd.Timestamp | None = None, st
     return {"start": (policy.start + first * policy.step).isoformat(), "step_s": policy.step_s,
             "charging_steps": policy.charging_steps, "house_levels": [round(m, 4) for m in policy.house_levels],
             "one_session_a_day": policy.one_session_a_day, "house_kw": table(policy.house_kw),
-            "floor_kwh": table(policy.floor_kwh), "charge_to_kwh": table(policy.charge_to_kwh)}
+            "floor_kwh": table(policy.floor_kwh), "charge_to_kwh": table(policy.charge_to_kwh),
+            "burst_kw": policy.burst_kw}
 
 
 def reserve_from_payload(data: object) -> ReservePolicy:
     """The reserve policy of a ``reserve`` object (:func:`reserve_payload` writes them)."""
     if not isinstance(data, dict):
         raise CommandRejected(f"reserve must be an object with {', '.join(sorted(RESERVE_FIELDS))}")
-    check_keys(data, RESERVE_FIELDS, "reserve: ")
+    check_keys(data, RESERVE_FIELDS | {"burst_kw"}, "reserve: ")
     for key in sorted(RESERVE_FIELDS):
         if key not in data:
             raise CommandRejected(f"reserve lacks {key}")
@@ -276,10 +279,14 @@ def reserve_from_payload(data: object) -> ReservePolicy:
     if len(house) > MAX_ENTRIES:
         raise CommandRejected(f"reserve.house_kw has {len(house)} steps; expected at most {MAX_ENTRIES}")
     states = steps * len(levels) + 2
+    burst = data.get("burst_kw")
+    if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int | float)
+                              or not math.isfinite(burst) or burst <= 0):
+        raise CommandRejected(f"reserve.burst_kw must be a number of kW > 0 or null, got {json.dumps(burst)[:40]}")
     return ReservePolicy(
         start=instant(data["start"], "reserve.start"), step_s=_whole(data["step_s"], "reserve.step_s", 1, 86_400),
         floor_kwh=_table(data["floor_kwh"], "reserve.floor_kwh", len(house), states),
         charge_to_kwh=_table(data["charge_to_kwh"], "reserve.charge_to_kwh", len(house), states),
         charging_steps=steps, house_levels=tuple(float(m) for m in levels), house_kw=house,
-        one_session_a_day=data["one_session_a_day"],
+        one_session_a_day=data["one_session_a_day"], burst_kw=None if burst is None else float(burst),
     )

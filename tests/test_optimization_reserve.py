@@ -19,7 +19,7 @@ from cloud.optimization.decision import DEFAULT_WEAR_COST_PER_KWH, battery_spec
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.reserve_dp import backward, limits
 from der_core.config import build_config
-from der_core.control import ReservePolicy
+from der_core.control import ControlBattery, Controller, ReservePolicy
 
 ZONE = "America/Los_Angeles"
 #: Whole-kW instances: unit efficiencies and 0.25 kWh per kW-step keep every import on a
@@ -253,6 +253,30 @@ def test_a_home_without_a_car_keeps_energy_back_for_its_bursts_in_the_evening():
     local = forecast.index.tz_convert(ZONE)
     evening = (local.hour >= 15) & (local.hour < 17) & (local.day == local[0].day)
     assert (with_bursts.floor_kwh[evening, 0] > alone.floor_kwh[evening, 0] + 0.5).all()
+    # The battery is told to tell bursts from the house load; the car's policy is not.
+    assert with_bursts.burst_kw == reserve.BURST_KW and alone.burst_kw is None
+
+
+@pytest.mark.parametrize("burst_kw", [2.0, None])
+def test_a_burst_in_the_house_load_moves_the_battery_into_the_programs_burst_states(burst_kw):
+    """Without a car the program's sessions are the household's bursts: a reading 2 kW or
+    more above the policy's house forecast puts the next step in the burst's second step,
+    and a quiet reading back in "no burst yet". A car's policy reads sessions from the
+    charger only, so the same house load leaves it where it was."""
+    start, steps = pd.Timestamp("2024-06-10T18:00Z"), 4
+    floor = np.tile([4.5, 3.0, 1.0, 4.5], (steps, 1))  # columns: none yet, burst step 1, step 2+, done
+    policy = ReservePolicy(start=start, step_s=900, floor_kwh=floor, charge_to_kwh=np.zeros((steps, 4)),
+                           charging_steps=2, house_levels=(1.0,), house_kw=np.full(steps, 0.5), one_session_a_day=False,
+                           burst_kw=burst_kw)
+    controller = Controller(ControlBattery(5.0, 1.0, 1.0), "UTC")
+    covered = []
+    for i, house in enumerate([3.0, 0.6, 0.5]):  # a burst's reading (2.5 kW above the forecast), then quiet ones
+        at = start + i * policy.step
+        covered.append(-controller.request_kw(policy, at, 3.0, 0.0, 5.0, 0.25))
+        controller.observe(policy, at, 0.0, 0.0, house)
+    # 3 kW of load covered from 5 kWh down to the floor of the step's state: 4.5 kWh leaves
+    # 2 kW for a quarter hour, 1 kWh all 3 kW.
+    assert covered == ([2.0, 3.0, 2.0] if burst_kw else [2.0, 2.0, 2.0])
 
 
 def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():

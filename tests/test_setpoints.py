@@ -19,13 +19,13 @@ STEP = pd.Timedelta(minutes=15)
 LIMIT_KW = 100.0
 
 
-def _policy(rows: int = 8) -> ReservePolicy:
+def _policy(rows: int = 8, burst_kw: float | None = None) -> ReservePolicy:
     rng = np.random.default_rng(3)
     states = 2 * 2 + 2
     floor = np.round(rng.uniform(1, 5, (rows, states)), 3)
     return ReservePolicy(start=START, step_s=900, floor_kwh=floor, charge_to_kwh=np.round(floor * 0.5, 3),
                          charging_steps=2, house_levels=(0.8, 1.2), house_kw=np.round(rng.uniform(0, 2, rows), 3),
-                         one_session_a_day=True)
+                         one_session_a_day=True, burst_kw=burst_kw)
 
 
 def test_an_encoded_schedule_is_the_wire_format():
@@ -37,12 +37,12 @@ def test_an_encoded_schedule_is_the_wire_format():
         '{"ts": "2024-06-15T14:30:00+00:00", "power_kw": 0.0}]}')  # never -0.0, no cap key for no cap
 
 
-@pytest.mark.parametrize("with_reserve", [False, True])
-def test_a_decoded_schedule_is_the_one_encoded(with_reserve):
+@pytest.mark.parametrize("with_reserve, burst_kw", [(False, None), (True, None), (True, 2.0)])
+def test_a_decoded_schedule_is_the_one_encoded(with_reserve, burst_kw):
     steps = 4
     sent = SetpointSchedule.from_commands(pd.date_range(START, periods=steps, freq=STEP),
                                           np.array([2.5, math.nan, -3.0, 0.0]), np.array([math.nan, 7.0, 7.0, 7.0]),
-                                          _policy() if with_reserve else None)
+                                          _policy(burst_kw=burst_kw) if with_reserve else None)
     received = SetpointSchedule.from_dict(json.loads(sent.to_json()), LIMIT_KW)
     assert received.entries == sent.entries
     assert received.to_json() == sent.to_json()
@@ -50,6 +50,7 @@ def test_a_decoded_schedule_is_the_one_encoded(with_reserve):
         policy = received.reserve
         assert policy.start == START and len(policy.house_kw) == steps and policy.states == sent.reserve.states
         np.testing.assert_array_equal(policy.floor_kwh, sent.reserve.floor_kwh[:steps])
+        assert policy.burst_kw == burst_kw
     else:
         assert received.reserve is None and "reserve" not in sent.to_dict()
 
@@ -72,6 +73,10 @@ def test_entries_are_put_in_time_order():
     ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1}], "reserve": {}}, "reserve: |reserve lacks"),
     ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1}], "extra": 1}, "unknown key 'extra'"),
     ({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1, "event": 1}]}, r"event must be true or false"),
+    *[({"schedule": [{"ts": "2024-06-15T14:00:00+00:00", "power_kw": 1}],
+        "reserve": {**json.loads(SetpointSchedule.from_commands(pd.DatetimeIndex([START]), np.array([1.0]), np.array([5.0]),
+                                                                _policy()).to_json())["reserve"], "burst_kw": bad}},
+       r"reserve.burst_kw must be a number of kW > 0 or null") for bad in (0, -2.0, "2", True)],
 ])
 def test_what_cannot_be_meant_is_refused_with_the_reason(data, message):
     with pytest.raises(CommandRejected, match=message):

@@ -300,7 +300,9 @@ def solve(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spe
           session_kw: float | None = None) -> Fitted:
     """The thresholds for the steps of ``forecast`` (:func:`program` says what it holds), none
     below ``standing_kwh`` above the minimum when given (a home without a car, see the module
-    docstring)."""
+    docstring). With ``session_kw`` the sessions are the household's bursts, and the policy
+    tells them from the house load as :meth:`SessionModel.from_bursts` found them
+    (``ReservePolicy.burst_kw``)."""
     args = program(model, forecast, house_kw, spec, config, cap_kw, step, session_kw)
     price, e = args[2], args[9]
     _, after = backward(*args)
@@ -312,6 +314,7 @@ def solve(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, spe
         start=forecast.index[0] - step, step_s=int(step.total_seconds()), floor_kwh=floor, charge_to_kwh=charge_to,
         charging_steps=model.charging_steps, house_levels=tuple(float(m) for m in model.multipliers),
         house_kw=np.asarray(house_kw, dtype=float), one_session_a_day=model.one_session_a_day,
+        burst_kw=None if session_kw is None else BURST_KW,
     )
     return Fitted(policy, args)
 
