@@ -6,6 +6,7 @@ what the owner reads."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from cloud.optimization import planner
 from cloud.optimization.planner import PlanSettings, plan_site
 from cloud.optimization.reserve_dp import backward, evaluate, limits
-from cloud.optimization.summary import PlanSummary, plan_summary
+from cloud.optimization.summary import PlanSummary, hold_line, plan_summary
 from der_core.config import build_config
 from der_core.sites import site_configs
 
@@ -125,3 +126,17 @@ def test_a_summary_stored_before_the_arrival_figures_reads_back_without_them():
         data.pop(key)
     old = PlanSummary.from_dict(data)
     assert old.arrivals_cost is None and old.arrivals_line() is None and old.hold is None
+
+
+def test_a_home_without_a_car_names_the_households_bursts_not_a_car():
+    """Its policy hedges the household's bursts, so its plan says so: the expected costs are
+    over the bursts, a hold is for them, and the stored summary reads back the same."""
+    site_plan = _guarded(build_config({"home_load": {"has_ev": False}}), "2024-06-15T00:00")
+    summary = plan_summary(site_plan)
+    assert site_plan.policy.burst_kw is not None
+    assert summary.arrivals_line().startswith("over the household's bursts (the policy's program): expected cost ")
+    assert not any("car" in line for line in summary.lines())
+    assert PlanSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    at = pd.Timestamp("2024-06-15T01:45Z")
+    assert hold_line(2.34, at, "America/Los_Angeles", bursts=True) == (
+        "hold 2.3 kWh for the household's bursts, one likely by Fri 18:45")

@@ -385,7 +385,15 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
 #: The car is "expected" from the first step at which the chance it has arrived since the
 #: plan's start reaches this; a hold smaller than HOLD_SHOWN_KWH is not worth a line.
 ARRIVAL_LIKELY = 0.5
+#: What a policy hedges (:func:`hedged`).
+CAR_ARRIVALS, BURSTS = "car arrivals", "the household's bursts"
 HOLD_SHOWN_KWH = 0.05
+
+
+def hedged(policy: ReservePolicy) -> str:
+    """What a policy keeps energy back for, as a plan's summary names it: a car's arrivals, or
+    in a home without a car the household's bursts (``ReservePolicy.burst_kw``)."""
+    return CAR_ARRIVALS if policy.burst_kw is None else BURSTS
 
 
 def held_for_car(fitted: Fitted, step_starts: pd.DatetimeIndex, min_kwh: float) -> tuple[float, pd.Timestamp] | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from cloud.optimization import reserve
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -127,6 +128,8 @@ class PlanSummary:
     hold: str | None = None
     # Per outside input whose service was down (planner.SitePlan.stale): "stale since … (why)".
     stale: Mapping[str, str] = field(default_factory=dict)
+    # What the reserve policy hedges (reserve.hedged): car arrivals, or the household's bursts.
+    hedged: str = "car arrivals"
 
     @property
     def savings(self) -> float:
@@ -159,11 +162,12 @@ class PlanSummary:
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
 
     def arrivals_line(self) -> str | None:
-        """The reserve policy's and the rule's expected costs over car arrivals; None without."""
+        """The reserve policy's and the rule's expected costs over what it hedges (car arrivals,
+        or the household's bursts); None without."""
         if self.arrivals_cost is None or self.arrivals_cost_self_consumption is None:
             return None
         better = self.arrivals_cost_self_consumption - self.arrivals_cost
-        return (f"over car arrivals (the policy's program): expected cost {self.money(self.arrivals_cost)} with the "
+        return (f"over {self.hedged} (the policy's program): expected cost {self.money(self.arrivals_cost)} with the "
                 f"reserve policy, {self.money(self.arrivals_cost_self_consumption)} with the battery's own rule "
                 f"(policy {'saves' if better >= 0 else 'costs'} {self.money(abs(better))} {'more' if better >= 0 else 'extra'})")
 
@@ -196,7 +200,7 @@ class PlanSummary:
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
             "arrivals_cost": self.arrivals_cost, "arrivals_cost_self_consumption": self.arrivals_cost_self_consumption,
             "arrivals_line": self.arrivals_line(), "hold": self.hold, "stale": dict(self.stale),
-            "stale_lines": self.stale_lines(),
+            "stale_lines": self.stale_lines(), "hedged": self.hedged,
         }
 
     @classmethod
@@ -208,7 +212,7 @@ class PlanSummary:
                    float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
                    float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)),
                    _maybe_float(data.get("arrivals_cost")), _maybe_float(data.get("arrivals_cost_self_consumption")),
-                   data.get("hold"), dict(data.get("stale") or {}))
+                   data.get("hold"), dict(data.get("stale") or {}), data.get("hedged", "car arrivals"))
 
 
 def _maybe_float(value: Any) -> float | None:
@@ -317,9 +321,13 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
                        float(energy_value_self_consumption))
 
 
-def hold_line(held_kwh: float, expected_at: pd.Timestamp, timezone: str) -> str:
-    """What a reserve policy keeps for the car (reserve.held_for_car), site-local."""
-    return f"hold {held_kwh:.1f} kWh for the car expected after {expected_at.tz_convert(timezone):%a %H:%M}"
+def hold_line(held_kwh: float, expected_at: pd.Timestamp, timezone: str, bursts: bool = False) -> str:
+    """What a reserve policy keeps for the car, or for the household's next burst in a home
+    without one (reserve.held_for_car), site-local."""
+    when = f"{expected_at.tz_convert(timezone):%a %H:%M}"
+    if bursts:
+        return f"hold {held_kwh:.1f} kWh for the household's bursts, one likely by {when}"
+    return f"hold {held_kwh:.1f} kWh for the car expected after {when}"
 
 
 #: The next action of a site without a battery: its plan is the bill it pays without one.
@@ -345,9 +353,10 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
     if arrivals is None:
         return summary
     held = site_plan.held_for_car if site_plan.published == "plan" else None
+    hedged = reserve.hedged(site_plan.policy)
     return dataclasses.replace(summary, arrivals_cost=arrivals.cost,
-                               arrivals_cost_self_consumption=arrivals.cost_self_consumption,
-                               hold=None if held is None else hold_line(*held, site_plan.timezone))
+                               arrivals_cost_self_consumption=arrivals.cost_self_consumption, hedged=hedged,
+                               hold=None if held is None else hold_line(*held, site_plan.timezone, hedged == reserve.BURSTS))
 
 
 def write_summary(store: CloudStore, summary: PlanSummary) -> int:
