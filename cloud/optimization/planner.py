@@ -192,8 +192,9 @@ class SitePlan:
             return None
         plan_cost, rule_cost = self._costs_against_rule
         if self.over_arrivals is not None:
-            return (f"the reserve policy's expected cost over {reserve.hedged(self.policy)} {plan_cost:.2f} is above the battery's own "
-                    f"rule's {rule_cost:.2f} (the policy's program, on its energy grid), so the rule is sent instead")
+            return (f"the reserve policy's expected cost over {reserve.hedged(self.policy)} {plan_cost:.2f} is above "
+                    f"the battery's own rule's {rule_cost:.2f} (the policy's program, on its energy grid), so the rule "
+                    "is sent instead")
         return (f"the plan's expected cost {plan_cost:.2f} is above the battery's own rule's {rule_cost:.2f} on the "
                 "same forecast (energy left in the battery valued), so the rule is sent instead")
 

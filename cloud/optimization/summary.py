@@ -129,7 +129,7 @@ class PlanSummary:
     # Per outside input whose service was down (planner.SitePlan.stale): "stale since … (why)".
     stale: Mapping[str, str] = field(default_factory=dict)
     # What the reserve policy hedges (reserve.hedged): car arrivals, or the household's bursts.
-    hedged: str = "car arrivals"
+    hedged: str = reserve.CAR_ARRIVALS
 
     @property
     def savings(self) -> float:
@@ -212,7 +212,7 @@ class PlanSummary:
                    float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
                    float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)),
                    _maybe_float(data.get("arrivals_cost")), _maybe_float(data.get("arrivals_cost_self_consumption")),
-                   data.get("hold"), dict(data.get("stale") or {}), data.get("hedged", "car arrivals"))
+                   data.get("hold"), dict(data.get("stale") or {}), data.get("hedged", reserve.CAR_ARRIVALS))
 
 
 def _maybe_float(value: Any) -> float | None:
