@@ -127,6 +127,27 @@ def test_incremental_day_by_day_equals_a_rebuild_from_scratch(new_store, fleet):
     assert read_per_run[-1] < len(raw) * 0.95
 
 
+def test_readings_arriving_after_a_long_silence_get_every_feature_row(new_store, fleet):
+    """A gateway back after weeks offline, or a second meter file imported later, brings more
+    new readings than the lookback window holds: the run writes features for all of them, from
+    its watermark on, as a rebuild from scratch over the same span has them; not only the
+    window's worth counted back from the newest."""
+    configs, raw = fleet
+    short = FeatureSettings(lookback_days=2, batch_size=500)
+    later, rebuilt = new_store(), new_store()
+    load(later, configs, raw, stop=START + pd.Timedelta(days=3))
+    run_features(later, short, now=START + pd.Timedelta(days=3))
+    load(later, configs, raw)  # six more days at once, three times the lookback
+    run_features(later, short, now=END)
+    load(rebuilt, configs, raw)
+    run_features(rebuilt, FeatureSettings(lookback_days=DAYS, batch_size=500), now=END)
+    incremental, scratch = feature_table(later), feature_table(rebuilt)
+    first = incremental[dd.TS].min()
+    assert pd.Timestamp(first) <= START + pd.Timedelta(days=1, minutes=15)  # the first run's window
+    pd.testing.assert_frame_equal(incremental, scratch[scratch[dd.TS] >= first].reset_index(drop=True)[incremental.columns],
+                                  check_exact=True)
+
+
 def test_running_twice_gives_the_same_table_and_only_reprocesses_the_overlap(new_store, fleet):
     configs, raw = fleet
     store = new_store()

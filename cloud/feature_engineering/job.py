@@ -4,10 +4,12 @@ Per site, a watermark (the sync job's table, under the source ``feature_engineer
 records the newest feature instant written, and a second one (:func:`covered_source`) the
 start of the window written so far. The lookback window counts back from the site's newest
 reading (never after now), so a site whose readings are history gets its features as a live
-one does. A run writes from the watermark minus ``reprocess`` (from the start of the lookback
-window on a first run, or when the window reaches further back than the one written so far,
-and never before it) up to now, and reads ``history`` more readings before that for the lags
-and rolling windows.
+one does. A run writes from the watermark minus ``reprocess`` (never before the window
+written so far) up to now, and reads ``history`` more readings before that for the lags and
+rolling windows: readings that arrive after a long silence (a gateway back after weeks
+offline, a second meter file imported) all get their rows, however many more than the lookback
+holds. From the start of the lookback window it writes on a first run, or when the window
+reaches further back than the one written so far.
 Features depend only on the past, so the rows a run writes equal those of a full rebuild;
 rewriting them is an idempotent upsert, and the watermark only moves after a site's rows are
 stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
@@ -145,7 +147,7 @@ def plan_sites(store: CloudStore, settings: FeatureSettings, now: pd.Timestamp) 
         lookback_start = (anchor - pd.Timedelta(days=settings.lookback_days)).ceil(settings.step)
         # Without a recorded window start the window written is unknown: write it whole, once.
         if device in marks and device in covered and lookback_start >= covered[device]:
-            start = max(lookback_start, (marks[device] - settings.reprocess).ceil(settings.step))
+            start = max(covered[device], (marks[device] - settings.reprocess).ceil(settings.step))
             plan.append(Planned(device, sites.get(device), start))
         else:
             plan.append(Planned(device, sites.get(device), lookback_start, lookback_start))
