@@ -4,6 +4,7 @@ upsert path; fields the file lacks stay empty."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,13 +131,62 @@ def test_file_without_timestamp_or_fields_says_what_it_expected(tmp_path, cloud)
         import_file(tmp_path / "b.csv", cloud, ImportOptions("m"))
 
 
+def test_a_european_spreadsheet_export_is_read_by_its_own_dialect(tmp_path, cloud):
+    """Excel's ``sep=;`` line, a byte-order mark, ``;`` between cells, decimal commas and
+    thousands dots, German column names and day-first times, as a German portal exports."""
+    text = ("sep=;\nDatum;Uhrzeit;PV (W);Verbrauch (W)\n"
+            "25.03.2024;12:00;1.234,5;553,5\n25.03.2024;12:15;n/v;610\n25.03.2024;12:30;2.010,25;1.005,0\n")
+    (tmp_path / "portal.csv").write_bytes(text.encode("utf-8-sig"))
+    options = ImportOptions("meter-1", {"PV (W)": dd.SOLAR_KW, "Verbrauch (W)": dd.LOAD_TOTAL}, units="W",
+                            timezone="Europe/Berlin", timestamp_format="%d.%m.%Y %H:%M")
+    result = import_file(tmp_path / "portal.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp("2024-03-25T11:00Z"), pd.Timestamp("2024-03-25T11:30Z")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([1.2345, 2.01025])
+    assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([0.5535, 1.005])
+    assert cloud.read_quarantine("meter-1")[s.REASON].tolist() == ["line 4: PV (W) 'n/v' is not a number"]
+
+
+@pytest.mark.parametrize("delimiter", ["\t", "|", ","])
+def test_a_file_split_by_tabs_or_bars_keeps_its_decimal_points(tmp_path, cloud, delimiter):
+    meter_frame(steps=8).to_csv(tmp_path / "m.csv", index=False, sep=delimiter)
+    import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx((meter_frame(steps=8)["pv_w"] / 1000).tolist())
+
+
+def test_unix_times_import_as_the_instants_they_count(tmp_path, cloud):
+    raw = meter_frame(steps=4)
+    instants = pd.date_range("2024-03-20", periods=4, freq="15min", tz="UTC")
+    raw["Time"] = instants.as_unit("s").asi8
+    write(raw, tmp_path / "m.csv")
+    assert import_file(tmp_path / "m.csv", cloud, OPTIONS).rows_synced == 4
+    assert cloud.read_readings("meter-1")[dd.TS].tolist() == list(instants)
+
+
+@pytest.mark.parametrize("fmt, fix", [(None, "or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'"),
+                                      ("%Y/%m/%d %H:%M", "times in --timestamp-format '%Y/%m/%d %H:%M'; check the pattern")])
+def test_a_file_of_times_in_a_format_not_given_is_refused_whole_and_nothing_stored(tmp_path, cloud, fmt, fix):
+    write(meter_frame(steps=5).assign(Time=lambda f: pd.to_datetime(f["Time"]).dt.strftime("%d.%m.%Y %H:%M")),
+          tmp_path / "m.csv")
+    options = ImportOptions("meter-1", OPTIONS.column_map, units="W", timestamp_format=fmt)
+    with pytest.raises(UsageError, match="m.csv: no time in the first 5 rows can be read "
+                                         r"\(such as '20.03.2024 00:00'\); expected .*" + re.escape(fix)):
+        import_file(tmp_path / "m.csv", cloud, options)
+    assert cloud.count_readings("meter-1") == 0 and cloud.read_quarantine("meter-1").empty
+    assert cloud.read_frame(s.RUNS)[s.STATUS].tolist() == ["failed"]
+
+
 def test_cli_import(tmp_path, capsys):
     write(meter_frame(steps=12), tmp_path / "m.csv")
     args = ["--import", str(tmp_path / "m.csv"), "--device-id", "meter-9", "--column-map",
             "pv_w=solar_generation_kw,load_w=home_load_total_load_kw", "--units", "W", "--timezone", "UTC",
             "--timestamp-column", "Time", "--cloud-db", str(tmp_path / "cloud.db")]
     assert run_cli(run_cloud_sync.main, args) == 0
-    assert "imported 12 readings of meter-9 (0 quarantined)" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["imported 12 readings of meter-9 (0 quarantined)",
+                       "  columns not imported (no reading field; --column-map FILE_COLUMN=field): meter_note"]
     assert run_cli(run_cloud_sync.main, [*args[:4], "--timezone", "Mars/Olympus"]) == 2
     assert "--timezone 'Mars/Olympus': expected an IANA name" in capsys.readouterr().err
 

@@ -104,3 +104,26 @@ def test_the_repeated_hour_of_a_later_year_starts_again_at_its_first_occurrence(
     second, second_utc = local_texts("Europe/Berlin", "2024-10-27 00:00", 8, "1h")
     ts, reasons = TimeReader("Europe/Berlin").read(pd.concat([first, second], ignore_index=True))
     assert (reasons == "").all() and np.array_equal(ts.to_numpy(), np.concatenate([first_utc, second_utc]))
+
+
+def test_unix_seconds_and_milliseconds_are_exact_instants():
+    texts = pd.Series(["1711846800", "1711846800.5", "1711846800000", "2024-03-31T01:00:00Z"])
+    ts, reasons = TimeReader("Europe/Berlin").read(texts)
+    assert (reasons == "").all()
+    assert ts.tolist() == [pd.Timestamp("2024-03-31T01:00Z"), pd.Timestamp("2024-03-31T01:00:00.5Z"),
+                           pd.Timestamp("2024-03-31T01:00Z"), pd.Timestamp("2024-03-31T01:00Z")]
+
+
+def test_a_strftime_pattern_reads_digits_by_the_pattern_not_as_unix_time():
+    ts, reasons = TimeReader("UTC", "%Y%m%d%H").read(pd.Series(["2024033114"]))
+    assert (reasons == "").all() and ts[0] == pd.Timestamp("2024-03-31T14:00Z")
+
+
+@pytest.mark.parametrize("columns, found", [
+    (["Datum", "Uhrzeit", "PV (W)"], ("Datum", "Uhrzeit")),
+    (["Zeitstempel", "PV (W)"], ("Zeitstempel",)),
+    (["Horodatage", "Production (W)"], ("Horodatage",)),
+    (["Fecha", "Hora", "FV (W)"], ("Fecha", "Hora")),
+])
+def test_time_columns_under_european_names_are_found(columns, found):
+    assert find_time_columns(columns, None, "m.csv") == found

@@ -30,10 +30,10 @@ from cloud.feature_engineering.physics import solar_config
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
-from cloud.sync.meter_files import MeterFile, open_meter_file
+from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
 from cloud.sync.retry import RetryPolicy
-from cloud.sync.timestamps import TimeReader, find_time_columns, time_texts
+from cloud.sync.timestamps import EXPECTED, TimeReader, find_time_columns, time_texts
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
@@ -89,12 +89,13 @@ class ImportResult(SyncResult):
     file: str = ""
     interval: pd.Timedelta | None = None
     findings: list[Finding] = field(default_factory=list)
+    columns_not_imported: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
         return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
-                "checks": [vars(f) for f in self.findings]}
+                "columns_not_imported": self.columns_not_imported, "checks": [vars(f) for f in self.findings]}
 
 
 def parse_column_map(text: str | None) -> dict[str, str]:
@@ -119,6 +120,8 @@ class _Plan:
     time_columns: tuple[str, ...]
     sources: dict[str, str]  # reading field -> file column
     times: TimeReader
+    dialect: Dialect = Dialect.PLAIN
+    ignored: list[str] = field(default_factory=list)  # file columns that are no reading field
     interval: pd.Timedelta | None = None
 
     @property
@@ -126,7 +129,7 @@ class _Plan:
         return list(self.sources)
 
 
-def plan_columns(columns: list[str], options: ImportOptions, source: str) -> _Plan:
+def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN) -> _Plan:
     unknown = [c for c in options.column_map if c not in columns]
     if unknown:
         raise UsageError(f"{source}: --column-map names {unknown}, not in the file; columns: {columns}")
@@ -137,9 +140,7 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str) -> _Pl
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
     ignored = sorted(set(columns) - set(sources.values()) - set(time_columns))
-    if ignored:
-        log.info("%s: columns not imported: %s", source, ", ".join(ignored))
-    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format))
+    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect, ignored)
 
 
 #: The largest count a reading may carry: every whole number below it is exact as a float.
@@ -160,7 +161,7 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
         out[column] = None if column not in plan.sources else raw[plan.sources[column]].to_numpy()
     for column in (c for c in dd.NUMERIC_COLUMNS if c in plan.sources):
         text = raw[plan.sources[column]]
-        out[column] = pd.to_numeric(text, errors="coerce")
+        out[column] = plan.dialect.numbers(text)
         wrong = out[column].isna() & text.notna() & (text.astype("string").str.strip() != "")
         reasons[wrong] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a number")
                           for r, v in zip(reasons[wrong], text[wrong])]
@@ -207,7 +208,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
     meter = open_meter_file(path, options.batch_size)
-    plan = plan_columns(meter.columns, options, source=str(path))
+    plan = plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect)
     longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
@@ -219,6 +220,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
         raise
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     result.interval = plan.interval
+    result.columns_not_imported = plan.ignored
     result.findings = checks.report(longitude, nameplate_kw, array)
     return result
 
@@ -228,6 +230,8 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     source = f"import:{meter.path.name}"
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="import", unit="chunk"):
         readings, refused = to_readings(raw, plan, meter.where)
+        if plan.times.offsets is None and len(raw):
+            _no_time_read(raw, plan, meter)
         good, bad, reasons = validate(readings, required=plan.fields)
         if len(bad):
             reasons = located(reasons.set_axis(bad[LINE]), meter.where)
@@ -246,12 +250,29 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
                     result.rows_quarantined, s.QUARANTINE)
 
 
+def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
+    """Refuse a file none of whose first rows has a time that can be read: its times are
+    in a format not given, and quarantining every row of it would bury the one fix."""
+    texts = time_texts(raw, plan.time_columns).astype("string").str.strip()
+    sample = texts[texts.notna() & (texts != "")]
+    if sample.empty:
+        raise UsageError(f"{meter.path}: the time column {' + '.join(plan.time_columns)} is empty in the first "
+                         f"{len(raw)} rows; expected a time on every row (--timestamp-column NAME)")
+    fix = (f"times in --timestamp-format {plan.options.timestamp_format!r}; check the pattern against the file"
+           if plan.options.timestamp_format else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
+    raise UsageError(f"{meter.path}: no time in the first {len(raw)} rows can be read (such as "
+                     f"{dd.shown(sample.iloc[0])}); expected {fix}")
+
+
 def print_import(result: ImportResult, options: ImportOptions, as_json: bool = False) -> None:
     """The import's outcome, then one line per plausibility check (or all of it as JSON)."""
     if as_json:
         print(json.dumps({"device_id": options.device_id, **result.as_dict()}, indent=2))
         return
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+    if result.columns_not_imported:
+        print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
+              f"{', '.join(result.columns_not_imported)}")
     for finding in result.findings:
         print(f"  {finding.line()}")
 

@@ -1,13 +1,25 @@
 """Meter files (CSV, Parquet) read in chunks of bounded size, each row labelled with where
 it sits in the file (a CSV line, counting the header, or a Parquet row), so that a refused
-row can be found again."""
+row can be found again.
+
+A CSV file's dialect is read from the file, because loggers and spreadsheets write what
+their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise it is the
+one of ``,`` ``;`` tab ``|`` that splits the header and the first rows into the same number
+of cells (the most cells on a tie; ``,`` when none does). A file delimited by anything but
+``,`` whose number cells use a decimal comma (``553,5``) is read with ``,`` as its decimal
+mark and ``.`` as its thousands separator, as German, French or Italian exports write them.
+A byte-order mark is dropped.
+"""
 
 from __future__ import annotations
 
 import gzip
+import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -15,26 +27,58 @@ from der_core.errors import UsageError
 
 _CSV = (".csv", ".txt", ".gz")
 _PARQUET = (".parquet", ".pq")
+_DELIMITERS = (",", ";", "\t", "|")
+#: Lines read to tell a CSV file's dialect: enough for a header and a run of rows.
+_SNIFF_LINES = 20
+_EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
+_THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV file is written: its delimiter, the lines before its header (Excel's
+    ``sep=`` line) and its decimal mark."""
+
+    delimiter: str = ","
+    skip: int = 0
+    decimal: str = "."
+
+    PLAIN: ClassVar[Dialect]  # comma-separated, decimal points: pandas' own
+
+    def numbers(self, cells: pd.Series) -> pd.Series:
+        """The cells as numbers, NaN where one is not: with a decimal comma, ``1.234,5`` is
+        1234.5 and ``553,5`` is 553.5."""
+        if self.decimal == ",":
+            text = cells.astype("string")
+            grouped = text.str.match(_THOUSANDS_DOT).fillna(False).astype(bool)
+            text = text.where(~grouped, text.str.replace(".", "", regex=False))
+            cells = text.str.replace(",", ".", regex=False)
+        return pd.to_numeric(cells, errors="coerce")
+
+
+Dialect.PLAIN = Dialect()
 
 
 @dataclass(frozen=True)
 class MeterFile:
     path: Path
     columns: list[str]
-    where: str  # "line" (CSV, the header is line 1) or "row" (Parquet, from 1)
+    where: str  # "line" (CSV, the header's line counted) or "row" (Parquet, from 1)
     total_chunks: int | None  # for progress; None when unknown without reading the file
+    dialect: Dialect = Dialect.PLAIN
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
         text, so a value that is not a number is refused by its row alone."""
-        first = 2 if self.where == "line" else 1
+        first = 2 + self.dialect.skip if self.where == "line" else 1
         try:
             if self.where == "row":
                 import pyarrow.parquet as pq
 
                 batches = (b.to_pandas() for b in pq.ParquetFile(self.path).iter_batches(batch_size=size))
             else:
-                batches = pd.read_csv(self.path, dtype=str, chunksize=size)
+                batches = _read_csv(self.path, self.dialect, dtype=str, chunksize=size)
             for chunk in batches:
                 chunk.index = pd.RangeIndex(first, first + len(chunk))
                 first += len(chunk)
@@ -57,10 +101,38 @@ def open_meter_file(path: Path, chunk_size: int) -> MeterFile:
 
             meta = pq.ParquetFile(path)
             return MeterFile(path, list(meta.schema_arrow.names), "row", -(-meta.metadata.num_rows // chunk_size))
-        columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
-        return MeterFile(path, columns, "line", None if suffix == ".gz" else -(-_count_lines(path) // chunk_size))
-    except (ValueError, OSError, gzip.BadGzipFile) as error:
+        dialect = sniff(_head(path))
+        columns = [str(c) for c in _read_csv(path, dialect, nrows=0).columns]
+        lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip, 1)
+        return MeterFile(path, columns, "line", None if lines is None else -(-lines // chunk_size), dialect)
+    except (ValueError, OSError, EOFError, gzip.BadGzipFile) as error:
         raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
+
+
+def sniff(lines: list[str]) -> Dialect:
+    """A CSV file's dialect from its first lines (the module docstring says how)."""
+    skip = 0
+    if lines and (hint := _EXCEL_SEPARATOR.match(lines[0])):
+        skip, lines = 1, lines[1:]
+        delimiter = hint.group(1)
+    else:
+        rows = [line for line in lines if line.strip()]
+        counts = {d: [row.count(d) for row in rows] for d in _DELIMITERS}
+        steady = [d for d, n in counts.items() if n and n[0] > 0 and len(set(n)) == 1]
+        delimiter = max(steady, key=lambda d: counts[d][0]) if steady else ","
+    cells = [cell.strip('"') for line in lines[1:] for cell in line.split(delimiter)]
+    decimal = "," if delimiter != "," and any(_DECIMAL_COMMA.match(c) for c in cells) else "."
+    return Dialect(delimiter, skip, decimal)
+
+
+def _head(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return [line.rstrip("\r\n") for line in itertools.islice(handle, _SNIFF_LINES)]
+
+
+def _read_csv(path: Path, dialect: Dialect, **kwargs):
+    return pd.read_csv(path, sep=dialect.delimiter, skiprows=dialect.skip, encoding="utf-8-sig", **kwargs)
 
 
 def _count_lines(path: Path) -> int:

@@ -1,7 +1,9 @@
 """A logger's timestamps as UTC instants, row by row: a row whose time cannot be placed gets
 a reason instead of refusing the file.
 
-Times carrying an offset (``Z``, ``+01:00``; the offset may change at DST) are exact.
+Times carrying an offset (``Z``, ``+01:00``; the offset may change at DST) are exact, and
+so are Unix times (10 digits of seconds, optionally with a fraction, or 13 of milliseconds
+since 1970-01-01T00:00Z, what databases and monitoring exports write).
 Times without one are wall-clock times in the given zone: the hour the clock repeats in
 autumn is resolved from the file's own order (a logger writes the repeated hour's readings
 first for the summer occurrence, then for the winter one: a step back in wall time inside
@@ -25,13 +27,24 @@ from der_core import der_data as dd
 from der_core.errors import UsageError
 
 #: Time column names loggers and exports use, compared case-insensitively with runs of
-#: punctuation and spaces read as ``_`` ("Date/Time" is ``date_time``), first match wins.
+#: punctuation and spaces read as ``_`` ("Date/Time" is ``date_time``), first match wins;
+#: the German, French, Spanish, Italian and Dutch ones that European portals export last.
 TIMESTAMP_NAMES = (
     dd.TS, dd.TIMESTAMP, "timestamp_utc", "datetime", "date_time", "time", "time_utc", "utc", "utc_time",
     "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
     "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "date",
+    "zeitstempel", "datum_uhrzeit", "datum_zeit", "zeit", "datum", "horodatage", "date_heure", "fecha_hora",
+    "fecha", "data_ora", "tijdstip", "datum_tijd",
 )
+#: A date column and a time-of-day column that together hold the time, in the same languages.
+DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
+                 ("data", "ora"), ("datum", "tijd"))
+_UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 _OFFSET = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
+
+
+#: What a time without ``--timestamp-format`` may look like.
+EXPECTED = "ISO 8601 (2024-03-31T02:15:00, optionally +01:00) or Unix seconds"
 
 
 def normal_name(name: object) -> str:
@@ -40,15 +53,17 @@ def normal_name(name: object) -> str:
 
 def find_time_columns(columns: Sequence[object], given: str | None, source: str) -> tuple[str, ...]:
     """The column(s) holding the time: ``given`` (exact, else case-insensitive), else the
-    first recognised name, else a ``date`` and a ``time`` column read together."""
+    recognised date and time-of-day columns read together, else the first recognised name."""
     names = {normal_name(c): c for c in reversed(list(columns))}
     if given is not None:
         found = given if given in columns else names.get(normal_name(given))
         if found is None:
             raise UsageError(f"{source}: --timestamp-column {given!r} not found; columns: {[str(c) for c in columns]}")
         return (found,)
-    if "date" in names and "time" in names and not any(n in names for n in TIMESTAMP_NAMES[:5]):
-        return names["date"], names["time"]
+    if not any(n in names for n in TIMESTAMP_NAMES[:5]):
+        for date, time in DATE_AND_TIME:
+            if date in names and time in names:
+                return names[date], names[time]
     for candidate in TIMESTAMP_NAMES:
         if candidate in names:
             return (names[candidate],)
@@ -87,10 +102,14 @@ class TimeReader:
             parsed = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
         else:
             texts = values.astype("string").str.strip()
-            aware = texts.str.contains(_OFFSET).fillna(False).astype(bool)
-            parsed = pd.to_datetime(texts, format=self.format or "ISO8601", utc=True, errors="coerce")
+            unix = texts.str.fullmatch(_UNIX).fillna(False).astype(bool) & (self.format is None)
+            aware = texts.str.contains(_OFFSET).fillna(False).astype(bool) | unix
+            parsed = pd.to_datetime(texts.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+            if unix.any():
+                seconds = pd.to_numeric(texts[unix]) / np.where(texts[unix].str.len() == 13, 1000, 1)
+                parsed[unix] = pd.to_datetime(np.round(seconds.to_numpy() * 1e6), unit="us", utc=True)
             unread = parsed.isna() & texts.notna() & (texts != "")
-            expected = f"format {self.format!r}" if self.format else "ISO 8601 (2024-03-31T02:15:00, optionally +01:00)"
+            expected = f"format {self.format!r}" if self.format else EXPECTED
             reasons[unread] = [f"timestamp {dd.shown(t)} is not a time; expected {expected}" for t in texts[unread]]
         readable = parsed.notna()
         reasons[~readable & (reasons == "")] = "timestamp is empty; expected a time on every row"
