@@ -23,8 +23,8 @@ from der_core.cli_support import (
 )
 from der_core.config import DEFAULT_EDGE_STORE
 from der_core.errors import UsageError
-from der_core.site_file import load_site_file, site_row
 from der_core.scheduling import Every, run_schedule
+from der_core.site_file import load_site_file, site_row
 from edge_gateway.stores.influx_settings import add_influx_flags
 
 
@@ -48,9 +48,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
-                        help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' (default ISO 8601)")
+                        help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' (default ISO 8601 or Unix seconds)")
     parser.add_argument("--units", choices=tuple(UNITS), default="kW",
-                        help="--import: power (W, kW) or energy per reading (Wh, kWh) in the file's power columns")
+                        help="--import: power (W, kW), energy per reading (Wh, kWh) or a meter's running total "
+                             "(Wh-total, kWh-total) in the file's power columns")
     parser.add_argument("--timezone", default="UTC", help="--import: zone of timestamps without an offset")
     parser.add_argument("--longitude", type=arg_type(float, "degrees east"), metavar="DEG",
                         help="--import: site longitude for the clock check (default: the site's row)")
@@ -99,7 +100,9 @@ def day_span(text: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 def weather_history(cloud, site, span: tuple[pd.Timestamp, pd.Timestamp]) -> str:
     """Store the site's archived day-ahead forecasts over ``span`` (what is missing only)."""
-    from cloud.live.weather import backfill_previous_runs  # the weather adapters: only with --weather-history
+    from cloud.live.weather import (
+        backfill_previous_runs,  # the weather adapters: only with --weather-history
+    )
 
     rows = backfill_previous_runs(cloud, site_row(site), *span)
     start, end = span[0].date(), (span[1] - pd.Timedelta(days=1)).date()
@@ -115,7 +118,9 @@ def declared_site_of(args):
         return None
     if args.once or args.continuous:
         raise UsageError("--site declares a site; run it alone or with --import FILE, not with --once or --continuous")
-    from cloud.live.inputs import check_declaration  # its price source's adapter: only with --site
+    from cloud.live.inputs import (
+        check_declaration,  # its price source's adapter: only with --site
+    )
 
     site = check_declaration(load_site_file(args.site))
     if args.device_id and args.device_id != site.device_id:

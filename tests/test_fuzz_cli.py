@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.importer import UNITS
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from edge_gateway import cli
@@ -169,7 +170,7 @@ def seeded_cloud():
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=meter_files(), device=st.sampled_from(["meter-1", "meter-2", "bad id", "", "-x"]),
-       units=st.sampled_from(["kW", "W"]), zone=st.sampled_from(["UTC", "America/Los_Angeles", "Mars/Base"]))
+       units=st.sampled_from(list(UNITS)), zone=st.sampled_from(["UTC", "America/Los_Angeles", "Mars/Base"]))
 def test_bad_imports_keep_what_was_stored(seeded_cloud, text, device, units, zone):
     sync = importlib.import_module("run_cloud_sync")
     with scratch() as folder:

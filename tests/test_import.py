@@ -270,6 +270,38 @@ def test_energy_per_reading_is_the_mean_power_of_its_interval(tmp_path, cloud, u
     assert result.interval == pd.Timedelta(minutes=15)
 
 
+@pytest.mark.parametrize("units, scale", [("kWh-total", 1.0), ("Wh-total", 1000.0)])
+@pytest.mark.parametrize("batch_size", [3, 10_000])
+def test_a_meter_total_is_the_mean_power_since_the_total_before_it(tmp_path, cloud, units, scale, batch_size):
+    """Running totals of a PV and a load register every 15 min: each later total gives the
+    mean kW since the one before (kWh x 4), across chunks; the first, one after a gap and one
+    after a reset give none and are quarantined with why."""
+    times = pd.date_range("2024-03-20 00:00", periods=10, freq="15min").delete(6)  # 01:30 missing: a gap
+    pv_kwh = np.array([100.0, 100.5, 101.25, 102.0, 102.0, 102.5, 103.5, 104.0, 104.25])
+    load_kwh = np.array([50.0, 50.25, 50.5, 51.0, 51.5, 52.0, 52.25, 0.5, 0.75])  # reset to 0 before 02:00
+    raw = pd.DataFrame({"Time": times.strftime("%Y-%m-%d %H:%M"), "pv_total": pv_kwh * scale,
+                        "load_total": load_kwh * scale})
+    write(raw, tmp_path / "m.csv")
+    options = ImportOptions("meter-1", {"pv_total": dd.SOLAR_KW, "load_total": dd.LOAD_TOTAL}, units=units,
+                            batch_size=batch_size)
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.TS].dt.strftime("%H:%M").tolist() == ["00:15", "00:30", "00:45", "01:00", "01:15", "02:15"]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 3.0, 3.0, 0.0, 2.0, 1.0])
+    assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([1.0, 1.0, 2.0, 2.0, 2.0, 1.0])
+    assert (result.rows_synced, result.rows_quarantined) == (6, 3)
+    reasons = cloud.read_quarantine("meter-1").sort_values(dd.TS)[s.REASON].tolist()
+    assert reasons == [
+        "line 2: pv_total is a meter total; its first reading has none before it to count from; "
+        "load_total is a meter total; its first reading has none before it to count from",
+        "line 8: pv_total is a meter total 30 min after the one before it (a gap); when in the gap its energy "
+        "flowed is unknown; load_total is a meter total 30 min after the one before it (a gap); when in the gap "
+        "its energy flowed is unknown",
+        "line 9: load_total meter total fell from 52.25 to 0.5 (a reset or a new meter); counting starts again from it"
+        .replace("52.25", f"{52.25 * scale:g}").replace("0.5 (", f"{0.5 * scale:g} ("),
+    ]
+
+
 @pytest.mark.parametrize("batch_size", [3, 10_000])
 def test_bad_rows_after_the_first_batch_are_quarantined(tmp_path, cloud, batch_size):
     raw = meter_frame(steps=20)

@@ -5,8 +5,9 @@ in bounded memory.
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's
 fields, under their own names or renamed with a column map
 (``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``)
-may be in W or kW, or be energy per reading (Wh or kWh over the series' own interval,
-turned into the mean kW of that interval). Any regular interval is kept as is (no
+may be in W or kW, be energy per reading (Wh or kWh over the series' own interval,
+turned into the mean kW of that interval), or a meter's running total (the mean kW since
+the total before it). Any regular interval is kept as is (no
 resampling) and gaps stay gaps. Fields the file lacks stay empty: nothing is derived or
 invented. A row that cannot be stored (an unreadable or impossible time, a value that is
 not a number or is out of range) goes to quarantine with its line and reason; the others
@@ -43,8 +44,16 @@ from der_core.errors import UsageError
 log = logging.getLogger(__name__)
 
 JOB = "cloud_import"
-#: A file's unit for its power columns: (factor to kW, or to kWh per reading; per reading).
-UNITS: dict[str, tuple[float, bool]] = {"W": (1e-3, False), "kW": (1.0, False), "Wh": (1e-3, True), "kWh": (1.0, True)}
+#: What a file's power columns hold: power, energy per reading, or a meter's running total.
+POWER, PER_READING, TOTAL = "power", "energy per reading", "meter total"
+#: A file's unit for its power columns: (factor to kW, or to kWh; what the values are).
+UNITS: dict[str, tuple[float, str]] = {
+    "W": (1e-3, POWER), "kW": (1.0, POWER), "Wh": (1e-3, PER_READING), "kWh": (1.0, PER_READING),
+    "Wh-total": (1e-3, TOTAL), "kWh-total": (1.0, TOTAL),
+}
+#: A meter total's step longer than this many intervals spans a gap: its energy is known,
+#: not when within the gap it flowed, so no reading's power can be told from it.
+GAP_INTERVALS = 1.5
 #: The quarantine key of a row without a usable time: this instant plus the row's line in
 #: seconds, so every such row keeps its own key (``quarantine`` needs a ``ts``).
 NO_TIME = pd.Timestamp("1970-01-01", tz="UTC")
@@ -122,6 +131,7 @@ class _Plan:
     times: TimeReader
     dialect: Dialect = Dialect.PLAIN
     ignored: list[str] = field(default_factory=list)  # file columns that are no reading field
+    last_totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # per column: the newest total (us, value)
     interval: pd.Timedelta | None = None
 
     @property
@@ -170,7 +180,7 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
             huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
             reasons[huge] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a whole number below {WHOLE_NUMBER_LIMIT:.0e}")
                              for r, v in zip(reasons[huge], text[huge])]
-    _to_kw(out, plan)
+    _to_kw(out, plan, reasons)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
     kept = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id,
@@ -189,17 +199,57 @@ def _join(first: str, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
-def _to_kw(out: pd.DataFrame, plan: _Plan) -> None:
-    factor, per_reading = UNITS[plan.options.units]
-    if per_reading:
-        if plan.interval is None:
-            raise UsageError(f"--units {plan.options.units}: energy per reading needs at least two readings "
-                             "to know the interval; expected a regular series")
+def _to_kw(out: pd.DataFrame, plan: _Plan, reasons: pd.Series) -> None:
+    factor, kind = UNITS[plan.options.units]
+    if kind != POWER and plan.interval is None:
+        raise UsageError(f"--units {plan.options.units}: a {kind} needs at least two readings to know the "
+                         "interval; expected a regular series")
+    if kind == PER_READING:
         factor /= plan.interval / pd.Timedelta(hours=1)
-    if factor != 1.0:
-        for column in _POWER_COLUMNS:
-            if column in plan.sources:
-                out[column] = out[column] * factor
+    readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say
+    for column in (c for c in _POWER_COLUMNS if c in plan.sources):
+        if kind == TOTAL:
+            _totals_to_kw(out, column, plan, reasons, readable)
+        if factor != 1.0:
+            out[column] = out[column] * factor
+
+
+def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Series, readable: np.ndarray) -> None:
+    """A meter's running total as the mean power since the previous total, in the file's
+    energy unit per hour, at the later reading: the energy that flowed in the interval it
+    closes. The first total (nothing to count from), one after a gap longer than
+    :data:`GAP_INTERVALS` intervals (when in the gap the energy flowed is unknown) and one
+    below the total before it (a reset or a new meter: counting starts again from it) give
+    no power and are quarantined with why; a total missing from a row leaves that row's
+    power missing. The previous total is carried from chunk to chunk."""
+    name = plan.sources[column]
+    totals = out[column].to_numpy(dtype="float64")
+    power = np.full(len(out), np.nan)
+    micros = out[dd.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    gap_us = plan.interval / pd.Timedelta(microseconds=1) * GAP_INTERVALS
+    hour_us = 3600e6
+    last = plan.last_totals.get(column)  # (time in us, total)
+    for position in np.flatnonzero(readable & np.isfinite(totals)):
+        now, total = int(micros[position]), float(totals[position])
+        why = ""
+        if last is None:
+            why = f"{name} is a meter total; its first reading has none before it to count from"
+        elif now <= last[0]:
+            reasons.iloc[position] = _join(reasons.iloc[position], f"{name} is a meter total not later than the one "
+                                           "before it; expected the file in time order")
+            continue  # the total before it stays the one to count from
+        elif now - last[0] > gap_us:
+            why = (f"{name} is a meter total {(now - last[0]) / 60e6:g} min after the one before it (a gap); "
+                   "when in the gap its energy flowed is unknown")
+        elif total < last[1]:
+            why = f"{name} meter total fell from {last[1]:g} to {total:g} (a reset or a new meter); counting starts again from it"
+        else:
+            power[position] = (total - last[1]) / ((now - last[0]) / hour_us)
+        if why:
+            reasons.iloc[position] = _join(reasons.iloc[position], why)
+        last = (now, total)
+    plan.last_totals[column] = last
+    out[column] = power
 
 
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
