@@ -30,6 +30,8 @@ import pandas as pd
 from cloud.feature_engineering.physics import solar_config
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
+from cloud.sync import event_files as ev
+from cloud.sync.event_files import event_columns
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
@@ -99,12 +101,14 @@ class ImportResult(SyncResult):
     interval: pd.Timedelta | None = None
     findings: list[Finding] = field(default_factory=list)
     columns_not_imported: list[str] = field(default_factory=list)
+    entities_not_imported: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
         return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
-                "columns_not_imported": self.columns_not_imported, "checks": [vars(f) for f in self.findings]}
+                "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
+                "checks": [vars(f) for f in self.findings]}
 
 
 def parse_column_map(text: str | None) -> dict[str, str]:
@@ -131,6 +135,7 @@ class _Plan:
     times: TimeReader
     dialect: Dialect = Dialect.PLAIN
     ignored: list[str] = field(default_factory=list)  # file columns that are no reading field
+    events: tuple[str, str] | None = None  # an event file's (entity, state) columns
     last_totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # per column: the newest total (us, value)
     interval: pd.Timedelta | None = None
 
@@ -183,11 +188,18 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
     _to_kw(out, plan, reasons)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
-    kept = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id,
-                         dd.TS: ts[refused].fillna(pd.Series(NO_TIME + pd.to_timedelta(raw.index, unit="s"), index=raw.index)),
-                         LINE: raw.index[refused], "file_row": raw[refused].to_dict("records"),
-                         s.REASON: located(reasons[refused], where)}, index=raw.index[refused])
-    return readings, kept
+    return readings, refused_rows(raw, ts, reasons, refused.to_numpy(), plan.options.device_id, where)
+
+
+def refused_rows(raw: pd.DataFrame, ts: pd.Series, reasons: pd.Series, refused: np.ndarray, device_id: str,
+                 where: str) -> pd.DataFrame:
+    """Quarantine rows for the file rows ``refused``: their cells as they were, their time
+    (or :data:`NO_TIME` plus the line), and a reason led by the line."""
+    index = raw.index[refused]
+    no_time = pd.Series(NO_TIME + pd.to_timedelta(raw.index, unit="s"), index=raw.index)
+    return pd.DataFrame({dd.DEVICE_ID: device_id, dd.TS: ts[refused].fillna(no_time[refused]), LINE: index,
+                         "file_row": raw[refused].to_dict("records"), s.REASON: located(reasons[refused], where)},
+                        index=index)
 
 
 def located(reasons: pd.Series, where: str) -> pd.Series:
@@ -252,19 +264,40 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
     out[column] = power
 
 
+def plan_events(columns: list[str], events: tuple[str, str], options: ImportOptions, source: str,
+                dialect: Dialect) -> _Plan:
+    """An event file's plan: its entities mapped to fields by ``--column-map``."""
+    _, kind = UNITS[options.units]
+    if kind == PER_READING:
+        raise UsageError(f"--units {options.units}: an event file's states are power or a meter's running total; "
+                         f"expected one of {', '.join(u for u, (_, k) in UNITS.items() if k != PER_READING)}")
+    if not options.column_map:
+        raise UsageError(f"{source}: an event file ({', '.join(events)}); map its entities with --column-map "
+                         "ENTITY=field, e.g. sensor.pv_power=solar_generation_kw")
+    text = [f for f in options.column_map.values() if f not in dd.NUMERIC_COLUMNS]
+    if text:
+        raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
+    time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
+    sources = {f: e for e, f in options.column_map.items()}
+    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
+                 events=events)
+
+
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
                 retry: RetryPolicy | None = None) -> ImportResult:
     """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
     a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
     meter = open_meter_file(path, options.batch_size)
-    plan = plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect)
+    events = event_columns(meter.columns)
+    plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events
+            else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect))
     longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
     checks = Plausibility()
     try:
-        _import_chunks(meter, plan, cloud, retry, result, checks, nameplate_kw)
+        (_import_events if events else _import_chunks)(meter, plan, cloud, retry, result, checks, nameplate_kw)
     except BaseException as error:  # an interrupt as well: a run must never stay "running"
         record_failure(cloud, run_id, result, error)
         raise
@@ -300,6 +333,66 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
                     result.rows_quarantined, s.QUARANTINE)
 
 
+def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
+                   result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
+    """An event file (:mod:`cloud.sync.event_files`): every mapped entity's states read
+    (refused rows quarantined as they come), then the grid of readings stored in batches."""
+    source = f"import:{meter.path.name}"
+    entity_column, state_column = plan.events
+    wanted = list(plan.sources.values())
+    events, others = ev.Events(), pd.Series(dtype="int64")
+    for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="read", unit="chunk"):
+        ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+        if plan.times.offsets is None and len(raw):
+            _no_time_read(raw, plan, meter)
+        entity = raw[entity_column].astype("string").str.strip()
+        mine = entity.isin(wanted).fillna(False).to_numpy(dtype=bool)
+        others = others.add(entity[~mine].value_counts(), fill_value=0)
+        values, unreadable = ev.state_values(raw[state_column], plan.dialect.numbers)
+        bad = unreadable & mine & (reasons == "").to_numpy()
+        reasons[bad] = [f"state {dd.shown(v)} is not a number" for v in raw[state_column][bad]]
+        refused = mine & (reasons != "").to_numpy()
+        if refused.any():
+            rows = refused_rows(raw, ts, reasons, refused, plan.options.device_id, meter.where)
+            retry.call("quarantine", lambda rows=rows: cloud.quarantine(rows.drop(columns=s.REASON), rows[s.REASON], source))
+            result.rows_quarantined += int(refused.sum())
+        micros = ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
+        ok = mine & ~refused
+        for name in entity[ok].unique():
+            these = ok & (entity == name).to_numpy(dtype=bool)
+            events.add(str(name), micros[these], values[these])
+    absent = [e for e in wanted if e not in events.times]
+    if absent:
+        raise UsageError(f"{meter.path}: --column-map names {absent}, not in the file's {entity_column} "
+                         f"(entities such as {sorted(others.index)[:5]})")
+    result.entities_not_imported = sorted(others.index)
+    _store_grid(events, plan, cloud, retry, result, checks, nameplate_kw, source)
+
+
+def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
+                checks: Plausibility, nameplate_kw: float | None, source: str) -> None:
+    factor, kind = UNITS[plan.options.units]
+    grid = ev.grid_of(events, list(plan.sources.values()))
+    columns = {}
+    for field_name, entity in plan.sources.items():
+        t, v = events.of(entity)
+        power = field_name in _POWER_COLUMNS
+        rate = ev.total_rates(t, v, grid) if power and kind == TOTAL else ev.held_means(t, v, grid)
+        columns[field_name] = rate * factor if power else rate
+    readings = ev.readings_frame(plan.options.device_id, grid, columns)
+    plan.interval = checks.interval = ev.STEP
+    for start in range(0, len(readings), plan.options.batch_size):
+        batch = dd.coerce_frame(readings.iloc[start:start + plan.options.batch_size])
+        good, bad, reasons = validate(batch, required=())
+        if len(bad):
+            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))  # noqa: B023 (called at once)
+        if len(good):
+            retry.call("upsert readings", lambda: cloud.upsert_readings(good))  # noqa: B023 (called at once)
+        checks.add(good, plan.fields, nameplate_kw)
+        result.rows_synced += len(good)
+        result.rows_quarantined += len(bad)
+
+
 def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
     """Refuse a file none of whose first rows has a time that can be read: its times are
     in a format not given, and quarantining every row of it would bury the one fix."""
@@ -323,6 +416,11 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")
+    if result.entities_not_imported:
+        shown = result.entities_not_imported[:20]
+        more = len(result.entities_not_imported) - len(shown)
+        print(f"  entities not imported (not in --column-map ENTITY=field): {', '.join(shown)}"
+              + (f" and {more} more" if more else ""))
     for finding in result.findings:
         print(f"  {finding.line()}")
 

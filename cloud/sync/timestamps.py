@@ -32,7 +32,7 @@ from der_core.errors import UsageError
 TIMESTAMP_NAMES = (
     dd.TS, dd.TIMESTAMP, "timestamp_utc", "datetime", "date_time", "time", "time_utc", "utc", "utc_time",
     "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
-    "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "date",
+    "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "last_changed", "last_updated", "date",
     "zeitstempel", "datum_uhrzeit", "datum_zeit", "zeit", "datum", "horodatage", "date_heure", "fecha_hora",
     "fecha", "data_ora", "tijdstip", "datum_tijd",
 )
