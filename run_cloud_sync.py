@@ -9,7 +9,7 @@ import pandas as pd
 
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
-from cloud.sync.importer import UNITS, ImportOptions, import_file, print_import
+from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_file, print_import
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
 from der_core.cli_support import (
@@ -52,7 +52,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--units", choices=tuple(UNITS), default="kW",
                         help="--import: power (W, kW), energy per reading (Wh, kWh) or a meter's running total "
                              "(Wh-total, kWh-total) in the file's power columns")
-    parser.add_argument("--timezone", default="UTC", help="--import: zone of timestamps without an offset")
+    parser.add_argument("--timezone", help="--import: zone of timestamps without an offset "
+                        "(default: the site's declared zone, else UTC)")
     parser.add_argument("--longitude", type=arg_type(float, "degrees east"), metavar="DEG",
                         help="--import: site longitude for the clock check (default: the site's row)")
     add_influx_flags(parser, with_enable=False)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.weather_history:
             print(weather_history(cloud, site, args.weather_history))
         if args.import_file:
-            options = ImportOptions.from_args(args)
+            options = ImportOptions.from_args(args, declared_zone(cloud, args.device_id))
             print_import(import_file(args.import_file, cloud, options), options, as_json=args.json)
         elif args.once or args.continuous or args.status:
             run_sync_modes(args, cloud)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -189,6 +190,33 @@ def test_cli_import(tmp_path, capsys):
                        "  columns not imported (no reading field; --column-map FILE_COLUMN=field): meter_note"]
     assert run_cli(run_cloud_sync.main, [*args[:4], "--timezone", "Mars/Olympus"]) == 2
     assert "--timezone 'Mars/Olympus': expected an IANA name" in capsys.readouterr().err
+
+
+def test_wall_clock_times_are_read_in_the_declared_sites_zone_unless_told(tmp_path, capsys):
+    """A home's logger keeps the home's clock: without --timezone, times without an offset
+    are read in the zone its site file declares (else UTC), and the report says so."""
+    write(meter_frame(steps=4), tmp_path / "m.csv")
+    site = json.loads((Path(__file__).parents[1] / "examples" / "site.json").read_text())
+    (tmp_path / "site.json").write_text(json.dumps(site))
+    db = str(tmp_path / "cloud.db")
+    base = ["--import", str(tmp_path / "m.csv"), "--column-map", "pv_w=solar_generation_kw", "--units", "W",
+            "--cloud-db", db]
+
+    def first_time(device: str) -> pd.Timestamp:
+        with SQLiteCloudStore(db) as store:
+            return store.read_readings(device)[dd.TS].iloc[0]
+
+    assert run_cli(run_cloud_sync.main, [*base, "--site", str(tmp_path / "site.json")]) == 0
+    assert (f"  times: wall-clock times read in {site['timezone']} (the declared site's zone; --timezone ZONE to change)"
+            in capsys.readouterr().out.splitlines())
+    assert first_time(site["device_id"]) == pd.Timestamp("2024-03-20 00:00", tz=site["timezone"]).tz_convert("UTC")
+    assert run_cli(run_cloud_sync.main, [*base, "--device-id", "meter-2"]) == 0
+    assert ("  times: wall-clock times read in UTC (no --timezone and no declared site; --timezone ZONE to change)"
+            in capsys.readouterr().out.splitlines())
+    assert first_time("meter-2") == pd.Timestamp("2024-03-20 00:00", tz="UTC")
+    assert run_cli(run_cloud_sync.main, [*base, "--device-id", site["device_id"], "--timezone", "Asia/Tokyo"]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if "wall-clock" in line]
+    assert first_time(site["device_id"]) == pd.Timestamp("2024-03-20 00:00", tz="Asia/Tokyo").tz_convert("UTC")
 
 
 @pytest.mark.parametrize("device", ["has space", "../up", "", "x" * 65])

@@ -69,6 +69,7 @@ class ImportOptions:
     column_map: dict[str, str] = field(default_factory=dict)
     units: str = "kW"
     timezone: str = "UTC"
+    zone_source: str = ""  # where the zone came from, when not from --timezone
     timestamp_column: str | None = None
     timestamp_format: str | None = None
     longitude: float | None = None
@@ -84,14 +85,19 @@ class ImportOptions:
             raise UsageError(f"--longitude {self.longitude:g}: expected degrees east in [-180, 180]")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ImportOptions:
+    def from_args(cls, args: argparse.Namespace, site_zone: str | None = None) -> ImportOptions:
+        """The command line's options; times without an offset are read in ``--timezone``,
+        else in ``site_zone`` (the declared site's: a home's logger keeps the home's clock),
+        else in UTC."""
         if not args.device_id:
             raise UsageError("--import needs --device-id ID: the device the file's readings belong to")
+        zone, source = ((args.timezone, "") if args.timezone else (site_zone, "the declared site's zone") if site_zone
+                        else ("UTC", "no --timezone and no declared site"))
         try:
-            ZoneInfo(args.timezone)
+            ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise UsageError(f"--timezone {args.timezone!r}: expected an IANA name such as 'Europe/Berlin'") from None
-        return cls(args.device_id, parse_column_map(args.column_map), args.units, args.timezone,
+            raise UsageError(f"--timezone {zone!r}: expected an IANA name such as 'Europe/Berlin'") from None
+        return cls(args.device_id, parse_column_map(args.column_map), args.units, zone, source,
                    args.timestamp_column, args.timestamp_format, args.longitude)
 
 
@@ -102,6 +108,7 @@ class ImportResult(SyncResult):
     findings: list[Finding] = field(default_factory=list)
     columns_not_imported: list[str] = field(default_factory=list)
     entities_not_imported: list[str] = field(default_factory=list)
+    wall_clock: bool = False  # the file's times carry no offset: read in the import's zone
 
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
@@ -304,6 +311,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     result.interval = plan.interval
     result.columns_not_imported = plan.ignored
+    result.wall_clock = plan.times.offsets is False
     result.findings = checks.report(longitude, nameplate_kw, array)
     return result
 
@@ -413,6 +421,8 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(json.dumps({"device_id": options.device_id, **result.as_dict()}, indent=2))
         return
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+    if result.wall_clock and options.zone_source:
+        print(f"  times: wall-clock times read in {options.timezone} ({options.zone_source}; --timezone ZONE to change)")
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")
@@ -423,6 +433,15 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
               + (f" and {more} more" if more else ""))
     for finding in result.findings:
         print(f"  {finding.line()}")
+
+
+def declared_zone(cloud: CloudStore, device_id: str | None) -> str | None:
+    """The time zone the device's ``sites`` row declares, None without one."""
+    if not device_id:
+        return None
+    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
+    zone = row.iloc[0].get("timezone") if len(row) else None
+    return None if zone is None or pd.isna(zone) or not str(zone).strip() else str(zone)
 
 
 def _site_facts(cloud: CloudStore, options: ImportOptions) -> tuple[float | None, float | None, SolarConfig | None]:
