@@ -206,7 +206,8 @@ def test_a_declared_site_whose_readings_ended_long_before_the_start_is_told_wher
     assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2025-01-01T00:00Z", *db]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: home-1: no readings in the ") and "\n" not in err
-    assert err.endswith("its newest is 2024-05-22T23:45:00+00:00: plan after it with --start 2024-05-22T23:45:00+00:00")
+    assert err.endswith("its newest is 2024-05-22T23:45:00+00:00: plan after it with "
+                        "run_optimizer.py --device-id home-1 --start 2024-05-22T23:45:00+00:00")
 
 
 def test_an_undeclared_meter_is_not_planned_as_a_simulated_home(tmp_path, capsys):
