@@ -19,9 +19,16 @@ from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.config import build_config, site_record
 from der_core.errors import ConfigError
+from der_core.site_file import (
+    build_site,
+    declared_site,
+    load_site_file,
+    planning_config,
+    site_kind,
+    site_row,
+)
 from der_core.tariff import site_tariff
 from der_physics.tariff import tariff_prices
-from der_core.site_file import build_site, declared_site, load_site_file, planning_config, site_kind, site_row
 
 SITE = {
     "device_id": "home-1",
