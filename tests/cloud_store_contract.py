@@ -44,6 +44,21 @@ class CloudStoreContract:
                                                  frame[dd.BATTERY_SOC][4]]
         assert back[dd.TOU_PERIOD][1] == "peak"
 
+    def test_an_upsert_of_some_fields_keeps_the_others(self, store):
+        frame = readings(devices=1, steps=4)
+        store.upsert_readings(frame)
+        later = frame.iloc[1:].copy()  # one reading already stored is left alone, one is new
+        later[dd.SOLAR_KW] = 9.5
+        later[[dd.LOAD_TOTAL, dd.BATTERY_SOC]] = np.nan
+        later[dd.TOU_PERIOD] = None
+        later.loc[len(frame)] = later.iloc[-1]
+        later.loc[len(frame), dd.TS] = frame[dd.TS].iloc[-1] + pd.Timedelta(minutes=15)
+        store.upsert_readings(later, fields=[dd.SOLAR_KW])
+        back = store.read_readings()
+        assert back[dd.SOLAR_KW].tolist() == [frame[dd.SOLAR_KW][0], 9.5, 9.5, 9.5, 9.5]
+        assert back[dd.LOAD_TOTAL].tolist()[:4] == frame[dd.LOAD_TOTAL].tolist() and np.isnan(back[dd.LOAD_TOTAL][4])
+        assert back[dd.TOU_PERIOD].tolist()[:4] == frame[dd.TOU_PERIOD].tolist()
+
     def test_duplicate_keys_in_one_frame_keep_the_last(self, store):
         frame = readings(devices=1, steps=3)
         twice = pd.concat([frame, frame.assign(**{dd.PRICE: 0.99})], ignore_index=True)

@@ -107,6 +107,19 @@ def test_bad_rows_are_quarantined_missing_columns_are_not(tmp_path, cloud):
                        "line 7: home_load_total_load_kw is missing (NaN) but required"]
 
 
+def test_a_second_file_of_other_fields_keeps_what_the_first_brought(tmp_path, cloud):
+    """PV from the inverter's portal, load from the smart meter: two files of one home."""
+    raw = meter_frame(steps=6)
+    write(raw[["Time", "pv_w"]], tmp_path / "pv.csv")
+    write(raw[["Time", "load_w"]].iloc[2:], tmp_path / "load.csv")
+    import_file(tmp_path / "pv.csv", cloud, ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W"))
+    import_file(tmp_path / "load.csv", cloud, ImportOptions("meter-1", {"load_w": dd.LOAD_TOTAL}, units="W"))
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx((raw["pv_w"] / 1000).tolist())
+    assert stored[dd.LOAD_TOTAL].tolist()[2:] == pytest.approx((raw["load_w"] / 1000).tolist()[2:])
+    assert stored[dd.LOAD_TOTAL].isna().tolist()[:2] == [True, True]
+
+
 def test_import_is_idempotent(tmp_path, cloud):
     write(meter_frame(), tmp_path / "m.csv")
     import_file(tmp_path / "m.csv", cloud, OPTIONS)
@@ -346,11 +359,11 @@ def test_a_failure_mid_file_finishes_the_run_as_failed(tmp_path, cloud, error, m
     write(meter_frame(steps=12), tmp_path / "m.csv")
     calls, upsert = [], cloud.upsert_readings
 
-    def fails_second_time(frame):
+    def fails_second_time(frame, fields=None):
         calls.append(len(frame))
         if len(calls) == 2:
             raise error
-        return upsert(frame)
+        return upsert(frame, fields)
 
     monkeypatch.setattr(cloud, "upsert_readings", fails_second_time)
     options = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W", timestamp_column="Time", batch_size=5)

@@ -27,8 +27,10 @@ class CloudStore(Protocol):
         ...
 
     # readings ---------------------------------------------------------------------------
-    def upsert_readings(self, frame: pd.DataFrame) -> int:
-        """Insert or update readings on ``(device_id, ts)``; return the rows sent."""
+    def upsert_readings(self, frame: pd.DataFrame, fields: Sequence[str] | None = None) -> int:
+        """Insert or update readings on ``(device_id, ts)``; return the rows sent. With
+        ``fields``, a reading already stored has only those fields replaced and keeps the
+        others: a meter file of PV does not erase the load another file brought."""
         ...
 
     def read_readings(
@@ -94,8 +96,9 @@ class CloudStore(Protocol):
         ...
 
     # any table of cloud.store.schema ----------------------------------------------------
-    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
-        """Insert or update rows of ``table`` on its primary key; return the rows sent."""
+    def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
+        """Insert or update rows of ``table`` on its primary key; return the rows sent. With
+        ``update``, a row already stored has only those columns replaced."""
         ...
 
     def read_frame(

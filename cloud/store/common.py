@@ -20,7 +20,7 @@ class TableStore:
     label = "cloud"
 
     # primitives each adapter implements ------------------------------------------------
-    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+    def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         raise NotImplementedError
 
     def _read(self, table: str, equals: Mapping[str, Any] | None, start, stop, limit, descending: bool,
@@ -35,8 +35,8 @@ class TableStore:
     def read_frame(self, table, equals=None, start=None, stop=None, limit=None) -> pd.DataFrame:
         return self._read(table, equals, start, stop, limit, False)
 
-    def upsert_readings(self, frame: pd.DataFrame) -> int:
-        return self.upsert_frame(s.READINGS, frame)
+    def upsert_readings(self, frame: pd.DataFrame, fields: Sequence[str] | None = None) -> int:
+        return self.upsert_frame(s.READINGS, frame, update=fields)
 
     def read_readings(self, device_id=None, start=None, stop=None, limit=None, columns=None) -> pd.DataFrame:
         equals = None if device_id is None else {dd.DEVICE_ID: device_id}

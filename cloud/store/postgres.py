@@ -12,7 +12,7 @@ first use.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -110,7 +110,7 @@ class PostgresCloudStore(TableStore):
             self._apply_migrations(self._connection)
 
     # writes ------------------------------------------------------------------------------
-    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+    def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
         spec = s.table(table)
@@ -118,7 +118,7 @@ class PostgresCloudStore(TableStore):
         names = list(spec.writable)
         total = len(data)
         stage = f"_stage_{table}"
-        updates = [c for c in names if c not in spec.keys]
+        updates = s.updated_columns(table, names, update)
         on_conflict = (
             "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates) if updates else "DO NOTHING"
         )

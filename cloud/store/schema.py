@@ -155,6 +155,13 @@ def table(name: str) -> Table:
         raise KeyError(f"unknown cloud table {name!r}; expected one of {sorted(TABLES)}") from None
 
 
+def updated_columns(name: str, names: Sequence[str], update: Sequence[str] | None) -> list[str]:
+    """The columns of ``names`` an upsert replaces on a key already stored: every non-key
+    one, or only those of ``update``."""
+    keys = table(name).keys
+    return [c for c in names if c not in keys and (update is None or c in update)]
+
+
 def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """A frame with exactly the table's writable columns and their dtypes; a missing column
     is empty, or now for one the database would default to now (``Table.defaults_now``),

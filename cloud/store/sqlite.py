@@ -64,16 +64,16 @@ class SQLiteCloudStore(TableStore):
         return _Guard(f"cloud SQLite store {self.path}: {action} failed")
 
     # writes ------------------------------------------------------------------------------
-    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+    def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
         if table == s.FEATURES and _is_float_wide(frame):
             return self._write(table, self._feature_columns(frame))
         spec = s.table(table)
         data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
-        return self._write(table, s.python_columns(table, data, ts_micros=True))
+        return self._write(table, s.python_columns(table, data, ts_micros=True), update)
 
-    def _write(self, table: str, columns: Mapping[str, Sequence[Any]]) -> int:
+    def _write(self, table: str, columns: Mapping[str, Sequence[Any]], update: Sequence[str] | None = None) -> int:
         """Upsert rows given as column lists of SQLite values, in one transaction.
 
         Rows go many to a statement (``VALUES (…), (…), …``) rather than one per
@@ -88,7 +88,7 @@ class SQLiteCloudStore(TableStore):
             self._conn.execute("BEGIN IMMEDIATE")
             for first in range(0, len(rows), per_statement):
                 chunk = rows[first:first + per_statement]
-                self._conn.execute(_upsert_sql(table, names, len(chunk)), [v for row in chunk for v in row])
+                self._conn.execute(_upsert_sql(table, names, len(chunk), update), [v for row in chunk for v in row])
         return len(rows)
 
     def _feature_columns(self, wide: pd.DataFrame) -> dict[str, list[Any]]:
@@ -205,11 +205,12 @@ class SQLiteCloudStore(TableStore):
         self._conn.close()
 
 
-def _upsert_sql(table: str, names: Sequence[str], rows: int) -> str:
-    """``INSERT … VALUES`` of ``rows`` rows that updates the non-key columns on conflict (a
-    later row with the same key wins, as it would one statement later)."""
+def _upsert_sql(table: str, names: Sequence[str], rows: int, update: Sequence[str] | None = None) -> str:
+    """``INSERT … VALUES`` of ``rows`` rows that updates the non-key columns (those of
+    ``update`` only, when given) on conflict (a later row with the same key wins, as it would
+    one statement later)."""
     keys = s.table(table).keys
-    updates = [c for c in names if c not in keys] or [keys[0]]
+    updates = s.updated_columns(table, names, update) or [keys[0]]
     row = f"({', '.join('?' * len(names))})"
     return (
         f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([row] * rows)} "

@@ -11,7 +11,7 @@ Tables come from ``supabase db push`` of ``supabase/migrations``; this adapter r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -61,12 +61,17 @@ class SupabaseCloudStore(TableStore):
                 raise StoreError(f"{error}; apply supabase/migrations with `supabase db push`") from None
 
     # writes ------------------------------------------------------------------------------
-    def upsert_frame(self, table: str, frame: pd.DataFrame) -> int:
+    def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
+        """PostgREST's ``merge-duplicates`` replaces the columns a row carries, so with
+        ``update`` the rows carry the key and those columns only."""
         if frame.empty:
             return 0
         spec = s.table(table)
         data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
         rows = _json_rows(table, data)
+        if update is not None:
+            carried = {*spec.keys, *s.updated_columns(table, list(spec.writable), update)}
+            rows = [{k: v for k, v in row.items() if k in carried} for row in rows]
         on_conflict = ",".join(spec.keys)
         for start in range(0, len(rows), self.write_batch):
             batch = rows[start:start + self.write_batch]

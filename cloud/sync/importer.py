@@ -9,7 +9,8 @@ may be in W or kW, be energy per reading (Wh or kWh over the series' own interva
 turned into the mean kW of that interval), or a meter's running total (the mean kW since
 the total before it). Any regular interval is kept as is (no
 resampling) and gaps stay gaps. Fields the file lacks stay empty: nothing is derived or
-invented. A row that cannot be stored (an unreadable or impossible time, a value that is
+invented; a reading already stored keeps them (two files of one home, PV from one and load
+from the other, make one series). A row that cannot be stored (an unreadable or impossible time, a value that is
 not a number or is out of range) goes to quarantine with its line and reason; the others
 go on. After the import, :mod:`cloud.sync.plausibility` reports what the series says
 about its logger.
@@ -331,7 +332,7 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
             retry.call("quarantine", lambda: cloud.quarantine(refused.drop(columns=s.REASON), refused[s.REASON], source))
         if len(good):
             good = good.drop(columns=LINE)
-            retry.call("upsert readings", lambda: cloud.upsert_readings(good))
+            retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
@@ -395,7 +396,7 @@ def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryP
         if len(bad):
             retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))  # noqa: B023 (called at once)
         if len(good):
-            retry.call("upsert readings", lambda: cloud.upsert_readings(good))  # noqa: B023 (called at once)
+            retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))  # noqa: B023 (called at once)
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
         result.rows_quarantined += len(bad)
