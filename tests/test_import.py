@@ -257,6 +257,17 @@ def test_an_unreadable_time_quarantines_its_row_and_the_rest_is_stored(tmp_path,
     assert cloud.read_quarantine("meter-1")[s.REASON].tolist()[0].startswith(reason)
 
 
+def test_a_time_after_the_import_is_quarantined_not_stored(tmp_path, cloud):
+    """No meter has measured the future: such a time is a misread format or zone (here an
+    hourly 'yyyymmddhh' stamp read as Unix seconds, which lands in 2034)."""
+    write(meter_frame(steps=3).assign(Time=["2024-03-20T00:00Z", "2024032014", "2024-03-20T00:30Z"]), tmp_path / "m.csv")
+    result = import_file(tmp_path / "m.csv", cloud, OPTIONS)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    (reason,) = cloud.read_quarantine("meter-1")[s.REASON].tolist()
+    assert reason.startswith("line 3: time 2034-02-20 07:06:54Z") and "is after the import (" in reason
+    assert reason.endswith("expected a measured time (check --timezone and --timestamp-format)")
+
+
 def test_values_that_are_not_numbers_are_named(tmp_path, cloud):
     raw = meter_frame(steps=3).astype({"pv_w": object})
     raw.loc[1, "pv_w"] = "n/v"

@@ -61,6 +61,9 @@ GAP_INTERVALS = 1.5
 #: seconds, so every such row keeps its own key (``quarantine`` needs a ``ts``).
 NO_TIME = pd.Timestamp("1970-01-01", tz="UTC")
 LINE = "line"
+#: How far a logger's clock may run ahead of the importing machine's before a time counts as
+#: not yet measured.
+CLOCK_SLACK = pd.Timedelta(minutes=15)
 _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
 
 
@@ -174,7 +177,7 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
     """One chunk of the file as ``(readings, refused)``: a flat reading frame with a ``line``
     column for the rows whose time and numbers could be read, and the others as quarantine
     rows (their file cells kept as they were, a ``reason`` each)."""
-    ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+    ts, reasons = read_times(raw, plan)
     repeated = ts.notna() & ts.duplicated(keep="first") & (reasons == "")
     reasons[repeated] = [f"time {t:%Y-%m-%d %H:%M:%S}Z repeats an earlier row's" for t in ts[repeated]]
     if plan.interval is None:
@@ -208,6 +211,19 @@ def refused_rows(raw: pd.DataFrame, ts: pd.Series, reasons: pd.Series, refused: 
     return pd.DataFrame({dd.DEVICE_ID: device_id, dd.TS: ts[refused].fillna(no_time[refused]), LINE: index,
                          "file_row": raw[refused].to_dict("records"), s.REASON: located(reasons[refused], where)},
                         index=index)
+
+
+def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
+    """The chunk's times and a reason for each that cannot be stored; a time later than the
+    import itself (beyond :data:`CLOCK_SLACK`) is one: no meter has measured it yet, and it
+    is a misread format or zone, which would also make the site's newest reading, from which
+    every job counts back, lie in the future."""
+    ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+    now = dd.utc_now()
+    ahead = ts.notna() & (ts > now + CLOCK_SLACK) & (reasons == "")
+    reasons[ahead] = [f"time {t:%Y-%m-%d %H:%M:%S}Z is after the import ({now:%Y-%m-%d %H:%M}Z); expected a measured "
+                      "time (check --timezone and --timestamp-format)" for t in ts[ahead]]
+    return ts, reasons
 
 
 def located(reasons: pd.Series, where: str) -> pd.Series:
@@ -351,7 +367,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     wanted = list(plan.sources.values())
     events, others = ev.Events(), pd.Series(dtype="int64")
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="read", unit="chunk"):
-        ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+        ts, reasons = read_times(raw, plan)
         if plan.times.offsets is None and len(raw):
             _no_time_read(raw, plan, meter)
         entity = raw[entity_column].astype("string").str.strip()
