@@ -162,6 +162,38 @@ def test_a_european_spreadsheet_export_is_read_by_its_own_dialect(tmp_path, clou
     assert cloud.read_quarantine("meter-1")[s.REASON].tolist() == ["line 4: PV (W) 'n/v' is not a number"]
 
 
+def test_an_excel_export_is_read_from_its_first_sheet_with_its_cells_types(tmp_path, cloud):
+    """Date cells are wall-clock times, number cells numbers; a text where a number belongs
+    is refused by its sheet row, and the sheet's empty formatted tail is no row."""
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Zeitstempel", "PV (W)", "Verbrauch (W)"])
+    sheet.append([datetime(2024, 7, 1, 12, 0), 1234.5, 553])
+    sheet.append([datetime(2024, 7, 1, 12, 15), "n/v", 610])
+    sheet.append(["2024-07-01 12:30", 2010.25, 1005.0])
+    sheet.cell(row=9, column=1).number_format = "yyyy-mm-dd"  # formatted, never filled
+    book.create_sheet("Notes").append(["exported by the portal"])
+    book.save(tmp_path / "portal.xlsx")
+    options = ImportOptions("meter-1", {"PV (W)": dd.SOLAR_KW, "Verbrauch (W)": dd.LOAD_TOTAL}, units="W",
+                            timezone="Europe/Berlin")
+    result = import_file(tmp_path / "portal.xlsx", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp("2024-07-01T10:00Z"), pd.Timestamp("2024-07-01T10:30Z")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([1.2345, 2.01025])
+    assert cloud.read_quarantine("meter-1")[s.REASON].tolist() == ["sheet row 3: PV (W) 'n/v' is not a number"]
+
+
+def test_a_file_that_is_not_the_workbook_it_claims_is_one_line(tmp_path, cloud):
+    (tmp_path / "m.xlsx").write_text("Time,pv_w\n")
+    with pytest.raises(UsageError, match=r"--import .*m.xlsx: cannot read \(File is not a zip file\)"):
+        import_file(tmp_path / "m.xlsx", cloud, OPTIONS)
+
+
 @pytest.mark.parametrize("delimiter", ["\t", "|", ","])
 def test_a_file_split_by_tabs_or_bars_keeps_its_decimal_points(tmp_path, cloud, delimiter):
     meter_frame(steps=8).to_csv(tmp_path / "m.csv", index=False, sep=delimiter)

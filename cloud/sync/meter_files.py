@@ -1,6 +1,7 @@
-"""Meter files (CSV, Parquet) read in chunks of bounded size, each row labelled with where
-it sits in the file (a CSV line, counting the header, or a Parquet row), so that a refused
-row can be found again.
+"""Meter files (CSV, Excel, Parquet) read in chunks of bounded size, each row labelled with
+where it sits in the file (a CSV line, counting the header, an Excel sheet row, or a Parquet
+row), so that a refused row can be found again. An Excel workbook is read from its first
+sheet, whose first row names the columns.
 
 A CSV file's dialect is read from the file, because loggers and spreadsheets write what
 their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise it is the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from der_core.errors import UsageError
 
 _CSV = (".csv", ".txt", ".gz")
 _PARQUET = (".parquet", ".pq")
+_EXCEL = (".xlsx", ".xlsm")
+SHEET_ROW = "sheet row"
 _DELIMITERS = (",", ";", "\t", "|")
 #: Lines read to tell a CSV file's dialect: enough for a header and a run of rows.
 _SNIFF_LINES = 20
@@ -64,7 +68,7 @@ Dialect.PLAIN = Dialect()
 class MeterFile:
     path: Path
     columns: list[str]
-    where: str  # "line" (CSV, the header's line counted) or "row" (Parquet, from 1)
+    where: str  # "line" (CSV, the header's line counted), "row" (Parquet, from 1) or "sheet row" (Excel)
     total_chunks: int | None  # for progress; None when unknown without reading the file
     dialect: Dialect = Dialect.PLAIN
 
@@ -73,6 +77,9 @@ class MeterFile:
         text, so a value that is not a number is refused by its row alone."""
         first = 2 + self.dialect.skip if self.where == "line" else 1
         try:
+            if self.where == SHEET_ROW:
+                yield from _sheet_chunks(self.path, self.columns, size)
+                return
             if self.where == "row":
                 import pyarrow.parquet as pq
 
@@ -93,9 +100,12 @@ def open_meter_file(path: Path, chunk_size: int) -> MeterFile:
     if not path.is_file():
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
-    if suffix not in _CSV + _PARQUET:
-        raise UsageError(f"--import {path}: expected a .csv (or .csv.gz) or .parquet file")
+    if suffix not in _CSV + _PARQUET + _EXCEL:
+        raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx or .parquet file")
     try:
+        if suffix in _EXCEL:
+            columns, rows = _sheet_header(path)
+            return MeterFile(path, columns, SHEET_ROW, None if rows is None else -(-max(rows - 1, 1) // chunk_size))
         if suffix in _PARQUET:
             import pyarrow.parquet as pq
 
@@ -105,8 +115,45 @@ def open_meter_file(path: Path, chunk_size: int) -> MeterFile:
         columns = [str(c) for c in _read_csv(path, dialect, nrows=0).columns]
         lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip, 1)
         return MeterFile(path, columns, "line", None if lines is None else -(-lines // chunk_size), dialect)
-    except (ValueError, OSError, EOFError, gzip.BadGzipFile) as error:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, gzip.BadGzipFile) as error:
         raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
+
+
+def _sheet_header(path: Path) -> tuple[list[str], int | None]:
+    """An Excel workbook's first sheet: the names in its first row (empty cells after the
+    last name left out) and its row count, when the file records it."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheet = book.worksheets[0]
+        header = list(next(sheet.iter_rows(max_row=1, values_only=True), ()))
+        while header and header[-1] is None:
+            header.pop()
+        return ["" if c is None else str(c).strip() for c in header], sheet.max_row
+    finally:
+        book.close()
+
+
+def _sheet_chunks(path: Path, columns: list[str], size: int) -> Iterator[pd.DataFrame]:
+    """The first sheet's rows after the header, ``size`` at a time, indexed by their row
+    number in the sheet; rows with no cell filled (a sheet's formatted tail) are left out.
+    Cells keep Excel's types: a date cell is a time without a zone, a number a number."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True, data_only=True)
+    try:
+        rows = book.worksheets[0].iter_rows(min_row=2, values_only=True)
+        number, width = 2, len(columns)
+        while batch := list(itertools.islice(rows, size)):
+            cells = [(tuple(row[:width]) + (None,) * (width - len(row))) for row in batch]
+            index = [number + k for k, row in enumerate(cells) if any(c is not None for c in row)]
+            cells = [row for row in cells if any(c is not None for c in row)]
+            number += len(batch)
+            if cells:
+                yield pd.DataFrame(cells, columns=columns, index=pd.Index(index), dtype=object)
+    finally:
+        book.close()
 
 
 def sniff(lines: list[str]) -> Dialect:
