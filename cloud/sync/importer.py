@@ -1,19 +1,18 @@
 """``--import FILE --device-id ID``: measured site data (CSV or Parquet) into the cloud store
-through the sync's validation and upsert path, in chunks, so a file of any length imports
-in bounded memory.
+through the sync's validation and upsert path, in chunks, so a file of any length imports in
+bounded memory.
 
-The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's
-fields, under their own names or renamed with a column map
-(``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``)
-may be in W or kW, be energy per reading (Wh or kWh over the series' own interval,
-turned into the mean kW of that interval), or a meter's running total (the mean kW since
-the total before it). Any regular interval is kept as is (no
-resampling) and gaps stay gaps. Fields the file lacks stay empty: nothing is derived or
-invented; a reading already stored keeps them (two files of one home, PV from one and load
-from the other, make one series). A row that cannot be stored (an unreadable or impossible time, a value that is
-not a number or is out of range) goes to quarantine with its line and reason; the others
-go on. After the import, :mod:`cloud.sync.plausibility` reports what the series says
-about its logger.
+The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
+under their own names or renamed with a column map
+(``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``) may be
+in W or kW, be energy per reading (Wh or kWh over the series' own interval, turned into the
+mean kW of that interval), or a meter's running total (the mean kW since the total before
+it). Any regular interval is kept as is (no resampling) and gaps stay gaps. Fields the file
+lacks stay empty: nothing is derived or invented; a reading already stored keeps them (two
+files of one home, PV from one and load from the other, make one series). A row that cannot
+be stored (an unreadable or impossible time, a value that is not a number or is out of
+range) goes to quarantine with its line and reason; the others go on. After the import,
+:mod:`cloud.sync.plausibility` reports what the series says about its logger.
 """
 
 from __future__ import annotations
