@@ -1,6 +1,7 @@
-"""``--import FILE --device-id ID``: measured site data (CSV or Parquet) into the cloud store
-through the sync's validation and upsert path, in chunks, so a file of any length imports in
-bounded memory.
+"""``--import FILE --device-id ID``: measured site data (CSV, Excel or Parquet) into the cloud
+store through the sync's validation and upsert path, in chunks, so a file of any length
+imports in bounded memory. A file of one state change per row (Home Assistant's history) is
+read as :mod:`cloud.sync.event_files` says; the rest of this applies to one reading per row.
 
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
