@@ -85,7 +85,7 @@ def test_states_out_of_order_and_repeated_read_as_their_times_say():
     events.add("e", t, np.array([9.0, 1.0, 2.0, 2.0]))
     times, values = events.of("e")
     assert values.tolist() == [1.0, 2.0, 2.0] and np.all(np.diff(times) > 0)
-    grid = ev.grid_of(events, ["e"])
+    grid = ev.grid_of([times])
     assert ev.held_means(times, values, grid).tolist() == [1.5]
 
 

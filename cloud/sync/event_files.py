@@ -71,11 +71,11 @@ class Events:
         return t[last], v[last]
 
 
-def grid_of(events: Events, entities: Sequence[str], step: pd.Timedelta = STEP) -> np.ndarray:
+def grid_of(times: Sequence[np.ndarray], step: pd.Timedelta = STEP) -> np.ndarray:
     """The grid instants (microseconds) from the first step ending after any entity's first
-    state to the last step ending at or before any entity's last state."""
-    spans = [events.of(e)[0] for e in entities]
-    spans = [t for t in spans if len(t)]
+    state to the last step ending at or before any entity's last state, given each entity's
+    state times in order (:meth:`Events.of`)."""
+    spans = [t for t in times if len(t)]
     if not spans:
         return np.empty(0, dtype=np.int64)
     size = int(step / pd.Timedelta(microseconds=1))

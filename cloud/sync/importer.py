@@ -397,10 +397,11 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
 def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
                 checks: Plausibility, nameplate_kw: float | None, source: str) -> None:
     factor, kind = UNITS[plan.options.units]
-    grid = ev.grid_of(events, list(plan.sources.values()))
+    states = {entity: events.of(entity) for entity in plan.sources.values()}  # each entity sorted once
+    grid = ev.grid_of([t for t, _ in states.values()])
     columns = {}
     for field_name, entity in plan.sources.items():
-        t, v = events.of(entity)
+        t, v = states[entity]
         power = field_name in _POWER_COLUMNS
         rate = ev.total_rates(t, v, grid) if power and kind == TOTAL else ev.held_means(t, v, grid)
         columns[field_name] = rate * factor if power else rate

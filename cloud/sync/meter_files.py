@@ -146,11 +146,11 @@ def _sheet_chunks(path: Path, columns: list[str], size: int) -> Iterator[pd.Data
         rows = book.worksheets[0].iter_rows(min_row=2, values_only=True)
         number, width = 2, len(columns)
         while batch := list(itertools.islice(rows, size)):
-            cells = [(tuple(row[:width]) + (None,) * (width - len(row))) for row in batch]
-            index = [number + k for k, row in enumerate(cells) if any(c is not None for c in row)]
-            cells = [row for row in cells if any(c is not None for c in row)]
+            padded = ((number + k, tuple(row[:width]) + (None,) * (width - len(row))) for k, row in enumerate(batch))
+            filled = [(n, cells) for n, cells in padded if any(c is not None for c in cells)]
             number += len(batch)
-            if cells:
+            if filled:
+                index, cells = zip(*filled)
                 yield pd.DataFrame(cells, columns=columns, index=pd.Index(index), dtype=object)
     finally:
         book.close()
