@@ -6,7 +6,7 @@ read as :mod:`cloud.sync.event_files` says; the rest of this applies to one read
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
 (``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``) may be
-in W or kW, be energy per reading (Wh or kWh over the series' own interval, turned into the
+in W or kW (``--units``, else the unit the file's header gives the column), be energy per reading (Wh or kWh over the series' own interval, turned into the
 mean kW of that interval), or a meter's running total (the mean kW since the total before
 it). Any regular interval is kept as is (no resampling) and gaps stay gaps. Fields the file
 lacks stay empty: nothing is derived or invented; a reading already stored keeps them (two
@@ -33,6 +33,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
+from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
@@ -71,7 +72,7 @@ _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
 class ImportOptions:
     device_id: str
     column_map: dict[str, str] = field(default_factory=dict)
-    units: str = "kW"
+    units: str | None = None  # None: the file's header's, else kW
     timezone: str = "UTC"
     zone_source: str = ""  # where the zone came from, when not from --timezone
     timestamp_column: str | None = None
@@ -83,7 +84,7 @@ class ImportOptions:
         problem = dd.device_id_problem(self.device_id)
         if problem is not None:
             raise UsageError(f"--device-id: {problem}")
-        if self.units not in UNITS:
+        if self.units is not None and self.units not in UNITS:
             raise UsageError(f"--units {self.units!r}: expected one of {', '.join(UNITS)}")
         if self.longitude is not None and not -180 <= self.longitude <= 180:
             raise UsageError(f"--longitude {self.longitude:g}: expected degrees east in [-180, 180]")
@@ -149,24 +150,44 @@ class _Plan:
     events: tuple[str, str] | None = None  # an event file's (entity, state) columns
     last_totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # per column: the newest total (us, value)
     interval: pd.Timedelta | None = None
+    units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
 
     @property
     def fields(self) -> list[str]:
         return list(self.sources)
 
 
-def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN) -> _Plan:
+def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN,
+                 header: Header | None = None) -> _Plan:
     unknown = [c for c in options.column_map if c not in columns]
     if unknown:
         raise UsageError(f"{source}: --column-map names {unknown}, not in the file; columns: {columns}")
-    time_columns = find_time_columns(columns, options.timestamp_column, source)
+    header = header or Header(columns)
+    time_columns = ((header.time_column,) if header.time_column and options.timestamp_column is None
+                    else find_time_columns(columns, options.timestamp_column, source))
     sources = {options.column_map.get(c, c): c for c in columns if c not in time_columns}
     sources = {f: sources[f] for f in dd.FIELD_TYPES if f in sources}
     if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
     ignored = sorted(set(columns) - set(sources.values()) - set(time_columns))
-    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect, ignored)
+    units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
+    times = TimeReader(options.timezone, options.timestamp_format or header.time_format)
+    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
+
+
+def _unit_of(field_name: str, column: str, header: Header, options: ImportOptions, source: str) -> str:
+    """A power field's unit: ``--units``, else the file's header's for its column, else kW;
+    ``--units`` that contradicts the header, or a header unit that is no power or energy,
+    is refused rather than guessed between."""
+    given = header.import_unit(column)
+    if given is not None and given not in UNITS:
+        raise UsageError(f"{source}: column {column!r} is in {given} by the file's header; expected power or energy "
+                         f"(W, kW, Wh, kWh) for {field_name}")
+    if options.units is not None and given is not None and given != options.units:
+        raise UsageError(f"{source}: --units {options.units} but the file's header gives column {column!r} in "
+                         f"{given}; expected them to agree (leave --units out to read the header's)")
+    return options.units or given or "kW"
 
 
 #: The largest count a reading may carry: every whole number below it is exact as a float.
@@ -236,14 +257,15 @@ def _join(first: str, second: str) -> str:
 
 
 def _to_kw(out: pd.DataFrame, plan: _Plan, reasons: pd.Series) -> None:
-    factor, kind = UNITS[plan.options.units]
-    if kind != POWER and plan.interval is None:
-        raise UsageError(f"--units {plan.options.units}: a {kind} needs at least two readings to know the "
-                         "interval; expected a regular series")
-    if kind == PER_READING:
-        factor /= plan.interval / pd.Timedelta(hours=1)
     readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say
     for column in (c for c in _POWER_COLUMNS if c in plan.sources):
+        unit = plan.units.get(column, "kW")
+        factor, kind = UNITS[unit]
+        if kind != POWER and plan.interval is None:
+            raise UsageError(f"{plan.sources[column]} in {unit} ({kind}) needs at least two readings to know the "
+                             "interval; expected a regular series")
+        if kind == PER_READING:
+            factor /= plan.interval / pd.Timedelta(hours=1)
         if kind == TOTAL:
             _totals_to_kw(out, column, plan, reasons, readable)
         if factor != 1.0:
@@ -291,7 +313,7 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
 def plan_events(columns: list[str], events: tuple[str, str], options: ImportOptions, source: str,
                 dialect: Dialect) -> _Plan:
     """An event file's plan: its entities mapped to fields by ``--column-map``."""
-    _, kind = UNITS[options.units]
+    _, kind = UNITS[options.units or "kW"]
     if kind == PER_READING:
         raise UsageError(f"--units {options.units}: an event file's states are power or a meter's running total; "
                          f"expected one of {', '.join(u for u, (_, k) in UNITS.items() if k != PER_READING)}")
@@ -312,10 +334,10 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
     a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
-    meter = open_meter_file(path, options.batch_size)
+    meter = open_meter_file(path, options.batch_size, options.timestamp_column)
     events = event_columns(meter.columns)
     plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events
-            else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect))
+            else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect, header=meter.header))
     longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
@@ -396,7 +418,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
 
 def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
                 checks: Plausibility, nameplate_kw: float | None, source: str) -> None:
-    factor, kind = UNITS[plan.options.units]
+    factor, kind = UNITS[plan.options.units or "kW"]
     states = {entity: events.of(entity) for entity in plan.sources.values()}  # each entity sorted once
     grid = ev.grid_of([t for t, _ in states.values()])
     columns = {}
@@ -427,8 +449,9 @@ def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
     if sample.empty:
         raise UsageError(f"{meter.path}: the time column {' + '.join(plan.time_columns)} is empty in the first "
                          f"{len(raw)} rows; expected a time on every row (--timestamp-column NAME)")
-    fix = (f"times in --timestamp-format {plan.options.timestamp_format!r}; check the pattern against the file"
-           if plan.options.timestamp_format else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
+    given = "--timestamp-format" if plan.options.timestamp_format else "the file header's time format"
+    fix = (f"times in {given} {plan.times.format!r}; check the pattern against the file" if plan.times.format
+           else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
     raise UsageError(f"{meter.path}: no time in the first {len(raw)} rows can be read (such as "
                      f"{dd.shown(sample.iloc[0])}); expected {fix}")
 

@@ -1,0 +1,214 @@
+"""Meter files whose header is more than one line: a preamble above the names, a units row
+below them, SMA's channel rows; the header's units and time format read where the command
+line does not give them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import run_cloud_sync
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.file_headers import find_header, strftime_of
+from cloud.sync.importer import ImportOptions, import_file
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.errors import UsageError
+
+#: Sunny Explorer's CSV layout, as SBFspot writes it for a day's 5-minute readings of two
+#: inverters (SBFspot/CSVexport.cpp, ExportDayDataToCSV: ``sep=``, the ``Version CSV1``
+#: line, a blank line, one row each of device names, types and serials, the channels'
+#: names, their kinds, and the time format with each channel's unit), German locale:
+#: decimal commas, day-first times, local clock time.
+SMA_DAY = "\r\n".join([
+    "sep=;",
+    "Version CSV1|Tool SE|Linebreaks CR/LF|Delimiter semicolon|Decimalpoint comma|Precision 3",
+    "",
+    ";SN: 2100070361;SN: 2100070361;SN: 2100070559;SN: 2100070559",
+    ";SB 4000TL-20;SB 4000TL-20;SB 4000TL-20;SB 4000TL-20",
+    ";2100070361;2100070361;2100070559;2100070559",
+    ";Gesamtertrag;Leistung;Gesamtertrag;Leistung",
+    ";Counter;Analog;Counter;Analog",
+    "dd.MM.yyyy HH:mm:ss;kWh;kW;kWh;kW",
+    "28.06.2024 10:00:00; 70860,938; 2,000; 70212,784; 1,500",
+    "28.06.2024 10:05:00; 70861,105; 2,100; 70212,909; 1,600",
+    "28.06.2024 10:10:00; 70861,280; n/v; 70213,040; 1,550",
+    "28.06.2024 10:15:00; 70861,430; 1,800; 70213,160; 1,450",
+    "",
+])
+FIRST = "line 10"  # the first reading's line: nine header lines above it
+
+
+@pytest.fixture()
+def cloud(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        yield store
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
+def test_an_sma_export_is_read_by_its_names_units_kinds_and_time_format(tmp_path, cloud, encoding):
+    """No --units and no --timestamp-format: a ``kW`` Analog channel is power, a ``kWh``
+    Counter a running total, the times day-first as the units row says; a repeated channel
+    name is told apart by its inverter's serial. Sunny Explorer writes UTF-16."""
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode(encoding))
+    power = "Leistung (SN: 2100070361)"
+    options = ImportOptions("home-1", {power: dd.SOLAR_KW}, timezone="Europe/Berlin")
+    result = import_file(tmp_path / "sma.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp(f"2024-06-28T08:{m}Z") for m in ("00", "05", "15")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 2.1, 1.8])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == [f"line 12: {power} ' n/v' is not a number"]
+    assert "Leistung (SN: 2100070559)" in result.columns_not_imported
+
+    total = "Gesamtertrag (SN: 2100070559)"
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-2", {total: dd.SOLAR_KW},
+                                                                    timezone="Europe/Berlin"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    stored = cloud.read_readings("home-2")
+    # the energy since the total before, over five minutes
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([0.125 * 12, 0.131 * 12, 0.120 * 12])
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith(f"{FIRST}: {total} is a meter total; its first reading")
+
+
+def test_a_units_row_under_the_names_gives_each_column_its_unit(tmp_path, cloud):
+    """``[dd.MM.yyyy HH:mm]`` and ``[Wh]`` under the names: energy per 15-minute reading,
+    read as its mean power, with the time format the row gives."""
+    text = "Datum und Uhrzeit;PV;Netzbezug\n[dd.MM.yyyy HH:mm];[Wh];[W]\n" + "".join(
+        f"25.03.2024 12:{m:02d};{500 + m};{300 + m}\n" for m in (0, 15, 30))
+    (tmp_path / "portal.csv").write_text(text)
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW, "Netzbezug": dd.LOAD_TOTAL}, timezone="Europe/Berlin")
+    result = import_file(tmp_path / "portal.csv", cloud, options)
+    assert result.rows_synced == 3
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].iloc[0] == pd.Timestamp("2024-03-25T11:00Z")
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 2.06, 2.12])  # Wh per quarter hour x 4 / 1000
+    assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([0.3, 0.315, 0.33])
+
+
+def test_a_workbook_with_a_preamble_and_a_units_row_is_read_from_its_names(tmp_path, cloud):
+    """Title rows above the names, a units row below them; a refused row is named by its
+    sheet row. The sheet's date cells carry their own type."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Anlage: Mein Haus"])
+    sheet.append(["Export vom 01.07.2024"])
+    sheet.append([])
+    sheet.append(["Zeitstempel", "PV-Erzeugung", "Temperatur"])
+    sheet.append(["[dd.MM.yyyy HH:mm]", "[kWh]", "[°C]"])
+    sheet.append([datetime(2024, 7, 1, 12, 0), 0.5, 21])
+    sheet.append([datetime(2024, 7, 1, 12, 15), "n/v", 21])
+    sheet.append([datetime(2024, 7, 1, 12, 30), 0.75, 22])
+    book.save(tmp_path / "portal.xlsx")
+    options = ImportOptions("home-1", {"PV-Erzeugung": dd.SOLAR_KW}, timezone="Europe/Berlin")
+    result = import_file(tmp_path / "portal.xlsx", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp("2024-07-01T10:00Z"), pd.Timestamp("2024-07-01T10:30Z")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 3.0])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["sheet row 7: PV-Erzeugung 'n/v' is not a number"]
+
+
+def test_a_preamble_above_the_names_is_passed_over_and_lines_keep_their_numbers(tmp_path, cloud):
+    text = ("Anlage: Mein Haus\nExport vom 01.07.2024;Zeitraum 1 Tag\n\n"
+            "Zeitstempel;PV (W)\n2024-07-01 12:00;1200\n2024-07-01 12:15;n/v\n2024-07-01 12:30;1300\n")
+    (tmp_path / "m.csv").write_text(text)
+    options = ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, units="W", timezone="UTC")
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2, 1.3])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 6: PV (W) 'n/v' is not a number"]
+
+
+def test_units_that_contradict_the_header_or_are_no_power_are_one_line(tmp_path, capsys):
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    base = ["--import", str(tmp_path / "sma.csv"), "--device-id", "home-1", "--timezone", "Europe/Berlin",
+            "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, [*base, "--column-map", "Leistung (SN: 2100070361)=solar_generation_kw",
+                                         "--units", "W"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'sma.csv'}: --units W but the file's header gives column "
+                   "'Leistung (SN: 2100070361)' in kW; expected them to agree (leave --units out to read the header's)"]
+    (tmp_path / "m.csv").write_text("Zeit;Batterie\n[dd.MM.yyyy HH:mm];[%]\n01.07.2024 12:00;55\n")
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), "--device-id", "home-1",
+                                         "--column-map", "Batterie=home_load_total_load_kw",
+                                         "--cloud-db", str(tmp_path / "cloud.db")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'm.csv'}: column 'Batterie' is in % by the file's header; expected power or energy "
+        "(W, kW, Wh, kWh) for home_load_total_load_kw")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("home-1").empty
+
+
+def test_a_time_column_named_by_its_format_is_found_below_a_row_of_other_units():
+    """SBFspot's spot files: a row of SMA's unit words (``Watt``, ``Amp``, ``Status``) above
+    the names, whose time column is named by its format."""
+    rows = [["Version CSV1|Tool SBFspot"], [], ["", "", "", "", "Watt", "Amp", "Status"],
+            ["dd/MM/yyyy HH:mm:ss", "DeviceName", "DeviceType", "Serial", "PacTot", "Iac1", "Condition"],
+            ["01/05/2016 10:00:00", "SN: 1", "SB 4000TL-20", "1", "3500", "15,2", "Ok"]]
+    header = find_header(rows, None)
+    assert (header.names_row, header.data_row, header.time_column, header.time_format) == (
+        3, 4, "dd/MM/yyyy HH:mm:ss", "%d/%m/%Y %H:%M:%S")
+    assert header.import_unit("PacTot") is None
+
+
+def test_names_stay_unique_when_a_qualified_name_is_taken():
+    header = find_header([["time", "PV", "PV", "PV (2)", ""], ["2024-07-01 12:00", "1", "2", "3", "4"]], None)
+    assert header.columns == ["time", "PV (2)", "PV (3)", "PV (2) (4)", "column 5"]
+
+
+def test_a_plain_header_is_the_first_line_as_before():
+    header = find_header([["ts", "solar_generation_kw"], ["2024-01-01T00:00Z", "1.5"]], None)
+    assert (header.columns, header.names_row, header.data_row, header.units) == (
+        ["ts", "solar_generation_kw"], 0, 1, {})
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("dd.MM.yyyy HH:mm:ss", "%d.%m.%Y %H:%M:%S"),
+    ("dd/MM/yyyy", "%d/%m/%Y"),
+    ("MM/dd/yyyy hh:mm tt", "%m/%d/%Y %I:%M %p"),
+    ("yyyy-MM-dd'T'HH:mm", "%Y-%m-%dT%H:%M"),
+    ("d.M.yy H:mm", "%d.%m.%y %H:%M"),
+])
+def test_a_header_time_format_becomes_a_strftime_pattern(pattern, expected):
+    assert strftime_of(pattern) == expected
+    when = datetime(2024, 7, 1, 13, 5)
+    assert datetime.strptime(when.strftime(expected), expected).date() == when.date()
+
+
+def test_an_import_without_a_file_header_unit_still_defaults_to_kw(tmp_path, cloud):
+    pd.DataFrame({"ts": ["2024-01-01T10:00Z", "2024-01-01T10:15Z"], dd.SOLAR_KW: [1.5, 2.0]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1"))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5, 2.0])
+
+
+def test_a_header_given_unit_for_a_counter_without_two_readings_is_refused(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Zeit;Zähler\n[dd.MM.yyyy HH:mm];[kWh]\n01.07.2024 12:00;55\n")
+    with pytest.raises(UsageError, match=r"Zähler in kWh \(energy per reading\) needs at least two readings"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"Zähler": dd.SOLAR_KW}))
+
+
+CELLS = ["", "kW", "[Wh]", "Counter", "Analog", "dd.MM.yyyy HH:mm", "Zeit", "time", "PV", "PV", "12,5", "n/v",
+         "SN: 1", "SN: 2", "%", "2024-07-01 12:00", "PV (1)", "column 2"]
+
+
+@given(st.lists(st.lists(st.sampled_from(CELLS), max_size=5), max_size=12), st.sampled_from([None, "Zeit", "x"]))
+@settings(max_examples=500, deadline=None)
+def test_any_first_rows_give_a_header_below_its_names(rows, timestamp_column):
+    """Whatever the first rows hold, the header names every cell of its names row once, and
+    the readings start below it."""
+    header = find_header(rows, timestamp_column)
+    assert header.data_row > header.names_row
+    assert len(set(header.columns)) == len(header.columns)
+    if rows:
+        assert len(header.columns) >= len(rows[header.names_row])
+    assert header.time_column is None or header.time_column in header.columns
