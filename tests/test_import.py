@@ -128,12 +128,22 @@ def test_import_is_idempotent(tmp_path, cloud):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("pv_w", "expected FILE_COLUMN=field pairs"),
-    ("pv_w=solar_kw", "'solar_kw' is not a reading field"),
+    ("pv_w", "'pv_w': expected FILE_COLUMN=field pairs"),
+    ("pv_w=solar_kw", "'pv_w=solar_kw': 'solar_kw' is not a reading field"),
+    ("pv_w=solar_generation_kw,,load", "'load': expected FILE_COLUMN=field pairs"),
+    ("pv_w=", "'pv_w=': expected FILE_COLUMN=field pairs"),
+    ("=solar_generation_kw", "'=solar_generation_kw': expected FILE_COLUMN=field pairs"),
+    ("a=b=solar_generation_kw", "'a=b=solar_generation_kw': expected FILE_COLUMN=field pairs"),
 ])
 def test_bad_column_map_is_a_usage_error(text, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_column_map(text)
+
+
+def test_a_column_map_column_may_hold_commas():
+    """Portals name columns ``Leistung, AC (W)``: the field after ``=`` ends each pair."""
+    assert parse_column_map(" Leistung, AC (W) = solar_generation_kw, Bezug, gesamt=home_load_total_load_kw,") == {
+        "Leistung, AC (W)": dd.SOLAR_KW, "Bezug, gesamt": dd.LOAD_TOTAL}
 
 
 def test_file_without_timestamp_or_fields_says_what_it_expected(tmp_path, cloud):

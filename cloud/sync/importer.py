@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -123,17 +124,32 @@ class ImportResult(SyncResult):
                 "checks": [vars(f) for f in self.findings]}
 
 
+#: One ``FILE_COLUMN=field`` pair: the column runs to the first ``=`` and may hold commas
+#: (``Leistung, AC (W)``); the field, a name without commas, runs to the next comma.
+_PAIR = re.compile(r"\s*(?P<source>[^=]*?)\s*=\s*(?P<target>[^,=]*?)\s*(?:,|$)")
+
+
 def parse_column_map(text: str | None) -> dict[str, str]:
-    """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``."""
+    """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``; a
+    column's name may hold commas, as the field after its ``=`` ends the pair."""
     mapping: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in (text or "").split(","))):
-        source, sep, target = pair.partition("=")
-        if not sep or not source.strip() or not target.strip():
-            raise UsageError(f"--column-map {pair!r}: expected FILE_COLUMN=field pairs separated by commas")
-        if target.strip() not in dd.FIELD_TYPES:
-            raise UsageError(f"--column-map {pair!r}: {target.strip()!r} is not a reading field; "
+    text, at = (text or "").strip().strip(","), 0
+    while at < len(text):
+        if text[at] in ", ":  # an empty pair, or the space after a comma
+            at += 1
+            continue
+        pair = _PAIR.match(text, at)
+        if pair is None or pair.end() == at:
+            shown = text[at:].split(",")[0].strip()
+            raise UsageError(f"--column-map {shown!r}: expected FILE_COLUMN=field pairs separated by commas")
+        source, target, at = pair.group("source"), pair.group("target"), pair.end()
+        if not source or not target:
+            raise UsageError(f"--column-map {pair.group(0).strip(' ,')!r}: expected FILE_COLUMN=field pairs "
+                             "separated by commas")
+        if target not in dd.FIELD_TYPES:
+            raise UsageError(f"--column-map {f'{source}={target}'!r}: {target!r} is not a reading field; "
                              f"expected one of {', '.join(dd.FIELD_TYPES)}")
-        mapping[source.strip()] = target.strip()
+        mapping[source] = target
     return mapping
 
 
