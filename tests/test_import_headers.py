@@ -212,3 +212,33 @@ def test_any_first_rows_give_a_header_below_its_names(rows, timestamp_column):
     if rows:
         assert len(header.columns) >= len(rows[header.names_row])
     assert header.time_column is None or header.time_column in header.columns
+
+
+def test_two_columns_mapped_to_one_field_are_summed(tmp_path, cloud):
+    """Both inverters of the SMA export make the home's PV; a row where one has no number
+    is refused with that column named, and the sum is not stored for it."""
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    both = {"Leistung (SN: 2100070361)": dd.SOLAR_KW, "Leistung (SN: 2100070559)": dd.SOLAR_KW}
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-1", both, timezone="Europe/Berlin"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([3.5, 3.7, 3.25])
+    totals = {"Gesamtertrag (SN: 2100070361)": dd.SOLAR_KW, "Gesamtertrag (SN: 2100070559)": dd.SOLAR_KW}
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-2", totals, timezone="Europe/Berlin"))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx(
+        [(0.167 + 0.125) * 12, (0.175 + 0.131) * 12, (0.150 + 0.120) * 12])
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith(f"{FIRST}: Gesamtertrag (SN: 2100070361) + Gesamtertrag (SN: 2100070559) is a meter total")
+
+
+def test_summed_columns_in_different_units_or_into_a_text_field_are_refused(tmp_path, cloud):
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    mixed = {"Leistung (SN: 2100070361)": dd.SOLAR_KW, "Gesamtertrag (SN: 2100070559)": dd.SOLAR_KW}
+    with pytest.raises(UsageError, match=r"summed into solar_generation_kw are in kW, kWh-total by the file's header; "
+                                         r"expected one unit"):
+        import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-1", mixed, timezone="Europe/Berlin"))
+    pd.DataFrame({"ts": ["2024-01-01T10:00Z"], "a": ["peak"], "b": ["peak"]}).to_csv(tmp_path / "m.csv", index=False)
+    text = {"a": dd.TOU_PERIOD, "b": dd.TOU_PERIOD}
+    with pytest.raises(UsageError, match=r"columns \['a', 'b'\] are all mapped to grid_price_time_of_use_period; "
+                                         r"expected one column"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", text))
+    assert cloud.read_readings("home-1").empty

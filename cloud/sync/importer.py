@@ -5,14 +5,17 @@ read as :mod:`cloud.sync.event_files` says; the rest of this applies to one read
 
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
-(``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``) may be
-in W or kW (``--units``, else the unit the file's header gives the column), be energy per reading (Wh or kWh over the series' own interval, turned into the
-mean kW of that interval), or a meter's running total (the mean kW since the total before
-it). Any regular interval is kept as is (no resampling) and gaps stay gaps. Fields the file
-lacks stay empty: nothing is derived or invented; a reading already stored keeps them (two
-files of one home, PV from one and load from the other, make one series). A row that cannot
-be stored (an unreadable or impossible time, a value that is not a number or is out of
-range) goes to quarantine with its line and reason; the others go on. After the import,
+(``pv_w=solar_generation_kw,load=home_load_total_load_kw``); columns mapped to one field are
+summed (two inverters make the home's PV). Power columns (``*_kw``) may be in W or kW, be
+energy per reading (Wh or kWh over the series' own interval, turned into the mean kW of
+that interval), or a meter's running total (the mean kW since the total before it), as
+``--units`` says, else as the file's header says of the column
+(:mod:`cloud.sync.file_headers`). Any regular interval is kept as is (no resampling) and
+gaps stay gaps. Fields the file lacks stay empty: nothing is derived or invented; a
+reading already stored keeps them (two files of one home, PV from one and load from the
+other, make one series). A row that cannot be stored (an unreadable or impossible time, a
+value that is not a number or is out of range) goes to quarantine with its line and
+reason; the others go on. After the import,
 :mod:`cloud.sync.plausibility` reports what the series says about its logger.
 """
 
@@ -159,7 +162,7 @@ class _Plan:
 
     options: ImportOptions
     time_columns: tuple[str, ...]
-    sources: dict[str, str]  # reading field -> file column
+    sources: dict[str, tuple[str, ...]]  # reading field -> the file columns (or entities) summed into it
     times: TimeReader
     dialect: Dialect = Dialect.PLAIN
     ignored: list[str] = field(default_factory=list)  # file columns that are no reading field
@@ -172,6 +175,10 @@ class _Plan:
     def fields(self) -> list[str]:
         return list(self.sources)
 
+    def label(self, field_name: str) -> str:
+        """The file's name for a field's values: its column, or its columns' sum."""
+        return " + ".join(self.sources[field_name])
+
 
 def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN,
                  header: Header | None = None) -> _Plan:
@@ -181,29 +188,47 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     header = header or Header(columns)
     time_columns = ((header.time_column,) if header.time_column and options.timestamp_column is None
                     else find_time_columns(columns, options.timestamp_column, source))
-    sources = {options.column_map.get(c, c): c for c in columns if c not in time_columns}
-    sources = {f: sources[f] for f in dd.FIELD_TYPES if f in sources}
+    named: dict[str, list[str]] = {}
+    for column in (c for c in columns if c not in time_columns):
+        named.setdefault(options.column_map.get(column, column), []).append(column)
+    sources = {f: tuple(named[f]) for f in dd.FIELD_TYPES if f in named}
     if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
-    ignored = sorted(set(columns) - set(sources.values()) - set(time_columns))
+    _check_sums(sources, source)
+    ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns))
     units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
     times = TimeReader(options.timezone, options.timestamp_format or header.time_format)
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
 
 
-def _unit_of(field_name: str, column: str, header: Header, options: ImportOptions, source: str) -> str:
-    """A power field's unit: ``--units``, else the file's header's for its column, else kW;
-    ``--units`` that contradicts the header, or a header unit that is no power or energy,
-    is refused rather than guessed between."""
-    given = header.import_unit(column)
-    if given is not None and given not in UNITS:
-        raise UsageError(f"{source}: column {column!r} is in {given} by the file's header; expected power or energy "
-                         f"(W, kW, Wh, kWh) for {field_name}")
-    if options.units is not None and given is not None and given != options.units:
-        raise UsageError(f"{source}: --units {options.units} but the file's header gives column {column!r} in "
-                         f"{given}; expected them to agree (leave --units out to read the header's)")
-    return options.units or given or "kW"
+def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
+    """Columns mapped to one field are summed (two inverters' PV make the home's): only a
+    number field can be a sum."""
+    for field_name, columns in sources.items():
+        if len(columns) > 1 and field_name not in dd.NUMERIC_COLUMNS:
+            raise UsageError(f"{source}: columns {list(columns)} are all mapped to {field_name}; expected one column "
+                             "for a field that is not a number")
+
+
+def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options: ImportOptions, source: str) -> str:
+    """A power field's unit: ``--units``, else the file's header's for its columns, else kW;
+    ``--units`` that contradicts the header, a header unit that is no power or energy, and
+    summed columns in different units are refused rather than guessed between."""
+    units = []
+    for column in columns:
+        given = header.import_unit(column)
+        if given is not None and given not in UNITS:
+            raise UsageError(f"{source}: column {column!r} is in {given} by the file's header; expected power or "
+                             f"energy (W, kW, Wh, kWh) for {field_name}")
+        if options.units is not None and given is not None and given != options.units:
+            raise UsageError(f"{source}: --units {options.units} but the file's header gives column {column!r} in "
+                             f"{given}; expected them to agree (leave --units out to read the header's)")
+        units.append(options.units or given or "kW")
+    if len(set(units)) > 1:
+        raise UsageError(f"{source}: columns {list(columns)} summed into {field_name} are in "
+                         f"{', '.join(units)} by the file's header; expected one unit")
+    return units[0]
 
 
 #: The largest count a reading may carry: every whole number below it is exact as a float.
@@ -221,18 +246,22 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
         plan.interval = interval_of(ts[reasons == ""])
     out = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id, dd.TS: ts}, index=raw.index)
     for column in dd.FIELD_TYPES:
-        out[column] = None if column not in plan.sources else raw[plan.sources[column]].to_numpy()
+        out[column] = None if column not in plan.sources else raw[plan.sources[column][0]].to_numpy()
     for column in (c for c in dd.NUMERIC_COLUMNS if c in plan.sources):
-        text = raw[plan.sources[column]]
-        out[column] = plan.dialect.numbers(text)
-        wrong = out[column].isna() & text.notna() & (text.astype("string").str.strip() != "")
-        reasons[wrong] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a number")
-                          for r, v in zip(reasons[wrong], text[wrong])]
+        total = None
+        for name in plan.sources[column]:  # a missing addend leaves the sum missing: nothing is invented
+            text = raw[name]
+            number = plan.dialect.numbers(text)
+            wrong = number.isna() & text.notna() & (text.astype("string").str.strip() != "")
+            reasons[wrong] = [_join(r, f"{name} {dd.shown(v)} is not a number")
+                              for r, v in zip(reasons[wrong], text[wrong])]
+            total = number if total is None else total + number
+        out[column] = total
         if column in dd.INT_COLUMNS:
             # A count is stored as a whole number: one beyond what a float holds exactly is no count.
             huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
-            reasons[huge] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a whole number below {WHOLE_NUMBER_LIMIT:.0e}")
-                             for r, v in zip(reasons[huge], text[huge])]
+            reasons[huge] = [_join(r, f"{plan.label(column)} {dd.shown(v)} is not a whole number below "
+                                      f"{WHOLE_NUMBER_LIMIT:.0e}") for r, v in zip(reasons[huge], out[column][huge])]
     _to_kw(out, plan, reasons)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
@@ -278,7 +307,7 @@ def _to_kw(out: pd.DataFrame, plan: _Plan, reasons: pd.Series) -> None:
         unit = plan.units.get(column, "kW")
         factor, kind = UNITS[unit]
         if kind != POWER and plan.interval is None:
-            raise UsageError(f"{plan.sources[column]} in {unit} ({kind}) needs at least two readings to know the "
+            raise UsageError(f"{plan.label(column)} in {unit} ({kind}) needs at least two readings to know the "
                              "interval; expected a regular series")
         if kind == PER_READING:
             factor /= plan.interval / pd.Timedelta(hours=1)
@@ -296,7 +325,7 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
     below the total before it (a reset or a new meter: counting starts again from it) give
     no power and are quarantined with why; a total missing from a row leaves that row's
     power missing. The previous total is carried from chunk to chunk."""
-    name = plan.sources[column]
+    name = plan.label(column)
     totals = out[column].to_numpy(dtype="float64")
     power = np.full(len(out), np.nan)
     micros = out[dd.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
@@ -340,7 +369,10 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
     if text:
         raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
     time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
-    sources = {f: e for e, f in options.column_map.items()}
+    named: dict[str, list[str]] = {}
+    for entity, field_name in options.column_map.items():
+        named.setdefault(field_name, []).append(entity)
+    sources = {f: tuple(entities) for f, entities in named.items()}
     return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
                  events=events)
 
@@ -402,7 +434,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     (refused rows quarantined as they come), then the grid of readings stored in batches."""
     source = f"import:{meter.path.name}"
     entity_column, state_column = plan.events
-    wanted = list(plan.sources.values())
+    wanted = [e for entities in plan.sources.values() for e in entities]
     events, others = ev.Events(), pd.Series(dtype="int64")
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="read", unit="chunk"):
         ts, reasons = read_times(raw, plan)
@@ -435,13 +467,13 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
 def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
                 checks: Plausibility, nameplate_kw: float | None, source: str) -> None:
     factor, kind = UNITS[plan.options.units or "kW"]
-    states = {entity: events.of(entity) for entity in plan.sources.values()}  # each entity sorted once
+    states = {e: events.of(e) for entities in plan.sources.values() for e in entities}  # each entity sorted once
     grid = ev.grid_of([t for t, _ in states.values()])
     columns = {}
-    for field_name, entity in plan.sources.items():
-        t, v = states[entity]
+    for field_name, entities in plan.sources.items():
         power = field_name in _POWER_COLUMNS
-        rate = ev.total_rates(t, v, grid) if power and kind == TOTAL else ev.held_means(t, v, grid)
+        rate = sum(ev.total_rates(*states[e], grid) if power and kind == TOTAL else ev.held_means(*states[e], grid)
+                   for e in entities)  # entities summed, as columns are
         columns[field_name] = rate * factor if power else rate
     readings = ev.readings_frame(plan.options.device_id, grid, columns)
     plan.interval = checks.interval = ev.STEP
