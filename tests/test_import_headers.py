@@ -242,3 +242,25 @@ def test_summed_columns_in_different_units_or_into_a_text_field_are_refused(tmp_
                                          r"expected one column"):
         import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", text))
     assert cloud.read_readings("home-1").empty
+
+
+def test_a_windows_1252_export_reads_its_names_and_a_stray_byte_refuses_its_row_only(tmp_path, cloud):
+    """Excel's "CSV" on a German Windows writes ``Zähler`` in Windows-1252; a byte that is
+    no character further down a UTF-8 file spoils its cell, not the file."""
+    text = "Zeitstempel;Erzeugung Zähler (W);Außentemperatur (°C)\n2024-07-01 12:00;1200;21\n2024-07-01 12:15;1300;22\n"
+    (tmp_path / "excel.csv").write_bytes(text.encode("cp1252"))
+    result = import_file(tmp_path / "excel.csv", cloud, ImportOptions(
+        "home-1", {"Erzeugung Zähler (W)": dd.SOLAR_KW}, units="W", timezone="UTC"))
+    assert result.rows_synced == 2
+    assert result.columns_not_imported == ["Außentemperatur (°C)"]
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2, 1.3])
+
+    times = pd.date_range("2024-07-01", periods=4000, freq="1min", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
+    rows = "".join(f"{t},{k % 50}\n" for k, t in enumerate(times))
+    assert len(rows) > 1 << 16  # the stray byte lies past what the encoding is told from
+    body = ("ts,solar_generation_kw\n" + rows).encode() + b"2024-07-04T00:00Z,1\xe42\n2024-07-04T00:01Z,5\n"
+    (tmp_path / "late.csv").write_bytes(body)
+    result = import_file(tmp_path / "late.csv", cloud, ImportOptions("home-2", timezone="UTC"))
+    assert (result.rows_synced, result.rows_quarantined) == (4001, 1)
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith("line 4002: solar_generation_kw ") and reason.endswith(" is not a number")

@@ -11,7 +11,8 @@ below any preamble) into the same number of cells (the most cells on a tie; ``,`
 does). A file delimited by anything but ``,`` whose number cells use a decimal comma
 (``553,5``) is read with ``,`` as its decimal mark and ``.`` as its thousands separator, as
 German, French or Italian exports write them. A byte-order mark is dropped; UTF-16's
-(Sunny Explorer writes it) reads the file as UTF-16.
+(Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
+read as Windows-1252, as Excel saves "CSV" on Western European Windows.
 """
 
 from __future__ import annotations
@@ -194,11 +195,20 @@ def sniff(lines: list[str], timestamp_column: str | None = None) -> tuple[Dialec
 
 
 def _encoding(path: Path) -> str:
-    """UTF-16 where the file starts with its byte-order mark, else UTF-8 (a BOM dropped)."""
+    """UTF-16 where the file starts with its byte-order mark; Windows-1252 where its first
+    64 KiB are not UTF-8 (Excel's "CSV" on a Western European Windows, ``Zähler`` written
+    as one byte); else UTF-8, a byte-order mark dropped."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as handle:
-        start = handle.read(2)
-    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        start = handle.read(1 << 16)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(start) - 3:  # not a character cut by the 64 KiB
+            return "cp1252"
+    return "utf-8-sig"
 
 
 def _head(path: Path, encoding: str = "utf-8-sig") -> list[str]:
@@ -208,7 +218,7 @@ def _head(path: Path, encoding: str = "utf-8-sig") -> list[str]:
 
 
 def _read_csv(path: Path, dialect: Dialect, **kwargs):
-    return pd.read_csv(path, sep=dialect.delimiter, encoding=dialect.encoding, **kwargs)
+    return pd.read_csv(path, sep=dialect.delimiter, encoding=dialect.encoding, encoding_errors="replace", **kwargs)
 
 
 def _count_lines(path: Path) -> int:
