@@ -264,3 +264,22 @@ def test_a_windows_1252_export_reads_its_names_and_a_stray_byte_refuses_its_row_
     assert (result.rows_synced, result.rows_quarantined) == (4001, 1)
     reason, = cloud.read_quarantine("home-2")[s.REASON]
     assert reason.startswith("line 4002: solar_generation_kw ") and reason.endswith(" is not a number")
+
+
+def test_a_unit_closing_a_columns_name_is_read_where_it_can_be(tmp_path, cloud):
+    """``PV (W)`` is power in W without --units; ``--units kW`` contradicts it; energy in a
+    name (``(Wh)``) may be a reading's or a running total, so --units must say which."""
+    text = "Date/Time,PV (W),Energy Produced (Wh)\n" + "".join(
+        f"2024-07-01 12:{m:02d},{1000 + m},{250 + m}\n" for m in (0, 15, 30))
+    (tmp_path / "m.csv").write_text(text)
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.015, 1.03])
+    with pytest.raises(UsageError, match=r"--units kW but column 'PV \(W\)' is in W by its name; expected them to agree"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"PV (W)": dd.SOLAR_KW}, units="kW"))
+    energy = {"Energy Produced (Wh)": dd.SOLAR_KW}
+    with pytest.raises(UsageError, match=r"column 'Energy Produced \(Wh\)' is energy in Wh by its name, for "
+                                         r"solar_generation_kw; expected --units Wh \(energy per reading\) or "
+                                         r"--units Wh-total \(a meter's running total\)"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy))
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy, units="Wh", timezone="UTC"))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.06, 1.12])

@@ -21,7 +21,9 @@ A column without a name takes its units cell (SMA's time column has none); a nam
 repeats is told apart by the first header row that tells its columns apart (SMA's serial
 numbers, one inverter's channels from another's), else by its position. A column's unit
 then says whether it holds power, energy per reading or a running total, and the time
-format how its times read, where the command line does not say.
+format how its times read, where the command line does not say. Without a units row, a
+unit closing the column's name (``PV (W)``) says as much of power; of energy (``(Wh)``) it
+cannot tell a reading's energy from a running total, so the command line must.
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ class Header:
         if name is None:
             return unit
         return f"{name}-total" if column in self.totals and name.endswith("h") else name
+
+
+#: A unit closing a column's name: ``PV (W)``, ``Energy Produced [Wh]``.
+_NAME_UNIT = re.compile(r"[\[(]\s*(k?w|k?wh)\s*[\])]\s*$", re.IGNORECASE)
+
+
+def name_unit(column: str) -> str | None:
+    """The power or energy unit a column's name ends with (``W``, ``kW``, ``Wh``, ``kWh``),
+    None without one."""
+    match = _NAME_UNIT.search(column)
+    return None if match is None else _POWER_UNITS[match.group(1).lower()]
 
 
 def find_header(rows: Sequence[Sequence[str]], timestamp_column: str | None) -> Header:

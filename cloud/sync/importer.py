@@ -37,7 +37,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
-from cloud.sync.file_headers import Header
+from cloud.sync.file_headers import Header, name_unit
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
@@ -202,6 +202,24 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
 
 
+def _named_unit(field_name: str, column: str, options: ImportOptions, source: str) -> str | None:
+    """The unit a column's name ends with (``PV (W)``), checked against ``--units``: power
+    is taken from the name; energy must be told a reading's or a running total by
+    ``--units``, as a name cannot tell them apart."""
+    named = name_unit(column)
+    if named is None:
+        return None
+    if options.units is not None:
+        if options.units.removesuffix("-total") != named:
+            raise UsageError(f"{source}: --units {options.units} but column {column!r} is in {named} by its name; "
+                             "expected them to agree")
+        return options.units
+    if named.endswith("h"):
+        raise UsageError(f"{source}: column {column!r} is energy in {named} by its name, for {field_name}; expected "
+                         f"--units {named} (energy per reading) or --units {named}-total (a meter's running total)")
+    return named
+
+
 def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
     """Columns mapped to one field are summed (two inverters' PV make the home's): only a
     number field can be a sum."""
@@ -218,6 +236,8 @@ def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options:
     units = []
     for column in columns:
         given = header.import_unit(column)
+        if given is None:
+            given = _named_unit(field_name, column, options, source)
         if given is not None and given not in UNITS:
             raise UsageError(f"{source}: column {column!r} is in {given} by the file's header; expected power or "
                              f"energy (W, kW, Wh, kWh) for {field_name}")
