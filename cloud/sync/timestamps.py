@@ -108,7 +108,9 @@ class TimeReader:
             texts = values.astype("string").str.strip()
             unix = texts.str.fullmatch(_UNIX).fillna(False).astype(bool) & (self.format is None)
             aware = texts.str.contains(_OFFSET).fillna(False).astype(bool) | unix
-            day_end = texts.str.contains(_DAY_END).fillna(False).astype(bool)
+            day_end = texts.str.contains("24:00", regex=False).fillna(False).astype(bool)  # cheap, then exact
+            if day_end.any():
+                day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
             readable = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True)) if day_end.any() else texts
             parsed = pd.to_datetime(readable.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
             parsed[day_end] += pd.Timedelta(days=1)
