@@ -78,12 +78,20 @@ def test_an_sma_export_is_read_by_its_names_units_kinds_and_time_format(tmp_path
 
 
 def test_a_units_row_under_the_names_gives_each_column_its_unit(tmp_path, cloud):
-    """``[dd.MM.yyyy HH:mm]`` and ``[Wh]`` under the names: energy per 15-minute reading,
-    read as its mean power, with the time format the row gives."""
+    """``[dd.MM.yyyy HH:mm]``, ``[Wh]`` and ``[W]`` under the names: the times read in the
+    row's format, ``[W]`` power; ``[Wh]`` without SMA's kinds row may be a reading's energy
+    or a running total, so --units says which, and a total it is not is refused."""
     text = "Datum und Uhrzeit;PV;Netzbezug\n[dd.MM.yyyy HH:mm];[Wh];[W]\n" + "".join(
         f"25.03.2024 12:{m:02d};{500 + m};{300 + m}\n" for m in (0, 15, 30))
     (tmp_path / "portal.csv").write_text(text)
-    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW, "Netzbezug": dd.LOAD_TOTAL}, timezone="Europe/Berlin")
+    mapping = {"PV": dd.SOLAR_KW, "Netzbezug": dd.LOAD_TOTAL}
+    with pytest.raises(UsageError, match=r"column 'PV' is energy in Wh by the file's header, for solar_generation_kw; "
+                                         r"expected --units Wh \(energy per reading\) or --units Wh-total"):
+        import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", mapping, timezone="Europe/Berlin"))
+    with pytest.raises(UsageError, match=r"--units Wh but column 'Netzbezug' is in W by the file's header"):
+        import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", mapping, units="Wh", timezone="Europe/Berlin"))
+    import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", {"Netzbezug": dd.LOAD_TOTAL}, timezone="Europe/Berlin"))
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW}, units="Wh", timezone="Europe/Berlin")
     result = import_file(tmp_path / "portal.csv", cloud, options)
     assert result.rows_synced == 3
     stored = cloud.read_readings("home-1")
@@ -108,7 +116,7 @@ def test_a_workbook_with_a_preamble_and_a_units_row_is_read_from_its_names(tmp_p
     sheet.append([datetime(2024, 7, 1, 12, 15), "n/v", 21])
     sheet.append([datetime(2024, 7, 1, 12, 30), 0.75, 22])
     book.save(tmp_path / "portal.xlsx")
-    options = ImportOptions("home-1", {"PV-Erzeugung": dd.SOLAR_KW}, timezone="Europe/Berlin")
+    options = ImportOptions("home-1", {"PV-Erzeugung": dd.SOLAR_KW}, units="kWh", timezone="Europe/Berlin")
     result = import_file(tmp_path / "portal.xlsx", cloud, options)
     assert (result.rows_synced, result.rows_quarantined) == (2, 1)
     stored = cloud.read_readings("home-1")
@@ -135,8 +143,8 @@ def test_units_that_contradict_the_header_or_are_no_power_are_one_line(tmp_path,
     assert run_cli(run_cloud_sync.main, [*base, "--column-map", "Leistung (SN: 2100070361)=solar_generation_kw",
                                          "--units", "W"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {tmp_path / 'sma.csv'}: --units W but the file's header gives column "
-                   "'Leistung (SN: 2100070361)' in kW; expected them to agree (leave --units out to read the header's)"]
+    assert err == [f"error: {tmp_path / 'sma.csv'}: --units W but column 'Leistung (SN: 2100070361)' is in kW by the "
+                   "file's header; expected them to agree"]
     (tmp_path / "m.csv").write_text("Zeit;Batterie\n[dd.MM.yyyy HH:mm];[%]\n01.07.2024 12:00;55\n")
     assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), "--device-id", "home-1",
                                          "--column-map", "Batterie=home_load_total_load_kw",
@@ -157,12 +165,14 @@ def test_a_time_column_named_by_its_format_is_found_below_a_row_of_other_units()
     header = find_header(rows, None)
     assert (header.names_row, header.data_row, header.time_column, header.time_format) == (
         3, 4, "dd/MM/yyyy HH:mm:ss", "%d/%m/%Y %H:%M:%S")
-    assert header.import_unit("PacTot") is None
+    assert header.unit_of("PacTot") is None
 
 
 def test_names_stay_unique_when_a_qualified_name_is_taken():
     header = find_header([["time", "PV", "PV", "PV (2)", ""], ["2024-07-01 12:00", "1", "2", "3", "4"]], None)
-    assert header.columns == ["time", "PV (2)", "PV (3)", "PV (2) (4)", "column 5"]
+    assert header.columns == ["time", "PV", "PV.1", "PV (2)", "column 5"]
+    header = find_header([["time", "PV", "PV", "PV.1"], ["2024-07-01 12:00", "1", "2", "3"]], None)
+    assert header.columns == ["time", "PV", "PV.1", "PV.1.1"]
 
 
 def test_a_plain_header_is_the_first_line_as_before():
@@ -194,7 +204,7 @@ def test_an_import_without_a_file_header_unit_still_defaults_to_kw(tmp_path, clo
 def test_a_header_given_unit_for_a_counter_without_two_readings_is_refused(tmp_path, cloud):
     (tmp_path / "m.csv").write_text("Zeit;Zähler\n[dd.MM.yyyy HH:mm];[kWh]\n01.07.2024 12:00;55\n")
     with pytest.raises(UsageError, match=r"Zähler in kWh \(energy per reading\) needs at least two readings"):
-        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"Zähler": dd.SOLAR_KW}))
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"Zähler": dd.SOLAR_KW}, units="kWh"))
 
 
 CELLS = ["", "kW", "[Wh]", "Counter", "Analog", "dd.MM.yyyy HH:mm", "Zeit", "time", "PV", "PV", "12,5", "n/v",
@@ -233,8 +243,7 @@ def test_two_columns_mapped_to_one_field_are_summed(tmp_path, cloud):
 def test_summed_columns_in_different_units_or_into_a_text_field_are_refused(tmp_path, cloud):
     (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
     mixed = {"Leistung (SN: 2100070361)": dd.SOLAR_KW, "Gesamtertrag (SN: 2100070559)": dd.SOLAR_KW}
-    with pytest.raises(UsageError, match=r"summed into solar_generation_kw are in kW, kWh-total by the file's header; "
-                                         r"expected one unit"):
+    with pytest.raises(UsageError, match=r"summed into solar_generation_kw are in kW, kWh-total; expected one unit"):
         import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-1", mixed, timezone="Europe/Berlin"))
     pd.DataFrame({"ts": ["2024-01-01T10:00Z"], "a": ["peak"], "b": ["peak"]}).to_csv(tmp_path / "m.csv", index=False)
     text = {"a": dd.TOU_PERIOD, "b": dd.TOU_PERIOD}
@@ -283,3 +292,80 @@ def test_a_unit_closing_a_columns_name_is_read_where_it_can_be(tmp_path, cloud):
         import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy))
     import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy, units="Wh", timezone="UTC"))
     assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.06, 1.12])
+
+
+def test_a_semicolon_file_with_decimal_commas_keeps_its_delimiter(tmp_path, cloud):
+    """The readings split as often at ``,`` as at ``;``: the names line, which holds no
+    decimal comma, tells them apart."""
+    text = "Zeit;PV;Last\n" + "".join(f"2024-03-20 00:{m:02d};1,{m:02d};2,50\n" for m in range(0, 60, 15))
+    (tmp_path / "de.csv").write_text(text)
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW, "Last": dd.LOAD_TOTAL}, units="kW", timezone="UTC")
+    assert import_file(tmp_path / "de.csv", cloud, options).rows_synced == 4
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.15, 1.3, 1.45])
+
+
+def test_a_repeated_name_keeps_pandas_names_and_its_unit(tmp_path, cloud):
+    """Without a row that tells them apart, the first keeps the name and the next is
+    ``name.1``; a unit closing the name still holds for both."""
+    (tmp_path / "m.csv").write_text("time,PV (W),PV (W),pv,pv\n2024-07-01T12:00Z,1000,2000,5,6\n")
+    both = {"PV (W)": dd.SOLAR_KW, "PV (W).1": dd.SOLAR_KW}
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", both))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([3.0])
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"pv": dd.SOLAR_KW}))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx([5.0])
+
+
+def test_a_meter_total_under_an_energy_unit_imports_as_a_total_when_told(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Datum und Uhrzeit;Zählerstand\n[dd.MM.yyyy HH:mm];[kWh]\n"
+                                    "01.07.2024 12:00;1000\n01.07.2024 12:15;1001\n01.07.2024 12:30;1002,5\n")
+    options = ImportOptions("home-1", {"Zählerstand": dd.LOAD_TOTAL}, units="kWh-total", timezone="UTC")
+    assert import_file(tmp_path / "m.csv", cloud, options).rows_synced == 2
+    assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == pytest.approx([4.0, 6.0])
+
+
+def test_the_headers_time_format_is_its_own_columns_only(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Zeit;UTC;PV\n[dd.MM.yyyy HH:mm];;[W]\n01.07.2024 14:00;2024-07-01T12:00Z;1500\n")
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timestamp_column="UTC")
+    import_file(tmp_path / "m.csv", cloud, options)
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z")]
+
+
+def test_an_export_date_in_the_preamble_is_no_names_row(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Anlage;Mein Haus\nDatum;01.07.2024\n\nZeitstempel;PV (W);Last (W)\n"
+                                    "2024-07-01 12:00;1200;300\n2024-07-01 12:15;1300;400\n")
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, timezone="UTC"))
+    assert result.rows_synced == 2 and result.columns_not_imported == ["Last (W)"]
+
+
+def test_month_and_weekday_names_in_a_time_format_read(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Time;PV\n[ddd dd MMM yyyy HH:mm];[kW]\nMon 01 Jul 2024 12:00;1,5\n")
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z")]
+
+
+def test_a_time_format_that_is_no_pattern_or_a_huge_field_is_one_line(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("ts,solar_generation_kw\n01.07.2024,1\n")
+    with pytest.raises(UsageError, match=r"time format '%d%d' cannot be read \(.*\); expected a strftime pattern"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", timestamp_format="%d%d"))
+    (tmp_path / "big.csv").write_text('ts,solar_generation_kw\n"' + "x" * 200_000 + '",1\n')
+    with pytest.raises(UsageError, match=r"--import .*big.csv: cannot read \(field larger than field limit"):
+        import_file(tmp_path / "big.csv", cloud, ImportOptions("home-1"))
+
+
+def test_a_sheets_text_times_read_in_its_units_rows_format(tmp_path, cloud):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["Zeitstempel", "PV"])
+    book.active.append(["[dd.MM.yyyy HH:mm]", "[kW]"])
+    book.active.append(["01.07.2024 12:00", 1.5])
+    book.active.append([datetime(2024, 7, 1, 12, 15), 1.6])
+    book.save(tmp_path / "m.xlsx")
+    import_file(tmp_path / "m.xlsx", cloud, ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z"),
+                                                             pd.Timestamp("2024-07-01T12:15Z")]
+
+
+def test_a_short_windows_1252_file_is_told_by_a_last_byte(tmp_path, cloud):
+    (tmp_path / "m.csv").write_bytes("ts,solar_generation_kw,Zähler\n2024-07-01T12:00Z,1,ä".encode("cp1252"))
+    assert import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1")).columns_not_imported == ["Zähler"]

@@ -37,7 +37,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
-from cloud.sync.file_headers import Header, name_unit
+from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
@@ -189,8 +189,11 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     time_columns = ((header.time_column,) if header.time_column and options.timestamp_column is None
                     else find_time_columns(columns, options.timestamp_column, source))
     named: dict[str, list[str]] = {}
-    for column in (c for c in columns if c not in time_columns):
-        named.setdefault(options.column_map.get(column, column), []).append(column)
+    for column in (c for c in columns if c not in time_columns and c in options.column_map):
+        named.setdefault(options.column_map[column], []).append(column)
+    for column in (c for c in columns if c not in time_columns and c not in options.column_map):
+        if column not in named:  # a column under a field's own name, unless the map gives that field others
+            named[column] = [column]
     sources = {f: tuple(named[f]) for f in dd.FIELD_TYPES if f in named}
     if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
@@ -198,26 +201,9 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     _check_sums(sources, source)
     ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns))
     units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
-    times = TimeReader(options.timezone, options.timestamp_format or header.time_format)
+    own = time_columns == (header.time_column,)  # the header's format is its time column's
+    times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
-
-
-def _named_unit(field_name: str, column: str, options: ImportOptions, source: str) -> str | None:
-    """The unit a column's name ends with (``PV (W)``), checked against ``--units``: power
-    is taken from the name; energy must be told a reading's or a running total by
-    ``--units``, as a name cannot tell them apart."""
-    named = name_unit(column)
-    if named is None:
-        return None
-    if options.units is not None:
-        if options.units.removesuffix("-total") != named:
-            raise UsageError(f"{source}: --units {options.units} but column {column!r} is in {named} by its name; "
-                             "expected them to agree")
-        return options.units
-    if named.endswith("h"):
-        raise UsageError(f"{source}: column {column!r} is energy in {named} by its name, for {field_name}; expected "
-                         f"--units {named} (energy per reading) or --units {named}-total (a meter's running total)")
-    return named
 
 
 def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
@@ -230,24 +216,35 @@ def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
 
 
 def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options: ImportOptions, source: str) -> str:
-    """A power field's unit: ``--units``, else the file's header's for its columns, else kW;
-    ``--units`` that contradicts the header, a header unit that is no power or energy, and
-    summed columns in different units are refused rather than guessed between."""
+    """A power field's unit: ``--units``, else what the file says of its columns (the units
+    row, else a unit closing the name), else kW. Refused rather than guessed: ``--units``
+    that contradicts the file, a unit that is no power or energy, energy the file does not
+    say is a reading's or a running total (without ``--units``), summed columns in
+    different units."""
     units = []
     for column in columns:
-        given = header.import_unit(column)
-        if given is None:
-            given = _named_unit(field_name, column, options, source)
-        if given is not None and given not in UNITS:
-            raise UsageError(f"{source}: column {column!r} is in {given} by the file's header; expected power or "
+        unit = header.unit_of(column)
+        if unit is None:
+            units.append(options.units or "kW")
+            continue
+        if not unit.known:
+            raise UsageError(f"{source}: column {column!r} is in {unit.name} by {unit.where}; expected power or "
                              f"energy (W, kW, Wh, kWh) for {field_name}")
-        if options.units is not None and given is not None and given != options.units:
-            raise UsageError(f"{source}: --units {options.units} but the file's header gives column {column!r} in "
-                             f"{given}; expected them to agree (leave --units out to read the header's)")
-        units.append(options.units or given or "kW")
+        fixed = unit.import_unit
+        if options.units is not None:
+            if options.units != fixed and (fixed is not None or options.units.removesuffix("-total") != unit.name):
+                raise UsageError(f"{source}: --units {options.units} but column {column!r} is in {fixed or unit.name} "
+                                 f"by {unit.where}; expected them to agree")
+            units.append(options.units)
+        elif fixed is None:
+            raise UsageError(f"{source}: column {column!r} is energy in {unit.name} by {unit.where}, for {field_name}; "
+                             f"expected --units {unit.name} (energy per reading) or --units {unit.name}-total "
+                             "(a meter's running total)")
+        else:
+            units.append(fixed)
     if len(set(units)) > 1:
-        raise UsageError(f"{source}: columns {list(columns)} summed into {field_name} are in "
-                         f"{', '.join(units)} by the file's header; expected one unit")
+        raise UsageError(f"{source}: columns {list(columns)} summed into {field_name} are in {', '.join(units)}; "
+                         "expected one unit")
     return units[0]
 
 

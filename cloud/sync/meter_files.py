@@ -6,9 +6,9 @@ format, a preamble above), :mod:`cloud.sync.file_headers` tells.
 
 A CSV file's dialect is read from the file, because loggers and spreadsheets write what
 their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise it is the
-one of ``,`` ``;`` tab ``|`` that splits the later half of the first 40 lines (readings,
-below any preamble) into the same number of cells (the most cells on a tie; ``,`` when none
-does). A file delimited by anything but ``,`` whose number cells use a decimal comma
+one of ``,`` ``;`` tab ``|`` that splits the first 40 lines into the same number of cells,
+else the later half of them (the readings below a preamble); the most cells on a tie, ``,``
+when none does. A file delimited by anything but ``,`` whose number cells use a decimal comma
 (``553,5``) is read with ``,`` as its decimal mark and ``.`` as its thousands separator, as
 German, French or Italian exports write them. A byte-order mark is dropped; UTF-16's
 (Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
@@ -131,14 +131,13 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
         lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip - dialect.header_lines + 1, 1)
         return MeterFile(path, header.columns, "line", None if lines is None else -(-lines // chunk_size), dialect,
                          header)
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, gzip.BadGzipFile) as error:
+    except (ValueError, OSError, EOFError, KeyError, csv.Error, zipfile.BadZipFile, gzip.BadGzipFile) as error:
         raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
 
 
 def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int | None]:
     """An Excel workbook's first sheet: its header, read from its first rows (empty cells
-    after a row's last one left out), and its row count, when the file records it. Its
-    date cells carry their own type, so a units row's time format is not needed."""
+    after a row's last one left out), and its row count, when the file records it."""
     from openpyxl import load_workbook
 
     book = load_workbook(path, read_only=True, data_only=True)
@@ -150,7 +149,7 @@ def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int
             while cells and cells[-1] is None:
                 cells.pop()
             rows.append(["" if c is None else str(c) for c in cells])
-        return replace(find_header(rows, timestamp_column), time_format=None), sheet.max_row
+        return find_header(rows, timestamp_column), sheet.max_row
     finally:
         book.close()
 
@@ -184,14 +183,19 @@ def sniff(lines: list[str], timestamp_column: str | None = None) -> tuple[Dialec
         delimiter = hint.group(1)
     else:
         rows = [line for line in lines if line.strip()]
-        tail = rows[-max(3, len(rows) // 2):]  # the readings: a preamble above them may split otherwise
-        counts = {d: [row.count(d) for row in tail] for d in _DELIMITERS}
-        steady = [d for d, n in counts.items() if n and n[0] > 0 and len(set(n)) == 1]
-        delimiter = max(steady, key=lambda d: counts[d][0]) if steady else ","
+        delimiter = _steady(rows) or _steady(rows[-max(3, len(rows) // 2):]) or ","  # the readings below a preamble
     header = find_header(list(csv.reader(lines, delimiter=delimiter)), timestamp_column)
     cells = [cell.strip('"') for line in lines[header.data_row:] for cell in line.split(delimiter)]
     decimal = "," if delimiter != "," and any(_DECIMAL_COMMA.match(c) for c in cells) else "."
     return Dialect(delimiter, skip + header.names_row, decimal, header.data_row - header.names_row), header
+
+
+def _steady(rows: list[str]) -> str | None:
+    """The delimiter that splits every row into the same number of cells (the most cells
+    on a tie), None when none does."""
+    counts = {d: [row.count(d) for row in rows] for d in _DELIMITERS}
+    steady = [d for d, n in counts.items() if n and n[0] > 0 and len(set(n)) == 1]
+    return max(steady, key=lambda d: counts[d][0]) if steady else None
 
 
 def _encoding(path: Path) -> str:
@@ -206,7 +210,7 @@ def _encoding(path: Path) -> str:
     try:
         start.decode("utf-8")
     except UnicodeDecodeError as error:
-        if error.start < len(start) - 3:  # not a character cut by the 64 KiB
+        if len(start) < 1 << 16 or error.start < len(start) - 3:  # not a character cut by the 64 KiB
             return "cp1252"
     return "utf-8-sig"
 

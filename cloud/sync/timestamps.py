@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("da
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 #: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
 #: files use it): the next day's ``00:00``.
-_DAY_END = re.compile(r"(?<![\d:])24:00(?=$|[^\d:]|:00(?!\d))")
+_DAY_END = re.compile(r"(?<![\d:])24:00(?=$|[^\d:.]|:00(?![\d.]))")
 _OFFSET = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
 
 
@@ -111,8 +112,18 @@ class TimeReader:
             day_end = texts.str.contains("24:00", regex=False).fillna(False).astype(bool)  # cheap, then exact
             if day_end.any():
                 day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
-            readable = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True)) if day_end.any() else texts
-            parsed = pd.to_datetime(readable.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+            cleaned = texts
+            if day_end.any():
+                cleaned = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True))
+            try:
+                parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+            except (ValueError, re.error) as error:
+                raise UsageError(f"time format {self.format!r} cannot be read ({' '.join(str(error).split())}); "
+                                 "expected a strftime pattern such as '%d.%m.%Y %H:%M'") from None
+            if self.format is not None and values.dtype == object:  # a sheet's date cells carry their own type
+                typed = values.map(lambda v: isinstance(v, datetime)).astype(bool)
+                if typed.any():
+                    parsed[typed] = pd.to_datetime(list(values[typed]), utc=True)
             parsed[day_end] += pd.Timedelta(days=1)
             if unix.any():
                 seconds = pd.to_numeric(texts[unix]) / np.where(texts[unix].str.len() == 13, 1000, 1)
