@@ -369,3 +369,11 @@ def test_a_sheets_text_times_read_in_its_units_rows_format(tmp_path, cloud):
 def test_a_short_windows_1252_file_is_told_by_a_last_byte(tmp_path, cloud):
     (tmp_path / "m.csv").write_bytes("ts,solar_generation_kw,Zähler\n2024-07-01T12:00Z,1,ä".encode("cp1252"))
     assert import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1")).columns_not_imported == ["Zähler"]
+
+
+def test_blank_lines_among_the_readings_keep_the_lines_after_them_numbered_as_in_the_file(tmp_path, cloud):
+    text = "ts,solar_generation_kw\n2024-07-01T12:00Z,1\n\n\n2024-07-01T12:15Z,n/v\n,\n2024-07-01T12:30Z,3\n\n"
+    (tmp_path / "m.csv").write_text(text)
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1"))
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 5: solar_generation_kw 'n/v' is not a number"]

@@ -84,7 +84,8 @@ class MeterFile:
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
-        text, so a value that is not a number is refused by its row alone."""
+        text, so a value that is not a number is refused by its row alone. A line without a
+        filled cell holds no reading and is left out, its number kept for the lines after it."""
         first = self.dialect.skip + self.dialect.header_lines + 1 if self.where == "line" else 1
         try:
             if self.where == SHEET_ROW:
@@ -96,11 +97,15 @@ class MeterFile:
                 batches = (b.to_pandas() for b in pq.ParquetFile(self.path).iter_batches(batch_size=size))
             else:
                 batches = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
-                                    header=None, names=self.columns, index_col=False, dtype=str, chunksize=size)
+                                    header=None, names=self.columns, index_col=False, dtype=str, chunksize=size,
+                                    skip_blank_lines=False)  # kept to count lines, then left out
             for chunk in batches:
                 chunk.index = pd.RangeIndex(first, first + len(chunk))
                 first += len(chunk)
-                yield chunk
+                if self.where == "line":
+                    chunk = chunk.dropna(how="all")
+                if len(chunk):
+                    yield chunk
         except (ValueError, OSError) as error:
             raise UsageError(f"--import {self.path}: cannot read near {self.where} {first} "
                              f"({' '.join(str(error).split())})") from None
