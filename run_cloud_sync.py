@@ -48,10 +48,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
-                        help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' (default ISO 8601 or Unix seconds)")
-    parser.add_argument("--units", choices=tuple(UNITS), default="kW",
+                        help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' "
+                             "(default: the file's units row, else ISO 8601 or Unix seconds)")
+    parser.add_argument("--units", choices=tuple(UNITS),
                         help="--import: power (W, kW), energy per reading (Wh, kWh) or a meter's running total "
-                             "(Wh-total, kWh-total) in the file's power columns")
+                             "(Wh-total, kWh-total) in the file's power columns (default: the file's units row, else kW)")
     parser.add_argument("--timezone", help="--import: zone of timestamps without an offset "
                         "(default: the site's declared zone, else UTC)")
     parser.add_argument("--longitude", type=arg_type(float, "degrees east"), metavar="DEG",

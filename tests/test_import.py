@@ -128,12 +128,22 @@ def test_import_is_idempotent(tmp_path, cloud):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("pv_w", "expected FILE_COLUMN=field pairs"),
-    ("pv_w=solar_kw", "'solar_kw' is not a reading field"),
+    ("pv_w", "'pv_w': expected FILE_COLUMN=field pairs"),
+    ("pv_w=solar_kw", "'pv_w=solar_kw': 'solar_kw' is not a reading field"),
+    ("pv_w=solar_generation_kw,,load", "'load': expected FILE_COLUMN=field pairs"),
+    ("pv_w=", "'pv_w=': expected FILE_COLUMN=field pairs"),
+    ("=solar_generation_kw", "'=solar_generation_kw': expected FILE_COLUMN=field pairs"),
+    ("a=b=solar_generation_kw", "'a=b=solar_generation_kw': expected FILE_COLUMN=field pairs"),
 ])
 def test_bad_column_map_is_a_usage_error(text, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_column_map(text)
+
+
+def test_a_column_map_column_may_hold_commas():
+    """Portals name columns ``Leistung, AC (W)``: the field after ``=`` ends each pair."""
+    assert parse_column_map(" Leistung, AC (W) = solar_generation_kw, Bezug, gesamt=home_load_total_load_kw,") == {
+        "Leistung, AC (W)": dd.SOLAR_KW, "Bezug, gesamt": dd.LOAD_TOTAL}
 
 
 def test_file_without_timestamp_or_fields_says_what_it_expected(tmp_path, cloud):
@@ -456,3 +466,13 @@ def test_a_million_rows_with_bad_rows_spread_through_store_every_good_row(tmp_pa
     assert cloud.count_readings("meter-1") == rows - bad
     assert len(cloud.read_quarantine("meter-1")) == bad
     assert cloud.last_run("cloud_import")[s.STATUS] == "ok"
+
+
+def test_a_mapped_column_takes_its_field_from_a_column_under_the_fields_own_name(tmp_path, cloud):
+    """Columns mapped to one field are summed; a column that merely bears the field's name
+    gives way to the one the map names, and is reported as not imported."""
+    (tmp_path / "m.csv").write_text("ts,solar_generation_kw,pv_w\n2024-07-01T12:00Z,9,1500\n")
+    options = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W")
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    assert cloud.read_readings("meter-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5])
+    assert result.columns_not_imported == [dd.SOLAR_KW]

@@ -121,3 +121,20 @@ def test_a_text_field_cannot_come_from_an_event_file(tmp_path, cloud):
     history_csv(tmp_path / "history.csv", POWER)
     with pytest.raises(UsageError, match="grid_price_time_of_use_period cannot come from an event file; expected numeric fields"):
         import_file(tmp_path / "history.csv", cloud, ImportOptions("home-1", {"sensor.pv_power": dd.TOU_PERIOD}))
+
+
+def test_two_entities_mapped_to_one_field_are_summed(tmp_path, cloud):
+    """Two inverters' power sensors make the home's PV; where one has no value the sum has none."""
+    history_csv(tmp_path / "history.csv", [
+        ("sensor.pv_east", "1000", "10:00:00"), ("sensor.pv_east", "1500", "10:05:00"),
+        ("sensor.pv_east", "unavailable", "10:10:00"),
+        ("sensor.pv_west", "400", "10:00:00"), ("sensor.pv_west", "600", "10:05:00"),
+        ("sensor.pv_west", "800", "10:15:00"), ("sensor.pv_west", "800", "10:25:00"),
+    ])
+    options = ImportOptions("home-1", {"sensor.pv_east": dd.SOLAR_KW, "sensor.pv_west": dd.SOLAR_KW}, units="W")
+    import_file(tmp_path / "history.csv", cloud, options)
+    stored = cloud.read_readings("home-1").set_index(dd.TS)[dd.SOLAR_KW]
+    stored.index = stored.index.strftime("%H:%M")
+    west = import_file(tmp_path / "history.csv", cloud, ImportOptions("home-2", {"sensor.pv_west": dd.SOLAR_KW}, units="W"))
+    assert west.rows_synced == 5  # west alone has a value every five minutes to 10:25
+    assert stored.dropna().to_dict() == pytest.approx({"10:05": 1.4, "10:10": 2.1})

@@ -127,3 +127,13 @@ def test_a_strftime_pattern_reads_digits_by_the_pattern_not_as_unix_time():
 ])
 def test_time_columns_under_european_names_are_found(columns, found):
     assert find_time_columns(columns, None, "m.csv") == found
+
+
+def test_a_days_end_written_24_00_is_the_next_days_midnight():
+    """Meter operators' files of interval ends write a day's last quarter hour as 24:00."""
+    reader = TimeReader("Europe/Berlin", "%d.%m.%Y %H:%M")
+    ts, reasons = reader.read(pd.Series(["31.12.2023 23:45", "31.12.2023 24:00", "01.01.2024 00:15", "1.1.2024 124:00"]))
+    assert ts[:3].tolist() == [pd.Timestamp(f"2023-12-31T{t}Z") for t in ("22:45", "23:00", "23:15")]
+    assert reasons[:3].tolist() == ["", "", ""] and "is not a time" in reasons[3]
+    ts, _ = TimeReader().read(pd.Series(["2024-03-30T24:00:00+01:00", "2024-03-31T24:00+02:00"]))
+    assert ts.tolist() == [pd.Timestamp("2024-03-30T23:00Z"), pd.Timestamp("2024-03-31T22:00Z")]

@@ -5,14 +5,17 @@ read as :mod:`cloud.sync.event_files` says; the rest of this applies to one read
 
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
-(``pv_w=solar_generation_kw,load=home_load_total_load_kw``). Power columns (``*_kw``) may be
-in W or kW, be energy per reading (Wh or kWh over the series' own interval, turned into the
-mean kW of that interval), or a meter's running total (the mean kW since the total before
-it). Any regular interval is kept as is (no resampling) and gaps stay gaps. Fields the file
-lacks stay empty: nothing is derived or invented; a reading already stored keeps them (two
-files of one home, PV from one and load from the other, make one series). A row that cannot
-be stored (an unreadable or impossible time, a value that is not a number or is out of
-range) goes to quarantine with its line and reason; the others go on. After the import,
+(``pv_w=solar_generation_kw,load=home_load_total_load_kw``); columns mapped to one field are
+summed (two inverters make the home's PV). Power columns (``*_kw``) may be in W or kW, be
+energy per reading (Wh or kWh over the series' own interval, turned into the mean kW of
+that interval), or a meter's running total (the mean kW since the total before it), as
+``--units`` says, else as the file's header says of the column
+(:mod:`cloud.sync.file_headers`). Any regular interval is kept as is (no resampling) and
+gaps stay gaps. Fields the file lacks stay empty: nothing is derived or invented; a
+reading already stored keeps them (two files of one home, PV from one and load from the
+other, make one series). A row that cannot be stored (an unreadable or impossible time, a
+value that is not a number or is out of range) goes to quarantine with its line and
+reason; the others go on. After the import,
 :mod:`cloud.sync.plausibility` reports what the series says about its logger.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,6 +37,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
+from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
@@ -71,7 +76,7 @@ _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
 class ImportOptions:
     device_id: str
     column_map: dict[str, str] = field(default_factory=dict)
-    units: str = "kW"
+    units: str | None = None  # None: the file's header's, else kW
     timezone: str = "UTC"
     zone_source: str = ""  # where the zone came from, when not from --timezone
     timestamp_column: str | None = None
@@ -83,7 +88,7 @@ class ImportOptions:
         problem = dd.device_id_problem(self.device_id)
         if problem is not None:
             raise UsageError(f"--device-id: {problem}")
-        if self.units not in UNITS:
+        if self.units is not None and self.units not in UNITS:
             raise UsageError(f"--units {self.units!r}: expected one of {', '.join(UNITS)}")
         if self.longitude is not None and not -180 <= self.longitude <= 180:
             raise UsageError(f"--longitude {self.longitude:g}: expected degrees east in [-180, 180]")
@@ -122,17 +127,32 @@ class ImportResult(SyncResult):
                 "checks": [vars(f) for f in self.findings]}
 
 
+#: One ``FILE_COLUMN=field`` pair: the column runs to the first ``=`` and may hold commas
+#: (``Leistung, AC (W)``); the field, a name without commas, runs to the next comma.
+_PAIR = re.compile(r"\s*(?P<source>[^=]*?)\s*=\s*(?P<target>[^,=]*?)\s*(?:,|$)")
+
+
 def parse_column_map(text: str | None) -> dict[str, str]:
-    """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``."""
+    """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``; a
+    column's name may hold commas, as the field after its ``=`` ends the pair."""
     mapping: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in (text or "").split(","))):
-        source, sep, target = pair.partition("=")
-        if not sep or not source.strip() or not target.strip():
-            raise UsageError(f"--column-map {pair!r}: expected FILE_COLUMN=field pairs separated by commas")
-        if target.strip() not in dd.FIELD_TYPES:
-            raise UsageError(f"--column-map {pair!r}: {target.strip()!r} is not a reading field; "
+    text, at = (text or "").strip().strip(","), 0
+    while at < len(text):
+        if text[at] in ", ":  # an empty pair, or the space after a comma
+            at += 1
+            continue
+        pair = _PAIR.match(text, at)
+        if pair is None or pair.end() == at:
+            shown = text[at:].split(",")[0].strip()
+            raise UsageError(f"--column-map {shown!r}: expected FILE_COLUMN=field pairs separated by commas")
+        source, target, at = pair.group("source"), pair.group("target"), pair.end()
+        if not source or not target:
+            raise UsageError(f"--column-map {pair.group(0).strip(' ,')!r}: expected FILE_COLUMN=field pairs "
+                             "separated by commas")
+        if target not in dd.FIELD_TYPES:
+            raise UsageError(f"--column-map {f'{source}={target}'!r}: {target!r} is not a reading field; "
                              f"expected one of {', '.join(dd.FIELD_TYPES)}")
-        mapping[source.strip()] = target.strip()
+        mapping[source] = target
     return mapping
 
 
@@ -142,31 +162,90 @@ class _Plan:
 
     options: ImportOptions
     time_columns: tuple[str, ...]
-    sources: dict[str, str]  # reading field -> file column
+    sources: dict[str, tuple[str, ...]]  # reading field -> the file columns (or entities) summed into it
     times: TimeReader
     dialect: Dialect = Dialect.PLAIN
     ignored: list[str] = field(default_factory=list)  # file columns that are no reading field
     events: tuple[str, str] | None = None  # an event file's (entity, state) columns
     last_totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # per column: the newest total (us, value)
     interval: pd.Timedelta | None = None
+    units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
 
     @property
     def fields(self) -> list[str]:
         return list(self.sources)
 
+    def label(self, field_name: str) -> str:
+        """The file's name for a field's values: its column, or its columns' sum."""
+        return " + ".join(self.sources[field_name])
 
-def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN) -> _Plan:
+
+def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN,
+                 header: Header | None = None) -> _Plan:
     unknown = [c for c in options.column_map if c not in columns]
     if unknown:
         raise UsageError(f"{source}: --column-map names {unknown}, not in the file; columns: {columns}")
-    time_columns = find_time_columns(columns, options.timestamp_column, source)
-    sources = {options.column_map.get(c, c): c for c in columns if c not in time_columns}
-    sources = {f: sources[f] for f in dd.FIELD_TYPES if f in sources}
+    header = header or Header(columns)
+    time_columns = ((header.time_column,) if header.time_column and options.timestamp_column is None
+                    else find_time_columns(columns, options.timestamp_column, source))
+    named: dict[str, list[str]] = {}
+    for column in (c for c in columns if c not in time_columns and c in options.column_map):
+        named.setdefault(options.column_map[column], []).append(column)
+    for column in (c for c in columns if c not in time_columns and c not in options.column_map):
+        if column not in named:  # a column under a field's own name, unless the map gives that field others
+            named[column] = [column]
+    sources = {f: tuple(named[f]) for f in dd.FIELD_TYPES if f in named}
     if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
-    ignored = sorted(set(columns) - set(sources.values()) - set(time_columns))
-    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect, ignored)
+    _check_sums(sources, source)
+    ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns))
+    units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
+    own = time_columns == (header.time_column,)  # the header's format is its time column's
+    times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
+    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
+
+
+def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
+    """Columns mapped to one field are summed (two inverters' PV make the home's): only a
+    number field can be a sum."""
+    for field_name, columns in sources.items():
+        if len(columns) > 1 and field_name not in dd.NUMERIC_COLUMNS:
+            raise UsageError(f"{source}: columns {list(columns)} are all mapped to {field_name}; expected one column "
+                             "for a field that is not a number")
+
+
+def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options: ImportOptions, source: str) -> str:
+    """A power field's unit: ``--units``, else what the file says of its columns (the units
+    row, else a unit closing the name), else kW. Refused rather than guessed: ``--units``
+    that contradicts the file, a unit that is no power or energy, energy the file does not
+    say is a reading's or a running total (without ``--units``), summed columns in
+    different units."""
+    units = []
+    for column in columns:
+        unit = header.unit_of(column)
+        if unit is None:
+            units.append(options.units or "kW")
+            continue
+        if not unit.known:
+            raise UsageError(f"{source}: column {column!r} is in {unit.name} by {unit.where}; expected power or "
+                             f"energy (W, kW, Wh, kWh) for {field_name}")
+        fixed = unit.import_unit
+        if options.units is not None:
+            if options.units != fixed and (fixed is not None or options.units.removesuffix("-total") != unit.name):
+                raise UsageError(f"{source}: --units {options.units} but column {column!r} is in {fixed or unit.name} "
+                                 f"by {unit.where}; expected them to agree")
+            units.append(options.units)
+        elif fixed is None:
+            raise UsageError(f"{source}: column {column!r} is energy in {unit.name} by {unit.where}, for {field_name}; "
+                             f"expected --units {unit.name} (energy per reading) or --units {unit.name}-total "
+                             "(a meter's running total)")
+        else:
+            units.append(fixed)
+    if len(set(units)) > 1:
+        raise UsageError(f"{source}: columns {list(columns)} summed into {field_name} are in {', '.join(units)}; "
+                         "expected one unit")
+    return units[0]
 
 
 #: The largest count a reading may carry: every whole number below it is exact as a float.
@@ -184,18 +263,22 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
         plan.interval = interval_of(ts[reasons == ""])
     out = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id, dd.TS: ts}, index=raw.index)
     for column in dd.FIELD_TYPES:
-        out[column] = None if column not in plan.sources else raw[plan.sources[column]].to_numpy()
+        out[column] = None if column not in plan.sources else raw[plan.sources[column][0]].to_numpy()
     for column in (c for c in dd.NUMERIC_COLUMNS if c in plan.sources):
-        text = raw[plan.sources[column]]
-        out[column] = plan.dialect.numbers(text)
-        wrong = out[column].isna() & text.notna() & (text.astype("string").str.strip() != "")
-        reasons[wrong] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a number")
-                          for r, v in zip(reasons[wrong], text[wrong])]
+        total = None
+        for name in plan.sources[column]:  # a missing addend leaves the sum missing: nothing is invented
+            text = raw[name]
+            number = plan.dialect.numbers(text)
+            wrong = number.isna() & text.notna() & (text.astype("string").str.strip() != "")
+            reasons[wrong] = [_join(r, f"{name} {dd.shown(v)} is not a number")
+                              for r, v in zip(reasons[wrong], text[wrong])]
+            total = number if total is None else total + number
+        out[column] = total
         if column in dd.INT_COLUMNS:
             # A count is stored as a whole number: one beyond what a float holds exactly is no count.
             huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
-            reasons[huge] = [_join(r, f"{plan.sources[column]} {dd.shown(v)} is not a whole number below {WHOLE_NUMBER_LIMIT:.0e}")
-                             for r, v in zip(reasons[huge], text[huge])]
+            reasons[huge] = [_join(r, f"{plan.label(column)} {dd.shown(v)} is not a whole number below "
+                                      f"{WHOLE_NUMBER_LIMIT:.0e}") for r, v in zip(reasons[huge], out[column][huge])]
     _to_kw(out, plan, reasons)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
@@ -236,14 +319,15 @@ def _join(first: str, second: str) -> str:
 
 
 def _to_kw(out: pd.DataFrame, plan: _Plan, reasons: pd.Series) -> None:
-    factor, kind = UNITS[plan.options.units]
-    if kind != POWER and plan.interval is None:
-        raise UsageError(f"--units {plan.options.units}: a {kind} needs at least two readings to know the "
-                         "interval; expected a regular series")
-    if kind == PER_READING:
-        factor /= plan.interval / pd.Timedelta(hours=1)
     readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say
     for column in (c for c in _POWER_COLUMNS if c in plan.sources):
+        unit = plan.units.get(column, "kW")
+        factor, kind = UNITS[unit]
+        if kind != POWER and plan.interval is None:
+            raise UsageError(f"{plan.label(column)} in {unit} ({kind}) needs at least two readings to know the "
+                             "interval; expected a regular series")
+        if kind == PER_READING:
+            factor /= plan.interval / pd.Timedelta(hours=1)
         if kind == TOTAL:
             _totals_to_kw(out, column, plan, reasons, readable)
         if factor != 1.0:
@@ -258,7 +342,7 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
     below the total before it (a reset or a new meter: counting starts again from it) give
     no power and are quarantined with why; a total missing from a row leaves that row's
     power missing. The previous total is carried from chunk to chunk."""
-    name = plan.sources[column]
+    name = plan.label(column)
     totals = out[column].to_numpy(dtype="float64")
     power = np.full(len(out), np.nan)
     micros = out[dd.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
@@ -291,7 +375,7 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
 def plan_events(columns: list[str], events: tuple[str, str], options: ImportOptions, source: str,
                 dialect: Dialect) -> _Plan:
     """An event file's plan: its entities mapped to fields by ``--column-map``."""
-    _, kind = UNITS[options.units]
+    _, kind = UNITS[options.units or "kW"]
     if kind == PER_READING:
         raise UsageError(f"--units {options.units}: an event file's states are power or a meter's running total; "
                          f"expected one of {', '.join(u for u, (_, k) in UNITS.items() if k != PER_READING)}")
@@ -302,7 +386,10 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
     if text:
         raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
     time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
-    sources = {f: e for e, f in options.column_map.items()}
+    named: dict[str, list[str]] = {}
+    for entity, field_name in options.column_map.items():
+        named.setdefault(field_name, []).append(entity)
+    sources = {f: tuple(entities) for f, entities in named.items()}
     return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
                  events=events)
 
@@ -312,10 +399,10 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
     a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
-    meter = open_meter_file(path, options.batch_size)
+    meter = open_meter_file(path, options.batch_size, options.timestamp_column)
     events = event_columns(meter.columns)
     plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events
-            else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect))
+            else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect, header=meter.header))
     longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
@@ -364,7 +451,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     (refused rows quarantined as they come), then the grid of readings stored in batches."""
     source = f"import:{meter.path.name}"
     entity_column, state_column = plan.events
-    wanted = list(plan.sources.values())
+    wanted = [e for entities in plan.sources.values() for e in entities]
     events, others = ev.Events(), pd.Series(dtype="int64")
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="read", unit="chunk"):
         ts, reasons = read_times(raw, plan)
@@ -396,14 +483,14 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
 
 def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
                 checks: Plausibility, nameplate_kw: float | None, source: str) -> None:
-    factor, kind = UNITS[plan.options.units]
-    states = {entity: events.of(entity) for entity in plan.sources.values()}  # each entity sorted once
+    factor, kind = UNITS[plan.options.units or "kW"]
+    states = {e: events.of(e) for entities in plan.sources.values() for e in entities}  # each entity sorted once
     grid = ev.grid_of([t for t, _ in states.values()])
     columns = {}
-    for field_name, entity in plan.sources.items():
-        t, v = states[entity]
+    for field_name, entities in plan.sources.items():
         power = field_name in _POWER_COLUMNS
-        rate = ev.total_rates(t, v, grid) if power and kind == TOTAL else ev.held_means(t, v, grid)
+        rate = sum(ev.total_rates(*states[e], grid) if power and kind == TOTAL else ev.held_means(*states[e], grid)
+                   for e in entities)  # entities summed, as columns are
         columns[field_name] = rate * factor if power else rate
     readings = ev.readings_frame(plan.options.device_id, grid, columns)
     plan.interval = checks.interval = ev.STEP
@@ -427,8 +514,9 @@ def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
     if sample.empty:
         raise UsageError(f"{meter.path}: the time column {' + '.join(plan.time_columns)} is empty in the first "
                          f"{len(raw)} rows; expected a time on every row (--timestamp-column NAME)")
-    fix = (f"times in --timestamp-format {plan.options.timestamp_format!r}; check the pattern against the file"
-           if plan.options.timestamp_format else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
+    given = "--timestamp-format" if plan.options.timestamp_format else "the file header's time format"
+    fix = (f"times in {given} {plan.times.format!r}; check the pattern against the file" if plan.times.format
+           else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
     raise UsageError(f"{meter.path}: no time in the first {len(raw)} rows can be read (such as "
                      f"{dd.shown(sample.iloc[0])}); expected {fix}")
 

@@ -1,30 +1,35 @@
 """Meter files (CSV, Excel, Parquet) read in chunks of bounded size, each row labelled with
 where it sits in the file (a CSV line, counting the header, an Excel sheet row, or a Parquet
 row), so that a refused row can be found again. An Excel workbook is read from its first
-sheet, whose first row names the columns.
+sheet. Which row names the columns, and what rows around it say of them (units, a time
+format, a preamble above), :mod:`cloud.sync.file_headers` tells.
 
 A CSV file's dialect is read from the file, because loggers and spreadsheets write what
 their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise it is the
-one of ``,`` ``;`` tab ``|`` that splits the header and the first rows into the same number
-of cells (the most cells on a tie; ``,`` when none does). A file delimited by anything but
-``,`` whose number cells use a decimal comma (``553,5``) is read with ``,`` as its decimal
-mark and ``.`` as its thousands separator, as German, French or Italian exports write them.
-A byte-order mark is dropped.
+one of ``,`` ``;`` tab ``|`` that splits the first 40 lines into the same number of cells,
+else the later half of them (the readings below a preamble); the most cells on a tie, ``,``
+when none does. A file delimited by anything but ``,`` whose number cells use a decimal comma
+(``553,5``) is read with ``,`` as its decimal mark and ``.`` as its thousands separator, as
+German, French or Italian exports write them. A byte-order mark is dropped; UTF-16's
+(Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
+read as Windows-1252, as Excel saves "CSV" on Western European Windows.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import itertools
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 
+from cloud.sync.file_headers import Header, find_header
 from der_core.errors import UsageError
 
 _CSV = (".csv", ".txt", ".gz")
@@ -32,8 +37,9 @@ _PARQUET = (".parquet", ".pq")
 _EXCEL = (".xlsx", ".xlsm")
 SHEET_ROW = "sheet row"
 _DELIMITERS = (",", ";", "\t", "|")
-#: Lines read to tell a CSV file's dialect: enough for a header and a run of rows.
-_SNIFF_LINES = 20
+#: Lines (or sheet rows) read to tell a file's dialect and header: enough for a portal's
+#: header block and a run of readings below it.
+_SNIFF_LINES = 40
 _EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
 _THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
@@ -41,12 +47,15 @@ _THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
 
 @dataclass(frozen=True)
 class Dialect:
-    """How a CSV file is written: its delimiter, the lines before its header (Excel's
-    ``sep=`` line) and its decimal mark."""
+    """How a CSV file is written: its delimiter, the lines before its names line (Excel's
+    ``sep=`` line, a preamble), the header's lines from its names line down, its decimal
+    mark and its encoding."""
 
     delimiter: str = ","
     skip: int = 0
     decimal: str = "."
+    header_lines: int = 1
+    encoding: str = "utf-8-sig"
 
     PLAIN: ClassVar[Dialect]  # comma-separated, decimal points: pandas' own
 
@@ -71,32 +80,40 @@ class MeterFile:
     where: str  # "line" (CSV, the header's line counted), "row" (Parquet, from 1) or "sheet row" (Excel)
     total_chunks: int | None  # for progress; None when unknown without reading the file
     dialect: Dialect = Dialect.PLAIN
+    header: Header | None = None  # what a CSV or Excel file's header rows say; None for Parquet
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
-        text, so a value that is not a number is refused by its row alone."""
-        first = 2 + self.dialect.skip if self.where == "line" else 1
+        text, so a value that is not a number is refused by its row alone. A line without a
+        filled cell holds no reading and is left out, its number kept for the lines after it."""
+        first = self.dialect.skip + self.dialect.header_lines + 1 if self.where == "line" else 1
         try:
             if self.where == SHEET_ROW:
-                yield from _sheet_chunks(self.path, self.columns, size)
+                yield from _sheet_chunks(self.path, self.columns, size, self.header.data_row + 1)
                 return
             if self.where == "row":
                 import pyarrow.parquet as pq
 
                 batches = (b.to_pandas() for b in pq.ParquetFile(self.path).iter_batches(batch_size=size))
             else:
-                batches = _read_csv(self.path, self.dialect, dtype=str, chunksize=size)
+                batches = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
+                                    header=None, names=self.columns, index_col=False, dtype=str, chunksize=size,
+                                    skip_blank_lines=False)  # kept to count lines, then left out
             for chunk in batches:
                 chunk.index = pd.RangeIndex(first, first + len(chunk))
                 first += len(chunk)
-                yield chunk
+                if self.where == "line":
+                    chunk = chunk.dropna(how="all")
+                if len(chunk):
+                    yield chunk
         except (ValueError, OSError) as error:
             raise UsageError(f"--import {self.path}: cannot read near {self.where} {first} "
                              f"({' '.join(str(error).split())})") from None
 
 
-def open_meter_file(path: Path, chunk_size: int) -> MeterFile:
-    """The file's columns and size, read from its header (CSV) or metadata (Parquet)."""
+def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = None) -> MeterFile:
+    """The file's columns and size, read from its header rows (CSV, Excel) or metadata
+    (Parquet); ``timestamp_column`` (``--timestamp-column``) helps find the names row."""
     if not path.is_file():
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
@@ -104,47 +121,54 @@ def open_meter_file(path: Path, chunk_size: int) -> MeterFile:
         raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx or .parquet file")
     try:
         if suffix in _EXCEL:
-            columns, rows = _sheet_header(path)
-            return MeterFile(path, columns, SHEET_ROW, None if rows is None else -(-max(rows - 1, 1) // chunk_size))
+            header, rows = _sheet_header(path, timestamp_column)
+            left = None if rows is None else max(rows - header.data_row, 1)
+            return MeterFile(path, header.columns, SHEET_ROW, None if left is None else -(-left // chunk_size),
+                             header=header)
         if suffix in _PARQUET:
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(path)
             return MeterFile(path, list(meta.schema_arrow.names), "row", -(-meta.metadata.num_rows // chunk_size))
-        dialect = sniff(_head(path))
-        columns = [str(c) for c in _read_csv(path, dialect, nrows=0).columns]
-        lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip, 1)
-        return MeterFile(path, columns, "line", None if lines is None else -(-lines // chunk_size), dialect)
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, gzip.BadGzipFile) as error:
+        encoding = _encoding(path)
+        dialect, header = sniff(_head(path, encoding), timestamp_column)
+        dialect = replace(dialect, encoding=encoding)
+        lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip - dialect.header_lines + 1, 1)
+        return MeterFile(path, header.columns, "line", None if lines is None else -(-lines // chunk_size), dialect,
+                         header)
+    except (ValueError, OSError, EOFError, KeyError, csv.Error, zipfile.BadZipFile, gzip.BadGzipFile) as error:
         raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
 
 
-def _sheet_header(path: Path) -> tuple[list[str], int | None]:
-    """An Excel workbook's first sheet: the names in its first row (empty cells after the
-    last name left out) and its row count, when the file records it."""
+def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int | None]:
+    """An Excel workbook's first sheet: its header, read from its first rows (empty cells
+    after a row's last one left out), and its row count, when the file records it."""
     from openpyxl import load_workbook
 
     book = load_workbook(path, read_only=True, data_only=True)
     try:
         sheet = book.worksheets[0]
-        header = list(next(sheet.iter_rows(max_row=1, values_only=True), ()))
-        while header and header[-1] is None:
-            header.pop()
-        return ["" if c is None else str(c).strip() for c in header], sheet.max_row
+        rows = []
+        for row in sheet.iter_rows(max_row=_SNIFF_LINES, values_only=True):
+            cells = list(row)
+            while cells and cells[-1] is None:
+                cells.pop()
+            rows.append(["" if c is None else str(c) for c in cells])
+        return find_header(rows, timestamp_column), sheet.max_row
     finally:
         book.close()
 
 
-def _sheet_chunks(path: Path, columns: list[str], size: int) -> Iterator[pd.DataFrame]:
-    """The first sheet's rows after the header, ``size`` at a time, indexed by their row
+def _sheet_chunks(path: Path, columns: list[str], size: int, first: int) -> Iterator[pd.DataFrame]:
+    """The first sheet's rows from row ``first`` (below the header), ``size`` at a time, indexed by their row
     number in the sheet; rows with no cell filled (a sheet's formatted tail) are left out.
     Cells keep Excel's types: a date cell is a time without a zone, a number a number."""
     from openpyxl import load_workbook
 
     book = load_workbook(path, read_only=True, data_only=True)
     try:
-        rows = book.worksheets[0].iter_rows(min_row=2, values_only=True)
-        number, width = 2, len(columns)
+        rows = book.worksheets[0].iter_rows(min_row=first, values_only=True)
+        number, width = first, len(columns)
         while batch := list(itertools.islice(rows, size)):
             padded = ((number + k, tuple(row[:width]) + (None,) * (width - len(row))) for k, row in enumerate(batch))
             filled = [(n, cells) for n, cells in padded if any(c is not None for c in cells)]
@@ -156,30 +180,54 @@ def _sheet_chunks(path: Path, columns: list[str], size: int) -> Iterator[pd.Data
         book.close()
 
 
-def sniff(lines: list[str]) -> Dialect:
-    """A CSV file's dialect from its first lines (the module docstring says how)."""
+def sniff(lines: list[str], timestamp_column: str | None = None) -> tuple[Dialect, Header]:
+    """A CSV file's dialect and header from its first lines (the module docstring says how)."""
     skip = 0
     if lines and (hint := _EXCEL_SEPARATOR.match(lines[0])):
         skip, lines = 1, lines[1:]
         delimiter = hint.group(1)
     else:
         rows = [line for line in lines if line.strip()]
-        counts = {d: [row.count(d) for row in rows] for d in _DELIMITERS}
-        steady = [d for d, n in counts.items() if n and n[0] > 0 and len(set(n)) == 1]
-        delimiter = max(steady, key=lambda d: counts[d][0]) if steady else ","
-    cells = [cell.strip('"') for line in lines[1:] for cell in line.split(delimiter)]
+        delimiter = _steady(rows) or _steady(rows[-max(3, len(rows) // 2):]) or ","  # the readings below a preamble
+    header = find_header(list(csv.reader(lines, delimiter=delimiter)), timestamp_column)
+    cells = [cell.strip('"') for line in lines[header.data_row:] for cell in line.split(delimiter)]
     decimal = "," if delimiter != "," and any(_DECIMAL_COMMA.match(c) for c in cells) else "."
-    return Dialect(delimiter, skip, decimal)
+    return Dialect(delimiter, skip + header.names_row, decimal, header.data_row - header.names_row), header
 
 
-def _head(path: Path) -> list[str]:
+def _steady(rows: list[str]) -> str | None:
+    """The delimiter that splits every row into the same number of cells (the most cells
+    on a tie), None when none does."""
+    counts = {d: [row.count(d) for row in rows] for d in _DELIMITERS}
+    steady = [d for d, n in counts.items() if n and n[0] > 0 and len(set(n)) == 1]
+    return max(steady, key=lambda d: counts[d][0]) if steady else None
+
+
+def _encoding(path: Path) -> str:
+    """UTF-16 where the file starts with its byte-order mark; Windows-1252 where its first
+    64 KiB are not UTF-8 (Excel's "CSV" on a Western European Windows, ``Zähler`` written
+    as one byte); else UTF-8, a byte-order mark dropped."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with opener(path, "rb") as handle:
+        start = handle.read(1 << 16)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if len(start) < 1 << 16 or error.start < len(start) - 3:  # not a character cut by the 64 KiB
+            return "cp1252"
+    return "utf-8-sig"
+
+
+def _head(path: Path, encoding: str = "utf-8-sig") -> list[str]:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding=encoding, errors="replace", newline="") as handle:
         return [line.rstrip("\r\n") for line in itertools.islice(handle, _SNIFF_LINES)]
 
 
 def _read_csv(path: Path, dialect: Dialect, **kwargs):
-    return pd.read_csv(path, sep=dialect.delimiter, skiprows=dialect.skip, encoding="utf-8-sig", **kwargs)
+    return pd.read_csv(path, sep=dialect.delimiter, encoding=dialect.encoding, encoding_errors="replace", **kwargs)
 
 
 def _count_lines(path: Path) -> int:

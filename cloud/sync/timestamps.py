@@ -9,9 +9,10 @@ autumn is resolved from the file's own order (a logger writes the repeated hour'
 first for the summer occurrence, then for the winter one: a step back in wall time inside
 that hour moves to the second occurrence), and a time the clock skips in spring is
 refused, because no correct logger can write it and shifting it would invent a reading.
-A file is one kind or the other, decided by its first readable time; a row of the other
-kind is refused rather than guessed. Pure functions over Series, state carried between the
-chunks of a long file.
+A day's end written as ``24:00`` (ISO 8601 allows it; meter operators' files of interval
+ends use it) is the next day's ``00:00``. A file is one kind or the other, decided by its
+first readable time; a row of the other kind is refused rather than guessed. Pure
+functions over Series, state carried between the chunks of a long file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,9 @@ TIMESTAMP_NAMES = (
 DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
                  ("data", "ora"), ("datum", "tijd"))
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
+#: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
+#: files use it): the next day's ``00:00``.
+_DAY_END = re.compile(r"(?<![\d:])24:00(?=$|[^\d:.]|:00(?![\d.]))")
 _OFFSET = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
 
 
@@ -104,7 +109,22 @@ class TimeReader:
             texts = values.astype("string").str.strip()
             unix = texts.str.fullmatch(_UNIX).fillna(False).astype(bool) & (self.format is None)
             aware = texts.str.contains(_OFFSET).fillna(False).astype(bool) | unix
-            parsed = pd.to_datetime(texts.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+            day_end = texts.str.contains("24:00", regex=False).fillna(False).astype(bool)  # cheap, then exact
+            if day_end.any():
+                day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
+            cleaned = texts
+            if day_end.any():
+                cleaned = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True))
+            try:
+                parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+            except (ValueError, re.error) as error:
+                raise UsageError(f"time format {self.format!r} cannot be read ({' '.join(str(error).split())}); "
+                                 "expected a strftime pattern such as '%d.%m.%Y %H:%M'") from None
+            if self.format is not None and values.dtype == object:  # a sheet's date cells carry their own type
+                typed = values.map(lambda v: isinstance(v, datetime)).astype(bool)
+                if typed.any():
+                    parsed[typed] = pd.to_datetime(list(values[typed]), utc=True)
+            parsed[day_end] += pd.Timedelta(days=1)
             if unix.any():
                 seconds = pd.to_numeric(texts[unix]) / np.where(texts[unix].str.len() == 13, 1000, 1)
                 parsed[unix] = pd.to_datetime(np.round(seconds.to_numpy() * 1e6), unit="us", utc=True)

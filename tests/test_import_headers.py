@@ -1,0 +1,379 @@
+"""Meter files whose header is more than one line: a preamble above the names, a units row
+below them, SMA's channel rows; the header's units and time format read where the command
+line does not give them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import run_cloud_sync
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.file_headers import find_header, strftime_of
+from cloud.sync.importer import ImportOptions, import_file
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.errors import UsageError
+
+#: Sunny Explorer's CSV layout, as SBFspot writes it for a day's 5-minute readings of two
+#: inverters (SBFspot/CSVexport.cpp, ExportDayDataToCSV: ``sep=``, the ``Version CSV1``
+#: line, a blank line, one row each of device names, types and serials, the channels'
+#: names, their kinds, and the time format with each channel's unit), German locale:
+#: decimal commas, day-first times, local clock time.
+SMA_DAY = "\r\n".join([
+    "sep=;",
+    "Version CSV1|Tool SE|Linebreaks CR/LF|Delimiter semicolon|Decimalpoint comma|Precision 3",
+    "",
+    ";SN: 2100070361;SN: 2100070361;SN: 2100070559;SN: 2100070559",
+    ";SB 4000TL-20;SB 4000TL-20;SB 4000TL-20;SB 4000TL-20",
+    ";2100070361;2100070361;2100070559;2100070559",
+    ";Gesamtertrag;Leistung;Gesamtertrag;Leistung",
+    ";Counter;Analog;Counter;Analog",
+    "dd.MM.yyyy HH:mm:ss;kWh;kW;kWh;kW",
+    "28.06.2024 10:00:00; 70860,938; 2,000; 70212,784; 1,500",
+    "28.06.2024 10:05:00; 70861,105; 2,100; 70212,909; 1,600",
+    "28.06.2024 10:10:00; 70861,280; n/v; 70213,040; 1,550",
+    "28.06.2024 10:15:00; 70861,430; 1,800; 70213,160; 1,450",
+    "",
+])
+FIRST = "line 10"  # the first reading's line: nine header lines above it
+
+
+@pytest.fixture()
+def cloud(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        yield store
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
+def test_an_sma_export_is_read_by_its_names_units_kinds_and_time_format(tmp_path, cloud, encoding):
+    """No --units and no --timestamp-format: a ``kW`` Analog channel is power, a ``kWh``
+    Counter a running total, the times day-first as the units row says; a repeated channel
+    name is told apart by its inverter's serial. Sunny Explorer writes UTF-16."""
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode(encoding))
+    power = "Leistung (SN: 2100070361)"
+    options = ImportOptions("home-1", {power: dd.SOLAR_KW}, timezone="Europe/Berlin")
+    result = import_file(tmp_path / "sma.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp(f"2024-06-28T08:{m}Z") for m in ("00", "05", "15")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 2.1, 1.8])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == [f"line 12: {power} ' n/v' is not a number"]
+    assert "Leistung (SN: 2100070559)" in result.columns_not_imported
+
+    total = "Gesamtertrag (SN: 2100070559)"
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-2", {total: dd.SOLAR_KW},
+                                                                    timezone="Europe/Berlin"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    stored = cloud.read_readings("home-2")
+    # the energy since the total before, over five minutes
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([0.125 * 12, 0.131 * 12, 0.120 * 12])
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith(f"{FIRST}: {total} is a meter total; its first reading")
+
+
+def test_a_units_row_under_the_names_gives_each_column_its_unit(tmp_path, cloud):
+    """``[dd.MM.yyyy HH:mm]``, ``[Wh]`` and ``[W]`` under the names: the times read in the
+    row's format, ``[W]`` power; ``[Wh]`` without SMA's kinds row may be a reading's energy
+    or a running total, so --units says which, and a total it is not is refused."""
+    text = "Datum und Uhrzeit;PV;Netzbezug\n[dd.MM.yyyy HH:mm];[Wh];[W]\n" + "".join(
+        f"25.03.2024 12:{m:02d};{500 + m};{300 + m}\n" for m in (0, 15, 30))
+    (tmp_path / "portal.csv").write_text(text)
+    mapping = {"PV": dd.SOLAR_KW, "Netzbezug": dd.LOAD_TOTAL}
+    with pytest.raises(UsageError, match=r"column 'PV' is energy in Wh by the file's header, for solar_generation_kw; "
+                                         r"expected --units Wh \(energy per reading\) or --units Wh-total"):
+        import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", mapping, timezone="Europe/Berlin"))
+    with pytest.raises(UsageError, match=r"--units Wh but column 'Netzbezug' is in W by the file's header"):
+        import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", mapping, units="Wh", timezone="Europe/Berlin"))
+    import_file(tmp_path / "portal.csv", cloud, ImportOptions("home-1", {"Netzbezug": dd.LOAD_TOTAL}, timezone="Europe/Berlin"))
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW}, units="Wh", timezone="Europe/Berlin")
+    result = import_file(tmp_path / "portal.csv", cloud, options)
+    assert result.rows_synced == 3
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].iloc[0] == pd.Timestamp("2024-03-25T11:00Z")
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 2.06, 2.12])  # Wh per quarter hour x 4 / 1000
+    assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([0.3, 0.315, 0.33])
+
+
+def test_a_workbook_with_a_preamble_and_a_units_row_is_read_from_its_names(tmp_path, cloud):
+    """Title rows above the names, a units row below them; a refused row is named by its
+    sheet row. The sheet's date cells carry their own type."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Anlage: Mein Haus"])
+    sheet.append(["Export vom 01.07.2024"])
+    sheet.append([])
+    sheet.append(["Zeitstempel", "PV-Erzeugung", "Temperatur"])
+    sheet.append(["[dd.MM.yyyy HH:mm]", "[kWh]", "[°C]"])
+    sheet.append([datetime(2024, 7, 1, 12, 0), 0.5, 21])
+    sheet.append([datetime(2024, 7, 1, 12, 15), "n/v", 21])
+    sheet.append([datetime(2024, 7, 1, 12, 30), 0.75, 22])
+    book.save(tmp_path / "portal.xlsx")
+    options = ImportOptions("home-1", {"PV-Erzeugung": dd.SOLAR_KW}, units="kWh", timezone="Europe/Berlin")
+    result = import_file(tmp_path / "portal.xlsx", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp("2024-07-01T10:00Z"), pd.Timestamp("2024-07-01T10:30Z")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([2.0, 3.0])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["sheet row 7: PV-Erzeugung 'n/v' is not a number"]
+
+
+def test_a_preamble_above_the_names_is_passed_over_and_lines_keep_their_numbers(tmp_path, cloud):
+    text = ("Anlage: Mein Haus\nExport vom 01.07.2024;Zeitraum 1 Tag\n\n"
+            "Zeitstempel;PV (W)\n2024-07-01 12:00;1200\n2024-07-01 12:15;n/v\n2024-07-01 12:30;1300\n")
+    (tmp_path / "m.csv").write_text(text)
+    options = ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, units="W", timezone="UTC")
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2, 1.3])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 6: PV (W) 'n/v' is not a number"]
+
+
+def test_units_that_contradict_the_header_or_are_no_power_are_one_line(tmp_path, capsys):
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    base = ["--import", str(tmp_path / "sma.csv"), "--device-id", "home-1", "--timezone", "Europe/Berlin",
+            "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, [*base, "--column-map", "Leistung (SN: 2100070361)=solar_generation_kw",
+                                         "--units", "W"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'sma.csv'}: --units W but column 'Leistung (SN: 2100070361)' is in kW by the "
+                   "file's header; expected them to agree"]
+    (tmp_path / "m.csv").write_text("Zeit;Batterie\n[dd.MM.yyyy HH:mm];[%]\n01.07.2024 12:00;55\n")
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), "--device-id", "home-1",
+                                         "--column-map", "Batterie=home_load_total_load_kw",
+                                         "--cloud-db", str(tmp_path / "cloud.db")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'm.csv'}: column 'Batterie' is in % by the file's header; expected power or energy "
+        "(W, kW, Wh, kWh) for home_load_total_load_kw")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("home-1").empty
+
+
+def test_a_time_column_named_by_its_format_is_found_below_a_row_of_other_units():
+    """SBFspot's spot files: a row of SMA's unit words (``Watt``, ``Amp``, ``Status``) above
+    the names, whose time column is named by its format."""
+    rows = [["Version CSV1|Tool SBFspot"], [], ["", "", "", "", "Watt", "Amp", "Status"],
+            ["dd/MM/yyyy HH:mm:ss", "DeviceName", "DeviceType", "Serial", "PacTot", "Iac1", "Condition"],
+            ["01/05/2016 10:00:00", "SN: 1", "SB 4000TL-20", "1", "3500", "15,2", "Ok"]]
+    header = find_header(rows, None)
+    assert (header.names_row, header.data_row, header.time_column, header.time_format) == (
+        3, 4, "dd/MM/yyyy HH:mm:ss", "%d/%m/%Y %H:%M:%S")
+    assert header.unit_of("PacTot") is None
+
+
+def test_names_stay_unique_when_a_qualified_name_is_taken():
+    header = find_header([["time", "PV", "PV", "PV (2)", ""], ["2024-07-01 12:00", "1", "2", "3", "4"]], None)
+    assert header.columns == ["time", "PV", "PV.1", "PV (2)", "column 5"]
+    header = find_header([["time", "PV", "PV", "PV.1"], ["2024-07-01 12:00", "1", "2", "3"]], None)
+    assert header.columns == ["time", "PV", "PV.1", "PV.1.1"]
+
+
+def test_a_plain_header_is_the_first_line_as_before():
+    header = find_header([["ts", "solar_generation_kw"], ["2024-01-01T00:00Z", "1.5"]], None)
+    assert (header.columns, header.names_row, header.data_row, header.units) == (
+        ["ts", "solar_generation_kw"], 0, 1, {})
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("dd.MM.yyyy HH:mm:ss", "%d.%m.%Y %H:%M:%S"),
+    ("dd/MM/yyyy", "%d/%m/%Y"),
+    ("MM/dd/yyyy hh:mm tt", "%m/%d/%Y %I:%M %p"),
+    ("yyyy-MM-dd'T'HH:mm", "%Y-%m-%dT%H:%M"),
+    ("d.M.yy H:mm", "%d.%m.%y %H:%M"),
+])
+def test_a_header_time_format_becomes_a_strftime_pattern(pattern, expected):
+    assert strftime_of(pattern) == expected
+    when = datetime(2024, 7, 1, 13, 5)
+    assert datetime.strptime(when.strftime(expected), expected).date() == when.date()
+
+
+def test_an_import_without_a_file_header_unit_still_defaults_to_kw(tmp_path, cloud):
+    pd.DataFrame({"ts": ["2024-01-01T10:00Z", "2024-01-01T10:15Z"], dd.SOLAR_KW: [1.5, 2.0]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1"))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5, 2.0])
+
+
+def test_a_header_given_unit_for_a_counter_without_two_readings_is_refused(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Zeit;Zähler\n[dd.MM.yyyy HH:mm];[kWh]\n01.07.2024 12:00;55\n")
+    with pytest.raises(UsageError, match=r"Zähler in kWh \(energy per reading\) needs at least two readings"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"Zähler": dd.SOLAR_KW}, units="kWh"))
+
+
+CELLS = ["", "kW", "[Wh]", "Counter", "Analog", "dd.MM.yyyy HH:mm", "Zeit", "time", "PV", "PV", "12,5", "n/v",
+         "SN: 1", "SN: 2", "%", "2024-07-01 12:00", "PV (1)", "column 2"]
+
+
+@given(st.lists(st.lists(st.sampled_from(CELLS), max_size=5), max_size=12), st.sampled_from([None, "Zeit", "x"]))
+@settings(max_examples=500, deadline=None)
+def test_any_first_rows_give_a_header_below_its_names(rows, timestamp_column):
+    """Whatever the first rows hold, the header names every cell of its names row once, and
+    the readings start below it."""
+    header = find_header(rows, timestamp_column)
+    assert header.data_row > header.names_row
+    assert len(set(header.columns)) == len(header.columns)
+    if rows:
+        assert len(header.columns) >= len(rows[header.names_row])
+    assert header.time_column is None or header.time_column in header.columns
+
+
+def test_two_columns_mapped_to_one_field_are_summed(tmp_path, cloud):
+    """Both inverters of the SMA export make the home's PV; a row where one has no number
+    is refused with that column named, and the sum is not stored for it."""
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    both = {"Leistung (SN: 2100070361)": dd.SOLAR_KW, "Leistung (SN: 2100070559)": dd.SOLAR_KW}
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-1", both, timezone="Europe/Berlin"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([3.5, 3.7, 3.25])
+    totals = {"Gesamtertrag (SN: 2100070361)": dd.SOLAR_KW, "Gesamtertrag (SN: 2100070559)": dd.SOLAR_KW}
+    result = import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-2", totals, timezone="Europe/Berlin"))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx(
+        [(0.167 + 0.125) * 12, (0.175 + 0.131) * 12, (0.150 + 0.120) * 12])
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith(f"{FIRST}: Gesamtertrag (SN: 2100070361) + Gesamtertrag (SN: 2100070559) is a meter total")
+
+
+def test_summed_columns_in_different_units_or_into_a_text_field_are_refused(tmp_path, cloud):
+    (tmp_path / "sma.csv").write_bytes(SMA_DAY.encode("utf-8"))
+    mixed = {"Leistung (SN: 2100070361)": dd.SOLAR_KW, "Gesamtertrag (SN: 2100070559)": dd.SOLAR_KW}
+    with pytest.raises(UsageError, match=r"summed into solar_generation_kw are in kW, kWh-total; expected one unit"):
+        import_file(tmp_path / "sma.csv", cloud, ImportOptions("home-1", mixed, timezone="Europe/Berlin"))
+    pd.DataFrame({"ts": ["2024-01-01T10:00Z"], "a": ["peak"], "b": ["peak"]}).to_csv(tmp_path / "m.csv", index=False)
+    text = {"a": dd.TOU_PERIOD, "b": dd.TOU_PERIOD}
+    with pytest.raises(UsageError, match=r"columns \['a', 'b'\] are all mapped to grid_price_time_of_use_period; "
+                                         r"expected one column"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", text))
+    assert cloud.read_readings("home-1").empty
+
+
+def test_a_windows_1252_export_reads_its_names_and_a_stray_byte_refuses_its_row_only(tmp_path, cloud):
+    """Excel's "CSV" on a German Windows writes ``Zähler`` in Windows-1252; a byte that is
+    no character further down a UTF-8 file spoils its cell, not the file."""
+    text = "Zeitstempel;Erzeugung Zähler (W);Außentemperatur (°C)\n2024-07-01 12:00;1200;21\n2024-07-01 12:15;1300;22\n"
+    (tmp_path / "excel.csv").write_bytes(text.encode("cp1252"))
+    result = import_file(tmp_path / "excel.csv", cloud, ImportOptions(
+        "home-1", {"Erzeugung Zähler (W)": dd.SOLAR_KW}, units="W", timezone="UTC"))
+    assert result.rows_synced == 2
+    assert result.columns_not_imported == ["Außentemperatur (°C)"]
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2, 1.3])
+
+    times = pd.date_range("2024-07-01", periods=4000, freq="1min", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
+    rows = "".join(f"{t},{k % 50}\n" for k, t in enumerate(times))
+    assert len(rows) > 1 << 16  # the stray byte lies past what the encoding is told from
+    body = ("ts,solar_generation_kw\n" + rows).encode() + b"2024-07-04T00:00Z,1\xe42\n2024-07-04T00:01Z,5\n"
+    (tmp_path / "late.csv").write_bytes(body)
+    result = import_file(tmp_path / "late.csv", cloud, ImportOptions("home-2", timezone="UTC"))
+    assert (result.rows_synced, result.rows_quarantined) == (4001, 1)
+    reason, = cloud.read_quarantine("home-2")[s.REASON]
+    assert reason.startswith("line 4002: solar_generation_kw ") and reason.endswith(" is not a number")
+
+
+def test_a_unit_closing_a_columns_name_is_read_where_it_can_be(tmp_path, cloud):
+    """``PV (W)`` is power in W without --units; ``--units kW`` contradicts it; energy in a
+    name (``(Wh)``) may be a reading's or a running total, so --units must say which."""
+    text = "Date/Time,PV (W),Energy Produced (Wh)\n" + "".join(
+        f"2024-07-01 12:{m:02d},{1000 + m},{250 + m}\n" for m in (0, 15, 30))
+    (tmp_path / "m.csv").write_text(text)
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.015, 1.03])
+    with pytest.raises(UsageError, match=r"--units kW but column 'PV \(W\)' is in W by its name; expected them to agree"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"PV (W)": dd.SOLAR_KW}, units="kW"))
+    energy = {"Energy Produced (Wh)": dd.SOLAR_KW}
+    with pytest.raises(UsageError, match=r"column 'Energy Produced \(Wh\)' is energy in Wh by its name, for "
+                                         r"solar_generation_kw; expected --units Wh \(energy per reading\) or "
+                                         r"--units Wh-total \(a meter's running total\)"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy))
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", energy, units="Wh", timezone="UTC"))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.06, 1.12])
+
+
+def test_a_semicolon_file_with_decimal_commas_keeps_its_delimiter(tmp_path, cloud):
+    """The readings split as often at ``,`` as at ``;``: the names line, which holds no
+    decimal comma, tells them apart."""
+    text = "Zeit;PV;Last\n" + "".join(f"2024-03-20 00:{m:02d};1,{m:02d};2,50\n" for m in range(0, 60, 15))
+    (tmp_path / "de.csv").write_text(text)
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW, "Last": dd.LOAD_TOTAL}, units="kW", timezone="UTC")
+    assert import_file(tmp_path / "de.csv", cloud, options).rows_synced == 4
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.0, 1.15, 1.3, 1.45])
+
+
+def test_a_repeated_name_keeps_pandas_names_and_its_unit(tmp_path, cloud):
+    """Without a row that tells them apart, the first keeps the name and the next is
+    ``name.1``; a unit closing the name still holds for both."""
+    (tmp_path / "m.csv").write_text("time,PV (W),PV (W),pv,pv\n2024-07-01T12:00Z,1000,2000,5,6\n")
+    both = {"PV (W)": dd.SOLAR_KW, "PV (W).1": dd.SOLAR_KW}
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", both))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([3.0])
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"pv": dd.SOLAR_KW}))
+    assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx([5.0])
+
+
+def test_a_meter_total_under_an_energy_unit_imports_as_a_total_when_told(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Datum und Uhrzeit;Zählerstand\n[dd.MM.yyyy HH:mm];[kWh]\n"
+                                    "01.07.2024 12:00;1000\n01.07.2024 12:15;1001\n01.07.2024 12:30;1002,5\n")
+    options = ImportOptions("home-1", {"Zählerstand": dd.LOAD_TOTAL}, units="kWh-total", timezone="UTC")
+    assert import_file(tmp_path / "m.csv", cloud, options).rows_synced == 2
+    assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == pytest.approx([4.0, 6.0])
+
+
+def test_the_headers_time_format_is_its_own_columns_only(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Zeit;UTC;PV\n[dd.MM.yyyy HH:mm];;[W]\n01.07.2024 14:00;2024-07-01T12:00Z;1500\n")
+    options = ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timestamp_column="UTC")
+    import_file(tmp_path / "m.csv", cloud, options)
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z")]
+
+
+def test_an_export_date_in_the_preamble_is_no_names_row(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Anlage;Mein Haus\nDatum;01.07.2024\n\nZeitstempel;PV (W);Last (W)\n"
+                                    "2024-07-01 12:00;1200;300\n2024-07-01 12:15;1300;400\n")
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV (W)": dd.SOLAR_KW}, timezone="UTC"))
+    assert result.rows_synced == 2 and result.columns_not_imported == ["Last (W)"]
+
+
+def test_month_and_weekday_names_in_a_time_format_read(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("Time;PV\n[ddd dd MMM yyyy HH:mm];[kW]\nMon 01 Jul 2024 12:00;1,5\n")
+    import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z")]
+
+
+def test_a_time_format_that_is_no_pattern_or_a_huge_field_is_one_line(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("ts,solar_generation_kw\n01.07.2024,1\n")
+    with pytest.raises(UsageError, match=r"time format '%d%d' cannot be read \(.*\); expected a strftime pattern"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", timestamp_format="%d%d"))
+    (tmp_path / "big.csv").write_text('ts,solar_generation_kw\n"' + "x" * 200_000 + '",1\n')
+    with pytest.raises(UsageError, match=r"--import .*big.csv: cannot read \(field larger than field limit"):
+        import_file(tmp_path / "big.csv", cloud, ImportOptions("home-1"))
+
+
+def test_a_sheets_text_times_read_in_its_units_rows_format(tmp_path, cloud):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["Zeitstempel", "PV"])
+    book.active.append(["[dd.MM.yyyy HH:mm]", "[kW]"])
+    book.active.append(["01.07.2024 12:00", 1.5])
+    book.active.append([datetime(2024, 7, 1, 12, 15), 1.6])
+    book.save(tmp_path / "m.xlsx")
+    import_file(tmp_path / "m.xlsx", cloud, ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timezone="UTC"))
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp("2024-07-01T12:00Z"),
+                                                             pd.Timestamp("2024-07-01T12:15Z")]
+
+
+def test_a_short_windows_1252_file_is_told_by_a_last_byte(tmp_path, cloud):
+    (tmp_path / "m.csv").write_bytes("ts,solar_generation_kw,Zähler\n2024-07-01T12:00Z,1,ä".encode("cp1252"))
+    assert import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1")).columns_not_imported == ["Zähler"]
+
+
+def test_blank_lines_among_the_readings_keep_the_lines_after_them_numbered_as_in_the_file(tmp_path, cloud):
+    text = "ts,solar_generation_kw\n2024-07-01T12:00Z,1\n\n\n2024-07-01T12:15Z,n/v\n,\n2024-07-01T12:30Z,3\n\n"
+    (tmp_path / "m.csv").write_text(text)
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1"))
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 5: solar_generation_kw 'n/v' is not a number"]
