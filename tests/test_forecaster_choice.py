@@ -79,3 +79,13 @@ def test_the_reserve_policys_house_load_is_the_models_where_they_reach_and_naive
     np.testing.assert_array_equal(fc.house_load_kw(fc.NaiveForecaster(SITE, history), history, START, instants, SITE.timezone), naive)
     learnt = fc.house_load_kw(_Models(SITE, STORE), history, START, instants, SITE.timezone)
     np.testing.assert_array_equal(learnt, np.r_[np.full(8, 2.0), naive[8:]])
+
+
+def test_a_site_without_house_load_is_told_how_to_give_it():
+    """A home that imported its inverter's export alone has PV but no load to plan from."""
+    instants = pd.date_range(START + pd.Timedelta(minutes=15), periods=4, freq="15min")
+    only_later = pd.Series(0.5, index=[START + pd.Timedelta(hours=1)])
+    with pytest.raises(fc.ForecasterUnavailable, match=r"no house load \(home_load_total_load_kw\) before .*: a plan "
+                       r"needs the home's own; import it \(run_cloud_sync.py --import FILE --column-map "
+                       r"COLUMN=home_load_total_load_kw\)"):
+        fc.naive_load_kw(only_later, START, instants, SITE.timezone)

@@ -33,6 +33,7 @@ from cloud.optimization import sessions
 from cloud.optimization.model import DispatchError
 from cloud.optimization.pv_forecast import MeasuredPV, pv_forecast
 from cloud.optimization.same_time import values_at, wall
+from der_core import der_data as dd
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
 from der_core.tariff import site_tariff
@@ -163,7 +164,8 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     """
     past = history_kw.loc[:issued_at].dropna()
     if past.empty:
-        raise ForecasterUnavailable(f"no load history before {issued_at}; the naive forecaster needs at least a day")
+        raise ForecasterUnavailable(f"no house load ({dd.LOAD_TOTAL}) before {issued_at}: a plan needs the home's "
+                                    f"own; import it (run_cloud_sync.py --import FILE --column-map COLUMN={dd.LOAD_TOTAL})")
     fallback = float(past.mean())
     readings = past.iloc[-anomaly_readings:]
     lead = wall(instants, timezone) - wall(issued_at, timezone)  # on the clock: a day is 24 h
