@@ -53,6 +53,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--units", choices=tuple(UNITS),
                         help="--import: power (W, kW), energy per reading (Wh, kWh) or a meter's running total "
                              "(Wh-total, kWh-total) in the file's power columns (default: the file's units row, else kW)")
+    parser.add_argument("--time-label", choices=("start", "end"),
+                        help="--import: the file's times are the start or the end of each reading's interval "
+                             "(default: start for a column named like period_start or start, else end)")
     parser.add_argument("--timezone", help="--import: zone of timestamps without an offset "
                         "(default: the site's declared zone, else UTC)")
     parser.add_argument("--longitude", type=arg_type(float, "degrees east"), metavar="DEG",

@@ -377,3 +377,40 @@ def test_blank_lines_among_the_readings_keep_the_lines_after_them_numbered_as_in
     result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1"))
     assert (result.rows_synced, result.rows_quarantined) == (2, 1)
     assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 5: solar_generation_kw 'n/v' is not a number"]
+
+
+def test_times_that_label_interval_starts_are_stored_at_the_interval_ends(tmp_path, capsys):
+    """A reading is the mean of the interval ending at its time; a supplier's export of
+    half-hours by their start (``Consumption (kWh), Start, End``: End is taken) and a file
+    whose only time column is a start are moved one interval later, and the report says so."""
+    text = "Consumption (kWh),Start,End\n" + "".join(
+        f"{0.2 + k / 10:.1f},2024-01-01T{k // 2:02d}:{30 * (k % 2):02d}:00+00:00,"
+        f"2024-01-01T{(k + 1) // 2:02d}:{30 * ((k + 1) % 2):02d}:00+00:00\n" for k in range(4))
+    (tmp_path / "supplier.csv").write_text(text)
+    db = str(tmp_path / "cloud.db")
+
+    def imported(name: str, device: str, *extra: str) -> int:
+        return run_cli(run_cloud_sync.main, ["--import", str(tmp_path / name), "--device-id", device, "--cloud-db", db,
+                                             "--units", "kWh", "--column-map", "Consumption (kWh)=home_load_total_load_kw",
+                                             *extra])
+
+    assert imported("supplier.csv", "home-1") == 0
+    assert "labels each interval's start" not in capsys.readouterr().out
+    (tmp_path / "starts.csv").write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in text.splitlines()))
+    assert imported("starts.csv", "home-2") == 0
+    assert ("  times: Start labels each interval's start; stored at its end, 30 min later, as readings are "
+            "(--time-label end to keep them)") in capsys.readouterr().out.splitlines()
+    assert imported("starts.csv", "home-3", "--time-label", "end") == 0
+    with SQLiteCloudStore(db) as store:
+        ends, moved, kept = (store.read_readings(d) for d in ("home-1", "home-2", "home-3"))
+    assert ends[dd.TS].tolist() == moved[dd.TS].tolist() == [pd.Timestamp(f"2024-01-01T{t}Z")
+                                                             for t in ("00:30", "01:00", "01:30", "02:00")]
+    assert moved[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.6, 0.8, 1.0])
+    assert kept[dd.TS].iloc[0] == pd.Timestamp("2024-01-01T00:00Z")
+
+
+def test_a_meter_total_under_a_start_label_is_refused(tmp_path, cloud):
+    (tmp_path / "m.csv").write_text("period_start,reg\n2024-01-01T00:00Z,10\n2024-01-01T00:30Z,11\n")
+    with pytest.raises(UsageError, match=r"the times label interval starts \(period_start\), but a meter total is "
+                                         r"read at an instant, not over an interval; expected --time-label end"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"reg": dd.LOAD_TOTAL}, units="kWh-total"))

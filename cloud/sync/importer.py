@@ -11,11 +11,12 @@ energy per reading (Wh or kWh over the series' own interval, turned into the mea
 that interval), or a meter's running total (the mean kW since the total before it), as
 ``--units`` says, else as the file's header says of the column
 (:mod:`cloud.sync.file_headers`). Any regular interval is kept as is (no resampling) and
-gaps stay gaps. Fields the file lacks stay empty: nothing is derived or invented; a
-reading already stored keeps them (two files of one home, PV from one and load from the
-other, make one series). A row that cannot be stored (an unreadable or impossible time, a
-value that is not a number or is out of range) goes to quarantine with its line and
-reason; the others go on. After the import,
+gaps stay gaps; times that label each interval by its start (a ``period_start`` column, or
+``--time-label start``) are moved to its end, as every reading is labelled. Fields the
+file lacks stay empty: nothing is derived or invented; a reading already stored keeps them
+(two files of one home, PV from one and load from the other, make one series). A row that
+cannot be stored (an unreadable or impossible time, a value that is not a number or is out
+of range) goes to quarantine with its line and reason; the others go on. After the import,
 :mod:`cloud.sync.plausibility` reports what the series says about its logger.
 """
 
@@ -40,9 +41,9 @@ from cloud.sync.event_files import event_columns
 from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
-from cloud.sync.plausibility import Finding, Plausibility, interval_of
+from cloud.sync.plausibility import Finding, Plausibility, duration, interval_of
 from cloud.sync.retry import RetryPolicy
-from cloud.sync.timestamps import EXPECTED, TimeReader, find_time_columns, time_texts
+from cloud.sync.timestamps import EXPECTED, TimeReader, find_time_columns, labels_start, time_texts
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
@@ -83,6 +84,7 @@ class ImportOptions:
     timestamp_format: str | None = None
     longitude: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    time_label: str | None = None  # "start" or "end" of each reading's interval; None: the time column's name says
 
     def __post_init__(self) -> None:
         problem = dd.device_id_problem(self.device_id)
@@ -90,6 +92,8 @@ class ImportOptions:
             raise UsageError(f"--device-id: {problem}")
         if self.units is not None and self.units not in UNITS:
             raise UsageError(f"--units {self.units!r}: expected one of {', '.join(UNITS)}")
+        if self.time_label not in (None, "start", "end"):
+            raise UsageError(f"--time-label {self.time_label!r}: expected start or end")
         if self.longitude is not None and not -180 <= self.longitude <= 180:
             raise UsageError(f"--longitude {self.longitude:g}: expected degrees east in [-180, 180]")
 
@@ -107,7 +111,7 @@ class ImportOptions:
         except (ZoneInfoNotFoundError, ValueError):
             raise UsageError(f"--timezone {zone!r}: expected an IANA name such as 'Europe/Berlin'") from None
         return cls(args.device_id, parse_column_map(args.column_map), args.units, zone, source,
-                   args.timestamp_column, args.timestamp_format, args.longitude)
+                   args.timestamp_column, args.timestamp_format, args.longitude, time_label=args.time_label)
 
 
 @dataclass
@@ -118,12 +122,14 @@ class ImportResult(SyncResult):
     columns_not_imported: list[str] = field(default_factory=list)
     entities_not_imported: list[str] = field(default_factory=list)
     wall_clock: bool = False  # the file's times carry no offset: read in the import's zone
+    moved: str | None = None  # the time column whose times label interval starts, moved to the ends
 
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
         return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
+                "times_moved_to_interval_end": self.moved is not None,
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -170,6 +176,7 @@ class _Plan:
     last_totals: dict[str, tuple[int, float]] = field(default_factory=dict)  # per column: the newest total (us, value)
     interval: pd.Timedelta | None = None
     units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
+    starts: bool = False  # the times label each reading's interval by its start
 
     @property
     def fields(self) -> list[str]:
@@ -203,7 +210,11 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
     own = time_columns == (header.time_column,)  # the header's format is its time column's
     times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
-    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units)
+    starts = options.time_label == "start" if options.time_label else labels_start(time_columns)
+    if starts and any(UNITS[u][1] == TOTAL for u in units.values()):
+        raise UsageError(f"{source}: the times label interval starts ({' + '.join(time_columns)}), but a meter total "
+                         "is read at an instant, not over an interval; expected --time-label end")
+    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts)
 
 
 def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
@@ -261,6 +272,11 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
     reasons[repeated] = [f"time {t:%Y-%m-%d %H:%M:%S}Z repeats an earlier row's" for t in ts[repeated]]
     if plan.interval is None:
         plan.interval = interval_of(ts[reasons == ""])
+    if plan.starts:  # a reading is the mean of the interval ending at its time
+        if plan.interval is None:
+            raise UsageError(f"times label interval starts ({' + '.join(plan.time_columns)}): at least two readings "
+                             "are needed to know the interval; expected a regular series")
+        ts = ts + plan.interval
     out = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id, dd.TS: ts}, index=raw.index)
     for column in dd.FIELD_TYPES:
         out[column] = None if column not in plan.sources else raw[plan.sources[column][0]].to_numpy()
@@ -416,6 +432,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     result.interval = plan.interval
     result.columns_not_imported = plan.ignored
     result.wall_clock = plan.times.offsets is False
+    result.moved = " + ".join(plan.time_columns) if plan.starts else None
     result.findings = checks.report(longitude, nameplate_kw, array)
     return result
 
@@ -529,6 +546,9 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
     if result.wall_clock and options.zone_source:
         print(f"  times: wall-clock times read in {options.timezone} ({options.zone_source}; --timezone ZONE to change)")
+    if result.moved and result.interval is not None:
+        print(f"  times: {result.moved} labels each interval's start; stored at its end, {duration(result.interval)} later, "
+              "as readings are (--time-label end to keep them)")
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")

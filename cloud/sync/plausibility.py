@@ -157,16 +157,16 @@ class Plausibility:
         parts = []
         for column, runs in self.flat.items():
             value, start, end = max(runs, key=lambda r: r[2] - r[1])
-            parts.append(f"{column} {len(runs)}x, longest {value:g} for {_hours(end - start)} from {start:%Y-%m-%d %H:%M}Z")
+            parts.append(f"{column} {len(runs)}x, longest {value:g} for {duration(end - start)} from {start:%Y-%m-%d %H:%M}Z")
         return Finding("flat lines", "warning", "; ".join(parts))
 
     def _gaps(self) -> Finding:
         if self.interval is None:
             return Finding("gaps", "skipped", "fewer than two readings")
-        every = f"every {_hours(self.interval)}"
+        every = f"every {duration(self.interval)}"
         if not self.gaps:
             return Finding("gaps", "ok", f"none (a reading {every})")
-        return Finding("gaps", "ok", f"{self.gaps} kept as gaps, longest {_hours(self.longest_gap)} (a reading {every})")
+        return Finding("gaps", "ok", f"{self.gaps} kept as gaps, longest {duration(self.longest_gap)} (a reading {every})")
 
 
 def pv_peak_offsets_h(profile: np.ndarray, longitude: float, reference_h: np.ndarray | None = None) -> np.ndarray:
@@ -204,6 +204,7 @@ def interval_of(ts: pd.Series) -> pd.Timedelta | None:
     return None if steps.empty else steps.mode().iloc[0]
 
 
-def _hours(span: pd.Timedelta) -> str:
+def duration(span: pd.Timedelta) -> str:
+    """A span as people say it: ``15 min``, ``1.5 h``."""
     minutes = span.total_seconds() / 60
     return f"{minutes:g} min" if minutes < 60 else f"{minutes / 60:.3g} h"

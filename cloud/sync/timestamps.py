@@ -36,8 +36,12 @@ TIMESTAMP_NAMES = (
     "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
     "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "last_changed", "last_updated", "date",
     "zeitstempel", "datum_uhrzeit", "datum_zeit", "zeit", "datum", "horodatage", "date_heure", "fecha_hora",
-    "fecha", "data_ora", "tijdstip", "datum_tijd",
+    "fecha", "data_ora", "tijdstip", "datum_tijd", "end", "start",
 )
+#: Time column names that label each reading by the start of its interval, where the
+#: product's readings are labelled by its end.
+START_NAMES = frozenset({"period_start", "interval_start", "start_time", "start", "time_start", "start_utc",
+                         "start_local", "from", "von", "beginn", "debut", "inicio"})
 #: A date column and a time-of-day column that together hold the time, in the same languages.
 DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
                  ("data", "ora"), ("datum", "tijd"))
@@ -74,6 +78,11 @@ def find_time_columns(columns: Sequence[object], given: str | None, source: str)
             return (names[candidate],)
     raise UsageError(f"{source}: no timestamp column; expected one named like {', '.join(TIMESTAMP_NAMES[:9])}, ... "
                      f"(any case) or --timestamp-column NAME; columns: {[str(c) for c in columns]}")
+
+
+def labels_start(columns: Sequence[object]) -> bool:
+    """Whether a time column's name says it labels each interval by its start."""
+    return len(columns) == 1 and normal_name(columns[0]) in START_NAMES
 
 
 def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
