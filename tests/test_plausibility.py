@@ -115,3 +115,12 @@ def _profile(frame: pd.DataFrame) -> np.ndarray:
     checks = Plausibility()
     checks.add(frame, [dd.SOLAR_KW])
     return checks.pv_profile
+
+
+def test_a_file_without_pv_skips_the_nameplate_check():
+    """A load meter's file says nothing of the PV's nameplate."""
+    checks = Plausibility()
+    load = pd.DataFrame({dd.TS: pd.date_range("2024-06-01", periods=96, freq="15min", tz="UTC"), dd.LOAD_TOTAL: 0.5})
+    checks.add(load, [dd.LOAD_TOTAL], nameplate_kw=5.0)
+    finding = {f.check: f for f in checks.report(LONGITUDE, 5.0)}["pv nameplate"]
+    assert (finding.status, finding.message) == ("skipped", "no PV readings in the file")

@@ -143,6 +143,8 @@ class Plausibility:
                        f"in {months}: likely clock shift of {hours:+d} h (check the time zone, DST and --timezone)")
 
     def _nameplate(self, nameplate_kw: float | None) -> Finding:
+        if np.isnan(self.pv_max_kw):  # a load meter's file: nothing to compare
+            return Finding("pv nameplate", "skipped", "no PV readings in the file")
         if not nameplate_kw:
             return Finding("pv nameplate", "skipped", "no pv_capacity_kw in the site's row")
         above = self.pv_above
