@@ -148,6 +148,31 @@ def test_readings_arriving_after_a_long_silence_get_every_feature_row(new_store,
                                   check_exact=True)
 
 
+def test_a_second_meter_file_of_the_same_days_rewrites_their_features(new_store, fleet, tmp_path):
+    """The PV first, features, then the house load of the same days from a second file: the
+    import moves the features' watermark back to its first reading, and the next run's table
+    is a rebuild's, load features included, not the PV-only rows of the first run."""
+    from cloud.sync.importer import ImportOptions, import_file
+
+    configs, raw = fleet
+    device = configs[0].device_id
+    mine = raw[raw[dd.DEVICE_ID] == device].reset_index(drop=True)
+    later, rebuilt = new_store(), new_store()
+    load(later, configs[:1], mine.assign(**{dd.LOAD_TOTAL: np.nan}))
+    run_features(later, SETTINGS, now=END)
+    pv_only = feature_table(later)
+    mine[[dd.TS, dd.LOAD_TOTAL]].assign(**{dd.TS: mine[dd.TS].dt.strftime("%Y-%m-%dT%H:%M:%SZ")}).to_csv(
+        tmp_path / "load.csv", index=False)
+    result = import_file(tmp_path / "load.csv", later, ImportOptions(device))
+    assert result.features_rewound == [SETTINGS.version] and result.first_stored == mine[dd.TS].min()
+    run_features(later, SETTINGS, now=END)
+    load(rebuilt, configs[:1], mine)
+    run_features(rebuilt, SETTINGS, now=END)
+    incremental, scratch = feature_table(later), feature_table(rebuilt)
+    assert not incremental.equals(pv_only)
+    pd.testing.assert_frame_equal(incremental, scratch[incremental.columns], check_exact=True)
+
+
 def test_running_twice_gives_the_same_table_and_only_reprocesses_the_overlap(new_store, fleet):
     configs, raw = fleet
     store = new_store()

@@ -9,7 +9,8 @@ written so far) up to now, and reads ``history`` more readings before that for t
 rolling windows: readings that arrive after a long silence (a gateway back after weeks
 offline, a second meter file imported) all get their rows, however many more than the lookback
 holds. From the start of the lookback window it writes on a first run, or when the window
-reaches further back than the one written so far.
+reaches further back than the one written so far. Readings imported for times already
+written (the load of weeks whose PV came first) move the watermark back (:func:`rewind`).
 Features depend only on the past, so the rows a run writes equal those of a full rebuild;
 rewriting them is an idempotent upsert, and the watermark only moves after a site's rows are
 stored, so a crash followed by a rerun leaves the same table. A new feature-set version (or
@@ -93,6 +94,22 @@ def watermark_source(settings: FeatureSettings) -> str:
 def covered_source(settings: FeatureSettings) -> str:
     """The watermark source recording, per site, the first instant of the window written."""
     return f"{watermark_source(settings)}:from"
+
+
+def rewind(store: CloudStore, device_id: str, since: pd.Timestamp) -> list[str]:
+    """Readings stored at ``since`` or after for a site whose features were written past it
+    (a second meter file of the same weeks: the load after the PV) leave those rows stale,
+    and a run starts at its watermark: each feature version's watermark for the site moves
+    back to just before ``since``, so the next run rewrites its rows from there. The
+    versions moved, for the import's report."""
+    marks = store.read_frame(s.WATERMARKS, {dd.DEVICE_ID: device_id})
+    moved = []
+    for source, mark in zip(marks[s.SOURCE], marks[s.WATERMARK_TS], strict=True):
+        version = str(source).removeprefix(f"{JOB}:")
+        if version != source and not version.endswith(":from") and dd.parse_ts(mark) >= since:
+            store.set_watermark(str(source), device_id, since - pd.Timedelta(microseconds=1), 0)
+            moved.append(version)
+    return sorted(moved)
 
 
 def run_details(settings: FeatureSettings) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
+from cloud.feature_engineering.job import rewind
 from cloud.feature_engineering.physics import solar_config
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -123,13 +124,18 @@ class ImportResult(SyncResult):
     entities_not_imported: list[str] = field(default_factory=list)
     wall_clock: bool = False  # the file's times carry no offset: read in the import's zone
     moved: str | None = None  # the time column whose times label interval starts, moved to the ends
+    first_stored: pd.Timestamp | None = None  # the earliest reading stored
+    features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
+
+    def stored_from(self, ts: pd.Timestamp) -> None:
+        self.first_stored = ts if self.first_stored is None else min(self.first_stored, ts)
 
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
         return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
-                "times_moved_to_interval_end": self.moved is not None,
+                "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -428,6 +434,9 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     except BaseException as error:  # an interrupt as well: a run must never stay "running"
         record_failure(cloud, run_id, result, error)
         raise
+    if result.first_stored is not None:
+        result.features_rewound = retry.call(
+            "rewind features", lambda: rewind(cloud, options.device_id, result.first_stored))
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     result.interval = plan.interval
     result.columns_not_imported = plan.ignored
@@ -453,6 +462,7 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
         if len(good):
             good = good.drop(columns=LINE)
             retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))
+            result.stored_from(good[dd.TS].min())
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
@@ -518,6 +528,7 @@ def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryP
             retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))  # noqa: B023 (called at once)
         if len(good):
             retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))  # noqa: B023 (called at once)
+            result.stored_from(good[dd.TS].min())
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
         result.rows_quarantined += len(bad)
@@ -557,6 +568,9 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         more = len(result.entities_not_imported) - len(shown)
         print(f"  entities not imported (not in --column-map ENTITY=field): {', '.join(shown)}"
               + (f" and {more} more" if more else ""))
+    if result.features_rewound:
+        print(f"  features: already written past {result.first_stored:%Y-%m-%d %H:%M}Z; the next "
+              f"run_feature_engineering.py rewrites them from there ({', '.join(result.features_rewound)})")
     for finding in result.findings:
         print(f"  {finding.line()}")
 
