@@ -414,3 +414,15 @@ def test_a_meter_total_under_a_start_label_is_refused(tmp_path, cloud):
     with pytest.raises(UsageError, match=r"the times label interval starts \(period_start\), but a meter total is "
                                          r"read at an instant, not over an interval; expected --time-label end"):
         import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"reg": dd.LOAD_TOTAL}, units="kWh-total"))
+
+
+def test_a_units_row_with_a_unit_unknown_here_is_still_the_units_row(tmp_path, cloud):
+    """``[Ah]`` and ``[-]`` beside ``[W]``: the row is units, not a reading to quarantine,
+    and a power field mapped to the ``[Ah]`` column is refused by its unit."""
+    (tmp_path / "m.csv").write_text("Zeit;PV;Ladung;Status\n[dd.MM.yyyy HH:mm];[W];[Ah];[-]\n"
+                                    "01.07.2024 12:00;1500;20;ok\n01.07.2024 12:15;1600;21;ok\n")
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"PV": dd.SOLAR_KW}, timezone="UTC"))
+    assert (result.rows_synced, result.rows_quarantined) == (2, 0)
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5, 1.6])
+    with pytest.raises(UsageError, match=r"column 'Ladung' is in Ah by the file's header; expected power or energy"):
+        import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"Ladung": dd.SOLAR_KW}, timezone="UTC"))

@@ -8,8 +8,9 @@ a ``Counter``/``Analog`` row and a units row whose time cell is the time format
 (``[dd.MM.yyyy HH:mm];[Wh]``) under the names. From the file's first rows:
 
 - A **units row** is the first row whose every filled cell is a unit (``kW``, ``[Wh]``,
-  ``%``…) or a time format as .NET and Java write them (``dd.MM.yyyy HH:mm``), with at
-  least one unit. The readings start below it.
+  ``%``…, or any short one in brackets, ``[Ah]``) or a time format as .NET and Java write
+  them (``dd.MM.yyyy HH:mm``), with at least one unit known here. The readings start below
+  it.
 - The **names row** is then the nearest row above it that is not a ``Counter``/``Analog``
   row (SMA's: a ``Counter`` channel is a running total, an ``Analog`` one a value per
   reading).
@@ -39,6 +40,8 @@ from der_core.errors import UsageError
 
 #: Units a units row may hold, brackets and spaces aside.
 _UNIT = re.compile(r"^[\[(]?\s*(?:[mkKM]?(?:W|w|Wh|WH|wh|VA|VAh|var|varh)|Watt|V|A|mA|%|°C|°F|Hz|W/m²|W/m2)\s*[\])]?$")
+#: A bracketed cell of a units row that is no unit known here (``[Ah]``, ``[-]``, ``[kWp]``).
+_OTHER_UNIT = re.compile(r"^\[[^\[\]]{0,12}\]$")
 #: A time format as .NET and Java spell it: day, month and year fields and separators.
 _TIME_FORMAT = re.compile(r"^[\[(]?\s*(?=[^\])]*y)(?=[^\])]*M)(?=[^\])]*d)[yMdHhmsftaT.:/\- ,']+\s*[\])]?$")
 _FORMAT_FIELDS = re.compile(r"yyyy|yy|MMMM|MMM|MM|M|dddd|ddd|dd|d|HH|H|hh|h|mm|m|ss|s|fff|ff|f|tt|a|T|'[^']*'")
@@ -148,7 +151,7 @@ def strftime_of(pattern: str) -> str:
 
 def _is_units_row(row: list[str]) -> bool:
     filled = [c for c in row if c]
-    return (len(filled) >= 2 and all(_UNIT.match(c) or _TIME_FORMAT.match(c) for c in filled)
+    return (len(filled) >= 2 and all(_UNIT.match(c) or _TIME_FORMAT.match(c) or _OTHER_UNIT.match(c) for c in filled)
             and any(_UNIT.match(c) for c in filled))
 
 
