@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -201,13 +202,11 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     header = header or Header(columns)
     time_columns = ((header.time_column,) if header.time_column and options.timestamp_column is None
                     else find_time_columns(columns, options.timestamp_column, source))
-    named: dict[str, list[str]] = {}
-    for column in (c for c in columns if c not in time_columns and c in options.column_map):
-        named.setdefault(options.column_map[column], []).append(column)
-    for column in (c for c in columns if c not in time_columns and c not in options.column_map):
-        if column not in named:  # a column under a field's own name, unless the map gives that field others
-            named[column] = [column]
-    sources = {f: tuple(named[f]) for f in dd.FIELD_TYPES if f in named}
+    values = [c for c in columns if c not in time_columns]
+    named = _by_field((c, options.column_map[c]) for c in values if c in options.column_map)
+    # a column under a field's own name, unless the map gives that field others
+    named |= {c: (c,) for c in values if c not in options.column_map and c not in named}
+    sources = {f: named[f] for f in dd.FIELD_TYPES if f in named}
     if not sources:
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
@@ -221,6 +220,15 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
         raise UsageError(f"{source}: the times label interval starts ({' + '.join(time_columns)}), but a meter total "
                          "is read at an instant, not over an interval; expected --time-label end")
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts)
+
+
+def _by_field(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """``(column or entity, field)`` pairs as each field's columns, in file order: the
+    columns of one field are summed."""
+    grouped: dict[str, list[str]] = {}
+    for name, field_name in pairs:
+        grouped.setdefault(field_name, []).append(name)
+    return {f: tuple(names) for f, names in grouped.items()}
 
 
 def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
@@ -249,7 +257,9 @@ def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options:
                              f"energy (W, kW, Wh, kWh) for {field_name}")
         fixed = unit.import_unit
         if options.units is not None:
-            if options.units != fixed and (fixed is not None or options.units.removesuffix("-total") != unit.name):
+            # energy the file leaves unqualified agrees with either of its --units
+            agrees = options.units == fixed if fixed is not None else options.units.removesuffix("-total") == unit.name
+            if not agrees:
                 raise UsageError(f"{source}: --units {options.units} but column {column!r} is in {fixed or unit.name} "
                                  f"by {unit.where}; expected them to agree")
             units.append(options.units)
@@ -408,12 +418,8 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
     if text:
         raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
     time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
-    named: dict[str, list[str]] = {}
-    for entity, field_name in options.column_map.items():
-        named.setdefault(field_name, []).append(entity)
-    sources = {f: tuple(entities) for f, entities in named.items()}
-    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
-                 events=events)
+    return _Plan(options, time_columns, _by_field(options.column_map.items()),
+                 TimeReader(options.timezone, options.timestamp_format), dialect, events=events)
 
 
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
