@@ -123,7 +123,7 @@ def find_header(rows: Sequence[Sequence[str]], timestamp_column: str | None) -> 
     units, time_column, time_format = {}, None, None
     for column, unit in zip(columns, unit_cells, strict=True):
         if _TIME_FORMAT.match(unit) and time_column is None:
-            time_column, time_format = column, strftime_of(_unbracketed(unit))
+            time_column, time_format = column, strftime_of(unit)
         elif unit:
             units[column] = _unbracketed(unit)
     return Header(columns, names_at, units_at + 1, units, kinds, written, time_column, time_format)
@@ -138,15 +138,15 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     if time_at is None:
         return Header(columns, names_at, names_at + 1, written=written)
     return Header(columns, names_at, names_at + 1, written=written, time_column=columns[time_at],
-                  time_format=strftime_of(_unbracketed(names[time_at])))
+                  time_format=strftime_of(names[time_at]))
 
 
 def strftime_of(pattern: str) -> str:
-    """A .NET/Java time format (``dd.MM.yyyy HH:mm:ss``) as a strftime pattern."""
+    """A .NET/Java time format (``dd.MM.yyyy HH:mm:ss``, brackets aside) as a strftime pattern."""
     def field_of(match: re.Match) -> str:
         token = match.group(0)
         return token[1:-1].replace("%", "%%") if token.startswith("'") else _STRFTIME[token]
-    return _FORMAT_FIELDS.sub(field_of, pattern.replace("%", "%%"))
+    return _FORMAT_FIELDS.sub(field_of, _unbracketed(pattern).replace("%", "%%"))
 
 
 def _is_units_row(row: list[str]) -> bool:

@@ -160,8 +160,9 @@ def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int
 
 
 def _sheet_chunks(path: Path, columns: list[str], size: int, first: int) -> Iterator[pd.DataFrame]:
-    """The first sheet's rows from row ``first`` (below the header), ``size`` at a time, indexed by their row
-    number in the sheet; rows with no cell filled (a sheet's formatted tail) are left out.
+    """The first sheet's rows from row ``first`` (below the header), ``size`` at a time,
+    indexed by their row number in the sheet; rows with no cell filled (a sheet's formatted
+    tail) are left out.
     Cells keep Excel's types: a date cell is a time without a zone, a number a number."""
     from openpyxl import load_workbook
 

@@ -119,10 +119,9 @@ class TimeReader:
             unix = texts.str.fullmatch(_UNIX).fillna(False).astype(bool) & (self.format is None)
             aware = texts.str.contains(_OFFSET).fillna(False).astype(bool) | unix
             day_end = texts.str.contains("24:00", regex=False).fillna(False).astype(bool)  # cheap, then exact
-            if day_end.any():
-                day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
             cleaned = texts
             if day_end.any():
+                day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
                 cleaned = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True))
             try:
                 parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
