@@ -35,7 +35,7 @@ from der_core.errors import DERError, UsageError
 from der_core.memory import retain_freed_memory
 from der_core.sites import site_configs
 from der_physics import generator
-from edge_gateway.gateway import JsonlSink, align
+from edge_gateway.gateway import ClockSteps, JsonlSink, align
 from edge_gateway.mqtt import add_mqtt_flags, mqtt_configured, mqtt_settings
 from edge_gateway.status import edge_status
 from edge_gateway.stores.factory import open_edge_store
@@ -206,7 +206,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
                 kept = "; it is kept in the edge store" if runtime.store is not None else ""
                 raise DERError(f"MQTT broker {mqtt.address} unreachable: the reading was not published{kept}")
             return 0
-        job = Every("gateway", lambda: gateway.step(align(pd.Timestamp.now(tz="UTC"), interval) if args.scheduled else None), interval, aligned=args.scheduled)
+        job = Every("gateway", ClockSteps(gateway, aligned=args.scheduled), interval, aligned=args.scheduled)
         run_schedule([job, *device_jobs(runtime)])
         return 0
     finally:

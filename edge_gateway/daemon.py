@@ -17,13 +17,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, site_record
 from der_core.errors import UsageError
 from der_core.scheduling import Every, run_schedule
-from edge_gateway.gateway import Gateway, JsonlSink, align
+from edge_gateway.gateway import ClockSteps, Gateway, JsonlSink
 from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
 from edge_gateway.sources.factory import open_source
 from edge_gateway.stores.base import EdgeStore
@@ -167,10 +166,13 @@ def run_daemon(
     sinks = ["edge store"] + (["jsonl"] if output_file else []) + (["mqtt"] if mqtt else [])
     log.info("daemon: %d site(s), a reading every %ds, sinks: %s", len(configs), interval, ", ".join(sinks))
 
+    step = ClockSteps(runtime.gateway, aligned=True)
+
     def tick() -> None:
         with step_lock:
-            frame = runtime.gateway.step(align(pd.Timestamp.now(tz="UTC"), interval))
-            log.debug("reading at %s for %d site(s)", frame[dd.TS].iloc[0] if len(frame) else "-", len(frame))
+            frame = step()
+            if frame is not None:
+                log.debug("reading at %s for %d site(s)", frame[dd.TS].iloc[0] if len(frame) else "-", len(frame))
 
     def shutdown() -> None:
         with step_lock:

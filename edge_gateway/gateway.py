@@ -303,3 +303,26 @@ def align(at: pd.Timestamp, interval_s: int) -> pd.Timestamp:
     """The latest instant at or before ``at`` on the ``interval_s`` grid (clock-aligned)."""
     seconds = math.floor(at.timestamp() / interval_s) * interval_s
     return pd.Timestamp(seconds, unit="s", tz="UTC")
+
+
+class ClockSteps:
+    """Step a gateway at the clock's instants, each instant once.
+
+    The reading's instant is now on the ``interval_s`` grid (``aligned``), else now to the
+    second. A scheduler that ran late catches up with a run inside the same interval (or the
+    same second): that instant has its reading already, and stepping it again would deliver
+    the same reading twice, to the output file and to MQTT. Such a run is passed over.
+    """
+
+    def __init__(self, gateway: Gateway, aligned: bool) -> None:
+        self.gateway, self.aligned = gateway, aligned
+        self.last: pd.Timestamp | None = None
+
+    def __call__(self) -> pd.DataFrame | None:
+        now = dd.utc_now()
+        at = align(now, self.gateway.interval_s) if self.aligned else now.floor("s")
+        if self.last is not None and at <= self.last:
+            log.debug("the reading at %s is made already; this run is passed over", dd.format_ts(at))
+            return None
+        self.last = at
+        return self.gateway.step(at)

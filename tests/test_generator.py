@@ -11,7 +11,7 @@ from der_core import der_data as dd
 from der_core.memory import retain_freed_memory
 from der_core.sites import site_configs
 from der_physics import base, battery, generator, grid_price
-from edge_gateway.gateway import Gateway, align
+from edge_gateway.gateway import ClockSteps, Gateway, align
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.sim_helpers import config, readings
 
@@ -84,6 +84,19 @@ def test_sinks_receive_each_reading(tmp_path):
     got = []
     Gateway([config(seed=1)], sinks=[got.append], state_dir=tmp_path).step(pd.Timestamp("2024-01-01", tz="UTC"))
     assert len(got) == 1 and len(got[0]) == 1
+
+
+@pytest.mark.parametrize("aligned,clock,delivered", [
+    (False, ["12:00:00.95", "12:00:00.99", "12:00:01.01"], ["12:00:00", "12:00:01"]),  # a late run caught up in one second
+    (True, ["12:00:01", "12:04:59", "12:05:00"], ["12:00:00", "12:05:00"]),  # and in one interval
+])
+def test_a_scheduler_that_catches_up_delivers_each_instant_once(tmp_path, monkeypatch, aligned, clock, delivered):
+    got = []
+    steps = ClockSteps(Gateway([config(seed=1)], sinks=[got.append], state_dir=tmp_path), aligned=aligned)
+    for now in clock:
+        monkeypatch.setattr(dd, "utc_now", lambda now=now: pd.Timestamp(f"2024-06-15 {now}", tz="UTC"))
+        steps()
+    assert [frame[dd.TS].iloc[0] for frame in got] == [pd.Timestamp(f"2024-06-15 {t}", tz="UTC") for t in delivered]
 
 
 @pytest.mark.parametrize("when,expected", [("2024-06-15 14:32:10", "2024-06-15 14:30:00"), ("2024-06-15 14:35:00", "2024-06-15 14:35:00")])
