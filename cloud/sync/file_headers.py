@@ -24,18 +24,20 @@ repeats is told apart by the first header row that tells its columns apart (SMA'
 numbers, one inverter's channels from another's), else as pandas does (``name.1``). A
 column's unit then says whether it holds power, energy per reading or a running total, and
 the time format how its times read, where the command line does not say. Without a units
-row, a unit closing the column's name (``PV (W)``) says as much of power. Energy (``Wh``)
-outside SMA's kinds row cannot tell a reading's energy from a running total, so the
-command line must.
+row, a units column right of a column (``USAGE,UNITS``, as utilities' downloads write it)
+gives that column the unit in its first reading, else a unit closing the column's name
+(``PV (W)``) says as much of power. Energy (``Wh``) outside SMA's kinds row cannot tell a
+reading's energy from a running total, so the command line must.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cloud.sync.timestamps import find_time_columns
+from cloud.sync.timestamps import find_time_columns, normal_name
 from der_core.errors import UsageError
 
 #: Units a units row may hold, brackets and spaces aside.
@@ -54,6 +56,9 @@ _VALUE = re.compile(r"^[-+]?\d[\d.,:/\- T]*$")
 _KINDS = {"counter", "analog"}
 #: The import units a file's own unit stands for.
 _POWER_UNITS = {"w": "W", "watt": "W", "kw": "kW", "wh": "Wh", "kwh": "kWh"}
+#: Names of a column that holds the unit of the column before it, in each row.
+UNIT_COLUMN_NAMES = frozenset({"unit", "units", "uom", "unit_of_measure", "einheit", "unite", "unidad", "unita",
+                               "eenheid"})
 #: A unit closing a column's name: ``PV (W)``, ``Energy Produced [Wh]``.
 _NAME_UNIT = re.compile(r"[\[(]\s*(k?w|k?wh)\s*[\])]\s*$", re.IGNORECASE)
 
@@ -91,14 +96,16 @@ class Header:
     written: dict[str, str] = field(default_factory=dict)  # a renamed column -> its name as written
     time_column: str | None = None  # the column whose units (or names) cell is a time format
     time_format: str | None = None  # that format as a strftime pattern
+    unit_columns: dict[str, str] = field(default_factory=dict)  # column -> the units column beside it
 
     def unit_of(self, column: str) -> Unit | None:
-        """The unit the units row, else the column's name, gives a column."""
+        """The unit the units row (or a units column), else the column's name, gives a column."""
         cell = self.units.get(column)
         if cell is not None:
             kind = self.kinds.get(column)
+            beside = self.unit_columns.get(column)
             return Unit(_POWER_UNITS.get(cell.lower(), cell), None if kind is None else kind == "counter",
-                        "the file's header")
+                        "the file's header" if beside is None else f"its {beside} column")
         match = _NAME_UNIT.search(self.written.get(column, column))
         return None if match is None else Unit(_POWER_UNITS[match.group(1).lower()], None, "its name")
 
@@ -134,11 +141,29 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     names_at = next((i for i, row in enumerate(cells) if _names_time(row, timestamp_column)), 0)
     names = cells[names_at] if cells else []
     columns, written = _unique(names, cells[:names_at], [""] * len(names))
+    unit_columns = _unit_columns(columns, cells[names_at + 1:])
+    units = {column: _first_cell(cells[names_at + 1:], columns.index(beside)) for column, beside in unit_columns.items()}
+    header = Header(columns, names_at, names_at + 1, units=units, written=written, unit_columns=unit_columns)
     time_at = next((k for k, c in enumerate(names) if _TIME_FORMAT.match(c)), None)
     if time_at is None:
-        return Header(columns, names_at, names_at + 1, written=written)
-    return Header(columns, names_at, names_at + 1, written=written, time_column=columns[time_at],
-                  time_format=strftime_of(names[time_at]))
+        return header
+    return dataclasses.replace(header, time_column=columns[time_at], time_format=strftime_of(names[time_at]))
+
+
+def _unit_columns(columns: list[str], rows: list[list[str]]) -> dict[str, str]:
+    """Each column followed by a units column (:data:`UNIT_COLUMN_NAMES`, filled in the first
+    reading) -> that units column: utilities' downloads write ``USAGE,UNITS`` with ``kWh`` in
+    every row."""
+    found = {}
+    for k, name in enumerate(columns[1:], start=1):
+        if normal_name(name) in UNIT_COLUMN_NAMES and _first_cell(rows, k):
+            found[columns[k - 1]] = name
+    return found
+
+
+def _first_cell(rows: list[list[str]], k: int) -> str:
+    """Column ``k``'s cell in the first row that has one, unbracketed."""
+    return next((_unbracketed(row[k]) for row in rows if len(row) > k and row[k]), "")
 
 
 def strftime_of(pattern: str) -> str:

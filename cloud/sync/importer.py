@@ -184,6 +184,7 @@ class _Plan:
     interval: pd.Timedelta | None = None
     units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
     starts: bool = False  # the times label each reading's interval by its start
+    unit_cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # units column -> (its column, its unit)
 
     @property
     def fields(self) -> list[str]:
@@ -211,7 +212,9 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
         raise UsageError(f"{source}: no reading fields found; map the file's columns with --column-map "
                          f"FILE_COLUMN=field (columns: {columns})")
     _check_sums(sources, source)
-    ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns))
+    unit_cells = {header.unit_columns[c]: (c, header.units[c]) for cs in sources.values() for c in cs
+                  if c in header.unit_columns}
+    ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns) - set(unit_cells))
     units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
     own = time_columns == (header.time_column,)  # the header's format is its time column's
     times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
@@ -219,7 +222,8 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     if starts and any(UNITS[u][1] == TOTAL for u in units.values()):
         raise UsageError(f"{source}: the times label interval starts ({' + '.join(time_columns)}), but a meter total "
                          "is read at an instant, not over an interval; expected --time-label end")
-    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts)
+    return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts,
+                 unit_cells=unit_cells)
 
 
 def _by_field(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
@@ -311,6 +315,11 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
             huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
             reasons[huge] = [_join(r, f"{plan.label(column)} {dd.shown(v)} is not a whole number below "
                                       f"{WHOLE_NUMBER_LIMIT:.0e}") for r, v in zip(reasons[huge], out[column][huge])]
+    for beside, (column, unit) in plan.unit_cells.items():  # the unit is the first reading's: every row's must agree
+        cells = raw[beside].astype("string").str.strip().str.strip("[]() ").fillna("")
+        wrong = (cells != unit) & raw[column].notna()
+        reasons[wrong] = [_join(r, f"{beside} {dd.shown(v)} is not {unit}, the unit of {column} in the first reading")
+                          for r, v in zip(reasons[wrong], raw[beside][wrong])]
     _to_kw(out, plan, reasons)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})

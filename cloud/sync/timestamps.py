@@ -42,9 +42,14 @@ TIMESTAMP_NAMES = (
 #: product's readings are labelled by its end.
 START_NAMES = frozenset({"period_start", "interval_start", "start_time", "start", "time_start", "start_utc",
                          "start_local", "from", "von", "beginn", "debut", "inicio"})
-#: A date column and a time-of-day column that together hold the time, in the same languages.
+#: A date column and a time-of-day column that together hold the time, in the same languages;
+#: then a date and the time of day each interval starts, as utilities' interval downloads
+#: write them (Green Button CSV: ``DATE,START TIME,END TIME,USAGE (kWh)``, whose end is the
+#: interval's last minute, ``00:14`` for ``00:00`` to ``00:15``, so the start is the exact one;
+#: German suppliers' ``Datum;Von;Bis``).
 DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
-                 ("data", "ora"), ("datum", "tijd"))
+                 ("data", "ora"), ("datum", "tijd"), ("date", "start_time"), ("start_date", "start_time"),
+                 ("date", "start"), ("datum", "von"), ("datum", "beginn"), ("date", "debut"), ("fecha", "inicio"))
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 #: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
 #: files use it): the next day's ``00:00``.
@@ -81,8 +86,9 @@ def find_time_columns(columns: Sequence[object], given: str | None, source: str)
 
 
 def labels_start(columns: Sequence[object]) -> bool:
-    """Whether a time column's name says it labels each interval by its start."""
-    return len(columns) == 1 and normal_name(columns[0]) in START_NAMES
+    """Whether the time column's name (the time of day's, beside a date) says it labels each
+    interval by its start."""
+    return normal_name(columns[-1]) in START_NAMES
 
 
 def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:

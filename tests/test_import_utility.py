@@ -1,0 +1,115 @@
+"""Utilities' interval downloads: a ``Key,Value`` preamble, a date column beside the time of
+day each interval starts, energy per interval, and a units column in place of a unit in the
+name."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+
+import run_cloud_sync
+from cloud.store import schema as s
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.importer import ImportOptions, import_file
+from cloud.sync.timestamps import find_time_columns, labels_start
+from der_core import der_data as dd
+from der_core.cli_support import run_cli
+from der_core.errors import UsageError
+
+#: The layout of PG&E's Green Button "Download my data" CSV for electricity, as its users
+#: quote it: four ``Key,Value`` lines about the account, a blank line, then ``TYPE,DATE,
+#: START TIME,END TIME,USAGE (kWh),COST,NOTES`` with local clock times, each row's END TIME
+#: the last minute of its interval.
+PREAMBLE = ["Name,JANE DOE", 'Address,"123 EXAMPLE ST, ANYTOWN CA 94000"', "Account Number,1234567890",
+            "Service,Service 1", ""]
+
+
+def green_button(start: str, periods: int, minutes: int = 15, names: str = "USAGE (kWh),COST,NOTES",
+                 value=lambda k: f"{0.1 + k % 7 / 20:.2f}") -> str:
+    rows = [*PREAMBLE, f"TYPE,DATE,START TIME,END TIME,{names}"]
+    first = datetime.fromisoformat(start)
+    for k in range(periods):
+        at = first + timedelta(minutes=minutes * k)
+        end = at + timedelta(minutes=minutes - 1)
+        rows.append(f"Electric usage,{at:%Y-%m-%d},{at:%H:%M},{end:%H:%M},{value(k)},$0.03,")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture()
+def cloud(tmp_path):
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        yield store
+
+
+@pytest.mark.parametrize("columns,expected", [
+    (["TYPE", "DATE", "START TIME", "END TIME", "USAGE (kWh)"], ("DATE", "START TIME")),
+    (["Start Date", "Start Time", "End Date", "End Time", "kWh"], ("Start Date", "Start Time")),
+    (["Datum", "Von", "Bis", "Verbrauch (kWh)"], ("Datum", "Von")),
+    (["Date", "Time", "Start Time", "kW"], ("Date", "Time")),  # a time of day that says nothing of intervals
+])
+def test_a_date_beside_the_time_each_interval_starts_is_the_time(columns, expected):
+    assert find_time_columns(columns, None, "f.csv") == expected
+    assert labels_start(expected) == (expected[1] != "Time")
+
+
+def test_a_green_button_download_imports_as_the_house_load_at_each_interval_s_end(tmp_path, capsys):
+    """The preamble is passed over, DATE and START TIME make each interval's start (END TIME,
+    its last minute, is not a time to store), the start moves to the interval's end, and the
+    kWh of each quarter hour become its mean kW."""
+    (tmp_path / "usage.csv").write_text(green_button("2024-06-01T00:00", 8))
+    db = str(tmp_path / "cloud.db")
+    code = run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "usage.csv"), "--device-id", "home-1",
+                                         "--cloud-db", db, "--timezone", "America/Los_Angeles", "--units", "kWh",
+                                         "--column-map", "USAGE (kWh)=home_load_total_load_kw"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "imported 8 readings of home-1 (0 quarantined)" in out
+    assert "  times: DATE + START TIME labels each interval's start; stored at its end, 15 min later" in out
+    assert "COST, END TIME, NOTES, TYPE" in out
+    with SQLiteCloudStore(db) as store:
+        stored = store.read_readings("home-1")
+    assert stored[dd.TS].tolist() == list(pd.date_range("2024-06-01T07:15Z", periods=8, freq="15min", unit="us"))
+    assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([4 * (0.1 + k % 7 / 20) for k in range(8)])
+
+
+def test_the_download_s_clock_changes_are_read_as_the_utility_writes_them(tmp_path, cloud):
+    """Spring: the hour the clock skips is labelled ``02:00``, which no clock shows, and is
+    quarantined, not guessed. Autumn: one ``01:00`` for the two hours the clock shows it is
+    read as the first; the second is a gap."""
+    (tmp_path / "spring.csv").write_text(green_button("2024-03-10T00:00", 4, minutes=60))
+    result = import_file(tmp_path / "spring.csv", cloud, ImportOptions("home-1", {"USAGE (kWh)": dd.LOAD_TOTAL},
+                                                                       units="kWh", timezone="America/Los_Angeles"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    reason, = cloud.read_quarantine("home-1")[s.REASON]
+    assert reason.startswith("line 9: ") and "does not exist in America/Los_Angeles" in reason
+
+    (tmp_path / "autumn.csv").write_text(green_button("2024-11-03T00:00", 4, minutes=60))
+    result = import_file(tmp_path / "autumn.csv", cloud, ImportOptions("home-2", {"USAGE (kWh)": dd.LOAD_TOTAL},
+                                                                       units="kWh", timezone="America/Los_Angeles"))
+    assert (result.rows_synced, result.rows_quarantined) == (4, 0)
+    assert cloud.read_readings("home-2")[dd.TS].tolist() == [pd.Timestamp(f"2024-11-03T{t}Z")
+                                                             for t in ("08:00", "09:00", "11:00", "12:00")]
+
+
+def test_a_units_column_gives_the_unit_of_the_column_before_it(tmp_path, cloud):
+    """``USAGE,UNITS`` with ``kWh`` in each row: the energy is not read as kW; it needs
+    ``--units kWh`` (a reading's) or ``kWh-total`` as energy named anywhere does, and a row
+    in another unit is quarantined, not summed into the series."""
+    value = iter(["0.10", "0.15", "0.20", "0.25"])
+    text = green_button("2024-06-01T00:00", 4, names="USAGE,UNITS,COST,NOTES", value=lambda k: f"{next(value)},kWh")
+    (tmp_path / "usage.csv").write_text(text.replace("0.25,kWh", "0.25,therms"))
+    mapped = {"USAGE": dd.LOAD_TOTAL}
+    with pytest.raises(UsageError, match=r"column 'USAGE' is energy in kWh by its UNITS column, for "
+                                         r"home_load_total_load_kw; expected --units kWh \(energy per reading\)"):
+        import_file(tmp_path / "usage.csv", cloud, ImportOptions("home-1", mapped, timezone="America/Los_Angeles"))
+    with pytest.raises(UsageError, match=r"--units W but column 'USAGE' is in kWh by its UNITS column"):
+        import_file(tmp_path / "usage.csv", cloud, ImportOptions("home-1", mapped, units="W"))
+    result = import_file(tmp_path / "usage.csv", cloud, ImportOptions("home-1", mapped, units="kWh",
+                                                                      timezone="America/Los_Angeles"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    assert "UNITS" not in result.columns_not_imported
+    assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.6, 0.8])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == [
+        "line 10: UNITS 'therms' is not kWh, the unit of USAGE in the first reading"]
