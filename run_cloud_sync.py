@@ -45,7 +45,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--weather-history", metavar="START:END", type=arg_type(day_span, "START:END days, END not before START (2024-03-01:2024-06-01)"),
                         help="with --site: store Open-Meteo's day-ahead forecasts of these GMT days (both included) for backtests")
     parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to (default: --site's)")
-    parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated")
+    parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated; columns mapped to one "
+                        "field are summed, one mapped to -field is subtracted (Export=-net_grid_flow_kw)")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
                         help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' "

@@ -237,7 +237,9 @@ def test_two_columns_mapped_to_one_field_are_summed(tmp_path, cloud):
     assert cloud.read_readings("home-2")[dd.SOLAR_KW].tolist() == pytest.approx(
         [(0.167 + 0.125) * 12, (0.175 + 0.131) * 12, (0.150 + 0.120) * 12])
     reason, = cloud.read_quarantine("home-2")[s.REASON]
-    assert reason.startswith(f"{FIRST}: Gesamtertrag (SN: 2100070361) + Gesamtertrag (SN: 2100070559) is a meter total")
+    assert reason == (f"{FIRST}: Gesamtertrag (SN: 2100070361) is a meter total; its first reading has none before it "
+                      "to count from; Gesamtertrag (SN: 2100070559) is a meter total; its first reading has none before "
+                      "it to count from")
 
 
 def test_summed_columns_in_different_units_or_into_a_text_field_are_refused(tmp_path, cloud):

@@ -12,7 +12,7 @@ import pytest
 import run_cloud_sync
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
-from cloud.sync.importer import ImportOptions, import_file
+from cloud.sync.importer import ImportOptions, import_file, parse_column_map
 from cloud.sync.timestamps import find_time_columns, labels_start
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
@@ -113,3 +113,61 @@ def test_a_units_column_gives_the_unit_of_the_column_before_it(tmp_path, cloud):
     assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.6, 0.8])
     assert cloud.read_quarantine("home-1")[s.REASON].tolist() == [
         "line 10: UNITS 'therms' is not kWh, the unit of USAGE in the first reading"]
+
+
+def test_a_net_metered_download_s_export_counts_against_its_import(tmp_path, capsys):
+    """``IMPORT (kWh),EXPORT (kWh)`` (a home with PV under net metering): mapped as
+    ``EXPORT (kWh)=-net_grid_flow_kw`` the export is taken from the import, so the grid flow
+    is negative while the home exports."""
+    flows = [(0.30, 0.0), (0.10, 0.25), (0.0, 0.50), (0.20, 0.05)]
+    text = green_button("2024-06-01T12:00", 4, names="IMPORT (kWh),EXPORT (kWh),COST,NOTES",
+                        value=lambda k: f"{flows[k][0]:.2f},{flows[k][1]:.2f}")
+    (tmp_path / "usage.csv").write_text(text)
+    db = str(tmp_path / "cloud.db")
+    code = run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "usage.csv"), "--device-id", "home-1", "--cloud-db",
+                                         db, "--timezone", "America/Los_Angeles", "--units", "kWh", "--column-map",
+                                         "IMPORT (kWh)=net_grid_flow_kw, EXPORT (kWh)=-net_grid_flow_kw"])
+    assert code == 0, capsys.readouterr().err
+    with SQLiteCloudStore(db) as store:
+        stored = store.read_readings("home-1")
+    assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx([4 * (i - e) for i, e in flows])
+
+
+def test_a_meter_s_import_and_export_registers_each_count_on_their_own(tmp_path, cloud):
+    """Two running totals (OBIS 1.8.0 and 2.8.0): each register's energy since its total
+    before, export taken from import. Their difference falls while the home exports, which
+    is no reset: only a register that falls is."""
+    text = ("Zeit;1.8.0 (kWh);2.8.0 (kWh)\n01.07.2024 12:00;100,0;50,0\n01.07.2024 12:15;100,1;50,4\n"
+            "01.07.2024 12:30;100,3;50,4\n01.07.2024 12:45;100,3;50,0\n01.07.2024 13:00;100,4;50,2\n")
+    (tmp_path / "meter.csv").write_text(text)
+    mapped = {"1.8.0 (kWh)": dd.NET_GRID_FLOW, "2.8.0 (kWh)": f"-{dd.NET_GRID_FLOW}"}
+    result = import_file(tmp_path / "meter.csv", cloud, ImportOptions("home-1", mapped, units="kWh-total",
+                                                                      timestamp_format="%d.%m.%Y %H:%M"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 2)
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx([4 * (0.1 - 0.4), 4 * 0.2, 4 * (0.1 - 0.2)])
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist()[1] == (
+        "line 5: 2.8.0 (kWh) meter total fell from 50.4 to 50 (a reset or a new meter); counting starts again from it")
+
+
+def test_an_entity_mapped_negatively_is_taken_from_its_field(tmp_path, cloud):
+    lines = ["entity_id,state,last_changed"] + [
+        f"{entity},{state},2024-06-01T{clock}.000Z" for entity, state, clock in [
+            ("sensor.grid_import", "800", "10:00:00"), ("sensor.grid_import", "0", "10:05:00"),
+            ("sensor.grid_export", "0", "10:00:00"), ("sensor.grid_export", "1500", "10:05:00"),
+            ("sensor.grid_import", "0", "10:15:00"), ("sensor.grid_export", "1500", "10:15:00")]]
+    (tmp_path / "history.csv").write_text("\n".join(lines) + "\n")
+    mapped = {"sensor.grid_import": dd.NET_GRID_FLOW, "sensor.grid_export": f"-{dd.NET_GRID_FLOW}"}
+    import_file(tmp_path / "history.csv", cloud, ImportOptions("home-1", mapped, units="W"))
+    stored = cloud.read_readings("home-1").set_index(dd.TS)[dd.NET_GRID_FLOW]
+    assert stored.to_dict() == pytest.approx({pd.Timestamp(f"2024-06-01T10:{m}Z"): kw
+                                              for m, kw in (("05", 0.8), ("10", -1.5), ("15", -1.5))})
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a=-tou", r"'tou' is not a reading field"),
+    (f"a=-{dd.TOU_PERIOD}", r"only a number field is counted negatively"),
+])
+def test_a_negative_mapping_names_a_number_field(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_column_map(text)

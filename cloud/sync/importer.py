@@ -6,7 +6,8 @@ read as :mod:`cloud.sync.event_files` says; the rest of this applies to one read
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
 (``pv_w=solar_generation_kw,load=home_load_total_load_kw``); columns mapped to one field are
-summed (two inverters make the home's PV). Power columns (``*_kw``) may be in W or kW, be
+summed (two inverters make the home's PV), one mapped to ``-field`` subtracted (a meter's
+export from its import). Power columns (``*_kw``) may be in W or kW, be
 energy per reading (Wh or kWh over the series' own interval, turned into the mean kW of
 that interval), or a meter's running total (the mean kW since the total before it), as
 ``--units`` says, else as the file's header says of the column
@@ -87,8 +88,15 @@ class ImportOptions:
     longitude: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     time_label: str | None = None  # "start" or "end" of each reading's interval; None: the time column's name says
+    #: Columns (or entities) counted negatively in their field's sum, mapped as ``COLUMN=-field``
+    #: (a meter's export against its import); set from ``column_map`` itself.
+    negated: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        negated = {c for c, f in self.column_map.items() if f.startswith("-")}
+        if negated:
+            object.__setattr__(self, "column_map", {c: f.removeprefix("-") for c, f in self.column_map.items()})
+            object.__setattr__(self, "negated", self.negated | negated)
         problem = dd.device_id_problem(self.device_id)
         if problem is not None:
             raise UsageError(f"--device-id: {problem}")
@@ -147,7 +155,8 @@ _PAIR = re.compile(r"\s*(?P<source>[^=]*?)\s*=\s*(?P<target>[^,=]*?)\s*(?:,|$)")
 
 def parse_column_map(text: str | None) -> dict[str, str]:
     """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``; a
-    column's name may hold commas, as the field after its ``=`` ends the pair."""
+    column's name may hold commas, as the field after its ``=`` ends the pair. A field led
+    by ``-`` counts its column negatively in the field's sum (``export=-net_grid_flow_kw``)."""
     mapping: dict[str, str] = {}
     text, at = (text or "").strip().strip(","), 0
     while at < len(text):
@@ -162,10 +171,13 @@ def parse_column_map(text: str | None) -> dict[str, str]:
         if not source or not target:
             raise UsageError(f"--column-map {pair.group(0).strip(' ,')!r}: expected FILE_COLUMN=field pairs "
                              "separated by commas")
-        if target not in dd.FIELD_TYPES:
-            raise UsageError(f"--column-map {f'{source}={target}'!r}: {target!r} is not a reading field; "
+        field_name = target.removeprefix("-").strip()
+        if field_name not in dd.FIELD_TYPES:
+            raise UsageError(f"--column-map {f'{source}={target}'!r}: {field_name!r} is not a reading field; "
                              f"expected one of {', '.join(dd.FIELD_TYPES)}")
-        mapping[source] = target
+        if target.startswith("-") and field_name not in dd.NUMERIC_COLUMNS:
+            raise UsageError(f"--column-map {f'{source}={target}'!r}: only a number field is counted negatively")
+        mapping[source] = f"-{field_name}" if target.startswith("-") else field_name
     return mapping
 
 
@@ -192,7 +204,18 @@ class _Plan:
 
     def label(self, field_name: str) -> str:
         """The file's name for a field's values: its column, or its columns' sum."""
-        return " + ".join(self.sources[field_name])
+        return "".join(f"{' - ' if c in self.options.negated else ' + ' if k else ''}{c}"
+                       for k, c in enumerate(self.sources[field_name]))
+
+    def kind(self, field_name: str) -> str:
+        """What a field's columns hold in the file: power, energy per reading, or a meter
+        total (which need the series' interval, refused without one)."""
+        unit = self.units.get(field_name, "kW")
+        kind = UNITS[unit][1]
+        if kind != POWER and self.interval is None:
+            raise UsageError(f"{self.label(field_name)} in {unit} ({kind}) needs at least two readings to know the "
+                             "interval; expected a regular series")
+        return kind
 
 
 def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN,
@@ -300,27 +323,34 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
     out = pd.DataFrame({dd.DEVICE_ID: plan.options.device_id, dd.TS: ts}, index=raw.index)
     for column in dd.FIELD_TYPES:
         out[column] = None if column not in plan.sources else raw[plan.sources[column][0]].to_numpy()
+    numbers = {}
+    for name in (n for c in dd.NUMERIC_COLUMNS if c in plan.sources for n in plan.sources[c]):
+        text = raw[name]
+        numbers[name] = plan.dialect.numbers(text)
+        wrong = numbers[name].isna() & text.notna() & (text.astype("string").str.strip() != "")
+        reasons[wrong] = [_join(r, f"{name} {dd.shown(v)} is not a number") for r, v in zip(reasons[wrong], text[wrong])]
+    for beside, (column, unit) in plan.unit_cells.items():  # the unit is the first reading's: every row's must agree
+        cells = raw[beside].astype("string").str.strip().str.strip("[]() ").fillna("")
+        wrong = (cells != unit) & raw[column].notna()
+        reasons[wrong] = [_join(r, f"{beside} {dd.shown(v)} is not {unit}, the unit of {column} in the first reading")
+                          for r, v in zip(reasons[wrong], raw[beside][wrong])]
+    readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say
     for column in (c for c in dd.NUMERIC_COLUMNS if c in plan.sources):
         total = None
         for name in plan.sources[column]:  # a missing addend leaves the sum missing: nothing is invented
-            text = raw[name]
-            number = plan.dialect.numbers(text)
-            wrong = number.isna() & text.notna() & (text.astype("string").str.strip() != "")
-            reasons[wrong] = [_join(r, f"{name} {dd.shown(v)} is not a number")
-                              for r, v in zip(reasons[wrong], text[wrong])]
-            total = number if total is None else total + number
+            value = numbers[name]
+            if plan.kind(column) == TOTAL:  # each register counts on its own; their sum need not only rise
+                value = pd.Series(_totals_to_kw(value.to_numpy(dtype="float64"), name, out[dd.TS], plan, reasons,
+                                                readable), index=value.index)
+            value = -value if name in plan.options.negated else value
+            total = value if total is None else total + value
         out[column] = total
         if column in dd.INT_COLUMNS:
             # A count is stored as a whole number: one beyond what a float holds exactly is no count.
             huge = out[column].notna() & ~(out[column].abs() < WHOLE_NUMBER_LIMIT)
             reasons[huge] = [_join(r, f"{plan.label(column)} {dd.shown(v)} is not a whole number below "
                                       f"{WHOLE_NUMBER_LIMIT:.0e}") for r, v in zip(reasons[huge], out[column][huge])]
-    for beside, (column, unit) in plan.unit_cells.items():  # the unit is the first reading's: every row's must agree
-        cells = raw[beside].astype("string").str.strip().str.strip("[]() ").fillna("")
-        wrong = (cells != unit) & raw[column].notna()
-        reasons[wrong] = [_join(r, f"{beside} {dd.shown(v)} is not {unit}, the unit of {column} in the first reading")
-                          for r, v in zip(reasons[wrong], raw[beside][wrong])]
-    _to_kw(out, plan, reasons)
+    _to_kw(out, plan)
     refused = reasons != ""
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
     return readings, refused_rows(raw, ts, reasons, refused.to_numpy(), plan.options.device_id, where)
@@ -359,37 +389,31 @@ def _join(first: str, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
-def _to_kw(out: pd.DataFrame, plan: _Plan, reasons: pd.Series) -> None:
-    readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say
+def _to_kw(out: pd.DataFrame, plan: _Plan) -> None:
+    """The power fields in kW: power scaled, energy per reading over the interval, a meter
+    total's mean power since the one before it (:func:`_totals_to_kw`) scaled."""
     for column in (c for c in _POWER_COLUMNS if c in plan.sources):
-        unit = plan.units.get(column, "kW")
-        factor, kind = UNITS[unit]
-        if kind != POWER and plan.interval is None:
-            raise UsageError(f"{plan.label(column)} in {unit} ({kind}) needs at least two readings to know the "
-                             "interval; expected a regular series")
+        factor, kind = UNITS[plan.units.get(column, "kW")][0], plan.kind(column)
         if kind == PER_READING:
             factor /= plan.interval / pd.Timedelta(hours=1)
-        if kind == TOTAL:
-            _totals_to_kw(out, column, plan, reasons, readable)
         if factor != 1.0:
             out[column] = out[column] * factor
 
 
-def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Series, readable: np.ndarray) -> None:
+def _totals_to_kw(totals: np.ndarray, name: str, ts: pd.Series, plan: _Plan, reasons: pd.Series,
+                  readable: np.ndarray) -> np.ndarray:
     """A meter's running total as the mean power since the previous total, in the file's
     energy unit per hour, at the later reading: the energy that flowed in the interval it
     closes. The first total (nothing to count from), one after a gap longer than
     :data:`GAP_INTERVALS` intervals (when in the gap the energy flowed is unknown) and one
     below the total before it (a reset or a new meter: counting starts again from it) give
     no power and are quarantined with why; a total missing from a row leaves that row's
-    power missing. The previous total is carried from chunk to chunk."""
-    name = plan.label(column)
-    totals = out[column].to_numpy(dtype="float64")
-    power = np.full(len(out), np.nan)
-    micros = out[dd.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    power missing. The previous total is carried from chunk to chunk, column by column."""
+    power = np.full(len(totals), np.nan)
+    micros = ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
     gap_us = plan.interval / pd.Timedelta(microseconds=1) * GAP_INTERVALS
     hour_us = 3600e6
-    last = plan.last_totals.get(column)  # (time in us, total)
+    last = plan.last_totals.get(name)  # (time in us, total)
     for position in np.flatnonzero(readable & np.isfinite(totals)):
         now, total = int(micros[position]), float(totals[position])
         why = ""
@@ -409,8 +433,8 @@ def _totals_to_kw(out: pd.DataFrame, column: str, plan: _Plan, reasons: pd.Serie
         if why:
             reasons.iloc[position] = _join(reasons.iloc[position], why)
         last = (now, total)
-    plan.last_totals[column] = last
-    out[column] = power
+    plan.last_totals[name] = last
+    return power
 
 
 def plan_events(columns: list[str], events: tuple[str, str], options: ImportOptions, source: str,
@@ -531,7 +555,8 @@ def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryP
     columns = {}
     for field_name, entities in plan.sources.items():
         power = field_name in _POWER_COLUMNS
-        rate = sum(ev.total_rates(*states[e], grid) if power and kind == TOTAL else ev.held_means(*states[e], grid)
+        rate = sum((-1 if e in plan.options.negated else 1)
+                   * (ev.total_rates(*states[e], grid) if power and kind == TOTAL else ev.held_means(*states[e], grid))
                    for e in entities)  # entities summed, as columns are
         columns[field_name] = rate * factor if power else rate
     readings = ev.readings_frame(plan.options.device_id, grid, columns)
