@@ -142,3 +142,28 @@ def test_a_home_without_a_car_holds_its_routine_bursts_below_the_single_plans_pe
     assert guarded.grid_kw.max() < single.grid_kw.max() - 1.0
     assert guarded.bill.total < single.bill.total
     assert guarded.bill.total < runs["guarded"][bt.SELF_CONSUMPTION].bill.total
+
+
+def test_a_home_without_a_load_meter_is_planned_and_backtested_from_its_grid_flow_and_pv(meter, tmp_path, capsys):
+    """The same home's utility meter (its grid flow, import less export) and inverter (PV),
+    no meter of its own load: the load every job reads is the balance, the measured one to
+    the readings' rounding, and a plan and a backtest run on it."""
+    db, truth = meter
+    stamps = truth.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    pd.DataFrame({"timestamp": stamps, "pv_kw": truth[fc.PV].to_numpy(),
+                  "grid_kw": (truth[fc.LOAD] - truth[fc.PV]).to_numpy()}).to_csv(tmp_path / "meter.csv", index=False)
+    (tmp_path / "site.json").write_text(json.dumps(SITE))
+    flows = str(tmp_path / "flows.db")
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw,grid_kw=net_grid_flow_kw",
+                                         "--cloud-db", flows]) == 0
+    with SQLiteCloudStore(db) as store, SQLiteCloudStore(flows) as balanced:
+        expected = recorded.recorded_series(store, "home-1", pd.Timedelta(minutes=15))
+        series = recorded.recorded_series(balanced, "home-1", pd.Timedelta(minutes=15))
+    pd.testing.assert_frame_equal(series, expected, check_exact=False, atol=1e-3)
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-11T00:00+02:00", "--cloud-db", flows,
+                                        "--output", str(tmp_path / "plan"), "--forecaster", "naive"]) == 0, \
+        capsys.readouterr().err
+    assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
+                                        "--days", "1", "--cloud-db", flows, "--output", str(tmp_path / "bt")]) == 0

@@ -148,6 +148,22 @@ def test_readings_arriving_after_a_long_silence_get_every_feature_row(new_store,
                                   check_exact=True)
 
 
+def test_a_site_without_a_load_meter_has_its_load_features_from_its_balance(new_store, fleet):
+    """Readings of PV, battery power and grid flow without the house load (a home's inverter
+    and utility meter, no meter of its own load): the features are those of the measured
+    load, to the readings' rounding."""
+    configs, raw = fleet
+    mine = raw[raw[dd.DEVICE_ID] == configs[0].device_id].reset_index(drop=True)
+    measured, balanced = new_store(), new_store()
+    load(measured, configs[:1], mine)
+    load(balanced, configs[:1], mine.assign(**{dd.LOAD_TOTAL: np.nan}))
+    for store in (measured, balanced):
+        run_features(store, SETTINGS, now=END)
+    full, derived = feature_table(measured), feature_table(balanced)
+    assert derived["load_kw"].notna().sum() == full["load_kw"].notna().sum() > 0
+    pd.testing.assert_frame_equal(derived, full, check_exact=False, atol=5e-3)
+
+
 def test_a_second_meter_file_of_the_same_days_rewrites_their_features(new_store, fleet, tmp_path):
     """The PV first, features, then the house load of the same days from a second file: the
     import moves the features' watermark back to its first reading, and the next run's table

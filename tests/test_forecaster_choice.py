@@ -87,5 +87,6 @@ def test_a_site_without_house_load_is_told_how_to_give_it():
     only_later = pd.Series(0.5, index=[START + pd.Timedelta(hours=1)])
     with pytest.raises(fc.ForecasterUnavailable, match=r"no house load \(home_load_total_load_kw\) before .*: a plan "
                        r"needs the home's own; import it \(run_cloud_sync.py --import FILE --column-map "
-                       r"COLUMN=home_load_total_load_kw\)"):
+                       r"COLUMN=home_load_total_load_kw\), or the grid flow beside the PV "
+                       r"\(COLUMN=net_grid_flow_kw\)"):
         fc.naive_load_kw(only_later, START, instants, SITE.timezone)

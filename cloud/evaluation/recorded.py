@@ -53,8 +53,11 @@ from der_physics.solar import clear_sky_output
 
 def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:
     """The site's recorded load and PV (:data:`forecasters.LOAD`, :data:`forecasters.PV`), the
-    mean of its readings over each step; NaN where a step has none."""
-    readings = store.read_readings(device_id, columns=[dd.LOAD_TOTAL, dd.SOLAR_KW])
+    mean of its readings over each step; NaN where a step has none. The load is the balance
+    of its grid flow and PV where no load was measured (``der_data.with_house_load``)."""
+    readings = store.read_readings(device_id, columns=[dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER])
+    site = next((row for row in store.sites() if row[dd.DEVICE_ID] == device_id), {})
+    readings = dd.with_house_load(readings, site)
     if readings.empty:
         raise UsageError(f"{device_id}: the cloud store ({store.label}) holds no readings of it to backtest; import its "
                          "meter data with run_cloud_sync.py --import FILE --site FILE")

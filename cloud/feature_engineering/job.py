@@ -319,7 +319,7 @@ def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start
     device = site[dd.DEVICE_ID]
     if readings.empty:
         return SiteRows(SiteResult(device), readings.iloc[:0], covers_from)
-    resampled = resample_site(readings, settings.step, settings.max_gap)
+    resampled = resample_site(dd.with_house_load(readings, site), settings.step, settings.max_gap)
     features = build_features(resampled.grid, site, settings.step, settings.rolling_window_days)
     grid = resampled.grid
     keep = (grid.index >= write_start) & (grid[OBSERVED].to_numpy() | (grid[FILLED].to_numpy() > 0))

@@ -90,7 +90,7 @@ class SiteHistory:
 
 def site_history(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta,
                  max_gap: pd.Timedelta = pd.Timedelta(hours=1)) -> SiteHistory:
-    return SiteHistory(site, resample_site(readings, step, max_gap).grid, step)
+    return SiteHistory(site, resample_site(dd.with_house_load(readings, site), step, max_gap).grid, step)
 
 
 def issue_positions(history: SiteHistory, every: pd.Timedelta, horizon_steps: int) -> np.ndarray:

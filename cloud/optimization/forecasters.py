@@ -165,7 +165,8 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     past = history_kw.loc[:issued_at].dropna()
     if past.empty:
         raise ForecasterUnavailable(f"no house load ({dd.LOAD_TOTAL}) before {issued_at}: a plan needs the home's "
-                                    f"own; import it (run_cloud_sync.py --import FILE --column-map COLUMN={dd.LOAD_TOTAL})")
+                                    f"own; import it (run_cloud_sync.py --import FILE --column-map COLUMN={dd.LOAD_TOTAL}), "
+                                    f"or the grid flow beside the PV (COLUMN={dd.NET_GRID_FLOW})")
     fallback = float(past.mean())
     readings = past.iloc[-anomaly_readings:]
     lead = wall(instants, timezone) - wall(issued_at, timezone)  # on the clock: a day is 24 h

@@ -68,7 +68,7 @@ from cloud.optimization.summary import plan_summary, write_summary
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
-from der_core.config import SimulatorConfig, build_config
+from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.control import ReservePolicy
 from der_core.errors import UsageError
 from der_core.setpoints import ExpectedSavings, SetpointSchedule
@@ -351,6 +351,7 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
     if readings.empty:
         return None
+    readings = dd.with_house_load(readings, site_record(config))
     stamps = pd.DatetimeIndex(readings[dd.TS])
     load, pv = per_step(readings, dd.LOAD_TOTAL, step), per_step(readings, dd.SOLAR_KW, step)
     energy = None

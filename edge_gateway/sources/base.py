@@ -37,7 +37,7 @@ class Measured:
         """The house load, from the site's balance (PV + grid import + battery discharge; the
         contract's ``net_grid_flow = load + battery - solar``), only when all three are
         reported: with one missing, the balance would put its power into the load."""
-        return self.pv_kw + self.grid_kw - self.battery_power_kw  # NaN when any is NaN
+        return dd.house_load_kw(self.grid_kw, self.pv_kw, self.battery_power_kw)  # NaN when any is NaN
 
     @property
     def net_load_kw(self) -> float:
