@@ -340,6 +340,12 @@ def house_load_kw(net_kw, solar_kw, battery_kw):
     return net_kw + solar_kw - battery_kw
 
 
+def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
+    """Whether a site row says the site has none of a device (``pv_capacity_kw``,
+    ``battery_capacity_kwh`` 0): its power is then 0, not unknown (NaN or absent: not said)."""
+    return site.get(capacity) is not None and float(site[capacity]) == 0.0
+
+
 def with_house_load(readings: pd.DataFrame, site: Mapping[str, Any]) -> pd.DataFrame:
     """The readings, with the house load taken from the balance (:func:`house_load_kw`) where
     it was not measured but the grid flow was, and so were the PV and the battery's power, or
@@ -351,7 +357,7 @@ def with_house_load(readings: pd.DataFrame, site: Mapping[str, Any]) -> pd.DataF
         return readings
 
     def term(column: str, declared: str) -> np.ndarray:
-        if site.get(declared) is not None and float(site[declared]) == 0.0:  # declared none (NaN: not said)
+        if declares_none(site, declared):
             return np.zeros(len(readings))
         if column not in readings.columns:
             return np.full(len(readings), np.nan)

@@ -167,3 +167,20 @@ def test_a_home_without_a_load_meter_is_planned_and_backtested_from_its_grid_flo
         capsys.readouterr().err
     assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
                                         "--days", "1", "--cloud-db", flows, "--output", str(tmp_path / "bt")]) == 0
+
+
+def test_a_home_without_pv_is_backtested_with_its_pv_at_zero(meter, tmp_path):
+    """A home that declares no PV imports its utility meter alone: its PV is 0 at every step,
+    not missing, so no step of its history is dropped as incomplete."""
+    _, truth = meter
+    pd.DataFrame({"timestamp": truth.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "grid_kw": truth[fc.LOAD].to_numpy()}).to_csv(
+        tmp_path / "meter.csv", index=False)
+    (tmp_path / "site.json").write_text(json.dumps({**SITE, "pv": None}))
+    db = str(tmp_path / "grid.db")
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--column-map", "grid_kw=net_grid_flow_kw", "--cloud-db", db]) == 0
+    with SQLiteCloudStore(db) as store:
+        series = recorded.recorded_series(store, "home-1", pd.Timedelta(minutes=15))
+    assert series[fc.PV].eq(0.0).all() and series[fc.LOAD].notna().all()
+    assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
+                                        "--days", "1", "--cloud-db", db, "--output", str(tmp_path / "bt")]) == 0
