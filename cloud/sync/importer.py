@@ -1,7 +1,9 @@
-"""``--import FILE --device-id ID``: measured site data (CSV, Excel or Parquet) into the cloud
-store through the sync's validation and upsert path, in chunks, so a file of any length
-imports in bounded memory. A file of one state change per row (Home Assistant's history) is
-read as :mod:`cloud.sync.event_files` says; the rest of this applies to one reading per row.
+"""``--import FILE --device-id ID``: measured site data (CSV, Excel, Parquet or Green Button
+XML, :mod:`cloud.sync.green_button`) into the cloud store through the sync's validation and
+upsert path, in chunks, so a file of any length imports in bounded memory (a Green Button
+feed's readings are held whole: a year of quarter hours is 35,000 of them). A file of one
+state change per row (Home Assistant's history) is read as :mod:`cloud.sync.event_files`
+says; the rest of this applies to one reading per row.
 
 The file has a time column (:mod:`cloud.sync.timestamps`) and any of the contract's fields,
 under their own names or renamed with a column map
@@ -24,6 +26,7 @@ of range) goes to quarantine with its line and reason; the others go on. After t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -135,6 +138,7 @@ class ImportResult(SyncResult):
     moved: str | None = None  # the time column whose times label interval starts, moved to the ends
     first_stored: pd.Timestamp | None = None  # the earliest reading stored
     features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
+    mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
 
     def stored_from(self, ts: pd.Timestamp) -> None:
         self.first_stored = ts if self.first_stored is None else min(self.first_stored, ts)
@@ -145,6 +149,7 @@ class ImportResult(SyncResult):
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
+                "mapped_by_file": self.mapped_by_file,
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -461,6 +466,9 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
     path, retry = Path(path), retry or RetryPolicy()
     meter = open_meter_file(path, options.batch_size, options.timestamp_column)
+    by_file = bool(meter.default_map and not options.column_map)
+    if by_file:  # a file that says what its columns are
+        options = dataclasses.replace(options, column_map=meter.default_map)
     events = event_columns(meter.columns)
     plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events
             else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect, header=meter.header))
@@ -479,6 +487,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     result.interval = plan.interval
     result.columns_not_imported = plan.ignored
+    result.mapped_by_file = {f: plan.label(f) for f in plan.sources} if by_file else {}
     result.wall_clock = plan.times.offsets is False
     result.moved = " + ".join(plan.time_columns) if plan.starts else None
     result.findings = checks.report(longitude, nameplate_kw, array)
@@ -600,6 +609,8 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     if result.moved and result.interval is not None:
         print(f"  times: {result.moved} labels each interval's start; stored at its end, {duration(result.interval)} later, "
               "as readings are (--time-label end to keep them)")
+    for field_name, columns in result.mapped_by_file.items():
+        print(f"  columns: {columns} as {field_name}, as the file says (--column-map to take them elsewhere)")
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")

@@ -1,6 +1,7 @@
 """Meter files (CSV, Excel, Parquet) read in chunks of bounded size, each row labelled with
 where it sits in the file (a CSV line, counting the header, an Excel sheet row, or a Parquet
-row), so that a refused row can be found again. An Excel workbook is read from its first
+row), so that a refused row can be found again; a Green Button feed
+(:mod:`cloud.sync.green_button`) as the table of its readings, each labelled by its place. An Excel workbook is read from its first
 sheet. Which row names the columns, and what rows around it say of them (units, a time
 format, a preamble above), :mod:`cloud.sync.file_headers` tells.
 
@@ -29,6 +30,7 @@ from typing import ClassVar
 
 import pandas as pd
 
+from cloud.sync import green_button
 from cloud.sync.file_headers import Header, find_header
 from der_core.errors import UsageError
 
@@ -81,6 +83,8 @@ class MeterFile:
     total_chunks: int | None  # for progress; None when unknown without reading the file
     dialect: Dialect = Dialect.PLAIN
     header: Header | None = None  # what a CSV or Excel file's header rows say; None for Parquet
+    table: pd.DataFrame | None = None  # a Green Button feed's readings, read whole (cloud.sync.green_button)
+    default_map: dict[str, str] | None = None  # the column map when the command line gives none
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
@@ -90,6 +94,11 @@ class MeterFile:
         try:
             if self.where == SHEET_ROW:
                 yield from _sheet_chunks(self.path, self.columns, size, self.header.data_row + 1)
+                return
+            if self.table is not None:
+                for start in range(0, len(self.table), size):
+                    yield self.table.iloc[start:start + size].set_axis(pd.RangeIndex(start + 1, start + 1 + min(
+                        size, len(self.table) - start)))
                 return
             if self.where == "row":
                 import pyarrow.parquet as pq
@@ -117,8 +126,14 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
     if not path.is_file():
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
+    if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
+        table = green_button.read_feed(path)
+        columns = list(table.columns)
+        units = {c: re.search(r"\(([^)]*)\)", c).group(1) for c in columns[1:]}  # each named "flow (unit)"
+        return MeterFile(path, columns, green_button.WHERE, -(-len(table) // chunk_size), header=Header(columns, units=units),
+                         table=table, default_map={c: f for c, f in green_button.DEFAULT_MAP.items() if c in columns})
     if suffix not in _CSV + _PARQUET + _EXCEL:
-        raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx or .parquet file")
+        raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx, .parquet or Green Button .xml file")
     try:
         if suffix in _EXCEL:
             header, rows = _sheet_header(path, timestamp_column)
