@@ -338,36 +338,3 @@ def house_load_kw(net_kw, solar_kw, battery_kw):
     battery - solar`` (battery positive when it charges, grid when the site imports) solved
     for the load. Arrays or floats; NaN where any term is."""
     return net_kw + solar_kw - battery_kw
-
-
-def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
-    """Whether a site row says the site has none of a device (``pv_capacity_kw``,
-    ``battery_capacity_kwh`` 0): its power is then 0, not unknown (NaN or absent: not said)."""
-    return site.get(capacity) is not None and float(site[capacity]) == 0.0
-
-
-def with_house_load(readings: pd.DataFrame, site: Mapping[str, Any]) -> pd.DataFrame:
-    """The readings, with the house load taken from the balance (:func:`house_load_kw`) where
-    it was not measured but the grid flow was, and so were the PV and the battery's power, or
-    the site declares none of them (``pv_capacity_kw``, ``battery_capacity_kwh`` 0: the term
-    is 0). A home's data is most often its utility meter's flow and its inverter's PV, with
-    no meter of its own load; every job that reads the load calls this, so each reads one.
-    A balance below zero says the meters disagree (clocks or scales) and gives no load."""
-    if not {NET_GRID_FLOW, LOAD_TOTAL} <= set(readings.columns) or readings.empty:
-        return readings
-
-    def term(column: str, declared: str) -> np.ndarray:
-        if declares_none(site, declared):
-            return np.zeros(len(readings))
-        if column not in readings.columns:
-            return np.full(len(readings), np.nan)
-        return pd.to_numeric(readings[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-    load = pd.to_numeric(readings[LOAD_TOTAL], errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
-    net = pd.to_numeric(readings[NET_GRID_FLOW], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    balance = house_load_kw(net, term(SOLAR_KW, "pv_capacity_kw"), term(BATTERY_POWER, "battery_capacity_kwh"))
-    missing = np.isnan(load) & (balance >= 0)
-    if not missing.any():
-        return readings
-    load[missing] = balance[missing]
-    return readings.assign(**{LOAD_TOTAL: load})

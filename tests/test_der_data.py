@@ -101,23 +101,3 @@ def test_jsonl_is_each_nested_reading_as_orjson_writes_it(day):
     expected = b"".join(orjson.dumps(reading) + b"\n" for reading in dd.frame_to_nested(frame))
     assert dd.to_jsonl(frame) == expected
     assert dd.to_jsonl(frame.iloc[:0]) == b""
-
-
-NAN = float("nan")
-
-
-@pytest.mark.parametrize("site,row,load", [
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 10.0}, (NAN, 1.0, 2.0, 0.5), 2.5),  # import + PV - charging
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 10.0}, (NAN, -1.5, 2.0, -0.5), 1.0),  # exporting while discharging
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 10.0}, (0.7, 1.0, 2.0, 0.5), 0.7),  # a measured load is kept
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 10.0}, (NAN, 1.0, NAN, 0.5), NAN),  # PV unknown: no load
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 0.0}, (NAN, 1.0, 2.0, NAN), 3.0),  # no battery declared
-    ({"pv_capacity_kw": 0.0, "battery_capacity_kwh": 0.0}, (NAN, 1.2, NAN, NAN), 1.2),  # the utility meter alone
-    ({"pv_capacity_kw": NAN, "battery_capacity_kwh": 0.0}, (NAN, 1.2, NAN, NAN), NAN),  # PV not declared either way
-    ({"pv_capacity_kw": 5.0, "battery_capacity_kwh": 0.0}, (NAN, -3.0, 2.0, NAN), NAN),  # below zero: meters disagree
-])
-def test_the_house_load_is_the_balance_where_it_was_not_measured(site, row, load):
-    readings = pd.DataFrame([dict(zip((dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_KW, dd.BATTERY_POWER), row, strict=True))])
-    got = dd.with_house_load(readings, site)[dd.LOAD_TOTAL].iloc[0]
-    assert got == pytest.approx(load, nan_ok=True)
-    assert readings[dd.LOAD_TOTAL].iloc[0] == pytest.approx(row[0], nan_ok=True)  # the caller's frame is left as it was

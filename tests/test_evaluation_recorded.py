@@ -145,18 +145,22 @@ def test_a_home_without_a_car_holds_its_routine_bursts_below_the_single_plans_pe
 
 
 def test_a_home_without_a_load_meter_is_planned_and_backtested_from_its_grid_flow_and_pv(meter, tmp_path, capsys):
-    """The same home's utility meter (its grid flow, import less export) and inverter (PV),
-    no meter of its own load: the load every job reads is the balance, the measured one to
-    the readings' rounding, and a plan and a backtest run on it."""
+    """The same home's utility meter (its grid flow, import less export) and inverter (PV,
+    which logs nothing from 22:00 to 04:00), no meter of its own load: the load every job
+    reads is the balance, the measured one to the readings' rounding, and a plan and a
+    backtest run on it."""
     db, truth = meter
     stamps = truth.index.strftime("%Y-%m-%dT%H:%M:%SZ")
-    pd.DataFrame({"timestamp": stamps, "pv_kw": truth[fc.PV].to_numpy(),
-                  "grid_kw": (truth[fc.LOAD] - truth[fc.PV]).to_numpy()}).to_csv(tmp_path / "meter.csv", index=False)
+    night = (truth.index.tz_convert("Europe/Berlin").hour >= 22) | (truth.index.tz_convert("Europe/Berlin").hour < 4)
+    pd.DataFrame({"timestamp": stamps[~night], "pv_kw": truth[fc.PV].to_numpy()[~night]}).to_csv(
+        tmp_path / "inverter.csv", index=False)
+    pd.DataFrame({"timestamp": stamps, "grid_kw": (truth[fc.LOAD] - truth[fc.PV]).to_numpy()}).to_csv(
+        tmp_path / "utility.csv", index=False)
     (tmp_path / "site.json").write_text(json.dumps(SITE))
     flows = str(tmp_path / "flows.db")
-    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
-                                         "--column-map", "pv_kw=solar_generation_kw,grid_kw=net_grid_flow_kw",
-                                         "--cloud-db", flows]) == 0
+    for name, mapped in (("inverter.csv", "pv_kw=solar_generation_kw"), ("utility.csv", "grid_kw=net_grid_flow_kw")):
+        assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / name),
+                                             "--column-map", mapped, "--cloud-db", flows]) == 0
     with SQLiteCloudStore(db) as store, SQLiteCloudStore(flows) as balanced:
         expected = recorded.recorded_series(store, "home-1", pd.Timedelta(minutes=15))
         series = recorded.recorded_series(balanced, "home-1", pd.Timedelta(minutes=15))

@@ -48,10 +48,11 @@ def cloud(tmp_path):
     (["Start Date", "Start Time", "End Date", "End Time", "kWh"], ("Start Date", "Start Time")),
     (["Datum", "Von", "Bis", "Verbrauch (kWh)"], ("Datum", "Von")),
     (["Date", "Time", "Start Time", "kW"], ("Date", "Time")),  # a time of day that says nothing of intervals
+    (["date", "start_time", "period_end", "kWh"], ("period_end",)),  # a whole time is taken first
 ])
 def test_a_date_beside_the_time_each_interval_starts_is_the_time(columns, expected):
     assert find_time_columns(columns, None, "f.csv") == expected
-    assert labels_start(expected) == (expected[1] != "Time")
+    assert labels_start(expected) == (expected[-1] not in ("Time", "period_end"))
 
 
 def test_a_green_button_download_imports_as_the_house_load_at_each_interval_s_end(tmp_path, capsys):
@@ -171,3 +172,34 @@ def test_an_entity_mapped_negatively_is_taken_from_its_field(tmp_path, cloud):
 def test_a_negative_mapping_names_a_number_field(text, message):
     with pytest.raises(UsageError, match=message):
         parse_column_map(text)
+
+
+def test_a_units_column_is_one_only_when_it_names_units(tmp_path, cloud):
+    """A ``Unit`` column of inverters' names is no units column: the unit closing the name
+    holds. Units cells in another case, or blank, agree with the first reading's; a
+    repeated ``UNITS`` column gives the column before it its own unit."""
+    (tmp_path / "pv.csv").write_text("timestamp,PV power (kW),Unit\n2024-06-01T10:00Z,1.5,Inverter 1\n"
+                                     "2024-06-01T10:15Z,1.6,Inverter 1\n")
+    import_file(tmp_path / "pv.csv", cloud, ImportOptions("home-1", {"PV power (kW)": dd.SOLAR_KW}))
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5, 1.6])
+
+    text = green_button("2024-06-01T00:00", 3, names="IMPORT,UNITS,EXPORT,UNITS,COST,NOTES",
+                        value=lambda k: f"0.{k + 1},{['kWh', 'KWH', ''][k]},{k + 1}00,Wh")
+    (tmp_path / "usage.csv").write_text(text)
+    both = {"IMPORT": dd.NET_GRID_FLOW, "EXPORT": f"-{dd.NET_GRID_FLOW}"}
+    with pytest.raises(UsageError, match=r"--units kWh but column 'EXPORT' is in Wh by its UNITS.1 column"):
+        import_file(tmp_path / "usage.csv", cloud, ImportOptions("home-2", both, units="kWh"))
+    result = import_file(tmp_path / "usage.csv", cloud, ImportOptions("home-2", {"IMPORT": dd.LOAD_TOTAL}, units="kWh",
+                                                                      timezone="America/Los_Angeles"))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 0)
+    assert cloud.read_readings("home-2")[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.8, 1.2])
+
+
+def test_a_start_column_that_holds_the_date_as_well_is_read_alone(tmp_path, cloud):
+    """``Date,Start,End`` where Start and End are whole times: Start is not joined to the
+    date, and labels each interval's start."""
+    (tmp_path / "m.csv").write_text("Date,Start,End,kWh\n" + "".join(
+        f"2024-06-01,2024-06-01 10:{m:02d},2024-06-01 10:{m + 15:02d},0.25\n" for m in (0, 15, 30)))
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"kWh": dd.LOAD_TOTAL}, units="kWh"))
+    assert result.moved == "Date + Start"
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp(f"2024-06-01T10:{m}Z") for m in (15, 30, 45)]

@@ -42,8 +42,8 @@ from cloud.evaluation.backtest import (
 from cloud.live.inputs import SiteInputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
-from cloud.optimization.planner import per_step
 from cloud.optimization.pv_forecast import MeasuredPV
+from cloud.site_steps import STEP_COLUMNS, site_steps
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
@@ -53,18 +53,16 @@ from der_physics.solar import clear_sky_output
 
 def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:
     """The site's recorded load and PV (:data:`forecasters.LOAD`, :data:`forecasters.PV`), the
-    mean of its readings over each step; NaN where a step has none. The load is the balance
-    of its grid flow and PV where no load was measured (``der_data.with_house_load``); the PV
-    of a site that declares none is 0 at every step."""
-    readings = store.read_readings(device_id, columns=[dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER])
-    site = next((row for row in store.sites() if row[dd.DEVICE_ID] == device_id), {})
-    readings = dd.with_house_load(readings, site)
+    mean of its readings over each step, completed as :mod:`cloud.site_steps` says (the load
+    from the balance where none was measured, PV 0 where the site has none or the sun is
+    down); NaN where a step has none."""
+    readings = store.read_readings(device_id, columns=list(STEP_COLUMNS))
     if readings.empty:
         raise UsageError(f"{device_id}: the cloud store ({store.label}) holds no readings of it to backtest; import its "
                          "meter data with run_cloud_sync.py --import FILE --site FILE")
-    load = per_step(readings, dd.LOAD_TOTAL, step)
-    pv = 0.0 * load.fillna(0.0) if dd.declares_none(site, "pv_capacity_kw") else per_step(readings, dd.SOLAR_KW, step)
-    return pd.DataFrame({fc.LOAD: load, fc.PV: pv})
+    site = next((row for row in store.sites() if row[dd.DEVICE_ID] == device_id), {})
+    steps = site_steps(readings, site, step)
+    return pd.DataFrame({fc.LOAD: steps[dd.LOAD_TOTAL], fc.PV: steps[dd.SOLAR_KW]})
 
 
 def with_battery(config: SimulatorConfig, capacity_kwh: float | None, power_kw: float | None) -> SimulatorConfig:

@@ -50,6 +50,7 @@ from cloud.feature_engineering.resample import (
     resample_site,
 )
 from cloud.feature_engineering.settings import FeatureSettings
+from cloud.site_steps import completed
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -319,9 +320,9 @@ def compute_site(settings: FeatureSettings, site: Mapping[str, Any], write_start
     device = site[dd.DEVICE_ID]
     if readings.empty:
         return SiteRows(SiteResult(device), readings.iloc[:0], covers_from)
-    resampled = resample_site(dd.with_house_load(readings, site), settings.step, settings.max_gap)
-    features = build_features(resampled.grid, site, settings.step, settings.rolling_window_days)
-    grid = resampled.grid
+    resampled = resample_site(readings, settings.step, settings.max_gap)
+    grid = completed(resampled.grid, site, settings.step)
+    features = build_features(grid, site, settings.step, settings.rolling_window_days)
     keep = (grid.index >= write_start) & (grid[OBSERVED].to_numpy() | (grid[FILLED].to_numpy() > 0))
     rows = features[keep]
     gaps = tuple(g for g in resampled.gaps if g.end >= write_start)

@@ -28,6 +28,7 @@ from cloud.feature_engineering.resample import resample_site
 from cloud.forecasting import clear_sky_index as csi
 from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
+from cloud.site_steps import completed
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
@@ -90,7 +91,7 @@ class SiteHistory:
 
 def site_history(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta,
                  max_gap: pd.Timedelta = pd.Timedelta(hours=1)) -> SiteHistory:
-    return SiteHistory(site, resample_site(dd.with_house_load(readings, site), step, max_gap).grid, step)
+    return SiteHistory(site, completed(resample_site(readings, step, max_gap).grid, site, step), step)
 
 
 def issue_positions(history: SiteHistory, every: pd.Timedelta, horizon_steps: int) -> np.ndarray:

@@ -65,6 +65,7 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
+from cloud.site_steps import site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -338,22 +339,15 @@ def _history_start(start: pd.Timestamp, timezone: str) -> pd.Timestamp:
     return min(start, _month_start(start, timezone)) - days
 
 
-def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Series:
-    """A reading column's mean over each step, labelled by the step's end: a reading describes
-    the interval ending at its stamp, so a step takes the readings inside it."""
-    stamps = pd.DatetimeIndex(readings[dd.TS])
-    return pd.Series(readings[column].to_numpy(), index=stamps).resample(step, label="right", closed="right").mean()
-
-
 def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
     """SOC, month peak, load and PV history from stored readings; None when there are none."""
     since = _history_start(start, config.timezone)
     readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
     if readings.empty:
         return None
-    readings = dd.with_house_load(readings, site_record(config))
     stamps = pd.DatetimeIndex(readings[dd.TS])
-    load, pv = per_step(readings, dd.LOAD_TOTAL, step), per_step(readings, dd.SOLAR_KW, step)
+    steps = site_steps(readings, site_record(config), step)
+    load, pv = steps[dd.LOAD_TOTAL], steps[dd.SOLAR_KW]
     energy = None
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:

@@ -56,6 +56,9 @@ _VALUE = re.compile(r"^[-+]?\d[\d.,:/\- T]*$")
 _KINDS = {"counter", "analog"}
 #: The import units a file's own unit stands for.
 _POWER_UNITS = {"w": "W", "watt": "W", "kw": "kW", "wh": "Wh", "kwh": "kWh"}
+#: Units a units column may name beside power and energy: other commodities' (gas, water).
+_OTHER_UNITS = frozenset({"therm", "therms", "ccf", "mcf", "m3", "m³", "ft3", "cf", "gal", "l", "btu", "kbtu", "mmbtu",
+                          "kvah", "kvarh", "kvar", "kva", "a", "v"})
 #: Names of a column that holds the unit of the column before it, in each row.
 UNIT_COLUMN_NAMES = frozenset({"unit", "units", "uom", "unit_of_measure", "einheit", "unite", "unidad", "unita",
                                "eenheid"})
@@ -141,7 +144,7 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     names_at = next((i for i, row in enumerate(cells) if _names_time(row, timestamp_column)), 0)
     names = cells[names_at] if cells else []
     columns, written = _unique(names, cells[:names_at], [""] * len(names))
-    unit_columns = _unit_columns(columns, cells[names_at + 1:])
+    unit_columns = _unit_columns(columns, written, cells[names_at + 1:])
     units = {column: _first_cell(cells[names_at + 1:], columns.index(beside)) for column, beside in unit_columns.items()}
     header = Header(columns, names_at, names_at + 1, units=units, written=written, unit_columns=unit_columns)
     time_at = next((k for k, c in enumerate(names) if _TIME_FORMAT.match(c)), None)
@@ -150,15 +153,20 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     return dataclasses.replace(header, time_column=columns[time_at], time_format=strftime_of(names[time_at]))
 
 
-def _unit_columns(columns: list[str], rows: list[list[str]]) -> dict[str, str]:
-    """Each column followed by a units column (:data:`UNIT_COLUMN_NAMES`, filled in the first
-    reading) -> that units column: utilities' downloads write ``USAGE,UNITS`` with ``kWh`` in
-    every row."""
+def _unit_columns(columns: list[str], written: dict[str, str], rows: list[list[str]]) -> dict[str, str]:
+    """Each column followed by a units column -> that units column: one named as
+    :data:`UNIT_COLUMN_NAMES` (``UNITS.1`` too, a repeated one) whose first filled cell is a
+    unit (utilities' downloads write ``USAGE,UNITS`` with ``kWh`` in every row). A ``Unit``
+    column of other things (``Inverter 1``) is no units column."""
     found = {}
     for k, name in enumerate(columns[1:], start=1):
-        if normal_name(name) in UNIT_COLUMN_NAMES and _first_cell(rows, k):
+        if normal_name(written.get(name, name)) in UNIT_COLUMN_NAMES and _is_unit(_first_cell(rows, k)):
             found[columns[k - 1]] = name
     return found
+
+
+def _is_unit(cell: str) -> bool:
+    return bool(_UNIT.match(cell)) or cell.lower() in _OTHER_UNITS
 
 
 def _first_cell(rows: list[list[str]], k: int) -> str:

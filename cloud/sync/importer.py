@@ -334,9 +334,9 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
         numbers[name] = plan.dialect.numbers(text)
         wrong = numbers[name].isna() & text.notna() & (text.astype("string").str.strip() != "")
         reasons[wrong] = [_join(r, f"{name} {dd.shown(v)} is not a number") for r, v in zip(reasons[wrong], text[wrong])]
-    for beside, (column, unit) in plan.unit_cells.items():  # the unit is the first reading's: every row's must agree
-        cells = raw[beside].astype("string").str.strip().str.strip("[]() ").fillna("")
-        wrong = (cells != unit) & raw[column].notna()
+    for beside, (column, unit) in plan.unit_cells.items():  # the unit is the first reading's: a row's other one is refused
+        cells = raw[beside].astype("string").str.strip().str.strip("[]() ").str.lower().fillna("")
+        wrong = (cells != unit.lower()) & (cells != "") & raw[column].notna()
         reasons[wrong] = [_join(r, f"{beside} {dd.shown(v)} is not {unit}, the unit of {column} in the first reading")
                           for r, v in zip(reasons[wrong], raw[beside][wrong])]
     readable = (reasons == "").to_numpy()  # each total counts from the one before, whatever the other columns say

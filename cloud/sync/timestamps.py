@@ -42,14 +42,19 @@ TIMESTAMP_NAMES = (
 #: product's readings are labelled by its end.
 START_NAMES = frozenset({"period_start", "interval_start", "start_time", "start", "time_start", "start_utc",
                          "start_local", "from", "von", "beginn", "debut", "inicio"})
-#: A date column and a time-of-day column that together hold the time, in the same languages;
-#: then a date and the time of day each interval starts, as utilities' interval downloads
-#: write them (Green Button CSV: ``DATE,START TIME,END TIME,USAGE (kWh)``, whose end is the
-#: interval's last minute, ``00:14`` for ``00:00`` to ``00:15``, so the start is the exact one;
-#: German suppliers' ``Datum;Von;Bis``).
+#: A date column and a time-of-day column that together hold the time, in the same languages.
 DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
-                 ("data", "ora"), ("datum", "tijd"), ("date", "start_time"), ("start_date", "start_time"),
-                 ("date", "start"), ("datum", "von"), ("datum", "beginn"), ("date", "debut"), ("fecha", "inicio"))
+                 ("data", "ora"), ("datum", "tijd"))
+#: A date and the time of day each interval starts, as utilities' interval downloads write
+#: them (Green Button CSV: ``DATE,START TIME,END TIME,USAGE (kWh)``, whose end is the
+#: interval's last minute, ``00:14`` for ``00:00`` to ``00:15``, so the start is the exact one;
+#: German suppliers' ``Datum;Von;Bis``): read where no column holds a whole time.
+DATE_AND_START = (("date", "start_time"), ("start_date", "start_time"), ("date", "start"), ("datum", "von"),
+                  ("datum", "beginn"), ("date", "debut"), ("fecha", "inicio"))
+#: Names that hold a date or a time of day alone, not a whole time.
+_PARTS = frozenset({n for pair in DATE_AND_TIME + DATE_AND_START for n in pair}
+                   | {"end_time", "end", "bis", "fin", "ende", "end_date"})
+_HAS_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 #: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
 #: files use it): the next day's ``00:00``.
@@ -67,7 +72,9 @@ def normal_name(name: object) -> str:
 
 def find_time_columns(columns: Sequence[object], given: str | None, source: str) -> tuple[str, ...]:
     """The column(s) holding the time: ``given`` (exact, else case-insensitive), else the
-    recognised date and time-of-day columns read together, else the first recognised name."""
+    recognised date and time-of-day columns read together, else the first recognised name,
+    unless that holds a date or a time of day alone and a date and an interval's start time
+    can be read together (:data:`DATE_AND_START`)."""
     names = {normal_name(c): c for c in reversed(list(columns))}
     if given is not None:
         found = given if given in columns else names.get(normal_name(given))
@@ -78,9 +85,13 @@ def find_time_columns(columns: Sequence[object], given: str | None, source: str)
         for date, time in DATE_AND_TIME:
             if date in names and time in names:
                 return names[date], names[time]
-    for candidate in TIMESTAMP_NAMES:
-        if candidate in names:
-            return (names[candidate],)
+    single = next((names[c] for c in TIMESTAMP_NAMES if c in names), None)
+    if single is None or normal_name(single) in _PARTS:  # no column holds a whole time
+        for date, start in DATE_AND_START:
+            if date in names and start in names:
+                return names[date], names[start]
+    if single is not None:
+        return (single,)
     raise UsageError(f"{source}: no timestamp column; expected one named like {', '.join(TIMESTAMP_NAMES[:9])}, ... "
                      f"(any case) or --timestamp-column NAME; columns: {[str(c) for c in columns]}")
 
@@ -92,14 +103,16 @@ def labels_start(columns: Sequence[object]) -> bool:
 
 
 def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """One time value per row: the column itself, or a date and a time column joined."""
+    """One time value per row: the column itself, or a date and a time column joined (the
+    time column alone in a row where it holds a date as well)."""
     if len(columns) == 1:
         values = frame[columns[0]]
         if isinstance(values, pd.DataFrame):  # two columns of the same name
             raise UsageError(f"more than one timestamp column {columns[0]!r}; expected one")
         return values
     date, time = (frame[c].astype("string").str.strip() for c in columns)
-    return date + " " + time
+    whole = time.str.contains(_HAS_DATE).fillna(False).astype(bool)  # a "Start" that holds the date too
+    return (date + " " + time).where(~whole, time)
 
 
 @dataclass

@@ -1,0 +1,115 @@
+"""A site's readings as means over regular steps, completed with what the site's declaration
+and physics say of what its meters did not measure.
+
+Every job that reads a site's house load or PV (features, the forecasters' histories, plans,
+backtests) reads them through here, so all see the same series:
+
+- **PV is 0** where the site declares no PV (``pv_capacity_kw`` 0), and where the sun gives
+  its declared array nothing at both ends of the step: many inverters log nothing at night,
+  and a missing night would otherwise hide the house load of every night behind it.
+- **The house load is the balance** where no load was measured: the contract's
+  ``net_grid_flow = load + battery - solar`` solved for it (``der_data.house_load_kw``), the
+  battery's power 0 where the site declares no battery. A home's data is most often its
+  utility meter's flow and its inverter's PV, with no meter of its own load. The balance is
+  taken step by step, after each meter's readings are averaged over the step, because the
+  two meters seldom read at the same cadence (a 15-minute utility meter, a 5-minute
+  inverter). A term missing leaves the load missing; a balance below zero says the meters
+  disagree (clocks or scales) and gives none.
+
+The store keeps what was measured: nothing completed here is written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cloud.feature_engineering import resample as rs
+from cloud.feature_engineering.physics import solar_config
+from der_core import der_data as dd
+from der_physics.solar import clearsky_ac_kw
+
+#: The reading columns the completion reads, averaged over each step.
+STEP_COLUMNS: tuple[str, ...] = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
+
+
+def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
+    """Whether a site row says the site has none of a device (``pv_capacity_kw``,
+    ``battery_capacity_kwh`` 0): its power is then 0, not unknown (NaN or absent: not said)."""
+    value = site.get(capacity)
+    return value is not None and value == value and float(value) == 0.0
+
+
+def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Series:
+    """A reading column's mean over each step, labelled by the step's end: a reading describes
+    the interval ending at its stamp, so a step takes the readings inside it."""
+    stamps = pd.DatetimeIndex(readings[dd.TS])
+    values = pd.to_numeric(readings[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series(values, index=stamps).resample(step, label="right", closed="right").mean()
+
+
+def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:
+    """The readings' :data:`STEP_COLUMNS` means over each step (NaN where a step has none),
+    :func:`completed`."""
+    frame = pd.DataFrame({c: per_step(readings, c, step) if c in readings.columns else np.nan for c in STEP_COLUMNS})
+    return completed(frame, site, step)
+
+
+def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:
+    """Per-step means (indexed by each step's end, any of :data:`STEP_COLUMNS`) with the PV
+    and the house load the module docstring gives where they are missing; a copy."""
+    steps = steps.copy()
+    if steps.empty:
+        return steps
+    if dd.SOLAR_KW in steps.columns:
+        pv = steps[dd.SOLAR_KW].to_numpy(dtype="float64", na_value=np.nan)
+        steps[dd.SOLAR_KW] = _pv(pv, steps.index, site, step)
+        _energy(steps, rs.SOLAR_KWH, dd.SOLAR_KW, np.isnan(pv), step)
+    if not {dd.LOAD_TOTAL, dd.NET_GRID_FLOW} <= set(steps.columns):
+        return steps
+
+    def term(column: str, capacity: str) -> np.ndarray:
+        if declares_none(site, capacity):
+            return np.zeros(len(steps))
+        if column not in steps.columns:
+            return np.full(len(steps), np.nan)
+        return steps[column].to_numpy(dtype="float64", na_value=np.nan)
+
+    load = steps[dd.LOAD_TOTAL].to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    net = steps[dd.NET_GRID_FLOW].to_numpy(dtype="float64", na_value=np.nan)
+    balance = dd.house_load_kw(net, term(dd.SOLAR_KW, "pv_capacity_kw"), term(dd.BATTERY_POWER, "battery_capacity_kwh"))
+    missing = np.isnan(load) & (balance >= 0)
+    load[missing] = balance[missing]
+    steps[dd.LOAD_TOTAL] = load
+    _energy(steps, rs.LOAD_KWH, dd.LOAD_TOTAL, missing, step)
+    return steps
+
+
+def _energy(steps: pd.DataFrame, energy: str, power: str, completed_at: np.ndarray, step: pd.Timedelta) -> None:
+    """A feature grid's energy of the steps whose power was completed: that power over the step."""
+    if energy in steps.columns and completed_at.any():
+        values = steps[energy].to_numpy(dtype="float64", na_value=np.nan, copy=True)
+        values[completed_at] = steps[power].to_numpy(dtype="float64", na_value=np.nan)[completed_at] * (step / pd.Timedelta(hours=1))
+        steps[energy] = values
+
+
+def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timedelta) -> np.ndarray:
+    """The PV with its missing steps 0 where the site has none, or where the declared array's
+    clear-sky output is 0 at both ends of the step (the sun is down, or behind the array)."""
+    missing = np.isnan(pv)
+    if not missing.any():
+        return pv
+    pv = pv.copy()
+    if declares_none(site, "pv_capacity_kw"):
+        pv[missing] = 0.0
+        return pv
+    if not float(site.get("pv_capacity_kw") or 0.0) > 0:  # nothing declared of the array
+        return pv
+    ends = pd.DatetimeIndex(ends)[missing]
+    config = solar_config(site)
+    dark = (clearsky_ac_kw(config, ends) <= 0.0) & (clearsky_ac_kw(config, ends - step) <= 0.0)
+    pv[np.flatnonzero(missing)[dark]] = 0.0
+    return pv

@@ -1,0 +1,69 @@
+"""A site's readings over regular steps, completed with what its declaration and physics say:
+PV 0 where it has none or the sun is down, the house load from the balance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cloud.site_steps import completed, site_steps
+from der_core import der_data as dd
+
+NAN = float("nan")
+STEP = pd.Timedelta(minutes=15)
+NOON = pd.Timestamp("2024-06-15T19:00Z")  # 12:00 in Los Angeles
+HOME = {"device_id": "home-1", "latitude": 34.05, "longitude": -118.25, "timezone": "America/Los_Angeles",
+        "pv_capacity_kw": 5.0, "tilt_degrees": 20.0, "azimuth_degrees": 180.0, "inverter_kw": 5.0,
+        "battery_capacity_kwh": 10.0}
+
+
+@pytest.mark.parametrize("declared,row,load", [
+    ({}, (NAN, 1.0, 2.0, 0.5), 2.5),  # import + PV - charging
+    ({}, (NAN, -1.5, 2.0, -0.5), 1.0),  # exporting while discharging
+    ({}, (0.7, 1.0, 2.0, 0.5), 0.7),  # a measured load is kept
+    ({}, (NAN, 1.0, 2.0, NAN), NAN),  # the battery's power unknown: no load
+    ({"battery_capacity_kwh": 0.0}, (NAN, 1.0, 2.0, NAN), 3.0),  # no battery declared
+    ({"battery_capacity_kwh": 0.0, "pv_capacity_kw": 0.0}, (NAN, 1.2, NAN, NAN), 1.2),  # the utility meter alone
+    ({"battery_capacity_kwh": 0.0, "pv_capacity_kw": NAN}, (NAN, 1.2, NAN, NAN), NAN),  # PV not declared either way
+    ({"battery_capacity_kwh": 0.0}, (NAN, -3.0, 2.0, NAN), NAN),  # below zero: the meters disagree
+])
+def test_the_house_load_is_the_balance_where_it_was_not_measured(declared, row, load):
+    steps = pd.DataFrame([dict(zip((dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_KW, dd.BATTERY_POWER), row, strict=True))],
+                         index=pd.DatetimeIndex([NOON]))
+    got = completed(steps, {**HOME, **declared}, STEP)
+    assert got[dd.LOAD_TOTAL].iloc[0] == pytest.approx(load, nan_ok=True)
+    assert steps[dd.LOAD_TOTAL].iloc[0] == pytest.approx(row[0], nan_ok=True)  # the caller's frame is left as it was
+
+
+def test_meters_at_different_cadences_balance_over_each_step():
+    """A 15-minute utility meter and a 5-minute inverter: a flat 1 kW load is 1 kW, not the
+    quarter hour's grid flow plus the PV of its last five minutes."""
+    fives = pd.date_range(NOON + pd.Timedelta(minutes=5), periods=6, freq="5min")
+    pv = pd.DataFrame({dd.TS: fives, dd.SOLAR_KW: [0.6, 1.2, 1.8, 0.6, 1.2, 1.8]})
+    grid = pd.DataFrame({dd.TS: fives[2::3], dd.NET_GRID_FLOW: [1.0 - 1.2, 1.0 - 1.2]})
+    readings = pd.concat([pv, grid], ignore_index=True).sort_values(dd.TS)
+    steps = site_steps(readings, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
+    assert steps[dd.LOAD_TOTAL].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_pv_missing_at_night_is_zero_and_missing_in_daylight_stays_missing():
+    """An inverter that logs nothing at night: its nights are 0, so the load from the balance
+    is there every night; a daytime step without PV stays unknown."""
+    ends = pd.DatetimeIndex([pd.Timestamp("2024-06-15T09:00Z"), NOON])  # 02:00 and 12:00 in Los Angeles
+    steps = pd.DataFrame({dd.SOLAR_KW: [NAN, NAN], dd.NET_GRID_FLOW: [0.4, 0.4], dd.LOAD_TOTAL: [NAN, NAN]}, index=ends)
+    got = completed(steps, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
+    assert got[dd.SOLAR_KW].tolist() == pytest.approx([0.0, NAN], nan_ok=True)
+    assert got[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, NAN], nan_ok=True)
+    no_pv = completed(steps, {**HOME, "pv_capacity_kw": 0.0, "battery_capacity_kwh": 0.0}, STEP)
+    assert no_pv[dd.SOLAR_KW].tolist() == [0.0, 0.0] and no_pv[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.4])
+
+
+def test_a_grid_s_energy_is_completed_where_its_power_was():
+    """A feature grid's energy of a step whose load was completed is that load over the step;
+    measured steps keep their own."""
+    steps = pd.DataFrame({dd.LOAD_TOTAL: [NAN, 2.0], dd.NET_GRID_FLOW: [1.0, 1.0], dd.SOLAR_KW: [1.0, 1.0],
+                          "load_kwh": [NAN, 0.4]}, index=pd.DatetimeIndex([NOON, NOON + STEP]))
+    got = completed(steps, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
+    assert got["load_kwh"].tolist() == pytest.approx([0.5, 0.4])
+    assert np.isnan(steps["load_kwh"].iloc[0])
