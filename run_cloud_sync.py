@@ -34,7 +34,8 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--once", action="store_true", help="sync once and exit")
     mode.add_argument("--continuous", action="store_true", help="sync every --interval seconds")
     mode.add_argument("--status", action="store_true", help="per-device sync status")
-    mode.add_argument("--import", dest="import_file", metavar="FILE", help="load a CSV, Excel (.xlsx) or Parquet meter file")
+    mode.add_argument("--import", dest="import_file", metavar="FILE",
+                      help="load a CSV, Excel (.xlsx), Parquet or Green Button XML meter file")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
                         help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
     parser.add_argument("--json", action="store_true", help="--status or --import report as JSON")

@@ -4,15 +4,34 @@ what utilities in North America give a home owner of their meter.
 A feed holds entries linked by their Atom links: a ``UsagePoint`` (the meter), its
 ``MeterReading`` s, each with a ``ReadingType`` (unit ``uom``, ``powerOfTenMultiplier``,
 ``flowDirection``, ``accumulationBehaviour``) and ``IntervalBlock`` s of ``IntervalReading``
-s (``timePeriod`` start in Unix seconds, duration in seconds, an integer ``value``). Each
-reading describes the interval it ends, so it is labelled by its end, as every reading here
-is, and the value becomes that interval's mean power from its own duration: energy in Wh
-(``uom`` 72) over the duration, power in W (38) as it is, each times ten to its multiplier.
-A reading type's column is named by its flow, ``delivered (kW)`` (to the home, 1),
-``received (kW)`` (from it, 19), and its unit; one in another unit (gas in therms) is a
-column in that unit, which no power field takes. Register readings
-(``accumulationBehaviour`` 1 or 3, a meter's totals) are refused: the download of interval
-data holds the energy of each interval.
+s (``timePeriod`` start in Unix seconds, duration in seconds, a ``value``). Each reading
+describes the interval it ends, so it is labelled by its end, as every reading here is, and
+the value becomes that interval's mean power from its own duration: energy in Wh (``uom``
+72) over the duration, power in W (38) as it is, each times ten to its multiplier. ESPI
+writes whole numbers, but a decimal one (``250.0``) is the same energy, so any number is
+read; a value that is none is kept as its text, for the import to quarantine with it.
+
+A reading type's column is named by its flow, ``delivered (kW)`` (to the home, 1, and a
+type that names no flow: ESPI's consumption), ``received (kW)`` (from it, 19), ``net (kW)``
+(4, the grid flow itself, so taken alone where a feed has it), and its unit; one in another
+unit (gas in therms) is a column in that unit, which no power field takes. Where two
+reading types would share a name (two meters in one download), every one of them is named
+with its ``ReadingType`` link as well: which meter is the home's is not the feed's order to
+decide, so the file's map takes none of them and the import asks for ``--column-map``.
+Register readings (``accumulationBehaviour`` 1 or 3, a meter's totals) are left out beside
+interval data, which holds the energy of each interval; a feed of registers alone is refused.
+
+No reading is dropped unsaid. A reading that cannot be placed in time (no ``timePeriod``
+start, a duration not above 0, seconds beyond 64 bits) is a row without a time, after the
+timed ones; a second reading of an interval (a utility's correction in a later block) that
+differs from the first is a row of its own right after it, with the same time, so the
+import keeps the first and quarantines the other as a repeat. A repeat of the same value
+says nothing new and is left out.
+
+The grid flow the file's map makes is a row-by-row sum of its columns, so they must read
+the same intervals: where their usual durations differ (delivered in quarter hours,
+received in hours) the map is refused when the import uses it, naming each interval, and a
+``--column-map`` of one of them imports it.
 
 The feed is read element by element (``iterparse``), each entry dropped once read, and the
 blocks are joined to their reading types after the whole feed is read, since the order of
@@ -24,6 +43,7 @@ Button library: the one on PyPI refuses a feed holding any code its enumerations
 
 from __future__ import annotations
 
+import codecs
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,23 +58,35 @@ ATOM, ESPI = "{http://www.w3.org/2005/Atom}", "{http://naesb.org/espi}"
 TIME_COLUMN = "interval_end"
 #: How a refused reading is located: its place among the feed's readings in time order.
 WHERE = "reading"
-#: Flow directions' column names: energy delivered to the home (its import), received from it.
-FLOWS = {1: "delivered", 19: "received"}
+#: Flow directions' column names: energy delivered to the home (its import), received from
+#: it, and the two netted; a type naming no flow is the home's consumption, delivered.
+FLOWS = {None: "delivered", 1: "delivered", 4: "net", 19: "received"}
 #: ``uom`` codes read as power (Wh over the interval, or W), and the units of the others.
 WATT_HOURS, WATTS = 72, 38
 OTHER_UNITS = {5: "A", 29: "V", 31: "J", 33: "Hz", 42: "m3", 61: "VA", 63: "var", 71: "VAh", 73: "varh", 119: "ft3",
                132: "Btu", 169: "therm"}
 #: ``accumulationBehaviour`` codes of a meter's running totals, which interval data is not.
 REGISTERS = {1: "bulkQuantity", 3: "cumulative"}
-#: The import's mapping when the command line gives none: the grid flow, import less export.
+#: The import's mapping when the command line gives none: the grid flow, import less export;
+#: a feed's net readings where it has them, which beside import and export would count twice.
 DEFAULT_MAP = {"delivered (kW)": dd.NET_GRID_FLOW, "received (kW)": f"-{dd.NET_GRID_FLOW}"}
+NET_MAP = {"net (kW)": dd.NET_GRID_FLOW}
+#: The Unix seconds a reading's start, duration and end may be: what 64 bits hold (the least
+#: such number is numpy's "no time"); beyond them no clock places a reading.
+SECONDS = (-(2**63) + 1, 2**63 - 1)
 
 
 def is_green_button(path: Path) -> bool:
-    """Whether a file is an Atom feed of ESPI entries (its first 4 KiB say so)."""
+    """Whether a file is an Atom feed of ESPI entries: XML (its first character, after a
+    byte-order mark and blanks, opens a tag, a declaration or a comment) whose first 4 KiB
+    name the Atom or ESPI namespace. A CSV may mention the namespace in a note, but does not
+    start as XML."""
     with path.open("rb") as handle:
         start = handle.read(4096)
-    return b"http://naesb.org/espi" in start or (b"<feed" in start and b"http://www.w3.org/2005/Atom" in start)
+    encoding = next((e for bom, e in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+                     if start.startswith(bom)), "utf-8")
+    text = start.decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
+    return text.startswith("<") and ("http://naesb.org/espi" in text or "http://www.w3.org/2005/Atom" in text)
 
 
 @dataclass
@@ -69,12 +101,41 @@ class _Type:
 class _Feed:
     types: dict[str, _Type] = field(default_factory=dict)  # a ReadingType's self link -> it
     readings: dict[str, set[str]] = field(default_factory=dict)  # a MeterReading's self link -> its related links
-    blocks: dict[str, list[np.ndarray]] = field(default_factory=dict)  # a block's up link -> [start, duration, value] rows
+    # a block's up link -> its readings as (end or None, duration or None, value text or None)
+    blocks: dict[str, list[tuple[int | None, int | None, str | None]]] = field(default_factory=dict)
 
 
-def read_feed(path: Path) -> pd.DataFrame:
-    """The feed's readings: ``interval_end`` (ISO 8601, UTC) and one column per reading type,
-    in kW (or its own unit), in time order; a time one type lacks is NaN in its column."""
+@dataclass(frozen=True)
+class Readings:
+    """A feed's readings (:func:`read_feed`) and each column's usual reading duration."""
+
+    table: pd.DataFrame
+    intervals: dict[str, int]  # a column -> the duration (s) most of its timed readings have
+
+    def default_map(self) -> dict[str, str]:
+        """The grid flow from the columns :data:`NET_MAP`, or else :data:`DEFAULT_MAP`, knows."""
+        known = NET_MAP if set(NET_MAP) <= set(self.table.columns) else DEFAULT_MAP
+        return {c: f for c, f in known.items() if c in self.table.columns}
+
+    def default_map_refused(self, path: Path) -> str | None:
+        """Why :meth:`default_map` cannot be the import's map, None when it can: its columns
+        read different intervals, and a row-by-row sum of them would mix them."""
+        intervals = {c: self.intervals[c] for c in self.default_map() if c in self.intervals}
+        if len(set(intervals.values())) < 2:
+            return None
+        (first, one), (second, other) = intervals.items()
+        return (f"--import {path}: {first} is in {_minutes(one)} intervals and {second} in {_minutes(other)} ones; "
+                "expected one interval (--column-map to import one of them)")
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60}-min" if seconds % 60 == 0 else f"{seconds}-s"
+
+
+def read_feed(path: Path) -> Readings:
+    """The feed's readings as a table, ``interval_end`` (ISO 8601, UTC) and one column per
+    reading type in kW (or its own unit), in time order (a time one type lacks is NaN in its
+    column, the readings without a time last); with each column's usual duration."""
     feed = _Feed()
     try:
         for _, element in ET.iterparse(path, events=("end",)):
@@ -87,9 +148,13 @@ def read_feed(path: Path) -> pd.DataFrame:
     if not columns:
         raise UsageError(f"--import {path}: a Green Button feed without interval readings; expected IntervalBlock "
                          "entries (the utility's interval data download)")
-    frame = pd.concat(columns, axis=1).sort_index()
-    ends = frame.index.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return frame.reset_index(drop=True).assign(**{TIME_COLUMN: ends})[[TIME_COLUMN, *frame.columns]]
+    readings = pd.concat(columns, ignore_index=True)
+    if readings["end"].isna().all():
+        raise UsageError(f"--import {path}: no interval reading has a time; expected each IntervalReading's timePeriod "
+                         "to hold its start (Unix seconds) and a duration above 0")
+    timed = readings[readings["end"].notna()]
+    intervals = {name: int(group.mode().iloc[0]) for name, group in timed.groupby("name", sort=False)["duration"]}
+    return Readings(_table(readings, [c["name"].iloc[0] for c in columns]), intervals)
 
 
 def _entry(entry: ET.Element, feed: _Feed) -> None:
@@ -107,11 +172,20 @@ def _entry(entry: ET.Element, feed: _Feed) -> None:
         feed.readings[self_link or f"#{len(feed.readings)}"] = {href for rel, href in links if rel == "related"}
     else:
         for block in content.iter(f"{ESPI}IntervalBlock"):
-            rows = [(_integer(r, "timePeriod/start"), _integer(r, "timePeriod/duration"), _text(r, "value"))
-                    for r in block.iter(f"{ESPI}IntervalReading")]
-            placed = [row for row in rows if row[0] is not None and row[1] is not None]  # a time to give a reason at
-            feed.blocks.setdefault(up or self_link or "", []).append(
-                pd.DataFrame(placed, columns=["start", "duration", "value"]))
+            feed.blocks.setdefault(up or self_link or "", []).extend(
+                _reading(r) for r in block.iter(f"{ESPI}IntervalReading"))
+
+
+def _reading(reading: ET.Element) -> tuple[int | None, int | None, str | None]:
+    """A reading's end and duration, both None where it cannot be placed, and its value."""
+    start, duration = _integer(reading, "timePeriod/start"), _integer(reading, "timePeriod/duration")
+    value = _text(reading, "value")
+    if start is None or duration is None or duration <= 0:
+        return None, None, value
+    low, high = SECONDS
+    if not (low <= start <= high and duration <= high and low <= start + duration <= high):
+        return None, None, value
+    return start + duration, duration, value
 
 
 def _text(element: ET.Element, path: str) -> str | None:
@@ -138,38 +212,71 @@ def _type_of(block_link: str, feed: _Feed) -> tuple[str, _Type] | None:
     return next(iter(feed.types.items())) if len(feed.types) == 1 else None
 
 
-def _columns(feed: _Feed, path: Path) -> list[pd.Series]:
-    grouped: dict[str, tuple[_Type, list[np.ndarray]]] = {}
-    for link, tables in feed.blocks.items():
+def _columns(feed: _Feed, path: Path) -> list[pd.DataFrame]:
+    """Each reading type's readings, in file order: ``name`` (its column), ``end`` (Unix
+    seconds, NA where it cannot be placed), ``duration`` and ``cell`` (its value in the
+    column's unit, or its text where that is no number)."""
+    grouped: dict[str, tuple[_Type, list[tuple[int | None, int | None, str | None]]]] = {}
+    for link, rows in feed.blocks.items():
         found = _type_of(link, feed)
         if found is None:
             raise UsageError(f"--import {path}: interval block {link!r} is linked to no reading type; expected each "
                              "MeterReading to link its ReadingType and IntervalBlocks")
         type_link, kind = found
-        grouped.setdefault(type_link, (kind, []))[1].extend(tables)
-    columns, names = [], set()
-    for type_link, (kind, tables) in grouped.items():
-        if kind.accumulation in REGISTERS:
-            raise UsageError(f"--import {path}: reading type {type_link!r} holds a meter's totals "
-                             f"(accumulationBehaviour {kind.accumulation}, {REGISTERS[kind.accumulation]}); expected "
-                             "interval data (deltaData, 4)")
-        rows = pd.concat(tables, ignore_index=True)
-        start, duration = rows["start"].to_numpy(dtype="int64"), rows["duration"].to_numpy(dtype="int64")
-        integer = rows["value"].str.fullmatch(r"[-+]?\d+").fillna(False).to_numpy(dtype=bool)
-        value = np.full(len(rows), np.nan)
-        value[integer] = rows["value"][integer].astype("int64") * 10.0 ** kind.multiplier
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if kind.uom == WATT_HOURS:
-                value, unit = np.where(duration > 0, value / 1000.0 / (duration / 3600.0), np.nan), "kW"
-            elif kind.uom == WATTS:
-                value, unit = value / 1000.0, "kW"
-            else:
-                unit = OTHER_UNITS.get(kind.uom, f"uom {kind.uom}")
-        cells = pd.Series(value, dtype=object).where(integer, rows["value"])  # not a number: kept for its reason
-        name = f"{FLOWS.get(kind.flow, f'flow {kind.flow}')} ({unit})"
-        name = name if name not in names else f"{name} [{type_link}]"
-        names.add(name)
-        series = pd.Series(cells.to_numpy(), index=pd.to_datetime(start + duration, unit="s", utc=True).as_unit("us"),
-                           name=name)
-        columns.append(series[~series.index.duplicated(keep="first")])
+        grouped.setdefault(type_link, (kind, []))[1].extend(rows)
+    grouped = {link: (kind, rows) for link, (kind, rows) in grouped.items() if rows}
+    registers = [(link, kind) for link, (kind, _) in grouped.items() if kind.accumulation in REGISTERS]
+    if registers and len(registers) == len(grouped):
+        link, kind = registers[0]
+        raise UsageError(f"--import {path}: reading type {link!r} holds a meter's totals (accumulationBehaviour "
+                         f"{kind.accumulation}, {REGISTERS[kind.accumulation]}); expected interval data (deltaData, 4)")
+    grouped = {link: found for link, found in grouped.items() if found[0].accumulation not in REGISTERS}
+    names = {link: f"{FLOWS.get(kind.flow, f'flow {kind.flow}')} ({_unit(kind)})" for link, (kind, _) in grouped.items()}
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    columns = []
+    for link, (kind, rows) in grouped.items():
+        end, duration, text = zip(*rows)
+        frame = pd.DataFrame({"end": pd.array(end, dtype="Int64"), "duration": pd.array(duration, dtype="Int64")})
+        name = names[link] if names[link] not in shared else f"{names[link]} [{link}]"
+        columns.append(frame.assign(name=name, cell=_cells(pd.Series(text, dtype=object), frame, kind)))
     return columns
+
+
+def _unit(kind: _Type) -> str:
+    return "kW" if kind.uom in (WATT_HOURS, WATTS) else OTHER_UNITS.get(kind.uom, f"uom {kind.uom}")
+
+
+def _cells(text: pd.Series, frame: pd.DataFrame, kind: _Type) -> pd.Series:
+    """The readings' values in their column's unit: times ten to the multiplier, energy in
+    Wh over each reading's duration as kW, power in W as kW. A value that is no number,
+    and that of a reading without a time (no duration to divide by), keep their text."""
+    number = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+    scale = np.float64(10.0) ** min(abs(kind.multiplier), 400)  # beyond 10^308 is infinite either way
+    hours = frame["duration"].to_numpy(dtype="float64", na_value=np.nan) / 3600.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        value = number * scale if kind.multiplier >= 0 else number / scale
+        if kind.uom == WATT_HOURS:
+            value = value / 1000.0 / hours
+        elif kind.uom == WATTS:
+            value = value / 1000.0
+    read = ~np.isnan(number) & frame["end"].notna().to_numpy()
+    return pd.Series(value, dtype=object).where(read, text)
+
+
+def _table(readings: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """One row per interval end with each column's first reading of it; then each later
+    reading of an interval that differs from the first, alone in a row with the same time;
+    then the readings without a time. Rows are numbered from 1 in that order."""
+    timed = readings[readings["end"].notna()]
+    timed = timed[~timed.duplicated(["name", "end", "cell"])]  # a repeat of the same value says nothing new
+    rank = timed.groupby(["name", "end"]).cumcount()
+    first = timed[rank == 0].pivot(index="end", columns="name", values="cell").reindex(columns=names)
+    first = first.rename_axis(columns=None).reset_index().assign(order=0)
+    others = pd.concat([timed[rank > 0].assign(order=rank[rank > 0]), readings[readings["end"].isna()].assign(order=0)])
+    alone = pd.DataFrame({"end": others["end"], "order": others["order"],
+                          **{n: others["cell"].where(others["name"] == n) for n in names}})
+    table = pd.concat([first, alone], ignore_index=True).sort_values(["end", "order"], kind="stable",
+                                                                     na_position="last", ignore_index=True)
+    text = np.datetime_as_string(table["end"].to_numpy(dtype="int64", na_value=0).astype("datetime64[s]"), unit="s")
+    table[TIME_COLUMN] = pd.Series(np.char.add(text, "Z"), dtype=object).where(table["end"].notna(), None)
+    return table[[TIME_COLUMN, *names]]

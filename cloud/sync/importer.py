@@ -468,6 +468,8 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     meter = open_meter_file(path, options.batch_size, options.timestamp_column)
     by_file = bool(meter.default_map and not options.column_map)
     if by_file:  # a file that says what its columns are
+        if meter.default_map_refused:
+            raise UsageError(meter.default_map_refused)
         options = dataclasses.replace(options, column_map=meter.default_map)
     events = event_columns(meter.columns)
     plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events

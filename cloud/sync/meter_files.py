@@ -85,6 +85,7 @@ class MeterFile:
     header: Header | None = None  # what a CSV or Excel file's header rows say; None for Parquet
     table: pd.DataFrame | None = None  # a Green Button feed's readings, read whole (cloud.sync.green_button)
     default_map: dict[str, str] | None = None  # the column map when the command line gives none
+    default_map_refused: str | None = None  # why that map cannot be used, where it cannot
 
     def chunks(self, size: int) -> Iterator[pd.DataFrame]:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
@@ -127,11 +128,12 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
-        table = green_button.read_feed(path)
-        columns = list(table.columns)
+        readings = green_button.read_feed(path)
+        columns = list(readings.table.columns)
         units = {c: re.search(r"\(([^)]*)\)", c).group(1) for c in columns[1:]}  # each named "flow (unit)"
-        return MeterFile(path, columns, green_button.WHERE, -(-len(table) // chunk_size), header=Header(columns, units=units),
-                         table=table, default_map={c: f for c, f in green_button.DEFAULT_MAP.items() if c in columns})
+        return MeterFile(path, columns, green_button.WHERE, -(-len(readings.table) // chunk_size),
+                         header=Header(columns, units=units), table=readings.table,
+                         default_map=readings.default_map(), default_map_refused=readings.default_map_refused(path))
     if suffix not in _CSV + _PARQUET + _EXCEL:
         raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx, .parquet or Green Button .xml file")
     try:
