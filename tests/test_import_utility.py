@@ -203,3 +203,16 @@ def test_a_start_column_that_holds_the_date_as_well_is_read_alone(tmp_path, clou
     result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"kWh": dd.LOAD_TOTAL}, units="kWh"))
     assert result.moved == "Date + Start"
     assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp(f"2024-06-01T10:{m}Z") for m in (15, 30, 45)]
+
+
+@pytest.mark.parametrize("batch_size", [2, 10_000])
+def test_a_time_repeated_in_a_later_chunk_is_quarantined_not_stored_over_the_first(tmp_path, cloud, batch_size):
+    """A corrected reading further down a file repeats an earlier time: the first is kept and
+    the repeat quarantined, wherever the chunks of a long file happen to split."""
+    (tmp_path / "m.csv").write_text("ts,load\n2024-06-01T10:00Z,1\n2024-06-01T10:15Z,2\n2024-06-01T10:00Z,9\n"
+                                    "2024-06-01T10:30Z,3\n")
+    result = import_file(tmp_path / "m.csv", cloud, ImportOptions("home-1", {"load": dd.LOAD_TOTAL},
+                                                                  batch_size=batch_size))
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == [1.0, 2.0, 3.0]
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 4: time 2024-06-01 10:00:00Z repeats an earlier row's"]

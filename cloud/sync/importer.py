@@ -202,6 +202,7 @@ class _Plan:
     units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
     starts: bool = False  # the times label each reading's interval by its start
     unit_cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # units column -> (its column, its unit)
+    seen: list[np.ndarray] = field(default_factory=list)  # each earlier chunk's stored times (us)
 
     @property
     def fields(self) -> list[str]:
@@ -316,7 +317,11 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
     column for the rows whose time and numbers could be read, and the others as quarantine
     rows (their file cells kept as they were, a ``reason`` each)."""
     ts, reasons = read_times(raw, plan)
-    repeated = ts.notna() & ts.duplicated(keep="first") & (reasons == "")
+    timed, micros = ts.notna().to_numpy(), ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    earlier = np.zeros(len(ts), dtype=bool)  # the time of a row an earlier chunk stored
+    if plan.seen and timed.any() and micros[timed].min() <= max(chunk[-1] for chunk in plan.seen if len(chunk)):
+        earlier = timed & np.isin(micros, np.concatenate(plan.seen))  # only where a file is not in time order
+    repeated = ts.notna() & (ts.duplicated(keep="first") | earlier) & (reasons == "")
     reasons[repeated] = [f"time {t:%Y-%m-%d %H:%M:%S}Z repeats an earlier row's" for t in ts[repeated]]
     if plan.interval is None:
         plan.interval = interval_of(ts[reasons == ""])
@@ -357,6 +362,8 @@ def to_readings(raw: pd.DataFrame, plan: _Plan, where: str = LINE) -> tuple[pd.D
                                       f"{WHOLE_NUMBER_LIMIT:.0e}") for r, v in zip(reasons[huge], out[column][huge])]
     _to_kw(out, plan)
     refused = reasons != ""
+    if (~refused.to_numpy() & timed).any():
+        plan.seen.append(np.sort(micros[~refused.to_numpy() & timed]))
     readings = dd.coerce_frame(out[~refused]).assign(**{LINE: raw.index[~refused]})
     return readings, refused_rows(raw, ts, reasons, refused.to_numpy(), plan.options.device_id, where)
 
