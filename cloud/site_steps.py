@@ -4,9 +4,10 @@ and physics say of what its meters did not measure.
 Every job that reads a site's house load or PV (features, the forecasters' histories, plans,
 backtests) reads them through here, so all see the same series:
 
-- **PV is 0** where the site declares no PV (``pv_capacity_kw`` 0), and where the sun gives
-  its declared array nothing at both ends of the step: many inverters log nothing at night,
-  and a missing night would otherwise hide the house load of every night behind it.
+- **PV is 0** where the site declares no PV (``pv_capacity_kw`` 0), and, in a series that
+  measured its PV at all, where the sun gives the declared array nothing at both ends of the
+  step: many inverters log nothing at night, and a missing night would otherwise hide the
+  house load of every night behind it.
 - **The house load is the balance** where no load was measured: the contract's
   ``net_grid_flow = load + battery - solar`` solved for it (``der_data.house_load_kw``), the
   battery's power 0 where the site declares no battery. A home's data is most often its
@@ -98,7 +99,8 @@ def _energy(steps: pd.DataFrame, energy: str, power: str, completed_at: np.ndarr
 
 def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timedelta) -> np.ndarray:
     """The PV with its missing steps 0 where the site has none, or where the declared array's
-    clear-sky output is 0 at both ends of the step (the sun is down, or behind the array)."""
+    clear-sky output is 0 at both ends of the step (the sun is down, or behind the array) in
+    a series that measured it at all (one without a PV reading says nothing of the array)."""
     missing = np.isnan(pv)
     if not missing.any():
         return pv
@@ -106,7 +108,7 @@ def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timede
     if declares_none(site, "pv_capacity_kw"):
         pv[missing] = 0.0
         return pv
-    if not float(site.get("pv_capacity_kw") or 0.0) > 0:  # nothing declared of the array
+    if not float(site.get("pv_capacity_kw") or 0.0) > 0 or missing.all():  # no array declared, or none of it measured
         return pv
     ends = pd.DatetimeIndex(ends)[missing]
     config = solar_config(site)

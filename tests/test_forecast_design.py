@@ -120,7 +120,7 @@ def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site
     history = dz.site_history(load_only, site, STEP)
     checks = {t: availability(t, history.device_id, history.grid, site, STEP, 7) for t in TARGET_COLUMNS}
     assert checks[LOAD_KW].ok
-    assert checks[SOLAR_KW].reason == f"no {dd.SOLAR_KW} readings"
+    assert checks[SOLAR_KW].reason == "no PV system (pv_capacity_kw is 0 or PV output never above 0)"  # PV 0: none declared
     assert checks[PRICE_PER_KWH].reason == f"no {dd.PRICE} readings"
     short = availability(LOAD_KW, history.device_id, history.grid, site, STEP, 30)
     assert short.reason == f"only 12.0 days of {dd.LOAD_TOTAL}; at least 30 are needed"

@@ -95,4 +95,4 @@ def test_readings_put_the_series_on_the_forecasting_grid(load):
     history = dz.site_history(real_data.readings("uci-sceaux", part), real_data.load_site(), real_data.STEP)
     grid = history.grid[dd.LOAD_TOTAL].reindex(part.dropna().index)
     np.testing.assert_allclose(grid.to_numpy(), part.dropna().to_numpy())
-    assert history.grid[dd.SOLAR_KW].isna().all()
+    assert (history.grid[dd.SOLAR_KW] == 0.0).all()  # the household declares no PV

@@ -50,13 +50,15 @@ def test_meters_at_different_cadences_balance_over_each_step():
 def test_pv_missing_at_night_is_zero_and_missing_in_daylight_stays_missing():
     """An inverter that logs nothing at night: its nights are 0, so the load from the balance
     is there every night; a daytime step without PV stays unknown."""
-    ends = pd.DatetimeIndex([pd.Timestamp("2024-06-15T09:00Z"), NOON])  # 02:00 and 12:00 in Los Angeles
-    steps = pd.DataFrame({dd.SOLAR_KW: [NAN, NAN], dd.NET_GRID_FLOW: [0.4, 0.4], dd.LOAD_TOTAL: [NAN, NAN]}, index=ends)
+    ends = pd.DatetimeIndex([pd.Timestamp("2024-06-15T09:00Z"), NOON, NOON + STEP])  # 02:00 and 12:00 in Los Angeles
+    steps = pd.DataFrame({dd.SOLAR_KW: [NAN, NAN, 2.0], dd.NET_GRID_FLOW: [0.4, 0.4, -1.0], dd.LOAD_TOTAL: NAN}, index=ends)
     got = completed(steps, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
-    assert got[dd.SOLAR_KW].tolist() == pytest.approx([0.0, NAN], nan_ok=True)
-    assert got[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, NAN], nan_ok=True)
+    assert got[dd.SOLAR_KW].tolist() == pytest.approx([0.0, NAN, 2.0], nan_ok=True)
+    assert got[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, NAN, 1.0], nan_ok=True)
     no_pv = completed(steps, {**HOME, "pv_capacity_kw": 0.0, "battery_capacity_kwh": 0.0}, STEP)
-    assert no_pv[dd.SOLAR_KW].tolist() == [0.0, 0.0] and no_pv[dd.LOAD_TOTAL].tolist() == pytest.approx([0.4, 0.4])
+    assert no_pv[dd.SOLAR_KW].tolist() == [0.0, 0.0, 2.0]
+    unmeasured = completed(steps.assign(**{dd.SOLAR_KW: NAN}), HOME, STEP)  # no PV reading at all says nothing of it
+    assert unmeasured[dd.SOLAR_KW].isna().all()
 
 
 def test_a_grid_s_energy_is_completed_where_its_power_was():
