@@ -95,16 +95,39 @@ def test_a_local_time_the_clock_skips_is_quarantined_not_guessed(tmp_path, cloud
     assert row[s.PAYLOAD]["file_row"]["Time"] == "2024-03-31 02:00"
 
 
-def test_bad_rows_are_quarantined_missing_columns_are_not(tmp_path, cloud):
+def test_bad_rows_are_quarantined_blank_cells_are_gaps(tmp_path, cloud):
+    """A value out of range refuses its row; a blank cell is a gap of its field, the row's
+    other fields stored; a row with nothing but its time is refused."""
     raw = meter_frame(steps=10)
     raw.loc[2, "pv_w"] = -500.0
     raw.loc[5, "load_w"] = np.nan
+    raw.loc[7, ["pv_w", "load_w"]] = np.nan
     write(raw, tmp_path / "m.csv")
     result = import_file(tmp_path / "m.csv", cloud, OPTIONS)
     assert (result.rows_synced, result.rows_quarantined) == (8, 2)
     reasons = cloud.read_quarantine("meter-1")[s.REASON].tolist()
     assert reasons == ["line 4: solar_generation_kw outside [0, 10000] (got -0.5)",
-                       "line 7: home_load_total_load_kw is missing (NaN) but required"]
+                       "line 9: no value in pv_w, load_w"]
+    stored = cloud.read_readings("meter-1").set_index(dd.TS)
+    gap = pd.Timestamp("2024-03-20 01:15", tz="Europe/Berlin")
+    assert np.isnan(stored.loc[gap, dd.LOAD_TOTAL]) and stored.loc[gap, dd.SOLAR_KW] == pytest.approx(raw.loc[5, "pv_w"] / 1000)
+
+
+def test_a_blank_cell_never_clears_what_another_file_stored(tmp_path, cloud):
+    """The inverter's PV first; then a file of the grid meter beside a PV column left blank
+    at night: the grid flow is stored for every row, and the PV stays as the first file had it."""
+    raw = meter_frame(steps=6)
+    write(raw[["Time", "pv_w"]], tmp_path / "pv.csv")
+    import_file(tmp_path / "pv.csv", cloud, ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W"))
+    both = raw.assign(grid_w=raw["load_w"] - raw["pv_w"])
+    both.loc[:2, "pv_w"] = np.nan
+    write(both[["Time", "pv_w", "grid_w"]], tmp_path / "both.csv")
+    result = import_file(tmp_path / "both.csv", cloud, ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW,
+                                                                                 "grid_w": dd.NET_GRID_FLOW}, units="W"))
+    assert (result.rows_synced, result.rows_quarantined) == (6, 0)
+    stored = cloud.read_readings("meter-1")
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx((raw["pv_w"] / 1000).tolist())
+    assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx((both["grid_w"] / 1000).tolist())
 
 
 def test_a_second_file_of_other_fields_keeps_what_the_first_brought(tmp_path, cloud):

@@ -17,7 +17,8 @@ that interval), or a meter's running total (the mean kW since the total before i
 gaps stay gaps; times that label each interval by its start (a ``period_start`` column, or
 ``--time-label start``) are moved to its end, as every reading is labelled. Fields the
 file lacks stay empty: nothing is derived or invented; a reading already stored keeps them
-(two files of one home, PV from one and load from the other, make one series). A row that
+(two files of one home, PV from one and load from the other, make one series), and so it
+keeps a field whose cell is blank in this file: a blank is a gap, never a value. A row that
 cannot be stored (an unreadable or impossible time, a value that is not a number or is out
 of range) goes to quarantine with its line and reason; the others go on. After the import,
 :mod:`cloud.sync.plausibility` reports what the series says about its logger.
@@ -510,7 +511,12 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
         readings, refused = to_readings(raw, plan, meter.where)
         if plan.times.offsets is None and len(raw):
             _no_time_read(raw, plan, meter)
-        good, bad, reasons = validate(readings, required=plan.fields)
+        good, bad, reasons = validate(readings, required=())
+        empty = good[plan.fields].isna().all(axis=1).to_numpy()  # a time alone: no reading
+        if empty.any():
+            reasons = pd.concat([reasons, pd.Series(f"no value in {', '.join(map(plan.label, plan.fields))}",
+                                                    index=good.index[empty])])
+            bad, good = pd.concat([bad, good[empty]]), good[~empty]
         if len(bad):
             reasons = located(reasons.set_axis(bad[LINE]), meter.where)
             retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
@@ -518,7 +524,7 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
             retry.call("quarantine", lambda: cloud.quarantine(refused.drop(columns=s.REASON), refused[s.REASON], source))
         if len(good):
             good = good.drop(columns=LINE)
-            retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))
+            _upsert_present(cloud, good, plan.fields, retry)
             result.stored_from(good[dd.TS].min())
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
@@ -527,6 +533,18 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     if result.rows_quarantined:
         log.warning("%s: %d rows quarantined with their reasons (table %s)", meter.path.name,
                     result.rows_quarantined, s.QUARANTINE)
+
+
+def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy) -> None:
+    """Upsert each reading's filled fields only: a blank cell is a gap of its field in this
+    file, not a value to write over what another file stored (a grid meter's night beside an
+    inverter's empty PV cell). Rows are grouped by which fields they fill, one upsert each."""
+    filled = readings[fields].notna().to_numpy()
+    patterns = filled @ (1 << np.arange(len(fields), dtype=np.int64))
+    for pattern in np.unique(patterns):
+        these = readings[patterns == pattern]
+        present = [f for k, f in enumerate(fields) if pattern >> k & 1]
+        retry.call("upsert readings", lambda: cloud.upsert_readings(these, fields=present))  # noqa: B023 (called at once)
 
 
 def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
