@@ -216,3 +216,70 @@ def test_a_time_repeated_in_a_later_chunk_is_quarantined_not_stored_over_the_fir
     assert (result.rows_synced, result.rows_quarantined) == (3, 1)
     assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == [1.0, 2.0, 3.0]
     assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 4: time 2024-06-01 10:00:00Z repeats an earlier row's"]
+
+
+#: Enedis' load curve ("Mes données de consommation", courbe de charge) as its users' tools
+#: parse it: one row per half hour, the identifier and the export's period in every row, a
+#: ``Unité`` column (W) left of the time (``Horodate``, Paris wall clock, the interval's end)
+#: and the value (``Valeur``).
+ENEDIS_NAMES = ("Identifiant PRM;Date de début;Date de fin;Grandeur physique;Grandeur métier;Etape métier;Unité;"
+                "Horodate;Valeur;Nature;Pas;Indice de vraisemblance;Etat complémentaire")
+
+
+def enedis(values: list[int]) -> str:
+    rows = [ENEDIS_NAMES]
+    first = datetime(2023, 3, 13, 0, 30)
+    for k, value in enumerate(values):
+        rows.append(f"19125759625988;2023-03-13 00:00:00;2025-03-13 00:00:00;PA;CONS;BRUT;W;"
+                    f"{first + timedelta(minutes=30 * k):%Y-%m-%d %H:%M:%S};{value};B;PT30M;0;0")
+    return "\n".join(rows) + "\n"
+
+
+def test_an_enedis_load_curve_is_read_in_watts_from_its_unit_column(tmp_path, cloud, capsys):
+    """``Horodate`` is the time; the ``Unité`` column, though not beside ``Valeur``, gives it
+    its unit (the column before it holds no number; ``Valeur`` is the first after it that
+    does), so 692 is 0.692 kW, not 692 kW; a row in another unit is quarantined."""
+    (tmp_path / "enedis.csv").write_text(enedis([692, 540, 780]).replace(";W;2023-03-13 01:00", ";kW;2023-03-13 01:00"))
+    run_cloud_sync.main(["--import", str(tmp_path / "enedis.csv"), "--device-id", "linky", "--timezone",
+                         "Europe/Paris", "--column-map", "Valeur=home_load_total_load_kw",
+                         "--cloud-db", str(tmp_path / "cloud.db")])
+    out = capsys.readouterr().out
+    assert "imported 2 readings of linky (1 quarantined)" in out
+    assert "  units: Valeur in W by its Unité column\n" in out
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        stored = store.read_readings("linky")
+        assert stored[dd.LOAD_TOTAL].tolist() == pytest.approx([0.692, 0.780])
+        assert stored[dd.TS].tolist() == [pd.Timestamp("2023-03-12 23:30Z"), pd.Timestamp("2023-03-13 00:30Z")]
+        assert store.read_quarantine("linky")[s.REASON].str.contains("Unité 'kW' is not W").all()
+
+
+def test_a_unit_in_the_title_block_above_the_names_is_the_file_s(tmp_path, cloud):
+    """Enedis' older export: a table about the export (its ``Unite`` over ``W``), then
+    ``Horodate;Valeur`` with offsets; the title block's unit holds for the column of numbers."""
+    (tmp_path / "old.csv").write_text(
+        "Identifiant PRM;Type de donnees;Date de debut;Date de fin;Grandeur physique;Grandeur metier;Etape metier;"
+        "Unite;Pas en minutes\n"
+        "19125759625988;Courbe de charge;01/01/2022;31/12/2022;Energie active;Consommation;Comptage Brut;W;\n"
+        "Horodate;Valeur\n2022-01-01T00:30:00+01:00;478\n2022-01-01T01:00:00+01:00;512\n")
+    result = import_file(tmp_path / "old.csv", cloud, ImportOptions("linky", {"Valeur": dd.LOAD_TOTAL}))
+    assert result.units_read == {"Valeur": "W by the file's header"}
+    assert cloud.read_readings("linky")[dd.LOAD_TOTAL].tolist() == pytest.approx([0.478, 0.512])
+    with pytest.raises(UsageError, match=r"--units kW but column 'Valeur' is in W by the file's header"):
+        import_file(tmp_path / "old.csv", cloud, ImportOptions("linky", {"Valeur": dd.LOAD_TOTAL}, units="kW"))
+
+
+def test_a_file_that_names_no_unit_is_read_as_kw_and_a_home_s_watts_are_flagged(tmp_path, capsys):
+    """Without a unit anywhere the import reads kW and says so, and a house load averaging
+    hundreds of kW is reported as watts read as kW; the same file with ``--units W`` is a home's."""
+    (tmp_path / "w.csv").write_text("time,load\n2024-01-01T00:15Z,450\n2024-01-01T00:30Z,520\n2024-01-01T00:45Z,610\n")
+    db = str(tmp_path / "cloud.db")
+    args = ["--import", str(tmp_path / "w.csv"), "--device-id", "h", "--column-map", "load=home_load_total_load_kw"]
+    run_cloud_sync.main([*args, "--cloud-db", db])
+    out = capsys.readouterr().out
+    assert "  units: load in kW by default: the file names no unit (--units W if it holds watts)\n" in out
+    assert ("magnitude: warning: home_load_total_load_kw averages 526.7 kW, far above a home's few kW: watts read as "
+            "kW? (--units W)") in out
+    run_cloud_sync.main([*args, "--units", "W", "--device-id", "h2", "--cloud-db", db])
+    out = capsys.readouterr().out
+    assert "units:" not in out
+    assert "magnitude: mean home_load_total_load_kw 0.527 kW: a home's" in out

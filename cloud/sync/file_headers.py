@@ -24,8 +24,10 @@ repeats is told apart by the first header row that tells its columns apart (SMA'
 numbers, one inverter's channels from another's), else as pandas does (``name.1``). A
 column's unit then says whether it holds power, energy per reading or a running total, and
 the time format how its times read, where the command line does not say. Without a units
-row, a units column right of a column (``USAGE,UNITS``, as utilities' downloads write it)
-gives that column the unit in its first reading, else a unit closing the column's name
+row, a units column right of a column (``USAGE,UNITS``, as utilities' downloads write it;
+where that column holds no number, the first after it that does) gives that column the unit
+in its first reading, a unit in a title block above the names (``Unite`` over ``W``) gives
+it to every column of numbers, else a unit closing the column's name
 (``PV (W)``) says as much of power. Energy (``Wh``) outside SMA's kinds row cannot tell a
 reading's energy from a running total, so the command line must.
 """
@@ -52,6 +54,8 @@ _STRFTIME = {"yyyy": "%Y", "yy": "%y", "MMMM": "%B", "MMM": "%b", "MM": "%m", "M
              "s": "%S", "fff": "%f", "ff": "%f", "f": "%f", "tt": "%p", "a": "%p", "T": "T"}
 #: A cell that is a reading's value (a number, a date or a time), which no names row holds.
 _VALUE = re.compile(r"^[-+]?\d[\d.,:/\- T]*$")
+#: A cell that is a number (a decimal comma or thousands separators allowed), not a time.
+_NUMBER = re.compile(r"^[-+]?\d[\d.,' ]*$")
 #: SMA's channel kinds: a ``Counter`` is a meter's running total, an ``Analog`` a reading's value.
 _KINDS = {"counter", "analog"}
 #: The import units a file's own unit stands for.
@@ -146,6 +150,8 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     columns, written = _unique(names, cells[:names_at], [""] * len(names))
     unit_columns = _unit_columns(columns, written, cells[names_at + 1:])
     units = {column: _first_cell(cells[names_at + 1:], columns.index(beside)) for column, beside in unit_columns.items()}
+    if (whole := _preamble_unit(cells[:names_at])) is not None:
+        units = {c: whole for k, c in enumerate(columns) if _NUMBER.match(_first_cell(cells[names_at + 1:], k))} | units
     header = Header(columns, names_at, names_at + 1, units=units, written=written, unit_columns=unit_columns)
     time_at = next((k for k, c in enumerate(names) if _TIME_FORMAT.match(c)), None)
     if time_at is None:
@@ -154,15 +160,43 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
 
 
 def _unit_columns(columns: list[str], written: dict[str, str], rows: list[list[str]]) -> dict[str, str]:
-    """Each column followed by a units column -> that units column: one named as
+    """Each column a units column describes -> that units column: one named as
     :data:`UNIT_COLUMN_NAMES` (``UNITS.1`` too, a repeated one) whose first filled cell is a
-    unit (utilities' downloads write ``USAGE,UNITS`` with ``kWh`` in every row). A ``Unit``
-    column of other things (``Inverter 1``) is no units column."""
+    unit. It describes the column before it (utilities' downloads write ``USAGE,UNITS`` with
+    ``kWh`` in every row), or, where that holds no number, the first column after it that
+    does: Enedis' load curve writes ``…;Etape métier;Unité;Horodate;Valeur`` with ``W``. A
+    ``Unit`` column of other things (``Inverter 1``) is no units column."""
     found = {}
-    for k, name in enumerate(columns[1:], start=1):
-        if normal_name(written.get(name, name)) in UNIT_COLUMN_NAMES and _is_unit(_first_cell(rows, k)):
+    for k, name in enumerate(columns):
+        if normal_name(written.get(name, name)) not in UNIT_COLUMN_NAMES or not _is_unit(_first_cell(rows, k)):
+            continue
+        if k > 0 and (_NUMBER.match(_first_cell(rows, k - 1)) or not _numbers_after(rows, k)):
             found[columns[k - 1]] = name
+        elif after := _numbers_after(rows, k):
+            found[columns[after[0]]] = name
     return found
+
+
+def _numbers_after(rows: list[list[str]], k: int) -> list[int]:
+    """The columns right of column ``k`` whose first filled cell is a number."""
+    width = max((len(row) for row in rows), default=0)
+    return [j for j in range(k + 1, width) if _NUMBER.match(_first_cell(rows, j))]
+
+
+def _preamble_unit(above: list[list[str]]) -> str | None:
+    """The unit a title block above the names gives the whole file: a cell named as
+    :data:`UNIT_COLUMN_NAMES` with a unit under it (Enedis' older load curve starts
+    ``…;Unite;Pas en minutes`` over ``…;W;``, then ``Horodate;Valeur``) or beside it
+    (``Unit;kWh``)."""
+    for i, row in enumerate(above):
+        for k, cell in enumerate(row):
+            if normal_name(cell) not in UNIT_COLUMN_NAMES:
+                continue
+            for candidate in (above[i + 1][k] if i + 1 < len(above) and k < len(above[i + 1]) else "",
+                              row[k + 1] if k + 1 < len(row) else ""):
+                if _UNIT.match(candidate):
+                    return _unbracketed(candidate)
+    return None
 
 
 def _is_unit(cell: str) -> bool:

@@ -140,6 +140,7 @@ class ImportResult(SyncResult):
     first_stored: pd.Timestamp | None = None  # the earliest reading stored
     features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
     mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
+    units_read: dict[str, str] = field(default_factory=dict)  # columns -> their unit and where it was read
 
     def stored_from(self, ts: pd.Timestamp) -> None:
         self.first_stored = ts if self.first_stored is None else min(self.first_stored, ts)
@@ -150,7 +151,7 @@ class ImportResult(SyncResult):
                 "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
-                "mapped_by_file": self.mapped_by_file,
+                "mapped_by_file": self.mapped_by_file, "units_read": self.units_read,
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -203,6 +204,7 @@ class _Plan:
     units: dict[str, str] = field(default_factory=dict)  # power field -> its unit in the file (kW without one)
     starts: bool = False  # the times label each reading's interval by its start
     unit_cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # units column -> (its column, its unit)
+    units_from: dict[str, str] = field(default_factory=dict)  # power field -> where its unit was read, if not --units
     seen: list[np.ndarray] = field(default_factory=list)  # each earlier chunk's stored times (us)
 
     @property
@@ -245,7 +247,8 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     unit_cells = {header.unit_columns[c]: (c, header.units[c]) for cs in sources.values() for c in cs
                   if c in header.unit_columns}
     ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns) - set(unit_cells))
-    units = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
+    read = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
+    units = {f: unit for f, (unit, _) in read.items()}
     own = time_columns == (header.time_column,)  # the header's format is its time column's
     times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
     starts = options.time_label == "start" if options.time_label else labels_start(time_columns)
@@ -253,7 +256,7 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
         raise UsageError(f"{source}: the times label interval starts ({' + '.join(time_columns)}), but a meter total "
                          "is read at an instant, not over an interval; expected --time-label end")
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts,
-                 unit_cells=unit_cells)
+                 unit_cells=unit_cells, units_from={f: where for f, (_, where) in read.items() if where})
 
 
 def _by_field(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
@@ -274,18 +277,24 @@ def _check_sums(sources: dict[str, tuple[str, ...]], source: str) -> None:
                              "for a field that is not a number")
 
 
-def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options: ImportOptions, source: str) -> str:
-    """A power field's unit: ``--units``, else what the file says of its columns (the units
-    row, else a unit closing the name), else kW. Refused rather than guessed: ``--units``
-    that contradicts the file, a unit that is no power or energy, energy the file does not
-    say is a reading's or a running total (without ``--units``), summed columns in
-    different units."""
-    units = []
+def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options: ImportOptions,
+             source: str) -> tuple[str, str | None]:
+    """A power field's unit, and where it was read (None: ``--units``): ``--units``, else
+    what the file says of its columns (the units row, else a unit closing the name), else
+    kW, which the report then says, since a file in W read as kW is a thousand times off.
+    Refused rather than guessed: ``--units`` that contradicts the file, a unit that is no
+    power or energy, energy the file does not say is a reading's or a running total
+    (without ``--units``), summed columns in different units."""
+    units, where = [], None
     for column in columns:
         unit = header.unit_of(column)
         if unit is None:
             units.append(options.units or "kW")
+            if options.units is None:
+                where = where or "by default: the file names no unit"
             continue
+        if options.units is None:
+            where = where or f"by {unit.where}"
         if not unit.known:
             raise UsageError(f"{source}: column {column!r} is in {unit.name} by {unit.where}; expected power or "
                              f"energy (W, kW, Wh, kWh) for {field_name}")
@@ -306,7 +315,7 @@ def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options:
     if len(set(units)) > 1:
         raise UsageError(f"{source}: columns {list(columns)} summed into {field_name} are in {', '.join(units)}; "
                          "expected one unit")
-    return units[0]
+    return units[0], where
 
 
 #: The largest count a reading may carry: every whole number below it is exact as a float.
@@ -464,8 +473,10 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
     if text:
         raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
     time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
-    return _Plan(options, time_columns, _by_field(options.column_map.items()),
-                 TimeReader(options.timezone, options.timestamp_format), dialect, events=events)
+    sources = _by_field(options.column_map.items())
+    unsaid = {} if options.units else {f: "by default: the file names no unit" for f in sources if f in _POWER_COLUMNS}
+    return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
+                 events=events, units_from=unsaid)
 
 
 def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
@@ -498,6 +509,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     result.interval = plan.interval
     result.columns_not_imported = plan.ignored
     result.mapped_by_file = {f: plan.label(f) for f in plan.sources} if by_file else {}
+    result.units_read = {plan.label(f): f"{plan.units.get(f, 'kW')} {where}" for f, where in plan.units_from.items()}
     result.wall_clock = plan.times.offsets is False
     result.moved = " + ".join(plan.time_columns) if plan.starts else None
     result.findings = checks.report(longitude, nameplate_kw, array)
@@ -638,6 +650,8 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
               "as readings are (--time-label end to keep them)")
     for field_name, columns in result.mapped_by_file.items():
         print(f"  columns: {columns} as {field_name}, as the file says (--column-map to take them elsewhere)")
+    for columns, unit in result.units_read.items():
+        print(f"  units: {columns} in {unit}" + (" (--units W if it holds watts)" if "by default" in unit else ""))
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")

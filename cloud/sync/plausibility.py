@@ -1,7 +1,7 @@
 """What an imported series says about its own logger: a clock off by whole hours (PV peaking
 away from solar noon, or from the clear-sky peak of the site's declared array, which an array
-facing east or west of south reaches before or after noon), PV above the site's nameplate, a sensor stuck at one non-zero value,
-and the gaps the series has (kept as gaps: nothing is filled).
+facing east or west of south reaches before or after noon), PV above the site's nameplate, power a thousand times off a home's (watts read as kW), a
+sensor stuck at one non-zero value, and the gaps the series has (kept as gaps: nothing is filled).
 
 :class:`Plausibility` takes the stored rows chunk by chunk and keeps only small summaries
 (a PV profile by month and UTC time of day, run and gap state), so a file of any length
@@ -24,6 +24,12 @@ from der_physics.solar import clearsky_ac_kw
 #: and irradiance move within minutes; a frozen sensor or a filled-in export does not.
 FLAT_AFTER = pd.Timedelta(hours=6)
 FLAT_FIELDS = (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE)
+#: A home's mean power in any field stays far below this, and its house load far above the
+#: floor: a mean outside them is a file in W read as kW, or in kW read as W (a factor of
+#: 1,000), not a home's consumption.
+HOME_MEAN_KW = 30.0
+LOAD_FLOOR_KW = 0.01
+MAGNITUDE_FIELDS = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
 #: A month whose PV centre of mass sits this far from solar noon reads as a clock shift.
 SHIFT_AFTER_H = 0.75
 _SLOTS = 144  # ten-minute slots of the UTC day
@@ -56,6 +62,7 @@ class Plausibility:
     gaps: int = 0
     longest_gap: pd.Timedelta = pd.Timedelta(0)
     flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
+    magnitude: dict[str, tuple[float, int]] = field(default_factory=dict)  # field -> (sum of |kW|, readings)
     _last_ts: pd.Timestamp | None = None
     _runs: dict[str, _Run] = field(default_factory=dict)
 
@@ -69,6 +76,10 @@ class Plausibility:
             self._add_pv(ts, readings[dd.SOLAR_KW].to_numpy(dtype=float, na_value=np.nan), nameplate_kw)
         for column in (c for c in FLAT_FIELDS if c in fields):
             self._add_runs(column, ts, readings[column].to_numpy(dtype=float, na_value=np.nan))
+        for column in (c for c in MAGNITUDE_FIELDS if c in fields):
+            values = np.abs(readings[column].to_numpy(dtype=float, na_value=np.nan))
+            total, count = self.magnitude.get(column, (0.0, 0))
+            self.magnitude[column] = (total + float(np.nansum(values)), count + int((~np.isnan(values)).sum()))
 
     def _add_gaps(self, ts: pd.Series) -> None:
         times = ts if self._last_ts is None else pd.concat([pd.Series([self._last_ts]), ts], ignore_index=True)
@@ -118,13 +129,14 @@ class Plausibility:
             self.flat.setdefault(column, []).append((float(run.value), run.start, run.end))
 
     def report(self, longitude: float | None, nameplate_kw: float | None, array: SolarConfig | None = None) -> list[Finding]:
-        """The findings, in a fixed order: clock, nameplate, flat lines, gaps. ``array``: the
+        """The findings, in a fixed order: clock, nameplate, magnitude, flat lines, gaps. ``array``: the
         site's declared PV system, whose clear-sky peak the clock is checked against (None:
         solar noon at ``longitude``)."""
         for column, run in self._runs.items():
             self._close(column, run)
         self._runs = {}
-        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._flat(), self._gaps()]
+        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(), self._flat(),
+                self._gaps()]
 
     def _clock(self, longitude: float | None, array: SolarConfig | None) -> Finding:
         reference = "solar noon" if array is None else "the declared array's clear-sky peak"
@@ -152,6 +164,21 @@ class Plausibility:
             return Finding("pv nameplate", "ok", f"PV never above {nameplate_kw:g} kW")
         return Finding("pv nameplate", "warning", f"{above} readings above the {nameplate_kw:g} kW nameplate "
                        f"(max {self.pv_max_kw:.3g} kW): units, a wrong nameplate or a second system")
+
+    def _magnitude(self) -> Finding:
+        means = {c: total / count for c, (total, count) in self.magnitude.items() if count}
+        if not means:
+            return Finding("magnitude", "skipped", "no power readings")
+        high = [f"{c} averages {m:.4g} kW" for c, m in means.items() if m > HOME_MEAN_KW]
+        if high:
+            return Finding("magnitude", "warning", f"{'; '.join(high)}, far above a home's few kW: watts read as kW? "
+                           "(--units W)")
+        load = means.get(dd.LOAD_TOTAL)
+        if load is not None and load < LOAD_FLOOR_KW:
+            return Finding("magnitude", "warning", f"{dd.LOAD_TOTAL} averages {load * 1000:.3g} W, far below a home's "
+                           "standing load: kW read as watts? (--units kW)")
+        return Finding("magnitude", "ok", "mean " + ", ".join(f"{c} {m:.3g} kW" for c, m in means.items())
+                       + ": a home's")
 
     def _flat(self) -> Finding:
         if not self.flat:
