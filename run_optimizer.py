@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest
-from cloud.evaluation.recorded import recorded_series, run_recorded_backtest, with_battery
-from cloud.live.inputs import stored_site_inputs
+from cloud.evaluation.recorded import DEFAULT_STEP, recorded_steps, run_recorded_backtest, with_battery
 from cloud.evaluation.report import by_month, metrics, write_report
 from cloud.job_status import json_default as _json_default
-from cloud.optimization.decision import Execution
+from cloud.live.inputs import stored_site_inputs
 from cloud.optimization import forecasters as fc
+from cloud.optimization.decision import Execution
 from cloud.optimization.planner import (
     PlanSettings,
     StoredSite,
@@ -40,9 +41,10 @@ from der_core.cli_support import (
 from der_core.config import SimulatorConfig, load_config, with_overrides
 from der_core.errors import UsageError
 
-
 #: Days a simulated site's backtest runs unless --days says.
 DEFAULT_DAYS = 30
+#: The plan's and backtest's step unless --step-minutes (or a coarser meter) says.
+DEFAULT_STEP_MINUTES = int(DEFAULT_STEP / pd.Timedelta(minutes=1))
 
 
 def timestamp(text: str) -> pd.Timestamp:
@@ -61,7 +63,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--start", type=arg_type(timestamp, "an ISO 8601 date or time"),
                         help="plan start (default now) or first backtest day (default --days before today)")
     parser.add_argument("--horizon-hours", type=arg_type(positive_float, "a positive number of hours"), default=24.0)
-    parser.add_argument("--step-minutes", type=arg_type(positive_int, "a positive whole number of minutes"), default=15)
+    parser.add_argument("--step-minutes", type=arg_type(positive_int, "a positive whole number of minutes"), default=None,
+                        help="plan and backtest step (default 15; a declared site's backtest: its meter's interval "
+                             "where that is longer)")
     parser.add_argument("--publish", action="store_true", help="send the plan to der/<device_id>/battery/setpoint (MQTT_HOST, MQTT_PORT)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--steps", action="store_true", help="also print every step of the plan under its summary")
@@ -105,7 +109,8 @@ def sites_to_plan(args, store) -> list[StoredSite]:
 
 
 def plan(args) -> None:
-    settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes, args.forecaster, execution=args.execution)
+    settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes or DEFAULT_STEP_MINUTES, args.forecaster,
+                            execution=args.execution)
     store = open_store_from_args(args)
     try:
         site_plans = [run_plan(site.config, settings, store, site.declared) for site in sites_to_plan(args, store)]
@@ -176,7 +181,11 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
         if site is None or not site.declared:
             return None
         config = with_battery(site.config, args.battery_kwh, args.battery_kw)
-        recorded = recorded_series(store, args.device_id, settings.step)
+        asked = None if args.step_minutes is None else settings.step
+        recorded, step = recorded_steps(store, args.device_id, asked)
+        minutes = int(step / pd.Timedelta(minutes=1))
+        replan = -(-settings.replan_minutes // minutes) * minutes  # a whole number of steps
+        settings = dataclasses.replace(settings, step_minutes=minutes, replan_minutes=replan)
         return run_recorded_backtest(config, recorded, settings, args.days, progress, store,
                                      stored_site_inputs(store, args.device_id))
     finally:
@@ -184,7 +193,8 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
 
 
 def backtest(args) -> None:
-    settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start, step_minutes=args.step_minutes,
+    settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start,
+                                step_minutes=args.step_minutes or DEFAULT_STEP_MINUTES,
                                 horizon_hours=args.horizon_hours, forecaster=args.forecaster, execution=args.execution)
     result = declared_backtest(args, settings) or run_backtest(backtest_config(args), settings, progress)
     config = result.config

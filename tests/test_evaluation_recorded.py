@@ -188,3 +188,34 @@ def test_a_home_without_pv_is_backtested_with_its_pv_at_zero(meter, tmp_path):
     assert series[fc.PV].eq(0.0).all() and series[fc.LOAD].notna().all()
     assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
                                         "--days", "1", "--cloud-db", db, "--output", str(tmp_path / "bt")]) == 0
+
+
+def test_a_half_hourly_meter_is_backtested_in_its_own_intervals(meter, tmp_path, capsys):
+    """A utility meter read every 30 minutes says nothing of the quarter hours inside each
+    reading: the backtest runs in 30-minute steps unless asked for longer ones, bills the
+    meter's own half hours, and refuses 15-minute steps in one line."""
+    _, truth = meter
+    half_hours = truth.resample("30min", closed="right", label="right").mean().dropna()
+    pd.DataFrame({"timestamp": half_hours.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": half_hours[fc.PV].to_numpy(),
+                  "load_kw": half_hours[fc.LOAD].to_numpy()}).to_csv(tmp_path / "meter.csv", index=False)
+    (tmp_path / "site.json").write_text(json.dumps(SITE))
+    db = str(tmp_path / "cloud.db")
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw",
+                                         "--cloud-db", db]) == 0
+    args = ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5", "--days", "2",
+            "--forecaster", "naive", "--cloud-db", db, "--output", str(tmp_path / "out")]
+    with pytest.raises(UsageError, match=r"^--step-minutes 15: home-1 has readings every 30 min, which say nothing of "
+                                         r"shorter steps; expected 30 or more \(the default\)$"):
+        run_optimizer.main([*args, "--step-minutes", "15"])
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, [*args, "--json"]) == 0
+    table = {row["strategy"]: row for row in json.loads(capsys.readouterr().out)["strategies"]}
+    assert "30-minute steps" in (tmp_path / "out" / "report.md").read_text()
+    instants = pd.date_range("2024-05-08", periods=2 * 48, freq="30min", tz="Europe/Berlin").tz_convert("UTC") \
+        + pd.Timedelta(minutes=30)
+    prices = fc.tariff_forecast(build_config({"timezone": "Europe/Berlin", "country": "DE"}), instants, np.zeros(len(instants)))
+    meter_bill = grid_bill(half_hours.loc[instants, fc.LOAD] - half_hours.loc[instants, fc.PV],
+                           prices[fc.IMPORT_PRICE].to_numpy(), prices[fc.EXPORT_PRICE].to_numpy(), 0.5)
+    assert table[bt.NO_BATTERY]["energy"] == pytest.approx(float(meter_bill.energy.sum()), rel=1e-9)
+    assert table[bt.PERFECT]["bill"] <= table[bt.MPC]["bill"] + 1e-6

@@ -44,11 +44,15 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.site_steps import STEP_COLUMNS, site_steps
+from cloud.sync.plausibility import duration, interval_of
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
 from der_physics import generator
 from der_physics.solar import clear_sky_output
+
+#: The backtest's step where the site's meters read at least this often.
+DEFAULT_STEP = pd.Timedelta(minutes=15)
 
 
 def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:
@@ -56,13 +60,41 @@ def recorded_series(store, device_id: str, step: pd.Timedelta) -> pd.DataFrame:
     mean of its readings over each step, completed as :mod:`cloud.site_steps` says (the load
     from the balance where none was measured, PV 0 where the site has none or the sun is
     down); NaN where a step has none."""
+    return recorded_steps(store, device_id, step)[0]
+
+
+def recorded_steps(store, device_id: str, step: pd.Timedelta | None) -> tuple[pd.DataFrame, pd.Timedelta]:
+    """:func:`recorded_series` over ``step``, else over the step its meters allow
+    (:func:`meter_step`), and that step."""
     readings = store.read_readings(device_id, columns=list(STEP_COLUMNS))
     if readings.empty:
         raise UsageError(f"{device_id}: the cloud store ({store.label}) holds no readings of it to backtest; import its "
                          "meter data with run_cloud_sync.py --import FILE --site FILE")
+    step = meter_step(readings, device_id, step)
     site = next((row for row in store.sites() if row[dd.DEVICE_ID] == device_id), {})
     steps = site_steps(readings, site, step)
-    return pd.DataFrame({fc.LOAD: steps[dd.LOAD_TOTAL], fc.PV: steps[dd.SOLAR_KW]})
+    return pd.DataFrame({fc.LOAD: steps[dd.LOAD_TOTAL], fc.PV: steps[dd.SOLAR_KW]}), step
+
+
+def meter_step(readings: pd.DataFrame, device_id: str, asked: pd.Timedelta | None) -> pd.Timedelta:
+    """The backtest's step: ``asked``, else :data:`DEFAULT_STEP` or the site's coarsest meter
+    interval (the most common spacing of each of its load, PV, grid and battery readings),
+    whichever is longer. A utility meter read every 30 or 60 minutes says nothing of the
+    steps inside its interval, and is billed over whole intervals, so a finer step is
+    refused rather than invented."""
+    intervals = [interval_of(readings.loc[readings[c].notna(), dd.TS]) for c in STEP_COLUMNS if c in readings.columns]
+    meter = max((i for i in intervals if i is not None), default=None)
+    if asked is None:
+        step = DEFAULT_STEP if meter is None or meter <= DEFAULT_STEP else meter
+        if pd.Timedelta(days=1) % step:
+            raise UsageError(f"{device_id}: readings every {duration(meter)}, a step that does not divide a day; "
+                             "expected --step-minutes, a whole number of minutes dividing a day, of that or more")
+        return step
+    if meter is not None and asked < meter:
+        raise UsageError(f"--step-minutes {asked / pd.Timedelta(minutes=1):g}: {device_id} has readings every "
+                         f"{duration(meter)}, which say nothing of shorter steps; expected {meter / pd.Timedelta(minutes=1):g} "
+                         "or more (the default)")
+    return asked
 
 
 def with_battery(config: SimulatorConfig, capacity_kwh: float | None, power_kw: float | None) -> SimulatorConfig:
