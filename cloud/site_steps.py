@@ -30,6 +30,7 @@ import pandas as pd
 
 from cloud.feature_engineering import resample as rs
 from cloud.feature_engineering.physics import solar_config
+from cloud.sync.plausibility import interval_of
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
@@ -46,10 +47,17 @@ def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
 
 def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Series:
     """A reading column's mean over each step, labelled by the step's end: a reading describes
-    the interval ending at its stamp, so a step takes the readings inside it."""
+    the interval ending at its stamp, so a step takes the readings inside it, and a step
+    inside a coarser meter's interval (a quarter hour of a half-hourly meter, the column's own
+    most common spacing) takes the reading whose interval holds it. The readings must end at
+    the instant the caller stands at: the last interval's reading is known only at its end."""
     stamps = pd.DatetimeIndex(readings[dd.TS])
     values = pd.to_numeric(readings[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return pd.Series(values, index=stamps).resample(step, label="right", closed="right").mean()
+    means = pd.Series(values, index=stamps).resample(step, label="right", closed="right").mean()
+    interval = interval_of(pd.Series(stamps[~np.isnan(values)]))
+    if interval is not None and interval > step:
+        means = means.bfill(limit=int(-(-interval // step)) - 1)
+    return means
 
 
 def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:

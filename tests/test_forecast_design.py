@@ -127,3 +127,23 @@ def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site
     rows = dz.design_matrix(history, LOAD_KW, dz.issue_positions(history, pd.Timedelta(hours=6), HORIZON)[:2],
                             HORIZON, SimulatedWeatherForecast())
     assert rows[dz.Y].notna().all() and rows[list(dz.TOU)].isna().all().all()
+
+
+def test_a_target_is_the_reading_whose_interval_holds_it_not_the_one_carried_into_it(one_site):
+    """A half-hourly meter at quarter-hour steps: the features at each step see the newest
+    reading (carried forward), but a quarter hour's target is the reading whose interval
+    holds it, the half hour after it: trained on the carried value, a model would learn the
+    load a step late."""
+    configs, readings, _ = one_site
+    half_hourly = readings[(readings[dd.TS].dt.minute % 30) == 0]
+    history = dz.site_history(half_hourly, site_record(configs[0]), STEP)
+    tau = pd.Timestamp("2024-04-10 06:00", tz="UTC")
+    rows = _rows_at(history, LOAD_KW, tau, NoWeatherForecast())
+    measured = half_hourly.set_index(dd.TS)[dd.LOAD_TOTAL]
+    holding = rows[dz.TARGET_TS].dt.ceil("30min")
+    assert rows[dz.Y].to_numpy() == pytest.approx(measured.reindex(holding).to_numpy())
+    quarter = (rows[dz.TARGET_TS].dt.minute % 30 != 0).to_numpy()
+    carried = history.grid[dd.LOAD_TOTAL].reindex(rows[dz.TARGET_TS][quarter]).to_numpy()
+    before = measured.reindex(rows[dz.TARGET_TS][quarter] - STEP).to_numpy()
+    assert carried == pytest.approx(before)  # what the features know at that quarter hour
+    assert not np.allclose(carried, rows[dz.Y].to_numpy()[quarter])

@@ -69,3 +69,19 @@ def test_a_grid_s_energy_is_completed_where_its_power_was():
     got = completed(steps, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
     assert got["load_kwh"].tolist() == pytest.approx([0.5, 0.4])
     assert np.isnan(steps["load_kwh"].iloc[0])
+
+
+def test_a_coarser_meter_s_reading_holds_for_every_step_of_its_interval():
+    """An hourly utility meter at quarter-hour steps: each quarter hour of an hour is that
+    hour's reading (the reading after it, whose interval holds it), not a gap; quarter hours
+    no reading's interval holds (after the meter's last) stay gaps; the quarter-hourly
+    inverter beside it is taken as it is."""
+    stamps = pd.date_range("2024-06-15T17:00Z", periods=9, freq="15min")
+    hours = [0, 4, 8]  # the meter's readings at 17:00, 18:00 and 19:00, whose row is then left out
+    readings = pd.DataFrame({dd.TS: stamps, dd.NET_GRID_FLOW: NAN, dd.SOLAR_KW: np.linspace(2.0, 2.8, 9)})
+    readings.loc[hours, dd.NET_GRID_FLOW] = [0.5, 1.0, 2.0]
+    readings = readings.drop(index=[8]).reset_index(drop=True)  # 19:00: no reading at all
+    got = site_steps(readings, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
+    assert got[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, NAN, NAN, NAN], nan_ok=True)
+    assert got[dd.SOLAR_KW].tolist() == pytest.approx(np.linspace(2.0, 2.7, 8).tolist())
+    assert got[dd.LOAD_TOTAL].iloc[1:5].tolist() == pytest.approx((1.0 + np.linspace(2.1, 2.4, 4)).tolist())

@@ -28,7 +28,7 @@ from cloud.feature_engineering.resample import resample_site
 from cloud.forecasting import clear_sky_index as csi
 from cloud.forecasting.targets import TARGET_COLUMNS
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WeatherForecast
-from cloud.site_steps import completed
+from cloud.site_steps import completed, site_steps
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
@@ -74,11 +74,18 @@ FEATURES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SiteHistory:
-    """One site: its description (a ``sites`` row) and its readings on the regular grid."""
+    """One site: its description (a ``sites`` row), its readings on the regular grid (gaps
+    carried forward as far as the resampler's ``max_gap``: what was known at each step), and
+    ``measured``, the same steps holding only what was measured in them (completed as
+    :mod:`cloud.site_steps` says), which training targets are taken from. A step inside a
+    coarse meter's interval (a 30-minute meter at 15-minute steps) or a short gap is known
+    from the step before it, but its truth is not that: a model trained on carried values
+    learns a lag."""
 
     site: Mapping[str, Any]
     grid: pd.DataFrame
     step: pd.Timedelta
+    measured: pd.DataFrame | None = None  # None: the grid itself
 
     @property
     def device_id(self) -> str:
@@ -91,7 +98,8 @@ class SiteHistory:
 
 def site_history(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta,
                  max_gap: pd.Timedelta = pd.Timedelta(hours=1)) -> SiteHistory:
-    return SiteHistory(site, completed(resample_site(readings, step, max_gap).grid, site, step), step)
+    grid = completed(resample_site(readings, step, max_gap).grid, site, step)
+    return SiteHistory(site, grid, step, site_steps(readings, site, step).reindex(grid.index))
 
 
 def issue_positions(history: SiteHistory, every: pd.Timedelta, horizon_steps: int) -> np.ndarray:
@@ -114,11 +122,13 @@ def design_matrix(history: SiteHistory, target: str, positions: np.ndarray, hori
     j = rows_i + h
     index = grid.index.append(pd.date_range(grid.index[-1] + history.step, periods=horizon_steps, freq=history.step))
     y = _padded(grid, TARGET_COLUMNS[target], horizon_steps)
+    measured = history.measured if history.measured is not None and TARGET_COLUMNS[target] in history.measured else grid
+    truth = _padded(measured, TARGET_COLUMNS[target], horizon_steps)
     inverter_kw = solar_config(history.site).inverter_limit_kw
     clear = clearsky_ac_kw(solar_config(history.site), index)
     up = csi.sun_up(clear, inverter_kw)
     out: dict[str, Any] = {dd.DEVICE_ID: np.full(len(j), history.device_id, dtype=object),
-                           ISSUED_AT: index[rows_i], TARGET_TS: index[j], HORIZON_STEPS: h, Y: y[j]}
+                           ISSUED_AT: index[rows_i], TARGET_TS: index[j], HORIZON_STEPS: h, Y: truth[j]}
     out[DAYTIME] = up[j]
     out["horizon_hours"] = h * history.step / pd.Timedelta(hours=1)
     calendar = cal.calendar_features(index, history.site.get("timezone") or "UTC", history.site.get("country"))
