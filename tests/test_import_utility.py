@@ -4,6 +4,7 @@ name."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -283,3 +284,36 @@ def test_a_file_that_names_no_unit_is_read_as_kw_and_a_home_s_watts_are_flagged(
     out = capsys.readouterr().out
     assert "units:" not in out
     assert "magnitude: mean home_load_total_load_kw 0.527 kW: a home's" in out
+
+
+#: Octopus Energy's "Download your data": a space after each comma, the interval's start and
+#: end with the local offset, which changes at DST ("+01:00" then "Z"), half-hours in kWh.
+OCTOPUS = (" Consumption (kWh), Start, End\n"
+           "0.579000, 2025-10-26T00:30:00+01:00, 2025-10-26T01:00:00+01:00\n"
+           "0.312000, 2025-10-26T01:00:00+01:00, 2025-10-26T01:30:00+01:00\n"
+           "0.250000, 2025-10-26T01:30:00+01:00, 2025-10-26T01:00:00Z\n"
+           "0E-20, 2025-10-26T01:00:00Z, 2025-10-26T01:30:00Z\n")
+
+
+def test_a_second_file_into_a_field_already_imported_says_which_values_it_replaced(tmp_path, capsys):
+    """A field holds one value per time: an export download mapped against the grid flow an
+    import download filled replaces its values, and the report counts them; the same file
+    imported again replaces nothing."""
+    (tmp_path / "import.csv").write_text(OCTOPUS)
+    (tmp_path / "export.csv").write_text(OCTOPUS.replace("0.579000", "0.100000"))
+    db = str(tmp_path / "cloud.db")
+    args = ["--device-id", "uk-home", "--units", "kWh", "--cloud-db", db, "--json"]
+    run_cloud_sync.main(["--import", str(tmp_path / "import.csv"), "--column-map",
+                         "Consumption (kWh)=net_grid_flow_kw", *args])
+    run_cloud_sync.main(["--import", str(tmp_path / "import.csv"), "--column-map",
+                         "Consumption (kWh)=net_grid_flow_kw", *args])
+    outcomes = [json.loads(text) for text in capsys.readouterr().out.replace("}\n{", "}\x00{").split("\x00")]
+    assert [o["replaced"] for o in outcomes] == [{}, {}]
+    assert outcomes[0]["rows_stored"] == 4  # the End column is the time: across the change of offset
+    run_cloud_sync.main(["--import", str(tmp_path / "export.csv"), "--column-map",
+                         "Consumption (kWh)=-net_grid_flow_kw", *args[:-1]])
+    out = capsys.readouterr().out
+    assert ("  replaced: 3 stored values of net_grid_flow_kw (2025-10-26 00:00Z to 2025-10-26 01:00Z) with this "
+            "file's; a field holds one value per time") in out  # 0 is -0: one value is the same
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([-0.2, -0.624, -0.5, 0.0])

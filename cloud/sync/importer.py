@@ -141,6 +141,7 @@ class ImportResult(SyncResult):
     features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
     mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
     units_read: dict[str, str] = field(default_factory=dict)  # columns -> their unit and where it was read
+    replaced: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)  # field -> changed values
 
     def stored_from(self, ts: pd.Timestamp) -> None:
         self.first_stored = ts if self.first_stored is None else min(self.first_stored, ts)
@@ -152,6 +153,8 @@ class ImportResult(SyncResult):
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
                 "mapped_by_file": self.mapped_by_file, "units_read": self.units_read,
+                "replaced": {f: {"values": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
+                             for f, (n, a, b) in self.replaced.items()},
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -536,7 +539,7 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
             retry.call("quarantine", lambda: cloud.quarantine(refused.drop(columns=s.REASON), refused[s.REASON], source))
         if len(good):
             good = good.drop(columns=LINE)
-            _upsert_present(cloud, good, plan.fields, retry)
+            _upsert_present(cloud, good, plan.fields, retry, result)
             result.stored_from(good[dd.TS].min())
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
@@ -547,16 +550,47 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
                     result.rows_quarantined, s.QUARANTINE)
 
 
-def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy) -> None:
+def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
+                    result: ImportResult) -> None:
     """Upsert each reading's filled fields only: a blank cell is a gap of its field in this
     file, not a value to write over what another file stored (a grid meter's night beside an
-    inverter's empty PV cell). Rows are grouped by which fields they fill, one upsert each."""
+    inverter's empty PV cell). Rows are grouped by which fields they fill, one upsert each.
+    Stored values the file writes over with others are counted first (:func:`_count_replaced`)."""
+    _count_replaced(cloud, readings, fields, retry, result)
     filled = readings[fields].notna().to_numpy()
     patterns = filled @ (1 << np.arange(len(fields), dtype=np.int64))
     for pattern in np.unique(patterns):
         these = readings[patterns == pattern]
         present = [f for k, f in enumerate(fields) if pattern >> k & 1]
         retry.call("upsert readings", lambda: cloud.upsert_readings(these, fields=present))  # noqa: B023 (called at once)
+
+
+def _count_replaced(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
+                    result: ImportResult) -> None:
+    """Add to ``result.replaced`` the stored values of ``fields`` that these readings change.
+    A field holds one value per time, so a second file mapped to a field already imported
+    (an export download into the grid flow an import download filled) replaces the first's
+    values; the report says so, since nothing else would. The same value again (a file
+    imported twice) is no change."""
+    ts = readings[dd.TS]
+    device = str(readings[dd.DEVICE_ID].iloc[0])
+    stored = retry.call("read stored readings", lambda: cloud.read_readings(
+        device, ts.min(), ts.max() + pd.Timedelta(microseconds=1), columns=fields))
+    if stored.empty:
+        return
+    both = readings[[dd.TS, *fields]].merge(stored[[dd.TS, *fields]], on=dd.TS, suffixes=("", " stored"))
+    for name in fields:
+        new = both[name].to_numpy(dtype="float64", na_value=np.nan) if name in dd.NUMERIC_COLUMNS else None
+        old = both[f"{name} stored"].to_numpy(dtype="float64", na_value=np.nan) if new is not None else None
+        if new is None:
+            changed = both[name].notna() & both[f"{name} stored"].notna() & (both[name] != both[f"{name} stored"])
+            changed = changed.to_numpy(dtype=bool)
+        else:
+            changed = ~np.isnan(new) & ~np.isnan(old) & ~np.isclose(new, old, rtol=1e-9, atol=1e-9)
+        if changed.any():
+            at = both.loc[changed, dd.TS]
+            count, first, last = result.replaced.get(name, (0, at.min(), at.max()))
+            result.replaced[name] = (count + int(changed.sum()), min(first, at.min()), max(last, at.max()))
 
 
 def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
@@ -615,6 +649,7 @@ def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryP
         if len(bad):
             retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))  # noqa: B023 (called at once)
         if len(good):
+            _count_replaced(cloud, good, plan.fields, retry, result)
             retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))  # noqa: B023 (called at once)
             result.stored_from(good[dd.TS].min())
         checks.add(good, plan.fields, nameplate_kw)
@@ -660,6 +695,10 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         more = len(result.entities_not_imported) - len(shown)
         print(f"  entities not imported (not in --column-map ENTITY=field): {', '.join(shown)}"
               + (f" and {more} more" if more else ""))
+    for field_name, (count, first, last) in result.replaced.items():
+        print(f"  replaced: {count:,} stored values of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) "
+              "with this file's; a field holds one value per time, so a grid meter's import and export downloaded "
+              "apart are joined into one file first (docs/operations.md)")
     if result.features_rewound:
         print(f"  features: already written past {result.first_stored:%Y-%m-%d %H:%M}Z; the next "
               f"run_feature_engineering.py rewrites them from there ({', '.join(result.features_rewound)})")
