@@ -124,3 +124,46 @@ def test_a_file_without_pv_skips_the_nameplate_check():
     checks.add(load, [dd.LOAD_TOTAL], nameplate_kw=5.0)
     finding = {f.check: f for f in checks.report(LONGITUDE, 5.0)}["pv nameplate"]
     assert (finding.status, finding.message) == ("skipped", "no PV readings in the file")
+
+
+def home(rows: int = 288) -> pd.DataFrame:
+    """A home whose battery covers what the PV does not, counted as the contract counts it:
+    grid import and battery charge positive, ``load = grid + PV - battery``."""
+    ts = pd.date_range("2024-03-13", periods=rows, freq="5min", tz="UTC")
+    load = 0.4 + 0.3 * np.random.default_rng(1).random(rows)
+    pv = np.clip(4.0 * np.sin((ts.hour + ts.minute / 60 - 6) / 12 * np.pi), 0, None)
+    battery = -np.clip(load - pv, -3.0, 3.0)  # charging from the surplus, discharging into the load
+    grid = load - pv + battery
+    return pd.DataFrame({dd.TS: ts, dd.LOAD_TOTAL: load, dd.SOLAR_KW: pv, dd.BATTERY_POWER: battery,
+                         dd.NET_GRID_FLOW: grid})
+
+
+def balance(frame: pd.DataFrame, fields: list[str], chunk: int = 100):
+    checks = Plausibility(interval=interval_of(frame[dd.TS]))
+    for start in range(0, len(frame), chunk):
+        checks.add(frame.iloc[start:start + chunk].reset_index(drop=True), fields)
+    return {f.check: f for f in checks.report(LONGITUDE, None)}["balance"]
+
+
+@pytest.mark.parametrize("turned,status,says", [
+    ((), "ok", "the house load is grid + PV - battery within 0.000 kW on average"),
+    ((dd.BATTERY_POWER,), "warning", "battery_power_kw counted the other way round"),  # Tesla's: discharge positive
+    ((dd.NET_GRID_FLOW,), "warning", "net_grid_flow_kw counted the other way round"),  # an export-positive meter
+    ((dd.NET_GRID_FLOW, dd.BATTERY_POWER), "warning", "net_grid_flow_kw and battery_power_kw counted the other way"),
+])
+def test_a_grid_or_battery_counted_the_other_way_round_is_told_by_the_balance(turned, status, says):
+    frame = home()
+    for column in turned:
+        frame[column] = -frame[column]
+    found = balance(frame, [dd.LOAD_TOTAL, dd.SOLAR_KW, dd.BATTERY_POWER, dd.NET_GRID_FLOW])
+    assert (found.status, says in found.message) == (status, True), found.message
+    if turned:
+        assert " and ".join(f"COLUMN=-{c}" for c in turned) in found.message
+
+
+def test_a_balance_that_holds_no_way_round_says_so_and_one_without_its_terms_is_skipped():
+    frame = home()
+    found = balance(frame, [dd.LOAD_TOTAL, dd.BATTERY_POWER, dd.NET_GRID_FLOW])  # the PV left out of the file
+    assert found.status == "warning" and found.message.startswith("the house load is not grid - battery")
+    assert balance(frame, [dd.LOAD_TOTAL, dd.NET_GRID_FLOW]).status == "skipped"
+    assert balance(frame, [dd.SOLAR_KW, dd.BATTERY_POWER, dd.NET_GRID_FLOW]).status == "skipped"

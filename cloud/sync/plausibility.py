@@ -1,7 +1,10 @@
 """What an imported series says about its own logger: a clock off by whole hours (PV peaking
 away from solar noon, or from the clear-sky peak of the site's declared array, which an array
 facing east or west of south reaches before or after noon), PV above the site's nameplate, power a thousand times off a home's (watts read as kW), a
-sensor stuck at one non-zero value, and the gaps the series has (kept as gaps: nothing is filled).
+grid or battery column counted the other way round (the balance of a file holding the house
+load, the grid flow and PV or battery holds only with its sign turned: Tesla's exports count
+the battery's discharge as positive, the contract its charge), a sensor stuck at one
+non-zero value, and the gaps the series has (kept as gaps: nothing is filled).
 
 :class:`Plausibility` takes the stored rows chunk by chunk and keeps only small summaries
 (a PV profile by month and UTC time of day, run and gap state), so a file of any length
@@ -30,6 +33,11 @@ FLAT_FIELDS = (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE
 HOME_MEAN_KW = 30.0
 LOAD_FLOOR_KW = 0.01
 MAGNITUDE_FIELDS = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
+#: The balance holds where its mean miss is at most this share of the mean house load (the
+#: meters' own errors and their readings' timing): a sign turned misses by twice a term.
+BALANCE_TOLERANCE = 0.1
+#: The ways round a grid and a battery column may be counted: (grid sign, battery sign).
+_SIGNS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 #: A month whose PV centre of mass sits this far from solar noon reads as a clock shift.
 SHIFT_AFTER_H = 0.75
 _SLOTS = 144  # ten-minute slots of the UTC day
@@ -63,6 +71,10 @@ class Plausibility:
     longest_gap: pd.Timedelta = pd.Timedelta(0)
     flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
     magnitude: dict[str, tuple[float, int]] = field(default_factory=dict)  # field -> (sum of |kW|, readings)
+    balance: np.ndarray = field(default_factory=lambda: np.zeros(len(_SIGNS)))  # sum of |miss| per way round
+    balance_load: float = 0.0  # sum of the house load over the rows the balance was taken on
+    balance_rows: int = 0
+    balance_terms: tuple[str, ...] = ()
     _last_ts: pd.Timestamp | None = None
     _runs: dict[str, _Run] = field(default_factory=dict)
 
@@ -76,10 +88,33 @@ class Plausibility:
             self._add_pv(ts, readings[dd.SOLAR_KW].to_numpy(dtype=float, na_value=np.nan), nameplate_kw)
         for column in (c for c in FLAT_FIELDS if c in fields):
             self._add_runs(column, ts, readings[column].to_numpy(dtype=float, na_value=np.nan))
+        self._add_balance(readings, fields)
         for column in (c for c in MAGNITUDE_FIELDS if c in fields):
             values = np.abs(readings[column].to_numpy(dtype=float, na_value=np.nan))
             total, count = self.magnitude.get(column, (0.0, 0))
             self.magnitude[column] = (total + float(np.nansum(values)), count + int((~np.isnan(values)).sum()))
+
+    def _add_balance(self, readings: pd.DataFrame, fields: list[str]) -> None:
+        """The miss of ``load = grid + PV - battery`` each way round the grid and battery may be
+        counted, over the rows holding every term the file maps (a term it lacks is not
+        taken as 0: the balance is skipped without the load, the grid and PV or battery)."""
+        terms = [c for c in (dd.SOLAR_KW, dd.BATTERY_POWER) if c in fields]
+        if not terms or not {dd.LOAD_TOTAL, dd.NET_GRID_FLOW} <= set(fields):
+            return
+        self.balance_terms = (dd.NET_GRID_FLOW, *terms)
+        columns = [dd.LOAD_TOTAL, dd.NET_GRID_FLOW, *terms]
+        values = readings[columns].to_numpy(dtype="float64", na_value=np.nan)
+        values = values[~np.isnan(values).any(axis=1)]
+        if not len(values):
+            return
+        frame = dict(zip(columns, values.T))
+        pv = frame.get(dd.SOLAR_KW, 0.0)
+        battery = frame.get(dd.BATTERY_POWER, 0.0)
+        for k, (grid_sign, battery_sign) in enumerate(_SIGNS):
+            balance = dd.house_load_kw(grid_sign * frame[dd.NET_GRID_FLOW], pv, battery_sign * battery)
+            self.balance[k] += float(np.abs(frame[dd.LOAD_TOTAL] - balance).sum())
+        self.balance_load += float(np.abs(frame[dd.LOAD_TOTAL]).sum())
+        self.balance_rows += len(values)
 
     def _add_gaps(self, ts: pd.Series) -> None:
         times = ts if self._last_ts is None else pd.concat([pd.Series([self._last_ts]), ts], ignore_index=True)
@@ -129,14 +164,14 @@ class Plausibility:
             self.flat.setdefault(column, []).append((float(run.value), run.start, run.end))
 
     def report(self, longitude: float | None, nameplate_kw: float | None, array: SolarConfig | None = None) -> list[Finding]:
-        """The findings, in a fixed order: clock, nameplate, magnitude, flat lines, gaps. ``array``: the
+        """The findings, in a fixed order: clock, nameplate, magnitude, balance, flat lines, gaps. ``array``: the
         site's declared PV system, whose clear-sky peak the clock is checked against (None:
         solar noon at ``longitude``)."""
         for column, run in self._runs.items():
             self._close(column, run)
         self._runs = {}
-        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(), self._flat(),
-                self._gaps()]
+        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(), self._balance(),
+                self._flat(), self._gaps()]
 
     def _clock(self, longitude: float | None, array: SolarConfig | None) -> Finding:
         reference = "solar noon" if array is None else "the declared array's clear-sky peak"
@@ -179,6 +214,28 @@ class Plausibility:
                            "standing load: kW read as watts? (--units kW)")
         return Finding("magnitude", "ok", "mean " + ", ".join(f"{c} {m:.3g} kW" for c, m in means.items())
                        + ": a home's")
+
+    def _balance(self) -> Finding:
+        if not self.balance_rows:
+            return Finding("balance", "skipped", "needs the house load, the grid flow and PV or battery power in one "
+                           "row")
+        formula = "grid + PV - battery" if len(self.balance_terms) == 3 else \
+            "grid + PV" if dd.SOLAR_KW in self.balance_terms else "grid - battery"
+        misses = self.balance / self.balance_rows
+        load = self.balance_load / self.balance_rows
+        tolerance = BALANCE_TOLERANCE * load + 0.01
+        if misses[0] <= tolerance:
+            return Finding("balance", "ok", f"the house load is {formula} within {misses[0]:.3f} kW on average")
+        best = int(np.argmin(misses))
+        if best and misses[best] <= tolerance:
+            grid_sign, battery_sign = _SIGNS[best]
+            turned = [c for c, sign in ((dd.NET_GRID_FLOW, grid_sign), (dd.BATTERY_POWER, battery_sign)) if sign < 0]
+            return Finding("balance", "warning", f"{' and '.join(turned)} counted the other way round: the house load "
+                           f"is {formula} within {misses[best]:.3f} kW with {'them' if len(turned) > 1 else 'it'} "
+                           f"turned, {misses[0]:.3f} kW as mapped (the grid's import and the battery's charge count "
+                           f"positive here: map {' and '.join('COLUMN=-' + c for c in turned)})")
+        return Finding("balance", "warning", f"the house load is not {formula}: {misses[0]:.3f} kW off on average "
+                       f"against a mean load of {load:.3f} kW (a term missing from the file, scaled or shifted in time)")
 
     def _flat(self) -> Finding:
         if not self.flat:
