@@ -90,3 +90,15 @@ def test_a_site_without_house_load_is_told_how_to_give_it():
                        r"COLUMN=home_load_total_load_kw\), or the grid flow beside the PV "
                        r"\(COLUMN=net_grid_flow_kw\)"):
         fc.naive_load_kw(only_later, START, instants, SITE.timezone)
+
+
+def test_a_quiet_reading_after_a_busy_week_never_forecasts_less_than_the_standing_load():
+    """The latest reading's departure from the usual holds for the next hours; far below a
+    busy week's usual it would take the forecast to 0 kW, below anything the house drew."""
+    stamps = pd.date_range(START - pd.Timedelta(days=8), START, freq="15min")
+    busy = (stamps.hour >= 18) | (stamps.hour < 1)  # evenings until one in the morning
+    history = pd.Series(np.where(busy, 2.5, 0.3), index=stamps)
+    history.iloc[-1] = 0.3  # midnight, quiet tonight: 2.2 kW below the usual
+    instants = pd.date_range(START + pd.Timedelta(minutes=15), periods=8, freq="15min")
+    naive = fc.naive_load_kw(history, START, instants, "UTC")
+    np.testing.assert_allclose(naive, 0.3)  # the usual less 2.2 kW, never below the week's lowest

@@ -161,6 +161,9 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     from the usual: one reading catches a car that just started; with the car taken out
     (:meth:`NaiveForecaster.scenarios`) a few keep a kettle's one-slot burst from lasting hours.
     Only readings at or before ``issued_at`` are used; missing ones fall back to the mean.
+    No step is forecast below the lowest load of the last week: a house is never quieter
+    than its standing load, however far below the usual its latest reading fell (a quiet
+    evening after a busy week's would otherwise forecast 0 kW for the anomaly's hours).
     """
     past = history_kw.loc[:issued_at].dropna()
     if past.empty:
@@ -180,7 +183,8 @@ def naive_load_kw(history_kw: pd.Series, issued_at: pd.Timestamp, instants: pd.D
     latest, week = np.where(np.isnan(latest), fallback, latest), np.where(np.isnan(week), fallback, week)
     expected = YESTERDAY_WEIGHT * latest + (1 - YESTERDAY_WEIGHT) * week
     hours = (instants - past.index[-1]) / pd.Timedelta(hours=1)
-    return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), 0.0)
+    standing = max(float(past[past.index > past.index[-1] - HISTORY_DAYS * DAY].min()), 0.0)
+    return np.maximum(expected + anomaly * (np.asarray(hours) <= ANOMALY_PERSIST_H), standing)
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:
