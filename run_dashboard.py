@@ -13,7 +13,7 @@ from cloud.dashboard.app import (
     TOKEN_ENV,
     create_app,
 )
-from cloud.store.factory import cloud_settings, open_cloud_store
+from cloud.store.factory import add_cloud_db_flag, cloud_db_choice, cloud_settings, open_cloud_store
 from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
@@ -36,9 +36,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=arg_type(port, "a port number 1-65535"), default=8000, help="default 8000")
-    parser.add_argument("--cloud-db", choices=("sqlite", "postgres", "supabase"),
-                        help="cloud store (default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, else SQLite)")
-    parser.add_argument("--sqlite-path", help="embedded cloud store file (default data/cloud.db)")
+    add_cloud_db_flag(parser)
+    parser.add_argument("--sqlite-path", help="embedded cloud store file (default data/cloud.db; also --cloud-db FILE)")
     parser.add_argument("--portfolio-dir", default=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
                         help=f"where portfolio results are read from (env {PORTFOLIO_ENV}, default {DEFAULT_PORTFOLIO_DIR})")
     add_common_flags(parser)
@@ -51,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = os.environ.get(TOKEN_ENV) or None
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
-    store = open_cloud_store(cloud_settings(backend=args.cloud_db, sqlite_path=args.sqlite_path))
+    backend, path = cloud_db_choice(args.cloud_db)
+    store = open_cloud_store(cloud_settings(backend=backend, sqlite_path=path or args.sqlite_path))
     import uvicorn
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloud.store import schema as s
-from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_settings
+from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_db_choice, cloud_settings
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.errors import ConfigError, StoreError
 from tests.cloud_store_contract import CloudStoreContract
@@ -74,3 +74,27 @@ def test_factory_selects_once_from_settings(env, backend, expected):
 def test_factory_refuses_bad_settings_in_one_line(env, message):
     with pytest.raises(ConfigError, match=message):
         cloud_settings(env)
+
+
+@pytest.mark.parametrize("value, choice", [
+    (None, (None, None)),  # the environment decides
+    ("postgres", (POSTGRES, None)),
+    ("sqlite", (SQLITE, None)),
+    ("trial/cloud.db", (SQLITE, "trial/cloud.db")),
+])
+def test_cloud_db_names_a_backend_or_an_embedded_file_for_every_command(value, choice):
+    assert cloud_db_choice(value) == choice
+
+
+def test_the_dashboard_opens_the_embedded_file_the_jobs_wrote(tmp_path, monkeypatch):
+    """``--cloud-db FILE`` means the same file to the dashboard as to the jobs."""
+    import run_dashboard
+
+    opened = {}
+    monkeypatch.setattr(run_dashboard, "create_app", lambda store, **_: opened.setdefault("store", store))
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    assert run_dashboard.main(["--cloud-db", str(tmp_path / "trial.db")]) == 0
+    assert opened["store"].label.endswith("trial.db")
+    assert (tmp_path / "trial.db").exists()

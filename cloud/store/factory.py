@@ -66,12 +66,27 @@ def open_cloud_store(settings: CloudSettings) -> CloudStore:
     return SQLiteCloudStore(settings.sqlite_path)
 
 
+BACKENDS = (SQLITE, POSTGRES, SUPABASE)
+
+
 def add_cloud_db_flag(parser: argparse.ArgumentParser) -> None:
-    """``--cloud-db FILE``: the jobs' way to point at an embedded store instead of the server."""
-    parser.add_argument("--cloud-db", help="embedded cloud store file (default data/cloud.db when no server is set)")
+    """``--cloud-db FILE|BACKEND``: the store a command uses, one flag for every command."""
+    parser.add_argument("--cloud-db", metavar="FILE|BACKEND",
+                        help="the cloud store: an embedded store file, or sqlite, postgres or supabase by name "
+                             "(default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, "
+                             "else data/cloud.db)")
+
+
+def cloud_db_choice(value: str | None) -> tuple[str | None, str | None]:
+    """``--cloud-db``'s value as ``(backend, embedded file)``: a backend by name, else the file
+    of an embedded store; ``(None, None)`` leaves the choice to the environment."""
+    if value is None:
+        return None, None
+    return (value, None) if value in BACKENDS else (SQLITE, value)
 
 
 def open_store_from_args(args: argparse.Namespace) -> CloudStore:
-    """The store a job's command line asks for: ``--cloud-db`` forces that SQLite file,
-    otherwise the environment decides (Supabase, Postgres, or the default embedded file)."""
-    return open_cloud_store(cloud_settings(backend=SQLITE if args.cloud_db else None, sqlite_path=args.cloud_db))
+    """The store a command line asks for (:func:`cloud_db_choice`), else the one the
+    environment gives (Supabase, Postgres, or the default embedded file)."""
+    backend, path = cloud_db_choice(args.cloud_db)
+    return open_cloud_store(cloud_settings(backend=backend, sqlite_path=path))
