@@ -4,6 +4,7 @@ savings in ``run_pipeline.py``'s printout, ``run_optimizer.py``, the API and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.dashboard.app import create_app
-from cloud.optimization.summary import PlanSummary, StepInputs, summarize
+from cloud.optimization.summary import NO_BATTERY, PlanSummary, StepInputs, summarize
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.config import build_config
@@ -231,3 +232,11 @@ def test_the_savings_line_says_which_way_the_plan_compares_with_the_rule(bill, v
     summary = summarize("home-001", ZONE, "USD", steps.step_starts[0], steps, bill, 2.5, 2.2, value)
     assert said in summary.savings_line()
     assert "-$" not in summary.savings_line() and "−" not in summary.savings_line()
+
+
+def test_a_site_without_a_battery_is_told_its_bill_and_nothing_of_savings_or_a_rule():
+    steps = _steps(["idle"] * 4, [0.0] * 4)
+    summary = dataclasses.replace(summarize("home-001", ZONE, "EUR", steps.step_starts[0], steps, 2.5, 2.5, 2.5),
+                                  next_action=NO_BATTERY)
+    assert summary.savings_line() == "bill €2.50 (no battery: nothing to save)"
+    assert PlanSummary.from_dict(summary.to_dict()).savings_line() == summary.savings_line()
