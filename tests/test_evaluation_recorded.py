@@ -44,14 +44,20 @@ def meter(tmp_path_factory) -> tuple[str, pd.DataFrame]:
                            "solar": {"latitude": 48.14, "longitude": 11.58, "capacity_kw": 6.0}})
     stamps = pd.date_range("2024-04-29 22:15", "2024-05-11 22:00", freq="15min", tz="UTC")  # local Apr 30 to May 11
     truth = fc.site_actuals(config, stamps)[[fc.LOAD, fc.PV]].round(4)
-    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": truth[fc.PV].to_numpy(),
-                  "load_kw": truth[fc.LOAD].to_numpy()}).to_csv(folder / "meter.csv", index=False)
+    return declared_with(folder, truth), truth
+
+
+def declared_with(folder, series: pd.DataFrame) -> str:
+    """A cloud store in ``folder`` holding the declared site and ``series`` (load and PV at
+    their instants) imported as its meter's CSV, by the README's commands; the store's file."""
+    pd.DataFrame({"timestamp": series.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": series[fc.PV].to_numpy(),
+                  "load_kw": series[fc.LOAD].to_numpy()}).to_csv(folder / "meter.csv", index=False)
     (folder / "site.json").write_text(json.dumps(SITE))
     db = str(folder / "cloud.db")
     assert run_cli(run_cloud_sync.main, ["--site", str(folder / "site.json"), "--import", str(folder / "meter.csv"),
                                          "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw",
                                          "--cloud-db", db]) == 0
-    return db, truth
+    return db
 
 
 def forbid_the_simulator(monkeypatch) -> None:
@@ -196,13 +202,7 @@ def test_a_half_hourly_meter_is_backtested_in_its_own_intervals(meter, tmp_path,
     meter's own half hours, and refuses 15-minute steps in one line."""
     _, truth = meter
     half_hours = truth.resample("30min", closed="right", label="right").mean().dropna()
-    pd.DataFrame({"timestamp": half_hours.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_kw": half_hours[fc.PV].to_numpy(),
-                  "load_kw": half_hours[fc.LOAD].to_numpy()}).to_csv(tmp_path / "meter.csv", index=False)
-    (tmp_path / "site.json").write_text(json.dumps(SITE))
-    db = str(tmp_path / "cloud.db")
-    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
-                                         "--column-map", "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw",
-                                         "--cloud-db", db]) == 0
+    db = declared_with(tmp_path, half_hours)
     args = ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5", "--days", "2",
             "--forecaster", "naive", "--cloud-db", db, "--output", str(tmp_path / "out")]
     with pytest.raises(UsageError, match=r"^--step-minutes 15: home-1 has readings every 30 min, which say nothing of "
