@@ -62,9 +62,28 @@ def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Seri
 
 def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:
     """The readings' :data:`STEP_COLUMNS` means over each step (NaN where a step has none),
-    :func:`completed`."""
+    :func:`completed`. Where the balance's meters read at different intervals (an hourly
+    utility meter, a 15-minute inverter), the load missing is the balance over the coarsest
+    one's intervals, the same in each of its steps: within an hour the grid flow is known
+    only as its mean, and adding each quarter hour's PV to it would print the PV's clouds
+    on the house load (and a balance below zero wherever the sun came out)."""
     frame = pd.DataFrame({c: per_step(readings, c, step) if c in readings.columns else np.nan for c in STEP_COLUMNS})
+    coarse = _balance_interval(readings)
+    if coarse is not None and coarse > step and frame[dd.LOAD_TOTAL].isna().any():
+        fine = completed(frame.drop(columns=[dd.LOAD_TOTAL]), site, step)  # the PV of dark steps known first
+        terms = fine.resample(coarse, label="right", closed="right").mean()
+        load = completed(terms.assign(**{dd.LOAD_TOTAL: np.nan}), site, coarse)[dd.LOAD_TOTAL]
+        spread = load.reindex(frame.index, method="bfill", limit=int(-(-coarse // step)) - 1)
+        frame[dd.LOAD_TOTAL] = frame[dd.LOAD_TOTAL].fillna(spread)
     return completed(frame, site, step)
+
+
+def _balance_interval(readings: pd.DataFrame) -> pd.Timedelta | None:
+    """The longest of the balance's meters' own intervals (the grid, PV and battery columns'
+    most common spacings); None without two readings of any."""
+    found = [interval_of(readings.loc[readings[c].notna(), dd.TS]) for c in (dd.NET_GRID_FLOW, dd.SOLAR_KW, dd.BATTERY_POWER)
+             if c in readings.columns]
+    return max((i for i in found if i is not None), default=None)
 
 
 def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:

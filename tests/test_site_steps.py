@@ -84,4 +84,19 @@ def test_a_coarser_meter_s_reading_holds_for_every_step_of_its_interval():
     got = site_steps(readings, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
     assert got[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, NAN, NAN, NAN], nan_ok=True)
     assert got[dd.SOLAR_KW].tolist() == pytest.approx(np.linspace(2.0, 2.7, 8).tolist())
-    assert got[dd.LOAD_TOTAL].iloc[1:5].tolist() == pytest.approx((1.0 + np.linspace(2.1, 2.4, 4)).tolist())
+    assert got[dd.LOAD_TOTAL].iloc[1:5].tolist() == pytest.approx([1.0 + 2.25] * 4)  # the hour's balance
+
+
+def test_an_hourly_grid_meter_beside_a_quarter_hourly_inverter_balances_over_the_hour():
+    """A flat 1 kW house under passing clouds: the hourly grid flow is 1 kW less the hour's
+    mean PV. The quarter hours' load is the hour's balance, 1 kW in each, not the hour's flow
+    plus each quarter hour's PV (0.4, 1.6, 0.4, 1.6 kW), which would print the clouds on the
+    house load."""
+    quarters = pd.date_range(NOON + STEP, periods=4, freq="15min")
+    pv = pd.DataFrame({dd.TS: quarters, dd.SOLAR_KW: [2.0, 0.8, 2.0, 0.8]})
+    grid = pd.DataFrame({dd.TS: quarters[-1:], dd.NET_GRID_FLOW: [1.0 - 1.4]})
+    earlier = pd.DataFrame({dd.TS: [NOON], dd.NET_GRID_FLOW: [1.0 - 1.4], dd.SOLAR_KW: [1.4]})  # the hour before's end
+    readings = pd.concat([earlier, pv, grid], ignore_index=True).groupby(dd.TS, as_index=False).first()
+    steps = site_steps(readings, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
+    assert steps[dd.LOAD_TOTAL].loc[quarters].tolist() == pytest.approx([1.0] * 4)
+    assert steps[dd.SOLAR_KW].loc[quarters].tolist() == pytest.approx([2.0, 0.8, 2.0, 0.8])  # the PV is as measured
