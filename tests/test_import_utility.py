@@ -283,7 +283,7 @@ def test_a_file_that_names_no_unit_is_read_as_kw_and_a_home_s_watts_are_flagged(
     run_cloud_sync.main([*args, "--units", "W", "--device-id", "h2", "--cloud-db", db])
     out = capsys.readouterr().out
     assert "units:" not in out
-    assert "magnitude: mean home_load_total_load_kw 0.527 kW: a home's" in out
+    assert "magnitude: mean |home_load_total_load_kw| 0.527 kW: a home's" in out
 
 
 #: Octopus Energy's "Download your data": a space after each comma, the interval's start and

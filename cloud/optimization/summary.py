@@ -152,7 +152,9 @@ class PlanSummary:
 
     def savings_line(self) -> str:
         if self.next_action == NO_BATTERY:  # one bill: no battery, no rule, nothing saved
-            return f"bill {self.money(self.bill_without_battery)} (no battery: nothing to save)"
+            bill = self.bill_without_battery
+            owed = f"bill {self.money(bill)}" if bill >= 0 else f"a credit of {self.money(-bill)}"
+            return f"{owed} (no battery: nothing to save)"
         rule, better = self.bill_self_consumption, self.savings_vs_self_consumption
         against_rule = "" if rule is None else (
             f"; the battery's own rule {self.money(rule)} (the plan "

@@ -212,7 +212,7 @@ class Plausibility:
         if load is not None and load < LOAD_FLOOR_KW:
             return Finding("magnitude", "warning", f"{dd.LOAD_TOTAL} averages {load * 1000:.3g} W, far below a home's "
                            "standing load: kW read as watts? (--units kW)")
-        return Finding("magnitude", "ok", "mean " + ", ".join(f"{c} {m:.3g} kW" for c, m in means.items())
+        return Finding("magnitude", "ok", "mean " + ", ".join(f"|{c}| {m:.3g} kW" for c, m in means.items())
                        + ": a home's")
 
     def _balance(self) -> Finding:
