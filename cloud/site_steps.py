@@ -36,6 +36,8 @@ from der_physics.solar import clearsky_ac_kw
 
 #: The reading columns the completion reads, averaged over each step.
 STEP_COLUMNS: tuple[str, ...] = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
+#: The meters the house load's balance is taken from.
+BALANCE_TERMS: tuple[str, ...] = (dd.NET_GRID_FLOW, dd.SOLAR_KW, dd.BATTERY_POWER)
 
 
 def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
@@ -54,10 +56,27 @@ def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Seri
     stamps = pd.DatetimeIndex(readings[dd.TS])
     values = pd.to_numeric(readings[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     means = pd.Series(values, index=stamps).resample(step, label="right", closed="right").mean()
-    interval = interval_of(pd.Series(stamps[~np.isnan(values)]))
-    if interval is not None and interval > step:
-        means = means.bfill(limit=int(-(-interval // step)) - 1)
-    return means
+    interval = meter_interval(readings, column)
+    return _held(means, means.index, interval, step) if interval is not None and interval > step else means
+
+
+def meter_interval(readings: pd.DataFrame, column: str) -> pd.Timedelta | None:
+    """A column's own interval: the most common spacing of the readings holding a number in
+    it; None without two of them (or without the column)."""
+    if column not in readings.columns:
+        return None
+    return interval_of(readings.loc[pd.to_numeric(readings[column], errors="coerce").notna(), dd.TS])
+
+
+def coarsest_interval(readings: pd.DataFrame, columns: tuple[str, ...]) -> pd.Timedelta | None:
+    """The longest of the columns' own intervals (:func:`meter_interval`); None without any."""
+    return max((i for i in (meter_interval(readings, c) for c in columns) if i is not None), default=None)
+
+
+def _held(values: pd.Series, index: pd.DatetimeIndex, interval: pd.Timedelta, step: pd.Timedelta) -> pd.Series:
+    """``values`` (labelled by each interval's end) on the finer steps of ``index``, each
+    holding over the steps its interval covers and no further: a gap stays a gap."""
+    return values.reindex(index).bfill(limit=int(-(-interval // step)) - 1)
 
 
 def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:
@@ -68,22 +87,13 @@ def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedel
     only as its mean, and adding each quarter hour's PV to it would print the PV's clouds
     on the house load (and a balance below zero wherever the sun came out)."""
     frame = pd.DataFrame({c: per_step(readings, c, step) if c in readings.columns else np.nan for c in STEP_COLUMNS})
-    coarse = _balance_interval(readings)
+    coarse = coarsest_interval(readings, BALANCE_TERMS)
     if coarse is not None and coarse > step and frame[dd.LOAD_TOTAL].isna().any():
         fine = completed(frame.drop(columns=[dd.LOAD_TOTAL]), site, step)  # the PV of dark steps known first
         terms = fine.resample(coarse, label="right", closed="right").mean()
         load = completed(terms.assign(**{dd.LOAD_TOTAL: np.nan}), site, coarse)[dd.LOAD_TOTAL]
-        spread = load.reindex(frame.index, method="bfill", limit=int(-(-coarse // step)) - 1)
-        frame[dd.LOAD_TOTAL] = frame[dd.LOAD_TOTAL].fillna(spread)
+        frame[dd.LOAD_TOTAL] = frame[dd.LOAD_TOTAL].fillna(_held(load, frame.index, coarse, step))
     return completed(frame, site, step)
-
-
-def _balance_interval(readings: pd.DataFrame) -> pd.Timedelta | None:
-    """The longest of the balance's meters' own intervals (the grid, PV and battery columns'
-    most common spacings); None without two readings of any."""
-    found = [interval_of(readings.loc[readings[c].notna(), dd.TS]) for c in (dd.NET_GRID_FLOW, dd.SOLAR_KW, dd.BATTERY_POWER)
-             if c in readings.columns]
-    return max((i for i in found if i is not None), default=None)
 
 
 def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:

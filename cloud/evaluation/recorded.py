@@ -43,8 +43,8 @@ from cloud.live.inputs import SiteInputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.pv_forecast import MeasuredPV
-from cloud.site_steps import STEP_COLUMNS, site_steps
-from cloud.sync.plausibility import duration, interval_of
+from cloud.site_steps import STEP_COLUMNS, coarsest_interval, site_steps
+from cloud.sync.plausibility import duration
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
@@ -82,8 +82,7 @@ def meter_step(readings: pd.DataFrame, device_id: str, asked: pd.Timedelta | Non
     whichever is longer. A utility meter read every 30 or 60 minutes says nothing of the
     steps inside its interval, and is billed over whole intervals, so a finer step is
     refused rather than invented."""
-    intervals = [interval_of(readings.loc[readings[c].notna(), dd.TS]) for c in STEP_COLUMNS if c in readings.columns]
-    meter = max((i for i in intervals if i is not None), default=None)
+    meter = coarsest_interval(readings, STEP_COLUMNS)
     if asked is None:
         step = DEFAULT_STEP if meter is None or meter <= DEFAULT_STEP else meter
         if pd.Timedelta(days=1) % step:
