@@ -78,6 +78,8 @@ LINE = "line"
 #: not yet measured.
 CLOCK_SLACK = pd.Timedelta(minutes=15)
 _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
+#: Where a power column's unit comes from when neither the file nor ``--units`` names one.
+UNSAID = "by default: the file names no unit"
 
 
 @dataclass(frozen=True)
@@ -294,7 +296,7 @@ def _unit_of(field_name: str, columns: tuple[str, ...], header: Header, options:
         if unit is None:
             units.append(options.units or "kW")
             if options.units is None:
-                where = where or "by default: the file names no unit"
+                where = where or UNSAID
             continue
         if options.units is None:
             where = where or f"by {unit.where}"
@@ -477,7 +479,7 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
         raise UsageError(f"--column-map: {', '.join(text)} cannot come from an event file; expected numeric fields")
     time_columns = find_time_columns([c for c in columns if c not in events], options.timestamp_column, source)
     sources = _by_field(options.column_map.items())
-    unsaid = {} if options.units else {f: "by default: the file names no unit" for f in sources if f in _POWER_COLUMNS}
+    unsaid = {} if options.units else {f: UNSAID for f in sources if f in _POWER_COLUMNS}
     return _Plan(options, time_columns, sources, TimeReader(options.timezone, options.timestamp_format), dialect,
                  events=events, units_from=unsaid)
 
@@ -580,13 +582,13 @@ def _count_replaced(cloud: CloudStore, readings: pd.DataFrame, fields: list[str]
         return
     both = readings[[dd.TS, *fields]].merge(stored[[dd.TS, *fields]], on=dd.TS, suffixes=("", " stored"))
     for name in fields:
-        new = both[name].to_numpy(dtype="float64", na_value=np.nan) if name in dd.NUMERIC_COLUMNS else None
-        old = both[f"{name} stored"].to_numpy(dtype="float64", na_value=np.nan) if new is not None else None
-        if new is None:
-            changed = both[name].notna() & both[f"{name} stored"].notna() & (both[name] != both[f"{name} stored"])
-            changed = changed.to_numpy(dtype=bool)
+        new, old = both[name], both[f"{name} stored"]
+        both_there = (new.notna() & old.notna()).to_numpy(dtype=bool)
+        if name in dd.NUMERIC_COLUMNS:  # a value read back through a float is the same value
+            changed = both_there & ~np.isclose(new.to_numpy(dtype="float64", na_value=np.nan),
+                                               old.to_numpy(dtype="float64", na_value=np.nan), rtol=1e-9, atol=1e-9)
         else:
-            changed = ~np.isnan(new) & ~np.isnan(old) & ~np.isclose(new, old, rtol=1e-9, atol=1e-9)
+            changed = both_there & (new != old).to_numpy(dtype=bool)
         if changed.any():
             at = both.loc[changed, dd.TS]
             count, first, last = result.replaced.get(name, (0, at.min(), at.max()))
@@ -686,7 +688,7 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     for field_name, columns in result.mapped_by_file.items():
         print(f"  columns: {columns} as {field_name}, as the file says (--column-map to take them elsewhere)")
     for columns, unit in result.units_read.items():
-        print(f"  units: {columns} in {unit}" + (" (--units W if it holds watts)" if "by default" in unit else ""))
+        print(f"  units: {columns} in {unit}" + (" (--units W if it holds watts)" if unit.endswith(UNSAID) else ""))
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
               f"{', '.join(result.columns_not_imported)}")
