@@ -26,6 +26,14 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {redact(_one_line(message))} (see --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """A NUL character is refused in any argument: no file system names a file with one,
+        and a path holding it raises where it is opened, deep inside a command."""
+        for arg in sys.argv[1:] if args is None else args:
+            if "\x00" in str(arg):
+                self.error(f"argument {dd.shown(str(arg))} holds a NUL character; expected text without one")
+        return super().parse_known_args(args, namespace)
+
 
 def _one_line(text: str, limit: int = 300) -> str:
     """Error text as one line of bounded length: input quoted in it may hold newlines or be huge."""
@@ -118,6 +126,8 @@ def output_path(text: str | Path, what: str) -> Path:
     """A file path to write: its folder must exist (a typo should not create a tree of folders
     somewhere unexpected) and the path must not be a folder itself."""
     path = Path(text)
+    if "\x00" in str(text):  # no file system names a file so; opening it would raise
+        raise UsageError(f"{what} {dd.shown(str(text))}: holds a NUL character; expected a file path")
     if str(text) == "" or path.is_dir():
         raise UsageError(f"{what} {dd.shown(str(text))}: is a folder; expected a file path")
     parent = path.parent

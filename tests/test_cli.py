@@ -217,3 +217,24 @@ def test_historical_output_is_new_unless_forced(tmp_path):
     assert len(stamps) == len(set(stamps)) == 288
     assert (tmp_path / "data.jsonl").read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # no partial file left behind
+
+
+def test_a_nul_character_in_an_argument_a_path_or_a_store_is_one_line_not_a_traceback(tmp_path, capsys):
+    """No file system names a file with a NUL, and opening one raises ValueError deep inside
+    a command (found by the fuzz test): every command line refuses it, and so do the paths a
+    configuration gives."""
+    import run_cloud_sync
+    from der_core.cli_support import output_path
+    from der_core.errors import StorePathError, UsageError
+    from edge_gateway import cli
+    from edge_gateway.stores.sqlite import connect
+
+    for main, argv in ((cli.main, ["--once", "--store", "e\x00.db"]), (run_cloud_sync.main, ["--import", "m\x00.csv"])):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.endswith("holds a NUL character; expected text without one (see --help)\n")
+    with pytest.raises(UsageError, match=r"^--config .*: holds a NUL character; expected a file path$"):
+        output_path("c\x00.json", "--config")
+    with pytest.raises(StorePathError, match=r"holds a NUL character; expected a file path$"):
+        connect(str(tmp_path / "e\x00.db"))

@@ -25,6 +25,8 @@ _SQL_TYPES = {float: "REAL", int: "INTEGER", str: "TEXT"}
 def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open (creating folders as needed) a SQLite file in WAL mode, as every embedded store here does."""
     path = Path(path)
+    if "\x00" in str(path):  # no file system names a file so; opening it would raise ValueError
+        raise StorePathError(f"SQLite store {str(path)!r}: holds a NUL character; expected a file path")
     if str(path) != ":memory:":
         if path.is_dir():
             raise StorePathError(f"SQLite store {path}: is a folder; expected a file path")
