@@ -170,9 +170,10 @@ def _unit_columns(columns: list[str], written: dict[str, str], rows: list[list[s
     for k, name in enumerate(columns):
         if normal_name(written.get(name, name)) not in UNIT_COLUMN_NAMES or not _is_unit(_first_cell(rows, k)):
             continue
-        if k > 0 and (_NUMBER.match(_first_cell(rows, k - 1)) or not _numbers_after(rows, k)):
+        after = _numbers_after(rows, k)
+        if k > 0 and (_NUMBER.match(_first_cell(rows, k - 1)) or not after):
             found[columns[k - 1]] = name
-        elif after := _numbers_after(rows, k):
+        elif after:
             found[columns[after[0]]] = name
     return found
 
