@@ -77,6 +77,20 @@ def test_an_array_facing_south_east_is_checked_against_its_own_clear_sky_peak(sh
     assert clock.status == status and "the declared array's clear-sky peak" in clock.message
 
 
+def test_a_month_s_last_evening_west_of_greenwich_stays_in_its_month():
+    """A Denver array's August, ending at local midnight: its last evening falls on the
+    first of September in UTC, where alone it would read as PV peaking six hours late."""
+    array = SolarConfig(latitude=39.74, longitude=-105.18, tilt_degrees=45.0, azimuth_degrees=158.0)
+    ts = pd.date_range("2012-08-01T06:15Z", "2012-09-01T06:00Z", freq="15min")
+    frame = pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: clearsky_ac_kw(array, ts - pd.Timedelta(minutes=7.5))})
+    assert (frame[dd.TS].dt.month == 9).to_numpy()[frame[dd.SOLAR_KW].to_numpy() > 0].any()  # the case itself
+    checks = Plausibility(interval=pd.Timedelta(minutes=15), longitude=array.longitude)
+    checks.add(frame, [dd.SOLAR_KW])
+    clock = checks.report(None, None, array)[0]
+    assert (clock.status, clock.message) == ("ok", "PV peaks within 45 min of the declared array's clear-sky peak in "
+                                                   "every month")
+
+
 def test_without_a_longitude_the_clock_check_is_skipped_with_a_note():
     finding = checked(pv_series(days=3), longitude=None)["clock"]
     assert (finding.status, finding.message) == ("skipped", "site longitude unknown (no sites row; --longitude DEG)")

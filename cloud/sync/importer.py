@@ -501,7 +501,7 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     longitude, nameplate_kw, array = _site_facts(cloud, options)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
     result = ImportResult(run_id, devices=1, file=path.name)
-    checks = Plausibility()
+    checks = Plausibility(longitude=array.longitude if array is not None else longitude)
     try:
         (_import_events if events else _import_chunks)(meter, plan, cloud, retry, result, checks, nameplate_kw)
     except BaseException as error:  # an interrupt as well: a run must never stay "running"

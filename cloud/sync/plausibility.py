@@ -64,6 +64,10 @@ class _Run:
 @dataclass
 class Plausibility:
     interval: pd.Timedelta | None = None
+    #: The site's longitude: PV is summed by the month of its local solar day, so the evening
+    #: of a month's last day, which in the Americas falls on the next UTC day, stays in its
+    #: month (None: UTC months; the clock is then not checked against the sun anyway).
+    longitude: float | None = None
     pv_profile: np.ndarray = field(default_factory=lambda: np.zeros((12, _SLOTS)))
     pv_max_kw: float = np.nan
     pv_above: int = 0  # readings above the nameplate
@@ -128,7 +132,8 @@ class Plausibility:
 
     def _add_pv(self, ts: pd.Series, pv_kw: np.ndarray, nameplate_kw: float | None) -> None:
         known = ~np.isnan(pv_kw)
-        month = ts.dt.month.to_numpy()[known] - 1
+        solar = ts if self.longitude is None else ts + pd.Timedelta(hours=self.longitude / 15)
+        month = solar.dt.month.to_numpy()[known] - 1
         slot = ((ts.dt.hour * 60 + ts.dt.minute).to_numpy()[known] // 10).astype(int)
         np.add.at(self.pv_profile, (month, slot), pv_kw[known])
         if known.any():
