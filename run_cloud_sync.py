@@ -9,7 +9,7 @@ import pandas as pd
 
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
-from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_file, print_import
+from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_files, print_import
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
 from der_core.cli_support import (
@@ -34,8 +34,9 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--once", action="store_true", help="sync once and exit")
     mode.add_argument("--continuous", action="store_true", help="sync every --interval seconds")
     mode.add_argument("--status", action="store_true", help="per-device sync status")
-    mode.add_argument("--import", dest="import_file", metavar="FILE",
-                      help="load a CSV, Excel (.xlsx), Parquet or Green Button XML meter file")
+    mode.add_argument("--import", dest="import_file", metavar="FILE", action="append",
+                      help="load a CSV, Excel (.xlsx), Parquet or Green Button XML meter file; given more than once, "
+                           "downloads of one site joined by time (a meter's import and export)")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
                         help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
     parser.add_argument("--json", action="store_true", help="--status or --import report as JSON")
@@ -46,8 +47,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--weather-history", metavar="START:END", type=arg_type(day_span, "START:END days, END not before START (2024-03-01:2024-06-01)"),
                         help="with --site: store Open-Meteo's day-ahead forecasts of these GMT days (both included) for backtests")
     parser.add_argument("--device-id", type=device_id_arg, help="--import: the device the file belongs to (default: --site's)")
-    parser.add_argument("--column-map", help="--import: FILE_COLUMN=field pairs, comma separated; columns mapped to one "
-                        "field are summed, one mapped to -field is subtracted (Export=-net_grid_flow_kw)")
+    parser.add_argument("--column-map", action="append",
+                        help="--import: FILE_COLUMN=field pairs, comma separated; columns mapped to one field are summed, "
+                             "one mapped to -field is subtracted (Export=-net_grid_flow_kw); with several --import, "
+                             "once for all of them or once for each, in their order")
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
                         help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' "
@@ -85,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.weather_history:
             print(weather_history(cloud, site, args.weather_history))
         if args.import_file:
-            options = ImportOptions.from_args(args, declared_zone(cloud, args.device_id))
-            print_import(import_file(args.import_file, cloud, options), options, as_json=args.json)
+            options = ImportOptions.each_file(args, declared_zone(cloud, args.device_id))
+            print_import(import_files(args.import_file, cloud, options), options[0], as_json=args.json)
         elif args.once or args.continuous or args.status:
             run_sync_modes(args, cloud)
     finally:

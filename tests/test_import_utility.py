@@ -317,3 +317,91 @@ def test_a_second_file_into_a_field_already_imported_says_which_values_it_replac
             "file's; a field holds one value per time") in out  # 0 is -0: one value is the same
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([-0.2, -0.624, -0.5, 0.0])
+
+
+def octopus(values: list[str], start: str = "2025-10-26T00:30:00+01:00", minutes: int = 30) -> str:
+    """An Octopus download (the layout of :data:`OCTOPUS`) of half-hours from ``start``; a
+    value of None leaves its half-hour out, as a download with a missing reading does."""
+    first, rows = pd.Timestamp(start), [" Consumption (kWh), Start, End"]
+    for k, value in enumerate(values):
+        at = first + pd.Timedelta(minutes=minutes * k)
+        if value is not None:
+            rows.append(f"{value}, {at.isoformat()}, {(at + pd.Timedelta(minutes=minutes)).isoformat()}")
+    return "\n".join(rows) + "\n"
+
+
+def import_both(tmp_path, *extra: str) -> int:
+    return run_cli(run_cloud_sync.main, [
+        "--import", str(tmp_path / "import.csv"), "--column-map", "Consumption (kWh)=net_grid_flow_kw",
+        "--import", str(tmp_path / "export.csv"), "--column-map", "Consumption (kWh)=-net_grid_flow_kw",
+        "--device-id", "uk-home", "--units", "kWh", "--cloud-db", str(tmp_path / "cloud.db"), *extra])
+
+
+def test_an_import_and_an_export_download_make_one_grid_flow(tmp_path, capsys):
+    """Two downloads of one meter, each with its own column map, are joined by time: the grid
+    flow is the import less the export; importing both again changes nothing."""
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.000", "0.100"]))
+    (tmp_path / "export.csv").write_text(octopus(["0.000", "0.100", "0.400", "0E-20"]))
+    assert import_both(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("imported 4 readings of uk-home (0 quarantined)")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        stored = store.read_readings("uk-home")
+        assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.3, -0.8, 0.2])  # kWh per half-hour, as kW
+        assert stored[dd.TS].iloc[0] == pd.Timestamp("2025-10-26T00:00Z")  # each half-hour at its end
+        assert store.runs("cloud_import")[0]["details"]["file"] == "import.csv + export.csv"
+    assert import_both(tmp_path, "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["rows_stored"], again["replaced"]) == (4, {})
+
+
+def test_a_half_hour_one_download_lacks_is_quarantined_with_the_other_s_reading(tmp_path, capsys):
+    """The grid flow at a time only one download has is unknown: it is quarantined naming the
+    file that lacks it, with the reading it has, and the other times are stored."""
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
+    (tmp_path / "export.csv").write_text(octopus(["0.000", None, "0.100", "0.000"]))
+    assert import_both(tmp_path) == 0
+    assert capsys.readouterr().out.startswith("imported 3 readings of uk-home (1 quarantined)")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.4, 0.2])
+        held = store.read_quarantine("uk-home")
+    assert held[s.REASON].tolist() == ["net_grid_flow_kw sums 2 files; export.csv has no reading at this time"]
+    assert held[s.PAYLOAD].iloc[0]["import.csv: net_grid_flow_kw"] == pytest.approx(0.5)
+    assert held[dd.TS].iloc[0] == pd.Timestamp("2025-10-26T00:30Z")
+
+
+def test_downloads_in_different_intervals_are_refused_before_anything_is_stored(tmp_path, capsys):
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
+    (tmp_path / "export.csv").write_text(octopus(["0.000", "0.100"], minutes=60))
+    assert import_both(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(
+        "net_grid_flow_kw is summed from files in different intervals (import.csv every 30 min, export.csv every "
+        "1 h); expected one interval, as their sum is taken reading by reading")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("uk-home").empty and store.read_quarantine("uk-home").empty
+        assert store.runs("cloud_import")[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("maps,message", [
+    (["a=net_grid_flow_kw", "b=net_grid_flow_kw", "c=net_grid_flow_kw"],
+     "--column-map is given 3 times for 2 --import files; expected it once for all of them or once for each"),
+])
+def test_column_maps_are_one_for_all_files_or_one_for_each(tmp_path, capsys, maps, message):
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250"]))
+    argv = ["--import", str(tmp_path / "import.csv"), "--import", str(tmp_path / "import.csv"),
+            "--device-id", "uk-home", "--cloud-db", str(tmp_path / "cloud.db")]
+    for text in maps:
+        argv += ["--column-map", text]
+    assert run_cli(run_cloud_sync.main, argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_event_file_imports_alone(tmp_path, capsys):
+    (tmp_path / "meter.csv").write_text("ts,grid\n2025-10-26T00:00:00Z,0.5\n2025-10-26T00:30:00Z,0.4\n")
+    (tmp_path / "history.csv").write_text("entity_id,state,last_changed\nsensor.pv,0.5,2025-10-26T00:00:00Z\n")
+    argv = ["--import", str(tmp_path / "meter.csv"), "--column-map", "grid=net_grid_flow_kw",
+            "--import", str(tmp_path / "history.csv"), "--column-map", "sensor.pv=solar_generation_kw",
+            "--device-id", "uk-home", "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, argv) == 2
+    assert "history.csv: an event file (entity_id, state) imports alone" in capsys.readouterr().err

@@ -22,6 +22,9 @@ keeps a field whose cell is blank in this file: a blank is a gap, never a value.
 cannot be stored (an unreadable or impossible time, a value that is not a number or is out
 of range) goes to quarantine with its line and reason; the others go on. After the import,
 :mod:`cloud.sync.plausibility` reports what the series says about its logger.
+
+Several files of one site import as one (``--import`` repeated, :func:`import_files`): a
+grid meter's import and export downloaded apart are joined by time into its grid flow.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -128,6 +131,18 @@ class ImportOptions:
             raise UsageError(f"--timezone {zone!r}: expected an IANA name such as 'Europe/Berlin'") from None
         return cls(args.device_id, parse_column_map(args.column_map), args.units, zone, source,
                    args.timestamp_column, args.timestamp_format, args.longitude, time_label=args.time_label)
+
+    @classmethod
+    def each_file(cls, args: argparse.Namespace, site_zone: str | None = None) -> list[ImportOptions]:
+        """One file's options per ``--import``: they share every flag but ``--column-map``,
+        given once for all the files or once for each, in their order (an import and an
+        export download name their one column alike, and count it with opposite signs)."""
+        files, maps = args.import_file, args.column_map or [None]
+        if len(maps) not in (1, len(files)):
+            raise UsageError(f"--column-map is given {len(maps)} times for {len(files)} --import files; expected "
+                             "it once for all of them or once for each, in the same order")
+        maps = maps * len(files) if len(maps) == 1 else maps
+        return [cls.from_args(argparse.Namespace(**{**vars(args), "column_map": text}), site_zone) for text in maps]
 
 
 @dataclass
@@ -484,11 +499,20 @@ def plan_events(columns: list[str], events: tuple[str, str], options: ImportOpti
                  events=events, units_from=unsaid)
 
 
-def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
-                retry: RetryPolicy | None = None) -> ImportResult:
-    """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
-    a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
-    path, retry = Path(path), retry or RetryPolicy()
+@dataclass
+class _Source:
+    """One file of an import, opened and planned from its header."""
+
+    meter: MeterFile
+    plan: _Plan
+    by_file: bool  # the file says what its columns are (Green Button XML), and no --column-map overrode it
+
+    @property
+    def name(self) -> str:
+        return self.meter.path.name
+
+
+def _open_source(path: Path, options: ImportOptions) -> _Source:
     meter = open_meter_file(path, options.batch_size, options.timestamp_column)
     by_file = bool(meter.default_map and not options.column_map)
     if by_file:  # a file that says what its columns are
@@ -498,32 +522,64 @@ def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
     events = event_columns(meter.columns)
     plan = (plan_events(meter.columns, events, options, str(path), meter.dialect) if events
             else plan_columns(meter.columns, options, source=str(path), dialect=meter.dialect, header=meter.header))
-    longitude, nameplate_kw, array = _site_facts(cloud, options)
-    run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": path.name, "device_id": options.device_id}))
-    result = ImportResult(run_id, devices=1, file=path.name)
+    return _Source(meter, plan, by_file)
+
+
+def import_file(path: str | Path, cloud: CloudStore, options: ImportOptions,
+                retry: RetryPolicy | None = None) -> ImportResult:
+    """Validate and upsert a meter file, recorded in ``pipeline_runs`` as ``cloud_import``;
+    a run that fails part-way is recorded as failed (the chunks before it stay stored)."""
+    return import_files([path], cloud, [options], retry)
+
+
+def import_files(paths: list[str | Path], cloud: CloudStore, options: list[ImportOptions],
+                 retry: RetryPolicy | None = None) -> ImportResult:
+    """Import one meter file, or several downloads of one site joined by time
+    (:func:`_import_joined`), each read with its own options, as one ``cloud_import`` run."""
+    retry = retry or RetryPolicy()
+    sources = [_open_source(Path(p), o) for p, o in zip(paths, options, strict=True)]
+    joined = len(sources) > 1
+    if joined:
+        _check_joinable(sources)
+    longitude, nameplate_kw, array = _site_facts(cloud, options[0])
+    names = " + ".join(source.name for source in sources)
+    run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": names, "device_id": options[0].device_id}))
+    result = ImportResult(run_id, devices=1, file=names)
     checks = Plausibility(longitude=array.longitude if array is not None else longitude)
     try:
-        (_import_events if events else _import_chunks)(meter, plan, cloud, retry, result, checks, nameplate_kw)
+        if joined:
+            _import_joined(sources, cloud, retry, result, checks, nameplate_kw)
+        else:
+            (_import_events if sources[0].plan.events else _import_chunks)(
+                sources[0].meter, sources[0].plan, cloud, retry, result, checks, nameplate_kw)
     except BaseException as error:  # an interrupt as well: a run must never stay "running"
         record_failure(cloud, run_id, result, error)
         raise
     if result.first_stored is not None:
         result.features_rewound = retry.call(
-            "rewind features", lambda: rewind(cloud, options.device_id, result.first_stored))
+            "rewind features", lambda: rewind(cloud, options[0].device_id, result.first_stored))
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
-    result.interval = plan.interval
-    result.columns_not_imported = plan.ignored
-    result.mapped_by_file = {f: plan.label(f) for f in plan.sources} if by_file else {}
-    result.units_read = {plan.label(f): f"{plan.units.get(f, 'kW')} {where}" for f, where in plan.units_from.items()}
-    result.wall_clock = plan.times.offsets is False
-    result.moved = " + ".join(plan.time_columns) if plan.starts else None
+    of = (lambda source, text: f"{source.name}: {text}") if joined else (lambda source, text: text)
+    result.interval = sources[0].plan.interval
+    for source in sources:
+        plan = source.plan
+        result.columns_not_imported += [of(source, c) for c in plan.ignored]
+        if source.by_file:
+            result.mapped_by_file |= {f: of(source, plan.label(f)) for f in plan.sources}
+        result.units_read |= {of(source, plan.label(f)): f"{plan.units.get(f, 'kW')} {where}"
+                              for f, where in plan.units_from.items()}
+        result.wall_clock |= plan.times.offsets is False
+        if plan.starts:
+            moved = " + ".join(plan.time_columns)
+            result.moved = of(source, moved) if result.moved is None else f"{result.moved}, {of(source, moved)}"
     result.findings = checks.report(longitude, nameplate_kw, array)
     return result
 
 
-def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
-                   result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
-    source = f"import:{meter.path.name}"
+def _chunk_readings(meter: MeterFile, plan: _Plan) -> Iterator[tuple[pd.DataFrame, list[tuple[pd.DataFrame, pd.Series]]]]:
+    """The file's chunks as ``(good, refused)``: the readings that can be stored (the
+    ``line`` column dropped) and the rows that cannot, as ``(rows, reasons)`` pairs for the
+    quarantine."""
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="import", unit="chunk"):
         readings, refused = to_readings(raw, plan, meter.where)
         if plan.times.offsets is None and len(raw):
@@ -534,22 +590,116 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
             reasons = pd.concat([reasons, pd.Series(f"no value in {', '.join(map(plan.label, plan.fields))}",
                                                     index=good.index[empty])])
             bad, good = pd.concat([bad, good[empty]]), good[~empty]
+        held = []
         if len(bad):
-            reasons = located(reasons.set_axis(bad[LINE]), meter.where)
-            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
+            held.append((bad, located(reasons.set_axis(bad[LINE]), meter.where)))
         if len(refused):
-            retry.call("quarantine", lambda: cloud.quarantine(refused.drop(columns=s.REASON), refused[s.REASON], source))
+            held.append((refused.drop(columns=s.REASON), refused[s.REASON]))
+        yield good.drop(columns=LINE), held
+
+
+def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: RetryPolicy,
+                   result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
+    source = f"import:{meter.path.name}"
+    for good, held in _chunk_readings(meter, plan):
+        for rows, reasons in held:
+            retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, source))  # noqa: B023 (called at once)
+            result.rows_quarantined += len(rows)
         if len(good):
-            good = good.drop(columns=LINE)
             _upsert_present(cloud, good, plan.fields, retry, result)
             result.stored_from(good[dd.TS].min())
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
-        result.rows_quarantined += len(bad) + len(refused)
     if result.rows_quarantined:
         log.warning("%s: %d rows quarantined with their reasons (table %s)", meter.path.name,
                     result.rows_quarantined, s.QUARANTINE)
+
+
+def _check_joinable(sources: list[_Source]) -> None:
+    """Files are joined row by row on their times, so each must be one reading per row and
+    a field several of them fill must be a number (their sum)."""
+    for source in sources:
+        if source.plan.events:
+            raise UsageError(f"{source.meter.path}: an event file ({', '.join(source.plan.events)}) imports alone; "
+                             "expected files of one reading per row to join")
+    for field_name in dd.TEXT_COLUMNS:
+        filling = [source.name for source in sources if field_name in source.plan.sources]
+        if len(filling) > 1:
+            raise UsageError(f"{field_name} is mapped in {', '.join(filling)}; expected one file for a field that "
+                             "is not a number")
+
+
+def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy, result: ImportResult,
+                   checks: Plausibility, nameplate_kw: float | None) -> None:
+    """Several downloads of one site, joined by time: a field that more than one file fills
+    is their sum (a grid meter's import and export, downloaded apart, are its grid flow with
+    the export mapped ``-net_grid_flow_kw``). Each file is read and checked as it would be
+    alone, and held (its fields only) until every file is read, since the sum at a time
+    needs every file's reading of it. A field's sum where some of its files have no reading
+    at that time is unknown: those readings are quarantined naming the files that lack them,
+    not stored as a sum of part of them. Files whose shared field comes in different
+    intervals are refused before anything is stored: their row-by-row sum is no reading."""
+    source_name = "import:" + "+".join(source.name for source in sources)
+    held, parts = [], []
+    for source in sources:
+        frames = []
+        for good, refused in _chunk_readings(source.meter, source.plan):
+            held += [(rows, reasons, f"import:{source.name}") for rows, reasons in refused]
+            frames.append(good.set_index(dd.TS)[source.plan.fields])
+        parts.append(pd.concat(frames) if frames else pd.DataFrame(columns=source.plan.fields))
+    fields = [f for f in dd.FIELD_TYPES if any(f in source.plan.sources for source in sources)]
+    for field_name in fields:
+        filling = [source for source in sources if field_name in source.plan.sources]
+        if len({source.plan.interval for source in filling}) > 1:
+            raise UsageError(f"{field_name} is summed from files in different intervals ("
+                             + ", ".join(f"{source.name} " + (f"every {duration(source.plan.interval)}" if
+                                                              source.plan.interval else "of one reading")
+                                         for source in filling)
+                             + "); expected one interval, as their sum is taken reading by reading")
+    times = pd.DatetimeIndex(np.unique(np.concatenate([part.index.to_numpy(dtype="datetime64[us]") for part in parts])),
+                             tz="UTC")
+    columns, partial, parts_cut = {}, pd.Series("", index=times, dtype=object), {}
+    for field_name in fields:
+        filling = [(source, part) for source, part in zip(sources, parts) if field_name in part.columns]
+        values = np.column_stack([part[field_name].reindex(times).to_numpy(dtype="float64", na_value=np.nan)
+                                  if field_name in dd.NUMERIC_COLUMNS else part[field_name].reindex(times).to_numpy()
+                                  for _, part in filling])
+        present = ~pd.isna(values)
+        if len(filling) == 1:
+            columns[field_name] = values[:, 0]
+            continue
+        whole = present.all(axis=1)
+        columns[field_name] = np.where(whole, np.where(present, values, 0.0).sum(axis=1), np.nan)
+        parts_cut |= {f"{source.name}: {field_name}": values[:, k] for k, (source, _) in enumerate(filling)}
+        for row in np.flatnonzero(present.any(axis=1) & ~whole):
+            lacking = ", ".join(source.name for (source, _), there in zip(filling, present[row]) if not there)
+            partial.iloc[row] = _join(partial.iloc[row], f"{field_name} sums {len(filling)} files; {lacking} has no "
+                                                         "reading at this time")
+    readings = pd.DataFrame({dd.DEVICE_ID: sources[0].plan.options.device_id, dd.TS: times,
+                             **{c: columns.get(c) for c in dd.FIELD_TYPES}})
+    readings = dd.coerce_frame(readings)
+    cut = (partial != "").to_numpy()
+    if cut.any():
+        rows = readings[cut].reset_index(drop=True).assign(**{k: v[cut] for k, v in parts_cut.items()})
+        held.append((rows, pd.Series(partial.to_numpy()[cut]), source_name))
+    for rows, reasons, where in held:
+        retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
+        result.rows_quarantined += len(rows)
+    readings = readings[readings[fields].notna().any(axis=1).to_numpy()]
+    checks.interval = sources[0].plan.interval
+    batch_size = sources[0].plan.options.batch_size
+    for start in range(0, len(readings), batch_size):
+        batch = readings.iloc[start:start + batch_size].reset_index(drop=True)
+        good, bad, reasons = validate(batch, required=())
+        if len(bad):
+            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source_name))  # noqa: B023 (called at once)
+        if len(good):
+            _upsert_present(cloud, good, fields, retry, result)
+            result.stored_from(good[dd.TS].min())
+        checks.add(good, fields, nameplate_kw)
+        result.rows_synced += len(good)
+        result.rows_quarantined += len(bad)
 
 
 def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
@@ -700,7 +850,7 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     for field_name, (count, first, last) in result.replaced.items():
         print(f"  replaced: {count:,} stored values of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) "
               "with this file's; a field holds one value per time, so a grid meter's import and export downloaded "
-              "apart are joined into one file first (docs/operations.md)")
+              "apart are imported together, each with its --import and --column-map (docs/operations.md)")
     if result.features_rewound:
         print(f"  features: already written past {result.first_stored:%Y-%m-%d %H:%M}Z; the next "
               f"run_feature_engineering.py rewrites them from there ({', '.join(result.features_rewound)})")
