@@ -54,7 +54,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--timestamp-column", help="--import: the file's time column (default: detected)")
     parser.add_argument("--timestamp-format", metavar="FMT",
                         help="--import: strftime pattern of the times, e.g. '%%d.%%m.%%Y %%H:%%M' "
-                             "(default: the file's units row, else ISO 8601 or Unix seconds)")
+                             "(default: the file's units row, else ISO 8601, Unix seconds or numeric dates in the "
+                             "order the file's days above 12 show)")
     parser.add_argument("--units", choices=tuple(UNITS),
                         help="--import: power (W, kW), energy per reading (Wh, kWh) or a meter's running total "
                              "(Wh-total, kWh-total) in the file's power columns (default: the file's units row, else kW)")

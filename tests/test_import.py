@@ -247,14 +247,48 @@ def test_unix_times_import_as_the_instants_they_count(tmp_path, cloud):
 @pytest.mark.parametrize("fmt, fix", [(None, "or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'"),
                                       ("%Y/%m/%d %H:%M", "times in --timestamp-format '%Y/%m/%d %H:%M'; check the pattern")])
 def test_a_file_of_times_in_a_format_not_given_is_refused_whole_and_nothing_stored(tmp_path, cloud, fmt, fix):
-    write(meter_frame(steps=5).assign(Time=lambda f: pd.to_datetime(f["Time"]).dt.strftime("%d.%m.%Y %H:%M")),
+    write(meter_frame(steps=5).assign(Time=lambda f: pd.to_datetime(f["Time"]).dt.strftime("%d %b %Y %H:%M")),
           tmp_path / "m.csv")
     options = ImportOptions("meter-1", OPTIONS.column_map, units="W", timestamp_format=fmt)
     with pytest.raises(UsageError, match="m.csv: no time in the first 5 rows can be read "
-                                         r"\(such as '20.03.2024 00:00'\); expected .*" + re.escape(fix)):
+                                         r"\(such as '20 Mar 2024 00:00'\); expected .*" + re.escape(fix)):
         import_file(tmp_path / "m.csv", cloud, options)
     assert cloud.count_readings("meter-1") == 0 and cloud.read_quarantine("meter-1").empty
     assert cloud.read_frame(s.RUNS)[s.STATUS].tolist() == ["failed"]
+
+
+@pytest.mark.parametrize("pattern, shown", [
+    ("%d/%m/%Y %H:%M", "'%d/%m/%Y %H:%M', day/month"),  # a British portal
+    ("%m/%d/%Y %I:%M %p", "'%m/%d/%Y %I:%M %p', month/day"),  # an American one
+    ("%d.%m.%Y %H:%M:%S", "'%d.%m.%Y %H:%M:%S', day/month"),  # a German one
+])
+def test_numeric_dates_are_read_in_the_order_their_numbers_above_12_show(tmp_path, capsys, pattern, shown):
+    frame = meter_frame(steps=96 * 14, freq="15min")  # 20 March to 2 April: days above 12 and below
+    frame["Time"] = pd.to_datetime(frame["Time"]).dt.strftime(pattern)
+    write(frame, tmp_path / "m.csv")
+    argv = ["--import", str(tmp_path / "m.csv"), "--device-id", "meter-1", "--column-map", "pv_w=solar_generation_kw",
+            "--units", "W", "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"  times: Time read as {shown}: a number above 12 says which (--timestamp-format to change)" in out
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        stored = store.read_readings("meter-1")[dd.TS]
+    assert len(stored) == 96 * 14
+    assert stored.iloc[[0, 96 * 13]].tolist() == [pd.Timestamp("2024-03-20T00:00Z"), pd.Timestamp("2024-04-02T00:00Z")]
+
+
+def test_numeric_dates_that_leave_the_order_open_are_refused_naming_both_patterns(tmp_path, capsys):
+    frame = meter_frame(steps=96 * 3)
+    frame["Time"] = pd.date_range("2024-03-01", periods=96 * 3, freq="15min").strftime("%d/%m/%Y %H:%M")
+    write(frame, tmp_path / "m.csv")
+    argv = ["--import", str(tmp_path / "m.csv"), "--device-id", "meter-1", "--column-map", "pv_w=solar_generation_kw",
+            "--units", "W", "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, argv) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "m.csv: times such as '01/03/2024 00:00' may be day/month or month/day, and no number above 12 says which; "
+        "expected --timestamp-format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M'")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.count_readings("meter-1") == 0 and store.read_quarantine("meter-1").empty
 
 
 def test_cli_import(tmp_path, capsys):

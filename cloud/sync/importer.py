@@ -53,7 +53,14 @@ from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, duration, interval_of
 from cloud.sync.retry import RetryPolicy
-from cloud.sync.timestamps import EXPECTED, TimeReader, find_time_columns, labels_start, time_texts
+from cloud.sync.timestamps import (
+    EXPECTED,
+    TimeReader,
+    find_time_columns,
+    labels_start,
+    numeric_date_format,
+    time_texts,
+)
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
@@ -158,6 +165,7 @@ class ImportResult(SyncResult):
     features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
     mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
     units_read: dict[str, str] = field(default_factory=dict)  # columns -> their unit and where it was read
+    formats_read: dict[str, str] = field(default_factory=dict)  # time columns -> the numeric dates' pattern read
     replaced: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)  # field -> changed values
 
     def stored_from(self, ts: pd.Timestamp) -> None:
@@ -170,6 +178,7 @@ class ImportResult(SyncResult):
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
                 "mapped_by_file": self.mapped_by_file, "units_read": self.units_read,
+                "time_formats_read": self.formats_read,
                 "replaced": {f: {"values": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
                              for f, (n, a, b) in self.replaced.items()},
                 "checks": [vars(f) for f in self.findings]}
@@ -226,6 +235,7 @@ class _Plan:
     unit_cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # units column -> (its column, its unit)
     units_from: dict[str, str] = field(default_factory=dict)  # power field -> where its unit was read, if not --units
     seen: list[np.ndarray] = field(default_factory=list)  # each earlier chunk's stored times (us)
+    format_read: str | None = None  # the numeric dates' pattern read from the file's first times
 
     @property
     def fields(self) -> list[str]:
@@ -569,6 +579,8 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
         result.units_read |= {of(source, plan.label(f)): f"{plan.units.get(f, 'kW')} {where}"
                               for f, where in plan.units_from.items()}
         result.wall_clock |= plan.times.offsets is False
+        if plan.format_read:
+            result.formats_read[of(source, " + ".join(plan.time_columns))] = plan.format_read
         if plan.starts:
             moved = " + ".join(plan.time_columns)
             result.moved = of(source, moved) if result.moved is None else f"{result.moved}, {of(source, moved)}"
@@ -581,6 +593,8 @@ def _chunk_readings(meter: MeterFile, plan: _Plan) -> Iterator[tuple[pd.DataFram
     ``line`` column dropped) and the rows that cannot, as ``(rows, reasons)`` pairs for the
     quarantine."""
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="import", unit="chunk"):
+        if plan.times.format is None and plan.times.offsets is None and not plan.seen:  # the first times
+            plan.format_read = plan.times.format = numeric_date_format(time_texts(raw, plan.time_columns), str(meter.path))
         readings, refused = to_readings(raw, plan, meter.where)
         if plan.times.offsets is None and len(raw):
             _no_time_read(raw, plan, meter)
@@ -817,7 +831,8 @@ def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
     if sample.empty:
         raise UsageError(f"{meter.path}: the time column {' + '.join(plan.time_columns)} is empty in the first "
                          f"{len(raw)} rows; expected a time on every row (--timestamp-column NAME)")
-    given = "--timestamp-format" if plan.options.timestamp_format else "the file header's time format"
+    given = ("--timestamp-format" if plan.options.timestamp_format else "the pattern its first dates show"
+             if plan.format_read else "the file header's time format")
     fix = (f"times in {given} {plan.times.format!r}; check the pattern against the file" if plan.times.format
            else f"{EXPECTED}, or --timestamp-format PATTERN such as '%d.%m.%Y %H:%M'")
     raise UsageError(f"{meter.path}: no time in the first {len(raw)} rows can be read (such as "
@@ -832,6 +847,10 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
     if result.wall_clock and options.zone_source:
         print(f"  times: wall-clock times read in {options.timezone} ({options.zone_source}; --timezone ZONE to change)")
+    for columns, pattern in result.formats_read.items():
+        order = "day/month" if pattern.index("%d") < pattern.index("%m") else "month/day"
+        print(f"  times: {columns} read as {pattern!r}, {order}: a number above 12 says which (--timestamp-format "
+              "to change)")
     if result.moved and result.interval is not None:
         print(f"  times: {result.moved} labels each interval's start; stored at its end, {duration(result.interval)} later, "
               "as readings are (--time-label end to keep them)")

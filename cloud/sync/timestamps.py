@@ -64,6 +64,12 @@ _OFFSET = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)
 
 #: What a time without ``--timestamp-format`` may look like.
 EXPECTED = "ISO 8601 (2024-03-31T02:15:00, optionally +01:00) or Unix seconds"
+#: A date of numbers, day and month in either order before the year (``01/06/2012 05:45``,
+#: ``6/1/2012 5:45 PM``, ``01.06.2012 05:45:00``), as portals and spreadsheets write them.
+_NUMERIC_DATE = re.compile(r"(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)\d{4}"
+                           r"(?:(?P<gap>[ T]+)\d{1,2}:\d{2}(?P<seconds>:\d{2})?(?P<ampm>\s*[AaPp][Mm])?)?")
+#: The share of a file's first times that must be numeric dates for their order to be read.
+NUMERIC_DATE_SHARE = 0.9
 
 
 def normal_name(name: object) -> str:
@@ -113,6 +119,42 @@ def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     date, time = (frame[c].astype("string").str.strip() for c in columns)
     whole = time.str.contains(_HAS_DATE).fillna(False).astype(bool)  # a "Start" that holds the date too
     return (date + " " + time).where(~whole, time)
+
+
+def numeric_date_format(texts: pd.Series, source: str) -> str | None:
+    """The strftime pattern of times written as numeric dates (:data:`_NUMERIC_DATE`),
+    read from the file's first times, or None where they are not such dates (ISO 8601, Unix
+    times, a sheet's date cells). Which of the two numbers before the year is the day is
+    what their values say: one above 12 is a day; a date with dots is day first (no one
+    writes the month first with them). Times that leave it open (no number above 12, as in a
+    file of the first days of a month) are refused in one line naming both patterns:
+    a guess would store a year of readings on the wrong days."""
+    if pd.api.types.is_datetime64_any_dtype(texts):
+        return None
+    texts = texts.astype("string").str.strip()
+    texts = texts[texts.notna() & (texts != "")]
+    if texts.empty:
+        return None
+    parts = texts.str.extract(f"^{_NUMERIC_DATE.pattern}$")
+    matched = parts["a"].notna()
+    if matched.mean() < NUMERIC_DATE_SHARE:
+        return None
+    parts = parts[matched]
+    first, second = parts["a"].astype(int), parts["b"].astype(int)
+    sep = str(parts["sep"].iloc[0])
+    clock = ""
+    if texts[matched].str.contains(":", regex=False).iloc[0]:
+        ampm = parts["ampm"].notna().iloc[0]
+        clock = str(parts["gap"].iloc[0]) + ("%I" if ampm else "%H") + ":%M" + (":%S" if parts["seconds"].notna().iloc[0] else "") + (" %p" if ampm else "")
+    day_first, month_first = (first > 12).any() or sep == ".", (second > 12).any()
+    if day_first and month_first:
+        return None
+    if day_first or month_first:
+        order = ("%d", "%m") if day_first else ("%m", "%d")
+        return f"{order[0]}{sep}{order[1]}{sep}%Y{clock}"
+    both = [f"'%{x}{sep}%{y}{sep}%Y{clock}'" for x, y in (("d", "m"), ("m", "d"))]
+    raise UsageError(f"{source}: times such as {dd.shown(texts.iloc[0])} may be day/month or month/day, and no "
+                     f"number above 12 says which; expected --timestamp-format {both[0]} or {both[1]}")
 
 
 @dataclass
