@@ -242,3 +242,5 @@ def test_a_site_without_a_battery_is_told_its_bill_and_nothing_of_savings_or_a_r
     assert PlanSummary.from_dict(summary.to_dict()).savings_line() == summary.savings_line()
     exporting = dataclasses.replace(summary, bill_without_battery=-0.77)  # PV sold above what was bought
     assert exporting.savings_line() == "a credit of €0.77 (no battery: nothing to save)"
+    assert "battery idle" not in "\n".join(summary.lines())  # no battery to keep idle
+    assert summary.lines()[1:] == [f"next: {NO_BATTERY}", "bill €2.50 (no battery: nothing to save)"]

@@ -183,7 +183,8 @@ class PlanSummary:
         """The summary for a terminal: who, when and in what, the next action, every block, the money."""
         out = [f"{self.device_id}: times in {self.zone}, money in {self.currency}", *self.stale_lines(),
                f"next: {self.next_action}"]
-        out += [f"  {block.line()}" for block in self.blocks] or ["  keep the battery idle"]
+        out += [f"  {block.line()}" for block in self.blocks] or ([] if self.next_action == NO_BATTERY
+                                                                  else ["  keep the battery idle"])
         out += [f"  {self.hold}"] if self.hold else []
         out.append(self.savings_line())
         out += [line for line in (self.arrivals_line(),) if line]
