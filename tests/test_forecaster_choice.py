@@ -48,6 +48,39 @@ def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, chang
     assert chosen == fc.Choice(choice, reason.format(folder=folder))
 
 
+@pytest.mark.parametrize(("minutes", "choice"), [(30, "models"), (60, "models"), (20, "naive"), (5, "naive")])
+def test_the_models_serve_steps_made_of_whole_quarter_hours(tmp_path, minutes, choice):
+    folder = registry(tmp_path)
+    chosen = fc.choose(fc.AUTO, SITE, STORE, folder, START, step=pd.Timedelta(minutes=minutes))
+    assert chosen.name == choice
+    if choice == "naive":
+        assert chosen.reason.endswith(f"forecast 24 h in 15-minute steps, not 24 h in {minutes}-minute steps")
+
+
+class _Issued(fc.ModelsForecaster):
+    """The models' adapter over a fixed issue: load k kW at the k-th quarter hour after
+    START, the sixth left out (a quarter hour the models give nothing for)."""
+
+    def _loaded(self):
+        return type("Version", (), {"manifest": {"horizon_steps": 96}})()
+
+
+def test_a_half_hourly_plan_takes_the_mean_of_the_models_two_quarter_hours(monkeypatch):
+    from cloud.forecasting import issue
+
+    def issued(store, device_id, issued_at, horizon_steps, **_):
+        ends = pd.date_range(issued_at + fc.MODELS_STEP, periods=horizon_steps, freq="15min")
+        load = np.arange(1.0, horizon_steps + 1)
+        load[5] = np.nan
+        return pd.DataFrame({"target_ts": ends, "load_kw_p50": load, "target": "x"})
+
+    monkeypatch.setattr(issue, "forecast_next_day", issued)
+    halves = pd.date_range(START + pd.Timedelta(minutes=30), periods=4, freq="30min")
+    np.testing.assert_array_equal(_Issued(SITE, STORE).load_kw(START, halves), [1.5, 3.5, np.nan, 7.5])
+    with pytest.raises(fc.ForecasterUnavailable, match="the models forecast 15-minute steps, which make no 20-minute step"):
+        _Issued(SITE, STORE).load_kw(START, pd.date_range(START + pd.Timedelta(minutes=20), periods=4, freq="20min"))
+
+
 @pytest.mark.parametrize("name", ["naive", "models", "perfect"])
 def test_a_named_forecaster_is_itself_even_where_models_cover_the_site(tmp_path, name):
     assert fc.choose(name, SITE, STORE, registry(tmp_path), START) == fc.Choice(name, f"--forecaster {name}")

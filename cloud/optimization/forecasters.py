@@ -277,8 +277,7 @@ class ModelsForecaster:
     def load_kw(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> np.ndarray:
         """The P50 load at ``instants``, NaN at those past the models' trained horizon."""
         trained = int(self._loaded().manifest["horizon_steps"])
-        step = _step_of(instants)
-        reach = instants[instants <= issued_at + trained * step]
+        reach = instants[instants <= issued_at + trained * MODELS_STEP]
         predicted = self._predicted(issued_at, reach) if len(reach) else pd.DataFrame(index=reach)
         load = predicted.get("load_kw_p50", pd.Series(np.nan, index=reach)).reindex(instants)
         return np.maximum(load.to_numpy(dtype=float), 0.0)
@@ -295,18 +294,33 @@ class ModelsForecaster:
     def _predicted(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
         from cloud.forecasting.issue import forecast_next_day
 
-        step = _step_of(instants)
-        if step != MODELS_STEP:
-            raise ForecasterUnavailable(f"the models forecast 15-minute steps; the plan asks for {step}")
-        steps = int(np.ceil((instants[-1] - issued_at) / step))
+        per_step = _models_steps_in(_step_of(instants))
+        steps = int(np.ceil((instants[-1] - issued_at) / MODELS_STEP))
         issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps,
                                    model_dir=self.model_dir, version=self._loaded(),
                                    weather=self.measured.weather if self.measured is not None else None)
-        return issued.set_index("target_ts").reindex(instants)
+        fine = issued.set_index("target_ts")
+        if per_step == 1:
+            return fine.reindex(instants)
+        # A coarser step's value is the mean over the interval ending at it: of the models'
+        # steps ending inside it (a half hour's two quarter hours), all of them or none.
+        values = fine.select_dtypes("number")
+        parts = [values.reindex(instants - k * MODELS_STEP).set_axis(instants) for k in range(per_step)]
+        return sum(parts) / per_step
 
 
 def _step_of(instants: pd.DatetimeIndex) -> pd.Timedelta:
     return instants[1] - instants[0] if len(instants) > 1 else MODELS_STEP
+
+
+def _models_steps_in(step: pd.Timedelta) -> int:
+    """How many of the models' 15-minute steps make one of ``step`` (a half-hourly meter's
+    plan takes the mean of two); a step that is not a whole number of them cannot be made."""
+    count = step / MODELS_STEP
+    if count < 1 or count != int(count):
+        raise ForecasterUnavailable(f"the models forecast 15-minute steps, which make no "
+                                    f"{step / pd.Timedelta(minutes=1):g}-minute step")
+    return int(count)
 
 
 def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, measured: MeasuredPV | None = None,
@@ -434,7 +448,8 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     (the first plan's issue instant) over ``horizon`` in ``step`` steps, else ``naive``.
 
     The models can when the cloud store holds the site's readings, the version's load model
-    was trained on the site (the manifest lists it), ``step`` is theirs, the horizon within
+    was trained on the site (the manifest lists it), ``step`` is a whole number of theirs (a
+    half-hourly meter's backtest takes the mean of two quarter hours), the horizon within
     their trained one, and they learnt from nothing after ``issued_from`` (give or take
     :data:`LEARNT_SLACK`): a backtest over the days the models were trained on would score
     what they remember, not what they forecast."""
@@ -455,7 +470,8 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     load = manifest.get("targets", {}).get(LOAD, {})
     if config.device_id not in load.get("sites", ()):
         return Choice("naive", f"the active models in {registry.root} were not trained on {config.device_id}")
-    if step != MODELS_STEP or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
+    whole = step >= MODELS_STEP and step % MODELS_STEP == pd.Timedelta(0)
+    if not whole or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
         trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
         return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
                                f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
