@@ -5,6 +5,7 @@ bars and the mapping of named exceptions to one line and an exit code (DESIGN.md
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -167,6 +168,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         return int(main(argv) or 0)
     except DERError as error:
         return _fail(error, str(error), error.exit_code, verbose)
+    except BrokenPipeError:
+        # The reader of the output left (``| head``): nothing is wrong with the work, and an
+        # error line about it would be the only thing left on the terminal. Python's own
+        # advice: point stdout at /dev/null so the flush at exit does not raise again.
+        _quiet_stdout()
+        return 1
     except OSError as error:
         # A file the library opened for the user (a store, an output, a state file) that the
         # system refused: name it and the reason, not the call stack.
@@ -175,6 +182,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is no file (captured, closed)
+        pass
 
 
 def _fail(error: BaseException, message: str, code: int, verbose: bool) -> int:

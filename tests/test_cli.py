@@ -49,6 +49,21 @@ def test_historical_without_output_streams_to_stdout(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_a_reader_that_leaves_the_pipe_gets_no_error_line(tmp_path):
+    """``| head``: the reader closes the pipe before the output is written; the command stops
+    without an error line or a traceback about it."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "run_simulator.py"), "--historical", "--start", "2024-01-01T00:00:00+00:00",
+             "--end", "2024-01-01T01:00:00+00:00", "--no-store"],
+            cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
 def test_same_seed_same_output_across_runs(tmp_path):
     args = ("--historical", "--start", "2024-03-01", "--end", "2024-03-02", "--seed", "9", "--no-store")
     assert run(*args, cwd=tmp_path).stdout == run(*args, cwd=tmp_path).stdout
