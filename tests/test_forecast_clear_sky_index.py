@@ -45,6 +45,21 @@ def test_same_time_quantiles_read_only_the_same_position_on_earlier_days():
     assert csi.same_time_quantiles(changed, per_day, days, (0.5,))[0][13] == 9.0
 
 
+@pytest.mark.parametrize("days", [1, 3, 7, 28])
+def test_the_quantiles_are_numpys_to_the_last_bit(days):
+    """The same numbers as ``np.nanquantile`` on columns with and without gaps, all-NaN ones
+    included, at the levels the design rows read and at both ends."""
+    rng = np.random.default_rng(days)
+    stack = rng.random((days, 3000))
+    stack[rng.random(stack.shape) < 0.3] = np.nan
+    stack[:, :40] = np.nan
+    stack[:, 40:80] = 0.25  # ties
+    levels = (0.5, 0.8, 0.1, 0.9, 0.0, 1.0)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):  # numpy warns of the all-NaN columns
+        expected = np.nanquantile(stack, levels, axis=0)
+    np.testing.assert_array_equal(csi.nan_quantiles(stack, levels), expected)
+
+
 @pytest.fixture(scope="module")
 def pv_rows():
     history = histories(*fleet(1, 20, seed=8))[0]

@@ -15,8 +15,6 @@ benchmarks divide by the same thing, so an index from one is an index for all.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 #: Below this share of the AC limit the sun is effectively down: the index there is a division
@@ -81,9 +79,30 @@ def same_time_quantiles(index: np.ndarray, per_day: int, days: int, levels: tupl
         shift = k * per_day
         if shift < n:
             stack[k, shift:] = index[: n - shift]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as meant
-        return np.nanquantile(stack, levels, axis=0)
+    return nan_quantiles(stack, levels)
+
+
+def nan_quantiles(stack: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """``np.nanquantile(stack, levels, axis=0)``, the same numbers to the last bit (its
+    linear method: the virtual index ``(n - 1) q`` over each column's known values, and its
+    two-sided interpolation), NaN for a column without a known value. NumPy takes a column
+    with a NaN one by one in Python; sorting the whole stack once (NaN sort last) and
+    indexing each column's known values is a few hundred times faster, which every design
+    matrix, and so every plan on the trained models, pays."""
+    ordered = np.sort(stack, axis=0)
+    count = (~np.isnan(stack)).sum(axis=0)
+    out = np.full((len(levels), stack.shape[1]), np.nan)
+    columns = np.flatnonzero(count > 0)
+    last = count[columns] - 1
+    for row, level in enumerate(levels):
+        virtual = last.astype("float64") * level
+        below = np.floor(virtual)
+        gamma = virtual - below
+        low = np.minimum(below.astype(np.int64), last)
+        a, b = ordered[low, columns], ordered[np.minimum(low + 1, last), columns]
+        step = b - a
+        out[row, columns] = np.where(gamma >= 0.5, b - step * (1 - gamma), a + step * gamma)
+    return out
 
 
 def to_kw(index: np.ndarray, clear_kw: np.ndarray, up: np.ndarray) -> np.ndarray:
