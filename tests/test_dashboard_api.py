@@ -79,6 +79,20 @@ def test_sites_report_equipment_and_coverage(client, filled):
     assert client.get(f"/api/sites/{first['device_id']}").json() == first
 
 
+def test_a_device_whose_site_is_not_declared_names_no_currency(tmp_path, filled):
+    """Readings imported before a site file declared the home: their prices are in a currency
+    nobody named, so none is shown (not the fallback's dollars); declared sites keep theirs."""
+    from benchmarks.real_data import readings
+
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        store.upsert_sites([site_record(filled[1][0])])
+        stamps = pd.date_range("2024-06-01", periods=4, freq="15min", tz="UTC")
+        store.upsert_readings(readings("imported-meter", pd.Series(0.5, index=stamps)))
+        sites = {site["device_id"]: site for site in TestClient(create_app(store)).get("/api/sites").json()}
+    assert sites["imported-meter"]["currency"] == ""
+    assert sites[filled[1][0].device_id]["currency"] == "USD"
+
+
 def test_readings_default_to_the_last_48_hours(client, filled):
     device = filled[1][0].device_id
     body = client.get(f"/api/sites/{device}/readings").json()

@@ -86,12 +86,17 @@ def list_sites(store: CloudStore) -> list[dict[str, Any]]:
 
 
 def site_currency(row: Mapping[str, Any]) -> str:
-    """The currency of a ``sites`` row: its configuration's, else its country's."""
+    """The currency of a ``sites`` row: its configuration's, else its country's; "" for a
+    device with neither (readings imported before its site was declared), whose prices are in
+    a currency nobody named: calling them dollars would be a guess shown as a fact."""
     try:
         configured = json.loads(row.get("config_json") or "{}").get("currency")
     except (ValueError, AttributeError):
         configured = None
-    return currency_of(row.get("country") or "", configured if isinstance(configured, str) else None)
+    configured = configured if isinstance(configured, str) else None
+    if not configured and not row.get("country"):
+        return ""
+    return currency_of(row.get("country") or "", configured)
 
 
 def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
@@ -197,7 +202,9 @@ def _feed_in_by_time_of_day(recent: pd.DataFrame, stamps: pd.Series) -> np.ndarr
     day (the tariff follows time-of-use periods), else the recent median."""
     if recent.empty:
         return np.zeros(len(stamps))
-    key = lambda ts: ts.dt.hour * 60 + ts.dt.minute
+    def key(ts):
+        return ts.dt.hour * 60 + ts.dt.minute
+
     by_minute = recent.assign(minute=key(recent[dd.TS])).groupby("minute")[dd.FEED_IN].last()
     values = key(pd.to_datetime(stamps, utc=True)).map(by_minute).to_numpy(dtype="float64")
     return np.where(np.isfinite(values), values, float(recent[dd.FEED_IN].median()))

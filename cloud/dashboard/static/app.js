@@ -29,8 +29,9 @@ const el = (id) => document.getElementById(id);
 // site's currency. The texts of the plan and its savings come from the plan's summary.
 const currentSite = () => state.sites.find((s) => s.device_id === state.site) || {};
 const siteZone = () => currentSite().timezone || "UTC";
-const currency = () => currentSite().currency || "USD";
-const perKwh = () => currency() + "/kWh";
+// A device whose site is not declared has no currency: its prices are shown per kWh alone.
+const currency = () => currentSite().currency || "";
+const perKwh = () => (currency() ? currency() + "/kWh" : "per kWh");
 
 function localTime(stamp, withZone) {
   return new Date(stamp).toLocaleString("en-US", { timeZone: siteZone(), weekday: "short", hour: "2-digit",
