@@ -202,6 +202,7 @@ def _feed_in_by_time_of_day(recent: pd.DataFrame, stamps: pd.Series) -> np.ndarr
     day (the tariff follows time-of-use periods), else the recent median."""
     if recent.empty:
         return np.zeros(len(stamps))
+
     def key(ts):
         return ts.dt.hour * 60 + ts.dt.minute
 
