@@ -361,7 +361,10 @@ def test_a_half_hour_one_download_lacks_is_quarantined_with_the_other_s_reading(
     (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
     (tmp_path / "export.csv").write_text(octopus(["0.000", None, "0.100", "0.000"]))
     assert import_both(tmp_path) == 0
-    assert capsys.readouterr().out.startswith("imported 3 readings of uk-home (1 quarantined)")
+    out = capsys.readouterr().out
+    assert out.startswith("imported 3 readings of uk-home (1 quarantined)")
+    assert ("  joined: 1 time of net_grid_flow_kw (2025-10-26 00:30Z to 2025-10-26 00:30Z) lack a reading in one of "
+            "the files summed into it: quarantined") in out
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.4, 0.2])
         held = store.read_quarantine("uk-home")

@@ -166,6 +166,8 @@ class ImportResult(SyncResult):
     mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
     units_read: dict[str, str] = field(default_factory=dict)  # columns -> their unit and where it was read
     formats_read: dict[str, str] = field(default_factory=dict)  # time columns -> the numeric dates' pattern read
+    #: field -> (times, first, last) where files joined into it lacked a reading and it was quarantined
+    unmatched: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)
     replaced: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)  # field -> changed values
 
     def stored_from(self, ts: pd.Timestamp) -> None:
@@ -181,6 +183,8 @@ class ImportResult(SyncResult):
                 "time_formats_read": self.formats_read,
                 "replaced": {f: {"values": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
                              for f, (n, a, b) in self.replaced.items()},
+                "unmatched": {f: {"times": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
+                              for f, (n, a, b) in self.unmatched.items()},
                 "checks": [vars(f) for f in self.findings]}
 
 
@@ -686,10 +690,13 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
         whole = present.all(axis=1)
         columns[field_name] = np.where(whole, np.where(present, values, 0.0).sum(axis=1), np.nan)
         parts_cut |= {f"{source.name}: {field_name}": values[:, k] for k, (source, _) in enumerate(filling)}
-        for row in np.flatnonzero(present.any(axis=1) & ~whole):
+        halves = np.flatnonzero(present.any(axis=1) & ~whole)
+        for row in halves:
             lacking = ", ".join(source.name for (source, _), there in zip(filling, present[row]) if not there)
             partial.iloc[row] = _join(partial.iloc[row], f"{field_name} sums {len(filling)} files; {lacking} has no "
                                                          "reading at this time")
+        if len(halves):
+            result.unmatched[field_name] = (len(halves), times[halves[0]], times[halves[-1]])
     readings = pd.DataFrame({dd.DEVICE_ID: sources[0].plan.options.device_id, dd.TS: times,
                              **{c: columns.get(c) for c in dd.FIELD_TYPES}})
     readings = dd.coerce_frame(readings)
@@ -870,6 +877,10 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(f"  replaced: {count:,} stored values of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) "
               "with this file's; a field holds one value per time, so a grid meter's import and export downloaded "
               "apart are imported together, each with its --import and --column-map (docs/operations.md)")
+    for field_name, (count, first, last) in result.unmatched.items():
+        print(f"  joined: {count:,} time{'s' * (count != 1)} of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) lack a "
+              "reading in one of the files summed into it: quarantined with the readings the others have, not stored "
+              "as part of the sum")
     if result.features_rewound:
         print(f"  features: already written past {result.first_stored:%Y-%m-%d %H:%M}Z; the next "
               f"run_feature_engineering.py rewrites them from there ({', '.join(result.features_rewound)})")
