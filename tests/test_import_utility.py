@@ -69,7 +69,7 @@ def test_a_green_button_download_imports_as_the_house_load_at_each_interval_s_en
     assert code == 0, out
     assert "imported 8 readings of home-1 (0 quarantined)" in out
     assert "  times: DATE + START TIME labels each interval's start; stored at its end, 15 min later" in out
-    assert "COST, END TIME, NOTES, TYPE" in out
+    assert "columns not imported (no reading field; --column-map FILE_COLUMN=field): COST, NOTES, TYPE" in out
     with SQLiteCloudStore(db) as store:
         stored = store.read_readings("home-1")
     assert stored[dd.TS].tolist() == list(pd.date_range("2024-06-01T07:15Z", periods=8, freq="15min", unit="us"))
@@ -345,6 +345,7 @@ def test_an_import_and_an_export_download_make_one_grid_flow(tmp_path, capsys):
     assert import_both(tmp_path) == 0
     out = capsys.readouterr().out
     assert out.startswith("imported 4 readings of uk-home (0 quarantined)")
+    assert "columns not imported" not in out  # each file's Start is the interval's other end, no reading
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         stored = store.read_readings("uk-home")
         assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.3, -0.8, 0.2])  # kWh per half-hour, as kW

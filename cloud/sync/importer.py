@@ -58,6 +58,7 @@ from cloud.sync.timestamps import (
     TimeReader,
     find_time_columns,
     labels_start,
+    names_a_time,
     numeric_date_format,
     time_texts,
 )
@@ -280,7 +281,8 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     _check_sums(sources, source)
     unit_cells = {header.unit_columns[c]: (c, header.units[c]) for cs in sources.values() for c in cs
                   if c in header.unit_columns}
-    ignored = sorted(set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns) - set(unit_cells))
+    ignored = sorted(c for c in set(columns) - {c for cs in sources.values() for c in cs} - set(time_columns)
+                     - set(unit_cells) if not names_a_time(c))
     read = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
     units = {f: unit for f, (unit, _) in read.items()}
     own = time_columns == (header.time_column,)  # the header's format is its time column's

@@ -102,6 +102,13 @@ def find_time_columns(columns: Sequence[object], given: str | None, source: str)
                      f"(any case) or --timestamp-column NAME; columns: {[str(c) for c in columns]}")
 
 
+def names_a_time(column: object) -> bool:
+    """Whether a column's name is one of a time, a date or a time of day (the ``Start`` beside
+    the ``End`` read, a Green Button ``END TIME``): no reading, nor a column left out of one."""
+    name = normal_name(column)
+    return name in TIMESTAMP_NAMES or name in _PARTS or name in START_NAMES
+
+
 def labels_start(columns: Sequence[object]) -> bool:
     """Whether the time column's name (the time of day's, beside a date) says it labels each
     interval by its start."""
