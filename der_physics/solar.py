@@ -99,10 +99,31 @@ def clear_sky(sun: SunPosition, altitude_m: float, dni_extra: np.ndarray,
 def climatological_linke_turbidity(times: pd.DatetimeIndex, latitude: float, longitude: float) -> np.ndarray:
     """Linke turbidity at each instant from the monthly climatology pvlib ships (Remund et al.),
     interpolated by day of year: a measured site's clear sky is as hazy as its place and
-    season, which a single value misses by several percent of clear-sky output."""
-    with warnings.catch_warnings():  # pvlib's lookup reads DatetimeIndex.dayofyear, which pandas 3 deprecates
-        warnings.filterwarnings("ignore", message=".*dayofyear is deprecated")
-        return np.asarray(clearsky.lookup_linke_turbidity(times, latitude, longitude), dtype=float)
+    season, which a single value misses by several percent of clear-sky output.
+
+    pvlib's value depends on the instant's UTC day of year and whether its year is a leap
+    year only, so it is looked up once per place for every day of both kinds of year
+    (:func:`_turbidity_by_day`) and read from there: the lookup opens pvlib's HDF5 file each
+    time, which a plan's every clear sky paid."""
+    utc = pd.DatetimeIndex(times)
+    utc = utc.tz_localize("UTC") if utc.tz is None else utc.tz_convert("UTC")  # pvlib reads a naive time as UTC
+    leap, common = _turbidity_by_day(float(latitude), float(longitude))
+    day = np.asarray(utc.day_of_year) - 1
+    return np.where(np.asarray(utc.is_leap_year), leap[day], common[np.minimum(day, 364)])
+
+
+@lru_cache(maxsize=64)
+def _turbidity_by_day(latitude: float, longitude: float) -> tuple[np.ndarray, np.ndarray]:
+    """pvlib's climatological Linke turbidity at a place on every day of a leap year and of a
+    common one, as pvlib itself gives them."""
+    days = []
+    for year, count in ((2016, 366), (2015, 365)):
+        with warnings.catch_warnings():  # pvlib's lookup reads DatetimeIndex.dayofyear, which pandas 3 deprecates
+            warnings.filterwarnings("ignore", message=".*dayofyear is deprecated")
+            index = pd.date_range(f"{year}-01-01T12:00Z", periods=count, freq="D")
+            days.append(np.asarray(clearsky.lookup_linke_turbidity(index, latitude, longitude), dtype=float))
+            days[-1].setflags(write=False)  # shared by every caller at this place
+    return days[0], days[1]
 
 
 def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, tilt: float, azimuth: float) -> np.ndarray:

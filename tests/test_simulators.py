@@ -143,6 +143,22 @@ def test_shared_astronomy_gives_a_fresh_clear_sky_bit_for_bit(tz, latitude, long
         np.testing.assert_array_equal(solar.clearsky_ac_kw(cfg, times), fresh.generation_kw)
 
 
+@pytest.mark.parametrize("tz", ["UTC", "America/Denver", "Asia/Tokyo", None])
+def test_the_turbidity_looked_up_once_per_place_is_pvlibs_own(tz):
+    """Read from a table of every day of a leap and a common year, as pvlib's lookup gives
+    each instant's UTC day: the same numbers over years of both kinds, at every hour."""
+    import warnings
+
+    from pvlib import clearsky
+
+    times = pd.date_range("2015-12-30", "2017-01-02", freq="37min", tz=tz)
+    for latitude, longitude in ((39.74, -105.18), (51.45, -0.1), (-33.9, 151.2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pvlib reads a property pandas deprecates
+            expected = np.asarray(clearsky.lookup_linke_turbidity(times, latitude, longitude), dtype=float)
+        np.testing.assert_array_equal(solar.climatological_linke_turbidity(times, latitude, longitude), expected)
+
+
 def test_inverter_clips_at_its_rating():
     cfg = config(seed=9, solar={"capacity_kw": 12.0, "inverter_kw": 6.0})
     frame = readings(cfg, "2024-06-01", "2024-06-15")
