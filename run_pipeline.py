@@ -14,7 +14,7 @@ from cloud.dashboard.queries import pipeline_status
 from cloud.pipeline import pipeline_settings, run_continuous, run_once
 from cloud.pipeline import settings as ps
 from cloud.pipeline.summary import print_summary
-from cloud.store.factory import open_cloud_store
+from cloud.store.factory import add_cloud_db_flag, cloud_db_choice, open_cloud_store
 from cloud.store.sqlite import DEFAULT_CLOUD_DB
 from der_core import der_data as dd
 from der_core.cli_support import (
@@ -47,8 +47,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--site", metavar="FILE", action="append", default=[],
                         help="a real site's file (repeatable): declare it, fetch its weather and prices and plan it "
                              "instead of simulated homes (readings from run_cloud_sync.py --import or a gateway)")
-    parser.add_argument("--cloud-db", choices=("sqlite", "postgres", "supabase"),
-                        help="cloud store (default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, else SQLite)")
+    add_cloud_db_flag(parser, embedded=f"{ps.DEFAULT_DATA_DIR}/cloud.db, or cloud.db in --data-dir")
     add_common_flags(parser)
     return parser
 
@@ -67,12 +66,13 @@ def show_status(settings: ps.PipelineSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, quiet=not args.verbose and not args.continuous)
+    backend, embedded = cloud_db_choice(args.cloud_db)
     settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
-                                 seed=args.seed, backend=args.cloud_db, site_files=args.site)
+                                 seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded)
     if args.status:
         return show_status(settings)
     default_store = settings.cloud.backend != "sqlite" or settings.cloud.sqlite_path == DEFAULT_CLOUD_DB
-    store_flag = "" if default_store else f" --sqlite-path {settings.cloud.sqlite_path}"
+    store_flag = "" if default_store else f" --cloud-db {settings.cloud.sqlite_path}"
     hint = f"see it in the dashboard: python run_dashboard.py{store_flag}  (then open http://127.0.0.1:8000/)"
     if args.continuous:
         print(hint, file=sys.stderr)

@@ -123,6 +123,23 @@ def test_bad_flags_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "data").exists()
 
 
+def test_the_pipeline_takes_the_jobs_store_file(tmp_path, monkeypatch, capsys):
+    """``--cloud-db FILE``, as every job takes it: the store the README's import and jobs
+    wrote is the one the pipeline runs on, not a new one in --data-dir."""
+    import run_pipeline
+
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    mine = tmp_path / "mine.db"
+    with SQLiteCloudStore(mine) as store:
+        run = store.start_run("cloud_import", {"file": "meter.csv"})
+        store.finish_run(run, "ok", 7)
+    assert pipeline_settings(tmp_path / "data", cloud_db=mine).cloud.sqlite_path == str(mine)
+    run_pipeline.main(["--status", "--cloud-db", str(mine), "--data-dir", str(tmp_path / "data")])
+    assert "cloud_import" in capsys.readouterr().out
+    assert not (tmp_path / "data" / "cloud.db").exists()
+
+
 def test_continuous_schedules_every_job_at_its_cadence(tmp_path, monkeypatch):
     for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):  # its own embedded cloud, nothing shared
         monkeypatch.delenv(name, raising=False)

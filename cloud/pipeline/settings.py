@@ -86,8 +86,10 @@ class PipelineSettings:
 
 def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = DEFAULT_SITES, days: int = DEFAULT_DAYS,
                       interval_s: int = DEFAULT_INTERVAL_S, seed: int = DEFAULT_SEED,
-                      backend: str | None = None, site_files: Sequence[str | Path] = ()) -> PipelineSettings:
-    """The cloud store follows the usual variables; the embedded one lives in ``data_dir``.
+                      backend: str | None = None, site_files: Sequence[str | Path] = (),
+                      cloud_db: str | Path | None = None) -> PipelineSettings:
+    """The cloud store follows the usual variables; the embedded one is ``cloud_db``, else
+    lives in ``data_dir`` (the jobs' ``--cloud-db FILE`` is the same store).
     Each site file is read and checked here, its price source included, so a wrong one is one
     line before anything runs."""
     declared: tuple[SiteDeclaration, ...] = ()
@@ -96,8 +98,8 @@ def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = D
 
         declared = tuple(check_declaration(load_site_file(path)) for path in site_files)
     data_dir = Path(data_dir)
-    cloud = cloud_settings(backend=backend, sqlite_path=str(data_dir / "cloud.db"))
+    embedded = str(cloud_db) if cloud_db is not None else str(data_dir / "cloud.db")
+    cloud = cloud_settings(backend=backend, sqlite_path=embedded)
     if cloud.backend != SQLITE:
-        cloud = CloudSettings(cloud.backend, str(data_dir / "cloud.db"), cloud.database_url, cloud.supabase_url,
-                              cloud.supabase_key)
+        cloud = CloudSettings(cloud.backend, embedded, cloud.database_url, cloud.supabase_url, cloud.supabase_key)
     return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud, declared=declared)

@@ -69,12 +69,13 @@ def open_cloud_store(settings: CloudSettings) -> CloudStore:
 BACKENDS = (SQLITE, POSTGRES, SUPABASE)
 
 
-def add_cloud_db_flag(parser: argparse.ArgumentParser) -> None:
-    """``--cloud-db FILE|BACKEND``: the store a command uses, one flag for every command."""
+def add_cloud_db_flag(parser: argparse.ArgumentParser, embedded: str = "data/cloud.db") -> None:
+    """``--cloud-db FILE|BACKEND``: the store a command uses, one flag for every command;
+    ``embedded`` says where the embedded store is by default."""
     parser.add_argument("--cloud-db", metavar="FILE|BACKEND",
                         help="the cloud store: an embedded store file, or sqlite, postgres or supabase by name "
                              "(default: Supabase if SUPABASE_URL is set, else Postgres if DATABASE_URL is, "
-                             "else data/cloud.db)")
+                             f"else {embedded})")
 
 
 def cloud_db_choice(value: str | None) -> tuple[str | None, str | None]:
