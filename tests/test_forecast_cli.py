@@ -88,6 +88,21 @@ def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
     assert "DRIFT in load_kw" in run("--status", cwd=cwd).stdout
 
 
+@pytest.mark.parametrize("coverage, verdict", [
+    (0.79, None), (0.6, None),
+    (0.3, "the P10-P90 band holds 30% of the truths, against the 80% it is meant to (floor 60%)"),
+    (None, None),  # no band measured
+])
+def test_a_band_that_holds_far_fewer_truths_than_meant_is_drift(coverage, verdict):
+    """A six-week home's PV band, calibrated on a few days, held 30 % of the next month's truths
+    with its median still ahead of same time yesterday: the MAE and skill checks pass it, the
+    band's own check does not."""
+    from cloud.forecasting.evaluation import drift_verdict
+
+    assert drift_verdict("solar_kw", 0.30, 0.26, 0.16, 0.25, coverage) == verdict
+    assert drift_verdict("solar_kw", 0.60, 0.26, 0.16, 0.25, 0.3).startswith("MAE 0.6 is 131% above")  # MAE first
+
+
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "a fifth"])
 def test_test_size_outside_zero_one_is_one_line_and_exit_2(tmp_path, value):
     done = run("--train", cwd=tmp_path, env={"FORECAST_TEST_SIZE": value})
