@@ -110,6 +110,8 @@ def test_a_real_home_goes_from_the_readmes_commands_to_a_plan_and_a_what_if_back
     done = run(train, tmp_path)
     version = (tmp_path / "trained_models" / "ACTIVE").read_text().strip()
     assert f"trained version {version}" in done.stdout and "load_kw: 1 sites" in done.stdout
+    assert "price_per_kwh: not trained: no grid_price_price_per_kwh readings" in done.stdout
+    assert "WARNING" not in done.stderr  # a home without price readings is planned on its tariff
     done = run(evaluate, tmp_path)
     assert f"active version {version}" in done.stdout
     assert any(line.strip().startswith("load_kw: MAE") for line in done.stdout.splitlines())

@@ -32,6 +32,7 @@ from cloud.forecasting.models import (
 )
 from cloud.forecasting.targets import (
     NON_NEGATIVE,
+    PRICE_PER_KWH,
     SOLAR_KW,
     TARGET_COLUMNS,
     Availability,
@@ -217,7 +218,10 @@ def train(histories: Sequence[dz.SiteHistory], settings: TrainSettings, weather:
             first = checks[0] if checks else None
             result.skipped[target] = ("no sites" if first is None else first.reason if len(checks) == 1
                                       else f"{first.device_id}: {first.reason} (and {len(checks) - 1} more sites)")
-            log.warning("%s cannot be trained: %s", target, result.skipped[target])
+            # Without a price model plans price a site from its tariff and published prices: a
+            # home without price readings (most real ones) is no fault worth a warning.
+            (log.info if target == PRICE_PER_KWH else log.warning)("%s cannot be trained: %s", target,
+                                                                   result.skipped[target])
             continue
         result.targets[target] = train_target(usable, target, settings, weather, client)
     if not result.targets:
