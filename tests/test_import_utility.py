@@ -409,3 +409,15 @@ def test_an_event_file_imports_alone(tmp_path, capsys):
             "--device-id", "uk-home", "--cloud-db", str(tmp_path / "cloud.db")]
     assert run_cli(run_cloud_sync.main, argv) == 2
     assert "history.csv: an event file (entity_id, state) imports alone" in capsys.readouterr().err
+
+
+def test_a_column_both_downloads_leave_out_is_named_once(tmp_path, capsys):
+    (tmp_path / "import.csv").write_text("ts,kWh,Tariff\n2025-01-01T00:30Z,0.4,std\n2025-01-01T01:00Z,0.3,std\n")
+    (tmp_path / "export.csv").write_text("ts,kWh,Tariff,MPAN\n2025-01-01T00:30Z,0.1,exp,19\n2025-01-01T01:00Z,0,exp,19\n")
+    assert run_cli(run_cloud_sync.main, [
+        "--import", str(tmp_path / "import.csv"), "--column-map", "kWh=net_grid_flow_kw",
+        "--import", str(tmp_path / "export.csv"), "--column-map", "kWh=-net_grid_flow_kw",
+        "--device-id", "uk-home", "--units", "kWh", "--cloud-db", str(tmp_path / "cloud.db"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["columns_not_imported"] == ["Tariff", "export.csv: MPAN"]
+    assert report["rows_stored"] == 2

@@ -248,7 +248,7 @@ class _Plan:
 
     def label(self, field_name: str) -> str:
         """The file's name for a field's values: its column, or its columns' sum."""
-        return "".join(f"{' - ' if c in self.options.negated else ' + ' if k else ''}{c}"
+        return "".join(f"{('-' if not k else ' - ') if c in self.options.negated else ' + ' if k else ''}{c}"
                        for k, c in enumerate(self.sources[field_name]))
 
     def kind(self, field_name: str) -> str:
@@ -577,9 +577,11 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     of = (lambda source, text: f"{source.name}: {text}") if joined else (lambda source, text: text)
     result.interval = sources[0].plan.interval
+    everywhere = set.intersection(*(set(source.plan.ignored) for source in sources)) if joined else set()
+    result.columns_not_imported = sorted(everywhere)  # a column every file leaves out is named once
     for source in sources:
         plan = source.plan
-        result.columns_not_imported += [of(source, c) for c in plan.ignored]
+        result.columns_not_imported += [of(source, c) for c in plan.ignored if c not in everywhere]
         if source.by_file:
             result.mapped_by_file |= {f: of(source, plan.label(f)) for f in plan.sources}
         result.units_read |= {of(source, plan.label(f)): f"{plan.units.get(f, 'kW')} {where}"
