@@ -421,3 +421,19 @@ def test_a_column_both_downloads_leave_out_is_named_once(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["columns_not_imported"] == ["Tariff", "export.csv: MPAN"]
     assert report["rows_stored"] == 2
+
+
+def test_an_export_meter_fitted_later_keeps_the_import_alone_before_it(tmp_path, capsys):
+    """The export download begins with the PV, a half-hour after the import's first: imported
+    alone first, then both, the import's own value stays where the export has none, and the
+    sums replace it where both have one."""
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
+    (tmp_path / "export.csv").write_text(octopus([None, "0.050", "0.100", "0.000"]))
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "import.csv"), "--column-map",
+                                         "Consumption (kWh)=net_grid_flow_kw", "--device-id", "uk-home", "--units",
+                                         "kWh", "--cloud-db", str(tmp_path / "cloud.db")]) == 0
+    assert import_both(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "import the other alone first, then both" in out and "replaced: 2 stored values" in out
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.4, 0.4, 0.2])

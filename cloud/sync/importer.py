@@ -884,7 +884,8 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
     for field_name, (count, first, last) in result.unmatched.items():
         print(f"  joined: {count:,} time{'s' * (count != 1)} of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) lack a "
               "reading in one of the files summed into it: quarantined with the readings the others have, not stored "
-              "as part of the sum")
+              "as part of the sum (where one download begins later, as an export meter fitted with the PV does, "
+              "import the other alone first, then both: the sums then replace its values where both have one)")
     if result.features_rewound:
         print(f"  features: already written past {result.first_stored:%Y-%m-%d %H:%M}Z; the next "
               f"run_feature_engineering.py rewrites them from there ({', '.join(result.features_rewound)})")
