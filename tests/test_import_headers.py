@@ -428,3 +428,17 @@ def test_a_units_row_with_a_unit_unknown_here_is_still_the_units_row(tmp_path, c
     assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5, 1.6])
     with pytest.raises(UsageError, match=r"column 'Ladung' is in Ah by the file's header; expected power or energy"):
         import_file(tmp_path / "m.csv", cloud, ImportOptions("home-2", {"Ladung": dd.SOLAR_KW}, timezone="UTC"))
+
+
+def test_a_name_broken_across_lines_inside_quotes_reads_as_it_shows(tmp_path, cloud):
+    """A spreadsheet's wrapped header cell (``"PV power⏎(W)"``) is one name with a space at the
+    break, and a bad reading's line is the line an editor shows, the header's extra lines
+    counted."""
+    (tmp_path / "m.csv").write_text('"Time","PV power\n(W)","Load\n(W)"\n2024-06-01 00:15,0,450\n'
+                                    "2024-06-01 00:30,x,520\n2024-06-01 00:45,0,610\n")
+    options = ImportOptions("home-1", {"PV power (W)": dd.SOLAR_KW, "Load (W)": dd.LOAD_TOTAL})
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (2, 1)
+    assert result.units_read == {"PV power (W)": "W by its name", "Load (W)": "W by its name"}
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 5: PV power (W) 'x' is not a number"]
+    assert cloud.read_readings("home-1")[dd.LOAD_TOTAL].tolist() == pytest.approx([0.45, 0.61])

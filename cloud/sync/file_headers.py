@@ -45,6 +45,8 @@ from der_core.errors import UsageError
 #: Units a units row may hold, brackets and spaces aside.
 _UNIT = re.compile(r"^[\[(]?\s*(?:[mkKM]?(?:W|w|Wh|WH|wh|VA|VAh|var|varh)|Watt|V|A|mA|%|°C|°F|Hz|W/m²|W/m2)\s*[\])]?$")
 #: A bracketed cell of a units row that is no unit known here (``[Ah]``, ``[-]``, ``[kWp]``).
+#: A line break inside a quoted header cell (``"PV power\n(W)"``): read as the space it shows.
+_LINE_BREAK = re.compile(r"[ \t]*\r?\n[ \t]*")
 _OTHER_UNIT = re.compile(r"^\[[^\[\]]{0,12}\]$")
 #: A time format as .NET and Java spell it: day, month and year fields and separators.
 _TIME_FORMAT = re.compile(r"^[\[(]?\s*(?=[^\])]*y)(?=[^\])]*M)(?=[^\])]*d)[yMdHhmsftaT.:/\- ,']+\s*[\])]?$")
@@ -120,7 +122,7 @@ class Header:
 def find_header(rows: Sequence[Sequence[str]], timestamp_column: str | None) -> Header:
     """The header of a file whose first rows (cells as text) are ``rows`` (see the module
     docstring)."""
-    cells = [[str(c).strip() for c in row] for row in rows]
+    cells = [[_LINE_BREAK.sub(" ", str(c)).strip() for c in row] for row in rows]
     units_at = next((i for i, row in enumerate(cells) if _is_units_row(row)), None)
     names_at = None
     if units_at:  # a units row with rows above it

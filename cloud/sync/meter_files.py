@@ -58,6 +58,9 @@ class Dialect:
     decimal: str = "."
     header_lines: int = 1
     encoding: str = "utf-8-sig"
+    #: Line breaks inside the header's quoted cells: lines the header takes beyond its rows,
+    #: so each reading's line number is the one an editor shows.
+    broken_lines: int = 0
 
     PLAIN: ClassVar[Dialect]  # comma-separated, decimal points: pandas' own
 
@@ -91,7 +94,8 @@ class MeterFile:
         """The file's rows ``size`` at a time, indexed by line (or row) number; CSV cells as
         text, so a value that is not a number is refused by its row alone. A line without a
         filled cell holds no reading and is left out, its number kept for the lines after it."""
-        first = self.dialect.skip + self.dialect.header_lines + 1 if self.where == "line" else 1
+        first = (self.dialect.skip + self.dialect.header_lines + self.dialect.broken_lines + 1 if self.where == "line"
+                 else 1)
         try:
             if self.where == SHEET_ROW:
                 yield from _sheet_chunks(self.path, self.columns, size, self.header.data_row + 1)
@@ -207,10 +211,18 @@ def sniff(lines: list[str], timestamp_column: str | None = None) -> tuple[Dialec
     else:
         rows = [line for line in lines if line.strip()]
         delimiter = _steady(rows) or _steady(rows[-max(3, len(rows) // 2):]) or ","  # the readings below a preamble
-    header = find_header(list(csv.reader(lines, delimiter=delimiter)), timestamp_column)
-    cells = [cell.strip('"') for line in lines[header.data_row:] for cell in line.split(delimiter)]
+    # Each line ends again as read, so a name broken across lines inside quotes keeps the break.
+    reader = csv.reader((line + "\n" for line in lines), delimiter=delimiter)
+    rows, ends = [], []  # each row, and the lines read once it is
+    for row in reader:
+        rows.append(row)
+        ends.append(reader.line_num)
+    header = find_header(rows, timestamp_column)
+    broken = ends[header.data_row - 1] - header.data_row if 0 < header.data_row <= len(ends) else 0
+    cells = [cell.strip('"') for line in lines[header.data_row + broken:] for cell in line.split(delimiter)]
     decimal = "," if delimiter != "," and any(_DECIMAL_COMMA.match(c) for c in cells) else "."
-    return Dialect(delimiter, skip + header.names_row, decimal, header.data_row - header.names_row), header
+    return Dialect(delimiter, skip + header.names_row, decimal, header.data_row - header.names_row,
+                   broken_lines=broken), header
 
 
 def _steady(rows: list[str]) -> str | None:
