@@ -390,6 +390,7 @@ def test_downloads_in_different_intervals_are_refused_before_anything_is_stored(
 @pytest.mark.parametrize("maps,message", [
     (["a=net_grid_flow_kw", "b=net_grid_flow_kw", "c=net_grid_flow_kw"],
      "--column-map is given 3 times for 2 --import files; expected it once for all of them or once for each"),
+    (["Consumption (kWh)=net_grid_flow_kw"], "import.csv is given twice; expected each file once"),
 ])
 def test_column_maps_are_one_for_all_files_or_one_for_each(tmp_path, capsys, maps, message):
     (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250"]))

@@ -553,6 +553,10 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     """Import one meter file, or several downloads of one site joined by time
     (:func:`_import_joined`), each read with its own options, as one ``cloud_import`` run."""
     retry = retry or RetryPolicy()
+    resolved = [Path(p).resolve() for p in paths]
+    twice = next((p for k, p in enumerate(paths) if resolved[k] in resolved[:k]), None)
+    if twice is not None:  # summed with itself, every value would be stored twice over
+        raise UsageError(f"--import {twice} is given twice; expected each file once")
     sources = [_open_source(Path(p), o) for p, o in zip(paths, options, strict=True)]
     joined = len(sources) > 1
     if joined:
