@@ -87,10 +87,34 @@ def test_a_device_whose_site_is_not_declared_names_no_currency(tmp_path, filled)
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         store.upsert_sites([site_record(filled[1][0])])
         stamps = pd.date_range("2024-06-01", periods=4, freq="15min", tz="UTC")
-        store.upsert_readings(readings("imported-meter", pd.Series(0.5, index=stamps)))
+        store.upsert_readings(readings("imported-meter", pd.Series(0.5, index=stamps, name=dd.LOAD_TOTAL)))
         sites = {site["device_id"]: site for site in TestClient(create_app(store)).get("/api/sites").json()}
     assert sites["imported-meter"]["currency"] == ""
     assert sites[filled[1][0].device_id]["currency"] == "USD"
+
+
+def test_a_home_without_a_load_meter_shows_the_load_its_plans_read(tmp_path):
+    """A utility meter's half-hourly grid flow and an inverter's quarter-hourly PV, no load
+    meter: the page's load is the balance the jobs take (each half hour's flow held over its
+    quarter hours, plus the PV), and the PV is 0 in the dark, where the inverter logs nothing."""
+    from benchmarks.real_data import readings
+
+    site = {dd.DEVICE_ID: "uk-home", "latitude": 51.45, "longitude": -0.1, "timezone": "Europe/London",
+            "country": "GB", "pv_capacity_kw": 3.4, "tilt_degrees": 40.0, "azimuth_degrees": 180.0,
+            "battery_capacity_kwh": 0.0, "has_ev": False}
+    halves = pd.date_range("2024-06-01T00:30Z", "2024-06-01T12:00Z", freq="30min")
+    quarters = pd.date_range("2024-06-01T05:15Z", "2024-06-01T12:00Z", freq="15min")  # the inverter wakes at dawn
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        store.upsert_sites([site])
+        store.upsert_readings(readings("uk-home", pd.Series(0.4, index=halves, name=dd.NET_GRID_FLOW)),
+                              fields=[dd.NET_GRID_FLOW])
+        store.upsert_readings(readings("uk-home", pd.Series(1.5, index=quarters, name=dd.SOLAR_KW)), fields=[dd.SOLAR_KW])
+        body = TestClient(create_app(store)).get("/api/sites/uk-home/readings?hours=24").json()["series"]
+    at = {ts: k for k, ts in enumerate(body["ts"])}
+    midnight, morning = at["2024-06-01T01:00:00+00:00"], at["2024-06-01T11:45:00+00:00"]
+    assert body[dd.LOAD_TOTAL][midnight] is None and body["house_load_kw"][midnight] == pytest.approx(0.4)
+    assert body[dd.SOLAR_KW][midnight] is None and body["pv_kw"][midnight] == 0.0
+    assert body["house_load_kw"][morning] == pytest.approx(0.4 + 1.5)  # 11:30-12:00's flow, this quarter's PV
 
 
 def test_readings_default_to_the_last_48_hours(client, filled):

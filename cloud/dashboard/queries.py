@@ -29,6 +29,11 @@ from der_core.money import currency_of
 READING_SERIES: tuple[str, ...] = (
     dd.SOLAR_KW, dd.LOAD_TOTAL, dd.BATTERY_SOC, dd.BATTERY_POWER, dd.NET_GRID_FLOW, dd.PRICE, dd.FEED_IN,
 )
+#: The house load and PV as every job reads them (``cloud.site_steps``): measured, else the
+#: site's balance (a home with a utility meter and an inverter but no load meter), PV 0 in
+#: the dark where the inverter logs nothing; at each reading's time, in the jobs' step.
+HOUSE_LOAD, PV = "house_load_kw", "pv_kw"
+COMPLETED_STEP = pd.Timedelta(minutes=15)
 SITE_SUMMARY_FIELDS: tuple[str, ...] = (
     "device_id", "timezone", "country", "latitude", "longitude", "pv_capacity_kw", "battery_capacity_kwh",
     "battery_max_charge_kw", "battery_max_discharge_kw", "has_ev",
@@ -104,14 +109,30 @@ def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:
 
 
 def readings(store: CloudStore, device_id: str, start: pd.Timestamp, stop: pd.Timestamp) -> dict[str, Any]:
+    """The stored readings, and beside them :data:`HOUSE_LOAD` and :data:`PV` as the jobs read
+    them, so a home whose load only the balance gives shows the load its plans were made for."""
     frame = store.read_readings(device_id, start, stop, columns=READING_SERIES)
+    completed = _completed(store, device_id, frame)
     return {
         "device_id": device_id,
         "start": iso(start),
         "end": iso(stop),
         "count": len(frame),
-        "series": {"ts": _stamps(frame[dd.TS]), **{c: _floats(frame[c]) for c in READING_SERIES}},
+        "series": {"ts": _stamps(frame[dd.TS]), **{c: _floats(frame[c]) for c in READING_SERIES},
+                   HOUSE_LOAD: _floats(completed[dd.LOAD_TOTAL]), PV: _floats(completed[dd.SOLAR_KW])},
     }
+
+
+def _completed(store: CloudStore, device_id: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cloud.site_steps.site_steps` of the readings, at each reading's time."""
+    from cloud.site_steps import site_steps
+
+    if frame.empty:
+        return pd.DataFrame({dd.LOAD_TOTAL: [], dd.SOLAR_KW: []}, dtype="float64")
+    row = store.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
+    site = row.iloc[0].to_dict() if len(row) else {}
+    steps = site_steps(frame, site, COMPLETED_STEP)
+    return steps[[dd.LOAD_TOTAL, dd.SOLAR_KW]].reindex(pd.DatetimeIndex(frame[dd.TS]))
 
 
 def _newest_issue(frame: pd.DataFrame) -> pd.DataFrame:

@@ -63,7 +63,7 @@ function drawHistory(readings) {
     series: [{}, line("solar kW", COLORS.solar, "kW"), line("load kW", COLORS.load, "kW"),
       line("grid kW (+import)", COLORS.grid, "kW")],
     axes: [{}, axis("kW", "kW")],
-  }, [x, s.solar_generation_kw, s.home_load_total_load_kw, s.net_grid_flow_kw]);
+  }, [x, s.pv_kw, s.house_load_kw, s.net_grid_flow_kw]);  // as the plans read them: measured, else the balance
   draw("chart-battery", {
     series: [{}, line("SOC %", COLORS.soc, "%"), line("price " + perKwh(), COLORS.price, "price", { width: 1 })],
     scales: { "%": { range: [0, 100] } },
