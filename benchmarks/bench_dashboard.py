@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._database import throwaway_database  # noqa: E402
 from benchmarks._machine import describe  # noqa: E402
 from benchmarks.dashboard_data import simulated, store_forecasts_and_plans  # noqa: E402
-from cloud.dashboard.app import STATIC_DIR, create_app  # noqa: E402
+from cloud.dashboard.app import STATIC_DIR, SWAGGER_PREFIX, create_app  # noqa: E402
 from cloud.store.postgres import PostgresCloudStore  # noqa: E402
 from der_core import der_data as dd  # noqa: E402
 from der_core.config import SimulatorConfig, site_record  # noqa: E402
@@ -63,6 +63,10 @@ def fill(url: str, sites: int, days: int) -> list[str]:
     return [c.device_id for c in configs]
 
 
+#: The event id the event routes are read with: none is stored, so the answer is 404.
+UNKNOWN_EVENT = "no-such-event"
+
+
 def _walk(routes):
     for route in routes:
         included = getattr(route, "original_router", None)  # an APIRouter the app includes
@@ -75,9 +79,16 @@ def routes(devices: list[str]) -> list[tuple[str, callable]]:
     out = []
     for route in _walk(create_app(PostgresCloudStore("postgresql://unused@127.0.0.1/unused", init=False)).routes):
         path = getattr(route, "path", "")
+        if "GET" not in (getattr(route, "methods", None) or {"GET"}):  # a POST or DELETE: not a page to read
+            continue
         if path == "/static":
             for file in sorted(p for p in STATIC_DIR.rglob("*") if p.is_file()):
                 out.append((f"/static/{file.relative_to(STATIC_DIR)}", lambda p=file: f"/static/{p.relative_to(STATIC_DIR)}"))
+        elif path == SWAGGER_PREFIX:  # a folder of files, not a page: the two /docs loads
+            for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
+                out.append((f"{path}/{name}", lambda p=f"{path}/{name}": p))
+        elif "{event_id}" in path:  # the benchmark announces no event: an unknown one is answered 404
+            out.append((path, lambda p=path: p.replace("{event_id}", UNKNOWN_EVENT)))
         elif "{device_id}" in path:
             out.append((path, lambda p=path: p.replace("{device_id}", devices[rng.integers(len(devices))])))
             if path.endswith("/readings"):
@@ -185,7 +196,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=30)
     latency = np.array([r[1] for r in results]) * 1000
-    errors = [r for r in results if r[2] != 200]
+    errors = [r for r in results if r[2] != (404 if UNKNOWN_EVENT in r[0] or "{event_id}" in r[0] else 200)]
     print(f"machine: {describe()}, {platform.system()}")
     print(f"routes ({len(table)}): {', '.join(t[0] for t in table)}")
     print(f"{len(results):,} requests, {args.clients} concurrent clients, {elapsed:.2f} s: {len(results) / elapsed:,.0f} requests/s")

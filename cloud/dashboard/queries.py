@@ -127,8 +127,9 @@ def _completed(store: CloudStore, device_id: str, frame: pd.DataFrame) -> pd.Dat
     """:func:`cloud.site_steps.site_steps` of the readings, at each reading's time."""
     from cloud.site_steps import site_steps
 
-    if frame.empty:
-        return pd.DataFrame({dd.LOAD_TOTAL: [], dd.SOLAR_KW: []}, dtype="float64")
+    measured = frame.set_index(dd.TS)[[dd.LOAD_TOTAL, dd.SOLAR_KW]]
+    if frame.empty or measured.notna().all().all():  # nothing to complete (a gateway's site): no work
+        return measured
     row = store.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
     site = row.iloc[0].to_dict() if len(row) else {}
     steps = site_steps(frame, site, COMPLETED_STEP)
