@@ -705,30 +705,40 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
                                                          "reading at this time")
         if len(halves):
             result.unmatched[field_name] = (len(halves), times[halves[0]], times[halves[-1]])
-    readings = pd.DataFrame({dd.DEVICE_ID: sources[0].plan.options.device_id, dd.TS: times,
-                             **{c: columns.get(c) for c in dd.FIELD_TYPES}})
-    readings = dd.coerce_frame(readings)
+    device = sources[0].plan.options.device_id
+
+    def frame_at(rows: np.ndarray) -> pd.DataFrame:  # the contract's frame of these times, built a batch at a time
+        return dd.coerce_frame(pd.DataFrame({dd.DEVICE_ID: device, dd.TS: times[rows],
+                                             **{c: columns[c][rows] if c in columns else None for c in dd.FIELD_TYPES}}))
+
     cut = (partial != "").to_numpy()
     if cut.any():
-        rows = readings[cut].reset_index(drop=True).assign(**{k: v[cut] for k, v in parts_cut.items()})
+        rows = frame_at(np.flatnonzero(cut)).assign(**{k: v[cut] for k, v in parts_cut.items()})
         held.append((rows, pd.Series(partial.to_numpy()[cut]), source_name))
     for rows, reasons, where in held:
         retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
         result.rows_quarantined += len(rows)
-    readings = readings[readings[fields].notna().any(axis=1).to_numpy()]
+    kept = np.flatnonzero(np.column_stack([~pd.isna(columns[f]) for f in fields]).any(axis=1))
     checks.interval = sources[0].plan.interval
     batch_size = sources[0].plan.options.batch_size
-    for start in range(0, len(readings), batch_size):
-        batch = readings.iloc[start:start + batch_size].reset_index(drop=True)
-        good, bad, reasons = validate(batch, required=())
-        if len(bad):
-            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source_name))  # noqa: B023 (called at once)
-        if len(good):
-            _upsert_present(cloud, good, fields, retry, result)
-            result.stored_from(good[dd.TS].min())
-        checks.add(good, fields, nameplate_kw)
-        result.rows_synced += len(good)
-        result.rows_quarantined += len(bad)
+    for start in range(0, len(kept), batch_size):
+        _store_batch(frame_at(kept[start:start + batch_size]), fields, source_name, cloud, retry, result, checks,
+                     nameplate_kw)
+
+
+def _store_batch(batch: pd.DataFrame, fields: list[str], source: str, cloud: CloudStore, retry: RetryPolicy,
+                 result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
+    """One batch of readings built whole (an event file's grid, joined downloads): validated,
+    the rows that fail quarantined, the others' filled fields upserted and checked."""
+    good, bad, reasons = validate(batch, required=())
+    if len(bad):
+        retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
+    if len(good):
+        _upsert_present(cloud, good, fields, retry, result)
+        result.stored_from(good[dd.TS].min())
+    checks.add(good, fields, nameplate_kw)
+    result.rows_synced += len(good)
+    result.rows_quarantined += len(bad)
 
 
 def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
@@ -825,17 +835,8 @@ def _store_grid(events: ev.Events, plan: _Plan, cloud: CloudStore, retry: RetryP
     readings = ev.readings_frame(plan.options.device_id, grid, columns)
     plan.interval = checks.interval = ev.STEP
     for start in range(0, len(readings), plan.options.batch_size):
-        batch = dd.coerce_frame(readings.iloc[start:start + plan.options.batch_size])
-        good, bad, reasons = validate(batch, required=())
-        if len(bad):
-            retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))  # noqa: B023 (called at once)
-        if len(good):
-            _count_replaced(cloud, good, plan.fields, retry, result)
-            retry.call("upsert readings", lambda: cloud.upsert_readings(good, fields=plan.fields))  # noqa: B023 (called at once)
-            result.stored_from(good[dd.TS].min())
-        checks.add(good, plan.fields, nameplate_kw)
-        result.rows_synced += len(good)
-        result.rows_quarantined += len(bad)
+        _store_batch(dd.coerce_frame(readings.iloc[start:start + plan.options.batch_size]), plan.fields, source, cloud,
+                     retry, result, checks, nameplate_kw)
 
 
 def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
