@@ -138,3 +138,15 @@ def test_two_entities_mapped_to_one_field_are_summed(tmp_path, cloud):
     west = import_file(tmp_path / "history.csv", cloud, ImportOptions("home-2", {"sensor.pv_west": dd.SOLAR_KW}, units="W"))
     assert west.rows_synced == 5  # west alone has a value every five minutes to 10:25
     assert stored.dropna().to_dict() == pytest.approx({"10:05": 1.4, "10:10": 2.1})
+
+
+def test_a_gap_in_the_history_never_blanks_what_another_file_stored(tmp_path, cloud):
+    """The inverter's own export filled 10:10, which the history leaves a gap (unavailable
+    for most of it): the history's blank is no value, and the inverter's reading stays."""
+    (tmp_path / "inverter.csv").write_text("ts,pv_w\n2024-06-01T10:10:00Z,2500\n")
+    import_file(tmp_path / "inverter.csv", cloud, ImportOptions("home-1", {"pv_w": dd.SOLAR_KW}, units="W"))
+    history_csv(tmp_path / "history.csv", POWER)
+    import_file(tmp_path / "history.csv", cloud, ImportOptions("home-1", MAP, units="W"))
+    stored = cloud.read_readings("home-1").set_index(dd.TS)[dd.SOLAR_KW]
+    assert stored[pd.Timestamp("2024-06-01T10:10Z")] == pytest.approx(2.5)
+    assert stored[pd.Timestamp("2024-06-01T10:15Z")] == pytest.approx(3.0)
