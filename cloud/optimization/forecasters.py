@@ -294,7 +294,11 @@ class ModelsForecaster:
     def _predicted(self, issued_at: pd.Timestamp, instants: pd.DatetimeIndex) -> pd.DataFrame:
         from cloud.forecasting.issue import forecast_next_day
 
-        per_step = _models_steps_in(_step_of(instants))
+        step = _step_of(instants)
+        per_step = models_steps_in(step)
+        if per_step is None:
+            raise ForecasterUnavailable(f"the models forecast 15-minute steps, which make no "
+                                        f"{step / pd.Timedelta(minutes=1):g}-minute step")
         steps = int(np.ceil((instants[-1] - issued_at) / MODELS_STEP))
         issued = forecast_next_day(self.store, self.config.device_id, issued_at, horizon_steps=steps,
                                    model_dir=self.model_dir, version=self._loaded(),
@@ -313,14 +317,11 @@ def _step_of(instants: pd.DatetimeIndex) -> pd.Timedelta:
     return instants[1] - instants[0] if len(instants) > 1 else MODELS_STEP
 
 
-def _models_steps_in(step: pd.Timedelta) -> int:
+def models_steps_in(step: pd.Timedelta) -> int | None:
     """How many of the models' 15-minute steps make one of ``step`` (a half-hourly meter's
-    plan takes the mean of two); a step that is not a whole number of them cannot be made."""
+    plan takes the mean of two); None for a step no whole number of them makes."""
     count = step / MODELS_STEP
-    if count < 1 or count != int(count):
-        raise ForecasterUnavailable(f"the models forecast 15-minute steps, which make no "
-                                    f"{step / pd.Timedelta(minutes=1):g}-minute step")
-    return int(count)
+    return int(count) if count >= 1 and count == int(count) else None
 
 
 def models_forecaster(config: SimulatorConfig, store=None, model_dir: str | None = None, measured: MeasuredPV | None = None,
@@ -470,8 +471,7 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     load = manifest.get("targets", {}).get(LOAD, {})
     if config.device_id not in load.get("sites", ()):
         return Choice("naive", f"the active models in {registry.root} were not trained on {config.device_id}")
-    whole = step >= MODELS_STEP and step % MODELS_STEP == pd.Timedelta(0)
-    if not whole or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
+    if models_steps_in(step) is None or horizon > MODELS_STEP * int(manifest.get("horizon_steps", 0)):
         trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
         return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
                                f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
