@@ -21,7 +21,9 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
+from der_core.tariff import site_tariff
 from der_physics import base, battery, grid_price, home_load, solar, weather
+from der_physics.tariff import arbitrage_periods
 
 KW_DECIMALS = 4  # published power resolution: 0.1 W
 SOC_DECIMALS = 4
@@ -129,11 +131,11 @@ def recorded_exogenous(config: SimulatorConfig, times, load_kw: np.ndarray, sola
     """One measured site's exogenous inputs from its recorded series, so the same battery step
     replays a real home: the recorded load (all of it ``other_kw``: a meter measures the
     total, not its parts) and PV, the prices it is billed at, the TOU period of its tariff
-    (what the battery's own rules follow) and :data:`RECORDED_AIR_CELSIUS`. What a meter does
+    (what the battery's own rules follow: ``der_physics.tariff.arbitrage_periods``) and
+    :data:`RECORDED_AIR_CELSIUS`. What a meter does
     not measure (irradiance, cell temperature, the sky) is NaN; no step of the battery reads it."""
     axis = base.TimeAxis.from_times(times)
-    hour, weekday, local_day = base.local_clock(axis, config.timezone)
-    period = grid_price.tou_period(hour, weekday, grid_price.is_holiday(local_day, config.country))
+    period = arbitrage_periods(site_tariff(config), pd.DatetimeIndex(times), config.timezone, config.country)
     row = lambda values: np.asarray(values, dtype=float).reshape(1, len(axis))  # noqa: E731
     unknown, zeros = np.full((1, len(axis)), np.nan), np.zeros((1, len(axis)))
     load = row(load_kw)

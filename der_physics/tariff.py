@@ -16,7 +16,17 @@ import numpy as np
 import pandas as pd
 
 from der_core.der_data import TOU_PERIODS
-from der_core.tariff import DAY_KINDS, DEFAULT_SCHEDULE, OTHERWISE_PERIOD, DynamicExport, DynamicImport, FixedPrice, Tariff, TouPrice, When
+from der_core.tariff import (
+    DAY_KINDS,
+    DEFAULT_SCHEDULE,
+    OTHERWISE_PERIOD,
+    DynamicExport,
+    DynamicImport,
+    FixedPrice,
+    Tariff,
+    TouPrice,
+    When,
+)
 from der_physics import base
 
 WEEKDAY, WEEKEND, HOLIDAY = range(3)  # indexes into der_core.tariff.DAY_KINDS
@@ -70,6 +80,25 @@ def tou_period(hour: np.ndarray, weekday: np.ndarray, holiday: np.ndarray) -> np
     instant, from ``der_core.tariff.DEFAULT_SCHEDULE``."""
     hour = np.asarray(hour, dtype=float)
     return _DEFAULT_CODES[period_of(_DEFAULT_PERIODS, hour, day_kind(np.asarray(weekday), np.asarray(holiday)))]
+
+
+def arbitrage_periods(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray:
+    """The period (index into ``der_data.TOU_PERIODS``) the battery's own time-of-use rule
+    follows at each instant. Under a time-of-use import price it is the tariff's own: its
+    cheapest periods off-peak, its dearest peak, the others shoulder, on the tariff's clock
+    (a British home's 02:00-05:00 night is off-peak, not the simulated sites' hours), and all
+    shoulder where every period costs the same. Under a fixed or dynamic import price, which
+    has no periods, the simulated sites' schedule (:func:`tou_period`)."""
+    hour, kind = local_calendar(instants, timezone, country)
+    rule = tariff.import_price
+    if not isinstance(rule, TouPrice):
+        return _DEFAULT_CODES[period_of(_DEFAULT_PERIODS, hour, kind)]
+    levels = [p.price for p in rule.periods] + [rule.otherwise]
+    price = _price(rule, hour, kind, np.full(len(hour), np.nan))
+    off_peak, shoulder, peak = (TOU_PERIODS.index(name) for name in ("off_peak", "shoulder", "peak"))
+    if min(levels) == max(levels):
+        return np.full(len(hour), shoulder, dtype=np.int8)
+    return np.where(price == min(levels), off_peak, np.where(price == max(levels), peak, shoulder)).astype(np.int8)
 
 
 def local_calendar(instants: pd.DatetimeIndex, timezone: str, country: str) -> tuple[np.ndarray, np.ndarray]:

@@ -176,3 +176,24 @@ def test_recorded_inputs_drive_the_same_battery_step(monkeypatch):
     assert sim.battery.power_kw[0, :4] == pytest.approx(2.0, abs=1e-9)
     assert sim.battery.power_kw[0, 4:] == pytest.approx(-1.0, abs=1e-9)
     assert (exo.period_index[0, 0], exo.period_index[0, -1]) == (grid_price.SHOULDER, grid_price.PEAK)
+
+
+def test_the_battery_s_own_tou_rule_follows_a_declared_tariff_s_periods():
+    """A British time-of-use tariff (night 02:00-05:00 cheapest, 16:00-19:00 dearest): the rule
+    charges in its night and covers the house in its peak, on London's clock, not in the
+    simulated sites' hours (off-peak after 23:00, peak until 21:00)."""
+    night = {"name": "night", "days": ["weekday", "weekend", "holiday"], "hours": [[2, 5]], "price": 0.17}
+    peak = {"name": "peak", "days": ["weekday", "weekend", "holiday"], "hours": [[16, 19]], "price": 0.39}
+    tariff = {"currency": "GBP", "import_price": {"kind": "tou", "periods": [night, peak], "otherwise": 0.28},
+              "export_price": {"kind": "fixed", "price": 0.15}}
+    site = config(timezone="Europe/London", country="GB", tariff=tariff)
+    local = pd.DatetimeIndex([f"2024-06-03 {h:02d}:30" for h in (3, 12, 17, 20, 23)], tz="Europe/London")
+    times = local.tz_convert("UTC")
+    exo = generator.recorded_exogenous(site, times, np.ones(5), np.zeros(5), np.full(5, 0.3), np.full(5, 0.15),
+                                       np.full(5, 400.0))
+    assert exo.period_index[0].tolist() == [grid_price.OFF_PEAK, grid_price.SHOULDER, grid_price.PEAK,
+                                            grid_price.SHOULDER, grid_price.SHOULDER]
+    flat = config(timezone="Europe/London", country="GB", tariff={**tariff, "import_price": {
+        "kind": "tou", "periods": [{**night, "price": 0.28}], "otherwise": 0.28}})
+    assert set(generator.recorded_exogenous(flat, times, np.ones(5), np.zeros(5), np.full(5, 0.3), np.full(5, 0.15),
+                                            np.full(5, 400.0)).period_index[0]) == {grid_price.SHOULDER}
