@@ -78,8 +78,11 @@ _DEFAULT_CODES = np.array([TOU_PERIODS.index(name) for name, _, _ in DEFAULT_SCH
 def tou_period(hour: np.ndarray, weekday: np.ndarray, holiday: np.ndarray) -> np.ndarray:
     """The simulated sites' time-of-use period (index into ``der_data.TOU_PERIODS``) of each
     instant, from ``der_core.tariff.DEFAULT_SCHEDULE``."""
-    hour = np.asarray(hour, dtype=float)
-    return _DEFAULT_CODES[period_of(_DEFAULT_PERIODS, hour, day_kind(np.asarray(weekday), np.asarray(holiday)))]
+    return _default_period(np.asarray(hour, dtype=float), day_kind(np.asarray(weekday), np.asarray(holiday)))
+
+
+def _default_period(hour: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    return _DEFAULT_CODES[period_of(_DEFAULT_PERIODS, hour, kind)]
 
 
 def arbitrage_periods(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray:
@@ -92,7 +95,7 @@ def arbitrage_periods(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str,
     hour, kind = local_calendar(instants, timezone, country)
     rule = tariff.import_price
     if not isinstance(rule, TouPrice):
-        return _DEFAULT_CODES[period_of(_DEFAULT_PERIODS, hour, kind)]
+        return _default_period(hour, kind)
     levels = [p.price for p in rule.periods] + [rule.otherwise]
     price = _price(rule, hour, kind, np.full(len(hour), np.nan))
     off_peak, shoulder, peak = (TOU_PERIODS.index(name) for name in ("off_peak", "shoulder", "peak"))
