@@ -152,7 +152,8 @@ def numeric_date_format(texts: pd.Series, source: str) -> str | None:
     clock = ""
     if texts[matched].str.contains(":", regex=False).iloc[0]:
         ampm = parts["ampm"].notna().iloc[0]
-        clock = str(parts["gap"].iloc[0]) + ("%I" if ampm else "%H") + ":%M" + (":%S" if parts["seconds"].notna().iloc[0] else "") + (" %p" if ampm else "")
+        seconds = ":%S" if parts["seconds"].notna().iloc[0] else ""
+        clock = f"{parts['gap'].iloc[0]}{'%I' if ampm else '%H'}:%M{seconds}{' %p' if ampm else ''}"
     day_first, month_first = (first > 12).any() or sep == ".", (second > 12).any()
     if day_first and month_first:
         return None
