@@ -186,9 +186,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 
 def _quiet_stdout() -> None:
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):  # stdout is no file (captured, closed)
         pass
+    finally:
+        os.close(devnull)
 
 
 def _fail(error: BaseException, message: str, code: int, verbose: bool) -> int:
