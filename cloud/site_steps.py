@@ -22,7 +22,7 @@ The store keeps what was measured: nothing completed here is written back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,46 @@ def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedel
         load = completed(terms.assign(**{dd.LOAD_TOTAL: np.nan}), site, coarse)[dd.LOAD_TOTAL]
         frame[dd.LOAD_TOTAL] = frame[dd.LOAD_TOTAL].fillna(_held(load, frame.index, coarse, step))
     return completed(frame, site, step)
+
+
+def filled_columns(readings: pd.DataFrame) -> set[str]:
+    """The columns of ``readings`` holding a number in some row."""
+    return {c for c in readings.columns if c != dd.TS and pd.to_numeric(readings[c], errors="coerce").notna().any()}
+
+
+def balance_lacks(read: Collection[str], site: Mapping[str, Any]) -> list[str]:
+    """The meters the house load's balance needs that none of ``read`` (the columns a site's
+    readings fill) is: the grid flow always, the PV unless the site declares none, the
+    battery's power unless it declares none; each named with the field to import it as."""
+    lacking = [f"the grid flow ({dd.NET_GRID_FLOW}, positive when importing)"] if dd.NET_GRID_FLOW not in read else []
+    if not declares_none(site, "pv_capacity_kw") and dd.SOLAR_KW not in read:
+        lacking.append(f"the PV of the array the site declares ({dd.SOLAR_KW})")
+    if not declares_none(site, "battery_capacity_kwh") and dd.BATTERY_POWER not in read:
+        capacity = site.get("battery_capacity_kwh")
+        size = f"{float(capacity):g} kWh " if capacity is not None and capacity == capacity else ""
+        lacking.append(f"the power of the {size}battery the site declares ({dd.BATTERY_POWER}, positive when charging)")
+    return lacking
+
+
+def balance_formula(site: Mapping[str, Any]) -> str:
+    """The house load's balance as the site's declaration makes it (a term it declares none of is 0)."""
+    return "grid flow" + " + PV" * (not declares_none(site, "pv_capacity_kw")) \
+        + " - battery" * (not declares_none(site, "battery_capacity_kwh"))
+
+
+def no_load_reason(readings: pd.DataFrame, site: Mapping[str, Any]) -> str:
+    """Why ``readings`` (a site's, any of :data:`STEP_COLUMNS`) give no house load at any
+    step ("none measured, and ..."), naming what to import: none was measured, and the balance lacks a meter
+    (:func:`balance_lacks`), or, with every term read, it is below zero wherever they all
+    read. A home with a battery whose log was not imported is the usual case, and "no load
+    readings" alone sends its owner to import the grid flow they already did."""
+    lacking = balance_lacks(filled_columns(readings), site)
+    head = f"none measured ({dd.LOAD_TOTAL})"
+    if lacking:
+        return (f"{head}, and its balance needs {' and '.join(lacking)}; import "
+                f"{'them' if len(lacking) > 1 else 'it'} with run_cloud_sync.py --import FILE --column-map COLUMN=FIELD")
+    return (f"{head}, and the balance of its meters ({balance_formula(site)}) is below zero wherever they all read: "
+            "they disagree; check the grid flow's sign, the units and the clocks of the files")
 
 
 def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) -> pd.DataFrame:

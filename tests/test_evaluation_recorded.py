@@ -14,6 +14,8 @@ import run_cloud_sync
 import run_optimizer
 from cloud.evaluation import backtest as bt
 from cloud.evaluation import recorded
+from cloud.forecasting.design import site_history
+from cloud.forecasting.targets import LOAD_KW, availability
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard
 from cloud.optimization.bill import grid_bill
@@ -177,6 +179,44 @@ def test_a_home_without_a_load_meter_is_planned_and_backtested_from_its_grid_flo
         capsys.readouterr().err
     assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
                                         "--days", "1", "--cloud-db", flows, "--output", str(tmp_path / "bt")]) == 0
+
+
+def test_a_battery_whose_log_was_left_out_is_named_by_the_import_and_by_every_job(meter, tmp_path, capsys):
+    """The home declares a battery, and its owner imports the utility meter and the inverter's
+    PV but not the battery's log: the balance has no load, and the import, training, the plan
+    and the backtest each say the battery's power is what to import (not the load or the grid
+    flow already imported). With the log imported, the jobs take the load from the balance."""
+    _, truth = meter
+    stamps = truth.index.strftime("%Y-%m-%dT%H:%M:%SZ")
+    pd.DataFrame({"timestamp": stamps, "pv_kw": truth[fc.PV].to_numpy(), "grid_kw": (truth[fc.LOAD] - truth[fc.PV]).to_numpy()}
+                 ).to_csv(tmp_path / "meters.csv", index=False)
+    pd.DataFrame({"timestamp": stamps, "battery_w": 0.0}).to_csv(tmp_path / "battery.csv", index=False)
+    battery = {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5, "round_trip_efficiency": 0.9,
+               "min_soc": 10, "max_soc": 90}
+    (tmp_path / "site.json").write_text(json.dumps({**SITE, "battery": battery}))
+    db = str(tmp_path / "battery.db")
+    needs = "battery_power_kw, positive when charging"
+    capsys.readouterr()
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meters.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw,grid_kw=net_grid_flow_kw",
+                                         "--cloud-db", db]) == 0
+    said = capsys.readouterr().out
+    assert "house load: warning: none measured (home_load_total_load_kw), and its balance needs the power of the 10 kWh " \
+           f"battery the site declares ({needs})" in said
+    with SQLiteCloudStore(db) as store:
+        site = next(row for row in store.sites() if row["device_id"] == "home-1")
+        history = site_history(store.read_readings("home-1"), site, pd.Timedelta(minutes=15))
+    check = availability(LOAD_KW, "home-1", history.grid, site, history.step, 1.0)
+    assert not check.ok and check.reason.startswith("no house load: none measured") and needs in check.reason
+    for job in (["--start", "2024-05-11T00:00+02:00"], ["--backtest", "--days", "1"]):
+        assert run_cli(run_optimizer.main, ["--device-id", "home-1", *job, "--cloud-db", db, "--output", str(tmp_path / "o")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: home-1: no house load: none measured") and needs in error and "\n" not in error
+    assert run_cli(run_cloud_sync.main, ["--device-id", "home-1", "--import", str(tmp_path / "battery.csv"), "--units", "W",
+                                         "--column-map", "battery_w=battery_power_kw", "--cloud-db", db]) == 0
+    assert "house load: none measured: the jobs take it from the balance, grid flow + PV - battery" in capsys.readouterr().out
+    assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--days", "1", "--cloud-db", db,
+                                        "--output", str(tmp_path / "bt")]) == 0
 
 
 def test_a_home_without_pv_is_backtested_with_its_pv_at_zero(meter, tmp_path):

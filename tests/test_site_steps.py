@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cloud.site_steps import completed, site_steps
+from cloud.site_steps import (
+    STEP_COLUMNS,
+    balance_formula,
+    balance_lacks,
+    completed,
+    filled_columns,
+    no_load_reason,
+    site_steps,
+)
 from der_core import der_data as dd
 
 NAN = float("nan")
@@ -100,3 +108,30 @@ def test_an_hourly_grid_meter_beside_a_quarter_hourly_inverter_balances_over_the
     steps = site_steps(readings, {**HOME, "battery_capacity_kwh": 0.0}, STEP)
     assert steps[dd.LOAD_TOTAL].loc[quarters].tolist() == pytest.approx([1.0] * 4)
     assert steps[dd.SOLAR_KW].loc[quarters].tolist() == pytest.approx([2.0, 0.8, 2.0, 0.8])  # the PV is as measured
+
+
+@pytest.mark.parametrize("declared,filled,named", [
+    ({}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["10 kWh battery the site declares (battery_power_kw, positive when charging)"]),
+    ({}, (dd.NET_GRID_FLOW,), ["PV of the array the site declares (solar_generation_kw)", "(battery_power_kw"]),
+    ({"battery_capacity_kwh": 0.0}, (dd.SOLAR_KW,), ["grid flow (net_grid_flow_kw, positive when importing)"]),
+    ({"battery_capacity_kwh": NAN}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["the power of the battery the site declares"]),
+])
+def test_a_load_the_balance_cannot_give_names_the_meter_to_import(declared, filled, named):
+    """A home with a battery whose log was left out: the reason names the battery's power, not
+    the load or the grid flow its owner already imported."""
+    readings = pd.DataFrame({dd.TS: [NOON], **{c: [1.0 if c in filled else NAN] for c in STEP_COLUMNS}})
+    site = {**HOME, **declared}
+    lacking = balance_lacks(filled_columns(readings), site)
+    assert len(lacking) == len(named) and all(part in said for part, said in zip(named, lacking, strict=True))
+    reason = no_load_reason(readings, site)
+    assert reason.startswith("none measured (home_load_total_load_kw), and its balance needs ")
+    assert all(part in reason for part in named) and "run_cloud_sync.py --import FILE" in reason
+    assert np.isnan(completed(readings.set_index(dd.TS), site, STEP)[dd.LOAD_TOTAL].iloc[0])  # as the jobs find it
+
+
+def test_a_balance_below_zero_everywhere_says_the_meters_disagree():
+    readings = pd.DataFrame({dd.TS: [NOON], dd.LOAD_TOTAL: [NAN], dd.NET_GRID_FLOW: [-3.0], dd.SOLAR_KW: [2.0]})
+    site = {**HOME, "battery_capacity_kwh": 0.0}
+    assert balance_lacks(filled_columns(readings), site) == [] and balance_formula(site) == "grid flow + PV"
+    assert "balance of its meters (grid flow + PV) is below zero" in no_load_reason(readings, site)
+    assert np.isnan(completed(readings.set_index(dd.TS), site, STEP)[dd.LOAD_TOTAL].iloc[0])

@@ -65,7 +65,7 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
-from cloud.site_steps import site_steps
+from cloud.site_steps import no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -346,8 +346,11 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     if readings.empty:
         return None
     stamps = pd.DatetimeIndex(readings[dd.TS])
-    steps = site_steps(readings, site_record(config), step)
+    site = site_record(config)
+    steps = site_steps(readings, site, step)
     load, pv = steps[dd.LOAD_TOTAL], steps[dd.SOLAR_KW]
+    if load.isna().all():
+        raise UsageError(f"{config.device_id}: no house load: {no_load_reason(readings, site)}")
     energy = None
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:

@@ -44,6 +44,7 @@ import pandas as pd
 
 from cloud.feature_engineering.job import rewind
 from cloud.feature_engineering.physics import solar_config
+from cloud.site_steps import STEP_COLUMNS, balance_formula, balance_lacks, filled_columns, no_load_reason
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
@@ -597,7 +598,27 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
             moved = " + ".join(plan.time_columns)
             result.moved = of(source, moved) if result.moved is None else f"{result.moved}, {of(source, moved)}"
     result.findings = checks.report(longitude, nameplate_kw, array)
+    result.findings.append(retry.call("read the site's meters", lambda: _house_load(cloud, options[0].device_id,
+                                                                                       sources)))
     return result
+
+
+def _house_load(cloud: CloudStore, device_id: str, sources: list[_Source]) -> Finding:
+    """Where the jobs will take the site's house load from, over everything stored of it so
+    far: measured, the balance of its meters, or (a warning) nowhere yet, naming the meter
+    to import. A home's files come one at a time, and a battery whose log is left out leaves
+    every job without a load, which its owner learns here rather than from a failed plan."""
+    if any(dd.LOAD_TOTAL in source.plan.fields for source in sources):
+        return Finding("house load", "ok", f"measured ({dd.LOAD_TOTAL})")
+    stored = cloud.read_readings(device_id, columns=list(STEP_COLUMNS))
+    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
+    site = row.iloc[0].to_dict() if len(row) else {}
+    read = filled_columns(stored)
+    if dd.LOAD_TOTAL in read:
+        return Finding("house load", "ok", f"measured ({dd.LOAD_TOTAL}, from an earlier import)")
+    if not balance_lacks(read, site):
+        return Finding("house load", "ok", f"none measured: the jobs take it from the balance, {balance_formula(site)}")
+    return Finding("house load", "warning", no_load_reason(stored, site))
 
 
 def _chunk_readings(meter: MeterFile, plan: _Plan) -> Iterator[tuple[pd.DataFrame, list[tuple[pd.DataFrame, pd.Series]]]]:
