@@ -137,6 +137,8 @@ def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool
     summary = plan_summary(site_plan)
     print("\n".join(summary.lines()))
     print(f"forecaster {site_plan.forecaster} ({site_plan.forecaster_reason})")
+    if site_plan.battery_start_line():
+        print(site_plan.battery_start_line())
     if steps:
         print(f"\nevery step (start time in {summary.zone}; battery kW positive charges; money in {summary.currency}):")
         print_table([{"time": row["time"], "action": row["action"], "battery kW": f"{row['power_kw']:.2f}",

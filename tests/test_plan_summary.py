@@ -50,6 +50,18 @@ def test_slivers_between_blocks_of_one_action_fold_in_with_their_energy_kept():
     assert summary.blocks[1].energy_kwh == pytest.approx(0.75)
 
 
+def test_a_block_that_moves_what_shows_as_no_energy_is_left_out_and_nothing_is_kept_for_it():
+    """Store 08:15-10:45, a quarter hour at 0.1 kW of discharge, then the evening's discharge:
+    the sliver ("discharge 0.0 kWh") is no action to take, and the store is kept for the evening."""
+    actions = ["store"] * 10 + ["idle"] + ["discharge"] + ["idle"] * 24 + ["discharge"] * 8
+    power = [2.0] * 10 + [0.0] + [-0.1] + [0.0] * 24 + [-1.5] * 8
+    summary = _summary(_steps(actions, power))
+    assert [(b.action, b.window) for b in summary.blocks] == [("store", "Wed 08:15–10:45"),
+                                                             ("discharge", "Wed 17:15–19:15")]
+    assert summary.blocks[0].reason.endswith("for the evening, when imports cost $0.30/kWh")
+    assert "0.0 kWh" not in "\n".join(summary.lines())
+
+
 def test_a_block_carries_its_heading_as_the_command_line_rounds_it():
     # 0.75 kWh and 0.25 kWh are ties at one decimal: Python rounds them to even (0.8, 0.2),
     # and every display must show what the command line shows; JavaScript's toFixed rounds

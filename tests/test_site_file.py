@@ -188,6 +188,13 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
     assert np.isfinite(planned_soc).all()
     if battery:  # one step on from the start: at most 4 kW for 15 minutes, 10 % of 10 kWh
         assert planned_soc[0] == pytest.approx(first_soc, abs=10.0 + 1e-6) and plan["cost"]["total"] < plan["cost_without_battery"]
+        assert plan["initial_soc_percent"] == pytest.approx(first_soc)
+        assert plan["initial_soc_read_at"] == (instant.replace("Z", "+00:00") if soc else None)
+        assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", instant, *db]) == 0
+        said = capsys.readouterr().out
+        assert (f"battery starts at {first_soc:.0f}%: its reading at Wed 08:00" in said if soc else
+                f"battery starts at {first_soc:.0f}%, the configured start (initial_soc): no battery_soc_percent "
+                "reading in the 1 h before Wed 08:00" in said)
     else:
         assert plan["cost"]["total"] == pytest.approx(plan["cost_without_battery"])
         assert plan["summary"]["next_action"].startswith("no battery at this site")

@@ -114,6 +114,8 @@ class PlanFigures:
     forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
     #: Per outside input planned on stored data because its service was down: "stale since … (why)".
     stale: Mapping[str, str] = field(default_factory=dict)
+    initial_soc_percent: float = 0.0  # the SOC the plan starts from
+    initial_soc_read_at: pd.Timestamp | None = None  # the reading it is; None: the configured start
 
     def to_dict(self) -> dict:
         optional = lambda figures: None if figures is None else figures.to_dict()  # noqa: E731
@@ -135,6 +137,8 @@ class PlanFigures:
             "stored_energy_value_self_consumption": self.stored_energy_value_self_consumption,
             "published": self.published,
             "published_reason": self.published_reason,
+            "initial_soc_percent": self.initial_soc_percent,
+            "initial_soc_read_at": None if self.initial_soc_read_at is None else dd.format_ts(self.initial_soc_read_at),
             "final_soc_percent": self.final_soc_percent,
             "self_consumption_final_soc_percent": self.self_consumption_final_soc_percent,
             "execution": self.execution,

@@ -123,6 +123,7 @@ class SiteState:
     load_history_kw: pd.Series
     source: str  # "readings" or "simulator"
     pv_history_kw: pd.Series | None = None
+    soc_read_at: pd.Timestamp | None = None  # the SOC reading ``energy_kwh`` comes from; None: the configured start
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +154,7 @@ class SitePlan:
     forecaster_reason: str = ""  # why the forecaster is the one (forecasters.choose)
     #: Per outside input whose service was down: "stale since … (why)" (cloud.live.inputs).
     stale: Mapping[str, str] = field(default_factory=dict)
+    soc_read_at: pd.Timestamp | None = None  # the SOC reading the plan starts from; None: the configured start
 
     @property
     def made(self) -> DispatchPlan:
@@ -297,8 +299,20 @@ class SitePlan:
             expected_over_arrivals=self.expected_over_arrivals(),
             reserve=None if self.policy is None or self.published == PUBLISHED_RULE else self._reserve_summary(),
             forecaster_reason=self.forecaster_reason,
-            stale=dict(self.stale),
+            stale=dict(self.stale), initial_soc_percent=float(self.plan.soc_percent[0]), initial_soc_read_at=self.soc_read_at,
         )
+
+    def battery_start_line(self) -> str | None:
+        """Where the plan's first SOC comes from, for the owner to check against the battery's
+        display: a plan from a stale or missing reading starts from the configured SOC, and
+        every block after it moves from there. None for a site without a battery."""
+        if self.battery.capacity_kwh <= 0:
+            return None
+        soc = f"battery starts at {self.plan.soc_percent[0]:.0f}%"
+        if self.soc_read_at is not None:
+            return f"{soc}: its reading at {self.soc_read_at.tz_convert(self.timezone):%a %H:%M}"
+        return (f"{soc}, the configured start (initial_soc): no battery_soc_percent reading in the "
+                f"{FRESH_READING / pd.Timedelta(hours=1):g} h before {self.step_starts[0].tz_convert(self.timezone):%a %H:%M}")
 
     def _reserve_summary(self) -> ReserveFigures:
         """The cap and what the policy keeps now, and over the plan's steps, with no car charging."""
@@ -351,13 +365,14 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     load, pv = steps[dd.LOAD_TOTAL], steps[dd.SOLAR_KW]
     if load.isna().all():
         raise UsageError(f"{config.device_id}: no house load: {no_load_reason(readings, site)}")
-    energy = None
+    energy, read_at = None, None
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:
         energy = float(measured[dd.BATTERY_SOC].iloc[-1]) / 100.0 * config.battery.capacity_kwh
+        read_at = pd.Timestamp(measured[dd.TS].iloc[-1])
     this_month = stamps >= _month_start(start, config.timezone)
     peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
-    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna())
+    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at)
 
 
 def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
@@ -473,6 +488,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
         forecaster_reason=forecaster.reason,
         stale=dict(outside.stale) if outside is not None else {},
+        soc_read_at=state.soc_read_at,
     )
 
 

@@ -79,6 +79,13 @@ class ActionBlock:
         return self.action in CHARGING
 
     @property
+    def moves_energy(self) -> bool:
+        """Whether the block moves energy the owner is shown: one of "0.0 kWh" (a quarter hour
+        at 0.1 kW between an afternoon's storing and the evening) is no action anyone can take,
+        and a charge must not be said to be kept for it; it is left out of the summary."""
+        return f"{abs(self.energy_kwh):.1f}" != "0.0"
+
+    @property
     def heading(self) -> str:
         """What, when and how much, as a display puts it before the reason. Sent with the block
         so a browser shows the figure the command line shows: JavaScript's ``toFixed`` rounds
@@ -267,7 +274,9 @@ def _block(action: str, first: int, stop: int, steps: StepInputs, timezone: str)
 
 def _reason(block: ActionBlock, blocks: list[ActionBlock], steps: StepInputs, currency: str, timezone: str) -> str:
     """Why, in the plan's numbers: what a charge is kept for, what a discharge avoids."""
-    at = lambda value: price(value, currency)
+    def at(value: float) -> str:
+        return price(value, currency)
+
     later = [b for b in blocks if b.start >= block.end]
     if block.charging:
         target = next((b for b in later if not b.charging), None)
@@ -316,6 +325,7 @@ def summarize(device_id: str, timezone: str, currency: str, issued_at: pd.Timest
     step = pd.Timedelta(hours=steps.step_hours)
     blocks = [_block(a, first, stop, steps, timezone) for a, first, stop in runs(steps.actions, steps.step_starts, step)
               if a != "idle"]
+    blocks = [b for b in blocks if b.moves_energy]
     blocks = [b.__class__(**{**b.__dict__, "reason": _reason(b, blocks, steps, currency, timezone)}) for b in blocks]
     start, end = steps.step_starts[0], steps.step_starts[-1] + step
     # A plan of past days (--start inside a meter's history) is read from its start.
