@@ -4,14 +4,16 @@ embedded store filled with simulated readings, forecasts and a plan from the rea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from swagger_ui_bundle import swagger_ui_path
 
 from benchmarks.dashboard_data import STEPS, simulated, store_forecasts_and_plans
-from cloud.dashboard.app import create_app
+from cloud.dashboard.app import HeldStaticFiles, create_app
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
@@ -270,6 +272,27 @@ def test_page_and_vendored_chart_library_are_served(client):
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
     assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_static_files_held_in_memory_are_the_files_on_disk_and_revalidate(tmp_path, filled):
+    """The held copies answer with the file's bytes and headers, a 304 to its ETag, and a
+    file changed on disk is read again."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.js").write_text("one();\n")
+    app = create_app(filled[0])
+    app.mount("/held", HeldStaticFiles(directory=static), name="held")
+    client = TestClient(app)
+    first = client.get("/held/a.js")
+    assert first.status_code == 200 and first.text == "one();\n" and first.headers["content-length"] == "7"
+    assert "javascript" in first.headers["content-type"] and first.headers["etag"]
+    assert client.get("/held/a.js", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    (static / "a.js").write_text("two(); three();\n")
+    second = client.get("/held/a.js", headers={"If-None-Match": first.headers["etag"]})
+    assert second.status_code == 200 and second.text == "two(); three();\n" and second.headers["etag"] != first.headers["etag"]
+    bundle = client.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 500_000
+    assert bundle.content == (Path(swagger_ui_path) / "swagger-ui-bundle.js").read_bytes()
 
 
 @pytest.mark.parametrize("path", ["/api/sites", "/api/pipeline", "/api/portfolio", "/metrics",

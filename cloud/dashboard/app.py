@@ -26,6 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.staticfiles import NotModifiedResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from cloud.dashboard import metrics
@@ -72,6 +75,54 @@ def validation_line(error: RequestValidationError) -> str:
     return line
 
 
+class RequireToken:
+    """ASGI middleware: an ``/api`` or ``/metrics`` request without the app's token (when it
+    has one) is answered 401, before any route runs. Plain ASGI rather than an
+    ``@app.middleware`` function: that form passes every response body, a megabyte of the
+    API docs' bundle among them, through a stream of its own, which under twenty clients
+    cost more than most routes' work."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(_PROTECTED):
+            expected = scope["app"].state.token
+            if expected:
+                given = Headers(scope=scope).get("authorization", "")
+                scheme, _, value = given.partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), expected.encode()):
+                    reason = "missing" if not given else "wrong"
+                    refused = JSONResponse({"detail": f"{reason} token: send Authorization: Bearer <DASHBOARD_TOKEN>"},
+                                           status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                    await refused(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class HeldStaticFiles(StaticFiles):
+    """Static files answered from memory in one piece, with the headers (ETag, Last-Modified,
+    type, length) and the 304 Starlette gives a file. Read from disk each time, a file goes
+    out in 64 KB pieces, each through the thread pool and the event loop: under twenty
+    clients the API docs' megabyte bundles took half a second. The files are the app's own
+    (a few MB); one changed on disk (same path, new size or time) is read again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[str, tuple[tuple[int, int], bytes]] = {}
+
+    def file_response(self, full_path: Any, stat_result: os.stat_result, scope: Scope, status_code: int = 200) -> Response:
+        headers = FileResponse(full_path, status_code=status_code, stat_result=stat_result).headers
+        if self.is_not_modified(headers, Headers(scope=scope)):
+            return NotModifiedResponse(headers)
+        version = (stat_result.st_mtime_ns, stat_result.st_size)
+        held = self._held.get(str(full_path))
+        if held is None or held[0] != version:
+            held = version, Path(full_path).read_bytes()
+            self._held[str(full_path)] = held
+        return Response(held[1], status_code=status_code, headers=dict(headers))
+
+
 def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: str | Path | None = None,
                coverage_max_age_s: float = COVERAGE_MAX_AGE_S,
                coverage_stale_limit_s: float = COVERAGE_STALE_LIMIT_S, dr: FleetDR | None = None) -> FastAPI:
@@ -103,17 +154,7 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     app.include_router(router)
     app.include_router(dr_router)
 
-    @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        expected = request.app.state.token
-        if expected and request.url.path.startswith(_PROTECTED):
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), expected.encode()):
-                reason = "missing" if not given else "wrong"
-                return JSONResponse({"detail": f"{reason} token: send Authorization: Bearer <DASHBOARD_TOKEN>"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    app.add_middleware(RequireToken)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -152,8 +193,8 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
                               redoc_js_url="/static/vendor/redoc.standalone.js", with_google_fonts=False,
                               redoc_favicon_url=f"{SWAGGER_PREFIX}/favicon-32x32.png")
 
-    app.mount(SWAGGER_PREFIX, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(SWAGGER_PREFIX, HeldStaticFiles(directory=swagger_ui_path), name="swagger-ui")
+    app.mount("/static", HeldStaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
