@@ -194,6 +194,24 @@ class CloudStoreContract:
         back = store.read_frame(s.PLANS, {s.ISSUED_AT: issued})
         assert back[dd.BATTERY_POWER].tolist() == [-2.5] and back[dd.BATTERY_SOC].isna().all()
 
+    def test_times_round_trip_to_the_microsecond_either_side_of_every_epoch(self, store):
+        """Times before 1970 and 2000 (the Unix and PostgreSQL epochs), with microseconds, and a
+        missing optional time come back as they went in, in the contract's dtype."""
+        stamps = pd.DatetimeIndex(["1969-07-20T20:17:40.000001Z", "1999-12-31T23:59:59.999999Z",
+                                   "2024-06-01T00:00:00.123456Z"]).as_unit("us")
+        events = pd.DataFrame({s.SOURCE: "x", s.EVENT_ID: ["e1", "e2", "e3"], s.MODIFICATION: 0, s.RECEIVED_AT: stamps,
+                               s.START_TS: stamps + pd.Timedelta(hours=1), s.END_TS: [stamps[0], pd.NaT, stamps[2]],
+                               s.SIGNAL: "shed", s.VALUE: [1.0, np.nan, 3.0], s.STATUS: "done"})
+        store.upsert_frame(s.DR_EVENTS, events)
+        back = store.read_frame(s.DR_EVENTS, {s.SOURCE: "x"})
+        assert str(back[s.RECEIVED_AT].dtype) == "datetime64[us, UTC]" and list(back[s.RECEIVED_AT]) == list(stamps)
+        assert list(back[s.START_TS]) == list(stamps + pd.Timedelta(hours=1))
+        assert back[s.END_TS].isna().tolist() == [False, True, False] and back[s.END_TS][2] == stamps[2]
+        assert back[s.VALUE].isna().tolist() == [False, True, False]
+        frame = readings(1, 3, start=stamps[1], prefix="micro")
+        store.upsert_readings(frame)
+        assert list(store.read_readings(frame[dd.DEVICE_ID].iloc[0])[dd.TS]) == list(frame[dd.TS])
+
     def test_weather_forecasts_and_prices_keep_each_issue(self, store):
         targets = T0 + pd.to_timedelta(np.arange(4) * 3600, unit="s")
         for hours_before, ghi in ((6, 100.0), (1, 300.0)):

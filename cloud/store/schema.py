@@ -228,10 +228,20 @@ def coerce_readings(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     return dd.coerce_frame(frame, reading_columns(names))
 
 
-def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pd.DataFrame:
+def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence[str], *,
+                       ts_micros: bool = False) -> pd.DataFrame:
     """Rows a server returned for columns ``names`` of table ``name`` -> a frame with the
-    contract's dtypes (the serial id, where the table has one, first and nullable)."""
-    frame = pd.DataFrame.from_records(rows, columns=list(names))
+    contract's dtypes (the serial id, where the table has one, first and nullable).
+    ``ts_micros``: its times came as integer microseconds since 1970 (None where missing);
+    the columns are then built one by one, each by its kind, never inferred from objects."""
+    if ts_micros:
+        kinds = table(name).columns
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        frame = pd.DataFrame({n: pd.to_datetime(pd.array(c, dtype="Int64"), unit="us", utc=True) if kinds.get(n) == TS
+                              else np.array(c, dtype=object) for n, c in zip(names, columns, strict=True)},
+                             index=pd.RangeIndex(len(rows)))
+    else:
+        frame = pd.DataFrame.from_records(rows, columns=list(names))
     if name == READINGS:
         return coerce_readings(frame, names)
     out = coerce(name, frame)
