@@ -228,12 +228,20 @@ def coerce_readings(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     return dd.coerce_frame(frame, reading_columns(names))
 
 
+_EMPTY: dict[tuple[str, tuple[str, ...]], pd.DataFrame] = {}
+
+
 def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence[str], *,
                        ts_micros: bool = False) -> pd.DataFrame:
     """Rows a server returned for columns ``names`` of table ``name`` -> a frame with the
     contract's dtypes (the serial id, where the table has one, first and nullable).
     ``ts_micros``: its times came as integer microseconds since 1970 (None where missing);
     the columns are then built one by one, each by its kind, never inferred from objects."""
+    if not rows:  # the typed empty frame, built once: an empty table's read is a route's whole work
+        key = (name, tuple(names))
+        if key not in _EMPTY:
+            _EMPTY[key] = frame_from_records(name, [(None,) * len(names)], names, ts_micros=ts_micros).iloc[:0]
+        return _EMPTY[key].copy()
     if ts_micros:
         kinds = table(name).columns
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
