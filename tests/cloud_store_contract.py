@@ -212,6 +212,25 @@ class CloudStoreContract:
         store.upsert_readings(frame)
         assert list(store.read_readings(frame[dd.DEVICE_ID].iloc[0])[dd.TS]) == list(frame[dd.TS])
 
+    def test_newest_is_the_latest_time_of_the_rows_a_read_returns(self, store):
+        assert store.newest(s.PLANS, s.ISSUED_AT, {dd.DEVICE_ID: "a"}) is None  # nothing stored
+        issues = [T0 - pd.Timedelta(hours=h) for h in (3, 2, 1)]
+        for k, issued in enumerate(issues):  # each issue plans the two hours after it
+            store.upsert_frame(s.PLANS, pd.DataFrame({dd.DEVICE_ID: "a" if k < 2 else "b", s.ISSUED_AT: issued,
+                                                      dd.TS: issued + pd.to_timedelta([1, 2], unit="h")}))
+        assert store.newest(s.PLANS, s.ISSUED_AT, {dd.DEVICE_ID: "a"}) == issues[1]
+        assert store.newest(s.PLANS, s.ISSUED_AT) == issues[2]
+        assert store.newest(s.PLANS, dd.TS, {dd.DEVICE_ID: "a"}) == issues[1] + pd.Timedelta(hours=2)
+        assert store.newest(s.PLANS, s.ISSUED_AT, {dd.DEVICE_ID: "a"}, start=T0 + pd.Timedelta(hours=1)) is None
+        plan = store.read_frame(s.PLANS, {dd.DEVICE_ID: "a", s.ISSUED_AT: issues[1]})
+        assert len(plan) == 2 and (plan[s.ISSUED_AT] == issues[1]).all()
+        events = pd.DataFrame({s.SOURCE: "x", s.EVENT_ID: ["e1", "e2"], s.RECEIVED_AT: T0, s.START_TS: T0,
+                               s.END_TS: [T0, pd.NaT], s.STATUS: "done"})
+        store.upsert_frame(s.DR_EVENTS, events)
+        assert store.newest(s.DR_EVENTS, s.END_TS) == T0  # a missing time is no time
+        with pytest.raises(KeyError):
+            store.newest(s.PLANS, "issued_at; DROP TABLE plans")
+
     def test_weather_forecasts_and_prices_keep_each_issue(self, store):
         targets = T0 + pd.to_timedelta(np.arange(4) * 3600, unit="s")
         for hours_before, ghi in ((6, 100.0), (1, 300.0)):

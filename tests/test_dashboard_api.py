@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -214,6 +215,28 @@ def test_plan_actions_follow_the_optimizer(client, filled):
             assert power < 0
     assert set(body["actions"]) <= {"buy", "sell", "store", "discharge", "idle"}
     assert body["actions"].get("idle", 0) < STEPS  # a TOU day gives the battery something to do
+
+
+def test_the_plan_shown_is_the_newest_of_the_issues_kept(tmp_path):
+    """Plans are kept, one an hour: the page shows the newest issue's steps and its summary,
+    not a mix of the steps of every issue in the window."""
+    from cloud.dashboard import queries as q
+    from cloud.optimization.summary import StepInputs, summarize, write_summary
+
+    store = SQLiteCloudStore(tmp_path / "cloud.db")
+    site = {"device_id": "d", "timezone": "UTC", "currency": "EUR", "last_reading": "2024-06-01T06:00:00+00:00"}
+    for hours, power in ((0, 1.0), (1, -2.0), (2, 0.5)):
+        issued = pd.Timestamp("2024-06-01 04:00", tz="UTC") + pd.Timedelta(hours=hours)
+        ts = pd.date_range(issued + pd.Timedelta(minutes=15), periods=8, freq="15min")
+        store.upsert_frame(s.PLANS, pd.DataFrame({dd.DEVICE_ID: "d", dd.TS: ts, s.ISSUED_AT: issued, dd.BATTERY_POWER: power,
+                                                  dd.NET_GRID_FLOW: 1.0, s.PLAN_PRICE: 0.2, s.OBJECTIVE: "cost"}))
+        steps = StepInputs(ts, 0.25, ("store" if power > 0 else "discharge",) * 8, np.full(8, power), np.ones(8),
+                           np.full(8, 0.2), np.zeros(8))
+        write_summary(store, summarize("d", "UTC", "EUR", issued, steps, hours, 9.0, None))
+    shown = q.plan(store, site, pd.Timestamp("2024-06-01", tz="UTC"))
+    store.close()
+    assert shown["issued_at"] == "2024-06-01T06:00:00+00:00" and shown["steps"] == 8
+    assert set(shown["series"]["battery_power_kw"]) == {0.5} and shown["summary"]["bill"] == 2.0
 
 
 def test_savings_compare_the_plan_with_an_idle_battery(client, filled):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloud.feature_engineering.pipeline import TARGETS
 from cloud.optimization.model import HorizonInputs
 from cloud.optimization.plan import classify_actions, grid_costs
 from cloud.optimization.summary import PlanSummary, StepInputs, read_summary, summarize
@@ -136,10 +137,6 @@ def _completed(store: CloudStore, device_id: str, frame: pd.DataFrame) -> pd.Dat
     return steps[[dd.LOAD_TOTAL, dd.SOLAR_KW]].reindex(pd.DatetimeIndex(frame[dd.TS]))
 
 
-def _newest_issue(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame[s.ISSUED_AT] == frame[s.ISSUED_AT].max()] if len(frame) else frame
-
-
 def _shown_forecast_rows(frame: pd.DataFrame) -> np.ndarray:
     """Which rows :func:`forecasts` shows: per target its newest issue and, of that issue's
     models, the first by name among those with a P10/P90 band (else the first by name).
@@ -165,7 +162,7 @@ def _shown_forecast_rows(frame: pd.DataFrame) -> np.ndarray:
 
 def forecasts(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> dict[str, Any]:
     """Per target, the newest issued forecast (one model: the one with P10/P90 bands if any)."""
-    frame = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: device_id}, start=since)
+    frame = _newest_forecasts(store, device_id, since)
     shown = frame[_shown_forecast_rows(frame)].sort_values([s.TARGET, dd.TS], kind="stable")
     out: dict[str, Any] = {}
     targets = shown[s.TARGET].to_numpy()
@@ -181,8 +178,27 @@ def forecasts(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> 
     return {"device_id": device_id, "targets": out}
 
 
+def _newest_forecasts(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> pd.DataFrame:
+    """The rows of the newest issue, and of each forecast target it lacks that target's
+    newest. Forecasts are issued every hour and every issue is kept: three days of them
+    are some 17,000 rows a site, which reading whole cost 95 ms a request on PostgreSQL."""
+    newest = store.newest(s.FORECASTS, s.ISSUED_AT, {dd.DEVICE_ID: device_id}, start=since)
+    if newest is None:
+        return s.frame_from_records(s.FORECASTS, [], list(s.table(s.FORECASTS).columns))
+    frames = [store.read_frame(s.FORECASTS, {dd.DEVICE_ID: device_id, s.ISSUED_AT: newest}, start=since)]
+    for target in sorted(set(TARGETS) - set(frames[0][s.TARGET])):
+        issued = store.newest(s.FORECASTS, s.ISSUED_AT, {dd.DEVICE_ID: device_id, s.TARGET: target}, start=since)
+        if issued is not None:
+            frames.append(store.read_frame(s.FORECASTS, {dd.DEVICE_ID: device_id, s.TARGET: target, s.ISSUED_AT: issued},
+                                           start=since))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
 def _plan_frame(store: CloudStore, device_id: str, since: pd.Timestamp | None) -> pd.DataFrame:
-    frame = _newest_issue(store.read_frame(s.PLANS, {dd.DEVICE_ID: device_id}, start=since))
+    """The newest plan's steps from ``since`` (every plan is kept, one an hour)."""
+    newest = store.newest(s.PLANS, s.ISSUED_AT, {dd.DEVICE_ID: device_id}, start=since)
+    equals = {dd.DEVICE_ID: device_id} | ({} if newest is None else {s.ISSUED_AT: newest})
+    frame = store.read_frame(s.PLANS, equals, start=since)
     return frame.sort_values(dd.TS).reset_index(drop=True)
 
 

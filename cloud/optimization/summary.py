@@ -383,10 +383,7 @@ def write_summary(store: CloudStore, summary: PlanSummary) -> int:
 
 def read_summary(store: CloudStore, device_id: str, issued_at: pd.Timestamp, since: pd.Timestamp | None = None) -> PlanSummary | None:
     """The stored summary of the plan ``device_id`` issued at ``issued_at``; None if none was stored."""
-    frame = store.read_frame(s.PLAN_SUMMARIES, {dd.DEVICE_ID: device_id}, start=since)
-    if frame.empty:
-        return None
-    mine = frame[pd.to_datetime(frame[s.ISSUED_AT], utc=True) == pd.Timestamp(issued_at).tz_convert("UTC")]
+    mine = store.read_frame(s.PLAN_SUMMARIES, {dd.DEVICE_ID: device_id, s.ISSUED_AT: pd.Timestamp(issued_at)}, start=since)
     if mine.empty:
         return None
     value = mine[s.SUMMARY].iloc[0]

@@ -113,5 +113,12 @@ class CloudStore(Protocol):
         the table has ``ts``), ordered by the primary key, typed as in ``schema.coerce``."""
         ...
 
+    def newest(self, table: str, column: str, equals: Mapping[str, Any] | None = None,
+               start: pd.Timestamp | None = None) -> pd.Timestamp | None:
+        """The latest value of the time ``column`` among the rows :meth:`read_frame` would
+        return for ``equals`` and ``start``; None without one. A reader of the newest issue
+        of plans or forecasts asks for it first, rather than read every issue kept."""
+        ...
+
     def close(self) -> None:
         ...

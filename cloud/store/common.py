@@ -1,6 +1,6 @@
 """What every cloud adapter shares: the Protocol's table-specific methods written once in
 terms of a few primitives each adapter provides (``upsert_frame``, ``_read``, ``_count``,
-``reading_stats``, ``start_run``, ``finish_run``)."""
+``newest``, ``reading_stats``, ``start_run``, ``finish_run``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ class TableStore:
         raise NotImplementedError
 
     def _count(self, table: str, equals: Mapping[str, Any] | None, start, stop) -> int:
+        raise NotImplementedError
+
+    def newest(self, table: str, column: str, equals: Mapping[str, Any] | None = None,
+               start: pd.Timestamp | None = None) -> pd.Timestamp | None:
         raise NotImplementedError
 
     # the Protocol, in terms of them ----------------------------------------------------

@@ -249,6 +249,13 @@ class PostgresCloudStore(TableStore):
         with self._guard(f"count {table}") as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
 
+    def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
+        s.table(table).columns[column]  # a name outside the schema never reaches the SQL
+        where, params = self._where(equals, start, None)
+        with self._guard(f"read {table}") as conn:
+            value = conn.execute(f"SELECT MAX({column}) FROM {table} {where}", params).fetchone()[0]
+        return None if value is None else dd.parse_ts(value)
+
     def reading_stats(self) -> dict[str, dict[str, Any]]:
         with self._guard("read reading stats") as conn:
             rows = conn.execute(

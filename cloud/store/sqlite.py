@@ -191,6 +191,13 @@ class SQLiteCloudStore(TableStore):
         with self._guard(f"count {table}"):
             return int(self._conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
 
+    def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
+        s.table(table).columns[column]  # a name outside the schema never reaches the SQL
+        where, params = self._where(table, equals, start, None)
+        with self._guard(f"read {table}"):
+            value = self._conn.execute(f"SELECT MAX({column}) FROM {table} {where}", params).fetchone()[0]
+        return None if value is None else micros_to_ts([value])[0]
+
     def reading_stats(self) -> dict[str, dict[str, Any]]:
         with self._guard("read reading stats"):
             rows = self._conn.execute(

@@ -125,6 +125,13 @@ class SupabaseCloudStore(TableStore):
         response = self._call(f"count {table}", lambda: self._query(table, equals, start, stop, head=True).execute())
         return int(response.count or 0)
 
+    def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
+        s.table(table).columns[column]
+        query = self._query(table, equals, start, None, columns=column).order(column, desc=True, nullsfirst=False).limit(1)
+        rows = self._call(f"read {table}", lambda: query.execute()).data
+        value = rows[0][column] if rows else None
+        return None if value is None else dd.parse_ts(value)
+
     def reading_stats(self) -> dict[str, dict[str, Any]]:
         rows = self._pages(s.READING_STATS, (dd.DEVICE_ID,), None, None, None, None, False)
         return {

@@ -66,8 +66,13 @@ class FakePostgrest:
                     and _OPS[op](self._cmp(table, column, r), self._parse(table, column, raw, r[column]))]
         order = dict(params).get("order")
         for part in reversed(order.split(",") if order else []):
-            column, _, direction = part.partition(".")
-            rows.sort(key=lambda r: self._cmp(table, column, r), reverse=direction.startswith("desc"))
+            column, _, rest = part.partition(".")
+            direction, _, nulls = rest.partition(".")
+            desc = direction.startswith("desc")
+            nulls_first = nulls == "nullsfirst" if nulls else desc  # PostgreSQL's default: NULLS FIRST when descending
+            missing_rank = (2 if nulls_first else -1) if desc else (-1 if nulls_first else 2)
+            rows.sort(key=lambda r: (missing_rank, 0) if r.get(column) is None else (1, self._cmp(table, column, r)),  # noqa: B023
+                      reverse=desc)
         return rows
 
     def _parse(self, table: str, column: str, raw: str, like: Any) -> Any:
