@@ -51,12 +51,10 @@ SWAGGER_PREFIX = "/static/swagger-ui"  # the swagger-ui-bundle package's dist fi
 DEFAULT_PORTFOLIO_DIR = "portfolio-output"  # run_portfolio.py --output default
 TOKEN_ENV, PORTFOLIO_ENV = "DASHBOARD_TOKEN", "PORTFOLIO_OUTPUT_DIR"
 _PROTECTED = ("/api", "/metrics")
-#: Routes running at once (their threads; anyio's default is 40). A route's work is mostly
-#: Python under one interpreter lock, so more at once only share it: under twenty clients on
-#: PostgreSQL, 40 made every heavy route twenty times slower (p99 246-276 ms), 8 gave p99
-#: 205 ms and 4 gave 181 ms. Eight still keep a remote store's waits (Supabase over HTTPS)
-#: overlapping.
-ROUTE_THREADS = 8
+#: Routes running at once (anyio's default is 40). A route's work is mostly Python under one
+#: interpreter lock: more at once only share it, each taking longer, and the slowest requests
+#: wait longest (docs/benchmarks.md). Four still overlap a remote store's waits (Supabase).
+ROUTE_THREADS = 4
 
 
 _EXPECTED = {  # pydantic's error type -> what the parameter should have been
