@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from swagger_ui_bundle import swagger_ui_path
 
 from benchmarks.dashboard_data import STEPS, simulated, store_forecasts_and_plans
-from cloud.dashboard.app import HeldStaticFiles, create_app
+from cloud.dashboard.app import ROUTE_THREADS, HeldStaticFiles, create_app
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
@@ -295,6 +295,19 @@ def test_page_and_vendored_chart_library_are_served(client):
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
     assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_routes_run_on_the_dashboards_own_few_threads(filled):
+    app = create_app(filled[0])
+
+    @app.get("/threads")
+    async def threads() -> dict:
+        import anyio.to_thread
+
+        return {"tokens": anyio.to_thread.current_default_thread_limiter().total_tokens}
+
+    with TestClient(app) as client:  # the lifespan sets them
+        assert client.get("/threads").json() == {"tokens": ROUTE_THREADS} and ROUTE_THREADS < 40
 
 
 def test_static_files_held_in_memory_are_the_files_on_disk_and_revalidate(tmp_path, filled):
