@@ -16,7 +16,7 @@ KEYS = ["device_id", "issued_at", "start", "steps", "forecaster", "forecaster_re
         "cost_self_consumption", "savings_vs_no_battery", "savings_vs_self_consumption", "stored_energy_value",
         "stored_energy_value_self_consumption", "published", "published_reason", "final_soc_percent",
         "self_consumption_final_soc_percent", "execution", "load_scenarios", "expected_over_scenarios",
-        "expected_over_arrivals", "reserve", "stale"]
+        "expected_over_arrivals", "reserve", "stale", "initial_soc_percent", "initial_soc_read_at"]
 GUARD = GuardRule(6.123456, 4.0, ArrivalWindows((17.0, 21.5), (10.0, 20.0)), one_session_a_day=True)
 
 

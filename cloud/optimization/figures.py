@@ -137,8 +137,6 @@ class PlanFigures:
             "stored_energy_value_self_consumption": self.stored_energy_value_self_consumption,
             "published": self.published,
             "published_reason": self.published_reason,
-            "initial_soc_percent": self.initial_soc_percent,
-            "initial_soc_read_at": None if self.initial_soc_read_at is None else dd.format_ts(self.initial_soc_read_at),
             "final_soc_percent": self.final_soc_percent,
             "self_consumption_final_soc_percent": self.self_consumption_final_soc_percent,
             "execution": self.execution,
@@ -147,4 +145,6 @@ class PlanFigures:
             "expected_over_arrivals": optional(self.expected_over_arrivals),
             "reserve": optional(self.reserve),
             "stale": dict(self.stale),
+            "initial_soc_percent": self.initial_soc_percent,
+            "initial_soc_read_at": None if self.initial_soc_read_at is None else dd.format_ts(self.initial_soc_read_at),
         }
