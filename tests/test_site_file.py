@@ -184,6 +184,9 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
     assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", instant, "--json", *db]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["state_from"] == "readings" and plan["start"].startswith("2024-05-15T06:00")
+    assert run_cli(run_optimizer.main, ["--status", "--json", *db]) == 0  # a plan of past days, issued now, is listed
+    listed = json.loads(capsys.readouterr().out)["plans"]
+    assert [(p[dd.DEVICE_ID], p["first_step"][:16]) for p in listed] == [("home-1", "2024-05-15T06:00")]
     planned_soc = [step["soc_percent"] for step in plan["plan"]]
     assert np.isfinite(planned_soc).all()
     if battery:  # one step on from the start: at most 4 kW for 15 minutes, 10 % of 10 kWh

@@ -536,21 +536,25 @@ def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
 
 
 def plan_status(store: CloudStore, since: pd.Timestamp) -> dict:
-    """The last optimizer runs and, per site the store knows (a ``sites`` row or readings), the
-    newest plan issued since ``since``; plans of devices it does not know are counted apart."""
+    """The last optimizer runs and, per site the store knows (a ``sites`` row or readings), its
+    newest plan if it was issued since ``since`` (a plan of past days, ``--start`` inside a
+    meter's history, counts by when it was issued); plans of devices it does not know, among
+    those with steps since ``since``, are counted apart."""
     runs = store.runs(JOB, limit=20)
-    plans = store.read_frame(s.PLANS, start=since)
     known = {row[dd.DEVICE_ID] for row in store.sites()} | set(store.reading_stats())
-    unknown = sorted(set(plans[dd.DEVICE_ID]) - known) if not plans.empty else []
-    plans = plans[plans[dd.DEVICE_ID].isin(known)] if not plans.empty else plans
     latest = []
-    for device, rows in plans.groupby(dd.DEVICE_ID) if not plans.empty else ():
-        newest = rows[rows[s.ISSUED_AT] == rows[s.ISSUED_AT].max()]
+    for device in sorted(known):
+        issued = store.newest(s.PLANS, s.ISSUED_AT, {dd.DEVICE_ID: device})
+        if issued is None or issued < since:
+            continue
+        newest = store.read_frame(s.PLANS, {dd.DEVICE_ID: device, s.ISSUED_AT: issued})
         latest.append({
-            dd.DEVICE_ID: device, "issued_at": dd.format_ts(newest[s.ISSUED_AT].iloc[0]),
+            dd.DEVICE_ID: device, "issued_at": dd.format_ts(issued),
             "first_step": dd.format_ts(newest[dd.TS].min()), "steps": len(newest),
             "expected_cost": float(newest[s.EXPECTED_COST].sum()),
         })
+    recent = store.read_frame(s.PLANS, start=since)
+    unknown = sorted(set(recent[dd.DEVICE_ID]) - known) if not recent.empty else []
     return {
         "cloud": store.label,
         "last_run": runs[0] if runs else None,
