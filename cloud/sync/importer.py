@@ -37,6 +37,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -562,7 +563,8 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     joined = len(sources) > 1
     if joined:
         _check_joinable(sources)
-    longitude, nameplate_kw, array = _site_facts(cloud, options[0])
+    site = _site_row(cloud, options[0].device_id)
+    longitude, nameplate_kw, array = _site_facts(site, options[0])
     names = " + ".join(source.name for source in sources)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": names, "device_id": options[0].device_id}))
     result = ImportResult(run_id, devices=1, file=names)
@@ -598,12 +600,12 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
             moved = " + ".join(plan.time_columns)
             result.moved = of(source, moved) if result.moved is None else f"{result.moved}, {of(source, moved)}"
     result.findings = checks.report(longitude, nameplate_kw, array)
-    result.findings.append(retry.call("read the site's meters", lambda: _house_load(cloud, options[0].device_id,
+    result.findings.append(retry.call("read the site's meters", lambda: _house_load(cloud, options[0].device_id, site,
                                                                                        sources)))
     return result
 
 
-def _house_load(cloud: CloudStore, device_id: str, sources: list[_Source]) -> Finding:
+def _house_load(cloud: CloudStore, device_id: str, site: dict[str, Any], sources: list[_Source]) -> Finding:
     """Where the jobs will take the site's house load from, over everything stored of it so
     far: measured, the balance of its meters, or (a warning) nowhere yet, naming the meter
     to import. A home's files come one at a time, and a battery whose log is left out leaves
@@ -611,8 +613,6 @@ def _house_load(cloud: CloudStore, device_id: str, sources: list[_Source]) -> Fi
     if any(dd.LOAD_TOTAL in source.plan.fields for source in sources):
         return Finding("house load", "ok", f"measured ({dd.LOAD_TOTAL})")
     stored = cloud.read_readings(device_id, columns=list(STEP_COLUMNS))
-    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
-    site = row.iloc[0].to_dict() if len(row) else {}
     read = filled_columns(stored)
     if dd.LOAD_TOTAL in read:
         return Finding("house load", "ok", f"measured ({dd.LOAD_TOTAL}, from an earlier import)")
@@ -928,15 +928,19 @@ def declared_zone(cloud: CloudStore, device_id: str | None) -> str | None:
     return None if zone is None or pd.isna(zone) or not str(zone).strip() else str(zone)
 
 
-def _site_facts(cloud: CloudStore, options: ImportOptions) -> tuple[float | None, float | None, SolarConfig | None]:
+def _site_row(cloud: CloudStore, device_id: str | None) -> dict[str, Any]:
+    """The device's ``sites`` row ({} without one), read once per import."""
+    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: device_id}) if device_id else pd.DataFrame()
+    return row.iloc[0].to_dict() if len(row) else {}
+
+
+def _site_facts(site: dict[str, Any], options: ImportOptions) -> tuple[float | None, float | None, SolarConfig | None]:
     """The longitude (``--longitude``, else the site's row), PV nameplate and, without
     ``--longitude``, the PV array of the site's row that the checks use (None: no row, or it
     gives no orientation)."""
-    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: options.device_id})
-    site = row.iloc[0] if len(row) else pd.Series(dtype=object)
     longitude = options.longitude if options.longitude is not None else _number(site.get("longitude"))
     located = all(_number(site.get(key)) is not None for key in ("latitude", "longitude", "tilt_degrees", "azimuth_degrees"))
-    array = solar_config(site.to_dict()) if options.longitude is None and located else None
+    array = solar_config(site) if options.longitude is None and located else None
     return longitude, _number(site.get("pv_capacity_kw")), array
 
 
