@@ -78,8 +78,10 @@ def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
     assert run("--train", "--horizon-hours", "6", cwd=cwd, env={"FORECAST_TEST_SIZE": "0.3"}).returncode == 0
     folder = cwd / "trained_models" / (cwd / "trained_models" / "ACTIVE").read_text().strip()
     metrics = json.loads((folder / "metrics.json").read_text())
-    # as if the load model had been trained on a household that has since changed its habits
+    # as if the load model had been trained on a household that has since changed its habits:
+    # it was then three times as close, and far further ahead of same time yesterday
     metrics["load_kw"]["lightgbm"]["all_hours"]["mae"] /= 3
+    metrics["load_kw"]["lightgbm"]["all_hours"]["skill"] = 0.9
     (folder / "metrics.json").write_text(json.dumps(metrics))
     evaluated = run("--evaluate", cwd=cwd)
     assert evaluated.returncode == 0
@@ -101,6 +103,23 @@ def test_a_band_that_holds_far_fewer_truths_than_meant_is_drift(coverage, verdic
 
     assert drift_verdict("solar_kw", 0.30, 0.26, 0.16, 0.25, coverage) == verdict
     assert drift_verdict("solar_kw", 0.60, 0.26, 0.16, 0.25, 0.3).startswith("MAE 0.6 is 131% above")  # MAE first
+
+
+@pytest.mark.parametrize("skill, trained_skill, drift", [
+    (0.21, 0.15, False),  # a cloudier week: the error rose with the reference's, the skill did not fall
+    (0.10, 0.15, True),  # the error rose and the model fell back towards same time yesterday
+    (0.21, None, True),  # no skill at training to compare with: the MAE alone decides, as before
+])
+def test_an_mae_risen_with_the_references_is_the_weeks_not_drift(skill, trained_skill, drift):
+    """A home's PV, scored on its newest week right after training: MAE 35 % above the test
+    set's (a cloudier week) with the skill against same time yesterday up from 0.15 to 0.21."""
+    from cloud.forecasting.evaluation import drift_verdict
+
+    verdict = drift_verdict("solar_kw", 0.3275, 0.2418, skill, 0.25, 0.79, trained_skill)
+    assert (verdict is not None) == drift
+    if drift:
+        assert verdict.startswith("MAE 0.3275 is 35% above the 0.2418 measured at training (threshold 25%)")
+        assert (", and its skill against seasonal naive fell from 0.15 to 0.10" in verdict) == (trained_skill is not None)
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "a fifth"])

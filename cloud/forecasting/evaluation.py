@@ -2,7 +2,8 @@
 
 Drift: the LightGBM median's MAE on the newest data (daytime for PV) exceeds the MAE measured
 on the test set at training time by more than the threshold (``FORECAST_DRIFT_THRESHOLD``,
-default 25 %), or its skill against seasonal naive turns negative, or its P10-P90 band holds
+default 25 %) while its skill against seasonal naive fell below the skill measured then, or
+that skill turns negative, or its P10-P90 band holds
 fewer than :data:`COVERAGE_FLOOR` of the truths (it is meant to hold 80 %; plans that hedge
 on it take the spread for far smaller than it is). Each means the models no longer describe
 the sites as well as when they were trained: retrain.
@@ -53,12 +54,19 @@ COVERAGE_FLOOR = 0.6
 
 
 def drift_verdict(target: str, mae: float | None, trained: float | None, skill: float | None,
-                  threshold: float, coverage: float | None = None) -> str | None:
+                  threshold: float, coverage: float | None = None, trained_skill: float | None = None) -> str | None:
+    """Why the newest window's scores mean drift, or None. An MAE risen past the threshold
+    counts only where the skill against seasonal naive fell too (when the skill at training
+    is known): a cloudier or a colder week raises the reference's error with the model's,
+    and a model that still beats it as well as it did describes the site as well as it did."""
     if mae is not None and trained:
         rise = mae / trained - 1.0
-        if rise > threshold:
+        fell = skill is None or trained_skill is None or skill < trained_skill
+        if rise > threshold and fell:
             return (f"MAE {mae:.4g} is {rise:.0%} above the {trained:.4g} measured at training "
-                    f"(threshold {threshold:.0%})")
+                    f"(threshold {threshold:.0%})"
+                    + (f", and its skill against seasonal naive fell from {trained_skill:.2f} to {skill:.2f}"
+                       if skill is not None and trained_skill is not None else ""))
     if skill is not None and skill < 0:
         return f"skill against seasonal naive is {skill:.2f}, below zero"
     if coverage is not None and coverage < COVERAGE_FLOOR:
@@ -86,9 +94,10 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
             raise NotEnoughData(f"{target}: no complete day-ahead forecast fits in the newest data")
         metrics, _ = evaluate(models, rows, target)
         now = headline(metrics[PRIMARY], target)
-        trained = headline(version.metrics.get(target, {}).get(PRIMARY, {}), target).get("mae")
+        at_training = headline(version.metrics.get(target, {}).get(PRIMARY, {}), target)
+        trained = at_training.get("mae")
         verdict = drift_verdict(target, now.get("mae"), trained, now.get("skill"), threshold,
-                                now.get("coverage_p10_p90"))
+                                now.get("coverage_p10_p90"), at_training.get("skill"))
         results.append(TargetEvaluation(target, int(now.get("rows", 0)), now.get("mae"), trained,
                                         now.get("skill"), now.get("coverage_p10_p90"), verdict,
                                         bool((rows[dz.TARGET_TS] <= trained_until).any())))
