@@ -201,6 +201,11 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
     else:
         assert plan["cost"]["total"] == pytest.approx(plan["cost_without_battery"])
         assert plan["summary"]["next_action"].startswith("no battery at this site")
+    assert plan["summary"]["stale"] == {}  # planned at a reading
+    # two days after the newest reading (2024-05-22T23:45Z): the plan says its readings are stale
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-24T23:45:00Z", *db]) == 0
+    assert ("readings stale since 2024-05-22T23:45Z (the newest, 48 h before the plan's start: the forecasts carry on "
+            "from the days before it)") in capsys.readouterr().out.splitlines()[1]
 
 
 def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_path, capsys):

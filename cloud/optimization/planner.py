@@ -68,6 +68,7 @@ from cloud.optimization.summary import plan_summary, write_summary
 from cloud.site_steps import no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
+from cloud.sync.plausibility import duration
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.control import ReservePolicy
@@ -487,9 +488,23 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         over_arrivals=None if fitted is None else fitted.expected_costs(policy.row(start), spec.initial_kwh, spec.min_kwh),
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
         forecaster_reason=forecaster.reason,
-        stale=dict(outside.stale) if outside is not None else {},
+        stale={**(dict(outside.stale) if outside is not None else {}), **readings_stale(state, start)},
         soc_read_at=state.soc_read_at,
     )
+
+
+def readings_stale(state: SiteState, start: pd.Timestamp) -> dict[str, str]:
+    """``{"readings": "stale since …"}`` where the site's newest load reading is older than
+    :data:`FRESH_READING` at the plan's start, else {}: a gateway that stopped sending, or a
+    utility's download that ends a day before, leaves the forecasts carrying on from older
+    days, and the owner is told wherever the plan is shown."""
+    if state.source != "readings" or state.load_history_kw.empty:
+        return {}
+    newest = pd.Timestamp(state.load_history_kw.index[-1])
+    if start - newest <= FRESH_READING:
+        return {}
+    return {"readings": f"stale since {newest:%Y-%m-%dT%H:%MZ} (the newest, {duration(start - newest)} before the "
+                        "plan's start: the forecasts carry on from the days before it)"}
 
 
 def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
