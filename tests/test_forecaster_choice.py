@@ -18,8 +18,10 @@ START = pd.Timestamp("2024-06-10T00:00Z")
 STORE = object()  # choose() only asks whether there is a cloud store
 
 
-def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", horizon_steps=96, active=True) -> str:
-    """A model registry holding one version whose manifest says what it learnt from."""
+def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", horizon_steps=96, active=True,
+             skills=None) -> str:
+    """A model registry holding one version whose manifest says what it learnt from, and with
+    ``skills`` (load, PV) its test-set metrics."""
     folder = tmp_path / "models"
     (folder / "v1").mkdir(parents=True)
     ranges = {"train_range": ["2024-05-01 00:15:00+00:00", "2024-06-01 00:00:00+00:00"],
@@ -27,6 +29,10 @@ def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", hor
     manifest = {"version": "v1", "horizon_steps": horizon_steps,
                 "targets": {"load_kw": {"models": ["lightgbm"], "sites": list(sites), **ranges}}}
     (folder / "v1" / "manifest.json").write_text(json.dumps(manifest))
+    if skills is not None:
+        metrics = {"load_kw": {"lightgbm": {"all_hours": {"skill": skills[0]}}},
+                   "solar_kw": {"lightgbm": {"all_hours": {"skill": 0.5}, "daytime": {"skill": skills[1]}}}}
+        (folder / "v1" / "metrics.json").write_text(json.dumps(metrics))
     if active:
         (folder / "ACTIVE").write_text("v1\n")
     return str(folder)
@@ -41,6 +47,11 @@ def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", hor
     ({"until": "2024-06-10 00:45:00+00:00"}, STORE, "models", "active models in {folder}"),  # within the slack
     ({"until": "2024-06-20 00:00:00+00:00"}, STORE, "naive",
      "the active models in {folder} learnt from readings up to 2024-06-20 00:00Z, after 2024-06-10 00:00Z"),
+    ({"skills": (0.17, 0.11)}, STORE, "models", "active models in {folder}"),
+    ({"skills": (-0.03, 0.11)}, STORE, "naive",
+     "the active models in {folder} forecast the load no better than same time yesterday on their test days (skill -0.03)"),
+    ({"skills": (0.17, -0.16)}, STORE, "models", "active models in {folder}; PV as the naive forecaster has it, the PV "
+     "model being no better than same time yesterday on its test days (skill -0.16)"),
 ])
 def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, changes, store, choice, reason):
     folder = registry(tmp_path, **changes)
@@ -79,6 +90,31 @@ def test_a_half_hourly_plan_takes_the_mean_of_the_models_two_quarter_hours(monke
     np.testing.assert_array_equal(_Issued(SITE, STORE).load_kw(START, halves), [1.5, 3.5, np.nan, 7.5])
     with pytest.raises(fc.ForecasterUnavailable, match="the models forecast 15-minute steps, which make no 20-minute step"):
         _Issued(SITE, STORE).load_kw(START, pd.date_range(START + pd.Timedelta(minutes=20), periods=4, freq="20min"))
+
+
+@pytest.mark.parametrize(("pv_skill", "learnt"), [(0.2, True), (-0.1, False), (None, True)])
+def test_a_pv_model_no_better_than_yesterday_leaves_the_pv_to_the_naive_forecast(monkeypatch, pv_skill, learnt):
+    from cloud.forecasting import issue
+
+    def issued(store, device_id, issued_at, horizon_steps, **_):
+        ends = pd.date_range(issued_at + fc.MODELS_STEP, periods=horizon_steps, freq="15min")
+        return pd.DataFrame({"target_ts": ends, "load_kw_p50": 1.0, "solar_kw_p50": 7.0, "target": "x"})
+
+    metrics = {} if pv_skill is None else {"solar_kw": {"lightgbm": {"daytime": {"skill": pv_skill}}}}
+
+    class Scored(fc.ModelsForecaster):
+        def _loaded(self):
+            return type("Version", (), {"manifest": {"horizon_steps": 96}, "metrics": metrics})()
+
+    monkeypatch.setattr(issue, "forecast_next_day", issued)
+    instants = pd.date_range(START + fc.MODELS_STEP, periods=96, freq="15min")
+    frame = Scored(SITE, STORE)(START, instants)
+    assert (frame[fc.LOAD] == 1.0).all()
+    if learnt:
+        assert (frame[fc.PV] == 7.0).all()
+    else:
+        np.testing.assert_allclose(frame[fc.PV], fc.pv_forecast(SITE, START, instants, None).generation_kw)
+        assert frame[fc.PV].max() > 0 and frame[fc.PV].min() == 0  # the day's own curve, not the model's 7 kW
 
 
 @pytest.mark.parametrize("name", ["naive", "models", "perfect"])

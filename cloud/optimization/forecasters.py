@@ -248,7 +248,8 @@ class NaiveForecaster:
 class ModelsForecaster:
     """The forecasting package's active models (P50 load, PV and price), issued at the plan's
     start from the readings stored until then; export price and carbon from the tariff, and
-    PV from :func:`pv_forecast.pv_forecast` when the models have no PV target for the site."""
+    PV from :func:`pv_forecast.pv_forecast` when the models have no PV target for the site, or
+    their PV model did no better than same time yesterday on its test days (:func:`held_out_skill`)."""
 
     name = "models"
     reason = ""
@@ -267,7 +268,9 @@ class ModelsForecaster:
             raise ForecasterUnavailable(f"the active models give no load forecast for {self.config.device_id} at every instant")
         frame[LOAD] = np.maximum(predicted["load_kw_p50"].to_numpy(), 0.0)
         solar_kw = predicted.get("solar_kw_p50")
-        frame[PV] = pv.generation_kw if solar_kw is None or solar_kw.isna().any() else np.maximum(solar_kw.to_numpy(), 0.0)
+        pv_skill = held_out_skill(self._loaded().metrics, PV)
+        learnt = solar_kw is not None and not solar_kw.isna().any() and (pv_skill is None or pv_skill > 0)
+        frame[PV] = np.maximum(solar_kw.to_numpy(), 0.0) if learnt else pv.generation_kw
         price = predicted.get("price_per_kwh_p50")
         if self.wholesale is None and price is not None and not price.isna().any():  # published prices win
             frame[IMPORT_PRICE] = np.maximum(price.to_numpy(), 0.0)
@@ -479,7 +482,32 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     if issued_from is not None and learnt_until > pd.Timestamp(issued_from) + LEARNT_SLACK:
         return Choice("naive", f"the active models in {registry.root} learnt from readings up to "
                                f"{learnt_until:%Y-%m-%d %H:%M}Z, after {pd.Timestamp(issued_from):%Y-%m-%d %H:%M}Z")
+    try:
+        metrics = registry.metrics(active)
+    except (OSError, ValueError):
+        metrics = {}
+    skill = held_out_skill(metrics, LOAD)
+    if skill is not None and skill <= 0:
+        return Choice("naive", f"the active models in {registry.root} forecast the load no better than same time "
+                               f"yesterday on their test days (skill {skill:+.2f})")
+    pv_skill = held_out_skill(metrics, PV)
+    if pv_skill is not None and pv_skill <= 0:
+        return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, the PV model "
+                                f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f})")
     return Choice("models", f"active models in {registry.root}")
+
+
+def held_out_skill(metrics: Mapping, column: str) -> float | None:
+    """A version's model's skill against same time yesterday on the days its training held out
+    (the newest of its history, unseen by the fitted models; daytime for PV), from the
+    version's metrics; None where not measured. A model at or below zero there forecasts no
+    better than the simplest rule, and the planner does not take it for that target."""
+    from cloud.forecasting.evaluation import headline
+    from cloud.forecasting.models import PRIMARY
+
+    target = {LOAD: "load_kw", PV: "solar_kw"}[column]
+    skill = headline(metrics.get(target, {}).get(PRIMARY, {}), target).get("skill")
+    return None if skill is None or not np.isfinite(skill) else float(skill)
 
 
 def make_forecaster(name: str, config: SimulatorConfig, history: pd.DataFrame, store=None,
