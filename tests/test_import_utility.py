@@ -93,6 +93,17 @@ def test_the_download_s_clock_changes_are_read_as_the_utility_writes_them(tmp_pa
     assert (result.rows_synced, result.rows_quarantined) == (4, 0)
     assert cloud.read_readings("home-2")[dd.TS].tolist() == [pd.Timestamp(f"2024-11-03T{t}Z")
                                                              for t in ("08:00", "09:00", "11:00", "12:00")]
+    assert result.written_once == ["2024-11-03"] and result.as_dict()["repeated_hour_written_once"] == ["2024-11-03"]
+
+    # the same day with the hour written for both passes: nothing to say, every hour stored
+    lines = green_button("2024-11-03T00:00", 2, minutes=60).splitlines()
+    (tmp_path / "both.csv").write_text("\n".join([*lines, lines[-1].replace("0.15", "0.20"),
+                                                  lines[-1].replace("01:00,01:59", "02:00,02:59")]) + "\n")
+    result = import_file(tmp_path / "both.csv", cloud, ImportOptions("home-3", {"USAGE (kWh)": dd.LOAD_TOTAL},
+                                                                     units="kWh", timezone="America/Los_Angeles"))
+    assert result.written_once == [] and (result.rows_synced, result.rows_quarantined) == (4, 0)
+    assert cloud.read_readings("home-3")[dd.TS].tolist() == [pd.Timestamp(f"2024-11-03T{t}Z")
+                                                             for t in ("08:00", "09:00", "10:00", "11:00")]
 
 
 def test_a_units_column_gives_the_unit_of_the_column_before_it(tmp_path, cloud):

@@ -169,6 +169,7 @@ class ImportResult(SyncResult):
     mapped_by_file: dict[str, str] = field(default_factory=dict)  # field -> its columns, as the file itself maps them
     units_read: dict[str, str] = field(default_factory=dict)  # columns -> their unit and where it was read
     formats_read: dict[str, str] = field(default_factory=dict)  # time columns -> the numeric dates' pattern read
+    written_once: list[str] = field(default_factory=list)  # days whose repeated autumn hour the file wrote once
     #: field -> (times, first, last) where files joined into it lacked a reading and it was quarantined
     unmatched: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)
     replaced: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)  # field -> changed values
@@ -183,7 +184,7 @@ class ImportResult(SyncResult):
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
                 "mapped_by_file": self.mapped_by_file, "units_read": self.units_read,
-                "time_formats_read": self.formats_read,
+                "time_formats_read": self.formats_read, "repeated_hour_written_once": self.written_once,
                 "replaced": {f: {"values": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
                              for f, (n, a, b) in self.replaced.items()},
                 "unmatched": {f: {"times": n, "from": dd.format_ts(a), "to": dd.format_ts(b)}
@@ -594,6 +595,7 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
         result.units_read |= {of(source, plan.label(f)): f"{plan.units.get(f, 'kW')} {where}"
                               for f, where in plan.units_from.items()}
         result.wall_clock |= plan.times.offsets is False
+        result.written_once += [of(source, day) for day in plan.times.written_once()]
         if plan.format_read:
             result.formats_read[of(source, " + ".join(plan.time_columns))] = plan.format_read
         if plan.starts:
@@ -888,6 +890,10 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         order = "day/month" if pattern.index("%d") < pattern.index("%m") else "month/day"
         print(f"  times: {columns} read as {pattern!r}, {order}: a number above 12 says which (--timestamp-format "
               "to change)")
+    if result.written_once:
+        print(f"  times: the hour the clock repeats in autumn is written once on {', '.join(result.written_once)}: read "
+              "as the clock's first pass, the second a gap (a utility that sums both passes into that row stores the "
+              "hour at twice its load: compare it with the hours around it)")
     if result.moved and result.interval is not None:
         print(f"  times: {result.moved} labels each interval's start; stored at its end, {duration(result.interval)} later, "
               "as readings are (--time-label end to keep them)")

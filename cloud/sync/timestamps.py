@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -175,6 +175,14 @@ class TimeReader:
     format: str | None = None  # a strftime pattern; None: ISO 8601
     offsets: bool | None = None
     _last_repeated: tuple[int, bool] | None = None  # (wall time in ns, second occurrence)
+    _passes: dict[int, bool] = field(default_factory=dict)  # day (ns // day) of a repeated hour read -> a second pass seen
+
+    def written_once(self) -> list[str]:
+        """The days (``YYYY-MM-DD``) whose repeated autumn hour the file wrote once: read as the
+        clock's first pass, the second a gap. Whether the utility summed both passes into
+        those rows the file cannot say, so the import says where to look."""
+        day_ns = 86_400 * 10**9
+        return [pd.Timestamp(day * day_ns).strftime("%Y-%m-%d") for day, twice in sorted(self._passes.items()) if not twice]
 
     def read(self, values: pd.Series) -> tuple[pd.Series, pd.Series]:
         """``(UTC instants, reasons)`` aligned with ``values``; NaT and a reason where a
@@ -248,6 +256,7 @@ class TimeReader:
             now = int(nanos[position])
             second = last is not None and last[0] // day_ns == now // day_ns and (last[1] or now <= last[0])
             first[position] = not second
+            self._passes[now // day_ns] = self._passes.get(now // day_ns, False) or second
             last = (now, second)
         self._last_repeated = last
         return first
