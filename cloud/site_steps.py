@@ -107,11 +107,14 @@ def balance_lacks(read: Collection[str], site: Mapping[str, Any]) -> list[str]:
     battery's power unless it declares none; each named with the field to import it as."""
     lacking = [f"the grid flow ({dd.NET_GRID_FLOW}, positive when importing)"] if dd.NET_GRID_FLOW not in read else []
     if not declares_none(site, "pv_capacity_kw") and dd.SOLAR_KW not in read:
-        lacking.append(f"the PV of the array the site declares ({dd.SOLAR_KW})")
+        declared = (site.get("pv_capacity_kw") or 0) > 0  # NaN or absent: the site says nothing of PV
+        lacking.append(f"the PV of the array the site declares ({dd.SOLAR_KW})" if declared
+                       else f"the PV ({dd.SOLAR_KW}), or a site file declaring none")
     if not declares_none(site, "battery_capacity_kwh") and dd.BATTERY_POWER not in read:
         capacity = site.get("battery_capacity_kwh")
-        size = f"{float(capacity):g} kWh " if capacity is not None and capacity == capacity else ""
-        lacking.append(f"the power of the {size}battery the site declares ({dd.BATTERY_POWER}, positive when charging)")
+        lacking.append(f"the power of the {float(capacity):g} kWh battery the site declares ({dd.BATTERY_POWER}, positive "
+                       "when charging)" if (capacity or 0) > 0 else
+                       f"the battery's power ({dd.BATTERY_POWER}, positive when charging), or a site file declaring none")
     return lacking
 
 

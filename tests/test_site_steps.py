@@ -114,7 +114,10 @@ def test_an_hourly_grid_meter_beside_a_quarter_hourly_inverter_balances_over_the
     ({}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["10 kWh battery the site declares (battery_power_kw, positive when charging)"]),
     ({}, (dd.NET_GRID_FLOW,), ["PV of the array the site declares (solar_generation_kw)", "(battery_power_kw"]),
     ({"battery_capacity_kwh": 0.0}, (dd.SOLAR_KW,), ["grid flow (net_grid_flow_kw, positive when importing)"]),
-    ({"battery_capacity_kwh": NAN}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["the power of the battery the site declares"]),
+    ({"battery_capacity_kwh": NAN}, (dd.NET_GRID_FLOW, dd.SOLAR_KW),
+     ["the battery's power (battery_power_kw, positive when charging), or a site file declaring none"]),
+    ({"battery_capacity_kwh": 0.0, "pv_capacity_kw": NAN}, (dd.NET_GRID_FLOW,),
+     ["the PV (solar_generation_kw), or a site file declaring none"]),
 ])
 def test_a_load_the_balance_cannot_give_names_the_meter_to_import(declared, filled, named):
     """A home with a battery whose log was left out: the reason names the battery's power, not
