@@ -208,6 +208,22 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
             "from the days before it)") in capsys.readouterr().out.splitlines()[1]
 
 
+def test_a_soc_reading_outside_the_declared_window_is_said_to_be(tmp_path, monkeypatch, capsys):
+    """The battery reads 30 % where the site declares 40-90 %: the plan starts at 40 % and
+    says the reading was outside the window, not that 40 % was read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "site.json").write_text(json.dumps(with_(battery={**SITE["battery"], "min_soc": 40.0})))
+    measured_csv(tmp_path / "meter.csv", soc=True)
+    db = ["--cloud-db", str(tmp_path / "cloud.db")]
+    columns = "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw,soc=battery_soc_percent"
+    assert run_cli(run_cloud_sync.main, ["--site", "site.json", "--import", "meter.csv", "--column-map", columns, *db]) == 0
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-15T06:00:00Z", "--forecaster", "naive",
+                                        *db]) == 0
+    assert "battery starts at 40%: its reading at Wed 08:00, 30%, outside the declared 40-90% window" in \
+        capsys.readouterr().out
+
+
 def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_path, capsys):
     (tmp_path / "site.json").write_text(json.dumps(SITE))
     db = ["--cloud-db", str(tmp_path / "cloud.db")]

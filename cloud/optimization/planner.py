@@ -125,6 +125,7 @@ class SiteState:
     source: str  # "readings" or "simulator"
     pv_history_kw: pd.Series | None = None
     soc_read_at: pd.Timestamp | None = None  # the SOC reading ``energy_kwh`` comes from; None: the configured start
+    soc_read_percent: float | None = None  # that reading
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +157,7 @@ class SitePlan:
     #: Per outside input whose service was down: "stale since … (why)" (cloud.live.inputs).
     stale: Mapping[str, str] = field(default_factory=dict)
     soc_read_at: pd.Timestamp | None = None  # the SOC reading the plan starts from; None: the configured start
+    soc_read_percent: float | None = None  # that reading, which the declared SOC window may have clipped
 
     @property
     def made(self) -> DispatchPlan:
@@ -311,7 +313,11 @@ class SitePlan:
             return None
         soc = f"battery starts at {self.plan.soc_percent[0]:.0f}%"
         if self.soc_read_at is not None:
-            return f"{soc}: its reading at {self.soc_read_at.tz_convert(self.timezone):%a %H:%M}"
+            line = f"{soc}: its reading at {self.soc_read_at.tz_convert(self.timezone):%a %H:%M}"
+            read = self.soc_read_percent
+            if read is not None and abs(read - self.plan.soc_percent[0]) >= 0.5:  # clipped into the declared window
+                line += f", {read:.0f}%, outside the declared {self.battery.min_soc_percent:g}-{self.battery.max_soc_percent:g}% window"
+            return line
         return (f"{soc}, the configured start (initial_soc): no battery_soc_percent reading in the "
                 f"{FRESH_READING / pd.Timedelta(hours=1):g} h before {self.step_starts[0].tz_convert(self.timezone):%a %H:%M}")
 
@@ -373,7 +379,8 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
         read_at = pd.Timestamp(measured[dd.TS].iloc[-1])
     this_month = stamps >= _month_start(start, config.timezone)
     peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
-    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at)
+    read = None if read_at is None else float(measured[dd.BATTERY_SOC].iloc[-1])
+    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read)
 
 
 def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
@@ -489,7 +496,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
         forecaster_reason=forecaster.reason,
         stale={**(dict(outside.stale) if outside is not None else {}), **readings_stale(state, start)},
-        soc_read_at=state.soc_read_at,
+        soc_read_at=state.soc_read_at, soc_read_percent=state.soc_read_percent,
     )
 
 
