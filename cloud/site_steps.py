@@ -124,13 +124,14 @@ def balance_formula(site: Mapping[str, Any]) -> str:
         + " - battery" * (not declares_none(site, "battery_capacity_kwh"))
 
 
-def no_load_reason(readings: pd.DataFrame, site: Mapping[str, Any]) -> str:
-    """Why ``readings`` (a site's, any of :data:`STEP_COLUMNS`) give no house load at any
-    step ("none measured, and ..."), naming what to import: none was measured, and the balance lacks a meter
-    (:func:`balance_lacks`), or, with every term read, it is below zero wherever they all
-    read. A home with a battery whose log was not imported is the usual case, and "no load
-    readings" alone sends its owner to import the grid flow they already did."""
-    lacking = balance_lacks(filled_columns(readings), site)
+def no_load_reason(read: Collection[str], site: Mapping[str, Any]) -> str:
+    """Why a site whose readings fill the columns ``read`` (:func:`filled_columns`) has no
+    house load at any step ("none measured, and ..."), naming what to import: none was
+    measured, and the balance lacks a meter (:func:`balance_lacks`), or, with every term
+    read, it is below zero wherever they all read. A home with a battery whose log was not
+    imported is the usual case, and "no load readings" alone sends its owner to import the
+    grid flow they already did."""
+    lacking = balance_lacks(read, site)
     head = f"none measured ({dd.LOAD_TOTAL})"
     if lacking:
         return (f"{head}, and its balance needs {' and '.join(lacking)}; import "

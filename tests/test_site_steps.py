@@ -126,7 +126,7 @@ def test_a_load_the_balance_cannot_give_names_the_meter_to_import(declared, fill
     site = {**HOME, **declared}
     lacking = balance_lacks(filled_columns(readings), site)
     assert len(lacking) == len(named) and all(part in said for part, said in zip(named, lacking, strict=True))
-    reason = no_load_reason(readings, site)
+    reason = no_load_reason(filled_columns(readings), site)
     assert reason.startswith("none measured (home_load_total_load_kw), and its balance needs ")
     assert all(part in reason for part in named) and "run_cloud_sync.py --import FILE" in reason
     assert np.isnan(completed(readings.set_index(dd.TS), site, STEP)[dd.LOAD_TOTAL].iloc[0])  # as the jobs find it
@@ -136,5 +136,5 @@ def test_a_balance_below_zero_everywhere_says_the_meters_disagree():
     readings = pd.DataFrame({dd.TS: [NOON], dd.LOAD_TOTAL: [NAN], dd.NET_GRID_FLOW: [-3.0], dd.SOLAR_KW: [2.0]})
     site = {**HOME, "battery_capacity_kwh": 0.0}
     assert balance_lacks(filled_columns(readings), site) == [] and balance_formula(site) == "grid flow + PV"
-    assert "balance of its meters (grid flow + PV) is below zero" in no_load_reason(readings, site)
+    assert "balance of its meters (grid flow + PV) is below zero" in no_load_reason(filled_columns(readings), site)
     assert np.isnan(completed(readings.set_index(dd.TS), site, STEP)[dd.LOAD_TOTAL].iloc[0])

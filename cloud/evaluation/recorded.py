@@ -43,7 +43,7 @@ from cloud.live.inputs import SiteInputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.pv_forecast import MeasuredPV
-from cloud.site_steps import STEP_COLUMNS, coarsest_interval, no_load_reason, site_steps
+from cloud.site_steps import STEP_COLUMNS, coarsest_interval, filled_columns, no_load_reason, site_steps
 from cloud.sync.plausibility import duration
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
@@ -74,7 +74,7 @@ def recorded_steps(store, device_id: str, step: pd.Timedelta | None) -> tuple[pd
     site = next((row for row in store.sites() if row[dd.DEVICE_ID] == device_id), {})
     steps = site_steps(readings, site, step)
     if steps[dd.LOAD_TOTAL].isna().all():
-        raise UsageError(f"{device_id}: no house load: {no_load_reason(readings, site)}")
+        raise UsageError(f"{device_id}: no house load: {no_load_reason(filled_columns(readings), site)}")
     return pd.DataFrame({fc.LOAD: steps[dd.LOAD_TOTAL], fc.PV: steps[dd.SOLAR_KW]}), step
 
 

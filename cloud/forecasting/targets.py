@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.feature_engineering.pipeline import LOAD_KW, PRICE_PER_KWH, SOLAR_KW, TARGETS
-from cloud.site_steps import no_load_reason
+from cloud.site_steps import filled_columns, no_load_reason
 
 #: Target name -> the reading column it forecasts (the feature set's own mapping).
 TARGET_COLUMNS: dict[str, str] = dict(TARGETS)
@@ -43,7 +43,8 @@ def availability(target: str, device_id: str, grid: pd.DataFrame, site: Mapping[
     observed = int(np.isfinite(values).sum())
     days = observed * step / pd.Timedelta(days=1)
     if observed == 0:
-        why = f"no house load: {no_load_reason(grid, site)}" if target == LOAD_KW else f"no {column} readings"
+        why = (f"no house load: {no_load_reason(filled_columns(grid), site)}" if target == LOAD_KW
+               else f"no {column} readings")
         return Availability(target, device_id, 0.0, why)
     if target == SOLAR_KW and not (float(site.get("pv_capacity_kw") or 0.0) > 0 and np.nanmax(values) > 0):
         return Availability(target, device_id, days, "no PV system (pv_capacity_kw is 0 or PV output never above 0)")

@@ -65,7 +65,7 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
-from cloud.site_steps import no_load_reason, site_steps
+from cloud.site_steps import filled_columns, no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync.plausibility import duration
@@ -371,15 +371,14 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     steps = site_steps(readings, site, step)
     load, pv = steps[dd.LOAD_TOTAL], steps[dd.SOLAR_KW]
     if load.isna().all():
-        raise UsageError(f"{config.device_id}: no house load: {no_load_reason(readings, site)}")
-    energy, read_at = None, None
+        raise UsageError(f"{config.device_id}: no house load: {no_load_reason(filled_columns(readings), site)}")
+    energy, read_at, read = None, None, None
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:
-        energy = float(measured[dd.BATTERY_SOC].iloc[-1]) / 100.0 * config.battery.capacity_kwh
-        read_at = pd.Timestamp(measured[dd.TS].iloc[-1])
+        read_at, read = pd.Timestamp(measured[dd.TS].iloc[-1]), float(measured[dd.BATTERY_SOC].iloc[-1])
+        energy = read / 100.0 * config.battery.capacity_kwh
     this_month = stamps >= _month_start(start, config.timezone)
     peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
-    read = None if read_at is None else float(measured[dd.BATTERY_SOC].iloc[-1])
     return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read)
 
 

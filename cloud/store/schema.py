@@ -244,7 +244,7 @@ def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence
         return _EMPTY[key].copy()
     if ts_micros:
         kinds = table(name).columns
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        columns = list(zip(*rows, strict=True))
         frame = pd.DataFrame({n: pd.to_datetime(pd.array(c, dtype="Int64"), unit="us", utc=True) if kinds.get(n) == TS
                               else np.array(c, dtype=object) for n, c in zip(names, columns, strict=True)},
                              index=pd.RangeIndex(len(rows)))

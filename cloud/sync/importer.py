@@ -620,7 +620,7 @@ def _house_load(cloud: CloudStore, device_id: str, site: dict[str, Any], sources
         return Finding("house load", "ok", f"measured ({dd.LOAD_TOTAL}, from an earlier import)")
     if not balance_lacks(read, site):
         return Finding("house load", "ok", f"none measured: the jobs take it from the balance, {balance_formula(site)}")
-    return Finding("house load", "warning", no_load_reason(stored, site))
+    return Finding("house load", "warning", no_load_reason(read, site))
 
 
 def _chunk_readings(meter: MeterFile, plan: _Plan) -> Iterator[tuple[pd.DataFrame, list[tuple[pd.DataFrame, pd.Series]]]]:
@@ -929,8 +929,7 @@ def declared_zone(cloud: CloudStore, device_id: str | None) -> str | None:
     """The time zone the device's ``sites`` row declares, None without one."""
     if not device_id:
         return None
-    row = cloud.read_frame(s.SITES, {dd.DEVICE_ID: device_id})
-    zone = row.iloc[0].get("timezone") if len(row) else None
+    zone = _site_row(cloud, device_id).get("timezone")
     return None if zone is None or pd.isna(zone) or not str(zone).strip() else str(zone)
 
 
