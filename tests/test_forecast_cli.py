@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cloud.store.sqlite import SQLiteCloudStore
@@ -72,7 +73,8 @@ def test_train_status_evaluate_as_the_spec_writes_them(tmp_path, cloud_db):
     assert "other_models: 1 version(s)" in by_env.stdout
 
 
-def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
+@pytest.mark.parametrize("newer_readings", [True, False])
+def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db, newer_readings):
     cwd = _workspace(tmp_path, cloud_db)
     # A 6-hour horizon: a quarter of the rows to train on; drift is judged the same way.
     assert run("--train", "--horizon-hours", "6", cwd=cwd, env={"FORECAST_TEST_SIZE": "0.3"}).returncode == 0
@@ -83,11 +85,27 @@ def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db):
     metrics["load_kw"]["lightgbm"]["all_hours"]["mae"] /= 3
     metrics["load_kw"]["lightgbm"]["all_hours"]["skill"] = 0.9
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    if newer_readings:  # and as if it had been tested on days a week before the newest readings
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for target in manifest["targets"].values():
+            start, end = (pd.Timestamp(t) for t in target["test_range"])
+            target["test_range"] = [start.isoformat(), (end - pd.Timedelta(days=7)).isoformat()]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
     evaluated = run("--evaluate", cwd=cwd)
     assert evaluated.returncode == 0
-    assert "warning: drift in load_kw: MAE" in evaluated.stderr and "threshold 25%" in evaluated.stderr
-    assert "drift in solar_kw" not in evaluated.stderr
-    assert "DRIFT in load_kw" in run("--status", cwd=cwd).stdout
+    assert "drift in solar_kw" not in evaluated.stderr + evaluated.stdout
+    status = run("--status", cwd=cwd).stdout
+    if newer_readings:
+        assert "DRIFT in load_kw" in status
+        assert "warning: drift in load_kw: MAE" in evaluated.stderr and "threshold 25%" in evaluated.stderr
+        return
+    # every truth of the newest week was among the test days training scored: a harder week
+    # of that test, which retraining on the same readings cannot mend
+    assert "drift" not in evaluated.stderr
+    note = next(line for line in evaluated.stdout.splitlines() if line.startswith("note: load_kw: MAE"))
+    assert "on days among those training tested the models on" in note and "retraining would learn from the same" in note
+    assert "retrain with" not in evaluated.stdout
+    assert "no drift; worse than at training in load_kw on days among its test days (no newer readings)" in status
 
 
 @pytest.mark.parametrize("coverage, verdict", [

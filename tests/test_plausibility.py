@@ -181,3 +181,20 @@ def test_a_balance_that_holds_no_way_round_says_so_and_one_without_its_terms_is_
     assert found.status == "warning" and found.message.startswith("the house load is not grid - battery")
     assert balance(frame, [dd.LOAD_TOTAL, dd.NET_GRID_FLOW]).status == "skipped"
     assert balance(frame, [dd.SOLAR_KW, dd.BATTERY_POWER, dd.NET_GRID_FLOW]).status == "skipped"
+
+
+@pytest.mark.parametrize("chunk", [7, 5000])
+def test_a_fields_blank_cells_are_counted_with_their_longest_run_across_chunks(chunk):
+    """A logger that writes every time but lost one sensor for days leaves no time gap: the
+    blank cells are named per field, with the longest run of them."""
+    frame = pv_series(days=3)
+    frame.loc[100:139, dd.SOLAR_KW] = np.nan  # 40 readings: 10 h from 2024-01-02 01:00
+    frame.loc[200:201, dd.SOLAR_KW] = np.nan
+    frame.loc[280:287, dd.LOAD_TOTAL] = np.nan  # the last 8 readings: the run is still open at the end
+    message = checked(frame, chunk)["gaps"].message
+    assert message == ("none (a reading every 15 min); blank cells, kept as gaps: solar_generation_kw 42 (longest "
+                       "10 h from 2024-01-02 01:00Z), home_load_total_load_kw 8 (longest 2 h from 2024-01-03 22:00Z)")
+
+
+def test_a_series_without_blank_cells_says_none():
+    assert checked(pv_series(days=3))["gaps"].message == "none (a reading every 15 min)"

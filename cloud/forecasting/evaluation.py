@@ -37,9 +37,13 @@ class TargetEvaluation:
     coverage: float | None
     drift: str | None  # why this counts as drift, or None
     seen_in_training: bool = False  # the window reaches into the training range: scores flatter
+    #: The end of the test days training scored the models on, when every truth of the window
+    #: lies among them (no reading since): a worse score there is a harder week of that test,
+    #: not a change since training, and retraining on the same readings cannot mend it.
+    tested_until: pd.Timestamp | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dict(self.__dict__, tested_until=None if self.tested_until is None else self.tested_until.isoformat())
 
 
 def headline(metrics: dict[str, Any], target: str) -> dict[str, Any]:
@@ -75,6 +79,12 @@ def drift_verdict(target: str, mae: float | None, trained: float | None, skill: 
     return None
 
 
+def _within(truths: pd.Series, tested: list[str] | None) -> pd.Timestamp | None:
+    """The test range's end, if every truth lies at or before it."""
+    end = pd.Timestamp(tested[1]) if tested else None
+    return end if end is not None and bool((truths <= end).all()) else None
+
+
 def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory], window_starts: Mapping[str, pd.Timestamp],
                      weather: WeatherForecast, threshold: float) -> list[TargetEvaluation]:
     """Each target scored on every site's forecasts issued from its own window start
@@ -88,6 +98,7 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
         starts = pd.to_datetime(rows[dd.DEVICE_ID].map(window_starts), utc=True)
         rows = rows[rows[dz.ISSUED_AT] >= starts].reset_index(drop=True)
         trained_until = pd.Timestamp(manifest["targets"][target]["train_range"][1])
+        tested = manifest["targets"][target].get("test_range")
         unseen = rows[rows[dz.ISSUED_AT] >= trained_until]
         rows = unseen.reset_index(drop=True) if not unseen.empty else rows  # prefer truths training never saw
         if rows.empty:
@@ -100,7 +111,8 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
                                 now.get("coverage_p10_p90"), at_training.get("skill"))
         results.append(TargetEvaluation(target, int(now.get("rows", 0)), now.get("mae"), trained,
                                         now.get("skill"), now.get("coverage_p10_p90"), verdict,
-                                        bool((rows[dz.TARGET_TS] <= trained_until).any())))
+                                        bool((rows[dz.TARGET_TS] <= trained_until).any()),
+                                        _within(rows[dz.TARGET_TS], tested)))
     return results
 
 

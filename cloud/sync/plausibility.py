@@ -4,7 +4,8 @@ facing east or west of south reaches before or after noon), PV above the site's 
 grid or battery column counted the other way round (the balance of a file holding the house
 load, the grid flow and PV or battery holds only with its sign turned: Tesla's exports count
 the battery's discharge as positive, the contract its charge), a sensor stuck at one
-non-zero value, and the gaps the series has (kept as gaps: nothing is filled).
+non-zero value, and the gaps the series has: times without a row, and a field's blank cells
+in the rows stored (both kept as gaps: nothing is filled).
 
 :class:`Plausibility` takes the stored rows chunk by chunk and keeps only small summaries
 (a PV profile by month and UTC time of day, run and gap state), so a file of any length
@@ -73,6 +74,11 @@ class Plausibility:
     pv_above: int = 0  # readings above the nameplate
     gaps: int = 0
     longest_gap: pd.Timedelta = pd.Timedelta(0)
+    #: Per field, its blank cells in stored rows and its longest run of them (readings, first
+    #: time): a logger that wrote the time but lost one sensor for days leaves no time gap.
+    blank: dict[str, int] = field(default_factory=dict)
+    blank_longest: dict[str, tuple[int, pd.Timestamp]] = field(default_factory=dict)
+    _blank_open: dict[str, tuple[int, pd.Timestamp]] = field(default_factory=dict)
     flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
     magnitude: dict[str, tuple[float, int]] = field(default_factory=dict)  # field -> (sum of |kW|, readings)
     balance: np.ndarray = field(default_factory=lambda: np.zeros(len(_SIGNS)))  # sum of |miss| per way round
@@ -88,6 +94,7 @@ class Plausibility:
         if ts.empty:
             return
         self._add_gaps(ts)
+        self._add_blanks(readings, fields)
         if dd.SOLAR_KW in fields:
             self._add_pv(ts, readings[dd.SOLAR_KW].to_numpy(dtype=float, na_value=np.nan), nameplate_kw)
         for column in (c for c in FLAT_FIELDS if c in fields):
@@ -129,6 +136,40 @@ class Plausibility:
             if len(wide):
                 self.longest_gap = max(self.longest_gap, wide.max() - self.interval)
         self._last_ts = ts.iloc[-1]
+
+    def _add_blanks(self, readings: pd.DataFrame, fields: list[str]) -> None:
+        """Count each field's blank cells and keep its longest run of them; the run still
+        open at the chunk's end carries over."""
+        times = pd.DatetimeIndex(readings[dd.TS])
+        for column in fields:
+            blank = readings[column].isna().to_numpy(dtype=bool)
+            if not blank.any():
+                self._end_blank(column)
+                continue
+            self.blank[column] = self.blank.get(column, 0) + int(blank.sum())
+            edges = np.diff(np.concatenate([[0], blank.astype(np.int8), [0]]))
+            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+            lengths, firsts = ends - starts, times[starts]
+            if starts[0] == 0 and column in self._blank_open:  # the carried run goes on
+                carried, first = self._blank_open.pop(column)
+                lengths[0] += carried
+                firsts = firsts.delete(0).insert(0, first)
+            else:
+                self._end_blank(column)
+            if ends[-1] == len(blank):  # this chunk's last run may go on in the next
+                self._blank_open[column] = (int(lengths[-1]), firsts[-1])
+                lengths, firsts = lengths[:-1], firsts[:-1]
+            if len(lengths):
+                k = int(np.argmax(lengths))
+                self._note_blank(column, int(lengths[k]), firsts[k])
+
+    def _end_blank(self, column: str) -> None:
+        if column in self._blank_open:
+            self._note_blank(column, *self._blank_open.pop(column))
+
+    def _note_blank(self, column: str, length: int, first: pd.Timestamp) -> None:
+        if length > self.blank_longest.get(column, (0, first))[0]:
+            self.blank_longest[column] = (length, first)
 
     def _add_pv(self, ts: pd.Series, pv_kw: np.ndarray, nameplate_kw: float | None) -> None:
         known = ~np.isnan(pv_kw)
@@ -175,6 +216,8 @@ class Plausibility:
         for column, run in self._runs.items():
             self._close(column, run)
         self._runs = {}
+        for column in list(self._blank_open):
+            self._end_blank(column)
         return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(), self._balance(),
                 self._flat(), self._gaps()]
 
@@ -255,9 +298,11 @@ class Plausibility:
         if self.interval is None:
             return Finding("gaps", "skipped", "fewer than two readings")
         every = f"every {duration(self.interval)}"
-        if not self.gaps:
-            return Finding("gaps", "ok", f"none (a reading {every})")
-        return Finding("gaps", "ok", f"{self.gaps} kept as gaps, longest {duration(self.longest_gap)} (a reading {every})")
+        times = (f"none (a reading {every})" if not self.gaps else
+                 f"{self.gaps} kept as gaps, longest {duration(self.longest_gap)} (a reading {every})")
+        blanks = [f"{column} {count} (longest {duration(self.interval * self.blank_longest[column][0])} from "
+                  f"{self.blank_longest[column][1]:%Y-%m-%d %H:%M}Z)" for column, count in self.blank.items()]
+        return Finding("gaps", "ok", times + ("; blank cells, kept as gaps: " + ", ".join(blanks) if blanks else ""))
 
 
 def pv_peak_offsets_h(profile: np.ndarray, longitude: float, reference_h: np.ndarray | None = None) -> np.ndarray:
