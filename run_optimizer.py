@@ -26,6 +26,7 @@ from cloud.optimization.planner import (
 )
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
+from cloud.sync.plausibility import duration
 from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
@@ -206,7 +207,11 @@ def backtest(args) -> None:
         print(json.dumps({"report": str(path), "forecaster": result.settings.forecaster,
                           "forecaster_reason": result.forecaster_reason,
                           "strategies": table.reset_index().to_dict("records"),
-                          "months": months.reset_index().to_dict("records")}, indent=2))
+                          "months": months.reset_index().to_dict("records"),
+                          "filled_steps": result.filled_steps,
+                          "filled_longest": None if result.filled_longest is None else {
+                              "from": (result.filled_longest[0] - result.settings.step).isoformat(),
+                              "steps": result.filled_longest[1]}}, indent=2, default=_json_default))
         return
     print(backtest_heading(args, result))
     print_table(table.reset_index().to_dict("records"),
@@ -217,8 +222,21 @@ def backtest(args) -> None:
     if result.settings.execution != settings.execution:
         print(f"\nMPC ran {result.settings.execution}: the {settings.execution} reserve policy needs simulated car sessions")
     if result.filled_steps:
-        print(f"{result.filled_steps} of {len(result.actuals)} steps had no reading and were interpolated")
+        print(filled_line(result))
     print(f"\nreport: {path}")
+
+
+def filled_line(result: BacktestResult) -> str:
+    """How many steps of a recorded backtest were interpolated, and the longest run of them,
+    in local time with its billing month: a straight line drawn over days of missing PV
+    weighs on that month's bills, where a step here or there does not."""
+    line = f"{result.filled_steps} of {len(result.actuals)} steps had no reading and were interpolated"
+    if result.filled_longest is None:
+        return line
+    first, steps = result.filled_longest
+    start = (first - result.settings.step).tz_convert(result.config.timezone)
+    return line + (f"; the longest run, {duration(result.settings.step * steps)} from {start:%a %Y-%m-%d %H:%M %Z}, "
+                   f"is in {start:%Y-%m}'s bills")
 
 
 def backtest_heading(args, result: BacktestResult) -> str:

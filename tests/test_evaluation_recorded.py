@@ -259,3 +259,23 @@ def test_a_half_hourly_meter_is_backtested_in_its_own_intervals(meter, tmp_path,
                            prices[fc.IMPORT_PRICE].to_numpy(), prices[fc.EXPORT_PRICE].to_numpy(), 0.5)
     assert table[bt.NO_BATTERY]["energy"] == pytest.approx(float(meter_bill.energy.sum()), rel=1e-9)
     assert table[bt.PERFECT]["bill"] <= table[bt.MPC]["bill"] + 1e-6
+
+
+def test_the_longest_run_of_interpolated_steps_is_named_with_its_billing_month(meter, tmp_path, capsys):
+    """Steps without a reading are interpolated for the battery's replay; a day of missing PV
+    drawn as a straight line weighs on its month's bills as a step here or there does not, so
+    the output names the longest run, in local time, beside the count."""
+    _, truth = meter
+    holed = truth.copy()
+    holed.loc["2024-05-08 06:00":"2024-05-08 14:45", fc.PV] = np.nan  # 36 daylight steps: the step ending 08:00 CEST on
+    holed = holed.drop(holed.loc["2024-05-09 12:00":"2024-05-09 12:15"].index)  # two steps without a row
+    db = declared_with(tmp_path, holed)
+    args = ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5", "--days", "2",
+            "--forecaster", "naive", "--cloud-db", db, "--output", str(tmp_path / "out")]
+    assert run_cli(run_optimizer.main, args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "interpolated" in x)
+    assert line == ("38 of 192 steps had no reading and were interpolated; the longest run, 9 h from "
+                    "Wed 2024-05-08 07:45 CEST, is in 2024-05's bills")
+    assert run_cli(run_optimizer.main, [*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["filled_steps"] == 38 and out["filled_longest"] == {"from": "2024-05-08T05:45:00+00:00", "steps": 36}

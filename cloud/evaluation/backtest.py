@@ -125,6 +125,9 @@ class BacktestResult:
     replans: int = 0
     filled_steps: int = 0  # recorded data: steps without a reading, filled (recorded.py)
     forecaster_reason: str = ""  # why settings.forecaster is the one (forecasters.choose)
+    #: recorded data: the longest run of filled steps, as (its first reading instant, steps):
+    #: a day of PV drawn as a straight line weighs on its month's bills as a step here or there does not
+    filled_longest: tuple[pd.Timestamp, int] | None = None
 
 
 def billing_months(instants: pd.DatetimeIndex, step: pd.Timedelta, timezone: str) -> np.ndarray:

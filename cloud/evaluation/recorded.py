@@ -48,6 +48,7 @@ from cloud.sync.plausibility import duration
 from der_core import der_data as dd
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
+from der_core.runs import true_runs
 from der_physics import generator
 from der_physics.solar import clear_sky_output
 
@@ -143,11 +144,11 @@ def recorded_settings(config: SimulatorConfig, settings: BacktestSettings, recor
 
 
 def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: pd.DatetimeIndex,
-                     inputs: SiteInputs | None = None) -> tuple[pd.DataFrame, int]:
+                     inputs: SiteInputs | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """What happened at ``instants`` (:data:`forecasters.COLUMNS`): the recorded load and PV
     (gaps filled as the module says; 0 kW of PV at a site that declares none), the declared
     tariff's prices (a dynamic one's from the prices in force, :meth:`SiteInputs.prices_in_force`);
-    and the number of steps filled."""
+    and which steps were filled."""
     window = recorded.reindex(instants)
     if config.solar.capacity_kw <= 0:
         window[fc.PV] = window[fc.PV].fillna(0.0)
@@ -164,7 +165,7 @@ def recorded_actuals(config: SimulatorConfig, recorded: pd.DataFrame, instants: 
                          "or choose --start and --days inside them")
     actuals = fc.tariff_forecast(config, instants, clear_sky_output(config.solar, instants).clear_sky_ghi_w_m2, in_force)
     actuals[fc.LOAD], actuals[fc.PV] = filled[fc.LOAD].to_numpy(), np.maximum(filled[fc.PV].to_numpy(), 0.0)
-    return actuals[list(fc.COLUMNS)], int(missing.sum())
+    return actuals[list(fc.COLUMNS)], missing.to_numpy(dtype=bool)
 
 
 def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, settings: BacktestSettings,
@@ -189,4 +190,7 @@ def run_recorded_backtest(config: SimulatorConfig, recorded: pd.DataFrame, setti
     forecaster, settings = resolved_forecaster(settings, config, history, instants, store=store, measured=measured,
                                                wholesale=inputs.wholesale if inputs is not None else None)
     runs, replans = run_strategies(config, actuals, settings, forecaster, progress, history, exo, measured)
-    return BacktestResult(config, settings, actuals, runs, replans, filled, forecaster.reason)
+    starts, stops = true_runs(filled)
+    longest = int(np.argmax(stops - starts)) if len(starts) else None
+    return BacktestResult(config, settings, actuals, runs, replans, int(filled.sum()), forecaster.reason,
+                          None if longest is None else (instants[starts[longest]], int(stops[longest] - starts[longest])))

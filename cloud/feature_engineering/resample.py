@@ -22,6 +22,7 @@ import pandas as pd
 
 from cloud.feature_engineering import steps as st
 from der_core import der_data as dd
+from der_core.runs import true_runs
 
 #: Power, irradiance, temperature and price columns: the mean over the step.
 MEAN_COLUMNS: tuple[str, ...] = (
@@ -146,8 +147,7 @@ def _gaps(index: pd.DatetimeIndex, present: np.ndarray, limit: int):
     empty = ~present
     if not empty.any():
         return
-    edges = np.diff(np.concatenate(([0], empty.astype(np.int8), [0])))
-    for first, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for first, stop in zip(*true_runs(empty)):
         steps = int(stop - first)
         filled = min(steps, limit)
         yield Gap(index[first], index[stop - 1], steps, filled, steps - filled)

@@ -56,6 +56,7 @@ from cloud.optimization.reserve_dp import OVERSHOOT_KW, backward, evaluate, limi
 from cloud.optimization.same_time import values_at
 from der_core.config import SimulatorConfig
 from der_core.control import Controller, ReservePolicy
+from der_core.runs import true_runs
 from der_core.tariff import site_tariff
 from der_physics import battery as physics
 
@@ -180,9 +181,8 @@ def _starts_per_day(starts: pd.DatetimeIndex, instants: pd.DatetimeIndex, step: 
 
 def _runs_above(values: np.ndarray, threshold: float, min_length: int) -> tuple[np.ndarray, np.ndarray]:
     """First and last position of each run of at least ``min_length`` values above ``threshold``."""
-    above = np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf) > threshold
-    edges = np.diff(np.concatenate([[0], above.astype(np.int8), [0]]))
-    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    first, stop = true_runs(np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf) > threshold)
+    last = stop - 1
     keep = last - first + 1 >= min_length
     return first[keep], last[keep]
 

@@ -12,6 +12,7 @@ import pandas as pd
 from cloud.portfolio.fleet import REGIONS
 from cloud.portfolio.kpis import FleetResult, satisfaction, summary
 from cloud.portfolio.results import SOC_BINS
+from der_core.runs import true_runs
 
 KPI_ROWS = ("total_cost", "savings", "peak_aggregate_import_kw", "max_ramp_kw_per_step", "load_factor", "self_consumption",
             "emissions_kg", "unserved_kwh", "deferred_kwh", "starved_sites", "satisfaction_mean", "dr_requested_kwh", "dr_delivered_kwh",
@@ -30,8 +31,7 @@ def timestep_frame(result: FleetResult) -> pd.DataFrame:
 
 def step_windows(mask: np.ndarray) -> list[tuple[int, int]]:
     """[first, last + 1) step ranges where ``mask`` holds."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return list(zip(edges[::2], edges[1::2]))
+    return list(zip(*true_runs(mask)))
 
 
 def _plots(result: FleetResult, folder: Path, timezone: str, currency: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from pvlib import solarposition
 
 from der_core import der_data as dd
 from der_core.config import SolarConfig
+from der_core.runs import true_runs
 from der_physics.solar import clearsky_ac_kw
 
 #: A field holding one non-zero value this long is reported as flat-lined: measured power
@@ -147,8 +148,7 @@ class Plausibility:
                 self._end_blank(column)
                 continue
             self.blank[column] = self.blank.get(column, 0) + int(blank.sum())
-            edges = np.diff(np.concatenate([[0], blank.astype(np.int8), [0]]))
-            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+            starts, ends = true_runs(blank)
             lengths, firsts = ends - starts, times[starts]
             if starts[0] == 0 and column in self._blank_open:  # the carried run goes on
                 carried, first = self._blank_open.pop(column)
