@@ -131,7 +131,7 @@ def base(tmp_path_factory, fake) -> Path:
         row = site_row(build_site(SITE))
         assert fetch_weather(store, row, OpenMeteo(connection=Connection(environ=environ)),
                              now - pd.Timedelta(hours=3)) > 0
-    trained = _run(["run_model_training.py", "--train", "--cloud-db", db], {"FORECAST_MODEL_DIR": str(data / "models")})
+    trained = _run([str(ROOT / "run_model_training.py"), "--train", "--cloud-db", db], {}, cwd=folder)  # ./trained_models
     assert trained.returncode == 0, trained.stderr
     return folder
 
@@ -180,6 +180,9 @@ def test_a_declared_site_is_planned_on_its_fetched_weather_and_prices(normal):
     folder, done = normal
     assert done.returncode == 0, done.stderr
     assert "[2/5] inputs" in done.stdout and "stale" not in done.stdout + done.stderr
+    # the models its owner trained by the README's commands (./trained_models) are the pipeline's
+    active = (folder / "trained_models" / "ACTIVE").read_text().strip()
+    assert f"reused models {active}" in done.stdout and not (folder / "data" / "models").exists()
     plan, summary = stored_plan(folder)
     assert len(plan) == 96 and summary["stale"] == {}
     # The plan is priced at the published Agile rates: 0.20 or 0.15 GBP/kWh, nothing else.

@@ -140,6 +140,18 @@ def test_the_pipeline_takes_the_jobs_store_file(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "data" / "cloud.db").exists()
 
 
+def test_a_real_sites_models_are_the_jobs_own_and_simulated_ones_stay_in_the_data_folder(tmp_path, monkeypatch):
+    """The models its owner trained with run_model_training.py are a declared site's, and a
+    plan made by run_optimizer.py reads the pipeline's; a simulated fleet's stay apart."""
+    monkeypatch.delenv("FORECAST_MODEL_DIR", raising=False)
+    site = Path(__file__).resolve().parents[1] / "examples" / "site.json"
+    assert pipeline_settings(tmp_path / "data").model_dir == tmp_path / "data" / "models"
+    assert pipeline_settings(tmp_path / "data", site_files=[site]).model_dir == Path("trained_models")
+    monkeypatch.setenv("FORECAST_MODEL_DIR", str(tmp_path / "mine"))
+    assert pipeline_settings(tmp_path / "data").model_dir == tmp_path / "mine"
+    assert pipeline_settings(tmp_path / "data", site_files=[site]).model_dir == tmp_path / "mine"
+
+
 def test_continuous_schedules_every_job_at_its_cadence(tmp_path, monkeypatch):
     for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):  # its own embedded cloud, nothing shared
         monkeypatch.delenv(name, raising=False)

@@ -8,12 +8,14 @@ the forecasters' minimum of 14 days), everything in one data folder. With site f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from cloud.forecasting.settings import DEFAULT_MODEL_DIR
 from cloud.store.factory import SQLITE, CloudSettings, cloud_settings
 from der_core.config import SimulatorConfig, build_config
 from der_core.errors import ConfigError
@@ -45,6 +47,8 @@ class PipelineSettings:
     retrain_after: pd.Timedelta = pd.Timedelta(seconds=TRAIN_EVERY_S)
     #: Real sites from their site files (``--site``): the chain runs for them and simulates nothing.
     declared: tuple[SiteDeclaration, ...] = ()
+    #: Where the models live when asked (``FORECAST_MODEL_DIR``); see :attr:`model_dir`.
+    models: Path | None = None
 
     def __post_init__(self) -> None:
         ids = [site.device_id for site in self.declared]
@@ -68,7 +72,13 @@ class PipelineSettings:
 
     @property
     def model_dir(self) -> Path:
-        return self.data_dir / "models"
+        """``FORECAST_MODEL_DIR`` when set. Otherwise a real site's models are those of
+        ``run_model_training.py`` and ``run_optimizer.py`` (``./trained_models``): the models its
+        owner trained are reused, and a plan made by hand reads the pipeline's. Simulated sites
+        keep theirs in the data folder, apart from any real site's."""
+        if self.models is not None:
+            return self.models
+        return Path(DEFAULT_MODEL_DIR) if self.declared else self.data_dir / "models"
 
     @property
     def history(self) -> pd.Timedelta:
@@ -102,4 +112,6 @@ def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = D
     cloud = cloud_settings(backend=backend, sqlite_path=embedded)
     if cloud.backend != SQLITE:
         cloud = CloudSettings(cloud.backend, embedded, cloud.database_url, cloud.supabase_url, cloud.supabase_key)
-    return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud, declared=declared)
+    models = os.environ.get("FORECAST_MODEL_DIR") or None
+    return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud, declared=declared,
+                            models=None if models is None else Path(models))
