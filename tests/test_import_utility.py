@@ -385,6 +385,25 @@ def test_a_half_hour_one_download_lacks_is_quarantined_with_the_other_s_reading(
     assert held[dd.TS].iloc[0] == pd.Timestamp("2025-10-26T00:30Z")
 
 
+def test_a_field_read_less_often_than_the_files_rows_is_not_called_blank_between_its_readings(tmp_path, capsys):
+    """A meter's 5-minute load joined to an inverter's 15-minute PV: the PV is blank two rows
+    in three by design, and the report names only the hour it really lacks."""
+    times = pd.date_range("2024-06-01 00:05", periods=288, freq="5min")
+    load = pd.DataFrame({"time": times.strftime("%Y-%m-%d %H:%M"), "load_kw": 0.5})
+    pv_times = times[2::3]
+    pv = pd.DataFrame({"time": pv_times.strftime("%Y-%m-%d %H:%M"), "pv_kw": 1.0})
+    pv = pv[(pv_times < "2024-06-01 10:00") | (pv_times >= "2024-06-01 11:00")]  # the inverter's hour offline
+    load.to_csv(tmp_path / "load.csv", index=False)
+    pv.to_csv(tmp_path / "pv.csv", index=False)
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "load.csv"), "--column-map",
+                                         "load_kw=home_load_total_load_kw", "--import", str(tmp_path / "pv.csv"),
+                                         "--column-map", "pv_kw=solar_generation_kw", "--device-id", "home",
+                                         "--cloud-db", str(tmp_path / "cloud.db")]) == 0
+    gaps = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("gaps:"))
+    assert gaps.strip() == ("gaps: none (a reading every 5 min); blank cells, kept as gaps: solar_generation_kw "
+                            "1.17 h in all (longest 1.17 h from 2024-06-01 09:50Z)")
+
+
 def test_downloads_in_different_intervals_are_refused_before_anything_is_stored(tmp_path, capsys):
     (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
     (tmp_path / "export.csv").write_text(octopus(["0.000", "0.100"], minutes=60))

@@ -192,8 +192,25 @@ def test_a_fields_blank_cells_are_counted_with_their_longest_run_across_chunks(c
     frame.loc[200:201, dd.SOLAR_KW] = np.nan
     frame.loc[280:287, dd.LOAD_TOTAL] = np.nan  # the last 8 readings: the run is still open at the end
     message = checked(frame, chunk)["gaps"].message
-    assert message == ("none (a reading every 15 min); blank cells, kept as gaps: solar_generation_kw 42 (longest "
-                       "10 h from 2024-01-02 01:00Z), home_load_total_load_kw 8 (longest 2 h from 2024-01-03 22:00Z)")
+    assert message == ("none (a reading every 15 min); blank cells, kept as gaps: solar_generation_kw 10.5 h in all "
+                       "(longest 10 h from 2024-01-02 01:00Z), home_load_total_load_kw 2 h in all (longest 2 h from "
+                       "2024-01-03 22:00Z)")
+
+
+@pytest.mark.parametrize("chunk", [7, 5000])
+def test_a_field_read_less_often_than_the_rows_come_is_blank_between_its_readings_by_design(chunk):
+    """PV read every 15 minutes in rows of 5 minutes (an inverter's file joined to a meter's)
+    is blank two rows in three: only a run as long as its own interval is a gap of it."""
+    ts = pd.date_range("2024-06-01", periods=3 * 288, freq="5min", tz="UTC")
+    pv = np.where(np.arange(len(ts)) % 3 == 0, 1.0, np.nan)
+    pv[300:360] = np.nan  # five hours without a PV reading: blank from the row after 00:45, the last read
+    frame = pd.DataFrame({dd.TS: ts, dd.SOLAR_KW: pv, dd.LOAD_TOTAL: 0.5})
+    checks = Plausibility(interval=pd.Timedelta(minutes=5), field_interval={dd.SOLAR_KW: pd.Timedelta(minutes=15)})
+    for start in range(0, len(frame), chunk):
+        checks.add(frame.iloc[start:start + chunk].reset_index(drop=True), [dd.SOLAR_KW, dd.LOAD_TOTAL])
+    message = {f.check: f for f in checks.report(LONGITUDE, None)}["gaps"].message
+    assert message == ("none (a reading every 5 min); blank cells, kept as gaps: solar_generation_kw 5.17 h in all "
+                       "(longest 5.17 h from 2024-06-02 00:50Z)")
 
 
 def test_a_series_without_blank_cells_says_none():

@@ -742,7 +742,10 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
         retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
         result.rows_quarantined += len(rows)
     kept = np.flatnonzero(np.column_stack([~pd.isna(columns[f]) for f in fields]).any(axis=1))
-    checks.interval = sources[0].plan.interval
+    read_every = {f: [source.plan.interval for source in sources
+                      if f in source.plan.sources and source.plan.interval is not None] for f in fields}
+    checks.interval = min((min(every) for every in read_every.values() if every), default=None)
+    checks.field_interval = {f: max(every) for f, every in read_every.items() if every}  # its blanks between readings
     batch_size = sources[0].plan.options.batch_size
     for start in range(0, len(kept), batch_size):
         _store_batch(frame_at(kept[start:start + batch_size]), fields, source_name, cloud, retry, result, checks,

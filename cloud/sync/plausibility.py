@@ -76,9 +76,13 @@ class Plausibility:
     gaps: int = 0
     longest_gap: pd.Timedelta = pd.Timedelta(0)
     #: Per field, its blank cells in stored rows and its longest run of them (readings, first
-    #: time): a logger that wrote the time but lost one sensor for days leaves no time gap.
+    #: time): a logger that writes the time but lost one sensor for days leaves no time gap.
     blank: dict[str, int] = field(default_factory=dict)
     blank_longest: dict[str, tuple[int, pd.Timestamp]] = field(default_factory=dict)
+    #: A field read less often than the rows come (a 5-minute inverter file joined to a
+    #: 1-minute meter's) is blank between its own readings by design: only a run of blanks
+    #: as long as its own interval counts.
+    field_interval: dict[str, pd.Timedelta] = field(default_factory=dict)
     _blank_open: dict[str, tuple[int, pd.Timestamp]] = field(default_factory=dict)
     flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
     magnitude: dict[str, tuple[float, int]] = field(default_factory=dict)  # field -> (sum of |kW|, readings)
@@ -139,15 +143,14 @@ class Plausibility:
         self._last_ts = ts.iloc[-1]
 
     def _add_blanks(self, readings: pd.DataFrame, fields: list[str]) -> None:
-        """Count each field's blank cells and keep its longest run of them; the run still
-        open at the chunk's end carries over."""
+        """Count each field's blank cells in runs as long as its own interval and keep the
+        longest; the run still open at the chunk's end carries over."""
         times = pd.DatetimeIndex(readings[dd.TS])
         for column in fields:
             blank = readings[column].isna().to_numpy(dtype=bool)
             if not blank.any():
                 self._end_blank(column)
                 continue
-            self.blank[column] = self.blank.get(column, 0) + int(blank.sum())
             starts, ends = true_runs(blank)
             lengths, firsts = ends - starts, times[starts]
             if starts[0] == 0 and column in self._blank_open:  # the carried run goes on
@@ -159,15 +162,26 @@ class Plausibility:
             if ends[-1] == len(blank):  # this chunk's last run may go on in the next
                 self._blank_open[column] = (int(lengths[-1]), firsts[-1])
                 lengths, firsts = lengths[:-1], firsts[:-1]
-            if len(lengths):
-                k = int(np.argmax(lengths))
-                self._note_blank(column, int(lengths[k]), firsts[k])
+            long = np.flatnonzero(lengths >= self._blank_run(column))
+            if len(long):
+                k = long[np.argmax(lengths[long])]
+                self._note_blank(column, int(lengths[k]), firsts[k], int(lengths[long].sum()))
+
+    def _blank_run(self, column: str) -> int:
+        """The fewest blank rows in a run that count as the field's own gap."""
+        own = self.field_interval.get(column)
+        if own is None or self.interval is None or own <= self.interval:
+            return 1
+        return int(np.ceil(own / self.interval))
 
     def _end_blank(self, column: str) -> None:
         if column in self._blank_open:
-            self._note_blank(column, *self._blank_open.pop(column))
+            length, first = self._blank_open.pop(column)
+            if length >= self._blank_run(column):
+                self._note_blank(column, length, first, length)
 
-    def _note_blank(self, column: str, length: int, first: pd.Timestamp) -> None:
+    def _note_blank(self, column: str, length: int, first: pd.Timestamp, count: int) -> None:
+        self.blank[column] = self.blank.get(column, 0) + count
         if length > self.blank_longest.get(column, (0, first))[0]:
             self.blank_longest[column] = (length, first)
 
@@ -300,7 +314,8 @@ class Plausibility:
         every = f"every {duration(self.interval)}"
         times = (f"none (a reading {every})" if not self.gaps else
                  f"{self.gaps} kept as gaps, longest {duration(self.longest_gap)} (a reading {every})")
-        blanks = [f"{column} {count} (longest {duration(self.interval * self.blank_longest[column][0])} from "
+        blanks = [f"{column} {duration(self.interval * count)} in all (longest "
+                  f"{duration(self.interval * self.blank_longest[column][0])} from "
                   f"{self.blank_longest[column][1]:%Y-%m-%d %H:%M}Z)" for column, count in self.blank.items()]
         return Finding("gaps", "ok", times + ("; blank cells, kept as gaps: " + ", ".join(blanks) if blanks else ""))
 
