@@ -47,6 +47,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--site", metavar="FILE", action="append", default=[],
                         help="a real site's file (repeatable): declare it, fetch its weather and prices and plan it "
                              "instead of simulated homes (readings from run_cloud_sync.py --import or a gateway)")
+    parser.add_argument("--publish", action="store_true",
+                        help="send each plan to its gateway on der/<device_id>/battery/setpoint (MQTT_HOST, MQTT_PORT)")
     add_cloud_db_flag(parser, embedded=f"{ps.DEFAULT_DATA_DIR}/cloud.db, or cloud.db in --data-dir")
     add_common_flags(parser)
     return parser
@@ -68,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, quiet=not args.verbose and not args.continuous)
     backend, embedded = cloud_db_choice(args.cloud_db)
     settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
-                                 seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded)
+                                 seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
+                                 publish=args.publish)
     if args.status:
         return show_status(settings)
     default_store = settings.cloud.backend != "sqlite" or settings.cloud.sqlite_path == DEFAULT_CLOUD_DB

@@ -4,13 +4,36 @@ error, from ``pipeline_runs``), its table cells, and JSON for ``--json``."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from cloud.store import schema as s
 from der_core import der_data as dd
 from der_core.cli_support import print_table
+from der_core.errors import DERError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def recorded_run(store, job: str, details: dict[str, Any], work: Callable[[], tuple[T, int]]) -> T:
+    """Run ``work`` (returning its value and the rows it wrote) as one ``pipeline_runs`` row:
+    ``ok`` with the rows, or ``failed`` with the error's line, which is raised on. A store that
+    cannot record the failure is logged, not raised over the failure itself."""
+    run_id = store.start_run(job, details)
+    try:
+        value, rows = work()
+    except DERError as error:
+        try:
+            store.finish_run(run_id, "failed", 0, str(error))
+        except DERError as second:
+            log.warning("could not record the failed run: %s", second)
+        raise
+    store.finish_run(run_id, "ok", rows)
+    return value
 
 
 def when(ts: pd.Timestamp | None) -> str:

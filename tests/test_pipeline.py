@@ -4,7 +4,9 @@ chain and stops cleanly on SIGTERM; bad flags are one line and exit status 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +26,8 @@ from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
 from der_core.errors import DERError
+from edge_gateway.mqtt import topics
+from tests.mqtt_fixtures import Recorder, broker, clear_retained, unique_id  # noqa: F401
 from tests.quick_start import copy_of, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +170,63 @@ def test_continuous_schedules_every_job_at_its_cadence(tmp_path, monkeypatch):
         assert ctx.cloud.count_readings("home") == 1
         jobs["plans"].func()
         assert ctx.cloud.last_run("optimizer")["status"] == "ok"
+
+
+def test_published_plans_reach_their_gateways_topic_and_the_run_is_recorded(tmp_path, broker):  # noqa: F811
+    """``--publish``: each plan just made is sent retained on its device's setpoint topic, as
+    ``run_optimizer.py --publish`` sends it, and the sending is a job run of its own."""
+    from cloud.optimization.planner import PlanSettings, plan_site
+
+    config = SimulatorConfig(device_id=unique_id("pipe"), seed=4)
+    topic = topics.setpoint(config.device_id)
+    recorder = Recorder(broker, [topic])
+    try:
+        settings = dataclasses.replace(pipeline_settings(tmp_path), mqtt=broker)
+        assert stages.chain_of(settings)[-1] == ("publish", stages.publish)
+        with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+            ctx = stages.Context(settings, None, store, [config])
+            ctx.plans = [plan_site(config, PlanSettings(horizon_hours=6, execution="capped"))]
+            report = stages.publish(ctx)
+            assert report.message == f"1 plan(s) sent to {topic} on {broker.host}:{broker.port}"
+            assert store.last_run(stages.PUBLISH_JOB)["status"] == "ok"
+        assert recorder.wait_for(lambda: recorder.on(topic)), "no schedule arrived"
+        assert json.loads(recorder.on(topic)[0].payload) == json.loads(ctx.plans[0].schedule().to_json())
+        late = Recorder(broker, [topic])  # a gateway that connects after the plan was sent still gets it
+        try:
+            assert late.wait_for(lambda: late.on(topic)) and late.on(topic)[0].retain
+        finally:
+            late.close()
+    finally:
+        clear_retained(broker, [topic])
+        recorder.close()
+
+
+def test_a_broker_that_is_down_fails_the_sending_not_the_plans_or_the_schedule(tmp_path, monkeypatch):
+    """Each hour's plans are stored whatever the broker does; a broker that is down fails the
+    publish run with its reason, and the continuous job goes on to the next hour."""
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MQTT_HOST", "127.0.0.1")
+    monkeypatch.setenv("MQTT_PORT", "1")  # nothing listens there
+    settings = pipeline_settings(tmp_path / "data", sites=1, days=15, publish=True)
+    with runner.ExitStack() as resources:
+        ctx = runner.open_context(settings, resources)
+        jobs = {job.name: job for job in runner.continuous_jobs(ctx, threading.Lock())}
+        jobs["gateway"].func()
+        jobs["sync"].func()
+        jobs["plans"].func()  # logs the failure; raises nothing
+        assert ctx.cloud.last_run("optimizer")["status"] == "ok"
+        sent = ctx.cloud.last_run(stages.PUBLISH_JOB)
+        assert sent["status"] == "failed" and sent["error"].startswith("1 of 1 plans not sent to 127.0.0.1:1 (0 sent); home: ")
+        assert len(ctx.cloud.read_frame("dispatch_plans")) == 96
+
+
+def test_a_bad_broker_setting_is_one_line_before_anything_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MQTT_PORT": "eighty"}
+    done = subprocess.run([sys.executable, SCRIPT, "--publish", "--sites", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "MQTT_PORT" in done.stderr
+    assert not (tmp_path / "data" / "cloud.db").exists()
 
 
 def test_continuous_runs_the_chain_then_stops_on_sigterm(tmp_path):

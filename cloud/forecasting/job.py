@@ -26,10 +26,10 @@ from cloud.forecasting.registry import PLOT, Registry
 from cloud.forecasting.settings import MAX_GAP, STEP, ForecastSettings
 from cloud.forecasting.training import TrainingResult, TrainSettings, train
 from cloud.forecasting.weather import WeatherForecast
+from cloud.job_status import recorded_run
 from cloud.live.inputs import SitesWeather
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
-from der_core.errors import DERError
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,6 @@ class TrainOutcome:
     folder: Path
     result: TrainingResult
     forecast_rows: int
-
-
-def _recorded(store: CloudStore, job: str, details: dict[str, Any], work):
-    run_id = store.start_run(job, details)
-    try:
-        value, rows = work()
-    except DERError as error:
-        try:
-            store.finish_run(run_id, "failed", 0, str(error))
-        except DERError as second:
-            log.warning("could not record the failed run: %s", second)
-        raise
-    store.finish_run(run_id, "ok", rows)
-    return value
 
 
 def sites_weather(store: CloudStore, settings: ForecastSettings) -> WeatherForecast:
@@ -100,7 +86,7 @@ def run_training(store: CloudStore, settings: ForecastSettings, client=None, now
         rows = issue_forecasts(store, settings.model_dir, [h.device_id for h in histories], settings=settings)
         return TrainOutcome(name, folder, result, rows), sum(len(r.test_rows) for r in result.targets.values())
 
-    return _recorded(store, TRAIN_JOB, {"model_dir": str(settings.model_dir), "test_size": settings.test_size}, work)
+    return recorded_run(store, TRAIN_JOB, {"model_dir": str(settings.model_dir), "test_size": settings.test_size}, work)
 
 
 def run_evaluation(store: CloudStore, settings: ForecastSettings, days: float = EVALUATE_DAYS,
@@ -119,7 +105,7 @@ def run_evaluation(store: CloudStore, settings: ForecastSettings, days: float = 
             "drift_threshold": settings.drift_threshold, "targets": [r.as_dict() for r in results]})
         return (version.name, results), sum(r.rows for r in results)
 
-    return _recorded(store, EVALUATE_JOB, {"version": version.name, "days": days}, work)
+    return recorded_run(store, EVALUATE_JOB, {"version": version.name, "days": days}, work)
 
 
 def issue_forecasts(store: CloudStore, model_dir: str | Path, device_ids: Sequence[str] | None = None,

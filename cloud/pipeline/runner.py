@@ -128,9 +128,14 @@ def declared_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
               run_now=False),
         Every("training", _job("training", lock, ctx, [("forecasting", named["forecasting"])]), ps.TRAIN_EVERY_S,
               run_now=False),
-        Every("plans", _job("plans", lock, ctx, [(name, named[name]) for name in ("inputs", "forecasting", "planning")]),
-              ps.PLAN_EVERY_S, run_now=False),
+        Every("plans", _job("plans", lock, ctx, [(name, named[name]) for name in ("inputs", "forecasting", "planning")]
+                            + _sent(ctx)), ps.PLAN_EVERY_S, run_now=False),
     ]
+
+
+def _sent(ctx: stages.Context) -> list:
+    """The publish stage after each hour's plans, when the pipeline sends them."""
+    return [("publish", stages.publish)] if ctx.settings.mqtt is not None else []
 
 
 def continuous_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
@@ -151,8 +156,8 @@ def continuous_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
               run_now=False),
         Every("training", _job("training", lock, ctx, [("forecasting", named["forecasting"])]), ps.TRAIN_EVERY_S,
               run_now=False),
-        Every("plans", _job("plans", lock, ctx, [("forecasting", named["forecasting"]), ("planning", named["planning"])]),
-              ps.PLAN_EVERY_S, run_now=False),
+        Every("plans", _job("plans", lock, ctx, [("forecasting", named["forecasting"]), ("planning", named["planning"])]
+                            + _sent(ctx)), ps.PLAN_EVERY_S, run_now=False),
     ]
 
 

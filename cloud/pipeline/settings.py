@@ -12,14 +12,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from cloud.forecasting.settings import DEFAULT_MODEL_DIR
 from cloud.store.factory import SQLITE, CloudSettings, cloud_settings
 from der_core.config import SimulatorConfig, build_config
 from der_core.errors import ConfigError
 from der_core.site_file import SiteDeclaration, load_site_file, planning_config
+
+if TYPE_CHECKING:
+    from edge_gateway.mqtt.settings import MqttSettings
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_SITES = 3
@@ -49,6 +52,8 @@ class PipelineSettings:
     declared: tuple[SiteDeclaration, ...] = ()
     #: Where the models live when asked (``FORECAST_MODEL_DIR``); see :attr:`model_dir`.
     models: Path | None = None
+    #: The broker each plan is sent to (``--publish``, ``MQTT_*``); None: plans are only stored.
+    mqtt: MqttSettings | None = None
 
     def __post_init__(self) -> None:
         ids = [site.device_id for site in self.declared]
@@ -76,6 +81,8 @@ class PipelineSettings:
         ``run_model_training.py`` and ``run_optimizer.py`` (``./trained_models``): the models its
         owner trained are reused, and a plan made by hand reads the pipeline's. Simulated sites
         keep theirs in the data folder, apart from any real site's."""
+        from cloud.forecasting.settings import DEFAULT_MODEL_DIR  # the forecasting package loads slowly
+
         if self.models is not None:
             return self.models
         return Path(DEFAULT_MODEL_DIR) if self.declared else self.data_dir / "models"
@@ -97,9 +104,10 @@ class PipelineSettings:
 def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = DEFAULT_SITES, days: int = DEFAULT_DAYS,
                       interval_s: int = DEFAULT_INTERVAL_S, seed: int = DEFAULT_SEED,
                       backend: str | None = None, site_files: Sequence[str | Path] = (),
-                      cloud_db: str | Path | None = None) -> PipelineSettings:
+                      cloud_db: str | Path | None = None, publish: bool = False) -> PipelineSettings:
     """The cloud store follows the usual variables; the embedded one is ``cloud_db``, else
-    lives in ``data_dir`` (the jobs' ``--cloud-db FILE`` is the same store).
+    lives in ``data_dir`` (the jobs' ``--cloud-db FILE`` is the same store). ``publish``: send
+    the plans to the broker of the ``MQTT_*`` variables, read here so a bad one is one line.
     Each site file is read and checked here, its price source included, so a wrong one is one
     line before anything runs."""
     declared: tuple[SiteDeclaration, ...] = ()
@@ -113,5 +121,7 @@ def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = D
     if cloud.backend != SQLITE:
         cloud = CloudSettings(cloud.backend, embedded, cloud.database_url, cloud.supabase_url, cloud.supabase_key)
     models = os.environ.get("FORECAST_MODEL_DIR") or None
+    if publish:
+        from edge_gateway.mqtt.settings import mqtt_settings  # the MQTT package only when plans are sent
     return PipelineSettings(data_dir, sites, days, interval_s, seed, cloud, declared=declared,
-                            models=None if models is None else Path(models))
+                            models=None if models is None else Path(models), mqtt=mqtt_settings() if publish else None)

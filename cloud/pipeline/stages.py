@@ -8,8 +8,8 @@ service that is down leaves those inputs stale rather than stopping the chain.
 A stage returns what it did in one line; a stage that cannot run yet (too little history
 to train the forecasters) raises :class:`StageUnavailable` with the reason, which the runner
 reports without pretending the stage ran. Every stage's library records its own
-``pipeline_runs`` row; the simulator has no job of its own in the cloud, so :func:`simulate`
-records one.
+``pipeline_runs`` row; the simulator and the sending of plans have no job of their own in
+the cloud, so :func:`simulate` and :func:`publish` record one each.
 
 The forecasting and planning libraries are imported by their stages, not here: they take
 most of a second to load, and ``run_pipeline.py --status`` and ``--help`` need neither.
@@ -25,6 +25,7 @@ import pandas as pd
 
 from cloud.feature_engineering.job import run_features
 from cloud.feature_engineering.settings import FeatureSettings
+from cloud.job_status import recorded_run
 from cloud.pipeline import simulate as sim
 from cloud.pipeline.settings import PipelineSettings
 from cloud.store.base import CloudStore
@@ -68,13 +69,11 @@ class StageReport:
 
 
 def simulate(ctx: Context) -> StageReport:
-    run_id = ctx.cloud.start_run(sim.JOB, {"sites": len(ctx.configs), "days": ctx.settings.days})
-    try:
+    def work():
         result = sim.simulate_until(ctx.edge, ctx.configs, ctx.settings, pd.Timestamp.now(tz="UTC"))
-    except DERError as error:
-        ctx.cloud.finish_run(run_id, "failed", 0, str(error))
-        raise
-    ctx.cloud.finish_run(run_id, "ok", result.rows)
+        return result, result.rows
+
+    result = recorded_run(ctx.cloud, sim.JOB, {"sites": len(ctx.configs), "days": ctx.settings.days}, work)
     if not result.rows:
         return StageReport(0, f"{len(ctx.configs)} sites already up to {result.end:%Y-%m-%d %H:%M} UTC")
     how = "continued" if result.continued else "backfilled"
@@ -157,6 +156,36 @@ def inputs(ctx: Context) -> StageReport:
     return StageReport(rows, message + (f"; {'; '.join(stale)}" if stale else ""))
 
 
+PUBLISH_JOB = "publish"
+
+
+def publish(ctx: Context) -> StageReport:
+    """Each plan just made sent to its gateway (``--publish``): one retained schedule on
+    ``der/<device_id>/battery/setpoint``, the plan or, where the plan is worse, the battery's
+    own rule (``SitePlan.schedule``). A broker that does not acknowledge fails the stage with
+    its reason; the plans stay stored and the next hourly run sends the next ones."""
+    from cloud.optimization.publish import PublishFailed, publish_schedule
+
+    mqtt = ctx.settings.mqtt
+    broker = f"{mqtt.host}:{mqtt.port}"
+
+    def work():
+        sent, failed = [], []
+        for site_plan in ctx.plans:
+            try:
+                sent.append(publish_schedule(mqtt, site_plan.device_id, site_plan.schedule()))
+            except PublishFailed as error:
+                failed.append(f"{site_plan.device_id}: {error}")
+        if failed:
+            raise PublishFailed(f"{len(failed)} of {len(ctx.plans)} plans not sent to {broker} ({len(sent)} sent); "
+                                f"{failed[0]}")
+        return sent, len(sent)
+
+    sent = recorded_run(ctx.cloud, PUBLISH_JOB, {"broker": broker, "sites": len(ctx.plans)}, work)
+    topic = sent[0] if len(sent) == 1 else "der/<device_id>/battery/setpoint"
+    return StageReport(len(sent), f"{len(sent)} plan(s) sent to {topic} on {broker}")
+
+
 #: Chain order; the runner stops the chain at the first failure, never at an unavailable stage.
 STAGES = (("simulate", simulate), ("sync", sync), ("features", features), ("forecasting", forecasting),
           ("planning", planning))
@@ -166,4 +195,6 @@ DECLARED_STAGES = (("declare", declare), ("inputs", inputs), ("features", featur
 
 
 def chain_of(settings: PipelineSettings) -> tuple:
-    return DECLARED_STAGES if settings.declared else STAGES
+    """The stages to run, with the sending of the plans last when asked (``--publish``)."""
+    chain = DECLARED_STAGES if settings.declared else STAGES
+    return (*chain, ("publish", publish)) if settings.mqtt is not None else chain
