@@ -9,6 +9,7 @@ import pandas as pd
 
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
+from cloud.sync.forget import forget_device
 from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_files, print_import
 from cloud.sync.job import sync_once
 from cloud.sync.status import print_status, sync_status
@@ -37,6 +38,10 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--import", dest="import_file", metavar="FILE", action="append",
                       help="load a CSV, Excel (.xlsx), Parquet or Green Button XML meter file; given more than once, "
                            "downloads of one site joined by time (a meter's import and export)")
+    mode.add_argument("--forget", metavar="DEVICE_ID", type=device_id_arg,
+                      help="say what the cloud store holds of a device (readings, features, forecasts, plans, "
+                           "quarantine, its site); with --yes, remove it all")
+    parser.add_argument("--yes", action="store_true", help="--forget: remove what it lists")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
                         help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
     parser.add_argument("--json", action="store_true", help="--status or --import report as JSON")
@@ -75,11 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     if not (args.once or args.continuous or args.status or args.import_file or args.init_db or args.site
-            or args.weather_history):
-        raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --site FILE, --init-db")
+            or args.weather_history or args.forget):
+        raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --site FILE, "
+                         "--init-db, --forget DEVICE_ID")
+    if args.yes and not args.forget:
+        raise UsageError("--yes confirms --forget DEVICE_ID; expected it with --forget")
+    if args.forget and (args.site or args.init_db or args.weather_history):
+        raise UsageError("--forget DEVICE_ID runs alone; expected no --site, --init-db or --weather-history with it")
     site = declared_site_of(args)
     cloud = cfg.open_cloud(args)
     try:
+        if args.forget:
+            print(forget_device(cloud, args.forget, remove=args.yes).line())
+            return 0
         if args.init_db:
             cloud.init_schema()
             print(f"cloud schema ready: {cloud.label}")

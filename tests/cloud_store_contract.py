@@ -16,6 +16,7 @@ from cloud.store import common
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
+from der_core.errors import UsageError
 from tests.sync_fixtures import assert_same_readings, readings, site
 
 T0 = pd.Timestamp("2024-06-01T00:00:00Z")
@@ -230,6 +231,30 @@ class CloudStoreContract:
         assert store.newest(s.DR_EVENTS, s.END_TS) == T0  # a missing time is no time
         with pytest.raises(KeyError):
             store.newest(s.PLANS, "issued_at; DROP TABLE plans")
+
+    def test_a_devices_rows_are_counted_and_removed_and_no_other_devices(self, store):
+        from cloud.sync.forget import forget_device
+
+        frame = readings(devices=2, steps=30)  # dev-000 and dev-001
+        store.upsert_readings(frame)
+        store.upsert_sites([site("dev-000"), site("dev-001")])
+        store.upsert_frame(s.PLANS, pd.DataFrame({dd.DEVICE_ID: ["dev-000", "dev-001"], s.ISSUED_AT: T0, dd.TS: T0}))
+        store.set_watermark("edge:sqlite", "dev-000", T0, 30)
+        assert store.count_rows(s.READINGS, {dd.DEVICE_ID: "dev-000"}) == 30
+        assert store.count_rows(s.PLANS) == 2
+        with pytest.raises(ValueError, match="expected a filter"):
+            store.delete_rows(s.READINGS, {})  # never the whole table
+        listed = forget_device(store, "dev-000", remove=False)
+        assert listed.rows[s.READINGS] == 30 and listed.rows[s.SITES] == 1 and store.count_readings("dev-000") == 30
+        gone = forget_device(store, "dev-000", remove=True)
+        assert gone.rows == {s.PLANS: 1, s.READINGS: 30, s.SITES: 1}
+        assert store.count_readings("dev-000") == 0 and [x[dd.DEVICE_ID] for x in store.sites()] == ["dev-001"]
+        assert store.count_readings("dev-001") == 30 and store.count_rows(s.PLANS) == 1
+        assert set(store.reading_stats()) == {"dev-001"}
+        assert store.watermarks("edge:sqlite") == {"dev-000": T0}  # a gateway still syncing sends only newer readings
+        assert store.last_run("forget")["status"] == "ok" and store.last_run("forget")["rows"] == 32
+        with pytest.raises(UsageError, match="--forget dev-000: nothing of it is stored in .*; expected one of dev-001"):
+            forget_device(store, "dev-000", remove=True)
 
     def test_weather_forecasts_and_prices_keep_each_issue(self, store):
         targets = T0 + pd.to_timedelta(np.arange(4) * 3600, unit="s")

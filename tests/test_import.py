@@ -304,6 +304,31 @@ def test_cli_import(tmp_path, capsys):
     assert "--timezone 'Mars/Olympus': expected an IANA name" in capsys.readouterr().err
 
 
+def test_a_file_imported_under_the_wrong_device_is_listed_then_forgotten_by_name(tmp_path, capsys):
+    """An import under a mistyped device id leaves rows no later import writes over: --forget
+    lists them, removes them only with --yes, and leaves every other device alone."""
+    write(meter_frame(steps=12), tmp_path / "m.csv")
+    db = str(tmp_path / "cloud.db")
+    for device in ("meter-9", "meter-09"):
+        assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), "--device-id", device, "--column-map",
+                                             "pv_w=solar_generation_kw,load_w=home_load_total_load_kw",
+                                             "--cloud-db", db]) == 0
+    capsys.readouterr()
+    assert run_cli(run_cloud_sync.main, ["--forget", "meter-09", "--cloud-db", db]) == 0
+    assert capsys.readouterr().out.startswith(f"meter-09 in sqlite:{db}: readings 12\nnothing removed: add --yes")
+    with SQLiteCloudStore(db) as store:
+        assert store.count_readings("meter-09") == 12
+    assert run_cli(run_cloud_sync.main, ["--forget", "meter-09", "--yes", "--cloud-db", db]) == 0
+    assert capsys.readouterr().out == f"removed meter-09 from sqlite:{db}: readings 12\n"
+    with SQLiteCloudStore(db) as store:
+        assert store.count_readings("meter-09") == 0 and store.count_readings("meter-9") == 12
+    for args, message in ((["--forget", "meter-09"], "--forget meter-09: nothing of it is stored in"),
+                          (["--yes", "--status"], "--yes confirms --forget DEVICE_ID"),
+                          (["--forget", "meter-9", "--init-db"], "--forget DEVICE_ID runs alone")):
+        assert run_cli(run_cloud_sync.main, [*args, "--cloud-db", db]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_wall_clock_times_are_read_in_the_declared_sites_zone_unless_told(tmp_path, capsys):
     """A home's logger keeps the home's clock: without --timezone, times without an offset
     are read in the zone its site file declares (else UTC), and the report says so."""

@@ -4,7 +4,8 @@ depend on this Protocol only; :mod:`cloud.store.factory` picks the adapter once.
 Frames follow the table definitions of :mod:`cloud.store.schema`: readings are flat
 ``der_data`` frames (``ts`` tz-aware UTC), other tables use the columns listed there.
 Every write is an idempotent upsert on the table's primary key, so repeating a write never
-duplicates a row. Adapters raise :class:`~der_core.errors.StoreUnavailable` when the
+duplicates a row; the one removal (:meth:`CloudStore.delete_rows`) is asked for by its owner
+by name (``run_cloud_sync.py --forget``), never by a job. Adapters raise :class:`~der_core.errors.StoreUnavailable` when the
 server cannot be reached (worth retrying) and :class:`~der_core.errors.StoreError`
 otherwise.
 """
@@ -118,6 +119,15 @@ class CloudStore(Protocol):
         """The latest value of the time ``column`` among the rows :meth:`read_frame` would
         return for ``equals`` and ``start``; None without one. A reader of the newest issue
         of plans or forecasts asks for it first, rather than read every issue kept."""
+        ...
+
+    def count_rows(self, table: str, equals: Mapping[str, Any] | None = None) -> int:
+        """How many rows :meth:`read_frame` would return for ``equals``, without reading them."""
+        ...
+
+    def delete_rows(self, table: str, equals: Mapping[str, Any]) -> int:
+        """Remove the rows with every ``column == value`` of ``equals`` (at least one: a
+        table is never emptied by an empty filter); return how many went."""
         ...
 
     def close(self) -> None:

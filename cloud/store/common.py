@@ -35,7 +35,19 @@ class TableStore:
                start: pd.Timestamp | None = None) -> pd.Timestamp | None:
         raise NotImplementedError
 
+    def _delete(self, table: str, equals: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
     # the Protocol, in terms of them ----------------------------------------------------
+    def count_rows(self, table: str, equals: Mapping[str, Any] | None = None) -> int:
+        return self._count(table, equals, None, None)
+
+    def delete_rows(self, table: str, equals: Mapping[str, Any]) -> int:
+        spec = s.table(table)
+        if not equals or any(column not in spec.columns for column in equals):
+            raise ValueError(f"delete from {table}: expected a filter on its columns, got {dict(equals or {})}")
+        return self._delete(table, equals)
+
     def read_frame(self, table, equals=None, start=None, stop=None, limit=None) -> pd.DataFrame:
         return self._read(table, equals, start, stop, limit, False)
 

@@ -249,6 +249,11 @@ class PostgresCloudStore(TableStore):
         with self._guard(f"count {table}") as conn:
             return int(conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
 
+    def _delete(self, table, equals) -> int:
+        where, params = self._where(equals, None, None)
+        with self._guard(f"delete from {table}") as conn:
+            return conn.execute(f"DELETE FROM {table} {where}", params).rowcount
+
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]  # a name outside the schema never reaches the SQL
         where, params = self._where(equals, start, None)

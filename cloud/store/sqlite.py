@@ -191,6 +191,11 @@ class SQLiteCloudStore(TableStore):
         with self._guard(f"count {table}"):
             return int(self._conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0])
 
+    def _delete(self, table, equals) -> int:
+        where, params = self._where(table, equals, None, None)
+        with self._guard(f"delete from {table}"), self._conn:
+            return self._conn.execute(f"DELETE FROM {table} {where}", params).rowcount
+
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]  # a name outside the schema never reaches the SQL
         where, params = self._where(table, equals, start, None)

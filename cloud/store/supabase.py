@@ -125,6 +125,12 @@ class SupabaseCloudStore(TableStore):
         response = self._call(f"count {table}", lambda: self._query(table, equals, start, stop, head=True).execute())
         return int(response.count or 0)
 
+    def _delete(self, table, equals) -> int:
+        query = self._client.table(table).delete(count="exact", returning="minimal")
+        for column, value in equals.items():
+            query = query.eq(column, dd.format_ts(value) if isinstance(value, pd.Timestamp) else value)
+        return int(self._call(f"delete from {table}", lambda: query.execute()).count or 0)
+
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]
         query = self._query(table, equals, start, None, columns=column).order(column, desc=True, nullsfirst=False).limit(1)

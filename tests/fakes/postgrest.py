@@ -3,7 +3,7 @@
 Enough of PostgREST to prove the Supabase adapter right: upserts with ``Prefer:
 resolution=merge-duplicates`` and ``on_conflict`` (which must name the primary key, as
 Postgres requires a matching unique constraint), plain inserts that conflict with 409,
-PATCH with filters, selects with ``eq/gte/gt/lt/lte`` filters, ``order``, ``offset``/``limit``
+PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters, ``order``, ``offset``/``limit``
 or a ``Range`` header, ``Prefer: count=exact``, HEAD, and a server-side ``max_rows`` cap that
 silently shortens every response, as PostgREST's ``db-max-rows`` does.
 """
@@ -167,6 +167,22 @@ def _handler(fake: FakePostgrest) -> type[BaseHTTPRequestHandler]:
                 self._send(status, result)
             else:
                 self._send(status, None, body=False)
+
+        def do_DELETE(self) -> None:
+            """PostgREST's delete: the filtered rows go; with ``Prefer: count=exact`` and
+            ``return=minimal``, 204 and ``Content-Range: */N``."""
+            table, params = self._route()
+            with fake.lock:
+                rows = fake.select(table, params)
+                spec = fake.tables[table]
+                gone = {id(row) for row in rows}
+                spec.rows = {key: row for key, row in spec.rows.items() if id(row) not in gone}
+            fake.requests.append(("DELETE", table, len(rows)))
+            counted = {"Content-Range": f"*/{len(rows)}"} if "count=exact" in self.headers.get("Prefer", "") else {}
+            if "return=representation" in self.headers.get("Prefer", ""):
+                self._send(200, rows, counted)
+            else:
+                self._send(204, None, counted, body=False)
 
         def do_PATCH(self) -> None:
             table, params = self._route()
