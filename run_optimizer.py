@@ -40,7 +40,7 @@ from der_core.cli_support import (
     setup_logging,
 )
 from der_core.config import SimulatorConfig, load_config, with_overrides
-from der_core.errors import UsageError
+from der_core.errors import DERError, UsageError
 
 #: Days a simulated site's backtest runs unless --days says.
 DEFAULT_DAYS = 30
@@ -113,8 +113,16 @@ def plan(args) -> None:
     settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes or DEFAULT_STEP_MINUTES, args.forecaster,
                             execution=args.execution)
     store = open_store_from_args(args)
+    site_plans, refused = [], []
     try:
-        site_plans = [run_plan(site.config, settings, store, site.declared) for site in sites_to_plan(args, store)]
+        sites = sites_to_plan(args, store)
+        for site in sites:  # one site that cannot be planned never holds back the others' plans
+            try:
+                site_plans.append(run_plan(site.config, settings, store, site.declared))
+            except DERError as error:
+                if len(sites) == 1:
+                    raise
+                refused.append(str(error))
     finally:
         store.close()
     topics = {}
@@ -128,9 +136,11 @@ def plan(args) -> None:
         bodies = [{**json.loads(p.to_json()), "summary": plan_summary(p).to_dict(), "published_to": topics.get(p.device_id)}
                   for p in site_plans]
         print(json.dumps(bodies[0] if args.device_id or args.config else bodies, indent=2))
-        return
-    for site_plan in site_plans:
-        print_plan(site_plan, settings, topics.get(site_plan.device_id), args.steps)
+    else:
+        for site_plan in site_plans:
+            print_plan(site_plan, settings, topics.get(site_plan.device_id), args.steps)
+    if refused:
+        raise DERError(f"{len(refused)} of {len(sites)} sites not planned: {'; '.join(refused)}")
 
 
 def print_plan(site_plan, settings: PlanSettings, topic: str | None, steps: bool) -> None:

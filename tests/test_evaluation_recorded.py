@@ -279,3 +279,23 @@ def test_the_longest_run_of_interpolated_steps_is_named_with_its_billing_month(m
     assert run_cli(run_optimizer.main, [*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["filled_steps"] == 38 and out["filled_longest"] == {"from": "2024-05-08T05:45:00+00:00", "steps": 36}
+
+
+def test_a_site_without_readings_is_named_and_every_other_site_is_planned(meter, tmp_path, capsys):
+    """Planning every stored site: one that cannot be planned (declared, nothing imported yet)
+    is named in one line with exit 1, after the others' plans are made and shown."""
+    import shutil
+
+    db, _ = meter
+    mine = str(tmp_path / "cloud.db")
+    shutil.copy(db, mine)
+    (tmp_path / "site.json").write_text(json.dumps({**SITE, "device_id": "home-2"}))
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--cloud-db", mine]) == 0
+    capsys.readouterr()
+    assert run_cli(run_optimizer.main, ["--start", "2024-05-10T00:00+02:00", "--forecaster", "naive",
+                                        "--cloud-db", mine]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("home-1: times in Europe/Berlin") and "home-2" not in out
+    assert err.strip().splitlines()[-1].startswith("error: 1 of 2 sites not planned: home-2: no readings before")
+    with SQLiteCloudStore(mine) as store:
+        assert store.read_frame("dispatch_plans", {"device_id": "home-1"}).shape[0] == 96

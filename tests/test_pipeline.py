@@ -25,7 +25,7 @@ from cloud.pipeline import settings as ps
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
-from der_core.errors import DERError
+from der_core.errors import DERError, UsageError
 from edge_gateway.mqtt import topics
 from tests.mqtt_fixtures import Recorder, broker, clear_retained, unique_id  # noqa: F401
 from tests.quick_start import copy_of, run_script
@@ -270,6 +270,29 @@ def test_forecasting_without_history_is_unavailable_and_plans_stay_on_the_naive_
         assert choice == fc.Choice("naive", f"no trained models in {ctx.settings.model_dir}")
     finally:
         store.close()
+
+
+def test_a_site_that_cannot_be_planned_never_holds_back_the_others(tmp_path, monkeypatch):
+    """An aggregator's home whose gateway went quiet a month ago is named, and every other
+    home is planned; only when no home can be planned does the stage fail."""
+    from types import SimpleNamespace
+
+    from cloud.optimization import planner
+
+    def run_plan(config, *_args):
+        if config.device_id == "quiet":
+            raise UsageError("quiet: no readings in the 34 days before 2026-12-06T18:45:00+00:00")
+        return SimpleNamespace(step_starts=range(96), forecaster="naive", forecaster_reason="no models", stale={})
+
+    monkeypatch.setattr(planner, "run_plan", run_plan)
+    ctx = stages.Context(pipeline_settings(tmp_path), None, None,
+                         [SimulatorConfig(device_id=d) for d in ("home-a", "quiet", "home-b")])
+    report = stages.planning(ctx)
+    assert [p.step_starts for p in ctx.plans] == [range(96)] * 2 and report.rows == 192
+    assert report.message.endswith("; 1 not planned: quiet: no readings in the 34 days before 2026-12-06T18:45:00+00:00")
+    ctx.configs = [SimulatorConfig(device_id="quiet")]
+    with pytest.raises(DERError, match="^quiet: no readings in the 34 days"):
+        stages.planning(ctx)
 
 
 def test_a_failed_stage_stops_the_chain_and_the_run(tmp_path):

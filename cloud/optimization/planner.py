@@ -36,6 +36,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from cloud.job_status import recorded_run
 from cloud.live.inputs import SiteInputs, stored_site_inputs
 from cloud.optimization import forecasters as fc
 from cloud.optimization import guard as peak_guard
@@ -60,7 +61,7 @@ from cloud.optimization.figures import (
     ReserveFigures,
     ScenarioFigures,
 )
-from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs
+from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
@@ -524,15 +525,11 @@ def write_plan(store: CloudStore, site_plan: SitePlan) -> int:
 def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore, declared: bool = False,
              outside: SiteInputs | None = None) -> SitePlan:
     """The plan job: plan, store, and record the run in ``pipeline_runs``."""
-    run_id = store.start_run(JOB, {"device_id": config.device_id, "forecaster": settings.forecaster})
-    try:
+    def work():
         site_plan = plan_site(config, settings, store, declared, outside)
-        rows = write_plan(store, site_plan)
-    except (DispatchError, UsageError) as error:
-        store.finish_run(run_id, "failed", 0, str(error))
-        raise
-    store.finish_run(run_id, "ok", rows)
-    return site_plan
+        return site_plan, write_plan(store, site_plan)
+
+    return recorded_run(store, JOB, {"device_id": config.device_id, "forecaster": settings.forecaster}, work)
 
 
 @dataclass(frozen=True)

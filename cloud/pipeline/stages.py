@@ -118,12 +118,20 @@ def planning(ctx: Context) -> StageReport:
     from cloud.optimization.planner import PlanSettings, run_plan
 
     settings = PlanSettings(step_minutes=ctx.settings.interval_s // 60, model_dir=str(ctx.settings.model_dir))
-    ctx.plans = [run_plan(config, settings, ctx.cloud, ctx.declared, ctx.inputs.get(config.device_id))
-                 for config in ctx.configs]
+    ctx.plans, refused = [], []
+    for config in ctx.configs:  # one site that cannot be planned never holds back the others' plans
+        try:
+            ctx.plans.append(run_plan(config, settings, ctx.cloud, ctx.declared, ctx.inputs.get(config.device_id)))
+        except DERError as error:
+            log.warning("planning: %s not planned: %s", config.device_id, error)
+            refused.append(str(error))
+    if refused and not ctx.plans:
+        raise DERError(refused[0] if len(refused) == 1 else f"no site planned; {refused[0]} (and {len(refused) - 1} more)")
     rows = sum(len(p.step_starts) for p in ctx.plans)
     used = "; ".join(sorted({f"{p.forecaster} forecasts: {p.forecaster_reason}" for p in ctx.plans}))
     stale = sum(bool(p.stale) for p in ctx.plans)
     tail = f"; {stale} planned on stale inputs" if stale else ""
+    tail += f"; {len(refused)} not planned: {refused[0]}" + (" (and others)" if len(refused) > 1 else "") if refused else ""
     return StageReport(rows, f"{len(ctx.plans)} plans of {settings.horizon_hours:g} h ({used}){tail}")
 
 
