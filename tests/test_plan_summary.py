@@ -200,14 +200,17 @@ def test_status_lists_only_the_stores_sites(tmp_path):
     store = SQLiteCloudStore(tmp_path / "cloud.db")
     now = pd.Timestamp.now(tz="UTC").floor("15min")
     store.upsert_sites([site_record(SimulatorConfig(device_id="home-001"))])
-    for device in ("home-001", "edge-gateway-001"):
-        store.upsert_frame(s.PLANS, pd.DataFrame({"device_id": device, "ts": [now], s.ISSUED_AT: now, "battery_power_kw": 0.0,
-                                                  "battery_soc_percent": 50.0, "net_grid_flow_kw": 1.0,
-                                                  s.PLAN_PRICE: 0.1, s.EXPECTED_COST: 0.025, s.OBJECTIVE: "optimal"}))
+    for device, issued in (("home-001", now), ("edge-gateway-001", now), ("old-config", now - pd.Timedelta(days=3))):
+        run = store.start_run("optimizer", {"device_id": device, "forecaster": "naive"})  # as run_plan records it
+        store.upsert_frame(s.PLANS, pd.DataFrame({"device_id": device, "ts": [issued], s.ISSUED_AT: issued,
+                                                  "battery_power_kw": 0.0, "battery_soc_percent": 50.0,
+                                                  "net_grid_flow_kw": 1.0, s.PLAN_PRICE: 0.1, s.EXPECTED_COST: 0.025,
+                                                  s.OBJECTIVE: "optimal"}))
+        store.finish_run(run, "ok", 1)
     report = plan_status(store, now - pd.Timedelta(days=1))
     store.close()
     assert [plan["device_id"] for plan in report["plans"]] == ["home-001"]
-    assert report["plans_of_unknown_sites"] == ["edge-gateway-001"]
+    assert report["plans_of_unknown_sites"] == ["edge-gateway-001"]  # a plan older than the window is not named
 
 
 @pytest.mark.slow
