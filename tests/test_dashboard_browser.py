@@ -178,6 +178,35 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
     assert errors == []
 
 
+def test_a_chart_with_no_value_among_the_readings_says_so(tmp_path, browser):
+    """A home whose meter gives PV and load only, imported and not yet planned: the page loads,
+    the battery and price chart names what is missing and what plans use instead, the power
+    chart is drawn, and the plan's cards say there is none yet."""
+    import numpy as np
+    import pandas as pd
+
+    from der_core import der_data as dd
+
+    store = SQLiteCloudStore(tmp_path / "cloud.db")
+    ts = pd.date_range(pd.Timestamp.now(tz="UTC").floor("15min") - pd.Timedelta(hours=47), periods=192, freq="15min")
+    frame = pd.DataFrame({dd.DEVICE_ID: "meter-only", dd.TS: ts, dd.SOLAR_KW: 1.0,
+                          dd.LOAD_TOTAL: 0.5 + 0.1 * np.sin(np.arange(192))}).reindex(columns=dd.COLUMNS)
+    frame = dd.coerce_frame(frame)
+    store.upsert_readings(frame, fields=[dd.SOLAR_KW, dd.LOAD_TOTAL])
+    with serving(create_app(store)) as url:
+        browser.get(url + "/?site=meter-only")
+        _wait_for(browser, lambda d: d.find_element("tag name", "body").get_attribute("data-loaded") == "meter-only",
+                  "the site to load")
+        state = _chart_state(browser)
+        box = browser.find_element("id", "chart-battery")
+        assert state["chart-power"] == ("meter-only", 192, True)
+        assert state["chart-battery"] == ("meter-only", 0, False)
+        assert box.text.startswith("No battery state of charge or grid price among these readings: a plan starts")
+        assert browser.find_element("id", "next-actions").text == "no plan yet"
+        assert browser.find_element("id", "status").text.startswith("updated ")
+    store.close()
+
+
 @pytest.fixture(scope="module")
 def fleet_server(tmp_path_factory):
     from tests.test_fleet_page import write_portfolio

@@ -39,14 +39,16 @@ function localTime(stamp, withZone) {
 }
 
 // One uPlot per container, rebuilt on each refresh (the data and series change with the site).
-function draw(id, opts, data) {
+// A chart whose series hold no value at all says so (``unmeasured``) rather than draw empty axes.
+function draw(id, opts, data, unmeasured) {
   const box = el(id);
   if (charts[id]) charts[id].destroy();
   box.textContent = "";
-  const points = data[0].length;
+  const valued = data.slice(1).some((series) => series.some((v) => v != null));
+  const points = valued || !unmeasured ? data[0].length : 0;
   box.dataset.points = String(points);
   box.dataset.site = state.site;
-  if (!points) { box.textContent = "no data yet"; delete charts[id]; return; }
+  if (!points) { box.textContent = data[0].length ? unmeasured : "no data yet"; delete charts[id]; return; }
   const zone = siteZone();
   opts = Object.assign({ width: box.clientWidth || 900, height: 260,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), zone) }, opts);
@@ -68,7 +70,9 @@ function drawHistory(readings) {
     series: [{}, line("SOC %", COLORS.soc, "%"), line("price " + perKwh(), COLORS.price, "price", { width: 1 })],
     scales: { "%": { range: [0, 100] } },
     axes: [{}, axis("%", "SOC %"), axis("price", perKwh(), 1)],
-  }, [x, s.battery_soc_percent, s.grid_price_price_per_kwh]);
+  }, [x, s.battery_soc_percent, s.grid_price_price_per_kwh],
+  "No battery state of charge or grid price among these readings: a plan starts the battery at its configured " +
+  "state of charge and prices at the site's tariff or price feed.");
 }
 
 function drawForecasts(forecasts) {
@@ -122,7 +126,7 @@ function drawPlan(plan) {
   if (!plan.series) {
     draw("chart-plan", {}, [[]]);
     note.textContent = "No plan stored for this site yet.";
-    renderNext([]);
+    renderNext(null);
     return;
   }
   const s = plan.series, x = seconds(s.ts);
