@@ -19,18 +19,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def record_failure(store, run_id: int, rows: int, error: BaseException) -> None:
+    """Finish a run as failed with one line naming the error (its type too when it is not one
+    of ours, whose messages stand alone). A store that cannot record it is logged, not raised
+    over the failure itself: the store may be what failed, and the first error matters."""
+    message = str(error) if isinstance(error, DERError) else f"{type(error).__name__}: {error}"
+    try:
+        store.finish_run(run_id, "failed", rows, " ".join(message.split()))
+    except DERError as second:
+        log.warning("could not record the failed run: %s", second)
+
+
 def recorded_run(store, job: str, details: dict[str, Any], work: Callable[[], tuple[T, int]]) -> T:
     """Run ``work`` (returning its value and the rows it wrote) as one ``pipeline_runs`` row:
-    ``ok`` with the rows, or ``failed`` with the error's line, which is raised on. A store that
-    cannot record the failure is logged, not raised over the failure itself."""
+    ``ok`` with the rows, or ``failed`` with the error's line, which is raised on. Any error
+    fails it, an interrupt or a defect as well: in a daemon that lives on, a run left
+    ``running`` would read as under way for ever."""
     run_id = store.start_run(job, details)
     try:
         value, rows = work()
-    except DERError as error:
-        try:
-            store.finish_run(run_id, "failed", 0, str(error))
-        except DERError as second:
-            log.warning("could not record the failed run: %s", second)
+    except BaseException as error:
+        record_failure(store, run_id, 0, error)
         raise
     store.finish_run(run_id, "ok", rows)
     return value

@@ -50,6 +50,7 @@ from cloud.feature_engineering.resample import (
     resample_site,
 )
 from cloud.feature_engineering.settings import FeatureSettings
+from cloud.job_status import record_failure
 from cloud.site_steps import completed
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -132,8 +133,8 @@ def run_features(store: CloudStore, settings: FeatureSettings | None = None,
     result = FeatureRunResult(store.start_run(JOB, run_details(settings)), settings.version)
     try:
         process_sites(store, settings, plan_sites(store, settings, now), now, result)
-    except DERError as error:
-        _record_failure(store, result, error)
+    except BaseException as error:  # an interrupt or a defect as well: a run must never stay "running"
+        record_failure(store, result.run_id, result.rows, error)
         raise
     store.finish_run(result.run_id, "ok", result.rows)
     log.info("features %s: %d rows for %d sites from %d readings in %s",
@@ -357,10 +358,3 @@ def write_rows(store: CloudStore, wide: pd.DataFrame, batch_size: int) -> None:
     formats a million floats as JSON text."""
     for offset in range(0, len(wide), batch_size):
         store.upsert_frame(s.FEATURES, wide.iloc[offset:offset + batch_size])
-
-
-def _record_failure(store: CloudStore, result: FeatureRunResult, error: Exception) -> None:
-    try:
-        store.finish_run(result.run_id, "failed", result.rows, str(error))
-    except DERError as second:  # the store may be what failed; the first error matters
-        log.warning("could not record the failed run: %s", second)

@@ -45,13 +45,14 @@ import pandas as pd
 
 from cloud.feature_engineering.job import rewind
 from cloud.feature_engineering.physics import solar_config
+from cloud.job_status import record_failure
 from cloud.site_steps import STEP_COLUMNS, balance_formula, balance_lacks, filled_columns, no_load_reason
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
 from cloud.sync.file_headers import Header
-from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult, record_failure
+from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, duration, interval_of
 from cloud.sync.retry import RetryPolicy
@@ -577,7 +578,7 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
             (_import_events if sources[0].plan.events else _import_chunks)(
                 sources[0].meter, sources[0].plan, cloud, retry, result, checks, nameplate_kw)
     except BaseException as error:  # an interrupt as well: a run must never stay "running"
-        record_failure(cloud, run_id, result, error)
+        record_failure(cloud, run_id, result.rows_synced, error)
         raise
     if result.first_stored is not None:
         result.features_rewound = retry.call(

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from cloud.job_status import record_failure
 from cloud.store.base import CloudStore
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
-from der_core.errors import DERError
 from der_core.site_file import declared_site
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
@@ -89,8 +89,8 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
                 marks[device] = _send(cloud, settings, device, batch, marks.get(device), result)
         if through:
             edge.acknowledge_late_writes(through)
-    except DERError as error:
-        record_failure(cloud, run_id, result, error)
+    except BaseException as error:  # an interrupt or a defect as well: a run must never stay "running"
+        record_failure(cloud, run_id, result.rows_synced, error)
         raise
     retry.call("finish run", lambda: cloud.finish_run(run_id, "ok", result.rows_synced))
     # The overlap is re-sent on every run (idempotent upserts): only new readings are news.
@@ -192,13 +192,3 @@ def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.Data
         result.rows_new += int(((good[dd.TS] > mark) | (good[dd.TS] < mark - settings.overlap)).sum())
     result.rows_quarantined += len(bad)
     return newest
-
-
-def record_failure(cloud: CloudStore, run_id: int, result: SyncResult, error: BaseException) -> None:
-    """Finish a run as failed with one line naming the error (its type too when it is not
-    one of ours, whose messages stand alone)."""
-    message = str(error) if isinstance(error, DERError) else f"{type(error).__name__}: {error}"
-    try:
-        cloud.finish_run(run_id, "failed", result.rows_synced, " ".join(message.split()))
-    except DERError as second:  # the cloud may be the thing that failed; the first error matters
-        log.warning("could not record the failed run: %s", second)
