@@ -171,22 +171,23 @@ def publish(ctx: Context) -> StageReport:
     """Each plan just made sent to its gateway (``--publish``): one retained schedule on
     ``der/<device_id>/battery/setpoint``, the plan or, where the plan is worse, the battery's
     own rule (``SitePlan.schedule``). A broker that does not acknowledge fails the stage with
-    its reason; the plans stay stored and the next hourly run sends the next ones."""
+    its reason, and the plans not yet sent are left; they stay stored, and the next hourly run
+    sends the next ones."""
     from cloud.optimization.publish import PublishFailed, publish_schedule
 
     mqtt = ctx.settings.mqtt
     broker = f"{mqtt.host}:{mqtt.port}"
 
     def work():
-        sent, failed = [], []
+        sent = []
+        # The first refusal stops the rest: a broker down for one site is down for all, and a
+        # thousand sites each waiting out its timeout would hold the next hour's plans back.
         for site_plan in ctx.plans:
             try:
                 sent.append(publish_schedule(mqtt, site_plan.device_id, site_plan.schedule()))
             except PublishFailed as error:
-                failed.append(f"{site_plan.device_id}: {error}")
-        if failed:
-            raise PublishFailed(f"{len(failed)} of {len(ctx.plans)} plans not sent to {broker} ({len(sent)} sent); "
-                                f"{failed[0]}")
+                raise PublishFailed(f"{len(ctx.plans) - len(sent)} of {len(ctx.plans)} plans not sent to {broker} "
+                                    f"({len(sent)} sent); {site_plan.device_id}: {error}") from None
         return sent, len(sent)
 
     sent = recorded_run(ctx.cloud, PUBLISH_JOB, {"broker": broker, "sites": len(ctx.plans)}, work)
