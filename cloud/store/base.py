@@ -5,9 +5,9 @@ Frames follow the table definitions of :mod:`cloud.store.schema`: readings are f
 ``der_data`` frames (``ts`` tz-aware UTC), other tables use the columns listed there.
 Every write is an idempotent upsert on the table's primary key, so repeating a write never
 duplicates a row; the one removal (:meth:`CloudStore.delete_rows`) is asked for by its owner
-by name (``run_cloud_sync.py --forget``), never by a job. Adapters raise :class:`~der_core.errors.StoreUnavailable` when the
-server cannot be reached (worth retrying) and :class:`~der_core.errors.StoreError`
-otherwise.
+by name (``run_cloud_sync.py --forget``), never by a job. Adapters raise
+:class:`~der_core.errors.StoreUnavailable` when the server cannot be reached (worth
+retrying) and :class:`~der_core.errors.StoreError` otherwise.
 """
 
 from __future__ import annotations
