@@ -59,6 +59,14 @@ def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, chang
     assert chosen == fc.Choice(choice, reason.format(folder=folder))
 
 
+def test_models_three_weeks_behind_the_plan_are_taken_and_said_to_be_old(tmp_path):
+    folder = registry(tmp_path)  # learnt up to 2024-06-09 23:45
+    assert fc.choose(fc.AUTO, SITE, STORE, folder, START + pd.Timedelta(days=3)).reason == f"active models in {folder}"
+    assert fc.choose(fc.AUTO, SITE, STORE, folder, START + pd.Timedelta(days=20)) == fc.Choice(
+        "models", f"active models in {folder}; they learnt from readings up to 2024-06-09, 20 days before "
+                  "(`run_model_training.py --train` renews them)")
+
+
 @pytest.mark.parametrize(("minutes", "choice"), [(30, "models"), (60, "models"), (20, "naive"), (5, "naive")])
 def test_the_models_serve_steps_made_of_whole_quarter_hours(tmp_path, minutes, choice):
     folder = registry(tmp_path)

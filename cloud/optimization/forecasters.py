@@ -434,6 +434,10 @@ NAMES: tuple[str, ...] = (AUTO, *FORECASTERS)
 #: A plan issued this long after the newest reading the active models learnt from stands at
 #: their end, not inside it: the pipeline trains and then plans, and readings keep arriving.
 LEARNT_SLACK = pd.Timedelta(hours=1)
+#: Models whose newest reading is this far behind the plan are still taken (they beat same
+#: time yesterday on their test days), but the reason says how old they are and how to renew
+#: them: a home's habits and its array's shading drift with the seasons.
+OLD_MODELS = pd.Timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -490,11 +494,14 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     if skill is not None and skill <= 0:
         return Choice("naive", f"the active models in {registry.root} forecast the load no better than same time "
                                f"yesterday on their test days (skill {skill:+.2f})")
+    age = pd.Timestamp(issued_from) - learnt_until if issued_from is not None else pd.Timedelta(0)
+    old = (f"; they learnt from readings up to {learnt_until:%Y-%m-%d}, {age.days} days before "
+           "(`run_model_training.py --train` renews them)") if age > OLD_MODELS else ""
     pv_skill = held_out_skill(metrics, PV)
     if pv_skill is not None and pv_skill <= 0:
         return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, the PV model "
-                                f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f})")
-    return Choice("models", f"active models in {registry.root}")
+                                f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f}){old}")
+    return Choice("models", f"active models in {registry.root}{old}")
 
 
 def held_out_skill(metrics: Mapping, column: str) -> float | None:
