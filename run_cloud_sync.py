@@ -36,7 +36,7 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--continuous", action="store_true", help="sync every --interval seconds")
     mode.add_argument("--status", action="store_true", help="per-device sync status")
     mode.add_argument("--import", dest="import_file", metavar="FILE", action="append",
-                      help="load a CSV, Excel (.xlsx), Parquet or Green Button XML meter file; given more than once, "
+                      help="load a CSV, Excel (.xlsx), Parquet, Green Button XML or NEM12 meter file; given more than once, "
                            "downloads of one site joined by time (a meter's import and export)")
     mode.add_argument("--forget", metavar="DEVICE_ID", type=device_id_arg,
                       help="say what the cloud store holds of a device (readings, features, forecasts, plans, "

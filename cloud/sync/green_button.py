@@ -51,13 +51,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cloud.sync.interval_data import Readings, usual_intervals, wide_table
 from der_core import der_data as dd
 from der_core.errors import UsageError
 
 ATOM, ESPI = "{http://www.w3.org/2005/Atom}", "{http://naesb.org/espi}"
-TIME_COLUMN = "interval_end"
-#: How a refused reading is located: its place among the feed's readings in time order.
-WHERE = "reading"
 #: Flow directions' column names: energy delivered to the home (its import), received from
 #: it, and the two netted; a type naming no flow is the home's consumption, delivered.
 FLOWS = {None: "delivered", 1: "delivered", 4: "net", 19: "received"}
@@ -105,33 +103,6 @@ class _Feed:
     blocks: dict[str, list[tuple[int | None, int | None, str | None]]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Readings:
-    """A feed's readings (:func:`read_feed`) and each column's usual reading duration."""
-
-    table: pd.DataFrame
-    intervals: dict[str, int]  # a column -> the duration (s) most of its timed readings have
-
-    def default_map(self) -> dict[str, str]:
-        """The grid flow from the columns :data:`NET_MAP`, or else :data:`DEFAULT_MAP`, knows."""
-        known = NET_MAP if set(NET_MAP) <= set(self.table.columns) else DEFAULT_MAP
-        return {c: f for c, f in known.items() if c in self.table.columns}
-
-    def default_map_refused(self, path: Path) -> str | None:
-        """Why :meth:`default_map` cannot be the import's map, None when it can: its columns
-        read different intervals, and a row-by-row sum of them would mix them."""
-        intervals = {c: self.intervals[c] for c in self.default_map() if c in self.intervals}
-        if len(set(intervals.values())) < 2:
-            return None
-        (first, one), (second, other) = intervals.items()
-        return (f"--import {path}: {first} is in {_minutes(one)} intervals and {second} in {_minutes(other)} ones; "
-                "expected one interval (--column-map to import one of them)")
-
-
-def _minutes(seconds: int) -> str:
-    return f"{seconds // 60}-min" if seconds % 60 == 0 else f"{seconds}-s"
-
-
 def read_feed(path: Path) -> Readings:
     """The feed's readings as a table, ``interval_end`` (ISO 8601, UTC) and one column per
     reading type in kW (or its own unit), in time order (a time one type lacks is NaN in its
@@ -152,9 +123,9 @@ def read_feed(path: Path) -> Readings:
     if readings["end"].isna().all():
         raise UsageError(f"--import {path}: no interval reading has a time; expected each IntervalReading's timePeriod "
                          "to hold its start (Unix seconds) and a duration above 0")
-    timed = readings[readings["end"].notna()]
-    intervals = {name: int(group.mode().iloc[0]) for name, group in timed.groupby("name", sort=False)["duration"]}
-    return Readings(_table(readings, [c["name"].iloc[0] for c in columns]), intervals)
+    table = wide_table(readings, [c["name"].iloc[0] for c in columns])
+    known = NET_MAP if set(NET_MAP) <= set(table.columns) else DEFAULT_MAP
+    return Readings(table, usual_intervals(readings), {c: f for c, f in known.items() if c in table.columns})
 
 
 def _entry(entry: ET.Element, feed: _Feed) -> None:
@@ -261,22 +232,3 @@ def _cells(text: pd.Series, frame: pd.DataFrame, kind: _Type) -> pd.Series:
             value = value / 1000.0
     read = ~np.isnan(number) & frame["end"].notna().to_numpy()
     return pd.Series(value, dtype=object).where(read, text)
-
-
-def _table(readings: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """One row per interval end with each column's first reading of it; then each later
-    reading of an interval that differs from the first, alone in a row with the same time;
-    then the readings without a time. Rows are numbered from 1 in that order."""
-    timed = readings[readings["end"].notna()]
-    timed = timed[~timed.duplicated(["name", "end", "cell"])]  # a repeat of the same value says nothing new
-    rank = timed.groupby(["name", "end"]).cumcount()
-    first = timed[rank == 0].pivot(index="end", columns="name", values="cell").reindex(columns=names)
-    first = first.rename_axis(columns=None).reset_index().assign(order=0)
-    others = pd.concat([timed[rank > 0].assign(order=rank[rank > 0]), readings[readings["end"].isna()].assign(order=0)])
-    alone = pd.DataFrame({"end": others["end"], "order": others["order"],
-                          **{n: others["cell"].where(others["name"] == n) for n in names}})
-    table = pd.concat([first, alone], ignore_index=True).sort_values(["end", "order"], kind="stable",
-                                                                     na_position="last", ignore_index=True)
-    text = np.datetime_as_string(table["end"].to_numpy(dtype="int64", na_value=0).astype("datetime64[s]"), unit="s")
-    table[TIME_COLUMN] = pd.Series(np.char.add(text, "Z"), dtype=object).where(table["end"].notna(), None)
-    return table[[TIME_COLUMN, *names]]

@@ -525,7 +525,7 @@ class _Source:
 
     meter: MeterFile
     plan: _Plan
-    by_file: bool  # the file says what its columns are (Green Button XML), and no --column-map overrode it
+    by_file: bool  # the file says what its columns are (Green Button XML, NEM12), and no --column-map overrode it
 
     @property
     def name(self) -> str:

@@ -1,8 +1,9 @@
 """Meter files (CSV, Excel, Parquet) read in chunks of bounded size, each row labelled with
 where it sits in the file (a CSV line, counting the header, an Excel sheet row, or a Parquet
-row), so that a refused row can be found again; a Green Button feed
-(:mod:`cloud.sync.green_button`) as the table of its readings, each labelled by its place. An Excel workbook is read from its first
-sheet. Which row names the columns, and what rows around it say of them (units, a time
+row), so that a refused row can be found again; a utility's interval download, Green Button
+XML (:mod:`cloud.sync.green_button`) or AEMO's NEM12 (:mod:`cloud.sync.nem12`), as the table
+of its readings (:mod:`cloud.sync.interval_data`), each labelled by its place. An Excel
+workbook is read from its first sheet. Which row names the columns, and what rows around it say of them (units, a time
 format, a preamble above), :mod:`cloud.sync.file_headers` tells.
 
 A CSV file's dialect is read from the file, because loggers and spreadsheets write what
@@ -30,7 +31,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from cloud.sync import green_button
+from cloud.sync import green_button, interval_data, nem12
 from cloud.sync.file_headers import Header, find_header
 from der_core.errors import UsageError
 
@@ -86,7 +87,7 @@ class MeterFile:
     total_chunks: int | None  # for progress; None when unknown without reading the file
     dialect: Dialect = Dialect.PLAIN
     header: Header | None = None  # what a CSV or Excel file's header rows say; None for Parquet
-    table: pd.DataFrame | None = None  # a Green Button feed's readings, read whole (cloud.sync.green_button)
+    table: pd.DataFrame | None = None  # an interval download's readings, read whole (cloud.sync.interval_data)
     default_map: dict[str, str] | None = None  # the column map when the command line gives none
     default_map_refused: str | None = None  # why that map cannot be used, where it cannot
 
@@ -132,12 +133,9 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
-        readings = green_button.read_feed(path)
-        columns = list(readings.table.columns)
-        units = {c: re.search(r"\(([^)]*)\)", c).group(1) for c in columns[1:]}  # each named "flow (unit)"
-        return MeterFile(path, columns, green_button.WHERE, -(-len(readings.table) // chunk_size),
-                         header=Header(columns, units=units), table=readings.table,
-                         default_map=readings.default_map(), default_map_refused=readings.default_map_refused(path))
+        return _interval_file(path, green_button.read_feed(path), chunk_size)
+    if suffix not in _PARQUET + _EXCEL and nem12.is_nem12(path):
+        return _interval_file(path, nem12.read_nem12(path), chunk_size)
     if suffix not in _CSV + _PARQUET + _EXCEL:
         raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx, .parquet or Green Button .xml file")
     try:
@@ -159,6 +157,16 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
                          header)
     except (ValueError, OSError, EOFError, KeyError, csv.Error, zipfile.BadZipFile, gzip.BadGzipFile) as error:
         raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
+
+
+def _interval_file(path: Path, readings: interval_data.Readings, chunk_size: int) -> MeterFile:
+    """A utility's interval download, read whole into its table (each column named
+    ``channel (unit)``), with the map its format gives."""
+    columns = list(readings.table.columns)
+    units = {c: re.search(r"\(([^)]*)\)", c).group(1) for c in columns[1:]}
+    return MeterFile(path, columns, interval_data.WHERE, -(-len(readings.table) // chunk_size),
+                     header=Header(columns, units=units), table=readings.table,
+                     default_map=readings.default_map(), default_map_refused=readings.default_map_refused(path))
 
 
 def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int | None]:

@@ -1,0 +1,127 @@
+"""AEMO's NEM12 interval meter data (the MDFF "NEM12" CSV): what Australian distributors and
+retailers give a home owner of their meter, read by ``nemreader``.
+
+A file holds a ``200`` record per meter channel (its NMI, the NMI suffix naming the channel,
+its unit and interval length) followed by ``300`` records, one per day, each with the
+energy of every interval of that day; ``400`` records mark some of a day's intervals with
+another quality. Times are the National Electricity Market's: Australian Eastern Standard
+Time, UTC+10, all year, whatever the site's own zone does in summer (AEMO, *Meter Data File
+Format Specification NEM12 & NEM13*). A day's interval ``k`` ends ``k`` intervals after its
+midnight, so each reading is labelled by that end, as every reading here is.
+
+A channel is a column named by its suffix, ``E1 (kW)``: ``E`` channels are energy the home
+imports (``E1`` its general supply, ``E2`` a controlled load such as a water heater, metered
+apart and paid apart), ``B`` channels energy it exports. Energy (``KWH``, ``WH``, ``MWH``)
+becomes each interval's mean power; a channel in another unit (``KVARH``, reactive) keeps
+its unit, which no power field takes. The file's own map is the grid flow, every ``E``
+channel less every ``B`` channel; a file of several NMIs (several meters, or several homes)
+names each column with its NMI too, and maps none: which is the home's is not the file's
+order to decide.
+
+A reading of quality ``N`` (null: the meter gave none) is kept as its text, so the import
+quarantines it; estimated and substituted readings (``E``, ``S``, ``F``) are what the bill
+is made of and are stored. A second ``300`` record of a day (a correction) that differs is
+quarantined as a repeat of the first, as a Green Button correction is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloud.sync.interval_data import Readings, usual_intervals, wide_table
+from der_core import der_data as dd
+from der_core.errors import UsageError
+
+#: NEM time: AEST, UTC+10 without daylight saving.
+NEM_TIME = pd.Timedelta(hours=10)
+#: Energy units, as kWh per unit.
+ENERGY = {"KWH": 1.0, "WH": 0.001, "MWH": 1000.0}
+NULL = "N"
+#: nemreader's own log lines are not the import's: what they say that matters comes back as rows.
+logging.getLogger("nemreader").propagate = False
+
+
+def is_nem12(path: Path) -> bool:
+    """Whether a file's first record is a NEM12 header (``100,NEM12,…``), or a ``200`` NMI
+    record, which some distributors' downloads start with (no header)."""
+    with path.open("rb") as handle:
+        head = handle.read(512).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    cells = head.split("\n", 1)[0].strip().split(",")
+    return (cells[0] == "100" and len(cells) > 1 and cells[1].strip().upper() in ("NEM12", "NEM13")) or (
+        cells[0] == "200" and len(cells) >= 9)
+
+
+def read_nem12(path: Path) -> Readings:
+    """The file's readings: ``interval_end`` (ISO 8601, UTC) and one column per channel in
+    kW (or its own unit), each column's interval, and the grid flow as the file's map."""
+    from nemreader import NEMFile
+
+    skipped = _Skipped()
+    logging.getLogger("nemreader").addHandler(skipped)
+    try:
+        nem = NEMFile(str(path), strict=False)
+        data = nem.nem_data()
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError) as error:
+        raise UsageError(f"--import {path}: not readable as NEM12 ({' '.join(str(error).split())}); expected AEMO's "
+                         "NEM12 interval data (100, 200, 300, 400 and 900 records)") from None
+    finally:
+        logging.getLogger("nemreader").removeHandler(skipped)
+    if nem.header is not None and nem.header.version_header == "NEM13":
+        raise UsageError(f"--import {path}: a NEM13 file holds a meter's register reads, not its intervals; expected "
+                         "NEM12 interval data (ask the distributor for the interval data download)")
+    several = len(data.readings) > 1
+    frames, names, known = [], [], {}
+    for nmi, channels in data.readings.items():
+        for suffix, reads in channels.items():
+            if not reads:
+                continue
+            unit = str(reads[0].uom).upper()
+            name = f"{nmi + ' ' if several else ''}{suffix} ({'kW' if unit in ENERGY else unit})"
+            frames.append(_channel(name, reads, ENERGY.get(unit)))
+            names.append(name)
+            if not several and unit in ENERGY and suffix[:1].upper() in "EB":
+                known[name] = dd.NET_GRID_FLOW if suffix[:1].upper() == "E" else f"-{dd.NET_GRID_FLOW}"
+    if skipped.days:  # a day's record nemreader could not read: quarantined without a time, with what it said
+        frames.append(pd.DataFrame({"name": names[0] if names else "E1 (kW)", "end": pd.array([None] * len(skipped.days),
+                                    dtype="Int64"), "duration": pd.array([None] * len(skipped.days), dtype="Int64"),
+                                    "cell": skipped.days}))
+        names = names or ["E1 (kW)"]
+    if not frames:
+        raise UsageError(f"--import {path}: a NEM12 file without interval data; expected 300 records after a 200 record")
+    readings = pd.concat(frames, ignore_index=True)
+    return Readings(wide_table(readings, names), usual_intervals(readings), known)
+
+
+class _Skipped(logging.Handler):
+    """The day records nemreader leaves out (too few intervals for the channel's length),
+    each as the line it logs: a day of readings is never dropped unsaid."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.days: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Skipping"):
+            self.days.append(message)
+
+
+def _channel(name: str, reads: list, kwh_per_unit: float | None) -> pd.DataFrame:
+    """One channel's readings as :mod:`cloud.sync.interval_data` takes them: ``end`` in Unix
+    seconds (NEM time read as UTC+10), ``duration`` and ``cell`` (kW for energy, else the
+    value in its unit; the text ``N`` for a null reading, none for a blank one)."""
+    end = pd.DatetimeIndex([r.t_end for r in reads])
+    start = pd.DatetimeIndex([r.t_start for r in reads])
+    seconds = (end - NEM_TIME).as_unit("s").asi8  # NEM time's wall clock, as the UTC instant it is
+    duration = (end - start).total_seconds().to_numpy()
+    value = np.array([np.nan if r.read_value is None else r.read_value for r in reads], dtype="float64")
+    if kwh_per_unit is not None:
+        value = value * kwh_per_unit / (duration / 3600.0)
+    null = np.array([(r.quality_method or "")[:1].upper() == NULL for r in reads])
+    cells = pd.Series(value, dtype=object).where(~null, NULL)
+    return pd.DataFrame({"name": name, "end": pd.array(seconds, dtype="Int64"),
+                         "duration": pd.array(duration.astype("int64"), dtype="Int64"), "cell": cells})
