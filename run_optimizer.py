@@ -26,12 +26,12 @@ from cloud.optimization.planner import (
 )
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
-from cloud.sync.plausibility import duration
 from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
     device_id_arg,
+    duration,
     positive_float,
     positive_int,
     print_table,

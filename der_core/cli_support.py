@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -148,6 +149,12 @@ def arg_type(cast: Callable[[str], T], expected: str) -> Callable[[str], T]:
 
     parse.__name__ = expected
     return parse
+
+
+def duration(span: timedelta) -> str:
+    """A span as people say it: ``15 min``, ``1.5 h``."""
+    minutes = span.total_seconds() / 60
+    return f"{minutes:g} min" if minutes < 60 else f"{minutes / 60:.3g} h"
 
 
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:

@@ -44,8 +44,8 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization.decision import Execution
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.site_steps import STEP_COLUMNS, coarsest_interval, filled_columns, no_load_reason, site_steps
-from cloud.sync.plausibility import duration
 from der_core import der_data as dd
+from der_core.cli_support import duration
 from der_core.config import BatteryConfig, SimulatorConfig
 from der_core.errors import UsageError
 from der_core.runs import true_runs

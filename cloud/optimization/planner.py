@@ -69,8 +69,8 @@ from cloud.optimization.summary import plan_summary, write_summary
 from cloud.site_steps import filled_columns, no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
-from cloud.sync.plausibility import duration
 from der_core import der_data as dd
+from der_core.cli_support import duration
 from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.control import ReservePolicy
 from der_core.errors import UsageError

@@ -54,7 +54,7 @@ from cloud.sync.event_files import event_columns
 from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
 from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
-from cloud.sync.plausibility import Finding, Plausibility, duration, interval_of
+from cloud.sync.plausibility import Finding, Plausibility, interval_of
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.timestamps import (
     EXPECTED,
@@ -67,7 +67,7 @@ from cloud.sync.timestamps import (
 )
 from cloud.sync.validation import validate
 from der_core import der_data as dd
-from der_core.cli_support import progress
+from der_core.cli_support import duration, progress
 from der_core.config import SolarConfig
 from der_core.errors import UsageError
 

@@ -86,10 +86,9 @@ def read_nem12(path: Path) -> Readings:
             if not several and unit in ENERGY and suffix[:1].upper() in "EB":
                 known[name] = dd.NET_GRID_FLOW if suffix[:1].upper() == "E" else f"-{dd.NET_GRID_FLOW}"
     if skipped.days:  # a day's record nemreader could not read: quarantined without a time, with what it said
-        frames.append(pd.DataFrame({"name": names[0] if names else "E1 (kW)", "end": pd.array([None] * len(skipped.days),
-                                    dtype="Int64"), "duration": pd.array([None] * len(skipped.days), dtype="Int64"),
-                                    "cell": skipped.days}))
         names = names or ["E1 (kW)"]
+        none = pd.array([None] * len(skipped.days), dtype="Int64")
+        frames.append(pd.DataFrame({"name": names[0], "end": none, "duration": none, "cell": skipped.days}))
     if not frames:
         raise UsageError(f"--import {path}: a NEM12 file without interval data; expected 300 records after a 200 record")
     readings = pd.concat(frames, ignore_index=True)

@@ -21,6 +21,7 @@ import pandas as pd
 from pvlib import solarposition
 
 from der_core import der_data as dd
+from der_core.cli_support import duration
 from der_core.config import SolarConfig
 from der_core.runs import true_runs
 from der_physics.solar import clearsky_ac_kw
@@ -353,9 +354,3 @@ def interval_of(ts: pd.Series) -> pd.Timedelta | None:
     steps = ts.sort_values().diff().dropna()
     steps = steps[steps > pd.Timedelta(0)]
     return None if steps.empty else steps.mode().iloc[0]
-
-
-def duration(span: pd.Timedelta) -> str:
-    """A span as people say it: ``15 min``, ``1.5 h``."""
-    minutes = span.total_seconds() / 60
-    return f"{minutes:g} min" if minutes < 60 else f"{minutes / 60:.3g} h"
