@@ -84,11 +84,11 @@ def evaluate(store, settings) -> int:
         numbers = f"MAE {r.mae:.4g} (at training {r.trained_mae:.4g})" if r.mae is not None and r.trained_mae else "no score"
         skill = f", skill {r.skill:.2f}" if r.skill is not None else ""
         print(f"  {r.target}: {numbers}{skill}, P10-P90 coverage {r.coverage or 0:.0%} over {r.rows} rows")
-        if r.drift and r.tested_until is not None:
-            print(f"note: {r.target}: {r.drift}, on days among those training tested the models on (to "
+        if r.harder_week:
+            print(f"note: {r.target}: {r.harder_week}, on days among those training tested the models on (to "
                   f"{r.tested_until:%Y-%m-%d}): a harder week of that test, not a change since; no reading is newer, so "
                   "retraining would learn from the same readings")
-        elif r.drift:
+        if r.drift:
             print(f"warning: drift in {r.target}: {r.drift}; retrain with `python run_model_training.py --train`",
                   file=sys.stderr)
     if any(r.seen_in_training for r in results):

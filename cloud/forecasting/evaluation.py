@@ -39,8 +39,10 @@ class TargetEvaluation:
     seen_in_training: bool = False  # the window reaches into the training range: scores flatter
     #: The end of the test days training scored the models on, when every truth of the window
     #: lies among them (no reading since): a worse score there is a harder week of that test,
-    #: not a change since training, and retraining on the same readings cannot mend it.
+    #: not a change since training, and retraining on the same readings cannot mend it, so
+    #: what would be drift is ``harder_week`` instead.
     tested_until: pd.Timestamp | None = None
+    harder_week: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__, tested_until=None if self.tested_until is None else self.tested_until.isoformat())
@@ -109,10 +111,11 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
         trained = at_training.get("mae")
         verdict = drift_verdict(target, now.get("mae"), trained, now.get("skill"), threshold,
                                 now.get("coverage_p10_p90"), at_training.get("skill"))
+        within = _within(rows[dz.TARGET_TS], tested)
         results.append(TargetEvaluation(target, int(now.get("rows", 0)), now.get("mae"), trained,
-                                        now.get("skill"), now.get("coverage_p10_p90"), verdict,
-                                        bool((rows[dz.TARGET_TS] <= trained_until).any()),
-                                        _within(rows[dz.TARGET_TS], tested)))
+                                        now.get("skill"), now.get("coverage_p10_p90"), verdict if within is None else None,
+                                        bool((rows[dz.TARGET_TS] <= trained_until).any()), within,
+                                        verdict if within is not None else None))
     return results
 
 

@@ -54,8 +54,8 @@ def print_status(registry: Registry) -> None:
     evaluations = registry.evaluations(active)
     if evaluations:
         last = evaluations[-1]
-        drifting = [t["target"] for t in last["targets"] if t.get("drift") and not t.get("tested_until")]
-        harder = [t["target"] for t in last["targets"] if t.get("drift") and t.get("tested_until")]
+        drifting = [t["target"] for t in last["targets"] if t.get("drift")]
+        harder = [t["target"] for t in last["targets"] if t.get("harder_week")]
         print(f"last evaluation {last['evaluated_at'][:19]}: " + (f"DRIFT in {', '.join(drifting)}" if drifting else "no drift")
               + (f"; worse than at training in {', '.join(harder)} on days among its test days (no newer readings)"
                  if harder else ""))
