@@ -329,6 +329,20 @@ def test_a_file_imported_under_the_wrong_device_is_listed_then_forgotten_by_name
         assert message in capsys.readouterr().err
 
 
+def test_status_names_each_devices_newest_import(tmp_path, capsys):
+    """A device no gateway syncs shows where its readings came from: its newest import's
+    time and file."""
+    write(meter_frame(steps=12), tmp_path / "m.csv")
+    db = str(tmp_path / "cloud.db")
+    args = ["--device-id", "meter-9", "--column-map", "pv_w=solar_generation_kw", "--cloud-db", db]
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "m.csv"), *args]) == 0
+    capsys.readouterr()
+    assert run_cli(run_cloud_sync.main, ["--status", "--json", "--cloud-db", db, "--edge-store",
+                                         str(tmp_path / "edge.db")]) == 0
+    row = next(d for d in json.loads(capsys.readouterr().out)["devices"] if d["device_id"] == "meter-9")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\dZ m\.csv", row["last_import"]) and row["cloud_rows"] == 12
+
+
 def test_wall_clock_times_are_read_in_the_declared_sites_zone_unless_told(tmp_path, capsys):
     """A home's logger keeps the home's clock: without --timezone, times without an offset
     are read in the zone its site file declares (else UTC), and the report says so."""

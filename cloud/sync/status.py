@@ -1,7 +1,8 @@
 """``--status``: per device, what the cloud confirmed and what the edge still holds, whether
-the cloud knows the site (declared, simulated or none), with the last run and last error
-from ``pipeline_runs``. Devices the cloud holds readings or a site for are listed even when
-no gateway syncs them (an imported meter, a declared site)."""
+the cloud knows the site (declared, simulated or none) and its newest meter-file import,
+with the last sync run and last error from ``pipeline_runs``. Devices the cloud holds
+readings or a site for are listed even when no gateway syncs them (an imported meter, a
+declared site), and the import says where their readings came from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 from cloud.job_status import print_job_status
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
+from cloud.sync.importer import JOB as IMPORT_JOB
 from cloud.sync.job import JOB
 from der_core import der_data as dd
 from der_core.site_file import site_kind
@@ -27,6 +29,7 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
     runs = cloud.runs(job, limit=_RUNS_SCANNED)
     last_error = next((r for r in runs if r.get(s.ERROR)), None)
     sites = {row[dd.DEVICE_ID]: row for row in cloud.sites()}
+    imports = newest_imports(cloud)
     devices = []
     for device in sorted(set(edge.devices()) | set(marks) | set(stats) | set(sites)):
         mark = marks.get(device)
@@ -42,6 +45,7 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
             "pending_edge": pending,
             "cloud_rows": stats.get(device, {}).get(s.ROW_COUNT, 0),
             "site": site_kind(sites.get(device)),
+            "last_import": imports.get(device),
         })
     return {
         "source": source,
@@ -50,6 +54,19 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
         "last_error": last_error,
         "devices": devices,
     }
+
+
+def newest_imports(cloud: CloudStore) -> dict[str, str]:
+    """Per device, its newest import among the last runs: when, which file, and how it
+    ended where not ``ok``."""
+    newest: dict[str, str] = {}
+    for run in cloud.runs(IMPORT_JOB, limit=_RUNS_SCANNED):  # newest first
+        details = run.get(s.DETAILS) or {}
+        device = details.get(dd.DEVICE_ID)
+        if device and device not in newest:
+            ended = "" if run[s.STATUS] == "ok" else f" ({run[s.STATUS]})"
+            newest[device] = f"{dd.parse_ts(run[s.STARTED_AT]):%Y-%m-%d %H:%M}Z {details.get('file', '')}{ended}"
+    return newest
 
 
 def print_status(status: dict[str, Any], as_json: bool = False) -> None:
