@@ -154,3 +154,18 @@ def test_a_day_record_too_short_for_its_channel_is_quarantined_and_the_rest_stor
 
 def test_the_import_help_names_nem12():
     assert "NEM12" in " ".join(run_cloud_sync.build_parser().format_help().split())
+
+
+def test_a_zipped_file_reads_as_the_file_it_holds(tmp_path, capsys):
+    """The specification lets a NEM12 file come as a zip archive of that one file."""
+    import zipfile
+
+    write(tmp_path / "nem12.csv", channel("E1", day_values(0.25)))
+    with zipfile.ZipFile(tmp_path / "nem12.zip", "w") as archive:
+        archive.write(tmp_path / "nem12.csv", "nem12#0123456789012345#mda1#retail1.csv")
+    assert nem12.is_nem12(tmp_path / "nem12.zip")
+    db = tmp_path / "cloud.db"
+    assert run_cli(run_cloud_sync.main, import_args(tmp_path / "nem12.zip", db)) == 0
+    assert capsys.readouterr().out.startswith("imported 144 readings of sydney-home (0 quarantined)")
+    with SQLiteCloudStore(db) as store:
+        assert store.read_readings("sydney-home")[dd.NET_GRID_FLOW].to_numpy() == pytest.approx(0.5)

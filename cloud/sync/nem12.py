@@ -27,6 +27,7 @@ quarantined as a repeat of the first, as a Green Button correction is.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,19 @@ logging.getLogger("nemreader").propagate = False
 
 def is_nem12(path: Path) -> bool:
     """Whether a file's first record is a NEM12 header (``100,NEM12,…``), or a ``200`` NMI
-    record, which some distributors' downloads start with (no header)."""
-    with path.open("rb") as handle:
-        head = handle.read(512).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    record, which some distributors' downloads start with (no header). The specification
+    lets a file come zipped, one file to the archive, as nemreader reads it."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+            if len(members) != 1:
+                return False
+            with archive.open(members[0]) as handle:
+                raw = handle.read(512)
+    else:
+        with path.open("rb") as handle:
+            raw = handle.read(512)
+    head = raw.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
     cells = head.split("\n", 1)[0].strip().split(",")
     return (cells[0] == "100" and len(cells) > 1 and cells[1].strip().upper() in ("NEM12", "NEM13")) or (
         cells[0] == "200" and len(cells) >= 9)
@@ -65,7 +76,7 @@ def read_nem12(path: Path) -> Readings:
     try:
         nem = NEMFile(str(path), strict=False)
         data = nem.nem_data()
-    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError) as error:
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError, zipfile.BadZipFile) as error:
         raise UsageError(f"--import {path}: not readable as NEM12 ({' '.join(str(error).split())}); expected AEMO's "
                          "NEM12 interval data (100, 200, 300, 400 and 900 records)") from None
     finally:
