@@ -269,7 +269,7 @@ class ModelsForecaster:
         frame[LOAD] = np.maximum(predicted["load_kw_p50"].to_numpy(), 0.0)
         solar_kw = predicted.get("solar_kw_p50")
         pv_skill = held_out_skill(self._loaded().metrics, PV)
-        learnt = solar_kw is not None and not solar_kw.isna().any() and (pv_skill is None or pv_skill > 0)
+        learnt = solar_kw is not None and not solar_kw.isna().any() and taken(pv_skill)
         frame[PV] = np.maximum(solar_kw.to_numpy(), 0.0) if learnt else pv.generation_kw
         price = predicted.get("price_per_kwh_p50")
         if self.wholesale is None and price is not None and not price.isna().any():  # published prices win
@@ -491,17 +491,23 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     except (OSError, ValueError):
         metrics = {}
     skill = held_out_skill(metrics, LOAD)
-    if skill is not None and skill <= 0:
+    if not taken(skill):
         return Choice("naive", f"the active models in {registry.root} forecast the load no better than same time "
                                f"yesterday on their test days (skill {skill:+.2f})")
     age = pd.Timestamp(issued_from) - learnt_until if issued_from is not None else pd.Timedelta(0)
     old = (f"; they learnt from readings up to {learnt_until:%Y-%m-%d}, {age.days} days before "
            "(`run_model_training.py --train` renews them)") if age > OLD_MODELS else ""
     pv_skill = held_out_skill(metrics, PV)
-    if pv_skill is not None and pv_skill <= 0:
+    if not taken(pv_skill):
         return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, the PV model "
                                 f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f}){old}")
     return Choice("models", f"active models in {registry.root}{old}")
+
+
+def taken(skill: float | None) -> bool:
+    """Whether a target's model is taken, by its :func:`held_out_skill`: where it was not
+    measured, or beat same time yesterday there. One rule for the choice and the forecast."""
+    return skill is None or skill > 0
 
 
 def held_out_skill(metrics: Mapping, column: str) -> float | None:
