@@ -290,3 +290,20 @@ def test_consumption_without_a_flow_and_net_readings_are_the_grid_flow(tmp_path,
 
 def test_the_import_help_names_green_button_xml():
     assert "Green Button XML" in run_cloud_sync.build_parser().format_help()
+
+
+def test_a_correction_in_an_entry_updated_later_is_the_one_stored(tmp_path, cloud):
+    """The same hour in two blocks, the second from an entry updated a day later (a
+    utility's corrected reading): it is stored, wherever it stands in the feed, and the
+    first entry's readings that differ are quarantined."""
+    later = block(START, [300, 999, 0, 999])
+    text = feed([[300, 250, 0, 50], [120, 0, 0, 0]]).replace(block(START + 3600, [120, 0, 0, 0]), later)
+    corrected = text.split(later)[0].rsplit("<entry>", 1)[1] + later
+    text = text.replace(corrected + "</content><published>2024-06-03T00:00:00Z</published><updated>2024-06-03",
+                        corrected + "</content><published>2024-06-03T00:00:00Z</published><updated>2024-06-04")
+    assert text.count("<updated>2024-06-04") == 1
+    (tmp_path / "usage.xml").write_text(text)
+    result = import_file(tmp_path / "usage.xml", cloud, ImportOptions("home-1"))
+    assert (result.rows_synced, result.rows_quarantined) == (4, 2)
+    assert cloud.read_readings("home-1")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.2, 3.996, 0.0, 3.996])
+    assert len(cloud.read_quarantine("home-1")) == 2

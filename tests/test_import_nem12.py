@@ -169,3 +169,31 @@ def test_a_zipped_file_reads_as_the_file_it_holds(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("imported 144 readings of sydney-home (0 quarantined)")
     with SQLiteCloudStore(db) as store:
         assert store.read_readings("sydney-home")[dd.NET_GRID_FLOW].to_numpy() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("first, second, kept", [
+    ("20231003090000", "20231005120000", 0.45),  # the correction after the first record, as a later file appends it
+    ("20231005120000", "20231003090000", 0.25),  # the newer record first
+    ("", "20231003090000", 0.45),  # an undated record counts as the older
+    ("20231003090000", "20231003090000", 0.25),  # written at the same time: the first in the file
+])
+def test_a_day_written_twice_keeps_the_newest_record(tmp_path, capsys, first, second, kept):
+    """Two downloads concatenated (as some distributors' portals give them): 1 October's
+    general supply written again with other values. The record with the later
+    UpdateDateTime is stored and the other's readings quarantined as repeats; the days
+    written once are stored as they are."""
+    original = channel("E1", day_values(0.25))
+    original[2] = original[2].replace(",20231003090000,", f",{first},")
+    again = [original[0], "300,20231001," + ",".join(["0.4500"] * 48) + f",A,,,{second},"]
+    path = tmp_path / "nem12.csv"
+    path.write_text("\n".join(["100,NEM12,202310030900,MDP1,RETAILER1", *original, "900",
+                               "100,NEM12,202310051200,MDP1,RETAILER1", *again, "900"]) + "\n")
+    db = tmp_path / "cloud.db"
+    assert run_cli(run_cloud_sync.main, import_args(path, db)) == 0
+    assert capsys.readouterr().out.startswith("imported 144 readings of sydney-home (48 quarantined)")
+    with SQLiteCloudStore(db) as store:
+        stored = store.read_readings("sydney-home").set_index(dd.TS)[dd.NET_GRID_FLOW]
+        held = store.read_quarantine("sydney-home")
+    day = (stored.index > pd.Timestamp("2023-09-30T14:00Z")) & (stored.index <= pd.Timestamp("2023-10-01T14:00Z"))
+    assert stored[day].to_numpy() == pytest.approx(kept * 2) and stored[~day].to_numpy() == pytest.approx(0.5)
+    assert len(held) == 48 and all("repeats an earlier row's" in reason for reason in held[s.REASON])

@@ -23,10 +23,11 @@ interval data, which holds the energy of each interval; a feed of registers alon
 
 No reading is dropped unsaid. A reading that cannot be placed in time (no ``timePeriod``
 start, a duration not above 0, seconds beyond 64 bits) is a row without a time, after the
-timed ones; a second reading of an interval (a utility's correction in a later block) that
-differs from the first is a row of its own right after it, with the same time, so the
-import keeps the first and quarantines the other as a repeat. A repeat of the same value
-says nothing new and is left out.
+timed ones. A second reading of an interval (a utility's correction in another block) that
+differs is a row of its own right after the kept one, with the same time, so the import
+quarantines it as a repeat: the kept one is from the entry updated last (its Atom
+``updated``), else the first in the feed. A repeat of the same value says nothing new and
+is left out.
 
 The grid flow the file's map makes is a row-by-row sum of its columns, so they must read
 the same intervals: where their usual durations differ (delivered in quarter hours,
@@ -99,8 +100,9 @@ class _Type:
 class _Feed:
     types: dict[str, _Type] = field(default_factory=dict)  # a ReadingType's self link -> it
     readings: dict[str, set[str]] = field(default_factory=dict)  # a MeterReading's self link -> its related links
-    # a block's up link -> its readings as (end or None, duration or None, value text or None)
-    blocks: dict[str, list[tuple[int | None, int | None, str | None]]] = field(default_factory=dict)
+    # a block's up link -> its readings as (end or None, duration or None, value text or None,
+    # its entry's update time in Unix seconds or NaN)
+    blocks: dict[str, list[tuple[int | None, int | None, str | None, float]]] = field(default_factory=dict)
 
 
 def read_feed(path: Path) -> Readings:
@@ -142,9 +144,11 @@ def _entry(entry: ET.Element, feed: _Feed) -> None:
     elif content.find(f"{ESPI}MeterReading") is not None:
         feed.readings[self_link or f"#{len(feed.readings)}"] = {href for rel, href in links if rel == "related"}
     else:
+        updated = pd.to_datetime(entry.findtext(f"{ATOM}updated", ""), utc=True, errors="coerce")
+        seconds = np.nan if updated is pd.NaT else updated.timestamp()
         for block in content.iter(f"{ESPI}IntervalBlock"):
             feed.blocks.setdefault(up or self_link or "", []).extend(
-                _reading(r) for r in block.iter(f"{ESPI}IntervalReading"))
+                (*_reading(r), seconds) for r in block.iter(f"{ESPI}IntervalReading"))
 
 
 def _reading(reading: ET.Element) -> tuple[int | None, int | None, str | None]:
@@ -185,9 +189,9 @@ def _type_of(block_link: str, feed: _Feed) -> tuple[str, _Type] | None:
 
 def _columns(feed: _Feed, path: Path) -> list[pd.DataFrame]:
     """Each reading type's readings, in file order: ``name`` (its column), ``end`` (Unix
-    seconds, NA where it cannot be placed), ``duration`` and ``cell`` (its value in the
-    column's unit, or its text where that is no number)."""
-    grouped: dict[str, tuple[_Type, list[tuple[int | None, int | None, str | None]]]] = {}
+    seconds, NA where it cannot be placed), ``duration``, ``cell`` (its value in the
+    column's unit, or its text where that is no number) and ``updated`` (its entry's)."""
+    grouped: dict[str, tuple[_Type, list[tuple[int | None, int | None, str | None, float]]]] = {}
     for link, rows in feed.blocks.items():
         found = _type_of(link, feed)
         if found is None:
@@ -206,8 +210,9 @@ def _columns(feed: _Feed, path: Path) -> list[pd.DataFrame]:
     shared = {n for n in names.values() if list(names.values()).count(n) > 1}
     columns = []
     for link, (kind, rows) in grouped.items():
-        end, duration, text = zip(*rows)
-        frame = pd.DataFrame({"end": pd.array(end, dtype="Int64"), "duration": pd.array(duration, dtype="Int64")})
+        end, duration, text, updated = zip(*rows)
+        frame = pd.DataFrame({"end": pd.array(end, dtype="Int64"), "duration": pd.array(duration, dtype="Int64"),
+                              "updated": np.array(updated, dtype="float64")})
         name = names[link] if names[link] not in shared else f"{names[link]} [{link}]"
         columns.append(frame.assign(name=name, cell=_cells(pd.Series(text, dtype=object), frame, kind)))
     return columns

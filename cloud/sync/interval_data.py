@@ -5,8 +5,9 @@ AEMO's NEM12 (:mod:`cloud.sync.nem12`) both come to this table, which the import
 reads as it reads any file, in chunks of rows.
 
 Each channel's readings arrive as a long frame: ``name`` (the column), ``end`` (Unix
-seconds, NA where a reading cannot be placed in time) and ``cell`` (its value, or its text
-where that is no number, for the import to quarantine with it).
+seconds, NA where a reading cannot be placed in time), ``cell`` (its value, or its text
+where that is no number, for the import to quarantine with it) and, where the format says
+when each record was written, ``updated`` (Unix seconds, NA where a record does not say).
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ def usual_intervals(readings: pd.DataFrame) -> dict[str, int]:
 
 
 def wide_table(readings: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """One row per interval end with each column's first reading of it; then each later
-    reading of an interval that differs from the first, alone in a row with the same time
-    (the import keeps the first and quarantines it as a repeat); then the readings without a
-    time. A repeat of the same value says nothing new and is left out. Rows are numbered from
-    1 in that order."""
+    """One row per interval end with each column's kept reading of it; then each other
+    reading of an interval that differs from the kept one, alone in a row with the same time
+    (the import quarantines it as a repeat); then the readings without a time. The kept
+    reading is the newest record's where the format dates its records (a meter data
+    provider's correction is a newer record of the same day, and the bill follows it), else
+    the first in the file; an undated record counts as older than a dated one. A repeat of
+    the same value says nothing new and is left out. Rows are numbered from 1 in that order."""
     timed = readings[readings["end"].notna()]
+    if "updated" in timed:
+        timed = timed.sort_values("updated", ascending=False, kind="stable", na_position="last")
     timed = timed[~timed.duplicated(["name", "end", "cell"])]
     rank = timed.groupby(["name", "end"]).cumcount()
     first = timed[rank == 0].pivot(index="end", columns="name", values="cell").reindex(columns=names)
