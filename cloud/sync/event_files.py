@@ -92,7 +92,8 @@ def held_means(t: np.ndarray, v: np.ndarray, grid: np.ndarray, step: pd.Timedelt
     seconds = (t - t[0]) / 1e6
     ends = np.r_[seconds[1:], seconds[-1]]  # the last state holds until its own time only
     known = np.isfinite(v)
-    area = np.r_[0.0, np.cumsum(np.where(known, v * (ends - seconds), 0.0))]
+    with np.errstate(over="ignore", invalid="ignore"):  # states near float's limit: inf, which validation refuses
+        area = np.r_[0.0, np.cumsum(np.where(known, v * (ends - seconds), 0.0))]
     cover = np.r_[0.0, np.cumsum(np.where(known, ends - seconds, 0.0))]
 
     def integral(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +107,7 @@ def held_means(t: np.ndarray, v: np.ndarray, grid: np.ndarray, step: pd.Timedelt
     right = (grid - t[0]) / 1e6
     (a1, c1), (a0, c0) = integral(right), integral(right - step.total_seconds())
     covered = c1 - c0
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return np.where(covered >= step.total_seconds() / 2, (a1 - a0) / covered, np.nan)
 
 
@@ -131,8 +132,10 @@ def total_rates(t: np.ndarray, v: np.ndarray, grid: np.ndarray, step: pd.Timedel
     ok &= unknown[position[hi] + 1] - unknown[position[lo]] == 0
     falls = np.r_[0, np.cumsum(np.diff(vk) < 0)]
     ok &= falls[hi] - falls[lo] == 0
-    rise = np.interp(grid.astype("float64"), tk.astype("float64"), vk) - np.interp(start.astype("float64"), tk.astype("float64"), vk)
-    return np.where(ok, rise / (step / pd.Timedelta(hours=1)), np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):  # totals near float's limit rise to inf, which validation refuses
+        rise = (np.interp(grid.astype("float64"), tk.astype("float64"), vk)
+                - np.interp(start.astype("float64"), tk.astype("float64"), vk))
+        return np.where(ok, rise / (step / pd.Timedelta(hours=1)), np.nan)
 
 
 def state_values(states: pd.Series, numbers) -> tuple[np.ndarray, np.ndarray]:

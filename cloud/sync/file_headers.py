@@ -172,7 +172,7 @@ def _unit_columns(columns: list[str], written: dict[str, str], rows: list[list[s
     for k, name in enumerate(columns):
         if normal_name(written.get(name, name)) not in UNIT_COLUMN_NAMES or not _is_unit(_first_cell(rows, k)):
             continue
-        after = _numbers_after(rows, k)
+        after = _numbers_after(rows, k, len(columns))
         if k > 0 and (_NUMBER.match(_first_cell(rows, k - 1)) or not after):
             found[columns[k - 1]] = name
         elif after:
@@ -180,9 +180,10 @@ def _unit_columns(columns: list[str], written: dict[str, str], rows: list[list[s
     return found
 
 
-def _numbers_after(rows: list[list[str]], k: int) -> list[int]:
-    """The columns right of column ``k`` whose first filled cell is a number."""
-    width = max((len(row) for row in rows), default=0)
+def _numbers_after(rows: list[list[str]], k: int, named: int) -> list[int]:
+    """The named columns (of ``named``) right of column ``k`` whose first filled cell is a
+    number; a row's cells beyond the names belong to no column."""
+    width = min(max((len(row) for row in rows), default=0), named)
     return [j for j in range(k + 1, width) if _NUMBER.match(_first_cell(rows, j))]
 
 
@@ -251,6 +252,12 @@ def _unbracketed(cell: str) -> str:
 
 def _padded(row: Sequence[str], width: int) -> list[str]:
     return list(row[:width]) + [""] * (width - len(row))
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """A table's column names made unique as a header's are (``name.1`` for a repeat,
+    ``column N`` for an empty one): a column is mapped by its name, so no two may share one."""
+    return _unique(names, [], [""] * len(names))[0]
 
 
 def _unique(names: list[str], above: list[list[str]], unit_cells: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -115,7 +115,7 @@ def read_feed(path: Path) -> Readings:
             if element.tag == f"{ATOM}entry":
                 _entry(element, feed)
                 element.clear()
-    except ET.ParseError as error:
+    except (ET.ParseError, LookupError) as error:  # LookupError: an encoding no codec knows
         raise UsageError(f"--import {path}: not readable as Green Button XML ({error}); expected an ESPI Atom feed") from None
     columns = _columns(feed, path)
     if not columns:
@@ -227,9 +227,9 @@ def _cells(text: pd.Series, frame: pd.DataFrame, kind: _Type) -> pd.Series:
     Wh over each reading's duration as kW, power in W as kW. A value that is no number,
     and that of a reading without a time (no duration to divide by), keep their text."""
     number = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
-    scale = np.float64(10.0) ** min(abs(kind.multiplier), 400)  # beyond 10^308 is infinite either way
     hours = frame["duration"].to_numpy(dtype="float64", na_value=np.nan) / 3600.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scale = np.float64(10.0) ** min(abs(kind.multiplier), 400)  # beyond 10^308 is infinite either way
         value = number * scale if kind.multiplier >= 0 else number / scale
         if kind.uom == WATT_HOURS:
             value = value / 1000.0 / hours

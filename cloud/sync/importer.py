@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
 import re
@@ -53,7 +54,7 @@ from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
 from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
-from cloud.sync.meter_files import Dialect, MeterFile, open_meter_file
+from cloud.sync.meter_files import BEYOND, Dialect, MeterFile, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.timestamps import (
@@ -423,10 +424,23 @@ def refused_rows(raw: pd.DataFrame, ts: pd.Series, reasons: pd.Series, refused: 
     """Quarantine rows for the file rows ``refused``: their cells as they were, their time
     (or :data:`NO_TIME` plus the line), and a reason led by the line."""
     index = raw.index[refused]
+    rows = raw[refused]
+    rows = rows.drop(columns=[c for c in rows.columns if str(c).startswith(BEYOND) and rows[c].isna().all()])
     no_time = pd.Series(NO_TIME + pd.to_timedelta(raw.index, unit="s"), index=raw.index)
     return pd.DataFrame({dd.DEVICE_ID: device_id, dd.TS: ts[refused].fillna(no_time[refused]), LINE: index,
-                         "file_row": raw[refused].to_dict("records"), s.REASON: located(reasons[refused], where)},
-                        index=index)
+                         "file_row": _as_text_times(rows).to_dict("records"),
+                         s.REASON: located(reasons[refused], where)}, index=index)
+
+
+def _as_text_times(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows' cells with each time (a sheet's date cell, a Parquet timestamp) as ISO 8601
+    text: the store writes cells as JSON, whose encoder holds times in nanoseconds and fails
+    on a year-9999 cell, the very kind of row quarantine is for."""
+    def text(value: object) -> object:
+        return value.isoformat() if isinstance(value, (dt.datetime, dt.date, dt.time)) else value
+
+    return rows.apply(lambda column: column.astype(object).map(text)
+                      if pd.api.types.is_datetime64_any_dtype(column) or column.dtype == object else column)
 
 
 def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
@@ -435,11 +449,24 @@ def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
     is a misread format or zone, which would also make the site's newest reading, from which
     every job counts back, lie in the future."""
     ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
+    beyond = [c for c in raw.columns if str(c).startswith(BEYOND)]
+    if beyond:
+        wide = raw[beyond].notna().any(axis=1).to_numpy()
+        # which column each cell belongs to cannot be told, so no other reason is worth giving
+        reasons[wide] = (f"the row holds more cells than its header's {len(raw.columns) - len(beyond)} names; "
+                         "expected one cell per column (a decimal comma in a comma-separated file?)")
     now = dd.utc_now()
     ahead = ts.notna() & (ts > now + CLOCK_SLACK) & (reasons == "")
     reasons[ahead] = [f"time {t:%Y-%m-%d %H:%M:%S}Z is after the import ({now:%Y-%m-%d %H:%M}Z); expected a measured "
                       "time (check --timezone and --timestamp-format)" for t in ts[ahead]]
     return ts, reasons
+
+
+def _some(names: list[str], at_most: int = 20) -> str:
+    """Names for a report line: the first ``at_most`` and how many more, so a file of
+    thousands of columns or entities still reports in one readable line."""
+    more = len(names) - at_most
+    return ", ".join(names[:at_most]) + (f" and {more:,} more" if more > 0 else "")
 
 
 def located(reasons: pd.Series, where: str) -> pd.Series:
@@ -837,7 +864,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
         micros = ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
         ok = mine & ~refused
         for name in entity[ok].unique():
-            these = ok & (entity == name).to_numpy(dtype=bool)
+            these = ok & entity.eq(name).to_numpy(dtype=bool, na_value=False)  # a row without an entity is none of them
             events.add(str(name), micros[these], values[these])
     absent = [e for e in wanted if e not in events.times]
     if absent:
@@ -907,12 +934,9 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(f"  units: {columns} in {unit}" + (" (--units W if it holds watts)" if unit.endswith(UNSAID) else ""))
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
-              f"{', '.join(result.columns_not_imported)}")
+              f"{_some(result.columns_not_imported)}")
     if result.entities_not_imported:
-        shown = result.entities_not_imported[:20]
-        more = len(result.entities_not_imported) - len(shown)
-        print(f"  entities not imported (not in --column-map ENTITY=field): {', '.join(shown)}"
-              + (f" and {more} more" if more else ""))
+        print(f"  entities not imported (not in --column-map ENTITY=field): {_some(result.entities_not_imported)}")
     for field_name, (count, first, last) in result.replaced.items():
         print(f"  replaced: {count:,} stored values of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) "
               "with this file's; a field holds one value per time, so a grid meter's import and export downloaded "

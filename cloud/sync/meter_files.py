@@ -23,7 +23,9 @@ import csv
 import gzip
 import itertools
 import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import ClassVar
 import pandas as pd
 
 from cloud.sync import green_button, interval_data, nem12
-from cloud.sync.file_headers import Header, find_header
+from cloud.sync.file_headers import Header, find_header, unique_names
 from der_core.errors import UsageError
 
 _CSV = (".csv", ".txt", ".gz")
@@ -43,6 +45,20 @@ _DELIMITERS = (",", ";", "\t", "|")
 #: Lines (or sheet rows) read to tell a file's dialect and header: enough for a portal's
 #: header block and a run of readings below it.
 _SNIFF_LINES = 40
+#: pandas' note of a line it leaves out for holding more cells than the columns read.
+_SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected \d+ fields, saw (\d+)")
+#: How the columns of cells beyond the header's names begin (:func:`beyond`).
+BEYOND = "cell beyond the names "
+#: What a damaged or misnamed file raises while it is read, each a file that cannot be read
+#: rather than a defect: bytes that do not decompress (zlib, gzip, a cut stream, a zip
+#: member's checksum), markup that does not parse (XML's and lxml's errors are
+#: SyntaxErrors), an encoding no codec knows or a workbook without a sheet (LookupError),
+#: text no parser takes.
+UNREADABLE = (ValueError, OSError, EOFError, LookupError, SyntaxError, csv.Error, zipfile.BadZipFile, zlib.error)
+# openpyxl's notes on a workbook (a date cell whose serial number no date has, which reads
+# as an error value the import quarantines with its row; parts it does not read) are not the
+# import's to print: what matters of them comes back as rows or as a refusal.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl\.")
 _EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
 _THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
@@ -62,6 +78,8 @@ class Dialect:
     #: Line breaks inside the header's quoted cells: lines the header takes beyond its rows,
     #: so each reading's line number is the one an editor shows.
     broken_lines: int = 0
+    #: The most cells a row of readings holds among the first lines read.
+    widest: int = 0
 
     PLAIN: ClassVar[Dialect]  # comma-separated, decimal points: pandas' own
 
@@ -109,21 +127,61 @@ class MeterFile:
             if self.where == "row":
                 import pyarrow.parquet as pq
 
-                batches = (b.to_pandas() for b in pq.ParquetFile(self.path).iter_batches(batch_size=size))
-            else:
-                batches = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
-                                    header=None, names=self.columns, index_col=False, dtype=str, chunksize=size,
-                                    skip_blank_lines=False)  # kept to count lines, then left out
-            for chunk in batches:
-                chunk.index = pd.RangeIndex(first, first + len(chunk))
-                first += len(chunk)
-                if self.where == "line":
-                    chunk = chunk.dropna(how="all")
-                if len(chunk):
-                    yield chunk
-        except (ValueError, OSError) as error:
+                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=size):
+                    chunk = batch.to_pandas().set_axis(self.columns, axis=1).set_axis(
+                        pd.RangeIndex(first, first + batch.num_rows))
+                    first += len(chunk)
+                    if len(chunk):
+                        yield chunk
+                return
+            yield from self._csv_chunks(size, first)
+        except UNREADABLE as error:
             raise UsageError(f"--import {self.path}: cannot read near {self.where} {first} "
                              f"({' '.join(str(error).split())})") from None
+
+    def _csv_chunks(self, size: int, first: int) -> Iterator[pd.DataFrame]:
+        """A CSV file's rows, numbered by line. A row of more cells than the header names
+        keeps them in columns :func:`beyond` names, so the import refuses it: which column
+        each of its cells belongs to can no longer be told (a decimal comma in a
+        comma-separated file, a logger's extra field). Those as wide as the widest of the
+        first lines read are read so; pandas leaves out a wider one, saying its line, and it
+        is kept as a row of its count of cells there."""
+        named = len(self.columns)
+        names = self.columns + [beyond(k) for k in range(1, max(self.dialect.widest - named, 1) + 1)]
+        reader = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
+                           header=None, names=names, index_col=False, dtype=str, chunksize=size,
+                           skip_blank_lines=False, on_bad_lines="warn")  # blank lines kept to count lines, then left out
+        while True:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                try:
+                    chunk = next(reader, None)
+                except UNREADABLE as error:
+                    raise UsageError(f"--import {self.path}: cannot read near line {first} "
+                                     f"({' '.join(str(error).split())})") from None
+            said = [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
+            if any(m.startswith("Length of header") for m in said):
+                raise UsageError(f"--import {self.path}: the row at line {first} holds more cells than its header "
+                                 f"names ({named}); expected one cell per column")
+            wide = {int(m.group(1)): f"({m.group(2)} cells, not read)" for m in map(_SKIPPED_LINE.match, said) if m}
+            rows = 0 if chunk is None else len(chunk)
+            lines = [n for n in range(first, first + rows + len(wide)) if n not in wide]
+            if chunk is not None:
+                chunk.index = pd.Index(lines[:rows])
+            if wide:
+                shown = pd.DataFrame({names[named]: list(wide.values())}, index=list(wide), columns=names, dtype=object)
+                chunk = shown if chunk is None else pd.concat([chunk, shown]).sort_index()
+            if chunk is None:
+                return
+            first += rows + len(wide)
+            chunk = chunk.dropna(how="all")
+            if len(chunk):
+                yield chunk
+
+
+def beyond(k: int) -> str:
+    """The column of a row's ``k`` th cell beyond its header's names."""
+    return f"{BEYOND}{k}"
 
 
 def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = None) -> MeterFile:
@@ -132,13 +190,13 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
     if not path.is_file():
         raise UsageError(f"--import {path}: file not found")
     suffix = path.suffix.lower()
-    if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
-        return _interval_file(path, green_button.read_feed(path), chunk_size)
-    if suffix not in _PARQUET + _EXCEL and nem12.is_nem12(path):
-        return _interval_file(path, nem12.read_nem12(path), chunk_size)
-    if suffix not in _CSV + _PARQUET + _EXCEL:
-        raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx, .parquet or Green Button .xml file")
     try:
+        if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
+            return _interval_file(path, green_button.read_feed(path), chunk_size)
+        if suffix not in _PARQUET + _EXCEL and nem12.is_nem12(path):
+            return _interval_file(path, nem12.read_nem12(path), chunk_size)
+        if suffix not in _CSV + _PARQUET + _EXCEL:
+            raise UsageError(f"--import {path}: expected a .csv (or .csv.gz), .xlsx, .parquet or Green Button .xml file")
         if suffix in _EXCEL:
             header, rows = _sheet_header(path, timestamp_column)
             left = None if rows is None else max(rows - header.data_row, 1)
@@ -148,15 +206,16 @@ def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = 
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(path)
-            return MeterFile(path, list(meta.schema_arrow.names), "row", -(-meta.metadata.num_rows // chunk_size))
+            return MeterFile(path, unique_names([str(n) for n in meta.schema_arrow.names]), "row",
+                             -(-meta.metadata.num_rows // chunk_size))
         encoding = _encoding(path)
         dialect, header = sniff(_head(path, encoding), timestamp_column)
         dialect = replace(dialect, encoding=encoding)
         lines = None if suffix == ".gz" else max(_count_lines(path) - dialect.skip - dialect.header_lines + 1, 1)
         return MeterFile(path, header.columns, "line", None if lines is None else -(-lines // chunk_size), dialect,
                          header)
-    except (ValueError, OSError, EOFError, KeyError, csv.Error, zipfile.BadZipFile, gzip.BadGzipFile) as error:
-        raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split())})") from None
+    except UNREADABLE as error:
+        raise UsageError(f"--import {path}: cannot read ({' '.join(str(error).split()) or type(error).__name__})") from None
 
 
 def _interval_file(path: Path, readings: interval_data.Readings, chunk_size: int) -> MeterFile:
@@ -176,6 +235,8 @@ def _sheet_header(path: Path, timestamp_column: str | None) -> tuple[Header, int
 
     book = load_workbook(path, read_only=True, data_only=True)
     try:
+        if not book.worksheets:
+            raise UsageError(f"--import {path}: a workbook without a sheet; expected the readings on its first sheet")
         sheet = book.worksheets[0]
         rows = []
         for row in sheet.iter_rows(max_row=_SNIFF_LINES, values_only=True):
@@ -230,7 +291,7 @@ def sniff(lines: list[str], timestamp_column: str | None = None) -> tuple[Dialec
     cells = [cell.strip('"') for line in lines[header.data_row + broken:] for cell in line.split(delimiter)]
     decimal = "," if delimiter != "," and any(_DECIMAL_COMMA.match(c) for c in cells) else "."
     return Dialect(delimiter, skip + header.names_row, decimal, header.data_row - header.names_row,
-                   broken_lines=broken), header
+                   broken_lines=broken, widest=max((len(row) for row in rows[header.data_row:]), default=0)), header
 
 
 def _steady(rows: list[str]) -> str | None:

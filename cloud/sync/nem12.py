@@ -75,7 +75,10 @@ def read_nem12(path: Path) -> Readings:
         lines = _content(path).decode("utf-8-sig").splitlines()
         nem = NEMFile(str(path), strict=False)
         data = nem.parse_nem_file(lines, file_name=str(path))
-    except (ValueError, IndexError, KeyError, UnicodeDecodeError, AssertionError, zipfile.BadZipFile) as error:
+    # nemreader reads a record without its channel's 200 record, or an interval length of 0,
+    # as these: each a file that is no NEM12, not a defect here.
+    except (ValueError, LookupError, AssertionError, AttributeError, ZeroDivisionError, TypeError, csv.Error,
+            zipfile.BadZipFile) as error:
         raise UsageError(f"--import {path}: not readable as NEM12 ({' '.join(str(error).split())}); expected AEMO's "
                          "NEM12 interval data (100, 200, 300, 400 and 900 records)") from None
     finally:

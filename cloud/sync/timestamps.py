@@ -201,7 +201,9 @@ class TimeReader:
                 day_end[day_end] = texts[day_end].str.contains(_DAY_END).fillna(False).astype(bool)
                 cleaned = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True))
             try:
-                parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True, errors="coerce")
+                # in µs, as the times written into it below are (a column of no ISO time parses in s)
+                parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True,
+                                        errors="coerce").dt.as_unit("us")
             except (ValueError, re.error) as error:
                 raise UsageError(f"time format {self.format!r} cannot be read ({' '.join(str(error).split())}); "
                                  "expected a strftime pattern such as '%d.%m.%Y %H:%M'") from None
