@@ -229,3 +229,13 @@ def test_thousands_of_unnamed_columns_are_reported_in_one_short_line(tmp_path, c
     assert code == 0, err
     line = next(x for x in out.splitlines() if "columns not imported" in x)
     assert line.endswith("and 480 more") and len(line) < 400
+
+
+def test_cells_every_reading_holds_beyond_the_names_are_columns_of_their_own(tmp_path, cloud_db, capsys):
+    """A logger whose names row leaves its last column unnamed (a status flag on every
+    row) misaligns nothing: the column is ``column 3``, not a reason to refuse each row."""
+    (tmp_path / "meter.csv").write_text("ts,solar_generation_kw\n2024-07-01T00:15:00Z,1,ok\n2024-07-01T00:30:00Z,2,ok\n")
+    code, out, err = imported(tmp_path / "meter.csv", cloud_db, capsys)
+    assert code == 0, err
+    assert out.startswith("imported 2 readings of meter-1 (0 quarantined)")
+    assert "columns not imported (no reading field; --column-map FILE_COLUMN=field): column 3" in out

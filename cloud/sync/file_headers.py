@@ -149,6 +149,9 @@ def _names_by_time(cells: list[list[str]], timestamp_column: str | None) -> Head
     """A header without a units row: the first row that names a time column, else the first."""
     names_at = next((i for i, row in enumerate(cells) if _names_time(row, timestamp_column)), 0)
     names = cells[names_at] if cells else []
+    below = [row for row in cells[names_at + 1:] if any(row)]
+    if below and len({len(row) for row in below}) == 1 and len(below[0]) > len(names):
+        names = _padded(names, len(below[0]))  # every reading holds cells the names leave unnamed: columns of their own
     columns, written = _unique(names, cells[:names_at], [""] * len(names))
     unit_columns = _unit_columns(columns, written, cells[names_at + 1:])
     units = {column: _first_cell(cells[names_at + 1:], columns.index(beside)) for column, beside in unit_columns.items()}
