@@ -12,6 +12,7 @@ from cloud.dashboard.app import (
     PORTFOLIO_ENV,
     TOKEN_ENV,
     create_app,
+    dr_from_env,
 )
 from cloud.store.factory import add_cloud_db_flag, cloud_db_choice, cloud_settings, open_cloud_store
 from der_core.cli_support import (
@@ -55,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     try:
-        uvicorn.run(create_app(store, token=token, portfolio_dir=args.portfolio_dir), host=args.host, port=args.port,
-                    log_level="debug" if args.verbose else "warning" if args.quiet else "info")
+        app = create_app(store, token=token, portfolio_dir=args.portfolio_dir, dr=dr_from_env(store))
+        uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
     finally:
         store.close()
     return 0

@@ -101,6 +101,16 @@ def test_far_but_valid_dates_answer_empty(sqlite_app):
     assert response.status_code == 200 and response.json()["count"] == 0
 
 
+@pytest.mark.parametrize("end", ["1500-01-01T00:00:00Z", "0097-09-10T07:03:44.5Z", "9000-01-01T00:00:00Z"])
+def test_a_fraction_of_an_hour_before_a_far_end_answers(sqlite_app, end):
+    """Bounds outside what nanoseconds hold (before 1677, after 2262) stay in µs whatever
+    fraction of an hour the window is."""
+    client, devices = sqlite_app
+    for hours in ("1e-9", "291.16272011630764", "0.5"):
+        response = client.get(f"/api/sites/{devices[0]}/readings?end={end}&hours={hours}")
+        assert response.status_code == 200 and response.json()["count"] == 0, response.text
+
+
 # property-based: anything a client can put in a path or a query string -----------------------------
 
 _dates = st.one_of(

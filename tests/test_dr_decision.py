@@ -69,6 +69,10 @@ def event(value: float = 3.0, signal: Signal = Signal.REDUCTION, start=START, en
     (event(value=-1.0), "negative"),
     (event(value=1.5, signal=Signal.LEVEL), "whole number 0 to 3"),
     (event(sites=["site-0", "ghost"]), "unknown site 'ghost'"),
+    (event(start=pd.Timestamp("2300-01-01", tz="UTC"), end=pd.Timestamp("2300-01-01T02:00", tz="UTC")),
+     "start 2300-01-01 is outside 1677-09-21 to 2262-04-11"),
+    (event(value=1e308, signal=Signal.PRICE), "price 1e+308 per kWh is above 10000"),
+    (event(modification=2**64), "modification 18446744073709551616 is outside 0 to 4294967295"),
 ])
 def test_a_malformed_event_is_declined_with_what_is_wrong(fleet, bad, reason):
     dr, publisher = fleet
@@ -173,3 +177,60 @@ def test_a_baseline_day_is_the_same_local_hours_across_a_daylight_saving_change(
     assert seen.tolist() == [[3.0, 4.0]]
     # A clock time the earlier day skipped (02:30 on the change's day) is taken an hour later.
     assert b.earlier(pd.Timestamp("2024-04-01T00:30Z"), "Europe/Berlin", 1) == pd.Timestamp("2024-03-31T01:30Z")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"start": "", "duration_minutes": 60, "requested_kw": 1}, "body field start: expected an ISO 8601"),
+    ({"start": "NaT", "duration_minutes": 60, "requested_kw": 1}, "body field start: expected an ISO 8601"),
+    ({"start": "2024-07-16T02:00:00Z", "end": "NaT", "requested_kw": 1}, "body field end: expected an ISO 8601"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 1e300, "requested_kw": 1}, "body field duration_minutes"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 10**400, "requested_kw": 1},
+     "body field duration_minutes: expected a finite number"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "requested_kw": 1, "modification": 1e300},
+     "body field modification: expected a whole number 0 to 4294967295"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "price_per_kwh": 1e308}, "is above 10000"),
+    ({"start": "9999-12-31T23:00:00-05:00", "duration_minutes": 60, "requested_kw": 1}, "start 10000-01-01 is outside"),
+    ({"start": "0001-01-01T00:00:00+01:00", "duration_minutes": 60, "requested_kw": 1}, "is outside 1677-09-21"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "requested_kw": 1, "event_id": "a/b"}, "no '/'"),
+    ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "requested_kw": 1, "event_id": "a\x00b"},
+     "no control character"),
+])
+def test_a_body_the_fleet_cannot_mean_is_a_422_in_one_line_and_nothing_stored(fleet, body, message):
+    """What a client may send that no event is (no time, a window beyond what a time holds,
+    a price no market has, an id no path can name): one 422 line, and no event left behind."""
+    from fastapi.testclient import TestClient
+
+    from cloud.dashboard.app import create_app
+    from cloud.store import schema as s
+
+    dr, publisher = fleet
+    with TestClient(create_app(dr.store, dr=dr)) as client:
+        answer = client.post("/api/dr/events", json=body)
+        assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
+        assert "\n" not in answer.json()["detail"]
+        assert dr.store.read_frame(s.DR_EVENTS, {}).empty and not publisher.sent
+
+
+@pytest.mark.parametrize("path", ["/api/dr/events/a%00b", "/api/dr/events/x?source=a%00b"])
+def test_a_control_character_in_an_event_id_is_a_422_not_a_store_failure(fleet, path):
+    from fastapi.testclient import TestClient
+
+    from cloud.dashboard.app import create_app
+
+    dr, _ = fleet
+    with TestClient(create_app(dr.store, dr=dr)) as client:
+        for method in ("get", "delete"):
+            answer = getattr(client, method)(path)
+            assert answer.status_code == 422 and "control character" in answer.json()["detail"], answer.text
+
+
+def test_the_dashboard_takes_events_where_mqtt_is_configured(fleet, monkeypatch):
+    """run_dashboard.py and the app factory build the same handler: with MQTT_HOST set the
+    fleet decides events, without it POST /api/dr/events answers 503."""
+    from cloud.dashboard.app import dr_from_env
+
+    dr, _ = fleet
+    monkeypatch.delenv("MQTT_HOST", raising=False)
+    assert dr_from_env(dr.store) is None
+    monkeypatch.setenv("MQTT_HOST", "127.0.0.1")
+    assert isinstance(dr_from_env(dr.store), FleetDR)

@@ -86,8 +86,8 @@ def time_range(site: dict[str, Any], start: datetime | None, end: datetime | Non
     if stop is None:
         newest = q.last_reading_ts(site)
         stop = (newest if newest is not None else pd.Timestamp.now(tz="UTC")) + pd.Timedelta(seconds=1)
-    if first is None:
-        first = stop - pd.Timedelta(hours=DEFAULT_HOURS if hours is None else hours)
+    if first is None:  # in whole µs, the bounds' own unit: a finer length would recast them in ns, which end at 2262
+        first = stop - pd.Timedelta(microseconds=round((DEFAULT_HOURS if hours is None else hours) * 3_600_000_000))
     # Stores hand bounds to drivers as Python datetimes, which end at years 1 and 9999.
     for name, bound in (("start" if start is not None else "end/hours", first), ("end", stop)):
         if not EARLIEST <= bound <= LATEST:

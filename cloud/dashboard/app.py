@@ -204,13 +204,19 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     return app
 
 
-def app_from_env() -> FastAPI:
-    """The app on the configured cloud store (``uvicorn --factory cloud.dashboard.app:app_from_env``)."""
+def dr_from_env(store: CloudStore) -> FleetDR | None:
+    """The fleet's demand-response handler where MQTT is configured (``MQTT_HOST``): the
+    gateways are reached through it, so without it ``POST /api/dr/events`` answers 503."""
     from cloud.dr.dispatch import MqttPublisher
-    from cloud.store.factory import cloud_settings, open_cloud_store
     from edge_gateway.mqtt.settings import mqtt_configured, mqtt_settings
 
+    return FleetDR(store, MqttPublisher(mqtt_settings())) if mqtt_configured(None) else None
+
+
+def app_from_env() -> FastAPI:
+    """The app on the configured cloud store (``uvicorn --factory cloud.dashboard.app:app_from_env``)."""
+    from cloud.store.factory import cloud_settings, open_cloud_store
+
     store = open_cloud_store(cloud_settings())
-    dr = FleetDR(store, MqttPublisher(mqtt_settings())) if mqtt_configured(None) else None
     return create_app(store, token=os.environ.get(TOKEN_ENV), portfolio_dir=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
-                      dr=dr)
+                      dr=dr_from_env(store))

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from cloud.dashboard.api import JSONBody, known_parameters_only
 from cloud.dr import records as r
-from cloud.dr.decision import malformed
+from cloud.dr.decision import MAX_MODIFICATION, malformed
 from cloud.dr.model import DREvent, Signal
 from cloud.store import schema as s
 from der_core import der_data as dd
@@ -42,9 +42,13 @@ def _bad(message: str) -> HTTPException:
 
 def _number(body: dict, key: str) -> float:
     value = body[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # a JSON integer of 400 digits is no float
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
         raise _bad(f"body field {key}: expected a finite number, got {dd.shown(value)}")
-    return float(value)
+    return number
 
 
 def _instant(body: dict, key: str) -> pd.Timestamp:
@@ -53,9 +57,22 @@ def _instant(body: dict, key: str) -> pd.Timestamp:
         if not isinstance(value, str):
             raise ValueError
         ts = pd.Timestamp(value)
-    except ValueError:
+        if ts is pd.NaT:  # "" and "NaT" parse as no time
+            raise ValueError
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (ValueError, OverflowError):
         raise _bad(f"body field {key}: expected an ISO 8601 date-time such as 2024-06-12T17:00:00Z, got {dd.shown(value)}") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _event_id_problem(event_id: object) -> str | None:
+    """Why a text cannot name an event, or None: an id is addressed in a path
+    (``/api/dr/events/{id}``) and stored as text, so it holds no ``/`` and no control
+    character (PostgreSQL refuses a NUL in text)."""
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID:
+        return f"expected a text of 1 to {MAX_ID} characters, got {dd.shown(event_id)}"
+    if "/" in event_id or any(ord(c) < 32 or ord(c) == 127 for c in event_id):
+        return f"expected no '/' and no control character, got {dd.shown(event_id)}"
+    return None
 
 
 def event_from_body(body: Any, received_at: pd.Timestamp) -> DREvent:
@@ -70,7 +87,14 @@ def event_from_body(body: Any, received_at: pd.Timestamp) -> DREvent:
     start = _instant(body, "start")
     if ("end" in body) == ("duration_minutes" in body):
         raise _bad("body: give exactly one of end and duration_minutes")
-    end = _instant(body, "end") if "end" in body else start + pd.Timedelta(minutes=_number(body, "duration_minutes"))
+    if "end" in body:
+        end = _instant(body, "end")
+    else:
+        try:
+            end = start + pd.Timedelta(minutes=_number(body, "duration_minutes"))
+        except (ValueError, OverflowError):  # beyond what a time holds
+            raise _bad(f"body field duration_minutes: expected minutes of an event's window, got "
+                       f"{dd.shown(body['duration_minutes'])}") from None
     given = [k for k in SIGNALS if k in body]
     if len(given) != 1:
         raise _bad("body: give exactly one of requested_kw, price_per_kwh and level")
@@ -80,11 +104,12 @@ def event_from_body(body: Any, received_at: pd.Timestamp) -> DREvent:
     if not isinstance(sites, list) or not all(isinstance(site, str) for site in sites):
         raise _bad(f"body field sites: expected a list of device ids or \"all\", got {dd.shown(sites)}")
     event_id = body.get("event_id", f"api-{uuid.uuid4().hex[:12]}")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID:
-        raise _bad(f"body field event_id: expected a text of 1 to {MAX_ID} characters, got {dd.shown(event_id)}")
+    if (problem := _event_id_problem(event_id)) is not None:
+        raise _bad(f"body field event_id: {problem}")
     modification = _number(body, "modification") if "modification" in body else 0.0
-    if modification != int(modification) or modification < 0:
-        raise _bad(f"body field modification: expected a whole number >= 0, got {dd.shown(body['modification'])}")
+    if modification != int(modification) or not 0 <= modification <= MAX_MODIFICATION:
+        raise _bad(f"body field modification: expected a whole number 0 to {MAX_MODIFICATION}, got "
+                   f"{dd.shown(body['modification'])}")
     return DREvent(event_id=event_id, source=SOURCE, start=start, end=end, signal=SIGNALS[given[0]],
                    value=_number(body, given[0]), received_at=received_at, sites=tuple(dict.fromkeys(sites)),
                    modification=int(modification))
@@ -98,6 +123,9 @@ def _handler(request: Request):
 
 
 def _stored(request: Request, event_id: str, source: str | None) -> dict[str, Any]:
+    for name, text in (("event id", event_id), ("query parameter source", source)):
+        if text is not None and any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise _bad(f"{name}: expected no control character, got {dd.shown(text)}")
     equals = {s.EVENT_ID: event_id} | ({} if source is None else {s.SOURCE: source})
     with request.app.state.access() as store:
         found = store.read_frame(s.DR_EVENTS, equals)

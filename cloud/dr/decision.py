@@ -2,9 +2,10 @@
 
 ``decide`` applies these rules in this order; the first that fails opts out with its reason:
 
-1. the event is well formed (:func:`malformed`): ``start < end``, a window of at most
-   ``max_window``, a finite value, no negative reduction or price, a level 0 to 3, only sites
-   the store knows;
+1. the event is well formed (:func:`malformed`): instants the fleet's times hold and a
+   modification within OpenADR's count (else it is not stored either), ``start < end``, a
+   window of at most ``max_window``, a finite value, no negative reduction or price, a price
+   adder of at most :data:`MAX_PRICE_PER_KWH`, a level 0 to 3, only sites the store knows;
 2. the window has not ended, and starts at least ``lead_time`` after now: the schedules must
    reach the gateways (and a gateway read its book) before the window;
 3. some targeted site is online (a reading within ``online_intervals`` of its interval);
@@ -60,8 +61,34 @@ class DRSettings:
     slack_tolerance: float = 1e-3  # share of the request a plan may miss by rounding
 
 
+#: The instants an event may name: what the fleet's time arithmetic (nanoseconds, as pandas
+#: holds them) reaches; an event outside them is a misread date, not a request.
+EARLIEST, LATEST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+#: The highest price adder a plan takes (per kWh): far above any market's cap (ERCOT's, the
+#: highest, is 5 $/kWh), and low enough that the plan's costs stay inside the LP's tolerances.
+MAX_PRICE_PER_KWH = 10_000.0
+#: OpenADR's modificationNumber is an unsigned 32-bit count.
+MAX_MODIFICATION = 2**32 - 1
+
+
+def unrepresentable(event: DREvent) -> str | None:
+    """Why an event cannot even be stored, or None: an instant beyond what the fleet's times
+    hold (a misread date), a modification beyond OpenADR's count."""
+    for name, instant in (("start", event.start), ("end", event.end)):
+        if pd.isna(instant):
+            return f"{name} is no time; expected the date-time of a coming event"
+        if not EARLIEST <= instant <= LATEST:  # shown by its parts: strftime stops at year 9999
+            return (f"{name} {instant.year:04d}-{instant.month:02d}-{instant.day:02d} is outside "
+                    f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}; expected the date-time of a coming event")
+    if not 0 <= event.modification <= MAX_MODIFICATION:
+        return f"modification {event.modification} is outside 0 to {MAX_MODIFICATION}, OpenADR's count"
+    return None
+
+
 def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings()) -> str | None:
     """Why an event cannot be meant, in one line, or None."""
+    if (problem := unrepresentable(event)) is not None:
+        return problem
     if not event.end > event.start:
         return f"window ends ({dd.format_ts(event.end)}) at or before its start ({dd.format_ts(event.start)})"
     if event.end - event.start > settings.max_window:
@@ -70,6 +97,8 @@ def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings
         return f"{event.signal} value is not a finite number"
     if event.value < 0:
         return f"{event.signal} value {event.value:g} is negative; expected >= 0"
+    if event.signal is Signal.PRICE and event.value > MAX_PRICE_PER_KWH:
+        return f"price {event.value:g} per kWh is above {MAX_PRICE_PER_KWH:g}; expected a price adder per kWh"
     if event.signal is Signal.LEVEL and (event.value != int(event.value) or event.value >= len(settings.level_fractions)):
         return f"level {event.value:g}; expected a whole number 0 to {len(settings.level_fractions) - 1}"
     unknown = sorted(set(event.sites) - known)
@@ -95,12 +124,19 @@ class FleetDR:
 
     # --- DRHandler ---
     def decide(self, event: DREvent) -> Answer:
+        if (problem := unrepresentable(event)) is not None:  # declined, and nothing to store it as
+            log.info("DR %s/%s: out (malformed event: %s)", event.source, event.event_id, problem)
+            return Answer(False, f"malformed event: {problem}")
         with self._lock:
             stored = r.stored_event(self.store, event.source, event.event_id)
             if stored is not None and stored[s.STATUS] != r.RECEIVED and int(stored[s.MODIFICATION] or 0) >= event.modification:
                 return _answer(stored)
             r.save_event(self.store, event, r.RECEIVED)
-            answer = self._decide(event)
+            try:
+                answer = self._decide(event)
+            except Exception as error:  # not left "received" for ever: the fleet did not follow it
+                r.save_event(self.store, event, r.OPTED_OUT, f"decision failed: {' '.join(str(error).split())}")
+                raise
             if not answer.opt_in:
                 if stored is not None and stored[s.STATUS] == r.OPTED_IN:  # a modification the fleet no longer follows
                     self._withdraw(event.source, event.event_id)
