@@ -164,3 +164,19 @@ def postgres_app(pg_url):  # noqa: F811
 def test_any_path_and_query_is_answered_without_a_5xx_postgres(postgres_app, data, suffix, query):
     client, devices = postgres_app
     _check(client, devices, data.draw(_device(devices)), suffix, query)
+
+
+def test_the_openapi_document_declares_the_one_line_refusals_the_routes_give(sqlite_app):
+    """Every /api route declares 401, 404, 422 and 503 with a ``detail`` line, the body the
+    app answers (not FastAPI's list of validation errors), so a client generated from the
+    document reads the refusals it gets."""
+    client, devices = sqlite_app
+    document = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in str(document)
+    assert document["components"]["schemas"]["Problem"]["required"] == ["detail"]
+    for path, operations in document["paths"].items():
+        if path.startswith("/api"):
+            for operation in operations.values():
+                assert {"401", "404", "422", "503"} <= set(operation["responses"]), path
+    refused = client.get(f"/api/sites/{devices[0]}/readings?hours=-1")
+    assert refused.status_code == 422 and set(refused.json()) == {"detail"} and isinstance(refused.json()["detail"], str)

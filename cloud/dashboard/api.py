@@ -16,6 +16,7 @@ import orjson
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from cloud.dashboard import queries as q
 from cloud.dashboard.fleet import fleet_view
@@ -50,8 +51,23 @@ class JSONBody(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+class Problem(BaseModel):
+    """Every refusal's body: one line saying what was wrong and what was expected."""
+
+    detail: str
+
+
+#: The refusals every ``/api`` route may answer, as the OpenAPI document declares them: one
+#: line in ``detail``, a 422 included (the app answers its own, not FastAPI's list of errors).
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "DASHBOARD_TOKEN is set and the request's bearer token is not it"},
+    404: {"model": Problem, "description": "no such site or event"},
+    422: {"model": Problem, "description": "a path, query or body the route cannot use"},
+    503: {"model": Problem, "description": "the cloud store (or, for events, MQTT) cannot be reached"},
+}
+
 router = APIRouter(prefix="/api", tags=["dashboard"], dependencies=[Depends(known_parameters_only)],
-                   default_response_class=JSONBody)
+                   default_response_class=JSONBody, responses=REFUSALS)
 
 
 def _store(request: Request):

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
-from cloud.dashboard.api import JSONBody, known_parameters_only
+from cloud.dashboard.api import REFUSALS, JSONBody, known_parameters_only
 from cloud.dr import records as r
 from cloud.dr.decision import MAX_MODIFICATION, malformed
 from cloud.dr.model import DREvent, Signal
@@ -33,7 +33,7 @@ FIELDS = {"start", "end", "duration_minutes", "sites", "event_id", "modification
 MAX_ID = 200
 
 router = APIRouter(prefix="/api/dr", tags=["demand response"], dependencies=[Depends(known_parameters_only)],
-                   default_response_class=JSONBody)
+                   default_response_class=JSONBody, responses=REFUSALS)
 
 
 def _bad(message: str) -> HTTPException:
