@@ -143,9 +143,9 @@ class MeterFile:
         """A CSV file's rows, numbered by line. A row of more cells than the header names
         keeps them in columns :func:`beyond` names, so the import refuses it: which column
         each of its cells belongs to can no longer be told (a decimal comma in a
-        comma-separated file, a logger's extra field). Those as wide as the widest of the
-        first lines read are read so; pandas leaves out a wider one, saying its line, and it
-        is kept as a row of its count of cells there."""
+        comma-separated file, a logger's extra field). A row up to as wide as the widest of
+        the first lines read keeps its cells; pandas leaves out a wider one, naming its line,
+        and it stands as a row holding only its count of cells."""
         named = len(self.columns)
         names = self.columns + [beyond(k) for k in range(1, max(self.dialect.widest - named, 1) + 1)]
         reader = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
