@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.forget and (args.site or args.init_db or args.weather_history):
         raise UsageError("--forget DEVICE_ID runs alone; expected no --site, --init-db or --weather-history with it")
     site = declared_site_of(args)
+    for path in args.import_file or []:  # before the site is written: a mistyped name changes nothing
+        if not Path(path).is_file():
+            raise UsageError(f"--import {path}: file not found")
+    notes = sys.stderr if args.json else sys.stdout  # --json: stdout is the one JSON document
     cloud = cfg.open_cloud(args)
     try:
         if args.forget:
@@ -95,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.init_db:
             cloud.init_schema()
-            print(f"cloud schema ready: {cloud.label}")
+            print(f"cloud schema ready: {cloud.label}", file=notes)
         if site is not None:
             cloud.upsert_sites([site_row(site)])
-            print(f"site {site.device_id} declared in {cloud.label}")
+            print(f"site {site.device_id} declared in {cloud.label}", file=notes)
         if args.weather_history:
             print(weather_history(cloud, site, args.weather_history))
         if args.import_file:

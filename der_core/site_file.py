@@ -212,6 +212,15 @@ class SiteDeclaration(_Section):
                              "price is paid), or no prices")
         return value
 
+    @model_validator(mode="after")
+    def _one_currency(self) -> SiteDeclaration:
+        """A bill adds the tariff's prices up in the site's money: a tariff priced in another
+        currency than the site declares would be read as the site's, unconverted."""
+        if self.currency and self.tariff.currency and self.currency != self.tariff.currency:
+            raise ValueError(f"the site's currency is {self.currency} and its tariff's {self.tariff.currency}; expected "
+                             "one currency (leave the site's null to take the tariff's)")
+        return self
+
     @field_validator("weather")
     @classmethod
     def _plane_for_forecast_solar(cls, value: WeatherChoice | None, info: ValidationInfo) -> WeatherChoice | None:

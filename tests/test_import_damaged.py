@@ -239,3 +239,55 @@ def test_cells_every_reading_holds_beyond_the_names_are_columns_of_their_own(tmp
     assert code == 0, err
     assert out.startswith("imported 2 readings of meter-1 (0 quarantined)")
     assert "columns not imported (no reading field; --column-map FILE_COLUMN=field): column 3" in out
+
+
+def test_wide_rows_far_below_the_first_lines_are_each_quarantined(tmp_path, cloud_db, capsys):
+    """pandas names every line of a block it leaves out in one note: each is quarantined,
+    consecutive ones too, and a line of thousands of cells (a pasted or cut file) among them."""
+    lines = csv_text(3000).splitlines()
+    for k in (2000, 2001, 2002):
+        lines[k] += ",x,y"
+    lines[2500] += "," * 5000
+    (tmp_path / "meter.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = imported(tmp_path / "meter.csv", cloud_db, capsys)
+    assert code == 0, err
+    assert out.startswith("imported 2996 readings of meter-1 (4 quarantined)")
+    with SQLiteCloudStore(cloud_db) as store:
+        held = store.read_quarantine(DEVICE)
+    assert sorted(held[s.REASON].str.extract(r"^line (\d+)")[0].astype(int)) == [2001, 2002, 2003, 2501]
+
+
+def test_a_nul_in_a_quarantined_cell_is_stored_shown(tmp_path, cloud_db, capsys):
+    """PostgreSQL refuses U+0000 in text and JSON: a cell holding one is quarantined with it
+    shown as U+2400, on every store alike, and the good rows are stored."""
+    (tmp_path / "meter.csv").write_bytes(b"ts,solar_generation_kw\n2024-07-01T00:15:00Z,1\n2024-07-01T00:30:00Z,3\x00\n"
+                                         b"2024-07-01T00:45:00Z,x\x00y\n2024-07-01T01:00:00Z,4\n")
+    code, out, err = imported(tmp_path / "meter.csv", cloud_db, capsys)
+    assert code == 0, err
+    assert out.startswith("imported 2 readings of meter-1 (2 quarantined)")
+    with SQLiteCloudStore(cloud_db) as store:
+        held = store.read_quarantine(DEVICE)
+    assert "x\u2400y" in str(held[s.PAYLOAD].tolist()) and "\x00" not in str(held[s.PAYLOAD].tolist())
+    assert not any("\x00" in reason for reason in held[s.REASON])
+
+
+def test_json_output_is_one_document_with_a_site_declared(tmp_path, capsys):
+    """--json: stdout is the import's JSON alone; what the command did besides (the site
+    declared) is said on stderr. A mistyped --import changes nothing, the site included."""
+    import json
+    import shutil
+
+    from cloud.store import schema as sc
+
+    shutil.copy("examples/site.json", tmp_path / "site.json")
+    (tmp_path / "meter.csv").write_text(csv_text(8))
+    db = tmp_path / "cloud.db"
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "nope.csv"),
+                                         "--cloud-db", str(db)]) == 2
+    with SQLiteCloudStore(db) as store:
+        assert store.read_frame(sc.SITES, {}).empty
+    capsys.readouterr()
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--cloud-db", str(db), "--json", "--timezone", "UTC"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rows_stored"] == 8 and "declared" in err

@@ -95,6 +95,18 @@ def test_a_price_source_in_another_currency_than_the_sites_is_one_line():
         check_declaration(site)
 
 
+def test_a_tariff_in_another_currency_than_the_sites_is_one_line():
+    """The bill adds the tariff's prices up in the site's money, unconverted: a EUR tariff
+    on a site declaring USD is refused; with the site's currency left null it is the tariff's."""
+    import json
+    from pathlib import Path
+
+    tariff = json.loads((Path(__file__).parents[1] / "examples" / "tariff-dynamic-de.json").read_text())
+    with pytest.raises(ConfigError, match="the site's currency is USD and its tariff's EUR; expected one currency"):
+        build_site(with_(tariff=tariff, currency="USD"))
+    assert planning_config(build_site(with_(tariff=tariff, currency=None))).currency == "EUR"
+
+
 def test_a_tariff_may_be_given_as_its_time_of_use_prices():
     prices = {"off_peak_price": 0.2, "shoulder_price": 0.3, "peak_price": 0.4, "base_feed_in_tariff": 0.08}
     config = planning_config(build_site(with_(tariff=prices)))

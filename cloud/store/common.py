@@ -90,13 +90,13 @@ class TableStore:
     def quarantine(self, frame: pd.DataFrame, reasons: pd.Series, source: str) -> int:
         if frame.empty:
             return 0
-        payload = [json.loads(line) for line in
+        payload = [_no_nul(json.loads(line)) for line in
                    frame.drop(columns=[dd.TS]).to_json(orient="records", lines=True).splitlines()]
         rows = pd.DataFrame({
             s.SOURCE: source,
             dd.DEVICE_ID: frame[dd.DEVICE_ID].astype(str).to_numpy(),
             dd.TS: pd.to_datetime(frame[dd.TS], utc=True).to_numpy(),
-            s.REASON: pd.Series(reasons).astype(str).to_numpy(),
+            s.REASON: pd.Series(reasons).astype(str).str.replace("\x00", NUL_SHOWN, regex=False).to_numpy(),
             s.PAYLOAD: payload,
             s.QUARANTINED_AT: dd.utc_now(),
         })
@@ -182,3 +182,19 @@ def interrupted(run: Mapping[str, Any]) -> bool:
     except PermissionError:
         return False  # alive, another user's
     return False
+
+
+#: How a NUL character in a quarantined row is kept: PostgreSQL's text and jsonb refuse
+#: U+0000, and the row is quarantined for being bad, so it must be storable however bad.
+NUL_SHOWN = "\u2400"
+
+
+def _no_nul(value: Any) -> Any:
+    """``value`` (parsed JSON) with every NUL in its texts shown as :data:`NUL_SHOWN`."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_SHOWN)
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value

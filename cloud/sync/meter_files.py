@@ -49,6 +49,11 @@ _SNIFF_LINES = 40
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected \d+ fields, saw (\d+)")
 #: How the columns of cells beyond the header's names begin (:func:`beyond`).
 BEYOND = "cell beyond the names "
+#: The most of a row's cells beyond its names that are read as cells: enough to show what
+#: spilled over (a decimal comma, a logger's extra fields); a line of thousands more (a cut
+#: or pasted file) is left out by pandas and quarantined by its count, where a column for
+#: each cell would take minutes to read.
+MOST_BEYOND = 16
 #: What a damaged or misnamed file raises while it is read, each a file that cannot be read
 #: rather than a defect: bytes that do not decompress (zlib, gzip, a cut stream, a zip
 #: member's checksum), markup that does not parse (XML's and lxml's errors are
@@ -147,7 +152,8 @@ class MeterFile:
         the first lines read keeps its cells; pandas leaves out a wider one, naming its line,
         and it stands as a row holding only its count of cells."""
         named = len(self.columns)
-        names = self.columns + [beyond(k) for k in range(1, max(self.dialect.widest - named, 1) + 1)]
+        extra = min(max(self.dialect.widest - named, 1), MOST_BEYOND)
+        names = self.columns + [beyond(k) for k in range(1, extra + 1)]
         reader = _read_csv(self.path, self.dialect, skiprows=self.dialect.skip + self.dialect.header_lines,
                            header=None, names=names, index_col=False, dtype=str, chunksize=size,
                            skip_blank_lines=False, on_bad_lines="warn")  # blank lines kept to count lines, then left out
@@ -160,10 +166,11 @@ class MeterFile:
                     raise UsageError(f"--import {self.path}: cannot read near line {first} "
                                      f"({' '.join(str(error).split())})") from None
             said = [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
-            if any(m.startswith("Length of header") for m in said):
-                raise UsageError(f"--import {self.path}: the row at line {first} holds more cells than its header "
-                                 f"names ({named}); expected one cell per column")
-            wide = {int(m.group(1)): f"({m.group(2)} cells, not read)" for m in map(_SKIPPED_LINE.match, said) if m}
+            if any(m.startswith("Length of header") for m in said):  # the first reading, wider than all read
+                raise UsageError(f"--import {self.path}: the row at line {first} holds more than {named + extra} cells "
+                                 f"where its header names {named}; expected one cell per column")
+            wide = {int(m.group(1)): f"({m.group(2)} cells, not read)"  # one note may name many lines
+                    for message in said for m in _SKIPPED_LINE.finditer(message)}
             rows = 0 if chunk is None else len(chunk)
             lines = [n for n in range(first, first + rows + len(wide)) if n not in wide]
             if chunk is not None:
