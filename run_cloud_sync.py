@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.forget and (args.site or args.init_db or args.weather_history):
         raise UsageError("--forget DEVICE_ID runs alone; expected no --site, --init-db or --weather-history with it")
     site = declared_site_of(args)
-    for path in args.import_file or []:  # before the site is written: a mistyped name changes nothing
+    for path in (args.import_file or []) if site is not None else []:  # a mistyped name writes no site either
         if not Path(path).is_file():
             raise UsageError(f"--import {path}: file not found")
     notes = sys.stderr if args.json else sys.stdout  # --json: stdout is the one JSON document
