@@ -64,13 +64,19 @@ def _instant(body: dict, key: str) -> pd.Timestamp:
         raise _bad(f"body field {key}: expected an ISO 8601 date-time such as 2024-06-12T17:00:00Z, got {dd.shown(value)}") from None
 
 
+def _has_control(text: str) -> bool:
+    """Whether a text holds a control character (C0 or DEL): no id holds one, and
+    PostgreSQL refuses a NUL in text, which would read as a store failure."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def _event_id_problem(event_id: object) -> str | None:
     """Why a text cannot name an event, or None: an id is addressed in a path
     (``/api/dr/events/{id}``) and stored as text, so it holds no ``/`` and no control
     character (PostgreSQL refuses a NUL in text)."""
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_ID:
         return f"expected a text of 1 to {MAX_ID} characters, got {dd.shown(event_id)}"
-    if "/" in event_id or any(ord(c) < 32 or ord(c) == 127 for c in event_id):
+    if "/" in event_id or _has_control(event_id):
         return f"expected no '/' and no control character, got {dd.shown(event_id)}"
     return None
 
@@ -124,7 +130,7 @@ def _handler(request: Request):
 
 def _stored(request: Request, event_id: str, source: str | None) -> dict[str, Any]:
     for name, text in (("event id", event_id), ("query parameter source", source)):
-        if text is not None and any(ord(c) < 32 or ord(c) == 127 for c in text):
+        if text is not None and _has_control(text):
             raise _bad(f"{name}: expected no control character, got {dd.shown(text)}")
     equals = {s.EVENT_ID: event_id} | ({} if source is None else {s.SOURCE: source})
     with request.app.state.access() as store:
