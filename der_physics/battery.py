@@ -263,6 +263,16 @@ class BatteryTrace:
     health_percent: np.ndarray
 
 
+def _per_site(values: Sequence[float | np.ndarray], n_sites: int) -> np.ndarray:
+    """``values`` (each a number or one per site) as columns of a (sites, values) table, as the
+    compiled loop reads them. Filled column by column: a plan steps the battery one step at a
+    time, and building the table was most of such a step's cost."""
+    table = np.empty((n_sites, len(values)))
+    for k, value in enumerate(values):
+        table[:, k] = value
+    return table
+
+
 def run(
     params: BatteryParams,
     state: BatteryState,
@@ -272,11 +282,9 @@ def run(
 ) -> tuple[BatteryTrace, BatteryState]:
     """Step every site through time. ``request_kw`` and ``env_temp_celsius`` are (sites, steps)."""
     n_sites, n_steps = request_kw.shape
-    per_site = lambda values: np.ascontiguousarray(  # noqa: E731
-        np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n_sites,)) for v in values], axis=1))
-    consts = per_site(_kernel(params))
-    details = per_site((params.capacity_kwh, params.nominal_voltage_v / NOMINAL_CELL_V, params.nominal_voltage_v,
-                        params.resistance_ohm, params.initial_cycles))
+    consts = _per_site(_kernel(params), n_sites)
+    details = _per_site((params.capacity_kwh, params.nominal_voltage_v / NOMINAL_CELL_V, params.nominal_voltage_v,
+                         params.resistance_ohm, params.initial_cycles), n_sites)
     out, cycles, final = np.empty((6, n_sites, n_steps)), np.empty((n_sites, n_steps), dtype=np.int64), np.empty((4, n_sites))
     per_site_args = (
         consts, details, state.energy_kwh.astype(float), state.throughput_kwh.astype(float),
