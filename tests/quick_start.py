@@ -1,10 +1,12 @@
 """The Quick start's first command (``run_pipeline.py`` with its defaults in a fresh folder),
-run once per test session: several modules check what it leaves, and it is one of the
-slowest commands the suite runs. Each module works on its own copy of the folder, so one
-that runs more commands there changes nothing another sees."""
+run once per test run, whatever the number of workers: several modules check what it
+leaves, and it is one of the slowest commands the suite runs. Each module works on its own
+copy of the folder, so one that runs more commands there changes nothing another sees."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -27,11 +29,21 @@ def run_script(script: str, *args: str, cwd: Path, timeout: float = 600) -> subp
 
 
 @pytest.fixture(scope="session")
-def quick_start_pipeline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def quick_start_pipeline(tmp_path_factory, worker_id) -> tuple[Path, subprocess.CompletedProcess]:
     """The folder the pipeline's first run left, and what it printed (do not change the folder:
-    take :func:`copy_of` it)."""
-    folder = tmp_path_factory.mktemp("quick-start-pipeline")
-    done = run_script("run_pipeline.py", cwd=folder)
+    take :func:`copy_of` it).
+
+    Under xdist every worker has this session fixture; the first to need it runs the command
+    in the folder the workers share, holding a lock, and the others wait and read what it left."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    folder, printed = shared / "quick-start-pipeline", shared / "quick-start-pipeline.json"
+    with open(shared / "quick-start-pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not printed.exists():
+            folder.mkdir()
+            done = run_script("run_pipeline.py", cwd=folder)
+            printed.write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}))
+    done = subprocess.CompletedProcess(["run_pipeline.py"], **json.loads(printed.read_text()))
     assert done.returncode == 0, done.stderr
     return folder, done
 

@@ -66,7 +66,8 @@ def test_train_status_evaluate_as_the_spec_writes_them(tmp_path, cloud_db):
                for line in evaluated.stdout.splitlines()) == 3
     assert json.loads((folder / "evaluations.json").read_text())[0]["targets"]
 
-    again = run("--train", "--model-dir", "./other_models", cwd=cwd)
+    # Where the models go, not how they are trained: a 6-hour horizon, a quarter of the rows.
+    again = run("--train", "--model-dir", "./other_models", "--horizon-hours", "6", cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert (cwd / "other_models" / "ACTIVE").exists()
     by_env = run("--status", cwd=cwd, env={"FORECAST_MODEL_DIR": "other_models"})
