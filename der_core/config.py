@@ -44,12 +44,21 @@ def check_device_id(value: str) -> str:
     return value
 
 
+#: Names the zone database holds that name no place: ``localtime`` is whatever zone the
+#: machine reading the file is set to, and ``Factory`` is the placeholder of a zone not set.
+NOT_A_PLACE_ZONES = ("localtime", "Factory")
+
+
 def check_zone(value: str) -> str:
-    """An IANA time zone this machine knows."""
+    """An IANA time zone this machine knows, of a place: a site's days, tariff periods and
+    solar noon must not change with the machine a job runs on."""
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"unknown time zone {dd.shown(value)}; expected an IANA name such as 'Europe/Berlin'") from None
+    if value in NOT_A_PLACE_ZONES:
+        raise ValueError(f"time zone {dd.shown(value)} names no place (it is the machine's own or none); "
+                         "expected the site's IANA name such as 'Europe/Berlin'")
     return value
 
 
@@ -341,8 +350,8 @@ def one_way_efficiency(round_trip_efficiency: float) -> float:
 
 class BatteryConfig(_Section):
     capacity_kwh: float = Field(13.5, ge=0, le=100_000)
-    max_charge_rate_kw: float = Field(5.0, ge=0)
-    max_discharge_rate_kw: float = Field(5.0, ge=0)
+    max_charge_rate_kw: float = Field(5.0, ge=0, le=100_000)
+    max_discharge_rate_kw: float = Field(5.0, ge=0, le=100_000)
     round_trip_efficiency: float = Field(0.90, gt=0, le=1)
     initial_soc: float = Field(50.0, ge=0, le=100)
     min_soc: float = Field(10.0, ge=0, le=100)

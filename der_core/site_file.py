@@ -78,8 +78,8 @@ class PV(_Section):
 
 class Battery(_Section):
     capacity_kwh: float = Field(gt=0, le=100_000)
-    max_charge_kw: float = Field(gt=0)
-    max_discharge_kw: float = Field(gt=0)
+    max_charge_kw: float = Field(gt=0, le=100_000)
+    max_discharge_kw: float = Field(gt=0, le=100_000)
     round_trip_efficiency: float = Field(gt=0, le=1)
     min_soc: float = Field(ge=0, le=100)
     max_soc: float = Field(ge=0, le=100)

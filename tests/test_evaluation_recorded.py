@@ -100,6 +100,16 @@ def test_a_site_that_declares_no_battery_needs_a_what_if_one(meter, tmp_path):
         run_optimizer.main(["--backtest", "--device-id", "home-1", "--cloud-db", db, "--output", str(tmp_path)])
 
 
+@pytest.mark.parametrize(("kwh", "kw", "field"), [("1e308", "5", "capacity_kwh"), ("10", "1e308", "max_charge_rate_kw")])
+def test_a_what_if_battery_no_home_holds_is_one_line_naming_the_flags(meter, tmp_path, kwh, kw, field):
+    db, _ = meter
+    with pytest.raises(UsageError) as caught:
+        run_optimizer.main(["--backtest", "--device-id", "home-1", "--battery-kwh", kwh, "--battery-kw", kw,
+                            "--cloud-db", db, "--output", str(tmp_path)])
+    assert str(caught.value) == (f"--battery-kwh {float(kwh):g} --battery-kw {float(kw):g}: {field}: Input should be "
+                                 "less than or equal to 100000 (got 1e+308)")
+
+
 def recorded_run(db: str, tamper_after: pd.Timestamp | None = None) -> bt.BacktestResult:
     with SQLiteCloudStore(db) as store:
         site = run_optimizer.stored_sites(store)["home-1"]

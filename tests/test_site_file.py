@@ -60,6 +60,11 @@ def nested(depth: int) -> dict:
     (with_(pv={**SITE["pv"], "capacity_kwp": "6"}), "pv.capacity_kwp: Input should be a valid number (got a string '6')"),
     (with_(battery={**SITE["battery"], "min_soc": 95.0}), "battery: min_soc (95.0) must not exceed max_soc (90.0)"),
     (with_(timezone="Mars/Olympus"), "timezone: unknown time zone 'Mars/Olympus'"),
+    # Zones the database holds that name no place: the machine's own, and the unset one.
+    (with_(timezone="localtime"), "timezone: time zone 'localtime' names no place"),
+    (with_(timezone="Factory"), "timezone: time zone 'Factory' names no place"),
+    (with_(battery={**SITE["battery"], "max_charge_kw": 1e308}),
+     "battery.max_charge_kw: Input should be less than or equal to 100000"),
     (with_(country="XX"), "country: 'XX' is not a country with a public-holiday calendar"),
     (with_(seed=1), "seed: unknown field"),
     ({k: v for k, v in SITE.items() if k != "battery"}, "battery: Field required"),

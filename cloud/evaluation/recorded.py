@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from cloud.evaluation.backtest import (
     BacktestResult,
@@ -46,7 +47,7 @@ from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.site_steps import STEP_COLUMNS, coarsest_interval, filled_columns, no_load_reason, site_steps
 from der_core import der_data as dd
 from der_core.cli_support import duration
-from der_core.config import BatteryConfig, SimulatorConfig
+from der_core.config import BatteryConfig, SimulatorConfig, validation_line
 from der_core.errors import UsageError
 from der_core.runs import true_runs
 from der_physics import generator
@@ -109,8 +110,11 @@ def with_battery(config: SimulatorConfig, capacity_kwh: float | None, power_kw: 
         return config
     if capacity_kwh is None or power_kw is None:
         raise UsageError("a what-if battery needs both --battery-kwh and --battery-kw")
-    battery = BatteryConfig(**{**config.battery.model_dump(), "capacity_kwh": capacity_kwh,
-                               "max_charge_rate_kw": power_kw, "max_discharge_rate_kw": power_kw})
+    try:
+        battery = BatteryConfig(**{**config.battery.model_dump(), "capacity_kwh": capacity_kwh,
+                                   "max_charge_rate_kw": power_kw, "max_discharge_rate_kw": power_kw})
+    except ValidationError as error:
+        raise UsageError(f"--battery-kwh {capacity_kwh:g} --battery-kw {power_kw:g}: {validation_line(error)}") from None
     return config.model_copy(update={"battery": battery})
 
 
