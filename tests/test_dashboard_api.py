@@ -355,3 +355,15 @@ def test_store_failure_is_503(filled, tmp_path):
     response = TestClient(create_app(store)).get("/api/sites")
     assert response.status_code == 503
     assert "cloud store unavailable" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("OPTIONS", "/api/dr/events", "GET, POST"),
+    ("PUT", "/api/dr/events/evt-1", "DELETE, GET"),
+    ("POST", "/api/sites", "GET"),
+])
+def test_a_method_a_path_does_not_take_is_405_naming_every_method_it_does(client, method, path, allowed):
+    """``/api/dr/events`` is two routes (GET and POST); the refusal names both, not the first's."""
+    response = client.request(method, path)
+    assert response.status_code == 405 and response.headers["allow"] == allowed
+    assert response.json() == {"detail": f"'{method}' is not a method of '{path}'; expected one of {allowed}"}

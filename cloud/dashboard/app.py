@@ -23,11 +23,14 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.staticfiles import NotModifiedResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
@@ -78,6 +81,18 @@ def validation_line(error: RequestValidationError) -> str:
     if "input" in first:
         line += f", got {shown(first['input'])}"
     return line
+
+
+#: The methods a 405's ``Allow`` may name.
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method some route of the request's path takes, for a 405's ``Allow``: Starlette
+    names only the methods of the first route whose path matched, and ``/api/dr/events`` is
+    two routes (GET and POST). Asked of the routes' own matching, nested routers included."""
+    return ", ".join(method for method in METHODS
+                     if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.router.routes))
 
 
 class RequireToken:
@@ -165,6 +180,14 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     @app.exception_handler(RequestValidationError)
     async def invalid_input(_request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_line(error)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code != 405:
+            return await http_exception_handler(request, error)
+        allowed = allowed_methods(app, request.scope)
+        return JSONResponse({"detail": f"{shown(request.method, 20)} is not a method of {shown(request.url.path, 80)}; expected "
+                                       f"one of {allowed}"}, status_code=405, headers={"Allow": allowed})
 
     @app.exception_handler(StoreError)
     async def store_failed(_request: Request, error: StoreError) -> JSONResponse:
