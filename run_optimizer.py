@@ -48,8 +48,17 @@ DEFAULT_DAYS = 30
 DEFAULT_STEP_MINUTES = int(DEFAULT_STEP / pd.Timedelta(minutes=1))
 
 
+#: The years a plan or backtest may start in: its history reaches weeks before and its
+#: horizon days after, all within the dates pandas holds.
+START_YEARS = (1900, 2200)
+
+
 def timestamp(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text)
+    """A ``--start``: a date or time, not empty or NaT, in :data:`START_YEARS`."""
+    value = pd.Timestamp(text)
+    if value is pd.NaT or not START_YEARS[0] <= value.year <= START_YEARS[1]:
+        raise ValueError(text)
+    return value
 
 
 def build_parser() -> ArgumentParser:
@@ -61,7 +70,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device-id", type=device_id_arg,
                         help="site to plan (default: the --config file's, else every site in the cloud store)")
     parser.add_argument("--config", help="simulator config JSON of the site (default: the built-in defaults)")
-    parser.add_argument("--start", type=arg_type(timestamp, "an ISO 8601 date or time"),
+    parser.add_argument("--start", type=arg_type(timestamp, f"an ISO 8601 date or time in {START_YEARS[0]}-{START_YEARS[1]}"),
                         help="plan start (default now) or first backtest day (default --days before today)")
     parser.add_argument("--horizon-hours", type=arg_type(positive_float, "a positive number of hours"), default=24.0)
     parser.add_argument("--step-minutes", type=arg_type(positive_int, "a positive whole number of minutes"), default=None,

@@ -14,6 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import pandas as pd
+
 from der_core import der_data as dd
 from der_core.errors import DERError, UsageError
 from der_core.redact import RedactingFilter, redact, register_flag_secrets
@@ -136,6 +138,26 @@ def output_path(text: str | Path, what: str) -> Path:
     if not parent.is_dir():
         raise UsageError(f"{what} {dd.shown(str(text))}: folder {dd.shown(str(parent))} does not exist; create it first")
     return path
+
+
+def local_instant(ts: pd.Timestamp, timezone: str, flag: str, text: str | None = None) -> pd.Timestamp:
+    """``ts`` given to ``flag`` as a UTC instant: with an offset as it says, without one as the
+    clock in ``timezone`` shows it. A local time the clock skips or repeats is refused rather
+    than guessed, since a plan's or a backfill's first step would otherwise move by an hour;
+    so is one the zone's rules cannot place (beyond the dates pandas holds)."""
+    quoted = dd.shown(str(ts) if text is None else text)
+    if ts.tzinfo is not None:
+        return ts.tz_convert("UTC")
+    try:
+        local = ts.tz_localize(timezone, nonexistent="NaT", ambiguous="NaT")
+        skipped = local is pd.NaT and ts.tz_localize(timezone, nonexistent="NaT", ambiguous=True) is pd.NaT
+    except (ValueError, OverflowError, NotImplementedError):
+        raise UsageError(f"{flag} {quoted}: outside the supported dates; expected a date YYYY-MM-DD or an ISO 8601 time") from None
+    if local is pd.NaT:
+        what = "does not exist" if skipped else "occurs twice"
+        raise UsageError(f"{flag} {quoted}: {ts:%Y-%m-%d %H:%M} {what} in {timezone} (daylight saving time); "
+                         "expected a local time the clock shows once, or an ISO 8601 time with an offset")
+    return local.tz_convert("UTC")
 
 
 def arg_type(cast: Callable[[str], T], expected: str) -> Callable[[str], T]:

@@ -18,6 +18,7 @@ from der_core.cli_support import (
     arg_type,
     bounded_int,
     device_id_arg,
+    local_instant,
     output_path,
     positive_int,
     progress,
@@ -86,8 +87,7 @@ def load_settings(args: argparse.Namespace) -> SimulatorConfig:
 
 
 def parse_instant(text: str, flag: str, timezone: str) -> pd.Timestamp:
-    """An instant from a flag; a local time the site's clock skips or repeats is refused rather
-    than guessed, since a backfill's first reading would otherwise move by an hour."""
+    """An instant from a flag, local times in the site's ``timezone`` (:func:`local_instant`)."""
     quoted = shown(text)
     try:
         ts = pd.Timestamp(text)
@@ -95,18 +95,7 @@ def parse_instant(text: str, flag: str, timezone: str) -> pd.Timestamp:
         raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time") from None
     if ts is pd.NaT:
         raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time")
-    if ts.tzinfo is not None:
-        return ts.tz_convert("UTC")
-    try:
-        local = ts.tz_localize(timezone, nonexistent="NaT", ambiguous="NaT")
-        skipped = local is pd.NaT and ts.tz_localize(timezone, nonexistent="NaT", ambiguous=True) is pd.NaT
-    except (ValueError, OverflowError):
-        raise UsageError(f"{flag} {quoted}: outside the supported dates; expected a date YYYY-MM-DD or an ISO 8601 time") from None
-    if local is pd.NaT:
-        what = "does not exist" if skipped else "occurs twice"
-        raise UsageError(f"{flag} {quoted}: {ts:%Y-%m-%d %H:%M} {what} in {timezone} (daylight saving time); "
-                         "expected a local time the clock shows once, or an ISO 8601 time with an offset")
-    return local.tz_convert("UTC")
+    return local_instant(ts, timezone, flag, text)
 
 
 def generate_config(args: argparse.Namespace, config: SimulatorConfig) -> int:

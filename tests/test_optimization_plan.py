@@ -311,3 +311,22 @@ def test_the_guards_cap_is_the_months_until_a_session_passes_it():
     assert caps[0] == caps[1]
     passed = dataclasses.replace(state, peak_so_far_kw=caps[0] + 1.0)
     assert fit_site_guard(config, passed, start.tz_convert("UTC"), spec).target_kw >= caps[0] + 1.0
+
+
+@pytest.mark.parametrize(("start", "line"), [
+    ("nan", "argument --start: 'nan' is not an ISO 8601 date or time in 1900-2200"),
+    ("", "argument --start: '' is not an ISO 8601 date or time in 1900-2200"),
+    ("0001-01-01", "argument --start: '0001-01-01' is not an ISO 8601 date or time in 1900-2200"),
+    ("2024-03-10T02:30", "error: --start '2024-03-10 02:30:00': 2024-03-10 02:30 does not exist in America/Los_Angeles"),
+    ("2024-11-03T01:30", "error: --start '2024-11-03 01:30:00': 2024-11-03 01:30 occurs twice in America/Los_Angeles"),
+])
+@pytest.mark.parametrize("mode", [[], ["--backtest", "--days", "1"]], ids=["plan", "backtest"])
+def test_a_start_no_clock_shows_once_or_no_plan_can_hold_is_one_line(tmp_path, start, line, mode):
+    """The site's zone places a local --start; a time its clock skips or repeats is refused,
+    not guessed an hour off, and so are NaT and years whose history pandas cannot hold."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY")}
+    (tmp_path / "site.json").write_text("{}")  # the simulator's default site, in Los Angeles
+    done = subprocess.run([sys.executable, str(ROOT / "run_optimizer.py"), *mode, "--config", "site.json", "--start", start], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    (only,) = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and line in only, done.stderr

@@ -58,6 +58,7 @@ from cloud.optimization.model import DispatchError
 from cloud.optimization.plan import CostBreakdown, build_plan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
+from der_core.cli_support import local_instant
 from der_core.config import BatteryMode, SimulatorConfig
 from der_core.control import ControlBattery, Controller
 from der_core.errors import UsageError
@@ -328,7 +329,7 @@ def backtest_window(config: SimulatorConfig, settings: BacktestSettings) -> pd.D
         today = pd.Timestamp.now(tz=config.timezone).normalize()
         start = today - pd.Timedelta(days=settings.days)
     start = pd.Timestamp(start)
-    start = start.tz_localize(config.timezone) if start.tzinfo is None else start
+    start = local_instant(start, config.timezone, "--start")
     end = (start.tz_convert(config.timezone) + pd.DateOffset(days=settings.days)).tz_convert("UTC")
     return pd.date_range(start.tz_convert("UTC") + settings.step, end, freq=settings.step)
 

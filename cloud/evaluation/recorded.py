@@ -46,7 +46,7 @@ from cloud.optimization.decision import Execution
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.site_steps import STEP_COLUMNS, coarsest_interval, filled_columns, no_load_reason, site_steps
 from der_core import der_data as dd
-from der_core.cli_support import duration
+from der_core.cli_support import duration, local_instant
 from der_core.config import BatteryConfig, SimulatorConfig, validation_line
 from der_core.errors import UsageError
 from der_core.runs import true_runs
@@ -136,7 +136,7 @@ def recorded_settings(config: SimulatorConfig, settings: BacktestSettings, recor
         start = week if week < last_midnight else earliest
     else:
         start = pd.Timestamp(settings.start)
-        start = (start.tz_localize(tz) if start.tzinfo is None else start.tz_convert(tz)).normalize()
+        start = local_instant(start, tz, "--start").tz_convert(tz).normalize()
     if start < earliest:
         raise UsageError(f"--start {start.date()}: the backtest needs a day of readings before it; the first is "
                          f"{dd.format_ts(seen[0])}, so start on {earliest.date()} or later")

@@ -70,7 +70,7 @@ from cloud.site_steps import filled_columns, no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
-from der_core.cli_support import duration
+from der_core.cli_support import duration, local_instant
 from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.control import ReservePolicy
 from der_core.errors import UsageError
@@ -449,7 +449,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     its stored declaration's, :func:`cloud.live.inputs.stored_site_inputs`)."""
     issued_at = dd.utc_now()
     start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
-    start = (start.tz_localize(config.timezone) if start.tzinfo is None else start).tz_convert("UTC").floor(settings.step)
+    start = local_instant(start, config.timezone, "--start").floor(settings.step)
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
     if state is None and declared:
