@@ -21,7 +21,14 @@ from cloud.dr.dispatch import MqttPublisher
 from cloud.dr.openadr import FleetVen, ReportOnly, serve, ven_settings
 from cloud.dr.telemetry import battery_devices, latest_from_store
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
-from der_core.cli_support import ArgumentParser, add_common_flags, arg_type, positive_int, run_cli, setup_logging
+from der_core.cli_support import (
+    ArgumentParser,
+    add_common_flags,
+    arg_type,
+    bounded_int,
+    run_cli,
+    setup_logging,
+)
 from der_core.errors import UsageError
 from edge_gateway.mqtt.settings import mqtt_configured, mqtt_settings
 
@@ -38,7 +45,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--key", dest="key_path", help="VEN private key, PEM (DER_OPENADR_KEY)")
     parser.add_argument("--ca", dest="ca_path", help="CA of the VTN's server certificate (DER_OPENADR_CA)")
     parser.add_argument("--vtn-fingerprint", help="the VTN's signing certificate fingerprint (DER_OPENADR_VTN_FINGERPRINT)")
-    parser.add_argument("--telemetry-interval", type=arg_type(positive_int, "a positive number of seconds"), default=60,
+    parser.add_argument("--telemetry-interval", type=arg_type(bounded_int(1, 86_400), "a number of seconds from 1 to 86400"),
+                        default=60,
                         help="shortest telemetry sampling the VEN offers, seconds (default 60)")
     add_cloud_db_flag(parser)
     add_common_flags(parser)

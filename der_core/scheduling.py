@@ -14,7 +14,13 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from der_core.errors import UsageError
+
 log = logging.getLogger(__name__)
+
+#: The longest interval a job may repeat at: a year. Longer is no schedule a job keeps, and
+#: beyond what a timer holds it would fail as the scheduler starts.
+MOST_INTERVAL_S = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,11 @@ class Every:
     interval_s: float
     aligned: bool = False  # start on a clock boundary (e.g. :00, :05, ... for 300 s)
     run_now: bool = True  # first run immediately rather than after one interval
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval_s <= MOST_INTERVAL_S:
+            raise UsageError(f"{self.name} every {self.interval_s:g} s: expected a positive interval of at most "
+                             f"{MOST_INTERVAL_S:,.0f} s (a year)")
 
 
 def next_boundary(now: datetime, interval_s: float) -> datetime:

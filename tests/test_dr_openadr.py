@@ -507,6 +507,9 @@ def test_the_command_registers_and_reports_the_stored_batteries_until_sigterm(tm
     (["--ven", "--vtn-url", "http://127.0.0.1:9/oadr"], {},
      "error: run_dr.py --ven: the fleet sends its event schedules over MQTT; set MQTT_HOST (and MQTT_PORT), "
      "or pass --report-only to register and report without taking events"),
+    (["--ven", "--report-only", "--vtn-url", "http://127.0.0.1:9/oadr", "--telemetry-interval", str(10**30)], {},
+     f"run_dr.py: error: argument --telemetry-interval: '{10**30}' is not a number of seconds from 1 to 86400 "
+     "(see --help)"),
 ])
 def test_the_command_refuses_bad_settings_in_one_line(tmp_path, args, env, line):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DER_OPENADR_", "MQTT_"))}

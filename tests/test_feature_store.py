@@ -582,6 +582,11 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
     (["--once", "--status"], {}, 2, "not allowed with argument"),
     (["--once", "--lookback-days", "0"], {}, 2, "'0' is not a positive whole number of days"),
     (["--continuous", "--interval", "-5"], {}, 2, "'-5' is not a positive number of seconds"),
+    # Beyond a year a schedule is no schedule, and beyond a century no date counts back.
+    (["--continuous", "--interval", "inf"], {}, 2, "every inf s: expected a positive interval of at most 31,622,400 s"),
+    (["--continuous", "--interval", "1e308"], {}, 2, "every 1e+308 s: expected a positive interval of at most"),
+    (["--once", "--lookback-days", str(10**30)], {}, 2, "days: expected at most 36,500 (a century"),
+    (["--once"], {"FE_LOOKBACK_DAYS": "40000"}, 2, "lookback 40,000 days: expected at most 36,500"),
     (["--once"], {"FE_BATCH_SIZE": "lots"}, 2, "FE_BATCH_SIZE='lots': expected a positive whole number"),
     (["--once"], {"FE_ROLLING_WINDOW_DAYS": "0"}, 2, "FE_ROLLING_WINDOW_DAYS='0'"),
     (["--once"], {"FE_LOOKBACK_DAYS": "-1"}, 2, "FE_LOOKBACK_DAYS='-1'"),

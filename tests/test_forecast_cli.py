@@ -153,6 +153,8 @@ def test_test_size_outside_zero_one_is_one_line_and_exit_2(tmp_path, value):
     ((), 2, "error: nothing to do: expected one of --train, --evaluate, --status"),
     (("--train", "--status"), 2, "not allowed with argument"),
     (("--train", "--horizon-hours", "0.1"), 2, "--horizon-hours 0.1: expected a multiple of 0.25 h up to 168 h"),
+    (("--train", "--horizon-hours", "inf"), 2, "--horizon-hours inf: expected a multiple of 0.25 h up to 168 h"),
+    (("--train", "--horizon-hours", "1e308"), 2, "--horizon-hours 1e+308: expected a multiple of 0.25 h up to 168 h"),
     (("--evaluate",), 1, "no active model in trained_models: train one with `python run_model_training.py --train`"),
     (("--train",), 1, "holds no readings; at least 14 days of readings per site are needed; generate them with "
                       "`python run_simulator.py --historical"),

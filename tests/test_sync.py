@@ -222,6 +222,8 @@ def test_cli_once_status_json_and_init_db(tmp_path, capsys):
 @pytest.mark.parametrize("args, env, code, message", [
     ([], {}, 2, "nothing to do: expected one of --once, --continuous"),
     (["--once", "--interval", "-3"], {}, 2, "argument --interval: '-3' is not a positive number of seconds"),
+    (["--continuous", "--interval", "1e308"], {}, 2, "cloud_sync every 1e+308 s: expected a positive interval of at most "
+                                                     "31,622,400 s (a year)"),
     (["--once"], {"SYNC_BATCH_SIZE": "lots"}, 2, "SYNC_BATCH_SIZE='lots': expected a positive whole number"),
     (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
     (["--import", "x.csv"], {}, 2, "--import needs --device-id ID"),

@@ -31,6 +31,10 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+#: The longest history a lookback may ask for: beyond it no date can be counted back to.
+MOST_LOOKBACK_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
     step: pd.Timedelta = pd.Timedelta(minutes=DEFAULT_STEP_MINUTES)
@@ -50,6 +54,9 @@ class FeatureSettings:
             raise ConfigError(f"max gap {self.max_gap}: expected zero or more minutes")
         if self.rolling_window_days < 1 or self.lookback_days < 1 or self.batch_size < 1:
             raise ConfigError("rolling window, lookback and batch size must be positive")
+        if self.lookback_days > MOST_LOOKBACK_DAYS:
+            raise ConfigError(f"lookback {self.lookback_days:,} days: expected at most {MOST_LOOKBACK_DAYS:,} (a century; "
+                              "no meter's history is longer)")
 
     @property
     def version(self) -> str:

@@ -45,8 +45,10 @@ class ForecastSettings:
     def __post_init__(self) -> None:
         if not 0 < self.test_size < 1:
             raise ConfigError(f"test size {self.test_size}: expected a fraction strictly between 0 and 1")
+        if not 0 < self.horizon_hours <= 7 * 24:  # first: pd.Timedelta holds no longer span
+            raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected a multiple of 0.25 h up to 168 h")
         steps = pd.Timedelta(hours=self.horizon_hours) / STEP
-        if steps < 1 or steps != int(steps) or self.horizon_hours > 7 * 24:
+        if steps < 1 or steps != int(steps):
             raise UsageError(f"--horizon-hours {self.horizon_hours:g}: expected a multiple of 0.25 h up to 168 h")
 
     @property
