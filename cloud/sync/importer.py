@@ -39,7 +39,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -69,7 +68,7 @@ from cloud.sync.timestamps import (
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import duration, progress
-from der_core.config import SolarConfig
+from der_core.config import SolarConfig, check_zone
 from der_core.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -138,9 +137,9 @@ class ImportOptions:
         zone, source = ((args.timezone, "") if args.timezone else (site_zone, "the declared site's zone") if site_zone
                         else ("UTC", "no --timezone and no declared site"))
         try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise UsageError(f"--timezone {zone!r}: expected an IANA name such as 'Europe/Berlin'") from None
+            check_zone(zone)
+        except ValueError as error:
+            raise UsageError(f"--timezone: {error}") from None
         return cls(args.device_id, parse_column_map(args.column_map), args.units, zone, source,
                    args.timestamp_column, args.timestamp_format, args.longitude, time_label=args.time_label)
 

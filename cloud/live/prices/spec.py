@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -20,7 +19,7 @@ from cloud.live.prices.comed import ComedRealTime
 from cloud.live.prices.entsoe import EntsoeDayAhead, zone_code
 from cloud.live.prices.generic import EPOCHS, HttpPrices
 from cloud.live.prices.octopus import OctopusAgile
-from der_core.config import _Section, validated
+from der_core.config import _Section, check_zone, validated
 from der_core.errors import ConfigError
 
 WHERE = "prices"
@@ -90,11 +89,7 @@ class HttpSpec(_Section):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {zone!r}; expected an IANA name such as Europe/Berlin") from None
-        return zone
+        return check_zone(zone)
 
     @field_validator("time_format")
     @classmethod
