@@ -270,8 +270,12 @@ def _unique(names: list[str], above: list[list[str]], unit_cells: list[str]) -> 
     it and the others are ``name.1``, ``name.2``…, as pandas names them."""
     filled = [n or _unbracketed(u) or f"column {k + 1}" for k, (n, u) in enumerate(zip(names, unit_cells, strict=True))]
     out = list(filled)
-    for name in {n for n in filled if filled.count(n) > 1}:
-        where = [k for k, n in enumerate(filled) if n == name]
+    positions: dict[str, list[int]] = {}
+    for k, name in enumerate(filled):  # in one pass: a row may hold hundreds of thousands of cells
+        positions.setdefault(name, []).append(k)
+    for name, where in positions.items():
+        if len(where) == 1:
+            continue
         apart = next((row for row in above if len({_cell(row, k) for k in where}) == len(where)
                       and all(_cell(row, k) for k in where)), None)
         for rank, k in enumerate(where):
