@@ -74,6 +74,22 @@ def check_country(value: str) -> str:
 
 _Section = Section
 
+#: The least capacity a battery may declare: below it (a denormal 5e-324, say) every step's
+#: energy rounds to nothing and the plans divide by it.
+LEAST_BATTERY_KWH = 0.01
+
+
+def check_usable(capacity_kwh: float, min_soc: float, max_soc: float) -> None:
+    """A battery stores something between its limits: at least :data:`LEAST_BATTERY_KWH`, and
+    a window above its minimum (with ``min_soc == max_soc`` it can neither charge nor
+    discharge, and the reserve policy's energy grid has no step)."""
+    if capacity_kwh < LEAST_BATTERY_KWH:
+        raise ValueError(f"capacity_kwh ({capacity_kwh:g}) is below {LEAST_BATTERY_KWH} kWh; expected a battery's "
+                         "capacity (0 in a simulator configuration: no battery)")
+    if min_soc >= max_soc:
+        raise ValueError(f"min_soc ({min_soc}) equals max_soc ({max_soc}): the battery could store nothing; expected "
+                         "min_soc below max_soc")
+
 
 class SolarConfig(_Section):
     capacity_kw: float = Field(10.0, ge=0, le=10_000, description="DC nameplate (kWp)")
@@ -372,6 +388,8 @@ class BatteryConfig(_Section):
     def _soc_window(self) -> BatteryConfig:
         if self.min_soc > self.max_soc:
             raise ValueError(f"min_soc ({self.min_soc}) must not exceed max_soc ({self.max_soc})")
+        if self.capacity_kwh > 0:  # 0: no battery
+            check_usable(self.capacity_kwh, self.min_soc, self.max_soc)
         if not self.min_soc <= self.initial_soc <= self.max_soc:
             raise ValueError(
                 f"initial_soc ({self.initial_soc}) must lie within [min_soc, max_soc] = "

@@ -51,6 +51,7 @@ from der_core.config import (
     check_country,
     check_currency,
     check_device_id,
+    check_usable,
     check_zone,
     read_json_file,
     validated,
@@ -90,6 +91,7 @@ class Battery(_Section):
     def _window(self) -> Battery:
         if self.min_soc > self.max_soc:
             raise ValueError(f"min_soc ({self.min_soc}) must not exceed max_soc ({self.max_soc})")
+        check_usable(self.capacity_kwh, self.min_soc, self.max_soc)
         if self.initial_soc is not None and not self.min_soc <= self.initial_soc <= self.max_soc:
             raise ValueError(f"initial_soc ({self.initial_soc}) must lie within [min_soc, max_soc] = "
                              f"[{self.min_soc}, {self.max_soc}]")

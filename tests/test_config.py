@@ -54,6 +54,8 @@ def test_defaults_are_the_specs(path, expected):
     [
         ({"solar": {"capacity_kw": -1}}, "solar.capacity_kw: Input should be greater than or equal to 0 (got -1)"),
         ({"battery": {"min_soc": 95}}, "battery: min_soc (95.0) must not exceed max_soc (90.0)"),
+        ({"battery": {"min_soc": 90, "initial_soc": 90}}, "battery: min_soc (90.0) equals max_soc (90.0)"),
+        ({"battery": {"capacity_kwh": 5e-324}}, "battery: capacity_kwh (4.94066e-324) is below 0.01 kWh"),
         ({"battery": {"initial_soc": 5}}, "initial_soc (5.0) must lie within [min_soc, max_soc]"),
         ({"battery": {"round_trip_efficiency": 0}}, "battery.round_trip_efficiency: Input should be greater than 0"),
         ({"battery": {"round_trip_efficiency": 1.2}}, "battery.round_trip_efficiency: Input should be less than or equal to 1"),

@@ -65,6 +65,10 @@ def nested(depth: int) -> dict:
     (with_(timezone="Factory"), "timezone: time zone 'Factory' names no place"),
     (with_(battery={**SITE["battery"], "max_charge_kw": 1e308}),
      "battery.max_charge_kw: Input should be less than or equal to 100000"),
+    # A battery that stores nothing: the plans would divide by its window.
+    (with_(battery={**SITE["battery"], "min_soc": 20.0, "max_soc": 20.0}),
+     "battery: min_soc (20.0) equals max_soc (20.0): the battery could store nothing"),
+    (with_(battery={**SITE["battery"], "capacity_kwh": 5e-324}), "battery: capacity_kwh (4.94066e-324) is below 0.01 kWh"),
     (with_(country="XX"), "country: 'XX' is not a country with a public-holiday calendar"),
     (with_(seed=1), "seed: unknown field"),
     ({k: v for k, v in SITE.items() if k != "battery"}, "battery: Field required"),
