@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,28 @@ def test_pipeline_calls_reuse_young_models(trained_store):
 def test_no_active_model_is_a_named_error(tmp_path):
     with pytest.raises(NoModels, match="train one with"):
         Registry(tmp_path).load()
+
+
+@pytest.mark.parametrize(("damaged", "text", "said"), [
+    ("manifest.json", "junk", "manifest.json: cannot be read as the registry wrote it"),
+    ("manifest.json", "{}", "manifest.json: holds no version and targets as the registry writes them"),
+    ("metrics.json", "junk", "metrics.json: cannot be read as the registry wrote it"),
+    (f"{LOAD_KW}/lightgbm/model.json", "junk", "a model cannot be read as training wrote it"),
+])
+def test_a_damaged_registry_is_no_usable_models_named_in_one_line(trained_store, tmp_path, damaged, text, said):
+    """A disk or a hand that changed a registry file: every reader says which file and how to
+    mend it (NoModels, so a plan takes the naive forecaster and says why), not a JSON error."""
+    from cloud.optimization.forecasters import AUTO, choose
+    from der_core.config import build_config
+
+    _, settings, outcome = trained_store
+    root = Path(shutil.copytree(settings.model_dir, tmp_path / "models"))
+    (root / outcome.version / damaged).write_text(text)
+    registry = Registry(root)
+    with pytest.raises(NoModels, match=said) as caught:
+        registry.load(outcome.version) if damaged != "metrics.json" else registry.metrics(outcome.version)
+    assert "\n" not in str(caught.value) and "run_model_training.py --train" in str(caught.value)
+    if damaged == "manifest.json":
+        choice = choose(AUTO, build_config({"seed": 1}), object(), model_dir=str(root), step=pd.Timedelta(minutes=15),
+                        horizon=pd.Timedelta(hours=24))
+        assert choice.name == "naive" and said in choice.reason

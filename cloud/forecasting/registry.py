@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import pandas as pd
 
 from cloud.forecasting.models import Forecaster, load_model
@@ -36,6 +37,26 @@ ACTIVE, MANIFEST, METRICS, EVALUATIONS, PLOT = "ACTIVE", "manifest.json", "metri
 
 class NoModels(DERError):
     """No trained version (or not the one asked for) in the registry."""
+
+
+class DamagedModels(NoModels):
+    """A registry file that cannot be read as the registry wrote it: no usable models, said
+    in one line naming the file, where a job would otherwise stop on a JSON error."""
+
+
+def _json(path: Path, *, manifest: bool = False) -> Any:
+    """``path`` read as the registry wrote it (a manifest: an object naming its version and
+    targets), else :class:`DamagedModels`."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedModels(f"{path}: cannot be read as the registry wrote it ({str(error)[:120]}); train again with "
+                            "`python run_model_training.py --train`, or remove that version") from None
+    if manifest and not (isinstance(value, dict) and isinstance(value.get("version"), str)
+                         and isinstance(value.get("targets"), dict)):
+        raise DamagedModels(f"{path}: holds no version and targets as the registry writes them; train again with "
+                            "`python run_model_training.py --train`, or remove that version")
+    return value
 
 
 @dataclass
@@ -98,11 +119,11 @@ class Registry:
         found = []
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
-                found.append(json.loads((folder / MANIFEST).read_text()))
+                found.append(_json(folder / MANIFEST, manifest=True))
         return found
 
     def metrics(self, name: str) -> dict[str, Any]:
-        return json.loads((self.root / name / METRICS).read_text())
+        return _json(self.root / name / METRICS)
 
     def load(self, name: str | None = None) -> LoadedVersion:
         name = name or self.active()
@@ -111,21 +132,25 @@ class Registry:
         folder = self.root / name
         if not (folder / MANIFEST).exists():
             raise NoModels(f"no version {name!r} in {self.root}")
-        manifest = json.loads((folder / MANIFEST).read_text())
-        models = {target: {kind: load_model(folder / target / kind) for kind in info["models"]}
-                  for target, info in manifest["targets"].items()}
+        manifest = _json(folder / MANIFEST, manifest=True)
+        try:
+            models = {target: {kind: load_model(folder / target / kind) for kind in info["models"]}
+                      for target, info in manifest["targets"].items()}
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as error:
+            raise DamagedModels(f"{folder}: a model cannot be read as training wrote it ({str(error)[:120]}); train "
+                                "again with `python run_model_training.py --train`, or remove that version") from None
         return LoadedVersion(name, manifest, self.metrics(name), models)
 
     def record_evaluation(self, name: str, evaluation: dict[str, Any]) -> None:
         path = self.root / name / EVALUATIONS
-        history = json.loads(path.read_text()) if path.exists() else []
+        history = _json(path) if path.exists() else []
         history.append(evaluation)
         _write_json(path, history)
 
     def evaluations(self, name: str) -> list[dict[str, Any]]:
         path = self.root / name / EVALUATIONS
-        return json.loads(path.read_text()) if path.exists() else []
+        return _json(path) if path.exists() else []
 
     def age(self, name: str, now: pd.Timestamp) -> pd.Timedelta:
-        created = pd.Timestamp(json.loads((self.root / name / MANIFEST).read_text())["created_at"])
+        created = pd.Timestamp(_json(self.root / name / MANIFEST, manifest=True)["created_at"])
         return pd.Timestamp(now) - created

@@ -467,14 +467,17 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
         return Choice(name, "--forecaster " + name)
     if store is None:
         return Choice("naive", "no cloud store to forecast from")
-    from cloud.forecasting.registry import Registry
+    from cloud.forecasting.registry import NoModels, Registry
     from cloud.forecasting.settings import settings_from
 
     registry = Registry(settings_from(model_dir).model_dir)
     active = registry.active()
     if active is None:
         return Choice("naive", f"no trained models in {registry.root}")
-    manifest = next(m for m in registry.versions() if m.get("version") == active)
+    try:
+        manifest = next(m for m in registry.versions() if m.get("version") == active)
+    except NoModels as damaged:
+        return Choice("naive", str(damaged))
     load = manifest.get("targets", {}).get(LOAD, {})
     if config.device_id not in load.get("sites", ()):
         return Choice("naive", f"the active models in {registry.root} were not trained on {config.device_id}")
@@ -488,7 +491,7 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
                                f"{learnt_until:%Y-%m-%d %H:%M}Z, after {pd.Timestamp(issued_from):%Y-%m-%d %H:%M}Z")
     try:
         metrics = registry.metrics(active)
-    except (OSError, ValueError):
+    except NoModels:
         metrics = {}
     skill = held_out_skill(metrics, LOAD)
     if not taken(skill):
