@@ -25,28 +25,36 @@ from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
+    bounded_int,
     positive_int,
     run_cli,
     setup_logging,
 )
 from der_core.errors import UsageError
 
+#: The largest run asked for on a command line: a million sites over ten years of hours, on
+#: at most 64 local worker processes (each holds a few hundred MB; a cluster has --scheduler).
+MOST_SITES, MOST_HOURS, MOST_WORKERS = 1_000_000, 87_840, 64
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="run_portfolio.py", description=__doc__)
-    parser.add_argument("--sites", type=arg_type(positive_int, "a positive number of sites"), default=200)
+    parser.add_argument("--sites", type=arg_type(bounded_int(1, MOST_SITES), f"a number of sites from 1 to {MOST_SITES:,}"),
+                        default=200)
     parser.add_argument("--fleet-csv", help="read real sites from this CSV instead of drawing --sites")
     parser.add_argument("--region", choices=sorted(REGIONS), default="bay-area")
-    parser.add_argument("--hours", type=arg_type(positive_int, "a positive number of hours"), default=168)
+    parser.add_argument("--hours", type=arg_type(bounded_int(1, MOST_HOURS), f"a number of hours from 1 to {MOST_HOURS:,}"),
+                        default=168)
     parser.add_argument("--start", default="2025-07-01T00:00:00-07:00", help="ISO 8601 start (default 2025-07-01 local)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma list of {', '.join(STRATEGIES)}")
     parser.add_argument("--scenario", default="default", help=f"one of {', '.join(SCENARIOS)}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg_type(bounded_int(0, 2**63 - 1), "a whole number from 0"), default=0)
     parser.add_argument("--group-size", type=arg_type(positive_int, "a positive number of sites"), default=100,
                         help="sites the central aggregator plans jointly (default 100)")
     parser.add_argument("--partitions", type=arg_type(positive_int, "a positive number"), help="Dask partitions")
     parser.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
-    parser.add_argument("--workers", type=arg_type(positive_int, "a positive number"), default=LOCAL_WORKERS)
+    parser.add_argument("--workers", type=arg_type(bounded_int(1, MOST_WORKERS), f"a number of workers from 1 to {MOST_WORKERS}"),
+                        default=LOCAL_WORKERS)
     parser.add_argument("--output", default="portfolio-output", help="folder for CSV, JSON, Markdown and PNG")
     parser.add_argument("--status", action="store_true", help="summarise the last run in --output")
     add_common_flags(parser)
@@ -56,8 +64,10 @@ def build_parser() -> ArgumentParser:
 def _start(text: str) -> pd.Timestamp:
     try:
         start = pd.Timestamp(text)
-    except ValueError:
-        raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time such as 2025-07-01T00:00:00-07:00") from None
+    except (ValueError, OverflowError):
+        start = pd.NaT
+    if start is pd.NaT or not 1900 <= start.year <= 2200:
+        raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time in 1900-2200 such as 2025-07-01T00:00:00-07:00")
     return start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
 
 

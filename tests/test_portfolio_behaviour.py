@@ -97,9 +97,18 @@ def test_cli_writes_every_output_and_reports_status(in_tmp_cwd, capsys):
     assert "central" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [(["--sites", "0"], "positive number of sites"),
-                                           (["--scenario", "nope"], "--scenario 'nope'"),
-                                           (["--strategies", "magic", "--sites", "2", "--hours", "2"], "unknown magic")])
+@pytest.mark.parametrize("argv, message", [
+    (["--sites", "0"], "'0' is not a number of sites from 1 to 1,000,000"),
+    (["--scenario", "nope"], "--scenario 'nope'"),
+    (["--strategies", "magic", "--sites", "2", "--hours", "2"], "unknown magic"),
+    # Sizes no machine holds, and values no generator or calendar takes: one line, not a traceback.
+    (["--sites", str(10**30)], "is not a number of sites from 1 to 1,000,000"),
+    (["--hours", str(10**30)], "is not a number of hours from 1 to 87,840"),
+    (["--workers", str(10**30)], "is not a number of workers from 1 to 64"),
+    (["--seed", "-1"], "'-1' is not a whole number from 0"),
+    (["--start", "nan", "--sites", "2", "--hours", "2"], "--start 'nan': expected an ISO 8601 date-time in 1900-2200"),
+    (["--start", "", "--sites", "2", "--hours", "2"], "--start '': expected an ISO 8601 date-time in 1900-2200"),
+])
 def test_cli_usage_errors_are_one_line_and_exit_2(in_tmp_cwd, capsys, argv, message):
     from der_core.cli_support import run_cli
 
