@@ -192,6 +192,21 @@ def test_a_date_cell_beyond_what_nanoseconds_hold_is_quarantined_with_its_row(tm
     assert "9999-12-31T23:59:00" in str(held[s.PAYLOAD].iloc[0])
 
 
+@pytest.mark.parametrize("zone", ["America/Denver", "Asia/Tokyo"])
+def test_a_wall_clock_time_at_the_calendars_end_is_quarantined_with_its_row(tmp_path, cloud_db, capsys, zone):
+    """Local times of a placeholder day (9999-12-31, 0001-01-01) have no zone rules to place
+    them by, west of UTC or east: each row is quarantined with why, the good row stored."""
+    (tmp_path / "meter.csv").write_text("ts,solar_generation_kw\n9999-12-31 23:15,1\n2024-07-01 12:00,1\n"
+                                        "0001-01-01 00:15,1\n")
+    code, out, err = imported(tmp_path / "meter.csv", cloud_db, capsys, "--timezone", zone)
+    assert code == 0, err
+    assert out.startswith("imported 1 readings of meter-1 (2 quarantined)")
+    with SQLiteCloudStore(cloud_db) as store:
+        reasons = sorted(store.read_quarantine(DEVICE)[s.REASON])
+    assert reasons == [f"line {n}: local time {t} lies within a day of the calendar's end, where no zone's rules place "
+                       "it; expected a reading's time" for n, t in ((2, "9999-12-31 23:15:00"), (4, "0001-01-01 00:15:00"))]
+
+
 def test_a_row_wider_than_a_units_columns_names_reads(tmp_path, cloud_db, capsys):
     (tmp_path / "meter.csv").write_text("ts,UNITS\n2024-06-01T00:00Z,kWh,5\n")
     code, _, err = imported(tmp_path / "meter.csv", cloud_db, capsys)

@@ -165,6 +165,10 @@ def numeric_date_format(texts: pd.Series, source: str) -> str | None:
                      f"number above 12 says which; expected --timestamp-format {both[0]} or {both[1]}")
 
 
+#: Wall-clock times a zone's rules can place: a day inside the calendar Python's clock holds.
+CALENDAR_WALL = (pd.Timestamp("0001-01-02"), pd.Timestamp("9999-12-30"))
+
+
 @dataclass
 class TimeReader:
     """Reads one file's times chunk by chunk (:meth:`read`); keeps what a chunk boundary
@@ -235,17 +239,24 @@ class TimeReader:
         return parsed.astype("datetime64[us, UTC]"), reasons
 
     def _localize(self, wall: pd.Series) -> tuple[pd.Series, pd.Series]:
-        """Wall-clock times in the zone as UTC, and the reason for each one that cannot be."""
+        """Wall-clock times in the zone as UTC, and the reason for each one that cannot be.
+        A time within a day of the calendar's ends (a placeholder such as 9999-12-31 23:15)
+        has no zone rules to place it by: Python's clock stops at year 9999."""
         reasons = pd.Series("", index=wall.index, dtype=object)
+        edge = (wall < CALENDAR_WALL[0]) | (wall > CALENDAR_WALL[1])
+        if edge.any():
+            reasons[edge] = [f"local time {t} lies within a day of the calendar's end, where no zone's rules place it; "
+                             "expected a reading's time" for t in wall[edge]]
+            wall = wall.where(~edge, CALENDAR_WALL[0])  # placed, then dropped with its reason
         probe = wall.dt.tz_localize(self.zone, ambiguous="NaT", nonexistent="NaT")
         if probe.notna().all():
-            return probe.dt.tz_convert("UTC"), reasons
+            return probe.dt.tz_convert("UTC").where(~edge), reasons
         summer_first = self._first_occurrences(wall, probe.isna())
         local = wall.dt.tz_localize(self.zone, ambiguous=summer_first, nonexistent="NaT")
         skipped = local.isna()
         reasons[skipped] = [f"local time {t} does not exist in {self.zone} (the clock skips it at DST); "
                             "expected a time the clock shows" for t in wall[skipped]]
-        return local.dt.tz_convert("UTC"), reasons
+        return local.dt.tz_convert("UTC").where(~edge), reasons
 
     def _first_occurrences(self, wall: pd.Series, unplaced: pd.Series) -> np.ndarray:
         """For each row, True where it is read as the summer (first) occurrence of a repeated
