@@ -180,6 +180,8 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
          "expected a local time the clock shows once, or an ISO 8601 time with an offset"),
         ([*DAY, "--store", "/proc/x/edge.db"], None,
          "error: SQLite store /proc/x/edge.db: cannot create folder /proc/x (No such file or directory); expected a writable file path"),
+        ([*DAY, "--store", "/dev/null"], None,
+         "error: SQLite store /dev/null: is not a regular file (a device or a pipe); expected a file path"),
         ([*DAY, "--sites", "100000000"], None,
          "run_simulator.py: error: argument --sites: '100000000' is not a whole number of sites from 1 to 1000 (see --help)"),
         ([*DAY, "--device-id", "../etc"], None,
@@ -191,7 +193,7 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
          "error: InfluxDB URL 'ftp://user:***@host': expected http://host:port or https://host:port"),
     ],
     ids=["not-utf8", "recursion", "output-root", "output-root-once", "string-number", "unknown-country", "dst-gap",
-         "dst-repeat", "store-unwritable", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret"],
+         "dst-repeat", "store-unwritable", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret"],
 )
 def test_hostile_input_is_one_exact_line_exit_2(tmp_path, args, config, line):
     if config is not None:

@@ -30,6 +30,8 @@ def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     if str(path) != ":memory:":
         if path.is_dir():
             raise StorePathError(f"SQLite store {path}: is a folder; expected a file path")
+        if path.exists() and not path.is_file():  # /dev/null, a pipe: SQLite opens them, then fails on a write
+            raise StorePathError(f"SQLite store {path}: is not a regular file (a device or a pipe); expected a file path")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -197,11 +199,16 @@ class SQLiteEdgeStore:
             [f"{dd.DEVICE_ID} TEXT NOT NULL", f"{dd.TS} INTEGER NOT NULL"]
             + [f"{name} {_SQL_TYPES[typ]}" for name, typ in dd.FIELD_TYPES.items()]
         )
-        self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, PRIMARY KEY ({dd.DEVICE_ID}, {dd.TS})) WITHOUT ROWID"
-        )
         site_columns = ", ".join(f"{name} {_SQL_TYPES.get(typ, 'INTEGER')}" for name, typ in dd.SITE_FIELDS.items())
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS sites ({site_columns}, PRIMARY KEY (device_id))")
+        try:
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, PRIMARY KEY ({dd.DEVICE_ID}, {dd.TS})) WITHOUT ROWID"
+            )
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS sites ({site_columns}, PRIMARY KEY (device_id))")
+        except sqlite3.Error as error:
+            self._conn.close()
+            raise StoreError(f"SQLite store {self.path}: cannot create its tables ({error}); expected a writable SQLite "
+                             "file") from None
         self._insert = (
             f"INSERT OR REPLACE INTO {TABLE} ({', '.join(dd.COLUMNS)}) VALUES ({', '.join('?' * len(dd.COLUMNS))})"
         )
