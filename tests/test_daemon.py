@@ -109,6 +109,10 @@ def test_the_daemon_without_mqtt_writes_the_store_and_stops_cleanly(tmp_path):
         (["--daemon", "--enable-mqtt", "--mqtt-ca-file", "missing.pem"], {}, "CA file not found"),
         (["--daemon", "--enable-mqtt", "--mqtt-password", "x"], {}, "without a user name"),
         (["--status", "--enable-mqtt", "--mqtt-host", "http://broker"], {}, "expected a host name or IP address"),
+        # Names the resolver cannot encode failed in the client's thread, a traceback per reconnect.
+        (["--once", "--no-store", "--enable-mqtt", "--mqtt-host", "\u202eabc"], {}, "MQTT host '\\u202eabc': expected a host"),
+        (["--once", "--no-store", "--enable-mqtt"], {"MQTT_HOST": "a" * 300}, "(302 characters): expected a host name"),
+        (["--once", "--no-store", "--enable-mqtt", "--mqtt-host", "a" * 64 + ".example"], {}, "expected a host name"),
     ],
 )
 def test_bad_daemon_and_mqtt_options_are_one_line_and_exit_2(in_tmp_cwd, capsys, monkeypatch, argv, env, message):

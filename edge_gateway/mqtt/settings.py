@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from der_core.der_data import shown
 from der_core.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -86,6 +87,18 @@ def _tls(args: argparse.Namespace | None) -> bool:
     raise UsageError(f"environment variable MQTT_TLS={os.environ['MQTT_TLS']!r}: expected true or false")
 
 
+def _host_name(host: str) -> bool:
+    """``host`` can be looked up: no spaces, slashes or control characters, and a name the
+    IDNA codec encodes (253 characters at most, labels of 63). Anything else fails inside
+    the client's network thread, a traceback on every reconnect instead of one line."""
+    if any(c.isspace() or not c.isprintable() or c == "/" for c in host):
+        return False
+    try:
+        return len(host.encode("idna")) <= 253
+    except UnicodeError:
+        return False
+
+
 def mqtt_settings(args: argparse.Namespace | None = None) -> MqttSettings:
     """Merge flags, ``MQTT_*`` variables and defaults; bad values raise a one-line ``UsageError``."""
     host, _ = _pick(args, "mqtt_host", "MQTT_HOST")
@@ -98,8 +111,8 @@ def mqtt_settings(args: argparse.Namespace | None = None) -> MqttSettings:
         raise UsageError(f"{ca_source} {ca_file!r}: CA file not found; expected a PEM certificate file")
     if password is not None and username is None:
         raise UsageError(f"{password_source} is set without a user name: pass --mqtt-username or set MQTT_USERNAME")
-    if host is not None and (any(c.isspace() for c in host) or "/" in host):
-        raise UsageError(f"MQTT host {host!r}: expected a host name or IP address (no scheme, no path)")
+    if host and not _host_name(host):
+        raise UsageError(f"MQTT host {shown(host)}: expected a host name or IP address (no scheme, no path)")
     port = _port(port_raw, port_source) if port_raw is not None else (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
     return MqttSettings(host=host or DEFAULT_HOST, port=port, username=username, password=password, tls=tls, ca_file=ca_file)
 
