@@ -549,8 +549,18 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     def refuse_constant(name: str) -> float:  # Python's reader accepts NaN and Infinity; JSON does not
         raise ConfigError(f"{path}: {name} is not a JSON number; expected plain JSON numbers")
 
+    def refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """A field written twice in one object: Python's reader keeps the last silently, and
+        which of two batteries or tariffs the owner meant cannot be told."""
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ConfigError(f"{path}: field {dd.shown(key)} is written twice in one object; expected each field once")
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        return json.loads(text, parse_constant=refuse_constant)
+        return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=refuse_repeats)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except RecursionError:

@@ -167,6 +167,8 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
          "error: c.json: nested too deeply to read; expected the documented sections"),
         (["--config", "c.json", *DAY, "--no-store"], b'{"output_file": "/"}', "error: output_file '/': is a folder; expected a file path"),
         (["--config", "c.json", "--once", "--no-store"], b'{"output_file": "/"}', "error: output_file '/': is a folder; expected a file path"),
+        (["--config", "c.json", *DAY], b'{"battery": {"capacity_kwh": 10, "capacity_kwh": 20}}',
+         "error: c.json: field 'capacity_kwh' is written twice in one object; expected each field once"),
         (["--config", "c.json", *DAY], b'{"interval_seconds": "300"}',
          "error: c.json: interval_seconds: Input should be a valid integer (got a string '300')"),
         (["--config", "c.json", *DAY], b'{"country": "ZZ"}',
@@ -192,7 +194,7 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
         (["--once", "--enable-influxdb", "--influxdb-token", "t0ken", "--influxdb-url", "ftp://user:SECRET@host"], None,
          "error: InfluxDB URL 'ftp://user:***@host': expected http://host:port or https://host:port"),
     ],
-    ids=["not-utf8", "recursion", "output-root", "output-root-once", "string-number", "unknown-country", "dst-gap",
+    ids=["not-utf8", "recursion", "output-root", "output-root-once", "field-twice", "string-number", "unknown-country", "dst-gap",
          "dst-repeat", "store-unwritable", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret"],
 )
 def test_hostile_input_is_one_exact_line_exit_2(tmp_path, args, config, line):

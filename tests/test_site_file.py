@@ -149,6 +149,20 @@ def test_cli_refuses_a_device_id_the_site_file_does_not_name(tmp_path, capsys):
     assert load_site_file(path).device_id == "home-1"
 
 
+def test_a_site_file_that_writes_a_field_twice_is_refused_and_nothing_is_declared(tmp_path, capsys):
+    """JSON readers keep the last of two equal keys unsaid; which battery the owner meant
+    cannot be told, so the file is refused before anything is written."""
+    path = tmp_path / "site.json"
+    text = json.dumps(SITE)
+    path.write_text(text.replace('"battery": {', '"battery": {"capacity_kwh": 99.0, ', 1))
+    db = tmp_path / "c.db"
+    assert run_cli(run_cloud_sync.main, ["--site", str(path), "--cloud-db", str(db)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {path}: field 'capacity_kwh' is written twice in one object; expected each field once"
+    with SQLiteCloudStore(db) as store:
+        assert store.sites() == []
+
+
 DAYS = 22
 
 
