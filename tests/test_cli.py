@@ -193,9 +193,12 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
         (["--generate-config", "--config", "missing/c.json"], None, "error: --config 'missing/c.json': folder 'missing' does not exist; create it first"),
         (["--once", "--enable-influxdb", "--influxdb-token", "t0ken", "--influxdb-url", "ftp://user:SECRET@host"], None,
          "error: InfluxDB URL 'ftp://user:***@host': expected http://host:port or https://host:port"),
+        (["--once", "--enable-influxdb", "--influxdb-token", "t0ken", "--influxdb-retention-days", str(10**30)], None,
+         f"error: --influxdb-retention-days: expected 0 (forever) to 36500 days, got {10**30}"),
     ],
     ids=["not-utf8", "recursion", "output-root", "output-root-once", "field-twice", "string-number", "unknown-country", "dst-gap",
-         "dst-repeat", "store-unwritable", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret"],
+         "dst-repeat", "store-unwritable", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret",
+         "retention-bound"],
 )
 def test_hostile_input_is_one_exact_line_exit_2(tmp_path, args, config, line):
     if config is not None:

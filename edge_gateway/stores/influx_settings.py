@@ -70,8 +70,8 @@ def influx_settings(args: argparse.Namespace | None = None, *, require_token: bo
     )
     if require_token and not settings.token:
         raise UsageError("InfluxDB token missing: pass --influxdb-token or set INFLUXDB_TOKEN")
-    if settings.retention_days < 0:
-        raise UsageError(f"--influxdb-retention-days: expected 0 (forever) or more days, got {settings.retention_days}")
+    if not 0 <= settings.retention_days <= 36_500:  # a century: InfluxDB holds the span in seconds, a signed 64-bit count
+        raise UsageError(f"--influxdb-retention-days: expected 0 (forever) to 36500 days, got {settings.retention_days}")
     if not settings.url.startswith(("http://", "https://")):
         raise UsageError(f"InfluxDB URL {redact(shown(settings.url, 80))}: expected http://host:port or https://host:port")
     return settings
