@@ -182,6 +182,9 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
          "expected a local time the clock shows once, or an ISO 8601 time with an offset"),
         ([*DAY, "--store", "/proc/x/edge.db"], None,
          "error: SQLite store /proc/x/edge.db: cannot create folder /proc/x (No such file or directory); expected a writable file path"),
+        ([*DAY, "--store", "a" * 5000 + "/edge.db"], None,
+         "error: SQLite store 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... (5010 characters): "
+         "File name too long; expected a file path"),
         ([*DAY, "--store", "/dev/null"], None,
          "error: SQLite store /dev/null: is not a regular file (a device or a pipe); expected a file path"),
         ([*DAY, "--sites", "100000000"], None,
@@ -197,7 +200,7 @@ DAY = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00")
          f"error: --influxdb-retention-days: expected 0 (forever) to 36500 days, got {10**30}"),
     ],
     ids=["not-utf8", "recursion", "output-root", "output-root-once", "field-twice", "string-number", "unknown-country", "dst-gap",
-         "dst-repeat", "store-unwritable", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret",
+         "dst-repeat", "store-unwritable", "store-name-too-long", "store-device", "sites-bound", "device-id", "output-folder", "config-folder", "url-secret",
          "retention-bound"],
 )
 def test_hostile_input_is_one_exact_line_exit_2(tmp_path, args, config, line):

@@ -28,9 +28,13 @@ def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     if "\x00" in str(path):  # no file system names a file so; opening it would raise ValueError
         raise StorePathError(f"SQLite store {str(path)!r}: holds a NUL character; expected a file path")
     if str(path) != ":memory:":
-        if path.is_dir():
+        try:
+            folder, other = path.is_dir(), path.exists() and not path.is_file()
+        except OSError as error:  # a name too long for the file system, say
+            raise StorePathError(f"SQLite store {dd.shown(str(path), 80)}: {error.strerror}; expected a file path") from None
+        if folder:
             raise StorePathError(f"SQLite store {path}: is a folder; expected a file path")
-        if path.exists() and not path.is_file():  # /dev/null, a pipe: SQLite opens them, then fails on a write
+        if other:  # /dev/null, a pipe: SQLite opens them, then fails on a write
             raise StorePathError(f"SQLite store {path}: is not a regular file (a device or a pipe); expected a file path")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
