@@ -199,6 +199,15 @@ def test_a_damaged_registry_is_no_usable_models_named_in_one_line(trained_store,
         registry.load(outcome.version) if damaged != "metrics.json" else registry.metrics(outcome.version)
     assert "\n" not in str(caught.value) and "run_model_training.py --train" in str(caught.value)
     if damaged == "manifest.json":
+        older = root / "20000101T000000Z"  # a damaged version beside a sound active one stops nothing
+        shutil.copytree(root / outcome.version, older)
+        sound = Registry(tmp_path / "sound")
+        shutil.copytree(settings.model_dir, sound.root)
+        shutil.copytree(older, sound.root / older.name)
+        assert sound.manifest(outcome.version)["version"] == outcome.version
+        assert sound.load(outcome.version).name == outcome.version
+        assert said not in choose(AUTO, build_config({"seed": 1}), object(), model_dir=str(sound.root),
+                                  step=pd.Timedelta(minutes=15), horizon=pd.Timedelta(hours=24)).reason
         choice = choose(AUTO, build_config({"seed": 1}), object(), model_dir=str(root), step=pd.Timedelta(minutes=15),
                         horizon=pd.Timedelta(hours=24))
         assert choice.name == "naive" and said in choice.reason

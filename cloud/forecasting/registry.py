@@ -119,8 +119,12 @@ class Registry:
         found = []
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
-                found.append(_json(folder / MANIFEST, manifest=True))
+                found.append(self.manifest(folder.name))
         return found
+
+    def manifest(self, name: str) -> dict[str, Any]:
+        """Version ``name``'s manifest, read alone: a damaged other version does not stop it."""
+        return _json(self.root / name / MANIFEST, manifest=True)
 
     def metrics(self, name: str) -> dict[str, Any]:
         return _json(self.root / name / METRICS)
@@ -132,7 +136,7 @@ class Registry:
         folder = self.root / name
         if not (folder / MANIFEST).exists():
             raise NoModels(f"no version {name!r} in {self.root}")
-        manifest = _json(folder / MANIFEST, manifest=True)
+        manifest = self.manifest(name)
         try:
             models = {target: {kind: load_model(folder / target / kind) for kind in info["models"]}
                       for target, info in manifest["targets"].items()}
@@ -152,5 +156,5 @@ class Registry:
         return _json(path) if path.exists() else []
 
     def age(self, name: str, now: pd.Timestamp) -> pd.Timedelta:
-        created = pd.Timestamp(_json(self.root / name / MANIFEST, manifest=True)["created_at"])
+        created = pd.Timestamp(self.manifest(name)["created_at"])
         return pd.Timestamp(now) - created

@@ -48,7 +48,7 @@ def print_status(registry: Registry) -> None:
         return
     print(f"\nactive version {active}, test-set metrics (skill against {REFERENCE}):")
     print_table(metric_rows(registry, active))
-    manifest = next(m for m in registry.versions() if m["version"] == active)
+    manifest = registry.manifest(active)
     for skipped_target, reason in manifest.get("skipped", {}).items():
         print(f"not trained: {skipped_target}: {reason}")
     evaluations = registry.evaluations(active)

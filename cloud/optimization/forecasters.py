@@ -475,7 +475,7 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     if active is None:
         return Choice("naive", f"no trained models in {registry.root}")
     try:
-        manifest = next(m for m in registry.versions() if m.get("version") == active)
+        manifest = registry.manifest(active)
     except NoModels as damaged:
         return Choice("naive", str(damaged))
     load = manifest.get("targets", {}).get(LOAD, {})
