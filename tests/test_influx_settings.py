@@ -53,7 +53,7 @@ def test_defaults_are_the_specs():
 
 @pytest.mark.parametrize("argv, message", [
     ((), "InfluxDB token missing: pass --influxdb-token or set INFLUXDB_TOKEN"),
-    (("--influxdb-token", "t", "--influxdb-retention-days", "-1"), "expected 0 \\(forever\\) or more days, got -1"),
+    (("--influxdb-token", "t", "--influxdb-retention-days", "-1"), "expected 0 \\(forever\\) to 36500 days, got -1"),
     (("--influxdb-token", "t", "--influxdb-url", "localhost:8086"), "expected http://host:port or https://host:port"),
 ])
 def test_settings_that_cannot_be_meant_are_refused(argv, message):
