@@ -27,6 +27,7 @@ from cloud.optimization.planner import (
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
 from der_core.cli_support import (
+    START_YEARS,
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -38,6 +39,7 @@ from der_core.cli_support import (
     progress,
     run_cli,
     setup_logging,
+    start_timestamp,
 )
 from der_core.config import SimulatorConfig, load_config, with_overrides
 from der_core.errors import DERError, UsageError
@@ -46,19 +48,6 @@ from der_core.errors import DERError, UsageError
 DEFAULT_DAYS = 30
 #: The plan's and backtest's step unless --step-minutes (or a coarser meter) says.
 DEFAULT_STEP_MINUTES = int(DEFAULT_STEP / pd.Timedelta(minutes=1))
-
-
-#: The years a plan or backtest may start in: its history reaches weeks before and its
-#: horizon days after, all within the dates pandas holds.
-START_YEARS = (1900, 2200)
-
-
-def timestamp(text: str) -> pd.Timestamp:
-    """A ``--start``: a date or time, not empty or NaT, in :data:`START_YEARS`."""
-    value = pd.Timestamp(text)
-    if value is pd.NaT or not START_YEARS[0] <= value.year <= START_YEARS[1]:
-        raise ValueError(text)
-    return value
 
 
 def build_parser() -> ArgumentParser:
@@ -70,7 +59,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device-id", type=device_id_arg,
                         help="site to plan (default: the --config file's, else every site in the cloud store)")
     parser.add_argument("--config", help="simulator config JSON of the site (default: the built-in defaults)")
-    parser.add_argument("--start", type=arg_type(timestamp, f"an ISO 8601 date or time in {START_YEARS[0]}-{START_YEARS[1]}"),
+    parser.add_argument("--start", type=arg_type(start_timestamp, f"an ISO 8601 date or time in {START_YEARS[0]}-{START_YEARS[1]}"),
                         help="plan start (default now) or first backtest day (default --days before today)")
     parser.add_argument("--horizon-hours", type=arg_type(positive_float, "a positive number of hours"), default=24.0)
     parser.add_argument("--step-minutes", type=arg_type(positive_int, "a positive whole number of minutes"), default=None,

@@ -22,6 +22,7 @@ from cloud.portfolio.report import write_outputs
 from cloud.portfolio.scenario import SCENARIOS, named
 from cloud.portfolio.strategies import STRATEGIES
 from der_core.cli_support import (
+    START_YEARS,
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -29,6 +30,7 @@ from der_core.cli_support import (
     positive_int,
     run_cli,
     setup_logging,
+    start_timestamp,
 )
 from der_core.errors import UsageError
 
@@ -63,11 +65,10 @@ def build_parser() -> ArgumentParser:
 
 def _start(text: str) -> pd.Timestamp:
     try:
-        start = pd.Timestamp(text)
-    except (ValueError, OverflowError):
-        start = pd.NaT
-    if start is pd.NaT or not 1900 <= start.year <= 2200:
-        raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time in 1900-2200 such as 2025-07-01T00:00:00-07:00")
+        start = start_timestamp(text)
+    except ValueError:
+        raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time in {START_YEARS[0]}-{START_YEARS[1]} such as "
+                         "2025-07-01T00:00:00-07:00") from None
     return start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
 
 

@@ -140,6 +140,23 @@ def output_path(text: str | Path, what: str) -> Path:
     return path
 
 
+#: The years a plan, backtest or fleet run may start in: its history reaches weeks before and
+#: its horizon days after, all within the dates pandas holds.
+START_YEARS = (1900, 2200)
+
+
+def start_timestamp(text: str) -> pd.Timestamp:
+    """A ``--start`` of a plan or a run: a date or time, not empty or NaT, in
+    :data:`START_YEARS` (else ValueError)."""
+    try:
+        value = pd.Timestamp(text)
+    except OverflowError:
+        raise ValueError(text) from None
+    if value is pd.NaT or not START_YEARS[0] <= value.year <= START_YEARS[1]:
+        raise ValueError(text)
+    return value
+
+
 def local_instant(ts: pd.Timestamp, timezone: str, flag: str, text: str | None = None) -> pd.Timestamp:
     """``ts`` given to ``flag`` as a UTC instant: with an offset as it says, without one as the
     clock in ``timezone`` shows it. A local time the clock skips or repeats is refused rather
