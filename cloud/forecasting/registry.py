@@ -44,18 +44,20 @@ class DamagedModels(NoModels):
     in one line naming the file, where a job would otherwise stop on a JSON error."""
 
 
+#: How a damaged version is mended, said with every :class:`DamagedModels`.
+MEND = "train again with `python run_model_training.py --train`, or remove that version"
+
+
 def _json(path: Path, *, manifest: bool = False) -> Any:
     """``path`` read as the registry wrote it (a manifest: an object naming its version and
     targets), else :class:`DamagedModels`."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise DamagedModels(f"{path}: cannot be read as the registry wrote it ({str(error)[:120]}); train again with "
-                            "`python run_model_training.py --train`, or remove that version") from None
+        raise DamagedModels(f"{path}: cannot be read as the registry wrote it ({str(error)[:120]}); {MEND}") from None
     if manifest and not (isinstance(value, dict) and isinstance(value.get("version"), str)
                          and isinstance(value.get("targets"), dict)):
-        raise DamagedModels(f"{path}: holds no version and targets as the registry writes them; train again with "
-                            "`python run_model_training.py --train`, or remove that version")
+        raise DamagedModels(f"{path}: holds no version and targets as the registry writes them; {MEND}")
     return value
 
 
@@ -141,8 +143,7 @@ class Registry:
             models = {target: {kind: load_model(folder / target / kind) for kind in info["models"]}
                       for target, info in manifest["targets"].items()}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as error:
-            raise DamagedModels(f"{folder}: a model cannot be read as training wrote it ({str(error)[:120]}); train "
-                                "again with `python run_model_training.py --train`, or remove that version") from None
+            raise DamagedModels(f"{folder}: a model cannot be read as training wrote it ({str(error)[:120]}); {MEND}") from None
         return LoadedVersion(name, manifest, self.metrics(name), models)
 
     def record_evaluation(self, name: str, evaluation: dict[str, Any]) -> None:
