@@ -264,6 +264,11 @@ def time_range(start: pd.Timestamp, end: pd.Timestamp, interval_s: int) -> pd.Da
     return pd.date_range(start, end, freq=pd.Timedelta(seconds=interval_s), inclusive="left").tz_convert("UTC")
 
 
+def step_count(start: pd.Timestamp, end: pd.Timestamp, interval_s: int) -> int:
+    """How many instants :func:`time_range` holds, counted without building them."""
+    return max(0, -(-(end - start) // pd.Timedelta(seconds=interval_s)))
+
+
 def historical(
     configs: Sequence[SimulatorConfig],
     start: pd.Timestamp,
@@ -271,9 +276,11 @@ def historical(
     chunk_steps: int = 8_640,
     state: battery.BatteryState | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Frames covering ``[start, end)`` chunk by chunk (memory stays bounded for long fleets);
-    the battery state carries over, so chunking never changes a reading."""
-    times = time_range(start, end, configs[0].interval_seconds)
-    for offset in range(0, len(times), chunk_steps):
-        sim, state = simulate(configs, times[offset : offset + chunk_steps], state)
+    """Frames covering ``[start, end)`` chunk by chunk (memory stays bounded for long fleets
+    and long spans: a chunk's instants are made when it is simulated); the battery state
+    carries over, so chunking never changes a reading."""
+    step = pd.Timedelta(seconds=configs[0].interval_seconds)
+    for offset in range(0, step_count(start, end, configs[0].interval_seconds), chunk_steps):
+        first = start + offset * step
+        sim, state = simulate(configs, time_range(first, min(end, first + chunk_steps * step), configs[0].interval_seconds), state)
         yield sim.frame()

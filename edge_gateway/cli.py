@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from der_core.cli_support import (
+    START_YEARS,
     ArgumentParser,
     add_common_flags,
     arg_type,
@@ -23,6 +24,7 @@ from der_core.cli_support import (
     positive_int,
     progress,
     setup_logging,
+    start_timestamp,
 )
 from der_core.config import (
     SimulatorConfig,
@@ -88,13 +90,11 @@ def load_settings(args: argparse.Namespace) -> SimulatorConfig:
 
 def parse_instant(text: str, flag: str, timezone: str) -> pd.Timestamp:
     """An instant from a flag, local times in the site's ``timezone`` (:func:`local_instant`)."""
-    quoted = shown(text)
     try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError, OverflowError):
-        raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time") from None
-    if ts is pd.NaT:
-        raise UsageError(f"{flag} {quoted}: expected a date YYYY-MM-DD or an ISO 8601 time")
+        ts = start_timestamp(text)
+    except (ValueError, TypeError):
+        raise UsageError(f"{flag} {shown(text)}: expected a date YYYY-MM-DD or an ISO 8601 time "
+                         f"in {START_YEARS[0]}-{START_YEARS[1]}") from None
     return local_instant(ts, timezone, flag, text)
 
 
@@ -145,7 +145,7 @@ def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> 
         if store is not None:
             for site in configs:
                 store.put_site(site_record(site))
-        steps = len(generator.time_range(start, end, configs[0].interval_seconds))
+        steps = generator.step_count(start, end, configs[0].interval_seconds)
         chunk = 8_640
         rows = 0
         for frame in progress(generator.historical(configs, start, end, chunk), total=-(-steps // chunk), desc="historical", unit="chunk"):

@@ -29,6 +29,19 @@ def test_chunking_never_changes_a_reading(chunk):
     pd.testing.assert_frame_equal(whole, chunked, check_exact=True)
 
 
+@pytest.mark.parametrize("end", ["2024-03-10 09:00", "2024-03-10 09:01", "2024-03-10 09:04:59", "2024-03-09 00:00"])
+def test_chunks_hold_exactly_the_instants_of_the_range(end):
+    """Each chunk makes its own instants, so a span of centuries never builds one index; the
+    chunks together are still every instant of the range, across a DST change and an end off
+    the grid."""
+    start, stop = pd.Timestamp("2024-03-09 23:55", tz="America/Los_Angeles"), pd.Timestamp(end, tz="America/Los_Angeles")
+    frames = list(generator.historical([config(seed=3)], start, stop, chunk_steps=7))
+    expected = generator.time_range(start, stop, 300)
+    assert generator.step_count(start, stop, 300) == len(expected)
+    made = pd.DatetimeIndex(pd.concat(frames)[dd.TS]) if frames else pd.DatetimeIndex([], tz="UTC")
+    assert made.equals(expected)
+
+
 @pytest.mark.parametrize("mode", ["self_consumption", "tou_arbitrage"])
 def test_live_steps_equal_historical_bit_for_bit(tmp_path, mode):
     cfg = config(seed=42, battery={"mode": mode})
