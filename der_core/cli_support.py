@@ -8,7 +8,9 @@ import argparse
 import io
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -205,11 +207,27 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a service manager's stop) met as an interrupt: Python's
+    default ends the process where it stands, so a backfill's partial file stayed on disk and
+    an import's run stayed ``running``; raised, it unwinds as Ctrl-C does."""
+
+    def __init__(self) -> None:
+        super().__init__("stopped by SIGTERM")
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Call ``main`` and turn our named exceptions into one line on stderr and an exit code."""
+    """Call ``main`` and turn our named exceptions into one line on stderr and an exit code.
+    SIGTERM ends it as an interrupt does (:class:`Terminated`), every cleanup run; a command
+    that runs until stopped installs its own handler for the time it runs."""
     words = sys.argv[1:] if argv is None else list(argv)  # an empty list means no arguments, not sys.argv
     verbose = "-v" in words or "--verbose" in words
     register_flag_secrets(words)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(main(argv) or 0)
     except DERError as error:
@@ -225,9 +243,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         # system refused: name it and the reason, not the call stack.
         where = f"{error.filename}: " if error.filename is not None else ""
         return _fail(error, f"{where}{error.strerror or error}", 1, verbose)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_stdout() -> None:

@@ -97,6 +97,7 @@ def test_generate_config_then_use_it(tmp_path):
         (["--historical", "--start", "2024-06-16", "--end", "2024-06-15"], None, "--end (2024-06-15) must be after --start (2024-06-16)"),
         (["--historical", "--start", "2024-02-30", "--end", "2024-03-01"], None, "--start '2024-02-30': expected a date"),
         (["--historical", "--start", "2024-06-15"], None, "--historical needs --start and --end"),
+        (["--historical", "--start", "0001-01-01", "--end", "9999-01-01"], None, "--start '0001-01-01': expected a date YYYY-MM-DD or an ISO 8601 time in 1900-2200"),
         (["--once", "--interval", "0"], None, "argument --interval: '0' is not a whole number of seconds > 0"),
         (["--once", "--frobnicate"], None, "unrecognized arguments: --frobnicate"),
         (["--once", "--continuous"], None, "not allowed with argument"),
@@ -138,6 +139,24 @@ def test_live_modes_run_until_sigterm(tmp_path, mode):
     assert len(stamps) >= 3 and len(set(stamps)) == len(stamps)
     with SQLiteEdgeStore(tmp_path / "data" / "edge.db") as store:
         assert store.count() == len(stamps)
+
+
+def test_a_terminated_backfill_leaves_no_partial_file(tmp_path):
+    """SIGTERM (``timeout``, a service stop) unwinds a one-shot command as Ctrl-C does: the
+    hidden file a backfill writes into is removed, nothing appears under the name asked for."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_simulator.py"), "--historical", "--start", "2000-01-01", "--end", "2100-01-01",
+         "--no-store", "--output", "century.jsonl"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.stat().st_size > 0 for p in tmp_path.glob(".century.jsonl.*.partial")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "terminated"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_status_reports_the_store(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -505,17 +506,25 @@ def test_a_write_failing_while_workers_compute_stops_them(tmp_path, fleet, in_wo
     assert multiprocessing.active_children() == []
 
 
-def _worker_pids_of_a_killed_job() -> list[int]:
-    """Start a job process with two workers, kill it with SIGTERM (no clean-up runs) and
-    return its workers' process ids."""
+def _worker_pids_of_a_killed_job(how: str) -> list[int]:
+    """Start a job process with two workers, kill it and return its workers' process ids.
+    ``"sigterm"``: a plain script's SIGTERM, no clean-up runs. ``"sigkill"``: the job handles
+    SIGTERM as every command does (``run_cli``) and is killed outright while both workers are
+    inside a task, where a handler inherited from the job would be caught as the task's error."""
     script = (
-        "import os, sys, time\n"
+        "import os, signal, sys, time\n"
         "from cloud.feature_engineering import workers\n"
+        "from der_core import cli_support\n"
+        f"if {how == 'sigkill'}:\n"
+        "    signal.signal(signal.SIGTERM, cli_support._terminate)\n"
         "def pid(_):\n"
         "    time.sleep(0.2)\n"
         "    return os.getpid()\n"
         "with workers.pool(dict, 2) as pool:\n"
-        "    print(*sorted(set(pool.map(pid, range(4)))), flush=True)\n"
+        "    pids = sorted(set(pool.map(pid, range(4))))\n"
+        "    busy = [pool.submit(time.sleep, 60) for _ in pids]\n"
+        "    time.sleep(0.5)\n"
+        "    print(*pids, flush=True)\n"
         "    time.sleep(60)\n"
     )
     job = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
@@ -523,14 +532,15 @@ def _worker_pids_of_a_killed_job() -> list[int]:
     try:
         pids = [int(p) for p in job.stdout.readline().split()]
     finally:
-        job.terminate()
+        job.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
         job.wait(timeout=30)
     return pids
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel ends the workers on Linux only")
-def test_workers_end_with_a_job_killed_by_sigterm():
-    pids = _worker_pids_of_a_killed_job()
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_workers_end_with_a_job_killed(how):
+    pids = _worker_pids_of_a_killed_job(how)
     assert len(pids) == 2
     deadline = time.monotonic() + 10
     while any(map(_running, pids)) and time.monotonic() < deadline:

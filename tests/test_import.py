@@ -3,8 +3,14 @@ upsert path; fields the file lacks stay empty."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,8 @@ from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import StoreError, UsageError
 from tests.pg_fixtures import pg_url, truncate_all  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def meter_frame(steps: int = 96, freq: str = "15min") -> pd.DataFrame:
@@ -567,6 +575,34 @@ def test_a_million_rows_with_bad_rows_spread_through_store_every_good_row(tmp_pa
     assert cloud.count_readings("meter-1") == rows - bad
     assert len(cloud.read_quarantine("meter-1")) == bad
     assert cloud.last_run("cloud_import")[s.STATUS] == "ok"
+
+
+def test_a_terminated_import_is_recorded_as_failed_not_left_running(tmp_path):
+    """SIGTERM (``timeout``, a service stop) unwinds the import as Ctrl-C does, so its run is
+    closed with the reason; a run left ``running`` would read as under way for ever."""
+    rows = 400_000
+    ts = pd.date_range("2020-01-01", periods=rows, freq="1min", tz="UTC")
+    pd.DataFrame({"Timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "pv_w": np.zeros(rows)}).to_csv(tmp_path / "big.csv", index=False)
+    db = tmp_path / "cloud.db"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_cloud_sync.py"), "--import", str(tmp_path / "big.csv"),
+                             "--device-id", "meter-1", "--column-map", "pv_w=solar_generation_kw", "--units", "W",
+                             "--cloud-db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def started() -> bool:  # read-only: this test must not make the store's tables itself
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                return bool(con.execute("SELECT 1 FROM pipeline_runs WHERE status = 'running'").fetchall())
+        except sqlite3.Error:
+            return False
+
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not started():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "terminated"
+    run = SQLiteCloudStore(db).last_run("cloud_import")
+    assert (run[s.STATUS], run[s.ERROR]) == ("failed", "Terminated: stopped by SIGTERM")
 
 
 def test_a_mapped_column_takes_its_field_from_a_column_under_the_fields_own_name(tmp_path, cloud):

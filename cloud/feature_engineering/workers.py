@@ -48,6 +48,10 @@ def pool(opener: Callable[[], CloudStore], workers: int) -> ProcessPoolExecutor:
 
 def _open(opener: Callable[[], CloudStore], job_pid: int) -> None:
     global _store
+    # SIGTERM ends a worker where it stands, as it ends any process by default: the handler
+    # forked from the job would raise inside the pool's task loop, which catches the error as
+    # a task's result and waits on for more, for ever once the job is gone.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _end_with(job_pid)
     _store = opener()
 
