@@ -3,6 +3,7 @@ no InfluxDB 2.x server can be installed on the build machine."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -334,6 +335,36 @@ def test_spool_survives_a_restart(server, tmp_path):
     online.write(readings(1, start="2024-07-01T00:00:00Z"))  # leftovers are overdue: sent first
     assert online.spool_size() == 0 and server.accepted_lines == 6
     online.close()
+
+
+def test_what_an_offline_store_says_is_one_warning_and_only_to_a_writer(server, tmp_path, caplog, clock):
+    """A reader (the sync, ``--status``) of a store whose server is down meets the error
+    itself, so opening says nothing above DEBUG; a writer whose readings stay spooled hears
+    it once, at close, with how many wait."""
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    server.stop()
+    caplog.set_level(logging.DEBUG, logger="edge_gateway.stores.influx")
+
+    def warnings() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        caplog.clear()
+        return said
+
+    reader = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False)
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        reader.count()
+    reader.close()
+    assert warnings() == []
+    writer = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock)
+    writer.write(readings(5))  # paused since opening: spooled, no attempt
+    writer.close()
+    (said,) = warnings()
+    assert said.startswith("closing with 5 readings spooled, sent once InfluxDB takes them: InfluxDB at ")
+    writer = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock)
+    clock.now += 3600  # the pause is over: close tries, and that failure is the one line
+    writer.close()
+    (said,) = warnings()
+    assert said.endswith("; 5 readings wait in the spool")
 
 
 def test_malformed_batch_is_quarantined_not_dropped(make_store, server):

@@ -18,6 +18,10 @@ SYNCHRONOUS API and batching is ours:
 * A batch the server refuses as malformed (400) cannot succeed by retrying; it moves to
   ``influx_rejected`` with the server's message, never dropped, and the rest continues.
 * Reads merge the rows still waiting in the spool, so the sync job never misses them.
+* What is said: a failed flush is one warning with the readings that wait; closing after
+  writes that are still spooled (the flush skipped while paused) is one warning too. A store
+  opened while the server is down says so at DEBUG only: a reader (the sync, ``--status``)
+  meets the error itself, a writer hears it from its first failed flush or at close.
 """
 
 from __future__ import annotations
@@ -156,6 +160,7 @@ class InfluxEdgeStore:
         # Rows left by an earlier run are overdue: the first chance to flush replays them.
         self._waiting_since: float | None = float("-inf") if self._outbox.size() else None
         self._bucket_ready = False
+        self._written = 0  # readings this process handed to write(), for what close() says
         self.last_error: str | None = None
         self._client = InfluxDBClient(
             url=settings.url, token=settings.token, org=settings.org,
@@ -166,7 +171,7 @@ class InfluxEdgeStore:
         try:
             self._ensure_bucket()
         except StoreUnavailable as error:
-            self._note_failure(error)  # start offline: readings wait in the spool
+            self._note_failure(error, logging.DEBUG)  # start offline: readings wait in the spool
         except StoreError:
             self._client.close()
             self._outbox.close()
@@ -219,11 +224,11 @@ class InfluxEdgeStore:
             self._sleep(self._backoff(attempt))
         raise AssertionError("unreachable")
 
-    def _note_failure(self, error: StoreError) -> None:
+    def _note_failure(self, error: StoreError, level: int = logging.WARNING) -> None:
         self.last_error = str(error)
         self._failures += 1
         self._paused_until = self._clock() + self._backoff(min(self._failures, 16))
-        log.warning("%s; %d readings wait in the spool", error, self._outbox.size())
+        log.log(level, "%s; %d readings wait in the spool", error, self._outbox.size())
 
     # --- bucket ---
     def _ensure_bucket(self) -> None:
@@ -249,6 +254,7 @@ class InfluxEdgeStore:
             raise StoreError(f"InfluxDB store: {error}") from None
         with self._lock:
             self._outbox.add(frame)
+            self._written += len(frame)
             if self._waiting_since is None:
                 self._waiting_since = self._clock()
         self.flush_if_due()
@@ -381,8 +387,11 @@ class InfluxEdgeStore:
             # After a recent failure, don't hold up shutdown with retries: the spool keeps the rows.
             if self.spool_size() and self._clock() >= self._paused_until:
                 self.flush()
-        except StoreError as error:
-            log.warning("closing with %d readings spooled: %s", self.spool_size(), error)
+            elif self._written and self.spool_size():
+                log.warning("closing with %d readings spooled, sent once InfluxDB takes them: %s",
+                            self.spool_size(), self.last_error)
+        except StoreError:
+            pass  # the failed flush has said so, with the readings that wait
         finally:
             self._client.close()
             self._outbox.close()
