@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -272,16 +273,17 @@ def test_forecasting_without_history_is_unavailable_and_plans_stay_on_the_naive_
         store.close()
 
 
-def test_a_site_that_cannot_be_planned_never_holds_back_the_others(tmp_path, monkeypatch):
+def test_a_site_that_cannot_be_planned_never_holds_back_the_others(tmp_path, monkeypatch, caplog):
     """An aggregator's home whose gateway went quiet a month ago is named, and every other
-    home is planned; only when no home can be planned does the stage fail."""
+    home is planned; only when no home can be planned does the stage fail. Each reason is
+    said once: the stage's line names the first, a warning each of the others."""
     from types import SimpleNamespace
 
     from cloud.optimization import planner
 
     def run_plan(config, *_args):
-        if config.device_id == "quiet":
-            raise UsageError("quiet: no readings in the 34 days before 2026-12-06T18:45:00+00:00")
+        if config.device_id.startswith("quiet"):
+            raise UsageError(f"{config.device_id}: no readings in the 34 days before 2026-12-06T18:45:00+00:00")
         return SimpleNamespace(step_starts=range(96), forecaster="naive", forecaster_reason="no models", stale={})
 
     monkeypatch.setattr(planner, "run_plan", run_plan)
@@ -291,8 +293,15 @@ def test_a_site_that_cannot_be_planned_never_holds_back_the_others(tmp_path, mon
     assert [p.step_starts for p in ctx.plans] == [range(96)] * 2 and report.rows == 192
     assert report.message.endswith("; 1 not planned: quiet: no readings in the 34 days before 2026-12-06T18:45:00+00:00")
     ctx.configs = [SimulatorConfig(device_id="quiet")]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with pytest.raises(DERError, match="^quiet: no readings in the 34 days"):
         stages.planning(ctx)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    ctx.configs = [SimulatorConfig(device_id=d) for d in ("quiet", "home-a", "quiet-2", "quiet-3")]
+    assert stages.planning(ctx).message.endswith("; 3 not planned: quiet: no readings in the 34 days before "
+                                                 "2026-12-06T18:45:00+00:00 (and others)")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"planning: not planned: {d}: no readings in the 34 days before 2026-12-06T18:45:00+00:00" for d in ("quiet-2", "quiet-3")]
 
 
 def test_a_failed_stage_stops_the_chain_and_the_run(tmp_path):

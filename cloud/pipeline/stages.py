@@ -123,8 +123,9 @@ def planning(ctx: Context) -> StageReport:
         try:
             ctx.plans.append(run_plan(config, settings, ctx.cloud, ctx.declared, ctx.inputs.get(config.device_id)))
         except DERError as error:
-            log.warning("planning: %s not planned: %s", config.device_id, error)
             refused.append(str(error))
+    for reason in refused[1:]:  # the stage's line names the first; each reason is said once
+        log.warning("planning: not planned: %s", reason)
     if refused and not ctx.plans:
         raise DERError(refused[0] if len(refused) == 1 else f"no site planned; {refused[0]} (and {len(refused) - 1} more)")
     rows = sum(len(p.step_starts) for p in ctx.plans)
