@@ -129,6 +129,13 @@ def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_
     total = np.empty(N)
     best = np.empty(N)
     after_t = W[t, s]
+    delta = e[1] - e[0]
+    if follow:  # the policy's move before the cap, per house draw and energy: the same at every overshoot level
+        wanted = np.empty((resid.shape[0], N))
+        for q in range(resid.shape[0]):
+            for i in range(N):
+                wanted[q, i] = _grid_move(_policy_request_kw(base + resid[q], e[i], floor_kwh[t, s], charge_to_kwh[t, s],
+                                                             max_charge_kw, eta_c, eta_d, dt), down, delta, eta_c, eta_d, dt)
     for o in range(O):
         total[:] = 0.0
         for q in range(resid.shape[0]):
@@ -148,9 +155,9 @@ def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_
                         share[a] = (over - overshoot_kw[m]) / (overshoot_kw[m + 1] - overshoot_kw[m])
                 cost[a] = c
             if follow:
+                capped = _grid_move(cap_kw + overshoot_kw[o] - net, down, delta, eta_c, eta_d, dt)
                 for i in range(N):
-                    low, high = _policy_moves(i, net, floor_kwh[t, s], charge_to_kwh[t, s], cap_kw + overshoot_kw[o], e,
-                                              down, max(0, down - i), min(A, N - i + down), eta_c, eta_d, max_charge_kw, dt)
+                    low, high = _moves_around(min(wanted[q, i], capped), max(0, down - i), min(A, N - i + down))
                     best[i] = _best(low, high, i, down, cost, level, share, after_t)
             else:
                 _best_of_all(N, A, down, cost, level, share, after_t, best)
@@ -205,15 +212,21 @@ def _best_of_all(N, A, down, cost, level, share, after_t, best):
                 into[k] = min(into[k], c + here[k])
 
 
-@numba.njit(cache=True, nogil=True)
-def _policy_moves(i, net, floor, charge_to, cap, e, down, low, high, eta_c, eta_d, max_charge_kw, dt):
-    """The moves ``[low, high)`` the thresholds allow from energy ``i`` on net load ``net``: the
-    policy's request, held under the import cap ``cap`` as the battery holds it
-    (``battery.request_setpoint``), clamped to the grid moves possible, then the one or two
-    grid levels either side of the energy it reaches."""
-    request = min(_policy_request_kw(net, e[i], floor, charge_to, max_charge_kw, eta_c, eta_d, dt), cap - net)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _grid_move(request, down, delta, eta_c, eta_d, dt):
+    """A battery request (kW, positive charges) as a move on the energy grid, in levels and
+    fractions of one, counted from the fullest discharge ``down``. Increasing in the request,
+    to the bit: the policy's request held under the import cap (``battery.request_setpoint``)
+    is the lesser of the two moves, so each is found once, not once per overshoot level."""
     stored = request * eta_c * dt if request >= 0.0 else request * dt / eta_d
-    x = min(max(down + stored / (e[1] - e[0]), low), high - 1.0)
+    return down + stored / delta
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _moves_around(x, low, high):
+    """The moves ``[first, last + 1)`` of the one or two grid levels either side of the move
+    ``x``, once clamped to the moves ``[low, high)`` the grid allows."""
+    x = min(max(x, low), high - 1.0)
     first = int(math.floor(x + 1e-9))
     last = first + 1 if x - first > 1e-9 else first
     return first, min(last, high - 1) + 1
