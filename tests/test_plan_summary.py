@@ -241,10 +241,15 @@ def test_the_dashboard_lists_every_block_and_the_same_savings(quick_start, brows
     (2.0, 0.0, "the battery's own rule $2.20 (the plan saves $0.20 more)"),
     (2.3, 0.0, "the battery's own rule $2.20 (the plan costs $0.10 more on this forecast)"),
     (2.3, 0.15, "counting the energy it adds to the battery as $0.15"),
+    # Each bill is shown with the energy its battery ends with, so the figures add up: the
+    # rule's $2.20 and the $0.15 it takes, against the plan's $2.30 less the $0.15 it adds.
+    (2.3, 0.15, "the battery's own rule $2.20, counting the energy it takes from the battery as $0.15 "
+                "(the plan saves $0.20 more)"),
 ])
 def test_the_savings_line_says_which_way_the_plan_compares_with_the_rule(bill, value, said):
     steps = _steps(["store"] * 4, [2.0] * 4)
-    summary = summarize("home-001", ZONE, "USD", steps.step_starts[0], steps, bill, 2.5, 2.2, value)
+    summary = summarize("home-001", ZONE, "USD", steps.step_starts[0], steps, bill, 2.5, 2.2, value,
+                        -value if value else 0.0)
     assert said in summary.savings_line()
     assert "-$" not in summary.savings_line() and "−" not in summary.savings_line()
 

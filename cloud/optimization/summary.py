@@ -164,13 +164,17 @@ class PlanSummary:
             return f"{owed} (no battery: nothing to save)"
         rule, better = self.bill_self_consumption, self.savings_vs_self_consumption
         against_rule = "" if rule is None else (
-            f"; the battery's own rule {self.money(rule)} (the plan "
+            f"; the battery's own rule {self.money(rule)}{self._stored(self.energy_value_self_consumption)} (the plan "
             + (f"saves {self.money(better)} more)" if better >= 0 else f"costs {self.money(-better)} more on this forecast)"))
-        stored = "" if abs(self.energy_value) < 0.005 else (
-            f", counting the energy it {'adds to' if self.energy_value > 0 else 'takes from'} the battery "
-            f"as {self.money(abs(self.energy_value))}")
-        return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{stored}, "
+        return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{self._stored(self.energy_value)}, "
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
+
+    def _stored(self, value: float) -> str:
+        """How a bill counts the energy its battery ends with: said for the plan and for the
+        rule alike, since each comparison is of bills less that value."""
+        if abs(value) < 0.005:
+            return ""
+        return f", counting the energy it {'adds to' if value > 0 else 'takes from'} the battery as {self.money(abs(value))}"
 
     def arrivals_line(self) -> str | None:
         """The reserve policy's and the rule's expected costs over what it hedges (car arrivals,
