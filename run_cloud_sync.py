@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -13,6 +12,7 @@ from cloud.sync import settings as cfg
 from cloud.sync.forget import forget_device
 from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_files, print_import
 from cloud.sync.job import sync_once
+from cloud.sync.meter_files import check_meter_path
 from cloud.sync.status import print_status, sync_status
 from der_core.cli_support import (
     ArgumentParser,
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--forget DEVICE_ID runs alone; expected no --site, --init-db or --weather-history with it")
     site = declared_site_of(args)
     for path in (args.import_file or []) if site is not None else []:  # a mistyped name writes no site either
-        if not Path(path).is_file():
-            raise UsageError(f"--import {path}: file not found")
+        check_meter_path(path)
     notes = sys.stderr if args.json else sys.stdout  # --json: stdout is the one JSON document
     cloud = cfg.open_cloud(args)
     try:

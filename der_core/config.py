@@ -28,6 +28,7 @@ from pydantic import (
 
 from der_core import der_data as dd
 from der_core.errors import ConfigError
+from der_core.files import input_problem, read_bounded
 from der_core.money import check_currency, currency_of
 from der_core.section import Section
 from der_core.tariff import Tariff
@@ -530,16 +531,25 @@ def load_config(path: str | Path) -> SimulatorConfig:
     return build_config(read_json_file(path, "config file", hint), source=str(path))
 
 
+#: A configuration, site or tariff file is read whole: larger than this it is not one.
+MAX_JSON_BYTES = 16 * 2**20
+
+
 def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     """A JSON file's parsed content, or a one-line :class:`ConfigError` naming ``what`` was
     wrong with it (``missing_hint`` says how to make one that is missing)."""
     path = Path(path)
+    problem = input_problem(path)
+    if problem == "not found":
+        raise ConfigError(f"{path}: {what} not found; {missing_hint}")
+    if problem is not None:
+        raise ConfigError(f"{dd.shown(str(path), 200)}: {problem}; expected {what} (a JSON file)")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found; {missing_hint}") from None
+        raw = read_bounded(path, MAX_JSON_BYTES)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB; expected {what} (a JSON file)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

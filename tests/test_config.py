@@ -1,8 +1,10 @@
 import json
+import os
 
 import pytest
 
 from der_core.config import (
+    MAX_JSON_BYTES,
     BatteryConfig,
     SimulatorConfig,
     build_config,
@@ -157,6 +159,37 @@ def test_unreadable_files_are_one_line(tmp_path, raw, message):
         load_config(path)
     text = str(caught.value)
     assert message in text and "\n" not in text and len(text) < 400
+
+
+def awkward_paths(tmp_path) -> dict[str, tuple[str, str]]:
+    """Paths no file is read from, each with what is said of it: a device that never ends,
+    a pipe that waits for a writer, a folder, a loop of links, a name too long."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    return {"device": ("/dev/zero", "is not a regular file (a device or a pipe)"),
+            "pipe": (str(tmp_path / "pipe"), "is not a regular file (a device or a pipe)"),
+            "folder": (str(tmp_path), "is a folder"),
+            "loop": (str(tmp_path / "loop-a"), "is a loop of symbolic links"),
+            "long": (str(tmp_path / ("a" * 5000)), "File name too long")}
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe", "folder", "loop", "long"])
+def test_a_path_that_is_no_file_is_refused_before_it_is_opened(tmp_path, kind):
+    """Read whole, ``/dev/zero`` filled the memory and a pipe waited for ever."""
+    path, said = awkward_paths(tmp_path)[kind]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert f": {said}; expected config file (a JSON file)" in text and len(text) < 400
+
+
+def test_a_file_too_large_to_be_a_config_is_refused_unread(tmp_path):
+    path = tmp_path / "c.json"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_JSON_BYTES + 1)
+    with pytest.raises(ConfigError, match="c.json: larger than 16 MiB; expected config file"):
+        load_config(path)
 
 
 @pytest.mark.parametrize(("round_trip", "one_way"), [(0.81, 0.9), (1.0, 1.0), (0.64, 0.8)])

@@ -26,6 +26,7 @@ from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import StoreError, UsageError
 from tests.pg_fixtures import pg_url, truncate_all  # noqa: F401  (fixture)
+from tests.test_config import awkward_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,6 +176,19 @@ def test_a_column_map_column_may_hold_commas():
     """Portals name columns ``Leistung, AC (W)``: the field after ``=`` ends each pair."""
     assert parse_column_map(" Leistung, AC (W) = solar_generation_kw, Bezug, gesamt=home_load_total_load_kw,") == {
         "Leistung, AC (W)": dd.SOLAR_KW, "Bezug, gesamt": dd.LOAD_TOTAL}
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe", "folder", "loop", "long"])
+def test_a_path_that_is_no_file_is_refused_by_what_it_is(tmp_path, capsys, kind):
+    """A folder, a device, a pipe, a loop of links: said as such, not as a file not found, and
+    refused before a run starts (a pipe would wait for ever, a link loop failed resolving)."""
+    path, said = awkward_paths(tmp_path)[kind]
+    args = ["--import", path, "--device-id", "meter-1", "--cloud-db", str(tmp_path / "cloud.db")]
+    assert run_cli(run_cloud_sync.main, args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --import ") and line.endswith(f": {said}; expected a meter file"), line
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.last_run("cloud_import") is None
 
 
 def test_file_without_timestamp_or_fields_says_what_it_expected(tmp_path, cloud):

@@ -53,7 +53,7 @@ from cloud.sync import event_files as ev
 from cloud.sync.event_files import event_columns
 from cloud.sync.file_headers import Header
 from cloud.sync.job import DEFAULT_BATCH_SIZE, SyncResult
-from cloud.sync.meter_files import BEYOND, Dialect, MeterFile, open_meter_file
+from cloud.sync.meter_files import BEYOND, Dialect, MeterFile, check_meter_path, open_meter_file
 from cloud.sync.plausibility import Finding, Plausibility, interval_of
 from cloud.sync.retry import RetryPolicy
 from cloud.sync.timestamps import (
@@ -583,6 +583,8 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     """Import one meter file, or several downloads of one site joined by time
     (:func:`_import_joined`), each read with its own options, as one ``cloud_import`` run."""
     retry = retry or RetryPolicy()
+    for path in paths:
+        check_meter_path(path)
     resolved = [Path(p).resolve() for p in paths]
     twice = next((p for k, p in enumerate(paths) if resolved[k] in resolved[:k]), None)
     if twice is not None:  # summed with itself, every value would be stored twice over

@@ -35,7 +35,9 @@ import pandas as pd
 
 from cloud.sync import green_button, interval_data, nem12
 from cloud.sync.file_headers import Header, find_header, unique_names
+from der_core import der_data as dd
 from der_core.errors import UsageError
+from der_core.files import input_problem
 
 _CSV = (".csv", ".txt", ".gz")
 _PARQUET = (".parquet", ".pq")
@@ -191,11 +193,20 @@ def beyond(k: int) -> str:
     return f"{BEYOND}{k}"
 
 
+def check_meter_path(path: str | Path) -> None:
+    """A meter file to import must be a regular file: a folder, a device or a pipe is refused
+    by name before anything is opened (``der_core.files``)."""
+    problem = input_problem(path)
+    if problem == "not found":
+        raise UsageError(f"--import {path}: file not found")
+    if problem is not None:
+        raise UsageError(f"--import {dd.shown(str(path), 200)}: {problem}; expected a meter file")
+
+
 def open_meter_file(path: Path, chunk_size: int, timestamp_column: str | None = None) -> MeterFile:
     """The file's columns and size, read from its header rows (CSV, Excel) or metadata
     (Parquet); ``timestamp_column`` (``--timestamp-column``) helps find the names row."""
-    if not path.is_file():
-        raise UsageError(f"--import {path}: file not found")
+    check_meter_path(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".xml" or (suffix not in _PARQUET + _EXCEL and green_button.is_green_button(path)):
