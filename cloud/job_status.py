@@ -24,8 +24,11 @@ def record_failure(store, run_id: int, rows: int, error: BaseException) -> None:
     of ours, whose messages stand alone). A store that cannot record it is logged, not raised
     over the failure itself: the store may be what failed, and the first error matters."""
     message = str(error) if isinstance(error, DERError) else f"{type(error).__name__}: {error}"
+    # A path the file system gave in bytes that are not UTF-8 comes as lone surrogates, which
+    # no store can encode: they are kept as escapes, so the failure is still recorded.
+    message = " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        store.finish_run(run_id, "failed", rows, " ".join(message.split()))
+        store.finish_run(run_id, "failed", rows, message)
     except DERError as second:
         log.warning("could not record the failed run: %s", second)
 

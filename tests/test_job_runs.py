@@ -23,6 +23,8 @@ def store(tmp_path):
     (UsageError("home-1: no readings"), "home-1: no readings"),
     (ValueError("cannot reindex on an axis\nwith duplicate labels"), "ValueError: cannot reindex on an axis with duplicate labels"),
     (KeyboardInterrupt(), "KeyboardInterrupt: "),
+    # A store path of bytes that are not UTF-8, quoted by the error: kept as escapes, recorded.
+    (UsageError("data/bad\udcff.db: no readings"), "data/bad\\udcff.db: no readings"),
 ])
 def test_any_error_fails_the_run_with_one_line_and_is_raised_on(store, error, recorded):
     def work():

@@ -33,6 +33,22 @@ def test_fleet_csv_round_trips_and_names_a_bad_field(tmp_path):
         read_csv(path)
 
 
+@pytest.mark.parametrize("content, said", [
+    (b"SQLite format 3\x00\x8b\x9c", "fleet.csv: not UTF-8 text (byte 0x8b); expected a CSV file in UTF-8"),
+    (None, "fleet.csv: fleet CSV not found"),
+    (b"site_id\n\"" + b"a" * 200_000, "fleet.csv: not a CSV file (field larger than field limit (131072))"),
+])
+def test_a_fleet_file_that_is_no_csv_is_one_line(tmp_path, content, said):
+    path = tmp_path / "fleet.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        read_csv(path)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="fleet CSV is a folder; expected a CSV file of site_id, latitude"):
+        read_csv(tmp_path)
+
+
 def test_participation_falls_with_cost_and_draws_are_seeded():
     model = participation.ParticipationModel()
     p = model.probability(np.array([0.0, 0.3, 0.6, 2.0]))

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from der_core import der_data as dd
 from der_core.config import SimulatorConfig, build_config
 from der_core.errors import ConfigError
+from der_core.files import input_problem
 
 REGIONS = {
     "bay-area": {"latitude": 37.55, "longitude": -122.10, "timezone": "America/Los_Angeles", "country": "US", "currency": "USD"},
@@ -183,11 +185,20 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> SiteSpec:
 def read_csv(path: str | Path, region: str = "bay-area", group_size: int = 100) -> Fleet:
     """A fleet of real sites: one row per site with the columns of ``CSV_FIELDS``."""
     path = Path(path)
+    problem = input_problem(path)
+    if problem == "not found":
+        raise ConfigError(f"{path}: fleet CSV not found")
+    if problem is not None:
+        raise ConfigError(f"{dd.shown(str(path), 200)}: fleet CSV {problem}; expected a CSV file of "
+                          f"{', '.join(CSV_FIELDS)}")
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8") as handle:
             sites = [_parse_row(row, number, path) for number, row in enumerate(csv.DictReader(handle), start=2)]
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: fleet CSV not found") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); expected a CSV file "
+                          "in UTF-8") from None
+    except csv.Error as error:
+        raise ConfigError(f"{path}: not a CSV file ({error}); expected a CSV file of {', '.join(CSV_FIELDS)}") from None
     if not sites:
         raise ConfigError(f"{path}: fleet CSV has no sites")
     return Fleet(tuple(sites), region, group_size)
