@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import pytest
 
 from cloud.store import schema as s
 from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_db_choice, cloud_settings
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.errors import ConfigError, StoreError
+from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.cloud_store_contract import CloudStoreContract
 from tests.sync_fixtures import readings
 
@@ -48,6 +52,29 @@ def test_unwritable_path_is_one_line_store_error(tmp_path):
     assert message.startswith(f"SQLite store {path}: cannot create folder {path.parent} (")
     assert message.endswith("expected a writable file path")
     assert raised.value.exit_code == 2
+
+
+def test_another_applications_database_or_an_edge_store_is_refused_unchanged(tmp_path):
+    """A SQLite file with tables of its own is not made a cloud store: creating ours in it, or
+    switching it to WAL, would change another application's data."""
+    other = tmp_path / "contacts.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE contacts (name TEXT)")
+        conn.execute("INSERT INTO contacts VALUES ('Ada')")
+    before = other.read_bytes()
+    with pytest.raises(StoreError) as raised:
+        SQLiteCloudStore(other)
+    assert str(raised.value) == (f"SQLite store {other}: holds other tables (contacts) and no der_readings; expected a "
+                                 "cloud store made by this product, or a new file") and raised.value.exit_code == 2
+    assert other.read_bytes() == before
+    SQLiteEdgeStore(tmp_path / "edge.db").close()
+    with pytest.raises(StoreError, match="holds other tables .*readings.* and no der_readings"):
+        SQLiteCloudStore(tmp_path / "edge.db")
+    SQLiteCloudStore(tmp_path / "cloud.db").close()
+    with pytest.raises(StoreError, match="and no readings; expected an edge store made by this product"):
+        SQLiteEdgeStore(tmp_path / "cloud.db")
+    (tmp_path / "empty.db").write_bytes(b"")  # an empty file is a new store
+    SQLiteCloudStore(tmp_path / "empty.db").close()
 
 
 def test_unknown_table_names_the_tables(tmp_path):

@@ -45,7 +45,8 @@ class SQLiteCloudStore(TableStore):
     def __init__(self, path: str | Path = DEFAULT_CLOUD_DB) -> None:
         self.path = Path(path)
         self.label = f"sqlite:{self.path}"
-        self._conn = connect(self.path)  # a path that cannot be made is one StorePathError line
+        # A path that cannot be made, or another application's database, is one StorePathError line.
+        self._conn = connect(self.path, own_table=s.READINGS, kind="a cloud store")
         self._layout_ids: dict[str, int] = {}
         self.init_schema()
 

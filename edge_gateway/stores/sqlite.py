@@ -22,8 +22,12 @@ TABLE = "readings"
 _SQL_TYPES = {float: "REAL", int: "INTEGER", str: "TEXT"}
 
 
-def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
-    """Open (creating folders as needed) a SQLite file in WAL mode, as every embedded store here does."""
+def connect(path: str | Path, timeout_s: float = 30.0, own_table: str | None = None, kind: str = "a store") -> sqlite3.Connection:
+    """Open (creating folders as needed) a SQLite file in WAL mode, as every embedded store here does.
+
+    With ``own_table``, a file that already holds tables but not that one is refused before
+    anything is written to it: it is another application's database (or a store of the other
+    kind), and creating tables in it, or switching it to WAL, would change what is not ours."""
     path = Path(path)
     if "\x00" in str(path):  # no file system names a file so; opening it would raise ValueError
         raise StorePathError(f"SQLite store {str(path)!r}: holds a NUL character; expected a file path")
@@ -46,6 +50,15 @@ def connect(path: str | Path, timeout_s: float = 30.0) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise StorePathError(f"SQLite store {path}: cannot open ({error}); expected a writable file path") from None
     try:
+        if own_table is not None:
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                "ORDER BY name")]
+            if tables and own_table not in tables:
+                conn.close()
+                shown = ", ".join(t[:40] for t in tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+                raise StorePathError(f"SQLite store {path}: holds other tables ({shown}) and no {own_table}; expected "
+                                     f"{kind} made by this product, or a new file")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
@@ -198,7 +211,7 @@ class SQLiteEdgeStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._conn = connect(self.path)
+        self._conn = connect(self.path, own_table=TABLE, kind="an edge store")
         columns = ", ".join(
             [f"{dd.DEVICE_ID} TEXT NOT NULL", f"{dd.TS} INTEGER NOT NULL"]
             + [f"{name} {_SQL_TYPES[typ]}" for name, typ in dd.FIELD_TYPES.items()]
