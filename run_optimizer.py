@@ -33,6 +33,7 @@ from der_core.cli_support import (
     arg_type,
     device_id_arg,
     duration,
+    output_folder,
     positive_float,
     positive_int,
     print_table,
@@ -207,6 +208,8 @@ def backtest(args) -> None:
     settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start,
                                 step_minutes=args.step_minutes or DEFAULT_STEP_MINUTES,
                                 horizon_hours=args.horizon_hours, forecaster=args.forecaster, execution=args.execution)
+    if args.output:  # checked before the backtest, which takes minutes
+        output_folder(args.output, "--output")
     result = declared_backtest(args, settings) or run_backtest(backtest_config(args), settings, progress)
     config = result.config
     path = write_report(result, Path(args.output or f"data/backtest/{config.device_id}"))

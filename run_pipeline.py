@@ -21,6 +21,7 @@ from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
     arg_type,
+    output_folder,
     positive_int,
     print_table,
     run_cli,
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, quiet=not args.verbose and not args.continuous)
     backend, embedded = cloud_db_choice(args.cloud_db)
+    output_folder(args.data_dir, "--data-dir")
     settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
                                  seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
                                  publish=args.publish)

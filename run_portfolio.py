@@ -27,6 +27,7 @@ from der_core.cli_support import (
     add_common_flags,
     arg_type,
     bounded_int,
+    output_folder,
     positive_int,
     run_cli,
     setup_logging,
@@ -86,8 +87,9 @@ def status(folder: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    output = output_folder(args.output, "--output")  # checked before the run, not when its results are written
     if args.status:
-        return status(Path(args.output))
+        return status(output)
     fleet = read_csv(args.fleet_csv, args.region, args.group_size) if args.fleet_csv else \
         draw_fleet(args.sites, args.seed, args.region, args.group_size)
     times = pd.date_range(_start(args.start), periods=args.hours, freq="h")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.errors import DERError, UsageError
+from der_core.files import folder_problem
 from der_core.redact import RedactingFilter, redact, register_flag_secrets
 
 T = TypeVar("T")
@@ -140,6 +141,15 @@ def output_path(text: str | Path, what: str) -> Path:
     if not parent.is_dir():
         raise UsageError(f"{what} {dd.shown(str(text))}: folder {dd.shown(str(parent))} does not exist; create it first")
     return path
+
+
+def output_folder(text: str | Path, what: str) -> Path:
+    """A folder to write results in, checked before the work that makes them: it is a folder
+    or can be made one (``der_core.files.folder_problem``), else one line naming ``what``."""
+    problem = folder_problem(text)
+    if problem is not None:
+        raise UsageError(f"{what} {dd.shown(str(text), 200)}: {problem}; expected a folder to write in")
+    return Path(text)
 
 
 #: The years a plan, backtest or fleet run may start in: its history reaches weeks before and

@@ -1,6 +1,8 @@
-"""What a file named on a command line must be before it is read: a regular file that
-exists. A folder, a device (``/dev/zero`` never ends) or a pipe (opening one waits for a
-writer) would otherwise hang a command or fill its memory before any error could be said.
+"""What a path named on a command line must be before it is used: a file to read is a
+regular file that exists; a folder to write in is a folder, or can be made one. A folder, a
+device (``/dev/zero`` never ends) or a pipe (opening one waits for a writer) would otherwise
+hang a command or fill its memory, and a folder that cannot be made would be found only
+when the work is done and its results are written.
 """
 
 from __future__ import annotations
@@ -8,6 +10,12 @@ from __future__ import annotations
 import errno
 import stat
 from pathlib import Path
+
+
+def _said(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "is a loop of symbolic links"
+    return error.strerror or str(error)  # a name too long for the file system, a folder not searchable
 
 
 def input_problem(path: str | Path) -> str | None:
@@ -18,15 +26,33 @@ def input_problem(path: str | Path) -> str | None:
     except FileNotFoundError:
         return "not found"
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "is a loop of symbolic links"
-        return error.strerror or str(error)  # a name too long for the file system, a folder not searchable
+        return _said(error)
     except ValueError:  # a NUL character: no file system names a file so
         return "holds a NUL character"
     if stat.S_ISDIR(mode):
         return "is a folder"
     if not stat.S_ISREG(mode):
         return "is not a regular file (a device or a pipe)"
+    return None
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why no folder can be written in at ``path`` (it is a file, a file stands where one of
+    its folders would be, ...), or None when it is a folder or can be made one."""
+    target = Path(path)
+    for place in (target, *target.parents):
+        try:
+            mode = place.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there yet, or below a file: the place above says which
+        except OSError as error:
+            return _said(error)
+        except ValueError:
+            return "holds a NUL character"
+        if stat.S_ISDIR(mode):
+            return None
+        what = "a file" if stat.S_ISREG(mode) else "a device or a pipe"
+        return f"is {what}, not a folder" if place == target else f"{place} is {what}, not a folder"
     return None
 
 

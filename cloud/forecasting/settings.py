@@ -16,7 +16,7 @@ from cloud.forecasting.weather import (
     SimulatedWeatherForecast,
     WeatherForecast,
 )
-from der_core.cli_support import env_value, positive_float
+from der_core.cli_support import env_value, output_folder, positive_float
 from der_core.errors import ConfigError, UsageError
 
 DEFAULT_MODEL_DIR = "./trained_models"
@@ -71,5 +71,7 @@ def settings_from(model_dir: str | None = None, horizon_hours: float | None = No
     drift = env_value("FORECAST_DRIFT_THRESHOLD", positive_float, DEFAULT_DRIFT,
                       expected="a positive fraction, such as 0.25 for a 25% rise in MAE")
     directory = model_dir or os.environ.get("FORECAST_MODEL_DIR") or DEFAULT_MODEL_DIR
+    output_folder(directory, "--model-dir" if model_dir else "FORECAST_MODEL_DIR" if os.environ.get("FORECAST_MODEL_DIR")
+                  else "the model folder")
     return ForecastSettings(Path(directory), test_size, 24.0 if horizon_hours is None else horizon_hours, drift,
                             os.environ.get("FORECAST_WEATHER_CSV") or None, os.environ.get("FORECAST_SITE_ID") or None)

@@ -1,0 +1,63 @@
+"""Paths named on a command line are checked for what they are before any work: a file to
+read is a regular file, a folder to write in is a folder or can be made one. A folder that
+cannot be made was found only when the training or the backtest was done."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import run_model_training
+import run_optimizer
+import run_pipeline
+import run_portfolio
+from der_core.cli_support import run_cli
+from der_core.files import folder_problem, input_problem
+
+
+@pytest.fixture
+def places(tmp_path):
+    (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    return tmp_path
+
+
+def test_what_a_path_is_said_as_an_input_and_as_a_folder(places):
+    said = {name: (input_problem(places / name), folder_problem(places / name))
+            for name in ("file", "pipe", "loop-a", "missing", "file/below", "new/deep")}
+    assert said == {
+        "file": (None, "is a file, not a folder"),
+        "pipe": ("is not a regular file (a device or a pipe)", "is a device or a pipe, not a folder"),
+        "loop-a": ("is a loop of symbolic links", "is a loop of symbolic links"),
+        "missing": ("not found", None),
+        "file/below": ("Not a directory", f"{places / 'file'} is a file, not a folder"),
+        "new/deep": ("not found", None),
+    }
+    assert input_problem(places) == "is a folder" and folder_problem(places) is None
+    assert input_problem(places / ("a" * 5000)) == folder_problem(places / ("a" * 5000)) == "File name too long"
+
+
+@pytest.mark.parametrize("main, argv, flag", [
+    (run_model_training.main, ["--train", "--model-dir"], "--model-dir"),
+    (run_model_training.main, ["--status", "--model-dir"], "--model-dir"),
+    (run_optimizer.main, ["--backtest", "--days", "1", "--output"], "--output"),
+    (run_portfolio.main, ["--sites", "2", "--hours", "2", "--output"], "--output"),
+    (run_pipeline.main, ["--once", "--data-dir"], "--data-dir"),
+])
+def test_a_folder_to_write_in_is_checked_before_the_work(places, capsys, monkeypatch, main, argv, flag):
+    monkeypatch.chdir(places)
+    for where, said in [("file", "is a file, not a folder"), ("file/out", f"{places / 'file'} is a file, not a folder"),
+                        ("pipe", "is a device or a pipe, not a folder")]:
+        assert run_cli(main, [*argv, str(places / where)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == f"error: {flag} '{places / where}': {said}; expected a folder to write in"
+    assert sorted(p.name for p in places.iterdir()) == ["file", "loop-a", "loop-b", "pipe"]  # nothing was made
+
+
+def test_the_model_folder_of_the_environment_is_named_as_such(places, capsys, monkeypatch):
+    monkeypatch.setenv("FORECAST_MODEL_DIR", str(places / "file"))
+    assert run_cli(run_model_training.main, ["--status"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: FORECAST_MODEL_DIR '{places / 'file'}': is a file, not a folder")
