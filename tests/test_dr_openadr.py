@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from cloud.dr.model import Answer, Delivery, DREvent, Signal
 from cloud.dr.openadr import FleetVen, RegistrationFailed, VenSettings, ven_settings
 from cloud.dr.openadr_events import MAX_INTERVALS, EventRejected, translate
 from cloud.dr.telemetry import Telemetry
+from cloud.dr.tls import check_tls
 from der_core.errors import ConfigError
 from der_core.redact import redact
 from tests.openadr_vtn import VEN_ID, until, vtn
@@ -257,18 +259,92 @@ def test_a_vtn_whose_signature_does_not_match_the_fingerprint_is_not_registered_
                            key_path=paths["ven_key"], ca_path=paths["ca"], vtn_fingerprint=_fingerprint(paths["ven"])):
                 pass
 
-    with pytest.raises(RegistrationFailed, match="did not register VEN 'fleet'"):
+    with pytest.raises(RegistrationFailed, match="did not register VEN 'fleet': The certificate fingerprint was incorrect"):
         asyncio.run(scenario())
+
+
+def test_a_vtn_that_cannot_be_reached_is_named_as_such_in_the_one_refusal(caplog):
+    """openleadr logs every failed request; while registering those lines become the
+    refusal's reason, so the command says one line, and why."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario():
+        async with ven(f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", ScriptedFleet()):
+            pass
+
+    with pytest.raises(RegistrationFailed) as raised:
+        asyncio.run(scenario())
+    assert str(raised.value).startswith(f"VTN http://127.0.0.1:{port}/OpenADR2/Simple/2.0b did not register VEN 'fleet': "
+                                        f"ClientConnectorError: Cannot connect to host 127.0.0.1:{port}")
+    assert not [r for r in caplog.records if r.name.startswith("openleadr")]
 
 
 def test_settings_pass_the_tls_and_signing_options_to_openleadr():
     options = VenSettings(vtn_url="https://vtn.example.com/OpenADR2/Simple/2.0b", ven_name="fleet", ven_id="v1",
                           cert_path="ven.pem", key_path="ven.key", key_passphrase="pw", ca_path="ca.pem",
-                          vtn_fingerprint="AA:BB").client_options()
+                          vtn_fingerprint=FINGERPRINT).client_options()
     assert options == {"ven_name": "fleet", "vtn_url": "https://vtn.example.com/OpenADR2/Simple/2.0b",
                        "ven_id": "v1", "cert": "ven.pem", "key": "ven.key", "passphrase": "pw", "ca_file": "ca.pem",
-                       "vtn_fingerprint": "AA:BB", "check_hostname": True, "disable_signature": False,
+                       "vtn_fingerprint": FINGERPRINT, "check_hostname": True, "disable_signature": False,
                        "show_fingerprint": False}
+
+
+FINGERPRINT = "29:55:3E:75:B8:8C:16:CB:6C:6B"
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"key_path": "vtn_key"}, "--key '{vtn_key}': not the key of that certificate; expected the private key of --cert"),
+    ({"cert_path": "random"}, "--cert '{random}': holds no PEM block; expected a PEM file (-----BEGIN ...)"),
+    ({"cert_path": "ven_key"}, "--cert '{ven_key}': holds no certificate; expected the VEN's certificate in PEM"),
+    ({"key_path": "ven"}, "--key '{ven}': holds no private key; expected the VEN's private key in PEM"),
+    ({"key_path": "encrypted"}, "--key '{encrypted}': is encrypted and no passphrase is set; expected its passphrase in "
+                                "DER_OPENADR_KEY_PASSPHRASE"),
+    ({"key_path": "encrypted", "key_passphrase": "wrong"}, "--key '{encrypted}': cannot be decrypted with the passphrase set"),
+    ({"ca_path": "ven_key"}, "--ca '{ven_key}': no certificate or crl found; expected CA certificates in PEM"),
+    ({"cert_path": "/dev/zero"}, "--cert '/dev/zero': is not a regular file (a device or a pipe); expected a PEM file"),
+    ({"ca_path": None}, "--cert and --key are set without --ca; expected all three"),
+    ({"key_path": None}, "--cert is set without --key; expected both"),
+    ({"vtn_fingerprint": "ZZ"}, "VTN fingerprint 'ZZ': expected ten hex pairs joined by colons"),
+    ({"vtn_url": "http://[::1/x"}, "VTN URL 'http://[::1/x': expected https://host[:port]/path"),
+    ({"vtn_url": "http://127.0.0.1:99999/x"}, "VTN URL 'http://127.0.0.1:99999/x': expected https://host[:port]/path"),
+    ({"ven_name": "a\nb"}, "VEN name 'a\\nb': expected 1 to 128 printable characters without < > &"),
+])
+def test_tls_files_and_names_that_cannot_serve_are_one_line_before_any_connection(tmp_path, change, said):
+    """A key that is not the certificate's, an encrypted key without its passphrase, a file
+    that is no PEM: each was a traceback from inside openleadr's first request."""
+    from cryptography.hazmat.primitives import serialization
+
+    paths = _certificates(tmp_path)
+    (tmp_path / "random").write_bytes(bytes(range(256)))
+    key = serialization.load_pem_private_key(open(paths["ven_key"], "rb").read(), None)
+    (tmp_path / "encrypted").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.BestAvailableEncryption(b"right")))
+    paths.update(random=str(tmp_path / "random"), encrypted=str(tmp_path / "encrypted"))
+    given = {"vtn_url": "https://vtn.example.com/oadr", "cert_path": paths["ven"], "key_path": paths["ven_key"],
+             "ca_path": paths["ca"], "vtn_fingerprint": FINGERPRINT}
+    given.update({name: paths.get(value, value) if name.endswith("_path") else value for name, value in change.items()})
+    if "key_passphrase" in change:
+        environment = {"DER_OPENADR_KEY_PASSPHRASE": change["key_passphrase"]}
+        del given["key_passphrase"]
+    else:
+        environment = {}
+    with pytest.raises(ConfigError) as raised:
+        ven_settings(environment, **given)
+    assert said.format(**paths) in str(raised.value) and "\n" not in str(raised.value)
+    given.update(cert_path=paths["ven"], ca_path=paths["ca"], vtn_fingerprint=FINGERPRINT, ven_name=None,
+                 vtn_url="https://vtn.example.com/oadr", key_path=paths["encrypted"])
+    assert ven_settings({"DER_OPENADR_KEY_PASSPHRASE": "right"}, **given).key_path == paths["encrypted"]
+
+
+def test_a_certificate_outside_its_dates_is_refused(tmp_path):
+    paths = _certificates(tmp_path)
+    labels = {"cert": "--cert", "key": "--key", "ca": "--ca"}
+    for moment, said in [(datetime.now(timezone.utc) + timedelta(days=3), "expired on"),
+                         (datetime.now(timezone.utc) - timedelta(days=3), "not valid before")]:
+        with pytest.raises(ConfigError, match=f"--cert '.*ven.pem': {said} .* UTC; expected a certificate valid now"):
+            check_tls(paths["ven"], paths["ven_key"], None, paths["ca"], labels, now=moment)
 
 
 @pytest.mark.parametrize(("url", "tls", "message"), [
@@ -502,8 +578,10 @@ def test_the_command_registers_and_reports_the_stored_batteries_until_sigterm(tm
     (["--ven", "--report-only"], {}, "error: VTN URL: set --vtn-url or DER_OPENADR_VTN_URL"),
     (["--ven", "--report-only", "--vtn-url", "http://vtn.example.com/oadr"], {},
      "error: VTN http://vtn.example.com/oadr: plain http only to this machine; use https with mutual TLS"),
+    (["--ven", "--report-only", "--vtn-url", "https://vtn.example.com/oadr", "--key", "/nonexistent.key", "--ca", "/x"],
+     {"DER_OPENADR_CERT": "/nonexistent.pem"}, "error: DER_OPENADR_CERT '/nonexistent.pem': not found; expected a PEM file"),
     (["--ven", "--report-only", "--vtn-url", "https://vtn.example.com/oadr"], {"DER_OPENADR_CERT": "/nonexistent.pem"},
-     "error: DER_OPENADR_CERT=/nonexistent.pem: cannot be read (No such file or directory)"),
+     "error: DER_OPENADR_CERT is set without --key; expected both (the VEN's certificate and its private key)"),
     (["--ven", "--vtn-url", "http://127.0.0.1:9/oadr"], {},
      "error: run_dr.py --ven: the fleet sends its event schedules over MQTT; set MQTT_HOST (and MQTT_PORT), "
      "or pass --report-only to register and report without taking events"),

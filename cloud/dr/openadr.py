@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import signal
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from openleadr import OpenADRClient, objects  # noqa: E402
 from cloud.dr.model import Answer, Delivery, DREvent, DRHandler
 from cloud.dr.openadr_events import EventRejected, event_id_of, status_of, translate
 from cloud.dr.telemetry import Telemetry
+from cloud.dr.tls import check_tls
 from der_core.der_data import device_id_problem, shown
 from der_core.errors import ConfigError, DERError
 from der_core.redact import register_secret
@@ -56,6 +58,10 @@ TELEMETRY_REPORT, DELIVERY_REPORT = "TELEMETRY", "DR_DELIVERY"
 #: How long a window's delivery is kept for the VTN to collect after the window ends.
 DELIVERY_RETENTION = timedelta(days=7)
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: OpenADR's certificate fingerprint: the last ten bytes of its SHA-256, as hex pairs.
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){9}")
+#: A VEN's name is sent in every message; this bounds what a VTN is asked to take.
+MAX_VEN_NAME = 128
 
 
 class RegistrationFailed(DERError):
@@ -86,11 +92,21 @@ class VenSettings:
     check_hostname: bool = True
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.vtn_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(self.vtn_url)
+            parts.port  # noqa: B018  (a port out of range or not a number raises here)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not self.vtn_url.isprintable():
             raise ConfigError(f"VTN URL {shown(self.vtn_url, 80)}: expected https://host[:port]/path")
         if not self.ven_name.strip():
             raise ConfigError("VEN name: expected a non-empty name")
+        if len(self.ven_name) > MAX_VEN_NAME or not self.ven_name.isprintable() or set(self.ven_name) & set("<>&"):
+            raise ConfigError(f"VEN name {shown(self.ven_name)}: expected 1 to {MAX_VEN_NAME} printable characters "
+                              "without < > &")
+        if self.vtn_fingerprint is not None and not _FINGERPRINT.fullmatch(self.vtn_fingerprint):
+            raise ConfigError(f"VTN fingerprint {shown(self.vtn_fingerprint)}: expected ten hex pairs joined by colons, "
+                              "such as 29:55:3E:75:B8:8C:16:CB:6C:6B (openleadr's certificate fingerprint)")
         if self.telemetry_interval <= timedelta(0):
             raise ConfigError(f"telemetry interval {self.telemetry_interval}: expected more than 0 s")
         tls = {"cert": self.cert_path, "key": self.key_path, "CA": self.ca_path, "VTN fingerprint": self.vtn_fingerprint}
@@ -116,6 +132,27 @@ class VenSettings:
             "disable_signature": not signed,
             "show_fingerprint": False,
         }
+
+
+class _Held(logging.Handler):
+    """openleadr's log records while registering, kept to be replayed or quoted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def reason(self) -> str | None:
+        """The last error or warning openleadr met that says why (a fingerprint that did not
+        match is a warning; its closing "aborting" line says nothing new), cut to one line."""
+        errors = [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
+        said = [m for m in errors if not m.startswith("No RegistrationID received") and not m.rstrip().endswith(":")]
+        if not said:
+            return None
+        text = " ".join(said[-1].split())
+        return text if len(text) <= 300 else f"{text[:300]}..."
 
 
 @dataclass(frozen=True)
@@ -165,13 +202,32 @@ class FleetVen:
 
     # openleadr's side ---------------------------------------------------------------------
     async def run(self) -> None:
-        """Register with the VTN and start polling; :class:`RegistrationFailed` if it refuses."""
-        await self.client.run()
+        """Register with the VTN and start polling; :class:`RegistrationFailed` if it refuses,
+        naming why in the same line. openleadr logs each failed request as it meets it; those
+        lines are held while registering, then given their place: the refusal's reason when
+        registration fails, the log when it succeeds."""
+        held = _Held()
+        source = logging.getLogger("openleadr")
+        source.addHandler(held)
+        propagate, source.propagate = source.propagate, False
+        try:
+            await self.client.run()
+        finally:
+            source.removeHandler(held)
+            source.propagate = propagate
         if not self.client.registration_id:
-            raise RegistrationFailed(f"VTN {self.settings.vtn_url} did not register VEN {self.settings.ven_name!r}")
+            why = held.reason()
+            raise RegistrationFailed(f"VTN {self.settings.vtn_url} did not register VEN {self.settings.ven_name!r}"
+                                     + (f": {why}" if why else ""))
+        for record in held.records:
+            source.handle(record)
         log.info("registered with %s as ven_id %s", self.settings.vtn_url, self.client.ven_id)
 
     async def stop(self) -> None:
+        if self.client.client_session is None:  # never connected: only the scheduler to stop, if started
+            if self.client.scheduler.running:
+                self.client.scheduler.shutdown()
+            return
         await self.client.stop()
 
     def on_event(self, event: Any) -> str:
@@ -325,15 +381,10 @@ def ven_settings(env: Mapping[str, str], **given: Any) -> VenSettings:
     if not values["vtn_url"]:
         raise ConfigError(f"VTN URL: set --vtn-url or {ENV['vtn_url']}")
     values["ven_name"] = values["ven_name"] or "fleet"
-    for name in ("cert_path", "key_path", "ca_path"):
-        path = values[name]
-        if path is not None:
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as error:
-                raise ConfigError(f"{ENV[name]}={path}: cannot be read ({error.strerror})") from None
     register_secret(values["key_passphrase"])
+    labels = {short: ENV[name] if not given.get(name) and env.get(ENV[name]) else flag
+              for short, name, flag in (("cert", "cert_path", "--cert"), ("key", "key_path", "--key"), ("ca", "ca_path", "--ca"))}
+    check_tls(values["cert_path"], values["key_path"], values["key_passphrase"], values["ca_path"], labels)
     extra = {k: v for k, v in given.items() if k not in ENV and v is not None}
     return VenSettings(**values, **extra)
 
