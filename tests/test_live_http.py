@@ -100,6 +100,12 @@ def test_a_body_that_is_not_json_is_malformed_naming_the_service(service):
         client(service, []).json("prices")
 
 
+def test_a_body_nested_beyond_any_service_is_malformed_not_a_recursion_traceback(service):
+    service.route("/prices", Reply(200, "[" * 100_000 + "]" * 100_000, content_type="application/json"))
+    with pytest.raises(MalformedResponse, match="Example prices: the answer to .* is JSON nested too deeply to read"):
+        client(service, []).json("prices")
+
+
 def test_field_follows_keys_and_indexes_and_names_what_is_missing():
     payload = {"hourly": {"time": ["2026-01-01T00:00"], "rows": [{"v": 1.5}]}}
     assert field(payload, "hourly.rows.0.v", "Open-Meteo") == 1.5

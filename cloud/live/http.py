@@ -192,6 +192,9 @@ class HttpClient:
         except ValueError:
             raise MalformedResponse(f"{self.service.name}: the answer to {redact(self._shown(self.url(path)))} "
                                     f"is not JSON ({_excerpt(response)})") from None
+        except RecursionError:  # no service's answer is nested thousands deep; the reader's stack ends first
+            raise MalformedResponse(f"{self.service.name}: the answer to {redact(self._shown(self.url(path)))} "
+                                    "is JSON nested too deeply to read; expected the service's documented shape") from None
 
     def text(self, path: str, params: Mapping[str, Any] | None = None,
              headers: Mapping[str, str] | None = None) -> str:
