@@ -6,6 +6,8 @@ with only what was issued before the forecast's own issue time."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,6 +110,24 @@ def test_a_partial_horizon_stores_only_the_instants_the_service_filled(fake, sto
     seen = StoredWeatherForecast(store, "open-meteo").forecast(
         SITE, pd.DatetimeIndex([NOW + pd.Timedelta(hours=1)] * 8), pd.to_datetime(times, unit="s", utc=True))
     assert seen[TEMP].notna().tolist() == [True] * 5 + [False] * 3
+
+
+def test_values_no_weather_can_have_are_stored_as_missing_and_said_once(fake, caplog):
+    """A fill value (-1000, 1e308) or a unit mixed up is no reading of the weather: each is
+    stored as missing, with one warning counting them, and a row of nothing else is no row."""
+    times = unix("2026-06-21T10:00", 4, "15min")
+    fake.route("/forecast", Reply(200, open_meteo_body(
+        "minutely_15", times, shortwave_radiation=[600.0, -1000.0, 1e308, 620.0], cloud_cover=[20.0, 150.0, 20.0, 20.0],
+        direct_normal_irradiance=[500.0, -1000.0, 500.0, 500.0], diffuse_radiation=[100.0, -1000.0, 100.0, 100.0],
+        temperature_2m=[21.0, -1000.0, 21.0, 21.0], wind_speed_10m=[3.0, -1000.0, 3.0, 3.0])))
+    with caplog.at_level(logging.WARNING):
+        rows = OpenMeteo(connection=connection(fake)).fetch(SITE, NOW)
+    assert rows[dd.TS].tolist() == [pd.Timestamp(t, unit="s", tz="UTC") for t in (times[0], times[2], times[3])]
+    assert rows[s.GHI].tolist()[0] == 600.0 and np.isnan(rows[s.GHI].tolist()[1]) and rows[s.GHI].tolist()[2] == 620.0
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said.startswith("open-meteo: values outside what the weather can be, stored as missing: "
+                           "2 ghi_w_m2 (e.g. -1000; expected 0 to 1500), 1 dni_w_m2")
+    assert "1 cloud_cover_percent (e.g. 150; expected 0 to 100)" in said
 
 
 @pytest.mark.parametrize("body, message", [

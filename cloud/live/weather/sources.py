@@ -4,6 +4,7 @@ the rows of ``weather_forecasts`` it returns (:func:`table_rows`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from cloud.store import schema as s
 from der_core import der_data as dd
 from der_core.errors import ConfigError
 from der_core.site_file import declared_site
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,36 @@ class Connection:
         return HttpClient(service, self.policy, environ=self.environ, sleep=self.sleep)
 
 
+#: What the weather can be, per field (W/m², °C, %, m/s, kW): irradiance at most ~10 % above
+#: the solar constant, the air within its recorded extremes, the strongest gust measured. A
+#: value outside is no reading of the weather (a service's fill value, a unit mixed up) and is
+#: stored as missing, so no forecast is driven by it.
+PHYSICAL: Mapping[str, tuple[float, float]] = {
+    s.GHI: (0.0, 1500.0), s.DNI: (0.0, 1500.0), s.DHI: (0.0, 1500.0), s.TEMP_AIR: (-90.0, 60.0),
+    s.CLOUD_COVER: (0.0, 100.0), s.WIND_SPEED: (0.0, 120.0), s.PV_POWER: (0.0, 1e6),
+}
+
+
+def physical(values: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """``values`` with each number outside :data:`PHYSICAL` made missing, said in one warning."""
+    kept, dropped = {}, []
+    for name, array in values.items():
+        low, high = PHYSICAL.get(name, (-np.inf, np.inf))
+        wrong = ~np.isnan(array) & ((array < low) | (array > high))
+        kept[name] = np.where(wrong, np.nan, array)
+        if wrong.any():
+            dropped.append(f"{int(wrong.sum())} {name} (e.g. {array[wrong][0]:g}; expected {low:g} to {high:g})")
+    if dropped:
+        log.warning("%s: values outside what the weather can be, stored as missing: %s", source, ", ".join(dropped))
+    return kept
+
+
 def table_rows(place: Place, source: str, issued_at: pd.Timestamp | pd.DatetimeIndex, ts: pd.DatetimeIndex,
           values: Mapping[str, np.ndarray], start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
     """The table's rows for ``ts`` within ``[start, end)``; a target the service left empty
-    (beyond its horizon: all values null) is no row."""
+    (beyond its horizon: all values null) is no row, nor is one whose values are all outside
+    :data:`PHYSICAL`."""
+    values = physical(values, source)
     frame = pd.DataFrame({dd.DEVICE_ID: place.device_id, s.SOURCE: source, s.ISSUED_AT: issued_at, dd.TS: ts,
                           **{c: values.get(c, np.full(len(ts), np.nan)) for c in s.WEATHER_FIELDS}})
     keep = frame[list(s.WEATHER_FIELDS)].notna().any(axis=1)
