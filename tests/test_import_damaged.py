@@ -207,6 +207,24 @@ def test_a_wall_clock_time_at_the_calendars_end_is_quarantined_with_its_row(tmp_
                        "it; expected a reading's time" for n, t in ((2, "9999-12-31 23:15:00"), (4, "0001-01-01 00:15:00"))]
 
 
+def test_a_time_before_any_meter_is_quarantined_with_its_row(tmp_path, cloud_db, capsys):
+    """A placeholder year, a time of day read without its date (1900-01-01): stored, it
+    would be the site's oldest history, from which lookbacks and backfills reckon."""
+    (tmp_path / "meter.csv").write_text("ts,solar_generation_kw\n0002-06-01T12:00Z,1\n2024-07-01T12:00Z,1\n"
+                                        "1677-09-22T00:00Z,1\n1969-12-31T23:45Z,1\n")
+    code, out, err = imported(tmp_path / "meter.csv", cloud_db, capsys)
+    assert code == 0, err
+    assert out.startswith("imported 1 readings of meter-1 (3 quarantined)")
+    with SQLiteCloudStore(cloud_db) as store:
+        reasons = sorted(store.read_quarantine(DEVICE)[s.REASON])
+    assert reasons == [f"line {n}: time {t}Z is before 1970; expected a measured time (check --timestamp-format: a "
+                       "pattern without a date reads as 1900-01-01)"
+                       for n, t in ((2, "0002-06-01 12:00:00"), (4, "1677-09-22 00:00:00"), (5, "1969-12-31 23:45:00"))]
+    (tmp_path / "times.csv").write_text("ts,solar_generation_kw\n10:00,1\n10:15,1\n")
+    code, out, err = imported(tmp_path / "times.csv", cloud_db, capsys, "--timestamp-format", "%H:%M")
+    assert code == 0 and out.startswith("imported 0 readings of meter-1 (2 quarantined)"), (out, err)
+
+
 def test_a_row_wider_than_a_units_columns_names_reads(tmp_path, cloud_db, capsys):
     (tmp_path / "meter.csv").write_text("ts,UNITS\n2024-06-01T00:00Z,kWh,5\n")
     code, _, err = imported(tmp_path / "meter.csv", cloud_db, capsys)

@@ -91,6 +91,10 @@ LINE = "line"
 #: How far a logger's clock may run ahead of the importing machine's before a time counts as
 #: not yet measured.
 CLOCK_SLACK = pd.Timedelta(minutes=15)
+#: No meter file holds a reading from before this: an earlier time is a misread one (a
+#: format without a date reads as 1900-01-01, a placeholder year 0001, Unix times in the
+#: wrong unit), and stored it would become the site's oldest history.
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
 _POWER_COLUMNS = tuple(c for c in dd.NUMERIC_COLUMNS if c.endswith("_kw"))
 #: Where a power column's unit comes from when neither the file nor ``--units`` names one.
 UNSAID = "by default: the file names no unit"
@@ -446,7 +450,7 @@ def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
     """The chunk's times and a reason for each that cannot be stored; a time later than the
     import itself (beyond :data:`CLOCK_SLACK`) is one: no meter has measured it yet, and it
     is a misread format or zone, which would also make the site's newest reading, from which
-    every job counts back, lie in the future."""
+    every job counts back, lie in the future. So is one before :data:`EARLIEST`."""
     ts, reasons = plan.times.read(time_texts(raw, plan.time_columns))
     beyond = [c for c in raw.columns if str(c).startswith(BEYOND)]
     if beyond:
@@ -458,6 +462,9 @@ def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
     ahead = ts.notna() & (ts > now + CLOCK_SLACK) & (reasons == "")
     reasons[ahead] = [f"time {t:%Y-%m-%d %H:%M:%S}Z is after the import ({now:%Y-%m-%d %H:%M}Z); expected a measured "
                       "time (check --timezone and --timestamp-format)" for t in ts[ahead]]
+    early = ts.notna() & (ts < EARLIEST) & (reasons == "")
+    reasons[early] = [f"time {t.tz_convert(None)}Z is before {EARLIEST:%Y}; expected a measured time (check "
+                      "--timestamp-format: a pattern without a date reads as 1900-01-01)" for t in ts[early]]
     return ts, reasons
 
 
