@@ -165,17 +165,21 @@ def test_import_is_idempotent(tmp_path, cloud):
     ("pv_w=solar_generation_kw,,load", "'load': expected FILE_COLUMN=field pairs"),
     ("pv_w=", "'pv_w=': expected FILE_COLUMN=field pairs"),
     ("=solar_generation_kw", "'=solar_generation_kw': expected FILE_COLUMN=field pairs"),
-    ("a=b=solar_generation_kw", "'a=b=solar_generation_kw': expected FILE_COLUMN=field pairs"),
+    ("PV=solar_generation_kw,PV=home_load_total_load_kw",
+     "--column-map: column 'PV' is mapped to solar_generation_kw and to home_load_total_load_kw; expected each column once"),
 ])
 def test_bad_column_map_is_a_usage_error(text, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         parse_column_map(text)
 
 
-def test_a_column_map_column_may_hold_commas():
-    """Portals name columns ``Leistung, AC (W)``: the field after ``=`` ends each pair."""
+def test_a_column_map_column_may_hold_commas_and_equals_signs():
+    """Portals name columns ``Leistung, AC (W)`` or ``P=AC (W)``: the field after the last
+    ``=`` ends each pair. The same column twice to the same field is one mapping."""
     assert parse_column_map(" Leistung, AC (W) = solar_generation_kw, Bezug, gesamt=home_load_total_load_kw,") == {
         "Leistung, AC (W)": dd.SOLAR_KW, "Bezug, gesamt": dd.LOAD_TOTAL}
+    assert parse_column_map("P=AC (W)=solar_generation_kw,Export=-net_grid_flow_kw,P=AC (W)=solar_generation_kw") == {
+        "P=AC (W)": dd.SOLAR_KW, "Export": f"-{dd.NET_GRID_FLOW}"}
 
 
 @pytest.mark.parametrize("kind", ["device", "pipe", "folder", "loop", "long"])

@@ -199,13 +199,15 @@ class ImportResult(SyncResult):
 
 #: One ``FILE_COLUMN=field`` pair: the column runs to the first ``=`` and may hold commas
 #: (``Leistung, AC (W)``); the field, a name without commas, runs to the next comma.
-_PAIR = re.compile(r"\s*(?P<source>[^=]*?)\s*=\s*(?P<target>[^,=]*?)\s*(?:,|$)")
+_PAIR = re.compile(r"\s*(?P<source>.*?)\s*=\s*(?P<target>[^,=]*?)\s*(?:,|$)")
 
 
 def parse_column_map(text: str | None) -> dict[str, str]:
     """``"a=solar_generation_kw,b=home_load_total_load_kw"`` -> ``{"a": ..., "b": ...}``; a
-    column's name may hold commas, as the field after its ``=`` ends the pair. A field led
-    by ``-`` counts its column negatively in the field's sum (``export=-net_grid_flow_kw``)."""
+    column's name may hold commas and ``=`` signs, as the field after its last ``=`` ends the
+    pair. A field led by ``-`` counts its column negatively in the field's sum
+    (``export=-net_grid_flow_kw``). A column mapped to two fields is refused: which the owner
+    meant cannot be told, and the first would be dropped without a word."""
     mapping: dict[str, str] = {}
     text, at = (text or "").strip().strip(","), 0
     while at < len(text):
@@ -226,7 +228,11 @@ def parse_column_map(text: str | None) -> dict[str, str]:
                              f"expected one of {', '.join(dd.FIELD_TYPES)}")
         if target.startswith("-") and field_name not in dd.NUMERIC_COLUMNS:
             raise UsageError(f"--column-map {f'{source}={target}'!r}: only a number field is counted negatively")
-        mapping[source] = f"-{field_name}" if target.startswith("-") else field_name
+        mapped = f"-{field_name}" if target.startswith("-") else field_name
+        if mapping.get(source, mapped) != mapped:
+            raise UsageError(f"--column-map: column {source!r} is mapped to {mapping[source]} and to {mapped}; "
+                             "expected each column once")
+        mapping[source] = mapped
     return mapping
 
 
