@@ -550,6 +550,7 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
         raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
     if raw is None:
         raise ConfigError(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB; expected {what} (a JSON file)")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark Windows editors write first; no JSON reader needs it
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -184,6 +184,13 @@ def test_a_path_that_is_no_file_is_refused_before_it_is_opened(tmp_path, kind):
     assert f": {said}; expected config file (a JSON file)" in text and len(text) < 400
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    """Notepad writes one before the first brace; Python's JSON reader refused the file."""
+    path = tmp_path / "c.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"seed": 7}).encode())
+    assert load_config(path).seed == 7
+
+
 def test_a_file_too_large_to_be_a_config_is_refused_unread(tmp_path):
     path = tmp_path / "c.json"
     with open(path, "wb") as handle:
