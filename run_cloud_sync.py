@@ -10,10 +10,17 @@ import pandas as pd
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
 from cloud.sync.forget import forget_device
-from cloud.sync.importer import UNITS, ImportOptions, declared_zone, import_files, print_import
+from cloud.sync.importer import (
+    UNITS,
+    ImportOptions,
+    declared_zone,
+    import_files,
+    print_import,
+)
 from cloud.sync.job import sync_once
 from cloud.sync.meter_files import check_meter_path
 from cloud.sync.status import print_status, sync_status
+from der_core import der_data as dd
 from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
@@ -131,7 +138,15 @@ def weather_history(cloud, site, span: tuple[pd.Timestamp, pd.Timestamp]) -> str
     from cloud.live.weather import (
         backfill_previous_runs,  # the weather adapters: only with --weather-history
     )
+    from cloud.live.weather.open_meteo import PREVIOUS_RUNS_START
 
+    # Days the archive cannot hold are refused, not asked for: a span of centuries would be
+    # thousands of requests for nothing.
+    today = dd.utc_now().normalize()
+    if span[0] < PREVIOUS_RUNS_START or span[1] > today + pd.Timedelta(days=1):
+        raise UsageError(f"--weather-history {span[0].date()}:{(span[1] - pd.Timedelta(days=1)).date()}: Open-Meteo's "
+                         f"archive of past forecasts holds {PREVIOUS_RUNS_START.date()} to today ({today.date()}); "
+                         "expected days within it")
     rows = backfill_previous_runs(cloud, site_row(site), *span)
     start, end = span[0].date(), (span[1] - pd.Timedelta(days=1)).date()
     return f"stored {rows} rows of Open-Meteo's day-ahead forecasts of {site.device_id} for {start} to {end} in {cloud.label}"

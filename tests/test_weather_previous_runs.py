@@ -211,6 +211,11 @@ def test_run_cloud_sync_stores_the_days_asked_for_and_refuses_bad_input_in_one_l
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().endswith(
         "'2024-03-02:2024-03-01' is not START:END days, END not before START (2024-03-01:2024-06-01) (see --help)")
+    for span in ("0001-01-01:9999-12-30", "2023-12-31:2024-01-01", f"2024-01-01:{dd.utc_now() + pd.Timedelta(days=1):%Y-%m-%d}"):
+        assert run_cli(run_cloud_sync.main, ["--site", str(site_file), "--weather-history", span, "--cloud-db", db]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: --weather-history {span}: Open-Meteo's archive of past forecasts holds 2024-01-01 "
+                               "to today (") and line.endswith("); expected days within it")
     site_file.write_text(json.dumps({**DECLARATION, "weather": None}))
     assert run_cli(run_cloud_sync.main, ["--site", str(site_file), "--weather-history", "2024-03-01:2024-03-02",
                                          "--cloud-db", db]) == 2

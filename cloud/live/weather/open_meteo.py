@@ -128,6 +128,10 @@ class OpenMeteoArchive:
 
 
 
+#: The first day the Previous Model Runs API holds (its documentation: data from January 2024).
+PREVIOUS_RUNS_START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
 @dataclass(frozen=True)
 class OpenMeteoPreviousRuns:
     """What Open-Meteo's model forecast ``lead_days`` days before each hour: its Previous Model
