@@ -28,7 +28,7 @@ from pydantic import (
 
 from der_core import der_data as dd
 from der_core.errors import ConfigError
-from der_core.files import input_problem, read_bounded
+from der_core.files import input_problem, read_input
 from der_core.money import check_currency, currency_of
 from der_core.section import Section
 from der_core.tariff import Tariff
@@ -539,17 +539,9 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     """A JSON file's parsed content, or a one-line :class:`ConfigError` naming ``what`` was
     wrong with it (``missing_hint`` says how to make one that is missing)."""
     path = Path(path)
-    problem = input_problem(path)
-    if problem == "not found":
+    if input_problem(path) == "not found":
         raise ConfigError(f"{path}: {what} not found; {missing_hint}")
-    if problem is not None:
-        raise ConfigError(f"{dd.shown(str(path), 200)}: {problem}; expected {what} (a JSON file)")
-    try:
-        raw = read_bounded(path, MAX_JSON_BYTES)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
-    if raw is None:
-        raise ConfigError(f"{path}: larger than {MAX_JSON_BYTES // 2**20} MiB; expected {what} (a JSON file)")
+    raw = read_input(path, MAX_JSON_BYTES, dd.shown(str(path), 200), f"{what} (a JSON file)")
     raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark Windows editors write first; no JSON reader needs it
     try:
         text = raw.decode("utf-8")

@@ -11,6 +11,8 @@ import errno
 import stat
 from pathlib import Path
 
+from der_core.errors import ConfigError
+
 
 def _said(error: OSError) -> str:
     if error.errno == errno.ELOOP:
@@ -56,9 +58,18 @@ def folder_problem(path: str | Path) -> str | None:
     return None
 
 
-def read_bounded(path: str | Path, limit: int) -> bytes | None:
-    """The bytes of the file at ``path``, or None when it holds more than ``limit``: a file
-    that grows while read is read no further than that."""
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
-    return None if len(data) > limit else data
+def read_input(path: str | Path, limit: int, where: str, expected: str) -> bytes:
+    """The bytes of the input file at ``path``: a regular file (:func:`input_problem`) of at
+    most ``limit`` bytes, read no further than that (a file that grows while read stops
+    there). Else a :class:`ConfigError` ``"{where}: {what is wrong}; expected {expected}"``."""
+    problem = input_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}; expected {expected}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot be read ({error.strerror}); expected {expected}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{where}: larger than {limit / 2**20:g} MiB; expected {expected}")
+    return data

@@ -195,7 +195,7 @@ def test_a_file_too_large_to_be_a_config_is_refused_unread(tmp_path):
     path = tmp_path / "c.json"
     with open(path, "wb") as handle:
         handle.truncate(MAX_JSON_BYTES + 1)
-    with pytest.raises(ConfigError, match="c.json: larger than 16 MiB; expected config file"):
+    with pytest.raises(ConfigError, match="c.json': larger than 16 MiB; expected config file"):
         load_config(path)
 
 

@@ -13,22 +13,14 @@ from cryptography.hazmat.primitives import serialization
 
 from der_core.der_data import shown
 from der_core.errors import ConfigError
-from der_core.files import input_problem, read_bounded
+from der_core.files import read_input
 
 #: PEM files of a certificate chain or a key are a few kilobytes; past this it is not one.
 MAX_PEM_BYTES = 1 << 20
 
 
 def _pem(path: str, label: str) -> bytes:
-    problem = input_problem(path)
-    if problem is not None:
-        raise ConfigError(f"{label} {shown(path, 200)}: {problem}; expected a PEM file")
-    try:
-        data = read_bounded(path, MAX_PEM_BYTES)
-    except OSError as error:
-        raise ConfigError(f"{label} {shown(path, 200)}: cannot be read ({error.strerror})") from None
-    if data is None:
-        raise ConfigError(f"{label} {shown(path, 200)}: larger than {MAX_PEM_BYTES >> 20} MiB; expected a PEM file")
+    data = read_input(path, MAX_PEM_BYTES, f"{label} {shown(path, 200)}", "a PEM file")
     if b"-----BEGIN " not in data:
         raise ConfigError(f"{label} {shown(path, 200)}: holds no PEM block; expected a PEM file (-----BEGIN ...)")
     return data
