@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.once or args.continuous or args.status):
         raise UsageError("nothing to do: expected one of --once, --continuous, --status")
     settings = settings_from(args)
-    store = open_store_from_args(args)
+    store = open_store_from_args(args, existing=args.status)
     try:
         if args.status:
             print_status(feature_status(store, settings), as_json=args.json)

@@ -263,7 +263,7 @@ def backtest_heading(args, result: BacktestResult) -> str:
 
 
 def status(args) -> None:
-    store = open_store_from_args(args)
+    store = open_store_from_args(args, existing=True)
     try:
         report = plan_status(store, pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=7))
     finally:

@@ -55,8 +55,10 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def show_status(settings: ps.PipelineSettings) -> int:
-    store = open_cloud_store(settings.cloud)
+def show_status(settings: ps.PipelineSettings, named: bool) -> int:
+    """Each stage's last run; a store file ``named`` by --cloud-db must exist (a typo would
+    make it), the default one is made as every command makes it."""
+    store = open_cloud_store(settings.cloud, existing=named)
     try:
         jobs = pipeline_status(store, dd.utc_now())
     finally:
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
                                  publish=args.publish)
     if args.status:
-        return show_status(settings)
+        return show_status(settings, named=embedded is not None)
     default_store = settings.cloud.backend != "sqlite" or settings.cloud.sqlite_path == DEFAULT_CLOUD_DB
     store_flag = "" if default_store else f" --cloud-db {settings.cloud.sqlite_path}"
     hint = f"see it in the dashboard: python run_dashboard.py{store_flag}  (then open http://127.0.0.1:8000/)"

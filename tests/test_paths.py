@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+import run_cloud_sync
+import run_feature_engineering
 import run_model_training
 import run_optimizer
 import run_pipeline
@@ -61,3 +63,21 @@ def test_the_model_folder_of_the_environment_is_named_as_such(places, capsys, mo
     monkeypatch.setenv("FORECAST_MODEL_DIR", str(places / "file"))
     assert run_cli(run_model_training.main, ["--status"]) == 2
     assert capsys.readouterr().err.startswith(f"error: FORECAST_MODEL_DIR '{places / 'file'}': is a file, not a folder")
+
+
+@pytest.mark.parametrize("main, argv", [
+    (run_cloud_sync.main, ["--status"]),
+    (run_cloud_sync.main, ["--forget", "home-1"]),  # without --yes it only lists
+    (run_feature_engineering.main, ["--status"]),
+    (run_optimizer.main, ["--status"]),
+    (run_pipeline.main, ["--status"]),
+])
+def test_a_command_that_only_reads_a_store_never_makes_one(tmp_path, capsys, main, argv):
+    """A mistyped --cloud-db made folders and an empty store, then showed it empty. (The
+    default store is made by any command, a new install's --status too, as the spec has it.)"""
+    typo = tmp_path / "dat" / "cloud.db"
+    assert run_cli(main, [*argv, "--cloud-db", str(typo)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: no cloud store at '{typo}': no job has written one there; expected the store the jobs "
+                    "write (--cloud-db FILE)")
+    assert not (tmp_path / "dat").exists()

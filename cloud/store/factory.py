@@ -11,11 +11,12 @@ import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cloud.store.base import CloudStore
 from cloud.store.sqlite import DEFAULT_CLOUD_DB
 from der_core.der_data import shown
-from der_core.errors import ConfigError
+from der_core.errors import ConfigError, UsageError
 from der_core.redact import redact
 
 SQLITE, POSTGRES, SUPABASE = "sqlite", "postgres", "supabase"
@@ -51,8 +52,13 @@ def cloud_settings(
     return CloudSettings(backend, sqlite_path or DEFAULT_CLOUD_DB, database_url, url, key)
 
 
-def open_cloud_store(settings: CloudSettings) -> CloudStore:
-    """The configured store; Postgres and SQLite apply the schema on first use."""
+def open_cloud_store(settings: CloudSettings, existing: bool = False) -> CloudStore:
+    """The configured store; Postgres and SQLite apply the schema on first use. ``existing``
+    (a command that only reads, such as ``--status``): an embedded file that is not there is
+    refused, not made, since a mistyped path would otherwise create it and show it empty."""
+    if existing and settings.backend == SQLITE and not Path(settings.sqlite_path).exists():
+        raise UsageError(f"no cloud store at {shown(str(settings.sqlite_path), 200)}: no job has written one there; "
+                         "expected the store the jobs write (--cloud-db FILE)")
     if settings.backend == SUPABASE:
         from cloud.store.supabase import SupabaseCloudStore
 
@@ -86,8 +92,10 @@ def cloud_db_choice(value: str | None) -> tuple[str | None, str | None]:
     return (value, None) if value in BACKENDS else (SQLITE, value)
 
 
-def open_store_from_args(args: argparse.Namespace) -> CloudStore:
+def open_store_from_args(args: argparse.Namespace, existing: bool = False) -> CloudStore:
     """The store a command line asks for (:func:`cloud_db_choice`), else the one the
-    environment gives (Supabase, Postgres, or the default embedded file)."""
+    environment gives (Supabase, Postgres, or the default embedded file); ``existing`` as
+    :func:`open_cloud_store` takes it, for a file named by ``--cloud-db`` only: the default
+    one is made on first use by every command, ``--status`` of a new install as well."""
     backend, path = cloud_db_choice(args.cloud_db)
-    return open_cloud_store(cloud_settings(backend=backend, sqlite_path=path))
+    return open_cloud_store(cloud_settings(backend=backend, sqlite_path=path), existing and path is not None)

@@ -41,4 +41,6 @@ def open_edge(args: argparse.Namespace) -> EdgeStore:
 
 
 def open_cloud(args: argparse.Namespace) -> CloudStore:
-    return open_store_from_args(args)
+    """The cloud store of a command line; one that only reads it (``--status``, ``--forget``
+    without ``--yes``) needs it to exist."""
+    return open_store_from_args(args, existing=bool(args.status or (args.forget and not args.yes)))
