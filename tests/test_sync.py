@@ -20,6 +20,7 @@ from cloud.sync.retry import RetryPolicy
 from cloud.sync.status import sync_status
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
+from der_core.config import build_config, site_record
 from der_core.errors import StoreError, StoreUnavailable
 from der_core.site_file import build_site, declared_site, site_row
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
@@ -156,6 +157,27 @@ def test_bad_rows_are_quarantined_with_reasons_and_do_not_block_others(edge, clo
     assert reasons[frame[dd.TS][3]] == "battery_soc_percent outside [0, 100] (got 140.0)"
     assert reasons[frame[dd.TS][15]] == "grid_price_price_per_kwh is missing (NaN) but required"
     assert cloud.watermarks(SOURCE)["dev-000"] == frame[dd.TS].max()
+
+
+def test_a_real_devices_readings_keep_what_it_does_not_measure_as_gaps(edge, cloud):
+    """A battery inverter read over Modbus measures no weather and no price: its readings hold
+    those fields empty and are synced, where every one was quarantined as a damaged
+    simulated reading; a value it did measure out of range is still quarantined."""
+    config = build_config({"device_id": "dev-000", "source": {"kind": "modbus-sunspec", "host": "127.0.0.1"}})
+    edge.put_site(site_record(config))
+    frame = readings(devices=2, steps=6)
+    unmeasured = [dd.SOLAR_IRRADIANCE, dd.PANEL_TEMP, dd.PRICE, dd.FEED_IN, *dd.LOAD_COMPONENTS]
+    device = frame[dd.DEVICE_ID] == "dev-000"
+    frame.loc[device, unmeasured] = np.nan
+    frame.loc[frame.index[device][2], dd.BATTERY_SOC] = 140.0
+    frame.loc[frame.index[~device][0], dd.PRICE] = np.nan  # the simulated device still writes every field
+    edge.write(frame)
+    result = sync_once(edge, cloud, settings())
+    assert (result.rows_synced, result.rows_quarantined) == (10, 2)
+    reasons = sorted(cloud.read_quarantine()[s.REASON])
+    assert reasons == ["battery_soc_percent outside [0, 100] (got 140.0)", "grid_price_price_per_kwh is missing (NaN) but required"]
+    stored = cloud.read_readings("dev-000")
+    assert len(stored) == 5 and stored[unmeasured].isna().all().all()
 
 
 def test_transient_errors_are_retried_with_growing_jittered_backoff(edge, cloud):

@@ -13,6 +13,7 @@ land once: no reading is lost or doubled, whatever instant the process dies at.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -84,9 +85,10 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
         late, through = edge.late_writes()
         spans = {d: _spans(marks.get(d), late.get(d, []), settings.overlap) for d in devices}
         total = sum(math.ceil(_count(edge, d, start, stop) / settings.batch_size) for d in devices for start, stop in spans[d])
+        measured = measured_devices(edge_sites)
         with closing(_prefetched(_batches(edge, spans, settings.batch_size))) as batches:
             for device, batch in progress(batches, total=total, desc="cloud sync", unit="batch"):
-                marks[device] = _send(cloud, settings, device, batch, marks.get(device), result)
+                marks[device] = _send(cloud, settings, device, batch, marks.get(device), result, device in measured)
         if through:
             edge.acknowledge_late_writes(through)
     except BaseException as error:  # an interrupt or a defect as well: a run must never stay "running"
@@ -172,10 +174,27 @@ def _prefetched(batches: Iterable[tuple[str, pd.DataFrame]]) -> Iterator[tuple[s
         reader.join()
 
 
+def measured_devices(sites: list[dict]) -> set[str]:
+    """The edge's devices read from a real device (a ``source`` other than the simulator,
+    in the site row's configuration). A device measures what it has: a battery inverter no
+    weather or prices, so its readings hold those fields empty, and an empty field is a gap
+    there, not a damaged reading as it would be from the simulator, which writes every one."""
+    measured = set()
+    for site in sites:
+        try:
+            kind = json.loads(site.get("config_json") or "{}").get("source", {}).get("kind", "simulator")
+        except (ValueError, AttributeError):
+            kind = "simulator"
+        if kind != "simulator":
+            measured.add(site[dd.DEVICE_ID])
+    return measured
+
+
 def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.DataFrame,
-          mark: pd.Timestamp | None, result: SyncResult) -> pd.Timestamp:
-    """Quarantine, upsert, then advance the watermark; return the new watermark."""
-    good, bad, reasons = validate(batch)
+          mark: pd.Timestamp | None, result: SyncResult, measured: bool = False) -> pd.Timestamp:
+    """Quarantine, upsert, then advance the watermark; return the new watermark. A reading of
+    a ``measured`` device needs no field (:func:`measured_devices`); a simulated one every field."""
+    good, bad, reasons = validate(batch, required=() if measured else None)
     retry = settings.retry
     if len(bad):
         retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, settings.source))
