@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,9 +14,9 @@ import pytest
 from der_core import der_data as dd
 from der_core.config import ModbusSunSpecSource, build_config
 from der_core.errors import ConfigError, UsageError
+from edge_gateway.daemon import device_jobs, open_runtime
 from edge_gateway.gateway import Gateway
 from edge_gateway.mqtt.commands import SetpointBook
-from edge_gateway.daemon import device_jobs, open_runtime
 from edge_gateway.sources.base import Measured
 from edge_gateway.sources.factory import open_source
 from edge_gateway.sources.modbus_sunspec import SunSpecDevice
@@ -82,6 +83,33 @@ def test_the_map_is_found_at_each_base_address_sunspec_allows(base, caplog):
         server.stop()
     assert f"SunSpec map at {base}, models 1, 103, 124, 802, 203" in caplog.text
     assert measured.pv_kw == pytest.approx(2.3456)
+
+
+def test_a_map_whose_lengths_lead_past_the_register_space_is_a_device_not_answering(server, caplog):
+    """Model 1 claiming 65534 registers sends the next model's address past 65535: pymodbus
+    raised a ValueError that no one caught, and the gateway's every run failed on it."""
+    server.set(1, 1, 0xFFFE)
+    with caplog.at_level(logging.WARNING):
+        assert read_once(device(server)) is None
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "not answering (a read of 2 registers at " in said and "runs past the register space (65535)" in said
+
+
+def test_an_answer_shorter_than_the_read_is_a_device_not_answering(server, caplog):
+    """A device answering one register fewer than asked, past its marker: discovery unpacked
+    too few values and the map's reading indexed past the answer (a ValueError or an
+    IndexError in every run); now the read is refused and retried later."""
+    source = device(server)
+    real = source._client.read_holding_registers
+
+    def short(address, **kwargs):
+        answer = real(address, **kwargs)
+        return answer if address == server.base else SimpleNamespace(isError=answer.isError, registers=answer.registers[:-1])
+
+    source._client.read_holding_registers = short
+    with caplog.at_level(logging.WARNING):
+        assert read_once(source) is None
+    assert f"1 registers in the answer to a read of 2 at {server.base + 2}" in caplog.text
 
 
 def test_values_carry_their_scale_factors_and_the_contract_signs(server):

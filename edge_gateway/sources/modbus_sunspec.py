@@ -32,8 +32,8 @@ from pymodbus.exceptions import ModbusException
 
 from der_core import der_data as dd
 from der_core.config import BatterySign, MeterSign, ModbusSunSpecSource
-from edge_gateway.sources.base import Measured, Samples, within_battery_limits
 from edge_gateway.sources import sunspec as ss
+from edge_gateway.sources.base import Measured, Samples, within_battery_limits
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CHARGE_AND_DISCHARGE_LIMITS = 0b11
 FIRST_RETRY_S = 1.0
 MAX_MODELS = 200  # more than any device holds: a chain longer than this is a broken map
+MAX_ADDRESS = 0xFFFF  # the last holding register Modbus can address
 
 
 class DeviceUnavailable(Exception):
@@ -77,18 +78,26 @@ class SunSpecDevice:
 
     # -- link ---------------------------------------------------------------------------------
     def _read(self, address: int, count: int) -> list[int]:
+        """``count`` registers from ``address``, or DeviceUnavailable: a device that answers
+        with fewer, or a map whose lengths lead past the register space (65535), is a device
+        not to be read now, said and retried like one that does not answer."""
+        if address < 0 or address + count - 1 > MAX_ADDRESS:
+            raise DeviceUnavailable(f"a read of {count} registers at {address} runs past the register space "
+                                    f"({MAX_ADDRESS}); expected a SunSpec map within it")
         try:
             response = self._client.read_holding_registers(address, count=count, device_id=self.settings.unit_id)
-        except (ModbusException, OSError) as error:
+        except (ModbusException, OSError, ValueError) as error:
             raise DeviceUnavailable(str(error)) from None
         if response.isError():
             raise DeviceUnavailable(f"exception response to a read of {count} registers at {address}")
-        return list(response.registers)
+        if len(response.registers) < count:
+            raise DeviceUnavailable(f"{len(response.registers)} registers in the answer to a read of {count} at {address}")
+        return list(response.registers[:count])
 
     def _write(self, address: int, values: Sequence[int]) -> None:
         try:
             response = self._client.write_registers(address, list(values), device_id=self.settings.unit_id)
-        except (ModbusException, OSError) as error:
+        except (ModbusException, OSError, ValueError) as error:
             raise DeviceUnavailable(str(error)) from None
         if response.isError():
             raise DeviceUnavailable(f"exception response to a write of {len(values)} registers at {address}")
