@@ -107,6 +107,8 @@ def event_from_body(body: Any, received_at: pd.Timestamp) -> DREvent:
     sites = body.get("sites", "all")
     if sites == "all":
         sites = []
+    elif sites == []:  # no site is not every site: the empty list the event holds means all of them
+        raise _bad('body field sites: expected a non-empty list of device ids or "all", got []')
     if not isinstance(sites, list) or not all(isinstance(site, str) for site in sites):
         raise _bad(f"body field sites: expected a list of device ids or \"all\", got {dd.shown(sites)}")
     event_id = body.get("event_id", f"api-{uuid.uuid4().hex[:12]}")

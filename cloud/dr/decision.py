@@ -67,6 +67,9 @@ EARLIEST, LATEST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_loca
 #: The highest price adder a plan takes (per kWh): far above any market's cap (ERCOT's, the
 #: highest, is 5 $/kWh), and low enough that the plan's costs stay inside the LP's tolerances.
 MAX_PRICE_PER_KWH = 10_000.0
+#: The largest reduction an event may ask, kW: 10 GW, more than any fleet of homes holds; a
+#: larger request is a unit mixed up (W as kW), and its figures would fill a line.
+MAX_REDUCTION_KW = 1e7
 #: OpenADR's modificationNumber is an unsigned 32-bit count.
 MAX_MODIFICATION = 2**32 - 1
 
@@ -99,6 +102,8 @@ def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings
         return f"{event.signal} value {event.value:g} is negative; expected >= 0"
     if event.signal is Signal.PRICE and event.value > MAX_PRICE_PER_KWH:
         return f"price {event.value:g} per kWh is above {MAX_PRICE_PER_KWH:g}; expected a price adder per kWh"
+    if event.signal is Signal.REDUCTION and event.value > MAX_REDUCTION_KW:
+        return f"reduction {event.value:g} kW is above {MAX_REDUCTION_KW:g}; expected the fleet's kW"
     if event.signal is Signal.LEVEL and (event.value != int(event.value) or event.value >= len(settings.level_fractions)):
         return f"level {event.value:g}; expected a whole number 0 to {len(settings.level_fractions) - 1}"
     unknown = sorted(set(event.sites) - known)
