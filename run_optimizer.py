@@ -92,7 +92,8 @@ def sites_to_plan(args, store) -> list[StoredSite]:
     never planned as a simulated home), or, with neither, every site the cloud store knows."""
     if args.config:
         config = load_config(args.config)
-        return [StoredSite(with_overrides(config, device_id=args.device_id) if args.device_id else config, False)]
+        config = with_overrides(config, device_id=args.device_id) if args.device_id else config
+        return [StoredSite(config, config.source.kind != "simulator")]  # a gateway's device: a real site
     known = stored_sites(store)
     if args.device_id:
         if args.device_id in known:

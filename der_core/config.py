@@ -137,6 +137,19 @@ class SimulatorSource(_Section):
     kind: Literal["simulator"] = "simulator"
 
 
+def source_kind(config_json: str | None) -> str:
+    """The ``source.kind`` of a site row's stored configuration: ``simulator`` when it names
+    none (or cannot be read as one). A site whose readings come from a device (any other kind)
+    is a real site, whatever else its configuration describes: no forecast or plan of it may
+    read the simulator, and a field its device does not measure is a gap, not damage."""
+    try:
+        data = json.loads(config_json or "{}")
+        kind = data.get("source", {}).get("kind", "simulator") if isinstance(data, dict) else "simulator"
+    except (ValueError, AttributeError):
+        return "simulator"
+    return kind if isinstance(kind, str) else "simulator"
+
+
 def check_poll(value: float) -> float:
     """A polling period: 0 (off) or at least a second, so no setting polls a device flat out."""
     if 0 < value < 1:

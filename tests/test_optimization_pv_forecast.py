@@ -12,12 +12,18 @@ import pytest
 
 import run_cloud_sync
 import run_model_training
+from cloud.forecasting.weather import SimulatedWeatherForecast
 from cloud.optimization import forecasters as fc
 from cloud.optimization import planner
-from cloud.optimization.pv_forecast import MeasuredPV, declared_pv_forecast, recent_clear_sky_index
+from cloud.optimization.pv_forecast import (
+    MeasuredPV,
+    declared_pv_forecast,
+    recent_clear_sky_index,
+)
 from cloud.store.sqlite import SQLiteCloudStore
+from der_core import der_data as dd
 from der_core.cli_support import run_cli
-from der_core.config import SolarConfig, build_config
+from der_core.config import SolarConfig, build_config, site_record
 from der_physics import generator, weather
 from der_physics.solar import clear_sky_output
 
@@ -191,6 +197,29 @@ def test_a_declared_sites_plan_never_calls_the_simulator(tmp_path, monkeypatch, 
     assert plan.policy is not None  # a battery under a demand charge is guarded, car or not: its PV forecast was made too
     pv = plan.inputs.pv_kw
     assert 0.0 < pv.max() <= SITE["pv"]["inverter_kw"] + 1e-9 and pv.min() == 0.0
+
+
+def test_a_gateway_reading_its_device_is_planned_as_a_real_site(tmp_path, monkeypatch):
+    """A gateway reading a real device (here Modbus) syncs its configuration as its site row;
+    that row describes the home, but no simulator is behind it: its plan, its PV forecast and
+    its weather read only what was measured."""
+    monkeypatch.delenv("FORECAST_WEATHER_CSV", raising=False)
+    db = declared_store(tmp_path, car=False)
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "meter.csv"), "--device-id", "dev-1", "--column-map",
+                                         "pv_kw=solar_generation_kw,load_kw=home_load_total_load_kw", "--cloud-db", db]) == 0
+    device = build_config({"device_id": "dev-1", "timezone": "Europe/Berlin",
+                           "solar": {"latitude": 48.14, "longitude": 11.58, "capacity_kw": 10.0},
+                           "source": {"kind": "modbus-sunspec", "host": "127.0.0.1"}})
+    forbid_the_simulator(monkeypatch)
+    with SQLiteCloudStore(db) as store:
+        store.upsert_sites([site_record(device)])
+        site = planner.stored_sites(store)["dev-1"]
+        assert site.declared
+        plan = planner.plan_site(site.config, planner.PlanSettings(start=START), store, site.declared)
+        seen = SimulatedWeatherForecast().forecast(next(r for r in store.sites() if r[dd.DEVICE_ID] == "dev-1"),
+                                                   pd.DatetimeIndex([START]), pd.DatetimeIndex([START]))
+    assert plan.state_source == "readings" and np.isfinite(plan.plan.soc_percent).all()
+    assert seen.isna().all().all()  # the simulator's weather has no forecast for it
 
 
 def test_perfect_foresight_is_refused_for_a_declared_site(tmp_path, monkeypatch):

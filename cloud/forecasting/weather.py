@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from der_core import der_data as dd
-from der_core.config import build_config
+from der_core.config import build_config, source_kind
 from der_core.errors import ConfigError, DERError
 from der_physics import weather
 from der_physics.base import TimeAxis
@@ -66,8 +66,10 @@ class SimulatedWeatherForecast:
 
 
 def _simulator_seed(site: Mapping[str, Any]) -> int | None:
+    """The seed of a simulated site's weather; None for any other (a declaration, an
+    imported description, a gateway reading a real device)."""
     text = site.get("config_json")
-    if not text or not isinstance(text, str):
+    if not text or not isinstance(text, str) or source_kind(text) != "simulator":
         return None
     try:
         return build_config(json.loads(text)).effective_seed

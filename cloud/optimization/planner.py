@@ -535,7 +535,7 @@ def run_plan(config: SimulatorConfig, settings: PlanSettings, store: CloudStore,
 @dataclass(frozen=True)
 class StoredSite:
     config: SimulatorConfig  # what the optimizer reads the site in
-    declared: bool  # a real site's declaration (site_file), not a simulator configuration
+    declared: bool  # a real site (a declaration, or a gateway reading its device), not a simulated one
 
 
 def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
@@ -548,7 +548,8 @@ def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
             sites[row[dd.DEVICE_ID]] = StoredSite(planning_config(declaration), True)
         elif row.get("config_json"):
             config = build_config(json.loads(row["config_json"]), source=f"site {row[dd.DEVICE_ID]} in the cloud store")
-            sites[row[dd.DEVICE_ID]] = StoredSite(config, False)
+            # A gateway reading a real device is a real site: planned from its readings only.
+            sites[row[dd.DEVICE_ID]] = StoredSite(config, config.source.kind != "simulator")
     return sites
 
 

@@ -13,7 +13,6 @@ land once: no reading is lost or doubled, whatever instant the process dies at.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -30,6 +29,7 @@ from cloud.sync.retry import RetryPolicy
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
+from der_core.config import source_kind
 from der_core.site_file import declared_site
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
@@ -179,15 +179,7 @@ def measured_devices(sites: list[dict]) -> set[str]:
     in the site row's configuration). A device measures what it has: a battery inverter no
     weather or prices, so its readings hold those fields empty, and an empty field is a gap
     there, not a damaged reading as it would be from the simulator, which writes every one."""
-    measured = set()
-    for site in sites:
-        try:
-            kind = json.loads(site.get("config_json") or "{}").get("source", {}).get("kind", "simulator")
-        except (ValueError, AttributeError):
-            kind = "simulator"
-        if kind != "simulator":
-            measured.add(site[dd.DEVICE_ID])
-    return measured
+    return {site[dd.DEVICE_ID] for site in sites if source_kind(site.get("config_json")) != "simulator"}
 
 
 def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.DataFrame,
