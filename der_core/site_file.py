@@ -54,6 +54,7 @@ from der_core.config import (
     check_usable,
     check_zone,
     read_json_file,
+    source_kind,
     validated,
     validation_line,
 )
@@ -291,10 +292,13 @@ def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
 
 
 def site_kind(row: Mapping[str, Any] | None) -> str:
-    """``declared``, ``simulated`` (a simulator configuration) or ``none`` (no row)."""
+    """``declared``, ``device`` (a gateway's configuration reading a real device),
+    ``simulated`` (a simulator configuration) or ``none`` (no row)."""
     if row is None:
         return "none"
-    return "declared" if declared_site(row) is not None else "simulated"
+    if declared_site(row) is not None:
+        return "declared"
+    return "simulated" if source_kind(row.get("config_json")) == "simulator" else "device"
 
 
 def planning_config(site: SiteDeclaration) -> SimulatorConfig:

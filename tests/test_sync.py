@@ -178,6 +178,8 @@ def test_a_real_devices_readings_keep_what_it_does_not_measure_as_gaps(edge, clo
     assert reasons == ["battery_soc_percent outside [0, 100] (got 140.0)", "grid_price_price_per_kwh is missing (NaN) but required"]
     stored = cloud.read_readings("dev-000")
     assert len(stored) == 5 and stored[unmeasured].isna().all().all()
+    kinds = {row[dd.DEVICE_ID]: row["site"] for row in sync_status(edge, cloud, SOURCE)["devices"]}
+    assert kinds == {"dev-000": "device", "dev-001": "none"}  # the status says which the device is
 
 
 def test_transient_errors_are_retried_with_growing_jittered_backoff(edge, cloud):
