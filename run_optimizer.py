@@ -93,7 +93,7 @@ def sites_to_plan(args, store) -> list[StoredSite]:
     if args.config:
         config = load_config(args.config)
         config = with_overrides(config, device_id=args.device_id) if args.device_id else config
-        return [StoredSite(config, config.source.kind != "simulator")]  # a gateway's device: a real site
+        return [StoredSite(config, config.reads_device)]  # a gateway's device: a real site
     known = stored_sites(store)
     if args.device_id:
         if args.device_id in known:

@@ -131,23 +131,27 @@ class PvPoint(str, Enum):
     DCW = "DCW"
 
 
+#: The ``source.kind`` of a simulated site: every other kind reads a real device.
+SIMULATOR = "simulator"
+
+
 class SimulatorSource(_Section):
     """Readings from the simulated site (the default)."""
 
-    kind: Literal["simulator"] = "simulator"
+    kind: Literal["simulator"] = SIMULATOR
 
 
-def source_kind(config_json: str | None) -> str:
-    """The ``source.kind`` of a site row's stored configuration: ``simulator`` when it names
-    none (or cannot be read as one). A site whose readings come from a device (any other kind)
-    is a real site, whatever else its configuration describes: no forecast or plan of it may
-    read the simulator, and a field its device does not measure is a gap, not damage."""
+def reads_device(config_json: str | None) -> bool:
+    """Whether a site row's stored configuration reads a real device (a ``source.kind`` other
+    than the simulator; one that names none, or cannot be read, is simulated). Such a site is
+    a real site, whatever else its configuration describes: no forecast or plan of it may read
+    the simulator, and a field its device does not measure is a gap, not damage."""
     try:
         data = json.loads(config_json or "{}")
-        kind = data.get("source", {}).get("kind", "simulator") if isinstance(data, dict) else "simulator"
+        kind = data.get("source", {}).get("kind", SIMULATOR) if isinstance(data, dict) else SIMULATOR
     except (ValueError, AttributeError):
-        return "simulator"
-    return kind if isinstance(kind, str) else "simulator"
+        return False
+    return isinstance(kind, str) and kind != SIMULATOR
 
 
 def check_poll(value: float) -> float:
@@ -467,6 +471,12 @@ class SimulatorConfig(_Section):
     _known_zone = field_validator("timezone")(lambda cls, value: check_zone(value))
     _known_country = field_validator("country")(lambda cls, value: check_country(value))
     _currency_code = field_validator("currency")(lambda cls, value: check_currency(value))
+
+    @property
+    def reads_device(self) -> bool:
+        """A gateway reading a real device (``reads_device`` of a stored row says why it
+        matters): a real site, never planned on the simulator."""
+        return self.source.kind != SIMULATOR
 
     @property
     def currency_code(self) -> str:

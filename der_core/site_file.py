@@ -54,7 +54,7 @@ from der_core.config import (
     check_usable,
     check_zone,
     read_json_file,
-    source_kind,
+    reads_device,
     validated,
     validation_line,
 )
@@ -298,7 +298,7 @@ def site_kind(row: Mapping[str, Any] | None) -> str:
         return "none"
     if declared_site(row) is not None:
         return "declared"
-    return "simulated" if source_kind(row.get("config_json")) == "simulator" else "device"
+    return "device" if reads_device(row.get("config_json")) else "simulated"
 
 
 def planning_config(site: SiteDeclaration) -> SimulatorConfig:

@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.status:
         return show_status(args, config)
     configs = site_configs(config, args.sites)
-    if args.historical and config.source.kind != "simulator":
+    if args.historical and config.reads_device:
         raise UsageError(f"--historical simulates a past; a {config.source.kind} source reads its device live only")
     if args.historical:
         retain_freed_memory()  # chunk after chunk allocates the same arrays again

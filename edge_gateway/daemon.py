@@ -103,7 +103,7 @@ def open_runtime(
     ``setpoints`` replaces the book MQTT commands go to (one with its own clock, for tests)."""
     gateway_id = gateway_id or configs[0].device_id
     state_dir = Path(state_dir or Path(store_path or configs[0].edge_store_path).parent / "state")
-    if len(configs) > 1 and configs[0].source.kind != "simulator":
+    if len(configs) > 1 and configs[0].reads_device:
         raise UsageError(f"--sites simulates sites around the configured one; a {configs[0].source.kind} source reads one real site")
     store, sinks, extra = None, [], []
     if store_path is not None:

@@ -87,7 +87,7 @@ def _key(path: str, passphrase: str | None, label: str) -> None:
 
 
 def _reason(error: ssl.SSLError) -> str:
-    """OpenSSL's reason (``KEY_VALUES_MISMATCH``, ``BAD_DECRYPT``) in words."""
-    reason = getattr(error, "reason", None) or str(error)
-    return {"KEY_VALUES_MISMATCH": "not the key of that certificate", "BAD_DECRYPT": "cannot be decrypted with the passphrase given",
-            "NO_START_LINE": "holds no key"}.get(str(reason), str(reason).replace("_", " ").lower())
+    """OpenSSL's reason in words. The key has been read and decrypted before ``ssl`` meets it
+    (:func:`_key`), so what is left to say of a pair is that they do not match."""
+    reason = str(getattr(error, "reason", None) or error)
+    return "not the key of that certificate" if reason == "KEY_VALUES_MISMATCH" else reason.replace("_", " ").lower()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from der_core import der_data as dd
-from der_core.config import build_config, source_kind
+from der_core.config import build_config, reads_device
 from der_core.errors import ConfigError, DERError
 from der_physics import weather
 from der_physics.base import TimeAxis
@@ -69,7 +69,7 @@ def _simulator_seed(site: Mapping[str, Any]) -> int | None:
     """The seed of a simulated site's weather; None for any other (a declaration, an
     imported description, a gateway reading a real device)."""
     text = site.get("config_json")
-    if not text or not isinstance(text, str) or source_kind(text) != "simulator":
+    if not text or not isinstance(text, str) or reads_device(text):
         return None
     try:
         return build_config(json.loads(text)).effective_seed

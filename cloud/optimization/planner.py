@@ -549,7 +549,7 @@ def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
         elif row.get("config_json"):
             config = build_config(json.loads(row["config_json"]), source=f"site {row[dd.DEVICE_ID]} in the cloud store")
             # A gateway reading a real device is a real site: planned from its readings only.
-            sites[row[dd.DEVICE_ID]] = StoredSite(config, config.source.kind != "simulator")
+            sites[row[dd.DEVICE_ID]] = StoredSite(config, config.reads_device)
     return sites
 
 

@@ -29,7 +29,7 @@ from cloud.sync.retry import RetryPolicy
 from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
-from der_core.config import source_kind
+from der_core.config import reads_device
 from der_core.site_file import declared_site
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
@@ -179,7 +179,7 @@ def measured_devices(sites: list[dict]) -> set[str]:
     in the site row's configuration). A device measures what it has: a battery inverter no
     weather or prices, so its readings hold those fields empty, and an empty field is a gap
     there, not a damaged reading as it would be from the simulator, which writes every one."""
-    return {site[dd.DEVICE_ID] for site in sites if source_kind(site.get("config_json")) != "simulator"}
+    return {site[dd.DEVICE_ID] for site in sites if reads_device(site.get("config_json"))}
 
 
 def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.DataFrame,
