@@ -134,6 +134,45 @@ CARBON = flat_name("grid_price", "carbon_intensity_g_kwh")
 TOU_PERIODS: tuple[str, ...] = ("off_peak", "shoulder", "peak")
 
 
+_LOAD_KW = (0.0, 10_000.0)
+
+#: A PV inverter draws a few watts to tens of watts at night (about a hundred for a 100 kW
+#: one), which many meters report as negative generation. Down to this much below 0, a PV
+#: reading is that draw and counts as no generation; further below is a sign mixed up.
+PV_STANDBY_KW = 0.5
+
+#: Physical bounds (inclusive) of each numeric field: wide enough for any real home or
+#: simulated fleet, narrow enough to catch unit mix-ups (W sent as kW), a wrong scale factor
+#: and sensor garbage. The cloud quarantines a reading holding a value outside them; a
+#: gateway stores such a value of its device as missing.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    SOLAR_KW: (-PV_STANDBY_KW, 10_000.0),
+    SOLAR_IRRADIANCE: (0.0, 1_500.0),
+    PANEL_TEMP: (-60.0, 120.0),
+    flat_name("solar", "efficiency_percent"): (0.0, 100.0),
+    BATTERY_SOC: (0.0, 100.0),
+    BATTERY_CAPACITY: (0.0, 100_000.0),
+    BATTERY_POWER: (-10_000.0, 10_000.0),
+    BATTERY_VOLTAGE: (0.0, 2_000.0),
+    BATTERY_TEMP: (-60.0, 100.0),
+    BATTERY_CYCLES: (0.0, 1_000_000.0),
+    BATTERY_HEALTH: (0.0, 100.0),
+    LOAD_TOTAL: _LOAD_KW,
+    **{column: _LOAD_KW for column in LOAD_COMPONENTS},
+    PRICE: (-100.0, 100.0),
+    FEED_IN: (-100.0, 100.0),
+    DEMAND_CHARGE: (0.0, 10_000.0),
+    CARBON: (0.0, 3_000.0),
+    NET_GRID_FLOW: (-20_000.0, 20_000.0),
+}
+
+
+def plausible(name: str, value: float) -> bool:
+    """Whether ``value`` lies within field ``name``'s :data:`PLAUSIBLE` bounds (NaN does not)."""
+    low, high = PLAUSIBLE[name]
+    return low <= value <= high
+
+
 def format_ts(ts: datetime | pd.Timestamp) -> str:
     """ISO 8601 in UTC with an explicit offset (DESIGN.md: timestamps carry their zone)."""
     ts = pd.Timestamp(ts)

@@ -106,20 +106,24 @@ def test_a_local_time_the_clock_skips_is_quarantined_not_guessed(tmp_path, cloud
 
 def test_bad_rows_are_quarantined_blank_cells_are_gaps(tmp_path, cloud):
     """A value out of range refuses its row; a blank cell is a gap of its field, the row's
-    other fields stored; a row with nothing but its time is refused."""
+    other fields stored; a row with nothing but its time is refused. PV a few watts below 0
+    is the inverter's night draw: stored as no generation, with the row's load."""
     raw = meter_frame(steps=10)
-    raw.loc[2, "pv_w"] = -500.0
+    raw.loc[2, "pv_w"] = -800.0
+    raw.loc[3, "pv_w"] = -4.0
     raw.loc[5, "load_w"] = np.nan
     raw.loc[7, ["pv_w", "load_w"]] = np.nan
     write(raw, tmp_path / "m.csv")
     result = import_file(tmp_path / "m.csv", cloud, OPTIONS)
     assert (result.rows_synced, result.rows_quarantined) == (8, 2)
     reasons = cloud.read_quarantine("meter-1")[s.REASON].tolist()
-    assert reasons == ["line 4: solar_generation_kw outside [0, 10000] (got -0.5)",
+    assert reasons == ["line 4: solar_generation_kw outside [-0.5, 10000] (got -0.8)",
                        "line 9: no value in pv_w, load_w"]
     stored = cloud.read_readings("meter-1").set_index(dd.TS)
     gap = pd.Timestamp("2024-03-20 01:15", tz="Europe/Berlin")
     assert np.isnan(stored.loc[gap, dd.LOAD_TOTAL]) and stored.loc[gap, dd.SOLAR_KW] == pytest.approx(raw.loc[5, "pv_w"] / 1000)
+    night = stored.loc[pd.Timestamp("2024-03-20 00:45", tz="Europe/Berlin")]
+    assert night[dd.SOLAR_KW] == 0.0 and night[dd.LOAD_TOTAL] == pytest.approx(raw.loc[3, "load_w"] / 1000)
 
 
 def test_a_blank_cell_never_clears_what_another_file_stored(tmp_path, cloud):

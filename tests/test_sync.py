@@ -170,6 +170,7 @@ def test_a_real_devices_readings_keep_what_it_does_not_measure_as_gaps(edge, clo
     device = frame[dd.DEVICE_ID] == "dev-000"
     frame.loc[device, unmeasured] = np.nan
     frame.loc[frame.index[device][2], dd.BATTERY_SOC] = 140.0
+    frame.loc[frame.index[device][3], dd.SOLAR_KW] = -0.004  # the inverter's night draw: no generation, row kept
     frame.loc[frame.index[~device][0], dd.PRICE] = np.nan  # the simulated device still writes every field
     edge.write(frame)
     result = sync_once(edge, cloud, settings())
@@ -178,6 +179,7 @@ def test_a_real_devices_readings_keep_what_it_does_not_measure_as_gaps(edge, clo
     assert reasons == ["battery_soc_percent outside [0, 100] (got 140.0)", "grid_price_price_per_kwh is missing (NaN) but required"]
     stored = cloud.read_readings("dev-000")
     assert len(stored) == 5 and stored[unmeasured].isna().all().all()
+    assert stored.set_index(dd.TS).loc[frame.loc[frame.index[device][3], dd.TS], dd.SOLAR_KW] == 0.0
     kinds = {row[dd.DEVICE_ID]: row["site"] for row in sync_status(edge, cloud, SOURCE)["devices"]}
     assert kinds == {"dev-000": "device", "dev-001": "none"}  # the status says which the device is
 

@@ -1,6 +1,7 @@
 """Row validation before readings reach the cloud: a missing number where one is required, or
-a value outside its physical range, sends the row to quarantine with the reason; the other
-rows go on. Pure functions over a flat frame."""
+a value outside its physical range (``der_data.PLAUSIBLE``), sends the row to quarantine with
+the reason; the other rows go on, a PV inverter's night draw read as no generation. Pure
+functions over a flat frame."""
 
 from __future__ import annotations
 
@@ -11,38 +12,15 @@ import pandas as pd
 
 from der_core import der_data as dd
 
-_LOAD_KW = (0.0, 10_000.0)
-
-#: Physical bounds (inclusive) of each numeric field: wide enough for any real home or
-#: simulated fleet, narrow enough to catch unit mix-ups (W sent as kW) and sensor garbage.
-RANGES: dict[str, tuple[float, float]] = {
-    dd.SOLAR_KW: (0.0, 10_000.0),
-    dd.SOLAR_IRRADIANCE: (0.0, 1_500.0),
-    dd.PANEL_TEMP: (-60.0, 120.0),
-    dd.flat_name("solar", "efficiency_percent"): (0.0, 100.0),
-    dd.BATTERY_SOC: (0.0, 100.0),
-    dd.BATTERY_CAPACITY: (0.0, 100_000.0),
-    dd.BATTERY_POWER: (-10_000.0, 10_000.0),
-    dd.BATTERY_VOLTAGE: (0.0, 2_000.0),
-    dd.BATTERY_TEMP: (-60.0, 100.0),
-    dd.BATTERY_CYCLES: (0.0, 1_000_000.0),
-    dd.BATTERY_HEALTH: (0.0, 100.0),
-    dd.LOAD_TOTAL: _LOAD_KW,
-    **{column: _LOAD_KW for column in dd.LOAD_COMPONENTS},
-    dd.PRICE: (-100.0, 100.0),
-    dd.FEED_IN: (-100.0, 100.0),
-    dd.DEMAND_CHARGE: (0.0, 10_000.0),
-    dd.CARBON: (0.0, 3_000.0),
-    dd.NET_GRID_FLOW: (-20_000.0, 20_000.0),
-}
-
 
 def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Split a flat frame into ``(good, bad, reasons)``; ``reasons`` is aligned with ``bad``.
 
     ``required`` names the fields that must hold a value (every field for simulated
     readings; only the columns an imported file has). Fields not required may be empty,
-    but a value that is present must be in range.
+    but a value that is present must be in range. PV generation a little below 0 (at most
+    ``dd.PV_STANDBY_KW``) is the inverter's own draw, and ``good`` holds it as 0: the row's
+    other values are sound, and a generation below 0 would mislead every job that learns PV.
     """
     required = set(dd.FIELD_TYPES if required is None else required)
     problems: list[tuple[str, np.ndarray]] = [
@@ -54,7 +32,7 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
         missing = np.isnan(values)
         if column in required:
             problems.append((f"{column} is missing (NaN) but required", missing))
-        low, high = RANGES[column]
+        low, high = dd.PLAUSIBLE[column]
         with np.errstate(invalid="ignore"):
             outside = ~missing & ~((values >= low) & (values <= high))
         problems.append((f"{column} outside [{low:g}, {high:g}]", outside))
@@ -69,9 +47,21 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
     for _, mask in problems:
         bad_mask |= mask
     if not bad_mask.any():
-        return frame, frame.iloc[0:0], pd.Series([], dtype=str)
+        return _no_standby(frame), frame.iloc[0:0], pd.Series([], dtype=str)
     reasons = _reasons(frame, problems, np.flatnonzero(bad_mask))
-    return frame[~bad_mask].reset_index(drop=True), frame[bad_mask].reset_index(drop=True), reasons
+    return _no_standby(frame[~bad_mask].reset_index(drop=True)), frame[bad_mask].reset_index(drop=True), reasons
+
+
+def _no_standby(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (in range) with its negative PV, an inverter's night draw, as 0; a frame
+    without one is returned as it is."""
+    solar = frame[dd.SOLAR_KW]
+    below = (solar < 0).fillna(False).to_numpy(dtype=bool)
+    if not below.any():
+        return frame
+    frame = frame.copy()
+    frame[dd.SOLAR_KW] = solar.mask(below, 0.0)
+    return frame
 
 
 def _reasons(frame: pd.DataFrame, problems: list[tuple[str, np.ndarray]], rows: np.ndarray) -> pd.Series:
