@@ -127,6 +127,17 @@ def test_a_unit_that_is_no_power_or_a_missing_entity_leaves_the_field_empty_with
     assert any("sensor.pv_power not read (404" in line for line in lines)
 
 
+def test_a_state_beyond_any_device_leaves_its_field_empty_with_one_line(ha, caplog):
+    """A battery sensor at 140 % (a template gone wrong): not stored, not planned on."""
+    ha.set("sensor.battery_soc", "140", "%")
+    source = device(ha)
+    with caplog.at_level(logging.WARNING):
+        readings = [read_once(source, T0 + k * FIVE_MIN) for k in range(3)]
+    assert all(math.isnan(m.battery_soc_percent) and m.pv_kw == pytest.approx(2.345) for m in readings)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "battery_soc_percent of 140 is outside [0, 100]" in line
+
+
 def test_all_entities_without_a_value_give_no_reading(ha):
     for entity_id in ENTITIES.values():
         ha.set(entity_id, "unavailable")

@@ -208,6 +208,25 @@ def test_a_reading_averages_the_samples_of_its_interval(server):
     assert source.reading(T0, T0 + FIVE_MIN).grid_kw == pytest.approx(9.0)
 
 
+def test_a_value_beyond_any_device_is_dropped_with_one_line_until_it_is_plausible_again(server, caplog):
+    """A state of charge scale factor of +10 is inside SunSpec's range: read as it scales, the
+    state of charge was 5e13 %, stored at the edge and taken as the commands' window."""
+    source = device(server)
+    server.set(124, STORAGE["ChaState_SF"], 10)
+    with caplog.at_level(logging.WARNING):
+        first, second = read_once(source, T0), read_once(source, T0 + FIVE_MIN)
+        server.set(124, STORAGE["ChaState_SF"], -2)
+        third = read_once(source, T0 + 2 * FIVE_MIN)
+        server.set(124, STORAGE["ChaState_SF"], 10)
+        read_once(source, T0 + 3 * FIVE_MIN)
+    assert math.isnan(first.battery_soc_percent) and math.isnan(second.battery_soc_percent)
+    assert first.pv_kw == pytest.approx(2.3456) and first.grid_kw == pytest.approx(1.2)  # the rest stands
+    assert third.battery_soc_percent == pytest.approx(54.32)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2, said  # once, and again after it had been plausible
+    assert "battery_soc_percent of 5.432e+13 is outside [0, 100]; dropped as not reported" in said[0]
+
+
 # -- commands -------------------------------------------------------------------------------
 def command_registers(server: SunSpecServer) -> tuple[int, int, int, int]:
     signed = lambda r: r - 0x10000 if r >= 0x8000 else r  # noqa: E731
@@ -233,6 +252,31 @@ def test_commands_land_in_storage_control_within_the_device_s_limits(server, ask
     source = device(server, revert_after_s=600)
     assert source.command(asked_kw, T0) == pytest.approx(sent_kw)
     assert command_registers(server) == (in_rte, -in_rte, 0b11, 600)
+
+
+@pytest.mark.parametrize(("sf", "sent_kw", "in_rte"), [
+    (1, 1.0, 2),  # 24 % of WChaMax in steps of 10 %: the device is sent 20 %, and that is what is returned
+    (-2, 1.2, 2400),
+])
+def test_a_command_is_what_the_rate_s_scale_factor_can_carry(server, sf, sent_kw, in_rte):
+    server.set(124, STORAGE["InOutWRte_SF"], sf & 0xFFFF)
+    assert device(server).command(1.2, T0) == pytest.approx(sent_kw)
+    assert command_registers(server)[:2] == (in_rte, -in_rte)
+
+
+@pytest.mark.parametrize(("point", "raw", "said"), [
+    ("InOutWRte_SF", 10, "InOutWRte_SF is 10: rates in steps of 1e+10% of WChaMax"),  # every command would round to 0
+    ("InOutWRte_SF", (-5) & 0xFFFF, "InOutWRte_SF is -5"),  # no more than 0.3 % of WChaMax
+    ("WChaMax_SF", 10, "a WChaMax of 5e+12 W, beyond any battery"),  # every command a tiny share of it
+])
+def test_a_scale_that_cannot_carry_a_command_sends_none_and_says_so_once(server, caplog, point, raw, said):
+    server.set(124, STORAGE[point], raw)
+    source = device(server)
+    with caplog.at_level(logging.WARNING):
+        assert math.isnan(source.command(2.0, T0)) and math.isnan(source.command(-2.0, T0 + FIVE_MIN))
+    assert command_registers(server)[:3] == (0, 0, 0)  # nothing written: the device keeps its own mode
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and said in warnings[0], warnings
 
 
 def make_gateway(server: SunSpecServer, tmp_path, clock=None, **settings) -> tuple[Gateway, SQLiteEdgeStore, SetpointBook]:

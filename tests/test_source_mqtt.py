@@ -51,6 +51,7 @@ def test_a_value_is_found_at_its_json_path_or_is_the_payload(payload, path, expe
     (b'{"power": null}', "power", "None is not a number"),
     (b'{"power": NaN}', "power", "is not a finite number"),
     (b"\xff\xfe", None, "can't decode"),
+    (b"[" * 100_000 + b"]" * 100_000, "0", "JSON nested too deeply"),  # a RecursionError, logged on every message
 ])
 def test_a_payload_without_a_number_there_says_what_it_found(payload, path, reason):
     with pytest.raises(ValueError, match=reason):
@@ -152,6 +153,28 @@ def test_malformed_payloads_are_skipped_with_one_line_per_topic_and_the_source_k
         assert f"{pv}: payload 'offline' skipped ('offline' is not a number); expected a number" in warnings[0]
         assert f"{meter}: payload" in warnings[1] and "expected a number at 'power.total'" in warnings[1]
         assert all(r.levelno < logging.ERROR and r.exc_info is None for r in caplog.records)
+    finally:
+        source.close()
+
+
+def test_a_value_beyond_any_device_is_dropped_with_one_line_and_the_rest_is_kept(mosquitto, prefix, caplog):
+    """A bridge publishing a state of charge of 150 % or 1e308 W: stored, they would reach the
+    plans, and the state of charge would bound the battery's commands."""
+    clock = Clock(T0 - MINUTE)
+    source = bridge(mosquitto, prefix, clock, command={"topic": f"{prefix}/battery/set", "payload": "{power_w}"})
+    pv, battery = f"{prefix}/dtu/ac/power", f"{prefix}/battery/state"
+    try:
+        with caplog.at_level(logging.WARNING):
+            send(mosquitto, source, [(battery, {"power_kw": 1.0, "soc": 150}), (battery, {"power_kw": 1.0, "soc": 151}),
+                                  (pv, "1e308"), (pv, "800")])
+        measured = source.reading(T0 - FIVE_MIN, T0)
+        assert math.isnan(measured.battery_soc_percent) and measured.battery_power_kw == pytest.approx(1.0)
+        assert measured.pv_kw == pytest.approx(0.8)  # 1e308 W (1e305 kW) dropped, not averaged in
+        assert source.command(3.0, T0) == pytest.approx(3.0)  # no 150 % taken as the window's top
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 2, warnings
+        assert "battery_soc_percent of 150 is outside [0, 100]" in warnings[0]
+        assert "solar_generation_kw of 1e+305 is outside [-0.5, 10000]" in warnings[1]
     finally:
         source.close()
 

@@ -9,6 +9,7 @@ synced exactly as a simulated one (``Gateway.step`` hands it to the same sinks).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.config import MEASURED_FIELDS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,32 @@ class Measured:
 
 #: The :class:`Measured` value of each reading field a device reports.
 _ATTRIBUTES = dict(zip(MEASURED_FIELDS, ("pv_kw", "battery_soc_percent", "battery_power_kw", "grid_kw"), strict=True))
+
+
+class Plausible:
+    """A device's values kept within the reading contract's physical bounds
+    (``der_data.PLAUSIBLE``). A value outside them (a state of charge of 150 %, 1e308 W) is a
+    fault or a wrong scale factor: it is dropped, as not reported, rather than stored, planned
+    on, or taken as the state of charge that bounds the battery's commands. Said once per
+    field until the field is plausible again."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._warned: set[str] = set()
+
+    def __call__(self, values: Mapping[str, float]) -> dict[str, float]:
+        """``values`` (keyed by reading field) without those outside their bounds; a missing
+        (NaN) value is kept as it is."""
+        kept = {}
+        for name, value in values.items():
+            if math.isnan(value) or dd.plausible(name, value):
+                kept[name] = value
+                self._warned.discard(name)
+            elif name not in self._warned:
+                self._warned.add(name)
+                log.warning("%s: %s of %g is outside [%g, %g]; dropped as not reported until it is within (a fault, "
+                            "or a wrong unit or scale factor)", self._source, name, value, *dd.PLAUSIBLE[name])
+        return kept
 
 
 class Samples:

@@ -35,7 +35,7 @@ from der_core import der_data as dd
 from der_core.config import BatteryConfig, HomeAssistantEntity, HomeAssistantSource
 from der_core.errors import ConfigError
 from der_core.redact import register_secret, url_address
-from edge_gateway.sources.base import Measured, Samples, within_battery_limits
+from edge_gateway.sources.base import Measured, Plausible, Samples, within_battery_limits
 from edge_gateway.sources.ha_api import HomeAssistantApi, HomeAssistantError, Unauthorized, Unreachable
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class HomeAssistantDevice:
         self._refused = False
         self._holding: bool | None = None  # our command is in force; None: unknown (after a start)
         self._told: set[str] = set()
+        self._plausible = Plausible(f"homeassistant {self.address}")
 
     # -- link -------------------------------------------------------------------------------
     def _note(self, key: str, message: str, *args: object) -> None:
@@ -133,7 +134,7 @@ class HomeAssistantDevice:
             self._failed(error)
             return None
         self._answered()
-        known = {name: value for name, value in values.items() if math.isfinite(value)}
+        known = self._plausible({name: value for name, value in values.items() if math.isfinite(value)})
         if dd.BATTERY_SOC in known:
             self._soc = known[dd.BATTERY_SOC]
         return Measured.of(known) if known else None

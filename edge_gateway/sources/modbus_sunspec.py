@@ -31,9 +31,9 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from der_core import der_data as dd
-from der_core.config import BatterySign, MeterSign, ModbusSunSpecSource
+from der_core.config import MEASURED_FIELDS, BatterySign, MeterSign, ModbusSunSpecSource
 from edge_gateway.sources import sunspec as ss
-from edge_gateway.sources.base import Measured, Samples, within_battery_limits
+from edge_gateway.sources.base import Measured, Plausible, Samples, within_battery_limits
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ CHARGE_AND_DISCHARGE_LIMITS = 0b11
 FIRST_RETRY_S = 1.0
 MAX_MODELS = 200  # more than any device holds: a chain longer than this is a broken map
 MAX_ADDRESS = 0xFFFF  # the last holding register Modbus can address
+#: Scale factors of InWRte/OutWRte that can carry a command: steps of at most 10 % of WChaMax
+#: and a range of at least 100 % in an int16 register.
+RATE_SF = (-2, 1)
 
 
 class DeviceUnavailable(Exception):
@@ -75,6 +78,7 @@ class SunSpecDevice:
         self._down = False
         self._holding: bool | None = None  # our command is in force; None: unknown (after a connect)
         self._told: set[str] = set()  # one-time notes already logged
+        self._plausible = Plausible(f"modbus-sunspec {self.address}")
 
     # -- link ---------------------------------------------------------------------------------
     def _read(self, address: int, count: int) -> list[int]:
@@ -209,7 +213,7 @@ class SunSpecDevice:
         grid_kw /= 1000.0
         if self.settings.meter_power_sign == MeterSign.EXPORT_POSITIVE:
             grid_kw = -grid_kw
-        return Measured(pv_kw, soc, battery_kw + 0.0, grid_kw + 0.0)  # + 0.0: no negative zero
+        return Measured.of(self._plausible(dict(zip(MEASURED_FIELDS, (pv_kw, soc, battery_kw, grid_kw), strict=True))))
 
     def sample(self, at: pd.Timestamp | None = None) -> None:
         at = dd.parse_ts(at if at is not None else dd.utc_now())
@@ -263,15 +267,28 @@ class SunSpecDevice:
             self._note("no-wchamax", "storage reports no WChaMax; battery commands are not sent")
             self._hand_back(storage, "the device reports no charge limit")
             return math.nan
+        if not dd.plausible(dd.BATTERY_POWER, limit_w / 1000.0):
+            self._note("wild-wchamax", "storage reports a WChaMax of %g W, beyond any battery (a wrong scale factor); "
+                       "battery commands are not sent", limit_w)
+            self._hand_back(storage, "the device reports an implausible charge limit")
+            return math.nan
         soc = ss.scaled(registers, storage, "ChaState", first)
+        if not dd.plausible(dd.BATTERY_SOC, soc):
+            soc = math.nan  # a wrong scale factor, dropped from the readings too: the window is then the device's own
         reserve = ss.scaled(registers, storage, "MinRsvPct", first)
         low, high = self.soc_window
         low = max(low, reserve) if math.isfinite(reserve) else low
         charge_kw, discharge_kw = (min(limit_w / 1000.0, rate) for rate in self.rates_kw)
         power_w = 1000.0 * within_battery_limits(power_kw, charge_kw, discharge_kw, soc, (low, high))
-        percent = 100.0 * power_w / limit_w
         sf = ss.raw(registers, storage, "InOutWRte_SF", first)
-        sf = 0 if sf is None or not -10 <= sf <= 10 else sf
+        sf = 0 if sf is None else sf
+        if not RATE_SF[0] <= sf <= RATE_SF[1]:
+            self._note(f"rate-sf-{sf}", "InOutWRte_SF is %d: rates in steps of %g%% of WChaMax, up to %g%%, cannot "
+                       "carry a command; expected %d to %d; battery commands are not sent", sf, 10.0**sf,
+                       0x7FFF * 10.0**sf, *RATE_SF)
+            self._hand_back(storage, "the device's rate scale cannot carry a command")
+            return math.nan
+        percent = ss.steps(100.0 * power_w / limit_w, sf) * 10.0**sf  # as the device will read it
         points = ss.POINTS[storage.id]
         # OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms are consecutive: one write.
         self._write(storage.address + points["OutWRte"].offset,
@@ -281,7 +298,7 @@ class SunSpecDevice:
             log.info("modbus-sunspec %s: battery follows the gateway's commands (reverting after %ds without one)",
                      self.address, self.settings.revert_after_s)
         self._holding = True
-        return power_w / 1000.0
+        return percent * limit_w / 100.0 / 1000.0 + 0.0
 
     def close(self) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ from der_core import der_data as dd
 from der_core.config import BatteryConfig, MqttField, MqttSource
 from edge_gateway.mqtt.link import make_client
 from edge_gateway.mqtt.settings import MqttSettings
-from edge_gateway.sources.base import Measured, Samples, within_battery_limits
+from edge_gateway.sources.base import Measured, Plausible, Samples, within_battery_limits
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,10 @@ def value_at(payload: bytes, path: str | None) -> float:
     text = payload.decode("utf-8")
     value: object = text.strip()
     if path is not None:
-        value = json.loads(text)
+        try:
+            value = json.loads(text)
+        except RecursionError:  # JSON nested past Python's stack: no bridge sends that
+            raise ValueError("JSON nested too deeply") from None
         for key in path.split("."):
             if isinstance(value, dict) and key in value:
                 value = value[key]
@@ -99,6 +102,7 @@ class MqttBridge:
         self._soc = math.nan  # the last state of charge received, for the commands' window
         self._lock = threading.Lock()
         self._unparsed: set[tuple[str, str | None]] = set()  # topics and paths warned about until they parse
+        self._plausible = Plausible(f"mqtt source {self.address}")
         self._holding: bool | None = None  # our command is in force; None: unknown (after a start)
         self._closing = False
         self._lost = False
@@ -168,6 +172,7 @@ class MqttBridge:
                                 error, f" at {field.path!r}" if field.path else "")
                 continue
             self._unparsed.discard(key)
+        values = self._plausible(values)
         if values:
             at = dd.parse_ts(self._clock())
             self._samples.add(at, Measured.of(values))

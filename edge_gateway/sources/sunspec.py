@@ -117,9 +117,14 @@ def scaled(registers: Sequence[int], model: Model, name: str, first: int) -> flo
     return value * 10.0**sf
 
 
+def steps(value: float, sf: int) -> int:
+    """``value`` in whole steps of 10 to the scale factor ``sf``, as a register holds it."""
+    return round(value / 10.0**sf)
+
+
 def encoded(value: float, sf: int, kind: str) -> int:
     """The register holding ``value`` at scale factor ``sf`` (rounded; two's complement for int16)."""
-    number = round(value / 10.0**sf)
+    number = steps(value, sf)
     if kind == "int16":
         number = max(-0x7FFF, min(0x7FFF, number))
         return number & 0xFFFF
