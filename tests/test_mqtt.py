@@ -224,6 +224,7 @@ MALFORMED = [
     pytest.param(b'{"power_kw": 1e6}', "beyond", id="power-absurd"),
     pytest.param(b'{"power_kw": 1, "expires_in_s": 0}', "expires_in_s", id="expires-zero"),
     pytest.param(b'{"power_kw": 1, "expires_in_s": 864000}', "expires_in_s", id="expires-too-long"),
+    pytest.param(b'{"power_kw": 1, "expires_in_s": 1e-300}', "expires_in_s", id="expires-under-a-second"),
     pytest.param(b'{"power_kw": 1, "colour": "red"}', "unknown key 'colour'", id="unknown-key"),
     pytest.param(b'{"power_kw": 1, "power_kw": 2}', "duplicate key", id="duplicate-key"),
     # 200,000 keys, 3 MB: refused for its keys in one pass; counting each among the others

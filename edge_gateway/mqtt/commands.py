@@ -4,7 +4,8 @@ the gateway reads through the :class:`~edge_gateway.gateway.SetpointSource` prot
 Two command shapes (DESIGN.md, "MQTT topics"); power is AC kW, positive charges:
 
 * ``{"power_kw": -2.5, "expires_in_s": 900}``: in force from receipt for ``expires_in_s``
-  (default 900 s, at most a day, so a lost connection never leaves a command on for ever),
+  (default 900 s, at least a second, at most a day, so a lost connection never leaves a
+  command on for ever),
   with an optional ``"import_limit_kw"`` as a schedule's entries take;
 * a setpoint schedule (:class:`~der_core.setpoints.SetpointSchedule`, which
   spells the message and decodes it): each entry in force from its ``ts`` until the next
@@ -53,6 +54,7 @@ from edge_gateway.mqtt.controls import (
 )
 
 DEFAULT_EXPIRES_S = 900.0
+MIN_EXPIRES_S = 1.0  # readings are stamped to the second: a shorter command would never be seen in force
 MAX_EXPIRES_S = 86_400.0
 MAX_HORIZON = pd.Timedelta(days=7)
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # a reserve policy takes about 100 KB a day at 15-minute steps
@@ -151,8 +153,9 @@ def _immediate(data: Mapping, device_id: str, limit_kw: float, now: pd.Timestamp
     power_kw = power(data["power_kw"], "power_kw", limit_kw)
     cap = import_limit(data, "import_limit_kw")
     expires = number(data.get("expires_in_s", DEFAULT_EXPIRES_S), "expires_in_s")
-    if not 0 < expires <= MAX_EXPIRES_S:
-        raise CommandRejected(f"expires_in_s {expires:g} out of range; expected 0 < expires_in_s <= {MAX_EXPIRES_S:g}")
+    if not MIN_EXPIRES_S <= expires <= MAX_EXPIRES_S:
+        raise CommandRejected(f"expires_in_s {expires:g} out of range; expected {MIN_EXPIRES_S:g} <= expires_in_s <= "
+                              f"{MAX_EXPIRES_S:g}")
     # Readings are stamped to the second, so the command counts from the second it arrived in.
     start = now.floor("s")
     return Command(device_id, (Segment(start, now + pd.Timedelta(seconds=expires), power_kw, cap),))
