@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
     backend, path = cloud_db_choice(args.cloud_db)
-    store = open_cloud_store(cloud_settings(backend=backend, sqlite_path=path or args.sqlite_path))
+    named = path or args.sqlite_path
+    # The dashboard shows what the jobs wrote: a file named here must be theirs (a typo would
+    # make an empty store and show it); the default one is made as every command makes it.
+    store = open_cloud_store(cloud_settings(backend=backend, sqlite_path=named), existing=named is not None)
     import uvicorn
 
     try:

@@ -8,8 +8,15 @@ import sqlite3
 import pytest
 
 from cloud.store import schema as s
-from cloud.store.factory import POSTGRES, SQLITE, SUPABASE, cloud_db_choice, cloud_settings
+from cloud.store.factory import (
+    POSTGRES,
+    SQLITE,
+    SUPABASE,
+    cloud_db_choice,
+    cloud_settings,
+)
 from cloud.store.sqlite import SQLiteCloudStore
+from der_core.cli_support import run_cli
 from der_core.errors import ConfigError, StoreError
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.cloud_store_contract import CloudStoreContract
@@ -122,6 +129,21 @@ def test_the_dashboard_opens_the_embedded_file_the_jobs_wrote(tmp_path, monkeypa
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("SUPABASE_URL", raising=False)
+    SQLiteCloudStore(tmp_path / "trial.db").close()  # a job wrote it
     assert run_dashboard.main(["--cloud-db", str(tmp_path / "trial.db")]) == 0
     assert opened["store"].label.endswith("trial.db")
-    assert (tmp_path / "trial.db").exists()
+
+
+@pytest.mark.parametrize("flag", ["--cloud-db", "--sqlite-path"])
+def test_the_dashboard_refuses_a_named_store_no_job_wrote(tmp_path, monkeypatch, capsys, flag):
+    """A mistyped path made an empty store there and showed it empty, as if the jobs had
+    written nothing."""
+    import run_dashboard
+
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: pytest.fail("served a store no job wrote"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    assert run_cli(run_dashboard.main, [flag, str(tmp_path / "tiral.db")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no cloud store at" in line and "tiral.db" in line
+    assert not (tmp_path / "tiral.db").exists()
