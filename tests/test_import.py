@@ -21,7 +21,9 @@ import run_cloud_sync
 from cloud.store import schema as s
 from cloud.store.postgres import PostgresCloudStore
 from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.importer import JOB as IMPORT_JOB
 from cloud.sync.importer import NO_TIME, ImportOptions, import_file, parse_column_map
+from cloud.sync.status import newest_imports
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import StoreError, UsageError
@@ -376,6 +378,21 @@ def test_status_names_each_devices_newest_import(tmp_path, capsys):
                                          str(tmp_path / "edge.db")]) == 0
     row = next(d for d in json.loads(capsys.readouterr().out)["devices"] if d["device_id"] == "meter-9")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\dZ m\.csv", row["last_import"]) and row["cloud_rows"] == 12
+
+
+def test_status_finds_an_import_behind_many_newer_ones_of_other_devices(tmp_path):
+    """A site imported once, then a fleet importing every day: the status read only the last
+    50 import runs and showed the site as never imported."""
+    cloud = SQLiteCloudStore(tmp_path / "cloud.db")
+    try:
+        for device in ["meter-9", *(f"other-{k}" for k in range(300))]:
+            run = cloud.start_run(IMPORT_JOB, {dd.DEVICE_ID: device, "file": f"{device}.csv"})
+            cloud.finish_run(run, "ok" if device == "meter-9" else "failed", rows=1)
+        found = newest_imports(cloud, {"meter-9", "other-299", "never-imported"})
+    finally:
+        cloud.close()
+    assert set(found) == {"meter-9", "other-299"}
+    assert found["meter-9"].endswith(" meter-9.csv") and found["other-299"].endswith(" other-299.csv (failed)")
 
 
 def test_wall_clock_times_are_read_in_the_declared_sites_zone_unless_told(tmp_path, capsys):

@@ -21,6 +21,7 @@ from edge_gateway.stores.base import EdgeStore
 
 _STEP = pd.Timedelta(microseconds=1)
 _RUNS_SCANNED = 50  # how far back --status looks for the last error
+_IMPORTS_SCANNED = 20_000  # how far back it looks for a device's newest import
 
 
 def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB) -> dict[str, Any]:
@@ -29,9 +30,10 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
     runs = cloud.runs(job, limit=_RUNS_SCANNED)
     last_error = next((r for r in runs if r.get(s.ERROR)), None)
     sites = {row[dd.DEVICE_ID]: row for row in cloud.sites()}
-    imports = newest_imports(cloud)
+    listed = sorted(set(edge.devices()) | set(marks) | set(stats) | set(sites))
+    imports = newest_imports(cloud, set(listed))
     devices = []
-    for device in sorted(set(edge.devices()) | set(marks) | set(stats) | set(sites)):
+    for device in listed:
         mark = marks.get(device)
         newest = edge.latest(device)
         edge_latest = newest[dd.TS].iloc[0] if len(newest) else None
@@ -56,17 +58,25 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
     }
 
 
-def newest_imports(cloud: CloudStore) -> dict[str, str]:
-    """Per device, its newest import among the last runs: when, which file, and how it
-    ended where not ``ok``."""
+def newest_imports(cloud: CloudStore, wanted: set[str]) -> dict[str, str]:
+    """Per ``wanted`` device, its newest import: when, which file, and how it ended where not
+    ``ok``. The import runs are read newest first, in pages growing fourfold from
+    ``_RUNS_SCANNED``, until every wanted device is found, the runs end or
+    ``_IMPORTS_SCANNED`` are read: a site imported once, long ago, among a fleet that imports
+    daily is still found, and a device never imported costs a bounded read."""
     newest: dict[str, str] = {}
-    for run in cloud.runs(IMPORT_JOB, limit=_RUNS_SCANNED):  # newest first
-        details = run.get(s.DETAILS) or {}
-        device = details.get(dd.DEVICE_ID)
-        if device and device not in newest:
-            ended = "" if run[s.STATUS] == "ok" else f" ({run[s.STATUS]})"
-            newest[device] = f"{dd.parse_ts(run[s.STARTED_AT]):%Y-%m-%d %H:%M}Z {details.get('file', '')}{ended}"
-    return newest
+    limit, seen = _RUNS_SCANNED, 0
+    while True:
+        runs = cloud.runs(IMPORT_JOB, limit=limit)  # newest first
+        for run in runs[seen:]:
+            details = run.get(s.DETAILS) or {}
+            device = details.get(dd.DEVICE_ID)
+            if device in wanted and device not in newest:
+                ended = "" if run[s.STATUS] == "ok" else f" ({run[s.STATUS]})"
+                newest[device] = f"{dd.parse_ts(run[s.STARTED_AT]):%Y-%m-%d %H:%M}Z {details.get('file', '')}{ended}"
+        if len(newest) == len(wanted) or len(runs) < limit or limit >= _IMPORTS_SCANNED:
+            return newest
+        seen, limit = len(runs), min(4 * limit, _IMPORTS_SCANNED)
 
 
 def print_status(status: dict[str, Any], as_json: bool = False) -> None:
