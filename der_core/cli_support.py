@@ -42,10 +42,10 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def _one_line(text: str, limit: int | None = 300) -> str:
     """Error text as one line of bounded length: input quoted in it may hold newlines or be huge."""
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    return text if limit is None or len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,11 +69,22 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+def _record_on_one_line(record: logging.LogRecord) -> bool:
+    """A record's message on one line: a line break inside a value it quotes (a file name, a
+    payload) would start a line that reads as another record, or hide one. A traceback,
+    kept apart in ``exc_text``, keeps its lines."""
+    message = record.getMessage()
+    if "\n" in message or "\r" in message:
+        record.msg, record.args = _one_line(message, limit=None), None
+    return True
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Log to stderr in a form systemd's journal keeps: level and logger, no colour codes."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _CurrentStderr()
     handler.addFilter(RedactingFilter())
+    handler.addFilter(_record_on_one_line)
     logging.basicConfig(
         level=level,
         handlers=[handler],

@@ -81,3 +81,17 @@ def test_a_command_that_only_reads_a_store_never_makes_one(tmp_path, capsys, mai
     assert line == (f"error: no cloud store at '{typo}': no job has written one there; expected the store the jobs "
                     "write (--cloud-db FILE)")
     assert not (tmp_path / "dat").exists()
+
+
+def test_a_line_break_in_a_file_name_never_splits_a_log_record(tmp_path, capsys):
+    """A name holding a line break printed it into the log line: what followed it read as a
+    record of its own (here a forged ERROR), and a log reader took it for one."""
+    name = "m\nERROR forged.csv"
+    (tmp_path / name).write_text("timestamp,pv_kw\n2024-06-01T00:00:00Z,-9\n2024-06-01T00:15:00Z,0.2\n")
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / name), "--device-id", "home", "--units", "kW",
+                                         "--column-map", "pv_kw=solar_generation_kw",
+                                         "--cloud-db", str(tmp_path / "cloud.db")]) == 0
+    records = [line for line in capsys.readouterr().err.splitlines() if line]
+    (warning,) = [line for line in records if "quarantined" in line]
+    assert " WARNING cloud.sync.importer: " in warning and "m ERROR forged.csv: 1 rows quarantined" in warning
+    assert not any(line.startswith("ERROR") for line in records)
