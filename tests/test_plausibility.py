@@ -215,3 +215,18 @@ def test_a_field_read_less_often_than_the_rows_come_is_blank_between_its_reading
 
 def test_a_series_without_blank_cells_says_none():
     assert checked(pv_series(days=3))["gaps"].message == "none (a reading every 15 min)"
+
+
+@pytest.mark.parametrize(("scale", "status"), [(0.01, "warning"), (1.0, "ok")])
+def test_a_state_of_charge_written_as_a_fraction_of_one_is_reported(scale, status):
+    """A logger writing 0.85 for 85 %: stored as 0.85 %, every plan would start from an
+    empty battery. Checked across chunks: the highest value of the whole file decides."""
+    frame = home()
+    frame[dd.BATTERY_SOC] = scale * np.linspace(20.0, 90.0, len(frame))
+    checks = Plausibility(interval=interval_of(frame[dd.TS]))
+    for start in range(0, len(frame), 50):
+        checks.add(frame.iloc[start:start + 50].reset_index(drop=True), [dd.LOAD_TOTAL, dd.BATTERY_SOC])
+    found = {f.check: f for f in checks.report(LONGITUDE, None)}["magnitude"]
+    assert found.status == status, found.message
+    if status == "warning":
+        assert found.message.startswith("battery_soc_percent is never above 0.9: a fraction (0 to 1)")

@@ -1,6 +1,6 @@
 """What an imported series says about its own logger: a clock off by whole hours (PV peaking
 away from solar noon, or from the clear-sky peak of the site's declared array, which an array
-facing east or west of south reaches before or after noon), PV above the site's nameplate, power a thousand times off a home's (watts read as kW), a
+facing east or west of south reaches before or after noon), PV above the site's nameplate, power a thousand times off a home's (watts read as kW), a state of charge written as a fraction of 1, a
 grid or battery column counted the other way round (the balance of a file holding the house
 load, the grid flow and PV or battery holds only with its sign turned: Tesla's exports count
 the battery's discharge as positive, the contract its charge), a sensor stuck at one
@@ -36,6 +36,9 @@ FLAT_FIELDS = (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE
 HOME_MEAN_KW = 30.0
 LOAD_FLOOR_KW = 0.01
 MAGNITUDE_FIELDS = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
+#: A state of charge never above this over a whole file is a fraction of 1 written where a
+#: percentage belongs: a battery in use is charged beyond 1 % on some day.
+SOC_FRACTION_MAX = 1.0
 #: The balance holds where its mean miss is at most this share of the mean house load (the
 #: meters' own errors and their readings' timing): a sign turned misses by twice a term.
 BALANCE_TOLERANCE = 0.1
@@ -87,6 +90,7 @@ class Plausibility:
     _blank_open: dict[str, tuple[int, pd.Timestamp]] = field(default_factory=dict)
     flat: dict[str, list[tuple[float, pd.Timestamp, pd.Timestamp]]] = field(default_factory=dict)
     magnitude: dict[str, tuple[float, int]] = field(default_factory=dict)  # field -> (sum of |kW|, readings)
+    soc_max: float = np.nan  # the highest state of charge stored
     balance: np.ndarray = field(default_factory=lambda: np.zeros(len(_SIGNS)))  # sum of |miss| per way round
     balance_load: float = 0.0  # sum of the house load over the rows the balance was taken on
     balance_rows: int = 0
@@ -110,6 +114,10 @@ class Plausibility:
             values = np.abs(readings[column].to_numpy(dtype=float, na_value=np.nan))
             total, count = self.magnitude.get(column, (0.0, 0))
             self.magnitude[column] = (total + float(np.nansum(values)), count + int((~np.isnan(values)).sum()))
+        if dd.BATTERY_SOC in fields:
+            soc = readings[dd.BATTERY_SOC].to_numpy(dtype=float, na_value=np.nan)
+            if not np.isnan(soc).all():
+                self.soc_max = float(np.fmax(self.soc_max, np.nanmax(soc)))
 
     def _add_balance(self, readings: pd.DataFrame, fields: list[str]) -> None:
         """The miss of ``load = grid + PV - battery`` each way round the grid and battery may be
@@ -265,16 +273,21 @@ class Plausibility:
 
     def _magnitude(self) -> Finding:
         means = {c: total / count for c, (total, count) in self.magnitude.items() if count}
-        if not means:
-            return Finding("magnitude", "skipped", "no power readings")
+        warnings = []
         high = [f"{c} averages {m:.4g} kW" for c, m in means.items() if m > HOME_MEAN_KW]
         if high:
-            return Finding("magnitude", "warning", f"{'; '.join(high)}, far above a home's few kW: watts read as kW? "
-                           "(--units W)")
+            warnings.append(f"{'; '.join(high)}, far above a home's few kW: watts read as kW? (--units W)")
         load = means.get(dd.LOAD_TOTAL)
-        if load is not None and load < LOAD_FLOOR_KW:
-            return Finding("magnitude", "warning", f"{dd.LOAD_TOTAL} averages {load * 1000:.3g} W, far below a home's "
-                           "standing load: kW read as watts? (--units kW)")
+        if not high and load is not None and load < LOAD_FLOOR_KW:
+            warnings.append(f"{dd.LOAD_TOTAL} averages {load * 1000:.3g} W, far below a home's standing load: kW read "
+                            "as watts? (--units kW)")
+        if self.soc_max <= SOC_FRACTION_MAX:
+            warnings.append(f"{dd.BATTERY_SOC} is never above {self.soc_max:.3g}: a fraction (0 to 1) rather than a "
+                            "percentage? Plans would start from a nearly empty battery; write it times 100")
+        if warnings:
+            return Finding("magnitude", "warning", "; ".join(warnings))
+        if not means:
+            return Finding("magnitude", "skipped", "no power readings")
         return Finding("magnitude", "ok", "mean " + ", ".join(f"|{c}| {m:.3g} kW" for c, m in means.items())
                        + ": a home's")
 
