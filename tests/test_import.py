@@ -547,7 +547,7 @@ def test_a_meter_total_is_the_mean_power_since_the_total_before_it(tmp_path, clo
 @pytest.mark.parametrize("batch_size", [3, 10_000])
 def test_bad_rows_after_the_first_batch_are_quarantined(tmp_path, cloud, batch_size):
     raw = meter_frame(steps=20)
-    raw.loc[[4, 11, 19], "pv_w"] = -1.0
+    raw.loc[[4, 11, 19], "pv_w"] = -1000.0
     write(raw, tmp_path / "m.csv")
     options = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W", timestamp_column="Time", batch_size=batch_size)
     result = import_file(tmp_path / "m.csv", cloud, options)
@@ -604,7 +604,7 @@ def test_a_million_rows_with_bad_rows_spread_through_store_every_good_row(tmp_pa
     pv = np.round(np.random.default_rng(5).uniform(0, 4000, rows), 1).astype(object)
     times = ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
     bad_values, bad_times = np.arange(777, rows, 9_973), np.arange(4_242, rows, 31_337)
-    pv[bad_values] = -12.5
+    pv[bad_values] = -12_500.0  # a sign turned; a few watts below 0 would be a night draw
     times[bad_times] = "not a time"
     pd.DataFrame({"Timestamp": times, "pv_w": pv}).to_csv(tmp_path / "big.csv", index=False)
     options = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W")
