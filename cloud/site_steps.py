@@ -170,6 +170,23 @@ def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) 
     return steps
 
 
+def grid_kw(steps: pd.DataFrame, site: Mapping[str, Any]) -> pd.Series:
+    """Each step's grid flow (import positive) from :func:`site_steps`' means: measured where
+    a grid meter read it, else the balance of the house load and PV with the battery's power,
+    taken as 0 where it was not logged. A home imported as its PV and its load has no grid
+    meter, yet it paid the month's demand charge on that balance; a battery whose power was
+    not logged (or not yet installed) is counted idle, so the peak is never below what the
+    home drew without it, and a plan never counts a charge already paid as one it saves."""
+    def column(name: str) -> np.ndarray:
+        if name not in steps.columns:
+            return np.full(len(steps), np.nan)
+        return steps[name].to_numpy(dtype="float64", na_value=np.nan)
+
+    balance = dd.grid_flow_kw(column(dd.LOAD_TOTAL), column(dd.SOLAR_KW), np.nan_to_num(column(dd.BATTERY_POWER), nan=0.0))
+    measured = column(dd.NET_GRID_FLOW)
+    return pd.Series(np.where(np.isnan(measured), balance, measured), index=steps.index)
+
+
 def _energy(steps: pd.DataFrame, energy: str, power: str, completed_at: np.ndarray, step: pd.Timedelta) -> None:
     """A feature grid's energy of the steps whose power was completed: that power over the step."""
     if energy in steps.columns and completed_at.any():

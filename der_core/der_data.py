@@ -372,6 +372,12 @@ SITE_FIELDS: dict[str, type] = {
 }
 
 
+def grid_flow_kw(load_kw, solar_kw, battery_kw):
+    """The grid flow of the contract's balance, ``net_grid_flow = load + battery - solar``
+    (import and charge positive). Arrays or floats; NaN where any term is."""
+    return load_kw + battery_kw - solar_kw
+
+
 def house_load_kw(net_kw, solar_kw, battery_kw):
     """The house load from the site's balance: the contract's ``net_grid_flow = load +
     battery - solar`` (battery positive when it charges, grid when the site imports) solved

@@ -87,8 +87,25 @@ def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
     readings = store.read_readings(config.device_id)
     assert site_plan.state_source == "readings"
     assert site_plan.battery.initial_soc_percent == pytest.approx(readings[dd.BATTERY_SOC].iloc[-1], abs=1e-6)
-    month = pd.DatetimeIndex(readings[dd.TS]) >= pd.Timestamp("2024-06-01", tz="America/Los_Angeles")
-    assert site_plan.inputs.peak_so_far_kw == pytest.approx(readings.loc[month, dd.NET_GRID_FLOW].max())
+    # The peak of the plan's own steps, as the bill's: a 5-minute reading's spike is not a quarter hour's.
+    grid = readings.set_index(dd.TS)[dd.NET_GRID_FLOW].resample("15min", label="right", closed="right").mean()
+    month = grid.index > pd.Timestamp("2024-06-01", tz="America/Los_Angeles")
+    assert site_plan.inputs.peak_so_far_kw == pytest.approx(grid[month].max())
+    assert site_plan.inputs.peak_so_far_kw < readings[dd.NET_GRID_FLOW].max()
+
+
+def test_a_home_without_a_grid_meter_has_paid_for_the_peak_of_its_load_less_its_pv(store):
+    """A home imported as its PV and its house load (no grid meter): the month's peak so far
+    was taken from the grid column alone, so it was 0, and every plan counted the whole
+    month's demand charge as a saving."""
+    config = SimulatorConfig(seed=5, interval_seconds=900)
+    for frame in generator.historical([config], START - pd.Timedelta(days=9), START):
+        store.upsert_readings(frame.assign(**{dd.NET_GRID_FLOW: np.nan, dd.BATTERY_POWER: np.nan, dd.BATTERY_SOC: np.nan}))
+    site_plan = plan_site(config, PlanSettings(start=START), store)
+    readings = store.read_readings(config.device_id).set_index(dd.TS)
+    month = readings.index > pd.Timestamp("2024-06-01", tz="America/Los_Angeles")
+    drawn = (readings[dd.LOAD_TOTAL] - readings[dd.SOLAR_KW])[month]
+    assert site_plan.inputs.peak_so_far_kw == pytest.approx(drawn.max()) and drawn.max() > 1.0
 
 
 def test_a_guarded_plan_sends_the_reserve_policy_fitted_on_the_site_and_caps_at_the_guards_cap():

@@ -66,7 +66,7 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
-from cloud.site_steps import filled_columns, no_load_reason, site_steps
+from cloud.site_steps import filled_columns, grid_kw, no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -367,7 +367,6 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     readings = store.read_readings(config.device_id, start=since, stop=start + pd.Timedelta(seconds=1))
     if readings.empty:
         return None
-    stamps = pd.DatetimeIndex(readings[dd.TS])
     site = site_record(config)
     steps = site_steps(readings, site, step)
     load, pv = steps[dd.LOAD_TOTAL], steps[dd.SOLAR_KW]
@@ -378,8 +377,8 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:
         read_at, read = pd.Timestamp(measured[dd.TS].iloc[-1]), float(measured[dd.BATTERY_SOC].iloc[-1])
         energy = read / 100.0 * config.battery.capacity_kwh
-    this_month = stamps >= _month_start(start, config.timezone)
-    peak = float(np.nanmax(readings[dd.NET_GRID_FLOW].to_numpy()[this_month], initial=0.0))
+    grid = grid_kw(steps, site)
+    peak = float(np.nanmax(grid[grid.index > _month_start(start, config.timezone)].to_numpy(), initial=0.0))
     return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read)
 
 
