@@ -136,18 +136,20 @@ TOU_PERIODS: tuple[str, ...] = ("off_peak", "shoulder", "peak")
 
 _LOAD_KW = (0.0, 10_000.0)
 
-#: A PV inverter draws a few watts to tens of watts at night (about a hundred for a 100 kW
-#: one), which many meters report as negative generation. Down to this much below 0, a PV
-#: reading is that draw and counts as no generation; further below is a sign mixed up.
-PV_STANDBY_KW = 0.5
+#: Fields that cannot be below 0 whose sensors read a little below it in the dark: a PV
+#: inverter draws a few watts to tens of watts at night (about a hundred for a 100 kW one),
+#: which many meters report as negative generation, and a pyranometer's thermal offset reads
+#: a few W/m2 below 0 (up to about 20). Down to this much below 0 a reading is that offset
+#: and counts as 0; further below is a sign mixed up or a fault.
+NIGHT_OFFSET: dict[str, float] = {SOLAR_KW: 0.5, SOLAR_IRRADIANCE: 20.0}
 
 #: Physical bounds (inclusive) of each numeric field: wide enough for any real home or
 #: simulated fleet, narrow enough to catch unit mix-ups (W sent as kW), a wrong scale factor
 #: and sensor garbage. The cloud quarantines a reading holding a value outside them; a
 #: gateway stores such a value of its device as missing.
 PLAUSIBLE: dict[str, tuple[float, float]] = {
-    SOLAR_KW: (-PV_STANDBY_KW, 10_000.0),
-    SOLAR_IRRADIANCE: (0.0, 1_500.0),
+    SOLAR_KW: (-NIGHT_OFFSET[SOLAR_KW], 10_000.0),
+    SOLAR_IRRADIANCE: (-NIGHT_OFFSET[SOLAR_IRRADIANCE], 1_500.0),
     PANEL_TEMP: (-60.0, 120.0),
     flat_name("solar", "efficiency_percent"): (0.0, 100.0),
     BATTERY_SOC: (0.0, 100.0),

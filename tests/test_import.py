@@ -128,6 +128,19 @@ def test_bad_rows_are_quarantined_blank_cells_are_gaps(tmp_path, cloud):
     assert night[dd.SOLAR_KW] == 0.0 and night[dd.LOAD_TOTAL] == pytest.approx(raw.loc[3, "load_w"] / 1000)
 
 
+def test_a_pyranometer_s_night_offset_is_no_irradiance_and_keeps_its_row(tmp_path, cloud):
+    """NREL's SERF West logger: every night reading of its plane-of-array pyranometer is
+    -0.0169 W/m2; each refused its row, the PV with it, and the report called the nights gaps."""
+    (tmp_path / "m.csv").write_text("ts,ac_power,poa\n2024-07-01T04:00Z,0,-0.0169\n2024-07-01T04:15Z,0,-3.5\n"
+                                    "2024-07-01T04:30Z,0,-250\n2024-07-01T18:00Z,2500,640\n")
+    options = ImportOptions("meter-1", {"ac_power": dd.SOLAR_KW, "poa": dd.SOLAR_IRRADIANCE}, units="W")
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    assert (result.rows_synced, result.rows_quarantined) == (3, 1)
+    assert cloud.read_readings("meter-1")[dd.SOLAR_IRRADIANCE].tolist() == [0.0, 0.0, 640.0]
+    (reason,) = cloud.read_quarantine("meter-1")[s.REASON]
+    assert reason == "line 4: solar_irradiance_w_m2 outside [-20, 1500] (got -250.0)"
+
+
 def test_a_blank_cell_never_clears_what_another_file_stored(tmp_path, cloud):
     """The inverter's PV first; then a file of the grid meter beside a PV column left blank
     at night: the grid flow is stored for every row, and the PV stays as the first file had it."""

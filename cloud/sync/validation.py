@@ -1,7 +1,7 @@
 """Row validation before readings reach the cloud: a missing number where one is required, or
 a value outside its physical range (``der_data.PLAUSIBLE``), sends the row to quarantine with
-the reason; the other rows go on, a PV inverter's night draw read as no generation. Pure
-functions over a flat frame."""
+the reason; the other rows go on, a PV inverter's night draw and a pyranometer's night offset
+read as 0. Pure functions over a flat frame."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
 
     ``required`` names the fields that must hold a value (every field for simulated
     readings; only the columns an imported file has). Fields not required may be empty,
-    but a value that is present must be in range. PV generation a little below 0 (at most
-    ``dd.PV_STANDBY_KW``) is the inverter's own draw, and ``good`` holds it as 0: the row's
-    other values are sound, and a generation below 0 would mislead every job that learns PV.
+    but a value that is present must be in range. PV or irradiance a little below 0 (at most
+    ``dd.NIGHT_OFFSET``) is the inverter's own draw or the pyranometer's offset at night, and
+    ``good`` holds it as 0: the row's other values are sound, and a value below 0 would
+    mislead every job that learns from it.
     """
     required = set(dd.FIELD_TYPES if required is None else required)
     problems: list[tuple[str, np.ndarray]] = [
@@ -47,20 +48,20 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
     for _, mask in problems:
         bad_mask |= mask
     if not bad_mask.any():
-        return _no_standby(frame), frame.iloc[0:0], pd.Series([], dtype=str)
+        return _no_night_offset(frame), frame.iloc[0:0], pd.Series([], dtype=str)
     reasons = _reasons(frame, problems, np.flatnonzero(bad_mask))
-    return _no_standby(frame[~bad_mask].reset_index(drop=True)), frame[bad_mask].reset_index(drop=True), reasons
+    return _no_night_offset(frame[~bad_mask].reset_index(drop=True)), frame[bad_mask].reset_index(drop=True), reasons
 
 
-def _no_standby(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (in range) with its negative PV, an inverter's night draw, as 0; a frame
-    without one is returned as it is."""
-    solar = frame[dd.SOLAR_KW]
-    below = (solar < 0).fillna(False).to_numpy(dtype=bool)
-    if not below.any():
-        return frame
-    frame = frame.copy()
-    frame[dd.SOLAR_KW] = solar.mask(below, 0.0)
+def _no_night_offset(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (in range) with each value below 0 of a :data:`dd.NIGHT_OFFSET` field as 0;
+    a frame without one is returned as it is."""
+    copied = False
+    for column in dd.NIGHT_OFFSET:
+        below = (frame[column] < 0).fillna(False).to_numpy(dtype=bool)
+        if below.any():
+            frame = frame if copied else frame.copy()
+            frame[column], copied = frame[column].mask(below, 0.0), True
     return frame
 
 
