@@ -77,9 +77,19 @@ def test_datetime_columns_of_a_parquet_file_are_taken_as_they_are():
 
 
 @pytest.mark.parametrize("name", ["Timestamp", "TIME", "DateTime", "Date/Time", "date_time", "time_utc", "UTC",
-                                  "Local Time", "period_end", "Timestamp (UTC)"])
+                                  "Local Time", "period_end", "Timestamp (UTC)", "measured_on", "Time Stamp"])
 def test_common_time_column_names_are_found_in_any_case(name):
     assert find_time_columns(["pv_w", name, "note"], None, "m.csv") == (name,)
+
+
+@pytest.mark.parametrize("first", ["", "column 1", "Unnamed: 0"])
+def test_a_first_column_without_a_name_is_the_time_where_none_is_named(first):
+    """A frame indexed by time written with pandas' to_csv leaves the index's name empty
+    (NREL's SERF West data in pvanalytics): the import found no time column."""
+    assert find_time_columns([first, "ac_power", "poa"], None, "m.csv") == (first,)
+    assert find_time_columns([first, "timestamp", "poa"], None, "m.csv") == ("timestamp",)  # a name wins
+    with pytest.raises(UsageError, match="no timestamp column"):
+        find_time_columns(["ac_power", first, "poa"], None, "m.csv")  # only a first column is an index
 
 
 def test_separate_date_and_time_columns_are_read_together():

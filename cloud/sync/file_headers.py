@@ -243,7 +243,7 @@ def _names_time(row: list[str], timestamp_column: str | None) -> bool:
     if timestamp_column is None and any(_TIME_FORMAT.match(c) for c in filled):
         return True
     try:
-        find_time_columns(row, timestamp_column, "")
+        find_time_columns(row, timestamp_column, "", index=False)
     except UsageError:
         return False
     return True

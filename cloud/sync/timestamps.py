@@ -34,7 +34,8 @@ from der_core.errors import UsageError
 TIMESTAMP_NAMES = (
     dd.TS, dd.TIMESTAMP, "timestamp_utc", "datetime", "date_time", "time", "time_utc", "utc", "utc_time",
     "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
-    "end_time", "start_time", "reading_time", "measured_at", "recorded_at", "last_changed", "last_updated", "date",
+    "end_time", "start_time", "reading_time", "measured_at", "measured_on", "recorded_at", "time_stamp", "last_changed",
+    "last_updated", "date",
     "zeitstempel", "datum_uhrzeit", "datum_zeit", "zeit", "datum", "horodatage", "horodate", "date_heure", "fecha_hora",
     "fecha", "data_ora", "tijdstip", "datum_tijd", "end", "start",
 )
@@ -42,6 +43,11 @@ TIMESTAMP_NAMES = (
 #: product's readings are labelled by its end.
 START_NAMES = frozenset({"period_start", "interval_start", "start_time", "start", "time_start", "start_utc",
                          "start_local", "from", "von", "beginn", "debut", "inicio"})
+#: The first column's name where a table's index was written as its first column, without
+#: a name (pandas' ``to_csv`` of a frame indexed by time; ``column 1`` as the header reader
+#: names an empty cell, ``Unnamed: 0`` as pandas reads it back): taken as the time where no
+#: column has a time's name.
+_INDEX_NAMES = frozenset({"", "column_1", "unnamed_0", "index"})
 #: A date column and a time-of-day column that together hold the time, in the same languages.
 DATE_AND_TIME = (("date", "time"), ("datum", "uhrzeit"), ("datum", "zeit"), ("date", "heure"), ("fecha", "hora"),
                  ("data", "ora"), ("datum", "tijd"))
@@ -76,11 +82,13 @@ def normal_name(name: object) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
 
 
-def find_time_columns(columns: Sequence[object], given: str | None, source: str) -> tuple[str, ...]:
+def find_time_columns(columns: Sequence[object], given: str | None, source: str, index: bool = True) -> tuple[str, ...]:
     """The column(s) holding the time: ``given`` (exact, else case-insensitive), else the
     recognised date and time-of-day columns read together, else the first recognised name,
     unless that holds a date or a time of day alone and a date and an interval's start time
-    can be read together (:data:`DATE_AND_START`)."""
+    can be read together (:data:`DATE_AND_START`), else, with ``index``, a first column
+    without a name (:data:`_INDEX_NAMES`; not when looking for the names row, which a row of
+    units with an empty first cell would then pass for)."""
     names = {normal_name(c): c for c in reversed(list(columns))}
     if given is not None:
         found = given if given in columns else names.get(normal_name(given))
@@ -98,6 +106,8 @@ def find_time_columns(columns: Sequence[object], given: str | None, source: str)
                 return names[date], names[start]
     if single is not None:
         return (single,)
+    if index and columns and normal_name(columns[0]) in _INDEX_NAMES:
+        return (columns[0],)
     raise UsageError(f"{source}: no timestamp column; expected one named like {', '.join(TIMESTAMP_NAMES[:9])}, ... "
                      f"(any case) or --timestamp-column NAME; columns: {[str(c) for c in columns]}")
 
