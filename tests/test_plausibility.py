@@ -230,3 +230,14 @@ def test_a_state_of_charge_written_as_a_fraction_of_one_is_reported(scale, statu
     assert found.status == status, found.message
     if status == "warning":
         assert found.message.startswith("battery_soc_percent is never above 0.9: a fraction (0 to 1)")
+
+
+@pytest.mark.parametrize(("peak_kw", "nameplate", "status"), [(200.0, 210.0, "ok"), (200.0, None, "warning"),
+                                                              (200_000.0, 210.0, "warning")])
+def test_a_large_array_s_mean_is_judged_against_its_declared_nameplate(peak_kw, nameplate, status):
+    """NREL's RSF II: a 210 kWp roof declared in its site file was still told "watts read as
+    kW?", though the nameplate check of the same report agreed with the file."""
+    found = checked(pv_series(days=30, peak_kw=peak_kw), nameplate=nameplate)["magnitude"]
+    assert found.status == status, found.message
+    if status == "warning" and nameplate:
+        assert "far above the site's 210 kW of PV: watts read as kW?" in found.message

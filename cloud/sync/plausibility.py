@@ -241,7 +241,7 @@ class Plausibility:
         self._runs = {}
         for column in list(self._blank_open):
             self._end_blank(column)
-        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(), self._balance(),
+        return [self._clock(longitude, array), self._nameplate(nameplate_kw), self._magnitude(nameplate_kw), self._balance(),
                 self._flat(), self._gaps()]
 
     def _clock(self, longitude: float | None, array: SolarConfig | None) -> Finding:
@@ -271,12 +271,16 @@ class Plausibility:
         return Finding("pv nameplate", "warning", f"{above} readings above the {nameplate_kw:g} kW nameplate "
                        f"(max {self.pv_max_kw:.3g} kW): units, a wrong nameplate or a second system")
 
-    def _magnitude(self) -> Finding:
+    def _magnitude(self, nameplate_kw: float | None) -> Finding:
+        """A mean far above a home's, or above the declared array's nameplate where that is
+        larger (a school's roof of 200 kWp averages more than a home ever draws)."""
         means = {c: total / count for c, (total, count) in self.magnitude.items() if count}
         warnings = []
-        high = [f"{c} averages {m:.4g} kW" for c, m in means.items() if m > HOME_MEAN_KW]
+        ceiling = max(HOME_MEAN_KW, nameplate_kw or 0.0)
+        high = [f"{c} averages {m:.4g} kW" for c, m in means.items() if m > ceiling]
         if high:
-            warnings.append(f"{'; '.join(high)}, far above a home's few kW: watts read as kW? (--units W)")
+            size = "a home's few kW" if ceiling == HOME_MEAN_KW else f"the site's {ceiling:g} kW of PV"
+            warnings.append(f"{'; '.join(high)}, far above {size}: watts read as kW? (--units W)")
         load = means.get(dd.LOAD_TOTAL)
         if not high and load is not None and load < LOAD_FLOOR_KW:
             warnings.append(f"{dd.LOAD_TOTAL} averages {load * 1000:.3g} W, far below a home's standing load: kW read "
