@@ -15,6 +15,7 @@ from cloud.optimization.plan import DispatchPlan, build_plan
 from cloud.optimization.planner import PlanSettings, SitePlan, plan_site
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.stochastic import solve_scenarios
+from cloud.optimization.summary import PlanSummary, plan_summary
 from der_core.config import SimulatorConfig
 
 TOL = 1e-6
@@ -82,6 +83,11 @@ def test_a_plan_worse_than_the_rule_is_not_sent_and_the_rule_is():
     assert (summary.published, summary.reserve) == ("rule", None)
     assert summary.to_dict()["cost"]["total"] == pytest.approx(rule.total_cost)
     np.testing.assert_allclose(site.rows()["battery_power_kw"], rule.battery_power_kw)
+    # The owner reads the rule's bill as the rule's: "the plan saves $0.00 more" compared it with itself.
+    shown = plan_summary(site)
+    line = shown.savings_line()
+    assert "with the battery's own rule, which is sent" in line and "more" not in line, line
+    assert PlanSummary.from_dict(shown.to_dict()).savings_line() == line
 
 
 def test_a_plan_no_worse_than_the_rule_is_sent():

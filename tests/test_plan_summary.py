@@ -254,6 +254,17 @@ def test_the_savings_line_says_which_way_the_plan_compares_with_the_rule(bill, v
     assert "-$" not in summary.savings_line() and "−" not in summary.savings_line()
 
 
+def test_a_policy_dearer_on_the_one_forecast_says_it_is_sent_for_what_it_saves_over_what_it_hedges():
+    """"The plan costs $0.10 more" above a line where the policy saves more over the bursts,
+    and the plan sent: the owner read a plan dearer than the rule being sent."""
+    steps = _steps(["store"] * 4, [2.0] * 4)
+    summary = dataclasses.replace(summarize("home-001", ZONE, "USD", steps.step_starts[0], steps, 2.3, 2.5, 2.2),
+                                  arrivals_cost=1.36, arrivals_cost_self_consumption=1.55, hedged="the household's bursts")
+    assert summary.savings_line().endswith("(the plan costs $0.10 more on this forecast; it is sent for what it saves "
+                                           "over the household's bursts, below)")
+    assert summary.arrivals_line().endswith("(policy saves $0.19 more)")
+
+
 def test_a_site_without_a_battery_is_told_its_bill_and_nothing_of_savings_or_a_rule():
     steps = _steps(["idle"] * 4, [0.0] * 4)
     summary = dataclasses.replace(summarize("home-001", ZONE, "EUR", steps.step_starts[0], steps, 2.5, 2.5, 2.5),

@@ -137,6 +137,9 @@ class PlanSummary:
     stale: Mapping[str, str] = field(default_factory=dict)
     # What the reserve policy hedges (reserve.hedged): car arrivals, or the household's bursts.
     hedged: str = reserve.CAR_ARRIVALS
+    # The battery's own rule is what is sent, the plan made costing more (planner.SitePlan.published):
+    # the blocks and the bill are the rule's, and comparing it with itself would say nothing.
+    rule_sent: bool = False
 
     @property
     def savings(self) -> float:
@@ -162,10 +165,14 @@ class PlanSummary:
             bill = self.bill_without_battery
             owed = f"bill {self.money(bill)}" if bill >= 0 else f"a credit of {self.money(-bill)}"
             return f"{owed} (no battery: nothing to save)"
+        if self.rule_sent:
+            return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the battery's own rule, which is "
+                    f"sent{self._stored(self.energy_value)}, {self.money(self.bill_without_battery)} with no battery")
         rule, better = self.bill_self_consumption, self.savings_vs_self_consumption
         against_rule = "" if rule is None else (
             f"; the battery's own rule {self.money(rule)}{self._stored(self.energy_value_self_consumption)} (the plan "
-            + (f"saves {self.money(better)} more)" if better >= 0 else f"costs {self.money(-better)} more on this forecast)"))
+            + (f"saves {self.money(better)} more)" if better >= 0 else f"costs {self.money(-better)} more on this forecast"
+               + ("; it is sent for what it saves over " + self.hedged + ", below)" if self.arrivals_cost is not None else ")")))
         return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{self._stored(self.energy_value)}, "
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
 
@@ -216,7 +223,7 @@ class PlanSummary:
             "bill_without_battery_text": self.money(self.bill_without_battery), "savings_line": self.savings_line(),
             "arrivals_cost": self.arrivals_cost, "arrivals_cost_self_consumption": self.arrivals_cost_self_consumption,
             "arrivals_line": self.arrivals_line(), "hold": self.hold, "stale": dict(self.stale),
-            "stale_lines": self.stale_lines(), "hedged": self.hedged,
+            "stale_lines": self.stale_lines(), "hedged": self.hedged, "rule_sent": self.rule_sent,
         }
 
     @classmethod
@@ -228,7 +235,8 @@ class PlanSummary:
                    float(data["bill_without_battery"]), None if rule is None else float(rule), data["next_action"],
                    float(data.get("energy_value", 0.0)), float(data.get("energy_value_self_consumption", 0.0)),
                    _maybe_float(data.get("arrivals_cost")), _maybe_float(data.get("arrivals_cost_self_consumption")),
-                   data.get("hold"), dict(data.get("stale") or {}), data.get("hedged", reserve.CAR_ARRIVALS))
+                   data.get("hold"), dict(data.get("stale") or {}), data.get("hedged", reserve.CAR_ARRIVALS),
+                   bool(data.get("rule_sent", False)))
 
 
 def _maybe_float(value: Any) -> float | None:
@@ -366,6 +374,8 @@ def plan_summary(site_plan: SitePlan) -> PlanSummary:
                         plan.stored_value, site_plan.self_consumption.stored_value)
     if site_plan.battery.capacity_kwh <= 0:
         summary = dataclasses.replace(summary, next_action=NO_BATTERY)
+    elif site_plan.published == "rule":
+        summary = dataclasses.replace(summary, rule_sent=True)
     if site_plan.stale:
         summary = dataclasses.replace(summary, stale=dict(site_plan.stale))
     arrivals = site_plan.expected_over_arrivals()
