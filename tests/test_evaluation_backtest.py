@@ -17,6 +17,7 @@ import pytest
 from cloud.evaluation import backtest as bt
 from cloud.evaluation.report import (
     GUARD_NOTE,
+    GUARD_NOTE_NO_CAR,
     LABELS,
     energy_left_after_sessions,
     gap_table,
@@ -94,6 +95,12 @@ def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_
     assert runs[bt.MPC].guarded and GUARD_NOTE in text
     unguarded = dataclasses.replace(week_without_fade, runs=runs | {bt.MPC: dataclasses.replace(runs[bt.MPC], guarded=False)})
     assert GUARD_NOTE not in write_report(unguarded, tmp_path / "unguarded").read_text()
+    # A home without a car is not told its peaks come from EV sessions.
+    config = week_without_fade.config
+    carless = dataclasses.replace(week_without_fade, config=config.model_copy(
+        update={"home_load": config.home_load.model_copy(update={"has_ev": False})}))
+    told = write_report(carless, tmp_path / "carless").read_text()
+    assert GUARD_NOTE_NO_CAR in told and GUARD_NOTE not in told and "EV sessions" not in told
     day = sample_day(week_without_fade)
     assert JUNE.tz_localize(week_without_fade.config.timezone) <= day < JUNE.tz_localize(week_without_fade.config.timezone) + pd.Timedelta(days=7)
 

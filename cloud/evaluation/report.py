@@ -166,6 +166,21 @@ GUARD_NOTE = (
 )
 
 
+GUARD_NOTE_NO_CAR = (
+    "How the MPC decides, and why it falls short of the upper bound: much of the bill is the demand charge on "
+    "the month's peak, which the household's heaviest evenings and bursts set. The import cap is the peak "
+    "guard's, fitted on the last four weeks of readings at the month's first step and again once the month's "
+    "peak has passed it. Under that cap the battery follows the reserve policy, solved at each local midnight "
+    "over the next 36 hours: a stochastic dynamic program on the naive house-load forecast, the PV forecast and "
+    "the tariff, with the household's bursts (load standing well above the forecast) and their lengths learnt "
+    "from the same weeks. Per step and burst state it keeps a floor the battery covers load down to and a level "
+    "it charges up to; the battery applies them to the load it measures and defends the cap. The policy pays "
+    "for not knowing the future: it keeps energy for bursts that do not come, which perfect foresight spends at "
+    "the peak price, and an evening heavier than the past weeks' sets a higher peak. The table below says where "
+    "the difference went."
+)
+
+
 def gap_table(result: bt.BacktestResult) -> pd.DataFrame:
     """Where the MPC's bill differs from perfect foresight's: the demand charge, and energy
     and wear while a car charges (sessions found in the load) and at all other times."""
@@ -234,7 +249,7 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
     if failed:
         lines += ["", f"{failed} MPC plans failed; the battery ran its self-consumption rule for those hours."]
     if s.forecaster == "naive" and result.runs[bt.MPC].guarded:
-        lines += ["", GUARD_NOTE]
+        lines += ["", GUARD_NOTE if result.config.home_load.has_ev else GUARD_NOTE_NO_CAR]
     elif s.forecaster == "naive" and s.scenarios:
         lines += ["", MPC_NOTE]
     months = by_month(result)
