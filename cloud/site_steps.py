@@ -113,7 +113,8 @@ def balance_lacks(read: Collection[str], site: Mapping[str, Any]) -> list[str]:
     if not declares_none(site, "battery_capacity_kwh") and dd.BATTERY_POWER not in read:
         capacity = site.get("battery_capacity_kwh")
         lacking.append(f"the power of the {float(capacity):g} kWh battery the site declares ({dd.BATTERY_POWER}, positive "
-                       "when charging)" if (capacity or 0) > 0 else
+                       "when charging; a battery not installed yet is declared \"battery\": null, and tried with "
+                       "run_optimizer.py --backtest --battery-kwh KWH --battery-kw KW)" if (capacity or 0) > 0 else
                        f"the battery's power ({dd.BATTERY_POWER}, positive when charging), or a site file declaring none")
     return lacking
 

@@ -205,14 +205,14 @@ def test_a_battery_whose_log_was_left_out_is_named_by_the_import_and_by_every_jo
                "min_soc": 10, "max_soc": 90}
     (tmp_path / "site.json").write_text(json.dumps({**SITE, "battery": battery}))
     db = str(tmp_path / "battery.db")
-    needs = "battery_power_kw, positive when charging"
+    needs = "battery_power_kw, positive when charging; a battery not installed yet is declared \"battery\": null"
     capsys.readouterr()
     assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meters.csv"),
                                          "--column-map", "pv_kw=solar_generation_kw,grid_kw=net_grid_flow_kw",
                                          "--cloud-db", db]) == 0
     said = capsys.readouterr().out
     assert "house load: warning: none measured (home_load_total_load_kw), and its balance needs the power of the 10 kWh " \
-           f"battery the site declares ({needs})" in said
+           f"battery the site declares ({needs}" in said
     with SQLiteCloudStore(db) as store:
         site = next(row for row in store.sites() if row["device_id"] == "home-1")
         history = site_history(store.read_readings("home-1"), site, pd.Timedelta(minutes=15))

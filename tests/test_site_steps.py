@@ -111,7 +111,9 @@ def test_an_hourly_grid_meter_beside_a_quarter_hourly_inverter_balances_over_the
 
 
 @pytest.mark.parametrize("declared,filled,named", [
-    ({}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["10 kWh battery the site declares (battery_power_kw, positive when charging)"]),
+    ({}, (dd.NET_GRID_FLOW, dd.SOLAR_KW), ["10 kWh battery the site declares (battery_power_kw, positive when charging; "
+                                          'a battery not installed yet is declared "battery": null, and tried with '
+                                          "run_optimizer.py --backtest --battery-kwh KWH --battery-kw KW)"]),
     ({}, (dd.NET_GRID_FLOW,), ["PV of the array the site declares (solar_generation_kw)", "(battery_power_kw"]),
     ({"battery_capacity_kwh": 0.0}, (dd.SOLAR_KW,), ["grid flow (net_grid_flow_kw, positive when importing)"]),
     ({"battery_capacity_kwh": NAN}, (dd.NET_GRID_FLOW, dd.SOLAR_KW),
