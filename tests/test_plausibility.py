@@ -241,3 +241,14 @@ def test_a_large_array_s_mean_is_judged_against_its_declared_nameplate(peak_kw, 
     assert found.status == status, found.message
     if status == "warning" and nameplate:
         assert "far above the site's 210 kW of PV: watts read as kW?" in found.message
+
+
+def test_pv_read_once_a_day_is_named_too_coarse_not_a_clock_shift():
+    """A daily yield export (pvlib's data_shift sample): its mass sits at the UTC day's middle,
+    which read as a clock shift of +12 h in every month, and the jobs held each day's mean
+    over its night."""
+    days = pd.date_range("2024-01-01", periods=365, freq="1D", tz="UTC")
+    frame = pd.DataFrame({dd.TS: days, dd.SOLAR_KW: 0.8, dd.LOAD_TOTAL: 0.5})
+    found = checked(frame, chunk=100)["clock"]
+    assert found.status == "warning" and found.message.startswith("PV read every 24 h: too coarse"), found.message
+    assert "clock shift" not in found.message

@@ -44,6 +44,9 @@ SOC_FRACTION_MAX = 1.0
 BALANCE_TOLERANCE = 0.1
 #: The ways round a grid and a battery column may be counted: (grid sign, battery sign).
 _SIGNS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+#: PV read less often than this says nothing of when in the day it came: a day's yield held
+#: over every step of the day puts PV in the night, and its centre of mass is the day's middle.
+COARSEST_PV = pd.Timedelta(hours=1)
 #: A month whose PV centre of mass sits this far from solar noon reads as a clock shift.
 SHIFT_AFTER_H = 0.75
 _SLOTS = 144  # ten-minute slots of the UTC day
@@ -248,6 +251,11 @@ class Plausibility:
         reference = "solar noon" if array is None else "the declared array's clear-sky peak"
         if not self.pv_profile.any():
             return Finding("clock", "skipped", f"no PV readings to compare with {reference}")
+        interval = self.field_interval.get(dd.SOLAR_KW, self.interval)
+        if interval is not None and interval > COARSEST_PV:
+            return Finding("clock", "warning", f"PV read every {duration(interval)}: too coarse to show when in the day it "
+                           "came, and the jobs hold each reading over its whole interval, the night's hours included; "
+                           f"import PV read every {duration(COARSEST_PV)} or less (an inverter's own export)")
         if longitude is None and array is None:
             return Finding("clock", "skipped", "site longitude unknown (no sites row; --longitude DEG)")
         shifts = pv_peak_offsets_h(self.pv_profile, longitude if array is None else array.longitude,
