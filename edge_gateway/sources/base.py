@@ -89,7 +89,9 @@ class Plausible:
         (NaN) value is kept as it is."""
         kept = {}
         for name, value in values.items():
-            if math.isnan(value) or dd.plausible(name, value):
+            if math.isnan(value):
+                kept[name] = value  # not reported: says nothing of whether the field is plausible again
+            elif dd.plausible(name, value):
                 kept[name] = value
                 self._warned.discard(name)
             elif name not in self._warned:
