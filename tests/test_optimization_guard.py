@@ -162,6 +162,25 @@ def test_the_fit_keeps_the_cheapest_pair_at_least_one_cap_step_above_the_cheapes
     assert rule.reserve_kwh == pytest.approx(offered["reserves"][5])
 
 
+def test_a_cap_of_zero_cheapest_in_hindsight_at_a_month_s_start_keeps_its_margin(monkeypatch):
+    """A month that has imported nothing has paid for nothing: a summer home whose past weeks
+    its battery and PV carried whole found a cap of 0 kW cheapest, took it as a peak already
+    paid, and held it; the battery covered the night's off-peak load to empty, and the
+    morning's burst set a 2.2 kW peak (NREL SERF East's August at max_soc 100)."""
+    config, past = _past(42, guard.FIT_DAYS)
+    battery = battery_spec(config, None, DEFAULT_WEAR_COST_PER_KWH)
+
+    def zero_cheapest(caps, reserves, *args, **kwargs):
+        return np.where(np.isclose(caps, 0.0), 0.0, 100.0 + caps)
+
+    monkeypatch.setattr(guard, "rule_bills", zero_cheapest)
+    light = past[fc.LOAD].clip(upper=3.0)  # a battery's full discharge covers it: 0 kW is a candidate
+    rule = guard.fit_guard(light, past[fc.PV], battery, config, floor_kw=0.0)
+    assert rule.target_kw == pytest.approx(guard.TARGET_STEP_KW)
+    # Once the month has paid for a peak that is the cheapest cap, that peak is taken as it is.
+    assert guard.fit_guard(light, past[fc.PV], battery, config, floor_kw=1.5).target_kw == pytest.approx(1.5)
+
+
 def test_a_cap_the_month_has_passed_is_refitted_from_its_peak():
     # The peak reached is paid for: no cap below it is a candidate, and where the cheapest is
     # that peak itself no margin is added, since the past weeks' heaviest session did not set it.

@@ -207,8 +207,12 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     # The cheapest cap in hindsight sits where one session heavier than the last weeks' costs
     # a month of demand charge: the guard takes the cheapest pair one cap step above it.
     cheapest = grid[int(np.argmin(bills)), 0]
-    # ...unless the cheapest is the month's peak already paid for, not a session's weight.
-    margin = TARGET_STEP_KW if cheapest > floor_kw + 1e-9 else 0.0
+    # ...unless the cheapest is the month's peak already paid for, not a session's weight. A
+    # month that has imported nothing yet has paid for nothing: a cap of 0 there is no paid
+    # peak but one every evening a little heavier than the last weeks' breaks, and holding it
+    # had the battery cover the night's off-peak load to empty before the morning's burst.
+    paid = floor_kw > 0.0 and cheapest <= floor_kw + 1e-9
+    margin = 0.0 if paid else TARGET_STEP_KW
     above = np.flatnonzero(grid[:, 0] >= min(cheapest + margin, targets[-1]) - 1e-9)
     best = int(above[np.argmin(bills[above])])
     return GuardRule(float(grid[best, 0]), float(grid[best, 1]), windows, one_a_day)
