@@ -96,3 +96,24 @@ def test_a_binary_at_each_step_a_negative_price_or_a_tight_export_limit_touches(
     limited = dataclasses.replace(inputs, export_limit_kw=0.0)
     surplus_possible = battery.max_discharge_kw - inputs.net_load_kw > 0
     assert (direction_steps(limited, battery)[0] == (surplus_possible | battery_steps)).all()
+
+
+@pytest.mark.parametrize("limit_s", [0.0, 1e-3])
+def test_a_mip_stopped_at_its_time_limit_still_gives_a_plan_with_one_flow_per_pair(monkeypatch, caplog, limit_s):
+    """Export paying more than import at every step of a month had perfect foresight's MIP
+    search for hours, deaf to Ctrl-C and SIGTERM. Stopped at its limit, the plan takes the
+    best answer found, or else directions read off the relaxed program, and says so."""
+    import logging
+
+    from cloud.optimization import lp
+
+    inputs, battery = NEGATIVE_PRICES[0]
+    exact = solve_dispatch(inputs, battery)
+    monkeypatch.setattr(lp, "MIP_TIME_LIMIT_S", limit_s)
+    with caplog.at_level(logging.WARNING, logger="cloud.optimization.lp"):
+        plan = solve_dispatch(inputs, battery)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert f"over {STEPS} steps" in said and ("not proven best" in said or "relaxed program" in said), said
+    assert not np.any((plan.charge_kw > 0) & (plan.discharge_kw > 0))
+    assert not np.any((plan.import_kw > 0) & (plan.export_kw > 0))
+    assert plan.objective >= exact.objective - 1e-9 * max(1.0, abs(exact.objective))  # never better than the optimum

@@ -32,6 +32,7 @@ then polishes with an LP whose directions are fixed, so the returned plan has ex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
@@ -44,6 +45,8 @@ from cloud.optimization import battery_block as block
 from cloud.optimization.bill import standing_charge
 from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible, stored_kw
 from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
+
+log = logging.getLogger(__name__)
 
 SIMULTANEOUS_TOLERANCE_KW = 1e-7
 _INF = highspy.kHighsInf
@@ -267,6 +270,10 @@ def _directions(x: np.ndarray, inputs: HorizonInputs, battery: BatterySpec) -> t
     return charging, inputs.net_load_kw + battery_kw > 0
 
 
+#: How long the direction MIP may search (its p99 on a day's plan is about 0.15 s).
+MIP_TIME_LIMIT_S = 10.0
+
+
 def mip_solver() -> highspy.Highs:
     """A quiet HiGHS instance set for the direction MIP."""
     highs = new_solver()
@@ -281,6 +288,10 @@ def mip_solver() -> highspy.Highs:
     # Restarting the root after fixing a few binaries re-ran presolve and cuts several times
     # for little gain: off, the slowest solves took half as long, to the same optimum.
     highs.setOptionValue("mip_allow_restart", False)
+    # A MIP whose relaxation is weak (export paying more than import at every step of a
+    # month) can search for hours, and no interrupt reaches Python while HiGHS runs: the
+    # search stops here, with its best answer so far (solve_directions).
+    highs.setOptionValue("time_limit", MIP_TIME_LIMIT_S)
     return highs
 
 
@@ -298,15 +309,36 @@ def with_directions(lp: highspy.HighsLp, charging: np.ndarray, importing: np.nda
 
 def solve_directions(
     lp: highspy.HighsLp, inputs: HorizonInputs, battery: BatterySpec,
-    *, highs: highspy.Highs | None = None, every_step: bool = False,
+    *, highs: highspy.Highs | None = None, every_step: bool = False, relaxed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Choose each step's directions by MIP, then re-solve the LP with them fixed (``lp``'s
     bounds are changed). ``every_step`` gives every step and pair a binary: the plain
-    formulation, slower, with the same optimum (tests and benchmarks/bench_mip.py compare)."""
+    formulation, slower, with the same optimum (tests and benchmarks/bench_mip.py compare).
+    A MIP stopped at :data:`MIP_TIME_LIMIT_S` gives its best answer so far, said in a
+    warning; without one, the directions are read off ``relaxed``, the LP's own solution
+    (solved here when not given), as :func:`_directions` reads any solution."""
     highs = highs or mip_solver()
     chosen = (np.ones(inputs.steps, bool),) * 2 if every_step else direction_steps(inputs, battery)
-    x, _ = run_model(highs, direction_mip(lp, inputs, battery, *chosen), "direction MIP")
-    return run_model(highs, with_directions(lp, *_directions(x, inputs, battery)), "LP with fixed directions")
+    if relaxed is None:
+        relaxed, _ = run_model(new_solver(), lp, "dispatch LP")
+    highs.passModel(direction_mip(lp, inputs, battery, *chosen))
+    highs.run()
+    status, info = highs.getModelStatus(), highs.getInfo()
+    if status == highspy.HighsModelStatus.kOptimal:
+        x = np.array(highs.getSolution().col_value)
+    elif status != highspy.HighsModelStatus.kTimeLimit:
+        raise SolverFailed(f"HiGHS ended the direction MIP with status {highs.modelStatusToString(status)}")
+    elif info.primal_solution_status == int(highspy.SolutionStatus.kSolutionStatusFeasible):
+        x = np.array(highs.getSolution().col_value)
+        log.warning("the battery's and the meter's directions over %d steps were not proven best within %gs; the plan "
+                    "takes the best found, within %.2g %% of the optimum", inputs.steps, MIP_TIME_LIMIT_S,
+                    100.0 * info.mip_gap)
+    else:
+        x = relaxed
+        log.warning("no battery and meter directions over %d steps were found within %gs; the plan takes them from "
+                    "the relaxed program, which may cost more than the optimum", inputs.steps, MIP_TIME_LIMIT_S)
+    # A solver of its own: the MIP's clock would count against the LP's time (HiGHS keeps one per instance).
+    return run_model(new_solver(), with_directions(lp, *_directions(x, inputs, battery)), "LP with fixed directions")
 
 
 def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highspy.Highs | None = None) -> DispatchPlan:
@@ -320,7 +352,7 @@ def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highsp
     x, objective = run_model(highs or new_solver(), lp, "dispatch LP")
     status = "optimal"
     if _has_simultaneous_flows(x, inputs.steps):
-        x, objective = solve_directions(lp, inputs, battery)
+        x, objective = solve_directions(lp, inputs, battery, relaxed=x)
         status = "optimal (directions fixed by MIP)"
     charge, discharge = net_battery_flows(x, inputs.steps, battery)
     return build_plan(inputs, battery, charge, discharge, status=status, objective=objective)
