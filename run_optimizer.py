@@ -227,7 +227,8 @@ def backtest(args) -> None:
         return
     print(backtest_heading(args, result))
     print_table(table.reset_index().to_dict("records"),
-                ["strategy", "bill", "savings", "capture", "peak_import_kw", "self_consumption", "cycles", "emissions_kg"])
+                ["strategy", "bill", "stored", "savings", "capture", "peak_import_kw", "self_consumption", "cycles",
+                 "emissions_kg"])
     if len(months) > 1:
         print("\nbills by billing month:")
         print_table(months.reset_index().to_dict("records"))

@@ -42,7 +42,9 @@ def one(seed: str, month: str, days: int, car: bool = True, execution: str = Exe
     return {
         "seed": seed, "month": month, "seconds": time.perf_counter() - started,
         "mpc": float(table.loc[bt.MPC, "capture"]), "self_consumption": float(table.loc[bt.SELF_CONSUMPTION, "capture"]),
-        "mpc_bill": float(table.loc[bt.MPC, "bill"]), "rule_bill": float(table.loc[bt.SELF_CONSUMPTION, "bill"]),
+        # Each bill less the energy the battery left stored, as the savings count it.
+        "mpc_bill": float(table.loc[bt.MPC, "bill"] - table.loc[bt.MPC, "stored"]),
+        "rule_bill": float(table.loc[bt.SELF_CONSUMPTION, "bill"] - table.loc[bt.SELF_CONSUMPTION, "stored"]),
         "mpc_peak": float(table.loc[bt.MPC, "peak_import_kw"]), "perfect_peak": float(table.loc[bt.PERFECT, "peak_import_kw"]),
     }
 

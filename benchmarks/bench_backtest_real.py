@@ -89,7 +89,7 @@ def one(site: dict, recorded: pd.DataFrame, start: pd.Timestamp, policy_every_mi
     began = time.perf_counter()
     settings = bt.BacktestSettings(start=start, policy_every_minutes=policy_every_minutes)
     result = run_recorded_backtest(config, window, settings, days=(end - start).days)
-    bills = {name: run.bill.total for name, run in result.runs.items()}
+    bills = {name: run.valued_total for name, run in result.runs.items()}  # less the energy each left stored
     peaks = {f"{name}_peak": float(run.grid_kw.max()) for name, run in result.runs.items()}
     _, capture = savings_and_capture(bills[bt.NO_BATTERY], bills[bt.MPC], bills[bt.PERFECT])
     return {"month": start.strftime("%Y-%m"), **bills, **peaks, "filled": result.filled_steps, "steps": len(result.actuals),

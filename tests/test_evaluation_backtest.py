@@ -84,7 +84,7 @@ def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_
     # The gap to perfect foresight, part by part, adds up to the two bills' difference.
     gaps = gap_table(week_without_fade)["mpc_minus_perfect"]
     runs = week_without_fade.runs
-    assert gaps.sum() == pytest.approx(runs[bt.MPC].bill.total - runs[bt.PERFECT].bill.total, abs=1e-6)
+    assert gaps.sum() == pytest.approx(runs[bt.MPC].valued_total - runs[bt.PERFECT].valued_total, abs=1e-6)
     assert gaps["energy and wear while a car charges"] != 0.0  # the site's car charged that week
     assert f"| total | {gaps.sum():+,.2f} |" in text
     left = energy_left_after_sessions(week_without_fade)
@@ -168,12 +168,15 @@ def test_cli_backtest_writes_the_report_with_each_billing_month(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "sample_day.png").exists()
     assert [(row["month"], row["days"]) for row in body["months"]] == [("2024-06", 1.0), ("2024-07", 1.0)]
-    for row in body["strategies"]:
-        assert sum(month[row["strategy"]] for month in body["months"]) == pytest.approx(row["bill"])
+    for row in body["strategies"]:  # each month's bill less what the battery stored over it
+        assert sum(month[row["strategy"]] for month in body["months"]) == pytest.approx(row["bill"] - row["stored"])
+        expected = body["strategies"][0]["bill"] - (row["bill"] - row["stored"])  # against no battery
+        assert row["savings"] == pytest.approx(expected)
     assert "By billing month" in report and "| 2024-06 | 1 |" in report and "| 2024-07 | 1 |" in report
     table = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stderr
     assert "bills by billing month:" in table.stdout and "2024-07" in table.stdout
+    assert table.stdout.splitlines()[1].split()[:4] == ["strategy", "bill", "stored", "savings"]
 
 
 @pytest.mark.parametrize("seed", [7, 42])

@@ -18,7 +18,11 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
   first steps of that plan in ``setpoint`` mode until the next re-plan, as the execution
   turns it into power commands and an import cap (:meth:`decision.Decision.commands`);
 * ``perfect_foresight``: the same LP over each whole billing month with the actual values,
-  the upper bound of what any plan could have saved.
+  free to end the month at any state of charge, the upper bound of what any plan could have
+  saved.
+
+Every bill is compared less the value of the energy the battery gained over each month
+(:func:`billed_by_month`), as a plan's is: emptying the battery is never a saving.
 
 The demand charge is billed per calendar month (site time) on that month's peak import;
 re-plans within a month know the peak already reached, so they never pay for it twice.
@@ -115,6 +119,21 @@ class StrategyRun:
     failed_plans: int = 0
     guarded: bool = False  # ran under the reserve policy (the MPC on a site with a car, see mpc)
     monthly_bills: dict[str, CostBreakdown] = field(default_factory=dict)  # by billing month, "YYYY-MM"
+    #: By billing month, the value of the energy the battery gained over it (negative where it
+    #: spent what it began with), as a plan values what it leaves (:func:`billed_by_month`).
+    monthly_stored: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stored(self) -> float:
+        return float(sum(self.monthly_stored.values()))
+
+    @property
+    def valued_total(self) -> float:
+        """The bill less the value of the energy gained: what strategies are compared by."""
+        return self.bill.total - self.stored
+
+    def valued_month(self, label: str) -> float:
+        return self.monthly_bills[label].total - self.monthly_stored.get(label, 0.0)
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,18 @@ def bills_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: Simula
                    settings: BacktestSettings) -> dict[str, CostBreakdown]:
     """The bill of each billing month ("YYYY-MM") with this battery power: the demand charge is
     paid on each month's own peak, so a month is billed on its own readings."""
+    return {label: costs for label, (costs, _) in billed_by_month(actuals, battery_kw, config, settings).items()}
+
+
+def billed_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig,
+            settings: BacktestSettings) -> dict[str, tuple[CostBreakdown, float]]:
+    """Per billing month, its bill and the energy this battery power stores over it, net of
+    what it draws, valued as a plan values the energy left at its horizon's end (the month's
+    cheapest import cost times the discharge efficiency, ``plan.stored_energy_value_per_kwh``).
+    A strategy that ends a month with less than it began spent energy bought in the month
+    before, and one that ends the run emptier than the others drew on what they kept: its
+    bill alone would count that as a saving, and a month could show more than perfect
+    foresight saves, whose plans end each month no emptier than they began."""
     months = billing_months(actuals.index, settings.step, config.timezone)
     spec = battery_spec(config, None, settings.wear_cost_per_kwh)
     out = {}
@@ -159,8 +190,9 @@ def bills_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: Simula
         rows = months == month
         inputs = horizon_inputs(actuals[rows], config, settings.step_hours)
         power = battery_kw[rows]
-        costs = build_plan(inputs, spec, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="billed").costs
-        out[month_label(month)] = CostBreakdown(*(float(getattr(costs, part)) for part in _COST_PARTS))
+        plan = build_plan(inputs, spec, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="billed")
+        out[month_label(month)] = (CostBreakdown(*(float(getattr(plan.costs, part)) for part in _COST_PARTS)),
+                                   float(plan.stored_value))
     return out
 
 
@@ -175,9 +207,11 @@ def _run(name: str, actuals: pd.DataFrame, trace: physics.BatteryTrace, config: 
          settings: BacktestSettings, failed: int = 0, guarded: bool = False) -> StrategyRun:
     power = trace.power_kw[0]
     grid = actuals[fc.LOAD].to_numpy() + power - actuals[fc.PV].to_numpy()
-    monthly = bills_by_month(actuals, power, config, settings)
+    billed = billed_by_month(actuals, power, config, settings)
+    monthly = {label: costs for label, (costs, _) in billed.items()}
     return StrategyRun(name, power, trace.soc_percent[0], grid, _summed(monthly),
-                       float(np.abs(power).sum() * settings.step_hours), failed, guarded, monthly)
+                       float(np.abs(power).sum() * settings.step_hours), failed, guarded, monthly,
+                       {label: stored for label, (_, stored) in billed.items()})
 
 
 def _with_mode(config: SimulatorConfig, mode: BatteryMode) -> SimulatorConfig:
@@ -214,6 +248,10 @@ def perfect_foresight(config: SimulatorConfig, actuals: pd.DataFrame, settings: 
         where = np.flatnonzero(months == month)
         rows = actuals.iloc[where[0] : where[-1] + 1]
         spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
+        # Its end is free, the energy it leaves valued as every strategy's is (billed_by_month):
+        # bound to end no emptier than it began, it was beaten by a strategy that spent what
+        # it kept in a run's last month.
+        spec = dataclasses.replace(spec, terminal_soc_percent=spec.min_soc_percent)
         plan = solve_dispatch(horizon_inputs(rows, config, settings.step_hours), spec, highs=highs)
         sim, state = generator.simulate([site], rows.index, state, plan.battery_power_kw[None, :],
                                         exo=_at(exo, slice(where[0], where[-1] + 1)))

@@ -4,8 +4,12 @@ Definitions (also printed in the report):
 
 * bill = energy (imports at the price minus exports at the feed-in tariff) + each billing
   month's demand charge on its peak import + battery wear per kWh of throughput;
-* savings = the no-battery bill minus the strategy's bill; capture = savings as a share of
-  the perfect-foresight savings;
+* stored = the energy the battery gained over each month (negative where it spent what it
+  began with), valued as a plan values what it leaves: the month's cheapest import price
+  times the discharge efficiency;
+* savings = the no-battery bill minus the strategy's bill less what it stored, so emptying
+  the battery is never a saving; capture = savings as a share of the perfect-foresight
+  savings;
 * self-consumption = share of PV energy used on site (1 - exports / PV; exports of
   battery energy count against it);
 * cycles = battery throughput / (2 x capacity), equivalent full cycles;
@@ -44,16 +48,17 @@ def savings_and_capture(no_battery: float, bill: float, perfect: float) -> tuple
 def metrics(result: bt.BacktestResult) -> pd.DataFrame:
     """One row per strategy, in the order of :data:`backtest.STRATEGIES`."""
     actuals, step_h = result.actuals, result.settings.step_hours
-    baseline, perfect = result.runs[bt.NO_BATTERY].bill.total, result.runs[bt.PERFECT].bill.total
+    baseline, perfect = result.runs[bt.NO_BATTERY].valued_total, result.runs[bt.PERFECT].valued_total
     pv_kwh = float(actuals[fc.PV].sum() * step_h)
     capacity = result.config.battery.capacity_kwh
     rows = []
     for name, run in result.runs.items():
         imports, exports = np.maximum(run.grid_kw, 0.0), np.maximum(-run.grid_kw, 0.0)
-        savings, capture = savings_and_capture(baseline, run.bill.total, perfect)
+        savings, capture = savings_and_capture(baseline, run.valued_total, perfect)
         rows.append({
             "strategy": name,
             "bill": run.bill.total,
+            "stored": run.stored,
             "energy": run.bill.energy,
             "demand": run.bill.demand,
             "wear": run.bill.wear,
@@ -69,17 +74,18 @@ def metrics(result: bt.BacktestResult) -> pd.DataFrame:
 
 
 def by_month(result: bt.BacktestResult) -> pd.DataFrame:
-    """Each billing month's bill under every strategy (one column each, in the order of
-    :data:`backtest.STRATEGIES`), then the MPC's savings and capture: the demand charge is
-    paid month by month, so a battery's value differs from month to month as the peaks do.
-    The months are those each run was billed by (``StrategyRun.monthly_bills``), so they add
-    up to the whole run's bills."""
+    """Each billing month's bill less what the battery stored over it, under every strategy
+    (one column each, in the order of :data:`backtest.STRATEGIES`), then the MPC's savings
+    and capture: the demand charge is paid month by month, so a battery's value differs from
+    month to month as the peaks do, and each month starts with what the one before left in
+    the battery, which the stored value accounts for. The months are those each run was billed
+    by (``StrategyRun.monthly_bills``), so they add up to the whole run's."""
     actuals, settings, config = result.actuals, result.settings, result.config
     months, steps = np.unique(bt.billing_months(actuals.index, settings.step, config.timezone), return_counts=True)
     rows = []
     for month, count in zip(months, steps, strict=True):
         label = bt.month_label(month)
-        bills = {name: run.monthly_bills[label].total for name, run in result.runs.items()}
+        bills = {name: run.valued_month(label) for name, run in result.runs.items()}
         savings, capture = savings_and_capture(bills[bt.NO_BATTERY], bills[bt.MPC], bills[bt.PERFECT])
         rows.append({"month": label, "days": float(count * settings.step_hours / 24), **bills, "mpc_savings": savings,
                      "mpc_capture": capture})
@@ -182,8 +188,9 @@ GUARD_NOTE_NO_CAR = (
 
 
 def gap_table(result: bt.BacktestResult) -> pd.DataFrame:
-    """Where the MPC's bill differs from perfect foresight's: the demand charge, and energy
-    and wear while a car charges (sessions found in the load) and at all other times."""
+    """Where the MPC's bill differs from perfect foresight's: the demand charge, energy and
+    wear while a car charges (sessions found in the load) and at all other times, and the
+    energy each left stored, valued; the parts add up to the difference that capture counts."""
     a, step_h = result.actuals, result.settings.step_hours
     found = sessions.find_sessions(a[fc.LOAD], result.config.home_load.ev_charger_kw)
     charging = sessions.charging_mask(a.index, found.starts, found.ends)
@@ -198,6 +205,7 @@ def gap_table(result: bt.BacktestResult) -> pd.DataFrame:
     if charging.any():
         rows["energy and wear while a car charges"] = float(difference[charging].sum())
     rows["energy and wear at all other times"] = float(difference[~charging].sum())
+    rows["energy stored, valued (less stored is dearer)"] = perfect.stored - mpc.stored
     return pd.Series(rows, name="mpc_minus_perfect").to_frame()
 
 
@@ -236,13 +244,13 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
         f"{s.step_minutes}-minute steps. " + _cadence(result) + f", execution `{s.execution}`; "
         f"wear {s.wear_cost_per_kwh:g} per kWh of throughput; " + _charges(site_tariff(result.config)),
         "",
-        "| strategy | bill | energy | demand | wear | savings | capture | peak import kW | self-consumption | cycles | emissions kg |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | bill | energy | demand | wear | stored | savings | capture | peak import kW | self-consumption | cycles | emissions kg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in table.iterrows():
         lines.append(
             f"| {LABELS[name]} | {_money(row.bill)} | {_money(row.energy)} | {_money(row.demand)} | {_money(row.wear)} "
-            f"| {_money(row.savings)} | {row.capture:.1%} | {row.peak_import_kw:.2f} | {row.self_consumption:.1%} "
+            f"| {_money(row.stored)} | {_money(row.savings)} | {row.capture:.1%} | {row.peak_import_kw:.2f} | {row.self_consumption:.1%} "
             f"| {row.cycles:.1f} | {row.emissions_kg:,.1f} |"
         )
     failed = int(table.loc[bt.MPC, "failed_plans"])
@@ -254,7 +262,8 @@ def markdown(result: bt.BacktestResult, table: pd.DataFrame, plot: Path | None) 
         lines += ["", MPC_NOTE]
     months = by_month(result)
     if len(months) > 1:
-        lines += ["", "By billing month (each month's demand charge on its own peak):", "",
+        lines += ["", "By billing month (each month's demand charge on its own peak; bills less what the battery stored "
+                      "over the month):", "",
                   "| month | days | " + " | ".join(LABELS[name] for name in result.runs) + " | MPC savings | capture |",
                   "| --- | ---: | " + " | ".join("---:" for _ in result.runs) + " | ---: | ---: |"]
         lines += [f"| {month} | {row.days:g} | " + " | ".join(_money(row[name]) for name in result.runs)
