@@ -292,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.backtest:
         backtest(args)
     else:
+        only = [flag for flag, value in (("--days", args.days), ("--battery-kwh", args.battery_kwh),
+                                         ("--battery-kw", args.battery_kw)) if value is not None]
+        if only:  # a plan drives the battery the site has; planning another would be read as its
+            raise UsageError(f"{', '.join(only)} only {'applies' if len(only) == 1 else 'apply'} to --backtest; a plan "
+                             "is made for the site's own battery (change it in the site file)")
         plan(args)
     return 0
 

@@ -258,6 +258,9 @@ def test_cli_plan_table_json_and_status(tmp_path):
     (["--step-minutes", "7"], 2, "--step-minutes 7: expected a whole number of minutes dividing a day"),
     (["--forecaster", "models", "--device-id", "site-a"], 1, "use --forecaster naive or perfect"),
     (["--publish", "--horizon-hours", "1", "--device-id", "site-a"], 1, "MQTT broker 127.0.0.1:1 unreachable"),
+    # A what-if battery given to a plan was ignored: the plan, as made for the site's own, came back with exit 0.
+    (["--battery-kwh", "50", "--battery-kw", "25"], 2, "--battery-kwh, --battery-kw only apply to --backtest"),
+    (["--days", "3"], 2, "--days only applies to --backtest"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
     result = _cli(*args, cwd=tmp_path)

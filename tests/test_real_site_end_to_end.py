@@ -143,7 +143,7 @@ def test_a_real_home_goes_from_the_readmes_commands_to_a_plan_and_a_what_if_back
     bills = backtest_bills(done.stdout)
     assert set(bills) == set(STRATEGIES)
     bill = {name: cells[0] for name, cells in bills.items()}
-    cycles = {name: cells[6] for name, cells in bills.items()}  # bill, stored, savings, capture, peak, self-consumption, cycles
+    cycles = {name: cells[6] for name, cells in bills.items()}  # after bill, stored, savings, capture, peak, own use
     assert bill["no_battery"] > 0 and cycles["no_battery"] == 0
     assert bill["perfect_foresight"] < bill["mpc"] < bill["no_battery"] and cycles["mpc"] > 5
     assert (tmp_path / "data" / "backtest" / device / "report.md").exists()
