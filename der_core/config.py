@@ -376,6 +376,11 @@ class BatteryMode(str, Enum):
     SETPOINT = "setpoint"
 
 
+#: The lowest round-trip efficiency a battery may be declared with (lead-acid and flow
+#: batteries return 65-85 %, lithium 85-95 %); below it a plan would buy energy to burn it.
+MIN_ROUND_TRIP = 0.5
+
+
 def one_way_efficiency(round_trip_efficiency: float) -> float:
     """The efficiency of each of charging and discharging: a battery rated by one round-trip
     figure loses the same share each way, so each keeps its square root."""
@@ -386,7 +391,7 @@ class BatteryConfig(_Section):
     capacity_kwh: float = Field(13.5, ge=0, le=100_000)
     max_charge_rate_kw: float = Field(5.0, ge=0, le=100_000)
     max_discharge_rate_kw: float = Field(5.0, ge=0, le=100_000)
-    round_trip_efficiency: float = Field(0.90, gt=0, le=1)
+    round_trip_efficiency: float = Field(0.90, ge=MIN_ROUND_TRIP, le=1)
     initial_soc: float = Field(50.0, ge=0, le=100)
     min_soc: float = Field(10.0, ge=0, le=100)
     max_soc: float = Field(90.0, ge=0, le=100)

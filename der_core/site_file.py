@@ -42,6 +42,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from der_core import der_data as dd
 from der_core.config import (
+    MIN_ROUND_TRIP,
     BatteryConfig,
     GridPriceConfig,
     HomeLoadConfig,
@@ -82,7 +83,7 @@ class Battery(_Section):
     capacity_kwh: float = Field(gt=0, le=100_000)
     max_charge_kw: float = Field(gt=0, le=100_000)
     max_discharge_kw: float = Field(gt=0, le=100_000)
-    round_trip_efficiency: float = Field(gt=0, le=1)
+    round_trip_efficiency: float = Field(ge=MIN_ROUND_TRIP, le=1)
     min_soc: float = Field(ge=0, le=100)
     max_soc: float = Field(ge=0, le=100)
     #: Where a plan starts when no reading says: the middle of the window unless given.

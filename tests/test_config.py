@@ -59,7 +59,9 @@ def test_defaults_are_the_specs(path, expected):
         ({"battery": {"min_soc": 90, "initial_soc": 90}}, "battery: min_soc (90.0) equals max_soc (90.0)"),
         ({"battery": {"capacity_kwh": 5e-324}}, "battery: capacity_kwh (4.94066e-324) is below 0.01 kWh"),
         ({"battery": {"initial_soc": 5}}, "initial_soc (5.0) must lie within [min_soc, max_soc]"),
-        ({"battery": {"round_trip_efficiency": 0}}, "battery.round_trip_efficiency: Input should be greater than 0"),
+        ({"battery": {"round_trip_efficiency": 0}}, "battery.round_trip_efficiency: Input should be greater than or equal to 0.5"),
+        # 0.09 for 0.9: accepted, every plan bought energy to burn nine tenths of it.
+        ({"battery": {"round_trip_efficiency": 0.09}}, "battery.round_trip_efficiency: Input should be greater than or equal to 0.5"),
         ({"battery": {"round_trip_efficiency": 1.2}}, "battery.round_trip_efficiency: Input should be less than or equal to 1"),
         ({"solar": {"latitude": 91}}, "solar.latitude: Input should be less than or equal to 90 (got 91)"),
         ({"solar": {"latitude": -90.5}}, "solar.latitude: Input should be greater than or equal to -90"),

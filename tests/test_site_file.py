@@ -65,6 +65,8 @@ def nested(depth: int) -> dict:
     (with_(timezone="Factory"), "timezone: time zone 'Factory' names no place"),
     (with_(battery={**SITE["battery"], "max_charge_kw": 1e308}),
      "battery.max_charge_kw: Input should be less than or equal to 100000"),
+    (with_(battery={**SITE["battery"], "round_trip_efficiency": 0.01}),
+     "battery.round_trip_efficiency: Input should be greater than or equal to 0.5"),
     # A battery that stores nothing: the plans would divide by its window.
     (with_(battery={**SITE["battery"], "min_soc": 20.0, "max_soc": 20.0}),
      "battery: min_soc (20.0) equals max_soc (20.0): the battery could store nothing"),
