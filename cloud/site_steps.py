@@ -47,15 +47,35 @@ def declares_none(site: Mapping[str, Any], capacity: str) -> bool:
     return value is not None and value == value and float(value) == 0.0
 
 
-def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.Series:
-    """A reading column's mean over each step, labelled by the step's end: a reading describes
-    the interval ending at its stamp, so a step takes the readings inside it, and a step
-    inside a coarser meter's interval (a quarter hour of a half-hourly meter, the column's own
-    most common spacing) takes the reading whose interval holds it. The readings must end at
-    the instant the caller stands at: the last interval's reading is known only at its end."""
+def step_origin(stamps: pd.DatetimeIndex, timezone: str | None) -> pd.Timestamp | str:
+    """Where a site's steps are counted from: a local midnight (the first stamp's), so that
+    the steps fall on the site's own hours. In a zone half or three quarters of an hour off
+    UTC (India, Nepal, South Australia, Newfoundland, Chatham) an hourly meter reads on the
+    local hour, which steps counted from UTC's midnight would cut in two. Elsewhere both
+    counts give the same steps."""
+    if not timezone or stamps.empty:
+        return "start_day"
+    return stamps[0].tz_convert(timezone).normalize().tz_convert("UTC")
+
+
+def local_floor(ts: pd.Timestamp, step: pd.Timedelta, timezone: str) -> pd.Timestamp:
+    """``ts`` floored to the site's steps (:func:`step_origin`): a plan asked for at local
+    midnight in Kolkata with hourly steps starts there, not at 23:30 the day before."""
+    origin = step_origin(pd.DatetimeIndex([ts]), timezone)
+    return origin + ((ts - origin) // step) * step
+
+
+def per_step(readings: pd.DataFrame, column: str, step: pd.Timedelta, timezone: str | None = None) -> pd.Series:
+    """A reading column's mean over each step of the site's (:func:`step_origin`), labelled
+    by the step's end: a reading describes the interval ending at its stamp, so a step takes
+    the readings inside it, and a step inside a coarser meter's interval (a quarter hour of a
+    half-hourly meter, the column's own most common spacing) takes the reading whose interval
+    holds it. The readings must end at the instant the caller stands at: the last interval's
+    reading is known only at its end."""
     stamps = pd.DatetimeIndex(readings[dd.TS])
     values = pd.to_numeric(readings[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    means = pd.Series(values, index=stamps).resample(step, label="right", closed="right").mean()
+    means = pd.Series(values, index=stamps).resample(step, label="right", closed="right",
+                                                    origin=step_origin(stamps, timezone)).mean()
     interval = meter_interval(readings, column)
     return _held(means, means.index, interval, step) if interval is not None and interval > step else means
 
@@ -86,11 +106,12 @@ def site_steps(readings: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedel
     one's intervals, the same in each of its steps: within an hour the grid flow is known
     only as its mean, and adding each quarter hour's PV to it would print the PV's clouds
     on the house load (and a balance below zero wherever the sun came out)."""
-    frame = pd.DataFrame({c: per_step(readings, c, step) if c in readings.columns else np.nan for c in STEP_COLUMNS})
+    zone = site.get("timezone") or None
+    frame = pd.DataFrame({c: per_step(readings, c, step, zone) if c in readings.columns else np.nan for c in STEP_COLUMNS})
     coarse = coarsest_interval(readings, BALANCE_TERMS)
     if coarse is not None and coarse > step and frame[dd.LOAD_TOTAL].isna().any():
         fine = completed(frame.drop(columns=[dd.LOAD_TOTAL]), site, step)  # the PV of dark steps known first
-        terms = fine.resample(coarse, label="right", closed="right").mean()
+        terms = fine.resample(coarse, label="right", closed="right", origin=step_origin(fine.index, zone)).mean()
         load = completed(terms.assign(**{dd.LOAD_TOTAL: np.nan}), site, coarse)[dd.LOAD_TOTAL]
         frame[dd.LOAD_TOTAL] = frame[dd.LOAD_TOTAL].fillna(_held(load, frame.index, coarse, step))
     return completed(frame, site, step)

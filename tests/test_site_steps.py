@@ -13,7 +13,9 @@ from cloud.site_steps import (
     balance_lacks,
     completed,
     filled_columns,
+    local_floor,
     no_load_reason,
+    per_step,
     site_steps,
 )
 from der_core import der_data as dd
@@ -140,3 +142,20 @@ def test_a_balance_below_zero_everywhere_says_the_meters_disagree():
     assert balance_lacks(filled_columns(readings), site) == [] and balance_formula(site) == "grid flow + PV"
     assert "balance of its meters (grid flow + PV) is below zero" in no_load_reason(filled_columns(readings), site)
     assert np.isnan(completed(readings.set_index(dd.TS), site, STEP)[dd.LOAD_TOTAL].iloc[0])
+
+
+def test_an_hourly_meter_half_an_hour_off_utc_keeps_its_hours():
+    """Kolkata is UTC+5:30: a meter reading on the local hour stamps :30 UTC. Steps counted
+    from UTC's midnight cut each of its hours in two; the recorded backtest of such a home
+    found no reading at its steps and refused it, and an hourly plan at local midnight began
+    at 23:30 the day before, in the month before."""
+    stamps = pd.date_range("2024-02-28T19:30Z", periods=30, freq="1h")  # 01:00 IST onwards
+    readings = pd.DataFrame({dd.TS: stamps, dd.LOAD_TOTAL: np.arange(30, dtype=float)})
+    hourly = per_step(readings, dd.LOAD_TOTAL, pd.Timedelta(hours=1), "Asia/Kolkata")
+    assert (hourly.index == stamps).all() and hourly.tolist() == list(range(30))
+    midnight = pd.Timestamp("2024-03-01 00:00", tz="Asia/Kolkata").tz_convert("UTC")
+    assert local_floor(midnight, pd.Timedelta(hours=1), "Asia/Kolkata") == midnight
+    assert local_floor(midnight + pd.Timedelta(minutes=59), pd.Timedelta(hours=1), "Asia/Kolkata") == midnight
+    # A zone a whole number of hours off UTC keeps UTC's steps.
+    noon = pd.Timestamp("2024-07-01T10:45Z")
+    assert local_floor(noon, pd.Timedelta(hours=1), "Europe/Berlin") == pd.Timestamp("2024-07-01T10:00Z")

@@ -66,7 +66,7 @@ from cloud.optimization.plan import CostBreakdown, DispatchPlan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from cloud.optimization.summary import plan_summary, write_summary
-from cloud.site_steps import filled_columns, grid_kw, no_load_reason, site_steps
+from cloud.site_steps import filled_columns, grid_kw, local_floor, no_load_reason, site_steps
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -448,7 +448,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     its stored declaration's, :func:`cloud.live.inputs.stored_site_inputs`)."""
     issued_at = dd.utc_now()
     start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
-    start = local_instant(start, config.timezone, "--start").floor(settings.step)
+    start = local_floor(local_instant(start, config.timezone, "--start"), settings.step, config.timezone)
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
     if state is None and declared:
