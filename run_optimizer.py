@@ -112,7 +112,9 @@ def sites_to_plan(args, store) -> list[StoredSite]:
 def plan(args) -> None:
     settings = PlanSettings(args.start, args.horizon_hours, args.step_minutes or DEFAULT_STEP_MINUTES, args.forecaster,
                             execution=args.execution)
-    store = open_store_from_args(args)
+    # A store file named by --cloud-db must be one the jobs wrote: a mistyped path made an
+    # empty store, and --device-id there planned the built-in home, in its time zone.
+    store = open_store_from_args(args, existing=True)
     site_plans, refused = [], []
     try:
         sites = sites_to_plan(args, store)
@@ -188,7 +190,7 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
     or a simulated site)."""
     if args.config or not args.device_id:
         return None
-    store = open_store_from_args(args)
+    store = open_store_from_args(args, existing=True)
     try:
         site = stored_sites(store).get(args.device_id)
         if site is None or not site.declared:

@@ -261,6 +261,9 @@ def test_cli_plan_table_json_and_status(tmp_path):
     # A what-if battery given to a plan was ignored: the plan, as made for the site's own, came back with exit 0.
     (["--battery-kwh", "50", "--battery-kw", "25"], 2, "--battery-kwh, --battery-kw only apply to --backtest"),
     (["--days", "3"], 2, "--days only applies to --backtest"),
+    # A mistyped store made an empty one there, and the device was planned as the built-in home.
+    (["--device-id", "berlin", "--cloud-db", "clod.db"], 2, "no cloud store at 'clod.db'"),
+    (["--backtest", "--device-id", "berlin", "--cloud-db", "clod.db"], 2, "no cloud store at 'clod.db'"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
     result = _cli(*args, cwd=tmp_path)
