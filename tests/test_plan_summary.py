@@ -275,3 +275,12 @@ def test_a_site_without_a_battery_is_told_its_bill_and_nothing_of_savings_or_a_r
     assert exporting.savings_line() == "a credit of €0.77 (no battery: nothing to save)"
     assert "battery idle" not in "\n".join(summary.lines())  # no battery to keep idle
     assert summary.lines()[1:] == [f"next: {NO_BATTERY}", "bill €2.50 (no battery: nothing to save)"]
+
+
+def test_a_plan_across_a_clock_change_names_both_offsets():
+    """A plan from midnight on the night clocks go back read all its local hours as PDT,
+    though most of them were PST."""
+    across = _summary(_steps(["idle"] * 96, [0.0] * 96, start="2024-11-03 00:00"))
+    assert across.zone == "America/Los_Angeles (PDT, then PST)"
+    assert "times in America/Los_Angeles (PDT, then PST)" in across.lines()[0]
+    assert _summary(_steps(["idle"] * 4, [0.0] * 4)).zone == "America/Los_Angeles (PDT)"

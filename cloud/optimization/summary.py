@@ -154,8 +154,10 @@ class PlanSummary:
 
     @property
     def zone(self) -> str:
-        """``America/Los_Angeles (PDT)``: the zone every time is in."""
-        return f"{self.timezone} ({self.start.tz_convert(self.timezone):%Z})"
+        """``America/Los_Angeles (PDT)``: the zone every time is in; ``(MDT, then MST)`` for a
+        plan across a clock change, whose local hours would otherwise read as one offset's."""
+        first, last = (f"{t.tz_convert(self.timezone):%Z}" for t in (self.start, self.end - pd.Timedelta(seconds=1)))
+        return f"{self.timezone} ({first})" if first == last else f"{self.timezone} ({first}, then {last})"
 
     def money(self, amount: float) -> str:
         return money(amount, self.currency)
