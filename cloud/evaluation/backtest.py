@@ -175,14 +175,13 @@ def bills_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: Simula
 
 
 def billed_by_month(actuals: pd.DataFrame, battery_kw: np.ndarray, config: SimulatorConfig,
-            settings: BacktestSettings) -> dict[str, tuple[CostBreakdown, float]]:
+                    settings: BacktestSettings) -> dict[str, tuple[CostBreakdown, float]]:
     """Per billing month, its bill and the energy this battery power stores over it, net of
     what it draws, valued as a plan values the energy left at its horizon's end (the month's
     cheapest import cost times the discharge efficiency, ``plan.stored_energy_value_per_kwh``).
     A strategy that ends a month with less than it began spent energy bought in the month
     before, and one that ends the run emptier than the others drew on what they kept: its
-    bill alone would count that as a saving, and a month could show more than perfect
-    foresight saves, whose plans end each month no emptier than they began."""
+    bill alone would count that as a saving."""
     months = billing_months(actuals.index, settings.step, config.timezone)
     spec = battery_spec(config, None, settings.wear_cost_per_kwh)
     out = {}
