@@ -171,10 +171,15 @@ class PlanSummary:
             return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the battery's own rule, which is "
                     f"sent{self._stored(self.energy_value)}, {self.money(self.bill_without_battery)} with no battery")
         rule, better = self.bill_self_consumption, self.savings_vs_self_consumption
-        against_rule = "" if rule is None else (
-            f"; the battery's own rule {self.money(rule)}{self._stored(self.energy_value_self_consumption)} (the plan "
-            + (f"saves {self.money(better)} more)" if better >= 0 else f"costs {self.money(-better)} more on this forecast"
-               + ("; it is sent for what it saves over " + self.hedged + ", below)" if self.arrivals_cost is not None else ")")))
+        against_rule = ""
+        if rule is not None:
+            if better >= 0:
+                compared = f"saves {self.money(better)} more"
+            else:  # a reserve policy is sent for what it saves over what it hedges (the next line)
+                compared = f"costs {self.money(-better)} more on this forecast" + (
+                    f"; it is sent for what it saves over {self.hedged}, below" if self.arrivals_cost is not None else "")
+            against_rule = (f"; the battery's own rule {self.money(rule)}{self._stored(self.energy_value_self_consumption)} "
+                            f"(the plan {compared})")
         return (f"saves {self.money(self.savings)}: bill {self.money(self.bill)} with the plan{self._stored(self.energy_value)}, "
                 f"{self.money(self.bill_without_battery)} with no battery{against_rule}")
 
