@@ -65,6 +65,15 @@ def test_plan_is_written_to_dispatch_plans_with_a_run(store):
     assert site_plan.savings_vs_no_battery >= -1e-6
 
 
+def test_each_step_of_a_night_the_clocks_go_back_has_a_time_of_its_own():
+    """Its 01:00 to 01:45 come twice; without their offsets the step table and the JSON
+    listed them twice, alike."""
+    autumn = pd.Timestamp("2024-11-03T00:00", tz="America/Los_Angeles")
+    times = [row["time"] for row in plan_site(SimulatorConfig(seed=1), PlanSettings(start=autumn, horizon_hours=4)).table()]
+    assert len(times) == len(set(times)) == 16
+    assert times[4:9:4] == ["2024-11-03 01:00-07:00", "2024-11-03 01:00-08:00"]
+
+
 @pytest.mark.parametrize(("hours", "minutes", "steps"), [(24, 15, 96), (6, 30, 12), (48, 60, 48)])
 def test_horizon_and_step_set_the_plan_length(hours, minutes, steps):
     site_plan = plan_site(SimulatorConfig(seed=1), PlanSettings(start=START, horizon_hours=hours, step_minutes=minutes))

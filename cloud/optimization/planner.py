@@ -220,10 +220,12 @@ class SitePlan:
         return self.plan.savings_against(self.self_consumption.valued_cost)
 
     def table(self) -> list[dict]:
-        """One row per step for people: local time, action, power, SOC at the end, price, cost."""
+        """One row per step for people: local time with its UTC offset (the hour the clocks
+        repeat in autumn is two hours, told apart only by it), action, power, SOC at the end,
+        price, cost."""
         local = self.step_starts.tz_convert(self.timezone)
         return [
-            {"time": t.strftime("%Y-%m-%d %H:%M"), "action": action, "power_kw": round(float(p), 3),
+            {"time": t.isoformat(sep=" ", timespec="minutes"), "action": action, "power_kw": round(float(p), 3),
              "soc_percent": round(float(soc), 1), "price_per_kwh": round(float(price), 4), "expected_cost": round(float(cost), 4)}
             for t, action, p, soc, price, cost in zip(
                 local, self.plan.actions, self.plan.battery_power_kw, self.plan.soc_percent[1:],
