@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if site is not None:
             cloud.upsert_sites([site_row(site)])
             print(f"site {site.device_id} declared in {cloud.label}", file=notes)
+            for doubt in site.doubts():
+                print(f"  warning: {doubt}", file=notes)
         if args.weather_history:
             print(weather_history(cloud, site, args.weather_history))
         if args.import_file:

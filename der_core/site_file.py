@@ -72,11 +72,26 @@ class Location(_Section):
     altitude_m: float = Field(0.0, ge=-500, le=9000)
 
 
+#: A battery filling at its own rate in more than a day, or panels of more than this many
+#: times their inverter's power, are a site file's units mixed up (Wh or W written as kWh or
+#: kW) far more often than a real system: batteries charge in half an hour to ten hours,
+#: and panels seldom exceed their inverter by half.
+SLOWEST_CHARGE_H = 24.0
+MOST_PANELS_PER_INVERTER = 3.0
+
+
 class PV(_Section):
     capacity_kwp: float = Field(gt=0, le=10_000)
     tilt_degrees: float = Field(ge=0, le=90)
     azimuth_degrees: float = Field(ge=0, lt=360, description="compass bearing the panels face")
     inverter_kw: float = Field(gt=0, le=10_000, description="AC limit")
+
+    def doubts(self) -> list[str]:
+        ratio = self.capacity_kwp / self.inverter_kw
+        if ratio <= MOST_PANELS_PER_INVERTER:
+            return []
+        return [f"pv: {self.capacity_kwp:g} kWp of panels on a {self.inverter_kw:g} kW inverter ({ratio:.0f} times it): "
+                "panels in W rather than kW?"]
 
 
 class Battery(_Section):
@@ -102,6 +117,13 @@ class Battery(_Section):
     @property
     def start_soc(self) -> float:
         return self.initial_soc if self.initial_soc is not None else (self.min_soc + self.max_soc) / 2
+
+    def doubts(self) -> list[str]:
+        hours = self.capacity_kwh / self.max_charge_kw
+        if hours <= SLOWEST_CHARGE_H:
+            return []
+        return [f"battery: {self.capacity_kwh:g} kWh charged at {self.max_charge_kw:g} kW takes {hours:,.0f} h: a "
+                f"capacity in Wh ({self.capacity_kwh / 1000:g} kWh)?"]
 
 
 class EVCharger(_Section):
@@ -224,6 +246,11 @@ class SiteDeclaration(_Section):
             raise ValueError(f"the site's currency is {self.currency} and its tariff's {self.tariff.currency}; expected "
                              "one currency (leave the site's null to take the tariff's)")
         return self
+
+    def doubts(self) -> list[str]:
+        """What in the declaration looks like units mixed up: said when it is declared, not
+        refused, since a large system may be just so."""
+        return [*(self.pv.doubts() if self.pv else []), *(self.battery.doubts() if self.battery else [])]
 
     @field_validator("weather")
     @classmethod

@@ -143,6 +143,20 @@ def test_a_home_without_equipment_declares_none_of_it():
     assert config.battery.initial_soc == 50.0
 
 
+def test_units_that_look_mixed_up_are_said_when_the_site_is_declared(tmp_path, capsys):
+    """A battery of 13,500 kWh (Wh written as kWh) was declared without a word, and its plans
+    expected hundreds of dollars a day; it is still declared, since a large system may be so."""
+    slip = with_(battery={**SITE["battery"], "capacity_kwh": 13_500.0}, pv={**SITE["pv"], "capacity_kwp": 6000.0})
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps(slip))
+    assert run_cli(run_cloud_sync.main, ["--site", str(path), "--cloud-db", str(tmp_path / "c.db")]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[1:] == [
+        "  warning: pv: 6000 kWp of panels on a 5 kW inverter (1200 times it): panels in W rather than kW?",
+        "  warning: battery: 13500 kWh charged at 4 kW takes 3,375 h: a capacity in Wh (13.5 kWh)?"]
+    assert build_site(SITE).doubts() == []
+
+
 def test_cli_refuses_a_device_id_the_site_file_does_not_name(tmp_path, capsys):
     path = tmp_path / "site.json"
     path.write_text(json.dumps(SITE))
