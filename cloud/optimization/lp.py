@@ -319,8 +319,6 @@ def solve_directions(
     (solved here when not given), as :func:`_directions` reads any solution."""
     highs = highs or mip_solver()
     chosen = (np.ones(inputs.steps, bool),) * 2 if every_step else direction_steps(inputs, battery)
-    if relaxed is None:
-        relaxed, _ = run_model(new_solver(), lp, "dispatch LP")
     highs.passModel(direction_mip(lp, inputs, battery, *chosen))
     highs.run()
     status, info = highs.getModelStatus(), highs.getInfo()
@@ -334,7 +332,7 @@ def solve_directions(
                     "takes the best found, within %.2g %% of the optimum", inputs.steps, MIP_TIME_LIMIT_S,
                     100.0 * info.mip_gap)
     else:
-        x = relaxed
+        x = relaxed if relaxed is not None else run_model(new_solver(), lp, "dispatch LP")[0]  # lp is unchanged so far
         log.warning("no battery and meter directions over %d steps were found within %gs; the plan takes them from "
                     "the relaxed program, which may cost more than the optimum", inputs.steps, MIP_TIME_LIMIT_S)
     # A solver of its own: the MIP's clock would count against the LP's time (HiGHS keeps one per instance).
