@@ -147,6 +147,20 @@ class CloudStoreContract:
         assert back[s.PAYLOAD][0][dd.BATTERY_SOC] == pytest.approx(frame[dd.BATTERY_SOC][0])
         assert store.read_quarantine("nobody").empty
 
+    def test_release_takes_out_the_source_s_refusals_at_the_times_given(self, store):
+        frame = readings(devices=2, steps=3)
+        reasons = pd.Series(["bad"] * len(frame))
+        store.quarantine(frame, reasons, "import:a.csv")
+        store.quarantine(frame, reasons, "import:b.csv")
+        times = sorted(frame[dd.TS].unique())
+        assert store.release_quarantine("import:a.csv", "dev-000", [times[0], times[2], times[2] + pd.Timedelta("1h")]) == 2
+        assert store.release_quarantine("import:a.csv", "dev-000", []) == 0
+        left = store.read_quarantine()
+        kept = sorted(zip(left[s.SOURCE], left[dd.DEVICE_ID], pd.to_datetime(left[dd.TS], utc=True)))
+        assert kept == sorted([("import:a.csv", "dev-000", times[1])]
+                              + [(src, "dev-001", t) for src in ("import:a.csv", "import:b.csv") for t in times]
+                              + [("import:b.csv", "dev-000", t) for t in times])
+
     def test_pipeline_runs_newest_first(self, store):
         first = store.start_run("cloud_sync", {"source": "edge:sqlite"})
         store.finish_run(first, "failed", 3, "cloud unreachable")

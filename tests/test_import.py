@@ -4,6 +4,7 @@ upsert path; fields the file lacks stay empty."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import signal
@@ -22,7 +23,7 @@ from cloud.store import schema as s
 from cloud.store.postgres import PostgresCloudStore
 from cloud.store.sqlite import SQLiteCloudStore
 from cloud.sync.importer import JOB as IMPORT_JOB
-from cloud.sync.importer import NO_TIME, ImportOptions, import_file, parse_column_map
+from cloud.sync.importer import NO_TIME, ImportOptions, import_file, parse_column_map, print_import
 from cloud.sync.status import newest_imports
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
@@ -555,6 +556,38 @@ def test_a_meter_total_is_the_mean_power_since_the_total_before_it(tmp_path, clo
         "line 9: load_total meter total fell from 52.25 to 0.5 (a reset or a new meter); counting starts again from it"
         .replace("52.25", f"{52.25 * scale:g}").replace("0.5 (", f"{0.5 * scale:g} ("),
     ]
+
+
+@pytest.mark.parametrize("batch_size", [4, 10_000])
+def test_a_file_imported_again_with_its_units_corrected_leaves_no_refusal_of_a_stored_reading(tmp_path, cloud,
+                                                                                                  capsys, batch_size):
+    """A 12 kWp roof's watts read as kW: the midday rows are refused as PV above 10,000 kW.
+    Imported again with ``--units W``, every row is stored and its refusals leave the
+    quarantine; a refusal of another file, or of this file at a time it still refuses,
+    stays."""
+    raw = meter_frame(steps=12)
+    raw["pv_w"] = [0, 0, 3000, 8000, 11000, 12000, 11500, 9000, 4000, 0, 0, 0]
+    raw.loc[10, "load_w"] = -5.0  # still refused: a load below 0
+    write(raw, tmp_path / "m.csv")
+    other = meter_frame(steps=12).assign(Time=lambda f: (pd.to_datetime(f["Time"]) + pd.Timedelta(days=1))
+                                         .dt.strftime("%Y-%m-%d %H:%M:%S"))  # the next day's download
+    other.loc[5, "load_w"] = -7.0
+    write(other, tmp_path / "other.csv")
+    as_kw = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW, "load_w": dd.LOAD_TOTAL}, units="kW",
+                          timezone="Europe/Berlin", timestamp_column="Time", batch_size=batch_size)
+    import_file(tmp_path / "other.csv", cloud, as_kw)
+    first = import_file(tmp_path / "m.csv", cloud, as_kw)
+    assert (first.rows_quarantined, first.released) == (4, 0)  # 11000, 12000, 11500 kW and the negative load
+    again = import_file(tmp_path / "m.csv", cloud, dataclasses.replace(as_kw, units="W"))
+    assert (again.rows_synced, again.rows_quarantined, again.released) == (11, 1, 3)
+    held = cloud.read_quarantine("meter-1")
+    assert sorted(zip(held[s.SOURCE], held[s.REASON].str.extract(r"^line (\d+)")[0].astype(int))) == [
+        ("import:m.csv", 12), ("import:other.csv", 7)]
+    stored = cloud.read_readings("meter-1", stop=pd.Timestamp("2024-03-21", tz="Europe/Berlin"))
+    assert stored[dd.SOLAR_KW].max() == pytest.approx(12.0)
+    print_import(again, as_kw)
+    assert ("  quarantine: 3 rows an earlier import of this file refused are stored now and left the quarantine"
+            in capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.parametrize("batch_size", [3, 10_000])

@@ -385,6 +385,23 @@ def test_a_half_hour_one_download_lacks_is_quarantined_with_the_other_s_reading(
     assert held[dd.TS].iloc[0] == pd.Timestamp("2025-10-26T00:30Z")
 
 
+def test_downloads_joined_again_release_what_they_deliver_now_and_keep_what_they_still_lack(tmp_path, capsys):
+    """The export download lacking a half-hour and the import download holding a reading no
+    meter makes, both downloaded again whole: the joined times are stored and their refusals
+    go (the import's own refused row, and the two times a file lacked)."""
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "99999"]))
+    (tmp_path / "export.csv").write_text(octopus(["0.000", None, "0.100", "0.000"]))
+    assert import_both(tmp_path) == 0
+    assert capsys.readouterr().out.startswith("imported 2 readings of uk-home (3 quarantined)")
+    (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
+    (tmp_path / "export.csv").write_text(octopus(["0.000", "0.050", "0.100", "0.000"]))
+    assert import_both(tmp_path, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["rows_stored"], report["rows_quarantined"], report["released_from_quarantine"]) == (4, 0, 3)
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        assert store.read_quarantine("uk-home").empty
+
+
 def test_a_field_read_less_often_than_the_files_rows_is_not_called_blank_between_its_readings(tmp_path, capsys):
     """A meter's 5-minute load joined to an inverter's 15-minute PV: the PV is blank two rows
     in three by design, and the report names only the hour it really lacks."""

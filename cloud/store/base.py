@@ -81,6 +81,12 @@ class CloudStore(Protocol):
     def read_quarantine(self, device_id: str | None = None) -> pd.DataFrame:
         ...
 
+    def release_quarantine(self, source: str, device_id: str, times: Sequence[pd.Timestamp]) -> int:
+        """Remove ``source``'s quarantined rows of ``device_id`` at ``times``: the instants the
+        same source has since delivered as good readings (a file imported again with its units
+        corrected). Return how many went."""
+        ...
+
     # pipeline runs (every job's --status) -----------------------------------------------
     def start_run(self, job: str, details: Mapping[str, Any] | None = None) -> int:
         """Open a ``pipeline_runs`` row with status ``running``; return its id."""

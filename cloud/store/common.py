@@ -38,6 +38,10 @@ class TableStore:
     def _delete(self, table: str, equals: Mapping[str, Any]) -> int:
         raise NotImplementedError
 
+    def _delete_at(self, table: str, equals: Mapping[str, Any], times: pd.DatetimeIndex) -> int:
+        """Remove the rows with every ``column == value`` of ``equals`` whose ``ts`` is one of ``times``."""
+        raise NotImplementedError
+
     # the Protocol, in terms of them ----------------------------------------------------
     def count_rows(self, table: str, equals: Mapping[str, Any] | None = None) -> int:
         return self._count(table, equals, None, None)
@@ -105,6 +109,12 @@ class TableStore:
     def read_quarantine(self, device_id=None) -> pd.DataFrame:
         equals = None if device_id is None else {dd.DEVICE_ID: device_id}
         return self._read(s.QUARANTINE, equals, None, None, None, False)
+
+    def release_quarantine(self, source, device_id, times) -> int:
+        times = pd.DatetimeIndex(pd.to_datetime(pd.Series(times), utc=True)).unique()
+        if not len(times):
+            return 0
+        return self._delete_at(s.QUARANTINE, {s.SOURCE: source, dd.DEVICE_ID: device_id}, times)
 
     def runs(self, job=None, limit=20) -> list[dict[str, Any]]:
         """Newest first; a run whose process died without recording an outcome reads as

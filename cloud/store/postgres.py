@@ -254,6 +254,12 @@ class PostgresCloudStore(TableStore):
         with self._guard(f"delete from {table}") as conn:
             return conn.execute(f"DELETE FROM {table} {where}", params).rowcount
 
+    def _delete_at(self, table, equals, times) -> int:
+        where, params = self._where(equals, None, None)
+        instants = [ts.to_pydatetime() for ts in times]
+        with self._guard(f"delete from {table}") as conn:
+            return conn.execute(f"DELETE FROM {table} {where} AND {dd.TS} = ANY(%s)", [*params, instants]).rowcount
+
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]  # a name outside the schema never reaches the SQL
         where, params = self._where(equals, start, None)

@@ -197,6 +197,12 @@ class SQLiteCloudStore(TableStore):
         with self._guard(f"delete from {table}"), self._conn:
             return self._conn.execute(f"DELETE FROM {table} {where}", params).rowcount
 
+    def _delete_at(self, table, equals, times) -> int:
+        where, params = self._where(table, equals, None, None)
+        keys = [(*params, bound_micros(ts)) for ts in times]
+        with self._guard(f"delete from {table}"), self._conn:
+            return self._conn.executemany(f"DELETE FROM {table} {where} AND {dd.TS} = ?", keys).rowcount
+
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]  # a name outside the schema never reaches the SQL
         where, params = self._where(table, equals, start, None)

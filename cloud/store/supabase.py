@@ -28,6 +28,9 @@ from supabase import Client, ClientOptions, create_client
 T = TypeVar("T")
 WRITE_BATCH = 1000
 PAGE_SIZE = 1000
+#: Instants per ``in`` filter: each is ~30 characters of the request's URL, which servers and
+#: proxies cap at a few kilobytes.
+TIMES_PER_FILTER = 100
 _RETRYABLE_CODES = {"502", "503", "504", "429", "PGRST000", "PGRST001", "PGRST002"}
 
 
@@ -130,6 +133,16 @@ class SupabaseCloudStore(TableStore):
         for column, value in equals.items():
             query = query.eq(column, dd.format_ts(value) if isinstance(value, pd.Timestamp) else value)
         return int(self._call(f"delete from {table}", lambda: query.execute()).count or 0)
+
+    def _delete_at(self, table, equals, times) -> int:
+        gone = 0
+        for at in range(0, len(times), TIMES_PER_FILTER):
+            query = self._client.table(table).delete(count="exact", returning="minimal")
+            for column, value in equals.items():
+                query = query.eq(column, value)
+            query = query.in_(dd.TS, [dd.format_ts(ts) for ts in times[at:at + TIMES_PER_FILTER]])
+            gone += int(self._call(f"delete from {table}", lambda q=query: q.execute()).count or 0)
+        return gone
 
     def newest(self, table, column, equals=None, start=None) -> pd.Timestamp | None:
         s.table(table).columns[column]

@@ -163,6 +163,7 @@ class ImportOptions:
 @dataclass
 class ImportResult(SyncResult):
     file: str = ""
+    device_id: str = ""
     interval: pd.Timedelta | None = None
     findings: list[Finding] = field(default_factory=list)
     columns_not_imported: list[str] = field(default_factory=list)
@@ -178,6 +179,9 @@ class ImportResult(SyncResult):
     #: field -> (times, first, last) where files joined into it lacked a reading and it was quarantined
     unmatched: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)
     replaced: dict[str, tuple[int, pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)  # field -> changed values
+    released: int = 0  # rows an earlier import of the same file quarantined that this one stored
+    #: the import's sources (``import:NAME``) an earlier import left quarantined rows of this device under
+    holding: set[str] = field(default_factory=set)
 
     def stored_from(self, ts: pd.Timestamp) -> None:
         self.first_stored = ts if self.first_stored is None else min(self.first_stored, ts)
@@ -185,7 +189,8 @@ class ImportResult(SyncResult):
     def as_dict(self) -> dict:
         minutes = None if self.interval is None else self.interval.total_seconds() / 60
         return {"file": self.file, "run_id": self.run_id, "rows_stored": self.rows_synced,
-                "rows_quarantined": self.rows_quarantined, "interval_minutes": minutes,
+                "rows_quarantined": self.rows_quarantined, "released_from_quarantine": self.released,
+                "interval_minutes": minutes,
                 "columns_not_imported": self.columns_not_imported, "entities_not_imported": self.entities_not_imported,
                 "times_moved_to_interval_end": self.moved is not None, "features_rewound": self.features_rewound,
                 "mapped_by_file": self.mapped_by_file, "units_read": self.units_read,
@@ -610,7 +615,11 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     longitude, nameplate_kw, array = _site_facts(site, options[0])
     names = " + ".join(source.name for source in sources)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": names, "device_id": options[0].device_id}))
-    result = ImportResult(run_id, devices=1, file=names)
+    result = ImportResult(run_id, devices=1, file=names, device_id=options[0].device_id)
+    named = [f"import:{source.name}" for source in sources] + ([f"import:{'+'.join(s.name for s in sources)}"] if joined
+                                                              else [])
+    result.holding = {name for name in named if retry.call("read the quarantine", lambda name=name: cloud.count_rows(
+        s.QUARANTINE, {s.SOURCE: name, dd.DEVICE_ID: options[0].device_id}))}
     checks = Plausibility(longitude=array.longitude if array is not None else longitude)
     try:
         if joined:
@@ -693,12 +702,13 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
                    result: ImportResult, checks: Plausibility, nameplate_kw: float | None) -> None:
     source = f"import:{meter.path.name}"
     for good, held in _chunk_readings(meter, plan):
-        for rows, reasons in held:
-            retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, source))  # noqa: B023 (called at once)
-            result.rows_quarantined += len(rows)
         if len(good):
             _upsert_present(cloud, good, plan.fields, retry, result)
             result.stored_from(good[dd.TS].min())
+            _release(cloud, source, good[dd.TS], retry, result)
+        for rows, reasons in held:  # after the release: a repeat the file refuses beside a good reading stays
+            retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, source))  # noqa: B023 (called at once)
+            result.rows_quarantined += len(rows)
         checks.interval = plan.interval
         checks.add(good, plan.fields, nameplate_kw)
         result.rows_synced += len(good)
@@ -780,9 +790,6 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
     if cut.any():
         rows = frame_at(np.flatnonzero(cut)).assign(**{k: v[cut] for k, v in parts_cut.items()})
         held.append((rows, pd.Series(partial.to_numpy()[cut]), source_name))
-    for rows, reasons, where in held:
-        retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
-        result.rows_quarantined += len(rows)
     kept = np.flatnonzero(np.column_stack([~pd.isna(columns[f]) for f in fields]).any(axis=1))
     read_every = {f: [source.plan.interval for source in sources
                       if f in source.plan.sources and source.plan.interval is not None] for f in fields}
@@ -792,6 +799,11 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
     for start in range(0, len(kept), batch_size):
         _store_batch(frame_at(kept[start:start + batch_size]), fields, source_name, cloud, retry, result, checks,
                      nameplate_kw)
+    for source, part in zip(sources, parts):  # a file's own rows it refused before and reads well now
+        _release(cloud, f"import:{source.name}", part.index[part.index.isin(times[kept])], retry, result)
+    for rows, reasons, where in held:  # after the release, which would take a time refused here as well as stored
+        retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
+        result.rows_quarantined += len(rows)
 
 
 def _store_batch(batch: pd.DataFrame, fields: list[str], source: str, cloud: CloudStore, retry: RetryPolicy,
@@ -799,14 +811,29 @@ def _store_batch(batch: pd.DataFrame, fields: list[str], source: str, cloud: Clo
     """One batch of readings built whole (an event file's grid, joined downloads): validated,
     the rows that fail quarantined, the others' filled fields upserted and checked."""
     good, bad, reasons = validate(batch, required=())
-    if len(bad):
-        retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
     if len(good):
         _upsert_present(cloud, good, fields, retry, result)
         result.stored_from(good[dd.TS].min())
+        _release(cloud, source, good[dd.TS], retry, result)
+    if len(bad):
+        retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
     checks.add(good, fields, nameplate_kw)
     result.rows_synced += len(good)
     result.rows_quarantined += len(bad)
+
+
+def _release(cloud: CloudStore, source: str, times: pd.Series | pd.Index, retry: RetryPolicy,
+             result: ImportResult) -> None:
+    """Take out of the quarantine the rows ``source`` refused before at the times it has now
+    stored: a file imported again with its units or columns corrected leaves no refusal of
+    a reading that is stored. Only the same source's refusal at the same instant goes, so
+    another download of the same name refused elsewhere keeps its rows. An import with no
+    earlier refusal under its sources (``result.holding``) asks the store nothing."""
+    if source not in result.holding or not len(times):
+        return
+    device = result.device_id
+    result.released += retry.call("release the quarantine",
+                                  lambda: cloud.release_quarantine(source, device, list(times)))
 
 
 def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
@@ -857,6 +884,7 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     """An event file (:mod:`cloud.sync.event_files`): every mapped entity's states read
     (refused rows quarantined as they come), then the grid of readings stored in batches."""
     source = f"import:{meter.path.name}"
+    result.holding.discard(source)  # a refusal here is one entity's state, not the reading stored at its time
     entity_column, state_column = plan.events
     wanted = [e for entities in plan.sources.values() for e in entities]
     events, others = ev.Events(), pd.Series(dtype="int64")
@@ -929,6 +957,9 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(json.dumps({"device_id": options.device_id, **result.as_dict()}, indent=2))
         return
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
+    if result.released:
+        print(f"  quarantine: {result.released:,} rows an earlier import of this file refused are stored now and left "
+              "the quarantine")
     if result.wall_clock and options.zone_source:
         print(f"  times: wall-clock times read in {options.timezone} ({options.zone_source}; --timezone ZONE to change)")
     for columns, pattern in result.formats_read.items():

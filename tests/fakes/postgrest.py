@@ -3,7 +3,8 @@
 Enough of PostgREST to prove the Supabase adapter right: upserts with ``Prefer:
 resolution=merge-duplicates`` and ``on_conflict`` (which must name the primary key, as
 Postgres requires a matching unique constraint), plain inserts that conflict with 409,
-PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters, ``order``, ``offset``/``limit``
+PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters and ``in.(a,"b,c")`` (a
+list, values holding reserved characters double-quoted, as PostgREST's operator docs show), ``order``, ``offset``/``limit``
 or a ``Range`` header, ``Prefer: count=exact``, HEAD, and a server-side ``max_rows`` cap that
 silently shortens every response, as PostgREST's ``db-max-rows`` does.
 """
@@ -62,6 +63,12 @@ class FakePostgrest:
             if column in ("select", "order", "offset", "limit", "columns", "on_conflict"):
                 continue
             op, _, raw = expression.partition(".")
+            if op == "in":
+                listed = [m.group(1) if m.group(1) is not None else m.group(2)
+                          for m in re.finditer(r'"((?:[^"\\]|\\.)*)"|([^,()]+)', raw)]
+                rows = [r for r in rows if r.get(column) is not None
+                        and self._cmp(table, column, r) in {self._parse(table, column, v, r[column]) for v in listed}]
+                continue
             rows = [r for r in rows if r.get(column) is not None
                     and _OPS[op](self._cmp(table, column, r), self._parse(table, column, raw, r[column]))]
         order = dict(params).get("order")
