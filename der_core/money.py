@@ -23,6 +23,22 @@ SYMBOLS: dict[str, str] = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "
                            "AUD": "A$", "CAD": "C$", "NZD": "NZ$", "BRL": "R$", "MXN": "MX$"}
 FALLBACK_CURRENCY = "USD"  # a country missing from the table above: the config's default country's
 
+#: The ISO 4217 codes of money a household pays its electricity in: every circulating
+#: currency, and those withdrawn since 2007 that a site's older records are priced in (the
+#: kuna until 2023, the litas until 2015, …). Metals, funds and test codes (XAU, XDR, XTS)
+#: are no household's; a code outside the list is a typo (``UDS``) or no ISO currency
+#: (``BTC``), and a bill written in it would read as money the owner does not pay in.
+ISO_4217: frozenset[str] = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP
+    GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
+    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK
+    MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR
+    SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS
+    UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+    BYR CUC CYP EEK HRK LTL LVL MRO MTL SKK SLL STD TMM VEF ZMK ZWL
+""".split())
+
 
 def currency_of(country: str, currency: str | None = None) -> str:
     """The site's currency code: the one configured, else its country's."""
@@ -30,11 +46,14 @@ def currency_of(country: str, currency: str | None = None) -> str:
 
 
 def check_currency(value: str | None) -> str | None:
-    """An ISO 4217 code, or None for the country's."""
-    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
-        raise ValueError(f"{shown(value)} is not a currency code; expected three capital letters (ISO 4217) "
-                         "such as 'USD', 'EUR' or 'GBP', or null for the country's")
-    return value
+    """An ISO 4217 code of :data:`ISO_4217`, or None for the country's."""
+    if value is None or value in ISO_4217:
+        return value
+    if isinstance(value, str) and value.upper() in ISO_4217:
+        raise ValueError(f"{shown(value)} is not a currency code; expected it in capitals, {value.upper()!r} "
+                         "(ISO 4217)")
+    raise ValueError(f"{shown(value)} is not a currency code; expected an ISO 4217 code such as 'USD', 'EUR' or "
+                     "'GBP', or null for the country's")
 
 
 def symbol(currency: str) -> str:

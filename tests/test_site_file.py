@@ -307,3 +307,16 @@ def test_an_undeclared_meter_is_not_planned_as_a_simulated_home(tmp_path, capsys
     capsys.readouterr()
     assert run_cli(run_optimizer.main, ["--device-id", "meter-9", *db]) == 2
     assert "holds its readings but no site; declare it with run_cloud_sync.py --site FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("currency", ["HRK", "JPY", "ZWG"])
+def test_a_site_declares_any_currency_a_household_pays_in(currency):
+    """The kuna is withdrawn (2023), yet older Croatian records are priced in it."""
+    assert build_site(with_(currency=currency, tariff={"off_peak_price": 1, "shoulder_price": 2, "peak_price": 3,
+                                                     "base_feed_in_tariff": 0.5})).currency == currency
+
+
+@pytest.mark.parametrize("currency", ["BTC", "UDS", "XAU"])
+def test_a_currency_no_household_pays_in_is_one_line(currency):
+    with pytest.raises(ConfigError, match=f"currency: '{currency}' is not a currency code; expected an ISO 4217 code"):
+        build_site(with_(currency=currency))

@@ -249,7 +249,9 @@ def test_a_site_file_names_its_tariff_file_relative_to_itself(tmp_path):
     ({"export_price": {**SPOT_EXPORT, "minimum": "0"}}, "export_price.dynamic.minimum: Input should be a valid number"),
     ({"demand_window": {"days": ["weekday"], "hours": [[17, 20]]}}, "demand_window is given but demand_charge_per_kw is 0"),
     ({"standing_charge": 0.3}, "standing_charge: unknown field"),
-    ({"currency": "eur"}, "currency: 'eur' is not a currency code"),
+    ({"currency": "eur"}, "currency: 'eur' is not a currency code; expected it in capitals, 'EUR' (ISO 4217)"),
+    ({"currency": "UDS"}, "currency: 'UDS' is not a currency code; expected an ISO 4217 code such as 'USD'"),
+    ({"currency": "BTC"}, "currency: 'BTC' is not a currency code; expected an ISO 4217 code such as 'USD'"),
     ({"export_price": None}, "export_price: Input should be a valid dictionary or object"),
 ])
 def test_a_bad_tariff_file_is_one_line_naming_the_field(tmp_path, data, message):
