@@ -59,6 +59,11 @@ PV_SOURCE = Source(
     "NREL PVDAQ system 50 (SERF East, Golden CO, fixed tilt 45 deg, azimuth 158 deg): AC power, 15 min, "
     "2011-04-15 to 2013-12-31", "MIT",
 )
+TRACKER_SOURCE = Source(
+    "pvanalytics", "data/nrel_1axis_tracker_mesa_ac_power.csv",
+    "NREL's Mesa single-axis tracker (NREL campus, Golden CO): AC power in kW, 15 min, 2010-06-25 to 2010-06-30",
+    "MIT",
+)
 PV_WEATHER_SOURCE = Source(
     "pvanalytics", "data/system_50_ac_power_2_full_DST_psm3.parquet",
     "NSRDB PSM3 satellite-derived weather at PVDAQ system 50: GHI, clear-sky GHI, air temperature, 30 min, "

@@ -97,12 +97,21 @@ class SolarConfig(_Section):
     latitude: float = Field(37.7749, ge=-90, le=90)
     longitude: float = Field(-122.4194, ge=-180, le=180)
     altitude_m: float = Field(16.0, ge=-500, le=9000)
-    tilt_degrees: float = Field(20.0, ge=0, le=90)
-    azimuth_degrees: float = Field(180.0, ge=0, lt=360, description="compass bearing the panels face")
+    tilt_degrees: float = Field(20.0, ge=0, le=90, description="the panels' tilt; a tracker's axis tilt")
+    azimuth_degrees: float = Field(180.0, ge=0, lt=360,
+                                   description="compass bearing the panels face; a tracker's axis bearing")
     panel_efficiency: float = Field(0.20, gt=0, le=0.5)
     temp_coefficient: float = Field(-0.004, ge=-0.02, le=0, description="power change per kelvin")
     inverter_kw: float | None = Field(None, gt=0, description="AC limit; defaults to 0.9 x capacity_kw")
     system_losses: float = Field(0.10, ge=0, lt=1, description="soiling, wiring, mismatch")
+    tracking: Literal["fixed", "single-axis"] = "fixed"
+    #: A single-axis tracker's rotation limit either side of flat, whether it backtracks to
+    #: keep its rows from shading each other, and its rows' ground coverage ratio (panel
+    #: width over row spacing): what ``pvlib.tracking.singleaxis`` turns the sun into the
+    #: panels' angle with. Most trackers turn ±52–60° and backtrack.
+    max_angle_degrees: float = Field(60.0, gt=0, le=90)
+    backtrack: bool = True
+    ground_coverage_ratio: float = Field(0.35, gt=0, lt=1)
 
     @property
     def inverter_limit_kw(self) -> float:

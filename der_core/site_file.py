@@ -81,10 +81,34 @@ MOST_PANELS_PER_INVERTER = 3.0
 
 
 class PV(_Section):
+    """The array. ``tracking`` is ``"fixed"`` (the default) or ``"single-axis"``: a tracker's
+    ``tilt_degrees`` and ``azimuth_degrees`` are its axis's (0 and 180 for a flat north-south
+    axis), and ``max_angle_degrees``, ``backtrack`` and ``ground_coverage_ratio`` say how it
+    turns (``der_core.config.SolarConfig``)."""
+
     capacity_kwp: float = Field(gt=0, le=10_000)
     tilt_degrees: float = Field(ge=0, le=90)
     azimuth_degrees: float = Field(ge=0, lt=360, description="compass bearing the panels face")
     inverter_kw: float = Field(gt=0, le=10_000, description="AC limit")
+    tracking: Literal["fixed", "single-axis"] = "fixed"
+    max_angle_degrees: float | None = Field(None, gt=0, le=90)
+    backtrack: bool | None = None
+    ground_coverage_ratio: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _turns(self) -> PV:
+        given = [name for name in TRACKER_FIELDS if getattr(self, name) is not None]
+        if self.tracking == "fixed" and given:
+            raise ValueError(f"{', '.join(given)} describe{'s' * (len(given) == 1)} a tracker; expected "
+                             '"tracking": "single-axis" beside it, or none of them for a fixed array')
+        return self
+
+    def solar_fields(self) -> dict[str, Any]:
+        """The array as ``SolarConfig`` fields; a tracker's unset ones keep its defaults."""
+        turns = {name: getattr(self, name) for name in TRACKER_FIELDS if getattr(self, name) is not None}
+        return {"capacity_kw": self.capacity_kwp, "tilt_degrees": self.tilt_degrees,
+                "azimuth_degrees": self.azimuth_degrees, "inverter_kw": self.inverter_kw, "tracking": self.tracking,
+                **turns}
 
     def doubts(self) -> list[str]:
         ratio = self.capacity_kwp / self.inverter_kw
@@ -92,6 +116,10 @@ class PV(_Section):
             return []
         return [f"pv: {self.capacity_kwp:g} kWp of panels on a {self.inverter_kw:g} kW inverter ({ratio:.0f} times it): "
                 "panels in W rather than kW?"]
+
+
+#: A tracker's fields besides its axis; a fixed array has none of them.
+TRACKER_FIELDS = ("max_angle_degrees", "backtrack", "ground_coverage_ratio")
 
 
 class Battery(_Section):
@@ -258,6 +286,10 @@ class SiteDeclaration(_Section):
         if value is not None and value.source == "forecast-solar" and info.data.get("pv") is None:
             raise ValueError("Forecast.Solar forecasts a PV plane and the site declares no pv; expected open-meteo "
                              "or a pv section")
+        pv = info.data.get("pv")
+        if value is not None and value.source == "forecast-solar" and pv is not None and pv.tracking != "fixed":
+            raise ValueError("Forecast.Solar forecasts a fixed PV plane and the site's panels track the sun; expected "
+                             "open-meteo, whose sky the site's own tracker physics turns into PV")
         return value
 
 
@@ -335,10 +367,8 @@ def planning_config(site: SiteDeclaration) -> SimulatorConfig:
     site lacks: 0 kWp without PV, a 0 kWh battery without one, no car without a charger)."""
     pv, battery, tariff = site.pv, site.battery, site.tariff
     solar = SolarConfig(latitude=site.location.latitude, longitude=site.location.longitude,
-                        altitude_m=site.location.altitude_m, **(
-                            {"capacity_kw": pv.capacity_kwp, "tilt_degrees": pv.tilt_degrees,
-                             "azimuth_degrees": pv.azimuth_degrees, "inverter_kw": pv.inverter_kw}
-                            if pv else {"capacity_kw": 0.0}))
+                        altitude_m=site.location.altitude_m,
+                        **(pv.solar_fields() if pv else {"capacity_kw": 0.0}))
     store = BatteryConfig(capacity_kwh=0.0, max_charge_rate_kw=0.0, max_discharge_rate_kw=0.0) if battery is None else \
         BatteryConfig(capacity_kwh=battery.capacity_kwh, max_charge_rate_kw=battery.max_charge_kw,
                       max_discharge_rate_kw=battery.max_discharge_kw, round_trip_efficiency=battery.round_trip_efficiency,

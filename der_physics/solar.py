@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from pvlib import atmosphere, clearsky, inverter, irradiance, solarposition, temperature
+from pvlib import atmosphere, clearsky, inverter, irradiance, solarposition, temperature, tracking
 
 from der_core.config import SolarConfig
 from der_physics.base import TimeAxis
@@ -126,7 +126,22 @@ def _turbidity_by_day(latitude: float, longitude: float) -> tuple[np.ndarray, np
     return days[0], days[1]
 
 
-def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, tilt: float, azimuth: float) -> np.ndarray:
+def panel_orientation(config: SolarConfig, sun: SunPosition) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """The panels' tilt and azimuth while the sun is up: the declared plane, or a single-axis
+    tracker's at each instant (``pvlib.tracking.singleaxis``, turned toward the sun within
+    its rotation limit, backtracking if it does). Tilt and azimuth then name the axis."""
+    if config.tracking == "fixed":
+        return config.tilt_degrees, config.azimuth_degrees
+    angles = tracking.singleaxis(sun.zenith_deg, sun.azimuth_deg, axis_tilt=config.tilt_degrees,
+                                 axis_azimuth=config.azimuth_degrees, max_angle=config.max_angle_degrees,
+                                 backtrack=config.backtrack, gcr=config.ground_coverage_ratio)
+    # pvlib leaves a tracker's angles undefined with the sun at the horizon: it lies flat there
+    return (np.nan_to_num(np.asarray(angles["surface_tilt"], dtype=float)),
+            np.nan_to_num(np.asarray(angles["surface_azimuth"], dtype=float), nan=config.azimuth_degrees))
+
+
+def plane_of_array(day_of_year: np.ndarray, sun: SunPosition, ghi: np.ndarray, tilt: float | np.ndarray,
+                   azimuth: float | np.ndarray) -> np.ndarray:
     """Erbs split of GHI into beam and diffuse, then isotropic transposition onto the panels."""
     split = irradiance.erbs(ghi, sun.zenith_deg, day_of_year)
     poa = irradiance.get_total_irradiance(
@@ -180,7 +195,7 @@ def simulate(
     turbidity = linke_turbidity if np.ndim(linke_turbidity) == 0 else np.asarray(linke_turbidity)[day]
     clear_ghi[day] = clear_sky(day_sun, config.altitude_m, astro.dni_extra_w_m2[day], turbidity)["ghi"]
     ghi[day] = clear_ghi[day] * clear_sky_index[day]
-    poa[day] = plane_of_array(axis.day_of_year[day], day_sun, ghi[day], config.tilt_degrees, config.azimuth_degrees)
+    poa[day] = plane_of_array(axis.day_of_year[day], day_sun, ghi[day], *panel_orientation(config, day_sun))
     ac_kw, cell_temp, efficiency = pv_power(config, poa, temp_air_celsius, wind_speed_m_s, day)
     return SolarOutput(ac_kw, poa, ghi, clear_ghi, cell_temp, efficiency)
 

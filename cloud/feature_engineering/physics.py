@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from cloud.forecasting import clear_sky_index as csi
 from der_core.config import SolarConfig
 from der_core.errors import ConfigError
+from der_core.site_file import declared_site, planning_config
 from der_physics.solar import clearsky_ac_kw
 
 IRRADIANCE, PANEL_TEMP = "irradiance_w_m2", "panel_temp_celsius"
@@ -33,7 +34,11 @@ _SOLAR_FIELDS = {
 
 
 def solar_config(site: Mapping[str, Any]) -> SolarConfig:
-    """The PV system a cloud ``sites`` row describes."""
+    """The PV system a cloud ``sites`` row describes: a declared site's as its declaration
+    says (a tracker's turning is in the declaration only), another's from the row's columns."""
+    declared = declared_site(site)
+    if declared is not None:
+        return planning_config(declared).solar
     values = {ours: site[theirs] for theirs, ours in _SOLAR_FIELDS.items()
               if site.get(theirs) is not None and site.get(theirs) == site.get(theirs)}
     try:

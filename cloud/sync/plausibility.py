@@ -78,6 +78,9 @@ class Plausibility:
     #: month (None: UTC months; the clock is then not checked against the sun anyway).
     longitude: float | None = None
     pv_profile: np.ndarray = field(default_factory=lambda: np.zeros((12, _SLOTS)))
+    #: Per month and slot the most PV read: the month's clearest morning beside its clearest
+    #: afternoon, whatever the other days' weather (see :meth:`_clock`).
+    pv_envelope: np.ndarray = field(default_factory=lambda: np.zeros((12, _SLOTS)))
     pv_max_kw: float = np.nan
     pv_above: int = 0  # readings above the nameplate
     gaps: int = 0
@@ -203,6 +206,7 @@ class Plausibility:
         month = solar.dt.month.to_numpy()[known] - 1
         slot = ((ts.dt.hour * 60 + ts.dt.minute).to_numpy()[known] // 10).astype(int)
         np.add.at(self.pv_profile, (month, slot), pv_kw[known])
+        np.maximum.at(self.pv_envelope, (month, slot), pv_kw[known])
         if known.any():
             self.pv_max_kw = float(np.nanmax([self.pv_max_kw, pv_kw[known].max()]))
         if nameplate_kw:
@@ -258,9 +262,15 @@ class Plausibility:
                            f"import PV read every {duration(COARSEST_PV)} or less (an inverter's own export)")
         if longitude is None and array is None:
             return Finding("clock", "skipped", "site longitude unknown (no sites row; --longitude DEG)")
-        shifts = pv_peak_offsets_h(self.pv_profile, longitude if array is None else array.longitude,
-                                   None if array is None else clear_sky_centres_h(array))
-        shifted = {m + 1: round(h) for m, h in enumerate(shifts) if not np.isnan(h) and abs(h) >= SHIFT_AFTER_H}
+        # A month is shifted when both its summed PV and its envelope peak away from the
+        # reference, the same way: the sum alone reads a few days of afternoon storms as a
+        # clock running early, the envelope alone one spike as the day's peak.
+        reference_h = None if array is None else clear_sky_centres_h(array)
+        at = longitude if array is None else array.longitude
+        shifts = pv_peak_offsets_h(self.pv_profile, at, reference_h)
+        clearest = pv_peak_offsets_h(self.pv_envelope, at, reference_h)
+        shifted = {m + 1: round(h) for m, (h, e) in enumerate(zip(shifts, clearest))
+                   if not np.isnan(h) and abs(h) >= SHIFT_AFTER_H and abs(e) >= SHIFT_AFTER_H and h * e > 0}
         if not shifted:
             return Finding("clock", "ok", f"PV peaks within 45 min of {reference} in every month")
         hours = max(set(shifted.values()), key=list(shifted.values()).count)
