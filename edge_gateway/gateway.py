@@ -134,7 +134,8 @@ class Gateway:
             elif at == saved.latest.ts:  # the same instant again: redo that step, do not step twice
                 site = saved.previous
             elif at > saved.latest.ts:
-                site = saved.latest
+                ahead = self._stored_since(i, saved.latest.ts, at)
+                site = (self._recovered(i, at) or saved.latest) if ahead else saved.latest
             else:
                 log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id,
                             dd.format_ts(saved.latest.ts))
@@ -143,6 +144,33 @@ class Gateway:
                 dt_h = min(dt_h, (at - site.ts).total_seconds() / 3600.0)
             sites.append(self._metered(i, site))
         return sites, dt_h
+
+    def _stored_since(self, i: int, saved_at: pd.Timestamp, at: pd.Timestamp) -> pd.Timestamp | None:
+        """The newest stored reading of site ``i`` when it is after its saved state and before
+        ``at`` (else None): the process stopped between delivering a step and saving it, so
+        the store is ahead of the state, which stepping on would take back one interval."""
+        if self.history is None:
+            return None
+        newest = self.history.latest(self.configs[i].device_id)
+        if newest.empty:
+            return None
+        stored = dd.parse_ts(newest[dd.TS].iloc[-1])
+        return stored if saved_at < stored < at else None
+
+    def _stored_behind(self, at: pd.Timestamp) -> list[str]:
+        """The sites whose clock has gone back behind their last reading to an instant whose
+        reading the store holds: made again, it would replace what was measured (and maybe
+        synced) with a reading of the wrong time. An instant not stored is read, so a clock
+        corrected after a jump ahead fills its hours again."""
+        if self.history is None:
+            return []
+        behind = []
+        for config, state_file in zip(self.configs, self.states, strict=True):
+            saved = state_file.load()
+            if saved is not None and at < saved.latest.ts and not self.history.read_range(
+                    config.device_id, at, at + pd.Timedelta(microseconds=1)).empty:
+                behind.append(config.device_id)
+        return behind
 
     def _metered(self, i: int, site: SiteSnapshot) -> SiteSnapshot:
         """The snapshot with its energy meters: those saved, else (state saved without them, or
@@ -234,6 +262,11 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
+        kept = self._stored_behind(at)
+        if kept:
+            log.warning("%s: clock is behind the last reading and %s is stored already; kept, no reading made until the "
+                        "clock passes the last reading or reaches an instant not stored", ", ".join(kept), dd.format_ts(at))
+            return dd.empty_frame()
         if self.source is not None:
             return self._measured_step(at)
         before, dt_h = self._state_before(at)
@@ -268,6 +301,9 @@ class Gateway:
         before = SiteSnapshot(None, {})
         if saved is not None:
             before = saved.previous if at == saved.latest.ts else saved.latest
+            ahead = at > saved.latest.ts and self._stored_since(0, saved.latest.ts, at)
+            if ahead:  # the meters go on from every stored reading; the control's memory misses that interval
+                before = dataclasses.replace(saved.latest, ts=ahead, energy=None)
         before = self._metered(0, before)
         start = at - pd.Timedelta(seconds=self.interval_s)
         measured = self.source.reading(start, at)

@@ -210,3 +210,44 @@ def test_the_battery_s_own_tou_rule_follows_a_declared_tariff_s_periods():
         "kind": "tou", "periods": [{**night, "price": 0.28}], "otherwise": 0.28}})
     assert set(generator.recorded_exogenous(flat, times, np.ones(5), np.zeros(5), np.full(5, 0.3), np.full(5, 0.15),
                                             np.full(5, 400.0)).period_index[0]) == {grid_price.SHOULDER}
+
+
+def test_a_clock_gone_back_keeps_the_readings_already_stored(tmp_path, caplog):
+    """The clock steps back 15 minutes: its instants hold readings already (maybe synced),
+    which stay as made; the gateway reads again where the store has nothing, and once the
+    clock passes its last reading."""
+    cfg = config(seed=5)
+    instants = pd.date_range("2024-06-15 18:00", periods=6, freq="5min", tz="UTC")
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    gateway = Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store)
+    for ts in instants:
+        gateway.step(ts)
+    made = store.read_range(cfg.device_id)
+    with caplog.at_level("WARNING"):
+        again = gateway.step(instants[3])
+    assert again.empty and "clock is behind the last reading" in caplog.text
+    pd.testing.assert_frame_equal(store.read_range(cfg.device_id), made)
+    assert len(gateway.step(instants[3] + pd.Timedelta(minutes=2))) == 1  # an instant not stored is read
+    assert len(gateway.step(instants[-1] + pd.Timedelta(minutes=5))) == 1
+    pd.testing.assert_frame_equal(store.read_range(cfg.device_id, stop=instants[-1] + pd.Timedelta(seconds=1)).loc[
+        lambda f: f[dd.TS].isin(instants)].reset_index(drop=True), made)
+    store.close()
+
+
+def test_a_step_stored_but_not_saved_is_not_stepped_from_again(tmp_path):
+    """The process is killed after storing a reading and before saving its state: the next
+    step goes on from the stored reading, not from the state an interval older, so the
+    battery does not hold its charge across an interval it discharged in."""
+    cfg = config(seed=7)
+    backfill = readings(cfg, "2024-06-15", "2024-06-15 12:00")
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    for ts in backfill[dd.TS].iloc[:72]:
+        Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store).step(ts)
+    state = tmp_path / "state" / f"{cfg.device_id}.json"
+    saved = state.read_bytes()
+    Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store).step(backfill[dd.TS].iloc[72])
+    state.write_bytes(saved)  # as if killed between the store's write and the state's save
+    after = Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store).step(backfill[dd.TS].iloc[73])
+    expected = backfill.iloc[73]
+    assert after[dd.BATTERY_SOC].iloc[0] == pytest.approx(expected[dd.BATTERY_SOC], abs=1e-3)
+    store.close()
