@@ -178,10 +178,11 @@ def declared_site_of(args):
 
 
 def run_sync_modes(args, cloud) -> None:
-    edge, settings = cfg.open_edge(args), cfg.sync_settings(args)
+    settings = cfg.sync_settings(args)  # the variables checked before any store is opened
+    edge = cfg.open_edge(args)
     try:
         if args.status:
-            print_status(sync_status(edge, cloud, settings.source), as_json=args.json)
+            print_status(sync_status(edge, cloud, settings.source or edge.source), as_json=args.json)
         elif args.once:
             result = sync_once(edge, cloud, settings)
             print(f"synced {result.rows_synced} readings of {result.devices} devices "

@@ -292,3 +292,75 @@ def test_a_declared_site_is_not_replaced_by_a_gateways_site_row(edge, cloud, cap
     rows = {row["device_id"]: row for row in cloud.sites()}
     assert declared_site(rows["dev-000"]) == declaration and declared_site(rows["dev-001"]) is None
     assert result.sites == 1 and "dev-000 is declared in the cloud store" in caplog.text
+
+
+def test_a_second_edge_store_of_a_device_is_sent_whole(tmp_path, cloud):
+    """A gateway's lost store replaced, and the day before backfilled into the new one: the
+    new store has its own watermarks, so its older readings are sent, not read from where
+    the first store's sync stopped (and left behind for good)."""
+    frame = readings(devices=1, steps=20)
+    with SQLiteEdgeStore(tmp_path / "first.db") as first:
+        first.write(frame.iloc[10:])
+        assert sync_once(first, cloud).rows_synced == 10
+        source = first.source
+    with SQLiteEdgeStore(tmp_path / "second.db") as second:
+        second.write(frame.iloc[:10])
+        assert second.source != source and second.source.startswith("edge:sqlite:")
+        assert sync_once(second, cloud).rows_synced == 10
+    assert_same_readings(cloud.read_readings(), frame)
+    with SQLiteEdgeStore(tmp_path / "first.db") as first:  # a store keeps its name across opens
+        assert first.source == source
+
+
+def test_a_store_from_before_stores_had_names_keeps_its_watermarks(tmp_path, cloud):
+    import sqlite3
+
+    frame = readings(devices=1, steps=10)
+    with SQLiteEdgeStore(tmp_path / "old.db") as store:
+        store.write(frame)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE edge_store")  # as a store written before the name existed
+    with SQLiteEdgeStore(tmp_path / "old.db") as store:
+        assert store.source == SOURCE
+        cloud.set_watermark(SOURCE, "dev-000", frame[dd.TS].max(), 10)
+        assert sync_once(store, cloud).rows_new == 0
+
+
+@pytest.mark.parametrize("mode", ["--once", "--status"])
+def test_a_sync_of_an_edge_store_that_is_not_there_is_one_line(tmp_path, capsys, mode):
+    SQLiteCloudStore(tmp_path / "cloud.db").close()
+    code = run_cli(run_cloud_sync.main, [mode, "--edge-store", str(tmp_path / "edgee.db"),
+                                         "--cloud-db", str(tmp_path / "cloud.db")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().endswith(f"--edge-store {tmp_path / 'edgee.db'}: no edge store there; "
+                                                    "expected the file a gateway writes (run_simulator.py --store, "
+                                                    "default data/edge.db)")
+    assert not (tmp_path / "edgee.db").exists()
+
+
+def test_a_damaged_edge_store_is_one_line_not_a_traceback(tmp_path, capsys):
+    with SQLiteEdgeStore(tmp_path / "edge.db") as store:
+        store.write(readings(devices=3, steps=3000))
+    data = bytearray((tmp_path / "edge.db").read_bytes())
+    page = 4096
+    for at in range(8 * page, len(data) - page, 3 * page):  # leave the header, damage pages through the file
+        data[at:at + page] = b"\xa5" * page
+    (tmp_path / "edge.db").write_bytes(bytes(data))
+    code = run_cli(run_cloud_sync.main, ["--once", "--edge-store", str(tmp_path / "edge.db"),
+                                         "--cloud-db", str(tmp_path / "cloud.db")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "edge.db" in err.strip().splitlines()[-1] and "malformed" in err
+
+
+def test_status_counts_a_day_backfilled_behind_the_watermark_as_pending(edge, cloud):
+    """A day written behind the synced readings is sent by the next run: --status says so,
+    rather than 0 pending beside a cloud that lacks it."""
+    frame = readings(devices=1, steps=40)
+    edge.write(frame.iloc[20:])
+    sync_once(edge, cloud, settings())
+    edge.write(frame.iloc[:15])  # backfilled behind the watermark
+    pending = {d["device_id"]: d["pending_edge"] for d in sync_status(edge, cloud, SOURCE)["devices"]}
+    assert pending == {"dev-000": 15}
+    assert sync_once(edge, cloud, settings()).rows_new == 15
+    assert [d["pending_edge"] for d in sync_status(edge, cloud, SOURCE)["devices"]] == [0]

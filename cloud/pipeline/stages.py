@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EDGE_SOURCE = "edge:sqlite"  # the sync CLI's name for the embedded edge store: watermarks are shared
-
 
 class StageUnavailable(DERError):
     """A stage that cannot run yet; the message says why."""
@@ -82,7 +80,7 @@ def simulate(ctx: Context) -> StageReport:
 
 
 def sync(ctx: Context) -> StageReport:
-    result = sync_once(ctx.edge, ctx.cloud, SyncSettings(source=EDGE_SOURCE))
+    result = sync_once(ctx.edge, ctx.cloud, SyncSettings())  # the store's own watermarks, as the sync command's
     quarantined = f", {result.rows_quarantined} quarantined" if result.rows_quarantined else ""
     return StageReport(result.rows_synced, f"{result.rows_synced} readings of {result.devices} devices to "
                                            f"{ctx.cloud.label}{quarantined}")

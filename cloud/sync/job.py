@@ -13,6 +13,7 @@ land once: no reading is lost or doubled, whatever instant the process dies at.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -44,7 +45,7 @@ _STEP = pd.Timedelta(microseconds=1)  # edge timestamps are exact to the microse
 
 @dataclass
 class SyncSettings:
-    source: str = "edge:sqlite"
+    source: str | None = None  # the watermarks' name; None: the edge store's own (``EdgeStore.source``)
     batch_size: int = DEFAULT_BATCH_SIZE
     overlap: pd.Timedelta = DEFAULT_OVERLAP
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -69,6 +70,8 @@ def declared_devices(cloud: CloudStore) -> set[str]:
 def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None = None) -> SyncResult:
     """One sync run, recorded in ``pipeline_runs``; raises (after recording) on failure."""
     settings = settings or SyncSettings()
+    if settings.source is None:
+        settings = dataclasses.replace(settings, source=edge.source)
     retry = settings.retry
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"source": settings.source}))
     result = SyncResult(run_id)

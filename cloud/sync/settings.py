@@ -5,11 +5,13 @@ stores they select (the spec's "Cloud Sync" variables: ``SUPABASE_*``, ``INFLUXD
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cloud.store.base import CloudStore
 from cloud.store.factory import open_store_from_args
 from cloud.sync.job import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_S, SyncSettings
 from der_core.cli_support import env_value, positive_float, positive_int
+from der_core.errors import UsageError
 from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import influx_requested, influx_settings
@@ -17,7 +19,7 @@ from edge_gateway.stores.influx_settings import influx_requested, influx_setting
 
 def sync_settings(args: argparse.Namespace) -> SyncSettings:
     batch = env_value("SYNC_BATCH_SIZE", positive_int, DEFAULT_BATCH_SIZE, expected="a positive whole number")
-    return SyncSettings(source=edge_source(args), batch_size=batch)
+    return SyncSettings(batch_size=batch)  # watermarks under the edge store's own name (EdgeStore.source)
 
 
 def interval_s(args: argparse.Namespace) -> float:
@@ -27,16 +29,14 @@ def interval_s(args: argparse.Namespace) -> float:
                      expected="a positive number of seconds")
 
 
-def edge_source(args: argparse.Namespace) -> str:
-    """The watermarks' source name. Devices tell gateways apart; the source tells the edge
-    store kinds apart, so switching a gateway to InfluxDB starts its own watermarks."""
-    if influx_requested(args):
-        return f"edge:influxdb:{influx_settings(args).bucket}"
-    return "edge:sqlite"
-
-
 def open_edge(args: argparse.Namespace) -> EdgeStore:
+    """The gateway's edge store the sync reads. A mistyped path is refused for a run that
+    only reads it (``--once``, ``--status``) rather than made into an empty store that reports
+    0 readings synced; ``--continuous`` may start before its gateway's first reading."""
     influx = influx_settings(args) if influx_requested(args) else None
+    if influx is None and not args.continuous and not Path(args.edge_store).exists():
+        raise UsageError(f"--edge-store {args.edge_store}: no edge store there; expected the file a gateway writes "
+                         "(run_simulator.py --store, default data/edge.db)")
     return open_edge_store(args.edge_store, influx)
 
 

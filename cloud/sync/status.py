@@ -17,7 +17,7 @@ from cloud.sync.importer import JOB as IMPORT_JOB
 from cloud.sync.job import JOB
 from der_core import der_data as dd
 from der_core.site_file import site_kind
-from edge_gateway.stores.base import EdgeStore
+from edge_gateway.stores.base import EdgeStore, merge_ranges
 
 _STEP = pd.Timedelta(microseconds=1)
 _RUNS_SCANNED = 50  # how far back --status looks for the last error
@@ -32,12 +32,13 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
     sites = {row[dd.DEVICE_ID]: row for row in cloud.sites()}
     listed = sorted(set(edge.devices()) | set(marks) | set(stats) | set(sites))
     imports = newest_imports(cloud, set(listed))
+    late, _ = edge.late_writes()
     devices = []
     for device in listed:
         mark = marks.get(device)
         newest = edge.latest(device)
         edge_latest = newest[dd.TS].iloc[0] if len(newest) else None
-        pending = edge.count(device, None if mark is None else mark + _STEP)
+        pending = edge.count(device, None if mark is None else mark + _STEP) + _behind(edge, device, mark, late)
         lag = (edge_latest - mark).total_seconds() if edge_latest is not None and mark is not None else None
         devices.append({
             dd.DEVICE_ID: device,
@@ -56,6 +57,16 @@ def sync_status(edge: EdgeStore, cloud: CloudStore, source: str, job: str = JOB)
         "last_error": last_error,
         "devices": devices,
     }
+
+
+def _behind(edge: EdgeStore, device: str, mark: pd.Timestamp | None, late: dict[str, list]) -> int:
+    """The readings written behind the device's watermark since its last sync (a backfilled
+    day): the next run sends them as well as those after it."""
+    if mark is None:
+        return 0  # everything is pending already
+    spans = merge_ranges([(since, mark + _STEP if until is None else min(until + _STEP, mark + _STEP))
+                          for since, until in late.get(device, []) if since <= mark])
+    return sum(edge.count(device, start) - edge.count(device, stop) for start, stop in spans)
 
 
 def newest_imports(cloud: CloudStore, wanted: set[str]) -> dict[str, str]:

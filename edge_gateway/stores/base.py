@@ -27,6 +27,10 @@ def merge_ranges(ranges: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 
 @runtime_checkable
 class EdgeStore(Protocol):
+    #: The name the cloud keeps this store's sync watermarks under: one per store, so each
+    #: store's readings are sent whole whatever another store of the same device has sent.
+    source: str
+
     def write(self, frame: pd.DataFrame) -> int:
         """Store every row of a flat reading frame; return the number of rows written."""
         ...

@@ -140,6 +140,11 @@ def _merge(remote: pd.DataFrame, waiting: pd.DataFrame, limit: int | None) -> pd
 class InfluxEdgeStore:
     """The configured edge store (DESIGN.md, "Stores"); see the module docstring for delivery."""
 
+    @property
+    def source(self) -> str:
+        """The name the sync keeps this store's watermarks under: its bucket's."""
+        return f"edge:influxdb:{self.settings.bucket}"
+
     def __init__(
         self,
         settings: InfluxSettings,

@@ -7,6 +7,7 @@ stored as integer microseconds since the epoch (UTC): compact, exact, and ordere
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from der_core.errors import StoreError, StorePathError
 from edge_gateway.stores.base import merge_ranges
 
 TABLE = "readings"
+IDENTITY = "edge_store"
+#: The sync's source name of an embedded edge store; a store's own name follows it.
+SOURCE = "edge:sqlite"
 _SQL_TYPES = {float: "REAL", int: "INTEGER", str: "TEXT"}
 
 
@@ -212,6 +216,7 @@ class SQLiteEdgeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._conn = connect(self.path, own_table=TABLE, kind="an edge store")
+        existed = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
         columns = ", ".join(
             [f"{dd.DEVICE_ID} TEXT NOT NULL", f"{dd.TS} INTEGER NOT NULL"]
             + [f"{name} {_SQL_TYPES[typ]}" for name, typ in dd.FIELD_TYPES.items()]
@@ -230,6 +235,40 @@ class SQLiteEdgeStore:
             f"INSERT OR REPLACE INTO {TABLE} ({', '.join(dd.COLUMNS)}) VALUES ({', '.join('?' * len(dd.COLUMNS))})"
         )
         self._late = LateWrites(self._conn, TABLE)
+        self.store_id = self._identity(existed is not None)
+
+    def _identity(self, existed: bool) -> str:
+        """This store's own name, made once when its file is: the sync's watermarks are kept
+        per store, so a second store of a device (a gateway's lost store replaced, two
+        gateways sharing an id) is sent whole rather than read from where another store's
+        sync stopped, which would leave its older readings behind for good. A store from
+        before stores had names keeps the shared name "" (and so its watermarks)."""
+        try:
+            row = self._conn.execute(f"SELECT store_id FROM {IDENTITY}").fetchone()
+        except sqlite3.OperationalError:  # no name yet
+            row = None
+        except sqlite3.Error as error:
+            self._conn.close()
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
+        if row is not None:
+            return row[0]
+        made = "" if existed else uuid.uuid4().hex
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITY} (store_id TEXT NOT NULL)")
+                row = self._conn.execute(f"SELECT store_id FROM {IDENTITY}").fetchone()  # named meanwhile
+                if row is not None:
+                    return row[0]
+                self._conn.execute(f"INSERT INTO {IDENTITY} VALUES (?)", (made,))
+        except sqlite3.Error:  # a store that cannot be written is read under the shared name
+            return ""
+        return made
+
+    @property
+    def source(self) -> str:
+        """The name the sync keeps this store's watermarks under."""
+        return f"{SOURCE}:{self.store_id}" if self.store_id else SOURCE
 
     def write(self, frame: pd.DataFrame) -> int:
         if frame.empty:
@@ -254,7 +293,10 @@ class SQLiteEdgeStore:
         return len(frame)
 
     def late_writes(self) -> tuple[dict[str, list[LateRange]], int]:
-        return self._late.pending()
+        try:
+            return self._late.pending()
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
 
     def acknowledge_late_writes(self, through: int) -> None:
         self._late.acknowledge(through)
@@ -296,11 +338,17 @@ class SQLiteEdgeStore:
         return self._select(f"WHERE {dd.DEVICE_ID} = ?", [device_id], 1, order="DESC", device_id=device_id)
 
     def devices(self) -> list[str]:
-        return [r[0] for r in self._conn.execute(f"SELECT DISTINCT {dd.DEVICE_ID} FROM {TABLE} ORDER BY 1")]
+        try:
+            return [r[0] for r in self._conn.execute(f"SELECT DISTINCT {dd.DEVICE_ID} FROM {TABLE} ORDER BY 1")]
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
 
     def count(self, device_id: str | None = None, start: pd.Timestamp | None = None) -> int:
         where, params = self._where(device_id, start, None)
-        return int(self._conn.execute(f"SELECT COUNT(*) FROM {TABLE} {where}", params).fetchone()[0])
+        try:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {TABLE} {where}", params).fetchone()[0])
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
 
     def put_site(self, site: dict) -> None:
         names = list(dd.SITE_FIELDS)
@@ -312,7 +360,10 @@ class SQLiteEdgeStore:
 
     def sites(self) -> list[dict]:
         names = list(dd.SITE_FIELDS)
-        rows = self._conn.execute(f"SELECT {', '.join(names)} FROM sites ORDER BY device_id").fetchall()
+        try:
+            rows = self._conn.execute(f"SELECT {', '.join(names)} FROM sites ORDER BY device_id").fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
         return [
             {n: (bool(v) if dd.SITE_FIELDS[n] is bool and v is not None else v) for n, v in zip(names, row)}
             for row in rows
