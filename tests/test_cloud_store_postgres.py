@@ -99,6 +99,27 @@ def test_store_reconnects_after_losing_its_connection(store, pg_url):  # noqa: F
     assert store.count_readings() == 3
 
 
+def test_a_database_recreated_under_a_running_job_gets_its_tables_again(pg_url):  # noqa: F811
+    """A job running for months outlives its database (a restore, a dropped and recreated
+    one): once a run finds the connection gone, the next connection applies the schema
+    again, rather than every later run failing on a missing table until a restart."""
+    from benchmarks._database import throwaway_database
+
+    with throwaway_database(pg_url, prefix="der_recreated") as url:
+        store = PostgresCloudStore(url)
+        store.upsert_readings(readings(devices=1, steps=3))
+        name = url.rsplit("/", 1)[-1]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        with pytest.raises(StoreUnavailable):
+            store.count_readings()
+        assert store.count_readings() == 0
+        store.upsert_readings(readings(devices=1, steps=2))
+        assert store.count_readings() == 2
+        store.close()
+
+
 def test_sql_error_is_store_error_not_unavailable(store):
     with pytest.raises(StoreError) as error:
         store.read_frame(s.FORECASTS, {"no_such_column": 1})

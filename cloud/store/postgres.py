@@ -66,7 +66,11 @@ class PostgresCloudStore(TableStore):
         self._connection: psycopg.Connection | None = None
         self._staged: set[str] = set()
         # Applied on the first connection rather than here, so a job started while the
-        # server is down keeps running and catches up when it returns.
+        # server is down keeps running and catches up when it returns; and again on each
+        # connection after one is lost, since the database may have been recreated meanwhile
+        # (a restore, a dropped test database) and a job running for months must not fail
+        # on every run until restarted. Applying finds nothing to do on an intact schema.
+        self._init = init
         self._schema_pending = init
 
     def opener(self) -> Callable[[], PostgresCloudStore]:
@@ -119,6 +123,7 @@ class PostgresCloudStore(TableStore):
             except psycopg.Error:
                 pass
         self._connection = None
+        self._schema_pending = self._schema_pending or self._init
 
     def init_schema(self) -> None:
         self._schema_pending = True
