@@ -24,6 +24,7 @@ from der_core.config import build_config, site_record
 from der_core.errors import StoreError, StoreUnavailable
 from der_core.site_file import build_site, declared_site, site_row
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
+from tests.pg_fixtures import pg_url, truncate_all  # noqa: F401  (fixture)
 from tests.sync_fixtures import assert_same_readings, readings, site
 from tests.test_site_file import SITE as SITE_FILE
 
@@ -364,3 +365,30 @@ def test_status_counts_a_day_backfilled_behind_the_watermark_as_pending(edge, cl
     assert pending == {"dev-000": 15}
     assert sync_once(edge, cloud, settings()).rows_new == 15
     assert [d["pending_edge"] for d in sync_status(edge, cloud, SOURCE)["devices"]] == [0]
+
+
+@pytest.mark.parametrize("cloud_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_device_id_no_store_may_hold_is_quarantined_and_the_others_synced(tmp_path, request, cloud_kind):
+    """An edge store written by other means holds a device id with a NUL byte, which
+    PostgreSQL's text refuses: its readings are quarantined (the NUL shown), and every other
+    device's are synced, on this run and the next."""
+    import sqlite3
+
+    frame = readings(devices=2, steps=5)
+    with SQLiteEdgeStore(tmp_path / "edge.db") as edge:
+        edge.write(frame)
+    with sqlite3.connect(tmp_path / "edge.db") as conn:
+        conn.execute("UPDATE readings SET device_id = 'a' || char(0) || 'b' WHERE device_id = 'dev-000'")
+    if cloud_kind == "sqlite":
+        cloud = SQLiteCloudStore(tmp_path / "cloud.db")
+    else:
+        from cloud.store.postgres import PostgresCloudStore
+
+        cloud = PostgresCloudStore(request.getfixturevalue("pg_url"))
+    with SQLiteEdgeStore(tmp_path / "edge.db") as edge:
+        first, second = sync_once(edge, cloud, settings()), sync_once(edge, cloud, settings())
+    assert (first.rows_synced, first.rows_quarantined, second.rows_new, second.rows_quarantined) == (5, 5, 0, 5)
+    assert set(cloud.read_readings()[dd.DEVICE_ID]) == {"dev-001"}
+    held = cloud.read_quarantine()
+    assert set(held[dd.DEVICE_ID]) == {"a\u2400b"} and held[s.REASON].str.startswith("device_id is not valid (got").all()
+    cloud.close()

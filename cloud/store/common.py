@@ -98,7 +98,7 @@ class TableStore:
                    frame.drop(columns=[dd.TS]).to_json(orient="records", lines=True).splitlines()]
         rows = pd.DataFrame({
             s.SOURCE: source,
-            dd.DEVICE_ID: frame[dd.DEVICE_ID].astype(str).to_numpy(),
+            dd.DEVICE_ID: frame[dd.DEVICE_ID].astype(str).str.replace("\x00", NUL_SHOWN, regex=False).to_numpy(),
             dd.TS: pd.to_datetime(frame[dd.TS], utc=True).to_numpy(),
             s.REASON: pd.Series(reasons).astype(str).str.replace("\x00", NUL_SHOWN, regex=False).to_numpy(),
             s.PAYLOAD: payload,

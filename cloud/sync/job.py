@@ -78,7 +78,8 @@ def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None 
     try:
         declared = retry.call("read sites", lambda: declared_devices(cloud))
         edge_sites = edge.sites()
-        sites = [row for row in edge_sites if row[dd.DEVICE_ID] not in declared]
+        sites = [row for row in edge_sites if row[dd.DEVICE_ID] not in declared
+                 and dd.device_id_problem(row[dd.DEVICE_ID]) is None]
         for device in sorted({row[dd.DEVICE_ID] for row in edge_sites} & declared):
             log.warning("%s is declared in the cloud store; the gateway's site row does not replace it", device)
         result.sites = retry.call("push sites", lambda: cloud.upsert_sites(sites))
@@ -196,9 +197,11 @@ def _send(cloud: CloudStore, settings: SyncSettings, device: str, batch: pd.Data
         log.warning("%s: %d readings quarantined, first: %s", device, len(bad), reasons.iloc[0])
     if len(good):
         retry.call("upsert readings", lambda: cloud.upsert_readings(good))
-    # Only now, with the batch confirmed, may the watermark move (and never backwards).
+    # Only now, with the batch confirmed, may the watermark move (and never backwards). A
+    # device whose id no store may hold has every reading quarantined, each run again.
     newest = batch[dd.TS].iloc[-1] if mark is None else max(mark, batch[dd.TS].iloc[-1])
-    retry.call("advance watermark", lambda: cloud.set_watermark(settings.source, device, newest, len(good)))
+    if dd.device_id_problem(device) is None:
+        retry.call("advance watermark", lambda: cloud.set_watermark(settings.source, device, newest, len(good)))
     result.rows_synced += len(good)
     if mark is None:
         result.rows_new += len(good)

@@ -24,8 +24,10 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
     mislead every job that learns from it.
     """
     required = set(dd.FIELD_TYPES if required is None else required)
+    empty = (frame[dd.DEVICE_ID].isna() | (frame[dd.DEVICE_ID].astype(str) == "")).to_numpy()
     problems: list[tuple[str, np.ndarray]] = [
-        (f"{dd.DEVICE_ID} is empty", (frame[dd.DEVICE_ID].isna() | (frame[dd.DEVICE_ID].astype(str) == "")).to_numpy()),
+        (f"{dd.DEVICE_ID} is empty", empty),
+        (f"{dd.DEVICE_ID} is not valid", ~empty & _invalid_ids(frame[dd.DEVICE_ID])),
         (f"{dd.TS} is missing", frame[dd.TS].isna().to_numpy()),
     ]
     for column in dd.NUMERIC_COLUMNS:
@@ -53,6 +55,15 @@ def validate(frame: pd.DataFrame, required: Iterable[str] | None = None) -> tupl
     return _no_night_offset(frame[~bad_mask].reset_index(drop=True)), frame[bad_mask].reset_index(drop=True), reasons
 
 
+def _invalid_ids(ids: pd.Series) -> np.ndarray:
+    """The rows whose device id breaks the rule every flag and configuration is held to
+    (``der_data.device_id_problem``): an edge store written by other means (a NUL byte, which
+    PostgreSQL's text refuses) would otherwise fail the whole batch, every device's with it,
+    on every run. Checked once per distinct id."""
+    bad = [v for v in pd.unique(ids.dropna()) if dd.device_id_problem(v) is not None]
+    return ids.isin(bad).to_numpy(dtype=bool) if bad else np.zeros(len(ids), dtype=bool)
+
+
 def _no_night_offset(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (in range) with each value below 0 of a :data:`dd.NIGHT_OFFSET` field as 0;
     a frame without one is returned as it is."""
@@ -74,7 +85,8 @@ def _reasons(frame: pd.DataFrame, problems: list[tuple[str, np.ndarray]], rows: 
         for label, mask in problems:
             if mask[row]:
                 column = label.split(" ", 1)[0]
-                shows_value = column in frame.columns and ("outside" in label or "not one of" in label)
+                shows_value = column in frame.columns and ("outside" in label or "not one of" in label
+                                                           or "not valid" in label)
                 value = frame[column].iloc[row] if shows_value else None
                 parts.append(f"{label} (got {_plain(value)!r})" if value is not None else label)
         texts.append("; ".join(parts))
