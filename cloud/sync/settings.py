@@ -16,6 +16,8 @@ from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import influx_requested, influx_settings
 
+MEMORY = ":memory:"  # SQLite's store held in memory, made and gone with the connection
+
 
 def sync_settings(args: argparse.Namespace) -> SyncSettings:
     batch = env_value("SYNC_BATCH_SIZE", positive_int, DEFAULT_BATCH_SIZE, expected="a positive whole number")
@@ -30,13 +32,17 @@ def interval_s(args: argparse.Namespace) -> float:
 
 
 def open_edge(args: argparse.Namespace) -> EdgeStore:
-    """The gateway's edge store the sync reads. A mistyped path is refused for a run that
-    only reads it (``--once``, ``--status``) rather than made into an empty store that reports
-    0 readings synced; ``--continuous`` may start before its gateway's first reading."""
+    """The gateway's edge store the sync reads. A path with no store is refused for a run
+    that sends (``--once``: a mistyped path would report 0 readings synced) and read as an
+    empty store by ``--status`` (a site of imported meter files has no gateway), made by
+    neither; ``--continuous`` may start before its gateway's first reading."""
     influx = influx_settings(args) if influx_requested(args) else None
-    if influx is None and not args.continuous and not Path(args.edge_store).exists():
-        raise UsageError(f"--edge-store {args.edge_store}: no edge store there; expected the file a gateway writes "
-                         "(run_simulator.py --store, default data/edge.db)")
+    if influx is None and not Path(args.edge_store).exists():
+        if args.status:
+            return open_edge_store(MEMORY)
+        if args.once:
+            raise UsageError(f"--edge-store {args.edge_store}: no edge store there; expected the file a gateway "
+                             "writes (run_simulator.py --store, default data/edge.db)")
     return open_edge_store(args.edge_store, influx)
 
 
