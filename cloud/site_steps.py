@@ -7,7 +7,9 @@ backtests) reads them through here, so all see the same series:
 - **PV is 0** where the site declares no PV (``pv_capacity_kw`` 0), and, in a series that
   measured its PV at all, where the sun gives the declared array nothing at both ends of the
   step: many inverters log nothing at night, and a missing night would otherwise hide the
-  house load of every night behind it.
+  house load of every night behind it. Only nights the logger was alive in, though: another
+  meter read the step, or the PV's silence lasts no longer than a night; the nights of days
+  with no reading at all stay unknown.
 - **The house load is the balance** where no load was measured: the contract's
   ``net_grid_flow = load + battery - solar`` solved for it (``der_data.house_load_kw``), the
   battery's power 0 where the site declares no battery. A home's data is most often its
@@ -34,6 +36,9 @@ from cloud.sync.plausibility import interval_of
 from der_core import der_data as dd
 from der_physics.solar import clearsky_ac_kw
 
+#: The longest run without a PV reading that is an inverter's silent night (at 60 degrees of
+#: latitude the longest nights last 18 h); a longer one is a logger that was off.
+LONGEST_DARK = pd.Timedelta(hours=20)
 #: The reading columns the completion reads, averaged over each step.
 STEP_COLUMNS: tuple[str, ...] = (dd.LOAD_TOTAL, dd.SOLAR_KW, dd.NET_GRID_FLOW, dd.BATTERY_POWER)
 #: The meters the house load's balance is taken from.
@@ -170,7 +175,8 @@ def completed(steps: pd.DataFrame, site: Mapping[str, Any], step: pd.Timedelta) 
         return steps
     if dd.SOLAR_KW in steps.columns:
         pv = steps[dd.SOLAR_KW].to_numpy(dtype="float64", na_value=np.nan)
-        steps[dd.SOLAR_KW] = _pv(pv, steps.index, site, step)
+        others = [c for c in STEP_COLUMNS if c != dd.SOLAR_KW and c in steps.columns]
+        steps[dd.SOLAR_KW] = _pv(pv, steps.index, site, step, steps[others].notna().any(axis=1).to_numpy())
         _energy(steps, rs.SOLAR_KWH, dd.SOLAR_KW, np.isnan(pv), step)
     if not {dd.LOAD_TOTAL, dd.NET_GRID_FLOW} <= set(steps.columns):
         return steps
@@ -217,10 +223,14 @@ def _energy(steps: pd.DataFrame, energy: str, power: str, completed_at: np.ndarr
         steps[energy] = values
 
 
-def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timedelta) -> np.ndarray:
+def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timedelta, read: np.ndarray) -> np.ndarray:
     """The PV with its missing steps 0 where the site has none, or where the declared array's
     clear-sky output is 0 at both ends of the step (the sun is down, or behind the array) in
-    a series that measured it at all (one without a PV reading says nothing of the array)."""
+    a series that measured it at all (one without a PV reading says nothing of the array),
+    and the logger was alive: another meter read the step (``read``), or the PV's gap is no
+    longer than :data:`LONGEST_DARK` (a night an inverter logs nothing in). A logger off for
+    days (or years) left its nights unknown: filled, they would count as measured PV, and a
+    day of readings two years after the rest would pass for two years of PV to train on."""
     missing = np.isnan(pv)
     if not missing.any():
         return pv
@@ -230,8 +240,21 @@ def _pv(pv: np.ndarray, ends: pd.Index, site: Mapping[str, Any], step: pd.Timede
         return pv
     if not float(site.get("pv_capacity_kw") or 0.0) > 0 or missing.all():  # no array declared, or none of it measured
         return pv
-    ends = pd.DatetimeIndex(ends)[missing]
+    alive = read | _short_gaps(missing, ends, LONGEST_DARK)
+    fill = missing & alive
+    ends = pd.DatetimeIndex(ends)[fill]
     config = solar_config(site)
     dark = (clearsky_ac_kw(config, ends) <= 0.0) & (clearsky_ac_kw(config, ends - step) <= 0.0)
-    pv[np.flatnonzero(missing)[dark]] = 0.0
+    pv[np.flatnonzero(fill)[dark]] = 0.0
     return pv
+
+
+def _short_gaps(missing: np.ndarray, ends: pd.Index, longest: pd.Timedelta) -> np.ndarray:
+    """The missing steps in runs spanning at most ``longest`` between the steps around them."""
+    index = pd.DatetimeIndex(ends)
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], missing, [False]]).astype(np.int8)))
+    short = np.zeros(len(missing), dtype=bool)
+    for first, stop in zip(edges[::2], edges[1::2]):
+        if index[min(stop, len(index) - 1)] - index[max(first - 1, 0)] <= longest:
+            short[first:stop] = True
+    return short

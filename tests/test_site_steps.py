@@ -71,6 +71,28 @@ def test_pv_missing_at_night_is_zero_and_missing_in_daylight_stays_missing():
     assert unmeasured[dd.SOLAR_KW].isna().all()
 
 
+def test_nights_of_a_logger_that_was_off_stay_unknown():
+    """An inverter's file alone, silent each night: its nights are 0. Three days with no
+    reading of any meter are a logger that was off: their nights stay unknown, or they would
+    count as PV measured (a day of readings two years after the rest passed for two years of
+    PV to train on). A grid meter that read through a long run vouches for its nights."""
+    ends = pd.date_range("2024-06-10T07:00Z", "2024-06-20T07:00Z", freq=STEP, inclusive="left")
+    local = ends.tz_convert(HOME["timezone"])
+    day = (local.hour >= 6) & (local.hour < 20)
+    pv = np.where(day, 1.0, NAN)
+    off = (ends >= pd.Timestamp("2024-06-13T07:00Z")) & (ends < pd.Timestamp("2024-06-16T07:00Z"))
+    pv[off] = NAN
+    got = completed(pd.DataFrame({dd.SOLAR_KW: pv}, index=ends), HOME, STEP)[dd.SOLAR_KW]
+    night = ~day & (local.hour < 4)
+    apart = (ends < pd.Timestamp("2024-06-12T07:00Z")) | (ends >= pd.Timestamp("2024-06-17T07:00Z"))  # nights of its own
+    assert (got[night & apart] == 0.0).all() and got[night & apart].size > 0
+    assert got[off].isna().all()
+    metered = pd.DataFrame({dd.SOLAR_KW: pv, dd.NET_GRID_FLOW: 0.3}, index=ends)
+    vouched = completed(metered, {**HOME, "battery_capacity_kwh": 0.0}, STEP)[dd.SOLAR_KW]
+    midday = (local.hour >= 9) & (local.hour < 17)
+    assert (vouched[night & off] == 0.0).all() and vouched[midday & off].isna().all()
+
+
 def test_a_grid_s_energy_is_completed_where_its_power_was():
     """A feature grid's energy of a step whose load was completed is that load over the step;
     measured steps keep their own."""
