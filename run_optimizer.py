@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from cloud.optimization.planner import (
 )
 from cloud.optimization.summary import plan_summary
 from cloud.store.factory import add_cloud_db_flag, open_store_from_args
+from der_core import der_data as dd
 from der_core.cli_support import (
     START_YEARS,
     ArgumentParser,
@@ -87,9 +89,11 @@ def build_parser() -> ArgumentParser:
 
 
 def sites_to_plan(args, store) -> list[StoredSite]:
-    """The sites to plan: the --config file's, the stored site named by --device-id (else the
-    built-in defaults under that id, unless the store holds readings of it: a real meter is
-    never planned as a simulated home), or, with neither, every site the cloud store knows."""
+    """The sites to plan: the --config file's, the stored site named by --device-id (else, in
+    a store without sites, the built-in defaults under that id: a first try; never where the
+    store holds readings of it, since a real meter is never planned as a simulated home, nor
+    where it holds other sites, whose name was likely meant), or, with neither, every site
+    the cloud store knows."""
     if args.config:
         config = load_config(args.config)
         config = with_overrides(config, device_id=args.device_id) if args.device_id else config
@@ -97,10 +101,20 @@ def sites_to_plan(args, store) -> list[StoredSite]:
     known = stored_sites(store)
     if args.device_id:
         if args.device_id in known:
-            return [known[args.device_id]]
+            site = known[args.device_id]
+            if site.declared and args.forecaster == fc.PerfectForecaster.name:
+                raise UsageError(f"--forecaster perfect: {args.device_id} is a real site, and perfect foresight replays "
+                                 "a simulator, which it has not; expected --forecaster naive or models")
+            return [site]
         if args.device_id in store.reading_stats():
             raise UsageError(f"{args.device_id}: the cloud store ({store.label}) holds its readings but no site; declare "
                              "it with run_cloud_sync.py --site FILE, or plan it as a simulated home with --config")
+        if known:  # a store of sites: a name it lacks is mistyped far more often than a new simulated home
+            near = difflib.get_close_matches(args.device_id, list(known), n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise UsageError(f"--device-id {args.device_id}: no site of that name in the cloud store ({store.label}); "
+                             f"{hint}expected one of its {len(known)} sites ({dd.some(sorted(known), 5)}), or --config FILE "
+                             "to plan a simulated home")
         return [StoredSite(with_overrides(SimulatorConfig(), device_id=args.device_id), False)]
     if not known:
         raise UsageError(f"no sites in the cloud store ({store.label}) to plan; make some with python run_pipeline.py "

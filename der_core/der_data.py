@@ -69,6 +69,13 @@ DEVICE_ID_MAX_CHARS = 64
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 
+def some(names: list[str], at_most: int = 20) -> str:
+    """Names for a line of output: the first ``at_most`` and how many more, so thousands of
+    columns, entities or sites still read in one line."""
+    more = len(names) - at_most
+    return ", ".join(names[:at_most]) + (f" and {more:,} more" if more > 0 else "")
+
+
 def shown(value: object, limit: int = 40) -> str:
     """``repr`` of a value cut to ``limit`` characters, for error lines that quote input."""
     text = repr(value)

@@ -281,6 +281,17 @@ def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
     assert "Traceback" not in result.stderr
 
 
+def test_a_device_id_the_store_lacks_beside_its_sites_is_one_line(tmp_path):
+    """A store of sites and a mistyped name: planning the built-in home in Los Angeles under
+    it, stored and exit 0, would pass for the site meant."""
+    assert _cli("--start", "2024-06-12", "--horizon-hours", "1", "--device-id", "golden-home", cwd=tmp_path).returncode == 0
+    typo = _cli("--start", "2024-06-12", "--horizon-hours", "1", "--device-id", "golden-hom", cwd=tmp_path)
+    assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
+    assert typo.stderr.strip().endswith(
+        "--device-id golden-hom: no site of that name in the cloud store (sqlite:data/cloud.db); did you mean "
+        "golden-home? expected one of its 1 sites (golden-home), or --config FILE to plan a simulated home")
+
+
 def test_cli_verbose_shows_the_traceback(tmp_path):
     result = _cli("--forecaster", "models", "--device-id", "site-a", "--verbose", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" in result.stderr

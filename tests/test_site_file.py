@@ -257,6 +257,10 @@ def test_a_real_site_goes_from_its_file_to_a_plan_inside_its_history(tmp_path, m
     assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-24T23:45:00Z", *db]) == 0
     assert ("readings stale since 2024-05-22T23:45Z (the newest, 48 h before the plan's start: the forecasts carry on "
             "from the days before it)") in capsys.readouterr().out.splitlines()[1]
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--forecaster", "perfect", *db]) == 2
+    assert capsys.readouterr().err.strip().endswith("--forecaster perfect: home-1 is a real site, and perfect foresight "
+                                                    "replays a simulator, which it has not; expected --forecaster naive "
+                                                    "or models")
 
 
 def test_a_soc_reading_outside_the_declared_window_is_said_to_be(tmp_path, monkeypatch, capsys):

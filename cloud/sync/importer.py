@@ -479,13 +479,6 @@ def read_times(raw: pd.DataFrame, plan: _Plan) -> tuple[pd.Series, pd.Series]:
     return ts, reasons
 
 
-def _some(names: list[str], at_most: int = 20) -> str:
-    """Names for a report line: the first ``at_most`` and how many more, so a file of
-    thousands of columns or entities still reports in one readable line."""
-    more = len(names) - at_most
-    return ", ".join(names[:at_most]) + (f" and {more:,} more" if more > 0 else "")
-
-
 def located(reasons: pd.Series, where: str) -> pd.Series:
     """Each reason led by the line (or row) it belongs to, from the Series' index."""
     return pd.Series([f"{where} {n}: {r}" for n, r in reasons.items()], index=reasons.index, dtype=object)
@@ -979,9 +972,9 @@ def print_import(result: ImportResult, options: ImportOptions, as_json: bool = F
         print(f"  units: {columns} in {unit}" + (" (--units W if it holds watts)" if unit.endswith(UNSAID) else ""))
     if result.columns_not_imported:
         print(f"  columns not imported (no reading field; --column-map FILE_COLUMN=field): "
-              f"{_some(result.columns_not_imported)}")
+              f"{dd.some(result.columns_not_imported)}")
     if result.entities_not_imported:
-        print(f"  entities not imported (not in --column-map ENTITY=field): {_some(result.entities_not_imported)}")
+        print(f"  entities not imported (not in --column-map ENTITY=field): {dd.some(result.entities_not_imported)}")
     for field_name, (count, first, last) in result.replaced.items():
         print(f"  replaced: {count:,} stored values of {field_name} ({first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z) "
               "with this file's; a field holds one value per time, so a grid meter's import and export downloaded "
