@@ -84,8 +84,9 @@ def test_a_malformed_event_is_declined_with_what_is_wrong(fleet, bad, reason):
 @pytest.mark.parametrize("start, reason", [
     (NOW - pd.Timedelta(hours=3), "window ended"),
     (NOW + pd.Timedelta(minutes=5), "too soon"),
+    (NOW + pd.Timedelta(days=7, minutes=15), "too far ahead: starts at 2024-07-23T00:15:00+00:00, more than 7 days"),
 ])
-def test_an_event_in_the_past_or_too_soon_is_declined(fleet, start, reason):
+def test_an_event_in_the_past_too_soon_or_too_far_ahead_is_declined(fleet, start, reason):
     dr, _ = fleet
     answer = dr.decide(event(start=start, end=start + pd.Timedelta(hours=2)))
     assert not answer.opt_in and reason in answer.reason
@@ -195,6 +196,8 @@ def test_a_baseline_day_is_the_same_local_hours_across_a_daylight_saving_change(
      'body field sites: expected a non-empty list of device ids or "all", got []'),
     ({"start": "9999-12-31T23:00:00-05:00", "duration_minutes": 60, "requested_kw": 1}, "start 10000-01-01 is outside"),
     ({"start": "0001-01-01T00:00:00+01:00", "duration_minutes": 60, "requested_kw": 1}, "is outside 1677-09-21"),
+    ({"start": "2030-01-01T00:00:00Z", "duration_minutes": 60, "requested_kw": 1},
+     "event: starts at 2030-01-01T00:00:00+00:00, more than 7 days after now (2024-07-16T00:00:00+00:00); expected a start within 7 days"),
     ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "requested_kw": 1, "event_id": "a/b"}, "no '/'"),
     ({"start": "2024-07-16T02:00:00Z", "duration_minutes": 60, "requested_kw": 1, "event_id": "a\x00b"},
      "no control character"),

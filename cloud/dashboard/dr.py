@@ -4,7 +4,8 @@
 "level", "sites": [...] | "all", "event_id"?, "modification"?}``, builds the protocol-neutral
 :class:`~cloud.dr.model.DREvent` (source ``api``) and hands it to the app's handler
 (:class:`~cloud.dr.decision.FleetDR`): 201 with the decision. A body that is not such an
-object, or an event that cannot be meant (:func:`cloud.dr.decision.malformed`), is a 422 with
+object, an event that cannot be meant (:func:`cloud.dr.decision.malformed`) or one starting
+further ahead than any adapter takes (:func:`cloud.dr.decision.too_far_ahead`) is a 422 with
 one line; an event the fleet declines is a 201 with status ``opted_out`` and the reason.
 ``GET`` lists events or shows one with its plan, its baselines and what was delivered (measured
 on the first read after the window has passed); ``DELETE`` cancels one. The token middleware
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
 from cloud.dashboard.api import REFUSALS, JSONBody, known_parameters_only
 from cloud.dr import records as r
-from cloud.dr.decision import MAX_MODIFICATION, malformed
+from cloud.dr.decision import MAX_MODIFICATION, malformed, too_far_ahead
 from cloud.dr.model import DREvent, Signal
 from cloud.store import schema as s
 from der_core import der_data as dd
@@ -148,7 +149,8 @@ def _stored(request: Request, event_id: str, source: str | None) -> dict[str, An
 def post_event(request: Request, body: Annotated[Any, Body()] = None) -> JSONBody:
     handler = _handler(request)
     event = event_from_body(body, handler.clock())
-    problem = malformed(event, {site[dd.DEVICE_ID] for site in handler.store.sites()}, handler.settings)
+    problem = (malformed(event, {site[dd.DEVICE_ID] for site in handler.store.sites()}, handler.settings)
+               or too_far_ahead(event, event.received_at))
     if problem:
         raise _bad(f"event: {problem}")
     answer = handler.decide(event)

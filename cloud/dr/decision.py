@@ -6,8 +6,9 @@
    modification within OpenADR's count (else it is not stored either), ``start < end``, a
    window of at most ``max_window``, a finite value, no negative reduction or price, a price
    adder of at most :data:`MAX_PRICE_PER_KWH`, a level 0 to 3, only sites the store knows;
-2. the window has not ended, and starts at least ``lead_time`` after now: the schedules must
-   reach the gateways (and a gateway read its book) before the window;
+2. the window has not ended, starts at least ``lead_time`` after now (the schedules must
+   reach the gateways, and a gateway read its book, before the window) and at most
+   :data:`~cloud.dr.model.MAX_LEAD` after now (:func:`too_far_ahead`);
 3. some targeted site is online (a reading within ``online_intervals`` of its interval);
 4. the fleet can hold the reduction: its expected capability (per site
    :meth:`FleetState.capability_kw`, times the site's expected participation) is at least
@@ -38,7 +39,7 @@ from cloud.dr import records as r
 from cloud.dr.capability import FleetState, fleet_state
 from cloud.dr.delivery import measure
 from cloud.dr.dispatch import SchedulePublisher
-from cloud.dr.model import Answer, Delivery, DREvent, Signal
+from cloud.dr.model import MAX_LEAD, Answer, Delivery, DREvent, Signal
 from cloud.dr.plan import schedules, solve
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -110,6 +111,16 @@ def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings
     if unknown:
         return f"unknown site {dd.shown(unknown[0])} ({len(unknown)} unknown); expected sites of the fleet"
     return None
+
+
+def too_far_ahead(event: DREvent, now: pd.Timestamp) -> str | None:
+    """Why an event starts too far ahead to be planned, or None: the forecasts a plan stands on
+    and the schedule a gateway takes reach :data:`~cloud.dr.model.MAX_LEAD`, whichever
+    adapter brought the event."""
+    if event.start - now <= MAX_LEAD:
+        return None
+    return (f"starts at {dd.format_ts(event.start)}, more than {MAX_LEAD.days} days after now ({dd.format_ts(now)}); "
+            f"expected a start within {MAX_LEAD.days} days")
 
 
 class FleetDR:
@@ -189,6 +200,8 @@ class FleetDR:
         if event.start < now + settings.lead_time:
             return Answer(False, f"too soon: starts at {dd.format_ts(event.start)}; schedules need {settings.lead_time} "
                                  f"to reach the gateways (from {dd.format_ts(now + settings.lead_time)})")
+        if (problem := too_far_ahead(event, now)) is not None:
+            return Answer(False, f"too far ahead: {problem}")
         targeted = [sites[d] for d in (event.sites or sorted(sites))]
         steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
                               inclusive="left")

@@ -13,9 +13,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 import pandas as pd
+
+#: How far ahead an event may start, whichever adapter brought it: the fleet's forecasts
+#: and a gateway's schedule (edge_gateway/mqtt/commands.py, ``MAX_HORIZON``) reach no further.
+MAX_LEAD = timedelta(days=7)
 
 
 class Signal(enum.StrEnum):

@@ -32,14 +32,12 @@ from typing import Any
 
 import pandas as pd
 
-from cloud.dr.model import DREvent, Signal
+from cloud.dr.model import MAX_LEAD, DREvent, Signal
 from der_core.der_data import shown
 from der_core.errors import ValidationFailed
 
 #: The longest event window the fleet plans for; longer ones are not demand response.
 MAX_DURATION = timedelta(hours=24)
-#: How far ahead an event may start; the fleet's forecasts do not reach further.
-MAX_LEAD = timedelta(days=7)
 #: More intervals than five-minute steps over :data:`MAX_DURATION` is not a schedule.
 MAX_INTERVALS = 288
 #: Rounding the VTN's XML durations may leave between the intervals and the active period.
