@@ -111,6 +111,26 @@ def test_a_reduction_within_capability_is_planned_on_the_online_sites_only(fleet
     assert len(window) == 8 and all(e.import_limit_kw is not None for e in window)
 
 
+@pytest.mark.parametrize("length, shown", [(pd.Timedelta(minutes=10), "10"), (pd.Timedelta(minutes=1e-9), "1e-09")])
+def test_a_window_shorter_than_the_reading_interval_is_declined_naming_both(fleet, length, shown):
+    """Delivery is measured from the readings in the window: with 15-minute readings a
+    10-minute window may hold none, and its delivery would never be known."""
+    dr, publisher = fleet
+    answer = dr.decide(event(start=START, end=START + length))
+    assert not answer.opt_in and not publisher.sent
+    assert answer.reason == (f"too short: a window of {shown} min is shorter than the sites' reading interval of 15 min; "
+                             "expected at least 15 min, for delivery is measured from the readings in the window")
+
+
+def test_a_level_the_fleet_can_answer_with_nothing_is_declined(fleet):
+    """Opting in promises a response; a level whose plan would be 0 kW is no response."""
+    dr, publisher = fleet
+    dr.participation.update({f"site-{i}": 0.0 for i in range(4)})
+    answer = dr.decide(event(3.0, Signal.LEVEL))
+    assert not answer.opt_in and answer.reason.startswith("nothing to deliver") and not publisher.sent
+    assert dr.decide(event(0.0, Signal.LEVEL, id="calm")).opt_in  # level 0 asks nothing: in, with nothing owed
+
+
 def test_a_reduction_beyond_capability_is_declined_as_too_large(fleet):
     dr, publisher = fleet
     answer = dr.decide(event(500.0))

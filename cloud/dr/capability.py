@@ -46,6 +46,7 @@ class FleetState:
     price_per_kwh: np.ndarray
     baseline_kw: np.ndarray  # (sites, steps) forecast net grid flow without the event
     net_kw: np.ndarray  # (sites, steps) forecast load minus PV
+    interval_minutes: np.ndarray  # the site's reading interval (median gap of its recent readings)
 
     def capability_kw(self, hours: float) -> np.ndarray:
         """Per site, the reduction below its baseline it can hold for ``hours`` (0 offline)."""
@@ -69,7 +70,7 @@ class FleetState:
 
 
 _ARRAYS = ("online", "energy_kwh", "min_kwh", "max_kwh", "max_charge_kw", "max_discharge_kw", "efficiency",
-           "price_per_kwh", "baseline_kw", "net_kw")
+           "price_per_kwh", "baseline_kw", "net_kw", "interval_minutes")
 
 
 def _site_value(site: dict, key: str, default: float) -> float:
@@ -137,4 +138,5 @@ def fleet_state(store: CloudStore, sites: list[dict], steps: pd.DatetimeIndex, s
         efficiency=np.array([one_way_efficiency(_site_value(site, "battery_round_trip_efficiency", 0.9)) for site in sites]),
         price_per_kwh=np.nan_to_num(latest[dd.PRICE].to_numpy(dtype=float)),
         baseline_kw=baseline_kw, net_kw=net_kw,
+        interval_minutes=(intervals / pd.Timedelta(minutes=1)).to_numpy(dtype=float),
     )

@@ -10,11 +10,17 @@
    reach the gateways, and a gateway read its book, before the window) and at most
    :data:`~cloud.dr.model.MAX_LEAD` after now (:func:`too_far_ahead`);
 3. some targeted site is online (a reading within ``online_intervals`` of its interval);
-4. the fleet can hold the reduction: its expected capability (per site
+4. the window is at least as long as the reading interval of every online targeted site
+   (:func:`too_short`): delivery is measured from the readings stamped in the window, and a
+   shorter window may hold none, which would leave the event without a delivery to report;
+5. the fleet can hold the reduction: its expected capability (per site
    :meth:`FleetState.capability_kw`, times the site's expected participation) is at least
    ``margin`` times the reduction asked. A level asks ``level_fractions[level]`` of the
-   capability; a price signal asks nothing and opts in, planned as a price adder in the window;
-5. the joint plan holds the reduction (no slack on the fleet row).
+   capability; a price signal asks nothing and is planned as a price adder in the window;
+6. some site can follow: an event the fleet would answer with nothing (a level or price
+   with every site left out) opts out, since opting in promises a response; only a level
+   whose fraction is 0 (normal operation) opts in with nothing planned, as it asks nothing;
+7. the joint plan holds the reduction (no slack on the fleet row).
 
 Sites that cannot follow (offline, no history to forecast from, an empty battery) are left
 out of the plan and the reduction falls on the others. Opting in publishes one schedule per
@@ -123,6 +129,19 @@ def too_far_ahead(event: DREvent, now: pd.Timestamp) -> str | None:
             f"expected a start within {MAX_LEAD.days} days")
 
 
+def too_short(event: DREvent, state: FleetState) -> str | None:
+    """Why an event's window is too short to be measured, or None: a window shorter than a
+    site's reading interval may hold none of its readings, and delivery is measured from them."""
+    if not state.online.any():
+        return None
+    longest = float(state.interval_minutes[state.online].max())
+    window = (event.end - event.start) / pd.Timedelta(minutes=1)
+    if window >= longest:
+        return None
+    return (f"a window of {window:g} min is shorter than the sites' reading interval of {longest:g} min; "
+            f"expected at least {longest:g} min, for delivery is measured from the readings in the window")
+
+
 class FleetDR:
     """Decides events for the fleet in ``store`` and dispatches it through ``publisher``.
 
@@ -210,6 +229,8 @@ class FleetDR:
             scope = "the targeted sites are" if event.sites else "the fleet is"
             return Answer(False, f"{scope} offline: none of {len(targeted)} site(s) has a reading in its last "
                                  f"{settings.online_intervals} intervals")
+        if (problem := too_short(event, state)) is not None:
+            return Answer(False, f"too short: {problem}")
         hours = len(steps) * settings.step / pd.Timedelta(hours=1)
         weights = np.array([self.participation.get(d, 1.0) for d in state.devices])
         capability = weights @ state.capability_kw(hours)
@@ -232,9 +253,12 @@ class FleetDR:
         settings = self.settings
         followers = state.followable & (state.capability_kw(len(steps) * settings.step / pd.Timedelta(hours=1)) > 0)
         left_out = len(state.devices) - int(followers.sum())
-        if requested == 0.0 or not followers.any():
+        if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
             r.save_event(self.store, event, r.OPTED_IN, "nothing to reduce at this level", 0.0)
             return Answer(True, "nothing to reduce at this level", 0.0)
+        if requested == 0.0 or not followers.any():
+            return Answer(False, f"nothing to deliver: none of {len(state.devices)} targeted site(s) can reduce now "
+                                 "(offline, no history or empty battery)")
         plan = solve(state.subset(followers), steps, settings.step, requested_kw=requested,
                      price_adder_per_kwh=event.value if event.signal is Signal.PRICE else 0.0,
                      weights=weights[followers], wear_per_kwh=settings.wear_per_kwh)
