@@ -105,7 +105,8 @@ def test_a_reduction_within_capability_is_planned_on_the_online_sites_only(fleet
     assert "site-3" not in publisher.sent and "1 left out" in answer.reason
     schedule = publisher.sent["site-0"]
     entries = schedule.entries
-    assert entries[0].ts == NOW and entries[0].power_kw == 0.0  # hold until the window
+    assert entries[0].ts == NOW and entries[0].power_kw is None and not entries[0].event  # its own rule until the window
+    assert entries[1].ts == START
     assert entries[-1].ts == END and entries[-1].power_kw is None  # then the battery's own rule
     window = [e for e in entries if START <= e.ts < END]
     assert len(window) == 8 and all(e.import_limit_kw is not None for e in window)
@@ -129,6 +130,46 @@ def test_a_level_the_fleet_can_answer_with_nothing_is_declined(fleet):
     answer = dr.decide(event(3.0, Signal.LEVEL))
     assert not answer.opt_in and answer.reason.startswith("nothing to deliver") and not publisher.sent
     assert dr.decide(event(0.0, Signal.LEVEL, id="calm")).opt_in  # level 0 asks nothing: in, with nothing owed
+
+
+def _windows(schedule: SetpointSchedule) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The event windows a schedule carries: each run of event entries, to the entry after it."""
+    entries, runs = schedule.entries, []
+    for i, entry in enumerate(entries):
+        if entry.event and (i == 0 or not entries[i - 1].event):
+            runs.append([entry.ts, None])
+        if not entry.event and runs and runs[-1][1] is None:
+            runs[-1][1] = entry.ts
+    return [tuple(run) for run in runs]
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_a_site_carries_every_event_it_takes_and_a_cancel_takes_off_only_its_own(fleet, order):
+    """A retained schedule is replaced whole by the next: a second event on the same sites must
+    not drop the first, and cancelling one must leave the other's window in force."""
+    dr, publisher = fleet
+    hours = {"a": (1, 2), "b": (3, 4)}
+    window = {k: (NOW + pd.Timedelta(hours=h0), NOW + pd.Timedelta(hours=h1)) for k, (h0, h1) in hours.items()}
+    for k in order:
+        assert dr.decide(event(1.0, start=window[k][0], end=window[k][1], id=k)).opt_in
+    for device in ("site-0", "site-1", "site-2"):
+        schedule = publisher.sent[device]
+        assert _windows(schedule) == [window["a"], window["b"]]
+        assert schedule.entries[0].power_kw is None and schedule.entries[-1].power_kw is None
+    dr.cancel(order[0], "test")
+    assert _windows(publisher.sent["site-0"]) == [window[order[1]]] and not publisher.cleared
+    dr.cancel(order[1], "test")
+    assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+def test_an_event_days_ahead_leaves_the_battery_to_its_own_rule_until_its_window(fleet):
+    """Holding the battery from the decision on would forgo days of self-consumption."""
+    dr, publisher = fleet
+    start = NOW + pd.Timedelta(days=6)
+    assert dr.decide(event(1.0, start=start, end=start + pd.Timedelta(hours=1))).opt_in
+    entries = publisher.sent["site-0"].entries
+    assert all(e.power_kw is None and e.import_limit_kw is None and not e.event for e in entries if e.ts < start)
+    assert [e.ts for e in entries if e.ts < start] == [NOW]
 
 
 def test_a_reduction_beyond_capability_is_declined_as_too_large(fleet):

@@ -24,7 +24,10 @@
 
 Sites that cannot follow (offline, no history to forecast from, an empty battery) are left
 out of the plan and the reduction falls on the others. Opting in publishes one schedule per
-site (:mod:`cloud.dr.plan`) and stores the event, its plan and each site's forecast baseline
+site carrying every standing event's window for it (:func:`cloud.dr.plan.site_schedule`);
+cancelling or withdrawing an event republishes what the site's other events still need, and
+clears the site only when none is left. The windows each site carries are kept in memory,
+as the publisher keeps the schedule an event displaced. Opting in stores the event, its plan and each site's forecast baseline
 (``dr_events``, ``dr_results``); a repeated event (same source, id and modification) gets the
 stored answer, a newer modification is decided again. Decisions run one at a time.
 """
@@ -46,11 +49,12 @@ from cloud.dr.capability import FleetState, fleet_state
 from cloud.dr.delivery import measure
 from cloud.dr.dispatch import SchedulePublisher
 from cloud.dr.model import MAX_LEAD, Answer, Delivery, DREvent, Signal
-from cloud.dr.plan import schedules, solve
+from cloud.dr.plan import schedules, site_schedule, solve
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.errors import DERError
+from der_core.setpoints import SetpointSchedule
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,7 @@ class FleetDR:
         self.participation = dict(participation or {})
         self.clock = clock
         self._lock = threading.Lock()
+        self._windows: dict[str, dict[tuple[str, str], SetpointSchedule]] = {}  # per site, each event's window
 
     # --- DRHandler ---
     def decide(self, event: DREvent) -> Answer:
@@ -265,7 +270,7 @@ class FleetDR:
         planned = plan.fleet_reduction_kw
         if requested is not None and planned < requested * (1 - settings.slack_tolerance):
             return Answer(False, f"too large: the plan holds {planned:.1f} of {requested:.1f} kW over the window")
-        failed = self._publish(plan, now)
+        failed = self._publish(event, plan, now)
         reason = f"planned {planned:.1f} kW on {len(plan.devices)} site(s)"
         if left_out:
             reason += f"; {left_out} left out (offline, no history or empty battery)"
@@ -275,23 +280,44 @@ class FleetDR:
         r.save_results(self.store, _planned_rows(event, plan, now))
         return Answer(True, reason, planned)
 
-    def _publish(self, plan, now: pd.Timestamp) -> list[str]:
+    def _publish(self, event: DREvent, plan, now: pd.Timestamp) -> list[str]:
+        """Put the event's windows on its sites (a modification's replace the earlier ones, on
+        every site they were on) and send each site its schedule."""
+        key = (event.source, event.event_id)
+        windows = schedules(plan, self.settings.step)
+        touched = set(windows) | {device for device, held in self._windows.items() if key in held}
+        for device in touched:
+            held = self._windows.setdefault(device, {})
+            held.pop(key, None)
+            if device in windows:
+                held[key] = windows[device]
+        return self._send(touched, now)
+
+    def _send(self, devices, now: pd.Timestamp) -> list[str]:
+        """Send each site the schedule of its standing windows, or clear it when none is left."""
         failed = []
-        for device, schedule in schedules(plan, now, self.settings.step).items():
+        for device in sorted(devices):
+            schedule = site_schedule(self._windows.get(device, {}).values(), now)
             try:
-                self.publisher.publish(device, schedule)
+                if schedule is None:
+                    self._windows.pop(device, None)
+                    self.publisher.clear(device)
+                else:
+                    self.publisher.publish(device, schedule)
             except DERError as error:
                 failed.append(f"{device}: {error}")
         return failed
 
     def _withdraw(self, source: str, event_id: str) -> None:
-        """Clear the schedules an event sent; its stored plan rows name the sites."""
+        """Take the event's windows off its sites (its stored plan rows name them) and resend them."""
+        key = (source, event_id)
         rows = r.results(self.store, source, event_id)
-        for device in rows[(rows[s.BASELINE] == b.FORECAST) & (rows[dd.DEVICE_ID] != r.FLEET)][dd.DEVICE_ID]:
-            try:
-                self.publisher.clear(device)
-            except DERError as error:
-                log.warning("DR %s/%s: %s: schedule not withdrawn: %s", source, event_id, device, error)
+        devices = set(rows[(rows[s.BASELINE] == b.FORECAST) & (rows[dd.DEVICE_ID] != r.FLEET)][dd.DEVICE_ID])
+        devices |= {device for device, held in self._windows.items() if key in held}
+        for device in devices:
+            self._windows.get(device, {}).pop(key, None)
+        for failure in self._send(devices, self.clock()):
+            log.warning("DR %s/%s: schedule not withdrawn: %s", source, event_id, failure)
 
     def _excluded_windows(self, event: DREvent) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
         """Windows of the fleet's other events that ran (opted in): days they touch are not eligible baseline days."""

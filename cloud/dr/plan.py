@@ -8,18 +8,18 @@ signal), export valued at nothing (a reduction is not bought with export the eve
 need). A reduction adds the fleet row ``sum_i w_i grid_i,t <= sum_i w_i baseline_i,t - requested``
 with ``w_i`` the expected participation and a non-following site at its baseline.
 
-Each site's schedule (:class:`~der_core.setpoints.SetpointSchedule`): from the current plan
-step to the window, power 0 (the battery holds its charge for the window); in the window,
-the planned battery power with the planned grid import as the import cap, which the battery
-defends against load nobody forecast by discharging more, on entries marked as the event's
-(``"event": true``) so the gateway holds the cap even below the month's peak import
+Each site's schedule for an event (:func:`schedules`): in the window, the planned battery
+power with the planned grid import as the import cap, which the battery defends against load
+nobody forecast by discharging more, on entries marked as the event's (``"event": true``) so
+the gateway holds the cap even below the month's peak import
 (:meth:`der_core.control.Controller.cap_kw`); at the window's end one entry with no command,
-after which the battery runs its own rule again.
+after which the battery runs its own rule again. What a site is sent is
+:func:`site_schedule`: every window it takes part in, and no command before or between them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import pandas as pd
 
 from cloud.dr.capability import FleetState
 from cloud.portfolio.central import GroupProblem, solve_group
-from der_core.setpoints import SetpointSchedule
+from der_core.setpoints import SetpointEntry, SetpointSchedule
 
 
 @dataclass(frozen=True)
@@ -76,16 +76,33 @@ def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, req
     return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w)
 
 
-def schedules(plan: FleetPlan, now: pd.Timestamp, step: pd.Timedelta) -> Mapping[str, SetpointSchedule]:
-    """Per site, the schedule that holds the battery until the window and carries the plan in it."""
-    hold = now.floor(step)
-    held = [hold] if hold < plan.steps[0] else []
-    starts = [*held, *plan.steps, plan.steps[-1] + step]
+def schedules(plan: FleetPlan, step: pd.Timedelta) -> Mapping[str, SetpointSchedule]:
+    """Per site, the event's window: the plan in it, then no command from its end."""
+    starts = [*plan.steps, plan.steps[-1] + step]
     caps = np.maximum(plan.grid_kw, 0.0)
-    event = np.concatenate([np.zeros(len(held), bool), np.ones(len(plan.steps), bool), [False]])
-    out = {}
-    for i, device in enumerate(plan.devices):
-        power = np.concatenate([np.zeros(len(held)), plan.battery_kw[i], [np.nan]])
-        limit = np.concatenate([np.full(len(held), np.nan), caps[i], [np.nan]])
-        out[device] = SetpointSchedule.from_commands(starts, power, limit, event=event)
-    return out
+    event = np.append(np.ones(len(plan.steps), bool), False)
+    return {device: SetpointSchedule.from_commands(starts, np.append(plan.battery_kw[i], np.nan),
+                                                   np.append(caps[i], np.nan), event=event)
+            for i, device in enumerate(plan.devices)}
+
+
+def site_schedule(windows: Iterable[SetpointSchedule], now: pd.Timestamp) -> SetpointSchedule | None:
+    """The one schedule a site is sent: each window of :func:`schedules` it takes part in that
+    has not ended, in time order, with no command before, between and after them; None when
+    none is left.
+
+    A retained schedule is replaced whole by the next one on its topic, so a site's message
+    must carry every event it answers, or a later event silently drops an earlier one. Until a
+    window the battery runs its own rule: holding it from the decision on would forgo days of
+    self-consumption for an event announced days ahead. A site takes no two events at once
+    (:func:`cloud.dr.capability.commitments`), so the windows never overlap."""
+    standing = sorted((w for w in windows if w.entries[-1].ts > now), key=lambda w: w.entries[0].ts)
+    if not standing:
+        return None
+    start = now.floor("s")
+    entries = [] if standing[0].entries[0].ts <= start else [SetpointEntry(start, None, None)]
+    for window in standing:
+        if entries and entries[-1].ts == window.entries[0].ts:  # the window before ends where this one starts
+            entries.pop()
+        entries.extend(window.entries)
+    return SetpointSchedule(tuple(entries))
