@@ -172,6 +172,28 @@ def test_an_event_days_ahead_leaves_the_battery_to_its_own_rule_until_its_window
     assert [e.ts for e in entries if e.ts < start] == [NOW]
 
 
+def _at(h0: float, h1: float) -> dict:
+    return {"start": NOW + pd.Timedelta(hours=h0), "end": NOW + pd.Timedelta(hours=h1)}
+
+
+@pytest.mark.parametrize("first, second, reason", [
+    # a battery answers one event at a time: the sites of the first are not the second's
+    (event(1.0, id="a", **_at(3, 4)), event(1.0, id="b", **_at(3, 4)), "the fleet can hold 0.0 kW for 1 h besides"),
+    (event(1.0, id="a", **_at(3, 4)), event(1.0, Signal.LEVEL, id="b", **_at(3.5, 5)), "nothing to deliver"),
+    # the first drains the charge the second would need (and the other way round)
+    (event(6.0, id="a", **_at(5, 8)), event(6.0, id="b", **_at(9, 12)), "besides what 1 other event(s) it took hold"),
+    (event(6.0, id="a", **_at(9, 12)), event(6.0, id="b", **_at(5, 8)), "besides what 1 other event(s) it took hold"),
+])
+def test_an_event_beyond_what_the_events_taken_leave_is_declined(fleet, first, second, reason):
+    """What the fleet already promised is not promised again: the sum accepted stays within
+    what the batteries hold."""
+    dr, publisher = fleet
+    assert dr.decide(first).opt_in
+    answer = dr.decide(second)
+    assert not answer.opt_in and reason in answer.reason
+    assert _windows(publisher.sent["site-0"]) == [(first.start, first.end)]
+
+
 def test_a_reduction_beyond_capability_is_declined_as_too_large(fleet):
     dr, publisher = fleet
     answer = dr.decide(event(500.0))

@@ -9,18 +9,27 @@ baseline) and its net load (load minus PV, what the battery works against).
 A site's capability is the reduction below its baseline it can hold over the whole window:
 its battery's sustainable discharge (the lower of its rate and its usable energy spread over
 the window, after discharge losses) minus what its own rule already discharges in the
-baseline (net load minus baseline), never below zero. It assumes the battery holds its charge
-until the window (the plan commands exactly that).
+baseline (net load minus baseline), never below zero. Its energy is the stored energy now,
+less what the fleet already promised (:func:`commitments`): a site in another event whose
+window overlaps this one takes no part (one battery cannot answer two events at once, and
+its schedule carries one command per instant), and the reduction each other standing event
+planned on it (kW times its window's hours, drawn through the discharge losses) is not
+available, whether that event comes before (it drains the battery first) or after (this one
+must leave it its charge). Recharging between events is not counted: a promise rests on the
+charge held now.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from cloud.dr import baseline as b
+from cloud.dr import records as r
+from cloud.dr.model import DREvent
+from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.config import one_way_efficiency
@@ -47,6 +56,7 @@ class FleetState:
     baseline_kw: np.ndarray  # (sites, steps) forecast net grid flow without the event
     net_kw: np.ndarray  # (sites, steps) forecast load minus PV
     interval_minutes: np.ndarray  # the site's reading interval (median gap of its recent readings)
+    free: np.ndarray  # in no other event overlapping this one's window
 
     def capability_kw(self, hours: float) -> np.ndarray:
         """Per site, the reduction below its baseline it can hold for ``hours`` (0 offline)."""
@@ -62,15 +72,55 @@ class FleetState:
 
     @property
     def followable(self) -> np.ndarray:
-        """Online, with a baseline and a stored energy to plan from."""
-        return self.online & self.has_history & np.isfinite(self.energy_kwh)
+        """Online, with a baseline and a stored energy to plan from, and in no other event at the same time."""
+        return self.online & self.has_history & np.isfinite(self.energy_kwh) & self.free
+
+    def less(self, promised: Commitments) -> FleetState:
+        """This state with what other events already promised taken off (:func:`commitments`)."""
+        energy = np.maximum(self.energy_kwh - promised.energy_kwh / self.efficiency, self.min_kwh)  # NaN stays NaN
+        return replace(self, energy_kwh=energy, free=self.free & ~promised.busy)
 
     def subset(self, keep: np.ndarray) -> FleetState:
         return FleetState([d for d, k in zip(self.devices, keep) if k], *(getattr(self, f)[keep] for f in _ARRAYS))
 
 
 _ARRAYS = ("online", "energy_kwh", "min_kwh", "max_kwh", "max_charge_kw", "max_discharge_kw", "efficiency",
-           "price_per_kwh", "baseline_kw", "net_kw", "interval_minutes")
+           "price_per_kwh", "baseline_kw", "net_kw", "interval_minutes", "free")
+
+
+@dataclass(frozen=True)
+class Commitments:
+    """Per device of a :class:`FleetState`: whether another standing event overlaps the window
+    (``busy``), and the energy the other standing events planned to deliver from it (kWh at
+    the grid, ``energy_kwh``); ``events`` counts those events."""
+
+    busy: np.ndarray
+    energy_kwh: np.ndarray
+    events: int = 0
+
+
+def commitments(store: CloudStore, devices: list[str], event: DREvent, now: pd.Timestamp) -> Commitments:
+    """What the fleet's other opted-in events that have not ended promised of ``devices``,
+    from their stored plans (the forecast rows of ``dr_results``)."""
+    events = r.all_events(store)
+    busy, energy, count = np.zeros(len(devices), bool), np.zeros(len(devices)), 0
+    index = {device: i for i, device in enumerate(devices)}
+    for row in events[events[s.STATUS] == r.OPTED_IN].to_dict("records"):
+        other = r.event_of(row)
+        if other.end <= now or (other.source, other.event_id) == (event.source, event.event_id):
+            continue
+        planned = r.results(store, other.source, other.event_id)
+        planned = planned[(planned[s.BASELINE] == b.FORECAST) & planned[dd.DEVICE_ID].isin(index)]
+        rows = [index[d] for d in planned[dd.DEVICE_ID]]
+        if not rows:
+            continue
+        count += 1
+        if other.start < event.end and event.start < other.end:
+            busy[rows] = True
+        else:
+            hours = (other.end - other.start) / pd.Timedelta(hours=1)
+            energy[rows] += np.maximum(np.nan_to_num(planned[s.PLANNED_KW].to_numpy(dtype=float)), 0.0) * hours
+    return Commitments(busy, energy, count)
 
 
 def _site_value(site: dict, key: str, default: float) -> float:
@@ -139,4 +189,5 @@ def fleet_state(store: CloudStore, sites: list[dict], steps: pd.DatetimeIndex, s
         price_per_kwh=np.nan_to_num(latest[dd.PRICE].to_numpy(dtype=float)),
         baseline_kw=baseline_kw, net_kw=net_kw,
         interval_minutes=(intervals / pd.Timedelta(minutes=1)).to_numpy(dtype=float),
+        free=np.ones(len(devices), bool),
     )

@@ -45,7 +45,7 @@ import pandas as pd
 
 from cloud.dr import baseline as b
 from cloud.dr import records as r
-from cloud.dr.capability import FleetState, fleet_state
+from cloud.dr.capability import FleetState, commitments, fleet_state
 from cloud.dr.delivery import measure
 from cloud.dr.dispatch import SchedulePublisher
 from cloud.dr.model import MAX_LEAD, Answer, Delivery, DREvent, Signal
@@ -230,6 +230,8 @@ class FleetDR:
         steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
                               inclusive="left")
         state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)
+        promised = commitments(self.store, state.devices, event, now)
+        state = state.less(promised)
         if not state.online.any():
             scope = "the targeted sites are" if event.sites else "the fleet is"
             return Answer(False, f"{scope} offline: none of {len(targeted)} site(s) has a reading in its last "
@@ -241,8 +243,9 @@ class FleetDR:
         capability = weights @ state.capability_kw(hours)
         requested = self._requested(event, capability)
         if requested is not None and requested > 0 and capability < requested * settings.margin:
+            held = (f" besides what {promised.events} other event(s) it took hold" if promised.events else "")
             return Answer(False, f"too large: {requested:.1f} kW asked, the fleet can hold {capability:.1f} kW "
-                                 f"for {hours:g} h; it opts in from {settings.margin:g} x the request")
+                                 f"for {hours:g} h{held}; it opts in from {settings.margin:g} x the request")
         return self._opt_in(event, state, steps, weights, requested, now)
 
     def _requested(self, event: DREvent, capability: float) -> float | None:
@@ -263,7 +266,7 @@ class FleetDR:
             return Answer(True, "nothing to reduce at this level", 0.0)
         if requested == 0.0 or not followers.any():
             return Answer(False, f"nothing to deliver: none of {len(state.devices)} targeted site(s) can reduce now "
-                                 "(offline, no history or empty battery)")
+                                 "(offline, no history, empty battery or in another event)")
         plan = solve(state.subset(followers), steps, settings.step, requested_kw=requested,
                      price_adder_per_kwh=event.value if event.signal is Signal.PRICE else 0.0,
                      weights=weights[followers], wear_per_kwh=settings.wear_per_kwh)
@@ -273,7 +276,7 @@ class FleetDR:
         failed = self._publish(event, plan, now)
         reason = f"planned {planned:.1f} kW on {len(plan.devices)} site(s)"
         if left_out:
-            reason += f"; {left_out} left out (offline, no history or empty battery)"
+            reason += f"; {left_out} left out (offline, no history, empty battery or in another event)"
         if failed:
             reason += f"; {len(failed)} schedule(s) not delivered ({failed[0]})"
         r.save_event(self.store, event, r.OPTED_IN, reason, planned)
