@@ -30,7 +30,7 @@ from cloud.optimization.stochastic import ScenarioPlan
 from cloud.store import schema as s
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
-from der_core.config import SimulatorConfig, build_config
+from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.errors import UsageError
 from der_physics import generator
 from edge_gateway.gateway import Gateway
@@ -284,6 +284,9 @@ def test_cli_bad_input_is_one_line(tmp_path, args, code, message):
 def test_a_device_id_the_store_lacks_beside_its_sites_is_one_line(tmp_path):
     """A store of sites and a mistyped name: planning the built-in home in Los Angeles under
     it, stored and exit 0, would pass for the site meant."""
+    (tmp_path / "data").mkdir()
+    with SQLiteCloudStore(tmp_path / "data" / "cloud.db") as store:
+        store.upsert_sites([site_record(build_config({"device_id": "golden-home"}))])
     assert _cli("--start", "2024-06-12", "--horizon-hours", "1", "--device-id", "golden-home", cwd=tmp_path).returncode == 0
     typo = _cli("--start", "2024-06-12", "--horizon-hours", "1", "--device-id", "golden-hom", cwd=tmp_path)
     assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
