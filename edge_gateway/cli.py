@@ -186,6 +186,7 @@ def run_live(args: argparse.Namespace, configs: list[SimulatorConfig], gateway_i
         stream=sys.stdout if args.once or not configs[0].output_file else None,
         gateway_id=gateway_id,
         state_dir=Path(args.store or configs[0].edge_store_path).parent / "state",
+        hold_writes=not args.once,
     )
     gateway, interval = runtime.gateway, configs[0].interval_seconds
     try:

@@ -17,12 +17,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, site_record
 from der_core.errors import UsageError
 from der_core.scheduling import Every, run_schedule
-from edge_gateway.gateway import ClockSteps, Gateway, JsonlSink
+from edge_gateway.gateway import ClockSteps, Gateway, HeldWrites, JsonlSink
 from edge_gateway.mqtt import MqttLink, MqttSettings, SetpointBook
 from edge_gateway.sources.factory import open_source
 from edge_gateway.stores.base import EdgeStore
@@ -76,9 +75,13 @@ class Runtime:
     store: EdgeStore | None = None
     link: MqttLink | None = None
     extra: list = field(default_factory=list)  # further resources to close last (the replay reader)
+    held: HeldWrites | None = None  # the store's writes held while it refused them
 
     def close(self) -> None:
         try:
+            if self.held is not None and self.held.held and not self.held.flush():
+                log.error("%d readings held in memory are lost: the edge store did not take them before the gateway "
+                          "stopped", self.held.rows)
             if self.link is not None:
                 self.link.close()
         finally:
@@ -98,19 +101,23 @@ def open_runtime(
     gateway_id: str | None = None,
     state_dir: str | Path | None = None,
     setpoints: SetpointBook | None = None,
+    hold_writes: bool = False,
 ) -> Runtime:
     """Open the store (``store_path=None``: none), MQTT and JSONL sinks and the gateway over them.
-    ``setpoints`` replaces the book MQTT commands go to (one with its own clock, for tests)."""
+    ``setpoints`` replaces the book MQTT commands go to (one with its own clock, for tests);
+    ``hold_writes`` holds what the store refuses until it takes it (:class:`HeldWrites`), for a
+    gateway that keeps running."""
     gateway_id = gateway_id or configs[0].device_id
     state_dir = Path(state_dir or Path(store_path or configs[0].edge_store_path).parent / "state")
     if len(configs) > 1 and configs[0].reads_device:
         raise UsageError(f"--sites simulates sites around the configured one; a {configs[0].source.kind} source reads one real site")
-    store, sinks, extra = None, [], []
+    store, sinks, extra, held = None, [], [], None
     if store_path is not None:
         store = open_edge_store(store_path, influx)
         for site in configs:
             store.put_site(site_record(site))
-        sinks.append(store.write)
+        held = HeldWrites(store.write) if hold_writes else None
+        sinks.append(held or store.write)
     if output_file or stream is not None:
         sinks.append(JsonlSink(output_file, stream))
     link = None
@@ -127,7 +134,7 @@ def open_runtime(
         extra.append(source)
     gateway = Gateway(configs, sinks, state_dir, setpoints=link.setpoints if link else None, history=store, source=source,
                       observers=[link] if link else [])
-    return Runtime(gateway, store, link, extra)
+    return Runtime(gateway, store, link, extra, held)
 
 
 def device_jobs(runtime: Runtime) -> list[Every]:
@@ -160,7 +167,8 @@ def run_daemon(
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``); return the exit status."""
     journal_logging()
-    runtime = open_runtime(configs, store_path=store_path, influx=influx, mqtt=mqtt, output_file=output_file, gateway_id=gateway_id)
+    runtime = open_runtime(configs, store_path=store_path, influx=influx, mqtt=mqtt, output_file=output_file, gateway_id=gateway_id,
+                           hold_writes=True)
     interval = configs[0].interval_seconds
     step_lock = threading.Lock()  # the scheduler stops without waiting for a running step
     sinks = ["edge store"] + (["jsonl"] if output_file else []) + (["mqtt"] if mqtt else [])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ from der_core.control import (
     ReservePolicy,
     SiteMemory,
 )
+from der_core.errors import StoreError
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
 from edge_gateway.device_control import DeviceControl
@@ -92,6 +94,52 @@ class JsonlSink:
         if self.stream is not None:
             self.stream.write(data.decode())
             self.stream.flush()
+
+
+#: Readings a running gateway holds in memory while its edge store refuses them: a week of
+#: five-minute readings of one site. Beyond it the oldest go, said in the log: the memory is
+#: a Raspberry Pi's.
+HELD_ROWS = 7 * 288
+
+
+class HeldWrites:
+    """The edge store's write for a gateway that keeps running: a write the store refuses (a
+    full disk, a file another process holds locked) is held in memory and written, oldest
+    first, before the next reading, so readings made while the disk was full are stored once
+    it has room rather than lost. Other sinks are not held up. A run of one reading
+    (``--once``) does not hold, since its process ends: its failure is its exit status."""
+
+    def __init__(self, write: Sink, most_rows: int = HELD_ROWS) -> None:
+        self.write, self.most_rows = write, most_rows
+        self.held: deque[pd.DataFrame] = deque()
+        self.dropped = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(len(frame) for frame in self.held)
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        self.held.append(frame)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what is held, oldest first; False (and still held) where the store refuses."""
+        try:
+            while self.held:
+                self.write(self.held[0])
+                self.held.popleft()
+        except StoreError as error:
+            while self.rows > self.most_rows and len(self.held) > 1:
+                self.dropped += len(self.held.popleft())
+            lost = f"; {self.dropped} older ones dropped, beyond {self.most_rows}" if self.dropped else ""
+            log.warning("edge store refused a write (%s); %d readings held in memory until it takes them%s", error,
+                        self.rows, lost)
+            return False
+        if self.dropped:
+            log.warning("edge store takes writes again; %d readings held beyond %d were dropped", self.dropped,
+                        self.most_rows)
+            self.dropped = 0
+        return True
 
 
 class Gateway:

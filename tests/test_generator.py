@@ -251,3 +251,50 @@ def test_a_step_stored_but_not_saved_is_not_stepped_from_again(tmp_path):
     expected = backfill.iloc[73]
     assert after[dd.BATTERY_SOC].iloc[0] == pytest.approx(expected[dd.BATTERY_SOC], abs=1e-3)
     store.close()
+
+
+def test_readings_the_store_refuses_are_held_and_written_once_it_takes_them(tmp_path, caplog):
+    """A full disk: the running gateway's readings are held in memory, the other sinks still
+    get them, and the store takes them all, in order, once it has room again."""
+    from der_core.errors import StoreError
+    from edge_gateway.gateway import HeldWrites
+
+    cfg = config(seed=9)
+    instants = pd.date_range("2024-06-15 18:00", periods=6, freq="5min", tz="UTC")
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    full = {"on": False}
+
+    def write(frame):
+        if full["on"]:
+            raise StoreError("SQLite store edge.db: write failed (database or disk is full)")
+        return store.write(frame)
+
+    held, seen = HeldWrites(write), []
+    gateway = Gateway([cfg], sinks=[held, seen.append], state_dir=tmp_path / "state", history=store)
+    gateway.step(instants[0])
+    full["on"] = True
+    with caplog.at_level("WARNING"):
+        for ts in instants[1:4]:
+            gateway.step(ts)
+    assert held.rows == 3 and len(seen) == 4 and "3 readings held in memory" in caplog.text
+    full["on"] = False
+    for ts in instants[4:]:
+        gateway.step(ts)
+    assert held.rows == 0
+    assert store.read_range(cfg.device_id)[dd.TS].tolist() == list(instants)
+    store.close()
+
+
+def test_held_readings_beyond_the_limit_drop_the_oldest_and_say_so(caplog):
+    from der_core.errors import StoreError
+    from edge_gateway.gateway import HeldWrites
+
+    def refuse(frame):
+        raise StoreError("disk full")
+
+    held = HeldWrites(refuse, most_rows=2)
+    with caplog.at_level("WARNING"):
+        for k in range(5):
+            held(pd.DataFrame({"k": [k]}))
+    assert [int(f["k"].iloc[0]) for f in held.held] == [3, 4]
+    assert "3 older ones dropped, beyond 2" in caplog.text
