@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Sync edge readings to the cloud store (README, "Cloud Sync")."""
+"""Sync edge readings to the cloud store (docs/operations.md, "Cloud store and sync")."""
 
 from __future__ import annotations
 

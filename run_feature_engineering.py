@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Turn raw DER readings in the cloud store into ML-ready features (README, "Feature Engineering")."""
+"""Turn raw DER readings in the cloud store into ML-ready features (docs/forecasting.md, "Feature engineering")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train, evaluate and inspect the day-ahead load, solar and price forecasters (README, "Model Training")."""
+"""Train, evaluate and inspect the day-ahead load, solar and price forecasters (docs/forecasting.md, "Forecasting")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Portfolio simulations: a fleet of prosumers under aggregator strategies (README, "Portfolio")."""
+"""Portfolio simulations: a fleet of prosumers under aggregator strategies (docs/portfolio.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Edge gateway simulator CLI (see README: "Edge gateway")."""
+"""Edge gateway simulator CLI (docs/operations.md, "Edge gateway simulator")."""
 
 import sys
 

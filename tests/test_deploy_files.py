@@ -121,3 +121,36 @@ def test_dashboard_panels_use_the_provisioned_datasource(dashboard, datasource):
     uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
     assert uids == {datasource["uid"]}
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+# A pointer to documentation, as the --help texts and deploy files write it: README or a page
+# of docs/, then an optional quoted section title, possibly wrapped onto a comment's next line.
+DOC_REFERENCE = re.compile(r'\((?:see )?(README|docs/[\w-]+\.md)(?:[,:]\s*"([^"]+)")?\)')
+REFERENCING_FILES = sorted(ROOT.glob("run_*.py")) + sorted((ROOT / "deploy").glob("*.*")) + [ROOT / "docker-compose.yml"]
+
+
+def _headings(page: Path) -> set[str]:
+    return {line.lstrip("#").strip() for line in page.read_text().splitlines() if line.startswith("#")}
+
+
+def _references(path: Path) -> list[tuple[str, str | None]]:
+    # comment lines are joined so that a title wrapped after "# " still reads as one string
+    text = re.sub(r"\n\s*#\s*", " ", path.read_text())
+    return [(m.group(1), m.group(2)) for m in DOC_REFERENCE.finditer(text)]
+
+
+def test_references_are_found():
+    """The pattern sees each file's pointer: a test that finds none would pass for nothing."""
+    found = {path.name for path in REFERENCING_FILES if _references(path)}
+    assert {"run_cloud_sync.py", "run_portfolio.py", "edge-gateway.service", "docker-compose.yml"} <= found
+
+
+@pytest.mark.parametrize("path", REFERENCING_FILES, ids=lambda path: path.name)
+def test_documentation_pointers_name_sections_that_exist(path):
+    """Each --help and deploy file sends its reader to a page and section that exist, since a
+    pointer to a renamed section leaves the reader searching."""
+    for page, section in _references(path):
+        target = ROOT / ("README.md" if page == "README" else page)
+        assert target.exists(), f"{path.name}: {page}"
+        if section is not None:
+            assert section in _headings(target), f"{path.name}: {page}, {section!r}"
