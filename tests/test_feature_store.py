@@ -600,7 +600,10 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
     (["--once"], {"FE_BATCH_SIZE": "lots"}, 2, "FE_BATCH_SIZE='lots': expected a positive whole number"),
     (["--once"], {"FE_ROLLING_WINDOW_DAYS": "0"}, 2, "FE_ROLLING_WINDOW_DAYS='0'"),
     (["--once"], {"FE_LOOKBACK_DAYS": "-1"}, 2, "FE_LOOKBACK_DAYS='-1'"),
-    (["--once"], {"FE_STEP_MINUTES": "7"}, 2, "expected a whole number of minutes that divides a day"),
+    (["--once"], {"FE_STEP_MINUTES": "7"}, 2,
+     "environment variable FE_STEP_MINUTES='7': expected a whole number of minutes that divides a day (1440)"),
+    (["--once"], {"FE_STEP_MINUTES": "0"}, 2, "environment variable FE_STEP_MINUTES='0': expected a whole number"),
+    (["--once"], {"FE_MAX_GAP_MINUTES": "-1"}, 2, "environment variable FE_MAX_GAP_MINUTES='-1': expected a whole number"),
     (["--once"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
     (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
 ])

@@ -22,11 +22,21 @@ DEFAULT_STEP_MINUTES = 15
 DEFAULT_MAX_GAP_MINUTES = 60
 DEFAULT_INTERVAL_S = 3600
 LONGEST_LAG = pd.Timedelta(days=7)
+MINUTES_PER_DAY = 1440
 
 
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def day_dividing_minutes(text: str) -> int:
+    """A grid step in whole minutes that divides a day, so every day starts on a step and
+    the daily and weekly lags land on steps."""
+    value = positive_int(text)
+    if MINUTES_PER_DAY % value:
         raise ValueError(text)
     return value
 
@@ -73,13 +83,13 @@ class FeatureSettings:
 
 def settings_from(args: argparse.Namespace) -> FeatureSettings:
     """Flags win over the environment."""
-    minutes = lambda name, default: pd.Timedelta(minutes=env_value(  # noqa: E731
-        name, non_negative_int if "GAP" in name else positive_int, default, expected="a whole number of minutes"))
     lookback = args.lookback_days if getattr(args, "lookback_days", None) is not None else env_value(
         "FE_LOOKBACK_DAYS", positive_int, DEFAULT_LOOKBACK_DAYS, expected="a positive whole number of days")
     return FeatureSettings(
-        step=minutes("FE_STEP_MINUTES", DEFAULT_STEP_MINUTES),
-        max_gap=minutes("FE_MAX_GAP_MINUTES", DEFAULT_MAX_GAP_MINUTES),
+        step=pd.Timedelta(minutes=env_value("FE_STEP_MINUTES", day_dividing_minutes, DEFAULT_STEP_MINUTES,
+                                            expected=f"a whole number of minutes that divides a day ({MINUTES_PER_DAY})")),
+        max_gap=pd.Timedelta(minutes=env_value("FE_MAX_GAP_MINUTES", non_negative_int, DEFAULT_MAX_GAP_MINUTES,
+                                               expected="a whole number of minutes")),
         rolling_window_days=env_value("FE_ROLLING_WINDOW_DAYS", positive_int, DEFAULT_ROLLING_WINDOW_DAYS,
                                       expected="a positive whole number of days"),
         lookback_days=lookback,
