@@ -275,6 +275,14 @@ class SiteDeclaration(_Section):
                              "one currency (leave the site's null to take the tariff's)")
         return self
 
+    @property
+    def read_from(self) -> str:
+        """Where the declaration was read from, so that a check made after validation (its
+        price source, which needs the cloud's adapters) names the file as validation's own
+        errors do. It is kept beside the fields, not as one, so a declaration read back from the
+        store still equals the one read from its file."""
+        return self.__dict__.get(_READ_FROM, "site file")
+
     def doubts(self) -> list[str]:
         """What in the declaration looks like units mixed up: said when it is declared, not
         refused, since a large system may be just so."""
@@ -293,6 +301,9 @@ class SiteDeclaration(_Section):
         return value
 
 
+_READ_FROM = "_read_from"
+
+
 def build_site(data: Any, source: str = "site file", folder: str | Path = ".") -> SiteDeclaration:
     """Validate a mapping into a :class:`SiteDeclaration`, or raise one-line :class:`ConfigError`.
     A ``tariff`` naming a tariff file (by its suffix) is read from ``folder``, and a bad one is
@@ -300,7 +311,9 @@ def build_site(data: Any, source: str = "site file", folder: str | Path = ".") -
     tariff = data.get("tariff") if isinstance(data, dict) else None
     if isinstance(tariff, str) and tariff not in TARIFFS and tariff.lower().endswith(FILE_SUFFIXES):
         data = {**data, "tariff": load_tariff_file(Path(folder) / tariff)}
-    return validated(SiteDeclaration, data, source)
+    site = validated(SiteDeclaration, data, source)
+    site.__dict__[_READ_FROM] = source
+    return site
 
 
 def load_site_file(path: str | Path) -> SiteDeclaration:

@@ -106,6 +106,23 @@ def test_a_price_source_in_another_currency_than_the_sites_is_one_line():
         check_declaration(site)
 
 
+@pytest.mark.parametrize("prices, message", [
+    ({"source": "entsoe", "area": "XX"}, "prices: area: unknown bidding zone 'XX'"),
+    ({"source": "entsoe", "area": "DE_LU", "colour": 1}, "prices: colour: unknown field"),
+    (AGILE, "prices: octopus prices are in GBP and the site's currency is EUR"),
+])
+def test_a_wrong_price_source_names_the_site_file_as_every_other_field_does(tmp_path, monkeypatch, capsys,
+                                                                            prices, message):
+    """The price source is checked after validation (it needs the cloud's adapters), and its
+    error still starts with the file, so a user with several site files knows which to open."""
+    monkeypatch.setenv("ENTSOE_API_KEY", "key")
+    path = tmp_path / "w3.json"
+    path.write_text(json.dumps({k: v for k, v in with_(prices=prices).items() if k != "tariff"}))
+    assert run_cli(run_cloud_sync.main, ["--site", str(path), "--cloud-db", str(tmp_path / "cloud.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {message}") and err.count("\n") == 1
+
+
 def test_a_tariff_in_another_currency_than_the_sites_is_one_line():
     """The bill adds the tariff's prices up in the site's money, unconverted: a EUR tariff
     on a site declaring USD is refused; with the site's currency left null it is the tariff's."""

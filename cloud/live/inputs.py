@@ -55,24 +55,29 @@ def weather_source(choice: WeatherChoice, connection: Connection | None = None) 
     return OpenMeteo(resolution=choice.resolution, forecast_days=choice.forecast_days, connection=connection)
 
 
-def declared_price_source(site: SiteDeclaration) -> PriceSource | None:
+def declared_price_source(site: SiteDeclaration, where: str | None = None) -> PriceSource | None:
     """The adapter of the site's ``prices``, checked against its currency; None without prices.
     A wrong spec, a key missing from the environment or prices in another currency than the
-    site's is one ConfigError line naming the site."""
+    site's is one ConfigError line starting with ``where`` (default: the site's name)."""
     if site.prices is None:
         return None
-    source = price_source(site.prices)
+    where = where or f"site {site.device_id}"
+    try:
+        source = price_source(site.prices)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
     currency = planning_config(site).currency_code
     if source.currency != currency:
-        raise ConfigError(f"site {site.device_id}: prices: {source.name} prices are in {source.currency} and the site's "
+        raise ConfigError(f"{where}: prices: {source.name} prices are in {source.currency} and the site's "
                           f"currency is {currency}; expected a source in the site's currency")
     return source
 
 
 def check_declaration(site: SiteDeclaration) -> SiteDeclaration:
     """The declaration, once its price source is built: where a site file enters (``--site``)
-    a wrong ``prices`` is one line there, not at the first plan."""
-    declared_price_source(site)
+    a wrong ``prices`` is one line there, not at the first plan, and it names the file as the
+    site file's other errors do."""
+    declared_price_source(site, where=site.read_from)
     return site
 
 
