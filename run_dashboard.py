@@ -14,6 +14,7 @@ from cloud.dashboard.app import (
     create_app,
     dr_from_env,
 )
+from cloud.dashboard.serve import listening_socket
 from cloud.store.factory import add_cloud_db_flag, cloud_db_choice, cloud_settings, open_cloud_store
 from der_core.cli_support import (
     ArgumentParser,
@@ -60,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         app = create_app(store, token=token, portfolio_dir=args.portfolio_dir, dr=dr_from_env(store))
-        uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
+        level = "debug" if args.verbose else "warning" if args.quiet else "info"
+        with listening_socket(args.host, args.port) as sock:
+            # host and port still go to uvicorn, which names them in its "running on" line
+            uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=level)).run(sockets=[sock])
     finally:
         store.close()
     return 0
