@@ -90,18 +90,31 @@ def main(argv: list[str] | None = None) -> int:
     output = output_folder(args.output, "--output")  # checked before the run, not when its results are written
     if args.status:
         return status(output)
-    fleet = read_csv(args.fleet_csv, args.region, args.group_size) if args.fleet_csv else \
-        draw_fleet(args.sites, args.seed, args.region, args.group_size)
     times = pd.date_range(_start(args.start), periods=args.hours, freq="h")
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    spec = RunSpec(fleet, times, strategies, named(args.scenario), args.seed)
+    scenario = named(args.scenario)
+    if args.fleet_csv:
+        fleet = read_csv(args.fleet_csv, args.region, args.group_size)
+        _stage(f"fleet: {len(fleet)} sites from {args.fleet_csv} ({fleet.region})")
+    else:
+        fleet = draw_fleet(args.sites, args.seed, args.region, args.group_size)
+        _stage(f"fleet: {len(fleet)} sites drawn from seed {args.seed} ({fleet.region})")
+    spec = RunSpec(fleet, times, strategies, scenario, args.seed)
     with dask_client(args.scheduler, args.workers) as client:
-        partitions = args.partitions or default_partitions(spec, worker_count(client))
+        workers = worker_count(client)
+        partitions = args.partitions or default_partitions(spec, workers)
+        _stage(f"dask: {workers} workers {'at ' + args.scheduler if args.scheduler else 'started'}")
         parts, limits = run_portfolio(spec, partitions, dask_mapper(client))
-    print(f"simulated {len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}, on {partitions} partitions")
+    _stage(f"simulated {len(fleet)} sites x {args.hours} h, strategies {', '.join(strategies)}, on {partitions} partitions")
     paths = write_outputs(combine(parts, times, 1.0, limits), args.output, fleet.region)
-    print(f"report in {paths['report']}")
+    _stage(f"report in {paths['report']}")
     return 0
+
+
+def _stage(line: str) -> None:
+    """One line as a stage ends, flushed: a run's output is often a log file, which Python
+    writes in blocks, and a long run would show nothing until it exits."""
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

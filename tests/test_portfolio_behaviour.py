@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +17,8 @@ import run_portfolio
 from cloud.portfolio import archetypes, participation, stress
 from cloud.portfolio.fleet import draw_sites, read_csv, simulator_config, write_csv
 from der_core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_fleet_is_reproducible_and_follows_its_documented_shares():
@@ -31,6 +38,47 @@ def test_fleet_csv_round_trips_and_names_a_bad_field(tmp_path):
     path.write_text(path.read_text().replace(",tou,", ",cheap,", 1))
     with pytest.raises(ConfigError, match=r"fleet.csv:\d+: tariff='cheap'"):
         read_csv(path)
+
+
+@pytest.mark.parametrize("change, said", [
+    # the first site's row is line 2 (the second's, line 3, repeats the id it is given here)
+    ({"pv_kw": "nan"}, "fleet.csv:2: pv_kw='nan': expected a PV size from 0 to 10000 kWp"),
+    ({"battery_kwh": "inf"}, "fleet.csv:2: battery_kwh='inf': expected a battery capacity from 0 (none) to 100000 kWh"),
+    ({"latitude": "999"}, "fleet.csv:2: latitude='999': expected a latitude from -90 to 90 degrees"),
+    ({"longitude": "-181"}, "fleet.csv:2: longitude='-181': expected a longitude from -180 to 180 degrees"),
+    ({"azimuth_deg": "360"}, "fleet.csv:2: azimuth_deg='360': expected a compass bearing from 0 to below 360 degrees"),
+    ({"load_scale": "0"}, "fleet.csv:2: load_scale='0': expected a load scale above 0"),
+    ({"hvac_kw": "-1"}, "fleet.csv:2: hvac_kw='-1': expected an HVAC power from 0 to 1000 kW"),
+    ({"has_ev": "maybe"}, "fleet.csv:2: has_ev='maybe': expected yes or no (also true/false, y/n, 1/0)"),
+    ({"seed": "-1"}, "fleet.csv:2: seed='-1': expected a whole number 0 or more"),
+    ({"site_id": "site-00001"}, "fleet.csv:3: site_id='site-00001' is already on line 2; expected each site once"),
+])
+def test_a_bad_fleet_row_is_one_line_naming_row_column_and_value(tmp_path, change, said):
+    """Refused when the CSV is read, since past it a bad value fails inside a Dask worker, a
+    duplicate id joins two sites' results with each other, and an unknown has_ev reads as no."""
+    sites = draw_sites(3, seed=1)
+    path = write_csv(sites, tmp_path / "fleet.csv")
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    row = dict(zip(header, lines[1].split(",")))
+    lines[1] = ",".join({**row, **change}[name] for name in header)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        read_csv(path)
+    assert str(caught.value).startswith(str(path.parent / said)) and "\n" not in str(caught.value)
+
+
+def test_has_ev_takes_the_usual_spellings_of_yes_and_no(tmp_path):
+    spellings = {"Y": True, "yes": True, "TRUE": True, "1": True, "True": True,
+                 "n": False, "No": False, "false": False, "0": False}
+    path = write_csv(draw_sites(len(spellings), seed=1), tmp_path / "fleet.csv")
+    header, *rows = path.read_text().splitlines()
+    column = header.split(",").index("has_ev")
+    cells = [row.split(",") for row in rows]
+    for row, spelling in zip(cells, spellings):
+        row[column] = spelling
+    path.write_text("\n".join([header, *(",".join(row) for row in cells)]) + "\n")
+    assert [site.has_ev for site in read_csv(path).sites] == list(spellings.values())
 
 
 @pytest.mark.parametrize("content, said", [
@@ -134,3 +182,25 @@ def test_cli_usage_errors_are_one_line_and_exit_2(in_tmp_cwd, capsys, argv, mess
         code = exit_.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_each_stage_line_is_out_while_the_run_goes_on(tmp_path):
+    """A run's output is often a log file, which Python writes in blocks: each stage's line is
+    flushed as the stage ends. The scheduler here accepts the connection and never answers,
+    so the run waits on it, and the fleet's line must be out meanwhile."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        run = subprocess.Popen([sys.executable, str(ROOT / "run_portfolio.py"), "--sites", "3", "--hours", "24",
+                                "--scheduler", f"tcp://127.0.0.1:{silent.getsockname()[1]}", "--output", "out"],
+                               cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # a bound on the wait, so an unflushed line fails the test rather than hanging it
+            readable, _, _ = select.select([run.stdout], [], [], 120)
+            assert readable and run.poll() is None, "no line while the run waits on its scheduler"
+            assert run.stdout.readline() == "fleet: 3 sites drawn from seed 0 (bay-area)\n"
+        finally:
+            run.kill()
+            run.communicate()
+

@@ -35,7 +35,9 @@ def test_a_portfolio_run_prints_one_line_per_stage_and_no_dask_logs(in_tmp_cwd, 
                                "--scenario", "none", "--output", "out", "--workers", "1"])
     captured = capsys.readouterr()
     assert code == 0
-    assert captured.out.splitlines() == ["simulated 4 sites x 24 h, strategies rule_based, on 1 partitions",
+    assert captured.out.splitlines() == ["fleet: 4 sites drawn from seed 0 (bay-area)",
+                                         "dask: 1 workers started",
+                                         "simulated 4 sites x 24 h, strategies rule_based, on 1 partitions",
                                          "report in out/report.md"]
     assert "distributed" not in captured.err and "INFO" not in captured.err
 

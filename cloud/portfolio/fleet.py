@@ -23,6 +23,7 @@ plans jointly; Dask partitions are made of whole groups, so partitioning never c
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,23 +164,75 @@ def write_csv(sites: list[SiteSpec] | tuple[SiteSpec, ...], path: str | Path) ->
     return path
 
 
+#: The numeric columns and what each must hold, within what the simulator takes of a site.
+#: Each test is false for NaN, so a NaN or an infinity is refused here and not in a worker.
+NUMBERS = {
+    "latitude": (lambda v: -90 <= v <= 90, "a latitude from -90 to 90 degrees"),
+    "longitude": (lambda v: -180 <= v <= 180, "a longitude from -180 to 180 degrees"),
+    "load_scale": (lambda v: 0 < v <= 1250, "a load scale above 0 and at most 1250 (1: the median house)"),
+    "hvac_kw": (lambda v: 0 <= v <= 1000, "an HVAC power from 0 to 1000 kW"),
+    "pv_kw": (lambda v: 0 <= v <= 10_000, "a PV size from 0 to 10000 kWp"),
+    "azimuth_deg": (lambda v: 0 <= v < 360, "a compass bearing from 0 to below 360 degrees"),
+    "tilt_deg": (lambda v: 0 <= v <= 90, "a tilt from 0 to 90 degrees"),
+    "battery_kwh": (lambda v: 0 <= v <= 100_000, "a battery capacity from 0 (none) to 100000 kWh"),
+    "battery_kw": (lambda v: 0 <= v <= 100_000, "a battery power from 0 to 100000 kW"),
+}
+#: has_ev as a spreadsheet writes a yes or a no; anything else is refused, not read as no.
+BOOLEANS = {"true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False}
+
+
+def _number(name: str, raw: str) -> float | None:
+    """The column's value, or None when it is no number or not one the column holds."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if NUMBERS[name][0](value) else None
+
+
 def _parse_row(row: dict[str, str], line: int, path: Path) -> SiteSpec:
-    casts = {"site_id": str, "tariff": str, "seed": int, "has_ev": lambda v: v.strip().lower() in ("1", "true", "yes")}
-    values = {}
+    """One site from its row; a bad value is one line naming the row, the column, the value
+    and what the column holds, here rather than in a simulation worker."""
+    values: dict = {}
     for name in CSV_FIELDS:
         raw = row.get(name)
         if raw is None or raw == "":
             raise ConfigError(f"{path}:{line}: column {name} is missing or empty")
-        try:
-            values[name] = casts.get(name, float)(raw)
-        except ValueError:
-            raise ConfigError(f"{path}:{line}: {name}={raw!r} is not a valid value") from None
+        if name in NUMBERS:
+            values[name] = _number(name, raw)
+            expected = NUMBERS[name][1]
+        elif name == "has_ev":
+            values[name] = BOOLEANS.get(raw.strip().lower())
+            expected = "yes or no (also true/false, y/n, 1/0)"
+        elif name == "seed":
+            values[name] = int(raw) if raw.strip().isdigit() else None
+            expected = "a whole number 0 or more"
+        else:
+            values[name] = raw
+            expected = ""
+        if values[name] is None:
+            raise ConfigError(f"{path}:{line}: {name}={raw!r}: expected {expected}")
     if values["tariff"] not in TARIFFS:
         raise ConfigError(f"{path}:{line}: tariff={values['tariff']!r}; expected one of {', '.join(TARIFFS)}")
-    for name in ("load_scale", "hvac_kw", "pv_kw", "battery_kwh", "battery_kw"):
-        if values[name] < 0:
-            raise ConfigError(f"{path}:{line}: {name} must be >= 0 (got {values[name]})")
     return SiteSpec(**values)
+
+
+def _sites(rows: Iterable[dict[str, str]], path: Path, region: str) -> list[SiteSpec]:
+    """Every row's site, each id once (the results are keyed by it: two rows of one id would
+    be joined with each other), and each one a site the simulator takes."""
+    sites, lines = [], {}
+    for line, row in enumerate(rows, start=2):
+        site = _parse_row(row, line, path)
+        if site.site_id in lines:
+            raise ConfigError(f"{path}:{line}: site_id={site.site_id!r} is already on line {lines[site.site_id]}; "
+                              "expected each site once")
+        try:
+            simulator_config(site, region)
+        except ConfigError as error:
+            raise ConfigError(f"{path}:{line}: {error}") from None
+        lines[site.site_id] = line
+        sites.append(site)
+    return sites
 
 
 def read_csv(path: str | Path, region: str = "bay-area", group_size: int = 100) -> Fleet:
@@ -193,7 +246,7 @@ def read_csv(path: str | Path, region: str = "bay-area", group_size: int = 100) 
                           f"{', '.join(CSV_FIELDS)}")
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            sites = [_parse_row(row, number, path) for number, row in enumerate(csv.DictReader(handle), start=2)]
+            sites = _sites(csv.DictReader(handle), path, region)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}); expected a CSV file "
                           "in UTF-8") from None
