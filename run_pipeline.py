@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
                                  seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
                                  publish=args.publish)
+    for site in settings.declared:  # said, not refused, as run_cloud_sync.py --site says them
+        for doubt in site.doubts():
+            print(f"warning: {site.read_from}: {doubt}", file=sys.stderr)
     if args.status:
         return show_status(settings, named=embedded is not None)
     default_store = settings.cloud.backend != "sqlite" or settings.cloud.sqlite_path == DEFAULT_CLOUD_DB

@@ -145,6 +145,26 @@ def test_the_pipeline_takes_the_jobs_store_file(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "data" / "cloud.db").exists()
 
 
+def test_a_site_file_whose_units_look_mixed_up_is_warned_of_as_run_cloud_sync_does(tmp_path, monkeypatch, capsys):
+    """A battery of 100000 kWh charged at 0.001 kW is most likely Wh and W: the site file's
+    doubts are said (not refused) by every command that reads it, the pipeline's too."""
+    import run_pipeline
+
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    site = tmp_path / "big.json"
+    site.write_text(json.dumps({
+        "device_id": "home-9", "location": {"latitude": 52.52, "longitude": 13.40, "altitude_m": 34},
+        "timezone": "Europe/Berlin", "country": "DE", "pv": None, "ev_charger": None, "tariff": "default_tou",
+        "battery": {"capacity_kwh": 100000, "max_charge_kw": 0.001, "max_discharge_kw": 0.001,
+                    "round_trip_efficiency": 0.9, "min_soc": 10, "max_soc": 90}}))
+    mine = tmp_path / "mine.db"
+    SQLiteCloudStore(mine).close()
+    run_pipeline.main(["--site", str(site), "--status", "--cloud-db", str(mine), "--data-dir", str(tmp_path / "data")])
+    assert capsys.readouterr().err == (f"warning: {site}: battery: 100000 kWh charged at 0.001 kW takes 100,000,000 h: "
+                                       "a capacity in Wh (100 kWh)?\n")
+
+
 def test_a_real_sites_models_are_the_jobs_own_and_simulated_ones_stay_in_the_data_folder(tmp_path, monkeypatch):
     """The models its owner trained with run_model_training.py are a declared site's, and a
     plan made by run_optimizer.py reads the pipeline's; a simulated fleet's stay apart."""
