@@ -154,3 +154,18 @@ def test_documentation_pointers_name_sections_that_exist(path):
         assert target.exists(), f"{path.name}: {page}"
         if section is not None:
             assert section in _headings(target), f"{path.name}: {page}, {section!r}"
+
+
+def test_every_instruction_gives_the_gateway_env_file_to_root_alone():
+    """The env file holds the broker's and InfluxDB's passwords; systemd reads it as root before
+    the daemon drops to its user, so root alone needs it (0600), and the unit, the example and
+    the install steps say the same."""
+    said = {path.name: re.findall(r"chmod (0\d{3}) /etc/edge-gateway\.env|mode (0\d{3})", path.read_text())
+            for path in (ROOT / "deploy" / "edge-gateway.service", ROOT / "deploy" / "edge-gateway.env.example",
+                         ROOT / "docs" / "operations.md")}
+    modes = {name: {mode for pair in found for mode in pair if mode} for name, found in said.items()}
+    assert modes == {name: {"0600"} for name in said}
+    owners = re.findall(r"chown (\S+) /etc/edge-gateway\.env", (ROOT / "docs" / "operations.md").read_text()
+                        + (ROOT / "deploy" / "edge-gateway.env.example").read_text())
+    assert owners and set(owners) == {"root:root"}
+
