@@ -636,6 +636,14 @@ def test_cli_reports_plausibility_and_usage_errors_in_one_line(tmp_path, capsys)
     assert run_cli(run_cloud_sync.main, [*base, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["rows_stored"], report["interval_minutes"]) == (384, 15.0)
+    assert (report["timezone"], report["timezone_from"]) == (None, None)  # its times carry their offset (Z)
+    wall = tmp_path / "wall.csv"
+    wall.write_text("Timestamp,pv_w\n2024-06-01 12:00,100\n2024-06-01 12:15,120\n")
+    assert run_cli(run_cloud_sync.main, ["--import", str(wall), "--device-id", "meter-9", "--column-map",
+                                         "pv_w=solar_generation_kw", "--units", "W", "--cloud-db",
+                                         str(tmp_path / "cloud.db"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["timezone"], report["timezone_from"]) == ("UTC", "no --timezone and no declared site")
     assert report["checks"][0] == {"check": "clock", "status": "skipped",
                                    "message": "site longitude unknown (no sites row; --longitude DEG)"}
     assert run_cli(run_cloud_sync.main, [*base, "--timestamp-column", "When"]) == 2

@@ -947,7 +947,9 @@ def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
 def print_import(result: ImportResult, options: ImportOptions, as_json: bool = False) -> None:
     """The import's outcome, then one line per plausibility check (or all of it as JSON)."""
     if as_json:
-        print(json.dumps({"device_id": options.device_id, **result.as_dict()}, indent=2))
+        zone = {"timezone": options.timezone if result.wall_clock else None,  # null: the times carried their offsets
+                "timezone_from": (options.zone_source or "--timezone") if result.wall_clock else None}
+        print(json.dumps({"device_id": options.device_id, **result.as_dict(), **zone}, indent=2))
         return
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
     if result.released:
