@@ -126,7 +126,7 @@ def test_the_dashboard_opens_the_embedded_file_the_jobs_wrote(tmp_path, monkeypa
 
     opened = {}
     monkeypatch.setattr(run_dashboard, "create_app", lambda store, **_: opened.setdefault("store", store))
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    monkeypatch.setattr("uvicorn.Server.run", lambda *args, **kwargs: None)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("SUPABASE_URL", raising=False)
     SQLiteCloudStore(tmp_path / "trial.db").close()  # a job wrote it
@@ -140,7 +140,7 @@ def test_the_dashboard_refuses_a_named_store_no_job_wrote(tmp_path, monkeypatch,
     written nothing."""
     import run_dashboard
 
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: pytest.fail("served a store no job wrote"))
+    monkeypatch.setattr("uvicorn.Server.run", lambda *args, **kwargs: pytest.fail("served a store no job wrote"))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("SUPABASE_URL", raising=False)
     assert run_cli(run_dashboard.main, [flag, str(tmp_path / "tiral.db")]) == 2
