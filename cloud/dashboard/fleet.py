@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.portfolio.kpis import satisfaction
+from cloud.portfolio.kpis import satisfaction, savings
 from cloud.portfolio.report import step_windows
 
 STARVED_KWH = 1e-9  # the portfolio KPI's own threshold for a starved site
@@ -44,11 +44,7 @@ def fleet_view(directory: Path | None) -> dict[str, Any]:
     dr = steps["dr_target_kw"].notna().to_numpy()
     step = pd.Timedelta(hours=summary.get("step_hours", 1.0))
     by = {k: f.set_index("site_id") for k, f in sites.groupby("strategy")}
-    savings = {}
-    if "no_battery" in by:
-        flexible = by["no_battery"].index[by["no_battery"]["battery_kwh"] > 0]
-        savings = {k: _finite((by["no_battery"]["bill"] - by[k]["bill"]).loc[flexible].to_numpy())
-                   for k in strategies if k != "no_battery"}
+    saved = {k: _finite(savings(sites, k).to_numpy()) for k in strategies if k != "no_battery"} if "no_battery" in by else {}
     starved = sites[sites["unserved_kwh"] > STARVED_KWH].sort_values("unserved_kwh", ascending=False)
     return {
         "available": True, "path": str(run.relative_to(directory)), "summary": summary,
@@ -58,7 +54,7 @@ def fleet_view(directory: Path | None) -> dict[str, Any]:
         "cap_kw": _finite(steps["import_cap_kw"].to_numpy()),
         "dr_target_kw": _finite(steps["dr_target_kw"].to_numpy()),
         "dr_windows": [[int(times[a].timestamp()), int((times[b - 1] + step).timestamp())] for a, b in step_windows(dr)],
-        "savings": savings,
+        "savings": saved,
         "satisfaction": {k: _finite(satisfaction(sites, k, summary.get("satisfaction_reference", "rule_based")).to_numpy())
                          for k in strategies if k != "no_battery"},
         "starved_sites": [{"site_id": r.site_id, "strategy": r.strategy, "unserved_kwh": float(r.unserved_kwh)}

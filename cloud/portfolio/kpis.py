@@ -63,15 +63,28 @@ def _total(frame: pd.DataFrame, column: str) -> float:
     return math.fsum(frame[column].to_numpy())
 
 
+def savings(sites: pd.DataFrame, strategy: str) -> pd.Series:
+    """Per battery site (``sites.csv``'s rows), what ``strategy`` saves it against no battery:
+    the bill less the value of the energy its battery gained (``results.stored_value``; a
+    run's output written before it was kept is read as bills alone)."""
+    by = {k: f.set_index("site_id") for k, f in sites.groupby("strategy")}
+    if strategy not in by or "no_battery" not in by:
+        return pd.Series(dtype=float)
+
+    def valued(rows: pd.DataFrame) -> pd.Series:
+        return rows["bill"] - (rows["stored_value"] if "stored_value" in rows else 0.0)
+
+    base = by["no_battery"]
+    flexible = base.index[base["battery_kwh"] > 0]
+    return (valued(base) - valued(by[strategy])).loc[flexible]
+
+
 def satisfaction(sites: pd.DataFrame, strategy: str, reference: str) -> pd.Series:
     """Per battery site: the share of its stand-alone (``reference``) savings it keeps."""
-    by = {k: f.set_index("site_id") for k, f in sites.groupby("strategy")}
-    if strategy not in by or reference not in by or "no_battery" not in by:
+    own, kept = savings(sites, reference), savings(sites, strategy)
+    if own.empty or kept.empty:
         return pd.Series(dtype=float)
-    base = by["no_battery"]["bill"]
-    own = base - by[reference]["bill"]
-    kept = base - by[strategy]["bill"]
-    eligible = (by[strategy]["battery_kwh"] > 0) & (own > 0.01)
+    eligible = own > 0.01
     return (kept[eligible] / own[eligible]).clip(0.0, 1.0)
 
 
@@ -83,8 +96,9 @@ def strategy_kpis(result: FleetResult, key: str) -> dict[str, float]:
     ramps = np.abs(np.diff(grid))
     revenue = _total(frame, "market_revenue")
     out = {
-        "total_cost": _total(frame, "bill") - revenue,
+        "total_cost": _total(frame, "bill") - revenue - _total(frame, "stored_value"),
         "site_bills": _total(frame, "bill"),
+        "stored_value": _total(frame, "stored_value"),
         "aggregator_market_revenue": revenue,
         "peak_aggregate_import_kw": peak,
         "max_ramp_kw_per_step": float(ramps.max()) if len(ramps) else 0.0,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.portfolio.fleet import REGIONS
-from cloud.portfolio.kpis import FleetResult, satisfaction, summary
+from cloud.portfolio.kpis import FleetResult, satisfaction, savings, summary
 from cloud.portfolio.results import SOC_BINS
 from der_core.runs import true_runs
 
@@ -94,13 +94,13 @@ def _plots(result: FleetResult, folder: Path, timezone: str, currency: str) -> d
     sites = result.sites
     days = len(result.times) * result.step_hours / 24.0
     if "no_battery" in result.strategies:
-        base = sites[sites.strategy == "no_battery"].set_index("site_id")["bill"]
-        flexible = sites[(sites.strategy == "no_battery") & (sites.battery_kwh > 0)]["site_id"]
+        flexible = []
         for key in result.strategies:
             if key != "no_battery":
-                saved = (base - sites[sites.strategy == key].set_index("site_id")["bill"]).loc[flexible]
+                saved = flexible = savings(sites, key)
                 ax.hist(saved, bins=30, alpha=0.5, label=f"{key} (mean {saved.mean():,.2f})")
-        ax.set_xlabel(f"savings per battery site against no battery ({currency}, {days:g} days)")
+        ax.set_xlabel(f"savings per battery site against no battery, less the energy left stored ({currency}, "
+                      f"{days:g} days)")
         ax.set_ylabel("battery sites"), ax.legend(fontsize=7)
         ax.set_title(f"Savings across the {len(flexible)} battery sites (sites without one save nothing)")
     names["savings"] = _save(fig, folder / "savings_distribution.png")

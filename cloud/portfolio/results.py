@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloud.optimization.plan import stored_energy_value_per_kwh
 from cloud.portfolio import stress
 from cloud.portfolio.inputs import Outcome, PartitionInputs, site_bills, to_units
 from cloud.portfolio.scenario import FleetLimits
@@ -82,5 +83,16 @@ def summarise(inputs: PartitionInputs, outcome: Outcome, limits: FleetLimits, ce
         "unserved_kwh": unserved.sum(axis=1) * dt,
         "market_revenue": (exports * premium).sum(axis=1) * dt,
         "battery_kwh": inputs.params.capacity_kwh.copy(),
+        "stored_value": stored_value(inputs, outcome),
     }
     return agg, sites
+
+
+def stored_value(inputs: PartitionInputs, outcome: Outcome) -> np.ndarray:
+    """Per site, what the energy its battery gained over the run is worth (negative where it
+    spent what it began with), as every plan values the energy it leaves
+    (``plan.stored_energy_value_per_kwh``): strategies are compared by their bills less it, or
+    one that ends a short run emptier than it began counts the energy it spent as money saved,
+    and one that ends fuller (its own plan, keeping charge for tomorrow) as money lost."""
+    gained = outcome.energy_kwh[:, -1] - inputs.initial_state().energy_kwh
+    return gained * stored_energy_value_per_kwh(inputs.price_per_kwh, inputs.params.discharge_efficiency)
