@@ -71,6 +71,7 @@ def test_unknown_but_valid_device_id_is_404_quoting_it_cut_short(sqlite_app):
 @pytest.mark.parametrize("path, query, expected", [
     ("/api/sites/{d}/readings", "star=2024-06-12", "unknown query parameter 'star'; this route takes: end, hours, start"),
     ("/api/sites", "limit=5", "unknown query parameter 'limit'; this route takes: none"),
+    ("/api/sites/{d}/readings", "hours=1&hours=2", "query parameter hours given 2 times ('1', '2'); expected it once"),
     ("/api/sites/{d}/readings", "start=yesterday",
      "query parameter start: expected an ISO 8601 date-time such as 2024-06-12T00:00:00Z, got 'yesterday'"),
     ("/api/sites/{d}/readings", "hours=abc", "query parameter hours: expected a number, got 'abc'"),

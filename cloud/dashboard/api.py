@@ -31,7 +31,8 @@ EARLIEST, LATEST = pd.Timestamp("0001-01-01", tz="UTC"), pd.Timestamp("9999-12-3
 
 def known_parameters_only(request: Request) -> None:
     """A query parameter the route does not declare is refused rather than ignored: a typo
-    such as ``?star=`` would otherwise quietly answer a different question."""
+    such as ``?star=`` would otherwise quietly answer a different question; so is one given
+    twice, of which the framework would take one unsaid."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -41,6 +42,11 @@ def known_parameters_only(request: Request) -> None:
     if unknown:
         expected = ", ".join(sorted(known)) if known else "none"
         raise HTTPException(422, f"unknown query parameter {dd.shown(unknown[0])}; this route takes: {expected}")
+    twice = sorted(name for name in known if len(request.query_params.getlist(name)) > 1)
+    if twice:  # the framework keeps the last silently, though the asker may have meant the first
+        given = request.query_params.getlist(twice[0])
+        raise HTTPException(422, f"query parameter {twice[0]} given {len(given)} times ({', '.join(map(dd.shown, given))}); "
+                                 "expected it once")
 
 
 class JSONBody(JSONResponse):
