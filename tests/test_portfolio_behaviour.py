@@ -204,3 +204,19 @@ def test_each_stage_line_is_out_while_the_run_goes_on(tmp_path):
             run.kill()
             run.communicate()
 
+
+
+def test_a_scheduler_that_never_answers_is_one_line_not_a_hang(tmp_path):
+    """Something accepts the connection and says nothing (another service's port): the client's
+    own timeout held past its limit in its cleanup, and the run hung without a word."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        done = subprocess.run([sys.executable, str(ROOT / "run_portfolio.py"), "--sites", "3", "--hours", "24",
+                               "--scheduler", address, "--output", "out"], cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (f"error: Dask scheduler {address}: no answer within 10 s; expected "
+                                                    "a Dask scheduler's address (tcp://host:8786)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 
 from der_core.cli_support import progress
@@ -31,17 +32,48 @@ def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS, proc
     _quiet_dask()
 
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as error:
-            raise ClusterUnavailable(f"Dask scheduler {scheduler}: cannot connect ({error})") from None
-        with client:
+        with _connected(Client, scheduler) as client:
             yield client
         return
     # The scheduler serves HTTP (health, metrics) whatever the dashboard setting, by default on
     # port 8787, and warns when another cluster holds it: a free port on loopback says nothing.
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
+        yield client
+
+
+#: How long a scheduler has to answer the client's first messages.
+CONNECT_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def _connected(client_type, scheduler: str) -> Iterator:
+    """A client on ``scheduler``, made on a thread of its own and waited for at most
+    :data:`CONNECT_TIMEOUT_S` (and a little more): an address where something accepts the
+    connection and never answers (another service's port, a scheduler stuck) held the
+    client's own timeout past its limit, in its cleanup, and the run hung with nothing said.
+    A client given up on is left to its daemon thread."""
+    made: dict = {}
+    done = threading.Event()
+
+    def attempt() -> None:
+        try:
+            made["client"] = client_type(scheduler, timeout=f"{CONNECT_TIMEOUT_S:g}s")
+        except BaseException as error:  # handed to the caller below
+            made["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name="dask-connect", daemon=True).start()
+    if not done.wait(CONNECT_TIMEOUT_S + 5.0):
+        raise ClusterUnavailable(f"Dask scheduler {scheduler}: no answer within {CONNECT_TIMEOUT_S:g} s; expected a Dask "
+                                 "scheduler's address (tcp://host:8786)")
+    error = made.get("error")
+    if isinstance(error, (OSError, TimeoutError)):
+        raise ClusterUnavailable(f"Dask scheduler {scheduler}: cannot connect ({error})") from None
+    if error is not None:
+        raise error
+    with made["client"] as client:
         yield client
 
 
