@@ -367,6 +367,31 @@ def test_what_an_offline_store_says_is_one_warning_and_only_to_a_writer(server, 
     assert said.endswith("; 5 readings wait in the spool")
 
 
+def test_a_reader_over_a_gateway_s_spool_reads_it_and_leaves_it_to_the_gateway(server, tmp_path, caplog, clock):
+    """The sync opens the gateway's store while readings wait in its spool: with the server
+    down it says nothing but its own error; with it up it reads the spooled readings beside
+    the stored ones and sends none of them, which is the gateway's to do."""
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    server.stop()
+    gateway = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock)
+    gateway.write(readings(5))
+    gateway.close()
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="edge_gateway.stores.influx")
+    clock.now += 3600  # long past any pause: a writer would try to send them now
+    reader = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock, reader=True)
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        reader.read_range(None)
+    reader.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    server.start()
+    server.add_bucket(settings.bucket)  # as its gateway made it
+    reader = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock, reader=True)
+    assert len(reader.read_range(None)) == 5 and reader.spool_size() == 5
+    reader.close()
+    assert server.accepted_lines == 0
+
+
 def test_malformed_batch_is_quarantined_not_dropped(make_store, server):
     store = make_store()
     server.fail_next(1, status=400)

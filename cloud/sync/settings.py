@@ -43,7 +43,7 @@ def open_edge(args: argparse.Namespace) -> EdgeStore:
         if args.once:
             raise UsageError(f"--edge-store {args.edge_store}: no edge store there; expected the file a gateway "
                              "writes (run_simulator.py --store, default data/edge.db)")
-    return open_edge_store(args.edge_store, influx)
+    return open_edge_store(args.edge_store, influx, reader=True)
 
 
 def open_cloud(args: argparse.Namespace) -> CloudStore:

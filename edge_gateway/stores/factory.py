@@ -14,8 +14,10 @@ from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 
 
-def open_edge_store(sqlite_path: str | Path = DEFAULT_EDGE_STORE, influx: InfluxSettings | None = None) -> EdgeStore:
-    """The configured edge store. With InfluxDB, the SQLite file serves as its spool."""
+def open_edge_store(sqlite_path: str | Path = DEFAULT_EDGE_STORE, influx: InfluxSettings | None = None,
+                    reader: bool = False) -> EdgeStore:
+    """The configured edge store. With InfluxDB, the SQLite file serves as its spool, which a
+    ``reader`` (the sync) reads and leaves to the gateway to send."""
     spool = SQLiteEdgeStore(sqlite_path)
     if influx is None:
         return spool
@@ -23,4 +25,4 @@ def open_edge_store(sqlite_path: str | Path = DEFAULT_EDGE_STORE, influx: Influx
         InfluxEdgeStore,  # optional dependency, loaded on demand
     )
 
-    return InfluxEdgeStore(influx, spool=spool)
+    return InfluxEdgeStore(influx, spool=spool, reader=reader)

@@ -154,8 +154,14 @@ class InfluxEdgeStore:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         background: bool = True,
+        reader: bool = False,
     ) -> None:
+        """``reader``: a process that only reads (the sync, ``--status``) over the gateway's own
+        spool: it sends nothing and creates no bucket, so readings its gateway left spooled
+        are read from the spool, sent by the gateway, and a server that is down is the
+        reader's one error line rather than warnings of a spool that is not its own."""
         self.settings = settings
+        self.reader = reader
         self._spool = spool
         self._outbox = _Outbox(spool)
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
@@ -174,7 +180,8 @@ class InfluxEdgeStore:
         self._writer = self._client.write_api(write_options=SYNCHRONOUS)
         self._stop = threading.Event()
         try:
-            self._ensure_bucket()
+            if not reader:
+                self._ensure_bucket()
         except StoreUnavailable as error:
             self._note_failure(error, logging.DEBUG)  # start offline: readings wait in the spool
         except StoreError:
@@ -183,7 +190,7 @@ class InfluxEdgeStore:
             spool.close()  # the store owns its spool from here on, as close() shows
             raise
         self._thread = None
-        if background and settings.flush_interval_s > 0:
+        if background and not reader and settings.flush_interval_s > 0:
             self._thread = threading.Thread(target=self._flush_loop, name="influx-flush", daemon=True)
             self._thread.start()
 
@@ -268,7 +275,7 @@ class InfluxEdgeStore:
     def flush_if_due(self) -> int:
         """Flush when a batch is full or the oldest reading has waited long enough, unless paused."""
         with self._lock:
-            if self._waiting_since is None or self._clock() < self._paused_until:
+            if self.reader or self._waiting_since is None or self._clock() < self._paused_until:
                 return 0
             overdue = self._clock() - self._waiting_since >= self.settings.flush_interval_s
             if not overdue and self._outbox.size() < self.settings.batch_size:
@@ -390,7 +397,7 @@ class InfluxEdgeStore:
             self._thread.join()
         try:
             # After a recent failure, don't hold up shutdown with retries: the spool keeps the rows.
-            if self.spool_size() and self._clock() >= self._paused_until:
+            if self.spool_size() and self._clock() >= self._paused_until and not self.reader:
                 self.flush()
             elif self._written and self.spool_size():
                 log.warning("closing with %d readings spooled, sent once InfluxDB takes them: %s",
