@@ -206,16 +206,17 @@ class Gateway:
         return stored if saved_at < stored < at else None
 
     def _stored_behind(self, at: pd.Timestamp) -> list[str]:
-        """The sites whose clock has gone back behind their last reading to an instant whose
-        reading the store holds: made again, it would replace what was measured (and maybe
+        """The sites whose clock has gone back behind their newest stored reading to an
+        instant whose reading the store holds (the store's newest, not the state's: a reading
+        made at an instant the store lacked moves the state back too): made again, it would replace what was measured (and maybe
         synced) with a reading of the wrong time. An instant not stored is read, so a clock
         corrected after a jump ahead fills its hours again."""
         if self.history is None:
             return []
         behind = []
-        for config, state_file in zip(self.configs, self.states, strict=True):
-            saved = state_file.load()
-            if saved is not None and at < saved.latest.ts and not self.history.read_range(
+        for config in self.configs:
+            newest = self.history.latest(config.device_id)
+            if not newest.empty and at < dd.parse_ts(newest[dd.TS].iloc[-1]) and not self.history.read_range(
                     config.device_id, at, at + pd.Timedelta(microseconds=1)).empty:
                 behind.append(config.device_id)
         return behind

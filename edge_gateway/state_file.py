@@ -69,14 +69,22 @@ class GatewayState:
 
 
 class StateFile:
-    """The saved :class:`GatewayState` of one device."""
+    """The saved :class:`GatewayState` of one device.
+
+    A state the disk will not take (full, read-only) is kept in memory and read back from
+    there until a save succeeds: the running gateway steps on from its own last step, not from
+    the file's older one, which would make readings whose charge stands still while the
+    battery discharges."""
 
     def __init__(self, folder: Path, device_id: str) -> None:
         self.path = Path(folder) / f"{device_id}.json"
+        self.unsaved: GatewayState | None = None
 
     def load(self) -> GatewayState | None:
-        """The saved state; None when there is none, or when it is not readable JSON (the
-        gateway then rebuilds it from its stored readings)."""
+        """The saved state (or the newer one the disk refused); None when there is none, or
+        when it is not readable JSON (the gateway then rebuilds it from its stored readings)."""
+        if self.unsaved is not None:
+            return self.unsaved
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -87,7 +95,16 @@ class StateFile:
         return GatewayState.from_dict(data)
 
     def save(self, state: GatewayState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state.to_dict()))
-        os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new state, never half
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(state.to_dict()))
+            os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new state, never half
+        except OSError as error:
+            if self.unsaved is None:
+                log.warning("state %s not saved (%s); kept in memory until it can be", self.path, error)
+            self.unsaved = state
+            return
+        if self.unsaved is not None:
+            log.warning("state %s saved again", self.path)
+        self.unsaved = None

@@ -298,3 +298,45 @@ def test_held_readings_beyond_the_limit_drop_the_oldest_and_say_so(caplog):
             held(pd.DataFrame({"k": [k]}))
     assert [int(f["k"].iloc[0]) for f in held.held] == [3, 4]
     assert "3 older ones dropped, beyond 2" in caplog.text
+
+
+def test_a_clock_gone_back_keeps_stored_readings_after_reading_a_gap_too(tmp_path):
+    """Gone back, the clock reads an instant the store lacks (18:12), then goes on to ones it
+    holds (18:15, 18:20): those stay as made."""
+    cfg = config(seed=5)
+    instants = pd.date_range("2024-06-15 18:00", periods=6, freq="5min", tz="UTC")
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    gateway = Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store)
+    for ts in instants:
+        gateway.step(ts)
+    made = store.read_range(cfg.device_id)
+    assert len(gateway.step(pd.Timestamp("2024-06-15 18:12", tz="UTC"))) == 1
+    assert gateway.step(instants[3]).empty and gateway.step(instants[4]).empty
+    pd.testing.assert_frame_equal(store.read_range(cfg.device_id).loc[lambda f: f[dd.TS].isin(instants)]
+                                  .reset_index(drop=True), made)
+    store.close()
+
+
+def test_a_state_the_disk_refuses_is_stepped_on_from_memory(tmp_path, monkeypatch):
+    """The disk is full: the state file cannot be written, yet the running gateway steps on
+    from its own last step, so the charge follows the battery's power."""
+    from pathlib import Path as _Path
+
+    cfg = config(seed=7)
+    backfill = readings(cfg, "2024-06-15", "2024-06-15 12:00")
+    gateway = Gateway([cfg], state_dir=tmp_path / "state")
+    for ts in backfill[dd.TS].iloc[:70]:
+        gateway.step(ts)
+    real_write = _Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.suffix == ".tmp":
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Path, "write_text", full)
+    made = pd.concat([gateway.step(ts) for ts in backfill[dd.TS].iloc[70:76]], ignore_index=True)
+    np.testing.assert_allclose(made[dd.BATTERY_SOC], backfill[dd.BATTERY_SOC].iloc[70:76], atol=1e-6)
+    monkeypatch.undo()
+    gateway.step(backfill[dd.TS].iloc[76])
+    assert gateway.states[0].unsaved is None
