@@ -590,6 +590,22 @@ def test_a_file_imported_again_with_its_units_corrected_leaves_no_refusal_of_a_s
             in capsys.readouterr().out.splitlines())
 
 
+def test_another_file_of_the_same_name_leaves_its_namesake_s_refusals(tmp_path, cloud, capsys):
+    """An inverter's export.csv, its watts read as kW, refused at midday; then a meter's
+    export.csv, its load at the same times: the PV refused is not stored by it, so its
+    refusals stay. An event file's refusals stay beside a table of the same name too."""
+    (tmp_path / "inverter").mkdir(), (tmp_path / "meter").mkdir()
+    raw = meter_frame(steps=12)
+    raw["pv_w"] = [0, 0, 3000, 8000, 11000, 12000, 11500, 9000, 4000, 0, 0, 0]
+    raw[["Time", "pv_w"]].to_csv(tmp_path / "inverter" / "export.csv", index=False)
+    raw[["Time", "load_w"]].to_csv(tmp_path / "meter" / "export.csv", index=False)
+    kw = {"timezone": "Europe/Berlin", "timestamp_column": "Time", "units": "kW"}
+    first = import_file(tmp_path / "inverter" / "export.csv", cloud, ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, **kw))
+    second = import_file(tmp_path / "meter" / "export.csv", cloud, ImportOptions("meter-1", {"load_w": dd.LOAD_TOTAL}, **kw))
+    assert (first.rows_quarantined, second.released) == (3, 0)
+    assert len(cloud.read_quarantine("meter-1")) == 3
+
+
 @pytest.mark.parametrize("batch_size", [3, 10_000])
 def test_bad_rows_after_the_first_batch_are_quarantined(tmp_path, cloud, batch_size):
     raw = meter_frame(steps=20)

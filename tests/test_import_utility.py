@@ -395,7 +395,10 @@ def test_downloads_joined_again_release_what_they_deliver_now_and_keep_what_they
     assert capsys.readouterr().out.startswith("imported 2 readings of uk-home (3 quarantined)")
     (tmp_path / "import.csv").write_text(octopus(["0.500", "0.250", "0.300", "0.100"]))
     (tmp_path / "export.csv").write_text(octopus(["0.000", "0.050", "0.100", "0.000"]))
-    assert import_both(tmp_path, "--json") == 0
+    reverse = ["--import", str(tmp_path / "export.csv"), "--column-map", "Consumption (kWh)=-net_grid_flow_kw",
+               "--import", str(tmp_path / "import.csv"), "--column-map", "Consumption (kWh)=net_grid_flow_kw",
+               "--device-id", "uk-home", "--units", "kWh", "--cloud-db", str(tmp_path / "cloud.db"), "--json"]
+    assert run_cli(run_cloud_sync.main, reverse) == 0  # the same downloads, given the other way round
     report = json.loads(capsys.readouterr().out)
     assert (report["rows_stored"], report["rows_quarantined"], report["released_from_quarantine"]) == (4, 0, 3)
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:

@@ -609,8 +609,7 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
     names = " + ".join(source.name for source in sources)
     run_id = retry.call("start run", lambda: cloud.start_run(JOB, {"file": names, "device_id": options[0].device_id}))
     result = ImportResult(run_id, devices=1, file=names, device_id=options[0].device_id)
-    named = [f"import:{source.name}" for source in sources] + ([f"import:{'+'.join(s.name for s in sources)}"] if joined
-                                                              else [])
+    named = [f"import:{source.name}" for source in sources] + ([_joined_source(sources)] if joined else [])
     result.holding = {name for name in named if retry.call("read the quarantine", lambda name=name: cloud.count_rows(
         s.QUARANTINE, {s.SOURCE: name, dd.DEVICE_ID: options[0].device_id}))}
     checks = Plausibility(longitude=array.longitude if array is not None else longitude)
@@ -698,7 +697,7 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
         if len(good):
             _upsert_present(cloud, good, plan.fields, retry, result)
             result.stored_from(good[dd.TS].min())
-            _release(cloud, source, good[dd.TS], retry, result)
+            _release(cloud, source, good, retry, result)
         for rows, reasons in held:  # after the release: a repeat the file refuses beside a good reading stays
             retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, source))  # noqa: B023 (called at once)
             result.rows_quarantined += len(rows)
@@ -708,6 +707,12 @@ def _import_chunks(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     if result.rows_quarantined:
         log.warning("%s: %d rows quarantined with their reasons (table %s)", meter.path.name,
                     result.rows_quarantined, s.QUARANTINE)
+
+
+def _joined_source(sources: list[_Source]) -> str:
+    """The quarantine's source name of files joined: their names in order of name, so the
+    same downloads given in another order are the same source."""
+    return "import:" + "+".join(sorted(source.name for source in sources))
 
 
 def _check_joinable(sources: list[_Source]) -> None:
@@ -734,7 +739,7 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
     at that time is unknown: those readings are quarantined naming the files that lack them,
     not stored as a sum of part of them. Files whose shared field comes in different
     intervals are refused before anything is stored: their row-by-row sum is no reading."""
-    source_name = "import:" + "+".join(source.name for source in sources)
+    source_name = _joined_source(sources)
     held, parts = [], []
     for source in sources:
         frames = []
@@ -793,7 +798,8 @@ def _import_joined(sources: list[_Source], cloud: CloudStore, retry: RetryPolicy
         _store_batch(frame_at(kept[start:start + batch_size]), fields, source_name, cloud, retry, result, checks,
                      nameplate_kw)
     for source, part in zip(sources, parts):  # a file's own rows it refused before and reads well now
-        _release(cloud, f"import:{source.name}", part.index[part.index.isin(times[kept])], retry, result)
+        stored = part[part.index.isin(times[kept])]
+        _release(cloud, f"import:{source.name}", stored.rename_axis(dd.TS).reset_index(), retry, result)
     for rows, reasons, where in held:  # after the release, which would take a time refused here as well as stored
         retry.call("quarantine", lambda: cloud.quarantine(rows, reasons, where))  # noqa: B023 (called at once)
         result.rows_quarantined += len(rows)
@@ -807,7 +813,7 @@ def _store_batch(batch: pd.DataFrame, fields: list[str], source: str, cloud: Clo
     if len(good):
         _upsert_present(cloud, good, fields, retry, result)
         result.stored_from(good[dd.TS].min())
-        _release(cloud, source, good[dd.TS], retry, result)
+        _release(cloud, source, good, retry, result)
     if len(bad):
         retry.call("quarantine", lambda: cloud.quarantine(bad, reasons, source))
     checks.add(good, fields, nameplate_kw)
@@ -815,18 +821,40 @@ def _store_batch(batch: pd.DataFrame, fields: list[str], source: str, cloud: Clo
     result.rows_quarantined += len(bad)
 
 
-def _release(cloud: CloudStore, source: str, times: pd.Series | pd.Index, retry: RetryPolicy,
-             result: ImportResult) -> None:
-    """Take out of the quarantine the rows ``source`` refused before at the times it has now
-    stored: a file imported again with its units or columns corrected leaves no refusal of
-    a reading that is stored. Only the same source's refusal at the same instant goes, so
-    another download of the same name refused elsewhere keeps its rows. An import with no
+def _release(cloud: CloudStore, source: str, stored: pd.DataFrame, retry: RetryPolicy, result: ImportResult) -> None:
+    """Take out of the quarantine what ``source`` refused before and has now stored: a file
+    imported again with its units or columns corrected leaves no refusal of a reading that
+    is stored. A refusal goes only where the same source, at the same instant, has now stored
+    every field the refused row held: a source is named by its file's name, and another
+    file of that name (an inverter's ``export.csv`` beside a meter's) storing other fields
+    there leaves the refusal of its namesake's reading standing. A refusal holding no
+    reading field (an unreadable time, an event file's state) stays. An import with no
     earlier refusal under its sources (``result.holding``) asks the store nothing."""
-    if source not in result.holding or not len(times):
+    if source not in result.holding or stored.empty:
         return
-    device = result.device_id
-    result.released += retry.call("release the quarantine",
-                                  lambda: cloud.release_quarantine(source, device, list(times)))
+    device, times = result.device_id, pd.DatetimeIndex(pd.to_datetime(stored[dd.TS], utc=True))
+    refused = retry.call("read the quarantine", lambda: cloud.read_frame(
+        s.QUARANTINE, {s.SOURCE: source, dd.DEVICE_ID: device}, times.min(), times.max() + pd.Timedelta(microseconds=1)))
+    if refused.empty:
+        return
+    fields = [f for f in dd.FIELD_TYPES if f in stored.columns]
+    now = stored.assign(**{dd.TS: times}).drop_duplicates(dd.TS, keep="last").set_index(dd.TS)[fields].notna()
+    gone = []
+    for at, payload in zip(pd.to_datetime(refused[dd.TS], utc=True), refused[s.PAYLOAD]):
+        held = _fields_held(payload)
+        if held and at in now.index and all(f in now.columns and bool(now.at[at, f]) for f in held):
+            gone.append(at)
+    if gone:
+        result.released += retry.call("release the quarantine", lambda: cloud.release_quarantine(source, device, gone))
+
+
+def _fields_held(payload: object) -> list[str]:
+    """The reading fields a quarantined row held a value of: its own, or, for a time files
+    joined into a sum lacked, the field each file gave a part of (``"FILE: field"``)."""
+    if not isinstance(payload, dict):
+        return []
+    parts = {key.rsplit(": ", 1)[-1] for key, value in payload.items() if ": " in key and value is not None}
+    return [f for f in dd.FIELD_TYPES if payload.get(f) is not None or f in parts]
 
 
 def _upsert_present(cloud: CloudStore, readings: pd.DataFrame, fields: list[str], retry: RetryPolicy,
