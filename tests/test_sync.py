@@ -395,3 +395,25 @@ def test_a_device_id_no_store_may_hold_is_quarantined_and_the_others_synced(tmp_
     held = cloud.read_quarantine()
     assert set(held[dd.DEVICE_ID]) == {"a\u2400b"} and held[s.REASON].str.startswith("device_id is not valid (got").all()
     cloud.close()
+
+
+def test_a_copied_edge_store_takes_a_name_of_its_own_and_loses_nothing(tmp_path, cloud, caplog):
+    """A gateway's card cloned into a second gateway: the copy names itself anew, so each
+    store's sync goes on from its own readings and neither leaves the other's behind."""
+    import shutil
+
+    frame = readings(devices=1, steps=30)
+    with SQLiteEdgeStore(tmp_path / "a.db") as first:
+        first.write(frame.iloc[:10])
+        sync_once(first, cloud)
+        source = first.source
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    with caplog.at_level("WARNING"), SQLiteEdgeStore(tmp_path / "b.db") as copy:
+        assert copy.source != source and "is a copy of another" in caplog.text
+        copy.write(frame.iloc[20:])
+        sync_once(copy, cloud)
+    with SQLiteEdgeStore(tmp_path / "a.db") as first:
+        assert first.source == source
+        first.write(frame.iloc[10:20])  # behind the copy's newest, ahead of its own watermark
+        sync_once(first, cloud)
+    assert_same_readings(cloud.read_readings(), frame)

@@ -6,6 +6,8 @@ stored as integer microseconds since the epoch (UTC): compact, exact, and ordere
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +20,8 @@ import pandas as pd
 from der_core import der_data as dd
 from der_core.errors import StoreError, StorePathError
 from edge_gateway.stores.base import merge_ranges
+
+log = logging.getLogger(__name__)
 
 TABLE = "readings"
 IDENTITY = "edge_store"
@@ -138,6 +142,15 @@ def _columns(rows: Sequence[tuple], names: Sequence[str]) -> dict[str, Any]:
     return fetched
 
 
+def _file_id(path: Path) -> str | None:
+    """The file's device and inode, which a copy does not share (None: no file, in memory)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
 def bound_micros(ts: pd.Timestamp | None) -> int | None:
     # ``Timestamp.value`` is nanoseconds whatever the unit, so read the microsecond count itself.
     return None if ts is None else int(dd.parse_ts(ts).as_unit("us").asm8.view("int64"))
@@ -238,31 +251,39 @@ class SQLiteEdgeStore:
         self.store_id = self._identity(existed is not None)
 
     def _identity(self, existed: bool) -> str:
-        """This store's own name, made once when its file is: the sync's watermarks are kept
-        per store, so a second store of a device (a gateway's lost store replaced, two
-        gateways sharing an id) is sent whole rather than read from where another store's
-        sync stopped, which would leave its older readings behind for good. A store from
-        before stores had names keeps the shared name "" (and so its watermarks)."""
+        """This store's own name, made when its file is: the sync's watermarks are kept per
+        store, so a second store of a device (a gateway's lost store replaced, two gateways
+        sharing an id) is sent whole rather than read from where another store's sync
+        stopped, which would leave its older readings behind for good. The name is tied to
+        the file it was made in (device and inode): a copy (a cloned card, a backup restored
+        beside the original) or a file moved to another disk takes a new name and is sent
+        whole again, which the cloud's upserts make harmless. A store from before stores had
+        names keeps the shared name "" (and its watermarks) in its own file."""
+        here = _file_id(self.path)
         try:
-            row = self._conn.execute(f"SELECT store_id FROM {IDENTITY}").fetchone()
+            row = self._conn.execute(f"SELECT store_id, file_id FROM {IDENTITY}").fetchone()
         except sqlite3.OperationalError:  # no name yet
             row = None
         except sqlite3.Error as error:
             self._conn.close()
             raise StoreError(f"SQLite store {self.path}: read failed ({error})") from None
-        if row is not None:
+        if row is not None and (row[1] == here or here is None):
             return row[0]
-        made = "" if existed else uuid.uuid4().hex
+        made = uuid.uuid4().hex if row is not None or not existed else ""
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITY} (store_id TEXT NOT NULL)")
-                row = self._conn.execute(f"SELECT store_id FROM {IDENTITY}").fetchone()  # named meanwhile
-                if row is not None:
-                    return row[0]
-                self._conn.execute(f"INSERT INTO {IDENTITY} VALUES (?)", (made,))
-        except sqlite3.Error:  # a store that cannot be written is read under the shared name
-            return ""
+                self._conn.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITY} (store_id TEXT NOT NULL, file_id TEXT)")
+                again = self._conn.execute(f"SELECT store_id, file_id FROM {IDENTITY}").fetchone()  # named meanwhile
+                if again is not None and again[1] == here:
+                    return again[0]
+                self._conn.execute(f"DELETE FROM {IDENTITY}")
+                self._conn.execute(f"INSERT INTO {IDENTITY} VALUES (?, ?)", (made, here))
+        except sqlite3.Error:  # a store that cannot be written is read under the name it has
+            return row[0] if row is not None else ""
+        if row is not None:
+            log.warning("edge store %s is a copy of another (or moved to another disk): its readings are sent whole "
+                        "under a new name", self.path)
         return made
 
     @property
