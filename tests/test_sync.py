@@ -340,6 +340,9 @@ def test_a_sync_of_an_edge_store_that_is_not_there_is_one_line(tmp_path, capsys)
                                                     "default data/edge.db)")
     assert run_cli(run_cloud_sync.main, ["--status", *common]) == 0
     assert not (tmp_path / "edgee.db").exists()
+    (tmp_path / "edgee.db").touch()  # an empty file is no store either, and is left empty
+    assert run_cli(run_cloud_sync.main, ["--once", *common]) == 2
+    assert (tmp_path / "edgee.db").stat().st_size == 0
 
 
 def test_a_damaged_edge_store_is_one_line_not_a_traceback(tmp_path, capsys):

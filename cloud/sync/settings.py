@@ -37,7 +37,8 @@ def open_edge(args: argparse.Namespace) -> EdgeStore:
     empty store by ``--status`` (a site of imported meter files has no gateway), made by
     neither; ``--continuous`` may start before its gateway's first reading."""
     influx = influx_settings(args) if influx_requested(args) else None
-    if influx is None and not Path(args.edge_store).exists():
+    path = Path(args.edge_store)
+    if influx is None and (not path.exists() or path.is_file() and path.stat().st_size == 0):  # an empty file: none
         if args.status:
             return open_edge_store(MEMORY)
         if args.once:
