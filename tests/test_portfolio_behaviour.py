@@ -68,6 +68,23 @@ def test_a_bad_fleet_row_is_one_line_naming_row_column_and_value(tmp_path, chang
     assert str(caught.value).startswith(str(path.parent / said)) and "\n" not in str(caught.value)
 
 
+def test_every_bad_fleet_row_is_named_in_one_run(tmp_path):
+    """Nine bad rows took nine runs to find, one per run: the line names the first and where
+    the others are."""
+    sites = draw_sites(5, seed=1)
+    path = write_csv(sites, tmp_path / "fleet.csv")
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    for k, change in ((1, {"latitude": "999"}), (3, {"pv_kw": "nan"}), (5, {"has_ev": "maybe"})):
+        row = dict(zip(header, lines[k].split(",")))
+        lines[k] = ",".join({**row, **change}[name] for name in header)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        read_csv(path)
+    assert str(caught.value) == (f"3 bad rows, the first {path}:2: latitude='999': expected a latitude from -90 to 90 "
+                                 "degrees; the others on lines 4, 6")
+
+
 def test_has_ev_takes_the_usual_spellings_of_yes_and_no(tmp_path):
     spellings = {"Y": True, "yes": True, "TRUE": True, "1": True, "True": True,
                  "n": False, "No": False, "false": False, "0": False}

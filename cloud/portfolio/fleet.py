@@ -220,18 +220,27 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> SiteSpec:
 def _sites(rows: Iterable[dict[str, str]], path: Path, region: str) -> list[SiteSpec]:
     """Every row's site, each id once (the results are keyed by it: two rows of one id would
     be joined with each other), and each one a site the simulator takes."""
-    sites, lines = [], {}
+    sites, lines, bad = [], {}, []
     for line, row in enumerate(rows, start=2):
-        site = _parse_row(row, line, path)
-        if site.site_id in lines:
-            raise ConfigError(f"{path}:{line}: site_id={site.site_id!r} is already on line {lines[site.site_id]}; "
-                              "expected each site once")
         try:
-            simulator_config(site, region)
-        except ConfigError as error:
-            raise ConfigError(f"{path}:{line}: {error}") from None
+            site = _parse_row(row, line, path)
+            if site.site_id in lines:
+                raise ConfigError(f"{path}:{line}: site_id={site.site_id!r} is already on line {lines[site.site_id]}; "
+                                  "expected each site once")
+            try:
+                simulator_config(site, region)
+            except ConfigError as error:
+                raise ConfigError(f"{path}:{line}: {error}") from None
+        except ConfigError as error:  # every bad row is found in one run, not one per run
+            bad.append((line, str(error)))
+            continue
         lines[site.site_id] = line
         sites.append(site)
+    if len(bad) == 1:
+        raise ConfigError(bad[0][1])
+    if bad:
+        others = ", ".join(str(line) for line, _ in bad[1:21]) + (f" and {len(bad) - 21} more" if len(bad) > 21 else "")
+        raise ConfigError(f"{len(bad)} bad rows, the first {bad[0][1]}; the others on lines {others}")
     return sites
 
 
