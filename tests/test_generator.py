@@ -212,17 +212,22 @@ def test_the_battery_s_own_tou_rule_follows_a_declared_tariff_s_periods():
                                             np.full(5, 400.0)).period_index[0]) == {grid_price.SHOULDER}
 
 
-def test_a_clock_gone_back_keeps_the_readings_already_stored(tmp_path, caplog):
-    """The clock steps back 15 minutes: its instants hold readings already (maybe synced),
-    which stay as made; the gateway reads again where the store has nothing, and once the
-    clock passes its last reading."""
+def _half_an_hour_stored(tmp_path):
+    """A gateway that stored six five-minute readings from 18:00, its store and what it holds."""
     cfg = config(seed=5)
     instants = pd.date_range("2024-06-15 18:00", periods=6, freq="5min", tz="UTC")
     store = SQLiteEdgeStore(tmp_path / "edge.db")
     gateway = Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store)
     for ts in instants:
         gateway.step(ts)
-    made = store.read_range(cfg.device_id)
+    return cfg, instants, store, gateway, store.read_range(cfg.device_id)
+
+
+def test_a_clock_gone_back_keeps_the_readings_already_stored(tmp_path, caplog):
+    """The clock steps back 15 minutes: its instants hold readings already (maybe synced),
+    which stay as made; the gateway reads again where the store has nothing, and once the
+    clock passes its last reading."""
+    cfg, instants, store, gateway, made = _half_an_hour_stored(tmp_path)
     with caplog.at_level("WARNING"):
         again = gateway.step(instants[3])
     assert again.empty and "clock is behind the last reading" in caplog.text
@@ -303,13 +308,7 @@ def test_held_readings_beyond_the_limit_drop_the_oldest_and_say_so(caplog):
 def test_a_clock_gone_back_keeps_stored_readings_after_reading_a_gap_too(tmp_path):
     """Gone back, the clock reads an instant the store lacks (18:12), then goes on to ones it
     holds (18:15, 18:20): those stay as made."""
-    cfg = config(seed=5)
-    instants = pd.date_range("2024-06-15 18:00", periods=6, freq="5min", tz="UTC")
-    store = SQLiteEdgeStore(tmp_path / "edge.db")
-    gateway = Gateway([cfg], sinks=[store.write], state_dir=tmp_path / "state", history=store)
-    for ts in instants:
-        gateway.step(ts)
-    made = store.read_range(cfg.device_id)
+    cfg, instants, store, gateway, made = _half_an_hour_stored(tmp_path)
     assert len(gateway.step(pd.Timestamp("2024-06-15 18:12", tz="UTC"))) == 1
     assert gateway.step(instants[3]).empty and gateway.step(instants[4]).empty
     pd.testing.assert_frame_equal(store.read_range(cfg.device_id).loc[lambda f: f[dd.TS].isin(instants)]
