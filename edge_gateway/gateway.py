@@ -169,7 +169,7 @@ class Gateway:
     def interval_s(self) -> int:
         return self.configs[0].interval_seconds
 
-    def _state_before(self, at: pd.Timestamp) -> tuple[list[SiteSnapshot], float]:
+    def _state_before(self, at: pd.Timestamp, newest: list[pd.Timestamp | None]) -> tuple[list[SiteSnapshot], float]:
         """Per site, what to step from: the battery state, its instant and the control's
         memory then (as saved); and the step length (h)."""
         sites, dt_h = [], self.interval_s / 3600.0
@@ -182,7 +182,7 @@ class Gateway:
             elif at == saved.latest.ts:  # the same instant again: redo that step, do not step twice
                 site = saved.previous
             elif at > saved.latest.ts:
-                ahead = self._stored_since(i, saved.latest.ts, at)
+                ahead = self._stored_since(saved.latest.ts, at, newest[i])
                 site = (self._recovered(i, at) or saved.latest) if ahead else saved.latest
             else:
                 log.warning("%s: clock is behind the last reading (%s); continuing its state", self.configs[i].device_id,
@@ -193,33 +193,31 @@ class Gateway:
             sites.append(self._metered(i, site))
         return sites, dt_h
 
-    def _stored_since(self, i: int, saved_at: pd.Timestamp, at: pd.Timestamp) -> pd.Timestamp | None:
-        """The newest stored reading of site ``i`` when it is after its saved state and before
-        ``at`` (else None): the process stopped between delivering a step and saving it, so
-        the store is ahead of the state, which stepping on would take back one interval."""
+    def _newest_stored(self) -> list[pd.Timestamp | None]:
+        """Per site, its newest stored reading's instant (None: no store or no reading), read
+        once a step for both checks below."""
         if self.history is None:
-            return None
-        newest = self.history.latest(self.configs[i].device_id)
-        if newest.empty:
-            return None
-        stored = dd.parse_ts(newest[dd.TS].iloc[-1])
-        return stored if saved_at < stored < at else None
+            return [None] * len(self.configs)
+        newest = [self.history.latest(config.device_id) for config in self.configs]
+        return [None if frame.empty else dd.parse_ts(frame[dd.TS].iloc[-1]) for frame in newest]
 
-    def _stored_behind(self, at: pd.Timestamp) -> list[str]:
+    @staticmethod
+    def _stored_since(saved_at: pd.Timestamp, at: pd.Timestamp, stored: pd.Timestamp | None) -> pd.Timestamp | None:
+        """The site's newest stored reading when it is after its saved state and before ``at``
+        (else None): the process stopped between delivering a step and saving it, so the
+        store is ahead of the state, which stepping on would take back one interval."""
+        return stored if stored is not None and saved_at < stored < at else None
+
+    def _stored_behind(self, at: pd.Timestamp, newest: list[pd.Timestamp | None]) -> list[str]:
         """The sites whose clock has gone back behind their newest stored reading to an
         instant whose reading the store holds (the store's newest, not the state's: a reading
-        made at an instant the store lacked moves the state back too): made again, it would replace what was measured (and maybe
-        synced) with a reading of the wrong time. An instant not stored is read, so a clock
-        corrected after a jump ahead fills its hours again."""
-        if self.history is None:
-            return []
-        behind = []
-        for config in self.configs:
-            newest = self.history.latest(config.device_id)
-            if not newest.empty and at < dd.parse_ts(newest[dd.TS].iloc[-1]) and not self.history.read_range(
-                    config.device_id, at, at + pd.Timedelta(microseconds=1)).empty:
-                behind.append(config.device_id)
-        return behind
+        made at an instant the store lacked moves the state back too): made again, it would
+        replace what was measured (and maybe synced) with a reading of the wrong time. An
+        instant not stored is read, so a clock corrected after a jump ahead fills its hours
+        again."""
+        return [config.device_id for config, stored in zip(self.configs, newest, strict=True)
+                if stored is not None and at < stored and not self.history.read_range(
+                    config.device_id, at, at + pd.Timedelta(microseconds=1)).empty]
 
     def _metered(self, i: int, site: SiteSnapshot) -> SiteSnapshot:
         """The snapshot with its energy meters: those saved, else (state saved without them, or
@@ -311,14 +309,15 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
-        kept = self._stored_behind(at)
+        newest = self._newest_stored()
+        kept = self._stored_behind(at, newest)
         if kept:
             log.warning("%s: clock is behind the last reading and %s is stored already; kept, no reading made until the "
                         "clock passes the last reading or reaches an instant not stored", ", ".join(kept), dd.format_ts(at))
             return dd.empty_frame()
         if self.source is not None:
-            return self._measured_step(at)
-        before, dt_h = self._state_before(at)
+            return self._measured_step(at, newest[0])
+        before, dt_h = self._state_before(at, newest)
         controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, site.memory_to_step())
                        for c, site in zip(self.configs, before, strict=True)]
         state = BatteryState.from_sites([site.battery for site in before])
@@ -339,7 +338,7 @@ class Gateway:
             self._saved(i, at, SiteSnapshot(at, new_state.site(i), controller.memory, meters), before[i])
         return frame
 
-    def _measured_step(self, at: pd.Timestamp) -> pd.DataFrame:
+    def _measured_step(self, at: pd.Timestamp, stored: pd.Timestamp | None) -> pd.DataFrame:
         """The device's reading of the interval ending at ``at``, delivered as a simulated one
         is; then its battery is told the request for the interval starting at ``at``. A
         device that answered nothing in the interval gives no reading (a row of nothing but
@@ -350,7 +349,7 @@ class Gateway:
         before = SiteSnapshot(None, {})
         if saved is not None:
             before = saved.previous if at == saved.latest.ts else saved.latest
-            ahead = at > saved.latest.ts and self._stored_since(0, saved.latest.ts, at)
+            ahead = self._stored_since(saved.latest.ts, at, stored)
             if ahead:  # the meters go on from every stored reading; the control's memory misses that interval
                 before = dataclasses.replace(saved.latest, ts=ahead, energy=None)
         before = self._metered(0, before)
