@@ -593,7 +593,7 @@ def test_a_file_imported_again_with_its_units_corrected_leaves_no_refusal_of_a_s
 def test_another_file_of_the_same_name_leaves_its_namesake_s_refusals(tmp_path, cloud, capsys):
     """An inverter's export.csv, its watts read as kW, refused at midday; then a meter's
     export.csv, its load at the same times: the PV refused is not stored by it, so its
-    refusals stay. An event file's refusals stay beside a table of the same name too."""
+    refusals stay."""
     (tmp_path / "inverter").mkdir(), (tmp_path / "meter").mkdir()
     raw = meter_frame(steps=12)
     raw["pv_w"] = [0, 0, 3000, 8000, 11000, 12000, 11500, 9000, 4000, 0, 0, 0]

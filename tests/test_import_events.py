@@ -150,3 +150,21 @@ def test_a_gap_in_the_history_never_blanks_what_another_file_stored(tmp_path, cl
     stored = cloud.read_readings("home-1").set_index(dd.TS)[dd.SOLAR_KW]
     assert stored[pd.Timestamp("2024-06-01T10:10Z")] == pytest.approx(2.5)
     assert stored[pd.Timestamp("2024-06-01T10:15Z")] == pytest.approx(3.0)
+
+
+def test_an_event_file_imported_again_with_its_units_corrected_releases_its_grid_s_refusals(tmp_path, cloud):
+    """Watts read as kW: the five-minute steps of 11 and 12 MW of PV are refused. Imported
+    again with ``--units W`` they are stored and leave the quarantine; the state that is not
+    a number stays, since no reading stands for it."""
+    history_csv(tmp_path / "history.csv", [
+        ("sensor.pv_power", "12000", "10:00:00"), ("sensor.pv_power", "11000", "10:05:00"),
+        ("sensor.pv_power", "on", "10:07:00"), ("sensor.pv_power", "500", "10:10:00"),
+        ("sensor.pv_power", "0", "10:20:00"),
+        ("sensor.house_power", "500", "10:00:00"), ("sensor.house_power", "900", "10:25:00"),
+    ])
+    first = import_file(tmp_path / "history.csv", cloud, ImportOptions("home-1", MAP, units="kW"))
+    again = import_file(tmp_path / "history.csv", cloud, ImportOptions("home-1", MAP, units="W"))
+    assert (first.rows_quarantined, first.released) == (3, 0)  # 10:05, 10:10 and the state 'on'
+    assert (again.rows_synced, again.rows_quarantined, again.released) == (5, 1, 2)
+    assert cloud.read_quarantine("home-1")[s.REASON].tolist() == ["line 4: state 'on' is not a number"]
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].max() == pytest.approx(12.0)

@@ -905,7 +905,6 @@ def _import_events(meter: MeterFile, plan: _Plan, cloud: CloudStore, retry: Retr
     """An event file (:mod:`cloud.sync.event_files`): every mapped entity's states read
     (refused rows quarantined as they come), then the grid of readings stored in batches."""
     source = f"import:{meter.path.name}"
-    result.holding.discard(source)  # a refusal here is one entity's state, not the reading stored at its time
     entity_column, state_column = plan.events
     wanted = [e for entities in plan.sources.values() for e in entities]
     events, others = ev.Events(), pd.Series(dtype="int64")
