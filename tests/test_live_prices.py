@@ -239,6 +239,16 @@ def test_octopus_a_rate_without_its_price_names_the_service_and_field(fake):
         OctopusAgile(PRODUCT, REGION, settings(fake)).fetch(start, end)
 
 
+@pytest.mark.parametrize("page, message", [
+    ({"count": 0, "next": None, "previous": None, "results": None}, "field 'results' is not a list"),
+    ({"count": 0, "next": 5, "previous": None, "results": []}, "field 'next' is 5; expected the next page's link"),
+])
+def test_octopus_a_page_whose_results_or_next_link_are_not_what_it_documents_is_malformed(fake, page, message):
+    fake.route(RATES_PATH, Reply(200, page))
+    with pytest.raises(MalformedResponse, match=f"Octopus Energy: {message}"):
+        OctopusAgile(PRODUCT, REGION, settings(fake)).fetch(utc("2026-06-01T22:00"), utc("2026-06-02T00:00"))
+
+
 # --- aWATTar ------------------------------------------------------------------------------------
 # Bodies follow aWATTar's API page (https://www.awattar.at/services/api) and its example
 # (https://apis.io/examples/awattar/awattar-market-data-example/): {"object": "list", "data":

@@ -42,13 +42,18 @@ class OctopusAgile:
         with self.http.client(SERVICE) as http:
             for _ in range(MAX_PAGES):
                 page = http.json(self.path, params)
-                for i in range(len(field(page, "results", SERVICE.name))):
+                results = field(page, "results", SERVICE.name)
+                if not isinstance(results, list):
+                    raise MalformedResponse(f"{SERVICE.name}: field 'results' is not a list; expected the rates")
+                for i in range(len(results)):
                     froms.append(field(page, f"results.{i}.valid_from", SERVICE.name))
                     tos.append(field(page, f"results.{i}.valid_to", SERVICE.name))
                     values.append(field(page, f"results.{i}.value_inc_vat", SERVICE.name))
                 link = page.get("next")
                 if not link:
                     break
+                if not isinstance(link, str):
+                    raise MalformedResponse(f"{SERVICE.name}: field 'next' is {link!r}; expected the next page's link")
                 # The next page of the same endpoint, asked of our base URL (DER_OCTOPUS_URL).
                 params = dict(parse_qsl(urlsplit(link).query))
             else:
