@@ -341,6 +341,34 @@ def test_generic_json_with_local_wall_times_over_a_berlin_dst_day(fake, day, hou
     assert fake.requests[0].query == {"from": [start.isoformat()]}
 
 
+BERLIN_FALL_BACK = [("2026-10-25T01:00", "+02:00"), ("2026-10-25T02:00", "+02:00"), ("2026-10-25T02:00", "+01:00"),
+                    ("2026-10-25T03:00", "+01:00")]
+
+
+@pytest.mark.parametrize("stamps", [
+    [wall + offset for wall, offset in BERLIN_FALL_BACK],  # each row's own offset, which changes at 03:00 CEST
+    [wall for wall, _ in reversed(BERLIN_FALL_BACK)],  # wall times, newest first
+], ids=["offsets-change", "walls-newest-first"])
+def test_generic_feed_over_the_fall_back_hour_prices_each_utc_hour_once(fake, stamps):
+    prices = [1.0, 2.0, 3.0, 4.0] if stamps[0].endswith("+02:00") else [4.0, 3.0, 2.0, 1.0]
+    fake.route("/feed.json", Reply(200, [{"from": t, "eur_kwh": p} for t, p in zip(stamps, prices)]))
+    spec = {"source": "http", "name": "stadtwerk", "area": "DE_LU", "url": f"{fake.url}/feed.json",
+            "time_field": "from", "time_zone": "Europe/Berlin", "price_field": "eur_kwh", "unit": "per_kwh",
+            "currency": "EUR", "interval_minutes": 60}
+    frame = price_source(spec, settings(fake)).fetch(utc("2026-10-24T22:00"), utc("2026-10-25T04:00"))
+    assert list(frame[dd.TS]) == list(pd.date_range(utc("2026-10-24T23:00"), periods=4, freq="h"))
+    np.testing.assert_allclose(frame[s.PRICE_PER_KWH], [1.0, 2.0, 3.0, 4.0])
+
+
+def test_a_price_row_with_a_null_time_is_malformed_not_dropped(fake):
+    start, end = utc("2026-06-01T22:00"), utc("2026-06-02T00:00")
+    body = awattar_body(start, end)
+    body["data"][1]["start_timestamp"] = None
+    fake.route("/v1/marketdata", Reply(200, body))
+    with pytest.raises(MalformedResponse, match="aWATTar: field 'data.start_timestamp' is null in row 1; expected a time"):
+        Awattar("AT", settings(fake)).fetch(start, end)
+
+
 def test_generic_csv_in_cents_with_epoch_seconds_known_at_each_interval_end(fake):
     start = utc("2026-07-01T17:00")
     lines = ["start,end,cents"] + [f"{(start + pd.Timedelta(minutes=15 * i)).value // 10**9},"

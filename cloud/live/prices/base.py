@@ -112,17 +112,40 @@ def utc_times(values: Sequence[Any], service: str, name: str, *, unit: str | Non
               fmt: str = "ISO8601", zone: str = "UTC") -> pd.DatetimeIndex:
     """Times as the service writes them (``unit`` ``ms``/``s`` for epoch numbers, else text in
     ``fmt``; text without an offset is wall time in ``zone``) as UTC, or MalformedResponse
-    naming the field."""
+    naming the field. A null time is malformed too: dropped unsaid, its price would vanish."""
     try:
         if unit is not None:
-            return pd.DatetimeIndex(pd.to_datetime(pd.to_numeric(pd.Series(values)), unit=unit, utc=True))
-        times = pd.DatetimeIndex(pd.to_datetime(pd.Series(values, dtype=object), format=fmt))
-        if times.tz is None:
-            times = times.tz_localize(zone, ambiguous="infer", nonexistent="raise")
-        return times.tz_convert("UTC")
+            times = pd.DatetimeIndex(pd.to_datetime(pd.to_numeric(pd.Series(values)), unit=unit, utc=True))
+        else:
+            times = _text_times(pd.Series(values, dtype=object), fmt, zone)
     except (TypeError, ValueError, OverflowError) as error:
         raise MalformedResponse(f"{service}: field {name!r} holds a time that cannot be read "
                                 f"({type(error).__name__}); expected what the service documents") from None
+    if times.isna().any():
+        raise MalformedResponse(f"{service}: field {name!r} is null in row {int(np.flatnonzero(times.isna())[0])}; "
+                                "expected a time")
+    return times
+
+
+def _text_times(text: pd.Series, fmt: str, zone: str) -> pd.DatetimeIndex:
+    """UTC instants of times written as text. Offsets may differ from row to row (a feed in
+    local time crosses a change of daylight saving time), so then each row is read alone.
+    Wall times are placed in ``zone`` in the order they come: a repeated hour (the 25-hour
+    day) is read as its first, then its second occurrence, newest-first feeds read backwards."""
+    try:
+        times = pd.DatetimeIndex(pd.to_datetime(text, format=fmt))
+    except ValueError:
+        each = [pd.to_datetime(value, format=fmt) for value in text]
+        if any(t is not pd.NaT and t.tzinfo is None for t in each):
+            raise
+        return pd.DatetimeIndex([t if t is pd.NaT else t.tz_convert("UTC") for t in each], tz="UTC")
+    if times.tz is not None:
+        return times.tz_convert("UTC")
+    backwards = len(times) > 1 and times.is_monotonic_decreasing and not times.is_monotonic_increasing
+    if backwards:
+        times = times[::-1]
+    times = times.tz_localize(zone, ambiguous="infer", nonexistent="raise").tz_convert("UTC")
+    return times[::-1] if backwards else times
 
 
 def numbers(values: Sequence[Any], service: str, name: str) -> np.ndarray:
