@@ -25,6 +25,13 @@ def merge_ranges(ranges: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return [(start, end) for start, end in merged]
 
 
+def store_source(kind: str, identity: str) -> str:
+    """A store's sync name: its kind followed by its own identity (a file's made id, a
+    bucket's id); the empty identity of a store from before stores had one keeps the bare
+    kind, under which its watermarks were kept."""
+    return f"{kind}:{identity}" if identity else kind
+
+
 @runtime_checkable
 class EdgeStore(Protocol):
     #: The name the cloud keeps this store's sync watermarks under: one per store, so each

@@ -19,7 +19,7 @@ import pandas as pd
 
 from der_core import der_data as dd
 from der_core.errors import StoreError, StorePathError
-from edge_gateway.stores.base import merge_ranges
+from edge_gateway.stores.base import merge_ranges, store_source
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class SQLiteEdgeStore:
     @property
     def source(self) -> str:
         """The name the sync keeps this store's watermarks under."""
-        return f"{SOURCE}:{self.store_id}" if self.store_id else SOURCE
+        return store_source(SOURCE, self.store_id)
 
     def write(self, frame: pd.DataFrame) -> int:
         if frame.empty:
