@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cloud.store.sqlite import SQLiteCloudStore
+from cloud.sync.job import SyncSettings, sync_once
+from cloud.sync.retry import RetryPolicy
 from der_core import der_data as dd
 from der_core.errors import StoreError, StoreUnavailable
 from edge_gateway.stores import influx_protocol as lp
@@ -18,6 +21,7 @@ from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
 from tests.fakes.influx_flux import format_time, parse_time
 from tests.fakes.influx_server import FakeInfluxServer, LineProtocolError, parse_line
+from tests.sync_fixtures import readings as valid_readings
 
 TOKEN = "test-token"
 
@@ -390,6 +394,61 @@ def test_a_reader_over_a_gateway_s_spool_reads_it_and_leaves_it_to_the_gateway(s
     assert len(reader.read_range(None)) == 5 and reader.spool_size() == 5
     reader.close()
     assert server.accepted_lines == 0
+
+
+def sync(store: InfluxEdgeStore, cloud: SQLiteCloudStore) -> int:
+    store.flush()
+    return sync_once(store, cloud, SyncSettings(retry=RetryPolicy(attempts=1))).rows_synced
+
+
+def test_a_bucket_made_again_under_its_name_is_synced_whole(server, tmp_path, clock):
+    """A bucket deleted and made again, refilled by a new gateway with the days before: its
+    readings lie behind the old bucket's watermarks, so under the old bucket's name they
+    would never be sent."""
+    frame = valid_readings(devices=1, steps=20)
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    with SQLiteCloudStore(tmp_path / "cloud.db") as cloud:
+        first = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock)
+        first.write(frame.iloc[10:])
+        assert sync(first, cloud) == 10
+        source = first.source
+        first.close()
+        server.delete_bucket("der-data")
+        second = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "new-card.db"), background=False, clock=clock)
+        second.write(frame.iloc[:10])
+        assert second.source != source and sync(second, cloud) == 10
+        assert len(cloud.read_readings()) == 20
+        assert second.source == f"edge:influxdb:der-data:{server.buckets['der-data']['id']}"
+        second.close()
+
+
+def test_a_spool_from_before_bucket_ids_keeps_its_watermarks_for_its_bucket_only(server, tmp_path, clock):
+    import sqlite3
+
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock)
+    store.write(readings(3))
+    store.close()
+    with sqlite3.connect(tmp_path / "edge.db") as conn:
+        conn.execute("DROP TABLE influx_named_bucket")  # as a spool written before buckets were named by id
+    for reader in (True, False, True):  # the sync and the gateway open it, in either order, and again
+        store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock,
+                                reader=reader)
+        assert store.source == "edge:influxdb:der-data"
+        store.close()
+    server.delete_bucket("der-data")
+    server.add_bucket("der-data")
+    store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, clock=clock, reader=True)
+    assert store.source == f"edge:influxdb:der-data:{server.buckets['der-data']['id']}"
+    store.close()
+
+
+def test_a_reader_before_its_gateway_made_the_bucket_is_one_line(server, tmp_path):
+    settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
+    store = InfluxEdgeStore(settings, SQLiteEdgeStore(tmp_path / "edge.db"), background=False, reader=True)
+    with pytest.raises(StoreError, match="no bucket der-data in organisation edge-gateway; expected the gateway to have"):
+        store.source
+    store.close()
 
 
 def test_malformed_batch_is_quarantined_not_dropped(make_store, server):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from der_core import der_data as dd
 from der_core.errors import StoreError, StoreUnavailable
 from der_core.redact import redact
 from edge_gateway.stores import influx_protocol as lp
+from edge_gateway.stores.base import store_source
 from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import (
     LateRange,
@@ -58,6 +60,8 @@ from edge_gateway.stores.sqlite import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_S = 300.0
+#: The sync's source name of an InfluxDB edge store; its bucket's name and id follow it.
+SOURCE = "edge:influxdb"
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -68,8 +72,17 @@ class _Rejected(StoreError):
 class _Outbox:
     """Readings accepted but not yet acknowledged by InfluxDB, in the spool's SQLite file."""
 
-    def __init__(self, spool: SQLiteEdgeStore) -> None:
+    def __init__(self, spool: SQLiteEdgeStore, bucket: str) -> None:
         self._conn = connect(spool.path)
+        if not self._has("influx_named_bucket"):
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                # A spool from before buckets were named by id: its store's watermarks are kept
+                # under the bucket's name alone, which the bucket it next finds keeps.
+                before_ids = self._has("influx_spool") and not self._has("influx_named_bucket")
+                self._conn.execute("CREATE TABLE IF NOT EXISTS influx_named_bucket (bucket TEXT PRIMARY KEY, bucket_id TEXT)")
+                if before_ids:
+                    self._conn.execute("INSERT OR IGNORE INTO influx_named_bucket VALUES (?, NULL)", (bucket,))
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS influx_spool (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             f" {dd.DEVICE_ID} TEXT NOT NULL, ts_us INTEGER NOT NULL, row_json TEXT NOT NULL)"
@@ -79,6 +92,26 @@ class _Outbox:
             " error TEXT NOT NULL, rejected_at TEXT NOT NULL)"
         )
         self.late = LateWrites(self._conn)
+
+    def _has(self, table: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() \
+            is not None
+
+    def bucket_identity(self, bucket: str, bucket_id: str) -> str:
+        """The identity the store of bucket ``bucket_id`` syncs under: none ("") for the bucket
+        a spool from before ids named by name alone (the first one it finds under that name),
+        else the id."""
+        query = "SELECT bucket_id FROM influx_named_bucket WHERE bucket = ?"
+        row = self._conn.execute(query, (bucket,)).fetchone()
+        if row is not None and row[0] is None:
+            try:
+                with self._conn:
+                    self._conn.execute("UPDATE influx_named_bucket SET bucket_id = ? WHERE bucket = ? AND bucket_id IS NULL",
+                                       (bucket_id, bucket))
+            except sqlite3.Error:  # a spool that cannot be written adopts no bucket yet
+                return bucket_id
+            row = self._conn.execute(query, (bucket,)).fetchone()  # another process may have adopted one first
+        return "" if row is not None and row[0] == bucket_id else bucket_id
 
     def add(self, frame: pd.DataFrame) -> None:
         rows = dd.frame_to_rows(frame)
@@ -142,8 +175,20 @@ class InfluxEdgeStore:
 
     @property
     def source(self) -> str:
-        """The name the sync keeps this store's watermarks under: its bucket's."""
-        return f"edge:influxdb:{self.settings.bucket}"
+        """The name the sync keeps this store's watermarks under: its bucket's name and id. A
+        bucket deleted and made again under the same name is another store, sent whole; named
+        by name alone it would be read from where the old bucket's sync stopped, and its
+        readings behind that would never reach the cloud. The id is asked of the server at
+        each call (one lookup, as a sync run makes once), since a bucket can be replaced
+        while a sync runs. The bucket a store from before ids found first keeps the bare
+        name, and the watermarks kept under it (:meth:`_Outbox.bucket_identity`)."""
+        s = self.settings
+        found = [b for b in self._call(lambda: self._client.buckets_api().find_buckets(name=s.bucket, org=s.org)).buckets
+                 or [] if b.name == s.bucket]
+        if not found:
+            raise StoreError(f"InfluxDB at {redact(s.url)}: no bucket {s.bucket} in organisation {s.org}; expected the "
+                             "gateway to have made it (it does at its first start)")
+        return store_source(f"{SOURCE}:{s.bucket}", self._outbox.bucket_identity(s.bucket, found[0].id))
 
     def __init__(
         self,
@@ -163,7 +208,7 @@ class InfluxEdgeStore:
         self.settings = settings
         self.reader = reader
         self._spool = spool
-        self._outbox = _Outbox(spool)
+        self._outbox = _Outbox(spool, settings.bucket)
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
         self._lock = threading.RLock()
         self._failures = 0

@@ -14,6 +14,7 @@ with an error status; :meth:`stop` closes the listening socket (connection refus
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import threading
@@ -115,6 +116,7 @@ class FakeInfluxServer:
         self.token = token
         self.orgs = {org: "0000000000000001"}
         self.buckets: dict[str, dict] = {}
+        self._bucket_ids = itertools.count(1)  # never reused, as InfluxDB's are not
         self.points: dict[str, dict[tuple, Any]] = {}
         self.field_types: dict[tuple, type] = {}
         self.accepted_lines = 0
@@ -149,11 +151,16 @@ class FakeInfluxServer:
 
     def add_bucket(self, name: str, every_seconds: int = 0) -> dict:
         rules = [{"type": "expire", "everySeconds": every_seconds}] if every_seconds else []
-        bucket = {"id": f"{len(self.buckets) + 1:016x}", "name": name, "orgID": next(iter(self.orgs.values())),
+        bucket = {"id": f"{next(self._bucket_ids):016x}", "name": name, "orgID": next(iter(self.orgs.values())),
                   "type": "user", "retentionRules": rules}
         self.buckets[name] = bucket
         self.points[name] = {}
         return bucket
+
+    def delete_bucket(self, name: str) -> None:
+        """As ``influx bucket delete``: the bucket and its points are gone; one made again
+        under its name has a new id."""
+        del self.buckets[name], self.points[name]
 
     def rows(self, bucket: str) -> list[dict]:
         """Stored points as Flux rows (what ``from()`` sees)."""
