@@ -15,8 +15,17 @@ import pytest
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.http import MalformedResponse, RetryPolicy, SourceUnavailable
 from cloud.live.weather import (
-    Connection, ForecastSolar, OpenMeteo, OpenMeteoArchive, StoredWeatherForecast, backfill_weather,
-    clear_sky_index, fetch_weather, forecast_solar_azimuth, pv_clear_sky_index, site_place,
+    Connection,
+    ForecastSolar,
+    OpenMeteo,
+    OpenMeteoArchive,
+    StoredWeatherForecast,
+    backfill_weather,
+    clear_sky_index,
+    fetch_weather,
+    forecast_solar_azimuth,
+    pv_clear_sky_index,
+    site_place,
 )
 from cloud.optimization.pv_forecast import MeasuredPV, declared_pv_forecast
 from cloud.store import schema as s
@@ -137,7 +146,9 @@ def test_values_no_weather_can_have_are_stored_as_missing_and_said_once(fake, ca
      "Open-Meteo: field 'minutely_15.temperature_2m' is not a list of 2 numbers"),
     (open_meteo_body("minutely_15", [1]) | {"minutely_15_units": {"wind_speed_10m": "km/h"}},
      "Open-Meteo: minutely_15_units.wind_speed_10m is 'km/h', expected 'm/s'"),
-], ids=["missing-field", "short-list", "wrong-unit"])
+    (open_meteo_body("minutely_15", [*unix("2026-06-21T10:00Z", 3, "15min"), None]),
+     "Open-Meteo: field 'minutely_15.time' holds a null; expected a time for every step"),
+], ids=["missing-field", "short-list", "wrong-unit", "null-time"])
 def test_a_malformed_body_is_one_line_naming_service_and_field(fake, body, message):
     fake.route("/forecast", Reply(200, body))
     with pytest.raises(MalformedResponse) as caught:
@@ -239,6 +250,15 @@ def test_forecast_solar_429_retry_at_an_hour_away_asks_no_more(fake):
 def test_forecast_solar_without_watts_is_one_line_naming_the_field(fake):
     fake.route(PLANE, Reply(200, {"result": {}, "message": {"code": 0}}))
     with pytest.raises(MalformedResponse, match="^Forecast.Solar: the response has no field 'result.watts'"):
+        ForecastSolar(connection=connection(fake)).fetch(SITE, NOW)
+
+
+@pytest.mark.parametrize("zone", [None, 7200])
+def test_forecast_solar_with_no_zone_name_for_its_local_keys_is_one_line(fake, zone):
+    body = forecast_solar_body()
+    body["message"]["info"]["timezone"] = zone
+    fake.route(PLANE, Reply(200, body))
+    with pytest.raises(MalformedResponse, match=f"^Forecast.Solar: message.info.timezone is {zone!r}; expected a time zone"):
         ForecastSolar(connection=connection(fake)).fetch(SITE, NOW)
 
 

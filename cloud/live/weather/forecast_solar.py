@@ -83,6 +83,9 @@ def _local_keys(keys: list[str], payload: Any, name: str) -> pd.DatetimeIndex:
     if all(t.tzinfo is not None for t in stamps):
         return pd.DatetimeIndex([t.tz_convert("UTC") for t in stamps]).astype("datetime64[us, UTC]")
     zone = field(payload, "message.info.timezone", name)
+    if not isinstance(zone, str):  # pandas would read a number as an offset in seconds
+        raise MalformedResponse(f"{name}: message.info.timezone is {zone!r}; expected a time zone name such as "
+                                "'Europe/Berlin'")
     try:
         local = pd.DatetimeIndex([t.tz_localize(None) if t.tzinfo else t for t in stamps])
         return local.tz_localize(zone, ambiguous="raise", nonexistent="raise").tz_convert("UTC").astype("datetime64[us, UTC]")

@@ -42,6 +42,8 @@ def open_meteo_rows(payload: Any, place: Place, source: str, resolution: str,
     times = field(payload, f"{resolution}.time", name)
     if not isinstance(times, list):
         raise MalformedResponse(f"{name}: field '{resolution}.time' is not a list (expected as the service documents it)")
+    if any(t is None for t in times):  # read among numbers, a null turns them all into nanoseconds of 1970
+        raise MalformedResponse(f"{name}: field '{resolution}.time' holds a null; expected a time for every step")
     units = payload.get(f"{resolution}_units") or {}
     for variable, unit in {v + suffix: u for v, u in OPEN_METEO_UNITS.items()}.items():
         if variable in units and units[variable] != unit:
