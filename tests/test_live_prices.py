@@ -168,6 +168,19 @@ def test_entsoe_no_data_yet_is_an_empty_answer_and_other_acknowledgements_are_re
         entsoe(fake).fetch(start, end)
 
 
+def test_entsoe_a_period_without_a_priced_point_is_no_prices(fake):
+    start, end = local_day("2026-06-03", "Europe/Berlin")
+    fake.route("/", Reply(200, entsoe_document(entsoe_series(start, end, "PT60M", {}))))
+    assert entsoe(fake).fetch(start, end).empty
+
+
+def test_entsoe_a_period_ending_before_it_starts_is_malformed(fake):
+    start, end = local_day("2026-06-03", "Europe/Berlin")
+    fake.route("/", Reply(200, entsoe_document(entsoe_series(end, start, "PT60M", {1: 50.0}))))
+    with pytest.raises(MalformedResponse, match="ENTSO-E: a Period's timeInterval ends at 2026-06-02T22:00Z, not after"):
+        entsoe(fake).fetch(start, end)
+
+
 def test_entsoe_needs_its_key_and_never_shows_it(fake, caplog):
     with pytest.raises(ConfigError, match="ENTSO-E needs a key: set ENTSOE_API_KEY"):
         price_source({"source": "entsoe", "area": "DE_LU"}, settings(fake))

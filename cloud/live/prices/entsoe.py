@@ -115,9 +115,10 @@ def parse_day_ahead(text: str) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.n
         raise MalformedResponse(f"{SERVICE.name}: the answer is a {_local(root.tag)}; expected a "
                                 f"Publication_MarketDocument")
     series = [_series(element) for element in root.findall("{*}TimeSeries")]
-    if not series:
+    rows = pd.concat(series, ignore_index=True) if series else pd.DataFrame()
+    if rows.empty:  # no series, or periods without a priced point
         return pd.DatetimeIndex([], tz="UTC"), pd.DatetimeIndex([], tz="UTC"), np.array([]), None
-    rows = _finest(pd.concat(series, ignore_index=True))
+    rows = _finest(rows)
     currencies = rows["currency"].unique()
     if len(currencies) > 1:
         raise MalformedResponse(f"{SERVICE.name}: one document prices in {', '.join(currencies)}; expected one currency")
@@ -136,6 +137,9 @@ def _series(element: ET.Element) -> pd.DataFrame:
     for period in element.findall("{*}Period"):
         first, last = utc_times([_text(period, "timeInterval/start"), _text(period, "timeInterval/end")],
                                 SERVICE.name, "Period.timeInterval")
+        if last <= first:
+            raise MalformedResponse(f"{SERVICE.name}: a Period's timeInterval ends at {_text(period, 'timeInterval/end')}, "
+                                    f"not after its start {_text(period, 'timeInterval/start')}; expected an end after the start")
         resolution = _text(period, "resolution")
         if resolution not in RESOLUTIONS:
             raise MalformedResponse(f"{SERVICE.name}: resolution {resolution!r}; expected one of "
