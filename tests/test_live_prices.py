@@ -432,6 +432,10 @@ def test_a_spec_builds_its_adapter(spec, kind, name, area, currency):
       "currency": "EUR", "time_zone": "Mars/Olympus"}, "prices: time_zone: unknown time zone 'Mars/Olympus'"),
     ({"source": "http", "area": "x", "url": "http://h/p", "time_field": "t", "unit": "per_kwh", "currency": "EUR"},
      "prices: price_field: Field required"),
+    ({"source": "http", "area": "x", "url": "http://h/p", "time_field": "t", "price_field": "p", "unit": "per_kwh",
+      "currency": "EUR", "params": {"day": "{date}"}}, "prices: params: day: '{date}' cannot be filled"),
+    ({"source": "http", "area": "x", "url": "http://h/p", "time_field": "t", "price_field": "p", "unit": "per_kwh",
+      "currency": "EUR", "params": {"q": "{"}}, "prices: params: q: '{' cannot be filled"),
     (["entsoe"], "prices: expected an object with a \"source\" field, got list"),
 ])
 def test_a_wrong_spec_is_one_config_error_line(spec, message):

@@ -91,6 +91,19 @@ class HttpSpec(_Section):
     def _zone(cls, zone: str) -> str:
         return check_zone(zone)
 
+    @field_validator("params")
+    @classmethod
+    def _placeholders(cls, params: dict[str, str]) -> dict[str, str]:
+        """Each value formats with the window's bounds alone, so a wrong one is refused here,
+        where the site file enters, not at every fetch."""
+        for key, value in params.items():
+            try:
+                value.format(start="", end="")
+            except (KeyError, IndexError, ValueError, AttributeError) as error:
+                raise ValueError(f"{key}: {value!r} cannot be filled ({type(error).__name__}: {error}); expected "
+                                 "text with {start} and {end} as its only placeholders, literal braces doubled") from None
+        return params
+
     @field_validator("time_format")
     @classmethod
     def _format(cls, fmt: str) -> str:
