@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -58,6 +59,8 @@ class SunSpecServer:
         self.registers, self.where = sunspec_map(models)
         self.base, self.port = base, free_port()
         self.on_read: Callable[[list[int], int], None] | None = None
+        #: When set, answers each write (address, values): an ExcCodes member refuses it.
+        self.on_write: Callable[[int, list[int]], ExcCodes | None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | None = None
         self._thread: threading.Thread | None = None
@@ -79,9 +82,12 @@ class SunSpecServer:
         index = self.where[model] - BASE + offset
         return (self._live if self._live is not None else self.registers)[index]
 
-    async def _action(self, func_code, start_address, address, count, registers, values) -> None:
+    async def _action(self, func_code, start_address, address, count, registers, values) -> ExcCodes | None:
         if values is None and self.on_read is not None:
             self.on_read(registers, start_address)
+        if values is not None and self.on_write is not None:
+            return self.on_write(address, list(values))
+        return None
 
     def start(self) -> SunSpecServer:
         ready = threading.Event()

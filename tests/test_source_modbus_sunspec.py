@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from pymodbus.constants import ExcCodes
 
 from der_core import der_data as dd
 from der_core.config import ModbusSunSpecSource, build_config
@@ -288,6 +289,24 @@ def make_gateway(server: SunSpecServer, tmp_path, clock=None, **settings) -> tup
     source = open_source(config)
     gateway = Gateway([config], [store.write], tmp_path / "state", setpoints=book, history=store, source=source)
     return gateway, store, book
+
+
+def test_a_device_that_refuses_commands_keeps_its_link_and_readings_and_says_so_once(server, caplog):
+    """An exception response to a write (storage control locked on the device) is an answer:
+    taken for a lost link, it dropped the readings of the next second after every command and
+    logged 'not answering' and 'answers again' each time."""
+    server.on_write = lambda address, values: ExcCodes.ILLEGAL_ADDRESS
+    source = device(server, control=True)
+    caplog.set_level(logging.WARNING, logger="edge_gateway.sources.modbus_sunspec")
+    for step in range(3):
+        at = T0 + step * FIVE_MIN
+        assert math.isnan(source.command(2.0, at))
+        assert source.instant(at + pd.Timedelta(milliseconds=1), at) == Measured(2.3456, 54.32, 1.5, 1.2)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "refuses battery commands (exception code 2 to a write of 4 registers" in said[0]
+    server.on_write = None
+    assert source.command(2.0, T0 + 3 * FIVE_MIN) == pytest.approx(2.0)
+    source.close()
 
 
 def test_a_stale_plan_hands_control_back_to_the_device_in_one_line(server, tmp_path, caplog):

@@ -17,6 +17,8 @@ back (``StorCtl_Mod`` = 0).
 
 A device that stops answering is logged once, retried with doubling waits up to
 ``reconnect_max_s``, and logged once again when it answers; nothing raises to the gateway.
+A device that answers a command's write with an exception response (its storage control
+locked or not offered) is there all the same: that is said once, and its readings go on.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ RATE_SF = (-2, 1)
 
 class DeviceUnavailable(Exception):
     """The device did not answer, or answered without a usable SunSpec map."""
+
+
+class CommandRefused(Exception):
+    """The device answered a write with an exception response (storage control locked or
+    not offered): the link is fine and the readings go on; the battery keeps its own mode."""
 
 
 class SunSpecDevice:
@@ -104,7 +111,8 @@ class SunSpecDevice:
         except (ModbusException, OSError, ValueError) as error:
             raise DeviceUnavailable(str(error)) from None
         if response.isError():
-            raise DeviceUnavailable(f"exception response to a write of {len(values)} registers at {address}")
+            code = getattr(response, "exception_code", "?")
+            raise CommandRefused(f"exception code {code} to a write of {len(values)} registers at {address}")
 
     def _connected(self, at: pd.Timestamp) -> dict[str, ss.Model]:
         """The device's models by role, connecting and discovering its map when needed, no
@@ -250,6 +258,10 @@ class SunSpecDevice:
             except DeviceUnavailable as error:
                 if str(error) != "waiting to retry":
                     self._lost(at, error)
+                return math.nan
+            except CommandRefused as error:
+                self._note("refused", "refuses battery commands (%s): they are not taken, the battery keeps the "
+                           "device's own mode; readings go on", error)
                 return math.nan
 
     def _hand_back(self, storage: ss.Model, why: str) -> None:
