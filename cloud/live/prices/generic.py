@@ -10,8 +10,8 @@ interval's end (a real-time feed) or once a day before delivery at a local clock
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 from datetime import time as clock
 from typing import TYPE_CHECKING, Any
 
