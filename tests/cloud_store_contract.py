@@ -270,6 +270,20 @@ class CloudStoreContract:
         with pytest.raises(UsageError, match="--forget dev-000: nothing of it is stored in .*; expected one of dev-001"):
             forget_device(store, "dev-000", remove=True)
 
+    def test_a_dr_window_reads_back_as_the_schedule_sent_and_a_withdrawn_one_as_none(self, store):
+        """Each decider sends a site the windows it reads here, so they must read back whole on
+        every adapter (JSON text in SQLite, jsonb on a server)."""
+        from cloud.dr import records as r
+        from der_core.setpoints import SetpointSchedule
+
+        steps = [T0, T0 + pd.Timedelta(minutes=15), T0 + pd.Timedelta(minutes=30)]
+        window = SetpointSchedule.from_commands(steps, np.array([-2.5, -1.25, np.nan]), np.array([0.75, 0.0, np.nan]),
+                                                event=np.array([True, True, False]))
+        r.save_windows(store, "x", "e1", {"dev-000": window, "dev-001": window}, T0)
+        r.save_windows(store, "x", "e1", {"dev-001": None}, T0)  # a modification no longer plans it
+        back = r.windows(store, "x", "e1")
+        assert list(back) == ["dev-000"] and back["dev-000"].to_dict() == window.to_dict()
+
     def test_weather_forecasts_and_prices_keep_each_issue(self, store):
         targets = T0 + pd.to_timedelta(np.arange(4) * 3600, unit="s")
         for hours_before, ghi in ((6, 100.0), (1, 300.0)):

@@ -199,3 +199,19 @@ def test_append_that_races_another_writer_falls_back_to_the_upsert(store, monkey
     stored = _stored(store)
     assert len(stored) == len(frame)
     np.testing.assert_allclose(stored[dd.PRICE], changed.sort_values([dd.DEVICE_ID, dd.TS])[dd.PRICE])
+
+
+def test_a_database_of_an_earlier_schema_gets_the_dr_windows_table_on_opening(pg_url, tmp_path):  # noqa: F811
+    """A database migrated before ``dr_windows`` existed gets it from the next store that opens it."""
+    from benchmarks._database import throwaway_database
+
+    earlier = [p for p in migrations.migration_files() if p.stem < "20261211000000"]
+    assert len(earlier) < len(migrations.migration_files())
+    for path in earlier:
+        (tmp_path / path.name).write_text(path.read_text())
+    with throwaway_database(pg_url, prefix="der_earlier") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrations.apply_postgres(conn, tmp_path)
+            assert conn.execute("SELECT to_regclass('dr_windows')").fetchone()[0] is None
+        with PostgresCloudStore(url) as store:
+            assert store.count_rows(s.DR_WINDOWS) == 0

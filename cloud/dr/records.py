@@ -1,4 +1,5 @@
-"""Events and results in the cloud store (``dr_events``, ``dr_results``): rows in and out.
+"""Events, results and windows in the cloud store (``dr_events``, ``dr_results``,
+``dr_windows``): rows in and out.
 
 Every write is an upsert on the table's key, so a decision or a delivery written twice is
 one row. The JSON API and the aggregator page read events through :func:`event_view`.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -17,6 +18,7 @@ from cloud.dr.model import DREvent, Signal
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
+from der_core.setpoints import SetpointSchedule
 
 RECEIVED, OPTED_IN, OPTED_OUT, CANCELLED, COMPLETED = "received", "opted_in", "opted_out", "cancelled", "completed"
 FLEET = "fleet"  # the device_id of a result row for the fleet's total
@@ -67,6 +69,39 @@ def save_results(store: CloudStore, rows: Iterable[dict[str, Any]]) -> None:
 
 def results(store: CloudStore, source: str, event_id: str) -> pd.DataFrame:
     return store.read_frame(s.DR_RESULTS, {s.SOURCE: source, s.EVENT_ID: event_id})
+
+
+def save_windows(store: CloudStore, source: str, event_id: str, windows: Mapping[str, SetpointSchedule | None],
+                 now: pd.Timestamp) -> None:
+    """Store the event's window per site; None for a site the event no longer plans."""
+    rows = [{s.SOURCE: source, s.EVENT_ID: event_id, dd.DEVICE_ID: device, s.COMPUTED_AT: now,
+             s.SCHEDULE: None if window is None else window.to_json()} for device, window in windows.items()]
+    if rows:
+        store.upsert_frame(s.DR_WINDOWS, pd.DataFrame(rows))
+
+
+def windows(store: CloudStore, source: str, event_id: str) -> dict[str, SetpointSchedule]:
+    """The event's stored window per site it plans."""
+    frame = store.read_frame(s.DR_WINDOWS, {s.SOURCE: source, s.EVENT_ID: event_id})
+    out = {}
+    for device, data in zip(frame[dd.DEVICE_ID], frame[s.SCHEDULE]):
+        if data is not None:  # stored as sent: its powers were bounded when planned, so none is refused here
+            out[device] = SetpointSchedule.from_dict(json.loads(data) if isinstance(data, str) else data, math.inf)
+    return out
+
+
+def standing_windows(store: CloudStore, now: pd.Timestamp) -> dict[str, list[SetpointSchedule]]:
+    """Per site, the stored windows of the events it must carry: opted in and not ended. The
+    store, not a decider's memory, says what stands, so every decider sends a site the same."""
+    events = all_events(store)
+    standing = events[events[s.STATUS] == OPTED_IN]
+    out: dict[str, list[SetpointSchedule]] = {}
+    for source, event_id, end in zip(standing[s.SOURCE], standing[s.EVENT_ID], standing[s.END_TS]):
+        if dd.parse_ts(end) <= now:
+            continue
+        for device, window in windows(store, source, event_id).items():
+            out.setdefault(device, []).append(window)
+    return out
 
 
 def _number(value: Any) -> float | None:

@@ -69,6 +69,11 @@ DR_EVENTS = "dr_events"
 #: What each event planned and delivered, per site and for the fleet (``device_id`` "fleet"),
 #: per baseline kind; the forecast baseline is written at decision time and never recomputed.
 DR_RESULTS = "dr_results"
+#: The setpoint window each opted-in event puts on each of its sites (``schedule``: the
+#: schedule JSON the gateway is sent, ``cloud.dr.plan.schedules``), null once the event's
+#: modification no longer plans the site. A site is sent the windows of its standing events
+#: read from here, so every decider on the store sends the same union.
+DR_WINDOWS = "dr_windows"
 #: A view over ``der_readings``: per device, first and last ``ts`` and the row count.
 READING_STATS = "der_reading_stats"
 
@@ -103,6 +108,7 @@ EVENT_ID, MODIFICATION, RECEIVED_AT, START_TS, SIGNAL, SITES_COLUMN, PLANNED_KW 
 BASELINE, BASELINE_KW, MEASURED_KW, DELIVERED_KW, COMPUTED_AT = (
     "baseline", "baseline_kw", "measured_kw", "delivered_kw", "computed_at",
 )
+SCHEDULE = "schedule"
 
 _DEVICE_TS = (dd.DEVICE_ID, dd.TS)
 
@@ -144,6 +150,8 @@ TABLES: dict[str, Table] = {
         Table(DR_RESULTS, {SOURCE: TEXT, EVENT_ID: TEXT, dd.DEVICE_ID: TEXT, BASELINE: TEXT, BASELINE_KW: FLOAT,
                            PLANNED_KW: FLOAT, MEASURED_KW: FLOAT, DELIVERED_KW: FLOAT, COMPUTED_AT: TS},
               (SOURCE, EVENT_ID, dd.DEVICE_ID, BASELINE)),
+        Table(DR_WINDOWS, {SOURCE: TEXT, EVENT_ID: TEXT, dd.DEVICE_ID: TEXT, SCHEDULE: JSON, COMPUTED_AT: TS},
+              (SOURCE, EVENT_ID, dd.DEVICE_ID)),
     )
 }
 

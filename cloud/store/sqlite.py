@@ -318,7 +318,9 @@ def _typed(table: str, frame: pd.DataFrame) -> pd.DataFrame:
             values = pd.to_numeric(frame[name], errors="coerce")
             frame[name] = pd.to_datetime(values, unit="us", utc=True).astype("datetime64[us, UTC]")
         elif kind == s.JSON:
-            frame[name] = [v if v is None or isinstance(v, dict) else json.loads(v) for v in frame[name]]
+            # A NULL among texts comes back as NaN once pandas has seen the column: missing, not JSON.
+            frame[name] = [v if isinstance(v, (dict, type(None))) else None if isinstance(v, float) else json.loads(v)
+                           for v in frame[name]]
     out = s.coerce(table, frame)
     if spec.serial:
         out.insert(0, spec.serial, pd.array(frame[spec.serial], dtype="Int64"))

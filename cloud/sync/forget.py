@@ -27,6 +27,7 @@ JOB = "forget"
 TABLES = (
     (s.PLAN_SUMMARIES, "plan summaries"), (s.PLANS, "plan steps"), (s.FORECASTS, "forecast rows"),
     (s.FEATURES, "feature rows"), (s.WEATHER_FORECASTS, "weather forecast rows"), (s.DR_RESULTS, "DR results"),
+    (s.DR_WINDOWS, "DR windows"),
     (s.QUARANTINE, "quarantined rows"), (s.READINGS, "readings"), (s.SITES, "site"),
 )
 
