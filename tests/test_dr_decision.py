@@ -4,12 +4,14 @@ plan's schedules, modifications, cancellation, and the two baselines."""
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from cloud.dr import baseline as b
+from cloud.dr import records as r
 from cloud.dr.decision import FleetDR, malformed
 from cloud.dr.model import DREvent, Signal
 from cloud.store.sqlite import SQLiteCloudStore
@@ -160,6 +162,88 @@ def test_a_site_carries_every_event_it_takes_and_a_cancel_takes_off_only_its_own
     assert _windows(publisher.sent["site-0"]) == [window[order[1]]] and not publisher.cleared
     dr.cancel(order[1], "test")
     assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+@pytest.fixture
+def another(fleet):
+    """A second decider on the fleet's store, on a connection of its own: a restarted process,
+    or another process deciding for the same sites, publishing to the same retained topics."""
+    dr, publisher = fleet
+    store = SQLiteCloudStore(dr.store.path)
+    yield FleetDR(store, publisher, clock=lambda: NOW)
+    store.close()
+
+
+def _window_at(h0: float, h1: float) -> tuple[pd.Timestamp, pd.Timestamp]:
+    return NOW + pd.Timedelta(hours=h0), NOW + pd.Timedelta(hours=h1)
+
+
+def _decide_at(dr: FleetDR, id: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> None:
+    assert dr.decide(event(1.0, start=window[0], end=window[1], id=id)).opt_in
+
+
+def test_a_restarted_decider_sends_a_site_the_windows_of_the_events_taken_before_it(fleet, another):
+    """What a site must carry is in the store, not in the process that decided it: a VEN or
+    dashboard restarted between two events on the same sites must not drop the first."""
+    dr, publisher = fleet
+    first, second = _window_at(1, 2), _window_at(3, 4)
+    _decide_at(dr, "a", first)
+    _decide_at(another, "b", second)
+    assert _windows(publisher.sent["site-0"]) == [first, second]
+
+
+def test_a_cancel_after_a_restart_resends_the_other_events_window_and_clears_only_its_own(fleet, another):
+    dr, publisher = fleet
+    first, second = _window_at(1, 2), _window_at(3, 4)
+    _decide_at(dr, "a", first)
+    _decide_at(dr, "b", second)
+    another.cancel("a", "test")
+    assert _windows(publisher.sent["site-0"]) == [second] and not publisher.cleared
+    another.cancel("b", "test")
+    assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+def test_two_deciders_on_one_store_each_send_the_union_of_the_fleets_windows(fleet, another):
+    """The dashboard's API and a VEN deciding for the same sites share one retained schedule
+    per site (the publisher here): whichever sends last must send every window either took."""
+    dr, publisher = fleet
+    first, second, third = _window_at(1, 2), _window_at(3, 4), _window_at(5, 6)
+    _decide_at(dr, "a", first)
+    _decide_at(another, "b", second)
+    assert _windows(publisher.sent["site-0"]) == [first, second]
+    _decide_at(dr, "c", third)
+    assert _windows(publisher.sent["site-0"]) == [first, second, third]
+    another.cancel("a", "test")
+    assert _windows(publisher.sent["site-0"]) == [second, third]
+
+
+def test_a_store_of_the_schema_before_windows_were_stored_opens_and_still_withdraws_its_events(fleet):
+    """Opening a store made before ``dr_windows`` adds the table; an event decided before
+    has only its plan rows, which still name the sites its withdrawal resends."""
+    dr, publisher = fleet
+    first, second = _window_at(1, 2), _window_at(3, 4)
+    _decide_at(dr, "a", first)
+    with sqlite3.connect(dr.store.path) as conn:
+        conn.execute("DROP TABLE dr_windows")  # the store as the version before left it
+    store = SQLiteCloudStore(dr.store.path)
+    try:
+        upgraded = FleetDR(store, publisher, clock=lambda: NOW)
+        _decide_at(upgraded, "b", second)
+        assert set(r.windows(store, "test", "b")) == {"site-0", "site-1", "site-2"}
+        upgraded.cancel("a", "test")
+        assert _windows(publisher.sent["site-0"]) == [second] and not publisher.cleared
+    finally:
+        store.close()
+
+
+def test_a_modification_that_asks_nothing_takes_its_earlier_window_off(fleet):
+    """A level-0 modification of an event opts in with nothing planned: the sites its earlier
+    modification planned lose its window."""
+    dr, publisher = fleet
+    first = _window_at(1, 2)
+    _decide_at(dr, "a", first)
+    calm = dr.decide(event(0.0, Signal.LEVEL, start=first[0], end=first[1], id="a", modification=1))
+    assert calm.opt_in and sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
 
 
 def test_an_event_days_ahead_leaves_the_battery_to_its_own_rule_until_its_window(fleet):

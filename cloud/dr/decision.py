@@ -23,13 +23,17 @@
 7. the joint plan holds the reduction (no slack on the fleet row).
 
 Sites that cannot follow (offline, no history to forecast from, an empty battery) are left
-out of the plan and the reduction falls on the others. Opting in publishes one schedule per
-site carrying every standing event's window for it (:func:`cloud.dr.plan.site_schedule`);
-cancelling or withdrawing an event republishes what the site's other events still need, and
-clears the site only when none is left. The windows each site carries are kept in memory,
-as the publisher keeps the schedule an event displaced. Opting in stores the event, its plan and each site's forecast baseline
-(``dr_events``, ``dr_results``); a repeated event (same source, id and modification) gets the
-stored answer, a newer modification is decided again. Decisions run one at a time.
+out of the plan and the reduction falls on the others. Opting in stores the event, its plan,
+each site's forecast baseline and each site's window (``dr_events``, ``dr_results``,
+``dr_windows``), then publishes one schedule per site carrying the stored windows of every
+standing event (opted in, not ended) it takes part in (:func:`cloud.dr.plan.site_schedule`);
+cancelling or withdrawing an event marks it so in the store first, then republishes what the
+site's other events still need, and clears the site only when none is left. The windows are
+read from the store when a schedule is sent, never kept in memory: a decider restarted
+between two events, or two deciders on the same store (the dashboard's API and a VEN), send a
+site every window the fleet promised, and whichever sends last sends the union. A repeated
+event (same source, id and modification) gets the stored answer, a newer modification is
+decided again. Decisions run one at a time in a process.
 """
 
 from __future__ import annotations
@@ -160,7 +164,6 @@ class FleetDR:
         self.participation = dict(participation or {})
         self.clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, dict[tuple[str, str], SetpointSchedule]] = {}  # per site, each event's window
 
     # --- DRHandler ---
     def decide(self, event: DREvent) -> Answer:
@@ -178,9 +181,9 @@ class FleetDR:
                 r.save_event(self.store, event, r.OPTED_OUT, f"decision failed: {' '.join(str(error).split())}")
                 raise
             if not answer.opt_in:
+                r.save_event(self.store, event, r.OPTED_OUT, answer.reason)
                 if stored is not None and stored[s.STATUS] == r.OPTED_IN:  # a modification the fleet no longer follows
                     self._withdraw(event.source, event.event_id)
-                r.save_event(self.store, event, r.OPTED_OUT, answer.reason)
             log.info("DR %s/%s: %s (%s)", event.source, event.event_id, "in" if answer.opt_in else "out", answer.reason)
             return answer
 
@@ -189,9 +192,9 @@ class FleetDR:
             stored = r.stored_event(self.store, source, event_id)
             if stored is None or stored[s.STATUS] in (r.CANCELLED, r.COMPLETED):
                 return
+            r.set_status(self.store, source, event_id, r.CANCELLED, "cancelled by the event's source")
             if stored[s.STATUS] == r.OPTED_IN and self.clock() < dd.parse_ts(stored[s.END_TS]):
                 self._withdraw(source, event_id)
-            r.set_status(self.store, source, event_id, r.CANCELLED, "cancelled by the event's source")
 
     def delivery(self, event_id: str, source: str) -> Delivery | None:
         with self._lock:
@@ -262,8 +265,7 @@ class FleetDR:
         followers = state.followable & (state.capability_kw(len(steps) * settings.step / pd.Timedelta(hours=1)) > 0)
         left_out = len(state.devices) - int(followers.sum())
         if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
-            r.save_event(self.store, event, r.OPTED_IN, "nothing to reduce at this level", 0.0)
-            return Answer(True, "nothing to reduce at this level", 0.0)
+            return self._stand(event, {}, "nothing to reduce at this level", 0.0, [], now)
         if requested == 0.0 or not followers.any():
             return Answer(False, f"nothing to deliver: none of {len(state.devices)} targeted site(s) can reduce now "
                                  "(offline, no history, empty battery or in another event)")
@@ -273,37 +275,35 @@ class FleetDR:
         planned = plan.fleet_reduction_kw
         if requested is not None and planned < requested * (1 - settings.slack_tolerance):
             return Answer(False, f"too large: the plan holds {planned:.1f} of {requested:.1f} kW over the window")
-        failed = self._publish(event, plan, now)
         reason = f"planned {planned:.1f} kW on {len(plan.devices)} site(s)"
         if left_out:
             reason += f"; {left_out} left out (offline, no history, empty battery or in another event)"
+        return self._stand(event, schedules(plan, settings.step), reason, planned, _planned_rows(event, plan, now), now)
+
+    def _stand(self, event: DREvent, windows: Mapping[str, SetpointSchedule], reason: str, planned: float,
+               rows: list[dict], now: pd.Timestamp) -> Answer:
+        """Store the event opted in with its window per site (a modification's replace the earlier
+        ones, on every site they were on), then send its sites their schedules: stored first, so
+        the schedules sent, here or by another decider, carry it."""
+        earlier = r.windows(self.store, event.source, event.event_id)
+        r.save_windows(self.store, event.source, event.event_id, {d: windows.get(d) for d in {*earlier, *windows}}, now)
+        r.save_event(self.store, event, r.OPTED_IN, reason, planned)
+        r.save_results(self.store, rows)
+        failed = self._send({*earlier, *windows}, now)
         if failed:
             reason += f"; {len(failed)} schedule(s) not delivered ({failed[0]})"
-        r.save_event(self.store, event, r.OPTED_IN, reason, planned)
-        r.save_results(self.store, _planned_rows(event, plan, now))
+            r.save_event(self.store, event, r.OPTED_IN, reason, planned)
         return Answer(True, reason, planned)
 
-    def _publish(self, event: DREvent, plan, now: pd.Timestamp) -> list[str]:
-        """Put the event's windows on its sites (a modification's replace the earlier ones, on
-        every site they were on) and send each site its schedule."""
-        key = (event.source, event.event_id)
-        windows = schedules(plan, self.settings.step)
-        touched = set(windows) | {device for device, held in self._windows.items() if key in held}
-        for device in touched:
-            held = self._windows.setdefault(device, {})
-            held.pop(key, None)
-            if device in windows:
-                held[key] = windows[device]
-        return self._send(touched, now)
-
     def _send(self, devices, now: pd.Timestamp) -> list[str]:
-        """Send each site the schedule of its standing windows, or clear it when none is left."""
+        """Send each site the schedule of the stored windows of its standing events, or clear it
+        when none is left; read at sending, so what another decider stored is sent too."""
+        standing = r.standing_windows(self.store, now)
         failed = []
         for device in sorted(devices):
-            schedule = site_schedule(self._windows.get(device, {}).values(), now)
+            schedule = site_schedule(standing.get(device, []), now)
             try:
                 if schedule is None:
-                    self._windows.pop(device, None)
                     self.publisher.clear(device)
                 else:
                     self.publisher.publish(device, schedule)
@@ -312,13 +312,11 @@ class FleetDR:
         return failed
 
     def _withdraw(self, source: str, event_id: str) -> None:
-        """Take the event's windows off its sites (its stored plan rows name them) and resend them."""
-        key = (source, event_id)
+        """Resend the sites of an event no longer standing in the store: its stored windows
+        name them, and its plan rows name them for an event decided before windows were stored."""
         rows = r.results(self.store, source, event_id)
         devices = set(rows[(rows[s.BASELINE] == b.FORECAST) & (rows[dd.DEVICE_ID] != r.FLEET)][dd.DEVICE_ID])
-        devices |= {device for device, held in self._windows.items() if key in held}
-        for device in devices:
-            self._windows.get(device, {}).pop(key, None)
+        devices |= set(r.windows(self.store, source, event_id))
         for failure in self._send(devices, self.clock()):
             log.warning("DR %s/%s: schedule not withdrawn: %s", source, event_id, failure)
 
