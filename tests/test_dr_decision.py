@@ -309,6 +309,29 @@ def test_cancelling_an_accepted_event_withdraws_its_schedules(fleet):
     assert dr.delivery("e1", "test") is None
 
 
+@pytest.mark.parametrize("modification", [False, True])
+def test_a_decision_failing_after_a_site_was_sent_its_window_takes_it_off(fleet, monkeypatch, modification):
+    """The publisher fails on the second site with an error that is not a delivery failure:
+    the event is opted out, and the first site, already sent the event's window (or the
+    earlier modification's), is cleared rather than left holding it."""
+    dr, publisher = fleet
+    if modification:
+        dr.decide(event(3.0))
+    sent = publisher.publish
+
+    def fails_on_the_second(device_id, schedule):
+        if device_id == "site-1":
+            raise RuntimeError("publisher broke")
+        sent(device_id, schedule)
+
+    monkeypatch.setattr(publisher, "publish", fails_on_the_second)
+    with pytest.raises(RuntimeError, match="publisher broke"):
+        dr.decide(event(2.0, modification=int(modification)))
+    stored = r.stored_event(dr.store, "test", "e1")
+    assert (stored["status"], stored["reason"]) == ("opted_out", "decision failed: publisher broke")
+    assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
 def test_delivery_waits_for_the_window_to_pass(fleet):
     dr, _ = fleet
     dr.decide(event(3.0))

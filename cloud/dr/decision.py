@@ -179,6 +179,7 @@ class FleetDR:
                 answer = self._decide(event)
             except Exception as error:  # not left "received" for ever: the fleet did not follow it
                 r.save_event(self.store, event, r.OPTED_OUT, f"decision failed: {' '.join(str(error).split())}")
+                self._abandon(event)
                 raise
             if not answer.opt_in:
                 r.save_event(self.store, event, r.OPTED_OUT, answer.reason)
@@ -319,6 +320,16 @@ class FleetDR:
         devices |= set(r.windows(self.store, source, event_id))
         for failure in self._send(devices, self.clock()):
             log.warning("DR %s/%s: schedule not withdrawn: %s", source, event_id, failure)
+
+    def _abandon(self, event: DREvent) -> None:
+        """After a decision failed, take what it (or the modification before it) may already
+        have sent off the sites: the event is opted out, so no site may go on holding its
+        window. A failure here is logged; the decision's own error is the one raised."""
+        try:
+            self._withdraw(event.source, event.event_id)
+        except Exception as error:
+            log.warning("DR %s/%s: schedules of the failed decision not withdrawn: %s", event.source, event.event_id,
+                        " ".join(str(error).split()))
 
     def _excluded_windows(self, event: DREvent) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
         """Windows of the fleet's other events that ran (opted in): days they touch are not eligible baseline days."""
