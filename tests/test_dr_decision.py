@@ -217,6 +217,27 @@ def test_two_deciders_on_one_store_each_send_the_union_of_the_fleets_windows(fle
     assert _windows(publisher.sent["site-0"]) == [second, third]
 
 
+def test_a_decider_whose_read_another_overtook_sends_again_what_the_other_stored(fleet, another):
+    """Two processes at once: the first has read the stored windows and is sending site-0
+    its event alone when the second stores its event and sends both. The first's send lands
+    last with its stale read; it reads again after sending and sends the union."""
+    dr, publisher = fleet
+    first, second = _window_at(1, 2), _window_at(3, 4)
+    sent, overtaken = publisher.publish, []
+
+    def overtaken_once(device_id, schedule):
+        if not overtaken:
+            overtaken.append(device_id)
+            _decide_at(another, "b", second)  # lands between the first decider's read and its send
+        sent(device_id, schedule)
+
+    publisher.publish = overtaken_once
+    _decide_at(dr, "a", first)
+    assert overtaken == ["site-0"]
+    for device in ("site-0", "site-1", "site-2"):
+        assert _windows(publisher.sent[device]) == [first, second]
+
+
 def test_a_store_of_the_schema_before_windows_were_stored_opens_and_still_withdraws_its_events(fleet):
     """Opening a store made before ``dr_windows`` adds the table; an event decided before
     has only its plan rows, which still name the sites its withdrawal resends."""

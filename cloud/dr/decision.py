@@ -87,6 +87,9 @@ MAX_PRICE_PER_KWH = 10_000.0
 MAX_REDUCTION_KW = 1e7
 #: OpenADR's modificationNumber is an unsigned 32-bit count.
 MAX_MODIFICATION = 2**32 - 1
+#: Rounds of read-then-send a site's schedule takes while other deciders change its windows:
+#: each round follows one more decision landing meanwhile.
+MAX_SENDS = 5
 
 
 def unrepresentable(event: DREvent) -> str | None:
@@ -298,19 +301,33 @@ class FleetDR:
 
     def _send(self, devices, now: pd.Timestamp) -> list[str]:
         """Send each site the schedule of the stored windows of its standing events, or clear it
-        when none is left; read at sending, so what another decider stored is sent too."""
-        standing = r.standing_windows(self.store, now)
-        failed = []
-        for device in sorted(devices):
-            schedule = site_schedule(standing.get(device, []), now)
-            try:
-                if schedule is None:
-                    self.publisher.clear(device)
-                else:
-                    self.publisher.publish(device, schedule)
-            except DERError as error:
-                failed.append(f"{device}: {error}")
-        return failed
+        when none is left; read at sending, so what another decider stored is sent too.
+
+        Then read again, and send again each site whose schedule changed meanwhile, until a
+        read finds what was last sent. Two deciders on one store (a VEN and the dashboard)
+        each store an event's windows before reading: whichever of them sends a site last has
+        read, after its send, everything the other stored before its own read, so the site
+        ends up holding every window without a lock between processes."""
+        failed: dict[str, str] = {}
+        sent: dict[str, str | None] = {}
+        for _ in range(MAX_SENDS):
+            standing = r.standing_windows(self.store, now)
+            due = {device: site_schedule(standing.get(device, []), now) for device in sorted(devices)}
+            due = {device: schedule for device, schedule in due.items()
+                   if device not in sent or sent[device] != _shown(schedule)}
+            if not due:
+                break
+            for device, schedule in due.items():
+                sent[device] = _shown(schedule)
+                failed.pop(device, None)
+                try:
+                    if schedule is None:
+                        self.publisher.clear(device)
+                    else:
+                        self.publisher.publish(device, schedule)
+                except DERError as error:
+                    failed[device] = f"{device}: {error}"
+        return list(failed.values())
 
     def _withdraw(self, source: str, event_id: str) -> None:
         """Resend the sites of an event no longer standing in the store: its stored windows
@@ -337,6 +354,11 @@ class FleetDR:
         ran = events[events[s.STATUS].isin([r.OPTED_IN, r.COMPLETED])
                      & ~((events[s.SOURCE] == event.source) & (events[s.EVENT_ID] == event.event_id))]
         return [(dd.parse_ts(a), dd.parse_ts(z)) for a, z in zip(ran[s.START_TS], ran[s.END_TS])]
+
+
+def _shown(schedule: SetpointSchedule | None) -> str | None:
+    """What a site is sent, to tell whether it changed: the schedule's JSON, None for a clear."""
+    return None if schedule is None else schedule.to_json()
 
 
 def _answer(stored: dict) -> Answer:
