@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,31 @@ def test_a_bad_tariff_file_named_by_a_site_file_names_the_tariff_file(tmp_path):
     (tmp_path / "site.json").write_text(json.dumps({**SITE, "tariff": "tariff.json"}))
     with pytest.raises(ConfigError, match=r"tariff\.json: import_price\.fixed\.price: Input should be a valid number"):
         load_site_file(tmp_path / "site.json")
+
+
+_YAML_PRICES = "import_price: {kind: fixed, price: 0.30}\nexport_price: {kind: fixed, price: 0.08}\n"
+_YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefg", "bcdefgh"))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (_YAML_PRICES + "import_price: {kind: fixed, price: 0.90}\n", "field 'import_price' is written twice"),
+    ("import_price: {kind: fixed, price: 0.30, price: 0.90}\nexport_price: {kind: fixed, price: 0.08}\n",
+     "field 'price' is written twice"),
+    (_YAML_BOMB + _YAML_PRICES, "an alias (*a) at line 2"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply to read"),
+    (b"name: '" + b"a" * (16 * 2**20) + b"'\n" + _YAML_PRICES.encode(), "larger than 16 MiB"),
+    ("", "expected a mapping of the tariff's fields at the top level, got an empty file"),
+    ("- 0.3\n", "expected a mapping of the tariff's fields at the top level, got a list"),
+])
+def test_a_yaml_tariff_file_is_read_as_strictly_as_a_json_one(tmp_path, content, message):
+    """A YAML reader keeps the last of a repeated key, expands aliases without bound and
+    recurses into any nesting; a tariff file is refused for each in one line, as JSON is."""
+    path = tmp_path / "tariff.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        load_tariff_file(path)
+    text = str(caught.value)
+    assert message in text and "\n" not in text and len(text) < 300, text
+    assert time.perf_counter() - started < 5
