@@ -64,6 +64,8 @@ class When(Section):
             if len(pair) != 2 or not all(0 <= h <= 24 for h in pair) or pair[0] == pair[1]:
                 raise ValueError(f"range {i} is {pair}; expected [from, to] with two different local hours "
                                  "in 0..24, such as [16, 21] (or [22, 6] across midnight)")
+            if pair == [24, 0]:  # from midnight's end to its start: across midnight, it holds no instant
+                raise ValueError(f"range {i} is {pair}, which holds no hour; expected [0, 24] for the whole day")
         return value
 
 
