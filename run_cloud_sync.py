@@ -9,6 +9,7 @@ import pandas as pd
 
 from cloud.store.factory import add_cloud_db_flag
 from cloud.sync import settings as cfg
+from cloud.sync.declare import declare_sites
 from cloud.sync.forget import forget_device
 from cloud.sync.importer import (
     UNITS,
@@ -108,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             cloud.init_schema()
             print(f"cloud schema ready: {cloud.label}", file=notes)
         if site is not None:
-            cloud.upsert_sites([site_row(site)])
+            rewritten = declare_sites(cloud, [site]).get(site.device_id)
             print(f"site {site.device_id} declared in {cloud.label}", file=notes)
+            if rewritten:
+                print(f"  its zone, country, place or panels changed: its features are written again from its first "
+                      f"reading on the next feature run ({', '.join(rewritten)})", file=notes)
             for doubt in site.doubts():
                 print(f"  warning: {doubt}", file=notes)
         if args.weather_history:

@@ -342,3 +342,42 @@ def test_a_site_declares_any_currency_a_household_pays_in(currency):
 def test_a_currency_no_household_pays_in_is_one_line(currency):
     with pytest.raises(ConfigError, match=f"currency: '{currency}' is not a currency code; expected an ISO 4217 code"):
         build_site(with_(currency=currency))
+
+
+def _features_by_ts(store) -> pd.DataFrame:
+    rows = store.read_frame("der_features", equals={dd.DEVICE_ID: "home-1"})
+    return pd.DataFrame([json.loads(f) if isinstance(f, str) else f for f in rows["features"]],
+                        index=pd.DatetimeIndex(rows[dd.TS])).sort_index()
+
+
+@pytest.mark.parametrize(("change", "moved"), [
+    ({"timezone": "Europe/London", "country": "GB", "currency": None}, ["hour"]),
+    ({"pv": {**SITE["pv"], "capacity_kwp": 3.0}}, ["clearsky_kw"]),
+    ({"battery": {**SITE["battery"], "capacity_kwh": 5.0}}, []),  # no feature reads the battery
+])
+def test_a_site_declared_again_has_its_features_rewritten_when_they_read_what_changed(tmp_path, capsys, change, moved):
+    """The feature job writes each instant once (and the last hour again): a site declared
+    again in another zone or with other panels kept the features of the old declaration for
+    its whole history, and the forecasters trained on both."""
+    path, db = tmp_path / "site.json", tmp_path / "c.db"
+    path.write_text(json.dumps(SITE))
+    assert run_cli(run_cloud_sync.main, ["--site", str(path), "--cloud-db", str(db)]) == 0
+    stamps = pd.date_range("2024-05-01", periods=2 * 96, freq="15min", tz="UTC")
+    with SQLiteCloudStore(db) as store:
+        frame = pd.DataFrame({column: np.nan for column in dd.COLUMNS}, index=range(len(stamps)))
+        frame[dd.DEVICE_ID], frame[dd.TS], frame[dd.SOLAR_KW], frame[dd.LOAD_TOTAL] = "home-1", stamps, 1.0, 0.5
+        store.upsert_readings(dd.coerce_frame(frame))
+    assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "7", "--cloud-db", str(db)]) == 0
+    with SQLiteCloudStore(db) as store:
+        before = _features_by_ts(store)
+    path.write_text(json.dumps(with_(**change)))
+    capsys.readouterr()
+    assert run_cli(run_cloud_sync.main, ["--site", str(path), "--cloud-db", str(db)]) == 0
+    said = capsys.readouterr().out
+    assert ("its features are written again from its first reading" in said) == bool(moved), said
+    assert run_cli(run_feature_engineering.main, ["--once", "--lookback-days", "7", "--cloud-db", str(db)]) == 0
+    with SQLiteCloudStore(db) as store:
+        after = _features_by_ts(store)
+    first_day = before.index < stamps[96]
+    changed = [c for c in ("hour", "clearsky_kw") if not np.allclose(before.loc[first_day, c], after.loc[first_day, c])]
+    assert changed == moved

@@ -135,12 +135,15 @@ def planning(ctx: Context) -> StageReport:
 
 
 def declare(ctx: Context) -> StageReport:
-    """Store (or update) each declared site from its site file, and its outside inputs."""
+    """Store (or update) each declared site from its site file (``cloud.sync.declare``), and
+    its outside inputs."""
     from cloud.live.inputs import declared_inputs
-    from der_core.site_file import site_row
+    from cloud.sync.declare import declare_sites
 
     sites = ctx.settings.declared
-    ctx.cloud.upsert_sites([site_row(site) for site in sites])
+    for device_id, versions in declare_sites(ctx.cloud, sites).items():
+        log.info("declare: %s changed zone, country, place or panels; its features (%s) are written again",
+                 device_id, ", ".join(versions))
     for site in sites:
         ctx.inputs.setdefault(site.device_id, declared_inputs(ctx.cloud, site))
     return StageReport(len(sites), f"{len(sites)} declared site(s) in {ctx.cloud.label}: "
