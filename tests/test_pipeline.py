@@ -339,3 +339,29 @@ def test_a_failed_stage_stops_the_chain_and_the_run(tmp_path):
         ("forecasting", "unavailable"), ("sync", "failed"), ("planning", "skipped")]
     assert reached == [] and result.failed.message == "cloud store unreachable"
     assert "[2/3] sync         failed" in out.getvalue()
+
+
+def test_a_declaration_that_failed_at_the_start_is_made_by_the_next_hours_plans(tmp_path, monkeypatch):
+    """--continuous with --site declares its sites in the first run only: a store that refused
+    the first declaration left the hourly plans job raising for a site it never declared, every
+    hour until a restart, though the first run's warning said the schedule would retry."""
+    from tests.test_site_file import SITE
+
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps(SITE))
+    settings = pipeline_settings(tmp_path / "data", site_files=[site])
+    with runner.ExitStack() as resources:
+        ctx = runner.open_context(settings, resources)
+        stored = ctx.cloud.upsert_sites
+
+        def unreachable(_rows):
+            raise DERError("cloud store unreachable")
+
+        monkeypatch.setattr(ctx.cloud, "upsert_sites", unreachable)
+        assert runner.run_chain(ctx, out=io.StringIO()).failed.name == "declare"
+        monkeypatch.setattr(ctx.cloud, "upsert_sites", stored)
+        jobs = {job.name: job for job in runner.continuous_jobs(ctx, threading.Lock())}
+        jobs["plans"].func()
+        assert [row[dd.DEVICE_ID] for row in ctx.cloud.sites()] == ["home-1"] and "home-1" in ctx.inputs

@@ -121,14 +121,16 @@ def _job(name: str, lock: threading.Lock, ctx: stages.Context, chain) -> Callabl
 
 def declared_jobs(ctx: stages.Context, lock: threading.Lock) -> list[Every]:
     """Declared sites' schedule: no gateway or sync (their readings arrive by import or a real
-    gateway's sync); features hourly, training daily, and hourly the inputs, then the plans."""
-    named = dict(stages.DECLARED_STAGES)
+    gateway's sync); features hourly, training daily, and hourly the inputs, then the plans,
+    after declaring any site the first run could not (``stages.declare_pending``)."""
+    named = {**dict(stages.DECLARED_STAGES), "declare": stages.declare_pending}
     return [
         Every("features", _job("features", lock, ctx, [("features", named["features"])]), ps.FEATURES_EVERY_S,
               run_now=False),
         Every("training", _job("training", lock, ctx, [("forecasting", named["forecasting"])]), ps.TRAIN_EVERY_S,
               run_now=False),
-        Every("plans", _job("plans", lock, ctx, [(name, named[name]) for name in ("inputs", "forecasting", "planning")]
+        Every("plans", _job("plans", lock, ctx, [(name, named[name])
+                                                 for name in ("declare", "inputs", "forecasting", "planning")]
                             + _sent(ctx)), ps.PLAN_EVERY_S, run_now=False),
     ]
 
