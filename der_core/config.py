@@ -511,6 +511,10 @@ class SimulatorConfig(_Section):
 _JSON_TYPES = {str: "a string", bool: "true/false", int: "an integer", float: "a number", list: "a list",
                dict: "an object", type(None): "null"}
 _MAX_DEPTH = 32  # the spec's file nests two levels; far deeper is not a configuration
+#: The errors of a value of the wrong shape, by the shape expected: their own messages name the
+#: class the value would have become (``instance of Battery``) and not what was given.
+_SHAPES = {"model_type": "an object", "model_attributes_type": "an object", "dict_type": "an object",
+           "list_type": "a list"}
 
 
 def validation_line(error: ValidationError) -> str:
@@ -526,6 +530,9 @@ def validation_line(error: ValidationError) -> str:
         given = f"got {dd.shown(context['tag'])}" if "tag" in context else "missing"
         return f"{location}.{context.get('discriminator', 'kind').strip(chr(39))}: {given}; expected one of {context.get('expected_tags', 'the documented kinds')}"
     given = first.get("input")
+    if first["type"] in _SHAPES:
+        shown = "" if given is None or isinstance(given, (dict, list)) else f" {dd.shown(given)}"
+        return f"{location}: expected {_SHAPES[first['type']]}, got {_JSON_TYPES.get(type(given), type(given).__name__)}{shown}"
     if first["type"] != "missing" and not isinstance(given, (dict, list)) and first["type"] != "value_error":
         kind = f"{_JSON_TYPES.get(type(given), type(given).__name__)} " if first["type"].endswith("_type") else ""
         return f"{location}: {message} (got {kind}{dd.shown(given)})"

@@ -81,6 +81,14 @@ def nested(depth: int) -> dict:
     (with_(weather="forecast-solar", pv=None), "weather: Forecast.Solar forecasts a PV plane and the site declares no pv"),
     (with_(prices={"product": "AGILE-24-10-01"}), "prices: expected a price source's spec with a \"source\" field"),
     ({k: v for k, v in SITE.items() if k != "tariff"}, "tariff: Field required"),
+    # A list or a scalar where an object belongs: what was given, not the class it would become.
+    (with_(battery=[]), "battery: expected an object, got a list"),
+    (with_(location=[48.14, 11.58]), "location: expected an object, got a list"),
+    (with_(ev_charger="null"), "ev_charger: expected an object, got a string 'null'"),
+    (with_(prices=[AGILE]), "prices: expected an object, got a list"),
+    (with_(tariff={"import_price": {"kind": "tou", "periods": {"days": ["weekday"]}, "otherwise": 0.1},
+                   "export_price": {"kind": "fixed", "price": 0.05}}),
+     "tariff.import_price.tou.periods: expected a list, got an object"),
 ])
 def test_a_bad_site_file_is_one_line_naming_the_field(data, message):
     with pytest.raises(ConfigError) as caught:

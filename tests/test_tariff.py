@@ -257,7 +257,7 @@ def test_a_site_file_names_its_tariff_file_relative_to_itself(tmp_path):
     ({"currency": "eur"}, "currency: 'eur' is not a currency code; expected it in capitals, 'EUR' (ISO 4217)"),
     ({"currency": "UDS"}, "currency: 'UDS' is not a currency code; expected an ISO 4217 code such as 'USD'"),
     ({"currency": "BTC"}, "currency: 'BTC' is not a currency code; expected an ISO 4217 code such as 'USD'"),
-    ({"export_price": None}, "export_price: Input should be a valid dictionary or object"),
+    ({"export_price": None}, "export_price: expected an object, got null"),
 ])
 def test_a_bad_tariff_file_is_one_line_naming_the_field(tmp_path, data, message):
     path = tmp_path / "tariff.json"
