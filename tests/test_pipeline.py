@@ -26,7 +26,7 @@ from cloud.pipeline import settings as ps
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig
-from der_core.errors import DERError, UsageError
+from der_core.errors import ConfigError, DERError, UsageError
 from edge_gateway.mqtt import topics
 from tests.mqtt_fixtures import Recorder, broker, clear_retained, unique_id  # noqa: F401
 from tests.quick_start import copy_of, run_script
@@ -365,3 +365,16 @@ def test_a_declaration_that_failed_at_the_start_is_made_by_the_next_hours_plans(
         jobs = {job.name: job for job in runner.continuous_jobs(ctx, threading.Lock())}
         jobs["plans"].func()
         assert [row[dd.DEVICE_ID] for row in ctx.cloud.sites()] == ["home-1"] and "home-1" in ctx.inputs
+
+
+def test_two_site_files_of_one_device_are_one_line_naming_both(tmp_path):
+    """Which of two declarations of one home the owner meant cannot be told; the line names
+    both files, so the one to drop can be found."""
+    from tests.test_site_file import SITE
+
+    for name in ("home.json", "copy.json"):
+        (tmp_path / name).write_text(json.dumps(SITE))
+    with pytest.raises(ConfigError) as caught:
+        pipeline_settings(tmp_path, site_files=[tmp_path / "home.json", tmp_path / "copy.json"])
+    assert str(caught.value) == (f"--site: device_id home-1 is declared twice ({tmp_path / 'home.json'} and "
+                                 f"{tmp_path / 'copy.json'}); expected one site file per site")

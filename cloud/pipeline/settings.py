@@ -58,8 +58,9 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         ids = [site.device_id for site in self.declared]
         if len(set(ids)) != len(ids):
-            raise ConfigError(f"--site: device_id {next(i for i in ids if ids.count(i) > 1)} is declared twice; "
-                              "expected one site file per site")
+            twice = next(i for i in ids if ids.count(i) > 1)
+            files = " and ".join(site.read_from for site in self.declared if site.device_id == twice)
+            raise ConfigError(f"--site: device_id {twice} is declared twice ({files}); expected one site file per site")
         if not 1 <= self.sites <= 200:
             raise ConfigError(f"--sites {self.sites}: expected 1 to 200 simulated sites")
         if not 15 <= self.days <= 90:
