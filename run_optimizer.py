@@ -98,7 +98,7 @@ def sites_to_plan(args, store) -> list[StoredSite]:
         config = load_config(args.config)
         config = with_overrides(config, device_id=args.device_id) if args.device_id else config
         return [StoredSite(config, config.reads_device)]  # a gateway's device: a real site
-    known = stored_sites(store)
+    known = stored_sites(store, args.device_id)
     if args.device_id:
         if args.device_id in known:
             site = known[args.device_id]
@@ -206,7 +206,7 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
         return None
     store = open_store_from_args(args, existing=True)
     try:
-        site = stored_sites(store).get(args.device_id)
+        site = stored_sites(store, args.device_id).get(args.device_id)
         if site is None or not site.declared:
             return None
         config = with_battery(site.config, args.battery_kwh, args.battery_kw)

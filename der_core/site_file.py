@@ -59,6 +59,7 @@ from der_core.config import (
     validated,
     validation_line,
 )
+from der_core.errors import ConfigError
 from der_core.tariff import DynamicImport, FixedPrice, Tariff, tou_tariff
 from der_core.tariff_file import FILE_SUFFIXES, TARIFFS, load_tariff_file
 
@@ -349,9 +350,8 @@ def site_row(site: SiteDeclaration) -> dict[str, Any]:
     }
 
 
-def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
-    """The declaration a ``sites`` row holds; None for a simulated site's row (or one without
-    a configuration)."""
+def _stored_declaration(row: Mapping[str, Any]) -> Any:
+    """What a ``sites`` row holds under :data:`DECLARED`, unread; None when it holds nothing there."""
     text = row.get("config_json")
     if not isinstance(text, str) or not text:
         return None
@@ -359,9 +359,28 @@ def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
         stored = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(stored, dict) or DECLARED not in stored:
+    return stored.get(DECLARED) if isinstance(stored, dict) else None
+
+
+def is_declared(row: Mapping[str, Any]) -> bool:
+    """Whether a ``sites`` row is a declared site's, read or not: one declared under a looser
+    rule than this version's is still a real site, never a simulated one, and telling it so
+    must not fail for every other site."""
+    return _stored_declaration(row) is not None
+
+
+def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
+    """The declaration a ``sites`` row holds; None for a simulated site's row (or one without
+    a configuration). A declaration this version no longer reads is a :class:`ConfigError`
+    that says to declare the site again."""
+    stored = _stored_declaration(row)
+    if stored is None:
         return None
-    return build_site(stored[DECLARED], source=f"site {row.get('device_id')} in the cloud store")
+    source = f"site {row.get('device_id')} in the cloud store"
+    try:
+        return build_site(stored, source=source)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; declare it again with run_cloud_sync.py --site FILE") from None
 
 
 def site_kind(row: Mapping[str, Any] | None) -> str:
@@ -369,7 +388,7 @@ def site_kind(row: Mapping[str, Any] | None) -> str:
     ``simulated`` (a simulator configuration) or ``none`` (no row)."""
     if row is None:
         return "none"
-    if declared_site(row) is not None:
+    if is_declared(row):
         return "declared"
     return "device" if reads_device(row.get("config_json")) else "simulated"
 

@@ -389,3 +389,29 @@ def test_a_site_declared_again_has_its_features_rewritten_when_they_read_what_ch
     first_day = before.index < stamps[96]
     changed = [c for c in ("hour", "clearsky_kw") if not np.allclose(before.loc[first_day, c], after.loc[first_day, c])]
     assert changed == moved
+
+
+def test_a_stored_declaration_this_version_no_longer_reads_stops_only_its_own_site(tmp_path, capsys, caplog):
+    """A row declared under an older, looser rule (a zone since refused) raised for every
+    site: the sync's status, the sync itself and the optimizer of any other site failed on it.
+    It is still a declared site, and only its own plans are refused, saying how to mend it."""
+    from cloud.live.inputs import SitesWeather
+    from cloud.optimization.planner import stored_sites
+    from cloud.sync.job import declared_devices
+
+    db = tmp_path / "c.db"
+    old = site_row(build_site(with_(device_id="home-2")))
+    stored = json.loads(old["config_json"])
+    stored["declared_site"]["timezone"] = "localtime"
+    old["config_json"] = json.dumps(stored)
+    with SQLiteCloudStore(db) as store:
+        store.upsert_sites([site_row(build_site(SITE)), old])
+        assert declared_devices(store) == {"home-1", "home-2"}
+        assert list(stored_sites(store)) == ["home-1"]
+        assert SitesWeather(store, fallback=None).declared == {}  # neither declares a weather service
+        assert "site home-2 in the cloud store: timezone: time zone 'localtime' names no place" in caplog.text
+        with pytest.raises(ConfigError, match="home-2 in the cloud store: timezone: .*; declare it again with "
+                                              "run_cloud_sync.py --site FILE"):
+            stored_sites(store, "home-2")
+    assert site_kind(old) == "declared"
+    assert run_cli(run_cloud_sync.main, ["--status", "--json", "--cloud-db", str(db)]) == 0

@@ -197,7 +197,11 @@ class SitesWeather:
         self.fallback = fallback
         self.declared: dict[str, WeatherForecast] = {}
         for row in store.sites():
-            declaration = declared_site(row)
+            try:
+                declaration = declared_site(row)
+            except ConfigError as error:  # one unreadable row must not stop every site's forecasts
+                log.warning("weather of the fallback: %s", error)
+                continue
             if declaration is not None and declaration.weather is not None:
                 self.declared[declaration.device_id] = StoredWeatherForecast(store, weather_source(declaration.weather))
 

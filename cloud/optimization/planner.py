@@ -28,6 +28,7 @@ step's start, so nothing published after a live plan could have been made reache
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,10 +74,11 @@ from der_core import der_data as dd
 from der_core.cli_support import duration, local_instant
 from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.control import ReservePolicy
-from der_core.errors import UsageError
+from der_core.errors import ConfigError, UsageError
 from der_core.setpoints import ExpectedSavings, SetpointSchedule
 from der_core.site_file import declared_site, planning_config
 
+log = logging.getLogger(__name__)
 JOB = "optimizer"
 FRESH_READING = pd.Timedelta(hours=1)  # an older SOC says little about the battery now
 #: Days of readings a peak guard needs before the plan carries one: a week shows the
@@ -539,12 +541,20 @@ class StoredSite:
     declared: bool  # a real site (a declaration, or a gateway reading its device), not a simulated one
 
 
-def stored_sites(store: CloudStore) -> dict[str, StoredSite]:
+def stored_sites(store: CloudStore, device_id: str | None = None) -> dict[str, StoredSite]:
     """Every site the cloud store describes, by device id: a declared site as its declaration
-    plans it (:func:`site_file.planning_config`), a simulated one as its configuration."""
+    plans it (:func:`site_file.planning_config`), a simulated one as its configuration. A
+    declaration this version no longer reads is refused for ``device_id`` alone; another is
+    left out with a warning, so that one row never stops every other site's plans."""
     sites = {}
     for row in sorted(store.sites(), key=lambda row: row[dd.DEVICE_ID]):
-        declaration = declared_site(row)
+        try:
+            declaration = declared_site(row)
+        except ConfigError as error:
+            if row[dd.DEVICE_ID] == device_id:
+                raise
+            log.warning("not planned: %s", error)
+            continue
         if declaration is not None:
             sites[row[dd.DEVICE_ID]] = StoredSite(planning_config(declaration), True)
         elif row.get("config_json"):

@@ -31,7 +31,7 @@ from cloud.sync.validation import validate
 from der_core import der_data as dd
 from der_core.cli_support import progress
 from der_core.config import reads_device
-from der_core.site_file import declared_site
+from der_core.site_file import is_declared
 from edge_gateway.stores.base import EdgeStore, merge_ranges
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class SyncResult:
 def declared_devices(cloud: CloudStore) -> set[str]:
     """The devices whose ``sites`` row is a declaration (``run_cloud_sync.py --site``): what the
     owner declared about a real home wins over what a gateway's configuration says of it."""
-    return {row[dd.DEVICE_ID] for row in cloud.sites() if declared_site(row) is not None}
+    return {row[dd.DEVICE_ID] for row in cloud.sites() if is_declared(row)}
 
 
 def sync_once(edge: EdgeStore, cloud: CloudStore, settings: SyncSettings | None = None) -> SyncResult:
