@@ -277,6 +277,12 @@ class SiteDeclaration(_Section):
         return self
 
     @property
+    def billing_currency(self) -> str | None:
+        """The currency of the site's plans and bills: its own, else its tariff's; None: its
+        country's (``SimulatorConfig.currency_code``)."""
+        return self.currency or self.tariff.currency
+
+    @property
     def read_from(self) -> str:
         """Where the declaration was read from, so that a check made after validation (its
         price source, which needs the cloud's adapters) names the file as validation's own
@@ -346,7 +352,7 @@ def site_row(site: SiteDeclaration) -> dict[str, Any]:
         "battery_min_soc": battery.min_soc if battery else None,
         "battery_max_soc": battery.max_soc if battery else None,
         "has_ev": site.ev_charger is not None,
-        "config_json": json.dumps({DECLARED: site.model_dump(mode="json"), "currency": site.currency}, sort_keys=True),
+        "config_json": json.dumps({DECLARED: site.model_dump(mode="json"), "currency": site.billing_currency}, sort_keys=True),
     }
 
 
@@ -409,5 +415,5 @@ def planning_config(site: SiteDeclaration) -> SimulatorConfig:
     home = HomeLoadConfig(has_ev=charger is not None, ev_charging_kw=charger.kw if charger else 0.0)
     grid = GridPriceConfig(demand_charge=tariff.demand_charge_per_kw, volatility=0.0, spike_probability_per_day=0.0)
     return SimulatorConfig(device_id=site.device_id, timezone=site.timezone, country=site.country,
-                           currency=site.currency or tariff.currency, solar=solar, battery=store, home_load=home,
+                           currency=site.billing_currency, solar=solar, battery=store, home_load=home,
                            grid_price=grid, tariff=tariff)

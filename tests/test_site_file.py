@@ -144,6 +144,19 @@ def test_a_tariff_in_another_currency_than_the_sites_is_one_line():
     assert planning_config(build_site(with_(tariff=tariff, currency=None))).currency == "EUR"
 
 
+def test_a_site_whose_currency_is_its_tariffs_is_shown_in_it_where_it_is_planned_in_it():
+    """With the site's currency null, a tariff in pounds makes its plans in pounds; the stored
+    row said nothing of it, and the dashboard's list showed the country's euros."""
+    from cloud.dashboard.queries import site_currency
+
+    tariff = {"currency": "GBP", "import_price": {"kind": "fixed", "price": 0.25},
+              "export_price": {"kind": "fixed", "price": 0.15}}
+    site = build_site(with_(tariff=tariff, currency=None))
+    assert planning_config(site).currency_code == "GBP"
+    assert site_currency(site_row(site)) == "GBP"
+    assert site_currency(site_row(build_site(with_(currency=None)))) == "EUR"  # no currency anywhere: the country's
+
+
 def test_a_tariff_may_be_given_as_its_time_of_use_prices():
     prices = {"off_peak_price": 0.2, "shoulder_price": 0.3, "peak_price": 0.4, "base_feed_in_tariff": 0.08}
     config = planning_config(build_site(with_(tariff=prices)))
