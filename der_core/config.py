@@ -609,7 +609,9 @@ def read_json_file(path: str | Path, what: str, missing_hint: str) -> Any:
     try:
         return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=refuse_repeats)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+        # A comment is what an editor, YAML or JSON5 allows and the reader's own words ("Expecting value") do not name.
+        met = "a comment, which JSON does not allow; remove it" if text.startswith(("//", "/*", "#"), error.pos) else error.msg
+        raise ConfigError(f"{path}: malformed JSON at line {error.lineno} column {error.colno}: {met}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; expected the documented sections") from None
     except ValueError:  # the only other refusal: an integer with more digits than Python converts

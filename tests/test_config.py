@@ -107,7 +107,11 @@ def test_partial_config_keeps_other_defaults(tmp_path):
 
 @pytest.mark.parametrize(
     "text,message",
-    [("{", "malformed JSON at line 1"), ("[1, 2]", "expected a JSON object at the top level, got list")],
+    [("{", "malformed JSON at line 1"), ("[1, 2]", "expected a JSON object at the top level, got list"),
+     # Comments, which editors and other formats allow: the line says what the reader met.
+     ('{"seed": 1, // mine\n}', "malformed JSON at line 1 column 13: a comment, which JSON does not allow"),
+     ('# home\n{"seed": 1}', "malformed JSON at line 1 column 1: a comment, which JSON does not allow"),
+     ('{"seed": 1 /* x */}', "malformed JSON at line 1 column 12: a comment, which JSON does not allow")],
 )
 def test_malformed_files(tmp_path, text, message):
     path = tmp_path / "c.json"
