@@ -179,7 +179,9 @@ def _tariff_value(value: Any) -> Any:
             raise ValueError(f"unknown tariff {dd.shown(value)}; expected one of {', '.join(TARIFFS)}, "
                              f"a tariff file ({', '.join(FILE_SUFFIXES)}) or a tariff object")
         return TARIFFS[value]
-    if isinstance(value, dict) and "import_price" not in value and set(value) & set(TouPrices.model_fields):
+    # A field of the tariff object's own makes it one, whatever else it holds: a tariff object
+    # with a misspelt field was told the time-of-use prices it lacked.
+    if isinstance(value, dict) and not set(value) & set(Tariff.model_fields) and set(value) & set(TouPrices.model_fields):
         try:
             prices = TouPrices.model_validate(value)
         except ValidationError as error:

@@ -287,6 +287,7 @@ def test_an_unreadable_tariff_file_is_one_line(tmp_path, name, content, message)
     ({"off_peak_price": 0.1, "shoulder_price": 0.2, "peak_price": -1, "base_feed_in_tariff": 0.05},
      "tariff: peak_price: Input should be greater than or equal to 0"),
     ({"import_price": FIXED}, "tariff.export_price: Field required"),
+    ({"export_price": FIXED, "demand_charge": 5.0}, "tariff.import_price: Field required"),
 ])
 def test_a_bad_tariff_in_a_site_file_is_one_line_naming_the_field(value, message):
     with pytest.raises(ConfigError) as caught:
