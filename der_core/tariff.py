@@ -55,7 +55,9 @@ class When(Section):
     runs across midnight."""
 
     days: list[DayKind] = Field(min_length=1)
-    hours: list[list[float]] = Field(min_length=1)
+    #: At most a range per quarter hour of the day: more can only repeat one, and each is a pass
+    #: over every priced step, so a file of hundreds of thousands slowed every plan to a crawl.
+    hours: list[list[float]] = Field(min_length=1, max_length=96)
 
     @field_validator("hours")
     @classmethod
