@@ -17,7 +17,7 @@ from cloud.evaluation import recorded
 from cloud.forecasting.design import site_history
 from cloud.forecasting.targets import LOAD_KW, availability
 from cloud.optimization import forecasters as fc
-from cloud.optimization import guard
+from cloud.optimization import guard, reserve
 from cloud.optimization.bill import grid_bill
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.cli_support import run_cli
@@ -309,3 +309,23 @@ def test_a_site_without_readings_is_named_and_every_other_site_is_planned(meter,
     assert err.strip().splitlines()[-1].startswith("error: 1 of 2 sites not planned: home-2: no readings before")
     with SQLiteCloudStore(mine) as store:
         assert store.read_frame("dispatch_plans", {"device_id": "home-1"}).shape[0] == 96
+
+
+def test_days_in_a_gap_longer_than_the_mpc_learns_from_are_refused_in_one_line(meter):
+    """A meter silent for a month: a decision inside it has no reading in the 28 days its peak
+    guard and reserve policy are fitted on, so those days are refused, naming the gap and the
+    days either side of it; days after it are backtested."""
+    _, truth = meter
+    later = truth.copy()
+    later.index = later.index + pd.Timedelta(days=12 + reserve.MODEL_DAYS + 3)  # 31 days without a reading
+    series = pd.concat([truth, later])
+    config = recorded.with_battery(planning_config(build_site(SITE)), 10.0, 5.0)
+    with pytest.raises(UsageError) as caught:
+        recorded.run_recorded_backtest(config, series, bt.BacktestSettings())
+    assert str(caught.value) == ("home-1: no load and PV readings from 2024-05-11T22:00:00+00:00 to "
+                                 "2024-06-11T22:15:00+00:00 (31.0 days), and the MPC learns each decision from the 28 "
+                                 "days before it; expected --start 2024-06-13 or later, or --start and --days whose last day "
+                                 "is 2024-06-08 or earlier")
+    after = recorded.run_recorded_backtest(config, series, bt.BacktestSettings(start=pd.Timestamp("2024-06-13")),
+                                           days=1)
+    assert after.filled_steps == 0

@@ -309,6 +309,28 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     return _run(MPC, actuals, _concat(sims), config, settings, failed), len(starts)
 
 
+def check_learnable(config: SimulatorConfig, history: pd.DataFrame, actuals: pd.DataFrame, step: pd.Timedelta) -> None:
+    """Refuse days on which a decision of the reserve policy has fewer than two readings in the
+    days it learns from: its peak guard and its policy are fitted on the load and PV of the
+    :data:`reserve.MODEL_DAYS` before each decision, and inside a longer gap in a recorded
+    site's readings there is nothing to fit them on (the gap's straight line, which the battery
+    is replayed on, is no month of a home's readings)."""
+    learn = pd.Timedelta(days=max(reserve.MODEL_DAYS, guard.FIT_DAYS))
+    seen = history[[fc.LOAD, fc.PV]].dropna().index
+    first, last = actuals.index[0] - step, actuals.index[-1] - step  # the decisions' instants
+    # A decision between readings i and i + 1 sees one reading at most when i - 1 is out of reach.
+    for i in np.flatnonzero((seen[2:] - seen[:-2]) > learn) + 1:
+        if seen[i - 1] + learn < last and seen[i + 1] > first:
+            before, after = max((seen[i - 1], seen[i]), (seen[i], seen[i + 1]), key=lambda gap: gap[1] - gap[0])
+            tz = config.timezone
+            raise UsageError(
+                f"{config.device_id}: no load and PV readings from {before.isoformat()} to {after.isoformat()} "
+                f"({(after - before) / pd.Timedelta(days=1):.1f} days), and the MPC learns each decision from the "
+                f"{learn.days} days before it; expected --start "
+                f"{(seen[i + 1].tz_convert(tz).normalize() + pd.DateOffset(days=1)).date()} or later, or --start and "
+                f"--days whose last day is {(seen[i - 1] + learn).tz_convert(tz).date()} or earlier")
+
+
 def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings, history: pd.DataFrame,
              progress: Callable = lambda it, **_: it, exo: generator.Exogenous | None = None,
              measured: MeasuredPV | None = None, forecaster: fc.Forecaster | None = None) -> tuple[StrategyRun, int]:
@@ -326,6 +348,7 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     the simulator's (recorded.py runs a recorded site with a car ``capped``). Returns the run
     and the number of policy solves.
     """
+    check_learnable(config, history, actuals, settings.step)
     site = _with_mode(config, BatteryMode.SETPOINT)
     tz, step, dt = config.timezone, settings.step, settings.step_hours
     exo = generator.exogenous([site], base.TimeAxis.from_times(actuals.index)) if exo is None else exo
