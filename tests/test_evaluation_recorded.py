@@ -329,3 +329,21 @@ def test_days_in_a_gap_longer_than_the_mpc_learns_from_are_refused_in_one_line(m
     after = recorded.run_recorded_backtest(config, series, bt.BacktestSettings(start=pd.Timestamp("2024-06-13")),
                                            days=1)
     assert after.filled_steps == 0
+
+
+def test_a_home_that_declares_pv_and_imported_only_its_load_is_told_to_import_the_pv(meter, tmp_path):
+    """Every step lacks the PV of the declared array, so no --start or --days would help: the
+    one line names the PV and how to import it, not the backtested days."""
+    _, truth = meter
+    pd.DataFrame({"timestamp": truth.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "load_kw": truth[fc.LOAD].to_numpy()}).to_csv(
+        tmp_path / "meter.csv", index=False)
+    (tmp_path / "site.json").write_text(json.dumps(SITE))
+    db = str(tmp_path / "load.db")
+    assert run_cli(run_cloud_sync.main, ["--site", str(tmp_path / "site.json"), "--import", str(tmp_path / "meter.csv"),
+                                         "--column-map", "load_kw=home_load_total_load_kw", "--cloud-db", db]) == 0
+    with pytest.raises(UsageError) as caught:
+        run_optimizer.main(["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
+                            "--cloud-db", db, "--output", str(tmp_path / "bt")])
+    assert str(caught.value) == ("home-1: no PV readings (solar_generation_kw) of the array the site declares; import "
+                                 "them with run_cloud_sync.py --import FILE --column-map COLUMN=FIELD, or declare "
+                                 "\"pv\": null if it has none")

@@ -77,6 +77,9 @@ def recorded_steps(store, device_id: str, step: pd.Timedelta | None) -> tuple[pd
     steps = site_steps(readings, site, step)
     if steps[dd.LOAD_TOTAL].isna().all():
         raise UsageError(f"{device_id}: no house load: {no_load_reason(filled_columns(readings), site)}")
+    if steps[dd.SOLAR_KW].isna().all():  # a site declaring no PV has it at 0, not missing
+        raise UsageError(f"{device_id}: no PV readings ({dd.SOLAR_KW}) of the array the site declares; import them with "
+                         "run_cloud_sync.py --import FILE --column-map COLUMN=FIELD, or declare \"pv\": null if it has none")
     return pd.DataFrame({fc.LOAD: steps[dd.LOAD_TOTAL], fc.PV: steps[dd.SOLAR_KW]}), step
 
 
