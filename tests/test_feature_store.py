@@ -604,6 +604,11 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
      "environment variable FE_STEP_MINUTES='7': expected a whole number of minutes that divides a day (1440)"),
     (["--once"], {"FE_STEP_MINUTES": "0"}, 2, "environment variable FE_STEP_MINUTES='0': expected a whole number"),
     (["--once"], {"FE_MAX_GAP_MINUTES": "-1"}, 2, "environment variable FE_MAX_GAP_MINUTES='-1': expected a whole number"),
+    # Past a century no date counts back: a window or a gap that long would overflow, not run.
+    (["--once"], {"FE_MAX_GAP_MINUTES": str(10**15)}, 2,
+     f"FE_MAX_GAP_MINUTES='{10**15}': expected a whole number of minutes up to 52,560,000 (a century)"),
+    (["--once"], {"FE_ROLLING_WINDOW_DAYS": str(10**12)}, 2,
+     f"FE_ROLLING_WINDOW_DAYS='{10**12}': expected a positive whole number of days up to 36,500 (a century)"),
     (["--once"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
     (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
 ])

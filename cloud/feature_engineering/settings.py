@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cloud.feature_engineering.pipeline import version_label
-from der_core.cli_support import env_value, positive_int
+from der_core.cli_support import bounded_int, env_value, positive_int
 from der_core.errors import ConfigError
 
 DEFAULT_BATCH_SIZE = 1000
@@ -25,13 +25,6 @@ LONGEST_LAG = pd.Timedelta(days=7)
 MINUTES_PER_DAY = 1440
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
 def day_dividing_minutes(text: str) -> int:
     """A grid step in whole minutes that divides a day, so every day starts on a step and
     the daily and weekly lags land on steps."""
@@ -41,8 +34,10 @@ def day_dividing_minutes(text: str) -> int:
     return value
 
 
-#: The longest history a lookback may ask for: beyond it no date can be counted back to.
+#: The longest history a lookback, a rolling window or a gap carried forward may span: beyond
+#: it no date can be counted back to.
 MOST_LOOKBACK_DAYS = 36_500
+MOST_MINUTES = MOST_LOOKBACK_DAYS * MINUTES_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -88,10 +83,11 @@ def settings_from(args: argparse.Namespace) -> FeatureSettings:
     return FeatureSettings(
         step=pd.Timedelta(minutes=env_value("FE_STEP_MINUTES", day_dividing_minutes, DEFAULT_STEP_MINUTES,
                                             expected=f"a whole number of minutes that divides a day ({MINUTES_PER_DAY})")),
-        max_gap=pd.Timedelta(minutes=env_value("FE_MAX_GAP_MINUTES", non_negative_int, DEFAULT_MAX_GAP_MINUTES,
-                                               expected="a whole number of minutes")),
-        rolling_window_days=env_value("FE_ROLLING_WINDOW_DAYS", positive_int, DEFAULT_ROLLING_WINDOW_DAYS,
-                                      expected="a positive whole number of days"),
+        max_gap=pd.Timedelta(minutes=env_value("FE_MAX_GAP_MINUTES", bounded_int(0, MOST_MINUTES), DEFAULT_MAX_GAP_MINUTES,
+                                               expected=f"a whole number of minutes up to {MOST_MINUTES:,} (a century)")),
+        rolling_window_days=env_value("FE_ROLLING_WINDOW_DAYS", bounded_int(1, MOST_LOOKBACK_DAYS),
+                                      DEFAULT_ROLLING_WINDOW_DAYS,
+                                      expected=f"a positive whole number of days up to {MOST_LOOKBACK_DAYS:,} (a century)"),
         lookback_days=lookback,
         batch_size=env_value("FE_BATCH_SIZE", positive_int, DEFAULT_BATCH_SIZE, expected="a positive whole number"),
         site_id=os.environ.get("FE_SITE_ID") or None,
