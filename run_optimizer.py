@@ -207,7 +207,10 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
     store = open_store_from_args(args, existing=True)
     try:
         site = stored_sites(store, args.device_id).get(args.device_id)
-        if site is None or not site.declared:
+        if site is None:
+            sites_to_plan(args, store)  # a name a store of sites lacks is refused here as a plan refuses it
+            return None
+        if not site.declared:
             return None
         config = with_battery(site.config, args.battery_kwh, args.battery_kw)
         asked = None if args.step_minutes is None else settings.step

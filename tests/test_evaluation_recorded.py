@@ -347,3 +347,14 @@ def test_a_home_that_declares_pv_and_imported_only_its_load_is_told_to_import_th
     assert str(caught.value) == ("home-1: no PV readings (solar_generation_kw) of the array the site declares; import "
                                  "them with run_cloud_sync.py --import FILE --column-map COLUMN=FIELD, or declare "
                                  "\"pv\": null if it has none")
+
+
+def test_a_mistyped_site_is_refused_not_backtested_as_the_built_in_home(meter, tmp_path):
+    """A store of sites lacks the name given: it was mistyped, as a plan takes it; backtesting
+    the simulator's built-in home under that name would pass for the site's own backtest."""
+    db, _ = meter
+    with pytest.raises(UsageError, match=r"^--device-id home-l: no site of that name in the cloud store \(sqlite:.*\); "
+                                         r"did you mean home-1\? expected one of its 1 sites \(home-1\)"):
+        run_optimizer.main(["--backtest", "--device-id", "home-l", "--battery-kwh", "10", "--battery-kw", "5",
+                            "--days", "1", "--cloud-db", db, "--output", str(tmp_path / "bt")])
+    assert not (tmp_path / "bt").exists()
