@@ -20,6 +20,7 @@ from cloud.optimization import forecasters as fc
 from cloud.optimization import guard, reserve
 from cloud.optimization.bill import grid_bill
 from cloud.store.sqlite import SQLiteCloudStore
+from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.config import build_config
 from der_core.errors import UsageError
@@ -358,3 +359,18 @@ def test_a_mistyped_site_is_refused_not_backtested_as_the_built_in_home(meter, t
         run_optimizer.main(["--backtest", "--device-id", "home-l", "--battery-kwh", "10", "--battery-kw", "5",
                             "--days", "1", "--cloud-db", db, "--output", str(tmp_path / "bt")])
     assert not (tmp_path / "bt").exists()
+
+
+@pytest.mark.parametrize("hours", [1, 47])
+def test_readings_too_few_for_a_whole_day_after_a_day_are_named_not_sent_to_other_days(meter, hours):
+    """Readings from Apr 30 00:15 local time: its first day to backtest is May 1, which needs
+    readings through May 2 00:00; no --start or --days could help, so none is asked for."""
+    _, truth = meter
+    config = recorded.with_battery(planning_config(build_site(SITE)), 10.0, 5.0)
+    with pytest.raises(UsageError) as caught:
+        recorded.recorded_settings(config, bt.BacktestSettings(), truth.iloc[: hours * 4], None)
+    assert str(caught.value).startswith(f"home-1: readings from 2024-04-29T22:15:00+00:00 to {dd.format_ts(truth.index[hours * 4 - 1])}, "
+                                        "too few to backtest: its first day, 2024-05-01, needs a day of readings before "
+                                        "it and the whole day itself; expected readings until 2024-05-02T00:00:00+02:00")
+    enough = recorded.recorded_settings(config, bt.BacktestSettings(), truth.iloc[: 48 * 4 + 4], None)
+    assert enough.days == 1

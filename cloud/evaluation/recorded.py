@@ -144,6 +144,10 @@ def recorded_settings(config: SimulatorConfig, settings: BacktestSettings, recor
         raise UsageError(f"--start {start.date()}: the backtest needs a day of readings before it; the first is "
                          f"{dd.format_ts(seen[0])}, so start on {earliest.date()} or later")
     whole = (last_midnight.tz_localize(None) - start.tz_localize(None)).days
+    if whole < 1 and settings.start is None:  # the earliest start already: no --start or --days would help
+        raise UsageError(f"{config.device_id}: readings from {dd.format_ts(seen[0])} to {dd.format_ts(seen[-1])}, too few "
+                         f"to backtest: its first day, {start.date()}, needs a day of readings before it and the whole "
+                         f"day itself; expected readings until {(start + pd.DateOffset(days=1)).isoformat()} or later")
     if whole < 1 or (days is not None and days > whole):
         raise UsageError(f"{config.device_id}: readings end {dd.format_ts(seen[-1])}, {max(whole, 0)} whole day(s) "
                          f"after {start.date()}; ask for fewer --days or an earlier --start")
