@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest
+from cloud.evaluation.backtest import BacktestResult, BacktestSettings, run_backtest, whole_steps_replan
 from cloud.evaluation.recorded import DEFAULT_STEP, recorded_steps, run_recorded_backtest, with_battery
 from cloud.evaluation.report import by_month, metrics, write_report
 from cloud.job_status import json_default as _json_default
@@ -216,8 +216,8 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
         asked = None if args.step_minutes is None else settings.step
         recorded, step = recorded_steps(store, args.device_id, asked)
         minutes = int(step / pd.Timedelta(minutes=1))
-        replan = -(-settings.replan_minutes // minutes) * minutes  # a whole number of steps
-        settings = dataclasses.replace(settings, step_minutes=minutes, replan_minutes=replan)
+        settings = dataclasses.replace(settings, step_minutes=minutes,
+                                       replan_minutes=whole_steps_replan(minutes, settings.replan_minutes))
         return run_recorded_backtest(config, recorded, settings, args.days, progress, store,
                                      stored_site_inputs(store, args.device_id))
     finally:
@@ -225,8 +225,9 @@ def declared_backtest(args, settings: BacktestSettings) -> BacktestResult | None
 
 
 def backtest(args) -> None:
-    settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start,
-                                step_minutes=args.step_minutes or DEFAULT_STEP_MINUTES,
+    step_minutes = args.step_minutes or DEFAULT_STEP_MINUTES
+    settings = BacktestSettings(days=args.days or DEFAULT_DAYS, start=args.start, step_minutes=step_minutes,
+                                replan_minutes=whole_steps_replan(step_minutes),
                                 horizon_hours=args.horizon_hours, forecaster=args.forecaster, execution=args.execution)
     if args.output:  # checked before the backtest, which takes minutes
         output_folder(args.output, "--output")

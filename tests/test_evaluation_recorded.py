@@ -374,3 +374,15 @@ def test_readings_too_few_for_a_whole_day_after_a_day_are_named_not_sent_to_othe
                                         "it and the whole day itself; expected readings until 2024-05-02T00:00:00+02:00")
     enough = recorded.recorded_settings(config, bt.BacktestSettings(), truth.iloc[: 48 * 4 + 4], None)
     assert enough.days == 1
+
+
+def test_a_step_longer_than_the_re_plan_interval_re_plans_at_each_step(meter, tmp_path, capsys):
+    """--step-minutes 120 divides a day; the hourly re-plan, which has no flag, is rounded up
+    to the step, as it is for a meter read every two hours, instead of refusing a flag the
+    user never gave."""
+    db, _ = meter
+    assert run_cli(run_optimizer.main, ["--backtest", "--device-id", "home-1", "--battery-kwh", "10", "--battery-kw", "5",
+                                        "--days", "1", "--step-minutes", "120", "--forecaster", "naive", "--cloud-db", db,
+                                        "--output", str(tmp_path / "out"), "--json"]) == 0
+    assert {row["strategy"] for row in json.loads(capsys.readouterr().out)["strategies"]} == set(bt.STRATEGIES)
+    assert bt.whole_steps_replan(120) == 120 and bt.whole_steps_replan(15) == 60 and bt.whole_steps_replan(45) == 90

@@ -75,13 +75,23 @@ NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT = (
 STRATEGIES: tuple[str, ...] = (NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT)
 
 
+DEFAULT_REPLAN_MINUTES = 60
+
+
+def whole_steps_replan(step_minutes: int, wanted_minutes: int = DEFAULT_REPLAN_MINUTES) -> int:
+    """The re-plan interval in whole steps, rounded up: a plan is followed for at least one
+    step, so a step longer than the interval (a 2-hour step, an hourly meter's) re-plans at
+    each step."""
+    return -(-wanted_minutes // step_minutes) * step_minutes
+
+
 @dataclass(frozen=True)
 class BacktestSettings(Stepped):
     days: int = 30
     start: pd.Timestamp | None = None  # local midnight of the first day; default: `days` before today
     step_minutes: int = 15
     horizon_hours: float = 24.0
-    replan_minutes: int = 60
+    replan_minutes: int = DEFAULT_REPLAN_MINUTES
     forecaster: str = fc.AUTO  # resolved by forecasters.choose when the backtest runs
     execution: Execution = Execution.GUARDED
     wear_cost_per_kwh: float = DEFAULT_WEAR_COST_PER_KWH
