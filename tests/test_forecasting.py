@@ -116,6 +116,14 @@ def test_training_with_too_little_history_names_what_is_needed(small_fleet):
         train(histories(configs, short), TrainSettings(), SimulatedWeatherForecast())
 
 
+def test_a_test_share_that_leaves_nothing_to_train_on_names_the_share(small_fleet):
+    """Every issue time in the test but the first: no forecast's truth precedes the cutoff."""
+    with pytest.raises(NotEnoughData, match=r"^load_kw: a test share of 0.999 \(FORECAST_TEST_SIZE\) of the issue times "
+                                            r"left no training rows; expected a smaller share \(default 0.2\) or more "
+                                            r"days of readings$"):
+        train(histories(*small_fleet), TrainSettings(test_size=0.999, lgbm_params=SMALL), SimulatedWeatherForecast())
+
+
 @pytest.fixture(scope="module")
 def trained_store(small_fleet, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")

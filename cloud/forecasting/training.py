@@ -197,7 +197,9 @@ def train_target(histories: Sequence[dz.SiteHistory], target: str, settings: Tra
     rows = design_rows(histories, target, settings, weather)
     train, test, cutoff = time_split(rows, settings.test_size)
     if not train.any() or not test.any():
-        raise NotEnoughData(f"{target}: the time split left no training or no test rows")
+        raise NotEnoughData(f"{target}: a test share of {settings.test_size:g} (FORECAST_TEST_SIZE) of the issue times left "
+                            f"no {'training' if not train.any() else 'test'} rows; expected a smaller share (default "
+                            f"{TrainSettings.test_size:g}) or more days of readings")
     models = fit_models(rows[train], target, settings.models, settings.lgbm_params, client, settings.calibration_size)
     metrics, scored = evaluate(models, rows[test].reset_index(drop=True), target)
     metrics["backtest"] = backtest(rows, target, settings, client) if PRIMARY in models else []
