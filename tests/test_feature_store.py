@@ -610,6 +610,7 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
     (["--once"], {"FE_ROLLING_WINDOW_DAYS": str(10**12)}, 2,
      f"FE_ROLLING_WINDOW_DAYS='{10**12}': expected a positive whole number of days up to 36,500 (a century)"),
     (["--once"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
+    (["--status"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
     (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_code(tmp_path, monkeypatch, capsys, args, env, code, message):

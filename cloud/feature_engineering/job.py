@@ -149,14 +149,20 @@ class Planned(NamedTuple):
     covers_from: pd.Timestamp | None = None  # the window's start when this run writes it whole
 
 
+def require_site(site_id: str, known: set[str], store: CloudStore) -> None:
+    """``FE_SITE_ID`` must name a site with readings or a site row: a mistyped one would
+    otherwise read as a site without features."""
+    if site_id not in known:
+        raise ConfigError(f"FE_SITE_ID={site_id!r}: no readings or site row for it in {store.label}")
+
+
 def plan_sites(store: CloudStore, settings: FeatureSettings, now: pd.Timestamp) -> list[Planned]:
     """What to write for every site to process."""
     sites = {row[dd.DEVICE_ID]: row for row in store.sites()}
     stats = store.reading_stats()
     devices = sorted(stats)
     if settings.site_id is not None:
-        if settings.site_id not in devices and settings.site_id not in sites:
-            raise ConfigError(f"FE_SITE_ID={settings.site_id!r}: no readings or site row for it in {store.label}")
+        require_site(settings.site_id, set(devices) | set(sites), store)
         devices = [settings.site_id]
     marks, covered = store.watermarks(watermark_source(settings)), store.watermarks(covered_source(settings))
     plan = []

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cloud.feature_engineering.job import JOB
+from cloud.feature_engineering.job import JOB, require_site
 from cloud.feature_engineering.settings import FeatureSettings
 from cloud.job_status import print_job_status
 from cloud.store import schema as s
@@ -35,7 +35,8 @@ def feature_status(store: CloudStore, settings: FeatureSettings) -> dict[str, An
     known = {row[dd.DEVICE_ID]: row for row in store.sites()}
     devices = sorted(set(store.reading_stats()) | set(known))
     if settings.site_id is not None:
-        devices = [d for d in devices if d == settings.site_id]
+        require_site(settings.site_id, set(devices), store)
+        devices = [settings.site_id]
     sites = []
     for device in devices:
         frame = store.read_frame(s.FEATURES, equals={dd.DEVICE_ID: device, s.VERSION: settings.version})
