@@ -184,6 +184,15 @@ def test_unreachable_scheduler_is_one_line(tmp_path, cloud_db):
     assert not (cwd / "trained_models").exists()
 
 
+def test_a_scheduler_address_dask_cannot_read_is_one_line_and_exit_2(tmp_path, cloud_db):
+    cwd = _workspace(tmp_path, cloud_db)
+    done = run("--train", "--scheduler", "notaurl", cwd=cwd)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --scheduler 'notaurl': missing port number in address 'notaurl'; expected a "
+                                   "Dask scheduler's address such as tcp://host:8786")
+    assert not (cwd / "trained_models").exists()
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     done = run("--train", "--verbose", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" in done.stderr and "NotEnoughData" in done.stderr

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from der_core.errors import DERError
+from der_core.errors import DERError, UsageError
 
 
 class SchedulerUnavailable(DERError):
@@ -22,6 +22,9 @@ def connect(address: str, timeout_s: float = 10.0):
 
     try:
         return Client(address, timeout=f"{timeout_s}s")
+    except ValueError as error:  # an address Dask cannot parse: no port, an unknown scheme
+        raise UsageError(f"--scheduler {address!r}: {error}; expected a Dask scheduler's address such as "
+                         "tcp://host:8786") from None
     except (OSError, TimeoutError) as error:
         raise SchedulerUnavailable(f"Dask scheduler {address} did not answer within {timeout_s:g} s ({error}); "
                                    "start one with `dask scheduler` or drop --scheduler to train locally") from None
