@@ -391,6 +391,17 @@ def declared_site(row: Mapping[str, Any]) -> SiteDeclaration | None:
         raise ConfigError(f"{error}; declare it again with run_cloud_sync.py --site FILE") from None
 
 
+def unreadable(row: Mapping[str, Any]) -> str | None:
+    """Why this version cannot read the declaration a ``sites`` row holds (the line to show,
+    saying to declare the site again); None when it reads it or the row declares nothing. A
+    job over every site skips such a row with this reason rather than failing every site."""
+    try:
+        declared_site(row)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def site_kind(row: Mapping[str, Any] | None) -> str:
     """``declared``, ``device`` (a gateway's configuration reading a real device),
     ``simulated`` (a simulator configuration) or ``none`` (no row)."""

@@ -428,3 +428,33 @@ def test_a_stored_declaration_this_version_no_longer_reads_stops_only_its_own_si
             stored_sites(store, "home-2")
     assert site_kind(old) == "declared"
     assert run_cli(run_cloud_sync.main, ["--status", "--json", "--cloud-db", str(db)]) == 0
+
+
+def test_a_stored_declaration_this_version_no_longer_reads_skips_only_its_own_features_and_models(tmp_path, caplog):
+    """The feature job and the trainer read every site's panels and zone: one row declared
+    under a looser rule made both fail for every site. That site alone is skipped, with the
+    line that says to declare it again; asked for by name, it is refused."""
+    from cloud.feature_engineering.job import run_features
+    from cloud.feature_engineering.settings import FeatureSettings
+    from cloud.forecasting.data import load_histories
+
+    db = tmp_path / "c.db"
+    old = site_row(build_site(with_(device_id="home-2")))
+    stored = json.loads(old["config_json"])
+    stored["declared_site"]["timezone"] = "localtime"
+    old["config_json"] = json.dumps(stored)
+    stamps = pd.date_range("2024-05-01", periods=3 * 96, freq="15min", tz="UTC")
+    with SQLiteCloudStore(db) as store:
+        store.upsert_sites([site_row(build_site(SITE)), old])
+        for device in ("home-1", "home-2"):
+            frame = pd.DataFrame({column: np.nan for column in dd.COLUMNS}, index=range(len(stamps)))
+            frame[dd.DEVICE_ID], frame[dd.TS], frame[dd.SOLAR_KW], frame[dd.LOAD_TOTAL] = device, stamps, 1.0, 0.5
+            store.upsert_readings(dd.coerce_frame(frame))
+        result = run_features(store, FeatureSettings(lookback_days=7), now=stamps[-1])
+        skipped = {site.device_id: site.skipped for site in result.sites}
+        assert skipped["home-1"] is None and "declare it again with run_cloud_sync.py --site FILE" in skipped["home-2"]
+        assert store.count_rows("der_features") > 0
+        histories = load_histories(store, pd.Timedelta(minutes=15), pd.Timedelta(hours=2), min_days=1)
+        assert [history.device_id for history in histories] == ["home-1"]
+        with pytest.raises(ConfigError, match="home-2 in the cloud store: timezone: "):
+            run_features(store, FeatureSettings(lookback_days=7, site_id="home-2"), now=stamps[-1])

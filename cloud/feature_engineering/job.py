@@ -57,6 +57,7 @@ from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.cli_support import progress
 from der_core.errors import ConfigError, DERError
+from der_core.site_file import unreadable
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class Planned(NamedTuple):
     site: Mapping[str, Any] | None  # its ``sites`` row; None: skipped
     start: pd.Timestamp  # the first instant to write
     covers_from: pd.Timestamp | None = None  # the window's start when this run writes it whole
+    skipped: str = NO_SITE_ROW  # why, when ``site`` is None
 
 
 def require_site(site_id: str, known: set[str], store: CloudStore) -> None:
@@ -165,8 +167,14 @@ def plan_sites(store: CloudStore, settings: FeatureSettings, now: pd.Timestamp) 
         require_site(settings.site_id, set(devices) | set(sites), store)
         devices = [settings.site_id]
     marks, covered = store.watermarks(watermark_source(settings)), store.watermarks(covered_source(settings))
+    refused = {device: why for device, row in sites.items() if (why := unreadable(row)) is not None}
+    if settings.site_id in refused:
+        raise ConfigError(refused[settings.site_id])
     plan = []
     for device in devices:
+        if device in refused:  # its zone and panels are unknown to this version: this site alone waits
+            plan.append(Planned(device, None, now, skipped=refused[device]))
+            continue
         newest = stats.get(device, {}).get(s.LAST_TS)
         anchor = now if newest is None else min(now, dd.parse_ts(newest))
         lookback_start = (anchor - pd.Timedelta(days=settings.lookback_days)).ceil(settings.step)
@@ -212,11 +220,11 @@ def _in_threads(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-writer") as writer:
         try:
             readings = _read_next(store, settings, plan, 0, now, result)
-            for position, (device, site, write_start, covers_from) in enumerate(
+            for position, (device, site, write_start, covers_from, _) in enumerate(
                     progress(plan, total=len(plan), desc="features", unit="site")):
                 if site is None:
                     pending = _stored(pending, result)  # None; waiting keeps results in plan order
-                    _skip(device, result)
+                    _skip(device, plan[position].skipped, result)
                     continue
                 computed = compute_site(settings, site, write_start, readings, covers_from)
                 pending = _stored(pending, result)
@@ -240,16 +248,16 @@ def _in_workers(store: CloudStore, settings: FeatureSettings, plan: Plan, now: p
             planned = next(sites, None)
             if planned is not None:
                 task = None if planned.site is None else pool.submit(_read_and_compute, settings, planned, now)
-                queued.append((planned.device, task))
+                queued.append((planned, task))
 
         try:
             for _ in range(2 * workers):
                 submit_next()
             for _ in progress(range(len(plan)), total=len(plan), desc="features", unit="site"):
-                device, task = queued.popleft()
+                planned, task = queued.popleft()
                 submit_next()
                 if task is None:
-                    _skip(device, result)
+                    _skip(planned.device, planned.skipped, result)
                     continue
                 readings, computed = task.result()
                 result.readings += readings
@@ -277,7 +285,7 @@ def read_site(store: CloudStore, settings: FeatureSettings, device: str, write_s
 def _read_next(store: CloudStore, settings: FeatureSettings, plan: Plan, position: int,
                now: pd.Timestamp, result: FeatureRunResult) -> pd.DataFrame | None:
     """The readings of the first site at or after ``position`` that has a site row."""
-    for device, site, write_start, _ in plan[position:]:
+    for device, site, write_start, *_ in plan[position:]:
         if site is not None:
             readings = read_site(store, settings, device, write_start, now)
             result.readings += len(readings)
@@ -285,9 +293,9 @@ def _read_next(store: CloudStore, settings: FeatureSettings, plan: Plan, positio
     return None
 
 
-def _skip(device: str, result: FeatureRunResult) -> None:
-    log.warning("%s: skipped, %s", device, NO_SITE_ROW)
-    result.sites.append(SiteResult(device, skipped=NO_SITE_ROW))
+def _skip(device: str, why: str, result: FeatureRunResult) -> None:
+    log.warning("%s: skipped, %s", device, why)
+    result.sites.append(SiteResult(device, skipped=why))
 
 
 def _record(computed: SiteRows, result: FeatureRunResult) -> None:

@@ -11,6 +11,7 @@ from cloud.forecasting.design import PROFILE_DAYS, SiteHistory, site_history
 from cloud.forecasting.training import NotEnoughData
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
+from der_core.site_file import unreadable
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def load_histories(store: CloudStore, step: pd.Timedelta, max_gap: pd.Timedelta,
                             f"({len(wanted)} sites); " + how_to_get_data(min_days))
     histories = []
     for device in wanted:
-        if device not in sites:
-            log.warning("%s: skipped, %s", device, NO_SITE_ROW)
+        why = NO_SITE_ROW if device not in sites else unreadable(sites[device])
+        if why is not None:  # one site's row, not every site's models
+            log.warning("%s: skipped, %s", device, why)
             continue
         start = None
         if days is not None:

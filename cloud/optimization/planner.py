@@ -564,7 +564,6 @@ def stored_sites(store: CloudStore, device_id: str | None = None) -> dict[str, S
     return sites
 
 
-
 #: How many of the newest optimizer runs ``--status`` looks through for devices it has no site for.
 STATUS_RUNS = 500
 
