@@ -380,6 +380,26 @@ def test_a_file_imported_under_the_wrong_device_is_listed_then_forgotten_by_name
         assert message in capsys.readouterr().err
 
 
+def test_forgetting_a_device_removes_its_feature_watermarks_and_keeps_its_sync_watermark(tmp_path):
+    """Its feature rows go, so their watermarks go too: left, the feature job would start a
+    device imported again under the name past rows no longer stored. The sync's stays."""
+    from cloud.feature_engineering.job import covered_source, watermark_source
+    from cloud.feature_engineering.settings import FeatureSettings
+    from cloud.sync.forget import forget_device
+
+    sources = (watermark_source(FeatureSettings()), covered_source(FeatureSettings()), "edge:sqlite")
+    write(meter_frame(steps=12), tmp_path / "m.csv")
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        for device in ("meter-9", "meter-09"):
+            import_file(tmp_path / "m.csv", store, ImportOptions(device, {"pv_w": dd.SOLAR_KW}, units="W",
+                                                                 timestamp_column="Time"))
+            for source in sources:
+                store.set_watermark(source, device, pd.Timestamp("2024-03-20T12:00Z"), 1)
+        forget_device(store, "meter-09", remove=True)
+        assert [sorted(store.watermarks(source)) for source in sources] == [
+            ["meter-9"], ["meter-9"], ["meter-09", "meter-9"]]
+
+
 def test_status_names_each_devices_newest_import(tmp_path, capsys):
     """A device no gateway syncs shows where its readings came from: its newest import's
     time and file."""

@@ -115,6 +115,15 @@ def rewind(store: CloudStore, device_id: str, since: pd.Timestamp) -> list[str]:
     return sorted(moved)
 
 
+def forget_marks(store: CloudStore, device_id: str) -> int:
+    """Remove every feature version's watermarks of a device whose features are removed
+    (``run_cloud_sync.py --forget``): left behind, they would have the next run of a device
+    imported again under the name start past rows that no longer exist. How many went."""
+    marks = store.read_frame(s.WATERMARKS, {dd.DEVICE_ID: device_id})
+    return sum(store.delete_rows(s.WATERMARKS, {s.SOURCE: str(source), dd.DEVICE_ID: device_id})
+               for source in marks[s.SOURCE] if str(source).startswith(f"{JOB}:"))
+
+
 def run_details(settings: FeatureSettings) -> dict[str, Any]:
     return {
         "version": settings.version,

@@ -7,13 +7,16 @@ with ``--yes``; the removal is a ``pipeline_runs`` row of its own with what went
 
 Kept: the sync watermarks (a gateway still syncing the device sends only its readings after
 them, rather than its whole edge history again), the job log, and the fleet's prices and
-demand-response events, which belong to no one device.
+demand-response events, which belong to no one device. The feature job's watermarks go with
+its rows, so a device imported again under the name has its features written from its first
+reading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloud.feature_engineering.job import forget_marks
 from cloud.job_status import recorded_run
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -60,6 +63,7 @@ def forget_device(store: CloudStore, device_id: str, remove: bool) -> Forgotten:
 
     def work():
         gone = {table: store.delete_rows(table, {dd.DEVICE_ID: device_id}) for table, _ in TABLES if rows[table]}
+        forget_marks(store, device_id)
         return gone, sum(gone.values())
 
     gone = recorded_run(store, JOB, {"device_id": device_id, "rows": rows}, work)
