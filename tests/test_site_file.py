@@ -326,6 +326,10 @@ def test_a_declared_site_without_readings_before_the_start_is_not_planned(tmp_pa
     assert run_cli(run_optimizer.main, ["--device-id", "home-1", "--start", "2024-05-15T06:00Z", *db]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: home-1: no readings before 2024-05-15T06:00") and "\n" not in err
+    assert err.endswith("--import FILE --site FILE, or plan from a later --start")
+    assert run_cli(run_optimizer.main, ["--device-id", "home-1", *db]) == 2  # from now, as the pipeline plans
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("run_cloud_sync.py --import FILE --site FILE") and "--start" not in err
 
 
 def test_a_declared_site_whose_readings_ended_long_before_the_start_is_told_where_they_end(tmp_path, capsys):

@@ -462,8 +462,9 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
             raise UsageError(f"{config.device_id}: no readings in the {(start - _history_start(start, config.timezone)).days} "
                              f"days before {dd.format_ts(start)} in {where}; its newest is {dd.format_ts(newest)}: plan "
                              f"after it with run_optimizer.py --device-id {config.device_id} --start {dd.format_ts(newest)}")
+        later = ", or plan from a later --start" if settings.start is not None else ""  # planned from now: no later
         raise UsageError(f"{config.device_id}: no readings before {dd.format_ts(start)} in {where} to plan from; import "
-                         "its meter data with run_cloud_sync.py --import FILE --site FILE, or plan from a later --start")
+                         f"its meter data with run_cloud_sync.py --import FILE --site FILE{later}")
     state = state or state_from_simulator(config, start, settings.step)
     history = pd.DataFrame({fc.LOAD: state.load_history_kw})
     if declared and outside is None:
