@@ -59,6 +59,19 @@ def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, chang
     assert chosen == fc.Choice(choice, reason.format(folder=folder))
 
 
+@pytest.mark.parametrize(("until", "note"), [
+    ("2024-06-09 23:45:00+00:00", ""),
+    ("2024-06-20 00:00:00+00:00", "; they learnt from readings up to 2024-06-20 00:00Z, after 2024-06-10 00:00Z: these "
+                                  "days were in their training, so the figures are what they remember, not a forecast's"),
+])
+def test_models_asked_for_by_name_are_taken_and_said_to_remember_days_they_learnt_from(tmp_path, until, note):
+    """A backtest with --forecaster models over the models' own training days scores their
+    memory: taken as asked, but the reason shown with the figures says so."""
+    folder = registry(tmp_path, until=until)
+    assert fc.choose("models", SITE, STORE, folder, START) == fc.Choice("models", "--forecaster models" + note)
+    assert fc.choose("naive", SITE, STORE, folder, START) == fc.Choice("naive", "--forecaster naive")
+
+
 def test_models_three_weeks_behind_the_plan_are_taken_and_said_to_be_old(tmp_path):
     folder = registry(tmp_path)  # learnt up to 2024-06-09 23:45
     assert fc.choose(fc.AUTO, SITE, STORE, folder, START + pd.Timedelta(days=3)).reason == f"active models in {folder}"

@@ -463,13 +463,15 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     what they remember, not what they forecast."""
     if name not in NAMES:
         raise UsageError(f"forecaster {name!r}: expected one of {', '.join(NAMES)}")
-    if name != AUTO:
-        return Choice(name, "--forecaster " + name)
-    if store is None:
-        return Choice("naive", "no cloud store to forecast from")
     from cloud.forecasting.registry import NoModels, Registry
     from cloud.forecasting.settings import settings_from
 
+    if name != AUTO:
+        return Choice(name, "--forecaster " + name + (_remembered(Registry(settings_from(model_dir).model_dir),
+                                                                  config.device_id, issued_from)
+                                                      if name == "models" and store is not None else ""))
+    if store is None:
+        return Choice("naive", "no cloud store to forecast from")
     registry = Registry(settings_from(model_dir).model_dir)
     active = registry.active()
     if active is None:
@@ -485,7 +487,7 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
         trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
         return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
                                f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
-    learnt_until = max(pd.Timestamp(load[key][1]) for key in ("train_range", "test_range") if load.get(key))
+    learnt_until = _learnt_until(load)
     if issued_from is not None and learnt_until > pd.Timestamp(issued_from) + LEARNT_SLACK:
         return Choice("naive", f"the active models in {registry.root} learnt from readings up to "
                                f"{learnt_until:%Y-%m-%d %H:%M}Z, after {pd.Timestamp(issued_from):%Y-%m-%d %H:%M}Z")
@@ -505,6 +507,35 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
         return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, the PV model "
                                 f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f}){old}")
     return Choice("models", f"active models in {registry.root}{old}")
+
+
+def _learnt_until(load: Mapping) -> pd.Timestamp:
+    """The newest reading a version's load model learnt from, by its manifest entry."""
+    return max(pd.Timestamp(load[key][1]) for key in ("train_range", "test_range") if load.get(key))
+
+
+def _remembered(registry, device_id: str, issued_from: pd.Timestamp | None) -> str:
+    """For models asked for by name: a note where they learnt from readings after the first
+    issue (a backtest over their own training days scores what they remember, not what they
+    forecast), so that the figures are not taken for a forecast's; empty otherwise or where
+    the models say nothing of it (the forecaster itself refuses models that cannot serve)."""
+    from cloud.forecasting.registry import NoModels
+
+    active = registry.active()
+    if active is None or issued_from is None:
+        return ""
+    try:
+        load = registry.manifest(active).get("targets", {}).get(LOAD, {})
+    except NoModels:
+        return ""
+    if device_id not in load.get("sites", ()) or not any(load.get(key) for key in ("train_range", "test_range")):
+        return ""
+    learnt_until = _learnt_until(load)
+    if learnt_until <= pd.Timestamp(issued_from) + LEARNT_SLACK:
+        return ""
+    first = pd.Timestamp(issued_from)
+    return (f"; they learnt from readings up to {learnt_until:%Y-%m-%d %H:%M}Z, after {first:%Y-%m-%d %H:%M}Z: these days "
+            "were in their training, so the figures are what they remember, not a forecast's")
 
 
 def taken(skill: float | None) -> bool:
