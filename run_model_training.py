@@ -91,6 +91,11 @@ def evaluate(store, settings) -> int:
         if r.drift:
             print(f"warning: drift in {r.target}: {r.drift}; retrain with `python run_model_training.py --train`",
                   file=sys.stderr)
+    repeated = [r for r in results if r.tested_until is not None and not r.harder_week]
+    if repeated:
+        print(f"note: {', '.join(r.target for r in repeated)}: every truth scored lies among the days training tested "
+              f"the models on (to {max(r.tested_until for r in repeated):%Y-%m-%d}): these scores repeat that test; "
+              "evaluate again once newer readings are synced")
     if any(r.seen_in_training for r in results):
         print("note: no readings newer than the training range yet, so these scores include data the models were "
               "trained on and flatter them; evaluate again once newer readings are synced")

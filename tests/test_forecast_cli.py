@@ -96,6 +96,9 @@ def test_evaluate_warns_when_the_models_drift(tmp_path, cloud_db, newer_readings
     assert evaluated.returncode == 0
     assert "drift in solar_kw" not in evaluated.stderr + evaluated.stdout
     status = run("--status", cwd=cwd).stdout
+    repeated = [line for line in evaluated.stdout.splitlines() if line.endswith("these scores repeat that test; "
+                                                                               "evaluate again once newer readings are synced")]
+    assert len(repeated) == (0 if newer_readings else 1), evaluated.stdout
     if newer_readings:
         assert "DRIFT in load_kw" in status
         assert "warning: drift in load_kw: MAE" in evaluated.stderr and "threshold 25%" in evaluated.stderr
