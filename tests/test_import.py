@@ -25,6 +25,7 @@ from cloud.store.sqlite import SQLiteCloudStore
 from cloud.sync.importer import JOB as IMPORT_JOB
 from cloud.sync.importer import NO_TIME, ImportOptions, import_file, parse_column_map, print_import
 from cloud.sync.status import newest_imports
+from cloud.sync.timestamps import names_utc
 from der_core import der_data as dd
 from der_core.cli_support import run_cli
 from der_core.errors import StoreError, UsageError
@@ -742,3 +743,42 @@ def test_a_mapped_column_takes_its_field_from_a_column_under_the_fields_own_name
     result = import_file(tmp_path / "m.csv", cloud, options)
     assert cloud.read_readings("meter-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.5])
     assert result.columns_not_imported == [dd.SOLAR_KW]
+
+
+#: A Shelly EM's energy data download (the device's web page, "Download data": one row a
+#: minute, ``Date/time UTC,Active energy Wh,Returned energy Wh,Min V,Max V``), its column
+#: renamed as other loggers name a UTC clock.
+SHELLY_UTC = ("{name},Active energy Wh,Returned energy Wh,Min V,Max V\n"
+              "2024-07-03 10:00,5.2,0.0,229.1,231.0\n2024-07-03 10:01,5.0,0.0,229.3,231.2\n"
+              "2024-07-03 10:02,0.0,12.4,229.0,232.1\n")
+
+
+def test_a_time_column_named_utc_is_read_in_utc_not_the_sites_zone(tmp_path, capsys):
+    """The declared site's zone is for a logger keeping the home's clock; a column that says
+    UTC would have every reading moved by the site's offset. A --timezone of another offset
+    contradicts the file and is refused in one line."""
+    (tmp_path / "em.csv").write_text(SHELLY_UTC.format(name="timestamp_utc"))
+    site = json.loads((ROOT / "examples" / "site.json").read_text())
+    (tmp_path / "site.json").write_text(json.dumps(site))
+    db = str(tmp_path / "cloud.db")
+    base = ["--import", str(tmp_path / "em.csv"), "--units", "Wh", "--cloud-db", db,
+            "--column-map", "Active energy Wh=net_grid_flow_kw,Returned energy Wh=-net_grid_flow_kw"]
+    assert run_cli(run_cloud_sync.main, [*base, "--site", str(tmp_path / "site.json")]) == 0
+    assert ("  times: wall-clock times read in UTC (the name of its time column, timestamp_utc)"
+            in capsys.readouterr().out.splitlines())
+    with SQLiteCloudStore(db) as store:
+        stored = store.read_readings(site["device_id"])
+    assert stored[dd.TS].tolist() == [pd.Timestamp(f"2024-07-03 10:0{m}", tz="UTC") for m in range(3)]
+    assert stored[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.312, 0.3, -0.744])
+
+    assert run_cli(run_cloud_sync.main, [*base, "--device-id", "em-2", "--timezone", "Europe/Berlin"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'em.csv'}: the time column 'timestamp_utc' says its "
+                                               "times are UTC, but --timezone Europe/Berlin; expected --timezone UTC or none")
+    assert run_cli(run_cloud_sync.main, [*base, "--device-id", "em-2", "--timezone", "Africa/Abidjan"]) == 0
+
+
+@pytest.mark.parametrize(("name", "utc"), [("timestamp_utc", True), ("Date/time UTC", True), ("UTC", True),
+                                           ("Time (UTC+1)", False), ("Time (UTC -05:00)", False), ("Zeit", False),
+                                           ("Computed", False)])
+def test_only_a_name_that_says_utc_and_no_offset_from_it_names_utc(name, utc):
+    assert names_utc((name,)) is utc

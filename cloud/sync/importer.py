@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ from cloud.sync.timestamps import (
     find_time_columns,
     labels_start,
     names_a_time,
+    names_utc,
     numeric_date_format,
     time_texts,
 )
@@ -169,6 +171,7 @@ class ImportResult(SyncResult):
     columns_not_imported: list[str] = field(default_factory=list)
     entities_not_imported: list[str] = field(default_factory=list)
     wall_clock: bool = False  # the file's times carry no offset: read in the import's zone
+    utc_named: str = ""  # the time column whose name says UTC, read so over the import's zone
     moved: str | None = None  # the time column whose times label interval starts, moved to the ends
     first_stored: pd.Timestamp | None = None  # the earliest reading stored
     features_rewound: list[str] = field(default_factory=list)  # feature versions to rewrite from first_stored
@@ -305,13 +308,28 @@ def plan_columns(columns: list[str], options: ImportOptions, source: str, dialec
     read = {f: _unit_of(f, sources[f], header, options, source) for f in _POWER_COLUMNS if f in sources}
     units = {f: unit for f, (unit, _) in read.items()}
     own = time_columns == (header.time_column,)  # the header's format is its time column's
-    times = TimeReader(options.timezone, options.timestamp_format or (header.time_format if own else None))
+    times = TimeReader(_zone_of(time_columns, options, source),
+                       options.timestamp_format or (header.time_format if own else None))
     starts = options.time_label == "start" if options.time_label else labels_start(time_columns)
     if starts and any(UNITS[u][1] == TOTAL for u in units.values()):
         raise UsageError(f"{source}: the times label interval starts ({' + '.join(time_columns)}), but a meter total "
                          "is read at an instant, not over an interval; expected --time-label end")
     return _Plan(options, time_columns, sources, times, dialect, ignored, units=units, starts=starts,
                  unit_cells=unit_cells, units_from={f: where for f, (_, where) in read.items() if where})
+
+
+def _zone_of(time_columns: tuple[str, ...], options: ImportOptions, source: str) -> str:
+    """The zone a file's wall-clock times are read in: UTC where the time column's name says
+    so (:func:`names_utc`), over the declared site's zone, which would move every reading by
+    the site's offset; a ``--timezone`` of another offset contradicts the file and is
+    refused, as a guess between the two would store every reading at the wrong instant."""
+    if not names_utc(time_columns):
+        return options.timezone
+    zone = ZoneInfo(options.timezone)
+    if options.zone_source or all(zone.utcoffset(dt.datetime(2024, m, 1)) == dt.timedelta(0) for m in (1, 7)):
+        return "UTC"
+    raise UsageError(f"{source}: the time column {' + '.join(time_columns)!r} says its times are UTC, but --timezone "
+                     f"{options.timezone}; expected --timezone UTC or none")
 
 
 def _by_field(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
@@ -638,6 +656,8 @@ def import_files(paths: list[str | Path], cloud: CloudStore, options: list[Impor
         result.units_read |= {of(source, plan.label(f)): f"{plan.units.get(f, 'kW')} {where}"
                               for f, where in plan.units_from.items()}
         result.wall_clock |= plan.times.offsets is False
+        if plan.times.offsets is False and plan.times.zone != plan.options.timezone:
+            result.utc_named = of(source, " + ".join(plan.time_columns))
         result.written_once += [of(source, day) for day in plan.times.written_once()]
         if plan.format_read:
             result.formats_read[of(source, " + ".join(plan.time_columns))] = plan.format_read
@@ -973,17 +993,20 @@ def _no_time_read(raw: pd.DataFrame, plan: _Plan, meter: MeterFile) -> None:
 
 def print_import(result: ImportResult, options: ImportOptions, as_json: bool = False) -> None:
     """The import's outcome, then one line per plausibility check (or all of it as JSON)."""
+    zone, zone_from = (("UTC", f"the name of its time column, {result.utc_named}") if result.utc_named
+                       else (options.timezone, options.zone_source))
     if as_json:
-        zone = {"timezone": options.timezone if result.wall_clock else None,  # null: the times carried their offsets
-                "timezone_from": (options.zone_source or "--timezone") if result.wall_clock else None}
+        zone = {"timezone": zone if result.wall_clock else None,  # null: the times carried their offsets
+                "timezone_from": (zone_from or "--timezone") if result.wall_clock else None}
         print(json.dumps({"device_id": options.device_id, **result.as_dict(), **zone}, indent=2))
         return
     print(f"imported {result.rows_synced} readings of {options.device_id} ({result.rows_quarantined} quarantined)")
     if result.released:
         print(f"  quarantine: {result.released:,} rows an earlier import of this file refused are stored now and left "
               "the quarantine")
-    if result.wall_clock and options.zone_source:
-        print(f"  times: wall-clock times read in {options.timezone} ({options.zone_source}; --timezone ZONE to change)")
+    if result.wall_clock and zone_from:
+        hint = "" if result.utc_named else "; --timezone ZONE to change"
+        print(f"  times: wall-clock times read in {zone} ({zone_from}{hint})")
     for columns, pattern in result.formats_read.items():
         order = "day/month" if pattern.index("%d") < pattern.index("%m") else "month/day"
         print(f"  times: {columns} read as {pattern!r}, {order}: a number above 12 says which (--timestamp-format "

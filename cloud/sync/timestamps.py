@@ -60,6 +60,10 @@ DATE_AND_START = (("date", "start_time"), ("start_date", "start_time"), ("date",
 #: Names that hold a date or a time of day alone, not a whole time.
 _PARTS = frozenset({n for pair in DATE_AND_TIME + DATE_AND_START for n in pair}
                    | {"end_time", "end", "bis", "fin", "ende", "end_date"})
+#: A time column's name that says its times are UTC (``timestamp_utc``, Shelly's ``Date/time
+#: UTC``), not an offset from it (``Time (UTC+1)``): such times are read in UTC whatever zone
+#: the site declares, as a logger that labels its clock so keeps no local one.
+_NAMES_UTC = re.compile(r"(?<![a-z0-9])utc(?![a-z0-9]|\s*[+-]\s*\d)", re.IGNORECASE)
 _HAS_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 #: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
@@ -117,6 +121,11 @@ def names_a_time(column: object) -> bool:
     the ``End`` read, a Green Button ``END TIME``): no reading, nor a column left out of one."""
     name = normal_name(column)
     return name in TIMESTAMP_NAMES or name in _PARTS or name in START_NAMES
+
+
+def names_utc(columns: Sequence[object]) -> bool:
+    """Whether the time column's name (or a date's or time of day's beside it) says UTC."""
+    return any(_NAMES_UTC.search(str(c)) for c in columns)
 
 
 def labels_start(columns: Sequence[object]) -> bool:
