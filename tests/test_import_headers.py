@@ -449,3 +449,31 @@ def test_names_are_made_unique_in_one_pass_over_a_row_of_hundreds_of_thousands_o
     each name's repeats across the row took the import hours."""
     names = unique_names(["Time", "pv", "pv", *[""] * 200_000])
     assert names[:3] == ["Time", "pv", "pv.1"] and names[-1] == "column 200003" and len(set(names)) == len(names)
+
+
+def test_portals_time_column_names_are_found_below_their_titles(tmp_path, cloud):
+    """Huawei FusionSolar's report export (Report Management, a plant report exported as
+    ``.xlsx``: a title row, then the names, its time column ``Statistical Period``) and a
+    Shelly EM's energy download (``Date/time UTC,Active energy Wh,Returned energy Wh,Min
+    V,Max V``) import without --timestamp-column."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Plant Report"])
+    sheet.append(["Statistical Period", "Plant Name", "PV Yield (kWh)", "Consumption (kWh)", "Export (kWh)"])
+    for minute, pv, load in ((0, 0.5, 0.2), (5, 0.6, 0.3), (10, 0.7, 0.25)):
+        sheet.append([f"2024-07-03 10:{minute:02d}:00", "Home", pv, load, pv - load])
+    book.save(tmp_path / "report.xlsx")
+    options = ImportOptions("home-1", {"PV Yield (kWh)": dd.SOLAR_KW}, units="kWh", timezone="Asia/Shanghai")
+    assert import_file(tmp_path / "report.xlsx", cloud, options).rows_synced == 3
+    stored = cloud.read_readings("home-1")
+    assert stored[dd.TS].tolist() == [pd.Timestamp(f"2024-07-03T02:{m}Z") for m in ("00", "05", "10")]
+    assert stored[dd.SOLAR_KW].tolist() == pytest.approx([6.0, 7.2, 8.4])
+
+    (tmp_path / "em.csv").write_text("Date/time UTC,Active energy Wh,Returned energy Wh,Min V,Max V\n"
+                                     "2024-07-03 10:00,5.2,0.0,229.1,231.0\n2024-07-03 10:01,0.0,12.4,229.0,232.1\n")
+    options = ImportOptions("home-2", {"Active energy Wh": dd.NET_GRID_FLOW, "Returned energy Wh": "-net_grid_flow_kw"},
+                            units="Wh", timezone="UTC")
+    assert import_file(tmp_path / "em.csv", cloud, options).rows_synced == 2
+    assert cloud.read_readings("home-2")[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.312, -0.744])

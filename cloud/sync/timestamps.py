@@ -35,7 +35,7 @@ TIMESTAMP_NAMES = (
     dd.TS, dd.TIMESTAMP, "timestamp_utc", "datetime", "date_time", "time", "time_utc", "utc", "utc_time",
     "local_time", "time_local", "localtime", "period_end", "period_start", "interval_end", "interval_start",
     "end_time", "start_time", "reading_time", "measured_at", "measured_on", "recorded_at", "time_stamp", "last_changed",
-    "last_updated", "date",
+    "last_updated", "date_time_utc", "datetime_utc", "statistical_period", "date",
     "zeitstempel", "datum_uhrzeit", "datum_zeit", "zeit", "datum", "horodatage", "horodate", "date_heure", "fecha_hora",
     "fecha", "data_ora", "tijdstip", "datum_tijd", "end", "start",
 )
