@@ -477,3 +477,24 @@ def test_portals_time_column_names_are_found_below_their_titles(tmp_path, cloud)
                             units="Wh", timezone="UTC")
     assert import_file(tmp_path / "em.csv", cloud, options).rows_synced == 2
     assert cloud.read_readings("home-2")[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.312, -0.744])
+
+
+@pytest.mark.parametrize("suffix", ["csv", "xlsx"])
+def test_spreadsheet_date_serials_are_read_as_wall_clock_times(tmp_path, cloud, suffix):
+    """A date column formatted as a number in Excel holds day serials (``45476.4166666667``
+    is 2024-07-03 10:00), in the sheet and in the CSV Excel saves from it; no strftime
+    pattern reads them, so --timestamp-format could not help."""
+    rows = [(45476.4166666667, 1.5), (45476.4270833333, 1.6), (45476.4375, 1.7)]
+    if suffix == "csv":
+        (tmp_path / "m.csv").write_text("Date,PV (kW)\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    else:
+        from openpyxl import Workbook
+
+        book = Workbook()
+        book.active.append(["Date", "PV (kW)"])
+        for row in rows:
+            book.active.append(row)
+        book.save(tmp_path / "m.xlsx")
+    options = ImportOptions("home-1", {"PV (kW)": dd.SOLAR_KW}, timezone="Europe/Berlin")
+    assert import_file(tmp_path / f"m.{suffix}", cloud, options).rows_synced == 3
+    assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp(f"2024-07-03T08:{m}Z") for m in ("00", "15", "30")]

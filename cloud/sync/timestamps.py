@@ -3,7 +3,8 @@ a reason instead of refusing the file.
 
 Times carrying an offset (``Z``, ``+01:00``; the offset may change at DST) are exact, and
 so are Unix times (10 digits of seconds, optionally with a fraction, or 13 of milliseconds
-since 1970-01-01T00:00Z, what databases and monitoring exports write).
+since 1970-01-01T00:00Z, what databases and monitoring exports write). A spreadsheet's date
+serial (five digits of days, the time of day their fraction) is a wall-clock time.
 Times without one are wall-clock times in the given zone: the hour the clock repeats in
 autumn is resolved from the file's own order (a logger writes the repeated hour's readings
 first for the summer occurrence, then for the winter one: a step back in wall time inside
@@ -66,6 +67,13 @@ _PARTS = frozenset({n for pair in DATE_AND_TIME + DATE_AND_START for n in pair}
 _NAMES_UTC = re.compile(r"(?<![a-z0-9])utc(?![a-z0-9]|\s*[+-]\s*\d)", re.IGNORECASE)
 _HAS_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
+#: A spreadsheet's date serial, days since Excel's day 0 with the time of day as their
+#: fraction (``45476.4166666667`` is 2024-07-03 10:00): what a date cell formatted as a number
+#: holds, and what Excel writes to CSV for one. Five digits are the years 1927 to 2173.
+_SERIAL = re.compile(r"\d{5}(?:\.\d+)?")
+#: Excel's day 0 in its 1900 date system: 1899-12-30, as its serials count past the 29th of
+#: February 1900 that Lotus 1-2-3 counted and the calendar lacks.
+_SERIAL_EPOCH = pd.Timestamp("1899-12-30")
 #: The end of a day written as ``24:00`` (ISO 8601 allows it; meter operators' interval-end
 #: files use it): the next day's ``00:00``.
 _DAY_END = re.compile(r"(?<![\d:])24:00(?=$|[^\d:.]|:00(?![\d.]))")
@@ -217,6 +225,7 @@ class TimeReader:
         else:
             texts = values.astype("string").str.strip()
             unix = texts.str.fullmatch(_UNIX).fillna(False).astype(bool) & (self.format is None)
+            serial = texts.str.fullmatch(_SERIAL).fillna(False).astype(bool) & (self.format is None)
             aware = texts.str.contains(_OFFSET).fillna(False).astype(bool) | unix
             day_end = texts.str.contains("24:00", regex=False).fillna(False).astype(bool)  # cheap, then exact
             cleaned = texts
@@ -225,7 +234,7 @@ class TimeReader:
                 cleaned = texts.where(~day_end, texts.str.replace(_DAY_END, "00:00", n=1, regex=True))
             try:
                 # in µs, as the times written into it below are (a column of no ISO time parses in s)
-                parsed = pd.to_datetime(cleaned.where(~unix), format=self.format or "ISO8601", utc=True,
+                parsed = pd.to_datetime(cleaned.where(~unix & ~serial), format=self.format or "ISO8601", utc=True,
                                         errors="coerce").dt.as_unit("us")
             except (ValueError, re.error) as error:
                 raise UsageError(f"time format {self.format!r} cannot be read ({' '.join(str(error).split())}); "
@@ -238,6 +247,10 @@ class TimeReader:
             if unix.any():
                 seconds = pd.to_numeric(texts[unix]) / np.where(texts[unix].str.len() == 13, 1000, 1)
                 parsed[unix] = pd.to_datetime(np.round(seconds.to_numpy() * 1e6), unit="us", utc=True)
+            if serial.any():  # wall-clock times, to the second (a serial's last digits are float noise)
+                days = pd.to_numeric(texts[serial]).to_numpy()
+                wall = _SERIAL_EPOCH + pd.to_timedelta(np.round(days * 86_400), unit="s")
+                parsed[serial] = pd.DatetimeIndex(wall).tz_localize("UTC").as_unit("us")
             unread = parsed.isna() & texts.notna() & (texts != "")
             expected = f"format {self.format!r}" if self.format else EXPECTED
             reasons[unread] = [f"timestamp {dd.shown(t)} is not a time; expected {expected}" for t in texts[unread]]
