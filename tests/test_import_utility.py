@@ -488,3 +488,24 @@ def test_an_export_meter_fitted_later_keeps_the_import_alone_before_it(tmp_path,
     assert "import the other alone first, then both" in out and "replaced: 2 stored values" in out
     with SQLiteCloudStore(tmp_path / "cloud.db") as store:
         assert store.read_readings("uk-home")[dd.NET_GRID_FLOW].tolist() == pytest.approx([1.0, 0.4, 0.4, 0.2])
+
+
+def test_a_day_per_row_with_an_interval_per_column_is_refused_naming_nem12(tmp_path, capsys):
+    """Victorian distributors' interval download (Powercor, CitiPower, Jemena: ``NMI,METER
+    SERIAL NUMBER,CON/GEN,DATE,ESTIMATED?,00:00 - 00:30,…,23:30 - 00:00``, a day per row)
+    holds each half hour in its own column: a column mapped would store one half hour a day,
+    at the date's midnight. Refused in one line, nothing stored; the same portal's NEM12
+    download imports."""
+    slots = [f"{h:02d}:{m:02d} - {(h + (m + 30) // 60) % 24:02d}:{(m + 30) % 60:02d}" for h in range(24) for m in (0, 30)]
+    rows = [f"6305000000,123456,Consumption,{day}/07/2024,No," + ",".join(["0.25"] * 48) for day in ("03", "04", "15")]
+    (tmp_path / "interval.csv").write_text("\n".join(["NMI,METER SERIAL NUMBER,CON/GEN,DATE,ESTIMATED?," + ",".join(slots),
+                                                      *rows]) + "\n")
+    db = tmp_path / "cloud.db"
+    assert run_cli(run_cloud_sync.main, ["--import", str(tmp_path / "interval.csv"), "--device-id", "home-1", "--units",
+                                         "kWh", "--column-map", "00:00 - 00:30=net_grid_flow_kw", "--cloud-db",
+                                         str(db), "--timezone", "Australia/Melbourne"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'interval.csv'}: a day per row with an interval per column ('00:00 - 00:30' … "
+        "'23:30 - 00:00') is not read; expected a reading per row, such as the distributor's NEM12 download")
+    with SQLiteCloudStore(db) as store:
+        assert store.read_readings("home-1").empty

@@ -66,6 +66,7 @@ from cloud.sync.timestamps import (
     names_utc,
     numeric_date_format,
     time_texts,
+    wide_day,
 )
 from cloud.sync.validation import validate
 from der_core import der_data as dd
@@ -286,6 +287,10 @@ class _Plan:
 
 def plan_columns(columns: list[str], options: ImportOptions, source: str, dialect: Dialect = Dialect.PLAIN,
                  header: Header | None = None) -> _Plan:
+    clocks = wide_day(columns)
+    if clocks:  # a column mapped would store one interval's reading a day, at the date's start
+        raise UsageError(f"{source}: a day per row with an interval per column ({clocks[0]!r} … {clocks[-1]!r}) is not "
+                         "read; expected a reading per row, such as the distributor's NEM12 download")
     unknown = [c for c in options.column_map if c not in columns]
     if unknown:
         raise UsageError(f"{source}: --column-map names {unknown}, not in the file; columns: {columns}")

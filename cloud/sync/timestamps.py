@@ -136,6 +136,20 @@ def names_utc(columns: Sequence[object]) -> bool:
     return any(_NAMES_UTC.search(str(c)) for c in columns)
 
 
+#: A column named by a time of day or an interval of one (``00:00 - 00:30``, ``23:30``).
+_CLOCK_NAME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[-–]\s*\d{1,2}:\d{2}(?::\d{2})?)?")
+#: As many such columns as the hours of a day: a day per row, an interval per column.
+WIDE_DAY_COLUMNS = 24
+
+
+def wide_day(columns: Sequence[object]) -> list[str]:
+    """The columns named by times of day where a file writes a day per row and each interval
+    of it in its own column (Australian distributors' interval downloads: ``NMI,…,DATE,
+    00:00 - 00:30,…,23:30 - 00:00``); empty for a file of a reading per row."""
+    clocks = [str(c) for c in columns if _CLOCK_NAME.fullmatch(str(c).strip())]
+    return clocks if len(clocks) >= WIDE_DAY_COLUMNS else []
+
+
 def labels_start(columns: Sequence[object]) -> bool:
     """Whether the time column's name (the time of day's, beside a date) says it labels each
     interval by its start."""
