@@ -498,3 +498,22 @@ def test_spreadsheet_date_serials_are_read_as_wall_clock_times(tmp_path, cloud, 
     options = ImportOptions("home-1", {"PV (kW)": dd.SOLAR_KW}, timezone="Europe/Berlin")
     assert import_file(tmp_path / f"m.{suffix}", cloud, options).rows_synced == 3
     assert cloud.read_readings("home-1")[dd.TS].tolist() == [pd.Timestamp(f"2024-07-03T08:{m}Z") for m in ("00", "15", "30")]
+
+
+def test_quoted_thousands_separators_are_read_unless_the_cells_use_decimal_commas(tmp_path, cloud):
+    """A portal export (SolarEdge's ``Time,System Production (W)``) opened in Excel and saved
+    as CSV keeps its number format's thousands separators, each such cell quoted: ``"1,234.5"``
+    is 1234.5 W, not a row to quarantine (every PV reading above 1 kW was). Beside a decimal
+    comma in the same column (``"0,5"``), ``"1,500"`` may be 1.5: no number, and quarantined."""
+    (tmp_path / "se.csv").write_text('Time,System Production (W)\n2024-07-03 10:00,"1,234.5"\n'
+                                     '2024-07-03 10:15,"2,001"\n2024-07-03 10:30,999\n2024-07-03 10:45,"-1,000"\n')
+    options = ImportOptions("home-1", {"System Production (W)": dd.SOLAR_KW}, timezone="UTC")
+    assert import_file(tmp_path / "se.csv", cloud, options).rows_quarantined == 1  # -1 kW is no PV
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2345, 2.001, 0.999])
+
+    (tmp_path / "mixed.csv").write_text('Time,PV (kW)\n2024-07-03 10:00,"0,5"\n2024-07-03 10:15,"1,500"\n'
+                                        '2024-07-03 10:30,2\n')
+    options = ImportOptions("home-2", {"PV (kW)": dd.SOLAR_KW}, timezone="UTC")
+    assert import_file(tmp_path / "mixed.csv", cloud, options).rows_synced == 1
+    assert cloud.read_quarantine("home-2")[s.REASON].tolist() == ["line 2: PV (kW) '0,5' is not a number",
+                                                                  "line 3: PV (kW) '1,500' is not a number"]

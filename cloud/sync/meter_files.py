@@ -12,7 +12,8 @@ one of ``,`` ``;`` tab ``|`` that splits the first 40 lines into the same number
 else the later half of them (the readings below a preamble); the most cells on a tie, ``,``
 when none does. A file delimited by anything but ``,`` whose number cells use a decimal comma
 (``553,5``) is read with ``,`` as its decimal mark and ``.`` as its thousands separator, as
-German, French or Italian exports write them. A byte-order mark is dropped; UTF-16's
+German, French or Italian exports write them; in a file of decimal points, a quoted
+``"1,234.5"`` (a sheet's thousands separators, saved as CSV by Excel) is 1234.5. A byte-order mark is dropped; UTF-16's
 (Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
 read as Windows-1252, as Excel saves "CSV" on Western European Windows.
 """
@@ -69,6 +70,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl\.")
 _EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
 _THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
+_THOUSANDS_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,22 @@ class Dialect:
 
     def numbers(self, cells: pd.Series) -> pd.Series:
         """The cells as numbers, NaN where one is not: with a decimal comma, ``1.234,5`` is
-        1234.5 and ``553,5`` is 553.5."""
+        1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted ``"1,234.5"`` (a
+        spreadsheet's number format with thousands separators, saved as CSV) is 1234.5, unless
+        the same cells hold a decimal comma (``"0,5"``): then ``"1,500"`` may be 1.5, and is
+        no number rather than a thousand times one."""
         if self.decimal == ",":
             text = cells.astype("string")
             grouped = text.str.match(_THOUSANDS_DOT).fillna(False).astype(bool)
             text = text.where(~grouped, text.str.replace(".", "", regex=False))
-            cells = text.str.replace(",", ".", regex=False)
-        return pd.to_numeric(cells, errors="coerce")
+            return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        if pd.api.types.is_numeric_dtype(cells) or not cells.astype("string").str.contains(",", regex=False).any():
+            return pd.to_numeric(cells, errors="coerce")
+        text = cells.astype("string")
+        grouped = text.str.match(_THOUSANDS_COMMA).fillna(False).astype(bool)
+        if grouped.any() and not (text.str.match(_DECIMAL_COMMA).fillna(False).astype(bool) & ~grouped).any():
+            text = text.where(~grouped, text.str.replace(",", "", regex=False))
+        return pd.to_numeric(text, errors="coerce")
 
 
 Dialect.PLAIN = Dialect()
