@@ -307,6 +307,7 @@ def test_a_file_of_times_in_a_format_not_given_is_refused_whole_and_nothing_stor
 @pytest.mark.parametrize("pattern, shown", [
     ("%d/%m/%Y %H:%M", "'%d/%m/%Y %H:%M', day/month"),  # a British portal
     ("%m/%d/%Y %I:%M %p", "'%m/%d/%Y %I:%M %p', month/day"),  # an American one
+    ("%m/%d/%Y %I:%M%p", "'%m/%d/%Y %I:%M%p', month/day"),  # Excel's "h:mmAM/PM" number format
     ("%d.%m.%Y %H:%M:%S", "'%d.%m.%Y %H:%M:%S', day/month"),  # a German one
 ])
 def test_numeric_dates_are_read_in_the_order_their_numbers_above_12_show(tmp_path, capsys, pattern, shown):

@@ -85,7 +85,7 @@ EXPECTED = "ISO 8601 (2024-03-31T02:15:00, optionally +01:00) or Unix seconds"
 #: A date of numbers, day and month in either order before the year (``01/06/2012 05:45``,
 #: ``6/1/2012 5:45 PM``, ``01.06.2012 05:45:00``), as portals and spreadsheets write them.
 _NUMERIC_DATE = re.compile(r"(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)\d{4}"
-                           r"(?:(?P<gap>[ T]+)\d{1,2}:\d{2}(?P<seconds>:\d{2})?(?P<ampm>\s*[AaPp][Mm])?)?")
+                           r"(?:(?P<gap>[ T]+)\d{1,2}:\d{2}(?P<seconds>:\d{2})?(?P<ampm>(?P<before>\s*)[AaPp][Mm])?)?")
 #: The share of a file's first times that must be numeric dates for their order to be read.
 NUMERIC_DATE_SHARE = 0.9
 
@@ -194,7 +194,8 @@ def numeric_date_format(texts: pd.Series, source: str) -> str | None:
     if texts[matched].str.contains(":", regex=False).iloc[0]:
         ampm = parts["ampm"].notna().iloc[0]
         seconds = ":%S" if parts["seconds"].notna().iloc[0] else ""
-        clock = f"{parts['gap'].iloc[0]}{'%I' if ampm else '%H'}:%M{seconds}{' %p' if ampm else ''}"
+        meridiem = f"{parts['before'].iloc[0]}%p" if ampm else ""  # "5:45 PM", and "5:45PM" as Excel may write it
+        clock = f"{parts['gap'].iloc[0]}{'%I' if ampm else '%H'}:%M{seconds}{meridiem}"
     day_first, month_first = (first > 12).any() or sep == ".", (second > 12).any()
     if day_first and month_first:
         return None
