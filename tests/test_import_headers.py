@@ -479,14 +479,16 @@ def test_portals_time_column_names_are_found_below_their_titles(tmp_path, cloud)
     assert cloud.read_readings("home-2")[dd.NET_GRID_FLOW].tolist() == pytest.approx([0.312, -0.744])
 
 
-@pytest.mark.parametrize("suffix", ["csv", "xlsx"])
+@pytest.mark.parametrize("suffix", ["csv", "xlsx", "date-and-time.csv"])
 def test_spreadsheet_date_serials_are_read_as_wall_clock_times(tmp_path, cloud, suffix):
     """A date column formatted as a number in Excel holds day serials (``45476.4166666667``
-    is 2024-07-03 10:00), in the sheet and in the CSV Excel saves from it; no strftime
-    pattern reads them, so --timestamp-format could not help."""
+    is 2024-07-03 10:00), in the sheet and in the CSV Excel saves from it, or a whole day's
+    beside a time column; no strftime pattern reads them, so --timestamp-format could not help."""
     rows = [(45476.4166666667, 1.5), (45476.4270833333, 1.6), (45476.4375, 1.7)]
     if suffix == "csv":
         (tmp_path / "m.csv").write_text("Date,PV (kW)\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    elif suffix == "date-and-time.csv":
+        (tmp_path / f"m.{suffix}").write_text("Date,Time,PV (kW)\n45476,10:00,1.5\n45476,10:15,1.6\n45476,10:30,1.7\n")
     else:
         from openpyxl import Workbook
 

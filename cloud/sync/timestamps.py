@@ -4,7 +4,8 @@ a reason instead of refusing the file.
 Times carrying an offset (``Z``, ``+01:00``; the offset may change at DST) are exact, and
 so are Unix times (10 digits of seconds, optionally with a fraction, or 13 of milliseconds
 since 1970-01-01T00:00Z, what databases and monitoring exports write). A spreadsheet's date
-serial (five digits of days, the time of day their fraction) is a wall-clock time.
+serial (five digits of days, the time of day their fraction or a clock beside them) is a
+wall-clock time.
 Times without one are wall-clock times in the given zone: the hour the clock repeats in
 autumn is resolved from the file's own order (a logger writes the repeated hour's readings
 first for the summer occurrence, then for the winter one: a step back in wall time inside
@@ -69,8 +70,9 @@ _HAS_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 _UNIX = re.compile(r"\d{10}(?:\.\d+)?|\d{13}")
 #: A spreadsheet's date serial, days since Excel's day 0 with the time of day as their
 #: fraction (``45476.4166666667`` is 2024-07-03 10:00): what a date cell formatted as a number
-#: holds, and what Excel writes to CSV for one. Five digits are the years 1927 to 2173.
-_SERIAL = re.compile(r"\d{5}(?:\.\d+)?")
+#: holds, and what Excel writes to CSV for one; or a whole day's serial and the time of day
+#: from a column beside it (``45476`` and ``10:00``). Five digits are the years 1927 to 2173.
+_SERIAL = re.compile(r"(?P<days>\d{5}(?:\.\d+)?)(?:\s+(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?)?")
 #: Excel's day 0 in its 1900 date system: 1899-12-30, as its serials count past the 29th of
 #: February 1900 that Lotus 1-2-3 counted and the calendar lacks.
 _SERIAL_EPOCH = pd.Timestamp("1899-12-30")
@@ -263,8 +265,9 @@ class TimeReader:
                 seconds = pd.to_numeric(texts[unix]) / np.where(texts[unix].str.len() == 13, 1000, 1)
                 parsed[unix] = pd.to_datetime(np.round(seconds.to_numpy() * 1e6), unit="us", utc=True)
             if serial.any():  # wall-clock times, to the second (a serial's last digits are float noise)
-                days = pd.to_numeric(texts[serial]).to_numpy()
-                wall = _SERIAL_EPOCH + pd.to_timedelta(np.round(days * 86_400), unit="s")
+                parts = texts[serial].str.extract(f"^{_SERIAL.pattern}$").astype(float)
+                clock = parts[["h", "m", "s"]].fillna(0).to_numpy() @ np.array([3600, 60, 1])
+                wall = _SERIAL_EPOCH + pd.to_timedelta(np.round(parts["days"].to_numpy() * 86_400) + clock, unit="s")
                 parsed[serial] = pd.DatetimeIndex(wall).tz_localize("UTC").as_unit("us")
             unread = parsed.isna() & texts.notna() & (texts != "")
             expected = f"format {self.format!r}" if self.format else EXPECTED
