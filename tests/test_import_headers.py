@@ -519,3 +519,16 @@ def test_quoted_thousands_separators_are_read_unless_the_cells_use_decimal_comma
     assert import_file(tmp_path / "mixed.csv", cloud, options).rows_synced == 1
     assert cloud.read_quarantine("home-2")[s.REASON].tolist() == ["line 2: PV (kW) '0,5' is not a number",
                                                                   "line 3: PV (kW) '1,500' is not a number"]
+
+
+@pytest.mark.parametrize("group", [" ", "\u00a0", "\u202f"])
+def test_thousands_grouped_by_spaces_beside_a_decimal_comma_are_numbers(tmp_path, cloud, group):
+    """A French portal's export saved from Excel (``Horodatage;Production (W)``) groups
+    thousands with a space, a no-break space, or the narrow one newer Windows writes, as
+    German ones do with a dot: a file of such readings is read with its decimal comma, and
+    none of a kilowatt or more is quarantined as no number."""
+    (tmp_path / "m.csv").write_text(f"Horodatage;Production (W)\n2024-07-03 10:00;1{group}234,5\n"
+                                    f"2024-07-03 10:15;2{group}001,0\n", encoding="utf-8")
+    options = ImportOptions("home-1", {"Production (W)": dd.SOLAR_KW}, timezone="Europe/Paris")
+    assert import_file(tmp_path / "m.csv", cloud, options).rows_synced == 2
+    assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2345, 2.001])

@@ -11,7 +11,7 @@ their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise i
 one of ``,`` ``;`` tab ``|`` that splits the first 40 lines into the same number of cells,
 else the later half of them (the readings below a preamble); the most cells on a tie, ``,``
 when none does. A file delimited by anything but ``,`` whose number cells use a decimal comma
-(``553,5``) is read with ``,`` as its decimal mark and ``.`` as its thousands separator, as
+(``553,5``) is read with ``,`` as its decimal mark and ``.`` or a space as its thousands separator, as
 German, French or Italian exports write them; in a file of decimal points, a quoted
 ``"1,234.5"`` (a sheet's thousands separators, saved as CSV by Excel) is 1234.5. A byte-order mark is dropped; UTF-16's
 (Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
@@ -68,8 +68,11 @@ UNREADABLE = (ValueError, OSError, EOFError, LookupError, SyntaxError, csv.Error
 # import's to print: what matters of them comes back as rows or as a refusal.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl\.")
 _EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
-_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
-_THOUSANDS_DOT = re.compile(r"^\s*[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?\s*$")
+#: What groups thousands beside a decimal comma: ``.`` (German, Italian), a space, or the
+#: no-break and narrow no-break spaces French Excel writes (``1 234,5``).
+_GROUP = "[. \u00a0\u202f]"
+_DECIMAL_COMMA = re.compile(rf"^\s*[-+]?\d{{1,3}}(?:{_GROUP}\d{{3}})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
+_THOUSANDS_DOT = re.compile(rf"^\s*[-+]?\d{{1,3}}(?:{_GROUP}\d{{3}})+(?:,\d*)?\s*$")
 _THOUSANDS_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?\s*$")
 
 
@@ -93,15 +96,15 @@ class Dialect:
     PLAIN: ClassVar[Dialect]  # comma-separated, decimal points: pandas' own
 
     def numbers(self, cells: pd.Series) -> pd.Series:
-        """The cells as numbers, NaN where one is not: with a decimal comma, ``1.234,5`` is
-        1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted ``"1,234.5"`` (a
+        """The cells as numbers, NaN where one is not: with a decimal comma, ``1.234,5`` and
+        ``1 234,5`` are 1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted ``"1,234.5"`` (a
         spreadsheet's number format with thousands separators, saved as CSV) is 1234.5, unless
         the same cells hold a decimal comma (``"0,5"``): then ``"1,500"`` may be 1.5, and is
         no number rather than a thousand times one."""
         if self.decimal == ",":
             text = cells.astype("string")
             grouped = text.str.match(_THOUSANDS_DOT).fillna(False).astype(bool)
-            text = text.where(~grouped, text.str.replace(".", "", regex=False))
+            text = text.where(~grouped, text.str.replace(rf"(?<=\d){_GROUP}(?=\d{{3}})", "", regex=True))
             return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
         if pd.api.types.is_numeric_dtype(cells) or not cells.astype("string").str.contains(",", regex=False).any():
             return pd.to_numeric(cells, errors="coerce")
