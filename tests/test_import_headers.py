@@ -532,3 +532,15 @@ def test_thousands_grouped_by_spaces_beside_a_decimal_comma_are_numbers(tmp_path
     options = ImportOptions("home-1", {"Production (W)": dd.SOLAR_KW}, timezone="Europe/Paris")
     assert import_file(tmp_path / "m.csv", cloud, options).rows_synced == 2
     assert cloud.read_readings("home-1")[dd.SOLAR_KW].tolist() == pytest.approx([1.2345, 2.001])
+
+
+@pytest.mark.parametrize("text", ["Time,Grid (kW)\n2024-07-03 10:00,\u22121.2\n2024-07-03 10:15,0.5\n",
+                                  "Time;Grid (kW)\n2024-07-03 10:00;\u22121,2\n2024-07-03 10:15;0,5\n"])
+def test_a_minus_sign_is_a_negative_number(tmp_path, cloud, text):
+    """Windows under Swedish, Norwegian or Finnish regional settings writes negative numbers
+    with the minus sign (U+2212), and Excel's CSV keeps it: a grid meter's export, negative,
+    was quarantined as no number at every hour the PV exported."""
+    (tmp_path / "m.csv").write_text(text, encoding="utf-8")
+    options = ImportOptions("home-1", {"Grid (kW)": dd.NET_GRID_FLOW}, timezone="Europe/Stockholm")
+    assert import_file(tmp_path / "m.csv", cloud, options).rows_synced == 2
+    assert cloud.read_readings("home-1")[dd.NET_GRID_FLOW].tolist() == pytest.approx([-1.2, 0.5])

@@ -71,9 +71,13 @@ _EXCEL_SEPARATOR = re.compile(r"^sep=(.)\s*$")
 #: What groups thousands beside a decimal comma: ``.`` (German, Italian), a space, or the
 #: no-break and narrow no-break spaces French Excel writes (``1 234,5``).
 _GROUP = "[. \u00a0\u202f]"
-_DECIMAL_COMMA = re.compile(rf"^\s*[-+]?\d{{1,3}}(?:{_GROUP}\d{{3}})*,\d+\s*$|^\s*[-+]?\d+,\d+\s*$")
-_THOUSANDS_DOT = re.compile(rf"^\s*[-+]?\d{{1,3}}(?:{_GROUP}\d{{3}})+(?:,\d*)?\s*$")
-_THOUSANDS_COMMA = re.compile(r"^\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?\s*$")
+#: A sign: ``-``, or the minus sign (U+2212) Windows writes for negative numbers under
+#: Swedish, Norwegian and Finnish regional settings, Excel's CSV with them.
+_SIGN = "[-+\u2212]"
+_MINUS = "\u2212"
+_DECIMAL_COMMA = re.compile(rf"^\s*{_SIGN}?\d{{1,3}}(?:{_GROUP}\d{{3}})*,\d+\s*$|^\s*{_SIGN}?\d+,\d+\s*$")
+_THOUSANDS_DOT = re.compile(rf"^\s*{_SIGN}?\d{{1,3}}(?:{_GROUP}\d{{3}})+(?:,\d*)?\s*$")
+_THOUSANDS_COMMA = re.compile(rf"^\s*{_SIGN}?\d{{1,3}}(?:,\d{{3}})+(?:\.\d*)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -100,15 +104,19 @@ class Dialect:
         ``1 234,5`` are 1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted ``"1,234.5"`` (a
         spreadsheet's number format with thousands separators, saved as CSV) is 1234.5, unless
         the same cells hold a decimal comma (``"0,5"``): then ``"1,500"`` may be 1.5, and is
-        no number rather than a thousand times one."""
-        if self.decimal == ",":
+        no number rather than a thousand times one. A minus sign (``−1.2``) is a ``-``."""
+        if pd.api.types.is_numeric_dtype(cells):
+            return pd.to_numeric(cells, errors="coerce")
+        text = cells.astype("string")
+        if text.str.contains(_MINUS, regex=False).any():
+            cells = text.str.replace(_MINUS, "-", regex=False).astype(object)
             text = cells.astype("string")
+        if self.decimal == ",":
             grouped = text.str.match(_THOUSANDS_DOT).fillna(False).astype(bool)
             text = text.where(~grouped, text.str.replace(rf"(?<=\d){_GROUP}(?=\d{{3}})", "", regex=True))
             return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
-        if pd.api.types.is_numeric_dtype(cells) or not cells.astype("string").str.contains(",", regex=False).any():
+        if not text.str.contains(",", regex=False).any():
             return pd.to_numeric(cells, errors="coerce")
-        text = cells.astype("string")
         grouped = text.str.match(_THOUSANDS_COMMA).fillna(False).astype(bool)
         if grouped.any() and not (text.str.match(_DECIMAL_COMMA).fillna(False).astype(bool) & ~grouped).any():
             text = text.where(~grouped, text.str.replace(",", "", regex=False))
