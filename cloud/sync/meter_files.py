@@ -11,11 +11,12 @@ their locale says: Excel's ``sep=;`` first line names the delimiter; otherwise i
 one of ``,`` ``;`` tab ``|`` that splits the first 40 lines into the same number of cells,
 else the later half of them (the readings below a preamble); the most cells on a tie, ``,``
 when none does. A file delimited by anything but ``,`` whose number cells use a decimal comma
-(``553,5``) is read with ``,`` as its decimal mark and ``.`` or a space as its thousands separator, as
-German, French or Italian exports write them; in a file of decimal points, a quoted
-``"1,234.5"`` (a sheet's thousands separators, saved as CSV by Excel) is 1234.5. A byte-order mark is dropped; UTF-16's
-(Sunny Explorer writes it) reads the file as UTF-16, and a file whose start is not UTF-8 is
-read as Windows-1252, as Excel saves "CSV" on Western European Windows.
+(``553,5``) is read with ``,`` as its decimal mark and ``.`` or a space as its thousands
+separator, as German, French or Italian exports write them; in a file of decimal points, a
+quoted ``"1,234.5"`` (a sheet's thousands separators, saved as CSV by Excel) is 1234.5. A
+byte-order mark is dropped; UTF-16's (Sunny Explorer writes it) reads the file as UTF-16, and
+a file whose start is not UTF-8 is read as Windows-1252, as Excel saves "CSV" on Western
+European Windows.
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ class Dialect:
 
     def numbers(self, cells: pd.Series) -> pd.Series:
         """The cells as numbers, NaN where one is not: with a decimal comma, ``1.234,5`` and
-        ``1 234,5`` are 1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted ``"1,234.5"`` (a
-        spreadsheet's number format with thousands separators, saved as CSV) is 1234.5, unless
-        the same cells hold a decimal comma (``"0,5"``): then ``"1,500"`` may be 1.5, and is
-        no number rather than a thousand times one. A minus sign (``−1.2``) is a ``-``."""
+        ``1 234,5`` are 1234.5 and ``553,5`` is 553.5. With a decimal point, a quoted
+        ``"1,234.5"`` (a spreadsheet's number format with thousands separators, saved as CSV)
+        is 1234.5, unless the same cells hold a decimal comma (``"0,5"``): then ``"1,500"``
+        may be 1.5, and is no number rather than a thousand times one. A minus sign
+        (``−1.2``) is a ``-``."""
         if pd.api.types.is_numeric_dtype(cells):
             return pd.to_numeric(cells, errors="coerce")
         text = cells.astype("string")
