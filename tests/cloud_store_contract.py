@@ -307,3 +307,16 @@ class CloudStoreContract:
         store.upsert_frame(s.FEATURES, s.pack_features(wide, "v1"))
         back = s.unpack_features(store.read_frame(s.FEATURES, {s.VERSION: "v1"}))
         pd.testing.assert_frame_equal(back.drop(columns=[s.VERSION]), wide, check_like=True)
+
+    @pytest.mark.parametrize("values", [
+        [["dev-000", "dev-001"], ["dev-002", "dev-003"]],  # arrays of one length in every row
+        [["dev-000"], ["dev-001", "dev-002"]],
+        [{"a": {"b": [1, 2, {"c": None}]}, "n": 2**63 - 1, "q": "\"'\\\n😀"}, {}],
+        [3, None],
+    ])
+    def test_json_cells_read_back_as_written(self, store, values):
+        """A JSON column returns each row's value whole, whatever its shape, on every adapter."""
+        events = pd.DataFrame({s.SOURCE: "x", s.EVENT_ID: [f"e{i}" for i in range(len(values))], s.RECEIVED_AT: T0,
+                               s.START_TS: T0, s.SITES_COLUMN: pd.Series(values, dtype=object)})
+        store.upsert_frame(s.DR_EVENTS, events)
+        assert store.read_frame(s.DR_EVENTS, {s.SOURCE: "x"})[s.SITES_COLUMN].tolist() == values

@@ -200,7 +200,7 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         elif kind == JSON and pd.api.types.infer_dtype(values, skipna=False) == "string":
             out[column] = values.to_numpy(dtype=object)  # all JSON text already (pack_features)
         elif kind == JSON:
-            out[column] = values.map(_json_value).astype(object)
+            out[column] = _cells([_json_value(v) for v in values])  # map() would infer [3, None] as floats
         else:
             out[column] = values.astype("str")
     # One constructor call: assigning column by column costs more than the conversions.
@@ -254,7 +254,7 @@ def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence
         kinds = table(name).columns
         columns = list(zip(*rows, strict=True))
         frame = pd.DataFrame({n: pd.to_datetime(pd.array(c, dtype="Int64"), unit="us", utc=True) if kinds.get(n) == TS
-                              else np.array(c, dtype=object) for n, c in zip(names, columns, strict=True)},
+                              else _cells(c) for n, c in zip(names, columns, strict=True)},
                              index=pd.RangeIndex(len(rows)))
     else:
         frame = pd.DataFrame.from_records(rows, columns=list(names))
@@ -265,6 +265,12 @@ def frame_from_records(name: str, rows: Sequence[Sequence[Any]], names: Sequence
     if serial:
         out.insert(0, serial, pd.array(frame[serial], dtype="Int64"))
     return out
+
+
+def _cells(values: Sequence[Any]) -> np.ndarray:
+    """One object cell per value. ``np.array`` would nest JSON arrays of equal length into a
+    second dimension (every event's ``sites`` a list of two) and the frame could not be built."""
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def _json_value(value: Any) -> Any:
