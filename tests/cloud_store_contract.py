@@ -320,3 +320,17 @@ class CloudStoreContract:
                                s.START_TS: T0, s.SITES_COLUMN: pd.Series(values, dtype=object)})
         store.upsert_frame(s.DR_EVENTS, events)
         assert store.read_frame(s.DR_EVENTS, {s.SOURCE: "x"})[s.SITES_COLUMN].tolist() == values
+
+    def test_device_ids_holding_reserved_characters_are_read_filtered_and_paged_as_any(self, store):
+        """Commas, parentheses, dots, colons, quotes, backslashes and wildcards are SQL's and
+        PostgREST's syntax, never a device id's undoing."""
+        ids = ["a,b", "a(b)", "a.b", "50%", "a*", "it's", 'say "hi"', "back\\s", "in.(x)", "eq.x", "x:y", "ü"]
+        # 50 readings each: with a server that caps a response at 50 rows (the Supabase tests'),
+        # every page ends on a device's last reading and the next starts after it.
+        frame = dd.coerce_frame(pd.concat([readings(1, 50, prefix="p").assign(**{dd.DEVICE_ID: i}) for i in ids]))
+        frame[dd.TS] = frame[dd.TS] + pd.Timedelta(microseconds=1)  # instants hold dots and colons too
+        store.upsert_readings(frame)
+        assert_same_readings(store.read_readings(), frame)
+        for device in ids:
+            assert len(store.read_readings(device)) == store.count_readings(device) == 50
+        assert store.runs() == [] and set(store.reading_stats()) == set(ids)

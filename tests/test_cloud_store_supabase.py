@@ -105,3 +105,33 @@ def test_sync_into_supabase_end_to_end(tmp_path, fake, store):
     assert_same_readings(store.read_readings(), frame)
     assert store.last_run("cloud_sync")[s.STATUS] == "ok"
     assert store.reading_stats()["dev-002"][s.ROW_COUNT] == 90
+
+
+@pytest.mark.parametrize("rows, limit", [(MAX_ROWS - 1, None), (MAX_ROWS, None), (MAX_ROWS + 1, None),
+                                         (2 * MAX_ROWS, None), (2 * MAX_ROWS, MAX_ROWS), (2 * MAX_ROWS, MAX_ROWS + 1)])
+def test_reads_at_the_server_row_cap_return_every_row_once(store, rows, limit):
+    frame = readings(devices=1, steps=rows)
+    store.upsert_readings(frame)
+    back = store.read_readings(limit=limit)
+    assert_same_readings(back, frame.iloc[:limit])
+
+
+def test_a_reading_stored_while_pages_are_read_takes_no_other_reading_s_place(store, fake, monkeypatch):
+    """A sync storing a reading of one device while another device's readings are paged must
+    not make the reader see one of them twice."""
+    frame = readings(devices=2, steps=2 * MAX_ROWS)
+    store.upsert_readings(frame)
+    late = readings(devices=1, steps=1, start=frame[dd.TS].max() + pd.Timedelta(hours=1))  # dev-000's newest
+    pages = []
+    call = store._call
+
+    def read_then_sync(action, request):
+        answer = call(action, request)
+        pages.append(action)
+        if len(pages) == 3:  # on dev-001's pages
+            store.upsert_readings(late)
+        return answer
+
+    monkeypatch.setattr(store, "_call", read_then_sync)
+    back = store.read_readings()
+    assert not back.duplicated([dd.DEVICE_ID, dd.TS]).any() and len(back) == len(frame)

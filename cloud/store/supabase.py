@@ -1,9 +1,10 @@
 """Supabase cloud store through the ``supabase`` client (``SUPABASE_URL``, ``SUPABASE_KEY``).
 
 Writes are batched upserts on each table's primary key (``Prefer: resolution=
-merge-duplicates``). Reads page with ``.range()`` under an explicit order and continue until
-an empty page, because the server caps every response at its ``max-rows`` (1000 by default)
-without saying so: stopping at the first short page would silently truncate. The client's
+merge-duplicates``). Reads page under an explicit order, each page the rows after the last
+one read, and continue until an empty page, because the server caps every response at its
+``max-rows`` (1000 by default) without saying so: stopping at the first short page would
+silently truncate. The client's
 JSON encoder refuses NaN and numpy scalars, so rows leave as plain Python with ``None``.
 Tables come from ``supabase db push`` of ``supabase/migrations``; this adapter runs no DDL.
 """
@@ -105,13 +106,22 @@ class SupabaseCloudStore(TableStore):
 
     def _pages(self, table: str, order: tuple[str, ...], equals, start, stop, limit, descending,
                columns: str = "*") -> list[dict]:
+        """Every row, page after page, each page the rows after the last one read in key order
+        (keyset paging). Paging by offset counted rows again: a sync storing a reading of one
+        device while another's were being paged shifted every later row by one, and the reader
+        got a reading twice (or, after a removal, missed one)."""
         rows: list[dict] = []
+        keys = [k for k in order if k not in (equals or {})]  # a key the filter pins is the same in every row
         while limit is None or len(rows) < limit:
             want = self.page_size if limit is None else min(self.page_size, limit - len(rows))
             query = self._query(table, equals, start, stop, columns=columns)
+            if rows and not keys:
+                break  # the filter pins the whole key: one row at most
+            if rows:
+                query = query.or_(_after(keys, rows[-1], descending))
             for column in order:
                 query = query.order(column, desc=descending)
-            page = self._call(f"read {table}", lambda q=query: q.range(len(rows), len(rows) + want - 1).execute()).data
+            page = self._call(f"read {table}", lambda q=query: q.limit(want).execute()).data
             if not page:
                 break
             rows.extend(page)
@@ -161,6 +171,20 @@ class SupabaseCloudStore(TableStore):
 
     def close(self) -> None:
         """The client holds no connection that needs closing between jobs."""
+
+
+def _after(keys: Sequence[str], row: Mapping[str, Any], descending: bool) -> str:
+    """A PostgREST logic tree for the rows after ``row`` in the order of ``keys``:
+    ``k1 > v1 or (k1 = v1 and k2 > v2) or …``. Every value is double-quoted, backslash before
+    ``"`` and ``\\``, as PostgREST's URL grammar ("Reserved characters") asks of values holding
+    ``,.:()``: a device id or an instant holds them."""
+    beyond = "lt" if descending else "gt"
+    value = {k: '"' + str(row[k]).replace("\\", "\\\\").replace('"', '\\"') + '"' for k in keys}
+    terms = []
+    for i, key in enumerate(keys):
+        same = [f"{k}.eq.{value[k]}" for k in keys[:i]]
+        terms.append(f"and({','.join([*same, f'{key}.{beyond}.{value[key]}'])})" if same else f"{key}.{beyond}.{value[key]}")
+    return ",".join(terms)
 
 
 def _json_rows(table: str, frame: pd.DataFrame) -> list[dict[str, Any]]:

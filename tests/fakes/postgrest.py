@@ -3,8 +3,9 @@
 Enough of PostgREST to prove the Supabase adapter right: upserts with ``Prefer:
 resolution=merge-duplicates`` and ``on_conflict`` (which must name the primary key, as
 Postgres requires a matching unique constraint), plain inserts that conflict with 409,
-PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters and ``in.(a,"b,c")`` (a
-list, values holding reserved characters double-quoted, as PostgREST's operator docs show), ``order``, ``offset``/``limit``
+PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters, ``in.(a,"b,c")`` (a
+list, values holding reserved characters double-quoted, as PostgREST's operator docs show) and
+``or=(…,and(…))`` logic trees (quoted alike: URL grammar, "Reserved characters"), ``order``, ``offset``/``limit``
 or a ``Range`` header, ``Prefer: count=exact``, HEAD, and a server-side ``max_rows`` cap that
 silently shortens every response, as PostgREST's ``db-max-rows`` does.
 """
@@ -62,15 +63,11 @@ class FakePostgrest:
         for column, expression in params:
             if column in ("select", "order", "offset", "limit", "columns", "on_conflict"):
                 continue
-            op, _, raw = expression.partition(".")
-            if op == "in":
-                listed = [m.group(1) if m.group(1) is not None else m.group(2)
-                          for m in re.finditer(r'"((?:[^"\\]|\\.)*)"|([^,()]+)', raw)]
-                rows = [r for r in rows if r.get(column) is not None
-                        and self._cmp(table, column, r) in {self._parse(table, column, v, r[column]) for v in listed}]
+            if column in ("or", "and"):
+                tree = _logic_tree(column, expression)
+                rows = [r for r in rows if self._holds(table, tree, r)]
                 continue
-            rows = [r for r in rows if r.get(column) is not None
-                    and _OPS[op](self._cmp(table, column, r), self._parse(table, column, raw, r[column]))]
+            rows = [r for r in rows if self._holds(table, (column, expression), r)]
         order = dict(params).get("order")
         for part in reversed(order.split(",") if order else []):
             column, _, rest = part.partition(".")
@@ -81,6 +78,21 @@ class FakePostgrest:
             rows.sort(key=lambda r: (missing_rank, 0) if r.get(column) is None else (1, self._cmp(table, column, r)),  # noqa: B023
                       reverse=desc)
         return rows
+
+    def _holds(self, table: str, condition: Any, row: dict) -> bool:
+        """Whether ``row`` meets a filter ``(column, "op.value")`` or a logic tree
+        ``("or" | "and", [conditions])``. A NULL meets no comparison, as in SQL."""
+        name, rest = condition
+        if name in ("or", "and") and isinstance(rest, list):
+            met = (self._holds(table, part, row) for part in rest)
+            return any(met) if name == "or" else all(met)
+        op, _, raw = rest.partition(".")
+        if row.get(name) is None:
+            return False
+        if op == "in":
+            listed = {self._parse(table, name, _unquoted(v), row[name]) for v in _split(raw.strip()[1:-1])}
+            return self._cmp(table, name, row) in listed
+        return _OPS[op](self._cmp(table, name, row), self._parse(table, name, _unquoted(raw), row[name]))
 
     def _parse(self, table: str, column: str, raw: str, like: Any) -> Any:
         """A filter's text as the type of the stored value it is compared with."""
@@ -143,7 +155,10 @@ def _handler(fake: FakePostgrest) -> type[BaseHTTPRequestHandler]:
             if table not in fake.tables and table not in fake.views:
                 return self._send(404, {"code": "42P01", "message": f'relation "{table}" does not exist'})
             with fake.lock:
-                rows = fake.select(table, params)
+                try:
+                    rows = fake.select(table, params)
+                except ValueError as error:
+                    return self._send(400, {"code": "PGRST100", "message": str(error)})
             query = dict(params)
             offset, limit = int(query.get("offset", 0)), int(query.get("limit", len(rows)))
             if "Range" in self.headers:
@@ -205,3 +220,48 @@ def _handler(fake: FakePostgrest) -> type[BaseHTTPRequestHandler]:
                 self._send(204, None, body=False)
 
     return Handler
+
+
+def _split(text: str) -> list[str]:
+    """``text`` cut at its top-level commas: not inside double quotes (where a backslash
+    escapes the next character) nor inside parentheses."""
+    parts, depth, quoted, escaped, current = [], 0, False, False, ""
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    return [*parts, current] if current or parts else []
+
+
+def _unquoted(value: str) -> str:
+    """A filter value as PostgREST reads it: one wrapped in double quotes (how a value with
+    reserved characters ``,.:()`` is sent) loses them and its backslash escapes."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def _logic_tree(operator: str, text: str) -> tuple[str, list]:
+    """``or=(a.gt.1,and(a.eq.1,b.gt."x,y"))`` as nested ``(operator, [conditions])``, as
+    PostgREST's "Logical operators" (docs.postgrest.org, Tables and Views, Operators) nest them."""
+    conditions: list = []
+    for part in _split(text.strip()[1:-1]):
+        head = part.split("(", 1)[0]
+        if head in ("or", "and") and part.endswith(")"):
+            conditions.append(_logic_tree(head, part[len(head):]))
+        else:
+            column, _, rest = part.partition(".")
+            if rest.partition(".")[0] not in (*_OPS, "in"):
+                raise ValueError(f"failed to parse logic tree ({text})")  # PostgREST answers PGRST100
+            conditions.append((column, rest))
+    return operator, conditions
