@@ -334,3 +334,16 @@ class CloudStoreContract:
         for device in ids:
             assert len(store.read_readings(device)) == store.count_readings(device) == 50
         assert store.runs() == [] and set(store.reading_stats()) == set(ids)
+
+    @pytest.mark.parametrize("update", [None, [s.VALUE, s.LOWER]])
+    def test_a_column_the_frame_does_not_carry_keeps_what_is_stored(self, store, update):
+        """A frame of some columns says nothing of the others: a stored row keeps them, a new
+        row has them empty."""
+        key = {dd.DEVICE_ID: "a", s.TARGET: "solar", s.MODEL: "m", s.ISSUED_AT: T0}
+        full = pd.DataFrame({**key, dd.TS: [T0], s.VALUE: [1.0], s.LOWER: [0.5], s.UPPER: [2.0]})
+        store.upsert_frame(s.FORECASTS, full)
+        values = pd.DataFrame({**key, dd.TS: [T0, T0 + pd.Timedelta(hours=1)], s.VALUE: [3.0, 4.0]})
+        store.upsert_frame(s.FORECASTS, values, update=update)
+        back = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: "a"})
+        assert back[s.VALUE].tolist() == [3.0, 4.0] and back[s.UPPER].tolist()[0] == 2.0
+        assert back[s.LOWER].tolist()[0] == 0.5 and back[[s.LOWER, s.UPPER]].iloc[1].isna().all()

@@ -136,6 +136,7 @@ class PostgresCloudStore(TableStore):
     def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
+        update = s.replaced(table, frame, update)
         spec = s.table(table)
         data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
         names = list(spec.writable)

@@ -170,6 +170,20 @@ def updated_columns(name: str, names: Sequence[str], update: Sequence[str] | Non
     return [c for c in names if c not in keys and (update is None or c in update)]
 
 
+def replaced(name: str, frame: pd.DataFrame, update: Sequence[str] | None) -> Sequence[str] | None:
+    """The ``update`` an upsert of ``frame`` into ``name`` means: of ``update`` (``None``:
+    every column), only those the frame carries. :func:`coerce` gives an absent column NULL
+    for a new row's sake, and a stored row replaced with that lost what it held: a forecast
+    re-sent without its interval erased the interval. A ``defaults_now`` column is the
+    write's own time, so it counts as carried; readings are refused without every column,
+    and a wide feature frame carries the one ``features`` object."""
+    if name == READINGS or (name == FEATURES and not is_packed_features(frame)):
+        return update
+    spec = table(name)
+    carried = [c for c in spec.writable if c in frame.columns or c in spec.defaults_now]
+    return carried if update is None else [c for c in carried if c in update]
+
+
 def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """A frame with exactly the table's writable columns and their dtypes; a missing column
     is empty, or now for one the database would default to now (``Table.defaults_now``),

@@ -68,6 +68,7 @@ class SQLiteCloudStore(TableStore):
     def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
+        update = s.replaced(table, frame, update)
         if table == s.FEATURES and _is_float_wide(frame):
             return self._write(table, self._feature_columns(frame))
         spec = s.table(table)

@@ -70,6 +70,7 @@ class SupabaseCloudStore(TableStore):
         ``update`` the rows carry the key and those columns only."""
         if frame.empty:
             return 0
+        update = s.replaced(table, frame, update)
         spec = s.table(table)
         data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
         rows = _json_rows(table, data)
