@@ -347,3 +347,17 @@ class CloudStoreContract:
         back = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: "a"})
         assert back[s.VALUE].tolist() == [3.0, 4.0] and back[s.UPPER].tolist()[0] == 2.0
         assert back[s.LOWER].tolist()[0] == 0.5 and back[[s.LOWER, s.UPPER]].iloc[1].isna().all()
+
+    def test_floats_at_the_edges_of_float64_read_back_as_written(self, store):
+        """Infinities are values, not gaps: read back as missing they passed for a reading or
+        bound that was never sent. Extremes and subnormals keep every bit."""
+        values = [np.inf, -np.inf, 1e308, -1.7976931348623157e308, 5e-324, 2.2250738585072014e-308, 0.1 + 0.2, np.nan]
+        frame = readings(1, len(values), prefix="edge")
+        frame[dd.BATTERY_POWER] = values
+        store.upsert_readings(frame)
+        assert_same_readings(store.read_readings(), frame)
+        bounds = pd.DataFrame({dd.DEVICE_ID: "a", dd.TS: T0 + pd.to_timedelta(np.arange(len(values)), unit="h"),
+                               s.TARGET: "solar", s.MODEL: "m", s.ISSUED_AT: T0, s.VALUE: 1.0, s.UPPER: values})
+        store.upsert_frame(s.FORECASTS, bounds)
+        back = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: "a"})[s.UPPER].to_numpy()
+        np.testing.assert_array_equal(back, np.array(values))

@@ -95,10 +95,10 @@ def encode(frame: pd.DataFrame, names: Sequence[str], kinds: Sequence[str]) -> b
 
 def _fixed_values(column: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Values in the wire's units and a NULL mask, as ``schema.python_columns`` decides NULL
-    (a float that is not finite is NULL there too)."""
+    (a float is NULL when NaN; an infinity is float8's own ``Infinity``)."""
     if kind == s.FLOAT:
         floats = column.to_numpy(dtype="float64", na_value=np.nan)
-        return floats, ~np.isfinite(floats)
+        return floats, np.isnan(floats)
     if kind == s.INT:
         null = column.isna().to_numpy()
         return column.to_numpy(dtype="int64", na_value=0), null

@@ -315,7 +315,9 @@ def python_columns(name: str, frame: pd.DataFrame, *, ts_micros: bool = False) -
         elif kind == FLOAT:
             floats = values.to_numpy(dtype="float64", na_value=np.nan)
             cells = floats.astype(object)
-            cells[~np.isfinite(floats)] = None  # vectorised: a per-value test costs seconds per million
+            # NaN is missing; an infinity is a value and stays one. Vectorised: a per-value
+            # test costs seconds per million.
+            cells[np.isnan(floats)] = None
             out[column] = cells.tolist()
         elif kind in (INT, BOOL):
             out[column] = [None if v is pd.NA or v is None else (int(v) if kind == INT else bool(v))

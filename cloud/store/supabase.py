@@ -12,6 +12,7 @@ Tables come from ``supabase db push`` of ``supabase/migrations``; this adapter r
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -188,12 +189,20 @@ def _after(keys: Sequence[str], row: Mapping[str, Any], descending: bool) -> str
     return ",".join(terms)
 
 
+#: JSON has no infinity; PostgreSQL's float8 reads and writes these texts, and PostgREST
+#: returns a float8 infinity as one (``to_json`` quotes a number that is not JSON's).
+_INFINITY = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
+
+
 def _json_rows(table: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows the client's JSON encoder accepts: ``None`` for NaN, Python scalars, ISO times."""
+    """Rows the client's JSON encoder accepts: ``None`` for NaN, infinities as text, Python
+    scalars, ISO times."""
     columns = s.python_columns(table, frame)
     spec = s.table(table)
     for name, kind in spec.columns.items():
-        if kind == s.TS and name in columns:
+        if kind == s.FLOAT and name in columns:
+            columns[name] = [_INFINITY.get(v, v) if v is not None and math.isinf(v) else v for v in columns[name]]
+        elif kind == s.TS and name in columns:
             columns[name] = [None if t is None else dd.format_ts(t) for t in columns[name]]
         elif kind == s.JSON and name in columns:
             columns[name] = [None if v is None else json.loads(v) for v in columns[name]]

@@ -7,7 +7,9 @@ PATCH and DELETE with filters, selects with ``eq/gte/gt/lt/lte`` filters, ``in.(
 list, values holding reserved characters double-quoted, as PostgREST's operator docs show) and
 ``or=(…,and(…))`` logic trees (quoted alike: URL grammar, "Reserved characters"), ``order``, ``offset``/``limit``
 or a ``Range`` header, ``Prefer: count=exact``, HEAD, and a server-side ``max_rows`` cap that
-silently shortens every response, as PostgREST's ``db-max-rows`` does.
+silently shortens every response, as PostgREST's ``db-max-rows`` does. A float8 infinity
+travels as the text ``"Infinity"`` both ways (PostgreSQL's ``json_populate_recordset``, which
+PostgREST inserts with, reads it, and ``to_json`` writes it so): the fake keeps such text as sent.
 """
 
 from __future__ import annotations
