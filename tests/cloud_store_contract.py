@@ -16,7 +16,7 @@ from cloud.store import common
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
-from der_core.errors import UsageError
+from der_core.errors import StoreError, UsageError
 from tests.sync_fixtures import assert_same_readings, readings, site
 
 T0 = pd.Timestamp("2024-06-01T00:00:00Z")
@@ -361,3 +361,21 @@ class CloudStoreContract:
         store.upsert_frame(s.FORECASTS, bounds)
         back = store.read_frame(s.FORECASTS, {dd.DEVICE_ID: "a"})[s.UPPER].to_numpy()
         np.testing.assert_array_equal(back, np.array(values))
+
+    def test_a_json_cell_is_json_on_every_adapter_or_refused_in_one_line(self, store):
+        """JSON has no NaN: a missing number in an object, given as an object or as Python's
+        JSON text, is ``null`` as everywhere else. Text that is not JSON, or an infinity,
+        is refused before anything is written; SQLite kept such text and every later read of
+        the table then failed."""
+        def event(i, sites):
+            return pd.DataFrame({s.SOURCE: "x", s.EVENT_ID: [f"e{i}"], s.RECEIVED_AT: T0, s.START_TS: T0,
+                                 s.SITES_COLUMN: pd.Series([sites], dtype=object)})
+
+        store.upsert_frame(s.DR_EVENTS, event(0, {"a": np.nan, "b": [1.5, float("nan")]}))
+        store.upsert_frame(s.DR_EVENTS, event(1, '{"a": NaN}'))
+        for bad in ("not json", '{"a": Infinity}', {"a": -np.inf}):
+            with pytest.raises(StoreError, match=r"dr_events\.sites: .*expected JSON") as refused:
+                store.upsert_frame(s.DR_EVENTS, event(2, bad))
+            assert "\n" not in str(refused.value)
+        back = store.read_frame(s.DR_EVENTS, {s.SOURCE: "x"})
+        assert back[s.SITES_COLUMN].tolist() == [{"a": None, "b": [1.5, None]}, {"a": None}]

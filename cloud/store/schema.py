@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from der_core import der_data as dd
+from der_core.errors import StoreError
 
 # Column kinds, mapped to each backend's types by the adapters.
 TEXT, FLOAT, INT, BOOL, TS, JSON = "text", "float", "int", "bool", "ts", "json"
@@ -322,17 +323,45 @@ def python_columns(name: str, frame: pd.DataFrame, *, ts_micros: bool = False) -
         elif kind in (INT, BOOL):
             out[column] = [None if v is pd.NA or v is None else (int(v) if kind == INT else bool(v))
                            for v in values.astype(object).tolist()]
-        elif kind == JSON:
+        elif kind == JSON and name == FEATURES:  # pack_features' own JSON, a million rows at a time
             out[column] = [v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True, default=_json_default)
                            for v in values.tolist()]
+        elif kind == JSON:
+            out[column] = [_json_text(name, column, v) for v in values.tolist()]
         else:
             out[column] = [None if v is None or v != v else str(v) for v in values.astype(object).tolist()]
     return out
 
 
+def _json_text(name: str, column: str, value: Any) -> str | None:
+    """A JSON cell (an object, or JSON text) as the JSON text every adapter stores alike.
+    JSON has no NaN, so a missing number is ``null``, as ``pack_features`` writes it; text
+    that is not JSON, or an infinity (which no ``null`` would stand for), is refused in one
+    line before anything is written: PostgreSQL's jsonb refuses both, and SQLite kept them
+    and then failed every read of the table."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+        return json.dumps(_nan_as_null(parsed), sort_keys=True, default=_json_default, allow_nan=False)
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{name}.{column}: {str(value)[:60]!r} cannot be stored ({error}); expected JSON text "
+                         "or an object of JSON values") from None
+
+
+def _nan_as_null(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_as_null(v) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
-        return value.item()
+        return _nan_as_null(value.item())
     if isinstance(value, pd.Timestamp):
         return dd.format_ts(value)
     raise TypeError(f"cannot store {type(value).__name__} in a JSON column")
