@@ -379,3 +379,11 @@ class CloudStoreContract:
             assert "\n" not in str(refused.value)
         back = store.read_frame(s.DR_EVENTS, {s.SOURCE: "x"})
         assert back[s.SITES_COLUMN].tolist() == [{"a": None, "b": [1.5, None]}, {"a": None}]
+
+    def test_a_column_the_table_lacks_is_refused_not_dropped(self, store):
+        """A misspelt column would otherwise be dropped and its values lost without a word."""
+        frame = pd.DataFrame({dd.DEVICE_ID: "a", dd.TS: [T0], s.TARGET: "solar", s.MODEL: "m", s.ISSUED_AT: T0,
+                              s.VALUE: 1.0, "uper": 2.0})
+        with pytest.raises(StoreError, match=r"forecasts has no column 'uper'; expected columns of") as refused:
+            store.upsert_frame(s.FORECASTS, frame)
+        assert "\n" not in str(refused.value) and store.count_rows(s.FORECASTS) == 0

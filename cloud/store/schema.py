@@ -186,14 +186,18 @@ def replaced(name: str, frame: pd.DataFrame, update: Sequence[str] | None) -> Se
 
 
 def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame with exactly the table's writable columns and their dtypes; a missing column
-    is empty, or now for one the database would default to now (``Table.defaults_now``),
-    since a bulk upsert sends every column and so never lets the default apply."""
+    """A frame with exactly the table's writable columns and their dtypes (a column the
+    table lacks is refused); a missing column is empty, or now for one the database would
+    default to now (``Table.defaults_now``), since a bulk upsert sends every column and so
+    never lets the default apply."""
     if name == READINGS:
         return frame if is_contract_frame(frame) else dd.coerce_frame(frame)
     if name == FEATURES and not is_packed_features(frame):
         frame = pack_features(frame)
     spec = table(name)
+    unknown = [c for c in frame.columns if c not in spec.columns]
+    if unknown:  # a misspelt column would be dropped, its values lost without a word
+        raise StoreError(f"{name} has no column {', '.join(map(repr, unknown))}; expected columns of {list(spec.columns)}")
     out: dict[str, Any] = {}
     for column in spec.writable:
         kind = spec.columns[column]
