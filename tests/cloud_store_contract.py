@@ -324,7 +324,7 @@ class CloudStoreContract:
     def test_device_ids_holding_reserved_characters_are_read_filtered_and_paged_as_any(self, store):
         """Commas, parentheses, dots, colons, quotes, backslashes and wildcards are SQL's and
         PostgREST's syntax, never a device id's undoing."""
-        ids = ["a,b", "a(b)", "a.b", "50%", "a*", "it's", 'say "hi"', "back\\s", "in.(x)", "eq.x", "x:y", "ü"]
+        ids = ["a,b", "a(b)", "a.b", "50%", "a*", "it's", 'say "hi"', '"quoted"', "back\\s", "in.(x)", "eq.x", "x:y", "ü"]
         # 50 readings each: with a server that caps a response at 50 rows (the Supabase tests'),
         # every page ends on a device's last reading and the next starts after it.
         frame = dd.coerce_frame(pd.concat([readings(1, 50, prefix="p").assign(**{dd.DEVICE_ID: i}) for i in ids]))

@@ -81,12 +81,14 @@ class FakePostgrest:
                       reverse=desc)
         return rows
 
-    def _holds(self, table: str, condition: Any, row: dict) -> bool:
+    def _holds(self, table: str, condition: Any, row: dict, in_tree: bool = False) -> bool:
         """Whether ``row`` meets a filter ``(column, "op.value")`` or a logic tree
-        ``("or" | "and", [conditions])``. A NULL meets no comparison, as in SQL."""
+        ``("or" | "and", [conditions])``. A NULL meets no comparison, as in SQL. A value may
+        be double-quoted inside a tree or an ``in`` list; a filter's own value is taken as it
+        stands (PostgREST's parser reads the two apart)."""
         name, rest = condition
         if name in ("or", "and") and isinstance(rest, list):
-            met = (self._holds(table, part, row) for part in rest)
+            met = (self._holds(table, part, row, True) for part in rest)
             return any(met) if name == "or" else all(met)
         op, _, raw = rest.partition(".")
         if row.get(name) is None:
@@ -94,7 +96,7 @@ class FakePostgrest:
         if op == "in":
             listed = {self._parse(table, name, _unquoted(v), row[name]) for v in _split(raw.strip()[1:-1])}
             return self._cmp(table, name, row) in listed
-        return _OPS[op](self._cmp(table, name, row), self._parse(table, name, _unquoted(raw), row[name]))
+        return _OPS[op](self._cmp(table, name, row), self._parse(table, name, _unquoted(raw) if in_tree else raw, row[name]))
 
     def _parse(self, table: str, column: str, raw: str, like: Any) -> Any:
         """A filter's text as the type of the stored value it is compared with."""
