@@ -387,3 +387,14 @@ class CloudStoreContract:
         with pytest.raises(StoreError, match=r"forecasts has no column 'uper'; expected columns of") as refused:
             store.upsert_frame(s.FORECASTS, frame)
         assert "\n" not in str(refused.value) and store.count_rows(s.FORECASTS) == 0
+
+    def test_instants_finer_than_a_microsecond_are_one_reading_the_last_as_any_duplicate(self, store):
+        """The stores keep microseconds: two readings within one are one key, and the batch's
+        last wins as for any duplicate, rather than failing the batch on every retry."""
+        frame = readings(1, 2, prefix="ns")
+        frame[dd.TS] = pd.DatetimeIndex(["2024-01-01T00:00:00.000001100Z", "2024-01-01T00:00:00.000001900Z"]).as_unit("ns")
+        store.upsert_readings(frame)
+        back = store.read_readings("ns-000")
+        assert back[dd.TS].tolist() == [pd.Timestamp("2024-01-01T00:00:00.000001Z")]
+        assert back[dd.PRICE].tolist() == [frame[dd.PRICE][1]]
+

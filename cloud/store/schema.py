@@ -191,7 +191,11 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     default to now (``Table.defaults_now``), since a bulk upsert sends every column and so
     never lets the default apply."""
     if name == READINGS:
-        return frame if is_contract_frame(frame) else dd.coerce_frame(frame)
+        if not is_contract_frame(frame):
+            return dd.coerce_frame(frame)
+        # In microseconds, as stored: two instants within one are one key before the batch's
+        # duplicates go, or Postgres refused the batch (a row updated twice by one statement).
+        return frame.assign(**{dd.TS: frame[dd.TS].dt.as_unit("us")}) if frame[dd.TS].dt.unit != "us" else frame
     if name == FEATURES and not is_packed_features(frame):
         frame = pack_features(frame)
     spec = table(name)
