@@ -398,3 +398,8 @@ class CloudStoreContract:
         assert back[dd.TS].tolist() == [pd.Timestamp("2024-01-01T00:00:00.000001Z")]
         assert back[dd.PRICE].tolist() == [frame[dd.PRICE][1]]
 
+    def test_a_run_s_details_are_stored_as_json_with_missing_numbers_null(self, store):
+        run = store.start_run("features", {"score": np.nan, "nested": {"x": [1.5, float("nan")]}})
+        details = store.last_run("features")[s.DETAILS]
+        assert store.last_run("features")[s.RUN_ID] == run
+        assert details["score"] is None and details["nested"] == {"x": [1.5, None]}

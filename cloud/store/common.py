@@ -166,8 +166,9 @@ def run_row(job: str, details: Mapping[str, Any] | None) -> dict[str, Any]:
     """A new ``running`` row; its details name the host and process, so a run whose process
     was killed before it could record an outcome can be told from one still under way."""
     host, pid = this_process()
-    return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0,
-            s.DETAILS: dict(details or {}) | {"host": host, "pid": pid}}
+    # As any JSON cell is stored (schema.json_text): a NaN among the details is null.
+    text = s.json_text(s.RUNS, s.DETAILS, dict(details or {}) | {"host": host, "pid": pid})
+    return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0, s.DETAILS: json.loads(text)}
 
 
 def this_process() -> tuple[str, int]:

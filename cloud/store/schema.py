@@ -335,13 +335,13 @@ def python_columns(name: str, frame: pd.DataFrame, *, ts_micros: bool = False) -
             out[column] = [v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True, default=_json_default)
                            for v in values.tolist()]
         elif kind == JSON:
-            out[column] = [_json_text(name, column, v) for v in values.tolist()]
+            out[column] = [json_text(name, column, v) for v in values.tolist()]
         else:
             out[column] = [None if v is None or v != v else str(v) for v in values.astype(object).tolist()]
     return out
 
 
-def _json_text(name: str, column: str, value: Any) -> str | None:
+def json_text(name: str, column: str, value: Any) -> str | None:
     """A JSON cell (an object, or JSON text) as the JSON text every adapter stores alike.
     JSON has no NaN, so a missing number is ``null``, as ``pack_features`` writes it; text
     that is not JSON, or an infinity (which no ``null`` would stand for), is refused in one
