@@ -403,3 +403,18 @@ class CloudStoreContract:
         details = store.last_run("features")[s.DETAILS]
         assert store.last_run("features")[s.RUN_ID] == run
         assert details["score"] is None and details["nested"] == {"x": [1.5, None]}
+
+    @pytest.mark.parametrize("table, row, column, value", [
+        (s.FORECASTS, {dd.DEVICE_ID: "a", dd.TS: T0, s.TARGET: "solar", s.MODEL: "m", s.ISSUED_AT: T0}, s.VALUE, "abc"),
+        (s.SITES, {dd.DEVICE_ID: "a"}, "latitude", "north"),
+        (s.SITES, {dd.DEVICE_ID: "a"}, "has_ev", "no"),
+        (s.DR_EVENTS, {s.SOURCE: "x", s.EVENT_ID: "e", s.RECEIVED_AT: T0, s.START_TS: T0}, s.MODIFICATION, 1.5),
+        (s.DR_EVENTS, {s.SOURCE: "x", s.EVENT_ID: "e", s.RECEIVED_AT: T0}, s.START_TS, "soon"),
+    ])
+    def test_a_value_not_of_its_column_s_kind_is_refused_in_one_line(self, store, table, row, column, value):
+        """Not stored as missing (a latitude of "north" read back as no latitude) and not a
+        traceback: one line naming the table, the column and the value."""
+        frame = pd.DataFrame([{**row, column: value}])
+        with pytest.raises(StoreError, match=rf"{table}\.{column}: {value!r}") as refused:
+            store.upsert_frame(table, frame)
+        assert "\n" not in str(refused.value) and store.count_rows(table) == 0

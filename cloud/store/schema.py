@@ -212,14 +212,8 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         else:
             values = pd.Series([None] * len(frame), dtype=object)
         values = values.reset_index(drop=True)
-        if kind == TS:
-            out[column] = pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
-        elif kind == FLOAT:
-            out[column] = pd.to_numeric(values, errors="coerce").astype("float64")
-        elif kind == INT:
-            out[column] = pd.array(pd.to_numeric(values, errors="coerce"), dtype="Int64")
-        elif kind == BOOL:
-            out[column] = pd.array(values, dtype="boolean")
+        if kind in (TS, FLOAT, INT, BOOL):
+            out[column] = _of_kind(name, column, kind, values)
         elif kind == JSON and pd.api.types.infer_dtype(values, skipna=False) == "string":
             out[column] = values.to_numpy(dtype=object)  # all JSON text already (pack_features)
         elif kind == JSON:
@@ -228,6 +222,37 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = values.astype("str")
     # One constructor call: assigning column by column costs more than the conversions.
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def _of_kind(name: str, column: str, kind: str, values: pd.Series) -> Any:
+    """``values`` as the column's kind. A value that is not one (a latitude of "north", a
+    flag of "no", a modification of 1.5) is refused in one line naming it: coercing made it
+    missing, which stored a site without its latitude as if none had been given."""
+    try:
+        return _converted(kind, values)
+    except (TypeError, ValueError, OverflowError):
+        bad = next((v for v in values.dropna() if not _converts(kind, v)), None)
+        shown = repr(bad.item() if isinstance(bad, np.generic) else bad) if bad is not None else "a value"
+        raise StoreError(f"{name}.{column}: {shown} cannot be stored; expected {kind} values") from None
+
+
+def _converted(kind: str, values: pd.Series) -> Any:
+    if kind == TS:
+        return pd.to_datetime(values, utc=True).astype("datetime64[us, UTC]")
+    if kind == BOOL:
+        return pd.array(values, dtype="boolean")
+    numbers = pd.to_numeric(values, errors="coerce")
+    if (numbers.isna() & values.notna()).any():
+        raise ValueError("not a number")
+    return numbers.astype("float64") if kind == FLOAT else pd.array(numbers, dtype="Int64")
+
+
+def _converts(kind: str, value: Any) -> bool:
+    try:
+        _converted(kind, pd.Series([value], dtype=object))
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def is_contract_frame(frame: pd.DataFrame) -> bool:
