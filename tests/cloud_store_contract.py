@@ -373,7 +373,7 @@ class CloudStoreContract:
 
         store.upsert_frame(s.DR_EVENTS, event(0, {"a": np.nan, "b": [1.5, float("nan")]}))
         store.upsert_frame(s.DR_EVENTS, event(1, '{"a": NaN}'))
-        for bad in ("not json", '{"a": Infinity}', {"a": -np.inf}):
+        for bad in ("not json", '{"a": Infinity}', {"a": -np.inf}, {"a": "nul\x00"}):
             with pytest.raises(StoreError, match=r"dr_events\.sites: .*expected JSON") as refused:
                 store.upsert_frame(s.DR_EVENTS, event(2, bad))
             assert "\n" not in str(refused.value)
@@ -418,3 +418,12 @@ class CloudStoreContract:
         with pytest.raises(StoreError, match=rf"{table}\.{column}: {value!r}") as refused:
             store.upsert_frame(table, frame)
         assert "\n" not in str(refused.value) and store.count_rows(table) == 0
+
+    def test_a_text_holding_nul_is_refused_in_one_line_by_every_adapter(self, store):
+        """PostgreSQL's text cannot hold U+0000; SQLite can, so a store that took it there
+        could never move to a server. Every adapter refuses it alike, before writing."""
+        frame = pd.DataFrame({dd.DEVICE_ID: "a", dd.TS: [T0, T0 + pd.Timedelta(hours=1)], s.ISSUED_AT: T0,
+                              s.OBJECTIVE: ["cost", "cost\x00; forecaster x"]})
+        with pytest.raises(StoreError, match=r"dispatch_plans\.objective: 'cost\\x00; forecaster x' holds a NUL") as refused:
+            store.upsert_frame(s.PLANS, frame)
+        assert "\n" not in str(refused.value) and store.count_rows(s.PLANS) == 0

@@ -219,7 +219,7 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         elif kind == JSON:
             out[column] = _cells([_json_value(v) for v in values])  # map() would infer [3, None] as floats
         else:
-            out[column] = values.astype("str")
+            out[column] = _texts(name, column, values)
     # One constructor call: assigning column by column costs more than the conversions.
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
@@ -234,6 +234,18 @@ def _of_kind(name: str, column: str, kind: str, values: pd.Series) -> Any:
         bad = next((v for v in values.dropna() if not _converts(kind, v)), None)
         shown = repr(bad.item() if isinstance(bad, np.generic) else bad) if bad is not None else "a value"
         raise StoreError(f"{name}.{column}: {shown} cannot be stored; expected {kind} values") from None
+
+
+def _texts(name: str, column: str, values: pd.Series) -> pd.Series:
+    """``values`` as text. PostgreSQL's text cannot hold U+0000 and SQLite's can: one that
+    holds it is refused alike by every adapter, in one line, rather than kept by one store
+    and refused by the next it moves to."""
+    texts = values.astype("str")
+    nul = texts.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+    if nul.any():
+        raise StoreError(f"{name}.{column}: {texts[nul].iloc[0]!r} holds a NUL character, which PostgreSQL's text "
+                         "cannot store; expected text without one")
+    return texts
 
 
 def _converted(kind: str, values: pd.Series) -> Any:
@@ -369,17 +381,28 @@ def python_columns(name: str, frame: pd.DataFrame, *, ts_micros: bool = False) -
 def json_text(name: str, column: str, value: Any) -> str | None:
     """A JSON cell (an object, or JSON text) as the JSON text every adapter stores alike.
     JSON has no NaN, so a missing number is ``null``, as ``pack_features`` writes it; text
-    that is not JSON, or an infinity (which no ``null`` would stand for), is refused in one
-    line before anything is written: PostgreSQL's jsonb refuses both, and SQLite kept them
-    and then failed every read of the table."""
+    that is not JSON, an infinity (which no ``null`` would stand for) or a NUL character is
+    refused in one line before anything is written: PostgreSQL's jsonb refuses them, and
+    SQLite kept them (text that is not JSON then failed every read of the table)."""
     if value is None:
         return None
     try:
         parsed = json.loads(value) if isinstance(value, str) else value
-        return json.dumps(_nan_as_null(parsed), sort_keys=True, default=_json_default, allow_nan=False)
+        text = json.dumps(_nan_as_null(parsed), sort_keys=True, default=_json_default, allow_nan=False)
+        if _holds_nul(parsed):
+            raise ValueError("a NUL character, which PostgreSQL's jsonb cannot store")
+        return text
     except (ValueError, TypeError) as error:
         raise StoreError(f"{name}.{column}: {str(value)[:60]!r} cannot be stored ({error}); expected JSON text "
                          "or an object of JSON values") from None
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_nul(v) for v in value)
 
 
 def _nan_as_null(value: Any) -> Any:

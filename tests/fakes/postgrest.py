@@ -115,6 +115,10 @@ class FakePostgrest:
         if on_conflict and tuple(on_conflict.split(",")) != spec.keys:
             return 400, {"code": "42P10", "message": "there is no unique or exclusion constraint matching the "
                                                      "ON CONFLICT specification"}
+        if _holds_nul(body):
+            # PostgreSQL's json -> text refuses U+0000 (its docs, "JSON Types"), and PostgREST answers 400.
+            return 400, {"code": "22P05", "message": "unsupported Unicode escape sequence",
+                         "details": "\\u0000 cannot be converted to text."}
         written = []
         for row in body:
             row = dict(row)
@@ -269,3 +273,11 @@ def _logic_tree(operator: str, text: str) -> tuple[str, list]:
                 raise ValueError(f"failed to parse logic tree ({text})")  # PostgREST answers PGRST100
             conditions.append((column, rest))
     return operator, conditions
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_nul(v) for v in value)
