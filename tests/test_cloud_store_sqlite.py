@@ -147,3 +147,10 @@ def test_the_dashboard_refuses_a_named_store_no_job_wrote(tmp_path, monkeypatch,
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "no cloud store at" in line and "tiral.db" in line
     assert not (tmp_path / "tiral.db").exists()
+
+
+def test_a_text_holding_nul_kept_by_an_earlier_version_still_reads(tmp_path):
+    """Only writes refuse NUL: a file that took one before reads as it is."""
+    with SQLiteCloudStore(tmp_path / "cloud.db") as cloud:
+        cloud._conn.execute(f"INSERT INTO {s.PLANS} (device_id, ts, issued_at, objective) VALUES ('a', 0, 0, ?)", ("x\x00y",))
+        assert cloud.read_frame(s.PLANS)[s.OBJECTIVE].tolist() == ["x\x00y"]

@@ -136,9 +136,8 @@ class PostgresCloudStore(TableStore):
     def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
-        update = s.replaced(table, frame, update)
         spec = s.table(table)
-        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        data, update = s.to_write(table, frame, update)
         names = list(spec.writable)
         total = len(data)
         stage = f"_stage_{table}"

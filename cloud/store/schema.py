@@ -171,6 +171,16 @@ def updated_columns(name: str, names: Sequence[str], update: Sequence[str] | Non
     return [c for c in names if c not in keys and (update is None or c in update)]
 
 
+def to_write(name: str, frame: pd.DataFrame, update: Sequence[str] | None) -> tuple[pd.DataFrame, Sequence[str] | None]:
+    """What every adapter's upsert starts from: the rows as :func:`coerce` types them, the
+    last of each key kept (a batch's later row wins, as it would one statement later), their
+    texts checked (:func:`_no_nul`), and the columns a stored row has replaced (:func:`replaced`)."""
+    data = coerce(name, frame)
+    if name != READINGS:  # readings are validated before they come (cloud.sync.validation)
+        _no_nul(name, data)
+    return data.drop_duplicates(list(table(name).keys), keep="last"), replaced(name, frame, update)
+
+
 def replaced(name: str, frame: pd.DataFrame, update: Sequence[str] | None) -> Sequence[str] | None:
     """The ``update`` an upsert of ``frame`` into ``name`` means: of ``update`` (``None``:
     every column), only those the frame carries. :func:`coerce` gives an absent column NULL
@@ -219,7 +229,7 @@ def coerce(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         elif kind == JSON:
             out[column] = _cells([_json_value(v) for v in values])  # map() would infer [3, None] as floats
         else:
-            out[column] = _texts(name, column, values)
+            out[column] = values.astype("str")
     # One constructor call: assigning column by column costs more than the conversions.
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
@@ -236,16 +246,17 @@ def _of_kind(name: str, column: str, kind: str, values: pd.Series) -> Any:
         raise StoreError(f"{name}.{column}: {shown} cannot be stored; expected {kind} values") from None
 
 
-def _texts(name: str, column: str, values: pd.Series) -> pd.Series:
-    """``values`` as text. PostgreSQL's text cannot hold U+0000 and SQLite's can: one that
-    holds it is refused alike by every adapter, in one line, rather than kept by one store
-    and refused by the next it moves to."""
-    texts = values.astype("str")
-    nul = texts.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
-    if nul.any():
-        raise StoreError(f"{name}.{column}: {texts[nul].iloc[0]!r} holds a NUL character, which PostgreSQL's text "
-                         "cannot store; expected text without one")
-    return texts
+def _no_nul(name: str, data: pd.DataFrame) -> None:
+    """Refuse a text holding U+0000, in one line. PostgreSQL's text cannot hold it and
+    SQLite's can: a store that kept it could never move to a server. Checked on writes only,
+    so a store that kept one before still reads."""
+    for column, kind in table(name).columns.items():
+        if kind != TEXT or column not in data.columns:
+            continue
+        nul = data[column].str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        if nul.any():
+            raise StoreError(f"{name}.{column}: {data[column][nul].iloc[0]!r} holds a NUL character, which "
+                             "PostgreSQL's text cannot store; expected text without one")
 
 
 def _converted(kind: str, values: pd.Series) -> Any:

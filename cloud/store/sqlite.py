@@ -68,11 +68,9 @@ class SQLiteCloudStore(TableStore):
     def upsert_frame(self, table: str, frame: pd.DataFrame, update: Sequence[str] | None = None) -> int:
         if frame.empty:
             return 0
-        update = s.replaced(table, frame, update)
         if table == s.FEATURES and _is_float_wide(frame):
             return self._write(table, self._feature_columns(frame))
-        spec = s.table(table)
-        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        data, update = s.to_write(table, frame, update)
         return self._write(table, s.python_columns(table, data, ts_micros=True), update)
 
     def _write(self, table: str, columns: Mapping[str, Sequence[Any]], update: Sequence[str] | None = None) -> int:

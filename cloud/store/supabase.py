@@ -71,9 +71,8 @@ class SupabaseCloudStore(TableStore):
         ``update`` the rows carry the key and those columns only."""
         if frame.empty:
             return 0
-        update = s.replaced(table, frame, update)
         spec = s.table(table)
-        data = s.coerce(table, frame).drop_duplicates(list(spec.keys), keep="last")
+        data, update = s.to_write(table, frame, update)
         rows = _json_rows(table, data)
         if update is not None:
             carried = {*spec.keys, *s.updated_columns(table, list(spec.writable), update)}
