@@ -176,6 +176,14 @@ class CloudStoreContract:
         assert store.last_run("features")[s.STATUS] == "running" and store.last_run("nothing") is None
         assert {r[s.RUN_ID] for r in store.runs()} == {first, second, other}
 
+    def test_a_run_error_holding_nul_is_recorded(self, store):
+        # An exception's text can quote a damaged file's bytes; PostgreSQL refuses NUL in text,
+        # and the run would then stay 'running' with its failure unrecorded.
+        run = store.start_run("cloud_sync")
+        store.finish_run(run, "failed", 0, "row 3: 'a\x00b' is not a number")
+        last = store.last_run("cloud_sync")
+        assert last[s.STATUS] == "failed" and last[s.ERROR] == "row 3: 'a\\x00b' is not a number"
+
     def test_a_run_whose_process_died_reads_as_interrupted(self, store, monkeypatch):
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()  # its pid now names no process

@@ -171,6 +171,13 @@ def run_row(job: str, details: Mapping[str, Any] | None) -> dict[str, Any]:
     return {s.JOB: job, s.STARTED_AT: dd.utc_now(), s.STATUS: "running", s.ROWS: 0, s.DETAILS: json.loads(text)}
 
 
+def run_error(error: str | None) -> str | None:
+    """A run's error as stored: NUL written as ``\\x00``. The text often quotes a damaged
+    file's bytes, and PostgreSQL's text refuses NUL; refusing the error would leave the run
+    ``running`` with its failure unrecorded, so this one column escapes instead."""
+    return None if error is None else str(error).replace("\x00", "\\x00")
+
+
 def this_process() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 

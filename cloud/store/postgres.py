@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from cloud.store import migrations, pg_copy
 from cloud.store import schema as s
-from cloud.store.common import TableStore, run_row, watermark_upsert_sql
+from cloud.store.common import TableStore, run_error, run_row, watermark_upsert_sql
 from der_core import der_data as dd
 from der_core.errors import StoreError, StoreUnavailable
 
@@ -220,7 +220,7 @@ class PostgresCloudStore(TableStore):
             conn.execute(
                 f"UPDATE {s.RUNS} SET {s.FINISHED_AT} = now(), {s.STATUS} = %s, {s.ROWS} = %s, {s.ERROR} = %s "
                 f"WHERE {s.RUN_ID} = %s",
-                (status, int(rows), error, int(run_id)),
+                (status, int(rows), run_error(error), int(run_id)),
             )
 
     # reads -------------------------------------------------------------------------------

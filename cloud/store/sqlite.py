@@ -23,7 +23,7 @@ import pandas as pd
 
 from cloud.store import migrations
 from cloud.store import schema as s
-from cloud.store.common import TableStore, run_row, watermark_upsert_sql
+from cloud.store.common import TableStore, run_error, run_row, watermark_upsert_sql
 from der_core import der_data as dd
 from der_core.errors import StoreError
 from edge_gateway.stores.sqlite import (
@@ -147,7 +147,7 @@ class SQLiteCloudStore(TableStore):
         with self._guard("finish run"), self._conn:
             self._conn.execute(
                 f"UPDATE {s.RUNS} SET {s.FINISHED_AT} = ?, {s.STATUS} = ?, {s.ROWS} = ?, {s.ERROR} = ? WHERE {s.RUN_ID} = ?",
-                (bound_micros(dd.utc_now()), status, int(rows), error, int(run_id)),
+                (bound_micros(dd.utc_now()), status, int(rows), run_error(error), int(run_id)),
             )
 
     # reads -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pandas as pd
 from postgrest.exceptions import APIError
 
 from cloud.store import schema as s
-from cloud.store.common import TableStore, run_row
+from cloud.store.common import TableStore, run_error, run_row
 from der_core import der_data as dd
 from der_core.errors import StoreError, StoreUnavailable
 from der_core.redact import url_address
@@ -91,7 +91,7 @@ class SupabaseCloudStore(TableStore):
         return int(response.data[0][s.RUN_ID])
 
     def finish_run(self, run_id: int, status: str, rows: int = 0, error: str | None = None) -> None:
-        values = {s.FINISHED_AT: dd.format_ts(dd.utc_now()), s.STATUS: status, s.ROWS: int(rows), s.ERROR: error}
+        values = {s.FINISHED_AT: dd.format_ts(dd.utc_now()), s.STATUS: status, s.ROWS: int(rows), s.ERROR: run_error(error)}
         self._call("finish run", lambda: self._client.table(s.RUNS).update(values).eq(s.RUN_ID, int(run_id)).execute())
 
     # reads -------------------------------------------------------------------------------
