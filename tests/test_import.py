@@ -339,6 +339,20 @@ def test_numeric_dates_that_leave_the_order_open_are_refused_naming_both_pattern
         assert store.count_readings("meter-1") == 0 and store.read_quarantine("meter-1").empty
 
 
+@pytest.mark.parametrize("pattern", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"])
+def test_numeric_date_order_left_open_by_the_first_chunk_is_read_from_later_rows(tmp_path, cloud, pattern):
+    """A minute logger's month starts with a week of days up to 12: the rest of the file says
+    which number is the day, as a user reading it would see."""
+    frame = meter_frame(steps=96 * 16)
+    frame["Time"] = pd.date_range("2024-03-01", periods=96 * 16, freq="15min").strftime(pattern)
+    write(frame, tmp_path / "m.csv")
+    options = ImportOptions("meter-1", {"pv_w": dd.SOLAR_KW}, units="W", batch_size=500)
+    result = import_file(tmp_path / "m.csv", cloud, options)
+    stored = cloud.read_readings("meter-1")[dd.TS]
+    assert result.rows_synced == 96 * 16 and len(stored) == 96 * 16
+    assert stored.iloc[[0, -1]].tolist() == [pd.Timestamp("2024-03-01T00:00Z"), pd.Timestamp("2024-03-16T23:45Z")]
+
+
 def test_cli_import(tmp_path, capsys):
     write(meter_frame(steps=12), tmp_path / "m.csv")
     args = ["--import", str(tmp_path / "m.csv"), "--device-id", "meter-9", "--column-map",

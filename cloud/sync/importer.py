@@ -697,7 +697,9 @@ def _chunk_readings(meter: MeterFile, plan: _Plan) -> Iterator[tuple[pd.DataFram
     quarantine."""
     for raw in progress(meter.chunks(plan.options.batch_size), total=meter.total_chunks, desc="import", unit="chunk"):
         if plan.times.format is None and plan.times.offsets is None and not plan.seen:  # the first times
-            plan.format_read = plan.times.format = numeric_date_format(time_texts(raw, plan.time_columns), str(meter.path))
+            later = (time_texts(chunk, plan.time_columns) for chunk in meter.chunks(plan.options.batch_size))
+            plan.format_read = plan.times.format = numeric_date_format(time_texts(raw, plan.time_columns),
+                                                                       str(meter.path), later)
         readings, refused = to_readings(raw, plan, meter.where)
         if plan.times.offsets is None and len(raw):
             _no_time_read(raw, plan, meter)

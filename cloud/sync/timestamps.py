@@ -20,7 +20,7 @@ functions over Series, state carried between the chunks of a long file.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -171,14 +171,16 @@ def time_texts(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     return (date + " " + time).where(~whole, time)
 
 
-def numeric_date_format(texts: pd.Series, source: str) -> str | None:
+def numeric_date_format(texts: pd.Series, source: str, later: Iterable[pd.Series] = ()) -> str | None:
     """The strftime pattern of times written as numeric dates (:data:`_NUMERIC_DATE`),
     read from the file's first times, or None where they are not such dates (ISO 8601, Unix
     times, a sheet's date cells). Which of the two numbers before the year is the day is
     what their values say: one above 12 is a day; a date with dots is day first (no one
-    writes the month first with them). Times that leave it open (no number above 12, as in a
-    file of the first days of a month) are refused in one line naming both patterns:
-    a guess would store a year of readings on the wrong days."""
+    writes the month first with them). Where the first times leave it open (a minute logger's
+    first week of a month), the times of ``later`` (the rest of the file, read chunk by
+    chunk) are looked through until one settles it. Times that leave it open to the end of
+    the file are refused in one line naming both patterns: a guess would store a year of
+    readings on the wrong days."""
     if pd.api.types.is_datetime64_any_dtype(texts):
         return None
     texts = texts.astype("string").str.strip()
@@ -199,6 +201,11 @@ def numeric_date_format(texts: pd.Series, source: str) -> str | None:
         meridiem = f"{parts['before'].iloc[0]}%p" if ampm else ""  # "5:45 PM", and "5:45PM" as Excel may write it
         clock = f"{parts['gap'].iloc[0]}{'%I' if ampm else '%H'}:%M{seconds}{meridiem}"
     day_first, month_first = (first > 12).any() or sep == ".", (second > 12).any()
+    for more in later if not (day_first or month_first) else ():
+        numbers = more.astype("string").str.strip().str.extract(f"^{_NUMERIC_DATE.pattern}$")[["a", "b"]].dropna()
+        day_first, month_first = (numbers["a"].astype(int) > 12).any(), (numbers["b"].astype(int) > 12).any()
+        if day_first or month_first:
+            break
     if day_first and month_first:
         return None
     if day_first or month_first:
