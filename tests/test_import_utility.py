@@ -86,6 +86,7 @@ def test_the_download_s_clock_changes_are_read_as_the_utility_writes_them(tmp_pa
     assert (result.rows_synced, result.rows_quarantined) == (3, 1)
     reason, = cloud.read_quarantine("home-1")[s.REASON]
     assert reason.startswith("line 9: ") and "does not exist in America/Los_Angeles" in reason
+    assert result.written_once == []  # a skipped hour is no repeated one
 
     (tmp_path / "autumn.csv").write_text(green_button("2024-11-03T00:00", 4, minutes=60))
     result = import_file(tmp_path / "autumn.csv", cloud, ImportOptions("home-2", {"USAGE (kWh)": dd.LOAD_TOTAL},

@@ -308,7 +308,9 @@ class TimeReader:
         probe = wall.dt.tz_localize(self.zone, ambiguous="NaT", nonexistent="NaT")
         if probe.notna().all():
             return probe.dt.tz_convert("UTC").where(~edge), reasons
-        summer_first = self._first_occurrences(wall, probe.isna())
+        # a time the clock skips is unplaced too, but no pass of a repeated hour
+        skips = wall.dt.tz_localize(self.zone, ambiguous=np.ones(len(wall), dtype=bool), nonexistent="NaT").isna()
+        summer_first = self._first_occurrences(wall, probe.isna() & ~skips)
         local = wall.dt.tz_localize(self.zone, ambiguous=summer_first, nonexistent="NaT")
         skipped = local.isna()
         reasons[skipped] = [f"local time {t} does not exist in {self.zone} (the clock skips it at DST); "
