@@ -298,9 +298,11 @@ class Controller:
         """The battery power (positive charges) asked for the interval: the policy's request
         (:func:`reserve_request_kw`) on the interval's net load ``net_kw`` and the charger's
         power ``ev_kw`` in it, from ``energy_kwh`` stored; where no policy covers the interval,
-        the command in force (NaN: the battery's own rule)."""
+        or the energy stored was not read (NaN), the command in force (NaN: the battery's own
+        rule): without it the policy cannot tell the floor from the energy above it, and would
+        spend the reserve kept for the car on the house."""
         limits = None if policy is None else policy.limits(interval_start, self.memory.sessions, self.timezone, ev_kw)
-        if limits is None:
+        if limits is None or not math.isfinite(energy_kwh):
             return command_kw
         battery = self.battery
         return reserve_request_kw(net_kw, energy_kwh, *limits, battery.max_charge_kw, battery.charge_efficiency,

@@ -18,7 +18,7 @@ from cloud.optimization.decision import battery_spec, horizon_inputs
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
 from der_core import der_data as dd
 from der_core.config import build_config
-from der_core.control import ReservePolicy
+from der_core.control import ControlBattery, Controller, ReservePolicy
 from edge_gateway.gateway import Gateway
 
 SEED = 42
@@ -143,3 +143,24 @@ def test_an_event_step_holds_its_cap_below_the_months_peak(tmp_path):
     assert (window(held)[dd.BATTERY_POWER] < 0).any()
     # The same cap outside an event is raised to the month's peak: the battery holds at 0.
     assert (window(raised)[dd.BATTERY_POWER] == 0.0).all() and window(raised)[dd.NET_GRID_FLOW].max() > 0.3
+
+
+def _one_step_policy(floor_kwh: float, charge_to_kwh: float) -> ReservePolicy:
+    """A policy of one 15-minute step from 2024-06-12 00:00 UTC, the same limits in every state."""
+    states = 1 * 1 + 2
+    return ReservePolicy(start=pd.Timestamp("2024-06-12T00:00Z"), step_s=900,
+                         floor_kwh=np.full((1, states), floor_kwh), charge_to_kwh=np.full((1, states), charge_to_kwh),
+                         charging_steps=1, house_levels=(1.0,), house_kw=np.array([1.0]), one_session_a_day=True)
+
+
+@pytest.mark.parametrize("command_kw", [math.nan, -1.5])
+def test_a_battery_whose_charge_is_unread_is_asked_nothing_by_the_policy(command_kw):
+    """A device whose SOC was not read (NaN) cannot be told where it stands against the floor:
+    the policy asked it to cover the whole load, as if it held energy above the reserve kept
+    for the car. It hands back to the command in force, as outside the policy's steps."""
+    controller = Controller(ControlBattery(5.0, 0.95, 0.95), "UTC")
+    policy, at = _one_step_policy(floor_kwh=6.0, charge_to_kwh=2.0), pd.Timestamp("2024-06-12T00:00Z")
+    asked = controller.request_kw(policy, at, 2.0, 0.0, math.nan, 0.25, command_kw)
+    assert asked == command_kw or (math.isnan(asked) and math.isnan(command_kw))
+    # With its charge read, the same step covers the load only down to the floor.
+    assert controller.request_kw(policy, at, 2.0, 0.0, 6.25, 0.25, command_kw) == pytest.approx(-0.95)
