@@ -376,3 +376,21 @@ def test_a_start_no_clock_shows_once_or_no_plan_can_hold_is_one_line(tmp_path, s
                           env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     (only,) = done.stderr.strip().splitlines()
     assert done.returncode == 2 and line in only, done.stderr
+
+
+def test_a_start_past_the_history_a_plan_reads_is_one_line_naming_it(tmp_path):
+    """A plan of a later step forecasts from what is known now, and reads only the weeks before
+    its start: a start months ahead left nothing known, and a simulated home was told to
+    import its meter data (exit 1)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_KEY")}
+    (tmp_path / "site.json").write_text("{}")
+    done = subprocess.run([sys.executable, str(ROOT / "run_optimizer.py"), "--config", "site.json", "--start", "2199-12-31T12:00"],
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    (only,) = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert only.startswith("error: --start 2199-12-31T20:00:00+00:00: ") and "days after now" in only
+    assert "import" not in only and only.endswith("expected a start at most 29 days ahead")
+    # A start that far ahead is planned, from what is known now.
+    latest = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=28)).tz_convert("America/Los_Angeles").strftime("%Y-%m-%dT%H:%M")
+    assert plan_site(SimulatorConfig(home_load={"has_ev": False}), PlanSettings(start=pd.Timestamp(latest),
+                     horizon_hours=1, execution="capped")).plan.steps == 4

@@ -87,6 +87,9 @@ GUARD_MIN_DAYS = 7
 #: How far a plan's valued cost may sit above the rule's before the rule is sent instead:
 #: a solver's rounding, not money.
 RULE_TOLERANCE = 1e-6
+#: The readings a plan reads before its start, or before its billing month's start if that is
+#: earlier: the forecasters' days and the guard's weeks (fit_site_guard).
+HISTORY_SPAN = pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1)
 PUBLISHED_PLAN, PUBLISHED_RULE = "plan", "rule"
 
 
@@ -361,8 +364,7 @@ def _month_start(at: pd.Timestamp, timezone: str) -> pd.Timestamp:
 def _history_start(start: pd.Timestamp, timezone: str) -> pd.Timestamp:
     """The oldest reading a plan reads: the forecasters' days, and the guard's weeks before the
     month began (its cap is fitted at the month's start, see :func:`fit_site_guard`)."""
-    days = pd.Timedelta(days=max(fc.HISTORY_DAYS, peak_guard.FIT_DAYS) + 1)
-    return min(start, _month_start(start, timezone)) - days
+    return min(start, _month_start(start, timezone)) - HISTORY_SPAN
 
 
 def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState | None:
@@ -445,6 +447,17 @@ def known_at(made_at: pd.Timestamp, start: pd.Timestamp, step: pd.Timedelta) -> 
     return made_at if made_at < start + step else start
 
 
+def check_not_beyond_history(start: pd.Timestamp, issued_at: pd.Timestamp) -> None:
+    """Refuse a start whose plan could know nothing: a plan of a later step forecasts from what
+    is known when it is made (:func:`known_at`) and reads only the :data:`HISTORY_SPAN` before
+    its start (:func:`_history_start`), so a start further ahead leaves no reading at or before
+    now to forecast from, whether the site's history is stored or simulated."""
+    if start - issued_at > HISTORY_SPAN:
+        raise UsageError(f"--start {dd.format_ts(start)}: {(start - issued_at).days} days after now; a plan forecasts from "
+                         f"what is known when it is made and reads the {HISTORY_SPAN.days} days before its start; expected "
+                         f"a start at most {HISTORY_SPAN.days} days ahead")
+
+
 def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore | None = None,
               declared: bool = False, outside: SiteInputs | None = None) -> SitePlan:
     """Forecast, optimise and value the next horizon of one site; a ``declared`` site (one
@@ -453,6 +466,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
     issued_at = dd.utc_now()
     start = pd.Timestamp(settings.start if settings.start is not None else issued_at)
     start = local_floor(local_instant(start, config.timezone, "--start"), settings.step, config.timezone)
+    check_not_beyond_history(start, issued_at)
     config = config.model_copy(update={"interval_seconds": settings.step_minutes * 60})
     state = state_from_readings(store, config, start, settings.step) if store is not None else None
     if state is None and declared:
