@@ -43,7 +43,15 @@ import scipy.sparse as sp
 
 from cloud.optimization import battery_block as block
 from cloud.optimization.bill import standing_charge
-from cloud.optimization.model import BatterySpec, DispatchError, HorizonInputs, SolverFailed, check_feasible, stored_kw
+from cloud.optimization.model import (
+    BatterySpec,
+    DispatchError,
+    HorizonInputs,
+    SolverFailed,
+    check_feasible,
+    power_for_stored_kw,
+    stored_kw,
+)
 from cloud.optimization.plan import DispatchPlan, build_plan, stored_energy_value_per_kwh
 
 log = logging.getLogger(__name__)
@@ -265,9 +273,8 @@ def _directions(x: np.ndarray, inputs: HorizonInputs, battery: BatterySpec) -> t
     steps = inputs.steps
     charge, discharge = x[:steps], x[steps : 2 * steps]
     stored = stored_kw(charge, discharge, battery.charge_efficiency, battery.discharge_efficiency)
-    charging = stored >= 0
-    battery_kw = np.where(charging, stored / battery.charge_efficiency, stored * battery.discharge_efficiency)
-    return charging, inputs.net_load_kw + battery_kw > 0
+    battery_kw = power_for_stored_kw(stored, battery.charge_efficiency, battery.discharge_efficiency)
+    return stored >= 0, inputs.net_load_kw + battery_kw > 0
 
 
 #: How long the direction MIP may search (its p99 on a day's plan is about 0.15 s).
@@ -357,9 +364,14 @@ def solve_dispatch(inputs: HorizonInputs, battery: BatterySpec, *, highs: highsp
 
 
 def net_battery_flows(x: np.ndarray, steps: int, battery: BatterySpec) -> tuple[np.ndarray, np.ndarray]:
-    """Charge and discharge (kW) from the first two column blocks of a solution, netted:
-    netting removes flows below SIMULTANEOUS_TOLERANCE_KW that a solver may leave on both sides."""
-    power = np.clip(x[:steps], 0.0, battery.max_charge_kw) - np.clip(x[steps : 2 * steps], 0.0, battery.max_discharge_kw)
+    """Charge and discharge (kW) from the first two column blocks of a solution, netted to the
+    one flow that moves the SOC as the pair does: it removes flows below
+    SIMULTANEOUS_TOLERANCE_KW that a solver may leave on both sides, and where a program burns
+    energy on purpose (a scenario's later steps, stochastic.py) the plan keeps the program's
+    SOC path, in its window, where charge minus discharge would not (a battery cannot burn)."""
+    charge, discharge = np.clip(x[:steps], 0.0, battery.max_charge_kw), np.clip(x[steps : 2 * steps], 0.0, battery.max_discharge_kw)
+    stored = stored_kw(charge, discharge, battery.charge_efficiency, battery.discharge_efficiency)
+    power = power_for_stored_kw(stored, battery.charge_efficiency, battery.discharge_efficiency)
     return np.maximum(power, 0.0), np.maximum(-power, 0.0)
 
 

@@ -229,6 +229,12 @@ def stored_kw(charge_kw: Any, discharge_kw: Any, charge_efficiency: Any, dischar
     return charge_kw * charge_efficiency - discharge_kw / discharge_efficiency
 
 
+def power_for_stored_kw(stored: Any, charge_efficiency: Any, discharge_efficiency: Any) -> Any:
+    """The one battery power (positive charges) whose stored energy changes at ``stored`` kW,
+    the inverse of :func:`stored_kw` for a battery that only charges or only discharges."""
+    return np.where(stored >= 0, stored / charge_efficiency, stored * discharge_efficiency)
+
+
 def _soc_change_kwh(battery_kw: np.ndarray, battery: BatterySpec, step_hours: float) -> np.ndarray:
     """SOC change of one step at AC power ``battery_kw`` (positive charges)."""
     charge, discharge = np.maximum(battery_kw, 0.0), np.maximum(-battery_kw, 0.0)

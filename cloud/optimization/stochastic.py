@@ -17,7 +17,9 @@ energy costs grow by :data:`PATIENCE` over the horizon, a tie-break well below t
 
 The answer is the cheapest first steps that leave every scenario a way to hold that peak.
 Scenario steps after the shared ones are only a means to that end and are never carried out,
-so simultaneous flows inside them are left unrepaired; the shared steps are netted.
+so simultaneous flows inside them are not re-solved away as lp.py does; every step is netted to
+the one flow that moves the SOC as the pair does (:func:`lp.net_battery_flows`), so each plan
+keeps the program's SOC path, and imports no more than the program does.
 """
 
 from __future__ import annotations
