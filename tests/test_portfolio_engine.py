@@ -76,6 +76,23 @@ def test_unknown_strategy_is_a_usage_error(fleet):
         RunSpec(fleet, TIMES, ("magic",), SCENARIOS["none"])
 
 
+def test_no_strategy_is_a_usage_error_before_the_run(tmp_path):
+    """``--strategies ,`` named none: the run went on and died in its second phase on an
+    IndexError, after the fleet's simulation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "run_portfolio.py"), "--sites", "2", "--hours", "2", "--workers", "1",
+                           "--strategies", ",", "--output", str(tmp_path / "out")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --strategies: none given; expected some of no_battery, rule_based, decentralised, central"]
+
+
 @pytest.mark.parametrize("sites, group_size, count", [
     (12, 5, 2), (12, 5, 3), (12, 5, 7), (12, 4, 2), (12, 1, 5), (7, 3, 1), (30, 4, 4), (1, 100, 3),
 ])

@@ -47,6 +47,8 @@ class RunSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not self.strategies:  # every stage and the report are per strategy; the first sets the fleet's load
+            raise UsageError(f"--strategies: none given; expected some of {', '.join(strat.STRATEGIES)}")
         unknown = [s for s in self.strategies if s not in strat.STRATEGIES]
         if unknown:
             raise UsageError(f"--strategies: unknown {', '.join(unknown)}; expected some of {', '.join(strat.STRATEGIES)}")
