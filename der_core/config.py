@@ -471,7 +471,8 @@ class SimulatorConfig(_Section):
     seed: int | None = Field(None, ge=0, lt=2**63)
     timezone: str = "America/Los_Angeles"
     country: str = Field("US", min_length=2, max_length=2, description="ISO 3166 code for public holidays")
-    currency: str | None = Field(None, description="ISO 4217 code money is shown in; null: the country's (money.currency_of)")
+    currency: str | None = Field(None, description="ISO 4217 code money is shown in; null: its tariff's, else the "
+                                                  "country's (money.currency_of)")
     edge_store_path: str = DEFAULT_EDGE_STORE
     solar: SolarConfig = SolarConfig()
     battery: BatteryConfig = BatteryConfig()
@@ -492,10 +493,18 @@ class SimulatorConfig(_Section):
         matters): a real site, never planned on the simulator."""
         return self.source.kind != SIMULATOR
 
+    @model_validator(mode="after")
+    def _one_currency(self) -> SimulatorConfig:
+        if self.tariff is not None:
+            self.tariff.billing_currency(self.currency)  # refuses two currencies
+        return self
+
     @property
     def currency_code(self) -> str:
-        """The currency the site's money is shown in (``currency``, else the country's)."""
-        return currency_of(self.country, self.currency)
+        """The currency the site's money is shown in: ``currency``, else its tariff's, whose
+        prices every bill adds up (``Tariff.billing_currency``), else the country's."""
+        billing = self.currency if self.tariff is None else self.tariff.billing_currency(self.currency)
+        return currency_of(self.country, billing)
 
     @property
     def effective_seed(self) -> int:

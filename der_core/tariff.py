@@ -124,6 +124,15 @@ class Tariff(Section):
             raise ValueError("demand_window is given but demand_charge_per_kw is 0; expected a charge for the window")
         return self
 
+    def billing_currency(self, site_currency: str | None) -> str | None:
+        """The currency a site billed on this tariff counts its money in: the site's, else the
+        tariff's (None: the site's country's). A bill adds the tariff's prices up unconverted,
+        so a site declaring another currency than its tariff is refused (ValueError)."""
+        if site_currency and self.currency and site_currency != self.currency:
+            raise ValueError(f"the site's currency is {site_currency} and its tariff's {self.currency}; expected one "
+                             "currency (leave the site's null to take the tariff's)")
+        return site_currency or self.currency
+
     @property
     def needs_wholesale(self) -> bool:
         """Whether pricing it takes a wholesale price per step."""

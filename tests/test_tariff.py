@@ -210,6 +210,23 @@ def test_a_site_plans_with_its_tariffs_window_and_standing_charge(tmp_path):
     assert inputs.demand_window.sum() == 12  # 17:00 to 19:45 on a Wednesday
 
 
+@pytest.mark.parametrize(("currency", "shown"), [(None, "GBP"), ("GBP", "GBP")])
+def test_a_site_configured_with_a_tariff_in_pounds_shows_its_money_in_pounds(currency, shown):
+    """A configuration in Germany with a tariff priced in GBP showed its plans' money in EUR,
+    the country's, though every bill adds the tariff's prices up unconverted."""
+    data = {"country": "DE", "timezone": BERLIN, "currency": currency,
+            "tariff": {"currency": "GBP", "import_price": {"kind": "fixed", "price": 0.25},
+                       "export_price": {"kind": "fixed", "price": 0.05}}}
+    assert build_config(data).currency_code == shown
+
+
+def test_a_site_configured_in_another_currency_than_its_tariff_is_one_line():
+    data = {"country": "DE", "currency": "EUR", "tariff": {"currency": "GBP", "import_price": {"kind": "fixed", "price": 0.25},
+                                                            "export_price": {"kind": "fixed", "price": 0.05}}}
+    with pytest.raises(ConfigError, match="the site's currency is EUR and its tariff's GBP; expected one currency"):
+        build_config(data)
+
+
 # --- tariff files ---------------------------------------------------------------------------------
 
 
