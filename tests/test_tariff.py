@@ -15,7 +15,7 @@ import pytest
 
 from cloud.optimization import BatterySpec, HorizonInputs, build_plan, solve_dispatch
 from cloud.optimization.bill import grid_bill
-from cloud.optimization.decision import horizon_inputs
+from cloud.optimization.decision import Decision, Execution, horizon_inputs
 from cloud.optimization.forecasters import EXPORT_PRICE, IMPORT_PRICE, site_actuals, tariff_forecast
 from cloud.optimization.lp import lp_arrays
 from der_core.config import build_config
@@ -168,6 +168,21 @@ def test_the_plan_moves_the_peak_out_of_the_demand_window():
     assert plan.import_kw[:4].sum() == pytest.approx(22.0, abs=1e-5) and plan.import_kw[:4].max() > 5.0
     unwindowed = solve_dispatch(*window_case(None))
     assert unwindowed.peak_import_kw == pytest.approx(3.0, abs=1e-6)  # charging would only raise the one peak
+
+
+@pytest.mark.parametrize("execution", [Execution.CAPPED, Execution.GUARDED])
+def test_the_import_cap_sent_with_a_plan_binds_only_in_the_demand_window(execution):
+    """The plan charges at up to 6 kW before the window to hold its peak in it to 0.5 kW; its
+    cap, 0.5 kW on every step, told the battery to hold the grid there before the window as
+    well, undoing the very charging the plan was made of. Outside the window no import sets
+    the billed peak, so no cap is sent there."""
+    window = np.arange(8) >= 4
+    inputs, battery = window_case(window)
+    plan = solve_dispatch(inputs, battery)
+    _, caps = Decision(plan, inputs).commands(0.0, 0.0, execution)
+    assert np.isnan(caps[~window]).all()
+    assert caps[window] == pytest.approx(np.full(4, plan.peak_import_kw))
+    assert (plan.import_kw[window] <= caps[window] + 1e-6).all()
 
 
 def test_the_lp_is_the_same_without_a_window_and_frees_only_the_peak_rows_outside_one():

@@ -76,7 +76,7 @@ class Commanded(enum.Enum):
 @dataclass(frozen=True)
 class Carried:
     """What an execution sends: power commands (``power``), an import cap at the plan's peak
-    import target on every step (``capped``), and whether, while a car charges, the battery
+    import target on every step of the tariff's demand window (``capped``), and whether, while a car charges, the battery
     holds for the session (``holds_for_session``, :func:`hold_for_session`)."""
 
     power: Commanded
@@ -280,12 +280,20 @@ class Decision:
 
     def commands(self, peak_so_far_kw: float, cap_floor_kw: float, execution: Execution) -> tuple[np.ndarray, np.ndarray]:
         """Power commands and import caps (:func:`commands_of`), the cap never below
-        ``cap_floor_kw`` (:func:`cap_floor_kw`). While a car charges, an execution that holds
-        for the session does (:func:`hold_for_session`)."""
+        ``cap_floor_kw`` (:func:`cap_floor_kw`) and only on the steps of the tariff's demand
+        window (:func:`in_demand_window`). While a car charges, an execution that holds for the
+        session does (:func:`hold_for_session`)."""
         setpoints, caps = commands_of(self.plan, max(peak_so_far_kw, cap_floor_kw), execution)
         if self.charging_now and EXECUTIONS[execution].holds_for_session:
             setpoints = hold_for_session(setpoints)
-        return setpoints, caps
+        return setpoints, in_demand_window(caps, self.inputs)
+
+
+def in_demand_window(caps_kw: np.ndarray, inputs: HorizonInputs) -> np.ndarray:
+    """Import caps only where imports set the billed peak (NaN elsewhere): outside a tariff's
+    demand window no import costs a demand charge, and a cap there would stop the charging a
+    plan does before the window to hold its peak in it (bill.grid_bill counts the same steps)."""
+    return caps_kw if inputs.demand_window is None else np.where(inputs.demand_window, caps_kw, math.nan)
 
 
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,
