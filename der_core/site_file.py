@@ -273,16 +273,14 @@ class SiteDeclaration(_Section):
     def _one_currency(self) -> SiteDeclaration:
         """A bill adds the tariff's prices up in the site's money: a tariff priced in another
         currency than the site declares would be read as the site's, unconverted."""
-        if self.currency and self.tariff.currency and self.currency != self.tariff.currency:
-            raise ValueError(f"the site's currency is {self.currency} and its tariff's {self.tariff.currency}; expected "
-                             "one currency (leave the site's null to take the tariff's)")
+        self.tariff.billing_currency(self.currency)  # refuses two currencies
         return self
 
     @property
     def billing_currency(self) -> str | None:
         """The currency of the site's plans and bills: its own, else its tariff's; None: its
         country's (``SimulatorConfig.currency_code``)."""
-        return self.currency or self.tariff.currency
+        return self.tariff.billing_currency(self.currency)
 
     @property
     def read_from(self) -> str:
