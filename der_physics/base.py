@@ -215,6 +215,15 @@ def slot_process(seed: int, stream: str, epoch_s: np.ndarray, grid_s: float, kin
     return grid_draws(seed, stream, first, count, kind)[index]
 
 
+def interval_clock(axis: TimeAxis, tz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`local_clock` of the interval each instant ends (a reading's time is the end of
+    the interval it describes): the clock just before the instant. A tariff prices the
+    interval by the period in force over it, so the interval ending 16:00 is priced before a
+    16:00 peak begins and the one ending 21:00 inside it, and the interval ending at midnight
+    on the day it lies in."""
+    return local_clock(TimeAxis(axis.times - pd.Timedelta(microseconds=1)), tz)
+
+
 def local_clock(axis: TimeAxis, tz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local hour of day (fractional), day of week (Mon=0) and local date as days since epoch."""
     local = axis.local(tz)

@@ -67,7 +67,9 @@ def site_exogenous(config: SimulatorConfig, axis: base.TimeAxis, astro: solar.As
         config.home_load, seed, epoch_s, hour, weekday, local_day, wx.temp_air_celsius, sun.zenith_deg, wx.clear_sky_index
     )
     sun_up = np.clip(pv.clear_sky_ghi_w_m2 / 1000.0, 0.0, 1.0)
-    price = grid_price.simulate(config.grid_price, seed, config.country, epoch_s, hour, weekday, local_day, sun_up)
+    price = grid_price.simulate(config.grid_price, seed, config.country, epoch_s, hour, sun_up,
+                                base.derived(axis.times, ("interval clock", config.timezone),
+                                             lambda: base.interval_clock(axis, config.timezone)))
     return {
         "temp_air_celsius": wx.temp_air_celsius,
         "clear_sky_index": wx.clear_sky_index,

@@ -96,14 +96,17 @@ def simulate(
     country: str,
     epoch_s: np.ndarray,
     hour: np.ndarray,
-    weekday: np.ndarray,
-    local_day: np.ndarray,
     sun_up: np.ndarray,
+    interval_clock: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> PriceOutput:
-    """``sun_up``: regional solar share proxy in [0, 1] (clear-sky output / capacity works).
-    The local clock's tariff periods and the UTC day of each instant are shared by every
-    site on the same axis."""
-    period = base.derived(hour, ("tou", country), lambda: tou_period(hour, weekday, is_holiday(local_day, country)))
+    """``sun_up``: regional solar share proxy in [0, 1] (clear-sky output / capacity works);
+    ``hour``: the local hour of each instant; ``interval_clock``: the local clock of the
+    interval each instant ends (:func:`base.interval_clock`), whose tariff period prices it.
+    The tariff periods and the UTC day of each instant are shared by every site on the same
+    axis."""
+    tariff_hour, weekday, local_day = interval_clock
+    period = base.derived(tariff_hour, ("tou", country),
+                          lambda: tou_period(tariff_hour, weekday, is_holiday(local_day, country)))
     first_day, days, day, hour_utc = base.derived(epoch_s, "utc_days", lambda: _utc_days(epoch_s))
     noise = base.smooth_process(seed, "price", epoch_s, PRICE_GRID_S, phi=0.85, memory=30)
     carbon_noise = base.smooth_process(seed, "carbon", epoch_s, 3600.0, phi=0.8, memory=24)

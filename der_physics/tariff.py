@@ -105,8 +105,9 @@ def arbitrage_periods(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str,
 
 
 def local_calendar(instants: pd.DatetimeIndex, timezone: str, country: str) -> tuple[np.ndarray, np.ndarray]:
-    """Local hour (fractional) and day kind of each instant."""
-    hour, weekday, local_day = base.local_clock(base.TimeAxis.from_times(instants), timezone)
+    """Local hour (fractional) and day kind of the interval each instant ends, whose tariff
+    period is the one in force over it (:func:`base.interval_clock`)."""
+    hour, weekday, local_day = base.interval_clock(base.TimeAxis.from_times(instants), timezone)
     if len(local_day) == 0:
         return hour, np.zeros(0, dtype=np.int8)
     return hour, day_kind(weekday, is_holiday(local_day, country))

@@ -18,11 +18,13 @@ from cloud.optimization.bill import grid_bill
 from cloud.optimization.decision import Decision, Execution, horizon_inputs
 from cloud.optimization.forecasters import EXPORT_PRICE, IMPORT_PRICE, site_actuals, tariff_forecast
 from cloud.optimization.lp import lp_arrays
+from der_core import der_data as dd
 from der_core.config import build_config
 from der_core.errors import ConfigError
 from der_core.site_file import build_site, declared_site, load_site_file, planning_config, site_row
 from der_core.tariff import site_tariff, tou_tariff
 from der_core.tariff_file import TARIFFS, build_tariff, load_tariff_file, tariff_to_dict, write_tariff_file
+from der_physics import generator
 from der_physics.grid_price import tou_period
 from der_physics.tariff import demand_window, tariff_prices
 from tests.test_site_file import SITE
@@ -73,6 +75,31 @@ def test_fixed_and_time_of_use_prices_follow_the_local_clock_on_a_daylight_savin
     assert fixed.tolist() == [0.25] * steps
 
 
+@pytest.mark.parametrize("minutes", [15, 60])
+def test_a_step_is_priced_by_the_period_in_force_over_the_interval_it_ends(minutes):
+    """A step's time is the end of its interval, as a reading's is: with a 16:00-21:00 peak,
+    the interval ending 16:00 is still shoulder, the one ending 21:00 still peak, as the
+    utility bills them; priced at their end instants, a plan discharged one step early and
+    stopped one step before the peak ended. The demand window and the simulator's readings
+    follow the same clock."""
+    config = build_config({"timezone": "America/Los_Angeles", "grid_price": {"demand_charge": 10.0}})
+    step = pd.Timedelta(minutes=minutes)
+    ends = pd.date_range("2024-07-10T15:00", "2024-07-10T22:00", freq=step, tz="America/Los_Angeles")  # a Wednesday
+    imports, _ = tariff_prices(site_tariff(config), ends, config.timezone, config.country)
+    peak = pd.Series(imports == config.grid_price.peak_price, index=ends.strftime("%H:%M"))
+    assert not peak["16:00"] and peak[(pd.Timestamp("2024-07-10T16:00") + step).strftime("%H:%M")] and peak["21:00"]
+    assert not peak[(pd.Timestamp("2024-07-10T21:00") + step).strftime("%H:%M")]
+    assert peak.sum() == 5 * 60 // minutes
+    # a day's last interval ends at midnight and is priced on the day it lies in
+    midnight = pd.DatetimeIndex([pd.Timestamp("2024-07-13T00:00", tz="America/Los_Angeles")])  # Friday's last
+    friday, = tariff_prices(tou_tariff(0.1, 0.2, 0.3, 0.05), midnight, config.timezone, config.country)[0]
+    assert friday == 0.1  # off-peak at 23:45-24:00 on a weekday
+    simulated = config.model_copy(update={"interval_seconds": minutes * 60})
+    readings = pd.concat(generator.historical([simulated], ends[0], ends[-1] + step))
+    by_time = dict(zip(readings[dd.TS].dt.tz_convert(config.timezone).dt.strftime("%H:%M"), readings[dd.TOU_PERIOD]))
+    assert by_time["16:00"] == "shoulder" and by_time["21:00"] == "peak"
+
+
 @pytest.mark.parametrize(("date", "steps", "in_1_to_3", "in_22_to_6"), DST_DAYS)
 def test_dynamic_prices_follow_the_wholesale_price_step_by_step(date, steps, in_1_to_3, in_22_to_6):
     instants = local_day(date)
@@ -99,7 +126,7 @@ def test_a_german_dynamic_tariff_reproduces_the_hand_computed_price():
 
 
 def test_a_public_holiday_is_its_own_kind_of_day():
-    holiday = local_day("2024-10-03")  # German Unity Day, a Thursday
+    holiday = local_day("2024-10-03") + pd.Timedelta(minutes=15)  # the intervals of German Unity Day, a Thursday
     rates = tariff(import_price={"kind": "tou", "otherwise": 0.1, "periods": [
         {"days": ["holiday"], "hours": [[0, 24]], "price": 0.5}, {"days": ["weekday"], "hours": [[0, 24]], "price": 0.9}]})
     assert set(tariff_prices(rates, holiday, BERLIN, "DE")[0]) == {0.5}
