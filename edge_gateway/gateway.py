@@ -35,7 +35,7 @@ from der_core.control import (
     ReservePolicy,
     SiteMemory,
 )
-from der_core.errors import StoreError
+from der_core.errors import StoreError, StoreUnavailable
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
 from edge_gateway.device_control import DeviceControl
@@ -169,16 +169,19 @@ class Gateway:
     def interval_s(self) -> int:
         return self.configs[0].interval_seconds
 
-    def _state_before(self, at: pd.Timestamp, newest: list[pd.Timestamp | None]) -> tuple[list[SiteSnapshot], float]:
+    def _state_before(self, at: pd.Timestamp, newest: list[pd.Timestamp | None] | None) -> tuple[list[SiteSnapshot], float]:
         """Per site, what to step from: the battery state, its instant and the control's
-        memory then (as saved); and the step length (h)."""
+        memory then (as saved); and the step length (h). ``newest`` None: the store cannot
+        be read (:meth:`_newest_stored`), so a lost state is not rebuilt from it."""
         sites, dt_h = [], self.interval_s / 3600.0
         initial = generator.initial_state(self.configs)
+        readable = newest is not None
+        newest = newest if readable else [None] * len(self.configs)
         for i, state_file in enumerate(self.states):
             saved = state_file.load()
             site = SiteSnapshot(None, initial.site(i))
             if saved is None:
-                site = self._recovered(i, at) or site
+                site = (self._recovered(i, at) if readable else None) or site
             elif at == saved.latest.ts:  # the same instant again: redo that step, do not step twice
                 site = saved.previous
             elif at > saved.latest.ts:
@@ -193,12 +196,19 @@ class Gateway:
             sites.append(self._metered(i, site))
         return sites, dt_h
 
-    def _newest_stored(self) -> list[pd.Timestamp | None]:
+    def _newest_stored(self) -> list[pd.Timestamp | None] | None:
         """Per site, its newest stored reading's instant (None: no store or no reading), read
-        once a step for both checks below."""
+        once a step for both checks below; None for all when the store cannot be read
+        (InfluxDB down). The reading is made all the same: the store keeps it in its outbox
+        until the server returns, where refusing to step would lose every reading of the
+        outage. Only the checks against stored readings are skipped for that step."""
         if self.history is None:
             return [None] * len(self.configs)
-        newest = [self.history.latest(config.device_id) for config in self.configs]
+        try:
+            newest = [self.history.latest(config.device_id) for config in self.configs]
+        except StoreUnavailable as error:
+            log.warning("%s; reading made without checking the stored readings", error)
+            return None
         return [None if frame.empty else dd.parse_ts(frame[dd.TS].iloc[-1]) for frame in newest]
 
     @staticmethod
@@ -208,13 +218,15 @@ class Gateway:
         store is ahead of the state, which stepping on would take back one interval."""
         return stored if stored is not None and saved_at < stored < at else None
 
-    def _stored_behind(self, at: pd.Timestamp, newest: list[pd.Timestamp | None]) -> list[str]:
+    def _stored_behind(self, at: pd.Timestamp, newest: list[pd.Timestamp | None] | None) -> list[str]:
         """The sites whose clock has gone back behind their newest stored reading to an
         instant whose reading the store holds (the store's newest, not the state's: a reading
         made at an instant the store lacked moves the state back too): made again, it would
         replace what was measured (and maybe synced) with a reading of the wrong time. An
         instant not stored is read, so a clock corrected after a jump ahead fills its hours
         again."""
+        if newest is None:
+            return []
         return [config.device_id for config, stored in zip(self.configs, newest, strict=True)
                 if stored is not None and at < stored and not self.history.read_range(
                     config.device_id, at, at + pd.Timedelta(microseconds=1)).empty]
@@ -316,7 +328,7 @@ class Gateway:
                         "clock passes the last reading or reaches an instant not stored", ", ".join(kept), dd.format_ts(at))
             return dd.empty_frame()
         if self.source is not None:
-            return self._measured_step(at, newest[0])
+            return self._measured_step(at, None if newest is None else newest[0])
         before, dt_h = self._state_before(at, newest)
         controllers = [Controller(ControlBattery.from_config(c.battery), c.timezone, site.memory_to_step())
                        for c, site in zip(self.configs, before, strict=True)]

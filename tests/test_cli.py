@@ -282,3 +282,27 @@ def test_a_nul_character_in_an_argument_a_path_or_a_store_is_one_line_not_a_trac
         output_path("c\x00.json", "--config")
     with pytest.raises(StorePathError, match=r"holds a NUL character; expected a file path$"):
         connect(str(tmp_path / "e\x00.db"))
+
+
+def test_a_reading_is_made_and_kept_in_the_outbox_while_influxdb_is_down(tmp_path, capsys, monkeypatch):
+    """With InfluxDB unreachable the gateway still makes its readings: they wait in the
+    store's outbox for the server (docs/operations.md, "InfluxDB 2.x edge store"). The step's
+    check of the newest stored reading asked the server first, so every step failed and
+    --once, --continuous and --daemon made no reading for as long as InfluxDB was down."""
+    import socket
+    import sqlite3
+
+    from edge_gateway import cli
+    from edge_gateway.stores import influx
+
+    monkeypatch.setattr(influx, "MAX_BACKOFF_S", 0.0)  # the retries' waits, not what they decide
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.chdir(tmp_path)
+    argv = ["--once", "--seed", "1", "--enable-influxdb", "--influxdb-token", "t0ken", "--influxdb-url", url]
+    assert cli.main(argv) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    with sqlite3.connect(tmp_path / "data" / "edge.db") as spool:
+        (waiting,) = spool.execute("SELECT count(*) FROM influx_spool").fetchone()
+    assert json.loads(line)["device_id"] == "edge-gateway-001" and waiting == 1
