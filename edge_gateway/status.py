@@ -17,9 +17,12 @@ from der_core.errors import DERError
 from der_core.redact import redact
 from edge_gateway.mqtt.probe import probe_broker
 from edge_gateway.mqtt.settings import MqttSettings
+from edge_gateway.stores.base import EdgeStore
 from edge_gateway.stores.factory import open_edge_store
 from edge_gateway.stores.influx_settings import InfluxSettings
 from edge_gateway.stores.sqlite import SQLiteEdgeStore
+
+MEMORY = ":memory:"  # SQLite's in-memory file: an empty spool, made and gone with the connection
 
 
 def acknowledged(state_dir: Path) -> dict[str, str]:
@@ -36,7 +39,7 @@ def acknowledged(state_dir: Path) -> dict[str, str]:
     return marks
 
 
-def edge_rows(store: SQLiteEdgeStore, acked: dict[str, str] | None = None) -> list[dict]:
+def edge_rows(store: EdgeStore, acked: dict[str, str] | None = None) -> list[dict]:
     now = dd.utc_now()
     rows = []
     for device in store.devices():
@@ -55,40 +58,52 @@ def edge_rows(store: SQLiteEdgeStore, acked: dict[str, str] | None = None) -> li
     return rows
 
 
-def influx_status(path: Path, settings: InfluxSettings, out: TextIO) -> bool:
-    """Spool size and reachability, through the store's own methods when it offers them."""
+def influx_status(path: Path, settings: InfluxSettings, out: TextIO, acked: dict[str, str] | None = None) -> bool:
+    """Reachability and spool size, then per device what InfluxDB and the spool hold. The
+    store is opened as the sync opens it, a reader: a status sends none of the gateway's
+    spool, creates no bucket, and makes no spool file where the gateway has made none."""
     quick = dataclasses.replace(settings, max_retries=0, timeout_s=min(settings.timeout_s, 3.0))
     try:
-        store = open_edge_store(path, quick)
+        store = open_edge_store(path if path.exists() else MEMORY, quick, reader=True)
     except DERError as error:
         print(redact(f"influxdb {settings.url}: unreachable ({error})"), file=out)
         return False
     try:
-        ping, spool = getattr(store, "ping", None), getattr(store, "spool_size", None)
         try:
-            reachable = bool(ping()) if ping else None
+            reachable = bool(store.ping())
         except DERError:
             reachable = False
-        state = "reachable" if reachable else "unknown" if reachable is None else "unreachable"
-        spooled = f", {spool()} reading(s) spooled for it" if spool else ""
-        stored = f", {store.count()} reading(s) stored" if reachable else ""
-        print(f"influxdb {redact(settings.url)} (bucket {settings.bucket}): {state}{stored}{spooled}", file=out)
-        return reachable is not False
+        where = f"influxdb {redact(settings.url)} (bucket {settings.bucket})"
+        spooled = f", {store.spool_size()} reading(s) spooled for it"
+        if not reachable:
+            print(f"{where}: unreachable{spooled}", file=out)
+            return False
+        try:
+            rows = edge_rows(store, acked)
+            stored = store.count()
+        except DERError as error:  # a bucket not made yet, a token that may not read it
+            print(redact(f"{where}: reachable{spooled}; {error}"), file=out)
+            return False
+        print(f"{where}: reachable, {stored} reading(s) stored{spooled}", file=out)
+        print_table(rows, file=out)
+        return True
     finally:
         store.close()
 
 
 def edge_status(path: str | Path, out: TextIO, *, influx: InfluxSettings | None = None, mqtt: MqttSettings | None = None) -> bool:
+    """With InfluxDB the readings are InfluxDB's (and its spool's), listed by :func:`influx_status`;
+    else the SQLite edge store's."""
     path, healthy = Path(path), True
-    if not path.exists():
+    acked = acknowledged(path.parent / "state") if mqtt is not None else None
+    if influx is not None:
+        healthy &= influx_status(path, influx, out, acked)
+    elif not path.exists():
         print(f"edge store {path}: no readings yet (it is created by the first run)", file=out)
     else:
-        acked = acknowledged(path.parent / "state") if mqtt is not None else None
         with SQLiteEdgeStore(path) as store:
             print(f"edge store {path}: {store.count()} readings, {len(store.devices())} device(s)", file=out)
             print_table(edge_rows(store, acked), file=out)
-    if influx is not None:
-        healthy &= influx_status(path, influx, out)
     if mqtt is not None:
         problem = probe_broker(mqtt)
         print(f"mqtt broker {mqtt.address}: " + ("reachable" if problem is None else f"unreachable ({problem})"), file=out)

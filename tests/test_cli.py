@@ -306,3 +306,32 @@ def test_a_reading_is_made_and_kept_in_the_outbox_while_influxdb_is_down(tmp_pat
     with sqlite3.connect(tmp_path / "data" / "edge.db") as spool:
         (waiting,) = spool.execute("SELECT count(*) FROM influx_spool").fetchone()
     assert json.loads(line)["device_id"] == "edge-gateway-001" and waiting == 1
+
+
+def test_status_with_influxdb_lists_its_devices_and_creates_nothing(tmp_path):
+    """``--status --enable-influxdb`` lists per device what InfluxDB holds (it listed the SQLite
+    spool, empty, under "edge store"), and reads as the sync does: it made the spool file and
+    created the bucket a status only asks about (docs/operations.md, "InfluxDB 2.x edge store")."""
+    from tests.fakes.influx_server import FakeInfluxServer
+
+    server = FakeInfluxServer(token="tok").start()
+    try:
+        env = {**os.environ, "INFLUXDB_URL": server.url, "INFLUXDB_TOKEN": "tok"}
+
+        def simulator(*args, cwd):
+            return subprocess.run([sys.executable, str(ROOT / "run_simulator.py"), *args, "--enable-influxdb"],
+                                  cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+        (tmp_path / "fresh").mkdir()
+        status = simulator("--status", "--influxdb-bucket", "untouched", cwd=tmp_path / "fresh")
+        assert status.returncode == 1 and 'could not find bucket "untouched"' in status.stdout
+        assert "untouched" not in server.buckets and list((tmp_path / "fresh").iterdir()) == []
+        made = simulator("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00", "--output", "x.jsonl", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        status = simulator("--status", cwd=tmp_path)
+    finally:
+        server.stop()
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"influxdb {server.url} (bucket der-data): reachable, 12 reading(s) stored, 0 reading(s) spooled for it"
+    assert lines[2].split()[:2] == ["edge-gateway-001", "12"]
