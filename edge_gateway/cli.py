@@ -243,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     if args.remove_device:
         return remove_device(args)
+    if args.no_store and args.enable_influxdb:
+        raise UsageError("--enable-influxdb makes InfluxDB the edge store and --no-store writes to none; expected one of them")
     config = load_settings(args)
     if args.generate_config:
         return generate_config(args, config)

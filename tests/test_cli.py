@@ -103,6 +103,11 @@ def test_generate_config_then_use_it(tmp_path):
         (["--once", "--continuous"], None, "not allowed with argument"),
         (["--generate-config"], None, "--generate-config needs --config FILE"),
         (["--once", "--enable-influxdb"], None, "InfluxDB token missing"),
+        # InfluxDB is the store --no-store turns off: its readings went nowhere, said nowhere
+        (["--continuous", "--enable-influxdb", "--influxdb-token", "t", "--no-store"], None,
+         "--enable-influxdb makes InfluxDB the edge store and --no-store writes to none; expected one of them"),
+        (["--historical", "--start", "2024-06-15", "--end", "2024-06-16", "--enable-influxdb", "--no-store"], None,
+         "--enable-influxdb makes InfluxDB the edge store and --no-store writes to none; expected one of them"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, args, config, message):
