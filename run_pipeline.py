@@ -27,6 +27,7 @@ from der_core.cli_support import (
     run_cli,
     setup_logging,
 )
+from der_core.errors import UsageError
 
 
 def build_parser() -> ArgumentParser:
@@ -39,11 +40,11 @@ def build_parser() -> ArgumentParser:
     count = arg_type(positive_int, "a positive whole number")
     parser.add_argument("--data-dir", default=ps.DEFAULT_DATA_DIR,
                         help=f"edge store, embedded cloud store, battery states and models (default {ps.DEFAULT_DATA_DIR}/)")
-    parser.add_argument("--sites", type=count, default=ps.DEFAULT_SITES, help=f"simulated homes (default {ps.DEFAULT_SITES})")
+    parser.add_argument("--sites", type=count, help=f"simulated homes (default {ps.DEFAULT_SITES})")
     parser.add_argument("--days", type=count, default=ps.DEFAULT_DAYS, help=f"days of history on a first run (default {ps.DEFAULT_DAYS})")
     parser.add_argument("--interval", type=count, default=ps.DEFAULT_INTERVAL_S,
                         help=f"seconds between readings (default {ps.DEFAULT_INTERVAL_S})")
-    parser.add_argument("--seed", type=arg_type(int, "a whole number"), default=ps.DEFAULT_SEED,
+    parser.add_argument("--seed", type=arg_type(int, "a whole number"),
                         help="the simulated homes' seed (same seed, same homes)")
     parser.add_argument("--site", metavar="FILE", action="append", default=[],
                         help="a real site's file (repeatable): declare it, fetch its weather and prices and plan it "
@@ -71,10 +72,15 @@ def show_status(settings: ps.PipelineSettings, named: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, quiet=not args.verbose and not args.continuous)
+    simulated = [flag for flag, value in (("--sites", args.sites), ("--seed", args.seed)) if value is not None]
+    if args.site and simulated:  # real sites are planned instead of simulated homes: these would shape nothing
+        raise UsageError(f"--site FILE plans declared sites instead of simulated homes, so {' and '.join(simulated)} "
+                         "would change nothing; expected --site or the simulation's flags, not both")
     backend, embedded = cloud_db_choice(args.cloud_db)
     output_folder(args.data_dir, "--data-dir")
-    settings = pipeline_settings(args.data_dir, sites=args.sites, days=args.days, interval_s=args.interval,
-                                 seed=args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
+    settings = pipeline_settings(args.data_dir, sites=ps.DEFAULT_SITES if args.sites is None else args.sites,
+                                 days=args.days, interval_s=args.interval,
+                                 seed=ps.DEFAULT_SEED if args.seed is None else args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
                                  publish=args.publish)
     for site in settings.declared:  # said, not refused, as run_cloud_sync.py --site says them
         for doubt in site.doubts():

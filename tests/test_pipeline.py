@@ -120,6 +120,10 @@ def test_status_lists_each_stage(first_run):
     (["--interval", "7"], "--interval 7: expected seconds that divide a day"),
     (["--once", "--continuous"], "not allowed with argument"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    # simulated homes' flags beside real sites were ignored without a word
+    (["--site", "site.json", "--sites", "5"], "--site FILE plans declared sites instead of simulated homes, so --sites "
+                                              "would change nothing; expected --site or the simulation's flags, not both"),
+    (["--site", "site.json", "--seed", "3", "--sites", "2"], "so --sites and --seed would change nothing"),
 ])
 def test_bad_flags_are_one_line(tmp_path, args, message):
     done = _run(*args, cwd=tmp_path, timeout=120)
