@@ -340,3 +340,17 @@ def test_status_with_influxdb_lists_its_devices_and_creates_nothing(tmp_path):
     lines = status.stdout.splitlines()
     assert lines[0] == f"influxdb {server.url} (bucket der-data): reachable, 12 reading(s) stored, 0 reading(s) spooled for it"
     assert lines[2].split()[:2] == ["edge-gateway-001", "12"]
+
+
+def test_every_environment_variable_the_code_reads_by_name_is_documented():
+    """A variable that changes what a command does is in the README or docs/ (FORECAST_SITE_ID,
+    which restricts training to one site, was in neither). JOURNAL_STREAM is systemd's own."""
+    import re
+
+    code = "\n".join(p.read_text() for folder in ("cloud", "der_core", "der_physics", "edge_gateway")
+                     for p in (ROOT / folder).rglob("*.py"))
+    code += "\n".join(p.read_text() for p in ROOT.glob("run_*.py"))
+    read = set(re.findall(r'(?:environ\.get|env_value|getenv)\(\s*"([A-Z][A-Z0-9_]+)"|environ\["([A-Z][A-Z0-9_]+)"\]', code))
+    names = {name for pair in read for name in pair if name} - {"JOURNAL_STREAM"}
+    docs = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
+    assert len(names) > 10 and sorted(name for name in names if name not in docs) == []

@@ -1,7 +1,8 @@
 """Settings of model training, validated once where they enter: flags first, then the spec's
 ``FORECAST_MODEL_DIR`` and ``FORECAST_TEST_SIZE``, and ours: ``FORECAST_DRIFT_THRESHOLD``
-(relative MAE rise that counts as drift, default 0.25) and ``FORECAST_WEATHER_CSV`` (a weather
-service's forecasts; without it simulated sites use the simulator's forecast)."""
+(relative MAE rise that counts as drift, default 0.25), ``FORECAST_WEATHER_CSV`` (a weather
+service's forecasts; without it simulated sites use the simulator's forecast) and
+``FORECAST_SITE_ID`` (train one site only)."""
 
 from __future__ import annotations
 
