@@ -35,6 +35,7 @@ from der_core.config import (
 )
 from der_core.der_data import shown
 from der_core.errors import DERError, UsageError
+from der_core.files import input_problem
 from der_core.memory import retain_freed_memory
 from der_core.sites import site_configs
 from der_physics import generator
@@ -112,13 +113,21 @@ def generate_config(args: argparse.Namespace, config: SimulatorConfig) -> int:
 def historical_output(args: argparse.Namespace, config: SimulatorConfig) -> Path | None:
     """Where --historical writes, checked before any work: a backfill writes a whole range, so
     adding it to an older file would repeat every instant; an existing file is refused unless
-    --force says to replace it."""
+    --force says to replace it. Only a regular file is replaced, the one a symbolic link names
+    (the link stays): replacing ``/dev/stdout`` or a pipe would put a file where the device was."""
     if not config.output_file:
         return None
-    path = output_path(config.output_file, "--output" if args.output else "output_file")
-    if path.exists() and not args.force:
+    flag = "--output" if args.output else "output_file"
+    path = output_path(config.output_file, flag)
+    if not path.exists():
+        return path
+    problem = input_problem(path)
+    if problem is not None:
+        raise UsageError(f"{flag} {shown(str(path))}: {problem}; expected a file to write "
+                         "(without --output the readings stream to stdout)")
+    if not args.force:
         raise UsageError(f"--output {path} already exists; choose another path or add --force to replace it")
-    return path
+    return path.resolve()
 
 
 def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> int:

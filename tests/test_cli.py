@@ -354,3 +354,22 @@ def test_every_environment_variable_the_code_reads_by_name_is_documented():
     names = {name for pair in read for name in pair if name} - {"JOURNAL_STREAM"}
     docs = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
     assert len(names) > 10 and sorted(name for name in names if name not in docs) == []
+
+
+def test_historical_output_replaces_only_a_regular_file(tmp_path):
+    """``--output`` naming a pipe or a device (``/dev/stdout``) is refused, with or without
+    --force: the atomic replace put a regular file where the pipe was (as root, where
+    /dev/stdout was). Through a symbolic link, --force replaces the file it names and the
+    link stays a link."""
+    args = ("--historical", "--start", "2024-06-15", "--end", "2024-06-15T01:00", "--no-store", "--force")
+    os.mkfifo(tmp_path / "pipe")
+    refused = run(*args, "--output", "pipe", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr == (
+        "error: --output 'pipe': is not a regular file (a device or a pipe); expected a file to write "
+        "(without --output the readings stream to stdout)\n")
+    assert (tmp_path / "pipe").is_fifo()
+    (tmp_path / "real.jsonl").write_text("old\n")
+    (tmp_path / "link.jsonl").symlink_to("real.jsonl")
+    assert run(*args, "--output", "link.jsonl", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "link.jsonl").is_symlink() and len((tmp_path / "real.jsonl").read_text().splitlines()) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "pipe", "real.jsonl"]
