@@ -137,6 +137,8 @@ def run_historical(args: argparse.Namespace, configs: list[SimulatorConfig]) -> 
     start, end = parse_instant(args.start, "--start", tz), parse_instant(args.end, "--end", tz)
     if end <= start:
         raise UsageError(f"--end ({args.end}) must be after --start ({args.start})")
+    if start != start.floor("s"):  # the output's timestamps are to the second: they would name another instant than the store's
+        raise UsageError(f"--start {shown(args.start)}: readings are stamped to the second; expected a time in whole seconds")
     target = historical_output(args, configs[0])
     store = None
     if not args.no_store:

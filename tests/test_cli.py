@@ -97,6 +97,9 @@ def test_generate_config_then_use_it(tmp_path):
         (["--historical", "--start", "2024-06-16", "--end", "2024-06-15"], None, "--end (2024-06-15) must be after --start (2024-06-16)"),
         (["--historical", "--start", "2024-02-30", "--end", "2024-03-01"], None, "--start '2024-02-30': expected a date"),
         (["--historical", "--start", "2024-06-15"], None, "--historical needs --start and --end"),
+        # the JSON Lines said 07:00:00 for readings the store and the cloud held at 07:00:00.5
+        (["--historical", "--start", "2024-06-15T00:00:00.5", "--end", "2024-06-15T01:00"], None,
+         "--start '2024-06-15T00:00:00.5': readings are stamped to the second; expected a time in whole seconds"),
         (["--historical", "--start", "0001-01-01", "--end", "9999-01-01"], None, "--start '0001-01-01': expected a date YYYY-MM-DD or an ISO 8601 time in 1900-2200"),
         (["--once", "--interval", "0"], None, "argument --interval: '0' is not a whole number of seconds > 0"),
         (["--once", "--frobnicate"], None, "unrecognized arguments: --frobnicate"),
