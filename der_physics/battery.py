@@ -143,6 +143,12 @@ def _usable_kwh(k, throughput_kwh, age_h):
     return k.capacity_kwh * np.minimum(np.maximum(health, 0.5), 1.0)
 
 
+def usable_kwh(configs: Sequence[BatteryConfig], state: BatteryState) -> np.ndarray:
+    """Each battery's capacity now: its nominal one faded by the cycles and the age of
+    ``state``, of which its SOC window is a share (the physics' own rule, :func:`_usable_kwh`)."""
+    return _usable_kwh(_kernel(BatteryParams.from_configs(configs)), state.throughput_kwh, state.age_h)
+
+
 @register_jitable
 def _advance(k, energy, throughput, temperature, age, request_kw, dt_h, env_temp):
     """One step of the physics: the single implementation of the battery.

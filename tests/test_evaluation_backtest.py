@@ -76,6 +76,18 @@ def test_perfect_foresight_is_never_beaten_and_bills_share_one_accounting(week_w
     assert rebilled == run.bill
 
 
+def test_perfect_foresight_plans_the_capacity_an_aged_battery_has_left():
+    """A battery of 4,000 cycles holds 84 % of its nominal capacity. Perfect foresight plans a
+    whole month before the battery follows it: planned on the nominal capacity, it asked for
+    charges the battery could not take and discharges it could not give, and the MPC, which
+    re-plans from the energy measured, beat the upper bound."""
+    result = _run(7, battery={"initial_cycles": 4000.0})
+    assert result.runs[bt.PERFECT].soc_percent.max() > 0  # a run of the aged battery
+    table = metrics(result)
+    valued = table["bill"] - table["stored"]
+    assert (valued >= valued[bt.PERFECT] - 1e-6).all(), valued.to_dict()
+
+
 def test_report_has_every_strategy_and_a_sample_day_plot(week_without_fade, tmp_path):
     path = write_report(week_without_fade, tmp_path / "out")
     text = path.read_text()

@@ -58,7 +58,7 @@ from cloud.optimization.decision import (
     plan_at,
 )
 from cloud.optimization.lp import new_solver, solve_dispatch
-from cloud.optimization.model import DispatchError
+from cloud.optimization.model import BatterySpec, DispatchError
 from cloud.optimization.plan import CostBreakdown, build_plan
 from cloud.optimization.pv_forecast import MeasuredPV
 from cloud.optimization.sessions import SESSION_HISTORY_DAYS
@@ -247,6 +247,13 @@ def no_battery(config: SimulatorConfig, actuals: pd.DataFrame, settings: Backtes
     return _run(NO_BATTERY, actuals, sim.battery, config, settings)
 
 
+def _now(config: SimulatorConfig, state: physics.BatteryState, settings: BacktestSettings) -> BatterySpec:
+    """The plans' view of the battery as it is at ``state``: the energy it holds, in the
+    capacity its cycles and age have left it (a run of years fades it by several percent)."""
+    return battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh,
+                        float(physics.usable_kwh([config.battery], state)[0]))
+
+
 def perfect_foresight(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettings,
                       exo: generator.Exogenous | None = None) -> StrategyRun:
     """One LP per billing month on the actual values, followed by the real battery."""
@@ -256,7 +263,7 @@ def perfect_foresight(config: SimulatorConfig, actuals: pd.DataFrame, settings: 
     for month in np.unique(months):
         where = np.flatnonzero(months == month)
         rows = actuals.iloc[where[0] : where[-1] + 1]
-        spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
+        spec = _now(config, state, settings)
         # Its end is free, the energy it leaves valued as every strategy's is (billed_by_month):
         # bound to end no emptier than it began, it was beaten by a strategy that spent what
         # it kept in a run's last month.
@@ -304,7 +311,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         instants = pd.date_range(issued_at + settings.step, periods=horizon, freq=settings.step)
         same_month = months[:k] == months[k]
         peak = float(max(grid[:k][same_month].max(initial=0.0), 0.0))
-        spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
+        spec = _now(config, state, settings)
         try:
             decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs, strategy)
             setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), execution)
@@ -376,7 +383,7 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
         peak = controller.memory.month_peak_kw(interval_start, tz)
         refit = guard_outdated(rule, peak) or months[row] != months[row - 1]
         if refit or days[row] != days[row - 1] or (every is not None and row % every == 0):
-            spec = battery_spec(config, float(state.energy_kwh[0]), settings.wear_cost_per_kwh)
+            spec = _now(config, state, settings)
             if refit:
                 past = history.loc[interval_start - guard.FIT_DAYS * fc.DAY : interval_start].iloc[1:].dropna()
                 rule = guard.fit_guard(past[fc.LOAD], past[fc.PV], spec, config, peak)

@@ -169,16 +169,22 @@ class Cadence(Protocol):
     def step_hours(self) -> float: ...
 
 
-def battery_spec(config: SimulatorConfig, energy_kwh: float | None, wear_cost_per_kwh: float) -> BatterySpec:
+def battery_spec(config: SimulatorConfig, energy_kwh: float | None, wear_cost_per_kwh: float,
+                 capacity_kwh: float | None = None) -> BatterySpec:
     """The LP's view of the site's battery, starting from the energy it holds now.
 
-    Fade shrinks the simulator's SOC window a little below the nominal one the LP sees, so
-    the start is clipped into the nominal window rather than refused.
+    ``capacity_kwh``: what the battery holds now where that is known (a backtest's battery,
+    faded by its cycles and age: ``der_physics.battery.usable_kwh``), else the nominal
+    capacity. Its SOC window is a share of that: a month's plan on the nominal capacity of a
+    battery faded to 91 % plans charges it cannot take and discharges it cannot give. The
+    start is clipped into the window rather than refused.
     """
     spec = config.battery
-    soc = spec.initial_soc if energy_kwh is None or spec.capacity_kwh == 0 else 100.0 * energy_kwh / spec.capacity_kwh
+    capacity = spec.capacity_kwh if capacity_kwh is None else float(capacity_kwh)
+    soc = spec.initial_soc if energy_kwh is None or capacity == 0 else 100.0 * energy_kwh / capacity
     return dataclasses.replace(
         BatterySpec.from_config(spec, wear_cost_per_kwh=wear_cost_per_kwh),
+        capacity_kwh=capacity,
         initial_soc_percent=min(max(soc, spec.min_soc), spec.max_soc),
     )
 
