@@ -88,6 +88,19 @@ def test_bad_horizon_is_a_usage_error(hours, minutes):
         PlanSettings(horizon_hours=hours, step_minutes=minutes)
 
 
+@pytest.mark.parametrize(("health", "capacity"), [(80.0, 0.8 * 13.5), (0.8, 13.5), (np.nan, 13.5)])
+def test_a_battery_is_planned_in_the_capacity_its_health_reading_leaves_it(store, health, capacity):
+    """SOC is a share of what the battery holds now: at 80 % health and 50 % SOC a 13.5 kWh
+    battery holds 5.4 kWh, not 6.75, and can take 5.4 more. A health of 0.8 is a fraction
+    written where a percent belongs, not a battery at under 1 % of its capacity."""
+    config = SimulatorConfig(seed=5, interval_seconds=300)
+    for frame in generator.historical([config], START - pd.Timedelta(days=9), START):
+        store.upsert_readings(frame.assign(**{dd.BATTERY_HEALTH: health, dd.BATTERY_SOC: 50.0}))
+    spec = plan_site(config, PlanSettings(start=START), store).battery
+    assert spec.capacity_kwh == pytest.approx(capacity) and spec.initial_soc_percent == pytest.approx(50.0)
+    assert spec.initial_kwh == pytest.approx(capacity / 2)
+
+
 def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
     config = SimulatorConfig(seed=5, interval_seconds=300)
     for frame in generator.historical([config], START - pd.Timedelta(days=9), START):

@@ -132,6 +132,7 @@ class SiteState:
     pv_history_kw: pd.Series | None = None
     soc_read_at: pd.Timestamp | None = None  # the SOC reading ``energy_kwh`` comes from; None: the configured start
     soc_read_percent: float | None = None  # that reading
+    capacity_kwh: float | None = None  # what the battery holds now, from its health reading; None: the nominal
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,13 +380,28 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
     if load.isna().all():
         raise UsageError(f"{config.device_id}: no house load: {no_load_reason(filled_columns(readings), site)}")
     energy, read_at, read = None, None, None
+    capacity = held_capacity_kwh(config, readings[dd.BATTERY_HEALTH].dropna())
     measured = readings[readings[dd.BATTERY_SOC].notna()]  # a meter without a battery reports no SOC
     if not measured.empty and start - pd.Timestamp(measured[dd.TS].iloc[-1]) <= FRESH_READING:
         read_at, read = pd.Timestamp(measured[dd.TS].iloc[-1]), float(measured[dd.BATTERY_SOC].iloc[-1])
-        energy = read / 100.0 * config.battery.capacity_kwh
+        energy = read / 100.0 * (config.battery.capacity_kwh if capacity is None else capacity)
     grid = grid_kw(steps, site)
     peak = float(np.nanmax(grid[grid.index > _month_start(start, config.timezone)].to_numpy(), initial=0.0))
-    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read)
+    return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read, capacity)
+
+
+#: Health readings below this are taken for another unit (a fraction, not a percent) rather
+#: than a battery in service at under half its capacity.
+LOWEST_HEALTH_PERCENT = 50.0
+
+
+def held_capacity_kwh(config: SimulatorConfig, health_percent: pd.Series) -> float | None:
+    """What the battery holds now: its nominal capacity times its newest health reading, of
+    which a battery's SOC is a share (a BMS reports SOC of the capacity it has left, so a
+    plan on the nominal one counts kWh it cannot give); None without a plausible reading."""
+    if health_percent.empty or not LOWEST_HEALTH_PERCENT <= float(health_percent.iloc[-1]) <= 100.0:
+        return None
+    return config.battery.capacity_kwh * float(health_percent.iloc[-1]) / 100.0
 
 
 def state_from_simulator(config: SimulatorConfig, start: pd.Timestamp, step: pd.Timedelta) -> SiteState:
@@ -490,7 +506,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
                                     horizon=settings.step * settings.steps,
                                     wholesale=outside.wholesale if outside is not None else None)
     step_starts = pd.date_range(start, periods=settings.steps, freq=settings.step)
-    spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh)
+    spec = battery_spec(config, state.energy_kwh, settings.wear_cost_per_kwh, state.capacity_kwh)
     guarded = carries_policy(config) and wants_reserve_policy(settings.execution, forecaster)
     guard = fit_site_guard(config, state, start, spec) if guarded else None
     strategy = choose_strategy(settings.execution, forecaster, guard is not None)
