@@ -185,7 +185,7 @@ class ReservePolicy:
 class SiteMemory:
     """What a gateway's control remembers of a site's readings from one step to the next, and
     keeps with the battery state so a restart forgets none of it: the charger's sessions and
-    the billing month's peak import.
+    the billing month's peak import (in the tariff's demand window, where it has one).
 
     The month's peak is already paid for, so the control defends no cap below it outside a
     demand-response event (:meth:`Controller.cap_kw`).
@@ -201,22 +201,26 @@ class SiteMemory:
         return self.sessions.charging
 
     def observe(self, interval_start: pd.Timestamp, timezone: str, ev_kw: float, grid_kw: float,
-                house_kw: float = math.nan, expected_kw: float = math.nan) -> None:
+                house_kw: float = math.nan, expected_kw: float = math.nan, counts_for_peak: bool = True) -> None:
         """Take in one reading (of the interval starting at ``interval_start``); ``grid_kw``
-        positive imports; ``house_kw`` the load without the car, ``expected_kw`` its forecast."""
+        positive imports; ``house_kw`` the load without the car, ``expected_kw`` its forecast;
+        ``counts_for_peak`` false outside the tariff's demand window, whose imports set no
+        billed peak (``bill.grid_bill``), so none raises the cap defended in it."""
         self.sessions.observe(interval_start, timezone, ev_kw, house_kw, expected_kw)
         month = _month(interval_start, timezone)
         if month != self.month:
             self.month, self.peak_import_kw = month, 0.0
-        if math.isfinite(grid_kw):
+        if counts_for_peak and math.isfinite(grid_kw):
             self.peak_import_kw = max(self.peak_import_kw, grid_kw)
 
     @classmethod
-    def rebuilt(cls, interval_starts: pd.DatetimeIndex, timezone: str, ev_kw: np.ndarray, grid_kw: np.ndarray) -> SiteMemory:
+    def rebuilt(cls, interval_starts: pd.DatetimeIndex, timezone: str, ev_kw: np.ndarray, grid_kw: np.ndarray,
+                counts_for_peak: np.ndarray | None = None) -> SiteMemory:
         """The memory of a site that took in these readings (oldest first; ``interval_starts``
         as :meth:`observe` takes them), for a gateway whose state file is lost. The month's
         peak needs the month's readings, the sessions only the last ``REPLAY_DAYS``; a
-        session's house level, whose forecast went with the state file, reads as usual."""
+        session's house level, whose forecast went with the state file, reads as usual.
+        ``counts_for_peak``: per reading, in the tariff's demand window (None: all are)."""
         memory = cls()
         if len(interval_starts) == 0:
             return memory
@@ -226,7 +230,8 @@ class SiteMemory:
         months = np.asarray(interval_starts.tz_convert(timezone).strftime("%Y-%m"))
         memory.month = str(months[-1])
         grid = np.asarray(grid_kw, dtype=float)
-        this_month = grid[(months == memory.month) & np.isfinite(grid)]
+        counted = np.ones(len(grid), dtype=bool) if counts_for_peak is None else np.asarray(counts_for_peak, dtype=bool)
+        this_month = grid[(months == memory.month) & np.isfinite(grid) & counted]
         memory.peak_import_kw = max(float(this_month.max()), 0.0) if len(this_month) else 0.0
         return memory
 
@@ -309,13 +314,14 @@ class Controller:
                                   battery.discharge_efficiency, step_hours)
 
     def observe(self, policy: ReservePolicy | None, interval_start: pd.Timestamp, ev_kw: float, grid_kw: float,
-                house_kw: float) -> None:
+                house_kw: float, counts_for_peak: bool = True) -> None:
         """Take in the interval's reading: the charger's power, the grid import (positive) and
         the house load without the car, against the policy's house forecast (none without one);
-        in a home without a car a burst in the house load is the session (:meth:`ReservePolicy.session_kw`)."""
+        in a home without a car a burst in the house load is the session (:meth:`ReservePolicy.session_kw`).
+        ``counts_for_peak``: the interval is in the tariff's demand window (:meth:`SiteMemory.observe`)."""
         expected = math.nan if policy is None else policy.house_forecast_kw(interval_start)
         session_kw = ev_kw if policy is None else policy.session_kw(interval_start, ev_kw, house_kw)
-        self.memory.observe(interval_start, self.timezone, session_kw, grid_kw, house_kw, expected)
+        self.memory.observe(interval_start, self.timezone, session_kw, grid_kw, house_kw, expected, counts_for_peak)
 
 
 def _month(interval_start: pd.Timestamp, timezone: str) -> str:

@@ -26,10 +26,13 @@ from cloud.evaluation.report import (
     write_report,
 )
 from cloud.optimization import forecasters as fc
+from cloud.optimization.decision import horizon_inputs
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.plan import stored_energy_value_per_kwh
 from der_core.config import build_config
 from der_core.errors import UsageError
+from der_core.tariff import site_tariff
+from der_core.tariff_file import tariff_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 JUNE = pd.Timestamp("2024-06-01")
@@ -249,3 +252,27 @@ def test_the_reserve_policy_is_solved_at_midnight_unless_told_more_often():
     daily = bt.run_backtest(site, bt.BacktestSettings(days=1, start=JUNE))
     every_six_hours = bt.run_backtest(site, bt.BacktestSettings(days=1, start=JUNE, policy_every_minutes=360))
     assert daily.runs[bt.MPC].guarded and (daily.replans, every_six_hours.replans) == (1, 4)
+
+
+def test_the_guarded_backtest_caps_only_the_steps_of_the_demand_window(monkeypatch):
+    """Under a tariff whose demand window is 17:00-21:00 the gateway's cap bound at every step
+    of the guarded run, so the battery was held to the month's cap overnight and in the
+    morning, where no import sets the billed peak; only the window's steps are capped now."""
+    base = build_config({"seed": 42})
+    windowed = tariff_to_dict(site_tariff(base)) | {
+        "demand_window": {"days": ["weekday", "weekend", "holiday"], "hours": [[17, 21]]}}
+    site = build_config({"seed": 42, "tariff": windowed})
+    caps = {}
+    simulate = bt.generator.simulate
+
+    def recorded(configs, instants, *args, import_cap_kw=None, **kwargs):
+        if import_cap_kw is not None and len(instants) == 1:  # the guarded run's steps
+            caps[instants[0]] = float(import_cap_kw[0, 0])
+        return simulate(configs, instants, *args, import_cap_kw=import_cap_kw, **kwargs)
+
+    monkeypatch.setattr(bt.generator, "simulate", recorded)
+    result = bt.run_backtest(site, bt.BacktestSettings(days=1, start=JUNE))
+    assert result.runs[bt.MPC].guarded and len(caps) == 96
+    capped = np.isfinite([caps[instant] for instant in result.actuals.index])
+    billed = horizon_inputs(result.actuals, site, 0.25).demand_window  # the steps whose imports the bill counts
+    assert capped.sum() == 16 and (capped == billed).all()

@@ -217,3 +217,19 @@ def test_the_fit_for_a_home_without_a_car_keeps_a_standing_reserve_that_holds_it
     assert rule.target_kw < 6.1 - 2.0
     with_car = guard.GuardRule(rule.target_kw, rule.reserve_kwh, WINDOWS)
     assert with_car.standing_reserve_kwh is None
+
+
+def test_the_replayed_cap_binds_and_its_peak_counts_only_in_the_demand_window():
+    """A rule holding its whole reserve under a 2 kW cap meets 8 kW before the tariff's demand
+    window and 4 kW in it. Capped before the window, the battery spent 5 kW there on imports no
+    bill counts and the 3 kW import it let through raised the window's cap to 3 kW: 30 of
+    demand charge where holding 2 kW in the window costs 20."""
+    battery = BatterySpec(capacity_kwh=10.0, initial_soc_percent=90.0, min_soc_percent=10.0, max_soc_percent=90.0,
+                          max_charge_kw=5.0, max_discharge_kw=5.0, wear_cost_per_kwh=0.0)
+    steps = 5
+    days = guard.PastDays(None, np.array([0.0, 8.0, 8.0, 4.0, 4.0]), np.zeros(steps, dtype=bool), np.zeros(steps, dtype=bool),
+                          np.zeros(steps, dtype=bool), np.full(steps, 18.0), np.zeros(steps, dtype=bool),
+                          np.full(steps, 0.1), np.zeros(steps), demand_window=np.arange(steps) >= 3)
+    bill = guard.rule_bills(np.array([2.0]), np.array([battery.max_kwh - battery.min_kwh]), WINDOWS, days, battery, 10.0, STEP_H)
+    imported = np.array([8.0, 8.0, 2.0, 2.0])  # uncapped before the window, held at 2 kW in it
+    assert bill[0] == pytest.approx(imported.sum() * STEP_H * 0.1 + 2.0 * 10.0)

@@ -32,7 +32,10 @@ from cloud.store.sqlite import SQLiteCloudStore
 from der_core import der_data as dd
 from der_core.config import SimulatorConfig, build_config, site_record
 from der_core.errors import UsageError
+from der_core.tariff import site_tariff
+from der_core.tariff_file import tariff_to_dict
 from der_physics import generator
+from der_physics.tariff import demand_window
 from edge_gateway.gateway import Gateway
 from edge_gateway.mqtt import MqttLink, SetpointBook, parse_command, topics
 from edge_gateway.mqtt.settings import MqttSettings
@@ -114,6 +117,25 @@ def test_stored_readings_give_the_start_soc_and_the_month_peak(store):
     month = grid.index > pd.Timestamp("2024-06-01", tz="America/Los_Angeles")
     assert site_plan.inputs.peak_so_far_kw == pytest.approx(grid[month].max())
     assert site_plan.inputs.peak_so_far_kw < readings[dd.NET_GRID_FLOW].max()
+
+
+def test_the_month_peak_of_stored_readings_counts_only_the_demand_window(store):
+    """Under a tariff billing the peak from 06:00 to 12:00 only, the month's peak so far was
+    the highest import of any hour, so the plan and its cap took an evening car's import, which
+    no bill counts, as a peak already paid for."""
+    base = SimulatorConfig(seed=5, interval_seconds=300)
+    morning = {"days": ["weekday", "weekend", "holiday"], "hours": [[6, 12]]}
+    config = build_config({"seed": 5, "interval_seconds": 300,
+                           "tariff": tariff_to_dict(site_tariff(base)) | {"demand_window": morning}})
+    for frame in generator.historical([config], START - pd.Timedelta(days=9), START):
+        store.upsert_readings(frame)
+    site_plan = plan_site(config, PlanSettings(start=START), store)
+    grid = store.read_readings(config.device_id).set_index(dd.TS)[dd.NET_GRID_FLOW].resample(
+        "15min", label="right", closed="right").mean()
+    month = grid[grid.index > pd.Timestamp("2024-06-01", tz="America/Los_Angeles")]
+    billed = demand_window(site_tariff(config), month.index, config.timezone, config.country)
+    assert site_plan.inputs.peak_so_far_kw == pytest.approx(month[billed].max())
+    assert month[billed].max() < month.max()
 
 
 def test_a_home_without_a_grid_meter_has_paid_for_the_peak_of_its_load_less_its_pv(store):

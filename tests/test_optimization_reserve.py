@@ -64,7 +64,7 @@ def _expectimax(p: dict) -> dict:
                     continue
                 grid = base + draw + kw
                 cost = (p["price"][t] if grid > 0 else p["feed_in"][t]) * grid * 0.25 + p["wear"] * abs(kw) * 0.25
-                over = grid - p["cap"]
+                over = grid - p["cap"] if p["window"][t] else -math.inf  # no import outside the window sets the peak
                 cost += p["demand"] * max(over - paid, 0.0)
                 after = sum(q * value(t + 1, x, max(paid, over, 0.0), j) for q, x in successors(t, s)) if t + 1 < T \
                     else value(T, 0, paid, j)
@@ -82,6 +82,7 @@ def _solve(p: dict):
         np.asarray(p["cont"], float), p["charger"], p["one_a_day"], E, 1.0, 1.0, 2.0, 2.0, 0.25, p["wear"], p["cap"],
         p["demand"], LEVELS, p["terminal"], np.asarray(p["mult"], float), np.asarray(p["mult_prob"], float),
         np.asarray(p["resid"], float), np.asarray(p["resid_prob"], float),
+        np.asarray(p.get("window", [True] * len(p["house"])), dtype=bool),
     )
 
 
@@ -101,6 +102,7 @@ instances = st.fixed_dictionaries({
     "terminal": st.sampled_from([0.0, 0.2]),
     "mult": st.sampled_from([[1.0], [1.0, 2.0]]),
     "resid": st.sampled_from([[0.0], [-1.0, 1.0]]),
+    "window": st.lists(st.booleans(), min_size=4, max_size=4),  # the tariff's demand window
 })
 
 
@@ -297,3 +299,36 @@ def test_the_plan_shown_under_a_policy_keeps_its_floor_and_defends_the_cap():
     held = np.asarray(plan.grid_kw[8:]) <= 6.0 + 1e-9
     assert held[:4].all() and not held.all()
     assert (np.abs(plan.battery_power_kw) <= 5.0 + 1e-9).all() and energy.min() >= battery.min_kwh - 1e-9
+
+
+def test_the_program_charges_before_the_demand_window_to_hold_the_peak_in_it():
+    """A 3 kW house, an empty 1 kWh battery and a 1 kW cap at a 10 per kW demand charge: with
+    every step billed the peak cannot be held (20 in demand charge); with only the last two
+    steps in the tariff's demand window, the battery charges at 2 kW in the first two (a 5 kW
+    import no bill counts) and covers 2 kW of the window's load, so only energy is paid."""
+    p = {"house": [3] * 4, "pv": [0] * 4, "price": [0.1] * 4, "feed_in": [0.0] * 4, "hazard": [0.0] * 4,
+         "new_day": [False] * 4, "cont": [0.0], "charger": 0.0, "one_a_day": False, "wear": 0.0, "cap": 1.0,
+         "demand": 10.0, "terminal": 0.0, "mult": [1.0], "mult_prob": [1.0], "resid": [0.0], "resid_prob": [1.0]}
+    energy = 3 * 4 * 0.25 * 0.1
+    assert _solve(p)[0][0, 0, 0, 0] == pytest.approx(energy + 20.0)
+    assert _solve(p | {"window": [False, False, True, True]})[0][0, 0, 0, 0] == pytest.approx(energy)
+
+
+def test_the_plan_shown_under_a_policy_defends_the_cap_only_in_the_demand_window():
+    """A policy that keeps the battery full, 9 kW of load from the ninth step and a 6 kW cap:
+    the battery covers the load above the cap only in the tariff's demand window (the last
+    four steps). Before it no import sets the billed peak, and spending the battery there
+    left less to hold the window's."""
+    steps, start = 16, pd.Timestamp("2024-06-10T00:00Z")
+    battery = BatterySpec(capacity_kwh=10.0, initial_soc_percent=90.0, min_soc_percent=10.0, max_soc_percent=90.0,
+                          max_charge_kw=5.0, max_discharge_kw=5.0)
+    load = np.r_[np.full(8, 2.0), np.full(8, 9.0)]
+    inputs = HorizonInputs(load, np.zeros(steps), np.full(steps, 0.3), np.zeros(steps), step_hours=0.25,
+                           demand_charge_per_kw=10.0, demand_window=np.arange(steps) >= 12)
+    full = np.full((steps, 3), battery.max_kwh)
+    policy = ReservePolicy(start=start, step_s=900, floor_kwh=full, charge_to_kwh=full, charging_steps=1,
+                           house_levels=(1.0,), house_kw=load, one_session_a_day=False)
+    plan = reserve.expected_dispatch(policy, inputs, battery, pd.date_range(start, periods=steps, freq="15min"),
+                                     cap_kw=6.0, timezone="UTC")
+    np.testing.assert_allclose(plan.grid_kw[:12], load[:12])
+    np.testing.assert_allclose(plan.grid_kw[12:], 6.0)

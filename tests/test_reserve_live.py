@@ -297,3 +297,17 @@ def test_a_rebuilt_memory_takes_the_peak_of_the_latest_readings_month_only():
         observed.observe(start, ZONE, ev, grid)
     assert memory == observed
     assert SiteMemory.rebuilt(pd.DatetimeIndex([], tz="UTC"), ZONE, [], []) == SiteMemory()
+
+
+def test_an_import_outside_the_demand_window_does_not_raise_the_cap_in_it():
+    """A car charged at 8.4 kW overnight, outside the tariff's demand window: no bill counts
+    that import, so the window's 5 kW cap stays 5 kW instead of rising to 8.4 kW."""
+    controller = Controller(ControlBattery(5.0, 0.9, 0.9), ZONE)
+    night = pd.Timestamp("2024-06-12 02:00", tz=ZONE)
+    controller.observe(None, night, ev_kw=7.2, grid_kw=8.4, house_kw=1.2, counts_for_peak=False)
+    assert controller.cap_kw(5.0, night + pd.Timedelta(hours=16)) == 5.0
+    controller.observe(None, night + pd.Timedelta(hours=16), ev_kw=0.0, grid_kw=6.0, house_kw=6.0)
+    assert controller.cap_kw(5.0, night + pd.Timedelta(hours=17)) == 6.0  # in the window: paid for
+    rebuilt = SiteMemory.rebuilt(pd.DatetimeIndex([night, night + pd.Timedelta(hours=16)]), ZONE, [7.2, 0.0], [8.4, 6.0],
+                                 counts_for_peak=[False, True])
+    assert rebuilt.peak_import_kw == 6.0

@@ -30,7 +30,7 @@ def _program(rng: np.random.Generator, cap_kw: float, demand: float) -> tuple:
             rng.choice([0.0, 0.3, 1.0], T), rng.random(T) < 0.3, np.array([0.5, 0.9])[: rng.integers(1, 3)], 3.0,
             bool(rng.random() < 0.5), E, 1.0, 1.0, 2.0, 2.0, 0.25, float(rng.choice([0.0, 0.02])), cap_kw, demand,
             LEVELS, float(rng.choice([0.0, 0.2])), np.ones(1), np.ones(1), np.zeros(3),
-            np.ones(3) / 3)
+            np.ones(3) / 3, rng.random(T) < 0.7)  # the last: the steps of the tariff's demand window
 
 
 @pytest.mark.parametrize("seed", range(30))

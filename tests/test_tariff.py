@@ -17,7 +17,10 @@ from cloud.optimization import BatterySpec, HorizonInputs, build_plan, solve_dis
 from cloud.optimization.bill import grid_bill
 from cloud.optimization.decision import Decision, Execution, horizon_inputs
 from cloud.optimization.forecasters import EXPORT_PRICE, IMPORT_PRICE, site_actuals, tariff_forecast
+from cloud.optimization.guard import ArrivalWindows, GuardRule
 from cloud.optimization.lp import lp_arrays
+from cloud.optimization.planner import SitePlan
+from cloud.optimization.reference import cost_without_battery, self_consumption_dispatch
 from der_core import der_data as dd
 from der_core.config import build_config
 from der_core.errors import ConfigError
@@ -210,6 +213,24 @@ def test_the_import_cap_sent_with_a_plan_binds_only_in_the_demand_window(executi
     assert np.isnan(caps[~window]).all()
     assert caps[window] == pytest.approx(np.full(4, plan.peak_import_kw))
     assert (plan.import_kw[window] <= caps[window] + 1e-6).all()
+
+
+def test_a_guarded_plans_cap_binds_only_in_the_demand_window():
+    """Under a reserve policy the plan sends the month's cap (the guard's, 3 kW here) and no
+    power command; that cap went on every step, so the gateway held the grid to it before the
+    window too, where the policy charges to hold the window's peak and no import is billed."""
+    window = np.arange(8) >= 4
+    inputs, battery = window_case(window)
+    inputs = dataclasses.replace(inputs, peak_so_far_kw=3.0)
+    plan = solve_dispatch(inputs, battery)
+    steps = pd.date_range("2024-05-08T12:00Z", periods=8, freq="1h")
+    site = SitePlan(device_id="home-1", timezone="UTC", issued_at=steps[0], step_starts=steps, forecaster="test",
+                    state_source="simulator", inputs=inputs, battery=battery, decision=Decision(plan, inputs),
+                    no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, battery),
+                    guard=GuardRule(3.0, 0.0, ArrivalWindows.any_hour()), policy_plan=plan)
+    power, caps = site.commands()
+    assert np.isnan(power).all() and np.isnan(caps[~window]).all()
+    np.testing.assert_allclose(caps[window], 3.0)
 
 
 def test_the_lp_is_the_same_without_a_window_and_frees_only_the_peak_rows_outside_one():

@@ -24,8 +24,9 @@ comes from one accounting (:func:`bill`) over the actual load, PV and prices:
 Every bill is compared less the value of the energy the battery gained over each month
 (:func:`billed_by_month`), as a plan's is: emptying the battery is never a saving.
 
-The demand charge is billed per calendar month (site time) on that month's peak import;
-re-plans within a month know the peak already reached, so they never pay for it twice.
+The demand charge is billed per calendar month (site time) on that month's peak import (in
+the tariff's demand window, where it has one); re-plans within a month know the peak already
+reached, so they never pay for it twice, and every cap binds in the window only.
 This module only evaluates: what the site is told comes from decision.py, as live.
 A measured site runs the same strategies on its recorded load and PV (recorded.py): only
 where the actual values and the battery's exogenous inputs come from differs.
@@ -49,6 +50,7 @@ from cloud.optimization.decision import (
     Stepped,
     Strategy,
     battery_spec,
+    billed_peak_steps,
     cap_floor_kw,
     carries_policy,
     choose_strategy,
@@ -301,6 +303,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     every = settings.replan_minutes // settings.step_minutes
     horizon = round(settings.horizon_hours / settings.step_hours)
     months = billing_months(actuals.index, settings.step, config.timezone)
+    in_window = billed_peak_steps(config, actuals.index)
     load, pv = actuals[fc.LOAD].to_numpy(), actuals[fc.PV].to_numpy()
     state, sims, highs, failed, grid = generator.initial_state([site]), [], new_solver(), 0, np.zeros(len(actuals))
     starts = range(0, len(actuals), every)
@@ -309,7 +312,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
     for k in progress(starts, total=len(starts), desc="MPC", unit="plan"):
         issued_at = actuals.index[k] - settings.step
         instants = pd.date_range(issued_at + settings.step, periods=horizon, freq=settings.step)
-        same_month = months[:k] == months[k]
+        same_month = (months[:k] == months[k]) & in_window[:k]  # the imports that set the month's billed peak
         peak = float(max(grid[:k][same_month].max(initial=0.0), 0.0))
         spec = _now(config, state, settings)
         try:
@@ -372,6 +375,7 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
     net, ev = exo.load_kw[0] - exo.solar_kw[0], exo.ev_kw[0]
     house = exo.load_kw[0] - ev
     months = billing_months(actuals.index, step, tz)
+    in_window = billed_peak_steps(config, actuals.index)
     days = np.asarray((actuals.index - step).tz_convert(tz).normalize().asi8)
     state, traces = generator.initial_state([site]), []
     controller = Controller(ControlBattery.from_config(site.battery), tz)
@@ -390,11 +394,12 @@ def reserved(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestS
             policy = reserve.fit_policy(config, history[fc.LOAD], interval_start, spec, max(rule.target_kw, peak), step,
                                         measured=measured, forecaster=forecaster, standing_kwh=rule.standing_reserve_kwh)
             solves += 1
-        cap = controller.cap_kw(max(rule.target_kw, peak), interval_start)
+        cap = controller.cap_kw(max(rule.target_kw, peak) if in_window[row] else math.nan, interval_start)
         request = controller.request_kw(policy, interval_start, float(net[row]), float(ev[row]), float(state.energy_kwh[0]), dt)
         sim, state = generator.simulate([site], actuals.index[row : row + 1], state, np.array([[request]]),
                                         import_cap_kw=np.array([[cap]]), exo=exo.steps(slice(row, row + 1)))
-        controller.observe(policy, interval_start, float(ev[row]), float(net[row] + sim.battery.power_kw[0, 0]), float(house[row]))
+        controller.observe(policy, interval_start, float(ev[row]), float(net[row] + sim.battery.power_kw[0, 0]), float(house[row]),
+                           bool(in_window[row]))
         traces.append(sim.battery)
     return _run(MPC, actuals, _concat(traces), config, settings, 0, True), solves
 

@@ -46,6 +46,13 @@ def standing_charge(per_day: float, steps: int, step_hours: float) -> float:
     return per_day * steps * step_hours / 24.0
 
 
+def peak_steps(demand_window: np.ndarray | None, steps: int) -> np.ndarray:
+    """Per step, whether its import sets the billed peak: the tariff's demand window's steps, or
+    every step without one. The bill counts these imports, and every import cap (a plan's, the
+    guard's, the gateway's) binds on these steps only: elsewhere an import costs no demand charge."""
+    return np.ones(steps, dtype=bool) if demand_window is None else np.asarray(demand_window, dtype=bool)
+
+
 def grid_bill(
     grid_kw: np.ndarray, import_price_per_kwh: np.ndarray | float, export_price_per_kwh: np.ndarray | float,
     step_hours: float, demand_charge_per_kw: np.ndarray | float = 0.0, peak_so_far_kw: np.ndarray | float = 0.0,
@@ -56,7 +63,7 @@ def grid_bill(
     grid_kw = np.asarray(grid_kw, dtype=float)
     import_kw, export_kw = np.maximum(grid_kw, 0.0), np.maximum(-grid_kw, 0.0)
     energy = (import_kw * import_price_per_kwh - export_kw * export_price_per_kwh) * step_hours
-    counted = import_kw if demand_window is None else np.where(demand_window, import_kw, 0.0)
+    counted = np.where(peak_steps(demand_window, grid_kw.shape[-1]), import_kw, 0.0)
     peak_kw = counted.max(axis=-1, initial=0.0)
     demand = demand_charge_per_kw * np.maximum(0.0, peak_kw - peak_so_far_kw)
     standing = standing_charge(standing_charge_per_day, grid_kw.shape[-1], step_hours)

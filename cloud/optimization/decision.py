@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization import forecasters as fc
+from cloud.optimization.bill import peak_steps
 from cloud.optimization.guard import GuardRule
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, HorizonInputs
@@ -299,7 +300,14 @@ def in_demand_window(caps_kw: np.ndarray, inputs: HorizonInputs) -> np.ndarray:
     """Import caps only where imports set the billed peak (NaN elsewhere): outside a tariff's
     demand window no import costs a demand charge, and a cap there would stop the charging a
     plan does before the window to hold its peak in it (bill.grid_bill counts the same steps)."""
-    return caps_kw if inputs.demand_window is None else np.where(inputs.demand_window, caps_kw, math.nan)
+    return np.where(peak_steps(inputs.demand_window, inputs.steps), caps_kw, math.nan)
+
+
+def billed_peak_steps(config: SimulatorConfig, instants: pd.DatetimeIndex) -> np.ndarray:
+    """Per reading instant, whether its import sets the month's billed peak (bill.peak_steps,
+    on the tariff's demand window as :func:`horizon_inputs` reads it): the month's peak so far,
+    and the cap raised to it, count these imports only."""
+    return peak_steps(demand_window(site_tariff(config), instants, config.timezone, config.country), len(instants))
 
 
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,

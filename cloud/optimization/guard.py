@@ -40,7 +40,7 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
-from cloud.optimization.bill import grid_bill
+from cloud.optimization.bill import grid_bill, peak_steps
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from der_core.tariff import site_tariff
@@ -52,9 +52,9 @@ if TYPE_CHECKING:
 
 #: Weeks of readings a guard is fitted on: enough sessions for the worst of them to show.
 FIT_DAYS = 28
-#: Candidate caps, in steps from a little below the highest past net load less the battery's
-#: full discharge up to that load, and reserves as shares of the usable energy: a grid of a
-#: hundred or so keeps the fit to seconds.
+#: Candidate caps, in steps from a little below the highest past net load in the tariff's
+#: demand window less the battery's full discharge up to that load, and reserves as shares of
+#: the usable energy: a grid of a hundred or so keeps the fit to seconds.
 TARGET_STEP_KW = 0.5
 RESERVE_SHARES = np.linspace(0.0, 1.0, 10)
 #: Readings searched for a session under way: longer than any session.
@@ -135,6 +135,11 @@ class PastDays:
     export_price_per_kwh: np.ndarray
     demand_window: np.ndarray | None = None  # the tariff's: which instants set the billed peak
 
+    @property
+    def in_window(self) -> np.ndarray:
+        """Per instant, whether its import sets the billed peak (every one without a window)."""
+        return peak_steps(self.demand_window, len(self.net_kw))
+
     @classmethod
     def from_readings(cls, load_kw: pd.Series, pv_kw: pd.Series, charger_kw: float, config: SimulatorConfig) -> PastDays:
         step = load_kw.index[1] - load_kw.index[0]
@@ -157,9 +162,13 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
     """What each rule would have billed over ``past``: energy, the demand charge on its peak, wear.
 
     Every rule is one battery of the LP's physics (:func:`reference.ideal_battery`) stepped
-    through the readings at once, each step's command decided on the reading before it.
+    through the readings at once, each step's command decided on the reading before it. The
+    cap binds, and the peak it is raised to counts, only in the tariff's demand window, as the
+    bill counts it (bill.grid_bill) and the gateway caps it: outside the window an import costs
+    no demand charge, and a cap there would stop the charging that holds the window's peak.
     """
     count, steps = len(targets_kw), len(past.net_kw)
+    in_window, uncapped = past.in_window, np.full((count, 1), np.nan)
     params, state = ideal_battery([battery] * count)
     room = np.full((count, 1), NO_DERATING_CELSIUS)
     peak, throughput = np.zeros(count), np.zeros(count)
@@ -171,15 +180,16 @@ def rule_bills(targets_kw: np.ndarray, reserves_kwh: np.ndarray, windows: Arriva
             one_session_a_day and bool(past.ended_today[t - 1]),
         )
         net = np.full((count, 1), past.net_kw[t])
-        request = physics.request_setpoint(command[:, None], -net, np.maximum(targets_kw, peak)[:, None], net)
+        cap = np.maximum(targets_kw, peak)[:, None] if in_window[t] else uncapped
+        request = physics.request_setpoint(command[:, None], -net, cap, net)
         trace, state = physics.run(params, state, request, np.array([step_hours]), room)
         power = trace.power_kw[:, 0]
         grid[:, t - 1] = past.net_kw[t] + power
         throughput += np.abs(power) * step_hours
-        peak = np.maximum(peak, grid[:, t - 1])
-    window = None if past.demand_window is None else past.demand_window[1:]
+        if in_window[t]:
+            peak = np.maximum(peak, grid[:, t - 1])
     bill = grid_bill(grid, past.import_price_per_kwh[1:], past.export_price_per_kwh[1:], step_hours, demand_charge_per_kw,
-                     demand_window=window)
+                     demand_window=in_window[1:])
     # Summed in time order, as the replay accrues it.
     energy = np.cumsum(bill.energy, axis=-1)[:, -1] if steps > 1 else np.zeros(count)
     return energy + bill.demand + battery.wear_cost_per_kwh * throughput
@@ -195,7 +205,7 @@ def fit_guard(load_kw: pd.Series, pv_kw: pd.Series, battery: BatterySpec, config
     found = past.found
     car = config.home_load.ev_charger_kw > 0
     windows = ArrivalWindows.from_sessions(found.starts, step, config.timezone) if car else ArrivalWindows.any_hour()
-    highest = float(past.net_kw.max())
+    highest = float(np.max(past.net_kw, where=past.in_window, initial=0.0))  # the highest import that is billed
     lowest = max(highest - battery.max_discharge_kw - 2 * TARGET_STEP_KW, 0.0)
     targets = np.unique(np.maximum(np.arange(lowest, highest + TARGET_STEP_KW, TARGET_STEP_KW), floor_kw))
     reserves = RESERVE_SHARES * (battery.max_kwh - battery.min_kwh)

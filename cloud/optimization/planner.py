@@ -48,11 +48,13 @@ from cloud.optimization.decision import (
     Execution,
     Stepped,
     battery_spec,
+    billed_peak_steps,
     cap_floor_kw,
     carries_policy,
     choose_strategy,
     effective_execution,
     guard_outdated,
+    in_demand_window,
     plan_at,
     wants_reserve_policy,
 )
@@ -257,20 +259,21 @@ class SitePlan:
         """Per step the power command and import cap (NaN: none), as the backtest carries a
         plan out (:meth:`decision.Decision.commands`); under a reserve policy no power
         command, and the cap is the guard's or the month's peak, whichever is higher, as in the
-        guarded backtest; with the rule sent, neither (:attr:`published`)."""
+        guarded backtest; either cap only in the tariff's demand window
+        (:func:`decision.in_demand_window`); with the rule sent, neither (:attr:`published`)."""
         if self.published == PUBLISHED_RULE:
             nothing = np.full(len(self.step_starts), math.nan)
             return nothing, nothing
         power, cap = self.decision.commands(self.inputs.peak_so_far_kw, self.cap_floor_kw,
                                             effective_execution(self.execution, self.guard is not None))
         if self.guard is not None:
-            cap = np.full(len(power), self.inputs.peak_so_far_kw)
+            cap = in_demand_window(np.full(len(power), self.inputs.peak_so_far_kw), self.inputs)
         return power, cap
 
     def schedule(self) -> SetpointSchedule:
         """The setpoint schedule of ``der/<device_id>/battery/setpoint`` (positive charges): no
         power command where the battery's own rule does what the plan wants, the import cap on
-        every entry, the reserve policy the gateway applies at each reading, and what the plan
+        every entry of the tariff's demand window, the reserve policy the gateway applies at each reading, and what the plan
         expects the battery to save (shown beside the next action in Home Assistant)."""
         power, cap = self.commands()
         sent_policy = self.policy is not None and self.published == PUBLISHED_PLAN
@@ -335,7 +338,7 @@ class SitePlan:
         policy = self.policy
         rows = [policy.row(ts) for ts in self.step_starts]
         waiting = np.array([policy.floor_kwh[r, 0] for r in rows if r is not None]) - self.battery.min_kwh
-        # Under a policy the cap on every step is the plan's peak already paid for (commands()).
+        # Under a policy the cap on every step of the demand window is the plan's peak already paid for (commands()).
         return ReserveFigures(
             cap_kw=round(float(self.inputs.peak_so_far_kw), 4), states=policy.states,
             one_session_a_day=policy.one_session_a_day,
@@ -386,7 +389,8 @@ def state_from_readings(store: CloudStore, config: SimulatorConfig, start: pd.Ti
         read_at, read = pd.Timestamp(measured[dd.TS].iloc[-1]), float(measured[dd.BATTERY_SOC].iloc[-1])
         energy = read / 100.0 * (config.battery.capacity_kwh if capacity is None else capacity)
     grid = grid_kw(steps, site)
-    peak = float(np.nanmax(grid[grid.index > _month_start(start, config.timezone)].to_numpy(), initial=0.0))
+    billed = (grid.index > _month_start(start, config.timezone)) & billed_peak_steps(config, grid.index)
+    peak = float(np.nanmax(grid[billed].to_numpy(), initial=0.0))
     return SiteState(energy, max(peak, 0.0), load.dropna(), "readings", pv.dropna(), read_at, read, capacity)
 
 

@@ -16,10 +16,11 @@ expectation. From the site's own readings it learns
 
 and solves a stochastic dynamic program (``reserve_dp``) over the horizon on the forecasts of
 the house load, PV and the tariff, with the demand charge on any import above the month's
-cap. The answer is a pair of energy thresholds per step and session state (no car yet, the
+cap in the tariff's demand window (all day without one). The answer is a pair of energy
+thresholds per step and session state (no car yet, the
 ``k``-th step of a session at a house level, the day's session done): the battery covers
 load only above ``floor_kwh`` and charges from the grid up to ``charge_to_kwh``; it always
-stores PV surplus and defends the cap. ``der_core.control.ReservePolicy`` carries them and
+stores PV surplus and defends the cap in the window. ``der_core.control.ReservePolicy`` carries them and
 ``der_core.control.Controller`` applies them at every reading: in the gateway, in the
 backtest and in the plan's preview (:func:`expected_dispatch`).
 
@@ -44,6 +45,8 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
+from cloud.optimization.bill import peak_steps
+from cloud.optimization.decision import in_demand_window
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import (
     DispatchPlan,
@@ -59,6 +62,7 @@ from der_core.control import Controller, ReservePolicy
 from der_core.runs import true_runs
 from der_core.tariff import site_tariff
 from der_physics import battery as physics
+from der_physics.tariff import demand_window
 
 #: Days of readings the session statistics are drawn from.
 MODEL_DAYS = 28
@@ -248,8 +252,11 @@ def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, s
             config: SimulatorConfig, cap_kw: float, step: pd.Timedelta, session_kw: float | None = None) -> tuple:
     """The program's arguments (``reserve_dp.backward``) for the steps of ``forecast``
     (forecasters.COLUMNS; its LOAD column is not used: the house's own load is ``house_kw``)
-    under import cap ``cap_kw``; a session adds ``session_kw`` (default: the car's charger)."""
+    under import cap ``cap_kw``, charged and defended only on the steps of the tariff's demand
+    window (``reserve_dp``); a session adds ``session_kw`` (default: the car's charger)."""
     instants = forecast.index
+    tariff = site_tariff(config)
+    window = demand_window(tariff, instants, config.timezone, config.country)  # instants, as decision.horizon_inputs reads it
     dt = step / pd.Timedelta(hours=1)
     local = (instants - step).tz_convert(config.timezone)
     slots = model.arrival_hazard.shape[1]
@@ -262,8 +269,9 @@ def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, s
         config.home_load.ev_charger_kw if session_kw is None else session_kw, model.one_session_a_day,
         energy_levels(spec), spec.charge_efficiency,
         spec.discharge_efficiency, spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw,
-        site_tariff(config).demand_charge_per_kw, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
+        tariff.demand_charge_per_kw, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
         model.multiplier_probs, model.residuals_kw, model.residual_probs,
+        peak_steps(window, len(instants)),
     )
 
 
@@ -361,7 +369,7 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
     """What the battery does under ``policy`` on the plan's forecast (``inputs``, one step per
     ``step_starts``) on a day no car arrives, stepped through the gateway's own control
     (``der_core.control.Controller``) with the import cap ``cap_kw`` defended as the battery
-    defends it: the plan a guarded site shows and stores, costed like any other. The battery
+    defends it, in the tariff's demand window (``decision.in_demand_window``): the plan a guarded site shows and stores, costed like any other. The battery
     follows the policy on the load it measures, so this is its expectation, not its command.
 
     The cap stays ``cap_kw`` (the month's peak so far is in it already): the forecast's own
@@ -370,13 +378,13 @@ def expected_dispatch(policy: ReservePolicy, inputs: HorizonInputs, battery: Bat
     reference: no fade, no resistive heating, no temperature derating."""
     dt = inputs.step_hours
     params, state = ideal_battery([battery])
-    cap, room = np.array([cap_kw], dtype=float), np.array([NO_DERATING_CELSIUS])
+    caps, room = in_demand_window(np.full(len(step_starts), float(cap_kw)), inputs), np.array([NO_DERATING_CELSIUS])
     controller = Controller(battery, timezone)
     power = np.zeros(len(step_starts))
     for i, (start, net) in enumerate(zip(step_starts, inputs.net_load_kw, strict=True)):
         request = controller.request_kw(policy, start, float(net), 0.0, float(state.energy_kwh[0]), dt)
         own_rule = np.array([-float(net)])  # where the policy does not reach: the battery's own rule
-        capped = physics.request_setpoint(np.array([request]), own_rule, cap, np.array([float(net)]))
+        capped = physics.request_setpoint(np.array([request]), own_rule, caps[i : i + 1], np.array([float(net)]))
         delivered, state = physics.step(params, state, capped, dt, room)
         power[i] = delivered[0]
     return build_plan(inputs, battery, np.maximum(power, 0.0), np.maximum(-power, 0.0), status="reserve policy, no car")

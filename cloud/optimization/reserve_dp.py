@@ -13,7 +13,10 @@ of a horizon. Per step, in this order:
    ``resid_prob``, independent from step to step: an oven, a kettle);
 3. the battery, seeing the step's load, moves to any energy its rates allow. The grid pays
    the import price or earns the feed-in price, throughput pays wear, and import above the
-   cap (``cap_kw`` plus the overshoot already paid) pays the demand charge once per kW.
+   cap (``cap_kw`` plus the overshoot already paid) pays the demand charge once per kW, on
+   the steps of the tariff's demand window only (``in_window``): outside it no import sets
+   the billed peak (``bill.grid_bill``), so none is charged for it and the battery defends no
+   cap there.
 
 States: 0 no car yet, ``1 + (k - 1) * M + m`` the ``k``-th charging step of a session at
 house multiplier ``m`` (``k = K`` also holds every longer session), ``S - 1`` the day's
@@ -53,7 +56,7 @@ _NO_TABLE = np.empty((0, 0))
 def backward(*program):
     """Expected cost-to-go ``V`` (steps + 1, states, overshoot levels, energies) of the best
     moves and the expected cost after each step's decision ``W`` (steps, states, overshoot
-    levels, energies). ``program``: the arguments of :func:`_recursion` up to ``resid_prob``."""
+    levels, energies). ``program``: the arguments of :func:`_recursion` up to ``in_window``."""
     return _recursion(*program, _NO_TABLE, _NO_TABLE, False)
 
 
@@ -67,7 +70,7 @@ def evaluate(*program, floor_kwh, charge_to_kwh):
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _recursion(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_kw, one_a_day, e, eta_c, eta_d,
                max_charge_kw, max_discharge_kw, dt, wear, cap_kw, demand_charge, overshoot_kw, terminal_value,
-               mult, mult_prob, resid, resid_prob, floor_kwh, charge_to_kwh, follow):
+               mult, mult_prob, resid, resid_prob, in_window, floor_kwh, charge_to_kwh, follow):
     """The backward recursion: per step the best move (``follow`` false) or the move of the
     thresholds ``floor_kwh``/``charge_to_kwh`` (``follow`` true)."""
     T = house_kw.shape[0]
@@ -108,9 +111,10 @@ def _recursion(house_kw, pv_kw, price, feed_in, hazard, new_day, cont, charger_k
                         nxt = 1 + (min(k + 1, K) - 1) * M + m
                         W[t, 1 + (k - 1) * M + m, o, j] = on * V[t + 1, nxt, o, j] + (1.0 - on) * after
                 W[t, done, o, j] = waiting if day_turns else V[t + 1, done, o, j]
+        cap_t = cap_kw if in_window[t] else math.inf  # outside the demand window no import pays or is capped
         for s in numba.prange(S):
             _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_kw, mult, resid, resid_prob,
-                    power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W, e, eta_c, eta_d, max_charge_kw,
+                    power, dt, wear, cap_t, demand_charge, overshoot_kw, V, W, e, eta_c, eta_d, max_charge_kw,
                     floor_kwh, charge_to_kwh, follow)
     return V, W
 
@@ -120,7 +124,8 @@ def _decide(t, s, S, M, O, N, A, down, house_kw, pv_kw, price, feed_in, charger_
             power, dt, wear, cap_kw, demand_charge, overshoot_kw, V, W, e, eta_c, eta_d, max_charge_kw,
             floor_kwh, charge_to_kwh, follow):
     """``V[t, s]``: the expected cost, over the house draws, of the best move from every
-    energy, or of the thresholds' move when ``follow``."""
+    energy, or of the thresholds' move when ``follow``. ``cap_kw`` is infinite on a step
+    outside the demand window: no import there pays the demand charge or is held under a cap."""
     charging = 1 <= s < S - 1
     base = house_kw[t] * (mult[(s - 1) % M] if charging else 1.0) + (charger_kw if charging else 0.0) - pv_kw[t]
     cost = np.empty(A)
