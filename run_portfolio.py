@@ -27,6 +27,7 @@ from der_core.cli_support import (
     add_common_flags,
     arg_type,
     bounded_int,
+    local_instant,
     output_folder,
     positive_int,
     run_cli,
@@ -48,7 +49,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--region", choices=sorted(REGIONS), default="bay-area")
     parser.add_argument("--hours", type=arg_type(bounded_int(1, MOST_HOURS), f"a number of hours from 1 to {MOST_HOURS:,}"),
                         default=168)
-    parser.add_argument("--start", default="2025-07-01T00:00:00-07:00", help="ISO 8601 start (default 2025-07-01 local)")
+    parser.add_argument("--start", default="2025-07-01T00:00:00-07:00",
+                        help="ISO 8601 start; without an offset, the clock of --region's zone, in which every site's "
+                             "day runs (default 2025-07-01 local)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma list of {', '.join(STRATEGIES)}")
     parser.add_argument("--scenario", default="default", help=f"one of {', '.join(SCENARIOS)}")
     parser.add_argument("--seed", type=arg_type(bounded_int(0, 2**63 - 1), "a whole number from 0"), default=0)
@@ -64,13 +67,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _start(text: str) -> pd.Timestamp:
+def _start(text: str, region: str) -> pd.Timestamp:
+    """The run's first instant (UTC): a start without an offset is read on the clock of the
+    region's zone, as run_optimizer.py and run_simulator.py read theirs on the site's; every
+    site of a fleet runs its days there (fleet.simulator_config), a CSV's sites included."""
     try:
         start = start_timestamp(text)
     except ValueError:
         raise UsageError(f"--start {text!r}: expected an ISO 8601 date-time in {START_YEARS[0]}-{START_YEARS[1]} such as "
                          "2025-07-01T00:00:00-07:00") from None
-    return start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+    return local_instant(start, REGIONS[region]["timezone"], "--start", text)
 
 
 def status(folder: Path) -> int:
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     output = output_folder(args.output, "--output")  # checked before the run, not when its results are written
     if args.status:
         return status(output)
-    times = pd.date_range(_start(args.start), periods=args.hours, freq="h")
+    times = pd.date_range(_start(args.start, args.region), periods=args.hours, freq="h")
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     scenario = named(args.scenario)
     if args.fleet_csv:
