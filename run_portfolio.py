@@ -52,7 +52,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--start", default="2025-07-01T00:00:00-07:00",
                         help="ISO 8601 start; without an offset, the clock of --region's zone, in which every site's "
                              "day runs (default 2025-07-01 local)")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma list of {', '.join(STRATEGIES)}")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help=f"comma list of {', '.join(STRATEGIES)} (one named twice runs once)")
     parser.add_argument("--scenario", default="default", help=f"one of {', '.join(SCENARIOS)}")
     parser.add_argument("--seed", type=arg_type(bounded_int(0, 2**63 - 1), "a whole number from 0"), default=0)
     parser.add_argument("--group-size", type=arg_type(positive_int, "a positive number of sites"), default=100,
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         return status(output)
     times = pd.date_range(_start(args.start, args.region), periods=args.hours, freq="h")
-    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    # A strategy named twice runs once: results are keyed by name, so a second run is only time.
+    strategies = tuple(dict.fromkeys(s.strip() for s in args.strategies.split(",") if s.strip()))
     scenario = named(args.scenario)
     if args.fleet_csv:
         fleet = read_csv(args.fleet_csv, args.region, args.group_size)

@@ -178,6 +178,16 @@ def test_cli_writes_every_output_and_reports_status(in_tmp_cwd, capsys):
     assert "central" in capsys.readouterr().out
 
 
+def test_a_strategy_named_twice_runs_once_in_the_order_given(in_tmp_cwd, capsys):
+    """--strategies rule_based,no_battery,rule_based simulated the fleet under the rule twice
+    (results are keyed by name, so the second run was only time, and it was shown twice)."""
+    argv = ["--sites", "2", "--hours", "2", "--workers", "1", "--output", "out",
+            "--strategies", "rule_based, no_battery,rule_based"]
+    assert run_portfolio.main(argv) == 0
+    assert "strategies rule_based, no_battery, on " in capsys.readouterr().out
+    assert list(json.loads((in_tmp_cwd / "out" / "summary.json").read_text())["strategies"]) == ["rule_based", "no_battery"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--sites", "0"], "'0' is not a number of sites from 1 to 1,000,000"),
     (["--scenario", "nope"], "--scenario 'nope'"),
