@@ -63,7 +63,8 @@ def test_the_lp_never_costs_more_than_any_strategy_with_the_same_information(wee
         final = float(np.clip(run.soc_percent[-1], start.min_soc_percent, start.max_soc_percent))
         best = solve_dispatch(inputs, dataclasses.replace(start, terminal_soc_percent=final))
         # The LP's objective values the energy left beyond the start; so is the strategy's.
-        left = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, start.discharge_efficiency) * start.kwh(final - start.initial_soc_percent)
+        value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, start.discharge_efficiency, start.max_discharge_kw)
+        left = value * start.kwh(final - start.initial_soc_percent)
         valued = run.bill.total - left
         assert best.objective <= valued + 1e-6 * max(1.0, abs(valued)), name
 
@@ -276,3 +277,15 @@ def test_the_guarded_backtest_caps_only_the_steps_of_the_demand_window(monkeypat
     capped = np.isfinite([caps[instant] for instant in result.actuals.index])
     billed = horizon_inputs(result.actuals, site, 0.25).demand_window  # the steps whose imports the bill counts
     assert capped.sum() == 16 and (capped == billed).all()
+
+
+@pytest.mark.parametrize(("discharge_kw", "credited"), [(0.0, False), (5.0, True)])
+def test_the_backtest_credits_stored_energy_only_to_a_battery_that_can_give_it_back(discharge_kw, credited):
+    """The month's stored energy is valued as a plan's: nothing in a battery whose
+    max_discharge_rate_kw is 0, which a strategy filling it was credited for as a saving."""
+    site = build_config({"seed": 42, "battery": {"max_discharge_rate_kw": discharge_kw}})
+    settings = bt.BacktestSettings(days=1, start=JUNE)
+    actuals = fc.site_actuals(site, bt.backtest_window(site, settings))
+    charging = np.where(np.arange(len(actuals)) < 8, 2.0, 0.0)  # 4 kWh into the battery in the first two hours
+    (_, stored), = bt.billed_by_month(actuals, charging, site, settings).values()
+    assert (stored > 0.1) == credited and (credited or stored == 0.0)

@@ -132,7 +132,8 @@ def dp_cost(inputs: HorizonInputs, battery: BatterySpec, soc_step_kwh: float, ca
     k = np.arange(math.ceil((battery.min_kwh - pad - s0) / h - 1e-9), math.floor((battery.max_kwh + pad - s0) / h + 1e-9) + 1)
     levels = s0 + k * h
     # Energy left is credited as the LP credits it; a relaxed level at its most (a lower bound).
-    credit = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency) * (levels + pad - s0)
+    value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency, battery.max_discharge_kw)
+    credit = value * (levels + pad - s0)
     value = np.where(levels >= battery.terminal_kwh - pad - 1e-9, -credit, np.inf)
     for step in reversed(range(inputs.steps)):
         costs = _transition_costs(inputs, battery, step, levels, cap_kw, h if relaxed else 0.0)

@@ -3,6 +3,8 @@ more than the battery's own rule on the same forecast is never sent."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,3 +154,21 @@ def _fields(inputs: HorizonInputs) -> dict:
     names = ("load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh", "carbon_intensity_g_per_kwh", "step_hours",
              "import_limit_kw", "export_limit_kw", "demand_charge_per_kw", "peak_so_far_kw", "carbon_price_per_kg")
     return {name: getattr(inputs, name) for name in names}
+
+
+def test_a_battery_that_cannot_discharge_is_credited_nothing_for_what_it_stores():
+    """A battery with max_discharge_rate_kw 0 never gives its energy back, yet the plan valued
+    what it stored at the cheapest import less the loss: the LP filled it from PV surplus that
+    could have been exported, and the plan and the backtest counted the fill as a saving."""
+    steps = 8
+    inputs = HorizonInputs(load_kw=np.full(steps, 0.5), pv_kw=np.full(steps, 4.0), import_price_per_kwh=np.full(steps, 0.30),
+                           export_price_per_kwh=np.full(steps, 0.05), step_hours=1.0)
+    sealed = BatterySpec(capacity_kwh=10.0, initial_soc_percent=20.0, max_discharge_kw=0.0, wear_cost_per_kwh=0.0)
+    plan = solve_dispatch(inputs, sealed)
+    assert plan.stored_value == 0.0 and plan.battery_power_kw.max() == pytest.approx(0.0, abs=TOL)  # exports it all
+    filled = build_plan(inputs, sealed, np.full(steps, 1.0), np.zeros(steps), status="stores")
+    assert filled.stored_value == 0.0 and filled.valued_cost == pytest.approx(filled.costs.total)
+    # The same battery able to give its energy back is credited as before.
+    usable = dataclasses.replace(sealed, max_discharge_kw=5.0)
+    credited = build_plan(inputs, usable, np.full(steps, 1.0), np.zeros(steps), status="stores")
+    assert credited.stored_value == pytest.approx(0.30 * usable.discharge_efficiency * usable.charge_efficiency * steps)

@@ -97,7 +97,7 @@ def _column_data(inputs: HorizonInputs, battery: BatterySpec) -> tuple[np.ndarra
     steps, dt = inputs.steps, inputs.step_hours
     wear = np.full(steps, battery.wear_cost_per_kwh * dt)
     stored = np.zeros(steps)
-    stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency)
+    stored[-1] = -stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency, battery.max_discharge_kw)
     shape = (1, steps)
     flows = block.by_kind(wear, wear, inputs.import_cost_per_kwh * dt, -inputs.export_price_per_kwh * dt, stored, shape)
     cost = np.concatenate((flows, [inputs.demand_charge_per_kw]))
@@ -129,7 +129,8 @@ def fixed_charges(inputs: HorizonInputs) -> float:
 def stored_offset(inputs: HorizonInputs, battery: BatterySpec) -> float:
     """The start's stored energy at the value the last SOC column is credited at: with it in
     the objective's constant, the objective counts only the energy gained or spent."""
-    return stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency) * battery.initial_kwh
+    value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency, battery.max_discharge_kw)
+    return value * battery.initial_kwh
 
 
 def build_lp(inputs: HorizonInputs, battery: BatterySpec) -> highspy.HighsLp:

@@ -4,8 +4,8 @@ The optimizer, the self-consumption rule and the idle battery all hand their bat
 to :func:`build_plan`, so their costs come from one accounting and compare like for like.
 
 Energy left in the battery at the horizon's end is worth what it can displace later: at
-least the horizon's cheapest import cost, less the discharge loss
-(:func:`stored_energy_value_per_kwh`). Every plan carries the change of its stored energy
+least the horizon's cheapest import cost, less the discharge loss, and nothing in a battery
+that cannot discharge (:func:`stored_energy_value_per_kwh`). Every plan carries the change of its stored energy
 valued so (``stored_value``) and is compared by ``valued_cost``, so a plan that empties the
 battery pays for the energy it took and one that fills it is credited for it.
 
@@ -157,13 +157,17 @@ def grid_costs(inputs: HorizonInputs, grid_kw: np.ndarray) -> tuple[GridBill, np
     return bill, carbon
 
 
-def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, discharge_efficiency: float | np.ndarray) -> float | np.ndarray:
+def stored_energy_value_per_kwh(import_cost_per_kwh: np.ndarray, discharge_efficiency: float | np.ndarray,
+                                max_discharge_kw: float | np.ndarray) -> float | np.ndarray:
     """What one kWh stored at the horizon's end is worth: discharged later it displaces an
     import, at the least at the horizon's cheapest import cost, and delivers only
     ``discharge_efficiency`` of itself. Never below zero: stored energy can always be kept.
-    One site's prices give a number; a (sites, steps) array and per-site efficiencies give
-    one value per site, as the fleet's joint plan needs."""
-    value = np.maximum(np.min(import_cost_per_kwh, axis=-1), 0.0) * discharge_efficiency
+    Nothing for a battery that cannot discharge (``max_discharge_kw`` 0): it never gives the
+    energy back, so a plan credited for storing it would buy or keep energy worth nothing.
+    One site's prices give a number; a (sites, steps) array and per-site efficiencies and
+    rates give one value per site, as the fleet's joint plan needs."""
+    cheapest = np.maximum(np.min(import_cost_per_kwh, axis=-1), 0.0)
+    value = np.where(np.asarray(max_discharge_kw) > 0.0, cheapest * discharge_efficiency, 0.0)
     return float(value) if np.ndim(value) == 0 else value
 
 
@@ -188,7 +192,8 @@ def build_plan(
         array.flags.writeable = False
     step_cost = energy + wear + carbon
     step_cost.flags.writeable = False
-    stored_value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency) * float(soc_kwh[-1] - soc_kwh[0])
+    stored_value = stored_energy_value_per_kwh(inputs.import_cost_per_kwh, battery.discharge_efficiency,
+                                               battery.max_discharge_kw) * float(soc_kwh[-1] - soc_kwh[0])
     return DispatchPlan(
         step_hours=inputs.step_hours,
         charge_kw=charge_kw,

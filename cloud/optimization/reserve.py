@@ -269,7 +269,8 @@ def program(model: SessionModel, forecast: pd.DataFrame, house_kw: np.ndarray, s
         config.home_load.ev_charger_kw if session_kw is None else session_kw, model.one_session_a_day,
         energy_levels(spec), spec.charge_efficiency,
         spec.discharge_efficiency, spec.max_charge_kw, spec.max_discharge_kw, dt, spec.wear_cost_per_kwh, cap_kw,
-        tariff.demand_charge_per_kw, OVERSHOOT_KW, stored_energy_value_per_kwh(price, spec.discharge_efficiency), model.multipliers,
+        tariff.demand_charge_per_kw, OVERSHOOT_KW,
+        stored_energy_value_per_kwh(price, spec.discharge_efficiency, spec.max_discharge_kw), model.multipliers,
         model.multiplier_probs, model.residuals_kw, model.residual_probs,
         peak_steps(window, len(instants)),
     )

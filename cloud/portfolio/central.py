@@ -141,7 +141,7 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     dt = p.step_hours
     # Energy each battery ends with is credited as a site's own plan credits it, and the start's
     # at the same value goes into the constant: a joint plan is never credited for emptying them.
-    stored_value = stored_energy_value_per_kwh(p.import_price, p.discharge_efficiency)
+    stored_value = stored_energy_value_per_kwh(p.import_price, p.discharge_efficiency, p.max_discharge_kw)
     stored = np.zeros((n, steps))
     stored[:, -1] = -stored_value
     wear = p.wear_per_kwh * dt

@@ -95,4 +95,5 @@ def stored_value(inputs: PartitionInputs, outcome: Outcome) -> np.ndarray:
     one that ends a short run emptier than it began counts the energy it spent as money saved,
     and one that ends fuller (its own plan, keeping charge for tomorrow) as money lost."""
     gained = outcome.energy_kwh[:, -1] - inputs.initial_state().energy_kwh
-    return gained * stored_energy_value_per_kwh(inputs.price_per_kwh, inputs.params.discharge_efficiency)
+    params = inputs.params
+    return gained * stored_energy_value_per_kwh(inputs.price_per_kwh, params.discharge_efficiency, params.max_discharge_kw)
