@@ -143,6 +143,20 @@ def tariff_prices(
     return (_price(tariff.import_price, hour, kind, wholesale), _price(tariff.export_price, hour, kind, wholesale))
 
 
+def peak_steps(demand_window: np.ndarray | None, steps: int) -> np.ndarray:
+    """Per step, whether its import sets the billed peak: the tariff's demand window's steps, or
+    every step without one. The bill counts these imports, and every import cap (a plan's, the
+    guard's, the gateway's) binds on these steps only: elsewhere an import costs no demand charge."""
+    return np.ones(steps, dtype=bool) if demand_window is None else np.asarray(demand_window, dtype=bool)
+
+
+def billed_peak_steps(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray:
+    """Per instant, whether the import of the interval it ends sets the month's billed peak
+    (:func:`peak_steps` of :func:`demand_window`): the peak so far, and every cap raised to
+    it, count these imports only, on the gateway as in the cloud."""
+    return peak_steps(demand_window(tariff, instants, timezone, country), len(instants))
+
+
 def demand_window(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray | None:
     """Which instants' imports count towards the demand charge's peak; None: all of them."""
     if tariff.demand_window is None:

@@ -311,3 +311,25 @@ def test_an_import_outside_the_demand_window_does_not_raise_the_cap_in_it():
     rebuilt = SiteMemory.rebuilt(pd.DatetimeIndex([night, night + pd.Timedelta(hours=16)]), ZONE, [7.2, 0.0], [8.4, 6.0],
                                  counts_for_peak=[False, True])
     assert rebuilt.peak_import_kw == 6.0
+
+
+def test_the_gateway_counts_only_the_demand_windows_imports_into_the_months_peak(tmp_path):
+    """A tariff billing only the 17:00-21:00 peak: the car's night-time import sets no bill,
+    so the month's peak the gateway holds its cap to is the window's own, in the state it
+    keeps and in the memory it rebuilds from stored readings when that state is lost."""
+    window = {"import_price": {"kind": "fixed", "price": 0.3}, "export_price": {"kind": "fixed", "price": 0.05},
+              "demand_charge_per_kw": 10.0, "demand_window": {"days": ["weekday"], "hours": [[17, 21]]}}
+    site = config(seed=41, interval_seconds=900, home_load={"has_ev": True}, tariff=window)
+    store = SQLiteEdgeStore(tmp_path / "edge.db")
+    gateway = Gateway([site], sinks=[store.write], state_dir=tmp_path / "kept", history=store)
+    frame = pd.concat([gateway.step(NOW + pd.Timedelta(minutes=15 * i)) for i in range(1, 97)], ignore_index=True)
+    hour = (pd.DatetimeIndex(frame[dd.TS]) - pd.Timedelta(minutes=15)).tz_convert(ZONE).hour
+    inside = frame[dd.NET_GRID_FLOW][(hour >= 17) & (hour < 21)].max()
+    assert frame[dd.NET_GRID_FLOW].max() > inside  # an import outside the window is higher
+    kept = json.loads((tmp_path / "kept" / f"{site.device_id}.json").read_text())["memory"]
+    assert kept["peak_import_kw"] == pytest.approx(inside)
+    lost = Gateway([site], sinks=[store.write], state_dir=tmp_path / "lost", history=store)
+    lost.step(NOW + pd.Timedelta(minutes=15 * 97))  # 00:15 the next day, outside the window
+    store.close()
+    rebuilt = json.loads((tmp_path / "lost" / f"{site.device_id}.json").read_text())["memory"]
+    assert rebuilt["peak_import_kw"] == pytest.approx(inside)

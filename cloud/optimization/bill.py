@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from der_physics.tariff import peak_steps  # noqa: F401 (the bill counts the steps the tariff bills)
+
 
 @dataclass(frozen=True, eq=False)
 class GridBill:
@@ -44,13 +46,6 @@ class GridBill:
 def standing_charge(per_day: float, steps: int, step_hours: float) -> float:
     """The standing charge of ``steps`` steps of ``step_hours``: paid per day, pro rata."""
     return per_day * steps * step_hours / 24.0
-
-
-def peak_steps(demand_window: np.ndarray | None, steps: int) -> np.ndarray:
-    """Per step, whether its import sets the billed peak: the tariff's demand window's steps, or
-    every step without one. The bill counts these imports, and every import cap (a plan's, the
-    guard's, the gateway's) binds on these steps only: elsewhere an import costs no demand charge."""
-    return np.ones(steps, dtype=bool) if demand_window is None else np.asarray(demand_window, dtype=bool)
 
 
 def grid_bill(

@@ -38,6 +38,7 @@ from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
 from der_core.tariff import site_tariff
+from der_physics.tariff import billed_peak_steps as billed_steps
 from der_physics.tariff import demand_window
 
 #: Wear priced per kWh through the battery: it keeps the LP from cycling for pennies and
@@ -304,10 +305,10 @@ def in_demand_window(caps_kw: np.ndarray, inputs: HorizonInputs) -> np.ndarray:
 
 
 def billed_peak_steps(config: SimulatorConfig, instants: pd.DatetimeIndex) -> np.ndarray:
-    """Per reading instant, whether its import sets the month's billed peak (bill.peak_steps,
+    """Per reading instant, whether its import sets the month's billed peak (der_physics.tariff.peak_steps,
     on the tariff's demand window as :func:`horizon_inputs` reads it): the month's peak so far,
     and the cap raised to it, count these imports only."""
-    return peak_steps(demand_window(site_tariff(config), instants, config.timezone, config.country), len(instants))
+    return billed_steps(site_tariff(config), instants, config.timezone, config.country)
 
 
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,
