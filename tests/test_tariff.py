@@ -15,7 +15,7 @@ import pytest
 
 from cloud.optimization import BatterySpec, HorizonInputs, build_plan, solve_dispatch
 from cloud.optimization.bill import grid_bill
-from cloud.optimization.decision import Decision, Execution, horizon_inputs
+from cloud.optimization.decision import Decision, Execution, cap_floor_kw, horizon_inputs
 from cloud.optimization.forecasters import EXPORT_PRICE, IMPORT_PRICE, site_actuals, tariff_forecast
 from cloud.optimization.guard import ArrivalWindows, GuardRule
 from cloud.optimization.lp import lp_arrays
@@ -231,6 +231,23 @@ def test_a_guarded_plans_cap_binds_only_in_the_demand_window():
     power, caps = site.commands()
     assert np.isnan(power).all() and np.isnan(caps[~window]).all()
     np.testing.assert_allclose(caps[window], 3.0)
+
+
+def test_the_cap_floor_counts_only_the_imports_the_demand_window_bills():
+    """The floor under every cap is the peak a full battery could have held on recent days; a
+    car charging at 8 kW each night outside the 17:00-21:00 window sets no billed peak, so it
+    must not lift the floor of a cap that binds only in the window."""
+    window = {"import_price": {"kind": "fixed", "price": 0.3}, "export_price": {"kind": "fixed", "price": 0.05},
+              "demand_charge_per_kw": 10.0, "demand_window": {"days": ["weekday", "weekend", "holiday"],
+                                                              "hours": [[17, 21]]}}
+    config = build_config({"timezone": "America/Los_Angeles", "tariff": window})
+    instants = pd.date_range("2024-06-01T00:15", periods=96 * 14, freq="15min", tz=config.timezone)
+    hour = (instants - pd.Timedelta(minutes=15)).hour
+    net = pd.Series(np.where((hour >= 1) & (hour < 4), 8.0, np.where((hour >= 17) & (hour < 21), 2.0, 1.0)), index=instants)
+    spec = BatterySpec.from_config(config.battery)
+    billed = cap_floor_kw(net, instants[-1], spec, config)
+    everything = cap_floor_kw(net, instants[-1], spec)
+    assert billed == pytest.approx(0.0, abs=1e-6) and everything > 3.0
 
 
 def test_the_lp_is_the_same_without_a_window_and_frees_only_the_peak_rows_outside_one():

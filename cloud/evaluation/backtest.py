@@ -317,7 +317,7 @@ def mpc(config: SimulatorConfig, actuals: pd.DataFrame, settings: BacktestSettin
         spec = _now(config, state, settings)
         try:
             decision = plan_at(forecaster, issued_at, instants, config, settings, spec, peak, highs, strategy)
-            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec), execution)
+            setpoints, caps = decision.commands(peak, cap_floor_kw(net_history, issued_at, spec, config), execution)
         except DispatchError:
             failed += 1  # the battery falls back to its own self-consumption rule (NaN = no command)
             setpoints = caps = np.full(every, math.nan)

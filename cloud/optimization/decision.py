@@ -243,12 +243,17 @@ def hold_for_session(setpoints_kw: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(setpoints_kw) | (setpoints_kw < 0), 0.0, setpoints_kw)
 
 
-def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec: BatterySpec) -> float:
+def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec: BatterySpec,
+                 config: SimulatorConfig | None = None) -> float:
     """The lowest import cap worth defending: the month's peak will likely reach what a full
     battery could hold on recent days (:func:`forecasters.holdable_peak_kw`), and a lower cap
-    only empties the battery early in a long session. 0 without history."""
+    only empties the battery early in a long session. Only the imports the ``config``'s tariff
+    bills into the peak count (:func:`billed_peak_steps`): a car charged overnight, outside a
+    demand window, sets no peak to defend. 0 without history."""
     if net_history_kw is None:
         return 0.0
+    if config is not None:
+        net_history_kw = net_history_kw[billed_peak_steps(config, pd.DatetimeIndex(net_history_kw.index))]
     return fc.holdable_peak_kw(net_history_kw, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw,
                                spec.discharge_efficiency)
 

@@ -528,7 +528,7 @@ def plan_site(config: SimulatorConfig, settings: PlanSettings, store: CloudStore
         device_id=config.device_id, timezone=config.timezone, issued_at=issued_at, step_starts=step_starts,
         forecaster=forecaster.name, state_source=state.source, inputs=inputs, battery=spec, decision=decision,
         no_battery=cost_without_battery(inputs), self_consumption=self_consumption_dispatch(inputs, spec),
-        execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec),
+        execution=settings.execution, guard=guard, policy=policy, cap_floor_kw=cap_floor_kw(net_history, start, spec, config),
         policy_plan=policy_plan, currency=config.currency_code,
         over_arrivals=None if fitted is None else fitted.expected_costs(policy.row(start), spec.initial_kwh, spec.min_kwh),
         held_for_car=None if fitted is None else reserve.held_for_car(fitted, step_starts, spec.min_kwh),
