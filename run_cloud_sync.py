@@ -186,7 +186,10 @@ def run_sync_modes(args, cloud) -> None:
     edge = cfg.open_edge(args)
     try:
         if args.status:
-            print_status(sync_status(edge, cloud, settings.source or edge.source), as_json=args.json)
+            # With no edge store the stand-in's name is made afresh on each call: say there is none.
+            absent = str(getattr(edge, "path", "")) == cfg.MEMORY
+            source = settings.source or (f"none (no edge store at {args.edge_store})" if absent else edge.source)
+            print_status(sync_status(edge, cloud, source), as_json=args.json)
         elif args.once:
             result = sync_once(edge, cloud, settings)
             print(f"synced {result.rows_synced} readings of {result.devices} devices "

@@ -338,7 +338,9 @@ def test_a_sync_of_an_edge_store_that_is_not_there_is_one_line(tmp_path, capsys)
     assert capsys.readouterr().err.strip().endswith(f"--edge-store {tmp_path / 'edgee.db'}: no edge store there; "
                                                     "expected the file a gateway writes (run_simulator.py --store, "
                                                     "default data/edge.db)")
+    capsys.readouterr()
     assert run_cli(run_cloud_sync.main, ["--status", *common]) == 0
+    assert f"source: none (no edge store at {tmp_path / 'edgee.db'})" in capsys.readouterr().out  # not a made-up name
     assert not (tmp_path / "edgee.db").exists()
     (tmp_path / "edgee.db").touch()  # an empty file is no store either, and is left empty
     assert run_cli(run_cloud_sync.main, ["--once", *common]) == 2
