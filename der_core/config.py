@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -665,8 +666,19 @@ def site_record(config: SimulatorConfig) -> dict[str, Any]:
     }
 
 
-def with_overrides(config: SimulatorConfig, **overrides: Any) -> SimulatorConfig:
-    """A copy with top-level fields replaced, validated again."""
+def with_overrides(config: SimulatorConfig, flags: Mapping[str, str] | None = None, **overrides: Any) -> SimulatorConfig:
+    """A copy with top-level fields replaced, validated again. ``flags`` names the flag each
+    field came from (``{"interval_seconds": "--interval"}``): a value refused is said under the
+    flag the user typed, not a field name they never saw."""
     data = config_to_dict(config)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(data, source="command line")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
+    try:
+        return SimulatorConfig.model_validate(data)
+    except ValidationError as error:
+        line = validation_line(error)
+        field = str(error.errors(include_url=False)[0]["loc"][0]) if error.errors() else ""
+        flag = (flags or {}).get(field) if field in given else None
+        if flag is not None and line.startswith(f"{field}:"):
+            raise ConfigError(f"{flag}:{line.removeprefix(f'{field}:')}") from None
+        raise ConfigError(f"command line: {line}") from None

@@ -53,6 +53,10 @@ log = logging.getLogger("edge_gateway")
 MAX_SITES = 1000
 
 
+#: The configuration field each flag sets, so a value refused is said under its flag.
+FLAGS = {"seed": "--seed", "device_id": "--device-id", "interval_seconds": "--interval", "output_file": "--output"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="run_simulator.py", description="Edge gateway simulator: solar, battery, home load and grid price readings.")
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -86,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(args: argparse.Namespace) -> SimulatorConfig:
     config = load_config(args.config) if args.config and not args.generate_config else SimulatorConfig()
-    return with_overrides(config, seed=args.seed, device_id=args.device_id, interval_seconds=args.interval, output_file=args.output)
+    return with_overrides(config, FLAGS, seed=args.seed, device_id=args.device_id, interval_seconds=args.interval,
+                          output_file=args.output)
 
 
 def parse_instant(text: str, flag: str, timezone: str) -> pd.Timestamp:

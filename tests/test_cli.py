@@ -102,6 +102,9 @@ def test_generate_config_then_use_it(tmp_path):
          "--start '2024-06-15T00:00:00.5': readings are stamped to the second; expected a time in whole seconds"),
         (["--historical", "--start", "0001-01-01", "--end", "9999-01-01"], None, "--start '0001-01-01': expected a date YYYY-MM-DD or an ISO 8601 time in 1900-2200"),
         (["--once", "--interval", "0"], None, "argument --interval: '0' is not a whole number of seconds > 0"),
+        # a value the configuration refuses is said under the flag typed, not the field it sets
+        (["--once", "--interval", "86401"], None, "error: --interval: Input should be less than or equal to 86400 (got 86401)"),
+        (["--once", "--seed", "-1"], None, "error: --seed: Input should be greater than or equal to 0 (got -1)"),
         (["--once", "--frobnicate"], None, "unrecognized arguments: --frobnicate"),
         (["--once", "--continuous"], None, "not allowed with argument"),
         (["--generate-config"], None, "--generate-config needs --config FILE"),
