@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import holidays
 import numpy as np
@@ -26,8 +27,12 @@ from der_core.tariff import (
     Tariff,
     TouPrice,
     When,
+    site_tariff,
 )
 from der_physics import base
+
+if TYPE_CHECKING:
+    from der_core.config import SimulatorConfig
 
 WEEKDAY, WEEKEND, HOLIDAY = range(3)  # indexes into der_core.tariff.DAY_KINDS
 
@@ -150,11 +155,12 @@ def peak_steps(demand_window: np.ndarray | None, steps: int) -> np.ndarray:
     return np.ones(steps, dtype=bool) if demand_window is None else np.asarray(demand_window, dtype=bool)
 
 
-def billed_peak_steps(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray:
+def billed_peak_steps(config: SimulatorConfig, instants: Sequence[pd.Timestamp] | pd.DatetimeIndex) -> np.ndarray:
     """Per instant, whether the import of the interval it ends sets the month's billed peak
-    (:func:`peak_steps` of :func:`demand_window`): the peak so far, and every cap raised to
-    it, count these imports only, on the gateway as in the cloud."""
-    return peak_steps(demand_window(tariff, instants, timezone, country), len(instants))
+    under the site's tariff (:func:`peak_steps` of :func:`demand_window`): the peak so far,
+    and every cap raised to it, count these imports only, on the gateway as in the cloud."""
+    instants = pd.DatetimeIndex(instants)
+    return peak_steps(demand_window(site_tariff(config), instants, config.timezone, config.country), len(instants))
 
 
 def demand_window(tariff: Tariff, instants: pd.DatetimeIndex, timezone: str, country: str) -> np.ndarray | None:

@@ -36,7 +36,6 @@ from der_core.control import (
     SiteMemory,
 )
 from der_core.errors import StoreError, StoreUnavailable
-from der_core.tariff import site_tariff
 from der_physics import base, generator
 from der_physics.battery import BatteryState, state_from_reading
 from der_physics.tariff import billed_peak_steps
@@ -272,7 +271,7 @@ class Gateway:
         interval = pd.Timedelta(seconds=config.interval_seconds)
         gaps = stamps.to_series().diff().fillna(interval).clip(upper=interval)
         memory = SiteMemory.rebuilt(stamps - pd.TimedeltaIndex(gaps), config.timezone, readings[dd.LOAD_EV].to_numpy(),
-                                    readings[dd.NET_GRID_FLOW].to_numpy(), _billed(config, stamps))
+                                    readings[dd.NET_GRID_FLOW].to_numpy(), billed_peak_steps(config, stamps))
         log.warning("%s: no saved state; continuing from its stored reading of %s", config.device_id, dd.format_ts(newest[dd.TS]))
         return SiteSnapshot(dd.parse_ts(newest[dd.TS]), site, memory)
 
@@ -347,7 +346,7 @@ class Gateway:
         for i, (controller, policy) in enumerate(zip(controllers, policies, strict=True)):
             row = frame.iloc[i]
             controller.observe(policy, start, float(row[dd.LOAD_EV]), float(row[dd.NET_GRID_FLOW]),
-                               float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]), bool(_billed(self.configs[i], [at])[0]))
+                               float(row[dd.LOAD_TOTAL] - row[dd.LOAD_EV]), bool(billed_peak_steps(self.configs[i], [at])[0]))
             meters = before[i].energy.after_reading(row, dt_h)
             self._saved(i, at, SiteSnapshot(at, new_state.site(i), controller.memory, meters), before[i])
         return frame
@@ -377,7 +376,7 @@ class Gateway:
         for sink in self.sinks:
             sink(frame)
         policy = self._policies(at, self.interval_s / 3600.0)[0]
-        controller.observe(policy, start, math.nan, measured.grid_kw, measured.load_kw, bool(_billed(config, [at])[0]))
+        controller.observe(policy, start, math.nan, measured.grid_kw, measured.load_kw, bool(billed_peak_steps(config, [at])[0]))
         self.control.interval_command(at, self._device_request(at, controller, measured), controller)
         meters = before.energy.after_reading(frame.iloc[0], self.interval_s / 3600.0)
         self._saved(0, at, SiteSnapshot(at, {}, controller.memory, meters), before)
@@ -401,13 +400,6 @@ def align(at: pd.Timestamp, interval_s: int) -> pd.Timestamp:
     """The latest instant at or before ``at`` on the ``interval_s`` grid (clock-aligned)."""
     seconds = math.floor(at.timestamp() / interval_s) * interval_s
     return pd.Timestamp(seconds, unit="s", tz="UTC")
-
-
-def _billed(config: SimulatorConfig, instants) -> np.ndarray:
-    """Per reading instant, whether its import sets the month's billed peak, which the
-    control's memory holds the cap to: an overnight import outside the tariff's demand
-    window raises no peak, so it must not raise the window's cap either."""
-    return billed_peak_steps(site_tariff(config), pd.DatetimeIndex(instants), config.timezone, config.country)
 
 
 class ClockSteps:

@@ -50,7 +50,6 @@ from cloud.optimization.decision import (
     Stepped,
     Strategy,
     battery_spec,
-    billed_peak_steps,
     cap_floor_kw,
     carries_policy,
     choose_strategy,
@@ -70,6 +69,7 @@ from der_core.control import ControlBattery, Controller
 from der_core.errors import UsageError
 from der_physics import base, generator
 from der_physics import battery as physics
+from der_physics.tariff import billed_peak_steps
 
 NO_BATTERY, SELF_CONSUMPTION, TOU, MPC, PERFECT = (
     "no_battery", "self_consumption", "tou_arbitrage", "mpc", "perfect_foresight",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from der_physics.tariff import peak_steps  # noqa: F401 (the bill counts the steps the tariff bills)
+from der_physics.tariff import peak_steps
 
 
 @dataclass(frozen=True, eq=False)

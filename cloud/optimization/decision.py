@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from cloud.optimization import forecasters as fc
-from cloud.optimization.bill import peak_steps
 from cloud.optimization.guard import GuardRule
 from cloud.optimization.lp import solve_dispatch
 from cloud.optimization.model import BatterySpec, HorizonInputs
@@ -38,8 +37,7 @@ from cloud.optimization.stochastic import ScenarioPlan, solve_scenarios
 from der_core.config import SimulatorConfig
 from der_core.errors import UsageError
 from der_core.tariff import site_tariff
-from der_physics.tariff import billed_peak_steps as billed_steps
-from der_physics.tariff import demand_window
+from der_physics.tariff import billed_peak_steps, demand_window, peak_steps
 
 #: Wear priced per kWh through the battery: it keeps the LP from cycling for pennies and
 #: breaks the ties that would otherwise allow simultaneous charge and discharge (lp.py).
@@ -248,12 +246,12 @@ def cap_floor_kw(net_history_kw: pd.Series | None, issued_at: pd.Timestamp, spec
     """The lowest import cap worth defending: the month's peak will likely reach what a full
     battery could hold on recent days (:func:`forecasters.holdable_peak_kw`), and a lower cap
     only empties the battery early in a long session. Only the imports the ``config``'s tariff
-    bills into the peak count (:func:`billed_peak_steps`): a car charged overnight, outside a
+    bills into the peak count (``der_physics.tariff.billed_peak_steps``): a car charged overnight, outside a
     demand window, sets no peak to defend. 0 without history."""
     if net_history_kw is None:
         return 0.0
     if config is not None:
-        net_history_kw = net_history_kw[billed_peak_steps(config, pd.DatetimeIndex(net_history_kw.index))]
+        net_history_kw = net_history_kw[billed_peak_steps(config, net_history_kw.index)]
     return fc.holdable_peak_kw(net_history_kw, issued_at, spec.max_kwh - spec.min_kwh, spec.max_discharge_kw,
                                spec.discharge_efficiency)
 
@@ -307,13 +305,6 @@ def in_demand_window(caps_kw: np.ndarray, inputs: HorizonInputs) -> np.ndarray:
     demand window no import costs a demand charge, and a cap there would stop the charging a
     plan does before the window to hold its peak in it (bill.grid_bill counts the same steps)."""
     return np.where(peak_steps(inputs.demand_window, inputs.steps), caps_kw, math.nan)
-
-
-def billed_peak_steps(config: SimulatorConfig, instants: pd.DatetimeIndex) -> np.ndarray:
-    """Per reading instant, whether its import sets the month's billed peak (der_physics.tariff.peak_steps,
-    on the tariff's demand window as :func:`horizon_inputs` reads it): the month's peak so far,
-    and the cap raised to it, count these imports only."""
-    return billed_steps(site_tariff(config), instants, config.timezone, config.country)
 
 
 def plan_at(forecaster: fc.Forecaster, issued_at: pd.Timestamp, instants: pd.DatetimeIndex, config: SimulatorConfig,

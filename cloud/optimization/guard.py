@@ -40,12 +40,12 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
-from cloud.optimization.bill import grid_bill, peak_steps
+from cloud.optimization.bill import grid_bill
 from cloud.optimization.model import BatterySpec
 from cloud.optimization.reference import NO_DERATING_CELSIUS, ideal_battery
 from der_core.tariff import site_tariff
 from der_physics import battery as physics
-from der_physics.tariff import demand_window
+from der_physics.tariff import demand_window, peak_steps
 
 if TYPE_CHECKING:
     from der_core.config import SimulatorConfig

@@ -48,7 +48,6 @@ from cloud.optimization.decision import (
     Execution,
     Stepped,
     battery_spec,
-    billed_peak_steps,
     cap_floor_kw,
     carries_policy,
     choose_strategy,
@@ -79,6 +78,7 @@ from der_core.control import ReservePolicy
 from der_core.errors import ConfigError, UsageError
 from der_core.setpoints import ExpectedSavings, SetpointSchedule
 from der_core.site_file import declared_site, planning_config
+from der_physics.tariff import billed_peak_steps
 
 log = logging.getLogger(__name__)
 JOB = "optimizer"

@@ -45,7 +45,6 @@ import pandas as pd
 
 from cloud.optimization import forecasters as fc
 from cloud.optimization import sessions
-from cloud.optimization.bill import peak_steps
 from cloud.optimization.decision import in_demand_window
 from cloud.optimization.model import BatterySpec, HorizonInputs
 from cloud.optimization.plan import (
@@ -62,7 +61,7 @@ from der_core.control import Controller, ReservePolicy
 from der_core.runs import true_runs
 from der_core.tariff import site_tariff
 from der_physics import battery as physics
-from der_physics.tariff import demand_window
+from der_physics.tariff import demand_window, peak_steps
 
 #: Days of readings the session statistics are drawn from.
 MODEL_DAYS = 28
