@@ -165,6 +165,7 @@ class Gateway:
         self.states = [StateFile(Path(state_dir), c.device_id) for c in self.configs]
         #: A measured battery's commands: the interval's, and the import cap held at and between readings.
         self.control = None if source is None else DeviceControl(self.configs[0], source, setpoints)
+        self._unread_since: pd.Timestamp | None = None  # the first reading made without reading the store
 
     @property
     def interval_s(self) -> int:
@@ -197,19 +198,25 @@ class Gateway:
             sites.append(self._metered(i, site))
         return sites, dt_h
 
-    def _newest_stored(self) -> list[pd.Timestamp | None] | None:
+    def _newest_stored(self, at: pd.Timestamp) -> list[pd.Timestamp | None] | None:
         """Per site, its newest stored reading's instant (None: no store or no reading), read
         once a step for both checks below; None for all when the store cannot be read
         (InfluxDB down). The reading is made all the same: the store keeps it in its outbox
         until the server returns, where refusing to step would lose every reading of the
-        outage. Only the checks against stored readings are skipped for that step."""
+        outage. Only the checks against stored readings are skipped for that step. An outage
+        is one warning when it begins and one line when it ends, not a warning a step."""
         if self.history is None:
             return [None] * len(self.configs)
         try:
             newest = [self.history.latest(config.device_id) for config in self.configs]
         except StoreUnavailable as error:
-            log.warning("%s; reading made without checking the stored readings", error)
+            level = logging.WARNING if self._unread_since is None else logging.DEBUG
+            log.log(level, "%s; readings made without checking the stored readings until it can be read", error)
+            self._unread_since = self._unread_since or at
             return None
+        if self._unread_since is not None:
+            log.info("edge store readable again; readings from %s on were made unchecked", dd.format_ts(self._unread_since))
+            self._unread_since = None
         return [None if frame.empty else dd.parse_ts(frame[dd.TS].iloc[-1]) for frame in newest]
 
     @staticmethod
@@ -322,7 +329,7 @@ class Gateway:
     def step(self, at: pd.Timestamp | None = None) -> pd.DataFrame:
         """Make, deliver and return one reading per site for instant ``at`` (default: now)."""
         at = dd.parse_ts(at if at is not None else dd.utc_now()).floor("s")
-        newest = self._newest_stored()
+        newest = self._newest_stored(at)
         kept = self._stored_behind(at, newest)
         if kept:
             log.warning("%s: clock is behind the last reading and %s is stored already; kept, no reading made until the "

@@ -327,6 +327,73 @@ def test_pause_after_failure_keeps_writes_fast(make_store, server, clock, sleeps
     assert store.spool_size() == 0 and server.accepted_lines == 3
 
 
+def test_a_writer_asks_a_server_it_found_down_once_per_pause(make_store, server, clock, sleeps):
+    """The gateway reads its store on every step. With the server down, each read retried
+    with backoff, so every step of an outage waited seconds (about 12 s with the defaults)
+    and a gateway reading every 10 s skipped every other reading. Once a writer finds the
+    server down, a read in its pause fails at once, and the one after it is one attempt."""
+    store = make_store()
+    server.stop()
+    store.write(readings(1))  # the flush finds it down: retried, then paused
+    retried = len(sleeps.delays)
+    assert retried == 2 and store.spool_size() == 1
+    with pytest.raises(StoreUnavailable, match=r"cannot be reached.*\(next attempt in \d+ s\)"):
+        store.latest("edge-gateway-001")
+    clock.now += 3600
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        store.latest("edge-gateway-001")  # one attempt, no retries: the pause is the backoff
+    assert len(sleeps.delays) == retried
+    server.start()
+    with pytest.raises(StoreUnavailable, match="next attempt"):
+        store.latest("edge-gateway-001")  # that failure paused it again
+    clock.now += 3600
+    assert len(store.latest("edge-gateway-001")) == 1  # read again: the reading waiting in the spool
+    store.write(readings(1, start="2024-06-02T00:00:00Z"))  # no longer paused: the backlog goes too
+    assert store.spool_size() == 0 and server.accepted_lines == 2 and len(sleeps.delays) == retried
+
+
+def test_a_writer_finding_the_server_down_on_a_read_pauses_as_on_a_flush(make_store, server, clock, sleeps):
+    store = make_store()
+    store.write(readings(1))
+    server.stop()
+    with pytest.raises(StoreUnavailable, match="cannot be reached"):
+        store.latest("edge-gateway-001")
+    retried = len(sleeps.delays)
+    with pytest.raises(StoreUnavailable, match="next attempt"):
+        store.read_range("edge-gateway-001")
+    assert len(sleeps.delays) == retried == 2
+
+
+def test_a_gateway_steps_through_an_outage_without_waiting_and_says_it_twice(make_store, server, clock, sleeps,
+                                                                              tmp_path, caplog):
+    """Every step of an outage makes its reading, spooled, without a retry's wait; the outage
+    is one warning when it begins and one line when the store is read again, not a warning
+    a step."""
+    from edge_gateway.gateway import Gateway
+    from tests.sim_helpers import config
+
+    store = make_store()
+    gateway = Gateway([config(seed=3)], [store.write], tmp_path / "state", history=store)
+    stamps = pd.date_range("2024-06-15T00:05Z", periods=8, freq="5min")
+    gateway.step(stamps[0])
+    server.stop()
+    caplog.set_level(logging.INFO, logger="edge_gateway.gateway")
+    for at in stamps[1:6]:
+        assert len(gateway.step(at)) == 1
+        clock.now += 1.0  # pauses outlast a step once the server has failed a few times
+    retried = len(sleeps.delays)
+    server.start()
+    clock.now += 3600
+    for at in stamps[6:]:
+        gateway.step(at)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "edge_gateway.gateway"]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
+    assert "readings made without checking the stored readings" in said[0][1]
+    assert said[1][1] == "edge store readable again; readings from 2024-06-15T00:10:00+00:00 on were made unchecked"
+    assert retried == 2 and len(sleeps.delays) == retried  # the first failure's retries only
+    assert store.spool_size() == 0 and len(store.read_range("edge-gateway-001")) == 8
+
+
 def test_spool_survives_a_restart(server, tmp_path):
     settings = InfluxSettings(url=server.url, token=TOKEN, flush_interval_s=0, max_retries=0)
     server.stop()

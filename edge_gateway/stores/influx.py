@@ -15,6 +15,11 @@ SYNCHRONOUS API and batching is ours:
   timeouts and refused connections. When that fails the rows stay in the spool and automatic
   flushes pause (growing backoff) so the gateway keeps working; the next successful flush,
   or an explicit ``replay_spool()``, drains it.
+* While the server is known down, a writer's store asks it once per pause, not once per
+  call: each call in between (a flush, a read of the gateway's step) fails at once with the
+  last error, and the call after the pause makes one attempt without retries, as the pause
+  is the backoff. Retried on every step, an outage cost each reading seconds of retries, so
+  a gateway reading every few seconds skipped readings for as long as it lasted.
 * A batch the server refuses as malformed (400) cannot succeed by retrying; it moves to
   ``influx_rejected`` with the server's message, never dropped, and the rest continues.
 * Reads merge the rows still waiting in the spool, so the sync job never misses them.
@@ -269,14 +274,22 @@ class InfluxEdgeStore:
         delay = min(MAX_BACKOFF_S, self.settings.retry_base_s * 2**attempt)
         return delay / 2 + self._rng.uniform(0, delay / 2)
 
+    def _known_down(self) -> bool:
+        """A writer whose last call failed on a server that is unavailable: it waits out its pause."""
+        return not self.reader and self._failures > 0
+
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run one client call, retrying transient failures; vendor errors come out as ours."""
-        for attempt in range(self.settings.max_retries + 1):
+        """Run one client call, retrying transient failures; vendor errors come out as ours.
+
+        A writer's store whose server is known down makes one attempt: its pause between
+        attempts is the backoff."""
+        retries = 0 if self._known_down() else self.settings.max_retries
+        for attempt in range(retries + 1):
             try:
                 return fn()
             except (ApiException, InfluxDBError, urllib3.exceptions.HTTPError, OSError) as vendor:
                 error = self._wrap(vendor)
-            if not isinstance(error, StoreUnavailable) or attempt == self.settings.max_retries:
+            if not isinstance(error, StoreUnavailable) or attempt == retries:
                 raise error
             self._sleep(self._backoff(attempt))
         raise AssertionError("unreachable")
@@ -393,8 +406,21 @@ class InfluxEdgeStore:
 
     # --- reading ---
     def _query(self, flux: str) -> str:
+        """A read's answer. A writer's failed read pauses the store as a failed flush does, so the
+        gateway's next steps do not wait on a server the read found down; a success ends the pause."""
         api = self._client.query_api()
-        return self._call(lambda: api.query_raw(flux, org=self.settings.org).data.decode("utf-8"))
+        with self._lock:
+            if self._known_down() and self._clock() < self._paused_until:
+                raise StoreUnavailable(f"{self.last_error} (next attempt in {self._paused_until - self._clock():.0f} s)")
+            try:
+                answer = self._call(lambda: api.query_raw(flux, org=self.settings.org).data.decode("utf-8"))
+            except StoreUnavailable as error:
+                if not self.reader:
+                    self._note_failure(error)
+                raise
+            if self._known_down():
+                self._failures, self._paused_until = 0, float("-inf")
+            return answer
 
     def read_range(self, device_id, start=None, stop=None, limit=None) -> pd.DataFrame:
         self.flush_if_due()
