@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     if not (args.train or args.evaluate or args.status):
         raise UsageError("nothing to do: expected one of --train, --evaluate, --status")
-    settings = settings_from(args.model_dir, args.horizon_hours)
+    settings = settings_from(args.model_dir, args.horizon_hours, training=args.train)
     if args.status:
         print_status(Registry(settings.model_dir))
         return 0

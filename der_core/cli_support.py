@@ -154,10 +154,12 @@ def output_path(text: str | Path, what: str) -> Path:
     return path
 
 
-def output_folder(text: str | Path, what: str) -> Path:
+def output_folder(text: str | Path, what: str, writable: bool = True) -> Path:
     """A folder to write results in, checked before the work that makes them: it is a folder
-    or can be made one (``der_core.files.folder_problem``), else one line naming ``what``."""
-    problem = folder_problem(text)
+    or can be made one, and can be written in unless ``writable`` is False (a folder that is
+    only read from when the command does not write) (``der_core.files.folder_problem``), else
+    one line naming ``what``."""
+    problem = folder_problem(text, writable)
     if problem is not None:
         raise UsageError(f"{what} {dd.shown(str(text), 200)}: {problem}; expected a folder to write in")
     return Path(text)

@@ -8,6 +8,7 @@ when the work is done and its results are written.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def input_problem(path: str | Path) -> str | None:
     return None
 
 
-def folder_problem(path: str | Path) -> str | None:
+def folder_problem(path: str | Path, writable: bool = False) -> str | None:
     """Why no folder can be written in at ``path`` (it is a file, a file stands where one of
-    its folders would be, ...), or None when it is a folder or can be made one."""
+    its folders would be, ...), or None when it is a folder or can be made one. ``writable``:
+    also when the folder, or the one it would be made in, refuses this process's writes (its
+    permissions, a read-only file system), which a folder only read from may do."""
     target = Path(path)
     for place in (target, *target.parents):
         try:
@@ -52,6 +55,8 @@ def folder_problem(path: str | Path) -> str | None:
         except ValueError:
             return "holds a NUL character"
         if stat.S_ISDIR(mode):
+            if writable and not os.access(place, os.W_OK | os.X_OK):
+                return "cannot be written in" if place == target else f"{place} cannot be written in"
             return None
         what = "a file" if stat.S_ISREG(mode) else "a device or a pipe"
         return f"is {what}, not a folder" if place == target else f"{place} is {what}, not a folder"

@@ -59,6 +59,26 @@ def test_a_folder_to_write_in_is_checked_before_the_work(places, capsys, monkeyp
     assert sorted(p.name for p in places.iterdir()) == ["file", "loop-a", "loop-b", "pipe"]  # nothing was made
 
 
+#: A folder this process cannot write in, root or not: the kernel's view of process 1.
+UNWRITABLE = "/proc/1"
+
+
+def test_a_folder_to_write_in_that_refuses_writes_is_refused_before_the_training(capsys, monkeypatch, tmp_path):
+    """A model folder that cannot be written in was found when the models were saved, after
+    the whole training; one only read from (``--status``, a plan) may still be read-only."""
+    assert os.path.isdir(UNWRITABLE) and not os.access(UNWRITABLE, os.W_OK)  # what the test relies on
+    models = f"{UNWRITABLE}/models"
+    assert folder_problem(models, writable=True) == f"{UNWRITABLE} cannot be written in"
+    assert folder_problem(UNWRITABLE, writable=True) == "cannot be written in"
+    assert folder_problem(models) is None
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(run_model_training.main, ["--train", "--model-dir", models]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --model-dir '{models}': {UNWRITABLE} cannot be written in; "
+                                               "expected a folder to write in")
+    assert run_cli(run_model_training.main, ["--status", "--model-dir", models]) == 0
+    assert list(tmp_path.iterdir()) == []  # refused before any store was opened
+
+
 def test_the_model_folder_of_the_environment_is_named_as_such(places, capsys, monkeypatch):
     monkeypatch.setenv("FORECAST_MODEL_DIR", str(places / "file"))
     assert run_cli(run_model_training.main, ["--status"]) == 2

@@ -65,14 +65,16 @@ class ForecastSettings:
         return CsvWeatherForecast(self.weather_csv) if self.weather_csv else None
 
 
-def settings_from(model_dir: str | None = None, horizon_hours: float | None = None) -> ForecastSettings:
-    """Flags win over the environment."""
+def settings_from(model_dir: str | None = None, horizon_hours: float | None = None, *, training: bool = False) -> ForecastSettings:
+    """Flags win over the environment. ``training``: the model folder must take the models
+    trained, checked before the training rather than found when it is done; a command that
+    only loads models may read them from a folder it cannot write in."""
     test_size = env_value("FORECAST_TEST_SIZE", fraction, DEFAULT_TEST_SIZE,
                           expected="a fraction strictly between 0 and 1, such as 0.2")
     drift = env_value("FORECAST_DRIFT_THRESHOLD", positive_float, DEFAULT_DRIFT,
                       expected="a positive fraction, such as 0.25 for a 25% rise in MAE")
     directory = model_dir or os.environ.get("FORECAST_MODEL_DIR") or DEFAULT_MODEL_DIR
     output_folder(directory, "--model-dir" if model_dir else "FORECAST_MODEL_DIR" if os.environ.get("FORECAST_MODEL_DIR")
-                  else "the model folder")
+                  else "the model folder", writable=training)
     return ForecastSettings(Path(directory), test_size, 24.0 if horizon_hours is None else horizon_hours, drift,
                             os.environ.get("FORECAST_WEATHER_CSV") or None, os.environ.get("FORECAST_SITE_ID") or None)
