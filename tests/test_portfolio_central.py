@@ -14,10 +14,10 @@ from cloud.optimization import BatterySpec, HorizonInputs, solve_dispatch
 from cloud.portfolio import central
 from cloud.portfolio.engine import RunSpec, fleet_limits, run_portfolio
 from cloud.portfolio.fleet import draw_fleet
-from cloud.portfolio.inputs import build_inputs
+from cloud.portfolio.inputs import build_inputs, site_bills
 from cloud.portfolio.kpis import combine, rounding_kw, summary
 from cloud.portfolio.scenario import SCENARIOS, Scenario
-from cloud.portfolio.strategies import CentralContext, run_central
+from cloud.portfolio.strategies import CentralContext, _DayView, run_central
 from der_core.errors import UsageError
 
 ETA = np.sqrt(0.9)
@@ -219,3 +219,22 @@ def test_central_delivers_the_requested_dr_in_most_draws_although_some_sites_do_
 def test_central_delivers_the_requested_dr_in_most_draws_from_local_midnight():
     met = [_meets_the_whole_request(seed, "2024-07-01") for seed in range(20)]
     assert sum(met) >= 15, met
+
+
+def _dr_day(n: int, seed: int, reduction_kw: float):
+    """A group whose sites fall back to their own cheapest plan, asked for a DR reduction in
+    the evening: any reduction costs them something."""
+    p = synthetic_group(n, seed)
+    own = central.solve_group(p).grid_kw
+    window = (np.arange(24) >= 18) & (np.arange(24) < 20)
+    problem = dataclasses.replace(p, fallback_kw=own, weights=np.ones(n),
+                                  target_kw=np.where(window, own.sum(axis=0) - reduction_kw, np.nan))
+    return problem, _DayView(p.import_price, p.export_value, p.step_hours)
+
+
+def test_a_bill_limit_no_plan_can_meet_is_reported_as_slack_not_an_error():
+    problem, day = _dr_day(4, 2, reduction_kw=0.0)
+    own_bill = site_bills(day, problem.fallback_kw)
+    plan = central.solve_group(dataclasses.replace(problem, bill_limit=own_bill - 1.0, bill_feed_in=day.feed_in_per_kwh))
+    assert plan.bill_slack.min() > 0.5
+    assert np.all(site_bills(day, plan.grid_kw) <= own_bill - 1.0 + plan.bill_slack + 1e-6)

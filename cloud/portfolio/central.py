@@ -11,6 +11,14 @@ and a site's own plan would weigh the same kWh differently), then per step
 * DR window:   the same left side  <=  target_t - sum_i (1 - w_i) fallback_i,t + slack
 * group peak:  the same left side  <=  peak - sum_i (1 - w_i) fallback_i,t
 
+and, when the problem limits bills, per site ``i`` its own bill of the day at its tariff
+
+* bill limit:  sum_t (import_price_i,t import_i,t - bill_feed_in_i,t export_i,t) dt  <=  bill_limit_i + slack_i
+
+which is at least the bill of the site's net flow wherever import is priced above export
+(a site cannot sell above what it buys at), so a plan within the limit costs the site at most
+that. Its slack costs ``BILL_PENALTY`` per unit of money.
+
 ``peak`` is one more column, priced at ``peak_price_per_kw`` for each kW above
 ``peak_floor_kw`` (the peak the group has already set this run, which a lower plan today
 cannot undo: a demand charge). Without it the cap is free headroom, and a fleet that charges
@@ -44,6 +52,7 @@ from cloud.optimization.lp import highs_lp, quiet_highs, run_model
 from cloud.optimization.plan import stored_energy_value_per_kwh
 
 SLACK_PENALTY = 50.0  # per kWh over a fleet limit; far above any tariff, so slack is a last resort
+BILL_PENALTY = 20 * SLACK_PENALTY  # per unit of money over a site's bill limit: DR slack goes first
 PEAK_PRICE_PER_KW = 5.0  # per kW of a new group peak per day: above what a kW of charging earns in a day
 _INF = highspy.kHighsInf
 _C, _D, _IMP, _EXP, _SOC = block.KINDS
@@ -74,6 +83,10 @@ class GroupProblem:
     # (sites,) the energy each battery must end with; None: what it starts with (a day's plan
     # never borrows tomorrow's energy). A demand-response window may spend it to min_kwh.
     end_floor_kwh: np.ndarray | None = None
+    # (sites,) the most each site's own bill for the day may come to (imports at import_price,
+    # exports at bill_feed_in, the site's tariff); None: no limit.
+    bill_limit: np.ndarray | None = None
+    bill_feed_in: np.ndarray | None = None  # (sites, T)
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ class GroupPlan:
     dr_slack_kw: np.ndarray  # (T,)
     objective: float
     peak_kw: float = 0.0  # the plan's expected group net import peak (at least the floor)
+    bill_slack: np.ndarray | None = None  # (sites,) money over each site's bill limit
 
 
 def _matrix(p: GroupProblem, w: np.ndarray) -> sp.csc_matrix:
@@ -103,8 +117,19 @@ def _matrix(p: GroupProblem, w: np.ndarray) -> sp.csc_matrix:
     slack = 5 * n * steps + np.arange(2 * steps)
     add(2 * n * steps + np.arange(2 * steps), slack, -1.0)
     add(2 * n * steps + 2 * steps + np.arange(steps), np.full(steps, 5 * n * steps + 2 * steps), -1.0)
-    shape = (2 * n * steps + 3 * steps, 5 * n * steps + 2 * steps + 1)
+    limited = _limited(p)
+    if limited:  # bill rows: each site's own bill of the day, less a slack
+        bill = 2 * n * steps + 3 * steps + s
+        add(bill, block.column(s, _IMP, t, steps), (p.import_price * p.step_hours).reshape(-1))
+        add(bill, block.column(s, _EXP, t, steps), -(p.bill_feed_in * p.step_hours).reshape(-1))
+        add(2 * n * steps + 3 * steps + np.arange(n), 5 * n * steps + 2 * steps + 1 + np.arange(n), -1.0)
+    shape = (2 * n * steps + 3 * steps + limited, 5 * n * steps + 2 * steps + 1 + limited)
     return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsc()
+
+
+def _limited(p: GroupProblem) -> int:
+    """How many bill rows (and slacks) the LP has: one per site when bills are limited."""
+    return 0 if p.bill_limit is None else p.net_kw.shape[0]
 
 
 def _bounds(p: GroupProblem):
@@ -118,8 +143,9 @@ def _bounds(p: GroupProblem):
     upper = block.by_kind(p.max_charge_kw, dmax, np.maximum(0.0, net + p.max_charge_kw), np.maximum(0.0, dmax - net), soc_high, (n, steps))
     lower = block.by_kind(0.0, 0.0, 0.0, 0.0, soc_low, (n, steps))
     peaked = p.peak_price_per_kw > 0
-    col_lower = np.concatenate([lower, np.zeros(2 * steps), [p.peak_floor_kw if peaked else 0.0]])
-    col_upper = np.concatenate([upper, np.full(2 * steps, _INF), [_INF if peaked else 0.0]])
+    bill_slacks = _limited(p)
+    col_lower = np.concatenate([lower, np.zeros(2 * steps), [p.peak_floor_kw if peaked else 0.0], np.zeros(bill_slacks)])
+    col_upper = np.concatenate([upper, np.full(2 * steps, _INF), [_INF if peaked else 0.0], np.full(bill_slacks, _INF)])
     return col_lower, col_upper
 
 
@@ -146,12 +172,15 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
     stored[:, -1] = -stored_value
     wear = p.wear_per_kwh * dt
     cost = block.by_kind(wear, wear, p.import_price * dt, -p.export_value * dt, stored, (n, steps))
-    cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw]])
+    limited = _limited(p)
+    cost = np.concatenate([cost, np.full(2 * steps, SLACK_PENALTY * dt), [p.peak_price_per_kw],
+                           np.full(limited, BILL_PENALTY)])
     col_lower, col_upper = _bounds(p)
     cap, dr, peak = _fleet_rhs(p, w)
     battery_rows = block.right_hand_side(p.net_kw, p.initial_kwh)
-    row_lower = np.concatenate([battery_rows, np.full(3 * steps, -_INF)])
-    row_upper = np.concatenate([battery_rows, cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF)])
+    row_lower = np.concatenate([battery_rows, np.full(3 * steps + limited, -_INF)])
+    row_upper = np.concatenate([battery_rows, cap, dr, peak if p.peak_price_per_kw > 0 else np.full(steps, _INF),
+                                np.zeros(0) if p.bill_limit is None else p.bill_limit])
     lp = highs_lp(_matrix(p, w), cost, col_lower, col_upper, row_lower, row_upper, float(stored_value @ p.initial_kwh))
     x, objective = run_model(quiet_highs() if highs is None else highs, lp, f"group LP ({n} sites)")
     blocks = block.per_kind(x, n, steps)
@@ -160,7 +189,8 @@ def solve_group(p: GroupProblem, highs: highspy.Highs | None = None) -> GroupPla
         battery_kw=charge - discharge, grid_kw=blocks[:, _IMP] - blocks[:, _EXP], energy_kwh=blocks[:, _SOC],
         cap_slack_kw=np.maximum(x[5 * n * steps : 5 * n * steps + steps], 0.0),
         dr_slack_kw=np.maximum(x[5 * n * steps + steps : 5 * n * steps + 2 * steps], 0.0),
-        objective=objective, peak_kw=float(x[-1]) if p.peak_price_per_kw > 0 else 0.0,
+        objective=objective, peak_kw=float(x[5 * n * steps + 2 * steps]) if p.peak_price_per_kw > 0 else 0.0,
+        bill_slack=np.maximum(x[5 * n * steps + 2 * steps + 1 :], 0.0) if limited else None,
     )
 
 
