@@ -32,6 +32,8 @@ STRATEGIES = ("no_battery", "rule_based", "decentralised", "central")
 WINDOW_MARGIN = 1e-3  # plans keep this share of the SOC window spare: fade within a day shrinks it
 WEAR_PER_KWH = 0.01
 DR_CONFIDENCE_Z = 1.645  # standard deviations of the participation draws a DR plan keeps in hand (95 %, one-sided)
+# What a DR day's plan may cost a site against its own rule, tried smallest first (money per site-day)
+DR_BUDGETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def day_blocks(inputs: PartitionInputs) -> list[slice]:
@@ -175,11 +177,12 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
             rows = np.arange(members.start, members.stop) - inputs.first
             base_g = inputs.net_load_kw[rows, cols].sum(axis=0)
             problem = _group_problem(inputs, ctx, g, rows, cols, window, weights, fallback_grid, base_g, group_peak_kw[g])
-            plan = central.solve_group(problem, highs)
             if ctx.limits.participation and np.isfinite(problem.target_kw).any():
-                problem = _dr_replan(problem, plan, ctx.model, _day_view(inputs, cols, rows))
-                plan = central.solve_group(problem, highs)
+                day_view = _day_view(inputs, cols, rows)
+                problem, plan = _dr_plan(problem, fallback.energy_kwh[rows, -1], ctx.model, day_view, highs)
                 weights[rows] = problem.weights
+            else:
+                plan = central.solve_group(problem, highs)
             group_peak_kw[g] = plan.peak_kw
             plan_kw[rows] = plan.battery_kw
             w = weights[rows, None]
@@ -215,18 +218,58 @@ def _request_cost(day: _DayView, plan_grid_kw: np.ndarray, fallback_grid_kw: np.
     return np.maximum(site_bills(day, plan_grid_kw) - site_bills(day, fallback_grid_kw), 0.0)
 
 
-def _dr_replan(problem: central.GroupProblem, plan: central.GroupPlan, model: participation.ParticipationModel,
-               day: _DayView) -> central.GroupProblem:
-    """The problem of a day with a DR window, re-posed from a first plan so its DR rows hold
-    for the sites that will actually follow, not only on average over yesterday's.
+def _dr_plan(problem: central.GroupProblem, fallback_end_kwh: np.ndarray, model: participation.ParticipationModel,
+             day: _DayView, highs) -> tuple[central.GroupProblem, central.GroupPlan]:
+    """A day with a DR window, planned so the participation it counts on holds by construction.
 
-    Sites choose on what *this* plan costs them, so the weights become ``p(cost)`` of the first
-    plan (yesterday's costs say little about a DR day's). Whether each site follows is a coin
-    toss, so the group's flow in a step scatters around its expectation with variance
-    ``sum_i w_i (1 - w_i) (plan_i - fallback_i)^2``; the DR limit is lowered by
-    ``DR_CONFIDENCE_Z`` of its standard deviations, so the group meets it in about 95 % of
-    draws (a one-sided normal bound) instead of half. Each group keeps its own margin, which
-    over-covers a fleet of several independent groups rather than depend on partitioning."""
-    weights = model.probability(_request_cost(day, plan.grid_kw, problem.fallback_kw))
-    spread = np.sqrt((weights[:, None] * (1.0 - weights[:, None]) * (plan.grid_kw - problem.fallback_kw) ** 2).sum(axis=0))
-    return dataclasses.replace(problem, weights=weights, target_kw=problem.target_kw - DR_CONFIDENCE_Z * spread)
+    A site follows with ``p(c)`` of what the plan costs it against its own rule, and ``p`` falls
+    as ``c`` grows. So each site gets a budget ``b``, its bill row (the day's bill at most its
+    rule's plus ``b``), and counts with weight ``p(b)``: whatever the plan asks of it, it follows
+    with at least the planned probability. Weights guessed from what a plan costs cannot hold
+    this: a plan re-posed with lower weights asks more of each follower, which costs more and
+    lowers the weights again. The smallest budget of ``DR_BUDGETS`` whose plan meets the DR rows
+    is taken (the least DR slack when none does): it spreads the request over many sites at a
+    cost most of them accept. A site whose budget cannot hold keeps what the budgeted plan costs
+    it as its limit, and ``p`` of that as its weight.
+
+    The plan may end the day as low as the rule would leave the battery (within its window, never
+    above the start): the cost counts the day's bill only, so energy the plan keeps for tomorrow
+    that the rule spends today is money the site loses today.
+
+    Whether each site follows is a coin toss, so the group's flow in a step scatters around its
+    expectation with variance ``sum_i w_i (1 - w_i) (plan_i - fallback_i)^2``; the DR limit is
+    lowered by ``DR_CONFIDENCE_Z`` of its standard deviations, so the group meets it in about
+    95 % of draws (a one-sided normal bound) instead of half. The deviation is taken from the
+    plan without the margin, then again from the plan with it, which asks more and so scatters
+    more. Each group keeps its own margin, which over-covers a fleet of several independent
+    groups rather than depend on partitioning."""
+    problem = dataclasses.replace(problem, end_floor_kwh=np.clip(fallback_end_kwh, problem.min_kwh, problem.initial_kwh))
+    fallback_bill = site_bills(day, problem.fallback_kw)
+    best = None
+    for budget in DR_BUDGETS:
+        uniform = np.full(len(fallback_bill), budget)
+        first = central.solve_group(_budgeted(problem, day, fallback_bill, uniform, model), highs)
+        budgeted = _budgeted(problem, day, fallback_bill, uniform + first.bill_slack, model)
+        plan = first
+        for _ in range(2):
+            margin = DR_CONFIDENCE_Z * _spread(budgeted.weights, plan, problem.fallback_kw)
+            trial = dataclasses.replace(budgeted, target_kw=problem.target_kw - margin)
+            plan = central.solve_group(trial, highs)
+        if best is None or plan.dr_slack_kw.sum() < best[1].dr_slack_kw.sum():
+            best = trial, plan
+        if plan.dr_slack_kw.max() <= 0:
+            break
+    return best
+
+
+def _budgeted(problem: central.GroupProblem, day: _DayView, fallback_bill: np.ndarray, budget: np.ndarray,
+              model: participation.ParticipationModel) -> central.GroupProblem:
+    """The problem with each site's bill limited to its rule's plus ``budget``, weighted ``p(budget)``."""
+    return dataclasses.replace(problem, weights=model.probability(budget), bill_limit=fallback_bill + budget,
+                               bill_feed_in=day.feed_in_per_kwh)
+
+
+def _spread(weights: np.ndarray, plan: central.GroupPlan, fallback_kw: np.ndarray) -> np.ndarray:
+    """Standard deviation of the group's flow per step over the participation draws."""
+    w = weights[:, None]
+    return np.sqrt((w * (1.0 - w) * (plan.grid_kw - fallback_kw) ** 2).sum(axis=0))
