@@ -5,11 +5,13 @@ day, plus ``comfort_price`` per kWh of deferred comfort load) is followed with p
 
     p(c) = p_max / (1 + exp((c - c50) / scale))
 
-so a free request is followed by most sites (p(0) ~ 0.79 with the defaults), half follow at
+so a free request is followed by most sites (p(0) ~ 0.90 with the defaults), half follow at
 ``c = c50`` and almost none past ``c50 + 4 scale``. Draws come from a generator seeded by
 (run seed, site index, day), so a site's choice does not depend on which other sites share
 its partition. The aggregator plans with each site's expected participation, estimated from
-the cost its previous day's request imposed (the prior ``p(0)`` on the first day).
+the cost its previous day's request imposed (the prior ``p(0)`` on the first day); on a day
+with a DR window, ``p`` of the budget the plan keeps each site's cost within
+(``strategies._dr_plan``), a bound rather than an estimate.
 """
 
 from __future__ import annotations
