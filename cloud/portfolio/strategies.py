@@ -120,6 +120,8 @@ class CentralLog:
     planned_grid_kw: np.ndarray  # (sites, T): each site's expected net flow under the plan
     plan_battery_kw: np.ndarray  # (sites, T)
     followed: np.ndarray  # (sites, days) bool
+    weights: np.ndarray  # (sites, days) the participation each day's plan counted on
+    request_cost: np.ndarray  # (sites, days) what following each day's plan cost each site
     cap_slack_kwh: float = 0.0
     dr_slack_kwh: float = 0.0
     days: list = field(default_factory=list)
@@ -162,7 +164,8 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
     state = inputs.initial_state()
     blocks = day_blocks(inputs)
     power, energy = np.zeros((n, steps)), np.zeros((n, steps))
-    log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool))
+    log = CentralLog(np.zeros((n, steps)), np.zeros((n, steps)), np.zeros((n, len(blocks)), dtype=bool),
+                     np.zeros((n, len(blocks))), np.zeros((n, len(blocks))))
     request_cost = np.zeros(n)
     group_peak_kw = np.full(len(ctx.groups), -np.inf)  # each group's expected peak so far, the floor of its peak term
     highs = central.new_solver()
@@ -193,6 +196,7 @@ def run_central(inputs: PartitionInputs, ctx: CentralContext) -> tuple[Outcome, 
         plan_grid = inputs.load_kw[:, cols] + plan_kw - inputs.pv_kw[:, cols]
         day_inputs = _day_view(inputs, cols)
         request_cost = _request_cost(day_inputs, plan_grid, fallback_grid)
+        log.weights[:, day], log.request_cost[:, day] = weights, request_cost
         follow = ~deaf
         if ctx.limits.participation:
             follow &= participation.follows(ctx.model, request_cost, ctx.seed, index, day)
@@ -228,9 +232,9 @@ def _dr_plan(problem: central.GroupProblem, fallback_end_kwh: np.ndarray, model:
     with at least the planned probability. Weights guessed from what a plan costs cannot hold
     this: a plan re-posed with lower weights asks more of each follower, which costs more and
     lowers the weights again. The smallest budget of ``DR_BUDGETS`` whose plan meets the DR rows
-    is taken (the least DR slack when none does): it spreads the request over many sites at a
-    cost most of them accept. A site whose budget cannot hold keeps what the budgeted plan costs
-    it as its limit, and ``p`` of that as its weight.
+    within every site's limit is taken (the least DR slack when none does): it spreads the
+    request over many sites at a cost most of them accept. A site whose budget cannot hold keeps
+    what the budgeted plan costs it as its limit, and ``p`` of that as its weight.
 
     The plan may end the day as low as the rule would leave the battery (within its window, never
     above the start): the cost counts the day's bill only, so energy the plan keeps for tomorrow
@@ -255,11 +259,12 @@ def _dr_plan(problem: central.GroupProblem, fallback_end_kwh: np.ndarray, model:
             margin = DR_CONFIDENCE_Z * _spread(budgeted.weights, plan, problem.fallback_kw)
             trial = dataclasses.replace(budgeted, target_kw=problem.target_kw - margin)
             plan = central.solve_group(trial, highs)
+        if plan.dr_slack_kw.max() <= 0 and plan.bill_slack.max() <= 0:
+            return trial, plan
         if best is None or plan.dr_slack_kw.sum() < best[1].dr_slack_kw.sum():
             best = trial, plan
-        if plan.dr_slack_kw.max() <= 0:
-            break
-    return best
+    trial, plan = best  # the sites whose limit gave count with p of what they were asked after all
+    return dataclasses.replace(trial, weights=model.probability(trial.bill_limit - fallback_bill + plan.bill_slack)), plan
 
 
 def _budgeted(problem: central.GroupProblem, day: _DayView, fallback_bill: np.ndarray, budget: np.ndarray,
