@@ -262,8 +262,8 @@ def test_a_dr_plan_may_end_the_day_as_low_as_the_sites_own_rule():
 
 
 def test_on_the_dr_day_each_site_follows_at_least_as_likely_as_the_plan_counts():
-    """The fleet of seed 10 from local midnight, whose DR day was planned once with one site a
-    little over its budget: a plan is taken only when every site is within its limit."""
+    """The fleet of seed 10 from local midnight, where a budget of 0.05 meets the DR margin only
+    with one site a little over its limit: a plan is taken only when every site is within it."""
     times = pd.date_range(run_portfolio_cli._start("2024-07-01", "bay-area"), periods=48, freq="h")
     spec = RunSpec(draw_fleet(60, seed=10), times, ("central",), SCENARIOS["default"], seed=10)
     sites, groups = range(60), tuple(spec.fleet.groups())
