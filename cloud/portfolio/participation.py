@@ -1,7 +1,7 @@
 """Whether a site follows an aggregator request.
 
 A request that costs a site ``c`` (money it would lose against its own fallback rule that
-day, plus ``comfort_price`` per kWh of deferred comfort load) is followed with probability
+day; the fleet's homes defer no load, so no comfort enters it) is followed with probability
 
     p(c) = p_max / (1 + exp((c - c50) / scale))
 
@@ -26,7 +26,6 @@ class ParticipationModel:
     p_max: float = 0.95
     c50: float = 0.30
     scale: float = 0.10
-    comfort_price: float = 0.20
 
     def probability(self, cost: np.ndarray) -> np.ndarray:
         z = np.clip((np.asarray(cost, float) - self.c50) / self.scale, -50.0, 50.0)

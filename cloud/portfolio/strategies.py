@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -124,7 +124,6 @@ class CentralLog:
     request_cost: np.ndarray  # (sites, days) what following each day's plan cost each site
     cap_slack_kwh: float = 0.0
     dr_slack_kwh: float = 0.0
-    days: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
