@@ -15,7 +15,7 @@ from cloud.dashboard.app import (
     dr_from_env,
 )
 from cloud.dashboard.serve import listening_socket
-from cloud.store.factory import add_cloud_db_flag, cloud_db_choice, cloud_settings, open_cloud_store
+from cloud.store.factory import SQLITE, add_cloud_db_flag, cloud_db_choice, cloud_settings, open_cloud_store
 from der_core.cli_support import (
     ArgumentParser,
     add_common_flags,
@@ -23,6 +23,8 @@ from der_core.cli_support import (
     run_cli,
     setup_logging,
 )
+from der_core.der_data import shown
+from der_core.errors import UsageError
 
 log = logging.getLogger("der.dashboard")
 
@@ -34,12 +36,28 @@ def port(text: str) -> int:
     return value
 
 
+def store_choice(cloud_db: str | None, sqlite_path: str | None) -> tuple[str | None, str | None]:
+    """``--cloud-db`` and ``--sqlite-path`` as ``(backend, embedded file)``. ``--sqlite-path``
+    names the embedded store's file as ``--cloud-db FILE`` does, so it chooses that store over
+    one the environment names; beside ``--cloud-db sqlite`` it says which file. Beside a server
+    or another ``--cloud-db FILE`` one of the two would be dropped unsaid, so that is refused."""
+    backend, path = cloud_db_choice(cloud_db)
+    if sqlite_path is None:
+        return backend, path
+    if cloud_db not in (None, SQLITE):
+        other = cloud_db if path is None else shown(path, 200)
+        raise UsageError(f"--sqlite-path {shown(sqlite_path, 200)} and --cloud-db {other} name two stores; expected "
+                         "one of them (--sqlite-path goes with --cloud-db sqlite only)")
+    return SQLITE, sqlite_path
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=arg_type(port, "a port number 1-65535"), default=8000, help="default 8000")
     add_cloud_db_flag(parser)
-    parser.add_argument("--sqlite-path", help="embedded cloud store file (default data/cloud.db; also --cloud-db FILE)")
+    parser.add_argument("--sqlite-path", help="embedded cloud store file, as --cloud-db FILE (default data/cloud.db); "
+                                              "not with --cloud-db FILE, postgres or supabase")
     parser.add_argument("--portfolio-dir", default=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
                         help=f"where portfolio results are read from (env {PORTFOLIO_ENV}, default {DEFAULT_PORTFOLIO_DIR})")
     add_common_flags(parser)
@@ -52,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = os.environ.get(TOKEN_ENV) or None
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
-    backend, path = cloud_db_choice(args.cloud_db)
-    named = path or args.sqlite_path
+    backend, named = store_choice(args.cloud_db, args.sqlite_path)
     # The dashboard shows what the jobs wrote: a file named here must be theirs (a typo would
     # make an empty store and show it); the default one is made as every command makes it.
     store = open_cloud_store(cloud_settings(backend=backend, sqlite_path=named), existing=named is not None)

@@ -1,0 +1,41 @@
+"""run_dashboard.py's flags: each store flag means what it says or the command line is refused
+in one line (exit 2), never one flag dropped unsaid."""
+
+from __future__ import annotations
+
+import pytest
+
+import run_dashboard
+from cloud.store.sqlite import SQLiteCloudStore
+from der_core.cli_support import run_cli
+
+#: No server listens here: a command that reached for it fails rather than serves.
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """The store the dashboard would serve, without serving it."""
+    opened = {}
+    monkeypatch.setattr(run_dashboard, "create_app", lambda store, **_: opened.setdefault("store", store))
+    monkeypatch.setattr("uvicorn.Server.run", lambda *args, **kwargs: None)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE)
+    return opened
+
+
+@pytest.mark.parametrize("cloud_db, named", [("postgres", "postgres"), ("supabase", "supabase"), ("other.db", "'other.db'")])
+def test_sqlite_path_beside_another_store_is_refused(tmp_path, served, capsys, cloud_db, named):
+    SQLiteCloudStore(tmp_path / "trial.db").close()  # a job wrote it
+    assert run_cli(run_dashboard.main, ["--cloud-db", cloud_db, "--sqlite-path", str(tmp_path / "trial.db")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --sqlite-path ") and f"--cloud-db {named} name two stores" in line
+    assert "store" not in served
+
+
+@pytest.mark.parametrize("cloud_db", [[], ["--cloud-db", "sqlite"]])
+def test_sqlite_path_chooses_the_embedded_store_over_the_environments(tmp_path, served, cloud_db):
+    """As ``--cloud-db FILE`` does: a flag typed outweighs DATABASE_URL set long ago."""
+    SQLiteCloudStore(tmp_path / "trial.db").close()
+    assert run_cli(run_dashboard.main, [*cloud_db, "--sqlite-path", str(tmp_path / "trial.db")]) == 0
+    assert served["store"].label.endswith("trial.db")
