@@ -213,7 +213,12 @@ def fleet_server(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("fleet-browser")
     store = SQLiteCloudStore(folder / "cloud.db")
-    with serving(create_app(store, portfolio_dir=write_portfolio(folder / "portfolio"))) as url:
+    portfolio = write_portfolio(folder / "portfolio")
+    shutil.copytree(portfolio / "run", portfolio / "newer")  # a newer run cut short while writing
+    (portfolio / "newer" / "summary.json").write_text("{")
+    later = (portfolio / "run" / "summary.json").stat().st_mtime + 60
+    os.utime(portfolio / "newer" / "summary.json", (later, later))
+    with serving(create_app(store, portfolio_dir=portfolio)) as url:
         yield url
     store.close()
 
@@ -243,6 +248,7 @@ def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_si
     starved = [li.text for li in browser.find_elements("css selector", "#starved li")]
     assert starved and all("kWh not served" in s for s in starved)
     assert "USD" in browser.find_element("id", "about").text
+    assert browser.find_element("id", "status").text.startswith("showing run; newer skipped (unreadable: summary.json: ")
     names = [row.find_element("tag name", "td").text for row in browser.find_elements("css selector", "#kpis tr")[1:]]
     assert {"total cost (USD)", "peak aggregate import (kW)", "dr delivered (kWh)"} <= set(names), names
     assert 10_000 < _save_screenshot(browser, tmp_path, "dashboard-fleet.png").stat().st_size < 300_000

@@ -139,7 +139,11 @@ async function main() {
   drEvents().catch((error) => { $("dr-note").textContent = String(error.message || error); });
   try {
     const data = await getJSON("/api/portfolio/fleet");
-    if (!data.available) { $("status").textContent = "no portfolio results yet: run run_portfolio.py"; return; }
+    const skipped = (data.skipped || []).map((s) => `${s.path} skipped (${s.error})`).join("; ");
+    if (!data.available) {
+      $("status").textContent = skipped ? `no readable portfolio run: ${skipped}` : "no portfolio results yet: run run_portfolio.py";
+      return;
+    }
     about(data);
     loadChart(data);
     const days = (data.summary.steps * data.summary.step_hours / 24).toLocaleString();
@@ -149,7 +153,7 @@ async function main() {
       Object.fromEntries(Object.entries(data.satisfaction).map(([k, v]) => [k, v.map((x) => x === null ? null : 100 * x)])), 10);
     starved(data);
     kpis(data);
-    $("status").textContent = "";
+    $("status").textContent = skipped ? `showing ${data.path}; ${skipped}` : "";
   } catch (error) {
     $("status").textContent = String(error.message || error);
   }
