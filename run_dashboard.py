@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from cloud.dashboard.app import (
     DEFAULT_PORTFOLIO_DIR,
@@ -51,6 +52,20 @@ def store_choice(cloud_db: str | None, sqlite_path: str | None) -> tuple[str | N
     return SQLITE, sqlite_path
 
 
+def portfolio_folder(flag: str | None, env: str | None) -> str:
+    """The portfolio folder to read. One named (``--portfolio-dir``, else the environment's)
+    must be a folder: a typo would otherwise show "no portfolio results yet" as if none had
+    been run. The default may not exist yet: it appears with the first ``run_portfolio.py``."""
+    named = flag if flag is not None else env or None
+    if named is None:
+        return DEFAULT_PORTFOLIO_DIR
+    if not named or not Path(named).is_dir():
+        where = f"--portfolio-dir {shown(named, 200)}" if flag is not None else f"environment variable {PORTFOLIO_ENV}={shown(named, 200)}"
+        problem = "is a file" if Path(named).is_file() else "no such folder"
+        raise UsageError(f"{where}: {problem}; expected the folder run_portfolio.py --output wrote its results in")
+    return named
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -58,8 +73,8 @@ def build_parser() -> ArgumentParser:
     add_cloud_db_flag(parser)
     parser.add_argument("--sqlite-path", help="embedded cloud store file, as --cloud-db FILE (default data/cloud.db); "
                                               "not with --cloud-db FILE, postgres or supabase")
-    parser.add_argument("--portfolio-dir", default=os.environ.get(PORTFOLIO_ENV, DEFAULT_PORTFOLIO_DIR),
-                        help=f"where portfolio results are read from (env {PORTFOLIO_ENV}, default {DEFAULT_PORTFOLIO_DIR})")
+    parser.add_argument("--portfolio-dir", help=f"the folder run_portfolio.py wrote its results in (env {PORTFOLIO_ENV}, "
+                                                f"default {DEFAULT_PORTFOLIO_DIR}, which may not exist yet)")
     add_common_flags(parser)
     return parser
 
@@ -70,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = os.environ.get(TOKEN_ENV) or None
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
+    portfolio_dir = portfolio_folder(args.portfolio_dir, os.environ.get(PORTFOLIO_ENV))
     backend, named = store_choice(args.cloud_db, args.sqlite_path)
     # The dashboard shows what the jobs wrote: a file named here must be theirs (a typo would
     # make an empty store and show it); the default one is made as every command makes it.
@@ -77,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     try:
-        app = create_app(store, token=token, portfolio_dir=args.portfolio_dir, dr=dr_from_env(store))
+        app = create_app(store, token=token, portfolio_dir=portfolio_dir, dr=dr_from_env(store))
         level = "debug" if args.verbose else "warning" if args.quiet else "info"
         with listening_socket(args.host, args.port) as sock:
             # host and port still go to uvicorn, which names them in its "running on" line

@@ -39,3 +39,27 @@ def test_sqlite_path_chooses_the_embedded_store_over_the_environments(tmp_path, 
     SQLiteCloudStore(tmp_path / "trial.db").close()
     assert run_cli(run_dashboard.main, [*cloud_db, "--sqlite-path", str(tmp_path / "trial.db")]) == 0
     assert served["store"].label.endswith("trial.db")
+
+
+@pytest.mark.parametrize("flag, env, expected", [
+    (["--portfolio-dir", "portfolio-outptu"], None, "--portfolio-dir 'portfolio-outptu': no such folder"),
+    (["--portfolio-dir", "summary.json"], None, "--portfolio-dir 'summary.json': is a file"),
+    ([], "portfolio-outptu", "environment variable PORTFOLIO_OUTPUT_DIR='portfolio-outptu': no such folder"),
+])
+def test_a_portfolio_folder_named_must_be_one(tmp_path, monkeypatch, served, capsys, flag, env, expected):
+    """A typo showed "no portfolio results yet" as if no portfolio had been run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "summary.json").write_text("{}")
+    if env is not None:
+        monkeypatch.setenv("PORTFOLIO_OUTPUT_DIR", env)
+    assert run_cli(run_dashboard.main, [*flag, "--cloud-db", "sqlite"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {expected}; expected the folder run_portfolio.py --output wrote its results in"
+    assert "store" not in served
+
+
+def test_the_default_portfolio_folder_may_not_exist_yet(tmp_path, monkeypatch, served):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PORTFOLIO_OUTPUT_DIR", raising=False)
+    assert run_cli(run_dashboard.main, ["--cloud-db", "sqlite"]) == 0
+    assert "store" in served
