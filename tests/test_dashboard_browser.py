@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -156,6 +157,11 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
     stages = [row.get_attribute("data-job") for row in browser.find_elements("css selector", "#pipeline tbody tr")]
     assert stages == ["cloud_sync", "feature_engineering"]
     assert len(browser.find_elements("css selector", "#next-actions li")) >= 1
+    # The store holds June 2024: the page says how old its newest reading is and that the plan is past.
+    assert re.search(r"newest \w+, \d\d:\d\d \w+, \d+\.\d days ago$", browser.find_element("id", "site-detail").text)
+    assert re.match(r"this plan ended \w+, \d\d:\d\d \w+, \d+\.\d days ago: no newer plan is stored",
+                    browser.find_element("id", "plan-stale").text)
+    assert browser.find_element("id", "next-now").text.startswith("Was next: ")
     portfolio_rows = browser.find_elements("css selector", "#portfolio-body tbody tr")
     assert [row.find_element("tag name", "td").text for row in portfolio_rows] == list(PORTFOLIO_SUMMARY["strategies"])
     assert "7,700.25" in browser.find_element("id", "portfolio-body").text
@@ -188,7 +194,7 @@ def test_a_chart_with_no_value_among_the_readings_says_so(tmp_path, browser):
     from der_core import der_data as dd
 
     store = SQLiteCloudStore(tmp_path / "cloud.db")
-    ts = pd.date_range(pd.Timestamp.now(tz="UTC").floor("15min") - pd.Timedelta(hours=47), periods=192, freq="15min")
+    ts = pd.date_range(pd.Timestamp.now(tz="UTC").floor("15min") - pd.Timedelta(minutes=15 * 191), periods=192, freq="15min")
     frame = pd.DataFrame({dd.DEVICE_ID: "meter-only", dd.TS: ts, dd.SOLAR_KW: 1.0,
                           dd.LOAD_TOTAL: 0.5 + 0.1 * np.sin(np.arange(192))}).reindex(columns=dd.COLUMNS)
     frame = dd.coerce_frame(frame)
@@ -203,6 +209,7 @@ def test_a_chart_with_no_value_among_the_readings_says_so(tmp_path, browser):
         assert state["chart-battery"] == ("meter-only", 0, False)
         assert box.text.startswith("No battery state of charge or grid price among these readings: a plan starts")
         assert browser.find_element("id", "next-actions").text == "no plan yet"
+        assert re.search(r", \d+ (s|min) ago$", browser.find_element("id", "site-detail").text)  # read within 15 min
         assert browser.find_element("id", "status").text.startswith("updated ")
     store.close()
 

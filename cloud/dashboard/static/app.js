@@ -144,14 +144,19 @@ function drawPlan(plan) {
 }
 
 // Every action block of the plan's summary, with its reason, so an owner can act on it; first
-// the inputs it was planned on while their service was down ("prices stale since ...").
+// the inputs it was planned on while their service was down ("prices stale since ..."). The
+// API shows the newest plan near the newest reading, however old both are (a backfill's store
+// still draws): a plan whose horizon has passed says so, and its first action is what "was"
+// next, not what to do now.
 function renderNext(summary) {
   const list = el("next-actions"), next = el("next-now"), stale = el("plan-stale");
-  const staleLines = summary && summary.stale_lines ? summary.stale_lines : [];
+  const ended = summary && Date.parse(summary.end) <= Date.now();
+  const staleLines = [...(ended ? ["this plan ended " + localTime(summary.end, true) + ", " + ago(summary.end)
+    + ": no newer plan is stored, so its actions are past"] : []), ...(summary && summary.stale_lines ? summary.stale_lines : [])];
   stale.textContent = staleLines.join("; ");
   stale.hidden = !staleLines.length;
   list.textContent = "";
-  next.textContent = summary ? "Next: " + summary.next_action + " (times in " + summary.zone + ")" : "";
+  next.textContent = summary ? (ended ? "Was next: " : "Next: ") + summary.next_action + " (times in " + summary.zone + ")" : "";
   if (!summary) { list.innerHTML = "<li class='muted'>no plan yet</li>"; return; }
   for (const block of summary.blocks) {
     const item = document.createElement("li");
@@ -179,7 +184,7 @@ function renderSite(site) {
     site.pv_capacity_kw != null ? site.pv_capacity_kw.toFixed(1) + " kWp PV" : null,
     site.battery_capacity_kwh != null ? site.battery_capacity_kwh.toFixed(1) + " kWh battery" : null,
     site.currency, site.has_ev ? "EV" : null,
-    site.readings + " readings, newest " + (site.last_reading ? localTime(site.last_reading, true) : "–"),
+    site.readings + " readings, newest " + (site.last_reading ? localTime(site.last_reading, true) + ", " + ago(site.last_reading) : "–"),
   ].filter(Boolean).join(" · ");
 }
 
@@ -189,6 +194,13 @@ function age(secondsAgo) {
   if (secondsAgo < 7200) return Math.round(secondsAgo / 60) + " min ago";
   if (secondsAgo < 172800) return (secondsAgo / 3600).toFixed(1) + " h ago";
   return (secondsAgo / 86400).toFixed(1) + " days ago";
+}
+
+// How long before now an ISO 8601 instant was: the page's times name a weekday, not a date.
+// One after now (a gateway whose clock runs fast) says so rather than a negative age.
+function ago(stamp) {
+  const seconds = (Date.now() - Date.parse(stamp)) / 1000;
+  return seconds < 0 ? age(-seconds).replace(/ ago$/, " ahead of this clock") : age(seconds);
 }
 
 function renderPipeline(status) {
