@@ -348,6 +348,21 @@ def test_token_leaves_health_and_page_open(filled):
     assert app.get("/").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/health", "/", "/fleet", "/docs", "/metrics", "/api/sites", "/api/sites/home-001/readings",
+                                  "/static/app.js"])
+def test_head_is_answered_as_get_without_the_body(client, path):
+    """Monitors probe liveness with HEAD: a 405 read as the dashboard being down."""
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+
+
+def test_head_needs_the_token_as_get_does(filled):
+    app = TestClient(create_app(filled[0], token="s3cret-token"))
+    assert app.head("/metrics").status_code == 401
+    assert app.head("/metrics", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
 def test_store_failure_is_503(filled, tmp_path):
     store = SQLiteCloudStore(tmp_path / "broken.db")
     store.close()
@@ -358,9 +373,9 @@ def test_store_failure_is_503(filled, tmp_path):
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
-    ("OPTIONS", "/api/dr/events", "GET, POST"),
-    ("PUT", "/api/dr/events/evt-1", "DELETE, GET"),
-    ("POST", "/api/sites", "GET"),
+    ("OPTIONS", "/api/dr/events", "GET, HEAD, POST"),
+    ("PUT", "/api/dr/events/evt-1", "DELETE, GET, HEAD"),
+    ("POST", "/api/sites", "GET, HEAD"),
 ])
 def test_a_method_a_path_does_not_take_is_405_naming_every_method_it_does(client, method, path, allowed):
     """``/api/dr/events`` is two routes (GET and POST); the refusal names both, not the first's."""

@@ -90,9 +90,34 @@ METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 def allowed_methods(app: FastAPI, scope: Scope) -> str:
     """Every method some route of the request's path takes, for a 405's ``Allow``: Starlette
     names only the methods of the first route whose path matched, and ``/api/dr/events`` is
-    two routes (GET and POST). Asked of the routes' own matching, nested routers included."""
+    two routes (GET and POST). Asked of the routes' own matching, nested routers included;
+    HEAD wherever GET is (:class:`HeadAsGet`)."""
     return ", ".join(method for method in METHODS
-                     if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.router.routes))
+                     if any(route.matches({**scope, "method": "GET" if method == "HEAD" else method})[0] is Match.FULL
+                            for route in app.router.routes))
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET is, headers only. HTTP has every server that
+    takes GET take HEAD (RFC 9110, 9.1), and monitors probe with it; FastAPI's routes take only
+    the methods they name, so ``HEAD /health`` was a 405 and read as the dashboard being down."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class RequireToken:
@@ -176,6 +201,7 @@ def create_app(store: CloudStore, *, token: str | None = None, portfolio_dir: st
     app.include_router(dr_router)
 
     app.add_middleware(RequireToken)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(_request: Request, error: RequestValidationError) -> JSONResponse:
