@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     try:
+        # A store that cannot be reached now is said now, in one line (exit 1), rather than
+        # serving a page whose every call answers 503; once serving, an outage is a 503.
+        store.runs(limit=1)
         app = create_app(store, token=token, portfolio_dir=portfolio_dir, dr=dr_from_env(store))
         level = "debug" if args.verbose else "warning" if args.quiet else "info"
         with listening_socket(args.host, args.port) as sock:

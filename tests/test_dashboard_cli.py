@@ -63,3 +63,10 @@ def test_the_default_portfolio_folder_may_not_exist_yet(tmp_path, monkeypatch, s
     monkeypatch.delenv("PORTFOLIO_OUTPUT_DIR", raising=False)
     assert run_cli(run_dashboard.main, ["--cloud-db", "sqlite"]) == 0
     assert "store" in served
+
+
+def test_a_store_that_cannot_be_reached_is_one_line_before_serving(served, capsys):
+    assert run_cli(run_dashboard.main, ["--cloud-db", "postgres"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: postgres 127.0.0.1:1/none: cannot connect")
+    assert "store" not in served
