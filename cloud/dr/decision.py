@@ -234,6 +234,8 @@ class FleetDR:
         if (problem := too_far_ahead(event, now)) is not None:
             return Answer(False, f"too far ahead: {problem}")
         targeted = [sites[d] for d in (event.sites or sorted(sites))]
+        if not targeted:  # "all" of a fleet none has joined yet: nothing to forecast or plan
+            return Answer(False, "the fleet has no sites yet: none is declared or has synced readings")
         steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
                               inclusive="left")
         state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)
