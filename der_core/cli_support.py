@@ -49,8 +49,10 @@ def _one_line(text: str, limit: int | None = 300) -> str:
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    """``-v`` and ``-q``, one or the other: together, one would be dropped unsaid."""
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on errors")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 class _CurrentStderr(logging.StreamHandler):

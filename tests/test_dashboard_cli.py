@@ -70,3 +70,13 @@ def test_a_store_that_cannot_be_reached_is_one_line_before_serving(served, capsy
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: postgres 127.0.0.1:1/none: cannot connect")
     assert "store" not in served
+
+
+def test_verbose_and_quiet_together_are_refused(served, capsys):
+    """Verbose won unsaid, serving debug logs to one who asked for warnings only."""
+    with pytest.raises(SystemExit) as exit_:
+        run_dashboard.main(["--cloud-db", "sqlite", "-v", "-q"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(": error: argument -q/--quiet: not allowed with argument -v/--verbose "
+                                            "(see --help)\n")
+    assert "store" not in served
