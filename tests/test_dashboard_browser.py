@@ -214,6 +214,9 @@ def test_a_chart_with_no_value_among_the_readings_says_so(tmp_path, browser):
     store.close()
 
 
+FLEET_TOKEN = "fleet-s3cret"
+
+
 @pytest.fixture(scope="module")
 def fleet_server(tmp_path_factory):
     from tests.test_fleet_page import write_portfolio
@@ -225,14 +228,17 @@ def fleet_server(tmp_path_factory):
     (portfolio / "newer" / "summary.json").write_text("{")
     later = (portfolio / "run" / "summary.json").stat().st_mtime + 60
     os.utime(portfolio / "newer" / "summary.json", (later, later))
-    with serving(create_app(store, portfolio_dir=portfolio)) as url:
+    with serving(create_app(store, token=FLEET_TOKEN, portfolio_dir=portfolio)) as url:
         yield url
     store.close()
 
 
 def test_aggregator_page_draws_the_fleet_dr_windows_distributions_and_starved_sites(fleet_server, browser, tmp_path):
     browser.set_window_size(1280, 1900)
-    browser.get(fleet_server + "/fleet")
+    browser.get(fleet_server + "/fleet")  # the session's first page: it asks for the token
+    _wait_for(browser, lambda d: d.find_element("id", "token-form").is_displayed(), "the page to ask for the token")
+    browser.find_element("id", "token").send_keys(FLEET_TOKEN)
+    browser.find_element("css selector", "#token-form button").click()
     _wait_for(browser, lambda d: len(d.find_elements("css selector", "#fleet-kpis table tr")) > 1, "the fleet page to draw")
     for chart, title in (("load-chart", "Fleet net grid import per strategy (kW"), ("savings-chart", "Savings per battery site (USD)"),
                          ("satisfaction-chart", "Satisfaction per battery site (%)")):

@@ -8,9 +8,14 @@ window.fleetCharts = charts;
 
 function token() { return sessionStorage.getItem("dashboardToken") || ""; }
 
+// This page may be the first one a session opens: without the token (DASHBOARD_TOKEN) it asks
+// for it, as the site page does, and keeps it for the session under the same name.
+class Unauthorized extends Error {}
+
 async function getJSON(url) {
   const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
   const response = await fetch(url, { headers });
+  if (response.status === 401) throw new Unauthorized("token needed");
   if (!response.ok) throw new Error(`${url}: ${response.status}`);
   return response.json();
 }
@@ -136,7 +141,7 @@ async function drEvents() {
 }
 
 async function main() {
-  drEvents().catch((error) => { $("dr-note").textContent = String(error.message || error); });
+  drEvents().catch((error) => { if (!(error instanceof Unauthorized)) $("dr-note").textContent = String(error.message || error); });
   try {
     const data = await getJSON("/api/portfolio/fleet");
     const skipped = (data.skipped || []).map((s) => `${s.path} skipped (${s.error})`).join("; ");
@@ -155,8 +160,16 @@ async function main() {
     kpis(data);
     $("status").textContent = skipped ? `showing ${data.path}; ${skipped}` : "";
   } catch (error) {
+    if (error instanceof Unauthorized) { $("token-form").hidden = false; $("status").textContent = "token needed"; return; }
     $("status").textContent = String(error.message || error);
   }
 }
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("dashboardToken", $("token").value);
+  $("token-form").hidden = true;
+  main();
+});
 
 main();
