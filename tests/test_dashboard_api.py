@@ -289,6 +289,16 @@ def test_metrics_expose_jobs_and_site_freshness(client, filled):
         assert samples[("der_site_data_age_seconds", config.device_id)] >= (pd.Timestamp("2025-01-01", tz="UTC") - newest).total_seconds()
 
 
+def test_a_job_that_never_succeeded_has_no_last_success_samples(tmp_path):
+    """Its failures count; rows "of its last successful run" would be a 0 no run processed."""
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        store.finish_run(store.start_run("optimizer"), "failed", 0, "no forecasts")
+        samples = _samples(TestClient(create_app(store)).get("/metrics").text)
+    assert samples[("der_job_failed_runs", "optimizer")] == 1
+    assert ("der_job_last_rows_processed", "optimizer") not in samples
+    assert ("der_job_last_success_timestamp_seconds", "optimizer") not in samples
+
+
 def test_page_and_vendored_chart_library_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "/static/vendor/uPlot.iife.min.js" in page.text

@@ -38,9 +38,9 @@ class StoreCollector(Collector):
         failures = GaugeMetricFamily("der_job_failed_runs", f"Failed runs among the newest {q.RUN_HISTORY} recorded",
                                      labels=["job"])
         for job in jobs:
-            if job["last_success"] is not None:
+            if job["last_success"] is not None:  # a job that never succeeded has no such run: no sample, not 0
                 success.add_metric([job["job"]], pd.Timestamp(job["last_success"]).timestamp())
-            rows.add_metric([job["job"]], job["rows"])
+                rows.add_metric([job["job"]], job["rows"])
             failures.add_metric([job["job"]], job["failures"])
         yield from (success, rows, failures)
 
