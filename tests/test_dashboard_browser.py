@@ -83,8 +83,11 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
     store = SQLiteCloudStore(folder / "cloud.db")
     configs = fill_store(store, n_sites=2, seed=5)
-    (folder / "portfolio").mkdir()
+    (folder / "portfolio" / "newer").mkdir(parents=True)
     (folder / "portfolio" / "summary.json").write_text(json.dumps(PORTFOLIO_SUMMARY))
+    (folder / "portfolio" / "newer" / "summary.json").write_text("{")  # a run cut short while writing
+    later = (folder / "portfolio" / "summary.json").stat().st_mtime + 60
+    os.utime(folder / "portfolio" / "newer" / "summary.json", (later, later))
     with serving(create_app(store, portfolio_dir=folder / "portfolio")) as url:
         yield url, [c.device_id for c in configs]
     store.close()
@@ -165,6 +168,7 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
     portfolio_rows = browser.find_elements("css selector", "#portfolio-body tbody tr")
     assert [row.find_element("tag name", "td").text for row in portfolio_rows] == list(PORTFOLIO_SUMMARY["strategies"])
     assert "7,700.25" in browser.find_element("id", "portfolio-body").text
+    assert "newer/summary.json skipped (unreadable: " in browser.find_element("id", "portfolio-body").text
     heads = [th.text for th in browser.find_elements("css selector", "#portfolio-body thead th")]
     assert heads == ["strategy", "total cost (USD)", "savings (USD)", "peak aggregate import (kW)"]
     assert "790.1" in browser.find_element("id", "portfolio-body").text and "610.0" in browser.find_element("id", "portfolio-body").text

@@ -223,14 +223,18 @@ function renderPortfolio(portfolio) {
   const section = el("portfolio");
   section.hidden = !portfolio.available;
   if (!portfolio.available) return;
-  const newest = portfolio.results[0], body = el("portfolio-body"), summary = newest.summary || {};
+  // The newest summary that reads; newer ones that do not (a run cut short) are named with why.
+  const body = el("portfolio-body"), readable = portfolio.results.findIndex((r) => r.summary);
+  const skipped = portfolio.results.slice(0, readable < 0 ? undefined : readable).map((r) => r.path + " skipped (" + r.error + ")");
   body.textContent = "";
   const title = document.createElement("p");
   title.className = "muted";
+  body.appendChild(title);
+  if (readable < 0) { title.textContent = "no readable portfolio summary: " + skipped.join("; "); return; }
+  const newest = portfolio.results[readable], summary = newest.summary;
   title.textContent = [newest.path, summary.sites != null ? summary.sites + " sites" : null,
     summary.steps != null ? summary.steps + " steps from " + summary.start : null,
-    newest.modified ? "written " + new Date(newest.modified).toLocaleString() : null].filter(Boolean).join(" · ");
-  body.appendChild(title);
+    newest.modified ? "written " + new Date(newest.modified).toLocaleString() : null, ...skipped].filter(Boolean).join(" · ");
   const table = document.createElement("table");
   const strategies = summary.strategies && typeof summary.strategies === "object" ? summary.strategies : null;
   if (strategies) {
