@@ -165,6 +165,8 @@ def test_dashboard_draws_a_site_and_switches(server, browser, tmp_path):
     assert re.match(r"this plan ended \w+, \d\d:\d\d \w+, \d+\.\d days ago: no newer plan is stored",
                     browser.find_element("id", "plan-stale").text)
     assert browser.find_element("id", "next-now").text.startswith("Was next: ")
+    assert re.search(r" — issued \w+, \d\d:\d\d \w+, \d+\.\d days ago$", browser.find_element("id", "forecast-note").text)
+    assert re.match(r"Issued \w+, \d\d:\d\d \w+, \d+\.\d days ago · ", browser.find_element("id", "plan-note").text)
     portfolio_rows = browser.find_elements("css selector", "#portfolio-body tbody tr")
     assert [row.find_element("tag name", "td").text for row in portfolio_rows] == list(PORTFOLIO_SUMMARY["strategies"])
     assert "7,700.25" in browser.find_element("id", "portfolio-body").text

@@ -101,7 +101,7 @@ function drawForecasts(forecasts) {
   }
   draw("chart-forecast", { series, bands, axes: [{}, axis("kW", "kW")] }, data);
   note.textContent = targets.map((t) => TARGET_LABELS[t][0] + ": " + forecasts.targets[t].model).join(", ")
-    + " — issued " + localTime(base.issued_at);
+    + " — issued " + localTime(base.issued_at, true) + ", " + ago(base.issued_at);
 }
 
 // Paint each planned step's action as a translucent column behind the price line.
@@ -138,7 +138,7 @@ function drawPlan(plan) {
     axes: [{}, axis("price", perKwh()), axis("%", "SOC %", 1), axis("kW", "battery kW (+charge)", 1)],
     hooks: { drawClear: [actionBands(s.action, step)] },
   }, [x, s.price_per_kwh, s.soc_percent, s.battery_power_kw]);
-  note.textContent = "Issued " + localTime(plan.issued_at, true) + " · " + Object.entries(plan.actions)
+  note.textContent = "Issued " + localTime(plan.issued_at, true) + ", " + ago(plan.issued_at) + " · " + Object.entries(plan.actions)
     .map(([a, n]) => a + " " + (n * step / 3600).toFixed(1) + " h").join(", ");
   renderNext(plan.summary);
 }
