@@ -31,7 +31,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--lookback-days", type=arg_type(positive_int, "a positive whole number of days"),
                         help="history to (re)build on a first run (FE_LOOKBACK_DAYS, default 30)")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
-                        default=float(DEFAULT_INTERVAL_S), help=f"seconds between runs (default {DEFAULT_INTERVAL_S})")
+                        help=f"--continuous: seconds between runs (default {DEFAULT_INTERVAL_S})")
     parser.add_argument("--json", action="store_true", help="--status as JSON")
     add_cloud_db_flag(parser)
     add_common_flags(parser)
@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     if not (args.once or args.continuous or args.status):
         raise UsageError("nothing to do: expected one of --once, --continuous, --status")
+    if args.interval is not None and not args.continuous:
+        raise UsageError("--interval is the period of --continuous; expected it with --continuous, not with --once or --status")
+    if args.json and not args.status:
+        raise UsageError("--json prints --status as JSON; expected it with --status")
     settings = settings_from(args)
     store = open_store_from_args(args, existing=args.status)
     try:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {result.rows} feature rows ({result.version}) for {len(result.sites) - skipped} sites "
                   f"from {result.readings} readings to {store.label}" + (f"; {skipped} skipped" if skipped else ""))
         else:
-            run_schedule([Every(JOB, lambda: run_features(store, settings), args.interval)])
+            run_schedule([Every(JOB, lambda: run_features(store, settings), args.interval or float(DEFAULT_INTERVAL_S))])
     finally:
         store.close()
     return 0

@@ -612,6 +612,9 @@ def test_cli_once_then_status_json(tmp_path, monkeypatch, capsys, fleet):
     (["--once"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
     (["--status"], {"FE_SITE_ID": "nowhere"}, 2, "FE_SITE_ID='nowhere': no readings or site row"),
     (["--once"], {"SUPABASE_URL": "https://x.supabase.co"}, 2, "SUPABASE_KEY is not set"),
+    (["--once", "--interval", "5"], {}, 2, "--interval is the period of --continuous; expected it with --continuous"),
+    (["--status", "--interval", "5"], {}, 2, "--interval is the period of --continuous"),
+    (["--once", "--json"], {}, 2, "--json prints --status as JSON; expected it with --status"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_code(tmp_path, monkeypatch, capsys, args, env, code, message):
     _clean_env(monkeypatch, tmp_path)
