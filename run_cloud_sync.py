@@ -52,7 +52,7 @@ def build_parser() -> ArgumentParser:
                            "quarantine, its site); with --yes, remove it all")
     parser.add_argument("--yes", action="store_true", help="--forget: remove what it lists")
     parser.add_argument("--interval", type=arg_type(positive_float, "a positive number of seconds"),
-                        help="seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
+                        help="--continuous: seconds between syncs (SYNC_INTERVAL_SECONDS, default 60)")
     parser.add_argument("--json", action="store_true", help="--status or --import report as JSON")
     parser.add_argument("--init-db", action="store_true", help="create the cloud tables (also done on first use)")
     parser.add_argument("--edge-store", default=DEFAULT_EDGE_STORE, help=f"SQLite edge store (default {DEFAULT_EDGE_STORE})")
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             or args.weather_history or args.forget):
         raise UsageError("nothing to do: expected one of --once, --continuous, --status, --import FILE, --site FILE, "
                          "--init-db, --forget DEVICE_ID")
+    if args.interval is not None and not args.continuous:
+        raise UsageError("--interval is the period of --continuous; expected it with --continuous")
+    if args.json and not (args.status or args.import_file):
+        raise UsageError("--json prints --status or --import as JSON; expected it with one of them")
     if args.yes and not args.forget:
         raise UsageError("--yes confirms --forget DEVICE_ID; expected it with --forget")
     if args.forget and (args.site or args.init_db or args.weather_history):

@@ -396,6 +396,20 @@ def test_a_file_imported_under_the_wrong_device_is_listed_then_forgotten_by_name
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--once", "--interval", "5"], "--interval is the period of --continuous; expected it with --continuous"),
+    (["--status", "--interval", "5"], "--interval is the period of --continuous"),
+    (["--once", "--json"], "--json prints --status or --import as JSON; expected it with one of them"),
+    (["--init-db", "--json"], "--json prints --status or --import as JSON"),
+])
+def test_a_sync_flag_its_mode_does_not_use_is_refused(tmp_path, capsys, args, message):
+    """``--once --interval 5 --json`` synced once and printed text, the two flags dropped unsaid."""
+    db = str(tmp_path / "cloud.db")
+    assert run_cli(run_cloud_sync.main, [*args, "--cloud-db", db, "--edge-store", str(tmp_path / "edge.db")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line and not (tmp_path / "cloud.db").exists()
+
+
 def test_forgetting_a_device_removes_its_feature_watermarks_and_keeps_its_sync_watermark(tmp_path):
     """Its feature rows go, so their watermarks go too: left, the feature job would start a
     device imported again under the name past rows no longer stored. The sync's stays."""
