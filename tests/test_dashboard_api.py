@@ -56,6 +56,8 @@ def portfolio_dir(tmp_path):
     run = tmp_path / "portfolio" / "run-1"
     run.mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps({"sites": 50, "strategies": {"central": {"total_cost": 812.5}}}))
+    for name in ("timesteps.csv", "sites.csv"):
+        (run / name).write_text("")
     return tmp_path / "portfolio"
 
 
@@ -265,6 +267,17 @@ def test_portfolio_absent_then_present(filled, portfolio_dir, tmp_path):
     assert body["available"] is True
     assert body["results"][0]["path"] == "run-1/summary.json"
     assert body["results"][0]["summary"]["strategies"]["central"]["total_cost"] == 812.5
+    assert pd.Timestamp(body["results"][0]["modified"]).nanosecond == 0  # microseconds, as every time the API gives
+
+
+def test_portfolio_lists_the_whole_runs_the_fleet_page_draws(filled, portfolio_dir):
+    """A newer folder with a summary but not its series (a run stopped while writing, a copy)
+    was the site page's newest run while the fleet page showed another."""
+    partial = portfolio_dir / "run-2"
+    partial.mkdir()
+    (partial / "summary.json").write_text(json.dumps({"sites": 3, "strategies": {}}))
+    body = TestClient(create_app(filled[0], portfolio_dir=portfolio_dir)).get("/api/portfolio").json()
+    assert [r["path"] for r in body["results"]] == ["run-1/summary.json"]
 
 
 def _samples(text: str) -> dict[tuple[str, str], float]:

@@ -86,6 +86,9 @@ def server(tmp_path_factory):
     (folder / "portfolio" / "newer").mkdir(parents=True)
     (folder / "portfolio" / "summary.json").write_text(json.dumps(PORTFOLIO_SUMMARY))
     (folder / "portfolio" / "newer" / "summary.json").write_text("{")  # a run cut short while writing
+    for run in (folder / "portfolio", folder / "portfolio" / "newer"):
+        for name in ("timesteps.csv", "sites.csv"):
+            (run / name).write_text("")
     later = (folder / "portfolio" / "summary.json").stat().st_mtime + 60
     os.utime(folder / "portfolio" / "newer" / "summary.json", (later, later))
     with serving(create_app(store, portfolio_dir=folder / "portfolio")) as url:

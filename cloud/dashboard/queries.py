@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloud.dashboard.fleet import runs_newest_first
 from cloud.feature_engineering.pipeline import TARGETS
 from cloud.optimization.model import HorizonInputs
 from cloud.optimization.plan import classify_actions, grid_costs
@@ -332,17 +333,19 @@ def pipeline_status(store: CloudStore, now: pd.Timestamp) -> list[dict[str, Any]
 
 
 def portfolio(directory: Path | None) -> dict[str, Any]:
-    """Portfolio results found under ``directory``: every ``summary.json`` (newest first)."""
+    """Portfolio results found under ``directory``: the summary of each whole run, newest first,
+    the runs the fleet page draws (:func:`cloud.dashboard.fleet.runs_newest_first`), so the two
+    pages never disagree on which run is the newest."""
     if directory is None or not Path(directory).is_dir():
         return {"available": False, "directory": None if directory is None else str(directory), "results": []}
-    found = sorted(Path(directory).rglob("summary.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     results = []
-    for path in found:
+    for path in (run / "summary.json" for run in runs_newest_first(directory)):
         try:
             summary = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             results.append({"path": str(path.relative_to(directory)), "error": f"unreadable: {error}"})
             continue
         results.append({"path": str(path.relative_to(directory)),
-                        "modified": iso(pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")), "summary": summary})
+                        "modified": iso(pd.Timestamp(path.stat().st_mtime_ns, unit="ns", tz="UTC").floor("us")),
+                        "summary": summary})
     return {"available": bool(results), "directory": str(directory), "results": results}
