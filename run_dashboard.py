@@ -52,8 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     token = os.environ.get(TOKEN_ENV) or None
-    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
     portfolio_dir = portfolio_folder(args.portfolio_dir, os.environ.get(PORTFOLIO_ENV))
     backend, named = store_choice(args.cloud_db, args.sqlite_path)
     # The dashboard shows what the jobs wrote: a file named here must be theirs (a typo would
@@ -68,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(store, token=token, portfolio_dir=portfolio_dir, dr=dr_from_env(store))
         level = "debug" if args.verbose else "warning" if args.quiet else "info"
         with listening_socket(args.host, args.port) as sock:
+            if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):  # said once it does
+                log.warning("--host %s exposes the API beyond this machine without %s", args.host, TOKEN_ENV)
             # host and port still go to uvicorn, which names them in its "running on" line
             uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=level)).run(sockets=[sock])
     finally:

@@ -80,3 +80,24 @@ def test_verbose_and_quiet_together_are_refused(served, capsys):
     assert capsys.readouterr().err.endswith(": error: argument -q/--quiet: not allowed with argument -v/--verbose "
                                             "(see --help)\n")
     assert "store" not in served
+
+
+def test_an_address_that_cannot_be_bound_is_one_line_without_a_warning_before_it(tmp_path, served, capsys):
+    """``--host ""`` warned that the API was exposed beyond the machine, then failed to bind:
+    the warning is said once the dashboard does listen there."""
+    SQLiteCloudStore(tmp_path / "trial.db").close()
+    assert run_cli(run_dashboard.main, ["--host", "", "--cloud-db", str(tmp_path / "trial.db")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "exposes" not in line
+
+
+def test_a_dashboard_listening_beyond_this_machine_without_a_token_says_so(tmp_path, served, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("DASHBOARD_TOKEN", raising=False)
+    SQLiteCloudStore(tmp_path / "trial.db").close()
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port = str(probe.getsockname()[1])
+    assert run_cli(run_dashboard.main, ["--host", "0.0.0.0", "--port", port, "--cloud-db", str(tmp_path / "trial.db")]) == 0
+    assert "--host 0.0.0.0 exposes the API beyond this machine without DASHBOARD_TOKEN" in capsys.readouterr().err
