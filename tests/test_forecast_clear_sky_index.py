@@ -136,3 +136,15 @@ def test_features_planner_and_stored_issues_take_one_index_of_the_same_readings(
     persisted = recent_clear_sky_index(system, pv, pv.index[-1])
     assert 0.3 < persisted < 1.2
     assert persisted == pytest.approx(np.average(ratio[up], weights=clear[up]), rel=1e-12)
+
+
+def test_no_pv_quantile_exceeds_the_declared_array_or_what_it_made_the_day_before(pv_rows):
+    """However far a calibration slice moves the band (a snowed-in week shrinks the bands it
+    measures misses against), P90 stays within what the array can make."""
+    _, rows = pv_rows
+    model = LightGBMForecaster(0.0, {"n_estimators": 5, "n_jobs": 1}, clear_sky_index=True)
+    model.fit(rows, rows[dz.Y].to_numpy(dtype="float64")).band = conformal.Band(0.0, 14.0)
+    pred = model.predict(rows)
+    ceiling = np.fmax(rows[dz.CAPACITY], rows[dz.MAX_LAST_DAY]).to_numpy()
+    assert (pred[:, 2] <= ceiling + 1e-9).all() and (pred[:, 2] >= ceiling - 1e-9).any()
+    assert (pred[:, 0] <= pred[:, 1]).all() and (pred[:, 1] <= pred[:, 2]).all()

@@ -56,6 +56,16 @@ def _finish(p50: np.ndarray, low: np.ndarray, high: np.ndarray, floor: float | N
     return np.clip(out, floor, None) if floor is not None else out
 
 
+def pv_ceiling_kw(rows: pd.DataFrame) -> np.ndarray:
+    """The most PV a row may forecast: the larger of the declared array's kWp and the most it
+    measured over the day before issue (an array that delivers more than declared keeps what
+    it showed), infinite where neither is known. No quantile of what an array makes lies
+    above what it can make, however far a calibration slice moved the band
+    (docs/forecasting.md)."""
+    ceiling = np.fmax(rows[dz.CAPACITY].to_numpy(dtype="float64"), rows[dz.MAX_LAST_DAY].to_numpy(dtype="float64"))
+    return np.where(np.isfinite(ceiling) & (ceiling > 0), ceiling, np.inf)
+
+
 class _PointForecaster:
     """A point forecast plus residual quantiles per horizon hour."""
 
@@ -276,7 +286,8 @@ class LightGBMForecaster:
         if self.clear_sky_index:  # both views: PV with the sun down is 0, not a tree's small guess
             pred[~rows[dz.DAYTIME].to_numpy(dtype=bool)] = 0.0
         low, mid, high = conformal.widen(pred, self.band).T
-        return _finish(mid, low, high, self.floor)
+        out = _finish(mid, low, high, self.floor)
+        return np.minimum(out, pv_ceiling_kw(rows)[:, None]) if self.clear_sky_index else out
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
