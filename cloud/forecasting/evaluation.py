@@ -87,6 +87,18 @@ def _within(truths: pd.Series, tested: list[str] | None) -> pd.Timestamp | None:
     return end if end is not None and bool((truths <= end).all()) else None
 
 
+def newest_rows(rows: pd.DataFrame, window_starts: Mapping[str, pd.Timestamp], trained_until: pd.Timestamp) -> pd.DataFrame:
+    """Each site's rows issued from its own window start, and of a site with forecasts issued
+    after the training range only those (truths training never saw). The choice is per site:
+    a site whose readings end before another site's training range ends is scored on its
+    newest week, not left out because another site has newer rows."""
+    starts = pd.to_datetime(rows[dd.DEVICE_ID].map(window_starts), utc=True)
+    window = rows[dz.ISSUED_AT] >= starts
+    unseen = window & (rows[dz.ISSUED_AT] >= trained_until)
+    has_unseen = unseen.groupby(rows[dd.DEVICE_ID]).transform("any")
+    return rows[window & (unseen | ~has_unseen)].reset_index(drop=True)
+
+
 def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory], window_starts: Mapping[str, pd.Timestamp],
                      weather: WeatherForecast, threshold: float) -> list[TargetEvaluation]:
     """Each target scored on every site's forecasts issued from its own window start
@@ -96,13 +108,9 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
                              issue_every=pd.Timedelta(manifest["issue_every"]))
     results = []
     for target, models in version.models.items():
-        rows = design_rows(histories, target, settings, weather)
-        starts = pd.to_datetime(rows[dd.DEVICE_ID].map(window_starts), utc=True)
-        rows = rows[rows[dz.ISSUED_AT] >= starts].reset_index(drop=True)
         trained_until = pd.Timestamp(manifest["targets"][target]["train_range"][1])
         tested = manifest["targets"][target].get("test_range")
-        unseen = rows[rows[dz.ISSUED_AT] >= trained_until]
-        rows = unseen.reset_index(drop=True) if not unseen.empty else rows  # prefer truths training never saw
+        rows = newest_rows(design_rows(histories, target, settings, weather), window_starts, trained_until)
         if rows.empty:
             raise NotEnoughData(f"{target}: no complete day-ahead forecast fits in the newest data")
         metrics, _ = evaluate(models, rows, target)
