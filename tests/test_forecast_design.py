@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ from cloud.forecasting.weather import (
 )
 from der_core import der_data as dd
 from der_core.config import site_record
+from der_core.errors import ConfigError
 from tests.forecast_helpers import STEP, fleet, histories
 
 HORIZON = 96
@@ -107,6 +110,28 @@ def test_csv_weather_forecast_uses_only_forecasts_published_by_issue_time(tmp_pa
     seen = forecaster.forecast({"device_id": "x"}, issued, target)
     assert np.isnan(seen["temp_air_celsius"][0])
     assert seen["temp_air_celsius"].tolist()[1:] == [10.0, 12.0]
+
+
+@pytest.mark.parametrize("column, value, said", [
+    ("issued_at", "2024-04-10 00:00", "issued_at '2024-04-10 00:00' on line 3: expected an ISO 8601 time with its offset"),
+    ("target_ts", "tomorrow", "target_ts 'tomorrow' on line 3: expected an ISO 8601 time with its offset"),
+    ("clear_sky_index", "inf", "clear_sky_index 'inf' on line 3: expected a finite number"),
+    ("temp_air_celsius", "warm", "temp_air_celsius 'warm' on line 3: expected a finite number"),
+])
+def test_a_weather_file_row_without_an_offset_or_a_number_is_refused_in_one_line(tmp_path, column, value, said):
+    """A service's local times read as UTC would shift every forecast by hours, and a text or
+    infinite value would reach the models as a feature: the file is refused, naming the row."""
+    rows = pd.DataFrame({"issued_at": ["2024-04-10T00:00Z"] * 2, "target_ts": ["2024-04-11T00:00+02:00"] * 2,
+                         "temp_air_celsius": ["10.5", "11"], "clear_sky_index": ["0.5", ""]})
+    rows.loc[1, column] = value
+    rows.to_csv(tmp_path / "wx.csv", index=False)
+    with pytest.raises(ConfigError, match="^weather forecast file .*wx.csv: " + re.escape(said)):
+        CsvWeatherForecast(tmp_path / "wx.csv")
+    rows.loc[1, column] = rows.loc[0, column]
+    rows.to_csv(tmp_path / "wx.csv", index=False)
+    seen = CsvWeatherForecast(tmp_path / "wx.csv").forecast(
+        {"device_id": "x"}, pd.DatetimeIndex(["2024-04-10T06:00Z"]), pd.DatetimeIndex(["2024-04-10T22:00Z"]))
+    assert seen["temp_air_celsius"].tolist() == [float(rows.loc[1, "temp_air_celsius"])]  # 00:00+02:00 is 22:00Z
 
 
 def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site):

@@ -91,8 +91,10 @@ class CsvWeatherForecast:
         missing = [c for c in ("issued_at", "target_ts", *WEATHER_COLUMNS) if c not in table.columns]
         if missing:
             raise ConfigError(f"weather forecast file {path}: missing columns {missing}")
-        table["issued_at"] = pd.to_datetime(table["issued_at"], utc=True)
-        table["target_ts"] = pd.to_datetime(table["target_ts"], utc=True)
+        for column in ("issued_at", "target_ts"):
+            table[column] = _instants(table[column], f"weather forecast file {path}: {column}")
+        for column in WEATHER_COLUMNS:
+            table[column] = _numbers(table[column], f"weather forecast file {path}: {column}")
         if dd.DEVICE_ID not in table.columns:
             table[dd.DEVICE_ID] = ""
         self._table = table.fillna({dd.DEVICE_ID: ""}).astype({dd.DEVICE_ID: str})
@@ -113,3 +115,33 @@ class CsvWeatherForecast:
             for column in WEATHER_COLUMNS:
                 out.loc[group["row"].to_numpy()[ok], column] = offers[column].to_numpy()[pos[ok]]
         return out
+
+
+#: An ISO 8601 instant that names its offset: ``Z``, ``+01:00`` or ``-0600`` at the end.
+_WITH_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
+
+
+def _instants(values: pd.Series, what: str) -> pd.Series:
+    """``values`` as UTC instants; a time without an offset (a service's local wall clock would
+    be read as UTC, hours off) or one that is no time is refused, naming its row (the file's
+    line is the row plus 2)."""
+    text = values.astype(str).str.strip()
+    bad = ~text.str.contains(_WITH_OFFSET, regex=True)
+    parsed = pd.to_datetime(text.where(~bad), utc=True, errors="coerce", format="ISO8601")
+    bad |= parsed.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ConfigError(f"{what} {text.iloc[row]!r} on line {row + 2}: expected an ISO 8601 time with its offset, "
+                          "e.g. 2024-04-10T00:00Z or 2024-04-10T02:00+02:00")
+    return parsed
+
+
+def _numbers(values: pd.Series, what: str) -> pd.Series:
+    """``values`` as finite numbers, blanks left missing (no forecast for that row); text or an
+    infinity is refused, naming its row, so it never reaches a model as a feature."""
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = (numbers.isna() & values.notna()) | np.isinf(numbers)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ConfigError(f"{what} '{values.iloc[row]}' on line {row + 2}: expected a finite number")
+    return numbers
