@@ -81,6 +81,10 @@ def evaluate(store, settings) -> int:
     version, results = run_evaluation(store, settings)
     print(f"active version {version} on the newest data of {store.label}:")
     for r in results:
+        if not r.rows:
+            print(f"  {r.target}: nothing scored: no forecast of the newest week has both its truth and the same time the "
+                  "day before measured (a gap); evaluate again once readings cover a whole day")
+            continue
         numbers = f"MAE {r.mae:.4g} (at training {r.trained_mae:.4g})" if r.mae is not None and r.trained_mae else "no score"
         skill = f", skill {r.skill:.2f}" if r.skill is not None else ""
         print(f"  {r.target}: {numbers}{skill}, P10-P90 coverage {r.coverage or 0:.0%} over {r.rows} rows")
@@ -91,7 +95,7 @@ def evaluate(store, settings) -> int:
         if r.drift:
             print(f"warning: drift in {r.target}: {r.drift}; retrain with `python run_model_training.py --train`",
                   file=sys.stderr)
-    repeated = [r for r in results if r.tested_until is not None and not r.harder_week]
+    repeated = [r for r in results if r.rows and r.tested_until is not None and not r.harder_week]
     if repeated:
         print(f"note: {', '.join(r.target for r in repeated)}: every truth scored lies among the days training tested "
               f"the models on (to {max(r.tested_until for r in repeated):%Y-%m-%d}): these scores repeat that test; "

@@ -220,3 +220,20 @@ def test_a_store_with_only_load_trains_load_and_says_why_not_pv_or_price(tmp_pat
     assert "  price_per_kwh: not trained: edge-gateway-001-001: no grid_price_price_per_kwh readings" in done.stdout
     status = run("--status", cwd=tmp_path)
     assert "not trained: solar_kw: edge-gateway-001-001: no solar_generation_kw readings" in status.stdout
+
+
+def test_a_newest_week_of_gaps_says_nothing_was_scored_not_a_coverage_of_zero(monkeypatch, capsys):
+    """A meter silent for most of its newest week leaves no forecast with both its truth and
+    the same time the day before measured: that is said, not a 0 % band nor a repeat of the test."""
+    from types import SimpleNamespace
+
+    import run_model_training
+    from cloud.forecasting.evaluation import TargetEvaluation
+
+    unscored = TargetEvaluation("load_kw", 0, None, 0.54, None, None, None,
+                                tested_until=pd.Timestamp("2012-07-06T06:00Z"))
+    monkeypatch.setattr(run_model_training, "run_evaluation", lambda store, settings: ("v1", [unscored]))
+    assert run_model_training.evaluate(SimpleNamespace(label="sqlite:cloud.db"), None) == 0
+    out = capsys.readouterr().out
+    assert "  load_kw: nothing scored: no forecast of the newest week has both its truth and the same time" in out
+    assert "coverage" not in out and "repeat that test" not in out

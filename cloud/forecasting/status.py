@@ -56,6 +56,8 @@ def print_status(registry: Registry) -> None:
         last = evaluations[-1]
         drifting = [t["target"] for t in last["targets"] if t.get("drift")]
         harder = [t["target"] for t in last["targets"] if t.get("harder_week")]
+        unscored = [t["target"] for t in last["targets"] if not t.get("rows")]
         print(f"last evaluation {last['evaluated_at'][:19]}: " + (f"DRIFT in {', '.join(drifting)}" if drifting else "no drift")
               + (f"; worse than at training in {', '.join(harder)} on days among its test days (no newer readings)"
-                 if harder else ""))
+                 if harder else "")
+              + (f"; nothing scored in {', '.join(unscored)} (a gap in the newest week)" if unscored else ""))
