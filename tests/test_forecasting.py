@@ -116,6 +116,21 @@ def test_training_with_too_little_history_names_what_is_needed(small_fleet):
         train(histories(configs, short), TrainSettings(), SimulatedWeatherForecast())
 
 
+def test_two_weeks_of_readings_short_of_the_fourteen_days_never_read_as_fourteen(small_fleet, tmp_path):
+    """Two weeks of quarter hours span 13.99 days from the first reading to the last: the
+    message must not say the store holds 14.0 while asking for 14."""
+    from cloud.forecasting.data import load_histories
+    from cloud.forecasting.settings import MAX_GAP, STEP
+
+    configs, readings = small_fleet
+    two_weeks = readings[readings[dd.TS] < readings[dd.TS].min() + pd.Timedelta(days=14)]
+    with SQLiteCloudStore(tmp_path / "cloud.db") as store:
+        fill_store(store, configs, two_weeks)
+        with pytest.raises(NotEnoughData, match=r"holds at most 13\.9 days of readings for a site \(3 sites\); "
+                                                r"at least 14 days"):
+            load_histories(store, STEP, MAX_GAP, 14.0)
+
+
 def test_a_test_share_that_leaves_nothing_to_train_on_names_the_share(small_fleet):
     """Every issue time in the test but the first: no forecast's truth precedes the cutoff."""
     with pytest.raises(NotEnoughData, match=r"^load_kw: a test share of 0.999 \(FORECAST_TEST_SIZE\) of the issue times "
