@@ -170,6 +170,24 @@ def test_training_registers_activates_and_issues_forecasts(trained_store, small_
     assert store.last_run("model_training")["status"] == "ok"
 
 
+def test_a_target_whose_model_left_the_site_out_is_not_forecast_for_it(trained_store, small_fleet):
+    """A site left out of the PV model's training gets no PV forecast from it, and the frame
+    says why; its load, which the load model learnt, is still forecast."""
+    import dataclasses
+
+    store, settings, _ = trained_store
+    device = small_fleet[0][0].device_id
+    version = Registry(settings.model_dir).load()
+    manifest = json.loads(json.dumps(version.manifest))
+    manifest["targets"][SOLAR_KW]["sites"].remove(device)
+    manifest["sites_left_out"] = [{"target": SOLAR_KW, "device_id": device,
+                                   "reason": "only 10.0 days of solar_generation_kw; at least 14 are needed"}]
+    frame = forecast_next_day(store, device, "2024-04-15T10:00Z", version=dataclasses.replace(version, manifest=manifest))
+    assert "solar_kw_p50" not in frame and frame["load_kw_p50"].notna().all()
+    assert frame.attrs["missing_targets"][SOLAR_KW] == (f"the solar_kw model was not trained on {device}: only 10.0 "
+                                                         "days of solar_generation_kw; at least 14 are needed")
+
+
 def test_forecast_next_day_uses_only_readings_up_to_the_issue_time(trained_store, small_fleet):
     store, settings, _ = trained_store
     configs, readings = small_fleet

@@ -84,15 +84,32 @@ def forecast_next_day(source: CloudStore | pd.DataFrame, device_id: str, issued_
     history, position = _history_until(readings, site, tau)
     weather = weather or configured.weather()
     out = pd.DataFrame({TARGET_TS: pd.date_range(tau + STEP, periods=horizon_steps, freq=STEP)})
+    missing = dict(version.manifest.get("skipped", {}))
     for target in (t for t in TARGET_COLUMNS if t in version.models):  # load, solar, price: the documented order
+        why = not_covered(version.manifest, target, device_id)
+        if why is not None:
+            missing[target] = why
+            continue
         models = version.models[target]
         rows = dz.design_matrix(history, target, np.array([position]), horizon_steps, weather)
         pred = models[PRIMARY].predict(rows)
         for k, column in enumerate(quantile_columns(target)):
             out[column] = pred[:, k]
-    out.attrs.update(model_version=version.name, issued_at=tau, device_id=device_id,
-                     missing_targets=dict(version.manifest.get("skipped", {})))
+    out.attrs.update(model_version=version.name, issued_at=tau, device_id=device_id, missing_targets=missing)
     return out
+
+
+def not_covered(manifest: Mapping[str, Any], target: str, device_id: str) -> str | None:
+    """Why a version's ``target`` model does not forecast ``device_id``, or None when it was
+    trained on the site. A site left out of a target's training (too few days of PV, no PV
+    declared) would get numbers from a model that never saw it, and its plan would take them
+    for a forecast; without them it plans that target as the naive forecaster does."""
+    sites = manifest.get("targets", {}).get(target, {}).get("sites")
+    if sites is None or device_id in sites:
+        return None
+    reason = next((gap.get("reason") for gap in manifest.get("sites_left_out", [])
+                   if gap.get("target") == target and gap.get("device_id") == device_id), None)
+    return f"the {target} model was not trained on {device_id}" + (f": {reason}" if reason else "")
 
 
 def _issue_time(source, device_id: str, issued_at) -> pd.Timestamp:
