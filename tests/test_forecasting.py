@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -173,7 +174,6 @@ def test_training_registers_activates_and_issues_forecasts(trained_store, small_
 def test_a_target_whose_model_left_the_site_out_is_not_forecast_for_it(trained_store, small_fleet):
     """A site left out of the PV model's training gets no PV forecast from it, and the frame
     says why; its load, which the load model learnt, is still forecast."""
-    import dataclasses
 
     store, settings, _ = trained_store
     device = small_fleet[0][0].device_id
@@ -252,3 +252,20 @@ def test_a_damaged_registry_is_no_usable_models_named_in_one_line(trained_store,
         choice = choose(AUTO, build_config({"seed": 1}), object(), model_dir=str(root), step=pd.Timedelta(minutes=15),
                         horizon=pd.Timedelta(hours=24))
         assert choice.name == "naive" and said in choice.reason
+
+
+def test_a_weather_file_naming_a_site_the_store_lacks_says_so_once(trained_store, tmp_path, caplog):
+    """Rows for a misspelt device id are never read: the site they meant gets no weather."""
+    from cloud.forecasting.job import sites_weather
+
+    store, settings, _ = trained_store
+    known = store.sites()[0][dd.DEVICE_ID]
+    path = tmp_path / "wx.csv"
+    pd.DataFrame({"issued_at": ["2024-04-10T00:00Z"] * 2, "target_ts": ["2024-04-11T00:00Z"] * 2,
+                  "temp_air_celsius": [10.0, 11.0], "clear_sky_index": [0.5, 0.6],
+                  "device_id": [known, "golden-hom"]}).to_csv(path, index=False)
+    with caplog.at_level("WARNING"):
+        sites_weather(store, dataclasses.replace(settings, weather_csv=str(path)))
+    said = [r.getMessage() for r in caplog.records if "weather forecast file" in r.getMessage()]
+    assert said == [f"weather forecast file {path}: its rows for golden-hom are not used: no site of {store.label} "
+                    "has that device_id"]

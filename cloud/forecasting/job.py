@@ -25,7 +25,7 @@ from cloud.forecasting.plots import sample_week_png
 from cloud.forecasting.registry import PLOT, Registry
 from cloud.forecasting.settings import MAX_GAP, STEP, ForecastSettings
 from cloud.forecasting.training import TrainingResult, TrainSettings, train
-from cloud.forecasting.weather import WeatherForecast
+from cloud.forecasting.weather import CsvWeatherForecast, WeatherForecast
 from cloud.job_status import recorded_run
 from cloud.live.inputs import SitesWeather
 from cloud.store.base import CloudStore
@@ -48,8 +48,16 @@ class TrainOutcome:
 
 def sites_weather(store: CloudStore, settings: ForecastSettings) -> WeatherForecast:
     """The models' weather input: a declared site's own weather service where it names one
-    (``cloud.live.inputs``), else the settings' (the recorded CSV or the simulator's)."""
-    return SitesWeather(store, settings.weather())
+    (``cloud.live.inputs``), else the settings' (the recorded CSV or the simulator's). A
+    recorded file naming a site the store does not hold is said once: its rows are never read,
+    and a misspelt device id would otherwise leave that site without weather unnoticed."""
+    fallback = settings.weather()
+    if isinstance(fallback, CsvWeatherForecast):
+        unknown = fallback.device_ids() - {str(row[dd.DEVICE_ID]) for row in store.sites()}
+        if unknown:
+            log.warning("weather forecast file %s: its rows for %s are not used: no site of %s has that device_id",
+                        settings.weather_csv, ", ".join(sorted(unknown)), store.label)
+    return SitesWeather(store, fallback)
 
 
 def manifest_of(result: TrainingResult, settings: ForecastSettings, train_settings: TrainSettings,

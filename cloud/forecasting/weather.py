@@ -99,6 +99,10 @@ class CsvWeatherForecast:
             table[dd.DEVICE_ID] = ""
         self._table = table.fillna({dd.DEVICE_ID: ""}).astype({dd.DEVICE_ID: str})
 
+    def device_ids(self) -> set[str]:
+        """The sites the file names (rows without a ``device_id`` serve every site)."""
+        return set(self._table[dd.DEVICE_ID]) - {""}
+
     def forecast(self, site, issued_at, target_ts) -> pd.DataFrame:
         known = self._table[self._table[dd.DEVICE_ID].isin(["", str(site.get(dd.DEVICE_ID))])]
         wanted = pd.DataFrame({"row": np.arange(len(target_ts)), "target_ts": pd.DatetimeIndex(target_ts),
