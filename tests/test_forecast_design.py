@@ -147,6 +147,10 @@ def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site
     assert checks[LOAD_KW].ok
     assert checks[SOLAR_KW].reason == "no PV system (pv_capacity_kw is 0 or PV output never above 0)"  # PV 0: none declared
     assert checks[PRICE_PER_KWH].reason == f"no {dd.PRICE} readings"
+    measured = availability(SOLAR_KW, history.device_id, dz.site_history(readings, site, STEP).grid, site, STEP, 7)
+    highest = readings[dd.SOLAR_KW].max()
+    assert measured.reason == (f"{dd.SOLAR_KW} reaches {highest:.2f} kW but no PV system is declared (pv_capacity_kw "
+                               "is 0): declare the array (the site file's pv) to forecast it")  # PV measured, none declared
     short = availability(LOAD_KW, history.device_id, history.grid, site, STEP, 30)
     assert short.reason == f"only 12.0 days of {dd.LOAD_TOTAL}; at least 30 are needed"
     rows = dz.design_matrix(history, LOAD_KW, dz.issue_positions(history, pd.Timedelta(hours=6), HORIZON)[:2],

@@ -20,6 +20,7 @@ from cloud.site_steps import filled_columns, no_load_reason
 #: Target name -> the reading column it forecasts (the feature set's own mapping).
 TARGET_COLUMNS: dict[str, str] = dict(TARGETS)
 NON_NEGATIVE: frozenset[str] = frozenset({LOAD_KW, SOLAR_KW})
+SOLAR_COLUMN = TARGET_COLUMNS[SOLAR_KW]
 __all__ = ["LOAD_KW", "SOLAR_KW", "PRICE_PER_KWH", "TARGET_COLUMNS", "NON_NEGATIVE", "Availability", "availability"]
 
 
@@ -46,9 +47,23 @@ def availability(target: str, device_id: str, grid: pd.DataFrame, site: Mapping[
         why = (f"no house load: {no_load_reason(filled_columns(grid), site)}" if target == LOAD_KW
                else f"no {column} readings")
         return Availability(target, device_id, 0.0, why)
-    if target == SOLAR_KW and not (float(site.get("pv_capacity_kw") or 0.0) > 0 and np.nanmax(values) > 0):
-        return Availability(target, device_id, days, "no PV system (pv_capacity_kw is 0 or PV output never above 0)")
+    if target == SOLAR_KW:
+        why = no_pv_reason(float(site.get("pv_capacity_kw") or 0.0), float(np.nanmax(values)))
+        if why is not None:
+            return Availability(target, device_id, days, why)
     if days < min_days:
         return Availability(target, device_id, days,
                             f"only {days:.1f} days of {column}; at least {min_days:g} are needed")
     return Availability(target, device_id, days, None)
+
+
+def no_pv_reason(capacity_kw: float, highest_kw: float) -> str | None:
+    """Why PV cannot be trained with this declared capacity and highest measured output, or
+    None. A site that measures PV but declares none is told to declare it: its clear-sky
+    output, and so every PV feature, comes from the declaration."""
+    if capacity_kw > 0 and highest_kw > 0:
+        return None
+    if highest_kw > 0:
+        return (f"{SOLAR_COLUMN} reaches {highest_kw:.2f} kW but no PV system is declared (pv_capacity_kw is 0): "
+                "declare the array (the site file's pv) to forecast it")
+    return "no PV system (pv_capacity_kw is 0 or PV output never above 0)"
