@@ -144,6 +144,14 @@ def test_an_mae_risen_with_the_references_is_the_weeks_not_drift(skill, trained_
         assert (", and its skill against seasonal naive fell from 0.15 to 0.10" in verdict) == (trained_skill is not None)
 
 
+def test_a_skill_that_fell_by_less_than_a_hundredth_is_told_apart():
+    """A home measured before and after a month-long gap: its skill fell from 0.1712 to 0.1688."""
+    from cloud.forecasting.evaluation import drift_verdict
+
+    verdict = drift_verdict("load_kw", 0.5527, 0.3494, 0.1688, 0.25, 0.49, 0.1712)
+    assert verdict.endswith("its skill against seasonal naive fell from 0.171 to 0.169")
+
+
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "a fifth"])
 def test_test_size_outside_zero_one_is_one_line_and_exit_2(tmp_path, value):
     done = run("--train", cwd=tmp_path, env={"FORECAST_TEST_SIZE": value})

@@ -71,7 +71,7 @@ def drift_verdict(target: str, mae: float | None, trained: float | None, skill: 
         if rise > threshold and fell:
             return (f"MAE {mae:.4g} is {rise:.0%} above the {trained:.4g} measured at training "
                     f"(threshold {threshold:.0%})"
-                    + (f", and its skill against seasonal naive fell from {trained_skill:.2f} to {skill:.2f}"
+                    + (", and its skill against seasonal naive fell from %s to %s" % _apart(trained_skill, skill)
                        if skill is not None and trained_skill is not None else ""))
     if skill is not None and skill < 0:
         return f"skill against seasonal naive is {skill:.2f}, below zero"
@@ -79,6 +79,16 @@ def drift_verdict(target: str, mae: float | None, trained: float | None, skill: 
         return (f"the P10-P90 band holds {coverage:.0%} of the truths, against the 80% it is meant to "
                 f"(floor {COVERAGE_FLOOR:.0%})")
     return None
+
+
+def _apart(before: float, after: float) -> tuple[str, str]:
+    """Two scores with two decimals, or as many more (up to six) as tell them apart: a skill
+    that fell from 0.1712 to 0.1688 must not read "fell from 0.17 to 0.17"."""
+    for digits in range(2, 7):
+        text = f"{before:.{digits}f}", f"{after:.{digits}f}"
+        if text[0] != text[1]:
+            break
+    return text
 
 
 def _within(truths: pd.Series, tested: list[str] | None) -> pd.Timestamp | None:
