@@ -19,15 +19,20 @@ STORE = object()  # choose() only asks whether there is a cloud store
 
 
 def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", horizon_steps=96, active=True,
-             skills=None) -> str:
-    """A model registry holding one version whose manifest says what it learnt from, and with
-    ``skills`` (load, PV) its test-set metrics."""
+             skills=None, pv_sites=None) -> str:
+    """A model registry holding one version whose manifest says what it learnt from, with
+    ``skills`` (load, PV) its test-set metrics, and with ``pv_sites`` a PV model trained on those
+    sites, the others left out for too few days."""
     folder = tmp_path / "models"
     (folder / "v1").mkdir(parents=True)
     ranges = {"train_range": ["2024-05-01 00:15:00+00:00", "2024-06-01 00:00:00+00:00"],
               "test_range": ["2024-06-01 00:15:00+00:00", until]}
     manifest = {"version": "v1", "horizon_steps": horizon_steps,
                 "targets": {"load_kw": {"models": ["lightgbm"], "sites": list(sites), **ranges}}}
+    if pv_sites is not None:
+        manifest["targets"]["solar_kw"] = {"models": ["lightgbm"], "sites": list(pv_sites), **ranges}
+        manifest["sites_left_out"] = [{"target": "solar_kw", "device_id": d, "reason": "only 9.5 days of solar_generation_kw"}
+                                      for d in ("home-1", "home-2") if d not in pv_sites]
     (folder / "v1" / "manifest.json").write_text(json.dumps(manifest))
     if skills is not None:
         metrics = {"load_kw": {"lightgbm": {"all_hours": {"skill": skills[0]}}},
@@ -52,6 +57,9 @@ def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", hor
      "the active models in {folder} forecast the load no better than same time yesterday on their test days (skill -0.03)"),
     ({"skills": (0.17, -0.16)}, STORE, "models", "active models in {folder}; PV as the naive forecaster has it, the PV "
      "model being no better than same time yesterday on its test days (skill -0.16)"),
+    ({"pv_sites": ("home-1",)}, STORE, "models", "active models in {folder}"),
+    ({"pv_sites": ("home-2",)}, STORE, "models", "active models in {folder}; PV as the naive forecaster has it, the "
+     "solar_kw model was not trained on home-1: only 9.5 days of solar_generation_kw"),
 ])
 def test_auto_is_the_models_where_they_cover_the_site_else_naive(tmp_path, changes, store, choice, reason):
     folder = registry(tmp_path, **changes)

@@ -502,10 +502,15 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     age = pd.Timestamp(issued_from) - learnt_until if issued_from is not None else pd.Timedelta(0)
     old = (f"; they learnt from readings up to {learnt_until:%Y-%m-%d}, {age.days} days before "
            "(`run_model_training.py --train` renews them)") if age > OLD_MODELS else ""
+    from cloud.forecasting.issue import not_covered
+
     pv_skill = held_out_skill(metrics, PV)
     if not taken(pv_skill):
         return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, the PV model "
                                 f"being no better than same time yesterday on its test days (skill {pv_skill:+.2f}){old}")
+    left_out = not_covered(manifest, "solar_kw", config.device_id)
+    if left_out is not None:
+        return Choice("models", f"active models in {registry.root}; PV as the naive forecaster has it, {left_out}{old}")
     return Choice("models", f"active models in {registry.root}{old}")
 
 
