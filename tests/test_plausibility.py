@@ -120,6 +120,22 @@ def test_night_zeros_are_not_a_flat_line():
 
 
 @pytest.mark.parametrize("chunk", [7, 5000])
+def test_pv_at_zero_through_whole_days_and_a_house_at_zero_are_reported_across_chunks(chunk):
+    """An array under snow (or an inverter that failed) reads 0 for days, and a logger that
+    writes 0 for what it missed leaves a house drawing nothing: neither is a non-zero value
+    held, and both went unsaid while the jobs learnt from them as measured."""
+    frame = pv_series(days=8)
+    frame.loc[2 * 96:5 * 96 - 1, dd.SOLAR_KW] = 0.0  # three whole days under snow
+    frame.loc[600:628, dd.LOAD_TOTAL] = 0.0  # 7 h
+    finding = checked(frame, chunk)["flat lines"]
+    assert finding.status == "warning"
+    assert "solar_generation_kw 1x, longest 0 for " in finding.message
+    assert "home_load_total_load_kw 1x, longest 0 for 7 h from 2024-01-07 06:00Z" in finding.message
+    assert checked(pv_series(days=8), chunk)["flat lines"].message == (
+        "no field holds one non-zero value for 6 h or more, nor PV 0 for 24 h, nor the house load 0 for 6 h")
+
+
+@pytest.mark.parametrize("chunk", [7, 5000])
 def test_gaps_are_counted_and_kept(chunk):
     frame = pv_series(days=3).drop(index=[*range(10, 14), *range(50, 51)]).reset_index(drop=True)
     assert checked(frame, chunk)["gaps"].message == "2 kept as gaps, longest 1 h (a reading every 15 min)"

@@ -30,6 +30,12 @@ from der_physics.solar import clearsky_ac_kw
 #: and irradiance move within minutes; a frozen sensor or a filled-in export does not.
 FLAT_AFTER = pd.Timedelta(hours=6)
 FLAT_FIELDS = (dd.SOLAR_KW, dd.LOAD_TOTAL, dd.NET_GRID_FLOW, dd.SOLAR_IRRADIANCE)
+#: How long a field may read 0 before that is reported too (absent: never). PV and irradiance
+#: are 0 every night, but not over a whole day and night: an array under snow, an inverter
+#: that failed, a logger writing 0 for what it missed, which the jobs learn from as measured.
+#: A house always draws its standing load. A grid flow held at 0 is a battery doing its job.
+ZERO_FLAT_AFTER = {dd.SOLAR_KW: pd.Timedelta(hours=24), dd.SOLAR_IRRADIANCE: pd.Timedelta(hours=24),
+                   dd.LOAD_TOTAL: FLAT_AFTER}
 #: A home's mean power in any field stays far below this, and its house load far above the
 #: floor: a mean outside them is a file in W read as kW, or in kW read as W (a factor of
 #: 1,000), not a home's consumption.
@@ -230,13 +236,16 @@ class Plausibility:
         if not starts[0]:
             first = first.delete(0).insert(0, run.start)
         closed = slice(None, -1)  # every span but the chunk's last ends inside the chunk
-        long = (value[closed] != 0) & ~np.isnan(value[closed]) & np.asarray((last - first)[closed] >= FLAT_AFTER)
+        shortest = np.where(value[closed] == 0, _flat_zero_after(column), FLAT_AFTER)
+        long = ~np.isnan(value[closed]) & (np.asarray(last - first)[closed] >= shortest)
         for k in np.flatnonzero(long):
             self._close(column, _Run(float(value[k]), first[k], last[k]))
         self._runs[column] = _Run(float(value[-1]), first[-1], last[-1])
 
     def _close(self, column: str, run: _Run) -> None:
-        if run.start is not None and run.value and not np.isnan(run.value) and run.end - run.start >= FLAT_AFTER:
+        if run.start is None or np.isnan(run.value):
+            return
+        if run.end - run.start >= (_flat_zero_after(column) if run.value == 0 else FLAT_AFTER):
             self.flat.setdefault(column, []).append((float(run.value), run.start, run.end))
 
     def report(self, longitude: float | None, nameplate_kw: float | None, array: SolarConfig | None = None) -> list[Finding]:
@@ -337,7 +346,9 @@ class Plausibility:
 
     def _flat(self) -> Finding:
         if not self.flat:
-            return Finding("flat lines", "ok", f"no field holds one non-zero value for {FLAT_AFTER.total_seconds() / 3600:g} h or more")
+            return Finding("flat lines", "ok", f"no field holds one non-zero value for {duration(FLAT_AFTER)} or more, "
+                           f"nor PV 0 for {duration(ZERO_FLAT_AFTER[dd.SOLAR_KW])}, nor the house load 0 for "
+                           f"{duration(ZERO_FLAT_AFTER[dd.LOAD_TOTAL])}")
         parts = []
         for column, runs in self.flat.items():
             value, start, end = max(runs, key=lambda r: r[2] - r[1])
@@ -354,6 +365,11 @@ class Plausibility:
                   f"{duration(self.interval * self.blank_longest[column][0])} from "
                   f"{self.blank_longest[column][1]:%Y-%m-%d %H:%M}Z)" for column, count in self.blank.items()]
         return Finding("gaps", "ok", times + ("; blank cells, kept as gaps: " + ", ".join(blanks) if blanks else ""))
+
+
+def _flat_zero_after(column: str) -> np.timedelta64:
+    """How long ``column`` may read 0 before it counts as flat-lined (:data:`ZERO_FLAT_AFTER`)."""
+    return np.timedelta64(ZERO_FLAT_AFTER[column]) if column in ZERO_FLAT_AFTER else np.timedelta64(2**62, "us")
 
 
 def pv_peak_offsets_h(profile: np.ndarray, longitude: float, reference_h: np.ndarray | None = None) -> np.ndarray:
