@@ -359,6 +359,42 @@ def test_delivery_waits_for_the_window_to_pass(fleet):
     assert dr.delivery("e1", "test") is None
 
 
+def _window_readings(store, until):
+    """The window's readings up to ``until``: the same hours of the day before, a day later."""
+    day = pd.Timedelta(days=1)
+    readings = store.read_readings(None, START - day + pd.Timedelta(seconds=1), until - day + pd.Timedelta(seconds=1))
+    return readings.assign(ts=readings["ts"] + day)
+
+
+@pytest.mark.parametrize("synced_until", [START + pd.Timedelta(minutes=45), None])
+def test_delivery_waits_for_the_windows_last_readings_to_reach_the_store(fleet, synced_until):
+    """A window measured as soon as it ended, before its last readings had synced, reported
+    the delivery of its first readings, or none: the VEN reports a window once."""
+    dr, _ = fleet
+    dr.decide(event(3.0))
+    dr.clock = lambda: END + pd.Timedelta(minutes=1)
+    if synced_until is not None:
+        dr.store.upsert_readings(_window_readings(dr.store, synced_until))
+    assert dr.delivery("e1", "test") is None
+    assert r.stored_event(dr.store, "test", "e1")["status"] == "opted_in"
+    dr.store.upsert_readings(_window_readings(dr.store, END))
+    delivered = dr.delivery("e1", "test")
+    assert sorted(delivered.per_site_kw) == ["site-0", "site-1", "site-2"]
+    assert all(math.isfinite(kw) for kw in delivered.per_site_kw.values()) and math.isfinite(delivered.delivered_kw)
+
+
+def test_a_site_whose_readings_never_come_is_measured_without_them_once_the_wait_is_over(fleet):
+    dr, _ = fleet
+    dr.decide(event(3.0))
+    dr.store.upsert_readings(_window_readings(dr.store, END).query("device_id != 'site-2'"))
+    dr.clock = lambda: END + pd.Timedelta(minutes=1)
+    assert dr.delivery("e1", "test") is None
+    dr.clock = lambda: END + dr.settings.delivery_wait
+    delivered = dr.delivery("e1", "test")
+    assert math.isnan(delivered.per_site_kw["site-2"])
+    assert math.isfinite(delivered.delivered_kw) and math.isfinite(delivered.per_site_kw["site-0"])
+
+
 @pytest.mark.parametrize("days, expected", [
     ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0], np.mean([7.0, 8.0, 9.0, 10.0, 11.0])),  # the last 10, top 5
     ([5.0, 1.0, 4.0, 2.0, 3.0], 3.0),

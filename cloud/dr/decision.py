@@ -50,7 +50,7 @@ import pandas as pd
 from cloud.dr import baseline as b
 from cloud.dr import records as r
 from cloud.dr.capability import FleetState, commitments, fleet_state
-from cloud.dr.delivery import measure
+from cloud.dr.delivery import measure, synced_through
 from cloud.dr.dispatch import SchedulePublisher
 from cloud.dr.model import MAX_LEAD, Answer, Delivery, DREvent, Signal
 from cloud.dr.plan import schedules, site_schedule, solve
@@ -74,6 +74,9 @@ class DRSettings:
     level_fractions: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)  # of the fleet's capability, per level 0..3
     wear_per_kwh: float = 0.01
     slack_tolerance: float = 1e-3  # share of the request a plan may miss by rounding
+    # How long after a window's end its delivery waits for the sites' last readings to sync
+    # (every minute by default); a site still silent then is measured with what it sent.
+    delivery_wait: pd.Timedelta = pd.Timedelta(hours=1)
 
 
 #: The instants an event may name: what the fleet's time arithmetic (nanoseconds, as pandas
@@ -210,6 +213,10 @@ class FleetDR:
             if now < event.end:
                 return None
             planned = r.results(self.store, source, event_id)
+            dispatched = planned.loc[planned[dd.DEVICE_ID] != r.FLEET, dd.DEVICE_ID].unique()
+            if (stored[s.STATUS] == r.OPTED_IN and now < event.end + self.settings.delivery_wait
+                    and not synced_through(self.store, dispatched, event.end)):
+                return None  # the window's last readings are still on their way
             rows = measure(self.store, event, planned, now, self.settings.step, self._excluded_windows(event))
             r.save_results(self.store, rows)
             r.set_status(self.store, source, event_id, r.COMPLETED)

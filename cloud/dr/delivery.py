@@ -9,6 +9,11 @@ never recomputed) and high 5 of 10, computed here from the days before the event
 The fleet row sums the sites that were dispatched and have readings in the window; for
 high 5 of 10, those that also have that baseline. A site without readings in the window
 keeps its row with nothing measured.
+
+A window is measured once every dispatched site's readings up to its end have reached the
+store (:func:`synced_through`), or once the fleet has waited long enough for them: measured
+earlier, a window whose last readings are still on their way to the cloud would report the
+delivery of its first half, or none at all.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ from cloud.dr.records import FLEET
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
+
+
+def synced_through(store: CloudStore, devices: Sequence[str], end: pd.Timestamp) -> bool:
+    """Whether each of ``devices`` has a reading stamped at or after ``end`` in the store: the
+    reading stamped ``end`` closes a window ``(start, end]``, so everything the window holds is in."""
+    stats = store.reading_stats()
+    return all((last := stats.get(device, {}).get(s.LAST_TS)) is not None and pd.Timestamp(last) >= end
+               for device in devices)
+
 
 def window_means(store: CloudStore, devices: list[str], start: pd.Timestamp, end: pd.Timestamp,
                  step: pd.Timedelta) -> tuple[pd.Series, pd.Series]:

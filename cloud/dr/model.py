@@ -82,5 +82,6 @@ class DRHandler(Protocol):
     def cancel(self, event_id: str, source: str) -> None: ...
 
     def delivery(self, event_id: str, source: str) -> Delivery | None:
-        """The measured delivery, or None while the window has not passed."""
+        """The measured delivery, or None while the window has not passed or the readings it
+        is measured from have not all arrived."""
         ...
