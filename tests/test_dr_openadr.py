@@ -156,12 +156,16 @@ def test_the_delivered_reduction_reaches_the_vtn_once_measured():
     handler, clock = ScriptedFleet(), Clock()
 
     async def scenario():
-        async with vtn() as server, ven(server.url, handler, clock):
+        async with vtn() as server, ven(server.url, handler, clock) as fleet:
+            sent = []
+            fleet.client.add_hook("before_send_xml", sent.append)
             start = soon()
             event_id = server.reduction(6.0, start)
             await until(lambda: event_id in server.opts)
             await asyncio.sleep(1.5)  # reports sampled before the window ends carry nothing
             before = dict(server.received)
+            # and are not sent: openleadr's VTN answers an empty report with HTTP 500
+            assert not _delivery_reports(sent)
             handler.deliveries[event_id] = Delivery(event_id, "10-of-10", 6.0, 6.0, 5.2,
                                                     {"bat-1": 2.0, "bat-2": 3.2})
             clock.offset = timedelta(hours=3)
@@ -175,6 +179,35 @@ def test_the_delivered_reduction_reaches_the_vtn_once_measured():
     assert server.received[("bat-1", "deliveredReduction")] == [(start, 2.0)]
     assert server.received[("bat-2", "deliveredReduction")] == [(start, 3.2)]
     assert server.received[("bat-3", "deliveredReduction")] == []
+
+
+def _delivery_reports(messages: list[str]) -> list[str]:
+    return [m for m in messages if "oadrUpdateReport" in m and "<ei:reportSpecifierID>DR_DELIVERY<" in m]
+
+
+def test_a_delivery_the_vtn_did_not_answer_is_sent_again_when_it_is_back():
+    """A window's delivery is offered once; sent while the VTN was away, it was lost."""
+    handler, clock = ScriptedFleet(), Clock()
+
+    async def scenario():
+        async with vtn() as server, ven(server.url, handler, clock) as fleet:
+            sent = []
+            fleet.client.add_hook("before_send_xml", sent.append)
+            start = soon()
+            event_id = server.reduction(6.0, start)
+            await until(lambda: event_id in server.opts)
+            await server.server.stop()  # the VTN goes away, keeping what it knows
+            handler.deliveries[event_id] = Delivery(event_id, "forecast", 6.0, 6.0, 5.2, {"bat-1": 2.0})
+            clock.offset = timedelta(hours=3)
+            await until(lambda: any(">fleet:delivered<" in m for m in _delivery_reports(sent)))
+            await server.server.run()
+            await until(lambda: bool(server.received[("bat-1", "deliveredReduction")]))
+            await asyncio.sleep(1.5)  # and, answered, it is not sent again
+            return server, start
+
+    server, start = asyncio.run(scenario())
+    assert server.received[("fleet", "deliveredReduction")] == [(start, 5.2)]
+    assert server.received[("bat-1", "deliveredReduction")] == [(start, 2.0)]
 
 
 # -- mutual TLS with signed messages -----------------------------------------------------------

@@ -15,7 +15,7 @@ Reports, both ``TELEMETRY_USAGE`` so any openleadr VTN can request them:
   kW) of each window the fleet opted into, for the fleet (``resource_id`` = the VEN name)
   and per battery, sent once ``handler.delivery`` has it. OpenADR reports carry no event
   id, so a value is stamped with its window's start, which is how the VTN matches it to
-  its event interval.
+  its event interval. A delivery the VTN did not answer is sent again (:class:`_Client`).
 
 The handler is called on the VEN's event loop, one call at a time, so it needs no locking;
 a slow decision delays the next poll, never a message already answered.
@@ -38,11 +38,6 @@ from urllib.parse import urlsplit
 import pandas as pd
 from cryptography.utils import CryptographyDeprecationWarning
 
-# signxml and openleadr name DSA keys (in annotations and isinstance checks), which
-# cryptography deprecates; this VEN never uses DSA, and a command's output stays one line.
-warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"(signxml|openleadr)\.")
-from openleadr import OpenADRClient, objects  # noqa: E402
-
 from cloud.dr.model import Answer, Delivery, DREvent, DRHandler
 from cloud.dr.openadr_events import EventRejected, event_id_of, status_of, translate
 from cloud.dr.telemetry import Telemetry
@@ -50,6 +45,11 @@ from cloud.dr.tls import check_tls
 from der_core.der_data import device_id_problem, shown
 from der_core.errors import ConfigError, DERError
 from der_core.redact import register_secret
+
+# signxml and openleadr name DSA keys (in annotations and isinstance checks), which
+# cryptography deprecates; this VEN never uses DSA, and a command's output stays one line.
+warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"(signxml|openleadr)\.")
+from openleadr import OpenADRClient, objects, utils  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,50 @@ class VenSettings:
         }
 
 
+class _Client(OpenADRClient):
+    """openleadr's client with the VEN's report sending (its queue worker, replaced):
+
+    - a report with no values is not sent: the delivery report is sampled at the telemetry
+      rate and is empty but once a window, and openleadr's VTN answers an empty report with
+      HTTP 500, which openleadr logs, message and all, as a warning each time;
+    - a delivery report the VTN did not answer (down, restarting, a network fault) goes out
+      again with the next one: a window's delivery is measured and offered once, so a VTN
+      away at that moment would never get it. Telemetry is not resent: its next sample
+      supersedes it. A VTN that answers, even with an error code, has had it."""
+
+    async def _report_queue_worker(self) -> None:
+        unsent: dict[str, list] = {}  # report specifier -> intervals the VTN did not answer
+        try:
+            while True:
+                report = await self.pending_reports.get()
+                retry = report.report_specifier_id == DELIVERY_REPORT
+                if retry:
+                    report.intervals = [*unsent.pop(report.report_specifier_id, []), *(report.intervals or [])]
+                if not report.intervals:
+                    continue
+                try:
+                    answered, payload = await self._send_report(report)
+                except Exception as error:  # the worker carries every later report: it must go on
+                    log.warning("report %s not sent: %s: %s", report.report_specifier_id, type(error).__name__,
+                                shown(str(error), 200))
+                    continue
+                if not answered and retry:
+                    unsent[report.report_specifier_id] = report.intervals
+                elif "cancel_report" in payload:
+                    await self.cancel_report(payload["cancel_report"])
+        except asyncio.CancelledError:
+            return
+
+    async def _send_report(self, report: objects.Report) -> tuple[bool, Mapping[str, Any]]:
+        """Send one report: whether the VTN answered, and its answer."""
+        report.dtstart = min(interval.dtstart for interval in report.intervals)
+        message = self._create_message("oadrUpdateReport", ven_id=self.ven_id, request_id=utils.generate_id(),
+                                       reports=[report])
+        answer = await self._perform_request("EiReport", message)
+        response_type, payload = answer if answer else (None, {})
+        return response_type is not None, payload
+
+
 class _Held(logging.Handler):
     """openleadr's log records while registering, kept to be replayed or quoted."""
 
@@ -193,7 +237,7 @@ class FleetVen:
             raise ConfigError(f"VEN name {settings.ven_name!r} is also a battery; the fleet's reports need it apart")
         self.settings, self.handler, self.latest, self.clock = settings, handler, latest, clock
         self.resources = frozenset(resources)
-        self.client = OpenADRClient(**settings.client_options())
+        self.client = _Client(**settings.client_options())
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
         self._events: dict[str, _Answered] = {}  # OpenADR event id -> what was answered
