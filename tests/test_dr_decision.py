@@ -14,6 +14,7 @@ from cloud.dr import baseline as b
 from cloud.dr import records as r
 from cloud.dr.decision import FleetDR, malformed
 from cloud.dr.model import DREvent, Signal
+from cloud.optimization.publish import PublishFailed
 from cloud.store.sqlite import SQLiteCloudStore
 from der_core.config import build_config, site_record
 from der_core.setpoints import SetpointSchedule
@@ -351,6 +352,30 @@ def test_a_decision_failing_after_a_site_was_sent_its_window_takes_it_off(fleet,
     stored = r.stored_event(dr.store, "test", "e1")
     assert (stored["status"], stored["reason"]) == ("opted_out", "decision failed: publisher broke")
     assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+@pytest.mark.parametrize("failing", [{"site-0", "site-1", "site-2"}, {"site-1"}])
+def test_an_event_no_site_could_be_sent_is_opted_out(fleet, monkeypatch, failing):
+    """With the broker down no battery learns of the event: opting in promised a reduction
+    nobody would make. A site the broker failed alone leaves the event in, saying so."""
+    dr, publisher = fleet
+    sent = publisher.publish
+
+    def broker(device_id, schedule):
+        if device_id in failing:
+            raise PublishFailed("MQTT broker 127.0.0.1:1 unreachable (Connection refused)")
+        sent(device_id, schedule)
+
+    monkeypatch.setattr(publisher, "publish", broker)
+    answer = dr.decide(event(3.0))
+    stored = r.stored_event(dr.store, "test", "e1")
+    if len(failing) == 3:
+        assert not answer.opt_in and answer.reason.startswith("no schedule delivered: none of 3 site(s) could be sent")
+        assert (stored["status"], stored["reason"]) == ("opted_out", answer.reason)
+        assert r.standing_windows(dr.store, NOW) == {}
+    else:
+        assert answer.opt_in and "1 schedule(s) not delivered (site-1: MQTT broker" in answer.reason
+        assert stored["status"] == "opted_in" and sorted(publisher.sent) == ["site-0", "site-2"]
 
 
 def test_delivery_waits_for_the_window_to_pass(fleet):

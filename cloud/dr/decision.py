@@ -297,12 +297,17 @@ class FleetDR:
                rows: list[dict], now: pd.Timestamp) -> Answer:
         """Store the event opted in with its window per site (a modification's replace the earlier
         ones, on every site they were on), then send its sites their schedules: stored first, so
-        the schedules sent, here or by another decider, carry it."""
+        the schedules sent, here or by another decider, carry it. When no site could be sent its
+        schedule (the broker is down) the answer is out: no battery knows of the event."""
         earlier = r.windows(self.store, event.source, event.event_id)
         r.save_windows(self.store, event.source, event.event_id, {d: windows.get(d) for d in {*earlier, *windows}}, now)
         r.save_event(self.store, event, r.OPTED_IN, reason, planned)
         r.save_results(self.store, rows)
-        failed = self._send({*earlier, *windows}, now)
+        sites = {*earlier, *windows}
+        failed = self._send(sites, now)
+        if failed and len(failed) == len(sites):  # no site will answer: opting in would promise what none does
+            return Answer(False, f"no schedule delivered: none of {len(sites)} site(s) could be sent its schedule "
+                                 f"({failed[0]})")
         if failed:
             reason += f"; {len(failed)} schedule(s) not delivered ({failed[0]})"
             r.save_event(self.store, event, r.OPTED_IN, reason, planned)
