@@ -378,6 +378,18 @@ def test_an_event_no_site_could_be_sent_is_opted_out(fleet, monkeypatch, failing
         assert stored["status"] == "opted_in" and sorted(publisher.sent) == ["site-0", "site-2"]
 
 
+def test_the_events_taken_and_not_yet_measured_are_listed_for_a_restarted_adapter(fleet):
+    dr, _ = fleet
+    dr.decide(event(3.0))
+    dr.decide(event(500.0, id="too-large"))
+    dr.decide(event(2.0, id="cancelled", start=END, end=END + pd.Timedelta(hours=1)))
+    dr.cancel("cancelled", "test")
+    assert [e.event_id for e in dr.unmeasured("test")] == ["e1"] and dr.unmeasured("other") == []
+    dr.store.upsert_readings(_window_readings(dr.store, END))
+    dr.clock = lambda: END + pd.Timedelta(minutes=1)
+    assert dr.delivery("e1", "test") is not None and dr.unmeasured("test") == []
+
+
 def test_delivery_waits_for_the_window_to_pass(fleet):
     dr, _ = fleet
     dr.decide(event(3.0))

@@ -55,6 +55,11 @@ class ScriptedFleet:
     def delivery(self, event_id: str, source: str) -> Delivery | None:
         return self.deliveries.get(event_id)
 
+    def unmeasured(self, source: str) -> list[DREvent]:
+        """The windows taken and not yet measured, as the store of a fleet remembers them."""
+        return [e for e in self.decided if e.requested_kw <= self.capacity_kw and e.event_id not in self.deliveries
+                and (e.event_id, source) not in self.cancelled]
+
 
 class Clock:
     def __init__(self) -> None:
@@ -514,6 +519,20 @@ def test_an_event_refused_in_one_window_leaves_the_windows_it_took():
     handler = ScriptedFleet(capacity_kw=20)
     assert offline_ven(handler).on_event(event(payloads=(-5.0, -30.0))) == "optOut"
     assert handler.cancelled == [("evt-1#0", SOURCE)]
+
+
+def test_a_ven_restarted_before_a_windows_delivery_still_reports_it():
+    """The windows a VEN took lived in its memory only: restarted after a window, before its
+    delivery was measured, it never reported it (the VTN sends no event that has ended)."""
+    handler = ScriptedFleet()
+    assert offline_ven(handler).on_event(event(payloads=(-5.0, -3.0))) == "optIn"
+    handler.deliveries["evt-1#1"] = Delivery("evt-1#1", "forecast", 3.0, 3.0, 2.5, {"bat-2": 2.5})
+    restarted = FleetVen(VenSettings(vtn_url="http://127.0.0.1:1/oadr", ven_name="fleet", ven_id=VEN_ID),
+                         handler, BATTERIES, TELEMETRY.get, clock=lambda: NOW + pd.Timedelta(hours=4))
+    assert restarted.delivered("fleet") == []  # the first window is not measured yet
+    handler.deliveries["evt-1#0"] = Delivery("evt-1#0", "forecast", 5.0, 5.0, 4.0, {"bat-1": 4.0})
+    assert restarted.delivered("fleet") == [(START, 4.0)]
+    assert restarted.delivered("bat-1") == [(START, 4.0)]
 
 
 def test_a_failing_handler_is_answered_opt_out():

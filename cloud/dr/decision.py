@@ -226,6 +226,12 @@ class FleetDR:
             return Delivery(event_id, b.FORECAST, event.requested_kw, float(stored[s.PLANNED_KW]),
                             fleet[b.FORECAST][s.DELIVERED_KW], sites)
 
+    def unmeasured(self, source: str) -> list[DREvent]:
+        with self._lock:
+            events = r.all_events(self.store)
+            taken = events[(events[s.SOURCE] == source) & (events[s.STATUS] == r.OPTED_IN)]
+            return [r.event_of(row) for row in taken.to_dict("records")]
+
     # --- the rules ---
     def _decide(self, event: DREvent) -> Answer:
         now, settings = self.clock(), self.settings

@@ -85,3 +85,8 @@ class DRHandler(Protocol):
         """The measured delivery, or None while the window has not passed or the readings it
         is measured from have not all arrived."""
         ...
+
+    def unmeasured(self, source: str) -> list[DREvent]:
+        """The events from ``source`` the handler took whose delivery it has not measured yet:
+        an adapter restarted before reporting them still owes their delivery."""
+        ...

@@ -241,7 +241,9 @@ class FleetVen:
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
         self._events: dict[str, _Answered] = {}  # OpenADR event id -> what was answered
-        self._windows: dict[str, _Window] = {}  # window id -> the window, opted into
+        # window id -> the window, opted into; those a VEN stopped before their delivery was
+        # measured come back from the handler, so a restart does not lose what the VTN is owed.
+        self._windows = {w.event_id: _Window(w) for w in handler.unmeasured(settings.source)}
         self._add_reports(sorted(self.resources))
 
     # openleadr's side ---------------------------------------------------------------------
@@ -445,6 +447,9 @@ class ReportOnly:
 
     def delivery(self, event_id: str, source: str) -> Delivery | None:
         return None
+
+    def unmeasured(self, source: str) -> list[DREvent]:
+        return []
 
 
 async def serve(ven: FleetVen) -> None:
