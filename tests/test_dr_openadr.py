@@ -425,6 +425,8 @@ def windows_of(evt):
     (event(payloads=(-5000.0,), measurement={"name": "powerReal", "unit": "W", "scale": "none"}), Signal.REDUCTION, [5.0]),
     (event(payloads=(-0.5,), measurement={"name": "powerReal", "unit": "W", "scale": "M"}), Signal.REDUCTION, [500.0]),
     (event("ELECTRICITY_PRICE", "price", (-0.05, 0.4)), Signal.PRICE, [-0.05, 0.4]),
+    (event("ELECTRICITY_PRICE", "price", (0.4,), measurement={"name": "currencyPerKWh", "description": "currencyPerKWh",
+                                                              "unit": "USD", "scale": "none"}), Signal.PRICE, [0.4]),
     (event("SIMPLE", "level", (1, 3)), Signal.LEVEL, [1.0, 3.0]),
     (event("LOAD_CONTROL", "x-loadControlLevelOffset", (2,)), Signal.LEVEL, [2.0]),
 ])
@@ -486,6 +488,18 @@ def test_malformed_events_are_rejected_with_a_reason(mutate, reason):
     with pytest.raises(EventRejected, match=reason) as caught:
         windows_of(mutate(event()))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "description", "said"), [
+    ("currencyPerThm", "currency", "'currencyPerThm'"),  # gas, per therm
+    ("customUnit", "currencyPerKW", "'currencyPerKW'"),  # a demand charge, per kW (openleadr's parse of it)
+])
+def test_a_price_of_something_other_than_a_kwh_is_rejected(name, description, said):
+    """A price per therm or per kW was planned as a price adder per kWh."""
+    measurement = {"name": name, "description": description, "unit": "USD", "scale": "none"}
+    with pytest.raises(EventRejected) as caught:
+        windows_of(event("ELECTRICITY_PRICE", "price", (150.0,), measurement=measurement))
+    assert str(caught.value) == f"ELECTRICITY_PRICE item base {said}: expected currencyPerKWh, a price per kWh"
 
 
 def test_a_level_outside_0_to_3_is_rejected():

@@ -10,7 +10,8 @@ reason, which the VEN answers with optOut. The rules:
   intervals, so the interval ``dtstart`` openleadr fills in is not trusted).
 - One signal is translated. ``LOAD_DISPATCH`` (``delta``: a negative change of load in
   ``powerReal``, kW unless the signal's item base says W or MW) is a reduction;
-  ``ELECTRICITY_PRICE`` (``price``) a price; ``SIMPLE`` and ``LOAD_CONTROL``
+  ``ELECTRICITY_PRICE`` (``price``, per kWh: an item base other than ``currencyPerKWh`` refuses
+  the event) a price; ``SIMPLE`` and ``LOAD_CONTROL``
   (``x-loadControlLevelOffset``) a level 0-3. When several are present the first of that
   order wins; any signal name outside OpenADR's list, any other signal type, or a signal with
   its own targets refuses the event, because acting on part of an instruction is not
@@ -176,7 +177,8 @@ def _chosen_signal(signals: Any) -> tuple[str, str, Mapping[str, Any], float]:
     if chosen is None:
         raise EventRejected(f"signals {', '.join(sorted(by_name))}: the fleet answers {', '.join(_PRECEDENCE[:4])}")
     signal = by_name[chosen]
-    return chosen, signal["signal_type"], signal, _kw_per_unit(signal) if chosen == "LOAD_DISPATCH" else 1.0
+    scale = _kw_per_unit(signal) if chosen == "LOAD_DISPATCH" else _per_kwh(signal) if chosen == "ELECTRICITY_PRICE" else 1.0
+    return chosen, signal["signal_type"], signal, scale
 
 
 def _kw_per_unit(signal: Mapping[str, Any]) -> float:
@@ -191,6 +193,20 @@ def _kw_per_unit(signal: Mapping[str, Any]) -> float:
             f"{shown(base.get('unit'))}: expected powerReal in W, kW or MW"
         )
     return _KW_PER_UNIT[base.get("scale", "none")]
+
+
+def _per_kwh(signal: Mapping[str, Any]) -> float:
+    """ELECTRICITY_PRICE's unit: its item base must be a price per kWh (``currencyPerKWh``, the
+    fleet's price adder), else the price is of something else (a demand charge per kW, gas per
+    therm) and taking it as per kWh would misread it."""
+    base = signal.get("measurement")
+    if base is None:
+        return 1.0
+    base = _mapping(base, "signal measurement")
+    if base.get("name") != "currencyPerKWh" or base.get("scale", "none") != "none":
+        name = base.get("description") if base.get("name") == "customUnit" else base.get("name")
+        raise EventRejected(f"ELECTRICITY_PRICE item base {shown(name)}: expected currencyPerKWh, a price per kWh")
+    return 1.0
 
 
 def _windows(
