@@ -30,7 +30,6 @@ from edge_gateway.mqtt.retained import NotPublished, publish_retained, replace_r
 from edge_gateway.mqtt.settings import MqttSettings
 
 
-
 class SchedulePublisher(Protocol):
     def publish(self, device_id: str, schedule: SetpointSchedule) -> None:
         """Send ``schedule``; raise a :class:`~der_core.errors.DERError` when it was not acknowledged."""
