@@ -3,14 +3,19 @@ broker of MQTT_HOST/MQTT_PORT: a site returns to its optimizer plan, not to its 
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from cloud.dr.dispatch import MqttPublisher
+from cloud.optimization.publish import PublishFailed
 from der_core.setpoints import SetpointSchedule
 from edge_gateway.mqtt import topics
 from edge_gateway.mqtt.retained import publish_retained, replace_retained
+from edge_gateway.mqtt.settings import MqttSettings
 from tests.mqtt_fixtures import broker, clear_retained, unique_id  # noqa: F401
 
 pytestmark = pytest.mark.mqtt
@@ -68,3 +73,28 @@ def test_a_site_without_a_schedule_before_the_event_is_cleared(broker):  # noqa:
         assert _retained(broker, topic) is None
     finally:
         clear_retained(broker, [topic])
+
+
+def test_a_broker_that_does_not_answer_is_waited_for_once_not_once_per_site():
+    """Each site's send waited the full timeout on a silent broker: a fleet's decision, and the
+    VEN's loop it runs on, stood still for sites x timeout."""
+    with socket.socket() as silent:  # takes connections, never answers one
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        publisher = MqttPublisher(MqttSettings(host="127.0.0.1", port=silent.getsockname()[1]), timeout_s=0.2,
+                                  retry_after_s=60, clock=lambda: NOW)
+        reasons = []
+        for device in ("site-a", "site-b", "site-c"):
+            with pytest.raises(PublishFailed) as failed:
+                publisher.publish(device, _event(1))
+            reasons.append(str(failed.value))
+        silent.setblocking(False)
+        connections = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                connections.append(silent.accept()[0])
+        for connection in connections:
+            connection.close()
+    assert len(connections) == 1
+    assert reasons[0].startswith("MQTT broker 127.0.0.1:")
+    assert reasons[1] == reasons[2] == f"{reasons[0]} (not tried again for 60s)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -53,19 +54,37 @@ def displaced_schedule(payload: bytes) -> SetpointSchedule | None:
 
 class MqttPublisher:
     """Schedules on ``der/<device_id>/battery/setpoint``, retained, as the optimizer sends them;
-    each displaced non-event schedule kept until its event's schedule is withdrawn."""
+    each displaced non-event schedule kept until its event's schedule is withdrawn.
+
+    Every site's schedule goes through the one broker, so a send the broker failed says it is
+    down or not answering: for ``retry_after_s`` (default ``timeout_s``) the next sends fail at
+    once with the same reason instead of each waiting ``timeout_s``, which would hold a
+    decision (and the VEN's event loop it runs on) for sites x ``timeout_s``."""
 
     def __init__(self, settings: MqttSettings, timeout_s: float = 10.0,
-                 clock: Callable[[], pd.Timestamp] = dd.utc_now) -> None:
+                 clock: Callable[[], pd.Timestamp] = dd.utc_now, retry_after_s: float | None = None) -> None:
         self.settings, self.timeout_s, self.clock = settings, timeout_s, clock
+        self.retry_after_s = timeout_s if retry_after_s is None else retry_after_s
         self._displaced: dict[str, bytes] = {}
+        self._failed: tuple[float, str] | None = None  # (monotonic time, reason) of the broker's last failure
+
+    def _broker(self, send: Callable[[], bytes | None]) -> bytes | None:
+        """``send``'s result; PublishFailed when it fails, or at once while the broker's last
+        failure is recent."""
+        if self._failed is not None and time.monotonic() - self._failed[0] < self.retry_after_s:
+            raise PublishFailed(f"{self._failed[1]} (not tried again for {self.retry_after_s:g}s)")
+        try:
+            result = send()
+        except NotPublished as error:
+            self._failed = (time.monotonic(), str(error))
+            raise PublishFailed(str(error)) from None
+        self._failed = None
+        return result
 
     def publish(self, device_id: str, schedule: SetpointSchedule) -> None:
-        try:
-            replaced = replace_retained(self.settings, topics.setpoint(device_id), schedule.to_json(), what="the schedule",
-                                        client_name="der-dr", timeout_s=self.timeout_s)
-        except NotPublished as error:
-            raise PublishFailed(str(error)) from None
+        replaced = self._broker(lambda: replace_retained(
+            self.settings, topics.setpoint(device_id), schedule.to_json(), what="the schedule", client_name="der-dr",
+            timeout_s=self.timeout_s))
         if replaced is not None and displaced_schedule(replaced) is not None:
             self._displaced[device_id] = replaced
         elif replaced is None:
@@ -80,8 +99,5 @@ class MqttPublisher:
             # An empty retained message deletes the retained schedule and clears the gateway's
             # command (edge_gateway/mqtt/commands.py), so a gateway that reconnects later gets nothing stale.
             what, message = "the withdrawn schedule", b""
-        try:
-            publish_retained(self.settings, topics.setpoint(device_id), message, what=what, client_name="der-dr",
-                             timeout_s=self.timeout_s)
-        except NotPublished as error:
-            raise PublishFailed(str(error)) from None
+        self._broker(lambda: publish_retained(self.settings, topics.setpoint(device_id), message, what=what,
+                                              client_name="der-dr", timeout_s=self.timeout_s))
