@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("run_dr.py --ven: the fleet sends its event schedules over MQTT; set MQTT_HOST "
                          "(and MQTT_PORT), or pass --report-only to register and report without taking events")
     mqtt = None if args.report_only else mqtt_settings()
-    store = open_store_from_args(args)
+    store = open_store_from_args(args, existing=True)  # the fleet the jobs stored: a typo would make an empty one
     devices = battery_devices(store)
     if not devices:
         raise UsageError("no declared site has a battery; declare sites with run_cloud_sync.py --site FILE")

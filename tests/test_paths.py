@@ -9,6 +9,7 @@ import os
 import pytest
 
 import run_cloud_sync
+import run_dr
 import run_feature_engineering
 import run_model_training
 import run_optimizer
@@ -91,6 +92,7 @@ def test_the_model_folder_of_the_environment_is_named_as_such(places, capsys, mo
     (run_feature_engineering.main, ["--status"]),
     (run_optimizer.main, ["--status"]),
     (run_pipeline.main, ["--status"]),
+    (run_dr.main, ["--ven", "--report-only", "--vtn-url", "http://127.0.0.1:9/OpenADR2/Simple/2.0b"]),
 ])
 def test_a_command_that_only_reads_a_store_never_makes_one(tmp_path, capsys, main, argv):
     """A mistyped --cloud-db made folders and an empty store, then showed it empty. (The
