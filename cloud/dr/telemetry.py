@@ -29,14 +29,23 @@ def latest_from_store(
     store: CloudStore, fresh_for: pd.Timedelta, clock: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC")
 ) -> Callable[[str], Telemetry | None]:
     """A reader of each battery's newest stored reading. A device's answer is kept for
-    ``fresh_for``, so the power and SoC samples of one report cost one query, not two."""
+    ``fresh_for``, so the power and SoC samples of one report cost one query, not two; and the
+    store's reading statistics (every device's newest instant, one aggregate over all readings)
+    are asked once per ``fresh_for`` for the whole fleet, not once per battery, which grew with
+    the square of the fleet."""
     cache: dict[str, tuple[pd.Timestamp, Telemetry | None]] = {}
+    stats: list = []  # [(asked at, the statistics)] once asked
+
+    def newest(device_id: str, now: pd.Timestamp):
+        if not stats or now - stats[0][0] >= fresh_for:
+            stats[:] = [(now, store.reading_stats())]
+        return stats[0][1].get(device_id, {}).get("last_ts")
 
     def latest(device_id: str) -> Telemetry | None:
         now = clock()
         if device_id in cache and now - cache[device_id][0] < fresh_for:
             return cache[device_id][1]
-        last = store.reading_stats().get(device_id, {}).get("last_ts")
+        last = newest(device_id, now)
         rows = pd.DataFrame() if last is None else store.read_readings(
             device_id, start=pd.Timestamp(last), limit=1, columns=[dd.BATTERY_POWER, dd.BATTERY_SOC])
         reading = None if rows.empty else Telemetry(
