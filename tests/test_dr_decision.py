@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -312,6 +313,26 @@ def test_a_price_signal_is_planned_as_an_adder_and_level_0_asks_nothing(fleet):
     assert priced.opt_in and priced.planned_kw > 0
     calm = dr.decide(event(0.0, Signal.LEVEL, id="level"))
     assert calm.opt_in and calm.planned_kw == 0.0
+
+
+@pytest.mark.parametrize("currencies, price_in, reason", [
+    ({}, "EUR", "price in EUR, the targeted sites' in USD; expected a price in the sites' currency"),
+    ({"site-2": "EUR"}, "USD", "price in USD, the targeted sites' in EUR, USD; expected a price in the sites' currency"),
+])
+def test_a_price_in_another_currency_than_the_targeted_sites_is_declined(fleet, currencies, price_in, reason):
+    """A price is added to each site's import price, in the site's money: 0.40 EUR taken as
+    0.40 USD plans a response to a price nobody offered."""
+    dr, publisher = fleet
+    dr.store.upsert_sites([site_record(build_config({"device_id": d, "seed": 12, "interval_seconds": 900,
+                                                     "currency": c, "battery": {"mode": "setpoint"}}))
+                           for d, c in currencies.items()])
+    answer = dr.decide(replace(event(1.0, Signal.PRICE), currency=price_in))
+    assert (answer.opt_in, answer.reason) == (False, f"malformed event: {reason}") and not publisher.sent
+
+
+def test_a_price_in_the_sites_currency_is_planned(fleet):
+    dr, _ = fleet
+    assert dr.decide(replace(event(1.0, Signal.PRICE), currency="USD")).opt_in
 
 
 def test_a_repeated_event_gets_the_stored_answer_and_a_modification_is_decided_again(fleet):

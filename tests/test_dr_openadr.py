@@ -502,6 +502,21 @@ def test_a_price_of_something_other_than_a_kwh_is_rejected(name, description, sa
     assert str(caught.value) == f"ELECTRICITY_PRICE item base {said}: expected currencyPerKWh, a price per kWh"
 
 
+@pytest.mark.parametrize(("unit", "currency"), [("EUR", "EUR"), ("USD", "USD"), (None, None)])
+def test_a_price_carries_the_currency_its_item_base_names(unit, currency):
+    """The price is added to the sites' import prices: its money must be known to be checked."""
+    measurement = {"name": "currencyPerKWh", "description": "currencyPerKWh", "unit": unit, "scale": "none"}
+    assert [w.currency for w in windows_of(event("ELECTRICITY_PRICE", "price", (0.4,), measurement=measurement))] == [currency]
+
+
+@pytest.mark.parametrize("unit", ["euro", "usd", 3])
+def test_a_price_in_no_iso_currency_is_rejected(unit):
+    measurement = {"name": "currencyPerKWh", "description": "currencyPerKWh", "unit": unit, "scale": "none"}
+    with pytest.raises(EventRejected) as caught:
+        windows_of(event("ELECTRICITY_PRICE", "price", (0.4,), measurement=measurement))
+    assert str(caught.value).startswith(f"ELECTRICITY_PRICE currency {unit!r}: expected an ISO 4217 code")
+
+
 def test_a_level_outside_0_to_3_is_rejected():
     with pytest.raises(EventRejected, match="expected 0, 1, 2 or 3"):
         windows_of(event("SIMPLE", "level", (4,)))

@@ -5,7 +5,8 @@
 1. the event is well formed (:func:`malformed`): instants the fleet's times hold and a
    modification within OpenADR's count (else it is not stored either), ``start < end``, a
    window of at most ``max_window``, a finite value, no negative reduction or price, a price
-   adder of at most :data:`MAX_PRICE_PER_KWH`, a level 0 to 3, only sites the store knows;
+   adder of at most :data:`MAX_PRICE_PER_KWH`, a level 0 to 3, only sites the store knows,
+   and a price that names its currency in the targeted sites' one (:func:`foreign_currency`);
 2. the window has not ended, starts at least ``lead_time`` after now (the schedules must
    reach the gateways, and a gateway read its book, before the window) and at most
    :data:`~cloud.dr.model.MAX_LEAD` after now (:func:`too_far_ahead`);
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cloud.dashboard.queries import site_currency
 from cloud.dr import baseline as b
 from cloud.dr import records as r
 from cloud.dr.capability import FleetState, commitments, fleet_state
@@ -131,6 +133,20 @@ def malformed(event: DREvent, known: set[str], settings: DRSettings = DRSettings
     if unknown:
         return f"unknown site {dd.shown(unknown[0])} ({len(unknown)} unknown); expected sites of the fleet"
     return None
+
+
+def foreign_currency(event: DREvent, targeted: list[dict]) -> str | None:
+    """Why a price cannot be taken in the targeted sites' money, or None: a price naming a
+    currency (``event.currency``) is added to each site's import price, which is in the site's
+    currency (``site_currency``), so a price in another currency, or sites in several or in
+    none named, would be planned as a number in the wrong money."""
+    if event.signal is not Signal.PRICE or event.currency is None:
+        return None
+    currencies = sorted({site_currency(site) or "no currency declared" for site in targeted})
+    if currencies == [event.currency]:
+        return None
+    return (f"price in {event.currency}, the targeted sites' in {', '.join(currencies)}; "
+            f"expected a price in the sites' currency")
 
 
 def too_far_ahead(event: DREvent, now: pd.Timestamp) -> str | None:
@@ -249,6 +265,8 @@ class FleetDR:
         targeted = [sites[d] for d in (event.sites or sorted(sites))]
         if not targeted:  # "all" of a fleet none has joined yet: nothing to forecast or plan
             return Answer(False, "the fleet has no sites yet: none is declared or has synced readings")
+        if (problem := foreign_currency(event, targeted)) is not None:
+            return Answer(False, f"malformed event: {problem}")
         steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
                               inclusive="left")
         state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)

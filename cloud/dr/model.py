@@ -27,14 +27,16 @@ class Signal(enum.StrEnum):
     """What an event asks for."""
 
     REDUCTION = "reduction"  # reduce grid import by requested_kw against the baseline
-    PRICE = "price"  # a price per kWh in the window (currency of the fleet)
+    PRICE = "price"  # a price per kWh in the window, in the targeted sites' currency
     LEVEL = "level"  # a simple level, 0 (normal) to 3 (most urgent)
 
 
 @dataclass(frozen=True)
 class DREvent:
     """One event: ``event_id`` unique per source, a window ``[start, end)`` in UTC, the signal
-    and its value, the sites it targets (empty: the whole fleet), and when it was received."""
+    and its value, the sites it targets (empty: the whole fleet), and when it was received.
+    ``currency``: the ISO 4217 code a price names, None when its message names none (then
+    the price is read in the targeted sites' currency)."""
 
     event_id: str
     source: str
@@ -45,6 +47,7 @@ class DREvent:
     received_at: pd.Timestamp
     sites: tuple[str, ...] = ()
     modification: int = 0
+    currency: str | None = None
 
     @property
     def requested_kw(self) -> float:

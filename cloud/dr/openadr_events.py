@@ -11,7 +11,8 @@ reason, which the VEN answers with optOut. The rules:
 - One signal is translated. ``LOAD_DISPATCH`` (``delta``: a negative change of load in
   ``powerReal``, kW unless the signal's item base says W or MW) is a reduction;
   ``ELECTRICITY_PRICE`` (``price``, per kWh: an item base other than ``currencyPerKWh`` refuses
-  the event) a price; ``SIMPLE`` and ``LOAD_CONTROL``
+  the event; its unit, an ISO 4217 code, is the price's currency, which the decision checks
+  against the sites') a price; ``SIMPLE`` and ``LOAD_CONTROL``
   (``x-loadControlLevelOffset``) a level 0-3. When several are present the first of that
   order wins; any signal name outside OpenADR's list, any other signal type, or a signal with
   its own targets refuses the event, because acting on part of an instruction is not
@@ -36,6 +37,7 @@ import pandas as pd
 from cloud.dr.model import MAX_LEAD, DREvent, Signal
 from der_core.der_data import shown
 from der_core.errors import ValidationFailed
+from der_core.money import ISO_4217
 
 #: The longest event window the fleet plans for; longer ones are not demand response.
 MAX_DURATION = timedelta(hours=24)
@@ -99,6 +101,7 @@ def translate(
         raise EventRejected(f"modification_number {shown(modification)}: expected a whole number >= 0")
     start, duration = _active_period(_mapping(_field(event, "active_period"), "active_period"), now)
     name, signal_type, signal, kw_per_unit = _chosen_signal(_field(event, "event_signals"))
+    currency = _currency(signal) if name == "ELECTRICITY_PRICE" else None
     sites = _sites(event.get("targets"), ven_id, resources)
     windows = _windows(signal, start, duration, kw_per_unit, SUPPORTED[(name, signal_type)])
     return tuple(
@@ -112,6 +115,7 @@ def translate(
             received_at=now,
             sites=sites,
             modification=modification,
+            currency=currency,
         )
         for uid, begin, end, value in windows
     )
@@ -207,6 +211,18 @@ def _per_kwh(signal: Mapping[str, Any]) -> float:
         name = base.get("description") if base.get("name") == "customUnit" else base.get("name")
         raise EventRejected(f"ELECTRICITY_PRICE item base {shown(name)}: expected currencyPerKWh, a price per kWh")
     return 1.0
+
+
+def _currency(signal: Mapping[str, Any]) -> str | None:
+    """The currency a price names: its ``currencyPerKWh`` item base's unit (an ISO 4217 code,
+    openleadr's ``_CURRENCIES``), None without an item base or unit. A unit that is no code
+    refuses the event: the price could be in any money."""
+    unit = (signal.get("measurement") or {}).get("unit")
+    if unit is None:
+        return None
+    if not isinstance(unit, str) or unit not in ISO_4217:
+        raise EventRejected(f"ELECTRICITY_PRICE currency {shown(unit)}: expected an ISO 4217 code such as 'USD'")
+    return unit
 
 
 def _windows(
