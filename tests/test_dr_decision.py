@@ -14,6 +14,7 @@ import pytest
 from cloud.dr import baseline as b
 from cloud.dr import records as r
 from cloud.dr.decision import FleetDR, malformed
+from cloud.dr.delivery import window_means
 from cloud.dr.model import DREvent, Signal
 from cloud.optimization.publish import PublishFailed
 from cloud.store.sqlite import SQLiteCloudStore
@@ -417,10 +418,10 @@ def test_delivery_waits_for_the_window_to_pass(fleet):
     assert dr.delivery("e1", "test") is None
 
 
-def _window_readings(store, until):
+def _window_readings(store, until, since=START):
     """The window's readings up to ``until``: the same hours of the day before, a day later."""
     day = pd.Timedelta(days=1)
-    readings = store.read_readings(None, START - day + pd.Timedelta(seconds=1), until - day + pd.Timedelta(seconds=1))
+    readings = store.read_readings(None, since - day + pd.Timedelta(seconds=1), until - day + pd.Timedelta(seconds=1))
     return readings.assign(ts=readings["ts"] + day)
 
 
@@ -546,3 +547,69 @@ def test_the_dashboard_takes_events_where_mqtt_is_configured(fleet, monkeypatch)
     assert dr_from_env(dr.store) is None
     monkeypatch.setenv("MQTT_HOST", "127.0.0.1")
     assert isinstance(dr_from_env(dr.store), FleetDR)
+
+
+MINUTE = pd.Timedelta(minutes=1)
+UNDER_WAY = START + 30 * MINUTE  # 01:30: a new schedule reaches the sites from the 01:45 step (10 min lead)
+
+
+def _under_way(fleet):
+    """e1 (2 kW, 01:00-03:00) opted in at NOW; the sites went on syncing; it is now 01:30."""
+    dr, publisher = fleet
+    assert dr.decide(event(2.0)).opt_in
+    first = {d: s.entries for d, s in publisher.sent.items()}
+    dr.store.upsert_readings(_window_readings(dr.store, UNDER_WAY, since=NOW))
+    dr.clock = lambda: UNDER_WAY
+    return dr, publisher, first
+
+
+@pytest.mark.parametrize("end", [
+    END + 30 * MINUTE,  # extended
+    END - 60 * MINUTE,  # shortened, with steps left to plan again
+    START + 45 * MINUTE,  # shortened to end before a new schedule reaches the sites
+])
+def test_a_modification_under_way_keeps_the_earlier_schedule_then_plans_the_rest_to_the_new_end(fleet, end):
+    """Sources extend, deepen and cut events under way: the batteries must not stop in the
+    middle of a reduction still counted on. A site holds what it was sent until a new schedule
+    reaches it, so the window runs on the earlier schedule to 01:45, then on the new plan."""
+    dr, publisher, first = _under_way(fleet)
+    resume = START + 45 * MINUTE
+    answer = dr.decide(event(2.0, end=end, modification=1))
+    assert answer.opt_in and answer.reason.startswith("under way: the earlier schedule held")
+    assert answer.planned_kw == pytest.approx(2.0, rel=1e-3) and not publisher.cleared
+    for device in ("site-0", "site-1", "site-2"):
+        entries = publisher.sent[device].entries
+        assert _windows(publisher.sent[device]) == [(START, end)]
+        held = [e for e in entries if START <= e.ts < min(resume, end)]
+        assert held and held == [e for e in first[device] if START <= e.ts < min(resume, end)]
+        assert entries[-1].ts == end and entries[-1].power_kw is None
+        assert len([e for e in entries if resume <= e.ts < end]) == (end - resume) // dr.settings.step
+    planned = r.results(dr.store, "test", "e1").set_index("device_id")
+    assert planned.at["fleet", "planned_kw"] == pytest.approx(answer.planned_kw)
+
+
+def test_a_modification_under_way_is_measured_over_the_whole_window(fleet):
+    dr, _, _ = _under_way(fleet)
+    end = END + 30 * MINUTE
+    assert dr.decide(event(2.0, end=end, modification=1)).opt_in
+    dr.store.upsert_readings(_window_readings(dr.store, end, since=UNDER_WAY))
+    dr.clock = lambda: end + MINUTE
+    delivered = dr.delivery("e1", "test")
+    assert sorted(delivered.per_site_kw) == ["site-0", "site-1", "site-2"] and math.isfinite(delivered.delivered_kw)
+    measured = r.results(dr.store, "test", "e1").query("device_id == 'fleet' and baseline == 'forecast'")
+    means, _ = window_means(dr.store, ["site-0", "site-1", "site-2"], START, end, dr.settings.step)
+    assert measured["measured_kw"].iloc[0] == pytest.approx(means.sum())
+
+
+def test_a_modification_under_way_the_fleet_cannot_hold_is_declined_and_withdrawn(fleet):
+    dr, publisher, _ = _under_way(fleet)
+    answer = dr.decide(event(500.0, end=END + 30 * MINUTE, modification=1))
+    assert not answer.opt_in and answer.reason.startswith("too large")
+    assert sorted(publisher.cleared) == ["site-0", "site-1", "site-2"]
+
+
+def test_a_modification_after_the_window_ended_is_declined(fleet):
+    dr, publisher, _ = _under_way(fleet)
+    dr.clock = lambda: END + MINUTE
+    answer = dr.decide(event(2.0, end=END, modification=1))
+    assert not answer.opt_in and answer.reason.startswith("window ended")

@@ -80,6 +80,10 @@ class FleetState:
         energy = np.maximum(self.energy_kwh - promised.energy_kwh / self.efficiency, self.min_kwh)  # NaN stays NaN
         return replace(self, energy_kwh=energy, free=self.free & ~promised.busy)
 
+    def from_step(self, first: int) -> FleetState:
+        """This state for the plan steps from ``first`` on: the rest of a window under way."""
+        return replace(self, baseline_kw=self.baseline_kw[:, first:], net_kw=self.net_kw[:, first:])
+
     def subset(self, keep: np.ndarray) -> FleetState:
         return FleetState([d for d, k in zip(self.devices, keep) if k], *(getattr(self, f)[keep] for f in _ARRAYS))
 

@@ -9,7 +9,13 @@
    and a price that names its currency in the targeted sites' one (:func:`foreign_currency`);
 2. the window has not ended, starts at least ``lead_time`` after now (the schedules must
    reach the gateways, and a gateway read its book, before the window) and at most
-   :data:`~cloud.dr.model.MAX_LEAD` after now (:func:`too_far_ahead`);
+   :data:`~cloud.dr.model.MAX_LEAD` after now (:func:`too_far_ahead`). A modification of an
+   event the fleet stands by whose window is under way (:func:`under_way_at`) is not too
+   soon: its sites hold the earlier window until a new schedule reaches them, so the rest of
+   the window, from the first plan step ``lead_time`` from now reaches, is planned again by
+   the rules below from the batteries' state now, and each site is sent the earlier window up
+   to that step, then the new plan (:func:`cloud.dr.plan.continued`); cut to end before that
+   step, the earlier window is sent cut at the new end;
 3. some targeted site is online (a reading within ``online_intervals`` of its interval);
 4. the window is at least as long as the reading interval of every online targeted site
    (:func:`too_short`): delivery is measured from the readings stamped in the window, and a
@@ -55,7 +61,7 @@ from cloud.dr.capability import FleetState, commitments, fleet_state
 from cloud.dr.delivery import measure, synced_through
 from cloud.dr.dispatch import SchedulePublisher
 from cloud.dr.model import MAX_LEAD, Answer, Delivery, DREvent, Signal
-from cloud.dr.plan import schedules, site_schedule, solve
+from cloud.dr.plan import continued, schedules, site_schedule, solve
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -198,7 +204,7 @@ class FleetDR:
                 return _answer(stored)
             r.save_event(self.store, event, r.RECEIVED)
             try:
-                answer = self._decide(event)
+                answer = self._decide(event, stored)
             except Exception as error:  # not left "received" for ever: the fleet did not follow it
                 r.save_event(self.store, event, r.OPTED_OUT, f"decision failed: {' '.join(str(error).split())}")
                 self._abandon(event)
@@ -249,7 +255,7 @@ class FleetDR:
             return [r.event_of(row) for row in taken.to_dict("records")]
 
     # --- the rules ---
-    def _decide(self, event: DREvent) -> Answer:
+    def _decide(self, event: DREvent, earlier: dict | None) -> Answer:
         now, settings = self.clock(), self.settings
         sites = {site[dd.DEVICE_ID]: site for site in self.store.sites()}
         problem = malformed(event, set(sites), settings)
@@ -257,7 +263,8 @@ class FleetDR:
             return Answer(False, f"malformed event: {problem}")
         if event.end <= now:
             return Answer(False, f"window ended at {dd.format_ts(event.end)}, before now ({dd.format_ts(now)})")
-        if event.start < now + settings.lead_time:
+        under_way = under_way_at(earlier, event, now + settings.lead_time)
+        if event.start < now + settings.lead_time and not under_way:
             return Answer(False, f"too soon: starts at {dd.format_ts(event.start)}; schedules need {settings.lead_time} "
                                  f"to reach the gateways (from {dd.format_ts(now + settings.lead_time)})")
         if (problem := too_far_ahead(event, now)) is not None:
@@ -269,7 +276,15 @@ class FleetDR:
             return Answer(False, f"malformed event: {problem}")
         steps = pd.date_range(event.start.floor(settings.step), event.end.ceil(settings.step), freq=settings.step,
                               inclusive="left")
+        # Under way, the steps before the first a new schedule reaches are the earlier schedule's.
+        first = int((steps < (now + settings.lead_time).ceil(settings.step)).sum()) if under_way else 0
         state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)
+        if first == len(steps):  # cut to end before a new schedule reaches the sites: nothing to plan again
+            held = continued(r.windows(self.store, event.source, event.event_id), {}, event.end, event.end)
+            rows = _held_rows(event, state, first, r.results(self.store, event.source, event.event_id), None,
+                              self._weights(state), now)
+            return self._stand(event, held, f"under way: the earlier schedule held to the new end "
+                                            f"{dd.format_ts(event.end)}", _fleet_planned(rows), rows, now)
         promised = commitments(self.store, state.devices, event, now)
         state = state.less(promised)
         if not state.online.any():
@@ -278,15 +293,18 @@ class FleetDR:
                                  f"{settings.online_intervals} intervals")
         if (problem := too_short(event, state)) is not None:
             return Answer(False, f"too short: {problem}")
-        hours = len(steps) * settings.step / pd.Timedelta(hours=1)
-        weights = np.array([self.participation.get(d, 1.0) for d in state.devices])
-        capability = weights @ state.capability_kw(hours)
+        hours = (len(steps) - first) * settings.step / pd.Timedelta(hours=1)
+        weights = self._weights(state)
+        capability = weights @ state.from_step(first).capability_kw(hours)
         requested = self._requested(event, capability)
         if requested is not None and requested > 0 and capability < requested * settings.margin:
             held = (f" besides what {promised.events} other event(s) it took hold" if promised.events else "")
             return Answer(False, f"too large: {requested:.1f} kW asked, the fleet can hold {capability:.1f} kW "
                                  f"for {hours:g} h{held}; it opts in from {settings.margin:g} x the request")
-        return self._opt_in(event, state, steps, weights, requested, now)
+        return self._opt_in(event, state, steps, weights, requested, now, first)
+
+    def _weights(self, state: FleetState) -> np.ndarray:
+        return np.array([self.participation.get(d, 1.0) for d in state.devices])
 
     def _requested(self, event: DREvent, capability: float) -> float | None:
         """The reduction to plan (kW); None for a price signal, planned by its price."""
@@ -296,9 +314,12 @@ class FleetDR:
             return self.settings.level_fractions[int(event.value)] * capability
         return None
 
-    def _opt_in(self, event: DREvent, state: FleetState, steps: pd.DatetimeIndex, weights: np.ndarray,
-                requested: float | None, now: pd.Timestamp) -> Answer:
+    def _opt_in(self, event: DREvent, whole: FleetState, steps: pd.DatetimeIndex, weights: np.ndarray,
+                requested: float | None, now: pd.Timestamp, first: int = 0) -> Answer:
+        """Plan the window's steps from ``first`` (0, or under way the first step a new schedule
+        reaches), and stand by it; ``whole`` is the state over all the window's steps."""
         settings = self.settings
+        state, steps = whole.from_step(first), steps[first:]
         followers = state.followable & (state.capability_kw(len(steps) * settings.step / pd.Timedelta(hours=1)) > 0)
         left_out = len(state.devices) - int(followers.sum())
         if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
@@ -315,7 +336,13 @@ class FleetDR:
         reason = f"planned {planned:.1f} kW on {len(plan.devices)} site(s)"
         if left_out:
             reason += f"; {left_out} left out (offline, no history, empty battery or in another event)"
-        return self._stand(event, schedules(plan, settings.step), reason, planned, _planned_rows(event, plan, now), now)
+        if not first:
+            return self._stand(event, schedules(plan, settings.step), reason, planned, _planned_rows(event, plan, now), now)
+        windows = continued(r.windows(self.store, event.source, event.event_id), schedules(plan, settings.step),
+                            steps[0], event.end)
+        rows = _held_rows(event, whole, first, r.results(self.store, event.source, event.event_id), plan, weights, now)
+        return self._stand(event, windows, f"under way: the earlier schedule held until {dd.format_ts(steps[0])}, "
+                                           f"then {reason}", _fleet_planned(rows), rows, now)
 
     def _stand(self, event: DREvent, windows: Mapping[str, SetpointSchedule], reason: str, planned: float,
                rows: list[dict], now: pd.Timestamp) -> Answer:
@@ -394,6 +421,15 @@ class FleetDR:
         return [(dd.parse_ts(a), dd.parse_ts(z)) for a, z in zip(ran[s.START_TS], ran[s.END_TS])]
 
 
+def under_way_at(earlier: dict | None, event: DREvent, reach: pd.Timestamp) -> bool:
+    """Whether ``event`` modifies one the fleet stands by whose window opened, or opens, before
+    ``reach`` (the first instant a new schedule reaches the sites): its sites already hold the
+    earlier window, so the rest of the window is planned again rather than dropped, which
+    would stop the batteries in a reduction the event's source still counts on."""
+    return (earlier is not None and earlier[s.STATUS] == r.OPTED_IN and event.start < reach
+            and dd.parse_ts(earlier[s.START_TS]) < reach)
+
+
 def _shown(schedule: SetpointSchedule | None) -> str | None:
     """What a site is sent, to tell whether it changed: the schedule's JSON, None for a clear."""
     return None if schedule is None else schedule.to_json()
@@ -403,6 +439,33 @@ def _answer(stored: dict) -> Answer:
     planned = stored[s.PLANNED_KW]
     return Answer(stored[s.STATUS] in (r.OPTED_IN, r.COMPLETED), stored[s.REASON] or "",
                   0.0 if planned is None or pd.isna(planned) else float(planned))
+
+
+def _held_rows(event: DREvent, whole: FleetState, first: int, earlier: pd.DataFrame, plan, weights: np.ndarray,
+               now: pd.Timestamp) -> list[dict]:
+    """The planned rows of an event re-planned under way, over its whole window (delivery is
+    measured over it): per site the forecast baseline averaged over all the window's steps,
+    and the planned reduction averaged over them, the earlier plan's (its mean per site) on
+    the ``first`` steps its schedule held and the re-plan's on the rest; the fleet's sums
+    them, participation-weighted."""
+    n = whole.baseline_kw.shape[1]
+    sites = earlier[(earlier[s.BASELINE] == b.FORECAST) & (earlier[dd.DEVICE_ID] != r.FLEET)]
+    held = dict(zip(sites[dd.DEVICE_ID], pd.to_numeric(sites[s.PLANNED_KW]).fillna(0.0)))
+    rest = {} if plan is None else dict(zip(plan.devices, plan.site_reduction_kw))
+    row = {s.SOURCE: event.source, s.EVENT_ID: event.event_id, s.BASELINE: b.FORECAST, s.COMPUTED_AT: now}
+    rows, fleet_base, fleet_cut = [], 0.0, 0.0
+    for i, device in enumerate(whole.devices):
+        if device not in held and device not in rest:
+            continue
+        base = float(np.mean(whole.baseline_kw[i]))
+        cut = (held.get(device, 0.0) * first + rest.get(device, 0.0) * (n - first)) / n
+        rows.append(row | {dd.DEVICE_ID: device, s.BASELINE_KW: base, s.PLANNED_KW: float(cut)})
+        fleet_base, fleet_cut = fleet_base + base, fleet_cut + weights[i] * cut
+    return rows + [row | {dd.DEVICE_ID: r.FLEET, s.BASELINE_KW: fleet_base, s.PLANNED_KW: float(fleet_cut)}]
+
+
+def _fleet_planned(rows: list[dict]) -> float:
+    return next(row[s.PLANNED_KW] for row in rows if row[dd.DEVICE_ID] == r.FLEET)
 
 
 def _planned_rows(event: DREvent, plan, now: pd.Timestamp) -> list[dict]:

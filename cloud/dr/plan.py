@@ -86,6 +86,23 @@ def schedules(plan: FleetPlan, step: pd.Timedelta) -> Mapping[str, SetpointSched
             for i, device in enumerate(plan.devices)}
 
 
+def continued(earlier: Mapping[str, SetpointSchedule], rest: Mapping[str, SetpointSchedule], resume: pd.Timestamp,
+              end: pd.Timestamp) -> dict[str, SetpointSchedule]:
+    """Per site, the window of an event re-planned while under way: the earlier window's entries
+    before ``resume`` (the first step a new schedule can reach), then the re-plan of the rest
+    (``rest``, from ``resume``), or no command from ``resume`` (or the new ``end``, if sooner)
+    for a site the re-plan leaves out. A site holds the earlier window until a new schedule can
+    reach it whatever is sent, so sending it is what keeps the reduction from lapsing meanwhile."""
+    stop = min(resume, end)
+    out = {}
+    for device in sorted({*earlier, *rest}):
+        held = [e for e in earlier[device].entries if e.ts < stop] if device in earlier else []
+        tail = list(rest[device].entries) if device in rest else [SetpointEntry(stop, None, None)] if held else []
+        if tail:
+            out[device] = SetpointSchedule(tuple(held + tail))
+    return out
+
+
 def site_schedule(windows: Iterable[SetpointSchedule], now: pd.Timestamp) -> SetpointSchedule | None:
     """The one schedule a site is sent: each window of :func:`schedules` it takes part in that
     has not ended, in time order, with no command before, between and after them; None when
