@@ -544,6 +544,23 @@ def test_an_update_that_drops_a_window_cancels_it_and_a_refused_update_leaves_th
     assert handler.cancelled[3:] == []  # the fleet had already left it
 
 
+def test_an_update_under_way_keeps_the_windows_that_ran_and_decides_the_rest():
+    """A VTN extends or deepens an event under way: the fleet refuses a window in the past, so
+    deciding the windows that ran again opted the whole event out, the running one with it."""
+    class Fleet(ScriptedFleet):
+        def decide(self, event):
+            return Answer(False, "window ended") if event.end <= clock[0] else super().decide(event)
+
+    handler, clock = Fleet(capacity_kw=20), [NOW]
+    fleet = FleetVen(VenSettings(vtn_url="http://127.0.0.1:1/oadr", ven_name="fleet", ven_id=VEN_ID),
+                     handler, BATTERIES, TELEMETRY.get, clock=lambda: clock[0])
+    assert fleet.on_event(event(payloads=(-5.0, -3.0))) == "optIn"
+    clock[0] = pd.Timestamp(START) + pd.Timedelta(minutes=90)  # the first window ran, the second is under way
+    assert fleet.on_event(event(payloads=(-5.0, -4.0), modification=1)) == "optIn"
+    assert [(w.event_id, w.modification, w.value) for w in handler.decided[2:]] == [("evt-1#1", 1, 4.0)]
+    assert handler.cancelled == []
+
+
 def test_an_event_refused_in_one_window_leaves_the_windows_it_took():
     handler = ScriptedFleet(capacity_kw=20)
     assert offline_ven(handler).on_event(event(payloads=(-5.0, -30.0))) == "optOut"

@@ -4,7 +4,8 @@
 (:mod:`cloud.dr.openadr_events`) for a :class:`DRHandler` and answers optIn only when the
 handler takes every window; a refused, malformed or hostile event is answered optOut with a
 one-line reason in the log, and nothing it raises reaches openleadr's loop. A cancelled
-event, or a window an update drops, goes to ``handler.cancel``.
+event, or a window an update drops, goes to ``handler.cancel``; a window of an updated event
+that already ran stays taken without being decided again.
 
 Reports, both ``TELEMETRY_USAGE`` so any openleadr VTN can request them:
 
@@ -308,14 +309,20 @@ class FleetVen:
             return self._refuse(event_id, before.window_ids, str(error), now)
         taken: list[str] = []
         planned_kw = 0.0
+        # A window of the event that ran is not decided again (the fleet refuses a window in the
+        # past): an update of an event under way changes what is to come, not what was delivered.
+        ran = {w.event_id for w in windows if w.end <= now and w.event_id in before.window_ids}
         for window in windows:
+            if window.event_id in ran:
+                taken.append(window.event_id)
+                continue
             answer = self.handler.decide(window)
             if not answer.opt_in:
                 return self._refuse(event_id, (*before.window_ids, *taken), f"{window.event_id}: {answer.reason}", now)
             taken.append(window.event_id)
             planned_kw += answer.planned_kw
         self._cancel(event_id, tuple(i for i in before.window_ids if i not in taken))
-        self._windows.update((w.event_id, _Window(w)) for w in windows)
+        self._windows.update((w.event_id, _Window(w)) for w in windows if w.event_id not in ran)
         self._events[event_id] = _Answered(OPT_IN, tuple(taken), windows[-1].end + DELIVERY_RETENTION)
         log.info("openadr event %s mod %d: optIn, %d window(s), %.1f kW planned",
                  event_id, windows[0].modification, len(windows), planned_kw)
