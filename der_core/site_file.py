@@ -60,6 +60,7 @@ from der_core.config import (
     validation_line,
 )
 from der_core.errors import ConfigError
+from der_core.money import currency_of
 from der_core.tariff import DynamicImport, FixedPrice, Tariff, tou_tariff
 from der_core.tariff_file import FILE_SUFFIXES, TARIFFS, load_tariff_file
 
@@ -398,6 +399,20 @@ def unreadable(row: Mapping[str, Any]) -> str | None:
     except ConfigError as error:
         return str(error)
     return None
+
+
+def site_currency(row: Mapping[str, Any]) -> str:
+    """The currency of a ``sites`` row: its configuration's, else its country's; "" for a
+    device with neither (readings imported before its site was declared), whose prices are in
+    a currency nobody named: calling them dollars would be a guess shown as a fact."""
+    try:
+        configured = json.loads(row.get("config_json") or "{}").get("currency")
+    except (ValueError, AttributeError):
+        configured = None
+    configured = configured if isinstance(configured, str) else None
+    if not configured and not row.get("country"):
+        return ""
+    return currency_of(row.get("country") or "", configured)
 
 
 def site_kind(row: Mapping[str, Any] | None) -> str:

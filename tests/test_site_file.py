@@ -147,7 +147,7 @@ def test_a_tariff_in_another_currency_than_the_sites_is_one_line():
 def test_a_site_whose_currency_is_its_tariffs_is_shown_in_it_where_it_is_planned_in_it():
     """With the site's currency null, a tariff in pounds makes its plans in pounds; the stored
     row said nothing of it, and the dashboard's list showed the country's euros."""
-    from cloud.dashboard.queries import site_currency
+    from der_core.site_file import site_currency
 
     tariff = {"currency": "GBP", "import_price": {"kind": "fixed", "price": 0.25},
               "export_price": {"kind": "fixed", "price": 0.15}}

@@ -26,6 +26,7 @@ from cloud.store import schema as s
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.money import currency_of
+from der_core.site_file import site_currency
 
 #: The reading columns the page draws, in the order it draws them.
 READING_SERIES: tuple[str, ...] = (
@@ -90,20 +91,6 @@ def list_sites(store: CloudStore) -> list[dict[str, Any]]:
             "readings": int(stat.get(s.ROW_COUNT, 0)),
         })
     return out
-
-
-def site_currency(row: Mapping[str, Any]) -> str:
-    """The currency of a ``sites`` row: its configuration's, else its country's; "" for a
-    device with neither (readings imported before its site was declared), whose prices are in
-    a currency nobody named: calling them dollars would be a guess shown as a fact."""
-    try:
-        configured = json.loads(row.get("config_json") or "{}").get("currency")
-    except (ValueError, AttributeError):
-        configured = None
-    configured = configured if isinstance(configured, str) else None
-    if not configured and not row.get("country"):
-        return ""
-    return currency_of(row.get("country") or "", configured)
 
 
 def last_reading_ts(site: Mapping[str, Any]) -> pd.Timestamp | None:

@@ -54,7 +54,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cloud.dashboard.queries import site_currency
 from cloud.dr import baseline as b
 from cloud.dr import records as r
 from cloud.dr.capability import FleetState, commitments, fleet_state
@@ -67,6 +66,7 @@ from cloud.store.base import CloudStore
 from der_core import der_data as dd
 from der_core.errors import DERError
 from der_core.setpoints import SetpointSchedule
+from der_core.site_file import site_currency
 
 log = logging.getLogger(__name__)
 
