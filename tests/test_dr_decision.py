@@ -613,3 +613,23 @@ def test_a_modification_after_the_window_ended_is_declined(fleet):
     dr.clock = lambda: END + MINUTE
     answer = dr.decide(event(2.0, end=END, modification=1))
     assert not answer.opt_in and answer.reason.startswith("window ended")
+
+
+def test_a_modification_that_drops_sites_drops_their_planned_rows(fleet):
+    """Left, a site no longer dispatched was measured as dispatched when the window ended."""
+    dr, _ = fleet
+    assert dr.decide(event(1.0)).opt_in
+    assert dr.decide(event(1.0, sites=("site-0",), modification=1)).opt_in
+    planned = r.results(dr.store, "test", "e1")
+    assert sorted(planned["device_id"]) == ["fleet", "site-0"]
+
+
+def test_a_modification_after_the_window_ended_leaves_what_ran_to_be_measured(fleet):
+    """Stored in the event's place as declined, it lost the window the fleet delivered."""
+    dr, _, _ = _under_way(fleet)
+    dr.store.upsert_readings(_window_readings(dr.store, END, since=UNDER_WAY))
+    dr.clock = lambda: END + MINUTE
+    assert not dr.decide(event(2.0, end=END + 30 * MINUTE, modification=1)).opt_in
+    assert r.stored_event(dr.store, "test", "e1")["status"] == "opted_in"
+    delivered = dr.delivery("e1", "test")
+    assert delivered is not None and math.isfinite(delivered.delivered_kw)

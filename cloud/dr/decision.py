@@ -202,6 +202,9 @@ class FleetDR:
             stored = r.stored_event(self.store, event.source, event.event_id)
             if stored is not None and stored[s.STATUS] != r.RECEIVED and int(stored[s.MODIFICATION] or 0) >= event.modification:
                 return _answer(stored)
+            if (ended := _ran(stored, self.clock())) is not None:
+                log.info("DR %s/%s: out (%s)", event.source, event.event_id, ended)
+                return Answer(False, ended)
             r.save_event(self.store, event, r.RECEIVED)
             try:
                 answer = self._decide(event, stored)
@@ -353,7 +356,7 @@ class FleetDR:
         earlier = r.windows(self.store, event.source, event.event_id)
         r.save_windows(self.store, event.source, event.event_id, {d: windows.get(d) for d in {*earlier, *windows}}, now)
         r.save_event(self.store, event, r.OPTED_IN, reason, planned)
-        r.save_results(self.store, rows)
+        r.replace_planned(self.store, event.source, event.event_id, rows)
         sites = {*earlier, *windows}
         failed = self._send(sites, now)
         if failed and len(failed) == len(sites):  # no site will answer: opting in would promise what none does
@@ -419,6 +422,19 @@ class FleetDR:
         ran = events[events[s.STATUS].isin([r.OPTED_IN, r.COMPLETED])
                      & ~((events[s.SOURCE] == event.source) & (events[s.EVENT_ID] == event.event_id))]
         return [(dd.parse_ts(a), dd.parse_ts(z)) for a, z in zip(ran[s.START_TS], ran[s.END_TS])]
+
+
+def _ran(stored: dict | None, now: pd.Timestamp) -> str | None:
+    """Why a modification of a stored event the fleet took is not decided, or None: its window
+    has ended, so what ran cannot change, and storing the modification in its place (declined)
+    would lose the window the fleet delivered and its measurement."""
+    if stored is None or stored[s.STATUS] not in (r.OPTED_IN, r.COMPLETED):
+        return None
+    end = dd.parse_ts(stored[s.END_TS])
+    if now < end:
+        return None
+    return (f"window ended at {dd.format_ts(end)}, before now ({dd.format_ts(now)}): the window the fleet took "
+            "stands as it ran")
 
 
 def under_way_at(earlier: dict | None, event: DREvent, reach: pd.Timestamp) -> bool:

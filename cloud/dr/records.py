@@ -67,6 +67,17 @@ def save_results(store: CloudStore, rows: Iterable[dict[str, Any]]) -> None:
         store.upsert_frame(s.DR_RESULTS, frame)
 
 
+def replace_planned(store: CloudStore, source: str, event_id: str, rows: list[dict[str, Any]]) -> None:
+    """The planned rows of an event's decision, in place of an earlier decision's: a site a
+    modification no longer dispatches loses its row, where kept it would be measured (and
+    resent) as dispatched."""
+    kept = {row[dd.DEVICE_ID] for row in rows}
+    earlier = results(store, source, event_id)
+    for device in sorted(set(earlier[dd.DEVICE_ID]) - kept) if not earlier.empty else []:
+        store.delete_rows(s.DR_RESULTS, {s.SOURCE: source, s.EVENT_ID: event_id, dd.DEVICE_ID: device})
+    save_results(store, rows)
+
+
 def results(store: CloudStore, source: str, event_id: str) -> pd.DataFrame:
     return store.read_frame(s.DR_RESULTS, {s.SOURCE: source, s.EVENT_ID: event_id})
 
