@@ -158,6 +158,20 @@ def test_a_site_with_only_load_can_train_load_and_says_why_not_the_rest(one_site
     assert rows[dz.Y].notna().all() and rows[list(dz.TOU)].isna().all().all()
 
 
+def test_pv_logged_on_its_last_days_only_is_counted_by_its_daylight_not_its_filled_nights(one_site):
+    """Twelve days of load, PV logged on the last four: the grid holds PV 0 through every
+    night the load meter read, so counting every step would find eight days of PV."""
+    configs, readings, _ = one_site
+    late = readings.copy()
+    late.loc[late[dd.TS] < late[dd.TS].max() - pd.Timedelta(days=4), dd.SOLAR_KW] = np.nan
+    site = site_record(configs[0])
+    history = dz.site_history(late, site, STEP)
+    assert np.isfinite(history.grid[dd.SOLAR_KW]).sum() * STEP > pd.Timedelta(days=7)  # the filled nights
+    check = availability(SOLAR_KW, history.device_id, history.grid, site, STEP, 7)
+    assert check.reason == f"only 4.0 days of {dd.SOLAR_KW} by daylight; at least 7 are needed"
+    assert availability(SOLAR_KW, history.device_id, dz.site_history(readings, site, STEP).grid, site, STEP, 7).ok
+
+
 def test_a_target_is_the_reading_whose_interval_holds_it_not_the_one_carried_into_it(one_site):
     """A half-hourly meter at quarter-hour steps: the features at each step see the newest
     reading (carried forward), but a quarter hour's target is the reading whose interval

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import pandas as pd
 
 from cloud.forecasting.design import PROFILE_DAYS, SiteHistory, site_history
+from cloud.forecasting.targets import days_held
 from cloud.forecasting.training import NotEnoughData
 from cloud.store.base import CloudStore
 from der_core import der_data as dd
@@ -39,8 +39,7 @@ def load_histories(store: CloudStore, step: pd.Timedelta, max_gap: pd.Timedelta,
                             + how_to_get_data(min_days))
     longest = max((stats[d]["last_ts"] - stats[d]["first_ts"]) / pd.Timedelta(days=1) for d in wanted)
     if longest < min_days:
-        # rounded down: 13.99 days shown as "14.0" would contradict the 14 asked for
-        raise NotEnoughData(f"{store.label} holds at most {math.floor(longest * 10) / 10:.1f} days of readings for a site "
+        raise NotEnoughData(f"{store.label} holds at most {days_held(longest)} days of readings for a site "
                             f"({len(wanted)} sites); " + how_to_get_data(min_days))
     histories = []
     for device in wanted:

@@ -7,6 +7,7 @@ enough of it, and a target no site supports is reported with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloud.feature_engineering.physics import solar_config
 from cloud.feature_engineering.pipeline import LOAD_KW, PRICE_PER_KWH, SOLAR_KW, TARGETS
+from cloud.forecasting import clear_sky_index as csi
 from cloud.site_steps import filled_columns, no_load_reason
+from der_physics.solar import clearsky_ac_kw
 
 #: Target name -> the reading column it forecasts (the feature set's own mapping).
 TARGET_COLUMNS: dict[str, str] = dict(TARGETS)
@@ -28,7 +32,7 @@ __all__ = ["LOAD_KW", "SOLAR_KW", "PRICE_PER_KWH", "TARGET_COLUMNS", "NON_NEGATI
 class Availability:
     target: str
     device_id: str
-    days: float  # observed days of the target
+    days: float  # observed days of the target (of PV: days' worth of its sun-up steps)
     reason: str | None  # why the site cannot train this target, or None
 
     @property
@@ -38,7 +42,10 @@ class Availability:
 
 def availability(target: str, device_id: str, grid: pd.DataFrame, site: Mapping[str, Any],
                  step: pd.Timedelta, min_days: float) -> Availability:
-    """Whether ``grid`` (one site's resampled readings) has enough of ``target``."""
+    """Whether ``grid`` (one site's resampled readings) has enough of ``target``. PV's days
+    count its sun-up steps only: with the sun down the grid holds 0 wherever another meter
+    was read, so a site whose PV was logged on its last few days would otherwise pass for
+    weeks of PV."""
     column = TARGET_COLUMNS[target]
     values = grid[column].to_numpy(dtype="float64") if column in grid.columns else np.array([])
     observed = int(np.isfinite(values).sum())
@@ -51,10 +58,25 @@ def availability(target: str, device_id: str, grid: pd.DataFrame, site: Mapping[
         why = no_pv_reason(float(site.get("pv_capacity_kw") or 0.0), float(np.nanmax(values)))
         if why is not None:
             return Availability(target, device_id, days, why)
+        up = sun_up_at(site, grid.index)
+        days = np.isfinite(values[up]).sum() / max(int(up.sum()), 1) * len(grid) * step / pd.Timedelta(days=1)
     if days < min_days:
+        what = f"{column} by daylight" if target == SOLAR_KW else column
         return Availability(target, device_id, days,
-                            f"only {days:.1f} days of {column}; at least {min_days:g} are needed")
+                            f"only {days_held(days)} days of {what}; at least {min_days:g} are needed")
     return Availability(target, device_id, days, None)
+
+
+def days_held(days: float) -> str:
+    """``days`` to one decimal, rounded down: 13.99 days shown as "14.0" would contradict the
+    14 asked for."""
+    return f"{math.floor(days * 10) / 10:.1f}"
+
+
+def sun_up_at(site: Mapping[str, Any], index: pd.DatetimeIndex) -> np.ndarray:
+    """Where the declared array's clear-sky output says the sun is up (:func:`csi.sun_up`)."""
+    config = solar_config(site)
+    return csi.sun_up(clearsky_ac_kw(config, index), config.inverter_limit_kw)
 
 
 def no_pv_reason(capacity_kw: float, highest_kw: float) -> str | None:
