@@ -64,10 +64,26 @@ def test_pinball_and_coverage_by_hand():
 
 
 def test_time_split_never_trains_on_a_truth_the_test_forecasts(load_rows):
-    train_mask, test_mask, cutoff = time_split(load_rows, 0.2)
+    train_mask, test_mask, cutoffs = time_split(load_rows, 0.2)
+    (cutoff,) = set(cutoffs)  # the sites cover the same days
     assert load_rows[train_mask][dz.TARGET_TS].max() <= cutoff <= load_rows[test_mask][dz.ISSUED_AT].min()
     issues = load_rows[dz.ISSUED_AT].unique()
     assert 0.15 < (np.sort(issues) >= cutoff).mean() < 0.3
+
+
+def test_each_site_keeps_its_own_newest_days_for_the_test_whatever_the_others_cover(load_rows):
+    """Two homes measured years apart: one cutoff for both, the newest share of all their
+    times, left the older home with no test and the newer one with little training."""
+    older = load_rows[load_rows[dd.DEVICE_ID] == load_rows[dd.DEVICE_ID].iloc[0]]
+    years = pd.Timedelta(days=4 * 365)
+    newer = older.assign(**{dd.DEVICE_ID: "newer", dz.ISSUED_AT: older[dz.ISSUED_AT] + years,
+                            dz.TARGET_TS: older[dz.TARGET_TS] + years})
+    rows = pd.concat([older, newer], ignore_index=True)
+    train, test, cutoffs = time_split(rows, 0.2)
+    for device, mine in rows.groupby(dd.DEVICE_ID):
+        share = test[mine.index].mean()
+        assert 0.15 < share < 0.3 and train[mine.index].mean() > 0.6, (device, share)
+        assert mine[train[mine.index]][dz.TARGET_TS].max() <= cutoffs[device] <= mine[test[mine.index]][dz.ISSUED_AT].min()
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

@@ -97,14 +97,22 @@ def design_rows(histories: Sequence[dz.SiteHistory], target: str, settings: Trai
     return rows[np.isfinite(rows[dz.Y].to_numpy(dtype="float64"))].reset_index(drop=True)
 
 
-def time_split(rows: pd.DataFrame, test_size: float) -> tuple[np.ndarray, np.ndarray, pd.Timestamp]:
-    """(train mask, test mask, cutoff): test = issued at or after the cutoff; train = target
-    instant at or before it."""
-    issues = np.sort(rows[dz.ISSUED_AT].unique())
-    cutoff = pd.Timestamp(issues[min(int(len(issues) * (1 - test_size)), len(issues) - 1)])
-    test = (rows[dz.ISSUED_AT] >= cutoff).to_numpy()
-    train = (rows[dz.TARGET_TS] <= cutoff).to_numpy()
-    return train, test, cutoff
+def time_split(rows: pd.DataFrame, test_size: float) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """(train mask, test mask, cutoff per site): a site's rows issued at or after its cutoff
+    are test, those whose target instant is at or before it train; its cutoff leaves its own
+    newest ``test_size`` of issue times to the test. Per site, because sites cover different
+    periods: one cutoff for all, the newest share of the fleet's times, left a site measured
+    years before another with no test (its skill never measured) and a site that joined late
+    with no training (forecast by a model that never saw it)."""
+    def cutoff(issued: pd.Series) -> pd.Timestamp:
+        issues = np.sort(issued.unique())
+        return pd.Timestamp(issues[min(int(len(issues) * (1 - test_size)), len(issues) - 1)])
+
+    cutoffs = rows.groupby(dd.DEVICE_ID)[dz.ISSUED_AT].agg(cutoff)
+    at = rows[dd.DEVICE_ID].map(cutoffs)
+    test = (rows[dz.ISSUED_AT] >= at).to_numpy()
+    train = (rows[dz.TARGET_TS] <= at).to_numpy()
+    return train, test, cutoffs
 
 
 def judged(rows: pd.DataFrame, target: str) -> np.ndarray:
