@@ -13,6 +13,7 @@ import pytest
 
 from cloud.dr import baseline as b
 from cloud.dr import records as r
+from cloud.dr.capability import commitments
 from cloud.dr.decision import FleetDR, malformed
 from cloud.dr.delivery import window_means
 from cloud.dr.model import DREvent, Signal
@@ -633,3 +634,16 @@ def test_a_modification_after_the_window_ended_leaves_what_ran_to_be_measured(fl
     assert r.stored_event(dr.store, "test", "e1")["status"] == "opted_in"
     delivered = dr.delivery("e1", "test")
     assert delivered is not None and math.isfinite(delivered.delivered_kw)
+
+
+@pytest.mark.parametrize("now, hours_left", [(NOW, 2.0), (UNDER_WAY, 1.5)])
+def test_an_event_under_way_promises_only_the_rest_of_its_window(fleet, now, hours_left):
+    """The part of a window already run is spent and shows in the stored energy a later event
+    is decided from; counted again, the fleet would decline events it can hold."""
+    dr, _ = fleet
+    assert dr.decide(event(2.0)).opt_in
+    later = event(1.0, id="later", start=END + 60 * MINUTE, end=END + 120 * MINUTE)
+    devices = ["site-0", "site-1", "site-2"]
+    promised = commitments(dr.store, devices, later, now)
+    planned = r.results(dr.store, "test", "e1").set_index("device_id")["planned_kw"].reindex(devices).clip(lower=0)
+    assert promised.energy_kwh == pytest.approx(planned.to_numpy() * hours_left)

@@ -13,10 +13,11 @@ baseline (net load minus baseline), never below zero. Its energy is the stored e
 less what the fleet already promised (:func:`commitments`): a site in another event whose
 window overlaps this one takes no part (one battery cannot answer two events at once, and
 its schedule carries one command per instant), and the reduction each other standing event
-planned on it (kW times its window's hours, drawn through the discharge losses) is not
-available, whether that event comes before (it drains the battery first) or after (this one
-must leave it its charge). Recharging between events is not counted: a promise rests on the
-charge held now.
+planned on it (kW times the hours of its window still to come, drawn through the discharge
+losses) is not available, whether that event comes before (it drains the battery first) or
+after (this one must leave it its charge). The part of a window already run is not counted:
+it is spent, and the stored energy now shows it. Recharging between events is not counted
+either: a promise rests on the charge held now.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class Commitments:
 
 def commitments(store: CloudStore, devices: list[str], event: DREvent, now: pd.Timestamp) -> Commitments:
     """What the fleet's other opted-in events that have not ended promised of ``devices``,
-    from their stored plans (the forecast rows of ``dr_results``)."""
+    from their stored plans (the forecast rows of ``dr_results``): of a window under way at
+    ``now``, only the rest is still owed."""
     events = r.all_events(store)
     busy, energy, count = np.zeros(len(devices), bool), np.zeros(len(devices)), 0
     index = {device: i for i, device in enumerate(devices)}
@@ -121,8 +123,8 @@ def commitments(store: CloudStore, devices: list[str], event: DREvent, now: pd.T
         count += 1
         if other.start < event.end and event.start < other.end:
             busy[rows] = True
-        else:
-            hours = (other.end - other.start) / pd.Timedelta(hours=1)
+        else:  # what has run of its window is spent: it shows in the stored energy now
+            hours = (other.end - max(other.start, now)) / pd.Timedelta(hours=1)
             energy[rows] += np.maximum(np.nan_to_num(planned[s.PLANNED_KW].to_numpy(dtype=float)), 0.0) * hours
     return Commitments(busy, energy, count)
 
