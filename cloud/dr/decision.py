@@ -21,7 +21,8 @@
    (:func:`too_short`): delivery is measured from the readings stamped in the window, and a
    shorter window may hold none, which would leave the event without a delivery to report;
 5. the fleet can hold the reduction: its expected capability (per site
-   :meth:`FleetState.capability_kw`, times the site's expected participation) is at least
+   :meth:`FleetState.capability_kw` over the window's own hours, :func:`window_hours`,
+   times the site's expected participation) is at least
    ``margin`` times the reduction asked. A level asks ``level_fractions[level]`` of the
    capability; a price signal asks nothing and is planned as a price adder in the window;
 6. some site can follow: an event the fleet would answer with nothing (a level or price
@@ -296,7 +297,7 @@ class FleetDR:
                                  f"{settings.online_intervals} intervals")
         if (problem := too_short(event, state)) is not None:
             return Answer(False, f"too short: {problem}")
-        hours = (len(steps) - first) * settings.step / pd.Timedelta(hours=1)
+        hours = window_hours(event, steps[first:])
         weights = self._weights(state)
         capability = weights @ state.from_step(first).capability_kw(hours)
         requested = self._requested(event, capability)
@@ -323,7 +324,7 @@ class FleetDR:
         reaches), and stand by it; ``whole`` is the state over all the window's steps."""
         settings = self.settings
         state, steps = whole.from_step(first), steps[first:]
-        followers = state.followable & (state.capability_kw(len(steps) * settings.step / pd.Timedelta(hours=1)) > 0)
+        followers = state.followable & (state.capability_kw(window_hours(event, steps)) > 0)
         left_out = len(state.devices) - int(followers.sum())
         if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
             return self._stand(event, {}, "nothing to reduce at this level", 0.0, [], now)
@@ -340,8 +341,9 @@ class FleetDR:
         if left_out:
             reason += f"; {left_out} left out (offline, no history, empty battery or in another event)"
         if not first:
-            return self._stand(event, schedules(plan, settings.step), reason, planned, _planned_rows(event, plan, now), now)
-        windows = continued(r.windows(self.store, event.source, event.event_id), schedules(plan, settings.step),
+            return self._stand(event, schedules(plan, event.start, event.end), reason, planned,
+                               _planned_rows(event, plan, now), now)
+        windows = continued(r.windows(self.store, event.source, event.event_id), schedules(plan, event.start, event.end),
                             steps[0], event.end)
         rows = _held_rows(event, whole, first, r.results(self.store, event.source, event.event_id), plan, weights, now)
         return self._stand(event, windows, f"under way: the earlier schedule held until {dd.format_ts(steps[0])}, "
@@ -422,6 +424,14 @@ class FleetDR:
         ran = events[events[s.STATUS].isin([r.OPTED_IN, r.COMPLETED])
                      & ~((events[s.SOURCE] == event.source) & (events[s.EVENT_ID] == event.event_id))]
         return [(dd.parse_ts(a), dd.parse_ts(z)) for a, z in zip(ran[s.START_TS], ran[s.END_TS])]
+
+
+def window_hours(event: DREvent, steps: pd.DatetimeIndex) -> float:
+    """The hours of ``event``'s window that the plan ``steps`` answer: from its start (or the
+    first step, later under way) to its end. Not the steps' own hours: a window off the plan
+    step is padded by them, but the source asks for and measures the window alone, and a
+    site's schedule holds it alone (:func:`cloud.dr.plan.schedules`)."""
+    return (event.end - max(event.start, steps[0])) / pd.Timedelta(hours=1)
 
 
 def _ran(stored: dict | None, now: pd.Timestamp) -> str | None:

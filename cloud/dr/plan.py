@@ -8,7 +8,8 @@ signal), export valued at nothing (a reduction is not bought with export the eve
 need). A reduction adds the fleet row ``sum_i w_i grid_i,t <= sum_i w_i baseline_i,t - requested``
 with ``w_i`` the expected participation and a non-following site at its baseline.
 
-Each site's schedule for an event (:func:`schedules`): in the window, the planned battery
+Each site's schedule for an event (:func:`schedules`): in the window (its own instants,
+the plan's 15-minute steps covering it), the planned battery
 power with the planned grid import as the import cap, which the battery defends against load
 nobody forecast by discharging more, on entries marked as the event's (``"event": true``) so
 the gateway holds the cap even below the month's peak import
@@ -76,9 +77,13 @@ def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, req
     return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w)
 
 
-def schedules(plan: FleetPlan, step: pd.Timedelta) -> Mapping[str, SetpointSchedule]:
-    """Per site, the event's window: the plan in it, then no command from its end."""
-    starts = [*plan.steps, plan.steps[-1] + step]
+def schedules(plan: FleetPlan, start: pd.Timestamp, end: pd.Timestamp) -> Mapping[str, SetpointSchedule]:
+    """Per site, the event's window ``[start, end)``: the plan in it, then no command from its end.
+
+    The plan's steps cover the window; a window off the step is cut to its own instants (the
+    first step's command from ``start``, no command from ``end``): the source asks for and
+    measures that window alone, and the next event on the site may start at ``end``."""
+    starts = [max(plan.steps[0], start), *plan.steps[1:], end]
     caps = np.maximum(plan.grid_kw, 0.0)
     event = np.append(np.ones(len(plan.steps), bool), False)
     return {device: SetpointSchedule.from_commands(starts, np.append(plan.battery_kw[i], np.nan),
