@@ -672,3 +672,62 @@ def test_capability_is_counted_over_the_events_own_hours(fleet, off):
     dr, _ = fleet
     answer = dr.decide(event(500.0, start=START + off, end=END + off))
     assert not answer.opt_in and "for 2 h;" in answer.reason
+
+
+def _minute_mean(values: np.ndarray, steps: pd.DatetimeIndex, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+    """Per row, the mean of ``values`` (one per plan step) taken minute by minute over ``[start, end)``."""
+    minutes = pd.date_range(start, end, freq="min", inclusive="left")
+    return np.asarray(values)[:, steps.searchsorted(minutes, side="right") - 1].mean(axis=1)
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """What the decision planned on: each fleet state (with its steps) and each plan."""
+    from cloud.dr import decision
+    seen = {"states": [], "plans": []}
+
+    def state(store, sites, steps, *args):
+        seen["states"].append((steps, decision_state(store, sites, steps, *args)))
+        return seen["states"][-1][1]
+
+    def plan(*args, **kwargs):
+        seen["plans"].append(decision_solve(*args, **kwargs))
+        return seen["plans"][-1]
+
+    decision_state, decision_solve = decision.fleet_state, decision.solve
+    monkeypatch.setattr(decision, "fleet_state", state)
+    monkeypatch.setattr(decision, "solve", plan)
+    return seen
+
+
+def test_an_event_off_the_plan_step_stores_its_baseline_and_plan_as_means_over_its_own_window(fleet, spied):
+    """01:07-03:07 is planned on the steps 01:00-03:15, but delivery is baseline minus what the
+    readings stamped in the window measure: a plain mean over the steps counted 01:00-01:07 and
+    03:07-03:15, which no reading in the window covers, as much as any step inside it."""
+    dr, _ = fleet
+    start, end = START + 7 * MINUTE, END + 7 * MINUTE
+    assert dr.decide(event(1.0, start=start, end=end)).opt_in
+    plan = spied["plans"][0]
+    stored = r.results(dr.store, "test", "e1").set_index("device_id")
+    reduction = _minute_mean(plan.baseline_kw - plan.grid_kw, plan.steps, start, end)
+    assert stored.loc[plan.devices, "baseline_kw"].tolist() == pytest.approx(
+        _minute_mean(plan.baseline_kw, plan.steps, start, end).tolist(), abs=1e-9)
+    assert stored.loc[plan.devices, "planned_kw"].tolist() == pytest.approx(reduction.tolist(), abs=1e-9)
+    assert stored.at["fleet", "planned_kw"] == pytest.approx(plan.weights @ reduction, abs=1e-9)
+
+
+def test_an_event_off_the_step_cut_while_under_way_stores_its_baseline_over_its_own_window(fleet, spied):
+    """Cut under way to end before a new schedule reaches the sites, the window 01:07-01:37 is
+    held as sent; its stored baseline is the mean over those 30 minutes, not over 01:00-01:45."""
+    dr, _ = fleet
+    start = START + 7 * MINUTE
+    assert dr.decide(event(1.0, start=start, end=END + 7 * MINUTE)).opt_in
+    dr.store.upsert_readings(_window_readings(dr.store, UNDER_WAY, since=NOW))
+    dr.clock = lambda: UNDER_WAY
+    answer = dr.decide(event(1.0, start=start, end=start + 30 * MINUTE, modification=1))
+    assert answer.opt_in and "held to the new end" in answer.reason
+    steps, state = spied["states"][-1]
+    stored = r.results(dr.store, "test", "e1").set_index("device_id")
+    held = [state.devices.index(d) for d in ("site-0", "site-1", "site-2")]
+    expected = _minute_mean(state.baseline_kw[held], steps, start, start + 30 * MINUTE)
+    assert stored.loc[["site-0", "site-1", "site-2"], "baseline_kw"].tolist() == pytest.approx(expected.tolist(), abs=1e-9)

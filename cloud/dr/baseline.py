@@ -7,7 +7,7 @@ Two kinds, each written once here:
   weekend in the site's time zone, within :data:`LOOKBACK_DAYS`): a seasonal-naive forecast of
   what the site usually does at that hour, its battery's own rule included. Households keep
   weekday and weekend habits (evening car charging above all), so mixing the two biases it. The decision computes it and
-  stores its window mean with the event, so delivery is measured against the baseline the
+  stores its window mean (:func:`window_mean`) with the event, so delivery is measured against the baseline the
   plan was made on, never one recomputed after the fact.
 * ``high_5_of_10`` (:func:`high_x_of_y`): the utility-style baseline of CAISO's and PJM's
   programmes. Among the last 10 eligible days before the event day (same day type in the
@@ -47,6 +47,20 @@ def in_window(ts: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> pd.Serie
 def read_bounds(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The store's ``[start, stop)`` read bounds for the readings of window ``[start, end)``."""
     return start + _TICK, end + _TICK
+
+
+def window_mean(values: np.ndarray, steps: pd.DatetimeIndex, step: pd.Timedelta, start: pd.Timestamp,
+                end: pd.Timestamp) -> np.ndarray:
+    """The mean over the window ``[start, end)`` of ``values`` given per plan step (``steps``,
+    the last axis), each step weighted by the share of it inside the window.
+
+    A window off the step (01:07-03:07) is planned on the steps covering it (01:00-03:15), but
+    delivery is its baseline minus the readings stamped in the window alone: counted whole, the
+    minutes 01:00-01:07 and 03:07-03:15 would weigh in the baseline as much as any inside it."""
+    ends = steps + step
+    inside = ends.where(ends < end, end) - steps.where(steps > start, start)
+    shares = np.clip((inside / step).to_numpy(dtype=float), 0.0, 1.0)
+    return np.asarray(values, dtype=float) @ shares / shares.sum()
 
 
 def step_table(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.DataFrame:

@@ -285,8 +285,8 @@ class FleetDR:
         state = fleet_state(self.store, targeted, steps, settings.step, now, settings.forecast_days, settings.online_intervals)
         if first == len(steps):  # cut to end before a new schedule reaches the sites: nothing to plan again
             held = continued(r.windows(self.store, event.source, event.event_id), {}, event.end, event.end)
-            rows = _held_rows(event, state, first, r.results(self.store, event.source, event.event_id), None,
-                              self._weights(state), now)
+            rows = _held_rows(event, state, steps, settings.step, first,
+                              r.results(self.store, event.source, event.event_id), None, self._weights(state), now)
             return self._stand(event, held, f"under way: the earlier schedule held to the new end "
                                             f"{dd.format_ts(event.end)}", _fleet_planned(rows), rows, now)
         promised = commitments(self.store, state.devices, event, now)
@@ -318,12 +318,12 @@ class FleetDR:
             return self.settings.level_fractions[int(event.value)] * capability
         return None
 
-    def _opt_in(self, event: DREvent, whole: FleetState, steps: pd.DatetimeIndex, weights: np.ndarray,
+    def _opt_in(self, event: DREvent, whole: FleetState, all_steps: pd.DatetimeIndex, weights: np.ndarray,
                 requested: float | None, now: pd.Timestamp, first: int = 0) -> Answer:
         """Plan the window's steps from ``first`` (0, or under way the first step a new schedule
-        reaches), and stand by it; ``whole`` is the state over all the window's steps."""
+        reaches), and stand by it; ``whole`` is the state over all the window's steps, ``all_steps``."""
         settings = self.settings
-        state, steps = whole.from_step(first), steps[first:]
+        state, steps = whole.from_step(first), all_steps[first:]
         followers = state.followable & (state.capability_kw(window_hours(event, steps)) > 0)
         left_out = len(state.devices) - int(followers.sum())
         if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
@@ -331,7 +331,7 @@ class FleetDR:
         if requested == 0.0 or not followers.any():
             return Answer(False, f"nothing to deliver: none of {len(state.devices)} targeted site(s) can reduce now "
                                  "(offline, no history, empty battery or in another event)")
-        plan = solve(state.subset(followers), steps, settings.step, requested_kw=requested,
+        plan = solve(state.subset(followers), steps, settings.step, (event.start, event.end), requested_kw=requested,
                      price_adder_per_kwh=event.value if event.signal is Signal.PRICE else 0.0,
                      weights=weights[followers], wear_per_kwh=settings.wear_per_kwh)
         planned = plan.fleet_reduction_kw
@@ -345,7 +345,8 @@ class FleetDR:
                                _planned_rows(event, plan, now), now)
         windows = continued(r.windows(self.store, event.source, event.event_id), schedules(plan, event.start, event.end),
                             steps[0], event.end)
-        rows = _held_rows(event, whole, first, r.results(self.store, event.source, event.event_id), plan, weights, now)
+        rows = _held_rows(event, whole, all_steps, settings.step, first,
+                          r.results(self.store, event.source, event.event_id), plan, weights, now)
         return self._stand(event, windows, f"under way: the earlier schedule held until {dd.format_ts(steps[0])}, "
                                            f"then {reason}", _fleet_planned(rows), rows, now)
 
@@ -467,14 +468,13 @@ def _answer(stored: dict) -> Answer:
                   0.0 if planned is None or pd.isna(planned) else float(planned))
 
 
-def _held_rows(event: DREvent, whole: FleetState, first: int, earlier: pd.DataFrame, plan, weights: np.ndarray,
-               now: pd.Timestamp) -> list[dict]:
+def _held_rows(event: DREvent, whole: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, first: int,
+               earlier: pd.DataFrame, plan, weights: np.ndarray, now: pd.Timestamp) -> list[dict]:
     """The planned rows of an event re-planned under way, over its whole window (delivery is
-    measured over it): per site the forecast baseline averaged over all the window's steps,
-    and the planned reduction averaged over them, the earlier plan's (its mean per site) on
-    the ``first`` steps its schedule held and the re-plan's on the rest; the fleet's sums
-    them, participation-weighted."""
-    n = whole.baseline_kw.shape[1]
+    measured over it): per site the forecast baseline over the window (``steps`` cover it,
+    :func:`cloud.dr.baseline.window_mean`), and the planned reduction over it, the earlier
+    plan's (its mean per site) on the ``first`` steps its schedule held and the re-plan's on
+    the rest; the fleet's sums them, participation-weighted."""
     sites = earlier[(earlier[s.BASELINE] == b.FORECAST) & (earlier[dd.DEVICE_ID] != r.FLEET)]
     held = dict(zip(sites[dd.DEVICE_ID], pd.to_numeric(sites[s.PLANNED_KW]).fillna(0.0)))
     rest = {} if plan is None else dict(zip(plan.devices, plan.site_reduction_kw))
@@ -483,9 +483,10 @@ def _held_rows(event: DREvent, whole: FleetState, first: int, earlier: pd.DataFr
     for i, device in enumerate(whole.devices):
         if device not in held and device not in rest:
             continue
-        base = float(np.mean(whole.baseline_kw[i]))
-        cut = (held.get(device, 0.0) * first + rest.get(device, 0.0) * (n - first)) / n
-        rows.append(row | {dd.DEVICE_ID: device, s.BASELINE_KW: base, s.PLANNED_KW: float(cut)})
+        base = float(b.window_mean(whole.baseline_kw[i], steps, step, event.start, event.end))
+        cuts = np.where(np.arange(len(steps)) < first, held.get(device, 0.0), rest.get(device, 0.0))
+        cut = float(b.window_mean(cuts, steps, step, event.start, event.end))
+        rows.append(row | {dd.DEVICE_ID: device, s.BASELINE_KW: base, s.PLANNED_KW: cut})
         fleet_base, fleet_cut = fleet_base + base, fleet_cut + weights[i] * cut
     return rows + [row | {dd.DEVICE_ID: r.FLEET, s.BASELINE_KW: fleet_base, s.PLANNED_KW: float(fleet_cut)}]
 
@@ -495,8 +496,9 @@ def _fleet_planned(rows: list[dict]) -> float:
 
 
 def _planned_rows(event: DREvent, plan, now: pd.Timestamp) -> list[dict]:
-    """The forecast baseline and planned reduction per site and for the fleet, fixed at decision time."""
-    site_baseline = plan.baseline_kw.mean(axis=1)
+    """The forecast baseline and planned reduction per site and for the fleet over the window
+    (:func:`cloud.dr.baseline.window_mean`, as the plan's reduction), fixed at decision time."""
+    site_baseline = b.window_mean(plan.baseline_kw, plan.steps, plan.step, *plan.window)
     row = {s.SOURCE: event.source, s.EVENT_ID: event.event_id, s.BASELINE: b.FORECAST, s.COMPUTED_AT: now}
     rows = [row | {dd.DEVICE_ID: d, s.BASELINE_KW: float(base), s.PLANNED_KW: float(cut)}
             for d, base, cut in zip(plan.devices, site_baseline, plan.site_reduction_kw)]

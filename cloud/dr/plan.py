@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cloud.dr import baseline as b
 from cloud.dr.capability import FleetState
 from cloud.portfolio.central import GroupProblem, solve_group
 from der_core.setpoints import SetpointEntry, SetpointSchedule
@@ -39,11 +40,14 @@ class FleetPlan:
     grid_kw: np.ndarray  # (sites, steps), + importing
     baseline_kw: np.ndarray  # (sites, steps)
     weights: np.ndarray  # (sites,)
+    step: pd.Timedelta
+    window: tuple[pd.Timestamp, pd.Timestamp]  # the event's [start, end), which ``steps`` cover
 
     @property
     def site_reduction_kw(self) -> np.ndarray:
-        """Per site, the planned reduction below its baseline, averaged over the window."""
-        return (self.baseline_kw - self.grid_kw).mean(axis=1)
+        """Per site, the planned reduction below its baseline, averaged over the window alone
+        (:func:`cloud.dr.baseline.window_mean`): delivery is measured over it, not over the steps."""
+        return b.window_mean(self.baseline_kw - self.grid_kw, self.steps, self.step, *self.window)
 
     @property
     def fleet_reduction_kw(self) -> float:
@@ -51,9 +55,10 @@ class FleetPlan:
         return float(self.weights @ self.site_reduction_kw)
 
 
-def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, requested_kw: float | None,
-          price_adder_per_kwh: float = 0.0, weights: np.ndarray | None = None, wear_per_kwh: float = 0.01) -> FleetPlan:
-    """The joint plan of ``state``'s sites (all of which can follow) for the window ``steps``.
+def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, window: tuple[pd.Timestamp, pd.Timestamp], *,
+          requested_kw: float | None, price_adder_per_kwh: float = 0.0, weights: np.ndarray | None = None, wear_per_kwh: float = 0.01) -> FleetPlan:
+    """The joint plan of ``state``'s sites (all of which can follow) on the plan ``steps``
+    covering the event's ``window`` (or its rest, under way).
 
     The LP runs one step past the window, at the window's last forecast and the price without
     the adder: the LP values the energy left at its horizon's end at the horizon's cheapest
@@ -74,7 +79,8 @@ def solve(state: FleetState, steps: pd.DatetimeIndex, step: pd.Timedelta, *, req
         end_floor_kwh=state.min_kwh,
     )
     plan = solve_group(problem)
-    return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w)
+    return FleetPlan(state.devices, steps, plan.battery_kw[:, :horizon], plan.grid_kw[:, :horizon], state.baseline_kw, w,
+                     step, window)
 
 
 def schedules(plan: FleetPlan, start: pd.Timestamp, end: pd.Timestamp) -> Mapping[str, SetpointSchedule]:
