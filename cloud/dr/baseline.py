@@ -12,7 +12,8 @@ Two kinds, each written once here:
 * ``high_5_of_10`` (:func:`high_x_of_y`): the utility-style baseline of CAISO's and PJM's
   programmes. Among the last 10 eligible days before the event day (same day type in the
   site's time zone, weekday or weekend; no earlier event of the fleet overlapping the window;
-  readings covering at least :data:`MIN_COVERAGE` of the window), the mean of the 5 days with
+  readings in at least :data:`MIN_COVERAGE` of the steps the window expects one in,
+  :func:`cloud.dr.delivery.window_means`), the mean of the 5 days with
   the highest window-average net import. No same-day adjustment. With fewer than 5 eligible
   days there is no such baseline (None), as a programme would not settle on it either.
 

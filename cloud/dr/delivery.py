@@ -41,13 +41,20 @@ def synced_through(store: CloudStore, devices: Sequence[str], end: pd.Timestamp)
 
 def window_means(store: CloudStore, devices: list[str], start: pd.Timestamp, end: pd.Timestamp,
                  step: pd.Timedelta) -> tuple[pd.Series, pd.Series]:
-    """Per device: the mean net grid flow over ``[start, end)`` and the share of the window's
-    steps that have a reading."""
+    """Per device: the mean net grid flow over ``[start, end)`` and the share of the steps that
+    the window expects a reading in which have one.
+
+    A step's reading on the step is stamped at its end, so the window expects those steps whose
+    end it holds (:func:`cloud.dr.baseline.in_window`): 01:07-03:07 the 8 stamped 01:15 to 03:00,
+    not the 9 steps covering it, whose last (03:00-03:15) no reading in the window closes on
+    the step, so no day could read more than 8 of 9. A window within one step expects that step."""
     first, stop = b.read_bounds(start, end)
     readings = store.read_readings(None, first, stop, columns=[dd.NET_GRID_FLOW])
     readings = readings[readings[dd.DEVICE_ID].isin(devices) & b.in_window(readings[dd.TS], start, end)]
     table = b.step_table(readings, dd.NET_GRID_FLOW, step).reindex(columns=devices)
-    steps = pd.date_range(start.floor(step), end.ceil(step), freq=step, inclusive="left")
+    covering = pd.date_range(start.floor(step), end.ceil(step), freq=step, inclusive="left")
+    expected = covering[b.in_window(covering + step, start, end)]
+    steps = expected if len(expected) else covering
     coverage = table.reindex(steps).notna().mean() if len(table) else pd.Series(0.0, index=devices)
     means = readings.groupby(dd.DEVICE_ID)[dd.NET_GRID_FLOW].mean().reindex(devices)
     return means, coverage.reindex(devices).fillna(0.0)
