@@ -3,6 +3,7 @@ past day has read enough of a window to serve the high-5-of-10 baseline."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -56,3 +57,25 @@ def test_a_45_minute_window_off_the_plan_step_has_a_high_5_of_10_baseline(store)
     event = DREvent("e", "test", start, start + 45 * MINUTE, Signal.REDUCTION, 1.0, DAY, (), 0)
     baseline = utility_baseline(store, event, ["a"], {"a": "UTC"}, STEP, [])
     assert baseline["a"] == pytest.approx(2.0)
+
+
+def test_capability_weighs_the_battery_s_own_rule_over_the_window_as_its_baseline_is():
+    """Over 01:07-03:07 the steps 01:00 and 03:00 lie 8/15 and 7/15 inside the window; a plain
+    mean over the covering steps counted the battery's own rule in 03:07-03:15 as much as in
+    any minute of the window."""
+    from cloud.dr.baseline import step_shares
+    from cloud.dr.capability import FleetState
+
+    step = pd.Timedelta(minutes=15)
+    steps = pd.date_range("2024-07-16T01:00Z", "2024-07-16T03:00Z", freq=step)
+    start, end = pd.Timestamp("2024-07-16T01:07Z"), pd.Timestamp("2024-07-16T03:07Z")
+    gap = np.zeros(len(steps))
+    gap[-1] = 9.0  # the own rule draws 9 kW more than the baseline in the last step only
+    one = np.ones(1)
+    state = FleetState(["site-0"], np.ones(1, bool), 10 * one, 0 * one, 13.5 * one, 5 * one, 5 * one, one, 0.3 * one,
+                       np.zeros((1, len(steps))), gap[None, :], 15 * one, np.ones(1, bool))
+    shares = step_shares(steps, step, start, end)
+    assert shares[0] == pytest.approx(8 / 15) and shares[-1] == pytest.approx(7 / 15)
+    weighed = state.capability_kw(2.0, shares)
+    assert weighed[0] == pytest.approx(5.0 - 9.0 * (7 / 15) / 8.0)
+    assert state.capability_kw(2.0)[0] == pytest.approx(5.0 - 9.0 / 9)

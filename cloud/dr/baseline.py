@@ -58,10 +58,15 @@ def window_mean(values: np.ndarray, steps: pd.DatetimeIndex, step: pd.Timedelta,
     A window off the step (01:07-03:07) is planned on the steps covering it (01:00-03:15), but
     delivery is its baseline minus the readings stamped in the window alone: counted whole, the
     minutes 01:00-01:07 and 03:07-03:15 would weigh in the baseline as much as any inside it."""
+    shares = step_shares(steps, step, start, end)
+    return np.asarray(values, dtype=float) @ shares / shares.sum()
+
+
+def step_shares(steps: pd.DatetimeIndex, step: pd.Timedelta, start: pd.Timestamp, end: pd.Timestamp) -> np.ndarray:
+    """Per plan step (``steps``, their starts), the share of it inside the window ``[start, end)``."""
     ends = steps + step
     inside = ends.where(ends < end, end) - steps.where(steps > start, start)
-    shares = np.clip((inside / step).to_numpy(dtype=float), 0.0, 1.0)
-    return np.asarray(values, dtype=float) @ shares / shares.sum()
+    return np.clip((inside / step).to_numpy(dtype=float), 0.0, 1.0)
 
 
 def step_table(readings: pd.DataFrame, column: str, step: pd.Timedelta) -> pd.DataFrame:

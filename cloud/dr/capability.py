@@ -59,11 +59,17 @@ class FleetState:
     interval_minutes: np.ndarray  # the site's reading interval (median gap of its recent readings)
     free: np.ndarray  # in no other event overlapping this one's window
 
-    def capability_kw(self, hours: float) -> np.ndarray:
-        """Per site, the reduction below its baseline it can hold for ``hours`` (0 offline)."""
+    def capability_kw(self, hours: float, shares: np.ndarray | None = None) -> np.ndarray:
+        """Per site, the reduction below its baseline it can hold for ``hours`` (0 offline).
+        ``shares``: each plan step's share inside the window (:func:`cloud.dr.baseline.step_shares`;
+        None: every step whole), so the battery's own rule over a window off the plan step is
+        weighed as its baseline and its delivery are."""
         usable = np.maximum(self.energy_kwh - self.min_kwh, 0.0)
         sustained = np.minimum(self.max_discharge_kw, usable * self.efficiency / hours)
-        own_rule = np.nanmean(self.net_kw - self.baseline_kw, axis=1) if self.net_kw.shape[1] else 0.0
+        steps = self.net_kw.shape[1]
+        shares = np.ones(steps) if shares is None else np.asarray(shares, dtype=float)
+        gap = np.nan_to_num(self.net_kw - self.baseline_kw)  # a site without history is not followable
+        own_rule = gap @ shares / shares.sum() if steps else 0.0
         capability = np.maximum(sustained - own_rule, 0.0)
         return np.where(self.followable, np.nan_to_num(capability), 0.0)
 

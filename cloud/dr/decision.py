@@ -299,13 +299,17 @@ class FleetDR:
             return Answer(False, f"too short: {problem}")
         hours = window_hours(event, steps[first:])
         weights = self._weights(state)
-        capability = weights @ state.from_step(first).capability_kw(hours)
+        capability = weights @ state.from_step(first).capability_kw(hours, self._shares(event, steps[first:]))
         requested = self._requested(event, capability)
         if requested is not None and requested > 0 and capability < requested * settings.margin:
             held = (f" besides what {promised.events} other event(s) it took hold" if promised.events else "")
             return Answer(False, f"too large: {requested:.1f} kW asked, the fleet can hold {capability:.1f} kW "
                                  f"for {hours:g} h{held}; it opts in from {settings.margin:g} x the request")
         return self._opt_in(event, state, steps, weights, requested, now, first)
+
+    def _shares(self, event: DREvent, steps: pd.DatetimeIndex) -> np.ndarray:
+        """Each of ``steps``' share inside the part of ``event``'s window they answer."""
+        return b.step_shares(steps, self.settings.step, max(event.start, steps[0]), event.end)
 
     def _weights(self, state: FleetState) -> np.ndarray:
         return np.array([self.participation.get(d, 1.0) for d in state.devices])
@@ -324,7 +328,7 @@ class FleetDR:
         reaches), and stand by it; ``whole`` is the state over all the window's steps, ``all_steps``."""
         settings = self.settings
         state, steps = whole.from_step(first), all_steps[first:]
-        followers = state.followable & (state.capability_kw(window_hours(event, steps)) > 0)
+        followers = state.followable & (state.capability_kw(window_hours(event, steps), self._shares(event, steps)) > 0)
         left_out = len(state.devices) - int(followers.sum())
         if event.signal is Signal.LEVEL and settings.level_fractions[int(event.value)] == 0.0:
             return self._stand(event, {}, "nothing to reduce at this level", 0.0, [], now)
