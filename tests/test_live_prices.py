@@ -542,3 +542,25 @@ def test_an_hour_nobody_published_or_forecast_is_priced_at_the_known_mean_never_
     instants = pd.date_range(t0 + pd.Timedelta(hours=1), periods=4, freq="h")
     np.testing.assert_allclose(inputs.wholesale(utc("2026-06-01T12:00"), instants), [0.10, 0.30, 0.20, 0.20])
     assert inputs.wholesale(utc("2026-06-01T10:00"), instants).tolist() == [0.0] * 4  # nothing known yet
+
+
+@pytest.mark.parametrize("now, stale", [
+    ("2026-06-02T10:00", True),  # ENTSO-E has nothing for today: the plan would start on made-up prices
+    ("2026-06-01T15:00", False),  # today's stored; tomorrow's "no data" is normal before its publication
+])
+def test_an_answer_without_the_price_in_force_now_marks_the_prices_stale_until_one_is_stored(fake, now, stale):
+    """ENTSO-E answers "no data" (reason 999) for today and tomorrow: where the store holds no
+    price for now either, the prices are stale, said in one line; the next refresh that gets
+    today's prices stores them and clears the mark."""
+    day1, day2 = local_day("2026-06-01", "Europe/Berlin"), local_day("2026-06-02", "Europe/Berlin")
+    fake.route("/", Reply(200, NO_DATA), Reply(200, entsoe_document(entsoe_series(*day2, "PT60M", {p: 70.0 for p in
+                                                                                                     range(1, 25)}))))
+    with SQLiteCloudStore(":memory:") as store:
+        today = publication(utc("2026-05-31T11:00"), pd.date_range(*day1, freq="h", inclusive="left"), [0.05] * 24)
+        store.upsert_frame(s.PRICES, today.assign(**{s.SOURCE: "entsoe", s.AREA: "DE_LU"}))
+        inputs = SiteInputs(store, "home-1", "Europe/Berlin", prices=entsoe(fake))
+        assert inputs.refresh({}, utc(now)) == 0
+        assert list(inputs.stale) == (["prices"] if stale else [])
+        if stale:
+            assert "entsoe DE_LU: no price stored for the hour before 2026-06-02T10:00Z" in inputs.stale["prices"]
+            assert inputs.refresh({}, utc(now)) == 24 and inputs.stale == {}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
-from cloud.live.http import MalformedResponse, RetryPolicy, SourceUnavailable
+from cloud.live.http import MalformedResponse, NoData, RetryPolicy, SourceUnavailable
 from cloud.live.weather import (
     Connection,
     ForecastSolar,
@@ -119,6 +119,26 @@ def test_a_partial_horizon_stores_only_the_instants_the_service_filled(fake, sto
     seen = StoredWeatherForecast(store, "open-meteo").forecast(
         SITE, pd.DatetimeIndex([NOW + pd.Timedelta(hours=1)] * 8), pd.to_datetime(times, unit="s", utc=True))
     assert seen[TEMP].notna().tolist() == [True] * 5 + [False] * 3
+
+
+NULLS = {k: [None] * 8 for k in ("shortwave_radiation", "direct_normal_irradiance", "diffuse_radiation",
+                                 "temperature_2m", "cloud_cover", "wind_speed_10m")}
+
+
+@pytest.mark.parametrize("first, nulls", [
+    ("2026-06-21T10:00", NULLS),  # every value null
+    ("2026-06-20T10:00", {}),  # only hours already past
+])
+def test_an_answer_with_nothing_from_this_hour_on_is_no_data_and_the_next_answer_is_stored(fake, store, first, nulls):
+    """Such an answer is NoData and stores nothing, not 0 rows unsaid: the plan would read an older
+    issue as if it were new. The next answer is stored."""
+    fake.route("/forecast", Reply(200, open_meteo_body("minutely_15", unix(first, 8, "15min"), **nulls)),
+               Reply(200, open_meteo_body("minutely_15", unix("2026-06-21T10:00", 8, "15min"))))
+    source = OpenMeteo(connection=connection(fake))
+    with pytest.raises(NoData, match=r"^open-meteo: the answer holds no value from 2026-06-21T10:00:00\+00:00 on"):
+        fetch_weather(store, SITE, source, NOW)
+    assert store.read_frame(s.WEATHER_FORECASTS).empty
+    assert fetch_weather(store, SITE, source, NOW + pd.Timedelta(minutes=5)) == 8
 
 
 def test_values_no_weather_can_have_are_stored_as_missing_and_said_once(fake, caplog):

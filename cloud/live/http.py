@@ -11,7 +11,8 @@
   job answers by planning on the data it has stored and marking the plan stale. A refusal
   (``4xx`` other than 429: a bad key, a bad area) raises :class:`SourceRefused` at once, since
   asking again changes nothing. A body that is not what the service documents raises
-  :class:`MalformedResponse` naming the service and the field (:func:`field`).
+  :class:`MalformedResponse` naming the service and the field (:func:`field`); an answer in
+  the documented shape with nothing for the present, :class:`NoData`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class SourceRefused(SourceError):
 
 class MalformedResponse(SourceError):
     """The service answered, but not in the shape its documentation gives."""
+
+
+class NoData(SourceError):
+    """The service answered as it documents, with nothing for the time a plan starts from (no
+    weather from this hour on, no price in force now): the plan runs on what is stored and is
+    marked stale, as for a service that is down."""
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import pandas as pd
 
 from cloud.forecasting.settings import settings_from
 from cloud.forecasting.weather import WeatherForecast
-from cloud.live.http import SourceError
-from cloud.live.prices import PriceSource, fetch_prices, price_forecast, price_source, published_prices
+from cloud.live.http import NoData, SourceError
+from cloud.live.prices import PriceSource, fetch_prices, knows_present, price_forecast, price_source, published_prices
 from cloud.live.weather import Connection, ForecastSolar, OpenMeteo, StoredWeatherForecast, WeatherSource, fetch_weather
 from cloud.store import schema as s
 from cloud.store.base import CloudStore
@@ -123,7 +123,9 @@ class SiteInputs:
 
     def refresh(self, site_row: Mapping[str, Any], now: pd.Timestamp | None = None) -> int:
         """Fetch one weather issue and the prices of the site's local today and tomorrow that
-        the store lacks; return the rows stored. A SourceError marks that input stale."""
+        the store lacks; return the rows stored. A SourceError marks that input stale, as does
+        a store left without the price in force now (a service that answers "no data" for
+        today): tomorrow not yet published is normal, today missing is not."""
         now = dd.parse_ts(now if now is not None else dd.utc_now())
         rows = 0
         if self.weather is not None:
@@ -137,6 +139,9 @@ class SiteInputs:
             start, end = today.tz_convert("UTC"), (today + pd.DateOffset(days=2)).tz_convert("UTC")
             try:
                 rows += fetch_prices(self.store, self.prices, start, end)
+                if not knows_present(self.store, self.prices, now):
+                    raise NoData(f"{self.prices.name} {self.prices.area}: no price stored for the hour before "
+                                 f"{now:%Y-%m-%dT%H:%MZ} and none in the answer; expected the prices in force now")
                 self.stale.pop(PRICES, None)
             except SourceError as error:
                 self._went_stale(PRICES, f"{self.prices.name} {self.prices.area}", error, self._prices_fetched(now))

@@ -7,8 +7,8 @@ an instant, and :func:`price_forecast` beyond what is published.
 """
 
 from cloud.live.prices.base import DAY_AHEAD, REAL_TIME, HttpSettings, PriceSource
-from cloud.live.prices.history import fetch_prices, missing_windows, price_forecast, published_prices
+from cloud.live.prices.history import fetch_prices, knows_present, missing_windows, price_forecast, published_prices
 from cloud.live.prices.spec import price_source
 
-__all__ = ["DAY_AHEAD", "REAL_TIME", "HttpSettings", "PriceSource", "fetch_prices", "missing_windows",
+__all__ = ["DAY_AHEAD", "REAL_TIME", "HttpSettings", "PriceSource", "fetch_prices", "knows_present", "missing_windows",
            "price_forecast", "price_source", "published_prices"]

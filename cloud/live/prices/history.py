@@ -25,6 +25,9 @@ LONGEST_INTERVAL = pd.Timedelta(days=1)
 FORECAST_DAYS = 7
 #: How far past an instant a day-ahead publication may reach (a day and its eve).
 PUBLISHED_AHEAD = pd.Timedelta(days=3)
+#: How far before now the newest stored price must reach for a plan to start on a known one:
+#: a published day covers now; a real-time feed (ComEd) publishes each interval at its end.
+PRESENT = pd.Timedelta(hours=1)
 
 
 def missing_windows(store: CloudStore, source: PriceSource, start: pd.Timestamp,
@@ -56,6 +59,13 @@ def fetch_prices(store: CloudStore, source: PriceSource, start: pd.Timestamp, en
     log.info("prices: %d row(s) of %s %s stored for %s to %s", stored, source.name, source.area,
              dd.format_ts(start), dd.format_ts(end))
     return stored
+
+
+def knows_present(store: CloudStore, source: PriceSource, now: pd.Timestamp) -> bool:
+    """Whether a price of the source stored for the hour before ``now`` (:data:`PRESENT`) is
+    in the store: without one, a plan made now starts on forecast or made-up prices."""
+    start = dd.parse_ts(now) - PRESENT
+    return missing_windows(store, source, start, dd.parse_ts(now)) != [(start, dd.parse_ts(now))]
 
 
 def published_prices(store: CloudStore, source_name: str, area: str, at: pd.Timestamp,

@@ -12,6 +12,7 @@ import pandas as pd
 from cloud.feature_engineering.physics import solar_config
 from cloud.forecasting.clear_sky_index import NIGHT_SHARE, index_by_day, sun_up
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
+from cloud.live.http import NoData
 from cloud.live.weather.open_meteo import OpenMeteoPreviousRuns
 from cloud.live.weather.sources import Place, WeatherSource, as_utc, site_place
 from cloud.store import schema as s
@@ -31,7 +32,8 @@ def fetch_weather(store, site: Mapping[str, Any], source: WeatherSource, now: pd
     """Store one issue of ``source`` for ``site`` (a ``store.sites()`` row) and return the
     rows stored. An issue of the same source stored within the current hour makes it ask
     nothing (0): the services change at most every 15 min (Forecast.Solar) or with each model
-    run (hours), and Forecast.Solar bans clients that ask too often."""
+    run (hours), and Forecast.Solar bans clients that ask too often. An answer with no value
+    from this hour on raises NoData."""
     now = as_utc(now if now is not None else dd.utc_now())
     place, hour = site_place(site), now.floor("h")
     # A live issue covers the hour it was made in, so one from this hour has targets from `hour` on.
@@ -40,7 +42,10 @@ def fetch_weather(store, site: Mapping[str, Any], source: WeatherSource, now: pd
     if ((stored[s.ISSUED_AT] >= hour) & (stored[s.ISSUED_AT] <= now)).any():
         return 0
     rows = source.fetch(site, now, start=hour)
-    return store.upsert_frame(s.WEATHER_FORECASTS, rows) if len(rows) else 0
+    if rows.empty:  # every value null or unphysical: storing nothing unsaid would plan on an old issue as if new
+        raise NoData(f"{source.name}: the answer holds no value from {dd.format_ts(hour)} on; "
+                     "expected the forecast of the hours ahead")
+    return store.upsert_frame(s.WEATHER_FORECASTS, rows)
 
 
 def backfill_weather(store, site: Mapping[str, Any], archive: WeatherSource, start: pd.Timestamp, end: pd.Timestamp,
