@@ -33,18 +33,26 @@ def record_failure(store, run_id: int, rows: int, error: BaseException) -> None:
         log.warning("could not record the failed run: %s", second)
 
 
-def recorded_run(store, job: str, details: dict[str, Any], work: Callable[[], tuple[T, int]]) -> T:
+#: The status of a run that did its work on old data (an outside service down): not failed,
+#: yet not ``ok``, so ``--status`` and the dashboard say what is stale.
+STALE = "stale"
+
+
+def recorded_run(store, job: str, details: dict[str, Any], work: Callable[[], tuple[T, int]],
+                 stale_of: Callable[[T], str | None] | None = None) -> T:
     """Run ``work`` (returning its value and the rows it wrote) as one ``pipeline_runs`` row:
-    ``ok`` with the rows, or ``failed`` with the error's line, which is raised on. Any error
-    fails it, an interrupt or a defect as well: in a daemon that lives on, a run left
-    ``running`` would read as under way for ever."""
+    ``ok`` with the rows, :data:`STALE` with the line ``stale_of(value)`` gives when it gives
+    one, or ``failed`` with the error's line, which is raised on. Any error fails it, an
+    interrupt or a defect as well: in a daemon that lives on, a run left ``running`` would
+    read as under way for ever."""
     run_id = store.start_run(job, details)
     try:
         value, rows = work()
     except BaseException as error:
         record_failure(store, run_id, 0, error)
         raise
-    store.finish_run(run_id, "ok", rows)
+    stale = stale_of(value) if stale_of is not None else None
+    store.finish_run(run_id, STALE if stale else "ok", rows, stale or None)
     return value
 
 

@@ -382,3 +382,37 @@ def test_two_site_files_of_one_device_are_one_line_naming_both(tmp_path):
         pipeline_settings(tmp_path, site_files=[tmp_path / "home.json", tmp_path / "copy.json"])
     assert str(caught.value) == (f"--site: device_id home-1 is declared twice ({tmp_path / 'home.json'} and "
                                  f"{tmp_path / 'copy.json'}); expected one site file per site")
+
+
+def test_status_says_which_input_is_stale_until_a_fetch_succeeds(tmp_path, monkeypatch, capsys):
+    """A weather service that is down leaves the inputs job ``stale`` with the site, the input
+    and why, and --status exit 1; once it answers again, ``ok`` and exit 0."""
+    import run_pipeline
+    from cloud.live.http import RetryPolicy
+    from tests.fakes.http_service import FakeService, Reply
+    from tests.fakes.service_bodies import open_meteo_body, unix
+    from tests.test_site_file import SITE
+
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    site, db = tmp_path / "site.json", tmp_path / "cloud.db"
+    site.write_text(json.dumps({**SITE, "weather": "open-meteo"}))
+    status = ["--site", str(site), "--status", "--cloud-db", str(db), "--data-dir", str(tmp_path / "data")]
+    hour = pd.Timestamp.now(tz="UTC").floor("h")
+    with FakeService() as fake:
+        monkeypatch.setenv("DER_OPEN_METEO_URL", fake.url)
+        down = Reply(500, "<html>Internal Server Error</html>", headers={"Retry-After": "0"})
+        fake.route("/forecast", *[down] * RetryPolicy().attempts, Reply(200, open_meteo_body("minutely_15", unix(hour, 8, "15min"))))
+        settings = pipeline_settings(tmp_path / "data", site_files=[site], cloud_db=db)
+        with runner.ExitStack() as resources:
+            ctx = runner.open_context(settings, resources)
+            stages.declare(ctx)
+            stages.inputs(ctx)
+            assert run_pipeline.main(status) == 1
+            line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(stages.INPUTS_JOB))
+            assert line.split()[1] == "stale" and "home-1 weather never fetched (Open-Meteo at" in line
+            assert f"HTTP 500 after {RetryPolicy().attempts} attempt(s))" in line
+            stages.inputs(ctx)
+            assert run_pipeline.main(status) == 0
+            line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(stages.INPUTS_JOB))
+            assert line.split()[1] == "ok"

@@ -8,8 +8,9 @@ service that is down leaves those inputs stale rather than stopping the chain.
 A stage returns what it did in one line; a stage that cannot run yet (too little history
 to train the forecasters) raises :class:`StageUnavailable` with the reason, which the runner
 reports without pretending the stage ran. Every stage's library records its own
-``pipeline_runs`` row; the simulator and the sending of plans have no job of their own in
-the cloud, so :func:`simulate` and :func:`publish` record one each.
+``pipeline_runs`` row; the simulator, the fetching of declared sites' inputs and the sending
+of plans have no job of their own in the cloud, so :func:`simulate`, :func:`inputs` and
+:func:`publish` record one each.
 
 The forecasting and planning libraries are imported by their stages, not here: they take
 most of a second to load, and ``run_pipeline.py --status`` and ``--help`` need neither.
@@ -159,17 +160,27 @@ def declare_pending(ctx: Context) -> StageReport:
     return declare(ctx)
 
 
+INPUTS_JOB = "live_inputs"
+
+
 def inputs(ctx: Context) -> StageReport:
     """Each declared site's weather issue and today's and tomorrow's prices
     (``cloud.live.inputs.SiteInputs.refresh``); a service that is down is one warning line
-    and a stale mark on the site's next plan, never a failed stage."""
+    and a stale mark on the site's next plan, never a failed stage. The stage is its own
+    ``pipeline_runs`` job (:data:`INPUTS_JOB`), ``stale`` with what is stale and why, so
+    ``--status`` says it after the run that found it."""
     from der_core.site_file import site_row
 
-    rows, stale = 0, []
-    for site in ctx.settings.declared:
-        site_inputs = ctx.inputs[site.device_id]
-        rows += site_inputs.refresh(site_row(site))
-        stale += [f"{site.device_id} {kind} {text}" for kind, text in sorted(site_inputs.stale.items())]
+    def work():
+        rows, stale = 0, []
+        for site in ctx.settings.declared:
+            site_inputs = ctx.inputs[site.device_id]
+            rows += site_inputs.refresh(site_row(site))
+            stale += [f"{site.device_id} {kind} {text}" for kind, text in sorted(site_inputs.stale.items())]
+        return (rows, stale), rows
+
+    rows, stale = recorded_run(ctx.cloud, INPUTS_JOB, {"sites": len(ctx.settings.declared)}, work,
+                               stale_of=lambda done: "; ".join(done[1]))
     kinds = sum((site.weather is not None) + (site.prices is not None) for site in ctx.settings.declared)
     message = f"{rows} rows of weather and prices stored for {len(ctx.settings.declared)} site(s), {kinds} input(s)"
     return StageReport(rows, message + (f"; {'; '.join(stale)}" if stale else ""))
