@@ -14,6 +14,7 @@ import pytest
 
 from cloud.forecasting.weather import CLEAR_SKY_INDEX, TEMP, WEATHER_COLUMNS
 from cloud.live.http import MalformedResponse, NoData, RetryPolicy, SourceUnavailable
+from cloud.live.inputs import SiteInputs
 from cloud.live.weather import (
     Connection,
     ForecastSolar,
@@ -369,3 +370,20 @@ def test_a_pv_forecast_services_power_over_the_arrays_clear_sky_is_the_index_rea
         assert early[CLEAR_SKY_INDEX].isna().all()  # issued at 05:00: not before a forecast made then
     night = pv_clear_sky_index(system, pd.DatetimeIndex(["2026-06-21T23:00Z"]), np.array([0.2]))
     assert night.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("failure, asked", [
+    (Reply(503, {"reason": "down"}), FAST.attempts),  # unreachable: the second home is not made to wait again
+    (Reply(200, {"minutely_15": {}}), 2),  # malformed: another home's answer may differ, so it is asked
+])
+def test_a_service_down_for_one_home_is_not_asked_again_for_the_next_in_the_same_round(fake, store, failure, asked):
+    fake.route("/forecast", failure)
+    homes = [SiteInputs(store, device_id, "Europe/Berlin", OpenMeteo(connection=connection(fake)))
+             for device_id in ("home-1", "home-2")]
+    down: dict = {}
+    for home in homes:
+        assert home.refresh(site_row(build_site({**DECLARATION, "device_id": home.device_id})), NOW, down) == 0
+    assert len(fake.requests) == asked
+    assert homes[0].stale == homes[1].stale and list(homes[1].stale) == ["weather"]
+    homes[1].refresh(site_row(build_site({**DECLARATION, "device_id": "home-2"})), NOW, {})  # a new round asks
+    assert len(fake.requests) > asked

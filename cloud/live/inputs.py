@@ -21,7 +21,7 @@ the planner, the recorded backtest and the forecasting job all read:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from cloud.forecasting.settings import settings_from
 from cloud.forecasting.weather import WeatherForecast
-from cloud.live.http import NoData, SourceError
+from cloud.live.http import NoData, SourceError, SourceUnavailable
 from cloud.live.prices import PriceSource, fetch_prices, knows_present, price_forecast, price_source, published_prices
 from cloud.live.weather import Connection, ForecastSolar, OpenMeteo, StoredWeatherForecast, WeatherSource, fetch_weather
 from cloud.store import schema as s
@@ -121,30 +121,50 @@ class SiteInputs:
         return published_prices(self.store, self.prices.name, self.prices.area, IN_FORCE, instants,
                                 _step(instants)).to_numpy(dtype=float)
 
-    def refresh(self, site_row: Mapping[str, Any], now: pd.Timestamp | None = None) -> int:
+    def refresh(self, site_row: Mapping[str, Any], now: pd.Timestamp | None = None,
+                down: dict[str, SourceUnavailable] | None = None) -> int:
         """Fetch one weather issue and the prices of the site's local today and tomorrow that
         the store lacks; return the rows stored. A SourceError marks that input stale, as does
         a store left without the price in force now (a service that answers "no data" for
-        today): tomorrow not yet published is normal, today missing is not."""
+        today): tomorrow not yet published is normal, today missing is not. ``down`` holds the
+        services found unreachable in this round of refreshes (weather by source, prices by
+        source and area); one in it is not asked again, since a service that timed out for one
+        home would make each of a fleet's homes wait out its retries."""
         now = dd.parse_ts(now if now is not None else dd.utc_now())
+        down = {} if down is None else down
         rows = 0
         if self.weather is not None:
-            try:
-                rows += fetch_weather(self.store, site_row, self.weather, now)
-                self.stale.pop(WEATHER, None)
-            except SourceError as error:
-                self._went_stale(WEATHER, self.weather.name, error, self._weather_fetched(now))
+            rows += self._attempt(WEATHER, self.weather.name, down, lambda: fetch_weather(
+                self.store, site_row, self.weather, now), lambda: self._weather_fetched(now))
         if self.prices is not None:
             today = now.tz_convert(self.timezone).normalize()
             start, end = today.tz_convert("UTC"), (today + pd.DateOffset(days=2)).tz_convert("UTC")
-            try:
-                rows += fetch_prices(self.store, self.prices, start, end)
+
+            def fetch() -> int:
+                stored = fetch_prices(self.store, self.prices, start, end)
                 if not knows_present(self.store, self.prices, now):
                     raise NoData(f"{self.prices.name} {self.prices.area}: no price stored for the hour before "
                                  f"{now:%Y-%m-%dT%H:%MZ} and none in the answer; expected the prices in force now")
-                self.stale.pop(PRICES, None)
-            except SourceError as error:
-                self._went_stale(PRICES, f"{self.prices.name} {self.prices.area}", error, self._prices_fetched(now))
+                return stored
+
+            rows += self._attempt(PRICES, f"{self.prices.name} {self.prices.area}", down, fetch,
+                                  lambda: self._prices_fetched(now))
+        return rows
+
+    def _attempt(self, kind: str, source: str, down: dict[str, SourceUnavailable], fetch: Callable[[], int],
+                 since: Callable[[], pd.Timestamp | None]) -> int:
+        """``fetch``'s rows, clearing the kind's stale mark; 0 and the mark on a SourceError,
+        or without asking where ``down`` holds the source."""
+        try:
+            if source in down:
+                raise down[source]
+            rows = fetch()
+        except SourceError as error:
+            if isinstance(error, SourceUnavailable):
+                down[source] = error
+            self._went_stale(kind, source, error, since())
+            return 0
+        self.stale.pop(kind, None)
         return rows
 
     def _went_stale(self, kind: str, source: str, error: SourceError, since: pd.Timestamp | None) -> None:

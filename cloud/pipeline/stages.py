@@ -172,10 +172,10 @@ def inputs(ctx: Context) -> StageReport:
     from der_core.site_file import site_row
 
     def work():
-        rows, stale = 0, []
+        rows, stale, down = 0, [], {}  # a service down for one site is not waited on again for each other
         for site in ctx.settings.declared:
             site_inputs = ctx.inputs[site.device_id]
-            rows += site_inputs.refresh(site_row(site))
+            rows += site_inputs.refresh(site_row(site), down=down)
             stale += [f"{site.device_id} {kind} {text}" for kind, text in sorted(site_inputs.stale.items())]
         return (rows, stale), rows
 
