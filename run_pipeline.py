@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = pipeline_settings(args.data_dir, sites=ps.DEFAULT_SITES if args.sites is None else args.sites,
                                  days=args.days, interval_s=args.interval,
                                  seed=ps.DEFAULT_SEED if args.seed is None else args.seed, backend=backend, site_files=args.site, cloud_db=embedded,
-                                 publish=args.publish)
+                                 publish=args.publish, fetching=not args.status)
     for site in settings.declared:  # said, not refused, as run_cloud_sync.py --site says them
         for doubt in site.doubts():
             print(f"warning: {site.read_from}: {doubt}", file=sys.stderr)

@@ -416,3 +416,22 @@ def test_status_says_which_input_is_stale_until_a_fetch_succeeds(tmp_path, monke
             assert run_pipeline.main(status) == 0
             line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(stages.INPUTS_JOB))
             assert line.split()[1] == "ok"
+
+
+def test_status_of_a_site_priced_by_a_keyed_service_asks_no_key(tmp_path, monkeypatch, capsys):
+    """``--status --site FILE`` fetches nothing, yet building the site's ENTSO-E source asked for
+    ENTSOE_API_KEY: exit 2, where --once, which does fetch, still needs it."""
+    import run_pipeline
+    from der_core.cli_support import run_cli
+    from tests.test_site_file import SITE
+
+    for name in ("SUPABASE_URL", "SUPABASE_KEY", "DATABASE_URL", "ENTSOE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({**{k: v for k, v in SITE.items() if k != "tariff"},
+                                "prices": {"source": "entsoe", "area": "DE_LU"}}))
+    folder = ["--site", str(site), "--data-dir", str(tmp_path / "data")]
+    assert run_pipeline.main([*folder, "--status"]) == 0
+    assert "ENTSOE_API_KEY" not in capsys.readouterr().err
+    assert run_cli(run_pipeline.main, [*folder, "--once"]) == 2
+    assert "ENTSO-E needs a key: set ENTSOE_API_KEY" in capsys.readouterr().err

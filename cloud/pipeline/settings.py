@@ -105,17 +105,19 @@ class PipelineSettings:
 def pipeline_settings(data_dir: str | Path = DEFAULT_DATA_DIR, *, sites: int = DEFAULT_SITES, days: int = DEFAULT_DAYS,
                       interval_s: int = DEFAULT_INTERVAL_S, seed: int = DEFAULT_SEED,
                       backend: str | None = None, site_files: Sequence[str | Path] = (),
-                      cloud_db: str | Path | None = None, publish: bool = False) -> PipelineSettings:
+                      cloud_db: str | Path | None = None, publish: bool = False, fetching: bool = True) -> PipelineSettings:
     """The cloud store follows the usual variables; the embedded one is ``cloud_db``, else
     lives in ``data_dir`` (the jobs' ``--cloud-db FILE`` is the same store). ``publish``: send
     the plans to the broker of the ``MQTT_*`` variables, read here so a bad one is one line.
     Each site file is read and checked here, its price source included, so a wrong one is one
-    line before anything runs."""
+    line before anything runs; without ``fetching`` (``--status``, which asks no service) the
+    price source is not built, so a service's key is not asked for."""
     declared: tuple[SiteDeclaration, ...] = ()
     if site_files:
         from cloud.live.inputs import check_declaration  # the outside services' adapters: only with --site
 
-        declared = tuple(check_declaration(load_site_file(path)) for path in site_files)
+        declared = tuple((check_declaration if fetching else (lambda site: site))(load_site_file(path))
+                         for path in site_files)
     data_dir = Path(data_dir)
     embedded = str(cloud_db) if cloud_db is not None else str(data_dir / "cloud.db")
     cloud = cloud_settings(backend=backend, sqlite_path=embedded)
