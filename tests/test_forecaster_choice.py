@@ -19,7 +19,7 @@ STORE = object()  # choose() only asks whether there is a cloud store
 
 
 def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", horizon_steps=96, active=True,
-             skills=None, pv_sites=None) -> str:
+             skills=None, pv_sites=None, site_until=None) -> str:
     """A model registry holding one version whose manifest says what it learnt from, with
     ``skills`` (load, PV) its test-set metrics, and with ``pv_sites`` a PV model trained on those
     sites, the others left out for too few days."""
@@ -29,6 +29,8 @@ def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", hor
               "test_range": ["2024-06-01 00:15:00+00:00", until]}
     manifest = {"version": "v1", "horizon_steps": horizon_steps,
                 "targets": {"load_kw": {"models": ["lightgbm"], "sites": list(sites), **ranges}}}
+    if site_until is not None:  # each site split at its own time: home-1's own newest truths
+        manifest["targets"]["load_kw"]["site_ranges"] = {"home-1": [site_until, site_until]}
     if pv_sites is not None:
         manifest["targets"]["solar_kw"] = {"models": ["lightgbm"], "sites": list(pv_sites), **ranges}
         manifest["sites_left_out"] = [{"target": "solar_kw", "device_id": d, "reason": "only 9.5 days of solar_generation_kw"}
@@ -57,6 +59,8 @@ def registry(tmp_path, sites=("home-1",), until="2024-06-09 23:45:00+00:00", hor
      "the active models in {folder} forecast the load no better than same time yesterday on their test days (skill -0.03)"),
     ({"skills": (0.17, -0.16)}, STORE, "models", "active models in {folder}; PV as the naive forecaster has it, the PV "
      "model being no better than same time yesterday on its test days (skill -0.16)"),
+    ({"until": "2024-06-20 00:00:00+00:00", "site_until": "2024-06-09 23:45:00+00:00"}, STORE, "models",
+     "active models in {folder}"),  # another site's newer truths are not home-1's
     ({"pv_sites": ("home-1",)}, STORE, "models", "active models in {folder}"),
     ({"pv_sites": ("home-2",)}, STORE, "models", "active models in {folder}; PV as the naive forecaster has it, the "
      "solar_kw model was not trained on home-1: only 9.5 days of solar_generation_kw"),

@@ -176,6 +176,10 @@ def test_training_registers_activates_and_issues_forecasts(trained_store, small_
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["features"] == list(dz.FEATURES) and manifest["design_version"] == dz.DESIGN_VERSION
     assert set(manifest["targets"]) == {LOAD_KW, SOLAR_KW, PRICE_PER_KWH}
+    load = manifest["targets"][LOAD_KW]
+    assert sorted(load["site_ranges"]) == load["sites"]  # each site's own newest training and test truths
+    for trained, tested in load["site_ranges"].values():
+        assert load["train_range"][0] < trained < tested <= load["test_range"][1]
     assert (folder / "sample_week.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"mae", "rmse", "pinball", "coverage_p10_p90", "skill"} <= set(metrics[SOLAR_KW]["lightgbm"]["daytime"])

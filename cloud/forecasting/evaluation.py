@@ -20,7 +20,7 @@ import pandas as pd
 
 from cloud.forecasting import design as dz
 from cloud.forecasting.models import PRIMARY
-from cloud.forecasting.registry import LoadedVersion
+from cloud.forecasting.registry import LoadedVersion, site_range
 from cloud.forecasting.targets import SOLAR_KW
 from cloud.forecasting.training import NotEnoughData, TrainSettings, design_rows, evaluate
 from cloud.forecasting.weather import WeatherForecast
@@ -97,14 +97,16 @@ def _within(truths: pd.Series, tested: list[str] | None) -> pd.Timestamp | None:
     return end if end is not None and bool((truths <= end).all()) else None
 
 
-def newest_rows(rows: pd.DataFrame, window_starts: Mapping[str, pd.Timestamp], trained_until: pd.Timestamp) -> pd.DataFrame:
+def newest_rows(rows: pd.DataFrame, window_starts: Mapping[str, pd.Timestamp],
+                trained_until: Mapping[str, pd.Timestamp]) -> pd.DataFrame:
     """Each site's rows issued from its own window start, and of a site with forecasts issued
-    after the training range only those (truths training never saw). The choice is per site:
-    a site whose readings end before another site's training range ends is scored on its
-    newest week, not left out because another site has newer rows."""
+    after its training range only those (truths training never saw). The choice is per site,
+    as each site's training ended at its own time: a site whose readings end before another
+    site's training range ends is scored on its newest week, not left out because another
+    site has newer rows."""
     starts = pd.to_datetime(rows[dd.DEVICE_ID].map(window_starts), utc=True)
     window = rows[dz.ISSUED_AT] >= starts
-    unseen = window & (rows[dz.ISSUED_AT] >= trained_until)
+    unseen = window & (rows[dz.ISSUED_AT] >= pd.to_datetime(rows[dd.DEVICE_ID].map(trained_until), utc=True))
     has_unseen = unseen.groupby(rows[dd.DEVICE_ID]).transform("any")
     return rows[window & (unseen | ~has_unseen)].reset_index(drop=True)
 
@@ -118,9 +120,10 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
                              issue_every=pd.Timedelta(manifest["issue_every"]))
     results = []
     for target, models in version.models.items():
-        trained_until = pd.Timestamp(manifest["targets"][target]["train_range"][1])
-        tested = manifest["targets"][target].get("test_range")
-        rows = newest_rows(design_rows(histories, target, settings, weather), window_starts, trained_until)
+        entry = manifest["targets"][target]
+        tested = entry.get("test_range")
+        per_site = {h.device_id: site_range(entry, h.device_id)[0] for h in histories}
+        rows = newest_rows(design_rows(histories, target, settings, weather), window_starts, per_site)
         if rows.empty:
             raise NotEnoughData(f"{target}: no complete day-ahead forecast fits in the newest data")
         metrics, _ = evaluate(models, rows, target)
@@ -132,7 +135,8 @@ def evaluate_version(version: LoadedVersion, histories: Sequence[dz.SiteHistory]
         within = _within(rows[dz.TARGET_TS], tested)
         results.append(TargetEvaluation(target, int(now.get("rows", 0)), now.get("mae"), trained,
                                         now.get("skill"), now.get("coverage_p10_p90"), verdict if within is None else None,
-                                        bool((rows[dz.TARGET_TS] <= trained_until).any()), within,
+                                        bool((rows[dz.TARGET_TS] <= pd.to_datetime(rows[dd.DEVICE_ID].map(per_site),
+                                                                                   utc=True)).any()), within,
                                         verdict if within is not None else None))
     return results
 

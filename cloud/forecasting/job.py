@@ -67,7 +67,8 @@ def manifest_of(result: TrainingResult, settings: ForecastSettings, train_settin
         "step_minutes": STEP.total_seconds() / 60, "horizon_steps": train_settings.horizon_steps,
         "issue_every": str(train_settings.issue_every), "test_size": settings.test_size, "source": store_label,
         "targets": {t: {"models": list(r.models), "sites": r.sites,
-                        "train_range": [str(x) for x in r.train_range], "test_range": [str(x) for x in r.test_range]}
+                        "train_range": [str(x) for x in r.train_range], "test_range": [str(x) for x in r.test_range],
+                        "site_ranges": {d: [str(x) for x in pair] for d, pair in r.site_ranges.items()}}
                     for t, r in result.targets.items()},
         "skipped": result.skipped,
         "sites_left_out": [{"target": g.target, "device_id": g.device_id, "reason": g.reason} for g in result.site_gaps],

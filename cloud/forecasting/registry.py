@@ -35,6 +35,18 @@ from der_core.errors import DERError
 ACTIVE, MANIFEST, METRICS, EVALUATIONS, PLOT = "ACTIVE", "manifest.json", "metrics.json", "evaluations.json", "sample_week.png"
 
 
+def site_range(entry: dict[str, Any], device_id: str) -> tuple[pd.Timestamp | None, pd.Timestamp]:
+    """From a target's manifest entry, the newest truth a site's training rows held and the
+    newest the version learnt from for it (its test rows' too): the site's own, each site being
+    split at its own time; the target's whole range for a version that kept none per site."""
+    own = entry.get("site_ranges", {}).get(device_id)
+    if own is not None:
+        trained, tested = (pd.Timestamp(x) for x in own)
+        return trained, max(trained, tested)
+    trained, tested = (pd.Timestamp(entry[key][1]) if entry.get(key) else None for key in ("train_range", "test_range"))
+    return trained, max(t for t in (trained, tested) if t is not None)
+
+
 class NoModels(DERError):
     """No trained version (or not the one asked for) in the registry."""
 

@@ -77,6 +77,10 @@ class TargetResult:
     train_range: tuple[pd.Timestamp, pd.Timestamp]
     test_range: tuple[pd.Timestamp, pd.Timestamp]
     test_rows: pd.DataFrame  # test design rows with every model's P10/P50/P90, for plots
+    #: Per site, the newest truth its training rows hold and the newest its test rows hold:
+    #: each site is split at its own time (:func:`time_split`), so the fleet's range says
+    #: little of one site's.
+    site_ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,8 +224,10 @@ def train_target(histories: Sequence[dz.SiteHistory], target: str, settings: Tra
     metrics, scored = evaluate(models, rows[test].reset_index(drop=True), target)
     metrics["backtest"] = backtest(rows, target, settings, client) if PRIMARY in models else []
     ranges = rows[train][dz.TARGET_TS], rows[test][dz.TARGET_TS]
+    newest = [rows[part].groupby(dd.DEVICE_ID)[dz.TARGET_TS].max() for part in (train, test)]
+    site_ranges = {device: (newest[0][device], newest[1][device]) for device in newest[0].index.intersection(newest[1].index)}
     return TargetResult(target, models, metrics, sorted(rows[dd.DEVICE_ID].unique()),
-                        (ranges[0].min(), ranges[0].max()), (ranges[1].min(), ranges[1].max()), scored)
+                        (ranges[0].min(), ranges[0].max()), (ranges[1].min(), ranges[1].max()), scored, site_ranges)
 
 
 def train(histories: Sequence[dz.SiteHistory], settings: TrainSettings, weather: WeatherForecast,

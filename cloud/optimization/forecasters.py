@@ -487,7 +487,7 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
         trained_h = MODELS_STEP * int(manifest.get("horizon_steps", 0)) / pd.Timedelta(hours=1)
         return Choice("naive", f"the active models in {registry.root} forecast {trained_h:g} h in 15-minute steps, "
                                f"not {horizon / pd.Timedelta(hours=1):g} h in {step / pd.Timedelta(minutes=1):g}-minute steps")
-    learnt_until = _learnt_until(load)
+    learnt_until = _learnt_until(load, config.device_id)
     if issued_from is not None and learnt_until > pd.Timestamp(issued_from) + LEARNT_SLACK:
         return Choice("naive", f"the active models in {registry.root} learnt from readings up to "
                                f"{learnt_until:%Y-%m-%d %H:%M}Z, after {pd.Timestamp(issued_from):%Y-%m-%d %H:%M}Z")
@@ -514,9 +514,11 @@ def choose(name: str, config: SimulatorConfig, store=None, model_dir: str | None
     return Choice("models", f"active models in {registry.root}{old}")
 
 
-def _learnt_until(load: Mapping) -> pd.Timestamp:
-    """The newest reading a version's load model learnt from, by its manifest entry."""
-    return max(pd.Timestamp(load[key][1]) for key in ("train_range", "test_range") if load.get(key))
+def _learnt_until(load: Mapping, device_id: str) -> pd.Timestamp:
+    """The newest reading a version's load model learnt from for the site, by its manifest entry."""
+    from cloud.forecasting.registry import site_range
+
+    return site_range(load, device_id)[1]
 
 
 def _remembered(registry, device_id: str, issued_from: pd.Timestamp | None) -> str:
@@ -535,7 +537,7 @@ def _remembered(registry, device_id: str, issued_from: pd.Timestamp | None) -> s
         return ""
     if device_id not in load.get("sites", ()) or not any(load.get(key) for key in ("train_range", "test_range")):
         return ""
-    learnt_until = _learnt_until(load)
+    learnt_until = _learnt_until(load, device_id)
     if learnt_until <= pd.Timestamp(issued_from) + LEARNT_SLACK:
         return ""
     first = pd.Timestamp(issued_from)
