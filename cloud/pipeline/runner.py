@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from cloud.job_status import STALE
 from cloud.pipeline import settings as ps
 from cloud.pipeline import stages
 from cloud.pipeline.simulate import configs_for
@@ -64,7 +65,7 @@ def run_stage(name: str, func: Callable[[stages.Context], stages.StageReport], c
     except DERError as error:
         log.debug("%s failed", name, exc_info=True)
         return StageOutcome(name, FAILED, str(error), 0, time.perf_counter() - started)
-    return StageOutcome(name, OK, report.message, report.rows, time.perf_counter() - started)
+    return StageOutcome(name, STALE if report.stale else OK, report.message, report.rows, time.perf_counter() - started)
 
 
 def _announce(index: int, total: int, outcome: StageOutcome, out) -> None:

@@ -65,6 +65,7 @@ class Context:
 class StageReport:
     rows: int
     message: str
+    stale: bool = False  # done on old data (an outside service down): said, not failed
 
 
 def simulate(ctx: Context) -> StageReport:
@@ -183,7 +184,7 @@ def inputs(ctx: Context) -> StageReport:
                                stale_of=lambda done: "; ".join(done[1]))
     kinds = sum((site.weather is not None) + (site.prices is not None) for site in ctx.settings.declared)
     message = f"{rows} rows of weather and prices stored for {len(ctx.settings.declared)} site(s), {kinds} input(s)"
-    return StageReport(rows, message + (f"; {'; '.join(stale)}" if stale else ""))
+    return StageReport(rows, message + (f"; {'; '.join(stale)}" if stale else ""), stale=bool(stale))
 
 
 PUBLISH_JOB = "publish"
