@@ -26,7 +26,10 @@ def test_a_server_that_never_acknowledges_is_one_clear_error():
         def take() -> None:
             connection, _ = server.accept()
             taken.append(connection)
-            while connection.recv(4096):
+            try:
+                while connection.recv(4096):
+                    pass
+            except OSError:  # the test closed the connection under it: the stalled broker is gone
                 pass
 
         threading.Thread(target=take, daemon=True).start()
