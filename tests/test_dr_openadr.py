@@ -157,16 +157,23 @@ def test_a_cancellation_reaches_the_handler():
     assert handler.cancelled == [(event_id, SOURCE)]
 
 
+async def _a_reduction_taken(server, fleet) -> tuple[list[str], datetime, str]:
+    """A 6 kW reduction the fleet opted into: the messages the VEN sends from before it on, its
+    start and its id."""
+    sent: list[str] = []
+    fleet.client.add_hook("before_send_xml", sent.append)
+    start = soon()
+    event_id = server.reduction(6.0, start)
+    await until(lambda: event_id in server.opts)
+    return sent, start, event_id
+
+
 def test_the_delivered_reduction_reaches_the_vtn_once_measured():
     handler, clock = ScriptedFleet(), Clock()
 
     async def scenario():
         async with vtn() as server, ven(server.url, handler, clock) as fleet:
-            sent = []
-            fleet.client.add_hook("before_send_xml", sent.append)
-            start = soon()
-            event_id = server.reduction(6.0, start)
-            await until(lambda: event_id in server.opts)
+            sent, start, event_id = await _a_reduction_taken(server, fleet)
             await asyncio.sleep(1.5)  # reports sampled before the window ends carry nothing
             before = dict(server.received)
             # and are not sent: openleadr's VTN answers an empty report with HTTP 500
@@ -196,11 +203,7 @@ def test_a_delivery_the_vtn_did_not_answer_is_sent_again_when_it_is_back():
 
     async def scenario():
         async with vtn() as server, ven(server.url, handler, clock) as fleet:
-            sent = []
-            fleet.client.add_hook("before_send_xml", sent.append)
-            start = soon()
-            event_id = server.reduction(6.0, start)
-            await until(lambda: event_id in server.opts)
+            sent, start, event_id = await _a_reduction_taken(server, fleet)
             await server.server.stop()  # the VTN goes away, keeping what it knows
             handler.deliveries[event_id] = Delivery(event_id, "forecast", 6.0, 6.0, 5.2, {"bat-1": 2.0})
             clock.offset = timedelta(hours=3)
